@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+// offloadfs: a FUSE filesystem whose file contents live in one mmap-backed image.
+//
+// Import direction (never reversed):
+//   offloadfs (CLI) -> FuseBridge -> OffloadNamespace -> OffloadCore
+//                      FuseBridge -> CFuse (libfuse3)
+// OffloadCore and OffloadNamespace never import CFuse, so they build and test without FUSE.
+import PackageDescription
+
+let package = Package(
+    name: "offloadfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "offloadfs", targets: ["offloadfs"]),
+        .executable(name: "offloadfs-bench", targets: ["OffloadBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CFuse",
+            pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]
+        ),
+        // fallocate and friends, which Glibc's Swift module does not export.
+        .target(name: "CLinuxShims"),
+        .target(name: "OffloadCore", dependencies: ["CLinuxShims"]),
+        .target(name: "OffloadNamespace", dependencies: ["OffloadCore"]),
+        .target(
+            name: "FuseBridge",
+            dependencies: [
+                "CFuse", "OffloadNamespace", "OffloadCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "offloadfs",
+            dependencies: [
+                "FuseBridge", "OffloadNamespace", "OffloadCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore"]),
+        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
+        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore"]),
+        .testTarget(name: "MountTests", dependencies: ["OffloadCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

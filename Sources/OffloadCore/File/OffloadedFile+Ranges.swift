@@ -1,0 +1,182 @@
+/// Range operations behind fallocate, lseek and copy_file_range.
+extension OffloadedFile {
+    // MARK: - Holes and zeros
+
+    /// Turns `range` (clipped to the size) into a hole, freeing what it stored. The size
+    /// does not change (FALLOC_FL_PUNCH_HOLE always comes with FALLOC_FL_KEEP_SIZE).
+    public func punchHole(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        lock.withWriteLock {
+            let clipped = range.clamped(to: 0..<sizeBytes)
+            guard !clipped.isEmpty else { return }
+            replace(clipped, with: [.repeatingBytes(value: 0, count: UInt64(clipped.count))])
+        }
+    }
+
+    /// Makes `range` read as zeros, freeing what it stored (FALLOC_FL_ZERO_RANGE). Without
+    /// `keepSize` the file grows to cover the range.
+    public func zeroRange(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
+        guard !range.isEmpty else { return }
+        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        lock.withWriteLock {
+            if !keepSize { extendWithHole(to: range.upperBound) }
+            let clipped = range.clamped(to: 0..<sizeBytes)
+            guard !clipped.isEmpty else { return }
+            replace(clipped, with: [.repeatingBytes(value: 0, count: UInt64(clipped.count))])
+        }
+    }
+
+    /// Gives the holes in `range` real image blocks (fallocate mode 0 or KEEP_SIZE), so
+    /// that later writes there do not need new space. Without `keepSize` the file grows
+    /// to cover the range. With `keepSize`, space past the end of file is not reserved:
+    /// an extent list has no way to hold bytes beyond the size. On error nothing changes.
+    public func preallocate(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
+        guard !range.isEmpty else { return }
+        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        try lock.withWriteLock { () throws(FSError) in
+            let newSize = keepSize ? sizeBytes : max(sizeBytes, range.upperBound)
+            let target = range.clamped(to: 0..<newSize)
+            guard !target.isEmpty else { return }
+            // Collect the holes first, allocate for all of them, and only then change the
+            // file, so that running out of space leaves it as it was.
+            var holes: [Range<UInt64>] = []
+            if target.lowerBound < sizeBytes, var i = extents.floor(target.lowerBound) {
+                while extents.key(at: i) < target.upperBound {
+                    let start = extents.key(at: i), extent = extents.value(at: i)
+                    if extent.isHole {
+                        holes.append((start..<start + extent.size).clamped(to: target))
+                    }
+                    guard let next = extents.index(after: i) else { break }
+                    i = next
+                }
+            }
+            if target.upperBound > sizeBytes {
+                holes.append(max(sizeBytes, target.lowerBound)..<target.upperBound)
+            }
+            var filled: [(Range<UInt64>, [Extent])] = []
+            do throws(FSError) {
+                for hole in holes { filled.append((hole, try zeroedImageExtents(count: UInt64(hole.count)))) }
+            } catch {
+                for (_, pieces) in filled { for piece in pieces { dropStorage(of: piece) } }
+                throw error
+            }
+            for (hole, pieces) in filled {
+                extendWithHole(to: hole.lowerBound)
+                replace(hole, with: pieces)
+            }
+        }
+    }
+
+    /// Fresh image blocks covering `count` bytes (the store hands out zeroed blocks).
+    private func zeroedImageExtents(count: UInt64) throws(FSError) -> [Extent] {
+        var pieces: [Extent] = []
+        var done: UInt64 = 0
+        var hint: UInt64? = nil
+        do throws(FSError) {
+            while done < count {
+                let chunk = Int(min(count - done, UInt64(Int32.max) & ~UInt64(BackingStore.blockSize - 1)))
+                let granted = try store.allocate(byteCount: chunk, hint: hint)
+                let n = min(UInt64(granted.count), count - done)
+                pieces.append(.mmapOffload(offset: granted.lowerBound, size: n))
+                done += n
+                hint = granted.upperBound
+            }
+        } catch {
+            for piece in pieces { dropStorage(of: piece) }
+            throw error
+        }
+        return pieces
+    }
+
+    // MARK: - SEEK_DATA / SEEK_HOLE
+
+    /// The first offset at or after `offset` that holds data (SEEK_DATA). Fill runs of a
+    /// non-zero byte are data. `.noSuchOffset` (ENXIO) at or past the end, or when only
+    /// holes follow.
+    public func nextData(from offset: UInt64) throws(FSError) -> UInt64 {
+        try lock.withReadLock { () throws(FSError) in
+            guard offset < sizeBytes, var i = extents.floor(offset) else { throw .noSuchOffset }
+            while true {
+                if !extents.value(at: i).isHole { return max(extents.key(at: i), offset) }
+                guard let next = extents.index(after: i) else { throw .noSuchOffset }
+                i = next
+            }
+        }
+    }
+
+    /// The first offset at or after `offset` that is in a hole (SEEK_HOLE); the end of
+    /// file counts as a hole. `.noSuchOffset` (ENXIO) at or past the end.
+    public func nextHole(from offset: UInt64) throws(FSError) -> UInt64 {
+        try lock.withReadLock { () throws(FSError) in
+            guard offset < sizeBytes, var i = extents.floor(offset) else { throw .noSuchOffset }
+            while true {
+                if extents.value(at: i).isHole { return max(extents.key(at: i), offset) }
+                guard let next = extents.index(after: i) else { return sizeBytes }
+                i = next
+            }
+        }
+    }
+
+    // MARK: - Clone (copy_file_range)
+
+    /// Makes `count` bytes at `offset` a copy of `source`'s bytes at `sourceOffset`, sharing
+    /// the source's image blocks instead of copying them (each side copies on its next
+    /// write). Stops at the source's end of file; returns the number of bytes cloned.
+    /// `source` may be this file, with overlapping ranges.
+    @discardableResult
+    public func cloneRange(from source: OffloadedFile, sourceOffset: UInt64, count: UInt64,
+                           to offset: UInt64) throws(FSError) -> UInt64 {
+        guard count > 0 else { return 0 }
+        _ = try Self.checkedEnd(sourceOffset, count)
+        guard source.store === store else { throw .invalidArgument("files live in different images") }
+        // Take the source's pieces (with their own references) under its lock, then
+        // release it before taking ours: the two locks are never held together.
+        let pieces = try source.lock.withReadLock { () throws(FSError) -> [Extent] in
+            guard sourceOffset < source.sizeBytes else { return [] }
+            let length = min(count, source.sizeBytes - sourceOffset)
+            _ = try Self.checkedEnd(offset, length)
+            return try source.sharedPieces(sourceOffset..<sourceOffset + length)
+        }
+        let length = pieces.reduce(0) { $0 + $1.size }
+        guard length > 0 else { return 0 }
+        lock.withWriteLock {
+            extendWithHole(to: offset)
+            replace(offset..<offset + length, with: pieces)
+        }
+        return length
+    }
+
+    /// Copies of the extents covering `range`, each holding its own storage: image ranges
+    /// gain a reference, RAM bytes are reserved again or, past the budget, written to
+    /// fresh image blocks. Caller holds this file's lock (shared is enough).
+    private func sharedPieces(_ range: Range<UInt64>) throws(FSError) -> [Extent] {
+        guard var i = extents.floor(range.lowerBound) else { return [] }
+        var pieces: [Extent] = []
+        do throws(FSError) {
+            while extents.key(at: i) < range.upperBound {
+                let start = extents.key(at: i), extent = extents.value(at: i)
+                let part = (start..<start + extent.size).clamped(to: range)
+                let piece = extent.slice(part.lowerBound - start..<part.upperBound - start)
+                switch piece {
+                case .mmapOffload(let imageOffset, let size):
+                    store.retainOwned(imageOffset..<imageOffset + size)
+                    pieces.append(piece)
+                case .repeatingBytes:
+                    pieces.append(piece)
+                case .inMemory(let bytes):
+                    let placed = try bytes.withUnsafeBytes { buffer in
+                        Result { () throws(FSError) in try place(buffer, at: nil) }
+                    }.get()
+                    pieces.append(contentsOf: placed)
+                }
+                guard let next = extents.index(after: i) else { break }
+                i = next
+            }
+        } catch {
+            for piece in pieces { dropStorage(of: piece) }
+            throw error
+        }
+        return pieces
+    }
+}

@@ -1,0 +1,376 @@
+/// The contents of one regular file: an ordered list of extents over the shared image.
+///
+/// Extents are keyed by their first file offset in a `ChunkedSortedMap`, so finding the
+/// extent under any offset is O(log n), and they tile `0..<size` without gaps. Offsets
+/// never shift (there is no insert-range), so a write only touches the extents it
+/// overlaps. Neighbours that continue each other (adjacent image ranges, equal fills,
+/// small RAM buffers) are merged after every change, so a file written sequentially in
+/// small pieces ends up as few extents as one written at once.
+///
+/// Storage ownership: every `mmapOffload` extent holds one reference on each image block
+/// it touches (see `BlockReferenceCounts`); every `inMemory` extent holds a reservation of
+/// its length on the `MemoryLimiter`. Every path that adds or drops an extent goes through
+/// `insert`/`removeRange`, which keep both accounts.
+///
+/// Locking: one reader-writer lock per file. Reads share it; everything that changes the
+/// extent list or writes image bytes in place takes it exclusively. The store's own
+/// mutex is always taken inside this lock, never the other way round.
+public final class OffloadedFile: @unchecked Sendable {
+    /// The largest file size (the kernel's MAX_LFS_FILESIZE on 64-bit Linux).
+    public static let maximumSize = UInt64(Int64.max)
+    /// Writes shorter than this may stay in RAM, and RAM extents merge up to this length;
+    /// anything larger goes to the image, which is what the image is for.
+    public static let inMemoryExtentLimit = BackingStore.blockSize
+
+    public let store: BackingStore
+    public let limiter: MemoryLimiter
+    let lock = ReadWriteLock()
+    // Guarded by `lock`:
+    let extents = ChunkedSortedMap<Extent>()
+    var sizeBytes: UInt64 = 0
+    var storedBytes: UInt64 = 0
+
+    public init(store: BackingStore, limiter: MemoryLimiter) {
+        self.store = store
+        self.limiter = limiter
+    }
+
+    deinit { dropAllExtents() }
+
+    /// The file's length in bytes.
+    public var size: UInt64 { lock.withReadLock { sizeBytes } }
+
+    /// Bytes really stored for this file (image and RAM), holes and fills excluded;
+    /// what st_blocks reports. Shared (cloned) ranges count in every file that has them.
+    public var allocatedByteCount: UInt64 { lock.withReadLock { storedBytes } }
+
+    /// The number of extents (for tests and benchmarks).
+    public var extentCount: Int { lock.withReadLock { extents.count } }
+
+    /// A copy of the extent list (for tests and tools).
+    public var extentList: [(offset: UInt64, extent: Extent)] {
+        lock.withReadLock {
+            var list: [(offset: UInt64, extent: Extent)] = []
+            extents.forEach { list.append(($0, $1)) }
+            return list
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Reads up to `count` bytes at `offset`: fewer only at end of file, none past it.
+    public func read(at offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
+        guard count >= 0 else { throw .invalidArgument("negative read length") }
+        return lock.withReadLock {
+            guard offset < sizeBytes, count > 0 else { return [] }
+            let n = Int(min(UInt64(count), sizeBytes - offset))
+            return [UInt8](unsafeUninitializedCapacity: n) { buffer, initialized in
+                copyOut(at: offset, into: UnsafeMutableRawBufferPointer(buffer))
+                initialized = n
+            }
+        }
+    }
+
+    /// Reads into `buffer` at `offset`; returns the number of bytes read (short only at
+    /// end of file).
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        lock.withReadLock {
+            guard offset < sizeBytes, buffer.count > 0 else { return 0 }
+            let n = Int(min(UInt64(buffer.count), sizeBytes - offset))
+            copyOut(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+            return n
+        }
+    }
+
+    /// Copies `destination.count` bytes starting at `offset`, all below the size.
+    /// Caller holds the lock.
+    private func copyOut(at offset: UInt64, into destination: UnsafeMutableRawBufferPointer) {
+        guard var i = extents.floor(offset) else { preconditionFailure("no extent at \(offset)") }
+        var position = offset
+        var done = 0
+        while done < destination.count {
+            let start = extents.key(at: i)
+            let extent = extents.value(at: i)
+            let within = position - start
+            let n = Int(min(UInt64(destination.count - done), extent.size - within))
+            let target = destination.baseAddress! + done
+            switch extent {
+            case .mmapOffload(let imageOffset, _):
+                store.copyOut(from: imageOffset + within, into: target, count: n)
+            case .repeatingBytes(let value, _):
+                target.initializeMemory(as: UInt8.self, repeating: value, count: n)
+            case .inMemory(let bytes):
+                bytes.withUnsafeBytes { target.copyMemory(from: $0.baseAddress! + Int(within), byteCount: n) }
+            }
+            done += n
+            position += UInt64(n)
+            if done < destination.count {
+                guard let next = extents.index(after: i) else { preconditionFailure("extents end before size") }
+                i = next
+            }
+        }
+    }
+
+    // MARK: - Writing
+
+    /// Writes `bytes` at `offset` and returns the count written. A zero-length write
+    /// changes nothing; a write past the end leaves a hole of zeros before it. Either the
+    /// whole write happens or, on error, nothing does.
+    @discardableResult
+    public func write(at offset: UInt64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        let end = try Self.checkedEnd(offset, UInt64(bytes.count))
+        try lock.withWriteLock { () throws(FSError) in
+            if overwriteInPlace(at: offset, bytes: bytes) { return }
+            let pieces = try place(bytes, at: offset)
+            extendWithHole(to: offset)
+            replace(offset..<end, with: pieces)
+        }
+        return bytes.count
+    }
+
+    @discardableResult
+    public func write(at offset: UInt64, bytes: [UInt8]) throws(FSError) -> Int {
+        let result = bytes.withUnsafeBytes { buffer in
+            Result { () throws(FSError) in try write(at: offset, bytes: buffer) }
+        }
+        return try result.get()
+    }
+
+    /// Makes `offset..<offset+range.count` of the file refer to image bytes `range`,
+    /// without copying (the zero-copy path). The file takes its own reference on the
+    /// blocks; the caller keeps whatever references it had. The range must be allocated
+    /// in the store (`.invalidArgument` otherwise).
+    @discardableResult
+    public func write(at offset: UInt64, imageRange range: Range<UInt64>) throws(FSError) -> Int {
+        guard !range.isEmpty else { return 0 }
+        let end = try Self.checkedEnd(offset, UInt64(range.count))
+        try lock.withWriteLock { () throws(FSError) in
+            try store.retain(range)
+            extendWithHole(to: offset)
+            replace(offset..<end, with: [.mmapOffload(offset: range.lowerBound, size: UInt64(range.count))])
+        }
+        return range.count
+    }
+
+    /// Sets the size: shrinking drops the tail, growing appends `fill` bytes.
+    public func resize(to newSize: UInt64, fill: UInt8 = 0) throws(FSError) {
+        guard newSize <= Self.maximumSize else { throw .fileTooLarge }
+        lock.withWriteLock {
+            if newSize < sizeBytes {
+                removeRange(newSize..<sizeBytes)
+                sizeBytes = newSize
+            } else if newSize > sizeBytes {
+                insert([.repeatingBytes(value: fill, count: newSize - sizeBytes)], at: sizeBytes)
+            }
+        }
+    }
+
+    /// Empties the file.
+    public func truncate() {
+        lock.withWriteLock {
+            dropAllExtents()
+        }
+    }
+
+    /// Frees all storage now; the file is empty afterwards.
+    public func releaseAll() { truncate() }
+
+    // MARK: - Internals shared by the mutating operations (caller holds the write lock)
+
+    /// `offset + length`, or `.fileTooLarge` past the maximum size (never overflows).
+    static func checkedEnd(_ offset: UInt64, _ length: UInt64) throws(FSError) -> UInt64 {
+        guard offset <= maximumSize, length <= maximumSize - offset else { throw .fileTooLarge }
+        return offset + length
+    }
+
+    /// Overwrites bytes in place when one image extent covers them and owns its blocks
+    /// alone. No extent changes, so this is the fast path for rewriting data.
+    private func overwriteInPlace(at offset: UInt64, bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let i = extents.floor(offset) else { return false }
+        let start = extents.key(at: i)
+        guard case .mmapOffload(let imageOffset, let size) = extents.value(at: i),
+              offset - start + UInt64(bytes.count) <= size else { return false }
+        let target = imageOffset + (offset - start)
+        guard store.isExclusive(target..<target + UInt64(bytes.count)) else { return false }
+        store.copyIn(bytes.baseAddress!, to: target, count: bytes.count)
+        return true
+    }
+
+    /// Stores `bytes` (destined for file offset `offset`, nil when they go to another
+    /// file) and returns the extents that
+    /// hold them: RAM if small and the budget allows, else image blocks. Image data is
+    /// placed right after the image bytes of the extent that ends at `offset` when
+    /// possible, so the new extent merges with it. On error nothing is held.
+    func place(_ bytes: UnsafeRawBufferPointer, at offset: UInt64?) throws(FSError) -> [Extent] {
+        if bytes.count < Self.inMemoryExtentLimit, limiter.tryReserve(bytes.count) {
+            return [.inMemory(Array(bytes))]
+        }
+        var pieces: [Extent] = []
+        var done = 0
+        var hint = offset.flatMap(imageEnd(ofExtentEndingAt:))
+        // Fill the rest of the previous extent's last block: it owns that block alone,
+        // so the bytes after its end are unreferenced.
+        if let tail = hint, tail % UInt64(BackingStore.blockSize) != 0,
+           store.isExclusive(tail - 1..<tail) {
+            let room = UInt64(BackingStore.blockSize) - tail % UInt64(BackingStore.blockSize)
+            let n = Int(min(room, UInt64(bytes.count)))
+            store.copyIn(bytes.baseAddress!, to: tail, count: n)
+            store.retainOwned(tail..<tail + UInt64(n))
+            pieces.append(.mmapOffload(offset: tail, size: UInt64(n)))
+            done = n
+            hint = tail + room
+        } else if let tail = hint, tail % UInt64(BackingStore.blockSize) != 0 {
+            hint = nil
+        }
+        while done < bytes.count {
+            let granted: Range<UInt64>
+            do throws(FSError) {
+                granted = try store.allocate(byteCount: bytes.count - done, hint: hint)
+            } catch {
+                for piece in pieces { dropStorage(of: piece) }
+                throw error
+            }
+            let n = min(granted.count, bytes.count - done)
+            // `granted` is whole blocks, never more than the data needs.
+            store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n)
+            pieces.append(.mmapOffload(offset: granted.lowerBound, size: UInt64(n)))
+            done += n
+            hint = granted.upperBound
+        }
+        return pieces
+    }
+
+    /// The image offset just past the extent that ends exactly at file offset `offset`,
+    /// if that extent is an image extent.
+    private func imageEnd(ofExtentEndingAt offset: UInt64) -> UInt64? {
+        guard offset > 0, offset <= sizeBytes, let i = extents.floor(offset - 1) else { return nil }
+        guard case .mmapOffload(let imageOffset, let size) = extents.value(at: i),
+              extents.key(at: i) + size == offset else { return nil }
+        return imageOffset + size
+    }
+
+    /// Appends a hole so that the file reaches `offset` (no-op if it already does).
+    func extendWithHole(to offset: UInt64) {
+        if offset > sizeBytes {
+            insert([.repeatingBytes(value: 0, count: offset - sizeBytes)], at: sizeBytes)
+        }
+    }
+
+    /// Replaces file bytes `range` (which starts at or below the size) with `pieces`,
+    /// whose sizes add up to `range.count`. The pieces' storage references pass to the
+    /// file; what `range` held before is released.
+    func replace(_ range: Range<UInt64>, with pieces: [Extent]) {
+        precondition(range.lowerBound <= sizeBytes)
+        assert(pieces.reduce(0) { $0 + $1.size } == UInt64(range.count))
+        if range.lowerBound < sizeBytes {
+            removeRange(range.lowerBound..<min(range.upperBound, sizeBytes))
+        }
+        insert(pieces, at: range.lowerBound)
+    }
+
+    /// Removes the extents covering `range` (within the size), keeping the parts of the
+    /// boundary extents outside it. Leaves a gap that the caller fills, or shrinks the
+    /// file when `range` reaches the end.
+    func removeRange(_ range: Range<UInt64>) {
+        precondition(range.upperBound <= sizeBytes && !range.isEmpty)
+        guard var i = extents.floor(range.lowerBound) else { preconditionFailure("no extent at \(range.lowerBound)") }
+        var kept: [(UInt64, Extent)] = []
+        var removed: [Extent] = []
+        while true {
+            let start = extents.key(at: i)
+            guard start < range.upperBound else { break }
+            let extent = extents.value(at: i)
+            let end = start + extent.size
+            if start < range.lowerBound {
+                kept.append((start, extent.slice(0..<range.lowerBound - start)))
+            }
+            if end > range.upperBound {
+                kept.append((range.upperBound, extent.slice(range.upperBound - start..<extent.size)))
+            }
+            removed.append(extent)
+            guard let next = extents.remove(at: i) else { break }
+            i = next
+        }
+        // Take the kept parts' references before dropping the whole extents', so shared
+        // blocks never pass through a count of zero.
+        var keptMemory = 0
+        for (_, piece) in kept {
+            if case .mmapOffload(let offset, let size) = piece { store.retainOwned(offset..<offset + size) }
+            keptMemory += piece.memoryBytes
+        }
+        // RAM: the kept slices keep part of the removed extents' reservation.
+        var removedMemory = 0
+        for extent in removed {
+            removedMemory += extent.memoryBytes
+            if case .mmapOffload = extent { dropStorage(of: extent) }
+            storedBytes -= extent.storedBytes
+        }
+        limiter.release(removedMemory - keptMemory)
+        for (start, piece) in kept {
+            extents.insert(start, piece)
+            storedBytes += piece.storedBytes
+        }
+        if range.upperBound == sizeBytes { sizeBytes = range.lowerBound }
+    }
+
+    /// Inserts `pieces` (already holding their storage) into the gap at `offset`, then
+    /// merges across every new boundary.
+    func insert(_ pieces: [Extent], at offset: UInt64) {
+        var position = offset
+        for piece in pieces where piece.size > 0 {
+            extents.insert(position, piece)
+            storedBytes += piece.storedBytes
+            position += piece.size
+        }
+        sizeBytes = max(sizeBytes, position)
+        // Merge from the right so earlier keys stay valid.
+        mergeWithPrevious(at: position)
+        var boundaries: [UInt64] = []
+        position = offset
+        for piece in pieces where piece.size > 0 {
+            boundaries.append(position)
+            position += piece.size
+        }
+        for boundary in boundaries.reversed() { mergeWithPrevious(at: boundary) }
+    }
+
+    /// Merges the extent starting at `offset` into the one before it when the second
+    /// continues the first.
+    private func mergeWithPrevious(at offset: UInt64) {
+        guard let i = extents.find(offset), let p = extents.index(before: i) else { return }
+        let previous = extents.value(at: p), current = extents.value(at: i)
+        let merged: Extent
+        switch (previous, current) {
+        case let (.mmapOffload(a, aSize), .mmapOffload(b, bSize)) where a + aSize == b:
+            merged = .mmapOffload(offset: a, size: aSize + bSize)
+            // Both touched the block holding the boundary; the merged extent touches it once.
+            if b % UInt64(BackingStore.blockSize) != 0 { store.release(b..<b + 1) }
+        case let (.repeatingBytes(x, aCount), .repeatingBytes(y, bCount)) where x == y:
+            merged = .repeatingBytes(value: x, count: aCount + bCount)
+        case let (.inMemory(a), .inMemory(b)) where a.count + b.count <= Self.inMemoryExtentLimit:
+            merged = .inMemory(a + b)
+        default:
+            return
+        }
+        extents.setValue(merged, at: p)
+        extents.remove(at: i)
+    }
+
+    /// Gives back the storage an extent holds.
+    func dropStorage(of extent: Extent) {
+        switch extent {
+        case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
+        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .repeatingBytes: break
+        }
+    }
+
+    /// Removes every extent, giving back all storage. Caller holds the lock (or is deinit).
+    private func dropAllExtents() {
+        extents.forEach { _, extent in dropStorage(of: extent) }
+        extents.removeAll()
+        sizeBytes = 0
+        storedBytes = 0
+    }
+}

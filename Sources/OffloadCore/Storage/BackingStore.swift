@@ -1,0 +1,240 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import CLinuxShims
+
+/// The image file: one mmap-backed store of 4 KiB blocks shared by every file.
+///
+/// The whole capacity is mapped once, `MAP_SHARED`, when the store opens; the file itself
+/// only grows (by `fallocate`) as blocks are handed out. The mapping's address therefore
+/// never changes, readers hold raw pointers into it without any store-wide lock, and
+/// growing never invalidates what they hold. Pages past the end of the file are reserved
+/// address space only and are never touched.
+///
+/// Blocks get disk space from `fallocate` *before* anyone writes them through the
+/// mapping: a write fault on an unbacked page of a full disk would be a SIGBUS that kills
+/// the daemon, whereas `fallocate` answers ENOSPC. Freed blocks are punched out of the file
+/// (`FALLOC_FL_PUNCH_HOLE`), which gives the disk space back and makes them read as zeros,
+/// so a block handed out again never shows bytes that belonged to another file.
+///
+/// Ownership of blocks is counted per extent (`BlockReferenceCounts`): `allocate` hands the
+/// caller one reference; `retain` and `release` add and drop references.
+public final class BackingStore: @unchecked Sendable {
+    public static let blockSize = 4096
+    static let blockShift: UInt64 = 12
+
+    public let path: String
+    /// The most live data the store will hold; allocation past it fails with `.noSpace`.
+    public let capacityBytes: UInt64
+    /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
+    /// needs no lock.
+    let base: UnsafeMutableRawPointer
+    private let mappedBytes: Int
+    private let fd: Int32
+    private let allocator: Mutex<BlockAllocator>
+
+    /// Opens or creates the image at `path`.
+    ///
+    /// A path that does not exist is created. An existing file must be a regular file
+    /// that is empty: offloadfs does not read an image's contents back yet, and it never
+    /// writes over a file it does not understand. The file is locked (`flock`) so that
+    /// two daemons never share one image.
+    public init(path: String, capacityBytes: UInt64) throws(FSError) {
+        guard capacityBytes >= UInt64(Self.blockSize) else {
+            throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
+        }
+        guard capacityBytes <= (UInt64(1) << 46) else {
+            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
+        }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw .system(errno: errno, call: "open image '\(path)'") }
+        var ok = false
+        defer { if !ok { close(fd) } }
+
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image '\(path)'") }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw .invalidArgument("image '\(path)' is not a regular file")
+        }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            if errno == EWOULDBLOCK { throw .busy }
+            throw .system(errno: errno, call: "lock image '\(path)'")
+        }
+        guard info.st_size == 0 else {
+            throw .exists
+        }
+
+        let blocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
+        let mappedBytes = Int(blocks << Self.blockShift)
+        let mapping = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
+        guard let mapping, mapping != MAP_FAILED else {
+            throw .system(errno: errno, call: "mmap image '\(path)' (\(mappedBytes) bytes)")
+        }
+        self.path = path
+        self.capacityBytes = capacityBytes
+        self.base = mapping
+        self.mappedBytes = mappedBytes
+        self.fd = fd
+        self.allocator = Mutex(BlockAllocator(capacityBlocks: blocks))
+        ok = true
+    }
+
+    deinit {
+        munmap(base, mappedBytes)
+        close(fd)
+    }
+
+    // MARK: - Blocks
+
+    /// Allocates up to `byteCount` bytes (rounded up to whole blocks) and returns the byte
+    /// range of the blocks, which the caller owns with one reference each. The range may
+    /// be shorter than asked when free space is fragmented; it is never empty. Blocks read
+    /// as zeros. `hint` is the block-aligned byte offset the caller would like the range
+    /// to start at (to stay contiguous with data it already has).
+    public func allocate(byteCount: Int, hint: UInt64? = nil) throws(FSError) -> Range<UInt64> {
+        precondition(byteCount > 0)
+        let wanted = (UInt64(byteCount) + UInt64(Self.blockSize) - 1) >> Self.blockShift
+        let hintBlock = hint.flatMap { $0 & UInt64(Self.blockSize - 1) == 0 ? $0 >> Self.blockShift : nil }
+        let grant = try allocator.withLock { a throws(FSError) in try a.allocate(wanted, hint: hintBlock) }
+        let bytes = (grant.blocks.lowerBound << Self.blockShift)..<(grant.blocks.upperBound << Self.blockShift)
+        // Give the blocks disk space now, so writes through the mapping cannot fault.
+        if offloadfs_fallocate(fd, 0, off_t(bytes.lowerBound), off_t(bytes.count)) != 0 {
+            let e = errno
+            if e == EOPNOTSUPP {
+                try growFile(to: bytes.upperBound)
+            } else {
+                release(bytes)
+                throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "fallocate image")
+            }
+        }
+        if grant.reused && !allocator.withLock({ $0.punchSupported }) {
+            // Freed blocks could not be punched, so they still hold old bytes.
+            (base + Int(bytes.lowerBound)).initializeMemory(as: UInt8.self, repeating: 0, count: bytes.count)
+        }
+        return bytes
+    }
+
+    /// Adds a reference to every block that `range` touches. Fails with `.invalidArgument`
+    /// if the range reaches outside the store or into a free block.
+    public func retain(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        let blocks = Self.blocks(touchedBy: range)
+        try allocator.withLock { a throws(FSError) in
+            guard blocks.upperBound <= a.highWaterBlocks, a.references.isAllocated(blocks) else {
+                throw .invalidArgument("image range \(range) is not allocated")
+            }
+            a.references.retain(blocks)
+        }
+    }
+
+    /// `retain` for a range the caller already holds a reference on (splitting an extent
+    /// it owns), so it cannot fail.
+    func retainOwned(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = Self.blocks(touchedBy: range)
+        allocator.withLock { $0.references.retain(blocks) }
+    }
+
+    /// Drops a reference from every block that `range` touches; blocks nobody references
+    /// any more are punched out of the file and become free.
+    public func release(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = Self.blocks(touchedBy: range)
+        allocator.withLock { a in
+            for freed in a.references.release(blocks) {
+                // Punch while holding the lock: once the range is in the free map another
+                // thread may allocate and write it, and a late punch would erase that.
+                if a.punchSupported {
+                    let start = off_t(freed.lowerBound << Self.blockShift)
+                    let length = off_t(UInt64(freed.count) << Self.blockShift)
+                    if offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) != 0 {
+                        a.punchSupported = false
+                    }
+                }
+                a.free.insert(freed)
+            }
+        }
+    }
+
+    /// True when every block `range` touches is referenced exactly once, i.e. by the one
+    /// extent that covers `range`, which may then write it in place.
+    public func isExclusive(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return true }
+        let blocks = Self.blocks(touchedBy: range)
+        return allocator.withLock { $0.references.isExclusive(blocks) }
+    }
+
+    /// The block numbers whose bytes `range` touches.
+    static func blocks(touchedBy range: Range<UInt64>) -> Range<UInt64> {
+        precondition(!range.isEmpty)
+        return (range.lowerBound >> blockShift)..<((range.upperBound - 1) >> blockShift) + 1
+    }
+
+    // MARK: - Bytes
+
+    /// Copies bytes out of the image. The caller holds a reference on `offset..<offset+count`.
+    @inline(__always)
+    func copyOut(from offset: UInt64, into destination: UnsafeMutableRawPointer, count: Int) {
+        assert(offset + UInt64(count) <= UInt64(mappedBytes))
+        destination.copyMemory(from: base + Int(offset), byteCount: count)
+    }
+
+    /// Copies bytes into the image. The caller owns the blocks exclusively.
+    @inline(__always)
+    func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) {
+        assert(offset + UInt64(count) <= UInt64(mappedBytes))
+        (base + Int(offset)).copyMemory(from: source, byteCount: count)
+    }
+
+    /// A read-only view of image bytes, valid while the caller holds a reference on them.
+    public func bytes(at offset: UInt64, count: Int) -> UnsafeRawBufferPointer {
+        precondition(offset + UInt64(count) <= UInt64(mappedBytes))
+        return UnsafeRawBufferPointer(start: base + Int(offset), count: count)
+    }
+
+    private func growFile(to size: UInt64) throws(FSError) {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image") }
+        if UInt64(info.st_size) < size, ftruncate(fd, off_t(size)) != 0 {
+            throw errno == ENOSPC ? .noSpace : .system(errno: errno, call: "ftruncate image")
+        }
+    }
+
+    // MARK: - Sizes
+
+    public struct Statistics: Sendable, Equatable {
+        /// The most live data the store holds.
+        public var capacityBytes: UInt64
+        /// Bytes in blocks that some extent references.
+        public var liveBytes: UInt64
+        /// Bytes in free blocks below the high-water mark.
+        public var freeBytes: UInt64
+        /// The image file's logical size.
+        public var imageBytes: UInt64
+        /// The space the image takes on disk (st_blocks * 512).
+        public var diskBytes: UInt64
+    }
+
+    public var statistics: Statistics {
+        let (live, free) = allocator.withLock { a in
+            (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift)
+        }
+        var info = stat()
+        let ok = fstat(fd, &info) == 0
+        return Statistics(capacityBytes: capacityBytes, liveBytes: live, freeBytes: free,
+                          imageBytes: ok ? UInt64(info.st_size) : 0,
+                          diskBytes: ok ? UInt64(info.st_blocks) * 512 : 0)
+    }
+
+    /// Checks the allocator's invariants (tests and fsck): every block below the
+    /// high-water mark is either referenced or free, never both, and the counts add up.
+    public func checkInvariants() throws(FSError) {
+        try allocator.withLock { a throws(FSError) in try a.check() }
+    }
+
+    /// The reference count of the block holding byte `offset` (tests).
+    public func referenceCount(atByte offset: UInt64) -> UInt32 {
+        allocator.withLock { $0.references.count(of: offset >> Self.blockShift) }
+    }
+}

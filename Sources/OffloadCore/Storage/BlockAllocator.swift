@@ -1,0 +1,84 @@
+/// The allocator state behind `BackingStore`'s mutex: who references which block, which
+/// blocks are free, and how far the image has grown. Block numbers throughout.
+struct BlockAllocator: ~Copyable {
+    let capacityBlocks: UInt64
+    let references = BlockReferenceCounts()
+    let free = FreeSpaceMap()
+    /// Blocks `0..<highWaterBlocks` have been handed out at least once; above it the image
+    /// has never been written.
+    private(set) var highWaterBlocks: UInt64 = 0
+    /// Cleared the first time the file system refuses `FALLOC_FL_PUNCH_HOLE`.
+    var punchSupported = true
+
+    init(capacityBlocks: UInt64) { self.capacityBlocks = capacityBlocks }
+
+    struct Grant {
+        var blocks: Range<UInt64>
+        /// True when the blocks were freed before (and so may need zeroing).
+        var reused: Bool
+    }
+
+    /// Hands out at most `wanted` blocks: at `hint` if free there, else a free range that
+    /// fits, else fresh blocks above the high-water mark, else the largest free range.
+    mutating func allocate(_ wanted: UInt64, hint: UInt64?) throws(FSError) -> Grant {
+        precondition(wanted > 0)
+        let room = capacityBlocks - references.allocatedBlocks
+        guard room > 0 else { throw .noSpace }
+        let count = min(wanted, room)
+        let grant = pick(count, hint: hint)
+        references.insertAllocated(grant.blocks)
+        return grant
+    }
+
+    private mutating func pick(_ count: UInt64, hint: UInt64?) -> Grant {
+        if let hint {
+            if hint == highWaterBlocks, let fresh = bump(count, exact: true) {
+                return Grant(blocks: fresh, reused: false)
+            }
+            if let r = free.take(at: hint, upTo: count) { return Grant(blocks: r, reused: true) }
+        }
+        if let r = free.take(count: count) { return Grant(blocks: r, reused: true) }
+        if let fresh = bump(count, exact: true) { return Grant(blocks: fresh, reused: false) }
+        if let r = free.takeLargest(upTo: count) { return Grant(blocks: r, reused: true) }
+        // The capacity check guarantees that some block is free or fresh.
+        guard let fresh = bump(count, exact: false) else {
+            preconditionFailure("allocator found no block although live < capacity")
+        }
+        return Grant(blocks: fresh, reused: false)
+    }
+
+    private mutating func bump(_ count: UInt64, exact: Bool) -> Range<UInt64>? {
+        let available = capacityBlocks - highWaterBlocks
+        guard available >= (exact ? count : 1) else { return nil }
+        let r = highWaterBlocks..<highWaterBlocks + min(count, available)
+        highWaterBlocks = r.upperBound
+        return r
+    }
+
+    func check() throws(FSError) {
+        var referenced: UInt64 = 0
+        var previousEnd: UInt64 = 0
+        var runs: [Range<UInt64>] = []
+        references.forEachRun { r, count in
+            referenced += UInt64(r.count)
+            runs.append(r)
+            if count == 0 || r.lowerBound < previousEnd { previousEnd = .max }
+            previousEnd = max(previousEnd, r.upperBound)
+        }
+        guard previousEnd != .max else { throw .io("block reference runs overlap or hold a zero count") }
+        guard referenced == references.allocatedBlocks else { throw .io("allocated block count is off") }
+        var freeCount: UInt64 = 0
+        var frees: [Range<UInt64>] = []
+        free.forEachRange { r in freeCount += UInt64(r.count); frees.append(r) }
+        guard freeCount == free.freeBlocks else { throw .io("free block count is off") }
+        guard referenced + freeCount == highWaterBlocks else {
+            throw .io("\(referenced) referenced + \(freeCount) free blocks != \(highWaterBlocks) high-water blocks")
+        }
+        // Both lists are sorted: walk them together to find any block in both.
+        var i = 0, j = 0
+        while i < runs.count && j < frees.count {
+            if runs[i].overlaps(frees[j]) { throw .io("blocks \(runs[i]) are both referenced and free") }
+            if runs[i].upperBound <= frees[j].lowerBound { i += 1 } else { j += 1 }
+        }
+    }
+}

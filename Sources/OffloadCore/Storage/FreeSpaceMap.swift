@@ -1,0 +1,124 @@
+/// The free block ranges below the image's high-water mark.
+///
+/// Indexed twice: by start (to coalesce neighbours on free) and by power-of-two size class
+/// (to find a range that fits without scanning them all). Within a class the lowest start
+/// wins, so allocation is deterministic and the image stays compact. Block numbers, not
+/// bytes, throughout.
+final class FreeSpaceMap {
+    private let byStart = ChunkedSortedMap<UInt64>()          // start -> end
+    private var bySizeClass: [ChunkedSortedMap<UInt64>] = (0..<64).map { _ in ChunkedSortedMap() }  // start -> end
+    private(set) var freeBlocks: UInt64 = 0
+
+    var rangeCount: Int { byStart.count }
+
+    /// Adds a free range, merging it with free neighbours.
+    func insert(_ blocks: Range<UInt64>) {
+        precondition(!blocks.isEmpty)
+        var range = blocks
+        freeBlocks += UInt64(blocks.count)
+        if let p = byStart.floor(range.lowerBound) {
+            let end = byStart.value(at: p)
+            precondition(end <= range.lowerBound, "freeing blocks \(blocks) twice")
+            if end == range.lowerBound {
+                let start = byStart.key(at: p)
+                removeEntry(start..<end)
+                range = start..<range.upperBound
+            }
+        }
+        if let n = byStart.find(range.upperBound) {
+            let end = byStart.value(at: n)
+            removeEntry(range.upperBound..<end)
+            range = range.lowerBound..<end
+        }
+        assert(byStart.ceiling(range.lowerBound).map { byStart.key(at: $0) >= range.upperBound } ?? true,
+               "freeing blocks \(blocks) that overlap a free range")
+        addEntry(range)
+    }
+
+    /// Takes up to `count` blocks starting exactly at `start` if that block is free.
+    func take(at start: UInt64, upTo count: UInt64) -> Range<UInt64>? {
+        guard let i = byStart.floor(start) else { return nil }
+        let rangeStart = byStart.key(at: i), rangeEnd = byStart.value(at: i)
+        guard rangeEnd > start else { return nil }
+        let taken = start..<min(rangeEnd, start + count)
+        carve(taken, from: rangeStart..<rangeEnd)
+        return taken
+    }
+
+    /// Takes exactly `count` blocks from the smallest size class that surely fits.
+    func take(count: UInt64) -> Range<UInt64>? {
+        precondition(count > 0)
+        let needed = Self.sizeClass(of: count)
+        // In the class of `count` itself only some ranges fit: scan it.
+        let exact = bySizeClass[needed]
+        var i = exact.startIndex
+        while let index = i {
+            let start = exact.key(at: index), end = exact.value(at: index)
+            if end - start >= count {
+                carve(start..<start + count, from: start..<end)
+                return start..<start + count
+            }
+            i = exact.index(after: index)
+        }
+        // In any larger class every range fits.
+        for c in (needed + 1)..<64 {
+            if let first = bySizeClass[c].startIndex {
+                let start = bySizeClass[c].key(at: first), end = bySizeClass[c].value(at: first)
+                carve(start..<start + count, from: start..<end)
+                return start..<start + count
+            }
+        }
+        return nil
+    }
+
+    /// Takes the front of the largest free range, at most `count` blocks (used when no
+    /// single range fits the whole request).
+    func takeLargest(upTo count: UInt64) -> Range<UInt64>? {
+        for c in (0..<64).reversed() {
+            if let first = bySizeClass[c].startIndex {
+                let start = bySizeClass[c].key(at: first), end = bySizeClass[c].value(at: first)
+                let taken = start..<min(end, start + count)
+                carve(taken, from: start..<end)
+                return taken
+            }
+        }
+        return nil
+    }
+
+    func forEachRange(_ body: (Range<UInt64>) -> Void) {
+        byStart.forEach { start, end in body(start..<end) }
+    }
+
+    // MARK: - Internals
+
+    private static func sizeClass(of count: UInt64) -> Int { 63 - count.leadingZeroBitCount }
+
+    /// Removes `taken` (a sub-range of the free range `whole`) from the free space.
+    private func carve(_ taken: Range<UInt64>, from whole: Range<UInt64>) {
+        precondition(whole.lowerBound <= taken.lowerBound && taken.upperBound <= whole.upperBound)
+        removeEntry(whole)
+        freeBlocks -= UInt64(whole.count)
+        if whole.lowerBound < taken.lowerBound {
+            addEntry(whole.lowerBound..<taken.lowerBound)
+            freeBlocks += UInt64(taken.lowerBound - whole.lowerBound)
+        }
+        if taken.upperBound < whole.upperBound {
+            addEntry(taken.upperBound..<whole.upperBound)
+            freeBlocks += UInt64(whole.upperBound - taken.upperBound)
+        }
+    }
+
+    private func addEntry(_ r: Range<UInt64>) {
+        byStart.insert(r.lowerBound, r.upperBound)
+        bySizeClass[Self.sizeClass(of: UInt64(r.count))].insert(r.lowerBound, r.upperBound)
+    }
+
+    private func removeEntry(_ r: Range<UInt64>) {
+        let c = Self.sizeClass(of: UInt64(r.count))
+        guard let i = byStart.find(r.lowerBound), let j = bySizeClass[c].find(r.lowerBound) else {
+            preconditionFailure("free range \(r) is not indexed")
+        }
+        byStart.remove(at: i)
+        bySizeClass[c].remove(at: j)
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+@testable import OffloadCore
+
+/// A small deterministic generator so that every failing seed can be replayed.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// A fresh image file in a temporary directory, removed when the test ends.
+final class TemporaryImage {
+    let directory: URL
+    let path: String
+
+    init() {
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("offloadfs-test-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("image.bin").path
+    }
+
+    func makeStore(capacityBytes: UInt64 = 1 << 30) throws -> BackingStore {
+        try BackingStore(path: path, capacityBytes: capacityBytes)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+}
+
+extension OffloadedFile {
+    /// The whole file's bytes.
+    func contents() throws -> [UInt8] { try read(at: 0, count: Int(size)) }
+}
+
+func randomBytes<G: RandomNumberGenerator>(_ count: Int, using rng: inout G) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    var i = 0
+    while i < count {
+        var word = rng.next()
+        for _ in 0..<8 where i < count {
+            bytes[i] = UInt8(truncatingIfNeeded: word)
+            word >>= 8
+            i += 1
+        }
+    }
+    return bytes
+}
