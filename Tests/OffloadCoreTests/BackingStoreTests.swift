@@ -1,0 +1,151 @@
+import Foundation
+import XCTest
+@testable import OffloadCore
+
+final class BackingStoreTests: XCTestCase {
+    func testANewImageIsCreatedAndGrowsWhileSlicesStayValid() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore(capacityBytes: 1 << 30)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: image.path))
+        let first = try store.allocate(byteCount: 4096)
+        let slice = store.bytes(at: first.lowerBound, count: 4096)
+        [UInt8](repeating: 42, count: 4096).withUnsafeBytes { store.copyIn($0.baseAddress!, to: first.lowerBound, count: 4096) }
+        // Grow the image well past its first size; the first slice's address stays valid.
+        var ranges: [Range<UInt64>] = []
+        for _ in 0..<64 { ranges.append(try store.allocate(byteCount: 1 << 20)) }
+        XCTAssertEqual(slice.baseAddress, store.bytes(at: first.lowerBound, count: 1).baseAddress)
+        XCTAssertTrue(slice.allSatisfy { $0 == 42 })
+        XCTAssertGreaterThanOrEqual(store.statistics.imageBytes, 64 << 20)
+        XCTAssertEqual(store.statistics.liveBytes, (64 << 20) + 4096)
+        for r in ranges { store.release(r) }
+        store.release(first)
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+        try store.checkInvariants()
+    }
+
+    func testFreedRangesAreReusedZeroedAndPunched() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore()
+        let a = try store.allocate(byteCount: 1 << 20)
+        [UInt8](repeating: 0xAB, count: 1 << 20).withUnsafeBytes { store.copyIn($0.baseAddress!, to: a.lowerBound, count: 1 << 20) }
+        XCTAssertGreaterThanOrEqual(store.statistics.diskBytes, 1 << 20)
+        store.release(a)
+        XCTAssertLessThan(store.statistics.diskBytes, 64 << 10, "released blocks go back to the disk")
+        let b = try store.allocate(byteCount: 8192)
+        XCTAssertEqual(b.lowerBound, a.lowerBound, "freed space is reused before the image grows")
+        XCTAssertTrue(store.bytes(at: b.lowerBound, count: 8192).allSatisfy { $0 == 0 }, "reused blocks never show old bytes")
+        store.release(b)
+        try store.checkInvariants()
+    }
+
+    func testContiguousAllocationFollowsTheHint() throws {
+        let store = try TemporaryImage().makeStore()
+        let a = try store.allocate(byteCount: 4096)
+        _ = try store.allocate(byteCount: 4096)  // someone else's block right after
+        let c = try store.allocate(byteCount: 4096)
+        store.release(c)
+        let d = try store.allocate(byteCount: 4096, hint: c.lowerBound)
+        XCTAssertEqual(d, c)
+        let e = try store.allocate(byteCount: 4096, hint: a.upperBound)
+        XCTAssertNotEqual(e.lowerBound, a.upperBound, "an occupied hint is not handed out twice")
+        try store.checkInvariants()
+    }
+
+    func testReferenceCountsAcrossRetainAndRelease() throws {
+        let store = try TemporaryImage().makeStore()
+        let r = try store.allocate(byteCount: 3 * 4096)
+        try store.retain(r.lowerBound + 4000..<r.lowerBound + 4200)  // touches blocks 0 and 1
+        XCTAssertEqual(store.referenceCount(atByte: r.lowerBound), 2)
+        XCTAssertEqual(store.referenceCount(atByte: r.lowerBound + 4096), 2)
+        XCTAssertEqual(store.referenceCount(atByte: r.lowerBound + 8192), 1)
+        XCTAssertFalse(store.isExclusive(r))
+        XCTAssertTrue(store.isExclusive(r.lowerBound + 8192..<r.upperBound))
+        store.release(r)
+        XCTAssertEqual(store.statistics.liveBytes, 2 * 4096)
+        store.release(r.lowerBound + 4000..<r.lowerBound + 4200)
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+        XCTAssertThrowsError(try store.retain(r)) { guard case .invalidArgument = $0 as? FSError else { return XCTFail() } }
+        try store.checkInvariants()
+    }
+
+    func testCapacityIsEnforced() throws {
+        let store = try TemporaryImage().makeStore(capacityBytes: 16 << 10)
+        let a = try store.allocate(byteCount: 16 << 10)
+        XCTAssertThrowsError(try store.allocate(byteCount: 1)) { XCTAssertEqual($0 as? FSError, .noSpace) }
+        store.release(a)
+        _ = try store.allocate(byteCount: 1)
+    }
+
+    func testFragmentedFreeSpaceIsHandedOutInPieces() throws {
+        let store = try TemporaryImage().makeStore(capacityBytes: 8 * 4096)
+        let blocks = try (0..<8).map { _ in try store.allocate(byteCount: 4096) }
+        for (i, b) in blocks.enumerated() where i % 2 == 0 { store.release(b) }
+        let piece = try store.allocate(byteCount: 3 * 4096)
+        XCTAssertEqual(piece.count, 4096, "no free run of three blocks: one block now, the caller asks again")
+        try store.checkInvariants()
+    }
+
+    func testPathsThatAreNotImagesGiveClearErrors() throws {
+        let image = TemporaryImage()
+        XCTAssertThrowsError(try BackingStore(path: image.directory.path, capacityBytes: 1 << 20)) { error in
+            XCTAssertTrue("\(error)".contains("Is a directory") || "\(error)".contains("not a regular file"), "\(error)")
+        }
+        XCTAssertThrowsError(try BackingStore(path: image.directory.path + "/missing/x.img", capacityBytes: 1 << 20)) { error in
+            XCTAssertTrue("\(error)".contains("No such file or directory"), "\(error)")
+        }
+        XCTAssertThrowsError(try BackingStore(path: "/dev/null", capacityBytes: 1 << 20)) { error in
+            XCTAssertTrue("\(error)".contains("not a regular file"), "\(error)")
+        }
+        let foreign = image.directory.appendingPathComponent("photo.png").path
+        _ = FileManager.default.createFile(atPath: foreign, contents: Data([0x89, 0x50, 0x4E, 0x47]))
+        XCTAssertThrowsError(try BackingStore(path: foreign, capacityBytes: 1 << 20)) { XCTAssertEqual($0 as? FSError, .exists) }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: foreign)), Data([0x89, 0x50, 0x4E, 0x47]), "a foreign file is left untouched")
+        XCTAssertThrowsError(try BackingStore(path: image.path, capacityBytes: 100)) { guard case .invalidArgument = $0 as? FSError else { return XCTFail() } }
+    }
+
+    func testOneImageCannotBeOpenedTwice() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore()
+        XCTAssertThrowsError(try image.makeStore()) { XCTAssertEqual($0 as? FSError, .busy) }
+        _ = store
+    }
+
+    /// The image on a tiny tmpfs: running the disk out of space gives ENOSPC, never a
+    /// SIGBUS, and space comes back after a release.
+    func testAFullDiskGivesNoSpaceInsteadOfACrash() throws {
+        let mountPoint = TemporaryImage()
+        let mounted = run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint.directory.path])
+        guard mounted else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { return XCTFail("cannot mount a tmpfs for the full-disk test") }
+            throw XCTSkip("mounting a tmpfs needs root")
+        }
+        defer { _ = run("/bin/umount", [mountPoint.directory.path]) }
+        let limiter = MemoryLimiter(limitBytes: 0)
+        var failure: FSError?
+        do {
+            let store = try BackingStore(path: mountPoint.directory.path + "/img", capacityBytes: 64 << 20)
+            let file = OffloadedFile(store: store, limiter: limiter)
+            let chunk = [UInt8](repeating: 0x5A, count: 64 << 10)
+            var written = 0
+            do throws(FSError) {
+                while written < 4 << 20 { written += try file.write(at: UInt64(written), bytes: chunk) }
+            } catch { failure = error }
+            XCTAssertEqual(failure, .noSpace)
+            XCTAssertGreaterThan(written, 0)
+            XCTAssertEqual(try file.contents(), [UInt8](repeating: 0x5A, count: written), "nothing written before is lost")
+            try file.resize(to: 0)
+            try file.write(at: 0, bytes: chunk)
+            try store.checkInvariants()
+        }
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}

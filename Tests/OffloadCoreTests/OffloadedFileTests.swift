@@ -1,0 +1,192 @@
+import XCTest
+@testable import OffloadCore
+
+/// Named behaviours of `OffloadedFile`, each a contract the FUSE layer relies on.
+final class OffloadedFileTests: XCTestCase {
+    var image: TemporaryImage!
+    var store: BackingStore!
+    var limiter: MemoryLimiter!
+
+    override func setUpWithError() throws {
+        image = TemporaryImage()
+        store = try image.makeStore(capacityBytes: 256 << 20)
+        limiter = MemoryLimiter(limitBytes: 0)
+    }
+
+    override func tearDownWithError() throws {
+        try store.checkInvariants()
+        store = nil
+        image = nil
+    }
+
+    func makeFile(memoryLimit: Int? = nil) -> OffloadedFile {
+        OffloadedFile(store: store, limiter: memoryLimit.map { MemoryLimiter(limitBytes: $0) } ?? limiter)
+    }
+
+    func testZeroLengthWritePastEndChangesNothing() throws {
+        let file = makeFile()
+        XCTAssertEqual(try file.write(at: 1 << 40, bytes: []), 0)
+        XCTAssertEqual(file.size, 0)
+        XCTAssertEqual(file.extentCount, 0)
+    }
+
+    func testWritePastEndLeavesAHoleThatStoresNothing() throws {
+        let file = makeFile()
+        let offset: UInt64 = 5 << 30  // past 4 GiB
+        try file.write(at: offset, bytes: [1, 2, 3])
+        XCTAssertEqual(file.size, offset + 3)
+        XCTAssertEqual(try file.read(at: offset - 2, count: 10), [0, 0, 1, 2, 3])
+        XCTAssertEqual(file.allocatedByteCount, 3)
+        XCTAssertEqual(try file.nextData(from: 0), offset)
+        XCTAssertEqual(try file.nextHole(from: 0), 0)
+        XCTAssertEqual(try file.nextHole(from: offset), offset + 3)
+        XCTAssertEqual(store.statistics.liveBytes, 4096)
+    }
+
+    func testOffsetsPastTheMaximumSizeAreRefusedWithoutOverflow() throws {
+        let file = makeFile()
+        let max = OffloadedFile.maximumSize
+        XCTAssertThrowsError(try file.write(at: max, bytes: [1])) { XCTAssertEqual($0 as? FSError, .fileTooLarge) }
+        XCTAssertThrowsError(try file.write(at: .max, bytes: [1])) { XCTAssertEqual($0 as? FSError, .fileTooLarge) }
+        XCTAssertThrowsError(try file.write(at: .max - 1, bytes: [1, 2, 3])) { XCTAssertEqual($0 as? FSError, .fileTooLarge) }
+        XCTAssertThrowsError(try file.resize(to: max + 1)) { XCTAssertEqual($0 as? FSError, .fileTooLarge) }
+        XCTAssertThrowsError(try file.punchHole(.max - 10 ..< .max)) { XCTAssertEqual($0 as? FSError, .fileTooLarge) }
+        XCTAssertThrowsError(try file.cloneRange(from: file, sourceOffset: .max - 1, count: 5, to: 0)) {
+            XCTAssertEqual($0 as? FSError, .fileTooLarge)
+        }
+        try file.write(at: max - 1, bytes: [9])
+        XCTAssertEqual(file.size, max)
+        XCTAssertEqual(try file.read(at: max - 1, count: 100), [9])
+        XCTAssertEqual(try file.read(at: .max, count: 100), [])
+        XCTAssertEqual(file.allocatedByteCount, 1)
+    }
+
+    func testImageRangesOutsideTheStoreAreRefused() throws {
+        let file = makeFile()
+        XCTAssertThrowsError(try file.write(at: 0, imageRange: 0..<100)) {
+            guard case .invalidArgument = $0 as? FSError else { return XCTFail("\($0)") }
+        }
+        let granted = try store.allocate(byteCount: 4096)
+        store.release(granted)
+        XCTAssertThrowsError(try file.write(at: 0, imageRange: granted)) {
+            guard case .invalidArgument = $0 as? FSError else { return XCTFail("freed range accepted: \($0)") }
+        }
+        XCTAssertThrowsError(try file.write(at: 0, imageRange: (1 << 40)..<(1 << 40) + 1))
+        XCTAssertEqual(file.size, 0, "a refused write changes nothing")
+    }
+
+    func testSequentialAppendsMergeIntoOneExtent() throws {
+        let file = makeFile()
+        let block = [UInt8](repeating: 7, count: 4096)
+        for i in 0..<1000 { try file.write(at: UInt64(i) * 4096, bytes: block) }
+        XCTAssertEqual(file.extentCount, 1)
+        XCTAssertEqual(file.size, 4096 * 1000)
+    }
+
+    func testSmallAppendsShareBlocksWhenRAMIsOff() throws {
+        let file = makeFile()
+        for i in 0..<1000 { try file.write(at: UInt64(i) * 100, bytes: [UInt8](repeating: UInt8(i % 251), count: 100)) }
+        XCTAssertEqual(file.extentCount, 1, "appends fill the last block and continue contiguously")
+        XCTAssertEqual(store.statistics.liveBytes, 25 * 4096, "100,000 bytes take 25 blocks")
+        XCTAssertEqual(try file.read(at: 99_900, count: 100), [UInt8](repeating: UInt8(999 % 251), count: 100))
+    }
+
+    func testOverwriteOfExclusiveDataHappensInPlace() throws {
+        let file = makeFile()
+        try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 64 << 10))
+        let before = file.extentList
+        try file.write(at: 8192, bytes: [UInt8](repeating: 2, count: 4096))
+        XCTAssertEqual(file.extentList.map(\.extent), before.map(\.extent), "no new extent for an in-place overwrite")
+        XCTAssertEqual(try file.read(at: 8190, count: 4), [1, 1, 2, 2])
+    }
+
+    func testPunchHoleAndTruncateGiveSpaceBack() throws {
+        let file = makeFile()
+        try file.write(at: 0, bytes: [UInt8](repeating: 3, count: 1 << 20))
+        XCTAssertEqual(store.statistics.liveBytes, 1 << 20)
+        try file.punchHole(4096..<(1 << 19))
+        XCTAssertEqual(store.statistics.liveBytes, (1 << 20) - (1 << 19) + 4096)
+        XCTAssertEqual(file.size, 1 << 20)
+        XCTAssertEqual(try file.read(at: 4095, count: 2), [3, 0])
+        try file.resize(to: 10)
+        XCTAssertEqual(store.statistics.liveBytes, 4096)
+        file.truncate()
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+        let disk = store.statistics.diskBytes
+        XCTAssertLessThanOrEqual(disk, 64 << 10, "freed blocks are punched out of the image file")
+    }
+
+    func testCloneSharesBlocksAndCopiesOnWrite() throws {
+        let a = makeFile(), b = makeFile()
+        let data = (0..<(256 << 10)).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        try a.write(at: 0, bytes: data)
+        let live = store.statistics.liveBytes
+        XCTAssertEqual(try b.cloneRange(from: a, sourceOffset: 0, count: 1 << 30, to: 0), UInt64(data.count))
+        XCTAssertEqual(store.statistics.liveBytes, live, "a clone shares blocks, it copies no bytes")
+        XCTAssertEqual(try b.contents(), data)
+        try a.write(at: 100, bytes: [0xFF, 0xFF])
+        XCTAssertEqual(try b.read(at: 100, count: 2), [data[100], data[101]], "writing the source leaves the clone alone")
+        try b.write(at: 5000, bytes: [0xEE])
+        XCTAssertEqual(try a.read(at: 5000, count: 1), [data[5000]], "writing the clone leaves the source alone")
+        XCTAssertEqual(store.statistics.liveBytes, live + 2 * 4096, "only the written blocks were copied")
+        a.releaseAll()
+        XCTAssertEqual(try b.read(at: 0, count: 200), Array(data[0..<200]))
+        b.releaseAll()
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+    }
+
+    func testMemoryLimiterIsChargedAndRefunded() throws {
+        let file = makeFile(memoryLimit: 10_000)
+        try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 3000))
+        XCTAssertEqual(file.limiter.usedBytes, 3000)
+        XCTAssertEqual(store.statistics.liveBytes, 0, "small writes stay in RAM while the budget lasts")
+        try file.write(at: 3000, bytes: [UInt8](repeating: 2, count: 3000))
+        try file.write(at: 6000, bytes: [UInt8](repeating: 3, count: 3000))
+        try file.write(at: 9000, bytes: [UInt8](repeating: 4, count: 3000))
+        XCTAssertEqual(file.limiter.usedBytes, 9000, "past the budget, data goes to the image instead of failing")
+        XCTAssertEqual(store.statistics.liveBytes, 4096)
+        try file.write(at: 0, bytes: [UInt8](repeating: 5, count: 8192))
+        XCTAssertLessThan(file.limiter.usedBytes, 9000, "overwriting RAM data refunds it")
+        try file.resize(to: 100)
+        XCTAssertLessThanOrEqual(file.limiter.usedBytes, 100)
+        file.truncate()
+        XCTAssertEqual(file.limiter.usedBytes, 0)
+        XCTAssertEqual(try file.contents(), [])
+    }
+
+    func testZeroBudgetKeepsEveryByteInTheImage() throws {
+        let file = makeFile(memoryLimit: 0)
+        for i in 0..<50 { try file.write(at: UInt64(i * 37), bytes: [UInt8](repeating: UInt8(i), count: 13)) }
+        XCTAssertEqual(file.limiter.usedBytes, 0)
+        XCTAssertFalse(file.extentList.contains { if case .inMemory = $0.extent { return true } else { return false } })
+    }
+
+    func testPreallocateReservesZeroedBlocksAndZeroRangeFreesThem() throws {
+        let file = makeFile()
+        try file.preallocate(0..<(1 << 20), keepSize: false)
+        XCTAssertEqual(file.size, 1 << 20)
+        XCTAssertEqual(store.statistics.liveBytes, 1 << 20)
+        XCTAssertEqual(try file.read(at: 0, count: 1 << 20), [UInt8](repeating: 0, count: 1 << 20))
+        try file.zeroRange(0..<(1 << 20), keepSize: true)
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+        XCTAssertThrowsError(try file.nextData(from: 0)) { XCTAssertEqual($0 as? FSError, .noSuchOffset) }
+        try file.zeroRange((2 << 20)..<(3 << 20), keepSize: false)
+        XCTAssertEqual(file.size, 3 << 20)
+    }
+
+    func testRunningOutOfSpaceFailsTheWriteAndChangesNothing() throws {
+        let small = try TemporaryImage().makeStore(capacityBytes: 64 << 10)
+        let file = OffloadedFile(store: small, limiter: limiter)
+        try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 60 << 10))
+        XCTAssertThrowsError(try file.write(at: 60 << 10, bytes: [UInt8](repeating: 2, count: 8192))) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertEqual(file.size, 60 << 10)
+        XCTAssertEqual(try file.contents(), [UInt8](repeating: 1, count: 60 << 10))
+        XCTAssertEqual(small.statistics.liveBytes, 60 << 10)
+        file.truncate()
+        try file.write(at: 0, bytes: [UInt8](repeating: 3, count: 64 << 10))
+        XCTAssertEqual(small.statistics.liveBytes, 64 << 10, "after freeing, the space can be used again")
+        try small.checkInvariants()
+    }
+}
