@@ -96,14 +96,24 @@ public final class BackingStore: @unchecked Sendable {
         precondition(byteCount > 0)
         let wanted = (UInt64(byteCount) + UInt64(Self.blockSize) - 1) >> Self.blockShift
         let hintBlock = hint.flatMap { $0 & UInt64(Self.blockSize - 1) == 0 ? $0 >> Self.blockShift : nil }
-        let grant = try allocator.withLock { a throws(FSError) in try a.allocate(wanted, hint: hintBlock) }
+        let grant = try allocator.withLock { a throws(FSError) in
+            let grant = try a.allocate(wanted, hint: hintBlock)
+            if !grant.reused && grant.blocks.upperBound > a.reservedBlocks {
+                do throws(FSError) {
+                    try reserveDisk(through: grant.blocks.upperBound, &a)
+                } catch {
+                    a.giveBack(grant.blocks)
+                    throw error
+                }
+            }
+            return grant
+        }
         let bytes = (grant.blocks.lowerBound << Self.blockShift)..<(grant.blocks.upperBound << Self.blockShift)
-        // Give the blocks disk space now, so writes through the mapping cannot fault.
-        if offloadfs_fallocate(fd, 0, off_t(bytes.lowerBound), off_t(bytes.count)) != 0 {
+        // Freed blocks were punched out of the file: give them disk space again now, so
+        // writes through the mapping cannot fault.
+        if grant.reused, offloadfs_fallocate(fd, 0, off_t(bytes.lowerBound), off_t(bytes.count)) != 0 {
             let e = errno
-            if e == EOPNOTSUPP {
-                try growFile(to: bytes.upperBound)
-            } else {
+            if e != EOPNOTSUPP {
                 release(bytes)
                 throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "fallocate image")
             }
@@ -193,12 +203,38 @@ public final class BackingStore: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + Int(offset), count: count)
     }
 
-    private func growFile(to size: UInt64) throws(FSError) {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image") }
-        if UInt64(info.st_size) < size, ftruncate(fd, off_t(size)) != 0 {
-            throw errno == ENOSPC ? .noSpace : .system(errno: errno, call: "ftruncate image")
+    /// Blocks the image file gains disk space in at a time at its end: one `fallocate`
+    /// per step instead of one per allocation. At most one step of disk stays reserved
+    /// beyond what is in use.
+    static let growthStepBlocks: UInt64 = 1024  // 4 MiB
+
+    /// Extends the disk reservation at the end of the image to cover `block` (and a
+    /// step more when the disk allows). Called under the allocator lock.
+    private func reserveDisk(through block: UInt64, _ a: inout BlockAllocator) throws(FSError) {
+        let stepEnd = min(a.capacityBlocks, max(block, a.reservedBlocks + Self.growthStepBlocks))
+        for end in Set([stepEnd, block]).sorted(by: >) {
+            let start = off_t(a.reservedBlocks << Self.blockShift)
+            let length = off_t((end - a.reservedBlocks) << Self.blockShift)
+            if offloadfs_fallocate(fd, 0, start, length) == 0 {
+                a.reservedBlocks = end
+                return
+            }
+            switch errno {
+            case EOPNOTSUPP:
+                // No fallocate here (some network file systems): a sparse file is the best
+                // there is; ENOSPC may then surface as an I/O error on write.
+                guard ftruncate(fd, off_t(end << Self.blockShift)) == 0 else {
+                    throw .system(errno: errno, call: "ftruncate image")
+                }
+                a.reservedBlocks = end
+                return
+            case ENOSPC, EDQUOT:
+                continue  // try the exact size before giving up
+            case let e:
+                throw .system(errno: e, call: "fallocate image")
+            }
         }
+        throw .noSpace
     }
 
     // MARK: - Sizes

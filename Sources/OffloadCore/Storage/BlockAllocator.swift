@@ -7,6 +7,9 @@ struct BlockAllocator: ~Copyable {
     /// Blocks `0..<highWaterBlocks` have been handed out at least once; above it the image
     /// has never been written.
     private(set) var highWaterBlocks: UInt64 = 0
+    /// The image file has disk space (fallocate) for blocks `0..<reservedBlocks`, except
+    /// for free blocks, which are punched.
+    var reservedBlocks: UInt64 = 0
     /// Cleared the first time the file system refuses `FALLOC_FL_PUNCH_HOLE`.
     var punchSupported = true
 
@@ -28,6 +31,11 @@ struct BlockAllocator: ~Copyable {
         let grant = pick(count, hint: hint)
         references.insertAllocated(grant.blocks)
         return grant
+    }
+
+    /// Undoes `allocate` for blocks nobody has seen yet (the disk could not take them).
+    mutating func giveBack(_ blocks: Range<UInt64>) {
+        for freed in references.release(blocks) { free.insert(freed) }
     }
 
     private mutating func pick(_ count: UInt64, hint: UInt64?) -> Grant {
