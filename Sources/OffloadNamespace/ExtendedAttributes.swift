@@ -1,0 +1,75 @@
+import OffloadCore
+
+/// The extended attributes of one inode, in the order they were first set.
+///
+/// Limits (Linux's, so that anything a local filesystem accepts fits here too):
+/// names at most 255 bytes (XATTR_NAME_MAX; longer is ERANGE, as Linux answers), values
+/// at most 64 KiB (XATTR_SIZE_MAX; larger is E2BIG), and the list of names with their
+/// NULs at most 64 KiB (XATTR_LIST_MAX) so that listxattr can always answer. All values
+/// of one inode together are held to `maximumTotalValueBytes` (ENOSPC past it, like a
+/// local filesystem whose xattr space is full) because they live in RAM.
+///
+/// Only the `user.`, `trusted.` and `security.` namespaces are stored; anything else
+/// (`system.posix_acl_*` included: offloadfs does not implement ACLs) is EOPNOTSUPP.
+/// The kernel checks the capability trusted.* needs before the request reaches us.
+struct ExtendedAttributes {
+    static let maximumNameLength = 255
+    static let maximumValueLength = 65536
+    static let maximumListLength = 65536
+    static let maximumTotalValueBytes = 4 << 20
+    static let supportedPrefixes: [[UInt8]] = [
+        Array("user.".utf8), Array("trusted.".utf8), Array("security.".utf8),
+    ]
+
+    private var names: [[UInt8]] = []
+    private var values: [[UInt8]: [UInt8]] = [:]
+    private var listLength = 0
+    private var totalValueBytes = 0
+
+    var isEmpty: Bool { names.isEmpty }
+
+    /// Checks a name's length and namespace. `user.` names are only allowed on regular
+    /// files and directories (Linux refuses them elsewhere: EPERM to set, ENODATA to get).
+    static func validate(name: [UInt8]) throws(FSError) {
+        guard !name.isEmpty, name.count <= maximumNameLength else { throw .rangeTooSmall }
+        guard !name.contains(0) else { throw .invalidArgument("NUL in attribute name") }
+        guard let prefix = supportedPrefixes.first(where: { name.starts(with: $0) }) else {
+            throw .notSupported
+        }
+        guard name.count > prefix.count else {
+            throw .invalidArgument("attribute name has nothing after its namespace")
+        }
+    }
+
+    static func isUserName(_ name: [UInt8]) -> Bool { name.starts(with: supportedPrefixes[0]) }
+
+    func value(named name: [UInt8]) -> [UInt8]? { values[name] }
+
+    var allNames: [[UInt8]] { names }
+
+    mutating func set(name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
+        guard value.count <= Self.maximumValueLength else { throw .argumentListTooLong }
+        let old = values[name]
+        switch (mode, old) {
+        case (.createOnly, .some): throw .exists
+        case (.replaceOnly, .none): throw .noAttribute
+        default: break
+        }
+        let newTotal = totalValueBytes - (old?.count ?? 0) + value.count
+        guard newTotal <= Self.maximumTotalValueBytes else { throw .noSpace }
+        if old == nil {
+            guard listLength + name.count + 1 <= Self.maximumListLength else { throw .noSpace }
+            names.append(name)
+            listLength += name.count + 1
+        }
+        values[name] = value
+        totalValueBytes = newTotal
+    }
+
+    mutating func remove(name: [UInt8]) throws(FSError) {
+        guard let old = values.removeValue(forKey: name) else { throw .noAttribute }
+        names.removeAll { $0 == name }
+        listLength -= name.count + 1
+        totalValueBytes -= old.count
+    }
+}

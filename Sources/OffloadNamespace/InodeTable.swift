@@ -1,0 +1,91 @@
+import OffloadCore
+
+/// Every inode the filesystem or the kernel still knows, by number.
+///
+/// Numbers: allocated from a counter that only grows and is never reset, so a number is
+/// never reused while the namespace lives and the kernel can never confuse an old inode
+/// with a new one. With 2^64 numbers that cannot run out; `generation` is therefore the
+/// same for every inode (`InodeTable.generation`) and only exists so that a later,
+/// persistent namespace can bump it if it ever reuses numbers.
+///
+/// The number of inodes is limited (`maximumInodeCount`, ENOSPC past it) because each
+/// one lives in RAM; statfs reports that limit as the inode total.
+///
+/// Locking: guarded by the namespace lock.
+struct InodeTable {
+    static let generation: UInt64 = 1
+    static let maximumInodeCount: UInt64 = 1 << 32
+
+    private var inodes: [InodeNumber: Inode] = [:]
+    private var nextNumber = InodeNumber.root.rawValue + 1
+
+    init(root: Inode) {
+        precondition(root.number == .root && root.kind == .directory)
+        inodes[.root] = root
+    }
+
+    var count: Int { inodes.count }
+
+    /// The inode with this number; ESTALE-like when the kernel names one we do not know,
+    /// which only happens if the kernel and the namespace disagree about lookup counts.
+    func inode(_ number: InodeNumber) throws(FSError) -> Inode {
+        guard let inode = inodes[number] else { throw .staleInode }
+        return inode
+    }
+
+    /// The directory with this number: ENOTDIR when it is something else.
+    func directory(_ number: InodeNumber) throws(FSError) -> (inode: Inode, directory: Directory) {
+        let inode = try inode(number)
+        guard let directory = inode.directory else { throw .notDirectory }
+        return (inode, directory)
+    }
+
+    /// A directory that new entries may go into: ENOENT once it has been removed
+    /// (Linux refuses to create in a deleted directory the same way).
+    func liveDirectory(_ number: InodeNumber) throws(FSError) -> (inode: Inode, directory: Directory) {
+        let found = try directory(number)
+        guard found.inode.linkCount > 0 else { throw .notFound }
+        return found
+    }
+
+    /// Makes and registers a new inode. Its lookup count starts at 0; the caller counts
+    /// the reference it hands the kernel.
+    mutating func allocate(kind: FileKind, permissions: UInt32, uid: UInt32, gid: UInt32,
+                           rdev: UInt64, content: Inode.Content, now: Timestamp) throws(FSError) -> Inode {
+        guard UInt64(inodes.count) < Self.maximumInodeCount else { throw .noSpace }
+        let number = InodeNumber(nextNumber)
+        nextNumber += 1
+        let inode = Inode(number: number, generation: Self.generation, kind: kind,
+                          permissions: permissions, uid: uid, gid: gid, rdev: rdev,
+                          linkCount: kind == .directory ? 2 : 1, content: content, now: now)
+        inodes[number] = inode
+        return inode
+    }
+
+    /// Drops an inode nothing refers to any more. Returns the file data to free, which
+    /// the caller frees with `releaseAll()` after leaving the namespace lock (freeing a
+    /// large file can take a while and must not stall other operations).
+    mutating func removeIfUnused(_ inode: Inode) -> OffloadedFile? {
+        guard inode.isUnreferenced, inode.number != .root else { return nil }
+        inodes.removeValue(forKey: inode.number)
+        return inode.regularFile?.data
+    }
+
+    /// Walks up from `start` to the root and fails with EINVAL if it meets `ancestor`:
+    /// a directory must not move into itself or one of its descendants (rename(2)).
+    func refuseCycle(moving ancestor: InodeNumber, into start: InodeNumber) throws(FSError) {
+        var cursor = start
+        // Bounded by the number of inodes: a longer walk means the tree is damaged.
+        for _ in 0...inodes.count {
+            if cursor == ancestor {
+                throw .invalidArgument("cannot move a directory into itself or a descendant")
+            }
+            if cursor == .root { return }
+            guard let parent = inodes[cursor]?.directory?.parent else {
+                throw .io("directory \(cursor) has no parent directory")
+            }
+            cursor = parent
+        }
+        throw .io("directory parent chain does not reach the root")
+    }
+}

@@ -1,0 +1,111 @@
+import OffloadCore
+
+// Making names: mknod, mkdir, symlink, link (create is in Namespace+Open.swift).
+// Each success hands the kernel one reference to the inode (lookupCount += 1).
+
+extension NamespaceState {
+    /// Adds a new inode under `parent`/`name`.
+    ///
+    /// Ownership: the caller's uid; the caller's gid, or the parent's gid when the parent
+    /// has the set-group-ID bit, in which case a new subdirectory inherits the bit too
+    /// (BSD group semantics, as Linux does it in `inode_init_owner`). `makeContent` runs
+    /// only once the name is known to be free.
+    mutating func makeNode(parent: InodeNumber, name: FileName, kind: FileKind,
+                           permissions: UInt32, rdev: UInt64, context: RequestContext,
+                           now: Timestamp, makeContent: () -> Inode.Content) throws(FSError) -> Inode {
+        let (parentInode, directory) = try table.liveDirectory(parent)
+        guard directory.entry(named: name) == nil else { throw .exists }
+        if kind == .directory {
+            guard parentInode.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+        }
+        var mode = permissions & 0o7777
+        var gid = context.gid
+        if parentInode.permissions & 0o2000 != 0 {
+            gid = parentInode.gid
+            if kind == .directory { mode |= 0o2000 }
+        }
+        let inode = try table.allocate(kind: kind, permissions: mode, uid: context.uid, gid: gid,
+                                       rdev: rdev, content: makeContent(), now: now)
+        directory.insert(name, inode: inode.number, kind: kind)
+        if kind == .directory { parentInode.linkCount += 1 }
+        parentInode.markModified(now)
+        inode.lookupCount += 1
+        return inode
+    }
+
+    mutating func link(inode number: InodeNumber, newParent: InodeNumber, newName: FileName,
+                       now: Timestamp) throws(FSError) -> Inode {
+        let inode = try table.inode(number)
+        guard inode.kind != .directory else { throw .notPermitted }
+        let (parentInode, directory) = try table.liveDirectory(newParent)
+        guard directory.entry(named: newName) == nil else { throw .exists }
+        // Linux refuses to give an unlinked file a new name (only O_TMPFILE files may).
+        guard inode.linkCount > 0 else { throw .notFound }
+        guard inode.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+        directory.insert(newName, inode: number, kind: inode.kind)
+        inode.linkCount += 1
+        inode.lookupCount += 1
+        inode.markChanged(now)
+        parentInode.markModified(now)
+        return inode
+    }
+}
+
+extension Namespace {
+    /// Regular files, FIFOs, sockets and device nodes (rdev kept for devices only).
+    /// A file type of 0 means a regular file, as mknod(2) says; directories, symlinks
+    /// and unknown types are EINVAL.
+    public func mknod(parent: InodeNumber, name: FileName, mode: UInt32, rdev: UInt64,
+                      context: RequestContext) throws(FSError) -> Attributes {
+        let typed = mode & 0o170000 == 0 ? mode | FileKind.regular.modeBits : mode
+        guard let kind = FileKind(mode: typed), kind != .directory, kind != .symlink else {
+            throw .invalidArgument("mknod cannot make this kind of file")
+        }
+        let isDevice = kind == .characterDevice || kind == .blockDevice
+        return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            try state.makeNode(parent: parent, name: name, kind: kind, permissions: mode,
+                               rdev: isDevice ? rdev : 0, context: context, now: clock()) {
+                kind == .regular ? .regular(makeRegularFile()) : .special
+            }.snapshot()
+        }.resolved()
+    }
+
+    public func mkdir(parent: InodeNumber, name: FileName, mode: UInt32,
+                      context: RequestContext) throws(FSError) -> Attributes {
+        try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            try state.makeNode(parent: parent, name: name, kind: .directory, permissions: mode,
+                               rdev: 0, context: context, now: clock()) {
+                .directory(Directory(parent: parent))
+            }.snapshot()
+        }.resolved()
+    }
+
+    /// Symlinks are 0777 (their permissions are never checked). The target is stored as
+    /// given: resolving it, and so ELOOP, is the kernel's job. An empty target is ENOENT
+    /// and one longer than 4095 bytes ENAMETOOLONG, as symlink(2) answers.
+    public func symlink(parent: InodeNumber, name: FileName, target: [UInt8],
+                        context: RequestContext) throws(FSError) -> Attributes {
+        guard !target.isEmpty else { throw .notFound }
+        guard target.count <= Namespace.maximumSymlinkTargetLength else { throw .nameTooLong }
+        guard !target.contains(0) else { throw .invalidArgument("NUL in symlink target") }
+        return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            try state.makeNode(parent: parent, name: name, kind: .symlink, permissions: 0o777,
+                               rdev: 0, context: context, now: clock()) {
+                .symlink(target: target)
+            }.snapshot()
+        }.resolved()
+    }
+
+    /// A hard link. Directories cannot be linked (EPERM); more than
+    /// `maximumLinkCount` names is EMLINK.
+    public func link(inode: InodeNumber, newParent: InodeNumber,
+                     newName: FileName) throws(FSError) -> Attributes {
+        try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            try state.link(inode: inode, newParent: newParent, newName: newName, now: clock()).snapshot()
+        }.resolved()
+    }
+
+    func makeRegularFile() -> RegularFile {
+        RegularFile(data: OffloadedFile(store: store, limiter: memoryLimiter))
+    }
+}

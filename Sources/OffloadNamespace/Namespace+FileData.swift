@@ -1,0 +1,119 @@
+import OffloadCore
+
+// File data through handles: read, write, fallocate, lseek, copy_file_range.
+//
+// Each call takes the namespace lock once to find the handle's `RegularFile`, does the
+// I/O with the lock released (under the file's own lock), and, if the data changed,
+// takes the namespace lock again to mark mtime and ctime. So I/O on different files
+// runs in parallel and never blocks lookups or directory changes.
+
+extension Namespace {
+    public func read(inode: InodeNumber, handle: FileHandle, offset: UInt64,
+                     count: Int) throws(FSError) -> [UInt8] {
+        guard count >= 0 else { throw .invalidArgument("negative read size") }
+        let opened = try openedFile(inode: inode, handle: handle)
+        return try opened.file.data.read(at: offset, count: count)
+    }
+
+    /// Writes all of `data`. A handle opened with O_APPEND writes at the current end of
+    /// file whatever the offset says, atomically with respect to other appenders. With
+    /// the writeback cache the kernel positions appends itself and the bridge opens
+    /// without O_APPEND, so this path serves mounts without it and in-process callers.
+    /// A write of no bytes changes nothing (POSIX), not even past the end of file.
+    public func write(inode: InodeNumber, handle: FileHandle, offset: UInt64,
+                      data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        let opened = try openedFile(inode: inode, handle: handle)
+        guard opened.writable else { throw .badHandle }
+        guard data.count > 0 else { return 0 }
+        let file = opened.file
+        if opened.append {
+            try file.appendLock.withLock { (_) throws(FSError) in
+                let end = file.data.size
+                try Self.checkRange(offset: end, length: UInt64(data.count))
+                try file.data.write(at: end, bytes: data)
+            }
+        } else {
+            try Self.checkRange(offset: offset, length: UInt64(data.count))
+            try file.data.write(at: offset, bytes: data)
+        }
+        markModified(inode)
+        return data.count
+    }
+
+    /// fallocate(2): mode 0 / KEEP_SIZE reserve space, PUNCH_HOLE frees it keeping the
+    /// size, ZERO_RANGE zeroes (with or without KEEP_SIZE). A zero length is EINVAL and a
+    /// range past the largest file size EFBIG, as fallocate(2) answers.
+    public func fallocate(inode: InodeNumber, handle: FileHandle, offset: UInt64,
+                          length: UInt64, mode: AllocationMode) throws(FSError) {
+        let opened = try openedFile(inode: inode, handle: handle)
+        guard opened.writable else { throw .badHandle }
+        guard length > 0 else { throw .invalidArgument("fallocate of zero bytes") }
+        try Self.checkRange(offset: offset, length: length)
+        let range = offset..<(offset + length)
+        let data = opened.file.data
+        switch mode {
+        case .allocate(let keepSize): try data.preallocate(range, keepSize: keepSize)
+        case .punchHole: try data.punchHole(range)
+        case .zeroRange(let keepSize): try data.zeroRange(range, keepSize: keepSize)
+        }
+        markModified(inode)
+    }
+
+    /// SEEK_DATA / SEEK_HOLE; ENXIO at or past the end of file.
+    public func lseek(inode: InodeNumber, handle: FileHandle, offset: UInt64,
+                      target: SeekTarget) throws(FSError) -> UInt64 {
+        let data = try openedFile(inode: inode, handle: handle).file.data
+        switch target {
+        case .data: return try data.nextData(from: offset)
+        case .hole: return try data.nextHole(from: offset)
+        }
+    }
+
+    /// copy_file_range(2) by sharing the source's image ranges (no bytes copied).
+    /// Overlapping ranges of one file are EINVAL and an O_APPEND destination EBADF, as
+    /// copy_file_range(2) answers.
+    public func copyFileRange(from source: InodeNumber, sourceHandle: FileHandle, sourceOffset: UInt64,
+                              to destination: InodeNumber, destinationHandle: FileHandle,
+                              destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
+        let input = try openedFile(inode: source, handle: sourceHandle)
+        let output = try openedFile(inode: destination, handle: destinationHandle)
+        guard output.writable, !output.append else { throw .badHandle }
+        guard sourceOffset <= UInt64.max - length else {
+            throw .invalidArgument("source range overflows")
+        }
+        guard length > 0 else { return 0 }
+        try Self.checkRange(offset: destinationOffset, length: length)
+        if source == destination
+            && sourceOffset < destinationOffset + length
+            && destinationOffset < sourceOffset + length {
+            throw .invalidArgument("overlapping ranges in one file")
+        }
+        let copied = try output.file.data.cloneRange(
+            from: input.file.data, sourceOffset: sourceOffset, count: length, to: destinationOffset)
+        if copied > 0 { markModified(destination) }
+        return copied
+    }
+
+    // MARK: Helpers
+
+    /// The file behind a handle (EBADF for a handle we did not give out for this inode).
+    func openedFile(inode: InodeNumber, handle: FileHandle) throws(FSError)
+        -> (file: RegularFile, writable: Bool, append: Bool) {
+        try state.withLock { (state) throws(FSError) in
+            try state.handles.file(handle, inode: inode)
+        }
+    }
+
+    /// EFBIG when `offset + length` would pass the largest file size (or overflow).
+    static func checkRange(offset: UInt64, length: UInt64) throws(FSError) {
+        guard offset <= OffloadedFile.maximumSize,
+              length <= OffloadedFile.maximumSize - offset else { throw .fileTooLarge }
+    }
+
+    /// The data changed: mark mtime and ctime. The inode is held by an open handle.
+    func markModified(_ number: InodeNumber) {
+        state.withLock { state in
+            (try? state.table.inode(number))?.markModified(clock())
+        }
+    }
+}

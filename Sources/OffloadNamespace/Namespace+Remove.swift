@@ -1,0 +1,51 @@
+import OffloadCore
+
+// Removing names: unlink and rmdir. The inode itself lives on while the kernel holds
+// references or handles are open (see `Namespace`, "Inode lifetime").
+
+extension NamespaceState {
+    /// Removes a non-directory name; returns storage to free if the inode died.
+    mutating func unlink(parent: InodeNumber, name: FileName, now: Timestamp) throws(FSError) -> OffloadedFile? {
+        let (parentInode, directory) = try table.directory(parent)
+        guard let entry = directory.entry(named: name) else { throw .notFound }
+        guard entry.kind != .directory else { throw .isDirectory }
+        let inode = try table.inode(entry.inode)
+        directory.remove(name)
+        precondition(inode.linkCount > 0, "a named inode has no links")
+        inode.linkCount -= 1
+        inode.markChanged(now)
+        parentInode.markModified(now)
+        return table.removeIfUnused(inode)
+    }
+
+    /// Removes an empty directory. Its link count becomes 0 (as Linux shows for an open,
+    /// removed directory) and the parent loses the link its ".." held.
+    mutating func rmdir(parent: InodeNumber, name: FileName, now: Timestamp) throws(FSError) {
+        let (parentInode, directory) = try table.directory(parent)
+        guard let entry = directory.entry(named: name) else { throw .notFound }
+        guard entry.kind == .directory else { throw .notDirectory }
+        let (inode, removed) = try table.directory(entry.inode)
+        guard removed.isEmpty else { throw .notEmpty }
+        directory.remove(name)
+        inode.linkCount = 0
+        inode.markChanged(now)
+        parentInode.linkCount -= 1
+        parentInode.markModified(now)
+        _ = table.removeIfUnused(inode)
+    }
+}
+
+extension Namespace {
+    public func unlink(parent: InodeNumber, name: FileName) throws(FSError) {
+        let freed = try state.withLock { (state) throws(FSError) -> OffloadedFile? in
+            try state.unlink(parent: parent, name: name, now: clock())
+        }
+        freed?.releaseAll()
+    }
+
+    public func rmdir(parent: InodeNumber, name: FileName) throws(FSError) {
+        try state.withLock { (state) throws(FSError) in
+            try state.rmdir(parent: parent, name: name, now: clock())
+        }
+    }
+}

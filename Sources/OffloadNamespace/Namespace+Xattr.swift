@@ -1,0 +1,54 @@
+import OffloadCore
+
+// Extended attributes: setxattr, getxattr, listxattr, removexattr.
+//
+// Kernel contract: the kernel first asks for a value's or list's size (size 0) and then
+// for the bytes; answering ERANGE when the caller's buffer is too small is the bridge's
+// job, given the sizes returned here. Names and limits: see `ExtendedAttributes`.
+// Setting or removing an attribute marks ctime, as on Linux.
+
+extension Namespace {
+    public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8],
+                         mode: XattrSetMode) throws(FSError) {
+        try ExtendedAttributes.validate(name: name)
+        try state.withLock { (state) throws(FSError) in
+            let inode = try state.table.inode(number)
+            // Linux: user.* attributes only on regular files and directories (EPERM),
+            // because permission bits of other kinds do not govern their contents.
+            if ExtendedAttributes.isUserName(name) && !Self.mayHaveUserAttributes(inode.kind) {
+                throw .notPermitted
+            }
+            try inode.xattrs.set(name: name, value: value, mode: mode)
+            inode.markChanged(clock())
+        }
+    }
+
+    public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
+        try ExtendedAttributes.validate(name: name)
+        return try state.withLock { (state) throws(FSError) -> [UInt8] in
+            guard let value = try state.table.inode(number).xattrs.value(named: name) else {
+                throw .noAttribute
+            }
+            return value
+        }
+    }
+
+    public func listxattr(inode number: InodeNumber) throws(FSError) -> [[UInt8]] {
+        try state.withLock { (state) throws(FSError) -> [[UInt8]] in
+            try state.table.inode(number).xattrs.allNames
+        }
+    }
+
+    public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
+        try ExtendedAttributes.validate(name: name)
+        try state.withLock { (state) throws(FSError) in
+            let inode = try state.table.inode(number)
+            try inode.xattrs.remove(name: name)
+            inode.markChanged(clock())
+        }
+    }
+
+    static func mayHaveUserAttributes(_ kind: FileKind) -> Bool {
+        kind == .regular || kind == .directory
+    }
+}

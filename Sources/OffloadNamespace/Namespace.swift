@@ -1,0 +1,137 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import OffloadCore
+
+/// The filesystem's tree in RAM: inodes, directories, links, attributes and xattrs, with
+/// every regular file's bytes in an `OffloadedFile` on the shared `BackingStore`.
+///
+/// ## Locking
+/// One lock, `state` (a `PthreadMutex`), guards the inode table, every directory,
+/// every inode's metadata and the handle table. It is held for short, bounded work only: never across
+/// file data I/O. Reads, writes, truncates, fallocate and copy_file_range look up the
+/// `RegularFile` under the lock, release it, do the I/O under the file's own lock, and
+/// take the namespace lock again briefly to update timestamps. No `OffloadedFile` lock
+/// is ever taken while the namespace lock is held (sizes for attributes are read after
+/// it is released, see `AttributeSnapshot`), so the two kinds of lock cannot deadlock and
+/// a long write to one file never stalls lookups, creates or I/O on other files.
+///
+/// ## Inode lifetime (the kernel contract)
+/// lookup, mknod, mkdir, symlink, link, create and each readdirplus entry give the kernel
+/// one reference (`lookupCount`); forget gives them back. Open handles count in
+/// `openCount`. An inode without names (unlinked, or a removed directory) stays in the
+/// table, fully usable through its handles (read, write, fstat, ftruncate), until both
+/// counts are 0; then it is removed and its storage freed with `releaseAll()`, outside
+/// the lock. Inode numbers are never reused (see `InodeTable`).
+///
+/// ## Timestamps
+/// As POSIX says: data changes mark mtime+ctime of the file; metadata changes (chmod,
+/// chown, link count, xattrs, rename of the inode) mark its ctime; creating, removing or
+/// renaming entries marks the directory's mtime+ctime. Reads do NOT update atime (like a
+/// `noatime` mount): an atime write per read would take the namespace lock on the hot
+/// read path for a field almost nothing uses. atime changes only through setattr.
+///
+/// ## What the kernel does instead of us
+/// Permission checks (mounted with `default_permissions`), sticky-directory deletion
+/// rules, symlink resolution (so ELOOP from path walks), the umask, stripping the
+/// set-group-ID bit from new files of callers outside the group (`vfs_prepare_mode`),
+/// clearing set-id bits on write and truncate (it sends the mode change as a setattr),
+/// and, with the writeback cache, O_APPEND positioning.
+public final class Namespace: FileSystemOperations {
+    /// EMLINK past this many names for a file or subdirectories (+2) for a directory.
+    public static let maximumLinkCount: UInt32 = 65000
+    /// PATH_MAX - 1: longer symlink targets are ENAMETOOLONG.
+    public static let maximumSymlinkTargetLength = 4095
+
+    /// The wall clock, CLOCK_REALTIME.
+    public static let systemClock: @Sendable () -> Timestamp = {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Timestamp(seconds: Int64(now.tv_sec), nanoseconds: Int64(now.tv_nsec))
+    }
+
+    let store: BackingStore
+    let memoryLimiter: MemoryLimiter
+    let clock: @Sendable () -> Timestamp
+    let state: PthreadMutex<NamespaceState>
+
+    /// An empty filesystem: a root directory with mode 0755, owned by the user running
+    /// the daemon (so a user mount is writable by that user under default_permissions).
+    public init(store: BackingStore, memoryLimiter: MemoryLimiter,
+                clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) {
+        self.store = store
+        self.memoryLimiter = memoryLimiter
+        self.clock = clock
+        let root = Inode(number: .root, generation: InodeTable.generation, kind: .directory,
+                         permissions: 0o755, uid: UInt32(getuid()), gid: UInt32(getgid()),
+                         rdev: 0, linkCount: 2, content: .directory(Directory(parent: .root)),
+                         now: clock())
+        state = PthreadMutex(NamespaceState(table: InodeTable(root: root)))
+    }
+
+    // MARK: Names
+
+    public func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes {
+        try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            let (_, directory) = try state.table.directory(parent)
+            guard let entry = directory.entry(named: name) else { throw .notFound }
+            let inode = try state.table.inode(entry.inode)
+            inode.lookupCount += 1
+            return inode.snapshot()
+        }.resolved()
+    }
+
+    public func forget(inode number: InodeNumber, lookups: UInt64) {
+        let freed = state.withLock { state -> OffloadedFile? in
+            // The kernel never forgets more than it looked up; if it names an inode we
+            // do not know or forgets too much, clamping is the only safe answer.
+            guard let inode = try? state.table.inode(number) else { return nil }
+            inode.lookupCount -= min(lookups, inode.lookupCount)
+            return state.table.removeIfUnused(inode)
+        }
+        freed?.releaseAll()
+    }
+
+    public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {
+        try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
+            try state.table.inode(number).snapshot()
+        }.resolved()
+    }
+
+    public func readlink(inode number: InodeNumber) throws(FSError) -> [UInt8] {
+        try state.withLock { (state) throws(FSError) -> [UInt8] in
+            guard case .symlink(let target) = try state.table.inode(number).content else {
+                throw .invalidArgument("not a symbolic link")
+            }
+            return target
+        }
+    }
+
+    // MARK: Whole filesystem
+
+    /// Sizes in 4 KiB blocks from the store: total = capacity, free = capacity - live
+    /// (data blocks in use). Inodes: `InodeTable.maximumInodeCount` total.
+    public func statfs() -> FileSystemStatistics {
+        let statistics = store.statistics
+        let blockSize = UInt64(BackingStore.blockSize)
+        let capacityBytes = UInt64(statistics.capacityBytes)
+        let liveBytes = UInt64(statistics.liveBytes)
+        let freeBytes = capacityBytes > liveBytes ? capacityBytes - liveBytes : 0
+        let inodeCount = UInt64(state.withLock { $0.table.count })
+        let totalInodes = InodeTable.maximumInodeCount
+        return FileSystemStatistics(
+            blockSize: blockSize, totalBlocks: capacityBytes / blockSize,
+            freeBlocks: freeBytes / blockSize, availableBlocks: freeBytes / blockSize,
+            totalInodes: totalInodes,
+            freeInodes: totalInodes > inodeCount ? totalInodes - inodeCount : 0,
+            maximumNameLength: UInt64(FileName.maximumLength))
+    }
+}
+
+/// Everything the namespace lock guards.
+struct NamespaceState {
+    var table: InodeTable
+    var handles = HandleTable()
+}
