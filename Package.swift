@@ -46,7 +46,7 @@ let package = Package(
         .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore"]),
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
         .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore"]),
-        .testTarget(name: "MountTests", dependencies: ["OffloadCore"]),
+        .testTarget(name: "MountTests", dependencies: ["OffloadCore", "FuseBridge"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,8 +3,9 @@
 // (fuse_session_loop_mt with a `struct fuse_loop_config *` built by fuse_loop_cfg_create).
 //
 // Everything below the includes exists because Swift cannot import it as it is: function-like
-// macros, bitfields we want to set by name in one audited place, and constants that glibc
-// only declares under _GNU_SOURCE (which the Swift Glibc module is not built with).
+// macros, unions, function-pointer casts (SIG_DFL), va_list formatting, bitfields we want to
+// set by name in one audited place, and constants that glibc only declares under
+// _GNU_SOURCE (which the Swift Glibc module is not built with).
 // Every wrapper is `static inline` and prefixed `offloadfs_`, as swift-nio's CNIOLinux does.
 #ifndef OFFLOADFS_CFUSE_SHIM_H
 #define OFFLOADFS_CFUSE_SHIM_H
@@ -42,12 +43,6 @@ static inline struct fuse_args offloadfs_args_init(int argc, char **argv) {
     return args;
 }
 
-/// UTIME_NOW / UTIME_OMIT are defined as expressions (`((1l << 30) - 1l)`), which the
-/// importer drops; FuseBridge never sees them in setattr (libfuse turns them into
-/// FUSE_SET_ATTR_*_NOW or an absent flag) but the mount tests check the same values.
-static inline long offloadfs_utime_now(void) { return UTIME_NOW; }
-static inline long offloadfs_utime_omit(void) { return UTIME_OMIT; }
-
 // MARK: Constants glibc hides behind _GNU_SOURCE.
 
 /// lseek whence values that reach the filesystem (Linux ABI values, see lseek(2)).
@@ -59,13 +54,20 @@ enum {
 enum {
     OFFLOADFS_RENAME_NOREPLACE = 1,
     OFFLOADFS_RENAME_EXCHANGE = 2,
-    OFFLOADFS_RENAME_WHITEOUT = 4,
 };
-/// setxattr flags (from <sys/xattr.h>, which clashes with <linux/xattr.h> if both are pulled in).
+/// setxattr flags (Linux ABI values, see setxattr(2)); <sys/xattr.h> is not part of
+/// Swift's Glibc module.
 enum {
     OFFLOADFS_XATTR_CREATE = 1,
     OFFLOADFS_XATTR_REPLACE = 2,
 };
+#if defined(SEEK_DATA) && defined(SEEK_HOLE)
+_Static_assert(OFFLOADFS_SEEK_DATA == SEEK_DATA && OFFLOADFS_SEEK_HOLE == SEEK_HOLE, "lseek whence values");
+#endif
+#if defined(RENAME_NOREPLACE) && defined(RENAME_EXCHANGE)
+_Static_assert(OFFLOADFS_RENAME_NOREPLACE == RENAME_NOREPLACE && OFFLOADFS_RENAME_EXCHANGE == RENAME_EXCHANGE,
+               "renameat2 flags");
+#endif
 /// fallocate modes, re-exported from <linux/falloc.h> as plain ints for Swift.
 enum {
     OFFLOADFS_FALLOC_KEEP_SIZE = FALLOC_FL_KEEP_SIZE,

@@ -99,9 +99,34 @@ final class BackingStoreTests: XCTestCase {
         }
         let foreign = image.directory.appendingPathComponent("photo.png").path
         _ = FileManager.default.createFile(atPath: foreign, contents: Data([0x89, 0x50, 0x4E, 0x47]))
-        XCTAssertThrowsError(try BackingStore(path: foreign, capacityBytes: 1 << 20)) { XCTAssertEqual($0 as? FSError, .exists) }
+        XCTAssertThrowsError(try BackingStore(path: foreign, capacityBytes: 1 << 20)) {
+            XCTAssertTrue("\($0)".contains("is not an offloadfs image"), "\($0)")
+        }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: foreign)), Data([0x89, 0x50, 0x4E, 0x47]), "a foreign file is left untouched")
         XCTAssertThrowsError(try BackingStore(path: image.path, capacityBytes: 100)) { guard case .invalidArgument = $0 as? FSError else { return XCTFail() } }
+    }
+
+    func testAnImageFromANewerFormatIsRefusedByVersion() throws {
+        let image = TemporaryImage()
+        var header = [UInt8](repeating: 0, count: 4096)
+        header.replaceSubrange(0..<16, with: Array("OFFLOADFS-IMAGE\n".utf8))
+        header.replaceSubrange(16..<24, with: [7, 0, 0, 0, 0, 16, 0, 0])
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.path, contents: Data(header)))
+        XCTAssertThrowsError(try image.makeStore()) { XCTAssertTrue("\($0)".contains("format version 7"), "\($0)") }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image.path)), Data(header), "left untouched")
+    }
+
+    func testAScratchImageCanBeOpenedAgainAndStartsEmpty() throws {
+        let image = TemporaryImage()
+        do {
+            let store = try image.makeStore()
+            _ = try store.allocate(byteCount: 1 << 20)
+        }
+        let again = try image.makeStore()
+        XCTAssertEqual(again.statistics.liveBytes, 0)
+        XCTAssertLessThanOrEqual(again.statistics.imageBytes, 4096, "only the header remains")
+        let first = try again.allocate(byteCount: 4096)
+        XCTAssertEqual(first.lowerBound, 4096, "block 0 is the header, never file data")
     }
 
     func testOneImageCannotBeOpenedTwice() throws {

@@ -45,9 +45,9 @@ public enum Extent: Equatable, Sendable, CustomStringConvertible {
         precondition(range.upperBound <= size && !range.isEmpty, "slice \(range) of \(self)")
         switch self {
         case .mmapOffload(let offset, _):
-            return .mmapOffload(offset: offset + range.lowerBound, size: UInt64(range.count))
+            return .mmapOffload(offset: offset + range.lowerBound, size: range.length)
         case .repeatingBytes(let value, _):
-            return .repeatingBytes(value: value, count: UInt64(range.count))
+            return .repeatingBytes(value: value, count: range.length)
         case .inMemory(let bytes):
             return .inMemory(Array(bytes[Int(range.lowerBound)..<Int(range.upperBound)]))
         }

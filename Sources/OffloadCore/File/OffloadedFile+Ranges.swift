@@ -6,11 +6,11 @@ extension OffloadedFile {
     /// does not change (FALLOC_FL_PUNCH_HOLE always comes with FALLOC_FL_KEEP_SIZE).
     public func punchHole(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
-        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        _ = try Self.checkedEnd(range.lowerBound, range.length)
         lock.withWriteLock {
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return }
-            replace(clipped, with: [.repeatingBytes(value: 0, count: UInt64(clipped.count))])
+            replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
         }
     }
 
@@ -18,12 +18,12 @@ extension OffloadedFile {
     /// `keepSize` the file grows to cover the range.
     public func zeroRange(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
-        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        _ = try Self.checkedEnd(range.lowerBound, range.length)
         lock.withWriteLock {
             if !keepSize { extendWithHole(to: range.upperBound) }
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return }
-            replace(clipped, with: [.repeatingBytes(value: 0, count: UInt64(clipped.count))])
+            replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
         }
     }
 
@@ -33,7 +33,7 @@ extension OffloadedFile {
     /// an extent list has no way to hold bytes beyond the size. On error nothing changes.
     public func preallocate(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
-        _ = try Self.checkedEnd(range.lowerBound, UInt64(range.count))
+        _ = try Self.checkedEnd(range.lowerBound, range.length)
         try lock.withWriteLock { () throws(FSError) in
             let newSize = keepSize ? sizeBytes : max(sizeBytes, range.upperBound)
             let target = range.clamped(to: 0..<newSize)
@@ -54,9 +54,16 @@ extension OffloadedFile {
             if target.upperBound > sizeBytes {
                 holes.append(max(sizeBytes, target.lowerBound)..<target.upperBound)
             }
+            // Fail at once when the holes cannot fit, instead of taking all free space
+            // for the length of the call and giving it back.
+            let needed = holes.reduce(UInt64(0)) { $0 + $1.length }
+            guard needed <= store.availableBytes else { throw .noSpace }
             var filled: [(Range<UInt64>, [Extent])] = []
             do throws(FSError) {
-                for hole in holes { filled.append((hole, try zeroedImageExtents(count: UInt64(hole.count)))) }
+                for hole in holes {
+                    let hint = imageEndForAllocation(before: hole.lowerBound, after: filled.last)
+                    filled.append((hole, try zeroedImageExtents(count: hole.length, hint: hint)))
+                }
             } catch {
                 for (_, pieces) in filled { for piece in pieces { dropStorage(of: piece) } }
                 throw error
@@ -68,16 +75,30 @@ extension OffloadedFile {
         }
     }
 
+    /// Where blocks for a hole at `offset` should go to continue the image extent before
+    /// it: the end of the previous piece just allocated, or of the extent ending there.
+    private func imageEndForAllocation(before offset: UInt64, after previous: (Range<UInt64>, [Extent])?) -> UInt64? {
+        let end: UInt64?
+        if let (range, pieces) = previous, range.upperBound == offset,
+           case .mmapOffload(let o, let s) = pieces.last {
+            end = o + s
+        } else {
+            end = imageEnd(ofExtentEndingAt: offset)
+        }
+        guard let end, end % UInt64(BackingStore.blockSize) == 0 else { return nil }
+        return end
+    }
+
     /// Fresh image blocks covering `count` bytes (the store hands out zeroed blocks).
-    private func zeroedImageExtents(count: UInt64) throws(FSError) -> [Extent] {
+    private func zeroedImageExtents(count: UInt64, hint firstHint: UInt64?) throws(FSError) -> [Extent] {
         var pieces: [Extent] = []
         var done: UInt64 = 0
-        var hint: UInt64? = nil
+        var hint = firstHint
         do throws(FSError) {
             while done < count {
                 let chunk = Int(min(count - done, UInt64(Int32.max) & ~UInt64(BackingStore.blockSize - 1)))
                 let granted = try store.allocate(byteCount: chunk, hint: hint)
-                let n = min(UInt64(granted.count), count - done)
+                let n = min(granted.length, count - done)
                 pieces.append(.mmapOffload(offset: granted.lowerBound, size: n))
                 done += n
                 hint = granted.upperBound
@@ -129,7 +150,9 @@ extension OffloadedFile {
                            to offset: UInt64) throws(FSError) -> UInt64 {
         guard count > 0 else { return 0 }
         _ = try Self.checkedEnd(sourceOffset, count)
-        guard source.store === store else { throw .invalidArgument("files live in different images") }
+        guard source.store === store, source.limiter === limiter else {
+            throw .invalidArgument("files live in different images or memory budgets")
+        }
         // Take the source's pieces (with their own references) under its lock, then
         // release it before taking ours: the two locks are never held together.
         let pieces = try source.lock.withReadLock { () throws(FSError) -> [Extent] in

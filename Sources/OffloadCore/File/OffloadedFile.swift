@@ -144,13 +144,13 @@ public final class OffloadedFile: @unchecked Sendable {
     @discardableResult
     public func write(at offset: UInt64, imageRange range: Range<UInt64>) throws(FSError) -> Int {
         guard !range.isEmpty else { return 0 }
-        let end = try Self.checkedEnd(offset, UInt64(range.count))
+        let end = try Self.checkedEnd(offset, range.length)
         try lock.withWriteLock { () throws(FSError) in
             try store.retain(range)
             extendWithHole(to: offset)
-            replace(offset..<end, with: [.mmapOffload(offset: range.lowerBound, size: UInt64(range.count))])
+            replace(offset..<end, with: [.mmapOffload(offset: range.lowerBound, size: range.length)])
         }
-        return range.count
+        return Int(range.length)  // at most maximumSize: checkedEnd passed
     }
 
     /// Sets the size: shrinking drops the tail, growing appends `fill` bytes.
@@ -184,16 +184,29 @@ public final class OffloadedFile: @unchecked Sendable {
         return offset + length
     }
 
-    /// Overwrites bytes in place when one image extent covers them and owns its blocks
-    /// alone. No extent changes, so this is the fast path for rewriting data.
+    /// Overwrites bytes in place when image extents cover all of them and each owns its
+    /// blocks alone. No extent changes, so rewriting data needs no new space (a
+    /// preallocated or already written range never fails with ENOSPC) and no metadata.
     private func overwriteInPlace(at offset: UInt64, bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let i = extents.floor(offset) else { return false }
-        let start = extents.key(at: i)
-        guard case .mmapOffload(let imageOffset, let size) = extents.value(at: i),
-              offset - start + UInt64(bytes.count) <= size else { return false }
-        let target = imageOffset + (offset - start)
-        guard store.isExclusive(target..<target + UInt64(bytes.count)) else { return false }
-        store.copyIn(bytes.baseAddress!, to: target, count: bytes.count)
+        let end = offset + UInt64(bytes.count)
+        guard end <= sizeBytes, var i = extents.floor(offset) else { return false }
+        // First pass: every covering extent must qualify; nothing is written until then.
+        var targets: [(image: UInt64, source: Int, count: Int)] = []
+        var position = offset
+        while position < end {
+            let start = extents.key(at: i)
+            guard case .mmapOffload(let imageOffset, let size) = extents.value(at: i) else { return false }
+            let n = Int(min(end, start + size) - position)
+            let target = imageOffset + (position - start)
+            guard store.isExclusive(target..<target + UInt64(n)) else { return false }
+            targets.append((target, Int(position - offset), n))
+            position += UInt64(n)
+            if position < end {
+                guard let next = extents.index(after: i) else { return false }
+                i = next
+            }
+        }
+        for t in targets { store.copyIn(bytes.baseAddress! + t.source, to: t.image, count: t.count) }
         return true
     }
 
@@ -243,7 +256,7 @@ public final class OffloadedFile: @unchecked Sendable {
 
     /// The image offset just past the extent that ends exactly at file offset `offset`,
     /// if that extent is an image extent.
-    private func imageEnd(ofExtentEndingAt offset: UInt64) -> UInt64? {
+    func imageEnd(ofExtentEndingAt offset: UInt64) -> UInt64? {
         guard offset > 0, offset <= sizeBytes, let i = extents.floor(offset - 1) else { return nil }
         guard case .mmapOffload(let imageOffset, let size) = extents.value(at: i),
               extents.key(at: i) + size == offset else { return nil }
@@ -262,7 +275,7 @@ public final class OffloadedFile: @unchecked Sendable {
     /// file; what `range` held before is released.
     func replace(_ range: Range<UInt64>, with pieces: [Extent]) {
         precondition(range.lowerBound <= sizeBytes)
-        assert(pieces.reduce(0) { $0 + $1.size } == UInt64(range.count))
+        assert(pieces.reduce(0) { $0 + $1.size } == range.length)
         if range.lowerBound < sizeBytes {
             removeRange(range.lowerBound..<min(range.upperBound, sizeBytes))
         }

@@ -36,10 +36,11 @@ public final class BackingStore: @unchecked Sendable {
 
     /// Opens or creates the image at `path`.
     ///
-    /// A path that does not exist is created. An existing file must be a regular file
-    /// that is empty: offloadfs does not read an image's contents back yet, and it never
-    /// writes over a file it does not understand. The file is locked (`flock`) so that
-    /// two daemons never share one image.
+    /// A path that does not exist is created, with the header of `ImageHeader`. An
+    /// existing file must be a regular file that is empty or an offloadfs image; a version
+    /// 0 image keeps no files across mounts, so it starts empty again. Any other file is
+    /// refused and never written. The file is locked (`flock`) so that two daemons never
+    /// share one image.
     public init(path: String, capacityBytes: UInt64) throws(FSError) {
         guard capacityBytes >= UInt64(Self.blockSize) else {
             throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
@@ -61,12 +62,21 @@ public final class BackingStore: @unchecked Sendable {
             if errno == EWOULDBLOCK { throw .busy }
             throw .system(errno: errno, call: "lock image '\(path)'")
         }
-        guard info.st_size == 0 else {
-            throw .exists
+        if info.st_size > 0 {
+            switch try ImageHeader.identify(fd) {
+            case .foreign:
+                throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
+            case .offloadfs(let version) where version > ImageHeader.version:
+                throw .invalidArgument("image '\(path)' has format version \(version); this offloadfs reads version \(ImageHeader.version)")
+            case .offloadfs:
+                // A version 0 image keeps no files across mounts: start it afresh.
+                guard ftruncate(fd, 0) == 0 else { throw .system(errno: errno, call: "reset image '\(path)'") }
+            }
         }
+        try ImageHeader.write(fd)
 
         let blocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
-        let mappedBytes = Int(blocks << Self.blockShift)
+        let mappedBytes = Int((ImageHeader.blocks + blocks) << Self.blockShift)
         let mapping = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
         guard let mapping, mapping != MAP_FAILED else {
             throw .system(errno: errno, call: "mmap image '\(path)' (\(mappedBytes) bytes)")
@@ -76,7 +86,7 @@ public final class BackingStore: @unchecked Sendable {
         self.base = mapping
         self.mappedBytes = mappedBytes
         self.fd = fd
-        self.allocator = Mutex(BlockAllocator(capacityBlocks: blocks))
+        self.allocator = Mutex(BlockAllocator(capacityBlocks: blocks, firstBlock: ImageHeader.blocks))
         ok = true
     }
 
@@ -118,10 +128,6 @@ public final class BackingStore: @unchecked Sendable {
                 throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "fallocate image")
             }
         }
-        if grant.reused && !allocator.withLock({ $0.punchSupported }) {
-            // Freed blocks could not be punched, so they still hold old bytes.
-            (base + Int(bytes.lowerBound)).initializeMemory(as: UInt8.self, repeating: 0, count: bytes.count)
-        }
         return bytes
     }
 
@@ -155,12 +161,17 @@ public final class BackingStore: @unchecked Sendable {
             for freed in a.references.release(blocks) {
                 // Punch while holding the lock: once the range is in the free map another
                 // thread may allocate and write it, and a late punch would erase that.
+                let start = off_t(freed.lowerBound << Self.blockShift)
+                let length = off_t(UInt64(freed.count) << Self.blockShift)
+                var punched = false
                 if a.punchSupported {
-                    let start = off_t(freed.lowerBound << Self.blockShift)
-                    let length = off_t(UInt64(freed.count) << Self.blockShift)
-                    if offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) != 0 {
-                        a.punchSupported = false
-                    }
+                    punched = offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) == 0
+                    if !punched && (errno == EOPNOTSUPP || errno == ENOSYS) { a.punchSupported = false }
+                }
+                if !punched {
+                    // The old bytes are still there: zero them now so the blocks read as
+                    // zeros when handed out again, as punched ones do.
+                    (base + Int(start)).initializeMemory(as: UInt8.self, repeating: 0, count: Int(length))
                 }
                 a.free.insert(freed)
             }
@@ -211,7 +222,7 @@ public final class BackingStore: @unchecked Sendable {
     /// Extends the disk reservation at the end of the image to cover `block` (and a
     /// step more when the disk allows). Called under the allocator lock.
     private func reserveDisk(through block: UInt64, _ a: inout BlockAllocator) throws(FSError) {
-        let stepEnd = min(a.capacityBlocks, max(block, a.reservedBlocks + Self.growthStepBlocks))
+        let stepEnd = min(a.endBlock, max(block, a.reservedBlocks + Self.growthStepBlocks))
         for end in Set([stepEnd, block]).sorted(by: >) {
             let start = off_t(a.reservedBlocks << Self.blockShift)
             let length = off_t((end - a.reservedBlocks) << Self.blockShift)
@@ -250,6 +261,11 @@ public final class BackingStore: @unchecked Sendable {
         public var imageBytes: UInt64
         /// The space the image takes on disk (st_blocks * 512).
         public var diskBytes: UInt64
+    }
+
+    /// Bytes that can still be allocated before the capacity is reached.
+    public var availableBytes: UInt64 {
+        allocator.withLock { a in (a.capacityBlocks - a.references.allocatedBlocks) << Self.blockShift }
     }
 
     public var statistics: Statistics {

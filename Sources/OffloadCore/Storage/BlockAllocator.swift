@@ -1,19 +1,29 @@
 /// The allocator state behind `BackingStore`'s mutex: who references which block, which
 /// blocks are free, and how far the image has grown. Block numbers throughout.
 struct BlockAllocator: ~Copyable {
+    /// The most blocks that may be referenced at once.
     let capacityBlocks: UInt64
+    /// Blocks below this belong to the image's header, never to files.
+    let firstBlock: UInt64
+    /// The end of the mapping: blocks are never handed out at or past it.
+    var endBlock: UInt64 { firstBlock + capacityBlocks }
     let references = BlockReferenceCounts()
     let free = FreeSpaceMap()
-    /// Blocks `0..<highWaterBlocks` have been handed out at least once; above it the image
+    /// Blocks `firstBlock..<highWaterBlocks` have been handed out at least once; above it the image
     /// has never been written.
-    private(set) var highWaterBlocks: UInt64 = 0
+    private(set) var highWaterBlocks: UInt64
     /// The image file has disk space (fallocate) for blocks `0..<reservedBlocks`, except
     /// for free blocks, which are punched.
-    var reservedBlocks: UInt64 = 0
+    var reservedBlocks: UInt64
     /// Cleared the first time the file system refuses `FALLOC_FL_PUNCH_HOLE`.
     var punchSupported = true
 
-    init(capacityBlocks: UInt64) { self.capacityBlocks = capacityBlocks }
+    init(capacityBlocks: UInt64, firstBlock: UInt64) {
+        self.capacityBlocks = capacityBlocks
+        self.firstBlock = firstBlock
+        highWaterBlocks = firstBlock
+        reservedBlocks = firstBlock
+    }
 
     struct Grant {
         var blocks: Range<UInt64>
@@ -33,9 +43,15 @@ struct BlockAllocator: ~Copyable {
         return grant
     }
 
-    /// Undoes `allocate` for blocks nobody has seen yet (the disk could not take them).
+    /// Undoes `allocate` for fresh blocks nobody has seen yet (the disk could not take
+    /// them). They go back above the high-water mark rather than into the free map: they
+    /// may lie past the end of the image file, where a later write through the mapping
+    /// would fault.
     mutating func giveBack(_ blocks: Range<UInt64>) {
-        for freed in references.release(blocks) { free.insert(freed) }
+        precondition(blocks.upperBound == highWaterBlocks, "only the latest fresh grant can be given back")
+        let freed = references.release(blocks)
+        assert(freed == [blocks])
+        highWaterBlocks = blocks.lowerBound
     }
 
     private mutating func pick(_ count: UInt64, hint: UInt64?) -> Grant {
@@ -56,7 +72,7 @@ struct BlockAllocator: ~Copyable {
     }
 
     private mutating func bump(_ count: UInt64, exact: Bool) -> Range<UInt64>? {
-        let available = capacityBlocks - highWaterBlocks
+        let available = endBlock - highWaterBlocks
         guard available >= (exact ? count : 1) else { return nil }
         let r = highWaterBlocks..<highWaterBlocks + min(count, available)
         highWaterBlocks = r.upperBound
@@ -65,7 +81,7 @@ struct BlockAllocator: ~Copyable {
 
     func check() throws(FSError) {
         var referenced: UInt64 = 0
-        var previousEnd: UInt64 = 0
+        var previousEnd = firstBlock
         var runs: [Range<UInt64>] = []
         references.forEachRun { r, count in
             referenced += UInt64(r.count)
@@ -79,8 +95,8 @@ struct BlockAllocator: ~Copyable {
         var frees: [Range<UInt64>] = []
         free.forEachRange { r in freeCount += UInt64(r.count); frees.append(r) }
         guard freeCount == free.freeBlocks else { throw .io("free block count is off") }
-        guard referenced + freeCount == highWaterBlocks else {
-            throw .io("\(referenced) referenced + \(freeCount) free blocks != \(highWaterBlocks) high-water blocks")
+        guard referenced + freeCount == highWaterBlocks - firstBlock else {
+            throw .io("\(referenced) referenced + \(freeCount) free blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
         }
         // Both lists are sorted: walk them together to find any block in both.
         var i = 0, j = 0

@@ -49,10 +49,14 @@ final class FreeSpaceMap {
     func take(count: UInt64) -> Range<UInt64>? {
         precondition(count > 0)
         let needed = Self.sizeClass(of: count)
-        // In the class of `count` itself only some ranges fit: scan it.
+        // In the class of `count` itself every range fits when `count` is a power of two
+        // (the usual case: 1 block, 256 blocks); otherwise scan a few of them.
         let exact = bySizeClass[needed]
         var i = exact.startIndex
-        while let index = i {
+        var scanned = 0
+        let scanLimit = count == UInt64(1) << needed ? 1 : 32
+        while let index = i, scanned < scanLimit {
+            scanned += 1
             let start = exact.key(at: index), end = exact.value(at: index)
             if end - start >= count {
                 carve(start..<start + count, from: start..<end)
@@ -71,8 +75,8 @@ final class FreeSpaceMap {
         return nil
     }
 
-    /// Takes the front of the largest free range, at most `count` blocks (used when no
-    /// single range fits the whole request).
+    /// Takes the front of a range from the largest non-empty size class, at most `count`
+    /// blocks (used when no single range fits the whole request).
     func takeLargest(upTo count: UInt64) -> Range<UInt64>? {
         for c in (0..<64).reversed() {
             if let first = bySizeClass[c].startIndex {

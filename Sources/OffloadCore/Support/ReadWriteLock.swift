@@ -24,14 +24,16 @@ final class ReadWriteLock: @unchecked Sendable {
 
     @inline(__always)
     func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_rwlock_rdlock(lock)
+        let rc = pthread_rwlock_rdlock(lock)
+        precondition(rc == 0, "pthread_rwlock_rdlock failed: \(rc)")
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
     @inline(__always)
     func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_rwlock_wrlock(lock)
+        let rc = pthread_rwlock_wrlock(lock)
+        precondition(rc == 0, "pthread_rwlock_wrlock failed (re-entered?): \(rc)")
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }

@@ -1,0 +1,163 @@
+import CFuse
+#if canImport(Glibc)
+import Glibc
+#endif
+import OffloadCore
+import OffloadNamespace
+
+/// Handlers for open files: open/create/release, data transfer, sync, space management.
+enum FileHandlers {
+    static func open(_ request: fuse_req_t, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let context = BridgeContext.of(request)
+        guard let info else { return Reply(request, "open").errno(EINVAL) }
+        let flags = effectiveOpenFlags(info.pointee.flags, context: context)
+        offloadfs_fi_set_keep_cache(info, 1)
+        Reply(request, "open").open(Result { () throws(FSError) in
+            try context.fileSystem.open(inode: InodeNumber(inode), flags: flags)
+        }, inode: InodeNumber(inode), info: info, directory: false)
+    }
+
+    static func create(_ request: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?,
+                       _ mode: mode_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let context = BridgeContext.of(request)
+        guard let info else { return Reply(request, "create").errno(EINVAL) }
+        let flags = effectiveOpenFlags(info.pointee.flags, context: context)
+        let caller = RequestContext(request)
+        offloadfs_fi_set_keep_cache(info, 1)
+        Reply(request, "create").create(Result { () throws(FSError) in
+            try context.fileSystem.create(parent: InodeNumber(parent), name: FileName(cString: name),
+                                          mode: mode, flags: flags, context: caller)
+        }, info: info)
+    }
+
+    /// With the writeback cache the kernel reads pages to fill partial writes even for
+    /// O_WRONLY opens and positions O_APPEND writes itself (it knows the cached size),
+    /// so the namespace must see such handles as read-write and without O_APPEND
+    /// (libfuse's passthrough_ll does the same).
+    static func effectiveOpenFlags(_ flags: Int32, context: BridgeContext) -> Int32 {
+        guard context.writebackCache.load(ordering: .acquiring) else { return flags }
+        var result = flags
+        if result & O_ACCMODE == O_WRONLY {
+            result = (result & ~O_ACCMODE) | O_RDWR
+        }
+        result &= ~O_APPEND
+        return result
+    }
+
+    static func read(_ request: fuse_req_t, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t,
+                     _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "read").bytes(Result { () throws(FSError) in
+            try fs.read(inode: InodeNumber(inode), handle: handle(info), offset: unsignedOffset(offset),
+                        count: size)
+        })
+    }
+
+    static func write(_ request: fuse_req_t, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?,
+                      _ size: Int, _ offset: off_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "write").written(Result { () throws(FSError) in
+            let data = UnsafeRawBufferPointer(start: buffer.map(UnsafeRawPointer.init), count: buffer == nil ? 0 : size)
+            return try fs.write(inode: InodeNumber(inode), handle: handle(info), offset: unsignedOffset(offset),
+                                data: data)
+        })
+    }
+
+    static func flush(_ request: fuse_req_t, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "flush").done(Result { () throws(FSError) in
+            try fs.flush(inode: InodeNumber(inode), handle: handle(info))
+        })
+    }
+
+    static func release(_ request: fuse_req_t, _ inode: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "release").done(Result { () throws(FSError) in
+            fs.release(inode: InodeNumber(inode), handle: try handle(info))
+        })
+    }
+
+    static func fsync(_ request: fuse_req_t, _ inode: fuse_ino_t, _ dataSync: Int32,
+                      _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "fsync").done(Result { () throws(FSError) in
+            try fs.fsync(inode: InodeNumber(inode), handle: info.map { FileHandle($0.pointee.fh) },
+                         dataOnly: dataSync != 0)
+        })
+    }
+
+    static func fallocate(_ request: fuse_req_t, _ inode: fuse_ino_t, _ mode: Int32, _ offset: off_t,
+                          _ length: off_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        guard let allocation = allocationMode(mode) else { return Reply(request, "fallocate").errno(EOPNOTSUPP) }
+        Reply(request, "fallocate").done(Result { () throws(FSError) in
+            guard length > 0 else { throw .invalidArgument("fallocate length must be positive") }
+            try fs.fallocate(inode: InodeNumber(inode), handle: handle(info), offset: unsignedOffset(offset),
+                             length: UInt64(length), mode: allocation)
+        })
+    }
+
+    /// The fallocate modes offloadfs implements; nil for everything else (EOPNOTSUPP):
+    /// 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE and ZERO_RANGE|KEEP_SIZE.
+    static func allocationMode(_ mode: Int32) -> AllocationMode? {
+        let keep = Int32(OFFLOADFS_FALLOC_KEEP_SIZE), punch = Int32(OFFLOADFS_FALLOC_PUNCH_HOLE)
+        let zero = Int32(OFFLOADFS_FALLOC_ZERO_RANGE)
+        switch mode {
+        case 0: return .allocate(keepSize: false)
+        case keep: return .allocate(keepSize: true)
+        case punch | keep: return .punchHole
+        case zero: return .zeroRange(keepSize: false)
+        case zero | keep: return .zeroRange(keepSize: true)
+        default: return nil
+        }
+    }
+
+    /// Only SEEK_DATA and SEEK_HOLE reach the filesystem: the kernel answers SEEK_SET,
+    /// SEEK_CUR and SEEK_END from its own idea of the file size.
+    static func lseek(_ request: fuse_req_t, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32,
+                      _ info: UnsafeMutablePointer<fuse_file_info>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        let target: SeekTarget
+        switch whence {
+        case Int32(OFFLOADFS_SEEK_DATA): target = .data
+        case Int32(OFFLOADFS_SEEK_HOLE): target = .hole
+        default: return Reply(request, "lseek").errno(EINVAL)
+        }
+        Reply(request, "lseek").offset(Result { () throws(FSError) in
+            try fs.lseek(inode: InodeNumber(inode), handle: handle(info), offset: unsignedOffset(offset),
+                         target: target)
+        })
+    }
+
+    static func copyFileRange(_ request: fuse_req_t, _ sourceInode: fuse_ino_t, _ sourceOffset: off_t,
+                              _ sourceInfo: UnsafeMutablePointer<fuse_file_info>?,
+                              _ destinationInode: fuse_ino_t, _ destinationOffset: off_t,
+                              _ destinationInfo: UnsafeMutablePointer<fuse_file_info>?,
+                              _ length: Int, _ flags: Int32) {
+        let fs = BridgeContext.of(request).fileSystem
+        // copy_file_range(2) defines no flags yet; the kernel passes them through.
+        guard flags == 0 else { return Reply(request, "copy_file_range").errno(EINVAL) }
+        Reply(request, "copy_file_range").copied(Result { () throws(FSError) in
+            try fs.copyFileRange(from: InodeNumber(sourceInode), sourceHandle: handle(sourceInfo),
+                                 sourceOffset: unsignedOffset(sourceOffset),
+                                 to: InodeNumber(destinationInode), destinationHandle: handle(destinationInfo),
+                                 destinationOffset: unsignedOffset(destinationOffset),
+                                 length: UInt64(length))
+        })
+    }
+
+    // MARK: Argument decoding
+
+    /// The handle the namespace gave out in open/create/opendir, stored in fi->fh.
+    static func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) throws(FSError) -> FileHandle {
+        guard let info else { throw .badHandle }
+        return FileHandle(info.pointee.fh)
+    }
+
+    /// off_t is signed; the kernel never sends a negative offset, but a bad one must be
+    /// EINVAL rather than a trap in a worker thread.
+    static func unsignedOffset(_ offset: off_t) throws(FSError) -> UInt64 {
+        guard offset >= 0 else { throw .invalidArgument("negative offset \(offset)") }
+        return UInt64(offset)
+    }
+}

@@ -1,0 +1,58 @@
+import CFuse
+#if canImport(Glibc)
+import Glibc
+#endif
+import OffloadCore
+import OffloadNamespace
+
+/// Handlers for extended attributes and statfs.
+enum XattrHandlers {
+    static func setxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?,
+                         _ value: UnsafePointer<CChar>?, _ size: Int, _ flags: Int32) {
+        let fs = BridgeContext.of(request).fileSystem
+        let mode: XattrSetMode
+        switch flags {
+        case 0: mode = .createOrReplace
+        case Int32(OFFLOADFS_XATTR_CREATE): mode = .createOnly
+        case Int32(OFFLOADFS_XATTR_REPLACE): mode = .replaceOnly
+        default: return Reply(request, "setxattr").errno(EINVAL)
+        }
+        Reply(request, "setxattr").done(Result { () throws(FSError) in
+            let bytes: [UInt8] = value.map { pointer in
+                pointer.withMemoryRebound(to: UInt8.self, capacity: size) {
+                    Array(UnsafeBufferPointer(start: $0, count: size))
+                }
+            } ?? []
+            try fs.setxattr(inode: InodeNumber(inode), name: cStringBytes(name), value: bytes, mode: mode)
+        })
+    }
+
+    static func getxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "getxattr").xattr(Result { () throws(FSError) in
+            try fs.getxattr(inode: InodeNumber(inode), name: cStringBytes(name))
+        }, bufferSize: size)
+    }
+
+    /// The list is the names, each followed by a NUL, as listxattr(2) returns it.
+    static func listxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ size: Int) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "listxattr").xattr(Result { () throws(FSError) in
+            try fs.listxattr(inode: InodeNumber(inode)).reduce(into: [UInt8]()) { list, name in
+                list += name
+                list.append(0)
+            }
+        }, bufferSize: size)
+    }
+
+    static func removexattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        let fs = BridgeContext.of(request).fileSystem
+        Reply(request, "removexattr").done(Result { () throws(FSError) in
+            try fs.removexattr(inode: InodeNumber(inode), name: cStringBytes(name))
+        })
+    }
+
+    static func statfs(_ request: fuse_req_t, _ inode: fuse_ino_t) {
+        Reply(request, "statfs").statfs(BridgeContext.of(request).fileSystem.statfs())
+    }
+}

@@ -1,0 +1,51 @@
+/// What `FuseSession` needs to know to mount: where, under which name, with which options.
+public struct MountConfiguration: Sendable, Equatable {
+    /// An existing directory; absolute, since the daemon changes to "/" once mounted.
+    public var mountPoint: String
+    /// The image path, shown as the mount's source (fsname) in /proc/mounts and df.
+    public var imagePath: String
+    /// The user's `-o` values, passed to libfuse unchanged (e.g. "ro", "allow_other").
+    public var userOptions: [String]
+    /// The most FUSE worker threads the multithreaded loop may start.
+    public var maxWorkerThreads: Int
+    public var cachePolicy: CachePolicy
+
+    public init(mountPoint: String, imagePath: String, userOptions: [String] = [],
+                maxWorkerThreads: Int = 16, cachePolicy: CachePolicy = .kernelIsSoleWriter) {
+        self.mountPoint = mountPoint
+        self.imagePath = imagePath
+        self.userOptions = userOptions
+        self.maxWorkerThreads = maxWorkerThreads
+        self.cachePolicy = cachePolicy
+    }
+
+    /// The options offloadfs always mounts with:
+    /// - `default_permissions`: the kernel checks modes and ownership, so the namespace
+    ///   does not have to (and a request only reaches us once it has passed).
+    /// - `fsname=IMAGE` and `subtype=offloadfs`: the mount shows as
+    ///   `IMAGE on MOUNTPOINT type fuse.offloadfs`.
+    /// `allow_other` is deliberately absent: only the user's `-o allow_other` adds it.
+    public var fixedOptions: [String] {
+        ["default_permissions", "fsname=\(Self.escapeOptionValue(imagePath))", "subtype=offloadfs"]
+    }
+
+    /// The argv given to fuse_session_new: a program name, then one `-o` per group.
+    public var libfuseArguments: [String] {
+        var arguments = ["offloadfs", "-o", fixedOptions.joined(separator: ",")]
+        for option in userOptions where !option.isEmpty {
+            arguments += ["-o", option]
+        }
+        return arguments
+    }
+
+    /// libfuse splits -o values at commas and treats backslash as an escape, so both are
+    /// escaped in values we build from paths.
+    static func escapeOptionValue(_ value: String) -> String {
+        var escaped = ""
+        for character in value {
+            if character == "\\" || character == "," { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return escaped
+    }
+}

@@ -1,0 +1,43 @@
+import ArgumentParser
+import FuseBridge
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension ByteSize: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let size = try? ByteSize(parsing: argument) else { return nil }
+        self = size
+    }
+    public var defaultValueDescription: String { description }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {
+    public static var allValueStrings: [String] { allCases.map(\.rawValue) }
+}
+
+/// Prints `offloadfs: MESSAGE` as one line on stderr: the only way the CLI reports an
+/// error it does not leave to the argument parser.
+func printError(_ message: String) {
+    let bytes = Array("offloadfs: \(message.replacingNewlines())\n".utf8)
+    var written = 0
+    while written < bytes.count {
+        let count = bytes[written...].withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return }
+        written += count
+    }
+}
+
+/// Sends swift-log output to stderr at `level`; the one place logging is configured.
+func bootstrapLogging(level: Logger.Level) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    var logger = Logger(label: "offloadfs")
+    logger.logLevel = level
+    return logger
+}

@@ -1,0 +1,177 @@
+import ArgumentParser
+import FuseBridge
+import Logging
+import OffloadCore
+import OffloadNamespace
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `offloadfs mount MOUNTPOINT --backing IMAGE [options]`.
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount an offloadfs filesystem backed by IMAGE at MOUNTPOINT.",
+        discussion: """
+            Without --foreground, the command returns once the mount is live (exit status 0), \
+            or prints why it failed (non-zero). The daemon keeps running until the filesystem \
+            is unmounted (offloadfs unmount, fusermount3 -u, umount) or gets SIGINT/SIGTERM, \
+            which unmount cleanly. In the background the daemon's log is discarded: run with \
+            --foreground (e.g. under systemd) to keep it.
+            """
+    )
+
+    /// The default --memory-limit: RAM for file data held before it spills to the image.
+    /// Small enough for any machine; writes beyond it go straight to the mmap'd image.
+    static let defaultMemoryLimit = ByteSize(bytes: 64 << 20)
+
+    @Argument(help: "An existing directory to mount on.")
+    var mountPoint: String
+
+    @Option(name: .long, help: ArgumentHelp("The image file holding all file contents (created if missing).",
+                                            valueName: "image"))
+    var backing: String
+
+    @Flag(name: .long, help: "Stay in the foreground and log to stderr instead of returning once mounted.")
+    var foreground = false
+
+    @Option(name: .long, help: ArgumentHelp("RAM for file data before it goes to the image (K/M/G/T suffixes).",
+                                            valueName: "size"))
+    var memoryLimit: ByteSize = MountCommand.defaultMemoryLimit
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Capacity statfs reports and writes are held to (ENOSPC past it); K/M/G/T suffixes. "
+            + "Default: the free space of the filesystem holding the image plus the image's current size.",
+        valueName: "size"))
+    var size: ByteSize?
+
+    @Option(name: .customShort("o"), help: ArgumentHelp(
+        "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable.",
+        valueName: "options"))
+    var options: [String] = []
+
+    @Option(name: .long, help: "How much the daemon logs to stderr.")
+    var logLevel: Logger.Level = .info
+
+    /// Set by the background parent: the fd of the readiness pipe (see Daemon).
+    @Option(name: .long, help: .private)
+    var readyFd: Int32?
+
+    func validate() throws {
+        if let size, size.bytes == 0 { throw ValidationError("--size must be larger than 0") }
+        if memoryLimit.bytes > UInt64(Int.max) { throw ValidationError("--memory-limit is too large") }
+    }
+
+    func run() throws {
+        let mountPath = Preflight.absolutePath(mountPoint)
+        let imagePath = Preflight.absolutePath(backing)
+        let readiness = Readiness(descriptor: readyFd)
+        if let readyFd {
+            // Our own session (the parent's terminal and process group are not ours), and
+            // none of the parent's other descriptors.
+            _ = setsid()
+            Daemon.closeInheritedDescriptors(keeping: readyFd)
+        }
+        do {
+            try Preflight.checkMountPoint(mountPath)
+            try Preflight.checkImagePath(imagePath)
+            try Preflight.checkFuseDevice()
+        } catch {
+            try fail(error.message, readiness: readiness)
+        }
+        if !foreground {
+            switch Daemon.start(arguments: childArguments(mountPath: mountPath, imagePath: imagePath)) {
+            case .ready: return
+            case .failed(let message): try fail(message, readiness: readiness)
+            }
+        }
+        let logger = bootstrapLogging(level: logLevel)
+        let imageExisted = access(imagePath, F_OK) == 0
+        let session: FuseSession
+        let capacity: UInt64
+        do {
+            if let size {
+                capacity = size.bytes
+            } else {
+                capacity = try Self.defaultCapacity(imagePath: imagePath)
+            }
+            session = try openSession(mountPath: mountPath, imagePath: imagePath, capacity: capacity, logger: logger)
+            try session.mount()
+        } catch {
+            // Leave no empty image behind that this attempt created.
+            if !imageExisted { unlink(imagePath) }
+            try fail(error.message, readiness: readiness)
+        }
+        // Logged only once mounted, so a failed mount prints its one error line and nothing else.
+        logger.info("serving", metadata: [
+            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: capacity))", "memory_limit": "\(memoryLimit)",
+        ])
+        readiness.ready()
+        if readiness.hasParent {
+            // Detached: the mount point and image are absolute, so no directory is kept busy.
+            _ = chdir("/")
+        }
+        session.run()
+    }
+
+    /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
+    private func openSession(mountPath: String, imagePath: String, capacity: UInt64,
+                             logger: Logger) throws(MountError) -> FuseSession {
+        let store: BackingStore
+        do {
+            store = try BackingStore(path: imagePath, capacityBytes: capacity)
+        } catch {
+            throw MountError(Self.describeImageError(error, imagePath: imagePath))
+        }
+        let namespace = Namespace(store: store, memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
+        let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options)
+        return try FuseSession(fileSystem: namespace, configuration: configuration, logger: logger)
+    }
+
+    /// The default --size: what the image could grow to on its filesystem, i.e. that
+    /// filesystem's free space (for unprivileged users, f_bavail) plus what the image
+    /// already occupies, capped at the 64 TiB a BackingStore can map.
+    static func defaultCapacity(imagePath: String) throws(MountError) -> UInt64 {
+        var info = statvfs()
+        let directory = Preflight.parentDirectory(of: imagePath)
+        guard statvfs(directory, &info) == 0 else {
+            throw MountError("cannot measure free space in \(directory): \(String(cString: strerror(errno)))")
+        }
+        var free = UInt64(info.f_bavail).multipliedReportingOverflow(by: UInt64(info.f_frsize)).partialValue
+        var status = stat()
+        if stat(imagePath, &status) == 0 { free += UInt64(status.st_blocks) * 512 }
+        return max(UInt64(BackingStore.blockSize), min(free, UInt64(1) << 46))
+    }
+
+    static func describeImageError(_ error: FSError, imagePath: String) -> String {
+        switch error {
+        case .invalidArgument(let why):
+            return why
+        case .busy:
+            return "image \(imagePath) is in use by another offloadfs"
+        default:
+            return "cannot open image \(imagePath): \(error)"
+        }
+    }
+
+    /// The arguments the background parent gives its child (after the program name).
+    private func childArguments(mountPath: String, imagePath: String) -> [String] {
+        var arguments = ["mount", mountPath, "--backing", imagePath, "--foreground",
+                         "--memory-limit", "\(memoryLimit.bytes)", "--log-level", logLevel.rawValue,
+                         "--ready-fd", "\(Daemon.readinessDescriptor)"]
+        if let size { arguments += ["--size", "\(size.bytes)"] }
+        for option in options { arguments += ["-o", option] }
+        return arguments
+    }
+
+    /// Reports `message` once: through the pipe when a parent waits (it prints the
+    /// line), else as one line on stderr; then exits non-zero.
+    private func fail(_ message: String, readiness: Readiness) throws -> Never {
+        if readiness.hasParent {
+            readiness.failed(message)
+        } else {
+            printError(message)
+        }
+        throw ExitCode.failure
+    }
+}

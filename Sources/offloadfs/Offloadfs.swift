@@ -1,0 +1,18 @@
+import ArgumentParser
+import FuseBridge
+
+/// `offloadfs`: mount and unmount filesystems whose file contents live in one image file.
+@main
+struct Offloadfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "offloadfs",
+        abstract: "A FUSE filesystem whose file contents live in one mmap-backed image file.",
+        discussion: """
+            Mount with `offloadfs mount MOUNTPOINT --backing IMAGE`, use MOUNTPOINT like \
+            any directory, and unmount with `offloadfs unmount MOUNTPOINT` (or fusermount3 -u). \
+            Without --foreground, `mount` returns once the filesystem is live.
+            """,
+        version: "offloadfs \(ProductVersion.string)",
+        subcommands: [MountCommand.self, UnmountCommand.self]
+    )
+}

@@ -1,0 +1,234 @@
+import Foundation
+import FuseBridge
+import XCTest
+
+/// The CLI as a user meets it: help, version, the one-line errors, background mounting,
+/// unmounting, and signals.
+final class CommandLineTests: XCTestCase {
+    private var scratch: String!
+    /// Mounts and daemons a test made outside a MountFixture, cleaned up in tearDown.
+    private var mountsToClean: [String] = []
+    private var pidsToClean: [Int32] = []
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        guard DaemonBinary.path != nil else {
+            throw MountTestError("the offloadfs binary was not found next to the test bundle")
+        }
+        scratch = try makeTemporaryDirectory()
+    }
+
+    override func tearDown() {
+        for mount in mountsToClean where MountTable.isMounted(mount) {
+            _ = try? Shell.runProgram("/usr/bin/env", ["fusermount3", "-u", mount])
+            if MountTable.isMounted(mount) { _ = try? Shell.runProgram("/usr/bin/env", ["fusermount3", "-uz", mount]) }
+        }
+        for pid in pidsToClean {
+            let deadline = Date().addingTimeInterval(10)
+            while processExists(pid) && !isZombie(pid) && Date() < deadline { usleep(10_000) }
+            if processExists(pid) && !isZombie(pid) {
+                XCTFail("daemon \(pid) still running after unmount; killing it")
+                kill(pid, SIGKILL)
+            }
+        }
+        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+        super.tearDown()
+    }
+
+    private func offloadfs(_ arguments: [String]) throws -> ShellResult {
+        try Shell.runProgram(DaemonBinary.path!, arguments)
+    }
+
+    /// A failed command must say why in exactly one line on stderr, print nothing on
+    /// stdout, exit non-zero, and never show a crash.
+    private func assertOneLineError(_ result: ShellResult, containing text: String,
+                                    file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotEqual(result.status, 0, result.transcript, file: file, line: line)
+        XCTAssertEqual(result.output, "", result.transcript, file: file, line: line)
+        let lines = result.error.split(separator: "\n", omittingEmptySubsequences: false)
+        XCTAssertEqual(lines.count, 2, "exactly one line (plus its newline): \(result.transcript)", file: file, line: line)
+        XCTAssertTrue(result.error.hasPrefix("offloadfs: "), result.transcript, file: file, line: line)
+        XCTAssertTrue(result.error.contains(text), "expected '\(text)': \(result.transcript)", file: file, line: line)
+        XCTAssertFalse(result.error.contains("Fatal error"), result.transcript, file: file, line: line)
+    }
+
+    // MARK: Help and version
+
+    func testHelpListsSubcommandsAndOptions() throws {
+        let top = try offloadfs(["--help"])
+        XCTAssertEqual(top.status, 0, top.transcript)
+        XCTAssertTrue(top.output.contains("USAGE: offloadfs <subcommand>"), top.output)
+        XCTAssertTrue(top.output.contains("mount") && top.output.contains("unmount"), top.output)
+        let mount = try offloadfs(["mount", "--help"])
+        XCTAssertEqual(mount.status, 0, mount.transcript)
+        for option in ["--backing", "--foreground", "--memory-limit", "--size", "-o", "--log-level"] {
+            XCTAssertTrue(mount.output.contains(option), "mount --help must document \(option):\n\(mount.output)")
+        }
+        XCTAssertFalse(mount.output.contains("--ready-fd"), "the internal readiness option stays hidden")
+    }
+
+    func testVersion() throws {
+        let result = try offloadfs(["--version"])
+        XCTAssertEqual(result.status, 0, result.transcript)
+        XCTAssertEqual(result.output, "offloadfs \(ProductVersion.string)\n")
+    }
+
+    // MARK: One-line errors
+
+    func testMissingMountPoint() throws {
+        let result = try offloadfs(["mount", scratch + "/absent", "--backing", scratch + "/img"])
+        assertOneLineError(result, containing: "does not exist")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch + "/img"), "no image is created on failure")
+    }
+
+    func testMountPointIsNotADirectory() throws {
+        _ = FileManager.default.createFile(atPath: scratch + "/file", contents: Data("x".utf8))
+        assertOneLineError(try offloadfs(["mount", scratch + "/file", "--backing", scratch + "/img"]),
+                           containing: "is not a directory")
+        assertOneLineError(try offloadfs(["mount", scratch + "/file", "--backing", scratch + "/img", "--foreground"]),
+                           containing: "is not a directory")
+    }
+
+    func testImageInMissingDirectory() throws {
+        try FileManager.default.createDirectory(atPath: scratch + "/mnt", withIntermediateDirectories: true)
+        assertOneLineError(try offloadfs(["mount", scratch + "/mnt", "--backing", scratch + "/no/such/dir/img"]),
+                           containing: "does not exist")
+    }
+
+    func testUnknownMountOptionFailsWithOneLine() throws {
+        try requireFuse()
+        try FileManager.default.createDirectory(atPath: scratch + "/mnt", withIntermediateDirectories: true)
+        mountsToClean.append(scratch + "/mnt")
+        let result = try offloadfs(["mount", scratch + "/mnt", "--backing", scratch + "/img", "--size", "64M",
+                                    "-o", "no_such_option"])
+        assertOneLineError(result, containing: "no_such_option")
+        XCTAssertFalse(MountTable.isMounted(scratch + "/mnt"))
+        // In the foreground too, with the default log level: still one line, no log lines.
+        let foreground = try offloadfs(["mount", scratch + "/mnt", "--backing", scratch + "/img", "--size", "64M",
+                                        "--foreground", "-o", "no_such_option"])
+        assertOneLineError(foreground, containing: "no_such_option")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch + "/img"),
+                       "a failed mount removes the image it created")
+    }
+
+    func testInvalidSizeIsRejected() throws {
+        let result = try offloadfs(["mount", scratch, "--backing", scratch + "/img", "--size", "12Q"])
+        XCTAssertNotEqual(result.status, 0, result.transcript)
+        XCTAssertTrue(result.error.contains("--size"), result.transcript)
+        XCTAssertFalse(result.error.contains("Fatal error"), result.transcript)
+    }
+
+    func testUnmountOfSomethingNotMounted() throws {
+        assertOneLineError(try offloadfs(["unmount", scratch]), containing: "is not mounted")
+    }
+
+    func testImageAlreadyInUse() throws {
+        let fixture = try MountFixture()
+        defer { for problem in fixture.stop() { XCTFail(problem) } }
+        try fixture.start(arguments: ["--size", "64M"])
+        try FileManager.default.createDirectory(atPath: scratch + "/second", withIntermediateDirectories: true)
+        mountsToClean.append(scratch + "/second")
+        let result = try offloadfs(["mount", scratch + "/second", "--backing", fixture.image, "--size", "64M"])
+        assertOneLineError(result, containing: "in use")
+    }
+
+    // MARK: Background mounting, unmount, signals
+
+    func testBackgroundMountIsLiveWhenCommandReturns() throws {
+        try requireFuse()
+        let mountPoint = scratch + "/bg", image = scratch + "/bg.img"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        mountsToClean.append(mountPoint)
+        let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "256M", "--memory-limit", "1M"])
+        XCTAssertEqual(result.status, 0, result.transcript)
+        XCTAssertEqual(result.output + result.error, "", "a successful background mount prints nothing")
+        XCTAssertTrue(MountTable.isMounted(mountPoint), "the mount must be live when the command returns")
+        XCTAssertEqual(MountTable.type(of: mountPoint), "fuse.offloadfs")
+        let pid = try XCTUnwrap(daemonPID(mountPoint: mountPoint), "the background daemon is running")
+        pidsToClean.append(pid)
+        let use = try Shell.run("echo hello > f && cat f && df -P -k . | tail -1", in: mountPoint)
+        XCTAssertTrue(use.succeeded, use.transcript)
+        XCTAssertTrue(use.output.hasPrefix("hello\n\(image) "), use.output)
+
+        let unmount = try offloadfs(["unmount", mountPoint])
+        XCTAssertEqual(unmount.status, 0, unmount.transcript)
+        XCTAssertFalse(MountTable.isMounted(mountPoint), "unmount removes the mount")
+        XCTAssertTrue(waitForExit(pid), "the daemon exits after unmount")
+    }
+
+    func testSigtermUnmountsCleanly() throws { try checkSignalUnmounts(SIGTERM) }
+    func testSigintUnmountsCleanly() throws { try checkSignalUnmounts(SIGINT) }
+
+    private func checkSignalUnmounts(_ signal: Int32) throws {
+        let fixture = try MountFixture()
+        defer { for problem in fixture.stop() { XCTFail(problem) } }
+        try fixture.start(arguments: ["--size", "64M"])
+        XCTAssertTrue(try fixture.sh("echo x > f && cat f").succeeded)
+        let pid = try XCTUnwrap(fixture.pid)
+        XCTAssertEqual(kill(pid, signal), 0)
+        fixture.daemon?.waitUntilExit()
+        XCTAssertEqual(fixture.daemon?.terminationReason, .exit, "the daemon exits normally on signal \(signal)")
+        XCTAssertEqual(fixture.daemon?.terminationStatus, 0, fixture.daemonLog)
+        XCTAssertFalse(MountTable.isMounted(fixture.mountPoint), "signal \(signal) unmounts")
+    }
+
+    func testWritesPastSizeGetENOSPC() throws {
+        let fixture = try MountFixture()
+        defer { for problem in fixture.stop() { XCTFail(problem) } }
+        try fixture.start(arguments: ["--size", "16M", "--memory-limit", "0"])
+        let result = try fixture.sh("dd if=/dev/zero of=big bs=1M count=64 conv=fsync status=none")
+        XCTAssertNotEqual(result.status, 0, "writing 64 MiB into a 16 MiB filesystem must fail")
+        XCTAssertTrue(result.error.contains("No space left on device"), result.transcript)
+        XCTAssertTrue(try fixture.sh("rm big && echo fits > small && cat small").succeeded, "space comes back after rm")
+    }
+
+    func testReadOnlyOptionIsPassedThrough() throws {
+        let fixture = try MountFixture()
+        defer { for problem in fixture.stop() { XCTFail(problem) } }
+        try fixture.start(arguments: ["--size", "64M", "-o", "ro"])
+        let result = try fixture.sh("touch f")
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("Read-only file system"), result.transcript)
+        let options = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+            .first { $0.split(separator: " ").dropFirst().first.map(String.init) == fixture.mountPoint }
+        XCTAssertTrue(options?.contains(" ro,") == true, "mounted read-only: \(options ?? "")")
+        XCTAssertTrue(options?.contains("default_permissions") == true, "\(options ?? "")")
+        XCTAssertFalse(options?.contains("allow_other") == true, "allow_other only when asked for")
+    }
+
+    // MARK: Helpers
+
+    private func requireFuse() throws {
+        if !FileManager.default.fileExists(atPath: "/dev/fuse") {
+            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
+            throw XCTSkip("/dev/fuse is missing")
+        }
+    }
+
+    /// The PID of the daemon serving `mountPoint`, found by its command line.
+    private func daemonPID(mountPoint: String) -> Int32? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for entry in entries {
+            guard let pid = Int32(entry),
+                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.count > 2, arguments[1] == "mount", arguments[2] == mountPoint,
+               arguments.contains("--foreground") {
+                return pid
+            }
+        }
+        return nil
+    }
+
+    private func waitForExit(_ pid: Int32) -> Bool {
+        let deadline = Date().addingTimeInterval(10)
+        while processExists(pid) && !isZombie(pid) && Date() < deadline { usleep(10_000) }
+        return !processExists(pid) || isZombie(pid)
+    }
+
+    private func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+    }
+}
