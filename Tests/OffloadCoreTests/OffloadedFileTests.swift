@@ -191,3 +191,26 @@ final class OffloadedFileTests: XCTestCase {
         try small.checkInvariants()
     }
 }
+
+final class ReadRegionTests: XCTestCase {
+    func testRegionsConcatenateToTheSameBytesAsRead() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore()
+        let file = OffloadedFile(store: store, limiter: MemoryLimiter(limitBytes: 1 << 20))
+        try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 10_000))   // image
+        try file.write(at: 12_000, bytes: [2, 3, 4])                          // RAM after a hole
+        try file.resize(to: 13_000, fill: 9)                                   // fill
+        for (offset, count) in [(0, 13_000), (9_000, 3_500), (12_001, 5_000), (13_000, 10), (20_000, 1)] {
+            let gathered = file.withReadRegions(at: UInt64(offset), count: count) { regions -> [UInt8] in
+                regions.flatMap { region -> [UInt8] in
+                    switch region {
+                    case .image(let buffer): return Array(buffer)
+                    case .fill(let value, let n): return [UInt8](repeating: value, count: n)
+                    case .memory(let bytes): return Array(bytes)
+                    }
+                }
+            }
+            XCTAssertEqual(gathered, try file.read(at: UInt64(offset), count: count), "at \(offset) count \(count)")
+        }
+    }
+}
