@@ -76,6 +76,10 @@ public final class FuseSession {
     /// that called `mount()` (the signal handlers wake that thread).
     public func run() {
         guard let session, mounted else { return }
+        if let kilobytes = configuration.readaheadKilobytes {
+            Readahead.raiseInBackground(mountPoint: configuration.mountPoint, kilobytes: kilobytes,
+                                        logger: context.logger)
+        }
         let config = fuse_loop_cfg_create()
         fuse_loop_cfg_set_clone_fd(config, 0)
         fuse_loop_cfg_set_max_threads(config, UInt32(configuration.maxWorkerThreads))

@@ -47,10 +47,10 @@ enum FileHandlers {
     static func read(_ request: fuse_req_t, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t,
                      _ info: UnsafeMutablePointer<fuse_file_info>?) {
         let fs = BridgeContext.of(request).fileSystem
-        Reply(request, "read").bytes(Result { () throws(FSError) in
+        Reply(request, "read").read { (send) throws(FSError) in
             try fs.read(inode: InodeNumber(inode), handle: handle(info), offset: unsignedOffset(offset),
-                        count: size)
-        })
+                        count: size, send)
+        }
     }
 
     static func write(_ request: fuse_req_t, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?,

@@ -9,14 +9,19 @@ public struct MountConfiguration: Sendable, Equatable {
     /// The most FUSE worker threads the multithreaded loop may start.
     public var maxWorkerThreads: Int
     public var cachePolicy: CachePolicy
+    /// The mount's readahead window in KiB, set once the mount is live (see `Readahead`);
+    /// nil leaves the kernel's default (128 KiB).
+    public var readaheadKilobytes: Int?
 
     public init(mountPoint: String, imagePath: String, userOptions: [String] = [],
-                maxWorkerThreads: Int = 16, cachePolicy: CachePolicy = .kernelIsSoleWriter) {
+                maxWorkerThreads: Int = 16, cachePolicy: CachePolicy = .kernelIsSoleWriter,
+                readaheadKilobytes: Int? = 1024) {
         self.mountPoint = mountPoint
         self.imagePath = imagePath
         self.userOptions = userOptions
         self.maxWorkerThreads = maxWorkerThreads
         self.cachePolicy = cachePolicy
+        self.readaheadKilobytes = readaheadKilobytes
     }
 
     /// The options offloadfs always mounts with:

@@ -163,6 +163,44 @@ struct Reply: ~Copyable {
 
     // MARK: Data
 
+    /// READ without a copy. `serve` calls the namespace's region read, handing it `send`;
+    /// the namespace calls `send` with the file's pieces while it holds the file's read
+    /// lock, and the reply (`ReadReply`, one iovec per piece) goes out right there, while
+    /// the pieces' pointers into the image are valid. If `serve` throws before `send`,
+    /// the error is the answer.
+    consuming func read(_ serve: (_ send: ([ReadRegion]) -> Void) throws(FSError) -> Void) {
+        let request = self.request
+        let logger = context.logger
+        var sent = false
+        var failure: FSError?
+        do {
+            try serve { regions in
+                precondition(!sent, "a READ was answered twice")
+                sent = true
+                let status = ReadReply.send(request, regions)
+                if status != 0 {
+                    logger.debug("read: reply not delivered", metadata: ["errno": "\(-status)"])
+                }
+            }
+        } catch {
+            failure = error
+        }
+        switch (sent, failure) {
+        case (true, nil):
+            discard self
+        case (true, let error?):
+            logger.error("read failed after its reply was sent: \(error)")
+            discard self
+        case (false, let error?):
+            self.error(error)
+        case (false, nil):
+            // The namespace broke its contract and never called back.
+            logger.error("read: the filesystem returned without answering; replying EIO")
+            fuse_reply_err(request, EIO)
+            discard self
+        }
+    }
+
     consuming func bytes(_ result: Result<[UInt8], FSError>) {
         switch result {
         case .success(let bytes):

@@ -35,6 +35,13 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32, context: RequestContext) throws(FSError) -> (Attributes, FileHandle)
     /// Returns up to `count` bytes; fewer only at end of file.
     func read(inode: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8]
+    /// The same bytes as `read`, without copying them: calls `body` exactly once (unless
+    /// it throws first, for a bad handle or argument) with the pieces that make up the
+    /// bytes, in order. Image pieces point into the mapping and are valid only until
+    /// `body` returns; the file cannot change meanwhile (writers wait), so keep `body`
+    /// short and answer the request inside it.
+    func read<R>(inode: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
+                 _ body: ([ReadRegion]) -> R) throws(FSError) -> R
     /// Writes all of `data` at `offset` and returns its length.
     func write(inode: InodeNumber, handle: FileHandle, offset: UInt64, data: UnsafeRawBufferPointer) throws(FSError) -> Int
     func flush(inode: InodeNumber, handle: FileHandle) throws(FSError)

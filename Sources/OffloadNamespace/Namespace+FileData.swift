@@ -8,11 +8,33 @@ import OffloadCore
 // runs in parallel and never blocks lookups or directory changes.
 
 extension Namespace {
+    /// Gathers the pieces `read(inode:handle:offset:count:_:)` hands out into one array,
+    /// so both ways of reading share one path.
     public func read(inode: InodeNumber, handle: FileHandle, offset: UInt64,
                      count: Int) throws(FSError) -> [UInt8] {
+        try read(inode: inode, handle: handle, offset: offset, count: count) { regions in
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(regions.reduce(0) { $0 + $1.count })
+            for region in regions {
+                switch region {
+                case .image(let buffer): bytes.append(contentsOf: buffer)
+                case .fill(let value, let count): bytes.append(contentsOf: repeatElement(value, count: count))
+                case .memory(let slice): bytes.append(contentsOf: slice)
+                }
+            }
+            return bytes
+        }
+    }
+
+    /// Reads without a copy: `body` gets the file's pieces under the file's read lock
+    /// (`OffloadedFile.withReadRegions`). As before, the handle's access mode is not
+    /// checked here: the kernel refuses read(2) on write-only descriptors itself and
+    /// needs to read pages through them with the writeback cache.
+    public func read<R>(inode: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
+                        _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
         let opened = try openedFile(inode: inode, handle: handle)
-        return try opened.file.data.read(at: offset, count: count)
+        return opened.file.data.withReadRegions(at: offset, count: count, body)
     }
 
     /// Writes all of `data`. A handle opened with O_APPEND writes at the current end of

@@ -156,6 +156,61 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(waitForExit(pid), "the daemon exits after unmount")
     }
 
+    /// `offloadfs unmount` returns only once the daemon has let go of the image, so the
+    /// same image mounts again right away; a version-0 image starts empty every time.
+    func testUnmountThenMountTheSameImageAgainRightAway() throws {
+        try requireFuse()
+        let mountPoint = scratch + "/again", image = scratch + "/again.img"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        mountsToClean.append(mountPoint)
+        var previous: Int32?
+        for round in 1...3 {
+            let mount = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "256M"])
+            XCTAssertEqual(mount.status, 0, "round \(round): \(mount.transcript)")
+            XCTAssertEqual(mount.output + mount.error, "", "round \(round)")
+            XCTAssertTrue(MountTable.isMounted(mountPoint), "round \(round)")
+            let pid = try XCTUnwrap(daemonPID(mountPoint: mountPoint, excluding: previous), "round \(round)")
+            pidsToClean.append(pid)
+            let listing = try Shell.run("ls -A", in: mountPoint)
+            XCTAssertTrue(listing.succeeded, listing.transcript)
+            XCTAssertEqual(listing.output, "", "round \(round): the remounted image starts empty")
+            let use = try Shell.run("mkdir d && echo round\(round) > d/f && cat d/f", in: mountPoint)
+            XCTAssertEqual(use.output, "round\(round)\n", use.transcript)
+
+            let unmount = try offloadfs(["unmount", mountPoint])
+            XCTAssertEqual(unmount.status, 0, "round \(round): \(unmount.transcript)")
+            XCTAssertEqual(unmount.output + unmount.error, "", "round \(round)")
+            XCTAssertFalse(MountTable.isMounted(mountPoint), "round \(round)")
+            previous = pid
+        }
+        XCTAssertTrue(waitForExit(previous!), "the last daemon exits after unmount")
+    }
+
+    /// A file that is not an offloadfs image is never taken over: one error line, no
+    /// mount, and not one byte of the file changed (background and foreground).
+    func testForeignFileAsImageIsRefusedAndLeftUntouched() throws {
+        try requireFuse()
+        let mountPoint = scratch + "/mnt", image = scratch + "/picture.png"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        mountsToClean.append(mountPoint)
+        // A PNG signature and IHDR chunk, then arbitrary bytes past the first block.
+        var bytes: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A,
+                              0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+                              0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x10, 0x08, 0x06, 0x00, 0x00, 0x00]
+        bytes += (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let original = Data(bytes)
+        XCTAssertTrue(FileManager.default.createFile(atPath: image, contents: original))
+        let before = try FileManager.default.attributesOfItem(atPath: image)[.modificationDate] as? Date
+        for extra in [[], ["--foreground"]] {
+            let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "64M"] + extra)
+            assertOneLineError(result, containing: "not an offloadfs image")
+            XCTAssertFalse(MountTable.isMounted(mountPoint), "\(extra)")
+            XCTAssertEqual(FileManager.default.contents(atPath: image), original, "the file is unchanged \(extra)")
+        }
+        let after = try FileManager.default.attributesOfItem(atPath: image)[.modificationDate] as? Date
+        XCTAssertEqual(before, after, "the file's mtime is unchanged")
+    }
+
     func testSigtermUnmountsCleanly() throws { try checkSignalUnmounts(SIGTERM) }
     func testSigintUnmountsCleanly() throws { try checkSignalUnmounts(SIGINT) }
 
@@ -205,11 +260,12 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
-    /// The PID of the daemon serving `mountPoint`, found by its command line.
-    private func daemonPID(mountPoint: String) -> Int32? {
+    /// The PID of the daemon serving `mountPoint`, found by its command line (other than
+    /// `excluding`, a previous daemon that may still be on its way out).
+    private func daemonPID(mountPoint: String, excluding: Int32? = nil) -> Int32? {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
         for entry in entries {
-            guard let pid = Int32(entry),
+            guard let pid = Int32(entry), pid != excluding,
                   let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
             let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             if arguments.count > 2, arguments[1] == "mount", arguments[2] == mountPoint,
