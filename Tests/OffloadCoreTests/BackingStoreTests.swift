@@ -106,6 +106,25 @@ final class BackingStoreTests: XCTestCase {
         XCTAssertThrowsError(try BackingStore(path: image.path, capacityBytes: 100)) { guard case .invalidArgument = $0 as? FSError else { return XCTFail() } }
     }
 
+    func testAnImageThatCannotBeOpenedReadWriteGivesTheReason() throws {
+        // Root may open any file for writing, except an immutable one.
+        let image = TemporaryImage()
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.path, contents: nil))
+        guard run("/usr/bin/chattr", ["+i", image.path]) else {
+            throw XCTSkip("chattr +i is not supported where the temporary directory lives")
+        }
+        defer { _ = run("/usr/bin/chattr", ["-i", image.path]) }
+        XCTAssertThrowsError(try image.makeStore()) { error in
+            XCTAssertTrue("\(error)".contains("open image") && "\(error)".contains("not permitted"), "\(error)")
+        }
+    }
+
+    func testACapacityBeyondWhatCanBeMappedIsRefused() throws {
+        XCTAssertThrowsError(try TemporaryImage().makeStore(capacityBytes: 1 << 50)) { error in
+            XCTAssertTrue("\(error)".contains("exceeds"), "\(error)")
+        }
+    }
+
     func testAnImageFromANewerFormatIsRefusedByVersion() throws {
         let image = TemporaryImage()
         var header = [UInt8](repeating: 0, count: 4096)
