@@ -175,7 +175,8 @@ struct Reply: ~Copyable {
         var failure: FSError?
         do {
             try serve { regions in
-                precondition(!sent, "a READ was answered twice")
+                // A second call would answer a request libfuse has already freed.
+                guard !sent else { return logger.error("read: the filesystem called back twice; ignored") }
                 sent = true
                 let status = ReadReply.send(request, regions)
                 if status != 0 {
