@@ -43,9 +43,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore"]),
-        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore"]),
-        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore"]),
+        // A deterministic generator for replayable randomized tests and the benchmark.
+        .target(name: "SplitMix"),
+        .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore", "SplitMix"]),
+        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "SplitMix"]),
+        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix"]),
         .testTarget(name: "MountTests", dependencies: ["OffloadCore", "FuseBridge"]),
     ],
     swiftLanguageModes: [.v6]

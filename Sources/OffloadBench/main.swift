@@ -4,6 +4,7 @@
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
 import Foundation
 import OffloadCore
+import SplitMix
 
 let blockSize = 4096
 
@@ -14,16 +15,6 @@ let blockSize = 4096
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
 
-struct Generator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 // Images go to tmpfs (/dev/shm) unless OFFLOADFS_BENCH_DIR says otherwise: this measures
 // the engine, and disk writeback would only add noise.
@@ -60,8 +51,8 @@ func makeFragmentedFile(extentCount: Int, store: BackingStore) throws -> (Offloa
     return (file, pool)
 }
 
-func measure(_ operations: Int, _ body: (inout Generator) throws -> Void) rethrows -> Double {
-    var rng = Generator(state: now())
+func measure(_ operations: Int, _ body: (inout SplitMix64) throws -> Void) rethrows -> Double {
+    var rng = SplitMix64(seed: now())
     let start = now()
     for _ in 0..<operations { try body(&rng) }
     return Double(now() - start) / Double(operations)

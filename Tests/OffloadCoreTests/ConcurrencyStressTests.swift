@@ -2,6 +2,7 @@ import Foundation
 import Dispatch
 import XCTest
 @testable import OffloadCore
+import SplitMix
 
 /// Many threads on many files and several threads on one file, with the Swift 6 checker
 /// on at compile time; at run time every byte must come out as the last writer of its

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 @testable import OffloadCore
+import SplitMix
 
 /// fsx-style model checking: random operations on a few `OffloadedFile`s sharing one
 /// image, each result compared with a plain byte array.

@@ -1,5 +1,6 @@
 import XCTest
 @testable import OffloadCore
+import SplitMix
 
 /// The ordered maps under the extent list and the allocator, against plain models.
 final class OrderedStructureTests: XCTestCase {

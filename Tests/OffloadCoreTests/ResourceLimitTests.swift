@@ -2,6 +2,7 @@ import Foundation
 import Dispatch
 import XCTest
 @testable import OffloadCore
+import SplitMix
 
 /// Running out of space, huge arguments, and many threads at once: the cases where a
 /// filesystem loses data or crashes if it gets them wrong.

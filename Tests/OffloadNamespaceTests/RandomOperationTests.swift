@@ -1,5 +1,6 @@
 import XCTest
 import OffloadCore
+import SplitMix
 @testable import OffloadNamespace
 
 /// Random sequences of mkdir, create, link, unlink, rmdir and rename (with every flag)
@@ -8,23 +9,12 @@ import OffloadCore
 /// counts 2 + subdirectories, file link counts equal to their names, entry kinds equal
 /// to inode kinds, and lookups agreeing with listings.
 final class RandomOperationTests: XCTestCase {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     private let names = ["a", "b", "c", "d", "e"]
 
     func testRandomOperationsKeepTheTreeConsistent() throws {
         for seed: UInt64 in [1, 2, 3, 4] {
             let f = try Fixture()
-            var rng = SplitMix64(state: seed)
+            var rng = SplitMix64(seed: seed)
             for step in 0..<400 {
                 let tree = try walk(f)
                 let description = "seed \(seed) step \(step)"
