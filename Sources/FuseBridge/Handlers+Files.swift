@@ -114,9 +114,20 @@ enum FileHandlers {
 
     /// Only SEEK_DATA and SEEK_HOLE reach the filesystem: the kernel answers SEEK_SET,
     /// SEEK_CUR and SEEK_END from its own idea of the file size.
+    ///
+    /// With the writeback cache the kernel sends FUSE_LSEEK without writing back the
+    /// file's dirty pages first, so our view can be older than the file: freshly written
+    /// data would be reported as a hole (and skipped by sparse-aware copiers), or an
+    /// offset below the size as ENXIO. So under the writeback cache we answer ENOSYS; the
+    /// kernel then stops asking and answers itself from its own size (all data up to the
+    /// size, the hole at the end), which POSIX allows and which is always correct.
     static func lseek(_ request: fuse_req_t, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32,
                       _ info: UnsafeMutablePointer<fuse_file_info>?) {
-        let fs = BridgeContext.of(request).fileSystem
+        let context = BridgeContext.of(request)
+        if context.writebackCache.load(ordering: .acquiring) {
+            return Reply(request, "lseek").errno(ENOSYS)
+        }
+        let fs = context.fileSystem
         let target: SeekTarget
         switch whence {
         case Int32(OFFLOADFS_SEEK_DATA): target = .data

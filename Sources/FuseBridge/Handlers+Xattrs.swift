@@ -15,6 +15,7 @@ enum XattrHandlers {
         case 0: mode = .createOrReplace
         case Int32(OFFLOADFS_XATTR_CREATE): mode = .createOnly
         case Int32(OFFLOADFS_XATTR_REPLACE): mode = .replaceOnly
+        case Int32(OFFLOADFS_XATTR_CREATE | OFFLOADFS_XATTR_REPLACE): mode = .createAndReplace
         default: return Reply(request, "setxattr").errno(EINVAL)
         }
         Reply(request, "setxattr").done(Result { () throws(FSError) in

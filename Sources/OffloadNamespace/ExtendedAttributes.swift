@@ -51,8 +51,8 @@ struct ExtendedAttributes {
         guard value.count <= Self.maximumValueLength else { throw .argumentListTooLong }
         let old = values[name]
         switch (mode, old) {
-        case (.createOnly, .some): throw .exists
-        case (.replaceOnly, .none): throw .noAttribute
+        case (.createOnly, .some), (.createAndReplace, .some): throw .exists
+        case (.replaceOnly, .none), (.createAndReplace, .none): throw .noAttribute
         default: break
         }
         let newTotal = totalValueBytes - (old?.count ?? 0) + value.count

@@ -207,6 +207,8 @@ public enum XattrSetMode: Sendable, Equatable {
     case createOrReplace
     case createOnly     // XATTR_CREATE: EEXIST if present
     case replaceOnly    // XATTR_REPLACE: ENODATA if absent
+    /// Both flags: fails either way (EEXIST if present, ENODATA if absent), as ext4 does.
+    case createAndReplace
 }
 
 /// fallocate modes offloadfs supports (others: EOPNOTSUPP).

@@ -40,6 +40,14 @@ final class XattrTests: XCTestCase {
             try f.fs.setxattr(inode: inode, name: self.bytes("user.a"), value: [2], mode: .createOnly)
         }
         XCTAssertEqual(try f.fs.getxattr(inode: inode, name: bytes("user.a")), [1])
+        // XATTR_CREATE | XATTR_REPLACE fails either way, as on ext4.
+        assertThrows(.exists) {
+            try f.fs.setxattr(inode: inode, name: self.bytes("user.a"), value: [3], mode: .createAndReplace)
+        }
+        assertThrows(.noAttribute) {
+            try f.fs.setxattr(inode: inode, name: self.bytes("user.b"), value: [3], mode: .createAndReplace)
+        }
+        XCTAssertEqual(try f.fs.getxattr(inode: inode, name: bytes("user.a")), [1])
     }
 
     func testNamespacesAndLimits() throws {
