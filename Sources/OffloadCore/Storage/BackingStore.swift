@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 import CLinuxShims
 
 /// The image file: one mmap-backed store of 4 KiB blocks shared by every file.
@@ -32,7 +31,7 @@ public final class BackingStore: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     private let mappedBytes: Int
     private let fd: Int32
-    private let allocator: Mutex<BlockAllocator>
+    private let allocator: PthreadMutex<BlockAllocator>
 
     /// Opens or creates the image at `path`.
     ///
@@ -86,7 +85,7 @@ public final class BackingStore: @unchecked Sendable {
         self.base = mapping
         self.mappedBytes = mappedBytes
         self.fd = fd
-        self.allocator = Mutex(BlockAllocator(capacityBlocks: blocks, firstBlock: ImageHeader.blocks))
+        self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: blocks, firstBlock: ImageHeader.blocks))
         ok = true
     }
 

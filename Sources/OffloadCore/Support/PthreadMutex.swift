@@ -10,17 +10,17 @@ import Darwin
 /// (uninstrumented) standard library, so ThreadSanitizer cannot see that it orders
 /// memory and reports every access it guards as a race; a five-line probe with
 /// `Mutex<Int>` shows it. TSan intercepts pthread calls, so with this lock a
-/// `swift test --sanitize=thread` run checks the namespace for real. The interface is
+/// `swift test --sanitize=thread` run checks the namespace and the allocator for real. The interface is
 /// `Mutex.withLock`'s (`inout sending` in, `sending` out), so callers get the same
 /// compile-time region checks either way.
 ///
 /// The pthread mutex lives in its own allocation because a pthread lock must never move.
-final class PthreadMutex<Value>: @unchecked Sendable {
+public final class PthreadMutex<Value: ~Copyable>: @unchecked Sendable {
     // @unchecked: `value` is only touched between pthread_mutex_lock and unlock.
     private var value: Value
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
-    init(_ value: sending Value) {
+    public init(_ value: consuming sending Value) {
         self.value = value
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -33,10 +33,11 @@ final class PthreadMutex<Value>: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    /// Runs `body` with the lock held. Keep `body` short and free of file I/O: every
-    /// namespace operation waits on this lock.
-    func withLock<Result, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
-        pthread_mutex_lock(mutex)
+    /// Runs `body` with the lock held. Keep `body` short and free of file I/O: everyone
+    /// else waits on this lock.
+    public func withLock<Result, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
+        let rc = pthread_mutex_lock(mutex)
+        precondition(rc == 0, "pthread_mutex_lock failed (re-entered?): \(rc)")
         defer { pthread_mutex_unlock(mutex) }
         return try body(&value)
     }
