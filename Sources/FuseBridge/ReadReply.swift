@@ -49,8 +49,12 @@ enum ReadReply {
             case .image, .fill: break
             }
         }
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: 16)
-        defer { scratch.deallocate() }
+        // Only reads with RAM pieces or non-zero fills need a scratch buffer; the common
+        // read (image pieces and holes) allocates nothing.
+        let scratch = scratchBytes > 0
+            ? UnsafeMutableRawBufferPointer.allocate(byteCount: scratchBytes, alignment: 16)
+            : UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        defer { if scratchBytes > 0 { scratch.deallocate() } }
 
         var vectors: [iovec] = []
         vectors.reserveCapacity(regions.count)

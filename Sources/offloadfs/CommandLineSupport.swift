@@ -20,10 +20,16 @@ extension Logger.Level: @retroactive ExpressibleByArgument {
 /// Prints `offloadfs: MESSAGE` as one line on stderr: the only way the CLI reports an
 /// error it does not leave to the argument parser.
 func printError(_ message: String) {
-    let bytes = Array("offloadfs: \(message.replacingNewlines())\n".utf8)
+    writeLine("offloadfs: \(message.replacingNewlines())", to: STDERR_FILENO)
+}
+
+/// Writes `line` and a newline to `descriptor`, retrying short writes and EINTR; gives up
+/// quietly on any other error (there is nowhere left to report it).
+func writeLine(_ line: String, to descriptor: Int32) {
+    let bytes = Array((line + "\n").utf8)
     var written = 0
     while written < bytes.count {
-        let count = bytes[written...].withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        let count = bytes[written...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         if count < 0 && errno == EINTR { continue }
         if count <= 0 { return }
         written += count

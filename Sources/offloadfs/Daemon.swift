@@ -180,14 +180,7 @@ struct Readiness {
 
     private func send(_ line: String) {
         guard let descriptor else { return }
-        let bytes = Array((line + "\n").utf8)
-        var written = 0
-        while written < bytes.count {
-            let count = bytes[written...].withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            written += count
-        }
+        writeLine(line, to: descriptor)
         close(descriptor)
     }
 }

@@ -24,8 +24,7 @@ final class ChunkedSortedMap<Value> {
         var value: Value
     }
 
-    /// A position in the map; invalidated by any mutation except `setValue(_:at:)` and
-    /// `setKey(_:at:)`.
+    /// A position in the map; invalidated by any mutation except `setValue(_:at:)`.
     struct Index: Comparable {
         var chunk: Int
         var slot: Int
@@ -44,23 +43,10 @@ final class ChunkedSortedMap<Value> {
 
     var startIndex: Index? { leaves.isEmpty ? nil : Index(chunk: 0, slot: 0) }
 
-    var lastIndex: Index? {
-        guard let last = leaves.indices.last else { return nil }
-        return Index(chunk: last, slot: leaves[last].count - 1)
-    }
-
     @inline(__always) func key(at i: Index) -> UInt64 { leaves[i.chunk][i.slot].key }
     @inline(__always) func value(at i: Index) -> Value { leaves[i.chunk][i.slot].value }
 
     func setValue(_ value: Value, at i: Index) { leaves[i.chunk][i.slot].value = value }
-
-    /// Changes a key in place; the new key must keep the map ordered.
-    func setKey(_ key: UInt64, at i: Index) {
-        assert(index(before: i).map { self.key(at: $0) < key } ?? true, "key order broken")
-        assert(index(after: i).map { key < self.key(at: $0) } ?? true, "key order broken")
-        leaves[i.chunk][i.slot].key = key
-        if i.slot == 0 { firstKeys[i.chunk] = key }
-    }
 
     func index(after i: Index) -> Index? {
         if i.slot + 1 < leaves[i.chunk].count { return Index(chunk: i.chunk, slot: i.slot + 1) }
