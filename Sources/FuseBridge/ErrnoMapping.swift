@@ -34,7 +34,7 @@ extension FSError {
         case .readOnly: return EROFS
         case .busy: return EBUSY
         case .staleInode: return ESTALE
-        case .io: return EIO
+        case .io, .damagedImage: return EIO
         case .system(let code, _): return (1..<4096).contains(code) ? code : EIO
         }
     }
@@ -43,7 +43,7 @@ extension FSError {
     /// than with the caller's request; these are logged at error level.
     var isInternalFailure: Bool {
         switch self {
-        case .io, .system, .staleInode: return true
+        case .io, .damagedImage, .system, .staleInode: return true
         default: return false
         }
     }

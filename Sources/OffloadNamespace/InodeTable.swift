@@ -26,6 +26,23 @@ struct InodeTable {
 
     var count: Int { inodes.count }
 
+    /// A table rebuilt by recovery; numbers continue at `nextNumber`.
+    init(restoring inodes: [InodeNumber: Inode], nextNumber: UInt64) {
+        precondition(inodes[.root]?.kind == .directory, "a restored table needs its root")
+        self.inodes = inodes
+        self.nextNumber = max(nextNumber, (inodes.keys.max()?.rawValue ?? 1) + 1)
+    }
+
+    func contains(_ number: InodeNumber) -> Bool { inodes[number] != nil }
+
+    /// The next number `allocate` would hand out (checkpoints store it).
+    var nextInodeNumber: UInt64 { nextNumber }
+
+    /// Every inode, for checkpoints (caller holds the namespace lock).
+    var allNumbers: [InodeNumber] { Array(inodes.keys) }
+
+    func existing(_ number: InodeNumber) -> Inode? { inodes[number] }
+
     /// The inode with this number; ESTALE-like when the kernel names one we do not know,
     /// which only happens if the kernel and the namespace disagree about lookup counts.
     func inode(_ number: InodeNumber) throws(FSError) -> Inode {

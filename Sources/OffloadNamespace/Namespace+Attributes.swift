@@ -86,8 +86,10 @@ extension Namespace {
             try file.data.resize(to: size)
         }
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
-            try state.applyAttributeChanges(inode: inode, changes: changes, context: context,
-                                            now: clock()).snapshot()
+            let changed = try state.applyAttributeChanges(inode: inode, changes: changes, context: context,
+                                                          now: clock())
+            state.log([changed.record])
+            return changed.snapshot()
         }.resolved()
     }
 }

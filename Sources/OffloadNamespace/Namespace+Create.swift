@@ -30,6 +30,9 @@ extension NamespaceState {
         if kind == .directory { parentInode.linkCount += 1 }
         parentInode.markModified(now)
         inode.lookupCount += 1
+        observe(inode)
+        log([inode.record, .entry(directory: parent.rawValue, name: name.bytes, child: inode.number.rawValue),
+             parentInode.record])
         return inode
     }
 
@@ -47,6 +50,8 @@ extension NamespaceState {
         inode.lookupCount += 1
         inode.markChanged(now)
         parentInode.markModified(now)
+        log([inode.record, .entry(directory: newParent.rawValue, name: newName.bytes, child: number.rawValue),
+             parentInode.record])
         return inode
     }
 }

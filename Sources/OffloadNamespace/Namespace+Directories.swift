@@ -71,14 +71,19 @@ extension Namespace {
                   let inode = try? state.table.inode(number) else { return }
             precondition(inode.openCount > 0, "directory handle released with none open")
             inode.openCount -= 1
-            _ = state.table.removeIfUnused(inode)
+            guard inode.isUnreferenced else { return }
+            var records: [MetadataRecord] = []
+            _ = state.dropIfUnused(inode, into: &records)
+            state.log(records)
         }
     }
 
-    /// Directories live in RAM; there is nothing to make durable yet.
+    /// Entries are in the journal the moment they change; fsyncdir makes it durable.
     public func fsyncdir(inode: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
-        try state.withLock { (state) throws(FSError) in
+        let journal = try state.withLock { (state) throws(FSError) -> NamespaceJournal? in
             try state.handles.requireDirectory(handle, inode: inode)
+            return state.journal
         }
+        try journal?.sync()
     }
 }

@@ -135,7 +135,9 @@ extension Namespace {
     /// The data changed: mark mtime and ctime. The inode is held by an open handle.
     func markModified(_ number: InodeNumber) {
         state.withLock { state in
-            (try? state.table.inode(number))?.markModified(clock())
+            guard let inode = try? state.table.inode(number) else { return }
+            inode.markModified(clock())
+            state.log([inode.record])
         }
     }
 }

@@ -61,7 +61,10 @@ extension NamespaceState {
               let inode = try? table.inode(number) else { return nil }
         precondition(inode.openCount > 0, "handle released on an inode with no open handles")
         inode.openCount -= 1
-        return table.removeIfUnused(inode)
+        guard inode.isUnreferenced else { return nil }
+        var records: [MetadataRecord] = []
+        defer { log(records) }
+        return dropIfUnused(inode, into: &records)
     }
 }
 
@@ -98,6 +101,7 @@ extension Namespace {
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             let opened = try state.table.inode(inode)
             opened.markModified(clock())
+            state.log([opened.record])
             return opened.snapshot()
         }.resolved()
     }
@@ -113,12 +117,16 @@ extension Namespace {
         freed?.releaseAll()
     }
 
-    /// Every write is in the image or in RAM the moment it returns and the store offers
-    /// no durability call yet, so fsync only checks its arguments.
+    /// Every change is in the journal the moment it is answered; fsync makes the image
+    /// durable (data and journal, one fdatasync), which covers this file and everything
+    /// before it. fdatasync is the same call: the journal holds the metadata needed to
+    /// reach the data, which fdatasync(2) must make durable too.
     public func fsync(inode: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
-        try state.withLock { (state) throws(FSError) in
+        let journal = try state.withLock { (state) throws(FSError) -> NamespaceJournal? in
             _ = try state.table.inode(inode)
             if let handle { _ = try state.handles.handle(handle, inode: inode) }
+            return state.journal
         }
+        try journal?.sync()
     }
 }

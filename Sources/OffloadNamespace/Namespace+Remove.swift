@@ -15,7 +15,9 @@ extension NamespaceState {
         inode.linkCount -= 1
         inode.markChanged(now)
         parentInode.markModified(now)
-        return table.removeIfUnused(inode)
+        var records: [MetadataRecord] = [.removeEntry(directory: parent.rawValue, name: name.bytes), parentInode.record]
+        defer { log(records) }
+        return dropIfUnused(inode, into: &records)
     }
 
     /// Removes an empty directory. Its link count becomes 0 (as Linux shows for an open,
@@ -31,7 +33,9 @@ extension NamespaceState {
         inode.markChanged(now)
         parentInode.linkCount -= 1
         parentInode.markModified(now)
-        _ = table.removeIfUnused(inode)
+        var records: [MetadataRecord] = [.removeEntry(directory: parent.rawValue, name: name.bytes), parentInode.record]
+        _ = dropIfUnused(inode, into: &records)
+        log(records)
     }
 }
 

@@ -143,8 +143,28 @@ extension Namespace {
     public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
                        newName: FileName, flags: RenameFlags) throws(FSError) {
         let freed = try state.withLock { (state) throws(FSError) -> OffloadedFile? in
-            try state.rename(parent: parent, name: name, newParent: newParent, newName: newName,
-                             flags: flags, now: clock())
+            let involved = [parent, newParent]
+                + [(parent, name), (newParent, newName)].compactMap { directory, entryName in
+                    (try? state.table.directory(directory))?.directory.entry(named: entryName)?.inode
+                }
+            let freed = try state.rename(parent: parent, name: name, newParent: newParent, newName: newName,
+                                         flags: flags, now: clock())
+            // Record the outcome, whichever of the rename's cases it was: both names as
+            // they are now, and every inode involved (attributes, or gone).
+            var records: [MetadataRecord] = []
+            for (directory, entryName) in [(parent, name), (newParent, newName)] {
+                if let entry = (try? state.table.directory(directory))?.directory.entry(named: entryName) {
+                    records.append(.entry(directory: directory.rawValue, name: entryName.bytes, child: entry.inode.rawValue))
+                } else {
+                    records.append(.removeEntry(directory: directory.rawValue, name: entryName.bytes))
+                }
+            }
+            var seen = Set<InodeNumber>()
+            for number in involved where seen.insert(number).inserted {
+                records.append(state.table.existing(number)?.record ?? .drop(inode: number.rawValue))
+            }
+            state.log(records)
+            return freed
         }
         freed?.releaseAll()
     }

@@ -20,6 +20,7 @@ extension Namespace {
             }
             try inode.xattrs.set(name: name, value: value, mode: mode)
             inode.markChanged(clock())
+            state.log([inode.record])
         }
     }
 
@@ -45,6 +46,7 @@ extension Namespace {
             let inode = try state.table.inode(number)
             try inode.xattrs.remove(name: name)
             inode.markChanged(clock())
+            state.log([inode.record])
         }
     }
 

@@ -59,16 +59,21 @@ public final class Namespace: FileSystemOperations {
 
     /// An empty filesystem: a root directory with mode 0755, owned by the user running
     /// the daemon (so a user mount is writable by that user under default_permissions).
-    public init(store: BackingStore, memoryLimiter: MemoryLimiter,
-                clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) {
-        self.store = store
-        self.memoryLimiter = memoryLimiter
-        self.clock = clock
+    public convenience init(store: BackingStore, memoryLimiter: MemoryLimiter,
+                            clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) {
         let root = Inode(number: .root, generation: InodeTable.generation, kind: .directory,
                          permissions: 0o755, uid: UInt32(getuid()), gid: UInt32(getgid()),
                          rdev: 0, linkCount: 2, content: .directory(Directory(parent: .root)),
                          now: clock())
-        state = PthreadMutex(NamespaceState(table: InodeTable(root: root)))
+        self.init(store: store, memoryLimiter: memoryLimiter, clock: clock, table: InodeTable(root: root))
+    }
+
+    init(store: BackingStore, memoryLimiter: MemoryLimiter,
+         clock: @escaping @Sendable () -> Timestamp, table: sending InodeTable) {
+        self.store = store
+        self.memoryLimiter = memoryLimiter
+        self.clock = clock
+        state = PthreadMutex(NamespaceState(table: table))
     }
 
     // MARK: Names
@@ -89,7 +94,10 @@ public final class Namespace: FileSystemOperations {
             // do not know or forgets too much, clamping is the only safe answer.
             guard let inode = try? state.table.inode(number) else { return nil }
             inode.lookupCount -= min(lookups, inode.lookupCount)
-            return state.table.removeIfUnused(inode)
+            guard inode.isUnreferenced else { return nil }
+            var records: [MetadataRecord] = []
+            defer { state.log(records) }
+            return state.dropIfUnused(inode, into: &records)
         }
         freed?.releaseAll()
     }
@@ -117,8 +125,10 @@ public final class Namespace: FileSystemOperations {
         let statistics = store.statistics
         let blockSize = UInt64(BackingStore.blockSize)
         let capacityBytes = UInt64(statistics.capacityBytes)
-        let liveBytes = UInt64(statistics.liveBytes)
-        let freeBytes = capacityBytes > liveBytes ? capacityBytes - liveBytes : 0
+        // What allocations can still get: quarantined blocks count (they come back at
+        // the next sync), the metadata reserve does not.
+        _ = statistics
+        let freeBytes = store.availableBytes
         let inodeCount = UInt64(state.withLock { $0.table.count })
         let totalInodes = InodeTable.maximumInodeCount
         return FileSystemStatistics(
@@ -134,4 +144,29 @@ public final class Namespace: FileSystemOperations {
 struct NamespaceState {
     var table: InodeTable
     var handles = HandleTable()
+    /// Where changes are recorded; nil for a namespace that is not persisted (tests).
+    var journal: NamespaceJournal?
+
+    /// Records one operation's results as one journal frame (atomic on replay).
+    func log(_ records: [MetadataRecord]) {
+        journal?.record(records)
+    }
+
+    /// `InodeTable.removeIfUnused`, plus the record that the inode is gone, which must
+    /// reach the journal before its storage is freed (the caller frees it afterwards).
+    mutating func dropIfUnused(_ inode: Inode, into records: inout [MetadataRecord]) -> OffloadedFile? {
+        guard inode.isUnreferenced, inode.number != .root else {
+            if table.contains(inode.number) { records.append(inode.record) }
+            return nil
+        }
+        records.append(.drop(inode: inode.number.rawValue))
+        return table.removeIfUnused(inode)
+    }
+
+    /// Journals a new regular file's data changes from now on.
+    func observe(_ inode: Inode) {
+        if let journal, let file = inode.regularFile {
+            file.data.attach(FileJournal(inode: inode.number, journal: journal))
+        }
+    }
 }

@@ -35,6 +35,9 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Stay in the foreground and log to stderr instead of returning once mounted.")
     var foreground = false
 
+    @Flag(name: .long, help: "Start with an empty filesystem, discarding what the image holds (tmpfs-style).")
+    var fresh = false
+
     @Option(name: .long, help: ArgumentHelp("RAM for file data before it goes to the image (K/M/G/T suffixes).",
                                             valueName: "size"))
     var memoryLimit: ByteSize = MountCommand.defaultMemoryLimit
@@ -88,6 +91,7 @@ struct MountCommand: ParsableCommand {
         let logger = bootstrapLogging(level: logLevel)
         let imageExisted = access(imagePath, F_OK) == 0
         let session: FuseSession
+        let fileSystem: ImageFileSystem
         let capacity: UInt64
         do {
             if let size {
@@ -95,7 +99,8 @@ struct MountCommand: ParsableCommand {
             } else {
                 capacity = try Self.defaultCapacity(imagePath: imagePath)
             }
-            session = try openSession(mountPath: mountPath, imagePath: imagePath, capacity: capacity, logger: logger)
+            (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath,
+                                                    capacity: capacity, logger: logger)
             try session.mount()
         } catch {
             // Leave no empty image behind that this attempt created.
@@ -103,29 +108,46 @@ struct MountCommand: ParsableCommand {
             try fail(error.message, readiness: readiness)
         }
         // Logged only once mounted, so a failed mount prints its one error line and nothing else.
+        let report = fileSystem.report
         logger.info("serving", metadata: [
             "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: capacity))", "memory_limit": "\(memoryLimit)",
+            "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
+            "open_seconds": "\(report.seconds)",
         ])
+        if report.orphansFreed > 0 {
+            logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
+        }
+        fileSystem.startMaintenance { error in
+            logger.error("background sync failed", metadata: ["error": "\(error)"])
+        }
         readiness.ready()
         if readiness.hasParent {
             // Detached: the mount point and image are absolute, so no directory is kept busy.
             _ = chdir("/")
         }
         session.run()
+        // Unmounted (or SIGTERM): the last checkpoint, so the image holds everything.
+        do {
+            try fileSystem.close()
+        } catch {
+            logger.error("final checkpoint failed; the journal still holds every change", metadata: ["error": "\(error)"])
+            throw ExitCode.failure
+        }
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
     private func openSession(mountPath: String, imagePath: String, capacity: UInt64,
-                             logger: Logger) throws(MountError) -> FuseSession {
-        let store: BackingStore
+                             logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
+        let fileSystem: ImageFileSystem
         do {
-            store = try BackingStore(path: imagePath, capacityBytes: capacity)
+            fileSystem = try ImageFileSystem.open(
+                path: imagePath, capacityBytes: capacity, fresh: fresh,
+                memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath))
         }
-        let namespace = Namespace(store: store, memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
         let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options)
-        return try FuseSession(fileSystem: namespace, configuration: configuration, logger: logger)
+        return (try FuseSession(fileSystem: fileSystem.namespace, configuration: configuration, logger: logger), fileSystem)
     }
 
     /// The default --size: what the image could grow to on its filesystem, i.e. that
@@ -149,6 +171,8 @@ struct MountCommand: ParsableCommand {
             return why
         case .busy:
             return "image \(imagePath) is in use by another offloadfs"
+        case .damagedImage(let why):
+            return "image \(imagePath) is damaged: \(why)"
         default:
             return "cannot open image \(imagePath): \(error)"
         }
@@ -160,6 +184,7 @@ struct MountCommand: ParsableCommand {
                          "--memory-limit", "\(memoryLimit.bytes)", "--log-level", logLevel.rawValue,
                          "--ready-fd", "\(Daemon.readinessDescriptor)"]
         if let size { arguments += ["--size", "\(size.bytes)"] }
+        if fresh { arguments.append("--fresh") }
         for option in options { arguments += ["-o", option] }
         return arguments
     }

@@ -13,6 +13,6 @@ struct Offloadfs: ParsableCommand {
             Without --foreground, `mount` returns once the filesystem is live.
             """,
         version: "offloadfs \(ProductVersion.string)",
-        subcommands: [MountCommand.self, UnmountCommand.self]
+        subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]
     )
 }

@@ -127,25 +127,36 @@ final class BackingStoreTests: XCTestCase {
 
     func testAnImageFromANewerFormatIsRefusedByVersion() throws {
         let image = TemporaryImage()
-        var header = [UInt8](repeating: 0, count: 4096)
-        header.replaceSubrange(0..<16, with: Array("OFFLOADFS-IMAGE\n".utf8))
-        header.replaceSubrange(16..<24, with: [7, 0, 0, 0, 0, 16, 0, 0])
-        XCTAssertTrue(FileManager.default.createFile(atPath: image.path, contents: Data(header)))
+        // A valid superblock whose version says 7, with its checksum recomputed.
+        var header = Superblock(imageID: 42, generation: 1, cleanlyUnmounted: true,
+                                checkpoint: LogSegment(start: 0, length: 0), checkpointFrames: 0,
+                                journal: LogSegment(start: 0, length: 0), journalSequence: 0,
+                                capacityBytes: 1 << 20).encoded()
+        header.replaceSubrange(16..<20, with: [7, 0, 0, 0])
+        header.replaceSubrange(24..<28, with: [0, 0, 0, 0])
+        let crc = Checksum.crc32c(Array(header[0..<128]))
+        header.replaceSubrange(24..<28, with: withUnsafeBytes(of: crc.littleEndian) { Array($0) })
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.path, contents: Data(header + header)))
         XCTAssertThrowsError(try image.makeStore()) { XCTAssertTrue("\($0)".contains("format version 7"), "\($0)") }
-        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image.path)), Data(header), "left untouched")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image.path)), Data(header + header), "left untouched")
     }
 
-    func testAScratchImageCanBeOpenedAgainAndStartsEmpty() throws {
+    func testAVersionZeroScratchImageStartsAfreshAsVersionOne() throws {
         let image = TemporaryImage()
-        do {
-            let store = try image.makeStore()
-            _ = try store.allocate(byteCount: 1 << 20)
-        }
-        let again = try image.makeStore()
-        XCTAssertEqual(again.statistics.liveBytes, 0)
-        XCTAssertLessThanOrEqual(again.statistics.imageBytes, 4096, "only the header remains")
-        let first = try again.allocate(byteCount: 4096)
-        XCTAssertEqual(first.lowerBound, 4096, "block 0 is the header, never file data")
+        // Version 0: magic, version 0, block size 4096, zeros; then some stale data.
+        var header = [UInt8](repeating: 0, count: 4096)
+        header.replaceSubrange(0..<16, with: Array("OFFLOADFS-IMAGE\n".utf8))
+        header.replaceSubrange(16..<24, with: [0, 0, 0, 0, 0, 16, 0, 0])
+        XCTAssertTrue(FileManager.default.createFile(atPath: image.path,
+                                                    contents: Data(header + [UInt8](repeating: 0xAB, count: 1 << 20))))
+        let store = try image.makeStore()
+        guard case .new(let superblock) = store.opened else { return XCTFail("\(store.opened)") }
+        XCTAssertEqual(superblock.generation, 0)
+        XCTAssertEqual(store.statistics.liveBytes, 0)
+        XCTAssertEqual(store.statistics.imageBytes, 8192, "only the two superblocks remain")
+        let first = try store.allocate(byteCount: 4096)
+        XCTAssertEqual(first.lowerBound, 8192, "blocks 0 and 1 are the superblocks, never file data")
+        XCTAssertEqual(Array(store.bytes(at: first.lowerBound, count: 4096)), [UInt8](repeating: 0, count: 4096))
     }
 
     func testOneImageCannotBeOpenedTwice() throws {

@@ -7,10 +7,11 @@ extension OffloadedFile {
     public func punchHole(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        lock.withWriteLock {
+        try changing { () -> Range<UInt64>? in
             let clipped = range.clamped(to: 0..<sizeBytes)
-            guard !clipped.isEmpty else { return }
+            guard !clipped.isEmpty else { return nil }
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
+            return clipped
         }
     }
 
@@ -19,11 +20,13 @@ extension OffloadedFile {
     public func zeroRange(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        lock.withWriteLock {
+        try changing { () -> Range<UInt64>? in
+            let old = sizeBytes
             if !keepSize { extendWithHole(to: range.upperBound) }
             let clipped = range.clamped(to: 0..<sizeBytes)
-            guard !clipped.isEmpty else { return }
+            guard !clipped.isEmpty else { return sizeBytes > old ? old..<sizeBytes : nil }
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
+            return min(clipped.lowerBound, old)..<max(clipped.upperBound, sizeBytes)
         }
     }
 
@@ -34,10 +37,10 @@ extension OffloadedFile {
     public func preallocate(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        try lock.withWriteLock { () throws(FSError) in
+        try changing { () throws(FSError) -> Range<UInt64>? in
             let newSize = keepSize ? sizeBytes : max(sizeBytes, range.upperBound)
             let target = range.clamped(to: 0..<newSize)
-            guard !target.isEmpty else { return }
+            guard !target.isEmpty else { return nil }
             // Collect the holes first, allocate for all of them, and only then change the
             // file, so that running out of space leaves it as it was.
             var holes: [Range<UInt64>] = []
@@ -68,10 +71,12 @@ extension OffloadedFile {
                 for (_, pieces) in filled { for piece in pieces { dropStorage(of: piece) } }
                 throw error
             }
+            let old = sizeBytes
             for (hole, pieces) in filled {
                 extendWithHole(to: hole.lowerBound)
                 replace(hole, with: pieces)
             }
+            return min(old, target.lowerBound)..<max(target.upperBound, sizeBytes)
         }
     }
 
@@ -163,9 +168,11 @@ extension OffloadedFile {
         }
         let length = pieces.reduce(0) { $0 + $1.size }
         guard length > 0 else { return 0 }
-        lock.withWriteLock {
+        try changing { () -> Range<UInt64>? in
+            let old = sizeBytes
             extendWithHole(to: offset)
             replace(offset..<offset + length, with: pieces)
+            return min(old, offset)..<offset + length
         }
         return length
     }

@@ -29,13 +29,47 @@ public final class OffloadedFile: @unchecked Sendable {
     let extents = ChunkedSortedMap<Extent>()
     var sizeBytes: UInt64 = 0
     var storedBytes: UInt64 = 0
+    /// Told about every change (the journal); nil for files nobody persists.
+    var observer: (any FileChangeObserver)?
+    /// Image ranges whose references the current change dropped. With an observer they
+    /// are released only after it has recorded the change: a block freed before the
+    /// journal says so could be reused by another file while a crash would still bring
+    /// back this file's claim on it.
+    var pendingReleases: [Range<UInt64>] = []
 
     public init(store: BackingStore, limiter: MemoryLimiter) {
         self.store = store
         self.limiter = limiter
     }
 
-    deinit { dropAllExtents() }
+    deinit {
+        observer = nil
+        dropAllExtents()
+    }
+
+    /// Reports every later change to `observer`, under this file's write lock and before
+    /// any storage the change freed is released.
+    public func attach(_ observer: any FileChangeObserver) {
+        lock.withWriteLock { self.observer = observer }
+    }
+
+    /// Runs a change under the write lock: `body` returns the byte range whose contents
+    /// it changed (nil: nothing changed); the observer hears of it, then freed storage is
+    /// released, also when `body` throws.
+    func changing(_ body: () throws(FSError) -> Range<UInt64>?) throws(FSError) {
+        try lock.withWriteLock { () throws(FSError) in
+            defer { releasePending() }
+            if let changed = try body(), let observer {
+                observer.fileChanged(FileChange(size: sizeBytes, range: changed, pieces: pieces(in: changed)))
+            }
+        }
+    }
+
+    private func releasePending() {
+        guard !pendingReleases.isEmpty else { return }
+        for range in pendingReleases { store.release(range) }
+        pendingReleases.removeAll()
+    }
 
     /// The file's length in bytes.
     public var size: UInt64 { lock.withReadLock { sizeBytes } }
@@ -120,11 +154,12 @@ public final class OffloadedFile: @unchecked Sendable {
     public func write(at offset: UInt64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Int {
         guard !bytes.isEmpty else { return 0 }
         let end = try Self.checkedEnd(offset, UInt64(bytes.count))
-        try lock.withWriteLock { () throws(FSError) in
-            if overwriteInPlace(at: offset, bytes: bytes) { return }
+        try changing { () throws(FSError) in
+            if overwriteInPlace(at: offset, bytes: bytes) { return offset..<end }
             let pieces = try place(bytes, at: offset)
             extendWithHole(to: offset)
             replace(offset..<end, with: pieces)
+            return offset..<end
         }
         return bytes.count
     }
@@ -145,10 +180,11 @@ public final class OffloadedFile: @unchecked Sendable {
     public func write(at offset: UInt64, imageRange range: Range<UInt64>) throws(FSError) -> Int {
         guard !range.isEmpty else { return 0 }
         let end = try Self.checkedEnd(offset, range.length)
-        try lock.withWriteLock { () throws(FSError) in
+        try changing { () throws(FSError) in
             try store.retain(range)
             extendWithHole(to: offset)
             replace(offset..<end, with: [.mmapOffload(offset: range.lowerBound, size: range.length)])
+            return offset..<end
         }
         return Int(range.length)  // at most maximumSize: checkedEnd passed
     }
@@ -156,25 +192,37 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Sets the size: shrinking drops the tail, growing appends `fill` bytes.
     public func resize(to newSize: UInt64, fill: UInt8 = 0) throws(FSError) {
         guard newSize <= Self.maximumSize else { throw .fileTooLarge }
-        lock.withWriteLock {
-            if newSize < sizeBytes {
-                removeRange(newSize..<sizeBytes)
+        try changing { () -> Range<UInt64>? in
+            let old = sizeBytes
+            if newSize < old {
+                removeRange(newSize..<old)
                 sizeBytes = newSize
-            } else if newSize > sizeBytes {
-                insert([.repeatingBytes(value: fill, count: newSize - sizeBytes)], at: sizeBytes)
+                return newSize..<old
+            } else if newSize > old {
+                insert([.repeatingBytes(value: fill, count: newSize - old)], at: old)
+                return old..<newSize
             }
+            return nil
         }
     }
 
     /// Empties the file.
     public func truncate() {
-        lock.withWriteLock {
+        try? changing { () -> Range<UInt64>? in
+            let old = sizeBytes
             dropAllExtents()
+            return old > 0 ? 0..<old : nil
         }
     }
 
     /// Frees all storage now; the file is empty afterwards.
-    public func releaseAll() { truncate() }
+    /// The file is gone (its drop is recorded): nothing more is reported to the observer.
+    public func releaseAll() {
+        lock.withWriteLock {
+            observer = nil
+            dropAllExtents()
+        }
+    }
 
     // MARK: - Internals shared by the mutating operations (caller holds the write lock)
 
@@ -373,7 +421,12 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Gives back the storage an extent holds.
     func dropStorage(of extent: Extent) {
         switch extent {
-        case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
+        case .mmapOffload(let offset, let size):
+            if observer != nil {
+                pendingReleases.append(offset..<offset + size)
+            } else {
+                store.release(offset..<offset + size)
+            }
         case .inMemory(let bytes): limiter.release(bytes.count)
         case .repeatingBytes: break
         }

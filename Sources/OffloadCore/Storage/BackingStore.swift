@@ -29,18 +29,39 @@ public final class BackingStore: @unchecked Sendable {
     /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
     /// needs no lock.
     let base: UnsafeMutableRawPointer
-    private let mappedBytes: Int
-    private let fd: Int32
-    private let allocator: PthreadMutex<BlockAllocator>
+    let mappedBytes: Int
+    let fd: Int32
+    let allocator: PthreadMutex<BlockAllocator>
+
+    /// What the image held when it was opened.
+    public enum Opened: Equatable, Sendable {
+        /// A new, empty image (the path did not exist, the file was empty, a version 0
+        /// scratch image, or `fresh` was asked for): it has superblocks describing an
+        /// empty filesystem and nothing else.
+        case new(Superblock)
+        /// An image with a filesystem in it, to be recovered from this superblock.
+        case existing(Superblock)
+
+        public var superblock: Superblock {
+            switch self {
+            case .new(let s), .existing(let s): return s
+            }
+        }
+    }
+
+    public let opened: Opened
 
     /// Opens or creates the image at `path`.
     ///
-    /// A path that does not exist is created, with the header of `ImageHeader`. An
-    /// existing file must be a regular file that is empty or an offloadfs image; a version
-    /// 0 image keeps no files across mounts, so it starts empty again. Any other file is
-    /// refused and never written. The file is locked (`flock`) so that two daemons never
-    /// share one image.
-    public init(path: String, capacityBytes: UInt64) throws(FSError) {
+    /// A path that does not exist is created. An existing file must be a regular file
+    /// that is empty or an offloadfs image; any other file is refused and never written,
+    /// as is an image of a newer format version or one whose two superblocks are both
+    /// damaged. `fresh` empties an existing image (tmpfs-style mounts). The file is locked
+    /// (`flock`) so that two daemons never share one image.
+    ///
+    /// Blocks freed by files are reused at once unless `deferReuse()` is called: with a
+    /// journal, they must wait until the metadata that frees them is durable.
+    public init(path: String, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
         guard capacityBytes >= UInt64(Self.blockSize) else {
             throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
         }
@@ -61,31 +82,48 @@ public final class BackingStore: @unchecked Sendable {
             if errno == EWOULDBLOCK { throw .busy }
             throw .system(errno: errno, call: "lock image '\(path)'")
         }
-        if info.st_size > 0 {
-            switch try ImageHeader.identify(fd) {
-            case .foreign:
-                throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
-            case .offloadfs(let version) where version > ImageHeader.version:
-                throw .invalidArgument("image '\(path)' has format version \(version); this offloadfs reads version \(ImageHeader.version)")
-            case .offloadfs:
-                // A version 0 image keeps no files across mounts: start it afresh.
-                guard ftruncate(fd, 0) == 0 else { throw .system(errno: errno, call: "reset image '\(path)'") }
-            }
+        var existing: Superblock?
+        switch try ImageIdentity.read(fd: fd) {
+        case .foreign:
+            throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
+        case .newerVersion(let version):
+            throw .invalidArgument("image '\(path)' has format version \(version); this offloadfs reads version \(Superblock.version)")
+        case .damaged(let why) where !fresh:
+            throw .damagedImage("\(why) in '\(path)'; without a superblock neither mount nor `offloadfs fsck --repair` can use it; `--fresh` starts it empty")
+        case .image(let superblock, _) where !fresh:
+            existing = superblock
+        case .empty, .versionZero, .damaged, .image:
+            break
         }
-        try ImageHeader.write(fd)
+        var capacityBlocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
+        if let existing {
+            // An image written under a larger capacity keeps all its blocks mapped.
+            let fileBlocks = (UInt64(info.st_size) + UInt64(Self.blockSize) - 1) >> Self.blockShift
+            capacityBlocks = max(capacityBlocks, fileBlocks > Superblock.blocks ? fileBlocks - Superblock.blocks : 0)
+            self.opened = .existing(existing)
+        } else {
+            // Start empty: drop whatever the file held (it was ours) and describe an empty
+            // filesystem, so the file is recognisable as an image from now on.
+            guard ftruncate(fd, 0) == 0 else { throw .system(errno: errno, call: "reset image '\(path)'") }
+            let empty = Superblock(
+                imageID: Superblock.newImageID(), generation: 0, cleanlyUnmounted: true,
+                checkpoint: LogSegment(start: 0, length: 0), checkpointFrames: 0,
+                journal: LogSegment(start: 0, length: 0), journalSequence: 0, capacityBytes: capacityBytes)
+            try Self.writeSuperblocks(empty, fd: fd, path: path)
+            self.opened = .new(empty)
+        }
 
-        let blocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
-        let mappedBytes = Int((ImageHeader.blocks + blocks) << Self.blockShift)
+        let mappedBytes = Int((Superblock.blocks + capacityBlocks) << Self.blockShift)
         let mapping = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
         guard let mapping, mapping != MAP_FAILED else {
             throw .system(errno: errno, call: "mmap image '\(path)' (\(mappedBytes) bytes)")
         }
         self.path = path
-        self.capacityBytes = capacityBytes
+        self.capacityBytes = capacityBlocks << Self.blockShift
         self.base = mapping
         self.mappedBytes = mappedBytes
         self.fd = fd
-        self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: blocks, firstBlock: ImageHeader.blocks))
+        self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: capacityBlocks, firstBlock: Superblock.blocks))
         ok = true
     }
 
@@ -101,12 +139,31 @@ public final class BackingStore: @unchecked Sendable {
     /// be shorter than asked when free space is fragmented; it is never empty. Blocks read
     /// as zeros. `hint` is the block-aligned byte offset the caller would like the range
     /// to start at (to stay contiguous with data it already has).
-    public func allocate(byteCount: Int, hint: UInt64? = nil) throws(FSError) -> Range<UInt64> {
+    /// `forMetadata` (journal and checkpoint segments) may use the metadata reserve.
+    public func allocate(byteCount: Int, hint: UInt64? = nil, forMetadata: Bool = false) throws(FSError) -> Range<UInt64> {
+        do {
+            return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
+        } catch .noSpace where hasQuarantine {
+            // Freed blocks wait for the metadata that frees them to be durable; when space
+            // runs out, make it durable now rather than fail.
+            try syncAndReclaim()
+            return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
+        }
+    }
+
+    /// Keeps `bytes` (rounded up to blocks, at most an eighth of the capacity) for
+    /// metadata: file data allocations leave them free.
+    public func setMetadataReserve(bytes: UInt64) {
+        let blocks = min((bytes + UInt64(Self.blockSize) - 1) >> Self.blockShift, (capacityBytes >> Self.blockShift) / 8)
+        allocator.withLock { $0.metadataReserveBlocks = blocks }
+    }
+
+    private func allocateOnce(byteCount: Int, hint: UInt64?, forMetadata: Bool) throws(FSError) -> Range<UInt64> {
         precondition(byteCount > 0)
         let wanted = (UInt64(byteCount) + UInt64(Self.blockSize) - 1) >> Self.blockShift
         let hintBlock = hint.flatMap { $0 & UInt64(Self.blockSize - 1) == 0 ? $0 >> Self.blockShift : nil }
         let grant = try allocator.withLock { a throws(FSError) in
-            let grant = try a.allocate(wanted, hint: hintBlock)
+            let grant = try a.allocate(wanted, hint: hintBlock, forMetadata: forMetadata)
             if !grant.reused && grant.blocks.upperBound > a.reservedBlocks {
                 do throws(FSError) {
                     try reserveDisk(through: grant.blocks.upperBound, &a)
@@ -123,7 +180,10 @@ public final class BackingStore: @unchecked Sendable {
         if grant.reused, offloadfs_fallocate(fd, 0, off_t(bytes.lowerBound), off_t(bytes.count)) != 0 {
             let e = errno
             if e != EOPNOTSUPP {
-                release(bytes)
+                // Straight back to the free map: nothing referenced these blocks.
+                allocator.withLock { a in
+                    for freed in a.references.release(grant.blocks) { a.free.insert(freed) }
+                }
                 throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "fallocate image")
             }
         }
@@ -151,30 +211,80 @@ public final class BackingStore: @unchecked Sendable {
         allocator.withLock { $0.references.retain(blocks) }
     }
 
-    /// Drops a reference from every block that `range` touches; blocks nobody references
-    /// any more are punched out of the file and become free.
+    /// Drops a reference from every block that `range` touches. Blocks nobody references
+    /// any more are punched out of the file and become free, or, after `deferReuse()`,
+    /// wait in quarantine until `syncAndReclaim()`.
     public func release(_ range: Range<UInt64>) {
         guard !range.isEmpty else { return }
         let blocks = Self.blocks(touchedBy: range)
         allocator.withLock { a in
             for freed in a.references.release(blocks) {
-                // Punch while holding the lock: once the range is in the free map another
-                // thread may allocate and write it, and a late punch would erase that.
-                let start = off_t(freed.lowerBound << Self.blockShift)
-                let length = off_t(UInt64(freed.count) << Self.blockShift)
-                var punched = false
-                if a.punchSupported {
-                    punched = offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) == 0
-                    if !punched && (errno == EOPNOTSUPP || errno == ENOSYS) { a.punchSupported = false }
+                if a.deferReuse {
+                    a.quarantine(freed)
+                } else {
+                    // Punch while holding the lock: once the range is in the free map another
+                    // thread may allocate and write it, and a late punch would erase that.
+                    punchOrZero(freed, &a)
+                    a.free.insert(freed)
                 }
-                if !punched {
-                    // The old bytes are still there: zero them now so the blocks read as
-                    // zeros when handed out again, as punched ones do.
-                    (base + Int(start)).initializeMemory(as: UInt8.self, repeating: 0, count: Int(length))
-                }
-                a.free.insert(freed)
             }
         }
+    }
+
+    /// From now on, freed blocks are not reused until `syncAndReclaim()`: the journal
+    /// that records the free must be on disk first, or a crash could bring back a file
+    /// whose blocks already hold another file's bytes.
+    public func deferReuse() {
+        allocator.withLock { $0.deferReuse = true }
+    }
+
+    var hasQuarantine: Bool { allocator.withLock { $0.quarantinedBlocks > 0 } }
+
+    /// Makes everything written to the image so far durable (fdatasync), then punches the
+    /// quarantined blocks and makes them free. The caller must have recorded every free
+    /// in the journal before the blocks were released, which `OffloadedFile` guarantees by
+    /// releasing storage only after its change observer ran.
+    public func syncAndReclaim() throws(FSError) {
+        // Blocks quarantined from here on may belong to records written after the sync.
+        let pending = allocator.withLock { $0.takeQuarantine() }
+        do throws(FSError) {
+            try sync()
+        } catch {
+            allocator.withLock { a in for r in pending { a.quarantine(r) } }
+            throw error
+        }
+        guard !pending.isEmpty else { return }
+        // Nobody references these blocks and they are in no free map yet, so no one can
+        // write them while they are punched without the lock.
+        var scratch = allocator.withLock { $0.punchSupported }
+        for r in pending { punchFree(r, supported: &scratch) }
+        allocator.withLock { a in
+            if !scratch { a.punchSupported = false }
+            for r in pending { a.free.insert(r) }
+        }
+    }
+
+    /// fdatasync of the image: every byte written through the mapping or with pwrite.
+    public func sync() throws(FSError) {
+        guard fdatasync(fd) == 0 else { throw .system(errno: errno, call: "fdatasync image") }
+    }
+
+    private func punchOrZero(_ blocks: Range<UInt64>, _ a: inout BlockAllocator) {
+        var supported = a.punchSupported
+        punchFree(blocks, supported: &supported)
+        a.punchSupported = supported
+    }
+
+    /// Punches `blocks` out of the file, or zeroes them where punching is not supported,
+    /// so that they read as zeros when handed out again.
+    func punchFree(_ blocks: Range<UInt64>, supported: inout Bool) {
+        let start = off_t(blocks.lowerBound << Self.blockShift)
+        let length = off_t(UInt64(blocks.count) << Self.blockShift)
+        if supported {
+            if offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) == 0 { return }
+            if errno == EOPNOTSUPP || errno == ENOSYS { supported = false }
+        }
+        (base + Int(start)).initializeMemory(as: UInt8.self, repeating: 0, count: Int(length))
     }
 
     /// True when every block `range` touches is referenced exactly once, i.e. by the one
@@ -256,6 +366,8 @@ public final class BackingStore: @unchecked Sendable {
         public var liveBytes: UInt64
         /// Bytes in free blocks below the high-water mark.
         public var freeBytes: UInt64
+        /// Bytes freed but not reusable until the next sync (see `deferReuse`).
+        public var quarantinedBytes: UInt64
         /// The image file's logical size.
         public var imageBytes: UInt64
         /// The space the image takes on disk (st_blocks * 512).
@@ -264,16 +376,18 @@ public final class BackingStore: @unchecked Sendable {
 
     /// Bytes that can still be allocated before the capacity is reached.
     public var availableBytes: UInt64 {
-        allocator.withLock { a in (a.capacityBlocks - a.references.allocatedBlocks) << Self.blockShift }
+        allocator.withLock { a in (a.roomBlocks - min(a.roomBlocks, a.metadataReserveBlocks)) << Self.blockShift }
     }
 
     public var statistics: Statistics {
-        let (live, free) = allocator.withLock { a in
-            (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift)
+        let (live, free, quarantined) = allocator.withLock { a in
+            (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift,
+             a.quarantinedBlocks << Self.blockShift)
         }
         var info = stat()
         let ok = fstat(fd, &info) == 0
         return Statistics(capacityBytes: capacityBytes, liveBytes: live, freeBytes: free,
+                          quarantinedBytes: quarantined,
                           imageBytes: ok ? UInt64(info.st_size) : 0,
                           diskBytes: ok ? UInt64(info.st_blocks) * 512 : 0)
     }

@@ -17,6 +17,18 @@ struct BlockAllocator: ~Copyable {
     var reservedBlocks: UInt64
     /// Cleared the first time the file system refuses `FALLOC_FL_PUNCH_HOLE`.
     var punchSupported = true
+    /// Freed blocks go to `quarantined` instead of the free map (see
+    /// `BackingStore.deferReuse`).
+    var deferReuse = false
+    /// Blocks nobody references that may not be reused yet: neither referenced nor free.
+    private(set) var quarantined: [Range<UInt64>] = []
+    private(set) var quarantinedBlocks: UInt64 = 0
+
+    /// Blocks that may still be referenced: capacity minus what is.
+    var roomBlocks: UInt64 { capacityBlocks - references.allocatedBlocks }
+    /// Blocks only metadata (journal, checkpoint) may take, so that a filesystem whose
+    /// files filled it can still record deletions, checkpoint and unmount.
+    var metadataReserveBlocks: UInt64 = 0
 
     init(capacityBlocks: UInt64, firstBlock: UInt64) {
         self.capacityBlocks = capacityBlocks
@@ -33,9 +45,11 @@ struct BlockAllocator: ~Copyable {
 
     /// Hands out at most `wanted` blocks: at `hint` if free there, else a free range that
     /// fits, else fresh blocks above the high-water mark, else the largest free range.
-    mutating func allocate(_ wanted: UInt64, hint: UInt64?) throws(FSError) -> Grant {
+    mutating func allocate(_ wanted: UInt64, hint: UInt64?, forMetadata: Bool = false) throws(FSError) -> Grant {
         precondition(wanted > 0)
-        let room = capacityBlocks - references.allocatedBlocks
+        // Quarantined blocks are not referenced but cannot be handed out either.
+        var room = roomBlocks - min(roomBlocks, quarantinedBlocks)
+        if !forMetadata { room -= min(room, metadataReserveBlocks) }
         guard room > 0 else { throw .noSpace }
         let count = min(wanted, room)
         let grant = pick(count, hint: hint)
@@ -52,6 +66,40 @@ struct BlockAllocator: ~Copyable {
         let freed = references.release(blocks)
         assert(freed == [blocks])
         highWaterBlocks = blocks.lowerBound
+    }
+
+    mutating func quarantine(_ blocks: Range<UInt64>) {
+        quarantined.append(blocks)
+        quarantinedBlocks += UInt64(blocks.count)
+    }
+
+    mutating func takeQuarantine() -> [Range<UInt64>] {
+        defer {
+            quarantined = []
+            quarantinedBlocks = 0
+        }
+        return quarantined
+    }
+
+    /// Rebuilds the state of an existing image: `runs` are the reference counts recovery
+    /// computed (sorted, disjoint, counts >= 1). Every other block below the end of the
+    /// last run is free; above it nothing has been handed out. `reservedBlocks` is how
+    /// far the image file has disk space.
+    mutating func restore(runs: [(blocks: Range<UInt64>, count: UInt32)], reservedBlocks: UInt64) -> [Range<UInt64>] {
+        precondition(references.allocatedBlocks == 0 && highWaterBlocks == firstBlock, "restore into a used allocator")
+        var cursor = firstBlock
+        var gaps: [Range<UInt64>] = []
+        for run in runs {
+            precondition(run.blocks.lowerBound >= cursor && run.count > 0 && run.blocks.upperBound <= endBlock,
+                         "recovered block runs must be sorted, disjoint and inside the image")
+            if run.blocks.lowerBound > cursor { gaps.append(cursor..<run.blocks.lowerBound) }
+            references.load(run.blocks, count: run.count)
+            cursor = run.blocks.upperBound
+        }
+        highWaterBlocks = cursor
+        self.reservedBlocks = max(reservedBlocks, cursor)
+        for gap in gaps { free.insert(gap) }
+        return gaps
     }
 
     private mutating func pick(_ count: UInt64, hint: UInt64?) -> Grant {
@@ -95,8 +143,8 @@ struct BlockAllocator: ~Copyable {
         var frees: [Range<UInt64>] = []
         free.forEachRange { r in freeCount += UInt64(r.count); frees.append(r) }
         guard freeCount == free.freeBlocks else { throw .io("free block count is off") }
-        guard referenced + freeCount == highWaterBlocks - firstBlock else {
-            throw .io("\(referenced) referenced + \(freeCount) free blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
+        guard referenced + freeCount + quarantinedBlocks == highWaterBlocks - firstBlock else {
+            throw .io("\(referenced) referenced + \(freeCount) free + \(quarantinedBlocks) quarantined blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
         }
         // Both lists are sorted: walk them together to find any block in both.
         var i = 0, j = 0

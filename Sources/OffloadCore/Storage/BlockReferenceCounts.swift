@@ -28,6 +28,17 @@ final class BlockReferenceCounts {
         coalesce(at: blocks.upperBound)
     }
 
+    /// Records recovered blocks with `count` references each (image recovery). They must
+    /// be free.
+    func load(_ blocks: Range<UInt64>, count: UInt32) {
+        precondition(!blocks.isEmpty && count > 0)
+        assert(isFree(blocks), "recovering blocks \(blocks) that are in use")
+        runs.insert(blocks.lowerBound, Run(end: blocks.upperBound, count: count))
+        allocatedBlocks += UInt64(blocks.count)
+        coalesce(at: blocks.lowerBound)
+        coalesce(at: blocks.upperBound)
+    }
+
     /// True when every block in `blocks` has at least one reference.
     func isAllocated(_ blocks: Range<UInt64>) -> Bool {
         allRuns(in: blocks) { _ in true }

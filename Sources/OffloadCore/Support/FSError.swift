@@ -51,6 +51,8 @@ public enum FSError: Error, Equatable, Sendable, CustomStringConvertible {
     case staleInode
     /// EIO: the image is damaged or an invariant does not hold; the string says which.
     case io(String)
+    /// The image's metadata fails its checks (checksums, structure); the message says where.
+    case damagedImage(String)
     /// An errno returned by a system call, with the call's name.
     case system(errno: Int32, call: String)
 
@@ -62,6 +64,7 @@ public enum FSError: Error, Equatable, Sendable, CustomStringConvertible {
         case .isDirectory: return "is a directory"
         case .notEmpty: return "directory not empty"
         case .invalidArgument(let why): return "invalid argument: \(why)"
+        case .damagedImage(let why): return "the image is damaged: \(why)"
         case .nameTooLong: return "file name too long"
         case .fileTooLarge: return "file too large"
         case .noSpace: return "no space left on device"

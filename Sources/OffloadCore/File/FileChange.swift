@@ -1,0 +1,72 @@
+/// What changed in a file: its new size, and the extents now covering the byte range
+/// whose contents changed (clipped to it and to the size; holes left out).
+public struct FileChange: Sendable {
+    public var size: UInt64
+    public var range: Range<UInt64>
+    public var pieces: [FilePiece]
+}
+
+/// Hears of every change to a file while the file's write lock is held, so changes to
+/// one file reach it in the order they happened. It runs before the storage a change
+/// freed is released (see `OffloadedFile.pendingReleases`). It must not call back into
+/// the file.
+public protocol FileChangeObserver: AnyObject, Sendable {
+    func fileChanged(_ change: FileChange)
+}
+
+extension OffloadedFile {
+    /// The extents covering `range` (clipped to it and to the size), holes left out.
+    /// Caller holds the lock.
+    func pieces(in range: Range<UInt64>) -> [FilePiece] {
+        let clipped = range.clamped(to: 0..<sizeBytes)
+        guard !clipped.isEmpty, var i = extents.floor(clipped.lowerBound) else { return [] }
+        var pieces: [FilePiece] = []
+        while extents.key(at: i) < clipped.upperBound {
+            let start = extents.key(at: i), extent = extents.value(at: i)
+            if !extent.isHole {
+                let part = (start..<start + extent.size).clamped(to: clipped)
+                if !part.isEmpty {
+                    pieces.append(FilePiece(offset: part.lowerBound,
+                                            extent: extent.slice(part.lowerBound - start..<part.upperBound - start)))
+                }
+            }
+            guard let next = extents.index(after: i) else { break }
+            i = next
+        }
+        return pieces
+    }
+
+    /// The whole file as a checkpoint stores it: its size and every extent but holes.
+    public func snapshot() -> (size: UInt64, pieces: [FilePiece]) {
+        lock.withReadLock { (sizeBytes, pieces(in: 0..<sizeBytes)) }
+    }
+
+    /// A file rebuilt by recovery. `pieces` are sorted, disjoint, inside `size`; the
+    /// references of their image ranges are already counted for this file (one per
+    /// block each piece touches, as `BackingStore.restoreAllocation` was told). RAM
+    /// pieces go back to RAM while the budget allows, else to new image blocks.
+    public static func restored(store: BackingStore, limiter: MemoryLimiter, size: UInt64,
+                                pieces: [FilePiece]) throws(FSError) -> OffloadedFile {
+        let file = OffloadedFile(store: store, limiter: limiter)
+        try file.lock.withWriteLock { () throws(FSError) in
+            var cursor: UInt64 = 0
+            for piece in pieces {
+                precondition(piece.offset >= cursor && piece.offset + piece.extent.size <= size,
+                             "restored pieces must be sorted, disjoint and inside the file")
+                file.extendWithHole(to: piece.offset)
+                switch piece.extent {
+                case .inMemory(let bytes):
+                    let placed = try bytes.withUnsafeBytes { buffer in
+                        Result { () throws(FSError) in try file.place(buffer, at: piece.offset) }
+                    }.get()
+                    file.insert(placed, at: piece.offset)
+                default:
+                    file.insert([piece.extent], at: piece.offset)
+                }
+                cursor = piece.offset + piece.extent.size
+            }
+            file.extendWithHole(to: size)
+        }
+        return file
+    }
+}

@@ -1,0 +1,265 @@
+/// Checks a replayed image the way fsck reports it, and computes what mount needs from
+/// it: the reference count of every block, link counts and parents. `repair()` changes
+/// the replay so that a second analysis finds no problem.
+///
+/// Problems are damage (mount refuses the image until `fsck --repair`); notes are normal
+/// states a crash leaves behind (a torn journal tail, files unlinked while open), which
+/// mount resolves by itself.
+public struct ImageAnalysis {
+    public private(set) var problems: [String] = []
+    public private(set) var notes: [String] = []
+    /// Block reference counts of everything reachable plus the metadata chains: sorted,
+    /// disjoint runs, for `BackingStore.restoreAllocation`.
+    public private(set) var runs: [(blocks: Range<UInt64>, count: UInt32)] = []
+    public private(set) var linkCounts: [UInt64: UInt32] = [:]
+    public private(set) var parents: [UInt64: UInt64] = [:]
+    /// Inodes reachable from the root (the root included).
+    public private(set) var reachable: Set<UInt64> = []
+    public private(set) var files = 0, directories = 0, symlinks = 0, others = 0
+    /// Bytes of image blocks that files reference (shared blocks once).
+    public private(set) var dataBytes: UInt64 = 0
+    public private(set) var metadataBytes: UInt64 = 0
+    public private(set) var sharedBlocks: UInt64 = 0
+    /// File pieces the checks found outside the image or on metadata: inode, offset.
+    var badPieces: [(inode: UInt64, offset: UInt64)] = []
+    var danglingEntries: [(directory: UInt64, name: [UInt8])] = []
+
+    public static let rootInode: UInt64 = 1
+    static let block = UInt64(BackingStore.blockSize)
+
+    public var isClean: Bool { problems.isEmpty }
+
+    public init(_ replay: ImageReplay, fileBytes: UInt64) {
+        checkTree(replay)
+        checkBlocks(replay, fileBytes: fileBytes)
+        if !replay.journalEnd.isEmpty && replay.journalFrames > 0 {
+            notes.append("journal: \(replay.journalFrames) frames replayed; it ends where \(replay.journalEnd)")
+        }
+        problems.append(contentsOf: replay.problems)
+    }
+
+    // MARK: - Tree
+
+    private mutating func checkTree(_ replay: ImageReplay) {
+        guard let root = replay.inodes[Self.rootInode], root.type == ImageReplay.directoryType else {
+            problems.append("the root directory (inode 1) is missing or not a directory")
+            return
+        }
+        _ = root
+        // Walk from the root: each directory must be reached exactly once.
+        var queue: [UInt64] = [Self.rootInode]
+        reachable = [Self.rootInode]
+        parents[Self.rootInode] = Self.rootInode
+        linkCounts[Self.rootInode] = 2
+        var head = 0
+        while head < queue.count {
+            let directory = queue[head]
+            head += 1
+            for (name, child) in (replay.entries[directory] ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                guard let inode = replay.inodes[child] else {
+                    problems.append("entry '\(Self.show(name))' in directory \(directory) names inode \(child), which does not exist")
+                    danglingEntries.append((directory, name))
+                    continue
+                }
+                if name.isEmpty || name.count > 255 || name.contains(0x2F) || name.contains(0) || name == [0x2E] || name == [0x2E, 0x2E] {
+                    problems.append("entry in directory \(directory) has an invalid name '\(Self.show(name))'")
+                    danglingEntries.append((directory, name))
+                    continue
+                }
+                if inode.type == ImageReplay.directoryType {
+                    if reachable.contains(child) {
+                        problems.append("directory \(child) has a second name '\(Self.show(name))' in directory \(directory)")
+                        danglingEntries.append((directory, name))
+                        continue
+                    }
+                    parents[child] = directory
+                    linkCounts[child] = 2
+                    linkCounts[directory, default: 2] += 1
+                    queue.append(child)
+                } else {
+                    linkCounts[child, default: 0] += 1
+                }
+                reachable.insert(child)
+            }
+        }
+        var orphans = 0
+        for (number, inode) in replay.inodes {
+            guard reachable.contains(number) else {
+                orphans += 1
+                continue
+            }
+            switch inode.type {
+            case ImageReplay.regularType: files += 1
+            case ImageReplay.directoryType: directories += 1
+            case ImageReplay.symlinkType: symlinks += 1
+            default: others += 1
+            }
+            let derived = linkCounts[number] ?? 0
+            if inode.linkCount != derived {
+                problems.append("inode \(number) records \(inode.linkCount) links but has \(derived)")
+            }
+        }
+        for directory in replay.entries.keys where replay.inodes[directory] == nil && !(replay.entries[directory]?.isEmpty ?? true) {
+            problems.append("entries exist for directory \(directory), which does not exist")
+        }
+        if orphans > 0 {
+            notes.append("\(orphans) inodes have no name (unlinked while open, or cut off); mount frees them")
+        }
+    }
+
+    // MARK: - Blocks
+
+    private mutating func checkBlocks(_ replay: ImageReplay, fileBytes: UInt64) {
+        var metadata: [Range<UInt64>] = []
+        for segment in replay.checkpointSegments + replay.journalSegments {
+            metadata.append(segment.start / Self.block..<(segment.start + segment.length) / Self.block)
+        }
+        metadata.sort { $0.lowerBound < $1.lowerBound }
+        metadataBytes = metadata.reduce(0) { $0 + UInt64($1.count) } * Self.block
+        var events: [(block: UInt64, delta: Int32)] = []
+        for range in metadata {
+            events.append((range.lowerBound, 1))
+            events.append((range.upperBound, -1))
+        }
+        let firstDataByte = Superblock.blocks * Self.block
+        for (number, file) in replay.files where reachable.contains(number) {
+            for piece in file.pieceList {
+                guard case .mmapOffload(let offset, let size) = piece.extent else { continue }
+                guard offset >= firstDataByte, offset <= fileBytes, size <= fileBytes - offset else {
+                    problems.append("file \(number) at offset \(piece.offset): \(size) bytes at image byte \(offset) lie outside the image (\(fileBytes) bytes)")
+                    badPieces.append((number, piece.offset))
+                    continue
+                }
+                let blocks = offset / Self.block..<(offset + size + Self.block - 1) / Self.block
+                if Self.overlaps(blocks, metadata) {
+                    problems.append("file \(number) at offset \(piece.offset): image bytes \(offset)..<\(offset + size) overlap the metadata")
+                    badPieces.append((number, piece.offset))
+                    continue
+                }
+                events.append((blocks.lowerBound, 1))
+                events.append((blocks.upperBound, -1))
+            }
+        }
+        events.sort { $0.block < $1.block }
+        var count: Int32 = 0
+        var index = 0
+        var start: UInt64 = 0
+        var metadataBlocks = 0
+        _ = metadataBlocks
+        while index < events.count {
+            let block = events[index].block
+            if count > 0 && block > start { appendRun(start..<block, count: UInt32(count)) }
+            while index < events.count && events[index].block == block {
+                count += events[index].delta
+                index += 1
+            }
+            start = block
+        }
+        metadataBlocks = 0
+        for run in runs {
+            if run.count > 1 && !Self.overlaps(run.blocks, metadata) { sharedBlocks += UInt64(run.blocks.count) }
+        }
+        let allBlocks = runs.reduce(UInt64(0)) { $0 + UInt64($1.blocks.count) }
+        dataBytes = allBlocks * Self.block - metadataBytes
+        if sharedBlocks > 0 {
+            notes.append("\(sharedBlocks) blocks are shared between extents (copy_file_range clones)")
+        }
+    }
+
+    private mutating func appendRun(_ blocks: Range<UInt64>, count: UInt32) {
+        if let last = runs.last, last.blocks.upperBound == blocks.lowerBound, last.count == count {
+            runs[runs.count - 1].blocks = last.blocks.lowerBound..<blocks.upperBound
+        } else {
+            runs.append((blocks, count))
+        }
+    }
+
+    private static func overlaps(_ blocks: Range<UInt64>, _ sorted: [Range<UInt64>]) -> Bool {
+        // Few metadata segments: a linear scan is fine.
+        sorted.contains { $0.overlaps(blocks) }
+    }
+
+    static func show(_ name: [UInt8]) -> String {
+        String(decoding: name.prefix(80), as: UTF8.self)
+    }
+}
+
+extension ImageReplay {
+    /// Fixes what `analysis` found, so that the next analysis is clean: dangling and
+    /// duplicate entries are removed, file pieces outside the image or on metadata become
+    /// holes, a missing root is recreated, unreachable files and directories are given
+    /// names in /lost+found, and link counts are set to what the entries say.
+    /// Returns what it did, one line per fix.
+    public func repair(_ analysis: ImageAnalysis, now: RecordTime, uid: UInt32, gid: UInt32) -> [String] {
+        var done: [String] = []
+        let root = ImageAnalysis.rootInode
+        func newDirectory(_ number: UInt64, parent: UInt64) -> InodeRecord {
+            InodeRecord(number: number, type: Self.directoryType, permissions: 0o755, uid: uid, gid: gid,
+                        linkCount: 2, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                        birthTime: now, parent: parent, symlinkTarget: [], xattrs: [])
+        }
+        if inodes[root]?.type != Self.directoryType {
+            if inodes[root] != nil { entries[root] = nil }
+            inodes[root] = newDirectory(root, parent: root)
+            done.append("recreated the root directory")
+        }
+        for (directory, name) in analysis.danglingEntries {
+            entries[directory]?[name] = nil
+            done.append("removed entry '\(ImageAnalysis.show(name))' from directory \(directory)")
+        }
+        for (inode, offset) in analysis.badPieces {
+            files[inode]?.dropPiece(at: offset)
+            done.append("file \(inode): bytes at offset \(offset) pointed outside the data and are now a hole")
+        }
+        // Whatever is still unreachable (after the fixes above) goes to /lost+found.
+        let after = ImageAnalysis(self, fileBytes: .max)
+        let unreachable = inodes.keys.filter { !after.reachable.contains($0) && $0 != root }.sorted()
+        // Only the tops of unreachable subtrees need names: skip directories' children.
+        let tops = unreachable.filter { number in
+            !entries.contains { directory, names in !after.reachable.contains(directory) && inodes[directory] != nil && names.values.contains(number) }
+        }
+        let withContent = tops.filter { number in
+            guard let inode = inodes[number] else { return false }
+            // An unlinked regular file with no name left (link count 0) was deleted while
+            // open: mount frees it, it is not lost.
+            return inode.linkCount > 0
+        }
+        if !withContent.isEmpty {
+            let lostName = Array("lost+found".utf8)
+            var lost = entries[root]?[lostName]
+            if lost == nil || inodes[lost!]?.type != Self.directoryType {
+                let number = nextInode
+                nextInode += 1
+                inodes[number] = newDirectory(number, parent: root)
+                entries[root, default: [:]][lostName] = number
+                lost = number
+            }
+            for number in withContent {
+                entries[lost!, default: [:]][Array("#\(number)".utf8)] = number
+                if inodes[number]?.type == Self.directoryType { inodes[number]?.parent = lost! }
+                done.append("gave inode \(number) the name /lost+found/#\(number)")
+            }
+        }
+        let final = ImageAnalysis(self, fileBytes: .max)
+        for (number, count) in final.linkCounts where inodes[number]?.linkCount != count {
+            inodes[number]?.linkCount = count
+        }
+        for (number, parent) in final.parents { inodes[number]?.parent = parent }
+        return done
+    }
+
+    /// Forgets everything that is not reachable from the root (what mount frees).
+    public func dropUnreachable(_ analysis: ImageAnalysis) {
+        for number in Array(inodes.keys) where !analysis.reachable.contains(number) {
+            inodes[number] = nil
+            files[number] = nil
+            entries[number] = nil
+        }
+    }
+}
+
+extension ReplayedFile {
+    func dropPiece(at offset: UInt64) {
+        if let i = pieces.find(offset) { _ = pieces.remove(at: i) }
+    }
+}

@@ -1,0 +1,136 @@
+/// An append-only chain of frames (`FrameHeader`) written into image blocks: the journal,
+/// and each checkpoint.
+///
+/// The chain lives in segments, contiguous block ranges from the `BackingStore`. A frame
+/// never crosses a segment's end; every segment keeps room for one link frame at its end,
+/// and when the next frame does not fit, a new segment is allocated and a link frame
+/// pointing to it ends the current one. Readers follow the links (`MetadataLogReader`).
+///
+/// Frames are copied into the shared mapping, i.e. into the image file's page cache: once
+/// `append` returns, the frame survives the daemon being killed (the kernel writes the
+/// page back). Surviving power loss takes `BackingStore.sync()`.
+///
+/// Thread safety: every method takes the log's mutex; appends are atomic and ordered.
+public final class MetadataLog: Sendable {
+    public let imageID: UInt64
+    public let stream: UInt64
+    let store: BackingStore
+    let segmentBytes: Int
+    private let state: PthreadMutex<State>
+
+    struct State {
+        var segments: [LogSegment]
+        /// Byte offset in the image where the next frame goes.
+        var writeOffset: UInt64
+        var nextSequence: UInt64
+        var frameBytes = ByteWriter(capacity: 4096)
+        var appendedBytes: UInt64 = 0
+        /// Set once the chain continues in another log (`continueInNewLog`).
+        var closed = false
+    }
+
+    /// Starts a chain in a newly allocated segment; its first frame gets `firstSequence`.
+    public init(store: BackingStore, imageID: UInt64, stream: UInt64, firstSequence: UInt64,
+                segmentBytes: Int = 1 << 20) throws(FSError) {
+        let segment = try Self.allocateSegment(store, atLeast: segmentBytes, minimum: LogSegment.linkFrameSize * 4)
+        self.store = store
+        self.imageID = imageID
+        self.stream = stream
+        self.segmentBytes = segmentBytes
+        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence))
+    }
+
+    private init(store: BackingStore, imageID: UInt64, stream: UInt64, segment: LogSegment,
+                 firstSequence: UInt64, segmentBytes: Int) {
+        self.store = store
+        self.imageID = imageID
+        self.stream = stream
+        self.segmentBytes = segmentBytes
+        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence))
+    }
+
+    /// The first segment: where a reader starts.
+    public var head: LogSegment { state.withLock { $0.segments[0] } }
+    /// Every segment of the chain, in order (to free them once the chain is obsolete).
+    public var segments: [LogSegment] { state.withLock { $0.segments } }
+    /// The sequence number the next frame will get; also the number of frames written
+    /// when the chain started at 0.
+    public var nextSequence: UInt64 { state.withLock { $0.nextSequence } }
+    /// Bytes of frames appended so far (what replay would read).
+    public var appendedBytes: UInt64 { state.withLock { $0.appendedBytes } }
+
+    /// Appends one frame of records, whose payload `encode` writes. Atomic: a reader
+    /// sees the whole frame or (after a crash mid-copy) a bad checksum that ends the chain.
+    public func append(_ encode: (inout ByteWriter) -> Void) throws(FSError) {
+        var payload = ByteWriter(capacity: 256)
+        encode(&payload)
+        try append(payload: payload.bytes)
+    }
+
+    public func append(payload: [UInt8]) throws(FSError) {
+        try state.withLock { (s) throws(FSError) in
+            precondition(!s.closed, "appending to a metadata log that continues elsewhere")
+            let frameSize = FrameHeader.size + payload.count
+            if s.writeOffset + UInt64(frameSize + LogSegment.linkFrameSize) > s.segments[s.segments.count - 1].range.upperBound {
+                let next = try Self.allocateSegment(store, atLeast: max(segmentBytes, frameSize + LogSegment.linkFrameSize),
+                                                    minimum: frameSize + LogSegment.linkFrameSize)
+                writeLink(to: next, &s)
+                s.segments.append(next)
+                s.writeOffset = next.start
+            }
+            payload.withUnsafeBytes { writeFrame(kind: .records, payload: $0, &s) }
+        }
+    }
+
+    /// Ends this chain with a link to a new segment and returns a log that continues the
+    /// same stream there. The new log's segments are its own, so this log's segments can
+    /// be freed once nothing needs them (after a checkpoint).
+    public func continueInNewLog() throws(FSError) -> MetadataLog {
+        try state.withLock { (s) throws(FSError) -> MetadataLog in
+            precondition(!s.closed)
+            let next = try Self.allocateSegment(store, atLeast: segmentBytes, minimum: LogSegment.linkFrameSize * 4)
+            writeLink(to: next, &s)
+            s.closed = true
+            return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
+                               firstSequence: s.nextSequence, segmentBytes: segmentBytes)
+        }
+    }
+
+    /// Gives the chain's blocks back to the store. Only once no superblock on disk
+    /// points to the chain any more.
+    public func releaseSegments() {
+        let all = state.withLock { s -> [LogSegment] in
+            s.closed = true
+            defer { s.segments = [] }
+            return s.segments
+        }
+        for segment in all { store.release(segment.range) }
+    }
+
+    private func writeLink(to next: LogSegment, _ s: inout State) {
+        var payload = ByteWriter(capacity: 16)
+        next.encodeLink(into: &payload)
+        payload.bytes.withUnsafeBytes { writeFrame(kind: .link, payload: $0, &s) }
+    }
+
+    private func writeFrame(kind: FrameHeader.Kind, payload: UnsafeRawBufferPointer, _ s: inout State) {
+        s.frameBytes.removeAll(keepingCapacity: true)
+        FrameHeader.encode(imageID: imageID, stream: stream, sequence: s.nextSequence, kind: kind,
+                           payload: payload, into: &s.frameBytes)
+        let end = s.segments[s.segments.count - 1].range.upperBound
+        precondition(s.writeOffset + UInt64(s.frameBytes.count) <= end, "frame overruns its segment")
+        s.frameBytes.bytes.withUnsafeBytes { store.writeMetadata($0, at: s.writeOffset) }
+        s.writeOffset += UInt64(s.frameBytes.count)
+        s.appendedBytes += UInt64(s.frameBytes.count)
+        s.nextSequence += 1
+    }
+
+    private static func allocateSegment(_ store: BackingStore, atLeast bytes: Int, minimum: Int) throws(FSError) -> LogSegment {
+        let range = try store.allocate(byteCount: bytes, forMetadata: true)
+        guard range.length >= UInt64(minimum) else {
+            store.release(range)
+            throw .noSpace
+        }
+        return LogSegment(start: range.lowerBound, length: range.length)
+    }
+}

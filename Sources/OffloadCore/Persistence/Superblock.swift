@@ -1,0 +1,157 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The image's root: where the current checkpoint and the journal are. Two copies, in
+/// blocks 0 and 1, written one after the other with an fdatasync in between, each with
+/// its own CRC-32C: a torn or damaged copy is ignored and the other one is used.
+///
+/// Layout of each copy (little-endian; bytes 128..<4096 are zero):
+///
+///       0  magic              16 bytes "OFFLOADFS-IMAGE\n"
+///      16  version            u32  1
+///      20  block size         u32  4096
+///      24  crc                u32  CRC-32C of bytes 0..<128 with this field zero
+///      28  flags              u32  bit 0: cleanly unmounted
+///      32  image id           u64  random, fixed for the image's life
+///      40  generation         u64  +1 with every checkpoint
+///      48  checkpoint start   u64  first segment of the checkpoint chain (byte offset)
+///      56  checkpoint length  u64  its length in bytes
+///      64  checkpoint frames  u64  frames in the checkpoint (stream = generation)
+///      72  journal start      u64  first segment of the journal chain
+///      80  journal length     u64
+///      88  journal sequence   u64  sequence number of the journal's first frame
+///      96  capacity           u64  the capacity the image was last mounted with
+///     104  reserved           24 bytes, zero
+public struct Superblock: Equatable, Sendable {
+    public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
+    public static let version: UInt32 = 1
+    /// Blocks 0 and 1.
+    public static let blocks: UInt64 = 2
+    static let encodedSize = 128
+
+    public var imageID: UInt64
+    public var generation: UInt64
+    public var cleanlyUnmounted: Bool
+    public var checkpoint: LogSegment
+    public var checkpointFrames: UInt64
+    public var journal: LogSegment
+    public var journalSequence: UInt64
+    public var capacityBytes: UInt64
+
+    public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
+                checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64) {
+        self.imageID = imageID
+        self.generation = generation
+        self.cleanlyUnmounted = cleanlyUnmounted
+        self.checkpoint = checkpoint
+        self.checkpointFrames = checkpointFrames
+        self.journal = journal
+        self.journalSequence = journalSequence
+        self.capacityBytes = capacityBytes
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: BackingStore.blockSize)
+        w.raw(Self.magic)
+        w.u32(Self.version); w.u32(UInt32(BackingStore.blockSize)); w.u32(0)
+        w.u32(cleanlyUnmounted ? 1 : 0)
+        w.u64(imageID); w.u64(generation)
+        w.u64(checkpoint.start); w.u64(checkpoint.length); w.u64(checkpointFrames)
+        w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
+        w.u64(capacityBytes)
+        while w.count < Self.encodedSize { w.u8(0) }
+        w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
+        while w.count < BackingStore.blockSize { w.u8(0) }
+        return w.bytes
+    }
+
+    /// What one 4 KiB copy holds.
+    public enum Copy: Equatable, Sendable {
+        case valid(Superblock)
+        /// Magic present, version 0: the scratch format that kept no files.
+        case versionZero
+        /// Magic present, checksum good, a version this build does not know.
+        case newerVersion(UInt32)
+        /// Magic present but the copy fails its checks.
+        case damaged(String)
+        /// No magic: not an offloadfs superblock.
+        case absent
+    }
+
+    public static func decode(_ block: [UInt8]) -> Copy {
+        guard block.count >= encodedSize, Array(block[0..<16]) == magic else { return .absent }
+        let result: Copy? = block.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            _ = try? r.raw(16)
+            guard let version = try? r.u32(), let blockSize = try? r.u32(), let crc = try? r.u32() else { return nil }
+            if version == 0 {
+                // Version 0 had no checksum: magic, version, block size, then zeros.
+                return blockSize == UInt32(BackingStore.blockSize) ? .versionZero : .damaged("version 0 header with block size \(blockSize)")
+            }
+            var copy = Array(block[0..<encodedSize])
+            copy[24] = 0; copy[25] = 0; copy[26] = 0; copy[27] = 0
+            guard Checksum.crc32c(copy) == crc else { return .damaged("checksum mismatch") }
+            guard version == Self.version else { return .newerVersion(version) }
+            guard blockSize == UInt32(BackingStore.blockSize) else { return .damaged("block size \(blockSize)") }
+            guard let flags = try? r.u32(), let image = try? r.u64(), let generation = try? r.u64(),
+                  let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(),
+                  let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64(),
+                  let capacity = try? r.u64() else { return .damaged("short") }
+            return .valid(Superblock(
+                imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
+                checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
+                journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity))
+        }
+        return result ?? .damaged("short")
+    }
+
+    /// A fresh random image id (never 0).
+    public static func newImageID() -> UInt64 {
+        var id: UInt64 = 0
+        while id == 0 { id = UInt64.random(in: 1...UInt64.max) }
+        return id
+    }
+}
+
+/// What the first two blocks of a file say it is.
+public enum ImageIdentity: Equatable, Sendable {
+    /// Empty file: becomes a new image.
+    case empty
+    case foreign
+    case versionZero
+    case newerVersion(UInt32)
+    /// The newest valid superblock copy, and whether the other copy was damaged or older.
+    case image(Superblock, otherCopyAgrees: Bool)
+    case damaged(String)
+
+    /// Reads blocks 0 and 1 with pread (never the mapping: the file may be shorter than
+    /// the blocks, and reading a mapping past the end of its file is SIGBUS).
+    public static func read(fd: Int32) throws(FSError) -> ImageIdentity {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image") }
+        if info.st_size == 0 { return .empty }
+        var copies: [Superblock.Copy] = []
+        for block in 0..<2 {
+            var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(block * BackingStore.blockSize)) }
+            guard n >= 0 else { throw .system(errno: errno, call: "read image header") }
+            copies.append(n >= Superblock.encodedSize ? Superblock.decode(Array(bytes[0..<n])) : .absent)
+        }
+        let valid = copies.compactMap { copy -> Superblock? in
+            if case .valid(let s) = copy { return s }
+            return nil
+        }
+        if let best = valid.max(by: { $0.generation < $1.generation }) {
+            return .image(best, otherCopyAgrees: valid.count == 2 && valid[0] == valid[1])
+        }
+        for copy in copies { if case .newerVersion(let v) = copy { return .newerVersion(v) } }
+        if copies.contains(.versionZero) { return .versionZero }
+        if copies[0] == .absent && copies[1] == .absent { return .foreign }
+        let reasons = copies.enumerated().compactMap { index, copy -> String? in
+            if case .damaged(let why) = copy { return "copy \(index): \(why)" }
+            return nil
+        }
+        return .damaged("both superblock copies are damaged (\(reasons.joined(separator: "; ")))")
+    }
+}

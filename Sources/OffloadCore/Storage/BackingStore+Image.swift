@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The image's metadata side of the store: superblocks, reading metadata with pread, and
+// rebuilding the allocator from what recovery found.
+
+extension BackingStore {
+    /// Writes both superblock copies, each followed by an fdatasync, so that at every
+    /// instant at least one copy on disk is complete: a crash mid-write tears at most the
+    /// copy being written, and `ImageIdentity.read` takes the other one.
+    public func writeSuperblocks(_ superblock: Superblock) throws(FSError) {
+        try Self.writeSuperblocks(superblock, fd: fd, path: path)
+    }
+
+    static func writeSuperblocks(_ superblock: Superblock, fd: Int32, path: String) throws(FSError) {
+        let bytes = superblock.encoded()
+        for copy in 0..<Int(Superblock.blocks) {
+            let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(copy * blockSize)) }
+            guard written == bytes.count else {
+                let e = written < 0 ? errno : ENOSPC
+                throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "write superblock of '\(path)'")
+            }
+            guard fdatasync(fd) == 0 else { throw .system(errno: errno, call: "fdatasync image '\(path)'") }
+        }
+    }
+
+    /// The image file's length in bytes.
+    public var fileBytes: UInt64 {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? UInt64(info.st_size) : 0
+    }
+
+    /// Reads image bytes with pread: safe on any range, also past the end of the file
+    /// (the result is then shorter), where touching the mapping would be SIGBUS.
+    public func readBytes(at offset: UInt64, count: Int) -> [UInt8] {
+        Self.readBytes(fd: fd, at: offset, count: count)
+    }
+
+    public static func readBytes(fd: Int32, at offset: UInt64, count: Int) -> [UInt8] {
+        guard count > 0, offset <= UInt64(Int64.max) else { return [] }
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let n = bytes.withUnsafeMutableBytes { buffer in
+                pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+            }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            done += n
+        }
+        return Array(bytes[0..<done])
+    }
+
+    /// Copies `bytes` into blocks the caller allocated (journal and checkpoint frames).
+    func writeMetadata(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        precondition(offset + UInt64(bytes.count) <= UInt64(mappedBytes))
+        copyIn(source, to: offset, count: bytes.count)
+    }
+
+    /// Rebuilds the allocator of an opened existing image from the reference counts that
+    /// recovery computed (`runs`: block ranges, sorted and disjoint, with their counts,
+    /// including the metadata chains still in use). Every other block becomes free and
+    /// is punched, so no later allocation shows what it held before; the file is cut
+    /// after the last referenced block.
+    public func restoreAllocation(runs: [(blocks: Range<UInt64>, count: UInt32)]) throws(FSError) {
+        let end = runs.last?.blocks.upperBound ?? Superblock.blocks
+        // Only referenced blocks must exist; a file cut inside its superblocks (one copy
+        // survived) just grows back to them.
+        guard runs.isEmpty || end << Self.blockShift <= fileBytes else {
+            throw .damagedImage("referenced blocks end at byte \(end << Self.blockShift), past the end of the image file (\(fileBytes) bytes)")
+        }
+        let gaps = allocator.withLock { $0.restore(runs: runs, reservedBlocks: end) }
+        guard ftruncate(fd, off_t(end << Self.blockShift)) == 0 else {
+            throw .system(errno: errno, call: "truncate image '\(path)'")
+        }
+        var supported = allocator.withLock { $0.punchSupported }
+        for gap in gaps { punchFree(gap, supported: &supported) }
+        allocator.withLock { $0.punchSupported = supported }
+    }
+}

@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import OffloadCore
+
+/// A filesystem kept in an image file: the store, the namespace recovered from (or
+/// created in) it, and the journal that keeps the image up to date. What `mount` serves
+/// and what `fsck --repair` opens.
+/// `@unchecked Sendable`: the only mutable field, `source`, is guarded by `sourceLock`.
+public final class ImageFileSystem: @unchecked Sendable {
+    public let store: BackingStore
+    public let namespace: Namespace
+    public let journal: NamespaceJournal
+    public let report: OpenReport
+    private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
+    private let sourceLock = PthreadMutex<Void>(())
+    private var source: DispatchSourceTimer?
+
+    /// What opening found and did.
+    public struct OpenReport: Sendable {
+        public var created: Bool
+        public var inodes: Int
+        public var journalFrames: UInt64
+        public var journalEnd: String
+        public var orphansFreed: Int
+        public var repairs: [String]
+        public var seconds: Double
+    }
+
+    /// Start a checkpoint once the journal has grown this much since the last one.
+    public static let checkpointJournalBytes: UInt64 = 64 << 20
+
+    private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal, report: OpenReport) {
+        self.store = store
+        self.namespace = namespace
+        self.journal = journal
+        self.report = report
+    }
+
+    /// Opens (or creates) the image at `path` and recovers its filesystem: checkpoint,
+    /// then journal up to its first torn frame; files unlinked while open are freed;
+    /// then a new checkpoint makes the recovered state the image's starting point.
+    /// A damaged image is refused (`.damagedImage`) unless `repair`, which fixes what the
+    /// analysis found (see `ImageReplay.repair`).
+    public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
+                            memoryLimiter: MemoryLimiter, repair: Bool = false,
+                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+        let started = DispatchTime.now()
+        let store = try BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh)
+        let namespace: Namespace
+        var report = OpenReport(created: false, inodes: 1, journalFrames: 0, journalEnd: "", orphansFreed: 0,
+                                repairs: [], seconds: 0)
+        var retired: [LogSegment] = []
+        var nextSequence: UInt64 = 0
+        switch store.opened {
+        case .new:
+            report.created = true
+            namespace = Namespace(store: store, memoryLimiter: memoryLimiter)
+        case .existing(let superblock):
+            let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
+                                              read: store.readBytes, salvage: repair, progress: progress)
+            report.repairs = replay.salvaged
+            var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
+            if !analysis.isClean {
+                guard repair else {
+                    let more = analysis.problems.count > 1 ? " (and \(analysis.problems.count - 1) more problems)" : ""
+                    throw .damagedImage("\(analysis.problems[0])\(more); `offloadfs fsck --repair IMAGE` repairs it")
+                }
+                let now = Namespace.systemClock().record
+                report.repairs += replay.repair(analysis, now: now, uid: UInt32(getuid()), gid: UInt32(getgid()))
+                analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
+                guard analysis.isClean else {
+                    throw .damagedImage("repair left problems: \(analysis.problems.prefix(3).joined(separator: "; "))")
+                }
+            }
+            report.orphansFreed = replay.inodes.count - analysis.reachable.count
+            report.journalFrames = replay.journalFrames
+            report.journalEnd = replay.journalEnd
+            try store.restoreAllocation(runs: analysis.runs)
+            namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
+            report.inodes = analysis.reachable.count
+            retired = replay.checkpointSegments + replay.journalSegments
+            nextSequence = replay.nextJournalSequence
+        }
+        store.deferReuse()
+        let journal = try NamespaceJournal(store: store, superblock: store.opened.superblock,
+                                           retired: retired, nextSequence: nextSequence)
+        namespace.attach(journal)
+        try journal.checkpoint(namespace)
+        try store.syncAndReclaim()
+        report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        return ImageFileSystem(store: store, namespace: namespace, journal: journal, report: report)
+    }
+
+    /// Every `interval` seconds: make the image durable and reuse freed blocks (so `du`
+    /// follows deletions without an unmount), and checkpoint once the journal is long.
+    public func startMaintenance(interval: Double = 5, onError: @escaping @Sendable (FSError) -> Void) {
+        let source = DispatchSource.makeTimerSource(queue: maintenance)
+        source.schedule(deadline: .now() + interval, repeating: interval)
+        source.setEventHandler { [self] in
+            do throws(FSError) {
+                try self.maintain()
+            } catch {
+                onError(error)
+            }
+        }
+        sourceLock.withLock { _ in self.source = source }
+        source.resume()
+    }
+
+    func maintain() throws(FSError) {
+        try store.syncAndReclaim()
+        if journal.journalBytesSinceCheckpoint >= Self.checkpointJournalBytes {
+            try journal.checkpoint(namespace)
+            try store.syncAndReclaim()
+        }
+    }
+
+    /// Stops maintenance and writes the last checkpoint, marked clean: the image then
+    /// holds everything, and the next mount reads no journal.
+    public func close() throws(FSError) {
+        let running = sourceLock.withLock { _ -> DispatchSourceTimer? in
+            defer { source = nil }
+            return source
+        }
+        if let running {
+            running.cancel()
+            maintenance.sync {}
+        }
+        try journal.checkpoint(namespace, clean: true)
+        try store.syncAndReclaim()
+    }
+}

@@ -1,0 +1,116 @@
+import OffloadCore
+
+// The namespace as a checkpoint writes it and recovery reads it back.
+
+extension Namespace {
+    /// Frames of a checkpoint are cut at about this many bytes of records: small enough
+    /// that a damaged frame costs little of what `fsck --repair` salvages.
+    static let checkpointFrameBytes = 64 << 10
+    /// Inodes captured per hold of the namespace lock: operations go on in between.
+    static let checkpointBatch = 4096
+
+    /// Writes every inode, entry and file extent into `log` (a new checkpoint chain).
+    /// Each object is captured under its own lock; objects that change meanwhile are
+    /// also in the journal, which replays on top (see `NamespaceJournal`).
+    func writeCheckpoint(into log: MetadataLog) throws(FSError) {
+        var payload = ByteWriter(capacity: Self.checkpointFrameBytes + 4096)
+        func flush(force: Bool = false) throws(FSError) {
+            if payload.count >= Self.checkpointFrameBytes || (force && payload.count > 0) {
+                try log.append(payload: payload.bytes)
+                payload.removeAll(keepingCapacity: true)
+            }
+        }
+        let (numbers, nextInode) = state.withLock { ($0.table.allNumbers.sorted(), $0.table.nextInodeNumber) }
+        MetadataRecord.nextInode(nextInode).encode(into: &payload)
+        var start = 0
+        while start < numbers.count {
+            let batch = numbers[start..<min(start + Self.checkpointBatch, numbers.count)]
+            start += batch.count
+            // Records of the batch's inodes and entries; file data after the lock is gone.
+            var files: [(InodeNumber, OffloadedFile)] = []
+            var records: [MetadataRecord] = []
+            state.withLock { state in
+                for number in batch {
+                    guard let inode = state.table.existing(number) else { continue }
+                    records.append(inode.record)
+                    if let directory = inode.directory {
+                        for (name, entry) in directory.entries(after: 0, limit: Int.max) {
+                            records.append(.entry(directory: number.rawValue, name: name.bytes, child: entry.inode.rawValue))
+                        }
+                    }
+                    if let file = inode.regularFile { files.append((number, file.data)) }
+                }
+            }
+            for record in records {
+                record.encode(into: &payload)
+                try flush()
+            }
+            for (number, file) in files {
+                let (size, pieces) = file.snapshot()
+                // Large files go in slices so that no frame grows without bound.
+                var index = 0
+                repeat {
+                    let slice = pieces[index..<min(index + 16384, pieces.count)]
+                    let from = index == 0 ? 0 : slice.first!.offset
+                    let to = slice.endIndex == pieces.count ? size : pieces[slice.endIndex].offset
+                    MetadataRecord.fileRange(inode: number.rawValue, size: size, range: from..<max(from, to),
+                                             pieces: Array(slice)).encode(into: &payload)
+                    try flush()
+                    index = slice.endIndex
+                } while index < pieces.count
+            }
+        }
+        try flush(force: true)
+    }
+
+    /// From now on, every change is recorded in `journal`.
+    public func attach(_ journal: NamespaceJournal) {
+        state.withLock { state in
+            state.journal = journal
+            for number in state.table.allNumbers {
+                if let inode = state.table.existing(number) { state.observe(inode) }
+            }
+        }
+    }
+
+    /// The namespace an image holds, rebuilt from `replay`. `analysis` must be clean
+    /// (mount refuses damaged images) and `store.restoreAllocation(runs: analysis.runs)`
+    /// must have run: the image pieces' references are already counted. Inodes nothing
+    /// reaches (unlinked while open before a crash) are left out, their storage free.
+    public static func restoring(_ replay: ImageReplay, analysis: ImageAnalysis, store: BackingStore,
+                                 memoryLimiter: MemoryLimiter,
+                                 clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) throws(FSError) -> Namespace {
+        var inodes: [InodeNumber: Inode] = [:]
+        inodes.reserveCapacity(analysis.reachable.count)
+        for number in analysis.reachable {
+            guard let record = replay.inodes[number], let kind = FileKind(recordType: record.type) else {
+                throw .damagedImage("inode \(number) has an unknown type")
+            }
+            let content: Inode.Content
+            switch kind {
+            case .regular:
+                let file = replay.files[number]
+                content = .regular(RegularFile(data: try OffloadedFile.restored(
+                    store: store, limiter: memoryLimiter, size: file?.size ?? 0, pieces: file?.pieceList ?? [])))
+            case .directory:
+                content = .directory(Directory(parent: InodeNumber(analysis.parents[number] ?? number)))
+            case .symlink:
+                content = .symlink(target: record.symlinkTarget)
+            default:
+                content = .special
+            }
+            inodes[InodeNumber(number)] = Inode(restoring: record, kind: kind,
+                                                linkCount: analysis.linkCounts[number] ?? 0, content: content)
+        }
+        for (number, inode) in inodes {
+            guard let directory = inode.directory else { continue }
+            let names = (replay.entries[number.rawValue] ?? [:]).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            for (name, child) in names {
+                guard let target = inodes[InodeNumber(child)], let fileName = try? FileName(name) else { continue }
+                directory.insert(fileName, inode: target.number, kind: target.kind)
+            }
+        }
+        let table = InodeTable(restoring: inodes, nextNumber: replay.nextInode)
+        return Namespace(store: store, memoryLimiter: memoryLimiter, clock: clock, table: table)
+    }
+}

@@ -1,0 +1,144 @@
+import OffloadCore
+
+/// Writes the namespace into its image: every change as a journal frame, the moment it
+/// is made, and from time to time a checkpoint of the whole tree.
+///
+/// ## Journal
+/// Each namespace operation appends one frame (`record`) while holding the lock that
+/// orders it: the namespace lock for names and attributes, the file's write lock for
+/// file data (`FileJournal`). Frames go into the image's page cache, so everything the
+/// daemon has answered survives `kill -9`; `sync()` (fsync, fdatasync, unmount) makes
+/// it survive power loss too. Records state results, not deltas, so replaying a record
+/// on a state that already has it changes nothing (see `MetadataRecord`).
+///
+/// ## Checkpoint
+/// 1. Under the journal mutex, the journal continues in a new chain (a link frame ends
+///    the old one), so from here on every change lands in the new chain.
+/// 2. The tree is written as records into a new checkpoint chain, one object at a time
+///    under its own lock, while operations go on: whatever changed meanwhile is also in
+///    the new journal chain and replays on top (idempotence).
+/// 3. fdatasync; both superblocks name the new checkpoint and the new journal chain.
+/// 4. The old checkpoint and journal chains are released (quarantined until the next
+///    sync, like any freed block).
+/// Until step 3 is durable the old superblock still leads, through the link frame, to
+/// every change: a crash during a checkpoint loses nothing.
+public final class NamespaceJournal: Sendable {
+    let store: BackingStore
+    public let imageID: UInt64
+    private let state: PthreadMutex<State>
+    /// One checkpoint at a time.
+    private let checkpointing = PthreadMutex<Void>(())
+
+    struct State {
+        var current: MetadataLog
+        /// Earlier journal chains still reachable from the superblock on disk.
+        var closed: [MetadataLog] = []
+        /// Segments to free after the next checkpoint: the chains recovery read.
+        var retired: [LogSegment]
+        /// The durable checkpoint's segments.
+        var checkpoint: [LogSegment] = []
+        var generation: UInt64
+        /// Set when a frame could not be written: the journal misses changes until the
+        /// next checkpoint, which captures the whole tree again.
+        var failure: FSError?
+        var appendedSinceCheckpoint: UInt64 = 0
+    }
+
+    /// A journal for an image whose superblock is `superblock`; `retired` are the
+    /// metadata chains recovery read (freed after the first checkpoint), `nextSequence`
+    /// continues the journal's sequence numbers. Call `checkpoint` before any change.
+    public init(store: BackingStore, superblock: Superblock, retired: [LogSegment], nextSequence: UInt64) throws(FSError) {
+        self.store = store
+        self.imageID = superblock.imageID
+        let log = try MetadataLog(store: store, imageID: superblock.imageID, stream: 0, firstSequence: nextSequence)
+        state = PthreadMutex(State(current: log, retired: retired, generation: superblock.generation))
+    }
+
+    /// Appends one frame holding `records`, atomically.
+    func record(_ records: [MetadataRecord]) {
+        guard !records.isEmpty else { return }
+        var payload = ByteWriter(capacity: 256)
+        for record in records { record.encode(into: &payload) }
+        state.withLock { s in
+            do throws(FSError) {
+                try s.current.append(payload: payload.bytes)
+                s.appendedSinceCheckpoint += UInt64(payload.count + FrameHeader.size)
+            } catch {
+                s.failure = error
+            }
+        }
+    }
+
+    /// Bytes of journal written since the last checkpoint.
+    public var journalBytesSinceCheckpoint: UInt64 { state.withLock { $0.appendedSinceCheckpoint } }
+    public var generation: UInt64 { state.withLock { $0.generation } }
+
+    /// fsync/syncfs: everything recorded so far, and the file data it points to, is
+    /// durable when this returns. Also the moment quarantined blocks become reusable.
+    public func sync() throws(FSError) {
+        if let failure = state.withLock({ $0.failure }) {
+            throw failure == .noSpace ? .noSpace : .io("the journal could not be written: \(failure)")
+        }
+        try store.syncAndReclaim()
+    }
+
+    /// Writes a checkpoint of `namespace` (see the type's documentation). `clean` marks
+    /// the image cleanly unmounted (the last checkpoint before closing).
+    public func checkpoint(_ namespace: Namespace, clean: Bool = false) throws(FSError) {
+        try checkpointing.withLock { (_) throws(FSError) in
+            let (journal, firstSequence, generation) = try state.withLock { (s) throws(FSError) -> (MetadataLog, UInt64, UInt64) in
+                let next = try s.current.continueInNewLog()
+                s.closed.append(s.current)
+                s.current = next
+                s.appendedSinceCheckpoint = 0
+                return (next, next.nextSequence, s.generation + 1)
+            }
+            let snapshot = try MetadataLog(store: store, imageID: imageID, stream: generation,
+                                           firstSequence: 0, segmentBytes: 1 << 20)
+            do throws(FSError) {
+                try namespace.writeCheckpoint(into: snapshot)
+                try store.sync()
+                try store.writeSuperblocks(Superblock(
+                    imageID: imageID, generation: generation, cleanlyUnmounted: clean,
+                    checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
+                    journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes))
+            } catch {
+                // Nothing on disk names the new checkpoint: give its blocks back.
+                snapshot.releaseSegments()
+                throw error
+            }
+            // The new superblock is durable: the old chains are garbage now.
+            let (obsolete, closed) = state.withLock { s -> ([LogSegment], [MetadataLog]) in
+                let obsolete = s.checkpoint + s.retired
+                let closed = s.closed.filter { $0 !== s.current }
+                s.checkpoint = snapshot.segments
+                s.retired = []
+                s.closed = []
+                s.generation = generation
+                s.failure = nil
+                return (obsolete, closed)
+            }
+            for log in closed { log.releaseSegments() }
+            for segment in obsolete { store.release(segment.range) }
+            // Room for the next checkpoint and journal even when files fill the image.
+            let checkpointBytes = snapshot.segments.reduce(UInt64(0)) { $0 + $1.length }
+            store.setMetadataReserve(bytes: 2 << 20 + 2 * checkpointBytes)
+        }
+    }
+}
+
+/// Records one regular file's changes (`OffloadedFile` calls it under the file's write
+/// lock, before releasing storage the change freed).
+final class FileJournal: FileChangeObserver {
+    let inode: UInt64
+    let journal: NamespaceJournal
+
+    init(inode: InodeNumber, journal: NamespaceJournal) {
+        self.inode = inode.rawValue
+        self.journal = journal
+    }
+
+    func fileChanged(_ change: FileChange) {
+        journal.record([.fileRange(inode: inode, size: change.size, range: change.range, pieces: change.pieces)])
+    }
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import OffloadCore
+import OffloadNamespace
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `offloadfs fsck IMAGE [--repair]`.
+struct FsckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fsck",
+        abstract: "Check an unmounted image; with --repair, fix what the check finds.",
+        discussion: """
+            Checks the superblocks and every metadata frame's checksum, that every file \
+            extent lies inside the image and off the metadata, that each directory is \
+            reached once from the root, that entries name existing inodes, and that link \
+            counts match the entries. Without --repair the image is only read. \
+            Exit status: 0 clean, 1 problems found (or repaired, with --repair), \
+            2 the image could not be checked (missing, foreign, in use, no superblock).
+            """
+    )
+
+    @Argument(help: "The image file.")
+    var image: String
+
+    @Flag(name: .long, help: "Fix the problems found: salvage damaged metadata, drop what cannot be reached safely, put unreachable files in /lost+found.")
+    var repair = false
+
+    func run() throws {
+        let inspection: ImageInspection
+        do {
+            inspection = try ImageInspection(path: image)
+        } catch {
+            printError(error.message)
+            throw ExitCode(ImageInspection.cannotCheck)
+        }
+        if repair {
+            let capacity = inspection.superblock.capacityBytes
+            inspection.close()
+            try runRepair(capacity: capacity)
+            return
+        }
+        defer { inspection.close() }
+        var problems: [String] = []
+        var notes: [String] = []
+        if !inspection.otherCopyAgrees {
+            problems.append("the two superblock copies differ (one is damaged or was torn)")
+        }
+        let replay: ImageReplay
+        do {
+            replay = try inspection.replay()
+        } catch {
+            printError("\(image): \(error)")
+            writeLine("\(image): damaged; `offloadfs fsck --repair \(image)` salvages what it can", to: STDOUT_FILENO)
+            throw ExitCode(1)
+        }
+        let analysis = ImageAnalysis(replay, fileBytes: inspection.fileBytes)
+        problems += analysis.problems
+        notes += analysis.notes
+        for note in notes { writeLine("note: \(note)", to: STDOUT_FILENO) }
+        for problem in problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
+        writeLine("\(image): generation \(inspection.superblock.generation), \(analysis.files) files, "
+                  + "\(analysis.directories) directories, \(analysis.symlinks) symlinks, \(analysis.others) other; "
+                  + (problems.isEmpty ? "clean" : "\(problems.count) problems"), to: STDOUT_FILENO)
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+
+    private func runRepair(capacity: UInt64) throws {
+        do {
+            let fileSystem = try ImageFileSystem.open(
+                path: image, capacityBytes: max(capacity, UInt64(BackingStore.blockSize)),
+                memoryLimiter: MemoryLimiter(limitBytes: 64 << 20), repair: true)
+            try fileSystem.close()
+            for line in fileSystem.report.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }
+            if fileSystem.report.orphansFreed > 0 {
+                writeLine("freed \(fileSystem.report.orphansFreed) inodes that had no name", to: STDOUT_FILENO)
+            }
+            writeLine("\(image): \(fileSystem.report.inodes) inodes; "
+                      + (fileSystem.report.repairs.isEmpty ? "clean" : "repaired"), to: STDOUT_FILENO)
+            if !fileSystem.report.repairs.isEmpty { throw ExitCode(1) }
+        } catch let error as FSError {
+            printError("\(image): cannot repair: \(error)")
+            throw ExitCode(ImageInspection.cannotCheck)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import ArgumentParser
+import OffloadCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Read-only access to an unmounted image for `fsck` and `info`: opened O_RDONLY, read
+/// with pread only, and refused while a daemon holds it (its exclusive flock).
+struct ImageInspection {
+    let path: String
+    let fd: Int32
+    let superblock: Superblock
+    let otherCopyAgrees: Bool
+    let fileBytes: UInt64
+    let diskBytes: UInt64
+
+    /// Exit status when the image cannot be checked at all.
+    static let cannotCheck: Int32 = 2
+
+    init(path: String) throws(ImageInspectionError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { throw ImageInspectionError("cannot open \(path): \(String(cString: strerror(errno)))") }
+        var keep = false
+        defer { if !keep { _ = Glibc.close(fd) } }
+        var info = stat()
+        guard fstat(fd, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            throw ImageInspectionError("\(path) is not a regular file")
+        }
+        // The daemon holds LOCK_EX for as long as it serves the image.
+        guard flock(fd, LOCK_SH | LOCK_NB) == 0 else {
+            throw ImageInspectionError("image \(path) is in use by a running offloadfs (mounted read-write); unmount it first")
+        }
+        let identity: ImageIdentity
+        do {
+            identity = try ImageIdentity.read(fd: fd)
+        } catch {
+            throw ImageInspectionError("cannot read \(path): \(error)")
+        }
+        switch identity {
+        case .empty:
+            throw ImageInspectionError("\(path) is empty: not an offloadfs image yet (mount creates one)")
+        case .foreign:
+            throw ImageInspectionError("\(path) is not an offloadfs image (no offloadfs superblock)")
+        case .versionZero:
+            throw ImageInspectionError("\(path) is a format version 0 image, which keeps no files; mounting it starts it afresh")
+        case .newerVersion(let version):
+            throw ImageInspectionError("image \(path) has format version \(version); this offloadfs reads version \(Superblock.version)")
+        case .damaged(let why):
+            throw ImageInspectionError("image \(path): \(why); no superblock to start from (`offloadfs mount --fresh` starts it empty)")
+        case .image(let superblock, let agrees):
+            self.superblock = superblock
+            self.otherCopyAgrees = agrees
+        }
+        self.path = path
+        self.fd = fd
+        self.fileBytes = UInt64(info.st_size)
+        self.diskBytes = UInt64(info.st_blocks) * 512
+        keep = true
+    }
+
+    func close() { _ = Glibc.close(fd) }
+
+    /// Replays the image's metadata (read-only), showing progress on a terminal when
+    /// it takes more than a second.
+    func replay() throws(FSError) -> ImageReplay {
+        let progress = TerminalProgress(label: "reading metadata")
+        defer { progress.finish() }
+        let fd = self.fd
+        return try ImageReplay.load(superblock: superblock, fileBytes: fileBytes,
+                                    read: { BackingStore.readBytes(fd: fd, at: $0, count: $1) },
+                                    progress: { progress.update($0, of: $1) })
+    }
+}
+
+struct ImageInspectionError: Error {
+    let message: String
+    init(_ message: String) { self.message = message }
+}
+
+/// "label: 12 / 80 MiB" on stderr, rewritten in place, only on a terminal and only
+/// once the work has taken a second.
+final class TerminalProgress {
+    private let label: String
+    private let start = TerminalProgress.now()
+    private var shown = false
+    private var lastUpdate = 0.0
+    private let enabled = isatty(STDERR_FILENO) == 1
+
+    init(label: String) { self.label = label }
+
+    func update(_ done: UInt64, of total: UInt64) {
+        guard enabled else { return }
+        let now = Self.now()
+        guard now - start > 1, now - lastUpdate > 0.1 else { return }
+        lastUpdate = now
+        shown = true
+        let line = "\r\(label): \(done >> 20) / \(max(total, done) >> 20) MiB"
+        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    }
+
+    func finish() {
+        if shown { _ = "\r\u{1B}[K".withCString { write(STDERR_FILENO, $0, strlen($0)) } }
+    }
+
+    private static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+    }
+}

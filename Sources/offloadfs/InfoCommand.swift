@@ -1,0 +1,68 @@
+import ArgumentParser
+import OffloadCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `offloadfs info IMAGE`: what an unmounted image holds, as `key: value` lines.
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Show an unmounted image's format, sizes and counts.",
+        discussion: """
+            live data: bytes of blocks files reference; metadata: checkpoint and journal; \
+            reclaimable: disk space the image file holds beyond those (freed blocks not yet \
+            given back, given back at the next mount).
+            """
+    )
+
+    @Argument(help: "The image file.")
+    var image: String
+
+    func run() throws {
+        let inspection: ImageInspection
+        do {
+            inspection = try ImageInspection(path: image)
+        } catch {
+            printError(error.message)
+            throw ExitCode(ImageInspection.cannotCheck)
+        }
+        defer { inspection.close() }
+        let replay: ImageReplay
+        do {
+            replay = try inspection.replay()
+        } catch {
+            printError("\(image): \(error)")
+            throw ExitCode(1)
+        }
+        let analysis = ImageAnalysis(replay, fileBytes: inspection.fileBytes)
+        let s = inspection.superblock
+        let block = UInt64(BackingStore.blockSize)
+        let used = analysis.dataBytes + analysis.metadataBytes + Superblock.blocks * block
+        let lines: [(String, String)] = [
+            ("image", image),
+            ("format version", "\(Superblock.version)"),
+            ("image id", String(s.imageID, radix: 16)),
+            ("generation", "\(s.generation)"),
+            ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),
+            ("capacity bytes", "\(s.capacityBytes)"),
+            ("image file bytes", "\(inspection.fileBytes)"),
+            ("disk bytes", "\(inspection.diskBytes)"),
+            ("live data bytes", "\(analysis.dataBytes)"),
+            ("metadata bytes", "\(analysis.metadataBytes)"),
+            ("free bytes", "\(s.capacityBytes > used ? s.capacityBytes - used : 0)"),
+            ("reclaimable bytes", "\(inspection.diskBytes > used ? inspection.diskBytes - used : 0)"),
+            ("shared blocks", "\(analysis.sharedBlocks)"),
+            ("inodes", "\(analysis.reachable.count)"),
+            ("files", "\(analysis.files)"),
+            ("directories", "\(analysis.directories)"),
+            ("symlinks", "\(analysis.symlinks)"),
+            ("other inodes", "\(analysis.others)"),
+            ("journal frames", "\(replay.journalFrames)"),
+            ("journal bytes", "\(replay.journalBytes)"),
+            ("checkpoint bytes", "\(replay.checkpointBytes)"),
+            ("problems", "\(analysis.problems.count)"),
+        ]
+        for (key, value) in lines { writeLine("\(key): \(value)", to: STDOUT_FILENO) }
+    }
+}

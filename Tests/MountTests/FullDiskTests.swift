@@ -1,0 +1,159 @@
+import Foundation
+import XCTest
+
+/// Running out of space, with the image on a 64 MiB tmpfs: either the host filesystem
+/// fills first (`--size 1G`, larger than the disk) or offloadfs's own capacity does
+/// (`--size 16M`). Either way the writer gets ENOSPC, the mount keeps answering with the
+/// files it had intact, space comes back within 10 s of `rm`, and after unmount and mount
+/// the files are all still there with the same sha256.
+final class FullDiskTests: XCTestCase {
+    private var root: String!
+    private var disk: String { root + "/disk" }
+    private var mountPoint: String { root + "/mnt" }
+    private var image: String { disk + "/image.bin" }
+    private var references: String { root + "/references" }
+    private var daemon: DaemonUnderTest?
+    private var diskMounted = false
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        guard DaemonBinary.path != nil else {
+            throw MountTestError("the offloadfs binary was not found next to the test bundle")
+        }
+        guard geteuid() == 0 else { throw XCTSkip("mounting a tmpfs needs root") }
+        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
+            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
+            throw XCTSkip("/dev/fuse is missing")
+        }
+        root = try makeTemporaryDirectory()
+        for directory in [disk, mountPoint, references] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        let mount = try BoundedRun.program("/usr/bin/env", ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", disk],
+                                           timeout: 30)
+        guard mount.succeeded else {
+            if MountFixture.isCI { throw MountTestError("cannot mount a tmpfs: \(mount.transcript)") }
+            throw XCTSkip("cannot mount a tmpfs: \(mount.transcript)")
+        }
+        diskMounted = true
+        // The reference files, on the host's own disk (not the tmpfs): what the mount must keep.
+        let make = try BoundedRun.shell("""
+            set -e
+            printf 'a small text file\\n' > small.txt
+            head -c 204800 /dev/urandom > medium.bin
+            head -c 3145728 /dev/urandom > large.bin
+            head -c 8388608 /dev/urandom > ../eight.bin
+            """, in: references, timeout: 60)
+        XCTAssertTrue(make.succeeded, make.transcript)
+    }
+
+    override func tearDown() {
+        if let daemon {
+            for problem in daemon.stop() { XCTFail(problem) }
+        }
+        daemon = nil
+        if let root {
+            DaemonUnderTest.forceUnmount(mountPoint)
+            if diskMounted {
+                var unmounted = false
+                for _ in 0..<20 {
+                    let result = try? BoundedRun.program("/usr/bin/env", ["umount", disk], timeout: 30)
+                    if result?.succeeded == true || !MountTable.isMounted(disk) { unmounted = true; break }
+                    usleep(250_000)
+                }
+                if !unmounted {
+                    XCTFail("umount \(disk) kept failing; unmounting lazily")
+                    _ = try? BoundedRun.program("/usr/bin/env", ["umount", "-l", disk], timeout: 30)
+                }
+            }
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        super.tearDown()
+    }
+
+    /// `--size 1G` on a 64 MiB disk: the host filesystem runs out first.
+    func testHostDiskFillsFirst() throws {
+        try fillAndRecover(size: "1G", fillMiB: 128)
+    }
+
+    /// `--size 16M` on a 64 MiB disk: offloadfs's own capacity runs out first.
+    func testOwnCapacityFillsFirst() throws {
+        try fillAndRecover(size: "16M", fillMiB: 64)
+    }
+
+    private func fillAndRecover(size: String, fillMiB: Int) throws {
+        let arguments = ["--size", size]
+        try startDaemon(arguments)
+        let expected = try sha256Listing(in: references, files: "small.txt medium.bin large.bin")
+        try mustSucceed("mkdir refs && cp \(references)/* refs/ && sync -f .")
+        XCTAssertEqual(try sha256Listing(in: mountPoint + "/refs", files: "small.txt medium.bin large.bin"), expected)
+
+        // Fill until the writer is told there is no space. (Under the writeback cache the
+        // error may come from write() or only from fsync(); conv=fsync makes dd ask.)
+        let fill = try BoundedRun.shell("dd if=/dev/urandom of=fill bs=1M count=\(fillMiB) conv=fsync status=none",
+                                        in: mountPoint, timeout: 180)
+        let df = try BoundedRun.shell("df -k \(disk) \(mountPoint) | tail -2", timeout: 30).output
+        print("[full disk] --size \(size): dd \(fill.summary): \(fill.error.trimmingCharacters(in: .whitespacesAndNewlines))\n\(df)")
+        XCTAssertNotEqual(fill.ending, .timedOut, "filling must end: \(fill.transcript)")
+        XCTAssertNotEqual(fill.status, 0, "writing \(fillMiB) MiB must run out of space: \(fill.transcript)")
+        XCTAssertTrue(fill.error.contains("No space left on device"), "the failure must be ENOSPC: \(fill.transcript)")
+        XCTAssertFalse(fill.error.contains("Input/output error"), fill.transcript)
+
+        // The full mount still answers, with its files intact.
+        XCTAssertTrue(daemon?.isRunning == true, "the daemon must survive a full disk: \(daemon?.log ?? "")")
+        try mustSucceed("ls -la . refs > /dev/null && stat fill > /dev/null")
+        XCTAssertEqual(try sha256Listing(in: mountPoint + "/refs", files: "small.txt medium.bin large.bin"), expected,
+                       "the reference files read back unchanged while the disk is full")
+
+        // Space comes back after rm, within 10 s.
+        try mustSucceed("rm fill")
+        let deadline = Date().addingTimeInterval(10)
+        var write: BoundedResult
+        var attempts = 0
+        repeat {
+            attempts += 1
+            write = try BoundedRun.shell("rm -f after && dd if=\(root!)/eight.bin of=after bs=1M conv=fsync status=none",
+                                         in: mountPoint, timeout: 60)
+            if write.succeeded { break }
+            usleep(250_000)
+        } while Date() < deadline
+        print("[full disk] --size \(size): 8 MiB write after rm: \(write.summary) after \(attempts) attempt(s)")
+        XCTAssertTrue(write.succeeded, "an 8 MiB write must succeed within 10 s of rm: \(write.transcript)")
+        try mustSucceed("cmp after \(root!)/eight.bin")
+        XCTAssertTrue(daemon?.isRunning == true, "the daemon is still running: \(daemon?.log ?? "")")
+
+        // Unmount, mount again: everything is still there.
+        for problem in daemon?.stop() ?? [] { XCTFail(problem) }
+        daemon = nil
+        try startDaemon(arguments)
+        XCTAssertEqual(try sha256Listing(in: mountPoint + "/refs", files: "small.txt medium.bin large.bin"), expected,
+                       "the reference files survive unmount and mount")
+        let after = try BoundedRun.shell("cmp after \(root!)/eight.bin && test ! -e fill", in: mountPoint, timeout: 60)
+        XCTAssertTrue(after.succeeded, "the 8 MiB file survives unmount and mount, fill stays removed: \(after.transcript)")
+        for problem in daemon?.stop() ?? [] { XCTFail(problem) }
+        daemon = nil
+    }
+
+    // MARK: Helpers
+
+    private func startDaemon(_ arguments: [String]) throws {
+        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: root + "/daemon-\(UUID()).log")
+        let start = try daemon.start(arguments: arguments + ["--log-level", "warning"])
+        guard case .mounted = start else {
+            if case .exited(let result) = start { throw MountTestError("offloadfs did not mount: \(result.transcript)") }
+            return
+        }
+        self.daemon = daemon
+    }
+
+    private func mustSucceed(_ script: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let result = try BoundedRun.shell(script, in: mountPoint, timeout: 60)
+        XCTAssertTrue(result.succeeded, "\(script): \(result.transcript)", file: file, line: line)
+        if !result.succeeded { throw MountTestError("failed: \(script)") }
+    }
+
+    private func sha256Listing(in directory: String, files: String) throws -> String {
+        let result = try BoundedRun.shell("cd '\(directory)' && sha256sum \(files)", timeout: 60)
+        return result.succeeded ? result.output : "sha256sum failed: \(result.transcript)"
+    }
+}
