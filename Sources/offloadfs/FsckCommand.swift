@@ -44,7 +44,9 @@ struct FsckCommand: ParsableCommand {
         var problems: [String] = []
         var notes: [String] = []
         if !inspection.otherCopyAgrees {
-            problems.append("the two superblock copies differ (one is damaged or was torn)")
+            // A crash between writing the two copies leaves them different too; mount
+            // uses the newest valid one and its next checkpoint rewrites both.
+            notes.append("the two superblock copies differ (one was torn by a crash or is damaged); the next mount rewrites both")
         }
         let replay: ImageReplay
         do {

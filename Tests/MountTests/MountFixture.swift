@@ -28,8 +28,14 @@ final class MountFixture {
 
     static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
 
-    /// Throws XCTSkip (or fails under CI) when the mount cannot be made.
-    func start(arguments extra: [String] = ["--size", "8G"]) throws {
+    /// Throws XCTSkip (or fails under CI) when the mount cannot be made; with
+    /// `skipIfCannotMount: false` (for a remount, once a first mount has shown that mounting
+    /// works here) it always throws an error instead. `start` may be called again after
+    /// `stop(removingFiles: false)` or `killDaemon()`, to mount the same image again; the
+    /// daemon log keeps growing across starts.
+    func start(arguments extra: [String] = ["--size", "8G"], skipIfCannotMount: Bool = true) throws {
+        guard daemon == nil else { throw MountTestError("start while the fixture's daemon is still running") }
+        self.skipIfCannotMount = skipIfCannotMount
         guard let binary = DaemonBinary.path else {
             throw MountTestError("the offloadfs binary was not found next to the test bundle; build it "
                                  + "(swift build) or set OFFLOADFS_BINARY")
@@ -38,9 +44,12 @@ final class MountFixture {
             try cannotMount("/dev/fuse does not exist")
             return
         }
-        _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        if !FileManager.default.fileExists(atPath: logURL.path) {
+            _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        }
         let log = try FileHandle(forWritingTo: logURL)
         defer { try? log.close() }
+        _ = try log.seekToEnd()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["mount", mountPoint, "--backing", image, "--foreground", "--log-level", "warning"] + extra
@@ -61,9 +70,14 @@ final class MountFixture {
         try cannotMount("the mount did not appear within 20 s: \(daemonLog)")
     }
 
+    private var skipIfCannotMount = true
+
     private func cannotMount(_ reason: String) throws {
         if Self.isCI {
             throw MountTestError("cannot mount offloadfs under CI: \(reason)")
+        }
+        if !skipIfCannotMount {
+            throw MountTestError("cannot mount offloadfs again: \(reason)")
         }
         throw XCTSkip("cannot mount offloadfs here: \(reason)")
     }
@@ -73,9 +87,32 @@ final class MountFixture {
     /// The daemon's PID, while it has one.
     var pid: Int32? { daemon.map { $0.processIdentifier } }
 
-    /// Unmounts and ends the daemon; returns problems found (empty when all was clean).
+    /// Kills the daemon with SIGKILL (a crash) and waits for it to be gone. The mount point
+    /// is left as a dead mount ("Transport endpoint is not connected") until
+    /// `detachDeadMount()`. Only this fixture's own daemon PID is signalled.
+    func killDaemon() {
+        guard let daemon else { return }
+        if daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) }
+        daemon.waitUntilExit()
+        self.daemon = nil
+    }
+
+    /// Lazily unmounts a mount whose daemon is gone (`fusermount3 -u -z`, then `umount -l`).
     @discardableResult
-    func stop() -> [String] {
+    func detachDeadMount() -> Bool {
+        if MountTable.isMounted(mountPoint) {
+            _ = try? Shell.runProgram("/usr/bin/env", ["fusermount3", "-u", "-z", mountPoint])
+        }
+        if MountTable.isMounted(mountPoint) {
+            _ = try? Shell.runProgram("/usr/bin/env", ["umount", "-l", mountPoint])
+        }
+        return !MountTable.isMounted(mountPoint)
+    }
+
+    /// Unmounts and ends the daemon; returns problems found (empty when all was clean).
+    /// With `removingFiles: false` the image and the mount point stay, for a remount.
+    @discardableResult
+    func stop(removingFiles: Bool = true) -> [String] {
         var problems: [String] = []
         if MountTable.isMounted(mountPoint) {
             var unmounted = false
@@ -109,7 +146,11 @@ final class MountFixture {
             problems.append("\(mountPoint) is still in /proc/mounts")
         }
         daemon = nil
-        try? FileManager.default.removeItem(atPath: root)
+        if removingFiles {
+            // A dead mount (daemon killed) would make removal fail with ENOTCONN.
+            detachDeadMount()
+            try? FileManager.default.removeItem(atPath: root)
+        }
         return problems
     }
 

@@ -86,7 +86,9 @@ public final class ImageReplay {
                     do {
                         try replay.apply(payload: payload)
                     } catch {
-                        replay.problems.append("journal frame \(reader.expectedSequence - 1) does not decode: \(error)")
+                        let what = "journal frame \(reader.expectedSequence - 1) does not decode: \(error)"
+                        // Salvage keeps what came before it, like a torn tail.
+                        if salvage { replay.salvaged.append(what) } else { replay.problems.append(what) }
                         replay.journalEnd = "undecodable frame"
                         break loop
                     }

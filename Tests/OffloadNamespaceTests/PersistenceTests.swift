@@ -1,0 +1,242 @@
+import Foundation
+import XCTest
+import OffloadCore
+@testable import OffloadNamespace
+import SplitMix
+
+/// The namespace written to its image and read back, in-process: random operations, then
+/// a "crash" (the filesystem objects are dropped without `close`, which is what kill -9
+/// leaves: the journal frames are in the image file's page cache, nothing else), then a
+/// reopen that must show exactly the tree that was there, and a clean analysis.
+final class PersistenceTests: XCTestCase {
+    private var directory: URL!
+    private var image: String { directory.appendingPathComponent("image.bin").path }
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("offloadfs-persist-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func open(fresh: Bool = false, memory: Int = 4096) throws -> ImageFileSystem {
+        try ImageFileSystem.open(path: image, capacityBytes: 256 << 20, fresh: fresh,
+                                 memoryLimiter: MemoryLimiter(limitBytes: memory))
+    }
+
+    func testRandomOperationsSurviveCrashesAndCheckpoints() throws {
+        let seeds: [UInt64] = ProcessInfo.processInfo.environment["OFFLOADFS_PERSIST_SEED"].flatMap { UInt64($0) }.map { [$0] } ?? Array(1...3)
+        for seed in seeds {
+            try? FileManager.default.removeItem(atPath: image)
+            var random = SplitMix64(seed: seed)
+            var expected: [String: Node]? = nil
+            for round in 0..<4 {
+                let fileSystem = try open()
+                let fs = fileSystem.namespace
+                if let expected {
+                    XCTAssertEqual(try dump(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
+                }
+                try assertClean(seed: seed, round: round, fileSystem)
+                var workload = Workload(fs: fs, random: random)
+                for step in 0..<300 {
+                    try workload.step()
+                    // A checkpoint in the middle of the work, as the maintenance thread takes them.
+                    if step == 150 && round % 2 == 1 { try fileSystem.journal.checkpoint(fs) }
+                }
+                random = workload.random
+                workload.closeAll()
+                expected = try dump(fs)
+                if round == 3 {
+                    try fileSystem.close()
+                }
+                // Otherwise: dropped without close, like a daemon killed with SIGKILL.
+            }
+            let reopened = try open()
+            XCTAssertEqual(try dump(reopened.namespace), expected, "seed \(seed): after the clean close")
+            try reopened.close()
+        }
+    }
+
+    func testFreshStartsEmptyAndBlocksAreReclaimedAfterSync() throws {
+        do {
+            let fileSystem = try open()
+            let fs = fileSystem.namespace
+            let (attributes, handle) = try fs.create(parent: .root, name: FileName(Array("big".utf8)), mode: 0o100644,
+                                                     flags: O_RDWR, context: RequestContext(uid: 0, gid: 0))
+            let data = [UInt8](repeating: 7, count: 8 << 20)
+            _ = try data.withUnsafeBytes { try fs.write(inode: attributes.inode, handle: handle, offset: 0, data: $0) }
+            fs.release(inode: attributes.inode, handle: handle)
+            try fs.unlink(parent: .root, name: FileName(Array("big".utf8)))
+            fs.forget(inode: attributes.inode, lookups: 1)
+            let quarantined = fileSystem.store.statistics.quarantinedBytes
+            XCTAssertGreaterThanOrEqual(quarantined, 8 << 20, "freed blocks wait for a sync")
+            try fileSystem.journal.sync()
+            XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0)
+            XCTAssertLessThan(fileSystem.store.statistics.diskBytes, 6 << 20, "the freed blocks were punched")
+            try fileSystem.close()
+        }
+        let fileSystem = try open(fresh: true)
+        XCTAssertEqual(try dump(fileSystem.namespace).keys.sorted(), ["/"])
+        try fileSystem.close()
+    }
+
+    private func assertClean(seed: UInt64, round: Int, _ fileSystem: ImageFileSystem) throws {
+        try fileSystem.store.checkInvariants()
+    }
+
+    // MARK: - Tree dump
+
+    struct Node: Equatable {
+        var kind: FileKind
+        var permissions: UInt32
+        var uid: UInt32
+        var linkCount: UInt32
+        var size: UInt64
+        var modificationTime: Timestamp
+        var content: [UInt8]
+        var xattrs: [[UInt8]: [UInt8]]
+    }
+
+    private func dump(_ fs: Namespace) throws -> [String: Node] {
+        var result: [String: Node] = [:]
+        func visit(_ number: InodeNumber, path: String) throws {
+            let a = try fs.getattr(inode: number)
+            var content: [UInt8] = []
+            switch a.kind {
+            case .regular:
+                let handle = try fs.open(inode: number, flags: O_RDONLY)
+                content = try fs.read(inode: number, handle: handle, offset: 0, count: Int(a.size))
+                fs.release(inode: number, handle: handle)
+            case .symlink:
+                content = try fs.readlink(inode: number)
+            default: break
+            }
+            var xattrs: [[UInt8]: [UInt8]] = [:]
+            for name in try fs.listxattr(inode: number) { xattrs[name] = try fs.getxattr(inode: number, name: name) }
+            result[path] = Node(kind: a.kind, permissions: a.permissions, uid: a.uid, linkCount: a.linkCount,
+                                size: a.size, modificationTime: a.modificationTime, content: content, xattrs: xattrs)
+            guard a.kind == .directory else { return }
+            let handle = try fs.opendir(inode: number)
+            defer { fs.releasedir(inode: number, handle: handle) }
+            var offset: UInt64 = 0
+            while true {
+                let page = try fs.readdir(inode: number, handle: handle, offset: offset, limit: 256)
+                guard let last = page.last else { break }
+                offset = last.nextOffset
+                for entry in page where entry.name != [0x2E] && entry.name != [0x2E, 0x2E] {
+                    try visit(entry.inode, path: path + (path == "/" ? "" : "/") + String(decoding: entry.name, as: UTF8.self))
+                }
+            }
+        }
+        try visit(.root, path: "/")
+        return result
+    }
+
+    // MARK: - Workload
+
+    /// Random operations on a few names in two directories, every kind of change the
+    /// journal records: create, write (small RAM pieces and image pieces), truncate,
+    /// punch, clone, rename over names, link, unlink, symlink, mkdir/rmdir, chmod,
+    /// xattrs, and files unlinked while still open.
+    struct Workload {
+        let fs: Namespace
+        var random: SplitMix64
+        var open: [(InodeNumber, FileHandle)] = []
+        let context = RequestContext(uid: 0, gid: 0)
+
+        init(fs: Namespace, random: SplitMix64) {
+            self.fs = fs
+            self.random = random
+        }
+
+        mutating func name() -> FileName { try! FileName(Array("n\(random.next() % 12)".utf8)) }
+
+        mutating func directory() -> InodeNumber {
+            if random.next() % 2 == 0, let d = try? fs.lookup(parent: .root, name: FileName(Array("d".utf8))), d.kind == .directory {
+                return d.inode
+            }
+            return .root
+        }
+
+        mutating func bytes(_ count: Int) -> [UInt8] {
+            let seed = random.next()
+            return (0..<count).map { UInt8(truncatingIfNeeded: (UInt64($0) &* 31 &+ seed) >> 3) }
+        }
+
+        mutating func step() throws {
+            let parent = directory()
+            let n = name()
+            let choice = random.next() % 16
+            do {
+                switch choice {
+                case 0, 1, 2:
+                    let (a, h) = try fs.create(parent: parent, name: n, mode: 0o100644, flags: O_RDWR, context: context)
+                    open.append((a.inode, h))
+                case 3, 4, 5, 6:
+                    guard !open.isEmpty else { return }
+                    let (inode, handle) = open[Int(random.next() % UInt64(open.count))]
+                    let size = [100, 3000, 4096, 20000, 300_000][Int(random.next() % 5)]
+                    let offset = random.next() % 200_000
+                    let data = bytes(size)
+                    _ = try data.withUnsafeBytes { try fs.write(inode: inode, handle: handle, offset: offset, data: $0) }
+                case 7:
+                    guard !open.isEmpty else { return }
+                    let (inode, _) = open[Int(random.next() % UInt64(open.count))]
+                    _ = try fs.setattr(inode: inode, changes: AttributeChanges(size: random.next() % 100_000), context: context)
+                case 8:
+                    guard !open.isEmpty else { return }
+                    let (inode, handle) = open[Int(random.next() % UInt64(open.count))]
+                    try fs.fallocate(inode: inode, handle: handle, offset: random.next() % 100_000,
+                                     length: 1 + random.next() % 50_000, mode: .punchHole)
+                case 9:
+                    guard open.count >= 2 else { return }
+                    let a = open[Int(random.next() % UInt64(open.count))], b = open[Int(random.next() % UInt64(open.count))]
+                    guard a.0 != b.0 else { return }
+                    _ = try fs.copyFileRange(from: a.0, sourceHandle: a.1, sourceOffset: 0, to: b.0, destinationHandle: b.1,
+                                             destinationOffset: random.next() % 50_000, length: 1 + random.next() % 100_000)
+                case 10:
+                    try fs.rename(parent: parent, name: n, newParent: directory(), newName: name(), flags: [])
+                case 11:
+                    try fs.unlink(parent: parent, name: n)
+                case 12:
+                    _ = try fs.symlink(parent: parent, name: n, target: bytes(1 + Int(random.next() % 40)).map { $0 | 1 }, context: context)
+                case 13:
+                    if random.next() % 2 == 0 {
+                        _ = try fs.mkdir(parent: .root, name: FileName(Array("d".utf8)), mode: 0o755, context: context)
+                    } else {
+                        try fs.rmdir(parent: .root, name: FileName(Array("d".utf8)))
+                    }
+                case 14:
+                    let target = try fs.lookup(parent: parent, name: n)
+                    if random.next() % 2 == 0 {
+                        try fs.setxattr(inode: target.inode, name: Array("user.k\(random.next() % 3)".utf8), value: bytes(Int(random.next() % 100)), mode: .createOrReplace)
+                    } else {
+                        _ = try fs.setattr(inode: target.inode, changes: AttributeChanges(permissions: UInt32(random.next() % 0o7777)), context: context)
+                    }
+                default:
+                    let target = try fs.lookup(parent: parent, name: n)
+                    _ = try fs.link(inode: target.inode, newParent: directory(), newName: name())
+                }
+            } catch let error as FSError {
+                // Expected refusals of random operations (names that exist or not, etc.).
+                switch error {
+                case .notFound, .exists, .notEmpty, .isDirectory, .notDirectory, .notPermitted, .invalidArgument,
+                     .noAttribute, .symlinkLoop, .notSupported: break
+                default: throw error
+                }
+            }
+            // Close some handles: files unlinked while open then die.
+            if open.count > 6 || random.next() % 8 == 0, !open.isEmpty {
+                let (inode, handle) = open.remove(at: Int(random.next() % UInt64(open.count)))
+                fs.release(inode: inode, handle: handle)
+            }
+        }
+
+        mutating func closeAll() {
+            for (inode, handle) in open { fs.release(inode: inode, handle: handle) }
+            open = []
+        }
+    }
+}
