@@ -113,6 +113,7 @@ struct MountCommand: ParsableCommand {
             "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: capacity))", "memory_limit": "\(memoryLimit)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
+            "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
         ])
         if report.orphansFreed > 0 {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])

@@ -46,7 +46,7 @@ public final class ImageReplay {
         let replay = ImageReplay(superblock: superblock)
         let total = superblock.checkpoint.length + superblock.journal.length
         if superblock.checkpointFrames > 0 {
-            var reader = MetadataLogReader(imageID: superblock.imageID, stream: superblock.generation,
+            var reader = MetadataLogReader(imageID: superblock.imageID, stream: superblock.checkpointStream,
                                            firstSequence: 0, head: superblock.checkpoint,
                                            fileBytes: fileBytes, read: read)
             while reader.frames < superblock.checkpointFrames {
@@ -68,7 +68,7 @@ public final class ImageReplay {
                         replay.salvaged.append("the checkpoint ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason)")
                         break
                     }
-                    throw .damagedImage("checkpoint (generation \(superblock.generation)) ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason); `offloadfs fsck --repair IMAGE` salvages the rest")
+                    throw .damagedImage("checkpoint (stream \(superblock.checkpointStream)) ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason); `offloadfs fsck --repair IMAGE` salvages the rest")
                 }
                 if salvage, case .some = replay.salvaged.last, replay.salvaged.last!.hasPrefix("the checkpoint ends") { break }
             }

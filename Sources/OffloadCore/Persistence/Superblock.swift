@@ -14,15 +14,17 @@ import Glibc
 ///      24  crc                u32  CRC-32C of bytes 0..<128 with this field zero
 ///      28  flags              u32  bit 0: cleanly unmounted
 ///      32  image id           u64  random, fixed for the image's life
-///      40  generation         u64  +1 with every checkpoint
+///      40  generation         u64  +1 with every superblock write
 ///      48  checkpoint start   u64  first segment of the checkpoint chain (byte offset)
 ///      56  checkpoint length  u64  its length in bytes
-///      64  checkpoint frames  u64  frames in the checkpoint (stream = generation)
+///      64  checkpoint frames  u64  frames in the checkpoint
 ///      72  journal start      u64  first segment of the journal chain
 ///      80  journal length     u64
 ///      88  journal sequence   u64  sequence number of the journal's first frame
 ///      96  capacity           u64  the capacity the image was last mounted with
-///     104  reserved           24 bytes, zero
+///     104  checkpoint stream  u64  the stream number of the checkpoint's frames (the
+///                                  generation of the superblock that first named it)
+///     112  reserved           16 bytes, zero
 public struct Superblock: Equatable, Sendable {
     public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
     public static let version: UInt32 = 1
@@ -37,10 +39,15 @@ public struct Superblock: Equatable, Sendable {
     public var checkpointFrames: UInt64
     public var journal: LogSegment
     public var journalSequence: UInt64
+    /// The checkpoint's frames carry this stream number; a checkpoint kept across mounts
+    /// keeps it while the generation moves on.
+    public var checkpointStream: UInt64
     public var capacityBytes: UInt64
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
-                checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64) {
+                checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64,
+                checkpointStream: UInt64? = nil) {
+        self.checkpointStream = checkpointStream ?? generation
         self.imageID = imageID
         self.generation = generation
         self.cleanlyUnmounted = cleanlyUnmounted
@@ -60,6 +67,7 @@ public struct Superblock: Equatable, Sendable {
         w.u64(checkpoint.start); w.u64(checkpoint.length); w.u64(checkpointFrames)
         w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
         w.u64(capacityBytes)
+        w.u64(checkpointStream)
         while w.count < Self.encodedSize { w.u8(0) }
         w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
         while w.count < BackingStore.blockSize { w.u8(0) }
@@ -97,11 +105,12 @@ public struct Superblock: Equatable, Sendable {
             guard let flags = try? r.u32(), let image = try? r.u64(), let generation = try? r.u64(),
                   let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(),
                   let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64(),
-                  let capacity = try? r.u64() else { return .damaged("short") }
+                  let capacity = try? r.u64(), let stream = try? r.u64() else { return .damaged("short") }
             return .valid(Superblock(
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
-                journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity))
+                journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity,
+                checkpointStream: stream))
         }
         return result ?? .damaged("short")
     }

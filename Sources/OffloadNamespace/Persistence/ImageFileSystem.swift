@@ -25,11 +25,18 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var journalEnd: String
         public var orphansFreed: Int
         public var repairs: [String]
+        /// Seconds spent reading the metadata, rebuilding the tree, and writing the
+        /// first checkpoint (or keeping the last one), and in all.
+        public var replaySeconds = 0.0
+        public var restoreSeconds = 0.0
+        public var checkpointSeconds = 0.0
         public var seconds: Double
     }
 
-    /// Start a checkpoint once the journal has grown this much since the last one.
-    public static let checkpointJournalBytes: UInt64 = 64 << 20
+    /// Start a checkpoint once the journal has grown past the checkpoint's own size, and
+    /// at least this much: replay then reads at most about twice the tree's metadata,
+    /// and the metadata on disk stays within a small multiple of it.
+    public static let checkpointJournalBytes: UInt64 = 8 << 20
 
     private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal, report: OpenReport) {
         self.store = store
@@ -53,6 +60,7 @@ public final class ImageFileSystem: @unchecked Sendable {
                                 repairs: [], seconds: 0)
         var retired: [LogSegment] = []
         var nextSequence: UInt64 = 0
+        var kept: (Superblock, [LogSegment])?
         switch store.opened {
         case .new:
             report.created = true
@@ -60,6 +68,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         case .existing(let superblock):
             let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
                                               read: store.readBytes, salvage: repair, progress: progress)
+            report.replaySeconds = Self.seconds(since: started)
             report.repairs = replay.salvaged
             var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
             if !analysis.isClean {
@@ -79,18 +88,35 @@ public final class ImageFileSystem: @unchecked Sendable {
             report.journalEnd = replay.journalEnd
             try store.restoreAllocation(runs: analysis.runs)
             namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
+            report.restoreSeconds = Self.seconds(since: started) - report.replaySeconds
             report.inodes = analysis.reachable.count
-            retired = replay.checkpointSegments + replay.journalSegments
             nextSequence = replay.nextJournalSequence
+            if superblock.cleanlyUnmounted && replay.journalFrames == 0 && report.repairs.isEmpty
+                && report.orphansFreed == 0 && superblock.checkpointFrames > 0 {
+                // The checkpoint is the whole tree already: keep it.
+                kept = (superblock, replay.checkpointSegments)
+                retired = replay.journalSegments
+            } else {
+                retired = replay.checkpointSegments + replay.journalSegments
+            }
         }
         store.deferReuse()
         let journal = try NamespaceJournal(store: store, superblock: store.opened.superblock,
                                            retired: retired, nextSequence: nextSequence)
         namespace.attach(journal)
-        try journal.checkpoint(namespace)
+        if let (superblock, segments) = kept {
+            try journal.keepCheckpoint(of: superblock, segments: segments)
+        } else {
+            try journal.checkpoint(namespace)
+        }
         try store.syncAndReclaim()
-        report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        report.seconds = Self.seconds(since: started)
+        report.checkpointSeconds = report.seconds - report.replaySeconds - report.restoreSeconds
         return ImageFileSystem(store: store, namespace: namespace, journal: journal, report: report)
+    }
+
+    private static func seconds(since start: DispatchTime) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
     }
 
     /// Every `interval` seconds: make the image durable and reuse freed blocks (so `du`
@@ -111,7 +137,7 @@ public final class ImageFileSystem: @unchecked Sendable {
 
     func maintain() throws(FSError) {
         try store.syncAndReclaim()
-        if journal.journalBytesSinceCheckpoint >= Self.checkpointJournalBytes {
+        if journal.journalBytesSinceCheckpoint >= max(Self.checkpointJournalBytes, journal.checkpointBytes) {
             try journal.checkpoint(namespace)
             try store.syncAndReclaim()
         }

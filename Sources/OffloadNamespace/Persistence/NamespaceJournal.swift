@@ -42,6 +42,8 @@ public final class NamespaceJournal: Sendable {
         /// next checkpoint, which captures the whole tree again.
         var failure: FSError?
         var appendedSinceCheckpoint: UInt64 = 0
+        /// Bytes of the durable checkpoint's segments.
+        var checkpointBytes: UInt64 = 0
     }
 
     /// A journal for an image whose superblock is `superblock`; `retired` are the
@@ -71,6 +73,37 @@ public final class NamespaceJournal: Sendable {
 
     /// Bytes of journal written since the last checkpoint.
     public var journalBytesSinceCheckpoint: UInt64 { state.withLock { $0.appendedSinceCheckpoint } }
+    /// Bytes the durable checkpoint occupies.
+    public var checkpointBytes: UInt64 { state.withLock { $0.checkpointBytes } }
+
+    /// Instead of a first checkpoint: keeps the checkpoint `superblock` names (its
+    /// segments are `checkpoint`), which must hold the whole tree (a clean unmount left
+    /// no journal), and points both superblocks at the new, empty journal. Mounting a
+    /// cleanly unmounted image then writes no checkpoint.
+    public func keepCheckpoint(of superblock: Superblock, segments checkpoint: [LogSegment]) throws(FSError) {
+        try checkpointing.withLock { (_) throws(FSError) in
+            let (journal, firstSequence, generation, retired) = state.withLock { s in
+                (s.current, s.current.nextSequence, s.generation + 1, s.retired)
+            }
+            precondition(journal.appendedBytes == 0, "keepCheckpoint must come before any change")
+            var next = superblock
+            next.generation = generation
+            next.cleanlyUnmounted = false
+            next.journal = journal.head
+            next.journalSequence = firstSequence
+            next.capacityBytes = store.capacityBytes
+            try store.writeSuperblocks(next)
+            let bytes = checkpoint.reduce(UInt64(0)) { $0 + $1.length }
+            state.withLock { s in
+                s.checkpoint = checkpoint
+                s.retired = []
+                s.generation = generation
+                s.checkpointBytes = bytes
+            }
+            for segment in retired { store.release(segment.range) }
+            store.setMetadataReserve(bytes: 2 << 20 + 2 * bytes)
+        }
+    }
     public var generation: UInt64 { state.withLock { $0.generation } }
 
     /// fsync/syncfs: everything recorded so far, and the file data it points to, is
@@ -116,6 +149,7 @@ public final class NamespaceJournal: Sendable {
                 s.closed = []
                 s.generation = generation
                 s.failure = nil
+                s.checkpointBytes = snapshot.segments.reduce(UInt64(0)) { $0 + $1.length }
                 return (obsolete, closed)
             }
             for log in closed { log.releaseSegments() }
