@@ -119,15 +119,15 @@ public final class Namespace: FileSystemOperations {
 
     // MARK: Whole filesystem
 
-    /// Sizes in 4 KiB blocks from the store: total = capacity, free = capacity - live
-    /// (data blocks in use). Inodes: `InodeTable.maximumInodeCount` total.
+    /// Sizes in 4 KiB blocks from the store: total = capacity, free = what allocations can
+    /// still get (blocks in use by data and metadata, and the metadata reserve, are not
+    /// free). Inodes: `InodeTable.maximumInodeCount` total.
     public func statfs() -> FileSystemStatistics {
         let statistics = store.statistics
         let blockSize = UInt64(BackingStore.blockSize)
         let capacityBytes = UInt64(statistics.capacityBytes)
         // What allocations can still get: quarantined blocks count (they come back at
         // the next sync), the metadata reserve does not.
-        _ = statistics
         let freeBytes = store.availableBytes
         let inodeCount = UInt64(state.withLock { $0.table.count })
         let totalInodes = InodeTable.maximumInodeCount

@@ -48,14 +48,16 @@ public struct ImageAnalysis {
         _ = root
         // Walk from the root: each directory must be reached exactly once.
         var queue: [UInt64] = [Self.rootInode]
-        reachable = [Self.rootInode]
+        reachable.reserveCapacity(replay.inodes.count)
+        linkCounts.reserveCapacity(replay.inodes.count)
+        reachable.insert(Self.rootInode)
         parents[Self.rootInode] = Self.rootInode
         linkCounts[Self.rootInode] = 2
         var head = 0
         while head < queue.count {
             let directory = queue[head]
             head += 1
-            for (name, child) in (replay.entries[directory] ?? [:]).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+            for (name, child) in replay.entries[directory] ?? [:] {
                 guard let inode = replay.inodes[child] else {
                     problems.append("entry '\(Self.show(name))' in directory \(directory) names inode \(child), which does not exist")
                     danglingEntries.append((directory, name))

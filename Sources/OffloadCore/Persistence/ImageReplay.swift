@@ -45,6 +45,12 @@ public final class ImageReplay {
                             progress: Progress? = nil) throws(FSError) -> ImageReplay {
         let replay = ImageReplay(superblock: superblock)
         let total = superblock.checkpoint.length + superblock.journal.length
+        // About 170 bytes of checkpoint per inode: size the tables once (bounded by what
+        // the file can hold, so a damaged count cannot make it reserve much).
+        let estimate = Int(min(superblock.checkpointFrames.multipliedReportingOverflow(by: 64 << 10).partialValue,
+                               fileBytes) / 170)
+        replay.inodes.reserveCapacity(estimate)
+        replay.files.reserveCapacity(estimate)
         if superblock.checkpointFrames > 0 {
             var reader = MetadataLogReader(imageID: superblock.imageID, stream: superblock.checkpointStream,
                                            firstSequence: 0, head: superblock.checkpoint,

@@ -137,7 +137,8 @@ public final class ImageFileSystem: @unchecked Sendable {
 
     func maintain() throws(FSError) {
         try store.syncAndReclaim()
-        if journal.journalBytesSinceCheckpoint >= max(Self.checkpointJournalBytes, journal.checkpointBytes) {
+        if journal.hasFailed
+            || journal.journalBytesSinceCheckpoint >= max(Self.checkpointJournalBytes, journal.checkpointBytes) {
             try journal.checkpoint(namespace)
             try store.syncAndReclaim()
         }

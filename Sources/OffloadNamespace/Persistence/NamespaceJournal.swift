@@ -73,6 +73,10 @@ public final class NamespaceJournal: Sendable {
 
     /// Bytes of journal written since the last checkpoint.
     public var journalBytesSinceCheckpoint: UInt64 { state.withLock { $0.appendedSinceCheckpoint } }
+    /// True when a frame could not be written since the last checkpoint (the next
+    /// checkpoint, which captures the whole tree, repairs it).
+    public var hasFailed: Bool { state.withLock { $0.failure != nil } }
+
     /// Bytes the durable checkpoint occupies.
     public var checkpointBytes: UInt64 { state.withLock { $0.checkpointBytes } }
 
