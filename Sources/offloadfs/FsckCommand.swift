@@ -27,13 +27,7 @@ struct FsckCommand: ParsableCommand {
     var repair = false
 
     func run() throws {
-        let inspection: ImageInspection
-        do {
-            inspection = try ImageInspection(path: image)
-        } catch {
-            printError(error.message)
-            throw ExitCode(ImageInspection.cannotCheck)
-        }
+        let inspection = try ImageInspection.openOrExit(path: image)
         if repair {
             let capacity = inspection.superblock.capacityBytes
             inspection.close()

@@ -58,6 +58,16 @@ struct ImageInspection {
         keep = true
     }
 
+    /// The inspection, or the reason it is impossible on stderr and exit status 2.
+    static func openOrExit(path: String) throws -> ImageInspection {
+        do {
+            return try ImageInspection(path: path)
+        } catch {
+            printError(error.message)
+            throw ExitCode(cannotCheck)
+        }
+    }
+
     func close() { _ = Glibc.close(fd) }
 
     /// Replays the image's metadata (read-only), showing progress on a terminal when

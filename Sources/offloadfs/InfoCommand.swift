@@ -20,13 +20,7 @@ struct InfoCommand: ParsableCommand {
     var image: String
 
     func run() throws {
-        let inspection: ImageInspection
-        do {
-            inspection = try ImageInspection(path: image)
-        } catch {
-            printError(error.message)
-            throw ExitCode(ImageInspection.cannotCheck)
-        }
+        let inspection = try ImageInspection.openOrExit(path: image)
         defer { inspection.close() }
         let replay: ImageReplay
         do {
