@@ -46,7 +46,25 @@ final class OffloadedFileModelTests: XCTestCase {
         let store = try image.makeStore(capacityBytes: 64 << 20)
         let budgets = [0, 6_000, 64 << 10, 1 << 20]
         let limiter = MemoryLimiter(limitBytes: budgets[Int(seed % UInt64(budgets.count))])
-        var files = (0..<3).map { _ in OffloadedFile(store: store, limiter: limiter) }
+        // Odd seeds journal every change the way the namespace does: an observer replays
+        // it into a `ReplayedFile`, which must then hold the same bytes as the file (the
+        // ranges a change reports cover everything it changed), and freed storage is
+        // released only after the observer ran.
+        let journaled = seed % 2 == 1
+        var observers: [ReplayingObserver?] = []
+        func makeFile() -> OffloadedFile {
+            let file = OffloadedFile(store: store, limiter: limiter)
+            if journaled {
+                let observer = ReplayingObserver()
+                file.attach(observer)
+                observers.append(observer)
+            } else {
+                observers.append(nil)
+            }
+            return file
+        }
+        var files = (0..<3).map { _ in makeFile() }
+        observers = Array(observers.suffix(3))
         var models: [[UInt8]] = [[], [], []]
         var log: [String] = []
 
@@ -177,7 +195,8 @@ final class OffloadedFileModelTests: XCTestCase {
                 try checkSeek(file, model: models[f], from: offset, fail: fail)
             case 97..<98:  // drop a file entirely and start it again
                 log.append("\(step): file\(f) replaced by a new file")
-                files[f] = OffloadedFile(store: store, limiter: limiter)
+                files[f] = makeFile()
+                observers[f] = observers.removeLast()
                 models[f] = []
             default:  // sizes and invariants
                 log.append("\(step): check invariants")
@@ -187,6 +206,13 @@ final class OffloadedFileModelTests: XCTestCase {
                     guard candidate.allocatedByteCount <= candidate.size else { throw fail("file\(i) stores more than its size") }
                 }
                 try checkReferenceCounts(store: store, files: files, fail: fail)
+                // Rebuilding the bytes costs a whole-file read: every 8th check suffices.
+                for (i, observer) in observers.enumerated() where step % 8 == 0 {
+                    guard let observer else { continue }
+                    guard observer.contents(store) == models[i] else {
+                        throw fail("file\(i): the replayed changes do not give the file's bytes")
+                    }
+                }
             }
             guard files[f].size == UInt64(models[f].count) else {
                 throw fail("size \(files[f].size) differs from the model's \(models[f].count)")
@@ -194,6 +220,9 @@ final class OffloadedFileModelTests: XCTestCase {
         }
         for (i, file) in files.enumerated() {
             guard try file.contents() == models[i] else { throw fail("file\(i)'s final contents differ") }
+            if let observer = observers[i], observer.contents(store) != models[i] {
+                throw fail("file\(i): the replayed changes do not give the final bytes")
+            }
             try file.checkInvariants()
         }
         try checkReferenceCounts(store: store, files: files, fail: fail)
@@ -253,5 +282,33 @@ final class OffloadedFileModelTests: XCTestCase {
         guard store.statistics.liveBytes == UInt64(expected.count) << 12 else {
             throw fail("store has \(store.statistics.liveBytes / 4096) live blocks, extents reference \(expected.count)")
         }
+    }
+}
+
+/// Replays a file's reported changes like recovery does, to check they are complete.
+final class ReplayingObserver: FileChangeObserver, @unchecked Sendable {
+    // Only touched under the observed file's write lock, or by the test between
+    // operations.
+    let replayed = ReplayedFile()
+
+    func fileChanged(_ change: FileChange) {
+        replayed.apply(size: change.size, range: change.range, pieces: change.pieces)
+    }
+
+    /// The bytes the replayed pieces describe, image pieces read from the store.
+    func contents(_ store: BackingStore) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Int(replayed.size))
+        for piece in replayed.pieceList {
+            let at = Int(piece.offset)
+            switch piece.extent {
+            case .mmapOffload(let offset, let size):
+                bytes.replaceSubrange(at..<at + Int(size), with: store.bytes(at: offset, count: Int(size)))
+            case .repeatingBytes(let value, let count):
+                bytes.replaceSubrange(at..<at + Int(count), with: repeatElement(value, count: Int(count)))
+            case .inMemory(let memory):
+                bytes.replaceSubrange(at..<at + memory.count, with: memory)
+            }
+        }
+        return bytes
     }
 }

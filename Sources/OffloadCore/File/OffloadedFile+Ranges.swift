@@ -68,7 +68,7 @@ extension OffloadedFile {
                     filled.append((hole, try zeroedImageExtents(count: hole.length, hint: hint)))
                 }
             } catch {
-                for (_, pieces) in filled { for piece in pieces { dropStorage(of: piece) } }
+                for (_, pieces) in filled { for piece in pieces { discard(piece) } }
                 throw error
             }
             let old = sizeBytes
@@ -109,7 +109,7 @@ extension OffloadedFile {
                 hint = granted.upperBound
             }
         } catch {
-            for piece in pieces { dropStorage(of: piece) }
+            for piece in pieces { discard(piece) }
             throw error
         }
         return pieces
@@ -204,7 +204,7 @@ extension OffloadedFile {
                 i = next
             }
         } catch {
-            for piece in pieces { dropStorage(of: piece) }
+            for piece in pieces { discard(piece) }
             throw error
         }
         return pieces

@@ -289,7 +289,7 @@ public final class OffloadedFile: @unchecked Sendable {
             do throws(FSError) {
                 granted = try store.allocate(byteCount: bytes.count - done, hint: hint)
             } catch {
-                for piece in pieces { dropStorage(of: piece) }
+                for piece in pieces { discard(piece) }
                 throw error
             }
             let n = min(granted.count, bytes.count - done)
@@ -418,7 +418,19 @@ public final class OffloadedFile: @unchecked Sendable {
         extents.remove(at: i)
     }
 
-    /// Gives back the storage an extent holds.
+    /// Gives back the storage of a piece that never became part of the file (a failed
+    /// write's or clone's leftovers): no record ever named it, so it needs no journal
+    /// first, and this may run under the read lock (a clone's source).
+    func discard(_ piece: Extent) {
+        switch piece {
+        case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
+        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .repeatingBytes: break
+        }
+    }
+
+    /// Gives back the storage an extent of the file holds (after the observer, see
+    /// `pendingReleases`). Caller holds the write lock.
     func dropStorage(of extent: Extent) {
         switch extent {
         case .mmapOffload(let offset, let size):
