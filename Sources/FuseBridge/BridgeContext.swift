@@ -18,8 +18,12 @@ final class BridgeContext: Sendable {
     /// Whether the kernel accepted FUSE_CAP_WRITEBACK_CACHE; set once in `init`
     /// (Capabilities.negotiate) before any request arrives, read by open/create.
     let writebackCache = Atomic<Bool>(false)
+    /// Whether to ask for it (`MountConfiguration.writebackCache`).
+    let wantsWritebackCache: Bool
 
-    init(fileSystem: any FileSystemOperations, logger: Logger, cachePolicy: CachePolicy) {
+    init(fileSystem: any FileSystemOperations, logger: Logger, cachePolicy: CachePolicy,
+         wantsWritebackCache: Bool) {
+        self.wantsWritebackCache = wantsWritebackCache
         self.fileSystem = fileSystem
         self.logger = logger
         self.cachePolicy = cachePolicy

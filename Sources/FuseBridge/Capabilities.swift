@@ -28,9 +28,11 @@ enum Capabilities {
                 info.want &= ~bit
             }
         }
-        // Page cache holds writes and merges them into large WRITEs; the kernel then keeps
-        // size/mtime and handles O_APPEND itself (see open/create in Handlers+Files).
-        want(FUSE_CAP_WRITEBACK_CACHE, true)
+        // Only when asked (--writeback-cache): the page cache then holds writes and merges
+        // them into large WRITEs, and the kernel keeps size/mtime and handles O_APPEND
+        // itself (see open/create in Handlers+Files), but sync(2) no longer reaches the
+        // daemon (see MountConfiguration.writebackCache).
+        want(FUSE_CAP_WRITEBACK_CACHE, context.wantsWritebackCache)
         // Several READs of one file may be in flight at once (readahead).
         want(FUSE_CAP_ASYNC_READ, true)
         // Direct I/O requests may be split and sent in parallel.

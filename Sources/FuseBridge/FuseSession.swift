@@ -22,7 +22,8 @@ public final class FuseSession {
     public init(fileSystem: any FileSystemOperations, configuration: MountConfiguration,
                 logger: Logger) throws(MountError) {
         self.context = BridgeContext(fileSystem: fileSystem, logger: logger,
-                                     cachePolicy: configuration.cachePolicy)
+                                     cachePolicy: configuration.cachePolicy,
+                                     wantsWritebackCache: configuration.writebackCache)
         self.configuration = configuration
         LibfuseLog.install(logger: logger)
         let userdata = Unmanaged.passUnretained(context).toOpaque()

@@ -38,6 +38,10 @@ struct MountCommand: ParsableCommand {
     @Flag(name: .long, help: "Start with an empty filesystem, discarding what the image holds (tmpfs-style).")
     var fresh = false
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Let the kernel cache writes (faster small writes); `sync` then no longer protects unsynced data from a daemon crash, only fsync and close do."))
+    var writebackCache = false
+
     @Option(name: .long, help: ArgumentHelp("RAM for file data before it goes to the image (K/M/G/T suffixes).",
                                             valueName: "size"))
     var memoryLimit: ByteSize = MountCommand.defaultMemoryLimit
@@ -147,7 +151,8 @@ struct MountCommand: ParsableCommand {
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath))
         }
-        let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options)
+        let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
+                                               writebackCache: writebackCache)
         return (try FuseSession(fileSystem: fileSystem.namespace, configuration: configuration, logger: logger), fileSystem)
     }
 
@@ -186,6 +191,7 @@ struct MountCommand: ParsableCommand {
                          "--ready-fd", "\(Daemon.readinessDescriptor)"]
         if let size { arguments += ["--size", "\(size.bytes)"] }
         if fresh { arguments.append("--fresh") }
+        if writebackCache { arguments.append("--writeback-cache") }
         for option in options { arguments += ["-o", option] }
         return arguments
     }
