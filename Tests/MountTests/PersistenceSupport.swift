@@ -77,29 +77,6 @@ struct TreeState: Equatable {
                          xattrs: try run(xattrScript), devices: try run(deviceScript))
     }
 
-    /// The listing fields of `path` (./relative, as find prints it).
-    private func fields(of path: String) -> [Substring]? {
-        listing.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: false) }
-            .first { $0.first.map(String.init) == path }
-    }
-
-    /// The mtime of `path` in seconds, from the listing.
-    func mtime(of path: String) -> Double? {
-        fields(of: path).flatMap { $0.count > 7 ? Double($0[7]) : nil }
-    }
-
-    /// The same state with the mtime of `path` replaced by a placeholder.
-    func maskingMtime(of path: String) -> TreeState {
-        var copy = self
-        copy.listing = listing.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            var parts = line.split(separator: " ", omittingEmptySubsequences: false)
-            guard parts.first.map(String.init) == path, parts.count > 7 else { return String(line) }
-            parts[7] = "<mtime>"
-            return parts.joined(separator: " ")
-        }.joined(separator: "\n")
-        return copy
-    }
-
     /// Fails with a line diff for each part that differs.
     static func assertSame(_ expected: TreeState, _ actual: TreeState, _ context: String,
                            file: StaticString = #filePath, line: UInt = #line) {
