@@ -3,6 +3,7 @@ import XCTest
 import OffloadCore
 @testable import OffloadNamespace
 import SplitMix
+import Synchronization
 
 /// The namespace written to its image and read back, in-process: random operations, then
 /// a "crash" (the filesystem objects are dropped without `close`, which is what kill -9
@@ -40,10 +41,17 @@ final class PersistenceTests: XCTestCase {
                 }
                 try assertClean(seed: seed, round: round, fileSystem)
                 var workload = Workload(fs: fs, random: random)
+                // Round 1: one checkpoint in the middle of the work. Round 2: checkpoints
+                // back to back on another thread while the work runs, so objects change
+                // while the checkpoint captures them (the fuzzy case).
+                let concurrent = round == 2 ? ConcurrentCheckpoints(fileSystem) : nil
                 for step in 0..<300 {
                     try workload.step()
-                    // A checkpoint in the middle of the work, as the maintenance thread takes them.
-                    if step == 150 && round % 2 == 1 { try fileSystem.journal.checkpoint(fs) }
+                    if step == 150 && round == 1 { try fileSystem.journal.checkpoint(fs) }
+                }
+                if let concurrent {
+                    let taken = try concurrent.stop()
+                    XCTAssertGreaterThan(taken, 0, "seed \(seed): no checkpoint ran during the work")
                 }
                 random = workload.random
                 workload.closeAll()
@@ -84,6 +92,38 @@ final class PersistenceTests: XCTestCase {
 
     private func assertClean(seed: UInt64, round: Int, _ fileSystem: ImageFileSystem) throws {
         try fileSystem.store.checkInvariants()
+    }
+
+    /// Takes checkpoints in a loop on a background thread until stopped.
+    final class ConcurrentCheckpoints: @unchecked Sendable {
+        private let stopFlag = Atomic<Bool>(false)
+        private let group = DispatchGroup()
+        // Written by the background thread, read after `group.wait()`.
+        private var count = 0
+        private var failure: Error?
+
+        init(_ fileSystem: ImageFileSystem) {
+            group.enter()
+            DispatchQueue.global().async { [self] in
+                defer { group.leave() }
+                while !stopFlag.load(ordering: .acquiring) {
+                    do {
+                        try fileSystem.journal.checkpoint(fileSystem.namespace)
+                        count += 1
+                    } catch {
+                        failure = error
+                        return
+                    }
+                }
+            }
+        }
+
+        func stop() throws -> Int {
+            stopFlag.store(true, ordering: .releasing)
+            group.wait()
+            if let failure { throw failure }
+            return count
+        }
     }
 
     // MARK: - Tree dump

@@ -32,6 +32,8 @@ public final class BackingStore: @unchecked Sendable {
     let mappedBytes: Int
     let fd: Int32
     let allocator: PthreadMutex<BlockAllocator>
+    /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
+    private let reclaiming = PthreadMutex<Void>(())
 
     /// What the image held when it was opened.
     public enum Opened: Equatable, Sendable {
@@ -143,7 +145,7 @@ public final class BackingStore: @unchecked Sendable {
     public func allocate(byteCount: Int, hint: UInt64? = nil, forMetadata: Bool = false) throws(FSError) -> Range<UInt64> {
         do {
             return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
-        } catch .noSpace where hasQuarantine {
+        } catch .noSpace where hasReclaimable {
             // Freed blocks wait for the metadata that frees them to be durable; when space
             // runs out, make it durable now rather than fail.
             try syncAndReclaim()
@@ -238,29 +240,36 @@ public final class BackingStore: @unchecked Sendable {
         allocator.withLock { $0.deferReuse = true }
     }
 
-    var hasQuarantine: Bool { allocator.withLock { $0.quarantinedBlocks > 0 } }
+    /// Freed blocks that a sync will make allocatable (quarantined, or being reclaimed by
+    /// another thread, whose reclaim the next `syncAndReclaim` waits for).
+    var hasReclaimable: Bool { allocator.withLock { $0.quarantinedBlocks + $0.reclaimingBlocks > 0 } }
 
     /// Makes everything written to the image so far durable (fdatasync), then punches the
     /// quarantined blocks and makes them free. The caller must have recorded every free
     /// in the journal before the blocks were released, which `OffloadedFile` guarantees by
     /// releasing storage only after its change observer ran.
+    ///
+    /// One reclaim at a time (`reclaiming`): a thread that runs out of space while another
+    /// reclaims waits for it, then finds the blocks free.
     public func syncAndReclaim() throws(FSError) {
-        // Blocks quarantined from here on may belong to records written after the sync.
-        let pending = allocator.withLock { $0.takeQuarantine() }
-        do throws(FSError) {
-            try sync()
-        } catch {
-            allocator.withLock { a in for r in pending { a.quarantine(r) } }
-            throw error
-        }
-        guard !pending.isEmpty else { return }
-        // Nobody references these blocks and they are in no free map yet, so no one can
-        // write them while they are punched without the lock.
-        var scratch = allocator.withLock { $0.punchSupported }
-        for r in pending { punchFree(r, supported: &scratch) }
-        allocator.withLock { a in
-            if !scratch { a.punchSupported = false }
-            for r in pending { a.free.insert(r) }
+        try reclaiming.withLock { (_) throws(FSError) in
+            // Blocks quarantined from here on may belong to records written after the sync.
+            let pending = allocator.withLock { $0.takeQuarantine() }
+            do throws(FSError) {
+                try sync()
+            } catch {
+                allocator.withLock { $0.finishReclaim(pending, succeeded: false) }
+                throw error
+            }
+            guard !pending.isEmpty else { return }
+            // Nobody references these blocks and they are in no free map yet, so no one
+            // can write them while they are punched without the allocator lock.
+            var supported = allocator.withLock { $0.punchSupported }
+            for r in pending { punchFree(r, supported: &supported) }
+            allocator.withLock { a in
+                if !supported { a.punchSupported = false }
+                a.finishReclaim(pending, succeeded: true)
+            }
         }
     }
 
@@ -382,7 +391,7 @@ public final class BackingStore: @unchecked Sendable {
     public var statistics: Statistics {
         let (live, free, quarantined) = allocator.withLock { a in
             (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift,
-             a.quarantinedBlocks << Self.blockShift)
+             (a.quarantinedBlocks + a.reclaimingBlocks) << Self.blockShift)
         }
         var info = stat()
         let ok = fstat(fd, &info) == 0

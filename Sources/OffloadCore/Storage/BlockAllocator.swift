@@ -23,6 +23,10 @@ struct BlockAllocator: ~Copyable {
     /// Blocks nobody references that may not be reused yet: neither referenced nor free.
     private(set) var quarantined: [Range<UInt64>] = []
     private(set) var quarantinedBlocks: UInt64 = 0
+    /// Blocks taken out of quarantine by a reclaim that is punching them (without the
+    /// lock) and has not put them in the free map yet: neither free nor quarantined, and
+    /// not available either.
+    private(set) var reclaimingBlocks: UInt64 = 0
 
     /// Blocks that may still be referenced: capacity minus what is.
     var roomBlocks: UInt64 { capacityBlocks - references.allocatedBlocks }
@@ -48,7 +52,8 @@ struct BlockAllocator: ~Copyable {
     mutating func allocate(_ wanted: UInt64, hint: UInt64?, forMetadata: Bool = false) throws(FSError) -> Grant {
         precondition(wanted > 0)
         // Quarantined blocks are not referenced but cannot be handed out either.
-        var room = roomBlocks - min(roomBlocks, quarantinedBlocks)
+        let waiting = quarantinedBlocks + reclaimingBlocks
+        var room = roomBlocks - min(roomBlocks, waiting)
         if !forMetadata { room -= min(room, metadataReserveBlocks) }
         guard room > 0 else { throw .noSpace }
         let count = min(wanted, room)
@@ -73,12 +78,23 @@ struct BlockAllocator: ~Copyable {
         quarantinedBlocks += UInt64(blocks.count)
     }
 
+    /// Hands the quarantined blocks to a reclaim; `finishReclaim` must follow.
     mutating func takeQuarantine() -> [Range<UInt64>] {
         defer {
+            reclaimingBlocks += quarantinedBlocks
             quarantined = []
             quarantinedBlocks = 0
         }
         return quarantined
+    }
+
+    /// Ends a reclaim: the blocks become free, or go back to quarantine when the sync
+    /// that had to come first failed.
+    mutating func finishReclaim(_ blocks: [Range<UInt64>], succeeded: Bool) {
+        for range in blocks {
+            reclaimingBlocks -= UInt64(range.count)
+            if succeeded { free.insert(range) } else { quarantine(range) }
+        }
     }
 
     /// Rebuilds the state of an existing image: `runs` are the reference counts recovery
@@ -143,8 +159,8 @@ struct BlockAllocator: ~Copyable {
         var frees: [Range<UInt64>] = []
         free.forEachRange { r in freeCount += UInt64(r.count); frees.append(r) }
         guard freeCount == free.freeBlocks else { throw .io("free block count is off") }
-        guard referenced + freeCount + quarantinedBlocks == highWaterBlocks - firstBlock else {
-            throw .io("\(referenced) referenced + \(freeCount) free + \(quarantinedBlocks) quarantined blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
+        guard referenced + freeCount + quarantinedBlocks + reclaimingBlocks == highWaterBlocks - firstBlock else {
+            throw .io("\(referenced) referenced + \(freeCount) free + \(quarantinedBlocks) quarantined + \(reclaimingBlocks) being reclaimed blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
         }
         // Both lists are sorted: walk them together to find any block in both.
         var i = 0, j = 0
