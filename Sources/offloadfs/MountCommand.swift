@@ -122,7 +122,12 @@ struct MountCommand: ParsableCommand {
         if report.orphansFreed > 0 {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
         }
-        fileSystem.startMaintenance { error in
+        // Test knobs (scripts/crash-soak --stress-checkpoints): maintenance interval in
+        // seconds and the journal bytes that trigger a checkpoint. Not for normal use.
+        func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+        let interval = environment("OFFLOADFS_MAINTENANCE_INTERVAL").flatMap(Double.init).map { max($0, 0.01) } ?? 5
+        let checkpointAfter = environment("OFFLOADFS_CHECKPOINT_AFTER").flatMap(UInt64.init)
+        fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter) { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
         }
         readiness.ready()

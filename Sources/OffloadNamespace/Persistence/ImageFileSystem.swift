@@ -121,12 +121,16 @@ public final class ImageFileSystem: @unchecked Sendable {
 
     /// Every `interval` seconds: make the image durable and reuse freed blocks (so `du`
     /// follows deletions without an unmount), and checkpoint once the journal is long.
-    public func startMaintenance(interval: Double = 5, onError: @escaping @Sendable (FSError) -> Void) {
+    ///
+    /// `checkpointAfter` overrides the journal size that triggers a checkpoint (the crash
+    /// soak sets it tiny, with a short interval, so that kills land inside checkpoints).
+    public func startMaintenance(interval: Double = 5, checkpointAfter: UInt64? = nil,
+                                 onError: @escaping @Sendable (FSError) -> Void) {
         let source = DispatchSource.makeTimerSource(queue: maintenance)
         source.schedule(deadline: .now() + interval, repeating: interval)
         source.setEventHandler { [self] in
             do throws(FSError) {
-                try self.maintain()
+                try self.maintain(checkpointAfter: checkpointAfter)
             } catch {
                 onError(error)
             }
@@ -135,10 +139,10 @@ public final class ImageFileSystem: @unchecked Sendable {
         source.resume()
     }
 
-    func maintain() throws(FSError) {
+    func maintain(checkpointAfter: UInt64? = nil) throws(FSError) {
         try store.syncAndReclaim()
-        if journal.hasFailed
-            || journal.journalBytesSinceCheckpoint >= max(Self.checkpointJournalBytes, journal.checkpointBytes) {
+        let threshold = checkpointAfter ?? max(Self.checkpointJournalBytes, journal.checkpointBytes)
+        if journal.hasFailed || journal.journalBytesSinceCheckpoint >= threshold {
             try journal.checkpoint(namespace)
             try store.syncAndReclaim()
         }
