@@ -6,11 +6,13 @@ import FuseBridge
 struct Offloadfs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "offloadfs",
-        abstract: "A FUSE filesystem whose file contents live in one mmap-backed image file.",
+        abstract: "A FUSE filesystem that keeps its files in one mmap-backed image file.",
         discussion: """
             Mount with `offloadfs mount MOUNTPOINT --backing IMAGE`, use MOUNTPOINT like \
             any directory, and unmount with `offloadfs unmount MOUNTPOINT` (or fusermount3 -u). \
-            Without --foreground, `mount` returns once the filesystem is live.
+            Without --foreground, `mount` returns once the filesystem is live. The image keeps \
+            the files across unmounts and crashes; `offloadfs fsck` and `offloadfs info` \
+            inspect an unmounted image.
             """,
         version: "offloadfs \(ProductVersion.string)",
         subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]

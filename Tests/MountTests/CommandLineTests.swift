@@ -58,10 +58,13 @@ final class CommandLineTests: XCTestCase {
         let top = try offloadfs(["--help"])
         XCTAssertEqual(top.status, 0, top.transcript)
         XCTAssertTrue(top.output.contains("USAGE: offloadfs <subcommand>"), top.output)
-        XCTAssertTrue(top.output.contains("mount") && top.output.contains("unmount"), top.output)
+        for subcommand in ["mount", "unmount", "fsck", "info"] {
+            XCTAssertTrue(top.output.contains("  \(subcommand) "), "--help must list \(subcommand):\n\(top.output)")
+        }
         let mount = try offloadfs(["mount", "--help"])
         XCTAssertEqual(mount.status, 0, mount.transcript)
-        for option in ["--backing", "--foreground", "--memory-limit", "--size", "-o", "--log-level"] {
+        for option in ["--backing", "--foreground", "--fresh", "--writeback-cache", "--memory-limit", "--size", "-o",
+                       "--log-level"] {
             XCTAssertTrue(mount.output.contains(option), "mount --help must document \(option):\n\(mount.output)")
         }
         XCTAssertFalse(mount.output.contains("--ready-fd"), "the internal readiness option stays hidden")
