@@ -108,6 +108,7 @@ public final class NamespaceJournal: Sendable {
             store.setMetadataReserve(bytes: 2 << 20 + 2 * bytes)
         }
     }
+
     public var generation: UInt64 { state.withLock { $0.generation } }
 
     /// fsync/syncfs: everything recorded so far, and the file data it points to, is
@@ -123,15 +124,28 @@ public final class NamespaceJournal: Sendable {
     /// the image cleanly unmounted (the last checkpoint before closing).
     public func checkpoint(_ namespace: Namespace, clean: Bool = false) throws(FSError) {
         try checkpointing.withLock { (_) throws(FSError) in
-            let (journal, firstSequence, generation) = try state.withLock { (s) throws(FSError) -> (MetadataLog, UInt64, UInt64) in
+            // A frame that failed before the switch is covered by this checkpoint (it
+            // captures every object after the switch); one that fails after it is not.
+            let (journal, firstSequence, generation, earlierFailure) = try state.withLock {
+                (s) throws(FSError) -> (MetadataLog, UInt64, UInt64, FSError?) in
                 let next = try s.current.continueInNewLog()
                 s.closed.append(s.current)
                 s.current = next
                 s.appendedSinceCheckpoint = 0
-                return (next, next.nextSequence, s.generation + 1)
+                defer { s.failure = nil }
+                return (next, next.nextSequence, s.generation + 1, s.failure)
             }
-            let snapshot = try MetadataLog(store: store, imageID: imageID, stream: generation,
+            func restoreFailure() {
+                if let earlierFailure { state.withLock { $0.failure = $0.failure ?? earlierFailure } }
+            }
+            let snapshot: MetadataLog
+            do throws(FSError) {
+                snapshot = try MetadataLog(store: store, imageID: imageID, stream: generation,
                                            firstSequence: 0, segmentBytes: 1 << 20)
+            } catch {
+                restoreFailure()
+                throw error
+            }
             do throws(FSError) {
                 try namespace.writeCheckpoint(into: snapshot)
                 try store.sync()
@@ -140,8 +154,10 @@ public final class NamespaceJournal: Sendable {
                     checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
                     journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes))
             } catch {
-                // Nothing on disk names the new checkpoint: give its blocks back.
+                // Nothing on disk names the new checkpoint: give its blocks back, and the
+                // journal still misses what it missed before.
                 snapshot.releaseSegments()
+                restoreFailure()
                 throw error
             }
             // The new superblock is durable: the old chains are garbage now.
@@ -152,7 +168,6 @@ public final class NamespaceJournal: Sendable {
                 s.retired = []
                 s.closed = []
                 s.generation = generation
-                s.failure = nil
                 s.checkpointBytes = snapshot.segments.reduce(UInt64(0)) { $0 + $1.length }
                 return (obsolete, closed)
             }
