@@ -50,6 +50,16 @@ final class MetadataFormatTests: XCTestCase {
         }
     }
 
+    func testAPieceBeyondItsRangeIsMalformedNotATrap() {
+        var w = ByteWriter()
+        w.u8(4); w.u64(7); w.u64(100)            // fileRange, inode 7, size 100
+        w.u64(10); w.u64(20)                     // range 10..<20
+        w.u32(1)                                 // one piece
+        w.u64(30); w.u8(1); w.u8(0xAA); w.u64(5) // at 30, past the range's end
+        let result = w.bytes.withUnsafeBytes { raw in Result { () throws(ByteReader.Malformed) in try MetadataRecord.decodeAll(raw) } }
+        guard case .failure = result else { return XCTFail("a piece outside its range decoded") }
+    }
+
     func testRandomBytesNeverCrashTheDecoder() {
         var random = SplitMix64(seed: 7)
         for _ in 0..<20_000 {

@@ -25,6 +25,9 @@ public struct ImageAnalysis {
     var danglingEntries: [(directory: UInt64, name: [UInt8])] = []
 
     public static let rootInode: UInt64 = 1
+    /// st_mode >> 12 of FIFOs, character devices, directories, block devices, regular
+    /// files, symlinks and sockets.
+    static let knownTypes: Set<UInt8> = [0o01, 0o02, 0o04, 0o06, 0o10, 0o12, 0o14]
     static let block = UInt64(BackingStore.blockSize)
 
     public var isClean: Bool { problems.isEmpty }
@@ -60,6 +63,11 @@ public struct ImageAnalysis {
             for (name, child) in replay.entries[directory] ?? [:] {
                 guard let inode = replay.inodes[child] else {
                     problems.append("entry '\(Self.show(name))' in directory \(directory) names inode \(child), which does not exist")
+                    danglingEntries.append((directory, name))
+                    continue
+                }
+                guard Self.knownTypes.contains(inode.type) else {
+                    problems.append("entry '\(Self.show(name))' in directory \(directory) names inode \(child) of unknown type \(inode.type)")
                     danglingEntries.append((directory, name))
                     continue
                 }

@@ -44,11 +44,12 @@ public final class ImageReplay {
                             salvage: Bool = false,
                             progress: Progress? = nil) throws(FSError) -> ImageReplay {
         let replay = ImageReplay(superblock: superblock)
-        let total = superblock.checkpoint.length + superblock.journal.length
+        let total = superblock.checkpoint.length.addingReportingOverflow(superblock.journal.length).partialValue
         // About 170 bytes of checkpoint per inode: size the tables once (bounded by what
         // the file can hold, so a damaged count cannot make it reserve much).
-        let estimate = Int(min(superblock.checkpointFrames.multipliedReportingOverflow(by: 64 << 10).partialValue,
-                               fileBytes) / 170)
+        let checkpointBytes = min(superblock.checkpointFrames.multipliedReportingOverflow(by: 64 << 10).partialValue,
+                                  fileBytes)
+        let estimate = Int(min(checkpointBytes / 170, 1 << 22))
         replay.inodes.reserveCapacity(estimate)
         replay.files.reserveCapacity(estimate)
         if superblock.checkpointFrames > 0 {

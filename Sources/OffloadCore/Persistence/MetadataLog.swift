@@ -68,6 +68,10 @@ public final class MetadataLog: Sendable {
     }
 
     public func append(payload: [UInt8]) throws(FSError) {
+        // A reader refuses longer frames; never write one it could not read back.
+        guard payload.count <= FrameHeader.maximumPayload else {
+            throw .invalidArgument("a metadata frame of \(payload.count) bytes exceeds \(FrameHeader.maximumPayload)")
+        }
         try state.withLock { (s) throws(FSError) in
             precondition(!s.closed, "appending to a metadata log that continues elsewhere")
             let frameSize = FrameHeader.size + payload.count

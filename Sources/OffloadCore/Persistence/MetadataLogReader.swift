@@ -42,6 +42,7 @@ public struct MetadataLogReader {
     }
 
     private var pendingEnd: String?
+    private var visitedStarts = Set<UInt64>()
 
     /// The next frame's payload, or the end of the chain with the reason it ended.
     public mutating func next() -> Item {
@@ -148,7 +149,9 @@ public struct MetadataLogReader {
               segment.start <= fileBytes, segment.length <= fileBytes - segment.start else {
             return "segment \(segment.start)+\(segment.length) lies outside the image (\(fileBytes) bytes)"
         }
-        guard !segments.contains(where: { $0.range.overlaps(segment.range) }) else {
+        // A chain cannot loop (every frame needs the next sequence number); this only
+        // stops a damaged link from naming a segment already read.
+        guard visitedStarts.insert(segment.start).inserted else {
             return "segment \(segment.start)+\(segment.length) is linked twice"
         }
         segments.append(segment)

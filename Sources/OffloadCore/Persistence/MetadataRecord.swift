@@ -226,7 +226,7 @@ extension MetadataRecord {
                     throw ByteReader.Malformed(description: "unknown extent type \(other)")
                 }
                 // Pieces are sorted, non-empty, inside the range, and do not overlap.
-                guard offset >= cursor, extent.size > 0, extent.size <= end - offset else {
+                guard offset >= cursor, offset <= end, extent.size > 0, extent.size <= end - offset else {
                     throw ByteReader.Malformed(description: "extent at \(offset) (\(extent)) does not fit in \(start)..<\(end)")
                 }
                 cursor = offset + extent.size

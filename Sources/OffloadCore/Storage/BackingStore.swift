@@ -242,7 +242,16 @@ public final class BackingStore: @unchecked Sendable {
 
     /// Freed blocks that a sync will make allocatable (quarantined, or being reclaimed by
     /// another thread, whose reclaim the next `syncAndReclaim` waits for).
-    var hasReclaimable: Bool { allocator.withLock { $0.quarantinedBlocks + $0.reclaimingBlocks > 0 } }
+    var hasReclaimable: Bool {
+        allocator.withLock { !$0.reclaimHeld && $0.quarantinedBlocks + $0.reclaimingBlocks > 0 }
+    }
+
+    /// Holds (or lets go of) every reclaim: the journal holds it from the moment a frame
+    /// could not be written until a checkpoint that began afterwards is durable, since
+    /// until then the image on disk may still give freed blocks to their old files.
+    public func holdReclaim(_ held: Bool) {
+        allocator.withLock { $0.reclaimHeld = held }
+    }
 
     /// Makes everything written to the image so far durable (fdatasync), then punches the
     /// quarantined blocks and makes them free. The caller must have recorded every free
@@ -254,7 +263,9 @@ public final class BackingStore: @unchecked Sendable {
     public func syncAndReclaim() throws(FSError) {
         try reclaiming.withLock { (_) throws(FSError) in
             // Blocks quarantined from here on may belong to records written after the sync.
-            let pending = allocator.withLock { $0.takeQuarantine() }
+            // While the journal is missing records, nothing is reclaimed at all: a block
+            // whose free was never journaled must not be reused.
+            let pending = allocator.withLock { $0.reclaimHeld ? [] : $0.takeQuarantine() }
             do throws(FSError) {
                 try sync()
             } catch {

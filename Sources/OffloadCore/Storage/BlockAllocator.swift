@@ -20,6 +20,9 @@ struct BlockAllocator: ~Copyable {
     /// Freed blocks go to `quarantined` instead of the free map (see
     /// `BackingStore.deferReuse`).
     var deferReuse = false
+    /// Set while the journal misses changes (`BackingStore.holdReclaim`): quarantined
+    /// blocks then stay quarantined even after a sync.
+    var reclaimHeld = false
     /// Blocks nobody references that may not be reused yet: neither referenced nor free.
     private(set) var quarantined: [Range<UInt64>] = []
     private(set) var quarantinedBlocks: UInt64 = 0

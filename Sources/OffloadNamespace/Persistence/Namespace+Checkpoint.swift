@@ -50,7 +50,7 @@ extension Namespace {
                 // Large files go in slices so that no frame grows without bound.
                 var index = 0
                 repeat {
-                    let slice = pieces[index..<min(index + 16384, pieces.count)]
+                    let slice = pieces[index..<min(index + FileJournal.piecesPerRecord, pieces.count)]
                     let from = index == 0 ? 0 : slice.first!.offset
                     let to = slice.endIndex == pieces.count ? size : pieces[slice.endIndex].offset
                     MetadataRecord.fileRange(inode: number.rawValue, size: size, range: from..<max(from, to),

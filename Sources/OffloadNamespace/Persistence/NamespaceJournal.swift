@@ -66,6 +66,7 @@ public final class NamespaceJournal: Sendable {
                 try s.current.append(payload: payload.bytes)
                 s.appendedSinceCheckpoint += UInt64(payload.count + FrameHeader.size)
             } catch {
+                if s.failure == nil { store.holdReclaim(true) }
                 s.failure = error
             }
         }
@@ -102,6 +103,9 @@ public final class NamespaceJournal: Sendable {
                 s.checkpoint = checkpoint
                 s.retired = []
                 s.generation = generation
+                // Everything before the switch is in this checkpoint; if nothing failed
+                // since, the image no longer misses a change.
+                if s.failure == nil { store.holdReclaim(false) }
                 s.checkpointBytes = bytes
             }
             for segment in retired { store.release(segment.range) }
@@ -146,17 +150,29 @@ public final class NamespaceJournal: Sendable {
                 restoreFailure()
                 throw error
             }
+            var superblockAttempted = false
             do throws(FSError) {
                 try namespace.writeCheckpoint(into: snapshot)
                 try store.sync()
+                superblockAttempted = true
                 try store.writeSuperblocks(Superblock(
                     imageID: imageID, generation: generation, cleanlyUnmounted: clean,
                     checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
                     journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes))
             } catch {
-                // Nothing on disk names the new checkpoint: give its blocks back, and the
-                // journal still misses what it missed before.
-                snapshot.releaseSegments()
+                if superblockAttempted {
+                    // One superblock copy may already name the new checkpoint: keep its
+                    // blocks until a later checkpoint has rewritten both copies, and never
+                    // reuse this generation.
+                    state.withLock { s in
+                        s.retired += snapshot.segments
+                        s.generation = generation
+                    }
+                } else {
+                    // Nothing on disk names the new checkpoint: give its blocks back.
+                    snapshot.releaseSegments()
+                }
+                // The journal still misses what it missed before.
                 restoreFailure()
                 throw error
             }
@@ -191,7 +207,28 @@ final class FileJournal: FileChangeObserver {
         self.journal = journal
     }
 
+    /// Pieces per `fileRange` record: a RAM piece encodes to at most about 4.1 KB, so a
+    /// record stays near 8 MB, far below `FrameHeader.maximumPayload`.
+    static let piecesPerRecord = 2048
+
     func fileChanged(_ change: FileChange) {
-        journal.record([.fileRange(inode: inode, size: change.size, range: change.range, pieces: change.pieces)])
+        guard change.pieces.count > Self.piecesPerRecord else {
+            journal.record([.fileRange(inode: inode, size: change.size, range: change.range, pieces: change.pieces)])
+            return
+        }
+        // A change over very many extents (a clone or a punch across a fragmented file)
+        // goes as consecutive records, one frame each, covering consecutive parts of the
+        // range. Each states its part's final state and the final size; a crash between
+        // them leaves part of a change that had not been answered yet, like a torn write.
+        var index = 0
+        var from = change.range.lowerBound
+        while index < change.pieces.count {
+            let end = min(index + Self.piecesPerRecord, change.pieces.count)
+            let to = end == change.pieces.count ? change.range.upperBound : change.pieces[end].offset
+            journal.record([.fileRange(inode: inode, size: change.size, range: from..<to,
+                                       pieces: Array(change.pieces[index..<end]))])
+            index = end
+            from = to
+        }
     }
 }
