@@ -165,17 +165,7 @@ final class DaemonUnderTest {
             }
         }
         if process.isRunning || process.processIdentifier != 0 {
-            let deadline = Date().addingTimeInterval(timeout)
-            while process.isRunning && Date() < deadline { usleep(5_000) }
-            if process.isRunning {
-                problems.append("the daemon (pid \(process.processIdentifier)) did not exit after unmount; killed")
-                kill(process.processIdentifier, SIGKILL)
-            }
-            process.waitUntilExit()
-            if process.terminationReason != .exit || process.terminationStatus != 0 {
-                problems.append("the daemon ended with \(process.terminationReason == .exit ? "status" : "signal") "
-                                + "\(process.terminationStatus): \(log.suffix(2000))")
-            }
+            problems += reapDaemon(process, timeout: timeout, log: { String(log.suffix(2000)) })
         }
         if MountTable.isMounted(mountPoint) { problems.append("\(mountPoint) is still mounted") }
         return problems

@@ -127,17 +127,7 @@ final class MountFixture {
             }
         }
         if let daemon {
-            let deadline = Date().addingTimeInterval(15)
-            while daemon.isRunning && Date() < deadline { usleep(10_000) }
-            if daemon.isRunning {
-                problems.append("the daemon (pid \(daemon.processIdentifier)) did not exit after unmount; killed")
-                kill(daemon.processIdentifier, SIGKILL)
-            }
-            daemon.waitUntilExit()
-            if daemon.terminationReason != .exit || daemon.terminationStatus != 0 {
-                problems.append("the daemon ended with \(daemon.terminationReason == .exit ? "status" : "signal") "
-                                + "\(daemon.terminationStatus): \(daemonLog)")
-            }
+            problems += reapDaemon(daemon, timeout: 15, log: { self.daemonLog })
             if processExists(daemon.processIdentifier) {
                 problems.append("the daemon's pid \(daemon.processIdentifier) still exists")
             }
@@ -231,4 +221,22 @@ class MountedTestCase: XCTestCase {
         if !result.succeeded { throw MountTestError("script failed: \(script)") }
         return result.output
     }
+}
+
+/// Waits up to `timeout` seconds for a daemon that was told to stop (unmounted), kills it
+/// by its PID if it is still running, and reports an unclean end (`log` adds its log).
+func reapDaemon(_ process: Process, timeout: TimeInterval, log: () -> String) -> [String] {
+    var problems: [String] = []
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(5_000) }
+    if process.isRunning {
+        problems.append("the daemon (pid \(process.processIdentifier)) did not exit after unmount; killed")
+        kill(process.processIdentifier, SIGKILL)
+    }
+    process.waitUntilExit()
+    if process.terminationReason != .exit || process.terminationStatus != 0 {
+        problems.append("the daemon ended with \(process.terminationReason == .exit ? "status" : "signal") "
+                        + "\(process.terminationStatus): \(log())")
+    }
+    return problems
 }
