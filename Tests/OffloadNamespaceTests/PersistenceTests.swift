@@ -336,3 +336,41 @@ final class LargeChangePersistenceTests: XCTestCase {
         try fileSystem.close()
     }
 }
+
+/// A frame that cannot be written holds every reclaim (a block whose free the journal
+/// missed must not be reused) until a checkpoint that began afterwards has made the image
+/// whole again; fsync reports the failure meanwhile.
+final class JournalFailureTests: XCTestCase {
+    func testReclaimsWaitForTheCheckpointAfterAFailedAppend() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("offloadfs-fail-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fileSystem = try ImageFileSystem.open(path: directory.appendingPathComponent("image.bin").path,
+                                                  capacityBytes: 256 << 20, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let fs = fileSystem.namespace
+        let name = try FileName(Array("f".utf8))
+        let (file, handle) = try fs.create(parent: .root, name: name, mode: 0o100644, flags: O_RDWR,
+                                           context: RequestContext(uid: 0, gid: 0))
+        _ = try [UInt8](repeating: 1, count: 4 << 20).withUnsafeBytes {
+            try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0)
+        }
+        // A record no reader would accept (over the 64 MiB frame limit) is refused.
+        fileSystem.journal.record([.fileRange(inode: 99, size: 1, range: 0..<1,
+                                              pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0, count: 65 << 20)))])])
+        XCTAssertTrue(fileSystem.journal.hasFailed)
+        XCTAssertThrowsError(try fs.fsync(inode: file.inode, handle: handle, dataOnly: false))
+
+        fs.release(inode: file.inode, handle: handle)
+        try fs.unlink(parent: .root, name: name)
+        fs.forget(inode: file.inode, lookups: 1)
+        try fileSystem.store.syncAndReclaim()
+        XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 4 << 20,
+                                    "nothing is reclaimed while the journal misses a change")
+
+        try fileSystem.journal.checkpoint(fs)
+        XCTAssertFalse(fileSystem.journal.hasFailed)
+        try fileSystem.store.syncAndReclaim()
+        XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0, "the checkpoint lets reclaims go on")
+        try fileSystem.close()
+    }
+}

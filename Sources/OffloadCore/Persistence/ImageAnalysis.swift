@@ -154,8 +154,6 @@ public struct ImageAnalysis {
         var count: Int32 = 0
         var index = 0
         var start: UInt64 = 0
-        var metadataBlocks = 0
-        _ = metadataBlocks
         while index < events.count {
             let block = events[index].block
             if count > 0 && block > start { appendRun(start..<block, count: UInt32(count)) }
@@ -165,7 +163,6 @@ public struct ImageAnalysis {
             }
             start = block
         }
-        metadataBlocks = 0
         for run in runs {
             if run.count > 1 && !Self.overlaps(run.blocks, metadata) { sharedBlocks += UInt64(run.blocks.count) }
         }
@@ -256,15 +253,6 @@ extension ImageReplay {
         }
         for (number, parent) in final.parents { inodes[number]?.parent = parent }
         return done
-    }
-
-    /// Forgets everything that is not reachable from the root (what mount frees).
-    public func dropUnreachable(_ analysis: ImageAnalysis) {
-        for number in Array(inodes.keys) where !analysis.reachable.contains(number) {
-            inodes[number] = nil
-            files[number] = nil
-            entries[number] = nil
-        }
     }
 }
 

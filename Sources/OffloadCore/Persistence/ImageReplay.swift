@@ -56,7 +56,7 @@ public final class ImageReplay {
             var reader = MetadataLogReader(imageID: superblock.imageID, stream: superblock.checkpointStream,
                                            firstSequence: 0, head: superblock.checkpoint,
                                            fileBytes: fileBytes, read: read)
-            while reader.frames < superblock.checkpointFrames {
+            checkpoint: while reader.frames < superblock.checkpointFrames {
                 switch reader.next() {
                 case .records(let payload):
                     do {
@@ -71,13 +71,12 @@ public final class ImageReplay {
                         replay.salvaged.append("\(lost) damaged checkpoint frames skipped (\(reason))")
                         continue
                     }
-                    if salvage {
-                        replay.salvaged.append("the checkpoint ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason)")
-                        break
+                    guard salvage else {
+                        throw .damagedImage("checkpoint (stream \(superblock.checkpointStream)) ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason); `offloadfs fsck --repair IMAGE` salvages the rest")
                     }
-                    throw .damagedImage("checkpoint (stream \(superblock.checkpointStream)) ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason); `offloadfs fsck --repair IMAGE` salvages the rest")
+                    replay.salvaged.append("the checkpoint ends after \(reader.frames) of \(superblock.checkpointFrames) frames: \(reason)")
+                    break checkpoint
                 }
-                if salvage, case .some = replay.salvaged.last, replay.salvaged.last!.hasPrefix("the checkpoint ends") { break }
             }
             replay.checkpointSegments = reader.segments
             replay.checkpointBytes = reader.bytesRead

@@ -59,14 +59,8 @@ public final class MetadataLog: Sendable {
     /// Bytes of frames appended so far (what replay would read).
     public var appendedBytes: UInt64 { state.withLock { $0.appendedBytes } }
 
-    /// Appends one frame of records, whose payload `encode` writes. Atomic: a reader
+    /// Appends one frame whose payload is `payload` (encoded records). Atomic: a reader
     /// sees the whole frame or (after a crash mid-copy) a bad checksum that ends the chain.
-    public func append(_ encode: (inout ByteWriter) -> Void) throws(FSError) {
-        var payload = ByteWriter(capacity: 256)
-        encode(&payload)
-        try append(payload: payload.bytes)
-    }
-
     public func append(payload: [UInt8]) throws(FSError) {
         // A reader refuses longer frames; never write one it could not read back.
         guard payload.count <= FrameHeader.maximumPayload else {

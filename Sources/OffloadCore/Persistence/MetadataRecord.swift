@@ -104,6 +104,33 @@ public struct InodeRecord: Equatable, Sendable {
     }
 }
 
+extension MetadataRecord {
+    /// Pieces per `fileRange` record: a RAM piece encodes to at most about 4.1 KB, so a
+    /// record stays near 8 MB, far below `FrameHeader.maximumPayload`.
+    public static let piecesPerFileRange = 2048
+
+    /// `fileRange` records stating that `range` of file `inode` (now `size` bytes long)
+    /// holds `pieces` (sorted, inside `range`): one record, or consecutive records for
+    /// consecutive parts of the range when there are more than `piecesPerFileRange`.
+    public static func fileRanges(inode: UInt64, size: UInt64, range: Range<UInt64>,
+                                  pieces: [FilePiece]) -> [MetadataRecord] {
+        guard pieces.count > piecesPerFileRange else {
+            return [.fileRange(inode: inode, size: size, range: range, pieces: pieces)]
+        }
+        var records: [MetadataRecord] = []
+        var index = 0
+        var from = range.lowerBound
+        while index < pieces.count {
+            let end = min(index + piecesPerFileRange, pieces.count)
+            let to = end == pieces.count ? range.upperBound : pieces[end].offset
+            records.append(.fileRange(inode: inode, size: size, range: from..<to, pieces: Array(pieces[index..<end])))
+            index = end
+            from = to
+        }
+        return records
+    }
+}
+
 // MARK: - Encoding
 
 extension MetadataRecord {

@@ -27,8 +27,6 @@ public final class ReplayedFile {
         return list
     }
 
-    public var pieceCount: Int { pieces.count }
-
     private var lastEnd: UInt64 {
         guard let i = pieces.floor(UInt64.max) else { return 0 }
         return pieces.key(at: i) + pieces.value(at: i).size

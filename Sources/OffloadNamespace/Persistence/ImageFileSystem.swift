@@ -22,7 +22,6 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var created: Bool
         public var inodes: Int
         public var journalFrames: UInt64
-        public var journalEnd: String
         public var orphansFreed: Int
         public var repairs: [String]
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
@@ -56,7 +55,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         let started = DispatchTime.now()
         let store = try BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh)
         let namespace: Namespace
-        var report = OpenReport(created: false, inodes: 1, journalFrames: 0, journalEnd: "", orphansFreed: 0,
+        var report = OpenReport(created: false, inodes: 1, journalFrames: 0, orphansFreed: 0,
                                 repairs: [], seconds: 0)
         var retired: [LogSegment] = []
         var nextSequence: UInt64 = 0
@@ -85,7 +84,6 @@ public final class ImageFileSystem: @unchecked Sendable {
             }
             report.orphansFreed = replay.inodes.count - analysis.reachable.count
             report.journalFrames = replay.journalFrames
-            report.journalEnd = replay.journalEnd
             try store.restoreAllocation(runs: analysis.runs)
             namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
             report.restoreSeconds = Self.seconds(since: started) - report.replaySeconds

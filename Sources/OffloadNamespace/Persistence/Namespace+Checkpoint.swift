@@ -47,17 +47,11 @@ extension Namespace {
             }
             for (number, file) in files {
                 let (size, pieces) = file.snapshot()
-                // Large files go in slices so that no frame grows without bound.
-                var index = 0
-                repeat {
-                    let slice = pieces[index..<min(index + FileJournal.piecesPerRecord, pieces.count)]
-                    let from = index == 0 ? 0 : slice.first!.offset
-                    let to = slice.endIndex == pieces.count ? size : pieces[slice.endIndex].offset
-                    MetadataRecord.fileRange(inode: number.rawValue, size: size, range: from..<max(from, to),
-                                             pieces: Array(slice)).encode(into: &payload)
+                for record in MetadataRecord.fileRanges(inode: number.rawValue, size: size, range: 0..<size,
+                                                        pieces: pieces) {
+                    record.encode(into: &payload)
                     try flush()
-                    index = slice.endIndex
-                } while index < pieces.count
+                }
             }
         }
         try flush(force: true)

@@ -42,8 +42,6 @@ public final class NamespaceJournal: Sendable {
         /// next checkpoint, which captures the whole tree again.
         var failure: FSError?
         var appendedSinceCheckpoint: UInt64 = 0
-        /// Bytes of the durable checkpoint's segments.
-        var checkpointBytes: UInt64 = 0
     }
 
     /// A journal for an image whose superblock is `superblock`; `retired` are the
@@ -79,7 +77,9 @@ public final class NamespaceJournal: Sendable {
     public var hasFailed: Bool { state.withLock { $0.failure != nil } }
 
     /// Bytes the durable checkpoint occupies.
-    public var checkpointBytes: UInt64 { state.withLock { $0.checkpointBytes } }
+    public var checkpointBytes: UInt64 {
+        state.withLock { $0.checkpoint.reduce(UInt64(0)) { $0 + $1.length } }
+    }
 
     /// Instead of a first checkpoint: keeps the checkpoint `superblock` names (its
     /// segments are `checkpoint`), which must hold the whole tree (a clean unmount left
@@ -87,8 +87,8 @@ public final class NamespaceJournal: Sendable {
     /// cleanly unmounted image then writes no checkpoint.
     public func keepCheckpoint(of superblock: Superblock, segments checkpoint: [LogSegment]) throws(FSError) {
         try checkpointing.withLock { (_) throws(FSError) in
-            let (journal, firstSequence, generation, retired) = state.withLock { s in
-                (s.current, s.current.nextSequence, s.generation + 1, s.retired)
+            let (journal, firstSequence, generation) = state.withLock { s in
+                (s.current, s.current.nextSequence, s.generation + 1)
             }
             precondition(journal.appendedBytes == 0, "keepCheckpoint must come before any change")
             var next = superblock
@@ -98,22 +98,9 @@ public final class NamespaceJournal: Sendable {
             next.journalSequence = firstSequence
             next.capacityBytes = store.capacityBytes
             try store.writeSuperblocks(next)
-            let bytes = checkpoint.reduce(UInt64(0)) { $0 + $1.length }
-            state.withLock { s in
-                s.checkpoint = checkpoint
-                s.retired = []
-                s.generation = generation
-                // Everything before the switch is in this checkpoint; if nothing failed
-                // since, the image no longer misses a change.
-                if s.failure == nil { store.holdReclaim(false) }
-                s.checkpointBytes = bytes
-            }
-            for segment in retired { store.release(segment.range) }
-            store.setMetadataReserve(bytes: 2 << 20 + 2 * bytes)
+            install(checkpoint: checkpoint, generation: generation)
         }
     }
-
-    public var generation: UInt64 { state.withLock { $0.generation } }
 
     /// fsync/syncfs: everything recorded so far, and the file data it points to, is
     /// durable when this returns. Also the moment quarantined blocks become reusable.
@@ -176,23 +163,31 @@ public final class NamespaceJournal: Sendable {
                 restoreFailure()
                 throw error
             }
-            // The new superblock is durable: the old chains are garbage now.
-            let (obsolete, closed) = state.withLock { s -> ([LogSegment], [MetadataLog]) in
-                let obsolete = s.checkpoint + s.retired
-                let closed = s.closed.filter { $0 !== s.current }
-                s.checkpoint = snapshot.segments
-                s.retired = []
-                s.closed = []
-                s.generation = generation
-                s.checkpointBytes = snapshot.segments.reduce(UInt64(0)) { $0 + $1.length }
-                return (obsolete, closed)
-            }
-            for log in closed { log.releaseSegments() }
-            for segment in obsolete { store.release(segment.range) }
-            // Room for the next checkpoint and journal even when files fill the image.
-            let checkpointBytes = snapshot.segments.reduce(UInt64(0)) { $0 + $1.length }
-            store.setMetadataReserve(bytes: 2 << 20 + 2 * checkpointBytes)
+            install(checkpoint: snapshot.segments, generation: generation)
         }
+    }
+
+    /// Both superblocks now name `checkpoint` (generation `generation`) and the current
+    /// journal chain: the chains they named before are garbage, a journal failure from
+    /// before the switch is covered, and the metadata reserve follows the new size.
+    /// Caller holds `checkpointing`.
+    private func install(checkpoint: [LogSegment], generation: UInt64) {
+        let (obsolete, closed) = state.withLock { s -> ([LogSegment], [MetadataLog]) in
+            let obsolete = s.checkpoint + s.retired
+            let closed = s.closed.filter { $0 !== s.current }
+            s.checkpoint = checkpoint
+            s.retired = []
+            s.closed = []
+            s.generation = generation
+            // Everything before the switch is in this checkpoint; if no frame failed
+            // since, the image no longer misses a change and freed blocks may be reused.
+            if s.failure == nil { store.holdReclaim(false) }
+            return (obsolete, closed)
+        }
+        for log in closed { log.releaseSegments() }
+        for segment in obsolete { store.release(segment.range) }
+        // Room for the next checkpoint and journal even when files fill the image.
+        store.setMetadataReserve(bytes: 2 << 20 + 2 * checkpointBytes)
     }
 }
 
@@ -207,28 +202,14 @@ final class FileJournal: FileChangeObserver {
         self.journal = journal
     }
 
-    /// Pieces per `fileRange` record: a RAM piece encodes to at most about 4.1 KB, so a
-    /// record stays near 8 MB, far below `FrameHeader.maximumPayload`.
-    static let piecesPerRecord = 2048
-
+    /// One frame per record: a change over very many extents (a clone or a punch across
+    /// a fragmented file) goes as consecutive frames for consecutive parts of the range.
+    /// Each states its part's final state and the final size; a crash between them
+    /// leaves part of a change that had not been answered yet, like a torn write.
     func fileChanged(_ change: FileChange) {
-        guard change.pieces.count > Self.piecesPerRecord else {
-            journal.record([.fileRange(inode: inode, size: change.size, range: change.range, pieces: change.pieces)])
-            return
-        }
-        // A change over very many extents (a clone or a punch across a fragmented file)
-        // goes as consecutive records, one frame each, covering consecutive parts of the
-        // range. Each states its part's final state and the final size; a crash between
-        // them leaves part of a change that had not been answered yet, like a torn write.
-        var index = 0
-        var from = change.range.lowerBound
-        while index < change.pieces.count {
-            let end = min(index + Self.piecesPerRecord, change.pieces.count)
-            let to = end == change.pieces.count ? change.range.upperBound : change.pieces[end].offset
-            journal.record([.fileRange(inode: inode, size: change.size, range: from..<to,
-                                       pieces: Array(change.pieces[index..<end]))])
-            index = end
-            from = to
+        for record in MetadataRecord.fileRanges(inode: inode, size: change.size, range: change.range,
+                                                pieces: change.pieces) {
+            journal.record([record])
         }
     }
 }
