@@ -45,9 +45,12 @@ let package = Package(
         ),
         // A deterministic generator for replayable randomized tests and the benchmark.
         .target(name: "SplitMix"),
+        // Storage backends for tests, never in the daemon: a power-cut simulator and
+        // fault injection behind OffloadCore's ImageStorage seam.
+        .target(name: "OffloadSimulation", dependencies: ["OffloadCore", "SplitMix"]),
         .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore", "SplitMix"]),
-        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "SplitMix"]),
-        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix"]),
+        .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "SplitMix", "OffloadSimulation"]),
+        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix", "OffloadSimulation"]),
         .testTarget(name: "MountTests", dependencies: ["OffloadCore", "FuseBridge"]),
     ],
     swiftLanguageModes: [.v6]

@@ -66,3 +66,68 @@ uint32_t offloadfs_crc32c(uint32_t crc, const void *data, size_t length) {
 #endif
     return ~crc32c_software(crc, data, length);
 }
+
+// Guarded copies through the image's mapping. A page of a MAP_SHARED mapping that the
+// kernel cannot read (a disk I/O error) or that lies past the end of the file (someone
+// cut the image short) raises SIGBUS on the instruction that touches it; without a
+// handler the daemon dies. The handler jumps back into the copy that faulted, which then
+// fails with -1 (the request gets EIO). `guard_jump` is thread-local, non-NULL only
+// while this thread is inside a guarded copy, so a SIGBUS anywhere else is not ours: the
+// handler puts back the previous disposition and returns, and the faulting instruction
+// runs again and gets the signal as before.
+//
+// sigsetjmp(.., 0) saves no signal mask (no system call per copy); SA_NODEFER keeps
+// SIGBUS unblocked inside the handler, so jumping out of it leaves the mask as it was.
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+
+static __thread sigjmp_buf *guard_jump;
+static struct sigaction previous_sigbus;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int signal_number, siginfo_t *info, void *context) {
+    (void)info;
+    (void)context;
+    sigjmp_buf *jump = guard_jump;
+    if (jump != NULL) {
+        guard_jump = NULL;
+        siglongjmp(*jump, 1);
+    }
+    sigaction(signal_number, &previous_sigbus, NULL);
+}
+
+static void install_sigbus_handler(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_sigbus;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &previous_sigbus);
+}
+
+int offloadfs_guarded_copy(void *destination, const void *source, size_t length) {
+    pthread_once(&sigbus_once, install_sigbus_handler);
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 0) != 0) return -1;
+    guard_jump = &jump;
+    memcpy(destination, source, length);
+    guard_jump = NULL;
+    return 0;
+}
+
+int offloadfs_guarded_probe(const void *start, size_t length) {
+    pthread_once(&sigbus_once, install_sigbus_handler);
+    if (length == 0) return 0;
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 0) != 0) return -1;
+    guard_jump = &jump;
+    const volatile unsigned char *p = start;
+    uintptr_t first = (uintptr_t)start, last = first + length - 1;
+    for (uintptr_t a = first; a <= last; a = (a | 4095) + 1) {
+        (void)p[a - first];
+        if ((a | 4095) >= last) break;
+    }
+    guard_jump = NULL;
+    return 0;
+}

@@ -96,10 +96,10 @@ for _ in 0..<7 {
         let size = n * UInt64(blockSize)
         let perOp: [String: Double] = [
             "aligned read": measure(50_000) { rng in
-                _ = buffer.withUnsafeMutableBytes { file.read(at: (rng.next() % n) * 4096, into: $0) }
+                _ = buffer.withUnsafeMutableBytes { try! file.read(at: (rng.next() % n) * 4096, into: $0) }
             },
             "unaligned read": measure(50_000) { rng in
-                _ = buffer.withUnsafeMutableBytes { file.read(at: rng.next() % (size - 4096), into: $0) }
+                _ = buffer.withUnsafeMutableBytes { try! file.read(at: rng.next() % (size - 4096), into: $0) }
             },
             // Pool blocks are shared by many extents, so bytes cannot be written in place
             // there; the in-place path is measured on a file's own blocks below.
@@ -199,7 +199,7 @@ func sequentialRead(_ file: OffloadedFile) -> Double {
         let start = now()
         var offset: UInt64 = 0
         while offset < file.size {
-            offset += UInt64(readBuffer.withUnsafeMutableBytes { file.read(at: offset, into: $0) })
+            offset += UInt64(readBuffer.withUnsafeMutableBytes { try! file.read(at: offset, into: $0) })
         }
         best = min(best, Double(now() - start) / 1e9)
     }

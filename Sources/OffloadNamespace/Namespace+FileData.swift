@@ -34,7 +34,7 @@ extension Namespace {
                         _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
         let opened = try openedFile(inode: inode, handle: handle)
-        return opened.file.data.withReadRegions(at: offset, count: count, body)
+        return try opened.file.data.withReadRegions(at: offset, count: count, body)
     }
 
     /// Writes all of `data`. A handle opened with O_APPEND writes at the current end of

@@ -10,7 +10,7 @@ final class BackingStoreTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: image.path))
         let first = try store.allocate(byteCount: 4096)
         let slice = store.bytes(at: first.lowerBound, count: 4096)
-        [UInt8](repeating: 42, count: 4096).withUnsafeBytes { store.copyIn($0.baseAddress!, to: first.lowerBound, count: 4096) }
+        try store.copyIn([UInt8](repeating: 42, count: 4096), to: first.lowerBound)
         // Grow the image well past its first size; the first slice's address stays valid.
         var ranges: [Range<UInt64>] = []
         for _ in 0..<64 { ranges.append(try store.allocate(byteCount: 1 << 20)) }
@@ -28,7 +28,7 @@ final class BackingStoreTests: XCTestCase {
         let image = TemporaryImage()
         let store = try image.makeStore()
         let a = try store.allocate(byteCount: 1 << 20)
-        [UInt8](repeating: 0xAB, count: 1 << 20).withUnsafeBytes { store.copyIn($0.baseAddress!, to: a.lowerBound, count: 1 << 20) }
+        try store.copyIn([UInt8](repeating: 0xAB, count: 1 << 20), to: a.lowerBound)
         let diskBefore = store.statistics.diskBytes
         XCTAssertGreaterThanOrEqual(diskBefore, 1 << 20)
         store.release(a)

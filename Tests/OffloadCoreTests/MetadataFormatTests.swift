@@ -116,7 +116,7 @@ final class MetadataFormatTests: XCTestCase {
         }
         let target = offset + 20  // inside the header's stream/sequence fields
         let flipped = store.readBytes(at: target, count: 1)[0] ^ 0x10
-        store.writeMetadata(UnsafeRawBufferPointer(start: [flipped], count: 1), at: target)
+        try store.copyIn([flipped], to: target)
         let damaged = read(log.head)
         XCTAssertEqual(damaged.payloads, Array(payloads[0..<200]), damaged.end)
         XCTAssertFalse(damaged.end.isEmpty)

@@ -115,7 +115,7 @@ final class OffloadedFileModelTests: XCTestCase {
                 let length = min(1 + Int(rng.next() % 12_000), max(1, Self.maximumModelSize - offset))
                 let granted = try store.allocate(byteCount: length)
                 let data = randomBytes(min(length, granted.count), using: &rng)
-                data.withUnsafeBytes { store.copyIn($0.baseAddress!, to: granted.lowerBound, count: data.count) }
+                try store.copyIn(data, to: granted.lowerBound)
                 let skew = UInt64(rng.next() % 2 == 0 ? 0 : min(7, data.count - 1))
                 let range = granted.lowerBound + skew..<granted.lowerBound + UInt64(data.count)
                 log.append("\(step): file\(f).write(at: \(offset), imageRange: \(range))")

@@ -201,7 +201,7 @@ final class ReadRegionTests: XCTestCase {
         try file.write(at: 12_000, bytes: [2, 3, 4])                          // RAM after a hole
         try file.resize(to: 13_000, fill: 9)                                   // fill
         for (offset, count) in [(0, 13_000), (9_000, 3_500), (12_001, 5_000), (13_000, 10), (20_000, 1)] {
-            let gathered = file.withReadRegions(at: UInt64(offset), count: count) { regions -> [UInt8] in
+            let gathered = try file.withReadRegions(at: UInt64(offset), count: count) { regions -> [UInt8] in
                 regions.flatMap { region -> [UInt8] in
                     switch region {
                     case .image(let buffer): return Array(buffer)

@@ -12,7 +12,7 @@ final class SeedScenarioTests: XCTestCase {
 
         let preloaded = try store.allocate(byteCount: 100)
         let twelves = [UInt8](repeating: 12, count: 100)
-        twelves.withUnsafeBytes { store.copyIn($0.baseAddress!, to: preloaded.lowerBound, count: 100) }
+        try store.copyIn(twelves, to: preloaded.lowerBound)
 
         try file.write(at: 0, bytes: [UInt8](repeating: 56, count: 100))
         XCTAssertEqual(file.size, 100)

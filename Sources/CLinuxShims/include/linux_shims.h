@@ -18,4 +18,17 @@ extern const int offloadfs_falloc_punch_hole;
 /// SSE4.2 instruction when the CPU has it, a table otherwise; both give the same value.
 uint32_t offloadfs_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// Copies `length` bytes like memcpy, but a SIGBUS raised by the copy (an I/O error on a
+/// page of a mapped file, or a page past the end of a file that was cut short) ends it
+/// and returns -1 instead of killing the process; 0 when the copy completed. The bytes
+/// of `destination` are then partly written. Installs the process's SIGBUS handler on
+/// first use; a SIGBUS outside a guarded copy still goes to the handler that was there
+/// before (the default: the process dies).
+int offloadfs_guarded_copy(void *destination, const void *source, size_t length);
+
+/// Reads one byte of every 4 KiB page of `start..<start+length` under the same guard, so
+/// that the kernel can then copy the range (an iovec of a FUSE reply) without meeting a
+/// page that cannot be read: -1 if a page raised SIGBUS, else 0.
+int offloadfs_guarded_probe(const void *start, size_t length);
+
 #endif

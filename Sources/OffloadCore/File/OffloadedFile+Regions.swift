@@ -21,8 +21,12 @@ extension OffloadedFile {
     /// Calls `body` with the pieces that make up `count` bytes at `offset` (fewer at end of
     /// file, none past it), under the file's read lock: image pointers stay valid and the
     /// bytes cannot change until `body` returns. Keep `body` short: writers wait.
-    public func withReadRegions<R>(at offset: UInt64, count: Int, _ body: ([ReadRegion]) throws -> R) rethrows -> R {
-        try lock.withReadLock {
+    ///
+    /// Every image page of the regions is touched first (`BackingStore.checkReadable`),
+    /// so a page the disk cannot give back is an `.io` error here, not a SIGBUS in
+    /// `body` or a failed copy in the kernel after the reply was sent.
+    public func withReadRegions<R>(at offset: UInt64, count: Int, _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
+        try lock.withReadLock { () throws(FSError) -> R in
             var regions: [ReadRegion] = []
             if offset < sizeBytes, count > 0, var i = extents.floor(offset) {
                 let end = offset + min(UInt64(count), sizeBytes - offset)
@@ -33,7 +37,9 @@ extension OffloadedFile {
                     let n = Int(min(end - position, extent.size - within))
                     switch extent {
                     case .mmapOffload(let imageOffset, _):
-                        regions.append(.image(store.bytes(at: imageOffset + within, count: n)))
+                        let bytes = store.bytes(at: imageOffset + within, count: n)
+                        try store.checkReadable(bytes)
+                        regions.append(.image(bytes))
                     case .repeatingBytes(let value, _):
                         regions.append(.fill(value: value, count: n))
                     case .inMemory(let bytes):
@@ -46,7 +52,7 @@ extension OffloadedFile {
                     }
                 }
             }
-            return try body(regions)
+            return body(regions)
         }
     }
 }

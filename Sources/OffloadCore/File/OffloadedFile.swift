@@ -95,30 +95,30 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Reads up to `count` bytes at `offset`: fewer only at end of file, none past it.
     public func read(at offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
         guard count >= 0 else { throw .invalidArgument("negative read length") }
-        return lock.withReadLock {
+        return try lock.withReadLock { () throws(FSError) -> [UInt8] in
             guard offset < sizeBytes, count > 0 else { return [] }
-            let n = Int(min(UInt64(count), sizeBytes - offset))
-            return [UInt8](unsafeUninitializedCapacity: n) { buffer, initialized in
-                copyOut(at: offset, into: UnsafeMutableRawBufferPointer(buffer))
-                initialized = n
-            }
+            var bytes = [UInt8](repeating: 0, count: Int(min(UInt64(count), sizeBytes - offset)))
+            try bytes.withUnsafeMutableBytes { buffer in
+                Result { () throws(FSError) in try copyOut(at: offset, into: buffer) }
+            }.get()
+            return bytes
         }
     }
 
     /// Reads into `buffer` at `offset`; returns the number of bytes read (short only at
     /// end of file).
-    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        lock.withReadLock {
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(FSError) -> Int {
+        try lock.withReadLock { () throws(FSError) -> Int in
             guard offset < sizeBytes, buffer.count > 0 else { return 0 }
             let n = Int(min(UInt64(buffer.count), sizeBytes - offset))
-            copyOut(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+            try copyOut(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
             return n
         }
     }
 
     /// Copies `destination.count` bytes starting at `offset`, all below the size.
     /// Caller holds the lock.
-    private func copyOut(at offset: UInt64, into destination: UnsafeMutableRawBufferPointer) {
+    private func copyOut(at offset: UInt64, into destination: UnsafeMutableRawBufferPointer) throws(FSError) {
         guard var i = extents.floor(offset) else { preconditionFailure("no extent at \(offset)") }
         var position = offset
         var done = 0
@@ -130,7 +130,7 @@ public final class OffloadedFile: @unchecked Sendable {
             let target = destination.baseAddress! + done
             switch extent {
             case .mmapOffload(let imageOffset, _):
-                store.copyOut(from: imageOffset + within, into: target, count: n)
+                try store.copyOut(from: imageOffset + within, into: target, count: n)
             case .repeatingBytes(let value, _):
                 target.initializeMemory(as: UInt8.self, repeating: value, count: n)
             case .inMemory(let bytes):
@@ -155,7 +155,7 @@ public final class OffloadedFile: @unchecked Sendable {
         guard !bytes.isEmpty else { return 0 }
         let end = try Self.checkedEnd(offset, UInt64(bytes.count))
         try changing { () throws(FSError) in
-            if overwriteInPlace(at: offset, bytes: bytes) { return offset..<end }
+            if try overwriteInPlace(at: offset, bytes: bytes) { return offset..<end }
             let pieces = try place(bytes, at: offset)
             extendWithHole(to: offset)
             replace(offset..<end, with: pieces)
@@ -235,7 +235,9 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Overwrites bytes in place when image extents cover all of them and each owns its
     /// blocks alone. No extent changes, so rewriting data needs no new space (a
     /// preallocated or already written range never fails with ENOSPC) and no metadata.
-    private func overwriteInPlace(at offset: UInt64, bytes: UnsafeRawBufferPointer) -> Bool {
+    /// An I/O error of the image ends the copy and is thrown; bytes copied before it
+    /// stay written, as after a short write(2).
+    private func overwriteInPlace(at offset: UInt64, bytes: UnsafeRawBufferPointer) throws(FSError) -> Bool {
         let end = offset + UInt64(bytes.count)
         guard end <= sizeBytes, var i = extents.floor(offset) else { return false }
         // First pass: every covering extent must qualify; nothing is written until then.
@@ -254,7 +256,7 @@ public final class OffloadedFile: @unchecked Sendable {
                 i = next
             }
         }
-        for t in targets { store.copyIn(bytes.baseAddress! + t.source, to: t.image, count: t.count) }
+        for t in targets { try store.copyIn(bytes.baseAddress! + t.source, to: t.image, count: t.count) }
         return true
     }
 
@@ -276,7 +278,7 @@ public final class OffloadedFile: @unchecked Sendable {
            store.isExclusive(tail - 1..<tail) {
             let room = UInt64(BackingStore.blockSize) - tail % UInt64(BackingStore.blockSize)
             let n = Int(min(room, UInt64(bytes.count)))
-            store.copyIn(bytes.baseAddress!, to: tail, count: n)
+            try store.copyIn(bytes.baseAddress!, to: tail, count: n)
             store.retainOwned(tail..<tail + UInt64(n))
             pieces.append(.mmapOffload(offset: tail, size: UInt64(n)))
             done = n
@@ -293,9 +295,14 @@ public final class OffloadedFile: @unchecked Sendable {
                 throw error
             }
             let n = min(granted.count, bytes.count - done)
-            // `granted` is whole blocks, never more than the data needs.
-            store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n)
             pieces.append(.mmapOffload(offset: granted.lowerBound, size: UInt64(n)))
+            // `granted` is whole blocks, never more than the data needs.
+            do throws(FSError) {
+                try store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n)
+            } catch {
+                for piece in pieces { discard(piece) }
+                throw error
+            }
             done += n
             hint = granted.upperBound
         }

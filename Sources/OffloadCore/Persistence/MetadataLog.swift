@@ -72,11 +72,16 @@ public final class MetadataLog: Sendable {
             if s.writeOffset + UInt64(frameSize + LogSegment.linkFrameSize) > s.segments[s.segments.count - 1].range.upperBound {
                 let next = try Self.allocateSegment(store, atLeast: max(segmentBytes, frameSize + LogSegment.linkFrameSize),
                                                     minimum: frameSize + LogSegment.linkFrameSize)
-                writeLink(to: next, &s)
+                do throws(FSError) {
+                    try writeLink(to: next, &s)
+                } catch {
+                    store.release(next.range)
+                    throw error
+                }
                 s.segments.append(next)
                 s.writeOffset = next.start
             }
-            payload.withUnsafeBytes { writeFrame(kind: .records, payload: $0, &s) }
+            try payload.withBytes { (buffer) throws(FSError) in try writeFrame(kind: .records, payload: buffer, &s) }
         }
     }
 
@@ -87,7 +92,12 @@ public final class MetadataLog: Sendable {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
             let next = try Self.allocateSegment(store, atLeast: segmentBytes, minimum: LogSegment.linkFrameSize * 4)
-            writeLink(to: next, &s)
+            do throws(FSError) {
+                try writeLink(to: next, &s)
+            } catch {
+                store.release(next.range)
+                throw error
+            }
             s.closed = true
             return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
                                firstSequence: s.nextSequence, segmentBytes: segmentBytes)
@@ -105,19 +115,22 @@ public final class MetadataLog: Sendable {
         for segment in all { store.release(segment.range) }
     }
 
-    private func writeLink(to next: LogSegment, _ s: inout State) {
+    private func writeLink(to next: LogSegment, _ s: inout State) throws(FSError) {
         var payload = ByteWriter(capacity: 16)
         next.encodeLink(into: &payload)
-        payload.bytes.withUnsafeBytes { writeFrame(kind: .link, payload: $0, &s) }
+        try payload.bytes.withBytes { (buffer) throws(FSError) in try writeFrame(kind: .link, payload: buffer, &s) }
     }
 
-    private func writeFrame(kind: FrameHeader.Kind, payload: UnsafeRawBufferPointer, _ s: inout State) {
+    /// Writes one frame at the write offset. If the image refuses the bytes, nothing
+    /// moves: the next frame goes to the same place (its sequence number is the same),
+    /// over whatever part of this one reached the page.
+    private func writeFrame(kind: FrameHeader.Kind, payload: UnsafeRawBufferPointer, _ s: inout State) throws(FSError) {
         s.frameBytes.removeAll(keepingCapacity: true)
         FrameHeader.encode(imageID: imageID, stream: stream, sequence: s.nextSequence, kind: kind,
                            payload: payload, into: &s.frameBytes)
         let end = s.segments[s.segments.count - 1].range.upperBound
         precondition(s.writeOffset + UInt64(s.frameBytes.count) <= end, "frame overruns its segment")
-        s.frameBytes.bytes.withUnsafeBytes { store.writeMetadata($0, at: s.writeOffset) }
+        try s.frameBytes.bytes.withBytes { (buffer) throws(FSError) in try store.writeMetadata(buffer, at: s.writeOffset) }
         s.writeOffset += UInt64(s.frameBytes.count)
         s.appendedBytes += UInt64(s.frameBytes.count)
         s.nextSequence += 1

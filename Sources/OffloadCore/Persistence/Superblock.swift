@@ -139,12 +139,30 @@ public enum ImageIdentity: Equatable, Sendable {
     public static func read(fd: Int32) throws(FSError) -> ImageIdentity {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image") }
-        if info.st_size == 0 { return .empty }
+        return try read(length: UInt64(info.st_size)) { (buffer, offset) throws(FSError) in
+            let n = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            guard n >= 0 else { throw .system(errno: errno, call: "read image header") }
+            return n
+        }
+    }
+
+    /// The same through an `ImageStorage` (its `read`, never the mapping).
+    public static func read(_ storage: any ImageStorage) throws(FSError) -> ImageIdentity {
+        try read(length: storage.length) { (buffer, offset) throws(FSError) in
+            try storage.read(into: buffer, at: offset)
+        }
+    }
+
+    private static func read(
+        length: UInt64, _ read: (UnsafeMutableRawBufferPointer, UInt64) throws(FSError) -> Int
+    ) throws(FSError) -> ImageIdentity {
+        if length == 0 { return .empty }
         var copies: [Superblock.Copy] = []
         for block in 0..<2 {
             var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(block * BackingStore.blockSize)) }
-            guard n >= 0 else { throw .system(errno: errno, call: "read image header") }
+            let n = try bytes.withUnsafeMutableBytes { buffer in
+                Result { () throws(FSError) in try read(buffer, UInt64(block * BackingStore.blockSize)) }
+            }.get()
             copies.append(n >= Superblock.encodedSize ? Superblock.decode(Array(bytes[0..<n])) : .absent)
         }
         let valid = copies.compactMap { copy -> Superblock? in

@@ -10,32 +10,27 @@ extension BackingStore {
     /// instant at least one copy on disk is complete: a crash mid-write tears at most the
     /// copy being written, and `ImageIdentity.read` takes the other one.
     public func writeSuperblocks(_ superblock: Superblock) throws(FSError) {
-        try Self.writeSuperblocks(superblock, fd: fd, path: path)
+        try Self.writeSuperblocks(superblock, to: storage)
     }
 
-    static func writeSuperblocks(_ superblock: Superblock, fd: Int32, path: String) throws(FSError) {
+    static func writeSuperblocks(_ superblock: Superblock, to storage: any ImageStorage) throws(FSError) {
         let bytes = superblock.encoded()
         for copy in 0..<Int(Superblock.blocks) {
-            let written = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(copy * blockSize)) }
-            guard written == bytes.count else {
-                let e = written < 0 ? errno : ENOSPC
-                throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "write superblock of '\(path)'")
-            }
-            guard fdatasync(fd) == 0 else { throw .system(errno: errno, call: "fdatasync image '\(path)'") }
+            try bytes.withBytes { (buffer) throws(FSError) in try storage.write(buffer, at: UInt64(copy * blockSize)) }
+            try storage.sync()
         }
     }
 
     /// The image file's length in bytes.
-    public var fileBytes: UInt64 {
-        var info = stat()
-        return fstat(fd, &info) == 0 ? UInt64(info.st_size) : 0
-    }
+    public var fileBytes: UInt64 { storage.length }
 
     /// Reads image bytes with pread: safe on any range, also past the end of the file
     /// (the result is then shorter), where touching the mapping would be SIGBUS.
     public func readBytes(at offset: UInt64, count: Int) -> [UInt8] {
-        Self.readBytes(fd: fd, at: offset, count: count)
+        storage.readBytes(at: offset, count: count)
     }
+
+    /// `readBytes` on an image file opened elsewhere (fsck and info open it read-only).
 
     public static func readBytes(fd: Int32, at offset: UInt64, count: Int) -> [UInt8] {
         guard count > 0, offset <= UInt64(Int64.max) else { return [] }
@@ -53,10 +48,10 @@ extension BackingStore {
     }
 
     /// Copies `bytes` into blocks the caller allocated (journal and checkpoint frames).
-    func writeMetadata(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
-        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+    func writeMetadata(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        guard !bytes.isEmpty else { return }
         precondition(offset + UInt64(bytes.count) <= UInt64(mappedBytes))
-        copyIn(source, to: offset, count: bytes.count)
+        try storage.write(bytes, at: offset)
     }
 
     /// Rebuilds the allocator of an opened existing image from the reference counts that
@@ -72,9 +67,7 @@ extension BackingStore {
             throw .damagedImage("referenced blocks end at byte \(end << Self.blockShift), past the end of the image file (\(fileBytes) bytes)")
         }
         let gaps = allocator.withLock { $0.restore(runs: runs, reservedBlocks: end) }
-        guard ftruncate(fd, off_t(end << Self.blockShift)) == 0 else {
-            throw .system(errno: errno, call: "truncate image '\(path)'")
-        }
+        try storage.setLength(end << Self.blockShift)
         var supported = allocator.withLock { $0.punchSupported }
         for gap in gaps { punchFree(gap, supported: &supported) }
         allocator.withLock { $0.punchSupported = supported }

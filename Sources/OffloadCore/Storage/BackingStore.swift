@@ -23,14 +23,17 @@ public final class BackingStore: @unchecked Sendable {
     public static let blockSize = 4096
     static let blockShift: UInt64 = 12
 
-    public let path: String
+    /// The image's name for messages (its path).
+    public var path: String { storage.name }
     /// The most live data the store will hold; allocation past it fails with `.noSpace`.
     public let capacityBytes: UInt64
+    /// Where the image's bytes live and become durable (`ImageStorage`): every write,
+    /// reservation, punch and flush goes through it.
+    public let storage: any ImageStorage
     /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
-    /// needs no lock.
+    /// needs no lock. Only reads go through it directly; writes go through `storage`.
     let base: UnsafeMutableRawPointer
     let mappedBytes: Int
-    let fd: Int32
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
     private let reclaiming = PthreadMutex<Void>(())
@@ -53,39 +56,27 @@ public final class BackingStore: @unchecked Sendable {
 
     public let opened: Opened
 
-    /// Opens or creates the image at `path`.
+    /// Opens or creates the image file at `path` (`FileImageStorage`: created if missing,
+    /// locked so that two daemons never share one image) and then as
+    /// `init(storage:capacityBytes:fresh:)`.
+    public convenience init(path: String, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
+        try Self.checkCapacity(capacityBytes)
+        try self.init(storage: FileImageStorage(path: path), capacityBytes: capacityBytes, fresh: fresh)
+    }
+
+    /// Opens the image held by `storage`.
     ///
-    /// A path that does not exist is created. An existing file must be a regular file
-    /// that is empty or an offloadfs image; any other file is refused and never written,
-    /// as is an image of a newer format version or one whose two superblocks are both
-    /// damaged. `fresh` empties an existing image (tmpfs-style mounts). The file is locked
-    /// (`flock`) so that two daemons never share one image.
+    /// The storage must be empty or hold an offloadfs image; anything else is refused and
+    /// never written, as is an image of a newer format version or one whose two
+    /// superblocks are both damaged. `fresh` empties an existing image (tmpfs-style mounts).
     ///
     /// Blocks freed by files are reused at once unless `deferReuse()` is called: with a
     /// journal, they must wait until the metadata that frees them is durable.
-    public init(path: String, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
-        guard capacityBytes >= UInt64(Self.blockSize) else {
-            throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
-        }
-        guard capacityBytes <= (UInt64(1) << 46) else {
-            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
-        }
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .system(errno: errno, call: "open image '\(path)'") }
-        var ok = false
-        defer { if !ok { close(fd) } }
-
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image '\(path)'") }
-        guard info.st_mode & S_IFMT == S_IFREG else {
-            throw .invalidArgument("image '\(path)' is not a regular file")
-        }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            if errno == EWOULDBLOCK { throw .busy }
-            throw .system(errno: errno, call: "lock image '\(path)'")
-        }
+    public init(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
+        try Self.checkCapacity(capacityBytes)
+        let path = storage.name
         var existing: Superblock?
-        switch try ImageIdentity.read(fd: fd) {
+        switch try ImageIdentity.read(storage) {
         case .foreign:
             throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
         case .newerVersion(let version):
@@ -100,38 +91,35 @@ public final class BackingStore: @unchecked Sendable {
         var capacityBlocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
         if let existing {
             // An image written under a larger capacity keeps all its blocks mapped.
-            let fileBlocks = (UInt64(info.st_size) + UInt64(Self.blockSize) - 1) >> Self.blockShift
+            let fileBlocks = (storage.length + UInt64(Self.blockSize) - 1) >> Self.blockShift
             capacityBlocks = max(capacityBlocks, fileBlocks > Superblock.blocks ? fileBlocks - Superblock.blocks : 0)
             self.opened = .existing(existing)
         } else {
             // Start empty: drop whatever the file held (it was ours) and describe an empty
             // filesystem, so the file is recognisable as an image from now on.
-            guard ftruncate(fd, 0) == 0 else { throw .system(errno: errno, call: "reset image '\(path)'") }
+            try storage.setLength(0)
             let empty = Superblock(
                 imageID: Superblock.newImageID(), generation: 0, cleanlyUnmounted: true,
                 checkpoint: LogSegment(start: 0, length: 0), checkpointFrames: 0,
                 journal: LogSegment(start: 0, length: 0), journalSequence: 0, capacityBytes: capacityBytes)
-            try Self.writeSuperblocks(empty, fd: fd, path: path)
+            try Self.writeSuperblocks(empty, to: storage)
             self.opened = .new(empty)
         }
-
         let mappedBytes = Int((Superblock.blocks + capacityBlocks) << Self.blockShift)
-        let mapping = mmap(nil, mappedBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
-        guard let mapping, mapping != MAP_FAILED else {
-            throw .system(errno: errno, call: "mmap image '\(path)' (\(mappedBytes) bytes)")
-        }
-        self.path = path
+        self.base = try storage.map(byteCount: mappedBytes)
+        self.storage = storage
         self.capacityBytes = capacityBlocks << Self.blockShift
-        self.base = mapping
         self.mappedBytes = mappedBytes
-        self.fd = fd
         self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: capacityBlocks, firstBlock: Superblock.blocks))
-        ok = true
     }
 
-    deinit {
-        munmap(base, mappedBytes)
-        close(fd)
+    private static func checkCapacity(_ capacityBytes: UInt64) throws(FSError) {
+        guard capacityBytes >= UInt64(Self.blockSize) else {
+            throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
+        }
+        guard capacityBytes <= (UInt64(1) << 46) else {
+            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
+        }
     }
 
     // MARK: - Blocks
@@ -179,14 +167,17 @@ public final class BackingStore: @unchecked Sendable {
         let bytes = (grant.blocks.lowerBound << Self.blockShift)..<(grant.blocks.upperBound << Self.blockShift)
         // Freed blocks were punched out of the file: give them disk space again now, so
         // writes through the mapping cannot fault.
-        if grant.reused, offloadfs_fallocate(fd, 0, off_t(bytes.lowerBound), off_t(bytes.count)) != 0 {
-            let e = errno
-            if e != EOPNOTSUPP {
+        if grant.reused {
+            do throws(FSError) {
+                try storage.reserve(bytes)
+            } catch .notSupported {
+                // No fallocate here: the blocks exist already (zeroed, not punched).
+            } catch {
                 // Straight back to the free map: nothing referenced these blocks.
                 allocator.withLock { a in
                     for freed in a.references.release(grant.blocks) { a.free.insert(freed) }
                 }
-                throw e == ENOSPC || e == EDQUOT ? .noSpace : .system(errno: e, call: "fallocate image")
+                throw error
             }
         }
         return bytes
@@ -286,7 +277,7 @@ public final class BackingStore: @unchecked Sendable {
 
     /// fdatasync of the image: every byte written through the mapping or with pwrite.
     public func sync() throws(FSError) {
-        guard fdatasync(fd) == 0 else { throw .system(errno: errno, call: "fdatasync image") }
+        try storage.sync()
     }
 
     private func punchOrZero(_ blocks: Range<UInt64>, _ a: inout BlockAllocator) {
@@ -298,14 +289,30 @@ public final class BackingStore: @unchecked Sendable {
     /// Punches `blocks` out of the file, or zeroes them where punching is not supported,
     /// so that they read as zeros when handed out again.
     func punchFree(_ blocks: Range<UInt64>, supported: inout Bool) {
-        let start = off_t(blocks.lowerBound << Self.blockShift)
-        let length = off_t(UInt64(blocks.count) << Self.blockShift)
+        let range = (blocks.lowerBound << Self.blockShift)..<(blocks.upperBound << Self.blockShift)
         if supported {
-            if offloadfs_fallocate(fd, offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, start, length) == 0 { return }
-            if errno == EOPNOTSUPP || errno == ENOSYS { supported = false }
+            do throws(FSError) {
+                try storage.punch(range)
+                return
+            } catch .notSupported {
+                supported = false
+            } catch {
+                // Fall through to zeroing: the blocks must read as zeros when reused.
+            }
         }
-        (base + Int(start)).initializeMemory(as: UInt8.self, repeating: 0, count: Int(length))
+        Self.zeroBlock.withUnsafeBytes { zeros in
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                // A block that cannot be zeroed either keeps its bytes; it reads as them
+                // only to a file that allocates it and reads before writing, which the
+                // extents never let happen (a file reads only bytes it wrote).
+                try? storage.write(zeros, at: offset)
+                offset += UInt64(Self.blockSize)
+            }
+        }
     }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: blockSize)
 
     /// True when every block `range` touches is referenced exactly once, i.e. by the one
     /// extent that covers `range`, which may then write it in place.
@@ -324,45 +331,44 @@ public final class BackingStore: @unchecked Sendable {
     // MARK: - Bytes
 
     /// Copies bytes out of the image. The caller holds a reference on `offset..<offset+count`.
+    /// A page the kernel cannot read (a disk I/O error, or the image file cut short under
+    /// us) is an `.io` error instead of a SIGBUS that kills the daemon
+    /// (`offloadfs_guarded_copy`).
     @inline(__always)
-    func copyOut(from offset: UInt64, into destination: UnsafeMutableRawPointer, count: Int) {
+    func copyOut(from offset: UInt64, into destination: UnsafeMutableRawPointer, count: Int) throws(FSError) {
         assert(offset + UInt64(count) <= UInt64(mappedBytes))
-        destination.copyMemory(from: base + Int(offset), byteCount: count)
-    }
-
-    /// Copies bytes into the image. The caller owns the blocks exclusively.
-    ///
-    /// Large copies go through `pwrite` on the image file rather than through the
-    /// mapping: the same page cache either way (readers of the mapping see the bytes at
-    /// once, and they survive the daemon's death alike), but the kernel fills the pages
-    /// directly instead of taking a page fault per 4 KiB page and zero-filling it first.
-    /// Measured on this machine (fio, 1 GiB written in 1 MiB writes into a fresh mount):
-    /// 941 MiB/s with pwrite, 166 MiB/s through the mapping. Small copies (journal frames,
-    /// small writes) stay a memcpy, cheaper than a system call. Should pwrite fail (an
-    /// I/O error of the disk), the rest is copied through the mapping as before.
-    @inline(__always)
-    func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) {
-        assert(offset + UInt64(count) <= UInt64(mappedBytes))
-        var done = 0
-        if count >= Self.pwriteThreshold {
-            while done < count {
-                let n = pwrite(fd, source + done, count - done, off_t(offset) + off_t(done))
-                if n > 0 {
-                    done += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else {
-                    break
-                }
-            }
-        }
-        if done < count {
-            (base + Int(offset) + done).copyMemory(from: source + done, byteCount: count - done)
+        guard offloadfs_guarded_copy(destination, base + Int(offset), count) == 0 else {
+            throw Self.unreadable(offset: offset, count: count, path: path)
         }
     }
 
-    /// Copies at least this long use pwrite (see `copyIn`).
-    static let pwriteThreshold = 16 << 10
+    /// Touches every page of `bytes` (a view of the mapping) so that a page the kernel
+    /// cannot read is found here, as an `.io` error, before the bytes are handed on
+    /// (to the kernel in a FUSE reply, which would otherwise fail after the fact).
+    @inline(__always)
+    public func checkReadable(_ bytes: UnsafeRawBufferPointer) throws(FSError) {
+        guard let start = bytes.baseAddress, !bytes.isEmpty else { return }
+        guard offloadfs_guarded_probe(start, bytes.count) == 0 else {
+            throw Self.unreadable(offset: UInt64(start - UnsafeRawPointer(base)), count: bytes.count, path: path)
+        }
+    }
+
+    private static func unreadable(offset: UInt64, count: Int, path: String) -> FSError {
+        .io("reading \(count) bytes at \(offset) of image '\(path)' faulted (an I/O error, or the file was cut short)")
+    }
+
+    /// Copies bytes into the image (`ImageStorage.write`: a memcpy into the mapping for
+    /// small copies, pwrite for large ones). The caller owns the blocks exclusively.
+    @inline(__always)
+    func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) throws(FSError) {
+        assert(offset + UInt64(count) <= UInt64(mappedBytes))
+        try storage.write(UnsafeRawBufferPointer(start: source, count: count), at: offset)
+    }
+
+    /// `copyIn` of a whole array (tests and tools).
+    func copyIn(_ bytes: [UInt8], to offset: UInt64) throws(FSError) {
+        try bytes.withBytes { (buffer) throws(FSError) in try copyIn(buffer.baseAddress!, to: offset, count: buffer.count) }
+    }
 
     /// A read-only view of image bytes, valid while the caller holds a reference on them.
     public func bytes(at offset: UInt64, count: Int) -> UnsafeRawBufferPointer {
@@ -380,26 +386,17 @@ public final class BackingStore: @unchecked Sendable {
     private func reserveDisk(through block: UInt64, _ a: inout BlockAllocator) throws(FSError) {
         let stepEnd = min(a.endBlock, max(block, a.reservedBlocks + Self.growthStepBlocks))
         for end in Set([stepEnd, block]).sorted(by: >) {
-            let start = off_t(a.reservedBlocks << Self.blockShift)
-            let length = off_t((end - a.reservedBlocks) << Self.blockShift)
-            if offloadfs_fallocate(fd, 0, start, length) == 0 {
-                a.reservedBlocks = end
-                return
-            }
-            switch errno {
-            case EOPNOTSUPP:
+            do throws(FSError) {
+                try storage.reserve((a.reservedBlocks << Self.blockShift)..<(end << Self.blockShift))
+            } catch .notSupported {
                 // No fallocate here (some network file systems): a sparse file is the best
                 // there is; ENOSPC may then surface as an I/O error on write.
-                guard ftruncate(fd, off_t(end << Self.blockShift)) == 0 else {
-                    throw .system(errno: errno, call: "ftruncate image")
-                }
-                a.reservedBlocks = end
-                return
-            case ENOSPC, EDQUOT:
+                try storage.setLength(end << Self.blockShift)
+            } catch .noSpace {
                 continue  // try the exact size before giving up
-            case let e:
-                throw .system(errno: e, call: "fallocate image")
             }
+            a.reservedBlocks = end
+            return
         }
         throw .noSpace
     }
@@ -431,12 +428,9 @@ public final class BackingStore: @unchecked Sendable {
             (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift,
              (a.quarantinedBlocks + a.reclaimingBlocks) << Self.blockShift)
         }
-        var info = stat()
-        let ok = fstat(fd, &info) == 0
         return Statistics(capacityBytes: capacityBytes, liveBytes: live, freeBytes: free,
                           quarantinedBytes: quarantined,
-                          imageBytes: ok ? UInt64(info.st_size) : 0,
-                          diskBytes: ok ? UInt64(info.st_blocks) * 512 : 0)
+                          imageBytes: storage.length, diskBytes: storage.diskBytes)
     }
 
     /// Checks the allocator's invariants (tests and fsck): every block below the

@@ -53,7 +53,21 @@ public final class ImageFileSystem: @unchecked Sendable {
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
                             progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
-        let store = try BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh)
+        return try open(store: BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh),
+                        memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+    }
+
+    /// `open(path:…)` on an image behind any `ImageStorage` (the crash simulator's, in tests).
+    public static func open(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false,
+                            memoryLimiter: MemoryLimiter, repair: Bool = false,
+                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+        let started = DispatchTime.now()
+        return try open(store: BackingStore(storage: storage, capacityBytes: capacityBytes, fresh: fresh),
+                        memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+    }
+
+    private static func open(store: BackingStore, memoryLimiter: MemoryLimiter, repair: Bool,
+                             progress: ImageReplay.Progress?, started: DispatchTime) throws(FSError) -> ImageFileSystem {
         let namespace: Namespace
         var report = OpenReport(created: false, inodes: 1, journalFrames: 0, orphansFreed: 0,
                                 repairs: [], seconds: 0)

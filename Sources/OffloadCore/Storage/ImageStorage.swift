@@ -1,0 +1,74 @@
+/// The image's bytes and their durability: the one seam between the store and the
+/// operating system.
+///
+/// `BackingStore` does every write, disk reservation, punch, length change and flush of
+/// the image through this protocol, so tests can put something else under it: a backend
+/// that remembers what the last `sync` made durable and can produce the image a power cut
+/// would leave (`OffloadSimulation.CrashSimulatingStorage`), or one that fails chosen
+/// calls (`FaultInjectingStorage`). The production backend is `FileImageStorage`.
+///
+/// Reads are the exception: they go straight through the mapping `map` returns (a memcpy,
+/// or an iovec the kernel copies from), because a read is the hot path and changes no
+/// state a backend must track.
+///
+/// ## Contract
+/// - Offsets and lengths are bytes; ranges handed to `reserve` and `punch` are
+///   block-aligned.
+/// - `write` makes the bytes visible through the mapping (and to `read`) at once; they
+///   are durable (survive a power cut) only once a later `sync` has returned.
+/// - `reserve` gives a range disk space and extends `length` to its end if shorter; after
+///   it, writing through the mapping inside the range cannot fault for lack of space.
+///   `.noSpace` when the disk is full, `.notSupported` when the file system has no
+///   fallocate (then `setLength` is the fallback).
+/// - `punch` makes a range read as zeros and gives its disk space back; `length` does not
+///   change. `.notSupported` when the file system cannot punch (the caller then writes
+///   zeros instead).
+/// - `sync` makes everything written, reserved, punched and resized before it durable.
+///   Until then a power cut may keep any subset of those changes, and a 4 KiB page may
+///   come back partly written.
+/// - Every method may be called from any thread; a backend serialises what it must.
+public protocol ImageStorage: AnyObject, Sendable {
+    /// A name for messages (the image's path).
+    var name: String { get }
+    /// The file's length in bytes.
+    var length: UInt64 { get }
+    /// Disk space the image takes, in bytes.
+    var diskBytes: UInt64 { get }
+
+    /// Maps `byteCount` bytes of the image once, read-write and shared, and returns the
+    /// base address, valid for the storage's life. Pages past `length` must not be
+    /// touched until `reserve` or `setLength` covers them.
+    func map(byteCount: Int) throws(FSError) -> UnsafeMutableRawPointer
+
+    /// Reads up to `buffer.count` bytes at `offset`; fewer only at the end of the file.
+    /// Safe on any range (unlike the mapping past the end of the file).
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(FSError) -> Int
+
+    /// Writes all of `bytes` at `offset` (inside `length`).
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError)
+
+    /// Gives `range` disk space (fallocate mode 0), extending `length` to cover it.
+    func reserve(_ range: Range<UInt64>) throws(FSError)
+
+    /// Makes `range` read as zeros and frees its disk space (punch hole, keep size).
+    func punch(_ range: Range<UInt64>) throws(FSError)
+
+    /// Sets the file's length (ftruncate).
+    func setLength(_ length: UInt64) throws(FSError)
+
+    /// Makes every earlier change durable (fdatasync).
+    func sync() throws(FSError)
+}
+
+extension ImageStorage {
+    /// Reads `count` bytes at `offset` into a new array (shorter at the end of the file,
+    /// empty when the read fails).
+    public func readBytes(at offset: UInt64, count: Int) -> [UInt8] {
+        guard count > 0, offset <= UInt64(Int64.max) else { return [] }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { buffer in
+            (try? read(into: buffer, at: offset)) ?? 0
+        }
+        return n == count ? bytes : Array(bytes[0..<n])
+    }
+}
