@@ -6,7 +6,9 @@ import OffloadCore
 // fail with ENOSPC or EFBIG), and only then are the other changes applied, so that a
 // failed truncate changes nothing. Every change marks ctime; a size change also marks
 // mtime, as truncate(2) does even when the size stays the same. Explicit times passed
-// in the same request win over those implicit marks.
+// in the same request win over those implicit marks. A size change that changed the
+// file was journaled with its new times in one frame (`FileJournal`); a size-only
+// setattr then needs no frame of its own.
 
 extension NamespaceState {
     /// The file a size change applies to, after checking it may apply: directories are
@@ -26,12 +28,14 @@ extension NamespaceState {
         }
     }
 
-    /// Applies every change except the size, which the caller has already made.
-    func applyAttributeChanges(inode number: InodeNumber, changes: AttributeChanges,
-                               context: RequestContext, now: Timestamp) throws(FSError) -> Inode {
+    /// Applies every change except the size, which the caller has already made
+    /// (`resized`: and which changed the file, so its times are marked already).
+    /// Returns the inode and whether anything changed here.
+    func applyAttributeChanges(inode number: InodeNumber, changes: AttributeChanges, resized: Bool,
+                               context: RequestContext, now: Timestamp) throws(FSError) -> (Inode, Bool) {
         let inode = try table.inode(number)
         var changed = false
-        if changes.size != nil {
+        if changes.size != nil && !resized {
             inode.markModified(now)
             changed = true
         }
@@ -64,7 +68,7 @@ extension NamespaceState {
         } else if changed {
             inode.changeTime = now
         }
-        return inode
+        return (inode, changed || changes.changeTime != nil)
     }
 
     static func resolve(_ change: TimeChange, now: Timestamp) -> Timestamp {
@@ -78,18 +82,19 @@ extension NamespaceState {
 extension Namespace {
     public func setattr(inode: InodeNumber, changes: AttributeChanges,
                         context: RequestContext) throws(FSError) -> Attributes {
+        var resized = false
         if let size = changes.size {
             let file = try state.withLock { (state) throws(FSError) -> RegularFile in
                 try state.fileToResize(inode: inode, handle: changes.handle)
             }
             guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
-            try file.data.resize(to: size)
+            resized = try file.data.resize(to: size)
         }
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
-            let changed = try state.applyAttributeChanges(inode: inode, changes: changes, context: context,
-                                                          now: clock())
-            state.log([changed.record])
-            return changed.snapshot()
+            let (node, changed) = try state.applyAttributeChanges(inode: inode, changes: changes, resized: resized,
+                                                                  context: context, now: clock())
+            if changed { state.log([node.record]) }
+            return node.snapshot()
         }.resolved()
     }
 }

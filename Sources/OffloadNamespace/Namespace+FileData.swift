@@ -2,10 +2,11 @@ import OffloadCore
 
 // File data through handles: read, write, fallocate, lseek, copy_file_range.
 //
-// Each call takes the namespace lock once to find the handle's `RegularFile`, does the
-// I/O with the lock released (under the file's own lock), and, if the data changed,
-// takes the namespace lock again to mark mtime and ctime. So I/O on different files
-// runs in parallel and never blocks lookups or directory changes.
+// Each call takes the namespace lock once to find the handle's `RegularFile` and does
+// the I/O with the lock released, under the file's own lock. A change marks mtime and
+// ctime and is journaled with them in one frame (`FileJournal`, which takes the
+// namespace lock briefly inside the file's lock). So I/O on different files runs in
+// parallel and blocks lookups or directory changes only for that moment.
 
 extension Namespace {
     /// Gathers the pieces `read(inode:handle:offset:count:_:)` hands out into one array,
@@ -58,7 +59,6 @@ extension Namespace {
             try Self.checkRange(offset: offset, length: UInt64(data.count))
             try file.data.write(at: offset, bytes: data)
         }
-        markModified(inode)
         return data.count
     }
 
@@ -78,7 +78,6 @@ extension Namespace {
         case .punchHole: try data.punchHole(range)
         case .zeroRange(let keepSize): try data.zeroRange(range, keepSize: keepSize)
         }
-        markModified(inode)
     }
 
     /// SEEK_DATA / SEEK_HOLE; ENXIO at or past the end of file.
@@ -110,10 +109,8 @@ extension Namespace {
             && destinationOffset < sourceOffset + length {
             throw .invalidArgument("overlapping ranges in one file")
         }
-        let copied = try output.file.data.cloneRange(
+        return try output.file.data.cloneRange(
             from: input.file.data, sourceOffset: sourceOffset, count: length, to: destinationOffset)
-        if copied > 0 { markModified(destination) }
-        return copied
     }
 
     // MARK: Helpers
@@ -130,14 +127,5 @@ extension Namespace {
     static func checkRange(offset: UInt64, length: UInt64) throws(FSError) {
         guard offset <= OffloadedFile.maximumSize,
               length <= OffloadedFile.maximumSize - offset else { throw .fileTooLarge }
-    }
-
-    /// The data changed: mark mtime and ctime. The inode is held by an open handle.
-    func markModified(_ number: InodeNumber) {
-        state.withLock { state in
-            guard let inode = try? state.table.inode(number) else { return }
-            inode.markModified(clock())
-            state.log([inode.record])
-        }
     }
 }

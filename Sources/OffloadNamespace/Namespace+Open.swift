@@ -94,14 +94,17 @@ extension Namespace {
         return (created.snapshot.resolved(), created.handle)
     }
 
-    /// open(2) with O_TRUNC marks mtime and ctime even if the file was already empty.
+    /// open(2) with O_TRUNC marks mtime and ctime even if the file was already empty
+    /// (a truncation that emptied it marked them with its frame, `FileJournal`).
     /// The inode cannot have gone: the handle just opened keeps it.
     private func truncateOnOpen(inode: InodeNumber, file: RegularFile) throws(FSError) -> Attributes {
-        file.data.truncate()
+        let truncated = file.data.truncate()
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             let opened = try state.table.inode(inode)
-            opened.markModified(clock())
-            state.log([opened.record])
+            if !truncated {
+                opened.markModified(clock())
+                state.log([opened.record])
+            }
             return opened.snapshot()
         }.resolved()
     }

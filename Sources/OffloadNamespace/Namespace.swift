@@ -74,6 +74,16 @@ public final class Namespace: FileSystemOperations {
         self.memoryLimiter = memoryLimiter
         self.clock = clock
         state = PthreadMutex(NamespaceState(table: table))
+        // Weak: the state holds this closure.
+        let makeFileJournal: @Sendable (InodeNumber) -> FileJournal = { [weak lock = state] number in
+            FileJournal(inode: number, state: lock, clock: clock)
+        }
+        state.withLock { state in
+            state.makeFileJournal = makeFileJournal
+            for number in state.table.allNumbers {
+                if let inode = state.table.existing(number) { state.observe(inode) }
+            }
+        }
     }
 
     // MARK: Names
@@ -146,6 +156,8 @@ struct NamespaceState {
     var handles = HandleTable()
     /// Where changes are recorded; nil for a namespace that is not persisted (tests).
     var journal: NamespaceJournal?
+    /// Makes the observer that marks a regular file's times and journals its changes.
+    var makeFileJournal: (@Sendable (InodeNumber) -> FileJournal)?
 
     /// Records one operation's results as one journal frame (atomic on replay).
     func log(_ records: [MetadataRecord]) {
@@ -163,10 +175,13 @@ struct NamespaceState {
         return table.removeIfUnused(inode)
     }
 
-    /// Journals a new regular file's data changes from now on.
+    /// From now on a regular file's data changes mark its mtime and ctime and are
+    /// journaled (`FileJournal`). Takes the file's write lock under the namespace lock,
+    /// which is safe only because nobody else can reach the file yet (it is being
+    /// created, or the namespace is being built before it serves).
     func observe(_ inode: Inode) {
-        if let journal, let file = inode.regularFile {
-            file.data.attach(FileJournal(inode: inode.number, journal: journal))
+        if let makeFileJournal, let file = inode.regularFile {
+            file.data.attach(makeFileJournal(inode.number))
         }
     }
 }

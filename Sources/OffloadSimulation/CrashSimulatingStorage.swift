@@ -37,6 +37,33 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
         /// Pages changed since the last sync.
         var dirty = Set<Int>()
         var syncs = 0
+        var beforeChange: (@Sendable (Change) -> Void)?
+    }
+
+    /// The calls that change the image, as `beforeChange` names them.
+    public enum Change: Sendable, CustomStringConvertible {
+        case write(Range<UInt64>), reserve(Range<UInt64>), punch(Range<UInt64>), setLength(UInt64), sync
+
+        public var description: String {
+            switch self {
+            case .write(let r): return "write of \(r)"
+            case .reserve(let r): return "reserve of \(r)"
+            case .punch(let r): return "punch of \(r)"
+            case .setLength(let n): return "length change to \(n)"
+            case .sync: return "sync"
+            }
+        }
+    }
+
+    /// Calls `hook` at the start of every call that changes the image, before the change
+    /// (on the caller's thread, with no lock held): the moment to take a `crashImage`,
+    /// so power cuts land between any two changes, inside checkpoints and syncs too.
+    public func beforeChange(_ hook: (@Sendable (Change) -> Void)?) {
+        lock.withLock { $0.beforeChange = hook }
+    }
+
+    private func announce(_ change: Change) {
+        lock.withLock { $0.beforeChange }?(change)
     }
 
     /// An empty image (a new file) of at most `maximumBytes`, or one holding `initial`
@@ -80,6 +107,7 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
         guard !bytes.isEmpty else { return }
+        announce(.write(offset..<offset + UInt64(bytes.count)))
         try lock.withLock { (s) throws(FSError) in
             let end = offset + UInt64(bytes.count)
             // A write past the end of a file through a mapping would be SIGBUS, through
@@ -92,12 +120,14 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
     }
 
     public func reserve(_ range: Range<UInt64>) throws(FSError) {
+        announce(.reserve(range))
         lock.withLock { s in
             if range.upperBound > s.currentLength { resize(to: range.upperBound, &s) }
         }
     }
 
     public func punch(_ range: Range<UInt64>) throws(FSError) {
+        announce(.punch(range))
         lock.withLock { s in
             let clipped = range.clamped(to: 0..<s.currentLength)
             guard !clipped.isEmpty else { return }
@@ -108,10 +138,12 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
 
     public func setLength(_ length: UInt64) throws(FSError) {
         guard length <= UInt64(mappedBytes) else { throw .noSpace }
+        announce(.setLength(length))
         lock.withLock { resize(to: length, &$0) }
     }
 
     public func sync() throws(FSError) {
+        announce(.sync)
         lock.withLock { s in
             let length = Int(s.currentLength)
             if s.durable.count != length {

@@ -160,14 +160,26 @@ extension OffloadedFile {
         }
         // Take the source's pieces (with their own references) under its lock, then
         // release it before taking ours: the two locks are never held together.
-        let pieces = try source.lock.withReadLock { () throws(FSError) -> [Extent] in
-            guard sourceOffset < source.sizeBytes else { return [] }
+        let (pieces, inPlaceEpoch) = try source.lock.withReadLock { () throws(FSError) -> ([Extent], UInt64?) in
+            guard sourceOffset < source.sizeBytes else { return ([], nil) }
             let length = min(count, source.sizeBytes - sourceOffset)
             _ = try Self.checkedEnd(offset, length)
-            return try source.sharedPieces(sourceOffset..<sourceOffset + length)
+            return (try source.sharedPieces(sourceOffset..<sourceOffset + length), source.inPlaceWriteEpoch)
         }
         let length = pieces.reduce(0) { $0 + $1.size }
         guard length > 0 else { return 0 }
+        // Blocks the source rewrote in place may still hold older bytes on disk: make them
+        // durable before sharing them (as XFS and btrfs write back a reflink's source
+        // range first). The pieces' references already stop the source from rewriting
+        // them again meanwhile.
+        if let inPlaceEpoch, !store.isDurable(since: inPlaceEpoch) {
+            do throws(FSError) {
+                try store.sync()
+            } catch {
+                for piece in pieces { discard(piece) }
+                throw error
+            }
+        }
         try changing { () -> Range<UInt64>? in
             let old = sizeBytes
             extendWithHole(to: offset)

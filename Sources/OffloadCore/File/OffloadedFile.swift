@@ -36,6 +36,17 @@ public final class OffloadedFile: @unchecked Sendable {
     /// journal says so could be reused by another file while a crash would still bring
     /// back this file's claim on it.
     var pendingReleases: [Range<UInt64>] = []
+    /// The image bytes the current change dropped from the file (the part of each removed
+    /// extent no kept piece covers). Marked unshared before the references are released:
+    /// until the change is durable, a power cut can bring the old extent back, so whoever
+    /// still shares those blocks must not overwrite them in place (`markUnshared`).
+    var pendingUnshares: [Range<UInt64>] = []
+    /// The store's `syncEpoch` after the last write into blocks the file already had (an
+    /// overwrite in place, or the tail of its last block), nil if none. Until a sync
+    /// covers it, the disk may still hold the blocks' earlier bytes, so a clone must not
+    /// share them before that sync (`cloneRange`): a power cut would show the clone the
+    /// source's older bytes, which the clone never held.
+    var inPlaceWriteEpoch: UInt64?
 
     public init(store: BackingStore, limiter: MemoryLimiter) {
         self.store = store
@@ -55,17 +66,20 @@ public final class OffloadedFile: @unchecked Sendable {
 
     /// Runs a change under the write lock: `body` returns the byte range whose contents
     /// it changed (nil: nothing changed); the observer hears of it, then freed storage is
-    /// released, also when `body` throws.
-    func changing(_ body: () throws(FSError) -> Range<UInt64>?) throws(FSError) {
-        try lock.withWriteLock { () throws(FSError) in
+    /// released, also when `body` throws. Returns whether anything changed.
+    @discardableResult
+    func changing(_ body: () throws(FSError) -> Range<UInt64>?) throws(FSError) -> Bool {
+        try lock.withWriteLock { () throws(FSError) -> Bool in
             defer { releasePending() }
-            if let changed = try body(), let observer {
-                observer.fileChanged(FileChange(size: sizeBytes, range: changed, pieces: pieces(in: changed)))
-            }
+            guard let changed = try body() else { return false }
+            observer?.fileChanged(FileChange(size: sizeBytes, range: changed, pieces: pieces(in: changed)))
+            return true
         }
     }
 
     private func releasePending() {
+        store.markUnshared(pendingUnshares)
+        pendingUnshares.removeAll()
         guard !pendingReleases.isEmpty else { return }
         for range in pendingReleases { store.release(range) }
         pendingReleases.removeAll()
@@ -189,10 +203,12 @@ public final class OffloadedFile: @unchecked Sendable {
         return Int(range.length)  // at most maximumSize: checkedEnd passed
     }
 
-    /// Sets the size: shrinking drops the tail, growing appends `fill` bytes.
-    public func resize(to newSize: UInt64, fill: UInt8 = 0) throws(FSError) {
+    /// Sets the size: shrinking drops the tail, growing appends `fill` bytes. Returns
+    /// false when the size was `newSize` already (nothing changed).
+    @discardableResult
+    public func resize(to newSize: UInt64, fill: UInt8 = 0) throws(FSError) -> Bool {
         guard newSize <= Self.maximumSize else { throw .fileTooLarge }
-        try changing { () -> Range<UInt64>? in
+        return try changing { () -> Range<UInt64>? in
             let old = sizeBytes
             if newSize < old {
                 removeRange(newSize..<old)
@@ -206,13 +222,14 @@ public final class OffloadedFile: @unchecked Sendable {
         }
     }
 
-    /// Empties the file.
-    public func truncate() {
-        try? changing { () -> Range<UInt64>? in
+    /// Empties the file. Returns false when it was empty already.
+    @discardableResult
+    public func truncate() -> Bool {
+        (try? changing { () -> Range<UInt64>? in
             let old = sizeBytes
             dropAllExtents()
             return old > 0 ? 0..<old : nil
-        }
+        }) ?? false
     }
 
     /// Frees all storage now; the file is empty afterwards.
@@ -220,6 +237,11 @@ public final class OffloadedFile: @unchecked Sendable {
     public func releaseAll() {
         lock.withWriteLock {
             observer = nil
+            var dropped: [Range<UInt64>] = []
+            extents.forEach { _, extent in
+                if case .mmapOffload(let offset, let size) = extent { dropped.append(offset..<offset + size) }
+            }
+            store.markUnshared(dropped)
             dropAllExtents()
         }
     }
@@ -256,6 +278,7 @@ public final class OffloadedFile: @unchecked Sendable {
                 i = next
             }
         }
+        defer { inPlaceWriteEpoch = store.syncEpoch }
         for t in targets { try store.copyIn(bytes.baseAddress! + t.source, to: t.image, count: t.count) }
         return true
     }
@@ -279,6 +302,7 @@ public final class OffloadedFile: @unchecked Sendable {
             let room = UInt64(BackingStore.blockSize) - tail % UInt64(BackingStore.blockSize)
             let n = Int(min(room, UInt64(bytes.count)))
             try store.copyIn(bytes.baseAddress!, to: tail, count: n)
+            inPlaceWriteEpoch = store.syncEpoch
             store.retainOwned(tail..<tail + UInt64(n))
             pieces.append(.mmapOffload(offset: tail, size: UInt64(n)))
             done = n
@@ -357,6 +381,10 @@ public final class OffloadedFile: @unchecked Sendable {
                 kept.append((range.upperBound, extent.slice(range.upperBound - start..<extent.size)))
             }
             removed.append(extent)
+            if observer != nil, case .mmapOffload(let imageOffset, _) = extent {
+                let dropped = (max(start, range.lowerBound) - start)..<(min(end, range.upperBound) - start)
+                pendingUnshares.append(imageOffset + dropped.lowerBound..<imageOffset + dropped.upperBound)
+            }
             guard let next = extents.remove(at: i) else { break }
             i = next
         }
@@ -453,7 +481,10 @@ public final class OffloadedFile: @unchecked Sendable {
 
     /// Removes every extent, giving back all storage. Caller holds the lock (or is deinit).
     private func dropAllExtents() {
-        extents.forEach { _, extent in dropStorage(of: extent) }
+        extents.forEach { _, extent in
+            if observer != nil, case .mmapOffload(let offset, let size) = extent { pendingUnshares.append(offset..<offset + size) }
+            dropStorage(of: extent)
+        }
         extents.removeAll()
         sizeBytes = 0
         storedBytes = 0

@@ -32,6 +32,14 @@ public struct ImageAnalysis {
 
     public var isClean: Bool { problems.isEmpty }
 
+    /// The end of the address space an image mounted with `capacityBytes` can use:
+    /// the superblocks and the capacity, in whole blocks.
+    public static func dataLimit(capacityBytes: UInt64) -> UInt64 {
+        let blocks = capacityBytes / block + (capacityBytes % block == 0 ? 0 : 1)
+        let (total, overflow) = (blocks + Superblock.blocks).multipliedReportingOverflow(by: block)
+        return overflow ? .max : total
+    }
+
     public init(_ replay: ImageReplay, fileBytes: UInt64) {
         checkTree(replay)
         checkBlocks(replay, fileBytes: fileBytes)
@@ -132,14 +140,21 @@ public struct ImageAnalysis {
             events.append((range.upperBound, -1))
         }
         let firstDataByte = Superblock.blocks * Self.block
+        // File data may lie past the end of the file, inside the capacity the image was
+        // mounted with: a power cut can keep a journal frame and lose the growth of the
+        // file its data went to (never a checkpoint's: a sync precedes every checkpoint).
+        // Those bytes read as zeros, like any data that was not durable.
+        let limit = max(fileBytes, Self.dataLimit(capacityBytes: replay.superblock.capacityBytes))
+        var pastEnd: UInt64 = 0
         for (number, file) in replay.files where reachable.contains(number) {
             for piece in file.pieceList {
                 guard case .mmapOffload(let offset, let size) = piece.extent else { continue }
-                guard offset >= firstDataByte, offset <= fileBytes, size <= fileBytes - offset else {
-                    problems.append("file \(number) at offset \(piece.offset): \(size) bytes at image byte \(offset) lie outside the image (\(fileBytes) bytes)")
+                guard offset >= firstDataByte, offset <= limit, size <= limit - offset else {
+                    problems.append("file \(number) at offset \(piece.offset): \(size) bytes at image byte \(offset) lie outside the image (\(limit) bytes)")
                     badPieces.append((number, piece.offset))
                     continue
                 }
+                if offset + size > fileBytes { pastEnd = max(pastEnd, offset + size - fileBytes) }
                 let blocks = offset / Self.block..<(offset + size + Self.block - 1) / Self.block
                 if Self.overlaps(blocks, metadata) {
                     problems.append("file \(number) at offset \(piece.offset): image bytes \(offset)..<\(offset + size) overlap the metadata")
@@ -149,6 +164,9 @@ public struct ImageAnalysis {
                 events.append((blocks.lowerBound, 1))
                 events.append((blocks.upperBound, -1))
             }
+        }
+        if pastEnd > 0 {
+            notes.append("file data reaches \(pastEnd) bytes past the end of the image file (a power cut before its growth was durable, or the file was cut short); those bytes read as zeros")
         }
         events.sort { $0.block < $1.block }
         var count: Int32 = 0

@@ -58,16 +58,26 @@ extension BackingStore {
     /// recovery computed (`runs`: block ranges, sorted and disjoint, with their counts,
     /// including the metadata chains still in use). Every other block becomes free and
     /// is punched, so no later allocation shows what it held before; the file is cut
-    /// after the last referenced block.
+    /// after the last referenced block, or grown to it: data a power cut left past the
+    /// end of the file (its growth was not durable) reads as zeros.
     public func restoreAllocation(runs: [(blocks: Range<UInt64>, count: UInt32)]) throws(FSError) {
         let end = runs.last?.blocks.upperBound ?? Superblock.blocks
-        // Only referenced blocks must exist; a file cut inside its superblocks (one copy
-        // survived) just grows back to them.
-        guard runs.isEmpty || end << Self.blockShift <= fileBytes else {
-            throw .damagedImage("referenced blocks end at byte \(end << Self.blockShift), past the end of the image file (\(fileBytes) bytes)")
+        let endBlock = allocator.withLock { $0.endBlock }
+        guard end <= endBlock else {
+            throw .invalidArgument("the image's data reaches byte \(end << Self.blockShift), past the capacity it is opened with (\(capacityBytes) bytes); mount it with a larger --size")
         }
         let gaps = allocator.withLock { $0.restore(runs: runs, reservedBlocks: end) }
-        try storage.setLength(end << Self.blockShift)
+        let length = storage.length, endByte = end << Self.blockShift
+        if endByte > length {
+            // Disk space for the zeros, as for any block in use; a sparse tail if none.
+            do throws(FSError) {
+                try storage.reserve(((length >> Self.blockShift) << Self.blockShift)..<endByte)
+            } catch {
+                try storage.setLength(endByte)
+            }
+        } else {
+            try storage.setLength(endByte)
+        }
         var supported = allocator.withLock { $0.punchSupported }
         for gap in gaps { punchFree(gap, supported: &supported) }
         allocator.withLock { $0.punchSupported = supported }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinuxShims
+import Synchronization
 
 /// The image file: one mmap-backed store of 4 KiB blocks shared by every file.
 ///
@@ -37,6 +38,9 @@ public final class BackingStore: @unchecked Sendable {
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
     private let reclaiming = PthreadMutex<Void>(())
+    /// Syncs begun, and the highest-numbered sync that completed (see `syncEpoch`).
+    private let syncsBegun = Atomic<UInt64>(0)
+    private let syncsDurable = Atomic<UInt64>(0)
 
     /// What the image held when it was opened.
     public enum Opened: Equatable, Sendable {
@@ -131,13 +135,16 @@ public final class BackingStore: @unchecked Sendable {
     /// to start at (to stay contiguous with data it already has).
     /// `forMetadata` (journal and checkpoint segments) may use the metadata reserve.
     public func allocate(byteCount: Int, hint: UInt64? = nil, forMetadata: Bool = false) throws(FSError) -> Range<UInt64> {
-        do {
-            return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
-        } catch .noSpace where hasReclaimable {
-            // Freed blocks wait for the metadata that frees them to be durable; when space
-            // runs out, make it durable now rather than fail.
-            try syncAndReclaim()
-            return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
+        // Freed blocks wait for the metadata that frees them to be durable, then for their
+        // punch to be: two reclaims. When space runs out, run them now rather than fail.
+        var reclaims = 0
+        while true {
+            do {
+                return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
+            } catch .noSpace where reclaims < 2 && hasReclaimable {
+                try syncAndReclaim()
+                reclaims += 1
+            }
         }
     }
 
@@ -234,7 +241,7 @@ public final class BackingStore: @unchecked Sendable {
     /// Freed blocks that a sync will make allocatable (quarantined, or being reclaimed by
     /// another thread, whose reclaim the next `syncAndReclaim` waits for).
     var hasReclaimable: Bool {
-        allocator.withLock { !$0.reclaimHeld && $0.quarantinedBlocks + $0.reclaimingBlocks > 0 }
+        allocator.withLock { !$0.reclaimHeld && $0.waitingBlocks > 0 }
     }
 
     /// Holds (or lets go of) every reclaim: the journal holds it from the moment a frame
@@ -244,9 +251,12 @@ public final class BackingStore: @unchecked Sendable {
         allocator.withLock { $0.reclaimHeld = held }
     }
 
-    /// Makes everything written to the image so far durable (fdatasync), then punches the
-    /// quarantined blocks and makes them free. The caller must have recorded every free
-    /// in the journal before the blocks were released, which `OffloadedFile` guarantees by
+    /// Makes everything written to the image so far durable (fdatasync), then moves freed
+    /// blocks one step towards reuse: blocks freed before the sync are punched (their
+    /// frees are durable now), blocks punched by the previous reclaim become free (their
+    /// punch is durable now), and blocks marked unshared before the sync may be
+    /// overwritten in place again. The caller must have recorded every free in the
+    /// journal before the blocks were released, which `OffloadedFile` guarantees by
     /// releasing storage only after its change observer ran.
     ///
     /// One reclaim at a time (`reclaiming`): a thread that runs out of space while another
@@ -256,28 +266,45 @@ public final class BackingStore: @unchecked Sendable {
             // Blocks quarantined from here on may belong to records written after the sync.
             // While the journal is missing records, nothing is reclaimed at all: a block
             // whose free was never journaled must not be reused.
-            let pending = allocator.withLock { $0.reclaimHeld ? [] : $0.takeQuarantine() }
+            let (toPunch, toFree) = allocator.withLock { a in a.reclaimHeld ? ([], []) : a.beginReclaim() }
             do throws(FSError) {
                 try sync()
             } catch {
-                allocator.withLock { $0.finishReclaim(pending, succeeded: false) }
+                allocator.withLock { $0.finishReclaim(toPunch: toPunch, toFree: toFree, succeeded: false) }
                 throw error
             }
-            guard !pending.isEmpty else { return }
-            // Nobody references these blocks and they are in no free map yet, so no one
+            // Nobody references the blocks to punch and they are in no free map, so no one
             // can write them while they are punched without the allocator lock.
             var supported = allocator.withLock { $0.punchSupported }
-            for r in pending { punchFree(r, supported: &supported) }
+            for r in toPunch { punchFree(r, supported: &supported) }
             allocator.withLock { a in
                 if !supported { a.punchSupported = false }
-                a.finishReclaim(pending, succeeded: true)
+                a.finishReclaim(toPunch: toPunch, toFree: toFree, succeeded: true)
             }
         }
     }
 
     /// fdatasync of the image: every byte written through the mapping or with pwrite.
     public func sync() throws(FSError) {
+        let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
         try storage.sync()
+        var durable = syncsDurable.load(ordering: .acquiring)
+        while durable < ticket {
+            let (exchanged, original) = syncsDurable.compareExchange(
+                expected: durable, desired: ticket, ordering: .acquiringAndReleasing)
+            if exchanged { break }
+            durable = original
+        }
+    }
+
+    /// The number of syncs begun so far. Read it right after a write: the write is
+    /// durable once `isDurable(since:)` says so for that number, i.e. once a sync that
+    /// began after it has completed.
+    public var syncEpoch: UInt64 { syncsBegun.load(ordering: .acquiring) }
+
+    /// True when a sync that began after `epoch` (a `syncEpoch` read) has completed.
+    public func isDurable(since epoch: UInt64) -> Bool {
+        syncsDurable.load(ordering: .acquiring) > epoch
     }
 
     private func punchOrZero(_ blocks: Range<UInt64>, _ a: inout BlockAllocator) {
@@ -319,7 +346,21 @@ public final class BackingStore: @unchecked Sendable {
     public func isExclusive(_ range: Range<UInt64>) -> Bool {
         guard !range.isEmpty else { return true }
         let blocks = Self.blocks(touchedBy: range)
-        return allocator.withLock { $0.references.isExclusive(blocks) }
+        return allocator.withLock { $0.isExclusive(blocks) }
+    }
+
+    /// `ranges` (image bytes) lost a reference from a file whose change is journaled but
+    /// maybe not durable: their blocks may not be overwritten in place until the next
+    /// sync, even once a single reference is left (see `BlockAllocator.unshared`). Call
+    /// before releasing the references.
+    /// Without a journal (`deferReuse` not called) nothing on disk can bring a reference
+    /// back, and nothing is marked.
+    public func markUnshared(_ ranges: [Range<UInt64>]) {
+        guard !ranges.isEmpty else { return }
+        allocator.withLock { a in
+            guard a.deferReuse else { return }
+            for range in ranges where !range.isEmpty { a.markUnshared(Self.blocks(touchedBy: range)) }
+        }
     }
 
     /// The block numbers whose bytes `range` touches.
@@ -410,7 +451,8 @@ public final class BackingStore: @unchecked Sendable {
         public var liveBytes: UInt64
         /// Bytes in free blocks below the high-water mark.
         public var freeBytes: UInt64
-        /// Bytes freed but not reusable until the next sync (see `deferReuse`).
+        /// Bytes freed but not reusable yet: their free, then their punch, must be
+        /// durable first (one or two more syncs; see `deferReuse`, `syncAndReclaim`).
         public var quarantinedBytes: UInt64
         /// The image file's logical size.
         public var imageBytes: UInt64
@@ -426,7 +468,7 @@ public final class BackingStore: @unchecked Sendable {
     public var statistics: Statistics {
         let (live, free, quarantined) = allocator.withLock { a in
             (a.references.allocatedBlocks << Self.blockShift, a.free.freeBlocks << Self.blockShift,
-             (a.quarantinedBlocks + a.reclaimingBlocks) << Self.blockShift)
+             a.waitingBlocks << Self.blockShift)
         }
         return Statistics(capacityBytes: capacityBytes, liveBytes: live, freeBytes: free,
                           quarantinedBytes: quarantined,

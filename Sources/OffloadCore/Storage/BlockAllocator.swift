@@ -27,9 +27,22 @@ struct BlockAllocator: ~Copyable {
     private(set) var quarantined: [Range<UInt64>] = []
     private(set) var quarantinedBlocks: UInt64 = 0
     /// Blocks taken out of quarantine by a reclaim that is punching them (without the
-    /// lock) and has not put them in the free map yet: neither free nor quarantined, and
-    /// not available either.
+    /// lock) and has not put them in the free map yet, or out of `punched` by a reclaim
+    /// whose sync has not returned: neither free nor quarantined, and not available either.
     private(set) var reclaimingBlocks: UInt64 = 0
+    /// Blocks a reclaim punched (or zeroed) after a sync made their frees durable. The
+    /// punch itself is durable only after the next sync: until then a power cut may bring
+    /// back their old bytes, which a new owner whose frames reached the disk before its
+    /// data would show. So they become free only at the next reclaim, after its sync.
+    private(set) var punched: [Range<UInt64>] = []
+    private(set) var punchedBlocks: UInt64 = 0
+    /// Blocks that lost a reference since the last sync while others still reference
+    /// them (an unlinked clone sibling, the replaced range of a clone): until the journal
+    /// record that dropped the reference is durable, a power cut may bring the old
+    /// reference back, so no one may overwrite them in place even when their count is 1.
+    private(set) var unshared = RangeSet<UInt64>()
+    /// `unshared` as taken by the reclaim whose sync is under way.
+    private(set) var unsharedSyncing = RangeSet<UInt64>()
 
     /// Blocks that may still be referenced: capacity minus what is.
     var roomBlocks: UInt64 { capacityBlocks - references.allocatedBlocks }
@@ -54,8 +67,8 @@ struct BlockAllocator: ~Copyable {
     /// fits, else fresh blocks above the high-water mark, else the largest free range.
     mutating func allocate(_ wanted: UInt64, hint: UInt64?, forMetadata: Bool = false) throws(FSError) -> Grant {
         precondition(wanted > 0)
-        // Quarantined blocks are not referenced but cannot be handed out either.
-        let waiting = quarantinedBlocks + reclaimingBlocks
+        // Quarantined and punched blocks are not referenced but cannot be handed out either.
+        let waiting = waitingBlocks
         var room = roomBlocks - min(roomBlocks, waiting)
         if !forMetadata { room -= min(room, metadataReserveBlocks) }
         guard room > 0 else { throw .noSpace }
@@ -76,28 +89,57 @@ struct BlockAllocator: ~Copyable {
         highWaterBlocks = blocks.lowerBound
     }
 
+    /// Freed blocks nobody may have yet: quarantined, punched, or in a reclaim's hands.
+    var waitingBlocks: UInt64 { quarantinedBlocks + reclaimingBlocks + punchedBlocks }
+
     mutating func quarantine(_ blocks: Range<UInt64>) {
         quarantined.append(blocks)
         quarantinedBlocks += UInt64(blocks.count)
     }
 
-    /// Hands the quarantined blocks to a reclaim; `finishReclaim` must follow.
-    mutating func takeQuarantine() -> [Range<UInt64>] {
+    /// What a reclaim takes before its sync: the quarantined blocks (to punch after it),
+    /// the blocks punched by the previous reclaim (to free after it), and the unshared
+    /// marks (to drop after it). `finishReclaim` must follow.
+    mutating func beginReclaim() -> (toPunch: [Range<UInt64>], toFree: [Range<UInt64>]) {
         defer {
-            reclaimingBlocks += quarantinedBlocks
+            reclaimingBlocks += quarantinedBlocks + punchedBlocks
             quarantined = []
             quarantinedBlocks = 0
+            punched = []
+            punchedBlocks = 0
+            unsharedSyncing = unshared
+            unshared = RangeSet()
         }
-        return quarantined
+        return (quarantined, punched)
     }
 
-    /// Ends a reclaim: the blocks become free, or go back to quarantine when the sync
-    /// that had to come first failed.
-    mutating func finishReclaim(_ blocks: [Range<UInt64>], succeeded: Bool) {
-        for range in blocks {
-            reclaimingBlocks -= UInt64(range.count)
-            if succeeded { free.insert(range) } else { quarantine(range) }
+    /// Ends a reclaim. After a sync that succeeded, `toFree` becomes free, `toPunch`
+    /// (punched meanwhile) waits in `punched` for the next sync, and the marks taken
+    /// are gone; when the sync failed, everything goes back where it was.
+    mutating func finishReclaim(toPunch: [Range<UInt64>], toFree: [Range<UInt64>], succeeded: Bool) {
+        for range in toPunch + toFree { reclaimingBlocks -= UInt64(range.count) }
+        if succeeded {
+            for range in toFree { free.insert(range) }
+            punched += toPunch
+            punchedBlocks += toPunch.reduce(0) { $0 + UInt64($1.count) }
+        } else {
+            for range in toPunch { quarantine(range) }
+            punched += toFree
+            punchedBlocks += toFree.reduce(0) { $0 + UInt64($1.count) }
+            unshared.formUnion(unsharedSyncing)
         }
+        unsharedSyncing = RangeSet()
+    }
+
+    /// Marks `blocks` as having lost a reference that may still be on disk.
+    mutating func markUnshared(_ blocks: Range<UInt64>) {
+        unshared.insert(contentsOf: blocks)
+    }
+
+    /// True when every block of `blocks` is referenced exactly once and none lost a
+    /// reference since the last sync (see `unshared`).
+    func isExclusive(_ blocks: Range<UInt64>) -> Bool {
+        references.isExclusive(blocks) && !unshared.overlaps(blocks) && !unsharedSyncing.overlaps(blocks)
     }
 
     /// Rebuilds the state of an existing image: `runs` are the reference counts recovery
@@ -162,8 +204,8 @@ struct BlockAllocator: ~Copyable {
         var frees: [Range<UInt64>] = []
         free.forEachRange { r in freeCount += UInt64(r.count); frees.append(r) }
         guard freeCount == free.freeBlocks else { throw .io("free block count is off") }
-        guard referenced + freeCount + quarantinedBlocks + reclaimingBlocks == highWaterBlocks - firstBlock else {
-            throw .io("\(referenced) referenced + \(freeCount) free + \(quarantinedBlocks) quarantined + \(reclaimingBlocks) being reclaimed blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
+        guard referenced + freeCount + waitingBlocks == highWaterBlocks - firstBlock else {
+            throw .io("\(referenced) referenced + \(freeCount) free + \(quarantinedBlocks) quarantined + \(punchedBlocks) punched + \(reclaimingBlocks) being reclaimed blocks != \(highWaterBlocks - firstBlock) blocks below the high-water mark")
         }
         // Both lists are sorted: walk them together to find any block in both.
         var i = 0, j = 0
@@ -171,5 +213,19 @@ struct BlockAllocator: ~Copyable {
             if runs[i].overlaps(frees[j]) { throw .io("blocks \(runs[i]) are both referenced and free") }
             if runs[i].upperBound <= frees[j].lowerBound { i += 1 } else { j += 1 }
         }
+    }
+}
+
+extension RangeSet where Bound == UInt64 {
+    /// True when some value of `range` is in the set (a binary search, no allocation).
+    func overlaps(_ range: Range<UInt64>) -> Bool {
+        let list = ranges
+        guard !list.isEmpty, !range.isEmpty else { return false }
+        var low = list.startIndex, high = list.endIndex
+        while low < high {
+            let middle = list.index(low, offsetBy: list.distance(from: low, to: high) / 2)
+            if list[middle].upperBound <= range.lowerBound { low = list.index(after: middle) } else { high = middle }
+        }
+        return low < list.endIndex && list[low].lowerBound < range.upperBound
     }
 }

@@ -59,12 +59,7 @@ extension Namespace {
 
     /// From now on, every change is recorded in `journal`.
     public func attach(_ journal: NamespaceJournal) {
-        state.withLock { state in
-            state.journal = journal
-            for number in state.table.allNumbers {
-                if let inode = state.table.existing(number) { state.observe(inode) }
-            }
-        }
+        state.withLock { $0.journal = journal }
     }
 
     /// The namespace an image holds, rebuilt from `replay`. `analysis` must be clean

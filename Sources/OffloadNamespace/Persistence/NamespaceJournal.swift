@@ -191,25 +191,43 @@ public final class NamespaceJournal: Sendable {
     }
 }
 
-/// Records one regular file's changes (`OffloadedFile` calls it under the file's write
-/// lock, before releasing storage the change freed).
-final class FileJournal: FileChangeObserver {
-    let inode: UInt64
-    let journal: NamespaceJournal
+/// Hears of one regular file's data changes (`OffloadedFile` calls it under the file's
+/// write lock, before releasing storage the change freed): marks the file's mtime and
+/// ctime, and journals the change.
+///
+/// The file range and the inode's record (with the new times) go in ONE frame, written
+/// under the namespace lock, which is taken inside the file's write lock (see the lock
+/// order in docs/ARCHITECTURE.md). A power cut then keeps the new bytes with their new
+/// mtime or neither, and the frame's place among the namespace's own frames (chmod,
+/// utimes) is the order in which the inode changed, so replay ends with the attributes
+/// the daemon had.
+///
+/// `@unchecked Sendable`: `state` is a weak reference set once in `init`.
+final class FileJournal: FileChangeObserver, @unchecked Sendable {
+    let inode: InodeNumber
+    /// The namespace's state, to mark the times, read the inode's record and log. Weak:
+    /// the state owns the file that owns this observer.
+    private weak var state: PthreadMutex<NamespaceState>?
+    private let clock: @Sendable () -> Timestamp
 
-    init(inode: InodeNumber, journal: NamespaceJournal) {
-        self.inode = inode.rawValue
-        self.journal = journal
+    init(inode: InodeNumber, state: PthreadMutex<NamespaceState>?, clock: @escaping @Sendable () -> Timestamp) {
+        self.inode = inode
+        self.state = state
+        self.clock = clock
     }
 
-    /// One frame per record: a change over very many extents (a clone or a punch across
-    /// a fragmented file) goes as consecutive frames for consecutive parts of the range.
-    /// Each states its part's final state and the final size; a crash between them
-    /// leaves part of a change that had not been answered yet, like a torn write.
+    /// A change over very many extents goes as consecutive frames for consecutive parts
+    /// of the range, the last one with the inode; each states its part's final state and
+    /// the final size, so a crash between them leaves part of a change that had not been
+    /// answered yet, like a torn write.
     func fileChanged(_ change: FileChange) {
-        for record in MetadataRecord.fileRanges(inode: inode, size: change.size, range: change.range,
-                                                pieces: change.pieces) {
-            journal.record([record])
+        let records = MetadataRecord.fileRanges(inode: inode.rawValue, size: change.size, range: change.range,
+                                                pieces: change.pieces)
+        state?.withLock { s in
+            guard let node = s.table.existing(inode) else { return }
+            node.markModified(clock())
+            for record in records.dropLast() { s.log([record]) }
+            s.log([records[records.count - 1], node.record])
         }
     }
 }
