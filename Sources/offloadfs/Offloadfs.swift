@@ -17,4 +17,14 @@ struct Offloadfs: ParsableCommand {
         version: "offloadfs \(ProductVersion.string)",
         subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]
     )
+
+    /// Names an unknown subcommand (with the closest real one) before the parser sees it.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let message = SubcommandSuggestion.unknownSubcommandMessage(arguments, command: Self.self) {
+            printError(message)
+            Self.exit(withError: ExitCode.validationFailure)
+        }
+        main(arguments)
+    }
 }
