@@ -17,7 +17,10 @@ struct MountCommand: ParsableCommand {
             or prints why it failed (non-zero). The daemon keeps running until the filesystem \
             is unmounted (offloadfs unmount, fusermount3 -u, umount) or gets SIGINT/SIGTERM, \
             which unmount cleanly. In the background the daemon's log is discarded: run with \
-            --foreground (e.g. under systemd) to keep it.
+            --foreground (e.g. under systemd) to keep it. A MOUNTPOINT that is already a \
+            mount is refused, saying what it is (a dead offloadfs mount, left by a killed \
+            daemon, is cleared by --clear-dead-mount); one that holds files is mounted over \
+            with a warning, as libfuse 3 allows.
             """
     )
 
@@ -52,6 +55,10 @@ struct MountCommand: ParsableCommand {
         valueName: "size"))
     var size: ByteSize?
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "If MOUNTPOINT is an offloadfs mount whose daemon is gone (killed, crashed), detach it first. Never touches a live mount or another filesystem."))
+    var clearDeadMount = false
+
     @Option(name: .customShort("o"), help: ArgumentHelp(
         "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable.",
         valueName: "options"))
@@ -70,7 +77,8 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        let mountPath = Preflight.absolutePath(mountPoint)
+        let mountArgument = MountPointArgument(mountPoint)
+        let mountPath = mountArgument.path
         let imagePath = Preflight.absolutePath(backing)
         let readiness = Readiness(descriptor: readyFd)
         if let readyFd {
@@ -80,9 +88,12 @@ struct MountCommand: ParsableCommand {
             Daemon.closeInheritedDescriptors(keeping: readyFd)
         }
         do {
+            let warnings = try MountPointCheck.run(mountArgument, clearDeadMount: clearDeadMount)
             try Preflight.checkMountPoint(mountPath)
             try Preflight.checkImagePath(imagePath)
             try Preflight.checkFuseDevice()
+            // Printed once: by the background parent, or in the foreground.
+            if !readiness.hasParent { warnings.forEach(printWarning) }
         } catch {
             try fail(error.message, readiness: readiness)
         }

@@ -19,7 +19,7 @@ final class CommandLineTests: CommandLineTestCase {
         let mount = try offloadfs(["mount", "--help"])
         XCTAssertEqual(mount.status, 0, mount.transcript)
         for option in ["--backing", "--foreground", "--fresh", "--writeback-cache", "--memory-limit", "--size", "-o",
-                       "--log-level"] {
+                       "--log-level", "--clear-dead-mount"] {
             XCTAssertTrue(mount.output.contains(option), "mount --help must document \(option):\n\(mount.output)")
         }
         XCTAssertFalse(mount.output.contains("--ready-fd"), "the internal readiness option stays hidden")
