@@ -59,6 +59,12 @@ final class NonRootUser {
         return path
     }
 
+    /// Runs `script` (sh) as the user, in this mount namespace (to use a mount made
+    /// with `-o allow_other`).
+    func runHere(_ script: String, in directory: String? = nil) throws -> ShellResult {
+        try Shell.runProgram("/usr/bin/env", ["runuser", "-u", name, "--", "/bin/sh", "-c", script], in: directory)
+    }
+
     /// Runs `script` (sh) as the user in a private mount namespace whose /dev/fuse is a
     /// device node with `fuseMode` and `fuseGroup`, and whose /etc/fuse.conf has no
     /// `user_allow_other`. Returns what the user's script printed and its status.
