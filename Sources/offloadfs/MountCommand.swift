@@ -31,8 +31,9 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "An existing directory to mount on.")
     var mountPoint: String
 
-    @Option(name: .long, help: ArgumentHelp("The image file holding all file contents (created if missing).",
-                                            valueName: "image"))
+    @Option(name: .long, help: ArgumentHelp(
+        "The image file holding all file contents (created if missing; a symbolic link is followed, but one to a missing file is refused).",
+        valueName: "image"))
     var backing: String
 
     @Flag(name: .long, help: "Stay in the foreground and log to stderr instead of returning once mounted.")
@@ -79,7 +80,6 @@ struct MountCommand: ParsableCommand {
     func run() throws {
         let mountArgument = MountPointArgument(mountPoint)
         let mountPath = mountArgument.path
-        let imagePath = Preflight.absolutePath(backing)
         let readiness = Readiness(descriptor: readyFd)
         if let readyFd {
             // Our own session (the parent's terminal and process group are not ours), and
@@ -87,7 +87,9 @@ struct MountCommand: ParsableCommand {
             _ = setsid()
             Daemon.closeInheritedDescriptors(keeping: readyFd)
         }
+        let imagePath: String
         do {
+            imagePath = try ImagePath.resolve(backing)
             let warnings = try MountPointCheck.run(mountArgument, clearDeadMount: clearDeadMount)
             try Preflight.checkMountPoint(mountPath)
             try Preflight.checkImagePath(imagePath)
@@ -141,6 +143,8 @@ struct MountCommand: ParsableCommand {
         fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter) { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
         }
+        let removalWatch = ImageRemovalWatch(imagePath: imagePath, mountPoint: mountPath, logger: logger)
+        removalWatch?.start(interval: interval)
         readiness.ready()
         if readiness.hasParent {
             // Detached: the mount point and image are absolute, so no directory is kept busy.
@@ -154,6 +158,7 @@ struct MountCommand: ParsableCommand {
             logger.error("final checkpoint failed; the journal still holds every change", metadata: ["error": "\(error)"])
             throw ExitCode.failure
         }
+        if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.

@@ -14,7 +14,7 @@ struct Offloadfs: ParsableCommand {
             the files across unmounts and crashes; `offloadfs fsck` and `offloadfs info` \
             inspect an unmounted image.
             """,
-        version: "offloadfs \(ProductVersion.string)",
+        version: BuildVersion.line,
         subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]
     )
 

@@ -38,7 +38,14 @@ struct UnmountCommand: ParsableCommand {
             printError("\(path) is not an offloadfs mount (it is \(entry.type))")
             throw ExitCode.failure
         }
+        // A deleted image is lost with the unmount; the daemon logs it, and so do we.
+        let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
         try Self.unmount(path, lazy: lazy)
+        if imageDeleted {
+            printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
+                       + "that path now): unless it was moved elsewhere, the files it held are gone")
+            throw ExitCode.failure
+        }
         // Lazily detached, the daemon lives on until the last user has gone: nothing to wait for.
         if lazy { return }
         // Like umount(8) on a block filesystem: once this returns, the image is free to

@@ -35,8 +35,9 @@ class CommandLineTestCase: XCTestCase {
         super.tearDown()
     }
 
-    func offloadfs(_ arguments: [String], in directory: String? = nil) throws -> ShellResult {
-        try Shell.runProgram(DaemonBinary.path!, arguments, in: directory)
+    func offloadfs(_ arguments: [String], in directory: String? = nil,
+                   environment: [String: String] = [:]) throws -> ShellResult {
+        try Shell.runProgram(DaemonBinary.path!, arguments, in: directory, environment: environment)
     }
 
     /// A failed command must say why in exactly one line on stderr, print nothing on

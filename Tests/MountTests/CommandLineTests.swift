@@ -25,12 +25,6 @@ final class CommandLineTests: CommandLineTestCase {
         XCTAssertFalse(mount.output.contains("--ready-fd"), "the internal readiness option stays hidden")
     }
 
-    func testVersion() throws {
-        let result = try offloadfs(["--version"])
-        XCTAssertEqual(result.status, 0, result.transcript)
-        XCTAssertEqual(result.output, "offloadfs \(ProductVersion.string)\n")
-    }
-
     // MARK: One-line errors
 
     func testMissingMountPoint() throws {
