@@ -15,7 +15,7 @@ import Glibc
 /// Only for short calls made before other threads log (the mount itself): anything any
 /// thread writes to stderr meanwhile lands in the capture. offloadfs writes stderr with
 /// write(2) only (no stdio buffer), so nothing is left to flush around the switch.
-enum StderrCapture {
+public enum StderrCapture {
     static func capturing<R>(_ body: () -> R) -> (result: R, text: String) {
         guard let file = tmpfile() else { return (body(), "") }
         defer { fclose(file) }
@@ -38,7 +38,8 @@ enum StderrCapture {
         _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 
-    private static func readAll(_ descriptor: Int32) -> String {
+    /// Everything in the file behind `descriptor`, from its start, as text.
+    public static func readAll(_ descriptor: Int32) -> String {
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {

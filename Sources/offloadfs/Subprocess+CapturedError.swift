@@ -1,3 +1,4 @@
+import FuseBridge
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,21 +18,6 @@ extension Subprocess {
             return (127, "cannot run \(program): \(String(cString: strerror(errno)))")
         }
         let status = wait(for: pid)
-        return (status, readAll(fileno(capture)))
-    }
-
-    /// Everything in the file behind `descriptor`, from its start, as text.
-    static func readAll(_ descriptor: Int32) -> String {
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        var offset: off_t = 0
-        while true {
-            let count = pread(descriptor, &chunk, chunk.count, offset)
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            bytes += chunk.prefix(count)
-            offset += off_t(count)
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        return (status, StderrCapture.readAll(fileno(capture)))
     }
 }

@@ -13,7 +13,7 @@ final class NonRootMountTests: XCTestCase {
     }
 
     override func tearDown() {
-        user?.remove()
+        for problem in user?.remove() ?? [] { XCTFail(problem) }
         user = nil
         super.tearDown()
     }
@@ -40,6 +40,26 @@ final class NonRootMountTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.transcript)
         XCTAssertEqual(result.output, "hello\n", result.transcript)
         XCTAssertEqual(result.error, "", result.transcript)
+    }
+
+    /// A busy unmount as a user goes through fusermount3 -u: fusermount3's "busy" becomes
+    /// the hint with fuser and --lazy, and --lazy (fusermount3 -u -z) detaches the mount.
+    func testBusyUnmountAsAUserNamesFuserAndLazyDetaches() throws {
+        let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
+        let result = try user.run("""
+            \(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M || exit 1
+            (cd \(mountPoint) && exec sleep 30) &
+            holder=$!
+            sleep 0.3
+            \(user.binary) unmount \(mountPoint); echo "plain $?"
+            \(user.binary) unmount --lazy \(mountPoint); echo "lazy $?"
+            grep -c " \(mountPoint) " /proc/self/mounts
+            kill $holder
+            """)
+        XCTAssertEqual(result.output, "plain 1\nlazy 0\n0\n", result.transcript)
+        XCTAssertTrue(result.error.hasPrefix("offloadfs: cannot unmount \(mountPoint): it is busy"), result.transcript)
+        XCTAssertTrue(result.error.contains("fuser -vm \(mountPoint)"), result.transcript)
+        XCTAssertEqual(result.error.split(separator: "\n").count, 1, result.transcript)
     }
 
     /// `-o allow_other` without `user_allow_other` in /etc/fuse.conf: fusermount3's own

@@ -25,6 +25,8 @@ final class NonRootUser {
             throw XCTSkip(reason)
         }
         name = "ofs-t\(getpid())"
+        // Left by an earlier test of this process that could not remove it: start afresh.
+        _ = try? Shell.run("userdel -f \(name) 2>/dev/null; groupdel \(name) 2>/dev/null")
         let made = try Shell.run("useradd --system --user-group --no-create-home --shell /usr/sbin/nologin \(name)")
         guard made.succeeded else { throw MountTestError("useradd \(name): \(made.transcript)") }
         directory = try makeTemporaryDirectory()
@@ -41,10 +43,26 @@ final class NonRootUser {
         }
     }
 
-    /// Removes the user, its group and the directory.
-    func remove() {
-        _ = try? Shell.run("userdel \(name) 2>/dev/null; groupdel \(name) 2>/dev/null; true")
+    /// Removes the user, its group and the directory; returns what could not be removed.
+    /// userdel refuses while a process of the user runs (status 8), e.g. a daemon still
+    /// finishing an unmount, so it is retried for up to 5 s before `userdel -f`.
+    @discardableResult
+    func remove() -> [String] {
+        var problems: [String] = []
+        var removed = false
+        for _ in 0..<100 {
+            let status = (try? Shell.run("userdel \(name)"))?.status
+            if status == 0 || status == 6 { removed = true; break }  // 6: no such user
+            usleep(50_000)
+        }
+        if !removed {
+            problems.append("userdel \(name) kept failing; forced")
+            _ = try? Shell.run("userdel -f \(name)")
+        }
+        _ = try? Shell.run("groupdel \(name) 2>/dev/null")
+        if (try? Shell.run("id \(name)"))?.succeeded == true { problems.append("the test user \(name) is still there") }
         try? FileManager.default.removeItem(atPath: directory)
+        return problems
     }
 
     /// A directory inside `directory` owned by the user (or by root with `ownedByUser:
@@ -67,7 +85,8 @@ final class NonRootUser {
 
     /// Runs `script` (sh) as the user in a private mount namespace whose /dev/fuse is a
     /// device node with `fuseMode` and `fuseGroup`, and whose /etc/fuse.conf has no
-    /// `user_allow_other`. Returns what the user's script printed and its status.
+    /// `user_allow_other`. Returns what the user's script printed and its status. Mounts
+    /// the script leaves behind are detached afterwards.
     func run(_ script: String, fuseMode: String = "0666", fuseGroup: String = "root") throws -> ShellResult {
         let device = directory + "/fuse-device", config = directory + "/fuse.conf"
         let setup = """
@@ -79,7 +98,13 @@ final class NonRootUser {
             mount --bind \(device) /dev/fuse
             echo '# written by the offloadfs tests: no user_allow_other' > \(config)
             if [ -e /etc/fuse.conf ]; then mount --bind \(config) /etc/fuse.conf; fi
-            exec runuser -u \(name) -- /bin/sh -c "$1"
+            set +e
+            runuser -u \(name) -- /bin/sh -c "$1"
+            status=$?
+            # Whatever the script left mounted (a failed test) is detached, so its daemon
+            # ends and the namespace with it.
+            for m in $(cut -d' ' -f2 /proc/self/mounts | grep '^\(directory)/'); do umount -l "$m"; done
+            exit $status
             """
         return try Shell.runProgram("/usr/bin/env", ["unshare", "--mount", "--propagation", "private",
                                                      "/bin/sh", "-c", setup, "sh", script])

@@ -88,7 +88,7 @@ final class PosixACLMountTests: MountedTestCase {
     /// the mode would allow, a directory, and a write grant.
     func testACLsAreEnforcedForAnotherUser() throws {
         let user = try NonRootUser()
-        defer { user.remove() }
+        defer { for problem in user.remove() { XCTFail(problem) } }
         XCTAssertEqual(chmod(fixture.root, 0o755), 0)
         try sh("echo secret > granted && chmod 600 granted && echo open > denied && chmod 644 denied "
                + "&& mkdir closed && chmod 700 closed && touch closed/inside && echo log > writable && chmod 644 writable")
