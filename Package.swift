@@ -7,6 +7,16 @@
 // OffloadCore and OffloadNamespace never import CFuse, so they build and test without FUSE.
 import PackageDescription
 
+// The commit `offloadfs --version` names. scripts/test, scripts/install (and so CI) set
+// OFFLOADFS_GIT_COMMIT from `git rev-parse` (see scripts/lib.sh); a packager building
+// outside git may set it by hand. It is read here rather than from Context.gitInformation
+// because SwiftPM caches the evaluated manifest without the git state, so a new commit
+// would keep the old one, whereas the environment is part of the cache key. Only
+// [0-9A-Za-z.-] pass, since the value becomes a C string literal. Unset: "unknown".
+let buildCommit = Context.environment["OFFLOADFS_GIT_COMMIT"].flatMap { commit in
+    commit.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") } ? commit : nil
+} ?? ""
+
 let package = Package(
     name: "offloadfs",
     platforms: [.macOS(.v15)],
@@ -24,8 +34,8 @@ let package = Package(
             pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]
         ),
-        // fallocate and friends, which Glibc's Swift module does not export.
-        .target(name: "CLinuxShims"),
+        // fallocate and friends, which Glibc's Swift module does not export; the build's commit.
+        .target(name: "CLinuxShims", cSettings: [.define("OFFLOADFS_GIT_COMMIT", to: "\"\(buildCommit)\"")]),
         .target(name: "OffloadCore", dependencies: ["CLinuxShims"]),
         .target(name: "OffloadNamespace", dependencies: ["OffloadCore"]),
         .target(
@@ -38,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "offloadfs",
             dependencies: [
-                "FuseBridge", "OffloadNamespace", "OffloadCore",
+                "FuseBridge", "OffloadNamespace", "OffloadCore", "CLinuxShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

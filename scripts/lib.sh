@@ -21,3 +21,17 @@ offloadfs_apt_install() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# offloadfs_export_commit : exports OFFLOADFS_GIT_COMMIT (the commit `offloadfs --version`
+# names, see Package.swift) from the checkout: 12 hex digits, "-modified" when tracked files
+# differ from HEAD. Outside a git checkout it is left as it is (unset: "commit unknown").
+offloadfs_export_commit() {
+    [ -n "${OFFLOADFS_GIT_COMMIT:-}" ] && { export OFFLOADFS_GIT_COMMIT; return 0; }
+    command -v git >/dev/null 2>&1 || return 0
+    local commit
+    commit=$(git -C "$(dirname "${BASH_SOURCE[0]}")/.." rev-parse --short=12 HEAD 2>/dev/null) || return 0
+    if ! git -C "$(dirname "${BASH_SOURCE[0]}")/.." diff --quiet HEAD -- 2>/dev/null; then
+        commit="$commit-modified"
+    fi
+    export OFFLOADFS_GIT_COMMIT=$commit
+}

@@ -18,6 +18,10 @@ final class BridgeContext: Sendable {
     /// Whether the kernel accepted FUSE_CAP_WRITEBACK_CACHE; set once in `init`
     /// (Capabilities.negotiate) before any request arrives, read by open/create.
     let writebackCache = Atomic<Bool>(false)
+    /// Whether the kernel enforces POSIX ACLs (FUSE_CAP_POSIX_ACL), set like
+    /// `writebackCache`. Without it ACL xattrs are refused: stored but not enforced, an
+    /// ACL that denies someone would silently deny nothing.
+    let posixACLs = Atomic<Bool>(false)
     /// Whether to ask for it (`MountConfiguration.writebackCache`).
     let wantsWritebackCache: Bool
 

@@ -52,16 +52,21 @@ enum Capabilities {
         want(FUSE_CAP_SPLICE_READ, false)
         want(FUSE_CAP_SPLICE_WRITE, false)
         want(FUSE_CAP_SPLICE_MOVE, false)
-        // The kernel applies the umask (RequestContext.umask is informational).
-        want(FUSE_CAP_DONT_MASK, false)
+        // POSIX ACLs: the kernel enforces them (from the system.posix_acl_* xattrs the
+        // namespace keeps) and leaves the rest to us: the mode follows a new access ACL,
+        // a chmod updates the ACL, and new inodes get their directory's default ACL
+        // (Inode+ACL.swift). A default ACL replaces the umask, so the kernel must pass
+        // the umask instead of applying it (DONT_MASK): the namespace applies it when
+        // there is no default ACL. Both or neither.
+        want(FUSE_CAP_POSIX_ACL, true)
+        let acls = info.want & UInt32(FUSE_CAP_POSIX_ACL) != 0
+        want(FUSE_CAP_DONT_MASK, acls)
         // The kernel clears setuid/setgid on write and chown by sending SETATTR, so the
         // namespace does not need to implement the rule itself. Cost, measured: each
         // write(2) also sends GETXATTR "security.capability" (FUSE clears SB_NOSEC); only
         // HANDLE_KILLPRIV_V2 (libfuse >= 3.16) with the namespace clearing set-id bits and
         // capabilities on write would remove that round trip.
         want(FUSE_CAP_HANDLE_KILLPRIV, false)
-        // No ACL evaluation in the namespace: POSIX ACL xattrs are not interpreted.
-        want(FUSE_CAP_POSIX_ACL, false)
         // Locks are left to the kernel's local lock manager (single host).
         want(FUSE_CAP_POSIX_LOCKS, false)
         want(FUSE_CAP_FLOCK_LOCKS, false)
@@ -78,11 +83,13 @@ enum Capabilities {
 
         let writeback = info.want & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0
         context.writebackCache.store(writeback, ordering: .releasing)
+        context.posixACLs.store(acls, ordering: .releasing)
         context.logger.info("FUSE connection ready", metadata: [
             "protocol": "\(info.proto_major).\(info.proto_minor)",
             "want": "0x\(String(info.want, radix: 16))",
             "max_write": "\(info.max_write)",
             "writeback_cache": "\(writeback)",
+            "posix_acl": "\(acls)",
         ])
     }
 }

@@ -58,13 +58,24 @@ public final class FuseSession {
         // ends the (then immediately returning) loop and unmounts, instead of killing the
         // process and leaving a dead mount behind.
         ShutdownSignals.install(session: session)
-        let (status, libfuseError) = LibfuseLog.capturingErrors {
-            fuse_session_mount(session, configuration.mountPoint)
+        let ((status, libfuseError), helperOutput) = StderrCapture.capturing {
+            LibfuseLog.capturingErrors { fuse_session_mount(session, configuration.mountPoint) }
+        }
+        // fusermount3 (unprivileged mounts) writes why it refused to stderr: that line is
+        // the reason; anything else it wrote goes on to our stderr as it would have.
+        var helperReason: Substring?
+        for line in helperOutput.split(separator: "\n") {
+            if status != 0 && line.hasPrefix("fusermount") {
+                helperReason = line
+            } else {
+                StderrCapture.emit(line)
+            }
         }
         guard status == 0 else {
             ShutdownSignals.remove()
             throw MountError("cannot mount \(configuration.mountPoint): "
-                             + (libfuseError.map(Self.withoutPrefix) ?? "the kernel refused the mount"))
+                             + (helperReason.map(String.init) ?? libfuseError.map(Self.withoutPrefix)
+                                ?? "the kernel refused the mount"))
         }
         mounted = true
         context.logger.info("mounted", metadata: [

@@ -7,6 +7,16 @@ import OffloadNamespace
 
 /// Handlers for extended attributes and statfs.
 enum XattrHandlers {
+    /// `system.posix_acl_access` and `system.posix_acl_default`.
+    private static let aclPrefix = Array("system.posix_acl_".utf8)
+
+    /// True for an ACL xattr while the kernel does not enforce ACLs (see
+    /// `BridgeContext.posixACLs`): such requests are answered EOPNOTSUPP.
+    private static func refusedACL(_ request: fuse_req_t, _ name: UnsafePointer<CChar>?) -> Bool {
+        guard let name, !BridgeContext.of(request).posixACLs.load(ordering: .acquiring) else { return false }
+        return (try? cStringBytes(name))?.starts(with: aclPrefix) == true
+    }
+
     static func setxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?,
                          _ value: UnsafePointer<CChar>?, _ size: Int, _ flags: Int32) {
         let fs = BridgeContext.of(request).fileSystem
@@ -18,6 +28,7 @@ enum XattrHandlers {
         case Int32(OFFLOADFS_XATTR_CREATE | OFFLOADFS_XATTR_REPLACE): mode = .createAndReplace
         default: return Reply(request, "setxattr").errno(EINVAL)
         }
+        if refusedACL(request, name) { return Reply(request, "setxattr").error(.notSupported) }
         Reply(request, "setxattr").done(Result { () throws(FSError) in
             let bytes: [UInt8] = value.map { pointer in
                 pointer.withMemoryRebound(to: UInt8.self, capacity: size) {
@@ -29,6 +40,7 @@ enum XattrHandlers {
     }
 
     static func getxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
+        if refusedACL(request, name) { return Reply(request, "getxattr").error(.notSupported) }
         let fs = BridgeContext.of(request).fileSystem
         Reply(request, "getxattr").xattr(Result { () throws(FSError) in
             try fs.getxattr(inode: InodeNumber(inode), name: cStringBytes(name))
@@ -47,6 +59,7 @@ enum XattrHandlers {
     }
 
     static func removexattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
+        if refusedACL(request, name) { return Reply(request, "removexattr").error(.notSupported) }
         let fs = BridgeContext.of(request).fileSystem
         Reply(request, "removexattr").done(Result { () throws(FSError) in
             try fs.removexattr(inode: InodeNumber(inode), name: cStringBytes(name))

@@ -36,7 +36,9 @@ public enum Preflight {
         }
     }
 
-    /// /dev/fuse must exist and be openable read-write.
+    /// /dev/fuse must exist and be openable read-write (by the user: fusermount3 opens it
+    /// with the user's rights too). Refused, it is named with its mode and owner and
+    /// what would let this user in.
     public static func checkFuseDevice(path: String = fuseDevicePath) throws(MountError) {
         let descriptor = open(path, O_RDWR | O_CLOEXEC)
         guard descriptor >= 0 else {
@@ -44,6 +46,9 @@ public enum Preflight {
             if error == ENOENT {
                 throw MountError("\(path) does not exist: load the fuse kernel module (modprobe fuse) "
                                  + "or give the container the device")
+            }
+            if error == EACCES || error == EPERM, let access = FuseDeviceAccess(path: path) {
+                throw MountError("cannot open \(path): \(String(cString: strerror(error))) \(access.advice)")
             }
             throw MountError("cannot open \(path): \(String(cString: strerror(error)))")
         }

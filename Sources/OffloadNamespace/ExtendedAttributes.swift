@@ -9,9 +9,10 @@ import OffloadCore
 /// of one inode together are held to `maximumTotalValueBytes` (ENOSPC past it, like a
 /// local filesystem whose xattr space is full) because they live in RAM.
 ///
-/// Only the `user.`, `trusted.` and `security.` namespaces are stored; anything else
-/// (`system.posix_acl_*` included: offloadfs does not implement ACLs) is EOPNOTSUPP.
-/// The kernel checks the capability trusted.* needs before the request reaches us.
+/// Only the `user.`, `trusted.` and `security.` namespaces are stored, and of `system.`
+/// the two POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`, whose
+/// meaning `Inode+ACL.swift` implements); anything else is EOPNOTSUPP. The kernel checks
+/// the capability trusted.* needs before the request reaches us.
 struct ExtendedAttributes {
     static let maximumNameLength = 255
     static let maximumValueLength = 65536
@@ -33,6 +34,7 @@ struct ExtendedAttributes {
     static func validate(name: [UInt8]) throws(FSError) {
         guard !name.isEmpty, name.count <= maximumNameLength else { throw .rangeTooSmall }
         guard !name.contains(0) else { throw .invalidArgument("NUL in attribute name") }
+        if name == PosixACL.accessName || name == PosixACL.defaultName { return }
         guard let prefix = supportedPrefixes.first(where: { name.starts(with: $0) }) else {
             throw .notSupported
         }

@@ -20,7 +20,8 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func getattr(inode: InodeNumber) throws(FSError) -> Attributes
     func setattr(inode: InodeNumber, changes: AttributeChanges, context: RequestContext) throws(FSError) -> Attributes
     func readlink(inode: InodeNumber) throws(FSError) -> [UInt8]
-    /// `mode` carries the S_IFMT type bits and the permission bits (umask applied).
+    /// `mode` carries the S_IFMT type bits and the permission bits as the caller asked;
+    /// the namespace limits them by the parent's default ACL or the context's umask.
     func mknod(parent: InodeNumber, name: FileName, mode: UInt32, rdev: UInt64, context: RequestContext) throws(FSError) -> Attributes
     func mkdir(parent: InodeNumber, name: FileName, mode: UInt32, context: RequestContext) throws(FSError) -> Attributes
     func unlink(parent: InodeNumber, name: FileName) throws(FSError)

@@ -26,7 +26,9 @@ public struct RequestContext: Sendable, Equatable {
     public var uid: UInt32
     public var gid: UInt32
     public var pid: Int32
-    /// The caller's umask; already applied by the kernel when FUSE_CAP_DONT_MASK is off.
+    /// The caller's umask (for mknod, mkdir and create). With FUSE_CAP_DONT_MASK (asked
+    /// for with POSIX ACLs) the namespace applies it, unless a default ACL replaces it;
+    /// without, the kernel has applied it already and applying it again changes nothing.
     public var umask: UInt32
     public init(uid: UInt32, gid: UInt32, pid: Int32 = 0, umask: UInt32 = 0) {
         self.uid = uid; self.gid = gid; self.pid = pid; self.umask = umask

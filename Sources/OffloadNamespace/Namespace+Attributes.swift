@@ -41,6 +41,7 @@ extension NamespaceState {
         }
         if let permissions = changes.permissions {
             inode.permissions = permissions & 0o7777
+            inode.permissionsChanged()
             changed = true
         }
         if changes.uid != nil || changes.gid != nil {

@@ -8,8 +8,10 @@ extension NamespaceState {
     ///
     /// Ownership: the caller's uid; the caller's gid, or the parent's gid when the parent
     /// has the set-group-ID bit, in which case a new subdirectory inherits the bit too
-    /// (BSD group semantics, as Linux does it in `inode_init_owner`). `makeContent` runs
-    /// only once the name is known to be free.
+    /// (BSD group semantics, as Linux does it in `inode_init_owner`). Permissions: the
+    /// parent's default ACL, or else the caller's umask, limits them (the kernel leaves
+    /// both to us when ACLs are on; see `Inode.aclsForNewChild`); symlinks keep 0777.
+    /// `makeContent` runs only once the name is known to be free.
     mutating func makeNode(parent: InodeNumber, name: FileName, kind: FileKind,
                            permissions: UInt32, rdev: UInt64, context: RequestContext,
                            now: Timestamp, makeContent: () -> Inode.Content) throws(FSError) -> Inode {
@@ -19,6 +21,13 @@ extension NamespaceState {
             guard parentInode.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
         }
         var mode = permissions & 0o7777
+        var inherited: (access: [UInt8]?, default: [UInt8]?) = (nil, nil)
+        if kind != .symlink {
+            let start = parentInode.aclsForNewChild(permissions: mode, umask: context.umask,
+                                                    isDirectory: kind == .directory)
+            mode = start.permissions
+            inherited = (start.access, start.default)
+        }
         var gid = context.gid
         if parentInode.permissions & 0o2000 != 0 {
             gid = parentInode.gid
@@ -26,6 +35,7 @@ extension NamespaceState {
         }
         let inode = try table.allocate(kind: kind, permissions: mode, uid: context.uid, gid: gid,
                                        rdev: rdev, content: makeContent(), now: now)
+        inode.inheritACLs(access: inherited.access, default: inherited.default)
         directory.insert(name, inode: inode.number, kind: kind)
         if kind == .directory { parentInode.linkCount += 1 }
         parentInode.markModified(now)

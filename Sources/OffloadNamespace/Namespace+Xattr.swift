@@ -5,6 +5,8 @@ import OffloadCore
 // Kernel contract: the kernel first asks for a value's or list's size (size 0) and then
 // for the bytes; answering ERANGE when the caller's buffer is too small is the bridge's
 // job, given the sizes returned here. Names and limits: see `ExtendedAttributes`.
+// POSIX ACLs are the two `system.posix_acl_*` xattrs; setting the access ACL also sets
+// the mode's permission bits (Inode+ACL.swift).
 // Setting or removing an attribute marks ctime, as on Linux.
 
 extension Namespace {
@@ -18,7 +20,11 @@ extension Namespace {
             if ExtendedAttributes.isUserName(name) && !Self.mayHaveUserAttributes(inode.kind) {
                 throw .notPermitted
             }
-            try inode.xattrs.set(name: name, value: value, mode: mode)
+            switch name {
+            case PosixACL.accessName: try inode.setAccessACL(value, mode: mode)
+            case PosixACL.defaultName: try inode.setDefaultACL(value, mode: mode)
+            default: try inode.xattrs.set(name: name, value: value, mode: mode)
+            }
             inode.markChanged(clock())
             state.log([inode.record])
         }

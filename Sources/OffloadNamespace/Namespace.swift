@@ -34,11 +34,14 @@ import OffloadCore
 /// read path for a field almost nothing uses. atime changes only through setattr.
 ///
 /// ## What the kernel does instead of us
-/// Permission checks (mounted with `default_permissions`), sticky-directory deletion
-/// rules, symlink resolution (so ELOOP from path walks), the umask, stripping the
+/// Permission checks (mounted with `default_permissions`, and POSIX ACLs, which the
+/// kernel reads from the `system.posix_acl_*` xattrs kept here), sticky-directory deletion
+/// rules, symlink resolution (so ELOOP from path walks), stripping the
 /// set-group-ID bit from new files of callers outside the group (`vfs_prepare_mode`),
 /// clearing set-id bits on write and truncate (it sends the mode change as a setattr),
-/// and, with the writeback cache, O_APPEND positioning.
+/// and, with the writeback cache, O_APPEND positioning. With ACLs the kernel leaves us
+/// the umask and default ACLs of new inodes, and keeping mode and access ACL in step
+/// (`Inode+ACL.swift`).
 public final class Namespace: FileSystemOperations {
     /// EMLINK past this many names for a file or subdirectories (+2) for a directory.
     public static let maximumLinkCount: UInt32 = 65000

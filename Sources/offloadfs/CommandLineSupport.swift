@@ -23,6 +23,12 @@ func printError(_ message: String) {
     writeLine("offloadfs: \(message.replacingNewlines())", to: STDERR_FILENO)
 }
 
+/// Prints `offloadfs: warning: MESSAGE` as one line on stderr: something the user should
+/// know about a command that goes ahead anyway.
+func printWarning(_ message: String) {
+    printError("warning: \(message)")
+}
+
 /// Writes `line` and a newline to `descriptor`, retrying short writes and EINTR; gives up
 /// quietly on any other error (there is nowhere left to report it).
 func writeLine(_ line: String, to descriptor: Int32) {

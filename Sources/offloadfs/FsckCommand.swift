@@ -27,11 +27,12 @@ struct FsckCommand: ParsableCommand {
     var repair = false
 
     func run() throws {
+        let image = try ImagePath.resolveOrExit(self.image, status: ImageInspection.cannotCheck)
         let inspection = try ImageInspection.openOrExit(path: image)
         if repair {
             let capacity = inspection.superblock.capacityBytes
             inspection.close()
-            try runRepair(capacity: capacity)
+            try runRepair(image: image, capacity: capacity)
             return
         }
         defer { inspection.close() }
@@ -61,7 +62,7 @@ struct FsckCommand: ParsableCommand {
         if !problems.isEmpty { throw ExitCode(1) }
     }
 
-    private func runRepair(capacity: UInt64) throws {
+    private func runRepair(image: String, capacity: UInt64) throws {
         do {
             let fileSystem = try ImageFileSystem.open(
                 path: image, capacityBytes: max(capacity, UInt64(BackingStore.blockSize)),

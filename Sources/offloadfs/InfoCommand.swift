@@ -4,15 +4,18 @@ import OffloadCore
 import Glibc
 #endif
 
-/// `offloadfs info IMAGE`: what an unmounted image holds, as `key: value` lines.
+/// `offloadfs info IMAGE`: what an image holds, as `key: value` lines (for a mounted
+/// image, where and its live figures: `MountedImageInfo`).
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
-        abstract: "Show an unmounted image's format, sizes and counts.",
+        abstract: "Show an image's format, sizes and counts.",
         discussion: """
             live data: bytes of blocks files reference; metadata: checkpoint and journal; \
             reclaimable: disk space the image file holds beyond those (freed blocks not yet \
-            given back, given back at the next mount).
+            given back, given back at the next mount). For a mounted image: where it is \
+            mounted, and the live capacity, used and free bytes and inodes of the mount \
+            (as df shows them) instead of the counts, which need the image at rest.
             """
     )
 
@@ -20,7 +23,14 @@ struct InfoCommand: ParsableCommand {
     var image: String
 
     func run() throws {
-        let inspection = try ImageInspection.openOrExit(path: image)
+        let path = try ImagePath.resolveOrExit(image, status: ImageInspection.cannotCheck)
+        if let mount = MountedImageInfo.mount(ofImage: path) {
+            for (key, value) in MountedImageInfo.lines(typed: image, path: path, mountPoint: mount.mountPoint) {
+                writeLine("\(key): \(value)", to: STDOUT_FILENO)
+            }
+            return
+        }
+        let inspection = try ImageInspection.openOrExit(path: path)
         defer { inspection.close() }
         let replay: ImageReplay
         do {

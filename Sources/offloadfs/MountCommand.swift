@@ -17,7 +17,10 @@ struct MountCommand: ParsableCommand {
             or prints why it failed (non-zero). The daemon keeps running until the filesystem \
             is unmounted (offloadfs unmount, fusermount3 -u, umount) or gets SIGINT/SIGTERM, \
             which unmount cleanly. In the background the daemon's log is discarded: run with \
-            --foreground (e.g. under systemd) to keep it.
+            --foreground (e.g. under systemd) to keep it. A MOUNTPOINT that is already a \
+            mount is refused, saying what it is (a dead offloadfs mount, left by a killed \
+            daemon, is cleared by --clear-dead-mount); one that holds files is mounted over \
+            with a warning, as libfuse 3 allows.
             """
     )
 
@@ -28,8 +31,9 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "An existing directory to mount on.")
     var mountPoint: String
 
-    @Option(name: .long, help: ArgumentHelp("The image file holding all file contents (created if missing).",
-                                            valueName: "image"))
+    @Option(name: .long, help: ArgumentHelp(
+        "The image file holding all file contents (created if missing; a symbolic link is followed, but one to a missing file is refused).",
+        valueName: "image"))
     var backing: String
 
     @Flag(name: .long, help: "Stay in the foreground and log to stderr instead of returning once mounted.")
@@ -52,6 +56,10 @@ struct MountCommand: ParsableCommand {
         valueName: "size"))
     var size: ByteSize?
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "If MOUNTPOINT is an offloadfs mount whose daemon is gone (killed, crashed), detach it first. Never touches a live mount or another filesystem."))
+    var clearDeadMount = false
+
     @Option(name: .customShort("o"), help: ArgumentHelp(
         "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable.",
         valueName: "options"))
@@ -70,8 +78,8 @@ struct MountCommand: ParsableCommand {
     }
 
     func run() throws {
-        let mountPath = Preflight.absolutePath(mountPoint)
-        let imagePath = Preflight.absolutePath(backing)
+        let mountArgument = MountPointArgument(mountPoint)
+        let mountPath = mountArgument.path
         let readiness = Readiness(descriptor: readyFd)
         if let readyFd {
             // Our own session (the parent's terminal and process group are not ours), and
@@ -79,10 +87,15 @@ struct MountCommand: ParsableCommand {
             _ = setsid()
             Daemon.closeInheritedDescriptors(keeping: readyFd)
         }
+        let imagePath: String
         do {
+            imagePath = try ImagePath.resolve(backing)
+            let warnings = try MountPointCheck.run(mountArgument, clearDeadMount: clearDeadMount)
             try Preflight.checkMountPoint(mountPath)
             try Preflight.checkImagePath(imagePath)
             try Preflight.checkFuseDevice()
+            // Printed once: by the background parent, or in the foreground.
+            if !readiness.hasParent { warnings.forEach(printWarning) }
         } catch {
             try fail(error.message, readiness: readiness)
         }
@@ -130,6 +143,8 @@ struct MountCommand: ParsableCommand {
         fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter) { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
         }
+        let removalWatch = ImageRemovalWatch(imagePath: imagePath, mountPoint: mountPath, logger: logger)
+        removalWatch?.start(interval: interval)
         readiness.ready()
         if readiness.hasParent {
             // Detached: the mount point and image are absolute, so no directory is kept busy.
@@ -143,6 +158,7 @@ struct MountCommand: ParsableCommand {
             logger.error("final checkpoint failed; the journal still holds every change", metadata: ["error": "\(error)"])
             throw ExitCode.failure
         }
+        if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.

@@ -14,7 +14,17 @@ struct Offloadfs: ParsableCommand {
             the files across unmounts and crashes; `offloadfs fsck` and `offloadfs info` \
             inspect an unmounted image.
             """,
-        version: "offloadfs \(ProductVersion.string)",
+        version: BuildVersion.line,
         subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]
     )
+
+    /// Names an unknown subcommand (with the closest real one) before the parser sees it.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let message = SubcommandSuggestion.unknownSubcommandMessage(arguments, command: Self.self) {
+            printError(message)
+            Self.exit(withError: ExitCode.validationFailure)
+        }
+        main(arguments)
+    }
 }

@@ -4,20 +4,33 @@ import FuseBridge
 import Glibc
 #endif
 
-/// `offloadfs unmount MOUNTPOINT`: asks the kernel to unmount; the daemon then sees its
-/// session end, finishes and exits by itself.
+/// `offloadfs unmount MOUNTPOINT` (alias `umount`): asks the kernel to unmount; the
+/// daemon then sees its session end, finishes and exits by itself.
 struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "unmount",
-        abstract: "Unmount an offloadfs mount point (the daemon then exits)."
+        abstract: "Unmount an offloadfs mount point (the daemon then exits).",
+        discussion: """
+            MOUNTPOINT may be spelt as umount(8) accepts it: relative, with a trailing \
+            slash, or through a symlink. Returns once the daemon has written its last \
+            checkpoint and let go of the image. A busy mount (a process has a file or its \
+            working directory in it: see fuser -vm MOUNTPOINT) is left mounted unless \
+            --lazy is given.
+            """,
+        aliases: ["umount"]
     )
 
     @Argument(help: "The mount point to unmount.")
     var mountPoint: String
 
+    @Flag(name: .long, help: ArgumentHelp(
+        "Detach a busy mount now (umount -l); the daemon finishes and lets go of the image once the last process using the mount has left it."))
+    var lazy = false
+
     func run() throws {
-        let path = Preflight.absolutePath(mountPoint)
-        guard let entry = MountTable.entry(at: path) else {
+        let argument = MountPointArgument(mountPoint)
+        let path = argument.path
+        guard let entry = argument.entry else {
             printError("\(path) is not mounted")
             throw ExitCode.failure
         }
@@ -25,25 +38,48 @@ struct UnmountCommand: ParsableCommand {
             printError("\(path) is not an offloadfs mount (it is \(entry.type))")
             throw ExitCode.failure
         }
-        if geteuid() == 0 {
-            guard umount2(path, 0) == 0 else {
-                printError("cannot unmount \(path): \(String(cString: strerror(errno)))")
-                throw ExitCode.failure
-            }
-        } else {
-            // An unprivileged user unmounts through the setuid helper, as libfuse does.
-            let status = Subprocess.run("fusermount3", ["-u", path])
-            guard status == 0 else {
-                printError("cannot unmount \(path): fusermount3 -u exited with status \(status)")
-                throw ExitCode.failure
-            }
+        // A deleted image is lost with the unmount; the daemon logs it, and so do we.
+        let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
+        try Self.unmount(path, lazy: lazy)
+        if imageDeleted {
+            printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
+                       + "that path now): unless it was moved elsewhere, the files it held are gone")
+            throw ExitCode.failure
         }
+        // Lazily detached, the daemon lives on until the last user has gone: nothing to wait for.
+        if lazy { return }
         // Like umount(8) on a block filesystem: once this returns, the image is free to
         // be mounted again. The daemon holds an flock on it until it has exited.
         guard Self.waitUntilReleased(image: entry.source) else {
             printError("\(path) is unmounted, but the daemon still holds \(entry.source) after 30 s")
             throw ExitCode.failure
         }
+    }
+
+    /// Unmounts `path`: umount2 as root, else the setuid helper as libfuse does. A busy
+    /// mount is reported with the tools that find who holds it, and --lazy.
+    static func unmount(_ path: String, lazy: Bool) throws {
+        let busy: Bool
+        let reason: String
+        if geteuid() == 0 {
+            if umount2(path, lazy ? Int32(MNT_DETACH) : 0) == 0 { return }
+            busy = errno == EBUSY
+            reason = String(cString: strerror(errno))
+        } else {
+            let (status, message) = Subprocess.runCapturingError("fusermount3", lazy ? ["-u", "-z", path] : ["-u", path])
+            if status == 0 { return }
+            busy = message.contains("Device or resource busy")
+            let helperLine = message.split(separator: "\n").last.map(String.init)
+            reason = helperLine ?? "fusermount3 -u exited with status \(status)"
+        }
+        if busy {
+            printError("cannot unmount \(path): it is busy (a process has a file or its working directory in it); "
+                       + "`fuser -vm \(path)` or `lsof \(path)` shows which, or `offloadfs unmount --lazy \(path)` "
+                       + "detaches it now and the daemon finishes when the last one leaves")
+        } else {
+            printError("cannot unmount \(path): \(reason)")
+        }
+        throw ExitCode.failure
     }
 
     /// Waits until nobody holds the image's lock (the daemon has exited); true at once if

@@ -4,76 +4,25 @@ import XCTest
 
 /// The CLI as a user meets it: help, version, the one-line errors, background mounting,
 /// unmounting, and signals.
-final class CommandLineTests: XCTestCase {
-    private var scratch: String!
-    /// Mounts and daemons a test made outside a MountFixture, cleaned up in tearDown.
-    private var mountsToClean: [String] = []
-    private var pidsToClean: [Int32] = []
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        scratch = try makeTemporaryDirectory()
-    }
-
-    override func tearDown() {
-        for mount in mountsToClean where MountTable.isMounted(mount) {
-            _ = try? Shell.runProgram("/usr/bin/env", ["fusermount3", "-u", mount])
-            if MountTable.isMounted(mount) { _ = try? Shell.runProgram("/usr/bin/env", ["fusermount3", "-uz", mount]) }
-        }
-        for pid in pidsToClean {
-            let deadline = Date().addingTimeInterval(10)
-            while processExists(pid) && !isZombie(pid) && Date() < deadline { usleep(10_000) }
-            if processExists(pid) && !isZombie(pid) {
-                XCTFail("daemon \(pid) still running after unmount; killing it")
-                kill(pid, SIGKILL)
-            }
-        }
-        if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
-        super.tearDown()
-    }
-
-    private func offloadfs(_ arguments: [String]) throws -> ShellResult {
-        try Shell.runProgram(DaemonBinary.path!, arguments)
-    }
-
-    /// A failed command must say why in exactly one line on stderr, print nothing on
-    /// stdout, exit non-zero, and never show a crash.
-    private func assertOneLineError(_ result: ShellResult, containing text: String,
-                                    file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertNotEqual(result.status, 0, result.transcript, file: file, line: line)
-        XCTAssertEqual(result.output, "", result.transcript, file: file, line: line)
-        let lines = result.error.split(separator: "\n", omittingEmptySubsequences: false)
-        XCTAssertEqual(lines.count, 2, "exactly one line (plus its newline): \(result.transcript)", file: file, line: line)
-        XCTAssertTrue(result.error.hasPrefix("offloadfs: "), result.transcript, file: file, line: line)
-        XCTAssertTrue(result.error.contains(text), "expected '\(text)': \(result.transcript)", file: file, line: line)
-        XCTAssertFalse(result.error.contains("Fatal error"), result.transcript, file: file, line: line)
-    }
-
+final class CommandLineTests: CommandLineTestCase {
     // MARK: Help and version
 
     func testHelpListsSubcommandsAndOptions() throws {
         let top = try offloadfs(["--help"])
         XCTAssertEqual(top.status, 0, top.transcript)
         XCTAssertTrue(top.output.contains("USAGE: offloadfs <subcommand>"), top.output)
-        for subcommand in ["mount", "unmount", "fsck", "info"] {
-            XCTAssertTrue(top.output.contains("  \(subcommand) "), "--help must list \(subcommand):\n\(top.output)")
+        for subcommand in ["mount ", "unmount, umount ", "fsck ", "info "] {
+            XCTAssertTrue(top.output.contains("  \(subcommand)"), "--help must list \(subcommand):\n\(top.output)")
         }
+        let unmount = try offloadfs(["unmount", "--help"])
+        XCTAssertTrue(unmount.output.contains("--lazy"), "unmount --help must document --lazy:\n\(unmount.output)")
         let mount = try offloadfs(["mount", "--help"])
         XCTAssertEqual(mount.status, 0, mount.transcript)
         for option in ["--backing", "--foreground", "--fresh", "--writeback-cache", "--memory-limit", "--size", "-o",
-                       "--log-level"] {
+                       "--log-level", "--clear-dead-mount"] {
             XCTAssertTrue(mount.output.contains(option), "mount --help must document \(option):\n\(mount.output)")
         }
         XCTAssertFalse(mount.output.contains("--ready-fd"), "the internal readiness option stays hidden")
-    }
-
-    func testVersion() throws {
-        let result = try offloadfs(["--version"])
-        XCTAssertEqual(result.status, 0, result.transcript)
-        XCTAssertEqual(result.output, "offloadfs \(ProductVersion.string)\n")
     }
 
     // MARK: One-line errors
@@ -253,42 +202,5 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(options?.contains(" ro,") == true, "mounted read-only: \(options ?? "")")
         XCTAssertTrue(options?.contains("default_permissions") == true, "\(options ?? "")")
         XCTAssertFalse(options?.contains("allow_other") == true, "allow_other only when asked for")
-    }
-
-    // MARK: Helpers
-
-    private func requireFuse() throws {
-        if !FileManager.default.fileExists(atPath: "/dev/fuse") {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
-    }
-
-    /// The PID of the daemon serving `mountPoint`, found by its command line (other than
-    /// `excluding`, a previous daemon that may still be on its way out).
-    private func daemonPID(mountPoint: String, excluding: Int32? = nil) -> Int32? {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
-        for entry in entries {
-            guard let pid = Int32(entry), pid != excluding,
-                  let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
-            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if arguments.count > 2, arguments[1] == "mount", arguments[2] == mountPoint,
-               arguments.contains("--foreground") {
-                return pid
-            }
-        }
-        return nil
-    }
-
-    private func waitForExit(_ pid: Int32) -> Bool {
-        let deadline = Date().addingTimeInterval(10)
-        while processExists(pid) && !isZombie(pid) && Date() < deadline { usleep(10_000) }
-        return !processExists(pid) || isZombie(pid)
-    }
-
-    private func isZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 }

@@ -32,8 +32,9 @@ final class MountFixture {
     /// `skipIfCannotMount: false` (for a remount, once a first mount has shown that mounting
     /// works here) it always throws an error instead. `start` may be called again after
     /// `stop(removingFiles: false)` or `killDaemon()`, to mount the same image again; the
-    /// daemon log keeps growing across starts.
-    func start(arguments extra: [String] = ["--size", "8G"], skipIfCannotMount: Bool = true) throws {
+    /// daemon log keeps growing across starts. `environment` is added to the daemon's.
+    func start(arguments extra: [String] = ["--size", "8G"], skipIfCannotMount: Bool = true,
+               environment: [String: String] = [:]) throws {
         guard daemon == nil else { throw MountTestError("start while the fixture's daemon is still running") }
         self.skipIfCannotMount = skipIfCannotMount
         guard let binary = DaemonBinary.path else {
@@ -53,6 +54,7 @@ final class MountFixture {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["mount", mountPoint, "--backing", image, "--foreground", "--log-level", "warning"] + extra
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log

@@ -31,4 +31,8 @@ int offloadfs_guarded_copy(void *destination, const void *source, size_t length)
 /// page that cannot be read: -1 if a page raised SIGBUS, else 0.
 int offloadfs_guarded_probe(const void *start, size_t length);
 
+/// The git commit this binary was built from, as the build was given it
+/// (OFFLOADFS_GIT_COMMIT, see Package.swift); "" when it was not. In build_info.c.
+const char *offloadfs_build_commit(void);
+
 #endif

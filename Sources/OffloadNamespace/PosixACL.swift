@@ -1,0 +1,166 @@
+import OffloadCore
+
+/// A POSIX access control list in the form the kernel passes it as the value of the
+/// `system.posix_acl_access` and `system.posix_acl_default` xattrs: a little-endian u32
+/// version (2), then 8-byte entries (u16 tag, u16 permissions, u32 id).
+///
+/// With FUSE_POSIX_ACL the kernel enforces ACLs itself, from these xattrs, but leaves
+/// three jobs to the filesystem (fs/fuse/acl.c, dir.c; libfuse's FUSE_CAP_POSIX_ACL):
+/// keeping the mode in step when an access ACL is set (`modeBits`), keeping the ACL in
+/// step when the mode changes (`applyChmod`), and giving new inodes their parent's
+/// default ACL (`maskForCreate`). Each follows the kernel function named in its comment,
+/// which is what ext4, XFS and tmpfs do.
+struct PosixACL: Equatable {
+    enum Tag: UInt16 {
+        case userObject = 0x01, user = 0x02, groupObject = 0x04, group = 0x08, mask = 0x10, other = 0x20
+    }
+
+    struct Entry: Equatable {
+        var tag: Tag
+        /// rwx as 4/2/1.
+        var permissions: UInt32
+        /// The uid or gid for `user` and `group` entries; `undefinedID` for the others.
+        var id: UInt32
+    }
+
+    static let accessName = Array("system.posix_acl_access".utf8)
+    static let defaultName = Array("system.posix_acl_default".utf8)
+    static let xattrVersion: UInt32 = 2
+    static let undefinedID: UInt32 = 0xFFFF_FFFF
+
+    private(set) var entries: [Entry]
+
+    /// Decodes and checks an ACL as posix_acl_from_xattr + posix_acl_valid do: EINVAL
+    /// for a wrong version or size, an unknown tag, permission bits beyond rwx, or an
+    /// ACL that is not valid (see `validate`).
+    init(xattr bytes: [UInt8]) throws(FSError) {
+        guard bytes.count >= 4, (bytes.count - 4) % 8 == 0 else {
+            throw .invalidArgument("ACL of \(bytes.count) bytes")
+        }
+        func integer(at offset: Int, width: Int) -> UInt32 {
+            (0..<width).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * $1) }
+        }
+        guard integer(at: 0, width: 4) == Self.xattrVersion else { throw .invalidArgument("ACL version") }
+        var entries: [Entry] = []
+        for offset in stride(from: 4, to: bytes.count, by: 8) {
+            guard let tag = Tag(rawValue: UInt16(integer(at: offset, width: 2))) else {
+                throw .invalidArgument("ACL entry tag")
+            }
+            let permissions = integer(at: offset + 2, width: 2)
+            guard permissions & ~0o7 == 0 else { throw .invalidArgument("ACL entry permissions") }
+            let id = tag == .user || tag == .group ? integer(at: offset + 4, width: 4) : Self.undefinedID
+            entries.append(Entry(tag: tag, permissions: permissions, id: id))
+        }
+        self.entries = entries
+        try validate()
+    }
+
+    /// posix_acl_valid: one owner, owning-group and other entry; named entries with
+    /// distinct ids; a mask when there are named entries (never more than one); entries
+    /// in tag order, named ones by increasing id, as the kernel always sends them.
+    private func validate() throws(FSError) {
+        var counts: [Tag: Int] = [:]
+        for entry in entries { counts[entry.tag, default: 0] += 1 }
+        guard counts[.userObject] == 1, counts[.groupObject] == 1, counts[.other] == 1 else {
+            throw .invalidArgument("ACL needs one owner, owning-group and other entry")
+        }
+        let named = (counts[.user] ?? 0) + (counts[.group] ?? 0)
+        let masks = counts[.mask] ?? 0
+        guard masks <= 1, named == 0 || masks == 1 else {
+            throw .invalidArgument("ACL with named entries needs one mask entry")
+        }
+        for (previous, next) in zip(entries, entries.dropFirst()) {
+            let ordered = previous.tag.rawValue < next.tag.rawValue
+                || (previous.tag == next.tag && (next.tag == .user || next.tag == .group) && previous.id < next.id)
+            guard ordered else { throw .invalidArgument("ACL entries out of order or repeated") }
+        }
+    }
+
+    /// The ACL that says what `permissions` (the rwx bits of a mode) say.
+    init(permissions: UInt32) {
+        entries = [
+            Entry(tag: .userObject, permissions: permissions >> 6 & 0o7, id: Self.undefinedID),
+            Entry(tag: .groupObject, permissions: permissions >> 3 & 0o7, id: Self.undefinedID),
+            Entry(tag: .other, permissions: permissions & 0o7, id: Self.undefinedID),
+        ]
+    }
+
+    var xattr: [UInt8] {
+        var bytes: [UInt8] = []
+        func append(_ value: UInt32, width: Int) {
+            for byte in 0..<width { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * byte))) }
+        }
+        append(Self.xattrVersion, width: 4)
+        for entry in entries {
+            append(UInt32(entry.tag.rawValue), width: 2)
+            append(entry.permissions, width: 2)
+            append(entry.id, width: 4)
+        }
+        return bytes
+    }
+
+    /// posix_acl_equiv_mode: the rwx bits of the mode this ACL implies (the group bits
+    /// are the mask's when there is one), and whether those bits say everything the ACL
+    /// says (no named entries, no mask), in which case no ACL needs to be kept.
+    var modeBits: (permissions: UInt32, equivalent: Bool) {
+        var permissions: UInt32 = 0
+        var equivalent = true
+        for entry in entries {
+            switch entry.tag {
+            case .userObject: permissions |= entry.permissions << 6
+            case .groupObject: permissions |= entry.permissions << 3
+            case .other: permissions |= entry.permissions
+            case .mask:
+                permissions = permissions & ~0o070 | entry.permissions << 3
+                equivalent = false
+            case .user, .group: equivalent = false
+            }
+        }
+        return (permissions, equivalent)
+    }
+
+    /// __posix_acl_chmod: a chmod sets the owner and other entries, and the mask (or the
+    /// owning-group entry when there is no mask) from the new rwx bits; named entries
+    /// keep their permissions, now limited by the new mask.
+    mutating func applyChmod(_ permissions: UInt32) {
+        let groupSlot = entries.firstIndex { $0.tag == .mask } ?? entries.firstIndex { $0.tag == .groupObject }
+        for index in entries.indices {
+            switch entries[index].tag {
+            case .userObject: entries[index].permissions = permissions >> 6 & 0o7
+            case .other: entries[index].permissions = permissions & 0o7
+            default: break
+            }
+        }
+        if let groupSlot { entries[groupSlot].permissions = permissions >> 3 & 0o7 }
+    }
+
+    /// posix_acl_create_masq: a new inode's ACL is its parent's default ACL limited by the
+    /// mode the creator asked for (owner, mask or owning group, and other entries), and
+    /// its mode is limited by the ACL in turn. The umask plays no part. Returns the new
+    /// permission bits (set-id and sticky bits of `mode` kept) and whether the inode
+    /// needs the ACL (false when the mode bits say it all).
+    mutating func maskForCreate(_ mode: UInt32) -> (mode: UInt32, needsACL: Bool) {
+        var mode = mode
+        var needsACL = false
+        for index in entries.indices {
+            switch entries[index].tag {
+            case .userObject:
+                entries[index].permissions &= mode >> 6 & 0o7
+                mode &= entries[index].permissions << 6 | ~0o700
+            case .other:
+                entries[index].permissions &= mode & 0o7
+                mode &= entries[index].permissions | ~0o007
+            case .user, .group, .mask:
+                needsACL = true
+            case .groupObject:
+                break
+            }
+        }
+        let groupSlot = entries.firstIndex { $0.tag == .mask } ?? entries.firstIndex { $0.tag == .groupObject }
+        if let groupSlot {
+            entries[groupSlot].permissions &= mode >> 3 & 0o7
+            mode &= entries[groupSlot].permissions << 3 | ~0o070
+        }
+        return (mode, needsACL)
+    }
+}

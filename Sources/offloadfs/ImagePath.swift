@@ -1,0 +1,49 @@
+import ArgumentParser
+import FuseBridge
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The image path as given on the command line, made absolute, with a symbolic link as
+/// its last component followed (as every tool follows it).
+///
+/// The store opens the image with O_NOFOLLOW, so that a link swapped in later is never
+/// followed by surprise; resolving the link here, once, keeps that and still lets people
+/// keep images behind links. The resolved path is what the mount shows as its source, so
+/// `df`, `offloadfs unmount` and `info` name the real file. A dangling link is refused
+/// rather than followed to create a new image: it usually points at a disk that is not
+/// mounted or a file that moved, and a fresh empty image there would hide the mistake
+/// (an empty file at the target is a new image, so `touch` says "start one here").
+enum ImagePath {
+    static func resolve(_ typed: String) throws(MountError) -> String {
+        let path = Preflight.absolutePath(typed)
+        var status = stat()
+        guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK else { return path }
+        if let resolved = MountPointArgument.realPath(path) { return resolved }
+        let error = errno
+        let target = linkTarget(path) ?? "?"
+        if error == ENOENT {
+            throw MountError("image \(path) is a symbolic link to \(target), which does not exist "
+                             + "(to start a new image there, create it first: touch it, or name it directly)")
+        }
+        throw MountError("image \(path) is a symbolic link to \(target), which cannot be followed: "
+                         + String(cString: strerror(error)))
+    }
+
+    private static func linkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `resolve`, or its reason on stderr and exit status `status`.
+    static func resolveOrExit(_ typed: String, status: Int32) throws -> String {
+        do {
+            return try resolve(typed)
+        } catch {
+            printError(error.message)
+            throw ExitCode(status)
+        }
+    }
+}

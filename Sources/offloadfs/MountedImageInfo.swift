@@ -1,0 +1,57 @@
+import FuseBridge
+import OffloadCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `offloadfs info` of an image that is mounted: where, and the live figures.
+///
+/// The full report (file counts, journal, reclaimable space) replays the metadata, which
+/// needs the image at rest: a daemon changes it meanwhile. A mounted image's own figures
+/// are right there instead: statfs of the mount point is answered by the daemon from its
+/// allocator (what `df` shows), and the superblock and the file's size can be read
+/// without the lock the daemon holds (two preads; the daemon writes a superblock copy in
+/// one pwrite, and the newest valid copy is taken). `offloadfs status` (the daemon's own
+/// channel) is the place for more.
+enum MountedImageInfo {
+    /// The offloadfs mount serving the image at `path` (compared by device and inode,
+    /// so any spelling of the path matches), if there is one in this mount namespace.
+    static func mount(ofImage path: String) -> MountTable.Entry? {
+        var image = stat()
+        guard stat(path, &image) == 0 else { return nil }
+        return MountTable.entries().last { entry in
+            var source = stat()
+            return entry.type == "fuse.offloadfs" && stat(entry.source, &source) == 0
+                && source.st_dev == image.st_dev && source.st_ino == image.st_ino
+        }
+    }
+
+    /// The `key: value` lines for the image `typed` (resolved to `path`) mounted at `entry`.
+    static func lines(typed: String, path: String, mountPoint: String) -> [(String, String)] {
+        var lines: [(String, String)] = [("image", typed), ("mounted at", mountPoint)]
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        var file = stat()
+        if fd >= 0 {
+            defer { close(fd) }
+            if case .image(let superblock, _)? = try? ImageIdentity.read(fd: fd) {
+                lines += [("format version", "\(Superblock.version)"),
+                          ("image id", String(superblock.imageID, radix: 16)),
+                          ("generation", "\(superblock.generation)")]
+            }
+            _ = fstat(fd, &file)
+        }
+        var live = statvfs()
+        if statvfs(mountPoint, &live) == 0 {
+            let unit = UInt64(live.f_frsize)
+            lines += [("capacity bytes", "\(UInt64(live.f_blocks) * unit)"),
+                      ("used bytes", "\(UInt64(live.f_blocks - live.f_bfree) * unit)"),
+                      ("free bytes", "\(UInt64(live.f_bavail) * unit)"),
+                      ("inodes", "\(UInt64(live.f_files - live.f_ffree))")]
+        }
+        if fd >= 0 {
+            lines += [("image file bytes", "\(file.st_size)"), ("disk bytes", "\(UInt64(file.st_blocks) * 512)")]
+        }
+        lines.append(("figures", "live, from the mounted filesystem; unmount it for the full report"))
+        return lines
+    }
+}

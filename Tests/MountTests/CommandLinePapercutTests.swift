@@ -1,0 +1,106 @@
+import Foundation
+import FuseBridge
+import XCTest
+
+/// The command-line edges of issue 9, item 9 that are not about unmounting (those are in
+/// UnmountCommandTests): the version, a symlinked image, `info` on a mounted image, and
+/// an image file deleted while mounted.
+final class CommandLinePapercutTests: CommandLineTestCase {
+    /// `--version` names the commit the binary was built from. scripts/test (and so CI,
+    /// and scripts/install) pass it to the build in OFFLOADFS_GIT_COMMIT; a build without
+    /// it says the commit is unknown rather than print the same line for every build.
+    func testVersionNamesTheCommit() throws {
+        let result = try offloadfs(["--version"])
+        XCTAssertEqual(result.status, 0, result.transcript)
+        let given = ProcessInfo.processInfo.environment["OFFLOADFS_GIT_COMMIT"] ?? ""
+        if given.isEmpty {
+            XCTAssertFalse(MountFixture.isCI, "CI builds through scripts/test, which sets OFFLOADFS_GIT_COMMIT")
+            XCTAssertEqual(result.output, "offloadfs \(ProductVersion.string) (commit unknown)\n")
+            return
+        }
+        XCTAssertEqual(result.output, "offloadfs \(ProductVersion.string) (commit \(given))\n")
+        let head = try Shell.run("git -C \(PackageLayout.root) rev-parse --short=12 HEAD")
+        if head.succeeded {
+            XCTAssertTrue(given.hasPrefix(head.output.trimmingCharacters(in: .whitespacesAndNewlines)),
+                          "the commit given to the build is the checkout's HEAD: \(given) vs \(head.output)")
+        }
+    }
+
+    /// A symlinked image is followed, as every tool does: the mount shows (and locks) the
+    /// real file, and fsck and info read it through the link too. A dangling link is
+    /// refused (it may point at a disk that is not mounted; no image is made elsewhere).
+    func testSymlinkedImageIsFollowed() throws {
+        let real = scratch + "/real.img", link = scratch + "/link.img", mountPoint = scratch + "/m"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "real.img")
+        XCTAssertTrue(FileManager.default.createFile(atPath: real, contents: nil), "an empty file: a new image")
+        let pid = try mountInBackground(mountPoint, image: link)
+        XCTAssertTrue(try Shell.run("echo through-the-link > f", in: mountPoint).succeeded)
+        let table = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        XCTAssertTrue(table.contains("\(real) \(mountPoint) fuse.offloadfs"), "the mount names the real image:\n\(table)")
+        XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
+        XCTAssertTrue(waitForExit(pid))
+        XCTAssertEqual(try offloadfs(["fsck", link]).status, 0, "fsck follows the link")
+        XCTAssertEqual(try offloadfs(["info", link]).status, 0, "info follows the link")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: real))
+
+        try FileManager.default.createSymbolicLink(atPath: scratch + "/dangling.img", withDestinationPath: "gone/x.img")
+        let dangling = try offloadfs(["mount", mountPoint, "--backing", scratch + "/dangling.img", "--size", "64M"])
+        assertOneLineError(dangling, containing: "image \(scratch!)/dangling.img is a symbolic link to gone/x.img, "
+                           + "which does not exist (to start a new image there, create it first")
+        XCTAssertFalse(MountTable.isMounted(mountPoint))
+    }
+
+    /// `info` on a mounted image shows where it is mounted and the live figures (statfs
+    /// of the mount, the image file's size) instead of refusing.
+    func testInfoOfAMountedImageShowsLiveFigures() throws {
+        let image = scratch + "/a.img", mountPoint = scratch + "/m"
+        try mountInBackground(mountPoint, image: image, extra: ["--size", "64M"])
+        XCTAssertTrue(try Shell.run("mkdir d && head -c 1M /dev/urandom > d/f && sync", in: mountPoint).succeeded)
+        let result = try offloadfs(["info", image])
+        XCTAssertEqual(result.status, 0, result.transcript)
+        var values: [String: String] = [:]
+        for line in result.output.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            XCTAssertEqual(parts.count, 2, "not `key: value`: \(line)")
+            values[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces)
+        }
+        XCTAssertEqual(values["mounted at"], mountPoint, result.output)
+        XCTAssertEqual(values["capacity bytes"], "\(64 << 20)", result.output)
+        XCTAssertEqual(values["inodes"], "3", "root, d and d/f: \(result.output)")
+        let used = try XCTUnwrap(values["used bytes"].flatMap { UInt64($0) }, result.output)
+        XCTAssertGreaterThanOrEqual(used, 1 << 20, result.output)
+        let free = try XCTUnwrap(values["free bytes"].flatMap { UInt64($0) }, result.output)
+        let df = try Shell.run("df -B1 --output=avail . | tail -1", in: mountPoint)
+        XCTAssertEqual(free, UInt64(df.output.trimmingCharacters(in: .whitespacesAndNewlines)), "as df says")
+        XCTAssertEqual(values["format version"], "1", result.output)
+        XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
+    }
+
+    /// Deleting the image file while mounted loses everything at unmount: the daemon logs
+    /// it as an error when it notices (at its maintenance tick) and at unmount, and
+    /// `offloadfs unmount` says so and exits non-zero.
+    func testDeletedImageIsReportedLoudly() throws {
+        let fixture = try MountFixture()
+        var stopped = false
+        defer { if !stopped { fixture.stop() } }
+        try fixture.start(arguments: ["--size", "64M"], environment: ["OFFLOADFS_MAINTENANCE_INTERVAL": "0.05"])
+        XCTAssertTrue(try fixture.sh("echo doomed > f").succeeded)
+        XCTAssertEqual(unlink(fixture.image), 0)
+        let deadline = Date().addingTimeInterval(10)
+        while !fixture.daemonLog.contains("was deleted while mounted") && Date() < deadline { usleep(20_000) }
+        XCTAssertTrue(fixture.daemonLog.contains("error"), fixture.daemonLog)
+        XCTAssertTrue(fixture.daemonLog.contains("the image file \(fixture.image) was deleted while mounted"),
+                      fixture.daemonLog)
+        XCTAssertTrue(fixture.daemonLog.contains("cp --sparse=always /proc/\(fixture.pid!)/fd/"), fixture.daemonLog)
+
+        let unmount = try offloadfs(["unmount", fixture.mountPoint])
+        assertOneLineError(unmount, containing: "\(fixture.mountPoint) is unmounted, but its image \(fixture.image) "
+                           + "was deleted while mounted")
+        XCTAssertFalse(MountTable.isMounted(fixture.mountPoint))
+        fixture.daemon?.waitUntilExit()
+        XCTAssertEqual(fixture.daemon?.terminationStatus, 1, "the daemon ends in failure: \(fixture.daemonLog)")
+        XCTAssertTrue(fixture.daemonLog.contains("the last checkpoint went to the deleted image"), fixture.daemonLog)
+        stopped = true
+        _ = fixture.stop()
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import XCTest
+
+/// Mount failures of an unprivileged user say the real reason in one line, in the
+/// background as in the foreground (issue 9, item 3). Each test runs offloadfs as a
+/// fresh non-root user in a private mount namespace (see NonRootUser).
+final class NonRootMountTests: XCTestCase {
+    private var user: NonRootUser!
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        user = try NonRootUser()
+    }
+
+    override func tearDown() {
+        for problem in user?.remove() ?? [] { XCTFail(problem) }
+        user = nil
+        super.tearDown()
+    }
+
+    /// One line on stderr, prefixed `offloadfs: `, nothing on stdout, non-zero status.
+    private func assertOneLineError(_ result: ShellResult, containing text: String,
+                                    file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertNotEqual(result.status, 0, result.transcript, file: file, line: line)
+        XCTAssertEqual(result.output, "", result.transcript, file: file, line: line)
+        XCTAssertEqual(result.error.split(separator: "\n").count, 1, "one line: \(result.transcript)", file: file, line: line)
+        XCTAssertTrue(result.error.hasPrefix("offloadfs: "), result.transcript, file: file, line: line)
+        XCTAssertTrue(result.error.contains(text), "expected '\(text)': \(result.transcript)", file: file, line: line)
+    }
+
+    /// The setup itself works: the user can mount, write and unmount, so the failures
+    /// below come from what each test changes.
+    func testUnprivilegedUserCanMountAndUnmount() throws {
+        let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
+        let result = try user.run("""
+            \(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M || exit 1
+            echo hello > \(mountPoint)/f && cat \(mountPoint)/f
+            \(user.binary) unmount \(mountPoint)
+            """)
+        XCTAssertEqual(result.status, 0, result.transcript)
+        XCTAssertEqual(result.output, "hello\n", result.transcript)
+        XCTAssertEqual(result.error, "", result.transcript)
+    }
+
+    /// A busy unmount as a user goes through fusermount3 -u: fusermount3's "busy" becomes
+    /// the hint with fuser and --lazy, and --lazy (fusermount3 -u -z) detaches the mount.
+    func testBusyUnmountAsAUserNamesFuserAndLazyDetaches() throws {
+        let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
+        let result = try user.run("""
+            \(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M || exit 1
+            (cd \(mountPoint) && exec sleep 30) &
+            holder=$!
+            sleep 0.3
+            \(user.binary) unmount \(mountPoint); echo "plain $?"
+            \(user.binary) unmount --lazy \(mountPoint); echo "lazy $?"
+            grep -c " \(mountPoint) " /proc/self/mounts
+            kill $holder
+            """)
+        XCTAssertEqual(result.output, "plain 1\nlazy 0\n0\n", result.transcript)
+        XCTAssertTrue(result.error.hasPrefix("offloadfs: cannot unmount \(mountPoint): it is busy"), result.transcript)
+        XCTAssertTrue(result.error.contains("fuser -vm \(mountPoint)"), result.transcript)
+        XCTAssertEqual(result.error.split(separator: "\n").count, 1, result.transcript)
+    }
+
+    /// `-o allow_other` without `user_allow_other` in /etc/fuse.conf: fusermount3's own
+    /// message, once, in the background and in the foreground.
+    func testAllowOtherWithoutUserAllowOtherSaysWhy() throws {
+        let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
+        let expected = "cannot mount \(mountPoint): fusermount3: option allow_other only allowed if "
+            + "'user_allow_other' is set in /etc/fuse.conf"
+        for extra in ["", "--foreground"] {
+            let result = try user.run("\(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M "
+                                      + "-o allow_other \(extra)")
+            assertOneLineError(result, containing: expected)
+        }
+    }
+
+    /// A mount point the user cannot write: fusermount3's reason, not "the kernel refused".
+    func testMountPointTheUserCannotWriteSaysWhy() throws {
+        let mountPoint = try user.makeDirectory("root-owned", ownedByUser: false)
+        let images = try user.makeDirectory("images")
+        for extra in ["", "--foreground"] {
+            let result = try user.run("\(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M \(extra)")
+            assertOneLineError(result, containing: "cannot mount \(mountPoint): fusermount3: user has no write "
+                               + "access to mountpoint \(mountPoint)")
+        }
+    }
+
+    /// /dev/fuse the user cannot open: the device's mode and owner, and what to change.
+    func testFuseDeviceTheUserCannotOpenNamesTheModeOrGroup() throws {
+        let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
+        let command = "\(user.binary) mount \(mountPoint) --backing \(images)/a.img --size 64M"
+        let rootOnly = try user.run(command, fuseMode: "0600", fuseGroup: "root")
+        assertOneLineError(rootOnly, containing: "cannot open /dev/fuse: Permission denied (crw------- root:root): "
+                           + "only root may use FUSE here; `chmod 0666 /dev/fuse` (the mode udev gives it "
+                           + "on a standard system) lets every user mount")
+        let group = try user.run(command, fuseMode: "0660", fuseGroup: "nogroup")
+        assertOneLineError(group, containing: "cannot open /dev/fuse: Permission denied (crw-rw---- root:nogroup): "
+                           + "add \(user.name) to group nogroup (`usermod -aG nogroup \(user.name)`, then log in again)")
+    }
+}
