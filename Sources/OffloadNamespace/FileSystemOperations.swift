@@ -11,8 +11,9 @@ import OffloadCore
 /// Lookup counts (the kernel contract): every successful `lookup`, `mknod`, `mkdir`,
 /// `symlink`, `link` and `create` hands the kernel one reference to the returned inode;
 /// `forget(inode:lookups:)` gives `lookups` of them back. An inode whose link count is 0
-/// lives on while the kernel still references it or a handle is open on it, and its data
-/// is freed when both are gone.
+/// lives on while the kernel still references it or a handle is open on it; its data
+/// is freed once no handle is open (nothing can read it again), the inode once both are
+/// gone.
 public protocol FileSystemOperations: AnyObject, Sendable {
     // MARK: Names
     func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes

@@ -80,7 +80,7 @@ struct InodeTable {
     }
 
     /// Drops an inode nothing refers to any more. Returns the file data to free, which
-    /// the caller frees with `releaseAll()` after leaving the namespace lock (freeing a
+    /// the caller frees after leaving the namespace lock (`StorageDisposal`: freeing a
     /// large file can take a while and must not stall other operations).
     mutating func removeIfUnused(_ inode: Inode) -> OffloadedFile? {
         guard inode.isUnreferenced, inode.number != .root else { return nil }
@@ -104,5 +104,22 @@ struct InodeTable {
             cursor = parent
         }
         throw .io("directory parent chain does not reach the root")
+    }
+}
+
+/// What to do with a file's storage once the namespace lock is released (freeing a
+/// large file takes a while, and a file change takes the namespace lock itself).
+enum StorageDisposal {
+    /// The inode is gone and its drop is journaled: free everything, unobserved.
+    case free(OffloadedFile)
+    /// The inode stays (the kernel still references it) but nothing can read its bytes
+    /// again: empty the file, journaled like any truncation.
+    case empty(OffloadedFile)
+
+    func run() {
+        switch self {
+        case .free(let file): file.releaseAll()
+        case .empty(let file): file.truncate()
+        }
     }
 }

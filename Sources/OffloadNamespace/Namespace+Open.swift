@@ -54,14 +54,14 @@ extension NamespaceState {
         return (inode.snapshot(), handle, file, false)
     }
 
-    /// Drops a handle; returns storage to free if that was the last thing keeping an
-    /// unlinked inode alive.
-    mutating func release(inode number: InodeNumber, handle: FileHandle) -> OffloadedFile? {
+    /// Drops a handle; returns what to do with the storage of an unlinked inode that
+    /// nothing but the kernel's references keeps now.
+    mutating func release(inode number: InodeNumber, handle: FileHandle) -> StorageDisposal? {
         guard handles.remove(handle, inode: number) != nil,
               let inode = try? table.inode(number) else { return nil }
         precondition(inode.openCount > 0, "handle released on an inode with no open handles")
         inode.openCount -= 1
-        guard inode.isUnreferenced else { return nil }
+        guard inode.isUnreferenced || inode.hasOnlyKernelReferences else { return nil }
         var records: [MetadataRecord] = []
         defer { log(records) }
         return dropIfUnused(inode, into: &records)
@@ -117,7 +117,7 @@ extension Namespace {
 
     public func release(inode: InodeNumber, handle: FileHandle) {
         let freed = state.withLock { state in state.release(inode: inode, handle: handle) }
-        freed?.releaseAll()
+        freed?.run()
     }
 
     /// Every change is in the journal the moment it is answered; fsync makes the image

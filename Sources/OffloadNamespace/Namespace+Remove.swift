@@ -4,8 +4,9 @@ import OffloadCore
 // references or handles are open (see `Namespace`, "Inode lifetime").
 
 extension NamespaceState {
-    /// Removes a non-directory name; returns storage to free if the inode died.
-    mutating func unlink(parent: InodeNumber, name: FileName, now: Timestamp) throws(FSError) -> OffloadedFile? {
+    /// Removes a non-directory name; returns what to do with the storage of an inode no
+    /// name or handle keeps any more.
+    mutating func unlink(parent: InodeNumber, name: FileName, now: Timestamp) throws(FSError) -> StorageDisposal? {
         let (parentInode, directory) = try table.directory(parent)
         guard let entry = directory.entry(named: name) else { throw .notFound }
         guard entry.kind != .directory else { throw .isDirectory }
@@ -41,10 +42,10 @@ extension NamespaceState {
 
 extension Namespace {
     public func unlink(parent: InodeNumber, name: FileName) throws(FSError) {
-        let freed = try state.withLock { (state) throws(FSError) -> OffloadedFile? in
+        let freed = try state.withLock { (state) throws(FSError) -> StorageDisposal? in
             try state.unlink(parent: parent, name: name, now: clock())
         }
-        freed?.releaseAll()
+        freed?.run()
     }
 
     public func rmdir(parent: InodeNumber, name: FileName) throws(FSError) {

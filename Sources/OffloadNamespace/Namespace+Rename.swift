@@ -14,7 +14,7 @@ import OffloadCore
 
 extension NamespaceState {
     mutating func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
-                         newName: FileName, flags: RenameFlags, now: Timestamp) throws(FSError) -> OffloadedFile? {
+                         newName: FileName, flags: RenameFlags, now: Timestamp) throws(FSError) -> StorageDisposal? {
         guard flags.subtracting([.noReplace, .exchange]).isEmpty else {
             throw .invalidArgument("unknown rename flags")
         }
@@ -70,7 +70,7 @@ extension NamespaceState {
     }
 
     private mutating func replace(_ move: Move, source: Directory.Entry, target: Directory.Entry,
-                                  now: Timestamp) throws(FSError) -> OffloadedFile? {
+                                  now: Timestamp) throws(FSError) -> StorageDisposal? {
         let inode = try table.inode(source.inode)
         let replaced = try table.inode(target.inode)
         if source.kind == .directory {
@@ -93,7 +93,9 @@ extension NamespaceState {
         inode.markChanged(now)
         move.sourceParent.markModified(now)
         move.targetParent.markModified(now)
-        return table.removeIfUnused(replaced)
+        if let file = table.removeIfUnused(replaced) { return .free(file) }
+        if replaced.hasOnlyKernelReferences, let file = replaced.regularFile { return .empty(file.data) }
+        return nil
     }
 
     /// RENAME_EXCHANGE: both names must exist; they swap inodes. Each directory that
@@ -142,7 +144,7 @@ extension NamespaceState {
 extension Namespace {
     public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
                        newName: FileName, flags: RenameFlags) throws(FSError) {
-        let freed = try state.withLock { (state) throws(FSError) -> OffloadedFile? in
+        let freed = try state.withLock { (state) throws(FSError) -> StorageDisposal? in
             let involved = [parent, newParent]
                 + [(parent, name), (newParent, newName)].compactMap { directory, entryName in
                     (try? state.table.directory(directory))?.directory.entry(named: entryName)?.inode
@@ -166,6 +168,6 @@ extension Namespace {
             state.log(records)
             return freed
         }
-        freed?.releaseAll()
+        freed?.run()
     }
 }

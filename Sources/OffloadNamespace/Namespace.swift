@@ -24,7 +24,9 @@ import OffloadCore
 /// `openCount`. An inode without names (unlinked, or a removed directory) stays in the
 /// table, fully usable through its handles (read, write, fstat, ftruncate), until both
 /// counts are 0; then it is removed and its storage freed with `releaseAll()`, outside
-/// the lock. Inode numbers are never reused (see `InodeTable`).
+/// the lock. A regular file with neither names nor handles has its data emptied at once
+/// even while the kernel references it (nothing can read it again, and FORGET comes
+/// late). Inode numbers are never reused (see `InodeTable`).
 ///
 /// ## Timestamps
 /// As POSIX says: data changes mark mtime+ctime of the file; metadata changes (chmod,
@@ -102,7 +104,7 @@ public final class Namespace: FileSystemOperations {
     }
 
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        let freed = state.withLock { state -> OffloadedFile? in
+        let freed = state.withLock { state -> StorageDisposal? in
             // The kernel never forgets more than it looked up; if it names an inode we
             // do not know or forgets too much, clamping is the only safe answer.
             guard let inode = try? state.table.inode(number) else { return nil }
@@ -112,7 +114,7 @@ public final class Namespace: FileSystemOperations {
             defer { state.log(records) }
             return state.dropIfUnused(inode, into: &records)
         }
-        freed?.releaseAll()
+        freed?.run()
     }
 
     public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {
@@ -168,14 +170,19 @@ struct NamespaceState {
     }
 
     /// `InodeTable.removeIfUnused`, plus the record that the inode is gone, which must
-    /// reach the journal before its storage is freed (the caller frees it afterwards).
-    mutating func dropIfUnused(_ inode: Inode, into records: inout [MetadataRecord]) -> OffloadedFile? {
+    /// reach the journal before its storage is freed (the caller frees it afterwards,
+    /// with `StorageDisposal.run`). A regular file that only the kernel still references
+    /// (no name, no handle) has its data emptied instead: nothing can read it again,
+    /// and `rm` followed by a write on a full filesystem must find the space free even
+    /// when the kernel's FORGET comes later (it is asynchronous).
+    mutating func dropIfUnused(_ inode: Inode, into records: inout [MetadataRecord]) -> StorageDisposal? {
         guard inode.isUnreferenced, inode.number != .root else {
             if table.contains(inode.number) { records.append(inode.record) }
+            if inode.hasOnlyKernelReferences, let file = inode.regularFile { return .empty(file.data) }
             return nil
         }
         records.append(.drop(inode: inode.number.rawValue))
-        return table.removeIfUnused(inode)
+        return table.removeIfUnused(inode).map(StorageDisposal.free)
     }
 
     /// From now on a regular file's data changes mark its mtime and ctime and are

@@ -28,10 +28,23 @@ final class LifetimeTests: XCTestCase {
         XCTAssertEqual(stat.size, 9 * 4096 + 1)
 
         f.fs.release(inode: inode, handle: handle)
-        XCTAssertEqual(f.liveBytes, 9 * 4096, "the kernel still references the inode")
-        XCTAssertEqual(try f.fs.getattr(inode: inode).linkCount, 0)
+        XCTAssertEqual(f.liveBytes, 0, "no name and no handle: nothing can read the bytes again, so they are freed before FORGET")
+        XCTAssertEqual(try f.fs.getattr(inode: inode).linkCount, 0, "the kernel still references the inode")
         f.fs.forget(inode: inode, lookups: 1)
-        XCTAssertEqual(f.liveBytes, 0, "storage is freed once nothing refers to the file")
+        XCTAssertEqual(f.liveBytes, 0)
+        assertThrows(.staleInode) { try f.fs.getattr(inode: inode) }
+    }
+
+    /// `rm` of a closed file frees its space at once, not when the kernel's FORGET comes
+    /// (asynchronously, maybe after the next write): on a full filesystem, `rm big &&
+    /// echo > small` must not fail with ENOSPC.
+    func testUnlinkOfAClosedFileTheKernelStillReferencesFreesAtOnce() throws {
+        let f = try Fixture()
+        let inode = try f.makeFile("f", contents: pattern(4 * 4096))
+        try f.fs.unlink(parent: .root, name: FileName("f"))
+        XCTAssertEqual(f.liveBytes, 0, "nothing can open the file again")
+        XCTAssertEqual(try f.fs.getattr(inode: inode).linkCount, 0, "the inode lives while the kernel references it")
+        f.fs.forget(inode: inode, lookups: 1)
         assertThrows(.staleInode) { try f.fs.getattr(inode: inode) }
     }
 
