@@ -153,9 +153,16 @@ enum FileHandlers {
                                  sourceOffset: unsignedOffset(sourceOffset),
                                  to: InodeNumber(destinationInode), destinationHandle: handle(destinationInfo),
                                  destinationOffset: unsignedOffset(destinationOffset),
-                                 length: UInt64(length))
+                                 length: min(UInt64(length), maximumCopyBytes))
         })
     }
+
+    /// The reply to COPY_FILE_RANGE carries the count in 32 bits (`fuse_write_out.size`):
+    /// 4 GiB would come back as 0, which callers take for end of file. So one request
+    /// copies at most the largest whole number of 4 KiB blocks below 4 GiB, and the
+    /// caller (cp, the kernel's splice fallback) asks again for the rest, as after any
+    /// short copy.
+    static let maximumCopyBytes: UInt64 = 0xFFFF_F000
 
     // MARK: Argument decoding
 

@@ -3,6 +3,7 @@ import Dispatch
 import XCTest
 @testable import OffloadCore
 import SplitMix
+import Synchronization
 
 /// Many threads on many files and several threads on one file, with the Swift 6 checker
 /// on at compile time; at run time every byte must come out as the last writer of its
@@ -59,4 +60,41 @@ final class FailureCollector: @unchecked Sendable {
     private var list: [String] = []
     func add(_ message: String) { lock.lock(); list.append(message); lock.unlock() }
     var messages: [String] { lock.lock(); defer { lock.unlock() }; return list }
+}
+
+/// Readers that keep one file's lock busy must not starve a writer: with glibc's default
+/// (reader-preferring) rwlock, overlapping reads let new readers in while a writer waits,
+/// for as long as they keep coming.
+final class WriterStarvationTests: XCTestCase {
+    func testAWriterGetsInWhileReadersKeepReading() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore(capacityBytes: 64 << 20)
+        let file = OffloadedFile(store: store, limiter: MemoryLimiter(limitBytes: 0))
+        try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 8 << 20))
+        let stop = Atomic<Bool>(false)
+        let reads = Atomic<Int>(0)
+        let readers = DispatchGroup()
+        for _ in 0..<4 {
+            Thread.detachNewThread {
+                readers.enter()
+                defer { readers.leave() }
+                while !stop.load(ordering: .relaxed) {
+                    _ = try? file.read(at: 0, count: 8 << 20)
+                    reads.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        while reads.load(ordering: .relaxed) < 8 { usleep(1000) }  // all readers are reading
+        let writes = 20
+        let started = DispatchTime.now()
+        for i in 0..<writes {
+            try file.write(at: UInt64(i) * 4096, bytes: [UInt8](repeating: 2, count: 4096))
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        stop.store(true, ordering: .relaxed)
+        readers.wait()
+        print("writer starvation: \(writes) writes among 4 busy readers took \(seconds) s")
+        XCTAssertLessThan(seconds, 5, "a writer waited behind readers that kept coming")
+        file.releaseAll()
+    }
 }

@@ -10,14 +10,16 @@ extension BackingStore {
     /// instant at least one copy on disk is complete: a crash mid-write tears at most the
     /// copy being written, and `ImageIdentity.read` takes the other one.
     public func writeSuperblocks(_ superblock: Superblock) throws(FSError) {
-        try Self.writeSuperblocks(superblock, to: storage)
+        try Self.writeSuperblocks(superblock, to: storage, sync: sync)
     }
 
-    static func writeSuperblocks(_ superblock: Superblock, to storage: any ImageStorage) throws(FSError) {
+    /// `sync` is the store's (which remembers a failure) once there is a store.
+    static func writeSuperblocks(_ superblock: Superblock, to storage: any ImageStorage,
+                                 sync: () throws(FSError) -> Void) throws(FSError) {
         let bytes = superblock.encoded()
         for copy in 0..<Int(Superblock.blocks) {
             try bytes.withBytes { (buffer) throws(FSError) in try storage.write(buffer, at: UInt64(copy * blockSize)) }
-            try storage.sync()
+            try sync()
         }
     }
 

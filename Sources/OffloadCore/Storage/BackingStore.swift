@@ -38,6 +38,10 @@ public final class BackingStore: @unchecked Sendable {
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
     private let reclaiming = PthreadMutex<Void>(())
+    /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
+    /// kernel may have dropped the dirty pages and reports the error once; a later
+    /// fdatasync then succeeds although data is lost. So every later sync fails too.
+    private let syncFailure = PthreadMutex<FSError?>(nil)
     /// Syncs begun, and the highest-numbered sync that completed (see `syncEpoch`).
     private let syncsBegun = Atomic<UInt64>(0)
     private let syncsDurable = Atomic<UInt64>(0)
@@ -106,7 +110,7 @@ public final class BackingStore: @unchecked Sendable {
                 imageID: Superblock.newImageID(), generation: 0, cleanlyUnmounted: true,
                 checkpoint: LogSegment(start: 0, length: 0), checkpointFrames: 0,
                 journal: LogSegment(start: 0, length: 0), journalSequence: 0, capacityBytes: capacityBytes)
-            try Self.writeSuperblocks(empty, to: storage)
+            try Self.writeSuperblocks(empty, to: storage, sync: storage.sync)
             self.opened = .new(empty)
         }
         let mappedBytes = Int((Superblock.blocks + capacityBlocks) << Self.blockShift)
@@ -286,8 +290,15 @@ public final class BackingStore: @unchecked Sendable {
 
     /// fdatasync of the image: every byte written through the mapping or with pwrite.
     public func sync() throws(FSError) {
+        if let failure = syncFailure.withLock({ $0 }) { throw failure }
         let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
-        try storage.sync()
+        do throws(FSError) {
+            try storage.sync()
+        } catch {
+            let latched = FSError.io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
+            syncFailure.withLock { $0 = $0 ?? latched }
+            throw latched
+        }
         var durable = syncsDurable.load(ordering: .acquiring)
         while durable < ticket {
             let (exchanged, original) = syncsDurable.compareExchange(

@@ -140,11 +140,17 @@ public final class ImageFileSystem: @unchecked Sendable {
                                  onError: @escaping @Sendable (FSError) -> Void) {
         let source = DispatchSource.makeTimerSource(queue: maintenance)
         source.schedule(deadline: .now() + interval, repeating: interval)
+        // Runs on the serial maintenance queue only.
+        nonisolated(unsafe) var lastError: FSError?
         source.setEventHandler { [self] in
             do throws(FSError) {
                 try self.maintain(checkpointAfter: checkpointAfter)
+                lastError = nil
             } catch {
-                onError(error)
+                // A lasting failure (a latched fdatasync error) is reported once, not
+                // every tick.
+                if error != lastError { onError(error) }
+                lastError = error
             }
         }
         sourceLock.withLock { _ in self.source = source }
