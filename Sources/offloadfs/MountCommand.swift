@@ -132,6 +132,10 @@ struct MountCommand: ParsableCommand {
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
         ])
+        if report.previousUnmountError != 0 {
+            logger.warning("the image's last unmount could not write its final checkpoint; recovered from its journal",
+                           metadata: ["error": "\(ImageAdvice.describe(errno: Int32(clamping: report.previousUnmountError)))"])
+        }
         if report.orphansFreed > 0 {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
         }
@@ -152,10 +156,24 @@ struct MountCommand: ParsableCommand {
         }
         session.run()
         // Unmounted (or SIGTERM): the last checkpoint, so the image holds everything.
+        try Self.close(fileSystem, imagePath: imagePath, logger: logger)
+    }
+
+    /// Writes the last checkpoint. If that fails, the reason goes into the image's
+    /// superblock, where `offloadfs unmount` (waiting for this process to let go of the
+    /// image) reads and reports it, and the next mount explains it; then exits non-zero.
+    static func close(_ fileSystem: ImageFileSystem, imagePath: String, logger: Logger) throws {
         do {
             try fileSystem.close()
         } catch {
-            logger.error("final checkpoint failed; the journal still holds every change", metadata: ["error": "\(error)"])
+            let code = error.errnoValue
+            logger.error("final checkpoint failed; the journal still holds every change",
+                         metadata: ["error": "\(error)", "advice": "\(ImageAdvice.unmountFailure(errno: code, image: imagePath))"])
+            do {
+                try fileSystem.journal.recordUnmountFailure(errno: code)
+            } catch let recordError {
+                logger.error("could not record the failure in the image either", metadata: ["error": "\(recordError)"])
+            }
             throw ExitCode.failure
         }
         if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
@@ -200,6 +218,8 @@ struct MountCommand: ParsableCommand {
             return "image \(imagePath) is in use by another offloadfs"
         case .damagedImage(let why):
             return "image \(imagePath) is damaged: \(why)"
+        case .noSpace, .system(ENOSPC, _), .system(EDQUOT, _):
+            return ImageAdvice.recoveryFailure(errno: error.errnoValue, image: imagePath)
         default:
             return "cannot open image \(imagePath): \(error)"
         }

@@ -93,6 +93,37 @@ final class PersistenceTests: XCTestCase {
         try fileSystem.close()
     }
 
+    /// A failed final checkpoint is recorded in the superblocks (errno), the next open
+    /// reports it, and that open's own checkpoint clears it.
+    func testAnUnmountFailureIsRecordedUntilTheNextOpen() throws {
+        do {
+            let fileSystem = try open()
+            _ = try fileSystem.namespace.mkdir(parent: .root, name: FileName(Array("d".utf8)), mode: 0o755,
+                                               context: RequestContext(uid: 0, gid: 0))
+            try fileSystem.journal.recordUnmountFailure(errno: ENOSPC)
+            // Dropped without close: what a daemon whose final checkpoint failed leaves.
+        }
+        let identity = try readIdentity()
+        guard case .image(let superblock, let agree) = identity else { return XCTFail("\(identity)") }
+        XCTAssertTrue(agree, "both copies hold the failure")
+        XCTAssertEqual(superblock.unmountError, UInt32(ENOSPC))
+        XCTAssertFalse(superblock.cleanlyUnmounted)
+        do {
+            let reopened = try open()
+            XCTAssertEqual(reopened.report.previousUnmountError, UInt32(ENOSPC))
+            XCTAssertNoThrow(try reopened.namespace.lookup(parent: .root, name: FileName(Array("d".utf8))),
+                             "the journal held the change the failed checkpoint missed")
+            try reopened.close()
+        }
+        XCTAssertEqual(try open().report.previousUnmountError, 0)
+    }
+
+    private func readIdentity() throws -> ImageIdentity {
+        let fd = Glibc.open(image, O_RDONLY)
+        defer { Glibc.close(fd) }
+        return try ImageIdentity.read(fd: fd)
+    }
+
     private func assertClean(seed: UInt64, round: Int, _ fileSystem: ImageFileSystem) throws {
         try fileSystem.store.checkInvariants()
     }

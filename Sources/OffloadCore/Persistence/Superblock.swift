@@ -24,7 +24,9 @@ import Glibc
 ///      96  capacity           u64  the capacity the image was last mounted with
 ///     104  checkpoint stream  u64  the stream number of the checkpoint's frames (the
 ///                                  generation of the superblock that first named it)
-///     112  reserved           16 bytes, zero
+///     112  unmount error      u32  0, or the errno with which the last unmount's final
+///                                  checkpoint failed (the journal then holds the changes)
+///     116  reserved           12 bytes, zero
 public struct Superblock: Equatable, Sendable {
     public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
     public static let version: UInt32 = 1
@@ -43,11 +45,15 @@ public struct Superblock: Equatable, Sendable {
     /// keeps it while the generation moves on.
     public var checkpointStream: UInt64
     public var capacityBytes: UInt64
+    /// 0, or the errno (Linux numbering) with which the last unmount's final checkpoint
+    /// failed: `offloadfs unmount` reports it, and mount and info explain it.
+    public var unmountError: UInt32
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
                 checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64,
-                checkpointStream: UInt64? = nil) {
+                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0) {
         self.checkpointStream = checkpointStream ?? generation
+        self.unmountError = unmountError
         self.imageID = imageID
         self.generation = generation
         self.cleanlyUnmounted = cleanlyUnmounted
@@ -68,6 +74,7 @@ public struct Superblock: Equatable, Sendable {
         w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
         w.u64(capacityBytes)
         w.u64(checkpointStream)
+        w.u32(unmountError)
         while w.count < Self.encodedSize { w.u8(0) }
         w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
         while w.count < BackingStore.blockSize { w.u8(0) }
@@ -105,12 +112,13 @@ public struct Superblock: Equatable, Sendable {
             guard let flags = try? r.u32(), let image = try? r.u64(), let generation = try? r.u64(),
                   let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(),
                   let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64(),
-                  let capacity = try? r.u64(), let stream = try? r.u64() else { return .damaged("short") }
+                  let capacity = try? r.u64(), let stream = try? r.u64(),
+                  let unmountError = try? r.u32() else { return .damaged("short") }
             return .valid(Superblock(
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
                 journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity,
-                checkpointStream: stream))
+                checkpointStream: stream, unmountError: unmountError))
         }
         return result ?? .damaged("short")
     }

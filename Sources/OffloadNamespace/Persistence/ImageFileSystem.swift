@@ -24,6 +24,9 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var journalFrames: UInt64
         public var orphansFreed: Int
         public var repairs: [String]
+        /// 0, or the errno with which the image's last unmount failed its final checkpoint
+        /// (this open recovered what that checkpoint would have held from the journal).
+        public var previousUnmountError: UInt32 = 0
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
         /// first checkpoint (or keeping the last one), and in all.
         public var replaySeconds = 0.0
@@ -79,6 +82,7 @@ public final class ImageFileSystem: @unchecked Sendable {
             report.created = true
             namespace = Namespace(store: store, memoryLimiter: memoryLimiter)
         case .existing(let superblock):
+            report.previousUnmountError = superblock.unmountError
             let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
                                               read: store.readBytes, salvage: repair, progress: progress)
             report.replaySeconds = Self.seconds(since: started)

@@ -38,6 +38,8 @@ public final class NamespaceJournal: Sendable {
         /// The durable checkpoint's segments.
         var checkpoint: [LogSegment] = []
         var generation: UInt64
+        /// The superblock both copies on disk hold (the last one written or read).
+        var durable: Superblock
         /// Set when a frame could not be written: the journal misses changes until the
         /// next checkpoint, which captures the whole tree again.
         var failure: FSError?
@@ -51,7 +53,8 @@ public final class NamespaceJournal: Sendable {
         self.store = store
         self.imageID = superblock.imageID
         let log = try MetadataLog(store: store, imageID: superblock.imageID, stream: 0, firstSequence: nextSequence)
-        state = PthreadMutex(State(current: log, retired: retired, generation: superblock.generation))
+        state = PthreadMutex(State(current: log, retired: retired, generation: superblock.generation,
+                                   durable: superblock))
     }
 
     /// Appends one frame holding `records`, atomically.
@@ -98,7 +101,7 @@ public final class NamespaceJournal: Sendable {
             next.journalSequence = firstSequence
             next.capacityBytes = store.capacityBytes
             try store.writeSuperblocks(next)
-            install(checkpoint: checkpoint, generation: generation)
+            install(checkpoint: checkpoint, superblock: next)
         }
     }
 
@@ -138,14 +141,16 @@ public final class NamespaceJournal: Sendable {
                 throw error
             }
             var superblockAttempted = false
+            let written: Superblock
             do throws(FSError) {
                 try namespace.writeCheckpoint(into: snapshot)
                 try store.sync()
                 superblockAttempted = true
-                try store.writeSuperblocks(Superblock(
+                written = Superblock(
                     imageID: imageID, generation: generation, cleanlyUnmounted: clean,
                     checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
-                    journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes))
+                    journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes)
+                try store.writeSuperblocks(written)
             } catch {
                 if superblockAttempted {
                     // One superblock copy may already name the new checkpoint: keep its
@@ -163,22 +168,45 @@ public final class NamespaceJournal: Sendable {
                 restoreFailure()
                 throw error
             }
-            install(checkpoint: snapshot.segments, generation: generation)
+            install(checkpoint: snapshot.segments, superblock: written)
         }
     }
 
-    /// Both superblocks now name `checkpoint` (generation `generation`) and the current
+    /// Records in both superblocks that the last unmount's final checkpoint failed with
+    /// `errno` (Linux numbering), for `offloadfs unmount` to report and the next mount to
+    /// explain. Nothing else changes: the superblocks still name the last durable
+    /// checkpoint and the journal that leads from it to every change (the chains of a
+    /// failed checkpoint are kept until a later one succeeds). Overwriting the two
+    /// superblock blocks takes no new disk space, so this usually works on a full disk.
+    public func recordUnmountFailure(errno: Int32) throws(FSError) {
+        try checkpointing.withLock { (_) throws(FSError) in
+            let next = state.withLock { s in
+                var next = s.durable
+                // Never reuse a generation, even if this write fails halfway.
+                s.generation += 1
+                next.generation = s.generation
+                next.cleanlyUnmounted = false
+                next.unmountError = UInt32(clamping: max(errno, 1))
+                return next
+            }
+            try store.writeSuperblocks(next)
+            state.withLock { $0.durable = next }
+        }
+    }
+
+    /// Both superblocks now name `checkpoint` (`superblock`, just written) and the current
     /// journal chain: the chains they named before are garbage, a journal failure from
     /// before the switch is covered, and the metadata reserve follows the new size.
     /// Caller holds `checkpointing`.
-    private func install(checkpoint: [LogSegment], generation: UInt64) {
+    private func install(checkpoint: [LogSegment], superblock: Superblock) {
         let (obsolete, closed) = state.withLock { s -> ([LogSegment], [MetadataLog]) in
             let obsolete = s.checkpoint + s.retired
             let closed = s.closed.filter { $0 !== s.current }
             s.checkpoint = checkpoint
             s.retired = []
             s.closed = []
-            s.generation = generation
+            s.generation = superblock.generation
+            s.durable = superblock
             // Everything before the switch is in this checkpoint; if no frame failed
             // since, the image no longer misses a change and freed blocks may be reused.
             if s.failure == nil { store.holdReclaim(false) }
