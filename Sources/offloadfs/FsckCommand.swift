@@ -23,7 +23,7 @@ struct FsckCommand: ParsableCommand {
     @Argument(help: "The image file.")
     var image: String
 
-    @Flag(name: .long, help: "Fix the problems found: salvage damaged metadata, drop what cannot be reached safely, put unreachable files in /lost+found.")
+    @Flag(name: .long, help: "Fix the problems found: restore damaged metadata from the previous checkpoint, drop what cannot be reached safely, put unreachable files in /lost+found; print every affected file by path.")
     var repair = false
 
     func run() throws {
@@ -48,7 +48,9 @@ struct FsckCommand: ParsableCommand {
             replay = try inspection.replay()
         } catch {
             printError("\(image): \(error)")
-            writeLine("\(image): damaged; `offloadfs fsck --repair \(image)` salvages what it can", to: STDOUT_FILENO)
+            let remedy = inspection.previousCommitRestoresEverything()
+                ? "restores everything from the previous checkpoint" : "salvages what it can"
+            writeLine("\(image): damaged; `offloadfs fsck --repair \(image)` \(remedy)", to: STDOUT_FILENO)
             throw ExitCode(1)
         }
         let analysis = ImageAnalysis(replay, fileBytes: inspection.fileBytes)
@@ -69,6 +71,8 @@ struct FsckCommand: ParsableCommand {
                 memoryLimiter: MemoryLimiter(limitBytes: 64 << 20), repair: true)
             try fileSystem.close()
             for line in fileSystem.report.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }
+            // Every file the repair restored, emptied, cut short, moved or unnamed, by path.
+            for line in fileSystem.report.affected { writeLine(line, to: STDOUT_FILENO) }
             if fileSystem.report.orphansFreed > 0 {
                 writeLine("freed \(fileSystem.report.orphansFreed) inodes that had no name", to: STDOUT_FILENO)
             }

@@ -40,14 +40,14 @@ final class UnmountFailureTests: XCTestCase {
         try start(mountPoint: mountPoint, image: image)
 
         // Files to keep, then the host disk filled by someone else, then the mount filled
-        // until the daemon's own disk reserve is gone too.
+        // block by block until the daemon's own disk reserve (fallocated ahead) is gone too.
         try mustRun("""
             set -e
             mkdir keep && head -c 6291456 /dev/urandom > keep/six.bin && echo hello > keep/hello.txt
             sha256sum keep/six.bin keep/hello.txt > \(scratch.root)/keep.sha256
             """, in: mountPoint)
         _ = try BoundedRun.shell("dd if=/dev/zero of=\(disk)/filler bs=64k status=none", timeout: 60)
-        let more = try BoundedRun.shell("dd if=/dev/zero of=more bs=1M count=64 status=none", in: mountPoint, timeout: 60)
+        let more = try BoundedRun.shell("dd if=/dev/zero of=more bs=4k count=16384 status=none", in: mountPoint, timeout: 60)
         XCTAssertTrue(more.error.contains("No space left on device"), "the mount must fill up: \(more.transcript)")
         let free = try BoundedRun.shell("df -k --output=avail \(disk) | tail -1", timeout: 10)
         print("[unmount failure] host disk after filling: \(free.output.trimmingCharacters(in: .whitespacesAndNewlines)) KiB free")

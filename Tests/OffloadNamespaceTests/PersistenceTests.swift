@@ -32,12 +32,12 @@ final class PersistenceTests: XCTestCase {
         for seed in seeds {
             try? FileManager.default.removeItem(atPath: image)
             var random = SplitMix64(seed: seed)
-            var expected: [String: Node]? = nil
+            var expected: [String: TreeNode]? = nil
             for round in 0..<4 {
                 let fileSystem = try open()
                 let fs = fileSystem.namespace
                 if let expected {
-                    XCTAssertEqual(try dump(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
+                    XCTAssertEqual(try dumpTree(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
                 }
                 try assertClean(seed: seed, round: round, fileSystem)
                 var workload = Workload(fs: fs, random: random)
@@ -55,14 +55,14 @@ final class PersistenceTests: XCTestCase {
                 }
                 random = workload.random
                 workload.closeAll()
-                expected = try dump(fs)
+                expected = try dumpTree(fs)
                 if round == 3 {
                     try fileSystem.close()
                 }
                 // Otherwise: dropped without close, like a daemon killed with SIGKILL.
             }
             let reopened = try open()
-            XCTAssertEqual(try dump(reopened.namespace), expected, "seed \(seed): after the clean close")
+            XCTAssertEqual(try dumpTree(reopened.namespace), expected, "seed \(seed): after the clean close")
             try reopened.close()
         }
     }
@@ -89,7 +89,7 @@ final class PersistenceTests: XCTestCase {
             try fileSystem.close()
         }
         let fileSystem = try open(fresh: true)
-        XCTAssertEqual(try dump(fileSystem.namespace).keys.sorted(), ["/"])
+        XCTAssertEqual(try dumpTree(fileSystem.namespace).keys.sorted(), ["/"])
         try fileSystem.close()
     }
 
@@ -158,54 +158,6 @@ final class PersistenceTests: XCTestCase {
             if let failure { throw failure }
             return count
         }
-    }
-
-    // MARK: - Tree dump
-
-    struct Node: Equatable {
-        var kind: FileKind
-        var permissions: UInt32
-        var uid: UInt32
-        var linkCount: UInt32
-        var size: UInt64
-        var modificationTime: Timestamp
-        var content: [UInt8]
-        var xattrs: [[UInt8]: [UInt8]]
-    }
-
-    private func dump(_ fs: Namespace) throws -> [String: Node] {
-        var result: [String: Node] = [:]
-        func visit(_ number: InodeNumber, path: String) throws {
-            let a = try fs.getattr(inode: number)
-            var content: [UInt8] = []
-            switch a.kind {
-            case .regular:
-                let handle = try fs.open(inode: number, flags: O_RDONLY)
-                content = try fs.read(inode: number, handle: handle, offset: 0, count: Int(a.size))
-                fs.release(inode: number, handle: handle)
-            case .symlink:
-                content = try fs.readlink(inode: number)
-            default: break
-            }
-            var xattrs: [[UInt8]: [UInt8]] = [:]
-            for name in try fs.listxattr(inode: number) { xattrs[name] = try fs.getxattr(inode: number, name: name) }
-            result[path] = Node(kind: a.kind, permissions: a.permissions, uid: a.uid, linkCount: a.linkCount,
-                                size: a.size, modificationTime: a.modificationTime, content: content, xattrs: xattrs)
-            guard a.kind == .directory else { return }
-            let handle = try fs.opendir(inode: number)
-            defer { fs.releasedir(inode: number, handle: handle) }
-            var offset: UInt64 = 0
-            while true {
-                let page = try fs.readdir(inode: number, handle: handle, offset: offset, limit: 256)
-                guard let last = page.last else { break }
-                offset = last.nextOffset
-                for entry in page where entry.name != [0x2E] && entry.name != [0x2E, 0x2E] {
-                    try visit(entry.inode, path: path + (path == "/" ? "" : "/") + String(decoding: entry.name, as: UTF8.self))
-                }
-            }
-        }
-        try visit(.root, path: "/")
-        return result
     }
 
     // MARK: - Workload

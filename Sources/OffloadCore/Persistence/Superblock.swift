@@ -27,12 +27,51 @@ import Glibc
 ///     112  unmount error      u32  0, or the errno with which the last unmount's final
 ///                                  checkpoint failed (the journal then holds the changes)
 ///     116  reserved           12 bytes, zero
+///
+/// Bytes 128..<192 (an extension version 1 readers ignore; all zero when absent) name
+/// the previous commit, kept until the next checkpoint is durable (see `Commit`):
+///
+///     128  crc                u32  CRC-32C of bytes 0..<192 with bytes 24..<28 and
+///                                  this field zero (ties it to its copy's main part)
+///     132  reserved           u32  zero
+///     136  checkpoint start   u64  the previous commit's checkpoint chain
+///     144  checkpoint length  u64
+///     152  checkpoint frames  u64
+///     160  checkpoint stream  u64
+///     168  journal start      u64  the journal chain that continued it
+///     176  journal length     u64
+///     184  journal sequence   u64
 public struct Superblock: Equatable, Sendable {
     public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
     public static let version: UInt32 = 1
     /// Blocks 0 and 1.
     public static let blocks: UInt64 = 2
     static let encodedSize = 128
+    /// The main part and the previous-commit extension.
+    static let extendedSize = 192
+
+    /// One root of the filesystem: a checkpoint, and the journal that continues it up to
+    /// the present. The superblock names the current commit and the previous one; the
+    /// previous one's chains are kept until the next checkpoint is durable, and replaying
+    /// it (checkpoint, then its journal, which leads by link frames or by sequence
+    /// number into the current journal) gives the same tree as the current one, which
+    /// is what `fsck --repair` salvages a damaged checkpoint from.
+    public struct Commit: Equatable, Sendable {
+        public var checkpoint: LogSegment
+        public var checkpointFrames: UInt64
+        public var checkpointStream: UInt64
+        public var journal: LogSegment
+        public var journalSequence: UInt64
+
+        public init(checkpoint: LogSegment, checkpointFrames: UInt64, checkpointStream: UInt64,
+                    journal: LogSegment, journalSequence: UInt64) {
+            self.checkpoint = checkpoint
+            self.checkpointFrames = checkpointFrames
+            self.checkpointStream = checkpointStream
+            self.journal = journal
+            self.journalSequence = journalSequence
+        }
+    }
 
     public var imageID: UInt64
     public var generation: UInt64
@@ -48,12 +87,16 @@ public struct Superblock: Equatable, Sendable {
     /// 0, or the errno (Linux numbering) with which the last unmount's final checkpoint
     /// failed: `offloadfs unmount` reports it, and mount and info explain it.
     public var unmountError: UInt32
+    /// The commit before the current one, while its chains are kept (nil for images
+    /// written before there was one, and for an image's first checkpoint).
+    public var previous: Commit?
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
                 checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64,
-                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0) {
+                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0, previous: Commit? = nil) {
         self.checkpointStream = checkpointStream ?? generation
         self.unmountError = unmountError
+        self.previous = previous
         self.imageID = imageID
         self.generation = generation
         self.cleanlyUnmounted = cleanlyUnmounted
@@ -62,6 +105,12 @@ public struct Superblock: Equatable, Sendable {
         self.journal = journal
         self.journalSequence = journalSequence
         self.capacityBytes = capacityBytes
+    }
+
+    /// The current commit: the checkpoint and journal mount recovers from.
+    public var current: Commit {
+        Commit(checkpoint: checkpoint, checkpointFrames: checkpointFrames, checkpointStream: checkpointStream,
+               journal: journal, journalSequence: journalSequence)
     }
 
     public func encoded() -> [UInt8] {
@@ -77,8 +126,35 @@ public struct Superblock: Equatable, Sendable {
         w.u32(unmountError)
         while w.count < Self.encodedSize { w.u8(0) }
         w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
+        if let previous {
+            w.u32(0); w.u32(0)
+            w.u64(previous.checkpoint.start); w.u64(previous.checkpoint.length)
+            w.u64(previous.checkpointFrames); w.u64(previous.checkpointStream)
+            w.u64(previous.journal.start); w.u64(previous.journal.length); w.u64(previous.journalSequence)
+            w.patch(u32: Self.extensionChecksum(w.bytes), at: Self.encodedSize)
+        }
         while w.count < BackingStore.blockSize { w.u8(0) }
         return w.bytes
+    }
+
+    /// CRC-32C of bytes 0..<192 with both checksum fields taken as zero.
+    static func extensionChecksum(_ bytes: [UInt8]) -> UInt32 {
+        var copy = Array(bytes[0..<extendedSize])
+        for offset in [24, encodedSize] { copy.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0]) }
+        return Checksum.crc32c(copy)
+    }
+
+    /// The previous commit the extension names, if its checksum matches.
+    static func decodePrevious(_ block: [UInt8]) -> Commit? {
+        guard block.count >= extendedSize else { return nil }
+        return block.withUnsafeBytes { raw -> Commit? in
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: raw[encodedSize..<extendedSize]))
+            guard let crc = try? r.u32(), crc == extensionChecksum(block), (try? r.u32()) != nil,
+                  let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(), let stream = try? r.u64(),
+                  let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64() else { return nil }
+            return Commit(checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf, checkpointStream: stream,
+                          journal: LogSegment(start: js, length: jl), journalSequence: jq)
+        }
     }
 
     /// What one 4 KiB copy holds.
@@ -118,7 +194,7 @@ public struct Superblock: Equatable, Sendable {
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
                 journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity,
-                checkpointStream: stream, unmountError: unmountError))
+                checkpointStream: stream, unmountError: unmountError, previous: decodePrevious(block)))
         }
         return result ?? .damaged("short")
     }

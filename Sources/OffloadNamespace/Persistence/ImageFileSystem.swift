@@ -24,6 +24,9 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var journalFrames: UInt64
         public var orphansFreed: Int
         public var repairs: [String]
+        /// After a repair that lost or salvaged something: one line per file restored,
+        /// emptied, cut short, moved or unnamed, by path (`ImageSalvage.describe`).
+        public var affected: [String] = []
         /// 0, or the errno with which the image's last unmount failed its final checkpoint
         /// (this open recovered what that checkpoint would have held from the journal).
         public var previousUnmountError: UInt32 = 0
@@ -74,7 +77,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         let namespace: Namespace
         var report = OpenReport(created: false, inodes: 1, journalFrames: 0, orphansFreed: 0,
                                 repairs: [], seconds: 0)
-        var retired: [LogSegment] = []
+        var recovered = NamespaceJournal.Recovered.nothing
         var nextSequence: UInt64 = 0
         var kept: (Superblock, [LogSegment])?
         switch store.opened {
@@ -82,43 +85,16 @@ public final class ImageFileSystem: @unchecked Sendable {
             report.created = true
             namespace = Namespace(store: store, memoryLimiter: memoryLimiter)
         case .existing(let superblock):
-            report.previousUnmountError = superblock.unmountError
-            let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
-                                              read: store.readBytes, salvage: repair, progress: progress)
-            report.replaySeconds = Self.seconds(since: started)
-            report.repairs = replay.salvaged
-            var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
-            if !analysis.isClean {
-                guard repair else {
-                    let more = analysis.problems.count > 1 ? " (and \(analysis.problems.count - 1) more problems)" : ""
-                    throw .damagedImage("\(analysis.problems[0])\(more); `offloadfs fsck --repair IMAGE` repairs it")
-                }
-                let now = Namespace.systemClock().record
-                report.repairs += replay.repair(analysis, now: now, uid: UInt32(getuid()), gid: UInt32(getgid()))
-                analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
-                guard analysis.isClean else {
-                    throw .damagedImage("repair left problems: \(analysis.problems.prefix(3).joined(separator: "; "))")
-                }
-            }
-            report.orphansFreed = replay.inodes.count - analysis.reachable.count
-            report.journalFrames = replay.journalFrames
-            try store.restoreAllocation(runs: analysis.runs)
-            namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
-            report.restoreSeconds = Self.seconds(since: started) - report.replaySeconds
-            report.inodes = analysis.reachable.count
-            nextSequence = replay.nextJournalSequence
-            if superblock.cleanlyUnmounted && replay.journalFrames == 0 && report.repairs.isEmpty
-                && report.orphansFreed == 0 && superblock.checkpointFrames > 0 {
-                // The checkpoint is the whole tree already: keep it.
-                kept = (superblock, replay.checkpointSegments)
-                retired = replay.journalSegments
-            } else {
-                retired = replay.checkpointSegments + replay.journalSegments
-            }
+            let recovery = try recover(superblock, store: store, memoryLimiter: memoryLimiter, repair: repair,
+                                       progress: progress, started: started, report: &report)
+            namespace = recovery.namespace
+            recovered = recovery.chains
+            nextSequence = recovery.nextSequence
+            kept = recovery.keptCheckpoint
         }
         store.deferReuse()
         let journal = try NamespaceJournal(store: store, superblock: store.opened.superblock,
-                                           retired: retired, nextSequence: nextSequence)
+                                           recovered: recovered, nextSequence: nextSequence)
         namespace.attach(journal)
         if let (superblock, segments) = kept {
             try journal.keepCheckpoint(of: superblock, segments: segments)
@@ -131,7 +107,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         return ImageFileSystem(store: store, namespace: namespace, journal: journal, report: report)
     }
 
-    private static func seconds(since start: DispatchTime) -> Double {
+    static func seconds(since start: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
     }
 
