@@ -172,23 +172,31 @@ final class SalvageTests: XCTestCase {
         return superblock
     }
 
-    /// The frames of the current checkpoint's first segment, parsed from the file.
+    /// The records frames of the current checkpoint, parsed from the file, following
+    /// link frames from segment to segment.
     private func checkpointFrames() throws -> [Frame] {
         let superblock = try superblock()
         let fd = Glibc.open(image, O_RDONLY)
         defer { Glibc.close(fd) }
-        let segment = BackingStore.readBytes(fd: fd, at: superblock.checkpoint.start, count: Int(superblock.checkpoint.length))
         var frames: [Frame] = []
+        var segment = superblock.checkpoint
+        var bytes = BackingStore.readBytes(fd: fd, at: segment.start, count: Int(segment.length))
         var position = 0
-        while position + FrameHeader.size <= segment.count {
-            guard let (header, _) = segment.withUnsafeBytes({ FrameHeader.decode(UnsafeRawBufferPointer(rebasing: $0[position..<position + FrameHeader.size])) }),
-                  header.stream == superblock.checkpointStream, header.kind == .records else { break }
+        while position + FrameHeader.size <= bytes.count {
+            guard let (header, _) = bytes.withUnsafeBytes({ FrameHeader.decode(UnsafeRawBufferPointer(rebasing: $0[position..<position + FrameHeader.size])) }),
+                  header.stream == superblock.checkpointStream else { break }
             let start = position + FrameHeader.size
-            var frame = Frame(payloadStart: superblock.checkpoint.start + UInt64(start), payloadLength: Int(header.length))
-            let records = try segment.withUnsafeBytes {
-                try MetadataRecord.decodeAll(UnsafeRawBufferPointer(rebasing: $0[start..<start + Int(header.length)]))
+            let payload = Array(bytes[start..<start + Int(header.length)])
+            if header.kind == .link {
+                let next = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                let length = payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self) }
+                segment = LogSegment(start: UInt64(littleEndian: next), length: UInt64(littleEndian: length))
+                bytes = BackingStore.readBytes(fd: fd, at: segment.start, count: Int(segment.length))
+                position = 0
+                continue
             }
-            for record in records {
+            var frame = Frame(payloadStart: segment.start + UInt64(start), payloadLength: payload.count)
+            for record in try payload.withUnsafeBytes({ try MetadataRecord.decodeAll($0) }) {
                 switch record {
                 case .inode(let r): frame.inodes.insert(r.number); frame.inodeRecords.insert(r.number)
                 case .entry(_, _, let child): frame.inodes.insert(child); frame.entryChildren.insert(child)
@@ -197,7 +205,7 @@ final class SalvageTests: XCTestCase {
                 }
             }
             frames.append(frame)
-            position = start + Int(header.length)
+            position = start + payload.count
         }
         return frames
     }
