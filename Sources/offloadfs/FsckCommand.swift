@@ -30,9 +30,10 @@ struct FsckCommand: ParsableCommand {
         let image = try ImagePath.resolveOrExit(self.image, status: ImageInspection.cannotCheck)
         let inspection = try ImageInspection.openOrExit(path: image)
         if repair {
-            let capacity = inspection.superblock.capacityBytes
+            let capacity = max(inspection.superblock.capacityBytes, UInt64(BackingStore.blockSize))
             inspection.close()
-            try runRepair(image: image, capacity: capacity)
+            // The image's own capacity: kept as it is (set, or a default of its last mount).
+            try runRepair(image: image, capacity: .kept(default: capacity))
             return
         }
         defer { inspection.close() }
@@ -64,10 +65,10 @@ struct FsckCommand: ParsableCommand {
         if !problems.isEmpty { throw ExitCode(1) }
     }
 
-    private func runRepair(image: String, capacity: UInt64) throws {
+    private func runRepair(image: String, capacity: CapacityRequest) throws {
         do {
             let fileSystem = try ImageFileSystem.open(
-                path: image, capacityBytes: max(capacity, UInt64(BackingStore.blockSize)),
+                path: image, capacity: capacity,
                 memoryLimiter: MemoryLimiter(limitBytes: 64 << 20), repair: true)
             try fileSystem.close()
             for line in fileSystem.report.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }

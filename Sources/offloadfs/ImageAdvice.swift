@@ -35,6 +35,18 @@ enum ImageAdvice {
         return message + "): " + remedy(errno: code, image: image)
     }
 
+    /// A capacity (`--size`, or the one the image keeps) too small for what it holds:
+    /// nothing was written; say how much it needs.
+    static func capacityTooSmall(capacity: UInt64, needed: UInt64, live: UInt64, image: String,
+                                 sizeGiven: Bool) -> String {
+        let mebibyte = UInt64(1) << 20
+        let suggestion = ByteSize(bytes: (needed + mebibyte - 1) / mebibyte * mebibyte)
+        let what = sizeGiven ? "--size \(ByteSize(bytes: capacity))" : "the capacity \(image) keeps (\(ByteSize(bytes: capacity)))"
+        return "\(what) is too small for image \(image): it holds \(approximate(bytes: live)) of files and metadata "
+            + "and needs \(approximate(bytes: needed)) to mount; use --size \(suggestion) or more "
+            + "(to shrink it further, delete files under a larger size first); the image was not changed"
+    }
+
     /// What to do about `code` on the filesystem holding `image`.
     static func remedy(errno code: Int32, image: String) -> String {
         switch code {

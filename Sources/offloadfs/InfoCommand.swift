@@ -51,6 +51,8 @@ struct InfoCommand: ParsableCommand {
             ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),
             ("last unmount", Self.lastUnmount(s, image: image)),
             ("capacity bytes", "\(s.capacityBytes)"),
+            ("capacity set by", s.capacityIsSet ? "--size (kept for later mounts)"
+                : "default (free space of the filesystem holding the image, at each mount)"),
             ("image file bytes", "\(inspection.fileBytes)"),
             ("disk bytes", "\(inspection.diskBytes)"),
             ("live data bytes", "\(analysis.dataBytes)"),

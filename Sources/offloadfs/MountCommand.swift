@@ -51,8 +51,9 @@ struct MountCommand: ParsableCommand {
     var memoryLimit: ByteSize = MountCommand.defaultMemoryLimit
 
     @Option(name: .long, help: ArgumentHelp(
-        "Capacity statfs reports and writes are held to (ENOSPC past it); K/M/G/T suffixes. "
-            + "Default: the free space of the filesystem holding the image plus the image's current size.",
+        "Capacity statfs reports and writes are held to (ENOSPC past it); K/M/G/T suffixes. The image keeps it for "
+            + "later mounts; a smaller one is refused unless the data fits. "
+            + "Default: the capacity the image keeps, else the free space of the filesystem holding the image plus its size.",
         valueName: "size"))
     var size: ByteSize?
 
@@ -109,12 +110,14 @@ struct MountCommand: ParsableCommand {
         let imageExisted = access(imagePath, F_OK) == 0
         let session: FuseSession
         let fileSystem: ImageFileSystem
-        let capacity: UInt64
         do {
+            // --size sets the capacity and the image keeps it; without it, the image's kept
+            // capacity, or the default for this mount.
+            let capacity: CapacityRequest
             if let size {
-                capacity = size.bytes
+                capacity = .set(size.bytes)
             } else {
-                capacity = try Self.defaultCapacity(imagePath: imagePath)
+                capacity = .kept(default: try Self.defaultCapacity(imagePath: imagePath))
             }
             (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath,
                                                     capacity: capacity, logger: logger)
@@ -127,7 +130,8 @@ struct MountCommand: ParsableCommand {
         // Logged only once mounted, so a failed mount prints its one error line and nothing else.
         let report = fileSystem.report
         logger.info("serving", metadata: [
-            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: capacity))", "memory_limit": "\(memoryLimit)",
+            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
+            "capacity_kept": "\(fileSystem.store.capacityIsSet)", "memory_limit": "\(memoryLimit)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
@@ -180,15 +184,15 @@ struct MountCommand: ParsableCommand {
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
-    private func openSession(mountPath: String, imagePath: String, capacity: UInt64,
+    private func openSession(mountPath: String, imagePath: String, capacity: CapacityRequest,
                              logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
         let fileSystem: ImageFileSystem
         do {
             fileSystem = try ImageFileSystem.open(
-                path: imagePath, capacityBytes: capacity, fresh: fresh,
+                path: imagePath, capacity: capacity, fresh: fresh,
                 memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
         } catch {
-            throw MountError(Self.describeImageError(error, imagePath: imagePath))
+            throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
         let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
                                                writebackCache: writebackCache)
@@ -210,8 +214,11 @@ struct MountCommand: ParsableCommand {
         return max(UInt64(BackingStore.blockSize), min(free, UInt64(1) << 46))
     }
 
-    static func describeImageError(_ error: FSError, imagePath: String) -> String {
+    static func describeImageError(_ error: FSError, imagePath: String, sizeGiven: Bool = false) -> String {
         switch error {
+        case .capacityTooSmall(let capacity, let needed, let live):
+            return ImageAdvice.capacityTooSmall(capacity: capacity, needed: needed, live: live, image: imagePath,
+                                                sizeGiven: sizeGiven)
         case .invalidArgument(let why):
             return why
         case .busy:

@@ -12,7 +12,8 @@ import Glibc
 ///      16  version            u32  1
 ///      20  block size         u32  4096
 ///      24  crc                u32  CRC-32C of bytes 0..<128 with this field zero
-///      28  flags              u32  bit 0: cleanly unmounted
+///      28  flags              u32  bit 0: cleanly unmounted; bit 1: the capacity was
+///                                  set (`--size`) and is kept for later mounts
 ///      32  image id           u64  random, fixed for the image's life
 ///      40  generation         u64  +1 with every superblock write
 ///      48  checkpoint start   u64  first segment of the checkpoint chain (byte offset)
@@ -21,7 +22,8 @@ import Glibc
 ///      72  journal start      u64  first segment of the journal chain
 ///      80  journal length     u64
 ///      88  journal sequence   u64  sequence number of the journal's first frame
-///      96  capacity           u64  the capacity the image was last mounted with
+///      96  capacity           u64  the capacity the image was last mounted with (kept
+///                                  when flag bit 1 is set)
 ///     104  checkpoint stream  u64  the stream number of the checkpoint's frames (the
 ///                                  generation of the superblock that first named it)
 ///     112  unmount error      u32  0, or the errno with which the last unmount's final
@@ -84,6 +86,9 @@ public struct Superblock: Equatable, Sendable {
     /// keeps it while the generation moves on.
     public var checkpointStream: UInt64
     public var capacityBytes: UInt64
+    /// Flag bit 1: `capacityBytes` was set with `--size` and holds for later mounts that
+    /// set none; clear, it was a default computed for that mount.
+    public var capacityIsSet: Bool
     /// 0, or the errno (Linux numbering) with which the last unmount's final checkpoint
     /// failed: `offloadfs unmount` reports it, and mount and info explain it.
     public var unmountError: UInt32
@@ -93,7 +98,9 @@ public struct Superblock: Equatable, Sendable {
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
                 checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64,
-                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0, previous: Commit? = nil) {
+                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0, previous: Commit? = nil,
+                capacityIsSet: Bool = false) {
+        self.capacityIsSet = capacityIsSet
         self.checkpointStream = checkpointStream ?? generation
         self.unmountError = unmountError
         self.previous = previous
@@ -117,7 +124,7 @@ public struct Superblock: Equatable, Sendable {
         var w = ByteWriter(capacity: BackingStore.blockSize)
         w.raw(Self.magic)
         w.u32(Self.version); w.u32(UInt32(BackingStore.blockSize)); w.u32(0)
-        w.u32(cleanlyUnmounted ? 1 : 0)
+        w.u32((cleanlyUnmounted ? 1 : 0) | (capacityIsSet ? 2 : 0))
         w.u64(imageID); w.u64(generation)
         w.u64(checkpoint.start); w.u64(checkpoint.length); w.u64(checkpointFrames)
         w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
@@ -194,7 +201,8 @@ public struct Superblock: Equatable, Sendable {
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
                 journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity,
-                checkpointStream: stream, unmountError: unmountError, previous: decodePrevious(block)))
+                checkpointStream: stream, unmountError: unmountError, previous: decodePrevious(block),
+                capacityIsSet: flags & 2 != 0))
         }
         return result ?? .damaged("short")
     }

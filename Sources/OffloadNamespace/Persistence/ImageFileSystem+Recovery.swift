@@ -49,6 +49,7 @@ extension ImageFileSystem {
         }
         report.orphansFreed = replay.inodes.count - analysis.reachable.count
         report.journalFrames = replay.journalFrames
+        try checkCapacity(store, holds: analysis, replay: replay)
         try store.restoreAllocation(runs: analysis.runs)
         let namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
         report.restoreSeconds = seconds(since: started) - report.replaySeconds
@@ -74,6 +75,20 @@ extension ImageFileSystem {
                 retired: replay.metadataSegments.filter { !keptSegments.contains($0) })
         }
         return recovery
+    }
+
+    /// Refuses (before anything is written) a capacity smaller than what the image holds,
+    /// data and the metadata chains read, plus room for the checkpoint this open writes
+    /// and the journal chain it starts.
+    private static func checkCapacity(_ store: BackingStore, holds analysis: ImageAnalysis,
+                                      replay: ImageReplay) throws(FSError) {
+        let block = UInt64(BackingStore.blockSize)
+        let live = analysis.runs.reduce(UInt64(0)) { $0 + UInt64($1.blocks.count) } * block
+        let checkpoint = max(replay.checkpointBytes, UInt64(Namespace.checkpointFrameBytes * 2))
+        let needed = live + (checkpoint + block - 1) / block * block + UInt64(MetadataLog.firstJournalSegmentBytes)
+        guard store.capacityBytes >= needed else {
+            throw .capacityTooSmall(capacityBytes: store.capacityBytes, neededBytes: needed, liveBytes: live)
+        }
     }
 
     /// What `salvageFromPrevious` took, and which commit the repaired tree may keep as

@@ -55,12 +55,23 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// then a new checkpoint makes the recovered state the image's starting point.
     /// A damaged image is refused (`.damagedImage`) unless `repair`, which fixes what the
     /// analysis found (see `ImageReplay.repair`).
-    public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
+    ///
+    /// `capacity` (see `CapacityRequest`) must leave room for what the image holds and
+    /// a checkpoint: a smaller one is refused (`.capacityTooSmall`) before anything is written.
+    public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
                             progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
-        return try open(store: BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh),
+        return try open(store: BackingStore(path: path, capacity: capacity, fresh: fresh),
                         memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+    }
+
+    /// `open(path:capacity:…)` with the capacity set to `capacityBytes`.
+    public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
+                            memoryLimiter: MemoryLimiter, repair: Bool = false,
+                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+        try open(path: path, capacity: .set(capacityBytes), fresh: fresh, memoryLimiter: memoryLimiter,
+                 repair: repair, progress: progress)
     }
 
     /// `open(path:…)` on an image behind any `ImageStorage` (the crash simulator's, in tests).

@@ -137,6 +137,7 @@ public final class NamespaceJournal: Sendable {
             next.journal = journal.head
             next.journalSequence = firstSequence
             next.capacityBytes = store.capacityBytes
+            next.capacityIsSet = store.capacityIsSet
             next.unmountError = 0
             next.previous = nil
             try store.writeSuperblocks(next)
@@ -204,7 +205,7 @@ public final class NamespaceJournal: Sendable {
                     imageID: imageID, generation: generation, cleanlyUnmounted: clean,
                     checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
                     journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes,
-                    previous: previous)
+                    previous: previous, capacityIsSet: store.capacityIsSet)
                 try store.writeSuperblocks(written)
             } catch {
                 if superblockAttempted {
