@@ -47,6 +47,21 @@ enum ImageAdvice {
             + "(to shrink it further, delete files under a larger size first); the image was not changed"
     }
 
+    /// A read-write mount of an image it may not write: say why, and offer `-o ro`.
+    static func cannotWrite(image: String, error: FSError) -> String {
+        var status = stat()
+        let why: String
+        if error == .permissionDenied {
+            why = "you may not write it (permission denied)"
+        } else if stat(image, &status) == 0, status.st_mode & 0o222 == 0 {
+            why = "it has no write permission (mode \(String(status.st_mode & 0o7777, radix: 8)))"
+        } else {
+            why = "the filesystem holding it is mounted read-only"
+        }
+        return "image \(image) is read-only: \(why); mount it with -o ro to read its files"
+            + (error == .permissionDenied ? "" : ", or make it writable first")
+    }
+
     /// What to do about `code` on the filesystem holding `image`.
     static func remedy(errno code: Int32, image: String) -> String {
         switch code {

@@ -62,7 +62,8 @@ struct MountCommand: ParsableCommand {
     var clearDeadMount = false
 
     @Option(name: .customShort("o"), help: ArgumentHelp(
-        "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable.",
+        "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable. "
+            + "With ro nothing is written to the image (which may then be read-only itself).",
         valueName: "options"))
     var options: [String] = []
 
@@ -75,6 +76,10 @@ struct MountCommand: ParsableCommand {
 
     func validate() throws {
         if let size, size.bytes == 0 { throw ValidationError("--size must be larger than 0") }
+        if MountConfiguration.isReadOnly(options) {
+            if fresh { throw ValidationError("--fresh empties the image, which a read-only mount (-o ro) cannot") }
+            if size != nil { throw ValidationError("--size changes the image's capacity, which a read-only mount (-o ro) cannot") }
+        }
         if memoryLimit.bytes > UInt64(Int.max) { throw ValidationError("--memory-limit is too large") }
     }
 
@@ -131,7 +136,8 @@ struct MountCommand: ParsableCommand {
         let report = fileSystem.report
         logger.info("serving", metadata: [
             "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
-            "capacity_kept": "\(fileSystem.store.capacityIsSet)", "memory_limit": "\(memoryLimit)",
+            "capacity_kept": "\(fileSystem.store.capacityIsSet)", "read_only": "\(fileSystem.isReadOnly)",
+            "memory_limit": "\(memoryLimit)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
@@ -174,7 +180,7 @@ struct MountCommand: ParsableCommand {
             logger.error("final checkpoint failed; the journal still holds every change",
                          metadata: ["error": "\(error)", "advice": "\(ImageAdvice.unmountFailure(errno: code, image: imagePath))"])
             do {
-                try fileSystem.journal.recordUnmountFailure(errno: code)
+                try fileSystem.journal?.recordUnmountFailure(errno: code)
             } catch let recordError {
                 logger.error("could not record the failure in the image either", metadata: ["error": "\(recordError)"])
             }
@@ -189,14 +195,14 @@ struct MountCommand: ParsableCommand {
         let fileSystem: ImageFileSystem
         do {
             fileSystem = try ImageFileSystem.open(
-                path: imagePath, capacity: capacity, fresh: fresh,
+                path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
                 memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
         let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
                                                writebackCache: writebackCache)
-        return (try FuseSession(fileSystem: fileSystem.namespace, configuration: configuration, logger: logger), fileSystem)
+        return (try FuseSession(fileSystem: fileSystem.operations, configuration: configuration, logger: logger), fileSystem)
     }
 
     /// The default --size: what the image could grow to on its filesystem, i.e. that
@@ -223,6 +229,8 @@ struct MountCommand: ParsableCommand {
             return why
         case .busy:
             return "image \(imagePath) is in use by another offloadfs"
+        case .readOnly, .permissionDenied:
+            return ImageAdvice.cannotWrite(image: imagePath, error: error)
         case .damagedImage(let why):
             return "image \(imagePath) is damaged: \(why)"
         case .noSpace, .system(ENOSPC, _), .system(EDQUOT, _):

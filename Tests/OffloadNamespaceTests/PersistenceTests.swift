@@ -47,7 +47,7 @@ final class PersistenceTests: XCTestCase {
                 let concurrent = round == 2 ? ConcurrentCheckpoints(fileSystem) : nil
                 for step in 0..<300 {
                     try workload.step()
-                    if step == 150 && round == 1 { try fileSystem.journal.checkpoint(fs) }
+                    if step == 150 && round == 1 { try fileSystem.journal!.checkpoint(fs) }
                 }
                 if let concurrent {
                     let taken = try concurrent.stop()
@@ -80,7 +80,7 @@ final class PersistenceTests: XCTestCase {
             fs.forget(inode: attributes.inode, lookups: 1)
             let quarantined = fileSystem.store.statistics.quarantinedBytes
             XCTAssertGreaterThanOrEqual(quarantined, 8 << 20, "freed blocks wait for a sync")
-            try fileSystem.journal.sync()
+            try fileSystem.journal!.sync()
             XCTAssertLessThan(fileSystem.store.statistics.diskBytes, 6 << 20, "the freed blocks were punched")
             XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 8 << 20,
                                         "punched blocks wait for their punch to be durable")
@@ -100,7 +100,7 @@ final class PersistenceTests: XCTestCase {
             let fileSystem = try open()
             _ = try fileSystem.namespace.mkdir(parent: .root, name: FileName(Array("d".utf8)), mode: 0o755,
                                                context: RequestContext(uid: 0, gid: 0))
-            try fileSystem.journal.recordUnmountFailure(errno: ENOSPC)
+            try fileSystem.journal!.recordUnmountFailure(errno: ENOSPC)
             // Dropped without close: what a daemon whose final checkpoint failed leaves.
         }
         let identity = try readIdentity()
@@ -142,7 +142,7 @@ final class PersistenceTests: XCTestCase {
                 defer { group.leave() }
                 while !stopFlag.load(ordering: .acquiring) {
                     do {
-                        try fileSystem.journal.checkpoint(fileSystem.namespace)
+                        try fileSystem.journal!.checkpoint(fileSystem.namespace)
                         count += 1
                     } catch {
                         failure = error
@@ -297,7 +297,7 @@ final class LargeChangePersistenceTests: XCTestCase {
             expected = try fs.read(inode: b.inode, handle: hb, offset: 0, count: 10_000)
             fs.release(inode: a.inode, handle: ha)
             fs.release(inode: b.inode, handle: hb)
-            XCTAssertFalse(fileSystem.journal.hasFailed)
+            XCTAssertFalse(fileSystem.journal!.hasFailed)
             // Dropped without close: recovery replays the split records.
         }
         do {
@@ -341,9 +341,9 @@ final class JournalFailureTests: XCTestCase {
             try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0)
         }
         // A record no reader would accept (over the 64 MiB frame limit) is refused.
-        fileSystem.journal.record([.fileRange(inode: 99, size: 1, range: 0..<1,
+        fileSystem.journal!.record([.fileRange(inode: 99, size: 1, range: 0..<1,
                                               pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0, count: 65 << 20)))])])
-        XCTAssertTrue(fileSystem.journal.hasFailed)
+        XCTAssertTrue(fileSystem.journal!.hasFailed)
         XCTAssertThrowsError(try fs.fsync(inode: file.inode, handle: handle, dataOnly: false))
 
         fs.release(inode: file.inode, handle: handle)
@@ -353,8 +353,8 @@ final class JournalFailureTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 4 << 20,
                                     "nothing is reclaimed while the journal misses a change")
 
-        try fileSystem.journal.checkpoint(fs)
-        XCTAssertFalse(fileSystem.journal.hasFailed)
+        try fileSystem.journal!.checkpoint(fs)
+        XCTAssertFalse(fileSystem.journal!.hasFailed)
         try fileSystem.store.syncAndReclaim()  // punches (the frees are durable)
         try fileSystem.store.syncAndReclaim()  // frees (the punches are durable)
         XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0, "the checkpoint lets reclaims go on")

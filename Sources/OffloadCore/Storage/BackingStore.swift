@@ -34,6 +34,8 @@ public final class BackingStore: @unchecked Sendable {
     /// Where the image's bytes live and become durable (`ImageStorage`): every write,
     /// reservation, punch and flush goes through it.
     public let storage: any ImageStorage
+    /// True when the image may only be read (`-o ro`): nothing is ever written to it.
+    public var isReadOnly: Bool { storage.isReadOnly }
     /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
     /// needs no lock. Only reads go through it directly; writes go through `storage`.
     let base: UnsafeMutableRawPointer
@@ -108,6 +110,10 @@ public final class BackingStore: @unchecked Sendable {
             existing = superblock
         case .empty, .versionZero, .damaged, .image:
             break
+        }
+        guard existing != nil || !storage.isReadOnly else {
+            throw .invalidArgument(fresh ? "a read-only mount cannot start '\(path)' afresh"
+                                         : "'\(path)' holds no filesystem yet, and a read-only mount cannot create one")
         }
         let (capacityBytes, capacityIsSet) = capacity.resolved(keptIn: existing)
         try Self.checkCapacity(capacityBytes)
@@ -288,6 +294,8 @@ public final class BackingStore: @unchecked Sendable {
     /// One reclaim at a time (`reclaiming`): a thread that runs out of space while another
     /// reclaims waits for it, then finds the blocks free.
     public func syncAndReclaim() throws(FSError) {
+        // Read-only: nothing to make durable, and freed blocks are never reused.
+        guard !isReadOnly else { return }
         try reclaiming.withLock { (_) throws(FSError) in
             // Blocks quarantined from here on may belong to records written after the sync.
             // While the journal is missing records, nothing is reclaimed at all: a block

@@ -49,7 +49,8 @@ extension ImageFileSystem {
         }
         report.orphansFreed = replay.inodes.count - analysis.reachable.count
         report.journalFrames = replay.journalFrames
-        try checkCapacity(store, holds: analysis, replay: replay)
+        // Read-only: nothing is written, so no checkpoint needs room.
+        if !store.isReadOnly { try checkCapacity(store, holds: analysis, replay: replay) }
         try store.restoreAllocation(runs: analysis.runs)
         let namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
         report.restoreSeconds = seconds(since: started) - report.replaySeconds

@@ -7,12 +7,21 @@ import OffloadCore
 /// A filesystem kept in an image file: the store, the namespace recovered from (or
 /// created in) it, and the journal that keeps the image up to date. What `mount` serves
 /// and what `fsck --repair` opens.
+///
+/// Opened read-only (`-o ro`), it writes not one byte: the image is opened `O_RDONLY` and
+/// mapped `PROT_READ`, recovery replays the journal in memory only (no checkpoint, no
+/// punch, no truncation, no superblock), there is no journal and no maintenance, and the
+/// namespace is served through `ReadOnlyFileSystem`, which refuses every change (EROFS).
 /// `@unchecked Sendable`: the only mutable field, `source`, is guarded by `sourceLock`.
 public final class ImageFileSystem: @unchecked Sendable {
     public let store: BackingStore
     public let namespace: Namespace
-    public let journal: NamespaceJournal
+    /// Where every change is recorded; nil when read-only.
+    public let journal: NamespaceJournal?
+    /// What to serve: the namespace, or, read-only, the namespace behind `ReadOnlyFileSystem`.
+    public let operations: any FileSystemOperations
     public let report: OpenReport
+    public var isReadOnly: Bool { store.isReadOnly }
     private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
     private let sourceLock = PthreadMutex<Void>(())
     private var source: DispatchSourceTimer?
@@ -43,10 +52,11 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// and the metadata on disk stays within a small multiple of it.
     public static let checkpointJournalBytes: UInt64 = 8 << 20
 
-    private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal, report: OpenReport) {
+    private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal?, report: OpenReport) {
         self.store = store
         self.namespace = namespace
         self.journal = journal
+        self.operations = store.isReadOnly ? ReadOnlyFileSystem(namespace) : namespace
         self.report = report
     }
 
@@ -58,11 +68,15 @@ public final class ImageFileSystem: @unchecked Sendable {
     ///
     /// `capacity` (see `CapacityRequest`) must leave room for what the image holds and
     /// a checkpoint: a smaller one is refused (`.capacityTooSmall`) before anything is written.
-    public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false,
+    /// `readOnly` opens an existing image without writing it (see the type's documentation);
+    /// it cannot be combined with `fresh` or `repair`, and a damaged image is refused.
+    public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false, readOnly: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
                             progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
-        return try open(store: BackingStore(path: path, capacity: capacity, fresh: fresh),
+        guard !readOnly || !repair else { throw .invalidArgument("a read-only open cannot repair") }
+        let storage = try FileImageStorage(path: path, readOnly: readOnly)
+        return try open(store: BackingStore(storage: storage, capacity: capacity, fresh: fresh),
                         memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
     }
 
@@ -104,6 +118,10 @@ public final class ImageFileSystem: @unchecked Sendable {
             kept = recovery.keptCheckpoint
         }
         store.deferReuse()
+        if store.isReadOnly {
+            report.seconds = Self.seconds(since: started)
+            return ImageFileSystem(store: store, namespace: namespace, journal: nil, report: report)
+        }
         let journal = try NamespaceJournal(store: store, superblock: store.opened.superblock,
                                            recovered: recovered, nextSequence: nextSequence)
         namespace.attach(journal)
@@ -129,6 +147,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// soak sets it tiny, with a short interval, so that kills land inside checkpoints).
     public func startMaintenance(interval: Double = 5, checkpointAfter: UInt64? = nil,
                                  onError: @escaping @Sendable (FSError) -> Void) {
+        guard journal != nil else { return }  // read-only: nothing to sync or checkpoint
         let source = DispatchSource.makeTimerSource(queue: maintenance)
         source.schedule(deadline: .now() + interval, repeating: interval)
         source.setEventHandler { [self] in
@@ -143,6 +162,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     }
 
     func maintain(checkpointAfter: UInt64? = nil) throws(FSError) {
+        guard let journal else { return }
         try store.syncAndReclaim()
         let threshold = checkpointAfter ?? max(Self.checkpointJournalBytes, journal.checkpointBytes)
         if journal.hasFailed || journal.journalBytesSinceCheckpoint >= threshold {
@@ -152,8 +172,9 @@ public final class ImageFileSystem: @unchecked Sendable {
     }
 
     /// Stops maintenance and writes the last checkpoint, marked clean: the image then
-    /// holds everything, and the next mount reads no journal.
+    /// holds everything, and the next mount reads no journal. Read-only: nothing to do.
     public func close() throws(FSError) {
+        guard let journal else { return }
         let running = sourceLock.withLock { _ -> DispatchSourceTimer? in
             defer { source = nil }
             return source

@@ -1,0 +1,143 @@
+import Foundation
+import XCTest
+
+/// `-o ro` writes not one byte of the image (same bytes and mtime before and after, for a
+/// cleanly unmounted image and for one with a journal tail left by kill -9, whose changes
+/// a read-only mount replays in memory), and an image that cannot be written (mode 0444,
+/// or on a filesystem mounted read-only) mounts with `-o ro`; without it, the mount is
+/// refused in one line that says why and suggests `-o ro`.
+final class ReadOnlyMountTests: XCTestCase {
+    private var root: String!
+    private var daemons: [DaemonUnderTest] = []
+    private var scratch: ScratchDisk?
+    private var mountPoint: String { root + "/mnt" }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        guard DaemonBinary.path != nil else {
+            throw MountTestError("the offloadfs binary was not found next to the test bundle")
+        }
+        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
+            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
+            throw XCTSkip("/dev/fuse is missing")
+        }
+        root = try makeTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        for daemon in daemons { for problem in daemon.stop() { XCTFail(problem) } }
+        daemons = []
+        if let root {
+            DaemonUnderTest.forceUnmount(mountPoint)
+            if let scratch {
+                try? scratch.remount(readOnly: false)
+                for problem in scratch.unmount() { XCTFail(problem) }
+            }
+            try? FileManager.default.removeItem(atPath: root)
+        }
+        super.tearDown()
+    }
+
+    func testAReadOnlyMountWritesNothing() throws {
+        let image = root + "/image.bin"
+        try mount(image, ["--size", "64M"])
+        try run("mkdir d && echo hello > d/f && head -c 300000 /dev/urandom > big && sha256sum d/f big > ../sums")
+        try unmountAll()
+
+        // A cleanly unmounted image.
+        var before = try FileSnapshot(image)
+        try mount(image, ["-o", "ro"])
+        try run("sha256sum -c --quiet ../sums")
+        let write = try BoundedRun.shell("touch new", in: mountPoint, timeout: 10)
+        XCTAssertTrue(write.error.contains("Read-only file system"), write.transcript)
+        let unmount = try BoundedRun.offloadfs(["unmount", mountPoint], timeout: 30)
+        XCTAssertEqual(unmount.ending, .exited(0), unmount.transcript)
+        XCTAssertEqual(unmount.output + unmount.error, "", "a read-only unmount has nothing to report")
+        try reapAll()
+        XCTAssertEqual(try FileSnapshot(image), before, "-o ro of a clean image changed its bytes or mtime")
+
+        // A journal tail (kill -9): replayed in memory, the image untouched.
+        try mount(image, [])
+        try run("echo more > g && echo again >> d/f && sha256sum d/f big g > ../sums && sync")
+        let crashed = try XCTUnwrap(daemons.popLast())
+        kill(crashed.pid, SIGKILL)
+        _ = crashed.waitForExit()
+        DaemonUnderTest.forceUnmount(mountPoint)
+        before = try FileSnapshot(image)
+        try mount(image, ["-o", "ro"])
+        try run("sha256sum -c --quiet ../sums")
+        try unmountAll()
+        XCTAssertEqual(try FileSnapshot(image), before, "-o ro after kill -9 changed the image")
+        try mount(image, [])
+        try run("sha256sum -c --quiet ../sums")
+        try unmountAll()
+
+        // Mode 0444: refused read-write (even for root), mounted with -o ro.
+        XCTAssertEqual(chmod(image, 0o444), 0)
+        before = try FileSnapshot(image)
+        try refused(image, containing: "it has no write permission (mode 444); mount it with -o ro")
+        try mount(image, ["-o", "ro"])
+        try run("sha256sum -c --quiet ../sums")
+        try unmountAll()
+        XCTAssertEqual(try FileSnapshot(image), before, "-o ro of a 0444 image changed it")
+    }
+
+    /// The image on a tmpfs remounted read-only: refused read-write, mounted with -o ro.
+    func testAnImageOnAReadOnlyFilesystemMountsWithReadOnly() throws {
+        let scratch = try ScratchDisk(megabytes: 16)
+        self.scratch = scratch
+        let image = scratch.path + "/image.bin"
+        try mount(image, ["--size", "8M"])
+        try run("echo kept > f && sha256sum f > \(root!)/sums")
+        try unmountAll()
+        try scratch.remount(readOnly: true)
+        let before = try FileSnapshot(image)
+        try refused(image, containing: "the filesystem holding it is mounted read-only; mount it with -o ro")
+        try mount(image, ["-o", "ro"])
+        try run("sha256sum -c --quiet \(root!)/sums")
+        try unmountAll()
+        XCTAssertEqual(try FileSnapshot(image), before)
+    }
+
+    // MARK: Helpers
+
+    private func mount(_ image: String, _ arguments: [String]) throws {
+        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: root + "/daemon-\(UUID()).log")
+        guard case .mounted = try daemon.start(arguments: arguments + ["--log-level", "warning"]) else {
+            throw MountTestError("offloadfs mount \(arguments) did not mount: \(daemon.log)")
+        }
+        daemons.append(daemon)
+    }
+
+    /// A read-write mount of `image` fails with one line containing `message`.
+    private func refused(_ image: String, containing message: String) throws {
+        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: root + "/refused-\(UUID()).log")
+        guard case .exited(let result) = try daemon.start(arguments: []) else {
+            daemon.stop()
+            return XCTFail("a read-write mount of a read-only image mounted")
+        }
+        print("[read-only] read-write mount refused: \(result.error)")
+        XCTAssertEqual(result.status, 1, result.transcript)
+        XCTAssertEqual(result.errorLines.count, 1, result.transcript)
+        XCTAssertTrue(result.error.contains(message), result.transcript)
+    }
+
+    private func unmountAll() throws {
+        var problems: [String] = []
+        for daemon in daemons { problems += daemon.stop() }
+        daemons = []
+        guard problems.isEmpty else { throw MountTestError("\(problems)") }
+    }
+
+    /// After `offloadfs unmount`: the daemons exit 0.
+    private func reapAll() throws {
+        for daemon in daemons { XCTAssertEqual(daemon.waitForExit(), .exited(0), daemon.log) }
+        daemons = []
+    }
+
+    private func run(_ script: String) throws {
+        let result = try BoundedRun.shell(script, in: mountPoint, timeout: 60)
+        guard result.succeeded else { throw MountTestError("\(script): \(result.transcript)") }
+    }
+}
