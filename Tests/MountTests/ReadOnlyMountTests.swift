@@ -45,8 +45,13 @@ final class ReadOnlyMountTests: XCTestCase {
         try run("mkdir d && echo hello > d/f && head -c 300000 /dev/urandom > big && sha256sum d/f big > ../sums")
         try unmountAll()
 
-        // A cleanly unmounted image.
+        // A cleanly unmounted image; --fresh and --size cannot go with -o ro.
         var before = try FileSnapshot(image)
+        for extra in [["--fresh"], ["--size", "8M"]] {
+            let refused = try BoundedRun.offloadfs(["mount", mountPoint, "--backing", image, "-o", "ro"] + extra, timeout: 30)
+            XCTAssertNotEqual(refused.status, 0, refused.transcript)
+            XCTAssertTrue(refused.error.contains("read-only mount (-o ro) cannot"), refused.transcript)
+        }
         try mount(image, ["-o", "ro"])
         try run("sha256sum -c --quiet ../sums")
         let write = try BoundedRun.shell("touch new", in: mountPoint, timeout: 10)
