@@ -17,13 +17,7 @@ final class FullDiskTests: XCTestCase {
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
+        try requireMountPrerequisites()
         scratch = try ScratchDisk(megabytes: 64)
         for directory in [mountPoint, references] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -6,37 +6,16 @@ import XCTest
 /// a read-only mount replays in memory), and an image that cannot be written (mode 0444,
 /// or on a filesystem mounted read-only) mounts with `-o ro`; without it, the mount is
 /// refused in one line that says why and suggests `-o ro`.
-final class ReadOnlyMountTests: XCTestCase {
-    private var root: String!
-    private var daemons: [DaemonUnderTest] = []
+final class ReadOnlyMountTests: DaemonTestCase {
     private var scratch: ScratchDisk?
-    private var mountPoint: String { root + "/mnt" }
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
-        root = try makeTemporaryDirectory()
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-    }
 
     override func tearDown() {
-        for daemon in daemons { for problem in daemon.stop() { XCTFail(problem) } }
-        daemons = []
-        if let root {
-            DaemonUnderTest.forceUnmount(mountPoint)
-            if let scratch {
-                try? scratch.remount(readOnly: false)
-                for problem in scratch.unmount() { XCTFail(problem) }
-            }
-            try? FileManager.default.removeItem(atPath: root)
-        }
         super.tearDown()
+        if let scratch {
+            try? scratch.remount(readOnly: false)
+            for problem in scratch.unmount() { XCTFail(problem) }
+        }
+        scratch = nil
     }
 
     func testAReadOnlyMountWritesNothing() throws {
@@ -107,42 +86,18 @@ final class ReadOnlyMountTests: XCTestCase {
 
     // MARK: Helpers
 
-    private func mount(_ image: String, _ arguments: [String]) throws {
-        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: root + "/daemon-\(UUID()).log")
-        guard case .mounted = try daemon.start(arguments: arguments + ["--log-level", "warning"]) else {
-            throw MountTestError("offloadfs mount \(arguments) did not mount: \(daemon.log)")
-        }
-        daemons.append(daemon)
-    }
-
     /// A read-write mount of `image` fails with one line containing `message`.
     private func refused(_ image: String, containing message: String) throws {
-        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: root + "/refused-\(UUID()).log")
-        guard case .exited(let result) = try daemon.start(arguments: []) else {
-            daemon.stop()
-            return XCTFail("a read-write mount of a read-only image mounted")
-        }
+        guard let result = try refusedMount(image, []) else { return }
         print("[read-only] read-write mount refused: \(result.error)")
         XCTAssertEqual(result.status, 1, result.transcript)
         XCTAssertEqual(result.errorLines.count, 1, result.transcript)
         XCTAssertTrue(result.error.contains(message), result.transcript)
     }
 
-    private func unmountAll() throws {
-        var problems: [String] = []
-        for daemon in daemons { problems += daemon.stop() }
-        daemons = []
-        guard problems.isEmpty else { throw MountTestError("\(problems)") }
-    }
-
     /// After `offloadfs unmount`: the daemons exit 0.
     private func reapAll() throws {
         for daemon in daemons { XCTAssertEqual(daemon.waitForExit(), .exited(0), daemon.log) }
         daemons = []
-    }
-
-    private func run(_ script: String) throws {
-        let result = try BoundedRun.shell(script, in: mountPoint, timeout: 60)
-        guard result.succeeded else { throw MountTestError("\(script): \(result.transcript)") }
     }
 }

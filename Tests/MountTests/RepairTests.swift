@@ -9,33 +9,7 @@ import XCTest
 /// - with the previous checkpoint gone (as an older offloadfs left images), the repair
 ///   names by path every file whose contents or name it could not keep, and every other
 ///   file keeps its bytes.
-final class RepairTests: XCTestCase {
-    private var root: String!
-    private var daemon: DaemonUnderTest?
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
-        root = try makeTemporaryDirectory()
-        try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
-        daemon = nil
-        if let root {
-            DaemonUnderTest.forceUnmount(root + "/mnt")
-            try? FileManager.default.removeItem(atPath: root)
-        }
-        super.tearDown()
-    }
-
+final class RepairTests: DaemonTestCase {
     func testRepairRestoresAndNamesEveryAffectedFile() throws {
         let base = root + "/base.img"
         let before = try mountAndRun(base, script: """
@@ -89,23 +63,22 @@ final class RepairTests: XCTestCase {
 
     /// Mounts `image`, runs `script` in it, takes the manifest, unmounts.
     private func mountAndRun(_ image: String, script: String) throws -> [String: String] {
-        try start(image)
-        let run = try BoundedRun.shell(script, in: root + "/mnt", timeout: 120)
-        XCTAssertTrue(run.succeeded, run.transcript)
+        try mount(image, ["--size", "256M"])
+        try run(script)
         let listing = try hashes()
-        try stop()
+        try unmountAll()
         return listing
     }
 
     /// path -> sha256 of every regular file in the mount of `image`.
     private func manifest(of image: String) throws -> [String: String] {
-        try start(image)
-        defer { try? stop() }
+        try mount(image, ["--size", "256M"])
+        defer { try? unmountAll() }
         return try hashes()
     }
 
     private func hashes() throws -> [String: String] {
-        let result = try BoundedRun.shell("find . -type f -exec sha256sum {} +", in: root + "/mnt", timeout: 60)
+        let result = try BoundedRun.shell("find . -type f -exec sha256sum {} +", in: mountPoint, timeout: 60)
         guard result.succeeded else { throw MountTestError(result.transcript) }
         var listing: [String: String] = [:]
         for line in result.output.split(separator: "\n") {
@@ -113,20 +86,6 @@ final class RepairTests: XCTestCase {
             listing[String(parts[1].trimmingCharacters(in: .whitespaces).dropFirst())] = String(parts[0])
         }
         return listing
-    }
-
-    private func start(_ image: String) throws {
-        let daemon = DaemonUnderTest(mountPoint: root + "/mnt", image: image, logPath: root + "/daemon-\(UUID()).log")
-        guard case .mounted = try daemon.start(arguments: ["--size", "256M", "--log-level", "warning"]) else {
-            throw MountTestError("offloadfs did not mount \(image): \(daemon.log)")
-        }
-        self.daemon = daemon
-    }
-
-    private func stop() throws {
-        let problems = daemon?.stop() ?? []
-        daemon = nil
-        guard problems.isEmpty else { throw MountTestError("\(problems)") }
     }
 
     /// A copy of `image` with one block of its checkpoint overwritten: the second block of

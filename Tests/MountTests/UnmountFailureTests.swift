@@ -6,46 +6,31 @@ import XCTest
 /// and what to do, `info` shows it, a mount of the image explains it instead of a bare
 /// errno, and once space is freed the image mounts with every file intact and unmounts
 /// cleanly (exit 0).
-final class UnmountFailureTests: XCTestCase {
+final class UnmountFailureTests: DaemonTestCase {
     private var scratch: ScratchDisk?
-    private var daemon: DaemonUnderTest?
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
         scratch = try ScratchDisk(megabytes: 24)
     }
 
     override func tearDown() {
-        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
-        daemon = nil
-        if let scratch {
-            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
-            for problem in scratch.unmount() { XCTFail(problem) }
-        }
-        scratch = nil
         super.tearDown()
+        for problem in scratch?.unmount() ?? [] { XCTFail(problem) }
+        scratch = nil
     }
 
     func testAFailedFinalCheckpointIsReportedAndExplained() throws {
-        let scratch = try XCTUnwrap(scratch)
-        let disk = scratch.path, mountPoint = scratch.root + "/mnt", image = disk + "/image.bin"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        try start(mountPoint: mountPoint, image: image)
+        let disk = try XCTUnwrap(scratch).path, image = disk + "/image.bin"
+        try mount(image, ["--size", "1G"])
 
         // Files to keep, then the host disk filled by someone else, then the mount filled
         // block by block until the daemon's own disk reserve (fallocated ahead) is gone too.
-        try mustRun("""
+        try run("""
             set -e
             mkdir keep && head -c 6291456 /dev/urandom > keep/six.bin && echo hello > keep/hello.txt
-            sha256sum keep/six.bin keep/hello.txt > \(scratch.root)/keep.sha256
-            """, in: mountPoint)
+            sha256sum keep/six.bin keep/hello.txt > ../keep.sha256
+            """)
         _ = try BoundedRun.shell("dd if=/dev/zero of=\(disk)/filler bs=64k status=none", timeout: 60)
         let more = try BoundedRun.shell("dd if=/dev/zero of=more bs=4k count=16384 status=none", in: mountPoint, timeout: 60)
         XCTAssertTrue(more.error.contains("No space left on device"), "the mount must fill up: \(more.transcript)")
@@ -61,34 +46,30 @@ final class UnmountFailureTests: XCTestCase {
                       unmount.transcript)
         XCTAssertTrue(unmount.error.contains("free space on \(disk) ("), unmount.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "the mount is gone all the same")
-        XCTAssertEqual(daemon?.waitForExit(), .exited(1), "the daemon exits non-zero: \(daemon?.log ?? "")")
-        daemon = nil
+        let daemon = daemons.removeLast()
+        XCTAssertEqual(daemon.waitForExit(), .exited(1), "the daemon exits non-zero: \(daemon.log)")
 
         let info = try BoundedRun.offloadfs(["info", image], timeout: 30)
         XCTAssertTrue(info.output.contains("last unmount: failed: no space left on device while writing the final checkpoint"),
                       info.transcript)
 
         // A mount of the image on the still full disk says what happened and what to do.
-        let refused = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: scratch.root + "/refused.log")
-        guard case .exited(let result) = try refused.start(arguments: []) else {
-            refused.stop()
-            return XCTFail("the image cannot be recovered on a full disk, yet it mounted")
+        if let result = try refusedMount(image, []) {
+            print("[unmount failure] mount on the full disk: \(result.summary): \(result.error)")
+            XCTAssertEqual(result.errorLines.count, 1, result.transcript)
+            XCTAssertTrue(result.error.contains("no space left on device while recovering image \(image)"), result.transcript)
+            XCTAssertTrue(result.error.contains("its last unmount could not write one either: no space left on device"),
+                          result.transcript)
+            XCTAssertTrue(result.error.contains("free space on \(disk) ("), result.transcript)
         }
-        print("[unmount failure] mount on the full disk: \(result.summary): \(result.error)")
-        XCTAssertEqual(result.errorLines.count, 1, result.transcript)
-        XCTAssertTrue(result.error.contains("no space left on device while recovering image \(image)"), result.transcript)
-        XCTAssertTrue(result.error.contains("its last unmount could not write one either: no space left on device"),
-                      result.transcript)
-        XCTAssertTrue(result.error.contains("free space on \(disk) ("), result.transcript)
 
         // Space freed: everything is there, and this unmount succeeds.
         try FileManager.default.removeItem(atPath: disk + "/filler")
-        try start(mountPoint: mountPoint, image: image)
-        try mustRun("sha256sum -c --quiet \(scratch.root)/keep.sha256", in: mountPoint)
+        try mount(image, [])
+        try run("sha256sum -c --quiet ../keep.sha256")
         let clean = try BoundedRun.offloadfs(["unmount", mountPoint], timeout: 60)
         XCTAssertEqual(clean.ending, .exited(0), clean.transcript)
-        XCTAssertEqual(daemon?.waitForExit(), .exited(0), daemon?.log ?? "")
-        daemon = nil
+        XCTAssertEqual(daemons.removeLast().waitForExit(), .exited(0))
         let after = try BoundedRun.offloadfs(["info", image], timeout: 30)
         XCTAssertTrue(after.output.contains("last unmount: clean"), after.transcript)
     }
@@ -96,35 +77,18 @@ final class UnmountFailureTests: XCTestCase {
     /// After kill -9 the mount is dead; `offloadfs unmount` clears it, notes that the
     /// daemon had stopped, and exits 0 (nothing failed at unmount).
     func testUnmountOfAMountWhoseDaemonWasKilled() throws {
-        let scratch = try XCTUnwrap(scratch)
-        let mountPoint = scratch.root + "/mnt", image = scratch.root + "/image.bin"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        try start(mountPoint: mountPoint, image: image)
-        try mustRun("echo kept > f", in: mountPoint)
-        let daemon = try XCTUnwrap(self.daemon)
+        let image = root + "/image.bin"
+        try mount(image, [])
+        try run("echo kept > f")
+        let daemon = daemons.removeLast()
         XCTAssertEqual(kill(daemon.pid, SIGKILL), 0)
         XCTAssertEqual(daemon.waitForExit(), .signalled(SIGKILL))
-        self.daemon = nil
         let unmount = try BoundedRun.offloadfs(["unmount", mountPoint], timeout: 60)
         XCTAssertEqual(unmount.ending, .exited(0), unmount.transcript)
         XCTAssertEqual(unmount.errorLines.count, 1, unmount.transcript)
         XCTAssertTrue(unmount.error.contains("note: the daemon serving \(mountPoint) had stopped"), unmount.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint))
-        try start(mountPoint: mountPoint, image: image)
-        try mustRun("test \"$(cat f)\" = kept", in: mountPoint)
-    }
-
-    private func start(mountPoint: String, image: String) throws {
-        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image,
-                                     logPath: scratch!.root + "/daemon-\(UUID()).log")
-        guard case .mounted = try daemon.start(arguments: ["--size", "1G", "--log-level", "warning"]) else {
-            throw MountTestError("offloadfs did not mount: \(daemon.log)")
-        }
-        self.daemon = daemon
-    }
-
-    private func mustRun(_ script: String, in directory: String) throws {
-        let result = try BoundedRun.shell(script, in: directory, timeout: 60)
-        guard result.succeeded else { throw MountTestError("\(script): \(result.transcript)") }
+        try mount(image, [])
+        try run("test \"$(cat f)\" = kept")
     }
 }

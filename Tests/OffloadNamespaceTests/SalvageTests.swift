@@ -33,13 +33,8 @@ final class SalvageTests: XCTestCase {
         let frames = try checkpointFrames()
         XCTAssertGreaterThanOrEqual(frames.count, 3, "the checkpoint spans several frames")
         for (index, frame) in frames.enumerated() {
-            try restorePristine()
-            try damage(frame)
-            let repaired = try repair()
-            let after = try dumpTree(repaired.namespace)
-            try repaired.close()
+            let (after, lines) = try repairAfterDamaging(frame)
             XCTAssertEqual(after, before, "frame \(index): the repaired tree is the tree before the damage")
-            let lines = repaired.report.affected
             for path in paths(of: frame.inodes, in: before) {
                 XCTAssertTrue(lines.contains("restored: \(path) (from the previous checkpoint)"),
                               "frame \(index): \(path) is named: \(lines.prefix(5))")
@@ -56,12 +51,7 @@ final class SalvageTests: XCTestCase {
         try FileManager.default.copyItem(atPath: image, toPath: pristine)
         let frames = try checkpointFrames()
         for (index, frame) in frames.enumerated() {
-            try restorePristine()
-            try damage(frame)
-            let repaired = try repair()
-            let after = try dumpTree(repaired.namespace)
-            try repaired.close()
-            let lines = repaired.report.affected
+            let (after, lines) = try repairAfterDamaging(frame)
             // Every path whose node changed is named in a line, by its old path (emptied,
             // lost data, removed) or, for a file moved to /lost+found, by its new one.
             var unnamed: [String] = []
@@ -132,10 +122,16 @@ final class SalvageTests: XCTestCase {
                                  repair: repair)
     }
 
-    private func repair() throws -> ImageFileSystem {
+    /// The pristine image with `frame` damaged, repaired: the tree it then holds, and the
+    /// lines naming what the repair did to which path.
+    private func repairAfterDamaging(_ frame: Frame) throws -> (tree: [String: TreeNode], lines: [String]) {
+        try restorePristine()
+        try damage(frame)
         let repaired = try open(repair: true)
         XCTAssertFalse(repaired.report.repairs.isEmpty, "the damage was found")
-        return repaired
+        let tree = try dumpTree(repaired.namespace)
+        try repaired.close()
+        return (tree, repaired.report.affected)
     }
 
     private func restorePristine() throws {

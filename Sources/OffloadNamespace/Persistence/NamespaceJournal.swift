@@ -141,19 +141,7 @@ public final class NamespaceJournal: Sendable {
             next.unmountError = 0
             next.previous = nil
             try store.writeSuperblocks(next)
-            let obsolete = state.withLock { s -> [LogSegment] in
-                defer {
-                    s.inUse = next.current
-                    s.inUseSegments = checkpoint
-                    s.checkpoint = checkpoint
-                    s.previousSegments = []
-                    s.retired = []
-                    s.generation = next.generation
-                    s.durable = next
-                }
-                return s.inUseSegments + s.previousSegments + s.retired
-            }
-            release(obsolete)
+            install(checkpoint: checkpoint, superblock: next)
         }
     }
 
@@ -257,6 +245,7 @@ public final class NamespaceJournal: Sendable {
     /// follows the new size. Caller holds `checkpointing`.
     private func install(checkpoint: [LogSegment], superblock: Superblock) {
         let obsolete = state.withLock { s -> [LogSegment] in
+            // Without a previous commit (`keepCheckpoint`), what was in use is garbage too.
             let outgoing = s.inUseSegments + s.closed.filter { $0 !== s.current }.flatMap(\.segments)
             let obsolete = s.previousSegments + s.retired + (superblock.previous == nil ? outgoing : [])
             s.previousSegments = superblock.previous == nil ? [] : outgoing
@@ -272,11 +261,6 @@ public final class NamespaceJournal: Sendable {
             if s.failure == nil { store.holdReclaim(false) }
             return obsolete
         }
-        release(obsolete)
-    }
-
-    /// Frees chains no superblock on disk names any more, and resizes the metadata reserve.
-    private func release(_ obsolete: [LogSegment]) {
         for segment in obsolete { store.release(segment.range) }
         // Room for the next checkpoint and journal even when files fill the image.
         store.setMetadataReserve(bytes: 2 << 20 + 2 * checkpointBytes)
