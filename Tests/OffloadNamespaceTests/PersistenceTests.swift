@@ -118,6 +118,40 @@ final class PersistenceTests: XCTestCase {
         XCTAssertEqual(try open().report.previousUnmountError, 0)
     }
 
+    /// A set capacity too small for what the image holds is refused before anything is
+    /// written; a default one that falls short (a full host disk) is a plain ENOSPC.
+    func testACapacityTooSmallIsRefusedOnlyWhenItWasSet() throws {
+        for set in [true, false] {
+            try? FileManager.default.removeItem(atPath: image)
+            do {
+                let fileSystem = try ImageFileSystem.open(path: image, capacity: set ? .set(64 << 20) : .kept(default: 64 << 20),
+                                                          memoryLimiter: MemoryLimiter(limitBytes: 0))
+                let (attributes, handle) = try fileSystem.namespace.create(
+                    parent: .root, name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: RequestContext(uid: 0, gid: 0))
+                _ = try [UInt8](repeating: 1, count: 4 << 20).withUnsafeBytes {
+                    try fileSystem.namespace.write(inode: attributes.inode, handle: handle, offset: 0, data: $0)
+                }
+                fileSystem.namespace.release(inode: attributes.inode, handle: handle)
+                try fileSystem.close()
+            }
+            let before = try Data(contentsOf: URL(fileURLWithPath: image))
+            let request: CapacityRequest = set ? .set(1 << 20) : .kept(default: 1 << 20)
+            XCTAssertThrowsError(try ImageFileSystem.open(path: image, capacity: request,
+                                                          memoryLimiter: MemoryLimiter(limitBytes: 0))) { error in
+                guard let error = error as? FSError else { return XCTFail("\(error)") }
+                if set {
+                    guard case .capacityTooSmall(let capacity, let needed, let live) = error else { return XCTFail("\(error)") }
+                    XCTAssertEqual(capacity, 1 << 20)
+                    XCTAssertGreaterThan(live, 4 << 20)
+                    XCTAssertGreaterThan(needed, live)
+                } else {
+                    XCTAssertEqual(error, .noSpace)
+                }
+            }
+            if set { XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), before, "refused before writing") }
+        }
+    }
+
     private func readIdentity() throws -> ImageIdentity {
         let fd = Glibc.open(image, O_RDONLY)
         defer { Glibc.close(fd) }

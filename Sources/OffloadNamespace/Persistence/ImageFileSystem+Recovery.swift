@@ -49,8 +49,10 @@ extension ImageFileSystem {
         }
         report.orphansFreed = replay.inodes.count - analysis.reachable.count
         report.journalFrames = replay.journalFrames
-        // Read-only: nothing is written, so no checkpoint needs room.
-        if !store.isReadOnly { try checkCapacity(store, holds: analysis, replay: replay) }
+        // Only a capacity someone set can be too small: a default one (free space plus the
+        // image) that falls short means the host's disk is full, which allocating says
+        // (ENOSPC). Read-only: nothing is written, so no checkpoint needs room.
+        if store.capacityIsSet && !store.isReadOnly { try checkCapacity(store, holds: analysis, replay: replay) }
         try store.restoreAllocation(runs: analysis.runs)
         let namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
         report.restoreSeconds = seconds(since: started) - report.replaySeconds
