@@ -167,6 +167,7 @@ struct MountCommand: ParsableCommand {
         session.run()
         // Unmounted (or SIGTERM): the last checkpoint, so the image holds everything.
         try Self.close(fileSystem, imagePath: imagePath, logger: logger)
+        if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
     /// Writes the last checkpoint. If that fails, the reason goes into the image's
@@ -186,7 +187,6 @@ struct MountCommand: ParsableCommand {
             }
             throw ExitCode.failure
         }
-        if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.

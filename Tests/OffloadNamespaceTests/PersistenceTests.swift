@@ -84,7 +84,7 @@ final class PersistenceTests: XCTestCase {
             XCTAssertLessThan(fileSystem.store.statistics.diskBytes, 6 << 20, "the freed blocks were punched")
             XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 8 << 20,
                                         "punched blocks wait for their punch to be durable")
-            try fileSystem.journal.sync()
+            try fileSystem.journal!.sync()
             XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0, "the second sync frees them")
             try fileSystem.close()
         }

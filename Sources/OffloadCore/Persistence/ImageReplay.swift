@@ -5,7 +5,10 @@
 /// touches memory past the end of the file, so a truncated or damaged image gives an
 /// error or a shorter journal, not a crash.
 public final class ImageReplay {
-    /// The commit (checkpoint and journal) this replay read.
+    /// The superblock the replay started from (the image's capacity, its id).
+    public let superblock: Superblock
+    /// The commit (checkpoint and journal) this replay read: the superblock's current
+    /// one, or its previous one (`loadPrevious`).
     public let commit: Superblock.Commit
     public internal(set) var inodes: [UInt64: InodeRecord] = [:]
     /// directory -> name -> child
@@ -47,7 +50,10 @@ public final class ImageReplay {
     /// Reports bytes of metadata read so far and the total expected (for progress).
     public typealias Progress = (_ done: UInt64, _ total: UInt64) -> Void
 
-    init(commit: Superblock.Commit) { self.commit = commit }
+    init(superblock: Superblock, commit: Superblock.Commit) {
+        self.superblock = superblock
+        self.commit = commit
+    }
 
     /// Reads and replays the superblock's current commit: the checkpoint, then the journal
     /// until its first invalid frame. A checkpoint that does not read back whole is damage
@@ -59,7 +65,7 @@ public final class ImageReplay {
                             read: @escaping (UInt64, Int) -> [UInt8],
                             salvage: Bool = false,
                             progress: Progress? = nil) throws(FSError) -> ImageReplay {
-        try load(commit: superblock.current, imageID: superblock.imageID, fileBytes: fileBytes, read: read,
+        try load(superblock: superblock, commit: superblock.current, fileBytes: fileBytes, read: read,
                  salvage: salvage, progress: progress)
     }
 
@@ -70,15 +76,16 @@ public final class ImageReplay {
     public static func loadPrevious(of superblock: Superblock, fileBytes: UInt64,
                                     read: @escaping (UInt64, Int) -> [UInt8]) -> ImageReplay? {
         guard let previous = superblock.previous, previous.checkpointFrames > 0 else { return nil }
-        return try? load(commit: previous, imageID: superblock.imageID, fileBytes: fileBytes, read: read,
+        return try? load(superblock: superblock, commit: previous, fileBytes: fileBytes, read: read,
                          salvage: true, continuation: (superblock.journal, superblock.journalSequence))
     }
 
-    static func load(commit: Superblock.Commit, imageID: UInt64, fileBytes: UInt64,
+    static func load(superblock: Superblock, commit: Superblock.Commit, fileBytes: UInt64,
                      read: @escaping (UInt64, Int) -> [UInt8], salvage: Bool,
                      continuation: (head: LogSegment, sequence: UInt64)? = nil,
                      progress: Progress? = nil) throws(FSError) -> ImageReplay {
-        let replay = ImageReplay(commit: commit)
+        let imageID = superblock.imageID
+        let replay = ImageReplay(superblock: superblock, commit: commit)
         if salvage { replay.provenance = Provenance() }
         let total = commit.checkpoint.length.addingReportingOverflow(commit.journal.length).partialValue
         // About 170 bytes of checkpoint per inode: size the tables once (bounded by what
