@@ -32,12 +32,12 @@ final class PersistenceTests: XCTestCase {
         for seed in seeds {
             try? FileManager.default.removeItem(atPath: image)
             var random = SplitMix64(seed: seed)
-            var expected: [String: TreeNode]? = nil
+            var expected: TreeSnapshot? = nil
             for round in 0..<4 {
                 let fileSystem = try open()
                 let fs = fileSystem.namespace
                 if let expected {
-                    XCTAssertEqual(try dumpTree(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
+                    XCTAssertEqual(try TreeSnapshot(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
                 }
                 try assertClean(seed: seed, round: round, fileSystem)
                 var workload = Workload(fs: fs, random: random)
@@ -55,14 +55,14 @@ final class PersistenceTests: XCTestCase {
                 }
                 random = workload.random
                 workload.closeAll()
-                expected = try dumpTree(fs)
+                expected = try TreeSnapshot(fs)
                 if round == 3 {
                     try fileSystem.close()
                 }
                 // Otherwise: dropped without close, like a daemon killed with SIGKILL.
             }
             let reopened = try open()
-            XCTAssertEqual(try dumpTree(reopened.namespace), expected, "seed \(seed): after the clean close")
+            XCTAssertEqual(try TreeSnapshot(reopened.namespace), expected, "seed \(seed): after the clean close")
             try reopened.close()
         }
     }
@@ -89,7 +89,7 @@ final class PersistenceTests: XCTestCase {
             try fileSystem.close()
         }
         let fileSystem = try open(fresh: true)
-        XCTAssertEqual(try dumpTree(fileSystem.namespace).keys.sorted(), ["/"])
+        XCTAssertEqual(try TreeSnapshot(fileSystem.namespace).nodes.keys.sorted(), ["/"])
         try fileSystem.close()
     }
 

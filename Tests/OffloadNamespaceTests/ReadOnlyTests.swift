@@ -21,7 +21,7 @@ final class ReadOnlyTests: XCTestCase {
     }
 
     func testAJournalTailIsReplayedInMemoryAndNothingIsWritten() throws {
-        let expected: [String: TreeNode]
+        let expected: TreeSnapshot
         do {
             let fileSystem = try ImageFileSystem.open(path: image, capacityBytes: 64 << 20,
                                                       memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
@@ -35,7 +35,7 @@ final class ReadOnlyTests: XCTestCase {
                 fs.release(inode: attributes.inode, handle: handle)
             }
             try fs.setxattr(inode: directory, name: Array("user.k".utf8), value: [1, 2], mode: .createOrReplace)
-            expected = try dumpTree(fs)
+            expected = try TreeSnapshot(fs)
             // Dropped without close: the changes are only in the journal (what kill -9 leaves).
         }
         let before = try Data(contentsOf: URL(fileURLWithPath: image))
@@ -44,7 +44,7 @@ final class ReadOnlyTests: XCTestCase {
                                                 memoryLimiter: MemoryLimiter(limitBytes: 0))
         XCTAssertTrue(readOnly.isReadOnly)
         XCTAssertNil(readOnly.journal)
-        XCTAssertEqual(try dumpTree(readOnly.namespace), expected, "the journal tail is replayed in memory")
+        XCTAssertEqual(try TreeSnapshot(readOnly.namespace), expected, "the journal tail is replayed in memory")
 
         let ops = readOnly.operations
         let d = try ops.lookup(parent: .root, name: FileName("d")).inode

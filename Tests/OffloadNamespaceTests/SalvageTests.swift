@@ -55,19 +55,19 @@ final class SalvageTests: XCTestCase {
             // Every path whose node changed is named in a line, by its old path (emptied,
             // lost data, removed) or, for a file moved to /lost+found, by its new one.
             var unnamed: [String] = []
-            for (path, node) in before where path != "/" {
-                if after[path] == node { continue }
-                let moved = after.first { $0.key.hasPrefix("/lost+found/#") && $0.value.inode == node.inode }?.key
+            for (path, node) in before.nodes where path != "/" {
+                if after.nodes[path] == node && after.contents[node.inode] == before.contents[node.inode] { continue }
+                let moved = after.nodes.first { $0.key.hasPrefix("/lost+found/#") && $0.value.inode == node.inode }?.key
                 let named = lines.contains { $0.contains(" \(path) ") || $0.contains(" \(path):") }
                     || moved.map { m in lines.contains { $0.hasPrefix("moved: \(m) ") } } ?? false
-                if !named && after[path] == nil && moved == nil && frame.lostEntirely(node) { continue }
+                if !named && after.nodes[path] == nil && moved == nil && frame.lostEntirely(node) { continue }
                 if !named { unnamed.append(path) }
             }
             XCTAssertEqual(unnamed, [], "frame \(index): changed but not named; lines: \(lines.prefix(8))")
             // Paths outside the damage are untouched.
-            for (path, node) in before where !frame.inodes.contains(node.inode.rawValue) && path != "/" {
-                if let now = after[path], now.inode == node.inode, now.kind == .regular {
-                    XCTAssertEqual(now.content, node.content, "frame \(index): \(path) kept its bytes")
+            for (path, node) in before.nodes where !frame.inodes.contains(node.inode) && path != "/" {
+                if let now = after.nodes[path], now.inode == node.inode, now.kind == .regular {
+                    XCTAssertEqual(after.contents[node.inode], before.contents[node.inode], "frame \(index): \(path) kept its bytes")
                 }
             }
             print("[salvage] frame \(index) of \(frames.count) damaged, no previous commit: \(lines.count) lines, "
@@ -79,10 +79,10 @@ final class SalvageTests: XCTestCase {
 
     /// Two mounts' worth of work: 60 files in three directories, then 40 more and some of
     /// the first ones rewritten; closed cleanly each time. Returns the tree.
-    private func buildImage() throws -> [String: TreeNode] {
+    private func buildImage() throws -> TreeSnapshot {
         var random = SplitMix64(seed: 7)
         func bytes(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) } }
-        var tree: [String: TreeNode] = [:]
+        var tree: TreeSnapshot?
         for session in 0..<2 {
             let fileSystem = try open()
             let fs = fileSystem.namespace
@@ -109,12 +109,12 @@ final class SalvageTests: XCTestCase {
                     _ = try bytes(3000).withUnsafeBytes { try fs.write(inode: file, handle: handle, offset: 50, data: $0) }
                     fs.release(inode: file, handle: handle)
                 }
-                tree = try dumpTree(fs)
+                tree = try TreeSnapshot(fs)
             }
             try fileSystem.close()
         }
         try FileManager.default.copyItem(atPath: image, toPath: pristine)
-        return tree
+        return try XCTUnwrap(tree)
     }
 
     private func open(repair: Bool = false) throws -> ImageFileSystem {
@@ -124,12 +124,12 @@ final class SalvageTests: XCTestCase {
 
     /// The pristine image with `frame` damaged, repaired: the tree it then holds, and the
     /// lines naming what the repair did to which path.
-    private func repairAfterDamaging(_ frame: Frame) throws -> (tree: [String: TreeNode], lines: [String]) {
+    private func repairAfterDamaging(_ frame: Frame) throws -> (tree: TreeSnapshot, lines: [String]) {
         try restorePristine()
         try damage(frame)
         let repaired = try open(repair: true)
         XCTAssertFalse(repaired.report.repairs.isEmpty, "the damage was found")
-        let tree = try dumpTree(repaired.namespace)
+        let tree = try TreeSnapshot(repaired.namespace)
         try repaired.close()
         return (tree, repaired.report.affected)
     }
@@ -154,8 +154,8 @@ final class SalvageTests: XCTestCase {
 
         /// True when the inode's record, its name and (for a file) its contents were all
         /// here: nothing survives to name it by, so only an older copy could.
-        func lostEntirely(_ node: TreeNode) -> Bool {
-            let number = node.inode.rawValue
+        func lostEntirely(_ node: TreeSnapshot.Node) -> Bool {
+            let number = node.inode
             return inodeRecords.contains(number) && entryChildren.contains(number)
                 && (node.kind != .regular || fileRanges.contains(number))
         }
@@ -227,7 +227,7 @@ final class SalvageTests: XCTestCase {
         }
     }
 
-    private func paths(of inodes: Set<UInt64>, in tree: [String: TreeNode]) -> [String] {
-        tree.filter { inodes.contains($0.value.inode.rawValue) }.keys.sorted()
+    private func paths(of inodes: Set<UInt64>, in tree: TreeSnapshot) -> [String] {
+        tree.nodes.filter { inodes.contains($0.value.inode) }.keys.sorted()
     }
 }
