@@ -20,7 +20,7 @@ extension FSError {
         case .invalidArgument: return EINVAL
         case .nameTooLong: return ENAMETOOLONG
         case .fileTooLarge: return EFBIG
-        case .noSpace: return ENOSPC
+        case .noSpace, .capacityTooSmall: return ENOSPC
         case .noAttribute: return ENODATA
         case .rangeTooSmall: return ERANGE
         case .argumentListTooLong: return E2BIG

@@ -33,6 +33,16 @@ public struct MountConfiguration: Sendable, Equatable {
         self.readaheadKilobytes = readaheadKilobytes
     }
 
+    /// True when the user's `-o` options make the mount read-only: `ro`, unless a later
+    /// `rw` undoes it (libfuse reads them in order too).
+    public static func isReadOnly(_ userOptions: [String]) -> Bool {
+        var readOnly = false
+        for option in userOptions.flatMap({ $0.split(separator: ",") }) {
+            if option == "ro" { readOnly = true } else if option == "rw" { readOnly = false }
+        }
+        return readOnly
+    }
+
     /// The options offloadfs always mounts with:
     /// - `default_permissions`: the kernel checks modes and ownership, so the namespace
     ///   does not have to (and a request only reaches us once it has passed).

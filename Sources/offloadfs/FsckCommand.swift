@@ -23,16 +23,17 @@ struct FsckCommand: ParsableCommand {
     @Argument(help: "The image file.")
     var image: String
 
-    @Flag(name: .long, help: "Fix the problems found: salvage damaged metadata, drop what cannot be reached safely, put unreachable files in /lost+found.")
+    @Flag(name: .long, help: "Fix the problems found: restore damaged metadata from the previous checkpoint, drop what cannot be reached safely, put unreachable files in /lost+found; print every affected file by path.")
     var repair = false
 
     func run() throws {
         let image = try ImagePath.resolveOrExit(self.image, status: ImageInspection.cannotCheck)
         let inspection = try ImageInspection.openOrExit(path: image)
         if repair {
-            let capacity = inspection.superblock.capacityBytes
+            let capacity = max(inspection.superblock.capacityBytes, UInt64(BackingStore.blockSize))
             inspection.close()
-            try runRepair(image: image, capacity: capacity)
+            // The image's own capacity: kept as it is (set, or a default of its last mount).
+            try runRepair(image: image, capacity: .kept(default: capacity))
             return
         }
         defer { inspection.close() }
@@ -48,7 +49,9 @@ struct FsckCommand: ParsableCommand {
             replay = try inspection.replay()
         } catch {
             printError("\(image): \(error)")
-            writeLine("\(image): damaged; `offloadfs fsck --repair \(image)` salvages what it can", to: STDOUT_FILENO)
+            let remedy = inspection.previousCommitRestoresEverything()
+                ? "restores everything from the previous checkpoint" : "salvages what it can"
+            writeLine("\(image): damaged; `offloadfs fsck --repair \(image)` \(remedy)", to: STDOUT_FILENO)
             throw ExitCode(1)
         }
         let analysis = ImageAnalysis(replay, fileBytes: inspection.fileBytes)
@@ -62,13 +65,15 @@ struct FsckCommand: ParsableCommand {
         if !problems.isEmpty { throw ExitCode(1) }
     }
 
-    private func runRepair(image: String, capacity: UInt64) throws {
+    private func runRepair(image: String, capacity: CapacityRequest) throws {
         do {
             let fileSystem = try ImageFileSystem.open(
-                path: image, capacityBytes: max(capacity, UInt64(BackingStore.blockSize)),
+                path: image, capacity: capacity,
                 memoryLimiter: MemoryLimiter(limitBytes: 64 << 20), repair: true)
             try fileSystem.close()
             for line in fileSystem.report.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }
+            // Every file the repair restored, emptied, cut short, moved or unnamed, by path.
+            for line in fileSystem.report.affected { writeLine(line, to: STDOUT_FILENO) }
             if fileSystem.report.orphansFreed > 0 {
                 writeLine("freed \(fileSystem.report.orphansFreed) inodes that had no name", to: STDOUT_FILENO)
             }

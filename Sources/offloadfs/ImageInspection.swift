@@ -82,6 +82,18 @@ struct ImageInspection {
     }
 }
 
+extension ImageInspection {
+    /// True when the current checkpoint lost frames and the previous commit reads back
+    /// whole and reaches the present: `fsck --repair` then restores everything.
+    func previousCommitRestoresEverything() -> Bool {
+        let fd = self.fd
+        let read: (UInt64, Int) -> [UInt8] = { BackingStore.readBytes(fd: fd, at: $0, count: $1) }
+        guard let current = try? ImageReplay.load(superblock: superblock, fileBytes: fileBytes, read: read, salvage: true),
+              let previous = ImageReplay.loadPrevious(of: superblock, fileBytes: fileBytes, read: read) else { return false }
+        return ImageSalvage.canMerge(previous, into: current) && previous.provenance?.lostCheckpointFrames == 0
+    }
+}
+
 struct ImageInspectionError: Error {
     let message: String
     init(_ message: String) { self.message = message }

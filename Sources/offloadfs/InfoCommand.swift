@@ -49,7 +49,10 @@ struct InfoCommand: ParsableCommand {
             ("image id", String(s.imageID, radix: 16)),
             ("generation", "\(s.generation)"),
             ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),
+            ("last unmount", Self.lastUnmount(s, image: image)),
             ("capacity bytes", "\(s.capacityBytes)"),
+            ("capacity set by", s.capacityIsSet ? "--size (kept for later mounts)"
+                : "default (free space of the filesystem holding the image, at each mount)"),
             ("image file bytes", "\(inspection.fileBytes)"),
             ("disk bytes", "\(inspection.diskBytes)"),
             ("live data bytes", "\(analysis.dataBytes)"),
@@ -68,5 +71,13 @@ struct InfoCommand: ParsableCommand {
             ("problems", "\(analysis.problems.count)"),
         ]
         for (key, value) in lines { writeLine("\(key): \(value)", to: STDOUT_FILENO) }
+    }
+
+    static func lastUnmount(_ s: Superblock, image: String) -> String {
+        if s.cleanlyUnmounted { return "clean" }
+        if s.unmountError != 0 {
+            return "failed: " + ImageAdvice.unmountFailure(errno: Int32(clamping: s.unmountError), image: image)
+        }
+        return "none: the daemon stopped without unmounting; the next mount replays the journal"
     }
 }

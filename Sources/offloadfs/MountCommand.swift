@@ -51,8 +51,9 @@ struct MountCommand: ParsableCommand {
     var memoryLimit: ByteSize = MountCommand.defaultMemoryLimit
 
     @Option(name: .long, help: ArgumentHelp(
-        "Capacity statfs reports and writes are held to (ENOSPC past it); K/M/G/T suffixes. "
-            + "Default: the free space of the filesystem holding the image plus the image's current size.",
+        "Capacity statfs reports and writes are held to (ENOSPC past it); K/M/G/T suffixes. The image keeps it for "
+            + "later mounts; a smaller one is refused unless the data fits. "
+            + "Default: the capacity the image keeps, else the free space of the filesystem holding the image plus its size.",
         valueName: "size"))
     var size: ByteSize?
 
@@ -61,7 +62,8 @@ struct MountCommand: ParsableCommand {
     var clearDeadMount = false
 
     @Option(name: .customShort("o"), help: ArgumentHelp(
-        "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable.",
+        "Mount options passed to libfuse, comma-separated (ro, allow_other, noatime, ...); repeatable. "
+            + "With ro nothing is written to the image (which may then be read-only itself).",
         valueName: "options"))
     var options: [String] = []
 
@@ -74,6 +76,10 @@ struct MountCommand: ParsableCommand {
 
     func validate() throws {
         if let size, size.bytes == 0 { throw ValidationError("--size must be larger than 0") }
+        if MountConfiguration.isReadOnly(options) {
+            if fresh { throw ValidationError("--fresh empties the image, which a read-only mount (-o ro) cannot") }
+            if size != nil { throw ValidationError("--size changes the image's capacity, which a read-only mount (-o ro) cannot") }
+        }
         if memoryLimit.bytes > UInt64(Int.max) { throw ValidationError("--memory-limit is too large") }
     }
 
@@ -109,12 +115,14 @@ struct MountCommand: ParsableCommand {
         let imageExisted = access(imagePath, F_OK) == 0
         let session: FuseSession
         let fileSystem: ImageFileSystem
-        let capacity: UInt64
         do {
+            // --size sets the capacity and the image keeps it; without it, the image's kept
+            // capacity, or the default for this mount.
+            let capacity: CapacityRequest
             if let size {
-                capacity = size.bytes
+                capacity = .set(size.bytes)
             } else {
-                capacity = try Self.defaultCapacity(imagePath: imagePath)
+                capacity = .kept(default: try Self.defaultCapacity(imagePath: imagePath))
             }
             (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath,
                                                     capacity: capacity, logger: logger)
@@ -127,11 +135,17 @@ struct MountCommand: ParsableCommand {
         // Logged only once mounted, so a failed mount prints its one error line and nothing else.
         let report = fileSystem.report
         logger.info("serving", metadata: [
-            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: capacity))", "memory_limit": "\(memoryLimit)",
+            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
+            "capacity_kept": "\(fileSystem.store.capacityIsSet)", "read_only": "\(fileSystem.isReadOnly)",
+            "memory_limit": "\(memoryLimit)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
         ])
+        if report.previousUnmountError != 0 {
+            logger.warning("the image's last unmount could not write its final checkpoint; recovered from its journal",
+                           metadata: ["error": "\(ImageAdvice.describe(errno: Int32(clamping: report.previousUnmountError)))"])
+        }
         if report.orphansFreed > 0 {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
         }
@@ -152,29 +166,43 @@ struct MountCommand: ParsableCommand {
         }
         session.run()
         // Unmounted (or SIGTERM): the last checkpoint, so the image holds everything.
-        do {
-            try fileSystem.close()
-        } catch {
-            logger.error("final checkpoint failed; the journal still holds every change", metadata: ["error": "\(error)"])
-            throw ExitCode.failure
-        }
+        try Self.close(fileSystem, imagePath: imagePath, logger: logger)
         if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
+    /// Writes the last checkpoint. If that fails, the reason goes into the image's
+    /// superblock, where `offloadfs unmount` (waiting for this process to let go of the
+    /// image) reads and reports it, and the next mount explains it; then exits non-zero.
+    static func close(_ fileSystem: ImageFileSystem, imagePath: String, logger: Logger) throws {
+        do {
+            try fileSystem.close()
+        } catch {
+            let code = error.errnoValue
+            logger.error("final checkpoint failed; the journal still holds every change",
+                         metadata: ["error": "\(error)", "advice": "\(ImageAdvice.unmountFailure(errno: code, image: imagePath))"])
+            do {
+                try fileSystem.journal?.recordUnmountFailure(errno: code)
+            } catch let recordError {
+                logger.error("could not record the failure in the image either", metadata: ["error": "\(recordError)"])
+            }
+            throw ExitCode.failure
+        }
+    }
+
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
-    private func openSession(mountPath: String, imagePath: String, capacity: UInt64,
+    private func openSession(mountPath: String, imagePath: String, capacity: CapacityRequest,
                              logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
         let fileSystem: ImageFileSystem
         do {
             fileSystem = try ImageFileSystem.open(
-                path: imagePath, capacityBytes: capacity, fresh: fresh,
+                path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
                 memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
         } catch {
-            throw MountError(Self.describeImageError(error, imagePath: imagePath))
+            throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
         let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
                                                writebackCache: writebackCache)
-        return (try FuseSession(fileSystem: fileSystem.namespace, configuration: configuration, logger: logger), fileSystem)
+        return (try FuseSession(fileSystem: fileSystem.operations, configuration: configuration, logger: logger), fileSystem)
     }
 
     /// The default --size: what the image could grow to on its filesystem, i.e. that
@@ -192,14 +220,21 @@ struct MountCommand: ParsableCommand {
         return max(UInt64(BackingStore.blockSize), min(free, UInt64(1) << 46))
     }
 
-    static func describeImageError(_ error: FSError, imagePath: String) -> String {
+    static func describeImageError(_ error: FSError, imagePath: String, sizeGiven: Bool = false) -> String {
         switch error {
+        case .capacityTooSmall(let capacity, let needed, let live):
+            return ImageAdvice.capacityTooSmall(capacity: capacity, needed: needed, live: live, image: imagePath,
+                                                sizeGiven: sizeGiven)
         case .invalidArgument(let why):
             return why
         case .busy:
             return "image \(imagePath) is in use by another offloadfs"
+        case .readOnly, .permissionDenied:
+            return ImageAdvice.cannotWrite(image: imagePath, error: error)
         case .damagedImage(let why):
             return "image \(imagePath) is damaged: \(why)"
+        case .noSpace, .system(ENOSPC, _), .system(EDQUOT, _):
+            return ImageAdvice.recoveryFailure(errno: error.errnoValue, image: imagePath)
         default:
             return "cannot open image \(imagePath): \(error)"
         }

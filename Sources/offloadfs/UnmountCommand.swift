@@ -13,9 +13,11 @@ struct UnmountCommand: ParsableCommand {
         discussion: """
             MOUNTPOINT may be spelt as umount(8) accepts it: relative, with a trailing \
             slash, or through a symlink. Returns once the daemon has written its last \
-            checkpoint and let go of the image. A busy mount (a process has a file or its \
-            working directory in it: see fuser -vm MOUNTPOINT) is left mounted unless \
-            --lazy is given.
+            checkpoint and let go of the image. If that checkpoint could not be written \
+            (e.g. the disk holding the image is full), the mount is gone all the same, the \
+            command prints why and what to do and exits 1; the image's journal still holds \
+            every change. A busy mount (a process has a file or its working directory in \
+            it: see fuser -vm MOUNTPOINT) is left mounted unless --lazy is given.
             """,
         aliases: ["umount"]
     )
@@ -40,6 +42,8 @@ struct UnmountCommand: ParsableCommand {
         }
         // A deleted image is lost with the unmount; the daemon logs it, and so do we.
         let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
+        // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
+        let daemonWasRunning = !Self.isUnlocked(image: entry.source)
         try Self.unmount(path, lazy: lazy)
         if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
@@ -54,6 +58,26 @@ struct UnmountCommand: ParsableCommand {
             printError("\(path) is unmounted, but the daemon still holds \(entry.source) after 30 s")
             throw ExitCode.failure
         }
+        switch UnmountOutcome.read(image: entry.source, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
+        case .clean:
+            break
+        case .daemonHadDied:
+            printError("note: the daemon serving \(path) had stopped (killed?); the dead mount is cleared, "
+                       + "and the next mount replays the image's journal")
+        case .failed(let message):
+            printError("\(path) is unmounted, but \(message)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// True when nobody holds a lock on the image (no daemon serves it).
+    static func isUnlocked(image: String) -> Bool {
+        let fd = open(image, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        flock(fd, LOCK_UN)
+        return true
     }
 
     /// Unmounts `path`: umount2 as root, else the setuid helper as libfuse does. A busy
@@ -85,14 +109,8 @@ struct UnmountCommand: ParsableCommand {
     /// Waits until nobody holds the image's lock (the daemon has exited); true at once if
     /// the image cannot be opened (then there is nothing to wait for).
     static func waitUntilReleased(image: String, timeoutMilliseconds: Int = 30_000) -> Bool {
-        let fd = open(image, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return true }
-        defer { close(fd) }
         for _ in 0..<max(1, timeoutMilliseconds / 50) {
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-                flock(fd, LOCK_UN)
-                return true
-            }
+            if isUnlocked(image: image) { return true }
             usleep(50_000)
         }
         return false
@@ -105,6 +123,10 @@ enum MountTable {
         var source: String
         var mountPoint: String
         var type: String
+        /// The mount's options as the kernel lists them ("rw,nosuid,...").
+        var options: [Substring] = []
+
+        var isReadOnly: Bool { options.contains("ro") }
     }
 
     static func entries() -> [Entry] {
@@ -118,7 +140,8 @@ enum MountTable {
             let fields = String(cString: line).split(separator: " ")
             guard fields.count >= 3 else { continue }
             result.append(Entry(source: unescape(fields[0]), mountPoint: unescape(fields[1]),
-                                type: String(fields[2])))
+                                type: String(fields[2]),
+                                options: fields.count > 3 ? fields[3].split(separator: ",") : []))
         }
         return result
     }

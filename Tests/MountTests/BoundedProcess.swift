@@ -171,6 +171,16 @@ final class DaemonUnderTest {
         return problems
     }
 
+    /// Waits up to `timeout` for a daemon that was unmounted by other means (e.g.
+    /// `offloadfs unmount`) to exit, and returns how it ended; nil if it is still running.
+    func waitForExit(timeout: TimeInterval = 15) -> BoundedResult.Ending? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(5_000) }
+        guard !process.isRunning else { return nil }
+        process.waitUntilExit()
+        return process.terminationReason == .exit ? .exited(process.terminationStatus) : .signalled(process.terminationStatus)
+    }
+
     /// Last resort for a mount whose daemon is gone or stuck.
     static func forceUnmount(_ mountPoint: String) {
         guard MountTable.isMounted(mountPoint) else { return }

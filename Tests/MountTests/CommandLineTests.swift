@@ -193,7 +193,10 @@ final class CommandLineTests: CommandLineTestCase {
     func testReadOnlyOptionIsPassedThrough() throws {
         let fixture = try MountFixture()
         defer { for problem in fixture.stop() { XCTFail(problem) } }
-        try fixture.start(arguments: ["--size", "64M", "-o", "ro"])
+        // A read-only mount needs an existing image (it writes nothing, so it creates none).
+        try fixture.start(arguments: ["--size", "64M"])
+        for problem in fixture.stop(removingFiles: false) { XCTFail(problem) }
+        try fixture.start(arguments: ["-o", "ro"], skipIfCannotMount: false)
         let result = try fixture.sh("touch f")
         XCTAssertNotEqual(result.status, 0)
         XCTAssertTrue(result.error.contains("Read-only file system"), result.transcript)

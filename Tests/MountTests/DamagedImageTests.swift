@@ -46,13 +46,7 @@ final class DamagedImageTests: XCTestCase {
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
+        try requireMountPrerequisites()
         caseDirectory = try makeTemporaryDirectory()
     }
 

@@ -7,35 +7,21 @@ import XCTest
 /// files it had intact, space comes back within 10 s of `rm`, and after unmount and mount
 /// the files are all still there with the same sha256.
 final class FullDiskTests: XCTestCase {
-    private var root: String!
-    private var disk: String { root + "/disk" }
+    private var scratch: ScratchDisk?
+    private var root: String! { scratch?.root }
+    private var disk: String { scratch!.path }
     private var mountPoint: String { root + "/mnt" }
     private var image: String { disk + "/image.bin" }
     private var references: String { root + "/references" }
     private var daemon: DaemonUnderTest?
-    private var diskMounted = false
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard DaemonBinary.path != nil else {
-            throw MountTestError("the offloadfs binary was not found next to the test bundle")
-        }
-        guard geteuid() == 0 else { throw XCTSkip("mounting a tmpfs needs root") }
-        guard FileManager.default.fileExists(atPath: "/dev/fuse") else {
-            if MountFixture.isCI { throw MountTestError("/dev/fuse is missing under CI") }
-            throw XCTSkip("/dev/fuse is missing")
-        }
-        root = try makeTemporaryDirectory()
-        for directory in [disk, mountPoint, references] {
+        try requireMountPrerequisites()
+        scratch = try ScratchDisk(megabytes: 64)
+        for directory in [mountPoint, references] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        let mount = try BoundedRun.program("/usr/bin/env", ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", disk],
-                                           timeout: 30)
-        guard mount.succeeded else {
-            if MountFixture.isCI { throw MountTestError("cannot mount a tmpfs: \(mount.transcript)") }
-            throw XCTSkip("cannot mount a tmpfs: \(mount.transcript)")
-        }
-        diskMounted = true
         // The reference files, on the host's own disk (not the tmpfs): what the mount must keep.
         let make = try BoundedRun.shell("""
             set -e
@@ -52,22 +38,11 @@ final class FullDiskTests: XCTestCase {
             for problem in daemon.stop() { XCTFail(problem) }
         }
         daemon = nil
-        if let root {
+        if let scratch {
             DaemonUnderTest.forceUnmount(mountPoint)
-            if diskMounted {
-                var unmounted = false
-                for _ in 0..<20 {
-                    let result = try? BoundedRun.program("/usr/bin/env", ["umount", disk], timeout: 30)
-                    if result?.succeeded == true || !MountTable.isMounted(disk) { unmounted = true; break }
-                    usleep(250_000)
-                }
-                if !unmounted {
-                    XCTFail("umount \(disk) kept failing; unmounting lazily")
-                    _ = try? BoundedRun.program("/usr/bin/env", ["umount", "-l", disk], timeout: 30)
-                }
-            }
-            try? FileManager.default.removeItem(atPath: root)
+            for problem in scratch.unmount() { XCTFail(problem) }
         }
+        scratch = nil
         super.tearDown()
     }
 

@@ -120,6 +120,29 @@ final class BackingStoreTests: XCTestCase {
         }
     }
 
+    /// A set capacity is kept in the image and wins over a later default; a default one
+    /// is not kept. Neither is raised to the file's length.
+    func testACapacitySetOnceIsKeptAndNeverRaisedToTheFileLength() throws {
+        let image = TemporaryImage()
+        do {
+            let store = try BackingStore(path: image.path, capacity: .set(64 << 20))
+            XCTAssertEqual(store.capacityBytes, 64 << 20)
+            XCTAssertTrue(store.capacityIsSet)
+            try store.storage.reserve(0..<(96 << 20))  // a file longer than the capacity
+        }
+        do {
+            let store = try BackingStore(path: image.path, capacity: .kept(default: 1 << 30))
+            XCTAssertEqual(store.capacityBytes, 64 << 20, "the kept capacity, not the default, nor the file's 96 MiB")
+            XCTAssertTrue(store.capacityIsSet)
+            XCTAssertEqual(store.statistics.capacityBytes, 64 << 20)
+        }
+        let other = TemporaryImage()
+        _ = try BackingStore(path: other.path, capacity: .kept(default: 32 << 20))
+        let reopened = try BackingStore(path: other.path, capacity: .kept(default: 16 << 20))
+        XCTAssertEqual(reopened.capacityBytes, 16 << 20, "a default capacity follows the default of each open")
+        XCTAssertFalse(reopened.capacityIsSet)
+    }
+
     func testACapacityBeyondWhatCanBeMappedIsRefused() throws {
         XCTAssertThrowsError(try TemporaryImage().makeStore(capacityBytes: 1 << 50)) { error in
             XCTAssertTrue("\(error)".contains("exceeds"), "\(error)")

@@ -14,6 +14,31 @@ final class MetadataFormatTests: XCTestCase {
                        Checksum.crc32c(bytes))
     }
 
+    /// The superblock's fields round-trip, the previous-commit extension included; an
+    /// extension of zeros, or one left from another main part, names no previous commit.
+    func testSuperblockExtensionRoundTripsAndIsTiedToItsMainPart() {
+        let previous = Superblock.Commit(checkpoint: LogSegment(start: 8192, length: 131072), checkpointFrames: 3,
+                                         checkpointStream: 4, journal: LogSegment(start: 139264, length: 65536),
+                                         journalSequence: 77)
+        let full = Superblock(imageID: 9, generation: 5, cleanlyUnmounted: false,
+                              checkpoint: LogSegment(start: 204800, length: 131072), checkpointFrames: 2,
+                              journal: LogSegment(start: 335872, length: 65536), journalSequence: 90,
+                              capacityBytes: 8 << 20, unmountError: 28, previous: previous)
+        XCTAssertEqual(Superblock.decode(full.encoded()), .valid(full))
+        var bare = full
+        bare.previous = nil
+        XCTAssertEqual(Superblock.decode(bare.encoded()), .valid(bare))
+        XCTAssertEqual(Array(bare.encoded()[128..<4096]), [UInt8](repeating: 0, count: 4096 - 128),
+                       "no previous commit: the rest of the block is zero, as version 1 always wrote it")
+        // The main part of generation 6 with the extension written for generation 5.
+        var newer = full
+        newer.generation = 6
+        var mixed = newer.encoded()
+        mixed.replaceSubrange(128..<192, with: full.encoded()[128..<192])
+        guard case .valid(let decoded) = Superblock.decode(mixed) else { return XCTFail("the main part is valid") }
+        XCTAssertNil(decoded.previous, "an extension from another main part is ignored")
+    }
+
     static let samples: [MetadataRecord] = [
         .inode(InodeRecord(number: 7, type: 0o10, permissions: 0o4755, uid: 1000, gid: 100, linkCount: 2, rdev: 0,
                            accessTime: RecordTime(seconds: -5, nanoseconds: 1), modificationTime: RecordTime(seconds: 1, nanoseconds: 999_999_999),

@@ -32,12 +32,12 @@ final class PersistenceTests: XCTestCase {
         for seed in seeds {
             try? FileManager.default.removeItem(atPath: image)
             var random = SplitMix64(seed: seed)
-            var expected: [String: Node]? = nil
+            var expected: TreeSnapshot? = nil
             for round in 0..<4 {
                 let fileSystem = try open()
                 let fs = fileSystem.namespace
                 if let expected {
-                    XCTAssertEqual(try dump(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
+                    XCTAssertEqual(try TreeSnapshot(fs), expected, "seed \(seed) round \(round): the reopened tree differs")
                 }
                 try assertClean(seed: seed, round: round, fileSystem)
                 var workload = Workload(fs: fs, random: random)
@@ -47,7 +47,7 @@ final class PersistenceTests: XCTestCase {
                 let concurrent = round == 2 ? ConcurrentCheckpoints(fileSystem) : nil
                 for step in 0..<300 {
                     try workload.step()
-                    if step == 150 && round == 1 { try fileSystem.journal.checkpoint(fs) }
+                    if step == 150 && round == 1 { try fileSystem.journal!.checkpoint(fs) }
                 }
                 if let concurrent {
                     let taken = try concurrent.stop()
@@ -55,14 +55,14 @@ final class PersistenceTests: XCTestCase {
                 }
                 random = workload.random
                 workload.closeAll()
-                expected = try dump(fs)
+                expected = try TreeSnapshot(fs)
                 if round == 3 {
                     try fileSystem.close()
                 }
                 // Otherwise: dropped without close, like a daemon killed with SIGKILL.
             }
             let reopened = try open()
-            XCTAssertEqual(try dump(reopened.namespace), expected, "seed \(seed): after the clean close")
+            XCTAssertEqual(try TreeSnapshot(reopened.namespace), expected, "seed \(seed): after the clean close")
             try reopened.close()
         }
     }
@@ -80,17 +80,82 @@ final class PersistenceTests: XCTestCase {
             fs.forget(inode: attributes.inode, lookups: 1)
             let quarantined = fileSystem.store.statistics.quarantinedBytes
             XCTAssertGreaterThanOrEqual(quarantined, 8 << 20, "freed blocks wait for a sync")
-            try fileSystem.journal.sync()
+            try fileSystem.journal!.sync()
             XCTAssertLessThan(fileSystem.store.statistics.diskBytes, 6 << 20, "the freed blocks were punched")
             XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 8 << 20,
                                         "punched blocks wait for their punch to be durable")
-            try fileSystem.journal.sync()
+            try fileSystem.journal!.sync()
             XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0, "the second sync frees them")
             try fileSystem.close()
         }
         let fileSystem = try open(fresh: true)
-        XCTAssertEqual(try dump(fileSystem.namespace).keys.sorted(), ["/"])
+        XCTAssertEqual(try TreeSnapshot(fileSystem.namespace).nodes.keys.sorted(), ["/"])
         try fileSystem.close()
+    }
+
+    /// A failed final checkpoint is recorded in the superblocks (errno), the next open
+    /// reports it, and that open's own checkpoint clears it.
+    func testAnUnmountFailureIsRecordedUntilTheNextOpen() throws {
+        do {
+            let fileSystem = try open()
+            _ = try fileSystem.namespace.mkdir(parent: .root, name: FileName(Array("d".utf8)), mode: 0o755,
+                                               context: RequestContext(uid: 0, gid: 0))
+            try fileSystem.journal!.recordUnmountFailure(errno: ENOSPC)
+            // Dropped without close: what a daemon whose final checkpoint failed leaves.
+        }
+        let identity = try readIdentity()
+        guard case .image(let superblock, let agree) = identity else { return XCTFail("\(identity)") }
+        XCTAssertTrue(agree, "both copies hold the failure")
+        XCTAssertEqual(superblock.unmountError, UInt32(ENOSPC))
+        XCTAssertFalse(superblock.cleanlyUnmounted)
+        do {
+            let reopened = try open()
+            XCTAssertEqual(reopened.report.previousUnmountError, UInt32(ENOSPC))
+            XCTAssertNoThrow(try reopened.namespace.lookup(parent: .root, name: FileName(Array("d".utf8))),
+                             "the journal held the change the failed checkpoint missed")
+            try reopened.close()
+        }
+        XCTAssertEqual(try open().report.previousUnmountError, 0)
+    }
+
+    /// A set capacity too small for what the image holds is refused before anything is
+    /// written; a default one that falls short (a full host disk) is a plain ENOSPC.
+    func testACapacityTooSmallIsRefusedOnlyWhenItWasSet() throws {
+        for set in [true, false] {
+            try? FileManager.default.removeItem(atPath: image)
+            do {
+                let fileSystem = try ImageFileSystem.open(path: image, capacity: set ? .set(64 << 20) : .kept(default: 64 << 20),
+                                                          memoryLimiter: MemoryLimiter(limitBytes: 0))
+                let (attributes, handle) = try fileSystem.namespace.create(
+                    parent: .root, name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: RequestContext(uid: 0, gid: 0))
+                _ = try [UInt8](repeating: 1, count: 4 << 20).withUnsafeBytes {
+                    try fileSystem.namespace.write(inode: attributes.inode, handle: handle, offset: 0, data: $0)
+                }
+                fileSystem.namespace.release(inode: attributes.inode, handle: handle)
+                try fileSystem.close()
+            }
+            let before = try Data(contentsOf: URL(fileURLWithPath: image))
+            let request: CapacityRequest = set ? .set(1 << 20) : .kept(default: 1 << 20)
+            XCTAssertThrowsError(try ImageFileSystem.open(path: image, capacity: request,
+                                                          memoryLimiter: MemoryLimiter(limitBytes: 0))) { error in
+                guard let error = error as? FSError else { return XCTFail("\(error)") }
+                if set {
+                    guard case .capacityTooSmall(let capacity, let needed, let live) = error else { return XCTFail("\(error)") }
+                    XCTAssertEqual(capacity, 1 << 20)
+                    XCTAssertGreaterThan(live, 4 << 20)
+                    XCTAssertGreaterThan(needed, live)
+                } else {
+                    XCTAssertEqual(error, .noSpace)
+                }
+            }
+            if set { XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), before, "refused before writing") }
+        }
+    }
+
+    private func readIdentity() throws -> ImageIdentity {
+        let fd = Glibc.open(image, O_RDONLY)
+        defer { Glibc.close(fd) }
+        return try ImageIdentity.read(fd: fd)
     }
 
     private func assertClean(seed: UInt64, round: Int, _ fileSystem: ImageFileSystem) throws {
@@ -111,7 +176,7 @@ final class PersistenceTests: XCTestCase {
                 defer { group.leave() }
                 while !stopFlag.load(ordering: .acquiring) {
                     do {
-                        try fileSystem.journal.checkpoint(fileSystem.namespace)
+                        try fileSystem.journal!.checkpoint(fileSystem.namespace)
                         count += 1
                     } catch {
                         failure = error
@@ -127,54 +192,6 @@ final class PersistenceTests: XCTestCase {
             if let failure { throw failure }
             return count
         }
-    }
-
-    // MARK: - Tree dump
-
-    struct Node: Equatable {
-        var kind: FileKind
-        var permissions: UInt32
-        var uid: UInt32
-        var linkCount: UInt32
-        var size: UInt64
-        var modificationTime: Timestamp
-        var content: [UInt8]
-        var xattrs: [[UInt8]: [UInt8]]
-    }
-
-    private func dump(_ fs: Namespace) throws -> [String: Node] {
-        var result: [String: Node] = [:]
-        func visit(_ number: InodeNumber, path: String) throws {
-            let a = try fs.getattr(inode: number)
-            var content: [UInt8] = []
-            switch a.kind {
-            case .regular:
-                let handle = try fs.open(inode: number, flags: O_RDONLY)
-                content = try fs.read(inode: number, handle: handle, offset: 0, count: Int(a.size))
-                fs.release(inode: number, handle: handle)
-            case .symlink:
-                content = try fs.readlink(inode: number)
-            default: break
-            }
-            var xattrs: [[UInt8]: [UInt8]] = [:]
-            for name in try fs.listxattr(inode: number) { xattrs[name] = try fs.getxattr(inode: number, name: name) }
-            result[path] = Node(kind: a.kind, permissions: a.permissions, uid: a.uid, linkCount: a.linkCount,
-                                size: a.size, modificationTime: a.modificationTime, content: content, xattrs: xattrs)
-            guard a.kind == .directory else { return }
-            let handle = try fs.opendir(inode: number)
-            defer { fs.releasedir(inode: number, handle: handle) }
-            var offset: UInt64 = 0
-            while true {
-                let page = try fs.readdir(inode: number, handle: handle, offset: offset, limit: 256)
-                guard let last = page.last else { break }
-                offset = last.nextOffset
-                for entry in page where entry.name != [0x2E] && entry.name != [0x2E, 0x2E] {
-                    try visit(entry.inode, path: path + (path == "/" ? "" : "/") + String(decoding: entry.name, as: UTF8.self))
-                }
-            }
-        }
-        try visit(.root, path: "/")
-        return result
     }
 
     // MARK: - Workload
@@ -314,7 +331,7 @@ final class LargeChangePersistenceTests: XCTestCase {
             expected = try fs.read(inode: b.inode, handle: hb, offset: 0, count: 10_000)
             fs.release(inode: a.inode, handle: ha)
             fs.release(inode: b.inode, handle: hb)
-            XCTAssertFalse(fileSystem.journal.hasFailed)
+            XCTAssertFalse(fileSystem.journal!.hasFailed)
             // Dropped without close: recovery replays the split records.
         }
         do {
@@ -358,9 +375,9 @@ final class JournalFailureTests: XCTestCase {
             try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0)
         }
         // A record no reader would accept (over the 64 MiB frame limit) is refused.
-        fileSystem.journal.record([.fileRange(inode: 99, size: 1, range: 0..<1,
+        fileSystem.journal!.record([.fileRange(inode: 99, size: 1, range: 0..<1,
                                               pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0, count: 65 << 20)))])])
-        XCTAssertTrue(fileSystem.journal.hasFailed)
+        XCTAssertTrue(fileSystem.journal!.hasFailed)
         XCTAssertThrowsError(try fs.fsync(inode: file.inode, handle: handle, dataOnly: false))
 
         fs.release(inode: file.inode, handle: handle)
@@ -370,8 +387,8 @@ final class JournalFailureTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(fileSystem.store.statistics.quarantinedBytes, 4 << 20,
                                     "nothing is reclaimed while the journal misses a change")
 
-        try fileSystem.journal.checkpoint(fs)
-        XCTAssertFalse(fileSystem.journal.hasFailed)
+        try fileSystem.journal!.checkpoint(fs)
+        XCTAssertFalse(fileSystem.journal!.hasFailed)
         try fileSystem.store.syncAndReclaim()  // punches (the frees are durable)
         try fileSystem.store.syncAndReclaim()  // frees (the punches are durable)
         XCTAssertEqual(fileSystem.store.statistics.quarantinedBytes, 0, "the checkpoint lets reclaims go on")

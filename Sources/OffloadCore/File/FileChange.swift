@@ -44,7 +44,8 @@ extension OffloadedFile {
     /// A file rebuilt by recovery. `pieces` are sorted, disjoint, inside `size`; the
     /// references of their image ranges are already counted for this file (one per
     /// block each piece touches, as `BackingStore.restoreAllocation` was told). RAM
-    /// pieces go back to RAM while the budget allows, else to new image blocks.
+    /// pieces go back to RAM while the budget allows, else to new image blocks; on a
+    /// read-only image they all stay in RAM.
     public static func restored(store: BackingStore, limiter: MemoryLimiter, size: UInt64,
                                 pieces: [FilePiece]) throws(FSError) -> OffloadedFile {
         let file = OffloadedFile(store: store, limiter: limiter)
@@ -55,6 +56,9 @@ extension OffloadedFile {
                              "restored pieces must be sorted, disjoint and inside the file")
                 file.extendWithHole(to: piece.offset)
                 switch piece.extent {
+                case .inMemory(let bytes) where store.isReadOnly:
+                    file.limiter.reserveRegardless(bytes.count)
+                    file.insert([piece.extent], at: piece.offset)
                 case .inMemory(let bytes):
                     let placed = try bytes.withUnsafeBytes { buffer in
                         Result { () throws(FSError) in try file.place(buffer, at: piece.offset) }

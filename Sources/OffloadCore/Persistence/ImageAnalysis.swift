@@ -47,6 +47,9 @@ public struct ImageAnalysis {
             notes.append("journal: \(replay.journalFrames) frames replayed; it ends where \(replay.journalEnd)")
         }
         problems.append(contentsOf: replay.problems)
+        if !replay.strays.isEmpty {
+            problems.append("\(replay.strays.count) files lost their inode records; their contents are kept")
+        }
     }
 
     // MARK: - Tree
@@ -79,7 +82,7 @@ public struct ImageAnalysis {
                     danglingEntries.append((directory, name))
                     continue
                 }
-                if name.isEmpty || name.count > 255 || name.contains(0x2F) || name.contains(0) || name == [0x2E] || name == [0x2E, 0x2E] {
+                if !Self.isValidName(name) {
                     problems.append("entry in directory \(directory) has an invalid name '\(Self.show(name))'")
                     danglingEntries.append((directory, name))
                     continue
@@ -129,7 +132,7 @@ public struct ImageAnalysis {
 
     private mutating func checkBlocks(_ replay: ImageReplay, fileBytes: UInt64) {
         var metadata: [Range<UInt64>] = []
-        for segment in replay.checkpointSegments + replay.journalSegments {
+        for segment in replay.metadataSegments {
             metadata.append(segment.start / Self.block..<(segment.start + segment.length) / Self.block)
         }
         metadata.sort { $0.lowerBound < $1.lowerBound }
@@ -204,6 +207,11 @@ public struct ImageAnalysis {
         sorted.contains { $0.overlaps(blocks) }
     }
 
+    /// 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
+    static func isValidName(_ name: [UInt8]) -> Bool {
+        !(name.isEmpty || name.count > 255 || name.contains(0x2F) || name.contains(0) || name == [0x2E] || name == [0x2E, 0x2E])
+    }
+
     static func show(_ name: [UInt8]) -> String {
         String(decoding: name.prefix(80), as: UTF8.self)
     }
@@ -214,9 +222,11 @@ extension ImageReplay {
     /// duplicate entries are removed, file pieces outside the image or on metadata become
     /// holes, a missing root is recreated, unreachable files and directories are given
     /// names in /lost+found, and link counts are set to what the entries say.
-    /// Returns what it did, one line per fix.
-    public func repair(_ analysis: ImageAnalysis, now: RecordTime, uid: UInt32, gid: UInt32) -> [String] {
+    /// Returns what it did, one line per fix, and which names it removed and gave.
+    public func repair(_ analysis: ImageAnalysis, now: RecordTime, uid: UInt32, gid: UInt32) -> RepairLog {
+        var log = RepairLog()
         var done: [String] = []
+        defer { log.lines = done }
         let root = ImageAnalysis.rootInode
         func newDirectory(_ number: UInt64, parent: UInt64) -> InodeRecord {
             InodeRecord(number: number, type: Self.directoryType, permissions: 0o755, uid: uid, gid: gid,
@@ -228,7 +238,23 @@ extension ImageReplay {
             inodes[root] = newDirectory(root, parent: root)
             done.append("recreated the root directory")
         }
+        // Files whose record was lost but whose contents survived: plain files of the
+        // repairing user, readable by it alone, to be named in /lost+found below.
+        for (number, file) in strays.sorted(by: { $0.key < $1.key }) {
+            inodes[number] = InodeRecord(number: number, type: Self.regularType, permissions: 0o600, uid: uid, gid: gid,
+                                         linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                                         birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+            files[number] = file
+            nextInode = max(nextInode, number &+ 1)
+            log.recreated.insert(number)
+            done.append("recreated inode \(number) for contents whose inode record was lost")
+        }
+        strays = [:]
         for (directory, name) in analysis.danglingEntries {
+            let child = entries[directory]?[name] ?? 0
+            // A name for contents whose record was recreated above leads somewhere now.
+            if log.recreated.contains(child), ImageAnalysis.isValidName(name) { continue }
+            log.removedEntries.append((directory, name, child))
             entries[directory]?[name] = nil
             done.append("removed entry '\(ImageAnalysis.show(name))' from directory \(directory)")
         }
@@ -263,6 +289,7 @@ extension ImageReplay {
                 entries[lost!, default: [:]][Array("#\(number)".utf8)] = number
                 if inodes[number]?.type == Self.directoryType { inodes[number]?.parent = lost! }
                 done.append("gave inode \(number) the name /lost+found/#\(number)")
+                log.movedToLostAndFound.append(number)
             }
         }
         let final = ImageAnalysis(self, fileBytes: .max)
@@ -270,7 +297,20 @@ extension ImageReplay {
             inodes[number]?.linkCount = count
         }
         for (number, parent) in final.parents { inodes[number]?.parent = parent }
-        return done
+        return log
+    }
+
+    /// What `repair` did: a line per fix, and the names it removed and gave.
+    public struct RepairLog {
+        public var lines: [String] = []
+        /// Entries removed: the directory, the name, and the inode it named.
+        public var removedEntries: [(directory: UInt64, name: [UInt8], child: UInt64)] = []
+        /// Inodes given a name `#NUMBER` in /lost+found.
+        public var movedToLostAndFound: [UInt64] = []
+        /// Inodes given a new record (their contents survived, their record did not).
+        public var recreated: Set<UInt64> = []
+
+        public init() {}
     }
 }
 

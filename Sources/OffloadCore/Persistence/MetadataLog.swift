@@ -10,6 +10,11 @@
 /// `append` returns, the frame survives the daemon being killed (the kernel writes the
 /// page back). Surviving power loss takes `BackingStore.sync()`.
 ///
+/// Segments grow: the first is `firstSegmentBytes`, each next one twice the previous, up
+/// to `segmentBytes`. A chain that stays short (the journal of a quiet mount, the
+/// checkpoint of a small tree) then takes a few KiB, not a whole 1 MiB segment, which
+/// matters on a small image, where the metadata of two commits is kept.
+///
 /// Thread safety: every method takes the log's mutex; appends are atomic and ordered.
 public final class MetadataLog: Sendable {
     public let imageID: UInt64
@@ -18,35 +23,44 @@ public final class MetadataLog: Sendable {
     let segmentBytes: Int
     private let state: PthreadMutex<State>
 
+    /// The first segment of a new journal chain.
+    public static let firstJournalSegmentBytes = 64 << 10
+
     struct State {
         var segments: [LogSegment]
         /// Byte offset in the image where the next frame goes.
         var writeOffset: UInt64
         var nextSequence: UInt64
+        /// The size to ask for when the next segment is needed.
+        var nextSegmentBytes: Int
         var frameBytes = ByteWriter(capacity: 4096)
         var appendedBytes: UInt64 = 0
         /// Set once the chain continues in another log (`continueInNewLog`).
         var closed = false
     }
 
-    /// Starts a chain in a newly allocated segment; its first frame gets `firstSequence`.
+    /// Starts a chain in a newly allocated segment of `firstSegmentBytes` (rounded up to
+    /// blocks); its first frame gets `firstSequence`. Later segments grow to `segmentBytes`.
     public init(store: BackingStore, imageID: UInt64, stream: UInt64, firstSequence: UInt64,
-                segmentBytes: Int = 1 << 20) throws(FSError) {
-        let segment = try Self.allocateSegment(store, atLeast: segmentBytes, minimum: LogSegment.linkFrameSize * 4)
+                segmentBytes: Int = 1 << 20, firstSegmentBytes: Int = MetadataLog.firstJournalSegmentBytes) throws(FSError) {
+        let first = min(firstSegmentBytes, segmentBytes)
+        let segment = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
         self.store = store
         self.imageID = imageID
         self.stream = stream
         self.segmentBytes = segmentBytes
-        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence))
+        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence,
+                                   nextSegmentBytes: min(segmentBytes, 2 * first)))
     }
 
     private init(store: BackingStore, imageID: UInt64, stream: UInt64, segment: LogSegment,
-                 firstSequence: UInt64, segmentBytes: Int) {
+                 firstSequence: UInt64, segmentBytes: Int, nextSegmentBytes: Int) {
         self.store = store
         self.imageID = imageID
         self.stream = stream
         self.segmentBytes = segmentBytes
-        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence))
+        state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence,
+                                   nextSegmentBytes: nextSegmentBytes))
     }
 
     /// The first segment: where a reader starts.
@@ -70,7 +84,7 @@ public final class MetadataLog: Sendable {
             precondition(!s.closed, "appending to a metadata log that continues elsewhere")
             let frameSize = FrameHeader.size + payload.count
             if s.writeOffset + UInt64(frameSize + LogSegment.linkFrameSize) > s.segments[s.segments.count - 1].range.upperBound {
-                let next = try Self.allocateSegment(store, atLeast: max(segmentBytes, frameSize + LogSegment.linkFrameSize),
+                let next = try Self.allocateSegment(store, atLeast: max(s.nextSegmentBytes, frameSize + LogSegment.linkFrameSize),
                                                     minimum: frameSize + LogSegment.linkFrameSize)
                 do throws(FSError) {
                     try writeLink(to: next, &s)
@@ -78,6 +92,7 @@ public final class MetadataLog: Sendable {
                     store.release(next.range)
                     throw error
                 }
+                s.nextSegmentBytes = min(segmentBytes, 2 * s.nextSegmentBytes)
                 s.segments.append(next)
                 s.writeOffset = next.start
             }
@@ -91,7 +106,8 @@ public final class MetadataLog: Sendable {
     public func continueInNewLog() throws(FSError) -> MetadataLog {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
-            let next = try Self.allocateSegment(store, atLeast: segmentBytes, minimum: LogSegment.linkFrameSize * 4)
+            let first = min(Self.firstJournalSegmentBytes, segmentBytes)
+            let next = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
             do throws(FSError) {
                 try writeLink(to: next, &s)
             } catch {
@@ -100,7 +116,8 @@ public final class MetadataLog: Sendable {
             }
             s.closed = true
             return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
-                               firstSequence: s.nextSequence, segmentBytes: segmentBytes)
+                               firstSequence: s.nextSequence, segmentBytes: segmentBytes,
+                               nextSegmentBytes: min(segmentBytes, 2 * first))
         }
     }
 

@@ -12,7 +12,8 @@ import Glibc
 ///      16  version            u32  1
 ///      20  block size         u32  4096
 ///      24  crc                u32  CRC-32C of bytes 0..<128 with this field zero
-///      28  flags              u32  bit 0: cleanly unmounted
+///      28  flags              u32  bit 0: cleanly unmounted; bit 1: the capacity was
+///                                  set (`--size`) and is kept for later mounts
 ///      32  image id           u64  random, fixed for the image's life
 ///      40  generation         u64  +1 with every superblock write
 ///      48  checkpoint start   u64  first segment of the checkpoint chain (byte offset)
@@ -21,16 +22,58 @@ import Glibc
 ///      72  journal start      u64  first segment of the journal chain
 ///      80  journal length     u64
 ///      88  journal sequence   u64  sequence number of the journal's first frame
-///      96  capacity           u64  the capacity the image was last mounted with
+///      96  capacity           u64  the capacity the image was last mounted with (kept
+///                                  when flag bit 1 is set)
 ///     104  checkpoint stream  u64  the stream number of the checkpoint's frames (the
 ///                                  generation of the superblock that first named it)
-///     112  reserved           16 bytes, zero
+///     112  unmount error      u32  0, or the errno with which the last unmount's final
+///                                  checkpoint failed (the journal then holds the changes)
+///     116  reserved           12 bytes, zero
+///
+/// Bytes 128..<192 (an extension version 1 readers ignore; all zero when absent) name
+/// the previous commit, kept until the next checkpoint is durable (see `Commit`):
+///
+///     128  crc                u32  CRC-32C of bytes 0..<192 with bytes 24..<28 and
+///                                  this field zero (ties it to its copy's main part)
+///     132  reserved           u32  zero
+///     136  checkpoint start   u64  the previous commit's checkpoint chain
+///     144  checkpoint length  u64
+///     152  checkpoint frames  u64
+///     160  checkpoint stream  u64
+///     168  journal start      u64  the journal chain that continued it
+///     176  journal length     u64
+///     184  journal sequence   u64
 public struct Superblock: Equatable, Sendable {
     public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
     public static let version: UInt32 = 1
     /// Blocks 0 and 1.
     public static let blocks: UInt64 = 2
     static let encodedSize = 128
+    /// The main part and the previous-commit extension.
+    static let extendedSize = 192
+
+    /// One root of the filesystem: a checkpoint, and the journal that continues it up to
+    /// the present. The superblock names the current commit and the previous one; the
+    /// previous one's chains are kept until the next checkpoint is durable, and replaying
+    /// it (checkpoint, then its journal, which leads by link frames or by sequence
+    /// number into the current journal) gives the same tree as the current one, which
+    /// is what `fsck --repair` salvages a damaged checkpoint from.
+    public struct Commit: Equatable, Sendable {
+        public var checkpoint: LogSegment
+        public var checkpointFrames: UInt64
+        public var checkpointStream: UInt64
+        public var journal: LogSegment
+        public var journalSequence: UInt64
+
+        public init(checkpoint: LogSegment, checkpointFrames: UInt64, checkpointStream: UInt64,
+                    journal: LogSegment, journalSequence: UInt64) {
+            self.checkpoint = checkpoint
+            self.checkpointFrames = checkpointFrames
+            self.checkpointStream = checkpointStream
+            self.journal = journal
+            self.journalSequence = journalSequence
+        }
+    }
 
     public var imageID: UInt64
     public var generation: UInt64
@@ -43,11 +86,24 @@ public struct Superblock: Equatable, Sendable {
     /// keeps it while the generation moves on.
     public var checkpointStream: UInt64
     public var capacityBytes: UInt64
+    /// Flag bit 1: `capacityBytes` was set with `--size` and holds for later mounts that
+    /// set none; clear, it was a default computed for that mount.
+    public var capacityIsSet: Bool
+    /// 0, or the errno (Linux numbering) with which the last unmount's final checkpoint
+    /// failed: `offloadfs unmount` reports it, and mount and info explain it.
+    public var unmountError: UInt32
+    /// The commit before the current one, while its chains are kept (nil for images
+    /// written before there was one, and for an image's first checkpoint).
+    public var previous: Commit?
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, checkpoint: LogSegment,
                 checkpointFrames: UInt64, journal: LogSegment, journalSequence: UInt64, capacityBytes: UInt64,
-                checkpointStream: UInt64? = nil) {
+                checkpointStream: UInt64? = nil, unmountError: UInt32 = 0, previous: Commit? = nil,
+                capacityIsSet: Bool = false) {
+        self.capacityIsSet = capacityIsSet
         self.checkpointStream = checkpointStream ?? generation
+        self.unmountError = unmountError
+        self.previous = previous
         self.imageID = imageID
         self.generation = generation
         self.cleanlyUnmounted = cleanlyUnmounted
@@ -58,20 +114,54 @@ public struct Superblock: Equatable, Sendable {
         self.capacityBytes = capacityBytes
     }
 
+    /// The current commit: the checkpoint and journal mount recovers from.
+    public var current: Commit {
+        Commit(checkpoint: checkpoint, checkpointFrames: checkpointFrames, checkpointStream: checkpointStream,
+               journal: journal, journalSequence: journalSequence)
+    }
+
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: BackingStore.blockSize)
         w.raw(Self.magic)
         w.u32(Self.version); w.u32(UInt32(BackingStore.blockSize)); w.u32(0)
-        w.u32(cleanlyUnmounted ? 1 : 0)
+        w.u32((cleanlyUnmounted ? 1 : 0) | (capacityIsSet ? 2 : 0))
         w.u64(imageID); w.u64(generation)
         w.u64(checkpoint.start); w.u64(checkpoint.length); w.u64(checkpointFrames)
         w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
         w.u64(capacityBytes)
         w.u64(checkpointStream)
+        w.u32(unmountError)
         while w.count < Self.encodedSize { w.u8(0) }
         w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
+        if let previous {
+            w.u32(0); w.u32(0)
+            w.u64(previous.checkpoint.start); w.u64(previous.checkpoint.length)
+            w.u64(previous.checkpointFrames); w.u64(previous.checkpointStream)
+            w.u64(previous.journal.start); w.u64(previous.journal.length); w.u64(previous.journalSequence)
+            w.patch(u32: Self.extensionChecksum(w.bytes), at: Self.encodedSize)
+        }
         while w.count < BackingStore.blockSize { w.u8(0) }
         return w.bytes
+    }
+
+    /// CRC-32C of bytes 0..<192 with both checksum fields taken as zero.
+    static func extensionChecksum(_ bytes: [UInt8]) -> UInt32 {
+        var copy = Array(bytes[0..<extendedSize])
+        for offset in [24, encodedSize] { copy.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0]) }
+        return Checksum.crc32c(copy)
+    }
+
+    /// The previous commit the extension names, if its checksum matches.
+    static func decodePrevious(_ block: [UInt8]) -> Commit? {
+        guard block.count >= extendedSize else { return nil }
+        return block.withUnsafeBytes { raw -> Commit? in
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: raw[encodedSize..<extendedSize]))
+            guard let crc = try? r.u32(), crc == extensionChecksum(block), (try? r.u32()) != nil,
+                  let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(), let stream = try? r.u64(),
+                  let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64() else { return nil }
+            return Commit(checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf, checkpointStream: stream,
+                          journal: LogSegment(start: js, length: jl), journalSequence: jq)
+        }
     }
 
     /// What one 4 KiB copy holds.
@@ -105,12 +195,14 @@ public struct Superblock: Equatable, Sendable {
             guard let flags = try? r.u32(), let image = try? r.u64(), let generation = try? r.u64(),
                   let cs = try? r.u64(), let cl = try? r.u64(), let cf = try? r.u64(),
                   let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64(),
-                  let capacity = try? r.u64(), let stream = try? r.u64() else { return .damaged("short") }
+                  let capacity = try? r.u64(), let stream = try? r.u64(),
+                  let unmountError = try? r.u32() else { return .damaged("short") }
             return .valid(Superblock(
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,
                 journal: LogSegment(start: js, length: jl), journalSequence: jq, capacityBytes: capacity,
-                checkpointStream: stream))
+                checkpointStream: stream, unmountError: unmountError, previous: decodePrevious(block),
+                capacityIsSet: flags & 2 != 0))
         }
         return result ?? .damaged("short")
     }

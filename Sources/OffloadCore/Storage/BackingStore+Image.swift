@@ -62,6 +62,8 @@ extension BackingStore {
     /// is punched, so no later allocation shows what it held before; the file is cut
     /// after the last referenced block, or grown to it: data a power cut left past the
     /// end of the file (its growth was not durable) reads as zeros.
+    /// A read-only store only rebuilds the allocator in memory: the file keeps every byte
+    /// (blocks past its end, if a power cut left some, then fail to read instead).
     public func restoreAllocation(runs: [(blocks: Range<UInt64>, count: UInt32)]) throws(FSError) {
         let end = runs.last?.blocks.upperBound ?? Superblock.blocks
         let endBlock = allocator.withLock { $0.endBlock }
@@ -69,6 +71,7 @@ extension BackingStore {
             throw .invalidArgument("the image's data reaches byte \(end << Self.blockShift), past the capacity it is opened with (\(capacityBytes) bytes); mount it with a larger --size")
         }
         let gaps = allocator.withLock { $0.restore(runs: runs, reservedBlocks: end) }
+        guard !isReadOnly else { return }
         let length = storage.length, endByte = end << Self.blockShift
         if endByte > length {
             // Disk space for the zeros, as for any block in use; a sparse tail if none.

@@ -28,9 +28,14 @@ public final class BackingStore: @unchecked Sendable {
     public var path: String { storage.name }
     /// The most live data the store will hold; allocation past it fails with `.noSpace`.
     public let capacityBytes: UInt64
+    /// True when the capacity was set (`--size`) and is kept in the image for later
+    /// mounts; false when it is a default computed for this mount.
+    public let capacityIsSet: Bool
     /// Where the image's bytes live and become durable (`ImageStorage`): every write,
     /// reservation, punch and flush goes through it.
     public let storage: any ImageStorage
+    /// True when the image may only be read (`-o ro`): nothing is ever written to it.
+    public var isReadOnly: Bool { storage.isReadOnly }
     /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
     /// needs no lock. Only reads go through it directly; writes go through `storage`.
     let base: UnsafeMutableRawPointer
@@ -66,10 +71,20 @@ public final class BackingStore: @unchecked Sendable {
 
     /// Opens or creates the image file at `path` (`FileImageStorage`: created if missing,
     /// locked so that two daemons never share one image) and then as
-    /// `init(storage:capacityBytes:fresh:)`.
+    /// `init(storage:capacity:fresh:)`.
+    public convenience init(path: String, capacity: CapacityRequest, fresh: Bool = false) throws(FSError) {
+        try Self.checkCapacity(capacity.bytes)
+        try self.init(storage: FileImageStorage(path: path), capacity: capacity, fresh: fresh)
+    }
+
+    /// `init(path:capacity:fresh:)` with the capacity set to `capacityBytes`.
     public convenience init(path: String, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
-        try Self.checkCapacity(capacityBytes)
-        try self.init(storage: FileImageStorage(path: path), capacityBytes: capacityBytes, fresh: fresh)
+        try self.init(path: path, capacity: .set(capacityBytes), fresh: fresh)
+    }
+
+    /// `init(storage:capacity:fresh:)` with the capacity set to `capacityBytes`.
+    public convenience init(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
+        try self.init(storage: storage, capacity: .set(capacityBytes), fresh: fresh)
     }
 
     /// Opens the image held by `storage`.
@@ -78,10 +93,14 @@ public final class BackingStore: @unchecked Sendable {
     /// never written, as is an image of a newer format version or one whose two
     /// superblocks are both damaged. `fresh` empties an existing image (tmpfs-style mounts).
     ///
+    /// The capacity is `capacity`'s (see `CapacityRequest`: a capacity set once is kept in
+    /// the image). It is never raised to fit the file: an image whose file reaches past
+    /// it (growth reserve, or a lowered capacity) keeps those blocks mapped, and the
+    /// capacity only limits live blocks (whether they fit is `ImageFileSystem`'s check).
+    ///
     /// Blocks freed by files are reused at once unless `deferReuse()` is called: with a
     /// journal, they must wait until the metadata that frees them is durable.
-    public init(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false) throws(FSError) {
-        try Self.checkCapacity(capacityBytes)
+    public init(storage: any ImageStorage, capacity: CapacityRequest, fresh: Bool = false) throws(FSError) {
         let path = storage.name
         var existing: Superblock?
         switch try ImageIdentity.read(storage) {
@@ -96,11 +115,18 @@ public final class BackingStore: @unchecked Sendable {
         case .empty, .versionZero, .damaged, .image:
             break
         }
-        var capacityBlocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
+        guard existing != nil || !storage.isReadOnly else {
+            throw .invalidArgument(fresh ? "a read-only mount cannot start '\(path)' afresh"
+                                         : "'\(path)' holds no filesystem yet, and a read-only mount cannot create one")
+        }
+        let (capacityBytes, capacityIsSet) = capacity.resolved(keptIn: existing)
+        try Self.checkCapacity(capacityBytes)
+        let capacityBlocks = (capacityBytes + UInt64(Self.blockSize) - 1) >> Self.blockShift
+        var mappedBlocks = capacityBlocks
         if let existing {
-            // An image written under a larger capacity keeps all its blocks mapped.
+            // Blocks the file holds beyond the capacity stay mapped (and readable).
             let fileBlocks = (storage.length + UInt64(Self.blockSize) - 1) >> Self.blockShift
-            capacityBlocks = max(capacityBlocks, fileBlocks > Superblock.blocks ? fileBlocks - Superblock.blocks : 0)
+            mappedBlocks = max(capacityBlocks, fileBlocks > Superblock.blocks ? fileBlocks - Superblock.blocks : 0)
             self.opened = .existing(existing)
         } else {
             // Start empty: drop whatever the file held (it was ours) and describe an empty
@@ -109,17 +135,23 @@ public final class BackingStore: @unchecked Sendable {
             let empty = Superblock(
                 imageID: Superblock.newImageID(), generation: 0, cleanlyUnmounted: true,
                 checkpoint: LogSegment(start: 0, length: 0), checkpointFrames: 0,
-                journal: LogSegment(start: 0, length: 0), journalSequence: 0, capacityBytes: capacityBytes)
+                journal: LogSegment(start: 0, length: 0), journalSequence: 0, capacityBytes: capacityBytes,
+                capacityIsSet: capacityIsSet)
             try Self.writeSuperblocks(empty, to: storage, sync: storage.sync)
             self.opened = .new(empty)
         }
-        let mappedBytes = Int((Superblock.blocks + capacityBlocks) << Self.blockShift)
+        let mappedBytes = Int((Superblock.blocks + mappedBlocks) << Self.blockShift)
         self.base = try storage.map(byteCount: mappedBytes)
         self.storage = storage
         self.capacityBytes = capacityBlocks << Self.blockShift
+        self.capacityIsSet = capacityIsSet
         self.mappedBytes = mappedBytes
-        self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: capacityBlocks, firstBlock: Superblock.blocks))
+        self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: capacityBlocks, firstBlock: Superblock.blocks,
+                                                     endBlock: Superblock.blocks + mappedBlocks))
     }
+
+    /// Live bytes: blocks that some extent or metadata chain references.
+    public var liveBytes: UInt64 { allocator.withLock { $0.references.allocatedBlocks << Self.blockShift } }
 
     private static func checkCapacity(_ capacityBytes: UInt64) throws(FSError) {
         guard capacityBytes >= UInt64(Self.blockSize) else {
@@ -266,6 +298,8 @@ public final class BackingStore: @unchecked Sendable {
     /// One reclaim at a time (`reclaiming`): a thread that runs out of space while another
     /// reclaims waits for it, then finds the blocks free.
     public func syncAndReclaim() throws(FSError) {
+        // Read-only: nothing to make durable, and freed blocks are never reused.
+        guard !isReadOnly else { return }
         try reclaiming.withLock { (_) throws(FSError) in
             // Blocks quarantined from here on may belong to records written after the sync.
             // While the journal is missing records, nothing is reclaimed at all: a block

@@ -5,8 +5,10 @@ struct BlockAllocator: ~Copyable {
     let capacityBlocks: UInt64
     /// Blocks below this belong to the image's header, never to files.
     let firstBlock: UInt64
-    /// The end of the mapping: blocks are never handed out at or past it.
-    var endBlock: UInt64 { firstBlock + capacityBlocks }
+    /// The end of the mapping: blocks are never handed out at or past it. At least
+    /// `firstBlock + capacityBlocks`; more when an image holds blocks further out than its
+    /// capacity (a capacity lowered below the file's length), which stay mapped.
+    let endBlock: UInt64
     let references = BlockReferenceCounts()
     let free = FreeSpaceMap()
     /// Blocks `firstBlock..<highWaterBlocks` have been handed out at least once; above it the image
@@ -45,13 +47,15 @@ struct BlockAllocator: ~Copyable {
     private(set) var unsharedSyncing = RangeSet<UInt64>()
 
     /// Blocks that may still be referenced: capacity minus what is.
-    var roomBlocks: UInt64 { capacityBlocks - references.allocatedBlocks }
+    var roomBlocks: UInt64 { capacityBlocks - min(capacityBlocks, references.allocatedBlocks) }
     /// Blocks only metadata (journal, checkpoint) may take, so that a filesystem whose
     /// files filled it can still record deletions, checkpoint and unmount.
     var metadataReserveBlocks: UInt64 = 0
 
-    init(capacityBlocks: UInt64, firstBlock: UInt64) {
+    init(capacityBlocks: UInt64, firstBlock: UInt64, endBlock: UInt64? = nil) {
+        precondition((endBlock ?? .max) >= firstBlock + capacityBlocks, "the mapping covers the capacity")
         self.capacityBlocks = capacityBlocks
+        self.endBlock = endBlock ?? firstBlock + capacityBlocks
         self.firstBlock = firstBlock
         highWaterBlocks = firstBlock
         reservedBlocks = firstBlock

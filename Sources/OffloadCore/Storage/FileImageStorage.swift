@@ -4,7 +4,12 @@ import Glibc
 import CLinuxShims
 
 /// The production `ImageStorage`: the image file, opened read-write and locked, mapped
-/// once `MAP_SHARED`.
+/// once `MAP_SHARED`; or, read-only (`-o ro`), opened `O_RDONLY` with a shared lock and
+/// mapped `PROT_READ`, refusing every change.
+///
+/// A file without any write permission bit (e.g. mode 0444) is opened read-only only:
+/// whoever took them away meant it, so even root is refused a read-write open
+/// (`.readOnly`, like a file on a read-only filesystem).
 ///
 /// Writes shorter than `pwriteThreshold` are a memcpy into the mapping (the file's page
 /// cache: no system call); longer ones go through `pwrite`, which fills the page cache
@@ -17,6 +22,7 @@ import CLinuxShims
 /// for that write instead of a SIGBUS that kills the daemon.
 public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     public let name: String
+    public let isReadOnly: Bool
     /// The open image file; closed in `deinit`. Immutable.
     public let fd: Int32
     /// Base of the mapping once `map` ran (set once, before the storage is shared).
@@ -28,10 +34,21 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
 
     /// Opens (creating it if missing) the regular file at `path` and takes its exclusive
     /// `flock`: `.busy` while another process holds it. Symbolic links are not followed
-    /// at the last component (`O_NOFOLLOW`).
-    public init(path: String) throws(FSError) {
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw .system(errno: errno, call: "open image '\(path)'") }
+    /// at the last component (`O_NOFOLLOW`). With `readOnly`, the file must exist; it is
+    /// opened `O_RDONLY` with a shared `flock` (read-only mounts and fsck may share it, a
+    /// read-write mount may not). A file that cannot be written is `.readOnly` (a
+    /// read-only filesystem, no write permission bit) or `.permissionDenied`.
+    public init(path: String, readOnly: Bool = false) throws(FSError) {
+        let flags = readOnly ? O_RDONLY | O_CLOEXEC | O_NOFOLLOW : O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW
+        let fd = open(path, flags, 0o600)
+        guard fd >= 0 else {
+            switch errno {
+            case ENOENT where readOnly: throw .invalidArgument("image '\(path)' does not exist (a read-only mount needs an existing image)")
+            case EROFS: throw .readOnly
+            case EACCES: throw .permissionDenied
+            case let e: throw .system(errno: e, call: "open image '\(path)'")
+            }
+        }
         var ok = false
         defer { if !ok { close(fd) } }
         var info = stat()
@@ -39,11 +56,13 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         guard info.st_mode & S_IFMT == S_IFREG else {
             throw .invalidArgument("image '\(path)' is not a regular file")
         }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        guard readOnly || info.st_mode & 0o222 != 0 else { throw .readOnly }
+        guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
             if errno == EWOULDBLOCK { throw .busy }
             throw .system(errno: errno, call: "lock image '\(path)'")
         }
         self.name = path
+        self.isReadOnly = readOnly
         self.fd = fd
         ok = true
     }
@@ -63,7 +82,8 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
 
     public func map(byteCount: Int) throws(FSError) -> UnsafeMutableRawPointer {
         precondition(base == nil, "the image is mapped once")
-        let mapping = mmap(nil, byteCount, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
+        let protection = isReadOnly ? PROT_READ : PROT_READ | PROT_WRITE
+        let mapping = mmap(nil, byteCount, protection, MAP_SHARED | MAP_NORESERVE, fd, 0)
         guard let mapping, mapping != MAP_FAILED else {
             throw .system(errno: errno, call: "mmap image '\(name)' (\(byteCount) bytes)")
         }
@@ -85,6 +105,7 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        guard !isReadOnly else { throw .readOnly }
         guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
         if let base, bytes.count < Self.pwriteThreshold {
             precondition(offset + UInt64(bytes.count) <= UInt64(mappedBytes))
@@ -116,6 +137,7 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     }
 
     private func fallocate(mode: Int32, _ range: Range<UInt64>, call: String) throws(FSError) {
+        guard !isReadOnly else { throw .readOnly }
         guard offloadfs_fallocate(fd, mode, off_t(range.lowerBound), off_t(range.upperBound - range.lowerBound)) == 0 else {
             switch errno {
             case EOPNOTSUPP, ENOSYS: throw .notSupported
@@ -126,12 +148,15 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     }
 
     public func setLength(_ length: UInt64) throws(FSError) {
+        guard !isReadOnly else { throw .readOnly }
         guard ftruncate(fd, off_t(length)) == 0 else {
             throw errno == ENOSPC || errno == EDQUOT ? .noSpace : .system(errno: errno, call: "truncate image '\(name)'")
         }
     }
 
     public func sync() throws(FSError) {
+        // Nothing was written: nothing to make durable (and no reason to touch the disk).
+        guard !isReadOnly else { return }
         guard fdatasync(fd) == 0 else { throw .system(errno: errno, call: "fdatasync image '\(name)'") }
     }
 }

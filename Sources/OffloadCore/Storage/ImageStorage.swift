@@ -27,9 +27,14 @@
 ///   Until then a power cut may keep any subset of those changes, and a 4 KiB page may
 ///   come back partly written.
 /// - Every method may be called from any thread; a backend serialises what it must.
+/// - A read-only storage (`isReadOnly`) maps the image `PROT_READ`, refuses `write`,
+///   `reserve`, `punch` and `setLength` with `.readOnly`, and its `sync` does nothing:
+///   not one byte of the image changes.
 public protocol ImageStorage: AnyObject, Sendable {
     /// A name for messages (the image's path).
     var name: String { get }
+    /// True when the image may only be read (`-o ro`).
+    var isReadOnly: Bool { get }
     /// The file's length in bytes.
     var length: UInt64 { get }
     /// Disk space the image takes, in bytes.
@@ -61,6 +66,9 @@ public protocol ImageStorage: AnyObject, Sendable {
 }
 
 extension ImageStorage {
+    /// Storages are writable unless they say otherwise.
+    public var isReadOnly: Bool { false }
+
     /// Reads `count` bytes at `offset` into a new array (shorter at the end of the file,
     /// empty when the read fails).
     public func readBytes(at offset: UInt64, count: Int) -> [UInt8] {

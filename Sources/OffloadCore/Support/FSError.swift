@@ -23,6 +23,9 @@ public enum FSError: Error, Equatable, Sendable, CustomStringConvertible {
     case fileTooLarge
     /// ENOSPC: the image or the configured capacity is full.
     case noSpace
+    /// ENOSPC: a capacity too small for what the image holds (`liveBytes` of data and
+    /// metadata) and a checkpoint: it needs `neededBytes`.
+    case capacityTooSmall(capacityBytes: UInt64, neededBytes: UInt64, liveBytes: UInt64)
     /// ENODATA: no such extended attribute.
     case noAttribute
     /// ERANGE: the caller's buffer is too small.
@@ -68,6 +71,8 @@ public enum FSError: Error, Equatable, Sendable, CustomStringConvertible {
         case .nameTooLong: return "file name too long"
         case .fileTooLarge: return "file too large"
         case .noSpace: return "no space left on device"
+        case .capacityTooSmall(let capacity, let needed, let live):
+            return "a capacity of \(capacity) bytes is smaller than the \(needed) bytes the image needs (\(live) of data and metadata, and room for a checkpoint)"
         case .noAttribute: return "no such attribute"
         case .rangeTooSmall: return "result too large for the buffer"
         case .argumentListTooLong: return "attribute too large"

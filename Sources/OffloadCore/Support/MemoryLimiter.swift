@@ -35,6 +35,13 @@ public final class MemoryLimiter: Sendable {
         }
     }
 
+    /// Reserves `byteCount` bytes even past the budget: for bytes that have nowhere else
+    /// to go (a read-only image cannot take them).
+    public func reserveRegardless(_ byteCount: Int) {
+        precondition(byteCount >= 0)
+        used.add(byteCount, ordering: .relaxed)
+    }
+
     /// Gives back bytes reserved earlier.
     public func release(_ byteCount: Int) {
         precondition(byteCount >= 0)

@@ -7,12 +7,21 @@ import OffloadCore
 /// A filesystem kept in an image file: the store, the namespace recovered from (or
 /// created in) it, and the journal that keeps the image up to date. What `mount` serves
 /// and what `fsck --repair` opens.
+///
+/// Opened read-only (`-o ro`), it writes not one byte: the image is opened `O_RDONLY` and
+/// mapped `PROT_READ`, recovery replays the journal in memory only (no checkpoint, no
+/// punch, no truncation, no superblock), there is no journal and no maintenance, and the
+/// namespace is served through `ReadOnlyFileSystem`, which refuses every change (EROFS).
 /// `@unchecked Sendable`: the only mutable field, `source`, is guarded by `sourceLock`.
 public final class ImageFileSystem: @unchecked Sendable {
     public let store: BackingStore
     public let namespace: Namespace
-    public let journal: NamespaceJournal
+    /// Where every change is recorded; nil when read-only.
+    public let journal: NamespaceJournal?
+    /// What to serve: the namespace, or, read-only, the namespace behind `ReadOnlyFileSystem`.
+    public let operations: any FileSystemOperations
     public let report: OpenReport
+    public var isReadOnly: Bool { store.isReadOnly }
     private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
     private let sourceLock = PthreadMutex<Void>(())
     private var source: DispatchSourceTimer?
@@ -24,6 +33,12 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var journalFrames: UInt64
         public var orphansFreed: Int
         public var repairs: [String]
+        /// After a repair that lost or salvaged something: one line per file restored,
+        /// emptied, cut short, moved or unnamed, by path (`ImageSalvage.describe`).
+        public var affected: [String] = []
+        /// 0, or the errno with which the image's last unmount failed its final checkpoint
+        /// (this open recovered what that checkpoint would have held from the journal).
+        public var previousUnmountError: UInt32 = 0
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
         /// first checkpoint (or keeping the last one), and in all.
         public var replaySeconds = 0.0
@@ -37,10 +52,11 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// and the metadata on disk stays within a small multiple of it.
     public static let checkpointJournalBytes: UInt64 = 8 << 20
 
-    private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal, report: OpenReport) {
+    private init(store: BackingStore, namespace: Namespace, journal: NamespaceJournal?, report: OpenReport) {
         self.store = store
         self.namespace = namespace
         self.journal = journal
+        self.operations = store.isReadOnly ? ReadOnlyFileSystem(namespace) : namespace
         self.report = report
     }
 
@@ -49,12 +65,27 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// then a new checkpoint makes the recovered state the image's starting point.
     /// A damaged image is refused (`.damagedImage`) unless `repair`, which fixes what the
     /// analysis found (see `ImageReplay.repair`).
-    public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
+    ///
+    /// `capacity` (see `CapacityRequest`) must leave room for what the image holds and
+    /// a checkpoint: a smaller one is refused (`.capacityTooSmall`) before anything is written.
+    /// `readOnly` opens an existing image without writing it (see the type's documentation);
+    /// it cannot be combined with `fresh` or `repair`, and a damaged image is refused.
+    public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false, readOnly: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
                             progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
-        return try open(store: BackingStore(path: path, capacityBytes: capacityBytes, fresh: fresh),
+        guard !readOnly || !repair else { throw .invalidArgument("a read-only open cannot repair") }
+        let storage = try FileImageStorage(path: path, readOnly: readOnly)
+        return try open(store: BackingStore(storage: storage, capacity: capacity, fresh: fresh),
                         memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+    }
+
+    /// `open(path:capacity:…)` with the capacity set to `capacityBytes`.
+    public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
+                            memoryLimiter: MemoryLimiter, repair: Bool = false,
+                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+        try open(path: path, capacity: .set(capacityBytes), fresh: fresh, memoryLimiter: memoryLimiter,
+                 repair: repair, progress: progress)
     }
 
     /// `open(path:…)` on an image behind any `ImageStorage` (the crash simulator's, in tests).
@@ -71,7 +102,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         let namespace: Namespace
         var report = OpenReport(created: false, inodes: 1, journalFrames: 0, orphansFreed: 0,
                                 repairs: [], seconds: 0)
-        var retired: [LogSegment] = []
+        var recovered = NamespaceJournal.Recovered.nothing
         var nextSequence: UInt64 = 0
         var kept: (Superblock, [LogSegment])?
         switch store.opened {
@@ -79,42 +110,20 @@ public final class ImageFileSystem: @unchecked Sendable {
             report.created = true
             namespace = Namespace(store: store, memoryLimiter: memoryLimiter)
         case .existing(let superblock):
-            let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
-                                              read: store.readBytes, salvage: repair, progress: progress)
-            report.replaySeconds = Self.seconds(since: started)
-            report.repairs = replay.salvaged
-            var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
-            if !analysis.isClean {
-                guard repair else {
-                    let more = analysis.problems.count > 1 ? " (and \(analysis.problems.count - 1) more problems)" : ""
-                    throw .damagedImage("\(analysis.problems[0])\(more); `offloadfs fsck --repair IMAGE` repairs it")
-                }
-                let now = Namespace.systemClock().record
-                report.repairs += replay.repair(analysis, now: now, uid: UInt32(getuid()), gid: UInt32(getgid()))
-                analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
-                guard analysis.isClean else {
-                    throw .damagedImage("repair left problems: \(analysis.problems.prefix(3).joined(separator: "; "))")
-                }
-            }
-            report.orphansFreed = replay.inodes.count - analysis.reachable.count
-            report.journalFrames = replay.journalFrames
-            try store.restoreAllocation(runs: analysis.runs)
-            namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
-            report.restoreSeconds = Self.seconds(since: started) - report.replaySeconds
-            report.inodes = analysis.reachable.count
-            nextSequence = replay.nextJournalSequence
-            if superblock.cleanlyUnmounted && replay.journalFrames == 0 && report.repairs.isEmpty
-                && report.orphansFreed == 0 && superblock.checkpointFrames > 0 {
-                // The checkpoint is the whole tree already: keep it.
-                kept = (superblock, replay.checkpointSegments)
-                retired = replay.journalSegments
-            } else {
-                retired = replay.checkpointSegments + replay.journalSegments
-            }
+            let recovery = try recover(superblock, store: store, memoryLimiter: memoryLimiter, repair: repair,
+                                       progress: progress, started: started, report: &report)
+            namespace = recovery.namespace
+            recovered = recovery.chains
+            nextSequence = recovery.nextSequence
+            kept = recovery.keptCheckpoint
         }
         store.deferReuse()
+        if store.isReadOnly {
+            report.seconds = Self.seconds(since: started)
+            return ImageFileSystem(store: store, namespace: namespace, journal: nil, report: report)
+        }
         let journal = try NamespaceJournal(store: store, superblock: store.opened.superblock,
-                                           retired: retired, nextSequence: nextSequence)
+                                           recovered: recovered, nextSequence: nextSequence)
         namespace.attach(journal)
         if let (superblock, segments) = kept {
             try journal.keepCheckpoint(of: superblock, segments: segments)
@@ -127,7 +136,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         return ImageFileSystem(store: store, namespace: namespace, journal: journal, report: report)
     }
 
-    private static func seconds(since start: DispatchTime) -> Double {
+    static func seconds(since start: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
     }
 
@@ -138,6 +147,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// soak sets it tiny, with a short interval, so that kills land inside checkpoints).
     public func startMaintenance(interval: Double = 5, checkpointAfter: UInt64? = nil,
                                  onError: @escaping @Sendable (FSError) -> Void) {
+        guard journal != nil else { return }  // read-only: nothing to sync or checkpoint
         let source = DispatchSource.makeTimerSource(queue: maintenance)
         source.schedule(deadline: .now() + interval, repeating: interval)
         // Runs on the serial maintenance queue only.
@@ -158,6 +168,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     }
 
     func maintain(checkpointAfter: UInt64? = nil) throws(FSError) {
+        guard let journal else { return }
         try store.syncAndReclaim()
         let threshold = checkpointAfter ?? max(Self.checkpointJournalBytes, journal.checkpointBytes)
         if journal.hasFailed || journal.journalBytesSinceCheckpoint >= threshold {
@@ -167,8 +178,9 @@ public final class ImageFileSystem: @unchecked Sendable {
     }
 
     /// Stops maintenance and writes the last checkpoint, marked clean: the image then
-    /// holds everything, and the next mount reads no journal.
+    /// holds everything, and the next mount reads no journal. Read-only: nothing to do.
     public func close() throws(FSError) {
+        guard let journal else { return }
         let running = sourceLock.withLock { _ -> DispatchSourceTimer? in
             defer { source = nil }
             return source

@@ -17,11 +17,17 @@ import OffloadCore
 /// 2. The tree is written as records into a new checkpoint chain, one object at a time
 ///    under its own lock, while operations go on: whatever changed meanwhile is also in
 ///    the new journal chain and replays on top (idempotence).
-/// 3. fdatasync; both superblocks name the new checkpoint and the new journal chain.
-/// 4. The old checkpoint and journal chains are released (quarantined until the next
-///    sync, like any freed block).
+/// 3. fdatasync; both superblocks name the new checkpoint and the new journal chain as
+///    the current commit, and the commit that was current as the previous one.
+/// 4. The chains of the commit before that are released (quarantined until the next
+///    sync, like any freed block); the previous commit's stay until the next checkpoint,
+///    for `fsck --repair` to salvage from should the new checkpoint be damaged.
 /// Until step 3 is durable the old superblock still leads, through the link frame, to
-/// every change: a crash during a checkpoint loses nothing.
+/// every change: a crash during a checkpoint loses nothing. A journal chain with no frame
+/// yet is not switched (no link frame, no new segment): the new superblock names it, and
+/// everything appended during the checkpoint lands in it. That chain is always reachable
+/// from the superblock on disk, except at open, where nothing changes until the first
+/// checkpoint (or `keepCheckpoint`) is durable.
 public final class NamespaceJournal: Sendable {
     let store: BackingStore
     public let imageID: UInt64
@@ -31,27 +37,59 @@ public final class NamespaceJournal: Sendable {
 
     struct State {
         var current: MetadataLog
-        /// Earlier journal chains still reachable from the superblock on disk.
+        /// Journal chains closed since the commit in use began: they lead from its
+        /// journal to `current`.
         var closed: [MetadataLog] = []
-        /// Segments to free after the next checkpoint: the chains recovery read.
+        /// The commit the live tree descends from (recovered from, or last written): the
+        /// next checkpoint names it as the previous commit. Nil when there is none to
+        /// keep (a new image, a clean mount, a repair that could not trust it).
+        var inUse: Superblock.Commit?
+        /// Its segments other than `closed` and `current`'s: its checkpoint, and the
+        /// journal chains recovery read.
+        var inUseSegments: [LogSegment]
+        /// The previous commit's segments, kept while the superblock on disk names it.
+        var previousSegments: [LogSegment] = []
+        /// Segments to free after the next checkpoint.
         var retired: [LogSegment]
         /// The durable checkpoint's segments.
         var checkpoint: [LogSegment] = []
         var generation: UInt64
+        /// The superblock both copies on disk hold (the last one written or read).
+        var durable: Superblock
         /// Set when a frame could not be written: the journal misses changes until the
         /// next checkpoint, which captures the whole tree again.
         var failure: FSError?
         var appendedSinceCheckpoint: UInt64 = 0
     }
 
-    /// A journal for an image whose superblock is `superblock`; `retired` are the
-    /// metadata chains recovery read (freed after the first checkpoint), `nextSequence`
-    /// continues the journal's sequence numbers. Call `checkpoint` before any change.
-    public init(store: BackingStore, superblock: Superblock, retired: [LogSegment], nextSequence: UInt64) throws(FSError) {
+    /// The metadata chains recovery read, and what becomes of them.
+    public struct Recovered: Sendable {
+        /// The commit the tree was recovered from, kept as the previous commit by the first
+        /// checkpoint (nil: none to keep), and its segments.
+        public var commit: Superblock.Commit?
+        public var segments: [LogSegment]
+        /// Chains freed after the first checkpoint (or `keepCheckpoint`).
+        public var retired: [LogSegment]
+
+        public init(commit: Superblock.Commit?, segments: [LogSegment], retired: [LogSegment]) {
+            self.commit = commit
+            self.segments = segments
+            self.retired = retired
+        }
+
+        public static let nothing = Recovered(commit: nil, segments: [], retired: [])
+    }
+
+    /// A journal for an image whose superblock is `superblock`; `recovered` says which
+    /// chains recovery read and which of them to keep; `nextSequence` continues the
+    /// journal's sequence numbers. Call `checkpoint` (or `keepCheckpoint`) before any change.
+    public init(store: BackingStore, superblock: Superblock, recovered: Recovered, nextSequence: UInt64) throws(FSError) {
         self.store = store
         self.imageID = superblock.imageID
         let log = try MetadataLog(store: store, imageID: superblock.imageID, stream: 0, firstSequence: nextSequence)
-        state = PthreadMutex(State(current: log, retired: retired, generation: superblock.generation))
+        state = PthreadMutex(State(current: log, inUse: recovered.commit, inUseSegments: recovered.segments,
+                                   retired: recovered.retired, generation: superblock.generation,
+                                   durable: superblock))
     }
 
     /// Appends one frame holding `records`, atomically.
@@ -84,7 +122,9 @@ public final class NamespaceJournal: Sendable {
     /// Instead of a first checkpoint: keeps the checkpoint `superblock` names (its
     /// segments are `checkpoint`), which must hold the whole tree (a clean unmount left
     /// no journal), and points both superblocks at the new, empty journal. Mounting a
-    /// cleanly unmounted image then writes no checkpoint.
+    /// cleanly unmounted image then writes no checkpoint. The superblocks name no previous
+    /// commit until the next checkpoint: recovery did not read the one on disk, so its
+    /// blocks were not kept.
     public func keepCheckpoint(of superblock: Superblock, segments checkpoint: [LogSegment]) throws(FSError) {
         try checkpointing.withLock { (_) throws(FSError) in
             let (journal, firstSequence, generation) = state.withLock { s in
@@ -97,8 +137,11 @@ public final class NamespaceJournal: Sendable {
             next.journal = journal.head
             next.journalSequence = firstSequence
             next.capacityBytes = store.capacityBytes
+            next.capacityIsSet = store.capacityIsSet
+            next.unmountError = 0
+            next.previous = nil
             try store.writeSuperblocks(next)
-            install(checkpoint: checkpoint, generation: generation)
+            install(checkpoint: checkpoint, superblock: next)
         }
     }
 
@@ -117,14 +160,16 @@ public final class NamespaceJournal: Sendable {
         try checkpointing.withLock { (_) throws(FSError) in
             // A frame that failed before the switch is covered by this checkpoint (it
             // captures every object after the switch); one that fails after it is not.
-            let (journal, firstSequence, generation, earlierFailure) = try state.withLock {
-                (s) throws(FSError) -> (MetadataLog, UInt64, UInt64, FSError?) in
-                let next = try s.current.continueInNewLog()
-                s.closed.append(s.current)
-                s.current = next
+            let (journal, firstSequence, generation, previous, earlierFailure) = try state.withLock {
+                (s) throws(FSError) -> (MetadataLog, UInt64, UInt64, Superblock.Commit?, FSError?) in
+                if s.current.appendedBytes > 0 {
+                    let next = try s.current.continueInNewLog()
+                    s.closed.append(s.current)
+                    s.current = next
+                }
                 s.appendedSinceCheckpoint = 0
                 defer { s.failure = nil }
-                return (next, next.nextSequence, s.generation + 1, s.failure)
+                return (s.current, s.current.nextSequence, s.generation + 1, s.inUse, s.failure)
             }
             func restoreFailure() {
                 if let earlierFailure { state.withLock { $0.failure = $0.failure ?? earlierFailure } }
@@ -132,20 +177,24 @@ public final class NamespaceJournal: Sendable {
             let snapshot: MetadataLog
             do throws(FSError) {
                 snapshot = try MetadataLog(store: store, imageID: imageID, stream: generation,
-                                           firstSequence: 0, segmentBytes: 1 << 20)
+                                           firstSequence: 0, segmentBytes: 1 << 20,
+                                           firstSegmentBytes: Namespace.checkpointFrameBytes * 2)
             } catch {
                 restoreFailure()
                 throw error
             }
             var superblockAttempted = false
+            let written: Superblock
             do throws(FSError) {
                 try namespace.writeCheckpoint(into: snapshot)
                 try store.sync()
                 superblockAttempted = true
-                try store.writeSuperblocks(Superblock(
+                written = Superblock(
                     imageID: imageID, generation: generation, cleanlyUnmounted: clean,
                     checkpoint: snapshot.head, checkpointFrames: snapshot.nextSequence,
-                    journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes))
+                    journal: journal.head, journalSequence: firstSequence, capacityBytes: store.capacityBytes,
+                    previous: previous, capacityIsSet: store.capacityIsSet)
+                try store.writeSuperblocks(written)
             } catch {
                 if superblockAttempted {
                     // One superblock copy may already name the new checkpoint: keep its
@@ -163,28 +212,55 @@ public final class NamespaceJournal: Sendable {
                 restoreFailure()
                 throw error
             }
-            install(checkpoint: snapshot.segments, generation: generation)
+            install(checkpoint: snapshot.segments, superblock: written)
         }
     }
 
-    /// Both superblocks now name `checkpoint` (generation `generation`) and the current
-    /// journal chain: the chains they named before are garbage, a journal failure from
-    /// before the switch is covered, and the metadata reserve follows the new size.
-    /// Caller holds `checkpointing`.
-    private func install(checkpoint: [LogSegment], generation: UInt64) {
-        let (obsolete, closed) = state.withLock { s -> ([LogSegment], [MetadataLog]) in
-            let obsolete = s.checkpoint + s.retired
-            let closed = s.closed.filter { $0 !== s.current }
+    /// Records in both superblocks that the last unmount's final checkpoint failed with
+    /// `errno` (Linux numbering), for `offloadfs unmount` to report and the next mount to
+    /// explain. Nothing else changes: the superblocks still name the last durable
+    /// checkpoint and the journal that leads from it to every change (the chains of a
+    /// failed checkpoint are kept until a later one succeeds). Overwriting the two
+    /// superblock blocks takes no new disk space, so this usually works on a full disk.
+    public func recordUnmountFailure(errno: Int32) throws(FSError) {
+        try checkpointing.withLock { (_) throws(FSError) in
+            let next = state.withLock { s in
+                var next = s.durable
+                // Never reuse a generation, even if this write fails halfway.
+                s.generation += 1
+                next.generation = s.generation
+                next.cleanlyUnmounted = false
+                next.unmountError = UInt32(clamping: max(errno, 1))
+                return next
+            }
+            try store.writeSuperblocks(next)
+            state.withLock { $0.durable = next }
+        }
+    }
+
+    /// Both superblocks now name `checkpoint` (`superblock`, just written) and the current
+    /// journal chain as the current commit, and the commit that was in use as the previous
+    /// one: that commit's chains are kept, the ones of the commit before it are garbage, a
+    /// journal failure from before the switch is covered, and the metadata reserve
+    /// follows the new size. Caller holds `checkpointing`.
+    private func install(checkpoint: [LogSegment], superblock: Superblock) {
+        let obsolete = state.withLock { s -> [LogSegment] in
+            // Without a previous commit (`keepCheckpoint`), what was in use is garbage too.
+            let outgoing = s.inUseSegments + s.closed.filter { $0 !== s.current }.flatMap(\.segments)
+            let obsolete = s.previousSegments + s.retired + (superblock.previous == nil ? outgoing : [])
+            s.previousSegments = superblock.previous == nil ? [] : outgoing
+            s.inUse = superblock.current
+            s.inUseSegments = checkpoint
             s.checkpoint = checkpoint
             s.retired = []
             s.closed = []
-            s.generation = generation
+            s.generation = superblock.generation
+            s.durable = superblock
             // Everything before the switch is in this checkpoint; if no frame failed
             // since, the image no longer misses a change and freed blocks may be reused.
             if s.failure == nil { store.holdReclaim(false) }
-            return (obsolete, closed)
+            return obsolete
         }
-        for log in closed { log.releaseSegments() }
         for segment in obsolete { store.release(segment.range) }
         // Room for the next checkpoint and journal even when files fill the image.
         store.setMetadataReserve(bytes: 2 << 20 + 2 * checkpointBytes)

@@ -165,7 +165,7 @@ struct PowerCutWorkload {
                 try fileSystem.store.syncAndReclaim()
             default:
                 line = "checkpoint"
-                try fileSystem.journal.checkpoint(fs)
+                try fileSystem.journal!.checkpoint(fs)
             }
         } catch let error as FSError {
             // Expected refusals of random operations (names that exist or not, a full image).

@@ -16,6 +16,7 @@ struct TreeSnapshot: Equatable {
         var inode: UInt64
         var kind: FileKind
         var permissions: UInt32
+        var uid: UInt32
         var linkCount: UInt32
         var size: UInt64
         var modificationTime: Timestamp
@@ -55,7 +56,7 @@ struct TreeSnapshot: Equatable {
         }
         var xattrs: [[UInt8]: [UInt8]] = [:]
         for name in try fs.listxattr(inode: number) { xattrs[name] = try fs.getxattr(inode: number, name: name) }
-        nodes[path] = Node(inode: number.rawValue, kind: a.kind, permissions: a.permissions, linkCount: a.linkCount,
+        nodes[path] = Node(inode: number.rawValue, kind: a.kind, permissions: a.permissions, uid: a.uid, linkCount: a.linkCount,
                            size: a.size, modificationTime: a.modificationTime, symlinkTarget: target, xattrs: xattrs)
         guard a.kind == .directory else { return }
         let handle = try fs.opendir(inode: number)

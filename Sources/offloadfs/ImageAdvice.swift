@@ -1,0 +1,114 @@
+import FuseBridge
+import OffloadCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One-line explanations of an image's failures that say what happened and what to do,
+/// rather than a bare errno: an unmount whose final checkpoint failed (recorded in the
+/// image's superblock, `Superblock.unmountError`), and a mount that cannot recover.
+enum ImageAdvice {
+    /// The superblock `path` holds now, read with pread (nil if it is not a readable image).
+    static func superblock(of path: String) -> Superblock? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard case .image(let superblock, _)? = try? ImageIdentity.read(fd: fd) else { return nil }
+        return superblock
+    }
+
+    /// "no space left on device while writing the final checkpoint of IMAGE; ...": what
+    /// the superblock's `unmountError` means and what to do about it.
+    static func unmountFailure(errno code: Int32, image: String) -> String {
+        "\(describe(errno: code)) while writing the final checkpoint of \(image); nothing is lost (its journal "
+            + "holds every change and the next mount writes the checkpoint): \(remedy(errno: code, image: image))"
+    }
+
+    /// A mount that failed with `code` while recovering `image` (recovery writes a new
+    /// checkpoint, which takes disk space), and what the last unmount left, if it failed.
+    static func recoveryFailure(errno code: Int32, image: String) -> String {
+        var message = "\(describe(errno: code)) while recovering image \(image) (a mount writes a new checkpoint"
+        if let superblock = superblock(of: image), superblock.unmountError != 0 {
+            message += "; its last unmount could not write one either: "
+                + describe(errno: Int32(clamping: superblock.unmountError)) + "; nothing is lost, the journal holds every change"
+        }
+        return message + "): " + remedy(errno: code, image: image)
+    }
+
+    /// A capacity (`--size`, or the one the image keeps) too small for what it holds:
+    /// nothing was written; say how much it needs.
+    static func capacityTooSmall(capacity: UInt64, needed: UInt64, live: UInt64, image: String,
+                                 sizeGiven: Bool) -> String {
+        let mebibyte = UInt64(1) << 20
+        let suggestion = ByteSize(bytes: (needed + mebibyte - 1) / mebibyte * mebibyte)
+        let what = sizeGiven ? "--size \(ByteSize(bytes: capacity))" : "the capacity \(image) keeps (\(ByteSize(bytes: capacity)))"
+        return "\(what) is too small for image \(image): it holds \(approximate(bytes: live)) of files and metadata "
+            + "and needs \(approximate(bytes: needed)) to mount; use --size \(suggestion) or more "
+            + "(to shrink it further, delete files under a larger size first); the image was not changed"
+    }
+
+    /// A read-write mount of an image it may not write: say why, and offer `-o ro`.
+    static func cannotWrite(image: String, error: FSError) -> String {
+        var status = stat()
+        let why: String
+        if error == .permissionDenied {
+            why = "you may not write it (permission denied)"
+        } else if stat(image, &status) == 0, status.st_mode & 0o222 == 0 {
+            why = "it has no write permission (mode \(String(status.st_mode & 0o7777, radix: 8)))"
+        } else {
+            why = "the filesystem holding it is mounted read-only"
+        }
+        return "image \(image) is read-only: \(why); mount it with -o ro to read its files"
+            + (error == .permissionDenied ? "" : ", or make it writable first")
+    }
+
+    /// What to do about `code` on the filesystem holding `image`.
+    static func remedy(errno code: Int32, image: String) -> String {
+        switch code {
+        case ENOSPC, EDQUOT:
+            guard let host = hostFilesystem(of: image) else { return "free space for it and mount it again" }
+            return "free space on \(host.mountPoint) (\(approximate(bytes: host.freeBytes)) free) and mount it again"
+        case EROFS:
+            return "the filesystem holding it is read-only"
+        default:
+            return "check the disk holding it (dmesg), then mount it again"
+        }
+    }
+
+    /// strerror's text, starting in lower case to sit inside a sentence.
+    static func describe(errno code: Int32) -> String {
+        let text = String(cString: strerror(code))
+        return text.prefix(1).lowercased() + text.dropFirst()
+    }
+
+    /// The mount point of the filesystem that holds `path` (the highest directory above
+    /// it on the same device) and that filesystem's free space for unprivileged users.
+    static func hostFilesystem(of path: String) -> (mountPoint: String, freeBytes: UInt64)? {
+        var status = stat()
+        var directory = Preflight.parentDirectory(of: path)
+        guard stat(directory, &status) == 0 else { return nil }
+        let device = status.st_dev
+        while directory != "/" {
+            let parent = Preflight.parentDirectory(of: directory)
+            guard stat(parent, &status) == 0, status.st_dev == device else { break }
+            directory = parent
+        }
+        var info = statvfs()
+        guard statvfs(directory, &info) == 0 else { return nil }
+        return (directory, UInt64(info.f_bavail) &* UInt64(info.f_frsize))
+    }
+
+    /// "0 bytes", "12 KiB", "1.5 MiB", "3.2 GiB".
+    static func approximate(bytes: UInt64) -> String {
+        guard bytes >= 1024 else { return "\(bytes) bytes" }
+        var value = Double(bytes)
+        for unit in ["KiB", "MiB", "GiB", "TiB"] {
+            value /= 1024
+            if value < 1024 || unit == "TiB" {
+                return value < 10 && value != value.rounded(.down)
+                    ? "\((value * 10).rounded(.down) / 10) \(unit)" : "\(Int(value)) \(unit)"
+            }
+        }
+        return "\(bytes) bytes"
+    }
+}

@@ -1,0 +1,32 @@
+/// How the daemon's last act went, as `offloadfs unmount` learns it once the daemon has let
+/// go of the image.
+///
+/// The channel is the image itself: the daemon is not our child (a background mount's
+/// parent exited long ago), so its exit status is out of reach, but before it exits it
+/// either writes its final checkpoint with the superblocks marked cleanly unmounted, or
+/// records in them why it could not (`Superblock.unmountError`, see docs/FORMAT.md). So
+/// after the daemon's lock on the image is gone, one read of the superblock says which.
+/// A read-only mount writes nothing, so there is nothing to read.
+enum UnmountOutcome: Equatable {
+    case clean
+    /// The daemon was already gone before the unmount (killed): nothing to report but that.
+    case daemonHadDied
+    /// One line saying why, for "MOUNTPOINT is unmounted, but ...".
+    case failed(String)
+
+    static func read(image: String, readOnly: Bool, daemonWasRunning: Bool) -> UnmountOutcome {
+        guard !readOnly else { return .clean }
+        guard daemonWasRunning else { return .daemonHadDied }
+        guard let superblock = ImageAdvice.superblock(of: image) else {
+            return .failed("\(image) can no longer be read as an offloadfs image")
+        }
+        if superblock.unmountError != 0 {
+            return .failed(ImageAdvice.unmountFailure(errno: Int32(clamping: superblock.unmountError), image: image))
+        }
+        if !superblock.cleanlyUnmounted {
+            return .failed("the daemon ended without writing the final checkpoint of \(image) (nor why: was it "
+                           + "killed?); the journal still holds every change, and the next mount replays it")
+        }
+        return .clean
+    }
+}
