@@ -161,7 +161,8 @@ enum FileHandlers {
     /// 4 GiB would come back as 0, which callers take for end of file. So one request
     /// copies at most the largest whole number of 4 KiB blocks below 4 GiB, and the
     /// caller (cp, the kernel's splice fallback) asks again for the rest, as after any
-    /// short copy.
+    /// short copy. Kernels since 2025 clamp the same way before asking; older ones
+    /// (Debian 12's 6.1) do not.
     static let maximumCopyBytes: UInt64 = 0xFFFF_F000
 
     // MARK: Argument decoding
