@@ -29,6 +29,10 @@ struct ExtendedAttributes {
 
     var isEmpty: Bool { names.isEmpty }
 
+    /// At least the bytes the attributes take in an inode record (a 4-byte length and
+    /// the bytes of each name and value).
+    var recordBound: Int { listLength + totalValueBytes + 8 * names.count }
+
     /// Checks a name's length and namespace. `user.` names are only allowed on regular
     /// files and directories (Linux refuses them elsewhere: EPERM to set, ENODATA to get).
     static func validate(name: [UInt8]) throws(FSError) {

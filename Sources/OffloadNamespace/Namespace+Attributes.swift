@@ -31,9 +31,10 @@ extension NamespaceState {
     /// Applies every change except the size, which the caller has already made
     /// (`resized`: and which changed the file, so its times are marked already).
     /// Returns the inode and whether anything changed here.
-    func applyAttributeChanges(inode number: InodeNumber, changes: AttributeChanges, resized: Bool,
+    mutating func applyAttributeChanges(inode number: InodeNumber, changes: AttributeChanges, resized: Bool,
                                context: RequestContext, now: Timestamp) throws(FSError) -> (Inode, Bool) {
         let inode = try table.inode(number)
+        try reserveJournal(for: [inode], extra: 0)
         var changed = false
         if changes.size != nil && !resized {
             inode.markModified(now)

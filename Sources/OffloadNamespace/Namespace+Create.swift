@@ -33,8 +33,14 @@ extension NamespaceState {
             gid = parentInode.gid
             if kind == .directory { mode |= 0o2000 }
         }
+        // The new inode (target, inherited ACLs), its entry, the parent.
+        let content = makeContent()
+        var target = 0
+        if case .symlink(let t) = content { target = t.count }
+        let acls = (inherited.access?.count ?? 0) + (inherited.default?.count ?? 0) + 64
+        try reserveJournal(for: [parentInode], extra: 110 + target + acls + 21 + name.bytes.count + 9)
         let inode = try table.allocate(kind: kind, permissions: mode, uid: context.uid, gid: gid,
-                                       rdev: rdev, content: makeContent(), now: now)
+                                       rdev: rdev, content: content, now: now)
         inode.inheritACLs(access: inherited.access, default: inherited.default)
         directory.insert(name, inode: inode.number, kind: kind)
         if kind == .directory { parentInode.linkCount += 1 }
@@ -55,6 +61,7 @@ extension NamespaceState {
         // Linux refuses to give an unlinked file a new name (only O_TMPFILE files may).
         guard inode.linkCount > 0 else { throw .notFound }
         guard inode.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+        try reserveJournal(for: [inode, parentInode], extra: 21 + newName.bytes.count)
         directory.insert(newName, inode: number, kind: inode.kind)
         inode.linkCount += 1
         inode.lookupCount += 1

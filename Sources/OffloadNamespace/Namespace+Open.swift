@@ -102,6 +102,7 @@ extension Namespace {
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             let opened = try state.table.inode(inode)
             if !truncated {
+                try state.reserveJournal(for: [opened], extra: 0)
                 opened.markModified(clock())
                 state.log([opened.record])
             }

@@ -11,6 +11,7 @@ extension NamespaceState {
         guard let entry = directory.entry(named: name) else { throw .notFound }
         guard entry.kind != .directory else { throw .isDirectory }
         let inode = try table.inode(entry.inode)
+        try reserveJournal(for: [parentInode, inode], extra: 13 + name.bytes.count + 9)
         directory.remove(name)
         precondition(inode.linkCount > 0, "a named inode has no links")
         inode.linkCount -= 1
@@ -29,6 +30,7 @@ extension NamespaceState {
         guard entry.kind == .directory else { throw .notDirectory }
         let (inode, removed) = try table.directory(entry.inode)
         guard removed.isEmpty else { throw .notEmpty }
+        try reserveJournal(for: [parentInode, inode], extra: 13 + name.bytes.count + 9)
         directory.remove(name)
         inode.linkCount = 0
         inode.markChanged(now)

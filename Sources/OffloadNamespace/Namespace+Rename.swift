@@ -27,6 +27,11 @@ extension NamespaceState {
         let target = targetDirectory.entry(named: newName)
         let move = Move(sourceParent: sourceParent, sourceDirectory: sourceDirectory, name: name,
                         targetParent: targetParent, targetDirectory: targetDirectory, newName: newName)
+        // Both names as entries, and every inode involved (or its drop).
+        let involved = [sourceParent, targetParent] + [source.inode, target?.inode].compactMap { number in
+            number.flatMap { try? table.inode($0) }
+        }
+        try reserveJournal(for: involved, extra: 2 * (21 + max(name.bytes.count, newName.bytes.count)) + 18)
 
         if flags.contains(.exchange) {
             guard let target else { throw .notFound }

@@ -20,6 +20,7 @@ extension Namespace {
             if ExtendedAttributes.isUserName(name) && !Self.mayHaveUserAttributes(inode.kind) {
                 throw .notPermitted
             }
+            try state.reserveJournal(for: [inode], extra: 8 + name.count + value.count)
             switch name {
             case PosixACL.accessName: try inode.setAccessACL(value, mode: mode)
             case PosixACL.defaultName: try inode.setDefaultACL(value, mode: mode)
@@ -50,6 +51,7 @@ extension Namespace {
         try ExtendedAttributes.validate(name: name)
         try state.withLock { (state) throws(FSError) in
             let inode = try state.table.inode(number)
+            try state.reserveJournal(for: [inode], extra: 0)
             try inode.xattrs.remove(name: name)
             inode.markChanged(clock())
             state.log([inode.record])

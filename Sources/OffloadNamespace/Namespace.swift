@@ -163,10 +163,29 @@ struct NamespaceState {
     var journal: NamespaceJournal?
     /// Makes the observer that marks a regular file's times and journals its changes.
     var makeFileJournal: (@Sendable (InodeNumber) -> FileJournal)?
+    /// Journal bytes the operation under way reserved (`reserveJournal`); its `log` uses
+    /// them. A failed operation's leftover is given back by the next reservation.
+    var journalCredit = 0
 
-    /// Records one operation's results as one journal frame (atomic on replay).
-    func log(_ records: [MetadataRecord]) {
-        journal?.record(records)
+    /// Records one operation's results as one journal frame (atomic on replay), in the
+    /// room the operation reserved.
+    mutating func log(_ records: [MetadataRecord]) {
+        journal?.record(records, reserved: journalCredit)
+        journalCredit = 0
+    }
+
+    /// Reserves journal room for the frame of the operation under way, before it changes
+    /// anything: the records of `inodes` as they will be (their current size plus
+    /// `extra`, which covers what the operation adds: names, entries, an xattr value).
+    /// `.noSpace` when the image cannot give the journal that room; the operation then
+    /// fails with ENOSPC having changed nothing (`NamespaceJournal.reserve`).
+    mutating func reserveJournal(for inodes: [Inode], extra: Int) throws(FSError) {
+        guard let journal else { return }
+        journal.release(journalCredit)
+        journalCredit = 0
+        let bytes = FrameHeader.size + inodes.reduce(extra) { $0 + $1.recordBound }
+        try journal.reserve(bytes)
+        journalCredit = bytes
     }
 
     /// `InodeTable.removeIfUnused`, plus the record that the inode is gone, which must

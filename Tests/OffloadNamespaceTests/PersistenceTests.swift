@@ -395,3 +395,56 @@ final class JournalFailureTests: XCTestCase {
         try fileSystem.close()
     }
 }
+
+/// An operation reserves its journal room before it changes anything: when even the
+/// metadata reserve is used up, it fails with ENOSPC instead of being answered and then
+/// lost by a crash (its frame unwritten).
+final class JournalReservationTests: XCTestCase {
+    func testOperationsFailWithENOSPCRatherThanGoUnjournaled() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("offloadfs-reserve-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let image = directory.appendingPathComponent("image.bin").path
+        let context = RequestContext(uid: 0, gid: 0)
+        var succeeded = 0
+        do {
+            let fileSystem = try ImageFileSystem.open(path: image, capacityBytes: 8 << 20,
+                                                      memoryLimiter: MemoryLimiter(limitBytes: 0))
+            let fs = fileSystem.namespace
+            let (file, handle) = try fs.create(parent: .root, name: FileName(Array("fill".utf8)), mode: 0o100644,
+                                               flags: O_RDWR, context: context)
+            // Files take everything but the metadata reserve.
+            var offset: UInt64 = 0
+            let chunk = [UInt8](repeating: 1, count: 256 << 10)
+            while (try? chunk.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: offset, data: $0) }) != nil {
+                offset += UInt64(chunk.count)
+            }
+            fs.release(inode: file.inode, handle: handle)
+            // Each setxattr journals the inode with all its attributes: the journal grows
+            // fast, with no checkpoint to shrink it, until the reserve is gone.
+            let value = [UInt8](repeating: 7, count: 60 << 10)
+            var refused: FSError?
+            for i in 0..<200 {
+                do {
+                    try fs.setxattr(inode: file.inode, name: Array("user.k\(i)".utf8), value: value, mode: .createOrReplace)
+                    succeeded += 1
+                } catch {
+                    refused = error
+                    break
+                }
+            }
+            XCTAssertEqual(refused, .noSpace, "the journal ran out of room after \(succeeded) attributes")
+            XCTAssertFalse(fileSystem.journal?.hasFailed ?? true, "no answered operation went unjournaled")
+            XCTAssertNoThrow(try fs.fsync(inode: file.inode, handle: nil, dataOnly: false), "the journal is whole")
+            // Dropped without close: what kill -9 leaves.
+        }
+        // Recovery writes a checkpoint, which needs room the full image no longer has:
+        // it is mounted again with a larger capacity (`--size`), as mount advises.
+        XCTAssertThrowsError(try ImageFileSystem.open(path: image, capacityBytes: 8 << 20,
+                                                      memoryLimiter: MemoryLimiter(limitBytes: 0)))
+        let reopened = try ImageFileSystem.open(path: image, capacityBytes: 16 << 20, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let file = try reopened.namespace.lookup(parent: .root, name: FileName(Array("fill".utf8)))
+        XCTAssertEqual(try reopened.namespace.listxattr(inode: file.inode).count, succeeded,
+                       "every attribute that was answered is there")
+    }
+}

@@ -10,11 +10,33 @@ public struct FileChange: Sendable {
 /// one file reach it in the order they happened. It runs before the storage a change
 /// freed is released (see `OffloadedFile.pendingReleases`). It must not call back into
 /// the file.
+///
+/// Before a change alters anything, `willChange` hears how many bytes its file-range
+/// records can take at most, and may refuse (a journal that has no room for them: the
+/// change then fails with that error, having changed nothing). Every `willChange` is
+/// followed by `fileChanged` or, when the change failed or changed nothing,
+/// `changeAbandoned`.
 public protocol FileChangeObserver: AnyObject, Sendable {
+    func willChange(recordBytes: Int) throws(FSError)
     func fileChanged(_ change: FileChange)
+    func changeAbandoned()
+}
+
+extension FileChangeObserver {
+    /// An observer that keeps no journal refuses nothing.
+    public func willChange(recordBytes: Int) throws(FSError) {}
+    public func changeAbandoned() {}
 }
 
 extension OffloadedFile {
+    /// Tells the observer the change about to be made: its file-range records hold at
+    /// most `pieces` extents carrying `memoryBytes` of RAM bytes. Call before the first
+    /// alteration of the file (after reversible work such as allocating). Caller holds
+    /// the write lock, inside `changing`.
+    func willChange(pieces: Int, memoryBytes: Int = 0) throws(FSError) {
+        try observer?.willChange(recordBytes: MetadataRecord.fileRangeBound(pieces: pieces, memoryBytes: memoryBytes))
+    }
+
     /// The extents covering `range` (clipped to it and to the size), holes left out.
     /// Caller holds the lock.
     func pieces(in range: Range<UInt64>) -> [FilePiece] {

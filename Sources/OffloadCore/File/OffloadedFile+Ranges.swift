@@ -7,9 +7,10 @@ extension OffloadedFile {
     public func punchHole(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        try changing { () -> Range<UInt64>? in
+        try changing { () throws(FSError) -> Range<UInt64>? in
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return nil }
+            try willChange(pieces: 0)
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
             return clipped
         }
@@ -20,8 +21,9 @@ extension OffloadedFile {
     public func zeroRange(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        try changing { () -> Range<UInt64>? in
+        try changing { () throws(FSError) -> Range<UInt64>? in
             let old = sizeBytes
+            try willChange(pieces: 0)
             if !keepSize { extendWithHole(to: range.upperBound) }
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return sizeBytes > old ? old..<sizeBytes : nil }
@@ -44,11 +46,15 @@ extension OffloadedFile {
             // Collect the holes first, allocate for all of them, and only then change the
             // file, so that running out of space leaves it as it was.
             var holes: [Range<UInt64>] = []
+            var kept = 0, keptMemory = 0  // extents in the range that stay, for the record
             if target.lowerBound < sizeBytes, var i = extents.floor(target.lowerBound) {
                 while extents.key(at: i) < target.upperBound {
                     let start = extents.key(at: i), extent = extents.value(at: i)
                     if extent.isHole {
                         holes.append((start..<start + extent.size).clamped(to: target))
+                    } else {
+                        kept += 1
+                        keptMemory += extent.memoryBytes
                     }
                     guard let next = extents.index(after: i) else { break }
                     i = next
@@ -67,6 +73,7 @@ extension OffloadedFile {
                     let hint = imageEndForAllocation(before: hole.lowerBound, after: filled.last)
                     filled.append((hole, try zeroedImageExtents(count: hole.length, hint: hint)))
                 }
+                try willChange(pieces: kept + filled.reduce(0) { $0 + $1.1.count } + 2, memoryBytes: keptMemory)
             } catch {
                 for (_, pieces) in filled { for piece in pieces { discard(piece) } }
                 throw error
@@ -180,7 +187,13 @@ extension OffloadedFile {
                 throw error
             }
         }
-        try changing { () -> Range<UInt64>? in
+        try changing { () throws(FSError) -> Range<UInt64>? in
+            do throws(FSError) {
+                try willChange(pieces: pieces.count + 2, memoryBytes: pieces.reduce(0) { $0 + $1.memoryBytes })
+            } catch {
+                for piece in pieces { discard(piece) }
+                throw error
+            }
             let old = sizeBytes
             extendWithHole(to: offset)
             replace(offset..<offset + length, with: pieces)

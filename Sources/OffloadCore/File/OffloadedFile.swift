@@ -67,11 +67,22 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Runs a change under the write lock: `body` returns the byte range whose contents
     /// it changed (nil: nothing changed); the observer hears of it, then freed storage is
     /// released, also when `body` throws. Returns whether anything changed.
+    /// `body` must call `willChange` before it alters the file.
     @discardableResult
     func changing(_ body: () throws(FSError) -> Range<UInt64>?) throws(FSError) -> Bool {
         try lock.withWriteLock { () throws(FSError) -> Bool in
             defer { releasePending() }
-            guard let changed = try body() else { return false }
+            let changed: Range<UInt64>?
+            do throws(FSError) {
+                changed = try body()
+            } catch {
+                observer?.changeAbandoned()
+                throw error
+            }
+            guard let changed else {
+                observer?.changeAbandoned()
+                return false
+            }
             observer?.fileChanged(FileChange(size: sizeBytes, range: changed, pieces: pieces(in: changed)))
             return true
         }
@@ -171,6 +182,13 @@ public final class OffloadedFile: @unchecked Sendable {
         try changing { () throws(FSError) in
             if try overwriteInPlace(at: offset, bytes: bytes) { return offset..<end }
             let pieces = try place(bytes, at: offset)
+            do throws(FSError) {
+                // Merging with the neighbours adds at most one piece on each side.
+                try willChange(pieces: pieces.count + 2, memoryBytes: pieces.reduce(0) { $0 + $1.memoryBytes })
+            } catch {
+                for piece in pieces { discard(piece) }
+                throw error
+            }
             extendWithHole(to: offset)
             replace(offset..<end, with: pieces)
             return offset..<end
@@ -195,6 +213,7 @@ public final class OffloadedFile: @unchecked Sendable {
         guard !range.isEmpty else { return 0 }
         let end = try Self.checkedEnd(offset, range.length)
         try changing { () throws(FSError) in
+            try willChange(pieces: 3)
             try store.retain(range)
             extendWithHole(to: offset)
             replace(offset..<end, with: [.mmapOffload(offset: range.lowerBound, size: range.length)])
@@ -208,8 +227,10 @@ public final class OffloadedFile: @unchecked Sendable {
     @discardableResult
     public func resize(to newSize: UInt64, fill: UInt8 = 0) throws(FSError) -> Bool {
         guard newSize <= Self.maximumSize else { throw .fileTooLarge }
-        return try changing { () -> Range<UInt64>? in
+        return try changing { () throws(FSError) -> Range<UInt64>? in
             let old = sizeBytes
+            guard newSize != old else { return nil }
+            try willChange(pieces: 1)
             if newSize < old {
                 removeRange(newSize..<old)
                 sizeBytes = newSize
@@ -225,8 +246,10 @@ public final class OffloadedFile: @unchecked Sendable {
     /// Empties the file. Returns false when it was empty already.
     @discardableResult
     public func truncate() -> Bool {
-        (try? changing { () -> Range<UInt64>? in
+        (try? changing { () throws(FSError) -> Range<UInt64>? in
             let old = sizeBytes
+            guard old > 0 else { return nil }
+            try willChange(pieces: 0)
             dropAllExtents()
             return old > 0 ? 0..<old : nil
         }) ?? false
@@ -278,6 +301,7 @@ public final class OffloadedFile: @unchecked Sendable {
                 i = next
             }
         }
+        try willChange(pieces: targets.count)
         defer { inPlaceWriteEpoch = store.syncEpoch }
         for t in targets { try store.copyIn(bytes.baseAddress! + t.source, to: t.image, count: t.count) }
         return true

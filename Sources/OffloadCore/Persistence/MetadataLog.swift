@@ -37,6 +37,9 @@ public final class MetadataLog: Sendable {
         var appendedBytes: UInt64 = 0
         /// Set once the chain continues in another log (`continueInNewLog`).
         var closed = false
+        /// Segments allocated ahead by `ensureRoom`, not linked yet: the next segments of
+        /// the chain, taken before any new allocation.
+        var spares: [LogSegment] = []
     }
 
     /// Starts a chain in a newly allocated segment of `firstSegmentBytes` (rounded up to
@@ -54,13 +57,13 @@ public final class MetadataLog: Sendable {
     }
 
     private init(store: BackingStore, imageID: UInt64, stream: UInt64, segment: LogSegment,
-                 firstSequence: UInt64, segmentBytes: Int, nextSegmentBytes: Int) {
+                 firstSequence: UInt64, segmentBytes: Int, nextSegmentBytes: Int, spares: [LogSegment]) {
         self.store = store
         self.imageID = imageID
         self.stream = stream
         self.segmentBytes = segmentBytes
         state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence,
-                                   nextSegmentBytes: nextSegmentBytes))
+                                   nextSegmentBytes: nextSegmentBytes, spares: spares))
     }
 
     /// The first segment: where a reader starts.
@@ -83,15 +86,22 @@ public final class MetadataLog: Sendable {
         try state.withLock { (s) throws(FSError) in
             precondition(!s.closed, "appending to a metadata log that continues elsewhere")
             let frameSize = FrameHeader.size + payload.count
-            if s.writeOffset + UInt64(frameSize + LogSegment.linkFrameSize) > s.segments[s.segments.count - 1].range.upperBound {
-                let next = try Self.allocateSegment(store, atLeast: max(s.nextSegmentBytes, frameSize + LogSegment.linkFrameSize),
+            if Self.room(in: s) < frameSize {
+                let spare = s.spares.firstIndex { $0.length >= UInt64(frameSize + LogSegment.linkFrameSize) }
+                let next: LogSegment
+                if let spare {
+                    next = s.spares[spare]
+                } else {
+                    next = try Self.allocateSegment(store, atLeast: max(s.nextSegmentBytes, frameSize + LogSegment.linkFrameSize),
                                                     minimum: frameSize + LogSegment.linkFrameSize)
+                }
                 do throws(FSError) {
                     try writeLink(to: next, &s)
                 } catch {
-                    store.release(next.range)
+                    if spare == nil { store.release(next.range) }
                     throw error
                 }
+                if let spare { s.spares.remove(at: spare) }
                 s.nextSegmentBytes = min(segmentBytes, 2 * s.nextSegmentBytes)
                 s.segments.append(next)
                 s.writeOffset = next.start
@@ -100,24 +110,58 @@ public final class MetadataLog: Sendable {
         }
     }
 
+    /// Bytes of frame (header included) the current segment still takes, keeping room
+    /// for its link frame.
+    private static func room(in s: State) -> Int {
+        let end = s.segments[s.segments.count - 1].range.upperBound
+        return max(0, Int(end - s.writeOffset) - LogSegment.linkFrameSize)
+    }
+
+    /// Makes sure frames of `total` bytes in all (headers included), none longer than
+    /// `largestFrame`, can be appended without allocating: the current segment's room
+    /// and the spare segments together hold `total`, and some segment holds
+    /// `largestFrame`. Allocates spares (metadata may use the store's reserve) when they
+    /// do not; `.noSpace` when the image has no room left for them. What the journal's
+    /// reservations build on (`NamespaceJournal.reserve`).
+    public func ensureRoom(total: Int, largestFrame: Int) throws(FSError) {
+        try state.withLock { (s) throws(FSError) in
+            let spareRoom = s.spares.reduce(0) { $0 + Int($1.length) - LogSegment.linkFrameSize }
+            var missing = total - Self.room(in: s) - spareRoom
+            let fits = Self.room(in: s) >= largestFrame
+                || s.spares.contains { Int($0.length) - LogSegment.linkFrameSize >= largestFrame }
+            if missing <= 0 && fits { return }
+            missing = max(missing, fits ? 0 : largestFrame)
+            let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
+            s.spares.append(try Self.allocateSegment(store, atLeast: wanted, minimum: missing + LogSegment.linkFrameSize))
+        }
+    }
+
     /// Ends this chain with a link to a new segment and returns a log that continues the
-    /// same stream there. The new log's segments are its own, so this log's segments can
-    /// be freed once nothing needs them (after a checkpoint).
+    /// same stream there (with this log's spare segments). The new log's segments are its
+    /// own, so this log's segments can be freed once nothing needs them (after a checkpoint).
     public func continueInNewLog() throws(FSError) -> MetadataLog {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
             let first = min(Self.firstJournalSegmentBytes, segmentBytes)
-            let next = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
+            let spare = s.spares.firstIndex { $0.length >= UInt64(LogSegment.linkFrameSize * 4) }
+            let next: LogSegment
+            if let spare {
+                next = s.spares[spare]
+            } else {
+                next = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
+            }
             do throws(FSError) {
                 try writeLink(to: next, &s)
             } catch {
-                store.release(next.range)
+                if spare == nil { store.release(next.range) }
                 throw error
             }
+            if let spare { s.spares.remove(at: spare) }
             s.closed = true
+            defer { s.spares = [] }
             return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
                                firstSequence: s.nextSequence, segmentBytes: segmentBytes,
-                               nextSegmentBytes: min(segmentBytes, 2 * first))
+                               nextSegmentBytes: min(segmentBytes, 2 * first), spares: s.spares)
         }
     }
 
@@ -126,8 +170,8 @@ public final class MetadataLog: Sendable {
     public func releaseSegments() {
         let all = state.withLock { s -> [LogSegment] in
             s.closed = true
-            defer { s.segments = [] }
-            return s.segments
+            defer { s.segments = []; s.spares = [] }
+            return s.segments + s.spares
         }
         for segment in all { store.release(segment.range) }
     }

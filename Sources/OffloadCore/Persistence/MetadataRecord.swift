@@ -109,6 +109,14 @@ extension MetadataRecord {
     /// record stays near 8 MB, far below `FrameHeader.maximumPayload`.
     public static let piecesPerFileRange = 2048
 
+    /// At least the encoded size of the `fileRange` records (with their frames' headers)
+    /// for `pieces` extents holding `memoryBytes` of RAM bytes in all (docs/FORMAT.md: 37
+    /// bytes a record, at most 29 a piece besides its RAM bytes).
+    public static func fileRangeBound(pieces: Int, memoryBytes: Int) -> Int {
+        let records = max(1, (pieces + piecesPerFileRange - 1) / piecesPerFileRange)
+        return records * (37 + FrameHeader.size) + 29 * pieces + memoryBytes
+    }
+
     /// `fileRange` records stating that `range` of file `inode` (now `size` bytes long)
     /// holds `pieces` (sorted, inside `range`): one record, or consecutive records for
     /// consecutive parts of the range when there are more than `piecesPerFileRange`.

@@ -34,6 +34,14 @@ extension ExtendedAttributes {
 
 extension Inode {
     /// This inode's attributes as a journal or checkpoint record.
+    /// At least the encoded size of `record` (docs/FORMAT.md: 102 fixed bytes, the
+    /// symlink target's blob, the xattrs), for journal reservations.
+    var recordBound: Int {
+        var target = 0
+        if case .symlink(let t) = content { target = t.count }
+        return 110 + target + xattrs.recordBound
+    }
+
     var record: MetadataRecord {
         var target: [UInt8] = []
         if case .symlink(let t) = content { target = t }

@@ -60,6 +60,8 @@ public final class NamespaceJournal: Sendable {
         /// next checkpoint, which captures the whole tree again.
         var failure: FSError?
         var appendedSinceCheckpoint: UInt64 = 0
+        /// Bytes reserved by operations under way and not appended yet (`reserve`).
+        var reserved = 0
     }
 
     /// The metadata chains recovery read, and what becomes of them.
@@ -92,12 +94,36 @@ public final class NamespaceJournal: Sendable {
                                    durable: superblock))
     }
 
-    /// Appends one frame holding `records`, atomically.
-    func record(_ records: [MetadataRecord]) {
-        guard !records.isEmpty else { return }
+    /// Reserves room for `bytes` of frames (headers included) before an operation changes
+    /// anything, so that its frames cannot fail for lack of space afterwards: an
+    /// operation that changed the tree and then could not be journaled would be answered
+    /// and lost by the next crash. `.noSpace` when the image cannot give the journal that
+    /// room even from the metadata reserve; the operation must then fail with ENOSPC
+    /// before it changes anything (jbd2 reserves credits before a handle the same way).
+    /// The reservation ends with the `record` that passes it as `reserved`, or `release`.
+    func reserve(_ bytes: Int) throws(FSError) {
+        try state.withLock { (s) throws(FSError) in
+            try s.current.ensureRoom(total: s.reserved + bytes, largestFrame: bytes)
+            s.reserved += bytes
+        }
+    }
+
+    /// Ends a reservation that no frame used (the operation failed or changed nothing).
+    func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        state.withLock { $0.reserved -= bytes }
+    }
+
+    /// Appends one frame holding `records`, atomically, using `reserved` bytes reserved
+    /// beforehand (0: none; the append may then fail for lack of space).
+    func record(_ records: [MetadataRecord], reserved: Int = 0) {
+        guard !records.isEmpty else { return release(reserved) }
         var payload = ByteWriter(capacity: 256)
         for record in records { record.encode(into: &payload) }
+        assert(reserved == 0 || payload.count + FrameHeader.size <= reserved,
+               "a frame of \(payload.count + FrameHeader.size) bytes overran its reservation of \(reserved)")
         state.withLock { s in
+            s.reserved -= reserved
             do throws(FSError) {
                 try s.current.append(payload: payload.bytes)
                 s.appendedSinceCheckpoint += UInt64(payload.count + FrameHeader.size)
@@ -278,18 +304,39 @@ public final class NamespaceJournal: Sendable {
 /// utimes) is the order in which the inode changed, so replay ends with the attributes
 /// the daemon had.
 ///
-/// `@unchecked Sendable`: `state` is a weak reference set once in `init`.
+/// The journal room a change reserved (`willChange`) is held here until its frame is
+/// written: the file's write lock serialises a file's changes, so one field suffices.
+///
+/// `@unchecked Sendable`: `state` is a weak reference set once in `init`; `credit` is
+/// only touched under the file's write lock.
 final class FileJournal: FileChangeObserver, @unchecked Sendable {
     let inode: InodeNumber
     /// The namespace's state, to mark the times, read the inode's record and log. Weak:
     /// the state owns the file that owns this observer.
     private weak var state: PthreadMutex<NamespaceState>?
     private let clock: @Sendable () -> Timestamp
+    private var credit = 0
 
     init(inode: InodeNumber, state: PthreadMutex<NamespaceState>?, clock: @escaping @Sendable () -> Timestamp) {
         self.inode = inode
         self.state = state
         self.clock = clock
+    }
+
+    /// Reserves room for the file-range records and the inode's record (`NamespaceJournal.reserve`).
+    func willChange(recordBytes: Int) throws(FSError) {
+        try state?.withLock { (s) throws(FSError) in
+            guard let journal = s.journal, let node = s.table.existing(inode) else { return }
+            let bytes = recordBytes + node.recordBound
+            try journal.reserve(bytes)
+            credit += bytes
+        }
+    }
+
+    func changeAbandoned() {
+        guard credit > 0 else { return }
+        state?.withLock { $0.journal?.release(credit) }
+        credit = 0
     }
 
     /// A change over very many extents goes as consecutive frames for consecutive parts
@@ -299,11 +346,16 @@ final class FileJournal: FileChangeObserver, @unchecked Sendable {
     func fileChanged(_ change: FileChange) {
         let records = MetadataRecord.fileRanges(inode: inode.rawValue, size: change.size, range: change.range,
                                                 pieces: change.pieces)
+        let reserved = credit
+        credit = 0
         state?.withLock { s in
-            guard let node = s.table.existing(inode) else { return }
+            guard let node = s.table.existing(inode) else {
+                s.journal?.release(reserved)
+                return
+            }
             node.markModified(clock())
-            for record in records.dropLast() { s.log([record]) }
-            s.log([records[records.count - 1], node.record])
+            for record in records.dropLast() { s.journal?.record([record]) }
+            s.journal?.record([records[records.count - 1], node.record], reserved: reserved)
         }
     }
 }
