@@ -28,7 +28,10 @@ extension OffloadedFile {
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return sizeBytes > old ? old..<sizeBytes : nil }
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
-            return min(clipped.lowerBound, old)..<max(clipped.upperBound, sizeBytes)
+            // What changed: the zeroed range, and the hole up to it when the file grew
+            // (then the range ends at the new size). Nothing else: the record holds no
+            // extent, as the reservation says.
+            return sizeBytes > old ? min(clipped.lowerBound, old)..<sizeBytes : clipped
         }
     }
 

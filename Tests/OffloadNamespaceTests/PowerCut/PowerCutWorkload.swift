@@ -155,10 +155,17 @@ struct PowerCutWorkload {
                 line = "link \(n) as \(to)"
                 _ = try fs.link(inode: target.inode, newParent: directory(), newName: to)
                 lookups[target.inode, default: 0] += 1
-            case 20, 21:
+            case 20:
                 guard let file = someOpenFile() else { return (kind, "no file to fsync") }
                 line = "fsync inode \(file.inode.rawValue)"
                 try fs.fsync(inode: file.inode, handle: file.handle, dataOnly: pick(2) == 0)
+                kind = .sync
+            case 21:
+                line = "fsyncdir"
+                let directory = directory()
+                let handle = try fs.opendir(inode: directory)
+                defer { fs.releasedir(inode: directory, handle: handle) }
+                try fs.fsyncdir(inode: directory, handle: handle, dataOnly: false)
                 kind = .sync
             case 22:
                 line = "maintenance sync"
