@@ -1,0 +1,137 @@
+# Shared by the mounted benchmarks (scripts/bench-mount, scripts/bench-versus): a
+# temporary directory whose mounts and daemons are cleaned up on exit, and the timed
+# workloads. Source it; call bench_start first.
+
+# Creates $work and arranges for every mount point in $mounted to be unmounted, every
+# PID in $pids to be stopped, and $work removed when the script exits (also on failure
+# or Ctrl-C). Only processes the script started are signalled.
+bench_start() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/offloadfs-bench.XXXXXX")
+    mounted=()
+    pids=()
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+    local status=$?
+    set +e
+    cd /
+    for mountpoint in "${mounted[@]}"; do
+        if mountpoint -q "$mountpoint"; then
+            case "$(findmnt -no FSTYPE "$mountpoint")" in
+                fuse*) fusermount3 -u "$mountpoint" 2>/dev/null || umount -l "$mountpoint" ;;
+                *) umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" ;;
+            esac
+        fi
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null; fi
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$work"
+    exit "$status"
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+wait_for_mount() {
+    local mountpoint=$1 pid=$2
+    for _ in $(seq 400); do
+        mountpoint -q "$mountpoint" && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "error: the daemon for $mountpoint exited" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "error: $mountpoint did not appear" >&2
+    return 1
+}
+
+unmount_system() {
+    local mountpoint=$1
+    case "$(findmnt -no FSTYPE "$mountpoint")" in
+        fuse*) fusermount3 -u "$mountpoint" ;;
+        *) umount "$mountpoint" ;;
+    esac
+}
+
+# fio_metric JSON_FILE read|write bw|iops -> MiB/s or IOPS, rounded
+fio_metric() {
+    python3 - "$@" <<'EOF'
+import json, sys
+path, direction, metric = sys.argv[1:4]
+job = json.load(open(path))["jobs"][0][direction]
+print(round(job["bw"] / 1024) if metric == "bw" else round(job["iops"]))
+EOF
+}
+
+# metadata DIR COUNT -> "create/s stat/s remove/s"
+metadata() {
+    python3 - "$@" <<'EOF'
+import os, sys, time
+directory, count = sys.argv[1], int(sys.argv[2])
+os.makedirs(directory)
+names = [os.path.join(directory, "f%05d" % i) for i in range(count)]
+rates = []
+start = time.perf_counter()
+for name in names:
+    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+rates.append(count / (time.perf_counter() - start))
+start = time.perf_counter()
+for name in names:
+    os.stat(name)
+rates.append(count / (time.perf_counter() - start))
+start = time.perf_counter()
+for name in names:
+    os.unlink(name)
+rates.append(count / (time.perf_counter() - start))
+os.rmdir(directory)
+print(" ".join(str(round(rate)) for rate in rates))
+EOF
+}
+
+# bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
+# result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
+# randread, randwrite (IOPS), create, stat, remove (files/s), copy (entries/s). Uses
+# SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, copy_files.
+bench_workloads() {
+    local fio_common=(--directory="$2" --output-format=json --ioengine=psync --iodepth=1)
+
+    echo "   sequential write" >&2
+    fio --name=seqwrite "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_SEQ" --end_fsync=1 \
+        --filename=seq > "$work/fio.json"
+    result[$1,seqwrite]=$(fio_metric "$work/fio.json" write bw)
+    echo "   sequential read" >&2
+    drop_caches
+    fio --name=seqread "${fio_common[@]}" --rw=read --bs=1M --size="$SIZE_SEQ" --filename=seq > "$work/fio.json"
+    result[$1,seqread]=$(fio_metric "$work/fio.json" read bw)
+    rm -f "$2/seq"
+
+    echo "   random read" >&2
+    # fio lays the file out first (a sequential write); the timed part starts uncached.
+    fio --name=layout "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_RAND" --end_fsync=1 \
+        --filename=rand > /dev/null
+    drop_caches
+    fio --name=randread "${fio_common[@]}" --rw=randread --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
+        --time_based --filename=rand > "$work/fio.json"
+    result[$1,randread]=$(fio_metric "$work/fio.json" read iops)
+    echo "   random write" >&2
+    fio --name=randwrite "${fio_common[@]}" --rw=randwrite --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
+        --time_based --end_fsync=1 --filename=rand > "$work/fio.json"
+    result[$1,randwrite]=$(fio_metric "$work/fio.json" write iops)
+    rm -f "$2/rand"
+
+    echo "   metadata ($FILES files)" >&2
+    local create stat remove start end
+    read -r create stat remove < <(metadata "$2/meta" "$FILES")
+    result[$1,create]=$create; result[$1,stat]=$stat; result[$1,remove]=$remove
+
+    echo "   cp -a $COPY_SOURCE" >&2
+    start=$(date +%s.%N)
+    cp -a "$COPY_SOURCE" "$2/copy"
+    sync -f "$2/copy"
+    end=$(date +%s.%N)
+    result[$1,copy]=$(python3 -c "print(round($copy_files / ($end - $start)))")
+    rm -rf "$2/copy"
+
+}
