@@ -87,21 +87,8 @@ public final class MetadataLog: Sendable {
             precondition(!s.closed, "appending to a metadata log that continues elsewhere")
             let frameSize = FrameHeader.size + payload.count
             if Self.room(in: s) < frameSize {
-                let spare = s.spares.firstIndex { $0.length >= UInt64(frameSize + LogSegment.linkFrameSize) }
-                let next: LogSegment
-                if let spare {
-                    next = s.spares[spare]
-                } else {
-                    next = try Self.allocateSegment(store, atLeast: max(s.nextSegmentBytes, frameSize + LogSegment.linkFrameSize),
-                                                    minimum: frameSize + LogSegment.linkFrameSize)
-                }
-                do throws(FSError) {
-                    try writeLink(to: next, &s)
-                } catch {
-                    if spare == nil { store.release(next.range) }
-                    throw error
-                }
-                if let spare { s.spares.remove(at: spare) }
+                let minimum = frameSize + LogSegment.linkFrameSize
+                let next = try linkNextSegment(wanted: max(s.nextSegmentBytes, minimum), minimum: minimum, &s)
                 s.nextSegmentBytes = min(segmentBytes, 2 * s.nextSegmentBytes)
                 s.segments.append(next)
                 s.writeOffset = next.start
@@ -143,20 +130,7 @@ public final class MetadataLog: Sendable {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
             let first = min(Self.firstJournalSegmentBytes, segmentBytes)
-            let spare = s.spares.firstIndex { $0.length >= UInt64(LogSegment.linkFrameSize * 4) }
-            let next: LogSegment
-            if let spare {
-                next = s.spares[spare]
-            } else {
-                next = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
-            }
-            do throws(FSError) {
-                try writeLink(to: next, &s)
-            } catch {
-                if spare == nil { store.release(next.range) }
-                throw error
-            }
-            if let spare { s.spares.remove(at: spare) }
+            let next = try linkNextSegment(wanted: first, minimum: LogSegment.linkFrameSize * 4, &s)
             s.closed = true
             defer { s.spares = [] }
             return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
@@ -174,6 +148,26 @@ public final class MetadataLog: Sendable {
             return s.segments + s.spares
         }
         for segment in all { store.release(segment.range) }
+    }
+
+    /// Ends the current segment with a link to the next one, and returns it: a spare
+    /// segment that holds `minimum` bytes, else a new one of at least `wanted`.
+    private func linkNextSegment(wanted: Int, minimum: Int, _ s: inout State) throws(FSError) -> LogSegment {
+        let spare = s.spares.firstIndex { $0.length >= UInt64(minimum) }
+        let next: LogSegment
+        if let spare {
+            next = s.spares[spare]
+        } else {
+            next = try Self.allocateSegment(store, atLeast: wanted, minimum: minimum)
+        }
+        do throws(FSError) {
+            try writeLink(to: next, &s)
+        } catch {
+            if spare == nil { store.release(next.range) }
+            throw error
+        }
+        if let spare { s.spares.remove(at: spare) }
+        return next
     }
 
     private func writeLink(to next: LogSegment, _ s: inout State) throws(FSError) {
