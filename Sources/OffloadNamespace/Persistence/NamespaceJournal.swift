@@ -192,6 +192,10 @@ public final class NamespaceJournal: Sendable {
                     let next = try s.current.continueInNewLog()
                     s.closed.append(s.current)
                     s.current = next
+                    // Operations under way reserved room in the old chain; the new one
+                    // takes its spares, and gets the rest if the image has it (if not,
+                    // such an append may still fail, which the journal survives).
+                    try? next.ensureRoom(total: s.reserved, largestFrame: s.reserved)
                 }
                 s.appendedSinceCheckpoint = 0
                 defer { s.failure = nil }
