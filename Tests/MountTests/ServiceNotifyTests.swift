@@ -25,7 +25,7 @@ final class ServiceNotifyTests: ListeningDaemonTestCase {
                              "READY=1 must wait until the mount answers (the loop started 1.5 s after mounting)")
         // And once it is there, the mount does answer at once.
         let probe = try BoundedRun.program("/usr/bin/stat", ["-f", "-c", "%T", fixture.mountPoint], timeout: 10)
-        XCTAssertTrue(probe.succeeded && probe.seconds < 2, probe.transcript)
+        XCTAssertTrue(probe.succeeded && probe.seconds < 5, probe.transcript)
         XCTAssertTrue(ready.text.contains("MAINPID=\(pid)"), ready.text)
         XCTAssertTrue(ready.text.contains("STATUS=serving \(fixture.mountPoint)"), ready.text)
 
@@ -36,10 +36,11 @@ final class ServiceNotifyTests: ListeningDaemonTestCase {
                       "start-up phases as STATUS= lines: \(before)")
         XCTAssertTrue(before.contains("EXTEND_TIMEOUT_USEC=60000000"), "each progress report extends the timeout: \(before)")
 
-        // WATCHDOG=1 every 0.1 s while serving.
-        usleep(1_000_000)
-        let pings = listener.fields.filter { $0.field == "WATCHDOG=1" && $0.arrived > ready.arrived }
-        XCTAssertGreaterThanOrEqual(pings.count, 4, "WATCHDOG=1 keeps arriving: \(pings.count) in 1 s")
+        // WATCHDOG=1 every 0.1 s while serving (a few are enough, however loaded the machine).
+        func pings() -> Int { listener.fields.filter { $0.field == "WATCHDOG=1" && $0.arrived > ready.arrived }.count }
+        let deadline = Date().addingTimeInterval(5)
+        while pings() < 4 && Date() < deadline { usleep(50_000) }
+        XCTAssertGreaterThanOrEqual(pings(), 4, "WATCHDOG=1 keeps arriving")
 
         let terminated = Date()
         XCTAssertEqual(kill(pid, SIGTERM), 0)
