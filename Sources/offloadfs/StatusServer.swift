@@ -16,11 +16,13 @@ import Logging
 /// namespace lock briefly), so nothing is computed for a status nobody asks for.
 final class StatusServer: Sendable {
     let path: String
+    private let directory: String
     private let listener: Int32
     private let thread: DaemonThread
 
     init(directory: String, device: String, logger: Logger,
          reply: @escaping @Sendable () -> [UInt8]) throws(MountError) {
+        self.directory = directory
         path = directory + "/" + RuntimeDirectory.socketName(device: device)
         guard let address = UnixSocketAddress(path) else { throw MountError("status socket path too long: \(path)") }
         let listener = UnixSocket.make(SOCK_STREAM)
@@ -46,13 +48,15 @@ final class StatusServer: Sendable {
         thread = started
     }
 
-    /// Stops answering and removes the socket.
+    /// Stops answering and removes the socket, and a user's runtime directory once it is
+    /// empty (rmdir fails while another mount's socket is in it; /run/offloadfs stays).
     func stop() {
         // shutdown wakes the thread's accept (it then returns EINVAL).
         shutdown(listener, Int32(SHUT_RDWR))
         thread.join()
         close(listener)
         unlink(path)
+        if directory != RuntimeDirectory.systemDirectory { rmdir(directory) }
     }
 
     private static func serve(listener: Int32, owner: uid_t, logger: Logger, reply: @Sendable () -> [UInt8]) {

@@ -44,6 +44,8 @@ final class NonRootStatusTests: PrivateNamespaceTestCase {
             step nobody-status as_nobody "$bin" status "$mnt"
             step unmount as_user "$bin" unmount "$mnt"
             step after sh -c "grep ' $mnt ' /proc/self/mounts || true"
+            # The status socket was in /tmp/offloadfs-UID (no login session): gone with it.
+            step runtime-dir sh -c "ls -d /tmp/offloadfs-$(id -u "$user") 2>/dev/null || true"
             step info "$bin" info "$img"
 
             # root's mount: its status is root's only.
@@ -65,6 +67,7 @@ final class NonRootStatusTests: PrivateNamespaceTestCase {
                       nobody.transcript)
         _ = check("unmount")
         XCTAssertEqual(check("after").output, "", "unmounted")
+        XCTAssertEqual(check("runtime-dir").output, "", "the user's empty runtime directory is removed")
         XCTAssertTrue(check("info").output.contains("cleanly unmounted: yes"), namespace.step("info").transcript)
 
         _ = check("root-mount")
