@@ -2,10 +2,18 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <linux/falloc.h>
+#include <sys/vfs.h>
 #include "linux_shims.h"
 
 int offloadfs_fallocate(int fd, int mode, off_t offset, off_t length) {
     return fallocate(fd, mode, offset, length);
+}
+
+int offloadfs_filesystem_type(const char *path, long *type) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    *type = (long)info.f_type;
+    return 0;
 }
 
 const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;

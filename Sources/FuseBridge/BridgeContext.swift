@@ -24,10 +24,13 @@ final class BridgeContext: Sendable {
     let posixACLs = Atomic<Bool>(false)
     /// Whether to ask for it (`MountConfiguration.writebackCache`).
     let wantsWritebackCache: Bool
+    /// What the mount has served (requests, bytes, errors), for `offloadfs status`.
+    let counters: RequestCounters
 
     init(fileSystem: any FileSystemOperations, logger: Logger, cachePolicy: CachePolicy,
-         wantsWritebackCache: Bool) {
+         wantsWritebackCache: Bool, counters: RequestCounters) {
         self.wantsWritebackCache = wantsWritebackCache
+        self.counters = counters
         self.fileSystem = fileSystem
         self.logger = logger
         self.cachePolicy = cachePolicy

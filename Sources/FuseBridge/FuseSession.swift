@@ -19,11 +19,14 @@ public final class FuseSession {
     private var session: OpaquePointer?
     private var mounted = false
 
+    /// What the mount has served so far (read by `offloadfs status`).
+    public var counters: RequestCounters { context.counters }
+
     public init(fileSystem: any FileSystemOperations, configuration: MountConfiguration,
-                logger: Logger) throws(MountError) {
+                logger: Logger, counters: RequestCounters = RequestCounters()) throws(MountError) {
         self.context = BridgeContext(fileSystem: fileSystem, logger: logger,
                                      cachePolicy: configuration.cachePolicy,
-                                     wantsWritebackCache: configuration.writebackCache)
+                                     wantsWritebackCache: configuration.writebackCache, counters: counters)
         self.configuration = configuration
         LibfuseLog.install(logger: logger)
         let userdata = Unmanaged.passUnretained(context).toOpaque()

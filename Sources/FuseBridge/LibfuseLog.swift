@@ -67,12 +67,12 @@ enum LibfuseLog {
 
 extension String {
     /// The string in a C buffer that holds a NUL somewhere (the rest is ignored).
-    init(nulTerminated buffer: [CChar]) {
+    public init(nulTerminated buffer: [CChar]) {
         let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
         self.init(decoding: bytes, as: UTF8.self)
     }
 
-    func trimmingTrailingNewlines() -> String {
+    public func trimmingTrailingNewlines() -> String {
         var result = Substring(self)
         while let last = result.last, last == "\n" || last == "\r" { result = result.dropLast() }
         return String(result)

@@ -29,8 +29,9 @@ struct Reply: ~Copyable {
     }
 
     deinit {
-        BridgeContext.of(request).logger.error(
-            "request left unanswered; replying EIO", metadata: ["op": "\(operation)"])
+        let context = BridgeContext.of(request)
+        context.logger.error("request left unanswered; replying EIO", metadata: ["op": "\(operation)"])
+        context.counters.countError(EIO)
         fuse_reply_err(request, EIO)
     }
 
@@ -41,6 +42,7 @@ struct Reply: ~Copyable {
     /// Answers with the errno of `error`, logging daemon-side failures.
     consuming func error(_ error: FSError) {
         let code = error.errnoValue
+        context.counters.countError(code)
         if error.isInternalFailure {
             context.logger.error("\(operation) failed: \(error)", metadata: ["errno": "\(code)"])
         } else {
@@ -54,6 +56,7 @@ struct Reply: ~Copyable {
     /// namespace (unsupported flags); these never come from an `FSError`.
     consuming func errno(_ code: Int32) {
         context.logger.debug("\(operation): refused", metadata: ["errno": "\(code)"])
+        context.counters.countError(code)
         fuse_reply_err(request, code)
         discard self
     }
@@ -171,6 +174,7 @@ struct Reply: ~Copyable {
     consuming func read(_ serve: (_ send: ([ReadRegion]) -> Void) throws(FSError) -> Void) {
         let request = self.request
         let logger = context.logger
+        let counters = context.counters
         var sent = false
         var failure: FSError?
         do {
@@ -181,6 +185,8 @@ struct Reply: ~Copyable {
                 let status = ReadReply.send(request, regions)
                 if status != 0 {
                     logger.debug("read: reply not delivered", metadata: ["errno": "\(-status)"])
+                } else {
+                    counters.countRead(bytes: regions.reduce(0) { $0 + $1.count })
                 }
             }
         } catch {
@@ -225,9 +231,12 @@ struct Reply: ~Copyable {
         return status == 0
     }
 
-    consuming func written(_ result: Result<Int, FSError>) {
+    /// write (and copy_file_range, which shares image ranges and is not counted as
+    /// bytes written: `countsAsWrite` false).
+    consuming func written(_ result: Result<Int, FSError>, countsAsWrite: Bool = true) {
         switch result {
         case .success(let count):
+            if countsAsWrite { context.counters.countWritten(bytes: count) }
             fuse_reply_write(request, count)
             discard self
         case .failure(let error):
@@ -237,7 +246,7 @@ struct Reply: ~Copyable {
 
     /// copy_file_range answers like write: the number of bytes copied.
     consuming func copied(_ result: Result<UInt64, FSError>) {
-        written(result.map { Int(clamping: $0) })
+        written(result.map { Int(clamping: $0) }, countsAsWrite: false)
     }
 
     consuming func offset(_ result: Result<UInt64, FSError>) {

@@ -41,15 +41,3 @@ func writeLine(_ line: String, to descriptor: Int32) {
         written += count
     }
 }
-
-/// Sends swift-log output to stderr at `level`; the one place logging is configured.
-func bootstrapLogging(level: Logger.Level) -> Logger {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
-    var logger = Logger(label: "offloadfs")
-    logger.logLevel = level
-    return logger
-}

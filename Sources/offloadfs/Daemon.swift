@@ -1,3 +1,4 @@
+import OffloadCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -8,13 +9,15 @@ import Glibc
 /// `--foreground --ready-fd 3` through posix_spawn, in a new session (setsid, so the
 /// terminal's SIGHUP/SIGINT do not reach it), with stdin/stdout/stderr on /dev/null and
 /// the write end of a pipe as fd 3; the child closes every other descriptor it inherited
-/// (`closeInheritedDescriptors`). The child writes exactly one line to that pipe:
-/// `ready` once the kernel mount exists, or `error MESSAGE` if it could not mount. The
-/// parent prints the message (one line) and exits 1, or exits 0 on `ready`. If the child
-/// dies without a line, the pipe reaches EOF and the parent reports its exit status.
+/// (`closeInheritedDescriptors`). The child writes lines to that pipe: `progress DONE
+/// TOTAL UNIT PHASE` whenever its start-up moved (`ProgressReporter`), then exactly one
+/// of `ready` (the mount answers requests) or `error MESSAGE`. The parent prints the
+/// message (one line) and exits 1, or exits 0 on `ready`; on a terminal it shows the
+/// progress meanwhile. It gives up (and stops the child) only when no line has come for
+/// `StallBound.seconds`: a large image takes long to open, but it keeps reporting. If
+/// the child dies without a line, the pipe reaches EOF and the parent reports its exit
+/// status.
 enum Daemon {
-    /// How long the parent waits for the child's line before giving up and stopping it.
-    static let readinessTimeoutSeconds: Int32 = 60
     /// The fd number the child finds the readiness pipe on.
     static let readinessDescriptor: Int32 = 3
 
@@ -71,23 +74,32 @@ enum Daemon {
         // Our copy of the write end must be closed, or EOF never comes if the child dies.
         close(childEnd)
         childEnd = -1
-        switch readLine(from: readEnd) {
-        case .line(let line) where line == "ready":
-            return .ready
-        case .line(let line) where line.hasPrefix("error "):
-            _ = Subprocess.wait(for: child)
-            return .failed(String(line.dropFirst("error ".count)))
-        case .line(let line):
-            kill(child, SIGTERM)
-            _ = Subprocess.wait(for: child)
-            return .failed("the daemon sent an unexpected readiness line: \(line)")
-        case .timedOut:
-            kill(child, SIGTERM)
-            _ = Subprocess.wait(for: child)
-            return .failed("the daemon did not report readiness within \(readinessTimeoutSeconds) s")
-        case .endOfFile:
-            let status = Subprocess.wait(for: child)
-            return .failed("the daemon exited with status \(status) before the mount was ready")
+        let display = TerminalProgress(label: "mounting")
+        defer { display.finish() }
+        var last = "starting"
+        while true {
+            switch readLine(from: readEnd, stallSeconds: StallBound.seconds) {
+            case .line(let line) where line == "ready":
+                return .ready
+            case .line(let line) where line.hasPrefix("error "):
+                _ = Subprocess.wait(for: child)
+                return .failed(String(line.dropFirst("error ".count)))
+            case .line(let line):
+                guard let reading = Readiness.parseProgress(line) else {
+                    kill(child, SIGTERM)
+                    _ = Subprocess.wait(for: child)
+                    return .failed("the daemon sent an unexpected readiness line: \(line)")
+                }
+                last = reading.description
+                display.show(last)
+            case .stalled:
+                kill(child, SIGTERM)
+                _ = Subprocess.wait(for: child)
+                return .failed("the daemon made no progress for \(Int(StallBound.seconds)) s (last: \(last)); stopped it")
+            case .endOfFile:
+                let status = Subprocess.wait(for: child)
+                return .failed("the daemon exited with status \(status) before the mount was ready")
+            }
         }
     }
 
@@ -123,65 +135,92 @@ enum Daemon {
     /// the terminal, with no window where it could still get the terminal's signals.
     private static let spawnSetSID: Int32 = 0x80
 
-    private enum ReadResult { case line(String), endOfFile, timedOut }
+    private enum ReadResult { case line(String), endOfFile, stalled }
 
-    /// Reads one line (up to a newline or EOF) from `descriptor`, giving up after the
-    /// readiness timeout.
-    private static func readLine(from descriptor: Int32) -> ReadResult {
-        var bytes: [UInt8] = []
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let end = deadline.tv_sec + Int(readinessTimeoutSeconds)
+    /// Bytes read past the last line returned (the child may send several lines at once).
+    nonisolated(unsafe) private static var pending: [UInt8] = []
+
+    /// Reads one line (up to a newline or EOF) from `descriptor`, giving up when nothing
+    /// arrives for `stallSeconds`. Only the parent's one waiting thread calls it.
+    private static func readLine(from descriptor: Int32, stallSeconds: Double) -> ReadResult {
+        var deadline = monotonicSeconds() + stallSeconds
         while true {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let remainingMilliseconds = Int32(max(0, end - now.tv_sec) * 1000)
-            if remainingMilliseconds == 0 { return .timedOut }
+            if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                defer { pending.removeSubrange(...newline) }
+                return .line(String(decoding: pending[..<newline], as: UTF8.self))
+            }
+            let remaining = deadline - monotonicSeconds()
+            if remaining <= 0 { return .stalled }
             var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, remainingMilliseconds)
+            let ready = poll(&poller, 1, Int32(min(remaining * 1000, 60_000).rounded(.up)))
             if ready < 0 && errno == EINTR { continue }
-            if ready == 0 { return .timedOut }
+            if ready == 0 { continue }
             var chunk = [UInt8](repeating: 0, count: 512)
             let count = read(descriptor, &chunk, chunk.count)
             if count < 0 && errno == EINTR { continue }
             if count <= 0 {
-                return bytes.isEmpty ? .endOfFile : .line(String(decoding: bytes, as: UTF8.self))
+                defer { pending = [] }
+                return pending.isEmpty ? .endOfFile : .line(String(decoding: pending, as: UTF8.self))
             }
-            bytes += chunk.prefix(count)
-            if let newline = bytes.firstIndex(of: UInt8(ascii: "\n")) {
-                return .line(String(decoding: bytes[..<newline], as: UTF8.self))
-            }
+            pending += chunk.prefix(count)
+            // Any bytes are a sign of life; a whole line is what resets the bound.
+            if pending.contains(UInt8(ascii: "\n")) { deadline = monotonicSeconds() + stallSeconds }
         }
+    }
+
+    private static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }
 
 /// The child's side of the readiness protocol, and the place where service managers are
 /// told the mount is live.
-struct Readiness {
+final class Readiness: Sendable {
     /// The pipe from the parent (`--ready-fd`), nil in a plain `--foreground` run.
     private let descriptor: Int32?
+    /// Set once `ready` or `failed` has closed the pipe.
+    private let finished = PthreadMutex(false)
 
     init(descriptor: Int32?) { self.descriptor = descriptor }
 
     /// True when a parent is waiting for our line and will report errors itself.
     var hasParent: Bool { descriptor != nil }
 
-    /// The mount is live: tell whoever waits for it.
+    /// Start-up moved: `progress DONE TOTAL UNIT PHASE`.
+    func progress(_ reading: ProgressMeter.Reading) {
+        send("progress \(reading.done) \(reading.total) \(reading.unit.rawValue) \(reading.phase)", last: false)
+    }
+
+    /// The mount answers requests: tell whoever waits for it.
     func ready() {
-        send("ready")
-        // systemd (Type=notify) will be told here: write "READY=1" to the datagram socket
-        // named by $NOTIFY_SOCKET, as rclone does; libfuse sends no readiness itself.
+        send("ready", last: true)
     }
 
     /// Mounting failed; `message` is the one line the parent prints.
     func failed(_ message: String) {
-        send("error " + message.replacingNewlines())
+        send("error " + message.replacingNewlines(), last: true)
     }
 
-    private func send(_ line: String) {
+    /// The reading a progress line carries, or nil if `line` is not one.
+    static func parseProgress(_ line: String) -> ProgressMeter.Reading? {
+        let fields = line.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false)
+        guard fields.count == 5, fields[0] == "progress", let done = UInt64(fields[1]), let total = UInt64(fields[2]),
+              let unit = ProgressMeter.Unit(rawValue: String(fields[3])) else { return nil }
+        return ProgressMeter.Reading(phase: String(fields[4]), done: done, total: total, unit: unit)
+    }
+
+    private func send(_ line: String, last: Bool) {
         guard let descriptor else { return }
-        writeLine(line, to: descriptor)
-        close(descriptor)
+        finished.withLock { done in
+            guard !done else { return }
+            writeLine(line.replacingNewlines(), to: descriptor)
+            if last {
+                close(descriptor)
+                done = true
+            }
+        }
     }
 }
 

@@ -99,8 +99,8 @@ struct ImageInspectionError: Error {
     init(_ message: String) { self.message = message }
 }
 
-/// "label: 12 / 80 MiB" on stderr, rewritten in place, only on a terminal and only
-/// once the work has taken a second.
+/// "label: 12 / 80 MiB" (or any text) on stderr, rewritten in place, only on a terminal
+/// and only once the work has taken a second.
 final class TerminalProgress {
     private let label: String
     private let start = TerminalProgress.now()
@@ -111,12 +111,17 @@ final class TerminalProgress {
     init(label: String) { self.label = label }
 
     func update(_ done: UInt64, of total: UInt64) {
+        show("\(done >> 20) / \(max(total, done) >> 20) MiB")
+    }
+
+    /// Shows "label: text" in place of the previous line.
+    func show(_ text: String) {
         guard enabled else { return }
         let now = Self.now()
         guard now - start > 1, now - lastUpdate > 0.1 else { return }
         lastUpdate = now
         shown = true
-        let line = "\r\(label): \(done >> 20) / \(max(total, done) >> 20) MiB"
+        let line = "\r\u{1B}[K\(label): \(text)"
         _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
     }
 

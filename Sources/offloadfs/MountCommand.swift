@@ -13,14 +13,21 @@ struct MountCommand: ParsableCommand {
         commandName: "mount",
         abstract: "Mount an offloadfs filesystem backed by IMAGE at MOUNTPOINT.",
         discussion: """
-            Without --foreground, the command returns once the mount is live (exit status 0), \
-            or prints why it failed (non-zero). The daemon keeps running until the filesystem \
-            is unmounted (offloadfs unmount, fusermount3 -u, umount) or gets SIGINT/SIGTERM, \
-            which unmount cleanly. In the background the daemon's log is discarded: run with \
-            --foreground (e.g. under systemd) to keep it. A MOUNTPOINT that is already a \
-            mount is refused, saying what it is (a dead offloadfs mount, left by a killed \
-            daemon, is cleared by --clear-dead-mount); one that holds files is mounted over \
-            with a warning, as libfuse 3 allows.
+            Without --foreground, the command returns once the mount answers requests (exit \
+            status 0), or prints why it failed (status 1). It waits as long as the daemon \
+            reports progress (opening a large image takes a while) and gives up after 60 s \
+            without any. The daemon keeps running until the filesystem is unmounted \
+            (offloadfs unmount, umount, fusermount3 -u) or gets SIGINT/SIGTERM, which unmount \
+            cleanly. In the background the daemon logs to syslog (the journal, where systemd \
+            runs); with --foreground it logs to stderr, with syslog priorities when stderr is \
+            the journal, and speaks systemd's notify protocol when $NOTIFY_SOCKET is set \
+            (see systemd/offloadfs@.service). mount(8) and fstab use the form \
+            `offloadfs IMAGE MOUNTPOINT -o OPTIONS` (through mount.fuse3 for type \
+            fuse.offloadfs, or the mount.offloadfs helper), where -o also takes size=, \
+            memory_limit=, log_level=, fresh and writeback_cache. A MOUNTPOINT that is \
+            already a mount is refused, saying what it is (a dead offloadfs mount, left by a \
+            killed daemon, is cleared by --clear-dead-mount); one that holds files is mounted \
+            over with a warning, as libfuse 3 allows.
             """
     )
 
@@ -67,7 +74,7 @@ struct MountCommand: ParsableCommand {
         valueName: "options"))
     var options: [String] = []
 
-    @Option(name: .long, help: "How much the daemon logs to stderr.")
+    @Option(name: .long, help: "How much the daemon logs (to stderr with --foreground, else to syslog).")
     var logLevel: Logger.Level = .info
 
     /// Set by the background parent: the fd of the readiness pipe (see Daemon).
@@ -111,10 +118,23 @@ struct MountCommand: ParsableCommand {
             case .failed(let message): try fail(message, readiness: readiness)
             }
         }
-        let logger = bootstrapLogging(level: logLevel)
+        let destination = LogDestination.choose(background: readiness.hasParent)
+        let logger = bootstrapLogging(level: logLevel, destination: destination)
+        let service = ServiceManager(stallSeconds: StallBound.seconds)
+        let meter = ProgressMeter(onPhase: StartupTestKnobs.phaseHook())
+        // Start-up progress to the waiting parent and to systemd, until the mount answers.
+        let startup = ProgressReporter(meter: meter) { reading in
+            readiness.progress(reading)
+            service.progress("mounting \(mountPath): \(reading.description)")
+        }
+        // On a terminal this line waits for --log-level debug, so that a failed mount
+        // prints exactly its one error line; in the journal and syslog it opens the log.
+        logger.log(level: destination == .terminal ? .debug : .info, "starting", metadata: startupMetadata(
+            mountPath: mountPath, imagePath: imagePath))
         let imageExisted = access(imagePath, F_OK) == 0
         let session: FuseSession
         let fileSystem: ImageFileSystem
+        let memoryLimiter = MemoryLimiter(limitBytes: Int(memoryLimit.bytes))
         do {
             // --size sets the capacity and the image keeps it; without it, the image's kept
             // capacity, or the default for this mount.
@@ -124,24 +144,28 @@ struct MountCommand: ParsableCommand {
             } else {
                 capacity = .kept(default: try Self.defaultCapacity(imagePath: imagePath))
             }
-            (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath,
-                                                    capacity: capacity, logger: logger)
+            (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath, capacity: capacity,
+                                                    memoryLimiter: memoryLimiter, meter: meter, logger: logger)
+            meter.begin("mounting")
             try session.mount()
         } catch {
             // Leave no empty image behind that this attempt created.
             if !imageExisted { unlink(imagePath) }
-            try fail(error.message, readiness: readiness)
+            startup.stop()
+            try fail(error.message, readiness: readiness, logger: logger, destination: destination)
         }
+        let status = DaemonStatus(fileSystem: fileSystem, memoryLimiter: memoryLimiter, counters: session.counters,
+                                  meter: meter, mountPoint: mountPath, options: startupOptions)
+        let statusServer = startStatusServer(mountPath: mountPath, imagePath: imagePath, status: status, logger: logger)
         // Logged only once mounted, so a failed mount prints its one error line and nothing else.
         let report = fileSystem.report
-        logger.info("serving", metadata: [
-            "image": "\(imagePath)", "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
+        logger.info("serving", metadata: startupMetadata(mountPath: mountPath, imagePath: imagePath).merging([
+            "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
             "capacity_kept": "\(fileSystem.store.capacityIsSet)", "read_only": "\(fileSystem.isReadOnly)",
-            "memory_limit": "\(memoryLimit)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
-        ])
+        ]) { $1 })
         if report.previousUnmountError != 0 {
             logger.warning("the image's last unmount could not write its final checkpoint; recovered from its journal",
                            metadata: ["error": "\(ImageAdvice.describe(errno: Int32(clamping: report.previousUnmountError)))"])
@@ -151,31 +175,57 @@ struct MountCommand: ParsableCommand {
         }
         // Test knobs (scripts/crash-soak --stress-checkpoints): maintenance interval in
         // seconds and the journal bytes that trigger a checkpoint. Not for normal use.
-        func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
         let interval = environment("OFFLOADFS_MAINTENANCE_INTERVAL").flatMap(Double.init).map { max($0, 0.01) } ?? 5
         let checkpointAfter = environment("OFFLOADFS_CHECKPOINT_AFTER").flatMap(UInt64.init)
-        fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter) { error in
+        fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter, onCheckpoint: { timing in
+            logger.info("checkpoint written", metadata: [
+                "seconds": "\(timing.seconds)", "journal_bytes": "\(timing.journalBytes)",
+                "checkpoint_bytes": "\(timing.checkpointBytes)",
+            ])
+        }, onError: { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
+        })
+        // Ready once a request has been answered (the loop below serves it).
+        let readyProbe = DaemonThread.start {
+            guard MountProbe.answers(mountPath), status.current == .starting else { return }
+            startup.stop()
+            status.set(.serving)
+            readiness.ready()
+            service.ready(summary: status.summary)
+            service.startWatchdog { status.current == .serving && MountProbe.answers(mountPath) }
+            logger.debug("the mount answers; readiness reported", metadata: ["mountpoint": "\(mountPath)"])
         }
         let removalWatch = ImageRemovalWatch(imagePath: imagePath, mountPoint: mountPath, logger: logger)
         removalWatch?.start(interval: interval)
-        readiness.ready()
         if readiness.hasParent {
             // Detached: the mount point and image are absolute, so no directory is kept busy.
             _ = chdir("/")
         }
+        // Until the loop has answered the probe's request (INIT first).
+        meter.begin("waiting for the kernel")
         session.run()
         // Unmounted (or SIGTERM): the last checkpoint, so the image holds everything.
-        try Self.close(fileSystem, imagePath: imagePath, logger: logger)
+        status.set(.stopping)
+        readyProbe?.join()
+        startup.stop()
+        service.stopping("unmounted \(mountPath); writing the final checkpoint")
+        let shutdown = ProgressReporter(meter: meter) { service.progress("stopping \(mountPath): \($0.description)") }
+        defer {
+            shutdown.stop()
+            statusServer?.stop()
+        }
+        try Self.close(fileSystem, imagePath: imagePath, logger: logger, meter: meter)
         if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
     /// Writes the last checkpoint. If that fails, the reason goes into the image's
     /// superblock, where `offloadfs unmount` (waiting for this process to let go of the
     /// image) reads and reports it, and the next mount explains it; then exits non-zero.
-    static func close(_ fileSystem: ImageFileSystem, imagePath: String, logger: Logger) throws {
+    /// `meter` follows the checkpoint (systemd and `offloadfs unmount` watch it).
+    static func close(_ fileSystem: ImageFileSystem, imagePath: String, logger: Logger, meter: ProgressMeter) throws {
+        let started = DaemonStatus.monotonicSeconds()
         do {
-            try fileSystem.close()
+            try fileSystem.close(meter: meter)
         } catch {
             let code = error.errnoValue
             logger.error("final checkpoint failed; the journal still holds every change",
@@ -187,16 +237,54 @@ struct MountCommand: ParsableCommand {
             }
             throw ExitCode.failure
         }
+        logger.info("final checkpoint written", metadata: [
+            "seconds": "\(DaemonStatus.monotonicSeconds() - started)",
+            "checkpoint_bytes": "\(fileSystem.journal?.checkpointBytes ?? 0)",
+        ])
+    }
+
+    /// The options as the start-up line and `status` show them: offloadfs's own, then `-o`.
+    private var startupOptions: [String] {
+        var options = ["memory_limit=\(memoryLimit)"]
+        if let size { options.append("size=\(size)") }
+        if fresh { options.append("fresh") }
+        if writebackCache { options.append("writeback_cache") }
+        return options + self.options.flatMap { $0.split(separator: ",").map(String.init) }
+    }
+
+    private func startupMetadata(mountPath: String, imagePath: String) -> Logger.Metadata {
+        ["version": "\(BuildVersion.line)", "mountpoint": "\(mountPath)", "image": "\(imagePath)",
+         "options": "\(startupOptions.joined(separator: ","))", "pid": "\(getpid())"]
+    }
+
+    /// The status socket, named by the mount's device; a mount without one still serves
+    /// (the reason is logged).
+    private func startStatusServer(mountPath: String, imagePath: String, status: DaemonStatus,
+                                   logger: Logger) -> StatusServer? {
+        let mounts = MountInfo.entries()
+        guard let mount = MountInfo.offloadfsMount(at: mountPath, in: mounts) else {
+            logger.warning("no status socket: the mount is not in /proc/self/mountinfo", metadata: ["mountpoint": "\(mountPath)"])
+            return nil
+        }
+        do {
+            let directory = try RuntimeDirectory.prepare()
+            return try StatusServer(directory: directory, device: mount.device, logger: logger) {
+                StatusJSON.encode(status.snapshot())
+            }
+        } catch {
+            logger.warning("no status socket: \(error.message)")
+            return nil
+        }
     }
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
-    private func openSession(mountPath: String, imagePath: String, capacity: CapacityRequest,
-                             logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
+    private func openSession(mountPath: String, imagePath: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
+                             meter: ProgressMeter, logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
         let fileSystem: ImageFileSystem
         do {
             fileSystem = try ImageFileSystem.open(
                 path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
-                memoryLimiter: MemoryLimiter(limitBytes: Int(memoryLimit.bytes)))
+                memoryLimiter: memoryLimiter, meter: meter)
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
@@ -253,12 +341,18 @@ struct MountCommand: ParsableCommand {
     }
 
     /// Reports `message` once: through the pipe when a parent waits (it prints the
-    /// line), else as one line on stderr; then exits non-zero.
-    private func fail(_ message: String, readiness: Readiness) throws -> Never {
+    /// line), else as one line on stderr; then exits non-zero. Once logging is set up
+    /// (`logger`), the log gets it too, unless the log is the terminal's stderr, where
+    /// the error line already is.
+    private func fail(_ message: String, readiness: Readiness, logger: Logger? = nil,
+                      destination: LogDestination = .terminal) throws -> Never {
         if readiness.hasParent {
             readiness.failed(message)
-        } else {
+        } else if destination != .journal {
             printError(message)
+        }
+        if let logger, destination != .terminal {
+            logger.error("mount failed: \(message.replacingNewlines())")
         }
         throw ExitCode.failure
     }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import FuseBridge
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `offloadfs`: mount and unmount filesystems whose file contents live in one image file.
 @main
@@ -11,20 +14,35 @@ struct Offloadfs: ParsableCommand {
             Mount with `offloadfs mount MOUNTPOINT --backing IMAGE`, use MOUNTPOINT like \
             any directory, and unmount with `offloadfs unmount MOUNTPOINT` (or fusermount3 -u). \
             Without --foreground, `mount` returns once the filesystem is live. The image keeps \
-            the files across unmounts and crashes; `offloadfs fsck` and `offloadfs info` \
-            inspect an unmounted image.
+            the files across unmounts and crashes; `offloadfs status` shows what running mounts \
+            hold and serve; `offloadfs fsck` and `offloadfs info` inspect an unmounted image. \
+            `mount -t fuse.offloadfs IMAGE MOUNTPOINT -o OPTIONS`, an fstab line of that type and \
+            systemd/offloadfs@.service run offloadfs as a system service.
             """,
         version: BuildVersion.line,
-        subcommands: [MountCommand.self, UnmountCommand.self, FsckCommand.self, InfoCommand.self]
+        subcommands: [MountCommand.self, UnmountCommand.self, StatusCommand.self, FsckCommand.self, InfoCommand.self]
     )
 
-    /// Names an unknown subcommand (with the closest real one) before the parser sees it.
+    /// Command lines in the forms mount(8), mount.fuse3 and umount(8) use (see
+    /// `MountHelperArguments`) become our own; an unknown subcommand is named (with the
+    /// closest real one) before the parser sees it.
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
-        if let message = SubcommandSuggestion.unknownSubcommandMessage(arguments, command: Self.self) {
+        switch MountHelperArguments.classify(program: CommandLine.arguments.first ?? "offloadfs", arguments: arguments,
+                                             subcommands: Set(SubcommandSuggestion.names(of: Self.self) + ["help"])) {
+        case .normal:
+            if let message = SubcommandSuggestion.unknownSubcommandMessage(arguments, command: Self.self) {
+                printError(message)
+                Self.exit(withError: ExitCode.validationFailure)
+            }
+            main(arguments)
+        case .run(let translated):
+            main(translated)
+        case .fake:
+            Self.exit()
+        case .invalid(let message):
             printError(message)
-            Self.exit(withError: ExitCode.validationFailure)
+            Self.exit(withError: ExitCode.failure)
         }
-        main(arguments)
     }
 }

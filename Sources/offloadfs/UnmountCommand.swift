@@ -13,11 +13,16 @@ struct UnmountCommand: ParsableCommand {
         discussion: """
             MOUNTPOINT may be spelt as umount(8) accepts it: relative, with a trailing \
             slash, or through a symlink. Returns once the daemon has written its last \
-            checkpoint and let go of the image. If that checkpoint could not be written \
-            (e.g. the disk holding the image is full), the mount is gone all the same, the \
-            command prints why and what to do and exits 1; the image's journal still holds \
-            every change. A busy mount (a process has a file or its working directory in \
-            it: see fuser -vm MOUNTPOINT) is left mounted unless --lazy is given.
+            checkpoint and let go of the image, so the image can be mounted again at once; \
+            it waits as long as that checkpoint makes progress (the daemon's status socket \
+            reports it) and gives up after 60 s without any. umount(8) does the same through \
+            the umount.fuse.offloadfs helper that scripts/install installs. If that checkpoint \
+            could not be written (e.g. the disk holding the image is full), the mount is gone \
+            all the same, the command prints why and what to do and exits 1; the image's \
+            journal still holds every change. A busy mount (a process has a file or its \
+            working directory in it: see fuser -vm MOUNTPOINT) is left mounted unless --lazy \
+            is given. Exit status: 0 unmounted and released, 1 not unmounted, the final \
+            checkpoint failed, or the daemon stalled.
             """,
         aliases: ["umount"]
     )
@@ -40,6 +45,8 @@ struct UnmountCommand: ParsableCommand {
             printError("\(path) is not an offloadfs mount (it is \(entry.type))")
             throw ExitCode.failure
         }
+        // Found before the unmount: its status socket reports the final checkpoint.
+        let mount = MountInfo.offloadfsMount(at: path)
         // A deleted image is lost with the unmount; the daemon logs it, and so do we.
         let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
@@ -53,9 +60,11 @@ struct UnmountCommand: ParsableCommand {
         // Lazily detached, the daemon lives on until the last user has gone: nothing to wait for.
         if lazy { return }
         // Like umount(8) on a block filesystem: once this returns, the image is free to
-        // be mounted again. The daemon holds an flock on it until it has exited.
-        guard Self.waitUntilReleased(image: entry.source) else {
-            printError("\(path) is unmounted, but the daemon still holds \(entry.source) after 30 s")
+        // be mounted again. The daemon holds an flock on it until it has exited; the wait
+        // follows its final checkpoint's progress (ReleaseWait).
+        if case .stalled(let last) = ReleaseWait.wait(image: entry.source, mount: mount) {
+            printError("\(path) is unmounted, but the daemon still holds \(entry.source): "
+                       + "no progress for \(Int(StallBound.seconds)) s (last: \(last))")
             throw ExitCode.failure
         }
         switch UnmountOutcome.read(image: entry.source, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
@@ -104,16 +113,6 @@ struct UnmountCommand: ParsableCommand {
             printError("cannot unmount \(path): \(reason)")
         }
         throw ExitCode.failure
-    }
-
-    /// Waits until nobody holds the image's lock (the daemon has exited); true at once if
-    /// the image cannot be opened (then there is nothing to wait for).
-    static func waitUntilReleased(image: String, timeoutMilliseconds: Int = 30_000) -> Bool {
-        for _ in 0..<max(1, timeoutMilliseconds / 50) {
-            if isUnlocked(image: image) { return true }
-            usleep(50_000)
-        }
-        return false
     }
 }
 

@@ -34,7 +34,7 @@ struct BoundedResult {
 /// reported as timed out, never waited on forever.
 enum BoundedRun {
     static func program(_ path: String, _ arguments: [String], in directory: String? = nil,
-                        timeout: TimeInterval) throws -> BoundedResult {
+                        environment: [String: String] = [:], timeout: TimeInterval) throws -> BoundedResult {
         let scratch = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let outPath = scratch + "/out", errPath = scratch + "/err"
@@ -47,6 +47,9 @@ enum BoundedRun {
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
         process.standardError = err

@@ -11,7 +11,7 @@ final class CommandLineTests: CommandLineTestCase {
         let top = try offloadfs(["--help"])
         XCTAssertEqual(top.status, 0, top.transcript)
         XCTAssertTrue(top.output.contains("USAGE: offloadfs <subcommand>"), top.output)
-        for subcommand in ["mount ", "unmount, umount ", "fsck ", "info "] {
+        for subcommand in ["mount ", "unmount, umount ", "status ", "fsck ", "info "] {
             XCTAssertTrue(top.output.contains("  \(subcommand)"), "--help must list \(subcommand):\n\(top.output)")
         }
         let unmount = try offloadfs(["unmount", "--help"])

@@ -58,6 +58,9 @@ final class MountFixture {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         try process.run()
         daemon = process
         let deadline = Date().addingTimeInterval(20)

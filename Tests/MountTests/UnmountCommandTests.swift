@@ -63,7 +63,7 @@ final class UnmountCommandTests: CommandLineTestCase {
         }
         let unlike = try offloadfs(["frobnicate"])
         assertOneLineError(unlike, containing: "unknown subcommand 'frobnicate'")
-        XCTAssertTrue(unlike.error.contains("mount, unmount, fsck, info"), unlike.transcript)
+        XCTAssertTrue(unlike.error.contains("mount, unmount, status, fsck, info"), unlike.transcript)
     }
 
     /// A busy mount: unmount names the tools that find the user and offers --lazy, which

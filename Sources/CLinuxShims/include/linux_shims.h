@@ -35,4 +35,9 @@ int offloadfs_guarded_probe(const void *start, size_t length);
 /// (OFFLOADFS_GIT_COMMIT, see Package.swift); "" when it was not. In build_info.c.
 const char *offloadfs_build_commit(void);
 
+/// statfs(2)'s f_type of the filesystem holding `path` (the magic number that names the
+/// filesystem type; FUSE is 0x65735546), in `type`. Returns 0 or -1 with errno set.
+/// statvfs, which Glibc's module has, does not report the type.
+int offloadfs_filesystem_type(const char *path, long *type);
+
 #endif

@@ -40,8 +40,9 @@ public struct ImageAnalysis {
         return overflow ? .max : total
     }
 
-    public init(_ replay: ImageReplay, fileBytes: UInt64) {
-        checkTree(replay)
+    /// `meter`, if given, counts the inodes reached so far (a mount reports it as progress).
+    public init(_ replay: ImageReplay, fileBytes: UInt64, meter: ProgressMeter? = nil) {
+        checkTree(replay, meter: meter)
         checkBlocks(replay, fileBytes: fileBytes)
         if !replay.journalEnd.isEmpty && replay.journalFrames > 0 {
             notes.append("journal: \(replay.journalFrames) frames replayed; it ends where \(replay.journalEnd)")
@@ -54,7 +55,7 @@ public struct ImageAnalysis {
 
     // MARK: - Tree
 
-    private mutating func checkTree(_ replay: ImageReplay) {
+    private mutating func checkTree(_ replay: ImageReplay, meter: ProgressMeter?) {
         guard let root = replay.inodes[Self.rootInode], root.type == ImageReplay.directoryType else {
             problems.append("the root directory (inode 1) is missing or not a directory")
             return
@@ -71,6 +72,7 @@ public struct ImageAnalysis {
         while head < queue.count {
             let directory = queue[head]
             head += 1
+            if head % 1024 == 0 { meter?.update(done: UInt64(reachable.count), total: UInt64(replay.inodes.count)) }
             for (name, child) in replay.entries[directory] ?? [:] {
                 guard let inode = replay.inodes[child] else {
                     problems.append("entry '\(Self.show(name))' in directory \(directory) names inode \(child), which does not exist")

@@ -19,17 +19,20 @@ extension ImageFileSystem {
     }
 
     static func recover(_ superblock: Superblock, store: BackingStore, memoryLimiter: MemoryLimiter, repair: Bool,
-                        progress: ImageReplay.Progress?, started: DispatchTime,
+                        meter: ProgressMeter?, started: DispatchTime,
                         report: inout OpenReport) throws(FSError) -> Recovery {
         report.previousUnmountError = superblock.unmountError
+        meter?.begin(Phase.readingMetadata, unit: .bytes)
         let replay = try ImageReplay.load(superblock: superblock, fileBytes: store.fileBytes,
-                                          read: store.readBytes, salvage: repair, progress: progress)
+                                          read: store.readBytes, salvage: repair,
+                                          progress: { meter?.update(done: $0, total: $1) })
         report.replaySeconds = seconds(since: started)
         report.repairs = replay.salvaged
         let now = Namespace.systemClock().record
         let salvage = repair ? salvageFromPrevious(replay, superblock: superblock, store: store, report: &report)
                              : Salvage(previous: nil, restored: [], keep: superblock.current)
-        var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes)
+        meter?.begin(Phase.checking)
+        var analysis = ImageAnalysis(replay, fileBytes: store.fileBytes, meter: meter)
         var repairLog = ImageReplay.RepairLog()
         if !analysis.isClean {
             guard repair else {
@@ -53,8 +56,10 @@ extension ImageFileSystem {
         // image) that falls short means the host's disk is full, which allocating says
         // (ENOSPC). Read-only: nothing is written, so no checkpoint needs room.
         if store.capacityIsSet && !store.isReadOnly { try checkCapacity(store, holds: analysis, replay: replay) }
+        meter?.begin(Phase.rebuilding)
         try store.restoreAllocation(runs: analysis.runs)
-        let namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter)
+        let namespace = try Namespace.restoring(replay, analysis: analysis, store: store, memoryLimiter: memoryLimiter,
+                                                meter: meter)
         report.restoreSeconds = seconds(since: started) - report.replaySeconds
         report.inodes = analysis.reachable.count
 

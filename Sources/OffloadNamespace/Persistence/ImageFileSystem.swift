@@ -47,6 +47,17 @@ public final class ImageFileSystem: @unchecked Sendable {
         public var seconds: Double
     }
 
+    /// The steps of `open` and `close`, as a `ProgressMeter` shows them.
+    public enum Phase {
+        public static let opening = "opening the image"
+        public static let readingMetadata = "reading metadata"
+        public static let checking = "checking the tree"
+        public static let rebuilding = "rebuilding the tree"
+        public static let checkpointing = "writing a checkpoint"
+        public static let syncing = "syncing the image"
+        public static let finalCheckpoint = "writing the final checkpoint"
+    }
+
     /// Start a checkpoint once the journal has grown past the checkpoint's own size, and
     /// at least this much: replay then reads at most about twice the tree's metadata,
     /// and the metadata on disk stays within a small multiple of it.
@@ -70,35 +81,38 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// a checkpoint: a smaller one is refused (`.capacityTooSmall`) before anything is written.
     /// `readOnly` opens an existing image without writing it (see the type's documentation);
     /// it cannot be combined with `fresh` or `repair`, and a damaged image is refused.
+    /// `meter` follows the steps (`Phase`) as they happen, for whoever waits for the mount.
     public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false, readOnly: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
-                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+                            meter: ProgressMeter? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
         guard !readOnly || !repair else { throw .invalidArgument("a read-only open cannot repair") }
+        meter?.begin(Phase.opening)
         let storage = try FileImageStorage(path: path, readOnly: readOnly)
         return try open(store: BackingStore(storage: storage, capacity: capacity, fresh: fresh),
-                        memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+                        memoryLimiter: memoryLimiter, repair: repair, meter: meter, started: started)
     }
 
     /// `open(path:capacity:…)` with the capacity set to `capacityBytes`.
     public static func open(path: String, capacityBytes: UInt64, fresh: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
-                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+                            meter: ProgressMeter? = nil) throws(FSError) -> ImageFileSystem {
         try open(path: path, capacity: .set(capacityBytes), fresh: fresh, memoryLimiter: memoryLimiter,
-                 repair: repair, progress: progress)
+                 repair: repair, meter: meter)
     }
 
     /// `open(path:…)` on an image behind any `ImageStorage` (the crash simulator's, in tests).
     public static func open(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
-                            progress: ImageReplay.Progress? = nil) throws(FSError) -> ImageFileSystem {
+                            meter: ProgressMeter? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
+        meter?.begin(Phase.opening)
         return try open(store: BackingStore(storage: storage, capacityBytes: capacityBytes, fresh: fresh),
-                        memoryLimiter: memoryLimiter, repair: repair, progress: progress, started: started)
+                        memoryLimiter: memoryLimiter, repair: repair, meter: meter, started: started)
     }
 
     private static func open(store: BackingStore, memoryLimiter: MemoryLimiter, repair: Bool,
-                             progress: ImageReplay.Progress?, started: DispatchTime) throws(FSError) -> ImageFileSystem {
+                             meter: ProgressMeter?, started: DispatchTime) throws(FSError) -> ImageFileSystem {
         let namespace: Namespace
         var report = OpenReport(created: false, inodes: 1, journalFrames: 0, orphansFreed: 0,
                                 repairs: [], seconds: 0)
@@ -111,7 +125,7 @@ public final class ImageFileSystem: @unchecked Sendable {
             namespace = Namespace(store: store, memoryLimiter: memoryLimiter)
         case .existing(let superblock):
             let recovery = try recover(superblock, store: store, memoryLimiter: memoryLimiter, repair: repair,
-                                       progress: progress, started: started, report: &report)
+                                       meter: meter, started: started, report: &report)
             namespace = recovery.namespace
             recovered = recovery.chains
             nextSequence = recovery.nextSequence
@@ -128,8 +142,10 @@ public final class ImageFileSystem: @unchecked Sendable {
         if let (superblock, segments) = kept {
             try journal.keepCheckpoint(of: superblock, segments: segments)
         } else {
-            try journal.checkpoint(namespace)
+            meter?.begin(Phase.checkpointing)
+            try journal.checkpoint(namespace, meter: meter)
         }
+        meter?.begin(Phase.syncing)
         try store.syncAndReclaim()
         report.seconds = Self.seconds(since: started)
         report.checkpointSeconds = report.seconds - report.replaySeconds - report.restoreSeconds
@@ -145,7 +161,10 @@ public final class ImageFileSystem: @unchecked Sendable {
     ///
     /// `checkpointAfter` overrides the journal size that triggers a checkpoint (the crash
     /// soak sets it tiny, with a short interval, so that kills land inside checkpoints).
+    ///
+    /// `onCheckpoint` hears of each checkpoint the maintenance takes (the daemon logs it).
     public func startMaintenance(interval: Double = 5, checkpointAfter: UInt64? = nil,
+                                 onCheckpoint: (@Sendable (CheckpointTiming) -> Void)? = nil,
                                  onError: @escaping @Sendable (FSError) -> Void) {
         guard journal != nil else { return }  // read-only: nothing to sync or checkpoint
         let source = DispatchSource.makeTimerSource(queue: maintenance)
@@ -154,7 +173,7 @@ public final class ImageFileSystem: @unchecked Sendable {
         nonisolated(unsafe) var lastError: FSError?
         source.setEventHandler { [self] in
             do throws(FSError) {
-                try self.maintain(checkpointAfter: checkpointAfter)
+                if let timing = try self.maintain(checkpointAfter: checkpointAfter) { onCheckpoint?(timing) }
                 lastError = nil
             } catch {
                 // A lasting failure (a latched fdatasync error) is reported once, not
@@ -167,19 +186,34 @@ public final class ImageFileSystem: @unchecked Sendable {
         source.resume()
     }
 
-    func maintain(checkpointAfter: UInt64? = nil) throws(FSError) {
-        guard let journal else { return }
+    /// What one checkpoint of the maintenance took.
+    public struct CheckpointTiming: Sendable {
+        /// Journal bytes since the previous checkpoint (what the checkpoint made obsolete).
+        public var journalBytes: UInt64
+        /// The new checkpoint's size.
+        public var checkpointBytes: UInt64
+        public var seconds: Double
+    }
+
+    /// One maintenance tick; returns the checkpoint's timing if it took one.
+    @discardableResult
+    func maintain(checkpointAfter: UInt64? = nil) throws(FSError) -> CheckpointTiming? {
+        guard let journal else { return nil }
         try store.syncAndReclaim()
+        let journalBytes = journal.journalBytesSinceCheckpoint
         let threshold = checkpointAfter ?? max(Self.checkpointJournalBytes, journal.checkpointBytes)
-        if journal.hasFailed || journal.journalBytesSinceCheckpoint >= threshold {
-            try journal.checkpoint(namespace)
-            try store.syncAndReclaim()
-        }
+        guard journal.hasFailed || journalBytes >= threshold else { return nil }
+        let started = DispatchTime.now()
+        try journal.checkpoint(namespace)
+        try store.syncAndReclaim()
+        return CheckpointTiming(journalBytes: journalBytes, checkpointBytes: journal.checkpointBytes,
+                                seconds: Self.seconds(since: started))
     }
 
     /// Stops maintenance and writes the last checkpoint, marked clean: the image then
     /// holds everything, and the next mount reads no journal. Read-only: nothing to do.
-    public func close() throws(FSError) {
+    /// `meter` follows it.
+    public func close(meter: ProgressMeter? = nil) throws(FSError) {
         guard let journal else { return }
         let running = sourceLock.withLock { _ -> DispatchSourceTimer? in
             defer { source = nil }
@@ -189,7 +223,9 @@ public final class ImageFileSystem: @unchecked Sendable {
             running.cancel()
             maintenance.sync {}
         }
-        try journal.checkpoint(namespace, clean: true)
+        meter?.begin(Phase.finalCheckpoint)
+        try journal.checkpoint(namespace, clean: true, meter: meter)
+        meter?.begin(Phase.syncing)
         try store.syncAndReclaim()
     }
 }

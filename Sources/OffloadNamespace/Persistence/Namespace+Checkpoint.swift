@@ -11,8 +11,9 @@ extension Namespace {
 
     /// Writes every inode, entry and file extent into `log` (a new checkpoint chain).
     /// Each object is captured under its own lock; objects that change meanwhile are
-    /// also in the journal, which replays on top (see `NamespaceJournal`).
-    func writeCheckpoint(into log: MetadataLog) throws(FSError) {
+    /// also in the journal, which replays on top (see `NamespaceJournal`). `meter` counts
+    /// the inodes written.
+    func writeCheckpoint(into log: MetadataLog, meter: ProgressMeter? = nil) throws(FSError) {
         var payload = ByteWriter(capacity: Self.checkpointFrameBytes + 4096)
         func flush(force: Bool = false) throws(FSError) {
             if payload.count >= Self.checkpointFrameBytes || (force && payload.count > 0) {
@@ -24,6 +25,7 @@ extension Namespace {
         MetadataRecord.nextInode(nextInode).encode(into: &payload)
         var start = 0
         while start < numbers.count {
+            meter?.update(done: UInt64(start), total: UInt64(numbers.count))
             let batch = numbers[start..<min(start + Self.checkpointBatch, numbers.count)]
             start += batch.count
             // Records of the batch's inodes and entries; file data after the lock is gone.
@@ -66,12 +68,16 @@ extension Namespace {
     /// (mount refuses damaged images) and `store.restoreAllocation(runs: analysis.runs)`
     /// must have run: the image pieces' references are already counted. Inodes nothing
     /// reaches (unlinked while open before a crash) are left out, their storage free.
+    /// `meter` counts the inodes rebuilt.
     public static func restoring(_ replay: ImageReplay, analysis: ImageAnalysis, store: BackingStore,
                                  memoryLimiter: MemoryLimiter,
-                                 clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) throws(FSError) -> Namespace {
+                                 clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock,
+                                 meter: ProgressMeter? = nil) throws(FSError) -> Namespace {
         var inodes: [InodeNumber: Inode] = [:]
         inodes.reserveCapacity(analysis.reachable.count)
+        let total = UInt64(analysis.reachable.count)
         for number in analysis.reachable {
+            if inodes.count % 4096 == 0 { meter?.update(done: UInt64(inodes.count), total: total) }
             guard let record = replay.inodes[number], let kind = FileKind(recordType: record.type) else {
                 throw .damagedImage("inode \(number) has an unknown type")
             }

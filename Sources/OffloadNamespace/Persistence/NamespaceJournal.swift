@@ -181,8 +181,9 @@ public final class NamespaceJournal: Sendable {
     }
 
     /// Writes a checkpoint of `namespace` (see the type's documentation). `clean` marks
-    /// the image cleanly unmounted (the last checkpoint before closing).
-    public func checkpoint(_ namespace: Namespace, clean: Bool = false) throws(FSError) {
+    /// the image cleanly unmounted (the last checkpoint before closing). `meter` counts the
+    /// inodes written.
+    public func checkpoint(_ namespace: Namespace, clean: Bool = false, meter: ProgressMeter? = nil) throws(FSError) {
         try checkpointing.withLock { (_) throws(FSError) in
             // A frame that failed before the switch is covered by this checkpoint (it
             // captures every object after the switch); one that fails after it is not.
@@ -216,7 +217,7 @@ public final class NamespaceJournal: Sendable {
             var superblockAttempted = false
             let written: Superblock
             do throws(FSError) {
-                try namespace.writeCheckpoint(into: snapshot)
+                try namespace.writeCheckpoint(into: snapshot, meter: meter)
                 try store.sync()
                 superblockAttempted = true
                 written = Superblock(

@@ -1,0 +1,104 @@
+import FuseBridge
+import OffloadCore
+import OffloadNamespace
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running daemon as `offloadfs status` sees it: everything a `MountStatus` is built
+/// from, and the daemon's state (starting, serving, stopping), which the start-up and
+/// shutdown code moves.
+final class DaemonStatus: Sendable {
+    enum State: Int {
+        case starting, serving, stopping
+
+        var name: String { "\(self)" }
+    }
+
+    private let fileSystem: ImageFileSystem
+    private let memoryLimiter: MemoryLimiter
+    private let counters: RequestCounters
+    private let meter: ProgressMeter
+    private let mountPoint: String
+    private let options: [String]
+    private let startedAt: timespec
+    private let startedMonotonic: Double
+    private let state = Atomic<Int>(State.starting.rawValue)
+
+    init(fileSystem: ImageFileSystem, memoryLimiter: MemoryLimiter, counters: RequestCounters,
+         meter: ProgressMeter, mountPoint: String, options: [String]) {
+        self.fileSystem = fileSystem
+        self.memoryLimiter = memoryLimiter
+        self.counters = counters
+        self.meter = meter
+        self.mountPoint = mountPoint
+        self.options = options
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        startedAt = now
+        startedMonotonic = Self.monotonicSeconds()
+    }
+
+    func set(_ newState: State) { state.store(newState.rawValue, ordering: .releasing) }
+
+    var current: State { State(rawValue: state.load(ordering: .acquiring)) ?? .starting }
+
+    func snapshot() -> MountStatus {
+        let store = fileSystem.store.statistics
+        let available = fileSystem.store.availableBytes
+        let usage = fileSystem.namespace.usage
+        let served = counters.snapshot()
+        let current = self.current
+        let reading = meter.reading
+        return MountStatus(
+            version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
+            state: current.name,
+            progress: current == .serving ? nil : MountStatus.Progress(
+                phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
+            startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,
+            capacityBytes: store.capacityBytes, usedBytes: store.capacityBytes - min(available, store.capacityBytes),
+            availableBytes: available,
+            image: MountStatus.Image(path: fileSystem.store.path, fileBytes: store.imageBytes, diskBytes: store.diskBytes,
+                                     liveBytes: store.liveBytes, reclaimableBytes: store.quarantinedBytes),
+            memory: MountStatus.Memory(heldBytes: UInt64(memoryLimiter.usedBytes),
+                                       limitBytes: UInt64(memoryLimiter.limitBytes)),
+            inodes: UInt64(usage.inodes), openHandles: UInt64(usage.openHandles),
+            // A read-only mount has no journal: nothing is written.
+            journal: MountStatus.Journal(bytesSinceCheckpoint: fileSystem.journal?.journalBytesSinceCheckpoint ?? 0,
+                                         checkpointBytes: fileSystem.journal?.checkpointBytes ?? 0),
+            requests: MountStatus.Requests(operations: served.operations, bytesRead: served.bytesRead,
+                                           bytesWritten: served.bytesWritten, fsyncs: served.fsyncs,
+                                           errors: served.errors, errorsByErrno: served.errorsByErrno),
+            options: options)
+    }
+
+    /// One line for systemd's STATUS=: "serving /mnt/x: 1234 inodes, 1.2 GiB of 10 GiB used".
+    func summary() -> String {
+        let status = snapshot()
+        return "serving \(mountPoint): \(status.inodes) inodes, \(ByteCount.human(status.usedBytes)) of "
+            + "\(ByteCount.human(status.capacityBytes)) used, \(status.openHandles) open"
+    }
+
+    static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+}
+
+/// Sizes for people: "1.2 GiB", "512 B".
+enum ByteCount {
+    static func human(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes) B" }
+        let rounded = (value * 10).rounded() / 10
+        return rounded >= 100 ? "\(Int(rounded.rounded())) \(units[unit])" : "\(rounded) \(units[unit])"
+    }
+}

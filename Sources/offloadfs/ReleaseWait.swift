@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `offloadfs unmount`'s wait for the daemon to let go of the image, like umount(8) on
+/// a block filesystem: once it returns, the image may be mounted again at once.
+///
+/// After the kernel unmount the daemon writes its last checkpoint, which takes time that
+/// grows with the tree; it holds the image's flock until it exits. So the wait follows
+/// the daemon's progress instead of a fixed time: it polls the flock (every 50 ms) and
+/// the daemon's status socket (every 0.5 s: state, phase and count), and gives up only
+/// when neither has changed for `StallBound.seconds`. A daemon whose status cannot be
+/// read (none found, or an older offloadfs) shows no progress, so the bound then counts
+/// from the unmount.
+enum ReleaseWait {
+    enum Outcome: Equatable {
+        case released
+        /// No progress for the stall bound; `last` is what the daemon last reported.
+        case stalled(last: String)
+    }
+
+    /// `mount` is the mount as it was before the unmount (its status socket follows the
+    /// final checkpoint); nil if it was not found.
+    static func wait(image: String, mount: MountInfo?, stallSeconds: Double = StallBound.seconds) -> Outcome {
+        var lastChange = now()
+        var lastQuery = 0.0
+        var lastReading = "unmounting"
+        while true {
+            if UnmountCommand.isUnlocked(image: image) { return .released }
+            let current = now()
+            if let mount, current - lastQuery >= 0.5 {
+                lastQuery = current
+                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) {
+                    let reading = status.progress.map { "\(status.state): \(StatusFormat.describe($0))" } ?? status.state
+                    if reading != lastReading {
+                        lastReading = reading
+                        lastChange = now()
+                    }
+                }
+            }
+            if now() - lastChange > stallSeconds { return .stalled(last: lastReading) }
+            usleep(50_000)
+        }
+    }
+
+    private static func now() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,51 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Asks a mount's daemon for its `MountStatus` over its status socket (`StatusServer`).
+enum StatusClient {
+    struct Failure: Error, Equatable {
+        var message: String
+    }
+
+    /// The status of `mount`, from the first of its candidate sockets that answers. The
+    /// daemon must run as root or as the mount's owner: a socket anyone else bound (in a
+    /// directory they could write) is not believed.
+    static func query(_ mount: MountInfo, timeoutSeconds: Int = 5) -> Result<MountStatus, Failure> {
+        let owner = mount.ownerUID ?? 0
+        var reasons: [String] = []
+        for path in RuntimeDirectory.socketCandidates(device: mount.device, owner: owner) {
+            var info = stat()
+            guard lstat(path, &info) == 0 else {
+                // The owner's runtime directory is closed to others.
+                if errno == EACCES { reasons.append("permission denied (\(path))") }
+                continue
+            }
+            guard info.st_mode & S_IFMT == S_IFSOCK, let address = UnixSocketAddress(path) else { continue }
+            guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM) else {
+                // ECONNREFUSED: a socket left by a daemon that died; EACCES: not ours to read.
+                reasons.append(errno == EACCES ? "permission denied (\(path))" : "\(path): \(String(cString: strerror(errno)))")
+                continue
+            }
+            defer { close(fd) }
+            UnixSocket.setTimeouts(fd, seconds: timeoutSeconds)
+            guard let peer = UnixSocket.peer(of: fd), peer.uid == 0 || peer.uid == owner else {
+                reasons.append("\(path) is served by a process of another user; ignored")
+                continue
+            }
+            guard UnixSocket.write(fd, Array("status\n".utf8)), let answer = UnixSocket.read(fd, limit: 4 << 20) else {
+                reasons.append("\(path): no answer: \(String(cString: strerror(errno)))")
+                continue
+            }
+            if let status = StatusJSON.decode(MountStatus.self, from: answer) { return .success(status) }
+            if let failure = StatusJSON.decode(StatusJSON.Failure.self, from: answer) {
+                return .failure(Failure(message: failure.error))
+            }
+            reasons.append("\(path): an answer that is not a status")
+        }
+        if reasons.isEmpty {
+            return .failure(Failure(message: "no status socket (the daemon may still be starting, or be an older offloadfs)"))
+        }
+        return .failure(Failure(message: reasons.joined(separator: "; ")))
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import XCTest
+
+/// `offloadfs status`: what a mount holds and has served, read from the daemon's status
+/// socket, checked against what the test itself wrote.
+final class StatusCommandTests: MountedTestCase {
+    override var mountArguments: [String] { ["--size", "256M", "--memory-limit", "1M"] }
+
+    private func status(_ arguments: [String]) throws -> BoundedResult {
+        try BoundedRun.offloadfs(["status"] + arguments, timeout: 30)
+    }
+
+    /// Writes a known tree: 2 MiB to the image, three 100-byte files held in RAM, one
+    /// 4 KiB file fsync'ed; reads the 2 MiB back with O_DIRECT (a plain read would be
+    /// answered from the page cache the writes filled).
+    private func writeKnownTree() throws {
+        try sh("""
+            mkdir d
+            dd if=/dev/urandom of=d/big bs=1M count=2 status=none
+            for i in 1 2 3; do head -c 100 /dev/urandom > d/small$i; done
+            dd if=/dev/zero of=d/synced bs=4k count=1 conv=fsync status=none
+            dd if=d/big of=/dev/null bs=1M iflag=direct status=none
+            """)
+    }
+
+    func testJSONMatchesWhatWasWritten() throws {
+        try writeKnownTree()
+        // The shell keeps one file open while it asks.
+        let binary = try XCTUnwrap(DaemonBinary.path)
+        let result = try fixture.sh("exec 3< d/small1; '\(binary)' status --json '\(mountPoint)'")
+        XCTAssertTrue(result.succeeded, result.transcript)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any],
+                                 result.output)
+        func number(_ path: String) -> Int? {
+            var value: Any? = json
+            for key in path.split(separator: ".") { value = (value as? [String: Any])?[String(key)] }
+            return (value as? NSNumber)?.intValue
+        }
+        XCTAssertEqual(json["mountpoint"] as? String, mountPoint)
+        XCTAssertEqual((json["image"] as? [String: Any])?["path"] as? String, fixture.image)
+        XCTAssertEqual(json["state"] as? String, "serving")
+        XCTAssertNil(json["progress"], "no start-up or shutdown progress while serving")
+        XCTAssertEqual(number("pid"), Int(try XCTUnwrap(fixture.pid)))
+        XCTAssertEqual(number("owner_uid"), Int(getuid()))
+        XCTAssertEqual(number("capacity_bytes"), 256 << 20)
+        XCTAssertEqual(number("inodes"), 7, "root, d, big, small1-3, synced")
+        XCTAssertGreaterThanOrEqual(number("open_handles") ?? 0, 1, "the shell's open file")
+        XCTAssertEqual(number("memory.held_bytes"), 300, "the three small files are held in RAM")
+        XCTAssertEqual(number("memory.limit_bytes"), 1 << 20)
+        XCTAssertEqual(number("requests.bytes_written"), 2 << 20 + 300 + 4096)
+        XCTAssertGreaterThanOrEqual(number("requests.bytes_read") ?? 0, 2 << 20)
+        XCTAssertGreaterThanOrEqual(number("requests.fsyncs") ?? 0, 1)
+        XCTAssertEqual(number("requests.operations.mkdir"), 1)
+        XCTAssertEqual(number("requests.operations.create"), 5)
+        XCTAssertGreaterThanOrEqual(number("image.live_bytes") ?? 0, 2 << 20 + 4096, "the 2 MiB and 4 KiB in the image")
+        XCTAssertGreaterThanOrEqual(number("used_bytes") ?? 0, number("image.live_bytes") ?? .max)
+        XCTAssertEqual((number("used_bytes") ?? 0) + (number("available_bytes") ?? 0), 256 << 20)
+        XCTAssertGreaterThan(number("journal.bytes_since_checkpoint") ?? 0, 0)
+        XCTAssertGreaterThanOrEqual(number("uptime_seconds") ?? -1, 0)
+        XCTAssertTrue((json["options"] as? [String])?.contains("memory_limit=1M") == true, "\(json["options"] ?? "")")
+    }
+
+    func testPrometheusLinesParseAndAgree() throws {
+        try writeKnownTree()
+        let result = try status(["--prometheus", mountPoint])
+        XCTAssertTrue(result.succeeded, result.transcript)
+        var typed: Set<String> = []
+        var samples: [String: Double] = [:]
+        let sample = try NSRegularExpression(pattern: #"^([a-z_]+)\{([^}]*)\} (-?[0-9.e+]+)$"#)
+        for line in result.output.split(separator: "\n").map(String.init) {
+            if line.hasPrefix("# HELP ") { continue }
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.split(separator: " ")
+                XCTAssertEqual(parts.count, 4, line)
+                XCTAssertTrue(["gauge", "counter"].contains(parts[3]), line)
+                typed.insert(String(parts[2]))
+                continue
+            }
+            let range = NSRange(line.startIndex..., in: line)
+            let match = try XCTUnwrap(sample.firstMatch(in: line, range: range), "not a sample line: \(line)")
+            let name = String(line[Range(match.range(at: 1), in: line)!])
+            let labels = String(line[Range(match.range(at: 2), in: line)!])
+            XCTAssertTrue(typed.contains(name), "TYPE comes before \(name)'s samples")
+            XCTAssertTrue(labels.hasPrefix("mountpoint=\"\(mountPoint)\",image=\"\(fixture.image)\""), line)
+            let extra = labels.split(separator: ",").dropFirst(2).joined(separator: ",")
+            samples[name + (extra.isEmpty ? "" : "{\(extra)}")] = Double(line[Range(match.range(at: 3), in: line)!])
+        }
+        XCTAssertEqual(samples["offloadfs_up"], 1)
+        XCTAssertEqual(samples["offloadfs_inodes"], 7)
+        XCTAssertEqual(samples["offloadfs_memory_held_bytes"], 300)
+        XCTAssertEqual(samples["offloadfs_capacity_bytes"], Double(256 << 20))
+        XCTAssertEqual(samples["offloadfs_written_bytes_total"], Double(2 << 20 + 300 + 4096))
+        XCTAssertEqual(samples["offloadfs_requests_total{operation=\"mkdir\"}"], 1)
+        XCTAssertEqual(samples["offloadfs_requests_total{operation=\"create\"}"], 5)
+    }
+
+    func testLinesWhenPipedAndATableOnATerminal() throws {
+        try writeKnownTree()
+        let piped = try status([mountPoint])
+        XCTAssertTrue(piped.succeeded, piped.transcript)
+        let lines = Set(piped.output.split(separator: "\n").map(String.init))
+        for expected in ["mountpoint: \(mountPoint)", "state: serving", "inodes: 7", "memory held bytes: 300",
+                         "capacity bytes: \(256 << 20)"] {
+            XCTAssertTrue(lines.contains(expected), "'\(expected)' in:\n\(piped.output)")
+        }
+        // Every mount when none is named (other tests' mounts may be listed too).
+        let all = try status([])
+        XCTAssertTrue(all.succeeded, all.transcript)
+        XCTAssertTrue(all.output.contains("mountpoint: \(mountPoint)"), all.output)
+
+        // script(1) gives the command a terminal.
+        let binary = try XCTUnwrap(DaemonBinary.path)
+        let table = try BoundedRun.program("/usr/bin/script", ["-qec", "'\(binary)' status '\(mountPoint)'", "/dev/null"],
+                                           timeout: 30)
+        XCTAssertTrue(table.succeeded, table.transcript)
+        XCTAssertTrue(table.output.contains("\(mountPoint)  serving, up "), table.output)
+        XCTAssertNotNil(table.output.range(of: #"space +\[[#.]{30}\] +[0-9]+%"#, options: .regularExpression),
+                        "a usage bar: \(table.output)")
+        XCTAssertTrue(table.output.contains("300 B of 1.0 MiB held in RAM"), table.output)
+    }
+
+    func testNotAnOffloadfsMountIsOneLine() throws {
+        let result = try status([fixture.root])
+        XCTAssertEqual(result.status, 1, result.transcript)
+        XCTAssertEqual(result.errorLines.count, 1, result.transcript)
+        XCTAssertTrue(result.error.contains("is not an offloadfs mount"), result.transcript)
+    }
+}
