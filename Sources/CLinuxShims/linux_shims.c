@@ -90,7 +90,9 @@ uint32_t offloadfs_crc32c(uint32_t crc, const void *data, size_t length) {
 #include <signal.h>
 #include <string.h>
 
-static __thread sigjmp_buf *guard_jump;
+// volatile: the store before the copy must not be optimised away as dead (the copy
+// does not read it; only the signal handler does).
+static __thread sigjmp_buf *volatile guard_jump;
 static struct sigaction previous_sigbus;
 static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
 

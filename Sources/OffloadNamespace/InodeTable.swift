@@ -119,7 +119,8 @@ enum StorageDisposal {
     func run() {
         switch self {
         case .free(let file): file.releaseAll()
-        case .empty(let file): file.truncate()
+        // Best effort: with no journal room the data waits for FORGET, as it used to.
+        case .empty(let file): _ = try? file.truncate()
         }
     }
 }

@@ -74,7 +74,7 @@ extension Namespace {
             guard inode.isUnreferenced else { return }
             var records: [MetadataRecord] = []
             _ = state.dropIfUnused(inode, into: &records)
-            state.log(records)
+            state.logUnreserved(records)
         }
     }
 

@@ -63,7 +63,7 @@ extension NamespaceState {
         inode.openCount -= 1
         guard inode.isUnreferenced || inode.hasOnlyKernelReferences else { return nil }
         var records: [MetadataRecord] = []
-        defer { log(records) }
+        defer { logUnreserved(records) }
         return dropIfUnused(inode, into: &records)
     }
 }
@@ -75,7 +75,12 @@ extension Namespace {
             try state.openHandle(on: state.table.inode(inode), flags: flags)
         }
         if flags & O_TRUNC != 0 {
-            _ = try truncateOnOpen(inode: inode, file: file)
+            do throws(FSError) {
+                _ = try truncateOnOpen(inode: inode, file: file)
+            } catch {
+                release(inode: inode, handle: handle)
+                throw error
+            }
         }
         return handle
     }
@@ -87,9 +92,15 @@ extension Namespace {
                              context: context, now: clock(), makeFile: makeRegularFile)
         }
         if created.existed && flags & O_TRUNC != 0 {
-            let attributes = try truncateOnOpen(inode: created.snapshot.attributes.inode,
-                                                file: created.file)
-            return (attributes, created.handle)
+            let inode = created.snapshot.attributes.inode
+            do throws(FSError) {
+                return (try truncateOnOpen(inode: inode, file: created.file), created.handle)
+            } catch {
+                // The kernel gets no entry: give back the handle and its lookup.
+                release(inode: inode, handle: created.handle)
+                forget(inode: inode, lookups: 1)
+                throw error
+            }
         }
         return (created.snapshot.resolved(), created.handle)
     }
@@ -98,7 +109,7 @@ extension Namespace {
     /// (a truncation that emptied it marked them with its frame, `FileJournal`).
     /// The inode cannot have gone: the handle just opened keeps it.
     private func truncateOnOpen(inode: InodeNumber, file: RegularFile) throws(FSError) -> Attributes {
-        let truncated = file.data.truncate()
+        let truncated = try file.data.truncate()
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             let opened = try state.table.inode(inode)
             if !truncated {

@@ -111,7 +111,7 @@ public final class Namespace: FileSystemOperations {
             inode.lookupCount -= min(lookups, inode.lookupCount)
             guard inode.isUnreferenced else { return nil }
             var records: [MetadataRecord] = []
-            defer { state.log(records) }
+            defer { state.logUnreserved(records) }
             return state.dropIfUnused(inode, into: &records)
         }
         freed?.run()
@@ -172,6 +172,14 @@ struct NamespaceState {
     mutating func log(_ records: [MetadataRecord]) {
         journal?.record(records, reserved: journalCredit)
         journalCredit = 0
+    }
+
+    /// Records the frame of an operation that cannot fail and so reserved nothing (forget,
+    /// release): a reservation left by an earlier operation that failed is not its own.
+    mutating func logUnreserved(_ records: [MetadataRecord]) {
+        journal?.release(journalCredit)
+        journalCredit = 0
+        journal?.record(records)
     }
 
     /// Reserves journal room for the frame of the operation under way, before it changes

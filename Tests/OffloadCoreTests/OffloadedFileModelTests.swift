@@ -145,7 +145,7 @@ final class OffloadedFileModelTests: XCTestCase {
                 }
             case 64..<66:  // truncate
                 log.append("\(step): file\(f).truncate()")
-                file.truncate()
+                try file.truncate()
                 models[f] = []
             case 66..<74:  // punch a hole
                 let offset = randomOffset(size)

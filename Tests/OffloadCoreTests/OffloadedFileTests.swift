@@ -110,7 +110,7 @@ final class OffloadedFileTests: XCTestCase {
         XCTAssertEqual(try file.read(at: 4095, count: 2), [3, 0])
         try file.resize(to: 10)
         XCTAssertEqual(store.statistics.liveBytes, 4096)
-        file.truncate()
+        try file.truncate()
         XCTAssertEqual(store.statistics.liveBytes, 0)
         // Only the image's growth step (disk reserved ahead of use) may remain.
         let reservedAhead = BackingStore.growthStepBlocks * UInt64(BackingStore.blockSize)
@@ -150,7 +150,7 @@ final class OffloadedFileTests: XCTestCase {
         XCTAssertLessThan(file.limiter.usedBytes, 9000, "overwriting RAM data refunds it")
         try file.resize(to: 100)
         XCTAssertLessThanOrEqual(file.limiter.usedBytes, 100)
-        file.truncate()
+        try file.truncate()
         XCTAssertEqual(file.limiter.usedBytes, 0)
         XCTAssertEqual(try file.contents(), [])
     }
@@ -185,7 +185,7 @@ final class OffloadedFileTests: XCTestCase {
         XCTAssertEqual(file.size, 60 << 10)
         XCTAssertEqual(try file.contents(), [UInt8](repeating: 1, count: 60 << 10))
         XCTAssertEqual(small.statistics.liveBytes, 60 << 10)
-        file.truncate()
+        try file.truncate()
         try file.write(at: 0, bytes: [UInt8](repeating: 3, count: 64 << 10))
         XCTAssertEqual(small.statistics.liveBytes, 64 << 10, "after freeing, the space can be used again")
         try small.checkInvariants()

@@ -135,6 +135,27 @@ final class FaultInjectionTests: XCTestCase {
         XCTAssertThrowsError(try s.fs.fsync(inode: file.0, handle: file.1, dataOnly: false))
     }
 
+    /// Freed blocks that can be neither punched nor zeroed (a failing disk) are not handed
+    /// out: a power cut could show their old bytes to a new owner. They wait, and a
+    /// later reclaim tries again.
+    func testBlocksThatCannotBeClearedAreNotReused() throws {
+        let s = try makeSetup()
+        let doomed = try syncedFile("doomed", bytes(256 << 10, 6), in: s)
+        s.fs.release(inode: doomed.0, handle: doomed.1)
+        try s.fs.unlink(parent: .root, name: FileName(Array("doomed".utf8)))
+        s.fs.forget(inode: doomed.0, lookups: 1)
+        s.faults.inject(.init(.punch, error: .system(errno: EIO, call: "punch hole in image"), times: .max))
+        s.faults.inject(.init(.write, error: .system(errno: EIO, call: "write image"), times: .max))
+        try s.fileSystem.store.syncAndReclaim()
+        try s.fileSystem.store.syncAndReclaim()
+        XCTAssertGreaterThanOrEqual(s.fileSystem.store.statistics.quarantinedBytes, 256 << 10, "still waiting")
+        s.faults.clear()
+        try s.fileSystem.store.syncAndReclaim()
+        try s.fileSystem.store.syncAndReclaim()
+        XCTAssertEqual(s.fileSystem.store.statistics.quarantinedBytes, 0, "cleared once the disk answers")
+        try s.fileSystem.store.checkInvariants()
+    }
+
     /// A punch that fails leaves the freed blocks zeroed by writes instead: they still
     /// read as zeros when reused, and nothing breaks.
     func testAFailedPunchFallsBackToZeroing() throws {

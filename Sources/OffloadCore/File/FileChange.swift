@@ -92,6 +92,7 @@ extension OffloadedFile {
                 cursor = piece.offset + piece.extent.size
             }
             file.extendWithHole(to: size)
+            file.zeroTailAfterChange = nil
         }
         return file
     }

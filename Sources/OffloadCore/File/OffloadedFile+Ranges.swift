@@ -86,7 +86,9 @@ extension OffloadedFile {
                 extendWithHole(to: hole.lowerBound)
                 replace(hole, with: pieces)
             }
-            return min(old, target.lowerBound)..<max(target.upperBound, sizeBytes)
+            // The filled holes and, when the file grew, the hole up to them: the
+            // extents the record holds, as reserved. Nothing past the target.
+            return min(old, target.lowerBound)..<target.upperBound
         }
     }
 

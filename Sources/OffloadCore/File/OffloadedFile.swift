@@ -47,6 +47,16 @@ public final class OffloadedFile: @unchecked Sendable {
     /// share them before that sync (`cloneRange`): a power cut would show the clone the
     /// source's older bytes, which the clone never held.
     var inPlaceWriteEpoch: UInt64?
+    /// Where the zeros of a block this file's last write allocated begin (the block's
+    /// bytes after the write's end: never written since the block was handed out, so
+    /// zeros on disk too, fresh or durably punched), nil when no such tail is known. Only
+    /// such a tail may be filled in place by the next append: any other tail may hold
+    /// stale bytes (of this file before a truncate, or of a clone's source), and a power
+    /// cut that kept the append's frame but not its page would show them. Every change
+    /// but a write that sets it anew forgets it (`changing`).
+    var zeroTail: UInt64?
+    /// The `zeroTail` the change under way leaves (set by `place`).
+    var zeroTailAfterChange: UInt64?
 
     public init(store: BackingStore, limiter: MemoryLimiter) {
         self.store = store
@@ -73,9 +83,15 @@ public final class OffloadedFile: @unchecked Sendable {
         try lock.withWriteLock { () throws(FSError) -> Bool in
             defer { releasePending() }
             let changed: Range<UInt64>?
+            defer {
+                zeroTail = zeroTailAfterChange
+                zeroTailAfterChange = nil
+            }
             do throws(FSError) {
                 changed = try body()
             } catch {
+                // A failed write gave back its blocks: its tail is not the file's.
+                zeroTailAfterChange = nil
                 observer?.changeAbandoned()
                 throw error
             }
@@ -89,11 +105,10 @@ public final class OffloadedFile: @unchecked Sendable {
     }
 
     private func releasePending() {
-        store.markUnshared(pendingUnshares)
-        pendingUnshares.removeAll()
         guard !pendingReleases.isEmpty else { return }
-        for range in pendingReleases { store.release(range) }
+        store.release(pendingReleases, unsharing: pendingUnshares)
         pendingReleases.removeAll()
+        pendingUnshares.removeAll()
     }
 
     /// The file's length in bytes.
@@ -243,16 +258,17 @@ public final class OffloadedFile: @unchecked Sendable {
         }
     }
 
-    /// Empties the file. Returns false when it was empty already.
+    /// Empties the file. Returns false when it was empty already. Fails only when the
+    /// observer refuses the change (no journal room), leaving the file as it was.
     @discardableResult
-    public func truncate() -> Bool {
-        (try? changing { () throws(FSError) -> Range<UInt64>? in
+    public func truncate() throws(FSError) -> Bool {
+        try changing { () throws(FSError) -> Range<UInt64>? in
             let old = sizeBytes
             guard old > 0 else { return nil }
             try willChange(pieces: 0)
             dropAllExtents()
-            return old > 0 ? 0..<old : nil
-        }) ?? false
+            return 0..<old
+        }
     }
 
     /// Frees all storage now; the file is empty afterwards.
@@ -260,12 +276,8 @@ public final class OffloadedFile: @unchecked Sendable {
     public func releaseAll() {
         lock.withWriteLock {
             observer = nil
-            var dropped: [Range<UInt64>] = []
-            extents.forEach { _, extent in
-                if case .mmapOffload(let offset, let size) = extent { dropped.append(offset..<offset + size) }
-            }
-            store.markUnshared(dropped)
-            dropAllExtents()
+            dropAllExtents(journaled: true)
+            releasePending()
         }
     }
 
@@ -319,11 +331,12 @@ public final class OffloadedFile: @unchecked Sendable {
         var pieces: [Extent] = []
         var done = 0
         var hint = offset.flatMap(imageEnd(ofExtentEndingAt:))
-        // Fill the rest of the previous extent's last block: it owns that block alone,
-        // so the bytes after its end are unreferenced.
-        if let tail = hint, tail % UInt64(BackingStore.blockSize) != 0,
-           store.isExclusive(tail - 1..<tail) {
-            let room = UInt64(BackingStore.blockSize) - tail % UInt64(BackingStore.blockSize)
+        let blockSize = UInt64(BackingStore.blockSize)
+        // Fill the rest of the previous extent's last block when it is the zero tail the
+        // last write left (see `zeroTail`) and the file owns that block alone, so the bytes
+        // after its end are unreferenced and zero on disk.
+        if let tail = hint, tail % blockSize != 0, tail == zeroTail, store.isExclusive(tail - 1..<tail) {
+            let room = blockSize - tail % blockSize
             let n = Int(min(room, UInt64(bytes.count)))
             try store.copyIn(bytes.baseAddress!, to: tail, count: n)
             inPlaceWriteEpoch = store.syncEpoch
@@ -331,7 +344,8 @@ public final class OffloadedFile: @unchecked Sendable {
             pieces.append(.mmapOffload(offset: tail, size: UInt64(n)))
             done = n
             hint = tail + room
-        } else if let tail = hint, tail % UInt64(BackingStore.blockSize) != 0 {
+            if UInt64(n) < room { zeroTailAfterChange = tail + UInt64(n) }
+        } else if let tail = hint, tail % blockSize != 0 {
             hint = nil
         }
         while done < bytes.count {
@@ -353,6 +367,9 @@ public final class OffloadedFile: @unchecked Sendable {
             }
             done += n
             hint = granted.upperBound
+            // The block the data ends in was handed out zeroed: its tail may take the
+            // next append in place. (Not for a clone's pieces: they are another file's.)
+            if offset != nil, n < granted.count { zeroTailAfterChange = granted.lowerBound + UInt64(n) }
         }
         return pieces
     }
@@ -490,10 +507,10 @@ public final class OffloadedFile: @unchecked Sendable {
 
     /// Gives back the storage an extent of the file holds (after the observer, see
     /// `pendingReleases`). Caller holds the write lock.
-    func dropStorage(of extent: Extent) {
+    func dropStorage(of extent: Extent, journaled: Bool = false) {
         switch extent {
         case .mmapOffload(let offset, let size):
-            if observer != nil {
+            if observer != nil || journaled {
                 pendingReleases.append(offset..<offset + size)
             } else {
                 store.release(offset..<offset + size)
@@ -504,10 +521,13 @@ public final class OffloadedFile: @unchecked Sendable {
     }
 
     /// Removes every extent, giving back all storage. Caller holds the lock (or is deinit).
-    private func dropAllExtents() {
+    /// `journaled`: the drop is recorded already (`releaseAll`), so the image ranges go
+    /// through `pendingReleases` like those of an observed change, then `releasePending`.
+    private func dropAllExtents(journaled: Bool = false) {
+        let deferred = observer != nil || journaled
         extents.forEach { _, extent in
-            if observer != nil, case .mmapOffload(let offset, let size) = extent { pendingUnshares.append(offset..<offset + size) }
-            dropStorage(of: extent)
+            if deferred, case .mmapOffload(let offset, let size) = extent { pendingUnshares.append(offset..<offset + size) }
+            dropStorage(of: extent, journaled: journaled)
         }
         extents.removeAll()
         sizeBytes = 0

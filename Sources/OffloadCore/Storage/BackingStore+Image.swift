@@ -83,8 +83,14 @@ extension BackingStore {
         } else {
             try storage.setLength(endByte)
         }
+        // Free once they read as zeros; a gap that cannot be punched or zeroed waits in
+        // quarantine for a reclaim to try again.
         var supported = allocator.withLock { $0.punchSupported }
-        for gap in gaps { punchFree(gap, supported: &supported) }
-        allocator.withLock { $0.punchSupported = supported }
+        let unpunched = gaps.filter { !punchFree($0, supported: &supported) }
+        allocator.withLock { a in
+            a.punchSupported = supported
+            for gap in gaps where !unpunched.contains(gap) { a.free.insert(gap) }
+            for gap in unpunched { a.quarantine(gap) }
+        }
     }
 }

@@ -46,6 +46,7 @@ public final class BackingStore: @unchecked Sendable {
     /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
     /// kernel may have dropped the dirty pages and reports the error once; a later
     /// fdatasync then succeeds although data is lost. So every later sync fails too.
+    /// Held across each fdatasync (see `sync`).
     private let syncFailure = PthreadMutex<FSError?>(nil)
     /// Syncs begun, and the highest-numbered sync that completed (see `syncEpoch`).
     private let syncsBegun = Atomic<UInt64>(0)
@@ -251,18 +252,37 @@ public final class BackingStore: @unchecked Sendable {
     /// any more are punched out of the file and become free, or, after `deferReuse()`,
     /// wait in quarantine until `syncAndReclaim()`.
     public func release(_ range: Range<UInt64>) {
-        guard !range.isEmpty else { return }
-        let blocks = Self.blocks(touchedBy: range)
+        release([range], unsharing: [])
+    }
+
+    /// Releases `ranges`, then, in the same hold of the allocator lock (so that no one
+    /// finds them exclusive in between), marks the blocks of `dropped` that are still
+    /// referenced as unshared: `dropped` are image bytes a file let go of in a change that
+    /// is journaled but maybe not durable, and a power cut may bring that file's claim
+    /// back, so whoever still shares them must not overwrite them in place until a sync
+    /// (see `BlockAllocator.unshared`). Blocks that became free need no mark: they wait in
+    /// quarantine. Without a journal nothing is marked.
+    public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
         allocator.withLock { a in
-            for freed in a.references.release(blocks) {
-                if a.deferReuse {
-                    a.quarantine(freed)
-                } else {
-                    // Punch while holding the lock: once the range is in the free map another
-                    // thread may allocate and write it, and a late punch would erase that.
-                    punchOrZero(freed, &a)
-                    a.free.insert(freed)
+            var freedBlocks = RangeSet<UInt64>()
+            for range in ranges where !range.isEmpty {
+                for freed in a.references.release(Self.blocks(touchedBy: range)) {
+                    if !dropped.isEmpty { freedBlocks.insert(contentsOf: freed) }
+                    if a.deferReuse {
+                        a.quarantine(freed)
+                    } else {
+                        // Punch while holding the lock: once the range is in the free map another
+                        // thread may allocate and write it, and a late punch would erase that.
+                        punchOrZero(freed, &a)
+                        a.free.insert(freed)
+                    }
                 }
+            }
+            guard a.deferReuse else { return }
+            for range in dropped where !range.isEmpty {
+                var survivors = RangeSet(Self.blocks(touchedBy: range))
+                survivors.subtract(freedBlocks)
+                for blocks in survivors.ranges { a.markUnshared(blocks) }
             }
         }
     }
@@ -314,24 +334,31 @@ public final class BackingStore: @unchecked Sendable {
             // Nobody references the blocks to punch and they are in no free map, so no one
             // can write them while they are punched without the allocator lock.
             var supported = allocator.withLock { $0.punchSupported }
-            for r in toPunch { punchFree(r, supported: &supported) }
+            let unpunched = toPunch.filter { !punchFree($0, supported: &supported) }
             allocator.withLock { a in
                 if !supported { a.punchSupported = false }
-                a.finishReclaim(toPunch: toPunch, toFree: toFree, succeeded: true)
+                a.finishReclaim(toPunch: toPunch, toFree: toFree, succeeded: true, unpunched: unpunched)
             }
         }
     }
 
     /// fdatasync of the image: every byte written through the mapping or with pwrite.
+    ///
+    /// Syncs run one at a time, with the latch checked and set in the same hold: Linux
+    /// reports a writeback error once per open file, so of two fdatasyncs at once one
+    /// may see EIO and the other 0, and the second must not report success.
     public func sync() throws(FSError) {
-        if let failure = syncFailure.withLock({ $0 }) { throw failure }
-        let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
-        do throws(FSError) {
-            try storage.sync()
-        } catch {
-            let latched = FSError.io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
-            syncFailure.withLock { $0 = $0 ?? latched }
-            throw latched
+        let ticket = try syncFailure.withLock { (failure) throws(FSError) -> UInt64 in
+            if let failure { throw failure }
+            let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
+            do throws(FSError) {
+                try storage.sync()
+            } catch {
+                let latched = FSError.io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
+                failure = latched
+                throw latched
+            }
+            return ticket
         }
         var durable = syncsDurable.load(ordering: .acquiring)
         while durable < ticket {
@@ -354,33 +381,34 @@ public final class BackingStore: @unchecked Sendable {
 
     private func punchOrZero(_ blocks: Range<UInt64>, _ a: inout BlockAllocator) {
         var supported = a.punchSupported
-        punchFree(blocks, supported: &supported)
+        _ = punchFree(blocks, supported: &supported)  // no journal: no power cut to fear
         a.punchSupported = supported
     }
 
     /// Punches `blocks` out of the file, or zeroes them where punching is not supported,
     /// so that they read as zeros when handed out again.
-    func punchFree(_ blocks: Range<UInt64>, supported: inout Bool) {
+    /// Returns false when the blocks could be neither punched nor zeroed (a failing
+    /// disk): they must not be handed out, since a power cut could show a new owner their
+    /// bytes (its frame durable before its data); the caller keeps them waiting.
+    func punchFree(_ blocks: Range<UInt64>, supported: inout Bool) -> Bool {
         let range = (blocks.lowerBound << Self.blockShift)..<(blocks.upperBound << Self.blockShift)
         if supported {
             do throws(FSError) {
                 try storage.punch(range)
-                return
+                return true
             } catch .notSupported {
                 supported = false
             } catch {
                 // Fall through to zeroing: the blocks must read as zeros when reused.
             }
         }
-        Self.zeroBlock.withUnsafeBytes { zeros in
+        return Self.zeroBlock.withUnsafeBytes { zeros in
             var offset = range.lowerBound
             while offset < range.upperBound {
-                // A block that cannot be zeroed either keeps its bytes; it reads as them
-                // only to a file that allocates it and reads before writing, which the
-                // extents never let happen (a file reads only bytes it wrote).
-                try? storage.write(zeros, at: offset)
+                guard (try? storage.write(zeros, at: offset)) != nil else { return false }
                 offset += UInt64(Self.blockSize)
             }
+            return true
         }
     }
 
@@ -392,20 +420,6 @@ public final class BackingStore: @unchecked Sendable {
         guard !range.isEmpty else { return true }
         let blocks = Self.blocks(touchedBy: range)
         return allocator.withLock { $0.isExclusive(blocks) }
-    }
-
-    /// `ranges` (image bytes) lost a reference from a file whose change is journaled but
-    /// maybe not durable: their blocks may not be overwritten in place until the next
-    /// sync, even once a single reference is left (see `BlockAllocator.unshared`). Call
-    /// before releasing the references.
-    /// Without a journal (`deferReuse` not called) nothing on disk can bring a reference
-    /// back, and nothing is marked.
-    public func markUnshared(_ ranges: [Range<UInt64>]) {
-        guard !ranges.isEmpty else { return }
-        allocator.withLock { a in
-            guard a.deferReuse else { return }
-            for range in ranges where !range.isEmpty { a.markUnshared(Self.blocks(touchedBy: range)) }
-        }
     }
 
     /// The block numbers whose bytes `range` touches.

@@ -120,12 +120,17 @@ struct BlockAllocator: ~Copyable {
     /// Ends a reclaim. After a sync that succeeded, `toFree` becomes free, `toPunch`
     /// (punched meanwhile) waits in `punched` for the next sync, and the marks taken
     /// are gone; when the sync failed, everything goes back where it was.
-    mutating func finishReclaim(toPunch: [Range<UInt64>], toFree: [Range<UInt64>], succeeded: Bool) {
+    /// `unpunched` (part of `toPunch`) could be neither punched nor zeroed: they go back to
+    /// quarantine, for the next reclaim to try again.
+    mutating func finishReclaim(toPunch: [Range<UInt64>], toFree: [Range<UInt64>], succeeded: Bool,
+                                unpunched: [Range<UInt64>] = []) {
         for range in toPunch + toFree { reclaimingBlocks -= UInt64(range.count) }
         if succeeded {
             for range in toFree { free.insert(range) }
-            punched += toPunch
-            punchedBlocks += toPunch.reduce(0) { $0 + UInt64($1.count) }
+            for range in unpunched { quarantine(range) }
+            let done = unpunched.isEmpty ? toPunch : toPunch.filter { !unpunched.contains($0) }
+            punched += done
+            punchedBlocks += done.reduce(0) { $0 + UInt64($1.count) }
         } else {
             for range in toPunch { quarantine(range) }
             punched += toFree
@@ -148,8 +153,9 @@ struct BlockAllocator: ~Copyable {
 
     /// Rebuilds the state of an existing image: `runs` are the reference counts recovery
     /// computed (sorted, disjoint, counts >= 1). Every other block below the end of the
-    /// last run is free; above it nothing has been handed out. `reservedBlocks` is how
-    /// far the image file has disk space.
+    /// last run is returned, for the caller to punch and then free (or quarantine);
+    /// above it nothing has been handed out. `reservedBlocks` is how far the image file
+    /// has disk space.
     mutating func restore(runs: [(blocks: Range<UInt64>, count: UInt32)], reservedBlocks: UInt64) -> [Range<UInt64>] {
         precondition(references.allocatedBlocks == 0 && highWaterBlocks == firstBlock, "restore into a used allocator")
         var cursor = firstBlock
@@ -163,7 +169,6 @@ struct BlockAllocator: ~Copyable {
         }
         highWaterBlocks = cursor
         self.reservedBlocks = max(reservedBlocks, cursor)
-        for gap in gaps { free.insert(gap) }
         return gaps
     }
 

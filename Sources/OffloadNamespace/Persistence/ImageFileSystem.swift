@@ -119,6 +119,11 @@ public final class ImageFileSystem: @unchecked Sendable {
         var recovered = NamespaceJournal.Recovered.nothing
         var nextSequence: UInt64 = 0
         var kept: (Superblock, [LogSegment])?
+        // Before recovery rebuilds anything: should it fail half-way (no room to move RAM
+        // extents into the image), the files it restored so far are freed, and their
+        // blocks must wait in quarantine, not be punched: the image on disk still holds
+        // those files.
+        store.deferReuse()
         switch store.opened {
         case .new:
             report.created = true
@@ -131,7 +136,6 @@ public final class ImageFileSystem: @unchecked Sendable {
             nextSequence = recovery.nextSequence
             kept = recovery.keptCheckpoint
         }
-        store.deferReuse()
         if store.isReadOnly {
             report.seconds = Self.seconds(since: started)
             return ImageFileSystem(store: store, namespace: namespace, journal: nil, report: report)

@@ -103,7 +103,9 @@ public final class NamespaceJournal: Sendable {
     /// The reservation ends with the `record` that passes it as `reserved`, or `release`.
     func reserve(_ bytes: Int) throws(FSError) {
         try state.withLock { (s) throws(FSError) in
-            try s.current.ensureRoom(total: s.reserved + bytes, largestFrame: bytes)
+            // Twice: a frame that does not fit the rest of a segment leaves that rest
+            // (less than the frame) unused, so frames of N bytes in all need at most 2N.
+            try s.current.ensureRoom(total: 2 * (s.reserved + bytes), largestFrame: bytes)
             s.reserved += bytes
         }
     }
@@ -196,7 +198,7 @@ public final class NamespaceJournal: Sendable {
                     // Operations under way reserved room in the old chain; the new one
                     // takes its spares, and gets the rest if the image has it (if not,
                     // such an append may still fail, which the journal survives).
-                    try? next.ensureRoom(total: s.reserved, largestFrame: s.reserved)
+                    try? next.ensureRoom(total: 2 * s.reserved, largestFrame: s.reserved)
                 }
                 s.appendedSinceCheckpoint = 0
                 defer { s.failure = nil }
@@ -321,6 +323,9 @@ final class FileJournal: FileChangeObserver, @unchecked Sendable {
     private weak var state: PthreadMutex<NamespaceState>?
     private let clock: @Sendable () -> Timestamp
     private var credit = 0
+    /// The inode record's size the credit counted (it may grow before the frame is
+    /// written: a setxattr between `willChange` and `fileChanged`).
+    private var inodeBound = 0
 
     init(inode: InodeNumber, state: PthreadMutex<NamespaceState>?, clock: @escaping @Sendable () -> Timestamp) {
         self.inode = inode
@@ -335,13 +340,15 @@ final class FileJournal: FileChangeObserver, @unchecked Sendable {
             let bytes = recordBytes + node.recordBound
             try journal.reserve(bytes)
             credit += bytes
+            inodeBound = node.recordBound
         }
     }
 
     func changeAbandoned() {
         guard credit > 0 else { return }
-        state?.withLock { $0.journal?.release(credit) }
+        let reserved = credit
         credit = 0
+        state?.withLock { $0.journal?.release(reserved) }
     }
 
     /// A change over very many extents goes as consecutive frames for consecutive parts
@@ -351,13 +358,18 @@ final class FileJournal: FileChangeObserver, @unchecked Sendable {
     func fileChanged(_ change: FileChange) {
         let records = MetadataRecord.fileRanges(inode: inode.rawValue, size: change.size, range: change.range,
                                                 pieces: change.pieces)
-        let reserved = credit
+        var reserved = credit
         credit = 0
         state?.withLock { s in
             guard let node = s.table.existing(inode) else {
                 s.journal?.release(reserved)
                 return
             }
+            // The change cannot fail now; if the record grew, reserve the difference if
+            // the image has it (if not, the append may still fail, which the journal
+            // survives).
+            let growth = node.recordBound - inodeBound
+            if reserved > 0, growth > 0, (try? s.journal?.reserve(growth)) != nil { reserved += growth }
             node.markModified(clock())
             for record in records.dropLast() { s.journal?.record([record]) }
             s.journal?.record([records[records.count - 1], node.record], reserved: reserved)

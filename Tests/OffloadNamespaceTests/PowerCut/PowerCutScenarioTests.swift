@@ -113,6 +113,27 @@ final class PowerCutScenarioTests: XCTestCase {
         assertNoViolations(run)
     }
 
+    /// A file is cut to end inside a block (the rest of the block keeps its old bytes)
+    /// and synced; then it grows by a small append. Filling that block's tail in place
+    /// would, after a power cut that kept the append's frame but not its page, show the
+    /// bytes the truncate removed: only a tail known to be zeros is filled in place.
+    func testAnAppendNeverBringsBackBytesATruncateRemoved() throws {
+        let run = try makeRun()
+        let fs = run.fileSystem.namespace
+        let a = try create("a", run, bytes: distinct(8192, 11))
+        try run.perform(armed: false) {
+            _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 5000), context: context)
+            return .init(kind: .other, line: "truncate a to 5000")
+        }
+        try fsync(run, a, armed: false)
+        try run.perform {
+            _ = try distinct(700, 12).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 5000, data: $0) }
+            return .init(kind: .other, line: "append 700 bytes to a", written: (a.0.rawValue, 5000..<5700))
+        }
+        try fsync(run, a, armed: true)
+        assertNoViolations(run)
+    }
+
     /// A large file is deleted and synced (its blocks are punched and freed); a new file
     /// reuses them. Its frames can reach the disk before its data pages: the new file may
     /// then read zeros, never the deleted file's bytes, so a freed block's punch must be

@@ -105,7 +105,7 @@ final class PowerCutRun: @unchecked Sendable {
         for _ in 0..<operations {
             try perform { () throws -> Step in
                 let (kind, line) = try workload.step()
-                return Step(kind: kind, line: line, written: workload.written)
+                return Step(kind: kind, line: line, written: workload.written, open: workload.open.map(\.inode))
             }
             if violations.count > 3 { break }
         }
@@ -117,6 +117,8 @@ final class PowerCutRun: @unchecked Sendable {
         var kind: PowerCutWorkload.Kind
         var line: String
         var written: (inode: UInt64, range: Range<UInt64>)? = nil
+        /// Files open after the operation: their bytes count even once they have no name.
+        var open: [InodeNumber] = []
     }
 
     /// Runs one operation with cuts armed, records the state it leaves, and checks the
@@ -132,7 +134,7 @@ final class PowerCutRun: @unchecked Sendable {
         log.append(step.line)
         written.append(step.written)
         if Self.trace { print("op \(states.count): \(step.line)") }
-        states.append(try TreeSnapshot(fileSystem.namespace))
+        states.append(try TreeSnapshot(fileSystem.namespace, open: step.open))
         if step.kind == .sync {
             durable = states.count - 1
         } else if storage.syncCount > syncsBefore {

@@ -73,6 +73,18 @@ struct PowerCutWorkload {
     /// One random operation; returns what it was and a line describing it.
     mutating func step() throws -> (Kind, String) {
         written = nil
+        // First close some handles and forget some inodes, as the kernel does (files
+        // unlinked while open then die): at the start of an operation, so that the state
+        // after the previous one still shows the bytes written through those handles.
+        if open.count > 5 || pick(6) == 0, !open.isEmpty {
+            let closed = open.remove(at: Int(pick(UInt64(open.count))))
+            fs.release(inode: closed.inode, handle: closed.handle)
+        }
+        if pick(3) == 0, !lookups.isEmpty {
+            // Sorted: a dictionary's order changes from run to run, the seed's must not.
+            let inode = lookups.keys.sorted { $0.rawValue < $1.rawValue }[Int(pick(UInt64(lookups.count)))]
+            fs.forget(inode: inode, lookups: lookups.removeValue(forKey: inode)!)
+        }
         let parent = directory()
         let n = name()
         let choice = pick(24)
@@ -183,17 +195,6 @@ struct PowerCutWorkload {
             default:
                 throw error
             }
-        }
-        // Close some handles and forget some inodes, as the kernel does: files unlinked
-        // while open then die.
-        if open.count > 5 || pick(6) == 0, !open.isEmpty {
-            let closed = open.remove(at: Int(pick(UInt64(open.count))))
-            fs.release(inode: closed.inode, handle: closed.handle)
-        }
-        if pick(3) == 0, !lookups.isEmpty {
-            // Sorted: a dictionary's order changes from run to run, the seed's must not.
-            let inode = lookups.keys.sorted { $0.rawValue < $1.rawValue }[Int(pick(UInt64(lookups.count)))]
-            fs.forget(inode: inode, lookups: lookups.removeValue(forKey: inode)!)
         }
         return (kind, line)
     }

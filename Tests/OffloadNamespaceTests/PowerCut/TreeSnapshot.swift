@@ -29,11 +29,28 @@ struct TreeSnapshot: Equatable {
     }
 
     var nodes: [String: Node] = [:]
-    /// Regular files' bytes by inode (hard links share one).
+    /// Regular files' bytes by inode (hard links share one), and those of `open` files
+    /// that have no name any more: a power cut can bring their names back, with bytes
+    /// written through a descriptor after the unlink.
     var contents: [UInt64: [UInt8]] = [:]
 
-    init(_ fs: Namespace) throws(FSError) {
+    init(_ fs: Namespace, open: [InodeNumber] = []) throws(FSError) {
         try visit(fs, .root, path: "/")
+        for number in open where contents[number.rawValue] == nil {
+            if let file = Self.file(number, in: fs) {
+                contents[number.rawValue] = try file.read(at: 0, count: Int(file.size))
+            }
+        }
+    }
+
+    /// A regular file's data straight from the namespace's table (one memcpy per extent:
+    /// the read path gathers byte by byte, which a debug build makes slow, and snapshots
+    /// are taken after every operation of the workload).
+    private static func file(_ number: InodeNumber, in fs: Namespace) -> OffloadedFile? {
+        fs.state.withLock { state -> OffloadedFile? in
+            guard let node = try? state.table.inode(number), case .regular(let regular) = node.content else { return nil }
+            return regular.data
+        }
     }
 
     private mutating func visit(_ fs: Namespace, _ number: InodeNumber, path: String) throws(FSError) {
@@ -41,14 +58,7 @@ struct TreeSnapshot: Equatable {
         var target: [UInt8] = []
         switch a.kind {
         case .regular where contents[number.rawValue] == nil:
-            // Straight from the file (one memcpy per extent): the namespace's read path
-            // gathers byte by byte, which a debug build makes slow, and this runs after
-            // every operation of the workload.
-            let file = fs.state.withLock { state -> OffloadedFile? in
-                guard let node = try? state.table.inode(number), case .regular(let regular) = node.content else { return nil }
-                return regular.data
-            }
-            contents[number.rawValue] = try file?.read(at: 0, count: Int(a.size)) ?? []
+            contents[number.rawValue] = try Self.file(number, in: fs)?.read(at: 0, count: Int(a.size)) ?? []
         case .symlink:
             target = try fs.readlink(inode: number)
         default:
