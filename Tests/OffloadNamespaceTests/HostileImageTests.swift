@@ -19,6 +19,38 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
+    func testEveryInputTheFuzzerFoundNowPasses() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("FuzzRegressions")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { !$0.hasPrefix(".") && $0 != "README.md" }
+        XCTAssertFalse(names.isEmpty)
+        for name in names.sorted() {
+            let input = [UInt8](try Data(contentsOf: folder.appendingPathComponent(name)))
+            do {
+                try HostileImageCheck.check(FuzzInput.image(from: input))
+            } catch {
+                XCTFail("\(name): \(error)")
+            }
+        }
+    }
+
+    // MARK: - Defects the fuzzer found
+
+    /// A superblock whose journal segment overlaps the checkpoint's made the analysis count
+    /// the shared blocks twice as metadata, and `dataBytes` underflowed (a trap in fsck and
+    /// mount). The journal now ends before a segment that overlaps one already read.
+    func testAJournalSegmentOverlappingTheCheckpointEndsTheJournal() throws {
+        var image = try SampleImage.make(seed: 2, clean: true)
+        try editSuperblocks(of: &image) { superblock in
+            // From a block before the checkpoint over all of it.
+            let checkpoint = superblock.checkpoint
+            superblock.journal = LogSegment(start: checkpoint.start - 4096, length: checkpoint.length + 4096)
+        }
+        let outcome = try HostileImageCheck.check(image)
+        XCTAssertNil(outcome.refusal, "the journal ends where it would overlap the checkpoint; nothing is lost")
+    }
+
     // MARK: - Helpers
 
     /// Decodes the newest superblock of `image`, lets `change` edit it, and writes it back

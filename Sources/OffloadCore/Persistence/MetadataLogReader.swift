@@ -28,13 +28,16 @@ public struct MetadataLogReader {
     /// Segments are read whole; a link or superblock naming a longer one is damage.
     public static let maximumSegmentBytes: UInt64 = 1 << 30
 
+    /// `avoiding`: segments of another chain (the checkpoint's, for the journal) that
+    /// this one must not overlap either.
     public init(imageID: UInt64, stream: UInt64, firstSequence: UInt64, head: LogSegment,
-                fileBytes: UInt64, read: @escaping (UInt64, Int) -> [UInt8]) {
+                fileBytes: UInt64, avoiding: [LogSegment] = [], read: @escaping (UInt64, Int) -> [UInt8]) {
         self.imageID = imageID
         self.stream = stream
         self.expectedSequence = firstSequence
         self.fileBytes = fileBytes
         self.read = read
+        for segment in avoiding where overlappingSegment(segment) == nil { taken.insert(segment.start, segment.range.upperBound) }
         if let problem = enter(head) {
             finished = true
             pendingEnd = problem
@@ -42,7 +45,9 @@ public struct MetadataLogReader {
     }
 
     private var pendingEnd: String?
-    private var visitedStarts = Set<UInt64>()
+    /// Start -> end of every segment visited or avoided: disjoint, so a segment overlaps
+    /// one of them exactly when it overlaps the last one starting before its end.
+    private let taken = ChunkedSortedMap<UInt64>()
 
     /// The next frame's payload, or the end of the chain with the reason it ended.
     public mutating func next() -> Item {
@@ -139,6 +144,12 @@ public struct MetadataLogReader {
         return .end(reason: reason)
     }
 
+    private func overlappingSegment(_ segment: LogSegment) -> LogSegment? {
+        guard let i = taken.floor(segment.range.upperBound - 1) else { return nil }
+        let start = taken.key(at: i), end = taken.value(at: i)
+        return end > segment.start ? LogSegment(start: start, length: end - start) : nil
+    }
+
     /// Moves to a segment; returns why it cannot be read, if so.
     private mutating func enter(_ segment: LogSegment) -> String? {
         let block = UInt64(BackingStore.blockSize)
@@ -149,11 +160,13 @@ public struct MetadataLogReader {
               segment.start <= fileBytes, segment.length <= fileBytes - segment.start else {
             return "segment \(segment.start)+\(segment.length) lies outside the image (\(fileBytes) bytes)"
         }
-        // A chain cannot loop (every frame needs the next sequence number); this only
-        // stops a damaged link from naming a segment already read.
-        guard visitedStarts.insert(segment.start).inserted else {
-            return "segment \(segment.start)+\(segment.length) is linked twice"
+        // A chain cannot loop (every frame needs the next sequence number); this stops a
+        // damaged link from naming blocks already read, which would make the same blocks
+        // count twice as metadata and let a hostile image be read over and over.
+        if let other = overlappingSegment(segment) {
+            return "segment \(segment.start)+\(segment.length) overlaps segment \(other.start)+\(other.length), already read"
         }
+        taken.insert(segment.start, segment.range.upperBound)
         segments.append(segment)
         buffer = read(segment.start, Int(segment.length))
         position = 0
