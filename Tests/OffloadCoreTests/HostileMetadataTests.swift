@@ -40,4 +40,26 @@ final class HostileMetadataTests: XCTestCase {
         XCTAssertTrue(reason.contains("overlaps"), reason)
         XCTAssertEqual(reader.segments.count, 1)
     }
+
+    /// Frames numbered at the end of UInt64 (checksums good) made the reader's expected
+    /// sequence number overflow. No writer gets there: such a frame is not a frame.
+    func testAFrameNumberedPastInt64MaxIsNotAFrame() {
+        var frames = ByteWriter()
+        for sequence in [UInt64.max - 1, .max] {
+            ([7] as [UInt8]).withUnsafeBytes {
+                FrameHeader.encode(imageID: 9, stream: 0, sequence: sequence, kind: .records, payload: $0, into: &frames)
+            }
+        }
+        var image = [UInt8](repeating: 0, count: Int(3 * Self.block))
+        image.replaceSubrange(Int(2 * Self.block)..<Int(2 * Self.block) + frames.count, with: frames.bytes)
+        var reader = MetadataLogReader(imageID: 9, stream: 0, firstSequence: .max - 1,
+                                       head: LogSegment(start: 2 * Self.block, length: Self.block),
+                                       fileBytes: UInt64(image.count)) { offset, count in
+            Array(image[Int(offset)..<min(Int(offset) + count, image.count)])
+        }
+        for _ in 0..<3 {
+            if case .end = reader.next() { return }
+        }
+        XCTFail("frames numbered past 2^63 - 1 were read")
+    }
 }

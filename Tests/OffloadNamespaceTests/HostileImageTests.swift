@@ -51,6 +51,28 @@ final class HostileImageTests: XCTestCase {
         XCTAssertNil(outcome.refusal, "the journal ends where it would overlap the checkpoint; nothing is lost")
     }
 
+    /// A superblock (good checksum) whose generation or journal sequence was at the end
+    /// of UInt64: the next checkpoint's generation, or the next journal frame's sequence
+    /// number, overflowed (a trap in mount and repair). No image reaches 2^63 of either;
+    /// such a superblock is damaged.
+    func testAGenerationOrJournalSequenceNearTheEndOfUInt64IsDamageNotATrap() throws {
+        let edits: [(String, (inout Superblock) -> Void)] = [
+            ("generation", { $0.generation = .max }),
+            ("journal sequence", { $0.journalSequence = .max }),
+            ("journal sequence 2^63", { $0.journalSequence = 1 << 63 }),
+        ]
+        for (what, edit) in edits {
+            var image = try SampleImage.make(seed: 3)
+            try editSuperblocks(of: &image, edit)
+            let outcome = try HostileImageCheck.check(image)
+            guard case .damagedImage(let why)? = outcome.refusal else {
+                XCTFail("\(what): \(String(describing: outcome.refusal))")
+                continue
+            }
+            XCTAssertTrue(why.contains("out of range"), "\(what): \(why)")
+        }
+    }
+
     // MARK: - Helpers
 
     /// Decodes the newest superblock of `image`, lets `change` edit it, and writes it back
