@@ -1,17 +1,19 @@
 import OffloadCore
 import OffloadNamespace
 import OffloadSimulation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What must hold for ANY bytes handed to offloadfs as an image, checked on one image:
 /// by the fuzzer on each of its inputs, and by the tests on damaged real images.
 ///
-/// 1. Reading it the way `fsck` does (identity, checkpoint and journal replay with and
-///    without salvage, analysis) gives a result or an error, never a trap.
-/// 2. Mounting it (`ImageFileSystem.open`) either succeeds, and then the allocator's
+/// 1. Mounting it (`ImageFileSystem.open`: identity, checkpoint and journal replay,
+///    analysis, which is also all `fsck` does) either succeeds, and then the allocator's
 ///    invariants hold, it closes, and the closed image opens again with nothing to repair;
 ///    or it refuses with a clear error: `.damagedImage` or `.invalidArgument` (not an
 ///    offloadfs image, a newer version).
-/// 3. Repairing it (`open(repair: true)`, what `fsck --repair` runs) either succeeds, and
+/// 2. Repairing it (`open(repair: true)`, what `fsck --repair` runs) either succeeds, and
 ///    then the repaired image closes and opens again with nothing to repair; or it
 ///    refuses with a clear error. An image that mounts as it is must also repair.
 ///
@@ -46,7 +48,6 @@ public enum HostileImageCheck {
     /// `check` of the image `original` holds (it is only read: every open works on a copy).
     @discardableResult
     public static func check(_ original: MemoryImageStorage) throws(Violation) -> Outcome {
-        inspect(original)
         var outcome = Outcome(refusal: nil, repairRefusal: nil, repairs: 0)
         do {
             _ = try openCloseAndReopen(original, repair: false)
@@ -74,34 +75,54 @@ public enum HostileImageCheck {
         return outcome
     }
 
-    /// fsck's read-only path; any result is fine, it must only not trap.
-    static func inspect(_ storage: MemoryImageStorage) {
-        guard case .image(let superblock, _)? = try? ImageIdentity.read(storage) else { return }
-        for salvage in [false, true] {
-            guard let replay = try? ImageReplay.load(superblock: superblock, fileBytes: storage.length,
-                                                     read: storage.readBytes, salvage: salvage) else { continue }
-            _ = ImageAnalysis(replay, fileBytes: storage.length)
-        }
-    }
-
-    /// Opens `image`, checks the store, closes it (a clean checkpoint), and opens the
-    /// result again, which must need no repair. Returns the repairs the first open made.
+    /// Opens `image` (the only step whose `FSError` is a refusal), checks the store, uses
+    /// the filesystem, closes it (a clean checkpoint), and opens the result again, which
+    /// must need no repair. Returns the repairs the first open made.
     private static func openCloseAndReopen(_ original: MemoryImageStorage, repair: Bool) throws -> Int {
         let first = try open(original, repair: repair)
-        try first.fileSystem.store.checkInvariants()
-        try first.fileSystem.close()
-        let second: (fileSystem: ImageFileSystem, storage: MemoryImageStorage)
+        let what = "open(repair: \(repair))"
         do {
-            second = try open(first.storage, repair: false)
-        } catch {
-            throw Violation(description: "after open(repair: \(repair)) and close, the image does not open again: \(error)")
+            try first.fileSystem.store.checkInvariants()
+            try probe(first.fileSystem.namespace, after: what)
+            try first.fileSystem.close()
+        } catch let error as FSError {
+            throw Violation(description: "after \(what): \(error)")
         }
-        guard second.fileSystem.report.repairs.isEmpty else {
-            throw Violation(description: "after open(repair: \(repair)) and close, the image still needs repairs: \(second.fileSystem.report.repairs)")
+        do {
+            let second = try open(first.storage, repair: false)
+            guard second.fileSystem.report.repairs.isEmpty else {
+                throw Violation(description: "after \(what) and close, the image still needs repairs: \(second.fileSystem.report.repairs)")
+            }
+            try second.fileSystem.store.checkInvariants()
+            try second.fileSystem.close()
+        } catch let error as FSError {
+            throw Violation(description: "after \(what) and close, the image does not open again: \(error)")
         }
-        try second.fileSystem.store.checkInvariants()
-        try second.fileSystem.close()
         return first.fileSystem.report.repairs.count
+    }
+
+    /// What a user does first on a mounted image: create, write and read back a file, make
+    /// a directory, move the file into it, remove both. Names the image already has are
+    /// fine (`.exists`); anything else going wrong is a broken image.
+    private static func probe(_ fs: Namespace, after what: String) throws {
+        let context = RequestContext.root
+        let name = try FileName("fuzz-probe"), directoryName = try FileName("fuzz-probe.d")
+        let data = (0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        do {
+            let (file, handle) = try fs.create(parent: .root, name: name, mode: 0o100644, flags: O_RDWR, context: context)
+            _ = try data.withBytes { (buffer) throws(FSError) in
+                try fs.write(inode: file.inode, handle: handle, offset: 0, data: buffer)
+            }
+            let back = try fs.read(inode: file.inode, handle: handle, offset: 0, count: data.count)
+            fs.release(inode: file.inode, handle: handle)
+            guard back == data else { throw Violation(description: "after \(what), a file written reads back wrong") }
+            let directory = try fs.mkdir(parent: .root, name: directoryName, mode: 0o755, context: context)
+            try fs.rename(parent: .root, name: name, newParent: directory.inode, newName: name, flags: [])
+            try fs.unlink(parent: directory.inode, name: name)
+            try fs.rmdir(parent: .root, name: directoryName)
+        } catch FSError.exists {
+            // The image has one of the names already.
+        }
     }
 
     /// Opens a copy of `image` (room for the whole capacity), so `image` stays as it was.
