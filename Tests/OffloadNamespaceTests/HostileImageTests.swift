@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import OffloadCore
 import OffloadFuzzing
+import OffloadSimulation
 @testable import OffloadNamespace
 import SplitMix
 
@@ -73,7 +74,39 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// An inode numbered UInt64.max (with a name), or a next-inode record of UInt64.max,
+    /// in a frame with a good checksum: restoring the tree (the next free number after the
+    /// highest) or the first create (the one after that) overflowed. No namespace hands
+    /// out such numbers: the record is malformed, like a length past its limit.
+    func testInodeNumbersAtTheEndOfUInt64AreMalformedNotATrap() throws {
+        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
+        let far = InodeRecord(number: .max, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
+                              linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                              birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let frames: [(String, [MetadataRecord])] = [
+            ("an inode numbered UInt64.max", [.inode(far), .entry(directory: 1, name: Array("far".utf8), child: .max)]),
+            ("next inode UInt64.max", [.nextInode(.max)]),
+        ]
+        for (what, records) in frames {
+            let image = try imageWithJournalFrame(records)
+            let outcome = try HostileImageCheck.check(image)
+            XCTAssertNotNil(outcome.refusal, "\(what): a journal frame that does not decode is a problem")
+            XCTAssertNil(outcome.repairRefusal, "\(what): repair drops the journal from that frame on")
+        }
+    }
+
     // MARK: - Helpers
+
+    /// A sample image whose journal ends with one more frame holding `records`, as a
+    /// daemon killed right after writing it would leave it.
+    private func imageWithJournalFrame(_ records: [MetadataRecord]) throws -> [UInt8] {
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes,
+                                         initial: try SampleImage.make(seed: 1, clean: true))
+        let fileSystem = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,
+                                                  memoryLimiter: MemoryLimiter(limitBytes: 0))
+        try XCTUnwrap(fileSystem.journal).record(records)
+        return storage.bytes
+    }
 
     /// Decodes the newest superblock of `image`, lets `change` edit it, and writes it back
     /// into both copies with a valid checksum.
