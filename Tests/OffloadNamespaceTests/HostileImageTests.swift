@@ -95,6 +95,31 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// Repair gives unreachable files a name in /lost+found, and then checked them as if
+    /// the image file were 2^64 bytes long: a piece naming image bytes near 2^63 overflowed
+    /// the block arithmetic (a trap in `fsck --repair`), and a piece outside the file
+    /// would have been left for the final check to refuse. Pieces of files that become
+    /// reachable are now checked against the real file and become holes like any other.
+    func testRepairChecksTheFilesItPutsInLostAndFoundAgainstTheRealImage() throws {
+        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
+        let orphan = InodeRecord(number: 50, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
+                                 linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                                 birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let largest = UInt64(Int64.max)
+        for (what, imageOffset, length) in [("near 2^64 in all", largest, largest), ("past the file", UInt64(64 << 20), UInt64(1 << 30))] {
+            let image = try imageWithJournalFrame([
+                .inode(orphan),
+                .fileRange(inode: 50, size: length, range: 0..<length,
+                           pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: imageOffset, size: length))]),
+                // Damage elsewhere, so that the image needs a repair at all.
+                .entry(directory: 1, name: Array("dangling".utf8), child: 999),
+            ])
+            let outcome = try HostileImageCheck.check(image)
+            XCTAssertNotNil(outcome.refusal, what)
+            XCTAssertNil(outcome.repairRefusal, "\(what): \(String(describing: outcome.repairRefusal))")
+        }
+    }
+
     // MARK: - Helpers
 
     /// A sample image whose journal ends with one more frame holding `records`, as a
