@@ -73,8 +73,9 @@ public enum FuzzInput {
             for block in 0..<blocks {
                 let start = block * blockSize
                 var end = min(start + blockSize, image.count)
-                while end > start && all[end - 1] == 0 { end -= 1 }
-                if end > start { chunk(block: block, bytes: image[start..<end]) }
+                guard !MemoryImageStorage.isZero(UnsafeRawBufferPointer(rebasing: all[start..<end])) else { continue }
+                while all[end - 1] == 0 { end -= 1 }
+                chunk(block: block, bytes: image[start..<end])
             }
         }
         if blocks > 0 { chunk(block: blocks - 1, bytes: []) }

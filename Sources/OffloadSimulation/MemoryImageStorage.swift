@@ -150,9 +150,9 @@ public final class MemoryImageStorage: ImageStorage, @unchecked Sendable {
         s.written = s.written.filter { !cleared.contains($0) }
     }
 
-    /// All zeros: the first byte is, and every byte equals the next one (memcmp, which is
-    /// fast even in a debug build).
-    private static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    /// True when every byte is 0: the first one is, and each equals the next (memcmp,
+    /// fast even in a debug build, where tests check most blocks of many images).
+    public static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let start = bytes.baseAddress else { return true }
         return bytes[0] == 0 && memcmp(start, start + 1, bytes.count - 1) == 0
     }
