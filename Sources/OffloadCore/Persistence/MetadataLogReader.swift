@@ -118,25 +118,27 @@ public struct MetadataLogReader {
     public mutating func resynchronize() -> UInt64? {
         guard !segments.isEmpty else { return nil }
         let skippedFrom = expectedSequence
-        var candidate = position + 1
-        while candidate + FrameHeader.size <= buffer.count {
-            let found: FrameHeader? = buffer.withUnsafeBytes { all in
+        let found: (at: Int, header: FrameHeader)? = buffer.withUnsafeBytes { all in
+            var candidate = position + 1
+            while candidate + FrameHeader.size <= all.count {
+                defer { candidate += 1 }
+                // Nearly every position fails at the magic: test it alone first (a scan
+                // of a 1 MiB segment then costs a load per byte, not a header decode).
+                guard all.loadUnaligned(fromByteOffset: candidate, as: UInt32.self) == FrameHeader.magic.littleEndian else { continue }
                 let headerBytes = UnsafeRawBufferPointer(rebasing: all[candidate..<candidate + FrameHeader.size])
                 guard let (header, crc) = FrameHeader.decode(headerBytes), header.imageID == imageID,
                       header.stream == stream, header.sequence > expectedSequence,
-                      Int(header.length) <= all.count - candidate - FrameHeader.size else { return nil }
+                      Int(header.length) <= all.count - candidate - FrameHeader.size else { continue }
                 let payload = UnsafeRawBufferPointer(rebasing: all[(candidate + FrameHeader.size)..<(candidate + FrameHeader.size + Int(header.length))])
-                return FrameHeader.checksumMatches(crc, headerBytes: headerBytes, payload: payload) ? header : nil
+                if FrameHeader.checksumMatches(crc, headerBytes: headerBytes, payload: payload) { return (candidate, header) }
             }
-            if let found {
-                position = candidate
-                expectedSequence = found.sequence
-                finished = false
-                return found.sequence - skippedFrom
-            }
-            candidate += 1
+            return nil
         }
-        return nil
+        guard let found else { return nil }
+        position = found.at
+        expectedSequence = found.header.sequence
+        finished = false
+        return found.header.sequence - skippedFrom
     }
 
     private mutating func stop(_ reason: String) -> Item {
