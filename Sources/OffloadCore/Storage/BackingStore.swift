@@ -42,7 +42,7 @@ public final class BackingStore: @unchecked Sendable {
     let mappedBytes: Int
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
-    private let reclaiming = PthreadMutex<Void>(())
+    private let reclaiming = PthreadLock()
     /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
     /// kernel may have dropped the dirty pages and reports the error once; a later
     /// fdatasync then succeeds although data is lost. So every later sync fails too.
@@ -300,7 +300,7 @@ public final class BackingStore: @unchecked Sendable {
     public func syncAndReclaim() throws(FSError) {
         // Read-only: nothing to make durable, and freed blocks are never reused.
         guard !isReadOnly else { return }
-        try reclaiming.withLock { (_) throws(FSError) in
+        try reclaiming.withLock { () throws(FSError) in
             // Blocks quarantined from here on may belong to records written after the sync.
             // While the journal is missing records, nothing is reclaimed at all: a block
             // whose free was never journaled must not be reused.
