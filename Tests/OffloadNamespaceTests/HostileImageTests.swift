@@ -120,6 +120,28 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// File data may lie past the end of the image file, up to the capacity the
+    /// superblock records (a power cut can lose the file's growth); a superblock (good
+    /// checksum) recording a capacity near 2^64 let a piece reach 2^64 and its block
+    /// arithmetic overflow (a trap in fsck and mount). No image byte lies at 2^63 or past.
+    func testACapacityNearTheEndOfUInt64DoesNotLetDataReachIt() throws {
+        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
+        let file = InodeRecord(number: 60, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
+                               linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                               birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let largest = UInt64(Int64.max)
+        var image = try imageWithJournalFrame([
+            .inode(file),
+            .entry(directory: 1, name: Array("far".utf8), child: 60),
+            .fileRange(inode: 60, size: largest, range: 0..<largest,
+                       pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: largest, size: largest))]),
+        ])
+        try editSuperblocks(of: &image) { $0.capacityBytes = .max }
+        let outcome = try HostileImageCheck.check(image)
+        XCTAssertNotNil(outcome.refusal)
+        XCTAssertNil(outcome.repairRefusal, "the piece becomes a hole")
+    }
+
     // MARK: - Helpers
 
     /// A sample image whose journal ends with one more frame holding `records`, as a

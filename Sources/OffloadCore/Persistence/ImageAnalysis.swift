@@ -35,12 +35,16 @@ public struct ImageAnalysis {
     let fileBytes: UInt64
 
     /// The end of the address space an image mounted with `capacityBytes` can use:
-    /// the superblocks and the capacity, in whole blocks.
+    /// the superblocks and the capacity, in whole blocks. At most 2^63 - 1, like every
+    /// image offset (a damaged superblock may record any capacity), so that the block
+    /// arithmetic on a piece inside the limit cannot overflow.
     public static func dataLimit(capacityBytes: UInt64) -> UInt64 {
         let blocks = capacityBytes / block + (capacityBytes % block == 0 ? 0 : 1)
         let (total, overflow) = (blocks + Superblock.blocks).multipliedReportingOverflow(by: block)
-        return overflow ? .max : total
+        return overflow ? maximumByte : min(total, maximumByte)
     }
+
+    static let maximumByte = UInt64(Int64.max)
 
     /// `meter`, if given, counts the inodes reached so far (a mount reports it as progress).
     public init(_ replay: ImageReplay, fileBytes: UInt64, meter: ProgressMeter? = nil) {
