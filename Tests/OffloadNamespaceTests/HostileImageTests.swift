@@ -79,10 +79,7 @@ final class HostileImageTests: XCTestCase {
     /// highest) or the first create (the one after that) overflowed. No namespace hands
     /// out such numbers: the record is malformed, like a length past its limit.
     func testInodeNumbersAtTheEndOfUInt64AreMalformedNotATrap() throws {
-        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
-        let far = InodeRecord(number: .max, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
-                              linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
-                              birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let far = regularFile(number: .max)
         let frames: [(String, [MetadataRecord])] = [
             ("an inode numbered UInt64.max", [.inode(far), .entry(directory: 1, name: Array("far".utf8), child: .max)]),
             ("next inode UInt64.max", [.nextInode(.max)]),
@@ -101,10 +98,7 @@ final class HostileImageTests: XCTestCase {
     /// would have been left for the final check to refuse. Pieces of files that become
     /// reachable are now checked against the real file and become holes like any other.
     func testRepairChecksTheFilesItPutsInLostAndFoundAgainstTheRealImage() throws {
-        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
-        let orphan = InodeRecord(number: 50, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
-                                 linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
-                                 birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let orphan = regularFile(number: 50)
         let largest = UInt64(Int64.max)
         for (what, imageOffset, length) in [("near 2^64 in all", largest, largest), ("past the file", UInt64(64 << 20), UInt64(1 << 30))] {
             let image = try imageWithJournalFrame([
@@ -125,10 +119,7 @@ final class HostileImageTests: XCTestCase {
     /// checksum) recording a capacity near 2^64 let a piece reach 2^64 and its block
     /// arithmetic overflow (a trap in fsck and mount). No image byte lies at 2^63 or past.
     func testACapacityNearTheEndOfUInt64DoesNotLetDataReachIt() throws {
-        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
-        let file = InodeRecord(number: 60, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
-                               linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
-                               birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+        let file = regularFile(number: 60)
         let largest = UInt64(Int64.max)
         var image = try imageWithJournalFrame([
             .inode(file),
@@ -143,6 +134,14 @@ final class HostileImageTests: XCTestCase {
     }
 
     // MARK: - Helpers
+
+    /// A regular file's inode record with one name counted.
+    private func regularFile(number: UInt64) -> InodeRecord {
+        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
+        return InodeRecord(number: number, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
+                           linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                           birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+    }
 
     /// A sample image whose journal ends with one more frame holding `records`, as a
     /// daemon killed right after writing it would leave it.
