@@ -12,21 +12,31 @@ import OffloadCore
 /// image's size: it must never trap or loop on a hostile image itself.
 public enum ChecksumRepair {
     static let block = UInt64(BackingStore.blockSize)
+    /// The main part of a superblock copy, its checksum, and the previous-commit
+    /// extension after it with its own checksum (docs/FORMAT.md).
     static let superblockBytes = 128
-    static let superblockChecksumOffset: UInt64 = 24
+    static let superblockChecksumOffset = 24
+    static let extendedBytes = 192
+    static let extensionChecksumOffset = 128
 
     public static func apply(to image: any ImageStorage) {
         var heads: [LogSegment] = []
         for copy: UInt64 in 0..<2 {
-            var bytes = image.readBytes(at: copy * block, count: superblockBytes)
-            guard bytes.count == superblockBytes, Array(bytes[0..<16]) == Superblock.magic,
-                  u32(bytes, 16) != 0 else { continue }  // version 0 has no checksum
-            for i in 0..<4 { bytes[Int(superblockChecksumOffset) + i] = 0 }
-            let crc = Checksum.crc32c(bytes)
-            write(crc, to: image, at: copy * block + superblockChecksumOffset)
-            if case .valid(let superblock) = Superblock.decode(image.readBytes(at: copy * block, count: superblockBytes)) {
-                heads.append(superblock.checkpoint)
-                heads.append(superblock.journal)
+            var bytes = image.readBytes(at: copy * block, count: extendedBytes)
+            guard bytes.count == extendedBytes, Array(bytes[0..<16]) == Superblock.magic,
+                  u32(bytes, 16) != 0 else { continue }  // version 0 has no checksums
+            for offset in [superblockChecksumOffset, extensionChecksumOffset] {
+                bytes.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0])
+            }
+            write(Checksum.crc32c(Array(bytes[0..<superblockBytes])), to: image, at: copy * block + UInt64(superblockChecksumOffset))
+            // An extension that is all zeros is absent; one with anything in it gets its
+            // checksum too, so that the previous commit is read (and salvaged from).
+            if bytes[superblockBytes...].contains(where: { $0 != 0 }) {
+                write(Checksum.crc32c(bytes), to: image, at: copy * block + UInt64(extensionChecksumOffset))
+            }
+            if case .valid(let superblock) = Superblock.decode(image.readBytes(at: copy * block, count: extendedBytes)) {
+                heads += [superblock.checkpoint, superblock.journal]
+                if let previous = superblock.previous { heads += [previous.checkpoint, previous.journal] }
             }
         }
         for head in heads { fixChain(from: head, in: image) }

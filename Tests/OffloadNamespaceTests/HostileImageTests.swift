@@ -20,6 +20,30 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// The harness's checksum repair changes nothing in an image whose checksums are all
+    /// good (superblocks with their previous-commit extension, every frame of every chain
+    /// they name), so what it does to a mutated image is only the checksums.
+    func testChecksumRepairMakesChecksumsGoodAndChangesNothingElse() throws {
+        for clean in [false, true] {
+            let image = try SampleImage.make(seed: 7, clean: clean)
+            let storage = MemoryImageStorage(maximumBytes: image.count, initial: image)
+            guard case .image(let superblock, _) = try ImageIdentity.read(storage) else { return XCTFail("no superblock") }
+            XCTAssertNotNil(superblock.previous, "the sample image names a previous commit")
+            ChecksumRepair.apply(to: storage)
+            XCTAssertTrue(storage.bytes == image, "clean: \(clean)")
+            // A field of the main part changed: both checksums are made good again (the
+            // extension's covers the main part too).
+            var changed = image
+            changed[96] ^= 0x10  // capacity
+            let damaged = MemoryImageStorage(maximumBytes: changed.count, initial: changed)
+            ChecksumRepair.apply(to: damaged)
+            guard case .valid(let repaired) = Superblock.decode(damaged.readBytes(at: 0, count: 4096)) else {
+                return XCTFail("copy 0 is not valid after its checksums were repaired")
+            }
+            XCTAssertEqual(repaired.previous, superblock.previous)
+        }
+    }
+
     /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
     func testEveryInputTheFuzzerFoundNowPasses() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
