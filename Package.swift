@@ -23,6 +23,7 @@ let package = Package(
     products: [
         .executable(name: "offloadfs", targets: ["offloadfs"]),
         .executable(name: "offloadfs-bench", targets: ["OffloadBench"]),
+        .executable(name: "offloadfs-fuzz", targets: ["OffloadFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -59,8 +60,14 @@ let package = Package(
         // fault injection behind OffloadCore's ImageStorage seam.
         .target(name: "OffloadSimulation", dependencies: ["OffloadCore", "SplitMix"]),
         .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore", "SplitMix"]),
+        // Hostile images: the fuzzer's input format and the properties every image must
+        // keep (shared by the libFuzzer executable and the tests).
+        .target(name: "OffloadFuzzing", dependencies: ["OffloadNamespace", "OffloadCore", "OffloadSimulation", "SplitMix"]),
+        // libFuzzer over the decoders and the whole open path (scripts/fuzz builds it with
+        // -sanitize=fuzzer in .build-fuzz); in a normal build it replays inputs.
+        .executableTarget(name: "OffloadFuzz", dependencies: ["OffloadFuzzing"]),
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "SplitMix", "OffloadSimulation"]),
-        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix", "OffloadSimulation"]),
+        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix", "OffloadSimulation", "OffloadFuzzing"]),
         .testTarget(name: "MountTests", dependencies: ["OffloadCore", "FuseBridge"]),
     ],
     swiftLanguageModes: [.v6]

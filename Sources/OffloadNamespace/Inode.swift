@@ -9,7 +9,7 @@ final class RegularFile: Sendable {
     let data: OffloadedFile
     /// Serialises O_APPEND writes so that "find EOF, write there" is atomic between
     /// appenders (POSIX requires it). Writes at explicit offsets never take it.
-    let appendLock = PthreadMutex<Void>(())
+    let appendLock = PthreadLock()
 
     init(data: OffloadedFile) { self.data = data }
 }

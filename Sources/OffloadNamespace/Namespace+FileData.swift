@@ -50,7 +50,7 @@ extension Namespace {
         guard data.count > 0 else { return 0 }
         let file = opened.file
         if opened.append {
-            try file.appendLock.withLock { (_) throws(FSError) in
+            try file.appendLock.withLock { () throws(FSError) in
                 let end = file.data.size
                 try Self.checkRange(offset: end, length: UInt64(data.count))
                 try file.data.write(at: end, bytes: data)

@@ -61,7 +61,8 @@ public struct FrameHeader: Equatable, Sendable {
         guard let m = try? r.u32(), m == magic,
               let crc = try? r.u32(), let image = try? r.u64(), let stream = try? r.u64(),
               let seq = try? r.u64(), let length = try? r.u32(), let kindValue = try? r.u32(),
-              let kind = Kind(rawValue: kindValue), Int(length) <= maximumPayload else { return nil }
+              let kind = Kind(rawValue: kindValue), Int(length) <= maximumPayload,
+              seq <= Superblock.maximumCounter else { return nil }
         return (FrameHeader(imageID: image, stream: stream, sequence: seq, length: length, kind: kind), crc)
     }
 

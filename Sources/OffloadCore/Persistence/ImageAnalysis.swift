@@ -31,17 +31,24 @@ public struct ImageAnalysis {
     static let block = UInt64(BackingStore.blockSize)
 
     public var isClean: Bool { problems.isEmpty }
+    /// The image file's length the checks used (repair checks what it adds against it).
+    let fileBytes: UInt64
 
     /// The end of the address space an image mounted with `capacityBytes` can use:
-    /// the superblocks and the capacity, in whole blocks.
+    /// the superblocks and the capacity, in whole blocks. At most 2^63 - 1, like every
+    /// image offset (a damaged superblock may record any capacity), so that the block
+    /// arithmetic on a piece inside the limit cannot overflow.
     public static func dataLimit(capacityBytes: UInt64) -> UInt64 {
         let blocks = capacityBytes / block + (capacityBytes % block == 0 ? 0 : 1)
         let (total, overflow) = (blocks + Superblock.blocks).multipliedReportingOverflow(by: block)
-        return overflow ? .max : total
+        return overflow ? maximumByte : min(total, maximumByte)
     }
+
+    static let maximumByte = UInt64(Int64.max)
 
     /// `meter`, if given, counts the inodes reached so far (a mount reports it as progress).
     public init(_ replay: ImageReplay, fileBytes: UInt64, meter: ProgressMeter? = nil) {
+        self.fileBytes = fileBytes
         checkTree(replay, meter: meter)
         checkBlocks(replay, fileBytes: fileBytes)
         if !replay.journalEnd.isEmpty && replay.journalFrames > 0 {
@@ -252,24 +259,52 @@ extension ImageReplay {
             done.append("recreated inode \(number) for contents whose inode record was lost")
         }
         strays = [:]
-        for (directory, name) in analysis.danglingEntries {
-            let child = entries[directory]?[name] ?? 0
-            // A name for contents whose record was recreated above leads somewhere now.
-            if log.recreated.contains(child), ImageAnalysis.isValidName(name) { continue }
-            log.removedEntries.append((directory, name, child))
-            entries[directory]?[name] = nil
-            done.append("removed entry '\(ImageAnalysis.show(name))' from directory \(directory)")
+        // Naming unreachable inodes brings files and directories into the tree that the
+        // checks never walked, with loose ends of their own: fix and name again until a
+        // pass leaves nothing to fix. A pass without new names leaves nothing; hostile
+        // nesting could need many, so after `repairPasses` the rest is left to the final
+        // check (the image is then refused, not half repaired). Every check uses the real
+        // length of the image file.
+        var current = analysis
+        var lost: UInt64?
+        for _ in 0..<Self.repairPasses {
+            for (directory, name) in current.danglingEntries {
+                let child = entries[directory]?[name] ?? 0
+                // A name for contents whose record was recreated above leads somewhere now.
+                if log.recreated.contains(child), ImageAnalysis.isValidName(name) { continue }
+                log.removedEntries.append((directory, name, child))
+                entries[directory]?[name] = nil
+                done.append("removed entry '\(ImageAnalysis.show(name))' from directory \(directory)")
+            }
+            for (inode, offset) in current.badPieces {
+                files[inode]?.dropPiece(at: offset)
+                done.append("file \(inode): bytes at offset \(offset) pointed outside the data and are now a hole")
+            }
+            // Whatever is still unreachable (after the fixes above) goes to /lost+found.
+            let after = ImageAnalysis(self, fileBytes: analysis.fileBytes)
+            giveLostNames(after, lost: &lost, newDirectory: newDirectory, log: &log, done: &done)
+            current = ImageAnalysis(self, fileBytes: analysis.fileBytes)
+            if current.danglingEntries.isEmpty && current.badPieces.isEmpty { break }
         }
-        for (inode, offset) in analysis.badPieces {
-            files[inode]?.dropPiece(at: offset)
-            done.append("file \(inode): bytes at offset \(offset) pointed outside the data and are now a hole")
+        for (number, count) in current.linkCounts where inodes[number]?.linkCount != count {
+            inodes[number]?.linkCount = count
         }
-        // Whatever is still unreachable (after the fixes above) goes to /lost+found.
-        let after = ImageAnalysis(self, fileBytes: .max)
-        let unreachable = inodes.keys.filter { !after.reachable.contains($0) && $0 != root }.sorted()
+        for (number, parent) in current.parents { inodes[number]?.parent = parent }
+        return log
+    }
+
+    static let repairPasses = 16
+
+    /// Names the tops of the subtrees `analysis` could not reach `/lost+found/#NUMBER`
+    /// (creating the directory if needed).
+    private func giveLostNames(_ analysis: ImageAnalysis, lost: inout UInt64?,
+                               newDirectory: (UInt64, UInt64) -> InodeRecord,
+                               log: inout RepairLog, done: inout [String]) {
+        let root = ImageAnalysis.rootInode
+        let unreachable = inodes.keys.filter { !analysis.reachable.contains($0) && $0 != root }.sorted()
         // Only the tops of unreachable subtrees need names: skip directories' children.
         let tops = unreachable.filter { number in
-            !entries.contains { directory, names in !after.reachable.contains(directory) && inodes[directory] != nil && names.values.contains(number) }
+            !entries.contains { directory, names in !analysis.reachable.contains(directory) && inodes[directory] != nil && names.values.contains(number) }
         }
         let withContent = tops.filter { number in
             guard let inode = inodes[number] else { return false }
@@ -277,29 +312,22 @@ extension ImageReplay {
             // open: mount frees it, it is not lost.
             return inode.linkCount > 0
         }
-        if !withContent.isEmpty {
-            let lostName = Array("lost+found".utf8)
-            var lost = entries[root]?[lostName]
-            if lost == nil || inodes[lost!]?.type != Self.directoryType {
-                let number = nextInode
-                nextInode += 1
-                inodes[number] = newDirectory(number, parent: root)
-                entries[root, default: [:]][lostName] = number
-                lost = number
-            }
-            for number in withContent {
-                entries[lost!, default: [:]][Array("#\(number)".utf8)] = number
-                if inodes[number]?.type == Self.directoryType { inodes[number]?.parent = lost! }
-                done.append("gave inode \(number) the name /lost+found/#\(number)")
-                log.movedToLostAndFound.append(number)
-            }
+        guard !withContent.isEmpty else { return }
+        let lostName = Array("lost+found".utf8)
+        if lost == nil { lost = entries[root]?[lostName] }
+        if lost == nil || inodes[lost!]?.type != Self.directoryType {
+            let number = nextInode
+            nextInode += 1
+            inodes[number] = newDirectory(number, root)
+            entries[root, default: [:]][lostName] = number
+            lost = number
         }
-        let final = ImageAnalysis(self, fileBytes: .max)
-        for (number, count) in final.linkCounts where inodes[number]?.linkCount != count {
-            inodes[number]?.linkCount = count
+        for number in withContent {
+            entries[lost!, default: [:]][Array("#\(number)".utf8)] = number
+            if inodes[number]?.type == Self.directoryType { inodes[number]?.parent = lost! }
+            done.append("gave inode \(number) the name /lost+found/#\(number)")
+            log.movedToLostAndFound.append(number)
         }
-        for (number, parent) in final.parents { inodes[number]?.parent = parent }
-        return log
     }
 
     /// What `repair` did: a line per fix, and the names it removed and gave.

@@ -160,8 +160,10 @@ public final class ImageReplay {
     private func replayJournal(head: LogSegment, sequence: UInt64, imageID: UInt64, fileBytes: UInt64,
                                read: @escaping (UInt64, Int) -> [UInt8], salvage: Bool,
                                progress: (UInt64) -> Void) -> MetadataLogReader {
+        // Blocks already read (the checkpoint's, a chain this one continues) must not be
+        // read again: a chain that would overlap them ends there.
         var reader = MetadataLogReader(imageID: imageID, stream: 0, firstSequence: sequence, head: head,
-                                       fileBytes: fileBytes, read: read)
+                                       fileBytes: fileBytes, avoiding: checkpointSegments + journalSegments, read: read)
         let bytesBefore = journalBytes
         loop: while true {
             switch reader.next() {

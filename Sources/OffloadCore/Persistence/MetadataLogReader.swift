@@ -28,13 +28,16 @@ public struct MetadataLogReader {
     /// Segments are read whole; a link or superblock naming a longer one is damage.
     public static let maximumSegmentBytes: UInt64 = 1 << 30
 
+    /// `avoiding`: segments of another chain (the checkpoint's, for the journal) that
+    /// this one must not overlap either.
     public init(imageID: UInt64, stream: UInt64, firstSequence: UInt64, head: LogSegment,
-                fileBytes: UInt64, read: @escaping (UInt64, Int) -> [UInt8]) {
+                fileBytes: UInt64, avoiding: [LogSegment] = [], read: @escaping (UInt64, Int) -> [UInt8]) {
         self.imageID = imageID
         self.stream = stream
         self.expectedSequence = firstSequence
         self.fileBytes = fileBytes
         self.read = read
+        for segment in avoiding where overlappingSegment(segment) == nil { taken.insert(segment.start, segment.range.upperBound) }
         if let problem = enter(head) {
             finished = true
             pendingEnd = problem
@@ -42,7 +45,9 @@ public struct MetadataLogReader {
     }
 
     private var pendingEnd: String?
-    private var visitedStarts = Set<UInt64>()
+    /// Start -> end of every segment visited or avoided: disjoint, so a segment overlaps
+    /// one of them exactly when it overlaps the last one starting before its end.
+    private let taken = ChunkedSortedMap<UInt64>()
 
     /// The next frame's payload, or the end of the chain with the reason it ended.
     public mutating func next() -> Item {
@@ -113,30 +118,38 @@ public struct MetadataLogReader {
     public mutating func resynchronize() -> UInt64? {
         guard !segments.isEmpty else { return nil }
         let skippedFrom = expectedSequence
-        var candidate = position + 1
-        while candidate + FrameHeader.size <= buffer.count {
-            let found: FrameHeader? = buffer.withUnsafeBytes { all in
+        let found: (at: Int, header: FrameHeader)? = buffer.withUnsafeBytes { all in
+            var candidate = position + 1
+            while candidate + FrameHeader.size <= all.count {
+                defer { candidate += 1 }
+                // Nearly every position fails at the magic: test it alone first (a scan
+                // of a 1 MiB segment then costs a load per byte, not a header decode).
+                guard all.loadUnaligned(fromByteOffset: candidate, as: UInt32.self) == FrameHeader.magic.littleEndian else { continue }
                 let headerBytes = UnsafeRawBufferPointer(rebasing: all[candidate..<candidate + FrameHeader.size])
                 guard let (header, crc) = FrameHeader.decode(headerBytes), header.imageID == imageID,
                       header.stream == stream, header.sequence > expectedSequence,
-                      Int(header.length) <= all.count - candidate - FrameHeader.size else { return nil }
+                      Int(header.length) <= all.count - candidate - FrameHeader.size else { continue }
                 let payload = UnsafeRawBufferPointer(rebasing: all[(candidate + FrameHeader.size)..<(candidate + FrameHeader.size + Int(header.length))])
-                return FrameHeader.checksumMatches(crc, headerBytes: headerBytes, payload: payload) ? header : nil
+                if FrameHeader.checksumMatches(crc, headerBytes: headerBytes, payload: payload) { return (candidate, header) }
             }
-            if let found {
-                position = candidate
-                expectedSequence = found.sequence
-                finished = false
-                return found.sequence - skippedFrom
-            }
-            candidate += 1
+            return nil
         }
-        return nil
+        guard let found else { return nil }
+        position = found.at
+        expectedSequence = found.header.sequence
+        finished = false
+        return found.header.sequence - skippedFrom
     }
 
     private mutating func stop(_ reason: String) -> Item {
         finished = true
         return .end(reason: reason)
+    }
+
+    private func overlappingSegment(_ segment: LogSegment) -> LogSegment? {
+        guard let i = taken.floor(segment.range.upperBound - 1) else { return nil }
+        let start = taken.key(at: i), end = taken.value(at: i)
+        return end > segment.start ? LogSegment(start: start, length: end - start) : nil
     }
 
     /// Moves to a segment; returns why it cannot be read, if so.
@@ -149,11 +162,13 @@ public struct MetadataLogReader {
               segment.start <= fileBytes, segment.length <= fileBytes - segment.start else {
             return "segment \(segment.start)+\(segment.length) lies outside the image (\(fileBytes) bytes)"
         }
-        // A chain cannot loop (every frame needs the next sequence number); this only
-        // stops a damaged link from naming a segment already read.
-        guard visitedStarts.insert(segment.start).inserted else {
-            return "segment \(segment.start)+\(segment.length) is linked twice"
+        // A chain cannot loop (every frame needs the next sequence number); this stops a
+        // damaged link from naming blocks already read, which would make the same blocks
+        // count twice as metadata and let a hostile image be read over and over.
+        if let other = overlappingSegment(segment) {
+            return "segment \(segment.start)+\(segment.length) overlaps segment \(other.start)+\(other.length), already read"
         }
+        taken.insert(segment.start, segment.range.upperBound)
         segments.append(segment)
         buffer = read(segment.start, Int(segment.length))
         position = 0

@@ -196,7 +196,7 @@ extension MetadataRecord {
         }
         switch tag {
         case .inode:
-            let number = try r.u64(), type = try r.u8(), permissions = try r.u32()
+            let number = try inodeNumber(&r), type = try r.u8(), permissions = try r.u32()
             let uid = try r.u32(), gid = try r.u32(), linkCount = try r.u32(), rdev = try r.u64()
             var times: [RecordTime] = []
             for _ in 0..<4 {
@@ -271,8 +271,18 @@ extension MetadataRecord {
         case .drop:
             return .drop(inode: try r.u64())
         case .nextInode:
-            return .nextInode(try r.u64())
+            return .nextInode(try inodeNumber(&r))
         }
+    }
+
+    /// Inode numbers are handed out one at a time from 2: no namespace reaches 2^63, and
+    /// the number after the highest must not overflow.
+    public static let maximumInode = UInt64(Int64.max)
+
+    private static func inodeNumber(_ r: inout ByteReader) throws(ByteReader.Malformed) -> UInt64 {
+        let number = try r.u64()
+        guard number <= maximumInode else { throw ByteReader.Malformed(description: "inode number \(number) out of range") }
+        return number
     }
 
     /// All records of one frame payload.

@@ -74,6 +74,9 @@ public struct Superblock: Equatable, Sendable {
             self.journalSequence = journalSequence
         }
     }
+    /// The largest generation and journal sequence number a superblock may hold (and
+    /// frame sequence number: `FrameHeader.decode`).
+    public static let maximumCounter = UInt64(Int64.max)
 
     public var imageID: UInt64
     public var generation: UInt64
@@ -197,6 +200,11 @@ public struct Superblock: Equatable, Sendable {
                   let js = try? r.u64(), let jl = try? r.u64(), let jq = try? r.u64(),
                   let capacity = try? r.u64(), let stream = try? r.u64(),
                   let unmountError = try? r.u32() else { return .damaged("short") }
+            // Both only grow by one at a time (each superblock write, each journal frame)
+            // from 0: no image reaches 2^63, and the next one must not overflow.
+            guard generation <= maximumCounter, jq <= maximumCounter else {
+                return .damaged("generation \(generation) or journal sequence \(jq) out of range")
+            }
             return .valid(Superblock(
                 imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
                 checkpoint: LogSegment(start: cs, length: cl), checkpointFrames: cf,

@@ -42,7 +42,7 @@ public final class BackingStore: @unchecked Sendable {
     let mappedBytes: Int
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
-    private let reclaiming = PthreadMutex<Void>(())
+    private let reclaiming = PthreadLock()
     /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
     /// kernel may have dropped the dirty pages and reports the error once; a later
     /// fdatasync then succeeds although data is lost. So every later sync fails too.
@@ -174,11 +174,17 @@ public final class BackingStore: @unchecked Sendable {
     public func allocate(byteCount: Int, hint: UInt64? = nil, forMetadata: Bool = false) throws(FSError) -> Range<UInt64> {
         // Freed blocks wait for the metadata that frees them to be durable, then for their
         // punch to be: two reclaims. When space runs out, run them now rather than fail.
+        // Whether freed blocks were waiting is read under the same hold of the allocator
+        // lock as the attempt that failed: read afterwards, another thread's reclaim could
+        // have finished in between, leaving nothing waiting and the blocks free unseen
+        // (ENOSPC with the space there; QuarantineTests under ThreadSanitizer and load).
         var reclaims = 0
         while true {
+            var waiting = false
             do {
-                return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata)
-            } catch .noSpace where reclaims < 2 && hasReclaimable {
+                return try allocateOnce(byteCount: byteCount, hint: hint, forMetadata: forMetadata,
+                                        reclaimableOnFailure: &waiting)
+            } catch .noSpace where reclaims < 2 && waiting {
                 try syncAndReclaim()
                 reclaims += 1
             }
@@ -192,21 +198,29 @@ public final class BackingStore: @unchecked Sendable {
         allocator.withLock { $0.metadataReserveBlocks = blocks }
     }
 
-    private func allocateOnce(byteCount: Int, hint: UInt64?, forMetadata: Bool) throws(FSError) -> Range<UInt64> {
+    /// One attempt; on failure, `reclaimableOnFailure` says whether freed blocks were
+    /// waiting for a reclaim at that moment (see `allocate`).
+    private func allocateOnce(byteCount: Int, hint: UInt64?, forMetadata: Bool,
+                              reclaimableOnFailure: inout Bool) throws(FSError) -> Range<UInt64> {
         precondition(byteCount > 0)
         let wanted = (UInt64(byteCount) + UInt64(Self.blockSize) - 1) >> Self.blockShift
         let hintBlock = hint.flatMap { $0 & UInt64(Self.blockSize - 1) == 0 ? $0 >> Self.blockShift : nil }
         let grant = try allocator.withLock { a throws(FSError) in
-            let grant = try a.allocate(wanted, hint: hintBlock, forMetadata: forMetadata)
-            if !grant.reused && grant.blocks.upperBound > a.reservedBlocks {
-                do throws(FSError) {
-                    try reserveDisk(through: grant.blocks.upperBound, &a)
-                } catch {
-                    a.giveBack(grant.blocks)
-                    throw error
+            do throws(FSError) {
+                let grant = try a.allocate(wanted, hint: hintBlock, forMetadata: forMetadata)
+                if !grant.reused && grant.blocks.upperBound > a.reservedBlocks {
+                    do throws(FSError) {
+                        try reserveDisk(through: grant.blocks.upperBound, &a)
+                    } catch {
+                        a.giveBack(grant.blocks)
+                        throw error
+                    }
                 }
+                return grant
+            } catch {
+                reclaimableOnFailure = !a.reclaimHeld && a.waitingBlocks > 0
+                throw error
             }
-            return grant
         }
         let bytes = (grant.blocks.lowerBound << Self.blockShift)..<(grant.blocks.upperBound << Self.blockShift)
         // Freed blocks were punched out of the file: give them disk space again now, so
@@ -294,12 +308,6 @@ public final class BackingStore: @unchecked Sendable {
         allocator.withLock { $0.deferReuse = true }
     }
 
-    /// Freed blocks that a sync will make allocatable (quarantined, or being reclaimed by
-    /// another thread, whose reclaim the next `syncAndReclaim` waits for).
-    var hasReclaimable: Bool {
-        allocator.withLock { !$0.reclaimHeld && $0.waitingBlocks > 0 }
-    }
-
     /// Holds (or lets go of) every reclaim: the journal holds it from the moment a frame
     /// could not be written until a checkpoint that began afterwards is durable, since
     /// until then the image on disk may still give freed blocks to their old files.
@@ -320,7 +328,7 @@ public final class BackingStore: @unchecked Sendable {
     public func syncAndReclaim() throws(FSError) {
         // Read-only: nothing to make durable, and freed blocks are never reused.
         guard !isReadOnly else { return }
-        try reclaiming.withLock { (_) throws(FSError) in
+        try reclaiming.withLock { () throws(FSError) in
             // Blocks quarantined from here on may belong to records written after the sync.
             // While the journal is missing records, nothing is reclaimed at all: a block
             // whose free was never journaled must not be reused.

@@ -23,7 +23,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     public let report: OpenReport
     public var isReadOnly: Bool { store.isReadOnly }
     private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
-    private let sourceLock = PthreadMutex<Void>(())
+    private let sourceLock = PthreadLock()
     private var source: DispatchSourceTimer?
 
     /// What opening found and did.
@@ -186,7 +186,7 @@ public final class ImageFileSystem: @unchecked Sendable {
                 lastError = error
             }
         }
-        sourceLock.withLock { _ in self.source = source }
+        sourceLock.withLock { self.source = source }
         source.resume()
     }
 
@@ -219,7 +219,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// `meter` follows it.
     public func close(meter: ProgressMeter? = nil) throws(FSError) {
         guard let journal else { return }
-        let running = sourceLock.withLock { _ -> DispatchSourceTimer? in
+        let running = sourceLock.withLock { () -> DispatchSourceTimer? in
             defer { source = nil }
             return source
         }

@@ -33,7 +33,7 @@ public final class NamespaceJournal: Sendable {
     public let imageID: UInt64
     private let state: PthreadMutex<State>
     /// One checkpoint at a time.
-    private let checkpointing = PthreadMutex<Void>(())
+    private let checkpointing = PthreadLock()
 
     struct State {
         var current: MetadataLog
@@ -154,7 +154,7 @@ public final class NamespaceJournal: Sendable {
     /// commit until the next checkpoint: recovery did not read the one on disk, so its
     /// blocks were not kept.
     public func keepCheckpoint(of superblock: Superblock, segments checkpoint: [LogSegment]) throws(FSError) {
-        try checkpointing.withLock { (_) throws(FSError) in
+        try checkpointing.withLock { () throws(FSError) in
             let (journal, firstSequence, generation) = state.withLock { s in
                 (s.current, s.current.nextSequence, s.generation + 1)
             }
@@ -186,7 +186,7 @@ public final class NamespaceJournal: Sendable {
     /// the image cleanly unmounted (the last checkpoint before closing). `meter` counts the
     /// inodes written.
     public func checkpoint(_ namespace: Namespace, clean: Bool = false, meter: ProgressMeter? = nil) throws(FSError) {
-        try checkpointing.withLock { (_) throws(FSError) in
+        try checkpointing.withLock { () throws(FSError) in
             // A frame that failed before the switch is covered by this checkpoint (it
             // captures every object after the switch); one that fails after it is not.
             let (journal, firstSequence, generation, previous, earlierFailure) = try state.withLock {
@@ -256,7 +256,7 @@ public final class NamespaceJournal: Sendable {
     /// failed checkpoint are kept until a later one succeeds). Overwriting the two
     /// superblock blocks takes no new disk space, so this usually works on a full disk.
     public func recordUnmountFailure(errno: Int32) throws(FSError) {
-        try checkpointing.withLock { (_) throws(FSError) in
+        try checkpointing.withLock { () throws(FSError) in
             let next = state.withLock { s in
                 var next = s.durable
                 // Never reuse a generation, even if this write fails halfway.

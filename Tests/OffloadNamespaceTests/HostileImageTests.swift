@@ -1,0 +1,192 @@
+import Foundation
+import XCTest
+import OffloadCore
+import OffloadFuzzing
+import OffloadSimulation
+@testable import OffloadNamespace
+import SplitMix
+
+/// Images nobody wrote: damaged or hostile bytes must open, or be refused with a clear
+/// error, and repair must end in an image that opens or in a clear refusal; never a trap
+/// or a hang (`HostileImageCheck` states the properties). The fuzzer (scripts/fuzz) looks
+/// for inputs that break them; each it found is replayed here, and each defect it found
+/// has its own test below.
+final class HostileImageTests: XCTestCase {
+    func testTheSeedImagesOpenAndNeedNoRepair() throws {
+        for (name, input) in try SampleImage.seeds() {
+            let outcome = try HostileImageCheck.check(FuzzInput.image(from: input))
+            XCTAssertNil(outcome.refusal, "\(name)")
+            XCTAssertEqual(outcome.repairs, 0, "\(name)")
+        }
+    }
+
+    /// The harness's checksum repair changes nothing in an image whose checksums are all
+    /// good (superblocks with their previous-commit extension, every frame of every chain
+    /// they name), so what it does to a mutated image is only the checksums.
+    func testChecksumRepairMakesChecksumsGoodAndChangesNothingElse() throws {
+        for clean in [false, true] {
+            let image = try SampleImage.make(seed: 7, clean: clean)
+            let storage = MemoryImageStorage(maximumBytes: image.count, initial: image)
+            guard case .image(let superblock, _) = try ImageIdentity.read(storage) else { return XCTFail("no superblock") }
+            XCTAssertNotNil(superblock.previous, "the sample image names a previous commit")
+            ChecksumRepair.apply(to: storage)
+            XCTAssertTrue(storage.bytes == image, "clean: \(clean)")
+            // A field of the main part changed: both checksums are made good again (the
+            // extension's covers the main part too).
+            var changed = image
+            changed[96] ^= 0x10  // capacity
+            let damaged = MemoryImageStorage(maximumBytes: changed.count, initial: changed)
+            ChecksumRepair.apply(to: damaged)
+            guard case .valid(let repaired) = Superblock.decode(damaged.readBytes(at: 0, count: 4096)) else {
+                return XCTFail("copy 0 is not valid after its checksums were repaired")
+            }
+            XCTAssertEqual(repaired.previous, superblock.previous)
+        }
+    }
+
+    /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
+    func testEveryInputTheFuzzerFoundNowPasses() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("FuzzRegressions")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { !$0.hasPrefix(".") && $0 != "README.md" }
+        XCTAssertFalse(names.isEmpty)
+        for name in names.sorted() {
+            let input = [UInt8](try Data(contentsOf: folder.appendingPathComponent(name)))
+            do {
+                try HostileImageCheck.check(FuzzInput.image(from: input))
+            } catch {
+                XCTFail("\(name): \(error)")
+            }
+        }
+    }
+
+    // MARK: - Defects the fuzzer found
+
+    /// A superblock whose journal segment overlaps the checkpoint's made the analysis count
+    /// the shared blocks twice as metadata, and `dataBytes` underflowed (a trap in fsck and
+    /// mount). The journal now ends before a segment that overlaps one already read.
+    func testAJournalSegmentOverlappingTheCheckpointEndsTheJournal() throws {
+        var image = try SampleImage.make(seed: 2, clean: true)
+        try editSuperblocks(of: &image) { superblock in
+            // From a block before the checkpoint over all of it.
+            let checkpoint = superblock.checkpoint
+            superblock.journal = LogSegment(start: checkpoint.start - 4096, length: checkpoint.length + 4096)
+        }
+        let outcome = try HostileImageCheck.check(image)
+        XCTAssertNil(outcome.refusal, "the journal ends where it would overlap the checkpoint; nothing is lost")
+    }
+
+    /// A superblock (good checksum) whose generation or journal sequence was at the end
+    /// of UInt64: the next checkpoint's generation, or the next journal frame's sequence
+    /// number, overflowed (a trap in mount and repair). No image reaches 2^63 of either;
+    /// such a superblock is damaged.
+    func testAGenerationOrJournalSequenceNearTheEndOfUInt64IsDamageNotATrap() throws {
+        let edits: [(String, (inout Superblock) -> Void)] = [
+            ("generation", { $0.generation = .max }),
+            ("journal sequence", { $0.journalSequence = .max }),
+            ("journal sequence 2^63", { $0.journalSequence = 1 << 63 }),
+        ]
+        for (what, edit) in edits {
+            var image = try SampleImage.make(seed: 3)
+            try editSuperblocks(of: &image, edit)
+            let outcome = try HostileImageCheck.check(image)
+            guard case .damagedImage(let why)? = outcome.refusal else {
+                XCTFail("\(what): \(String(describing: outcome.refusal))")
+                continue
+            }
+            XCTAssertTrue(why.contains("out of range"), "\(what): \(why)")
+        }
+    }
+
+    /// An inode numbered UInt64.max (with a name), or a next-inode record of UInt64.max,
+    /// in a frame with a good checksum: restoring the tree (the next free number after the
+    /// highest) or the first create (the one after that) overflowed. No namespace hands
+    /// out such numbers: the record is malformed, like a length past its limit.
+    func testInodeNumbersAtTheEndOfUInt64AreMalformedNotATrap() throws {
+        let far = regularFile(number: .max)
+        let frames: [(String, [MetadataRecord])] = [
+            ("an inode numbered UInt64.max", [.inode(far), .entry(directory: 1, name: Array("far".utf8), child: .max)]),
+            ("next inode UInt64.max", [.nextInode(.max)]),
+        ]
+        for (what, records) in frames {
+            let image = try imageWithJournalFrame(records)
+            let outcome = try HostileImageCheck.check(image)
+            XCTAssertNotNil(outcome.refusal, "\(what): a journal frame that does not decode is a problem")
+            XCTAssertNil(outcome.repairRefusal, "\(what): repair drops the journal from that frame on")
+        }
+    }
+
+    /// Repair gives unreachable files a name in /lost+found, and then checked them as if
+    /// the image file were 2^64 bytes long: a piece naming image bytes near 2^63 overflowed
+    /// the block arithmetic (a trap in `fsck --repair`), and a piece outside the file
+    /// would have been left for the final check to refuse. Pieces of files that become
+    /// reachable are now checked against the real file and become holes like any other.
+    func testRepairChecksTheFilesItPutsInLostAndFoundAgainstTheRealImage() throws {
+        let orphan = regularFile(number: 50)
+        let largest = UInt64(Int64.max)
+        for (what, imageOffset, length) in [("near 2^64 in all", largest, largest), ("past the file", UInt64(64 << 20), UInt64(1 << 30))] {
+            let image = try imageWithJournalFrame([
+                .inode(orphan),
+                .fileRange(inode: 50, size: length, range: 0..<length,
+                           pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: imageOffset, size: length))]),
+                // Damage elsewhere, so that the image needs a repair at all.
+                .entry(directory: 1, name: Array("dangling".utf8), child: 999),
+            ])
+            let outcome = try HostileImageCheck.check(image)
+            XCTAssertNotNil(outcome.refusal, what)
+            XCTAssertNil(outcome.repairRefusal, "\(what): \(String(describing: outcome.repairRefusal))")
+        }
+    }
+
+    /// File data may lie past the end of the image file, up to the capacity the
+    /// superblock records (a power cut can lose the file's growth); a superblock (good
+    /// checksum) recording a capacity near 2^64 let a piece reach 2^64 and its block
+    /// arithmetic overflow (a trap in fsck and mount). No image byte lies at 2^63 or past.
+    func testACapacityNearTheEndOfUInt64DoesNotLetDataReachIt() throws {
+        let file = regularFile(number: 60)
+        let largest = UInt64(Int64.max)
+        var image = try imageWithJournalFrame([
+            .inode(file),
+            .entry(directory: 1, name: Array("far".utf8), child: 60),
+            .fileRange(inode: 60, size: largest, range: 0..<largest,
+                       pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: largest, size: largest))]),
+        ])
+        try editSuperblocks(of: &image) { $0.capacityBytes = .max }
+        let outcome = try HostileImageCheck.check(image)
+        XCTAssertNotNil(outcome.refusal)
+        XCTAssertNil(outcome.repairRefusal, "the piece becomes a hole")
+    }
+
+    // MARK: - Helpers
+
+    /// A regular file's inode record with one name counted.
+    private func regularFile(number: UInt64) -> InodeRecord {
+        let now = RecordTime(seconds: 1_000, nanoseconds: 0)
+        return InodeRecord(number: number, type: ImageReplay.regularType, permissions: 0o644, uid: 0, gid: 0,
+                           linkCount: 1, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
+                           birthTime: now, parent: 0, symlinkTarget: [], xattrs: [])
+    }
+
+    /// A sample image whose journal ends with one more frame holding `records`, as a
+    /// daemon killed right after writing it would leave it.
+    private func imageWithJournalFrame(_ records: [MetadataRecord]) throws -> [UInt8] {
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes,
+                                         initial: try SampleImage.make(seed: 1, clean: true))
+        let fileSystem = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,
+                                                  memoryLimiter: MemoryLimiter(limitBytes: 0))
+        try XCTUnwrap(fileSystem.journal).record(records)
+        return storage.bytes
+    }
+
+    /// Decodes the newest superblock of `image`, lets `change` edit it, and writes it back
+    /// into both copies with a valid checksum.
+    private func editSuperblocks(of image: inout [UInt8], _ change: (inout Superblock) -> Void) throws {
+        guard case .valid(var superblock) = Superblock.decode(Array(image[0..<4096])) else {
+            return XCTFail("the sample image has no valid superblock")
+        }
+        change(&superblock)
+        let block = superblock.encoded()
+        image.replaceSubrange(0..<4096, with: block)
+        image.replaceSubrange(4096..<8192, with: block)
+    }
+}
