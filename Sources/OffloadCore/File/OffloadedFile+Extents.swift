@@ -1,0 +1,150 @@
+// The extent list's mutation primitives, shared by every change (caller holds the write
+// lock): `replace` = `removeRange` + `insert`, merging across new boundaries, and the
+// storage accounting of what a change drops (released after the observer ran: see
+// `pendingReleases`, `pendingUnshares`).
+
+extension OffloadedFile {
+    /// Replaces file bytes `range` (which starts at or below the size) with `pieces`,
+    /// whose sizes add up to `range.count`. The pieces' storage references pass to the
+    /// file; what `range` held before is released.
+    func replace(_ range: Range<UInt64>, with pieces: [Extent]) {
+        precondition(range.lowerBound <= sizeBytes)
+        assert(pieces.reduce(0) { $0 + $1.size } == range.length)
+        if range.lowerBound < sizeBytes {
+            removeRange(range.lowerBound..<min(range.upperBound, sizeBytes))
+        }
+        insert(pieces, at: range.lowerBound)
+    }
+
+    /// Removes the extents covering `range` (within the size), keeping the parts of the
+    /// boundary extents outside it. Leaves a gap that the caller fills, or shrinks the
+    /// file when `range` reaches the end.
+    func removeRange(_ range: Range<UInt64>) {
+        precondition(range.upperBound <= sizeBytes && !range.isEmpty)
+        guard var i = extents.floor(range.lowerBound) else { preconditionFailure("no extent at \(range.lowerBound)") }
+        var kept: [(UInt64, Extent)] = []
+        var removed: [Extent] = []
+        while true {
+            let start = extents.key(at: i)
+            guard start < range.upperBound else { break }
+            let extent = extents.value(at: i)
+            let end = start + extent.size
+            if start < range.lowerBound {
+                kept.append((start, extent.slice(0..<range.lowerBound - start)))
+            }
+            if end > range.upperBound {
+                kept.append((range.upperBound, extent.slice(range.upperBound - start..<extent.size)))
+            }
+            removed.append(extent)
+            if observer != nil, case .mmapOffload(let imageOffset, _) = extent {
+                let dropped = (max(start, range.lowerBound) - start)..<(min(end, range.upperBound) - start)
+                pendingUnshares.append(imageOffset + dropped.lowerBound..<imageOffset + dropped.upperBound)
+            }
+            guard let next = extents.remove(at: i) else { break }
+            i = next
+        }
+        // Take the kept parts' references before dropping the whole extents', so shared
+        // blocks never pass through a count of zero.
+        var keptMemory = 0
+        for (_, piece) in kept {
+            if case .mmapOffload(let offset, let size) = piece { store.retainOwned(offset..<offset + size) }
+            keptMemory += piece.memoryBytes
+        }
+        // RAM: the kept slices keep part of the removed extents' reservation.
+        var removedMemory = 0
+        for extent in removed {
+            removedMemory += extent.memoryBytes
+            if case .mmapOffload = extent { dropStorage(of: extent) }
+            storedBytes -= extent.storedBytes
+        }
+        limiter.release(removedMemory - keptMemory)
+        for (start, piece) in kept {
+            extents.insert(start, piece)
+            storedBytes += piece.storedBytes
+        }
+        if range.upperBound == sizeBytes { sizeBytes = range.lowerBound }
+    }
+
+    /// Inserts `pieces` (already holding their storage) into the gap at `offset`, then
+    /// merges across every new boundary.
+    func insert(_ pieces: [Extent], at offset: UInt64) {
+        var position = offset
+        for piece in pieces where piece.size > 0 {
+            extents.insert(position, piece)
+            storedBytes += piece.storedBytes
+            position += piece.size
+        }
+        sizeBytes = max(sizeBytes, position)
+        // Merge from the right so earlier keys stay valid.
+        mergeWithPrevious(at: position)
+        var boundaries: [UInt64] = []
+        position = offset
+        for piece in pieces where piece.size > 0 {
+            boundaries.append(position)
+            position += piece.size
+        }
+        for boundary in boundaries.reversed() { mergeWithPrevious(at: boundary) }
+    }
+
+    /// Merges the extent starting at `offset` into the one before it when the second
+    /// continues the first.
+    fileprivate func mergeWithPrevious(at offset: UInt64) {
+        guard let i = extents.find(offset), let p = extents.index(before: i) else { return }
+        let previous = extents.value(at: p), current = extents.value(at: i)
+        let merged: Extent
+        switch (previous, current) {
+        case let (.mmapOffload(a, aSize), .mmapOffload(b, bSize)) where a + aSize == b:
+            merged = .mmapOffload(offset: a, size: aSize + bSize)
+            // Both touched the block holding the boundary; the merged extent touches it once.
+            if b % UInt64(BackingStore.blockSize) != 0 { store.release(b..<b + 1) }
+        case let (.repeatingBytes(x, aCount), .repeatingBytes(y, bCount)) where x == y:
+            merged = .repeatingBytes(value: x, count: aCount + bCount)
+        case let (.inMemory(a), .inMemory(b)) where a.count + b.count <= Self.inMemoryExtentLimit:
+            merged = .inMemory(a + b)
+        default:
+            return
+        }
+        extents.setValue(merged, at: p)
+        extents.remove(at: i)
+    }
+
+    /// Gives back the storage of a piece that never became part of the file (a failed
+    /// write's or clone's leftovers): no record ever named it, so it needs no journal
+    /// first, and this may run under the read lock (a clone's source).
+    func discard(_ piece: Extent) {
+        switch piece {
+        case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
+        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .repeatingBytes: break
+        }
+    }
+
+    /// Gives back the storage an extent of the file holds (after the observer, see
+    /// `pendingReleases`). Caller holds the write lock.
+    func dropStorage(of extent: Extent, journaled: Bool = false) {
+        switch extent {
+        case .mmapOffload(let offset, let size):
+            if observer != nil || journaled {
+                pendingReleases.append(offset..<offset + size)
+            } else {
+                store.release(offset..<offset + size)
+            }
+        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .repeatingBytes: break
+        }
+    }
+
+    /// Removes every extent, giving back all storage. Caller holds the lock (or is deinit).
+    /// `journaled`: the drop is recorded already (`releaseAll`), so the image ranges go
+    /// through `pendingReleases` like those of an observed change, then `releasePending`.
+    func dropAllExtents(journaled: Bool = false) {
+        let deferred = observer != nil || journaled
+        extents.forEach { _, extent in
+            if deferred, case .mmapOffload(let offset, let size) = extent { pendingUnshares.append(offset..<offset + size) }
+            dropStorage(of: extent, journaled: journaled)
+        }
+        extents.removeAll()
+        sizeBytes = 0
+        storedBytes = 0
+    }
+}
