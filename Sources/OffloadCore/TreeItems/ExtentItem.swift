@@ -1,0 +1,108 @@
+/// The value of (ino, extent, file offset): one extent of a regular file, starting at that
+/// offset. A file's extent items tile 0..<size with no gaps, as `OffloadedFile`'s extents
+/// do; a hole is a fill of zeros.
+public enum ExtentItem: Equatable, Sendable {
+    /// `length` bytes of the image starting at byte `offset` (not necessarily
+    /// block-aligned); each holds a reference on every block its bytes touch.
+    case image(offset: UInt64, length: UInt64)
+    /// `length` copies of `byte`: holes, zero ranges, fills; nothing stored.
+    case fill(byte: UInt8, length: UInt64)
+    /// The bytes themselves, in the leaf: small files need no block and no daemon RAM.
+    case inline([UInt8])
+
+    /// The most bytes an inline extent holds.
+    public static let inlineLimit = 1024
+
+    public var length: UInt64 {
+        switch self {
+        case .image(_, let length), .fill(_, let length): return length
+        case .inline(let bytes): return UInt64(bytes.count)
+        }
+    }
+
+    enum Tag: UInt8 { case image = 1, fill = 2, inline = 3 }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: 17)
+        switch self {
+        case .image(let offset, let length):
+            precondition(length > 0 && offset <= UInt64.max - length)
+            w.u8(Tag.image.rawValue); w.u64(length); w.u64(offset)
+        case .fill(let byte, let length):
+            precondition(length > 0)
+            w.u8(Tag.fill.rawValue); w.u64(length); w.u8(byte)
+        case .inline(let bytes):
+            precondition(!bytes.isEmpty && bytes.count <= Self.inlineLimit)
+            w.u8(Tag.inline.rawValue); w.raw(bytes)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> ExtentItem {
+        var r = ByteReader(bytes)
+        let tag = try r.u8()
+        let item: ExtentItem
+        switch Tag(rawValue: tag) {
+        case .image:
+            let length = try r.u64(), offset = try r.u64()
+            guard length > 0, offset <= UInt64.max - length else {
+                throw ByteReader.Malformed(description: "an image extent of \(length) bytes at \(offset)")
+            }
+            item = .image(offset: offset, length: length)
+        case .fill:
+            let length = try r.u64(), byte = try r.u8()
+            guard length > 0 else { throw ByteReader.Malformed(description: "an empty fill extent") }
+            item = .fill(byte: byte, length: length)
+        case .inline:
+            guard (1...inlineLimit).contains(r.remaining) else {
+                throw ByteReader.Malformed(description: "an inline extent of \(r.remaining) bytes")
+            }
+            item = .inline(try r.raw(r.remaining))
+        case nil:
+            throw ByteReader.Malformed(description: "unknown extent kind \(tag)")
+        }
+        try ItemCoding.requireEnd(r, "an extent item")
+        return item
+    }
+}
+
+/// The value of (`ReservedObject.orphans`, orphan, ino): an inode with no name whose
+/// storage is still to be freed, and how far freeing got. Deleting the extent items of a
+/// file with millions of extents is done in bounded chunks across commits (btrfs's
+/// orphan items do the same for truncates), so a crash resumes where the last commit left.
+public struct OrphanItem: Equatable, Sendable {
+    public enum State: UInt8, Sendable {
+        /// Unlinked while open: freed when the last handle closes, or at the next mount.
+        case unlinkedWhileOpen = 1
+        /// Its items are being removed: those at file offsets from `resumeOffset` on remain.
+        case dropping = 2
+        /// Being shrunk to `targetSize`: extents from `resumeOffset` on remain to go.
+        case truncating = 3
+    }
+
+    public static let encodedSize = 17
+    public var state: State
+    public var resumeOffset: UInt64
+    public var targetSize: UInt64
+
+    public init(state: State, resumeOffset: UInt64 = 0, targetSize: UInt64 = 0) {
+        self.state = state
+        self.resumeOffset = resumeOffset
+        self.targetSize = targetSize
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedSize)
+        w.u8(state.rawValue); w.u64(resumeOffset); w.u64(targetSize)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> OrphanItem {
+        var r = ByteReader(bytes)
+        let raw = try r.u8()
+        guard let state = State(rawValue: raw) else { throw ByteReader.Malformed(description: "orphan state \(raw)") }
+        let resume = try r.u64(), target = try r.u64()
+        try ItemCoding.requireEnd(r, "an orphan item")
+        return OrphanItem(state: state, resumeOffset: resume, targetSize: target)
+    }
+}

@@ -1,0 +1,126 @@
+/// An inode's attributes: the value of its (ino, inode, 0) item, 104 bytes.
+///
+/// Only attributes: names are name, index and back-reference items, xattrs and a
+/// symlink's target have items of their own, and so do extents. So a chmod rewrites 104
+/// bytes, not (as format 1's inode record does) every xattr the inode has.
+public struct InodeItem: Equatable, Sendable {
+    public static let encodedSize = 104
+    static let version: UInt8 = 1
+
+    /// The file type as in st_mode >> 12 (S_IFREG >> 12 = 8, S_IFDIR >> 12 = 4, ...).
+    public var type: UInt8
+    /// st_mode & 0o7777.
+    public var permissions: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var linkCount: UInt32
+    /// Reserved for inode flags (chattr); zero.
+    public var flags: UInt32
+    public var size: UInt64
+    public var rdev: UInt64
+    public var accessTime: RecordTime
+    public var modificationTime: RecordTime
+    public var changeTime: RecordTime
+    public var birthTime: RecordTime
+    /// For a directory, the directory holding its entry (the root: itself); else 0.
+    public var parent: UInt64
+    /// For a directory, the index its next entry gets (`IndexItem`); else 0.
+    public var nextIndex: UInt64
+
+    public init(type: UInt8, permissions: UInt32, uid: UInt32, gid: UInt32, linkCount: UInt32,
+                flags: UInt32 = 0, size: UInt64, rdev: UInt64, accessTime: RecordTime,
+                modificationTime: RecordTime, changeTime: RecordTime, birthTime: RecordTime,
+                parent: UInt64, nextIndex: UInt64) {
+        self.type = type
+        self.permissions = permissions
+        self.uid = uid
+        self.gid = gid
+        self.linkCount = linkCount
+        self.flags = flags
+        self.size = size
+        self.rdev = rdev
+        self.accessTime = accessTime
+        self.modificationTime = modificationTime
+        self.changeTime = changeTime
+        self.birthTime = birthTime
+        self.parent = parent
+        self.nextIndex = nextIndex
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedSize)
+        w.u8(Self.version)
+        w.u8(type)
+        w.u16(0)
+        w.u32(permissions)
+        w.u32(uid)
+        w.u32(gid)
+        w.u32(linkCount)
+        w.u32(flags)
+        w.u64(size)
+        w.u64(rdev)
+        for time in [accessTime, modificationTime, changeTime, birthTime] {
+            w.i64(time.seconds)
+            w.u32(time.nanoseconds)
+        }
+        w.u64(parent)
+        w.u64(nextIndex)
+        assert(w.count == Self.encodedSize)
+        return w.bytes
+    }
+
+    /// Decodes a value; refuses anything but exactly one well-formed item.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> InodeItem {
+        guard bytes.count == encodedSize else {
+            throw ByteReader.Malformed(description: "an inode item of \(bytes.count) bytes (\(encodedSize) expected)")
+        }
+        var r = ByteReader(bytes)
+        let version = try r.u8()
+        guard version == Self.version else { throw ByteReader.Malformed(description: "inode item version \(version)") }
+        let type = try r.u8()
+        guard try r.u16() == 0 else { throw ByteReader.Malformed(description: "inode item: reserved bytes set") }
+        let permissions = try r.u32()
+        guard permissions <= 0o7777 else {
+            throw ByteReader.Malformed(description: "inode item: permissions \(String(permissions, radix: 8))")
+        }
+        let uid = try r.u32(), gid = try r.u32(), linkCount = try r.u32(), flags = try r.u32()
+        let size = try r.u64(), rdev = try r.u64()
+        guard size <= UInt64(Int64.max) else { throw ByteReader.Malformed(description: "inode item: size \(size)") }
+        var times: [RecordTime] = []
+        for _ in 0..<4 { times.append(try ItemCoding.time(&r)) }
+        let parent = try r.u64(), nextIndex = try r.u64()
+        return InodeItem(type: type, permissions: permissions, uid: uid, gid: gid, linkCount: linkCount,
+                         flags: flags, size: size, rdev: rdev, accessTime: times[0], modificationTime: times[1],
+                         changeTime: times[2], birthTime: times[3], parent: parent, nextIndex: nextIndex)
+    }
+}
+
+/// Checks shared by the item decoders.
+enum ItemCoding {
+    static func time(_ r: inout ByteReader) throws(ByteReader.Malformed) -> RecordTime {
+        let seconds = try r.i64(), nanoseconds = try r.u32()
+        guard nanoseconds < 1_000_000_000 else {
+            throw ByteReader.Malformed(description: "nanoseconds \(nanoseconds) out of range")
+        }
+        return RecordTime(seconds: seconds, nanoseconds: nanoseconds)
+    }
+
+    /// A name as a directory holds it: 1-255 bytes, no "/" or NUL, not "." or "..".
+    static func name(_ r: inout ByteReader) throws(ByteReader.Malformed) -> [UInt8] {
+        let length = Int(try r.u8())
+        let name = try r.raw(length)
+        guard isValidName(name) else {
+            throw ByteReader.Malformed(description: "an invalid name of \(length) bytes")
+        }
+        return name
+    }
+
+    static func isValidName(_ name: [UInt8]) -> Bool {
+        !name.isEmpty && name.count <= 255 && !name.contains(0) && !name.contains(UInt8(ascii: "/"))
+            && name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")]
+    }
+
+    static func requireEnd(_ r: ByteReader, _ what: String) throws(ByteReader.Malformed) {
+        guard r.isAtEnd else { throw ByteReader.Malformed(description: "\(r.remaining) bytes after \(what)") }
+    }
+}

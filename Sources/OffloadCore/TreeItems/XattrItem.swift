@@ -1,0 +1,98 @@
+/// The value of (ino, xattr, h): the inode's extended attributes whose names hash to `h`
+/// (the top 48 bits of the name's hash), usually one.
+///
+/// A value that fits stays in the item. A longer one (Linux allows 64 KiB, and format 1
+/// kept such values) is cut into chunks of at most `chunkBytes`, each the whole value of
+/// its own item (ino, xattr, h | n), n = `firstChunk`, `firstChunk` + 1, ...: the value
+/// never leaves the tree, so it is checksummed, copied on write and shared by snapshots
+/// like everything else there, with no block references to keep. Colliding names in one
+/// item take disjoint chunk numbers.
+public struct XattrItem: Equatable, Sendable {
+    public static let maximumBytes = 1024
+    /// The most bytes of one chunk item.
+    public static let chunkBytes = 1536
+    /// Linux's XATTR_SIZE_MAX.
+    public static let valueLimit = 65536
+
+    public struct Attribute: Equatable, Sendable {
+        public var name: [UInt8]
+        public var valueLength: UInt32
+        /// 0 when the value is `inlineValue`; else the chunk number of its first chunk.
+        public var firstChunk: UInt16
+        public var inlineValue: [UInt8]
+
+        public init(name: [UInt8], valueLength: UInt32, firstChunk: UInt16, inlineValue: [UInt8]) {
+            self.name = name
+            self.valueLength = valueLength
+            self.firstChunk = firstChunk
+            self.inlineValue = inlineValue
+        }
+
+        /// How many chunk items the value takes (0 when inline).
+        public var chunkCount: Int {
+            firstChunk == 0 ? 0 : (Int(valueLength) + XattrItem.chunkBytes - 1) / XattrItem.chunkBytes
+        }
+
+        var encodedSize: Int { 1 + name.count + 8 + inlineValue.count }
+    }
+
+    public var attributes: [Attribute]
+
+    public init(attributes: [Attribute]) { self.attributes = attributes }
+
+    public var encodedSize: Int { 1 + attributes.reduce(0) { $0 + $1.encodedSize } }
+
+    public func encoded() -> [UInt8] {
+        precondition(!attributes.isEmpty && attributes.count < 256 && encodedSize <= Self.maximumBytes)
+        var w = ByteWriter(capacity: encodedSize)
+        w.u8(UInt8(attributes.count))
+        for attribute in attributes {
+            w.u8(UInt8(attribute.name.count))
+            w.raw(attribute.name)
+            w.u32(attribute.valueLength)
+            w.u16(attribute.firstChunk)
+            w.u16(UInt16(attribute.inlineValue.count))
+            w.raw(attribute.inlineValue)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> XattrItem {
+        guard bytes.count <= maximumBytes else {
+            throw ByteReader.Malformed(description: "an xattr item of \(bytes.count) bytes")
+        }
+        var r = ByteReader(bytes)
+        let count = Int(try r.u8())
+        guard count > 0 else { throw ByteReader.Malformed(description: "an xattr item with no names") }
+        var attributes: [Attribute] = []
+        var chunksTaken: [Range<Int>] = []
+        for _ in 0..<count {
+            let nameLength = Int(try r.u8())
+            let name = try r.raw(nameLength)
+            guard !name.isEmpty, !name.contains(0), !attributes.contains(where: { $0.name == name }) else {
+                throw ByteReader.Malformed(description: "an xattr item with an empty, NUL-holding or repeated name")
+            }
+            let valueLength = try r.u32(), firstChunk = try r.u16(), inlineLength = Int(try r.u16())
+            guard valueLength <= valueLimit else {
+                throw ByteReader.Malformed(description: "an xattr value of \(valueLength) bytes")
+            }
+            let inline = try r.raw(inlineLength)
+            let attribute = Attribute(name: name, valueLength: valueLength, firstChunk: firstChunk, inlineValue: inline)
+            if firstChunk == 0 {
+                guard inlineLength == Int(valueLength) else {
+                    throw ByteReader.Malformed(description: "an inline xattr value of \(inlineLength) of \(valueLength) bytes")
+                }
+            } else {
+                let chunks = Int(firstChunk)..<(Int(firstChunk) + attribute.chunkCount)
+                guard inlineLength == 0, valueLength > 0, chunks.upperBound <= 65536,
+                      !chunksTaken.contains(where: { $0.overlaps(chunks) }) else {
+                    throw ByteReader.Malformed(description: "xattr chunks \(chunks) overlap or run past the last")
+                }
+                chunksTaken.append(chunks)
+            }
+            attributes.append(attribute)
+        }
+        try ItemCoding.requireEnd(r, "an xattr item")
+        return XattrItem(attributes: attributes)
+    }
+}
