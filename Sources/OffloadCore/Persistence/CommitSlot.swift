@@ -1,0 +1,204 @@
+/// Format 2's superblock: two commit slots, blocks 0 and 1, written alternately.
+///
+/// A commit writes the slot that does not hold the current commit and fdatasyncs once; the
+/// slot with the higher generation is the current commit and the other the previous one,
+/// kept for repair (LMDB's two meta pages, redb's commit slots). Format 1 writes both copies
+/// with an fdatasync each, so a commit costs one fdatasync less. A torn slot fails its
+/// checksum and the other slot, one commit older and intact (its nodes are reused only
+/// after a later commit is durable), is used.
+///
+/// The first 128 bytes keep format 1's header layout and checksum rule, so a format 1
+/// reader sees a slot with a good checksum and a version it does not know, and reports a
+/// newer image (while the other block still holds a valid format 1 copy, it uses that one:
+/// the upgrade relies on this, docs/ARCHITECTURE.md "Format 2, the upgrade, fsck and repair").
+///
+/// Layout (little-endian; bytes 256..<4096 zero):
+///
+///       0  magic              16 bytes "OFFLOADFS-IMAGE\n"
+///      16  version            u32  `CommitSlot.version`
+///      20  block size         u32  4096
+///      24  header crc         u32  CRC-32C of bytes 0..<128 with this field zero
+///      28  flags              u32  bit 0: cleanly unmounted; bit 1: capacity set
+///      32  image id           u64
+///      40  generation         u64  the commit's generation (+1 each commit)
+///      48  capacity           u64
+///      56  unmount error      u32
+///      60  reserved           u32  zero
+///      64  name hash key      2 × u64 (SipHash-2-4 key0, key1)
+///      80  reserved           48 bytes, zero
+///     128  body crc           u32  CRC-32C of bytes 0..<256 with both crc fields zero
+///     132  reserved           u32  zero
+///     136  filesystem tree    root pointer (24 bytes)
+///     160  block tree         root pointer (24 bytes)
+///     184  journal start      u64  the journal chain continuing this commit
+///     192  journal length     u64
+///     200  journal sequence   u64  its first frame's sequence number
+///     208  next inode         u64  the number the next new inode gets
+///     216  inodes             u64  how many inodes the tree holds (statfs)
+///     224  used blocks        u64  blocks referenced by files and trees (statfs)
+///     232  reserved           24 bytes, zero
+///
+/// A root pointer: block u64 (0: an empty tree), generation u64 (the commit that wrote the
+/// root node), level u8, 3 zero bytes, the root node's CRC-32C u32.
+public struct CommitSlot: Equatable, Sendable {
+    /// Format 2 while it is being built: images of unfinished steps never claim version 2.
+    public static let version: UInt32 = 0x8000_0002
+    static let headerSize = 128
+    static let encodedSize = 256
+
+    public struct RootPointer: Equatable, Sendable {
+        public var block: UInt64
+        public var generation: UInt64
+        public var level: UInt8
+        public var checksum: UInt32
+
+        public static let empty = RootPointer(block: 0, generation: 0, level: 0, checksum: 0)
+
+        public init(block: UInt64, generation: UInt64, level: UInt8, checksum: UInt32) {
+            self.block = block
+            self.generation = generation
+            self.level = level
+            self.checksum = checksum
+        }
+    }
+
+    public var imageID: UInt64
+    public var generation: UInt64
+    public var cleanlyUnmounted: Bool
+    public var capacityIsSet: Bool
+    public var capacityBytes: UInt64
+    public var unmountError: UInt32
+    public var nameHashKey: SipHash24
+    public var filesystemTree: RootPointer
+    public var blockTree: RootPointer
+    public var journal: LogSegment
+    public var journalSequence: UInt64
+    public var nextInode: UInt64
+    public var inodeCount: UInt64
+    public var usedBlocks: UInt64
+
+    public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, capacityIsSet: Bool,
+                capacityBytes: UInt64, unmountError: UInt32, nameHashKey: SipHash24,
+                filesystemTree: RootPointer, blockTree: RootPointer, journal: LogSegment,
+                journalSequence: UInt64, nextInode: UInt64, inodeCount: UInt64, usedBlocks: UInt64) {
+        self.imageID = imageID
+        self.generation = generation
+        self.cleanlyUnmounted = cleanlyUnmounted
+        self.capacityIsSet = capacityIsSet
+        self.capacityBytes = capacityBytes
+        self.unmountError = unmountError
+        self.nameHashKey = nameHashKey
+        self.filesystemTree = filesystemTree
+        self.blockTree = blockTree
+        self.journal = journal
+        self.journalSequence = journalSequence
+        self.nextInode = nextInode
+        self.inodeCount = inodeCount
+        self.usedBlocks = usedBlocks
+    }
+
+    /// Slot 0 or 1, the block a commit of `generation` goes to: even generations in block
+    /// 0, odd in block 1, so the slot being written never holds the current commit.
+    public static func block(forGeneration generation: UInt64) -> UInt64 { generation & 1 }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: BackingStore.blockSize)
+        w.raw(Superblock.magic)
+        w.u32(Self.version); w.u32(UInt32(BackingStore.blockSize)); w.u32(0)
+        w.u32((cleanlyUnmounted ? 1 : 0) | (capacityIsSet ? 2 : 0))
+        w.u64(imageID); w.u64(generation); w.u64(capacityBytes)
+        w.u32(unmountError); w.u32(0)
+        w.u64(nameHashKey.key0); w.u64(nameHashKey.key1)
+        while w.count < Self.headerSize { w.u8(0) }
+        w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
+        w.u32(0); w.u32(0)
+        for root in [filesystemTree, blockTree] {
+            w.u64(root.block); w.u64(root.generation); w.u8(root.level); w.u8(0); w.u16(0); w.u32(root.checksum)
+        }
+        w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
+        w.u64(nextInode); w.u64(inodeCount); w.u64(usedBlocks)
+        while w.count < Self.encodedSize { w.u8(0) }
+        w.patch(u32: Self.bodyChecksum(w.bytes), at: Self.headerSize)
+        while w.count < BackingStore.blockSize { w.u8(0) }
+        return w.bytes
+    }
+
+    static func bodyChecksum(_ bytes: [UInt8]) -> UInt32 {
+        var copy = Array(bytes[0..<encodedSize])
+        for offset in [24, headerSize] { copy.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0]) }
+        return Checksum.crc32c(copy)
+    }
+
+    /// What one slot holds: a commit, or why not (the header rules are format 1's,
+    /// `Superblock.decode`).
+    public enum Decoded: Equatable, Sendable {
+        case commit(CommitSlot)
+        /// A format 1 superblock copy (an image not yet upgraded, or half-way).
+        case formatOne(Superblock)
+        case refused(Superblock.Copy)
+        case damaged(String)
+    }
+
+    public static func decode(_ block: [UInt8]) -> Decoded {
+        switch Superblock.decode(block) {
+        case .valid(let formatOne): return .formatOne(formatOne)
+        case .newerVersion(let version) where version == Self.version: break
+        case let other: return .refused(other)
+        }
+        guard block.count >= encodedSize else { return .damaged("a commit slot of \(block.count) bytes") }
+        guard bodyChecksum(block) == block.withUnsafeBytes({ raw in
+            var r = ByteReader(UnsafeRawBufferPointer(rebasing: raw[headerSize..<headerSize + 4]))
+            return (try? r.u32()) ?? 0
+        }) else { return .damaged("commit slot body checksum mismatch") }
+        let result: Result<CommitSlot, ByteReader.Malformed> = block.withUnsafeBytes { raw in
+            Result { () throws(ByteReader.Malformed) -> CommitSlot in try decodeFields(raw) }
+        }
+        switch result {
+        case .success(let slot): return .commit(slot)
+        case .failure(let problem): return .damaged(problem.description)
+        }
+    }
+
+    private static func decodeFields(_ raw: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> CommitSlot {
+        var r = ByteReader(raw)
+        _ = try r.raw(24)
+        _ = try r.u32()
+        let flags = try r.u32(), image = try r.u64(), generation = try r.u64(), capacity = try r.u64()
+        let unmountError = try r.u32()
+        _ = try r.u32()
+        let key0 = try r.u64(), key1 = try r.u64()
+        _ = try r.raw(headerSize + 8 - r.offset)
+        var roots: [RootPointer] = []
+        for _ in 0..<2 {
+            let block = try r.u64(), rootGeneration = try r.u64(), level = try r.u8()
+            _ = try r.raw(3)
+            let checksum = try r.u32()
+            guard rootGeneration <= generation, (block == 0) == (rootGeneration == 0), level < 16 else {
+                throw ByteReader.Malformed(description: "a root at block \(block), generation \(rootGeneration), level \(level) in commit \(generation)")
+            }
+            roots.append(RootPointer(block: block, generation: rootGeneration, level: level, checksum: checksum))
+        }
+        let journalStart = try r.u64(), journalLength = try r.u64(), journalSequence = try r.u64()
+        let nextInode = try r.u64(), inodes = try r.u64(), used = try r.u64()
+        guard generation <= Superblock.maximumCounter, journalSequence <= Superblock.maximumCounter,
+              nextInode < ReservedObject.firstReserved else {
+            throw ByteReader.Malformed(description: "generation \(generation), journal sequence \(journalSequence) or next inode \(nextInode) out of range")
+        }
+        return CommitSlot(imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
+                          capacityIsSet: flags & 2 != 0, capacityBytes: capacity, unmountError: unmountError,
+                          nameHashKey: SipHash24(key0: key0, key1: key1), filesystemTree: roots[0], blockTree: roots[1],
+                          journal: LogSegment(start: journalStart, length: journalLength),
+                          journalSequence: journalSequence, nextInode: nextInode, inodeCount: inodes, usedBlocks: used)
+    }
+
+    /// The current and the previous commit of two slots' contents: the valid commit with
+    /// the higher generation, and the other if it is valid, of the same image and exactly
+    /// one generation older. Nil when neither slot holds a commit.
+    public static func choose(_ first: Decoded, _ second: Decoded) -> (current: CommitSlot, previous: CommitSlot?)? {
+        var commits: [CommitSlot] = []
+        for decoded in [first, second] { if case .commit(let slot) = decoded { commits.append(slot) } }
+        guard let current = commits.max(by: { $0.generation < $1.generation }) else { return nil }
+        let previous = commits.first { $0.imageID == current.imageID && $0.generation &+ 1 == current.generation }
+        return (current, previous)
+    }
+}

@@ -1,0 +1,105 @@
+import XCTest
+import OffloadCore
+import SplitMix
+
+/// Format 2's commit slots (`CommitSlot`): round trips, what a format 1 reader makes of
+/// one, damage, and which slot is current after a torn write.
+final class CommitSlotTests: XCTestCase {
+    private func slot(generation: UInt64, image: UInt64 = 42, random: inout SplitMix64) -> CommitSlot {
+        CommitSlot(imageID: image, generation: generation, cleanlyUnmounted: Bool.random(using: &random),
+                   capacityIsSet: Bool.random(using: &random), capacityBytes: random.next(),
+                   unmountError: UInt32.random(in: 0...200, using: &random),
+                   nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
+                   filesystemTree: .init(block: 1000 + generation, generation: generation, level: 2, checksum: 0xdead_beef),
+                   blockTree: .init(block: 2000, generation: generation / 2 + 1, level: 0, checksum: 7),
+                   journal: LogSegment(start: 65536 * 3, length: 65536), journalSequence: generation * 10,
+                   nextInode: 5000, inodeCount: 4000, usedBlocks: random.next() >> 20)
+    }
+
+    func testASlotRoundTripsAndAFormatOneReaderCallsItNewer() {
+        var random = SplitMix64(seed: 1)
+        for generation in 1...200 as ClosedRange<UInt64> {
+            let written = slot(generation: generation, random: &random)
+            let bytes = written.encoded()
+            XCTAssertEqual(bytes.count, 4096)
+            XCTAssertEqual(CommitSlot.decode(bytes), .commit(written))
+            XCTAssertEqual(Superblock.decode(bytes), .newerVersion(CommitSlot.version))
+        }
+        let empty = CommitSlot(imageID: 1, generation: 1, cleanlyUnmounted: true, capacityIsSet: false, capacityBytes: 1 << 30,
+                               unmountError: 0, nameHashKey: SipHash24(key0: 1, key1: 2), filesystemTree: .empty,
+                               blockTree: .empty, journal: LogSegment(start: 0, length: 0), journalSequence: 0,
+                               nextInode: 2, inodeCount: 1, usedBlocks: 2)
+        XCTAssertEqual(CommitSlot.decode(empty.encoded()), .commit(empty))
+    }
+
+    /// Any flipped bit in the 256 bytes a slot uses makes it not a commit (a torn write of
+    /// the slot is one of these), never a different commit.
+    func testEveryFlippedBitIsCaught() {
+        var random = SplitMix64(seed: 2)
+        let bytes = slot(generation: 9, random: &random).encoded()
+        for offset in 0..<256 {
+            for bit in 0..<8 {
+                var damaged = bytes
+                damaged[offset] ^= UInt8(1 << bit)
+                if case .commit(let decoded) = CommitSlot.decode(damaged) {
+                    XCTFail("a flip of bit \(bit) at byte \(offset) decoded as generation \(decoded.generation)")
+                }
+            }
+        }
+    }
+
+    func testFieldsThatCannotBeAreRefused() {
+        var random = SplitMix64(seed: 3)
+        var impossible = slot(generation: 5, random: &random)
+        impossible.filesystemTree.generation = 6
+        guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
+            return XCTFail("a root newer than its commit was accepted")
+        }
+        impossible = slot(generation: 5, random: &random)
+        impossible.blockTree = .init(block: 0, generation: 3, level: 0, checksum: 0)
+        guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
+            return XCTFail("an empty root with a generation was accepted")
+        }
+        impossible = slot(generation: 5, random: &random)
+        impossible.nextInode = ReservedObject.orphans
+        guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
+            return XCTFail("a next inode among the reserved objects was accepted")
+        }
+    }
+
+    /// Commits alternate between the two blocks; the newer valid one is current and the
+    /// other, one generation older, the previous commit; a torn newer slot leaves the older
+    /// one current.
+    func testTheNewerValidSlotIsCurrentAndATornOneFallsBack() throws {
+        var random = SplitMix64(seed: 4)
+        XCTAssertNotEqual(CommitSlot.block(forGeneration: 7), CommitSlot.block(forGeneration: 8))
+        let older = slot(generation: 7, random: &random), newer = slot(generation: 8, random: &random)
+        let chosen = try XCTUnwrap(CommitSlot.choose(CommitSlot.decode(newer.encoded()), CommitSlot.decode(older.encoded())))
+        XCTAssertEqual(chosen.current, newer)
+        XCTAssertEqual(chosen.previous, older)
+
+        var torn = newer.encoded()
+        for i in 160..<4096 { torn[i] = 0 }   // only the first sectors reached the disk
+        let fallback = try XCTUnwrap(CommitSlot.choose(CommitSlot.decode(torn), CommitSlot.decode(older.encoded())))
+        XCTAssertEqual(fallback.current, older)
+        XCTAssertNil(fallback.previous)
+
+        let foreign = slot(generation: 7, image: 43, random: &random)
+        XCTAssertNil(try XCTUnwrap(CommitSlot.choose(CommitSlot.decode(newer.encoded()), CommitSlot.decode(foreign.encoded()))).previous,
+                     "another image's slot is no previous commit")
+        XCTAssertNil(CommitSlot.choose(CommitSlot.decode(torn), CommitSlot.decode([UInt8](repeating: 0, count: 4096))))
+    }
+
+    /// Half-way through the upgrade one block still holds a format 1 copy: the format 2
+    /// reader sees it as such (and a format 1 reader keeps using it).
+    func testAFormatOneCopyNextToASlotIsSeenAsFormatOne() {
+        let formatOne = Superblock(imageID: 42, generation: 3, cleanlyUnmounted: true,
+                                   checkpoint: LogSegment(start: 8192, length: 131072), checkpointFrames: 4,
+                                   journal: LogSegment(start: 139264, length: 65536), journalSequence: 10,
+                                   capacityBytes: 1 << 30, checkpointStream: 3)
+        guard case .formatOne(let decoded) = CommitSlot.decode(formatOne.encoded()) else {
+            return XCTFail("a format 1 copy was not recognised")
+        }
+        XCTAssertEqual(decoded.generation, 3)
+    }
+}
