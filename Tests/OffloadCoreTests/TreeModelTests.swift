@@ -23,14 +23,8 @@ final class TreeModelTests: XCTestCase {
     }
 
     func testRandomOperationsMatchADictionary() throws {
-        let environment = ProcessInfo.processInfo.environment
-        let operations = Int(environment["OFFLOADFS_TREE_OPS"] ?? "") ?? 4_000
-        let seeds: [UInt64]
-        if let one = environment["OFFLOADFS_TREE_SEED"].flatMap(UInt64.init) {
-            seeds = [one]
-        } else {
-            seeds = Array(1...UInt64(Int(environment["OFFLOADFS_TREE_SEEDS"] ?? "") ?? 24))
-        }
+        let run = ModelRun(prefix: "OFFLOADFS_TREE", defaultSeeds: 24, defaultOperations: 4_000)
+        let seeds = run.seeds, operations = run.operations
         var totals = Totals()
         for seed in seeds {
             do {
@@ -41,8 +35,7 @@ final class TreeModelTests: XCTestCase {
             }
         }
         print("tree model test: \(totals.operations) operations over \(seeds.count) seeds; \(totals.commits) commits, \(totals.reopens) reopens, deepest level \(totals.deepestLevel), \(totals.splitsSeen) commits after splits, \(totals.shrinksSeen) after shrinks, \(totals.emptied) emptied")
-        let customized = ["OFFLOADFS_TREE_SEED", "OFFLOADFS_TREE_SEEDS", "OFFLOADFS_TREE_OPS"].contains { environment[$0] != nil }
-        if !customized {
+        if !run.customized {
             XCTAssertGreaterThanOrEqual(totals.operations, 90_000)
             XCTAssertGreaterThanOrEqual(totals.deepestLevel, 2, "some seed must build a three-level tree")
             XCTAssertGreaterThan(totals.shrinksSeen, 0, "merges must have shrunk some tree")
