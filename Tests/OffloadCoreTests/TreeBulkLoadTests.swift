@@ -36,7 +36,8 @@ final class TreeBulkLoadTests: XCTestCase {
             let commit = try loaded.bulkLoad(items, fill: fill, generation: 4)
             let insertedPages = MemoryTreePages()
             let inserted = try CopyOnWriteTree(pages: insertedPages, imageID: Self.imageID, treeID: 2, root: nil)
-            for (key, value) in items.shuffled() { try inserted.upsert(key, value) }
+            var order = SplitMix64(seed: UInt64(count) + 1)
+            for (key, value) in items.shuffled(using: &order) { try inserted.upsert(key, value) }
             _ = try inserted.commit(generation: 4)
 
             let report = try loaded.check()

@@ -53,6 +53,25 @@ final class TreeModelTests: XCTestCase {
         let imageID = rng.next()
         var tree = try CopyOnWriteTree(pages: pages, imageID: imageID, treeID: 3, root: nil)
         var model: [TreeKey: [UInt8]] = [:]
+        // The model's keys in an array too: a Dictionary's order changes from run to run
+        // (per-process hash seeds), and picks must replay exactly from the seed.
+        var keyList: [TreeKey] = []
+        var keyIndex: [TreeKey: Int] = [:]
+        func modelSet(_ key: TreeKey, _ value: [UInt8]) {
+            if model.updateValue(value, forKey: key) == nil {
+                keyIndex[key] = keyList.count
+                keyList.append(key)
+            }
+        }
+        func modelRemove(_ key: TreeKey) -> Bool {
+            guard model.removeValue(forKey: key) != nil, let index = keyIndex.removeValue(forKey: key) else { return false }
+            let last = keyList.removeLast()
+            if index < keyList.count {
+                keyList[index] = last
+                keyIndex[last] = index
+            }
+            return true
+        }
         var log: [String] = []
         var generation: UInt64 = 1
         var previousNodes = 0
@@ -75,8 +94,8 @@ final class TreeModelTests: XCTestCase {
             }
         }
         func existingKey() -> TreeKey? {
-            guard !model.isEmpty else { return nil }
-            return model.keys[model.index(model.startIndex, offsetBy: Int(rng.next() % UInt64(min(model.count, 64))))]
+            guard !keyList.isEmpty else { return nil }
+            return keyList[Int(rng.next() % UInt64(keyList.count))]
         }
         func randomValueSize() -> Int {
             let roll = rng.next() % 100
@@ -138,12 +157,12 @@ final class TreeModelTests: XCTestCase {
                 let value = randomBytes(randomValueSize(), using: &rng)
                 log.append("upsert \(key) \(value.count) bytes\(model[key] == nil ? "" : " (overwrite)")")
                 try tree.upsert(key, value)
-                model[key] = value
+                modelSet(key, value)
             } else if roll < (growing ? 75 : 85) {
                 let key = rng.next() % 5 == 0 ? randomKey() : existingKey() ?? randomKey()
                 log.append("remove \(key)\(model[key] == nil ? " (absent)" : "")")
                 let removed = try tree.remove(key)
-                guard removed == (model.removeValue(forKey: key) != nil) else { throw fail("remove of \(key) returned \(removed)") }
+                guard removed == modelRemove(key) else { throw fail("remove of \(key) returned \(removed)") }
             } else if roll < 93 {
                 let key = rng.next() % 2 == 0 ? existingKey() ?? randomKey() : randomKey()
                 let found = try tree.lookup(key)
@@ -160,11 +179,13 @@ final class TreeModelTests: XCTestCase {
         }
         // Empty what is left now and then, so that shrinking to nothing is covered.
         if seed % 4 == 1 {
-            for key in Array(model.keys) {
+            for key in keyList {
                 log.append("remove \(key) (emptying)")
                 guard try tree.remove(key) else { throw fail("remove of present \(key) returned false") }
-                model[key] = nil
             }
+            model.removeAll()
+            keyList.removeAll()
+            keyIndex.removeAll()
             guard tree.isEmpty else { throw fail("a tree with every item removed still has a root") }
         }
         try commitAndVerify()
