@@ -76,30 +76,39 @@ final class TreeNodeFormatTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(count, 3)
         XCTAssertEqual(Array(bytes[48..<65]), TreeKey.minimum.encoded, "entry 0's key is the lowest key")
         for i in 0..<count {
-            let entry = 48 + 33 * i
+            let entry = 48 + 37 * i
             let child = u64(entry + 17)
             XCTAssertEqual(u64(entry + 25), 9, "child generation")
             let childBytes = try XCTUnwrap(pages.bytes(of: child))
+            XCTAssertEqual(Array(bytes[entry + 33..<entry + 37]), Array(childBytes[4..<8]), "child crc")
             XCTAssertEqual(childBytes[36], 0, "children are leaves")
             if i > 0 { XCTAssertEqual(Array(bytes[entry..<entry + 17]), Array(childBytes[48..<65]), "separator = the child's first key") }
         }
-        XCTAssertTrue(bytes[(48 + 33 * count)...].allSatisfy { $0 == 0 })
+        XCTAssertTrue(bytes[(48 + 37 * count)...].allSatisfy { $0 == 0 })
+        XCTAssertEqual(UInt32(bytes[4]) | UInt32(bytes[5]) << 8 | UInt32(bytes[6]) << 16 | UInt32(bytes[7]) << 24, root.checksum)
     }
 
     // MARK: - Refusals
 
     func expectation(_ root: CopyOnWriteTree.Root) -> TreeNodeExpectation {
         TreeNodeExpectation(imageID: Self.imageID, treeID: Self.treeID, block: root.block, level: root.level,
-                            generation: root.generation)
+                            generation: root.generation, checksum: root.checksum)
     }
 
     /// Validates `bytes` changed by `damage`, resealed unless `reseal` is false, and
-    /// expects a refusal whose message contains `message`.
-    func assertRefused(_ bytes: [UInt8], _ expected: TreeNodeExpectation, reseal: Bool = true, _ message: String,
+    /// expects a refusal whose message contains `message`. A resealed node is expected
+    /// with its new checksum (as if its parent recorded it), so that the rule after the
+    /// checksums is what refuses it, unless `recordedChecksum` says to keep the old one.
+    func assertRefused(_ bytes: [UInt8], _ expected: TreeNodeExpectation, reseal: Bool = true,
+                       recordedChecksum: Bool = false, _ message: String,
                        file: StaticString = #filePath, line: UInt = #line, damage: (inout [UInt8]) -> Void) {
         var damaged = bytes
+        var expected = expected
         damage(&damaged)
-        if reseal { damaged.withUnsafeMutableBytes { TreeNode.seal($0.baseAddress!) } }
+        if reseal {
+            damaged.withUnsafeMutableBytes { TreeNode.seal($0.baseAddress!) }
+            if !recordedChecksum { expected.checksum = damaged.withUnsafeBytes { TreeNodeView($0.baseAddress!).checksum } }
+        }
         do {
             try damaged.withBytes { (buffer) throws(FSError) in try TreeNode.validate(buffer, expected) }
             XCTFail("accepted a node with \(message)", file: file, line: line)
@@ -134,6 +143,8 @@ final class TreeNodeFormatTests: XCTestCase {
         assertRefused(bytes, expected, "its level is 200") { $0[36] = 200 }
         assertRefused(bytes, expected, "its generation is 4") { $0[16] = 4 }
         assertRefused(bytes, expected, "its generation is 6") { $0[16] = 6 }
+        // Self-consistent (resealed) but not the node the parent recorded.
+        assertRefused(bytes, expected, recordedChecksum: true, "the parent recorded 0x") { $0[4000] ^= 0x10 }
         assertRefused(bytes, expected, "reserved header bytes") { $0[37] = 1 }
         assertRefused(bytes, expected, "reserved header bytes") { $0[47] = 1 }
         var wrongSize = bytes
@@ -173,17 +184,31 @@ final class TreeNodeFormatTests: XCTestCase {
         let expected = expectation(root)
         XCTAssertNoThrow(try bytes.withBytes { (b) throws(FSError) in try TreeNode.validate(b, expected) })
         assertRefused(bytes, expected, "with 0 children") { self.put16(0, 38, &$0) }
-        assertRefused(bytes, expected, "with 123 children") { self.put16(123, 38, &$0) }
-        assertRefused(bytes, expected, "does not follow key 0") { $0.replaceSubrange(81..<98, with: TreeKey.minimum.encoded) }
-        assertRefused(bytes, expected, "points back at the node") { self.put64(root.block, 48 + 33 + 17, &$0) }
+        assertRefused(bytes, expected, "with 110 children") { self.put16(110, 38, &$0) }
+        assertRefused(bytes, expected, "does not follow key 0") { $0.replaceSubrange(85..<102, with: TreeKey.minimum.encoded) }
+        assertRefused(bytes, expected, "points back at the node") { self.put64(root.block, 48 + 37 + 17, &$0) }
         assertRefused(bytes, expected, "newer than the node's") { self.put64(4, 48 + 25, &$0) }
+        // A child rewritten in place, self-consistent and of the same generation: the
+        // parent's recorded checksum refuses it on the way down.
+        let child = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[48 + 37 + 17 + $1]) << (8 * UInt64($1)) }
+        var childBytes = try XCTUnwrap(pages.bytes(of: child))
+        childBytes[4095] ^= 1
+        childBytes.withUnsafeMutableBytes { TreeNode.seal($0.baseAddress!) }
+        pages.overwrite(child, with: childBytes)
+        let reopened = try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: root)
+        let firstKey = try XCTUnwrap(childBytes.withUnsafeBytes { TreeKey(decoding: UnsafeRawBufferPointer(rebasing: $0[48..<65])) })
+        XCTAssertThrowsError(try reopened.lookup(firstKey)) {
+            guard case FSError.damagedImage(let why) = $0 else { return XCTFail("\($0)") }
+            XCTAssertTrue(why.contains("block \(child)") && why.contains("the parent recorded"), why)
+        }
     }
 
-    func testARootRecordedWithTheWrongGenerationOrLevelIsRefusedWhenOpened() throws {
+    func testARootRecordedWithTheWrongGenerationLevelOrChecksumIsRefusedWhenOpened() throws {
         let (pages, root, _) = try committedLeaf([(TreeKey(object: 1, kind: 1, offset: 1), [1])])
-        for wrong in [CopyOnWriteTree.Root(block: root.block, generation: 4, level: 0),
-                      CopyOnWriteTree.Root(block: root.block, generation: 5, level: 1),
-                      CopyOnWriteTree.Root(block: root.block, generation: 5, level: 9)] {
+        for wrong in [CopyOnWriteTree.Root(block: root.block, generation: 4, level: 0, checksum: root.checksum),
+                      CopyOnWriteTree.Root(block: root.block, generation: 5, level: 1, checksum: root.checksum),
+                      CopyOnWriteTree.Root(block: root.block, generation: 5, level: 9, checksum: root.checksum),
+                      CopyOnWriteTree.Root(block: root.block, generation: 5, level: 0, checksum: root.checksum ^ 1)] {
             XCTAssertThrowsError(try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: wrong)) {
                 guard case FSError.damagedImage = $0 else { return XCTFail("\($0)") }
             }

@@ -89,14 +89,14 @@ private struct BulkLoader {
     }
 
     /// Adds a child entry to the node being filled at `level` (an internal level).
-    private mutating func addChild(level: Int, key: TreeKey, block: UInt64) throws(FSError) {
+    private mutating func addChild(level: Int, key: TreeKey, block: UInt64, checksum: UInt32) throws(FSError) {
         if levels.count == level { levels.append(Level()) }
         if levels[level].current.map({ $0.page.view.count >= childrenTarget }) ?? true {
             try startNode(level: level)
         }
         let page = levels[level].current!.page
         let count = page.view.count
-        InternalEntries.write(page.bytes, at: count, key: key, child: block, generation: generation)
+        InternalEntries.write(page.bytes, at: count, key: key, child: block, generation: generation, checksum: checksum)
         TreeNode.setCount(page.bytes, count + 1)
     }
 
@@ -120,7 +120,8 @@ private struct BulkLoader {
         levels[level].nodesFlushed += 1
         try write(node)
         // Key 0 of every level is the lowest key (the leftmost path's lower bound).
-        try addChild(level: level + 1, key: first ? .minimum : node.page.view.key(0), block: node.block)
+        try addChild(level: level + 1, key: first ? .minimum : node.page.view.key(0), block: node.block,
+                     checksum: node.page.view.checksum)
     }
 
     private mutating func write(_ node: Node) throws(FSError) {
@@ -151,7 +152,8 @@ private struct BulkLoader {
                 // The only node of its level: the root.
                 let root = remaining[0]
                 try write(root)
-                return CopyOnWriteTree.Root(block: root.block, generation: generation, level: UInt8(level))
+                return CopyOnWriteTree.Root(block: root.block, generation: generation, level: UInt8(level),
+                                            checksum: root.page.view.checksum)
             }
             for node in remaining { try flush(node, level: level) }
             level += 1

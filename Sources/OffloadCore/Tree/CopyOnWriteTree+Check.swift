@@ -27,8 +27,8 @@ extension CopyOnWriteTree {
         var report = TreeCheckReport()
         guard let root = rootBlock else { return report }
         report.nodesPerLevel = Array(repeating: 0, count: Int(rootLevel) + 1)
-        try check(root, level: rootLevel, generation: rootGeneration, lower: .minimum, upper: nil,
-                  isRoot: true, &report) { _ in }
+        try check(root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum, lower: .minimum,
+                  upper: nil, isRoot: true, &report) { _ in }
         return report
     }
 
@@ -37,13 +37,13 @@ extension CopyOnWriteTree {
         guard let root = rootBlock else { return }
         var report = TreeCheckReport()
         report.nodesPerLevel = Array(repeating: 0, count: Int(rootLevel) + 1)
-        try check(root, level: rootLevel, generation: rootGeneration, lower: .minimum, upper: nil,
-                  isRoot: true, &report, body)
+        try check(root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum, lower: .minimum,
+                  upper: nil, isRoot: true, &report, body)
     }
 
-    private func check(_ block: UInt64, level: UInt8, generation: UInt64, lower: TreeKey, upper: TreeKey?,
+    private func check(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32, lower: TreeKey, upper: TreeKey?,
                        isRoot: Bool, _ report: inout TreeCheckReport, _ visit: (UInt64) -> Void) throws(FSError) {
-        let expected = expectation(block: block, level: level, generation: generation)
+        let expected = expectation(block: block, level: level, generation: generation, checksum: checksum)
         let view: TreeNodeView
         if let page = dirty[block] {
             view = page.view
@@ -52,7 +52,7 @@ extension CopyOnWriteTree {
             }
             try TreeNode.validateItems(view, expected)
         } else {
-            view = try node(block, level: level, generation: generation)
+            view = try node(block, level: level, generation: generation, checksum: checksum)
         }
         let count = view.count
         guard count >= (isRoot && !view.isLeaf ? 2 : 1) else {
@@ -73,7 +73,8 @@ extension CopyOnWriteTree {
             throw TreeNode.damaged(expected, "key 0 is \(view.key(0)), not the lower bound \(lower) its parent gives")
         }
         for i in 0..<count {
-            try check(view.childBlock(i), level: level - 1, generation: view.childGeneration(i), lower: view.key(i),
+            try check(view.childBlock(i), level: level - 1, generation: view.childGeneration(i),
+                      checksum: view.childChecksum(i), lower: view.key(i),
                       upper: i + 1 < count ? view.key(i + 1) : upper, isRoot: false, &report, visit)
         }
     }

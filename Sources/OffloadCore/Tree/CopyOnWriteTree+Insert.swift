@@ -18,13 +18,14 @@ extension CopyOnWriteTree {
             rootLevel = 0
             return
         }
-        let (newRoot, split) = try insert(key, value, into: root, level: rootLevel, generation: rootGeneration)
+        let (newRoot, split) = try insert(key, value, into: root, level: rootLevel, generation: rootGeneration,
+                                          checksum: rootChecksum)
         rootBlock = newRoot
         guard let (separator, right) = split else { return }
         // The root split: a new root above the two halves.
         let (block, page) = newNode(level: rootLevel + 1)
-        InternalEntries.write(page.bytes, at: 0, key: .minimum, child: newRoot, generation: 0)
-        InternalEntries.write(page.bytes, at: 1, key: separator, child: right, generation: 0)
+        InternalEntries.write(page.bytes, at: 0, key: .minimum, child: newRoot, generation: 0, checksum: 0)
+        InternalEntries.write(page.bytes, at: 1, key: separator, child: right, generation: 0, checksum: 0)
         TreeNode.setCount(page.bytes, 2)
         rootBlock = block
         rootLevel += 1
@@ -37,13 +38,13 @@ extension CopyOnWriteTree {
     /// Inserts into the subtree at `block`; returns the subtree's (possibly new) block
     /// and, when it split, the separator key and block of its new right half.
     private func insert(_ key: TreeKey, _ value: UnsafeRawBufferPointer, into block: UInt64, level: UInt8,
-                        generation: UInt64) throws(FSError) -> (UInt64, (TreeKey, UInt64)?) {
-        let (block, page) = try writable(block, level: level, generation: generation)
+                        generation: UInt64, checksum: UInt32) throws(FSError) -> (UInt64, (TreeKey, UInt64)?) {
+        let (block, page) = try writable(block, level: level, generation: generation, checksum: checksum)
         if level == 0 { return (block, insertInLeaf(key, value, page, block)) }
         let view = page.view
         let index = view.childIndex(for: key)
         let (child, split) = try insert(key, value, into: view.childBlock(index), level: level - 1,
-                                        generation: view.childGeneration(index))
+                                        generation: view.childGeneration(index), checksum: view.childChecksum(index))
         InternalEntries.setChild(page.bytes, at: index, child)
         guard let (separator, right) = split else { return (block, nil) }
         return (block, insertEntry(separator, right, at: index + 1, page, block))
@@ -76,12 +77,12 @@ extension CopyOnWriteTree {
         let count = view.count
         if count < TreeNode.maximumChildren {
             InternalEntries.openGap(page.bytes, at: index)
-            InternalEntries.write(page.bytes, at: index, key: key, child: child, generation: 0)
+            InternalEntries.write(page.bytes, at: index, key: key, child: child, generation: 0, checksum: 0)
             return nil
         }
         // Lay all count + 1 entries out in the scratch page from its entry 0, then cut.
         InternalEntries.copy(from: page.bytes, 0, to: scratch.bytes, 0, count: index)
-        InternalEntries.write(scratch.bytes, at: index, key: key, child: child, generation: 0)
+        InternalEntries.write(scratch.bytes, at: index, key: key, child: child, generation: 0, checksum: 0)
         InternalEntries.copy(from: page.bytes, index, to: scratch.bytes, index + 1, count: count - index)
         let total = count + 1, cut = total / 2
         let (rightBlock, right) = newNode(level: view.level)

@@ -7,7 +7,7 @@ extension CopyOnWriteTree {
         guard let root = rootBlock, try contains(key) else { return false }
         try reserveSpares(sparesForOneChange)
         do throws(FSError) {
-            rootBlock = try remove(key, from: root, level: rootLevel, generation: rootGeneration)
+            rootBlock = try remove(key, from: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
         } catch {
             // Only a sibling read while rebalancing fails after the leaf changed: the
             // working tree may then hold an under-full node. Refuse to go on with it.
@@ -19,8 +19,9 @@ extension CopyOnWriteTree {
     }
 
     /// Removes from the subtree at `block` (which holds `key`); returns its block.
-    private func remove(_ key: TreeKey, from block: UInt64, level: UInt8, generation: UInt64) throws(FSError) -> UInt64 {
-        let (block, page) = try writable(block, level: level, generation: generation)
+    private func remove(_ key: TreeKey, from block: UInt64, level: UInt8, generation: UInt64,
+                        checksum: UInt32) throws(FSError) -> UInt64 {
+        let (block, page) = try writable(block, level: level, generation: generation, checksum: checksum)
         let view = page.view
         if level == 0 {
             let (index, found) = view.search(key)
@@ -31,7 +32,8 @@ extension CopyOnWriteTree {
             return block
         }
         let index = view.childIndex(for: key)
-        let child = try remove(key, from: view.childBlock(index), level: level - 1, generation: view.childGeneration(index))
+        let child = try remove(key, from: view.childBlock(index), level: level - 1, generation: view.childGeneration(index),
+                               checksum: view.childChecksum(index))
         InternalEntries.setChild(page.bytes, at: index, child)
         if Self.isUnderFull(dirty[child]!.view) && view.count > 1 {
             try rebalanceChild(at: index, of: page)
@@ -53,7 +55,8 @@ extension CopyOnWriteTree {
         let level = view.level - 1
         var pair: [(block: UInt64, page: TreePage)] = []
         for i in leftIndex...leftIndex + 1 {
-            let node = try writable(view.childBlock(i), level: level, generation: view.childGeneration(i))
+            let node = try writable(view.childBlock(i), level: level, generation: view.childGeneration(i),
+                                    checksum: view.childChecksum(i))
             InternalEntries.setChild(page.bytes, at: i, node.block)
             pair.append(node)
         }

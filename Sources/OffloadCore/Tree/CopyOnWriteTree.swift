@@ -37,14 +37,18 @@ public final class CopyOnWriteTree {
         public var generation: UInt64
         /// The root's level: 0 when the root is a leaf.
         public var level: UInt8
+        /// The root node's checksum field, checked when the root is read (as a parent's
+        /// record of a child's).
+        public var checksum: UInt32
 
-        public init(block: UInt64, generation: UInt64, level: UInt8) {
+        public init(block: UInt64, generation: UInt64, level: UInt8, checksum: UInt32) {
             self.block = block
             self.generation = generation
             self.level = level
+            self.checksum = checksum
         }
 
-        public var description: String { "block \(block), generation \(generation), level \(level)" }
+        public var description: String { "block \(block), generation \(generation), level \(level), crc \(checksum)" }
     }
 
     /// What a commit did.
@@ -99,7 +103,7 @@ public final class CopyOnWriteTree {
             rootLevel = root.level
             committedRoot = root
             lastGeneration = root.generation
-            _ = try node(root.block, level: root.level, generation: root.generation)
+            _ = try node(root.block, level: root.level, generation: root.generation, checksum: root.checksum)
         }
     }
 
@@ -115,30 +119,32 @@ public final class CopyOnWriteTree {
     /// The node at `block`: the dirty copy, or the committed bytes read into the level's
     /// buffer and validated against what the parent recorded.
     @inline(__always)
-    func node(_ block: UInt64, level: UInt8, generation: UInt64) throws(FSError) -> TreeNodeView {
+    func node(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> TreeNodeView {
         if !dirty.isEmpty, let page = dirty[block] {
             return page.view
         }
         let buffer = readBuffers[Int(level)]
         try pages.readPage(block, into: buffer.mutableBuffer)
-        try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation))
+        try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
         return buffer.view
     }
 
-    func expectation(block: UInt64, level: UInt8, generation: UInt64) -> TreeNodeExpectation {
-        TreeNodeExpectation(imageID: imageID, treeID: treeID, block: block, level: level, generation: generation)
+    func expectation(block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) -> TreeNodeExpectation {
+        TreeNodeExpectation(imageID: imageID, treeID: treeID, block: block, level: level, generation: generation,
+                            checksum: checksum)
     }
 
-    /// The generation recorded for the root (meaningful when the root is clean).
+    /// The generation and checksum recorded for the root (meaningful when it is clean).
     var rootGeneration: UInt64 { committedRoot?.generation ?? 0 }
+    var rootChecksum: UInt32 { committedRoot?.checksum ?? 0 }
 
     /// Calls `body` with the value stored under `key` (nil when there is none), read in
     /// place: the bytes are valid only during the call.
     public func withValue<R>(_ key: TreeKey, _ body: (UnsafeRawBufferPointer?) throws(FSError) -> R) throws(FSError) -> R {
         guard var block = rootBlock else { return try body(nil) }
-        var level = rootLevel, generation = rootGeneration
+        var level = rootLevel, generation = rootGeneration, checksum = rootChecksum
         while true {
-            let view = try node(block, level: level, generation: generation)
+            let view = try node(block, level: level, generation: generation, checksum: checksum)
             if view.isLeaf {
                 let (index, found) = view.search(key)
                 return try body(found ? view.value(index) : nil)
@@ -146,6 +152,7 @@ public final class CopyOnWriteTree {
             let child = view.childIndex(for: key)
             block = view.childBlock(child)
             generation = view.childGeneration(child)
+            checksum = view.childChecksum(child)
             level -= 1
         }
     }
@@ -168,11 +175,11 @@ public final class CopyOnWriteTree {
         // The path from the root: each internal node and the child taken in it. Views
         // stay valid: each level has its own read buffer, and dirty pages do not move.
         var path: [(view: TreeNodeView, child: Int)] = []
-        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration)
+        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
         while !view.isLeaf {
             let child = view.childIndex(for: lower)
             path.append((view, child))
-            view = try node(view.childBlock(child), level: view.level - 1, generation: view.childGeneration(child))
+            view = try self.child(child, of: view)
         }
         var index = view.search(lower).index
         while true {
@@ -189,13 +196,20 @@ public final class CopyOnWriteTree {
             child += 1
             guard parent.key(child) <= upper else { return }
             path.append((parent, child))
-            view = try node(parent.childBlock(child), level: parent.level - 1, generation: parent.childGeneration(child))
+            view = try self.child(child, of: parent)
             while !view.isLeaf {
                 path.append((view, 0))
-                view = try node(view.childBlock(0), level: view.level - 1, generation: view.childGeneration(0))
+                view = try self.child(0, of: view)
             }
             index = 0
         }
+    }
+
+    /// Child `i` of the internal node `parent`, checked against what `parent` records.
+    @inline(__always)
+    func child(_ i: Int, of parent: TreeNodeView) throws(FSError) -> TreeNodeView {
+        try node(parent.childBlock(i), level: parent.level - 1, generation: parent.childGeneration(i),
+                 checksum: parent.childChecksum(i))
     }
 
     // MARK: - Commit
@@ -210,12 +224,15 @@ public final class CopyOnWriteTree {
         if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
             throw .invalidArgument("commit generation \(generation) is not above the last one, \(last)")
         }
-        for (block, page) in dirty {
+        // Children before parents: a parent records its dirty children's checksums.
+        for (block, page) in dirty.sorted(by: { $0.value.view.level < $1.value.view.level }) {
             TreeNode.setGeneration(page.bytes, generation)
             let view = page.view
             if !view.isLeaf {
-                for i in 0..<view.count where dirty[view.childBlock(i)] != nil {
+                for i in 0..<view.count {
+                    guard let child = dirty[view.childBlock(i)] else { continue }
                     InternalEntries.setChildGeneration(page.bytes, at: i, generation)
+                    InternalEntries.setChildChecksum(page.bytes, at: i, child.view.checksum)
                 }
             }
             TreeNode.seal(page.bytes)
@@ -223,7 +240,8 @@ public final class CopyOnWriteTree {
         }
         let written = dirty.count
         let root = rootBlock.map { block in
-            Root(block: block, generation: dirty[block] != nil ? generation : rootGeneration, level: rootLevel)
+            dirty[block].map { Root(block: block, generation: generation, level: rootLevel, checksum: $0.view.checksum) }
+                ?? Root(block: block, generation: rootGeneration, level: rootLevel, checksum: rootChecksum)
         }
         dirty.removeAll()
         pages.releasePages(spares)
@@ -254,11 +272,11 @@ public final class CopyOnWriteTree {
     /// The node at `block`, made changeable: a dirty node as it is; a committed one
     /// copied to a spare block (the old block is freed at the next commit). Returns the
     /// block the node now has; the caller points the parent at it.
-    func writable(_ block: UInt64, level: UInt8, generation: UInt64) throws(FSError) -> (block: UInt64, page: TreePage) {
+    func writable(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> (block: UInt64, page: TreePage) {
         if let page = dirty[block] { return (block, page) }
         let page = TreePage()
         try pages.readPage(block, into: page.mutableBuffer)
-        try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: generation))
+        try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
         let copy = takeSpare()
         TreeNode.setBlock(page.bytes, copy)
         dirty[copy] = page

@@ -1,19 +1,21 @@
 /// What a node read from the image must be, as the reader knows it before reading: the
-/// image and tree, the block it was read from, and the level and generation its parent
-/// (or the root pointer) recorded.
+/// image and tree, the block it was read from, and the level, generation and checksum
+/// its parent (or the root pointer) recorded.
 public struct TreeNodeExpectation: Sendable, Equatable {
     public var imageID: UInt64
     public var treeID: UInt32
     public var block: UInt64
     public var level: UInt8
     public var generation: UInt64
+    public var checksum: UInt32
 
-    public init(imageID: UInt64, treeID: UInt32, block: UInt64, level: UInt8, generation: UInt64) {
+    public init(imageID: UInt64, treeID: UInt32, block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) {
         self.imageID = imageID
         self.treeID = treeID
         self.block = block
         self.level = level
         self.generation = generation
+        self.checksum = checksum
     }
 }
 
@@ -26,7 +28,9 @@ extension TreeNode {
     /// The generation must equal the one the parent recorded (btrfs's "parent transid"
     /// check): a node is written once, by the commit that allocated its block, so an
     /// older generation there means the write was lost and the block holds a stale node,
-    /// a newer one that the block was reused while still referenced.
+    /// a newer one that the block was reused while still referenced. The checksum must
+    /// equal the parent's record too, which also catches a stale node of the same
+    /// generation.
     public static func validate(_ page: UnsafeRawBufferPointer, _ expected: TreeNodeExpectation) throws(FSError) {
         guard page.count == size, let base = page.baseAddress else {
             throw damaged(expected, "it is \(page.count) bytes, not \(size)")
@@ -57,6 +61,9 @@ extension TreeNode {
         }
         guard view.generation == expected.generation else {
             throw damaged(expected, "its generation is \(view.generation), the parent recorded \(expected.generation) (a lost or misplaced write)")
+        }
+        guard storedCRC == expected.checksum else {
+            throw damaged(expected, "its checksum is \(hex(storedCRC)), the parent recorded \(hex(expected.checksum)) (a lost or misplaced write)")
         }
         guard base.load(fromByteOffset: levelOffset + 1, as: UInt8.self) == 0,
               base.loadUnaligned(fromByteOffset: 40, as: UInt64.self) == 0 else {

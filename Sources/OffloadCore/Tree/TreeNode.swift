@@ -20,8 +20,10 @@
 /// where value i-1 starts. The bytes between the last item header and the last value are
 /// zero when written and otherwise ignored (the checksum covers them).
 ///
-/// An internal node: `count` entries of 33 bytes from byte 48 (key 17, child block u64,
-/// child generation u64), keys strictly increasing. Every key in child i's subtree lies
+/// An internal node: `count` entries of 37 bytes from byte 48 (key 17, child block u64,
+/// child generation u64, child crc u32: the child's checksum field), keys strictly
+/// increasing. The parent's record of the child's generation and checksum catches a
+/// lost or misdirected write of the child before its bytes are trusted. Every key in child i's subtree lies
 /// in [key i, key i+1); key 0 is the lower bound the parent gives the node (the lowest
 /// key, `TreeKey.minimum`, on the leftmost path).
 public enum TreeNode {
@@ -29,7 +31,7 @@ public enum TreeNode {
     public static let headerSize = 48
     public static let magic: UInt32 = 0x4E54_464F  // "OFTN" little-endian
     public static let leafItemHeaderSize = TreeKey.encodedSize + 4
-    public static let internalEntrySize = TreeKey.encodedSize + 16
+    public static let internalEntrySize = TreeKey.encodedSize + 20
     /// Bytes a leaf has for item headers and values.
     public static let leafSpace = size - headerSize
     /// Item headers alone fill a leaf at this count (all values empty).
@@ -41,9 +43,8 @@ public enum TreeNode {
     /// value up to 2,003 bytes would still allow; the margin is kept for header growth.
     /// Larger values are the caller's business (stored out of line).
     public static let maximumValueBytes = 1_900
-    /// The deepest a tree may be: 8 levels hold far more than an image can (a level-1
-    /// node has at least 2 children, so 7 internal levels of full nodes address 122^7
-    /// leaves). A deeper level in a node means damage.
+    /// The deepest a tree may be: 8 levels hold far more than an image can (7 internal
+    /// levels of full nodes address 109^7 leaves). A deeper level in a node means damage.
     public static let maximumLevel: UInt8 = 7
 
     // Header field offsets.
@@ -108,6 +109,8 @@ struct TreeNodeView {
     var block: UInt64 { field(TreeNode.blockOffset) }
     var imageID: UInt64 { field(TreeNode.imageOffset) }
     var treeID: UInt32 { UInt32(littleEndian: base.loadUnaligned(fromByteOffset: TreeNode.treeOffset, as: UInt32.self)) }
+    /// The checksum field (meaningful once the node is sealed).
+    var checksum: UInt32 { UInt32(littleEndian: base.loadUnaligned(fromByteOffset: TreeNode.crcOffset, as: UInt32.self)) }
 
     @inline(__always)
     private func field(_ offset: Int) -> UInt64 {
@@ -159,6 +162,11 @@ struct TreeNodeView {
     @inline(__always)
     func childGeneration(_ i: Int) -> UInt64 {
         UInt64(littleEndian: base.loadUnaligned(fromByteOffset: entryOffset(i) + TreeKey.encodedSize + 8, as: UInt64.self))
+    }
+
+    @inline(__always)
+    func childChecksum(_ i: Int) -> UInt32 {
+        UInt32(littleEndian: base.loadUnaligned(fromByteOffset: entryOffset(i) + TreeKey.encodedSize + 16, as: UInt32.self))
     }
 
     // Search.

@@ -54,16 +54,18 @@ struct LeafBuilder {
     }
 }
 
-/// Internal entries: fixed 33-byte records, edited in place.
+/// Internal entries: fixed 37-byte records, edited in place.
 enum InternalEntries {
     @inline(__always)
     static func offset(_ i: Int) -> Int { TreeNode.headerSize + i * TreeNode.internalEntrySize }
 
-    static func write(_ page: UnsafeMutableRawPointer, at i: Int, key: TreeKey, child: UInt64, generation: UInt64) {
+    static func write(_ page: UnsafeMutableRawPointer, at i: Int, key: TreeKey, child: UInt64, generation: UInt64,
+                      checksum: UInt32) {
         let entry = page + offset(i)
         key.encode(at: entry)
         entry.storeBytes(of: child.littleEndian, toByteOffset: TreeKey.encodedSize, as: UInt64.self)
         entry.storeBytes(of: generation.littleEndian, toByteOffset: TreeKey.encodedSize + 8, as: UInt64.self)
+        entry.storeBytes(of: checksum.littleEndian, toByteOffset: TreeKey.encodedSize + 16, as: UInt32.self)
     }
 
     static func setKey(_ page: UnsafeMutableRawPointer, at i: Int, _ key: TreeKey) { key.encode(at: page + offset(i)) }
@@ -74,6 +76,10 @@ enum InternalEntries {
 
     static func setChildGeneration(_ page: UnsafeMutableRawPointer, at i: Int, _ generation: UInt64) {
         page.storeBytes(of: generation.littleEndian, toByteOffset: offset(i) + TreeKey.encodedSize + 8, as: UInt64.self)
+    }
+
+    static func setChildChecksum(_ page: UnsafeMutableRawPointer, at i: Int, _ checksum: UInt32) {
+        page.storeBytes(of: checksum.littleEndian, toByteOffset: offset(i) + TreeKey.encodedSize + 16, as: UInt32.self)
     }
 
     /// Inserts a room for one entry at `i` (entries from `i` move up one); the count grows.
