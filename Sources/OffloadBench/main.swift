@@ -1,4 +1,5 @@
-// offloadfs-bench: how the extent engine's cost grows with the number of extents.
+// offloadfs-bench: how the extent engine's cost grows with the number of extents;
+// with `--tree`, the metadata tree engine's (TreeBench.swift).
 //
 // Run with `scripts/bench-core` (release build). Prints a Markdown table for
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
@@ -28,6 +29,13 @@ var imageNumber = 0
     return try BackingStore(path: directory.appendingPathComponent("image\(imageNumber)").path, capacityBytes: capacity)
 }
 let limiter = MemoryLimiter(limitBytes: 0)
+
+func format(_ ns: Double) -> String { String(format: "%.0f ns", ns) }
+
+if CommandLine.arguments.contains("--tree") {
+    try runTreeBenchmark(directory: directory)
+    exit(0)
+}
 
 /// A file of `extentCount` 4 KiB extents. Consecutive extents point at image blocks 7
 /// apart in a pool of 1,024 blocks, so no two neighbours merge, and every size touches
@@ -156,7 +164,6 @@ do {
 }
 for i in subjects.indices { subjects[i].best["in-place overwrite"] = inPlace[i] }
 
-func format(_ ns: Double) -> String { String(format: "%.0f ns", ns) }
 print("## Extent engine: cost per 4 KiB operation (release build, best of 7 interleaved rounds)\n")
 print("| extents | build (s) | " + operations.joined(separator: " | ") + " |")
 print("|---:|---:|" + operations.map { _ in "---:" }.joined(separator: "|") + "|")

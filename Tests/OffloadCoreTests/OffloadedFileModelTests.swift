@@ -12,14 +12,8 @@ final class OffloadedFileModelTests: XCTestCase {
     static let maximumModelSize = 192 * 1024
 
     func testRandomOperationsMatchByteArrayModel() throws {
-        let environment = ProcessInfo.processInfo.environment
-        let operations = Int(environment["OFFLOADFS_MODEL_OPS"] ?? "") ?? 2_500
-        let seeds: [UInt64]
-        if let one = environment["OFFLOADFS_MODEL_SEED"].flatMap(UInt64.init) {
-            seeds = [one]
-        } else {
-            seeds = Array(1...UInt64(Int(environment["OFFLOADFS_MODEL_SEEDS"] ?? "") ?? 84))
-        }
+        let run = ModelRun(prefix: "OFFLOADFS_MODEL", defaultSeeds: 84, defaultOperations: 2_500)
+        let seeds = run.seeds, operations = run.operations
         var total = 0
         for seed in seeds {
             do {
@@ -31,8 +25,7 @@ final class OffloadedFileModelTests: XCTestCase {
             }
         }
         print("model test: \(total) operations over \(seeds.count) seeds")
-        let customized = ["OFFLOADFS_MODEL_SEED", "OFFLOADFS_MODEL_SEEDS", "OFFLOADFS_MODEL_OPS"].contains { environment[$0] != nil }
-        if !customized { XCTAssertGreaterThanOrEqual(total, 200_000, "the normal run must cover 200,000 operations") }
+        if !run.customized { XCTAssertGreaterThanOrEqual(total, 200_000, "the normal run must cover 200,000 operations") }
     }
 
     struct ModelFailure: Error, CustomStringConvertible {

@@ -1,0 +1,301 @@
+/// A copy-on-write B+tree of 4 KiB nodes over a `TreePageStore` (docs/ARCHITECTURE.md,
+/// "The tree engine"; node bytes in docs/FORMAT.md): ordered (TreeKey -> bytes) items,
+/// values up to `TreeNode.maximumValueBytes`.
+///
+/// Copy on write: a node reachable from the last committed root is never written again.
+/// The first change to such a node in a transaction copies it into memory under a newly
+/// allocated block (the old block joins the freed list); later changes in the same
+/// transaction change that copy. `commit` writes every changed ("dirty") node once and
+/// returns the new root with the blocks freed since the last commit; those stay untouched
+/// until the caller releases them (`TreePageStore.releasePages`) once the new root is
+/// durable. So the bytes of the last committed root, and of any older root whose freed
+/// blocks were not released yet, never change.
+///
+/// Dirty nodes are held in memory until the commit, bounded by what changed (each change
+/// dirties one path from the root, plus the siblings a split or merge touches). Clean
+/// nodes are read from the store on each visit and validated (checksum, identity, level,
+/// generation); none are cached here (a cache belongs to the caller, later).
+///
+/// Balance: a node that no longer fits splits in two; a node under a quarter full after a
+/// removal merges with a neighbour, or takes items from it when the two do not fit in
+/// one node; a root with one child gives way to it; a tree emptied by removals has no
+/// nodes at all.
+///
+/// Errors: a change either happens or throws with the tree unchanged (blocks it may need
+/// are allocated before it starts, so `.noSpace` changes nothing), except when a node
+/// that a removal must read to rebalance is damaged or unreadable: the tree then refuses
+/// every later change and commit (the caller reopens the last committed root).
+///
+/// Thread safety: none. One thread at a time uses a tree object (reads included: they
+/// share its read buffers). Other threads may read a committed root through their own
+/// `CopyOnWriteTree` opened at it, without any lock, as long as the caller does not
+/// release that root's blocks while they read (see `TreePageStore`).
+public final class CopyOnWriteTree {
+    /// Where a committed tree starts: enough to open it again.
+    public struct Root: Equatable, Sendable, CustomStringConvertible {
+        public var block: UInt64
+        public var generation: UInt64
+        /// The root's level: 0 when the root is a leaf.
+        public var level: UInt8
+        /// The root node's checksum field, checked when the root is read (as a parent's
+        /// record of a child's).
+        public var checksum: UInt32
+
+        public init(block: UInt64, generation: UInt64, level: UInt8, checksum: UInt32) {
+            self.block = block
+            self.generation = generation
+            self.level = level
+            self.checksum = checksum
+        }
+
+        public var description: String { "block \(block), generation \(generation), level \(level), crc \(checksum)" }
+    }
+
+    /// What a commit did.
+    public struct Commit: Equatable, Sendable {
+        /// The new root; nil when the tree is empty.
+        public var root: Root?
+        /// Blocks the previous committed root referenced and this one does not. The caller
+        /// releases them once this commit is durable.
+        public var freedBlocks: [UInt64]
+        /// Nodes written.
+        public var writtenBlocks: Int
+    }
+
+    public let imageID: UInt64
+    public let treeID: UInt32
+    let pages: any TreePageStore
+
+    /// The working tree's root: its block and level; nil when the tree is empty. The root
+    /// is dirty, or is the committed root (`committedRoot`, whose generation it has).
+    var rootBlock: UInt64?
+    var rootLevel: UInt8 = 0
+    public internal(set) var committedRoot: Root?
+    /// The newest generation this tree object committed or was opened at: the next
+    /// commit's must be above it (the tree may have been emptied since).
+    public internal(set) var lastGeneration: UInt64?
+    /// Nodes changed since the last commit, by their (newly allocated) block.
+    var dirty: [UInt64: TreePage] = [:]
+    /// Committed blocks the working tree stopped referencing since the last commit.
+    var freedSinceCommit: [UInt64] = []
+    /// Blocks allocated and not (or no longer) used by any node: taken before a change so
+    /// that the change cannot run out of space half-way. Released at commit.
+    var spares: [UInt64] = []
+    /// One buffer per level for clean nodes read on the way down.
+    let readBuffers: [TreePage]
+    /// Where leaves and internal nodes are rebuilt before being copied back (twice a
+    /// node: a full internal node plus one entry is laid out there before it splits).
+    let scratch = TreePage(byteCount: 2 * TreeNode.size)
+    /// Set when a change failed half-way; every later change and commit throws it.
+    var failure: FSError?
+
+    /// Opens the tree at `root` (nil: an empty tree), checking the root node.
+    public init(pages: any TreePageStore, imageID: UInt64, treeID: UInt32, root: Root?) throws(FSError) {
+        self.pages = pages
+        self.imageID = imageID
+        self.treeID = treeID
+        readBuffers = (0...Int(TreeNode.maximumLevel)).map { _ in TreePage() }
+        if let root {
+            guard root.level <= TreeNode.maximumLevel else {
+                throw .damagedImage("tree \(treeID) root at block \(root.block) claims level \(root.level), above \(TreeNode.maximumLevel)")
+            }
+            rootBlock = root.block
+            rootLevel = root.level
+            committedRoot = root
+            lastGeneration = root.generation
+            _ = try node(root.block, level: root.level, generation: root.generation, checksum: root.checksum)
+        }
+    }
+
+    /// True when the tree holds no items.
+    public var isEmpty: Bool { rootBlock == nil }
+    /// Nodes changed since the last commit (what the next commit writes).
+    public var dirtyNodeCount: Int { dirty.count }
+    /// Blocks allocated for changes and not used yet (released at commit).
+    public var spareBlockCount: Int { spares.count }
+
+    // MARK: - Reading
+
+    /// The node at `block`: the dirty copy, or the committed bytes read into the level's
+    /// buffer and validated against what the parent recorded.
+    @inline(__always)
+    func node(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> TreeNodeView {
+        if !dirty.isEmpty, let page = dirty[block] {
+            return page.view
+        }
+        let buffer = readBuffers[Int(level)]
+        try pages.readPage(block, into: buffer.mutableBuffer)
+        try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
+        return buffer.view
+    }
+
+    func expectation(block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) -> TreeNodeExpectation {
+        TreeNodeExpectation(imageID: imageID, treeID: treeID, block: block, level: level, generation: generation,
+                            checksum: checksum)
+    }
+
+    /// The generation and checksum recorded for the root (meaningful when it is clean).
+    var rootGeneration: UInt64 { committedRoot?.generation ?? 0 }
+    var rootChecksum: UInt32 { committedRoot?.checksum ?? 0 }
+
+    /// Calls `body` with the value stored under `key` (nil when there is none), read in
+    /// place: the bytes are valid only during the call.
+    public func withValue<R>(_ key: TreeKey, _ body: (UnsafeRawBufferPointer?) throws(FSError) -> R) throws(FSError) -> R {
+        guard var block = rootBlock else { return try body(nil) }
+        var level = rootLevel, generation = rootGeneration, checksum = rootChecksum
+        while true {
+            let view = try node(block, level: level, generation: generation, checksum: checksum)
+            if view.isLeaf {
+                let (index, found) = view.search(key)
+                return try body(found ? view.value(index) : nil)
+            }
+            let child = view.childIndex(for: key)
+            block = view.childBlock(child)
+            generation = view.childGeneration(child)
+            checksum = view.childChecksum(child)
+            level -= 1
+        }
+    }
+
+    /// The value stored under `key`, or nil.
+    public func lookup(_ key: TreeKey) throws(FSError) -> [UInt8]? {
+        try withValue(key) { $0.map { Array($0) } }
+    }
+
+    public func contains(_ key: TreeKey) throws(FSError) -> Bool {
+        try withValue(key) { $0 != nil }
+    }
+
+    /// Visits the items with keys in `lower...upper` in key order; `body` returns false to
+    /// stop. Value bytes are valid only during each call. The tree must not change during
+    /// the scan.
+    public func scan(from lower: TreeKey, through upper: TreeKey,
+                     _ body: (TreeKey, UnsafeRawBufferPointer) throws(FSError) -> Bool) throws(FSError) {
+        guard let rootBlock, lower <= upper else { return }
+        // The path from the root: each internal node and the child taken in it. Views
+        // stay valid: each level has its own read buffer, and dirty pages do not move.
+        var path: [(view: TreeNodeView, child: Int)] = []
+        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+        while !view.isLeaf {
+            let child = view.childIndex(for: lower)
+            path.append((view, child))
+            view = try self.child(child, of: view)
+        }
+        var index = view.search(lower).index
+        while true {
+            while index < view.count {
+                let key = view.key(index)
+                guard key <= upper else { return }
+                guard try body(key, view.value(index)) else { return }
+                index += 1
+            }
+            // The leaf is done: climb to the first ancestor with a child to the right,
+            // then down its leftmost path.
+            while let last = path.last, last.child + 1 >= last.view.count { path.removeLast() }
+            guard case (let parent, var child)? = path.popLast() else { return }
+            child += 1
+            guard parent.key(child) <= upper else { return }
+            path.append((parent, child))
+            view = try self.child(child, of: parent)
+            while !view.isLeaf {
+                path.append((view, 0))
+                view = try self.child(0, of: view)
+            }
+            index = 0
+        }
+    }
+
+    /// Child `i` of the internal node `parent`, checked against what `parent` records.
+    @inline(__always)
+    func child(_ i: Int, of parent: TreeNodeView) throws(FSError) -> TreeNodeView {
+        try node(parent.childBlock(i), level: parent.level - 1, generation: parent.childGeneration(i),
+                 checksum: parent.childChecksum(i))
+    }
+
+    // MARK: - Commit
+
+    /// Writes every dirty node, stamped with `generation` (which must be above the last
+    /// committed root's), and makes the working tree the committed one. Nothing is made
+    /// durable here: the caller syncs the store, then records the returned root (in a
+    /// superblock), then releases `freedBlocks`. If a write fails, the tree stays as it
+    /// was and the commit can be tried again.
+    public func commit(generation: UInt64) throws(FSError) -> Commit {
+        if let failure { throw failure }
+        if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
+            throw .invalidArgument("commit generation \(generation) is not above the last one, \(last)")
+        }
+        // Children before parents: a parent records its dirty children's checksums.
+        for (block, page) in dirty.sorted(by: { $0.value.view.level < $1.value.view.level }) {
+            TreeNode.setGeneration(page.bytes, generation)
+            let view = page.view
+            if !view.isLeaf {
+                for i in 0..<view.count {
+                    guard let child = dirty[view.childBlock(i)] else { continue }
+                    InternalEntries.setChildGeneration(page.bytes, at: i, generation)
+                    InternalEntries.setChildChecksum(page.bytes, at: i, child.view.checksum)
+                }
+            }
+            TreeNode.seal(page.bytes)
+            try pages.writePage(block, from: page.buffer)
+        }
+        let written = dirty.count
+        let root = rootBlock.map { block in
+            dirty[block].map { Root(block: block, generation: generation, level: rootLevel, checksum: $0.view.checksum) }
+                ?? Root(block: block, generation: rootGeneration, level: rootLevel, checksum: rootChecksum)
+        }
+        dirty.removeAll()
+        pages.releasePages(spares)
+        spares.removeAll()
+        let freed = freedSinceCommit
+        freedSinceCommit.removeAll()
+        committedRoot = root
+        if written > 0 || !freed.isEmpty { lastGeneration = generation }
+        return Commit(root: root, freedBlocks: freed, writtenBlocks: written)
+    }
+
+    // MARK: - Changing: helpers shared by insert and remove
+
+    /// Allocates spare blocks until there are `count` (the most a change can need).
+    func reserveSpares(_ count: Int) throws(FSError) {
+        while spares.count < count { spares.append(try pages.allocatePage()) }
+    }
+
+    func takeSpare() -> UInt64 {
+        guard let block = spares.popLast() else { preconditionFailure("a tree change needed more blocks than it reserved") }
+        return block
+    }
+
+    /// Blocks a change may need: copies of the path from the root, a sibling per level,
+    /// and a split per level plus a new root.
+    var sparesForOneChange: Int { 2 * Int(rootLevel) + 3 }
+
+    /// The node at `block`, made changeable: a dirty node as it is; a committed one
+    /// copied to a spare block (the old block is freed at the next commit). Returns the
+    /// block the node now has; the caller points the parent at it.
+    func writable(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> (block: UInt64, page: TreePage) {
+        if let page = dirty[block] { return (block, page) }
+        let page = TreePage()
+        try pages.readPage(block, into: page.mutableBuffer)
+        try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
+        let copy = takeSpare()
+        TreeNode.setBlock(page.bytes, copy)
+        dirty[copy] = page
+        freedSinceCommit.append(block)
+        return (copy, page)
+    }
+
+    /// A new, empty dirty node on a spare block.
+    func newNode(level: UInt8) -> (block: UInt64, page: TreePage) {
+        let block = takeSpare()
+        let page = TreePage()
+        TreeNode.writeHeader(page.bytes, imageID: imageID, treeID: treeID, level: level, count: 0, generation: 0, block: block)
+        dirty[block] = page
+        return (block, page)
+    }
+
+    /// Drops a dirty node that no longer belongs to the tree; its block becomes a spare.
+    func discard(_ block: UInt64) {
+        precondition(dirty.removeValue(forKey: block) != nil, "discarding block \(block), which is not dirty")
+        spares.append(block)
+    }
+}
