@@ -26,8 +26,8 @@ final class CommitSlotTests: XCTestCase {
             XCTAssertEqual(Superblock.decode(bytes), .newerVersion(CommitSlot.version))
         }
         let empty = CommitSlot(imageID: 1, generation: 1, cleanlyUnmounted: true, capacityIsSet: false, capacityBytes: 1 << 30,
-                               unmountError: 0, nameHashKey: SipHash24(key0: 1, key1: 2), filesystemTree: .empty,
-                               blockTree: .empty, journal: LogSegment(start: 0, length: 0), journalSequence: 0,
+                               unmountError: 0, nameHashKey: SipHash24(key0: 1, key1: 2), filesystemTree: nil,
+                               blockTree: nil, journal: LogSegment(start: 0, length: 0), journalSequence: 0,
                                nextInode: 2, inodeCount: 1, usedBlocks: 2)
         XCTAssertEqual(CommitSlot.decode(empty.encoded()), .commit(empty))
     }
@@ -51,14 +51,19 @@ final class CommitSlotTests: XCTestCase {
     func testFieldsThatCannotBeAreRefused() {
         var random = SplitMix64(seed: 3)
         var impossible = slot(generation: 5, random: &random)
-        impossible.filesystemTree.generation = 6
+        impossible.filesystemTree?.generation = 6
         guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
             return XCTFail("a root newer than its commit was accepted")
         }
         impossible = slot(generation: 5, random: &random)
-        impossible.blockTree = .init(block: 0, generation: 3, level: 0, checksum: 0)
+        impossible.blockTree = .init(block: 2000, generation: 3, level: TreeNode.maximumLevel + 1, checksum: 0)
         guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
-            return XCTFail("an empty root with a generation was accepted")
+            return XCTFail("a root above the highest level was accepted")
+        }
+        impossible = slot(generation: 5, random: &random)
+        impossible.filesystemTree?.block = 1   // a superblock's block
+        guard case .damaged = CommitSlot.decode(impossible.encoded()) else {
+            return XCTFail("a root in the commit slots was accepted")
         }
         impossible = slot(generation: 5, random: &random)
         impossible.nextInode = ReservedObject.orphans

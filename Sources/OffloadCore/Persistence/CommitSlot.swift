@@ -38,29 +38,14 @@
 ///     224  used blocks        u64  blocks referenced by files and trees (statfs)
 ///     232  reserved           24 bytes, zero
 ///
-/// A root pointer: block u64 (0: an empty tree), generation u64 (the commit that wrote the
-/// root node), level u8, 3 zero bytes, the root node's CRC-32C u32.
+/// A root pointer (`CopyOnWriteTree.Root`): block u64 (0 and every other field 0: an empty
+/// tree), generation u64 (the commit that wrote the root node), level u8 (at most
+/// `TreeNode.maximumLevel`), 3 zero bytes, the root node's checksum field u32.
 public struct CommitSlot: Equatable, Sendable {
     /// Format 2 while it is being built: images of unfinished steps never claim version 2.
     public static let version: UInt32 = 0x8000_0002
     static let headerSize = 128
     static let encodedSize = 256
-
-    public struct RootPointer: Equatable, Sendable {
-        public var block: UInt64
-        public var generation: UInt64
-        public var level: UInt8
-        public var checksum: UInt32
-
-        public static let empty = RootPointer(block: 0, generation: 0, level: 0, checksum: 0)
-
-        public init(block: UInt64, generation: UInt64, level: UInt8, checksum: UInt32) {
-            self.block = block
-            self.generation = generation
-            self.level = level
-            self.checksum = checksum
-        }
-    }
 
     public var imageID: UInt64
     public var generation: UInt64
@@ -69,8 +54,9 @@ public struct CommitSlot: Equatable, Sendable {
     public var capacityBytes: UInt64
     public var unmountError: UInt32
     public var nameHashKey: SipHash24
-    public var filesystemTree: RootPointer
-    public var blockTree: RootPointer
+    /// The trees' roots (`CopyOnWriteTree.Root`); nil for an empty tree.
+    public var filesystemTree: CopyOnWriteTree.Root?
+    public var blockTree: CopyOnWriteTree.Root?
     public var journal: LogSegment
     public var journalSequence: UInt64
     public var nextInode: UInt64
@@ -79,7 +65,7 @@ public struct CommitSlot: Equatable, Sendable {
 
     public init(imageID: UInt64, generation: UInt64, cleanlyUnmounted: Bool, capacityIsSet: Bool,
                 capacityBytes: UInt64, unmountError: UInt32, nameHashKey: SipHash24,
-                filesystemTree: RootPointer, blockTree: RootPointer, journal: LogSegment,
+                filesystemTree: CopyOnWriteTree.Root?, blockTree: CopyOnWriteTree.Root?, journal: LogSegment,
                 journalSequence: UInt64, nextInode: UInt64, inodeCount: UInt64, usedBlocks: UInt64) {
         self.imageID = imageID
         self.generation = generation
@@ -113,7 +99,11 @@ public struct CommitSlot: Equatable, Sendable {
         w.patch(u32: Checksum.crc32c(w.bytes), at: 24)
         w.u32(0); w.u32(0)
         for root in [filesystemTree, blockTree] {
-            w.u64(root.block); w.u64(root.generation); w.u8(root.level); w.u8(0); w.u16(0); w.u32(root.checksum)
+            if let root {
+                w.u64(root.block); w.u64(root.generation); w.u8(root.level); w.u8(0); w.u16(0); w.u32(root.checksum)
+            } else {
+                for _ in 0..<3 { w.u64(0) }
+            }
         }
         w.u64(journal.start); w.u64(journal.length); w.u64(journalSequence)
         w.u64(nextInode); w.u64(inodeCount); w.u64(usedBlocks)
@@ -168,15 +158,23 @@ public struct CommitSlot: Equatable, Sendable {
         _ = try r.u32()
         let key0 = try r.u64(), key1 = try r.u64()
         _ = try r.raw(headerSize + 8 - r.offset)
-        var roots: [RootPointer] = []
+        var roots: [CopyOnWriteTree.Root?] = []
         for _ in 0..<2 {
             let block = try r.u64(), rootGeneration = try r.u64(), level = try r.u8()
-            _ = try r.raw(3)
+            let zero = try r.raw(3)
             let checksum = try r.u32()
-            guard rootGeneration <= generation, (block == 0) == (rootGeneration == 0), level < 16 else {
+            if block == 0 {
+                guard rootGeneration == 0, level == 0, zero == [0, 0, 0], checksum == 0 else {
+                    throw ByteReader.Malformed(description: "an empty tree's root pointer with fields set")
+                }
+                roots.append(nil)
+                continue
+            }
+            guard block >= Superblock.blocks, rootGeneration >= 1, rootGeneration <= generation,
+                  level <= TreeNode.maximumLevel, zero == [0, 0, 0] else {
                 throw ByteReader.Malformed(description: "a root at block \(block), generation \(rootGeneration), level \(level) in commit \(generation)")
             }
-            roots.append(RootPointer(block: block, generation: rootGeneration, level: level, checksum: checksum))
+            roots.append(CopyOnWriteTree.Root(block: block, generation: rootGeneration, level: level, checksum: checksum))
         }
         let journalStart = try r.u64(), journalLength = try r.u64(), journalSequence = try r.u64()
         let nextInode = try r.u64(), inodes = try r.u64(), used = try r.u64()
