@@ -1,0 +1,209 @@
+/// The image's block reference counts kept in a copy-on-write tree: format 2's block tree
+/// (docs/ARCHITECTURE.md, "Metadata at scale", step 3), the persisted form of what
+/// `BlockReferenceCounts` keeps in RAM today.
+///
+/// Items are runs of blocks with equal counts and equal use, coalesced like
+/// `BlockReferenceCounts`'s. A run is keyed by its LAST block, (last, `runKind`, 0), so the
+/// run holding block b is the first item at or after (b, `runKind`, 0), found with one
+/// ascending scan (the engine has no predecessor search); a block no run holds is free.
+/// Runs say what their blocks hold (`BlockRun.Use`): file data, or tree nodes with the
+/// owning tree and level, so that repair can tell a live node from a stale copy and
+/// snapshots can count node references.
+///
+/// Every change rewrites only the runs it touches and their two neighbours (to coalesce),
+/// so its cost follows the change, not the image. Not thread-safe: the commit that applies
+/// a generation's reference changes is its one user.
+public final class BlockReferenceTree {
+    /// The key kind of a run item.
+    public static let runKind: UInt8 = 1
+    public let tree: CopyOnWriteTree
+
+    public init(tree: CopyOnWriteTree) { self.tree = tree }
+
+    /// The runs overlapping `blocks`, in order.
+    public func runs(overlapping blocks: Range<UInt64>) throws(FSError) -> [BlockRun] {
+        guard !blocks.isEmpty else { return [] }
+        var found: [BlockRun] = []
+        var failure: FSError?
+        try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: .maximum) { key, value in
+            do {
+                let run = try BlockRun.decode(last: key.object, value)
+                guard run.blocks.lowerBound < blocks.upperBound else { return false }
+                found.append(run)
+                return true
+            } catch {
+                failure = .damagedImage("block tree item \(key): \(error)")
+                return false
+            }
+        }
+        if let failure { throw failure }
+        return found
+    }
+
+    /// Every run, in order (checks and tests).
+    public func allRuns() throws(FSError) -> [BlockRun] { try runs(overlapping: 0..<UInt64.max) }
+
+    /// The reference count of `block` (0: free).
+    public func count(of block: UInt64) throws(FSError) -> UInt32 {
+        guard block < UInt64.max else { return 0 }
+        return try runs(overlapping: block..<block + 1).first?.count ?? 0
+    }
+
+    /// Records freshly allocated blocks with one reference each; they must be free.
+    public func insertAllocated(_ blocks: Range<UInt64>, use: BlockRun.Use) throws(FSError) {
+        guard !blocks.isEmpty else { return }
+        guard try runs(overlapping: blocks).isEmpty else {
+            throw .invalidArgument("blocks \(blocks) are allocated already")
+        }
+        try rewrite(blocks, with: [BlockRun(blocks: blocks, count: 1, use: use)])
+    }
+
+    /// Adds one reference to every block in `blocks`, which must all be allocated.
+    public func retain(_ blocks: Range<UInt64>) throws(FSError) {
+        _ = try adjust(blocks, by: 1)
+    }
+
+    /// Drops one reference from every block in `blocks`, which must all be allocated;
+    /// returns the ranges that became free, in ascending order.
+    public func release(_ blocks: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
+        try adjust(blocks, by: -1)
+    }
+
+    private func adjust(_ blocks: Range<UInt64>, by change: Int64) throws(FSError) -> [Range<UInt64>] {
+        guard !blocks.isEmpty else { return [] }
+        let covering = try runs(overlapping: blocks)
+        var cursor = blocks.lowerBound
+        for run in covering {
+            guard run.blocks.lowerBound <= cursor else { break }
+            cursor = run.blocks.upperBound
+        }
+        guard cursor >= blocks.upperBound else {
+            throw .invalidArgument("blocks \(blocks) are not all allocated (a gap at \(cursor))")
+        }
+        var replacement: [BlockRun] = []
+        var freed: [Range<UInt64>] = []
+        for run in covering {
+            let inside = max(run.blocks.lowerBound, blocks.lowerBound)..<min(run.blocks.upperBound, blocks.upperBound)
+            if run.blocks.lowerBound < inside.lowerBound {
+                replacement.append(BlockRun(blocks: run.blocks.lowerBound..<inside.lowerBound, count: run.count, use: run.use))
+            }
+            let count = Int64(run.count) + change
+            guard count >= 0, count <= Int64(UInt32.max) else {
+                throw .invalidArgument("a reference count of \(count) for blocks \(inside)")
+            }
+            if count == 0 {
+                if let last = freed.last, last.upperBound == inside.lowerBound {
+                    freed[freed.count - 1] = last.lowerBound..<inside.upperBound
+                } else {
+                    freed.append(inside)
+                }
+            } else {
+                replacement.append(BlockRun(blocks: inside, count: UInt32(count), use: run.use))
+            }
+            if inside.upperBound < run.blocks.upperBound {
+                replacement.append(BlockRun(blocks: inside.upperBound..<run.blocks.upperBound, count: run.count, use: run.use))
+            }
+        }
+        let span = covering.first!.blocks.lowerBound..<covering.last!.blocks.upperBound
+        try rewrite(span, with: replacement)
+        return freed
+    }
+
+    /// Replaces the runs inside `span` (which must start and end at run boundaries or in
+    /// free space) by `replacement` (sorted, inside `span`), coalescing with each other and
+    /// with the runs just outside `span`.
+    private func rewrite(_ span: Range<UInt64>, with replacement: [BlockRun]) throws(FSError) {
+        let lowerNeighbour = span.lowerBound > 0 ? try runs(overlapping: span.lowerBound - 1..<span.lowerBound).first : nil
+        let upperNeighbour = span.upperBound < UInt64.max ? try runs(overlapping: span.upperBound..<span.upperBound + 1).first : nil
+        var old = try runs(overlapping: span)
+        var merged: [BlockRun] = []
+        if let lowerNeighbour, lowerNeighbour.blocks.upperBound == span.lowerBound {
+            merged.append(lowerNeighbour)
+            old.insert(lowerNeighbour, at: 0)
+        }
+        for run in replacement {
+            if let last = merged.last, last.continues(into: run) {
+                merged[merged.count - 1].blocks = last.blocks.lowerBound..<run.blocks.upperBound
+            } else {
+                merged.append(run)
+            }
+        }
+        if let upperNeighbour, upperNeighbour.blocks.lowerBound == span.upperBound {
+            old.append(upperNeighbour)
+            if let last = merged.last, last.continues(into: upperNeighbour) {
+                merged[merged.count - 1].blocks = last.blocks.lowerBound..<upperNeighbour.blocks.upperBound
+            } else {
+                merged.append(upperNeighbour)
+            }
+        }
+        let kept = Set(merged)
+        for run in old where !kept.contains(run) {
+            let removed = try tree.remove(run.key)
+            assert(removed, "run \(run) was read but is not in the tree")
+        }
+        let before = Set(old)
+        for run in merged where !before.contains(run) {
+            try tree.upsert(run.key, run.encoded())
+        }
+    }
+}
+
+/// One item of the block tree: `blocks` each with `count` references, used as `use`.
+public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
+    public enum Use: Hashable, Sendable {
+        case data
+        /// Nodes of the tree `tree` at `level`.
+        case node(tree: UInt32, level: UInt8)
+    }
+
+    public var blocks: Range<UInt64>
+    public var count: UInt32
+    public var use: Use
+
+    public init(blocks: Range<UInt64>, count: UInt32, use: Use) {
+        self.blocks = blocks
+        self.count = count
+        self.use = use
+    }
+
+    public var description: String { "\(blocks) x\(count) \(use)" }
+
+    var key: TreeKey { TreeKey(object: blocks.upperBound - 1, kind: BlockReferenceTree.runKind, offset: 0) }
+
+    /// True when `next` starts where this run ends with the same count and use.
+    func continues(into next: BlockRun) -> Bool {
+        blocks.upperBound == next.blocks.lowerBound && count == next.count && use == next.use
+    }
+
+    /// Value: length u64 (blocks), count u32, use u8 (1 data, 2 node), tree u32, level u8.
+    static let encodedSize = 18
+
+    func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedSize)
+        w.u64(UInt64(blocks.count)); w.u32(count)
+        switch use {
+        case .data: w.u8(1); w.u32(0); w.u8(0)
+        case .node(let tree, let level): w.u8(2); w.u32(tree); w.u8(level)
+        }
+        return w.bytes
+    }
+
+    static func decode(last: UInt64, _ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BlockRun {
+        guard bytes.count == encodedSize else {
+            throw ByteReader.Malformed(description: "a block run of \(bytes.count) bytes")
+        }
+        var r = ByteReader(bytes)
+        let length = try r.u64(), count = try r.u32(), use = try r.u8(), tree = try r.u32(), level = try r.u8()
+        guard length >= 1, length - 1 <= last, last < UInt64.max, count >= 1 else {
+            throw ByteReader.Malformed(description: "a run of \(length) blocks ending at \(last) with \(count) references")
+        }
+        let blocks = (last - (length - 1))..<(last + 1)
+        switch (use, tree, level) {
+        case (1, 0, 0): return BlockRun(blocks: blocks, count: count, use: .data)
+        case (2, _, let level) where level <= TreeNode.maximumLevel:
+            return BlockRun(blocks: blocks, count: count, use: .node(tree: tree, level: level))
+        default:
+            throw ByteReader.Malformed(description: "a run used as \(use) by tree \(tree) at level \(level)")
+        }
+    }
+}

@@ -1,0 +1,148 @@
+import XCTest
+import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// The block tree (`BlockReferenceTree`) against a plain array of per-block counts:
+/// random allocations (data and tree nodes), retains and releases over ranges that cross
+/// runs, refused requests (allocating what is allocated, releasing over a gap), commits
+/// and reopening at the committed root. After every operation the tree's runs must be
+/// exactly the model's, coalesced; every release must free exactly what the model frees.
+/// Replay one seed with `OFFLOADFS_BLOCKTREE_SEED=N`.
+final class BlockReferenceTreeTests: XCTestCase {
+    static let universe = 1500
+
+    func testRandomReferenceChangesMatchAPlainCountArray() throws {
+        let run = ModelRun(prefix: "OFFLOADFS_BLOCKTREE", defaultSeeds: 8, defaultOperations: 2_000)
+        var runsSeen = 0, commits = 0, refusals = 0, freedRanges = 0, deepestLevel: UInt8 = 0
+        for seed in run.seeds {
+            var random = SplitMix64(seed: seed)
+            let pages = MemoryTreePages(firstBlock: 1_000_000)
+            var tree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil))
+            var counts = [UInt32](repeating: 0, count: Self.universe)
+            var uses = [BlockRun.Use](repeating: .data, count: Self.universe)
+            var generation: UInt64 = 0
+            var history: [String] = []
+            func fail(_ message: String) throws -> Never {
+                XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
+                        + "\nreplay with OFFLOADFS_BLOCKTREE_SEED=\(seed)")
+                throw ModelFailure()
+            }
+            for _ in 0..<run.operations {
+                var start = Int.random(in: 0..<Self.universe, using: &random)
+                let length = Int.random(in: 1...24, using: &random)
+                var range = start..<min(Self.universe, start + length)
+                // Mostly, retains and releases take blocks in use (across runs of different
+                // counts); sometimes any blocks, to be refused.
+                let used = counts.indices.filter { counts[$0] > 0 }
+                if !used.isEmpty, Int.random(in: 0..<5, using: &random) > 0 {
+                    start = used.randomElement(using: &random)!
+                    var end = start
+                    while end < Self.universe, counts[end] > 0, end - start < length { end += 1 }
+                    range = start..<end
+                }
+                let blocks = UInt64(range.lowerBound)..<UInt64(range.upperBound)
+                let allFree = counts[range].allSatisfy { $0 == 0 }, allUsed = counts[range].allSatisfy { $0 > 0 }
+                switch Int.random(in: 0..<10, using: &random) {
+                case 0..<3:
+                    let use: BlockRun.Use = Bool.random(using: &random)
+                        ? .data : .node(tree: UInt32.random(in: 1...2, using: &random), level: UInt8.random(in: 0...1, using: &random))
+                    history.append("allocate \(blocks) as \(use) (free: \(allFree))")
+                    do {
+                        try tree.insertAllocated(blocks, use: use)
+                        guard allFree else { try fail("allocating \(blocks), which is in use, was accepted") }
+                        for i in range { counts[i] = 1; uses[i] = use }
+                    } catch let error as FSError {
+                        guard !allFree else { try fail("allocating free blocks \(blocks) failed: \(error)") }
+                        refusals += 1
+                    }
+                case 3..<6:
+                    history.append("retain \(blocks) (all used: \(allUsed))")
+                    do {
+                        try tree.retain(blocks)
+                        guard allUsed else { try fail("retaining \(blocks), not all in use, was accepted") }
+                        for i in range { counts[i] += 1 }
+                    } catch let error as FSError {
+                        guard !allUsed else { try fail("retaining \(blocks) failed: \(error)") }
+                        refusals += 1
+                    }
+                default:
+                    history.append("release \(blocks) (all used: \(allUsed))")
+                    do {
+                        let freed = try tree.release(blocks)
+                        guard allUsed else { try fail("releasing \(blocks), not all in use, was accepted") }
+                        for i in range { counts[i] -= 1 }
+                        let expected = Self.runsOfZero(counts, in: range)
+                        guard freed == expected else { try fail("release of \(blocks) freed \(freed), the model \(expected)") }
+                        freedRanges += freed.count
+                    } catch let error as FSError {
+                        guard !allUsed else { try fail("releasing \(blocks) failed: \(error)") }
+                        refusals += 1
+                    }
+                }
+                let expected = Self.modelRuns(counts, uses)
+                let actual = try tree.allRuns()
+                guard actual == expected else { try fail("runs \(actual)\nmodel \(expected)") }
+                runsSeen = max(runsSeen, actual.count)
+                if Int.random(in: 0..<40, using: &random) == 0 {
+                    generation += 1
+                    let commit = try tree.tree.commit(generation: generation)
+                    pages.releasePages(commit.freedBlocks)
+                    tree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: commit.root))
+                    guard try tree.allRuns() == expected else { try fail("the reopened tree differs at generation \(generation)") }
+                    _ = try tree.tree.check()
+                    deepestLevel = max(deepestLevel, commit.root?.level ?? 0)
+                    commits += 1
+                }
+            }
+        }
+        print("block tree model test: \(run.seeds.count) seeds x \(run.operations) operations; at most \(runsSeen) runs, \(commits) commits (deepest root level \(deepestLevel)), \(refusals) refusals, \(freedRanges) freed ranges")
+        if !run.customized {
+            XCTAssertGreaterThan(runsSeen, 150)
+            XCTAssertGreaterThanOrEqual(deepestLevel, 1, "runs must fill several leaves")
+            XCTAssertGreaterThan(refusals, 100)
+            XCTAssertGreaterThan(freedRanges, 1000)
+        }
+    }
+
+    /// A run's value is checked when read: impossible lengths, counts and uses are damage.
+    func testDamagedRunsAreReportedAsDamage() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let cow = try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil)
+        // A run claiming 11 blocks ending at block 5.
+        var w = ByteWriter()
+        w.u64(11); w.u32(1); w.u8(1); w.u32(0); w.u8(0)
+        try cow.upsert(TreeKey(object: 5, kind: BlockReferenceTree.runKind, offset: 0), w.bytes)
+        XCTAssertThrowsError(try BlockReferenceTree(tree: cow).allRuns()) { error in
+            guard case FSError.damagedImage = error else { return XCTFail("\(error)") }
+        }
+    }
+
+    struct ModelFailure: Error {}
+
+    static func modelRuns(_ counts: [UInt32], _ uses: [BlockRun.Use]) -> [BlockRun] {
+        var runs: [BlockRun] = []
+        for (i, count) in counts.enumerated() where count > 0 {
+            let block = UInt64(i)
+            if var last = runs.last, last.blocks.upperBound == block, last.count == count, last.use == uses[i] {
+                last.blocks = last.blocks.lowerBound..<block + 1
+                runs[runs.count - 1] = last
+            } else {
+                runs.append(BlockRun(blocks: block..<block + 1, count: count, use: uses[i]))
+            }
+        }
+        return runs
+    }
+
+    static func runsOfZero(_ counts: [UInt32], in range: Range<Int>) -> [Range<UInt64>] {
+        var ranges: [Range<UInt64>] = []
+        for i in range where counts[i] == 0 {
+            if let last = ranges.last, last.upperBound == UInt64(i) {
+                ranges[ranges.count - 1] = last.lowerBound..<UInt64(i + 1)
+            } else {
+                ranges.append(UInt64(i)..<UInt64(i + 1))
+            }
+        }
+        return ranges
+    }
+}
