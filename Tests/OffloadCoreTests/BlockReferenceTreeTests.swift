@@ -7,14 +7,16 @@ import SplitMix
 /// random allocations (data and tree nodes), retains and releases over ranges that cross
 /// runs, refused requests (allocating what is allocated, releasing over a gap), commits
 /// and reopening at the committed root. After every operation the tree's runs must be
-/// exactly the model's, coalesced; every release must free exactly what the model frees.
+/// exactly the model's, coalesced; every release must free exactly what the model frees,
+/// recorded as pending frees of the open generation, which must read back at every commit
+/// (runs and pending frees share the tree) until retired.
 /// Replay one seed with `OFFLOADFS_BLOCKTREE_SEED=N`.
 final class BlockReferenceTreeTests: XCTestCase {
     static let universe = 1500
 
     func testRandomReferenceChangesMatchAPlainCountArray() throws {
         let run = ModelRun(prefix: "OFFLOADFS_BLOCKTREE", defaultSeeds: 8, defaultOperations: 2_000)
-        var runsSeen = 0, commits = 0, refusals = 0, freedRanges = 0, deepestLevel: UInt8 = 0
+        var runsSeen = 0, commits = 0, refusals = 0, freedRanges = 0, pendingRetired = 0, deepestLevel: UInt8 = 0
         for seed in run.seeds {
             var random = SplitMix64(seed: seed)
             let pages = MemoryTreePages(firstBlock: 1_000_000)
@@ -22,6 +24,10 @@ final class BlockReferenceTreeTests: XCTestCase {
             var counts = [UInt32](repeating: 0, count: Self.universe)
             var uses = [BlockRun.Use](repeating: .data, count: Self.universe)
             var generation: UInt64 = 0
+            // Pending frees as the model keeps them: (generation, range), in key order.
+            var pending: [(generation: UInt64, blocks: Range<UInt64>)] = []
+            // Blocks freed and not yet retired: not free for allocation (the quarantine).
+            var waiting = Set<Int>()
             var history: [String] = []
             func fail(_ message: String) throws -> Never {
                 XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
@@ -42,9 +48,12 @@ final class BlockReferenceTreeTests: XCTestCase {
                     range = start..<end
                 }
                 let blocks = UInt64(range.lowerBound)..<UInt64(range.upperBound)
-                let allFree = counts[range].allSatisfy { $0 == 0 }, allUsed = counts[range].allSatisfy { $0 > 0 }
+                let allFree = counts[range].allSatisfy { $0 == 0 }
+                // The allocator never hands out blocks pending free; neither does the model.
+                let touchesWaiting = range.contains { waiting.contains($0) }
+                let allUsed = counts[range].allSatisfy { $0 > 0 }
                 switch Int.random(in: 0..<10, using: &random) {
-                case 0..<3:
+                case 0..<3 where !touchesWaiting:
                     let use: BlockRun.Use = Bool.random(using: &random)
                         ? .data : .node(tree: UInt32.random(in: 1...2, using: &random), level: UInt8.random(in: 0...1, using: &random))
                     history.append("allocate \(blocks) as \(use) (free: \(allFree))")
@@ -56,7 +65,7 @@ final class BlockReferenceTreeTests: XCTestCase {
                         guard !allFree else { try fail("allocating free blocks \(blocks) failed: \(error)") }
                         refusals += 1
                     }
-                case 3..<6:
+                case 0..<6:
                     history.append("retain \(blocks) (all used: \(allUsed))")
                     do {
                         try tree.retain(blocks)
@@ -75,6 +84,9 @@ final class BlockReferenceTreeTests: XCTestCase {
                         let expected = Self.runsOfZero(counts, in: range)
                         guard freed == expected else { try fail("release of \(blocks) freed \(freed), the model \(expected)") }
                         freedRanges += freed.count
+                        try tree.addPendingFrees(generation: generation + 1, freed)
+                        pending += freed.map { (generation + 1, $0) }
+                        for range in freed { waiting.formUnion(Int(range.lowerBound)..<Int(range.upperBound)) }
                     } catch let error as FSError {
                         guard !allUsed else { try fail("releasing \(blocks) failed: \(error)") }
                         refusals += 1
@@ -92,16 +104,31 @@ final class BlockReferenceTreeTests: XCTestCase {
                     guard try tree.allRuns() == expected else { try fail("the reopened tree differs at generation \(generation)") }
                     _ = try tree.tree.check()
                     deepestLevel = max(deepestLevel, commit.root?.level ?? 0)
+                    pending.sort { ($0.generation, $0.blocks.lowerBound) < ($1.generation, $1.blocks.lowerBound) }
+                    let stored = try tree.pendingFrees(through: .max)
+                    guard stored.map(\.generation) == pending.map(\.generation), stored.map(\.blocks) == pending.map(\.blocks) else {
+                        try fail("pending frees \(stored), the model \(pending)")
+                    }
+                    // The frees of an older generation became final (a later commit is durable).
+                    if let oldest = pending.first?.generation, oldest < generation, Bool.random(using: &random) {
+                        try tree.removePendingFrees(generation: oldest)
+                        for retired in pending where retired.generation == oldest {
+                            waiting.subtract(Int(retired.blocks.lowerBound)..<Int(retired.blocks.upperBound))
+                        }
+                        pending.removeAll { $0.generation == oldest }
+                        pendingRetired += 1
+                    }
                     commits += 1
                 }
             }
         }
-        print("block tree model test: \(run.seeds.count) seeds x \(run.operations) operations; at most \(runsSeen) runs, \(commits) commits (deepest root level \(deepestLevel)), \(refusals) refusals, \(freedRanges) freed ranges")
+        print("block tree model test: \(run.seeds.count) seeds x \(run.operations) operations; at most \(runsSeen) runs, \(commits) commits (deepest root level \(deepestLevel)), \(refusals) refusals, \(freedRanges) freed ranges, \(pendingRetired) generations of pending frees retired")
         if !run.customized {
             XCTAssertGreaterThan(runsSeen, 150)
             XCTAssertGreaterThanOrEqual(deepestLevel, 1, "runs must fill several leaves")
             XCTAssertGreaterThan(refusals, 100)
             XCTAssertGreaterThan(freedRanges, 1000)
+            XCTAssertGreaterThan(pendingRetired, 50)
         }
     }
 
@@ -116,6 +143,23 @@ final class BlockReferenceTreeTests: XCTestCase {
         XCTAssertThrowsError(try BlockReferenceTree(tree: cow).allRuns()) { error in
             guard case FSError.damagedImage = error else { return XCTFail("\(error)") }
         }
+    }
+
+    /// A block freed twice in one generation means something allocated it while it was
+    /// pending: refused, and the first record kept.
+    func testABlockCannotBePendingTwiceInOneGeneration() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let tree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil))
+        try tree.addPendingFrees(generation: 4, [10..<20])
+        XCTAssertThrowsError(try tree.addPendingFrees(generation: 4, [10..<12]))
+        try tree.addPendingFrees(generation: 5, [10..<12])
+        let pending = try tree.pendingFrees(through: .max)
+        XCTAssertEqual(pending.map(\.generation), [4, 5])
+        XCTAssertEqual(pending.map(\.blocks), [10..<20, 10..<12])
+        XCTAssertEqual(try tree.pendingFrees(from: 5, through: 5).map(\.blocks), [10..<12])
+        try tree.removePendingFrees(generation: 4)
+        XCTAssertEqual(try tree.pendingFrees(through: .max).map(\.generation), [5])
+        XCTAssertEqual(try tree.allRuns(), [])
     }
 
     struct ModelFailure: Error {}

@@ -10,12 +10,22 @@
 /// owning tree and level, so that repair can tell a live node from a stale copy and
 /// snapshots can count node references.
 ///
+/// Blocks freed by a generation wait as *pending frees* (key (2^63 + generation, 2, first
+/// block), value: length u64) until the commit that freed them is durable, their punch is
+/// durable and a later commit has deleted the item (docs/ARCHITECTURE.md, "Reuse is
+/// counted in commits"): block numbers stay below 2^63, so all runs sort before them.
+///
 /// Every change rewrites only the runs it touches and their two neighbours (to coalesce),
 /// so its cost follows the change, not the image. Not thread-safe: the commit that applies
 /// a generation's reference changes is its one user.
 public final class BlockReferenceTree {
     /// The key kind of a run item.
     public static let runKind: UInt8 = 1
+    /// The key kind, and the first key object, of pending frees.
+    public static let pendingFreeKind: UInt8 = 2
+    public static let pendingFreeBase: UInt64 = 1 << 63
+    /// The last key a run can have.
+    static let lastRunKey = TreeKey(object: pendingFreeBase - 1, kind: runKind, offset: 0)
     public let tree: CopyOnWriteTree
 
     public init(tree: CopyOnWriteTree) { self.tree = tree }
@@ -25,7 +35,8 @@ public final class BlockReferenceTree {
         guard !blocks.isEmpty else { return [] }
         var found: [BlockRun] = []
         var failure: FSError?
-        try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: .maximum) { key, value in
+        guard blocks.lowerBound < Self.pendingFreeBase else { return [] }
+        try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: Self.lastRunKey) { key, value in
             do {
                 let run = try BlockRun.decode(last: key.object, value)
                 guard run.blocks.lowerBound < blocks.upperBound else { return false }
@@ -41,7 +52,7 @@ public final class BlockReferenceTree {
     }
 
     /// Every run, in order (checks and tests).
-    public func allRuns() throws(FSError) -> [BlockRun] { try runs(overlapping: 0..<UInt64.max) }
+    public func allRuns() throws(FSError) -> [BlockRun] { try runs(overlapping: 0..<Self.pendingFreeBase) }
 
     /// The reference count of `block` (0: free).
     public func count(of block: UInt64) throws(FSError) -> UInt32 {
@@ -52,6 +63,9 @@ public final class BlockReferenceTree {
     /// Records freshly allocated blocks with one reference each; they must be free.
     public func insertAllocated(_ blocks: Range<UInt64>, use: BlockRun.Use) throws(FSError) {
         guard !blocks.isEmpty else { return }
+        guard blocks.upperBound <= Self.pendingFreeBase else {
+            throw .invalidArgument("blocks \(blocks) lie past 2^63")
+        }
         guard try runs(overlapping: blocks).isEmpty else {
             throw .invalidArgument("blocks \(blocks) are allocated already")
         }
@@ -68,6 +82,57 @@ public final class BlockReferenceTree {
     public func release(_ blocks: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
         try adjust(blocks, by: -1)
     }
+
+    // MARK: - Pending frees
+
+    /// Records `ranges`, freed in `generation`, as pending frees. Refuses a range that
+    /// starts where one of that generation does (a block freed twice before a commit).
+    public func addPendingFrees(generation: UInt64, _ ranges: [Range<UInt64>]) throws(FSError) {
+        guard generation < Self.pendingFreeBase else { throw .invalidArgument("generation \(generation) out of range") }
+        for range in ranges where !range.isEmpty {
+            // A block is freed once per generation: it waits, pending, until after the
+            // commit that freed it, so nobody could have allocated and freed it again.
+            let key = TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind, offset: range.lowerBound)
+            guard try !tree.contains(key) else {
+                throw .invalidArgument("block \(range.lowerBound) is pending free in generation \(generation) already")
+            }
+            var w = ByteWriter(capacity: 8)
+            w.u64(UInt64(range.count))
+            try tree.upsert(key, w.bytes)
+        }
+    }
+
+    /// The pending frees of generations `first` through `generation`, oldest first.
+    public func pendingFrees(from first: UInt64 = 0, through generation: UInt64) throws(FSError)
+        -> [(generation: UInt64, blocks: Range<UInt64>)] {
+        guard first <= generation, first < Self.pendingFreeBase else { return [] }
+        var found: [(generation: UInt64, blocks: Range<UInt64>)] = []
+        var failure: FSError?
+        let last = Self.pendingFreeBase + min(generation, Self.pendingFreeBase - 1)
+        try tree.scan(from: TreeKey(object: Self.pendingFreeBase + first, kind: 0, offset: 0),
+                      through: TreeKey(object: last, kind: .max, offset: .max)) { key, value in
+            var r = ByteReader(value)
+            guard key.kind == Self.pendingFreeKind, value.count == 8, let length = try? r.u64(), length >= 1,
+                  key.offset < Self.pendingFreeBase, length <= Self.pendingFreeBase - key.offset else {
+                failure = .damagedImage("block tree item \(key): not a pending free")
+                return false
+            }
+            found.append((key.object - Self.pendingFreeBase, key.offset..<key.offset + length))
+            return true
+        }
+        if let failure { throw failure }
+        return found
+    }
+
+    /// Deletes the pending frees of `generation` (their blocks are free for good).
+    public func removePendingFrees(generation: UInt64) throws(FSError) {
+        for pending in try pendingFrees(from: generation, through: generation) {
+            _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind,
+                                        offset: pending.blocks.lowerBound))
+        }
+    }
+
+    // MARK: - Changing runs
 
     private func adjust(_ blocks: Range<UInt64>, by change: Int64) throws(FSError) -> [Range<UInt64>] {
         guard !blocks.isEmpty else { return [] }
