@@ -55,7 +55,7 @@ final class BlockReferenceTreeTests: XCTestCase {
                 switch Int.random(in: 0..<10, using: &random) {
                 case 0..<3 where !touchesWaiting:
                     let use: BlockRun.Use = Bool.random(using: &random)
-                        ? .data : .node(tree: UInt32.random(in: 1...2, using: &random), level: UInt8.random(in: 0...1, using: &random))
+                        ? .data : .node(tree: UInt32.random(in: 1...2, using: &random))
                     history.append("allocate \(blocks) as \(use) (free: \(allFree))")
                     do {
                         try tree.insertAllocated(blocks, use: use)
@@ -124,7 +124,7 @@ final class BlockReferenceTreeTests: XCTestCase {
         }
         print("block tree model test: \(run.seeds.count) seeds x \(run.operations) operations; at most \(runsSeen) runs, \(commits) commits (deepest root level \(deepestLevel)), \(refusals) refusals, \(freedRanges) freed ranges, \(pendingRetired) generations of pending frees retired")
         if !run.customized {
-            XCTAssertGreaterThan(runsSeen, 150)
+            XCTAssertGreaterThan(runsSeen, 120)
             XCTAssertGreaterThanOrEqual(deepestLevel, 1, "runs must fill several leaves")
             XCTAssertGreaterThan(refusals, 100)
             XCTAssertGreaterThan(freedRanges, 1000)
@@ -138,7 +138,7 @@ final class BlockReferenceTreeTests: XCTestCase {
         let cow = try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil)
         // A run claiming 11 blocks ending at block 5.
         var w = ByteWriter()
-        w.u64(11); w.u32(1); w.u8(1); w.u32(0); w.u8(0)
+        w.u64(11); w.u32(1); w.u8(1); w.u32(0)
         try cow.upsert(TreeKey(object: 5, kind: BlockReferenceTree.runKind, offset: 0), w.bytes)
         XCTAssertThrowsError(try BlockReferenceTree(tree: cow).allRuns()) { error in
             guard case FSError.damagedImage = error else { return XCTFail("\(error)") }
@@ -160,6 +160,25 @@ final class BlockReferenceTreeTests: XCTestCase {
         try tree.removePendingFrees(generation: 4)
         XCTAssertEqual(try tree.pendingFrees(through: .max).map(\.generation), [5])
         XCTAssertEqual(try tree.allRuns(), [])
+    }
+
+    /// A change that cannot get the blocks it needs changes nothing: all of them are taken
+    /// before the first run is removed (the review's case: releasing block 5 of run 0..<10
+    /// removed the run, then failed to insert its pieces, leaving blocks 0..<10 free).
+    func testAChangeWithoutSpaceChangesNothing() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let tree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil))
+        try tree.insertAllocated(0..<10, use: .data)
+        let commit = try tree.tree.commit(generation: 1)
+        pages.releasePages(commit.freedBlocks)
+        pages.blockLimit = pages.liveBlocks + 3   // enough for the removal alone
+        XCTAssertThrowsError(try tree.release(5..<6)) { error in
+            guard case FSError.noSpace = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(try tree.allRuns(), [BlockRun(blocks: 0..<10, count: 1, use: .data)])
+        pages.blockLimit = nil
+        XCTAssertEqual(try tree.release(5..<6), [5..<6])
+        XCTAssertEqual(try tree.allRuns(), [BlockRun(blocks: 0..<5, count: 1, use: .data), BlockRun(blocks: 6..<10, count: 1, use: .data)])
     }
 
     struct ModelFailure: Error {}

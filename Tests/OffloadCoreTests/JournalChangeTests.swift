@@ -1,5 +1,5 @@
 import XCTest
-import OffloadCore
+@testable import OffloadCore
 import SplitMix
 
 /// Format 2's journal changes (`JournalChange`): random frames of changes round-trip, and
@@ -42,10 +42,22 @@ final class JournalChangeTests: XCTestCase {
         }
     }
 
+    /// The smallest file range there is, a RAM piece of a few bytes alone in its frame,
+    /// decodes (the piece-count bound once assumed 10 bytes a piece and refused it).
+    func testATinyRamPieceAloneInAFrameDecodes() throws {
+        for length in 1...8 {
+            let change = JournalChange.fileRange(inode: 5, size: UInt64(length), range: 0..<UInt64(length),
+                                                 pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 7, count: length)))])
+            var w = ByteWriter()
+            change.encode(into: &w)
+            XCTAssertEqual(try w.bytes.withUnsafeBytes { try JournalChange.decodeAll($0) }, [change], "\(length) bytes")
+        }
+    }
+
     func testChangesReplayCouldNotTrustAreRefused() {
         func refused(_ change: JournalChange, _ what: String) {
             var w = ByteWriter()
-            change.encode(into: &w)
+            change.encodeUnchecked(into: &w)
             XCTAssertThrowsError(try w.bytes.withUnsafeBytes { try JournalChange.decodeAll($0) }, what)
         }
         refused(.fileRange(inode: 5, size: 100, range: 0..<100, pieces: [FilePiece(offset: 0, extent: .repeatingBytes(value: 0, count: 60))]),

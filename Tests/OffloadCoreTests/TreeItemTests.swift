@@ -1,5 +1,5 @@
 import XCTest
-import OffloadCore
+@testable import OffloadCore
 import SplitMix
 
 /// Format 2's item values (Sources/OffloadCore/TreeItems; docs/FORMAT.md "Version 2 (in
@@ -37,14 +37,15 @@ final class TreeItemTests: XCTestCase {
             let inode = randomInode(&random)
             XCTAssertEqual(try InodeItem.decode(bytes: inode.encoded()), inode)
             let names = NameItem(entries: (0..<Int.random(in: 1...3, using: &random)).map { i in
-                NamedEntry(name: randomName(&random, suffix: i), child: random.next(),
-                           type: UInt8.random(in: 0...15, using: &random), index: random.next())
+                NamedEntry(name: randomName(&random, suffix: i), child: UInt64.random(in: 1..<ReservedObject.firstReserved, using: &random),
+                           type: UInt8.random(in: 0...15, using: &random), index: UInt64.random(in: 3...UInt64.max, using: &random))
             })
             XCTAssertEqual(try NameItem.decode(bytes: names.encoded()), names)
-            let index = IndexItem(name: randomName(&random, suffix: 0), child: random.next(), type: 8)
+            let index = IndexItem(name: randomName(&random, suffix: 0), child: UInt64.random(in: 1..<ReservedObject.firstReserved, using: &random), type: 8)
             XCTAssertEqual(try IndexItem.decode(bytes: index.encoded()), index)
             let links = BackReferenceItem(links: (0..<Int.random(in: 1...3, using: &random)).map { i in
-                Link(directory: random.next(), index: random.next(), name: randomName(&random, suffix: i))
+                Link(directory: UInt64.random(in: 1..<ReservedObject.firstReserved, using: &random),
+                     index: UInt64.random(in: 3...UInt64.max, using: &random), name: randomName(&random, suffix: i))
             })
             XCTAssertEqual(try BackReferenceItem.decode(bytes: links.encoded()), links)
             let extent = randomExtent(&random)
@@ -114,13 +115,27 @@ final class TreeItemTests: XCTestCase {
                 ExtentItem.self, "an image extent past 2^64")
         refuses([2, 0, 0, 0, 0, 0, 0, 0, 0, 7], ExtentItem.self, "an empty fill")
         refuses([0] + [UInt8](repeating: 0, count: 16), OrphanItem.self, "orphan state 0")
-        let overlapping = XattrItem(attributes: [
+        var flagged = InodeItem(type: 8, permissions: 0o644, uid: 0, gid: 0, linkCount: 1, size: 0, rdev: 0,
+                                accessTime: .init(seconds: 0, nanoseconds: 0), modificationTime: .init(seconds: 0, nanoseconds: 0),
+                                changeTime: .init(seconds: 0, nanoseconds: 0), birthTime: .init(seconds: 0, nanoseconds: 0),
+                                parent: 0, nextIndex: 0).encoded()
+        flagged[20] = 1
+        refuses(flagged, InodeItem.self, "inode flags not yet defined")
+        refuses([1] + withUnsafeBytes(of: UInt64(1) << 63, Array.init) + withUnsafeBytes(of: UInt64(0), Array.init),
+                ExtentItem.self, "an image extent of 2^63 bytes")
+        var zeroChild = IndexItem(name: Array("x".utf8), child: 1, type: 8).encoded()
+        zeroChild[0] = 0
+        refuses(zeroChild, IndexItem.self, "an entry naming inode 0")
+        var lowIndex = NameItem(entries: [NamedEntry(name: [0x61], child: 1, type: 8, index: 3)]).encoded()
+        lowIndex[9] = 2
+        refuses(lowIndex, NameItem.self, "entry index 2")
+        let overlapping = XattrItem.unchecked([
             .init(name: Array("user.a".utf8), valueLength: 4000, firstChunk: 1, inlineValue: []),
             .init(name: Array("user.b".utf8), valueLength: 2000, firstChunk: 3, inlineValue: []),
-        ]).encoded()
+        ])
         refuses(overlapping, XattrItem.self, "chunks 1..<4 and 3..<5 overlap")
-        let shortInline = XattrItem(attributes: [.init(name: Array("user.a".utf8), valueLength: 5, firstChunk: 0,
-                                                       inlineValue: [1, 2, 3])]).encoded()
+        let shortInline = XattrItem.unchecked([.init(name: Array("user.a".utf8), valueLength: 5, firstChunk: 0,
+                                                     inlineValue: [1, 2, 3])])
         refuses(shortInline, XattrItem.self, "an inline value shorter than its length")
     }
 
@@ -129,7 +144,7 @@ final class TreeItemTests: XCTestCase {
     func testCollidingNamesFillAnItemOnlyUpToItsLimit() {
         var item = NameItem(entries: [])
         for i in 0..<3 {
-            let entry = NamedEntry(name: [UInt8](repeating: UInt8(0x61 + i), count: 255), child: UInt64(i), type: 8, index: UInt64(i))
+            let entry = NamedEntry(name: [UInt8](repeating: UInt8(0x61 + i), count: 255), child: UInt64(i + 1), type: 8, index: UInt64(i + 3))
             XCTAssertTrue(item.fits(adding: entry))
             item.entries.append(entry)
         }
@@ -166,8 +181,8 @@ final class TreeItemTests: XCTestCase {
         switch Int.random(in: 0..<3, using: &random) {
         case 0:
             let length = UInt64.random(in: 1...(1 << 40), using: &random)
-            return .image(offset: UInt64.random(in: 0...(UInt64.max - length), using: &random), length: length)
-        case 1: return .fill(byte: UInt8.random(in: 0...255, using: &random), length: UInt64.random(in: 1...UInt64.max, using: &random))
+            return .image(offset: UInt64.random(in: 0...(UInt64(Int64.max) - length), using: &random), length: length)
+        case 1: return .fill(byte: UInt8.random(in: 0...255, using: &random), length: UInt64.random(in: 1...UInt64(Int64.max), using: &random))
         default:
             return .inline((0..<Int.random(in: 1...ExtentItem.inlineLimit, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) })
         }

@@ -38,6 +38,9 @@ public final class BlockReferenceTree {
         guard blocks.lowerBound < Self.pendingFreeBase else { return [] }
         try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: Self.lastRunKey) { key, value in
             do {
+                guard key.kind == Self.runKind, key.offset == 0 else {
+                    throw ByteReader.Malformed(description: "not a run's key")
+                }
                 let run = try BlockRun.decode(last: key.object, value)
                 guard run.blocks.lowerBound < blocks.upperBound else { return false }
                 found.append(run)
@@ -201,74 +204,20 @@ public final class BlockReferenceTree {
                 merged.append(upperNeighbour)
             }
         }
-        let kept = Set(merged)
-        for run in old where !kept.contains(run) {
+        let kept = Set(merged), before = Set(old)
+        let rewrittenKeys = Set(merged.filter { !before.contains($0) }.map(\.key))
+        let removals = old.filter { !kept.contains($0) && !rewrittenKeys.contains($0.key) }
+        let upserts = merged.filter { !before.contains($0) }
+        // Every block the changes may need, taken before the first: a change that runs out
+        // of space half-way would leave runs removed and not replaced (blocks looking free).
+        // Damage met half-way latches the tree's failure, so no commit can keep half a change.
+        try tree.reserveSpares((removals.count + upserts.count) * (tree.sparesForOneChange + 2))
+        for run in removals {
             let removed = try tree.remove(run.key)
             assert(removed, "run \(run) was read but is not in the tree")
         }
-        let before = Set(old)
-        for run in merged where !before.contains(run) {
+        for run in upserts {
             try tree.upsert(run.key, run.encoded())
-        }
-    }
-}
-
-/// One item of the block tree: `blocks` each with `count` references, used as `use`.
-public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
-    public enum Use: Hashable, Sendable {
-        case data
-        /// Nodes of the tree `tree` at `level`.
-        case node(tree: UInt32, level: UInt8)
-    }
-
-    public var blocks: Range<UInt64>
-    public var count: UInt32
-    public var use: Use
-
-    public init(blocks: Range<UInt64>, count: UInt32, use: Use) {
-        self.blocks = blocks
-        self.count = count
-        self.use = use
-    }
-
-    public var description: String { "\(blocks) x\(count) \(use)" }
-
-    var key: TreeKey { TreeKey(object: blocks.upperBound - 1, kind: BlockReferenceTree.runKind, offset: 0) }
-
-    /// True when `next` starts where this run ends with the same count and use.
-    func continues(into next: BlockRun) -> Bool {
-        blocks.upperBound == next.blocks.lowerBound && count == next.count && use == next.use
-    }
-
-    /// Value: length u64 (blocks), count u32, use u8 (1 data, 2 node), tree u32, level u8.
-    static let encodedSize = 18
-
-    func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: Self.encodedSize)
-        w.u64(UInt64(blocks.count)); w.u32(count)
-        switch use {
-        case .data: w.u8(1); w.u32(0); w.u8(0)
-        case .node(let tree, let level): w.u8(2); w.u32(tree); w.u8(level)
-        }
-        return w.bytes
-    }
-
-    static func decode(last: UInt64, _ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BlockRun {
-        guard bytes.count == encodedSize else {
-            throw ByteReader.Malformed(description: "a block run of \(bytes.count) bytes")
-        }
-        var r = ByteReader(bytes)
-        let length = try r.u64(), count = try r.u32(), use = try r.u8(), tree = try r.u32(), level = try r.u8()
-        guard length >= 1, length - 1 <= last, last < UInt64.max, count >= 1 else {
-            throw ByteReader.Malformed(description: "a run of \(length) blocks ending at \(last) with \(count) references")
-        }
-        let blocks = (last - (length - 1))..<(last + 1)
-        switch (use, tree, level) {
-        case (1, 0, 0): return BlockRun(blocks: blocks, count: count, use: .data)
-        case (2, _, let level) where level <= TreeNode.maximumLevel:
-            return BlockRun(blocks: blocks, count: count, use: .node(tree: tree, level: level))
-        default:
-            throw ByteReader.Malformed(description: "a run used as \(use) by tree \(tree) at level \(level)")
         }
     }
 }

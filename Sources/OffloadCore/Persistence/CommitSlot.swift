@@ -36,7 +36,7 @@
 ///     208  next inode         u64  the number the next new inode gets
 ///     216  inodes             u64  how many inodes the tree holds (statfs)
 ///     224  used blocks        u64  blocks referenced by files and trees (statfs)
-///     232  reserved           24 bytes, zero
+///     232  reserved           24 bytes, zero (and so is every byte to the block's end)
 ///
 /// A root pointer (`CopyOnWriteTree.Root`): block u64 (0 and every other field 0: an empty
 /// tree), generation u64 (the commit that wrote the root node), level u8 (at most
@@ -129,7 +129,10 @@ public struct CommitSlot: Equatable, Sendable {
         case damaged(String)
     }
 
-    public static func decode(_ block: [UInt8]) -> Decoded {
+    /// Decodes the slot read from block `blockNumber` (0 or 1): a commit is only valid in
+    /// the block its generation goes to (`block(forGeneration:)`), else a later commit
+    /// would overwrite the current one.
+    public static func decode(_ block: [UInt8], at blockNumber: UInt64) -> Decoded {
         switch Superblock.decode(block) {
         case .valid(let formatOne): return .formatOne(formatOne)
         case .newerVersion(let version) where version == Self.version: break
@@ -144,16 +147,28 @@ public struct CommitSlot: Equatable, Sendable {
             Result { () throws(ByteReader.Malformed) -> CommitSlot in try decodeFields(raw) }
         }
         switch result {
-        case .success(let slot): return .commit(slot)
+        case .success(let slot):
+            guard Self.block(forGeneration: slot.generation) == blockNumber else {
+                return .damaged("a commit of generation \(slot.generation) in block \(blockNumber)")
+            }
+            return .commit(slot)
         case .failure(let problem): return .damaged(problem.description)
         }
     }
 
     private static func decodeFields(_ raw: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> CommitSlot {
+        // Bytes that must be zero: reserved fields, and everything after the body.
+        for range in [60..<64, 80..<128, 132..<136, 232..<raw.count] where raw[range].contains(where: { $0 != 0 }) {
+            throw ByteReader.Malformed(description: "reserved bytes \(range) of a commit slot are not zero")
+        }
         var r = ByteReader(raw)
-        _ = try r.raw(24)
+        _ = try r.raw(20)
+        let blockSize = try r.u32()
         _ = try r.u32()
         let flags = try r.u32(), image = try r.u64(), generation = try r.u64(), capacity = try r.u64()
+        guard blockSize == UInt32(BackingStore.blockSize), flags & ~3 == 0, image != 0 else {
+            throw ByteReader.Malformed(description: "a commit slot with block size \(blockSize), flags \(flags), image id \(image)")
+        }
         let unmountError = try r.u32()
         _ = try r.u32()
         let key0 = try r.u64(), key1 = try r.u64()

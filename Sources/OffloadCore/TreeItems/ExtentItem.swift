@@ -1,5 +1,5 @@
 /// The value of (ino, extent, file offset): one extent of a regular file, starting at that
-/// offset. A file's extent items tile 0..<size with no gaps, as `OffloadedFile`'s extents
+/// offset. Lengths and image offsets stay within 2^63 - 1, as file sizes do. A file's extent items tile 0..<size with no gaps, as `OffloadedFile`'s extents
 /// do; a hole is a fill of zeros.
 public enum ExtentItem: Equatable, Sendable {
     /// `length` bytes of the image starting at byte `offset` (not necessarily
@@ -26,10 +26,10 @@ public enum ExtentItem: Equatable, Sendable {
         var w = ByteWriter(capacity: 17)
         switch self {
         case .image(let offset, let length):
-            precondition(length > 0 && offset <= UInt64.max - length)
+            precondition(length > 0 && length <= UInt64(Int64.max) && offset <= UInt64(Int64.max) - length)
             w.u8(Tag.image.rawValue); w.u64(length); w.u64(offset)
         case .fill(let byte, let length):
-            precondition(length > 0)
+            precondition(length > 0 && length <= UInt64(Int64.max))
             w.u8(Tag.fill.rawValue); w.u64(length); w.u8(byte)
         case .inline(let bytes):
             precondition(!bytes.isEmpty && bytes.count <= Self.inlineLimit)
@@ -45,13 +45,17 @@ public enum ExtentItem: Equatable, Sendable {
         switch Tag(rawValue: tag) {
         case .image:
             let length = try r.u64(), offset = try r.u64()
-            guard length > 0, offset <= UInt64.max - length else {
+            // Within what files and images can be (2^63 - 1 bytes): sums with file offsets
+            // and image offsets then never overflow.
+            guard length > 0, length <= UInt64(Int64.max), offset <= UInt64(Int64.max) - length else {
                 throw ByteReader.Malformed(description: "an image extent of \(length) bytes at \(offset)")
             }
             item = .image(offset: offset, length: length)
         case .fill:
             let length = try r.u64(), byte = try r.u8()
-            guard length > 0 else { throw ByteReader.Malformed(description: "an empty fill extent") }
+            guard length > 0, length <= UInt64(Int64.max) else {
+                throw ByteReader.Malformed(description: "a fill extent of \(length) bytes")
+            }
             item = .fill(byte: byte, length: length)
         case .inline:
             guard (1...inlineLimit).contains(r.remaining) else {
@@ -63,46 +67,5 @@ public enum ExtentItem: Equatable, Sendable {
         }
         try ItemCoding.requireEnd(r, "an extent item")
         return item
-    }
-}
-
-/// The value of (`ReservedObject.orphans`, orphan, ino): an inode with no name whose
-/// storage is still to be freed, and how far freeing got. Deleting the extent items of a
-/// file with millions of extents is done in bounded chunks across commits (btrfs's
-/// orphan items do the same for truncates), so a crash resumes where the last commit left.
-public struct OrphanItem: Equatable, Sendable {
-    public enum State: UInt8, Sendable {
-        /// Unlinked while open: freed when the last handle closes, or at the next mount.
-        case unlinkedWhileOpen = 1
-        /// Its items are being removed: those at file offsets from `resumeOffset` on remain.
-        case dropping = 2
-        /// Being shrunk to `targetSize`: extents from `resumeOffset` on remain to go.
-        case truncating = 3
-    }
-
-    public static let encodedSize = 17
-    public var state: State
-    public var resumeOffset: UInt64
-    public var targetSize: UInt64
-
-    public init(state: State, resumeOffset: UInt64 = 0, targetSize: UInt64 = 0) {
-        self.state = state
-        self.resumeOffset = resumeOffset
-        self.targetSize = targetSize
-    }
-
-    public func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: Self.encodedSize)
-        w.u8(state.rawValue); w.u64(resumeOffset); w.u64(targetSize)
-        return w.bytes
-    }
-
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> OrphanItem {
-        var r = ByteReader(bytes)
-        let raw = try r.u8()
-        guard let state = State(rawValue: raw) else { throw ByteReader.Malformed(description: "orphan state \(raw)") }
-        let resume = try r.u64(), target = try r.u64()
-        try ItemCoding.requireEnd(r, "an orphan item")
-        return OrphanItem(state: state, resumeOffset: resume, targetSize: target)
     }
 }

@@ -14,7 +14,7 @@ public struct InodeItem: Equatable, Sendable {
     public var uid: UInt32
     public var gid: UInt32
     public var linkCount: UInt32
-    /// Reserved for inode flags (chattr); zero.
+    /// Reserved for inode flags (chattr); zero (other values are refused until defined).
     public var flags: UInt32
     public var size: UInt64
     public var rdev: UInt64
@@ -48,6 +48,7 @@ public struct InodeItem: Equatable, Sendable {
     }
 
     public func encoded() -> [UInt8] {
+        assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && type <= 15, "\(self) would not decode")
         var w = ByteWriter(capacity: Self.encodedSize)
         w.u8(Self.version)
         w.u8(type)
@@ -78,12 +79,14 @@ public struct InodeItem: Equatable, Sendable {
         let version = try r.u8()
         guard version == Self.version else { throw ByteReader.Malformed(description: "inode item version \(version)") }
         let type = try r.u8()
+        guard type <= 15 else { throw ByteReader.Malformed(description: "inode item: file type \(type)") }
         guard try r.u16() == 0 else { throw ByteReader.Malformed(description: "inode item: reserved bytes set") }
         let permissions = try r.u32()
         guard permissions <= 0o7777 else {
             throw ByteReader.Malformed(description: "inode item: permissions \(String(permissions, radix: 8))")
         }
         let uid = try r.u32(), gid = try r.u32(), linkCount = try r.u32(), flags = try r.u32()
+        guard flags == 0 else { throw ByteReader.Malformed(description: "inode item: flags \(flags)") }
         let size = try r.u64(), rdev = try r.u64()
         guard size <= UInt64(Int64.max) else { throw ByteReader.Malformed(description: "inode item: size \(size)") }
         var times: [RecordTime] = []
@@ -92,35 +95,5 @@ public struct InodeItem: Equatable, Sendable {
         return InodeItem(type: type, permissions: permissions, uid: uid, gid: gid, linkCount: linkCount,
                          flags: flags, size: size, rdev: rdev, accessTime: times[0], modificationTime: times[1],
                          changeTime: times[2], birthTime: times[3], parent: parent, nextIndex: nextIndex)
-    }
-}
-
-/// Checks shared by the item decoders.
-enum ItemCoding {
-    static func time(_ r: inout ByteReader) throws(ByteReader.Malformed) -> RecordTime {
-        let seconds = try r.i64(), nanoseconds = try r.u32()
-        guard nanoseconds < 1_000_000_000 else {
-            throw ByteReader.Malformed(description: "nanoseconds \(nanoseconds) out of range")
-        }
-        return RecordTime(seconds: seconds, nanoseconds: nanoseconds)
-    }
-
-    /// A name as a directory holds it: 1-255 bytes, no "/" or NUL, not "." or "..".
-    static func name(_ r: inout ByteReader) throws(ByteReader.Malformed) -> [UInt8] {
-        let length = Int(try r.u8())
-        let name = try r.raw(length)
-        guard isValidName(name) else {
-            throw ByteReader.Malformed(description: "an invalid name of \(length) bytes")
-        }
-        return name
-    }
-
-    static func isValidName(_ name: [UInt8]) -> Bool {
-        !name.isEmpty && name.count <= 255 && !name.contains(0) && !name.contains(UInt8(ascii: "/"))
-            && name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")]
-    }
-
-    static func requireEnd(_ r: ByteReader, _ what: String) throws(ByteReader.Malformed) {
-        guard r.isAtEnd else { throw ByteReader.Malformed(description: "\(r.remaining) bytes after \(what)") }
     }
 }

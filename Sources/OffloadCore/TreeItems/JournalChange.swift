@@ -37,6 +37,12 @@ public enum JournalChange: Equatable, Sendable {
     static let memoryPieceLimit = 1 << 20
 
     public func encode(into w: inout ByteWriter) {
+        assert(isEncodable, "\(self) would not decode")
+        encodeUnchecked(into: &w)
+    }
+
+    /// The encoding without the assertion (tests write what the decoder must refuse).
+    func encodeUnchecked(into w: inout ByteWriter) {
         switch self {
         case .attributes(let inode, let item):
             w.u8(Tag.attributes.rawValue); w.u64(inode); w.raw(item.encoded())
@@ -65,6 +71,26 @@ public enum JournalChange: Equatable, Sendable {
             if let item { w.u8(1); w.raw(item.encoded()) } else { w.u8(0) }
         case .drop(let inode):
             w.u8(Tag.drop.rawValue); w.u64(inode)
+        }
+    }
+
+    /// What the decoder checks, for the encoder's assertion.
+    var isEncodable: Bool {
+        switch self {
+        case .link(let directory, let entry), .unlink(let directory, let entry):
+            return ItemCoding.isInode(directory) && entry.isEncodable
+        case .fileRange(let inode, _, let range, let pieces):
+            var cursor = range.lowerBound
+            for piece in pieces {
+                guard piece.offset == cursor, piece.extent.size > 0, piece.extent.size <= range.upperBound - cursor else {
+                    return false
+                }
+                cursor += piece.extent.size
+            }
+            return ItemCoding.isInode(inode) && cursor == range.upperBound
+        case .attributes(let inode, _), .setXattr(let inode, _, _), .removeXattr(let inode, _),
+             .symlinkTarget(let inode, _), .orphan(let inode, _), .drop(let inode):
+            return ItemCoding.isInode(inode)
         }
     }
 
@@ -118,9 +144,10 @@ public enum JournalChange: Equatable, Sendable {
     }
 
     private static func decodeEntry(_ r: inout ByteReader) throws(ByteReader.Malformed) -> (UInt64, NamedEntry) {
-        let directory = try inodeNumber(&r), child = try inodeNumber(&r), index = try r.u64(), type = try r.u8()
+        let directory = try inodeNumber(&r), child = try r.u64(), index = try r.u64(), type = try r.u8()
+        try ItemCoding.checkChild(child, type: type)
+        try ItemCoding.checkIndex(index)
         let name = try ItemCoding.name(&r)
-        guard index >= 3 else { throw ByteReader.Malformed(description: "entry index \(index) (indexes start at 3)") }
         return (directory, NamedEntry(name: name, child: child, type: type, index: index))
     }
 
@@ -130,7 +157,8 @@ public enum JournalChange: Equatable, Sendable {
             throw ByteReader.Malformed(description: "file range \(start)..<\(end) of size \(size)")
         }
         let count = Int(try r.u32())
-        guard count <= r.remaining / 10 else { throw ByteReader.Malformed(description: "\(count) extents cannot fit") }
+        // The smallest piece is a RAM piece of one byte: kind, length, byte (6 bytes).
+        guard count <= r.remaining / 6 else { throw ByteReader.Malformed(description: "\(count) extents cannot fit") }
         var pieces: [FilePiece] = []
         pieces.reserveCapacity(count)
         var cursor = start
@@ -139,7 +167,7 @@ public enum JournalChange: Equatable, Sendable {
             switch try r.u8() {
             case 1:
                 let length = try r.u64(), offset = try r.u64()
-                guard offset <= UInt64(Int64.max), length <= UInt64(Int64.max) else {
+                guard length <= UInt64(Int64.max), offset <= UInt64(Int64.max) - length else {
                     throw ByteReader.Malformed(description: "an image extent of \(length) bytes at \(offset)")
                 }
                 extent = .mmapOffload(offset: offset, size: length)
@@ -164,7 +192,7 @@ public enum JournalChange: Equatable, Sendable {
 
     private static func inodeNumber(_ r: inout ByteReader) throws(ByteReader.Malformed) -> UInt64 {
         let number = try r.u64()
-        guard number >= 1, number < ReservedObject.firstReserved else {
+        guard ItemCoding.isInode(number) else {
             throw ByteReader.Malformed(description: "inode number \(number) out of range")
         }
         return number

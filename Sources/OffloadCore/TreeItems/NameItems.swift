@@ -18,6 +18,11 @@ public struct NamedEntry: Equatable, Sendable {
         self.type = type
         self.index = index
     }
+
+    /// What the decoders check of an entry.
+    var isEncodable: Bool {
+        ItemCoding.isValidName(name) && ItemCoding.isInode(child) && type <= 15 && index >= 3
+    }
 }
 
 /// The value of (directory, name, hash): every entry of the directory whose name has
@@ -40,6 +45,8 @@ public struct NameItem: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         precondition(!entries.isEmpty && entries.count < 256 && encodedSize <= Self.maximumBytes)
+        assert(entries.allSatisfy { $0.isEncodable } && Set(entries.map(\.name)).count == entries.count,
+               "\(self) would not decode")
         var w = ByteWriter(capacity: encodedSize)
         w.u8(UInt8(entries.count))
         for entry in entries {
@@ -62,6 +69,8 @@ public struct NameItem: Equatable, Sendable {
         var entries: [NamedEntry] = []
         for _ in 0..<count {
             let child = try r.u64(), index = try r.u64(), type = try r.u8()
+            try ItemCoding.checkChild(child, type: type)
+            try ItemCoding.checkIndex(index)
             let name = try ItemCoding.name(&r)
             guard !entries.contains(where: { $0.name == name }) else {
                 throw ByteReader.Malformed(description: "a name item holding one name twice")
@@ -87,6 +96,7 @@ public struct IndexItem: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         precondition(ItemCoding.isValidName(name))
+        assert(ItemCoding.isInode(child) && type <= 15, "\(self) would not decode")
         var w = ByteWriter(capacity: 10 + name.count)
         w.u64(child)
         w.u8(type)
@@ -98,6 +108,7 @@ public struct IndexItem: Equatable, Sendable {
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> IndexItem {
         var r = ByteReader(bytes)
         let child = try r.u64(), type = try r.u8()
+        try ItemCoding.checkChild(child, type: type)
         let name = try ItemCoding.name(&r)
         try ItemCoding.requireEnd(r, "an index item")
         return IndexItem(name: name, child: child, type: type)
@@ -134,6 +145,8 @@ public struct BackReferenceItem: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         precondition(!links.isEmpty && links.count < 256 && encodedSize <= Self.maximumBytes)
+        assert(links.allSatisfy { ItemCoding.isInode($0.directory) && $0.index >= 3 && ItemCoding.isValidName($0.name) },
+               "\(self) would not decode")
         var w = ByteWriter(capacity: encodedSize)
         w.u8(UInt8(links.count))
         for link in links {
@@ -155,6 +168,8 @@ public struct BackReferenceItem: Equatable, Sendable {
         var links: [Link] = []
         for _ in 0..<count {
             let directory = try r.u64(), index = try r.u64()
+            try ItemCoding.checkChild(directory, type: 4)
+            try ItemCoding.checkIndex(index)
             let name = try ItemCoding.name(&r)
             let link = Link(directory: directory, index: index, name: name)
             guard !links.contains(where: { $0.directory == directory && $0.name == name }) else {

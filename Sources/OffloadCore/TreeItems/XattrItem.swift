@@ -10,7 +10,9 @@
 public struct XattrItem: Equatable, Sendable {
     public static let maximumBytes = 1024
     /// The most bytes of one chunk item.
-    public static let chunkBytes = 1536
+    /// Three chunk items fill a 4 KiB leaf: 3 × (21 bytes of item header + 1,328) = 4,047
+    /// of the 4,048 bytes after the node header.
+    public static let chunkBytes = 1328
     /// Linux's XATTR_SIZE_MAX.
     public static let valueLimit = 65536
 
@@ -44,7 +46,13 @@ public struct XattrItem: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         precondition(!attributes.isEmpty && attributes.count < 256 && encodedSize <= Self.maximumBytes)
-        var w = ByteWriter(capacity: encodedSize)
+        assert((try? Self.decode(bytes: Self.unchecked(attributes))) != nil, "\(self) would not decode")
+        return Self.unchecked(attributes)
+    }
+
+    /// The encoding without the checks (tests write what the decoder must refuse).
+    static func unchecked(_ attributes: [Attribute]) -> [UInt8] {
+        var w = ByteWriter(capacity: 1024)
         w.u8(UInt8(attributes.count))
         for attribute in attributes {
             w.u8(UInt8(attribute.name.count))

@@ -1,0 +1,60 @@
+/// One item of the block tree: `blocks` each with `count` references, used as `use`.
+public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
+    public enum Use: Hashable, Sendable {
+        case data
+        /// Nodes of the tree `tree`. Not their level: a commit writes nodes of every level
+        /// side by side, and runs of one tree's nodes then coalesce; the node header says
+        /// its level.
+        case node(tree: UInt32)
+    }
+
+    public var blocks: Range<UInt64>
+    public var count: UInt32
+    public var use: Use
+
+    public init(blocks: Range<UInt64>, count: UInt32, use: Use) {
+        self.blocks = blocks
+        self.count = count
+        self.use = use
+    }
+
+    public var description: String { "\(blocks) x\(count) \(use)" }
+
+    var key: TreeKey { TreeKey(object: blocks.upperBound - 1, kind: BlockReferenceTree.runKind, offset: 0) }
+
+    /// True when `next` starts where this run ends with the same count and use.
+    func continues(into next: BlockRun) -> Bool {
+        blocks.upperBound == next.blocks.lowerBound && count == next.count && use == next.use
+    }
+
+    /// Value: length u64 (blocks), count u32, use u8 (1 data, 2 node), tree u32 (nodes; 0
+    /// for data).
+    static let encodedSize = 17
+
+    func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedSize)
+        w.u64(UInt64(blocks.count)); w.u32(count)
+        switch use {
+        case .data: w.u8(1); w.u32(0)
+        case .node(let tree): w.u8(2); w.u32(tree)
+        }
+        return w.bytes
+    }
+
+    static func decode(last: UInt64, _ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BlockRun {
+        guard bytes.count == encodedSize else {
+            throw ByteReader.Malformed(description: "a block run of \(bytes.count) bytes")
+        }
+        var r = ByteReader(bytes)
+        let length = try r.u64(), count = try r.u32(), use = try r.u8(), tree = try r.u32()
+        guard length >= 1, length - 1 <= last, last < UInt64.max, count >= 1 else {
+            throw ByteReader.Malformed(description: "a run of \(length) blocks ending at \(last) with \(count) references")
+        }
+        let blocks = (last - (length - 1))..<(last + 1)
+        switch (use, tree) {
+        case (1, 0): return BlockRun(blocks: blocks, count: count, use: .data)
+        case (2, _): return BlockRun(blocks: blocks, count: count, use: .node(tree: tree))
+        default: throw ByteReader.Malformed(description: "a run used as \(use) by tree \(tree)")
+        }
+    }
+}

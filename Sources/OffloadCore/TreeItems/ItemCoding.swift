@@ -1,0 +1,44 @@
+/// Checks shared by the item decoders (and their encoders' assertions).
+enum ItemCoding {
+    static func time(_ r: inout ByteReader) throws(ByteReader.Malformed) -> RecordTime {
+        let seconds = try r.i64(), nanoseconds = try r.u32()
+        guard nanoseconds < 1_000_000_000 else {
+            throw ByteReader.Malformed(description: "nanoseconds \(nanoseconds) out of range")
+        }
+        return RecordTime(seconds: seconds, nanoseconds: nanoseconds)
+    }
+
+    /// A name as a directory holds it: 1-255 bytes, no "/" or NUL, not "." or "..".
+    static func name(_ r: inout ByteReader) throws(ByteReader.Malformed) -> [UInt8] {
+        let length = Int(try r.u8())
+        let name = try r.raw(length)
+        guard isValidName(name) else {
+            throw ByteReader.Malformed(description: "an invalid name of \(length) bytes")
+        }
+        return name
+    }
+
+    static func isValidName(_ name: [UInt8]) -> Bool {
+        !name.isEmpty && name.count <= 255 && !name.contains(0) && !name.contains(UInt8(ascii: "/"))
+            && name != [UInt8(ascii: ".")] && name != [UInt8(ascii: "."), UInt8(ascii: ".")]
+    }
+
+    /// An inode number: from 1, below the reserved objects.
+    static func isInode(_ number: UInt64) -> Bool { number >= 1 && number < ReservedObject.firstReserved }
+
+    /// A child as a directory entry names it: an inode number and a file type (st_mode >> 12).
+    static func checkChild(_ child: UInt64, type: UInt8) throws(ByteReader.Malformed) {
+        guard isInode(child), type <= 15 else {
+            throw ByteReader.Malformed(description: "an entry naming inode \(child) of type \(type)")
+        }
+    }
+
+    /// A directory index: 1 and 2 are "." and ".." in readdir, entries start at 3.
+    static func checkIndex(_ index: UInt64) throws(ByteReader.Malformed) {
+        guard index >= 3 else { throw ByteReader.Malformed(description: "entry index \(index) (indexes start at 3)") }
+    }
+
+    static func requireEnd(_ r: ByteReader, _ what: String) throws(ByteReader.Malformed) {
+        guard r.isAtEnd else { throw ByteReader.Malformed(description: "\(r.remaining) bytes after \(what)") }
+    }
+}
