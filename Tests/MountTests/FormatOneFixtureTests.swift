@@ -9,7 +9,8 @@ import XCTest
 /// devices, set-id bits, a directory of 1,000 names), and one left by `kill -9` after
 /// more changes and with a file unlinked while open, whose journal must be replayed.
 /// Each must show exactly the tree its manifest recorded (`scripts/tree-manifest`: every
-/// name, type, mode, owner, link count, inode number, size, mtime, ctime, byte and xattr),
+/// name, type, mode, owner, link count, inode number, size, mtime, ctime, byte, data map
+/// (holes) and xattr),
 /// at its first mount and again at the next, and be clean for `fsck` before and after.
 final class FormatOneFixtureTests: DaemonTestCase {
     func testACleanlyUnmountedFormatOneImageMountsWithEverything() throws {
