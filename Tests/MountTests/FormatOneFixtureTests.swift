@@ -10,8 +10,8 @@ import XCTest
 /// more changes and with a file unlinked while open, whose journal must be replayed.
 /// Each must show exactly the tree its manifest recorded (`scripts/tree-manifest`: every
 /// name, type, mode, owner, link count, inode number, size, mtime, ctime, byte, data map
-/// (holes) and xattr),
-/// at its first mount and again at the next, and be clean for `fsck` before and after.
+/// (holes) and xattr), at its first mount and again at the next, and be clean for `fsck`
+/// before and after.
 final class FormatOneFixtureTests: DaemonTestCase {
     func testACleanlyUnmountedFormatOneImageMountsWithEverything() throws {
         try checkFixture("clean")
