@@ -24,6 +24,7 @@ let package = Package(
         .executable(name: "offloadfs", targets: ["offloadfs"]),
         .executable(name: "offloadfs-bench", targets: ["OffloadBench"]),
         .executable(name: "offloadfs-fuzz", targets: ["OffloadFuzz"]),
+        .executable(name: "offloadfs-genimage", targets: ["OffloadGenImage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -66,8 +67,18 @@ let package = Package(
         // libFuzzer over the decoders and the whole open path (scripts/fuzz builds it with
         // -sanitize=fuzzer in .build-fuzz); in a normal build it replays inputs.
         .executableTarget(name: "OffloadFuzz", dependencies: ["OffloadFuzzing"]),
+        // Images of many files made in-process through the namespace's operations, for
+        // scripts/bench-scale: the layout and generator (shared with their test), and the tool.
+        .target(name: "OffloadImageGenerator", dependencies: ["OffloadNamespace", "OffloadCore"]),
+        .executableTarget(
+            name: "OffloadGenImage",
+            dependencies: [
+                "OffloadImageGenerator", "OffloadCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(name: "OffloadCoreTests", dependencies: ["OffloadCore", "SplitMix", "OffloadSimulation"]),
-        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix", "OffloadSimulation", "OffloadFuzzing"]),
+        .testTarget(name: "OffloadNamespaceTests", dependencies: ["OffloadNamespace", "OffloadCore", "SplitMix", "OffloadSimulation", "OffloadFuzzing", "OffloadImageGenerator"]),
         .testTarget(name: "MountTests", dependencies: ["OffloadCore", "FuseBridge"]),
     ],
     swiftLanguageModes: [.v6]

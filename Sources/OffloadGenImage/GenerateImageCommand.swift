@@ -1,0 +1,91 @@
+// offloadfs-genimage: a new image holding many files, made in-process (see
+// ImageGenerator), for scripts/bench-scale. Not part of the daemon.
+import ArgumentParser
+import OffloadCore
+import OffloadImageGenerator
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct GenerateImageCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "offloadfs-genimage",
+        abstract: "Make a new offloadfs image holding many files, without mounting it.",
+        discussion: """
+            Files 0..<FILES go in directories of --per-directory files: file i is \
+            d%06d/f%08d with the directory number i / per-directory. Then \
+            --single-directory more files (numbered on) go into one directory, single/f%08d. \
+            Every tenth file (i % 10 == 0) holds the first i % 101 bytes of 0, 1, ..., 100; \
+            the others are empty. The files belong to root, mode 0644. The image is made \
+            through the namespace's operations, as a mount with the default options would make \
+            it, and closed as an unmount closes it. Progress goes to stderr.
+            """
+    )
+
+    @Argument(help: "The image to create (must not exist).")
+    var image: String
+
+    @Option(name: .long, help: "Files spread over directories.")
+    var files: Int
+
+    @Option(name: .long, help: "Files per directory in the spread part.")
+    var perDirectory = 1000
+
+    @Option(name: .long, help: "Files in one more directory, 'single'.")
+    var singleDirectory = 0
+
+    @Option(name: .long, help: "Bytes of small-file data held in RAM pieces (a mount's --memory-limit, in bytes).")
+    var memoryLimit = 64 << 20
+
+    @Option(name: .long, help: "Capacity kept in the image, in bytes (default: none kept; a mount then uses its own default).")
+    var size: UInt64?
+
+    @Option(name: .long, help: "Seconds between maintenance runs while generating (the daemon's 5; 0: none).")
+    var maintenanceInterval = 5.0
+
+    func validate() throws {
+        guard files >= 0, singleDirectory >= 0 else { throw ValidationError("file counts cannot be negative") }
+        guard files + singleDirectory > 0 else { throw ValidationError("nothing to make: --files and --single-directory are 0") }
+        guard perDirectory > 0 else { throw ValidationError("--per-directory must be at least 1") }
+        guard memoryLimit >= 0 else { throw ValidationError("--memory-limit cannot be negative") }
+        guard maintenanceInterval >= 0 else { throw ValidationError("--maintenance-interval cannot be negative") }
+        if let size, size == 0 { throw ValidationError("--size must be larger than 0") }
+    }
+
+    func run() throws {
+        let layout = GeneratedLayout(files: files, filesPerDirectory: perDirectory, singleDirectoryFiles: singleDirectory)
+        let total = layout.totalFiles
+        // Without --size, the capacity is not kept; 64 TiB (what a store can map) only bounds
+        // this run, as the free space of the disk would bound a mount.
+        let capacity: CapacityRequest = size.map { .set($0) } ?? .kept(default: 1 << 46)
+        printError("making \(total) files in \(layout.totalDirectories) directories in \(image)")
+        let started = Stopwatch()
+        let timing: ImageGenerator.Timing
+        do {
+            timing = try ImageGenerator.generate(
+                path: image, layout: layout, capacity: capacity, memoryLimitBytes: memoryLimit,
+                maintenanceInterval: maintenanceInterval, progressEvery: max(1000, total / 20)
+            ) { made in
+                let seconds = started.elapsed
+                printError("  \(made)/\(total) files, \(Int(Double(made) / max(seconds, 1e-9)))/s, \(format(seconds)) s")
+            }
+        } catch {
+            printError("offloadfs-genimage: error: \(error)")
+            throw ExitCode.failure
+        }
+        printError("made \(total) files in \(format(timing.totalSeconds)) s (open \(format(timing.openSeconds)) s, "
+                   + "create \(format(timing.createSeconds)) s, close \(format(timing.closeSeconds)) s)")
+    }
+}
+
+private func printError(_ line: String) {
+    var line = line + "\n"
+    line.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+private func format(_ seconds: Double) -> String {
+    let hundredths = Int((seconds * 100).rounded())
+    let fraction = hundredths % 100
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+}
