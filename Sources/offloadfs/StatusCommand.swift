@@ -48,7 +48,7 @@ struct StatusCommand: ParsableCommand {
             mounts = MountInfo.entries().filter(\.isOffloadfs)
         }
         let entries: [StatusFormat.Entry] = mounts.map { ($0, StatusClient.query($0)) }
-        if let mountPoint, case .failure(let failure) = entries[0].result {
+        if mountPoint != nil, case .failure(let failure) = entries[0].result {
             printError("cannot read the status of \(entries[0].mount.mountPoint): \(failure.message)")
             throw ExitCode.failure
         }
