@@ -6,9 +6,9 @@
 /// `BlockReferenceCounts`'s. A run is keyed by its LAST block, (last, `runKind`, 0), so the
 /// run holding block b is the first item at or after (b, `runKind`, 0), found with one
 /// ascending scan (the engine has no predecessor search); a block no run holds is free.
-/// Runs say what their blocks hold (`BlockRun.Use`): file data, or tree nodes with the
-/// owning tree and level, so that repair can tell a live node from a stale copy and
-/// snapshots can count node references.
+/// Runs say what their blocks hold (`BlockRun.Use`): file data, or nodes of which tree, so
+/// that repair can tell a live node from a stale copy and snapshots can count node
+/// references.
 ///
 /// Blocks freed by a generation wait as *pending frees* (key (2^63 + generation, 2, first
 /// block), value: length u64) until the commit that freed them is durable, their punch is
@@ -33,9 +33,9 @@ public final class BlockReferenceTree {
     /// The runs overlapping `blocks`, in order.
     public func runs(overlapping blocks: Range<UInt64>) throws(FSError) -> [BlockRun] {
         guard !blocks.isEmpty else { return [] }
+        guard blocks.lowerBound < Self.pendingFreeBase else { return [] }
         var found: [BlockRun] = []
         var failure: FSError?
-        guard blocks.lowerBound < Self.pendingFreeBase else { return [] }
         try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: Self.lastRunKey) { key, value in
             do {
                 guard key.kind == Self.runKind, key.offset == 0 else {
