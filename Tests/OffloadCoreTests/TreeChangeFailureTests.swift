@@ -117,6 +117,31 @@ final class TreeChangeFailureTests: XCTestCase {
         }
     }
 
+    /// Several changes that must happen together: a group failing at its first change
+    /// leaves the tree as it was; one failing after a change took effect fails the tree,
+    /// so that no commit keeps half of it, until `abandon()`.
+    func testAGroupedChangeFailingHalfWayFailsTheTree() throws {
+        let pages = ScriptedTreePages()
+        let (tree, _, blocks) = try threeLeaves(pages)
+        pages.unreadable = [blocks[2]]
+        XCTAssertThrowsError(try tree.groupedChange { () throws(FSError) in
+            try tree.upsert(key(4, 1), [1])
+            try tree.upsert(key(0, 1), [1])
+        })
+        XCTAssertNil(tree.failure)
+        XCTAssertNil(try tree.lookup(key(0, 1)))
+        XCTAssertThrowsError(try tree.groupedChange { () throws(FSError) in
+            try tree.upsert(key(0, 1), [1])
+            try tree.upsert(key(4, 1), [1])
+        })
+        XCTAssertNotNil(tree.failure)
+        XCTAssertThrowsError(try tree.commit(generation: 2))
+        tree.abandon()
+        XCTAssertNil(try tree.lookup(key(0, 1)))
+        XCTAssertEqual(pages.inner.liveBlocks, 4, "the committed root and its leaves")
+        XCTAssertEqual(pages.inner.violations, [])
+    }
+
     /// A split's new right half is a node with no generation yet holding entries of
     /// committed children: `check()` must accept it before the commit.
     func testCheckAcceptsAHealthyTreeWithUncommittedSplits() throws {

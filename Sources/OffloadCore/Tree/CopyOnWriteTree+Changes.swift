@@ -80,6 +80,22 @@ extension CopyOnWriteTree {
         }
     }
 
+    /// Runs several changes as one, for a caller whose items must change together (a
+    /// run replaced by two, say): when `body` throws after one of its changes took
+    /// effect, the tree is failed with that error, so no commit can keep half the group
+    /// (`abandon()` drops it with everything else since the last commit). When it throws
+    /// before any took effect, the tree is as it was (each change is all or nothing).
+    public func groupedChange<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
+        if let failure { throw failure }
+        let before = changesApplied
+        do throws(FSError) {
+            return try body()
+        } catch {
+            if changesApplied != before { failure = failure ?? error }
+            throw error
+        }
+    }
+
     /// Drops every change since the last commit and goes back to the committed root
     /// (an empty tree when there is none): the dirty nodes' blocks and the spares go back
     /// to the store, the freed list is emptied (the committed root still uses those

@@ -17,6 +17,7 @@ extension CopyOnWriteTree {
             page.copy(from: scratch)
             rootBlock = block
             rootLevel = 0
+            changesApplied += 1
             return
         }
         if rootLevel == TreeNode.maximumLevel,
@@ -27,6 +28,7 @@ extension CopyOnWriteTree {
             try insert(key, value, into: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
         }
         rootBlock = newRoot
+        changesApplied += 1
         guard let (separator, right) = split else { return }
         // The root split: a new root above the two halves.
         let (block, page) = newNode(level: rootLevel + 1)

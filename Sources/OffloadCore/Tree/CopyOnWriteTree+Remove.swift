@@ -12,6 +12,7 @@ extension CopyOnWriteTree {
             rootBlock = try remove(key, from: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
         }
         collapseRoot()
+        changesApplied += 1
         return true
     }
 

@@ -98,6 +98,9 @@ public final class CopyOnWriteTree {
     /// Where leaves and internal nodes are rebuilt before being copied back (twice a
     /// node: a full internal node plus one entry is laid out there before it splits).
     let scratch = TreePage(byteCount: 2 * TreeNode.size)
+    /// Changes (upserts, removals that removed) that took effect on this object: how
+    /// `groupedChange` sees whether its group changed anything before it failed.
+    var changesApplied = 0
     /// Set when a change failed half-way or the working tree was found inconsistent;
     /// every later change and commit throws it until `abandon()`.
     public internal(set) var failure: FSError?
