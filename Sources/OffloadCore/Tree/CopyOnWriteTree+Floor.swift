@@ -12,14 +12,8 @@ extension CopyOnWriteTree {
     public func withFloor<R>(_ key: TreeKey, _ body: ((key: TreeKey, value: UnsafeRawBufferPointer)?) throws(FSError) -> R)
         throws(FSError) -> R {
         guard let rootBlock else { return try body(nil) }
-        // As in `scan`: views stay valid (one read buffer per level; dirty pages do not move).
         var path: [(view: TreeNodeView, child: Int)] = []
-        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
-        while !view.isLeaf {
-            let child = view.childIndex(for: key)
-            path.append((view, child))
-            view = try self.child(child, of: view)
-        }
+        var view = try descend(from: rootBlock, to: key, &path)
         let (index, found) = view.search(key)
         var floor = found ? index : index - 1
         while floor < 0 {

@@ -202,15 +202,8 @@ public final class CopyOnWriteTree {
     public func scan(from lower: TreeKey, through upper: TreeKey,
                      _ body: (TreeKey, UnsafeRawBufferPointer) throws(FSError) -> Bool) throws(FSError) {
         guard let rootBlock, lower <= upper else { return }
-        // The path from the root: each internal node and the child taken in it. Views
-        // stay valid: each level has its own read buffer, and dirty pages do not move.
         var path: [(view: TreeNodeView, child: Int)] = []
-        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
-        while !view.isLeaf {
-            let child = view.childIndex(for: lower)
-            path.append((view, child))
-            view = try self.child(child, of: view)
-        }
+        var view = try descend(from: rootBlock, to: lower, &path)
         var index = view.search(lower).index
         while true {
             while index < view.count {
@@ -233,6 +226,21 @@ public final class CopyOnWriteTree {
             }
             index = 0
         }
+    }
+
+    /// Goes down from the root at `rootBlock` to the leaf whose range holds `key`, and
+    /// returns it; `path` gets each internal node on the way and the child taken in it.
+    /// The views stay valid while the tree does not change and no deeper node is read
+    /// at their level: each level has its own read buffer, and dirty pages do not move.
+    func descend(from rootBlock: UInt64, to key: TreeKey,
+                 _ path: inout [(view: TreeNodeView, child: Int)]) throws(FSError) -> TreeNodeView {
+        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+        while !view.isLeaf {
+            let child = view.childIndex(for: key)
+            path.append((view, child))
+            view = try self.child(child, of: view)
+        }
+        return view
     }
 
     /// Child `i` of the internal node `parent`, checked against what `parent` records.
