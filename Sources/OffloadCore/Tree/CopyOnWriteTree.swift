@@ -32,7 +32,8 @@
 /// referenced was allocated again). A failed tree goes back to its committed root with
 /// `abandon()`, which also gives back the blocks the changes held. A change that would
 /// split a root at `TreeNode.maximumLevel` is refused (`.damagedImage`: no real tree
-/// gets that deep), the tree unchanged.
+/// gets that deep), the tree unchanged. Several changes that must happen together run
+/// in `groupedChange`, which fails the tree when the group stops half-way.
 ///
 /// Thread safety: none. One thread at a time uses a tree object (reads included: they
 /// share its read buffers). Other threads may read a committed root through their own
@@ -63,8 +64,8 @@ public final class CopyOnWriteTree {
     public struct Commit: Equatable, Sendable {
         /// The new root; nil when the tree is empty.
         public var root: Root?
-        /// Blocks the previous committed root referenced and this one does not. The caller
-        /// releases them once this commit is durable.
+        /// Blocks the previous committed root referenced and this one does not, ascending.
+        /// The caller releases them once this commit is durable.
         public var freedBlocks: [UInt64]
         /// Nodes written.
         public var writtenBlocks: Int
@@ -88,7 +89,7 @@ public final class CopyOnWriteTree {
     /// set: a block found here again was reached through a second parent).
     var freedSinceCommit = Set<UInt64>()
     /// The committed nodes the change in progress copied (old block, copy): what
-    /// `rollBackChange` undoes when the change fails before it changed any item.
+    /// `undoingCopies` undoes when the change fails before it changed any item.
     var changeCopies: [(old: UInt64, copy: UInt64)] = []
     /// Blocks allocated and not (or no longer) used by any node: taken before a change so
     /// that the change cannot run out of space half-way. Released at commit.
@@ -253,8 +254,8 @@ public final class CopyOnWriteTree {
     // MARK: - Commit
 
     /// Writes every dirty node, stamped with `generation` (at least 1, and above the last
-    /// committed root's), in ascending (level, block) order, and makes the working tree the committed one. Nothing is made
-    /// durable here: the caller syncs the store, then records the returned root (in a
+    /// committed root's), in ascending (level, block) order, and makes the working tree
+    /// the committed one. Nothing is made durable here: the caller syncs the store, then records the returned root (in a
     /// superblock), then releases `freedBlocks`. If a write fails, the tree stays as it
     /// was and the commit can be tried again.
     public func commit(generation: UInt64) throws(FSError) -> Commit {
