@@ -41,20 +41,22 @@ func randomBytes<G: RandomNumberGenerator>(_ count: Int, using rng: inout G) -> 
 }
 
 /// How much a randomized model test runs, from the environment: one seed to replay
-/// (`<prefix>_SEED`), else seeds 1...N (`<prefix>_SEEDS`), of `<prefix>_OPS` operations.
+/// (`<prefix>_SEED`), else seeds 1...N (`<prefix>_SEEDS`; 0 or less runs no seed), of
+/// `<prefix>_OPS` operations.
 struct ModelRun {
     let seeds: [UInt64]
     let operations: Int
     /// True when the environment changed a default (coverage floors then do not apply).
     let customized: Bool
 
-    init(prefix: String, defaultSeeds: Int, defaultOperations: Int) {
-        let environment = ProcessInfo.processInfo.environment
+    init(prefix: String, defaultSeeds: Int, defaultOperations: Int,
+         environment: [String: String] = ProcessInfo.processInfo.environment) {
         operations = Int(environment["\(prefix)_OPS"] ?? "") ?? defaultOperations
         if let one = environment["\(prefix)_SEED"].flatMap(UInt64.init) {
             seeds = [one]
         } else {
-            seeds = Array(1...UInt64(Int(environment["\(prefix)_SEEDS"] ?? "") ?? defaultSeeds))
+            let count = Int(environment["\(prefix)_SEEDS"] ?? "") ?? defaultSeeds
+            seeds = count > 0 ? Array(1...UInt64(count)) : []
         }
         customized = ["_SEED", "_SEEDS", "_OPS"].contains { environment[prefix + $0] != nil }
     }

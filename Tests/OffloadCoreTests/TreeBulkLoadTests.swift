@@ -170,13 +170,28 @@ final class TreeBulkLoadTests: XCTestCase {
         guard case .damagedImage(let why)? = failure else { return XCTFail("no damage found: \(String(describing: failure))") }
         XCTAssertTrue(why.contains("block \(second)"), why)
         XCTAssertThrowsError(try tree.commit(generation: 2)) {
-            guard case FSError.io(let why) = $0 else { return XCTFail("\($0)") }
-            XCTAssertTrue(why.contains("reopen the tree"), why)
+            guard case FSError.damagedImage(let why) = $0 else { return XCTFail("\($0)") }
+            XCTAssertTrue(why.contains("abandon()"), why)
         }
         XCTAssertThrowsError(try tree.upsert(TreeKey.maximum, [1]))
         // The committed root is untouched: reopened, it finds the damage where it is.
         let reopened = try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: 2, root: root)
         XCTAssertEqual(try reopened.lookup(items[0].0), items[0].1)
         XCTAssertThrowsError(try reopened.check())
+        // The failed tree holds copies and spares the store counts as live; abandoning
+        // gives them back and makes it the committed tree again, usable.
+        XCTAssertGreaterThan(pages.liveBlocks, 4)
+        tree.abandon()
+        XCTAssertNil(tree.failure)
+        XCTAssertEqual(tree.dirtyNodeCount, 0)
+        XCTAssertEqual(tree.spareBlockCount, 0)
+        XCTAssertEqual(pages.liveBlocks, 4, "the committed root and its three leaves")
+        XCTAssertEqual(try tree.lookup(items[0].0), items[0].1, "the removals are gone")
+        try tree.upsert(items[0].0, [9])
+        let commit = try tree.commit(generation: 2)
+        pages.releasePages(commit.freedBlocks)
+        XCTAssertEqual(try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: 2, root: commit.root).lookup(items[0].0), [9])
+        XCTAssertEqual(pages.liveBlocks, 4)
+        XCTAssertEqual(pages.violations, [])
     }
 }

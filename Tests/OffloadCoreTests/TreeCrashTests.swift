@@ -17,7 +17,9 @@ import SplitMix
 /// last durable root must pass `check()` and hold exactly what it held at that commit.
 /// A committed page written again, or freed too early, would show here.
 ///
-/// Replay one seed with `OFFLOADFS_TREE_CRASH_SEED=N swift test --filter TreeCrashTests`.
+/// Replay one seed with `OFFLOADFS_TREE_CRASH_SEED=N swift test --filter TreeCrashTests`:
+/// a seed makes the same writes in the same order, so its power cuts land at the same
+/// moments and leave the same images (`testASeedReplaysExactly`).
 final class TreeCrashTests: XCTestCase {
     static let capacity: UInt64 = 32 << 20
 
@@ -28,6 +30,8 @@ final class TreeCrashTests: XCTestCase {
             var changes = 0
             var moments: Set<Int> = []
             var images: [(moment: Int, change: String, image: [UInt8])] = []
+            /// Every change to the image, in order.
+            var trace: [String] = []
             var rng = SplitMix64(seed: 0)
         }
     }
@@ -38,9 +42,9 @@ final class TreeCrashTests: XCTestCase {
         var cuts = 0, durableCommits = 0
         for seed in seeds {
             do {
-                let (c, d) = try runSeed(seed)
-                cuts += c
-                durableCommits += d
+                let run = try runSeed(seed)
+                cuts += run.cuts.count
+                durableCommits += run.durableCommits
             } catch {
                 XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_TREE_CRASH_SEED=\(seed)")
                 return
@@ -50,8 +54,26 @@ final class TreeCrashTests: XCTestCase {
         if seeds.count > 1 { XCTAssertGreaterThanOrEqual(cuts, 3 * seeds.count, "power cuts inside the unsynced changes") }
     }
 
-    /// Returns the power cuts checked and the durable commits made.
-    func runSeed(_ seed: UInt64) throws -> (Int, Int) {
+    /// Two runs of one seed (in one process: dictionaries iterate in another order per
+    /// instance) change the image in the same order, so the power is cut at the same
+    /// changes (the images differ only by the image id, random per image).
+    func testASeedReplaysExactly() throws {
+        let first = try runSeed(7), second = try runSeed(7)
+        XCTAssertGreaterThan(first.cuts.count, 1)
+        XCTAssertGreaterThan(first.trace.filter { $0.hasPrefix("write") }.count, 10)
+        XCTAssertEqual(first.trace, second.trace)
+        XCTAssertEqual(first.cuts, second.cuts)
+    }
+
+    struct SeedRun {
+        /// Each power cut: the change it came before.
+        var cuts: [String]
+        /// Every change to the image while the power cuts were armed.
+        var trace: [String]
+        var durableCommits: Int
+    }
+
+    func runSeed(_ seed: UInt64) throws -> SeedRun {
         var rng = SplitMix64(seed: seed)
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity) + (16 << 20))
         let store = try BackingStore(storage: disk, capacityBytes: Self.capacity)
@@ -105,6 +127,7 @@ final class TreeCrashTests: XCTestCase {
         disk.beforeChange { change in
             cuts.lock.withLock { s in
                 s.changes += 1
+                s.trace.append("\(change)")
                 if s.moments.contains(s.changes) {
                     s.images.append((s.changes, "\(change)", disk.crashImage(using: &s.rng)))
                 }
@@ -140,7 +163,8 @@ final class TreeCrashTests: XCTestCase {
                 throw Failure("power cut at change \(moment) (before a \(change)), durable root \(durableRoot.map { "\($0)" } ?? "none"): \(error)")
             }
         }
-        return (images.count, durableCommits)
+        return SeedRun(cuts: images.map { "\($0.moment): \($0.change)" }, trace: cuts.lock.withLock { $0.trace },
+                       durableCommits: durableCommits)
     }
 
     struct Failure: Error, CustomStringConvertible {

@@ -6,11 +6,12 @@ import SplitMix
 
 /// Random operations on a `CopyOnWriteTree` over `MemoryTreePages`, each result compared
 /// with a plain dictionary: upserts (new keys and overwrites), removals (present and
-/// absent keys), lookups and range scans, with values from 0 bytes to the maximum, in a
+/// absent keys), lookups, floor searches (the greatest key at or below one) and range
+/// scans, with values from 0 bytes to the maximum, in a
 /// dense key space (many neighbours: splits and merges of full leaves) or a sparse one.
 /// Each seed grows the tree, then shrinks it (merges, root collapse), often to empty.
-/// At random points it commits, releases the freed blocks (as after a durable commit),
-/// `check()`s the tree, compares the pages the store holds with the tree's nodes (no
+/// At random points it `check()`s the working tree (dirty nodes included), commits,
+/// releases the freed blocks (as after a durable commit), `check()`s the tree, compares the pages the store holds with the tree's nodes (no
 /// leak, no double free: `MemoryTreePages` also refuses a committed block written
 /// again), and reopens a fresh tree object at the committed root, which must hold the
 /// model's items.
@@ -34,7 +35,7 @@ final class TreeModelTests: XCTestCase {
                 return
             }
         }
-        print("tree model test: \(totals.operations) operations over \(seeds.count) seeds; \(totals.commits) commits, \(totals.reopens) reopens, deepest level \(totals.deepestLevel), \(totals.splitsSeen) commits after splits, \(totals.shrinksSeen) after shrinks, \(totals.emptied) emptied")
+        print("tree model test: \(totals.operations) operations over \(seeds.count) seeds; \(totals.commits) commits, \(totals.reopens) reopens, \(totals.floors) floors, deepest level \(totals.deepestLevel), \(totals.splitsSeen) commits after splits, \(totals.shrinksSeen) after shrinks, \(totals.emptied) emptied")
         if !run.customized {
             XCTAssertGreaterThanOrEqual(totals.operations, 90_000)
             XCTAssertGreaterThanOrEqual(totals.deepestLevel, 2, "some seed must build a three-level tree")
@@ -43,8 +44,42 @@ final class TreeModelTests: XCTestCase {
         }
     }
 
+    func testARunOfNoSeedsRunsNothing() {
+        for count in ["0", "-3"] {
+            let run = ModelRun(prefix: "X", defaultSeeds: 5, defaultOperations: 10, environment: ["X_SEEDS": count])
+            XCTAssertEqual(run.seeds, [])
+            XCTAssertTrue(run.customized)
+        }
+        XCTAssertEqual(ModelRun(prefix: "X", defaultSeeds: 3, defaultOperations: 10, environment: [:]).seeds, [1, 2, 3])
+    }
+
+    /// The floor of keys below, between, at and above the items, across leaf
+    /// boundaries where a leaf's first items were removed (its separator is then below
+    /// its first key, and the floor of a key between the two is in the leaf before).
+    func testFloorFindsTheGreatestKeyAtOrBelow() throws {
+        let pages = MemoryTreePages()
+        let tree = try CopyOnWriteTree(pages: pages, imageID: 1, treeID: 3, root: nil)
+        func key(_ n: UInt64) -> TreeKey { TreeKey(object: n, kind: 0, offset: 0) }
+        XCTAssertNil(try tree.floor(.maximum), "an empty tree")
+        // Values of 1,000 bytes at fill 1.0: three items a leaf, keys 10, 20, ... 90.
+        _ = try tree.bulkLoad((1...9).map { (key(10 * UInt64($0)), [UInt8](repeating: UInt8($0), count: 1000)) },
+                              fill: 1.0, generation: 1)
+        XCTAssertTrue(try tree.remove(key(40)))
+        XCTAssertTrue(try tree.remove(key(70)))
+        XCTAssertTrue(try tree.remove(key(80)))
+        let expected: [(UInt64, UInt64?)] = [(0, nil), (9, nil), (10, 10), (11, 10), (35, 30), (40, 30), (45, 30), (50, 50),
+                                             (75, 60), (80, 60), (90, 90), (1000, 90)]
+        for (probe, floor) in expected {
+            let found = try tree.floor(key(probe))
+            XCTAssertEqual(found?.key, floor.map(key), "floor of \(probe)")
+            if let floor { XCTAssertEqual(found?.value, [UInt8](repeating: UInt8(floor / 10), count: 1000)) }
+        }
+        XCTAssertEqual(try tree.floor(.maximum)?.key, key(90))
+        XCTAssertNil(try tree.floor(.minimum))
+    }
+
     struct Totals {
-        var operations = 0, commits = 0, reopens = 0, deepestLevel = 0, splitsSeen = 0, shrinksSeen = 0, emptied = 0
+        var operations = 0, commits = 0, reopens = 0, floors = 0, deepestLevel = 0, splitsSeen = 0, shrinksSeen = 0, emptied = 0
     }
 
     func runModel(seed: UInt64, operations: Int, _ totals: inout Totals) throws {
@@ -123,7 +158,26 @@ final class TreeModelTests: XCTestCase {
                 throw fail("scan \(lower)...\(upper) (limit \(limit)) returned \(seen.count) items, the model has \(expected.count); keys first differ at \(difference)")
             }
         }
+        // The floor of a key: present, absent, just below a present one, the lowest.
+        func compareFloor() throws {
+            var probe = rng.next() % 2 == 0 ? existingKey() ?? randomKey() : randomKey()
+            switch rng.next() % 4 {
+            case 0 where probe.offset > 0: probe.offset -= 1
+            case 1: probe = .minimum
+            default: break
+            }
+            var expected: TreeKey?
+            for key in keyList where key <= probe && expected.map({ key > $0 }) ?? true { expected = key }
+            let found = try tree.floor(probe)
+            guard found?.key == expected, found?.value == expected.flatMap({ model[$0] }) else {
+                throw fail("floor of \(probe) found \(found.map { "\($0.key)" } ?? "nothing"), the model \(expected.map { "\($0)" } ?? "nothing")")
+            }
+            totals.floors += 1
+        }
         func commitAndVerify() throws {
+            // The working tree, changed nodes included, checks clean before the commit too.
+            let working = try tree.check()
+            guard working.items == model.count else { throw fail("check before the commit counts \(working.items) items, the model has \(model.count)") }
             generation += 1 + rng.next() % 3
             let commit = try tree.commit(generation: generation)
             log.append("commit \(generation) -> \(commit.root.map { "\($0)" } ?? "empty"), \(commit.writtenBlocks) written, \(commit.freedBlocks.count) freed")
@@ -167,6 +221,7 @@ final class TreeModelTests: XCTestCase {
                 let key = rng.next() % 2 == 0 ? existingKey() ?? randomKey() : randomKey()
                 let found = try tree.lookup(key)
                 guard found == model[key] else { throw fail("lookup of \(key) found \(found?.count ?? -1) bytes, the model \(model[key]?.count ?? -1)") }
+                if roll % 4 == 0 { try compareFloor() }
             } else if roll < 97 {
                 var (lower, upper) = (randomKey(), rng.next() % 3 == 0 ? TreeKey.maximum : randomKey())
                 if upper < lower { swap(&lower, &upper) }

@@ -231,10 +231,13 @@ final class TreeNodeFormatTests: XCTestCase {
         XCTAssertEqual(try tree.check().items, 7)
     }
 
-    /// Random damage to every node of a committed tree, resealed so that the checksum
-    /// passes and the structural rules are what stands between the bytes and the
-    /// readers: opening, looking up, scanning and checking never trap (they answer or
-    /// throw).
+    /// Random damage to every node of a committed tree. Half the rounds reseal the node
+    /// and record its new checksum in its parent (resealed too) up to the root pointer,
+    /// so that the checksums pass and the structural rules are what stands between the
+    /// bytes and the readers; the other half leave the checksum wrong. Opening, looking
+    /// up, scanning and checking never trap (they answer or throw); unsealed damage is
+    /// always refused; sealed damage is refused by the rules after the checksums, or
+    /// accepted (values, free bytes) and checked whole.
     func testRandomlyDamagedNodesNeverTrap() throws {
         var rng = SplitMix64(seed: 11)
         let pages = MemoryTreePages()
@@ -247,7 +250,10 @@ final class TreeNodeFormatTests: XCTestCase {
         XCTAssertEqual(root.level, 1)
         var blocks: [UInt64] = []
         try tree.forEachNodeBlock { blocks.append($0) }
-        var refused = 0, accepted = 0, unsealedAccepted = 0
+        XCTAssertEqual(blocks[0], root.block)
+        let rootBytes = try XCTUnwrap(pages.bytes(of: root.block))
+        func crc(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { TreeNodeView($0.baseAddress!).checksum } }
+        var refused = 0, accepted = 0, unsealedAccepted = 0, structurallyRefused = 0, sealedAccepted = 0
         for round in 0..<3000 {
             let block = blocks[Int(rng.next() % UInt64(blocks.count))]
             let original = try XCTUnwrap(pages.bytes(of: block))
@@ -257,22 +263,45 @@ final class TreeNodeFormatTests: XCTestCase {
                 let at = rng.next() % 4 == 0 ? Int(rng.next() % 4096) : Int(rng.next() % 400)
                 damaged[at] ^= UInt8(truncatingIfNeeded: 1 << (rng.next() % 8))
             }
-            if round % 2 == 0 { damaged.withUnsafeMutableBytes { TreeNode.seal($0.baseAddress!) } }
+            let sealed = round % 2 == 0
+            var openAt = root
+            if sealed { damaged.withUnsafeMutableBytes { TreeNode.seal($0.baseAddress!) } }
             pages.overwrite(block, with: damaged)
+            if sealed && block != root.block {
+                // The parent records the damaged child's new checksum.
+                var parent = rootBytes
+                parent.withUnsafeMutableBytes { p in
+                    let view = TreeNodeView(p.baseAddress!)
+                    for i in 0..<view.count where view.childBlock(i) == block {
+                        InternalEntries.setChildChecksum(p.baseAddress!, at: i, crc(damaged))
+                    }
+                    TreeNode.seal(p.baseAddress!)
+                }
+                pages.overwrite(root.block, with: parent)
+                openAt.checksum = crc(parent)
+            } else if sealed {
+                openAt.checksum = crc(damaged)
+            }
             do {
-                let reopened = try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: root)
+                let reopened = try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: openAt)
                 _ = try reopened.lookup(TreeKey(object: rng.next() % 64, kind: 1, offset: rng.next() % 1000))
+                _ = try reopened.floor(TreeKey(object: rng.next() % 64, kind: 1, offset: rng.next() % 1000))
                 try reopened.scan(from: .minimum, through: .maximum) { _, _ in true }
                 _ = try reopened.check()
                 accepted += 1
-                if round % 2 == 1 { unsealedAccepted += 1 }
+                if sealed { sealedAccepted += 1 } else { unsealedAccepted += 1 }
             } catch {
                 refused += 1
+                if sealed, case .damagedImage(let why) = error, !why.contains("checksum") { structurallyRefused += 1 }
             }
             pages.overwrite(block, with: original)
+            pages.overwrite(root.block, with: rootBytes)
         }
+        print("random damage: \(refused) refused (\(structurallyRefused) resealed ones by a structural rule), \(accepted) accepted (\(sealedAccepted) resealed)")
         XCTAssertEqual(unsealedAccepted, 0, "a node whose checksum does not match is always refused")
         XCTAssertGreaterThan(refused, 1500, "\(accepted) accepted")
+        XCTAssertGreaterThan(structurallyRefused, 500, "resealed damage must reach the rules after the checksums")
+        XCTAssertGreaterThan(sealedAccepted, 50, "damage to values and free bytes passes every rule and the whole-tree check")
         XCTAssertEqual(try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: root).check().items,
                        try tree.check().items)
     }

@@ -1,7 +1,7 @@
 extension CopyOnWriteTree {
     /// Builds the tree bottom-up from `items` (keys strictly increasing, values within
     /// `TreeNode.maximumValueBytes`), each node filled to about `fill` of its room
-    /// (0.5...1.0), and commits it at `generation`: nodes are written as they fill, so
+    /// (0.5...1.0), and commits it at `generation` (at least 1, above any earlier one): nodes are written as they fill, so
     /// memory stays at two nodes per level whatever the item count. The last two nodes of
     /// each level are evened out, so no node but a root ends under a quarter full when
     /// the input allows. The tree must be empty with nothing changed; on an error every
@@ -14,6 +14,9 @@ extension CopyOnWriteTree {
         if let failure { throw failure }
         guard rootBlock == nil, dirty.isEmpty, freedSinceCommit.isEmpty else {
             throw .invalidArgument("a bulk load needs an empty tree with no changes")
+        }
+        guard generation >= 1 else {
+            throw .invalidArgument("bulk load generation 0: a committed root's generation is at least 1")
         }
         if let last = lastGeneration, generation <= last {
             throw .invalidArgument("bulk load generation \(generation) is not above the last one, \(last)")

@@ -21,36 +21,45 @@ extension CopyOnWriteTree {
     /// child one level below its parent, every key inside the range its parents give it
     /// ([key i, key i+1) of the parent entry), every internal node's key 0 equal to that
     /// range's lower bound, no empty node but an empty tree's, and a root with at least
-    /// two children when it is not a leaf. Throws `.damagedImage` at the first fault.
-    /// Memory: one path of nodes (the recursion is at most 8 deep).
+    /// two children when it is not a leaf, and no node reached twice (through two
+    /// parents, or two entries of one). Changed nodes are checked by the item rules
+    /// alone (they have no generation or checksum until the commit). Throws
+    /// `.damagedImage` at the first fault. Memory: one path of nodes (the recursion is
+    /// at most 8 deep), and the set of the blocks visited (8 bytes or so a node).
     public func check() throws(FSError) -> TreeCheckReport {
         var report = TreeCheckReport()
-        guard let root = rootBlock else { return report }
-        report.nodesPerLevel = Array(repeating: 0, count: Int(rootLevel) + 1)
-        try check(root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum, lower: .minimum,
-                  upper: nil, isRoot: true, &report) { _ in }
+        try forEachNode(&report) { _ in }
         return report
     }
 
     /// Calls `body` with the block of every node of the working tree, checking as `check`.
     func forEachNodeBlock(_ body: (UInt64) -> Void) throws(FSError) {
-        guard let root = rootBlock else { return }
         var report = TreeCheckReport()
+        try forEachNode(&report, body)
+    }
+
+    private func forEachNode(_ report: inout TreeCheckReport, _ visit: (UInt64) -> Void) throws(FSError) {
+        guard let root = rootBlock else { return }
         report.nodesPerLevel = Array(repeating: 0, count: Int(rootLevel) + 1)
+        var seen = Set<UInt64>()
         try check(root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum, lower: .minimum,
-                  upper: nil, isRoot: true, &report, body)
+                  upper: nil, isRoot: true, &seen, &report, visit)
     }
 
     private func check(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32, lower: TreeKey, upper: TreeKey?,
-                       isRoot: Bool, _ report: inout TreeCheckReport, _ visit: (UInt64) -> Void) throws(FSError) {
+                       isRoot: Bool, _ seen: inout Set<UInt64>, _ report: inout TreeCheckReport,
+                       _ visit: (UInt64) -> Void) throws(FSError) {
         let expected = expectation(block: block, level: level, generation: generation, checksum: checksum)
+        guard seen.insert(block).inserted else {
+            throw TreeNode.damaged(expected, "the node is referenced twice (a second parent, or a second entry of one)")
+        }
         let view: TreeNodeView
         if let page = dirty[block] {
             view = page.view
             guard view.block == block, view.level == level, view.imageID == imageID, view.treeID == treeID else {
                 throw TreeNode.damaged(expected, "a changed node's header does not match where it is (block \(view.block), level \(view.level))")
             }
-            try TreeNode.validateItems(view, expected)
+            try TreeNode.validateItems(view, expected, checkingGenerations: false)
         } else {
             view = try node(block, level: level, generation: generation, checksum: checksum)
         }
@@ -75,7 +84,7 @@ extension CopyOnWriteTree {
         for i in 0..<count {
             try check(view.childBlock(i), level: level - 1, generation: view.childGeneration(i),
                       checksum: view.childChecksum(i), lower: view.key(i),
-                      upper: i + 1 < count ? view.key(i + 1) : upper, isRoot: false, &report, visit)
+                      upper: i + 1 < count ? view.key(i + 1) : upper, isRoot: false, &seen, &report, visit)
         }
     }
 }

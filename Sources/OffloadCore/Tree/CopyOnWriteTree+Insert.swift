@@ -9,18 +9,26 @@ extension CopyOnWriteTree {
         }
         try reserveSpares(sparesForOneChange)
         // From here on nothing can fail but reading (and copying) the path down, which
-        // changes only where nodes live, not what the tree holds.
+        // changes only where nodes live, not what the tree holds, and is undone when a
+        // read fails.
         guard let root = rootBlock else {
             let (block, page) = newNode(level: 0)
             LeafItems(page.view, edit: .insert(at: 0, key, value)).write(0..<1, into: scratch.bytes, imageID: imageID, treeID: treeID, block: block)
             page.copy(from: scratch)
             rootBlock = block
             rootLevel = 0
+            changesApplied += 1
             return
         }
-        let (newRoot, split) = try insert(key, value, into: root, level: rootLevel, generation: rootGeneration,
-                                          checksum: rootChecksum)
+        if rootLevel == TreeNode.maximumLevel,
+           try splitsEveryNode(key, valueBytes: value.count, from: root) {
+            throw .damagedImage("tree \(treeID): storing \(key) would split the root at level \(rootLevel), the deepest a tree may be (only a damaged or crafted image holds a tree that deep)")
+        }
+        let (newRoot, split) = try undoingCopies { () throws(FSError) in
+            try insert(key, value, into: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+        }
         rootBlock = newRoot
+        changesApplied += 1
         guard let (separator, right) = split else { return }
         // The root split: a new root above the two halves.
         let (block, page) = newNode(level: rootLevel + 1)
@@ -33,6 +41,20 @@ extension CopyOnWriteTree {
 
     public func upsert(_ key: TreeKey, _ value: [UInt8]) throws(FSError) {
         try value.withBytes { (bytes) throws(FSError) in try upsert(key, bytes) }
+    }
+
+    /// Whether storing `key` with a value of `valueBytes` would split every node on its
+    /// path from `root` (the root included): each internal node full and the leaf
+    /// overflowing. Read only.
+    private func splitsEveryNode(_ key: TreeKey, valueBytes: Int, from root: UInt64) throws(FSError) -> Bool {
+        var view = try node(root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+        while !view.isLeaf {
+            guard view.count >= TreeNode.maximumChildren else { return false }
+            view = try child(view.childIndex(for: key), of: view)
+        }
+        let (index, found) = view.search(key)
+        let bytes = view.usedBytes - (found ? view.itemBytes(index) : 0) + TreeNode.leafBytes(valueBytes: valueBytes)
+        return bytes > TreeNode.leafSpace
     }
 
     /// Inserts into the subtree at `block`; returns the subtree's (possibly new) block

@@ -1,21 +1,29 @@
 extension CopyOnWriteTree {
     /// Removes the item under `key`; false when there was none (the tree is then not
-    /// touched: nothing is copied).
+    /// touched: nothing is copied). A failure reading the path down leaves the tree as
+    /// it was; one reading a neighbour to rebalance, after the leaf changed, fails the
+    /// tree (see the type's documentation, and `abandon()`).
     @discardableResult
     public func remove(_ key: TreeKey) throws(FSError) -> Bool {
         if let failure { throw failure }
         guard let root = rootBlock, try contains(key) else { return false }
         try reserveSpares(sparesForOneChange)
-        do throws(FSError) {
+        try undoingCopies { () throws(FSError) in
             rootBlock = try remove(key, from: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
-        } catch {
-            // Only a sibling read while rebalancing fails after the leaf changed: the
-            // working tree may then hold an under-full node. Refuse to go on with it.
-            failure = .io("the tree change that removed \(key) failed half-way (\(error)); reopen the tree at its last committed root")
-            throw error
         }
         collapseRoot()
+        changesApplied += 1
         return true
+    }
+
+    /// Fails the tree after the removal of `key` changed a leaf and then could not read
+    /// a neighbour: the working tree may hold an under-full node. The copies stay (the
+    /// changed items are in them); `abandon()` gives their blocks back.
+    private func failHalfWay(removing key: TreeKey, _ error: FSError) -> FSError {
+        let what = "the tree change that removed \(key) failed half-way (\(error)); abandon() the changes since the last commit or reopen the tree at its committed root"
+        if case .damagedImage = error { failure = failure ?? .damagedImage(what) } else { failure = failure ?? .io(what) }
+        changeCopies.removeAll()
+        return error
     }
 
     /// Removes from the subtree at `block` (which holds `key`); returns its block.
@@ -36,7 +44,11 @@ extension CopyOnWriteTree {
                                checksum: view.childChecksum(index))
         InternalEntries.setChild(page.bytes, at: index, child)
         if Self.isUnderFull(dirty[child]!.view) && view.count > 1 {
-            try rebalanceChild(at: index, of: page)
+            do throws(FSError) {
+                try rebalanceChild(at: index, of: page)
+            } catch {
+                throw failHalfWay(removing: key, error)
+            }
         }
         return block
     }

@@ -21,10 +21,19 @@
 /// one node; a root with one child gives way to it; a tree emptied by removals has no
 /// nodes at all.
 ///
-/// Errors: a change either happens or throws with the tree unchanged (blocks it may need
-/// are allocated before it starts, so `.noSpace` changes nothing), except when a node
-/// that a removal must read to rebalance is damaged or unreadable: the tree then refuses
-/// every later change and commit (the caller reopens the last committed root).
+/// Errors: a change either happens or throws with the tree unchanged. The blocks it may
+/// need are allocated before it starts (so `.noSpace` changes nothing), and a failure
+/// while reading the path down undoes the copies made on the way (their blocks go back
+/// to the spares, the old blocks leave the freed list). Three failures leave the tree
+/// *failed* instead, refusing every later change and commit with the first error: a
+/// node that a removal must read to rebalance, after the leaf changed, is damaged or
+/// unreadable; a committed node is reached through a second parent (it would be freed
+/// twice); a block read from a node holds a changed node of another level (a block still
+/// referenced was allocated again). A failed tree goes back to its committed root with
+/// `abandon()`, which also gives back the blocks the changes held. A change that would
+/// split a root at `TreeNode.maximumLevel` is refused (`.damagedImage`: no real tree
+/// gets that deep), the tree unchanged. Several changes that must happen together run
+/// in `groupedChange`, which fails the tree when the group stops half-way.
 ///
 /// Thread safety: none. One thread at a time uses a tree object (reads included: they
 /// share its read buffers). Other threads may read a committed root through their own
@@ -55,8 +64,8 @@ public final class CopyOnWriteTree {
     public struct Commit: Equatable, Sendable {
         /// The new root; nil when the tree is empty.
         public var root: Root?
-        /// Blocks the previous committed root referenced and this one does not. The caller
-        /// releases them once this commit is durable.
+        /// Blocks the previous committed root referenced and this one does not, ascending.
+        /// The caller releases them once this commit is durable.
         public var freedBlocks: [UInt64]
         /// Nodes written.
         public var writtenBlocks: Int
@@ -76,8 +85,12 @@ public final class CopyOnWriteTree {
     public internal(set) var lastGeneration: UInt64?
     /// Nodes changed since the last commit, by their (newly allocated) block.
     var dirty: [UInt64: TreePage] = [:]
-    /// Committed blocks the working tree stopped referencing since the last commit.
-    var freedSinceCommit: [UInt64] = []
+    /// Committed blocks the working tree stopped referencing since the last commit (a
+    /// set: a block found here again was reached through a second parent).
+    var freedSinceCommit = Set<UInt64>()
+    /// The committed nodes the change in progress copied (old block, copy): what
+    /// `undoingCopies` undoes when the change fails before it changed any item.
+    var changeCopies: [(old: UInt64, copy: UInt64)] = []
     /// Blocks allocated and not (or no longer) used by any node: taken before a change so
     /// that the change cannot run out of space half-way. Released at commit.
     var spares: [UInt64] = []
@@ -86,8 +99,12 @@ public final class CopyOnWriteTree {
     /// Where leaves and internal nodes are rebuilt before being copied back (twice a
     /// node: a full internal node plus one entry is laid out there before it splits).
     let scratch = TreePage(byteCount: 2 * TreeNode.size)
-    /// Set when a change failed half-way; every later change and commit throws it.
-    var failure: FSError?
+    /// Changes (upserts, removals that removed) that took effect on this object: how
+    /// `groupedChange` sees whether its group changed anything before it failed.
+    var changesApplied = 0
+    /// Set when a change failed half-way or the working tree was found inconsistent;
+    /// every later change and commit throws it until `abandon()`.
+    public internal(set) var failure: FSError?
 
     /// Opens the tree at `root` (nil: an empty tree), checking the root node.
     public init(pages: any TreePageStore, imageID: UInt64, treeID: UInt32, root: Root?) throws(FSError) {
@@ -121,12 +138,26 @@ public final class CopyOnWriteTree {
     @inline(__always)
     func node(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> TreeNodeView {
         if !dirty.isEmpty, let page = dirty[block] {
+            try checkDirty(page, block: block, level: level)
             return page.view
         }
         let buffer = readBuffers[Int(level)]
         try pages.readPage(block, into: buffer.mutableBuffer)
         try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
         return buffer.view
+    }
+
+    /// A changed node found at a block read from a parent must be of the level expected
+    /// there: a block still referenced by a committed node and handed out again (a
+    /// damaged image, or allocator) would otherwise put a leaf where an internal node is
+    /// expected, or the reverse. The tree is then failed: its working nodes overlap.
+    @inline(__always)
+    func checkDirty(_ page: TreePage, block: UInt64, level: UInt8) throws(FSError) {
+        let found = page.view.level
+        guard found != level else { return }
+        let error = FSError.damagedImage("tree \(treeID): block \(block), where a node of level \(level) is expected, holds a changed node of level \(found): a block still referenced was allocated again")
+        failure = failure ?? error
+        throw error
     }
 
     func expectation(block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) -> TreeNodeExpectation {
@@ -172,15 +203,8 @@ public final class CopyOnWriteTree {
     public func scan(from lower: TreeKey, through upper: TreeKey,
                      _ body: (TreeKey, UnsafeRawBufferPointer) throws(FSError) -> Bool) throws(FSError) {
         guard let rootBlock, lower <= upper else { return }
-        // The path from the root: each internal node and the child taken in it. Views
-        // stay valid: each level has its own read buffer, and dirty pages do not move.
         var path: [(view: TreeNodeView, child: Int)] = []
-        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
-        while !view.isLeaf {
-            let child = view.childIndex(for: lower)
-            path.append((view, child))
-            view = try self.child(child, of: view)
-        }
+        var view = try descend(from: rootBlock, to: lower, &path)
         var index = view.search(lower).index
         while true {
             while index < view.count {
@@ -205,6 +229,21 @@ public final class CopyOnWriteTree {
         }
     }
 
+    /// Goes down from the root at `rootBlock` to the leaf whose range holds `key`, and
+    /// returns it; `path` gets each internal node on the way and the child taken in it.
+    /// The views stay valid while the tree does not change and no deeper node is read
+    /// at their level: each level has its own read buffer, and dirty pages do not move.
+    func descend(from rootBlock: UInt64, to key: TreeKey,
+                 _ path: inout [(view: TreeNodeView, child: Int)]) throws(FSError) -> TreeNodeView {
+        var view = try node(rootBlock, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+        while !view.isLeaf {
+            let child = view.childIndex(for: key)
+            path.append((view, child))
+            view = try self.child(child, of: view)
+        }
+        return view
+    }
+
     /// Child `i` of the internal node `parent`, checked against what `parent` records.
     @inline(__always)
     func child(_ i: Int, of parent: TreeNodeView) throws(FSError) -> TreeNodeView {
@@ -214,18 +253,24 @@ public final class CopyOnWriteTree {
 
     // MARK: - Commit
 
-    /// Writes every dirty node, stamped with `generation` (which must be above the last
-    /// committed root's), and makes the working tree the committed one. Nothing is made
-    /// durable here: the caller syncs the store, then records the returned root (in a
+    /// Writes every dirty node, stamped with `generation` (at least 1, and above the last
+    /// committed root's), in ascending (level, block) order, and makes the working tree
+    /// the committed one. Nothing is made durable here: the caller syncs the store, then records the returned root (in a
     /// superblock), then releases `freedBlocks`. If a write fails, the tree stays as it
     /// was and the commit can be tried again.
     public func commit(generation: UInt64) throws(FSError) -> Commit {
         if let failure { throw failure }
+        guard generation >= 1 else { throw .invalidArgument("commit generation 0: a committed root's generation is at least 1") }
         if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
             throw .invalidArgument("commit generation \(generation) is not above the last one, \(last)")
         }
-        // Children before parents: a parent records its dirty children's checksums.
-        for (block, page) in dirty.sorted(by: { $0.value.view.level < $1.value.view.level }) {
+        // Children before parents: a parent records its dirty children's checksums. By
+        // block within a level, so that the writes (and a power cut among them) replay
+        // exactly from a test's seed, whatever the dictionary's order.
+        let order = dirty.map { (block: $0.key, level: $0.value.view.level) }
+            .sorted { $0.level != $1.level ? $0.level < $1.level : $0.block < $1.block }
+        for (block, _) in order {
+            let page = dirty[block]!
             TreeNode.setGeneration(page.bytes, generation)
             let view = page.view
             if !view.isLeaf {
@@ -246,56 +291,10 @@ public final class CopyOnWriteTree {
         dirty.removeAll()
         pages.releasePages(spares)
         spares.removeAll()
-        let freed = freedSinceCommit
+        let freed = freedSinceCommit.sorted()
         freedSinceCommit.removeAll()
         committedRoot = root
         if written > 0 || !freed.isEmpty { lastGeneration = generation }
         return Commit(root: root, freedBlocks: freed, writtenBlocks: written)
-    }
-
-    // MARK: - Changing: helpers shared by insert and remove
-
-    /// Allocates spare blocks until there are `count` (the most a change can need).
-    func reserveSpares(_ count: Int) throws(FSError) {
-        while spares.count < count { spares.append(try pages.allocatePage()) }
-    }
-
-    func takeSpare() -> UInt64 {
-        guard let block = spares.popLast() else { preconditionFailure("a tree change needed more blocks than it reserved") }
-        return block
-    }
-
-    /// Blocks a change may need: copies of the path from the root, a sibling per level,
-    /// and a split per level plus a new root.
-    var sparesForOneChange: Int { 2 * Int(rootLevel) + 3 }
-
-    /// The node at `block`, made changeable: a dirty node as it is; a committed one
-    /// copied to a spare block (the old block is freed at the next commit). Returns the
-    /// block the node now has; the caller points the parent at it.
-    func writable(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> (block: UInt64, page: TreePage) {
-        if let page = dirty[block] { return (block, page) }
-        let page = TreePage()
-        try pages.readPage(block, into: page.mutableBuffer)
-        try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
-        let copy = takeSpare()
-        TreeNode.setBlock(page.bytes, copy)
-        dirty[copy] = page
-        freedSinceCommit.append(block)
-        return (copy, page)
-    }
-
-    /// A new, empty dirty node on a spare block.
-    func newNode(level: UInt8) -> (block: UInt64, page: TreePage) {
-        let block = takeSpare()
-        let page = TreePage()
-        TreeNode.writeHeader(page.bytes, imageID: imageID, treeID: treeID, level: level, count: 0, generation: 0, block: block)
-        dirty[block] = page
-        return (block, page)
-    }
-
-    /// Drops a dirty node that no longer belongs to the tree; its block becomes a spare.
-    func discard(_ block: UInt64) {
-        precondition(dirty.removeValue(forKey: block) != nil, "discarding block \(block), which is not dirty")
-        spares.append(block)
     }
 }

@@ -41,7 +41,9 @@ public enum TreeNode {
     /// 4,048 bytes, and any full leaf plus one more item splits into two leaves that fit
     /// (each side is at most two items' worth once the other holds all it can), which a
     /// value up to 2,003 bytes would still allow; the margin is kept for header growth.
-    /// Larger values are the caller's business (stored out of line).
+    /// Larger values are the caller's business: the format keeps them in the tree as
+    /// several items (xattr chunks, symlink-target parts; docs/FORMAT.md, "Version 2 (in
+    /// progress): items").
     public static let maximumValueBytes = 1_900
     /// The deepest a tree may be: 8 levels hold far more than an image can (7 internal
     /// levels of full nodes address 109^7 leaves). A deeper level in a node means damage.
