@@ -132,15 +132,19 @@ final class BlockReferenceTreeTests: XCTestCase {
         }
     }
 
-    /// A run's value is checked when read: impossible lengths, counts and uses are damage.
+    /// A run's value is checked when read: impossible lengths, counts and uses are damage,
+    /// whether the run is reached by a scan or as the floor of a block inside it.
     func testDamagedRunsAreReportedAsDamage() throws {
         let pages = MemoryTreePages(firstBlock: 1_000_000)
         let cow = try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil)
-        // A run claiming 11 blocks ending at block 5.
+        // A run of 11 blocks from block 5 with no references (a run always has one).
         var w = ByteWriter()
-        w.u64(11); w.u32(1); w.u8(1); w.u32(0)
+        w.u64(11); w.u32(0); w.u8(1); w.u32(0)
         try cow.upsert(TreeKey(object: 5, kind: BlockReferenceTree.runKind, offset: 0), w.bytes)
         XCTAssertThrowsError(try BlockReferenceTree(tree: cow).allRuns()) { error in
+            guard case FSError.damagedImage = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertThrowsError(try BlockReferenceTree(tree: cow).count(of: 9)) { error in
             guard case FSError.damagedImage = error else { return XCTFail("\(error)") }
         }
     }

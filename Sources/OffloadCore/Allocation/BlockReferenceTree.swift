@@ -3,9 +3,10 @@
 /// `BlockReferenceCounts` keeps in RAM today.
 ///
 /// Items are runs of blocks with equal counts and equal use, coalesced like
-/// `BlockReferenceCounts`'s. A run is keyed by its LAST block, (last, `runKind`, 0), so the
-/// run holding block b is the first item at or after (b, `runKind`, 0), found with one
-/// ascending scan (the engine has no predecessor search); a block no run holds is free.
+/// `BlockReferenceCounts`'s, keyed by their first block, (first, `runKind`, 0): the run
+/// holding block b is the floor of (b, `runKind`, 0) if it reaches b, and growing a run at
+/// its end (the allocator hands out ascending blocks) keeps its key. A block no run holds
+/// is free.
 /// Runs say what their blocks hold (`BlockRun.Use`): file data, or nodes of which tree, so
 /// that repair can tell a live node from a stale copy and snapshots can count node
 /// references.
@@ -30,28 +31,38 @@ public final class BlockReferenceTree {
 
     public init(tree: CopyOnWriteTree) { self.tree = tree }
 
-    /// The runs overlapping `blocks`, in order.
+    /// The runs overlapping `blocks`, in order: the floor of the first block, if it reaches
+    /// into `blocks`, then the runs starting inside.
     public func runs(overlapping blocks: Range<UInt64>) throws(FSError) -> [BlockRun] {
-        guard !blocks.isEmpty else { return [] }
-        guard blocks.lowerBound < Self.pendingFreeBase else { return [] }
+        guard !blocks.isEmpty, blocks.lowerBound < Self.pendingFreeBase else { return [] }
         var found: [BlockRun] = []
-        var failure: FSError?
-        try tree.scan(from: TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0), through: Self.lastRunKey) { key, value in
-            do {
-                guard key.kind == Self.runKind, key.offset == 0 else {
-                    throw ByteReader.Malformed(description: "not a run's key")
-                }
-                let run = try BlockRun.decode(last: key.object, value)
-                guard run.blocks.lowerBound < blocks.upperBound else { return false }
-                found.append(run)
-                return true
-            } catch {
-                failure = .damagedImage("block tree item \(key): \(error)")
-                return false
-            }
+        let first = TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0)
+        if let floor = try tree.floor(first), floor.key < first {
+            let run = try Self.run(floor.key, floor.value)
+            if run.blocks.upperBound > blocks.lowerBound { found.append(run) }
         }
-        if let failure { throw failure }
+        try tree.scan(from: first, through: Self.lastRunKey) { (key, value) throws(FSError) in
+            let run = try Self.run(key, value)
+            guard run.blocks.lowerBound < blocks.upperBound else { return false }
+            found.append(run)
+            return true
+        }
         return found
+    }
+
+    /// The run an item states; damage if the item is not a run.
+    private static func run(_ key: TreeKey, _ value: some Collection<UInt8>) throws(FSError) -> BlockRun {
+        guard key.kind == runKind, key.offset == 0, key.object < pendingFreeBase else {
+            throw .damagedImage("block tree item \(key) where a run was expected")
+        }
+        let bytes = Array(value)
+        let decoded = bytes.withUnsafeBytes { raw in
+            Result { () throws(ByteReader.Malformed) -> BlockRun in try BlockRun.decode(first: key.object, raw) }
+        }
+        switch decoded {
+        case .success(let run): return run
+        case .failure(let problem): throw .damagedImage("block tree item \(key): \(problem.description)")
+        }
     }
 
     /// Every run, in order (checks and tests).
@@ -210,14 +221,17 @@ public final class BlockReferenceTree {
         let upserts = merged.filter { !before.contains($0) }
         // Every block the changes may need, taken before the first: a change that runs out
         // of space half-way would leave runs removed and not replaced (blocks looking free).
-        // Damage met half-way latches the tree's failure, so no commit can keep half a change.
+        // Anything else failing half-way fails the tree (`groupedChange`), so no commit can
+        // keep half a change; the caller abandons it.
         try tree.reserveSpares((removals.count + upserts.count) * (tree.sparesForOneChange + 2))
-        for run in removals {
-            let removed = try tree.remove(run.key)
-            assert(removed, "run \(run) was read but is not in the tree")
-        }
-        for run in upserts {
-            try tree.upsert(run.key, run.encoded())
+        try tree.groupedChange { () throws(FSError) in
+            for run in removals {
+                let removed = try tree.remove(run.key)
+                assert(removed, "run \(run) was read but is not in the tree")
+            }
+            for run in upserts {
+                try tree.upsert(run.key, run.encoded())
+            }
         }
     }
 }

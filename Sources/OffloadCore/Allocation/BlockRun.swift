@@ -20,7 +20,7 @@ public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(blocks) x\(count) \(use)" }
 
-    var key: TreeKey { TreeKey(object: blocks.upperBound - 1, kind: BlockReferenceTree.runKind, offset: 0) }
+    var key: TreeKey { TreeKey(object: blocks.lowerBound, kind: BlockReferenceTree.runKind, offset: 0) }
 
     /// True when `next` starts where this run ends with the same count and use.
     func continues(into next: BlockRun) -> Bool {
@@ -41,16 +41,16 @@ public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
         return w.bytes
     }
 
-    static func decode(last: UInt64, _ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BlockRun {
+    static func decode(first: UInt64, _ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BlockRun {
         guard bytes.count == encodedSize else {
             throw ByteReader.Malformed(description: "a block run of \(bytes.count) bytes")
         }
         var r = ByteReader(bytes)
         let length = try r.u64(), count = try r.u32(), use = try r.u8(), tree = try r.u32()
-        guard length >= 1, length - 1 <= last, last < UInt64.max, count >= 1 else {
-            throw ByteReader.Malformed(description: "a run of \(length) blocks ending at \(last) with \(count) references")
+        guard length >= 1, length <= BlockReferenceTree.pendingFreeBase - first, count >= 1 else {
+            throw ByteReader.Malformed(description: "a run of \(length) blocks from \(first) with \(count) references")
         }
-        let blocks = (last - (length - 1))..<(last + 1)
+        let blocks = first..<(first + length)
         switch (use, tree) {
         case (1, 0): return BlockRun(blocks: blocks, count: count, use: .data)
         case (2, _): return BlockRun(blocks: blocks, count: count, use: .node(tree: tree))
