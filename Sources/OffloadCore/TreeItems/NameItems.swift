@@ -47,38 +47,27 @@ public struct NameItem: Equatable, Sendable {
         precondition(!entries.isEmpty && entries.count < 256 && encodedSize <= Self.maximumBytes)
         assert(entries.allSatisfy { $0.isEncodable } && Set(entries.map(\.name)).count == entries.count,
                "\(self) would not decode")
-        var w = ByteWriter(capacity: encodedSize)
-        w.u8(UInt8(entries.count))
-        for entry in entries {
+        return BucketCoding.encode(entries, capacity: encodedSize) { entry, w in
             w.u64(entry.child)
             w.u64(entry.index)
             w.u8(entry.type)
             w.u8(UInt8(entry.name.count))
             w.raw(entry.name)
         }
-        return w.bytes
     }
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> NameItem {
-        guard bytes.count <= maximumBytes else {
-            throw ByteReader.Malformed(description: "a name item of \(bytes.count) bytes")
-        }
-        var r = ByteReader(bytes)
-        let count = Int(try r.u8())
-        guard count > 0 else { throw ByteReader.Malformed(description: "a name item with no names") }
-        var entries: [NamedEntry] = []
-        for _ in 0..<count {
+        NameItem(entries: try BucketCoding.decode(bytes, maximumBytes: maximumBytes, what: "a name item") {
+            (r, earlier: [NamedEntry]) throws(ByteReader.Malformed) in
             let child = try r.u64(), index = try r.u64(), type = try r.u8()
             try ItemCoding.checkChild(child, type: type)
             try ItemCoding.checkIndex(index)
             let name = try ItemCoding.name(&r)
-            guard !entries.contains(where: { $0.name == name }) else {
+            guard !earlier.contains(where: { $0.name == name }) else {
                 throw ByteReader.Malformed(description: "a name item holding one name twice")
             }
-            entries.append(NamedEntry(name: name, child: child, type: type, index: index))
-        }
-        try ItemCoding.requireEnd(r, "a name item")
-        return NameItem(entries: entries)
+            return NamedEntry(name: name, child: child, type: type, index: index)
+        })
     }
 }
 
@@ -147,37 +136,25 @@ public struct BackReferenceItem: Equatable, Sendable {
         precondition(!links.isEmpty && links.count < 256 && encodedSize <= Self.maximumBytes)
         assert(links.allSatisfy { ItemCoding.isInode($0.directory) && $0.index >= 3 && ItemCoding.isValidName($0.name) },
                "\(self) would not decode")
-        var w = ByteWriter(capacity: encodedSize)
-        w.u8(UInt8(links.count))
-        for link in links {
+        return BucketCoding.encode(links, capacity: encodedSize) { link, w in
             w.u64(link.directory)
             w.u64(link.index)
             w.u8(UInt8(link.name.count))
             w.raw(link.name)
         }
-        return w.bytes
     }
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> BackReferenceItem {
-        guard bytes.count <= maximumBytes else {
-            throw ByteReader.Malformed(description: "a back reference of \(bytes.count) bytes")
-        }
-        var r = ByteReader(bytes)
-        let count = Int(try r.u8())
-        guard count > 0 else { throw ByteReader.Malformed(description: "a back reference with no links") }
-        var links: [Link] = []
-        for _ in 0..<count {
+        BackReferenceItem(links: try BucketCoding.decode(bytes, maximumBytes: maximumBytes, what: "a back reference") {
+            (r, earlier: [Link]) throws(ByteReader.Malformed) in
             let directory = try r.u64(), index = try r.u64()
             try ItemCoding.checkChild(directory, type: 4)
             try ItemCoding.checkIndex(index)
             let name = try ItemCoding.name(&r)
-            let link = Link(directory: directory, index: index, name: name)
-            guard !links.contains(where: { $0.directory == directory && $0.name == name }) else {
+            guard !earlier.contains(where: { $0.directory == directory && $0.name == name }) else {
                 throw ByteReader.Malformed(description: "a back reference holding one link twice")
             }
-            links.append(link)
-        }
-        try ItemCoding.requireEnd(r, "a back reference")
-        return BackReferenceItem(links: links)
+            return Link(directory: directory, index: index, name: name)
+        })
     }
 }

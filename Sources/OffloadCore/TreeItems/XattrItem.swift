@@ -30,6 +30,9 @@ public struct XattrItem: Equatable, Sendable {
             self.inlineValue = inlineValue
         }
 
+        /// The chunk numbers the value takes (empty when inline).
+        public var chunks: Range<Int> { Int(firstChunk)..<(Int(firstChunk) + chunkCount) }
+
         /// How many chunk items the value takes (0 when inline).
         public var chunkCount: Int {
             firstChunk == 0 ? 0 : (Int(valueLength) + XattrItem.chunkBytes - 1) / XattrItem.chunkBytes
@@ -52,9 +55,7 @@ public struct XattrItem: Equatable, Sendable {
 
     /// The encoding without the checks (tests write what the decoder must refuse).
     static func unchecked(_ attributes: [Attribute]) -> [UInt8] {
-        var w = ByteWriter(capacity: 1024)
-        w.u8(UInt8(attributes.count))
-        for attribute in attributes {
+        BucketCoding.encode(attributes, capacity: maximumBytes) { attribute, w in
             w.u8(UInt8(attribute.name.count))
             w.raw(attribute.name)
             w.u32(attribute.valueLength)
@@ -62,45 +63,34 @@ public struct XattrItem: Equatable, Sendable {
             w.u16(UInt16(attribute.inlineValue.count))
             w.raw(attribute.inlineValue)
         }
-        return w.bytes
     }
 
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> XattrItem {
-        guard bytes.count <= maximumBytes else {
-            throw ByteReader.Malformed(description: "an xattr item of \(bytes.count) bytes")
-        }
-        var r = ByteReader(bytes)
-        let count = Int(try r.u8())
-        guard count > 0 else { throw ByteReader.Malformed(description: "an xattr item with no names") }
-        var attributes: [Attribute] = []
-        var chunksTaken: [Range<Int>] = []
-        for _ in 0..<count {
+        XattrItem(attributes: try BucketCoding.decode(bytes, maximumBytes: maximumBytes, what: "an xattr item") {
+            (r, earlier: [Attribute]) throws(ByteReader.Malformed) in
             let nameLength = Int(try r.u8())
             let name = try r.raw(nameLength)
-            guard !name.isEmpty, !name.contains(0), !attributes.contains(where: { $0.name == name }) else {
+            guard !name.isEmpty, !name.contains(0), !earlier.contains(where: { $0.name == name }) else {
                 throw ByteReader.Malformed(description: "an xattr item with an empty, NUL-holding or repeated name")
             }
             let valueLength = try r.u32(), firstChunk = try r.u16(), inlineLength = Int(try r.u16())
             guard valueLength <= valueLimit else {
                 throw ByteReader.Malformed(description: "an xattr value of \(valueLength) bytes")
             }
-            let inline = try r.raw(inlineLength)
-            let attribute = Attribute(name: name, valueLength: valueLength, firstChunk: firstChunk, inlineValue: inline)
+            let attribute = Attribute(name: name, valueLength: valueLength, firstChunk: firstChunk,
+                                      inlineValue: try r.raw(inlineLength))
             if firstChunk == 0 {
                 guard inlineLength == Int(valueLength) else {
                     throw ByteReader.Malformed(description: "an inline xattr value of \(inlineLength) of \(valueLength) bytes")
                 }
             } else {
-                let chunks = Int(firstChunk)..<(Int(firstChunk) + attribute.chunkCount)
+                let chunks = attribute.chunks
                 guard inlineLength == 0, valueLength > 0, chunks.upperBound <= 65536,
-                      !chunksTaken.contains(where: { $0.overlaps(chunks) }) else {
+                      !earlier.contains(where: { $0.chunks.overlaps(chunks) }) else {
                     throw ByteReader.Malformed(description: "xattr chunks \(chunks) overlap or run past the last")
                 }
-                chunksTaken.append(chunks)
             }
-            attributes.append(attribute)
-        }
-        try ItemCoding.requireEnd(r, "an xattr item")
-        return XattrItem(attributes: attributes)
+            return attribute
+        })
     }
 }
