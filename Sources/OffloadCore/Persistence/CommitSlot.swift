@@ -114,9 +114,7 @@ public struct CommitSlot: Equatable, Sendable {
     }
 
     static func bodyChecksum(_ bytes: [UInt8]) -> UInt32 {
-        var copy = Array(bytes[0..<encodedSize])
-        for offset in [24, headerSize] { copy.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0]) }
-        return Checksum.crc32c(copy)
+        Checksum.crc32c(bytes, prefix: encodedSize, zeroing: [24, headerSize])
     }
 
     /// What one slot holds: a commit, or why not (the header rules are format 1's,

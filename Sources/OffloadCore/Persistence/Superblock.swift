@@ -149,9 +149,7 @@ public struct Superblock: Equatable, Sendable {
 
     /// CRC-32C of bytes 0..<192 with both checksum fields taken as zero.
     static func extensionChecksum(_ bytes: [UInt8]) -> UInt32 {
-        var copy = Array(bytes[0..<extendedSize])
-        for offset in [24, encodedSize] { copy.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0]) }
-        return Checksum.crc32c(copy)
+        Checksum.crc32c(bytes, prefix: extendedSize, zeroing: [24, encodedSize])
     }
 
     /// The previous commit the extension names, if its checksum matches.
