@@ -3,12 +3,14 @@ import XCTest
 import OffloadSimulation
 
 /// A page store that misbehaves on cue, for the tree's failure handling: reads of
-/// `unreadable` blocks fail with `.io`, and allocation number n (counted from 1) hands
-/// out `handOut[n]`, which may be a block still in use (a damaged allocator or image).
+/// `unreadable` blocks fail with `.io`, allocation number n (counted from 1) hands out
+/// `handOut[n]`, which may be a block still in use (a damaged allocator or image), and
+/// once `writesBeforeFailure` writes have gone through, writes fail with `.io`.
 final class ScriptedTreePages: TreePageStore {
     let inner = MemoryTreePages()
     var unreadable = Set<UInt64>()
     var handOut: [Int: UInt64] = [:]
+    var writesBeforeFailure: Int?
     private(set) var allocationCount = 0
 
     func allocatePage() throws(FSError) -> UInt64 {
@@ -22,7 +24,13 @@ final class ScriptedTreePages: TreePageStore {
         try inner.readPage(block, into: page)
     }
 
-    func writePage(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError) { try inner.writePage(block, from: page) }
+    func writePage(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError) {
+        if let left = writesBeforeFailure {
+            guard left > 0 else { throw .io("scripted: the write of block \(block) fails") }
+            writesBeforeFailure = left - 1
+        }
+        try inner.writePage(block, from: page)
+    }
     func releasePages(_ blocks: [UInt64]) { inner.releasePages(blocks) }
 }
 
@@ -139,6 +147,35 @@ final class TreeChangeFailureTests: XCTestCase {
         tree.abandon()
         XCTAssertNil(try tree.lookup(key(0, 1)))
         XCTAssertEqual(pages.inner.liveBlocks, 4, "the committed root and its leaves")
+        XCTAssertEqual(pages.inner.violations, [])
+    }
+
+    /// A commit whose writes fail half-way fails the tree: retrying it would write its
+    /// blocks a second time (the store's contract: once between allocation and release).
+    /// `abandon()` gives every block back; the changes applied again commit cleanly.
+    func testACommitWhoseWriteFailsFailsTheTreeUntilAbandoned() throws {
+        let pages = ScriptedTreePages()
+        let tree = try CopyOnWriteTree(pages: pages, imageID: Self.imageID, treeID: Self.treeID, root: nil)
+        let items = (0..<400).map { (key(2 * UInt64($0)), [UInt8](repeating: 1, count: 100)) }
+        _ = try tree.bulkLoad(items, fill: 1.0, generation: 1)
+        let committedBlocks = pages.inner.liveBlocks
+        func change() throws {
+            for i in stride(from: 1, to: 800, by: 80) { try tree.upsert(key(UInt64(i)), [UInt8](repeating: 2, count: 100)) }
+        }
+        try change()
+        XCTAssertGreaterThan(tree.dirtyNodeCount, 2)
+        pages.writesBeforeFailure = 1
+        XCTAssertThrowsError(try tree.commit(generation: 2))
+        pages.writesBeforeFailure = nil
+        XCTAssertThrowsError(try tree.commit(generation: 2), "a retry in place would write a block twice")
+        XCTAssertThrowsError(try tree.upsert(key(3), [1]), "the failed tree takes no change")
+        tree.abandon()
+        XCTAssertEqual(pages.inner.liveBlocks, committedBlocks, "every block of the failed commit given back")
+        XCTAssertEqual(try tree.check().items, 400)
+        try change()
+        let commit = try tree.commit(generation: 2)
+        pages.inner.releasePages(commit.freedBlocks)
+        XCTAssertEqual(try tree.check().items, 410)
         XCTAssertEqual(pages.inner.violations, [])
     }
 

@@ -255,9 +255,11 @@ public final class CopyOnWriteTree {
 
     /// Writes every dirty node, stamped with `generation` (at least 1, and above the last
     /// committed root's), in ascending (level, block) order, and makes the working tree
-    /// the committed one. Nothing is made durable here: the caller syncs the store, then records the returned root (in a
-    /// superblock), then releases `freedBlocks`. If a write fails, the tree stays as it
-    /// was and the commit can be tried again.
+    /// the committed one. Nothing is made durable here: the caller syncs the store, then
+    /// records the returned root (in a superblock), then releases `freedBlocks`. If a write
+    /// fails, the tree is failed: the committed root is untouched, and the caller calls
+    /// `abandon()` (which gives back every block of the failed commit, written or not) and
+    /// applies the changes again; retrying in place would write blocks twice.
     public func commit(generation: UInt64) throws(FSError) -> Commit {
         if let failure { throw failure }
         guard generation >= 1 else { throw .invalidArgument("commit generation 0: a committed root's generation is at least 1") }
@@ -281,7 +283,14 @@ public final class CopyOnWriteTree {
                 }
             }
             TreeNode.seal(page.bytes)
-            try pages.writePage(block, from: page.buffer)
+            do {
+                try pages.writePage(block, from: page.buffer)
+            } catch {
+                // Retrying in place would write the blocks already written a second time;
+                // the caller abandons the changes (their blocks go back) and applies them again.
+                failure = error
+                throw error
+            }
         }
         let written = dirty.count
         let root = rootBlock.map { block in
