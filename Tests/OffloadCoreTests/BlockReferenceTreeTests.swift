@@ -180,6 +180,11 @@ final class BlockReferenceTreeTests: XCTestCase {
             guard case FSError.noSpace = error else { return XCTFail("\(error)") }
         }
         XCTAssertEqual(try tree.allRuns(), [BlockRun(blocks: 0..<10, count: 1, use: .data)])
+        // So do pending frees: several ranges are recorded together or not at all.
+        XCTAssertThrowsError(try tree.addPendingFrees(generation: 2, [20..<21, 30..<31, 40..<41])) { error in
+            guard case FSError.noSpace = error else { return XCTFail("\(error)") }
+        }
+        XCTAssertEqual(try tree.pendingFrees(through: .max).count, 0)
         pages.blockLimit = nil
         XCTAssertEqual(try tree.release(5..<6), [5..<6])
         XCTAssertEqual(try tree.allRuns(), [BlockRun(blocks: 0..<5, count: 1, use: .data), BlockRun(blocks: 6..<10, count: 1, use: .data)])

@@ -103,16 +103,19 @@ public final class BlockReferenceTree {
     /// starts where one of that generation does (a block freed twice before a commit).
     public func addPendingFrees(generation: UInt64, _ ranges: [Range<UInt64>]) throws(FSError) {
         guard generation < Self.pendingFreeBase else { throw .invalidArgument("generation \(generation) out of range") }
-        for range in ranges where !range.isEmpty {
-            // A block is freed once per generation: it waits, pending, until after the
-            // commit that freed it, so nobody could have allocated and freed it again.
-            let key = TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind, offset: range.lowerBound)
-            guard try !tree.contains(key) else {
-                throw .invalidArgument("block \(range.lowerBound) is pending free in generation \(generation) already")
+        let ranges = ranges.filter { !$0.isEmpty }
+        let keys = ranges.map { TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind, offset: $0.lowerBound) }
+        // A block is freed once per generation: it waits, pending, until after the commit
+        // that freed it, so nobody could have allocated and freed it again.
+        for (key, range) in zip(keys, ranges) where try tree.contains(key) {
+            throw .invalidArgument("block \(range.lowerBound) is pending free in generation \(generation) already")
+        }
+        try changeTogether(keys.count) { () throws(FSError) in
+            for (key, range) in zip(keys, ranges) {
+                var w = ByteWriter(capacity: 8)
+                w.u64(UInt64(range.count))
+                try tree.upsert(key, w.bytes)
             }
-            var w = ByteWriter(capacity: 8)
-            w.u64(UInt64(range.count))
-            try tree.upsert(key, w.bytes)
         }
     }
 
@@ -140,10 +143,24 @@ public final class BlockReferenceTree {
 
     /// Deletes the pending frees of `generation` (their blocks are free for good).
     public func removePendingFrees(generation: UInt64) throws(FSError) {
-        for pending in try pendingFrees(from: generation, through: generation) {
-            _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind,
-                                        offset: pending.blocks.lowerBound))
+        let pending = try pendingFrees(from: generation, through: generation)
+        try changeTogether(pending.count) { () throws(FSError) in
+            for item in pending {
+                _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind,
+                                            offset: item.blocks.lowerBound))
+            }
         }
+    }
+
+    /// Runs `count` tree changes as one: every block they may need is taken before the
+    /// first (so running out of space changes nothing: a change that ran out half-way
+    /// would leave runs removed and not replaced, blocks looking free), and anything else
+    /// failing half-way fails the tree (`groupedChange`), so no commit keeps half of them;
+    /// the caller abandons them.
+    private func changeTogether(_ count: Int, _ body: () throws(FSError) -> Void) throws(FSError) {
+        guard count > 0 else { return }
+        try tree.reserveSpares(count * (tree.sparesForOneChange + 2))
+        try tree.groupedChange(body)
     }
 
     // MARK: - Changing runs
@@ -219,12 +236,7 @@ public final class BlockReferenceTree {
         let rewrittenKeys = Set(merged.filter { !before.contains($0) }.map(\.key))
         let removals = old.filter { !kept.contains($0) && !rewrittenKeys.contains($0.key) }
         let upserts = merged.filter { !before.contains($0) }
-        // Every block the changes may need, taken before the first: a change that runs out
-        // of space half-way would leave runs removed and not replaced (blocks looking free).
-        // Anything else failing half-way fails the tree (`groupedChange`), so no commit can
-        // keep half a change; the caller abandons it.
-        try tree.reserveSpares((removals.count + upserts.count) * (tree.sparesForOneChange + 2))
-        try tree.groupedChange { () throws(FSError) in
+        try changeTogether(removals.count + upserts.count) { () throws(FSError) in
             for run in removals {
                 let removed = try tree.remove(run.key)
                 assert(removed, "run \(run) was read but is not in the tree")
