@@ -145,7 +145,18 @@ public struct ImageAnalysis {
             metadata.append(segment.start / Self.block..<(segment.start + segment.length) / Self.block)
         }
         metadata.sort { $0.lowerBound < $1.lowerBound }
-        metadataBytes = metadata.reduce(0) { $0 + UInt64($1.count) } * Self.block
+        // Counted as their union: segments of a damaged image may overlap (found by the
+        // fuzzer, Tests/FuzzRegressions/metadata-counted-twice), and blocks counted twice
+        // here but once in the runs below made `dataBytes` underflow and trap.
+        var union: [Range<UInt64>] = []
+        for range in metadata {
+            if let last = union.last, range.lowerBound <= last.upperBound {
+                union[union.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                union.append(range)
+            }
+        }
+        metadataBytes = union.reduce(0) { $0 + UInt64($1.count) } * Self.block
         var events: [(block: UInt64, delta: Int32)] = []
         for range in metadata {
             events.append((range.lowerBound, 1))
@@ -197,7 +208,8 @@ public struct ImageAnalysis {
             if run.count > 1 && !Self.overlaps(run.blocks, metadata) { sharedBlocks += UInt64(run.blocks.count) }
         }
         let allBlocks = runs.reduce(UInt64(0)) { $0 + UInt64($1.blocks.count) }
-        dataBytes = allBlocks * Self.block - metadataBytes
+        assert(allBlocks * Self.block >= metadataBytes, "every metadata block is in a run")
+        dataBytes = allBlocks * Self.block - min(metadataBytes, allBlocks * Self.block)
         if sharedBlocks > 0 {
             notes.append("\(sharedBlocks) blocks are shared between extents (copy_file_range clones)")
         }
