@@ -124,20 +124,17 @@ public final class BlockReferenceTree {
         -> [(generation: UInt64, blocks: Range<UInt64>)] {
         guard first <= generation, first < Self.pendingFreeBase else { return [] }
         var found: [(generation: UInt64, blocks: Range<UInt64>)] = []
-        var failure: FSError?
         let last = Self.pendingFreeBase + min(generation, Self.pendingFreeBase - 1)
         try tree.scan(from: TreeKey(object: Self.pendingFreeBase + first, kind: 0, offset: 0),
-                      through: TreeKey(object: last, kind: .max, offset: .max)) { key, value in
+                      through: TreeKey(object: last, kind: .max, offset: .max)) { (key, value) throws(FSError) in
             var r = ByteReader(value)
             guard key.kind == Self.pendingFreeKind, value.count == 8, let length = try? r.u64(), length >= 1,
                   key.offset < Self.pendingFreeBase, length <= Self.pendingFreeBase - key.offset else {
-                failure = .damagedImage("block tree item \(key): not a pending free")
-                return false
+                throw .damagedImage("block tree item \(key): not a pending free")
             }
             found.append((key.object - Self.pendingFreeBase, key.offset..<key.offset + length))
             return true
         }
-        if let failure { throw failure }
         return found
     }
 
