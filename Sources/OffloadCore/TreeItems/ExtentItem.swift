@@ -1,6 +1,8 @@
 /// The value of (ino, extent, file offset): one extent of a regular file, starting at that
-/// offset. Lengths and image offsets stay within 2^63 - 1, as file sizes do. A file's extent items tile 0..<size with no gaps, as `OffloadedFile`'s extents
-/// do; a hole is a fill of zeros.
+/// offset. Lengths and image offsets stay within 2^63 - 1, as file sizes do. A file's
+/// extent items are disjoint and inside its size; bytes below the size that no item covers
+/// read as zeros (btrfs's NO_HOLES), so a hole or a zero fill takes no item
+/// (`FileSystemTree` never writes a fill of zeros).
 public enum ExtentItem: Equatable, Sendable {
     /// `length` bytes of the image starting at byte `offset` (not necessarily
     /// block-aligned); each holds a reference on every block its bytes touch.

@@ -37,18 +37,36 @@ public enum ReservedObject {
 /// The hash-derived key offsets, from the image's name-hash key.
 public struct ItemHashes: Sendable, Equatable {
     public let siphash: SipHash24
+    /// The bits of every hash kept: all of them, except in tests that want collisions.
+    let kept: UInt64
 
-    public init(siphash: SipHash24) { self.siphash = siphash }
+    public init(siphash: SipHash24) {
+        self.siphash = siphash
+        kept = .max
+    }
+
+    /// For tests only: hashes that keep just their top `bits` bits (1 to 48), so that
+    /// names collide often enough to fill the items that share a hash (no image is ever
+    /// written with them: the key in the superblock is a plain SipHash key).
+    public static func weakened(_ siphash: SipHash24, bits: Int) -> ItemHashes {
+        precondition((1...48).contains(bits))
+        return ItemHashes(siphash: siphash, kept: ~((UInt64(1) << UInt64(64 - bits)) - 1))
+    }
+
+    private init(siphash: SipHash24, kept: UInt64) {
+        self.siphash = siphash
+        self.kept = kept
+    }
 
     /// The offset of a directory's `name` item for `name`.
-    public func name(_ name: [UInt8]) -> UInt64 { siphash.hash(name) }
+    public func name(_ name: [UInt8]) -> UInt64 { siphash.hash(name) & kept }
 
     /// The offset of an inode's back reference for the link `name` in `directory`.
     public func backReference(directory: UInt64, name: [UInt8]) -> UInt64 {
-        siphash.hash(prefix: directory, name)
+        siphash.hash(prefix: directory, name) & kept
     }
 
     /// The offset of an inode's xattr item for `name`: the hash's top 48 bits, leaving
     /// the low 16 for the value's chunks.
-    public func xattr(_ name: [UInt8]) -> UInt64 { siphash.hash(name) & ~UInt64(0xffff) }
+    public func xattr(_ name: [UInt8]) -> UInt64 { siphash.hash(name) & kept & ~UInt64(0xffff) }
 }

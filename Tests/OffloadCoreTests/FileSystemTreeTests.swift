@@ -1,0 +1,121 @@
+import XCTest
+import OffloadCore
+import OffloadSimulation
+
+/// `FileSystemTree`'s edges the random model test does not aim at: hash items full of
+/// colliding names, the largest xattr value going to chunks and back inline, and items
+/// that are damaged or hostile (an error, never a trap).
+final class FileSystemTreeTests: XCTestCase {
+    func makeTree(bits: Int = 48) throws -> FileSystemTree {
+        let tree = try CopyOnWriteTree(pages: MemoryTreePages(), imageID: 1, treeID: 1, root: nil)
+        return FileSystemTree(tree: tree, hashes: .weakened(SipHash24(key0: 3, key1: 4), bits: bits))
+    }
+
+    func testNamesCollidingUnderTheKeyFillTheirItemAndTheNextIsRefusedWithNothingChanged() throws {
+        // One hash bit: every name lands in one of two name items, which hold three names
+        // of 255 bytes each (1 + 3 × 273 bytes of at most 1,024), so the seventh is refused.
+        let fs = try makeTree(bits: 1)
+        var linked: [[UInt8]] = []
+        var refusal: FSError?
+        for n in 0..<7 {
+            let name = Array(repeating: UInt8(ascii: "a") + UInt8(n), count: 255)
+            do {
+                try fs.apply(.link(directory: 1, NamedEntry(name: name, child: 10 + UInt64(n), type: 8, index: 3 + UInt64(n))))
+                linked.append(name)
+            } catch {
+                refusal = error
+                XCTAssertNil(try fs.lookup(directory: 1, name: name), "a refused name was linked")
+                XCTAssertFalse(try fs.hasItems(10 + UInt64(n)), "a refused link left a back reference")
+                XCTAssertNil(try fs.entries(directory: 1).first { $0.index == 3 + UInt64(n) }, "a refused link left its index")
+            }
+        }
+        XCTAssertEqual(refusal, .noSpace)
+        XCTAssertGreaterThanOrEqual(linked.count, 3)
+        for name in linked { XCTAssertEqual(try fs.lookup(directory: 1, name: name)?.name, name) }
+        XCTAssertEqual(try fs.entries(directory: 1).map(\.name), linked)
+    }
+
+    func testTheLargestXattrValueGoesToChunksAndAShortOneBackInline() throws {
+        let fs = try makeTree()
+        let name = Array("user.big".utf8)
+        let value = (0..<XattrItem.valueLimit).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try fs.apply(.setXattr(inode: 5, name: name, value: value))
+        XCTAssertEqual(try fs.xattr(5, name: name), value)
+        XCTAssertEqual(try itemCount(fs, inode: 5), 1 + 50, "65,536 bytes take 50 chunks of 1,328 bytes and the item naming them")
+        try fs.apply(.setXattr(inode: 5, name: name, value: [1, 2, 3]))
+        XCTAssertEqual(try fs.xattr(5, name: name), [1, 2, 3])
+        XCTAssertEqual(try itemCount(fs, inode: 5), 1, "the chunks of the replaced value remain")
+        try fs.apply(.removeXattr(inode: 5, name: name))
+        XCTAssertEqual(try itemCount(fs, inode: 5), 0)
+        XCTAssertThrowsError(try fs.apply(.removeXattr(inode: 5, name: name))) { XCTAssertEqual($0 as? FSError, .noAttribute) }
+        XCTAssertThrowsError(try fs.apply(.setXattr(inode: 5, name: name, value: value + [0]))) {
+            XCTAssertEqual($0 as? FSError, .argumentListTooLong)
+        }
+    }
+
+    func itemCount(_ fs: FileSystemTree, inode: UInt64) throws -> Int {
+        var count = 0
+        try fs.tree.scan(from: TreeKey(object: inode, kind: 0, offset: 0), through: TreeKey(object: inode, kind: .max, offset: .max)) {
+            _, _ in
+            count += 1
+            return true
+        }
+        return count
+    }
+
+    func testDamagedAndHostileItemsAreDamageNotATrap() throws {
+        let fs = try makeTree()
+        try fs.tree.upsert(TreeKey(object: 7, kind: ItemKind.inode.rawValue, offset: 0), [1, 2, 3])
+        XCTAssertThrowsError(try fs.inode(7)) { Self.assertDamage($0) }
+        // An extent reaching past the largest file: its end would overflow a file offset.
+        try fs.tree.upsert(TreeKey(object: 8, kind: ItemKind.extent.rawValue, offset: .max - 10),
+                           ExtentItem.fill(byte: 1, length: 1 << 40).encoded())
+        XCTAssertThrowsError(try fs.extents(8, overlapping: 0..<UInt64.max)) { Self.assertDamage($0) }
+        XCTAssertThrowsError(try fs.apply(.fileRange(inode: 8, size: 10, range: 0..<10, pieces: [
+            FilePiece(offset: 0, extent: .repeatingBytes(value: 2, count: 10)),
+        ]))) { Self.assertDamage($0) }
+        // Overlapping extents.
+        try fs.tree.upsert(TreeKey(object: 9, kind: ItemKind.extent.rawValue, offset: 0), ExtentItem.fill(byte: 1, length: 100).encoded())
+        try fs.tree.upsert(TreeKey(object: 9, kind: ItemKind.extent.rawValue, offset: 50), ExtentItem.fill(byte: 2, length: 100).encoded())
+        XCTAssertThrowsError(try fs.extents(9, overlapping: 0..<200)) { Self.assertDamage($0) }
+        // A symlink target with a part missing, and an xattr with a short chunk.
+        try fs.tree.upsert(TreeKey(object: 11, kind: ItemKind.symlinkTarget.rawValue, offset: 1), [65])
+        XCTAssertThrowsError(try fs.symlinkTarget(11)) { Self.assertDamage($0) }
+        try fs.apply(.setXattr(inode: 12, name: Array("user.x".utf8), value: Array(repeating: 9, count: 3000)))
+        let chunk = TreeKey(object: 12, kind: ItemKind.xattr.rawValue, offset: fs.hashes.xattr(Array("user.x".utf8)) | 2)
+        try fs.tree.upsert(chunk, [1, 2])
+        XCTAssertThrowsError(try fs.xattr(12, name: Array("user.x".utf8))) { Self.assertDamage($0) }
+    }
+
+    static func assertDamage(_ error: Error, file: StaticString = #filePath, line: UInt = #line) {
+        guard case .damagedImage? = error as? FSError else {
+            return XCTFail("\(error) is not damage", file: file, line: line)
+        }
+    }
+
+    func testTruncateAndPunchLeaveNoItemForTheHole() throws {
+        let fs = try makeTree()
+        try fs.apply(.fileRange(inode: 3, size: 10_000, range: 0..<10_000, pieces: [
+            FilePiece(offset: 0, extent: .mmapOffload(offset: 4096, size: 10_000)),
+        ]))
+        XCTAssertEqual(fs.takeReferenceChanges().retained, [1..<4])
+        // Punch 4,000..<6,000 (a hole piece), then grow by truncate: the hole and the growth
+        // take no item; the image extent is cut in two, each holding its blocks.
+        try fs.apply(.fileRange(inode: 3, size: 10_000, range: 4_000..<6_000, pieces: [
+            FilePiece(offset: 4_000, extent: .repeatingBytes(value: 0, count: 2_000)),
+        ]))
+        try fs.apply(.fileRange(inode: 3, size: 1 << 40, range: 10_000..<10_000, pieces: []))
+        let extents = try fs.extents(3, overlapping: 0..<UInt64.max)
+        XCTAssertEqual(extents.map(\.offset), [0, 6_000])
+        XCTAssertEqual(extents.map(\.extent), [.image(offset: 4096, length: 4_000), .image(offset: 10_096, length: 4_000)])
+        let changes = fs.takeReferenceChanges()
+        XCTAssertEqual(changes.released, [1..<4])
+        XCTAssertEqual(changes.retained, [1..<2, 2..<4])
+        // Shrinking past the second extent releases it and cuts the first.
+        try fs.apply(.fileRange(inode: 3, size: 100, range: 100..<100, pieces: []))
+        XCTAssertEqual(try fs.extents(3, overlapping: 0..<UInt64.max).map(\.extent), [.image(offset: 4096, length: 100)])
+        let shrink = fs.takeReferenceChanges()
+        XCTAssertEqual(Set(shrink.released), [1..<2, 2..<4])
+        XCTAssertEqual(shrink.retained, [1..<2])
+    }
+}
