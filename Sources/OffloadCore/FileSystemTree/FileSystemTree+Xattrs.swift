@@ -1,7 +1,7 @@
 /// Extended attributes and symlink targets: values that may be longer than one item, kept
-/// whole in the tree (docs/FORMAT.md, "Xattr item"): a value that fits its hash item stays
-/// inline; a longer one goes to chunk items of `XattrItem.chunkBytes` under the same hash,
-/// and a symlink target to parts of the same size.
+/// whole in the tree (docs/FORMAT.md, "Xattr item"): values stay inline in their hash item
+/// while it fits, the longest go to chunk items of `XattrItem.chunkBytes` under the same
+/// hash when it does not, and a symlink target is cut into parts of the same size.
 extension FileSystemTree {
     func xattrKey(_ inode: UInt64, _ name: [UInt8], chunk: Int = 0) -> TreeKey {
         Self.key(inode, .xattr, hashes.xattr(name) | UInt64(chunk))
@@ -44,33 +44,37 @@ extension FileSystemTree {
         let bucketKey = xattrKey(inode, name)
         var bucket: XattrItem = try item(bucketKey) ?? XattrItem(attributes: [])
         let old = bucket.attributes.firstIndex { $0.name == name }.map { bucket.attributes.remove(at: $0) }
-        // Inline when the bucket still fits with the whole value in it; else chunks, at the
-        // lowest chunk numbers the bucket's other values leave free.
-        var attribute = XattrItem.Attribute(name: name, valueLength: UInt32(value.count), firstChunk: 0, inlineValue: value)
-        if XattrItem(attributes: bucket.attributes + [attribute]).encodedSize > XattrItem.maximumBytes {
-            let count = (value.count + XattrItem.chunkBytes - 1) / XattrItem.chunkBytes
+        guard bucket.attributes.count < 255 else { throw .noSpace }
+        bucket.attributes.append(XattrItem.Attribute(name: name, valueLength: UInt32(value.count), firstChunk: 0, inlineValue: value))
+        // Every value stays inline while the item fits; when it does not, the longest inline
+        // values move to chunks (the new one among them) until it does, so one long value
+        // never keeps a colliding name out. Refused only when even names alone overflow.
+        var moved: [(name: [UInt8], value: [UInt8], chunks: Range<Int>)] = []
+        while bucket.encodedSize > XattrItem.maximumBytes {
+            guard let longest = bucket.attributes.indices.filter({ bucket.attributes[$0].firstChunk == 0 && bucket.attributes[$0].valueLength > 0 })
+                .max(by: { bucket.attributes[$0].valueLength < bucket.attributes[$1].valueLength }) else { throw .noSpace }
+            let bytes = bucket.attributes[longest].inlineValue
+            let count = (bytes.count + XattrItem.chunkBytes - 1) / XattrItem.chunkBytes
             var first = 1
             // Each clash moves past the clashing value's chunks, so this ends.
             while let clash = bucket.attributes.first(where: { $0.chunks.overlaps(first..<first + count) }) {
                 first = clash.chunks.upperBound
             }
             guard first + count <= 65536 else { throw .noSpace }
-            attribute.inlineValue = []
-            attribute.firstChunk = UInt16(first)
-            guard XattrItem(attributes: bucket.attributes + [attribute]).encodedSize <= XattrItem.maximumBytes,
-                  bucket.attributes.count < 255 else { throw .noSpace }
-        } else if bucket.attributes.count >= 255 {
-            throw .noSpace
+            bucket.attributes[longest].inlineValue = []
+            bucket.attributes[longest].firstChunk = UInt16(first)
+            moved.append((bucket.attributes[longest].name, bytes, first..<first + count))
         }
-        bucket.attributes.append(attribute)
         try tree.groupedChange { () throws(FSError) in
             if let old {
                 for chunk in old.chunks { _ = try tree.remove(xattrKey(inode, name, chunk: chunk)) }
             }
-            for (n, chunk) in attribute.chunks.enumerated() {
-                let start = n * XattrItem.chunkBytes
-                try tree.upsert(xattrKey(inode, name, chunk: chunk),
-                                Array(value[start..<min(value.count, start + XattrItem.chunkBytes)]))
+            for (movedName, bytes, chunks) in moved {
+                for (n, chunk) in chunks.enumerated() {
+                    let start = n * XattrItem.chunkBytes
+                    try tree.upsert(xattrKey(inode, movedName, chunk: chunk),
+                                    Array(bytes[start..<min(bytes.count, start + XattrItem.chunkBytes)]))
+                }
             }
             try tree.upsert(bucketKey, bucket.encoded())
         }

@@ -45,7 +45,7 @@ public final class PthreadMutex<Value: ~Copyable>: @unchecked Sendable {
 ///
 /// The pthread mutex lives in its own allocation because a pthread lock must never move.
 public final class PthreadLock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init() {
         mutex = .allocate(capacity: 1)

@@ -1,0 +1,85 @@
+/// The changes of one generation: what every operation that joined it recorded, as net
+/// state per object (`ObjectChanges`), in shards with a lock each, so operations on
+/// different objects do not wait for one another (docs/ARCHITECTURE.md, "Requests, the
+/// delta and the commit").
+///
+/// A generation is open while operations join it; closed, it takes no new joins, and
+/// once the operations inside it have left, nothing changes it any more and the commit
+/// reads it without contention. Readers read it throughout, open or closed.
+public final class DeltaGeneration: @unchecked Sendable {
+    // @unchecked: every shard's state is reached only through its PthreadMutex.
+    public let number: UInt64
+    static let shardCount = 16
+    private let shards: [PthreadMutex<[UInt64: ObjectChanges]>]
+    private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
+
+    init(number: UInt64) {
+        self.number = number
+        shards = (0..<Self.shardCount).map { _ in PthreadMutex([:]) }
+    }
+
+    private func shard(_ object: UInt64) -> PthreadMutex<[UInt64: ObjectChanges]> {
+        shards[Int(truncatingIfNeeded: object % UInt64(Self.shardCount))]
+    }
+
+    /// The object a change is about: the directory for names, else the inode.
+    static func object(of change: JournalChange) -> UInt64 {
+        switch change {
+        case .attributes(let inode, _), .setXattr(let inode, _, _), .removeXattr(let inode, _),
+             .symlinkTarget(let inode, _), .fileRange(let inode, _, _, _), .orphan(let inode, _), .drop(let inode):
+            return inode
+        case .link(let directory, _), .unlink(let directory, _):
+            return directory
+        }
+    }
+
+    /// Records one operation's changes, in order: all of them, or (a change to an inode
+    /// already dropped, which only a damaged journal states) none. Each change takes its
+    /// object's shard alone; the caller's object locks keep other writers of the same
+    /// objects out meanwhile, and readers from seeing half an operation.
+    func record(_ changes: [JournalChange]) throws(FSError) {
+        var droppedHere: Set<UInt64> = []
+        for change in changes {
+            if case .orphan = change { continue }
+            let object = Self.object(of: change)
+            guard !droppedHere.contains(object), self.changes(of: object)?.cleared != true else {
+                throw .damagedImage("a change to inode \(object) after it was dropped: \(change)")
+            }
+            if case .drop = change { droppedHere.insert(object) }
+        }
+        for change in changes {
+            let object = Self.object(of: change)
+            if case .orphan(_, let item) = change {
+                orphanChanges.withLock { $0[object] = item.map { .set($0) } ?? .removed }
+                continue
+            }
+            shard(object).withLock { objects in objects[object, default: ObjectChanges()].record(change) }
+        }
+    }
+
+    /// What this generation changed about `object`, or nil when nothing.
+    public func changes(of object: UInt64) -> ObjectChanges? {
+        shard(object).withLock { $0[object] }
+    }
+
+    /// What this generation says of `inode`'s orphan item, or nil when nothing.
+    public func orphanChange(of inode: UInt64) -> DeltaValue<OrphanItem>? {
+        orphanChanges.withLock { $0[inode] }
+    }
+
+    /// Every orphan change (readers merging the orphan list; the commit).
+    public func allOrphanChanges() -> [UInt64: DeltaValue<OrphanItem>] {
+        orphanChanges.withLock { $0 }
+    }
+
+    /// Every object's changes, by object number (the commit, once the generation is quiet).
+    public func allChanges() -> [(object: UInt64, changes: ObjectChanges)] {
+        shards.flatMap { shard in shard.withLock { objects in objects.map { ($0.key, $0.value) } } }
+            .sorted { $0.object < $1.object }
+    }
+
+    /// How many objects this generation changed (the commit starts early past a cap).
+    public var objectCount: Int {
+        shards.reduce(0) { count, shard in count + shard.withLock { $0.count } } + orphanChanges.withLock { $0.count }
+    }
+}

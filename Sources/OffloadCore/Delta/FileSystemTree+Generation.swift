@@ -1,0 +1,47 @@
+extension FileSystemTree {
+    /// Writes a quiet generation's net state into the tree's items (the commit's second
+    /// step; the tree's own `commit` then writes the nodes): each item once, however often
+    /// it changed within the generation.
+    ///
+    /// Order: first every name the generation removed or replaced is unlinked from the
+    /// tree (taking its child's back reference while the child still has it), then the
+    /// inodes it dropped lose all their items, then attributes, new names, xattrs, targets
+    /// and file ranges (in the order they were written), and the orphan list. Reads the
+    /// tree for what the generation's names replace; applies nothing twice.
+    ///
+    /// A throw leaves part of the generation in the tree's working copy: the caller
+    /// abandons the tree's changes (`CopyOnWriteTree.abandon`) and keeps the generation.
+    public func apply(_ generation: DeltaGeneration) throws(FSError) {
+        let objects = generation.allChanges()
+        // 1. Names removed or replaced, by what the tree holds under them.
+        var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
+        for (directory, changes) in objects {
+            for name in changes.names.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                let wanted = changes.names[name]!.value
+                let held = try lookup(directory: directory, name: name)
+                if let held, held != wanted { try apply(.unlink(directory: directory, held)) }
+                if let wanted, wanted != held { linksToMake.append((directory, wanted)) }
+            }
+        }
+        // 2. Inodes dropped.
+        for (inode, changes) in objects where changes.cleared { try apply(.drop(inode: inode)) }
+        // 3. Everything else the generation states.
+        for (inode, changes) in objects where !changes.cleared {
+            if let attributes = changes.attributes { try apply(.attributes(inode: inode, attributes)) }
+            for name in changes.xattrs.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                switch changes.xattrs[name]! {
+                case .set(let value):
+                    try apply(.setXattr(inode: inode, name: name, value: value))
+                case .removed:
+                    if try xattr(inode, name: name) != nil { try apply(.removeXattr(inode: inode, name: name)) }
+                }
+            }
+            if let target = changes.symlinkTarget { try apply(.symlinkTarget(inode: inode, target)) }
+            for range in changes.fileRanges { try apply(range) }
+        }
+        for (directory, entry) in linksToMake { try apply(.link(directory: directory, entry)) }
+        for (inode, change) in generation.allOrphanChanges().sorted(by: { $0.key < $1.key }) {
+            try apply(.orphan(inode: inode, change.value))
+        }
+    }
+}

@@ -1,0 +1,99 @@
+/// What a request reads: the delta's generations (newest first) over a committed
+/// filesystem tree. A generation that mentions a key decides it; one that dropped the
+/// object hides everything older of it; else the next generation, and last the tree.
+///
+/// Extents are not read here: a file with changes in the delta is held by the inode
+/// cache with its `OffloadedFile` until the commit that writes them (docs/ARCHITECTURE.md,
+/// "The inode cache"), so a read of its bytes never needs the delta's file ranges.
+public struct LayeredFileSystem {
+    public let layers: [DeltaGeneration]
+    public let tree: FileSystemTree
+
+    /// Take `layers` from the delta before opening `tree` at the published root (see
+    /// `MetadataDelta`).
+    public init(layers: [DeltaGeneration], tree: FileSystemTree) {
+        self.layers = layers
+        self.tree = tree
+    }
+
+    /// The newest layer's say on `object`: `decide` returns a value to stop at (nil: this
+    /// layer does not decide); a dropped object stops with nil.
+    private func newest<T>(_ object: UInt64, _ decide: (ObjectChanges) -> T??) -> T?? {
+        for layer in layers {
+            guard let changes = layer.changes(of: object) else { continue }
+            if let decided = decide(changes) { return decided }
+            if changes.cleared { return .some(nil) }
+        }
+        return nil
+    }
+
+    public func inode(_ inode: UInt64) throws(FSError) -> InodeItem? {
+        if let decided = newest(inode, { $0.attributes.map { .some($0) } }) { return decided }
+        return try tree.inode(inode)
+    }
+
+    public func lookup(directory: UInt64, name: [UInt8]) throws(FSError) -> NamedEntry? {
+        if let decided = newest(directory, { $0.names[name].map { $0.value } }) { return decided }
+        return try tree.lookup(directory: directory, name: name)
+    }
+
+    /// Up to `limit` entries of `directory` from index `index` on, in index order: the
+    /// tree's, without the names the delta changed, and the delta's.
+    public func entries(directory: UInt64, from index: UInt64 = 3, limit: Int = .max) throws(FSError) -> [NamedEntry] {
+        var overrides: [[UInt8]: DeltaValue<NamedEntry>] = [:]
+        var treeHidden = false
+        // Oldest first, so newer generations overwrite.
+        for layer in layers.reversed() {
+            guard let changes = layer.changes(of: directory) else { continue }
+            if changes.cleared {
+                treeHidden = true
+                overrides = [:]
+            }
+            overrides.merge(changes.names) { $1 }
+        }
+        var merged = overrides.values.compactMap(\.value).filter { $0.index >= index }
+        if !treeHidden {
+            // Each override hides at most one of the tree's entries.
+            let wanted = limit == .max ? .max : limit + overrides.count
+            merged += try tree.entries(directory: directory, from: index, limit: wanted).filter { overrides[$0.name] == nil }
+        }
+        return Array(merged.sorted { $0.index < $1.index }.prefix(limit))
+    }
+
+    public func xattr(_ inode: UInt64, name: [UInt8]) throws(FSError) -> [UInt8]? {
+        if let decided = newest(inode, { $0.xattrs[name].map { $0.value } }) { return decided }
+        return try tree.xattr(inode, name: name)
+    }
+
+    public func xattrNames(_ inode: UInt64) throws(FSError) -> [[UInt8]] {
+        var overrides: [[UInt8]: DeltaValue<[UInt8]>] = [:]
+        for layer in layers.reversed() {
+            guard let changes = layer.changes(of: inode) else { continue }
+            if changes.cleared { return [] }
+            overrides.merge(changes.xattrs) { $1 }
+        }
+        let names = try tree.xattrNames(inode).filter { overrides[$0] == nil }
+        return names + overrides.filter { $0.value != .removed }.keys.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    public func symlinkTarget(_ inode: UInt64) throws(FSError) -> [UInt8]? {
+        if let decided = newest(inode, { $0.symlinkTarget.map { .some($0) } }) { return decided }
+        return try tree.symlinkTarget(inode)
+    }
+
+    public func orphan(_ inode: UInt64) throws(FSError) -> OrphanItem? {
+        for layer in layers {
+            if let change = layer.orphanChange(of: inode) { return change.value }
+        }
+        return try tree.orphan(inode)
+    }
+
+    /// Every orphan, in inode order (mount frees them; work follows their number).
+    public func orphans() throws(FSError) -> [(inode: UInt64, item: OrphanItem)] {
+        var overrides: [UInt64: DeltaValue<OrphanItem>] = [:]
+        for layer in layers.reversed() { overrides.merge(layer.allOrphanChanges()) { $1 } }
+        var all = try tree.orphans().filter { overrides[$0.inode] == nil }
+        all += overrides.compactMap { inode, change in change.value.map { (inode, $0) } }
+        return all.sorted { $0.inode < $1.inode }
+    }
+}
