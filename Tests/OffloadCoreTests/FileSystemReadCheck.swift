@@ -29,8 +29,10 @@ extension FileSystemModel {
             guard read == item else { return "inode \(inode) reads \(String(describing: read)), model \(item)" }
             if item.type == 4 {
                 let expected = (entries[inode] ?? [:]).values.sorted { $0.index < $1.index }
-                guard try reader.entries(directory: inode, from: 3, limit: .max) == expected else {
-                    return "directory \(inode) entries differ"
+                let read = try reader.entries(directory: inode, from: 3, limit: .max)
+                guard read == expected else {
+                    let show = { (entries: [NamedEntry]) in entries.map { "\($0.index):\(String(decoding: $0.name, as: UTF8.self))->\($0.child)" } }
+                    return "directory \(inode) entries \(show(read)), model \(show(expected))"
                 }
                 for entry in expected where try reader.lookup(directory: inode, name: entry.name) != entry {
                     return "lookup \(inode)/\(String(decoding: entry.name, as: UTF8.self))"

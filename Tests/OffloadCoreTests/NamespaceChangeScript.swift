@@ -170,9 +170,11 @@ final class NamespaceChangeScript {
                     "setxattr \(inode) \(String(decoding: name, as: UTF8.self)) (\(length) bytes)")
     }
 
+    /// Removes an xattr the inode has; with `refusals`, sometimes one it lacks.
     func removeXattr() throws {
         guard let inode = pick(model.inodes.keys.sorted()) else { return }
-        let name = pick(Self.xattrNames)!
+        let held = (model.xattrs[inode] ?? [:]).keys.sorted { $0.lexicographicallyPrecedes($1) }
+        guard let name = refusals ? pick(Self.xattrNames) : pick(held) else { return }
         try perform([.removeXattr(inode: inode, name: name)], "removexattr \(inode) \(String(decoding: name, as: UTF8.self))")
     }
 

@@ -27,9 +27,14 @@ public final class MetadataDelta: @unchecked Sendable {
     /// Operations inside each generation that has any.
     private var active: [UInt64: Int] = [:]
 
-    /// A delta over a tree whose last commit was `committedGeneration`.
-    public init(committedGeneration: UInt64) {
-        open = DeltaGeneration(number: committedGeneration + 1)
+    /// A delta over a tree whose last commit was `committedGeneration`. After a crash,
+    /// mount replays every journal frame newer than that commit into the open generation,
+    /// which must then be numbered as the newest frame replayed (`replayedThrough`): the
+    /// commit of that generation covers those frames, and the journal is truncated up to
+    /// it; numbered lower, frames of the higher numbers would outlive their commit and be
+    /// replayed again after a later crash, over newer changes.
+    public init(committedGeneration: UInt64, replayedThrough: UInt64 = 0) {
+        open = DeltaGeneration(number: max(committedGeneration + 1, replayedThrough))
     }
 
     /// An operation inside a generation; `leave` it exactly once.

@@ -1,0 +1,224 @@
+import XCTest
+import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// The delta (`MetadataDelta`) with its commits and replay, against `FileSystemModel`:
+/// random namespace operations join the open generation, record their changes and write a
+/// journal frame (encoded and decoded, tagged with the generation); generations are
+/// closed (up to three at once, read while later ones change), committed into the tree
+/// oldest first, or lost in a crash (before a commit, or with a generation half written
+/// into the tree's working copy), after which the tree reopens at the last published
+/// root and the journal's frames newer than it are replayed into a new delta. At every
+/// check the reads through the layers over the tree must be the model's, and after every
+/// commit the tree alone must read as the model once the delta is empty.
+/// Replay one seed with `OFFLOADFS_DELTA_SEED=N`.
+final class MetadataDeltaModelTests: XCTestCase {
+    struct ModelFailure: Error {}
+
+    final class Harness {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let hashes = ItemHashes.weakened(SipHash24(key0: 9, key1: 10), bits: 4)
+        let script: NamespaceChangeScript
+        let seed: UInt64
+        var fs: FileSystemTree
+        var delta = MetadataDelta(committedGeneration: 0)
+        var committed: (generation: UInt64, root: CopyOnWriteTree.Root?) = (0, nil)
+        /// The journal: one frame per operation, its generation and its encoded changes.
+        var journal: [(generation: UInt64, payload: [UInt8])] = []
+        var history: [String] = []
+        var commits = 0, crashes = 0, halfCommits = 0, replayedFrames = 0, deepestLayers = 0
+
+        init(seed: UInt64) throws {
+            self.seed = seed
+            script = NamespaceChangeScript(seed: seed, refusals: false)
+            fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
+            script.perform = { [unowned self] changes, what in try self.perform(changes, what) }
+            try script.makeRoot()
+        }
+
+        func fail(_ message: String) throws -> Never {
+            XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
+                    + "\nreplay with OFFLOADFS_DELTA_SEED=\(seed)")
+            throw ModelFailure()
+        }
+
+        /// An operation as the namespace will run one: join, record, journal, leave.
+        func perform(_ changes: [JournalChange], _ what: String) throws {
+            history.append(what)
+            let ticket = delta.join()
+            defer { delta.leave(ticket) }
+            try delta.record(changes, in: ticket)
+            var writer = ByteWriter(capacity: 256)
+            for change in changes { change.encode(into: &writer) }
+            journal.append((ticket.generation.number, writer.bytes))
+            for change in changes {
+                if let refusal = script.model.refusal(of: change) { try fail("the script made an invalid change \(change): \(refusal)") }
+                script.model.apply(change)
+            }
+        }
+
+        func step() throws {
+            switch Int.random(in: 0..<30, using: &script.random) {
+            case 0..<22: try script.step()
+            case 22, 23:
+                guard delta.layers().count < 4 else { return try commitOldest() }
+                let closed = delta.close()
+                history.append("close generation \(closed.number)")
+            case 24, 25: try commitOldest()
+            case 26: try crash(halfCommitting: false)
+            case 27: try crash(halfCommitting: true)
+            default: try check()
+            }
+            deepestLayers = max(deepestLayers, delta.layers().count)
+        }
+
+        /// Commits the oldest closed generation (closing the open one when none is).
+        func commitOldest() throws {
+            var layers = delta.layers()
+            if layers.count == 1 {
+                _ = delta.close()
+                layers = delta.layers()
+            }
+            let generation = layers.last!
+            delta.waitUntilQuiet(generation)
+            try fs.apply(generation)
+            _ = fs.takeReferenceChanges()
+            let commit = try fs.tree.commit(generation: generation.number)
+            // Publish, then retire: a reader holding the old layer list reads the same.
+            committed = (generation.number, commit.root)
+            delta.retire(generation)
+            pages.releasePages(commit.freedBlocks)
+            commits += 1
+            history.append("commit generation \(generation.number)")
+            // The journal is truncated up to the commit, most of the time at once.
+            if Bool.random(using: &script.random) { journal.removeAll { $0.generation <= generation.number } }
+            _ = try fs.tree.check()
+        }
+
+        /// Loses everything not committed: the delta, and the tree's working copy (with
+        /// half a generation in it, when `halfCommitting`); then mount's replay.
+        func crash(halfCommitting: Bool) throws {
+            if halfCommitting, let oldest = delta.layers().last, delta.layers().count > 1 {
+                delta.waitUntilQuiet(oldest)
+                try fs.apply(oldest)
+                halfCommits += 1
+            }
+            crashes += 1
+            fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: committed.root), hashes: hashes)
+            let replaying = journal.filter { $0.generation > committed.generation }
+            delta = MetadataDelta(committedGeneration: committed.generation,
+                                  replayedThrough: replaying.map(\.generation).max() ?? 0)
+            var replayed = 0
+            for frame in replaying {
+                let changes = try frame.payload.withUnsafeBytes { try JournalChange.decodeAll($0) }
+                let ticket = delta.join()
+                try delta.record(changes, in: ticket)
+                delta.leave(ticket)
+                replayed += 1
+            }
+            replayedFrames += replayed
+            history.append("crash\(halfCommitting ? " in a commit" : ""); replayed \(replayed) frames after generation \(committed.generation)")
+            journal.removeAll { $0.generation <= committed.generation }
+        }
+
+        func check() throws {
+            if !pages.violations.isEmpty { try fail("page store violations: \(pages.violations)") }
+            let reader = LayeredFileSystem(layers: delta.layers(), tree: fs)
+            if let mismatch = try script.model.mismatch(in: reader, absent: script.name() + [UInt8(ascii: "q")]) {
+                try fail("through the delta: \(mismatch)")
+            }
+        }
+
+        /// Commits everything, then the tree alone must be the model.
+        func drain() throws {
+            while delta.layers().count > 1 || delta.layers().first!.objectCount > 0 { try commitOldest() }
+            if let mismatch = try script.model.mismatch(in: fs, absent: script.name() + [UInt8(ascii: "q")]) {
+                try fail("the tree alone after committing everything: \(mismatch)")
+            }
+        }
+    }
+
+    func testRandomOperationsThroughGenerationsCommitsAndCrashesReadAsThePlainModel() throws {
+        let run = ModelRun(prefix: "OFFLOADFS_DELTA", defaultSeeds: 5, defaultOperations: 1_000)
+        var totals = (commits: 0, crashes: 0, halfCommits: 0, replayed: 0, layers: 0)
+        for seed in run.seeds {
+            let harness = try Harness(seed: seed)
+            for operation in 0..<run.operations {
+                try harness.step()
+                if operation % 10 == 0 { try harness.check() }
+            }
+            try harness.check()
+            try harness.crash(halfCommitting: true)
+            try harness.check()
+            try harness.drain()
+            totals.commits += harness.commits
+            totals.crashes += harness.crashes
+            totals.halfCommits += harness.halfCommits
+            totals.replayed += harness.replayedFrames
+            totals.layers = max(totals.layers, harness.deepestLayers)
+        }
+        if !run.customized {
+            XCTAssertGreaterThan(totals.commits, 100)
+            XCTAssertGreaterThan(totals.crashes, 50)
+            XCTAssertGreaterThan(totals.halfCommits, 10)
+            XCTAssertGreaterThan(totals.replayed, 500)
+            XCTAssertGreaterThanOrEqual(totals.layers, 3, "readers never saw several closed generations")
+        }
+    }
+
+    /// The exact cut under threads: operations join, record and leave while a committer
+    /// closes generations and waits for them. Each operation's change must be in the
+    /// generation its ticket named, and a generation must have no operation inside once
+    /// `waitUntilQuiet` returns. Runs under ThreadSanitizer in scripts/tsan.
+    func testOperationsRacingACommitterLandInExactlyTheGenerationTheyJoined() throws {
+        let delta = MetadataDelta(committedGeneration: 0)
+        let inside = PthreadMutex([UInt64: Int]())
+        let joined = PthreadMutex([UInt64: UInt64]())
+        let workers = 4, perWorker = 2_000
+        let time = RecordTime(seconds: 0, nanoseconds: 0)
+        let group = DispatchGroup()
+        for worker in 0..<workers {
+            DispatchQueue.global().async(group: group) {
+                for n in 0..<perWorker {
+                    let inode = UInt64(2 + worker * perWorker + n)
+                    let ticket = delta.join()
+                    let number = ticket.generation.number
+                    inside.withLock { $0[number, default: 0] += 1 }
+                    let item = InodeItem(type: 8, permissions: 0o600, uid: 0, gid: 0, linkCount: 1, size: inode, rdev: 0,
+                                         accessTime: time, modificationTime: time, changeTime: time, birthTime: time,
+                                         parent: 0, nextIndex: 0)
+                    try! delta.record([.attributes(inode: inode, item)], in: ticket)
+                    joined.withLock { $0[inode] = number }
+                    inside.withLock { $0[number]! -= 1 }
+                    delta.leave(ticket)
+                }
+            }
+        }
+        var generations: [DeltaGeneration] = []
+        var violations: [String] = []
+        while group.wait(timeout: .now()) == .timedOut {
+            let closed = delta.close()
+            delta.waitUntilQuiet(closed)
+            let still = inside.withLock { $0[closed.number] ?? 0 }
+            if still != 0 { violations.append("generation \(closed.number): \(still) operations inside after waitUntilQuiet") }
+            generations.append(closed)
+            delta.retire(closed)
+            usleep(200)
+        }
+        generations.append(delta.close())
+        XCTAssertEqual(violations, [])
+        let tickets = joined.withLock { $0 }
+        XCTAssertEqual(tickets.count, workers * perWorker)
+        var found = 0
+        for generation in generations {
+            for (inode, changes) in generation.allChanges() {
+                found += 1
+                XCTAssertEqual(tickets[inode], generation.number, "inode \(inode) landed in another generation than it joined")
+                XCTAssertEqual(changes.attributes?.size, inode)
+            }
+        }
+        XCTAssertEqual(found, workers * perWorker, "a change landed in no generation or in two")
+        XCTAssertGreaterThan(generations.count, 3, "the committer never cut while operations ran")
+    }
+}
