@@ -124,7 +124,7 @@ final class FileSystemTreeModelTests: XCTestCase {
                         switch extent {
                         case .image(let image, let length):
                             for i in 0..<Int(length) { read[Int(offset) + i] = FileSystemModel.image(image + UInt64(i)) }
-                            for block in BlockReferenceChanges.blocks(offset: image, length: length) { expectedCounts[Int(block)] += 1 }
+                            for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expectedCounts[Int(block)] += 1 }
                         case .fill(let byte, let length):
                             if byte == 0 { try fail("a zero fill stored at \(offset)") }
                             read.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(FileSystemModel.Cell(byte), count: Int(length)))

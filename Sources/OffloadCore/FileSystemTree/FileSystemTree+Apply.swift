@@ -10,7 +10,7 @@ extension FileSystemTree {
     /// such bytes in the image first). A failure of the tree itself (space, I/O, damage)
     /// after the first item changed fails the tree (see `CopyOnWriteTree.groupedChange`).
     public func apply(_ change: JournalChange) throws(FSError) {
-        var references = BlockReferenceChanges()
+        var references = ExtentReferenceChanges()
         switch change {
         case .attributes(let inode, let item):
             try tree.upsert(Self.inodeKey(inode), item.encoded())
@@ -101,7 +101,7 @@ extension FileSystemTree {
     /// caller's (its own change). Work and memory follow the inode's item count; dropping a
     /// file of millions of extents in bounded chunks across commits is the commit's, with
     /// the orphan item recording where it stopped.
-    private func drop(_ inode: UInt64, _ references: inout BlockReferenceChanges) throws(FSError) {
+    private func drop(_ inode: UInt64, _ references: inout ExtentReferenceChanges) throws(FSError) {
         var keys: [TreeKey] = []
         try tree.scan(from: Self.key(inode, .inode, 0), through: TreeKey(object: inode, kind: .max, offset: .max)) {
             (key, raw) throws(FSError) in

@@ -45,7 +45,7 @@ extension FileSystemTree {
     /// stay), then the pieces go in, clipped to the size. Zero fills take no item; RAM
     /// pieces become inline extents (the commit places longer ones in the image first).
     func replaceRange(_ inode: UInt64, size: UInt64, range: Range<UInt64>, with pieces: [FilePiece],
-                      _ references: inout BlockReferenceChanges) throws(FSError) {
+                      _ references: inout ExtentReferenceChanges) throws(FSError) {
         var added: [(offset: UInt64, extent: ExtentItem)] = []
         for piece in pieces {
             let item: ExtentItem

@@ -21,7 +21,7 @@ public final class FileSystemTree {
     public let hashes: ItemHashes
     /// Block references gained and lost by the changes applied since the caller last took
     /// them (`takeReferenceChanges`).
-    public internal(set) var referenceChanges = BlockReferenceChanges()
+    public internal(set) var referenceChanges = ExtentReferenceChanges()
 
     public init(tree: CopyOnWriteTree, hashes: ItemHashes) {
         self.tree = tree
@@ -29,8 +29,8 @@ public final class FileSystemTree {
     }
 
     /// The reference changes recorded so far; the record starts over empty.
-    public func takeReferenceChanges() -> BlockReferenceChanges {
-        defer { referenceChanges = BlockReferenceChanges() }
+    public func takeReferenceChanges() -> ExtentReferenceChanges {
+        defer { referenceChanges = ExtentReferenceChanges() }
         return referenceChanges
     }
 

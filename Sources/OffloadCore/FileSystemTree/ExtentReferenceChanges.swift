@@ -9,7 +9,7 @@
 /// count falls to zero on the way (a block whose extent was cut keeps references
 /// throughout); a retain of a block the block tree holds free is the generation's
 /// allocation of it.
-public struct BlockReferenceChanges: Equatable, Sendable {
+public struct ExtentReferenceChanges: Equatable, Sendable {
     public var retained: [Range<UInt64>] = []
     public var released: [Range<UInt64>] = []
 
@@ -31,7 +31,7 @@ public struct BlockReferenceChanges: Equatable, Sendable {
         if case .image(let offset, let length) = extent { released.append(Self.blocks(offset: offset, length: length)) }
     }
 
-    mutating func append(_ other: BlockReferenceChanges) {
+    mutating func append(_ other: ExtentReferenceChanges) {
         retained.append(contentsOf: other.retained)
         released.append(contentsOf: other.released)
     }
