@@ -118,4 +118,26 @@ final class FileSystemTreeTests: XCTestCase {
         XCTAssertEqual(Set(shrink.released), [1..<2, 2..<4])
         XCTAssertEqual(shrink.retained, [1..<2])
     }
+
+    func testAFileOfManyExtentsIsDroppedAcrossCommitsWithItsOrphanItemSayingSo() throws {
+        let fs = try makeTree()
+        let extents = 5_000
+        try fs.apply(.attributes(inode: 4, NamespaceChangeScript.inode(type: 8, links: 0, size: UInt64(extents) * 4096)))
+        try fs.apply(.fileRange(inode: 4, size: UInt64(extents) * 4096, range: 0..<UInt64(extents) * 4096,
+                                pieces: (0..<extents).map { FilePiece(offset: UInt64($0) * 4096, extent: .mmapOffload(offset: UInt64($0) * 8192, size: 4096)) }))
+        _ = fs.takeReferenceChanges()
+        XCTAssertEqual(try fs.drop(4, budget: 1_000), 1_000)
+        XCTAssertNil(try fs.inode(4), "the first chunk takes the attributes")
+        XCTAssertEqual(try fs.orphan(4), OrphanItem(state: .dropping))
+        var chunks = 1
+        while try fs.orphan(4) != nil {
+            XCTAssertLessThanOrEqual(try fs.continueDrops(budget: 1_000), 1_000)
+            chunks += 1
+        }
+        XCTAssertEqual(chunks, 6, "5,001 items in chunks of 1,000")
+        XCTAssertFalse(try fs.hasItems(4))
+        let released = fs.takeReferenceChanges().released
+        XCTAssertEqual(released.count, extents)
+        XCTAssertEqual(Set(released), Set((0..<UInt64(extents)).map { $0 * 2..<$0 * 2 + 1 }))
+    }
 }

@@ -27,7 +27,7 @@ final class MetadataDeltaModelTests: XCTestCase {
         /// The journal: one frame per operation, its generation and its encoded changes.
         var journal: [(generation: UInt64, payload: [UInt8])] = []
         var history: [String] = []
-        var commits = 0, crashes = 0, halfCommits = 0, replayedFrames = 0, deepestLayers = 0
+        var commits = 0, crashes = 0, halfCommits = 0, replayedFrames = 0, deepestLayers = 0, chunkedDrops = 0
 
         init(seed: UInt64) throws {
             self.seed = seed
@@ -82,7 +82,10 @@ final class MetadataDeltaModelTests: XCTestCase {
             }
             let generation = layers.last!
             delta.waitUntilQuiet(generation)
-            try fs.apply(generation)
+            // Small drop budgets, so that drops run across commits.
+            try fs.apply(generation, dropBudget: Int.random(in: 1...40, using: &script.random))
+            chunkedDrops += try fs.orphans().filter { $0.item.state == .dropping }.count
+            _ = try fs.continueDrops(budget: Int.random(in: 1...40, using: &script.random))
             _ = fs.takeReferenceChanges()
             let commit = try fs.tree.commit(generation: generation.number)
             // Publish, then retire: a reader holding the old layer list reads the same.
@@ -130,9 +133,13 @@ final class MetadataDeltaModelTests: XCTestCase {
             }
         }
 
-        /// Commits everything, then the tree alone must be the model.
+        /// Commits everything and finishes the drops, then the tree alone must be the model.
         func drain() throws {
-            while delta.layers().count > 1 || delta.layers().first!.objectCount > 0 { try commitOldest() }
+            func dropping() throws -> Bool { try fs.orphans().contains { $0.item.state == .dropping } }
+            while try delta.layers().count > 1 || delta.layers().first!.objectCount > 0 || dropping() {
+                try commitOldest()
+            }
+            for inode in script.model.dropped where try fs.hasItems(inode) { try fail("dropped inode \(inode) has items left") }
             if let mismatch = try script.model.mismatch(in: fs, absent: script.name() + [UInt8(ascii: "q")]) {
                 try fail("the tree alone after committing everything: \(mismatch)")
             }
@@ -141,7 +148,7 @@ final class MetadataDeltaModelTests: XCTestCase {
 
     func testRandomOperationsThroughGenerationsCommitsAndCrashesReadAsThePlainModel() throws {
         let run = ModelRun(prefix: "OFFLOADFS_DELTA", defaultSeeds: 5, defaultOperations: 1_000)
-        var totals = (commits: 0, crashes: 0, halfCommits: 0, replayed: 0, layers: 0)
+        var totals = (commits: 0, crashes: 0, halfCommits: 0, replayed: 0, layers: 0, chunkedDrops: 0)
         for seed in run.seeds {
             let harness = try Harness(seed: seed)
             for operation in 0..<run.operations {
@@ -157,6 +164,7 @@ final class MetadataDeltaModelTests: XCTestCase {
             totals.halfCommits += harness.halfCommits
             totals.replayed += harness.replayedFrames
             totals.layers = max(totals.layers, harness.deepestLayers)
+            totals.chunkedDrops += harness.chunkedDrops
         }
         if !run.customized {
             XCTAssertGreaterThan(totals.commits, 100)
@@ -164,6 +172,7 @@ final class MetadataDeltaModelTests: XCTestCase {
             XCTAssertGreaterThan(totals.halfCommits, 10)
             XCTAssertGreaterThan(totals.replayed, 500)
             XCTAssertGreaterThanOrEqual(totals.layers, 3, "readers never saw several closed generations")
+            XCTAssertGreaterThan(totals.chunkedDrops, 20, "no drop ran across commits")
         }
     }
 

@@ -4,14 +4,16 @@ extension FileSystemTree {
     /// it changed within the generation.
     ///
     /// Order: first every name the generation removed or replaced is unlinked from the
-    /// tree (taking its child's back reference while the child still has it), then the
-    /// inodes it dropped lose all their items, then attributes, new names, xattrs, targets
-    /// and file ranges (in the order they were written), and the orphan list. Reads the
-    /// tree for what the generation's names replace; applies nothing twice.
+    /// tree (taking its child's back reference while the child still has it), then
+    /// attributes, xattrs, targets and file ranges (in the order they were written), new
+    /// names, the orphan list, and last the inodes it dropped: their attributes at once,
+    /// their other items within `dropBudget` items in all, the rest left to later commits
+    /// (`continueDrops`) with an orphan item in the `.dropping` state. Reads the tree for
+    /// what the generation's names replace; applies nothing twice.
     ///
     /// A throw leaves part of the generation in the tree's working copy: the caller
     /// abandons the tree's changes (`CopyOnWriteTree.abandon`) and keeps the generation.
-    public func apply(_ generation: DeltaGeneration) throws(FSError) {
+    public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget) throws(FSError) {
         let objects = generation.allChanges()
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
@@ -23,9 +25,7 @@ extension FileSystemTree {
                 if let wanted, wanted != held { linksToMake.append((directory, wanted)) }
             }
         }
-        // 2. Inodes dropped.
-        for (inode, changes) in objects where changes.cleared { try apply(.drop(inode: inode)) }
-        // 3. Everything else the generation states.
+        // 2. Everything else the generation states of the inodes it did not drop.
         for (inode, changes) in objects where !changes.cleared {
             if let attributes = changes.attributes { try apply(.attributes(inode: inode, attributes)) }
             for name in changes.xattrs.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
@@ -43,5 +43,14 @@ extension FileSystemTree {
         for (inode, change) in generation.allOrphanChanges().sorted(by: { $0.key < $1.key }) {
             try apply(.orphan(inode: inode, change.value))
         }
+        // 3. Inodes dropped, last: a drop's own orphan item decides over the generation's.
+        var budget = dropBudget
+        for (inode, changes) in objects where changes.cleared {
+            budget -= try drop(inode, budget: budget)
+        }
     }
+
+    /// Items a commit removes for drops (about 20 ms of tree work): a file of millions of
+    /// extents is dropped across commits, never in one.
+    public static let dropBudget = 20_000
 }

@@ -33,7 +33,7 @@ extension FileSystemTree {
                 _ = try tree.remove(Self.orphanKey(inode))
             }
         case .drop(let inode):
-            try drop(inode, &references)
+            _ = try dropItems(inode, budget: .max, &references)
         }
         referenceChanges.append(references)
     }
@@ -96,15 +96,23 @@ extension FileSystemTree {
 
     // MARK: - Dropping an inode
 
-    /// Removes every item of `inode` (attributes, links, xattrs, target, extents, and a
-    /// directory's names), releasing what its extents referenced. Its orphan item is the
-    /// caller's (its own change). Work and memory follow the inode's item count; dropping a
-    /// file of millions of extents in bounded chunks across commits is the commit's, with
-    /// the orphan item recording where it stopped.
-    private func drop(_ inode: UInt64, _ references: inout ExtentReferenceChanges) throws(FSError) {
+    /// Removes items of the dropped `inode` in key order, at most `budget` of them (at
+    /// least one, so its attributes, the first, go with the first chunk and it is gone for
+    /// readers at once), releasing what its extents referenced. `done` when none remain.
+    /// Its orphan item is the caller's: a drop that needs several chunks (a file of
+    /// millions of extents) carries on across commits, its orphan item in the `.dropping`
+    /// state (`continueDrops`); each chunk starts again at the first item left, so a crash
+    /// between chunks only repeats a lookup.
+    func dropItems(_ inode: UInt64, budget: Int, _ references: inout ExtentReferenceChanges) throws(FSError)
+        -> (removed: Int, done: Bool) {
         var keys: [TreeKey] = []
+        var more = false
         try tree.scan(from: Self.key(inode, .inode, 0), through: TreeKey(object: inode, kind: .max, offset: .max)) {
             (key, raw) throws(FSError) in
+            guard keys.count < max(1, budget) else {
+                more = true
+                return false
+            }
             keys.append(key)
             if key.kind == ItemKind.extent.rawValue {
                 references.release(try Self.decode(key, raw) as ExtentItem)
@@ -114,5 +122,28 @@ extension FileSystemTree {
         try tree.groupedChange { () throws(FSError) in
             for key in keys { _ = try tree.remove(key) }
         }
+        return (keys.count, !more)
+    }
+
+    /// Drops `inode` within `budget` items (at least its attributes); when items remain,
+    /// its orphan item says it is being dropped, so the next commits (and a mount) carry
+    /// on; when none do, its orphan item goes. Returns the items removed.
+    public func drop(_ inode: UInt64, budget: Int) throws(FSError) -> Int {
+        var references = ExtentReferenceChanges()
+        let (removed, done) = try dropItems(inode, budget: budget, &references)
+        try replaceOrRemove(Self.orphanKey(inode), done ? nil : OrphanItem(state: .dropping).encoded())
+        referenceChanges.append(references)
+        return removed
+    }
+
+    /// Carries on with the drops earlier commits left unfinished (orphans in the
+    /// `.dropping` state), removing about `budget` items in all. Returns the items removed.
+    public func continueDrops(budget: Int) throws(FSError) -> Int {
+        var removed = 0
+        for (inode, item) in try orphans() where item.state == .dropping {
+            guard removed < budget else { break }
+            removed += try drop(inode, budget: budget - removed)
+        }
+        return removed
     }
 }
