@@ -1,0 +1,44 @@
+/// Format 2's two commit slots on an image, blocks 0 and 1 (`CommitSlot`): reading the
+/// current commit at open, writing the next one at a commit.
+public enum CommitSlots {
+    /// The current commit and the previous one (nil when that slot does not hold the
+    /// commit just before), from both slots. A slot that is torn or damaged is passed
+    /// over for the other; `.damagedImage` naming both slots' problems when neither holds
+    /// a commit.
+    public static func read(_ storage: any ImageStorage) throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
+        var decoded: [CommitSlot.Decoded] = []
+        for block in 0..<UInt64(2) {
+            var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
+            let count = try bytes.withUnsafeMutableBytes { raw in
+                Result { () throws(FSError) -> Int in try storage.read(into: raw, at: block << BackingStore.blockShift) }
+            }.get()
+            decoded.append(count == bytes.count ? CommitSlot.decode(bytes, at: block) : .damaged("slot \(block) lies past the end of the image"))
+        }
+        guard let chosen = CommitSlot.choose(decoded[0], decoded[1]) else {
+            throw .damagedImage("no commit slot holds a commit: slot 0: \(describe(decoded[0])); slot 1: \(describe(decoded[1]))")
+        }
+        return chosen
+    }
+
+    /// Writes `slot` into the block its generation goes to (never the current commit's),
+    /// then syncs: the commit is durable when this returns. Everything the slot names must
+    /// already be durable (the caller synced the nodes first).
+    public static func write(_ slot: CommitSlot, to storage: any ImageStorage) throws(FSError) {
+        let bytes = slot.encoded()
+        try bytes.withUnsafeBytes { raw in
+            Result { () throws(FSError) in
+                try storage.write(raw, at: CommitSlot.block(forGeneration: slot.generation) << BackingStore.blockShift)
+            }
+        }.get()
+        try storage.sync()
+    }
+
+    static func describe(_ decoded: CommitSlot.Decoded) -> String {
+        switch decoded {
+        case .commit(let slot): return "commit \(slot.generation)"
+        case .formatOne: return "a format 1 superblock"
+        case .refused(let copy): return "refused (\(copy))"
+        case .damaged(let why): return why
+        }
+    }
+}
