@@ -140,4 +140,30 @@ final class FileSystemTreeTests: XCTestCase {
         XCTAssertEqual(released.count, extents)
         XCTAssertEqual(Set(released), Set((0..<UInt64(extents)).map { $0 * 2..<$0 * 2 + 1 }))
     }
+
+    func testACommitPlacesRamPiecesLongerThanAnInlineExtentInTheImage() throws {
+        let fs = try makeTree()
+        let delta = MetadataDelta(committedGeneration: 0)
+        let ticket = delta.join()
+        let long = Array(repeating: UInt8(7), count: 5_000), short = Array(repeating: UInt8(8), count: 100)
+        try delta.record([.fileRange(inode: 3, size: 5_100, range: 0..<5_100, pieces: [
+            FilePiece(offset: 0, extent: .inMemory(long)), FilePiece(offset: 5_000, extent: .inMemory(short)),
+        ])], in: ticket)
+        delta.leave(ticket)
+        let generation = delta.close()
+        delta.waitUntilQuiet(generation)
+        XCTAssertThrowsError(try fs.apply(generation)) {
+            guard case .invalidArgument? = $0 as? FSError else { return XCTFail("\($0)") }
+        }
+        fs.abandonChanges()
+        var placed: [[UInt8]] = []
+        try fs.apply(generation) { (bytes) throws(FSError) -> UInt64 in
+            placed.append(bytes)
+            return 1 << 20
+        }
+        XCTAssertEqual(placed, [long])
+        let extents = try fs.extents(3, overlapping: 0..<UInt64.max)
+        XCTAssertEqual(extents.map(\.extent), [.image(offset: 1 << 20, length: 5_000), .inline(short)])
+        XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<258])
+    }
 }

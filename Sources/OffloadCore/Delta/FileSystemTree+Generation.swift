@@ -12,8 +12,13 @@ extension FileSystemTree {
     /// what the generation's names replace; applies nothing twice.
     ///
     /// A throw leaves part of the generation in the tree's working copy: the caller
-    /// abandons the tree's changes (`CopyOnWriteTree.abandon`) and keeps the generation.
-    public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget) throws(FSError) {
+    /// gives it up (`abandonChanges`) and keeps the generation.
+    ///
+    /// `placeMemory` writes the bytes of a RAM piece longer than an inline extent into
+    /// newly allocated image blocks and returns their byte offset (the commit's; without
+    /// it such a piece is refused, `.invalidArgument`).
+    public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget,
+                      placeMemory: (([UInt8]) throws(FSError) -> UInt64)? = nil) throws(FSError) {
         let objects = generation.allChanges()
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
@@ -37,7 +42,7 @@ extension FileSystemTree {
                 }
             }
             if let target = changes.symlinkTarget { try apply(.symlinkTarget(inode: inode, target)) }
-            for range in changes.fileRanges { try apply(range) }
+            for range in changes.fileRanges { try apply(Self.placing(range, placeMemory)) }
         }
         for (directory, entry) in linksToMake { try apply(.link(directory: directory, entry)) }
         for (inode, change) in generation.allOrphanChanges().sorted(by: { $0.key < $1.key }) {
@@ -48,6 +53,16 @@ extension FileSystemTree {
         for (inode, changes) in objects where changes.cleared {
             budget -= try drop(inode, budget: budget)
         }
+    }
+
+    /// `change` with its RAM pieces longer than an inline extent placed in the image.
+    static func placing(_ change: JournalChange, _ placeMemory: (([UInt8]) throws(FSError) -> UInt64)?) throws(FSError) -> JournalChange {
+        guard case .fileRange(let inode, let size, let range, var pieces) = change, let placeMemory else { return change }
+        for i in pieces.indices {
+            guard case .inMemory(let bytes) = pieces[i].extent, bytes.count > ExtentItem.inlineLimit else { continue }
+            pieces[i].extent = .mmapOffload(offset: try placeMemory(bytes), size: UInt64(bytes.count))
+        }
+        return .fileRange(inode: inode, size: size, range: range, pieces: pieces)
     }
 
     /// Items a commit removes for drops (about 20 ms of tree work): a file of millions of

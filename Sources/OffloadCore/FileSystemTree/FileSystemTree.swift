@@ -34,6 +34,13 @@ public final class FileSystemTree {
         return referenceChanges
     }
 
+    /// Gives up every change since the last commit: the tree goes back to its committed
+    /// root (`CopyOnWriteTree.abandon`) and the references recorded meanwhile go too.
+    public func abandonChanges() {
+        tree.abandon()
+        referenceChanges = ExtentReferenceChanges()
+    }
+
     // MARK: - Keys
 
     static func key(_ object: UInt64, _ kind: ItemKind, _ offset: UInt64) -> TreeKey {
