@@ -1,3 +1,4 @@
+import Foundation
 import OffloadCore
 
 /// The reads a request makes, answered alike by the committed tree and by the delta's
@@ -56,6 +57,66 @@ extension FileSystemModel {
         let orphanList = try reader.allOrphans().filter { $0.item.state != .dropping }
         guard orphanList.map(\.inode) == orphans.keys.sorted(),
               orphanList.allSatisfy({ orphans[$0.inode] == $0.item }) else { return "orphans \(orphanList)" }
+        return nil
+    }
+}
+
+extension FileSystemModel {
+    /// What only the tree itself answers, against the model: every inode's back
+    /// references, every file's bytes from its extent items (inside the size, no fill of
+    /// zeros stored), and `references` (per-block counts the tree reported through
+    /// `ExtentReferenceChanges`) against what its image extents hold. Nil: all agree.
+    func treeMismatch(in fs: FileSystemTree, references: [Int]) throws -> String? {
+        var expectedCounts = [Int](repeating: 0, count: references.count)
+        for (inode, item) in inodes.sorted(by: { $0.key < $1.key }) {
+            let links = try fs.links(of: inode), expectedLinks = self.links(of: inode)
+            guard links.count == expectedLinks.count, expectedLinks.allSatisfy(links.contains) else {
+                return "inode \(inode) links \(links), model \(expectedLinks)"
+            }
+            guard item.type == 8 else { continue }
+            let cells = contents[inode] ?? []
+            var read = [Cell](repeating: 0, count: cells.count)
+            let extents = try fs.extents(inode, overlapping: 0..<UInt64.max)
+            for (offset, extent) in extents {
+                guard offset + extent.length <= UInt64(cells.count) else { return "extent at \(offset) past size \(cells.count)" }
+                switch extent {
+                case .image(let image, let length):
+                    for i in 0..<Int(length) { read[Int(offset) + i] = Self.image(image + UInt64(i)) }
+                    for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expectedCounts[Int(block)] += 1 }
+                case .fill(let byte, let length):
+                    if byte == 0 { return "a zero fill stored at \(offset)" }
+                    read.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(Cell(byte), count: Int(length)))
+                case .inline(let bytes):
+                    for (i, byte) in bytes.enumerated() { read[Int(offset) + i] = Cell(byte) }
+                }
+            }
+            // memcmp: comparing element by element dominates a debug build's run.
+            let same = read.count == cells.count && (read.isEmpty || read.withUnsafeBytes { a in
+                cells.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
+            })
+            if !same {
+                let first = (0..<min(read.count, cells.count)).first { read[$0] != cells[$0] } ?? min(read.count, cells.count)
+                return "file \(inode) differs at byte \(first): \(extents.map { "\($0.offset): \($0.extent.length)" })"
+            }
+        }
+        if references != expectedCounts { return "reported references \(references), extents hold \(expectedCounts)" }
+        return nil
+    }
+}
+
+/// Per-block counts kept from the reference changes a tree reported, retains first (as
+/// the commit applies them); nil from `apply` when a count would fall below zero.
+struct ReportedReferences {
+    var counts = [Int](repeating: 0, count: NamespaceChangeScript.imageBlocks + 2)
+
+    mutating func apply(_ changes: ExtentReferenceChanges) -> String? {
+        for range in changes.retained { for block in range { counts[Int(block)] += 1 } }
+        for range in changes.released {
+            for block in range {
+                counts[Int(block)] -= 1
+                if counts[Int(block)] < 0 { return "block \(block) released below zero" }
+            }
+        }
         return nil
     }
 }

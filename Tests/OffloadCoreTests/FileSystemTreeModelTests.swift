@@ -23,7 +23,7 @@ final class FileSystemTreeModelTests: XCTestCase {
             get { script.model }
             set { script.model = newValue }
         }
-        var counts = [Int](repeating: 0, count: NamespaceChangeScript.imageBlocks + 2)
+        var references = ReportedReferences()
         var generation: UInt64 = 0
         var history: [String] = []
         let seed: UInt64
@@ -73,15 +73,7 @@ final class FileSystemTreeModelTests: XCTestCase {
                 }
                 model.apply(change)
             }
-            // Retains first, as the commit applies them: no count falls below zero on the way.
-            let references = fs.takeReferenceChanges()
-            for range in references.retained { for block in range { counts[Int(block)] += 1 } }
-            for range in references.released {
-                for block in range {
-                    counts[Int(block)] -= 1
-                    if counts[Int(block)] < 0 { try fail("block \(block) released below zero") }
-                }
-            }
+            if let problem = references.apply(fs.takeReferenceChanges()) { try fail(problem) }
         }
 
         static func sameCase(_ a: FSError, _ b: FSError) -> Bool {
@@ -108,48 +100,15 @@ final class FileSystemTreeModelTests: XCTestCase {
 
         func check() throws {
             if !pages.violations.isEmpty { try fail("page store violations: \(pages.violations)") }
-            var expectedCounts = [Int](repeating: 0, count: counts.count)
             if let mismatch = try model.mismatch(in: fs, absent: script.name() + [UInt8(ascii: "q")]) { try fail(mismatch) }
-            for (inode, item) in model.inodes {
-                let links = try fs.links(of: inode), expectedLinks = model.links(of: inode)
-                guard links.count == expectedLinks.count, expectedLinks.allSatisfy(links.contains) else {
-                    try fail("inode \(inode) links \(links), model \(expectedLinks)")
-                }
-                if item.type == 8 {
-                    let cells = model.contents[inode] ?? []
-                    var read = [FileSystemModel.Cell](repeating: 0, count: cells.count)
-                    let extents = try fs.extents(inode, overlapping: 0..<UInt64.max)
-                    for (offset, extent) in extents {
-                        guard offset + extent.length <= UInt64(cells.count) else { try fail("extent at \(offset) past size \(cells.count)") }
-                        switch extent {
-                        case .image(let image, let length):
-                            for i in 0..<Int(length) { read[Int(offset) + i] = FileSystemModel.image(image + UInt64(i)) }
-                            for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expectedCounts[Int(block)] += 1 }
-                        case .fill(let byte, let length):
-                            if byte == 0 { try fail("a zero fill stored at \(offset)") }
-                            read.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(FileSystemModel.Cell(byte), count: Int(length)))
-                        case .inline(let bytes):
-                            for (i, byte) in bytes.enumerated() { read[Int(offset) + i] = FileSystemModel.Cell(byte) }
-                        }
-                    }
-                    // memcmp: comparing element by element dominates a debug build's run.
-                    let same = read.count == cells.count && (read.isEmpty || read.withUnsafeBytes { a in
-                        cells.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }
-                    })
-                    if !same {
-                        let first = (0..<min(read.count, cells.count)).first { read[$0] != cells[$0] } ?? min(read.count, cells.count)
-                        try fail("file \(inode) differs at byte \(first): \(extents.map { "\($0.offset): \($0.extent.length)" })")
-                    }
-                }
-            }
-            if counts != expectedCounts { try fail("reported references \(counts), extents hold \(expectedCounts)") }
+            if let mismatch = try model.treeMismatch(in: fs, references: references.counts) { try fail(mismatch) }
             for inode in model.dropped where try fs.hasItems(inode) { try fail("dropped inode \(inode) has items left") }
         }
     }
 
     func testRandomChangesReadBackAsThePlainModelHasThem() throws {
         let run = ModelRun(prefix: "OFFLOADFS_FSTREE", defaultSeeds: 5, defaultOperations: 1_200)
-        var totals = (refused: 0, commits: 0, reopened: 0, chunked: 0, targets: 0, writes: 0, levels: 0)
+        var totals = (refused: 0, commits: 0, reopened: 0, chunked: 0, targets: 0, writes: 0, levels: 0, replacing: 0)
         for seed in run.seeds {
             let harness = try Harness(seed: seed)
             for operation in 0..<run.operations {
@@ -164,6 +123,7 @@ final class FileSystemTreeModelTests: XCTestCase {
             totals.chunked += harness.script.chunked
             totals.targets += harness.script.multipartTargets
             totals.writes += harness.script.writes
+            totals.replacing += harness.script.replacingRenames
             totals.levels = max(totals.levels, Int(harness.fs.tree.committedRoot?.level ?? 0))
         }
         // The run reached what it is meant to test.
@@ -173,6 +133,7 @@ final class FileSystemTreeModelTests: XCTestCase {
             XCTAssertGreaterThan(totals.chunked, 100)
             XCTAssertGreaterThan(totals.targets, 10)
             XCTAssertGreaterThan(totals.writes, 500)
+            XCTAssertGreaterThan(totals.replacing, 30, "renames never replaced a name")
             XCTAssertGreaterThanOrEqual(totals.levels, 1, "the trees never grew past one leaf")
         }
     }

@@ -166,4 +166,30 @@ final class FileSystemTreeTests: XCTestCase {
         XCTAssertEqual(extents.map(\.extent), [.image(offset: 1 << 20, length: 5_000), .inline(short)])
         XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<258])
     }
+
+    /// Found by review: a damaged orphan item naming the orphan list itself made a drop
+    /// remove every orphan item. It is damage, and the other orphans stay.
+    func testAnOrphanItemNamingTheOrphanListItselfIsDamageNotTheLossOfEveryOrphan() throws {
+        let fs = try makeTree()
+        try fs.apply(.orphan(inode: 5, OrphanItem(state: .unlinkedWhileOpen)))
+        try fs.tree.upsert(TreeKey(object: ReservedObject.orphans, kind: ItemKind.orphan.rawValue, offset: ReservedObject.orphans),
+                           OrphanItem(state: .dropping).encoded())
+        XCTAssertThrowsError(try fs.continueDrops(budget: 100)) { Self.assertDamage($0) }
+        XCTAssertThrowsError(try fs.drop(ReservedObject.orphans, budget: 100)) { Self.assertDamage($0) }
+        _ = try fs.tree.remove(TreeKey(object: ReservedObject.orphans, kind: ItemKind.orphan.rawValue, offset: ReservedObject.orphans))
+        XCTAssertEqual(try fs.orphan(5), OrphanItem(state: .unlinkedWhileOpen))
+    }
+
+    /// An unlink whose index item names another entry (a damaged image) is damage, and
+    /// the other entry stays listed.
+    func testAnUnlinkWhoseIndexItemNamesAnotherEntryIsDamage() throws {
+        let fs = try makeTree()
+        let a = NamedEntry(name: Array("a".utf8), child: 5, type: 8, index: 3)
+        try fs.apply(.link(directory: 1, a))
+        try fs.tree.upsert(TreeKey(object: 1, kind: ItemKind.index.rawValue, offset: 3),
+                           IndexItem(name: Array("b".utf8), child: 6, type: 8).encoded())
+        XCTAssertThrowsError(try fs.apply(.unlink(directory: 1, a))) { Self.assertDamage($0) }
+        XCTAssertEqual(try fs.entries(directory: 1).map(\.name), [Array("b".utf8)])
+        XCTAssertEqual(try fs.lookup(directory: 1, name: a.name), a)
+    }
 }

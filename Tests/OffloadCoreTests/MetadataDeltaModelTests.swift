@@ -27,6 +27,7 @@ final class MetadataDeltaModelTests: XCTestCase {
         /// The journal: one frame per operation, its generation and its encoded changes.
         var journal: [(generation: UInt64, payload: [UInt8])] = []
         var history: [String] = []
+        var references = ReportedReferences()
         var commits = 0, crashes = 0, halfCommits = 0, replayedFrames = 0, deepestLayers = 0, chunkedDrops = 0
 
         init(seed: UInt64) throws {
@@ -83,10 +84,11 @@ final class MetadataDeltaModelTests: XCTestCase {
             let generation = layers.last!
             delta.waitUntilQuiet(generation)
             // Small drop budgets, so that drops run across commits.
-            try fs.apply(generation, dropBudget: Int.random(in: 1...40, using: &script.random))
+            let budget = Int.random(in: 1...40, using: &script.random)
+            let used = try fs.apply(generation, dropBudget: budget)
             chunkedDrops += try fs.orphans().filter { $0.item.state == .dropping }.count
-            _ = try fs.continueDrops(budget: Int.random(in: 1...40, using: &script.random))
-            _ = fs.takeReferenceChanges()
+            _ = try fs.continueDrops(budget: max(0, budget - used))
+            if let problem = references.apply(fs.takeReferenceChanges()) { try fail(problem) }
             let commit = try fs.tree.commit(generation: generation.number)
             // Publish, then retire: a reader holding the old layer list reads the same.
             committed = (generation.number, commit.root)
@@ -127,7 +129,7 @@ final class MetadataDeltaModelTests: XCTestCase {
 
         func check() throws {
             if !pages.violations.isEmpty { try fail("page store violations: \(pages.violations)") }
-            let reader = LayeredFileSystem(layers: delta.layers(), tree: fs)
+            let reader = LayeredFileSystem(layers: delta.layers(), tree: fs, committedGeneration: committed.generation)
             if let mismatch = try script.model.mismatch(in: reader, absent: script.name() + [UInt8(ascii: "q")]) {
                 try fail("through the delta: \(mismatch)")
             }
@@ -142,6 +144,9 @@ final class MetadataDeltaModelTests: XCTestCase {
             for inode in script.model.dropped where try fs.hasItems(inode) { try fail("dropped inode \(inode) has items left") }
             if let mismatch = try script.model.mismatch(in: fs, absent: script.name() + [UInt8(ascii: "q")]) {
                 try fail("the tree alone after committing everything: \(mismatch)")
+            }
+            if let mismatch = try script.model.treeMismatch(in: fs, references: references.counts) {
+                try fail("the tree's files, links or references after committing everything: \(mismatch)")
             }
         }
     }
@@ -229,5 +234,44 @@ final class MetadataDeltaModelTests: XCTestCase {
         }
         XCTAssertEqual(found, workers * perWorker, "a change landed in no generation or in two")
         XCTAssertGreaterThan(generations.count, 3, "the committer never cut while operations ran")
+    }
+
+    /// A reader descheduled across two commits holds a layer list older than the root it
+    /// loads: the layers that root holds must be passed over, or an older generation's
+    /// name comes back over a root where it was unlinked and its inode dropped (found by
+    /// review).
+    func testAReaderWhoseLayerListIsTwoCommitsOldDoesNotResurrectAnUnlinkedName() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let hashes = ItemHashes.weakened(SipHash24(key0: 1, key1: 2), bits: 48)
+        let fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
+        let delta = MetadataDelta(committedGeneration: 0)
+        func perform(_ changes: [JournalChange]) throws {
+            let ticket = delta.join()
+            defer { delta.leave(ticket) }
+            try delta.record(changes, in: ticket)
+        }
+        func commit() throws -> (generation: UInt64, root: CopyOnWriteTree.Root?) {
+            let generation = delta.close()
+            delta.waitUntilQuiet(generation)
+            try fs.apply(generation)
+            let done = try fs.tree.commit(generation: generation.number)
+            delta.retire(generation)
+            return (generation.number, done.root)
+        }
+        let name = Array("a".utf8)
+        let entry = NamedEntry(name: name, child: 2, type: 8, index: 3)
+        let root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 4)
+        try perform([.attributes(inode: 1, root), .attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1)),
+                     .link(directory: 1, entry)])
+        let layers = delta.layers()
+        _ = try commit()
+        try perform([.unlink(directory: 1, entry), .attributes(inode: 1, root), .drop(inode: 2)])
+        let published = try commit()
+        let reader = LayeredFileSystem(layers: layers, tree: FileSystemTree(
+            tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: published.root), hashes: hashes),
+            committedGeneration: published.generation)
+        XCTAssertNil(try reader.lookup(directory: 1, name: name))
+        XCTAssertNil(try reader.inode(2))
+        XCTAssertEqual(try reader.entries(directory: 1), [])
     }
 }

@@ -14,7 +14,7 @@ final class NamespaceChangeScript {
     var random: SplitMix64
     var nextInode: UInt64 = 2
     let refusals: Bool
-    var chunked = 0, multipartTargets = 0, writes = 0
+    var chunked = 0, multipartTargets = 0, writes = 0, renames = 0, replacingRenames = 0
     /// Carries out one operation's changes, described for failure messages.
     var perform: ([JournalChange], String) throws -> Void = { _, _ in }
 
@@ -141,14 +141,48 @@ final class NamespaceChangeScript {
         try perform([.drop(inode: inode), .orphan(inode: inode, nil)], "drop orphan \(inode)")
     }
 
+    /// Renames a file or a directory (never into itself or below), to a new name or over
+    /// an existing file, whose inode loses a link (and is dropped at none).
     func rename() throws {
-        guard let (from, entry) = pick(named), entry.type != 4, let to = pick(directories) else { return }
-        let newName = name()
-        guard model.entries[to]?[newName] == nil else { return }
-        let (index, parentChange) = takeIndex(to)
-        try perform([.unlink(directory: from, entry),
-                     .link(directory: to, NamedEntry(name: newName, child: entry.child, type: entry.type, index: index)),
-                     parentChange], "rename \(from)/\(String(decoding: entry.name, as: UTF8.self)) to \(to)")
+        guard let (from, entry) = pick(named), let to = pick(directories) else { return }
+        if entry.type == 4 {
+            // Not into itself or a directory below it.
+            var ancestor = to
+            while ancestor != 1 {
+                if ancestor == entry.child { return }
+                ancestor = model.inodes[ancestor]!.parent
+            }
+            if entry.child == 1 { return }
+        }
+        let replaced = Bool.random(using: &random)
+            ? (model.entries[to] ?? [:]).values.filter { $0.type != 4 && $0.child != entry.child }.min { $0.index < $1.index } : nil
+        let newName = replaced?.name ?? name()
+        guard replaced != nil || model.entries[to]?[newName] == nil, !(from == to && newName == entry.name) else { return }
+        var changes: [JournalChange] = [.unlink(directory: from, entry)]
+        if let replaced {
+            changes.append(.unlink(directory: to, replaced))
+            var item = model.inodes[replaced.child]!
+            item.linkCount -= 1
+            changes.append(item.linkCount > 0 ? .attributes(inode: replaced.child, item) : .drop(inode: replaced.child))
+        }
+        // Link counts: a directory moving takes its ".." from one parent to the other.
+        var target = model.inodes[to]!
+        let index = target.nextIndex
+        target.nextIndex += 1
+        if entry.type == 4, from != to {
+            target.linkCount += 1
+            var source = model.inodes[from]!
+            source.linkCount -= 1
+            changes.append(.attributes(inode: from, source))
+            var moved = model.inodes[entry.child]!
+            moved.parent = to
+            changes.append(.attributes(inode: entry.child, moved))
+        }
+        changes.append(.attributes(inode: to, target))
+        changes.append(.link(directory: to, NamedEntry(name: newName, child: entry.child, type: entry.type, index: index)))
+        renames += 1
+        if replaced != nil { replacingRenames += 1 }
+        try perform(changes, "rename \(from)/\(String(decoding: entry.name, as: UTF8.self)) to \(to)/\(String(decoding: newName, as: UTF8.self))\(replaced.map { " over \($0.child)" } ?? "")")
     }
 
     static let xattrNames: [[UInt8]] = ["user.a", "user.b", "user.mime", "security.selinux", "user.long.name.x",

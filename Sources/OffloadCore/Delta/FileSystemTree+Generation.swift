@@ -17,8 +17,11 @@ extension FileSystemTree {
     /// `placeMemory` writes the bytes of a RAM piece longer than an inline extent into
     /// newly allocated image blocks and returns their byte offset (the commit's; without
     /// it such a piece is refused, `.invalidArgument`).
+    /// Returns the items it removed for drops (what is left of `dropBudget` is for
+    /// `continueDrops`).
+    @discardableResult
     public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget,
-                      placeMemory: (([UInt8]) throws(FSError) -> UInt64)? = nil) throws(FSError) {
+                      placeMemory: (([UInt8]) throws(FSError) -> UInt64)? = nil) throws(FSError) -> Int {
         let objects = generation.allChanges()
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
@@ -49,10 +52,11 @@ extension FileSystemTree {
             try apply(.orphan(inode: inode, change.value))
         }
         // 3. Inodes dropped, last: a drop's own orphan item decides over the generation's.
-        var budget = dropBudget
+        var removed = 0
         for (inode, changes) in objects where changes.cleared {
-            budget -= try drop(inode, budget: budget)
+            removed += try drop(inode, budget: dropBudget - removed)
         }
+        return removed
     }
 
     /// `change` with its RAM pieces longer than an inline extent placed in the image.

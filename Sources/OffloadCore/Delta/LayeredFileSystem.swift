@@ -9,10 +9,15 @@ public struct LayeredFileSystem {
     public let layers: [DeltaGeneration]
     public let tree: FileSystemTree
 
-    /// Take `layers` from the delta before opening `tree` at the published root (see
-    /// `MetadataDelta`).
-    public init(layers: [DeltaGeneration], tree: FileSystemTree) {
-        self.layers = layers
+    /// Take `layers` from the delta before opening `tree` at the published root of
+    /// commit `committedGeneration` (see `MetadataDelta`). Layers that commit already
+    /// holds are passed over: a reader descheduled across two commits would otherwise
+    /// lay an old generation's net state over a root that holds a newer one (a name
+    /// unlinked since, and its dropped inode, would come back). Every generation newer
+    /// than the root is in the list, since a generation retires only after its root is
+    /// published.
+    public init(layers: [DeltaGeneration], tree: FileSystemTree, committedGeneration: UInt64) {
+        self.layers = layers.filter { $0.number > committedGeneration }
         self.tree = tree
     }
 

@@ -10,9 +10,10 @@
 /// and only then `retire`s it. Every answered operation's changes are therefore in exactly
 /// one generation: in the committed tree, or in a generation the journal replays.
 ///
-/// Readers take `layers()` (newest first) before they load the committed root: a layer
-/// retired after they took the list is already in any root they load later, and a layer
-/// read over a root that already holds it reads the same (net state).
+/// Readers take `layers()` (newest first) before they load the committed root and its
+/// generation: a layer retired after they took the list is already in any root they load
+/// later, and `LayeredFileSystem` passes over the layers that root already holds (laid
+/// over a newer root, an older generation's net state would undo later changes).
 ///
 /// Lock order: an operation's object locks, then this delta's lock (held only for the
 /// few instructions of join, leave, close and the layer list; never across a change, an

@@ -74,13 +74,18 @@ extension FileSystemTree {
         guard let linkPosition = back.links.firstIndex(of: link) else {
             throw .damagedImage("inode \(entry.child) lacks the back reference of \(directory)/\(entry.name)")
         }
+        // The index item must name this entry: on a damaged image it may name another,
+        // which removing it would take out of readdir.
+        let indexKey = Self.indexKey(directory, entry.index)
+        let indexed: IndexItem? = try item(indexKey)
+        guard let indexed, indexed.name == entry.name, indexed.child == entry.child else {
+            throw .damagedImage("directory \(directory): index item \(entry.index) does not name \(entry.name) (inode \(entry.child))")
+        }
         names.entries.remove(at: position)
         back.links.remove(at: linkPosition)
         try tree.groupedChange { () throws(FSError) in
             try replaceOrRemove(nameKey, names.entries.isEmpty ? nil : names.encoded())
-            guard try tree.remove(Self.indexKey(directory, entry.index)) else {
-                throw .damagedImage("directory \(directory) lacks the index item \(entry.index) of \(entry.name)")
-            }
+            _ = try tree.remove(indexKey)
             try replaceOrRemove(backKey, back.links.isEmpty ? nil : back.encoded())
         }
     }
@@ -105,6 +110,7 @@ extension FileSystemTree {
     /// between chunks only repeats a lookup.
     func dropItems(_ inode: UInt64, budget: Int, _ references: inout ExtentReferenceChanges) throws(FSError)
         -> (removed: Int, done: Bool) {
+        try Self.requireInode(inode)
         var keys: [TreeKey] = []
         var more = false
         try tree.scan(from: Self.key(inode, .inode, 0), through: TreeKey(object: inode, kind: .max, offset: .max)) {

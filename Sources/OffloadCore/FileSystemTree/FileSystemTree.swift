@@ -124,11 +124,20 @@ public final class FileSystemTree {
         try item(Self.orphanKey(inode))
     }
 
+    /// What an orphan item or a drop names must be an inode: a reserved object (the
+    /// orphan list itself) dropped would take every orphan item with it.
+    static func requireInode(_ number: UInt64) throws(FSError) {
+        guard ItemCoding.isInode(number) else {
+            throw .damagedImage("an orphan or a drop names \(number), which is not an inode number")
+        }
+    }
+
     /// Up to `limit` orphans from inode `first` on, in inode order (mount frees them).
     public func orphans(from first: UInt64 = 0, limit: Int = .max) throws(FSError) -> [(inode: UInt64, item: OrphanItem)] {
         var found: [(inode: UInt64, item: OrphanItem)] = []
         guard limit > 0 else { return found }
         try scan(ReservedObject.orphans, .orphan, first...UInt64.max) { (inode, raw) throws(FSError) in
+            try Self.requireInode(inode)
             found.append((inode, try Self.decode(Self.orphanKey(inode), raw)))
             return found.count < limit
         }
