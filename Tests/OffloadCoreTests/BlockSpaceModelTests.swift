@@ -31,6 +31,8 @@ final class BlockSpaceModelTests: XCTestCase {
     struct Model {
         var counts = [UInt32](repeating: 0, count: Int(BlockSpaceModelTests.endBlock))
         var fsNodes = Set<UInt64>(), blockTreeNodes = Set<UInt64>()
+        /// Block tree nodes replaced and still pending: they keep their runs until retired.
+        var replacedBlockTreeNodes = Set<UInt64>()
         /// Pending frees by generation.
         var pending: [UInt64: Set<UInt64>] = [:]
         /// Data blocks released to zero in the open generation.
@@ -68,7 +70,9 @@ final class BlockSpaceModelTests: XCTestCase {
                 let run: (UInt32, BlockRun.Use)?
                 if counts[Int(block)] > 0 { run = (counts[Int(block)], .data) }
                 else if fsNodes.contains(block) { run = (1, .node(tree: BlockSpaceModelTests.fsTreeID)) }
-                else if blockTreeNodes.contains(block) { run = (1, .node(tree: BlockSpaceModelTests.blockTreeID)) }
+                else if blockTreeNodes.contains(block) || replacedBlockTreeNodes.contains(block) {
+                    run = (1, .node(tree: BlockSpaceModelTests.blockTreeID))
+                }
                 else { run = nil }
                 guard let (count, use) = run else { continue }
                 if let last = runs.last, last.blocks.upperBound == block, last.count == count, last.use == use {
@@ -98,7 +102,7 @@ final class BlockSpaceModelTests: XCTestCase {
     }
 
     func testRandomAllocationsAndCommitsMatchAPlainModel() throws {
-        let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 6, defaultOperations: 1_000)
+        let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 6, defaultOperations: 800)
         var commits = 0, reopens = 0, allocations = 0, retired = 0, maxRounds = 0, evictions = 0, fsNoSpace = 0
         var poolUsed = 0, poolSize = 0, reruns = 0
         for seed in run.seeds {
@@ -173,13 +177,16 @@ final class BlockSpaceModelTests: XCTestCase {
                     model.blockTreeNodes = try Self.nodes(of: space.blockTree.tree)
                     var freed = model.freedThisGeneration
                     freed.formUnion(fsBefore.subtracting(model.fsNodes))
-                    freed.formUnion(blockTreeBefore.subtracting(model.blockTreeNodes))
+                    let replaced = blockTreeBefore.subtracting(model.blockTreeNodes)
+                    freed.formUnion(replaced)
                     model.freedThisGeneration = []
                     var retiring = Set<UInt64>()
                     for (older, blocks) in model.pending where older <= min(model.durable, generation - 1) {
                         retiring.formUnion(blocks)
                         model.pending[older] = nil
                     }
+                    model.replacedBlockTreeNodes.subtract(retiring)
+                    model.replacedBlockTreeNodes.formUnion(replaced)
                     if !freed.isEmpty { model.pending[generation] = freed }
                     if !retiring.isEmpty { model.held[generation] = retiring }
                     retired += retiring.count

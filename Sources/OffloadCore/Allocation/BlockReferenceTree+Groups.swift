@@ -34,8 +34,8 @@ extension BlockReferenceTree {
         for blocks in used {
             let clipped = max(blocks.lowerBound, range.lowerBound)..<min(blocks.upperBound, range.upperBound)
             if let last = merged.last, last.upperBound >= clipped.lowerBound {
-                // Runs and pending frees never overlap in a consistent tree; coalescing
-                // keeps a damaged one from counting a block twice.
+                // A replaced block-tree node is both in a run and pending until its
+                // pending free retires (`BlockSpace.settle`): counted once.
                 merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, clipped.upperBound)
             } else {
                 merged.append(clipped)

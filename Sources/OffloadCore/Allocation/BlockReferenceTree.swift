@@ -16,7 +16,9 @@
 /// durable and a later commit has deleted the item (docs/ARCHITECTURE.md, "Reuse is
 /// counted in commits"): block numbers stay below 2^63, so all runs sort before them, and
 /// generations below 2^62, so all pending frees sort before the group summaries
-/// (`BlockGroupSummary`, kept by `updateGroupSummaries`).
+/// (`BlockGroupSummary`, kept by `updateGroupSummaries`). A block tree node replaced by a
+/// commit keeps its run while pending, and loses it when the pending free is deleted
+/// (`BlockSpace`'s commit explains why); other blocks lose their runs when freed.
 ///
 /// Every change rewrites only the runs it touches and their two neighbours (to coalesce),
 /// so its cost follows the change, not the image. Not thread-safe: the commit that applies

@@ -15,16 +15,18 @@ public struct BlockSpaceCommit: Sendable {
     /// The block tree's new root (nil: empty), for the commit slot.
     public var blockTreeRoot: CopyOnWriteTree.Root?
     /// Blocks this generation freed, now pending frees of it, ascending: data blocks and
-    /// replaced nodes of every tree, the block tree's own included. The caller punches
-    /// them once this commit is durable and before the next commit, which (once told it
-    /// is durable) deletes their pending items.
+    /// replaced nodes of every tree, the block tree's own included (those keep their
+    /// node runs until retired). The caller punches them once this commit is durable and
+    /// before the next commit, which (once told it is durable) deletes their pending
+    /// items.
     public var pendingFrees: [Range<UInt64>]
     /// Pending frees of earlier generations this commit deleted: free in the block tree,
     /// handed out again after `commitIsDurable(generation:)` for this commit.
     public var retired: [(generation: UInt64, blocks: Range<UInt64>)]
     /// Rounds of the fixed point that recorded the block tree's own node changes.
     public var rounds: Int
-    /// Blocks of the reserved node pool, and how many became block-tree nodes.
+    /// Blocks of the reserved node pool (of the last attempt), and how many became
+    /// block-tree nodes.
     public var poolBlocks: Int
     public var poolUsed: Int
     /// Times the settling ran (more than once only when a pool ran out and was doubled).
@@ -34,8 +36,8 @@ public struct BlockSpaceCommit: Sendable {
 
 extension BlockSpace {
     /// Rounds after which the fixed point is taken to be stuck (see `settle`); measured
-    /// settling takes 1 to 4.
-    static let maximumSettlingRounds = 64
+    /// settling takes 1 to 3.
+    static let maximumSettlingRounds = 16
 
     /// Commits generation `generation`: applies its recorded reference changes and the
     /// node changes of `trees` (each committed in this generation already) to the block
@@ -75,7 +77,7 @@ extension BlockSpace {
             let (pool, complete) = try reservePool(size)
             do {
                 var result = try settle(generation: generation, trees: trees, retireThrough: retireThrough)
-                result.poolBlocks = size
+                result.poolBlocks = pool.reduce(0) { $0 + $1.count }
                 result.attempts = attempts
                 finish(result, trees: trees, pool: pool)
                 return result
@@ -141,12 +143,19 @@ extension BlockSpace {
     /// as pending frees, nodes dropped again as free) and the touched groups' summaries,
     /// round after round until a round finds nothing new, then commits the block tree.
     ///
-    /// Why it ends: a round records only what the previous one changed, and a change
-    /// allocates a node only by copying a committed node (at most once each in a
-    /// transaction) or by splitting; the pool hands out neighbouring blocks, so the new
-    /// nodes' runs coalesce into a few items, and recording them changes leaves already
-    /// copied, which allocates nothing. `maximumSettlingRounds` bounds it regardless: a
-    /// loop that did not settle (a bug) fails the commit instead of hanging.
+    /// A replaced block-tree node keeps its run while pending (it is released when the
+    /// pending free retires, with the next commit's inputs). Releasing it here would
+    /// change the leaf holding its run, anywhere in the tree, whose copy replaces another
+    /// node, whose run is in yet another leaf: measured, one released block made a
+    /// 40-leaf tree copy every leaf, one per round (a leaf's block lies in the next
+    /// leaf's range when blocks are handed out in order). So the rounds change only three
+    /// places, each a few neighbouring leaves: the pool's runs (new and dropped nodes: the
+    /// pool's blocks are neighbours), the pending frees of this generation (one key
+    /// range), and the summaries (one key range). A round copies a node only the first
+    /// time it changes one of them, or splits one as items are added there; so the
+    /// rounds settle after a few (measured: at most 3 in the tests), whatever the tree's
+    /// size. `maximumSettlingRounds` turns a loop that did not settle (a bug) into a
+    /// failed commit rather than a hang.
     private func settle(generation: UInt64, trees: [CommittedTree], retireThrough: UInt64) throws(FSError) -> BlockSpaceCommit {
         let tree = blockTree.tree
         // Any failure abandons the whole settling, so single changes need not hold their
@@ -168,6 +177,7 @@ extension BlockSpace {
             for blocks in Self.ranges(of: record.commit.freedBlocks) { freed += try blockTree.release(blocks) }
         }
         let retired = try blockTree.removePendingFrees(through: retireThrough)
+        try releaseRetiredNodes(retired.map(\.blocks))
         var pending = Self.coalesced(freed)
         try blockTree.addPendingFrees(generation: generation, pending)
 
@@ -188,8 +198,10 @@ extension BlockSpace {
             for blocks in Self.ranges(of: newNodes.sorted()) {
                 try blockTree.insertAllocated(blocks, use: .node(tree: tree.treeID))
             }
-            var freedNodes: [Range<UInt64>] = []
-            for blocks in Self.ranges(of: newlyFreed.sorted()) { freedNodes += try blockTree.release(blocks) }
+            // Replaced nodes become pending frees and keep their runs until retired
+            // (`releaseRetiredNodes`): pending frees of one generation are neighbours in
+            // the tree, their runs are not.
+            let freedNodes = Self.ranges(of: newlyFreed.sorted())
             try blockTree.addPendingFrees(generation: generation, freedNodes)
             pending += freedNodes
             recordedNodes.subtract(dropped)
@@ -202,6 +214,21 @@ extension BlockSpace {
         return BlockSpaceCommit(generation: generation, blockTreeRoot: committed.root, pendingFrees: Self.coalesced(pending),
                                 retired: retired, rounds: rounds, poolBlocks: 0, poolUsed: recordedNodes.count, attempts: 0,
                                 blockTreeNodesWritten: committed.writtenBlocks)
+    }
+
+    /// Releases the runs the block tree's own replaced nodes kept while pending (see
+    /// `settle`), now that their pending frees are deleted. Other pending blocks have no
+    /// run: their references were dropped when they were freed.
+    private func releaseRetiredNodes(_ retired: [Range<UInt64>]) throws(FSError) {
+        for blocks in retired {
+            for run in try blockTree.runs(overlapping: blocks) {
+                guard run.use == .node(tree: blockTree.tree.treeID), run.count == 1 else {
+                    throw .damagedImage("block tree: pending free \(blocks) overlaps run \(run), which is not a replaced block tree node")
+                }
+                let inside = max(run.blocks.lowerBound, blocks.lowerBound)..<min(run.blocks.upperBound, blocks.upperBound)
+                _ = try blockTree.release(inside)
+            }
+        }
     }
 
     /// After the block tree committed: what it now records is no longer `taken`, the
