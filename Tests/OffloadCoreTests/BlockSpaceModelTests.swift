@@ -104,7 +104,7 @@ final class BlockSpaceModelTests: XCTestCase {
     func testRandomAllocationsAndCommitsMatchAPlainModel() throws {
         let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 6, defaultOperations: 800)
         var commits = 0, reopens = 0, allocations = 0, retired = 0, maxRounds = 0, evictions = 0, fsNoSpace = 0
-        var poolUsed = 0, poolSize = 0, reruns = 0
+        var poolUsed = 0, poolSize = 0, reruns = 0, summaryScans = 0, summariesByNeighbours = 0
         for seed in run.seeds {
             var random = SplitMix64(seed: seed)
             let io = MemoryPageIO()
@@ -209,6 +209,8 @@ final class BlockSpaceModelTests: XCTestCase {
                         if Int.random(in: 0..<4, using: &random) == 0 {
                             // Mount at the durable roots: nothing in memory survives.
                             evictions += space.groupLoads
+                            summaryScans += space.blockTree.summaryScans
+                            summariesByNeighbours += space.blockTree.summaryUpdatesByNeighbours
                             space = try Self.openSpace(io, root: result.blockTreeRoot)
                             fsPages = space.pages(forTree: Self.fsTreeID)
                             fsTree = try CopyOnWriteTree(pages: fsPages, imageID: 9, treeID: Self.fsTreeID, root: fsCommit.root)
@@ -223,14 +225,18 @@ final class BlockSpaceModelTests: XCTestCase {
                 guard space.loadedGroupCount <= 2 else { try fail("\(space.loadedGroupCount) groups loaded, at most 2 allowed") }
             }
             evictions += space.groupLoads
+            summaryScans += space.blockTree.summaryScans
+            summariesByNeighbours += space.blockTree.summaryUpdatesByNeighbours
         }
-        print("block space model test: \(run.seeds.count) seeds x \(run.operations) operations; \(allocations) allocations, \(commits) commits (at most \(maxRounds) rounds of the fixed point, \(poolUsed) of \(poolSize) pool blocks used, \(reruns) reruns with a doubled pool), \(reopens) reopens, \(retired) blocks retired, \(evictions) group loads, \(fsNoSpace) tree changes refused for space")
+        print("block space model test: \(run.seeds.count) seeds x \(run.operations) operations; \(allocations) allocations, \(commits) commits (at most \(maxRounds) rounds of the fixed point, \(poolUsed) of \(poolSize) pool blocks used, \(reruns) reruns with a doubled pool), \(reopens) reopens, \(retired) blocks retired, \(evictions) group loads, \(fsNoSpace) tree changes refused for space; summaries: \(summaryScans) by a scan of the group, \(summariesByNeighbours) by the freed blocks' neighbours")
         if !run.customized {
             XCTAssertGreaterThan(commits, 200)
             XCTAssertGreaterThan(reopens, 20)
             XCTAssertGreaterThan(retired, 500)
             XCTAssertGreaterThanOrEqual(maxRounds, 2, "the fixed point must need more than one round sometimes")
             XCTAssertGreaterThan(evictions, 100, "groups must be loaded again after eviction")
+            XCTAssertGreaterThan(summariesByNeighbours, 100, "groups where blocks were only freed")
+            XCTAssertGreaterThan(summaryScans, 100, "groups where blocks were allocated")
         }
     }
 

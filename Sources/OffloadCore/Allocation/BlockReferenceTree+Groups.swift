@@ -2,11 +2,18 @@
 /// the group summaries kept from it.
 ///
 /// Summaries are brought up to date per change set, not per item change: the changes
-/// record the groups whose free space they changed (`touch`), and `updateGroupSummaries`
-/// recomputes those from the group's runs and pending frees and rewrites the items that
-/// differ. Recomputing (rather than adjusting counts) keeps "largest free run" exact,
-/// which no adjustment can when the largest run is cut; it reads the runs of each group
-/// touched, which a commit's allocations there read anyway.
+/// record the blocks whose free space they may have changed (`touch`), and
+/// `updateGroupSummaries` rewrites the summaries of their groups that differ. Two ways,
+/// both exact:
+/// - a group where blocks were only freed (released, pending frees deleted, or turned
+///   from runs into pending frees): every block touched was used before, so the free
+///   count grows by the touched blocks free now, and the largest free run is the larger
+///   of the old one and the free runs around those blocks, found from their neighbours
+///   (a floor search and a step right in the runs, and the pending frees);
+/// - a group where blocks were allocated: the largest free run may have been cut, and
+///   only the group's runs say what the next largest is, so they are read (as an
+///   allocator loading the group reads them). A by-size index of free runs (XFS's cntbt)
+///   would avoid the scan, at the price of another structure kept in step.
 extension BlockReferenceTree {
     /// The group holding `block`.
     public func group(of block: UInt64) -> UInt64 { block / blocksPerGroup }
@@ -14,10 +21,19 @@ extension BlockReferenceTree {
     /// The blocks of `group`.
     public func blocks(of group: UInt64) -> Range<UInt64> { group * blocksPerGroup..<(group + 1) * blocksPerGroup }
 
-    /// Records that the free space of the groups `blocks` lies in changed.
-    func touch(_ blocks: Range<UInt64>) {
+    /// Records that the free space of `blocks` may have changed; `allocating` when blocks
+    /// there became used by an allocation (free before).
+    func touch(_ blocks: Range<UInt64>, allocating: Bool = false) {
         guard !blocks.isEmpty else { return }
-        for group in group(of: blocks.lowerBound)...group(of: blocks.upperBound - 1) { touchedGroups.insert(group) }
+        touchedBlocks.insert(contentsOf: blocks)
+        guard allocating else { return }
+        for group in group(of: blocks.lowerBound)...group(of: blocks.upperBound - 1) { groupsAllocatedIn.insert(group) }
+    }
+
+    /// Drops what `touch` recorded (the changes were abandoned).
+    func forgetTouchedBlocks() {
+        touchedBlocks = RangeSet()
+        groupsAllocatedIn.removeAll()
     }
 
     /// The used blocks inside `range`, sorted and coalesced: every run and every pending
@@ -45,15 +61,38 @@ extension BlockReferenceTree {
     }
 
     /// The free blocks inside `range`: the complement of `usedRanges`, ascending.
-    public func freeRanges(in range: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
+    public func freeRanges(in range: Range<UInt64>,
+                           pending: [(generation: UInt64, blocks: Range<UInt64>)]? = nil) throws(FSError) -> [Range<UInt64>] {
         var free: [Range<UInt64>] = []
         var cursor = range.lowerBound
-        for used in try usedRanges(in: range) {
+        for used in try usedRanges(in: range, pending: pending) {
             if used.lowerBound > cursor { free.append(cursor..<used.lowerBound) }
             cursor = used.upperBound
         }
         if cursor < range.upperBound { free.append(cursor..<range.upperBound) }
         return free
+    }
+
+    /// The free run holding the free blocks `blocks`, inside `limits`: from the end of the
+    /// nearest used block below (the run starting below, a pending free ending below) to
+    /// the nearest used block above.
+    func freeRun(around blocks: Range<UInt64>, in limits: Range<UInt64>,
+                 pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> Range<UInt64> {
+        var lower = limits.lowerBound, upper = limits.upperBound
+        if let floor = try tree.floor(TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0)) {
+            let run = try Self.run(floor.key, floor.value)
+            assert(run.blocks.upperBound <= blocks.lowerBound, "free blocks \(blocks) inside run \(run)")
+            lower = max(lower, run.blocks.upperBound)
+        }
+        try tree.scan(from: TreeKey(object: blocks.upperBound, kind: Self.runKind, offset: 0), through: Self.lastRunKey) { (key, value) throws(FSError) in
+            upper = min(upper, try Self.run(key, value).blocks.lowerBound)
+            return false
+        }
+        for item in pending {
+            if item.blocks.upperBound <= blocks.lowerBound { lower = max(lower, item.blocks.upperBound) }
+            if item.blocks.lowerBound >= blocks.upperBound { upper = min(upper, item.blocks.lowerBound) }
+        }
+        return lower..<max(lower, upper)
     }
 
     /// The stored summary of `group` (all free when it has no item).
@@ -111,13 +150,19 @@ extension BlockReferenceTree {
     /// not at all; returns how many items changed.
     @discardableResult
     public func updateGroupSummaries() throws(FSError) -> Int {
-        guard !touchedGroups.isEmpty else { return 0 }
+        guard !touchedBlocks.isEmpty else { return 0 }
         let pending = try pendingFrees(through: Self.maximumPendingGeneration)
+        var groups = Set<UInt64>()
+        for range in touchedBlocks.ranges {
+            for group in group(of: range.lowerBound)...group(of: range.upperBound - 1) { groups.insert(group) }
+        }
         var upserts: [(TreeKey, [UInt8])] = [], removals: [TreeKey] = []
-        for group in touchedGroups.sorted() {
-            let summary = try computedGroupSummary(group, pending: pending)
+        for group in groups.sorted() {
             let key = BlockGroupSummary.key(group: group)
             let stored = try tree.lookup(key)
+            let summary = groupsAllocatedIn.contains(group)
+                ? try scannedSummary(group, pending: pending)
+                : try summaryAfterFrees(group, stored: try groupSummary(group), pending: pending)
             if summary == .allFree(blocksPerGroup: blocksPerGroup) {
                 if stored != nil { removals.append(key) }
             } else if stored != summary.encoded() {
@@ -128,7 +173,33 @@ extension BlockReferenceTree {
             for key in removals { _ = try tree.remove(key) }
             for (key, value) in upserts { try tree.upsert(key, value) }
         }
-        touchedGroups.removeAll()
+        forgetTouchedBlocks()
         return upserts.count + removals.count
+    }
+
+    private func scannedSummary(_ group: UInt64, pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> BlockGroupSummary {
+        summaryScans += 1
+        return try computedGroupSummary(group, pending: pending)
+    }
+
+    /// The summary of a group where blocks were only freed since `stored` was right:
+    /// every touched block was used then, so those free now are the newly free ones.
+    private func summaryAfterFrees(_ group: UInt64, stored: BlockGroupSummary,
+                                   pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> BlockGroupSummary {
+        let limits = blocks(of: group)
+        var free = UInt64(stored.freeBlocks), largest = UInt64(stored.largestFreeRun)
+        for touched in touchedBlocks.ranges where touched.overlaps(limits) {
+            let inside = max(touched.lowerBound, limits.lowerBound)..<min(touched.upperBound, limits.upperBound)
+            for newlyFree in try freeRanges(in: inside, pending: pending) {
+                free += UInt64(newlyFree.count)
+                largest = max(largest, UInt64(try freeRun(around: newlyFree, in: limits, pending: pending).count))
+            }
+        }
+        guard free <= blocksPerGroup, largest <= free else {
+            // Only a damaged tree (a block freed that was free already) gets here.
+            throw .damagedImage("block tree: group \(group) would have \(free) free blocks (largest run \(largest)) of \(blocksPerGroup) after frees")
+        }
+        summaryUpdatesByNeighbours += 1
+        return BlockGroupSummary(freeBlocks: UInt32(free), largestFreeRun: UInt32(largest))
     }
 }

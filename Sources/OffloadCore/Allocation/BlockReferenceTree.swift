@@ -43,9 +43,15 @@ public final class BlockReferenceTree {
     /// change of many items (a tree path per item) is far more than it uses, and would
     /// have to come out of the commit's node pool all at once.
     public var reservesBlocksPerChange = true
-    /// Groups whose free space changed since their summaries were last brought up to date
-    /// (`updateGroupSummaries`).
-    var touchedGroups = Set<UInt64>()
+    /// Blocks whose free space may have changed since the summaries were last brought up
+    /// to date (`updateGroupSummaries`), and the groups among them where blocks were
+    /// allocated (which only a scan of the group's runs can summarise exactly).
+    var touchedBlocks = RangeSet<UInt64>()
+    var groupsAllocatedIn = Set<UInt64>()
+    /// Summaries recomputed by a scan of their group's runs, and by the neighbours of the
+    /// freed blocks alone (tests and benchmarks see which path ran).
+    public internal(set) var summaryScans = 0
+    public internal(set) var summaryUpdatesByNeighbours = 0
 
     public init(tree: CopyOnWriteTree, blocksPerGroup: UInt64 = BlockGroupSummary.formatBlocksPerGroup) {
         precondition(blocksPerGroup >= 1 && blocksPerGroup <= UInt64(UInt32.max), "a group's counts are u32")
@@ -106,7 +112,7 @@ public final class BlockReferenceTree {
             throw .invalidArgument("blocks \(blocks) are allocated already")
         }
         try rewrite(blocks, with: [BlockRun(blocks: blocks, count: 1, use: use)])
-        touch(blocks)
+        touch(blocks, allocating: true)
     }
 
     /// Adds one reference to every block in `blocks`, which must all be allocated.
