@@ -31,7 +31,7 @@ final class BlockSpaceCrashTests: XCTestCase {
 
     func testTheLastDurableCommitSurvivesPowerCuts() throws {
         let environment = ProcessInfo.processInfo.environment
-        let seeds = environment["OFFLOADFS_BLOCKSPACE_CRASH_SEED"].flatMap(UInt64.init).map { [$0] } ?? Array(1...8)
+        let seeds = environment["OFFLOADFS_BLOCKSPACE_CRASH_SEED"].flatMap(UInt64.init).map { [$0] } ?? Array(1...6)
         var cuts = 0, durableCommits = 0
         for seed in seeds {
             do {

@@ -102,7 +102,7 @@ final class BlockSpaceModelTests: XCTestCase {
     }
 
     func testRandomAllocationsAndCommitsMatchAPlainModel() throws {
-        let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 6, defaultOperations: 800)
+        let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 5, defaultOperations: 800)
         var commits = 0, reopens = 0, allocations = 0, retired = 0, maxRounds = 0, evictions = 0, fsNoSpace = 0
         var poolUsed = 0, poolSize = 0, reruns = 0, summaryScans = 0, summariesByNeighbours = 0
         for seed in run.seeds {
@@ -230,7 +230,7 @@ final class BlockSpaceModelTests: XCTestCase {
         }
         print("block space model test: \(run.seeds.count) seeds x \(run.operations) operations; \(allocations) allocations, \(commits) commits (at most \(maxRounds) rounds of the fixed point, \(poolUsed) of \(poolSize) pool blocks used, \(reruns) reruns with a doubled pool), \(reopens) reopens, \(retired) blocks retired, \(evictions) group loads, \(fsNoSpace) tree changes refused for space; summaries: \(summaryScans) by a scan of the group, \(summariesByNeighbours) by the freed blocks' neighbours")
         if !run.customized {
-            XCTAssertGreaterThan(commits, 200)
+            XCTAssertGreaterThan(commits, 150)
             XCTAssertGreaterThan(reopens, 20)
             XCTAssertGreaterThan(retired, 500)
             XCTAssertGreaterThanOrEqual(maxRounds, 2, "the fixed point must need more than one round sometimes")
