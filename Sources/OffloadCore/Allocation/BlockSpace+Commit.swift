@@ -95,7 +95,7 @@ extension BlockSpace {
 
     /// Blocks the pool starts with: for each change, a path of copies and a split (most
     /// changes share their paths, and the rounds that record nodes copy little more), plus
-    /// the spares one tree change holds. Measured use is a few percent of it; a pool that
+    /// the spares one tree change holds. Measured use is under a tenth of it; a pool that
     /// runs out is doubled, so the estimate trades reserved space against a rerun.
     static func poolEstimate(inputs: Int, level: UInt8) -> Int {
         let level = Int(level) + 1  // the tree may grow a level
