@@ -30,18 +30,16 @@ final class BlockSpaceCrashTests: XCTestCase {
     }
 
     func testTheLastDurableCommitSurvivesPowerCuts() throws {
-        let environment = ProcessInfo.processInfo.environment
-        let seeds = environment["OFFLOADFS_BLOCKSPACE_CRASH_SEED"].flatMap(UInt64.init).map { [$0] } ?? Array(1...6)
+        let seeds = crashTestSeeds(replay: "OFFLOADFS_BLOCKSPACE_CRASH_SEED", count: 6)
         var cuts = 0, durableCommits = 0
         for seed in seeds {
-            do {
-                let run = try runSeed(seed)
-                cuts += run.cuts
-                durableCommits += run.durableCommits
-            } catch {
-                XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_BLOCKSPACE_CRASH_SEED=\(seed)")
-                return
+            // A seed that fails says how to replay it, and stops the test.
+            let run: (cuts: Int, durableCommits: Int)
+            do { run = try runSeed(seed) } catch {
+                return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_BLOCKSPACE_CRASH_SEED=\(seed)")
             }
+            cuts += run.cuts
+            durableCommits += run.durableCommits
         }
         print("block space crash test: \(seeds.count) seeds, \(durableCommits) durable commits, \(cuts) power cuts recovered")
         if seeds.count > 1 { XCTAssertGreaterThanOrEqual(cuts, 3 * seeds.count) }
@@ -127,25 +125,12 @@ final class BlockSpaceCrashTests: XCTestCase {
 
         // Changes and commits never made durable, with power cuts among their writes.
         let cuts = TreeCrashTests.PowerCuts()
-        cuts.lock.withLock { s in
-            s.rng = SplitMix64(seed: rng.next())
-            for _ in 0..<4 { s.moments.insert(1 + Int(rng.next() % 40)) }
-        }
-        disk.beforeChange { change in
-            cuts.lock.withLock { s in
-                s.changes += 1
-                if s.moments.contains(s.changes) {
-                    s.images.append((s.changes, "\(change)", disk.crashImage(using: &s.rng)))
-                }
-            }
-        }
+        cuts.arm(disk, cuts: 4, within: 40, using: &rng)
         for _ in 0..<2 {
             try change(40 + Int(rng.next() % 80))
             _ = try commit()
         }
-        disk.beforeChange(nil)
-        var images = cuts.lock.withLock { $0.images }
-        images.append((cuts.lock.withLock { $0.changes } + 1, "the end", disk.crashImage(using: &rng)))
+        let images = cuts.disarm(disk, using: &rng)
 
         for (moment, change, image) in images {
             let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity) + (1 << 20), initial: image)

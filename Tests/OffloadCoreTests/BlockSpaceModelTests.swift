@@ -25,8 +25,6 @@ final class BlockSpaceModelTests: XCTestCase {
     static let fsTreeID: UInt32 = 1
     static let blockTreeID: UInt32 = 2
 
-    struct ModelFailure: Error {}
-
     /// The model's view of one image.
     struct Model {
         var counts = [UInt32](repeating: 0, count: Int(BlockSpaceModelTests.endBlock))
@@ -115,9 +113,7 @@ final class BlockSpaceModelTests: XCTestCase {
             var generation: UInt64 = 0
             var history: [String] = []
             func fail(_ message: String) throws -> Never {
-                XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
-                        + "\nreplay with OFFLOADFS_BLOCKSPACE_SEED=\(seed)")
-                throw ModelFailure()
+                throw failSeed(seed, message, history: history, replay: "OFFLOADFS_BLOCKSPACE_SEED")
             }
             for _ in 0..<run.operations {
                 let dataBlocks = (0..<model.counts.count).filter { model.counts[$0] > 0 }
