@@ -152,10 +152,11 @@ final class BlockSpaceCommitTests: XCTestCase {
         XCTAssertEqual(space.unrecordedBlocks, 0, "the pool's rest went back, the rest is recorded")
     }
 
-    /// No free block: an allocation throws `.noSpace` and records nothing; a commit that
-    /// cannot get a single block for its nodes throws `.noSpace` and changes nothing (the
-    /// block tree at its committed root, the changes still queued), and succeeds once
-    /// there is room, with fewer blocks than its estimate.
+    /// No free block: an allocation throws `.noSpace` and records nothing, and so does a
+    /// tree change that needs a node; a commit that cannot get a single block for its
+    /// nodes throws `.noSpace` and changes nothing (the block tree at its committed root,
+    /// the changes still queued); with a few blocks free, fewer than its estimate, a
+    /// commit succeeds.
     func testWithoutSpaceNothingChangesAndTheErrorIsNoSpace() throws {
         let space = try openSpace(endBlock: 2 + 200)
         var granted: [Range<UInt64>] = []
@@ -163,6 +164,14 @@ final class BlockSpaceCommitTests: XCTestCase {
         XCTAssertEqual(granted.reduce(0) { $0 + $1.count }, 200)
         XCTAssertThrowsError(try space.allocateData(upTo: 1)) { XCTAssertEqual($0 as? FSError, .noSpace) }
         XCTAssertEqual(space.changes.count, granted.count, "a refused allocation records nothing")
+
+        // A tree change that cannot get its nodes changes nothing either.
+        let fsTree = try CopyOnWriteTree(pages: space.pages(forTree: 1), imageID: 5, treeID: 1, root: nil)
+        XCTAssertThrowsError(try fsTree.upsert(TreeKey(object: 1, kind: 1, offset: 0), [1, 2, 3])) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertTrue(fsTree.isEmpty)
+        XCTAssertEqual(space.unrecordedBlocks, 200, "no node block handed out")
 
         XCTAssertThrowsError(try space.commit(generation: 1)) { XCTAssertEqual($0 as? FSError, .noSpace) }
         XCTAssertNil(space.blockTree.tree.committedRoot)
