@@ -30,9 +30,7 @@ final class BlockReferenceTreeTests: XCTestCase {
             var waiting = Set<Int>()
             var history: [String] = []
             func fail(_ message: String) throws -> Never {
-                XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
-                        + "\nreplay with OFFLOADFS_BLOCKTREE_SEED=\(seed)")
-                throw ModelFailure()
+                throw failSeed(seed, message, history: history, replay: "OFFLOADFS_BLOCKTREE_SEED")
             }
             for _ in 0..<run.operations {
                 var start = Int.random(in: 0..<Self.universe, using: &random)
@@ -189,8 +187,6 @@ final class BlockReferenceTreeTests: XCTestCase {
         XCTAssertEqual(try tree.release(5..<6), [5..<6])
         XCTAssertEqual(try tree.allRuns(), [BlockRun(blocks: 0..<5, count: 1, use: .data), BlockRun(blocks: 6..<10, count: 1, use: .data)])
     }
-
-    struct ModelFailure: Error {}
 
     static func modelRuns(_ counts: [UInt32], _ uses: [BlockRun.Use]) -> [BlockRun] {
         var runs: [BlockRun] = []

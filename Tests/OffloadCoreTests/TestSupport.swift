@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 @testable import OffloadCore
 import SplitMix
 
@@ -60,4 +61,22 @@ struct ModelRun {
         }
         customized = ["_SEED", "_SEEDS", "_OPS"].contains { environment[prefix + $0] != nil }
     }
+}
+
+/// A model test's seed failed: `failSeed` reported it, and the error stops the seed.
+struct SeedFailure: Error {}
+
+/// Reports a failed seed (the message, the last operations, how to replay it with the
+/// environment variable `replay`) and returns the error that stops it.
+func failSeed(_ seed: UInt64, _ message: String, history: [String], replay: String,
+              file: StaticString = #filePath, line: UInt = #line) -> SeedFailure {
+    XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
+            + "\nreplay with \(replay)=\(seed)", file: file, line: line)
+    return SeedFailure()
+}
+
+/// The seeds a power-cut test runs: the one in the environment variable `replay`, else
+/// 1 through `count`.
+func crashTestSeeds(replay: String, count: UInt64) -> [UInt64] {
+    ProcessInfo.processInfo.environment[replay].flatMap(UInt64.init).map { [$0] } ?? Array(1...count)
 }

@@ -37,8 +37,7 @@ final class TreeCrashTests: XCTestCase {
     }
 
     func testTheLastDurableRootSurvivesPowerCuts() throws {
-        let environment = ProcessInfo.processInfo.environment
-        let seeds = environment["OFFLOADFS_TREE_CRASH_SEED"].flatMap(UInt64.init).map { [$0] } ?? Array(1...40)
+        let seeds = crashTestSeeds(replay: "OFFLOADFS_TREE_CRASH_SEED", count: 40)
         var cuts = 0, durableCommits = 0
         for seed in seeds {
             do {
@@ -120,28 +119,13 @@ final class TreeCrashTests: XCTestCase {
 
         // Changes never made durable, with power cuts at random moments among them.
         let cuts = PowerCuts()
-        cuts.lock.withLock { s in
-            s.rng = SplitMix64(seed: rng.next())
-            for _ in 0..<4 { s.moments.insert(1 + Int(rng.next() % 100)) }
-        }
-        disk.beforeChange { change in
-            cuts.lock.withLock { s in
-                s.changes += 1
-                s.trace.append("\(change)")
-                if s.moments.contains(s.changes) {
-                    s.images.append((s.changes, "\(change)", disk.crashImage(using: &s.rng)))
-                }
-            }
-        }
+        cuts.arm(disk, cuts: 4, within: 100, using: &rng)
         for _ in 0..<2 {
             try change(30 + Int(rng.next() % 200))
             generation += 1
             heldFreed += try tree.commit(generation: generation).freedBlocks
         }
-        disk.beforeChange(nil)
-        var images = cuts.lock.withLock { $0.images }
-        // And a cut after the last change.
-        images.append((cuts.lock.withLock { $0.changes } + 1, "the end", disk.crashImage(using: &rng)))
+        let images = cuts.disarm(disk, using: &rng)
 
         for (moment, change, image) in images {
             let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity) + (16 << 20), initial: image)
@@ -170,5 +154,32 @@ final class TreeCrashTests: XCTestCase {
     struct Failure: Error, CustomStringConvertible {
         var description: String
         init(_ description: String) { self.description = description }
+    }
+}
+
+extension TreeCrashTests.PowerCuts {
+    /// From now on, takes an image of what a power cut could leave of `disk` before each
+    /// of `count` changes drawn among the next `span` (from `rng`, so a seed replays).
+    func arm(_ disk: CrashSimulatingStorage, cuts count: Int, within span: UInt64, using rng: inout SplitMix64) {
+        lock.withLock { s in
+            s.rng = SplitMix64(seed: rng.next())
+            for _ in 0..<count { s.moments.insert(1 + Int(rng.next() % span)) }
+        }
+        disk.beforeChange { change in
+            self.lock.withLock { s in
+                s.changes += 1
+                s.trace.append("\(change)")
+                if s.moments.contains(s.changes) {
+                    s.images.append((s.changes, "\(change)", disk.crashImage(using: &s.rng)))
+                }
+            }
+        }
+    }
+
+    /// Stops taking images; returns those taken and one of a cut after the last change.
+    func disarm(_ disk: CrashSimulatingStorage, using rng: inout SplitMix64) -> [(moment: Int, change: String, image: [UInt8])] {
+        disk.beforeChange(nil)
+        let (images, changes) = lock.withLock { ($0.images, $0.changes) }
+        return images + [(changes + 1, "the end", disk.crashImage(using: &rng))]
     }
 }

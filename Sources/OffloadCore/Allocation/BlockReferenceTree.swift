@@ -14,7 +14,11 @@
 /// Blocks freed by a generation wait as *pending frees* (key (2^63 + generation, 2, first
 /// block), value: length u64) until the commit that freed them is durable, their punch is
 /// durable and a later commit has deleted the item (docs/ARCHITECTURE.md, "Reuse is
-/// counted in commits"): block numbers stay below 2^63, so all runs sort before them.
+/// counted in commits"): block numbers stay below 2^63, so all runs sort before them, and
+/// generations below 2^62, so all pending frees sort before the group summaries
+/// (`BlockGroupSummary`, kept by `updateGroupSummaries`). A block tree node replaced by a
+/// commit keeps its run while pending, and loses it when the pending free is deleted
+/// (`BlockSpace`'s commit explains why); other blocks lose their runs when freed.
 ///
 /// Every change rewrites only the runs it touches and their two neighbours (to coalesce),
 /// so its cost follows the change, not the image. Not thread-safe: the commit that applies
@@ -25,11 +29,35 @@ public final class BlockReferenceTree {
     /// The key kind, and the first key object, of pending frees.
     public static let pendingFreeKind: UInt8 = 2
     public static let pendingFreeBase: UInt64 = 1 << 63
+    /// Generations of pending frees stay below 2^62 (above them are the group summaries).
+    public static let maximumPendingGeneration: UInt64 = (1 << 62) - 1
     /// The last key a run can have.
     static let lastRunKey = TreeKey(object: pendingFreeBase - 1, kind: runKind, offset: 0)
     public let tree: CopyOnWriteTree
+    /// Blocks a group summary covers (`BlockGroupSummary.formatBlocksPerGroup` in the
+    /// format; tests take smaller groups to have many).
+    public let blocksPerGroup: UInt64
+    /// True (the default): a change takes every block it may need before it starts, so
+    /// that running out of space changes nothing. A caller that abandons the whole tree
+    /// when any change fails (`BlockSpace.commit`) turns it off: the worst case of a
+    /// change of many items (a tree path per item) is far more than it uses, and would
+    /// have to come out of the commit's node pool all at once.
+    public var reservesBlocksPerChange = true
+    /// Blocks whose free space may have changed since the summaries were last brought up
+    /// to date (`updateGroupSummaries`), and the groups among them where blocks were
+    /// allocated (which only a scan of the group's runs can summarise exactly).
+    var touchedBlocks = RangeSet<UInt64>()
+    var groupsAllocatedIn = Set<UInt64>()
+    /// Summaries recomputed by a scan of their group's runs, and by the neighbours of the
+    /// freed blocks alone (tests and benchmarks see which path ran).
+    public internal(set) var summaryScans = 0
+    public internal(set) var summaryUpdatesByNeighbours = 0
 
-    public init(tree: CopyOnWriteTree) { self.tree = tree }
+    public init(tree: CopyOnWriteTree, blocksPerGroup: UInt64 = BlockGroupSummary.formatBlocksPerGroup) {
+        precondition(blocksPerGroup >= 1 && blocksPerGroup <= UInt64(UInt32.max), "a group's counts are u32")
+        self.tree = tree
+        self.blocksPerGroup = blocksPerGroup
+    }
 
     /// The runs overlapping `blocks`, in order: the floor of the first block, if it reaches
     /// into `blocks`, then the runs starting inside.
@@ -51,7 +79,7 @@ public final class BlockReferenceTree {
     }
 
     /// The run an item states; damage if the item is not a run.
-    private static func run(_ key: TreeKey, _ value: some Collection<UInt8>) throws(FSError) -> BlockRun {
+    static func run(_ key: TreeKey, _ value: some Collection<UInt8>) throws(FSError) -> BlockRun {
         guard key.kind == runKind, key.offset == 0, key.object < pendingFreeBase else {
             throw .damagedImage("block tree item \(key) where a run was expected")
         }
@@ -84,6 +112,7 @@ public final class BlockReferenceTree {
             throw .invalidArgument("blocks \(blocks) are allocated already")
         }
         try rewrite(blocks, with: [BlockRun(blocks: blocks, count: 1, use: use)])
+        touch(blocks, allocating: true)
     }
 
     /// Adds one reference to every block in `blocks`, which must all be allocated.
@@ -94,7 +123,9 @@ public final class BlockReferenceTree {
     /// Drops one reference from every block in `blocks`, which must all be allocated;
     /// returns the ranges that became free, in ascending order.
     public func release(_ blocks: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
-        try adjust(blocks, by: -1)
+        let freed = try adjust(blocks, by: -1)
+        for range in freed { touch(range) }
+        return freed
     }
 
     // MARK: - Pending frees
@@ -102,7 +133,7 @@ public final class BlockReferenceTree {
     /// Records `ranges`, freed in `generation`, as pending frees. Refuses a range that
     /// starts where one of that generation does (a block freed twice before a commit).
     public func addPendingFrees(generation: UInt64, _ ranges: [Range<UInt64>]) throws(FSError) {
-        guard generation < Self.pendingFreeBase else { throw .invalidArgument("generation \(generation) out of range") }
+        guard generation <= Self.maximumPendingGeneration else { throw .invalidArgument("generation \(generation) out of range") }
         let ranges = ranges.filter { !$0.isEmpty }
         let keys = ranges.map { TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind, offset: $0.lowerBound) }
         // A block is freed once per generation: it waits, pending, until after the commit
@@ -117,14 +148,15 @@ public final class BlockReferenceTree {
                 try tree.upsert(key, w.bytes)
             }
         }
+        for range in ranges { touch(range) }
     }
 
     /// The pending frees of generations `first` through `generation`, oldest first.
     public func pendingFrees(from first: UInt64 = 0, through generation: UInt64) throws(FSError)
         -> [(generation: UInt64, blocks: Range<UInt64>)] {
-        guard first <= generation, first < Self.pendingFreeBase else { return [] }
+        guard first <= generation, first <= Self.maximumPendingGeneration else { return [] }
         var found: [(generation: UInt64, blocks: Range<UInt64>)] = []
-        let last = Self.pendingFreeBase + min(generation, Self.pendingFreeBase - 1)
+        let last = Self.pendingFreeBase + min(generation, Self.maximumPendingGeneration)
         try tree.scan(from: TreeKey(object: Self.pendingFreeBase + first, kind: 0, offset: 0),
                       through: TreeKey(object: last, kind: .max, offset: .max)) { (key, value) throws(FSError) in
             var r = ByteReader(value)
@@ -140,13 +172,23 @@ public final class BlockReferenceTree {
 
     /// Deletes the pending frees of `generation` (their blocks are free for good).
     public func removePendingFrees(generation: UInt64) throws(FSError) {
-        let pending = try pendingFrees(from: generation, through: generation)
+        _ = try removePendingFrees(from: generation, through: generation)
+    }
+
+    /// Deletes the pending frees of generations `first` through `generation`, together or
+    /// not at all; returns them, oldest first.
+    @discardableResult
+    public func removePendingFrees(from first: UInt64 = 0, through generation: UInt64) throws(FSError)
+        -> [(generation: UInt64, blocks: Range<UInt64>)] {
+        let pending = try pendingFrees(from: first, through: generation)
         try changeTogether(pending.count) { () throws(FSError) in
             for item in pending {
-                _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + generation, kind: Self.pendingFreeKind,
+                _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + item.generation, kind: Self.pendingFreeKind,
                                             offset: item.blocks.lowerBound))
             }
         }
+        for item in pending { touch(item.blocks) }
+        return pending
     }
 
     /// Runs `count` tree changes as one: every block they may need is taken before the
@@ -154,9 +196,9 @@ public final class BlockReferenceTree {
     /// would leave runs removed and not replaced, blocks looking free), and anything else
     /// failing half-way fails the tree (`groupedChange`), so no commit keeps half of them;
     /// the caller abandons them.
-    private func changeTogether(_ count: Int, _ body: () throws(FSError) -> Void) throws(FSError) {
+    func changeTogether(_ count: Int, _ body: () throws(FSError) -> Void) throws(FSError) {
         guard count > 0 else { return }
-        try tree.reserveSpares(count * (tree.sparesForOneChange + 2))
+        if reservesBlocksPerChange { try tree.reserveSpares(count * (tree.sparesForOneChange + 2)) }
         try tree.groupedChange(body)
     }
 

@@ -19,9 +19,15 @@
 ///
 /// Readers of a committed root need no lock as long as none of its blocks is released
 /// (and so reused) while they read: the blocks a commit wrote never change.
-public protocol TreePageStore: AnyObject {
+public protocol TreePageStore: TreePageIO {
     func allocatePage() throws(FSError) -> UInt64
+    func releasePages(_ blocks: [UInt64])
+}
+
+/// Reading and writing pages by block, with the allocation left to someone else: the seam
+/// a store that allocates from format 2's block space (`BlockSpacePages`) writes through.
+/// `readPage` and `writePage` keep `TreePageStore`'s rules.
+public protocol TreePageIO: AnyObject {
     func readPage(_ block: UInt64, into page: UnsafeMutableRawBufferPointer) throws(FSError)
     func writePage(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError)
-    func releasePages(_ blocks: [UInt64])
 }

@@ -1,0 +1,182 @@
+/// Format 2's block allocator on top of the persisted block tree (docs/ARCHITECTURE.md,
+/// "Metadata at scale", step 3): it hands out blocks for file data and for tree nodes,
+/// records the generation's reference changes, and applies them to the block tree at the
+/// commit (`commit(generation:trees:)`, the fixed point).
+///
+/// The block tree's committed state is the truth: a block is free when no run holds it
+/// and no pending free names it. In memory the allocator keeps only what the tree does
+/// not say yet, all of it bounded by the changes of a generation or two, not by the
+/// image:
+/// - `taken`: blocks handed out since the last commit and not yet recorded as runs (data
+///   allocations and tree nodes of this generation, the commit's node pool);
+/// - `held`: blocks whose pending frees a commit deleted, free in the tree but reusable
+///   only once that commit is durable (`commitIsDurable`);
+/// - the free runs of a few groups (`LoadedBlockGroups`), loaded from the tree (the
+///   complement of the group's runs and pending frees, minus `taken` and `held`) when an
+///   allocation goes there, and dropped when others are needed. Groups are chosen by
+///   their summaries (`BlockGroupSummary`), read in key order only as far as a group that
+///   can serve the request.
+/// Opening reads the block tree's root and nothing else.
+///
+/// The reuse rule: a block released in generation g stays in its run until commit g,
+/// which turns it into a pending free of g (still used); commit g' > g deletes the
+/// pending free once commit g is durable (the caller punched its data blocks meanwhile),
+/// and the block is handed out again only after commit g' is durable. So a block is
+/// never reused while a durable root, or the previous commit kept for repair, can
+/// reference it. Readers of older roots (reader epochs) are the caller's: it calls
+/// `commitIsDurable` only when none is older than that commit.
+///
+/// Not thread-safe: one owner (later: per-group locks, "Locks on the request path").
+public final class BlockSpace {
+    public let blockTree: BlockReferenceTree
+    /// The block tree's node store: it takes blocks only from the pool a commit reserves.
+    let blockTreePages: BlockTreePoolPages
+    let io: any TreePageIO
+    /// Blocks `firstBlock..<endBlock` may be handed out (the image's header lies below).
+    public let firstBlock: UInt64
+    public let endBlock: UInt64
+    let loaded: LoadedBlockGroups
+    var taken = RangeSet<UInt64>()
+    /// Blocks freed for good by a commit, by that commit's generation, until it is durable.
+    var held: [(generation: UInt64, blocks: [Range<UInt64>])] = []
+    /// The open generation's reference changes, in order.
+    public internal(set) var changes: [BlockReferenceChange] = []
+    /// The last generation committed, and the last one the caller said is durable.
+    public internal(set) var committedGeneration: UInt64
+    public internal(set) var durableGeneration: UInt64
+    /// Where the last allocation was served: the next one starts there (locality).
+    var currentGroup: UInt64
+
+    /// Opens the block space of the block tree at `root` (nil: an empty tree), a root
+    /// that is durable (it was read from a commit slot).
+    public init(io: any TreePageIO, imageID: UInt64, blockTreeID: UInt32, root: CopyOnWriteTree.Root?,
+                firstBlock: UInt64, endBlock: UInt64,
+                blocksPerGroup: UInt64 = BlockGroupSummary.formatBlocksPerGroup,
+                maximumLoadedGroups: Int = 16) throws(FSError) {
+        precondition(firstBlock < endBlock && endBlock <= BlockReferenceTree.pendingFreeBase)
+        self.io = io
+        self.firstBlock = firstBlock
+        self.endBlock = endBlock
+        blockTreePages = BlockTreePoolPages(io: io, blocks: firstBlock..<endBlock)
+        blockTree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: blockTreePages, imageID: imageID, treeID: blockTreeID, root: root),
+                                       blocksPerGroup: blocksPerGroup)
+        loaded = LoadedBlockGroups(capacity: maximumLoadedGroups)
+        committedGeneration = root?.generation ?? 0
+        durableGeneration = committedGeneration
+        currentGroup = firstBlock / blocksPerGroup
+    }
+
+    public var blocksPerGroup: UInt64 { blockTree.blocksPerGroup }
+    /// Groups read from the block tree so far (each load reads that group's runs).
+    public var groupLoads: Int { loaded.loads }
+    public var loadedGroupCount: Int { loaded.count }
+    /// Blocks handed out and not yet recorded in the block tree.
+    public var unrecordedBlocks: UInt64 { taken.ranges.reduce(0) { $0 + UInt64($1.count) } }
+
+    // MARK: - Data
+
+    /// Hands out at least one and at most `wanted` contiguous free blocks for file data
+    /// (one reference each, recorded for the commit): a run of `wanted` where one exists
+    /// (at most a group), else the longest run found. `.noSpace` when no block is free.
+    public func allocateData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> {
+        let blocks = try take(wanted)
+        changes.append(.allocate(blocks, .data))
+        return blocks
+    }
+
+    /// Adds a reference to blocks in use (recorded; checked against the tree at the commit).
+    public func retain(_ blocks: Range<UInt64>) {
+        guard !blocks.isEmpty else { return }
+        changes.append(.retain(blocks))
+    }
+
+    /// Drops a reference from blocks in use (recorded; checked at the commit). A block
+    /// left with none becomes a pending free of the commit, not free.
+    public func release(_ blocks: Range<UInt64>) {
+        guard !blocks.isEmpty else { return }
+        changes.append(.release(blocks))
+    }
+
+    /// The store for the nodes of tree `treeID`, allocating here.
+    public func pages(forTree treeID: UInt32) -> BlockSpacePages { BlockSpacePages(space: self, treeID: treeID) }
+
+    // MARK: - Taking and giving back
+
+    /// Takes at least one and at most `wanted` free blocks out of the free space, without
+    /// recording them anywhere (the caller records them, or gives them back).
+    func take(_ wanted: UInt64) throws(FSError) -> Range<UInt64> {
+        precondition(wanted > 0)
+        let fitting = min(wanted, blocksPerGroup)
+        var blocks = try takeSomewhere(fitting, exact: true)
+        if blocks == nil { blocks = try takeSomewhere(fitting, exact: false) }
+        guard let blocks else { throw .noSpace }
+        taken.insert(contentsOf: blocks)
+        return blocks
+    }
+
+    /// Gives back blocks taken and never recorded: free again at once.
+    func giveBack(_ blocks: Range<UInt64>) {
+        guard !blocks.isEmpty else { return }
+        assert(RangeSet(blocks).isSubset(of: taken), "giving back blocks \(blocks) that were not taken")
+        taken.remove(contentsOf: blocks)
+        makeFree(blocks)
+    }
+
+    /// Blocks that became free in memory: into the loaded groups that hold them (others
+    /// read them from the tree when loaded).
+    func makeFree(_ blocks: Range<UInt64>) {
+        var start = blocks.lowerBound
+        while start < blocks.upperBound {
+            let group = start / blocksPerGroup
+            let end = min(blocks.upperBound, (group + 1) * blocksPerGroup)
+            loaded.free(group)?.insert(start..<end)
+            start = end
+        }
+    }
+
+    /// The groups from the current one up, then from the first one, each tried where its
+    /// stored summary allows a run of `count` (exact) or of 1 block (not exact).
+    private func takeSomewhere(_ count: UInt64, exact: Bool) throws(FSError) -> Range<UInt64>? {
+        let lastGroup = (endBlock - 1) / blocksPerGroup, firstGroup = firstBlock / blocksPerGroup
+        var spans = [(from: currentGroup, through: lastGroup)]
+        if currentGroup > firstGroup { spans.append((firstGroup, currentGroup - 1)) }
+        for (from, through) in spans {
+            var group = from
+            while group <= through,
+                  let candidate = try blockTree.firstGroup(from: group, through: through, withRunOf: exact ? count : 1) {
+                let free = try freeRuns(of: candidate)
+                if let blocks = exact ? free.take(count: count) : free.takeLargest(upTo: count) {
+                    currentGroup = candidate
+                    return blocks
+                }
+                group = candidate + 1
+            }
+        }
+        return nil
+    }
+
+    /// The free runs of `group` in memory, loaded from the tree when not loaded.
+    func freeRuns(of group: UInt64) throws(FSError) -> FreeSpaceMap {
+        if let free = loaded.free(group) { return free }
+        let blocks = max(firstBlock, group * blocksPerGroup)..<min(endBlock, (group + 1) * blocksPerGroup)
+        var available = RangeSet(try blockTree.freeRanges(in: blocks))
+        available.subtract(taken)
+        for entry in held { available.subtract(RangeSet(entry.blocks)) }
+        let free = FreeSpaceMap()
+        for range in available.ranges { free.insert(range) }
+        loaded.add(group, free)
+        return free
+    }
+
+    /// Tells that the commit of `generation` (and every one before it) is durable and no
+    /// reader of an older root remains: the blocks those commits freed for good may be
+    /// handed out, and the next commit may delete the pending frees they recorded (the
+    /// caller punched the data blocks among them after they became durable).
+    public func commitIsDurable(generation: UInt64) {
+        precondition(generation <= committedGeneration, "generation \(generation) was not committed")
+        durableGeneration = max(durableGeneration, generation)
+        let (done, waiting) = (held.filter { $0.generation <= generation }, held.filter { $0.generation > generation })
+        held = waiting
+        for entry in done { for blocks in entry.blocks { makeFree(blocks) } }
+    }
+}
