@@ -18,6 +18,9 @@ struct FileSystemModel {
     var orphans: [UInt64: OrphanItem] = [:]
     /// Inodes dropped: the tree must hold no item of theirs.
     var dropped: Set<UInt64> = []
+    /// RAM pieces longer than an inline extent are refused, as `FileSystemTree.apply`
+    /// refuses them; a volume's commit places them in the image instead.
+    var refusesLongMemoryPieces = true
 
     /// The links of `inode`, as its back references must list them.
     func links(of inode: UInt64) -> [Link] {
@@ -42,7 +45,7 @@ struct FileSystemModel {
                 if case .inMemory(let bytes) = $0.extent { return bytes.count > ExtentItem.inlineLimit }
                 return false
             }
-            return long ? .invalidArgument("") : nil
+            return long && refusesLongMemoryPieces ? .invalidArgument("") : nil
         default:
             return nil
         }

@@ -157,14 +157,16 @@ final class FileSystemTreeTests: XCTestCase {
         }
         fs.abandonChanges()
         var placed: [[UInt8]] = []
-        try fs.apply(generation) { (bytes) throws(FSError) -> UInt64 in
+        // Placed in two runs of blocks, as an allocator short of contiguous space would.
+        try fs.apply(generation) { (bytes) throws(FSError) -> [Extent] in
             placed.append(bytes)
-            return 1 << 20
+            return [.mmapOffload(offset: 1 << 20, size: 4096), .mmapOffload(offset: 1 << 21, size: UInt64(bytes.count) - 4096)]
         }
         XCTAssertEqual(placed, [long])
         let extents = try fs.extents(3, overlapping: 0..<UInt64.max)
-        XCTAssertEqual(extents.map(\.extent), [.image(offset: 1 << 20, length: 5_000), .inline(short)])
-        XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<258])
+        XCTAssertEqual(extents.map(\.offset), [0, 4096, 5_000])
+        XCTAssertEqual(extents.map(\.extent), [.image(offset: 1 << 20, length: 4096), .image(offset: 1 << 21, length: 904), .inline(short)])
+        XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<257, 512..<513])
     }
 
     /// Found by review: a damaged orphan item naming the orphan list itself made a drop

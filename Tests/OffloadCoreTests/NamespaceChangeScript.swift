@@ -14,6 +14,9 @@ final class NamespaceChangeScript {
     var random: SplitMix64
     var nextInode: UInt64 = 2
     let refusals: Bool
+    /// Writes carry long RAM pieces instead of image extents at made-up offsets (for a
+    /// volume, whose image extents must be blocks its allocator handed out).
+    var longMemoryPieces = false
     var chunked = 0, multipartTargets = 0, writes = 0, renames = 0, replacingRenames = 0
     /// Carries out one operation's changes, described for failure messages.
     var perform: ([JournalChange], String) throws -> Void = { _, _ in }
@@ -221,6 +224,9 @@ final class NamespaceChangeScript {
             let length = min(range.upperBound - cursor, UInt64.random(in: 1...6000, using: &random))
             let extent: Extent
             switch Int.random(in: 0..<6, using: &random) {
+            case 0..<3 where longMemoryPieces:
+                // RAM bytes longer than an inline extent: a commit places them in the image.
+                extent = .inMemory(randomBytes(Int(length), using: &random))
             case 0..<3:
                 let limit = UInt64(NamespaceChangeScript.imageBlocks * BackingStore.blockSize) - length
                 extent = .mmapOffload(offset: UInt64.random(in: 0...limit, using: &random), size: length)

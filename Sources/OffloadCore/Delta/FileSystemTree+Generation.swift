@@ -15,13 +15,13 @@ extension FileSystemTree {
     /// gives it up (`abandonChanges`) and keeps the generation.
     ///
     /// `placeMemory` writes the bytes of a RAM piece longer than an inline extent into
-    /// newly allocated image blocks and returns their byte offset (the commit's; without
-    /// it such a piece is refused, `.invalidArgument`).
+    /// newly allocated image blocks and returns the image extents holding them, in order
+    /// (the commit's; without it such a piece is refused, `.invalidArgument`).
     /// Returns the items it removed for drops (what is left of `dropBudget` is for
     /// `continueDrops`).
     @discardableResult
     public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget,
-                      placeMemory: (([UInt8]) throws(FSError) -> UInt64)? = nil) throws(FSError) -> Int {
+                      placeMemory: (([UInt8]) throws(FSError) -> [Extent])? = nil) throws(FSError) -> Int {
         let objects = generation.allChanges()
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
@@ -60,13 +60,22 @@ extension FileSystemTree {
     }
 
     /// `change` with its RAM pieces longer than an inline extent placed in the image.
-    static func placing(_ change: JournalChange, _ placeMemory: (([UInt8]) throws(FSError) -> UInt64)?) throws(FSError) -> JournalChange {
-        guard case .fileRange(let inode, let size, let range, var pieces) = change, let placeMemory else { return change }
-        for i in pieces.indices {
-            guard case .inMemory(let bytes) = pieces[i].extent, bytes.count > ExtentItem.inlineLimit else { continue }
-            pieces[i].extent = .mmapOffload(offset: try placeMemory(bytes), size: UInt64(bytes.count))
+    static func placing(_ change: JournalChange, _ placeMemory: (([UInt8]) throws(FSError) -> [Extent])?) throws(FSError) -> JournalChange {
+        guard case .fileRange(let inode, let size, let range, let pieces) = change, let placeMemory else { return change }
+        var placed: [FilePiece] = []
+        for piece in pieces {
+            guard case .inMemory(let bytes) = piece.extent, bytes.count > ExtentItem.inlineLimit else {
+                placed.append(piece)
+                continue
+            }
+            var offset = piece.offset
+            for extent in try placeMemory(bytes) {
+                placed.append(FilePiece(offset: offset, extent: extent))
+                offset += extent.size
+            }
+            precondition(offset == piece.offset + UInt64(bytes.count), "placed extents must hold the piece's bytes exactly")
         }
-        return .fileRange(inode: inode, size: size, range: range, pieces: pieces)
+        return .fileRange(inode: inode, size: size, range: range, pieces: placed)
     }
 
     /// Items a commit removes for drops (about 20 ms of tree work): a file of millions of
