@@ -30,6 +30,7 @@ final class BlockSpaceCommitTests: XCTestCase {
                     XCTAssertEqual(owner, Self.blockTreeID, file: file, line: line)
                     recordedNodes.insert(block)
                 case .data: recordedData[block] = run.count
+                case .journal: XCTFail("a journal run where this test makes none", file: file, line: line)
                 }
             }
         }

@@ -2,6 +2,9 @@
 public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
     public enum Use: Hashable, Sendable {
         case data
+        /// Segments of the journal: named by the commit slot's journal chain, by no
+        /// extent (so repair and fsck can tell them from file data).
+        case journal
         /// Nodes of the tree `tree`. Not their level: a commit writes nodes of every level
         /// side by side, and runs of one tree's nodes then coalesce; the node header says
         /// its level.
@@ -27,8 +30,8 @@ public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
         blocks.upperBound == next.blocks.lowerBound && count == next.count && use == next.use
     }
 
-    /// Value: length u64 (blocks), count u32, use u8 (1 data, 2 node), tree u32 (nodes; 0
-    /// for data).
+    /// Value: length u64 (blocks), count u32, use u8 (1 data, 2 node, 3 journal), tree u32
+    /// (nodes; 0 otherwise).
     static let encodedSize = 17
 
     func encoded() -> [UInt8] {
@@ -37,6 +40,7 @@ public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
         switch use {
         case .data: w.u8(1); w.u32(0)
         case .node(let tree): w.u8(2); w.u32(tree)
+        case .journal: w.u8(3); w.u32(0)
         }
         return w.bytes
     }
@@ -54,6 +58,7 @@ public struct BlockRun: Hashable, Sendable, CustomStringConvertible {
         switch (use, tree) {
         case (1, 0): return BlockRun(blocks: blocks, count: count, use: .data)
         case (2, _): return BlockRun(blocks: blocks, count: count, use: .node(tree: tree))
+        case (3, 0): return BlockRun(blocks: blocks, count: count, use: .journal)
         default: throw ByteReader.Malformed(description: "a run used as \(use) by tree \(tree)")
         }
     }

@@ -1,14 +1,14 @@
 /// An append-only chain of frames (`FrameHeader`) written into image blocks: the journal,
-/// and each checkpoint.
+/// and each checkpoint (format 1). Segments come from a `MetadataLogSpace`.
 ///
-/// The chain lives in segments, contiguous block ranges from the `BackingStore`. A frame
+/// The chain lives in segments, contiguous block ranges from its `MetadataLogSpace`. A frame
 /// never crosses a segment's end; every segment keeps room for one link frame at its end,
 /// and when the next frame does not fit, a new segment is allocated and a link frame
 /// pointing to it ends the current one. Readers follow the links (`MetadataLogReader`).
 ///
 /// Frames are copied into the shared mapping, i.e. into the image file's page cache: once
 /// `append` returns, the frame survives the daemon being killed (the kernel writes the
-/// page back). Surviving power loss takes `BackingStore.sync()`.
+/// page back). Surviving power loss takes a sync of the image (`BackingStore.sync()`).
 ///
 /// Segments grow: the first is `firstSegmentBytes`, each next one twice the previous, up
 /// to `segmentBytes`. A chain that stays short (the journal of a quiet mount, the
@@ -19,7 +19,7 @@
 public final class MetadataLog: Sendable {
     public let imageID: UInt64
     public let stream: UInt64
-    let store: BackingStore
+    let store: any MetadataLogSpace
     let segmentBytes: Int
     private let state: PthreadMutex<State>
 
@@ -44,7 +44,7 @@ public final class MetadataLog: Sendable {
 
     /// Starts a chain in a newly allocated segment of `firstSegmentBytes` (rounded up to
     /// blocks); its first frame gets `firstSequence`. Later segments grow to `segmentBytes`.
-    public init(store: BackingStore, imageID: UInt64, stream: UInt64, firstSequence: UInt64,
+    public init(store: any MetadataLogSpace, imageID: UInt64, stream: UInt64, firstSequence: UInt64,
                 segmentBytes: Int = 1 << 20, firstSegmentBytes: Int = MetadataLog.firstJournalSegmentBytes) throws(FSError) {
         let first = min(firstSegmentBytes, segmentBytes)
         let segment = try Self.allocateSegment(store, atLeast: first, minimum: LogSegment.linkFrameSize * 4)
@@ -56,7 +56,7 @@ public final class MetadataLog: Sendable {
                                    nextSegmentBytes: min(segmentBytes, 2 * first)))
     }
 
-    private init(store: BackingStore, imageID: UInt64, stream: UInt64, segment: LogSegment,
+    private init(store: any MetadataLogSpace, imageID: UInt64, stream: UInt64, segment: LogSegment,
                  firstSequence: UInt64, segmentBytes: Int, nextSegmentBytes: Int, spares: [LogSegment]) {
         self.store = store
         self.imageID = imageID
@@ -147,7 +147,7 @@ public final class MetadataLog: Sendable {
             defer { s.segments = []; s.spares = [] }
             return s.segments + s.spares
         }
-        for segment in all { store.release(segment.range) }
+        for segment in all { store.releaseLogSegment(segment.range) }
     }
 
     /// Ends the current segment with a link to the next one, and returns it: a spare
@@ -163,7 +163,7 @@ public final class MetadataLog: Sendable {
         do throws(FSError) {
             try writeLink(to: next, &s)
         } catch {
-            if spare == nil { store.release(next.range) }
+            if spare == nil { store.releaseLogSegment(next.range) }
             throw error
         }
         if let spare { s.spares.remove(at: spare) }
@@ -185,16 +185,16 @@ public final class MetadataLog: Sendable {
                            payload: payload, into: &s.frameBytes)
         let end = s.segments[s.segments.count - 1].range.upperBound
         precondition(s.writeOffset + UInt64(s.frameBytes.count) <= end, "frame overruns its segment")
-        try s.frameBytes.bytes.withBytes { (buffer) throws(FSError) in try store.writeMetadata(buffer, at: s.writeOffset) }
+        try s.frameBytes.bytes.withBytes { (buffer) throws(FSError) in try store.writeLog(buffer, at: s.writeOffset) }
         s.writeOffset += UInt64(s.frameBytes.count)
         s.appendedBytes += UInt64(s.frameBytes.count)
         s.nextSequence += 1
     }
 
-    private static func allocateSegment(_ store: BackingStore, atLeast bytes: Int, minimum: Int) throws(FSError) -> LogSegment {
-        let range = try store.allocate(byteCount: bytes, forMetadata: true)
+    private static func allocateSegment(_ store: any MetadataLogSpace, atLeast bytes: Int, minimum: Int) throws(FSError) -> LogSegment {
+        let range = try store.allocateLogSegment(byteCount: bytes)
         guard range.length >= UInt64(minimum) else {
-            store.release(range)
+            store.releaseLogSegment(range)
             throw .noSpace
         }
         return LogSegment(start: range.lowerBound, length: range.length)

@@ -10,8 +10,8 @@ public struct VolumeCommitReport: Sendable {
 }
 
 extension TreeVolume {
-    /// Commits the oldest closed generation (closing the open one when none is closed),
-    /// in this order:
+    /// Commits the oldest closed generation (closing the open one when none is closed;
+    /// the journal continues in a new chain first), in this order:
     /// 1. wait for the operations inside it to leave (new ones join the next generation);
     /// 2. write its net state into the filesystem tree, placing RAM pieces longer than an
     ///    inline extent in newly allocated blocks, and carry on with unfinished drops;
@@ -20,8 +20,9 @@ extension TreeVolume {
     ///    to it, and releases follow every retain;
     /// 4. commit the filesystem tree, then the block space (its fixed point);
     /// 5. sync: every node, placed byte and data block is durable;
-    /// 6. write the commit slot, sync: the commit is durable;
-    /// 7. publish it (`current`), retire the generation from the delta;
+    /// 6. write the commit slot naming the new journal chain, sync: the commit is durable;
+    /// 7. publish it (`current`), retire the generation from the delta, release the old
+    ///    journal chain (a pending free of the next commit);
     /// 8. punch the pending frees this commit retired (freed by commits no slot names any
     ///    more), then tell the block space the commit is durable, which lets it hand them
     ///    out again. A crash before the punch leaves them as pending items of a commit
@@ -35,22 +36,32 @@ extension TreeVolume {
     @discardableResult
     public func commit() throws(FSError) -> VolumeCommitReport {
         if let failure { throw failure }
-        var layers = delta.layers()
-        if layers.count == 1 {
-            _ = delta.close()
-            layers = delta.layers()
-        }
-        let generation = layers.last!
-        delta.waitUntilQuiet(generation)
         do {
-            return try commit(generation)
+            // The journal continues in a new chain before the generation closes: the old
+            // chain then holds frames of this generation and older ones only, and the new
+            // one (which the slot will name) the rest, with maybe a few of this generation
+            // that replay passes over by their tag.
+            let oldJournal = journal
+            journal = try journal.continueInNewLog()
+            let newChain = (head: journal.head, sequence: journal.nextSequence)
+            var layers = delta.layers()
+            if layers.count == 1 {
+                _ = delta.close()
+                layers = delta.layers()
+            }
+            let generation = layers.last!
+            delta.waitUntilQuiet(generation)
+            let report = try commit(generation, journal: newChain)
+            // The old chain: no slot names it any more.
+            oldJournal.releaseSegments()
+            return report
         } catch {
             failure = error
             throw error
         }
     }
 
-    private func commit(_ generation: DeltaGeneration) throws(FSError) -> VolumeCommitReport {
+    private func commit(_ generation: DeltaGeneration, journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // 2. The generation into the tree.
         var fresh = RangeSet<UInt64>()
@@ -82,6 +93,8 @@ extension TreeVolume {
         slot.cleanlyUnmounted = false
         slot.filesystemTree = filesystemCommit.root
         slot.blockTree = spaceCommit.blockTreeRoot
+        slot.journal = chain.head
+        slot.journalSequence = chain.sequence
         try CommitSlots.write(slot, to: storage)
         // 7. Published.
         current = slot

@@ -3,11 +3,13 @@
 /// blocks, and the delta of changes since the last commit (docs/ARCHITECTURE.md, "Metadata
 /// at scale", step 4a).
 ///
-/// Operations `perform` their changes into the delta; `commit` makes the oldest closed
-/// generation durable (`TreeVolume+Commit.swift`); `open` starts at the current commit
-/// slot and reads nothing else: the cost of opening does not depend on the tree's size.
-/// The journal (so that an operation is durable before its commit) is step 4c; until
-/// then a change is durable once the commit holding it returns.
+/// Operations `perform` their changes into the delta and append one journal frame each
+/// (they survive the process being killed at once, and a power cut after the next
+/// `sync`); `commit` makes the oldest closed generation durable in the trees and
+/// continues the journal in a new chain (`TreeVolume+Commit.swift`); `open` reads the
+/// current commit slot, replays the journal frames newer than it into the delta and
+/// commits them: its cost follows the journal, bounded by the commit budget, never the
+/// tree's size.
 ///
 /// Not thread-safe yet: one caller at a time (the request path's locks are step 7).
 public final class TreeVolume {
@@ -23,13 +25,19 @@ public final class TreeVolume {
     /// published root).
     public let filesystem: FileSystemTree
     public let delta: MetadataDelta
+    let logSpace: TreeVolumeLogSpace
+    /// The journal chain the current commit slot names (frames since that commit).
+    var journal: MetadataLog
+    /// Frames replayed when the volume opened.
+    public internal(set) var replayedFrames = 0
     /// The last durable commit.
     public internal(set) var current: CommitSlot
     /// Set by a commit that failed half-way; every later operation and commit throws it
     /// (the image keeps its last durable commit; remounting starts from there).
     public internal(set) var failure: FSError?
 
-    private init(storage: any ImageStorage, slot: CommitSlot) throws(FSError) {
+    private init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
+                 oldChain: [LogSegment]) throws(FSError) {
         self.storage = storage
         current = slot
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
@@ -43,7 +51,21 @@ public final class TreeVolume {
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
                                       root: slot.filesystemTree),
             hashes: ItemHashes(siphash: slot.nameHashKey))
-        delta = MetadataDelta(committedGeneration: slot.generation)
+        delta = MetadataDelta(committedGeneration: slot.generation, replayedThrough: frames.map(\.generation).max() ?? 0)
+        // The old chain's segments the block tree does not have (the chain grew after the
+        // commit): claimed before anything is allocated, so that nothing overwrites them
+        // until the commit that follows replay is durable (until then, a crash replays
+        // them again).
+        for segment in oldChain {
+            let blocks = (segment.start >> BackingStore.blockShift)..<(segment.range.upperBound >> BackingStore.blockShift)
+            if try space.blockTree.runs(overlapping: blocks).isEmpty { try space.claimData(blocks, use: .journal) }
+        }
+        logSpace = TreeVolumeLogSpace(space: space, storage: storage)
+        journal = try MetadataLog(store: logSpace, imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence)
+        let ticket = delta.join()
+        defer { delta.leave(ticket) }
+        for frame in frames { try delta.record(frame.changes, in: ticket) }
+        replayedFrames = frames.count
     }
 
     /// Writes a new, empty format 2 image of `capacityBytes` on `storage` (both slots: the
@@ -67,17 +89,59 @@ public final class TreeVolume {
         return try open(storage)
     }
 
-    /// Opens the image at its current commit: the slots and the two roots, nothing more.
+    /// Opens the image at its current commit (the slots and the two roots), replays the
+    /// journal frames newer than that commit into the delta, and commits: the new slot
+    /// names a new journal chain, which the frames of this mount go to (the old chain may
+    /// end in a torn frame, after which nothing can be appended), and the old chain's
+    /// segments are released.
     public static func open(_ storage: any ImageStorage) throws(FSError) -> TreeVolume {
-        try TreeVolume(storage: storage, slot: try CommitSlots.read(storage).current)
+        let slot = try CommitSlots.read(storage).current
+        var frames: [(generation: UInt64, changes: [JournalChange])] = []
+        var oldChain: [LogSegment] = []
+        if slot.journal.length > 0 {
+            var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
+                                           head: slot.journal, fileBytes: storage.length) { offset, count in
+                var bytes = [UInt8](repeating: 0, count: count)
+                let read = bytes.withUnsafeMutableBytes { raw in (try? storage.read(into: raw, at: offset)) ?? 0 }
+                return Array(bytes.prefix(read))
+            }
+            reading: while true {
+                switch reader.next() {
+                case .records(let payload):
+                    let frame = try VolumeJournalFrame.decode(payload)
+                    if frame.generation > slot.generation { frames.append(frame) }
+                case .end:
+                    break reading
+                }
+            }
+            oldChain = reader.segments
+        }
+        let volume = try TreeVolume(storage: storage, slot: slot, replaying: frames, oldChain: oldChain)
+        try volume.commit()
+        for segment in oldChain { volume.logSpace.releaseLogSegment(segment.range) }
+        return volume
     }
 
-    /// Runs one operation: joins the open generation, records `changes`, leaves.
+    /// Runs one operation: joins the open generation, records `changes`, appends its
+    /// journal frame, leaves. A frame that cannot be appended (no space for a segment, an
+    /// I/O error) fails the volume: the delta holds a change the journal does not.
     public func perform(_ changes: [JournalChange]) throws(FSError) {
         if let failure { throw failure }
         let ticket = delta.join()
         defer { delta.leave(ticket) }
         try delta.record(changes, in: ticket)
+        do {
+            try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
+    public func sync() throws(FSError) {
+        if let failure { throw failure }
+        try storage.sync()
     }
 
     /// What a request reads: the delta's generations over a tree at the last durable root.

@@ -1,0 +1,30 @@
+/// The payload of one format 2 journal frame: one operation, tagged with the generation
+/// it joined (docs/FORMAT.md, "Version 2 (in progress): journal"): generation u64, then
+/// its `JournalChange`s. Replay applies only frames of generations newer than the
+/// committed one: a chain continued by a commit may still hold frames of the generation
+/// that commit wrote (operations that were inside it when the chain switched).
+public enum VolumeJournalFrame {
+    public static func encode(generation: UInt64, _ changes: [JournalChange]) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        writer.u64(generation)
+        for change in changes { change.encode(into: &writer) }
+        return writer.bytes
+    }
+
+    /// Decodes a payload; damage when it does not decode (its CRC matched, so it is not
+    /// a torn frame).
+    public static func decode(_ payload: [UInt8]) throws(FSError) -> (generation: UInt64, changes: [JournalChange]) {
+        let result = payload.withUnsafeBytes { raw in
+            Result { () throws(ByteReader.Malformed) -> (UInt64, [JournalChange]) in
+                var reader = ByteReader(raw)
+                let generation = try reader.u64()
+                let changes = try JournalChange.decodeAll(UnsafeRawBufferPointer(rebasing: raw[8...]))
+                return (generation, changes)
+            }
+        }
+        switch result {
+        case .success(let frame): return frame
+        case .failure(let problem): throw .damagedImage("a journal frame that does not decode: \(problem.description)")
+        }
+    }
+}
