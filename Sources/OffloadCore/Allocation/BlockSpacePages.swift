@@ -10,7 +10,9 @@
 /// changes), which no root ever referenced and which are free again at once.
 public final class BlockSpacePages: TreePageStore {
     public let treeID: UInt32
-    unowned let space: BlockSpace
+    // Strong: a reader's tree may outlive the volume that opened it (no cycle: the space
+    // keeps no page store of a tree).
+    let space: BlockSpace
     /// Blocks handed out since the tree's last commit and not given back.
     public internal(set) var live = Set<UInt64>()
 

@@ -35,12 +35,19 @@ extension TreeVolume {
     /// punch) does not lose the commit.
     @discardableResult
     public func commit() throws(FSError) -> VolumeCommitReport {
+        try committing { (generation, chain) throws(FSError) in try commit(generation, journal: chain) }
+    }
+
+    /// Runs `body` as the commit of the oldest closed generation (closing the open one
+    /// when none is closed), with the journal continued in a new chain first: the old
+    /// chain then holds frames of this generation and older ones only, and the new one
+    /// (which the slot will name) the rest, with maybe a few of this generation that
+    /// replay passes over by their tag. The old chain is released once no slot names it.
+    /// A failure fails the volume.
+    func committing(_ body: (DeltaGeneration, (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport)
+        throws(FSError) -> VolumeCommitReport {
         if let failure { throw failure }
         do {
-            // The journal continues in a new chain before the generation closes: the old
-            // chain then holds frames of this generation and older ones only, and the new
-            // one (which the slot will name) the rest, with maybe a few of this generation
-            // that replay passes over by their tag.
             let oldJournal = journal
             journal = try journal.continueInNewLog()
             let newChain = (head: journal.head, sequence: journal.nextSequence)
@@ -51,8 +58,7 @@ extension TreeVolume {
             }
             let generation = layers.last!
             delta.waitUntilQuiet(generation)
-            let report = try commit(generation, journal: newChain)
-            // The old chain: no slot names it any more.
+            let report = try body(generation, newChain)
             oldJournal.releaseSegments()
             return report
         } catch {
@@ -84,6 +90,16 @@ extension TreeVolume {
         for blocks in fresh.ranges { space.release(blocks) }
         // 4. Both trees.
         let filesystemCommit = try filesystem.tree.commit(generation: number)
+        var report = try finishCommit(generation, filesystemCommit, journal: chain)
+        report.placedBytes = placedBytes
+        return report
+    }
+
+    /// Steps 4 (the block space's part) to 8 of a commit whose filesystem tree is
+    /// committed (`commit`, `bulkLoad`).
+    func finishCommit(_ generation: DeltaGeneration, _ filesystemCommit: CopyOnWriteTree.Commit,
+                      journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
+        let number = generation.number
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         // 5 and 6. Durable nodes, then the durable slot.
@@ -107,7 +123,7 @@ extension TreeVolume {
         }
         space.commitIsDurable(generation: number)
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
-                                  blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: placedBytes,
+                                  blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,
                                   punchedBlocks: punched)
     }
 

@@ -5,7 +5,7 @@
 /// `@unchecked Sendable`: `BlockSpace` has one user at a time, and so does this, with the
 /// volume (step 7 puts the request path's locks in front of both).
 final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
-    unowned let space: BlockSpace
+    let space: BlockSpace
     let storage: any ImageStorage
 
     init(space: BlockSpace, storage: any ImageStorage) {
