@@ -1,5 +1,6 @@
 // offloadfs-bench: how the extent engine's cost grows with the number of extents;
-// with `--tree`, the metadata tree engine's (TreeBench.swift).
+// with `--tree`, the metadata tree engine's (TreeBench.swift); with `--volume`, format 2's
+// image engine at scale (VolumeBench.swift).
 //
 // Run with `scripts/bench-core` (release build). Prints a Markdown table for
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
@@ -34,6 +35,13 @@ func format(_ ns: Double) -> String { String(format: "%.0f ns", ns) }
 
 if CommandLine.arguments.contains("--tree") {
     try runTreeBenchmark(directory: directory)
+    exit(0)
+}
+
+if CommandLine.arguments.contains("--volume") {
+    let sizes = CommandLine.arguments.firstIndex(of: "--volume-sizes").map { CommandLine.arguments[$0 + 1] }
+        .map { $0.split(separator: ",").compactMap { Int($0) } } ?? [10_000, 1_000_000]
+    try runVolumeBenchmark(sizes: sizes)
     exit(0)
 }
 

@@ -1,0 +1,95 @@
+import Foundation
+import OffloadCore
+import OffloadImageGenerator
+import SplitMix
+
+/// `offloadfs-bench --volume [--volume-sizes 10000,1000000]`: format 2's image engine
+/// (`TreeVolume`: commit slots, block space, filesystem tree, delta, journal) at scale,
+/// below the namespace and without FUSE. For each size an image of that many files (the
+/// `GeneratedLayout` of scripts/bench-scale: 1,000 files a directory) is bulk-loaded on
+/// disk (`OFFLOADFS_BENCH_DIR`, else /var/tmp: the cold column needs a page cache to
+/// drop), then opened anew (the slots, the two roots, the journal's replay and a commit)
+/// and measured: the process's anonymous memory added by opening, a commit of 100 and
+/// one of 100,000 chmods of random files (performed first, journaled), and path lookups
+/// (the directory's name, the file's name, its inode: what a stat of `dNNNNNN/fNNNNNNNN`
+/// asks) warm and after the image's pages left the page cache (posix_fadvise DONTNEED).
+func runVolumeBenchmark(sizes: [Int]) throws {
+    let root = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/var/tmp"
+    let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-volume-bench-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    print("## Format 2 engine at scale (TreeVolume, release build, images in \(root))\n")
+    print("| files | image (MiB) | bulk load (s) | open (ms) | RssAnon added by open (MiB) | commit of 100 chmods (ms) | commit of 100,000 chmods (ms) | path lookup, warm | path lookup, cold |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for files in sizes {
+        let path = directory.appendingPathComponent("volume\(files)").path
+        defer { unlink(path) }
+        let layout = GeneratedLayout(files: files, filesPerDirectory: 1000)
+        // About 250 bytes of items a file, a node of slack in four, room for the commits.
+        let capacity = (UInt64(files) * 400 + (64 << 20) + 0xFFFFF) & ~UInt64(0xFFFFF)
+        var rng = SplitMix64(seed: UInt64(files))
+        let loadStart = now()
+        do {
+            let volume = try TreeVolume.format(try FileImageStorage(path: path), capacityBytes: capacity, imageID: 1 + rng.next() % 1_000_000,
+                                               nameHashKey: SipHash24(key0: rng.next(), key1: rng.next()))
+            try volume.bulkLoad(GeneratedTreeItems(layout: layout, hashes: volume.filesystem.hashes))
+        }
+        let loadSeconds = Double(now() - loadStart) / 1e9
+        let imageMiB = Double(try FileImageStorage(path: path, readOnly: true).diskBytes) / 1048576
+
+        let anonBefore = residentAnonymousBytes()
+        let openStart = now()
+        let volume = try TreeVolume.open(try FileImageStorage(path: path))
+        let openMillis = Double(now() - openStart) / 1e6
+        let anonAdded = Double(residentAnonymousBytes() - anonBefore) / 1048576
+        let items = GeneratedTreeItems(layout: layout, hashes: volume.filesystem.hashes)
+
+        func chmodAndCommit(_ count: Int) throws -> Double {
+            let reader = try volume.reader()
+            for _ in 0..<count {
+                let inode = items.fileInode(Int(rng.next() % UInt64(files)))
+                guard var item = try reader.inode(inode) else { fatalError("file inode \(inode) missing") }
+                item.permissions = item.permissions == 0o644 ? 0o600 : 0o644
+                try volume.perform([.attributes(inode: inode, item)])
+            }
+            let start = now()
+            try volume.commit()
+            return Double(now() - start) / 1e6
+        }
+        let small = try chmodAndCommit(100)
+        let large = try chmodAndCommit(100_000)
+
+        func lookups(_ count: Int) throws -> Double {
+            let reader = try volume.reader()
+            return try measure(count) { rng in
+                let (directoryName, name) = layout.location(ofFile: Int(rng.next() % UInt64(files)))
+                guard let directory = try reader.lookup(directory: 1, name: Array(directoryName.utf8)),
+                      let entry = try reader.lookup(directory: directory.child, name: Array(name.utf8)),
+                      try reader.inode(entry.child) != nil else { fatalError("\(directoryName)/\(name) missing") }
+            }
+        }
+        let warm = min(try lookups(100_000), try lookups(100_000))
+        try dropFromPageCache(path)
+        let cold = try lookups(2_000)
+        print("| \(files) | \(String(format: "%.0f", imageMiB)) | \(String(format: "%.2f", loadSeconds)) | \(String(format: "%.1f", openMillis)) | \(String(format: "%.1f", anonAdded)) | \(String(format: "%.1f", small)) | \(String(format: "%.0f", large)) | \(format(warm)) | \(format(cold)) |")
+    }
+    print("")
+}
+
+/// RssAnon of this process, in bytes (/proc/self/status).
+func residentAnonymousBytes() -> UInt64 {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+          let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }) else { return 0 }
+    return kilobytes * 1024
+}
+
+/// Writes the file's dirty pages back and drops its pages from the page cache.
+func dropFromPageCache(_ path: String) throws {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw FSError.system(errno: errno, call: "open \(path)") }
+    defer { close(fd) }
+    fdatasync(fd)
+    let rc = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+    guard rc == 0 else { throw FSError.system(errno: rc, call: "posix_fadvise") }
+}
