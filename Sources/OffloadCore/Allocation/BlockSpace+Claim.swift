@@ -4,16 +4,18 @@ extension BlockSpace {
     /// are in use all the same. Replay needs it: the journal of a crashed mount grew into
     /// segments (and placed data in blocks) after its last commit, so the block tree does
     /// not have them, and until the next commit records them nothing may be handed out
-    /// over them. `.damagedImage` when a block is outside the space, or in use in the
-    /// block tree; a block taken already is the caller's error.
+    /// over them. `.damagedImage` when a block is outside the space, or in use or pending
+    /// in the block tree (reads every pending free: replay claims a few segments, once);
+    /// a block taken already is the caller's error.
     public func claimData(_ blocks: Range<UInt64>, use: BlockRun.Use = .data) throws(FSError) {
         precondition(use == .data || use == .journal, "tree nodes are claimed by no one")
         guard !blocks.isEmpty else { return }
         guard blocks.lowerBound >= firstBlock, blocks.upperBound <= endBlock else {
             throw .damagedImage("blocks \(blocks) claimed for replay lie outside the block space \(firstBlock)..<\(endBlock)")
         }
-        guard try blockTree.runs(overlapping: blocks).isEmpty else {
-            throw .damagedImage("blocks \(blocks) claimed for replay are in use in the block tree")
+        guard try blockTree.runs(overlapping: blocks).isEmpty,
+              try !blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration).contains(where: { $0.blocks.overlaps(blocks) }) else {
+            throw .damagedImage("blocks \(blocks) claimed for replay are in use or pending in the block tree")
         }
         precondition(!taken.ranges.contains { $0.overlaps(blocks) }, "claiming blocks \(blocks) handed out already")
         // Out of the loaded groups' free runs (groups loaded later subtract `taken`).

@@ -48,11 +48,13 @@ public final class BlockSpace {
     var currentGroup: UInt64
 
     /// Opens the block space of the block tree at `root` (nil: an empty tree), a root
-    /// that is durable (it was read from a commit slot).
+    /// that is durable (it was read from a commit slot). `durableGeneration` is the last
+    /// generation whose pending frees the next commit may retire (nil: the root's): a
+    /// caller that punches pending frees only after a later commit passes less.
     public init(io: any TreePageIO, imageID: UInt64, blockTreeID: UInt32, root: CopyOnWriteTree.Root?,
                 firstBlock: UInt64, endBlock: UInt64,
                 blocksPerGroup: UInt64 = BlockGroupSummary.formatBlocksPerGroup,
-                maximumLoadedGroups: Int = 16) throws(FSError) {
+                maximumLoadedGroups: Int = 16, durableGeneration: UInt64? = nil) throws(FSError) {
         precondition(firstBlock < endBlock && endBlock <= BlockReferenceTree.pendingFreeBase)
         self.io = io
         self.firstBlock = firstBlock
@@ -62,7 +64,7 @@ public final class BlockSpace {
                                        blocksPerGroup: blocksPerGroup)
         loaded = LoadedBlockGroups(capacity: maximumLoadedGroups)
         committedGeneration = root?.generation ?? 0
-        durableGeneration = committedGeneration
+        self.durableGeneration = min(committedGeneration, durableGeneration ?? committedGeneration)
         currentGroup = firstBlock / blocksPerGroup
     }
 

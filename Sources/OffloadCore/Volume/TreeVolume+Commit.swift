@@ -5,8 +5,10 @@ public struct VolumeCommitReport: Sendable {
     public var blockTreeNodesWritten: Int
     /// Bytes of RAM pieces placed in the image.
     public var placedBytes: Int
-    /// Blocks punched: pending frees this commit retired.
+    /// Blocks punched: the pending frees of the commits before this one.
     public var punchedBlocks: Int
+    /// Why those could not be punched (they stay pending; the next commit tries again).
+    public var punchFailure: FSError?
 }
 
 extension TreeVolume {
@@ -21,12 +23,12 @@ extension TreeVolume {
     /// 4. commit the filesystem tree, then the block space (its fixed point);
     /// 5. sync: every node, placed byte and data block is durable;
     /// 6. write the commit slot naming the new journal chain, sync: the commit is durable;
-    /// 7. publish it (`current`), retire the generation from the delta, release the old
-    ///    journal chain (a pending free of the next commit);
-    /// 8. punch the pending frees this commit retired (freed by commits no slot names any
-    ///    more), then tell the block space the commit is durable, which lets it hand them
-    ///    out again. A crash before the punch leaves them as pending items of a commit
-    ///    older than the durable one: the next commit retires (and punches) them again.
+    /// 7. publish it (`current`), retire the generation from the delta;
+    /// 8. punch the pending frees of the commits before this one (no slot references
+    ///    them now), and only then let the next commit retire them (delete their items);
+    ///    their blocks are handed out once that commit is durable. A crash before the
+    ///    punch leaves them pending: opening punches them again.
+    /// The old journal chain is released in the generation (a pending free of this commit).
     ///
     /// A failure before the slot is written leaves the image at its last durable commit;
     /// the volume is then failed (`failure`), since the block space's recorded changes and
@@ -58,9 +60,11 @@ extension TreeVolume {
             }
             let generation = layers.last!
             delta.waitUntilQuiet(generation)
-            let report = try body(generation, newChain)
+            // The old chain is released in this generation: a pending free of this commit,
+            // reused only once neither this commit nor the one before (which names it) is
+            // a slot. Released later, a crash in between would leak it for good.
             oldJournal.releaseSegments()
-            return report
+            return try body(generation, newChain)
         } catch {
             failure = error
             throw error
@@ -100,6 +104,11 @@ extension TreeVolume {
     func finishCommit(_ generation: DeltaGeneration, _ filesystemCommit: CopyOnWriteTree.Commit,
                       journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
+        // The slot goes to the block of its generation's parity: the next generation's is
+        // never the current commit's.
+        guard number == current.generation + 1 else {
+            throw .damagedImage("commit \(number) after commit \(current.generation): its slot would overwrite the current one")
+        }
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         // 5 and 6. Durable nodes, then the durable slot.
@@ -115,16 +124,24 @@ extension TreeVolume {
         // 7. Published.
         current = slot
         delta.retire(generation)
-        // 8. Punches, then reuse.
+        // 8. Punches: the pending frees of the commits before this one (neither this commit
+        // nor the previous one references them), then the next commit may retire them.
+        // A punch that fails does not undo the durable commit: the frees stay pending,
+        // unretired, and the next commit tries again.
         var punched = 0
-        for (_, blocks) in spaceCommit.retired {
-            try storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
-            punched += blocks.count
+        var punchFailure: FSError?
+        do throws(FSError) {
+            let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: number - 1).map(\.blocks)
+            try Self.punch(ranges, in: storage)
+            punched = ranges.reduce(0) { $0 + $1.count }
+            punchedThrough = number - 1
+            space.commitIsDurable(generation: number - 1)
+        } catch {
+            punchFailure = error
         }
-        space.commitIsDurable(generation: number)
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
                                   blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,
-                                  punchedBlocks: punched)
+                                  punchedBlocks: punched, punchFailure: punchFailure)
     }
 
     /// Writes `bytes` into newly allocated data blocks (as many runs as the free space
@@ -148,5 +165,28 @@ extension TreeVolume {
             written += length
         }
         return extents
+    }
+}
+
+extension TreeVolume {
+    /// Punches `ranges` of blocks; where the file system cannot punch, writes zeros (the
+    /// `ImageStorage` contract), so freed bytes never stay readable in the image.
+    static func punch(_ ranges: [Range<UInt64>], in storage: any ImageStorage) throws(FSError) {
+        for blocks in ranges where !blocks.isEmpty {
+            let bytes = (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
+            do throws(FSError) {
+                try storage.punch(bytes)
+            } catch .notSupported {
+                let zeros = [UInt8](repeating: 0, count: 1 << 20)
+                var offset = bytes.lowerBound
+                while offset < bytes.upperBound {
+                    let count = Int(min(UInt64(zeros.count), bytes.upperBound - offset))
+                    try zeros.withUnsafeBytes { raw in
+                        Result { () throws(FSError) in try storage.write(UnsafeRawBufferPointer(rebasing: raw[0..<count]), at: offset) }
+                    }.get()
+                    offset += UInt64(count)
+                }
+            }
+        }
     }
 }

@@ -30,6 +30,9 @@ public final class TreeVolume {
     var journal: MetadataLog
     /// Frames replayed when the volume opened.
     public internal(set) var replayedFrames = 0
+    /// The last generation whose pending frees are punched: the next commit may retire
+    /// them (delete their items), and their blocks are reused after that commit.
+    var punchedThrough: UInt64
     /// The last durable commit.
     public internal(set) var current: CommitSlot
     /// Set by a commit that failed half-way; every later operation and commit throws it
@@ -37,15 +40,22 @@ public final class TreeVolume {
     public internal(set) var failure: FSError?
 
     private init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
-                 oldChain: [LogSegment]) throws(FSError) {
+                 oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
         self.storage = storage
         current = slot
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
-        guard endBlock > Self.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase else {
-            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation)")
+        guard endBlock > Self.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
+              slot.capacityBytes <= storage.length else {
+            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
         }
+        // Pending frees are punched once the commit after theirs is durable; a crash may
+        // have come between that commit's slot and the punch, so the ones the next commit
+        // may retire are punched again first (twice is harmless: nothing uses them).
         space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: Self.blockTreeID,
-                               root: slot.blockTree, firstBlock: Self.firstSpaceBlock, endBlock: endBlock)
+                               root: slot.blockTree, firstBlock: Self.firstSpaceBlock, endBlock: endBlock,
+                               durableGeneration: slot.generation - 1)
+        try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
+        punchedThrough = slot.generation - 1
         filesystemPages = space.pages(forTree: Self.filesystemTreeID)
         filesystem = FileSystemTree(
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
@@ -56,12 +66,22 @@ public final class TreeVolume {
         // commit): claimed before anything is allocated, so that nothing overwrites them
         // until the commit that follows replay is durable (until then, a crash replays
         // them again).
+        // A segment the block tree holds must be a journal run, whole; one it does not
+        // hold must be free, not pending (`claimData` checks): anything else names blocks
+        // of something else.
         for segment in oldChain {
             let blocks = (segment.start >> BackingStore.blockShift)..<(segment.range.upperBound >> BackingStore.blockShift)
-            if try space.blockTree.runs(overlapping: blocks).isEmpty { try space.claimData(blocks, use: .journal) }
+            let runs = try space.blockTree.runs(overlapping: blocks)
+            if runs.isEmpty {
+                try space.claimData(blocks, use: .journal)
+            } else if !(runs.allSatisfy { $0.use == .journal }
+                        && runs.first!.blocks.lowerBound <= blocks.lowerBound && runs.last!.blocks.upperBound >= blocks.upperBound
+                        && zip(runs, runs.dropFirst()).allSatisfy { $0.blocks.upperBound == $1.blocks.lowerBound }) {
+                throw .damagedImage("journal segment \(segment) of commit \(slot.generation) lies on blocks that are not the journal's")
+            }
         }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage)
-        journal = try MetadataLog(store: logSpace, imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence)
+        journal = try MetadataLog(store: logSpace, imageID: slot.imageID, stream: 0, firstSequence: nextSequence)
         let ticket = delta.join()
         defer { delta.leave(ticket) }
         for frame in frames { try delta.record(frame.changes, in: ticket) }
@@ -98,6 +118,7 @@ public final class TreeVolume {
         let slot = try CommitSlots.read(storage).current
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
         var oldChain: [LogSegment] = []
+        var nextSequence = slot.journalSequence
         if slot.journal.length > 0 {
             var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
                                            head: slot.journal, fileBytes: storage.length) { offset, count in
@@ -109,16 +130,27 @@ public final class TreeVolume {
                 switch reader.next() {
                 case .records(let payload):
                     let frame = try VolumeJournalFrame.decode(payload)
+                    // One generation at most is open past a commit while a volume has one
+                    // user (step 7 will allow more); a frame of a later one is damage, and
+                    // committing it would put a slot over the current one.
+                    guard frame.generation <= slot.generation + 1 else {
+                        throw .damagedImage("a journal frame of generation \(frame.generation) after commit \(slot.generation)")
+                    }
                     if frame.generation > slot.generation { frames.append(frame) }
                 case .end:
                     break reading
                 }
             }
             oldChain = reader.segments
+            // The new chain's numbers continue the old one's, so no frame left in a reused
+            // block can pass for one of the new chain.
+            nextSequence = reader.expectedSequence
         }
-        let volume = try TreeVolume(storage: storage, slot: slot, replaying: frames, oldChain: oldChain)
-        try volume.commit()
+        let volume = try TreeVolume(storage: storage, slot: slot, replaying: frames, oldChain: oldChain,
+                                    nextSequence: nextSequence)
+        // The old chain goes with the commit that stops naming it (a pending free of it).
         for segment in oldChain { volume.logSpace.releaseLogSegment(segment.range) }
+        try volume.commit()
         return volume
     }
 
@@ -148,6 +180,7 @@ public final class TreeVolume {
     /// Single-threaded for now: the reader's tree object is opened here, over the same
     /// page store.
     public func reader() throws(FSError) -> LayeredFileSystem {
+        if let failure { throw failure }
         let layers = delta.layers()
         let tree = try CopyOnWriteTree(pages: filesystemPages, imageID: current.imageID, treeID: Self.filesystemTreeID,
                                        root: current.filesystemTree)

@@ -1,0 +1,130 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// Durability rules of `TreeVolume` found broken by review (2026-12-01), each a test
+/// that failed before its fix: journal chains are released in the generation of the
+/// commit that stops naming them (released later, a crash leaked them); pending frees
+/// are punched while still pending, after the next commit (punched after their items
+/// were deleted, a crash between the slot and the punch left them unpunched for good);
+/// a file system that cannot punch gets zeros written, and a punch that fails does not
+/// fail a durable commit; a journal chain named over blocks that are not the journal's
+/// is damage, not a release of someone else's blocks.
+final class TreeVolumeDurabilityTests: XCTestCase {
+    static let capacity: UInt64 = 8 << 20
+
+    static func journalBlocks(_ volume: TreeVolume) throws -> Int {
+        try volume.space.blockTree.allRuns().filter { $0.use == .journal }.reduce(0) { $0 + $1.blocks.count }
+    }
+
+    /// Killed after commits, five times: the journal runs in the block tree stay what
+    /// the named chain takes (they grew by 16 blocks or more per crash before the fix).
+    func testCrashesBetweenCommitsDoNotLeakJournalBlocks() throws {
+        var disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        var volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        for _ in 0..<4 { try volume.commit() }
+        let steady = try Self.journalBlocks(volume)
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<5 {
+            // Process killed after a commit (everything written survives: keep 1, no tears).
+            let image = disk.crashImage(using: &rng, keep: 1, torn: 0)
+            disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
+            volume = try TreeVolume.open(disk)
+            for _ in 0..<4 { try volume.commit() }
+        }
+        XCTAssertEqual(try Self.journalBlocks(volume), steady, "journal runs no chain names any more stay in the block tree")
+    }
+
+    /// A crash at the first punch after a commit: no block the block tree holds free may
+    /// keep the bytes of the file that freed it (208 of 275 did before the fix).
+    func testACrashBeforeThePunchLeavesNoFreeBlockUnpunched() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
+        try volume.perform([.attributes(inode: 1, root)])
+        root.nextIndex = 4
+        let size: UInt64 = 512 << 10
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: size)),
+                            .link(directory: 1, NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)),
+                            .attributes(inode: 1, root)])
+        try volume.perform([.fileRange(inode: 2, size: size, range: 0..<size,
+                                       pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0xAB, count: Int(size))))])])
+        try volume.commit()
+        try volume.perform([.fileRange(inode: 2, size: 0, range: 0..<0, pieces: [])])
+        try volume.commit()
+        final class Box: @unchecked Sendable { var image: [UInt8]?; var ranges: [Range<UInt64>] = [] }
+        let box = Box()
+        disk.beforeChange { change in
+            guard case .punch(let range) = change else { return }
+            if box.image == nil {
+                var r = SplitMix64(seed: 9)
+                box.image = disk.crashImage(using: &r, keep: 1, torn: 0)
+            }
+            box.ranges.append(range)
+        }
+        try volume.commit()
+        disk.beforeChange(nil)
+        let image = try XCTUnwrap(box.image)
+        let blocks = box.ranges.flatMap { Array(($0.lowerBound >> 12)..<($0.upperBound >> 12)) }
+        XCTAssertGreaterThan(blocks.count, 100)
+        let reopened = try TreeVolume.open(CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image))
+        for _ in 0..<3 { try reopened.commit() }
+        let pending = try reopened.space.blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration)
+        var stale: [UInt64] = []
+        for block in blocks {
+            let used = try !reopened.space.blockTree.runs(overlapping: block..<block + 1).isEmpty
+            let isPending = pending.contains { $0.blocks.contains(block) }
+            var page = [UInt8](repeating: 0, count: 4096)
+            _ = try page.withUnsafeMutableBytes { try reopened.storage.read(into: $0, at: block << 12) }
+            if !used && !isPending && page.contains(where: { $0 != 0 }) { stale.append(block) }
+        }
+        XCTAssertEqual(stale.count, 0, "\(stale.count) of \(blocks.count) retired blocks are free in the block tree and still hold their old bytes (never punched): \(stale.prefix(4))...")
+    }
+
+    /// ImageStorage's contract: punch may throw .notSupported, and the caller then writes
+    /// zeros; commits go on (the volume failed on the first punch before the fix).
+    func testAFileSystemWithoutPunchDoesNotFailTheVolume() throws {
+        let inner = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let disk = FaultInjectingStorage(inner)
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        disk.inject(.init(.punch, error: .notSupported, times: 1000))
+        for _ in 0..<6 {
+            do { try volume.commit() } catch {
+                let onDisk = try CommitSlots.read(inner).current.generation
+                return XCTFail("commit threw \(error) with its slot durable (current on disk \(onDisk), volume's \(volume.current.generation)); volume failed: \(volume.failure != nil)")
+            }
+        }
+    }
+
+    /// A slot (crafted, or naming a chain through a stale link) whose journal head lies on
+    /// a live file's data blocks is refused, or at least never frees the file's blocks
+    /// (before the fix they were released, punched and free while the extent named them).
+    func testAJournalHeadOnLiveDataIsRefusedNotReleased() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
+        try volume.perform([.attributes(inode: 1, root)])
+        root.nextIndex = 4
+        let size: UInt64 = 64 << 10
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: size)),
+                            .link(directory: 1, NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)),
+                            .attributes(inode: 1, root)])
+        try volume.perform([.fileRange(inode: 2, size: size, range: 0..<size,
+                                       pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0xAB, count: Int(size))))])])
+        try volume.commit()
+        let extents = try volume.filesystem.extents(2, overlapping: 0..<size)
+        guard case .image(let at, _) = try XCTUnwrap(extents.first).1 else { return XCTFail("no image extent") }
+        var slot = volume.current
+        slot.journal = LogSegment(start: at, length: 4096)
+        try CommitSlots.write(slot, to: disk)
+        let opened: TreeVolume
+        do { opened = try TreeVolume.open(disk) } catch { return }  // refused: fine
+        for _ in 0..<3 { try opened.commit() }
+        var page = [UInt8](repeating: 0, count: 4096)
+        _ = try page.withUnsafeMutableBytes { try opened.storage.read(into: $0, at: at) }
+        let runs = try opened.space.blockTree.runs(overlapping: (at >> 12)..<(at >> 12) + 1)
+        XCTAssertEqual(page.first, 0xAB, "a live file's block was freed and punched; runs there now: \(runs)")
+    }
+
+}
