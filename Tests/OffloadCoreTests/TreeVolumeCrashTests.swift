@@ -227,10 +227,20 @@ final class TreeVolumeCrashTests: XCTestCase {
             }
             if bytes != cells.map({ UInt8(truncatingIfNeeded: $0) }) { return "file \(inode): its bytes differ from the model's" }
         }
-        // The block tree's data runs hold exactly the extents' references.
+        // The block tree's data runs hold exactly the extents' references, its journal runs
+        // exactly the chain the slot names (no chain leaked).
         var counted: [UInt64: UInt32] = [:]
-        for run in try volume.space.blockTree.allRuns() where run.use == .data {
-            for block in run.blocks { counted[block] = run.count }
+        var journalBlocks = Set<UInt64>()
+        for run in try volume.space.blockTree.allRuns() {
+            switch run.use {
+            case .data: for block in run.blocks { counted[block] = run.count }
+            case .journal: journalBlocks.formUnion(run.blocks)
+            case .node: break
+            }
+        }
+        let chainBlocks = Set(volume.journal.segments.flatMap { ($0.start >> 12)..<($0.range.upperBound >> 12) })
+        if journalBlocks != chainBlocks {
+            return "journal runs \(journalBlocks.count) blocks, the named chain \(chainBlocks.count): \(journalBlocks.symmetricDifference(chainBlocks).sorted().prefix(5))"
         }
         if counted != expectedCounts {
             let differing = Set(counted.keys).union(expectedCounts.keys).filter { counted[$0] != expectedCounts[$0] }.sorted().prefix(5)
