@@ -33,6 +33,20 @@ public final class TreeVolume {
     /// The last generation whose pending frees are punched: the next commit may retire
     /// them (delete their items), and their blocks are reused after that commit.
     var punchedThrough: UInt64
+    /// When a commit starts by itself: the journal since the last commit reaches
+    /// `journalBytes` (what replay after a crash reads), or the open generation changed
+    /// `dirtyObjects` objects (what the delta holds in RAM; docs/ARCHITECTURE.md, "The
+    /// delta has caps"). A maintenance tick may commit earlier.
+    public struct Limits: Sendable {
+        public var journalBytes: Int
+        public var dirtyObjects: Int
+
+        public init(journalBytes: Int = 64 << 20, dirtyObjects: Int = 20_000) {
+            self.journalBytes = journalBytes
+            self.dirtyObjects = dirtyObjects
+        }
+    }
+    public var limits = Limits()
     /// The last durable commit.
     public internal(set) var current: CommitSlot
     /// Set by a commit that failed half-way; every later operation and commit throws it
@@ -160,13 +174,19 @@ public final class TreeVolume {
     public func perform(_ changes: [JournalChange]) throws(FSError) {
         if let failure { throw failure }
         let ticket = delta.join()
-        defer { delta.leave(ticket) }
-        try delta.record(changes, in: ticket)
         do {
-            try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
-        } catch {
-            failure = error
-            throw error
+            defer { delta.leave(ticket) }
+            try delta.record(changes, in: ticket)
+            do {
+                try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
+            } catch {
+                failure = error
+                throw error
+            }
+        }
+        // Outside the generation (a commit waits for the operations inside it).
+        if journal.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
+            try commit()
         }
     }
 
