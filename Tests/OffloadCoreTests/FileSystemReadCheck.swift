@@ -21,6 +21,10 @@ extension LayeredFileSystem: FileSystemReads {
     func allOrphans() throws(FSError) -> [(inode: UInt64, item: OrphanItem)] { try orphans() }
 }
 
+extension VolumeReader: FileSystemReads {
+    func allOrphans() throws(FSError) -> [(inode: UInt64, item: OrphanItem)] { try orphans() }
+}
+
 extension FileSystemModel {
     /// The first read of `reader` that differs from the model (nil: none). `absent` is a
     /// name no directory holds.

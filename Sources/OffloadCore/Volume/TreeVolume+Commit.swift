@@ -126,18 +126,23 @@ extension TreeVolume {
         delta.retire(generation)
         // 8. Punches: the pending frees of the commits before this one (neither this commit
         // nor the previous one references them), then the next commit may retire them.
+        // The pending frees of commit p are blocks roots before p use.
         // A punch that fails does not undo the durable commit: the frees stay pending,
         // unretired, and the next commit tries again.
+        // A reader of commit r still reads blocks freed by commits after r: those wait.
         var punched = 0
         var punchFailure: FSError?
-        do throws(FSError) {
-            let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: number - 1).map(\.blocks)
-            try Self.punch(ranges, in: storage)
-            punched = ranges.reduce(0) { $0 + $1.count }
-            punchedThrough = number - 1
-            space.commitIsDurable(generation: number - 1)
-        } catch {
-            punchFailure = error
+        let through = min(number - 1, epochs.oldest ?? .max)
+        if through > punchedThrough {
+            do throws(FSError) {
+                let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
+                try Self.punch(ranges, in: storage)
+                punched = ranges.reduce(0) { $0 + $1.count }
+                punchedThrough = through
+                space.commitIsDurable(generation: through)
+            } catch {
+                punchFailure = error
+            }
         }
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
                                   blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,

@@ -33,6 +33,8 @@ public final class TreeVolume {
     /// The last generation whose pending frees are punched: the next commit may retire
     /// them (delete their items), and their blocks are reused after that commit.
     var punchedThrough: UInt64
+    /// The commits live readers read (`VolumeReader`): frees of later commits wait.
+    let epochs = ReaderEpochs()
     /// When a commit starts by itself: the journal since the last commit reaches
     /// `journalBytes` (what replay after a crash reads), or the open generation changed
     /// `dirtyObjects` objects (what the delta holds in RAM; docs/ARCHITECTURE.md, "The
@@ -199,12 +201,21 @@ public final class TreeVolume {
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// Single-threaded for now: the reader's tree object is opened here, over the same
     /// page store.
-    public func reader() throws(FSError) -> LayeredFileSystem {
+    public func reader() throws(FSError) -> VolumeReader {
         if let failure { throw failure }
         let layers = delta.layers()
-        let tree = try CopyOnWriteTree(pages: filesystemPages, imageID: current.imageID, treeID: Self.filesystemTreeID,
+        let generation = current.generation
+        epochs.enter(generation)
+        let tree: CopyOnWriteTree
+        do {
+            tree = try CopyOnWriteTree(pages: filesystemPages, imageID: current.imageID, treeID: Self.filesystemTreeID,
                                        root: current.filesystemTree)
-        return LayeredFileSystem(layers: layers, tree: FileSystemTree(tree: tree, hashes: filesystem.hashes),
-                                 committedGeneration: current.generation)
+        } catch {
+            epochs.leave(generation)
+            throw error
+        }
+        return VolumeReader(view: LayeredFileSystem(layers: layers, tree: FileSystemTree(tree: tree, hashes: filesystem.hashes),
+                                                    committedGeneration: generation),
+                            generation: generation, epochs: epochs)
     }
 }
