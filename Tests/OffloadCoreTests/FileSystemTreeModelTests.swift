@@ -13,7 +13,6 @@ import SplitMix
 /// Hashes keep 4 bits, so names and xattrs share hash items all the time.
 /// Replay one seed with `OFFLOADFS_FSTREE_SEED=N`.
 final class FileSystemTreeModelTests: XCTestCase {
-    struct ModelFailure: Error {}
     final class Harness {
         let pages = MemoryTreePages(firstBlock: 1_000_000)
         let hashes = ItemHashes.weakened(SipHash24(key0: 7, key1: 11), bits: 4)
@@ -38,9 +37,7 @@ final class FileSystemTreeModelTests: XCTestCase {
         }
 
         func fail(_ message: String) throws -> Never {
-            XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(10).joined(separator: "\n")
-                    + "\nreplay with OFFLOADFS_FSTREE_SEED=\(seed)")
-            throw ModelFailure()
+            throw failSeed(seed, message, history: history, replay: "OFFLOADFS_FSTREE_SEED")
         }
 
         func step() throws {

@@ -14,8 +14,6 @@ import SplitMix
 /// commit the tree alone must read as the model once the delta is empty.
 /// Replay one seed with `OFFLOADFS_DELTA_SEED=N`.
 final class MetadataDeltaModelTests: XCTestCase {
-    struct ModelFailure: Error {}
-
     final class Harness {
         let pages = MemoryTreePages(firstBlock: 1_000_000)
         let hashes = ItemHashes.weakened(SipHash24(key0: 9, key1: 10), bits: 4)
@@ -39,9 +37,7 @@ final class MetadataDeltaModelTests: XCTestCase {
         }
 
         func fail(_ message: String) throws -> Never {
-            XCTFail("seed \(seed): \(message)\nlast operations:\n" + history.suffix(12).joined(separator: "\n")
-                    + "\nreplay with OFFLOADFS_DELTA_SEED=\(seed)")
-            throw ModelFailure()
+            throw failSeed(seed, message, history: history, replay: "OFFLOADFS_DELTA_SEED")
         }
 
         /// An operation as the namespace will run one: join, record, journal, leave.
@@ -76,13 +72,7 @@ final class MetadataDeltaModelTests: XCTestCase {
 
         /// Commits the oldest closed generation (closing the open one when none is).
         func commitOldest() throws {
-            var layers = delta.layers()
-            if layers.count == 1 {
-                _ = delta.close()
-                layers = delta.layers()
-            }
-            let generation = layers.last!
-            delta.waitUntilQuiet(generation)
+            let generation = delta.nextToCommit()
             // Small drop budgets, so that drops run across commits.
             let budget = Int.random(in: 1...40, using: &script.random)
             let used = try fs.apply(generation, dropBudget: budget)

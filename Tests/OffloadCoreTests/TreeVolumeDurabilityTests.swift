@@ -14,6 +14,19 @@ import SplitMix
 final class TreeVolumeDurabilityTests: XCTestCase {
     static let capacity: UInt64 = 8 << 20
 
+    /// `/f` (inode 2) of `size` bytes of 0xAB, placed in the image by a commit.
+    static func makeFile(_ size: UInt64, in volume: TreeVolume) throws {
+        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
+        try volume.perform([.attributes(inode: 1, root)])
+        root.nextIndex = 4
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: size)),
+                            .link(directory: 1, NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)),
+                            .attributes(inode: 1, root)])
+        try volume.perform([.fileRange(inode: 2, size: size, range: 0..<size,
+                                       pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0xAB, count: Int(size))))])])
+        try volume.commit()
+    }
+
     static func journalBlocks(_ volume: TreeVolume) throws -> Int {
         try volume.space.blockTree.allRuns().filter { $0.use == .journal }.reduce(0) { $0 + $1.blocks.count }
     }
@@ -41,16 +54,8 @@ final class TreeVolumeDurabilityTests: XCTestCase {
     func testACrashBeforeThePunchLeavesNoFreeBlockUnpunched() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
-        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
-        try volume.perform([.attributes(inode: 1, root)])
-        root.nextIndex = 4
         let size: UInt64 = 512 << 10
-        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: size)),
-                            .link(directory: 1, NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)),
-                            .attributes(inode: 1, root)])
-        try volume.perform([.fileRange(inode: 2, size: size, range: 0..<size,
-                                       pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0xAB, count: Int(size))))])])
-        try volume.commit()
+        try Self.makeFile(size, in: volume)
         try volume.perform([.fileRange(inode: 2, size: 0, range: 0..<0, pieces: [])])
         try volume.commit()
         final class Box: @unchecked Sendable { var image: [UInt8]?; var ranges: [Range<UInt64>] = [] }
@@ -103,16 +108,8 @@ final class TreeVolumeDurabilityTests: XCTestCase {
     func testAJournalHeadOnLiveDataIsRefusedNotReleased() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
-        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
-        try volume.perform([.attributes(inode: 1, root)])
-        root.nextIndex = 4
         let size: UInt64 = 64 << 10
-        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: size)),
-                            .link(directory: 1, NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)),
-                            .attributes(inode: 1, root)])
-        try volume.perform([.fileRange(inode: 2, size: size, range: 0..<size,
-                                       pieces: [FilePiece(offset: 0, extent: .inMemory([UInt8](repeating: 0xAB, count: Int(size))))])])
-        try volume.commit()
+        try Self.makeFile(size, in: volume)
         let extents = try volume.filesystem.extents(2, overlapping: 0..<size)
         guard case .image(let at, _) = try XCTUnwrap(extents.first).1 else { return XCTFail("no image extent") }
         var slot = volume.current

@@ -80,6 +80,20 @@ public final class MetadataDelta: @unchecked Sendable {
         }
     }
 
+    /// The generation the next commit writes: the oldest closed one (the open one is
+    /// closed first when none is), once every operation inside it has left.
+    public func nextToCommit() -> DeltaGeneration {
+        let generation = lock.withLock {
+            if closed.isEmpty {
+                closed.append(open)
+                open = DeltaGeneration(number: open.number + 1)
+            }
+            return closed[0]
+        }
+        waitUntilQuiet(generation)
+        return generation
+    }
+
     /// Waits until every operation that joined `generation` has left. Never blocks new
     /// operations: they join a later generation.
     public func waitUntilQuiet(_ generation: DeltaGeneration) {

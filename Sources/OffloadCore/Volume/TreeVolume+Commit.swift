@@ -53,13 +53,7 @@ extension TreeVolume {
             let oldJournal = journal
             journal = try journal.continueInNewLog()
             let newChain = (head: journal.head, sequence: journal.nextSequence)
-            var layers = delta.layers()
-            if layers.count == 1 {
-                _ = delta.close()
-                layers = delta.layers()
-            }
-            let generation = layers.last!
-            delta.waitUntilQuiet(generation)
+            let generation = delta.nextToCommit()
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
