@@ -191,9 +191,12 @@ public final class TreeVolume {
                 throw error
             }
         }
-        // Outside the generation (a commit waits for the operations inside it).
+        // Outside the generation (a commit waits for the operations inside it). The
+        // operation is done whatever the commit does: its frame is in the journal, so a
+        // commit that fails here fails the volume (`failure`, thrown by every later call)
+        // but not this operation, which replay brings back.
         if journal.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
-            try commit()
+            _ = try? commit()
         }
     }
 
