@@ -11,8 +11,7 @@
 /// commits them: its cost follows the journal, bounded by the commit budget, never the
 /// tree's size.
 ///
-/// Not thread-safe yet: one caller at a time (the request path's locks are step 7). A
-/// storage serves one volume: opening maps it (a `FileImageStorage` maps once).
+/// Not thread-safe yet: one caller at a time (the request path's locks are step 7).
 public final class TreeVolume {
     public static let filesystemTreeID: UInt32 = 1
     public static let blockTreeID: UInt32 = 2
@@ -68,11 +67,7 @@ public final class TreeVolume {
         // Pending frees are punched once the commit after theirs is durable; a crash may
         // have come between that commit's slot and the punch, so the ones the next commit
         // may retire are punched again first (twice is harmless: nothing uses them).
-        // Nodes are read through the mapping (the image's page cache, no system call per
-        // node); everything the volume writes lies inside it.
-        let base = try storage.map(byteCount: Int(slot.capacityBytes))
-        space = try BlockSpace(io: ImageStoragePageIO(storage: storage, mapping: (base, slot.capacityBytes)),
-                               imageID: slot.imageID, blockTreeID: Self.blockTreeID,
+        space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: Self.blockTreeID,
                                root: slot.blockTree, firstBlock: Self.firstSpaceBlock, endBlock: endBlock,
                                durableGeneration: slot.generation - 1)
         try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
