@@ -170,8 +170,10 @@ extension TreeVolume {
 extension TreeVolume {
     /// Punches `ranges` of blocks; where the file system cannot punch, writes zeros (the
     /// `ImageStorage` contract), so freed bytes never stay readable in the image.
+    /// Neighbouring ranges (pending frees of one commit are often consecutive nodes, and
+    /// of several commits interleave) go in one call.
     static func punch(_ ranges: [Range<UInt64>], in storage: any ImageStorage) throws(FSError) {
-        for blocks in ranges where !blocks.isEmpty {
+        for blocks in RangeSet(ranges).ranges {
             let bytes = (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
             do throws(FSError) {
                 try storage.punch(bytes)
