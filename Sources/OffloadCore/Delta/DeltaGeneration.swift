@@ -12,6 +12,7 @@ public final class DeltaGeneration: @unchecked Sendable {
     static let shardCount = 16
     private let shards: [PthreadMutex<[UInt64: ObjectChanges]>]
     private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
+    private let changedObjects = PthreadMutex(0)
 
     init(number: UInt64) {
         self.number = number
@@ -50,10 +51,19 @@ public final class DeltaGeneration: @unchecked Sendable {
         for change in changes {
             let object = Self.object(of: change)
             if case .orphan(_, let item) = change {
-                orphanChanges.withLock { $0[object] = item.map { .set($0) } ?? .removed }
+                let isNew = orphanChanges.withLock { orphans in
+                    defer { orphans[object] = item.map { .set($0) } ?? .removed }
+                    return orphans[object] == nil
+                }
+                if isNew { changedObjects.withLock { $0 += 1 } }
                 continue
             }
-            shard(object).withLock { objects in objects[object, default: ObjectChanges()].record(change) }
+            let isNew = shard(object).withLock { objects in
+                let isNew = objects[object] == nil
+                objects[object, default: ObjectChanges()].record(change)
+                return isNew
+            }
+            if isNew { changedObjects.withLock { $0 += 1 } }
         }
     }
 
@@ -78,8 +88,7 @@ public final class DeltaGeneration: @unchecked Sendable {
             .sorted { $0.object < $1.object }
     }
 
-    /// How many objects this generation changed (the commit starts early past a cap).
-    public var objectCount: Int {
-        shards.reduce(0) { count, shard in count + shard.withLock { $0.count } } + orphanChanges.withLock { $0.count }
-    }
+    /// How many objects this generation changed, orphan items counted apart (the commit
+    /// starts early past a cap). A counter kept by `record`, since every operation asks.
+    public var objectCount: Int { changedObjects.withLock { $0 } }
 }

@@ -116,7 +116,4 @@ public final class MetadataDelta: @unchecked Sendable {
     public func layers() -> [DeltaGeneration] {
         lock.withLock { [open] + closed.reversed() }
     }
-
-    /// The open generation's number (the generation a new operation joins).
-    public var openGeneration: UInt64 { lock.withLock { open.number } }
 }

@@ -15,8 +15,6 @@ public struct ExtentReferenceChanges: Equatable, Sendable {
 
     public init() {}
 
-    public var isEmpty: Bool { retained.isEmpty && released.isEmpty }
-
     /// The blocks the image bytes `offset..<offset + length` touch.
     public static func blocks(offset: UInt64, length: UInt64) -> Range<UInt64> {
         let size = UInt64(BackingStore.blockSize)
