@@ -2,7 +2,7 @@ extension OffloadedFile {
     /// Checks the extent list's invariants and throws `.io` naming the first one broken:
     /// extents tile `0..<size` in order with no empty extent, the stored-byte count adds
     /// up, RAM extents stay within their limit, and every image extent lies in blocks the
-    /// store counts as referenced. For tests and fsck; O(n).
+    /// store counts as in use. For tests and fsck; O(n).
     public func checkInvariants() throws(FSError) {
         try lock.withReadLock { () throws(FSError) in
             var expectedStart: UInt64 = 0
@@ -16,7 +16,7 @@ extension OffloadedFile {
                     problem = "RAM extent of \(bytes.count) bytes at \(start)"
                 }
                 if case .mmapOffload(let offset, let size) = extent, size > 0,
-                   store.referenceCount(atByte: offset) == 0 || store.referenceCount(atByte: offset + size - 1) == 0 {
+                   !store.isInUse(byte: offset) || !store.isInUse(byte: offset + size - 1) {
                     problem = "extent at \(start) points at free image bytes \(offset)..<\(offset + size)"
                 }
                 expectedStart = start + extent.size

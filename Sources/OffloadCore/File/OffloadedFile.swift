@@ -22,7 +22,7 @@ public final class OffloadedFile: @unchecked Sendable {
     /// anything larger goes to the image, which is what the image is for.
     public static let inMemoryExtentLimit = BackingStore.blockSize
 
-    public let store: BackingStore
+    public let store: any FileBlockStore
     public let limiter: MemoryLimiter
     let lock = ReadWriteLock()
     // Guarded by `lock`:
@@ -58,7 +58,7 @@ public final class OffloadedFile: @unchecked Sendable {
     /// The `zeroTail` the change under way leaves (set by `place`).
     var zeroTailAfterChange: UInt64?
 
-    public init(store: BackingStore, limiter: MemoryLimiter) {
+    public init(store: any FileBlockStore, limiter: MemoryLimiter) {
         self.store = store
         self.limiter = limiter
     }

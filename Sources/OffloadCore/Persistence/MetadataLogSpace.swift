@@ -14,7 +14,7 @@ public protocol MetadataLogSpace: AnyObject, Sendable {
 
 extension BackingStore: MetadataLogSpace {
     public func allocateLogSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
-        try allocate(byteCount: byteCount, forMetadata: true)
+        try allocate(byteCount: byteCount, hint: nil, forMetadata: true)
     }
 
     public func releaseLogSegment(_ range: Range<UInt64>) { release(range) }

@@ -52,7 +52,7 @@ extension BackingStore {
     /// Copies `bytes` into blocks the caller allocated (journal and checkpoint frames).
     func writeMetadata(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
         guard !bytes.isEmpty else { return }
-        precondition(offset + UInt64(bytes.count) <= UInt64(mappedBytes))
+        precondition(offset + UInt64(bytes.count) <= UInt64(image.mappedBytes))
         try storage.write(bytes, at: offset)
     }
 

@@ -96,43 +96,6 @@ extension BackingStore {
         }
     }
 
-    /// fdatasync of the image: every byte written through the mapping or with pwrite.
-    ///
-    /// Syncs run one at a time, with the latch checked and set in the same hold: Linux
-    /// reports a writeback error once per open file, so of two fdatasyncs at once one
-    /// may see EIO and the other 0, and the second must not report success.
-    public func sync() throws(FSError) {
-        let ticket = try syncFailure.withLock { (failure) throws(FSError) -> UInt64 in
-            if let failure { throw failure }
-            let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
-            do throws(FSError) {
-                try storage.sync()
-            } catch {
-                let latched = FSError.io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
-                failure = latched
-                throw latched
-            }
-            return ticket
-        }
-        var durable = syncsDurable.load(ordering: .acquiring)
-        while durable < ticket {
-            let (exchanged, original) = syncsDurable.compareExchange(
-                expected: durable, desired: ticket, ordering: .acquiringAndReleasing)
-            if exchanged { break }
-            durable = original
-        }
-    }
-
-    /// The number of syncs begun so far. Read it right after a write: the write is
-    /// durable once `isDurable(since:)` says so for that number, i.e. once a sync that
-    /// began after it has completed.
-    public var syncEpoch: UInt64 { syncsBegun.load(ordering: .acquiring) }
-
-    /// True when a sync that began after `epoch` (a `syncEpoch` read) has completed.
-    public func isDurable(since epoch: UInt64) -> Bool {
-        syncsDurable.load(ordering: .acquiring) > epoch
-    }
-
     fileprivate func punchOrZero(_ blocks: Range<UInt64>, _ a: inout BlockAllocator) {
         var supported = a.punchSupported
         _ = punchFree(blocks, supported: &supported)  // no journal: no power cut to fear

@@ -4,13 +4,11 @@ import Glibc
 import CLinuxShims
 import Synchronization
 
-/// The image file: one mmap-backed store of 4 KiB blocks shared by every file.
+/// Format 1's image file: one mmap-backed store of 4 KiB blocks shared by every file
+/// (`FileBlockStore`), with the blocks' references counted in memory.
 ///
-/// The whole capacity is mapped once, `MAP_SHARED`, when the store opens; the file itself
-/// only grows (by `fallocate`) as blocks are handed out. The mapping's address therefore
-/// never changes, readers hold raw pointers into it without any store-wide lock, and
-/// growing never invalidates what they hold. Pages past the end of the file are reserved
-/// address space only and are never touched.
+/// The whole capacity is mapped once (`ImageMapping`) when the store opens; the file itself
+/// only grows (by `fallocate`) as blocks are handed out.
 ///
 /// Blocks get disk space from `fallocate` *before* anyone writes them through the
 /// mapping: a write fault on an unbacked page of a full disk would be a SIGBUS that kills
@@ -20,7 +18,7 @@ import Synchronization
 ///
 /// Ownership of blocks is counted per extent (`BlockReferenceCounts`): `allocate` hands the
 /// caller one reference; `retain` and `release` add and drop references.
-public final class BackingStore: @unchecked Sendable {
+public final class BackingStore: FileBlockStore, @unchecked Sendable {
     public static let blockSize = 4096
     static let blockShift: UInt64 = 12
 
@@ -36,22 +34,11 @@ public final class BackingStore: @unchecked Sendable {
     public let storage: any ImageStorage
     /// True when the image may only be read (`-o ro`): nothing is ever written to it.
     public var isReadOnly: Bool { storage.isReadOnly }
-    /// Base of the mapping; valid for the store's whole life. Immutable, so reading it
-    /// needs no lock. Only reads go through it directly; writes go through `storage`.
-    let base: UnsafeMutableRawPointer
-    let mappedBytes: Int
+    /// The image's mapping: the bytes files read and write, and the syncs (`ImageMapping`).
+    public let image: ImageMapping
     let allocator: PthreadMutex<BlockAllocator>
     /// Serialises `syncAndReclaim`; never taken inside the allocator mutex.
     let reclaiming = PthreadLock()
-    /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
-    /// kernel may have dropped the dirty pages and reports the error once; a later
-    /// fdatasync then succeeds although data is lost. So every later sync fails too.
-    /// Held across each fdatasync (see `sync`).
-    let syncFailure = PthreadMutex<FSError?>(nil)
-    /// Syncs begun, and the highest-numbered sync that completed (see `syncEpoch`).
-    let syncsBegun = Atomic<UInt64>(0)
-    let syncsDurable = Atomic<UInt64>(0)
-
     /// What the image held when it was opened.
     public enum Opened: Equatable, Sendable {
         /// A new, empty image (the path did not exist, the file was empty, a version 0
@@ -142,11 +129,10 @@ public final class BackingStore: @unchecked Sendable {
             self.opened = .new(empty)
         }
         let mappedBytes = Int((Superblock.blocks + mappedBlocks) << Self.blockShift)
-        self.base = try storage.map(byteCount: mappedBytes)
+        self.image = try ImageMapping(storage: storage, mappedBytes: mappedBytes)
         self.storage = storage
         self.capacityBytes = capacityBlocks << Self.blockShift
         self.capacityIsSet = capacityIsSet
-        self.mappedBytes = mappedBytes
         self.allocator = PthreadMutex(BlockAllocator(capacityBlocks: capacityBlocks, firstBlock: Superblock.blocks,
                                                      endBlock: Superblock.blocks + mappedBlocks))
     }
@@ -171,7 +157,7 @@ public final class BackingStore: @unchecked Sendable {
     /// as zeros. `hint` is the block-aligned byte offset the caller would like the range
     /// to start at (to stay contiguous with data it already has).
     /// `forMetadata` (journal and checkpoint segments) may use the metadata reserve.
-    public func allocate(byteCount: Int, hint: UInt64? = nil, forMetadata: Bool = false) throws(FSError) -> Range<UInt64> {
+    public func allocate(byteCount: Int, hint: UInt64?, forMetadata: Bool) throws(FSError) -> Range<UInt64> {
         // Freed blocks wait for the metadata that frees them to be durable, then for their
         // punch to be: two reclaims. When space runs out, run them now rather than fail.
         // Whether freed blocks were waiting is read under the same hold of the allocator
@@ -189,6 +175,11 @@ public final class BackingStore: @unchecked Sendable {
                 reclaims += 1
             }
         }
+    }
+
+    /// `allocate` for file data (`FileBlockStore`).
+    public func allocate(byteCount: Int, hint: UInt64?) throws(FSError) -> Range<UInt64> {
+        try allocate(byteCount: byteCount, hint: hint, forMetadata: false)
     }
 
     /// Keeps `bytes` (rounded up to blocks, at most an eighth of the capacity) for
@@ -256,7 +247,7 @@ public final class BackingStore: @unchecked Sendable {
 
     /// `retain` for a range the caller already holds a reference on (splitting an extent
     /// it owns), so it cannot fail.
-    func retainOwned(_ range: Range<UInt64>) {
+    public func retainOwned(_ range: Range<UInt64>) {
         guard !range.isEmpty else { return }
         let blocks = Self.blocks(touchedBy: range)
         allocator.withLock { $0.references.retain(blocks) }
@@ -274,54 +265,6 @@ public final class BackingStore: @unchecked Sendable {
     static func blocks(touchedBy range: Range<UInt64>) -> Range<UInt64> {
         precondition(!range.isEmpty)
         return (range.lowerBound >> blockShift)..<((range.upperBound - 1) >> blockShift) + 1
-    }
-
-    // MARK: - Bytes
-
-    /// Copies bytes out of the image. The caller holds a reference on `offset..<offset+count`.
-    /// A page the kernel cannot read (a disk I/O error, or the image file cut short under
-    /// us) is an `.io` error instead of a SIGBUS that kills the daemon
-    /// (`offloadfs_guarded_copy`).
-    @inline(__always)
-    func copyOut(from offset: UInt64, into destination: UnsafeMutableRawPointer, count: Int) throws(FSError) {
-        assert(offset + UInt64(count) <= UInt64(mappedBytes))
-        guard offloadfs_guarded_copy(destination, base + Int(offset), count) == 0 else {
-            throw Self.unreadable(offset: offset, count: count, path: path)
-        }
-    }
-
-    /// Touches every page of `bytes` (a view of the mapping) so that a page the kernel
-    /// cannot read is found here, as an `.io` error, before the bytes are handed on
-    /// (to the kernel in a FUSE reply, which would otherwise fail after the fact).
-    @inline(__always)
-    public func checkReadable(_ bytes: UnsafeRawBufferPointer) throws(FSError) {
-        guard let start = bytes.baseAddress, !bytes.isEmpty else { return }
-        guard offloadfs_guarded_probe(start, bytes.count) == 0 else {
-            throw Self.unreadable(offset: UInt64(start - UnsafeRawPointer(base)), count: bytes.count, path: path)
-        }
-    }
-
-    private static func unreadable(offset: UInt64, count: Int, path: String) -> FSError {
-        .io("reading \(count) bytes at \(offset) of image '\(path)' faulted (an I/O error, or the file was cut short)")
-    }
-
-    /// Copies bytes into the image (`ImageStorage.write`: a memcpy into the mapping for
-    /// small copies, pwrite for large ones). The caller owns the blocks exclusively.
-    @inline(__always)
-    func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) throws(FSError) {
-        assert(offset + UInt64(count) <= UInt64(mappedBytes))
-        try storage.write(UnsafeRawBufferPointer(start: source, count: count), at: offset)
-    }
-
-    /// `copyIn` of a whole array (tests and tools).
-    func copyIn(_ bytes: [UInt8], to offset: UInt64) throws(FSError) {
-        try bytes.withBytes { (buffer) throws(FSError) in try copyIn(buffer.baseAddress!, to: offset, count: buffer.count) }
-    }
-
-    /// A read-only view of image bytes, valid while the caller holds a reference on them.
-    public func bytes(at offset: UInt64, count: Int) -> UnsafeRawBufferPointer {
-        precondition(offset + UInt64(count) <= UInt64(mappedBytes))
-        return UnsafeRawBufferPointer(start: base + Int(offset), count: count)
     }
 
     /// Blocks the image file gains disk space in at a time at its end: one `fallocate`
@@ -387,6 +330,8 @@ public final class BackingStore: @unchecked Sendable {
     public func checkInvariants() throws(FSError) {
         try allocator.withLock { a throws(FSError) in try a.check() }
     }
+
+    public func isInUse(byte offset: UInt64) -> Bool { referenceCount(atByte: offset) > 0 }
 
     /// The reference count of the block holding byte `offset` (tests).
     public func referenceCount(atByte offset: UInt64) -> UInt32 {

@@ -11,7 +11,7 @@ public final class BackingStoreTreePages: TreePageStore {
     public init(store: BackingStore) { self.store = store }
 
     public func allocatePage() throws(FSError) -> UInt64 {
-        let range = try store.allocate(byteCount: TreeNode.size, forMetadata: true)
+        let range = try store.allocate(byteCount: TreeNode.size, hint: nil, forMetadata: true)
         precondition(range.lowerBound & UInt64(TreeNode.size - 1) == 0 && range.count == TreeNode.size)
         return range.lowerBound >> BackingStore.blockShift
     }
@@ -36,7 +36,7 @@ public final class BackingStoreTreePages: TreePageStore {
     /// The byte offset of `block`, which must lie past the superblocks and inside the
     /// mapping (a block number read from a damaged node may not).
     private func byteOffset(of block: UInt64) throws(FSError) -> UInt64 {
-        let mappedBlocks = UInt64(store.mappedBytes) >> BackingStore.blockShift
+        let mappedBlocks = UInt64(store.image.mappedBytes) >> BackingStore.blockShift
         guard block >= Superblock.blocks, block < mappedBlocks else {
             throw .damagedImage("tree node block \(block) lies outside the image's node area (blocks \(Superblock.blocks)..<\(mappedBlocks))")
         }

@@ -1,0 +1,78 @@
+/// What an `OffloadedFile` needs of the image: blocks to own, and their bytes.
+///
+/// The seam between the files and the two image formats (docs/ARCHITECTURE.md, "Metadata
+/// at scale", step 4d): format 1's `BackingStore` counts every block's references in
+/// memory and frees blocks through its quarantine; format 2's `VolumeFileBlocks` hands
+/// out blocks of the block space, whose references the volume's commits record from the
+/// extents they write. Both share the bytes' side (`ImageMapping`).
+///
+/// Ownership: `allocate` hands the caller one reference on each block of the range;
+/// `retain` and `retainOwned` add one on every block a range touches, `release` drops
+/// one. An extent of a file holds one reference on every block its bytes touch.
+public protocol FileBlockStore: AnyObject, Sendable {
+    /// The image's mapping: reads, writes and syncs of the bytes.
+    var image: ImageMapping { get }
+
+    /// Bytes that can still be allocated for file data.
+    var availableBytes: UInt64 { get }
+
+    /// Allocates up to `byteCount` bytes (rounded up to whole blocks) and returns the byte
+    /// range of the blocks, one reference each for the caller. Shorter than asked when
+    /// free space is fragmented, never empty; the blocks read as zeros and have disk space.
+    /// `hint` is the block-aligned byte offset the caller would like the range to start at.
+    func allocate(byteCount: Int, hint: UInt64?) throws(FSError) -> Range<UInt64>
+
+    /// Adds a reference to every block that `range` touches; `.invalidArgument` when a
+    /// block is not in use.
+    func retain(_ range: Range<UInt64>) throws(FSError)
+
+    /// `retain` of a range the caller holds a reference on already (splitting or sharing
+    /// an extent it has), so it cannot fail.
+    func retainOwned(_ range: Range<UInt64>)
+
+    /// Drops a reference from every block each of `ranges` touches. `dropped` are the
+    /// image bytes a file let go of in a change that is journaled but maybe not durable:
+    /// until a sync, a power cut can bring that file's claim on them back, so whoever
+    /// still shares their blocks must not overwrite them in place.
+    func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>])
+
+    /// True when the one extent covering `range` may overwrite its blocks in place: no one
+    /// else references them, now or in what a power cut could bring back.
+    func isExclusive(_ range: Range<UInt64>) -> Bool
+
+    /// True when the block holding byte `offset` is in use (invariant checks).
+    func isInUse(byte offset: UInt64) -> Bool
+}
+
+extension FileBlockStore {
+    /// `release` of one range that no journaled change dropped.
+    public func release(_ range: Range<UInt64>) { release([range], unsharing: []) }
+
+    /// `allocate` without a placement hint.
+    public func allocate(byteCount: Int) throws(FSError) -> Range<UInt64> {
+        try allocate(byteCount: byteCount, hint: nil)
+    }
+
+    // The bytes' side, forwarded to the mapping.
+
+    @inline(__always)
+    public func copyOut(from offset: UInt64, into destination: UnsafeMutableRawPointer, count: Int) throws(FSError) {
+        try image.copyOut(from: offset, into: destination, count: count)
+    }
+
+    @inline(__always)
+    public func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) throws(FSError) {
+        try image.copyIn(source, to: offset, count: count)
+    }
+
+    public func copyIn(_ bytes: [UInt8], to offset: UInt64) throws(FSError) { try image.copyIn(bytes, to: offset) }
+
+    public func bytes(at offset: UInt64, count: Int) -> UnsafeRawBufferPointer { image.bytes(at: offset, count: count) }
+
+    @inline(__always)
+    public func checkReadable(_ bytes: UnsafeRawBufferPointer) throws(FSError) { try image.checkReadable(bytes) }
+
+    public func sync() throws(FSError) { try image.sync() }
+    public var syncEpoch: UInt64 { image.syncEpoch }
+    public func isDurable(since epoch: UInt64) -> Bool { image.isDurable(since: epoch) }
+}
