@@ -6,17 +6,31 @@ extension BlockSpace {
     /// not have them, and until the next commit records them nothing may be handed out
     /// over them. `.damagedImage` when a block is outside the space, or in use or pending
     /// in the block tree (reads every pending free: replay claims a few segments, once);
-    /// a block taken already is the caller's error.
+    /// a block taken already (claimed before) is damage too.
     public func claimData(_ blocks: Range<UInt64>, use: BlockRun.Use = .data) throws(FSError) {
+        try claimData(RangeSet(blocks), use: use)
+    }
+
+    /// `claimData` of several ranges, reading the pending frees once.
+    public func claimData(_ ranges: RangeSet<UInt64>, use: BlockRun.Use = .data) throws(FSError) {
         precondition(use == .data || use == .journal, "tree nodes are claimed by no one")
-        guard !blocks.isEmpty else { return }
-        guard blocks.lowerBound >= firstBlock, blocks.upperBound <= endBlock else {
-            throw .damagedImage("blocks \(blocks) claimed for replay lie outside the block space \(firstBlock)..<\(endBlock)")
+        guard !ranges.isEmpty else { return }
+        let pending = try blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration)
+        for blocks in ranges.ranges {
+            guard blocks.lowerBound >= firstBlock, blocks.upperBound <= endBlock else {
+                throw .damagedImage("blocks \(blocks) claimed for replay lie outside the block space \(firstBlock)..<\(endBlock)")
+            }
+            guard try blockTree.runs(overlapping: blocks).isEmpty, !pending.contains(where: { $0.blocks.overlaps(blocks) }) else {
+                throw .damagedImage("blocks \(blocks) claimed for replay are in use or pending in the block tree")
+            }
+            guard !taken.ranges.contains(where: { $0.overlaps(blocks) }) else {
+                throw .damagedImage("blocks \(blocks) claimed for replay twice (the journal's and a file's, or two files')")
+            }
         }
-        guard try blockTree.runs(overlapping: blocks).isEmpty,
-              try !blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration).contains(where: { $0.blocks.overlaps(blocks) }) else {
-            throw .damagedImage("blocks \(blocks) claimed for replay are in use or pending in the block tree")
-        }
+        for blocks in ranges.ranges { take(claimed: blocks, use: use) }
+    }
+
+    private func take(claimed blocks: Range<UInt64>, use: BlockRun.Use) {
         precondition(!taken.ranges.contains { $0.overlaps(blocks) }, "claiming blocks \(blocks) handed out already")
         // Out of the loaded groups' free runs (groups loaded later subtract `taken`).
         var start = blocks.lowerBound

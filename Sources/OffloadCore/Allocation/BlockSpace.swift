@@ -87,6 +87,38 @@ public final class BlockSpace {
         return blocks
     }
 
+    /// Takes at least one and at most `wanted` free blocks for file data without recording
+    /// them: a file's write path takes them, and the commit whose extents first reference
+    /// them records their allocation (`recordData`). Until then they are neither free nor
+    /// in the block tree, so a crash leaves them free (`VolumeFileBlocks`).
+    public func takeData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> { try take(wanted) }
+
+    /// Records blocks taken by `takeData` as allocated for data, one reference each (the
+    /// reference of the extents that first name them), at the next commit.
+    public func recordData(_ blocks: Range<UInt64>) {
+        guard !blocks.isEmpty else { return }
+        assert(RangeSet(blocks).isSubset(of: taken), "recording blocks \(blocks) that were not taken")
+        changes.append(.allocate(blocks, .data))
+    }
+
+    /// Blocks that may still be handed out: free in the committed block tree (its group
+    /// summaries) and neither taken nor held in memory. Reads every group summary.
+    public func freeBlockCount() throws(FSError) -> UInt64 {
+        let stored = try blockTree.storedGroupSummaries()
+        var free: UInt64 = 0
+        for group in firstBlock / blocksPerGroup...(endBlock - 1) / blocksPerGroup {
+            let blocks = blockTree.blocks(of: group).clamped(to: firstBlock..<endBlock)
+            // A summary counts the blocks outside the space as free: they are not.
+            let outside = blocksPerGroup - UInt64(blocks.count)
+            let counted = stored[group].map { UInt64($0.freeBlocks) } ?? blocksPerGroup
+            free += counted - min(counted, outside)
+        }
+        var unavailable = taken
+        for entry in held { for blocks in entry.blocks { unavailable.insert(contentsOf: blocks) } }
+        let withheld = unavailable.ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        return free - min(free, withheld)
+    }
+
     /// Adds a reference to blocks in use (recorded; checked against the tree at the commit).
     public func retain(_ blocks: Range<UInt64>) {
         guard !blocks.isEmpty else { return }

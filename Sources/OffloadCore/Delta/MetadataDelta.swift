@@ -38,6 +38,10 @@ public final class MetadataDelta: @unchecked Sendable {
         open = DeltaGeneration(number: max(committedGeneration + 1, replayedThrough))
     }
 
+    /// The open generation's number: an operation joining now would join it, and one that
+    /// joined before is in it or in an older one.
+    public var openNumber: UInt64 { lock.withLock { open.number } }
+
     /// An operation inside a generation; `leave` it exactly once.
     public struct Ticket: Sendable {
         public let generation: DeltaGeneration

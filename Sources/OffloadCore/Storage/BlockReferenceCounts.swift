@@ -68,6 +68,19 @@ final class BlockReferenceCounts {
         return adjust(blocks) { $0 - 1 }
     }
 
+    /// Drops whatever counts the blocks of `blocks` have (free ones stay free): someone
+    /// else counts them from now on (format 2's commit, `VolumeFileBlocks.claim`).
+    func forget(_ blocks: Range<UInt64>) {
+        if blocks.isEmpty { return }
+        split(at: blocks.lowerBound)
+        split(at: blocks.upperBound)
+        var cursor = runs.ceiling(blocks.lowerBound)
+        while let i = cursor, runs.key(at: i) < blocks.upperBound {
+            allocatedBlocks -= runs.value(at: i).end - runs.key(at: i)
+            cursor = runs.remove(at: i)
+        }
+    }
+
     /// Visits runs in key order (for checks and tests).
     func forEachRun(_ body: (Range<UInt64>, UInt32) -> Void) {
         runs.forEach { start, run in body(start..<run.end, run.count) }

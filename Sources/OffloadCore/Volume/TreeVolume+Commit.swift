@@ -49,6 +49,8 @@ extension TreeVolume {
     func committing(_ body: (DeltaGeneration, (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport)
         throws(FSError) -> VolumeCommitReport {
         if let failure { throw failure }
+        spaceLock.lock()
+        defer { spaceLock.unlock() }
         do {
             let oldJournal = journal
             journal = try journal.continueInNewLog()
@@ -75,17 +77,27 @@ extension TreeVolume {
             return try self.place(bytes, fresh: &fresh)
         }
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
-        // 3. References.
+        // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and
+        // blocks files took since their last commit (unclaimed) are not in the block tree
+        // yet: the first retain of one is its allocation.
+        fresh.formUnion(replayClaims)
+        replayClaims = RangeSet()
         let references = filesystem.takeReferenceChanges()
         for range in references.retained {
             var rest = RangeSet(range)
             let claimed = rest.intersection(fresh)
             fresh.subtract(claimed)
             rest.subtract(claimed)
+            if let files {
+                let taken = files.unclaimedPart(of: range)
+                files.claim(taken)
+                rest.subtract(taken)
+            }
             for blocks in rest.ranges { space.retain(blocks) }
         }
         for blocks in references.released { space.release(blocks) }
         for blocks in fresh.ranges { space.release(blocks) }
+        files?.finishCommit(number)
         // 4. Both trees.
         let filesystemCommit = try filesystem.tree.commit(generation: number)
         var report = try finishCommit(generation, filesystemCommit, journal: chain)
@@ -106,7 +118,7 @@ extension TreeVolume {
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         // 5 and 6. Durable nodes, then the durable slot.
-        try storage.sync()
+        try syncImage()
         var slot = current
         slot.generation = number
         slot.cleanlyUnmounted = false

@@ -11,7 +11,9 @@
 /// commits them: its cost follows the journal, bounded by the commit budget, never the
 /// tree's size.
 ///
-/// Not thread-safe yet: one caller at a time (the request path's locks are step 7).
+/// Files keep their data in the volume's blocks through `fileBlocks()` (`VolumeFileBlocks`),
+/// which takes the space lock; otherwise one caller at a time (the request path's locks
+/// are step 7).
 public final class TreeVolume {
     public static let filesystemTreeID: UInt32 = 1
     public static let blockTreeID: UInt32 = 2
@@ -19,6 +21,10 @@ public final class TreeVolume {
     public static let firstSpaceBlock: UInt64 = 2
 
     public let storage: any ImageStorage
+    /// Held by every use of the block space: operations (their journal segments), commits
+    /// (whole), and files' block calls (`VolumeFileBlocks`). Lock order: a file's lock,
+    /// then this, then the delta's.
+    let spaceLock = PthreadLock()
     public let space: BlockSpace
     let filesystemPages: BlockSpacePages
     /// The commit's working copy of the filesystem tree (readers open their own at the
@@ -51,6 +57,14 @@ public final class TreeVolume {
     public var limits = Limits()
     /// The last durable commit.
     public internal(set) var current: CommitSlot
+    /// Files' blocks, once `fileBlocks()` mapped the image.
+    var files: VolumeFileBlocks?
+    /// Blocks replayed frames' image extents name that the block tree holds free (the
+    /// crashed mount's unclaimed blocks), claimed at open: the next commit's extents take
+    /// them as their first reference, and releases the rest.
+    var replayClaims = RangeSet<UInt64>()
+    /// How many blocks opening claimed for replayed frames (tests, status).
+    public let blocksClaimedAtOpen: UInt64
     /// Set by a commit that failed half-way; every later operation and commit throws it
     /// (the image keeps its last durable commit; remounting starts from there).
     public internal(set) var failure: FSError?
@@ -96,6 +110,8 @@ public final class TreeVolume {
                 throw .damagedImage("journal segment \(segment) of commit \(slot.generation) lies on blocks that are not the journal's")
             }
         }
+        replayClaims = try Self.claimBlocks(namedBy: frames.flatMap(\.changes), in: space)
+        blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage)
         journal = try MetadataLog(store: logSpace, imageID: slot.imageID, stream: 0, firstSequence: nextSequence)
         let ticket = delta.join()
@@ -170,6 +186,27 @@ public final class TreeVolume {
         return volume
     }
 
+    /// Claims the blocks `changes`' image extents name that the block tree holds free: the
+    /// write path of the mount that crashed took them, and no commit recorded them. A
+    /// block pending in the tree, or outside the space, is damage (`claimData`).
+    static func claimBlocks(namedBy changes: [JournalChange], in space: BlockSpace) throws(FSError) -> RangeSet<UInt64> {
+        var named = RangeSet<UInt64>()
+        for change in changes {
+            guard case .fileRange(_, _, _, let pieces) = change else { continue }
+            for piece in pieces {
+                if case .mmapOffload(let offset, let size) = piece.extent, size > 0 {
+                    named.insert(contentsOf: ExtentReferenceChanges.blocks(offset: offset, length: size))
+                }
+            }
+        }
+        var unrecorded = named
+        for part in named.ranges {
+            for run in try space.blockTree.runs(overlapping: part) { unrecorded.remove(contentsOf: run.blocks) }
+        }
+        try space.claimData(unrecorded)
+        return unrecorded
+    }
+
     /// Runs one operation: joins the open generation, records `changes`, appends its
     /// journal frame, leaves. A frame that cannot be appended (no space for a segment, an
     /// I/O error) fails the volume: the delta holds a change the journal does not.
@@ -180,7 +217,9 @@ public final class TreeVolume {
             defer { delta.leave(ticket) }
             try delta.record(changes, in: ticket)
             do {
-                try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
+                try spaceLock.withLock { () throws(FSError) in
+                    try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
+                }
             } catch {
                 failure = error
                 throw error
@@ -198,7 +237,26 @@ public final class TreeVolume {
     /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
     public func sync() throws(FSError) {
         if let failure { throw failure }
-        try storage.sync()
+        try syncImage()
+    }
+
+    /// fdatasync, through the files' mapping once there is one (its sync epochs tell
+    /// files when a change is durable). `files` is set once, before any file uses it, and
+    /// never changes; this reads it without the space lock, which a commit holds here.
+    func syncImage() throws(FSError) {
+        if let image = files?.image { try image.sync() } else { try storage.sync() }
+    }
+
+    /// The store files keep their blocks in: the image mapped (once, its whole capacity)
+    /// on the first call.
+    public func fileBlocks() throws(FSError) -> VolumeFileBlocks {
+        try spaceLock.withLock { () throws(FSError) -> VolumeFileBlocks in
+            if let files { return files }
+            let image = try ImageMapping(storage: storage, mappedBytes: Int(current.capacityBytes))
+            let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
+            files = made
+            return made
+        }
     }
 
     /// What a request reads: the delta's generations over a tree at the last durable root.

@@ -1,0 +1,235 @@
+/// File data blocks on format 2 (`FileBlockStore` over a `TreeVolume`'s block space;
+/// docs/ARCHITECTURE.md, "Metadata at scale", step 4d).
+///
+/// On format 2 the block tree's reference counts are written by commits, from the extent
+/// items each commit changes (`ExtentReferenceChanges`); a file's in-memory retains and
+/// releases are not counted there again. What this store keeps in memory is only what the
+/// tree does not say yet, so it follows the changes since the last commit, not the image:
+///
+/// - **Unclaimed blocks**: blocks a file's write path took (`BlockSpace.takeData`) that no
+///   commit has recorded yet. Their references are counted here, exactly (every holder of
+///   such a block is a file in memory with uncommitted changes). The commit whose extents
+///   first reference a block records its allocation as that reference (`claim`); a block
+///   whose count fell to zero, its release journaled in a generation the commit covers,
+///   is recorded and released in that commit (a pending free: reused only after the
+///   block space's rule, so a crash that replays the frame which wrote it finds it
+///   intact). A crash leaves unclaimed blocks free in the tree: replay claims the ones
+///   its frames name (`TreeVolume.open`).
+/// - **Touched blocks**: committed blocks whose references a file changed in memory,
+///   tagged with the delta's open generation at the time. The commit of generation c
+///   drops the tags up to c, whose changes its tree now holds. The caller's duty: every
+///   block call of a change happens inside the delta ticket the change records in (it
+///   joins first and leaves after its releases), so a tag is never older than the
+///   generation that holds the change.
+/// - **Unshared marks**: unclaimed blocks that lost a reference in a change maybe not
+///   durable yet, until a sync that began after it completes (format 1's rule).
+///
+/// `isExclusive` (may a file overwrite in place) is therefore: an unclaimed block with a
+/// count of one and no unshared mark, or a committed block with a count of one in the
+/// block tree that no uncommitted change touched. Both err towards copying: the tree
+/// counts a block shared by two neighbouring extent items twice where a file merged them.
+///
+/// Locking: every call takes the volume's space lock (`TreeVolume.spaceLock`), which the
+/// commit holds while it changes the block space. Lock order: a file's lock, then the
+/// space lock, then the delta's.
+public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
+    public let image: ImageMapping
+    let space: BlockSpace
+    let delta: MetadataDelta
+    let lock: PthreadLock
+    // Guarded by `lock`:
+    /// In-memory reference counts of the unclaimed blocks that someone holds.
+    let counts = BlockReferenceCounts()
+    /// Every unclaimed block: held (in `counts`) or dead (waiting for a commit).
+    var unclaimed = RangeSet<UInt64>()
+    /// Unclaimed blocks no one holds, by the open generation when they were let go.
+    var dead: [(generation: UInt64, blocks: RangeSet<UInt64>)] = []
+    /// Committed blocks whose references changed in memory, by the open generation.
+    var touched: [(generation: UInt64, blocks: RangeSet<UInt64>)] = []
+    /// Unclaimed blocks that lost a reference in a change a power cut could undo, by the
+    /// sync epoch read after the change (cleared once a later sync completed).
+    var unshared: [(epoch: UInt64, blocks: RangeSet<UInt64>)] = []
+
+    init(image: ImageMapping, space: BlockSpace, delta: MetadataDelta, lock: PthreadLock) {
+        self.image = image
+        self.space = space
+        self.delta = delta
+        self.lock = lock
+    }
+
+    public var availableBytes: UInt64 {
+        lock.withLock { ((try? space.freeBlockCount()) ?? 0) << BackingStore.blockShift }
+    }
+
+    /// Takes blocks from the block space (the hint is not used yet: the space allocates
+    /// where it allocated last, which keeps a file's appends together) and gives them disk
+    /// space before anyone writes them through the mapping (a fault on an unbacked page of
+    /// a full disk would be an I/O error instead of ENOSPC).
+    public func allocate(byteCount: Int, hint: UInt64?) throws(FSError) -> Range<UInt64> {
+        precondition(byteCount > 0)
+        let wanted = (UInt64(byteCount) + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
+        return try lock.withLock { () throws(FSError) -> Range<UInt64> in
+            let blocks = try space.takeData(upTo: wanted)
+            let bytes = (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
+            do throws(FSError) {
+                try image.storage.reserve(bytes)
+            } catch .notSupported {
+                // No fallocate here: a sparse file is the best there is.
+            } catch {
+                space.giveBack(blocks)  // never named by anything
+                throw error
+            }
+            counts.insertAllocated(blocks)
+            unclaimed.insert(contentsOf: blocks)
+            return bytes
+        }
+    }
+
+    public func retain(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        try lock.withLock { () throws(FSError) in
+            let (fresh, committed) = split(blocks)
+            for part in fresh.ranges where !counts.isAllocated(part) {
+                throw .invalidArgument("image range \(range) is not allocated")
+            }
+            for part in committed.ranges where !(try isReferencedInTree(part)) {
+                throw .invalidArgument("image range \(range) is not allocated")
+            }
+            retainLocked(fresh, committed)
+        }
+    }
+
+    public func retainOwned(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        lock.withLock {
+            let (fresh, committed) = split(blocks)
+            retainLocked(fresh, committed)
+        }
+    }
+
+    private func retainLocked(_ fresh: RangeSet<UInt64>, _ committed: RangeSet<UInt64>) {
+        for part in fresh.ranges { counts.retain(part) }
+        touch(committed)
+    }
+
+    public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
+        lock.withLock {
+            let generation = delta.openNumber
+            var freed = RangeSet<UInt64>()
+            for range in ranges where !range.isEmpty {
+                let (fresh, committed) = split(BackingStore.blocks(touchedBy: range))
+                for part in fresh.ranges {
+                    for gone in counts.release(part) { freed.insert(contentsOf: gone) }
+                }
+                touch(committed)
+            }
+            if !freed.isEmpty { dead.append((generation, freed)) }
+            var marks = RangeSet<UInt64>()
+            for range in dropped where !range.isEmpty {
+                var survivors = split(BackingStore.blocks(touchedBy: range)).fresh
+                survivors.subtract(freed)
+                marks.formUnion(survivors)
+            }
+            if !marks.isEmpty { unshared.append((image.syncEpoch, marks)) }
+        }
+    }
+
+    public func isExclusive(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return true }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        return lock.withLock {
+            unshared.removeAll { image.isDurable(since: $0.epoch) }
+            let (fresh, committed) = split(blocks)
+            for part in fresh.ranges {
+                guard counts.isExclusive(part), !unshared.contains(where: { $0.blocks.overlaps(part) }) else { return false }
+            }
+            for part in committed.ranges {
+                guard !touched.contains(where: { $0.blocks.overlaps(part) }) else { return false }
+                guard let runs = try? space.blockTree.runs(overlapping: part),
+                      Self.cover(part, runs, where: { $0.count == 1 && $0.use == .data }) else { return false }
+            }
+            return true
+        }
+    }
+
+    public func isInUse(byte offset: UInt64) -> Bool {
+        let block = offset >> BackingStore.blockShift
+        return lock.withLock {
+            if unclaimed.contains(block) { return counts.count(of: block) > 0 }
+            return ((try? space.blockTree.count(of: block)) ?? 0) > 0
+        }
+    }
+
+    // MARK: - The commit's side (caller holds the space lock)
+
+    /// The part of `blocks` no commit has recorded yet.
+    func unclaimedPart(of blocks: Range<UInt64>) -> RangeSet<UInt64> {
+        unclaimed.intersection(RangeSet(blocks))
+    }
+
+    /// Records `blocks` (unclaimed) as allocated: the first reference an extent item of
+    /// this commit takes on them. From now on they are committed blocks, touched in the
+    /// open generation: files in memory may hold them in changes this commit does not
+    /// cover (a clone made since), which only the next commit's tree counts.
+    func claim(_ blocks: RangeSet<UInt64>) {
+        for part in blocks.ranges {
+            space.recordData(part)
+            counts.forget(part)
+        }
+        unclaimed.subtract(blocks)
+        for i in dead.indices { dead[i].blocks.subtract(blocks) }
+        for i in unshared.indices { unshared[i].blocks.subtract(blocks) }
+        touch(blocks)
+    }
+
+    /// After the commit of `generation` applied its extents' references: unclaimed blocks
+    /// let go of while it was open are recorded and released (pending frees of this
+    /// commit), and the touched marks its tree now covers are dropped.
+    func finishCommit(_ generation: UInt64) {
+        var released = RangeSet<UInt64>()
+        for entry in dead where entry.generation <= generation { released.formUnion(entry.blocks) }
+        dead.removeAll { $0.generation <= generation || $0.blocks.isEmpty }
+        released.formIntersection(unclaimed)
+        for part in released.ranges {
+            space.recordData(part)
+            space.release(part)
+        }
+        unclaimed.subtract(released)
+        touched.removeAll { $0.generation <= generation }
+    }
+
+    // MARK: - Internals (caller holds the lock)
+
+    private func split(_ blocks: Range<UInt64>) -> (fresh: RangeSet<UInt64>, committed: RangeSet<UInt64>) {
+        let whole = RangeSet(blocks)
+        let fresh = unclaimed.intersection(whole)
+        return (fresh, whole.subtracting(fresh))
+    }
+
+    private func touch(_ committed: RangeSet<UInt64>) {
+        guard !committed.isEmpty else { return }
+        let generation = delta.openNumber
+        if let last = touched.indices.last, touched[last].generation == generation {
+            touched[last].blocks.formUnion(committed)
+        } else {
+            touched.append((generation, committed))
+        }
+    }
+
+    private func isReferencedInTree(_ blocks: Range<UInt64>) throws(FSError) -> Bool {
+        Self.cover(blocks, try space.blockTree.runs(overlapping: blocks), where: { $0.count > 0 && $0.use == .data })
+    }
+
+    /// True when `runs` (in order) cover every block of `blocks` and each satisfies `test`.
+    static func cover(_ blocks: Range<UInt64>, _ runs: [BlockRun], where test: (BlockRun) -> Bool) -> Bool {
+        var covered = blocks.lowerBound
+        for run in runs {
+            guard run.blocks.lowerBound <= covered, test(run) else { return false }
+            covered = max(covered, run.blocks.upperBound)
+            if covered >= blocks.upperBound { return true }
+        }
+        return covered >= blocks.upperBound
+    }
+}

@@ -1,0 +1,290 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// Files on format 2: `OffloadedFile`s keep their data in a `TreeVolume`'s block space
+/// (`VolumeFileBlocks`) and journal every change as a `fileRange` frame, against plain
+/// byte arrays. Random writes (small ones stay in RAM, larger ones take blocks), overwrites
+/// (in place where the blocks are exclusive), appends, truncations, punched holes and
+/// clones between the files, with commits, syncs and power cuts among them:
+/// - every file always reads as its model (a write in place into a block another file
+///   shares shows up here);
+/// - after every commit the committed tree reads as the models, and the block tree's data
+///   runs hold exactly the references its extents take (an unclaimed block counted twice,
+///   or left out, or a block released that an extent still names, shows up here);
+/// - a power cut right after a sync opens (replay claims the blocks the crashed mount
+///   took) to exactly the models, with the same references, and takes more changes.
+/// Replay one seed with `OFFLOADFS_VOLUME_FILES_SEED=N`.
+final class VolumeFileBlocksTests: XCTestCase {
+    static let capacity: UInt64 = 24 << 20
+    static let fileCount = 4
+
+    /// Journals a file's changes into the volume, as format 2's namespace will: one frame
+    /// holding the inode (its new size) and the range.
+    final class Journal: FileChangeObserver, @unchecked Sendable {
+        let volume: TreeVolume
+        let inode: UInt64
+        var item = NamespaceChangeScript.inode(type: 8, links: 1)
+        /// The first change the volume refused (under the file's lock).
+        var failure: FSError?
+
+        init(volume: TreeVolume, inode: UInt64) {
+            self.volume = volume
+            self.inode = inode
+        }
+
+        func fileChanged(_ change: FileChange) {
+            do throws(FSError) {
+                item.size = change.size
+                try volume.perform([.attributes(inode: inode, item), .fileRange(inode: inode, change)])
+            } catch {
+                if failure == nil { failure = error }
+            }
+        }
+    }
+
+    struct Totals {
+        var operations = 0, commits = 0, cuts = 0, claimedAtReplay = 0, inPlace = 0, clones = 0
+    }
+
+    func testFilesOnTheBlockSpaceReadAsTheirModelsThroughCommitsAndPowerCuts() throws {
+        var totals = Totals()
+        for seed in crashTestSeeds(replay: "OFFLOADFS_VOLUME_FILES_SEED", count: 4) {
+            do {
+                try runSeed(seed, &totals)
+            } catch {
+                return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_VOLUME_FILES_SEED=\(seed)")
+            }
+        }
+        print("volume files test: \(totals.operations) operations, \(totals.commits) commits, \(totals.cuts) cuts, \(totals.claimedAtReplay) blocks claimed at replay, \(totals.inPlace) overwrites in place, \(totals.clones) clones")
+        XCTAssertGreaterThan(totals.cuts, 0)
+        XCTAssertGreaterThan(totals.claimedAtReplay, 0, "no replay had to claim a block the crashed mount took")
+        XCTAssertGreaterThan(totals.inPlace, 0, "no overwrite went in place")
+    }
+
+    /// Two files on a fresh volume (inodes 2 and 3), the first holding `bytes` in blocks.
+    func twoFiles(_ bytes: [UInt8]) throws -> (CrashSimulatingStorage, TreeVolume, OffloadedFile, OffloadedFile) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform((2...3).map { .attributes(inode: $0, NamespaceChangeScript.inode(type: 8, links: 1)) })
+        let (files, _) = try Self.openFiles(volume, models: nil)
+        try files[0].write(at: 0, bytes: bytes)
+        return (disk, volume, files[0], files[1])
+    }
+
+    /// A commit that covers a file's blocks but not a clone made of them since (in the next
+    /// generation) must not let the file overwrite them in place: the block tree counts
+    /// one reference until the next commit.
+    func testBlocksACommitClaimsStaySharedWithAClonesMadeInTheNextGeneration() throws {
+        let original = [UInt8](repeating: 0x11, count: 3 * 4096)
+        let (_, volume, x, y) = try twoFiles(original)
+        _ = volume.delta.close()  // the write's generation closes; the clone joins the next
+        try y.cloneRange(from: x, sourceOffset: 0, count: UInt64(original.count), to: 0)
+        try volume.commit()       // commits the write's generation only
+        XCTAssertEqual(volume.delta.layers().first?.objectCount, 1, "the clone waits in the open generation")
+        try x.write(at: 4096, bytes: [UInt8](repeating: 0x22, count: 4096))
+        XCTAssertTrue(try y.read(at: 0, count: original.count) == original, "the clone's bytes changed under it")
+    }
+
+    /// A file that let go of a shared block in a change not yet durable may get it back
+    /// after a power cut: until a sync, the other holder must copy instead of writing in
+    /// place.
+    func testABlockLetGoOfBeforeASyncIsNotOverwrittenInPlaceUntilTheSync() throws {
+        let original = [UInt8](repeating: 0x33, count: 2 * 4096)
+        let (disk, volume, x, y) = try twoFiles(original)
+        try y.cloneRange(from: x, sourceOffset: 0, count: UInt64(original.count), to: 0)
+        guard case .mmapOffload(let shared, _) = x.extentList.first?.extent else { return XCTFail("x holds no blocks") }
+        try volume.sync()
+        try x.truncate()          // journaled, not durable
+        try y.write(at: 0, bytes: [UInt8](repeating: 0x44, count: 4096))
+        // The power cut keeps what the sync made durable, and the shared block's page (as
+        // if written back), not the truncation's frame: x keeps the block.
+        var rng = SplitMix64(seed: 3)
+        var image = disk.crashImage(using: &rng, keep: 0, torn: 0)
+        let page = disk.readBytes(at: shared, count: 4096)
+        image.replaceSubrange(Int(shared)..<Int(shared) + 4096, with: page)
+        let recovered = try TreeVolume.open(CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image))
+        var bytes = [UInt8](repeating: 0, count: original.count)
+        for (offset, extent) in try recovered.filesystem.extents(2, overlapping: 0..<UInt64.max) {
+            guard case .image(let at, let length) = extent else { continue }
+            try bytes.withUnsafeMutableBytes { raw in
+                _ = try recovered.storage.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset + length)]), at: at)
+            }
+        }
+        XCTAssertTrue(bytes == original, "the file the power cut brought back shows the other file's write")
+        // Once the truncation is durable, y owns its second block alone and rewrites it in place.
+        try volume.sync()
+        let before = y.extentList.map(\.extent)
+        try y.write(at: 4096, bytes: [UInt8](repeating: 0x55, count: 4096))
+        XCTAssertEqual(y.extentList.map(\.extent), before, "after the sync the overwrite still copied")
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func runSeed(_ seed: UInt64, _ totals: inout Totals) throws {
+        var rng = SplitMix64(seed: seed)
+        var disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        var volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
+                                           nameHashKey: SipHash24(key0: seed, key1: ~seed))
+        try volume.perform((1...Self.fileCount).map {
+            .attributes(inode: UInt64($0) + 1, NamespaceChangeScript.inode(type: 8, links: 1))
+        })
+        var models = [[UInt8]](repeating: [], count: Self.fileCount)
+        var (files, journals) = try Self.openFiles(volume, models: nil)
+        for _ in 0..<(150 + rng.next() % 100) {
+            let i = Int(rng.next() % UInt64(Self.fileCount))
+            let file = files[i]
+            switch rng.next() % 14 {
+            case 0..<4:
+                // A write anywhere up to a little past the end: small ones stay in RAM.
+                let count = Int(rng.next() % 3 == 0 ? rng.next() % 2000 + 1 : rng.next() % 40_000 + 1)
+                let offset = Int(rng.next() % UInt64(models[i].count + 9000))
+                let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next() | 1) }
+                try file.write(at: UInt64(offset), bytes: bytes)
+                if models[i].count < offset + count { models[i] += [UInt8](repeating: 0, count: offset + count - models[i].count) }
+                models[i].replaceSubrange(offset..<offset + count, with: bytes)
+            case 4..<6:
+                // An overwrite inside the file: in place when its blocks are exclusive.
+                guard models[i].count > 0 else { continue }
+                let offset = Int(rng.next() % UInt64(models[i].count))
+                let count = min(models[i].count - offset, Int(rng.next() % 9000) + 1)
+                let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                let extentsBefore = file.extentList.map(\.extent)
+                try file.write(at: UInt64(offset), bytes: bytes)
+                if file.extentList.map(\.extent) == extentsBefore { totals.inPlace += 1 }
+                models[i].replaceSubrange(offset..<offset + count, with: bytes)
+            case 6:
+                let size = Int(rng.next() % UInt64(models[i].count + 20_000))
+                try file.resize(to: UInt64(size))
+                if size < models[i].count { models[i].removeLast(models[i].count - size) } else {
+                    models[i] += [UInt8](repeating: 0, count: size - models[i].count)
+                }
+            case 7:
+                guard models[i].count > 0 else { continue }
+                let offset = Int(rng.next() % UInt64(models[i].count))
+                let count = min(models[i].count - offset, Int(rng.next() % 30_000) + 1)
+                try file.punchHole(UInt64(offset)..<UInt64(offset + count))
+                models[i].replaceSubrange(offset..<offset + count, with: [UInt8](repeating: 0, count: count))
+            case 8..<10:
+                // A clone from another file (or this one): shared blocks, copied on write.
+                let j = Int(rng.next() % UInt64(Self.fileCount))
+                guard models[j].count > 0 else { continue }
+                let from = Int(rng.next() % UInt64(models[j].count))
+                let count = min(models[j].count - from, Int(rng.next() % 50_000) + 1)
+                let to = Int(rng.next() % UInt64(models[i].count + 5000))
+                let source = Array(models[j][from..<from + count])
+                try file.cloneRange(from: files[j], sourceOffset: UInt64(from), count: UInt64(count), to: UInt64(to))
+                if models[i].count < to + count { models[i] += [UInt8](repeating: 0, count: to + count - models[i].count) }
+                models[i].replaceSubrange(to..<to + count, with: source)
+                totals.clones += 1
+            case 10:
+                try volume.commit()
+                totals.commits += 1
+                try Self.check(volume, models, "after a commit")
+            case 11:
+                try volume.sync()
+                // The image a power cut leaves now: what the sync made durable.
+                let image = disk.crashImage(using: &rng, keep: 0, torn: 0)
+                let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
+                let recovered = try TreeVolume.open(recoveredDisk)
+                totals.claimedAtReplay += Int(recovered.blocksClaimedAtOpen)
+                try Self.check(recovered, models, "after a power cut following a sync")
+                totals.cuts += 1
+                // Go on with the recovered image half of the time.
+                if rng.next() % 2 == 0 {
+                    volume = recovered
+                    disk = recoveredDisk
+                    (files, journals) = try Self.openFiles(volume, models: models)
+                }
+            default:
+                try file.resize(to: UInt64(models[i].count))  // no change
+            }
+            totals.operations += 1
+            for (k, journal) in journals.enumerated() {
+                if let failure = journal.failure { throw Failure(description: "file \(k): the volume refused a change: \(failure)") }
+            }
+            for (k, file) in files.enumerated() {
+                try file.checkInvariants()
+                guard try file.read(at: 0, count: models[k].count + 1) == models[k] else {
+                    throw Failure(description: "file \(k) reads differently from its model after operation \(totals.operations)")
+                }
+            }
+        }
+        try volume.commit()
+        try Self.check(volume, models, "at the end")
+    }
+
+    /// Files over the volume's blocks, one per model, each journaling into the volume.
+    /// With `models` (a recovered volume), each file is loaded from the committed tree.
+    static func openFiles(_ volume: TreeVolume, models: [[UInt8]]?) throws -> ([OffloadedFile], [Journal]) {
+        let store = try volume.fileBlocks()
+        let limiter = MemoryLimiter(limitBytes: 64 << 10)
+        var files: [OffloadedFile] = [], journals: [Journal] = []
+        for k in 0..<fileCount {
+            let inode = UInt64(k) + 2
+            let file = OffloadedFile(store: store, limiter: limiter)
+            if models != nil {
+                // Rebuilt from the tree's extents, each taking its reference as a file does.
+                for (offset, extent) in try volume.filesystem.extents(inode, overlapping: 0..<UInt64.max) {
+                    switch extent {
+                    case .image(let image, let length):
+                        try file.write(at: offset, imageRange: image..<image + length)
+                    case .fill(let byte, let length):
+                        if byte != 0 { try file.write(at: offset, bytes: [UInt8](repeating: byte, count: Int(length))) }
+                    case .inline(let bytes):
+                        try file.write(at: offset, bytes: bytes)
+                    }
+                }
+                if let size = try volume.filesystem.inode(inode)?.size { try file.resize(to: size) }
+            }
+            let journal = Journal(volume: volume, inode: inode)
+            if let item = try volume.filesystem.inode(inode) { journal.item = item }
+            file.attach(journal)
+            files.append(file)
+            journals.append(journal)
+        }
+        return (files, journals)
+    }
+
+    /// The volume's committed tree reads as `models`, and its data runs hold exactly the
+    /// references its extents take.
+    static func check(_ volume: TreeVolume, _ models: [[UInt8]], _ when: String) throws {
+        var expected: [UInt64: UInt32] = [:]
+        for (k, model) in models.enumerated() {
+            let inode = UInt64(k) + 2
+            var bytes = [UInt8](repeating: 0, count: model.count)
+            let size = try volume.filesystem.inode(inode)?.size
+            guard size == UInt64(model.count) else {
+                throw Failure(description: "\(when): file \(k) has size \(String(describing: size)), the model \(model.count)")
+            }
+            for (offset, extent) in try volume.filesystem.extents(inode, overlapping: 0..<UInt64.max) {
+                switch extent {
+                case .image(let image, let length):
+                    try bytes.withUnsafeMutableBytes { raw in
+                        _ = try volume.storage.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset + length)]), at: image)
+                    }
+                    for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expected[block, default: 0] += 1 }
+                case .fill(let byte, let length):
+                    bytes.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(byte, count: Int(length)))
+                case .inline(let inline):
+                    bytes.replaceSubrange(Int(offset)..<Int(offset) + inline.count, with: inline)
+                }
+            }
+            guard bytes == model else {
+                let first = zip(bytes, model).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+                throw Failure(description: "\(when): file \(k) reads differently from its model (first difference at \(String(describing: first)))")
+            }
+        }
+        var counted: [UInt64: UInt32] = [:]
+        for run in try volume.space.blockTree.allRuns() where run.use == .data {
+            for block in run.blocks { counted[block] = run.count }
+        }
+        guard counted == expected else {
+            let differing = Set(counted.keys).union(expected.keys).filter { counted[$0] != expected[$0] }.sorted().prefix(5)
+            throw Failure(description: "\(when): data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(expected[$0] ?? 0)" })")
+        }
+    }
+}
