@@ -14,7 +14,10 @@ import SplitMix
 ///   runs hold exactly the references its extents take (an unclaimed block counted twice,
 ///   or left out, or a block released that an extent still names, shows up here);
 /// - a power cut right after a sync opens (replay claims the blocks the crashed mount
-///   took) to exactly the models, with the same references, and takes more changes.
+///   took) to exactly the models, with the same references, and takes more changes;
+/// - a power cut at any other moment (the last sync's image plus any subset of the pages
+///   written since, some torn) opens with exact references, and every byte no operation
+///   changed since the last sync or commit reads as it did then.
 /// Replay one seed with `OFFLOADFS_VOLUME_FILES_SEED=N`.
 final class VolumeFileBlocksTests: XCTestCase {
     static let capacity: UInt64 = 24 << 20
@@ -45,22 +48,26 @@ final class VolumeFileBlocksTests: XCTestCase {
     }
 
     struct Totals {
-        var operations = 0, commits = 0, cuts = 0, claimedAtReplay = 0, inPlace = 0, clones = 0
+        var operations = 0, commits = 0, cuts = 0, unsyncedCuts = 0, claimedAtReplay = 0, inPlace = 0, clones = 0
     }
 
     func testFilesOnTheBlockSpaceReadAsTheirModelsThroughCommitsAndPowerCuts() throws {
         var totals = Totals()
-        for seed in crashTestSeeds(replay: "OFFLOADFS_VOLUME_FILES_SEED", count: 4) {
+        let seeds = crashTestSeeds(replay: "OFFLOADFS_VOLUME_FILES_SEED", count: 4)
+        for seed in seeds {
             do {
                 try runSeed(seed, &totals)
             } catch {
                 return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_VOLUME_FILES_SEED=\(seed)")
             }
         }
-        print("volume files test: \(totals.operations) operations, \(totals.commits) commits, \(totals.cuts) cuts, \(totals.claimedAtReplay) blocks claimed at replay, \(totals.inPlace) overwrites in place, \(totals.clones) clones")
-        XCTAssertGreaterThan(totals.cuts, 0)
+        print("volume files test: \(totals.operations) operations, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.unsyncedCuts) without a sync), \(totals.claimedAtReplay) blocks claimed at replay, \(totals.inPlace) overwrites in place, \(totals.clones) clones")
+        guard seeds.count > 1 else { return }
+        XCTAssertGreaterThan(totals.unsyncedCuts, 0)
+        XCTAssertGreaterThan(totals.cuts, totals.unsyncedCuts, "no power cut followed a sync")
         XCTAssertGreaterThan(totals.claimedAtReplay, 0, "no replay had to claim a block the crashed mount took")
         XCTAssertGreaterThan(totals.inPlace, 0, "no overwrite went in place")
+        XCTAssertGreaterThan(totals.clones, 0)
     }
 
     /// Two files on a fresh volume (inodes 2 and 3), the first holding `bytes` in blocks.
@@ -133,17 +140,30 @@ final class VolumeFileBlocksTests: XCTestCase {
             .attributes(inode: UInt64($0) + 1, NamespaceChangeScript.inode(type: 8, links: 1))
         })
         var models = [[UInt8]](repeating: [], count: Self.fileCount)
+        // What the last sync or commit made durable, and the bytes changed since (a power
+        // cut may keep any part of those changes, and nothing else may differ).
+        var durable = models
+        var dirty = [RangeSet<Int>](repeating: RangeSet(), count: Self.fileCount)
         var (files, journals) = try Self.openFiles(volume, models: nil)
         for _ in 0..<(150 + rng.next() % 100) {
             let i = Int(rng.next() % UInt64(Self.fileCount))
             let file = files[i]
-            switch rng.next() % 14 {
+            let sizeBefore = models[i].count
+            // The bytes the operation writes (with those between the old and the new size).
+            var written: Range<Int>?
+            defer {
+                if let written { dirty[i].insert(contentsOf: written) }
+                let low = min(sizeBefore, models[i].count), high = max(sizeBefore, models[i].count)
+                if low < high { dirty[i].insert(contentsOf: low..<high) }
+            }
+            switch rng.next() % 15 {
             case 0..<4:
                 // A write anywhere up to a little past the end: small ones stay in RAM.
                 let count = Int(rng.next() % 3 == 0 ? rng.next() % 2000 + 1 : rng.next() % 40_000 + 1)
                 let offset = Int(rng.next() % UInt64(models[i].count + 9000))
                 let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next() | 1) }
                 try file.write(at: UInt64(offset), bytes: bytes)
+                written = offset..<offset + count
                 if models[i].count < offset + count { models[i] += [UInt8](repeating: 0, count: offset + count - models[i].count) }
                 models[i].replaceSubrange(offset..<offset + count, with: bytes)
             case 4..<6:
@@ -154,6 +174,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                 let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
                 let extentsBefore = file.extentList.map(\.extent)
                 try file.write(at: UInt64(offset), bytes: bytes)
+                written = offset..<offset + count
                 if file.extentList.map(\.extent) == extentsBefore { totals.inPlace += 1 }
                 models[i].replaceSubrange(offset..<offset + count, with: bytes)
             case 6:
@@ -167,6 +188,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                 let offset = Int(rng.next() % UInt64(models[i].count))
                 let count = min(models[i].count - offset, Int(rng.next() % 30_000) + 1)
                 try file.punchHole(UInt64(offset)..<UInt64(offset + count))
+                written = offset..<offset + count
                 models[i].replaceSubrange(offset..<offset + count, with: [UInt8](repeating: 0, count: count))
             case 8..<10:
                 // A clone from another file (or this one): shared blocks, copied on write.
@@ -177,6 +199,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                 let to = Int(rng.next() % UInt64(models[i].count + 5000))
                 let source = Array(models[j][from..<from + count])
                 try file.cloneRange(from: files[j], sourceOffset: UInt64(from), count: UInt64(count), to: UInt64(to))
+                written = to..<to + count
                 if models[i].count < to + count { models[i] += [UInt8](repeating: 0, count: to + count - models[i].count) }
                 models[i].replaceSubrange(to..<to + count, with: source)
                 totals.clones += 1
@@ -184,7 +207,34 @@ final class VolumeFileBlocksTests: XCTestCase {
                 try volume.commit()
                 totals.commits += 1
                 try Self.check(volume, models, "after a commit")
+                durable = models
+                dirty = [RangeSet<Int>](repeating: RangeSet(), count: Self.fileCount)
             case 11:
+                // A power cut now, without a sync: what the last sync or commit made durable,
+                // plus any subset of the pages written since (some torn). The image opens,
+                // its references are exact, and every byte no operation changed since the
+                // sync reads as then.
+                let image = disk.crashImage(using: &rng)
+                let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
+                let recovered = try TreeVolume.open(recoveredDisk)
+                totals.claimedAtReplay += Int(recovered.blocksClaimedAtOpen)
+                let found = try Self.committedFiles(recovered)
+                for k in 0..<Self.fileCount {
+                    for p in 0..<min(found[k].count, durable[k].count) where found[k][p] != durable[k][p] && !dirty[k].contains(p) {
+                        throw Failure(description: "after a power cut without a sync: file \(k) byte \(p), unchanged since the last sync, reads \(found[k][p]), not \(durable[k][p])")
+                    }
+                }
+                totals.cuts += 1
+                totals.unsyncedCuts += 1
+                if rng.next() % 2 == 0 {
+                    volume = recovered
+                    disk = recoveredDisk
+                    models = found
+                    durable = found
+                    dirty = [RangeSet<Int>](repeating: RangeSet(), count: Self.fileCount)
+                    (files, journals) = try Self.openFiles(volume, models: models)
+                }
+            case 12:
                 try volume.sync()
                 // The image a power cut leaves now: what the sync made durable.
                 let image = disk.crashImage(using: &rng, keep: 0, torn: 0)
@@ -193,6 +243,8 @@ final class VolumeFileBlocksTests: XCTestCase {
                 totals.claimedAtReplay += Int(recovered.blocksClaimedAtOpen)
                 try Self.check(recovered, models, "after a power cut following a sync")
                 totals.cuts += 1
+                durable = models
+                dirty = [RangeSet<Int>](repeating: RangeSet(), count: Self.fileCount)
                 // Go on with the recovered image half of the time.
                 if rng.next() % 2 == 0 {
                     volume = recovered
@@ -252,15 +304,23 @@ final class VolumeFileBlocksTests: XCTestCase {
     /// The volume's committed tree reads as `models`, and its data runs hold exactly the
     /// references its extents take.
     static func check(_ volume: TreeVolume, _ models: [[UInt8]], _ when: String) throws {
+        let files = try committedFiles(volume)
+        for (k, model) in models.enumerated() where files[k] != model {
+            let first = zip(files[k], model).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            throw Failure(description: "\(when): file \(k) reads differently from its model (sizes \(files[k].count) and \(model.count), first difference at \(String(describing: first)))")
+        }
+    }
+
+    /// Every file's bytes in the volume's committed tree, after checking that its data runs
+    /// hold exactly the references the extents take.
+    static func committedFiles(_ volume: TreeVolume) throws -> [[UInt8]] {
         var expected: [UInt64: UInt32] = [:]
-        for (k, model) in models.enumerated() {
+        var files: [[UInt8]] = []
+        for k in 0..<fileCount {
             let inode = UInt64(k) + 2
-            var bytes = [UInt8](repeating: 0, count: model.count)
-            let size = try volume.filesystem.inode(inode)?.size
-            guard size == UInt64(model.count) else {
-                throw Failure(description: "\(when): file \(k) has size \(String(describing: size)), the model \(model.count)")
-            }
+            var bytes = [UInt8](repeating: 0, count: Int(try volume.filesystem.inode(inode)?.size ?? 0))
             for (offset, extent) in try volume.filesystem.extents(inode, overlapping: 0..<UInt64.max) {
+                guard offset + extent.length <= UInt64(bytes.count) else { throw Failure(description: "file \(k): an extent past its size") }
                 switch extent {
                 case .image(let image, let length):
                     try bytes.withUnsafeMutableBytes { raw in
@@ -273,10 +333,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                     bytes.replaceSubrange(Int(offset)..<Int(offset) + inline.count, with: inline)
                 }
             }
-            guard bytes == model else {
-                let first = zip(bytes, model).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-                throw Failure(description: "\(when): file \(k) reads differently from its model (first difference at \(String(describing: first)))")
-            }
+            files.append(bytes)
         }
         var counted: [UInt64: UInt32] = [:]
         for run in try volume.space.blockTree.allRuns() where run.use == .data {
@@ -284,7 +341,8 @@ final class VolumeFileBlocksTests: XCTestCase {
         }
         guard counted == expected else {
             let differing = Set(counted.keys).union(expected.keys).filter { counted[$0] != expected[$0] }.sorted().prefix(5)
-            throw Failure(description: "\(when): data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(expected[$0] ?? 0)" })")
+            throw Failure(description: "data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(expected[$0] ?? 0)" })")
         }
+        return files
     }
 }
