@@ -238,7 +238,7 @@ final class TreeVolumeCrashTests: XCTestCase {
             case .node: break
             }
         }
-        let chainBlocks = Set(volume.journal.segments.flatMap { ($0.start >> 12)..<($0.range.upperBound >> 12) })
+        let chainBlocks = Set((volume.journal?.segments ?? []).flatMap { ($0.start >> 12)..<($0.range.upperBound >> 12) })
         if journalBlocks != chainBlocks {
             return "journal runs \(journalBlocks.count) blocks, the named chain \(chainBlocks.count): \(journalBlocks.symmetricDifference(chainBlocks).sorted().prefix(5))"
         }

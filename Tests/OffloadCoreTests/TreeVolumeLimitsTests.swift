@@ -19,7 +19,7 @@ final class TreeVolumeLimitsTests: XCTestCase {
             script.perform = { changes, _ in
                 try volume.perform(changes)
                 for change in changes { script.model.apply(change) }
-                largestJournal = max(largestJournal, volume.journal.appendedBytes)
+                largestJournal = max(largestJournal, (volume.journal?.appendedBytes ?? 0))
                 largestGeneration = max(largestGeneration, volume.delta.layers().first!.objectCount)
             }
             try script.makeRoot()

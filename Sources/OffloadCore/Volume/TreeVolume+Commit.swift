@@ -53,13 +53,20 @@ extension TreeVolume {
         defer { spaceLock.unlock() }
         do {
             let oldJournal = journal
-            journal = try journal.continueInNewLog()
-            let newChain = (head: journal.head, sequence: journal.nextSequence)
+            // The first commit of a mount (opening's) starts the chain; later ones continue it.
+            let newJournal: MetadataLog
+            if let oldJournal {
+                newJournal = try oldJournal.continueInNewLog()
+            } else {
+                newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
+            }
+            journal = newJournal
+            let newChain = (head: newJournal.head, sequence: newJournal.nextSequence)
             let generation = delta.nextToCommit()
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
-            oldJournal.releaseSegments()
+            oldJournal?.releaseSegments()
             return try body(generation, newChain)
         } catch {
             failure = error

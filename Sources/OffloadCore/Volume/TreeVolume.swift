@@ -32,8 +32,13 @@ public final class TreeVolume {
     public let filesystem: FileSystemTree
     public let delta: MetadataDelta
     let logSpace: TreeVolumeLogSpace
-    /// The journal chain the current commit slot names (frames since that commit).
-    var journal: MetadataLog
+    /// The journal chain the current commit slot names (frames since that commit); nil
+    /// until the commit that opening runs has started one (none when it failed: the volume
+    /// is then read-only, `failure`).
+    var journal: MetadataLog?
+    /// The sequence number the first chain of this mount starts at: where the replayed
+    /// chain stopped, so no frame left in a reused block can pass for one of the new chain.
+    let firstSequence: UInt64
     /// Frames replayed when the volume opened.
     public internal(set) var replayedFrames = 0
     /// The last generation whose pending frees are punched: the next commit may retire
@@ -113,7 +118,7 @@ public final class TreeVolume {
         replayClaims = try Self.claimBlocks(namedBy: frames.flatMap(\.changes), in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage)
-        journal = try MetadataLog(store: logSpace, imageID: slot.imageID, stream: 0, firstSequence: nextSequence)
+        firstSequence = nextSequence
         let ticket = delta.join()
         defer { delta.leave(ticket) }
         for frame in frames { try delta.record(frame.changes, in: ticket) }
@@ -182,7 +187,13 @@ public final class TreeVolume {
                                     nextSequence: nextSequence)
         // The old chain goes with the commit that stops naming it (a pending free of it).
         for segment in oldChain { volume.logSpace.releaseLogSegment(segment.range) }
-        try volume.commit()
+        do {
+            try volume.commit()
+        } catch .noSpace {
+            // A full image (its last mount ran out of space in a commit, whose replay
+            // needs the same room): it opens read-only, every replayed change readable,
+            // and refuses changes (`failure`) until it is opened with more room.
+        }
         return volume
     }
 
@@ -207,19 +218,30 @@ public final class TreeVolume {
         return unrecorded
     }
 
-    /// Runs one operation: joins the open generation, records `changes`, appends its
-    /// journal frame, leaves. A frame that cannot be appended (no space for a segment, an
-    /// I/O error) fails the volume: the delta holds a change the journal does not.
+    /// Runs one operation: makes room for its journal frame, joins the open generation,
+    /// records `changes`, appends the frame, leaves. An operation the journal has no room
+    /// for (the image is full) or that the delta refuses fails having changed nothing; a
+    /// frame that cannot be written after all (an I/O error) fails the volume: the delta
+    /// holds a change the journal does not.
     public func perform(_ changes: [JournalChange]) throws(FSError) {
         if let failure { throw failure }
+        guard let journal else { preconditionFailure("a volume without a journal is failed") }
+        // Encoded once, before joining: the generation is patched in afterwards.
+        var payload = VolumeJournalFrame.encode(generation: 0, changes)
+        guard payload.count <= FrameHeader.maximumPayload else {
+            throw .invalidArgument("an operation of \(payload.count) journal bytes exceeds a frame's \(FrameHeader.maximumPayload)")
+        }
+        try spaceLock.withLock { () throws(FSError) in
+            let frame = FrameHeader.size + payload.count
+            try journal.ensureRoom(total: frame, largestFrame: frame)
+        }
         let ticket = delta.join()
         do {
             defer { delta.leave(ticket) }
             try delta.record(changes, in: ticket)
+            VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
-                try spaceLock.withLock { () throws(FSError) in
-                    try journal.append(payload: VolumeJournalFrame.encode(generation: ticket.generation.number, changes))
-                }
+                try spaceLock.withLock { () throws(FSError) in try journal.append(payload: payload) }
             } catch {
                 failure = error
                 throw error
@@ -227,7 +249,7 @@ public final class TreeVolume {
         }
         // Outside the generation (a commit waits for the operations inside it). The
         // operation is done whatever the commit does: its frame is in the journal, so a
-        // commit that fails here fails the volume (`failure`, thrown by every later call)
+        // commit that fails here fails the volume (`failure`, thrown by every later change)
         // but not this operation, which replay brings back.
         if journal.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
             _ = try? commit()
@@ -262,8 +284,11 @@ public final class TreeVolume {
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// Single-threaded for now: the reader's tree object is opened here, over the same
     /// page store.
+    /// A failed volume still reads (read-only, as ext4 remounts itself after an error):
+    /// readers open the last durable root, which nothing after it touched (its blocks are
+    /// neither punched nor reused before a later commit is durable), under the delta's
+    /// generations, which a failed commit leaves unretired.
     public func reader() throws(FSError) -> VolumeReader {
-        if let failure { throw failure }
         let layers = delta.layers()
         let generation = current.generation
         epochs.enter(generation)

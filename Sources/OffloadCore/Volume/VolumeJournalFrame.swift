@@ -11,6 +11,12 @@ public enum VolumeJournalFrame {
         return writer.bytes
     }
 
+    /// Sets the generation of a payload `encode` made (its first 8 bytes).
+    static func tag(_ payload: inout [UInt8], generation: UInt64) {
+        precondition(payload.count >= 8)
+        for i in 0..<8 { payload[i] = UInt8(truncatingIfNeeded: generation >> (8 * UInt64(i))) }
+    }
+
     /// Decodes a payload; damage when it does not decode (its CRC matched, so it is not
     /// a torn frame).
     public static func decode(_ payload: [UInt8]) throws(FSError) -> (generation: UInt64, changes: [JournalChange]) {
