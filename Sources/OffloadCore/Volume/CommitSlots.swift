@@ -14,6 +14,14 @@ public enum CommitSlots {
             }.get()
             decoded.append(count == bytes.count ? CommitSlot.decode(bytes, at: block) : .damaged("slot \(block) lies past the end of the image"))
         }
+        // A format 1 superblock in either block: the image is format 1, maybe with an
+        // upgrade that wrote its first slot and not its second (the format 1 copy is then
+        // the image's truth: docs/ARCHITECTURE.md, "The version 1 upgrade").
+        for (block, slot) in decoded.enumerated() {
+            if case .formatOne = slot {
+                throw .invalidArgument("block \(block) holds a format 1 superblock: the image is format 1 (an upgrade to format 2 did not finish)")
+            }
+        }
         guard let chosen = CommitSlot.choose(decoded[0], decoded[1]) else {
             throw .damagedImage("no commit slot holds a commit: slot 0: \(describe(decoded[0])); slot 1: \(describe(decoded[1]))")
         }

@@ -74,7 +74,7 @@ public final class TreeVolume {
     /// (the image keeps its last durable commit; remounting starts from there).
     public internal(set) var failure: FSError?
 
-    private init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
+    init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
                  oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
         self.storage = storage
         current = slot

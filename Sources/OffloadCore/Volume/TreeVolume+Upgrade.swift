@@ -1,0 +1,93 @@
+extension TreeVolume {
+    /// Upgrades a format 1 image in place to format 2 (docs/ARCHITECTURE.md, "The version 1
+    /// upgrade"): the tree `replay` recovered (read-only, checked clean by `analysis`)
+    /// becomes the first generation of a volume over the same blocks, and two commits make
+    /// it the image's.
+    ///
+    /// Until the second commit's slot is durable the image is format 1: every block format
+    /// 1 uses (its files' data, its metadata chains, and the previous commit's, kept for
+    /// repair) is claimed before anything is allocated, so the trees, the placed RAM
+    /// pieces and the journal go only to blocks format 1 holds free, and blocks 0 and 1
+    /// keep a valid format 1 superblock until the second slot: the first commit writes slot
+    /// 2 over copy 0, and while copy 1 is a valid format 1 superblock the image is format 1
+    /// to both formats (a format 1 recovery punches the unreferenced new blocks); the second
+    /// commit writes slot 3 over copy 1, and from then on it is format 2. Data blocks keep
+    /// their offsets: every extent item names the bytes its format 1 piece named, and the
+    /// commit counts their references from the items (a block shared by two files, or two
+    /// pieces, gets two). The claimed blocks no item names (the metadata chains, data of
+    /// inodes no name reaches) are released in the first commit and punched by the second,
+    /// once no format 1 superblock can name them.
+    ///
+    /// Memory: format 1's recovery holds the whole tree already; the upgrade adds it once
+    /// more as one generation of changes, and the new tree's nodes until its commit.
+    public static func upgrade(_ storage: any ImageStorage, from replay: ImageReplay, analysis: ImageAnalysis,
+                               previous: ImageReplay?, nameHashKey: SipHash24) throws(FSError) -> TreeVolume {
+        guard analysis.isClean else {
+            throw .damagedImage("the format 1 image has problems (\(analysis.problems.prefix(3).joined(separator: "; "))); `offloadfs fsck --repair` it before the upgrade")
+        }
+        let superblock = replay.superblock
+        // Blocks the file holds past the capacity are in use too (a lowered capacity).
+        let fileBlocks = (storage.length + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
+        let capacityBytes = max(superblock.capacityBytes, fileBlocks << BackingStore.blockShift)
+        if storage.length < capacityBytes { try storage.setLength(capacityBytes) }
+        let slot = CommitSlot(imageID: superblock.imageID, generation: 1, cleanlyUnmounted: false,
+                              capacityIsSet: superblock.capacityIsSet, capacityBytes: capacityBytes, unmountError: 0,
+                              nameHashKey: nameHashKey, filesystemTree: nil, blockTree: nil,
+                              journal: LogSegment(start: 0, length: 0), journalSequence: 0,
+                              nextInode: replay.nextInode, inodeCount: UInt64(analysis.reachable.count), usedBlocks: 0)
+        let volume = try TreeVolume(storage: storage, slot: slot, replaying: [], oldChain: [], nextSequence: 0)
+        var used = RangeSet<UInt64>()
+        for run in analysis.runs { used.insert(contentsOf: run.blocks) }
+        for segment in replay.metadataSegments + (previous?.metadataSegments ?? []) where segment.length > 0 {
+            used.insert(contentsOf: ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
+        }
+        used.remove(contentsOf: 0..<Self.firstSpaceBlock)
+        try volume.space.claimData(used)
+        volume.replayClaims = used
+        let ticket = volume.delta.join()
+        do {
+            defer { volume.delta.leave(ticket) }
+            for inode in analysis.reachable.sorted() {
+                try volume.delta.record(try changes(of: inode, replay, analysis), in: ticket)
+            }
+        }
+        try volume.commit()
+        try volume.commit()
+        return volume
+    }
+
+    /// Format 2's changes stating inode `number` of a format 1 tree: its attributes, the
+    /// names in it (a directory: indexes 3, 4, ... in name order), its xattrs, its symlink
+    /// target, its file bytes.
+    static func changes(of number: UInt64, _ replay: ImageReplay, _ analysis: ImageAnalysis) throws(FSError) -> [JournalChange] {
+        guard let record = replay.inodes[number] else { throw .damagedImage("inode \(number) is reachable but has no record") }
+        let entries = (replay.entries[number] ?? [:]).sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        let file = replay.files[number]
+        let size: UInt64
+        switch record.type {
+        case 8: size = file?.size ?? 0
+        case 10: size = UInt64(record.symlinkTarget.count)
+        default: size = 0
+        }
+        let item = InodeItem(type: record.type, permissions: record.permissions, uid: record.uid, gid: record.gid,
+                             linkCount: analysis.linkCounts[number] ?? record.linkCount, size: size, rdev: record.rdev,
+                             accessTime: record.accessTime, modificationTime: record.modificationTime,
+                             changeTime: record.changeTime, birthTime: record.birthTime,
+                             parent: record.type == 4 ? record.parent : 0,
+                             nextIndex: record.type == 4 ? 3 + UInt64(entries.count) : 0)
+        var changes: [JournalChange] = [.attributes(inode: number, item)]
+        for (position, entry) in entries.enumerated() {
+            guard let child = replay.inodes[entry.value] else {
+                throw .damagedImage("entry '\(String(decoding: entry.key, as: UTF8.self))' of directory \(number) names inode \(entry.value), which has no record")
+            }
+            changes.append(.link(directory: number, NamedEntry(name: entry.key, child: entry.value, type: child.type,
+                                                               index: 3 + UInt64(position))))
+        }
+        for xattr in record.xattrs { changes.append(.setXattr(inode: number, name: xattr.name, value: xattr.value)) }
+        if record.type == 10, !record.symlinkTarget.isEmpty { changes.append(.symlinkTarget(inode: number, record.symlinkTarget)) }
+        if let file, file.size > 0 {
+            changes.append(.fileRange(inode: number, FileChange(size: file.size, range: 0..<file.size, pieces: file.pieceList)))
+        }
+        return changes
+    }
+}
