@@ -1,0 +1,171 @@
+// The filesystem tree's items, checked one object at a time in key order (an object's
+// items are contiguous: inode, back references, xattrs, target, extents, names, indexes).
+
+extension VolumeCheck {
+    /// What one object's items said, as the scan passes them.
+    struct ObjectTally {
+        var object: UInt64
+        var inode: InodeItem?
+        var items = 0
+        var links = 0
+        var names = 0, indexes = 0, subdirectories = 0
+        var lastIndex: UInt64 = 0
+        var extentEnd: UInt64 = 0
+        var extents = 0
+        var targetBytes = 0
+    }
+
+    /// 2: every item of the filesystem tree, and what the objects' items say together.
+    mutating func checkItems() {
+        var tally: ObjectTally?
+        var scanned: UInt64 = 0
+        do {
+            try filesystem.tree.scan(from: .minimum, through: .maximum) { (key, value) throws(FSError) in
+                if tally?.object != key.object {
+                    if let done = tally { finish(done) }
+                    tally = ObjectTally(object: key.object)
+                }
+                item(key, value, &tally!)
+                scanned += 1
+                if scanned % 65_536 == 0 { progress?("checking items", scanned, 0) }
+                return true
+            }
+        } catch {
+            report.add("the filesystem tree's items could not all be read: \(error)")
+        }
+        if let done = tally { finish(done) }
+    }
+
+    private mutating func item(_ key: TreeKey, _ value: UnsafeRawBufferPointer, _ tally: inout ObjectTally) {
+        tally.items += 1
+        let object = key.object
+        guard let kind = ItemKind(rawValue: key.kind) else { return report.add("item \(key): unknown kind \(key.kind)") }
+        do {
+            switch kind {
+            case .inode:
+                guard key.offset == 0 else { return report.add("item \(key): an inode item at offset \(key.offset)") }
+                tally.inode = try FileSystemTree.decode(key, value) as InodeItem
+            case .backReference:
+                let item: BackReferenceItem = try FileSystemTree.decode(key, value)
+                for link in item.links {
+                    tally.links += 1
+                    if filesystem.hashes.backReference(directory: link.directory, name: link.name) != key.offset {
+                        report.add("inode \(object): the link '\(Self.show(link.name))' in \(link.directory) is under another hash")
+                    }
+                    let index: IndexItem? = try lookups.item(FileSystemTree.indexKey(link.directory, link.index))
+                    if index?.name != link.name || index?.child != object {
+                        report.add("inode \(object): its link '\(Self.show(link.name))' (entry \(link.index) of directory \(link.directory)) is not that entry")
+                    }
+                }
+            case .xattr:
+                // The low 16 bits number the chunks of a long value (raw bytes); 0 is the item.
+                if key.offset & 0xFFFF == 0 { _ = try FileSystemTree.decode(key, value) as XattrItem }
+            case .symlinkTarget:
+                tally.targetBytes += value.count
+            case .extent:
+                let extent: ExtentItem = try FileSystemTree.decode(key, value)
+                tally.extents += 1
+                report.extents += 1
+                if key.offset < tally.extentEnd {
+                    report.add("inode \(object): the extent at \(key.offset) overlaps the one before (ending at \(tally.extentEnd))")
+                }
+                tally.extentEnd = key.offset &+ extent.length
+                if case .image(let offset, let length) = extent,
+                   offset < TreeVolume.firstSpaceBlock << BackingStore.blockShift || length > slot.capacityBytes
+                   || offset > slot.capacityBytes - length {
+                    report.add("inode \(object): the extent at \(key.offset) names image bytes \(offset)..<\(offset &+ length), outside the block space")
+                }
+            case .name:
+                let item: NameItem = try FileSystemTree.decode(key, value)
+                for entry in item.entries {
+                    tally.names += 1
+                    report.names += 1
+                    if entry.type == 4 { tally.subdirectories += 1 }
+                    if filesystem.hashes.name(entry.name) != key.offset {
+                        report.add("directory \(object): '\(Self.show(entry.name))' is under another hash")
+                    }
+                    let index: IndexItem? = try lookups.item(FileSystemTree.indexKey(object, entry.index))
+                    if index != IndexItem(name: entry.name, child: entry.child, type: entry.type) {
+                        report.add("directory \(object): '\(Self.show(entry.name))' has no entry \(entry.index) naming it")
+                    }
+                    let child = try lookups.inode(entry.child)
+                    if child?.type != entry.type {
+                        report.add("directory \(object): '\(Self.show(entry.name))' names inode \(entry.child) of type \(entry.type), which is \(child.map { "of type \($0.type)" } ?? "missing")")
+                    }
+                }
+            case .index:
+                let item: IndexItem = try FileSystemTree.decode(key, value)
+                tally.indexes += 1
+                tally.lastIndex = max(tally.lastIndex, key.offset)
+                let named = try lookups.lookup(directory: object, name: item.name)
+                if named?.child != item.child || named?.index != key.offset {
+                    report.add("directory \(object): entry \(key.offset) '\(Self.show(item.name))' has no name naming it")
+                }
+                if !(try lookups.links(of: item.child)).contains(Link(directory: object, index: key.offset, name: item.name)) {
+                    report.add("directory \(object): entry \(key.offset) '\(Self.show(item.name))' is not among inode \(item.child)'s links")
+                }
+            case .orphan:
+                guard object == ReservedObject.orphans else { return report.add("item \(key): an orphan item outside the orphan list") }
+                let orphan: OrphanItem = try FileSystemTree.decode(key, value)
+                _ = orphan
+                report.orphans += 1
+                if let inode = try lookups.inode(key.offset) {
+                    if inode.linkCount != 0 { report.add("orphan \(key.offset) has \(inode.linkCount) links") }
+                } else {
+                    report.add("orphan \(key.offset) has no inode")
+                }
+            }
+        } catch {
+            report.add("item \(key): \(error)")
+        }
+    }
+
+    /// What an object's items say together.
+    private mutating func finish(_ tally: ObjectTally) {
+        let object = tally.object
+        if object >= ReservedObject.firstReserved {
+            if object != ReservedObject.orphans { report.add("items under the reserved object \(object)") }
+            return
+        }
+        guard let inode = tally.inode else {
+            return report.add("inode \(object): \(tally.items) items without an inode item")
+        }
+        report.inodes += 1
+        let isDirectory = inode.type == 4
+        if isDirectory {
+            report.directories += 1
+            let expected = 2 + UInt32(clamping: tally.subdirectories)
+            if inode.linkCount != expected {
+                report.add("directory \(object): \(inode.linkCount) links, its subdirectories make \(expected)")
+            }
+            if tally.links != (object == 1 ? 0 : 1) {
+                report.add("directory \(object): \(tally.links) names lead to it")
+            }
+            if tally.names != tally.indexes {
+                report.add("directory \(object): \(tally.names) names and \(tally.indexes) entries")
+            }
+            if tally.indexes > 0 && inode.nextIndex <= tally.lastIndex {
+                report.add("directory \(object): its next entry number \(inode.nextIndex) is in use")
+            }
+        } else {
+            if inode.linkCount != UInt32(clamping: tally.links) {
+                report.add("inode \(object): \(inode.linkCount) links, \(tally.links) names lead to it")
+            }
+            if tally.names + tally.indexes > 0 { report.add("inode \(object): names in an inode that is no directory") }
+        }
+        if inode.linkCount == 0, !isDirectory, (try? lookups.orphan(object)) == nil {
+            report.add("inode \(object): no name reaches it and no orphan item lists it")
+        }
+        if tally.extents > 0 && inode.type != 8 { report.add("inode \(object): extents in an inode that is no regular file") }
+        if tally.extentEnd > inode.size { report.add("inode \(object): extents reach \(tally.extentEnd), past its size \(inode.size)") }
+        if inode.type == 10 {
+            if tally.targetBytes == 0 || UInt64(tally.targetBytes) != inode.size {
+                report.add("symlink \(object): a target of \(tally.targetBytes) bytes, size \(inode.size)")
+            }
+            do { _ = try lookups.symlinkTarget(object) } catch { report.add("symlink \(object): \(error)") }
+        }
+        if inode.type != 10 && tally.targetBytes > 0 { report.add("inode \(object): a symlink target in an inode that is no symlink") }
+    }
+
+    static func show(_ name: [UInt8]) -> String { String(decoding: name.prefix(64), as: UTF8.self) }
+}

@@ -1,0 +1,131 @@
+/// fsck's check of a format 2 image (docs/ARCHITECTURE.md, "Checking format 2"): read
+/// only, in memory bounded by a budget, not by the tree.
+///
+/// What it checks, at the current commit slot:
+/// 1. both trees, node by node (`CopyOnWriteTree.check`: checksums, levels, key ranges,
+///    no node reached twice);
+/// 2. the filesystem tree's items, one object at a time in key order
+///    (`VolumeCheck+Items.swift`): every item decodes and belongs to an inode that has
+///    its inode item; link counts match the back references (directories: 2 and one per
+///    subdirectory); every name has its index item, every index item its name and the
+///    child's back reference, every back reference its index item; extents in order,
+///    inside the file's size and the image; symlink targets; orphans;
+/// 3. the block references (`VolumeCheck+References.swift`), a batch of block groups at a
+///    time: what the extents, both trees' nodes and the journal chain the slot names use,
+///    counted per block, against the block tree's runs, pending frees and group summaries;
+/// 4. the journal frames after the slot decode.
+///
+/// Memory: one object's counters, the random reads' nodes, one batch's per-block counts
+/// (`budgetBytes`, 5 bytes a block), and the tree walk's set of visited nodes (8 bytes a
+/// node, about 1/500 of the tree). Time: one pass over the items, one lookup per name and
+/// per link, and one pass over the extents and nodes per batch.
+public struct VolumeCheck {
+    public struct Report: Sendable {
+        /// What is wrong, one line each (at most `problemLimit`; `problemCount` counts all).
+        public var problems: [String] = []
+        public var problemCount = 0
+        public var inodes = 0, directories = 0, names = 0, extents = 0, orphans = 0
+        public var filesystemNodes = 0, blockTreeNodes = 0
+        public var journalFrames = 0
+        /// Passes over the extents and nodes the reference census took (one per batch).
+        public var referencePasses = 0
+        public var isClean: Bool { problemCount == 0 }
+
+        mutating func add(_ problem: String) {
+            problemCount += 1
+            if problems.count < VolumeCheck.problemLimit { problems.append(problem) }
+        }
+    }
+
+    public static let problemLimit = 1000
+    /// Reports the phase, and how far it got of how much.
+    public typealias Progress = (_ phase: String, _ done: UInt64, _ total: UInt64) -> Void
+
+    let storage: any ImageStorage
+    let slot: CommitSlot
+    let space: BlockSpace
+    let filesystem: FileSystemTree
+    /// The same tree at the same root for the lookups made while `filesystem` is scanned
+    /// (a tree reads nodes into buffers of its own, one a level, which a nested read on
+    /// the scanned tree would overwrite under the scan).
+    let lookups: FileSystemTree
+    let budgetBytes: Int
+    let progress: Progress?
+    var report = Report()
+    /// The journal chain the slot names: its segments (the census counts them).
+    var journalSegments: [LogSegment] = []
+
+    /// Checks the image on `storage` at its current commit. `.damagedImage` only when
+    /// there is nothing to check (no commit slot, a root that does not read); every other
+    /// fault is a line of the report.
+    public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
+                           progress: Progress? = nil) throws(FSError) -> Report {
+        let slot = try CommitSlots.read(storage).current
+        let endBlock = slot.capacityBytes >> BackingStore.blockShift
+        guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase else {
+            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation)")
+        }
+        let space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID,
+                                   blockTreeID: TreeVolume.blockTreeID, root: slot.blockTree,
+                                   firstBlock: TreeVolume.firstSpaceBlock, endBlock: endBlock)
+        let tree = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
+                                       treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
+        let hashes = ItemHashes(siphash: slot.nameHashKey)
+        let second = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
+                                         treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
+        var check = VolumeCheck(storage: storage, slot: slot, space: space,
+                                filesystem: FileSystemTree(tree: tree, hashes: hashes),
+                                lookups: FileSystemTree(tree: second, hashes: hashes),
+                                budgetBytes: max(budgetBytes, 5), progress: progress)
+        check.checkTrees()
+        check.checkJournal()
+        check.checkItems()
+        check.checkReferences()
+        return check.report
+    }
+
+    /// 1: the trees node by node. A tree that does not check is not walked again.
+    mutating func checkTrees() {
+        progress?("checking the trees", 0, 2)
+        do {
+            report.filesystemNodes = try filesystem.tree.check().nodes
+        } catch {
+            report.add("filesystem tree: \(error)")
+        }
+        do {
+            report.blockTreeNodes = try space.blockTree.tree.check().nodes
+        } catch {
+            report.add("block tree: \(error)")
+        }
+    }
+
+    /// 4: the journal chain the slot names, read to its end (a torn tail is its end);
+    /// every frame must decode and be of a generation after the slot's, or the one it
+    /// wrote.
+    mutating func checkJournal() {
+        guard slot.journal.length > 0 else { return }
+        let storage = self.storage
+        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
+                                       head: slot.journal, fileBytes: storage.length) { offset, count in
+            storage.readBytes(at: offset, count: count)
+        }
+        reading: while true {
+            switch reader.next() {
+            case .records(let payload):
+                report.journalFrames += 1
+                do {
+                    let frame = try VolumeJournalFrame.decode(payload)
+                    if frame.generation > slot.generation + 1 {
+                        report.add("journal frame \(report.journalFrames): generation \(frame.generation) after commit \(slot.generation)")
+                    }
+                } catch {
+                    report.add("journal frame \(report.journalFrames): \(error)")
+                    break reading
+                }
+            case .end:
+                break reading
+            }
+        }
+        journalSegments = reader.segments
+    }
+}

@@ -1,0 +1,125 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// fsck's check of format 2 (`VolumeCheck`): images made by random namespace operations
+/// and commits, and the upgraded format 1 fixtures, check clean, with the reference census
+/// in one batch or in many (the same result); each kind of damage written into a
+/// committed image (a reference count, a missing entry, a wrong link count, an extent
+/// outside the space, an orphan that has names, a block used twice) is reported.
+final class VolumeCheckTests: XCTestCase {
+    static let capacity: UInt64 = 8 << 20
+
+    /// A committed volume after `steps` random operations (names, xattrs, targets, files
+    /// with bytes placed in the image), and the disk it is on.
+    func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
+                                           nameHashKey: SipHash24(key0: seed, key1: 7))
+        let script = NamespaceChangeScript(seed: seed, refusals: false)
+        script.longMemoryPieces = true
+        script.model.refusesLongMemoryPieces = false
+        script.perform = { changes, _ in
+            // As the namespace will: a file's size and a symlink's target length in its
+            // inode item, in the same operation (the script states them apart).
+            var after = script.model
+            for change in changes { after.apply(change) }
+            var sizes: [UInt64: UInt64] = [:]
+            for change in changes {
+                switch change {
+                case .fileRange(let inode, let size, _, _): sizes[inode] = size
+                case .symlinkTarget(let inode, let target): sizes[inode] = UInt64(target.count)
+                default: break
+                }
+            }
+            var all = changes
+            for (inode, size) in sizes.sorted(by: { $0.key < $1.key }) {
+                guard var item = after.inodes[inode], item.size != size else { continue }
+                item.size = size
+                all.append(.attributes(inode: inode, item))
+            }
+            try volume.perform(all)
+            for change in all { script.model.apply(change) }
+        }
+        try script.makeRoot()
+        for step in 0..<steps {
+            try script.step()
+            if step % 97 == 96 { try volume.commit() }
+        }
+        try volume.commit()
+        return (disk, volume, script.model)
+    }
+
+    func testImagesOfRandomOperationsCheckCleanInOneBatchOrMany() throws {
+        for seed in UInt64(1)...3 {
+            let (disk, _, _) = try makeVolume(seed: seed)
+            let whole = try VolumeCheck.run(disk)
+            XCTAssertTrue(whole.isClean, "seed \(seed): \(whole.problems.prefix(5))")
+            XCTAssertGreaterThan(whole.inodes, 20)
+            XCTAssertGreaterThan(whole.extents, 10)
+            XCTAssertGreaterThan(whole.names, 10)
+            XCTAssertEqual(whole.referencePasses, 1)
+            let batched = try VolumeCheck.run(disk, budgetBytes: 5 * 100)
+            XCTAssertTrue(batched.isClean, "seed \(seed), in batches: \(batched.problems.prefix(5))")
+            XCTAssertGreaterThan(batched.referencePasses, 10)
+            XCTAssertEqual(batched.inodes, whole.inodes)
+        }
+    }
+
+    func testTheUpgradedFormatOneFixturesCheckClean() throws {
+        for name in ["clean", "crash"] {
+            let image = try TreeVolumeUpgradeTests.fixture(name)
+            let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+            _ = try TreeVolumeUpgradeTests.upgrade(disk, try TreeVolumeUpgradeTests.recover(disk))
+            let report = try VolumeCheck.run(disk)
+            XCTAssertTrue(report.isClean, "\(name): \(report.problems.prefix(5))")
+            XCTAssertGreaterThan(report.inodes, 1000)
+        }
+    }
+
+    /// Each damage, written into a committed image, and the words its report must contain.
+    func testDamageIsReported() throws {
+        let damages: [(String, (TreeVolume, FileSystemModel) throws -> Void)] = [
+            ("the block tree says 2 x data", { volume, _ in
+                let block = try XCTUnwrap(try volume.space.blockTree.allRuns().first { $0.use == .data && $0.count == 1 }).blocks.lowerBound
+                volume.space.retain(block..<block + 1)
+            }),
+            ("names and", { volume, model in
+                let (directory, entries) = try XCTUnwrap(model.entries.first { !$0.value.isEmpty })
+                _ = try volume.filesystem.tree.remove(FileSystemTree.indexKey(directory, try XCTUnwrap(entries.values.first).index))
+            }),
+            ("names lead to it", { volume, model in
+                let (number, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+                var wrong = item
+                wrong.linkCount += 1
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(number), wrong.encoded())
+            }),
+            ("outside the block space", { volume, model in
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.size >= 10 })
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, 0), ExtentItem.image(offset: 0, length: 10).encoded())
+            }),
+            ("orphan", { volume, model in
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+                try volume.filesystem.tree.upsert(FileSystemTree.orphanKey(number), OrphanItem(state: .unlinkedWhileOpen).encoded())
+            }),
+            ("free in the block tree", { volume, model in
+                // An extent naming blocks no run holds.
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.size >= 10 })
+                let free = try XCTUnwrap(try volume.space.blockTree.freeRanges(in: 200..<volume.space.endBlock).first)
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, 0),
+                                                  ExtentItem.image(offset: free.lowerBound << 12, length: 10).encoded())
+            }),
+        ]
+        for (expected, damage) in damages {
+            let (disk, volume, model) = try makeVolume(seed: 5, steps: 250)
+            XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+            try damage(volume, model)
+            try volume.commit()
+            let report = try VolumeCheck.run(disk, budgetBytes: 5 * 300)
+            XCTAssertFalse(report.isClean, "'\(expected)' was not reported")
+            XCTAssertTrue(report.problems.contains { $0.contains(expected) }, "'\(expected)' not among \(report.problems.prefix(5))")
+            print("damage '\(expected)': \(report.problemCount) problems, first: \(report.problems.first ?? "")")
+        }
+    }
+}
