@@ -28,16 +28,11 @@ func runVolumeBenchmark(sizes: [Int]) throws {
         let path = directory.appendingPathComponent("volume\(files)").path
         defer { unlink(path) }
         let layout = GeneratedLayout(files: files, filesPerDirectory: 1000)
-        // About 300 bytes of nodes a file, and room for three commits of 20,000 random
-        // changes in flight (each copies up to 20,000 leaves until its frees are reused).
-        let capacity = (UInt64(files) * 1200 + (512 << 20) + 0xFFFFF) & ~UInt64(0xFFFFF)
+        let capacity = FormatTwoImage.defaultCapacity(files: files)
         var rng = SplitMix64(seed: UInt64(files))
         let loadStart = now()
-        do {
-            let volume = try TreeVolume.format(try FileImageStorage(path: path), capacityBytes: capacity, imageID: 1 + rng.next() % 1_000_000,
-                                               nameHashKey: SipHash24(key0: rng.next(), key1: rng.next()))
-            try volume.bulkLoad(GeneratedTreeItems(layout: layout, hashes: volume.filesystem.hashes))
-        }
+        try FormatTwoImage.make(path: path, layout: layout, capacityBytes: capacity, imageID: 1 + rng.next() % 1_000_000,
+                                nameHashKey: SipHash24(key0: rng.next(), key1: rng.next()))
         let loadSeconds = Double(now() - loadStart) / 1e9
         let imageMiB = Double(try FileImageStorage(path: path, readOnly: true).diskBytes) / 1048576
 

@@ -44,6 +44,9 @@ struct GenerateImageCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds between maintenance runs while generating (the daemon's 5; 0: none).")
     var maintenanceInterval = 5.0
 
+    @Option(name: .customLong("format"), help: "The image format: 1 (what mount makes today) or 2 (in development: bulk-loaded at once, not mountable yet).")
+    var imageFormat = 1
+
     func validate() throws {
         guard files >= 0, singleDirectory >= 0 else { throw ValidationError("file counts cannot be negative") }
         guard files + singleDirectory > 0 else { throw ValidationError("nothing to make: --files and --single-directory are 0") }
@@ -51,11 +54,13 @@ struct GenerateImageCommand: ParsableCommand {
         guard memoryLimit >= 0 else { throw ValidationError("--memory-limit cannot be negative") }
         guard maintenanceInterval >= 0 else { throw ValidationError("--maintenance-interval cannot be negative") }
         if let size, size == 0 { throw ValidationError("--size must be larger than 0") }
+        guard imageFormat == 1 || imageFormat == 2 else { throw ValidationError("--format is 1 or 2") }
     }
 
     func run() throws {
         let layout = GeneratedLayout(files: files, filesPerDirectory: perDirectory, singleDirectoryFiles: singleDirectory)
         let total = layout.totalFiles
+        if imageFormat == 2 { return try makeFormatTwo(layout) }
         // Without --size, the capacity is not kept; 64 TiB (what a store can map) only bounds
         // this run, as the free space of the disk would bound a mount.
         let capacity: CapacityRequest = size.map { .set($0) } ?? .kept(default: 1 << 46)
@@ -76,6 +81,26 @@ struct GenerateImageCommand: ParsableCommand {
         }
         printError("made \(total) files in \(format(timing.totalSeconds)) s (open \(format(timing.openSeconds)) s, "
                    + "create \(format(timing.createSeconds)) s, close \(format(timing.closeSeconds)) s)")
+    }
+
+    /// `--format 2`: the layout's items bulk-loaded into a new format 2 image.
+    private func makeFormatTwo(_ layout: GeneratedLayout) throws {
+        guard access(image, F_OK) != 0 else {
+            printError("offloadfs-genimage: error: '\(image)' exists; a format 2 image is made in a new file")
+            throw ExitCode.failure
+        }
+        let capacity = size ?? FormatTwoImage.defaultCapacity(files: layout.totalFiles)
+        printError("making \(layout.totalFiles) files in \(layout.totalDirectories) directories in \(image) (format 2, capacity \(capacity) bytes)")
+        let started = Stopwatch()
+        do {
+            try FormatTwoImage.make(path: image, layout: layout, capacityBytes: capacity,
+                                    imageID: UInt64.random(in: 1...UInt64.max),
+                                    nameHashKey: SipHash24(key0: UInt64.random(in: 0...UInt64.max), key1: UInt64.random(in: 0...UInt64.max)))
+        } catch {
+            printError("offloadfs-genimage: error: \(error)")
+            throw ExitCode.failure
+        }
+        printError("made \(layout.totalFiles) files in \(format(started.elapsed)) s")
     }
 }
 

@@ -28,6 +28,7 @@ struct FsckCommand: ParsableCommand {
 
     func run() throws {
         let image = try ImagePath.resolveOrExit(self.image, status: ImageInspection.cannotCheck)
+        if FormatTwoFsck.isFormatTwo(image) { return try FormatTwoFsck.run(image: image, repair: repair) }
         let inspection = try ImageInspection.openOrExit(path: image)
         if repair {
             let capacity = max(inspection.superblock.capacityBytes, UInt64(BackingStore.blockSize))

@@ -55,24 +55,39 @@ public struct VolumeCheck {
     /// The journal chain the slot names: its segments (the census counts them).
     var journalSegments: [LogSegment] = []
 
-    /// Checks the image on `storage` at its current commit. `.damagedImage` only when
-    /// there is nothing to check (no commit slot, a root that does not read); every other
-    /// fault is a line of the report.
+    /// Checks the image on `storage` at its current commit. Throws only when there is
+    /// nothing to check (no commit slot: not a format 2 image, or both slots damaged);
+    /// every other fault, a tree whose root does not read included, is a line of the
+    /// report.
     public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
                            progress: Progress? = nil) throws(FSError) -> Report {
         let slot = try CommitSlots.read(storage).current
+        var report = Report()
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
         guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase else {
-            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation)")
+            report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes")
+            return report
         }
-        let space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID,
+        let space: BlockSpace
+        do {
+            space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID,
                                    blockTreeID: TreeVolume.blockTreeID, root: slot.blockTree,
                                    firstBlock: TreeVolume.firstSpaceBlock, endBlock: endBlock)
-        let tree = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
+        } catch {
+            report.add("block tree: its root does not read: \(error)")
+            return report
+        }
+        let tree: CopyOnWriteTree, second: CopyOnWriteTree
+        do {
+            tree = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
                                        treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
-        let hashes = ItemHashes(siphash: slot.nameHashKey)
-        let second = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
+            second = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
                                          treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
+        } catch {
+            report.add("filesystem tree: its root does not read: \(error)")
+            return report
+        }
+        let hashes = ItemHashes(siphash: slot.nameHashKey)
         var check = VolumeCheck(storage: storage, slot: slot, space: space,
                                 filesystem: FileSystemTree(tree: tree, hashes: hashes),
                                 lookups: FileSystemTree(tree: second, hashes: hashes),
