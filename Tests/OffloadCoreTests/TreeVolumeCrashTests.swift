@@ -206,46 +206,21 @@ final class TreeVolumeCrashTests: XCTestCase {
         _ = try fs.tree.check()
         _ = try volume.space.blockTree.tree.check()
         // Every file's bytes, from the image.
-        var expectedCounts: [UInt64: UInt32] = [:]
+        var contents = VolumeFileContents()
         for (inode, item) in model.inodes where item.type == 8 {
             let cells = model.contents[inode] ?? []
-            var bytes = [UInt8](repeating: 0, count: cells.count)
-            for (offset, extent) in try fs.extents(inode, overlapping: 0..<UInt64.max) {
-                guard offset + extent.length <= UInt64(cells.count) else { return "file \(inode): an extent past its size" }
-                switch extent {
-                case .image(let image, let length):
-                    try bytes.withUnsafeMutableBytes { raw in
-                        let part = UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset + length)])
-                        _ = try volume.storage.read(into: part, at: image)
-                    }
-                    for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expectedCounts[block, default: 0] += 1 }
-                case .fill(let byte, let length):
-                    bytes.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(byte, count: Int(length)))
-                case .inline(let inline):
-                    bytes.replaceSubrange(Int(offset)..<Int(offset) + inline.count, with: inline)
-                }
-            }
+            guard let bytes = try contents.bytes(of: inode, size: cells.count, in: volume) else { return "file \(inode): an extent past its size" }
             if bytes != cells.map({ UInt8(truncatingIfNeeded: $0) }) { return "file \(inode): its bytes differ from the model's" }
         }
         // The block tree's data runs hold exactly the extents' references, its journal runs
         // exactly the chain the slot names (no chain leaked).
-        var counted: [UInt64: UInt32] = [:]
         var journalBlocks = Set<UInt64>()
-        for run in try volume.space.blockTree.allRuns() {
-            switch run.use {
-            case .data: for block in run.blocks { counted[block] = run.count }
-            case .journal: journalBlocks.formUnion(run.blocks)
-            case .node: break
-            }
-        }
+        for run in try volume.space.blockTree.allRuns() where run.use == .journal { journalBlocks.formUnion(run.blocks) }
         let chainBlocks = Set((volume.journal?.segments ?? []).flatMap { ($0.start >> 12)..<($0.range.upperBound >> 12) })
         if journalBlocks != chainBlocks {
             return "journal runs \(journalBlocks.count) blocks, the named chain \(chainBlocks.count): \(journalBlocks.symmetricDifference(chainBlocks).sorted().prefix(5))"
         }
-        if counted != expectedCounts {
-            let differing = Set(counted.keys).union(expectedCounts.keys).filter { counted[$0] != expectedCounts[$0] }.sorted().prefix(5)
-            return "data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(expectedCounts[$0] ?? 0)" })"
-        }
+        if let problem = try contents.dataRunMismatch(in: volume) { return problem }
         return nil
     }
 }

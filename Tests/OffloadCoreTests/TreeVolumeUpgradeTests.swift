@@ -101,7 +101,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
     /// runs hold exactly the references its extents take (nil: none).
     static func mismatch(_ volume: TreeVolume, _ expected: Expected) throws -> String? {
         let reader = try volume.reader()
-        var references: [UInt64: UInt32] = [:]
+        var contents = VolumeFileContents()
         for (number, item) in expected.inodes {
             guard let read = try reader.inode(number) else { return "inode \(number) is missing" }
             guard read == item else { return "inode \(number) reads \(read), format 1 had \(item)" }
@@ -123,31 +123,11 @@ final class TreeVolumeUpgradeTests: XCTestCase {
             }
             guard try reader.symlinkTarget(number) == expected.targets[number] else { return "inode \(number): its target differs" }
             if let bytes = expected.bytes[number] {
-                var read = [UInt8](repeating: 0, count: bytes.count)
-                for (offset, extent) in try volume.filesystem.extents(number, overlapping: 0..<UInt64.max) {
-                    switch extent {
-                    case .image(let image, let length):
-                        try read.withUnsafeMutableBytes { raw in
-                            _ = try volume.storage.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset + length)]), at: image)
-                        }
-                        for block in ExtentReferenceChanges.blocks(offset: image, length: length) { references[block, default: 0] += 1 }
-                    case .fill(let byte, let length):
-                        read.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(byte, count: Int(length)))
-                    case .inline(let inline):
-                        read.replaceSubrange(Int(offset)..<Int(offset) + inline.count, with: inline)
-                    }
-                }
+                let read = try contents.bytes(of: number, size: bytes.count, in: volume)
                 guard read == bytes else { return "file \(number): its \(bytes.count) bytes differ" }
             }
         }
-        var counted: [UInt64: UInt32] = [:]
-        for run in try volume.space.blockTree.allRuns() where run.use == .data {
-            for block in run.blocks { counted[block] = run.count }
-        }
-        guard counted == references else {
-            let differing = Set(counted.keys).union(references.keys).filter { counted[$0] != references[$0] }.sorted().prefix(5)
-            return "data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(references[$0] ?? 0)" })"
-        }
+        if let problem = try contents.dataRunMismatch(in: volume) { return problem }
         return nil
     }
 

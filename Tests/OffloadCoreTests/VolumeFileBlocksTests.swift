@@ -314,35 +314,16 @@ final class VolumeFileBlocksTests: XCTestCase {
     /// Every file's bytes in the volume's committed tree, after checking that its data runs
     /// hold exactly the references the extents take.
     static func committedFiles(_ volume: TreeVolume) throws -> [[UInt8]] {
-        var expected: [UInt64: UInt32] = [:]
+        var contents = VolumeFileContents()
         var files: [[UInt8]] = []
         for k in 0..<fileCount {
             let inode = UInt64(k) + 2
-            var bytes = [UInt8](repeating: 0, count: Int(try volume.filesystem.inode(inode)?.size ?? 0))
-            for (offset, extent) in try volume.filesystem.extents(inode, overlapping: 0..<UInt64.max) {
-                guard offset + extent.length <= UInt64(bytes.count) else { throw Failure(description: "file \(k): an extent past its size") }
-                switch extent {
-                case .image(let image, let length):
-                    try bytes.withUnsafeMutableBytes { raw in
-                        _ = try volume.storage.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset + length)]), at: image)
-                    }
-                    for block in ExtentReferenceChanges.blocks(offset: image, length: length) { expected[block, default: 0] += 1 }
-                case .fill(let byte, let length):
-                    bytes.replaceSubrange(Int(offset)..<Int(offset + length), with: repeatElement(byte, count: Int(length)))
-                case .inline(let inline):
-                    bytes.replaceSubrange(Int(offset)..<Int(offset) + inline.count, with: inline)
-                }
+            guard let bytes = try contents.bytes(of: inode, size: Int(try volume.filesystem.inode(inode)?.size ?? 0), in: volume) else {
+                throw Failure(description: "file \(k): an extent past its size")
             }
             files.append(bytes)
         }
-        var counted: [UInt64: UInt32] = [:]
-        for run in try volume.space.blockTree.allRuns() where run.use == .data {
-            for block in run.blocks { counted[block] = run.count }
-        }
-        guard counted == expected else {
-            let differing = Set(counted.keys).union(expected.keys).filter { counted[$0] != expected[$0] }.sorted().prefix(5)
-            throw Failure(description: "data references differ from the extents' at blocks \(differing.map { "\($0): \(counted[$0] ?? 0) vs \(expected[$0] ?? 0)" })")
-        }
+        if let problem = try contents.dataRunMismatch(in: volume) { throw Failure(description: problem) }
         return files
     }
 }
