@@ -1,6 +1,7 @@
 // offloadfs-bench: how the extent engine's cost grows with the number of extents;
 // with `--tree`, the metadata tree engine's (TreeBench.swift); with `--volume`, format 2's
-// image engine at scale (VolumeBench.swift).
+// image engine at scale (VolumeBench.swift); with `--upgrade`, the version 1 upgrade and
+// format 2's check at scale (UpgradeBench.swift).
 //
 // Run with `scripts/bench-core` (release build). Prints a Markdown table for
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
@@ -35,6 +36,13 @@ func format(_ ns: Double) -> String { String(format: "%.0f ns", ns) }
 
 if CommandLine.arguments.contains("--tree") {
     try runTreeBenchmark(directory: directory)
+    exit(0)
+}
+
+if CommandLine.arguments.contains("--upgrade") {
+    let sizes = CommandLine.arguments.firstIndex(of: "--upgrade-sizes").map { CommandLine.arguments[$0 + 1] }
+        .map { $0.split(separator: ",").compactMap { Int($0) } } ?? [10_000, 1_000_000]
+    try runUpgradeBenchmark(sizes: sizes)
     exit(0)
 }
 
