@@ -166,4 +166,31 @@ final class TreeVolumeDurabilityTests: XCTestCase {
         try volume.commit()
         XCTAssertGreaterThan(volume.punchedThrough, held, "the frees stayed held after the reader was gone")
     }
+
+    /// A replayed frame whose image extent names blocks of a tree node (a damaged or hostile
+    /// journal): replay's claim treats every block some run holds as recorded data, so the
+    /// commit after replay makes a file extent over the filesystem tree's node. Opening
+    /// should refuse it as damage, as it does for a pending block or a chain over blocks
+    /// that are not the journal's.
+    func testAReplayedExtentOverATreeNodeIsDamage() throws {
+        let capacity: UInt64 = 8 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: 4096))])
+        try volume.commit()
+        let node = try XCTUnwrap(volume.current.filesystemTree).block
+        try volume.perform([.fileRange(inode: 2, size: 4096, range: 0..<4096,
+                                       pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: node << 12, size: 4096))])])
+        try volume.sync()
+        var rng = SplitMix64(seed: 1)
+        let image = disk.crashImage(using: &rng, keep: 0, torn: 0)
+        let cut = CrashSimulatingStorage(maximumBytes: Int(capacity), initial: image)
+        do {
+            _ = try TreeVolume.open(cut)
+            let report = try VolumeCheck.run(cut)
+            XCTFail("replay made a file extent over tree node \(node); fsck after it: \(report.problems.prefix(3))")
+        } catch {
+            // refused: what it should do
+        }
+    }
 }

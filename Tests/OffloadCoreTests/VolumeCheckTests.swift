@@ -122,4 +122,80 @@ final class VolumeCheckTests: XCTestCase {
             print("damage '\(expected)': \(report.problemCount) problems, first: \(report.problems.first ?? "")")
         }
     }
+
+    // Found by the review of 2026-12-02.
+
+    /// A commit leaves a dropped file of more than `dropBudget` items half dropped: its
+    /// inode item gone, the rest of its items and a `.dropping` orphan item kept for the
+    /// next commit. That is a valid image (the next commit carries on); fsck must not
+    /// report it.
+    func testAHalfDroppedInodeChecksClean() throws {
+        let capacity: UInt64 = 64 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let pieceCount = FileSystemTree.dropBudget + 10
+        let entry = NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)
+        try volume.perform([
+            .attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 4)),
+            .link(directory: 1, entry),
+            .attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: UInt64(pieceCount))),
+            .fileRange(inode: 2, size: UInt64(pieceCount), range: 0..<UInt64(pieceCount),
+                       pieces: (0..<pieceCount).map { FilePiece(offset: UInt64($0), extent: .repeatingBytes(value: UInt8(1 + $0 % 2), count: 1)) }),
+        ])
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+        try volume.perform([.unlink(directory: 1, entry), .drop(inode: 2)])
+        try volume.commit()
+        // The drop is half done: the orphan item says so.
+        XCTAssertEqual(try volume.filesystem.orphans().map(\.1.state), [.dropping])
+        let report = try VolumeCheck.run(disk)
+        XCTAssertTrue(report.isClean, "\(report.problemCount) problems: \(report.problems.prefix(3))")
+        // The next commit finishes the drop, and then it checks clean.
+        try volume.commit()
+        XCTAssertEqual(try volume.filesystem.orphans().count, 0)
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+    }
+
+    /// A directory removed while open (rmdir of an open directory: no links, an orphan item
+    /// until its last close), as `NamespaceChangeScript.unlink` states it: a valid image.
+    func testADirectoryRemovedWhileOpenChecksClean() throws {
+        let capacity: UInt64 = 8 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let entry = NamedEntry(name: Array("d".utf8), child: 2, type: 4, index: 3)
+        try volume.perform([
+            .attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 3, parent: 1, nextIndex: 4)),
+            .link(directory: 1, entry),
+            .attributes(inode: 2, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)),
+        ])
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+        try volume.perform([
+            .unlink(directory: 1, entry),
+            .attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 4)),
+            .attributes(inode: 2, NamespaceChangeScript.inode(type: 4, links: 0, parent: 1, nextIndex: 3)),
+            .orphan(inode: 2, OrphanItem(state: .unlinkedWhileOpen)),
+        ])
+        try volume.commit()
+        let report = try VolumeCheck.run(disk)
+        XCTAssertTrue(report.isClean, "\(report.problemCount) problems: \(report.problems.prefix(3))")
+    }
+
+    /// A slot whose capacity lies past the end of the image file: `TreeVolume.open` refuses
+    /// it as damage, so fsck must not call it clean (and its census must not walk a capacity
+    /// the file does not have: a hostile capacity of 2^62 bytes is ~10^11 passes).
+    func testACapacityPastTheImageFileIsNotClean() throws {
+        let capacity: UInt64 = 8 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3))])
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+        var slot = try CommitSlots.read(disk).current
+        slot.capacityBytes = 2 * disk.length
+        try CommitSlots.write(slot, to: disk)
+        XCTAssertThrowsError(try TreeVolume.open(disk), "the volume opens")
+        let report = try? VolumeCheck.run(disk)
+        XCTAssertFalse(report?.isClean ?? false, "fsck calls an image the volume refuses clean")
+    }
 }

@@ -326,4 +326,34 @@ final class VolumeFileBlocksTests: XCTestCase {
         if let problem = try contents.dataRunMismatch(in: volume) { throw Failure(description: problem) }
         return files
     }
+
+    /// `VolumeFileBlocks` asks that every block call of a change happen inside the change's
+    /// delta ticket, and takes the space lock; a commit takes the space lock first and then
+    /// waits (in `nextToCommit`) for the tickets of the generation it closes. A file's block
+    /// call inside its ticket while a commit (the maintenance tick's, another thread) runs
+    /// therefore deadlocks. (`perform` has the same shape: it appends under the space lock
+    /// while holding its ticket.)
+    func testABlockCallInsideATicketDoesNotDeadlockWithACommit() throws {
+        let capacity: UInt64 = 8 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let files = try volume.fileBlocks()
+        final class Box: @unchecked Sendable { let volume: TreeVolume; init(_ v: TreeVolume) { volume = v } }
+        let box = Box(volume)
+        let done = DispatchGroup()
+        let ticket = volume.delta.join()   // a change begins (its ticket first, as the duty says)
+        done.enter()
+        Thread.detachNewThread {           // the maintenance tick commits meanwhile
+            _ = try? box.volume.commit()
+            done.leave()
+        }
+        Thread.sleep(forTimeInterval: 0.2) // the commit holds the space lock and waits for the ticket
+        done.enter()
+        Thread.detachNewThread {           // the change's first block call, then it leaves
+            _ = try? files.allocate(byteCount: 4096)
+            box.volume.delta.leave(ticket)
+            done.leave()
+        }
+        XCTAssertEqual(done.wait(timeout: .now() + 5), .success, "the change and the commit wait for each other")
+    }
 }

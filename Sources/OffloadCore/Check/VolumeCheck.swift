@@ -56,16 +56,19 @@ public struct VolumeCheck {
     var journalSegments: [LogSegment] = []
 
     /// Checks the image on `storage` at its current commit. Throws only when there is
-    /// nothing to check (no commit slot: not a format 2 image, or both slots damaged);
-    /// every other fault, a tree whose root does not read included, is a line of the
-    /// report.
+    /// nothing to check (`CommitSlots.read`: no commit slot, or a format 1 superblock
+    /// left, an image not yet upgraded); every other fault, a tree whose root does not
+    /// read included, is a line of the report.
     public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
                            progress: Progress? = nil) throws(FSError) -> Report {
         let slot = try CommitSlots.read(storage).current
         var report = Report()
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
-        guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase else {
-            report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes")
+        // As `TreeVolume` refuses it (and a capacity past the file would make the census
+        // pass over blocks that are not there, in as many batches as it says).
+        guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
+              slot.capacityBytes <= storage.length else {
+            report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes, in an image file of \(storage.length)")
             return report
         }
         let space: BlockSpace
@@ -92,26 +95,36 @@ public struct VolumeCheck {
                                 filesystem: FileSystemTree(tree: tree, hashes: hashes),
                                 lookups: FileSystemTree(tree: second, hashes: hashes),
                                 budgetBytes: max(budgetBytes, 5), progress: progress)
-        check.checkTrees()
+        // The item scan and the census walk the trees again without a set of visited
+        // nodes: only trees that checked (a hostile node pointing at one subtree from all
+        // its entries would have them visit it over and over).
+        let treesHold = check.checkTrees()
         check.checkJournal()
-        check.checkItems()
-        check.checkReferences()
+        if treesHold {
+            check.checkItems()
+            check.checkReferences()
+        }
         return check.report
     }
 
-    /// 1: the trees node by node. A tree that does not check is not walked again.
-    mutating func checkTrees() {
+    /// 1: the trees node by node; true when both hold together (the other checks walk
+    /// them again).
+    mutating func checkTrees() -> Bool {
         progress?("checking the trees", 0, 2)
+        var hold = true
         do {
             report.filesystemNodes = try filesystem.tree.check().nodes
         } catch {
             report.add("filesystem tree: \(error)")
+            hold = false
         }
         do {
             report.blockTreeNodes = try space.blockTree.tree.check().nodes
         } catch {
             report.add("block tree: \(error)")
+            hold = false
         }
+        return hold
     }
 
     /// 4: the journal chain the slot names, read to its end (a torn tail is its end);

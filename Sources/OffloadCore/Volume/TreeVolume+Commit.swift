@@ -46,23 +46,33 @@ extension TreeVolume {
     /// (which the slot will name) the rest, with maybe a few of this generation that
     /// replay passes over by their tag. The old chain is released once no slot names it.
     /// A failure fails the volume.
+    ///
+    /// Locks: commits one at a time (`commitLock`); the space lock for the chain switch,
+    /// then not while the closed generation's operations finish (they may need it for
+    /// their frames and their files' block calls: waiting for them with it held was a
+    /// deadlock), then for the rest of the commit.
     func committing(_ body: (DeltaGeneration, (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport)
         throws(FSError) -> VolumeCommitReport {
+        commitLock.lock()
+        defer { commitLock.unlock() }
         if let failure { throw failure }
-        spaceLock.lock()
-        defer { spaceLock.unlock() }
         do {
-            let oldJournal = journal
-            // The first commit of a mount (opening's) starts the chain; later ones continue it.
-            let newJournal: MetadataLog
-            if let oldJournal {
-                newJournal = try oldJournal.continueInNewLog()
-            } else {
-                newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
+            let (oldJournal, newChain) = try spaceLock.withLock {
+                () throws(FSError) -> (MetadataLog?, (head: LogSegment, sequence: UInt64)) in
+                let oldJournal = journal
+                // The first commit of a mount (opening's) starts the chain; later ones continue it.
+                let newJournal: MetadataLog
+                if let oldJournal {
+                    newJournal = try oldJournal.continueInNewLog()
+                } else {
+                    newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
+                }
+                journal = newJournal
+                return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
             }
-            journal = newJournal
-            let newChain = (head: newJournal.head, sequence: newJournal.nextSequence)
             let generation = delta.nextToCommit()
+            spaceLock.lock()
+            defer { spaceLock.unlock() }
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
@@ -104,7 +114,7 @@ extension TreeVolume {
         }
         for blocks in references.released { space.release(blocks) }
         for blocks in fresh.ranges { space.release(blocks) }
-        files?.finishCommit(number)
+        files?.releaseDead(through: number)
         // 4. Both trees.
         let filesystemCommit = try filesystem.tree.commit(generation: number)
         var report = try finishCommit(generation, filesystemCommit, journal: chain)
@@ -134,9 +144,11 @@ extension TreeVolume {
         slot.journal = chain.head
         slot.journalSequence = chain.sequence
         try CommitSlots.write(slot, to: storage)
-        // 7. Published.
+        // 7. Published. Files' marks of changes this commit holds go only now: until the
+        // slot is durable the block tree's counts are the previous commit's.
         current = slot
         delta.retire(generation)
+        files?.dropTouched(through: number)
         // 8. Punches: the pending frees of the commits before this one (neither this commit
         // nor the previous one references them), then the next commit may retire them.
         // The pending frees of commit p are blocks roots before p use.

@@ -4,14 +4,15 @@ extension TreeVolume {
     /// becomes the first generation of a volume over the same blocks, and two commits make
     /// it the image's.
     ///
-    /// Until the second commit's slot is durable the image is format 1: every block format
-    /// 1 uses (its files' data, its metadata chains, and the previous commit's, kept for
-    /// repair) is claimed before anything is allocated, so the trees, the placed RAM
-    /// pieces and the journal go only to blocks format 1 holds free, and blocks 0 and 1
-    /// keep a valid format 1 superblock until the second slot: the first commit writes slot
-    /// 2 over copy 0, and while copy 1 is a valid format 1 superblock the image is format 1
-    /// to both formats (a format 1 recovery punches the unreferenced new blocks); the second
-    /// commit writes slot 3 over copy 1, and from then on it is format 2. Data blocks keep
+    /// Until the second commit's slot is durable the image is format 1 (when its copy 1 is
+    /// valid; with copy 1 damaged, from the first slot on, which names the whole tree):
+    /// every block format 1 uses (its files' data, its metadata chains, and the previous
+    /// commit's, kept for repair) is claimed before anything is allocated, so the trees,
+    /// the placed RAM pieces and the journal go only to blocks format 1 holds free; the
+    /// first commit writes slot 2 over copy 0, and while copy 1 is a valid format 1
+    /// superblock the image is format 1 to both formats (a format 1 recovery punches the
+    /// unreferenced new blocks, and the upgrade can run again); the second commit writes
+    /// slot 3 over copy 1, and from then on it is format 2. Data blocks keep
     /// their offsets: every extent item names the bytes its format 1 piece named, and the
     /// commit counts their references from the items (a block shared by two files, or two
     /// pieces, gets two). The claimed blocks no item names (the metadata chains, data of
@@ -25,6 +26,18 @@ extension TreeVolume {
         guard analysis.isClean else {
             throw .damagedImage("the format 1 image has problems (\(analysis.problems.prefix(3).joined(separator: "; "))); `offloadfs fsck --repair` it before the upgrade")
         }
+        // Two valid format 1 copies must be the same commit: the first slot overwrites copy
+        // 0, and copy 1 is then the image's truth until the second slot (after a crash
+        // between format 1's two superblock writes, copy 1 is an older commit; format 1's
+        // next checkpoint rewrites both). One valid copy is fine: a damaged other copy, or
+        // the first slot of an upgrade a crash interrupted, which this one redoes.
+        let copies = (0..<Superblock.blocks).map { block in
+            Superblock.decode(storage.readBytes(at: block << BackingStore.blockShift, count: BackingStore.blockSize))
+        }
+        let valid = copies.compactMap { copy -> Superblock? in if case .valid(let superblock) = copy { superblock } else { nil } }
+        guard valid.contains(replay.superblock), valid.allSatisfy({ $0 == replay.superblock }) else {
+            throw .invalidArgument("the format 1 image's two superblock copies differ; mount it as format 1 once (its first checkpoint rewrites both) before the upgrade")
+        }
         let superblock = replay.superblock
         // Blocks the file holds past the capacity are in use too (a lowered capacity).
         let fileBlocks = (storage.length + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
@@ -35,7 +48,10 @@ extension TreeVolume {
                               nameHashKey: nameHashKey, filesystemTree: nil, blockTree: nil,
                               journal: LogSegment(start: 0, length: 0), journalSequence: 0,
                               nextInode: replay.nextInode, inodeCount: UInt64(analysis.reachable.count), usedBlocks: 0)
-        let volume = try TreeVolume(storage: storage, slot: slot, replaying: [], oldChain: [], nextSequence: 0)
+        // The journal's sequence numbers continue format 1's: a frame of format 1's chains
+        // left in a block the new chain reuses cannot pass for one of it.
+        let volume = try TreeVolume(storage: storage, slot: slot, replaying: [], oldChain: [],
+                                    nextSequence: replay.nextJournalSequence)
         var used = RangeSet<UInt64>()
         for run in analysis.runs { used.insert(contentsOf: run.blocks) }
         for segment in replay.metadataSegments + (previous?.metadataSegments ?? []) where segment.length > 0 {
@@ -43,6 +59,7 @@ extension TreeVolume {
         }
         used.remove(contentsOf: 0..<Self.firstSpaceBlock)
         try volume.space.claimData(used)
+        // As replay's claims: the first commit's extents take them, the rest is released.
         volume.replayClaims = used
         let ticket = volume.delta.join()
         do {

@@ -25,6 +25,9 @@ public final class TreeVolume {
     /// (whole), and files' block calls (`VolumeFileBlocks`). Lock order: a file's lock,
     /// then this, then the delta's.
     let spaceLock = PthreadLock()
+    /// One commit at a time (the maintenance tick's, an operation's automatic one, an
+    /// unmount's). Taken before the space lock.
+    let commitLock = PthreadLock()
     public let space: BlockSpace
     let filesystemPages: BlockSpacePages
     /// The commit's working copy of the filesystem tree (readers open their own at the
@@ -62,11 +65,14 @@ public final class TreeVolume {
     public var limits = Limits()
     /// The last durable commit.
     public internal(set) var current: CommitSlot
-    /// Files' blocks, once `fileBlocks()` mapped the image.
-    var files: VolumeFileBlocks?
-    /// Blocks replayed frames' image extents name that the block tree holds free (the
-    /// crashed mount's unclaimed blocks), claimed at open: the next commit's extents take
-    /// them as their first reference, and releases the rest.
+    /// Files' blocks, once `fileBlocks()` mapped the image. Its own lock (a leaf): syncs
+    /// read it while a commit holds the space lock.
+    private let filesHolder = PthreadMutex<VolumeFileBlocks?>(nil)
+    var files: VolumeFileBlocks? { filesHolder.withLock { $0 } }
+    /// Blocks claimed before the next commit that the block tree holds free: what replayed
+    /// frames' image extents name (the crashed mount's unclaimed blocks), or every block
+    /// format 1 used (the upgrade). The next commit's extents take them as their first
+    /// reference, and it releases the rest.
     var replayClaims = RangeSet<UInt64>()
     /// How many blocks opening claimed for replayed frames (tests, status).
     public let blocksClaimedAtOpen: UInt64
@@ -212,7 +218,14 @@ public final class TreeVolume {
         }
         var unrecorded = named
         for part in named.ranges {
-            for run in try space.blockTree.runs(overlapping: part) { unrecorded.remove(contentsOf: run.blocks) }
+            for run in try space.blockTree.runs(overlapping: part) {
+                // A file extent over tree nodes or the journal: retaining it would let the
+                // node's block be freed and reused under the extent.
+                guard run.use == .data else {
+                    throw .damagedImage("a journal frame's file extent names blocks \(run.blocks.clamped(to: part)), which hold \(run.use)")
+                }
+                unrecorded.remove(contentsOf: run.blocks)
+            }
         }
         try space.claimData(unrecorded)
         return unrecorded
@@ -225,7 +238,6 @@ public final class TreeVolume {
     /// holds a change the journal does not.
     public func perform(_ changes: [JournalChange]) throws(FSError) {
         if let failure { throw failure }
-        guard let journal else { preconditionFailure("a volume without a journal is failed") }
         // Encoded once, before joining: the generation is patched in afterwards.
         var payload = VolumeJournalFrame.encode(generation: 0, changes)
         guard payload.count <= FrameHeader.maximumPayload else {
@@ -233,15 +245,21 @@ public final class TreeVolume {
         }
         try spaceLock.withLock { () throws(FSError) in
             let frame = FrameHeader.size + payload.count
-            try journal.ensureRoom(total: frame, largestFrame: frame)
+            try currentJournal().ensureRoom(total: frame, largestFrame: frame)
         }
         let ticket = delta.join()
+        let appended: MetadataLog
         do {
             defer { delta.leave(ticket) }
             try delta.record(changes, in: ticket)
             VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
-                try spaceLock.withLock { () throws(FSError) in try journal.append(payload: payload) }
+                // The chain a commit may have switched to meanwhile: the frame goes there.
+                appended = try spaceLock.withLock { () throws(FSError) -> MetadataLog in
+                    let journal = try currentJournal()
+                    try journal.append(payload: payload)
+                    return journal
+                }
             } catch {
                 failure = error
                 throw error
@@ -251,9 +269,16 @@ public final class TreeVolume {
         // operation is done whatever the commit does: its frame is in the journal, so a
         // commit that fails here fails the volume (`failure`, thrown by every later change)
         // but not this operation, which replay brings back.
-        if journal.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
+        if appended.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
             _ = try? commit()
         }
+    }
+
+    /// The chain operations append to (caller holds the space lock): opening's commit
+    /// starts it; a volume whose opening commit failed has none and is failed.
+    private func currentJournal() throws(FSError) -> MetadataLog {
+        guard let journal else { throw failure ?? .io("the volume has no journal chain") }
+        return journal
     }
 
     /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
@@ -263,8 +288,7 @@ public final class TreeVolume {
     }
 
     /// fdatasync, through the files' mapping once there is one (its sync epochs tell
-    /// files when a change is durable). `files` is set once, before any file uses it, and
-    /// never changes; this reads it without the space lock, which a commit holds here.
+    /// files when a change is durable).
     func syncImage() throws(FSError) {
         if let image = files?.image { try image.sync() } else { try storage.sync() }
     }
@@ -276,7 +300,7 @@ public final class TreeVolume {
             if let files { return files }
             let image = try ImageMapping(storage: storage, mappedBytes: Int(current.capacityBytes))
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
-            files = made
+            filesHolder.withLock { $0 = made }
             return made
         }
     }

@@ -132,6 +132,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 survivors.subtract(freed)
                 marks.formUnion(survivors)
             }
+            unshared.removeAll { image.isDurable(since: $0.epoch) }
             if !marks.isEmpty { unshared.append((image.syncEpoch, marks)) }
         }
     }
@@ -184,10 +185,10 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         touch(blocks)
     }
 
-    /// After the commit of `generation` applied its extents' references: unclaimed blocks
-    /// let go of while it was open are recorded and released (pending frees of this
-    /// commit), and the touched marks its tree now covers are dropped.
-    func finishCommit(_ generation: UInt64) {
+    /// While the commit of `generation` applies its extents' references: unclaimed blocks
+    /// let go of while it (or an older one) was open are recorded and released, pending
+    /// frees of this commit.
+    func releaseDead(through generation: UInt64) {
         var released = RangeSet<UInt64>()
         for entry in dead where entry.generation <= generation { released.formUnion(entry.blocks) }
         dead.removeAll { $0.generation <= generation || $0.blocks.isEmpty }
@@ -197,6 +198,13 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             space.release(part)
         }
         unclaimed.subtract(released)
+    }
+
+    /// Once the commit of `generation` is durable and published: the touched marks its
+    /// block tree now counts are dropped. (Dropped earlier, a commit failing after them
+    /// would leave a block counted once by the tree and shared in memory looking
+    /// exclusive.)
+    func dropTouched(through generation: UInt64) {
         touched.removeAll { $0.generation <= generation }
     }
 
