@@ -30,6 +30,7 @@ struct InfoCommand: ParsableCommand {
             }
             return
         }
+        if FormatTwoFsck.isFormatTwo(path) { return try Self.formatTwo(path: path, typed: image) }
         let inspection = try ImageInspection.openOrExit(path: path)
         defer { inspection.close() }
         let replay: ImageReplay
@@ -79,5 +80,30 @@ struct InfoCommand: ParsableCommand {
             return "failed: " + ImageAdvice.unmountFailure(errno: Int32(clamping: s.unmountError), image: image)
         }
         return "none: the daemon stopped without unmounting; the next mount replays the journal"
+    }
+
+    /// A format 2 image (in development): what its current commit slot says.
+    static func formatTwo(path: String, typed image: String) throws {
+        let slot: CommitSlot
+        let storage: FileImageStorage
+        do {
+            storage = try FileImageStorage(path: path, readOnly: true)
+            slot = try CommitSlots.read(storage).current
+        } catch {
+            printError("\(image): \(error)")
+            throw ExitCode(1)
+        }
+        let lines: [(String, String)] = [
+            ("image", image),
+            ("format version", "2 (in development: `offloadfs fsck` checks it, mount does not read it yet)"),
+            ("image id", String(slot.imageID, radix: 16)),
+            ("generation", "\(slot.generation)"),
+            ("cleanly unmounted", slot.cleanlyUnmounted ? "yes" : "no"),
+            ("capacity bytes", "\(slot.capacityBytes)"),
+            ("image file bytes", "\(storage.length)"),
+            ("disk bytes", "\(storage.diskBytes)"),
+            ("journal head", "byte \(slot.journal.start), a segment of \(slot.journal.length) bytes"),
+        ]
+        for (key, value) in lines { writeLine("\(key): \(value)", to: STDOUT_FILENO) }
     }
 }

@@ -2,7 +2,8 @@ import Foundation
 import XCTest
 
 /// `offloadfs fsck` on a format 2 image (in development: `offloadfs-genimage --format 2`
-/// makes them; mount does not yet), as a person types it: a made image checks clean
+/// makes them; mount does not yet), as a person types it: `info` names its format, a
+/// made image checks clean
 /// (exit 0), one with damaged tree nodes reports problems (exit 1), and `--repair` says
 /// it cannot repair format 2 yet (exit 2) without writing.
 final class FormatTwoFsckTests: CommandLineTestCase {
@@ -12,6 +13,11 @@ final class FormatTwoFsckTests: CommandLineTestCase {
         let image = scratch + "/two.img"
         let made = try Shell.runProgram(generator, [image, "--files", "3000", "--format", "2"])
         XCTAssertEqual(made.status, 0, made.transcript)
+
+        let info = try offloadfs(["info", image])
+        XCTAssertEqual(info.status, 0, info.transcript)
+        XCTAssertTrue(info.output.contains("format version: 2 (in development"), info.transcript)
+        XCTAssertTrue(info.output.contains("capacity bytes: "), info.transcript)
 
         let clean = try offloadfs(["fsck", image])
         XCTAssertEqual(clean.status, 0, clean.transcript)
