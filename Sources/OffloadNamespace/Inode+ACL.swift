@@ -51,7 +51,14 @@ extension Inode {
     /// a copy of the default ACL; without one, the bits less the creator's umask.
     func aclsForNewChild(permissions: UInt32, umask: UInt32, isDirectory: Bool)
         -> (permissions: UInt32, access: [UInt8]?, default: [UInt8]?) {
-        guard let value = xattrs.value(named: PosixACL.defaultName), var acl = try? PosixACL(xattr: value) else {
+        Self.aclsForNewChild(defaultACL: xattrs.value(named: PosixACL.defaultName), permissions: permissions,
+                             umask: umask, isDirectory: isDirectory)
+    }
+
+    /// `aclsForNewChild` of a parent whose default ACL (its xattr value) is `defaultACL`.
+    static func aclsForNewChild(defaultACL value: [UInt8]?, permissions: UInt32, umask: UInt32, isDirectory: Bool)
+        -> (permissions: UInt32, access: [UInt8]?, default: [UInt8]?) {
+        guard let value, var acl = try? PosixACL(xattr: value) else {
             return (permissions & ~(umask & 0o777), nil, nil)
         }
         let (masked, needsACL) = acl.maskForCreate(permissions)

@@ -20,19 +20,11 @@ extension NamespaceState {
         if kind == .directory {
             guard parentInode.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
         }
-        var mode = permissions & 0o7777
-        var inherited: (access: [UInt8]?, default: [UInt8]?) = (nil, nil)
-        if kind != .symlink {
-            let start = parentInode.aclsForNewChild(permissions: mode, umask: context.umask,
-                                                    isDirectory: kind == .directory)
-            mode = start.permissions
-            inherited = (start.access, start.default)
-        }
-        var gid = context.gid
-        if parentInode.permissions & 0o2000 != 0 {
-            gid = parentInode.gid
-            if kind == .directory { mode |= 0o2000 }
-        }
+        let start = NewInodeStart(kind: kind, requested: permissions, parentPermissions: parentInode.permissions,
+                                  parentGID: parentInode.gid,
+                                  parentDefaultACL: parentInode.xattrs.value(named: PosixACL.defaultName), context: context)
+        let (mode, gid) = (start.permissions, start.gid)
+        let inherited = (access: start.accessACL, default: start.defaultACL)
         // The new inode (target, inherited ACLs), its entry, the parent.
         let content = makeContent()
         var target = 0
@@ -79,14 +71,10 @@ extension Namespace {
     /// and unknown types are EINVAL.
     public func mknod(parent: InodeNumber, name: FileName, mode: UInt32, rdev: UInt64,
                       context: RequestContext) throws(FSError) -> Attributes {
-        let typed = mode & 0o170000 == 0 ? mode | FileKind.regular.modeBits : mode
-        guard let kind = FileKind(mode: typed), kind != .directory, kind != .symlink else {
-            throw .invalidArgument("mknod cannot make this kind of file")
-        }
-        let isDevice = kind == .characterDevice || kind == .blockDevice
+        let (kind, rdev) = try NewInodeArguments.mknod(mode: mode, rdev: rdev)
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             try state.makeNode(parent: parent, name: name, kind: kind, permissions: mode,
-                               rdev: isDevice ? rdev : 0, context: context, now: clock()) {
+                               rdev: rdev, context: context, now: clock()) {
                 kind == .regular ? .regular(makeRegularFile()) : .special
             }.snapshot()
         }.resolved()
@@ -107,9 +95,7 @@ extension Namespace {
     /// and one longer than 4095 bytes ENAMETOOLONG, as symlink(2) answers.
     public func symlink(parent: InodeNumber, name: FileName, target: [UInt8],
                         context: RequestContext) throws(FSError) -> Attributes {
-        guard !target.isEmpty else { throw .notFound }
-        guard target.count <= Namespace.maximumSymlinkTargetLength else { throw .nameTooLong }
-        guard !target.contains(0) else { throw .invalidArgument("NUL in symlink target") }
+        try NewInodeArguments.checkSymlinkTarget(target)
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             try state.makeNode(parent: parent, name: name, kind: .symlink, permissions: 0o777,
                                rdev: 0, context: context, now: clock()) {

@@ -31,6 +31,7 @@ public final class VolumeReader {
     public func xattrNames(_ inode: UInt64) throws(FSError) -> [[UInt8]] { try view.xattrNames(inode) }
     public func symlinkTarget(_ inode: UInt64) throws(FSError) -> [UInt8]? { try view.symlinkTarget(inode) }
     public func orphans() throws(FSError) -> [(inode: UInt64, item: OrphanItem)] { try view.orphans() }
+    public func orphan(_ inode: UInt64) throws(FSError) -> OrphanItem? { try view.orphan(inode) }
 }
 
 /// The commits live readers read, counted: the oldest bounds which frees may be punched.

@@ -1,0 +1,73 @@
+import OffloadCore
+
+// setattr on format 2: chmod, chown, truncate, utimensat, with format 1's rules
+// (Namespace+Attributes.swift): every change marks ctime, a size change mtime too (even
+// to the same size), explicit times in the same request win, an unprivileged chown of a
+// regular file clears set-user-ID (and set-group-ID with group-execute). A chmod keeps
+// the access ACL in step. The size of a regular file changes by a file range of a hole
+// (growing) or cut (shrinking), in the same frame as the attributes.
+
+extension VolumeNamespace {
+    public func setattr(inode number: InodeNumber, changes request: AttributeChanges,
+                        context: RequestContext) throws(FSError) -> Attributes {
+        try changing { (reader, changes) throws(FSError) -> Attributes in
+            var item = try item(number.rawValue, in: reader)
+            let now = clock()
+            var changed = false
+            if let size = request.size {
+                guard item.type == Self.typeCode(.regular) else {
+                    throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
+                }
+                guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
+                if size != item.size {
+                    let range = min(size, item.size)..<max(size, item.size)
+                    changes.append(.fileRange(inode: number.rawValue, size: size, range: range,
+                                              pieces: [FilePiece(offset: range.lowerBound, extent: .repeatingBytes(value: 0, count: UInt64(range.count)))]))
+                    item.size = size
+                }
+                item.modificationTime = now.record
+                changed = true
+            }
+            if let permissions = request.permissions {
+                item.permissions = permissions & 0o7777
+                try keepAccessACLInStep(number.rawValue, item.permissions, reader, &changes)
+                changed = true
+            }
+            if request.uid != nil || request.gid != nil {
+                if let uid = request.uid { item.uid = uid }
+                if let gid = request.gid { item.gid = gid }
+                if context.uid != 0 && item.type == Self.typeCode(.regular) {
+                    item.permissions &= ~0o4000
+                    if item.permissions & 0o010 != 0 { item.permissions &= ~0o2000 }
+                }
+                changed = true
+            }
+            if let accessTime = request.accessTime {
+                item.accessTime = NamespaceState.resolve(accessTime, now: now).record
+                changed = true
+            }
+            if let modificationTime = request.modificationTime {
+                item.modificationTime = NamespaceState.resolve(modificationTime, now: now).record
+                changed = true
+            }
+            if let changeTime = request.changeTime {
+                item.changeTime = changeTime.record
+            } else if changed {
+                item.changeTime = now.record
+            }
+            if changed || request.changeTime != nil { changes.append(.attributes(inode: number.rawValue, item)) }
+            return try attributes(number.rawValue, item)
+        }
+    }
+
+    /// After a chmod: the access ACL's owner, other and mask (or owning-group) entries take
+    /// the new bits (format 1's `Inode.permissionsChanged`).
+    func keepAccessACLInStep(_ number: UInt64, _ permissions: UInt32, _ reader: VolumeReader,
+                             _ changes: inout [JournalChange]) throws(FSError) {
+        guard let value = try reader.xattr(number, name: PosixACL.accessName), var acl = try? PosixACL(xattr: value) else {
+            return
+        }
+        acl.applyChmod(permissions)
+        changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: acl.xattr))
+    }
+}

@@ -1,0 +1,156 @@
+import OffloadCore
+
+// Listing directories and extended attributes on format 2.
+//
+// Readdir cookies: "." is 1, ".." is 2, an entry's cookie is its index (3, 4, ...: indexes
+// only grow, so a listing in progress neither repeats nor skips an entry that stays), as
+// format 1's `Directory` cookies. Xattrs: format 1's names, limits and ACL rules
+// (Namespace+Xattr.swift, Inode+ACL.swift); a listing's order is the items' (by hash).
+
+extension VolumeNamespace {
+    public func opendir(inode number: InodeNumber) throws(FSError) -> FileHandle {
+        try changing { (reader, _) throws(FSError) -> FileHandle in
+            _ = try directory(number.rawValue, in: reader)
+            let handle = nextHandle
+            nextHandle += 1
+            directoryHandles[handle] = number.rawValue
+            return FileHandle(handle)
+        }
+    }
+
+    public func releasedir(inode number: InodeNumber, handle: FileHandle) {
+        lock.withLock { _ = directoryHandles.removeValue(forKey: handle.rawValue) }
+    }
+
+    public func readdir(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
+                        limit: Int) throws(FSError) -> [DirectoryEntry] {
+        try changing { (reader, _) throws(FSError) -> [DirectoryEntry] in
+            try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader).map(\.entry)
+        }
+    }
+
+    /// Each entry other than "." and ".." comes with its attributes and counts as one lookup.
+    public func readdirplus(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
+                            limit: Int) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] {
+        try changing { (reader, _) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] in
+            var result: [(entry: DirectoryEntry, attributes: Attributes?)] = []
+            for (entry, child) in try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader) {
+                guard let child else {
+                    result.append((entry, nil))
+                    continue
+                }
+                referenced(entry.inode.rawValue)
+                result.append((entry, try attributes(entry.inode.rawValue, child)))
+            }
+            return result
+        }
+    }
+
+    /// The next at most `limit` entries after cookie `offset`, each with its inode's item;
+    /// a removed directory lists as empty.
+    private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int,
+                         _ reader: VolumeReader) throws(FSError) -> [(entry: DirectoryEntry, child: InodeItem?)] {
+        guard directoryHandles[handle.rawValue] == number else { throw .badHandle }
+        let item = try directory(number, in: reader)
+        guard item.linkCount > 0, limit > 0 else { return [] }
+        var result: [(entry: DirectoryEntry, child: InodeItem?)] = []
+        if offset < Directory.dotCookie {
+            result.append((DirectoryEntry(name: [0x2E], inode: InodeNumber(number), kind: .directory, nextOffset: Directory.dotCookie), nil))
+        }
+        if offset < Directory.dotDotCookie && result.count < limit {
+            result.append((DirectoryEntry(name: [0x2E, 0x2E], inode: InodeNumber(item.parent), kind: .directory,
+                                          nextOffset: Directory.dotDotCookie), nil))
+        }
+        let from = max(offset, Directory.dotDotCookie) + 1
+        for entry in try reader.entries(directory: number, from: from, limit: limit - result.count) {
+            let child = try self.item(entry.child, in: reader)
+            guard let kind = FileKind(mode: UInt32(entry.type) << 12) else {
+                throw .damagedImage("entry \(entry.index) of directory \(number) has type \(entry.type)")
+            }
+            result.append((DirectoryEntry(name: entry.name, inode: InodeNumber(entry.child), kind: kind, nextOffset: entry.index), child))
+        }
+        return result
+    }
+
+    // MARK: - Extended attributes
+
+    public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
+        try ExtendedAttributes.validate(name: name)
+        try changing { (reader, changes) throws(FSError) in
+            var item = try item(number.rawValue, in: reader)
+            guard let kind = FileKind(mode: UInt32(item.type) << 12) else { throw .damagedImage("inode \(number) has type \(item.type)") }
+            if ExtendedAttributes.isUserName(name) && !Namespace.mayHaveUserAttributes(kind) { throw .notPermitted }
+            var stored = value
+            if name == PosixACL.accessName {
+                // The mode's rwx bits become what the ACL says; an ACL the mode says fully is
+                // not kept (format 1's `setAccessACL`).
+                let acl = try PosixACL(xattr: value)
+                let (bits, equivalent) = acl.modeBits
+                stored = acl.xattr
+                if equivalent {
+                    if try reader.xattr(number.rawValue, name: name) != nil { changes.append(.removeXattr(inode: number.rawValue, name: name)) }
+                } else {
+                    try checkSet(number.rawValue, name: name, value: stored, mode: mode, reader)
+                    changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
+                }
+                item.permissions = item.permissions & ~0o777 | bits
+            } else {
+                if name == PosixACL.defaultName {
+                    guard kind == .directory else { throw .permissionDenied }
+                    stored = try PosixACL(xattr: value).xattr
+                }
+                try checkSet(number.rawValue, name: name, value: stored, mode: mode, reader)
+                changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
+            }
+            item.changeTime = clock().record
+            changes.append(.attributes(inode: number.rawValue, item))
+        }
+    }
+
+    /// Format 1's limits and modes (`ExtendedAttributes.set`): value length, the create and
+    /// replace flags, the total of an inode's values and the length of its name list.
+    private func checkSet(_ number: UInt64, name: [UInt8], value: [UInt8], mode: XattrSetMode,
+                          _ reader: VolumeReader) throws(FSError) {
+        guard value.count <= ExtendedAttributes.maximumValueLength else { throw .argumentListTooLong }
+        let old = try reader.xattr(number, name: name)
+        switch (mode, old) {
+        case (.createOnly, .some), (.createAndReplace, .some): throw .exists
+        case (.replaceOnly, .none), (.createAndReplace, .none): throw .noAttribute
+        default: break
+        }
+        let names = try reader.xattrNames(number)
+        var total = 0
+        for other in names where other != name { total += try reader.xattr(number, name: other)?.count ?? 0 }
+        guard total + value.count <= ExtendedAttributes.maximumTotalValueBytes else { throw .noSpace }
+        if old == nil {
+            let listLength = names.reduce(0) { $0 + $1.count + 1 }
+            guard listLength + name.count + 1 <= ExtendedAttributes.maximumListLength else { throw .noSpace }
+        }
+    }
+
+    public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
+        try ExtendedAttributes.validate(name: name)
+        return try changing { (reader, _) throws(FSError) -> [UInt8] in
+            _ = try item(number.rawValue, in: reader)
+            guard let value = try reader.xattr(number.rawValue, name: name) else { throw .noAttribute }
+            return value
+        }
+    }
+
+    public func listxattr(inode number: InodeNumber) throws(FSError) -> [[UInt8]] {
+        try changing { (reader, _) throws(FSError) -> [[UInt8]] in
+            _ = try item(number.rawValue, in: reader)
+            return try reader.xattrNames(number.rawValue)
+        }
+    }
+
+    public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
+        try ExtendedAttributes.validate(name: name)
+        try changing { (reader, changes) throws(FSError) in
+            var item = try item(number.rawValue, in: reader)
+            guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
+            item.changeTime = clock().record
+            changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import OffloadCore
+
+// Names on format 2: lookup, forget, mknod, mkdir, symlink, readlink, link, unlink, rmdir.
+// Each success that returns attributes hands the kernel one reference.
+
+extension VolumeNamespace {
+    public func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes {
+        try changing { (reader, _) throws(FSError) -> Attributes in
+            _ = try directory(parent.rawValue, in: reader)
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            let attributes = try attributes(entry.child, try item(entry.child, in: reader))
+            referenced(entry.child)
+            return attributes
+        }
+    }
+
+    /// Gives back `lookups` references; an inode with no name left goes with the last one.
+    public func forget(inode number: InodeNumber, lookups: UInt64) {
+        _ = try? changing { (reader, changes) throws(FSError) in
+            guard let count = lookupCounts[number.rawValue] else { return }
+            let left = count - min(lookups, count)
+            lookupCounts[number.rawValue] = left == 0 ? nil : left
+            guard left == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0,
+                  number != .root else { return }
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
+        }
+    }
+
+    public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {
+        try changing { (reader, _) throws(FSError) -> Attributes in
+            try attributes(number.rawValue, try item(number.rawValue, in: reader))
+        }
+    }
+
+    public func readlink(inode number: InodeNumber) throws(FSError) -> [UInt8] {
+        try changing { (reader, _) throws(FSError) -> [UInt8] in
+            guard try item(number.rawValue, in: reader).type == Self.typeCode(.symlink),
+                  let target = try reader.symlinkTarget(number.rawValue) else {
+                throw .invalidArgument("not a symbolic link")
+            }
+            return target
+        }
+    }
+
+    /// Regular files (empty: their data is the next step), FIFOs, sockets and device
+    /// nodes, as format 1's `mknod`.
+    public func mknod(parent: InodeNumber, name: FileName, mode: UInt32, rdev: UInt64,
+                      context: RequestContext) throws(FSError) -> Attributes {
+        let (kind, rdev) = try NewInodeArguments.mknod(mode: mode, rdev: rdev)
+        return try makeNode(parent: parent, name: name, kind: kind, permissions: mode, rdev: rdev, target: nil, context: context)
+    }
+
+    public func mkdir(parent: InodeNumber, name: FileName, mode: UInt32,
+                      context: RequestContext) throws(FSError) -> Attributes {
+        try makeNode(parent: parent, name: name, kind: .directory, permissions: mode, rdev: 0, target: nil, context: context)
+    }
+
+    public func symlink(parent: InodeNumber, name: FileName, target: [UInt8],
+                        context: RequestContext) throws(FSError) -> Attributes {
+        try NewInodeArguments.checkSymlinkTarget(target)
+        return try makeNode(parent: parent, name: name, kind: .symlink, permissions: 0o777, rdev: 0, target: target,
+                            context: context)
+    }
+
+    /// A new inode under `parent`/`name`: its attributes, its name at the parent's next
+    /// index, the parent's new attributes, its target and inherited ACLs, in one frame.
+    private func makeNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
+                          target: [UInt8]?, context: RequestContext) throws(FSError) -> Attributes {
+        try changing { (reader, changes) throws(FSError) -> Attributes in
+            var parentItem = try liveDirectory(parent.rawValue, in: reader)
+            guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
+            if kind == .directory {
+                guard parentItem.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+            }
+            let start = NewInodeStart(kind: kind, requested: permissions, parentPermissions: parentItem.permissions,
+                                      parentGID: parentItem.gid,
+                                      parentDefaultACL: try reader.xattr(parent.rawValue, name: PosixACL.defaultName),
+                                      context: context)
+            let now = clock().record
+            let number = nextInode
+            let item = InodeItem(type: Self.typeCode(kind), permissions: start.permissions, uid: context.uid, gid: start.gid,
+                                 linkCount: kind == .directory ? 2 : 1, size: UInt64(target?.count ?? 0), rdev: rdev,
+                                 accessTime: now, modificationTime: now, changeTime: now, birthTime: now,
+                                 parent: kind == .directory ? parent.rawValue : 0, nextIndex: kind == .directory ? 3 : 0)
+            let index = parentItem.nextIndex
+            parentItem.nextIndex += 1
+            if kind == .directory { parentItem.linkCount += 1 }
+            parentItem.modificationTime = now
+            parentItem.changeTime = now
+            changes = [.attributes(inode: number, item),
+                       .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)),
+                       .attributes(inode: parent.rawValue, parentItem)]
+            if let target { changes.append(.symlinkTarget(inode: number, target)) }
+            if let access = start.accessACL { changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
+            if let inherited = start.defaultACL { changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
+            nextInode += 1
+            referenced(number)
+            return try attributes(number, item)
+        }
+    }
+
+    /// A hard link. Directories cannot be linked (EPERM), an unlinked file cannot get a
+    /// name again (ENOENT), more than `maximumLinkCount` names is EMLINK.
+    public func link(inode number: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes {
+        try changing { (reader, changes) throws(FSError) -> Attributes in
+            var item = try item(number.rawValue, in: reader)
+            guard item.type != Self.typeCode(.directory) else { throw .notPermitted }
+            var parentItem = try liveDirectory(newParent.rawValue, in: reader)
+            guard try reader.lookup(directory: newParent.rawValue, name: newName.bytes) == nil else { throw .exists }
+            guard item.linkCount > 0 else { throw .notFound }
+            guard item.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+            let now = clock().record
+            item.linkCount += 1
+            item.changeTime = now
+            let index = parentItem.nextIndex
+            parentItem.nextIndex += 1
+            parentItem.modificationTime = now
+            parentItem.changeTime = now
+            changes = [.link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: number.rawValue, type: item.type, index: index)),
+                       .attributes(inode: number.rawValue, item), .attributes(inode: newParent.rawValue, parentItem)]
+            referenced(number.rawValue)
+            return try attributes(number.rawValue, item)
+        }
+    }
+
+    public func unlink(parent: InodeNumber, name: FileName) throws(FSError) {
+        try changing { (reader, changes) throws(FSError) in
+            var parentItem = try directory(parent.rawValue, in: reader)
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            guard entry.type != Self.typeCode(.directory) else { throw .isDirectory }
+            var item = try item(entry.child, in: reader)
+            guard item.linkCount > 0 else { throw .io("a named inode has no links") }
+            let now = clock().record
+            item.linkCount -= 1
+            item.changeTime = now
+            parentItem.modificationTime = now
+            parentItem.changeTime = now
+            changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
+            state(entry.child, item, hadOrphan: false, into: &changes)
+        }
+    }
+
+    /// Removes an empty directory: its link count becomes 0 and the parent loses the
+    /// link its ".." held.
+    public func rmdir(parent: InodeNumber, name: FileName) throws(FSError) {
+        try changing { (reader, changes) throws(FSError) in
+            var parentItem = try directory(parent.rawValue, in: reader)
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            guard entry.type == Self.typeCode(.directory) else { throw .notDirectory }
+            var item = try directory(entry.child, in: reader)
+            guard try reader.entries(directory: entry.child, from: 3, limit: 1).isEmpty else { throw .notEmpty }
+            let now = clock().record
+            item.linkCount = 0
+            item.changeTime = now
+            parentItem.linkCount -= 1
+            parentItem.modificationTime = now
+            parentItem.changeTime = now
+            changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
+            state(entry.child, item, hadOrphan: false, into: &changes)
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import OffloadCore
+
+// rename(2) and renameat2(2) on format 2, with format 1's checks in format 1's order
+// (Namespace+Rename.swift): flags, both parents, the source name, the target name
+// (RENAME_NOREPLACE: EEXIST), "same inode: nothing to do", the cycle rule (EINVAL), then
+// kind rules (ENOTDIR, EISDIR, ENOTEMPTY). An existing target name keeps its entry index
+// (its readdir cookie) and names the moved inode; a new name gets the next index.
+
+extension VolumeNamespace {
+    public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
+                       newName: FileName, flags: RenameFlags) throws(FSError) {
+        guard flags.subtracting([.noReplace, .exchange]).isEmpty else { throw .invalidArgument("unknown rename flags") }
+        guard !flags.isSuperset(of: [.noReplace, .exchange]) else {
+            throw .invalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
+        }
+        try changing { (reader, changes) throws(FSError) in
+            var items = RenameItems(reader: reader)
+            _ = try directory(parent.rawValue, in: reader)
+            _ = try liveDirectory(newParent.rawValue, in: reader)
+            guard let source = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            let target = try reader.lookup(directory: newParent.rawValue, name: newName.bytes)
+            let now = clock().record
+            if flags.contains(.exchange) {
+                guard let target else { throw .notFound }
+                if source.child == target.child { return }
+                let crosses = parent != newParent
+                if crosses {
+                    if source.type == Self.typeCode(.directory) { try refuseCycle(moving: source.child, into: newParent.rawValue, reader) }
+                    if target.type == Self.typeCode(.directory) { try refuseCycle(moving: target.child, into: parent.rawValue, reader) }
+                    if source.type == Self.typeCode(.directory) && target.type != Self.typeCode(.directory) {
+                        guard try items.get(newParent.rawValue).linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+                    }
+                    if target.type == Self.typeCode(.directory) && source.type != Self.typeCode(.directory) {
+                        guard try items.get(parent.rawValue).linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+                    }
+                }
+                changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
+                           .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: target.child, type: target.type, index: source.index)),
+                           .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: target.index))]
+                try reparent(source, from: parent.rawValue, to: newParent.rawValue, &items)
+                try reparent(target, from: newParent.rawValue, to: parent.rawValue, &items)
+                try items.change(source.child) { $0.changeTime = now }
+                try items.change(target.child) { $0.changeTime = now }
+            } else if let target {
+                if flags.contains(.noReplace) { throw .exists }
+                if target.child == source.child { return }
+                if source.type == Self.typeCode(.directory) {
+                    try refuseCycle(moving: source.child, into: newParent.rawValue, reader)
+                    guard target.type == Self.typeCode(.directory) else { throw .notDirectory }
+                    guard try reader.entries(directory: target.child, from: 3, limit: 1).isEmpty else { throw .notEmpty }
+                } else if target.type == Self.typeCode(.directory) {
+                    throw .isDirectory
+                }
+                changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
+                           .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: target.index))]
+                if target.type == Self.typeCode(.directory) {
+                    try items.change(target.child) { $0.linkCount = 0 }
+                    try items.change(newParent.rawValue) { $0.linkCount -= 1 }
+                } else {
+                    try items.change(target.child) { $0.linkCount -= 1 }
+                }
+                try reparent(source, from: parent.rawValue, to: newParent.rawValue, &items)
+                try items.change(target.child) { $0.changeTime = now }
+                try items.change(source.child) { $0.changeTime = now }
+            } else {
+                if source.type == Self.typeCode(.directory) {
+                    try refuseCycle(moving: source.child, into: newParent.rawValue, reader)
+                    if parent != newParent {
+                        guard try items.get(newParent.rawValue).linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+                    }
+                }
+                var newParentItem = try items.get(newParent.rawValue)
+                let index = newParentItem.nextIndex
+                newParentItem.nextIndex += 1
+                items.set(newParent.rawValue, newParentItem)
+                changes = [.unlink(directory: parent.rawValue, source),
+                           .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: index))]
+                try reparent(source, from: parent.rawValue, to: newParent.rawValue, &items)
+                try items.change(source.child) { $0.changeTime = now }
+            }
+            try items.change(parent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
+            try items.change(newParent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
+            for (number, item) in items.changed.sorted(by: { $0.key < $1.key }) {
+                state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &changes)
+            }
+        }
+    }
+
+    /// A directory that moved: its parent is the new one, which gains the link the old one
+    /// loses. Nothing for other kinds or within one directory.
+    private func reparent(_ entry: NamedEntry, from oldParent: UInt64, to newParent: UInt64,
+                          _ items: inout RenameItems) throws(FSError) {
+        guard entry.type == Self.typeCode(.directory), oldParent != newParent else { return }
+        try items.change(entry.child) { $0.parent = newParent }
+        try items.change(oldParent) { $0.linkCount -= 1 }
+        try items.change(newParent) { $0.linkCount += 1 }
+    }
+
+    /// EINVAL when `start` is `moving` or lies below it (a directory may not move into
+    /// itself or a descendant), walking the parents up to the root.
+    private func refuseCycle(moving ancestor: UInt64, into start: UInt64, _ reader: VolumeReader) throws(FSError) {
+        var cursor = start
+        for _ in 0..<65_536 {
+            if cursor == ancestor { throw .invalidArgument("cannot move a directory into itself or a descendant") }
+            if cursor == 1 { return }
+            let parent = try directory(cursor, in: reader).parent
+            guard parent != 0, parent != cursor else { throw .io("directory \(cursor) has no parent directory") }
+            cursor = parent
+        }
+        throw .io("directory parent chain does not reach the root")
+    }
+}
+
+/// The items a rename changes, read once and changed in memory, then stated together.
+struct RenameItems {
+    let reader: VolumeReader
+    var changed: [UInt64: InodeItem] = [:]
+
+    init(reader: VolumeReader) { self.reader = reader }
+
+    mutating func get(_ number: UInt64) throws(FSError) -> InodeItem {
+        if let item = changed[number] { return item }
+        guard let item = try reader.inode(number) else { throw .staleInode }
+        return item
+    }
+
+    mutating func set(_ number: UInt64, _ item: InodeItem) { changed[number] = item }
+
+    mutating func change(_ number: UInt64, _ body: (inout InodeItem) -> Void) throws(FSError) {
+        var item = try get(number)
+        body(&item)
+        changed[number] = item
+    }
+}

@@ -1,0 +1,260 @@
+import XCTest
+import OffloadCore
+@testable import OffloadNamespace
+import OffloadSimulation
+import SplitMix
+
+/// Format 2's namespace (`VolumeNamespace`) against format 1's (`Namespace`), the oracle
+/// the POSIX suites check: the same random operations on both (names, links, renames with
+/// their flags, removals with the kernel still referencing the inode, attributes, sizes,
+/// xattrs and ACLs, listings, forgets, as root and as a user with a umask) must give the
+/// same answers: equal attributes, equal listings (cookies included), equal errors, equal
+/// xattr values (names as sets: format 2 lists them in hash order). Format 2's volume
+/// commits now and then, which must change nothing anyone sees, and its image checks
+/// clean at the end (`VolumeCheck`).
+/// Replay one seed with `OFFLOADFS_VOLUME_NAMESPACE_SEED=N`.
+final class VolumeNamespaceDifferentialTests: XCTestCase {
+    func testFormatTwoAnswersAsFormatOne() throws {
+        let replay: UInt64? = ProcessInfo.processInfo.environment["OFFLOADFS_VOLUME_NAMESPACE_SEED"].flatMap { UInt64($0) }
+        let seeds: [UInt64] = replay.map { [$0] } ?? [1, 2, 3, 4]
+        var totals = (operations: 0, errors: 0, commits: 0)
+        for seed in seeds {
+            do {
+                let run = try Pair(seed: seed)
+                for step in 0..<700 {
+                    try run.step()
+                    if step % 90 == 89 {
+                        try run.volume.commit()
+                        totals.commits += 1
+                    }
+                }
+                totals.operations += run.operations
+                totals.errors += run.errors
+                // What format 2's namespace wrote holds together (fsck's check).
+                try run.volume.commit()
+                let report = try VolumeCheck.run(run.volume.storage)
+                guard report.isClean else { throw Mismatch(description: "the image does not check clean: \(report.problems.prefix(3))") }
+            } catch {
+                return XCTFail("seed \(seed): \(error)\nreplay with OFFLOADFS_VOLUME_NAMESPACE_SEED=\(seed)")
+            }
+        }
+        print("volume namespace differential: \(totals.operations) operations (\(totals.errors) answered with errors), \(totals.commits) commits")
+        if seeds.count > 1 {
+            XCTAssertGreaterThan(totals.errors, 100, "too few operations failed to exercise the error paths")
+        }
+    }
+
+    struct Mismatch: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Both namespaces, and what the test knows of the names they hold.
+    final class Pair {
+        let one: Namespace
+        let two: VolumeNamespace
+        let volume: TreeVolume
+        let clock = ManualClock()
+        var rng: SplitMix64
+        /// Inode numbers of directories and of other inodes made so far (some may be gone).
+        var directories: [InodeNumber] = [.root]
+        var others: [InodeNumber] = []
+        var handles: [(InodeNumber, FileHandle, FileHandle)] = []
+        var operations = 0, errors = 0
+        let names = ["a", "b", "c", "d", "e", "f", "g", "long-\(String(repeating: "n", count: 200))"]
+
+        init(seed: UInt64) throws {
+            rng = SplitMix64(seed: seed)
+            let clock = self.clock
+            let store = try BackingStore(storage: MemoryImageStorage(maximumBytes: 65 << 20), capacityBytes: 64 << 20)
+            one = Namespace(store: store, memoryLimiter: MemoryLimiter(limitBytes: 0), clock: { clock.now })
+            volume = try TreeVolume.format(MemoryImageStorage(maximumBytes: 64 << 20), capacityBytes: 64 << 20,
+                                           imageID: seed + 1, nameHashKey: SipHash24(key0: seed, key1: 3))
+            two = try VolumeNamespace(volume: volume, clock: { clock.now })
+        }
+
+        func pick<T>(_ list: [T]) -> T { list[Int(rng.next() % UInt64(list.count))] }
+        func name() throws -> FileName { try FileName(pick(names)) }
+        var anyInode: InodeNumber { rng.next() % 2 == 0 || others.isEmpty ? pick(directories) : pick(others) }
+        var context: RequestContext {
+            rng.next() % 3 == 0 ? RequestContext(uid: 1000, gid: 1000, umask: 0o022) : RequestContext(uid: 0, gid: 0, umask: 0o002)
+        }
+
+        /// Runs one operation on both and compares the answers.
+        func same<T>(_ what: String, _ first: () throws -> T, _ second: () throws -> T,
+                     _ equal: (T, T) -> Bool) throws -> T? {
+            operations += 1
+            let a = Result { try first() }, b = Result { try second() }
+            switch (a, b) {
+            case (.success(let x), .success(let y)):
+                guard equal(x, y) else { throw Mismatch(description: "\(what): format 1 \(x), format 2 \(y)") }
+                return x
+            case (.failure(let x), .failure(let y)):
+                guard Self.kind(x) == Self.kind(y) else { throw Mismatch(description: "\(what): format 1 threw \(x), format 2 \(y)") }
+                errors += 1
+                return nil
+            default:
+                throw Mismatch(description: "\(what): format 1 \(a), format 2 \(b)")
+            }
+        }
+
+        /// An error's case without its message.
+        static func kind(_ error: Error) -> String {
+            guard let error = error as? FSError else { return "\(error)" }
+            if case .invalidArgument = error { return "invalidArgument" }
+            if case .io = error { return "io" }
+            return "\(error)"
+        }
+
+        func made(_ attributes: Attributes?) {
+            guard let attributes else { return }
+            if attributes.kind == .directory { directories.append(attributes.inode) } else { others.append(attributes.inode) }
+        }
+
+        func step() throws {
+            clock.advance()
+            let parent = pick(directories), context = self.context
+            switch rng.next() % 20 {
+            case 0, 1:
+                let name = try name(), mode = UInt32(rng.next() % 0o10000)
+                made(try same("mkdir \(parent)/\(name)", { try one.mkdir(parent: parent, name: name, mode: mode, context: context) },
+                              { try two.mkdir(parent: parent, name: name, mode: mode, context: context) }, ==))
+            case 2, 3:
+                let name = try name(), kind = pick([FileKind.regular, .fifo, .characterDevice]), mode = kind.modeBits | UInt32(rng.next() % 0o10000)
+                made(try same("mknod \(parent)/\(name)", { try one.mknod(parent: parent, name: name, mode: mode, rdev: 0x0801, context: context) },
+                              { try two.mknod(parent: parent, name: name, mode: mode, rdev: 0x0801, context: context) }, ==))
+            case 4:
+                let name = try name(), target = Array(String(repeating: "t", count: Int(1 + rng.next() % 300)).utf8)
+                made(try same("symlink \(parent)/\(name)", { try one.symlink(parent: parent, name: name, target: target, context: context) },
+                              { try two.symlink(parent: parent, name: name, target: target, context: context) }, ==))
+            case 5:
+                let inode = anyInode, name = try name()
+                _ = try same("link \(inode) \(parent)/\(name)", { try one.link(inode: inode, newParent: parent, newName: name) },
+                             { try two.link(inode: inode, newParent: parent, newName: name) }, ==)
+            case 6, 7:
+                let name = try name()
+                _ = try same("unlink \(parent)/\(name)", { try one.unlink(parent: parent, name: name) },
+                             { try two.unlink(parent: parent, name: name) }, { _, _ in true })
+            case 8:
+                let name = try name()
+                _ = try same("rmdir \(parent)/\(name)", { try one.rmdir(parent: parent, name: name) },
+                             { try two.rmdir(parent: parent, name: name) }, { _, _ in true })
+            case 9, 10:
+                let name = try name(), newParent = pick(directories), newName = try self.name()
+                let flags = pick([RenameFlags(), RenameFlags(), .noReplace, .exchange])
+                _ = try same("rename \(parent)/\(name) \(newParent)/\(newName) \(flags.rawValue)",
+                             { try one.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags) },
+                             { try two.rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags) }, { _, _ in true })
+            case 11:
+                let name = try name()
+                _ = try same("lookup \(parent)/\(name)", { try one.lookup(parent: parent, name: name) },
+                             { try two.lookup(parent: parent, name: name) }, ==)
+            case 12:
+                let inode = anyInode
+                _ = try same("forget \(inode)", { one.forget(inode: inode, lookups: 1) }, { two.forget(inode: inode, lookups: 1) }, { _, _ in true })
+            case 13:
+                let inode = anyInode
+                var changes = AttributeChanges()
+                if rng.next() % 2 == 0 { changes.permissions = UInt32(rng.next() % 0o10000) }
+                if rng.next() % 3 == 0 { changes.uid = UInt32(rng.next() % 3) * 1000; changes.gid = 1000 }
+                if rng.next() % 3 == 0 { changes.size = rng.next() % 3 == 0 ? 0 : rng.next() % 100_000 }
+                if rng.next() % 3 == 0 { changes.modificationTime = rng.next() % 2 == 0 ? .now : .set(Timestamp(seconds: 5, nanoseconds: 7)) }
+                if rng.next() % 4 == 0 { changes.accessTime = .set(Timestamp(seconds: 9, nanoseconds: 0)) }
+                _ = try same("setattr \(inode) \(changes)", { try one.setattr(inode: inode, changes: changes, context: context) },
+                             { try two.setattr(inode: inode, changes: changes, context: context) }, ==)
+            case 14:
+                let inode = anyInode
+                _ = try same("getattr \(inode)", { try one.getattr(inode: inode) }, { try two.getattr(inode: inode) }, ==)
+                _ = try same("readlink \(inode)", { try one.readlink(inode: inode) }, { try two.readlink(inode: inode) }, ==)
+            case 15:
+                let directory = pick(directories), plus = rng.next() % 2 == 0
+                guard let handles = try same("opendir \(directory)", { try one.opendir(inode: directory) }, { try two.opendir(inode: directory) }, { _, _ in true }),
+                      let second = try? two.opendir(inode: directory) else { return }
+                defer { one.releasedir(inode: directory, handle: handles); two.releasedir(inode: directory, handle: second) }
+                var offset: UInt64 = 0
+                while true {
+                    let limit = Int(1 + rng.next() % 4)
+                    let page: [DirectoryEntry]?
+                    if plus {
+                        page = try same("readdirplus \(directory) from \(offset)",
+                                        { try one.readdirplus(inode: directory, handle: handles, offset: offset, limit: limit).map(\.entry) },
+                                        { try two.readdirplus(inode: directory, handle: second, offset: offset, limit: limit).map(\.entry) }, ==)
+                    } else {
+                        page = try same("readdir \(directory) from \(offset)",
+                                        { try one.readdir(inode: directory, handle: handles, offset: offset, limit: limit) },
+                                        { try two.readdir(inode: directory, handle: second, offset: offset, limit: limit) }, ==)
+                    }
+                    guard let page, let last = page.last else { break }
+                    offset = last.nextOffset
+                }
+            case 16, 17:
+                let inode = anyInode
+                let name = Array(pick(["user.x", "user.y", "trusted.z", "system.posix_acl_access", "system.posix_acl_default"]).utf8)
+                let mode = pick([XattrSetMode.createOrReplace, .createOrReplace, .createOnly, .replaceOnly])
+                let value: [UInt8] = name.starts(with: Array("system.".utf8))
+                    ? Self.acl(user: rng.next() % 2 == 0, bits: UInt16(rng.next() % 8))
+                    : Array(repeating: UInt8(truncatingIfNeeded: rng.next()), count: Int(rng.next() % 3000))
+                _ = try same("setxattr \(inode) \(String(decoding: name, as: UTF8.self))",
+                             { try one.setxattr(inode: inode, name: name, value: value, mode: mode) },
+                             { try two.setxattr(inode: inode, name: name, value: value, mode: mode) }, { _, _ in true })
+                _ = try same("getattr \(inode) after setxattr", { try one.getattr(inode: inode) }, { try two.getattr(inode: inode) }, ==)
+            case 18:
+                let inode = anyInode
+                _ = try same("listxattr \(inode)", { Set(try one.listxattr(inode: inode)) }, { Set(try two.listxattr(inode: inode)) }, ==)
+                for name in (try? one.listxattr(inode: inode)) ?? [] {
+                    _ = try same("getxattr \(inode)", { try one.getxattr(inode: inode, name: name) }, { try two.getxattr(inode: inode, name: name) }, ==)
+                }
+            default:
+                let inode = anyInode, name = Array(pick(["user.x", "user.y", "system.posix_acl_access"]).utf8)
+                _ = try same("removexattr \(inode)", { try one.removexattr(inode: inode, name: name) },
+                             { try two.removexattr(inode: inode, name: name) }, { _, _ in true })
+            }
+        }
+
+        /// An access ACL (xattr form): owner, group and other entries of `bits`, with a named
+        /// user entry and a mask when `user`.
+        static func acl(user: Bool, bits: UInt16) -> [UInt8] {
+            var entries: [(tag: UInt16, perm: UInt16, id: UInt32)] = [(0x01, bits, UInt32.max)]
+            if user { entries.append((0x02, 0o6, 1000)) }
+            entries.append((0x04, bits & 0o5, UInt32.max))
+            if user { entries.append((0x10, 0o7, UInt32.max)) }
+            entries.append((0x20, bits & 0o4, UInt32.max))
+            var bytes: [UInt8] = [2, 0, 0, 0]
+            for entry in entries {
+                bytes += [UInt8(entry.tag & 0xFF), UInt8(entry.tag >> 8), UInt8(entry.perm & 0xFF), UInt8(entry.perm >> 8)]
+                bytes += (0..<4).map { UInt8(truncatingIfNeeded: entry.id >> (8 * $0)) }
+            }
+            return bytes
+        }
+    }
+}
+
+/// Format 2's namespace across a new mount: a file unlinked while the kernel referenced it
+/// is an orphan until the last FORGET; a new namespace on the volume (the next mount)
+/// drops the orphans left, and the image checks clean.
+final class VolumeNamespaceOrphanTests: XCTestCase {
+    func testANewMountDropsTheOrphansTheLastOneLeft() throws {
+        let storage = MemoryImageStorage(maximumBytes: 16 << 20)
+        let volume = try TreeVolume.format(storage, capacityBytes: 16 << 20, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let namespace = try VolumeNamespace(volume: volume)
+        let kept = try namespace.mknod(parent: .root, name: FileName("kept"), mode: 0o100644, rdev: 0, context: .root)
+        _ = try namespace.setattr(inode: kept.inode, changes: AttributeChanges(size: 5000), context: .root)
+        try namespace.unlink(parent: .root, name: FileName("kept"))
+        XCTAssertEqual(try namespace.getattr(inode: kept.inode).linkCount, 0, "the kernel's reference keeps it")
+        XCTAssertEqual(try namespace.getattr(inode: kept.inode).size, 0, "nothing can read its data again")
+        XCTAssertEqual(try volume.reader().orphans().map(\.inode), [kept.inode.rawValue])
+        let gone = try namespace.mkdir(parent: .root, name: FileName("gone"), mode: 0o755, context: .root)
+        try namespace.rmdir(parent: .root, name: FileName("gone"))
+        namespace.forget(inode: gone.inode, lookups: 1)
+        XCTAssertThrowsError(try namespace.getattr(inode: gone.inode), "the last FORGET drops a removed directory")
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(storage).isClean)
+
+        let reopened = try TreeVolume.open(storage)
+        let next = try VolumeNamespace(volume: reopened)
+        XCTAssertEqual(try reopened.reader().orphans().count, 0)
+        XCTAssertThrowsError(try next.getattr(inode: kept.inode))
+        try reopened.commit()
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+}
