@@ -62,55 +62,28 @@ extension Namespace {
         return data.count
     }
 
-    /// fallocate(2): mode 0 / KEEP_SIZE reserve space, PUNCH_HOLE frees it keeping the
-    /// size, ZERO_RANGE zeroes (with or without KEEP_SIZE). A zero length is EINVAL and a
-    /// range past the largest file size EFBIG, as fallocate(2) answers.
+    /// fallocate(2) (`FileDataRules.fallocate`).
     public func fallocate(inode: InodeNumber, handle: FileHandle, offset: UInt64,
                           length: UInt64, mode: AllocationMode) throws(FSError) {
         let opened = try openedFile(inode: inode, handle: handle)
-        guard opened.writable else { throw .badHandle }
-        guard length > 0 else { throw .invalidArgument("fallocate of zero bytes") }
-        try Self.checkRange(offset: offset, length: length)
-        let range = offset..<(offset + length)
-        let data = opened.file.data
-        switch mode {
-        case .allocate(let keepSize): try data.preallocate(range, keepSize: keepSize)
-        case .punchHole: try data.punchHole(range)
-        case .zeroRange(let keepSize): try data.zeroRange(range, keepSize: keepSize)
-        }
+        try FileDataRules.fallocate(opened.file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
     }
 
     /// SEEK_DATA / SEEK_HOLE; ENXIO at or past the end of file.
     public func lseek(inode: InodeNumber, handle: FileHandle, offset: UInt64,
                       target: SeekTarget) throws(FSError) -> UInt64 {
-        let data = try openedFile(inode: inode, handle: handle).file.data
-        switch target {
-        case .data: return try data.nextData(from: offset)
-        case .hole: return try data.nextHole(from: offset)
-        }
+        try FileDataRules.seek(try openedFile(inode: inode, handle: handle).file.data, from: offset, to: target)
     }
 
-    /// copy_file_range(2) by sharing the source's image ranges (no bytes copied).
-    /// Overlapping ranges of one file are EINVAL and an O_APPEND destination EBADF, as
-    /// copy_file_range(2) answers.
+    /// copy_file_range(2) (`FileDataRules.copyRange`).
     public func copyFileRange(from source: InodeNumber, sourceHandle: FileHandle, sourceOffset: UInt64,
                               to destination: InodeNumber, destinationHandle: FileHandle,
                               destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
         let input = try openedFile(inode: source, handle: sourceHandle)
         let output = try openedFile(inode: destination, handle: destinationHandle)
-        guard output.writable, !output.append else { throw .badHandle }
-        guard sourceOffset <= UInt64.max - length else {
-            throw .invalidArgument("source range overflows")
-        }
-        guard length > 0 else { return 0 }
-        try Self.checkRange(offset: destinationOffset, length: length)
-        if source == destination
-            && sourceOffset < destinationOffset + length
-            && destinationOffset < sourceOffset + length {
-            throw .invalidArgument("overlapping ranges in one file")
-        }
-        return try output.file.data.cloneRange(
-            from: input.file.data, sourceOffset: sourceOffset, count: length, to: destinationOffset)
+        return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
+                                           at: destinationOffset, length: length, outputWritable: output.writable,
+                                           outputAppends: output.append)
     }
 
     // MARK: Helpers

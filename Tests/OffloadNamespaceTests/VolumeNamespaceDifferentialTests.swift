@@ -18,6 +18,7 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
         let replay: UInt64? = ProcessInfo.processInfo.environment["OFFLOADFS_VOLUME_NAMESPACE_SEED"].flatMap { UInt64($0) }
         let seeds: [UInt64] = replay.map { [$0] } ?? [1, 2, 3, 4]
         var totals = (operations: 0, errors: 0, commits: 0)
+        var succeeded: [String: Int] = [:]
         for seed in seeds {
             do {
                 let run = try Pair(seed: seed)
@@ -30,6 +31,7 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
                 }
                 totals.operations += run.operations
                 totals.errors += run.errors
+                succeeded.merge(run.succeeded, uniquingKeysWith: +)
                 // What format 2's namespace wrote holds together (fsck's check).
                 try run.volume.commit()
                 let report = try VolumeCheck.run(run.volume.storage)
@@ -38,9 +40,12 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
                 return XCTFail("seed \(seed): \(error)\nreplay with OFFLOADFS_VOLUME_NAMESPACE_SEED=\(seed)")
             }
         }
-        print("volume namespace differential: \(totals.operations) operations (\(totals.errors) answered with errors), \(totals.commits) commits")
+        print("volume namespace differential: \(totals.operations) operations (\(totals.errors) answered with errors), \(totals.commits) commits; successes: \(succeeded.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         if seeds.count > 1 {
             XCTAssertGreaterThan(totals.errors, 100, "too few operations failed to exercise the error paths")
+            for operation in ["write", "read", "rename", "unlink", "copy_file_range", "setattr", "readdirplus"] {
+                XCTAssertGreaterThan(succeeded[operation] ?? 0, 20, "too few \(operation)s succeeded")
+            }
         }
     }
 
@@ -60,6 +65,8 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
         var others: [InodeNumber] = []
         var handles: [(InodeNumber, FileHandle, FileHandle)] = []
         var operations = 0, errors = 0
+        /// Successful answers by operation (the first word of its description).
+        var succeeded: [String: Int] = [:]
         let names = ["a", "b", "c", "d", "e", "f", "g", "long-\(String(repeating: "n", count: 200))"]
 
         init(seed: UInt64) throws {
@@ -69,7 +76,7 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
             one = Namespace(store: store, memoryLimiter: MemoryLimiter(limitBytes: 0), clock: { clock.now })
             volume = try TreeVolume.format(MemoryImageStorage(maximumBytes: 64 << 20), capacityBytes: 64 << 20,
                                            imageID: seed + 1, nameHashKey: SipHash24(key0: seed, key1: 3))
-            two = try VolumeNamespace(volume: volume, clock: { clock.now })
+            two = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0), clock: { clock.now })
         }
 
         func pick<T>(_ list: [T]) -> T { list[Int(rng.next() % UInt64(list.count))] }
@@ -82,12 +89,19 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
         /// Runs one operation on both and compares the answers.
         func same<T>(_ what: String, _ first: () throws -> T, _ second: () throws -> T,
                      _ equal: (T, T) -> Bool) throws -> T? {
+            try both(what, first, second, equal)?.0
+        }
+
+        /// `same`, with both answers.
+        func both<T>(_ what: String, _ first: () throws -> T, _ second: () throws -> T,
+                     _ equal: (T, T) -> Bool) throws -> (T, T)? {
             operations += 1
             let a = Result { try first() }, b = Result { try second() }
             switch (a, b) {
             case (.success(let x), .success(let y)):
                 guard equal(x, y) else { throw Mismatch(description: "\(what): format 1 \(x), format 2 \(y)") }
-                return x
+                succeeded[String(what.prefix { $0 != " " }), default: 0] += 1
+                return (x, y)
             case (.failure(let x), .failure(let y)):
                 guard Self.kind(x) == Self.kind(y) else { throw Mismatch(description: "\(what): format 1 threw \(x), format 2 \(y)") }
                 errors += 1
@@ -113,6 +127,7 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
         func step() throws {
             clock.advance()
             let parent = pick(directories), context = self.context
+            if rng.next() % 3 == 0 { return try fileStep(parent: parent, context: context) }
             switch rng.next() % 20 {
             case 0, 1:
                 let name = try name(), mode = UInt32(rng.next() % 0o10000)
@@ -210,6 +225,69 @@ final class VolumeNamespaceDifferentialTests: XCTestCase {
             }
         }
 
+        /// One operation on files' data: create, open, write, read, fallocate, lseek,
+        /// copy_file_range, fsync, release.
+        func fileStep(parent: InodeNumber, context: RequestContext) throws {
+            let pickHandle = { () -> (InodeNumber, FileHandle, FileHandle)? in
+                self.handles.isEmpty ? nil : self.handles[Int(self.rng.next() % UInt64(self.handles.count))]
+            }
+            switch rng.next() % 12 {
+            case 0:
+                let name = try name(), flags = pick([O_RDWR, O_RDWR | O_CREAT, O_RDWR | O_EXCL, O_WRONLY | O_APPEND, O_RDWR | O_TRUNC])
+                let mode = UInt32(0o600 + rng.next() % 0o200)
+                if let (first, second) = try both("create \(parent)/\(name)",
+                                                  { try one.create(parent: parent, name: name, mode: mode, flags: flags, context: context) },
+                                                  { try two.create(parent: parent, name: name, mode: mode, flags: flags, context: context) },
+                                                  { $0.0 == $1.0 }) {
+                    made(first.0)
+                    handles.append((first.0.inode, first.1, second.1))
+                }
+            case 1:
+                let inode = anyInode, flags = pick([O_RDONLY, O_RDWR, O_WRONLY | O_APPEND, O_RDWR | O_TRUNC])
+                if let (first, second) = try both("open \(inode)", { try one.open(inode: inode, flags: flags) },
+                                                  { try two.open(inode: inode, flags: flags) }, { _, _ in true }) {
+                    handles.append((inode, first, second))
+                }
+            case 2, 3, 4:
+                guard let (inode, a, b) = pickHandle() else { return }
+                let offset = rng.next() % 60_000, bytes = (0..<Int(rng.next() % 20_000)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                _ = try same("write \(inode) at \(offset)", { try bytes.withUnsafeBytes { try one.write(inode: inode, handle: a, offset: offset, data: $0) } },
+                             { try bytes.withUnsafeBytes { try two.write(inode: inode, handle: b, offset: offset, data: $0) } }, ==)
+            case 5, 6:
+                guard let (inode, a, b) = pickHandle() else { return }
+                let offset = rng.next() % 70_000, count = Int(rng.next() % 30_000)
+                _ = try same("read \(inode) at \(offset)", { try one.read(inode: inode, handle: a, offset: offset, count: count) },
+                             { try two.read(inode: inode, handle: b, offset: offset, count: count) }, ==)
+                _ = try same("getattr \(inode) of an open file", { try one.getattr(inode: inode) }, { try two.getattr(inode: inode) }, ==)
+            case 7:
+                guard let (inode, a, b) = pickHandle() else { return }
+                let offset = rng.next() % 60_000, length = rng.next() % 30_000
+                let mode = pick([AllocationMode.allocate(keepSize: false), .allocate(keepSize: true), .punchHole, .zeroRange(keepSize: rng.next() % 2 == 0)])
+                _ = try same("fallocate \(inode) \(mode)", { try one.fallocate(inode: inode, handle: a, offset: offset, length: length, mode: mode) },
+                             { try two.fallocate(inode: inode, handle: b, offset: offset, length: length, mode: mode) }, { _, _ in true })
+                let target = pick([SeekTarget.data, .hole])
+                _ = try same("lseek \(inode)", { try one.lseek(inode: inode, handle: a, offset: offset, target: target) },
+                             { try two.lseek(inode: inode, handle: b, offset: offset, target: target) }, ==)
+            case 8:
+                guard let (from, fa, fb) = pickHandle(), let (to, ta, tb) = pickHandle() else { return }
+                let sourceOffset = rng.next() % 50_000, destinationOffset = rng.next() % 50_000, length = rng.next() % 40_000
+                _ = try same("copy_file_range \(from) -> \(to)",
+                             { try one.copyFileRange(from: from, sourceHandle: fa, sourceOffset: sourceOffset, to: to, destinationHandle: ta,
+                                                     destinationOffset: destinationOffset, length: length) },
+                             { try two.copyFileRange(from: from, sourceHandle: fb, sourceOffset: sourceOffset, to: to, destinationHandle: tb,
+                                                     destinationOffset: destinationOffset, length: length) }, ==)
+            case 9:
+                guard let (inode, a, b) = pickHandle() else { return }
+                _ = try same("fsync \(inode)", { try one.fsync(inode: inode, handle: a, dataOnly: false) },
+                             { try two.fsync(inode: inode, handle: b, dataOnly: false) }, { _, _ in true })
+            default:
+                guard !handles.isEmpty else { return }
+                let (inode, a, b) = handles.remove(at: Int(rng.next() % UInt64(handles.count)))
+                one.release(inode: inode, handle: a)
+                two.release(inode: inode, handle: b)
+            }
+        }
+
         /// An access ACL (xattr form): owner, group and other entries of `bits`, with a named
         /// user entry and a mask when `user`.
         static func acl(user: Bool, bits: UInt16) -> [UInt8] {
@@ -235,7 +313,7 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
     func testANewMountDropsTheOrphansTheLastOneLeft() throws {
         let storage = MemoryImageStorage(maximumBytes: 16 << 20)
         let volume = try TreeVolume.format(storage, capacityBytes: 16 << 20, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 2))
-        let namespace = try VolumeNamespace(volume: volume)
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
         let kept = try namespace.mknod(parent: .root, name: FileName("kept"), mode: 0o100644, rdev: 0, context: .root)
         _ = try namespace.setattr(inode: kept.inode, changes: AttributeChanges(size: 5000), context: .root)
         try namespace.unlink(parent: .root, name: FileName("kept"))
@@ -250,7 +328,7 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.run(storage).isClean)
 
         let reopened = try TreeVolume.open(storage)
-        let next = try VolumeNamespace(volume: reopened)
+        let next = try VolumeNamespace(volume: reopened, memoryLimiter: MemoryLimiter(limitBytes: 0))
         XCTAssertEqual(try reopened.reader().orphans().count, 0)
         XCTAssertThrowsError(try next.getattr(inode: kept.inode))
         try reopened.commit()

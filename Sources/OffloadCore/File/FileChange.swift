@@ -97,3 +97,30 @@ extension OffloadedFile {
         return file
     }
 }
+
+extension OffloadedFile {
+    /// A file read back from format 2's tree (`VolumeNamespace`): `pieces` are sorted,
+    /// disjoint and inside `size`. Unlike `restored`, the file takes a reference of its own
+    /// on each image piece (`retainOwned`: the block tree counts the items, not the files
+    /// in memory); RAM pieces (inline extents, at most 1 KiB each) stay in RAM, charged to
+    /// the limiter whatever its budget, as a read-only image's do.
+    public static func loaded(store: any FileBlockStore, limiter: MemoryLimiter, size: UInt64,
+                              pieces: [FilePiece]) -> OffloadedFile {
+        let file = OffloadedFile(store: store, limiter: limiter)
+        file.lock.withWriteLock {
+            for piece in pieces {
+                precondition(piece.offset >= file.sizeBytes && piece.offset + piece.extent.size <= size,
+                             "loaded pieces must be sorted, disjoint and inside the file")
+                file.extendWithHole(to: piece.offset)
+                switch piece.extent {
+                case .mmapOffload(let offset, let length): store.retainOwned(offset..<offset + length)
+                case .inMemory(let bytes): limiter.reserveRegardless(bytes.count)
+                case .repeatingBytes: break
+                }
+                file.insert([piece.extent], at: piece.offset)
+            }
+            file.extendWithHole(to: size)
+        }
+        return file
+    }
+}

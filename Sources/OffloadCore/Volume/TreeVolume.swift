@@ -274,6 +274,18 @@ public final class TreeVolume {
         }
     }
 
+    /// Makes room in the journal for an operation of up to `changeBytes` of encoded
+    /// changes before the caller changes anything it cannot undo (a file's data: format 1's
+    /// `willChange`): `.noSpace` refuses it having changed nothing. With one caller at a
+    /// time the room is still there at its `perform`.
+    public func makeRoom(changeBytes: Int) throws(FSError) {
+        if let failure { throw failure }
+        try spaceLock.withLock { () throws(FSError) in
+            let frame = FrameHeader.size + 8 + changeBytes
+            try currentJournal().ensureRoom(total: frame, largestFrame: frame)
+        }
+    }
+
     /// The chain operations append to (caller holds the space lock): opening's commit
     /// starts it; a volume whose opening commit failed has none and is failed.
     private func currentJournal() throws(FSError) -> MetadataLog {

@@ -15,16 +15,19 @@ extension VolumeNamespace {
             let now = clock()
             var changed = false
             if let size = request.size {
+                // Through the file's data, journaled by its observer with its size and
+                // times, before anything else changes (a failed truncate changes nothing).
+                if let handle = request.handle {
+                    guard let opened = fileHandles[handle.rawValue], opened.inode == number.rawValue else { throw .badHandle }
+                }
                 guard item.type == Self.typeCode(.regular) else {
                     throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
                 }
                 guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
-                if size != item.size {
-                    let range = min(size, item.size)..<max(size, item.size)
-                    changes.append(.fileRange(inode: number.rawValue, size: size, range: range,
-                                              pieces: [FilePiece(offset: range.lowerBound, extent: .repeatingBytes(value: 0, count: UInt64(range.count)))]))
-                    item.size = size
-                }
+                let cached = try cachedFile(number.rawValue, item, reader)
+                defer { evictIfDone(number.rawValue) }
+                _ = try cached.data.resize(to: size)
+                item = try self.item(number.rawValue, in: try volume.reader())
                 item.modificationTime = now.record
                 changed = true
             }

@@ -72,6 +72,14 @@ extension VolumeNamespace {
         return result
     }
 
+    /// Entries are in the journal the moment they change; fsyncdir makes it durable.
+    public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
+        try lock.withLock { () throws(FSError) in
+            guard directoryHandles[handle.rawValue] == number.rawValue else { throw .badHandle }
+            try volume.sync()
+        }
+    }
+
     // MARK: - Extended attributes
 
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {

@@ -22,7 +22,8 @@ extension VolumeNamespace {
             lookupCounts[number.rawValue] = left == 0 ? nil : left
             guard left == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0,
                   number != .root else { return }
-            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
+            guard (cachedFiles[number.rawValue]?.openCount ?? 0) == 0 else { return }
+            try state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, reader, into: &changes)
         }
     }
 
@@ -136,7 +137,7 @@ extension VolumeNamespace {
             parentItem.modificationTime = now
             parentItem.changeTime = now
             changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            state(entry.child, item, hadOrphan: false, into: &changes)
+            try state(entry.child, item, hadOrphan: false, reader, into: &changes)
         }
     }
 
@@ -156,7 +157,7 @@ extension VolumeNamespace {
             parentItem.modificationTime = now
             parentItem.changeTime = now
             changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            state(entry.child, item, hadOrphan: false, into: &changes)
+            try state(entry.child, item, hadOrphan: false, reader, into: &changes)
         }
     }
 }

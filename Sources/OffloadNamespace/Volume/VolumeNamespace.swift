@@ -6,11 +6,11 @@ import OffloadCore
 /// The namespace of a format 2 image (docs/ARCHITECTURE.md, "Steps" 4d): names,
 /// attributes, directories and xattrs read from the volume's layered view (the delta's
 /// generations over the committed tree) and changed by one journal frame per operation,
-/// with no copy of the tree in memory. Files' data (open, read, write) is the next step;
-/// until then this is not a `FileSystemOperations`.
+/// with no copy of the tree in memory; files' data through cached `OffloadedFile`s
+/// (`VolumeNamespace+Files.swift`). Not mounted yet (`ImageFileSystem` opens format 1).
 ///
-/// What it keeps in memory: the kernel's lookup counts of the inodes it references and
-/// the open directory handles. Every answer comes from the layered view, which holds
+/// What it keeps in memory: the kernel's lookup counts of the inodes it references, the
+/// open handles, and the data of files open or changed since the last commit. Every answer comes from the layered view, which holds
 /// every answered operation at once; the kernel's caches sit in front of it.
 ///
 /// The POSIX rules are format 1's (`Namespace`): the same errors in the same order, the
@@ -22,6 +22,7 @@ import OffloadCore
 /// request path's locks are step 7); inside it the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
+    let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
     let lock = PthreadLock()
     // Guarded by `lock`:
@@ -32,14 +33,20 @@ public final class VolumeNamespace: @unchecked Sendable {
     var nextHandle: UInt64 = 1
     /// The number the next new inode gets.
     var nextInode: UInt64
+    /// Regular files whose data is held (`VolumeNamespace+Files.swift`), by inode.
+    var cachedFiles: [UInt64: VolumeCachedFile] = [:]
+    /// Open file handles.
+    var fileHandles: [UInt64: VolumeFileHandle] = [:]
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
     /// left unlinked while open (orphan items) are dropped: nothing references them in a
     /// new mount. (Drops larger than a commit's budget carry on by themselves, under their
     /// dropping orphan items.)
-    public init(volume: TreeVolume, clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) throws(FSError) {
+    public init(volume: TreeVolume, memoryLimiter: MemoryLimiter,
+                clock: @escaping @Sendable () -> Timestamp = Namespace.systemClock) throws(FSError) {
         self.volume = volume
+        self.memoryLimiter = memoryLimiter
         self.clock = clock
         nextInode = max(2, volume.current.nextInode)
         for (number, orphan) in try volume.reader().orphans() where orphan.state != .dropping {
@@ -77,15 +84,33 @@ public final class VolumeNamespace: @unchecked Sendable {
         return item
     }
 
-    /// What stat shows.
+    /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
+    /// RAM bytes, holes and fills excluded) come from its cached data, else from its
+    /// committed extents (a file with changes no commit holds is cached).
     func attributes(_ number: UInt64, _ item: InodeItem) throws(FSError) -> Attributes {
         guard let kind = FileKind(mode: UInt32(item.type) << 12) else {
             throw .damagedImage("inode \(number) has type \(item.type)")
         }
+        var size = kind == .directory ? Inode.directorySize : item.size
+        var stored: UInt64 = 0
+        if kind == .regular {
+            if let cached = cachedFiles[number] {
+                size = cached.data.size
+                stored = cached.data.allocatedByteCount
+            } else {
+                for (_, extent) in try volume.reader().view.tree.extents(number, overlapping: 0..<UInt64.max) {
+                    switch extent {
+                    case .image(_, let length): stored += length
+                    case .inline(let bytes): stored += UInt64(bytes.count)
+                    case .fill: break
+                    }
+                }
+            }
+        }
         return Attributes(inode: InodeNumber(number), generation: InodeTable.generation, kind: kind,
                           permissions: item.permissions & 0o7777, linkCount: item.linkCount, uid: item.uid,
-                          gid: item.gid, rdev: item.rdev, size: kind == .directory ? Inode.directorySize : item.size,
-                          blocks: 0, accessTime: Timestamp(item.accessTime),
+                          gid: item.gid, rdev: item.rdev, size: size, blocks: stored / 512 + (stored % 512 == 0 ? 0 : 1),
+                          accessTime: Timestamp(item.accessTime),
                           modificationTime: Timestamp(item.modificationTime), changeTime: Timestamp(item.changeTime),
                           birthTime: Timestamp(item.birthTime))
     }
@@ -106,28 +131,54 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
     }
 
-    /// The changes that state `item`, an inode that just lost a name or a reference: its
-    /// new attributes while a name is left; with only the kernel's references left, its
-    /// attributes under an orphan item, its data emptied (as format 1 empties a file
-    /// nothing can read again); with nothing left, its drop (and its orphan item's).
-    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool, into changes: inout [JournalChange]) {
+    /// The changes that state `item`, an inode that just lost a name, a handle or a
+    /// reference: its new attributes while a name is left; with only handles or the
+    /// kernel's references left, its attributes under an orphan item (a regular file that
+    /// only the kernel references has its data emptied, through its cached file, as
+    /// format 1 empties a file nothing can read again); with nothing left, its drop (and
+    /// its orphan item's). Caller holds the lock.
+    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool, _ reader: VolumeReader,
+               into changes: inout [JournalChange]) throws(FSError) {
         var item = item
+        let open = (cachedFiles[number]?.openCount ?? 0) > 0
         if item.linkCount > 0 {
             changes.append(.attributes(inode: number, item))
-        } else if (lookupCounts[number] ?? 0) > 0 {
-            if item.type == Self.typeCode(.regular) && item.size > 0 {
-                changes.append(.fileRange(inode: number, size: 0, range: 0..<item.size,
-                                          pieces: [FilePiece(offset: 0, extent: .repeatingBytes(value: 0, count: item.size))]))
-                item.size = 0
+        } else if open || (lookupCounts[number] ?? 0) > 0 {
+            if !open && item.type == Self.typeCode(.regular) && item.size > 0 {
+                // Journaled by the file's observer as a truncation (size and times).
+                if try cachedFile(number, item, reader).data.truncate() {
+                    let now = clock().record
+                    item.size = 0
+                    item.modificationTime = now
+                    item.changeTime = now
+                }
+                evictIfDone(number)
             }
             changes.append(.attributes(inode: number, item))
             if !hadOrphan { changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
         } else {
             if hadOrphan { changes.append(.orphan(inode: number, nil)) }
             changes.append(.drop(inode: number))
+            cachedFiles[number] = nil
         }
+    }
+
+    /// Sizes in 4 KiB blocks: total = the capacity, free = what the block space can still
+    /// hand out. Inodes: numbers are never reused, so those handed out bound the ones in
+    /// use from above (format 2 keeps no count of live inodes yet).
+    public func statfs() -> FileSystemStatistics {
+        let blockSize = UInt64(BackingStore.blockSize)
+        let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
+        let used = lock.withLock { nextInode - 1 }
+        let total = InodeTable.maximumInodeCount
+        return FileSystemStatistics(blockSize: blockSize, totalBlocks: volume.current.capacityBytes / blockSize,
+                                    freeBlocks: free, availableBlocks: free, totalInodes: total,
+                                    freeInodes: total > used ? total - used : 0,
+                                    maximumNameLength: UInt64(FileName.maximumLength))
     }
 
     /// Hands the kernel one more reference to `number`.
     func referenced(_ number: UInt64) { lookupCounts[number, default: 0] += 1 }
 }
+
+extension VolumeNamespace: FileSystemOperations {}

@@ -1,0 +1,254 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import OffloadCore
+
+// Regular files on format 2: open, create, read, write, flush, release, fsync, fallocate,
+// lseek, copy_file_range, and every change of a file's data (setattr's size, O_TRUNC, the
+// emptying of a file only the kernel still references) through its `OffloadedFile` over
+// the volume's blocks (`VolumeFileBlocks`).
+//
+// The cache (docs/ARCHITECTURE.md, step 4d): a regular file's `OffloadedFile` is loaded
+// from its committed extent items when it is first needed, and kept while it is open or
+// while it has changes no commit holds yet (the delta's file ranges are not read back:
+// the cached file is their truth until the commit); otherwise it goes at its last close.
+//
+// Every file operation runs under the namespace lock, reads included (step 7 takes file
+// data from under it): a change and its frame therefore never straddle a commit of
+// another thread's, which keeps the blocks' touched marks sound ("Files on format 2").
+
+/// A regular file's data while the namespace holds it.
+final class VolumeCachedFile {
+    let data: OffloadedFile
+    var openCount = 0
+    /// The open generation when the file last changed: it may go once a commit holds it.
+    var changedIn: UInt64 = 0
+
+    init(data: OffloadedFile) { self.data = data }
+}
+
+/// Journals a cached file's changes: its new size and times with the range, one frame
+/// (format 1's `FileJournal`). Runs under the file's write lock, inside an operation that
+/// holds the namespace lock.
+final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
+    let inode: UInt64
+    weak var namespace: VolumeNamespace?
+
+    init(inode: UInt64, namespace: VolumeNamespace) {
+        self.inode = inode
+        self.namespace = namespace
+    }
+
+    /// The journal's room first, so that a full image refuses the change having changed
+    /// nothing (the bound is format 1's record bound, larger than format 2's encoding, plus
+    /// the inode item).
+    func willChange(recordBytes: Int) throws(FSError) {
+        try namespace?.volume.makeRoom(changeBytes: recordBytes + 128)
+    }
+
+    func fileChanged(_ change: FileChange) {
+        namespace?.journal(inode, change)
+    }
+}
+
+extension VolumeNamespace {
+    /// The frame of one file change, with the inode's new size and its mtime and ctime
+    /// marked. A frame that cannot be written fails the volume (every later operation
+    /// throws it).
+    func journal(_ number: UInt64, _ change: FileChange) {
+        guard let reader = try? volume.reader(), var item = try? reader.inode(number) else { return }
+        let now = clock().record
+        item.size = change.size
+        item.modificationTime = now
+        item.changeTime = now
+        try? volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)])
+        cachedFiles[number]?.changedIn = volume.delta.openNumber
+    }
+
+    /// The cached file of regular file `number` (caller holds the lock), loaded from its
+    /// committed extents when not cached.
+    func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> VolumeCachedFile {
+        if let cached = cachedFiles[number] { return cached }
+        var pieces: [FilePiece] = []
+        for (offset, extent) in try reader.view.tree.extents(number, overlapping: 0..<UInt64.max) {
+            switch extent {
+            case .image(let at, let length): pieces.append(FilePiece(offset: offset, extent: .mmapOffload(offset: at, size: length)))
+            case .fill(let byte, let length): pieces.append(FilePiece(offset: offset, extent: .repeatingBytes(value: byte, count: length)))
+            case .inline(let bytes): pieces.append(FilePiece(offset: offset, extent: .inMemory(bytes)))
+            }
+        }
+        let data = OffloadedFile.loaded(store: try volume.fileBlocks(), limiter: memoryLimiter, size: item.size, pieces: pieces)
+        data.attach(VolumeFileJournal(inode: number, namespace: self))
+        let cached = VolumeCachedFile(data: data)
+        cachedFiles[number] = cached
+        return cached
+    }
+
+    /// Lets go of a cached file nothing needs: closed, and every change of it committed.
+    func evictIfDone(_ number: UInt64) {
+        guard let cached = cachedFiles[number], cached.openCount == 0,
+              cached.changedIn <= volume.current.generation else { return }
+        cachedFiles[number] = nil
+    }
+
+    /// The file behind `handle` (EBADF for one not given out for this inode).
+    func openedFile(_ number: InodeNumber, _ handle: FileHandle) throws(FSError) -> (file: VolumeCachedFile, handle: VolumeFileHandle) {
+        guard let opened = fileHandles[handle.rawValue], opened.inode == number.rawValue,
+              let file = cachedFiles[number.rawValue] else { throw .badHandle }
+        return (file, opened)
+    }
+
+    // MARK: - Handles
+
+    /// O_TRUNC truncates here, marking mtime and ctime even when the file was empty.
+    public func open(inode number: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
+        try changing { (reader, changes) throws(FSError) -> FileHandle in
+            let item = try item(number.rawValue, in: reader)
+            let handle = try openHandle(number.rawValue, item, flags: flags, reader)
+            if flags & O_TRUNC != 0 { try truncateOnOpen(number.rawValue, reader, &changes) }
+            return handle
+        }
+    }
+
+    /// A new regular file, or, when the name exists and O_EXCL is not set, that file
+    /// opened (and truncated with O_TRUNC).
+    public func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32,
+                       context: RequestContext) throws(FSError) -> (Attributes, FileHandle) {
+        let existing = try changing { (reader, changes) throws(FSError) -> (Attributes, FileHandle)? in
+            _ = try liveDirectory(parent.rawValue, in: reader)
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { return nil }
+            guard flags & O_EXCL == 0 else { throw .exists }
+            let item = try item(entry.child, in: reader)
+            let handle = try openHandle(entry.child, item, flags: flags, reader)
+            referenced(entry.child)
+            if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &changes) }
+            return (try self.attributes(entry.child, item), handle)
+        }
+        if let existing {
+            guard flags & O_TRUNC != 0 else { return existing }
+            return (try getattr(inode: existing.0.inode), existing.1)
+        }
+        let attributes = try mknod(parent: parent, name: name, mode: FileKind.regular.modeBits | (mode & 0o7777),
+                                   rdev: 0, context: context)
+        let handle = try changing { (reader, _) throws(FSError) -> FileHandle in
+            try openHandle(attributes.inode.rawValue, try item(attributes.inode.rawValue, in: reader), flags: flags, reader)
+        }
+        return (attributes, handle)
+    }
+
+    private func openHandle(_ number: UInt64, _ item: InodeItem, flags: Int32, _ reader: VolumeReader) throws(FSError) -> FileHandle {
+        switch FileKind(mode: UInt32(item.type) << 12) {
+        case .regular?: break
+        case .directory?: throw .isDirectory
+        case .symlink?: throw .symlinkLoop
+        default: throw .notSupported
+        }
+        let cached = try cachedFile(number, item, reader)
+        cached.openCount += 1
+        let handle = nextHandle
+        nextHandle += 1
+        fileHandles[handle] = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY,
+                                               append: flags & O_APPEND != 0)
+        return FileHandle(handle)
+    }
+
+    private func truncateOnOpen(_ number: UInt64, _ reader: VolumeReader, _ changes: inout [JournalChange]) throws(FSError) {
+        guard let cached = cachedFiles[number] else { return }
+        if try !cached.data.truncate() {
+            var item = try item(number, in: reader)
+            let now = clock().record
+            item.modificationTime = now
+            item.changeTime = now
+            changes.append(.attributes(inode: number, item))
+        }
+    }
+
+    public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
+        try lock.withLock { () throws(FSError) in _ = try openedFile(number, handle) }
+    }
+
+    /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
+    /// references it) or dropped.
+    public func release(inode number: InodeNumber, handle: FileHandle) {
+        _ = try? changing { (reader, changes) throws(FSError) in
+            guard let opened = fileHandles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
+                  let cached = cachedFiles[number.rawValue] else { return }
+            cached.openCount -= 1
+            defer { evictIfDone(number.rawValue) }
+            guard cached.openCount == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
+            try state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, reader, into: &changes)
+        }
+    }
+
+    /// Every change is in the journal when it is answered; fsync makes the image durable.
+    public func fsync(inode number: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
+        try lock.withLock { () throws(FSError) in
+            if let handle { _ = try openedFile(number, handle) }
+            try volume.sync()
+        }
+    }
+
+    // MARK: - Data
+
+    public func read(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
+        guard count >= 0 else { throw .invalidArgument("negative read size") }
+        return try lock.withLock { () throws(FSError) -> [UInt8] in
+            try openedFile(number, handle).file.data.read(at: offset, count: count)
+        }
+    }
+
+    public func read<R>(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
+                        _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
+        guard count >= 0 else { throw .invalidArgument("negative read size") }
+        return try lock.withLock { () throws(FSError) -> R in
+            try openedFile(number, handle).file.data.withReadRegions(at: offset, count: count, body)
+        }
+    }
+
+    public func write(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
+                      data: UnsafeRawBufferPointer) throws(FSError) -> Int {
+        try lock.withLock { () throws(FSError) -> Int in
+            let (file, opened) = try openedFile(number, handle)
+            guard opened.writable else { throw .badHandle }
+            guard data.count > 0 else { return 0 }
+            let at = opened.append ? file.data.size : offset
+            try Namespace.checkRange(offset: at, length: UInt64(data.count))
+            try file.data.write(at: at, bytes: data)
+            return data.count
+        }
+    }
+
+    public func fallocate(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
+                          length: UInt64, mode: AllocationMode) throws(FSError) {
+        try lock.withLock { () throws(FSError) in
+            let (file, opened) = try openedFile(number, handle)
+            try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
+        }
+    }
+
+    public func lseek(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
+                      target: SeekTarget) throws(FSError) -> UInt64 {
+        try lock.withLock { () throws(FSError) -> UInt64 in
+            try FileDataRules.seek(try openedFile(number, handle).file.data, from: offset, to: target)
+        }
+    }
+
+    public func copyFileRange(from source: InodeNumber, sourceHandle: FileHandle, sourceOffset: UInt64,
+                              to destination: InodeNumber, destinationHandle: FileHandle,
+                              destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
+        try lock.withLock { () throws(FSError) -> UInt64 in
+            let input = try openedFile(source, sourceHandle)
+            let output = try openedFile(destination, destinationHandle)
+            return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
+                                               at: destinationOffset, length: length, outputWritable: output.handle.writable,
+                                               outputAppends: output.handle.append)
+        }
+    }
+}
+
+/// An open file handle: its inode and how it was opened.
+struct VolumeFileHandle {
+    let inode: UInt64
+    let writable: Bool
+    let append: Bool
+}
