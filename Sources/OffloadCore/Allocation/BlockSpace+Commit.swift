@@ -83,7 +83,7 @@ extension BlockSpace {
                 return result
             } catch {
                 tree.abandon()
-                blockTree.forgetTouchedBlocks()
+                blockTree.abandonChanges()
                 endPool(pool)
                 // A pool that ran out: the settling changed nothing; again with twice as
                 // many blocks, unless it held every free block already.
