@@ -78,9 +78,12 @@ final class BlockCoverage {
     func covered(in blocks: Range<UInt64>) -> [Range<UInt64>] {
         guard !blocks.isEmpty else { return [] }
         var found: [Range<UInt64>] = []
-        var i = segments.floor(blocks.lowerBound)
-        if let floor = i, segments.value(at: floor).end <= blocks.lowerBound { i = segments.index(after: floor) }
-        if i == nil { i = segments.startIndex }
+        var i: ChunkedSortedMap<Segment>.Index?
+        if let floor = segments.floor(blocks.lowerBound) {
+            i = segments.value(at: floor).end > blocks.lowerBound ? floor : segments.index(after: floor)
+        } else {
+            i = segments.startIndex
+        }
         while let index = i, segments.key(at: index) < blocks.upperBound {
             let start = max(segments.key(at: index), blocks.lowerBound)
             let end = min(segments.value(at: index).end, blocks.upperBound)
