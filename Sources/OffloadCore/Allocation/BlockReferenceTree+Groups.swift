@@ -256,11 +256,16 @@ extension BlockReferenceTree {
         var free = Int64(stored.freeBlocks), largest = UInt64(stored.largestFreeRun)
         for piece in pieces {
             let used = try usedRanges(in: piece)
-            let wasFree = RangeSet(touchedWhileFree.covered(in: piece))
-            let newlyFree = RangeSet(Self.complement(of: used, in: piece)).subtracting(wasFree)
-            let newlyUsed = RangeSet(used).intersection(wasFree)
-            free += newlyFree.ranges.reduce(0) { $0 + Int64($1.count) } - newlyUsed.ranges.reduce(0) { $0 + Int64($1.count) }
-            for blocks in newlyFree.ranges {
+            var newlyFree = Self.complement(of: used, in: piece)
+            let wasFree = touchedWhileFree.covered(in: piece)
+            if !wasFree.isEmpty {
+                // Blocks allocated here since the last update (the usual piece has none).
+                let wasFreeSet = RangeSet(wasFree)
+                newlyFree = RangeSet(newlyFree).subtracting(wasFreeSet).ranges.map { $0 }
+                free -= RangeSet(used).intersection(wasFreeSet).ranges.reduce(0) { $0 + Int64($1.count) }
+            }
+            free += newlyFree.reduce(0) { $0 + Int64($1.count) }
+            for blocks in newlyFree {
                 largest = max(largest, UInt64(try freeRun(around: blocks, in: limits).count))
             }
         }

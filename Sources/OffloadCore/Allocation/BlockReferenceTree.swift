@@ -155,8 +155,7 @@ public final class BlockReferenceTree {
         // Blocks released in this change set are free now, and become used again; a
         // replaced block-tree node keeps its run and stays used.
         for range in ranges {
-            let used = RangeSet(try runs(overlapping: range).map(\.blocks) + coverage.covered(in: range))
-            for blocks in RangeSet(range).subtracting(used).ranges { try noteBecomingUsed(blocks) }
+            for blocks in Self.complement(of: try usedRanges(in: range), in: range) { try noteBecomingUsed(blocks) }
         }
         try changeTogether(keys.count) { () throws(FSError) in
             for (key, range) in zip(keys, ranges) {
