@@ -74,8 +74,12 @@ extension TreeVolume {
                 return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
             }
             let generation = delta.nextToCommit()
+            // The last commit's punch is waited for without the space lock (operations go
+            // on meanwhile), and accepted with it (`TreeVolume+Punches`).
+            let punched = punches.finish()
             spaceLock.lock()
             defer { spaceLock.unlock() }
+            accept(punched)
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
@@ -135,9 +139,9 @@ extension TreeVolume {
         guard number == current.generation + 1 else {
             throw .damagedImage("commit \(number) after commit \(current.generation): its slot would overwrite the current one")
         }
-        // The previous commit's punch must have finished before the block space may
-        // retire what it punched.
-        let punched = waitForPunches()
+        // The previous commit's punch finished before this commit (`committing`): the
+        // block space may retire what it punched.
+        let punched = punches.takeAccepted()
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         // 5 and 6. Durable nodes, then the durable slot.
@@ -161,34 +165,10 @@ extension TreeVolume {
         // A punch that fails does not undo the durable commit: the frees stay pending,
         // unretired, and the next commit tries again.
         // A reader of commit r still reads blocks freed by commits after r: those wait.
-        var punchFailure = punched?.failure
-        let through = min(number - 1, epochs.oldest ?? .max)
-        if through > punchedThrough {
-            do throws(FSError) {
-                let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
-                punches.start(ranges, through: through, in: storage)
-            } catch {
-                punchFailure = error
-            }
-        }
+        let punchFailure = startPunch(after: number) ?? punched?.failure
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
                                   blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,
                                   punchedBlocks: punched?.failure == nil ? punched?.blocks ?? 0 : 0, punchFailure: punchFailure)
-    }
-
-    /// Waits for the punch the last commit started (none: nil), and when it succeeded
-    /// lets the next commit retire what it punched (`BlockSpace.commitIsDurable`). A
-    /// failed punch leaves its frees pending and unretired: the next commit punches them
-    /// again. Commits call it; an unmount, or a caller that wants the image punched now,
-    /// may too.
-    @discardableResult
-    public func waitForPunches() -> (blocks: Int, failure: FSError?)? {
-        guard let finished = punches.finish() else { return nil }
-        if finished.failure == nil {
-            punchedThrough = finished.through
-            space.commitIsDurable(generation: finished.through)
-        }
-        return (finished.blocks, finished.failure)
     }
 
     /// Writes `bytes` into newly allocated data blocks (as many runs as the free space

@@ -9,9 +9,10 @@ import Dispatch
 /// usually run beside the generation's operations. A crash before it finished leaves the
 /// frees pending, which opening punches again.
 ///
-/// One punch at a time; `ImageStorage` may be called from any thread. Waiting for a punch
-/// in flight is the owner's (`TreeVolume`), and dropping the owner waits too, so no punch
-/// of a volume outlives it (another volume on the image could reuse the blocks).
+/// One punch at a time, started and waited for under the volume's commit lock
+/// (`TreeVolume+Punches`); `ImageStorage` may be called from any thread. Dropping the
+/// owner waits too, so no punch of a volume outlives it (another volume on the image
+/// could reuse the blocks).
 final class VolumePunches: @unchecked Sendable {
     struct Finished {
         /// The last generation whose pending frees were punched (when `failure` is nil).
@@ -22,8 +23,10 @@ final class VolumePunches: @unchecked Sendable {
 
     private let queue = DispatchQueue(label: "offloadfs.volume-punches")
     private let group = DispatchGroup()
-    /// The punch started and not yet waited for (the owner's thread only).
+    /// The punch started and not yet waited for (under the commit lock, as the rest).
     private var inFlight: (through: UInt64, blocks: Int)?
+    /// The punch the commit in progress waited for, for its report (`takeAccepted`).
+    var accepted: Finished?
     /// What the punch in flight ended with (written by the queue, read after `group.wait`).
     private let outcome = PthreadMutex<FSError?>(nil)
 
@@ -50,6 +53,12 @@ final class VolumePunches: @unchecked Sendable {
         group.wait()
         inFlight = nil
         return Finished(through: job.through, blocks: job.blocks, failure: outcome.withLock { $0 })
+    }
+
+    /// The punch accepted for the commit in progress, once.
+    func takeAccepted() -> Finished? {
+        defer { accepted = nil }
+        return accepted
     }
 
     deinit { group.wait() }
