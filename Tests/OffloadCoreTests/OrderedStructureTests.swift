@@ -86,4 +86,43 @@ final class OrderedStructureTests: XCTestCase {
         XCTAssertEqual(free.takeLargest(upTo: 6), 15..<20)
         XCTAssertEqual(free.freeBlocks, 0)
     }
+
+    /// The block tree's coverage of pending frees and touched blocks against a per-block
+    /// count array: adds (reporting what was uncovered), removes (refusing what is not
+    /// covered), and the queries the group summaries ask.
+    func testBlockCoverageMatchesAPerBlockCount() {
+        var rng = SplitMix64(seed: 11)
+        let coverage = BlockCoverage()
+        var counts = [Int](repeating: 0, count: 300)
+        var refused = 0, newlyCoveredSeen = 0
+        func ranges(where predicate: (Int) -> Bool, in range: Range<Int>) -> [Range<UInt64>] {
+            var found: [Range<UInt64>] = []
+            for i in range where predicate(i) {
+                if let last = found.last, last.upperBound == UInt64(i) { found[found.count - 1] = last.lowerBound..<UInt64(i + 1) } else { found.append(UInt64(i)..<UInt64(i + 1)) }
+            }
+            return found
+        }
+        for step in 0..<20_000 {
+            let start = Int(rng.next() % 290), length = 1 + Int(rng.next() % 10)
+            let range = start..<start + length, blocks = UInt64(start)..<UInt64(start + length)
+            if rng.next() % 2 == 0 {
+                let expected = ranges(where: { counts[$0] == 0 }, in: range)
+                XCTAssertEqual(coverage.add(blocks), expected, "step \(step): add \(blocks)")
+                newlyCoveredSeen += expected.count
+                for i in range { counts[i] += 1 }
+            } else {
+                let allCovered = range.allSatisfy { counts[$0] > 0 }
+                XCTAssertEqual(coverage.remove(blocks), allCovered, "step \(step): remove \(blocks)")
+                if allCovered { for i in range { counts[i] -= 1 } } else { refused += 1 }
+            }
+            let probe = Int(rng.next() % 300), end = probe + Int(rng.next() % UInt64(300 - probe))
+            XCTAssertEqual(coverage.covered(in: UInt64(probe)..<UInt64(end)), ranges(where: { counts[$0] > 0 }, in: probe..<end))
+            let below = (0..<probe).last { counts[$0] > 0 }.map { UInt64($0 + 1) }
+            XCTAssertEqual(coverage.coveredEnd(below: UInt64(probe)), below, "step \(step): covered end below \(probe)")
+            XCTAssertEqual(coverage.coveredStart(atOrAbove: UInt64(probe)), (probe..<300).first { counts[$0] > 0 }.map { UInt64($0) })
+        }
+        XCTAssertGreaterThan(refused, 500)
+        XCTAssertGreaterThan(newlyCoveredSeen, 1000)
+        XCTAssertEqual(coverage.isEmpty, counts.allSatisfy { $0 == 0 })
+    }
 }

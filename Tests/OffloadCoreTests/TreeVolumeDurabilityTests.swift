@@ -69,6 +69,7 @@ final class TreeVolumeDurabilityTests: XCTestCase {
             box.ranges.append(range)
         }
         try volume.commit()
+        volume.waitForPunches()  // the punch runs after the commit returns
         disk.beforeChange(nil)
         let image = try XCTUnwrap(box.image)
         let blocks = box.ranges.flatMap { Array(($0.lowerBound >> 12)..<($0.upperBound >> 12)) }
@@ -149,6 +150,7 @@ final class TreeVolumeDurabilityTests: XCTestCase {
             }
             try volume.commit()
         }
+        volume.waitForPunches()
         XCTAssertLessThan(volume.punchedThrough, old.generation + 1, "frees of commits after the reader's were punched")
         // Its committed tree reads as at its commit (its layer list holds the generation
         // that was open then, which round 0 changed: that layer is live).
@@ -164,6 +166,7 @@ final class TreeVolumeDurabilityTests: XCTestCase {
         root.permissions = 0o700
         try volume.perform([.attributes(inode: 1, root)])
         try volume.commit()
+        volume.waitForPunches()
         XCTAssertGreaterThan(volume.punchedThrough, held, "the frees stayed held after the reader was gone")
     }
 

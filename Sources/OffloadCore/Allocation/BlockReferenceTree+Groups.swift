@@ -1,19 +1,29 @@
 /// Free space by group: what is used in a range of blocks (runs and pending frees), and
 /// the group summaries kept from it.
 ///
-/// Summaries are brought up to date per change set, not per item change: the changes
-/// record the blocks whose free space they may have changed (`touch`), and
-/// `updateGroupSummaries` rewrites the summaries of their groups that differ. Two ways,
-/// both exact:
-/// - a group where blocks were only freed (released, pending frees deleted, or turned
-///   from runs into pending frees): every block touched was used before, so the free
-///   count grows by the touched blocks free now, and the largest free run is the larger
-///   of the old one and the free runs around those blocks, found from their neighbours
-///   (a floor search and a step right in the runs, and the pending frees);
-/// - a group where blocks were allocated: the largest free run may have been cut, and
-///   only the group's runs say what the next largest is, so they are read (as an
-///   allocator loading the group reads them). A by-size index of free runs (XFS's cntbt)
-///   would avoid the scan, at the price of another structure kept in step.
+/// Summaries are brought up to date per change set (`updateGroupSummaries`, once per
+/// round of the commit), from what the changes did, not from a rescan of the group. Each
+/// change records the blocks whose state it flips (`touch`), and for every block the
+/// first time it is touched whether it was free then; so at the update, a touched block
+/// free now and used before is newly free, one used now and free before newly used, and
+/// the free count moves by exactly those. The largest free run:
+/// - grows only where blocks became free: the free run around each newly free range
+///   (its neighbours: a floor search and a step right in the runs, and the pending
+///   frees' coverage) is a candidate;
+/// - shrinks only where blocks free at the update before became used; each such change
+///   looks, before it is made, at the free run it cuts (`noteBecomingUsed`). The first
+///   cut into a longest run finds a run at least as long as the stored largest (frees
+///   only grow runs), so while every cut finds a shorter run the longest one is intact
+///   and the stored value stands; otherwise the group's runs are read (a scan, as the
+///   allocator's load of the group reads them). Allocations go to a few groups and
+///   mostly fill holes shorter than the group's longest run; the commit's node pool and
+///   large data runs cut the longest one, in the group the allocator is filling.
+/// Alternatives weighed: a by-size index of every group's free runs (XFS's cntbt), in
+/// the tree (another item per free run, written with every change) or in memory (built
+/// by reading a group once per mount): exact without a scan, but a second structure to
+/// keep in step; and a stored largest run that is only an upper bound, corrected when an
+/// allocation loads the group: no scan at the commit, but a summary that may send an
+/// allocation to a group that cannot serve it, and a weaker promise for fsck to check.
 extension BlockReferenceTree {
     /// The group holding `block`.
     public func group(of block: UInt64) -> UInt64 { block / blocksPerGroup }
@@ -21,30 +31,86 @@ extension BlockReferenceTree {
     /// The blocks of `group`.
     public func blocks(of group: UInt64) -> Range<UInt64> { group * blocksPerGroup..<(group + 1) * blocksPerGroup }
 
-    /// Records that the free space of `blocks` may have changed; `allocating` when blocks
-    /// there became used by an allocation (free before).
-    func touch(_ blocks: Range<UInt64>, allocating: Bool = false) {
-        guard !blocks.isEmpty else { return }
-        touchedBlocks.insert(contentsOf: blocks)
-        guard allocating else { return }
-        for group in group(of: blocks.lowerBound)...group(of: blocks.upperBound - 1) { groupsAllocatedIn.insert(group) }
+    /// `blocks` cut at group boundaries, with their groups.
+    func pieces(of blocks: Range<UInt64>) -> [(group: UInt64, blocks: Range<UInt64>)] {
+        var found: [(group: UInt64, blocks: Range<UInt64>)] = []
+        var start = blocks.lowerBound
+        while start < blocks.upperBound {
+            let group = group(of: start)
+            let end = min(blocks.upperBound, (group + 1) * blocksPerGroup)
+            found.append((group, start..<end))
+            start = end
+        }
+        return found
     }
 
-    /// Drops what `touch` recorded (the changes were abandoned).
+    /// Records that a change flips the free space of `blocks` (used to free or back);
+    /// `wasFree` says whether they are free now, before the change. Only the first touch
+    /// of a block since the last update says what it was then.
+    func touch(_ blocks: Range<UInt64>, wasFree: Bool) {
+        let first = touched.add(blocks)
+        if wasFree { for blocks in first { touchedWhileFree.add(blocks) } }
+    }
+
+    /// Before a change makes `blocks` used, which are free now (in no run, no pending free):
+    /// when some of them were free at the last update, the change cuts a free run, and
+    /// when that run is at least as long as the group's stored largest one, the group's
+    /// largest run is found again by a scan at the update (see the type's comment).
+    func noteBecomingUsed(_ blocks: Range<UInt64>) throws(FSError) {
+        for (group, piece) in pieces(of: blocks) where !groupsToScan.contains(group) {
+            var freeBefore = RangeSet(piece)
+            freeBefore.subtract(RangeSet(touched.covered(in: piece)))
+            freeBefore.formUnion(RangeSet(touchedWhileFree.covered(in: piece)))
+            guard !freeBefore.isEmpty else { continue }
+            let largest: UInt32
+            if let known = largestAtLastUpdate[group] {
+                largest = known
+            } else {
+                largest = try groupSummary(group).largestFreeRun
+                largestAtLastUpdate[group] = largest
+            }
+            let cut = try freeRun(around: piece, in: self.blocks(of: group))
+            if cut.count >= Int(largest) { groupsToScan.insert(group) }
+        }
+        touch(blocks, wasFree: true)
+    }
+
+    /// Drops what the changes since the last update recorded.
     func forgetTouchedBlocks() {
-        touchedBlocks = RangeSet()
-        groupsAllocatedIn.removeAll()
+        touched.removeAll()
+        touchedWhileFree.removeAll()
+        groupsToScan.removeAll()
+        largestAtLastUpdate.removeAll()
+    }
+
+    /// The tree's changes since its commit were abandoned: drops what they recorded, the
+    /// pending frees' coverage too (read from the tree again when needed).
+    public func abandonChanges() {
+        forgetTouchedBlocks()
+        pendingIndex = nil
+    }
+
+    /// Every pending free's blocks, counted: read from the tree at the first use and kept
+    /// in step by `addPendingFrees` and `removePendingFrees` (the tree's pending frees
+    /// follow the changes of the last generations, not the image).
+    func pendingCoverage() throws(FSError) -> BlockCoverage {
+        if let pendingIndex { return pendingIndex }
+        let coverage = BlockCoverage()
+        for item in try pendingFrees(through: Self.maximumPendingGeneration) { coverage.add(item.blocks) }
+        pendingIndex = coverage
+        return coverage
+    }
+
+    /// The blocks inside `range` that a pending free names, ascending.
+    public func pendingBlocks(in range: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
+        try pendingCoverage().covered(in: range)
     }
 
     /// The used blocks inside `range`, sorted and coalesced: every run and every pending
-    /// free (of any generation) overlapping it, clipped to it. `pending` may be given
-    /// when the caller has them already.
-    public func usedRanges(in range: Range<UInt64>,
-                           pending: [(generation: UInt64, blocks: Range<UInt64>)]? = nil) throws(FSError) -> [Range<UInt64>] {
-        var pending = pending ?? []
-        if pending.isEmpty { pending = try pendingFrees(through: Self.maximumPendingGeneration) }
+    /// free (of any generation) overlapping it, clipped to it.
+    public func usedRanges(in range: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
         var used = try runs(overlapping: range).map(\.blocks)
-        used += pending.map(\.blocks).filter { $0.overlaps(range) }
+        used += try pendingBlocks(in: range)
         used.sort { $0.lowerBound < $1.lowerBound }
         var merged: [Range<UInt64>] = []
         for blocks in used {
@@ -61,11 +127,15 @@ extension BlockReferenceTree {
     }
 
     /// The free blocks inside `range`: the complement of `usedRanges`, ascending.
-    public func freeRanges(in range: Range<UInt64>,
-                           pending: [(generation: UInt64, blocks: Range<UInt64>)]? = nil) throws(FSError) -> [Range<UInt64>] {
+    public func freeRanges(in range: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
+        Self.complement(of: try usedRanges(in: range), in: range)
+    }
+
+    /// The blocks of `range` outside `used` (sorted, disjoint, inside `range`), ascending.
+    static func complement(of used: [Range<UInt64>], in range: Range<UInt64>) -> [Range<UInt64>] {
         var free: [Range<UInt64>] = []
         var cursor = range.lowerBound
-        for used in try usedRanges(in: range, pending: pending) {
+        for used in used {
             if used.lowerBound > cursor { free.append(cursor..<used.lowerBound) }
             cursor = used.upperBound
         }
@@ -76,8 +146,7 @@ extension BlockReferenceTree {
     /// The free run holding the free blocks `blocks`, inside `limits`: from the end of the
     /// nearest used block below (the run starting below, a pending free ending below) to
     /// the nearest used block above.
-    func freeRun(around blocks: Range<UInt64>, in limits: Range<UInt64>,
-                 pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> Range<UInt64> {
+    func freeRun(around blocks: Range<UInt64>, in limits: Range<UInt64>) throws(FSError) -> Range<UInt64> {
         var lower = limits.lowerBound, upper = limits.upperBound
         if let floor = try tree.floor(TreeKey(object: blocks.lowerBound, kind: Self.runKind, offset: 0)) {
             let run = try Self.run(floor.key, floor.value)
@@ -88,10 +157,9 @@ extension BlockReferenceTree {
             upper = min(upper, try Self.run(key, value).blocks.lowerBound)
             return false
         }
-        for item in pending {
-            if item.blocks.upperBound <= blocks.lowerBound { lower = max(lower, item.blocks.upperBound) }
-            if item.blocks.lowerBound >= blocks.upperBound { upper = min(upper, item.blocks.lowerBound) }
-        }
+        let pending = try pendingCoverage()
+        if let end = pending.coveredEnd(below: blocks.lowerBound) { lower = max(lower, end) }
+        if let start = pending.coveredStart(atOrAbove: blocks.upperBound) { upper = min(upper, start) }
         return lower..<max(lower, upper)
     }
 
@@ -139,10 +207,8 @@ extension BlockReferenceTree {
     }
 
     /// The summary `group` has by its runs and pending frees now.
-    public func computedGroupSummary(_ group: UInt64,
-                                     pending: [(generation: UInt64, blocks: Range<UInt64>)]? = nil) throws(FSError) -> BlockGroupSummary {
-        BlockGroupSummary.of(group: group, blocksPerGroup: blocksPerGroup,
-                             used: try usedRanges(in: blocks(of: group), pending: pending))
+    public func computedGroupSummary(_ group: UInt64) throws(FSError) -> BlockGroupSummary {
+        BlockGroupSummary.of(group: group, blocksPerGroup: blocksPerGroup, used: try usedRanges(in: blocks(of: group)))
     }
 
     /// Rewrites the summaries of the groups touched since the last update that no longer
@@ -150,19 +216,18 @@ extension BlockReferenceTree {
     /// not at all; returns how many items changed.
     @discardableResult
     public func updateGroupSummaries() throws(FSError) -> Int {
-        guard !touchedBlocks.isEmpty else { return 0 }
-        let pending = try pendingFrees(through: Self.maximumPendingGeneration)
-        var groups = Set<UInt64>()
-        for range in touchedBlocks.ranges {
-            for group in group(of: range.lowerBound)...group(of: range.upperBound - 1) { groups.insert(group) }
+        guard !touched.isEmpty else { return 0 }
+        var piecesByGroup: [UInt64: [Range<UInt64>]] = [:]
+        for range in touched.covered(in: 0..<Self.pendingFreeBase) {
+            for (group, piece) in pieces(of: range) { piecesByGroup[group, default: []].append(piece) }
         }
         var upserts: [(TreeKey, [UInt8])] = [], removals: [TreeKey] = []
-        for group in groups.sorted() {
+        for group in piecesByGroup.keys.sorted() {
             let key = BlockGroupSummary.key(group: group)
             let stored = try tree.lookup(key)
-            let summary = groupsAllocatedIn.contains(group)
-                ? try scannedSummary(group, pending: pending)
-                : try summaryAfterFrees(group, stored: try groupSummary(group), pending: pending)
+            let summary = groupsToScan.contains(group)
+                ? try scannedSummary(group)
+                : try summaryAfterChanges(group, stored: try groupSummary(group), touched: piecesByGroup[group]!)
             if summary == .allFree(blocksPerGroup: blocksPerGroup) {
                 if stored != nil { removals.append(key) }
             } else if stored != summary.encoded() {
@@ -177,27 +242,36 @@ extension BlockReferenceTree {
         return upserts.count + removals.count
     }
 
-    private func scannedSummary(_ group: UInt64, pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> BlockGroupSummary {
+    private func scannedSummary(_ group: UInt64) throws(FSError) -> BlockGroupSummary {
         summaryScans += 1
-        return try computedGroupSummary(group, pending: pending)
+        return try computedGroupSummary(group)
     }
 
-    /// The summary of a group where blocks were only freed since `stored` was right:
-    /// every touched block was used then, so those free now are the newly free ones.
-    private func summaryAfterFrees(_ group: UInt64, stored: BlockGroupSummary,
-                                   pending: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) -> BlockGroupSummary {
+    /// The summary of a group whose longest free run no change cut since `stored` was
+    /// right: the free count moves by the blocks that flipped, and the largest run is the
+    /// stored one or a run around newly free blocks.
+    private func summaryAfterChanges(_ group: UInt64, stored: BlockGroupSummary,
+                                     touched pieces: [Range<UInt64>]) throws(FSError) -> BlockGroupSummary {
         let limits = blocks(of: group)
-        var free = UInt64(stored.freeBlocks), largest = UInt64(stored.largestFreeRun)
-        for touched in touchedBlocks.ranges where touched.overlaps(limits) {
-            let inside = max(touched.lowerBound, limits.lowerBound)..<min(touched.upperBound, limits.upperBound)
-            for newlyFree in try freeRanges(in: inside, pending: pending) {
-                free += UInt64(newlyFree.count)
-                largest = max(largest, UInt64(try freeRun(around: newlyFree, in: limits, pending: pending).count))
+        var free = Int64(stored.freeBlocks), largest = UInt64(stored.largestFreeRun)
+        for piece in pieces {
+            let used = try usedRanges(in: piece)
+            var newlyFree = Self.complement(of: used, in: piece)
+            let wasFree = touchedWhileFree.covered(in: piece)
+            if !wasFree.isEmpty {
+                // Blocks allocated here since the last update (the usual piece has none).
+                let wasFreeSet = RangeSet(wasFree)
+                newlyFree = RangeSet(newlyFree).subtracting(wasFreeSet).ranges.map { $0 }
+                free -= RangeSet(used).intersection(wasFreeSet).ranges.reduce(0) { $0 + Int64($1.count) }
+            }
+            free += newlyFree.reduce(0) { $0 + Int64($1.count) }
+            for blocks in newlyFree {
+                largest = max(largest, UInt64(try freeRun(around: blocks, in: limits).count))
             }
         }
-        guard free <= blocksPerGroup, largest <= free else {
+        guard free >= 0, UInt64(free) <= blocksPerGroup, largest <= UInt64(free) else {
             // Only a damaged tree (a block freed that was free already) gets here.
-            throw .damagedImage("block tree: group \(group) would have \(free) free blocks (largest run \(largest)) of \(blocksPerGroup) after frees")
+            throw .damagedImage("block tree: group \(group) would have \(free) free blocks (largest run \(largest)) of \(blocksPerGroup) after the commit's changes")
         }
         summaryUpdatesByNeighbours += 1
         return BlockGroupSummary(freeBlocks: UInt32(free), largestFreeRun: UInt32(largest))

@@ -43,11 +43,17 @@ public final class BlockReferenceTree {
     /// change of many items (a tree path per item) is far more than it uses, and would
     /// have to come out of the commit's node pool all at once.
     public var reservesBlocksPerChange = true
-    /// Blocks whose free space may have changed since the summaries were last brought up
-    /// to date (`updateGroupSummaries`), and the groups among them where blocks were
-    /// allocated (which only a scan of the group's runs can summarise exactly).
-    var touchedBlocks = RangeSet<UInt64>()
-    var groupsAllocatedIn = Set<UInt64>()
+    /// What the changes since the summaries were last brought up to date
+    /// (`updateGroupSummaries`) did to the free space: the blocks they flipped (`touched`),
+    /// those among them that were free when first touched, the groups whose longest free
+    /// run a change may have cut (read again by a scan), and the stored largest runs read
+    /// meanwhile (docs/ARCHITECTURE.md, "The block space").
+    let touched = BlockCoverage()
+    let touchedWhileFree = BlockCoverage()
+    var groupsToScan = Set<UInt64>()
+    var largestAtLastUpdate: [UInt64: UInt32] = [:]
+    /// The pending frees' blocks (`pendingCoverage`), nil until first needed.
+    var pendingIndex: BlockCoverage?
     /// Summaries recomputed by a scan of their group's runs, and by the neighbours of the
     /// freed blocks alone (tests and benchmarks see which path ran).
     public internal(set) var summaryScans = 0
@@ -111,8 +117,11 @@ public final class BlockReferenceTree {
         guard try runs(overlapping: blocks).isEmpty else {
             throw .invalidArgument("blocks \(blocks) are allocated already")
         }
+        guard try pendingBlocks(in: blocks).isEmpty else {
+            throw .invalidArgument("blocks \(blocks) are pending free")
+        }
+        try noteBecomingUsed(blocks)
         try rewrite(blocks, with: [BlockRun(blocks: blocks, count: 1, use: use)])
-        touch(blocks, allocating: true)
     }
 
     /// Adds one reference to every block in `blocks`, which must all be allocated.
@@ -124,7 +133,7 @@ public final class BlockReferenceTree {
     /// returns the ranges that became free, in ascending order.
     public func release(_ blocks: Range<UInt64>) throws(FSError) -> [Range<UInt64>] {
         let freed = try adjust(blocks, by: -1)
-        for range in freed { touch(range) }
+        for range in freed { touch(range, wasFree: false) }
         return freed
     }
 
@@ -141,6 +150,13 @@ public final class BlockReferenceTree {
         for (key, range) in zip(keys, ranges) where try tree.contains(key) {
             throw .invalidArgument("block \(range.lowerBound) is pending free in generation \(generation) already")
         }
+        // Read before the change: the coverage must not see its items twice.
+        let coverage = try pendingCoverage()
+        // Blocks released in this change set are free now, and become used again; a
+        // replaced block-tree node keeps its run and stays used.
+        for range in ranges {
+            for blocks in Self.complement(of: try usedRanges(in: range), in: range) { try noteBecomingUsed(blocks) }
+        }
         try changeTogether(keys.count) { () throws(FSError) in
             for (key, range) in zip(keys, ranges) {
                 var w = ByteWriter(capacity: 8)
@@ -148,7 +164,7 @@ public final class BlockReferenceTree {
                 try tree.upsert(key, w.bytes)
             }
         }
-        for range in ranges { touch(range) }
+        for range in ranges { coverage.add(range) }
     }
 
     /// The pending frees of generations `first` through `generation`, oldest first.
@@ -180,6 +196,7 @@ public final class BlockReferenceTree {
     @discardableResult
     public func removePendingFrees(from first: UInt64 = 0, through generation: UInt64) throws(FSError)
         -> [(generation: UInt64, blocks: Range<UInt64>)] {
+        let coverage = try pendingCoverage()
         let pending = try pendingFrees(from: first, through: generation)
         try changeTogether(pending.count) { () throws(FSError) in
             for item in pending {
@@ -187,7 +204,12 @@ public final class BlockReferenceTree {
                                             offset: item.blocks.lowerBound))
             }
         }
-        for item in pending { touch(item.blocks) }
+        for item in pending {
+            guard coverage.remove(item.blocks) else {
+                throw .damagedImage("block tree: pending free \(item.blocks) of generation \(item.generation) is not in the pending frees read before")
+            }
+            touch(item.blocks, wasFree: false)
+        }
         return pending
     }
 

@@ -5,22 +5,20 @@ extension BlockSpace {
     /// segments (and placed data in blocks) after its last commit, so the block tree does
     /// not have them, and until the next commit records them nothing may be handed out
     /// over them. `.damagedImage` when a block is outside the space, or in use or pending
-    /// in the block tree (reads every pending free: replay claims a few segments, once);
-    /// a block taken already (claimed before) is damage too.
+    /// in the block tree; a block taken already (claimed before) is damage too.
     public func claimData(_ blocks: Range<UInt64>, use: BlockRun.Use = .data) throws(FSError) {
         try claimData(RangeSet(blocks), use: use)
     }
 
-    /// `claimData` of several ranges, reading the pending frees once.
+    /// `claimData` of several ranges.
     public func claimData(_ ranges: RangeSet<UInt64>, use: BlockRun.Use = .data) throws(FSError) {
         precondition(use == .data || use == .journal, "tree nodes are claimed by no one")
         guard !ranges.isEmpty else { return }
-        let pending = try blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration)
         for blocks in ranges.ranges {
             guard blocks.lowerBound >= firstBlock, blocks.upperBound <= endBlock else {
                 throw .damagedImage("blocks \(blocks) claimed for replay lie outside the block space \(firstBlock)..<\(endBlock)")
             }
-            guard try blockTree.runs(overlapping: blocks).isEmpty, !pending.contains(where: { $0.blocks.overlaps(blocks) }) else {
+            guard try blockTree.runs(overlapping: blocks).isEmpty, try blockTree.pendingBlocks(in: blocks).isEmpty else {
                 throw .damagedImage("blocks \(blocks) claimed for replay are in use or pending in the block tree")
             }
             guard !taken.ranges.contains(where: { $0.overlaps(blocks) }) else {

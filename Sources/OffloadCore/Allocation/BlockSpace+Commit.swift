@@ -83,7 +83,7 @@ extension BlockSpace {
                 return result
             } catch {
                 tree.abandon()
-                blockTree.forgetTouchedBlocks()
+                blockTree.abandonChanges()
                 endPool(pool)
                 // A pool that ran out: the settling changed nothing; again with twice as
                 // many blocks, unless it held every free block already.
@@ -238,7 +238,9 @@ extension BlockSpace {
             if case .allocate(let blocks, _) = change { taken.remove(contentsOf: blocks) }
         }
         for record in trees {
-            for block in record.pages.live { taken.remove(contentsOf: block..<block + 1) }
+            // By runs: one removal a block costs a shift of `taken`'s ranges each, which a
+            // bulk load of millions of nodes felt.
+            for blocks in Self.ranges(of: record.pages.live.sorted()) { taken.remove(contentsOf: blocks) }
             record.pages.live.removeAll()
         }
         let unused = Set(blockTreePages.available)

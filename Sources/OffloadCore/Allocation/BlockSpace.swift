@@ -142,7 +142,11 @@ public final class BlockSpace {
     func take(_ wanted: UInt64) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
         let fitting = min(wanted, blocksPerGroup)
-        var blocks = try takeSomewhere(fitting, exact: true)
+        // The group of the last allocation serves first while it is loaded and can: its
+        // free runs are in memory, and asking the summaries is a descent of the block
+        // tree (every node a commit's trees write comes through here).
+        var blocks = loaded.free(currentGroup)?.take(count: fitting)
+        if blocks == nil { blocks = try takeSomewhere(fitting, exact: true) }
         if blocks == nil { blocks = try takeSomewhere(fitting, exact: false) }
         guard let blocks else { throw .noSpace }
         taken.insert(contentsOf: blocks)

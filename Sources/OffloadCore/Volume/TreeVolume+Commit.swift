@@ -5,9 +5,10 @@ public struct VolumeCommitReport: Sendable {
     public var blockTreeNodesWritten: Int
     /// Bytes of RAM pieces placed in the image.
     public var placedBytes: Int
-    /// Blocks punched: the pending frees of the commits before this one.
+    /// Blocks punched: the pending frees the commit before this one started to punch
+    /// (this commit waited for them; its own punch runs after it returns).
     public var punchedBlocks: Int
-    /// Why those could not be punched (they stay pending; the next commit tries again).
+    /// Why those could not be punched (they stay pending; a later commit tries again).
     public var punchFailure: FSError?
 }
 
@@ -26,8 +27,10 @@ extension TreeVolume {
     /// 7. publish it (`current`), retire the generation from the delta;
     /// 8. punch the pending frees of the commits before this one (no slot references
     ///    them now), and only then let the next commit retire them (delete their items);
-    ///    their blocks are handed out once that commit is durable. A crash before the
-    ///    punch leaves them pending: opening punches them again.
+    ///    their blocks are handed out once that commit is durable. The punch runs after
+    ///    the commit returns (`VolumePunches`); the next commit waits for it before its
+    ///    block space's commit. A crash before the punch finished leaves them pending:
+    ///    opening punches them again.
     /// The old journal chain is released in the generation (a pending free of this commit).
     ///
     /// A failure before the slot is written leaves the image at its last durable commit;
@@ -71,8 +74,12 @@ extension TreeVolume {
                 return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
             }
             let generation = delta.nextToCommit()
+            // The last commit's punch is waited for without the space lock (operations go
+            // on meanwhile), and accepted with it (`TreeVolume+Punches`).
+            let punched = punches.finish()
             spaceLock.lock()
             defer { spaceLock.unlock() }
+            accept(punched)
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
@@ -132,6 +139,9 @@ extension TreeVolume {
         guard number == current.generation + 1 else {
             throw .damagedImage("commit \(number) after commit \(current.generation): its slot would overwrite the current one")
         }
+        // The previous commit's punch finished before this commit (`committing`): the
+        // block space may retire what it punched.
+        let punched = punches.takeAccepted()
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         // 5 and 6. Durable nodes, then the durable slot.
@@ -155,23 +165,10 @@ extension TreeVolume {
         // A punch that fails does not undo the durable commit: the frees stay pending,
         // unretired, and the next commit tries again.
         // A reader of commit r still reads blocks freed by commits after r: those wait.
-        var punched = 0
-        var punchFailure: FSError?
-        let through = min(number - 1, epochs.oldest ?? .max)
-        if through > punchedThrough {
-            do throws(FSError) {
-                let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
-                try Self.punch(ranges, in: storage)
-                punched = ranges.reduce(0) { $0 + $1.count }
-                punchedThrough = through
-                space.commitIsDurable(generation: through)
-            } catch {
-                punchFailure = error
-            }
-        }
+        let punchFailure = startPunch(after: number) ?? punched?.failure
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
                                   blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,
-                                  punchedBlocks: punched, punchFailure: punchFailure)
+                                  punchedBlocks: punched?.failure == nil ? punched?.blocks ?? 0 : 0, punchFailure: punchFailure)
     }
 
     /// Writes `bytes` into newly allocated data blocks (as many runs as the free space

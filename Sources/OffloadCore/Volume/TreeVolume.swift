@@ -47,6 +47,8 @@ public final class TreeVolume {
     /// The last generation whose pending frees are punched: the next commit may retire
     /// them (delete their items), and their blocks are reused after that commit.
     var punchedThrough: UInt64
+    /// The punch a commit started and the next one waits for (`waitForPunches`).
+    let punches = VolumePunches()
     /// The commits live readers read (`VolumeReader`): frees of later commits wait.
     let epochs = ReaderEpochs()
     /// When a commit starts by itself: the journal since the last commit reaches

@@ -1,0 +1,49 @@
+/// Step 8 of a commit, the punch of the pending frees retirable at it, which runs after the
+/// commit returns (`VolumePunches`; docs/ARCHITECTURE.md, step 4e). Under the commit lock
+/// throughout (the one-commit-at-a-time order is what keeps a punch and the retirement of
+/// what it punched apart); the space lock where the block space changes.
+extension TreeVolume {
+    /// Starts punching the pending frees of the commits before commit `number` (neither it
+    /// nor the previous one references them) that no reader holds back: the pending frees
+    /// of commit p are blocks roots before p use, so a reader of commit r keeps those of
+    /// the commits after r. The next commit waits for the punch before it may retire them.
+    /// Returns why the frees could not be read (they stay pending; a later commit tries
+    /// again). Commit lock and space lock held.
+    func startPunch(after number: UInt64) -> FSError? {
+        let through = min(number - 1, epochs.oldest ?? .max)
+        guard through > punchedThrough else { return nil }
+        do throws(FSError) {
+            let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
+            punches.start(ranges, through: through, in: storage)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Takes the outcome of a finished punch: when it succeeded, the next commit may retire
+    /// what it punched (`BlockSpace.commitIsDurable`); a failed punch leaves its frees
+    /// pending and unretired, and the next commit punches them again. Commit lock and
+    /// space lock held.
+    func accept(_ finished: VolumePunches.Finished?) {
+        guard let finished else { return }
+        if finished.failure == nil {
+            punchedThrough = finished.through
+            space.commitIsDurable(generation: finished.through)
+        }
+        punches.accepted = finished
+    }
+
+    /// Waits for the punch the last commit started and accepts it (nil: none was running).
+    /// Commits do this themselves; an unmount that wants the image punched now, a
+    /// benchmark or a test may too.
+    @discardableResult
+    public func waitForPunches() -> (blocks: Int, failure: FSError?)? {
+        commitLock.withLock {
+            let finished = punches.finish()
+            spaceLock.withLock { accept(finished) }
+            _ = punches.takeAccepted()
+            return finished.map { ($0.blocks, $0.failure) }
+        }
+    }
+}
