@@ -24,6 +24,12 @@ let blockSize = 4096
 let benchRoot = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/dev/shm"
 let directory = URL(fileURLWithPath: benchRoot).appendingPathComponent("offloadfs-bench-\(getpid())")
 try! FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+/// Ends the run: the images' folder goes first (a top-level `defer` does not run at
+/// `exit`, and each early exit below left an empty folder in /dev/shm).
+func finish() -> Never {
+    try? FileManager.default.removeItem(at: directory)
+    exit(0)
+}
 defer { try? FileManager.default.removeItem(at: directory) }
 var imageNumber = 0
 @MainActor func makeStore(_ capacity: UInt64) throws -> BackingStore {
@@ -36,21 +42,21 @@ func format(_ ns: Double) -> String { String(format: "%.0f ns", ns) }
 
 if CommandLine.arguments.contains("--tree") {
     try runTreeBenchmark(directory: directory)
-    exit(0)
+    finish()
 }
 
 if CommandLine.arguments.contains("--upgrade") {
     let sizes = CommandLine.arguments.firstIndex(of: "--upgrade-sizes").map { CommandLine.arguments[$0 + 1] }
         .map { $0.split(separator: ",").compactMap { Int($0) } } ?? [10_000, 1_000_000]
     try runUpgradeBenchmark(sizes: sizes)
-    exit(0)
+    finish()
 }
 
 if CommandLine.arguments.contains("--volume") {
     let sizes = CommandLine.arguments.firstIndex(of: "--volume-sizes").map { CommandLine.arguments[$0 + 1] }
         .map { $0.split(separator: ",").compactMap { Int($0) } } ?? [10_000, 1_000_000]
     try runVolumeBenchmark(sizes: sizes)
-    exit(0)
+    finish()
 }
 
 /// A file of `extentCount` 4 KiB extents. Consecutive extents point at image blocks 7
@@ -200,7 +206,7 @@ print(String(format: "| ratio 1,000,000 / 1,000 | %.2fx | %.2fx | %.2fx |\n", in
 for s in subjects { s.file.releaseAll() }
 
 // Sequential read: 262,144 appends of 4 KiB versus one 1 GiB write.
-if CommandLine.arguments.contains("--scaling-only") { exit(0) }
+if CommandLine.arguments.contains("--scaling-only") { finish() }
 let appendCount = 262_144
 let total = appendCount * blockSize
 let store = try makeStore(4 << 30)
