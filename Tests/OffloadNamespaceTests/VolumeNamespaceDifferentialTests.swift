@@ -336,3 +336,26 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
     }
 }
+
+/// Format 2's cache of file data holds open files and files changed since the last
+/// commit, nothing more: a written file, closed, stays until a commit holds its changes,
+/// and goes with the next operation after that commit, reading back the same.
+final class VolumeNamespaceCacheTests: XCTestCase {
+    func testAClosedFileLeavesTheCacheOnceACommitHoldsItsChanges() throws {
+        let volume = try TreeVolume.format(MemoryImageStorage(maximumBytes: 16 << 20), capacityBytes: 16 << 20,
+                                           imageID: 4, nameHashKey: SipHash24(key0: 5, key1: 6))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let bytes = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let (attributes, handle) = try namespace.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: .root)
+        _ = try bytes.withUnsafeBytes { try namespace.write(inode: attributes.inode, handle: handle, offset: 0, data: $0) }
+        namespace.release(inode: attributes.inode, handle: handle)
+        XCTAssertEqual(namespace.lock.withLock { namespace.cachedFiles.count }, 1, "its changes wait for a commit")
+        try volume.commit()
+        _ = try namespace.getattr(inode: attributes.inode)
+        XCTAssertEqual(namespace.lock.withLock { namespace.cachedFiles.count }, 0, "a commit holds its changes")
+        let again = try namespace.open(inode: attributes.inode, flags: O_RDONLY)
+        XCTAssertTrue(try namespace.read(inode: attributes.inode, handle: again, offset: 0, count: 30_000) == bytes)
+        namespace.release(inode: attributes.inode, handle: again)
+        XCTAssertEqual(namespace.lock.withLock { namespace.cachedFiles.count }, 0)
+    }
+}

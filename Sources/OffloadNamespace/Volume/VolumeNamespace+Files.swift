@@ -84,11 +84,27 @@ extension VolumeNamespace {
         return cached
     }
 
-    /// Lets go of a cached file nothing needs: closed, and every change of it committed.
+    /// Lets go of a cached file nothing needs: closed, and every change of it committed;
+    /// a closed file whose changes wait for a commit goes when one has committed them
+    /// (`evictCommittedFiles`).
     func evictIfDone(_ number: UInt64) {
-        guard let cached = cachedFiles[number], cached.openCount == 0,
-              cached.changedIn <= volume.current.generation else { return }
-        cachedFiles[number] = nil
+        guard let cached = cachedFiles[number], cached.openCount == 0 else { return }
+        if cached.changedIn <= volume.current.generation {
+            cachedFiles[number] = nil
+            awaitingCommit.remove(number)
+        } else {
+            awaitingCommit.insert(number)
+        }
+    }
+
+    /// Evicts the closed files a commit since the last call has made clean. Every
+    /// operation calls it (cheap when no commit happened), so the cache holds open files
+    /// and changes of the open generations only. Caller holds the lock.
+    func evictCommittedFiles() {
+        let committed = volume.current.generation
+        guard committed != lastEvictedAt, !awaitingCommit.isEmpty else { return }
+        lastEvictedAt = committed
+        for number in awaitingCommit { evictIfDone(number) }
     }
 
     /// The file behind `handle` (EBADF for one not given out for this inode).

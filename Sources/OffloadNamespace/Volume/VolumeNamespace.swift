@@ -37,6 +37,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     var cachedFiles: [UInt64: VolumeCachedFile] = [:]
     /// Open file handles.
     var fileHandles: [UInt64: VolumeFileHandle] = [:]
+    /// Closed cached files whose changes wait for a commit, and the commit the last sweep
+    /// of them saw (`evictCommittedFiles`).
+    var awaitingCommit = Set<UInt64>()
+    var lastEvictedAt: UInt64 = 0
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -123,6 +127,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// changes it returns are performed as one journal frame.
     func changing<R>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
         try lock.withLock { () throws(FSError) -> R in
+            evictCommittedFiles()
             let reader = try volume.reader()
             var changes: [JournalChange] = []
             let result = try body(reader, &changes)
@@ -160,6 +165,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             if hadOrphan { changes.append(.orphan(inode: number, nil)) }
             changes.append(.drop(inode: number))
             cachedFiles[number] = nil
+            awaitingCommit.remove(number)
         }
     }
 
