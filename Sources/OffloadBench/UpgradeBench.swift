@@ -9,9 +9,7 @@ import OffloadImageGenerator
 /// what its mount does first), upgraded in place (`TreeVolume.upgrade`), and checked
 /// (`VolumeCheck`); the process's anonymous memory is read after each step.
 func runUpgradeBenchmark(sizes: [Int]) throws {
-    let root = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/var/tmp"
-    let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-upgrade-bench-\(getpid())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let (root, directory) = try diskBenchDirectory("upgrade")
     defer { try? FileManager.default.removeItem(at: directory) }
     print("## The version 1 upgrade and format 2's check at scale (release build, images in \(root))\n")
     print("| files | format 1 image made (s) | format 1 recovery (s) | upgrade (s) | RssAnon after the recovery (MiB) | after the upgrade (MiB) | check (s) | RssAnon added by the check (MiB) | check clean |")

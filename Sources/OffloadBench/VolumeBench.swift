@@ -18,9 +18,7 @@ import SplitMix
 /// asks) warm and after the image's pages left the page cache (the volume closed, so that
 /// its mapping lets them go, then posix_fadvise DONTNEED, then a new volume).
 func runVolumeBenchmark(sizes: [Int]) throws {
-    let root = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/var/tmp"
-    let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-volume-bench-\(getpid())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let (root, directory) = try diskBenchDirectory("volume")
     defer { try? FileManager.default.removeItem(at: directory) }
     print("## Format 2 engine at scale (TreeVolume, release build, images in \(root))\n")
     print("| files | image (MiB) | bulk load (s) | open (ms) | RssAnon added by open (MiB) | commit of 100 chmods (ms) | earlier punch still running (ms) | commit of 100,000 chmods (ms) | its punch, after (ms) | path lookup, warm | path lookup, cold |")
@@ -93,6 +91,15 @@ func runVolumeBenchmark(sizes: [Int]) throws {
         print("| \(files) | \(String(format: "%.0f", imageMiB)) | \(String(format: "%.2f", loadSeconds)) | \(String(format: "%.1f", openMillis)) | \(String(format: "%.1f", anonAdded)) | \(String(format: "%.1f", small.commit)) | \(String(format: "%.0f", large.earlierPunch)) | \(String(format: "%.0f", large.commit)) | \(String(format: "%.0f", large.punch)) | \(format(warm)) | \(format(cold)) |")
     }
     print("")
+}
+
+/// A new folder for the images of a format 2 benchmark, on disk (`OFFLOADFS_BENCH_DIR`,
+/// else /var/tmp: cold reads need a page cache to drop); the caller removes it.
+func diskBenchDirectory(_ name: String) throws -> (root: String, directory: URL) {
+    let root = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/var/tmp"
+    let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-\(name)-bench-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return (root, directory)
 }
 
 /// RssAnon of this process, in bytes (/proc/self/status).

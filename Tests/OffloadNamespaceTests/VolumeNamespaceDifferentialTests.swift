@@ -359,3 +359,21 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         XCTAssertEqual(namespace.lock.withLock { namespace.cachedFiles.count }, 0)
     }
 }
+
+/// A file change whose journal frame cannot be written (an I/O error) is not answered as
+/// done, and the namespace refuses what follows: its memory is ahead of the journal.
+final class VolumeNamespaceJournalFailureTests: XCTestCase {
+    func testAWriteWhoseFrameIsNotWrittenFailsAndSoDoesWhatFollows() throws {
+        let disk = FaultInjectingStorage(MemoryImageStorage(maximumBytes: 16 << 20))
+        let volume = try TreeVolume.format(disk, capacityBytes: 16 << 20, imageID: 8, nameHashKey: SipHash24(key0: 1, key1: 9))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let (attributes, handle) = try namespace.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: .root)
+        // The data's write goes through; the frame's, next, fails.
+        disk.inject(FaultInjectingStorage.Fault(.write, error: .io("injected"), after: 1))
+        XCTAssertThrowsError(try [UInt8](repeating: 7, count: 5000).withUnsafeBytes {
+            try namespace.write(inode: attributes.inode, handle: handle, offset: 0, data: $0)
+        })
+        XCTAssertEqual(disk.failures(of: .write), 1)
+        XCTAssertThrowsError(try namespace.getattr(inode: attributes.inode))
+    }
+}

@@ -74,7 +74,7 @@ extension VolumeNamespace {
 
     /// Entries are in the journal the moment they change; fsyncdir makes it durable.
     public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
-        try lock.withLock { () throws(FSError) in
+        try locked { () throws(FSError) in
             guard directoryHandles[handle.rawValue] == number.rawValue else { throw .badHandle }
             try volume.sync()
         }

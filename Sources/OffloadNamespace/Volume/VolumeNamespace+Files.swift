@@ -53,16 +53,25 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
 
 extension VolumeNamespace {
     /// The frame of one file change, with the inode's new size and its mtime and ctime
-    /// marked. A frame that cannot be written fails the volume (every later operation
-    /// throws it).
+    /// marked. The file has changed already (`fileChanged` cannot refuse), so a frame
+    /// that cannot be made or written leaves memory ahead of the journal: the namespace
+    /// fails (`journalFailure`), and every later operation throws it.
     func journal(_ number: UInt64, _ change: FileChange) {
-        guard let reader = try? volume.reader(), var item = try? reader.inode(number) else { return }
-        let now = clock().record
-        item.size = change.size
-        item.modificationTime = now
-        item.changeTime = now
-        try? volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)])
-        cachedFiles[number]?.changedIn = volume.delta.openNumber
+        do throws(FSError) {
+            guard var item = try volume.reader().inode(number) else {
+                throw .io("inode \(number) changed its data but has no attributes")
+            }
+            let now = clock().record
+            item.size = change.size
+            item.modificationTime = now
+            item.changeTime = now
+            try volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)])
+            cachedFiles[number]?.changedIn = volume.delta.openNumber
+        } catch {
+            if journalFailure == nil {
+                journalFailure = .io("a file change could not be journaled (\(error)); the namespace stops taking requests: unmount, and the image mounts again at its last journaled state")
+            }
+        }
     }
 
     /// The cached file of regular file `number` (caller holds the lock), loaded from its
@@ -180,7 +189,7 @@ extension VolumeNamespace {
     }
 
     public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
-        try lock.withLock { () throws(FSError) in _ = try openedFile(number, handle) }
+        try locked { () throws(FSError) in _ = try openedFile(number, handle) }
     }
 
     /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
@@ -198,7 +207,7 @@ extension VolumeNamespace {
 
     /// Every change is in the journal when it is answered; fsync makes the image durable.
     public func fsync(inode number: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
-        try lock.withLock { () throws(FSError) in
+        try locked { () throws(FSError) in
             if let handle { _ = try openedFile(number, handle) }
             try volume.sync()
         }
@@ -208,7 +217,7 @@ extension VolumeNamespace {
 
     public func read(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try lock.withLock { () throws(FSError) -> [UInt8] in
+        return try locked { () throws(FSError) -> [UInt8] in
             try openedFile(number, handle).file.data.read(at: offset, count: count)
         }
     }
@@ -216,14 +225,14 @@ extension VolumeNamespace {
     public func read<R>(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
                         _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try lock.withLock { () throws(FSError) -> R in
+        return try locked { () throws(FSError) -> R in
             try openedFile(number, handle).file.data.withReadRegions(at: offset, count: count, body)
         }
     }
 
     public func write(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       data: UnsafeRawBufferPointer) throws(FSError) -> Int {
-        try lock.withLock { () throws(FSError) -> Int in
+        try locked { () throws(FSError) -> Int in
             let (file, opened) = try openedFile(number, handle)
             guard opened.writable else { throw .badHandle }
             guard data.count > 0 else { return 0 }
@@ -236,7 +245,7 @@ extension VolumeNamespace {
 
     public func fallocate(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                           length: UInt64, mode: AllocationMode) throws(FSError) {
-        try lock.withLock { () throws(FSError) in
+        try locked { () throws(FSError) in
             let (file, opened) = try openedFile(number, handle)
             try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
         }
@@ -244,7 +253,7 @@ extension VolumeNamespace {
 
     public func lseek(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       target: SeekTarget) throws(FSError) -> UInt64 {
-        try lock.withLock { () throws(FSError) -> UInt64 in
+        try locked { () throws(FSError) -> UInt64 in
             try FileDataRules.seek(try openedFile(number, handle).file.data, from: offset, to: target)
         }
     }
@@ -252,7 +261,7 @@ extension VolumeNamespace {
     public func copyFileRange(from source: InodeNumber, sourceHandle: FileHandle, sourceOffset: UInt64,
                               to destination: InodeNumber, destinationHandle: FileHandle,
                               destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
-        try lock.withLock { () throws(FSError) -> UInt64 in
+        try locked { () throws(FSError) -> UInt64 in
             let input = try openedFile(source, sourceHandle)
             let output = try openedFile(destination, destinationHandle)
             return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,

@@ -41,6 +41,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// of them saw (`evictCommittedFiles`).
     var awaitingCommit = Set<UInt64>()
     var lastEvictedAt: UInt64 = 0
+    /// Set when a file's change could not be journaled (`journal`): thrown by every later
+    /// operation.
+    var journalFailure: FSError?
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -123,11 +126,24 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Changing
 
+    /// Runs `body` under the namespace lock, after letting go of the files a commit made
+    /// clean. Once a file change failed to reach the journal (`journalFailure`), it fails,
+    /// and so does the operation during which that happened: its answer would claim a
+    /// change the journal does not hold.
+    func locked<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
+        try lock.withLock { () throws(FSError) -> R in
+            if let journalFailure { throw journalFailure }
+            evictCommittedFiles()
+            let result = try body()
+            if let journalFailure { throw journalFailure }
+            return result
+        }
+    }
+
     /// Runs `body` under the namespace lock with a reader of the current state; the
     /// changes it returns are performed as one journal frame.
     func changing<R>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
-        try lock.withLock { () throws(FSError) -> R in
-            evictCommittedFiles()
+        try locked { () throws(FSError) -> R in
             let reader = try volume.reader()
             var changes: [JournalChange] = []
             let result = try body(reader, &changes)
