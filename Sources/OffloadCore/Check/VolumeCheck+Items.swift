@@ -32,8 +32,17 @@ extension VolumeCheck {
             }
         } catch {
             report.add("the filesystem tree's items could not all be read: \(error)")
+            if let done = tally { finish(done) }
+            return
         }
         if let done = tally { finish(done) }
+        // The slot's counts follow the commits' inode items (statfs and status read them).
+        if UInt64(report.inodes) != slot.inodeCount {
+            report.add("commit \(slot.generation) counts \(slot.inodeCount) inodes; the tree holds \(report.inodes)")
+        }
+        if highestInode >= slot.nextInode {
+            report.add("inode \(highestInode) is not below commit \(slot.generation)'s next inode number \(slot.nextInode)")
+        }
     }
 
     private mutating func item(_ key: TreeKey, _ value: UnsafeRawBufferPointer, _ tally: inout ObjectTally) {
@@ -135,6 +144,7 @@ extension VolumeCheck {
             return report.add("inode \(object): \(tally.items) items without an inode item")
         }
         report.inodes += 1
+        highestInode = max(highestInode, object)
         let isDirectory = inode.type == 4
         if isDirectory {
             report.directories += 1

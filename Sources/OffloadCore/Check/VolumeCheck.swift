@@ -54,6 +54,8 @@ public struct VolumeCheck {
     var report = Report()
     /// The journal chain the slot names: its segments (the census counts them).
     var journalSegments: [LogSegment] = []
+    /// The highest inode number with an inode item (checked against the slot's next one).
+    var highestInode: UInt64 = 0
 
     /// Checks the image on `storage` at its current commit. Throws only when there is
     /// nothing to check (`CommitSlots.read`: no commit slot, or a format 1 superblock

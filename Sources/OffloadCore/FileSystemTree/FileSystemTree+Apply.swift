@@ -13,7 +13,8 @@ extension FileSystemTree {
         var references = ExtentReferenceChanges()
         switch change {
         case .attributes(let inode, let item):
-            try tree.upsert(Self.inodeKey(inode), item.encoded())
+            if try tree.upsert(Self.inodeKey(inode), item.encoded()) { inodeChanges.added += 1 }
+            inodeChanges.highest = max(inodeChanges.highest, inode)
         case .link(let directory, let entry):
             try link(entry, in: directory)
         case .unlink(let directory, let entry):
@@ -128,6 +129,8 @@ extension FileSystemTree {
         try tree.groupedChange { () throws(FSError) in
             for key in keys { _ = try tree.remove(key) }
         }
+        // The inode item sorts first among an inode's items: the first batch takes it.
+        if keys.first == Self.inodeKey(inode) { inodeChanges.removed += 1 }
         return (keys.count, !more)
     }
 

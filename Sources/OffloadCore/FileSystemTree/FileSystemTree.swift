@@ -22,6 +22,20 @@ public final class FileSystemTree {
     /// Block references gained and lost by the changes applied since the caller last took
     /// them (`takeReferenceChanges`).
     public internal(set) var referenceChanges = ExtentReferenceChanges()
+    /// Inode items the changes applied since the caller last took them added (an
+    /// attributes change of an inode the tree lacked) less those they removed (drops), and
+    /// the highest inode number they stated attributes of (0: none); the commit keeps the
+    /// slot's inode count and next inode number with them (`takeInodeChanges`).
+    public internal(set) var inodeChanges = InodeChanges()
+
+    /// See `inodeChanges`.
+    public struct InodeChanges: Equatable, Sendable {
+        public var added = 0
+        public var removed = 0
+        public var highest: UInt64 = 0
+
+        public init() {}
+    }
 
     public init(tree: CopyOnWriteTree, hashes: ItemHashes) {
         self.tree = tree
@@ -34,11 +48,19 @@ public final class FileSystemTree {
         return referenceChanges
     }
 
+    /// The inode changes counted so far; the count starts over.
+    public func takeInodeChanges() -> InodeChanges {
+        defer { inodeChanges = InodeChanges() }
+        return inodeChanges
+    }
+
     /// Gives up every change since the last commit: the tree goes back to its committed
-    /// root (`CopyOnWriteTree.abandon`) and the references recorded meanwhile go too.
+    /// root (`CopyOnWriteTree.abandon`) and the references and inode counts recorded
+    /// meanwhile go too.
     public func abandonChanges() {
         tree.abandon()
         referenceChanges = ExtentReferenceChanges()
+        inodeChanges = InodeChanges()
     }
 
     // MARK: - Keys

@@ -1,8 +1,10 @@
 extension CopyOnWriteTree {
-    /// Stores `value` under `key`, replacing any value there. Values longer than
-    /// `TreeNode.maximumValueBytes` are refused (`.invalidArgument`); the caller stores
-    /// such values elsewhere and keeps a reference here.
-    public func upsert(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
+    /// Stores `value` under `key`, replacing any value there; returns true when the key
+    /// was new. Values longer than `TreeNode.maximumValueBytes` are refused
+    /// (`.invalidArgument`); the caller stores such values elsewhere and keeps a reference
+    /// here.
+    @discardableResult
+    public func upsert(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) -> Bool {
         if let failure { throw failure }
         guard value.count <= TreeNode.maximumValueBytes else {
             throw .invalidArgument("a tree value of \(value.count) bytes exceeds the maximum of \(TreeNode.maximumValueBytes)")
@@ -18,18 +20,20 @@ extension CopyOnWriteTree {
             rootBlock = block
             rootLevel = 0
             changesApplied += 1
-            return
+            return true
         }
         if rootLevel == TreeNode.maximumLevel,
            try splitsEveryNode(key, valueBytes: value.count, from: root) {
             throw .damagedImage("tree \(treeID): storing \(key) would split the root at level \(rootLevel), the deepest a tree may be (only a damaged or crafted image holds a tree that deep)")
         }
+        var inserted = false
         let (newRoot, split) = try undoingCopies { () throws(FSError) in
-            try insert(key, value, into: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum)
+            try insert(key, value, into: root, level: rootLevel, generation: rootGeneration, checksum: rootChecksum,
+                       inserted: &inserted)
         }
         rootBlock = newRoot
         changesApplied += 1
-        guard let (separator, right) = split else { return }
+        guard let (separator, right) = split else { return inserted }
         // The root split: a new root above the two halves.
         let (block, page) = newNode(level: rootLevel + 1)
         InternalEntries.write(page.bytes, at: 0, key: .minimum, child: newRoot, generation: 0, checksum: 0)
@@ -37,10 +41,12 @@ extension CopyOnWriteTree {
         TreeNode.setCount(page.bytes, 2)
         rootBlock = block
         rootLevel += 1
+        return inserted
     }
 
-    public func upsert(_ key: TreeKey, _ value: [UInt8]) throws(FSError) {
-        try value.withBytes { (bytes) throws(FSError) in try upsert(key, bytes) }
+    @discardableResult
+    public func upsert(_ key: TreeKey, _ value: [UInt8]) throws(FSError) -> Bool {
+        try value.withBytes { (bytes) throws(FSError) -> Bool in try upsert(key, bytes) }
     }
 
     /// Whether storing `key` with a value of `valueBytes` would split every node on its
@@ -58,24 +64,27 @@ extension CopyOnWriteTree {
     }
 
     /// Inserts into the subtree at `block`; returns the subtree's (possibly new) block
-    /// and, when it split, the separator key and block of its new right half.
+    /// and, when it split, the separator key and block of its new right half. `inserted`
+    /// says whether the key was new.
     private func insert(_ key: TreeKey, _ value: UnsafeRawBufferPointer, into block: UInt64, level: UInt8,
-                        generation: UInt64, checksum: UInt32) throws(FSError) -> (UInt64, (TreeKey, UInt64)?) {
+                        generation: UInt64, checksum: UInt32, inserted: inout Bool) throws(FSError) -> (UInt64, (TreeKey, UInt64)?) {
         let (block, page) = try writable(block, level: level, generation: generation, checksum: checksum)
-        if level == 0 { return (block, insertInLeaf(key, value, page, block)) }
+        if level == 0 { return (block, insertInLeaf(key, value, page, block, inserted: &inserted)) }
         let view = page.view
         let index = view.childIndex(for: key)
         let (child, split) = try insert(key, value, into: view.childBlock(index), level: level - 1,
-                                        generation: view.childGeneration(index), checksum: view.childChecksum(index))
+                                        generation: view.childGeneration(index), checksum: view.childChecksum(index),
+                                        inserted: &inserted)
         InternalEntries.setChild(page.bytes, at: index, child)
         guard let (separator, right) = split else { return (block, nil) }
         return (block, insertEntry(separator, right, at: index + 1, page, block))
     }
 
     private func insertInLeaf(_ key: TreeKey, _ value: UnsafeRawBufferPointer, _ page: TreePage,
-                              _ block: UInt64) -> (TreeKey, UInt64)? {
+                              _ block: UInt64, inserted: inout Bool) -> (TreeKey, UInt64)? {
         let view = page.view
         let (index, found) = view.search(key)
+        inserted = !found
         let items = LeafItems(view, edit: found ? .replace(at: index, value) : .insert(at: index, key, value))
         guard items.totalBytes > TreeNode.leafSpace else {
             items.write(0..<items.count, into: scratch.bytes, imageID: imageID, treeID: treeID, block: block)

@@ -14,8 +14,16 @@ extension TreeVolume {
             throw .invalidArgument("a bulk load needs an empty filesystem tree and no pending operation")
         }
         return try committing { (generation, chain) throws(FSError) in
-            let loaded = try filesystem.tree.bulkLoad(items, generation: generation.number)
-            return try finishCommit(generation, loaded, journal: chain)
+            var inodes = FileSystemTree.InodeChanges()
+            let counted = items.lazy.map { (key, value) -> (TreeKey, [UInt8]) in
+                if key.kind == ItemKind.inode.rawValue {
+                    inodes.added += 1
+                    inodes.highest = max(inodes.highest, key.object)
+                }
+                return (key, value)
+            }
+            let loaded = try filesystem.tree.bulkLoad(counted, generation: generation.number)
+            return try finishCommit(generation, loaded, inodes: inodes, journal: chain)
         }
     }
 }

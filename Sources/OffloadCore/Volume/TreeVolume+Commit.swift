@@ -124,14 +124,17 @@ extension TreeVolume {
         files?.releaseDead(through: number)
         // 4. Both trees.
         let filesystemCommit = try filesystem.tree.commit(generation: number)
-        var report = try finishCommit(generation, filesystemCommit, journal: chain)
+        var report = try finishCommit(generation, filesystemCommit, inodes: filesystem.takeInodeChanges(), journal: chain)
         report.placedBytes = placedBytes
         return report
     }
 
     /// Steps 4 (the block space's part) to 8 of a commit whose filesystem tree is
-    /// committed (`commit`, `bulkLoad`).
+    /// committed (`commit`, `bulkLoad`). `inodes`: the inode items the commit added and
+    /// removed, and the highest inode number it stated, for the slot's inode count and
+    /// next inode number.
     func finishCommit(_ generation: DeltaGeneration, _ filesystemCommit: CopyOnWriteTree.Commit,
+                      inodes: FileSystemTree.InodeChanges,
                       journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // The slot goes to the block of its generation's parity: the next generation's is
@@ -149,6 +152,13 @@ extension TreeVolume {
         var slot = current
         slot.generation = number
         slot.cleanlyUnmounted = false
+        // Inode numbers are never reused: the next one is past every number ever stated.
+        slot.nextInode = max(slot.nextInode, inodes.highest + 1)
+        let inodeCount = Int64(clamping: slot.inodeCount) + Int64(inodes.added) - Int64(inodes.removed)
+        guard inodeCount >= 0 else {
+            throw .damagedImage("commit \(number) removes \(inodes.removed) inodes from a count of \(slot.inodeCount)")
+        }
+        slot.inodeCount = UInt64(inodeCount)
         slot.filesystemTree = filesystemCommit.root
         slot.blockTree = spaceCommit.blockTreeRoot
         slot.journal = chain.head

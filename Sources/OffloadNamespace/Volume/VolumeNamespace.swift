@@ -33,6 +33,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     var nextHandle: UInt64 = 1
     /// The number the next new inode gets.
     var nextInode: UInt64
+    /// Inodes in the image, orphans included: the last commit's count, plus the inodes
+    /// created and less those dropped since (statfs).
+    var inodeCount: UInt64
     /// Regular files whose data is held (`VolumeNamespace+Files.swift`), by inode.
     var cachedFiles: [UInt64: VolumeCachedFile] = [:]
     /// Open file handles.
@@ -56,8 +59,10 @@ public final class VolumeNamespace: @unchecked Sendable {
         self.memoryLimiter = memoryLimiter
         self.clock = clock
         nextInode = max(2, volume.current.nextInode)
+        inodeCount = volume.current.inodeCount
         for (number, orphan) in try volume.reader().orphans() where orphan.state != .dropping {
             try volume.perform([.orphan(inode: number, nil), .drop(inode: number)])
+            inodeCount -= 1
         }
         if try volume.reader().inode(1) == nil {
             let now = clock().record
@@ -65,6 +70,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 type: Self.typeCode(.directory), permissions: 0o755, uid: UInt32(getuid()), gid: UInt32(getgid()),
                 linkCount: 2, size: 0, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
                 birthTime: now, parent: 1, nextIndex: 3))])
+            inodeCount += 1
         }
     }
 
@@ -146,8 +152,14 @@ public final class VolumeNamespace: @unchecked Sendable {
         try locked { () throws(FSError) -> R in
             let reader = try volume.reader()
             var changes: [JournalChange] = []
+            let numbered = nextInode
             let result = try body(reader, &changes)
-            if !changes.isEmpty { try volume.perform(changes) }
+            if !changes.isEmpty {
+                try volume.perform(changes)
+                // Numbers a refused operation took are skipped, not counted.
+                inodeCount += nextInode - numbered
+                for case .drop in changes { inodeCount -= 1 }
+            }
             return result
         }
     }
@@ -186,12 +198,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     }
 
     /// Sizes in 4 KiB blocks: total = the capacity, free = what the block space can still
-    /// hand out. Inodes: numbers are never reused, so those handed out bound the ones in
-    /// use from above (format 2 keeps no count of live inodes yet).
+    /// hand out. Inodes: those in the image (the commit slots count them), orphans
+    /// included, of format 1's maximum.
     public func statfs() -> FileSystemStatistics {
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
-        let used = lock.withLock { nextInode - 1 }
+        let used = lock.withLock { inodeCount }
         let total = InodeTable.maximumInodeCount
         return FileSystemStatistics(blockSize: blockSize, totalBlocks: volume.current.capacityBytes / blockSize,
                                     freeBlocks: free, availableBlocks: free, totalInodes: total,
