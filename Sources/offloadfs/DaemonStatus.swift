@@ -16,7 +16,7 @@ final class DaemonStatus: Sendable {
         var name: String { "\(self)" }
     }
 
-    private let fileSystem: ImageFileSystem
+    private let fileSystem: any MountedImage
     private let memoryLimiter: MemoryLimiter
     private let counters: RequestCounters
     private let meter: ProgressMeter
@@ -26,7 +26,7 @@ final class DaemonStatus: Sendable {
     private let startedMonotonic: Double
     private let state = Atomic<Int>(State.starting.rawValue)
 
-    init(fileSystem: ImageFileSystem, memoryLimiter: MemoryLimiter, counters: RequestCounters,
+    init(fileSystem: any MountedImage, memoryLimiter: MemoryLimiter, counters: RequestCounters,
          meter: ProgressMeter, mountPoint: String, options: [String]) {
         self.fileSystem = fileSystem
         self.memoryLimiter = memoryLimiter
@@ -45,9 +45,7 @@ final class DaemonStatus: Sendable {
     var current: State { State(rawValue: state.load(ordering: .acquiring)) ?? .starting }
 
     func snapshot() -> MountStatus {
-        let store = fileSystem.store.statistics
-        let available = fileSystem.store.availableBytes
-        let usage = fileSystem.namespace.usage
+        let usage = fileSystem.usage()
         let served = counters.snapshot()
         let current = self.current
         let reading = meter.reading
@@ -57,16 +55,16 @@ final class DaemonStatus: Sendable {
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,
-            capacityBytes: store.capacityBytes, usedBytes: store.capacityBytes - min(available, store.capacityBytes),
-            availableBytes: available,
-            image: MountStatus.Image(path: fileSystem.store.path, fileBytes: store.imageBytes, diskBytes: store.diskBytes,
-                                     liveBytes: store.liveBytes, reclaimableBytes: store.quarantinedBytes),
+            capacityBytes: usage.capacityBytes,
+            usedBytes: usage.capacityBytes - min(usage.availableBytes, usage.capacityBytes),
+            availableBytes: usage.availableBytes,
+            image: MountStatus.Image(path: usage.path, format: fileSystem.format.rawValue, fileBytes: usage.imageBytes,
+                                     diskBytes: usage.diskBytes, liveBytes: usage.liveBytes,
+                                     reclaimableBytes: usage.reclaimableBytes),
             memory: MountStatus.Memory(heldBytes: UInt64(memoryLimiter.usedBytes),
                                        limitBytes: UInt64(memoryLimiter.limitBytes)),
-            inodes: UInt64(usage.inodes), openHandles: UInt64(usage.openHandles),
-            // A read-only mount has no journal: nothing is written.
-            journal: MountStatus.Journal(bytesSinceCheckpoint: fileSystem.journal?.journalBytesSinceCheckpoint ?? 0,
-                                         checkpointBytes: fileSystem.journal?.checkpointBytes ?? 0),
+            inodes: usage.inodes, openHandles: usage.openHandles,
+            journal: MountStatus.Journal(bytesSinceCheckpoint: usage.journalBytes, checkpointBytes: usage.checkpointBytes),
             requests: MountStatus.Requests(operations: served.operations, bytesRead: served.bytesRead,
                                            bytesWritten: served.bytesWritten, fsyncs: served.fsyncs,
                                            errors: served.errors, errorsByErrno: served.errorsByErrno),

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// `offloadfs fsck` of a format 2 image (`VolumeCheck`). Format 2 is in development:
-/// mount does not make or read it yet, `offloadfs-genimage --format 2` makes images of it.
+/// `offloadfs mount --format 2` and `offloadfs-genimage --format 2` make images of it.
 /// The check only reads; repair of format 2 is not written yet.
 enum FormatTwoFsck {
     /// True when the image at `path` holds format 2's commit slots (and no format 1
@@ -35,6 +35,9 @@ enum FormatTwoFsck {
                 progress?.bar.show(total > 0 ? "\(done * 100 / total)%" : "\(done)")
             }
             progress?.bar.finish()
+        } catch .busy {
+            printError("image \(image) is in use by a running offloadfs (mounted read-write); unmount it first")
+            throw ExitCode(ImageInspection.cannotCheck)
         } catch {
             printError("\(image): \(error)")
             throw ExitCode(ImageInspection.cannotCheck)

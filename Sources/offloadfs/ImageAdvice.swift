@@ -17,6 +17,16 @@ enum ImageAdvice {
         return superblock
     }
 
+    /// How the image's last unmount ended: whether it was marked clean, and the errno it
+    /// recorded (0: none), from format 1's superblock or format 2's current commit slot;
+    /// nil when the image cannot be read.
+    static func unmountRecord(of path: String) -> (clean: Bool, error: UInt32)? {
+        if let superblock = superblock(of: path) { return (superblock.cleanlyUnmounted, superblock.unmountError) }
+        guard let storage = try? FileImageStorage(path: path, readOnly: true),
+              let slot = try? CommitSlots.read(storage).current else { return nil }
+        return (slot.cleanlyUnmounted, slot.unmountError)
+    }
+
     /// "no space left on device while writing the final checkpoint of IMAGE; ...": what
     /// the superblock's `unmountError` means and what to do about it.
     static func unmountFailure(errno code: Int32, image: String) -> String {

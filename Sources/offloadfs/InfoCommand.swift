@@ -95,7 +95,7 @@ struct InfoCommand: ParsableCommand {
         }
         let lines: [(String, String)] = [
             ("image", image),
-            ("format version", "2 (in development: `offloadfs fsck` checks it, mount does not read it yet)"),
+            ("format version", "2 (in development: made by `offloadfs mount --format 2`)"),
             ("image id", String(slot.imageID, radix: 16)),
             ("generation", "\(slot.generation)"),
             ("cleanly unmounted", slot.cleanlyUnmounted ? "yes" : "no"),

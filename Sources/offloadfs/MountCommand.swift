@@ -24,7 +24,7 @@ struct MountCommand: ParsableCommand {
             (see systemd/offloadfs@.service). mount(8) and fstab use the form \
             `offloadfs IMAGE MOUNTPOINT -o OPTIONS` (through mount.fuse3 for type \
             fuse.offloadfs, or the mount.offloadfs helper), where -o also takes size=, \
-            memory_limit=, log_level=, fresh and writeback_cache. A MOUNTPOINT that is \
+            memory_limit=, log_level=, format=, fresh and writeback_cache. A MOUNTPOINT that is \
             already a mount is refused, saying what it is (a dead offloadfs mount, left by a \
             killed daemon, is cleared by --clear-dead-mount); one that holds files is mounted \
             over with a warning, as libfuse 3 allows.
@@ -64,6 +64,13 @@ struct MountCommand: ParsableCommand {
         valueName: "size"))
     var size: ByteSize?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "The format a new image (or --fresh) is made in: 1, or 2 (in development: the tree indexed in the image, "
+            + "docs/ARCHITECTURE.md). With 2, a format 1 image is upgraded to format 2 in place at this mount. "
+            + "Default: 1; an existing image keeps its format.",
+        valueName: "format"))
+    var format: ImageFormat?
+
     @Flag(name: .long, help: ArgumentHelp(
         "If MOUNTPOINT is an offloadfs mount whose daemon is gone (killed, crashed), detach it first. Never touches a live mount or another filesystem."))
     var clearDeadMount = false
@@ -86,6 +93,7 @@ struct MountCommand: ParsableCommand {
         if MountConfiguration.isReadOnly(options) {
             if fresh { throw ValidationError("--fresh empties the image, which a read-only mount (-o ro) cannot") }
             if size != nil { throw ValidationError("--size changes the image's capacity, which a read-only mount (-o ro) cannot") }
+            if format == .two { throw ValidationError("--format 2 makes or upgrades an image, which a read-only mount (-o ro) cannot") }
         }
         if memoryLimit.bytes > UInt64(Int.max) { throw ValidationError("--memory-limit is too large") }
     }
@@ -133,7 +141,7 @@ struct MountCommand: ParsableCommand {
             mountPath: mountPath, imagePath: imagePath))
         let imageExisted = access(imagePath, F_OK) == 0
         let session: FuseSession
-        let fileSystem: ImageFileSystem
+        let fileSystem: any MountedImage
         let memoryLimiter = MemoryLimiter(limitBytes: Int(memoryLimit.bytes))
         do {
             // --size sets the capacity and the image keeps it; without it, the image's kept
@@ -160,8 +168,9 @@ struct MountCommand: ParsableCommand {
         // Logged only once mounted, so a failed mount prints its one error line and nothing else.
         let report = fileSystem.report
         logger.info("serving", metadata: startupMetadata(mountPath: mountPath, imagePath: imagePath).merging([
-            "capacity": "\(ByteSize(bytes: fileSystem.store.capacityBytes))",
-            "capacity_kept": "\(fileSystem.store.capacityIsSet)", "read_only": "\(fileSystem.isReadOnly)",
+            "format": "\(fileSystem.format.rawValue)",
+            "capacity": "\(ByteSize(bytes: fileSystem.capacityBytes))",
+            "capacity_kept": "\(fileSystem.capacityIsSet)", "read_only": "\(fileSystem.isReadOnly)",
             "recovered": "\(report.created ? "new image" : "\(report.inodes) inodes, \(report.journalFrames) journal frames")",
             "open_seconds": "\(report.seconds)",
             "phases": "replay \(report.replaySeconds) s, rebuild \(report.restoreSeconds) s, checkpoint \(report.checkpointSeconds) s",
@@ -173,15 +182,19 @@ struct MountCommand: ParsableCommand {
         if report.orphansFreed > 0 {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
         }
+        if report.upgradedFromFormatOne {
+            logger.notice("upgraded the image from format 1 to format 2", metadata: ["seconds": "\(report.seconds)"])
+        }
+        for warning in report.warnings { logger.warning("\(warning)") }
         // Test knobs (scripts/crash-soak --stress-checkpoints): maintenance interval in
         // seconds and the journal bytes that trigger a checkpoint. Not for normal use.
         let interval = environment("OFFLOADFS_MAINTENANCE_INTERVAL").flatMap(Double.init).map { max($0, 0.01) } ?? 5
         let checkpointAfter = environment("OFFLOADFS_CHECKPOINT_AFTER").flatMap(UInt64.init)
-        fileSystem.startMaintenance(interval: interval, checkpointAfter: checkpointAfter, onCheckpoint: { timing in
-            logger.info("checkpoint written", metadata: [
-                "seconds": "\(timing.seconds)", "journal_bytes": "\(timing.journalBytes)",
-                "checkpoint_bytes": "\(timing.checkpointBytes)",
-            ])
+        fileSystem.startMaintenance(interval: interval, journalBytes: checkpointAfter, onWrite: { write in
+            // Format 2 commits every few seconds while anything changes: debug, not info.
+            var metadata: Logger.Metadata = ["seconds": "\(write.seconds)"]
+            for (key, value) in write.details { metadata[key] = .string(value) }
+            logger.log(level: write.kind == "checkpoint" ? .info : .debug, "\(write.kind) written", metadata: metadata)
         }, onError: { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
         })
@@ -222,7 +235,7 @@ struct MountCommand: ParsableCommand {
     /// superblock, where `offloadfs unmount` (waiting for this process to let go of the
     /// image) reads and reports it, and the next mount explains it; then exits non-zero.
     /// `meter` follows the checkpoint (systemd and `offloadfs unmount` watch it).
-    static func close(_ fileSystem: ImageFileSystem, imagePath: String, logger: Logger, meter: ProgressMeter) throws {
+    static func close(_ fileSystem: any MountedImage, imagePath: String, logger: Logger, meter: ProgressMeter) throws {
         let started = DaemonStatus.monotonicSeconds()
         do {
             try fileSystem.close(meter: meter)
@@ -231,15 +244,17 @@ struct MountCommand: ParsableCommand {
             logger.error("final checkpoint failed; the journal still holds every change",
                          metadata: ["error": "\(error)", "advice": "\(ImageAdvice.unmountFailure(errno: code, image: imagePath))"])
             do {
-                try fileSystem.journal?.recordUnmountFailure(errno: code)
+                if try !fileSystem.recordUnmountFailure(errno: UInt32(clamping: code)) {
+                    logger.error("the failure is not recorded in the image: format \(fileSystem.format.rawValue) has no place for it; the next mount replays the journal")
+                }
             } catch let recordError {
                 logger.error("could not record the failure in the image either", metadata: ["error": "\(recordError)"])
             }
             throw ExitCode.failure
         }
-        logger.info("final checkpoint written", metadata: [
+        logger.info(fileSystem.format == .one ? "final checkpoint written" : "final commit written", metadata: [
             "seconds": "\(DaemonStatus.monotonicSeconds() - started)",
-            "checkpoint_bytes": "\(fileSystem.journal?.checkpointBytes ?? 0)",
+            "checkpoint_bytes": "\(fileSystem.usage().checkpointBytes)",
         ])
     }
 
@@ -248,6 +263,7 @@ struct MountCommand: ParsableCommand {
         var options = ["memory_limit=\(memoryLimit)"]
         if let size { options.append("size=\(size)") }
         if fresh { options.append("fresh") }
+        if let format { options.append("format=\(format.rawValue)") }
         if writebackCache { options.append("writeback_cache") }
         return options + self.options.flatMap { $0.split(separator: ",").map(String.init) }
     }
@@ -279,18 +295,25 @@ struct MountCommand: ParsableCommand {
 
     /// Opens the image, builds the namespace and the (not yet mounted) FUSE session.
     private func openSession(mountPath: String, imagePath: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
-                             meter: ProgressMeter, logger: Logger) throws(MountError) -> (FuseSession, ImageFileSystem) {
-        let fileSystem: ImageFileSystem
+                             meter: ProgressMeter, logger: Logger) throws(MountError) -> (FuseSession, any MountedImage) {
+        let fileSystem: any MountedImage
         do {
-            fileSystem = try ImageFileSystem.open(
+            fileSystem = try MountedImages.open(
                 path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
-                memoryLimiter: memoryLimiter, meter: meter)
+                newFormat: format ?? Self.testFormat ?? .one, memoryLimiter: memoryLimiter, meter: meter)
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
         let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
                                                writebackCache: writebackCache)
         return (try FuseSession(fileSystem: fileSystem.operations, configuration: configuration, logger: logger), fileSystem)
+    }
+
+    /// Test knob (the mount suites and scripts run on format 2 with it): the format new
+    /// images are made in, and format 1 images upgraded to, when --format is not given.
+    /// Not for normal use.
+    static var testFormat: ImageFormat? {
+        environment("OFFLOADFS_TEST_FORMAT").flatMap(Int.init).flatMap(ImageFormat.init(rawValue:))
     }
 
     /// The default --size: what the image could grow to on its filesystem, i.e. that
@@ -335,6 +358,7 @@ struct MountCommand: ParsableCommand {
                          "--ready-fd", "\(Daemon.readinessDescriptor)"]
         if let size { arguments += ["--size", "\(size.bytes)"] }
         if fresh { arguments.append("--fresh") }
+        if let format { arguments += ["--format", "\(format.rawValue)"] }
         if writebackCache { arguments.append("--writeback-cache") }
         for option in options { arguments += ["-o", option] }
         return arguments
@@ -357,3 +381,5 @@ struct MountCommand: ParsableCommand {
         throw ExitCode.failure
     }
 }
+
+extension ImageFormat: ExpressibleByArgument {}

@@ -1,5 +1,6 @@
 import FuseBridge
 import Logging
+import OffloadNamespace
 
 /// The command lines other programs use to run offloadfs, turned into our own.
 ///
@@ -14,7 +15,7 @@ import Logging
 ///   shutdown, and the image's own filesystem must not go first).
 ///
 /// `-o` carries both kinds of options. offloadfs's own are taken out: `size=`,
-/// `memory_limit=`, `log_level=`, `fresh`, `writeback_cache`, each checked here so that a
+/// `memory_limit=`, `log_level=`, `format=`, `fresh`, `writeback_cache`, each checked here so that a
 /// bad value is one clear line. What mount(8) and mount.fuse3 add or keep for
 /// themselves is dropped (`defaults`, `rw`, `dev`, `suid`, `_netdev`, `nofail`, `auto`,
 /// `noauto`, `user`, `users`, `nouser`, `owner`, `group`, `x-*`, `comment=`). The rest
@@ -139,11 +140,16 @@ enum MountHelperArguments {
                                             + Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")))
                 }
                 arguments += ["--log-level", value]
+            case ("format", let value?):
+                guard let number = Int(value), ImageFormat(rawValue: number) != nil else {
+                    return .failure(Failure(message: "\(option): the format is 1 or 2"))
+                }
+                arguments += ["--format", value]
             case ("fresh", nil):
                 arguments.append("--fresh")
             case ("writeback_cache", nil):
                 arguments.append("--writeback-cache")
-            case ("size", nil), ("memory_limit", nil), ("log_level", nil):
+            case ("size", nil), ("memory_limit", nil), ("log_level", nil), ("format", nil):
                 return .failure(Failure(message: "\(option) needs a value (\(option)=...)"))
             case ("fresh", _?), ("writeback_cache", _?):
                 return .failure(Failure(message: "\(option): \(name) takes no value"))

@@ -17,6 +17,8 @@ struct MountStatus: Codable, Equatable {
 
     struct Image: Codable, Equatable {
         var path: String
+        /// 1 or 2 (nil from a daemon older than format 2).
+        var format: Int?
         /// The image file's length and the disk space it takes.
         var fileBytes: UInt64
         var diskBytes: UInt64
@@ -33,7 +35,8 @@ struct MountStatus: Codable, Equatable {
     }
 
     struct Journal: Codable, Equatable {
-        /// Journal written since the last checkpoint (what a crash now would replay).
+        /// Journal written since the last checkpoint, or on format 2 the last commit (what
+        /// a crash now would replay).
         var bytesSinceCheckpoint: UInt64
         var checkpointBytes: UInt64
     }

@@ -22,7 +22,7 @@ enum StatusFormat {
             if let progress = s.progress { state += ": " + describe(progress) }
             out.append("\(s.mountpoint)  \(state), up \(duration(s.uptimeSeconds)), pid \(s.pid) (offloadfs \(s.version))")
             let rows: [(String, String)] = [
-                ("image", s.image.path),
+                ("image", s.image.path + (s.image.format.map { " (format \($0))" } ?? "")),
                 ("space", bar(s.usedBytes, of: s.capacityBytes) + "  \(human(s.usedBytes)) used of \(human(s.capacityBytes)), "
                     + "\(human(s.availableBytes)) free"),
                 ("image file", "\(human(s.image.diskBytes)) on disk: \(human(s.image.liveBytes)) live, "
@@ -30,7 +30,8 @@ enum StatusFormat {
                 ("memory", bar(s.memory.heldBytes, of: s.memory.limitBytes) + "  \(human(s.memory.heldBytes)) of "
                     + "\(human(s.memory.limitBytes)) held in RAM"),
                 ("inodes", "\(grouped(s.inodes)) (\(grouped(s.openHandles)) open handles)"),
-                ("journal", "\(human(s.journal.bytesSinceCheckpoint)) since the last checkpoint "
+                ("journal", s.image.format == 2 ? "\(human(s.journal.bytesSinceCheckpoint)) since the last commit"
+                    : "\(human(s.journal.bytesSinceCheckpoint)) since the last checkpoint "
                     + "(checkpoint \(human(s.journal.checkpointBytes)))"),
                 ("served", "\(human(s.requests.bytesRead)) read, \(human(s.requests.bytesWritten)) written, "
                     + "\(grouped(s.requests.fsyncs)) fsyncs"),
@@ -84,7 +85,8 @@ enum StatusFormat {
                 blocks.append("mountpoint: \(entry.mount.mountPoint)\nerror: \(failure.message)")
             case .success(let s):
                 let pairs: [(String, String)] = [
-                    ("mountpoint", s.mountpoint), ("image", s.image.path), ("state", s.state),
+                    ("mountpoint", s.mountpoint), ("image", s.image.path),
+                    ("format", s.image.format.map { "\($0)" } ?? "-"), ("state", s.state),
                     ("phase", s.progress.map(describe) ?? "-"), ("pid", "\(s.pid)"), ("version", s.version),
                     ("uptime seconds", "\(Int(s.uptimeSeconds))"), ("capacity bytes", "\(s.capacityBytes)"),
                     ("used bytes", "\(s.usedBytes)"), ("available bytes", "\(s.availableBytes)"),

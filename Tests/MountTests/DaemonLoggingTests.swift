@@ -26,7 +26,7 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
             XCTAssertTrue(starting.contains(field), "the start-up line has \(field): \(starting)")
         }
         XCTAssertTrue(lines.contains { $0.hasPrefix("<6>serving ") && $0.contains("phases=") }, "recovery timings: \(lines)")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("<6>final checkpoint written ") && $0.contains("seconds=") },
+        XCTAssertTrue(lines.contains { $0.hasPrefix("<6>\(MountTestFormat.finalLogLine) ") && $0.contains("seconds=") },
                       "the final checkpoint's timing: \(lines)")
 
         // A mount that fails: its reason is one error line, <3>, and nothing else.
@@ -74,7 +74,7 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
         XCTAssertTrue(try fixture.sh("echo x > f && cat f").succeeded)
         let unmount = try BoundedRun.offloadfs(["unmount", fixture.mountPoint], timeout: 60)
         XCTAssertTrue(unmount.succeeded, unmount.transcript)
-        let final = listener.wait(timeout: 5) { $0.contains("final checkpoint written") }
+        let final = listener.wait(timeout: 5) { $0.contains(MountTestFormat.finalLogLine) }
         XCTAssertNotNil(final, "\(listener.messages.map(\.text))")
         let texts = listener.messages.map(\.text)
         let pattern = #"^<(2[4-9]|3[01])>[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d offloadfs\[\d+\]: "#

@@ -30,7 +30,7 @@ final class MountHelperTests: PrivateNamespaceTestCase {
             # mount.fuse3 runs `offloadfs IMAGE DIR -o OPTS`, with what mount(8) and
             # mount.fuse3 add (dev, suid) and keep for themselves (nofail, _netdev, ...).
             # (The test knob makes the final checkpoint take 1 s, to see umount wait for it.)
-            step fuse env OFFLOADFS_TEST_SLOW_PHASE='writing the final checkpoint:1' \\
+            step fuse env OFFLOADFS_TEST_SLOW_PHASE='\(MountTestFormat.finalPhase):1' \\
                 mount -t fuse.offloadfs "$img" "$mnt" -o size=64M,memory_limit=1M,noatime,nofail,_netdev,x-systemd.automount,noauto,defaults
             step fuse-mounts mounts
             step fuse-use sh -c "echo kept > '$mnt/f' && cat '$mnt/f'"

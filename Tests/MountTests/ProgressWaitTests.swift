@@ -41,23 +41,23 @@ final class ProgressWaitTests: XCTestCase {
     }
 
     func testMountWaitsAsLongAsStartUpProgresses() throws {
-        let mount = try self.mount(slowPhase: "writing a checkpoint:4", stallSeconds: 2)
+        let mount = try self.mount(slowPhase: "\(MountTestFormat.newImagePhase):4", stallSeconds: 2)
         XCTAssertTrue(mount.succeeded, mount.transcript)
         XCTAssertGreaterThan(mount.seconds, 4, "the slow phase ran")
         XCTAssertTrue(MountTable.isMounted(mountPoint))
     }
 
     func testMountGivesUpWhenStartUpStalls() throws {
-        let mount = try self.mount(slowPhase: "writing a checkpoint:20:stall", stallSeconds: 1)
+        let mount = try self.mount(slowPhase: "\(MountTestFormat.newImagePhase):20:stall", stallSeconds: 1)
         XCTAssertEqual(mount.status, 1, mount.transcript)
         XCTAssertLessThan(mount.seconds, 10, "gave up after the 1 s bound, not after the 20 s phase")
         XCTAssertEqual(mount.errorLines.count, 1, mount.transcript)
-        XCTAssertTrue(mount.error.contains("the daemon made no progress for 1 s (last: writing a checkpoint"), mount.transcript)
+        XCTAssertTrue(mount.error.contains("the daemon made no progress for 1 s (last: \(MountTestFormat.newImagePhase)"), mount.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "nothing left mounted")
     }
 
     func testUnmountWaitsAsLongAsTheFinalCheckpointProgresses() throws {
-        XCTAssertTrue(try mount(slowPhase: "writing the final checkpoint:4", stallSeconds: 2).succeeded)
+        XCTAssertTrue(try mount(slowPhase: "\(MountTestFormat.finalPhase):4", stallSeconds: 2).succeeded)
         XCTAssertTrue(try Shell.run("echo kept > f", in: mountPoint).succeeded)
         let unmount = try offloadfs(["unmount", mountPoint], stallSeconds: 2)
         XCTAssertTrue(unmount.succeeded, unmount.transcript)
@@ -67,12 +67,12 @@ final class ProgressWaitTests: XCTestCase {
     }
 
     func testUnmountGivesUpWhenTheFinalCheckpointStalls() throws {
-        XCTAssertTrue(try mount(slowPhase: "writing the final checkpoint:6:stall", stallSeconds: 1).succeeded)
+        XCTAssertTrue(try mount(slowPhase: "\(MountTestFormat.finalPhase):6:stall", stallSeconds: 1).succeeded)
         let unmount = try offloadfs(["unmount", mountPoint], stallSeconds: 1)
         XCTAssertEqual(unmount.status, 1, unmount.transcript)
         XCTAssertLessThan(unmount.seconds, 5, "gave up after the 1 s bound, not after the 6 s phase: \(unmount.transcript)")
         XCTAssertEqual(unmount.errorLines.count, 1, unmount.transcript)
-        XCTAssertTrue(unmount.error.contains("no progress for 1 s (last: stopping: writing the final checkpoint"),
+        XCTAssertTrue(unmount.error.contains("no progress for 1 s (last: stopping: \(MountTestFormat.finalPhase)"),
                       unmount.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "the kernel mount is gone all the same")
         // The daemon was only slow: it finishes by itself and the image is clean.

@@ -13,6 +13,9 @@ final class TreeVolumeFullImageTests: XCTestCase {
     func testAFullImageRefusesOperationsThenGoesReadOnlyAndOpensReadOnlyWithNothingLost() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 5, nameHashKey: SipHash24(key0: 3, key1: 4))
+        // Without the metadata reserve (TreeVolumeReserveTests has it): the commit must
+        // run out of room.
+        volume.space.setReserveTarget(0)
         let script = NamespaceChangeScript(seed: 11, refusals: false)
         script.longMemoryPieces = true  // file bytes in RAM pieces (no made-up image extents)
         script.model.refusesLongMemoryPieces = false
@@ -49,7 +52,8 @@ final class TreeVolumeFullImageTests: XCTestCase {
         try volume.storage.sync()
         var rng = SplitMix64(seed: 2)
         let reopened = try TreeVolume.open(CrashSimulatingStorage(maximumBytes: Int(Self.capacity),
-                                                                 initial: disk.crashImage(using: &rng, keep: 0, torn: 0)))
+                                                                 initial: disk.crashImage(using: &rng, keep: 0, torn: 0)),
+                                           reserveTarget: 0)
         XCTAssertGreaterThan(reopened.replayedFrames, 0)
         XCTAssertNotNil(reopened.failure, "a full image's replay committed")
         XCTAssertNil(try script.model.mismatch(in: try reopened.reader(), absent: Array("never-made".utf8)),

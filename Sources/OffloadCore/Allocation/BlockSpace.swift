@@ -46,6 +46,14 @@ public final class BlockSpace {
     public internal(set) var durableGeneration: UInt64
     /// Where the last allocation was served: the next one starts there (locality).
     var currentGroup: UInt64
+    /// The metadata reserve: blocks taken out of the free space (in `taken`, recorded
+    /// nowhere) that file data never gets (`BlockSpace+Reserve.swift`).
+    var reserve = RangeSet<UInt64>()
+    /// How many blocks the reserve is refilled to (`setReserveTarget`).
+    public internal(set) var reserveTarget: UInt64 = 0
+    /// What metadata allocations may take of the reserve now: a quarter of it between
+    /// commits (journal segments), all of it during a commit (`TreeVolume` sets it).
+    public var reserveAccess = ReserveAccess.journal
 
     /// Opens the block space of the block tree at `root` (nil: an empty tree), a root
     /// that is durable (it was read from a commit slot). `durableGeneration` is the last
@@ -91,7 +99,7 @@ public final class BlockSpace {
     /// them: a file's write path takes them, and the commit whose extents first reference
     /// them records their allocation (`recordData`). Until then they are neither free nor
     /// in the block tree, so a crash leaves them free (`VolumeFileBlocks`).
-    public func takeData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> { try take(wanted) }
+    public func takeData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> { try take(wanted, reserve: ReserveAccess.none) }
 
     /// Records blocks taken by `takeData` as allocated for data, one reference each (the
     /// reference of the extents that first name them), at the next commit.
@@ -139,7 +147,9 @@ public final class BlockSpace {
 
     /// Takes at least one and at most `wanted` free blocks out of the free space, without
     /// recording them anywhere (the caller records them, or gives them back).
-    func take(_ wanted: UInt64) throws(FSError) -> Range<UInt64> {
+    /// When the free space has none, metadata (`access`, else `reserveAccess`) may take
+    /// from the metadata reserve (`BlockSpace+Reserve.swift`); file data passes `.none`.
+    func take(_ wanted: UInt64, reserve access: ReserveAccess? = nil) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
         let fitting = min(wanted, blocksPerGroup)
         // The group of the last allocation serves first while it is loaded and can: its
@@ -148,6 +158,7 @@ public final class BlockSpace {
         var blocks = loaded.free(currentGroup)?.take(count: fitting)
         if blocks == nil { blocks = try takeSomewhere(fitting, exact: true) }
         if blocks == nil { blocks = try takeSomewhere(fitting, exact: false) }
+        if blocks == nil, let reserved = takeFromReserve(fitting, access ?? reserveAccess) { return reserved }
         guard let blocks else { throw .noSpace }
         taken.insert(contentsOf: blocks)
         return blocks

@@ -2,9 +2,10 @@
 /// filesystem tree. A generation that mentions a key decides it; one that dropped the
 /// object hides everything older of it; else the next generation, and last the tree.
 ///
-/// Extents are not read here: a file with changes in the delta is held by the inode
-/// cache with its `OffloadedFile` until the commit that writes them (docs/ARCHITECTURE.md,
-/// "The inode cache"), so a read of its bytes never needs the delta's file ranges.
+/// A file with changes in the delta is held by the inode cache with its `OffloadedFile`
+/// until the commit that writes them (docs/ARCHITECTURE.md, "The inode cache"), so a read
+/// of its bytes needs the delta's file ranges only on a read-only volume, whose replayed
+/// frames stay in the delta (`filePieces`).
 public struct LayeredFileSystem {
     public let layers: [DeltaGeneration]
     public let tree: FileSystemTree
@@ -30,6 +31,38 @@ public struct LayeredFileSystem {
             if changes.cleared { return .some(nil) }
         }
         return nil
+    }
+
+    /// The pieces of file `inode` of size `size` (its attributes' here): the tree's extents
+    /// with the file ranges of the newer generations applied, oldest first, as the commit
+    /// would write them. Holes are left out.
+    public func filePieces(_ inode: UInt64, size: UInt64) throws(FSError) -> [FilePiece] {
+        var ranges: [JournalChange] = []
+        var fromTree = true
+        for layer in layers {
+            guard let changes = layer.changes(of: inode) else { continue }
+            ranges.insert(contentsOf: changes.fileRanges, at: 0)
+            if changes.cleared {
+                fromTree = false
+                break
+            }
+        }
+        var committed: [FilePiece] = []
+        var committedSize: UInt64 = 0
+        if fromTree, let item = try tree.inode(inode) {
+            committedSize = item.size
+            for (offset, extent) in try tree.extents(inode, overlapping: 0..<UInt64.max) {
+                committed.append(FilePiece(offset: offset, extent: extent.fileExtent))
+            }
+        }
+        guard !ranges.isEmpty else { return committed }
+        let file = ReplayedFile()
+        file.apply(size: committedSize, range: 0..<committedSize, pieces: committed)
+        for case .fileRange(_, let fileSize, let range, let pieces) in ranges {
+            file.apply(size: fileSize, range: range, pieces: pieces)
+        }
+        if file.size > size { file.apply(size: size, range: size..<file.size, pieces: []) }
+        return file.pieceList
     }
 
     public func inode(_ inode: UInt64) throws(FSError) -> InodeItem? {

@@ -20,7 +20,7 @@ public enum CapacityRequest: Sendable, Equatable {
 
     /// The capacity to use with an image whose superblock is `superblock` (nil for a new
     /// or emptied one), and whether it is kept.
-    func resolved(keptIn superblock: Superblock?) -> (bytes: UInt64, isSet: Bool) {
+    public func resolved(keptIn superblock: Superblock?) -> (bytes: UInt64, isSet: Bool) {
         switch self {
         case .set(let bytes):
             return (bytes, true)

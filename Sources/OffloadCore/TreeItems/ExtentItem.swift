@@ -15,6 +15,15 @@ public enum ExtentItem: Equatable, Sendable {
     /// The most bytes an inline extent holds.
     public static let inlineLimit = 1024
 
+    /// The extent a file holds for it (`OffloadedFile`'s kinds).
+    public var fileExtent: Extent {
+        switch self {
+        case .image(let offset, let length): return .mmapOffload(offset: offset, size: length)
+        case .fill(let byte, let length): return .repeatingBytes(value: byte, count: length)
+        case .inline(let bytes): return .inMemory(bytes)
+        }
+    }
+
     public var length: UInt64 {
         switch self {
         case .image(_, let length), .fill(_, let length): return length

@@ -38,9 +38,39 @@ extension TreeVolume {
     /// the tree's working copy may hold part of the generation: reopening the image starts
     /// cleanly from the last durable commit. A failure after the slot is durable (the
     /// punch) does not lose the commit.
+    ///
+    /// `cleanlyUnmounted` marks the slot so (`close` does, for its last commit).
     @discardableResult
-    public func commit() throws(FSError) -> VolumeCommitReport {
-        try committing { (generation, chain) throws(FSError) in try commit(generation, journal: chain) }
+    public func commit(cleanlyUnmounted: Bool = false) throws(FSError) -> VolumeCommitReport {
+        try committing { (generation, chain) throws(FSError) in
+            try commit(generation, journal: chain, cleanlyUnmounted: cleanlyUnmounted)
+        }
+    }
+
+    /// After a file allocation found no free space: commits (and waits for their punches)
+    /// until blocks earlier operations freed can be handed out again, at most four times
+    /// (a block released in generation g is a pending free of commit g, punched after
+    /// commit g + 1, retired by a later commit and reusable once that one is durable).
+    /// Returns true when the free space grew. The caller is outside any operation.
+    public func reclaimFreedSpace() throws(FSError) -> Bool {
+        let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
+        for _ in 0..<4 {
+            try commit()
+            waitForPunches()
+            if try spaceLock.withLock({ () throws(FSError) -> UInt64 in try space.freeBlockCount() }) > before { return true }
+        }
+        return false
+    }
+
+    /// The unmount's commits: every closed generation, then the open one, whose slot is
+    /// marked cleanly unmounted; then the punch it started is waited for. The caller
+    /// stopped every operation first (an operation after this starts a generation no
+    /// clean slot holds). The journal chain the last slot names is empty: the next mount
+    /// replays nothing.
+    public func close() throws(FSError) {
+        while delta.layers().count > 1 { try commit() }
+        try commit(cleanlyUnmounted: true)
+        if let punched = waitForPunches(), let failure = punched.failure { throw failure }
     }
 
     /// Runs `body` as the commit of the oldest closed generation (closing the open one
@@ -62,6 +92,9 @@ extension TreeVolume {
         do {
             let (oldJournal, newChain) = try spaceLock.withLock {
                 () throws(FSError) -> (MetadataLog?, (head: LogSegment, sequence: UInt64)) in
+                // The commit may take the whole metadata reserve (its new chain, nodes and
+                // placed bytes), and refills it when done.
+                space.reserveAccess = .commit
                 let oldJournal = journal
                 // The first commit of a mount (opening's) starts the chain; later ones continue it.
                 let newJournal: MetadataLog
@@ -78,20 +111,27 @@ extension TreeVolume {
             // on meanwhile), and accepted with it (`TreeVolume+Punches`).
             let punched = punches.finish()
             spaceLock.lock()
-            defer { spaceLock.unlock() }
+            defer {
+                space.reserveAccess = .journal
+                spaceLock.unlock()
+            }
             accept(punched)
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.
             oldJournal?.releaseSegments()
-            return try body(generation, newChain)
+            let report = try body(generation, newChain)
+            space.refillReserve()
+            return report
         } catch {
+            spaceLock.withLock { space.reserveAccess = .journal }
             failure = error
             throw error
         }
     }
 
-    private func commit(_ generation: DeltaGeneration, journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
+    private func commit(_ generation: DeltaGeneration, journal chain: (head: LogSegment, sequence: UInt64),
+                        cleanlyUnmounted: Bool) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // 2. The generation into the tree.
         var fresh = RangeSet<UInt64>()
@@ -124,7 +164,8 @@ extension TreeVolume {
         files?.releaseDead(through: number)
         // 4. Both trees.
         let filesystemCommit = try filesystem.tree.commit(generation: number)
-        var report = try finishCommit(generation, filesystemCommit, inodes: filesystem.takeInodeChanges(), journal: chain)
+        var report = try finishCommit(generation, filesystemCommit, inodes: filesystem.takeInodeChanges(), journal: chain,
+                                      cleanlyUnmounted: cleanlyUnmounted)
         report.placedBytes = placedBytes
         return report
     }
@@ -134,8 +175,8 @@ extension TreeVolume {
     /// removed, and the highest inode number it stated, for the slot's inode count and
     /// next inode number.
     func finishCommit(_ generation: DeltaGeneration, _ filesystemCommit: CopyOnWriteTree.Commit,
-                      inodes: FileSystemTree.InodeChanges,
-                      journal chain: (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport {
+                      inodes: FileSystemTree.InodeChanges, journal chain: (head: LogSegment, sequence: UInt64),
+                      cleanlyUnmounted: Bool = false) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // The slot goes to the block of its generation's parity: the next generation's is
         // never the current commit's.
@@ -151,7 +192,7 @@ extension TreeVolume {
         try syncImage()
         var slot = current
         slot.generation = number
-        slot.cleanlyUnmounted = false
+        slot.cleanlyUnmounted = cleanlyUnmounted
         // Inode numbers are never reused: the next one is past every number ever stated.
         slot.nextInode = max(slot.nextInode, inodes.highest + 1)
         let inodeCount = Int64(clamping: slot.inodeCount) + Int64(inodes.added) - Int64(inodes.removed)

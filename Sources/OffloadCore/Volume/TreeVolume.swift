@@ -67,6 +67,11 @@ public final class TreeVolume {
     public var limits = Limits()
     /// The last durable commit.
     public internal(set) var current: CommitSlot
+    /// The commit the image was at when opened (its flags say whether the last mount
+    /// ended cleanly).
+    public let opened: CommitSlot
+    /// True on a read-only storage: nothing is written (`open`).
+    public var isReadOnly: Bool { storage.isReadOnly }
     /// Files' blocks, once `fileBlocks()` mapped the image. Its own lock (a leaf): syncs
     /// read it while a commit holds the space lock.
     private let filesHolder = PthreadMutex<VolumeFileBlocks?>(nil)
@@ -86,6 +91,7 @@ public final class TreeVolume {
                  oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
         self.storage = storage
         current = slot
+        opened = slot
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
         guard endBlock > Self.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
               slot.capacityBytes <= storage.length else {
@@ -97,8 +103,11 @@ public final class TreeVolume {
         space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: Self.blockTreeID,
                                root: slot.blockTree, firstBlock: Self.firstSpaceBlock, endBlock: endBlock,
                                durableGeneration: slot.generation - 1)
-        try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
+        if !storage.isReadOnly {
+            try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
+        }
         punchedThrough = slot.generation - 1
+        space.setReserveTarget(Self.reserveBlocks(capacityBlocks: endBlock - Self.firstSpaceBlock))
         filesystemPages = space.pages(forTree: Self.filesystemTreeID)
         filesystem = FileSystemTree(
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
@@ -136,8 +145,9 @@ public final class TreeVolume {
     /// Writes a new, empty format 2 image of `capacityBytes` on `storage` (both slots: the
     /// first commit, and a zeroed other slot, so that nothing of an earlier image there
     /// counts) and opens it.
-    public static func format(_ storage: any ImageStorage, capacityBytes: UInt64, imageID: UInt64,
-                              nameHashKey: SipHash24) throws(FSError) -> TreeVolume {
+    /// `capacityIsSet`: the capacity was asked for (`--size`) rather than a mount's default.
+    public static func format(_ storage: any ImageStorage, capacityBytes: UInt64, capacityIsSet: Bool = true,
+                              imageID: UInt64, nameHashKey: SipHash24) throws(FSError) -> TreeVolume {
         guard capacityBytes >> BackingStore.blockShift > firstSpaceBlock else {
             throw .invalidArgument("a capacity of \(capacityBytes) bytes leaves no room after the commit slots")
         }
@@ -146,7 +156,7 @@ public final class TreeVolume {
         try [UInt8](repeating: 0, count: BackingStore.blockSize).withUnsafeBytes { raw in
             Result { () throws(FSError) in try storage.write(raw, at: 0) }
         }.get()
-        let first = CommitSlot(imageID: imageID, generation: 1, cleanlyUnmounted: true, capacityIsSet: true,
+        let first = CommitSlot(imageID: imageID, generation: 1, cleanlyUnmounted: true, capacityIsSet: capacityIsSet,
                                capacityBytes: capacityBytes, unmountError: 0, nameHashKey: nameHashKey,
                                filesystemTree: nil, blockTree: nil, journal: LogSegment(start: 0, length: 0),
                                journalSequence: 0, nextInode: 2, inodeCount: 0, usedBlocks: 0)
@@ -159,7 +169,12 @@ public final class TreeVolume {
     /// names a new journal chain, which the frames of this mount go to (the old chain may
     /// end in a torn frame, after which nothing can be appended), and the old chain's
     /// segments are released.
-    public static func open(_ storage: any ImageStorage) throws(FSError) -> TreeVolume {
+    ///
+    /// On a read-only storage it writes nothing: the replayed frames stay in the delta,
+    /// readable, nothing is punched or committed, and every change, sync and commit throws
+    /// `.readOnly` (`failure`).
+    /// `reserveTarget` overrides the metadata reserve's size (tests of a full image).
+    public static func open(_ storage: any ImageStorage, reserveTarget: UInt64? = nil) throws(FSError) -> TreeVolume {
         let slot = try CommitSlots.read(storage).current
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
         var oldChain: [LogSegment] = []
@@ -193,6 +208,11 @@ public final class TreeVolume {
         }
         let volume = try TreeVolume(storage: storage, slot: slot, replaying: frames, oldChain: oldChain,
                                     nextSequence: nextSequence)
+        if storage.isReadOnly {
+            volume.failure = .readOnly
+            return volume
+        }
+        if let reserveTarget { volume.space.setReserveTarget(reserveTarget) }
         // The old chain goes with the commit that stops naming it (a pending free of it).
         for segment in oldChain { volume.logSpace.releaseLogSegment(segment.range) }
         do {
@@ -203,6 +223,13 @@ public final class TreeVolume {
             // and refuses changes (`failure`) until it is opened with more room.
         }
         return volume
+    }
+
+    /// The metadata reserve of a space of `capacityBlocks` (`BlockSpace+Reserve.swift`):
+    /// a 32nd of it, at least 512 KiB (a commit of one operation and a journal segment)
+    /// and at most 64 MiB.
+    static func reserveBlocks(capacityBlocks: UInt64) -> UInt64 {
+        min(max(capacityBlocks / 32, 128), 16_384)
     }
 
     /// Claims the blocks `changes`' image extents name that the block tree holds free: the
@@ -294,6 +321,9 @@ public final class TreeVolume {
         guard let journal else { throw failure ?? .io("the volume has no journal chain") }
         return journal
     }
+
+    /// Journal bytes written since the last commit (what replay after a crash now reads).
+    public var journalBytesSinceCommit: UInt64 { spaceLock.withLock { journal?.appendedBytes ?? 0 } }
 
     /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
     public func sync() throws(FSError) {

@@ -39,6 +39,12 @@ public final class ImageFileSystem: @unchecked Sendable {
         /// 0, or the errno with which the image's last unmount failed its final checkpoint
         /// (this open recovered what that checkpoint would have held from the journal).
         public var previousUnmountError: UInt32 = 0
+        /// What the mount should warn about (format 2: an image served read-only since it
+        /// has no room left for a commit).
+        public var warnings: [String] = []
+        /// This open upgraded a format 1 image to format 2 (`MountedImages.upgrade`); the
+        /// other fields are then what format 1's recovery found.
+        public var upgradedFromFormatOne = false
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
         /// first checkpoint (or keeping the last one), and in all.
         public var replaySeconds = 0.0
@@ -105,9 +111,18 @@ public final class ImageFileSystem: @unchecked Sendable {
     public static func open(storage: any ImageStorage, capacityBytes: UInt64, fresh: Bool = false,
                             memoryLimiter: MemoryLimiter, repair: Bool = false,
                             meter: ProgressMeter? = nil) throws(FSError) -> ImageFileSystem {
+        try open(storage: storage, capacity: .set(capacityBytes), fresh: fresh, memoryLimiter: memoryLimiter,
+                 repair: repair, meter: meter)
+    }
+
+    /// `open(path:…)` on an image behind any `ImageStorage` (read-only when the storage is).
+    public static func open(storage: any ImageStorage, capacity: CapacityRequest, fresh: Bool = false,
+                            memoryLimiter: MemoryLimiter, repair: Bool = false,
+                            meter: ProgressMeter? = nil) throws(FSError) -> ImageFileSystem {
         let started = DispatchTime.now()
+        guard !storage.isReadOnly || !repair else { throw .invalidArgument("a read-only open cannot repair") }
         meter?.begin(Phase.opening)
-        return try open(store: BackingStore(storage: storage, capacityBytes: capacityBytes, fresh: fresh),
+        return try open(store: BackingStore(storage: storage, capacity: capacity, fresh: fresh),
                         memoryLimiter: memoryLimiter, repair: repair, meter: meter, started: started)
     }
 

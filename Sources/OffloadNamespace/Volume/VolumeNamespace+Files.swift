@@ -78,14 +78,7 @@ extension VolumeNamespace {
     /// committed extents when not cached.
     func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> VolumeCachedFile {
         if let cached = cachedFiles[number] { return cached }
-        var pieces: [FilePiece] = []
-        for (offset, extent) in try reader.view.tree.extents(number, overlapping: 0..<UInt64.max) {
-            switch extent {
-            case .image(let at, let length): pieces.append(FilePiece(offset: offset, extent: .mmapOffload(offset: at, size: length)))
-            case .fill(let byte, let length): pieces.append(FilePiece(offset: offset, extent: .repeatingBytes(value: byte, count: length)))
-            case .inline(let bytes): pieces.append(FilePiece(offset: offset, extent: .inMemory(bytes)))
-            }
-        }
+        let pieces = try reader.view.filePieces(number, size: item.size)
         let data = OffloadedFile.loaded(store: try volume.fileBlocks(), limiter: memoryLimiter, size: item.size, pieces: pieces)
         data.attach(VolumeFileJournal(inode: number, namespace: self))
         let cached = VolumeCachedFile(data: data)
@@ -238,7 +231,7 @@ extension VolumeNamespace {
             guard data.count > 0 else { return 0 }
             let at = opened.append ? file.data.size : offset
             try Namespace.checkRange(offset: at, length: UInt64(data.count))
-            try file.data.write(at: at, bytes: data)
+            try reclaimingWhenFull { () throws(FSError) in try file.data.write(at: at, bytes: data) }
             return data.count
         }
     }
@@ -247,7 +240,9 @@ extension VolumeNamespace {
                           length: UInt64, mode: AllocationMode) throws(FSError) {
         try locked { () throws(FSError) in
             let (file, opened) = try openedFile(number, handle)
-            try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
+            try reclaimingWhenFull { () throws(FSError) in
+                try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
+            }
         }
     }
 
@@ -264,9 +259,25 @@ extension VolumeNamespace {
         try locked { () throws(FSError) -> UInt64 in
             let input = try openedFile(source, sourceHandle)
             let output = try openedFile(destination, destinationHandle)
-            return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
-                                               at: destinationOffset, length: length, outputWritable: output.handle.writable,
-                                               outputAppends: output.handle.append)
+            return try reclaimingWhenFull { () throws(FSError) -> UInt64 in
+                try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
+                                            at: destinationOffset, length: length, outputWritable: output.handle.writable,
+                                            outputAppends: output.handle.append)
+            }
+        }
+    }
+
+    /// Runs a change of file data; when it finds no free space (it changed nothing), lets
+    /// the commits make what earlier operations freed reusable (`TreeVolume.reclaimFreedSpace`)
+    /// and runs it once more, as format 1 runs its reclaim before it answers ENOSPC.
+    /// Caller holds the lock, outside any operation of the volume.
+    func reclaimingWhenFull<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
+        do {
+            return try change()
+        } catch .noSpace {
+            guard try volume.reclaimFreedSpace() else { throw .noSpace }
+            evictCommittedFiles()
+            return try change()
         }
     }
 }

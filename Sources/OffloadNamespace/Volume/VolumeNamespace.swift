@@ -60,6 +60,13 @@ public final class VolumeNamespace: @unchecked Sendable {
         self.clock = clock
         nextInode = max(2, volume.current.nextInode)
         inodeCount = volume.current.inodeCount
+        if volume.isReadOnly {
+            // Nothing is changed: orphans stay until a writable mount drops them.
+            guard try volume.reader().inode(1) != nil else {
+                throw .invalidArgument("'\(volume.storage.name)' holds no filesystem yet, and a read-only mount cannot create one")
+            }
+            return
+        }
         for (number, orphan) in try volume.reader().orphans() where orphan.state != .dropping {
             try volume.perform([.orphan(inode: number, nil), .drop(inode: number)])
             inodeCount -= 1
@@ -111,11 +118,11 @@ public final class VolumeNamespace: @unchecked Sendable {
                 size = cached.data.size
                 stored = cached.data.allocatedByteCount
             } else {
-                for (_, extent) in try volume.reader().view.tree.extents(number, overlapping: 0..<UInt64.max) {
-                    switch extent {
-                    case .image(_, let length): stored += length
-                    case .inline(let bytes): stored += UInt64(bytes.count)
-                    case .fill: break
+                for piece in try volume.reader().view.filePieces(number, size: item.size) {
+                    switch piece.extent {
+                    case .mmapOffload(_, let length): stored += length
+                    case .inMemory(let bytes): stored += UInt64(bytes.count)
+                    case .repeatingBytes: break
                     }
                 }
             }
@@ -203,9 +210,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     public func statfs() -> FileSystemStatistics {
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
-        let used = lock.withLock { inodeCount }
+        // The slot is read under the lock: commits (which replace it) run under it too.
+        let (used, capacityBytes) = lock.withLock { (inodeCount, volume.current.capacityBytes) }
         let total = InodeTable.maximumInodeCount
-        return FileSystemStatistics(blockSize: blockSize, totalBlocks: volume.current.capacityBytes / blockSize,
+        return FileSystemStatistics(blockSize: blockSize, totalBlocks: capacityBytes / blockSize,
                                     freeBlocks: free, availableBlocks: free, totalInodes: total,
                                     freeInodes: total > used ? total - used : 0,
                                     maximumNameLength: UInt64(FileName.maximumLength))

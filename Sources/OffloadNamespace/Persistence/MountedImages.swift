@@ -1,0 +1,81 @@
+import Dispatch
+import OffloadCore
+
+/// Opens an image for a mount in the format its bytes say (`MountedImage`).
+///
+/// - A format 2 image (commit slots) opens as format 2 (`VolumeFileSystem`).
+/// - A new image (no file, an empty one, or `fresh`) is made in `newFormat`.
+/// - A format 1 image opens as format 1, unless `newFormat` is `.two` (and the mount is
+///   not read-only): then it is upgraded in place first (`upgrade`).
+/// - Anything else (a foreign file, a damaged or newer image) goes to format 1's open,
+///   whose errors explain it.
+///
+/// Format 2 is in development (docs/ARCHITECTURE.md, "Steps" 4d): new images are format 1
+/// unless `newFormat` says otherwise (`offloadfs mount --format 2`).
+public enum MountedImages {
+    public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false, readOnly: Bool = false,
+                            newFormat: ImageFormat = .one, memoryLimiter: MemoryLimiter,
+                            meter: ProgressMeter? = nil) throws(FSError) -> any MountedImage {
+        guard !readOnly || !fresh else { throw .invalidArgument("a read-only mount cannot start '\(path)' afresh") }
+        let found: ImageFormat?
+        do {
+            // Read with pread before anything is mapped; closed again before the open
+            // below locks the file.
+            let storage = try FileImageStorage(path: path, readOnly: readOnly)
+            switch try ImageIdentity.read(storage) {
+            case .empty: found = nil
+            case .newerVersion(CommitSlot.version): found = .two
+            default: found = .one
+            }
+            if (fresh || found == nil) && newFormat == .two {
+                return try VolumeFileSystem.create(storage: storage, capacity: capacity, memoryLimiter: memoryLimiter,
+                                                   meter: meter)
+            }
+            if fresh && found == .two {
+                // Started afresh as format 1: format 1 refuses a newer format's bytes.
+                try storage.setLength(0)
+            } else if found == .two {
+                return try VolumeFileSystem.open(storage: storage, capacity: capacity, memoryLimiter: memoryLimiter,
+                                                 meter: meter)
+            }
+        }
+        if found == .one, newFormat == .two, !readOnly, !fresh {
+            return try upgrade(path: path, capacity: capacity, memoryLimiter: memoryLimiter, meter: meter)
+        }
+        return try ImageFileSystem.open(path: path, capacity: capacity, fresh: fresh, readOnly: readOnly,
+                                        memoryLimiter: memoryLimiter, meter: meter)
+    }
+
+    /// Upgrades the format 1 image at `path` to format 2 in place and opens it: format 1's
+    /// own recovery and clean unmount first (its journal replayed, orphans freed, both
+    /// superblock copies the same commit), then `TreeVolume.upgrade`, which is crash-safe
+    /// (until its second slot is durable the image is format 1; run again, it upgrades
+    /// again). Costs one format 1 mount more than the upgrade itself, once.
+    static func upgrade(path: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
+                        meter: ProgressMeter?) throws(FSError) -> VolumeFileSystem {
+        let started = DispatchTime.now()
+        var report: ImageFileSystem.OpenReport
+        do {
+            let formatOne = try ImageFileSystem.open(path: path, capacity: capacity, memoryLimiter: memoryLimiter,
+                                                     meter: meter)
+            report = formatOne.report
+            try formatOne.close(meter: meter)
+        }
+        meter?.begin(VolumeFileSystem.Phase.upgrading)
+        let storage = try FileImageStorage(path: path)
+        guard case .image(let superblock, _) = try ImageIdentity.read(storage) else {
+            throw .damagedImage("'\(path)' is no longer a format 1 image after its format 1 unmount")
+        }
+        let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
+        let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read)
+        let analysis = ImageAnalysis(replay, fileBytes: storage.length)
+        let previous = ImageReplay.loadPrevious(of: superblock, fileBytes: storage.length, read: read)
+        var random = SystemRandomNumberGenerator()
+        let volume = try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previous: previous,
+                                            nameHashKey: SipHash24(key0: random.next(), key1: random.next()))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
+        report.upgradedFromFormatOne = true
+        report.seconds = ImageFileSystem.seconds(since: started)
+        return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
+    }
+}

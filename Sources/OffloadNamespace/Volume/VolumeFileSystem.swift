@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import OffloadCore
+
+/// A format 2 image as a mount serves it (`MountedImage`): the volume (`TreeVolume`), its
+/// namespace (`VolumeNamespace`), the maintenance commits, and the clean unmount
+/// (docs/ARCHITECTURE.md, "Steps" 4d).
+///
+/// Opening reads the commit slots and the two roots, replays the journal frames after the
+/// last commit and commits them: its cost follows the journal, not the tree. A format 2
+/// image keeps the capacity it was made with (`--size`, else the default of the mount
+/// that made it); changing it is not supported yet, and a `--size` that differs is
+/// refused. An image whose last mount ran out of room in a commit opens read-only
+/// (`TreeVolume.open`), as does one opened with `readOnly`, which writes nothing.
+///
+/// `@unchecked Sendable`: the timer is guarded by `sourceLock`; the volume and namespace
+/// are thread-safe under their own locks.
+public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
+    public let volume: TreeVolume
+    public let namespace: VolumeNamespace
+    public let operations: any FileSystemOperations
+    public let report: ImageFileSystem.OpenReport
+    public let isReadOnly: Bool
+    public let capacityBytes: UInt64
+    public let capacityIsSet: Bool
+    public var format: ImageFormat { .two }
+    private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
+    private let sourceLock = PthreadLock()
+    private var source: DispatchSourceTimer?
+
+    /// The smallest capacity a format 2 image is made with: its first journal segments
+    /// and tree nodes need room besides files.
+    public static let minimumCapacity: UInt64 = 4 << 20
+
+    /// The steps of `open` and `close`, as a `ProgressMeter` shows them.
+    public enum Phase {
+        public static let formatting = "making a format 2 image"
+        public static let replaying = "replaying the journal"
+        public static let upgrading = "upgrading the image to format 2"
+        public static let committing = "writing the final commit"
+    }
+
+    init(volume: TreeVolume, namespace: VolumeNamespace, report: ImageFileSystem.OpenReport) {
+        self.volume = volume
+        self.namespace = namespace
+        self.report = report
+        // A failed volume (a full image, or read-only storage) serves what it holds and
+        // refuses every change.
+        isReadOnly = volume.isReadOnly || volume.failure != nil
+        operations = isReadOnly ? ReadOnlyFileSystem(namespace) : namespace
+        capacityBytes = volume.current.capacityBytes
+        capacityIsSet = volume.current.capacityIsSet
+    }
+
+    /// Makes a new format 2 image on `storage` (emptied first) with `capacity` and opens it.
+    public static func create(storage: any ImageStorage, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
+                              meter: ProgressMeter? = nil) throws(FSError) -> VolumeFileSystem {
+        let started = DispatchTime.now()
+        meter?.begin(Phase.formatting)
+        guard !storage.isReadOnly else {
+            throw .invalidArgument("'\(storage.name)' holds no filesystem yet, and a read-only mount cannot create one")
+        }
+        let (capacityBytes, isSet) = capacity.resolved(keptIn: nil)
+        guard capacityBytes >= minimumCapacity else {
+            throw .capacityTooSmall(capacityBytes: capacityBytes, neededBytes: minimumCapacity, liveBytes: 0)
+        }
+        guard capacityBytes <= UInt64(1) << 46 else {
+            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
+        }
+        try storage.setLength(0)
+        let blockSize = UInt64(BackingStore.blockSize)
+        var random = SystemRandomNumberGenerator()
+        let volume = try TreeVolume.format(storage, capacityBytes: capacityBytes / blockSize * blockSize,
+                                           capacityIsSet: isSet, imageID: Superblock.newImageID(),
+                                           nameHashKey: SipHash24(key0: random.next(), key1: random.next()))
+        var report = ImageFileSystem.OpenReport(created: true, inodes: 1, journalFrames: 0, orphansFreed: 0,
+                                                repairs: [], seconds: 0)
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
+        try volume.commit()
+        report.seconds = ImageFileSystem.seconds(since: started)
+        return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
+    }
+
+    /// Opens the format 2 image on `storage`: replays its journal (`TreeVolume.open`) and
+    /// drops the inodes its last mount left unlinked while open. `capacity` must be the
+    /// image's own (`.kept`, or `.set` to the same bytes).
+    public static func open(storage: any ImageStorage, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
+                            meter: ProgressMeter? = nil) throws(FSError) -> VolumeFileSystem {
+        let started = DispatchTime.now()
+        meter?.begin(Phase.replaying)
+        // Refused before anything is written.
+        let slot = try CommitSlots.read(storage).current
+        if case .set(let bytes) = capacity, bytes / UInt64(BackingStore.blockSize) != slot.capacityBytes / UInt64(BackingStore.blockSize) {
+            throw .invalidArgument("'\(storage.name)' is a format 2 image of \(slot.capacityBytes) bytes; its capacity cannot be changed yet (--size asks for \(bytes)): mount it without --size")
+        }
+        let volume = try TreeVolume.open(storage)
+        let orphans = try volume.reader().orphans().filter { $0.item.state != .dropping }.count
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
+        var report = ImageFileSystem.OpenReport(created: false, inodes: Int(clamping: namespace.usage.inodes),
+                                                journalFrames: UInt64(volume.replayedFrames),
+                                                orphansFreed: volume.isReadOnly ? 0 : orphans, repairs: [], seconds: 0)
+        report.previousUnmountError = volume.opened.unmountError
+        if let failure = volume.failure, !volume.isReadOnly {
+            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only until it is mounted with more room")
+        }
+        report.replaySeconds = ImageFileSystem.seconds(since: started)
+        report.seconds = report.replaySeconds
+        return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
+    }
+
+    public func usage() -> MountedImageUsage {
+        let available = (try? volume.fileBlocks())?.availableBytes ?? 0
+        let namespaceUsage = namespace.usage
+        return MountedImageUsage(
+            path: volume.storage.name, capacityBytes: capacityBytes, availableBytes: available,
+            imageBytes: volume.storage.length, diskBytes: volume.storage.diskBytes,
+            // Blocks waiting for their punch count as in use until it is done.
+            liveBytes: capacityBytes - min(available, capacityBytes), reclaimableBytes: 0,
+            inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
+            journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0)
+    }
+
+    /// Every `interval` seconds: commits what changed since the last commit (at least
+    /// `journalBytes` of journal when given; the crash soak sets a short interval so kills
+    /// land inside commits). A commit makes every change durable and starts the punch of
+    /// the blocks freed two commits ago, so `du` follows deletions.
+    public func startMaintenance(interval: Double, journalBytes: UInt64?,
+                                 onWrite: (@Sendable (MaintenanceWrite) -> Void)?,
+                                 onError: @escaping @Sendable (FSError) -> Void) {
+        guard !isReadOnly else { return }
+        let source = DispatchSource.makeTimerSource(queue: maintenance)
+        source.schedule(deadline: .now() + interval, repeating: interval)
+        // Runs on the serial maintenance queue only.
+        nonisolated(unsafe) var lastError: FSError?
+        source.setEventHandler { [self] in
+            let started = DispatchTime.now()
+            do throws(FSError) {
+                let journal = volume.journalBytesSinceCommit
+                if let commit = try namespace.commitIfChanged(journalBytes: journalBytes ?? 1) {
+                    onWrite?(MaintenanceWrite(kind: "commit", seconds: ImageFileSystem.seconds(since: started), details: [
+                        ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
+                        ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
+                        ("placed_bytes", "\(commit.placedBytes)"),
+                    ]))
+                }
+                lastError = nil
+            } catch {
+                if error != lastError { onError(error) }
+                lastError = error
+            }
+        }
+        sourceLock.withLock { self.source = source }
+        source.resume()
+    }
+
+    /// Stops maintenance and commits everything, the slot marked cleanly unmounted.
+    public func close(meter: ProgressMeter?) throws(FSError) {
+        let running = sourceLock.withLock { () -> DispatchSourceTimer? in
+            defer { source = nil }
+            return source
+        }
+        if let running {
+            running.cancel()
+            maintenance.sync {}
+        }
+        guard !isReadOnly else { return }
+        meter?.begin(Phase.committing)
+        try namespace.close()
+    }
+
+    /// Format 2 has no place for it: the failed commit left the volume failed, and a slot
+    /// written after it could name a generation whose frames replay would then skip. The
+    /// journal still holds every answered change; the next mount replays it.
+    public func recordUnmountFailure(errno: UInt32) throws(FSError) -> Bool { false }
+}

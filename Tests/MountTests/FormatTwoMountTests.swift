@@ -1,0 +1,99 @@
+import Foundation
+import XCTest
+
+/// Format 2 through the real daemon, as a person types it (scripts/test also runs the
+/// whole mount suite a second time on format 2, `OFFLOADFS_TEST_FORMAT=2`):
+/// `mount --format 2` makes a format 2 image; a format 1 image mounted with `--format 2`
+/// is upgraded in place with everything in it (names, bytes, hard links, symlinks,
+/// xattrs, modes), and checks clean; an existing format 2 image mounts as format 2
+/// without the flag; kill -9 loses nothing answered; a `--size` other than the image's is
+/// refused in one line, the image untouched.
+final class FormatTwoMountTests: DaemonTestCase {
+    private var image: String { root + "/image.bin" }
+
+    /// What the tree holds, as the shell sees it: paths, kinds, modes, sizes, links,
+    /// targets and file hashes, one line each.
+    private func listing() throws -> String {
+        let result = try BoundedRun.shell("""
+            find . -mindepth 1 | sort | while read -r p; do
+              if [ -L "$p" ]; then echo "$p link $(readlink "$p")"
+              elif [ -d "$p" ]; then echo "$p dir $(stat -c %a "$p")"
+              else echo "$p file $(stat -c '%a %s %h' "$p") $(sha256sum < "$p" | cut -c1-16) $(getfattr --only-values -n user.tag "$p" 2>/dev/null)"
+              fi
+            done
+            """, in: mountPoint, timeout: 120)
+        guard result.succeeded else { throw MountTestError("listing: \(result.transcript)") }
+        return result.output
+    }
+
+    private func info() throws -> [String: String] {
+        let result = try BoundedRun.offloadfs(["info", image], timeout: 30)
+        var values: [String: String] = [:]
+        for line in result.output.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return values
+    }
+
+    func testAFormatOneImageIsUpgradedAtMountWithEverythingInIt() throws {
+        // A format 1 image (the daemon's default for new images outside the format 2 pass).
+        try mount(image, ["--size", "256M", "--format", "1"])
+        try run("""
+            mkdir -p a/b && head -c 3000000 /dev/urandom > a/big && echo small > a/b/small
+            ln a/b/small a/hard && ln -s b/small a/link && chmod 640 a/big
+            setfattr -n user.tag -v kept a/big && head -c 100 /dev/urandom > a/b/tiny
+            """)
+        let before = try listing()
+        try unmountAll()
+        XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true)
+
+        try mount(image, ["--format", "2"])
+        XCTAssertEqual(try listing(), before, "the upgraded tree")
+        try run("echo after > a/new && rm a/b/tiny")
+        let after = try listing()
+        try unmountAll()
+        let values = try info()
+        XCTAssertTrue(values["format version"]?.hasPrefix("2") == true, "\(values)")
+        XCTAssertEqual(values["cleanly unmounted"], "yes", "\(values)")
+        let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsck.status, 0, fsck.transcript)
+
+        // Format 2 from now on, without the flag.
+        try mount(image, [])
+        XCTAssertEqual(try listing(), after)
+        let status = try BoundedRun.offloadfs(["status", mountPoint], timeout: 30)
+        XCTAssertTrue(status.output.contains("format: 2"), status.transcript)
+        try unmountAll()
+    }
+
+    func testKillNineLosesNothingAnsweredAndSizeCannotChange() throws {
+        try mount(image, ["--size", "64M", "--format", "2"])
+        try run("mkdir d && for i in $(seq 1 50); do echo $i > d/f$i; done && head -c 1000000 /dev/urandom > big && sync")
+        try run("rm d/f7 && mv d/f8 d/eight && echo more >> big")
+        let answered = try listing()
+        let daemon = try XCTUnwrap(daemons.popLast())
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.waitForExit()
+        DaemonUnderTest.forceUnmount(mountPoint)
+        XCTAssertEqual(try info()["cleanly unmounted"], "no")
+
+        try mount(image, [])
+        XCTAssertEqual(try listing(), answered, "after kill -9")
+        try unmountAll()
+        let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsck.status, 0, fsck.transcript)
+
+        // Its capacity stays: another --size is refused in one line, the image untouched.
+        let before = try FileSnapshot(image)
+        if let refused = try refusedMount(image, ["--size", "128M"]) {
+            XCTAssertEqual(refused.status, 1, refused.transcript)
+            XCTAssertEqual(refused.errorLines.count, 1, refused.transcript)
+            XCTAssertTrue(refused.error.contains("capacity cannot be changed yet"), refused.transcript)
+        }
+        XCTAssertEqual(try FileSnapshot(image), before, "a refused mount writes nothing")
+        try mount(image, ["--size", "64M"])
+        XCTAssertEqual(try listing(), answered)
+        try unmountAll()
+    }
+}

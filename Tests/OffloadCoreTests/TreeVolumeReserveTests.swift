@@ -1,0 +1,57 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+
+/// The metadata reserve (`BlockSpace+Reserve.swift`): once file data has taken every free
+/// block, operations still journal (from a quarter of the reserve) and the commit still fits (in
+/// the rest), so a full image stays writable instead of going read-only; operations past
+/// the journal's quarter are refused with ENOSPC having changed nothing, and the volume keeps
+/// working.
+final class TreeVolumeReserveTests: XCTestCase {
+    func testAnImageFullOfDataStillJournalsAndCommitsFromTheReserve() throws {
+        let capacity: UInt64 = 4 << 20
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        XCTAssertEqual(volume.space.reserveBlocks, 128, "a 4 MiB image reserves 512 KiB")
+        let files = try volume.fileBlocks()
+        // File data takes every block but the reserve.
+        var dataBlocks: UInt64 = 0
+        while let bytes = try? files.allocate(byteCount: 64 << 10) { dataBlocks += UInt64(bytes.count) >> 12 }
+        XCTAssertEqual(files.availableBytes, 0)
+        XCTAssertEqual(volume.space.reserveBlocks, 128, "file data never takes from the reserve")
+        XCTAssertGreaterThan(dataBlocks, 800)
+        XCTAssertNoThrow(try volume.perform([.attributes(inode: 1, Self.root)]), "the first operation")
+        // Operations journal from the reserve until three quarters are left, then are refused.
+        var performed = 0
+        var refusal: FSError?
+        while refusal == nil && performed < 10_000 {
+            do {
+                try volume.perform([.setXattr(inode: 1, name: Array("user.k\(performed)".utf8), value: [UInt8](repeating: 7, count: 200))])
+                performed += 1
+            } catch {
+                refusal = error as? FSError
+            }
+        }
+        guard case .noSpace = refusal else { return XCTFail("operations ended with \(String(describing: refusal)) after \(performed)") }
+        XCTAssertNil(volume.failure, "a refused operation failed the volume")
+        XCTAssertGreaterThan(performed, 100, "a quarter of the reserve holds a journal")
+        XCTAssertGreaterThanOrEqual(volume.space.reserveBlocks, 96, "three quarters of the reserve are the commit's")
+        // The commit fits in what is left, and the volume goes on.
+        XCTAssertNoThrow(try volume.commit(), "the commit after the refusal")
+        XCTAssertNil(volume.failure)
+        try volume.perform([.removeXattr(inode: 1, name: Array("user.k0".utf8))])
+        try volume.commit()
+        // Everything answered is there after a reopen.
+        let reopened = try TreeVolume.open(disk)
+        XCTAssertNil(reopened.failure)
+        let reader = try reopened.reader()
+        XCTAssertNil(try reader.xattr(1, name: Array("user.k0".utf8)))
+        XCTAssertEqual(try reader.xattr(1, name: Array("user.k\(performed - 1)".utf8)), [UInt8](repeating: 7, count: 200))
+        print("reserve: \(dataBlocks) data blocks, then \(performed) operations journaled from the reserve before a refusal")
+    }
+
+    static let root = InodeItem(type: 4, permissions: 0o755, uid: 0, gid: 0, linkCount: 2, size: 0, rdev: 0,
+                                accessTime: .init(seconds: 0, nanoseconds: 0), modificationTime: .init(seconds: 0, nanoseconds: 0),
+                                changeTime: .init(seconds: 0, nanoseconds: 0), birthTime: .init(seconds: 0, nanoseconds: 0),
+                                parent: 1, nextIndex: 3)
+}

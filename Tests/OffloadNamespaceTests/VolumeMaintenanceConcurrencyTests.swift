@@ -1,0 +1,87 @@
+import Dispatch
+import XCTest
+import OffloadCore
+import OffloadSimulation
+@testable import OffloadNamespace
+
+/// Format 2 as the daemon runs it (`VolumeFileSystem`): requests on several threads while
+/// the maintenance commits on its own queue every millisecond, fsyncs from the request
+/// threads, and `offloadfs status` reading the usage meanwhile. Afterwards the image,
+/// closed (the last commit marked clean) and reopened, holds exactly what the threads
+/// left and checks clean. Under ThreadSanitizer (scripts/tsan) this is the test of those
+/// paths on format 2.
+final class VolumeMaintenanceConcurrencyTests: XCTestCase {
+    static let capacity: UInt64 = 64 << 20
+
+    func testRequestsFsyncsStatusAndCommitsRunTogether() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let generationBefore = fileSystem.volume.current.generation
+        let failures = PthreadMutex<[String]>([])
+        let commits = PthreadMutex(0)
+        fileSystem.startMaintenance(interval: 0.001, journalBytes: nil, onWrite: { _ in commits.withLock { $0 += 1 } }) { error in
+            failures.withLock { $0.append("maintenance: \(error)") }
+        }
+        let fs = fileSystem.namespace
+        let workers = 4, filesPerWorker = 60
+        let done = PthreadMutex(false)
+        let statusReader = Thread {
+            while !done.withLock({ $0 }) {
+                _ = fileSystem.usage()
+                _ = fs.statfs()
+                usleep(500)
+            }
+        }
+        statusReader.start()
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            do {
+                let directory = try fs.mkdir(parent: .root, name: FileName("w\(worker)"), mode: 0o755, context: .root).inode
+                for i in 0..<filesPerWorker {
+                    let name = try FileName("f\(i)")
+                    let (file, handle) = try fs.create(parent: directory, name: name, mode: 0o100644,
+                                                       flags: O_RDWR, context: .root)
+                    let bytes = MaintenanceConcurrencyTests.contents(worker: worker, file: i)
+                    _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+                    if i % 5 == 0 { try fs.fsync(inode: file.inode, handle: handle, dataOnly: i % 2 == 0) }
+                    fs.release(inode: file.inode, handle: handle)
+                    if i % 3 == 0 { try fs.unlink(parent: directory, name: name) }
+                    _ = try fs.getattr(inode: directory)
+                }
+            } catch {
+                failures.withLock { $0.append("worker \(worker): \(error)") }
+            }
+        }
+        done.withLock { $0 = true }
+        try fileSystem.close(meter: nil)
+        XCTAssertEqual(failures.withLock { $0 }, [])
+        XCTAssertGreaterThan(fileSystem.volume.current.generation, generationBefore + 2, "the maintenance committed during the work")
+        XCTAssertTrue(fileSystem.volume.current.cleanlyUnmounted)
+        print("format 2 maintenance: \(commits.withLock { $0 }) commits during the work")
+
+        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 0),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        XCTAssertEqual(reopened.report.journalFrames, 0, "a clean unmount leaves nothing to replay")
+        let again = reopened.namespace
+        for worker in 0..<workers {
+            let directory = try again.lookup(parent: .root, name: FileName("w\(worker)")).inode
+            for i in 0..<filesPerWorker {
+                let name = try FileName("f\(i)")
+                guard i % 3 != 0 else {
+                    XCTAssertThrowsError(try again.lookup(parent: directory, name: name), "w\(worker)/f\(i) was removed")
+                    continue
+                }
+                let file = try again.lookup(parent: directory, name: name).inode
+                let handle = try again.open(inode: file, flags: O_RDONLY)
+                let expected = MaintenanceConcurrencyTests.contents(worker: worker, file: i)
+                XCTAssertEqual(try again.read(inode: file, handle: handle, offset: 0, count: expected.count + 1), expected,
+                               "w\(worker)/f\(i)")
+                again.release(inode: file, handle: handle)
+            }
+        }
+        XCTAssertEqual(again.usage.inodes, UInt64(1 + workers + workers * (filesPerWorker - filesPerWorker / 3)))
+        try reopened.close(meter: nil)
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+}
