@@ -53,7 +53,15 @@ final class MountHelperTests: PrivateNamespaceTestCase {
             step helper-use cat "$mnt/f"
             step helper-umount umount "$mnt"
 
+            # format=2 makes a new image in format 2. (`offloadfs unmount`, which waits for
+            # the daemon: for this mount umount(8) ran umount2 itself, without the helper,
+            # as strace showed, and returned before the daemon let go of the image.)
+            step format-two mount -t fuse.offloadfs "$ROOT/two.bin" "$mnt" -o size=64M,format=2
+            step format-two-umount "$BIN" unmount "$mnt"
+            step format-two-info "$BIN" info "$ROOT/two.bin"
+
             # Refused options: one clear line each, nothing mounted.
+            step bad-format mount -t fuse.offloadfs "$img" "$mnt" -o format=3
             step bad-size mount -t fuse.offloadfs "$img" "$mnt" -o size=12Q
             step bad-option mount -t offloadfs "$img" "$mnt" -o no_such_option
             step bad-mounts mounts
@@ -81,8 +89,11 @@ final class MountHelperTests: PrivateNamespaceTestCase {
         XCTAssertTrue(helper.contains(" fuse.offloadfs ro,"), "mount.offloadfs passed ro on: \(helper)")
         XCTAssertEqual(check("helper-use").output, "kept\n")
         _ = check("helper-umount")
+        _ = check("format-two-umount")
+        XCTAssertTrue(check("format-two-info").output.contains("format version: 2"), namespace.step("format-two-info").transcript)
 
-        for (name, text) in [("bad-size", "size=12Q: '12Q' has an unknown unit"), ("bad-option", "no_such_option")] {
+        for (name, text) in [("bad-format", "format=3: the format is 1 or 2"), ("bad-size", "size=12Q: '12Q' has an unknown unit"),
+                             ("bad-option", "no_such_option")] {
             let step = namespace.step(name)
             XCTAssertNotEqual(step.status, 0, "\(name): \(step.transcript)")
             let lines = step.error.split(separator: "\n")
