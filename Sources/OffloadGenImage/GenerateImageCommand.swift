@@ -44,7 +44,7 @@ struct GenerateImageCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds between maintenance runs while generating (the daemon's 5; 0: none).")
     var maintenanceInterval = 5.0
 
-    @Option(name: .customLong("format"), help: "The image format: 1 (what mount makes today) or 2 (in development: bulk-loaded at once, not mountable yet).")
+    @Option(name: .customLong("format"), help: "The image format: 1 (what mount makes today) or 2 (in development: bulk-loaded at once; `offloadfs mount` serves it as format 2).")
     var imageFormat = 1
 
     func validate() throws {

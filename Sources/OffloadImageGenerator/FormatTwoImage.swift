@@ -2,7 +2,7 @@ import OffloadCore
 
 /// A format 2 image of a `GeneratedLayout`, made at once: a volume formatted on the file
 /// and bulk-loaded with `GeneratedTreeItems` (for `offloadfs-genimage --format 2` and the
-/// scale benchmark: format 2 is not mounted yet, so this is how its images are made).
+/// scale benchmark: far faster than making the files through a mount).
 public enum FormatTwoImage {
     /// The capacity a layout's image gets unless one is asked for: about 300 bytes of
     /// nodes a file, and room for three commits of 20,000 random changes in flight (each

@@ -45,6 +45,20 @@ enum ImageAdvice {
         return message + "): " + remedy(errno: code, image: image)
     }
 
+    /// A format 2 image's final commit (the unmount's) that failed with `code`. The journal
+    /// holds every change, and the next mount replays it: but its replay commits too, so a
+    /// full disk under the image must get room, and a capacity that is full cannot be
+    /// raised yet (files can be copied out of a read-only mount).
+    static func finalCommitFailure(errno code: Int32, image: String) -> String {
+        var advice = remedy(errno: code, image: image)
+        if code == ENOSPC || code == EDQUOT {
+            advice += "; if the image's own capacity is what is full, the next mount serves it read-only "
+                + "(a format 2 image's capacity cannot be raised yet): copy the files out"
+        }
+        return "\(describe(errno: code)) while writing the final commit of \(image); nothing is lost (its journal "
+            + "holds every change and the next mount replays it): \(advice)"
+    }
+
     /// A capacity (`--size`, or the one the image keeps) too small for what it holds:
     /// nothing was written; say how much it needs.
     static func capacityTooSmall(capacity: UInt64, needed: UInt64, live: UInt64, image: String,

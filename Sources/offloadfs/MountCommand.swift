@@ -237,12 +237,15 @@ struct MountCommand: ParsableCommand {
     /// `meter` follows the checkpoint (systemd and `offloadfs unmount` watch it).
     static func close(_ fileSystem: any MountedImage, imagePath: String, logger: Logger, meter: ProgressMeter) throws {
         let started = DaemonStatus.monotonicSeconds()
+        let finalWrite = fileSystem.format == .one ? "final checkpoint" : "final commit"
         do {
             try fileSystem.close(meter: meter)
         } catch {
             let code = error.errnoValue
-            logger.error("final checkpoint failed; the journal still holds every change",
-                         metadata: ["error": "\(error)", "advice": "\(ImageAdvice.unmountFailure(errno: code, image: imagePath))"])
+            let advice = fileSystem.format == .one ? ImageAdvice.unmountFailure(errno: code, image: imagePath)
+                                                   : ImageAdvice.finalCommitFailure(errno: code, image: imagePath)
+            logger.error("\(finalWrite) failed; the journal still holds every change",
+                         metadata: ["error": "\(error)", "advice": "\(advice)"])
             do {
                 if try !fileSystem.recordUnmountFailure(errno: UInt32(clamping: code)) {
                     logger.error("the failure is not recorded in the image: format \(fileSystem.format.rawValue) has no place for it; the next mount replays the journal")
@@ -252,7 +255,11 @@ struct MountCommand: ParsableCommand {
             }
             throw ExitCode.failure
         }
-        logger.info(fileSystem.format == .one ? "final checkpoint written" : "final commit written", metadata: [
+        guard !fileSystem.isReadOnly else {
+            logger.info("unmounted; the image was served read-only, so nothing was written")
+            return
+        }
+        logger.info("\(finalWrite) written", metadata: [
             "seconds": "\(DaemonStatus.monotonicSeconds() - started)",
             "checkpoint_bytes": "\(fileSystem.usage().checkpointBytes)",
         ])
@@ -304,7 +311,11 @@ struct MountCommand: ParsableCommand {
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
-        let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: options,
+        // An image served read-only although asked for read-write (a format 2 image with
+        // no room left for a commit) is mounted read-only too: the kernel then refuses
+        // writes itself, and `offloadfs unmount` expects nothing written.
+        let served = fileSystem.isReadOnly && !MountConfiguration.isReadOnly(options) ? options + ["ro"] : options
+        let configuration = MountConfiguration(mountPoint: mountPath, imagePath: imagePath, userOptions: served,
                                                writebackCache: writebackCache)
         return (try FuseSession(fileSystem: fileSystem.operations, configuration: configuration, logger: logger), fileSystem)
     }

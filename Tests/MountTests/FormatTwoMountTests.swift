@@ -97,3 +97,59 @@ final class FormatTwoMountTests: DaemonTestCase {
         try unmountAll()
     }
 }
+
+/// The disk under a format 2 image fills up (another program's file), then a person makes
+/// directories in the mount: they get ENOSPC, not EIO, the daemon goes on, and once the
+/// other file is gone everything works again and the image checks clean. Before metadata
+/// blocks got disk space when taken (`BlockSpace.prepareBlocks`), the first mkdir's journal
+/// frame went into a hole of the full disk and failed the volume for good (review,
+/// 2026-12-02).
+final class FormatTwoHostFullTests: XCTestCase {
+    private var scratch: ScratchDisk?
+    private var daemon: DaemonUnderTest?
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        try requireMountPrerequisites()
+        scratch = try ScratchDisk(megabytes: 16)
+    }
+
+    override func tearDown() {
+        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
+        daemon = nil
+        if let scratch {
+            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
+            for problem in scratch.unmount() { XCTFail(problem) }
+        }
+        scratch = nil
+        super.tearDown()
+    }
+
+    func testAFullDiskUnderTheImageIsENOSPCAndPassesOff() throws {
+        let scratch = try XCTUnwrap(scratch)
+        let mountPoint = scratch.root + "/mnt", image = scratch.path + "/image.bin"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: scratch.root + "/daemon.log")
+        guard case .mounted = try daemon.start(arguments: ["--size", "64M", "--format", "2", "--log-level", "warning"]) else {
+            return XCTFail("did not mount: \(daemon.log)")
+        }
+        self.daemon = daemon
+        XCTAssertTrue(try BoundedRun.shell("echo before > kept", in: mountPoint, timeout: 30).succeeded)
+        // Another program fills the disk holding the image.
+        _ = try BoundedRun.shell("dd if=/dev/zero of=\(scratch.path)/filler bs=64k status=none", timeout: 60)
+        let full = try BoundedRun.shell("for i in $(seq 1 3000); do mkdir directory-with-a-long-name-$i || exit 1; done",
+                                        in: mountPoint, timeout: 120)
+        XCTAssertFalse(full.succeeded, "the mkdirs must run out of space: \(full.transcript)")
+        XCTAssertTrue(full.error.contains("No space left on device"), full.transcript)
+        XCTAssertFalse(full.error.contains("Input/output error"), full.transcript)
+        XCTAssertTrue(processExists(daemon.pid), "the daemon must survive a full disk: \(daemon.log)")
+        // The disk has room again: the mount works as before.
+        XCTAssertEqual(unlink(scratch.path + "/filler"), 0)
+        let again = try BoundedRun.shell("mkdir after && echo after > after/f && cat kept after/f", in: mountPoint, timeout: 30)
+        XCTAssertEqual(again.output, "before\nafter\n", again.transcript)
+        for problem in daemon.stop() { XCTFail(problem) }
+        self.daemon = nil
+        let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsck.status, 0, fsck.transcript)
+    }
+}

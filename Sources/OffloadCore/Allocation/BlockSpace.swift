@@ -51,6 +51,14 @@ public final class BlockSpace {
     var reserve = RangeSet<UInt64>()
     /// How many blocks the reserve is refilled to (`setReserveTarget`).
     public internal(set) var reserveTarget: UInt64 = 0
+    /// Gives blocks from the free space disk space before anyone writes them (fallocate:
+    /// a full disk under the image is then `.noSpace` here, not a failed write in a commit
+    /// or a fault through the mapping). Set by `TreeVolume`; nil: nothing to do.
+    public var prepareBlocks: ((Range<UInt64>) throws(FSError) -> Void)?
+    /// Free blocks as of the last `refreshFreeEstimate`, less what was taken since (plus
+    /// what was given back): a cheap upper bound on what data can still get, for admitting
+    /// RAM-held bytes (`VolumeFileBlocks.admitsMemoryPiece`).
+    public internal(set) var freeEstimate: UInt64 = 0
     /// What metadata allocations may take of the reserve now: a quarter of it between
     /// commits (journal segments), all of it during a commit (`TreeVolume` sets it).
     public var reserveAccess = ReserveAccess.journal
@@ -99,7 +107,9 @@ public final class BlockSpace {
     /// them: a file's write path takes them, and the commit whose extents first reference
     /// them records their allocation (`recordData`). Until then they are neither free nor
     /// in the block tree, so a crash leaves them free (`VolumeFileBlocks`).
-    public func takeData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> { try take(wanted, reserve: ReserveAccess.none) }
+    public func takeData(upTo wanted: UInt64) throws(FSError) -> Range<UInt64> {
+        try take(wanted, reserve: ReserveAccess.none, prepare: false)
+    }
 
     /// Records blocks taken by `takeData` as allocated for data, one reference each (the
     /// reference of the extents that first name them), at the next commit.
@@ -127,6 +137,11 @@ public final class BlockSpace {
         return free - min(free, withheld)
     }
 
+    /// Sets `freeEstimate` to the free blocks now (`freeBlockCount`: every group summary).
+    public func refreshFreeEstimate() throws(FSError) {
+        freeEstimate = try freeBlockCount()
+    }
+
     /// Adds a reference to blocks in use (recorded; checked against the tree at the commit).
     public func retain(_ blocks: Range<UInt64>) {
         guard !blocks.isEmpty else { return }
@@ -149,7 +164,10 @@ public final class BlockSpace {
     /// recording them anywhere (the caller records them, or gives them back).
     /// When the free space has none, metadata (`access`, else `reserveAccess`) may take
     /// from the metadata reserve (`BlockSpace+Reserve.swift`); file data passes `.none`.
-    func take(_ wanted: UInt64, reserve access: ReserveAccess? = nil) throws(FSError) -> Range<UInt64> {
+    /// Blocks from the free space get disk space first (`prepareBlocks`) unless `prepare`
+    /// is false (file data, which its store reserves itself); when the disk under the
+    /// image has none, they go back and the reserve (prepared when it was filled) serves.
+    func take(_ wanted: UInt64, reserve access: ReserveAccess? = nil, prepare: Bool = true) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
         let fitting = min(wanted, blocksPerGroup)
         // The group of the last allocation serves first while it is loaded and can: its
@@ -158,9 +176,18 @@ public final class BlockSpace {
         var blocks = loaded.free(currentGroup)?.take(count: fitting)
         if blocks == nil { blocks = try takeSomewhere(fitting, exact: true) }
         if blocks == nil { blocks = try takeSomewhere(fitting, exact: false) }
+        if let found = blocks, prepare, let prepareBlocks {
+            do {
+                try prepareBlocks(found)
+            } catch .noSpace {
+                makeFree(found)
+                blocks = nil
+            }
+        }
         if blocks == nil, let reserved = takeFromReserve(fitting, access ?? reserveAccess) { return reserved }
         guard let blocks else { throw .noSpace }
         taken.insert(contentsOf: blocks)
+        freeEstimate -= min(freeEstimate, UInt64(blocks.count))
         return blocks
     }
 
@@ -169,6 +196,7 @@ public final class BlockSpace {
         guard !blocks.isEmpty else { return }
         assert(RangeSet(blocks).isSubset(of: taken), "giving back blocks \(blocks) that were not taken")
         taken.remove(contentsOf: blocks)
+        freeEstimate += UInt64(blocks.count)
         makeFree(blocks)
     }
 
@@ -227,6 +255,11 @@ public final class BlockSpace {
         durableGeneration = max(durableGeneration, generation)
         let (done, waiting) = (held.filter { $0.generation <= generation }, held.filter { $0.generation > generation })
         held = waiting
-        for entry in done { for blocks in entry.blocks { makeFree(blocks) } }
+        for entry in done {
+            for blocks in entry.blocks {
+                makeFree(blocks)
+                freeEstimate += UInt64(blocks.count)
+            }
+        }
     }
 }

@@ -42,9 +42,18 @@ public protocol FileBlockStore: AnyObject, Sendable {
 
     /// True when the block holding byte `offset` is in use (invariant checks).
     func isInUse(byte offset: UInt64) -> Bool
+
+    /// Whether `byteCount` bytes may be held in RAM (a small write) rather than written to
+    /// blocks now: true when the space they will need once they are written out later is
+    /// there, and counted as promised. Format 1 writes them into its checkpoint, whose
+    /// room its metadata reserve keeps; format 2's commit writes them to data blocks
+    /// (`VolumeFileBlocks`).
+    func admitsMemoryPiece(byteCount: Int) -> Bool
 }
 
 extension FileBlockStore {
+    public func admitsMemoryPiece(byteCount: Int) -> Bool { true }
+
     /// `release` of one range that no journaled change dropped.
     public func release(_ range: Range<UInt64>) { release([range], unsharing: []) }
 

@@ -326,7 +326,8 @@ public final class OffloadedFile: @unchecked Sendable {
     /// possible, so the new extent merges with it. On error nothing is held.
     func place(_ bytes: UnsafeRawBufferPointer, at offset: UInt64?) throws(FSError) -> [Extent] {
         if bytes.count < Self.inMemoryExtentLimit, limiter.tryReserve(bytes.count) {
-            return [.inMemory(Array(bytes))]
+            if store.admitsMemoryPiece(byteCount: bytes.count) { return [.inMemory(Array(bytes))] }
+            limiter.release(bytes.count)
         }
         var pieces: [Extent] = []
         var done = 0

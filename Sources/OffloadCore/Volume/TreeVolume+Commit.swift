@@ -50,27 +50,38 @@ extension TreeVolume {
     /// After a file allocation found no free space: commits (and waits for their punches)
     /// until blocks earlier operations freed can be handed out again, at most four times
     /// (a block released in generation g is a pending free of commit g, punched after
-    /// commit g + 1, retired by a later commit and reusable once that one is durable).
-    /// Returns true when the free space grew. The caller is outside any operation.
+    /// commit g + 1, retired by commit g + 2 and reusable once the punch after that one
+    /// is accepted). Stops early once at least `reclaimEnough` blocks came back (a commit
+    /// frees its predecessor's journal chain, a few blocks: stopping at any growth
+    /// stopped before the blocks an rm released). Returns true when the free space grew.
+    /// The caller is outside any operation.
     public func reclaimFreedSpace() throws(FSError) -> Bool {
         let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
+        var after = before
         for _ in 0..<4 {
             try commit()
             waitForPunches()
-            if try spaceLock.withLock({ () throws(FSError) -> UInt64 in try space.freeBlockCount() }) > before { return true }
+            after = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
+            if after >= before + Self.reclaimEnough { break }
         }
-        return false
+        return after > before
     }
 
+    /// Blocks (1 MiB) whose return ends `reclaimFreedSpace` early.
+    static let reclaimEnough: UInt64 = 256
+
     /// The unmount's commits: every closed generation, then the open one, whose slot is
-    /// marked cleanly unmounted; then the punch it started is waited for. The caller
+    /// marked cleanly unmounted; then the punch it started is waited for (a failed punch
+    /// is left to the next mount). The caller
     /// stopped every operation first (an operation after this starts a generation no
     /// clean slot holds). The journal chain the last slot names is empty: the next mount
     /// replays nothing.
     public func close() throws(FSError) {
         while delta.layers().count > 1 { try commit() }
         try commit(cleanlyUnmounted: true)
-        if let punched = waitForPunches(), let failure = punched.failure { throw failure }
+        // A punch that fails leaves its frees pending: the next mount punches them again
+        // (the clean slot is durable already, so the unmount does not fail for it).
+        waitForPunches()
     }
 
     /// Runs `body` as the commit of the oldest closed generation (closing the open one
@@ -122,6 +133,12 @@ extension TreeVolume {
             oldJournal?.releaseSegments()
             let report = try body(generation, newChain)
             space.refillReserve()
+            // What data can still get, for the RAM pieces of the generations after this
+            // one (this commit wrote out every piece admitted before it).
+            // Unreadable summaries (an I/O error) must not fail a durable commit: then no
+            // RAM piece is admitted until a later commit reads them.
+            if (try? space.refreshFreeEstimate()) == nil { space.freeEstimate = 0 }
+            files?.commitPlacedMemoryPieces()
             return report
         } catch {
             spaceLock.withLock { space.reserveAccess = .journal }
@@ -193,13 +210,16 @@ extension TreeVolume {
         var slot = current
         slot.generation = number
         slot.cleanlyUnmounted = cleanlyUnmounted
-        // Inode numbers are never reused: the next one is past every number ever stated.
+        // The next inode number is past every number a commit ever stated, so no inode
+        // that reached the tree has its number handed out again. (One created and dropped
+        // between two commits never reaches it; its number may come back at a later
+        // mount, which nothing can tell apart: no item and no kernel reference outlives
+        // that mount.)
         slot.nextInode = max(slot.nextInode, inodes.highest + 1)
+        // A count that would go below zero (an image whose count is wrong: fsck reports
+        // it) stays at zero rather than failing a commit the block space already made.
         let inodeCount = Int64(clamping: slot.inodeCount) + Int64(inodes.added) - Int64(inodes.removed)
-        guard inodeCount >= 0 else {
-            throw .damagedImage("commit \(number) removes \(inodes.removed) inodes from a count of \(slot.inodeCount)")
-        }
-        slot.inodeCount = UInt64(inodeCount)
+        slot.inodeCount = UInt64(max(0, inodeCount))
         slot.filesystemTree = filesystemCommit.root
         slot.blockTree = spaceCommit.blockTreeRoot
         slot.journal = chain.head

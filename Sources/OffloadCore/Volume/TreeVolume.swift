@@ -108,6 +108,14 @@ public final class TreeVolume {
         }
         punchedThrough = slot.generation - 1
         space.setReserveTarget(Self.reserveBlocks(capacityBlocks: endBlock - Self.firstSpaceBlock))
+        // Metadata blocks (nodes, journal segments, the reserve) get disk space when taken.
+        space.prepareBlocks = { [storage] (blocks: Range<UInt64>) throws(FSError) -> Void in
+            do throws(FSError) {
+                try storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+            } catch .notSupported {
+                // No fallocate here: a sparse file is the best there is.
+            }
+        }
         filesystemPages = space.pages(forTree: Self.filesystemTreeID)
         filesystem = FileSystemTree(
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
@@ -344,6 +352,7 @@ public final class TreeVolume {
             if let files { return files }
             let image = try ImageMapping(storage: storage, mappedBytes: Int(current.capacityBytes))
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
+            try space.refreshFreeEstimate()
             filesHolder.withLock { $0 = made }
             return made
         }

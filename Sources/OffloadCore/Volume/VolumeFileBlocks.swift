@@ -49,6 +49,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Unclaimed blocks that lost a reference in a change a power cut could undo, by the
     /// sync epoch read after the change (cleared once a later sync completed).
     var unshared: [(epoch: UInt64, blocks: RangeSet<UInt64>)] = []
+    /// Bytes of RAM pieces admitted since the last commit (`admitsMemoryPiece`).
+    var admittedMemoryBytes = 0
 
     init(image: ImageMapping, space: BlockSpace, delta: MetadataDelta, lock: PthreadLock) {
         self.image = image
@@ -69,7 +71,10 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         precondition(byteCount > 0)
         let wanted = (UInt64(byteCount) + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
         return try lock.withLock { () throws(FSError) -> Range<UInt64> in
-            let blocks = try space.takeData(upTo: wanted)
+            // The blocks RAM pieces admitted since the last commit will need are promised.
+            let promised = promisedMemoryBlocks
+            guard space.freeEstimate > promised else { throw .noSpace }
+            let blocks = try space.takeData(upTo: min(wanted, space.freeEstimate - promised))
             let bytes = (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
             do throws(FSError) {
                 try image.storage.reserve(bytes)
@@ -154,6 +159,35 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             return true
         }
     }
+
+    /// A RAM piece is written out by the commit of its generation: one data block for
+    /// each piece longer than an inline extent (pieces merge, up to 4 KiB). So the RAM
+    /// bytes admitted since the last commit, at most one block per 1 KiB of them, must fit
+    /// in what data can still get; past that, small writes go to blocks at once, where
+    /// ENOSPC is answered then. Without this, small writes made before a large file
+    /// filled the image left the commit no room but the metadata reserve, which they
+    /// overran: the volume failed (review, 2026-12-02). Inline-sized pieces count too:
+    /// they may merge into longer ones.
+    public func admitsMemoryPiece(byteCount: Int) -> Bool {
+        lock.withLock {
+            let bytes = admittedMemoryBytes + byteCount
+            guard Self.blocks(forMemoryBytes: bytes) <= space.freeEstimate else { return false }
+            admittedMemoryBytes = bytes
+            return true
+        }
+    }
+
+    /// The most data blocks `bytes` of RAM pieces take once written out.
+    static func blocks(forMemoryBytes bytes: Int) -> UInt64 {
+        bytes == 0 ? 0 : UInt64(bytes / ExtentItem.inlineLimit + 1)
+    }
+
+    /// Blocks the RAM pieces admitted since the last commit will take (caller holds the lock).
+    var promisedMemoryBlocks: UInt64 { Self.blocks(forMemoryBytes: admittedMemoryBytes) }
+
+    /// After a commit wrote every RAM piece admitted before it out (caller holds the
+    /// space lock, the free estimate refreshed).
+    func commitPlacedMemoryPieces() { admittedMemoryBytes = 0 }
 
     public func isInUse(byte offset: UInt64) -> Bool {
         let block = offset >> BackingStore.blockShift

@@ -103,7 +103,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                                                 orphansFreed: volume.isReadOnly ? 0 : orphans, repairs: [], seconds: 0)
         report.previousUnmountError = volume.opened.unmountError
         if let failure = volume.failure, !volume.isReadOnly {
-            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only until it is mounted with more room")
+            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only: copy the files out (a format 2 image's capacity cannot be raised yet), or, if the disk holding it is what is full, free space there and mount it again")
         }
         report.replaySeconds = ImageFileSystem.seconds(since: started)
         report.seconds = report.replaySeconds

@@ -19,15 +19,32 @@ extension VolumeNamespace {
     }
 
     /// Commits what changed since the last commit when the journal holds at least
-    /// `journalBytes` since it (nothing changed: nothing to do); returns the commit's report.
+    /// `journalBytes` since it; returns the commit's report. Idle (nothing changed), it
+    /// still commits `settlingCommits` times after the last commit with changes, and while
+    /// a drop goes on over several commits: what operations released becomes free space
+    /// only some commits later (the reuse rule), so without them `df` would not follow an
+    /// `rm` until something else changed.
     public func commitIfChanged(journalBytes: UInt64 = 1) throws(FSError) -> VolumeCommitReport? {
         try lock.withLock { () throws(FSError) -> VolumeCommitReport? in
-            guard volume.journalBytesSinceCommit >= max(journalBytes, 1) else { return nil }
+            if volume.journalBytesSinceCommit >= max(journalBytes, 1) {
+                settling = Self.settlingCommits
+            } else if settling > 0 {
+                settling -= 1
+            } else if try !volume.reader().orphans().contains(where: { $0.item.state == .dropping }) {
+                return nil
+            }
             let report = try volume.commit()
             evictCommittedFiles()
             return report
         }
     }
+
+    /// Commits after the last one with changes that make its released blocks free space.
+    /// Blocks released in generation g: commit g makes them pending frees; the punch
+    /// started after commit g + 1 is accepted by commit g + 2, which retires them (held
+    /// until it is durable); the punch after commit g + 3, accepted by commit g + 4, hands
+    /// them out. So four more.
+    static let settlingCommits = 4
 
     /// The unmount: commits everything, the last slot marked cleanly unmounted
     /// (`TreeVolume.close`). A read-only volume has nothing to write.

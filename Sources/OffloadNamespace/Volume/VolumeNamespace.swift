@@ -47,6 +47,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
     /// operation.
     var journalFailure: FSError?
+    /// Idle commits the maintenance still owes (`commitIfChanged`).
+    var settling = 0
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -60,8 +62,9 @@ public final class VolumeNamespace: @unchecked Sendable {
         self.clock = clock
         nextInode = max(2, volume.current.nextInode)
         inodeCount = volume.current.inodeCount
-        if volume.isReadOnly {
-            // Nothing is changed: orphans stay until a writable mount drops them.
+        if volume.isReadOnly || volume.failure != nil {
+            // Nothing is changed (read-only, or a full image served read-only): orphans
+            // stay until a writable mount drops them.
             guard try volume.reader().inode(1) != nil else {
                 throw .invalidArgument("'\(volume.storage.name)' holds no filesystem yet, and a read-only mount cannot create one")
             }

@@ -1,0 +1,162 @@
+@testable import OffloadCore
+import OffloadSimulation
+@testable import OffloadNamespace
+import XCTest
+
+/// A format 2 image that fills up, through its namespace (`VolumeFileSystem`), as the
+/// review of the first mounted version (2026-12-02) found it failing: small writes held in
+/// RAM must not overrun the metadata reserve when a large file then fills the image, and a
+/// full image with an orphan must still open read-only.
+final class VolumeFullImageTests: XCTestCase {
+    static let capacity: UInt64 = 4 << 20
+
+    static func write(_ fs: VolumeNamespace, _ inode: InodeNumber, _ handle: FileHandle, at offset: UInt64,
+                      _ bytes: [UInt8]) throws -> Int {
+        try bytes.withUnsafeBytes { try fs.write(inode: inode, handle: handle, offset: offset, data: $0) }
+    }
+
+    /// Small writes (1 KiB < n < 4 KiB) stay in RAM whatever the free space; the commit
+    /// places them in image blocks with `.commit` access to the metadata reserve. Written
+    /// before a large write fills the free space (one maintenance interval of untar, then
+    /// one big file), they outnumber the reserve: the commit that the ENOSPC path runs
+    /// (`reclaimFreedSpace`) fails, and the volume is failed for good.
+    func testSmallWritesThenAFullDiskDoNotFailTheVolume() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
+        let fs = fileSystem.namespace
+        XCTAssertEqual(fileSystem.volume.space.reserveBlocks, 128)
+        // An orphan: unlinked while open (a mount's usual state).
+        let (orphan, orphanHandle) = try fs.create(parent: .root, name: FileName("o"), mode: 0o100644, flags: O_RDWR,
+                                                   context: .root)
+        try fs.unlink(parent: .root, name: FileName("o"))
+        _ = orphan
+        _ = orphanHandle
+        // 300 small files of 2000 bytes: RAM pieces, no blocks taken.
+        for i in 0..<300 {
+            let (file, handle) = try fs.create(parent: .root, name: FileName("s\(i)"), mode: 0o100644, flags: O_RDWR,
+                                               context: .root)
+            XCTAssertEqual(try VolumeFullImageTests.write(fs, file.inode, handle, at: 0, [UInt8](repeating: UInt8(i & 0xff), count: 2000)), 2000)
+            fs.release(inode: file.inode, handle: handle)
+        }
+        // A large file until the space is full.
+        let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR,
+                                             context: .root)
+        var offset: UInt64 = 0
+        var refusal: FSError?
+        while refusal == nil && offset < Self.capacity {
+            do {
+                offset += UInt64(try VolumeFullImageTests.write(fs, big.inode, bigHandle, at: offset, [UInt8](repeating: 9, count: 64 << 10)))
+            } catch {
+                refusal = error as? FSError
+            }
+        }
+        XCTAssertEqual(refusal, .noSpace)
+        XCTAssertNil(fileSystem.volume.failure, "ENOSPC of a write failed the volume (read-only until remount)")
+        fs.release(inode: big.inode, handle: bigHandle)
+        XCTAssertNoThrow(try fs.unlink(parent: .root, name: FileName("big")), "rm on the full image")
+
+        // The image as it is now (the daemon killed): the next mount replays the same pieces.
+        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 0),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
+        XCTAssertFalse(reopened.isReadOnly, "the next mount is read-only: \(reopened.report.warnings)")
+    }
+
+    /// When the opening commit found no room, `VolumeFileSystem` means to serve the image
+    /// read-only; but `VolumeNamespace.init` drops orphans through `perform`, which
+    /// throws the volume's failure: the mount fails altogether.
+    func testAFullImageWithAnOrphanOpensReadOnly() throws {
+        let capacity: UInt64 = 2 << 20
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(storage, capacityBytes: capacity, imageID: 5,
+                                           nameHashKey: SipHash24(key0: 3, key1: 4))
+        volume.space.setReserveTarget(0)
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
+        let (file, handle) = try namespace.create(parent: .root, name: FileName("o"), mode: 0o100644, flags: O_RDWR,
+                                                  context: .root)
+        try namespace.unlink(parent: .root, name: FileName("o"))
+        _ = (file, handle)
+        try volume.commit()
+        // Journal until refused, then file data takes the rest: the commit finds no room.
+        var i = 0
+        while true {
+            do {
+                try namespace.setxattr(inode: .root, name: Array("user.k\(i)".utf8),
+                                       value: [UInt8](repeating: 7, count: 3000), mode: .createOrReplace)
+                i += 1
+            } catch {
+                break
+            }
+        }
+        let files = try volume.fileBlocks()
+        while (try? files.allocate(byteCount: 4096)) != nil {}
+        XCTAssertThrowsError(try volume.commit())
+        XCTAssertNotNil(volume.failure)
+        // The next mount: its opening commit needs the same room.
+        let reopened = try TreeVolume.open(storage, reserveTarget: 0)
+        XCTAssertNotNil(reopened.failure, "setup: the opening commit should have found no room")
+        XCTAssertNoThrow(try VolumeNamespace(volume: reopened, memoryLimiter: MemoryLimiter(limitBytes: 64 << 20)),
+                         "a full image with an orphan does not open read-only but not at all")
+    }
+}
+
+/// Space an rm freed comes back while the mount is idle: the maintenance keeps committing
+/// for a few ticks after the last change (the reuse rule needs commits after the one that
+/// records a release); before, it committed only when the journal grew, and df never
+/// followed an rm until something else changed.
+final class VolumeIdleCommitTests: XCTestCase {
+    func testSpaceFreedByRmComesBackWhileIdle() throws {
+        let capacity: UInt64 = 64 << 20
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace
+        fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { _ in }
+        usleep(100_000)
+        let empty = fileSystem.usage().availableBytes
+        let (file, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        let chunk = [UInt8](repeating: 3, count: 1 << 20)
+        for i in 0..<16 {
+            _ = try chunk.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: UInt64(i) << 20, data: $0) }
+        }
+        fs.release(inode: file.inode, handle: handle)
+        usleep(200_000)
+        let full = fileSystem.usage().availableBytes
+        try fs.unlink(parent: .root, name: FileName("big"))
+        fs.forget(inode: file.inode, lookups: 1)
+        usleep(1_000_000)  // a hundred maintenance ticks, idle
+        let after = fileSystem.usage().availableBytes
+        print("idle: available \(empty >> 20) MiB empty, \(full >> 20) MiB with the file, \(after >> 20) MiB after rm + 1 s idle")
+        XCTAssertGreaterThan(after, empty - (2 << 20), "the 16 MiB freed by rm are still not available after 1 s idle")
+        try fileSystem.close(meter: nil)
+    }
+}
+
+/// A write after rm on a full image (`reclaimingWhenFull`): the commits run until the rm's
+/// blocks are free space again. The first version stopped as soon as the free count grew
+/// at all (an old journal chain's few blocks), one commit before the rm's blocks came back,
+/// and the retried write failed with ENOSPC.
+final class VolumeReclaimTests: XCTestCase {
+    func testAWriteAfterRmOnAFullImageSucceeds() throws {
+        let capacity: UInt64 = 16 << 20
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace
+        let chunk = [UInt8](repeating: 5, count: 256 << 10)
+        let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        while let n = try? chunk.withUnsafeBytes({ try fs.write(inode: a.inode, handle: aHandle, offset: offset, data: $0) }) {
+            offset += UInt64(n)
+        }
+        fs.release(inode: a.inode, handle: aHandle)
+        try fs.unlink(parent: .root, name: FileName("a"))
+        fs.forget(inode: a.inode, lookups: 1)
+        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
+        let generation = fileSystem.volume.current.generation
+        XCTAssertNoThrow(try chunk.withUnsafeBytes { try fs.write(inode: b.inode, handle: bHandle, offset: 0, data: $0) },
+                         "a 256 KiB write after rm of \(offset >> 20) MiB (commits it ran: \(fileSystem.volume.current.generation - generation))")
+        print("reclaim: wrote \(offset >> 20) MiB, rm, then \(fileSystem.volume.current.generation - generation) commits; available now \(fileSystem.usage().availableBytes >> 10) KiB")
+        fs.release(inode: b.inode, handle: bHandle)
+    }
+}
