@@ -130,6 +130,9 @@ extension BlockSpace {
             let kept = Self.ranges(of: blocks.filter { used.contains($0) })
             var cursor = blocks.lowerBound
             for range in kept + [blocks.upperBound..<blocks.upperBound] {
+                // Prepared (fallocated) with the pool and never written: their disk space
+                // goes back too, or every commit's spare pool would stay on the disk.
+                unprepare(cursor..<range.lowerBound)
                 giveBack(cursor..<range.lowerBound)
                 taken.remove(contentsOf: range)
                 cursor = range.upperBound

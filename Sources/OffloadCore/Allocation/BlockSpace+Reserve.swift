@@ -58,6 +58,7 @@ extension BlockSpace {
             let excess = min(UInt64(last.count), reserveBlocks - reserveTarget)
             let blocks = last.upperBound - excess..<last.upperBound
             reserve.remove(contentsOf: blocks)
+            unprepare(blocks)
             giveBack(blocks)
         }
     }

@@ -55,6 +55,14 @@ public final class BlockSpace {
     /// a full disk under the image is then `.noSpace` here, not a failed write in a commit
     /// or a fault through the mapping). Set by `TreeVolume`; nil: nothing to do.
     public var prepareBlocks: ((Range<UInt64>) throws(FSError) -> Void)?
+    /// Gives the disk space of prepared blocks that were never written back (punch),
+    /// where they go back unused; failures are left alone (a hole is only an economy).
+    public var unprepareBlocks: ((Range<UInt64>) -> Void)?
+
+    /// `unprepareBlocks` of `blocks`, when there are any.
+    func unprepare(_ blocks: Range<UInt64>) {
+        if !blocks.isEmpty { unprepareBlocks?(blocks) }
+    }
     /// Free blocks as of the last `refreshFreeEstimate`, less what was taken since (plus
     /// what was given back): a cheap upper bound on what data can still get, for admitting
     /// RAM-held bytes (`VolumeFileBlocks.admitsMemoryPiece`).

@@ -82,6 +82,10 @@ extension TreeVolume {
         // A punch that fails leaves its frees pending: the next mount punches them again
         // (the clean slot is durable already, so the unmount does not fail for it).
         waitForPunches()
+        // The reserve's disk space goes back (the next mount takes a reserve of its own,
+        // not necessarily the same blocks). After a crash it stays until those blocks are
+        // used again.
+        spaceLock.withLock { space.setReserveTarget(0) }
     }
 
     /// Runs `body` as the commit of the oldest closed generation (closing the open one

@@ -116,6 +116,9 @@ public final class TreeVolume {
                 // No fallocate here: a sparse file is the best there is.
             }
         }
+        space.unprepareBlocks = { [storage] (blocks: Range<UInt64>) in
+            try? storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+        }
         filesystemPages = space.pages(forTree: Self.filesystemTreeID)
         filesystem = FileSystemTree(
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
@@ -234,10 +237,12 @@ public final class TreeVolume {
     }
 
     /// The metadata reserve of a space of `capacityBlocks` (`BlockSpace+Reserve.swift`):
-    /// a 32nd of it, at least 512 KiB (a commit of one operation and a journal segment)
-    /// and at most 64 MiB.
+    /// a 64th of it, at least 512 KiB (a commit of one operation and a journal segment)
+    /// and at most 8 MiB (a commit of a few thousand changes; the maintenance commits
+    /// every few seconds). Its blocks take disk space (they are fallocated, so that a full
+    /// disk under the image still leaves the commit room), which `du` shows.
     static func reserveBlocks(capacityBlocks: UInt64) -> UInt64 {
-        min(max(capacityBlocks / 32, 128), 16_384)
+        min(max(capacityBlocks / 64, 128), 2_048)
     }
 
     /// Claims the blocks `changes`' image extents name that the block tree holds free: the
