@@ -27,7 +27,7 @@ extension VolumeNamespace {
                 let cached = try cachedFile(number.rawValue, item, reader)
                 defer { evictIfDone(number.rawValue) }
                 _ = try cached.data.resize(to: size)
-                item = try self.item(number.rawValue, in: try volume.reader())
+                item = try self.item(number.rawValue, in: try self.reader())
                 item.modificationTime = now.record
                 changed = true
             }

@@ -30,9 +30,10 @@ extension VolumeNamespace {
                 settling = Self.settlingCommits
             } else if settling > 0 {
                 settling -= 1
-            } else if try !volume.reader().orphans().contains(where: { $0.item.state == .dropping }) {
+            } else if try !reader().orphans().contains(where: { $0.item.state == .dropping }) {
                 return nil
             }
+            dropSharedReader()
             let report = try volume.commit()
             evictCommittedFiles()
             return report
@@ -52,6 +53,7 @@ extension VolumeNamespace {
         guard !volume.isReadOnly else { return }
         try lock.withLock { () throws(FSError) in
             if let journalFailure { throw journalFailure }
+            dropSharedReader()
             try volume.close()
         }
     }

@@ -58,7 +58,7 @@ extension VolumeNamespace {
     /// fails (`journalFailure`), and every later operation throws it.
     func journal(_ number: UInt64, _ change: FileChange) {
         do throws(FSError) {
-            guard var item = try volume.reader().inode(number) else {
+            guard var item = try reader().inode(number) else {
                 throw .io("inode \(number) changed its data but has no attributes")
             }
             let now = clock().record
@@ -275,6 +275,7 @@ extension VolumeNamespace {
         do {
             return try change()
         } catch .noSpace {
+            dropSharedReader()
             guard try volume.reclaimFreedSpace() else { throw .noSpace }
             evictCommittedFiles()
             return try change()

@@ -49,6 +49,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     var journalFailure: FSError?
     /// Idle commits the maintenance still owes (`commitIfChanged`).
     var settling = 0
+    /// The reader requests share (`reader()`), and the commit and open generation it was
+    /// taken at.
+    private var sharedReader: VolumeReader?
+    private var sharedReaderAt: (committed: UInt64, open: UInt64) = (0, 0)
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -86,6 +90,25 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Reading
 
+    /// The reader of the current state, shared by requests (caller holds the lock): kept
+    /// until a commit publishes a new root or opens a new generation, which happens only
+    /// under the lock too. Opening a reader per request (a tree object with its node
+    /// buffers, zeroed, and two locks) was a cost of every request. A reader holds back
+    /// the punch of what later commits free, so the commits of a mount drop it
+    /// (`dropSharedReader`); a request afterwards takes a new one.
+    func reader() throws(FSError) -> VolumeReader {
+        let at = (committed: volume.current.generation, open: volume.delta.openNumber)
+        if let sharedReader, sharedReaderAt == at { return sharedReader }
+        sharedReader = nil  // its epoch ends before the new one's begins
+        let made = try volume.reader()
+        sharedReader = made
+        sharedReaderAt = at
+        return made
+    }
+
+    /// Lets go of the shared reader (after a commit; caller holds the lock).
+    func dropSharedReader() { sharedReader = nil }
+
     /// The inode's item; `.staleInode` when it has none (as format 1 answers an inode
     /// number it does not know).
     func item(_ number: UInt64, in reader: VolumeReader) throws(FSError) -> InodeItem {
@@ -121,7 +144,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 size = cached.data.size
                 stored = cached.data.allocatedByteCount
             } else {
-                for piece in try volume.reader().view.filePieces(number, size: item.size) {
+                for piece in try reader().view.filePieces(number, size: item.size) {
                     switch piece.extent {
                     case .mmapOffload(_, let length): stored += length
                     case .inMemory(let bytes): stored += UInt64(bytes.count)
@@ -160,7 +183,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// changes it returns are performed as one journal frame.
     func changing<R>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
         try locked { () throws(FSError) -> R in
-            let reader = try volume.reader()
+            let reader = try self.reader()
             var changes: [JournalChange] = []
             let numbered = nextInode
             let result = try body(reader, &changes)
