@@ -26,8 +26,11 @@ final class TreeVolumePunchTests: XCTestCase {
         }
         let gate = Gate()
         volume.waitForPunches()  // the punch that commit started, of earlier frees
+        // (Only the punch of those frees: a commit also punches the spare blocks of its
+        // block tree's pool that it gave back unwritten.)
+        let freedBytes = freed.map { ($0.blocks.lowerBound << BackingStore.blockShift)..<($0.blocks.upperBound << BackingStore.blockShift) }
         disk.beforeChange { change in
-            guard case .punch = change else { return }
+            guard case .punch(let range) = change, freedBytes.contains(where: { $0.overlaps(range) }) else { return }
             disk.beforeChange(nil)
             gate.reached.signal()
             gate.timedOut = gate.release.wait(timeout: .now() + 20) == .timedOut

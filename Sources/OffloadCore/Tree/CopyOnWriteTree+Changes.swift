@@ -25,6 +25,7 @@ extension CopyOnWriteTree {
     /// second parent (a damaged image): copying it again would free it twice, so the tree
     /// is failed with `.damagedImage` instead.
     func writable(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> (block: UInt64, page: TreePage) {
+        precondition(readCache == nil, "tree \(treeID): a tree that caches committed nodes is read-only")
         if let page = dirty[block] {
             try checkDirty(page, block: block, level: level)
             return (block, page)

@@ -363,6 +363,10 @@ public final class TreeVolume {
         }
     }
 
+    /// Nodes a reader keeps between reads (`NodeReadCache`): 4 MiB, the upper levels of
+    /// a tree of tens of millions of items and the hot leaves.
+    public static let readerCachedNodes = 1024
+
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// Single-threaded for now: the reader's tree object is opened here, over the same
     /// page store.
@@ -378,6 +382,7 @@ public final class TreeVolume {
         do {
             tree = try CopyOnWriteTree(pages: filesystemPages, imageID: current.imageID, treeID: Self.filesystemTreeID,
                                        root: current.filesystemTree)
+            tree.cacheNodes(capacity: Self.readerCachedNodes)
         } catch {
             epochs.leave(generation)
             throw error
