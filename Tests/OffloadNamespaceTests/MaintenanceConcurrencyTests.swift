@@ -48,24 +48,30 @@ final class MaintenanceConcurrencyTests: XCTestCase {
         let reopened = try ImageFileSystem.open(storage: MemoryImageStorage(copying: storage), capacityBytes: Self.capacity,
                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
         XCTAssertEqual(reopened.report.repairs, [])
-        let again = reopened.namespace
+        try Self.checkWhatTheWorkersLeft(reopened.namespace, workers: workers, filesPerWorker: filesPerWorker)
+        try reopened.close()
+    }
+
+    /// Every file the workers kept reads back its bytes; every third one is gone.
+    static func checkWhatTheWorkersLeft(_ fs: any FileSystemOperations, workers: Int, filesPerWorker: Int,
+                                        file: StaticString = #filePath, line: UInt = #line) throws {
         for worker in 0..<workers {
-            let directory = try again.lookup(parent: .root, name: FileName("w\(worker)")).inode
+            let directory = try fs.lookup(parent: .root, name: FileName("w\(worker)")).inode
             for i in 0..<filesPerWorker {
                 let name = try FileName("f\(i)")
                 guard i % 3 != 0 else {
-                    XCTAssertThrowsError(try again.lookup(parent: directory, name: name), "w\(worker)/f\(i) was removed")
+                    XCTAssertThrowsError(try fs.lookup(parent: directory, name: name), "w\(worker)/f\(i) was removed",
+                                         file: file, line: line)
                     continue
                 }
-                let file = try again.lookup(parent: directory, name: name).inode
-                let handle = try again.open(inode: file, flags: O_RDONLY)
-                let expected = Self.contents(worker: worker, file: i)
-                XCTAssertEqual(try again.read(inode: file, handle: handle, offset: 0, count: expected.count + 1), expected,
-                               "w\(worker)/f\(i)")
-                again.release(inode: file, handle: handle)
+                let found = try fs.lookup(parent: directory, name: name).inode
+                let handle = try fs.open(inode: found, flags: O_RDONLY)
+                let expected = contents(worker: worker, file: i)
+                XCTAssertEqual(try fs.read(inode: found, handle: handle, offset: 0, count: expected.count + 1), expected,
+                               "w\(worker)/f\(i)", file: file, line: line)
+                fs.release(inode: found, handle: handle)
             }
         }
-        try reopened.close()
     }
 
     static func contents(worker: Int, file: Int) -> [UInt8] {

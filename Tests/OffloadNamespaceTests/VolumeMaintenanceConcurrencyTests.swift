@@ -63,22 +63,7 @@ final class VolumeMaintenanceConcurrencyTests: XCTestCase {
                                                  memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
         XCTAssertEqual(reopened.report.journalFrames, 0, "a clean unmount leaves nothing to replay")
         let again = reopened.namespace
-        for worker in 0..<workers {
-            let directory = try again.lookup(parent: .root, name: FileName("w\(worker)")).inode
-            for i in 0..<filesPerWorker {
-                let name = try FileName("f\(i)")
-                guard i % 3 != 0 else {
-                    XCTAssertThrowsError(try again.lookup(parent: directory, name: name), "w\(worker)/f\(i) was removed")
-                    continue
-                }
-                let file = try again.lookup(parent: directory, name: name).inode
-                let handle = try again.open(inode: file, flags: O_RDONLY)
-                let expected = MaintenanceConcurrencyTests.contents(worker: worker, file: i)
-                XCTAssertEqual(try again.read(inode: file, handle: handle, offset: 0, count: expected.count + 1), expected,
-                               "w\(worker)/f\(i)")
-                again.release(inode: file, handle: handle)
-            }
-        }
+        try MaintenanceConcurrencyTests.checkWhatTheWorkersLeft(again, workers: workers, filesPerWorker: filesPerWorker)
         XCTAssertEqual(again.usage.inodes, UInt64(1 + workers + workers * (filesPerWorker - filesPerWorker / 3)))
         try reopened.close(meter: nil)
         let report = try VolumeCheck.run(storage)

@@ -12,7 +12,7 @@ import OffloadCore
 /// mapped `PROT_READ`, recovery replays the journal in memory only (no checkpoint, no
 /// punch, no truncation, no superblock), there is no journal and no maintenance, and the
 /// namespace is served through `ReadOnlyFileSystem`, which refuses every change (EROFS).
-/// `@unchecked Sendable`: the only mutable field, `source`, is guarded by `sourceLock`.
+/// `@unchecked Sendable`: no mutable field of its own (the maintenance timer locks itself).
 public final class ImageFileSystem: @unchecked Sendable {
     public let store: BackingStore
     public let namespace: Namespace
@@ -22,9 +22,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     public let operations: any FileSystemOperations
     public let report: OpenReport
     public var isReadOnly: Bool { store.isReadOnly }
-    private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
-    private let sourceLock = PthreadLock()
-    private var source: DispatchSourceTimer?
+    private let maintenance = MaintenanceTimer()
 
     /// What opening found and did.
     public struct OpenReport: Sendable {
@@ -186,23 +184,9 @@ public final class ImageFileSystem: @unchecked Sendable {
                                  onCheckpoint: (@Sendable (CheckpointTiming) -> Void)? = nil,
                                  onError: @escaping @Sendable (FSError) -> Void) {
         guard journal != nil else { return }  // read-only: nothing to sync or checkpoint
-        let source = DispatchSource.makeTimerSource(queue: maintenance)
-        source.schedule(deadline: .now() + interval, repeating: interval)
-        // Runs on the serial maintenance queue only.
-        nonisolated(unsafe) var lastError: FSError?
-        source.setEventHandler { [self] in
-            do throws(FSError) {
-                if let timing = try self.maintain(checkpointAfter: checkpointAfter) { onCheckpoint?(timing) }
-                lastError = nil
-            } catch {
-                // A lasting failure (a latched fdatasync error) is reported once, not
-                // every tick.
-                if error != lastError { onError(error) }
-                lastError = error
-            }
-        }
-        sourceLock.withLock { self.source = source }
-        source.resume()
+        maintenance.start(interval: interval, tick: { [self] () throws(FSError) in
+            if let timing = try self.maintain(checkpointAfter: checkpointAfter) { onCheckpoint?(timing) }
+        }, onError: onError)
     }
 
     /// What one checkpoint of the maintenance took.
@@ -234,14 +218,7 @@ public final class ImageFileSystem: @unchecked Sendable {
     /// `meter` follows it.
     public func close(meter: ProgressMeter? = nil) throws(FSError) {
         guard let journal else { return }
-        let running = sourceLock.withLock { () -> DispatchSourceTimer? in
-            defer { source = nil }
-            return source
-        }
-        if let running {
-            running.cancel()
-            maintenance.sync {}
-        }
+        maintenance.stop()
         meter?.begin(Phase.finalCheckpoint)
         try journal.checkpoint(namespace, clean: true, meter: meter)
         meter?.begin(Phase.syncing)

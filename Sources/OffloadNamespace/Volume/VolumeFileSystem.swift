@@ -15,8 +15,8 @@ import OffloadCore
 /// refused. An image whose last mount ran out of room in a commit opens read-only
 /// (`TreeVolume.open`), as does one opened with `readOnly`, which writes nothing.
 ///
-/// `@unchecked Sendable`: the timer is guarded by `sourceLock`; the volume and namespace
-/// are thread-safe under their own locks.
+/// `@unchecked Sendable`: the volume, the namespace and the maintenance timer are
+/// thread-safe under their own locks.
 public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     public let volume: TreeVolume
     public let namespace: VolumeNamespace
@@ -26,9 +26,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     public let capacityBytes: UInt64
     public let capacityIsSet: Bool
     public var format: ImageFormat { .two }
-    private let maintenance = DispatchQueue(label: "offloadfs.maintenance")
-    private let sourceLock = PthreadLock()
-    private var source: DispatchSourceTimer?
+    private let maintenance = MaintenanceTimer()
 
     /// The smallest capacity a format 2 image is made with: its first journal segments
     /// and tree nodes need room besides files.
@@ -130,41 +128,21 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                                  onWrite: (@Sendable (MaintenanceWrite) -> Void)?,
                                  onError: @escaping @Sendable (FSError) -> Void) {
         guard !isReadOnly else { return }
-        let source = DispatchSource.makeTimerSource(queue: maintenance)
-        source.schedule(deadline: .now() + interval, repeating: interval)
-        // Runs on the serial maintenance queue only.
-        nonisolated(unsafe) var lastError: FSError?
-        source.setEventHandler { [self] in
+        maintenance.start(interval: interval, tick: { [self] () throws(FSError) in
             let started = DispatchTime.now()
-            do throws(FSError) {
-                let journal = volume.journalBytesSinceCommit
-                if let commit = try namespace.commitIfChanged(journalBytes: journalBytes ?? 1) {
-                    onWrite?(MaintenanceWrite(kind: "commit", seconds: ImageFileSystem.seconds(since: started), details: [
-                        ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
-                        ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
-                        ("placed_bytes", "\(commit.placedBytes)"),
-                    ]))
-                }
-                lastError = nil
-            } catch {
-                if error != lastError { onError(error) }
-                lastError = error
-            }
-        }
-        sourceLock.withLock { self.source = source }
-        source.resume()
+            let journal = volume.journalBytesSinceCommit
+            guard let commit = try namespace.commitIfChanged(journalBytes: journalBytes ?? 1) else { return }
+            onWrite?(MaintenanceWrite(kind: "commit", seconds: ImageFileSystem.seconds(since: started), details: [
+                ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
+                ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
+                ("placed_bytes", "\(commit.placedBytes)"),
+            ]))
+        }, onError: onError)
     }
 
     /// Stops maintenance and commits everything, the slot marked cleanly unmounted.
     public func close(meter: ProgressMeter?) throws(FSError) {
-        let running = sourceLock.withLock { () -> DispatchSourceTimer? in
-            defer { source = nil }
-            return source
-        }
-        if let running {
-            running.cancel()
-            maintenance.sync {}
-        }
+        maintenance.stop()
         guard !isReadOnly else { return }
         meter?.begin(Phase.committing)
         try namespace.close()

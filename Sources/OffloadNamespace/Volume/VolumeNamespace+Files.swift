@@ -231,7 +231,7 @@ extension VolumeNamespace {
             guard data.count > 0 else { return 0 }
             let at = opened.append ? file.data.size : offset
             try Namespace.checkRange(offset: at, length: UInt64(data.count))
-            try reclaimingWhenFull { () throws(FSError) in try file.data.write(at: at, bytes: data) }
+            _ = try reclaimingWhenFull { () throws(FSError) in try file.data.write(at: at, bytes: data) }
             return data.count
         }
     }
