@@ -12,8 +12,8 @@ final class PowerCutScenarioTests: XCTestCase {
     private let context = RequestContext(uid: 0, gid: 0)
 
     /// A run with every cut taken, and a file-making shorthand.
-    private func makeRun() throws -> PowerCutRun {
-        try PowerCutRun(seed: 7, capacity: 24 << 20, cutPercent: 100, imagesPerCut: 12, memoryLimit: 0)
+    private func makeRun(_ format: ImageFormat) throws -> PowerCutRun {
+        try PowerCutRun(seed: 7, format: format, capacity: 24 << 20, cutPercent: 100, imagesPerCut: 12, memoryLimit: 0)
     }
 
     private func distinct(_ count: Int, _ tag: UInt64) -> [UInt8] {
@@ -22,7 +22,7 @@ final class PowerCutScenarioTests: XCTestCase {
     }
 
     private func create(_ name: String, _ run: PowerCutRun, bytes: [UInt8]) throws -> (InodeNumber, FileHandle) {
-        let fs = run.fileSystem.namespace
+        let fs = run.fs
         var made: (InodeNumber, FileHandle)!
         try run.perform(armed: false) {
             let (a, h) = try fs.create(parent: .root, name: FileName(Array(name.utf8)), mode: 0o100644, flags: O_RDWR,
@@ -37,54 +37,56 @@ final class PowerCutScenarioTests: XCTestCase {
 
     private func fsync(_ run: PowerCutRun, _ file: (InodeNumber, FileHandle), armed: Bool) throws {
         try run.perform(armed: armed) {
-            try run.fileSystem.namespace.fsync(inode: file.0, handle: file.1, dataOnly: false)
+            try run.fs.fsync(inode: file.0, handle: file.1, dataOnly: false)
             return .init(kind: .sync, line: "fsync")
         }
     }
 
     private func assertNoViolations(_ run: PowerCutRun, _ label: String = "", file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertGreaterThan(run.totals.images, 0, "no crash image was taken", file: file, line: line)
-        XCTAssertEqual(run.violations.count, 0, "\(label): \(run.violations.first ?? "")", file: file, line: line)
-        print("power-cut scenario \(label): \(run.totals.cuts) cuts, \(run.totals.images) images, \(run.violations.count) violations")
+        XCTAssertEqual(run.violations.count, 0, "\(label) (format \(run.format.rawValue)): \(run.violations.first ?? "")", file: file, line: line)
+        print("power-cut scenario \(label) (format \(run.format.rawValue)): \(run.totals.cuts) cuts, \(run.totals.images) images, \(run.violations.count) violations")
     }
 
     /// a and b share blocks (a clone), fsync; a goes away (unlink, rename over it, or a
     /// truncate); b is overwritten in place. Until a's removal is durable, a cut can
     /// bring a back, so its blocks must still hold a's bytes: b must copy on write.
     func testACloneWhoseSiblingWentAwayIsNotOverwrittenInPlaceBeforeASync() throws {
-        for removal in ["unlink", "rename over", "truncate"] {
-            let run = try makeRun()
-            let fs = run.fileSystem.namespace
-            let a = try create("a", run, bytes: distinct(16384, 1))
-            let b = try create("b", run, bytes: [])
-            try run.perform(armed: false) {
-                _ = try fs.copyFileRange(from: a.0, sourceHandle: a.1, sourceOffset: 0, to: b.0, destinationHandle: b.1,
-                                         destinationOffset: 0, length: 16384)
-                return .init(kind: .other, line: "clone a into b", written: (b.0.rawValue, 0..<16384))
-            }
-            let c = try create("c", run, bytes: distinct(100, 3))
-            try fsync(run, b, armed: false)
-            try run.perform {
-                switch removal {
-                case "unlink": try fs.unlink(parent: .root, name: FileName(Array("a".utf8)))
-                case "rename over": try fs.rename(parent: .root, name: FileName(Array("c".utf8)), newParent: .root,
-                                                  newName: FileName(Array("a".utf8)), flags: [])
-                default: _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 0), context: context)
+        for format in [ImageFormat.one] {
+            for removal in ["unlink", "rename over", "truncate"] {
+                let run = try makeRun(format)
+                let fs = run.fs
+                let a = try create("a", run, bytes: distinct(16384, 1))
+                let b = try create("b", run, bytes: [])
+                try run.perform(armed: false) {
+                    _ = try fs.copyFileRange(from: a.0, sourceHandle: a.1, sourceOffset: 0, to: b.0, destinationHandle: b.1,
+                                             destinationOffset: 0, length: 16384)
+                    return .init(kind: .other, line: "clone a into b", written: (b.0.rawValue, 0..<16384))
                 }
-                return .init(kind: .other, line: "\(removal) a")
+                let c = try create("c", run, bytes: distinct(100, 3))
+                try fsync(run, b, armed: false)
+                try run.perform {
+                    switch removal {
+                    case "unlink": try fs.unlink(parent: .root, name: FileName(Array("a".utf8)))
+                    case "rename over": try fs.rename(parent: .root, name: FileName(Array("c".utf8)), newParent: .root,
+                                                      newName: FileName(Array("a".utf8)), flags: [])
+                    default: _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 0), context: context)
+                    }
+                    return .init(kind: .other, line: "\(removal) a")
+                }
+                // The kernel lets go of both (close, then forget): a's inode and its claim on
+                // the shared blocks are gone from memory, not yet from the disk.
+                for file in [a, c] {
+                    fs.release(inode: file.0, handle: file.1)
+                    fs.forget(inode: file.0, lookups: 1)
+                }
+                try run.perform {
+                    _ = try distinct(4096, 4).withUnsafeBytes { try fs.write(inode: b.0, handle: b.1, offset: 4096, data: $0) }
+                    return .init(kind: .other, line: "overwrite b in place", written: (b.0.rawValue, 4096..<8192))
+                }
+                try fsync(run, b, armed: true)
+                assertNoViolations(run, removal)
             }
-            // The kernel lets go of both (close, then forget): a's inode and its claim on
-            // the shared blocks are gone from memory, not yet from the disk.
-            for file in [a, c] {
-                fs.release(inode: file.0, handle: file.1)
-                fs.forget(inode: file.0, lookups: 1)
-            }
-            try run.perform {
-                _ = try distinct(4096, 4).withUnsafeBytes { try fs.write(inode: b.0, handle: b.1, offset: 4096, data: $0) }
-                return .init(kind: .other, line: "overwrite b in place", written: (b.0.rawValue, 4096..<8192))
-            }
-            try fsync(run, b, armed: true)
-            assertNoViolations(run, removal)
         }
     }
 
@@ -92,25 +94,27 @@ final class PowerCutScenarioTests: XCTestCase {
     /// durable the disk may hold a's older bytes; b, which never held them, must not show
     /// them after a power cut: the clone makes the source's blocks durable before sharing.
     func testACloneOfBlocksRewrittenInPlaceNeverShowsTheirOlderBytes() throws {
-        let run = try makeRun()
-        let fs = run.fileSystem.namespace
-        let a = try create("a", run, bytes: distinct(16384, 8))
-        let b = try create("b", run, bytes: [])
-        try fsync(run, a, armed: false)
-        try run.perform {
-            _ = try distinct(8192, 9).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 4096, data: $0) }
-            return .init(kind: .other, line: "overwrite a in place", written: (a.0.rawValue, 4096..<12288))
+        for format in [ImageFormat.one] {
+            let run = try makeRun(format)
+            let fs = run.fs
+            let a = try create("a", run, bytes: distinct(16384, 8))
+            let b = try create("b", run, bytes: [])
+            try fsync(run, a, armed: false)
+            try run.perform {
+                _ = try distinct(8192, 9).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 4096, data: $0) }
+                return .init(kind: .other, line: "overwrite a in place", written: (a.0.rawValue, 4096..<12288))
+            }
+            try run.perform {
+                _ = try fs.copyFileRange(from: a.0, sourceHandle: a.1, sourceOffset: 0, to: b.0, destinationHandle: b.1,
+                                         destinationOffset: 0, length: 16384)
+                return .init(kind: .other, line: "clone a into b", written: (b.0.rawValue, 0..<16384))
+            }
+            try run.perform {
+                _ = try distinct(100, 10).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 0, data: $0) }
+                return .init(kind: .other, line: "write a again", written: (a.0.rawValue, 0..<100))
+            }
+            assertNoViolations(run)
         }
-        try run.perform {
-            _ = try fs.copyFileRange(from: a.0, sourceHandle: a.1, sourceOffset: 0, to: b.0, destinationHandle: b.1,
-                                     destinationOffset: 0, length: 16384)
-            return .init(kind: .other, line: "clone a into b", written: (b.0.rawValue, 0..<16384))
-        }
-        try run.perform {
-            _ = try distinct(100, 10).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 0, data: $0) }
-            return .init(kind: .other, line: "write a again", written: (a.0.rawValue, 0..<100))
-        }
-        assertNoViolations(run)
     }
 
     /// A file is cut to end inside a block (the rest of the block keeps its old bytes)
@@ -118,20 +122,22 @@ final class PowerCutScenarioTests: XCTestCase {
     /// would, after a power cut that kept the append's frame but not its page, show the
     /// bytes the truncate removed: only a tail known to be zeros is filled in place.
     func testAnAppendNeverBringsBackBytesATruncateRemoved() throws {
-        let run = try makeRun()
-        let fs = run.fileSystem.namespace
-        let a = try create("a", run, bytes: distinct(8192, 11))
-        try run.perform(armed: false) {
-            _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 5000), context: context)
-            return .init(kind: .other, line: "truncate a to 5000")
+        for format in [ImageFormat.one] {
+            let run = try makeRun(format)
+            let fs = run.fs
+            let a = try create("a", run, bytes: distinct(8192, 11))
+            try run.perform(armed: false) {
+                _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 5000), context: context)
+                return .init(kind: .other, line: "truncate a to 5000")
+            }
+            try fsync(run, a, armed: false)
+            try run.perform {
+                _ = try distinct(700, 12).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 5000, data: $0) }
+                return .init(kind: .other, line: "append 700 bytes to a", written: (a.0.rawValue, 5000..<5700))
+            }
+            try fsync(run, a, armed: true)
+            assertNoViolations(run)
         }
-        try fsync(run, a, armed: false)
-        try run.perform {
-            _ = try distinct(700, 12).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 5000, data: $0) }
-            return .init(kind: .other, line: "append 700 bytes to a", written: (a.0.rawValue, 5000..<5700))
-        }
-        try fsync(run, a, armed: true)
-        assertNoViolations(run)
     }
 
     /// A large file is deleted and synced (its blocks are punched and freed); a new file
@@ -139,24 +145,26 @@ final class PowerCutScenarioTests: XCTestCase {
     /// then read zeros, never the deleted file's bytes, so a freed block's punch must be
     /// durable before the block is handed out again.
     func testReusedBlocksNeverShowTheDeletedFilesBytes() throws {
-        let run = try makeRun()
-        let fs = run.fileSystem.namespace
-        let big = try create("big", run, bytes: distinct(300_000, 5))
-        try fsync(run, big, armed: false)
-        try run.perform(armed: false) {
-            fs.release(inode: big.0, handle: big.1)
-            try fs.unlink(parent: .root, name: FileName(Array("big".utf8)))
-            fs.forget(inode: big.0, lookups: 1)
-            return .init(kind: .other, line: "unlink big")
+        for format in [ImageFormat.one] {
+            let run = try makeRun(format)
+            let fs = run.fs
+            let big = try create("big", run, bytes: distinct(300_000, 5))
+            try fsync(run, big, armed: false)
+            try run.perform(armed: false) {
+                fs.release(inode: big.0, handle: big.1)
+                try fs.unlink(parent: .root, name: FileName(Array("big".utf8)))
+                fs.forget(inode: big.0, lookups: 1)
+                return .init(kind: .other, line: "unlink big")
+            }
+            let marker = try create("marker", run, bytes: [1])
+            try fsync(run, marker, armed: false)
+            let new = try create("new", run, bytes: [])
+            try run.perform {
+                _ = try distinct(300_000, 6).withUnsafeBytes { try fs.write(inode: new.0, handle: new.1, offset: 0, data: $0) }
+                return .init(kind: .other, line: "write 300000 bytes to new", written: (new.0.rawValue, 0..<300_000))
+            }
+            try fsync(run, marker, armed: true)
+            assertNoViolations(run)
         }
-        let marker = try create("marker", run, bytes: [1])
-        try fsync(run, marker, armed: false)
-        let new = try create("new", run, bytes: [])
-        try run.perform {
-            _ = try distinct(300_000, 6).withUnsafeBytes { try fs.write(inode: new.0, handle: new.1, offset: 0, data: $0) }
-            return .init(kind: .other, line: "write 300000 bytes to new", written: (new.0.rawValue, 0..<300_000))
-        }
-        try fsync(run, marker, armed: true)
-        assertNoViolations(run)
     }
 }
