@@ -140,6 +140,28 @@ final class PowerCutScenarioTests: XCTestCase {
         }
     }
 
+    /// A truncate (setattr with only a size) is one operation: a power cut brings back the
+    /// file as before it or as after it, its size and times together. Format 2 journaled
+    /// the size change (with the time of the file's change) and then the setattr's own
+    /// frame with an earlier time: a cut between the two showed the new size with a time
+    /// the file never had (the random test found it, seed 1).
+    func testATruncateComesBackWholeOrNotAtAll() throws {
+        for format in ImageFormat.allCases {
+            let run = try makeRun(format)
+            let fs = run.fs
+            let a = try create("a", run, bytes: distinct(9000, 13))
+            try fsync(run, a, armed: false)
+            for size: UInt64 in [5000, 5000, 12000] {
+                try run.perform {
+                    _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: size), context: context)
+                    return .init(kind: .other, line: "truncate a to \(size)")
+                }
+            }
+            try fsync(run, a, armed: true)
+            assertNoViolations(run, "truncate")
+        }
+    }
+
     /// A large file is deleted and synced (its blocks are punched and freed); a new file
     /// reuses them. Its frames can reach the disk before its data pages: the new file may
     /// then read zeros, never the deleted file's bytes, so a freed block's punch must be
