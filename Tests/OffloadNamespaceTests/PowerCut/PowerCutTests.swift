@@ -30,6 +30,8 @@ final class PowerCutTests: XCTestCase {
 
     func testRandomWorkloadsSurvivePowerCutsOnFormat1() throws { try runSeeds(.one) }
 
+    func testRandomWorkloadsSurvivePowerCutsOnFormat2() throws { try runSeeds(.two) }
+
     private func runSeeds(_ format: ImageFormat) throws {
         var totals = PowerCutRun.Totals()
         for seed in Self.seeds() {
