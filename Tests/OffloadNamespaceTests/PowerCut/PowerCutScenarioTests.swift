@@ -162,6 +162,29 @@ final class PowerCutScenarioTests: XCTestCase {
         }
     }
 
+    /// A closed file the kernel still references is unlinked: its data goes (nothing can
+    /// open it again), and the unlink is one operation: a power cut brings the file back
+    /// whole with its name, or not at all, never named and empty.
+    func testAnUnlinkOfAClosedFileTheKernelStillReferencesIsWhole() throws {
+        for format in ImageFormat.allCases {
+            let run = try makeRun(format)
+            let fs = run.fs
+            let a = try create("a", run, bytes: distinct(9000, 14))
+            try fsync(run, a, armed: false)
+            try run.perform(armed: false) {
+                fs.release(inode: a.0, handle: a.1)
+                return .init(kind: .other, line: "close a")
+            }
+            try run.perform {
+                try fs.unlink(parent: .root, name: FileName(Array("a".utf8)))
+                return .init(kind: .other, line: "unlink a")
+            }
+            let marker = try create("marker", run, bytes: [1])
+            try fsync(run, marker, armed: true)
+            assertNoViolations(run, "unlink")
+        }
+    }
+
     /// A large file is deleted and synced (its blocks are punched and freed); a new file
     /// reuses them. Its frames can reach the disk before its data pages: the new file may
     /// then read zeros, never the deleted file's bytes, so a freed block's punch must be
