@@ -11,9 +11,16 @@ import SplitMix
 final class PowerCutScenarioTests: XCTestCase {
     private let context = RequestContext(uid: 0, gid: 0)
 
-    /// A run with every cut taken, and a file-making shorthand.
-    private func makeRun(_ format: ImageFormat) throws -> PowerCutRun {
-        try PowerCutRun(seed: 7, format: format, capacity: 24 << 20, cutPercent: 100, imagesPerCut: 12, memoryLimit: 0)
+    /// Runs `scenario` on each format, with every cut taken, and checks that no crash image
+    /// had a violation.
+    private func onEachFormat(_ label: String = "", _ scenario: (PowerCutRun, any FileSystemOperations) throws -> Void,
+                              file: StaticString = #filePath, line: UInt = #line) throws {
+        for format in ImageFormat.allCases {
+            let run = try PowerCutRun(seed: 7, format: format, capacity: 24 << 20, cutPercent: 100, imagesPerCut: 12,
+                                      memoryLimit: 0)
+            try scenario(run, run.fs)
+            assertNoViolations(run, label, file: file, line: line)
+        }
     }
 
     private func distinct(_ count: Int, _ tag: UInt64) -> [UInt8] {
@@ -52,10 +59,8 @@ final class PowerCutScenarioTests: XCTestCase {
     /// truncate); b is overwritten in place. Until a's removal is durable, a cut can
     /// bring a back, so its blocks must still hold a's bytes: b must copy on write.
     func testACloneWhoseSiblingWentAwayIsNotOverwrittenInPlaceBeforeASync() throws {
-        for format in ImageFormat.allCases {
-            for removal in ["unlink", "rename over", "truncate"] {
-                let run = try makeRun(format)
-                let fs = run.fs
+        for removal in ["unlink", "rename over", "truncate"] {
+            try onEachFormat(removal) { run, fs in
                 let a = try create("a", run, bytes: distinct(16384, 1))
                 let b = try create("b", run, bytes: [])
                 try run.perform(armed: false) {
@@ -85,7 +90,6 @@ final class PowerCutScenarioTests: XCTestCase {
                     return .init(kind: .other, line: "overwrite b in place", written: (b.0.rawValue, 4096..<8192))
                 }
                 try fsync(run, b, armed: true)
-                assertNoViolations(run, removal)
             }
         }
     }
@@ -94,9 +98,7 @@ final class PowerCutScenarioTests: XCTestCase {
     /// durable the disk may hold a's older bytes; b, which never held them, must not show
     /// them after a power cut: the clone makes the source's blocks durable before sharing.
     func testACloneOfBlocksRewrittenInPlaceNeverShowsTheirOlderBytes() throws {
-        for format in ImageFormat.allCases {
-            let run = try makeRun(format)
-            let fs = run.fs
+        try onEachFormat { run, fs in
             let a = try create("a", run, bytes: distinct(16384, 8))
             let b = try create("b", run, bytes: [])
             try fsync(run, a, armed: false)
@@ -113,7 +115,6 @@ final class PowerCutScenarioTests: XCTestCase {
                 _ = try distinct(100, 10).withUnsafeBytes { try fs.write(inode: a.0, handle: a.1, offset: 0, data: $0) }
                 return .init(kind: .other, line: "write a again", written: (a.0.rawValue, 0..<100))
             }
-            assertNoViolations(run)
         }
     }
 
@@ -122,9 +123,7 @@ final class PowerCutScenarioTests: XCTestCase {
     /// would, after a power cut that kept the append's frame but not its page, show the
     /// bytes the truncate removed: only a tail known to be zeros is filled in place.
     func testAnAppendNeverBringsBackBytesATruncateRemoved() throws {
-        for format in ImageFormat.allCases {
-            let run = try makeRun(format)
-            let fs = run.fs
+        try onEachFormat { run, fs in
             let a = try create("a", run, bytes: distinct(8192, 11))
             try run.perform(armed: false) {
                 _ = try fs.setattr(inode: a.0, changes: AttributeChanges(size: 5000), context: context)
@@ -136,7 +135,6 @@ final class PowerCutScenarioTests: XCTestCase {
                 return .init(kind: .other, line: "append 700 bytes to a", written: (a.0.rawValue, 5000..<5700))
             }
             try fsync(run, a, armed: true)
-            assertNoViolations(run)
         }
     }
 
@@ -146,9 +144,7 @@ final class PowerCutScenarioTests: XCTestCase {
     /// frame with an earlier time: a cut between the two showed the new size with a time
     /// the file never had (the random test found it, seed 1).
     func testATruncateComesBackWholeOrNotAtAll() throws {
-        for format in ImageFormat.allCases {
-            let run = try makeRun(format)
-            let fs = run.fs
+        try onEachFormat("truncate") { run, fs in
             let a = try create("a", run, bytes: distinct(9000, 13))
             try fsync(run, a, armed: false)
             for size: UInt64 in [5000, 5000, 12000] {
@@ -158,7 +154,6 @@ final class PowerCutScenarioTests: XCTestCase {
                 }
             }
             try fsync(run, a, armed: true)
-            assertNoViolations(run, "truncate")
         }
     }
 
@@ -166,9 +161,7 @@ final class PowerCutScenarioTests: XCTestCase {
     /// open it again), and the unlink is one operation: a power cut brings the file back
     /// whole with its name, or not at all, never named and empty.
     func testAnUnlinkOfAClosedFileTheKernelStillReferencesIsWhole() throws {
-        for format in ImageFormat.allCases {
-            let run = try makeRun(format)
-            let fs = run.fs
+        try onEachFormat("unlink") { run, fs in
             let a = try create("a", run, bytes: distinct(9000, 14))
             try fsync(run, a, armed: false)
             try run.perform(armed: false) {
@@ -181,7 +174,6 @@ final class PowerCutScenarioTests: XCTestCase {
             }
             let marker = try create("marker", run, bytes: [1])
             try fsync(run, marker, armed: true)
-            assertNoViolations(run, "unlink")
         }
     }
 
@@ -190,9 +182,7 @@ final class PowerCutScenarioTests: XCTestCase {
     /// then read zeros, never the deleted file's bytes, so a freed block's punch must be
     /// durable before the block is handed out again.
     func testReusedBlocksNeverShowTheDeletedFilesBytes() throws {
-        for format in ImageFormat.allCases {
-            let run = try makeRun(format)
-            let fs = run.fs
+        try onEachFormat { run, fs in
             let big = try create("big", run, bytes: distinct(300_000, 5))
             try fsync(run, big, armed: false)
             try run.perform(armed: false) {
@@ -209,7 +199,6 @@ final class PowerCutScenarioTests: XCTestCase {
                 return .init(kind: .other, line: "write 300000 bytes to new", written: (new.0.rawValue, 0..<300_000))
             }
             try fsync(run, marker, armed: true)
-            assertNoViolations(run)
         }
     }
 }
