@@ -153,7 +153,7 @@ enum PowerCutImage {
             let fs = fileSystem.namespace
             return fs.lock.withLock { () -> String in
                 if let cached = fs.cachedFiles[inode] { return "cached: " + line(cached.data.extentList) }
-                guard let reader = try? fs.volume.reader(), let item = try? reader.inode(inode),
+                guard let reader = try? fs.reader(), let item = try? reader.inode(inode),
                       let pieces = try? reader.view.filePieces(inode, size: item.size) else { return "(gone)" }
                 return "committed: " + line(pieces.map { ($0.offset, $0.extent) })
             }
