@@ -5,18 +5,23 @@ import OffloadCore
 // to the same size), explicit times in the same request win, an unprivileged chown of a
 // regular file clears set-user-ID (and set-group-ID with group-execute). A chmod keeps
 // the access ACL in step. The size of a regular file changes by a file range of a hole
-// (growing) or cut (shrinking), in the same frame as the attributes.
+// (growing) or cut (shrinking), in the same frame as the attributes (the file's observer
+// writes it, `VolumeFileJournal`); a size-only setattr that changed the file needs no
+// frame of its own. A setattr with a size and other changes writes two frames, as format
+// 1's does: a power cut between them keeps the size change alone.
 
 extension VolumeNamespace {
     public func setattr(inode number: InodeNumber, changes request: AttributeChanges,
                         context: RequestContext) throws(FSError) -> Attributes {
         try changing { (reader, changes) throws(FSError) -> Attributes in
             var item = try item(number.rawValue, in: reader)
-            let now = clock()
-            var changed = false
+            var changed = false, resized = false
             if let size = request.size {
                 // Through the file's data, journaled by its observer with its size and
                 // times, before anything else changes (a failed truncate changes nothing).
+                // A size change that changed the file is whole in that frame: marking the
+                // times again here would add a frame, and a power cut between the two
+                // would show the new size with a time the file never had.
                 if let handle = request.handle {
                     guard let opened = fileHandles[handle.rawValue], opened.inode == number.rawValue else { throw .badHandle }
                 }
@@ -26,8 +31,13 @@ extension VolumeNamespace {
                 guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
                 let cached = try cachedFile(number.rawValue, item, reader)
                 defer { evictIfDone(number.rawValue) }
-                _ = try cached.data.resize(to: size)
-                item = try self.item(number.rawValue, in: try self.reader())
+                resized = try cached.data.resize(to: size)
+                if resized { item = try self.item(number.rawValue, in: try self.reader()) }
+            }
+            // After the size change, whose frame marked its own times (as format 1).
+            let now = clock()
+            if request.size != nil && !resized {
+                // truncate(2) marks mtime even when the size stays.
                 item.modificationTime = now.record
                 changed = true
             }

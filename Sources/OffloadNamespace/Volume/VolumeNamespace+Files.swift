@@ -194,7 +194,7 @@ extension VolumeNamespace {
             cached.openCount -= 1
             defer { evictIfDone(number.rawValue) }
             guard cached.openCount == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
-            try state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, reader, into: &changes)
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
         }
     }
 

@@ -23,7 +23,7 @@ extension VolumeNamespace {
             guard left == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0,
                   number != .root else { return }
             guard (cachedFiles[number.rawValue]?.openCount ?? 0) == 0 else { return }
-            try state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, reader, into: &changes)
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
         }
     }
 
@@ -137,7 +137,7 @@ extension VolumeNamespace {
             parentItem.modificationTime = now
             parentItem.changeTime = now
             changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            try state(entry.child, item, hadOrphan: false, reader, into: &changes)
+            state(entry.child, item, hadOrphan: false, into: &changes)
         }
     }
 
@@ -157,7 +157,7 @@ extension VolumeNamespace {
             parentItem.modificationTime = now
             parentItem.changeTime = now
             changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            try state(entry.child, item, hadOrphan: false, reader, into: &changes)
+            state(entry.child, item, hadOrphan: false, into: &changes)
         }
     }
 }

@@ -81,7 +81,7 @@ extension VolumeNamespace {
             try items.change(parent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
             try items.change(newParent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
             for (number, item) in items.changed.sorted(by: { $0.key < $1.key }) {
-                try state(number, item, hadOrphan: try reader.orphan(number) != nil, reader, into: &changes)
+                state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &changes)
             }
         }
     }

@@ -53,6 +53,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// taken at.
     private var sharedReader: VolumeReader?
     private var sharedReaderAt: (committed: UInt64, open: UInt64) = (0, 0)
+    /// Regular files the operation in progress leaves with only the kernel's references,
+    /// to empty once its frame is written (`state`, `changing`).
+    var unreadableFiles: [UInt64] = []
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -186,6 +189,8 @@ public final class VolumeNamespace: @unchecked Sendable {
             let reader = try self.reader()
             var changes: [JournalChange] = []
             let numbered = nextInode
+            unreadableFiles = []
+            defer { unreadableFiles = [] }
             let result = try body(reader, &changes)
             if !changes.isEmpty {
                 try volume.perform(changes)
@@ -193,33 +198,40 @@ public final class VolumeNamespace: @unchecked Sendable {
                 inodeCount += nextInode - numbered
                 for case .drop in changes { inodeCount -= 1 }
             }
+            emptyUnreadableFiles()
             return result
+        }
+    }
+
+    /// Empties the files the operation just performed left with only the kernel's
+    /// references, each by its observer's frame (a truncation, with its size and times),
+    /// after the operation's own frame: emptied first, a power cut between the two frames
+    /// showed the file still named but empty (the power-cut simulator found it on format
+    /// 2). Format 1 empties after its record too (`StorageDisposal`). Best effort, as
+    /// format 1's: without journal room the data waits for the last FORGET, which drops
+    /// the inode. Caller holds the lock.
+    private func emptyUnreadableFiles() {
+        for number in unreadableFiles {
+            guard let reader = try? self.reader(), let item = try? reader.inode(number),
+                  item.linkCount == 0, item.size > 0 else { continue }
+            _ = try? cachedFile(number, item, reader).data.truncate()
+            evictIfDone(number)
         }
     }
 
     /// The changes that state `item`, an inode that just lost a name, a handle or a
     /// reference: its new attributes while a name is left; with only handles or the
     /// kernel's references left, its attributes under an orphan item (a regular file that
-    /// only the kernel references has its data emptied, through its cached file, as
-    /// format 1 empties a file nothing can read again); with nothing left, its drop (and
-    /// its orphan item's). Caller holds the lock.
-    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool, _ reader: VolumeReader,
-               into changes: inout [JournalChange]) throws(FSError) {
-        var item = item
+    /// only the kernel references has its data emptied once the operation's frame is
+    /// written, `emptyUnreadableFiles`, as format 1 empties a file nothing can read
+    /// again); with nothing left, its drop (and its orphan item's). Caller holds the lock.
+    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
+               into changes: inout [JournalChange]) {
         let open = (cachedFiles[number]?.openCount ?? 0) > 0
         if item.linkCount > 0 {
             changes.append(.attributes(inode: number, item))
         } else if open || (lookupCounts[number] ?? 0) > 0 {
-            if !open && item.type == Self.typeCode(.regular) && item.size > 0 {
-                // Journaled by the file's observer as a truncation (size and times).
-                if try cachedFile(number, item, reader).data.truncate() {
-                    let now = clock().record
-                    item.size = 0
-                    item.modificationTime = now
-                    item.changeTime = now
-                }
-                evictIfDone(number)
-            }
+            if !open && item.type == Self.typeCode(.regular) && item.size > 0 { unreadableFiles.append(number) }
             changes.append(.attributes(inode: number, item))
             if !hadOrphan { changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
         } else {

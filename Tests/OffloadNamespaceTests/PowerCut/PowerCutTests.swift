@@ -7,35 +7,43 @@ import SplitMix
 
 /// Power cuts, not only kill -9: the image runs on `CrashSimulatingStorage`, which knows
 /// what the last fdatasync made durable. At random moments inside the workload (before
-/// any write, reservation, punch, length change or sync of the image: inside checkpoints
-/// and syncs too) it produces several images a power cut could leave (the durable bytes
-/// plus a random subset of the pages written since, some torn), and each is recovered
-/// and checked:
-/// - recovery succeeds (or refuses, and repair then gives a filesystem that opens);
+/// any write, reservation, punch, length change or sync of the image: inside checkpoints,
+/// commits and syncs too, and format 2's punches on their own queue) it produces several
+/// images a power cut could leave (the durable bytes plus a random subset of the pages
+/// written since, some torn), and each is recovered and checked:
+/// - recovery succeeds (a refusal is a violation; format 1's report says whether repair
+///   then opened it, format 2 has no repair);
 /// - the tree (names, inodes, attributes, sizes, xattrs, symlink targets) is one the
 ///   workload passed through between the last completed sync and the cut: everything
 ///   synced is there, later operations are there or not, each one whole;
 /// - every byte of every file is a value that byte held in that span, or zero where it
 ///   changed in that span: never another file's bytes (`ContentHistory`);
-/// - the recovered image, closed, passes the fsck analysis.
+/// - the recovered image, closed, passes the fsck analysis (format 1's `ImageAnalysis`,
+///   format 2's `VolumeCheck`).
 ///
+/// The same workload and checks run on both formats (`PowerCutImage`), one test each.
 /// `OFFLOADFS_POWERCUT_SEED=N` replays one seed; `OFFLOADFS_POWERCUT_SEEDS=A-B` runs a
 /// range (scripts/power-cut-soak). The default run is short.
 final class PowerCutTests: XCTestCase {
     static let capacity: UInt64 = 24 << 20
     static let operations = 220
 
-    func testRandomWorkloadsSurvivePowerCuts() throws {
+    func testRandomWorkloadsSurvivePowerCutsOnFormat1() throws { try runSeeds(.one) }
+
+    func testRandomWorkloadsSurvivePowerCutsOnFormat2() throws { try runSeeds(.two) }
+
+    private func runSeeds(_ format: ImageFormat) throws {
         var totals = PowerCutRun.Totals()
         for seed in Self.seeds() {
-            let run = try PowerCutRun(seed: seed, capacity: Self.capacity)
+            let run = try PowerCutRun(seed: seed, format: format, capacity: Self.capacity)
             try run.execute(operations: Self.operations)
             totals.add(run.totals)
             if !run.violations.isEmpty {
-                XCTFail("seed \(seed): \(run.violations.count) violations; first:\n\(run.violations[0])\nreplay with OFFLOADFS_POWERCUT_SEED=\(seed)")
+                XCTFail("format \(format.rawValue) seed \(seed): \(run.violations.count) violations; first:\n\(run.violations[0])\nreplay with OFFLOADFS_POWERCUT_SEED=\(seed)")
             }
         }
-        print("power-cut: \(totals.cuts) cut points, \(totals.images) crash images, \(totals.refused) refused then repaired, \(totals.violations) violations")
+        XCTAssertGreaterThan(totals.images, 0, "no crash image was taken")
+        print("power-cut format \(format.rawValue): \(totals.cuts) cut points, \(totals.images) crash images, \(totals.refused) refused, \(totals.violations) violations")
     }
 
     static func seeds() -> [UInt64] {
@@ -73,8 +81,11 @@ final class PowerCutRun: @unchecked Sendable {
     /// images taken at each cut.
     let cutPercent: UInt64
     let imagesPerCut: Int
+    let format: ImageFormat
     let storage: CrashSimulatingStorage
-    let fileSystem: ImageFileSystem
+    let image: PowerCutImage
+    /// The operations the workload runs (`image`'s).
+    var fs: any FileSystemOperations { image.operations }
     private(set) var totals = Totals()
     private(set) var violations: [String] = []
     /// The tree after each operation; `states[0]` is the empty filesystem.
@@ -85,23 +96,32 @@ final class PowerCutRun: @unchecked Sendable {
     /// `written[k]`: the file range operation k wrote (k >= 1), if any.
     private var written: [(inode: UInt64, range: Range<UInt64>)?] = [nil]
     private let pending = PthreadMutex<[Cut]>([])
+    /// `durable` and `states.count` for cuts: format 2 punches the blocks a commit freed on
+    /// a queue of its own, whose changes of the image are cut too.
+    private let progress = PthreadMutex<(durable: Int, latest: Int)>((0, 1))
+    /// Cuts before the workload thread's changes draw from `cutRandom`, the others' (format
+    /// 2's punches) from `backgroundCutRandom`: a seed replays its workload's cuts exactly.
     private let cutRandom: PthreadMutex<SplitMix64>
+    private let backgroundCutRandom: PthreadMutex<SplitMix64>
+    private let workloadThread = pthread_self()
 
-    init(seed: UInt64, capacity: UInt64, cutPercent: UInt64 = 6, imagesPerCut: Int = 3, memoryLimit: Int = 64 << 10) throws {
+    init(seed: UInt64, format: ImageFormat = .one, capacity: UInt64, cutPercent: UInt64 = 6, imagesPerCut: Int = 3,
+         memoryLimit: Int = 64 << 10) throws {
         self.seed = seed
+        self.format = format
         self.capacity = capacity
         self.cutPercent = cutPercent
         self.imagesPerCut = imagesPerCut
         storage = CrashSimulatingStorage(maximumBytes: Int(capacity) + (64 << 20))
-        fileSystem = try ImageFileSystem.open(storage: storage, capacityBytes: capacity,
-                                              memoryLimiter: MemoryLimiter(limitBytes: memoryLimit))
+        image = try PowerCutImage.create(format, storage: storage, capacity: capacity, memoryLimit: memoryLimit)
         cutRandom = PthreadMutex(SplitMix64(seed: seed ^ 0x5EED_C0DE))
-        states = [try TreeSnapshot(fileSystem.namespace)]
+        backgroundCutRandom = PthreadMutex(SplitMix64(seed: seed ^ 0xBAC6_C0DE))
+        states = [try image.snapshot()]
     }
 
     /// The random workload, `operations` steps of it.
     func execute(operations: Int) throws {
-        var workload = PowerCutWorkload(fileSystem: fileSystem, seed: seed)
+        var workload = PowerCutWorkload(image: image, seed: seed)
         for _ in 0..<operations {
             try perform { () throws -> Step in
                 let (kind, line) = try workload.step()
@@ -128,33 +148,39 @@ final class PowerCutRun: @unchecked Sendable {
         let syncsBefore = storage.syncCount
         let step: Step
         do {
-            defer { storage.beforeChange(nil) }
+            defer {
+                image.waitForBackgroundWork()
+                storage.beforeChange(nil)
+            }
             step = try operation()
         }
         log.append(step.line)
         written.append(step.written)
         if Self.trace { print("op \(states.count): \(step.line)") }
-        states.append(try TreeSnapshot(fileSystem.namespace, open: step.open))
+        states.append(try image.snapshot(open: step.open))
         if step.kind == .sync {
             durable = states.count - 1
         } else if storage.syncCount > syncsBefore {
             // A sync inside the operation made at least the state before it durable.
             durable = max(durable, states.count - 2)
         }
+        progress.withLock { $0 = (durable, states.count) }
         try checkPendingCuts()
     }
 
     /// Called before every change of the image: with some chance, takes crash images.
     private func takeCut(_ change: CrashSimulatingStorage.Change) {
-        if Self.trace { print("  [op \(states.count)] \(change)") }
-        let images: [[UInt8]]? = cutRandom.withLock { random in
+        let (durable, latest) = progress.withLock { $0 }
+        let background = pthread_equal(pthread_self(), workloadThread) == 0
+        if Self.trace { print("  [op \(latest)]\(background ? " (background)" : "") \(change)") }
+        let images: [[UInt8]]? = (background ? backgroundCutRandom : cutRandom).withLock { random in
             guard random.next() % 100 < cutPercent else { return nil }
             return (0..<imagesPerCut).map { _ in storage.crashImage(using: &random) }
         }
         guard let images else { return }
-        // The operation in progress produces states[states.count]; both it and every
-        // state back to the last durable one may come back.
-        let cut = Cut(images: images, durable: durable, latest: states.count, change: change)
+        // The operation in progress produces states[latest]; both it and every state back
+        // to the last durable one may come back.
+        let cut = Cut(images: images, durable: durable, latest: latest, change: change)
         pending.withLock { $0.append(cut) }
     }
 
@@ -181,26 +207,18 @@ final class PowerCutRun: @unchecked Sendable {
     }
 
     /// Recovers one crash image and returns what is wrong with it, or nil.
-    private func check(_ image: [UInt8], _ cut: Cut) throws -> String? {
+    private func check(_ crashImage: [UInt8], _ cut: Cut) throws -> String? {
         let span = states[cut.durable...min(cut.latest, states.count - 1)]
-        let recovered = CrashSimulatingStorage(maximumBytes: Int(capacity) + (64 << 20), initial: image)
-        let opened: ImageFileSystem
-        do {
-            opened = try ImageFileSystem.open(storage: recovered, capacityBytes: capacity,
-                                              memoryLimiter: MemoryLimiter(limitBytes: 64 << 10))
-        } catch .damagedImage(let why) {
+        let recovered = CrashSimulatingStorage(maximumBytes: Int(capacity) + (64 << 20), initial: crashImage)
+        let opened: PowerCutImage
+        switch PowerCutImage.recover(format, storage: recovered, capacity: capacity) {
+        case .opened(let image): opened = image
+        case .refused(let violation):
             totals.refused += 1
-            do {
-                _ = try ImageFileSystem.open(storage: recovered, capacityBytes: capacity,
-                                             memoryLimiter: MemoryLimiter(limitBytes: 64 << 10), repair: true)
-                return "recovery refused the image (\(why)); repair opened it"
-            } catch {
-                return "recovery refused the image (\(why)) and repair failed: \(error)"
-            }
-        } catch {
-            return "recovery failed: \(error)"
+            return violation
+        case .failed(let violation): return violation
         }
-        let tree = try TreeSnapshot(opened.namespace)
+        let tree = try opened.snapshot()
         guard let match = span.lastIndex(where: { tree.treeDifference(from: $0) == nil }) else {
             let first = tree.treeDifference(from: span.first!) ?? "?"
             let last = tree.treeDifference(from: span.last!) ?? "?"
@@ -215,39 +233,13 @@ final class PowerCutRun: @unchecked Sendable {
             if let bad = history.unexplainedByte(of: inode, bytes) {
                 let path = tree.nodes.first { $0.value.inode == inode }?.key ?? "?"
                 return "\(path) (inode \(inode), tree of state \(match)) byte \(bad.offset) is \(bad.value), never written there in the span (allowed: \(bad.allowed.prefix(8)))"
-                    + "\n    recovered extents: \(Self.extents(of: inode, in: opened.namespace))"
-                    + "\n    live extents: \(Self.extents(of: inode, in: fileSystem.namespace))"
+                    + "\n    recovered extents: \(opened.extents(of: inode))"
+                    + "\n    live extents: \(image.extents(of: inode))"
             }
         }
-        try opened.close()
-        return Self.fsckProblems(recovered)
+        return try opened.closeAndCheck(recovered)
     }
 
     /// OFFLOADFS_POWERCUT_TRACE=1 prints every change of the image (with one seed).
     static let trace = ProcessInfo.processInfo.environment["OFFLOADFS_POWERCUT_TRACE"] == "1"
-
-    /// A file's extents, for failure reports.
-    static func extents(of inode: UInt64, in fs: Namespace) -> String {
-        let file = fs.state.withLock { state -> OffloadedFile? in
-            guard let node = try? state.table.inode(InodeNumber(inode)), case .regular(let regular) = node.content else { return nil }
-            return regular.data
-        }
-        guard let file else { return "(gone)" }
-        return file.extentList.map { "\($0.offset)+\($0.extent.size):\($0.extent)" }.joined(separator: " ")
-    }
-
-    /// What `offloadfs fsck` would report about the closed image, or nil when clean.
-    static func fsckProblems(_ storage: CrashSimulatingStorage) -> String? {
-        do {
-            guard case .image(let superblock, _) = try ImageIdentity.read(storage) else {
-                return "fsck: no superblock after close"
-            }
-            let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length,
-                                              read: { storage.readBytes(at: $0, count: $1) })
-            let analysis = ImageAnalysis(replay, fileBytes: storage.length)
-            return analysis.isClean ? nil : "fsck after recovery: \(analysis.problems.prefix(3).joined(separator: "; "))"
-        } catch {
-            return "fsck after recovery: \(error)"
-        }
-    }
 }

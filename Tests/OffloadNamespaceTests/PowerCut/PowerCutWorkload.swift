@@ -7,13 +7,14 @@ import SplitMix
 /// creates, writes (RAM-held small ones, block-sized, large, appends, in-place
 /// overwrites), truncates, punches, clones (copy_file_range), renames over files,
 /// unlinks of open files, links, symlinks, mkdir/rmdir, chmod, xattrs, fsync and
-/// fsyncdir, the maintenance sync, and checkpoints.
+/// fsyncdir, and the maintenance of the image's format (`PowerCutImage.maintenance`:
+/// format 1's sync and its checkpoints, format 2's commits).
 ///
 /// Every write's bytes come from a generator keyed by a counter, so no two writes put the
 /// same bytes anywhere: a file showing another write's bytes is caught.
 struct PowerCutWorkload {
-    let fileSystem: ImageFileSystem
-    var fs: Namespace { fileSystem.namespace }
+    let image: PowerCutImage
+    let fs: any FileSystemOperations
     var random: SplitMix64
     var open: [(inode: InodeNumber, handle: FileHandle)] = []
     /// The kernel references the workload holds (lookup, create, link, ...): forgetting
@@ -29,8 +30,9 @@ struct PowerCutWorkload {
         case other
     }
 
-    init(fileSystem: ImageFileSystem, seed: UInt64) {
-        self.fileSystem = fileSystem
+    init(image: PowerCutImage, seed: UInt64) {
+        self.image = image
+        fs = image.operations
         random = SplitMix64(seed: seed)
     }
 
@@ -179,12 +181,10 @@ struct PowerCutWorkload {
                 defer { fs.releasedir(inode: directory, handle: handle) }
                 try fs.fsyncdir(inode: directory, handle: handle, dataOnly: false)
                 kind = .sync
-            case 22:
-                line = "maintenance sync"
-                try fileSystem.store.syncAndReclaim()
             default:
-                line = "checkpoint"
-                try fileSystem.journal!.checkpoint(fs)
+                // Format 1: 22 its maintenance sync, 23 a checkpoint; format 2: a commit.
+                line = image.maintenanceName(checkpoint: choice != 22)
+                line += try image.maintenance(checkpoint: choice != 22)
             }
         } catch let error as FSError {
             // Expected refusals of random operations (names that exist or not, a full image).

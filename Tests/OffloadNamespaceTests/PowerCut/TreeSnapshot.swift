@@ -34,31 +34,31 @@ struct TreeSnapshot: Equatable {
     /// written through a descriptor after the unlink.
     var contents: [UInt64: [UInt8]] = [:]
 
+    /// The tree of a format 1 namespace (`Namespace.regularFileData` gives the bytes).
     init(_ fs: Namespace, open: [InodeNumber] = []) throws(FSError) {
-        try visit(fs, .root, path: "/")
+        try self.init(fs, open: open) { (number, size) throws(FSError) -> [UInt8]? in
+            guard let file = fs.regularFileData(number) else { return nil }
+            return try file.read(at: 0, count: Int(size ?? file.size))
+        }
+    }
+
+    /// The tree of either format's namespace; `bytes(inode, size)` reads a regular file's
+    /// bytes (all of them when the size is nil), or returns nil for another kind.
+    init(_ fs: any FileSystemOperations, open: [InodeNumber] = [],
+         bytes: (InodeNumber, UInt64?) throws(FSError) -> [UInt8]?) throws(FSError) {
+        try visit(fs, .root, path: "/", bytes)
         for number in open where contents[number.rawValue] == nil {
-            if let file = Self.file(number, in: fs) {
-                contents[number.rawValue] = try file.read(at: 0, count: Int(file.size))
-            }
+            if let data = try bytes(number, nil) { contents[number.rawValue] = data }
         }
     }
 
-    /// A regular file's data straight from the namespace's table (one memcpy per extent:
-    /// the read path gathers byte by byte, which a debug build makes slow, and snapshots
-    /// are taken after every operation of the workload).
-    private static func file(_ number: InodeNumber, in fs: Namespace) -> OffloadedFile? {
-        fs.state.withLock { state -> OffloadedFile? in
-            guard let node = try? state.table.inode(number), case .regular(let regular) = node.content else { return nil }
-            return regular.data
-        }
-    }
-
-    private mutating func visit(_ fs: Namespace, _ number: InodeNumber, path: String) throws(FSError) {
+    private mutating func visit(_ fs: any FileSystemOperations, _ number: InodeNumber, path: String,
+                                _ bytes: (InodeNumber, UInt64?) throws(FSError) -> [UInt8]?) throws(FSError) {
         let a = try fs.getattr(inode: number)
         var target: [UInt8] = []
         switch a.kind {
         case .regular where contents[number.rawValue] == nil:
-            contents[number.rawValue] = try Self.file(number, in: fs)?.read(at: 0, count: Int(a.size)) ?? []
+            contents[number.rawValue] = try bytes(number, a.size) ?? []
         case .symlink:
             target = try fs.readlink(inode: number)
         default:
@@ -77,7 +77,7 @@ struct TreeSnapshot: Equatable {
             guard let last = page.last else { break }
             offset = last.nextOffset
             for entry in page where entry.name != [0x2E] && entry.name != [0x2E, 0x2E] {
-                try visit(fs, entry.inode, path: path + (path == "/" ? "" : "/") + String(decoding: entry.name, as: UTF8.self))
+                try visit(fs, entry.inode, path: path + (path == "/" ? "" : "/") + String(decoding: entry.name, as: UTF8.self), bytes)
             }
         }
     }
@@ -147,6 +147,18 @@ struct ContentHistory {
             if !allowed.contains(value) { return (offset, value, allowed) }
         }
         return nil
+    }
+}
+
+extension Namespace {
+    /// A regular file's data straight from the namespace's table (one memcpy per extent
+    /// to read: the read path gathers byte by byte, which a debug build makes slow, and
+    /// the power-cut test snapshots the tree after every operation of its workload).
+    func regularFileData(_ number: InodeNumber) -> OffloadedFile? {
+        state.withLock { state -> OffloadedFile? in
+            guard let node = try? state.table.inode(number), case .regular(let regular) = node.content else { return nil }
+            return regular.data
+        }
     }
 }
 
