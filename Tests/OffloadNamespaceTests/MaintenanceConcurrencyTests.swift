@@ -24,23 +24,7 @@ final class MaintenanceConcurrencyTests: XCTestCase {
         }
         let fs = fileSystem.namespace
         let workers = 4, filesPerWorker = 60
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            do {
-                let directory = try fs.mkdir(parent: .root, name: FileName("w\(worker)"), mode: 0o755, context: .root).inode
-                for i in 0..<filesPerWorker {
-                    let name = try FileName("f\(i)")
-                    let (file, handle) = try fs.create(parent: directory, name: name, mode: 0o100644,
-                                                       flags: O_RDWR, context: .root)
-                    let bytes = Self.contents(worker: worker, file: i)
-                    _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-                    if i % 5 == 0 { try fs.fsync(inode: file.inode, handle: handle, dataOnly: i % 2 == 0) }
-                    fs.release(inode: file.inode, handle: handle)
-                    if i % 3 == 0 { try fs.unlink(parent: directory, name: name) }
-                }
-            } catch {
-                failures.withLock { $0.append("worker \(worker): \(error)") }
-            }
-        }
+        Self.runWorkers(fs, workers: workers, filesPerWorker: filesPerWorker, failures: failures)
         try fileSystem.close()
         XCTAssertEqual(failures.withLock { $0 }, [])
         XCTAssertGreaterThan(try generation(of: storage), generationBefore + 2, "the maintenance took checkpoints during the work")
@@ -50,6 +34,30 @@ final class MaintenanceConcurrencyTests: XCTestCase {
         XCTAssertEqual(reopened.report.repairs, [])
         try Self.checkWhatTheWorkersLeft(reopened.namespace, workers: workers, filesPerWorker: filesPerWorker)
         try reopened.close()
+    }
+
+    /// `workers` threads at once, each in a directory of its own: creates, writes, fsyncs
+    /// (every fifth file), releases, unlinks (every third) and a getattr of the directory.
+    static func runWorkers(_ fs: any FileSystemOperations, workers: Int, filesPerWorker: Int,
+                           failures: PthreadMutex<[String]>) {
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            do {
+                let directory = try fs.mkdir(parent: .root, name: FileName("w\(worker)"), mode: 0o755, context: .root).inode
+                for i in 0..<filesPerWorker {
+                    let name = try FileName("f\(i)")
+                    let (file, handle) = try fs.create(parent: directory, name: name, mode: 0o100644,
+                                                       flags: O_RDWR, context: .root)
+                    let bytes = contents(worker: worker, file: i)
+                    _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+                    if i % 5 == 0 { try fs.fsync(inode: file.inode, handle: handle, dataOnly: i % 2 == 0) }
+                    fs.release(inode: file.inode, handle: handle)
+                    if i % 3 == 0 { try fs.unlink(parent: directory, name: name) }
+                    _ = try fs.getattr(inode: directory)
+                }
+            } catch {
+                failures.withLock { $0.append("worker \(worker): \(error)") }
+            }
+        }
     }
 
     /// Every file the workers kept reads back its bytes; every third one is gone.

@@ -34,24 +34,7 @@ final class VolumeMaintenanceConcurrencyTests: XCTestCase {
             }
         }
         statusReader.start()
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            do {
-                let directory = try fs.mkdir(parent: .root, name: FileName("w\(worker)"), mode: 0o755, context: .root).inode
-                for i in 0..<filesPerWorker {
-                    let name = try FileName("f\(i)")
-                    let (file, handle) = try fs.create(parent: directory, name: name, mode: 0o100644,
-                                                       flags: O_RDWR, context: .root)
-                    let bytes = MaintenanceConcurrencyTests.contents(worker: worker, file: i)
-                    _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-                    if i % 5 == 0 { try fs.fsync(inode: file.inode, handle: handle, dataOnly: i % 2 == 0) }
-                    fs.release(inode: file.inode, handle: handle)
-                    if i % 3 == 0 { try fs.unlink(parent: directory, name: name) }
-                    _ = try fs.getattr(inode: directory)
-                }
-            } catch {
-                failures.withLock { $0.append("worker \(worker): \(error)") }
-            }
-        }
+        MaintenanceConcurrencyTests.runWorkers(fs, workers: workers, filesPerWorker: filesPerWorker, failures: failures)
         done.withLock { $0 = true }
         try fileSystem.close(meter: nil)
         XCTAssertEqual(failures.withLock { $0 }, [])
