@@ -39,14 +39,8 @@ enum MountedImageInfo {
                           ("generation", "\(superblock.generation)")]
             } else if (try? ImageIdentity.read(fd: fd)) == .newerVersion(CommitSlot.version) {
                 // Format 2: the commit slots, read with pread (the daemon holds the lock).
-                var slots: [CommitSlot.Decoded] = []
-                for block in 0..<2 {
-                    var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
-                    let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(block * BackingStore.blockSize)) }
-                    if count == bytes.count { slots.append(CommitSlot.decode(bytes, at: UInt64(block))) }
-                }
                 lines.append(("format version", "2"))
-                if slots.count == 2, let current = CommitSlot.choose(slots[0], slots[1])?.current {
+                if let current = try? CommitSlots.read(fd: fd).current {
                     lines += [("image id", String(current.imageID, radix: 16)), ("generation", "\(current.generation)")]
                 }
             }

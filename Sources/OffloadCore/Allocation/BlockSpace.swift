@@ -63,9 +63,11 @@ public final class BlockSpace {
     func unprepare(_ blocks: Range<UInt64>) {
         if !blocks.isEmpty { unprepareBlocks?(blocks) }
     }
-    /// Free blocks as of the last `refreshFreeEstimate`, less what was taken since (plus
-    /// what was given back): a cheap upper bound on what data can still get, for admitting
-    /// RAM-held bytes (`VolumeFileBlocks.admitsMemoryPiece`).
+    /// Free blocks, kept without reading the group summaries: counted once
+    /// (`refreshFreeEstimate`, when files first need it), then less every take, plus every
+    /// give-back and every block a durable commit hands out again (`commitIsDurable`).
+    /// What data can still get, for admitting RAM-held bytes
+    /// (`VolumeFileBlocks.admitsMemoryPiece`); commits assert it equals `freeBlockCount`.
     public internal(set) var freeEstimate: UInt64 = 0
     /// What metadata allocations may take of the reserve now: a quarter of it between
     /// commits (journal segments), all of it during a commit (`TreeVolume` sets it).

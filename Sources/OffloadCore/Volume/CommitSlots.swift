@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Format 2's two commit slots on an image, blocks 0 and 1 (`CommitSlot`): reading the
 /// current commit at open, writing the next one at a commit.
 public enum CommitSlots {
@@ -6,11 +10,26 @@ public enum CommitSlots {
     /// over for the other; `.damagedImage` naming both slots' problems when neither holds
     /// a commit.
     public static func read(_ storage: any ImageStorage) throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
+        try read { (buffer, offset) throws(FSError) in try storage.read(into: buffer, at: offset) }
+    }
+
+    /// `read` through a file descriptor, with pread (`offloadfs info` of a mounted image,
+    /// whose daemon holds the image's lock).
+    public static func read(fd: Int32) throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
+        try read { (buffer, offset) throws(FSError) in
+            let n = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            guard n >= 0 else { throw .system(errno: errno, call: "read commit slots") }
+            return n
+        }
+    }
+
+    private static func read(_ readBytes: (UnsafeMutableRawBufferPointer, UInt64) throws(FSError) -> Int)
+        throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
         var decoded: [CommitSlot.Decoded] = []
         for block in 0..<UInt64(2) {
             var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
             let count = try bytes.withUnsafeMutableBytes { raw in
-                Result { () throws(FSError) -> Int in try storage.read(into: raw, at: block << BackingStore.blockShift) }
+                Result { () throws(FSError) -> Int in try readBytes(raw, block << BackingStore.blockShift) }
             }.get()
             decoded.append(count == bytes.count ? CommitSlot.decode(bytes, at: block) : .damaged("slot \(block) lies past the end of the image"))
         }

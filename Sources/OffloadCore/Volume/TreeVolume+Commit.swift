@@ -137,11 +137,12 @@ extension TreeVolume {
             oldJournal?.releaseSegments()
             let report = try body(generation, newChain)
             space.refillReserve()
-            // What data can still get, for the RAM pieces of the generations after this
-            // one (this commit wrote out every piece admitted before it).
-            // Unreadable summaries (an I/O error) must not fail a durable commit: then no
-            // RAM piece is admitted until a later commit reads them.
-            if (try? space.refreshFreeEstimate()) == nil { space.freeEstimate = 0 }
+            // The free estimate follows every take, give-back and reuse by itself (it is
+            // not read again from every group summary here: that cost would grow with
+            // the capacity, not the change); counted once files needed it.
+            assert(files == nil || (try? space.freeBlockCount()).map { $0 == space.freeEstimate } ?? true,
+                   "the free estimate drifted from the block tree's free count")
+            // This commit wrote out every RAM piece admitted before it.
             files?.commitPlacedMemoryPieces()
             return report
         } catch {
