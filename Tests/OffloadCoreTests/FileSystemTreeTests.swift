@@ -1,6 +1,7 @@
 import XCTest
 import OffloadCore
 import OffloadSimulation
+import SplitMix
 
 /// `FileSystemTree`'s edges the random model test does not aim at: hash items full of
 /// colliding names, the largest xattr value going to chunks and back inline, and items
@@ -117,6 +118,63 @@ final class FileSystemTreeTests: XCTestCase {
         let shrink = fs.takeReferenceChanges()
         XCTAssertEqual(Set(shrink.released), [1..<2, 2..<4])
         XCTAssertEqual(shrink.retained, [1..<2])
+    }
+
+    /// A write in place (the pieces of the range are the bytes its item already holds)
+    /// changes no item and moves no reference; pieces that continue each other in the file
+    /// and in the image become one item. Before, every 4 KiB overwrite cut its extent in
+    /// three, and the commit moved each block's reference down and up again.
+    func testAnOverwriteInPlaceChangesNothingAndNeighbouringPiecesJoin() throws {
+        let fs = try makeTree()
+        try fs.apply(.fileRange(inode: 3, size: 1 << 20, range: 0..<(1 << 20), pieces: [
+            FilePiece(offset: 0, extent: .mmapOffload(offset: 1 << 20, size: 300_000)),
+            FilePiece(offset: 300_000, extent: .mmapOffload(offset: (1 << 20) + 300_000, size: (1 << 20) - 300_000)),
+        ]))
+        XCTAssertEqual(try fs.extents(3, overlapping: 0..<UInt64.max).map(\.extent), [.image(offset: 1 << 20, length: 1 << 20)])
+        XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<512])
+        // Three overwrites in place, one unaligned.
+        for start in [UInt64(8_192), 500_000, 1_000_001] {
+            try fs.apply(.fileRange(inode: 3, size: 1 << 20, range: start..<start + 4_096, pieces: [
+                FilePiece(offset: start, extent: .mmapOffload(offset: (1 << 20) + start, size: 4_096)),
+            ]))
+        }
+        XCTAssertEqual(try fs.extents(3, overlapping: 0..<UInt64.max).map(\.extent), [.image(offset: 1 << 20, length: 1 << 20)])
+        XCTAssertEqual(fs.takeReferenceChanges(), ExtentReferenceChanges())
+        // A write elsewhere in the image (copy-on-write) still cuts the item.
+        try fs.apply(.fileRange(inode: 3, size: 1 << 20, range: 8_192..<12_288, pieces: [
+            FilePiece(offset: 8_192, extent: .mmapOffload(offset: 4 << 20, size: 4_096)),
+        ]))
+        XCTAssertEqual(try fs.extents(3, overlapping: 0..<UInt64.max).map(\.offset), [0, 8_192, 12_288])
+        XCTAssertEqual(fs.takeReferenceChanges().retained, [256..<258, 1024..<1025, 259..<512])
+    }
+
+    /// `cancelling` against a plain count per block: random retains and releases (one
+    /// range repeated, overlapping, empty) leave every block's net count as the originals
+    /// do, with no block both retained and released, and no more blocks than went in.
+    func testCancellingKeepsEveryBlocksNetCount() {
+        var random = SplitMix64(seed: 11)
+        for _ in 0..<400 {
+            func ranges() -> [Range<UInt64>] {
+                (0..<Int(random.next() % 12)).map { _ in
+                    let start = random.next() % 40
+                    return start..<start + random.next() % 10
+                }
+            }
+            let retained = ranges()
+            let released = ranges() + (random.next() % 2 == 0 ? retained.prefix(3) : [])
+            func counts(_ retained: [Range<UInt64>], _ released: [Range<UInt64>]) -> [Int] {
+                var counts = [Int](repeating: 0, count: 64)
+                for blocks in retained { for block in blocks { counts[Int(block)] += 1 } }
+                for blocks in released { for block in blocks { counts[Int(block)] -= 1 } }
+                return counts
+            }
+            let net = ExtentReferenceChanges.cancelling(retained: retained, released: released)
+            XCTAssertEqual(counts(net.retained, net.released), counts(retained, released), "\(retained) \(released)")
+            XCTAssertTrue(Set(net.retained.flatMap { Array($0) }).isDisjoint(with: net.released.flatMap { Array($0) }))
+            XCTAssertFalse(net.retained.contains(where: \.isEmpty) || net.released.contains(where: \.isEmpty))
+            let length = { (ranges: [Range<UInt64>]) in ranges.reduce(0) { $0 + $1.count } }
+            XCTAssertLessThanOrEqual(length(net.retained) + length(net.released), length(retained) + length(released))
+        }
     }
 
     func testAFileOfManyExtentsIsDroppedAcrossCommitsWithItsOrphanItemSayingSo() throws {

@@ -94,6 +94,29 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertTrue(try y.read(at: 0, count: original.count) == original, "the clone's bytes changed under it")
     }
 
+    /// Blocks a commit claims that one file alone holds stay that file's to overwrite in
+    /// place: before, every claimed block was marked touched until the next commit, so
+    /// each write after a commit copied its block (random writes into a file laid out just
+    /// before a commit ran at a fifth of format 1's rate). A block a clone and a release
+    /// passed between holders since (an unshared mark) still copies.
+    func testBlocksACommitClaimsForOneHolderAreOverwrittenInPlaceAtOnce() throws {
+        let original = [UInt8](repeating: 0x66, count: 4 * 4096)
+        let (_, volume, x, y) = try twoFiles(original)
+        _ = volume.delta.close()  // the write's generation closes
+        // In the next generation, before the commit: y clones x's last block, x lets go of it.
+        try y.cloneRange(from: x, sourceOffset: 3 * 4096, count: 4096, to: 0)
+        _ = try x.resize(to: 3 * 4096)
+        try volume.commit()       // claims x's blocks (the write's generation only)
+        let before = x.extentList.map(\.extent)
+        try x.write(at: 4096, bytes: [UInt8](repeating: 0x77, count: 4096))
+        XCTAssertEqual(x.extentList.map(\.extent), before, "a block the commit claimed for x alone was copied")
+        let yBefore = y.extentList.map(\.extent)
+        try y.write(at: 0, bytes: [UInt8](repeating: 0x88, count: 4096))
+        XCTAssertNotEqual(y.extentList.map(\.extent), yBefore,
+                          "a block that changed holders in a change not yet durable was overwritten in place")
+        XCTAssertTrue(try x.read(at: 0, count: 3 * 4096) == original[0..<4096] + [UInt8](repeating: 0x77, count: 4096) + original[8192..<12288])
+    }
+
     /// A file that let go of a shared block in a change not yet durable may get it back
     /// after a power cut: until a sync, the other holder must copy instead of writing in
     /// place.

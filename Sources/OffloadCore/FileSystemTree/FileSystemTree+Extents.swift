@@ -70,7 +70,6 @@ extension FileSystemTree {
         }
         var kept: [(offset: UInt64, extent: ExtentItem)] = []
         for (offset, extent) in cut {
-            references.release(extent)
             // What stays of it below the size (nothing, for an extent wholly past it).
             let whole = offset..<max(offset, min(size, offset + extent.length))
             let before = whole.lowerBound..<max(whole.lowerBound, min(whole.upperBound, range.lowerBound))
@@ -79,11 +78,43 @@ extension FileSystemTree {
                 kept.append((part.lowerBound, Self.slice(extent, part.lowerBound - offset, part.count)))
             }
         }
-        for (_, extent) in kept + added { references.retain(extent) }
+        let placed = Self.joined(kept + added)
+        // An overwrite in place (the same image bytes, or the same fill) leaves the items as
+        // they were: nothing to write, no reference to move. Random writes into a file
+        // allocated earlier are all of this kind; before, each cut its extent in three and
+        // the commit moved every block's reference twice.
+        if placed.elementsEqual(cut.sorted { $0.offset < $1.offset }, by: { $0.offset == $1.offset && $0.extent == $1.extent }) {
+            return
+        }
+        for (_, extent) in cut { references.release(extent) }
+        for (_, extent) in placed { references.retain(extent) }
         try tree.groupedChange { () throws(FSError) in
             for (offset, _) in cut { _ = try tree.remove(Self.extentKey(inode, offset)) }
-            for (offset, extent) in kept + added { try tree.upsert(Self.extentKey(inode, offset), extent.encoded()) }
+            for (offset, extent) in placed { try tree.upsert(Self.extentKey(inode, offset), extent.encoded()) }
         }
+    }
+
+    /// `items` (disjoint) in file order, neighbours that continue each other joined: image
+    /// extents whose bytes follow on in the image too, fills of the same byte. Inline
+    /// extents stay as they are (an inline extent has a size limit).
+    static func joined(_ items: [(offset: UInt64, extent: ExtentItem)]) -> [(offset: UInt64, extent: ExtentItem)] {
+        var joined: [(offset: UInt64, extent: ExtentItem)] = []
+        for item in items.sorted(by: { $0.offset < $1.offset }) {
+            if let last = joined.last, last.offset + last.extent.length == item.offset {
+                switch (last.extent, item.extent) {
+                case (.image(let start, let length), .image(let next, let more)) where start + length == next:
+                    joined[joined.count - 1].extent = .image(offset: start, length: length + more)
+                    continue
+                case (.fill(let byte, let length), .fill(let other, let more)) where byte == other:
+                    joined[joined.count - 1].extent = .fill(byte: byte, length: length + more)
+                    continue
+                default:
+                    break
+                }
+            }
+            joined.append(item)
+        }
+        return joined
     }
 
     /// `length` bytes of `extent` from `start` bytes into it.

@@ -49,6 +49,20 @@ final class BlockReferenceCounts {
         allRuns(in: blocks) { $0.count == 1 }
     }
 
+    /// The blocks of `blocks` whose count is not exactly one (free ones included).
+    func notExclusive(in blocks: Range<UInt64>) -> RangeSet<UInt64> {
+        var result = RangeSet(blocks)
+        guard !blocks.isEmpty else { return result }
+        var cursor = runs.floor(blocks.lowerBound)
+        while let i = cursor, runs.key(at: i) < blocks.upperBound {
+            let run = runs.value(at: i)
+            let start = max(runs.key(at: i), blocks.lowerBound), end = min(run.end, blocks.upperBound)
+            if run.count == 1, start < end { result.remove(contentsOf: start..<end) }
+            cursor = runs.index(after: i)
+        }
+        return result
+    }
+
     /// The reference count of one block (0 when free).
     func count(of block: UInt64) -> UInt32 {
         guard let i = runs.floor(block), runs.value(at: i).end > block else { return 0 }

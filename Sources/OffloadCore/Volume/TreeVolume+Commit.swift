@@ -169,6 +169,7 @@ extension TreeVolume {
         fresh.formUnion(replayClaims)
         replayClaims = RangeSet()
         let references = filesystem.takeReferenceChanges()
+        var retained: [Range<UInt64>] = []
         for range in references.retained {
             var rest = RangeSet(range)
             let claimed = rest.intersection(fresh)
@@ -179,9 +180,13 @@ extension TreeVolume {
                 files.claim(taken)
                 rest.subtract(taken)
             }
-            for blocks in rest.ranges { space.retain(blocks) }
+            retained += rest.ranges
         }
-        for blocks in references.released { space.release(blocks) }
+        // Only the net change of each block's count reaches the block tree (one tree change
+        // per range: a reference moved down and up again within the generation cost two).
+        let net = ExtentReferenceChanges.cancelling(retained: retained, released: references.released)
+        for blocks in net.retained { space.retain(blocks) }
+        for blocks in net.released { space.release(blocks) }
         for blocks in fresh.ranges { space.release(blocks) }
         files?.releaseDead(through: number)
         // 4. Both trees.
