@@ -106,9 +106,10 @@ public final class BlockSpace {
     /// Hands out at least one and at most `wanted` contiguous free blocks for file data
     /// (one reference each, recorded for the commit): a run of `wanted` where one exists
     /// (at most a group), else the longest run found. `.noSpace` when no block is free.
-    public func allocateData(upTo wanted: UInt64, use: BlockRun.Use = .data) throws(FSError) -> Range<UInt64> {
+    public func allocateData(upTo wanted: UInt64, use: BlockRun.Use = .data,
+                             reserve access: ReserveAccess? = nil) throws(FSError) -> Range<UInt64> {
         precondition(use == .data || use == .journal, "tree nodes come through pages(forTree:)")
-        let blocks = try take(wanted)
+        let blocks = try take(wanted, reserve: access)
         changes.append(.allocate(blocks, use))
         return blocks
     }

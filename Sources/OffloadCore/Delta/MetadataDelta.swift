@@ -84,6 +84,9 @@ public final class MetadataDelta: @unchecked Sendable {
         }
     }
 
+    /// True when a generation is closed and not yet retired.
+    public var hasClosedGeneration: Bool { lock.withLock { !closed.isEmpty } }
+
     /// The generation the next commit writes: the oldest closed one (the open one is
     /// closed first when none is), once every operation inside it has left.
     public func nextToCommit() -> DeltaGeneration {

@@ -13,7 +13,7 @@ extension TreeVolume {
               delta.layers().allSatisfy({ $0.objectCount == 0 }) else {
             throw .invalidArgument("a bulk load needs an empty filesystem tree and no pending operation")
         }
-        return try committing { (generation, chain) throws(FSError) in
+        return try committing(closingOpen: true) { (generation, chain) throws(FSError) in
             var inodes = FileSystemTree.InodeChanges()
             let counted = items.lazy.map { (key, value) -> (TreeKey, [UInt8]) in
                 if key.kind == ItemKind.inode.rawValue {
@@ -24,6 +24,6 @@ extension TreeVolume {
             }
             let loaded = try filesystem.tree.bulkLoad(counted, generation: generation.number)
             return try finishCommit(generation, loaded, inodes: inodes, journal: chain)
-        }
+        }!
     }
 }

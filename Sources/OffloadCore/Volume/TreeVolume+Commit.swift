@@ -42,9 +42,9 @@ extension TreeVolume {
     /// `cleanlyUnmounted` marks the slot so (`close` does, for its last commit).
     @discardableResult
     public func commit(cleanlyUnmounted: Bool = false) throws(FSError) -> VolumeCommitReport {
-        try committing { (generation, chain) throws(FSError) in
+        try committing(closingOpen: true) { (generation, chain) throws(FSError) in
             try commit(generation, journal: chain, cleanlyUnmounted: cleanlyUnmounted)
-        }
+        }!
     }
 
     /// After a file allocation found no free space: commits (and waits for their punches)
@@ -88,54 +88,118 @@ extension TreeVolume {
         spaceLock.withLock { space.setReserveTarget(0) }
     }
 
+    /// Closes the open generation: the journal continues in a new chain first (under the
+    /// journal lock, so no frame of the next generation reaches the old chain, which goes
+    /// once the closed generation's commit is durable), then the delta closes it. Frames of
+    /// the closed generation appended after the switch land in the new chain, which replay
+    /// passes over by their tag once that commit is durable (the old chain links to the
+    /// new one, so before that, replay reads them). Returns nothing to commit yet: a later
+    /// `commit`, `commitClosed` or unmount commits it.
+    ///
+    /// The caller's duty: no operation's file block calls ran in the open generation
+    /// without their frame following before the close (the namespace closes under its own
+    /// lock, between operations); the tags of blocks files touched would otherwise name
+    /// a generation their frame is not in.
+    public func closeOpenGeneration() throws(FSError) {
+        if let failure { throw failure }
+        do {
+            try journalLock.withLock { () throws(FSError) in
+                let switched = try switchChain()
+                let closed = delta.close()
+                chainSwitches.append(ChainSwitch(generation: closed.number, oldJournal: switched.oldJournal,
+                                                 newChain: switched.newChain))
+            }
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// Commits the oldest closed generation, if there is one (nil when none is closed:
+    /// the open one stays open). The maintenance closes under the namespace lock and
+    /// commits with this outside it.
+    public func commitClosed() throws(FSError) -> VolumeCommitReport? {
+        try committing(closingOpen: false) { (generation, chain) throws(FSError) in
+            try commit(generation, journal: chain, cleanlyUnmounted: false)
+        }
+    }
+
+    /// A chain switch made when a generation closed, for the commit of that generation.
+    struct ChainSwitch {
+        var generation: UInt64
+        var oldJournal: MetadataLog?
+        var newChain: (head: LogSegment, sequence: UInt64)
+    }
+
+    /// Continues the journal in a new chain (caller holds the journal lock): the first
+    /// commit of a mount (opening's) starts the chain, later ones continue it. The new
+    /// chain's first segment may take the whole metadata reserve, as the commit may.
+    private func switchChain() throws(FSError) -> (oldJournal: MetadataLog?, newChain: (head: LogSegment, sequence: UInt64)) {
+        logSpace.access = .commit
+        defer { logSpace.access = .journal }
+        let oldJournal = journal
+        let newJournal: MetadataLog
+        if let oldJournal {
+            newJournal = try oldJournal.continueInNewLog()
+        } else {
+            newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
+        }
+        journal = newJournal
+        return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
+    }
+
     /// Runs `body` as the commit of the oldest closed generation (closing the open one
-    /// when none is closed), with the journal continued in a new chain first: the old
-    /// chain then holds frames of this generation and older ones only, and the new one
-    /// (which the slot will name) the rest, with maybe a few of this generation that
+    /// when none is closed; the journal continues in a new chain first, `closeOpenGeneration`):
+    /// the old chain then holds frames of this generation and older ones only, and the new
+    /// one (which the slot will name) the rest, with maybe a few of this generation that
     /// replay passes over by their tag. The old chain is released once no slot names it.
+    /// A generation the delta closed by itself (tests) switches chains here.
     /// A failure fails the volume.
     ///
-    /// Locks: commits one at a time (`commitLock`); the space lock for the chain switch,
-    /// then not while the closed generation's operations finish (they may need it for
-    /// their frames and their files' block calls: waiting for them with it held was a
-    /// deadlock), then for the rest of the commit.
-    func committing(_ body: (DeltaGeneration, (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport)
-        throws(FSError) -> VolumeCommitReport {
+    /// Locks: commits one at a time (`commitLock`); the journal lock for a chain switch;
+    /// not the space lock while the closed generation's operations finish (they may need
+    /// it for their frames' segments and their files' block calls: waiting for them with
+    /// it held was a deadlock); then the space lock for the rest of the commit, with the
+    /// whole metadata reserve open to it (and only then: operations' segments meanwhile
+    /// keep to their quarter).
+    /// With `closingOpen` false and no generation closed, commits nothing and returns nil
+    /// (decided under the commit lock: another commit may have taken the closed one).
+    func committing(closingOpen: Bool,
+                    _ body: (DeltaGeneration, (head: LogSegment, sequence: UInt64)) throws(FSError) -> VolumeCommitReport)
+        throws(FSError) -> VolumeCommitReport? {
         commitLock.lock()
         defer { commitLock.unlock() }
         if let failure { throw failure }
         do {
-            let (oldJournal, newChain) = try spaceLock.withLock {
-                () throws(FSError) -> (MetadataLog?, (head: LogSegment, sequence: UInt64)) in
-                // The commit may take the whole metadata reserve (its new chain, nodes and
-                // placed bytes), and refills it when done.
-                space.reserveAccess = .commit
-                let oldJournal = journal
-                // The first commit of a mount (opening's) starts the chain; later ones continue it.
-                let newJournal: MetadataLog
-                if let oldJournal {
-                    newJournal = try oldJournal.continueInNewLog()
-                } else {
-                    newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
-                }
-                journal = newJournal
-                return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
+            if !delta.hasClosedGeneration {
+                guard closingOpen else { return nil }
+                try closeOpenGeneration()
             }
             let generation = delta.nextToCommit()
+            let switched = try journalLock.withLock { () throws(FSError) -> ChainSwitch in
+                if let first = chainSwitches.first, first.generation == generation.number {
+                    return chainSwitches.removeFirst()
+                }
+                let made = try switchChain()
+                return ChainSwitch(generation: generation.number, oldJournal: made.oldJournal, newChain: made.newChain)
+            }
+            // The old chain is released in this generation: a pending free of this commit,
+            // reused only once neither this commit nor the one before (which names it) is
+            // a slot. Released later, a crash in between would leak it for good.
+            switched.oldJournal?.releaseSegments()
             // The last commit's punch is waited for without the space lock (operations go
             // on meanwhile), and accepted with it (`TreeVolume+Punches`).
             let punched = punches.finish()
             spaceLock.lock()
+            // The commit may take the whole metadata reserve (its nodes and placed bytes),
+            // and refills it when done.
+            space.reserveAccess = .commit
             defer {
                 space.reserveAccess = .journal
                 spaceLock.unlock()
             }
             accept(punched)
-            // The old chain is released in this generation: a pending free of this commit,
-            // reused only once neither this commit nor the one before (which names it) is
-            // a slot. Released later, a crash in between would leak it for good.
-            oldJournal?.releaseSegments()
-            let report = try body(generation, newChain)
+            let report = try body(generation, switched.newChain)
             space.refillReserve()
             // The free estimate follows every take, give-back and reuse by itself (it is
             // not read again from every group summary here: that cost would grow with
@@ -146,7 +210,6 @@ extension TreeVolume {
             files?.commitPlacedMemoryPieces()
             return report
         } catch {
-            spaceLock.withLock { space.reserveAccess = .journal }
             failure = error
             throw error
         }
@@ -235,10 +298,10 @@ extension TreeVolume {
         slot.journal = chain.head
         slot.journalSequence = chain.sequence
         try CommitSlots.write(slot, to: storage)
-        // 7. Published. Files' marks of changes this commit holds go only now: until the
-        // slot is durable the block tree's counts are the previous commit's.
-        current = slot
-        delta.retire(generation)
+        // 7. Published: the slot and the generation's retirement in one step, as readers
+        // take both in one (`reader`). Files' marks of changes this commit holds go only
+        // now: until the slot is durable the block tree's counts are the previous commit's.
+        publish(slot, retiring: generation)
         files?.dropTouched(through: number)
         // 8. Punches: the pending frees of the commits before this one (neither this commit
         // nor the previous one references them), then the next commit may retire them.

@@ -12,8 +12,15 @@
 /// tree's size.
 ///
 /// Files keep their data in the volume's blocks through `fileBlocks()` (`VolumeFileBlocks`),
-/// which takes the space lock; otherwise one caller at a time (the request path's locks
-/// are step 7).
+/// which takes the space lock.
+///
+/// Threads: operations (`perform`, `makeRoom`, `reader`, file block calls) may run while a
+/// commit runs on another thread; each piece of shared state has its lock (below). The
+/// caller's duty is the cut: a generation is closed (`closeOpenGeneration`, or a commit
+/// that finds none closed) only when no operation's file block calls have run without its
+/// frame (the namespace closes under its own lock, between operations). Lock order:
+/// `commitLock`, then `journalLock`, then `spaceLock`, then `publishLock`, then the
+/// delta's and the reader epochs' (docs/ARCHITECTURE.md, "Lock order").
 public final class TreeVolume {
     public static let filesystemTreeID: UInt32 = 1
     public static let blockTreeID: UInt32 = 2
@@ -21,13 +28,25 @@ public final class TreeVolume {
     public static let firstSpaceBlock: UInt64 = 2
 
     public let storage: any ImageStorage
-    /// Held by every use of the block space: operations (their journal segments), commits
-    /// (whole), and files' block calls (`VolumeFileBlocks`). Lock order: a file's lock,
-    /// then this, then the delta's.
+    /// Held by every use of the block space: journal segments taken and given back
+    /// (`TreeVolumeLogSpace`), commits (their settling, whole), and files' block calls
+    /// (`VolumeFileBlocks`). Lock order: a file's lock, then `journalLock`, then this,
+    /// then `publishLock`, then the delta's.
     let spaceLock = PthreadLock()
     /// One commit at a time (the maintenance tick's, an operation's automatic one, an
-    /// unmount's). Taken before the space lock.
+    /// unmount's). Taken first.
     let commitLock = PthreadLock()
+    /// Guards `journal`, which chain operations append to: appends (a frame copied into
+    /// the chain's segment; the space lock only when a segment is taken) and the commit's
+    /// switch to a new chain. Not the space lock: a commit holds that for its whole
+    /// settling, and every operation's frame would wait for it.
+    let journalLock = PthreadLock()
+    /// Guards `current` and `failure` (`storedCurrent`, `storedFailure`): a commit
+    /// publishes its slot and retires its generation from the delta in one step under it,
+    /// and a reader takes the delta's layers, the slot and its epoch in one step under it,
+    /// so no reader sees a root without the generations laid over it, or a generation
+    /// twice. A leaf but for the delta's and the epochs' locks.
+    let publishLock = PthreadLock()
     public let space: BlockSpace
     let filesystemPages: BlockSpacePages
     /// The commit's working copy of the filesystem tree (readers open their own at the
@@ -37,8 +56,11 @@ public final class TreeVolume {
     let logSpace: TreeVolumeLogSpace
     /// The journal chain the current commit slot names (frames since that commit); nil
     /// until the commit that opening runs has started one (none when it failed: the volume
-    /// is then read-only, `failure`).
+    /// is then read-only, `failure`). Under `journalLock`.
     var journal: MetadataLog?
+    /// The chain switches of generations closed and not yet committed, oldest first
+    /// (`closeOpenGeneration`). Under `journalLock`.
+    var chainSwitches: [ChainSwitch] = []
     /// The sequence number the first chain of this mount starts at: where the replayed
     /// chain stopped, so no frame left in a reused block can pass for one of the new chain.
     let firstSequence: UInt64
@@ -66,7 +88,11 @@ public final class TreeVolume {
     }
     public var limits = Limits()
     /// The last durable commit.
-    public internal(set) var current: CommitSlot
+    public internal(set) var current: CommitSlot {
+        get { publishLock.withLock { storedCurrent } }
+        set { publishLock.withLock { storedCurrent = newValue } }
+    }
+    private var storedCurrent: CommitSlot
     /// The commit the image was at when opened (its flags say whether the last mount
     /// ended cleanly).
     public let opened: CommitSlot
@@ -85,12 +111,16 @@ public final class TreeVolume {
     public let blocksClaimedAtOpen: UInt64
     /// Set by a commit that failed half-way; every later operation and commit throws it
     /// (the image keeps its last durable commit; remounting starts from there).
-    public internal(set) var failure: FSError?
+    public internal(set) var failure: FSError? {
+        get { publishLock.withLock { storedFailure } }
+        set { publishLock.withLock { storedFailure = newValue } }
+    }
+    private var storedFailure: FSError?
 
     init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
                  oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
         self.storage = storage
-        current = slot
+        storedCurrent = slot
         opened = slot
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
         guard endBlock > Self.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
@@ -145,7 +175,7 @@ public final class TreeVolume {
         }
         replayClaims = try Self.claimBlocks(namedBy: frames.flatMap(\.changes), in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
-        logSpace = TreeVolumeLogSpace(space: space, storage: storage)
+        logSpace = TreeVolumeLogSpace(space: space, storage: storage, lock: spaceLock)
         firstSequence = nextSequence
         let ticket = delta.join()
         defer { delta.leave(ticket) }
@@ -285,7 +315,7 @@ public final class TreeVolume {
         guard payload.count <= FrameHeader.maximumPayload else {
             throw .invalidArgument("an operation of \(payload.count) journal bytes exceeds a frame's \(FrameHeader.maximumPayload)")
         }
-        try spaceLock.withLock { () throws(FSError) in
+        try journalLock.withLock { () throws(FSError) in
             let frame = FrameHeader.size + payload.count
             try currentJournal().ensureRoom(total: frame, largestFrame: frame)
         }
@@ -297,7 +327,7 @@ public final class TreeVolume {
             VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
                 // The chain a commit may have switched to meanwhile: the frame goes there.
-                appended = try spaceLock.withLock { () throws(FSError) -> MetadataLog in
+                appended = try journalLock.withLock { () throws(FSError) -> MetadataLog in
                     let journal = try currentJournal()
                     try journal.append(payload: payload)
                     return journal
@@ -322,13 +352,13 @@ public final class TreeVolume {
     /// time the room is still there at its `perform`.
     public func makeRoom(changeBytes: Int) throws(FSError) {
         if let failure { throw failure }
-        try spaceLock.withLock { () throws(FSError) in
+        try journalLock.withLock { () throws(FSError) in
             let frame = FrameHeader.size + 8 + changeBytes
             try currentJournal().ensureRoom(total: frame, largestFrame: frame)
         }
     }
 
-    /// The chain operations append to (caller holds the space lock): opening's commit
+    /// The chain operations append to (caller holds the journal lock): opening's commit
     /// starts it; a volume whose opening commit failed has none and is failed.
     private func currentJournal() throws(FSError) -> MetadataLog {
         guard let journal else { throw failure ?? .io("the volume has no journal chain") }
@@ -336,7 +366,7 @@ public final class TreeVolume {
     }
 
     /// Journal bytes written since the last commit (what replay after a crash now reads).
-    public var journalBytesSinceCommit: UInt64 { spaceLock.withLock { journal?.appendedBytes ?? 0 } }
+    public var journalBytesSinceCommit: UInt64 { journalLock.withLock { journal?.appendedBytes ?? 0 } }
 
     /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
     public func sync() throws(FSError) {
@@ -363,25 +393,39 @@ public final class TreeVolume {
         }
     }
 
+    /// Makes `slot` the current commit and retires `generation`, which its root holds,
+    /// from the delta: one step for readers (`reader`).
+    func publish(_ slot: CommitSlot, retiring generation: DeltaGeneration) {
+        publishLock.withLock {
+            storedCurrent = slot
+            delta.retire(generation)
+        }
+    }
+
     /// Nodes a reader keeps between reads (`NodeReadCache`): 4 MiB, the upper levels of
     /// a tree of tens of millions of items and the hot leaves.
     public static let readerCachedNodes = 1024
 
     /// What a request reads: the delta's generations over a tree at the last durable root.
-    /// Single-threaded for now: the reader's tree object is opened here, over the same
-    /// page store.
+    /// The layers, the slot and the reader's epoch are taken in one step under the publish
+    /// lock (a commit publishing between them would give a root without the generation
+    /// laid over it, or let its punch take blocks the reader's root uses); the reader's
+    /// tree object is then opened over the same page store, whose reads are preads.
     /// A failed volume still reads (read-only, as ext4 remounts itself after an error):
     /// readers open the last durable root, which nothing after it touched (its blocks are
     /// neither punched nor reused before a later commit is durable), under the delta's
     /// generations, which a failed commit leaves unretired.
     public func reader() throws(FSError) -> VolumeReader {
-        let layers = delta.layers()
-        let generation = current.generation
-        epochs.enter(generation)
+        let (layers, slot) = publishLock.withLock {
+            let taken = (delta.layers(), storedCurrent)
+            epochs.enter(taken.1.generation)
+            return taken
+        }
+        let generation = slot.generation
         let tree: CopyOnWriteTree
         do {
-            tree = try CopyOnWriteTree(pages: filesystemPages, imageID: current.imageID, treeID: Self.filesystemTreeID,
-                                       root: current.filesystemTree)
+            tree = try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
+                                       root: slot.filesystemTree)
             tree.cacheNodes(capacity: Self.readerCachedNodes)
         } catch {
             epochs.leave(generation)

@@ -1,9 +1,12 @@
 import OffloadCore
 
 /// The commits a mount runs besides the volume's own (journal budget, dirty cap): the
-/// maintenance tick's and the unmount's. Each runs under the namespace lock, so no request
-/// runs during it (the volume's readers and its `current` slot are one thread's at a time
-/// until step 7 gives the request path its own locks; docs/ARCHITECTURE.md, "Steps" 4d).
+/// maintenance tick's and the unmount's. The maintenance closes the open generation under
+/// the namespace lock, between two operations (so every file change's block calls and
+/// its frame are in one generation: the touched marks' duty, "Files on format 2"), and
+/// commits it outside the lock: requests go on meanwhile, in the next generation, reading
+/// the closed one through the delta until the new root is published (docs/ARCHITECTURE.md,
+/// "Step 7, first part").
 extension VolumeNamespace {
     /// What the mount reports of the namespace (`offloadfs status`).
     public struct Usage: Sendable, Equatable {
@@ -25,19 +28,27 @@ extension VolumeNamespace {
     /// only some commits later (the reuse rule), so without them `df` would not follow an
     /// `rm` until something else changed.
     public func commitIfChanged(journalBytes: UInt64 = 1) throws(FSError) -> VolumeCommitReport? {
-        try lock.withLock { () throws(FSError) -> VolumeCommitReport? in
+        let closed = try lock.withLock { () throws(FSError) -> Bool in
             if volume.journalBytesSinceCommit >= max(journalBytes, 1) {
                 settling = Self.settlingCommits
             } else if settling > 0 {
                 settling -= 1
             } else if try !reader().orphans().contains(where: { $0.item.state == .dropping }) {
-                return nil
+                return false
             }
-            dropSharedReader()
-            let report = try volume.commit()
-            evictCommittedFiles()
-            return report
+            try volume.closeOpenGeneration()
+            return true
         }
+        guard closed else { return nil }
+        // Outside the namespace lock. An operation's own commit (its journal budget) may
+        // have committed the closed generation first: then there is nothing left to do.
+        let report = try volume.commitClosed()
+        lock.withLock {
+            // The shared reader holds back the punch of what this commit freed.
+            dropSharedReader()
+            evictCommittedFiles()
+        }
+        return report
     }
 
     /// Commits after the last one with changes that make its released blocks free space.

@@ -1,0 +1,79 @@
+import Dispatch
+import XCTest
+import OffloadCore
+import OffloadSimulation
+@testable import OffloadNamespace
+
+/// The maintenance's commit runs outside the namespace lock (docs/ARCHITECTURE.md, "Step 7,
+/// first part"): while it is held at its sync, requests on another thread look names up,
+/// read attributes, list directories and create directories, and what they did is in the
+/// image after the commit, the next one and a reopening. Before, every commit of a mount
+/// held the namespace lock from start to end: each request waited for the whole commit
+/// (the stat p99.9 under commits in docs/BENCHMARKS.md).
+final class VolumeCommitOffTheLockTests: XCTestCase {
+    static let capacity: UInt64 = 32 << 20
+
+    final class Gate: @unchecked Sendable {
+        let reached = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        var timedOut = false
+    }
+
+    func testRequestsGoOnWhileTheMaintenanceCommitIsHeldAtItsSync() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = RequestContext(uid: 0, gid: 0)
+        let before = try fs.mkdir(parent: .root, name: FileName("before"), mode: 0o755, context: caller)
+        let generation = fileSystem.volume.current.generation
+
+        // The maintenance's commit, held at its first sync until released.
+        let gate = Gate()
+        disk.beforeChange { change in
+            guard case .sync = change else { return }
+            disk.beforeChange(nil)
+            gate.reached.signal()
+            gate.timedOut = gate.release.wait(timeout: .now() + 20) == .timedOut
+        }
+        final class Outcome: @unchecked Sendable { var report: Result<VolumeCommitReport?, Error>? }
+        let outcome = Outcome(), committed = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            outcome.report = Result { try fs.commitIfChanged() }
+            committed.signal()
+        }
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
+
+        // Held: these would wait for the whole commit if it held the namespace lock (the
+        // gate then times out, and `timedOut` says so).
+        let started = DispatchTime.now()
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("before")).inode, before.inode)
+        XCTAssertEqual(try fs.getattr(inode: before.inode).kind, .directory)
+        let during = try fs.mkdir(parent: .root, name: FileName("during"), mode: 0o700, context: caller)
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("during")).inode, during.inode)
+        let handle = try fs.opendir(inode: .root)
+        let names = try fs.readdir(inode: .root, handle: handle, offset: 0, limit: 100).map { String(decoding: $0.name, as: UTF8.self) }
+        fs.releasedir(inode: .root, handle: handle)
+        let waited = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        XCTAssertTrue(Set(names).isSuperset(of: ["before", "during"]), "\(names)")
+        XCTAssertEqual(committed.wait(timeout: .now()), .timedOut, "the commit finished before the requests ran")
+
+        gate.release.signal()
+        XCTAssertEqual(committed.wait(timeout: .now() + 20), .success)
+        XCTAssertFalse(gate.timedOut, "the requests waited for the held commit (\(waited) s)")
+        let report = try XCTUnwrap(try XCTUnwrap(outcome.report).get(), "the maintenance committed nothing")
+        XCTAssertEqual(report.generation, generation + 1)
+        // The directory made during the commit is in the next generation: still there.
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("during")).inode, during.inode)
+        XCTAssertNotNil(try fs.commitIfChanged())
+        try fileSystem.close(meter: nil)
+
+        let reopened = try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 0),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("during")).inode, during.inode)
+        XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("before")).inode, before.inode)
+        try reopened.close(meter: nil)
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
+}
