@@ -117,6 +117,23 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertTrue(try x.read(at: 0, count: 3 * 4096) == original[0..<4096] + [UInt8](repeating: 0x77, count: 4096) + original[8192..<12288])
     }
 
+    /// RAM bytes admitted in the next generation while a commit of the previous one runs
+    /// (the maintenance commits outside the namespace lock) stay promised after that
+    /// commit: it did not write them out. Before, every commit reset the count, and such
+    /// bytes could be admitted past the free space.
+    func testRamBytesOfTheNextGenerationStayPromisedAfterACommit() throws {
+        let (_, volume, x, y) = try twoFiles([UInt8](repeating: 0x21, count: 300))
+        let store = try volume.fileBlocks()
+        XCTAssertEqual(store.lock.withLock { store.admittedMemoryBytes }, 300, "the first write is held in RAM")
+        _ = volume.delta.close()   // the first write's generation closes
+        try y.write(at: 0, bytes: [UInt8](repeating: 0x22, count: 200))   // in the next one
+        try volume.commit()        // the first generation only
+        XCTAssertEqual(store.lock.withLock { store.admittedMemoryBytes }, 200, "the next generation's RAM bytes were forgotten")
+        try volume.commit()
+        XCTAssertEqual(store.lock.withLock { store.admittedMemoryBytes }, 0)
+        XCTAssertTrue(try x.read(at: 0, count: 300) == [UInt8](repeating: 0x21, count: 300))
+    }
+
     /// A file that let go of a shared block in a change not yet durable may get it back
     /// after a power cut: until a sync, the other holder must copy instead of writing in
     /// place.

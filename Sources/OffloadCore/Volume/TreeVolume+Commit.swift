@@ -206,8 +206,8 @@ extension TreeVolume {
             // the capacity, not the change); counted once files needed it.
             assert(files == nil || (try? space.freeBlockCount()).map { $0 == space.freeEstimate } ?? true,
                    "the free estimate drifted from the block tree's free count")
-            // This commit wrote out every RAM piece admitted before it.
-            files?.commitPlacedMemoryPieces()
+            // This commit wrote out every RAM piece of its generation and older ones.
+            files?.commitPlacedMemoryPieces(through: generation.number)
             return report
         } catch {
             failure = error
@@ -278,8 +278,6 @@ extension TreeVolume {
         let punched = punches.takeAccepted()
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
-        // 5 and 6. Durable nodes, then the durable slot.
-        try syncImage()
         var slot = current
         slot.generation = number
         slot.cleanlyUnmounted = cleanlyUnmounted
@@ -297,7 +295,20 @@ extension TreeVolume {
         slot.blockTree = spaceCommit.blockTreeRoot
         slot.journal = chain.head
         slot.journalSequence = chain.sequence
-        try CommitSlots.write(slot, to: storage)
+        // 5 and 6. Durable nodes, then the durable slot: without the space lock (the caller
+        // holds it), so that file block calls go on meanwhile. A sync writes back every
+        // dirty data page of the image, seconds of random writes' pages on a slow disk,
+        // during which every write waited for the commit. Nothing below touches the block
+        // space until the lock is taken again; what file calls change meanwhile (blocks
+        // taken, touched marks and RAM bytes of the next generation) is not this commit's,
+        // and blocks this commit freed stay pending.
+        spaceLock.unlock()
+        let synced = Result { () throws(FSError) in
+            try syncImage()
+            try CommitSlots.write(slot, to: storage)
+        }
+        spaceLock.lock()
+        try synced.get()
         // 7. Published: the slot and the generation's retirement in one step, as readers
         // take both in one (`reader`). Files' marks of changes this commit holds go only
         // now: until the slot is durable the block tree's counts are the previous commit's.

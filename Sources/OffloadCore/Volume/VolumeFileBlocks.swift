@@ -49,8 +49,11 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Unclaimed blocks that lost a reference in a change a power cut could undo, by the
     /// sync epoch read after the change (cleared once a later sync completed).
     var unshared: [(epoch: UInt64, blocks: RangeSet<UInt64>)] = []
-    /// Bytes of RAM pieces admitted since the last commit (`admitsMemoryPiece`).
-    var admittedMemoryBytes = 0
+    /// Bytes of RAM pieces admitted and not yet written out by a commit
+    /// (`admitsMemoryPiece`), by the open generation when admitted: a commit writes out
+    /// those of its generation and older ones only (operations of the next generation run
+    /// while it commits).
+    var admittedMemory: [(generation: UInt64, bytes: Int)] = []
 
     init(image: ImageMapping, space: BlockSpace, delta: MetadataDelta, lock: PthreadLock) {
         self.image = image
@@ -172,7 +175,12 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         lock.withLock {
             let bytes = admittedMemoryBytes + byteCount
             guard Self.blocks(forMemoryBytes: bytes) <= space.freeEstimate else { return false }
-            admittedMemoryBytes = bytes
+            let generation = delta.openNumber
+            if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
+                admittedMemory[last].bytes += byteCount
+            } else {
+                admittedMemory.append((generation, byteCount))
+            }
             return true
         }
     }
@@ -185,9 +193,16 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Blocks the RAM pieces admitted since the last commit will take (caller holds the lock).
     var promisedMemoryBlocks: UInt64 { Self.blocks(forMemoryBytes: admittedMemoryBytes) }
 
-    /// After a commit wrote every RAM piece admitted before it out (caller holds the
-    /// space lock, the free estimate refreshed).
-    func commitPlacedMemoryPieces() { admittedMemoryBytes = 0 }
+    /// RAM bytes admitted and not yet written out (caller holds the lock).
+    var admittedMemoryBytes: Int { admittedMemory.reduce(0) { $0 + $1.bytes } }
+
+    /// After the commit of `generation` wrote out the RAM pieces of it and older ones
+    /// (caller holds the space lock). Those admitted in later generations stay promised:
+    /// resetting the count here let writes made while a commit ran outside the namespace
+    /// lock be admitted past the free space.
+    func commitPlacedMemoryPieces(through generation: UInt64) {
+        admittedMemory.removeAll { $0.generation <= generation }
+    }
 
     public func isInUse(byte offset: UInt64) -> Bool {
         let block = offset >> BackingStore.blockShift
