@@ -49,10 +49,23 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// room its metadata reserve keeps; format 2's commit writes them to data blocks
     /// (`VolumeFileBlocks`).
     func admitsMemoryPiece(byteCount: Int) -> Bool
+
+    /// Takes over, for a file loaded into memory, references the image's records already
+    /// hold (format 2: a file's committed extent items, which its block tree counts).
+    /// Loading is not a change: format 2 marks nothing touched for it.
+    func adopt(_ range: Range<UInt64>)
+
+    /// Lets go of references a clean file held, leaving memory while the image's records
+    /// keep them (the inverse of `adopt`).
+    func abandon(_ range: Range<UInt64>)
 }
 
 extension FileBlockStore {
     public func admitsMemoryPiece(byteCount: Int) -> Bool { true }
+
+    /// Where references are all counted in memory (format 1), loading one counts it.
+    public func adopt(_ range: Range<UInt64>) { retainOwned(range) }
+    public func abandon(_ range: Range<UInt64>) { release(range) }
 
     /// `release` of one range that no journaled change dropped.
     public func release(_ range: Range<UInt64>) { release([range], unsharing: []) }

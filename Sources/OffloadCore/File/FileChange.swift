@@ -113,7 +113,7 @@ extension OffloadedFile {
                              "loaded pieces must be sorted, disjoint and inside the file")
                 file.extendWithHole(to: piece.offset)
                 switch piece.extent {
-                case .mmapOffload(let offset, let length): store.retainOwned(offset..<offset + length)
+                case .mmapOffload(let offset, let length): store.adopt(offset..<offset + length)
                 case .inMemory(let bytes): limiter.reserveRegardless(bytes.count)
                 case .repeatingBytes: break
                 }

@@ -134,6 +134,27 @@ extension OffloadedFile {
         }
     }
 
+    /// Lets a clean file go from memory: every extent is dropped, its image references
+    /// handed back with `abandon` (the image's records keep them: format 2 marks nothing
+    /// touched), its RAM bytes given back to the limiter; no observer hears of it. For a
+    /// file whose every change the image holds (loaded with `loaded`, changes committed).
+    public func unload() {
+        lock.withWriteLock {
+            observer = nil
+            precondition(pendingReleases.isEmpty && pendingUnshares.isEmpty, "unloading a file in the middle of a change")
+            extents.forEach { _, extent in
+                switch extent {
+                case .mmapOffload(let offset, let size): store.abandon(offset..<offset + size)
+                case .inMemory(let bytes): limiter.release(bytes.count)
+                case .repeatingBytes: break
+                }
+            }
+            extents.removeAll()
+            sizeBytes = 0
+            storedBytes = 0
+        }
+    }
+
     /// Removes every extent, giving back all storage. Caller holds the lock (or is deinit).
     /// `journaled`: the drop is recorded already (`releaseAll`), so the image ranges go
     /// through `pendingReleases` like those of an observed change, then `releasePending`.

@@ -117,6 +117,31 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
+    /// A loaded file's references: the block tree counts committed blocks already (no
+    /// touched mark: nothing changed); unclaimed ones are counted here as any holder's.
+    public func adopt(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        lock.withLock {
+            for part in split(blocks).fresh.ranges { counts.retain(part) }
+        }
+    }
+
+    /// A clean file leaving memory: committed blocks keep the tree's count (no mark);
+    /// unclaimed ones lose this holder's count, and wait for a commit once no one holds
+    /// them, as after a release.
+    public func abandon(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        lock.withLock {
+            var freed = RangeSet<UInt64>()
+            for part in split(blocks).fresh.ranges {
+                for gone in counts.release(part) { freed.insert(contentsOf: gone) }
+            }
+            if !freed.isEmpty { dead.append((delta.openNumber, freed)) }
+        }
+    }
+
     private func retainLocked(_ fresh: RangeSet<UInt64>, _ committed: RangeSet<UInt64>) {
         for part in fresh.ranges { counts.retain(part) }
         touch(committed)

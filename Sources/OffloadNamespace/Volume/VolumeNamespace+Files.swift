@@ -92,6 +92,9 @@ extension VolumeNamespace {
     func evictIfDone(_ number: UInt64) {
         guard let cached = cachedFiles[number], cached.openCount == 0 else { return }
         if cached.changedIn <= volume.current.generation {
+            // Clean: its references stay the tree's, not a change (no touched marks, which
+            // made writes after the next open copy their blocks until a commit).
+            cached.data.unload()
             cachedFiles[number] = nil
             awaitingCommit.remove(number)
         } else {
