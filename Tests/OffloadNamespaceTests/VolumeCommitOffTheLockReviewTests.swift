@@ -1,0 +1,157 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import XCTest
+import OffloadCore
+import OffloadSimulation
+import SplitMix
+@testable import OffloadNamespace
+
+/// Review of the maintenance's commit outside the namespace lock (2026-12-02): what a
+/// crash or a power cut leaves when requests of the next generation ran while the commit
+/// of the closed one was held at its sync.
+final class VolumeCommitOffTheLockReviewTests: XCTestCase {
+    static let capacity: UInt64 = 32 << 20
+    let caller = RequestContext(uid: 0, gid: 0)
+
+    /// Holds the next sync of `disk` (the maintenance commit's fdatasync, with the space
+    /// lock let go) until `release` is signalled.
+    final class Gate: @unchecked Sendable {
+        let reached = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+
+        init(_ disk: CrashSimulatingStorage) {
+            disk.beforeChange { [self] change in
+                guard case .sync = change else { return }
+                disk.beforeChange(nil)
+                reached.signal()
+                _ = release.wait(timeout: .now() + 30)
+            }
+        }
+    }
+
+    /// Runs the maintenance's commit on another thread; `finished` is signalled when it
+    /// returns.
+    final class MaintenanceCommit: @unchecked Sendable {
+        var result: Result<VolumeCommitReport?, Error>?
+        let finished = DispatchSemaphore(value: 0)
+
+        init(_ fs: VolumeNamespace) {
+            DispatchQueue.global().async { [self] in
+                result = Result { try fs.commitIfChanged() }
+                finished.signal()
+            }
+        }
+    }
+
+    /// The process is killed (kill -9: every page written survives) while the
+    /// maintenance's commit of generation g is at its sync, after a request of generation
+    /// g + 1 ran (a mkdir). The journal chain the last durable slot (g - 1) names holds the
+    /// frames of g and links to the chain switched to at the close, which holds the
+    /// mkdir's frame, of g + 1. The image must open with both generations' changes.
+    func testAnImageKilledWhileTheMaintenanceCommitSyncsWithANextGenerationRequestOpens() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let before = try fs.mkdir(parent: .root, name: FileName("before"), mode: 0o755, context: caller)
+
+        let gate = Gate(disk)
+        let commit = MaintenanceCommit(fs)
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
+        let during = try fs.mkdir(parent: .root, name: FileName("during"), mode: 0o755, context: caller)
+        var random = SplitMix64(seed: 7)
+        let killed = disk.crashImage(using: &random, keep: 1, torn: 0)
+        gate.release.signal()
+        XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
+        try fileSystem.close(meter: nil)
+
+        let reopened: VolumeFileSystem
+        do {
+            reopened = try VolumeFileSystem.open(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: killed),
+                                                 capacity: .kept(default: 0), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        } catch {
+            return XCTFail("the image killed during the maintenance's commit does not open: \(error)")
+        }
+        XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("before")).inode, before.inode)
+        XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("during")).inode, during.inode)
+        try reopened.close(meter: nil)
+    }
+
+    /// `a` and `b` share a's blocks (copy_file_range, committed); b, closed and out of the
+    /// cache, is unlinked with no kernel reference left, so it is dropped in the
+    /// operation, and no block call sees it. The maintenance's commit of that drop counts
+    /// the shared blocks once in its block tree, and lets go of the space lock for its
+    /// sync: a write into a during the sync must not overwrite the block in place, since
+    /// until the slot is durable a power cut brings back b (its unlink was never synced)
+    /// with that block. The power cut here keeps the durable image and the page the write
+    /// went to; b must read as it was.
+    func testABlockTheHeldCommitNoLongerCountsTwiceIsNotOverwrittenInPlaceBeforeItsSlotIsDurable() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let fs = fileSystem.namespace
+        let original = [UInt8](repeating: 0x41, count: 64 << 10)
+        let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: caller)
+        XCTAssertEqual(try original.withUnsafeBytes { try fs.write(inode: a.inode, handle: aHandle, offset: 0, data: $0) }, original.count)
+        XCTAssertNotNil(try fs.commitIfChanged())
+        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o644, flags: O_RDWR, context: caller)
+        XCTAssertEqual(try fs.copyFileRange(from: a.inode, sourceHandle: aHandle, sourceOffset: 0, to: b.inode,
+                                            destinationHandle: bHandle, destinationOffset: 0, length: UInt64(original.count)),
+                       UInt64(original.count))
+        let extents = { (number: InodeNumber) in fs.lock.withLock { fs.cachedFiles[number.rawValue]?.data.extentList.map(\.extent) } }
+        XCTAssertEqual(extents(b.inode), extents(a.inode), "the copy does not share a's blocks (the test's premise)")
+        fs.release(inode: b.inode, handle: bHandle)
+        XCTAssertNotNil(try fs.commitIfChanged())
+        XCTAssertNotNil(try fs.commitIfChanged())
+        XCTAssertNil(extents(b.inode), "b is still cached (the test's premise)")
+        fs.forget(inode: b.inode, lookups: 1)
+        XCTAssertNil(fs.lock.withLock { fs.lookupCounts[b.inode.rawValue] }, "the kernel still references b (the test's premise)")
+        try fs.unlink(parent: .root, name: FileName("b"))
+        XCTAssertNil(extents(b.inode), "the unlink loaded b (the test's premise)")
+
+        let gate = Gate(disk)
+        let commit = MaintenanceCommit(fs)
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
+        var random = SplitMix64(seed: 3)
+        var cut = disk.crashImage(using: &random, keep: 0, torn: 0)   // what is durable now
+        let aBefore = try XCTUnwrap(extents(a.inode))
+        final class Write: @unchecked Sendable { var result: Result<Int, Error>? }
+        let write = Write(), written = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            write.result = Result {
+                try [UInt8](repeating: 0x5A, count: 4096).withUnsafeBytes { try fs.write(inode: a.inode, handle: aHandle, offset: 0, data: $0) }
+            }
+            written.signal()
+        }
+        let writtenWhileHeld = written.wait(timeout: .now() + 5) == .success
+        if writtenWhileHeld {
+            // The page the write went to reached the disk before the power cut.
+            guard case .mmapOffload(let offset, _)? = try XCTUnwrap(extents(a.inode)).first else {
+                return XCTFail("a's first extent is not in the image")
+            }
+            try cut.withUnsafeMutableBytes { raw in
+                _ = try disk.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset) + 4096]), at: offset)
+            }
+            print("written while the commit was held: in place \(try XCTUnwrap(extents(a.inode)) == aBefore)")
+        }
+        gate.release.signal()
+        XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
+        if !writtenWhileHeld { XCTAssertEqual(written.wait(timeout: .now() + 30), .success) }
+        XCTAssertEqual(try XCTUnwrap(write.result).get(), 4096)
+        fs.release(inode: a.inode, handle: aHandle)
+        try fileSystem.close(meter: nil)
+
+        let afterCut = try VolumeFileSystem.open(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: cut),
+                                                 capacity: .kept(default: 0), memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let namespace = afterCut.namespace
+        let found = try namespace.lookup(parent: .root, name: FileName("b"))
+        let handle = try namespace.open(inode: found.inode, flags: O_RDONLY)
+        let bytes = try namespace.read(inode: found.inode, handle: handle, offset: 0, count: original.count)
+        XCTAssertTrue(bytes == original,
+                      "b, back after the power cut, reads a's later write: \(bytes.prefix(4096).filter { $0 == 0x5A }.count) bytes of it")
+        namespace.release(inode: found.inode, handle: handle)
+        try afterCut.close(meter: nil)
+    }
+}
