@@ -67,6 +67,9 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
         try fileSystem.close(meter: nil)
 
+        // fsck, read-only, on the image as the kill left it.
+        let check = try VolumeCheck.run(CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: killed))
+        XCTAssertTrue(check.isClean, "fsck of the killed image: \(check.problems.prefix(3))")
         let reopened: VolumeFileSystem
         do {
             reopened = try VolumeFileSystem.open(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: killed),
