@@ -145,7 +145,7 @@ public struct VolumeCheck {
                 report.journalFrames += 1
                 do {
                     let frame = try VolumeJournalFrame.decode(payload)
-                    if frame.generation > slot.generation + 1 {
+                    if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot {
                         report.add("journal frame \(report.journalFrames): generation \(frame.generation) after commit \(slot.generation)")
                     }
                 } catch {

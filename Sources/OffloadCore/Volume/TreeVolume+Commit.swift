@@ -206,8 +206,6 @@ extension TreeVolume {
             // the capacity, not the change); counted once files needed it.
             assert(files == nil || (try? space.freeBlockCount()).map { $0 == space.freeEstimate } ?? true,
                    "the free estimate drifted from the block tree's free count")
-            // This commit wrote out every RAM piece of its generation and older ones.
-            files?.commitPlacedMemoryPieces(through: generation.number)
             return report
         } catch {
             failure = error
@@ -302,6 +300,13 @@ extension TreeVolume {
         // space until the lock is taken again; what file calls change meanwhile (blocks
         // taken, touched marks and RAM bytes of the next generation) is not this commit's,
         // and blocks this commit freed stay pending.
+        // The block tree now counts this commit's references, the slot does not yet: no
+        // committed block is exclusive until the commit is published (a reference this
+        // commit dropped without a block call, an inode dropped out of the cache, could
+        // come back with a power cut before the slot; review of 2026-12-02). And the RAM
+        // bytes this commit placed hold their blocks now: no longer promised.
+        files?.holdExclusivityUntilPublished()
+        files?.commitPlacedMemoryPieces(through: number)
         spaceLock.unlock()
         let synced = Result { () throws(FSError) in
             try syncImage()

@@ -154,7 +154,13 @@ public final class TreeVolume {
             tree: try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
                                       root: slot.filesystemTree),
             hashes: ItemHashes(siphash: slot.nameHashKey))
-        delta = MetadataDelta(committedGeneration: slot.generation, replayedThrough: frames.map(\.generation).max() ?? 0)
+        // Every replayed frame goes into the generation after the slot, whatever its tag
+        // (the commit window leaves frames of two generations: "Step 7, first part"). The
+        // opening commit holds them all, and its slot names a fresh chain: the chains
+        // replayed are released by it and never read again, so no frame of a higher tag
+        // can come back over later changes (what numbering by the newest tag guards against
+        // where the journal is one log truncated by generation).
+        delta = MetadataDelta(committedGeneration: slot.generation)
         // The old chain's segments the block tree does not have (the chain grew after the
         // commit): claimed before anything is allocated, so that nothing overwrites them
         // until the commit that follows replay is durable (until then, a crash replays
@@ -231,10 +237,13 @@ public final class TreeVolume {
                 switch reader.next() {
                 case .records(let payload):
                     let frame = try VolumeJournalFrame.decode(payload)
-                    // One generation at most is open past a commit while a volume has one
-                    // user (step 7 will allow more); a frame of a later one is damage, and
-                    // committing it would put a slot over the current one.
-                    guard frame.generation <= slot.generation + 1 else {
+                    // Two generations at most follow the last durable commit: the one its
+                    // successor was committing (closed under the namespace lock) and the
+                    // one requests went on in meanwhile (the maintenance commits outside
+                    // that lock; an operation's own commit of the next one waits for the
+                    // commit lock, so a third never starts before the slot). A frame of a
+                    // later one is damage.
+                    guard frame.generation <= slot.generation + Self.generationsPastTheSlot else {
                         throw .damagedImage("a journal frame of generation \(frame.generation) after commit \(slot.generation)")
                     }
                     if frame.generation > slot.generation { frames.append(frame) }
@@ -265,6 +274,10 @@ public final class TreeVolume {
         }
         return volume
     }
+
+    /// How many generations' frames the journal may hold past the durable slot: the one a
+    /// crashed commit was writing and the next, which requests went on in.
+    public static let generationsPastTheSlot: UInt64 = 2
 
     /// The metadata reserve of a space of `capacityBlocks` (`BlockSpace+Reserve.swift`):
     /// a 64th of it, at least 512 KiB (a commit of one operation and a journal segment)

@@ -248,8 +248,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     public func statfs() -> FileSystemStatistics {
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
-        // The slot is read under the lock: commits (which replace it) run under it too.
-        let (used, capacityBytes) = lock.withLock { (inodeCount, volume.current.capacityBytes) }
+        // The count under the namespace lock; the slot through the volume's publish lock.
+        let used = lock.withLock { inodeCount }
+        let capacityBytes = volume.current.capacityBytes
         let total = InodeTable.maximumInodeCount
         return FileSystemStatistics(blockSize: blockSize, totalBlocks: capacityBytes / blockSize,
                                     freeBlocks: free, availableBlocks: free, totalInodes: total,
