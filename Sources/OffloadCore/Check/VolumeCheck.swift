@@ -61,9 +61,12 @@ public struct VolumeCheck {
     /// nothing to check (`CommitSlots.read`: no commit slot, or a format 1 superblock
     /// left, an image not yet upgraded); every other fault, a tree whose root does not
     /// read included, is a line of the report.
-    public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
+    /// `slot`: the commit to check (repair checks the previous one); the current one
+    /// when nil.
+    public static func run(_ storage: any ImageStorage, at chosen: CommitSlot? = nil, budgetBytes: Int = 64 << 20,
                            progress: Progress? = nil) throws(FSError) -> Report {
-        let slot = try CommitSlots.read(storage).current
+        let slot: CommitSlot
+        if let chosen { slot = chosen } else { slot = try CommitSlots.read(storage).current }
         var report = Report()
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
         // As `TreeVolume` refuses it (and a capacity past the file would make the census
