@@ -48,16 +48,19 @@ public enum VolumeRepair {
         guard !storage.isReadOnly else { throw .readOnly }
         var base = slots.current
         var old = try OldCommit.read(storage, base, progress: progress)
+        // Only when the journal holds the current commit's changes: a commit made whole at
+        // once (a bulk load, the upgrade) has no frames, and its previous commit is not it.
         if old.hasNodeDamage, let previous = slots.previous,
+           case let since = FramesSince.read(storage, since: previous), !since.frames.isEmpty,
            (try? VolumeCheck.run(storage, at: previous, budgetBytes: budgetBytes))?.isClean == true {
             progress?("replaying the journal over the previous commit", 0, 0)
             do {
-                let (replayed, leftOut) = try fallBack(storage, to: previous)
+                try fallBack(storage, to: previous, since)
                 report.repairs.append("commit \(base.generation) has tree nodes that do not read; the previous commit, "
-                                      + "\(previous.generation), checks clean and is taken instead, with the \(replayed) "
+                                      + "\(previous.generation), checks clean and is taken instead, with the \(since.frames.count) "
                                       + "journal frames kept since it replayed (the changes commit \(base.generation) made)")
-                if leftOut > 0 {
-                    report.repairs.append("\(leftOut) journal frames after commit \(base.generation) are not replayed "
+                if since.leftOut > 0 {
+                    report.repairs.append("\(since.leftOut) journal frames after commit \(base.generation) are not replayed "
                                           + "(changes made after the damaged commit)")
                 }
                 report.repaired = true
