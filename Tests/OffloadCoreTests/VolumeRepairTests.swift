@@ -202,12 +202,21 @@ final class VolumeRepairTests: XCTestCase {
         changed.permissions = 0o600 ^ item.permissions & 0o7
         try volume.perform([.attributes(inode: number, changed)])
         try volume.commit()
+        // A change after the damaged commit (a frame of the next generation, which replay
+        // over the previous commit cannot apply): left out, and said so.
+        let (other, otherItem) = try XCTUnwrap(model.inodes.first { $0.key != number && $0.value.type == 8 && $0.value.linkCount > 0 })
+        var otherChanged = otherItem
+        otherChanged.uid += 1
+        try volume.perform([.attributes(inode: other, otherChanged)])
         let written = try XCTUnwrap(try leaves(volume).first { $0.generation == volume.current.generation })
         try zero(written.block, on: disk)
         let (report, repaired) = try repair(disk)
         XCTAssertTrue(report.repairs.contains { $0.contains("the previous commit, \(previous), checks clean and is taken instead") },
                       "\(report.repairs)")
+        XCTAssertTrue(report.repairs.contains("1 journal frames after commit \(previous + 1) are not replayed (changes made after the damaged commit)"),
+                      "\(report.repairs)")
         XCTAssertEqual(try repaired.filesystem.inode(number)?.permissions, changed.permissions)
+        XCTAssertEqual(try repaired.filesystem.inode(other)?.uid, otherItem.uid)
         XCTAssertEqual(report.affected, [])
         let after = try snapshot(repaired)
         XCTAssertEqual(after.paths, before.paths)

@@ -56,15 +56,19 @@ public struct VolumeCheck {
     var journalSegments: [LogSegment] = []
     /// The highest inode number with an inode item (checked against the slot's next one).
     var highestInode: UInt64 = 0
+    /// False when the journal may hold frames of generations after the one following
+    /// the slot (the previous commit's chain, read on into the current one's).
+    var laterFramesAreProblems = true
 
     /// Checks the image on `storage` at its current commit. Throws only when there is
     /// nothing to check (`CommitSlots.read`: no commit slot, or a format 1 superblock
     /// left, an image not yet upgraded); every other fault, a tree whose root does not
     /// read included, is a line of the report.
-    /// `slot`: the commit to check (repair checks the previous one); the current one
-    /// when nil.
-    public static func run(_ storage: any ImageStorage, at chosen: CommitSlot? = nil, budgetBytes: Int = 64 << 20,
-                           progress: Progress? = nil) throws(FSError) -> Report {
+    /// `chosen`: the commit to check, the current one when nil. Repair checks the
+    /// previous one, whose journal chain goes on into the current commit's: frames of
+    /// later generations are expected there (`laterFrames: false` passes over them).
+    public static func run(_ storage: any ImageStorage, at chosen: CommitSlot? = nil, laterFrames: Bool = true,
+                           budgetBytes: Int = 64 << 20, progress: Progress? = nil) throws(FSError) -> Report {
         let slot: CommitSlot
         if let chosen { slot = chosen } else { slot = try CommitSlots.read(storage).current }
         var report = Report()
@@ -100,6 +104,7 @@ public struct VolumeCheck {
                                 filesystem: FileSystemTree(tree: tree, hashes: hashes),
                                 lookups: FileSystemTree(tree: second, hashes: hashes),
                                 budgetBytes: max(budgetBytes, 5), progress: progress)
+        check.laterFramesAreProblems = laterFrames
         // The item scan and the census walk the trees again without a set of visited
         // nodes: only trees that checked (a hostile node pointing at one subtree from all
         // its entries would have them visit it over and over).
@@ -148,7 +153,7 @@ public struct VolumeCheck {
                 report.journalFrames += 1
                 do {
                     let frame = try VolumeJournalFrame.decode(payload)
-                    if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot {
+                    if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, laterFramesAreProblems {
                         report.add("journal frame \(report.journalFrames): generation \(frame.generation) after commit \(slot.generation)")
                     }
                 } catch {

@@ -52,7 +52,7 @@ public enum VolumeRepair {
         // once (a bulk load, the upgrade) has no frames, and its previous commit is not it.
         if old.hasNodeDamage, let previous = slots.previous,
            case let since = FramesSince.read(storage, since: previous), !since.frames.isEmpty,
-           (try? VolumeCheck.run(storage, at: previous, budgetBytes: budgetBytes))?.isClean == true {
+           (try? VolumeCheck.run(storage, at: previous, laterFrames: false, budgetBytes: budgetBytes))?.isClean == true {
             progress?("replaying the journal over the previous commit", 0, 0)
             do {
                 try fallBack(storage, to: previous, since)
@@ -96,7 +96,7 @@ public enum VolumeRepair {
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
         var changed = Changes()
-        try volume.committing { (generation, chain) throws(FSError) -> VolumeCommitReport in
+        _ = try volume.committing { (generation, chain) throws(FSError) -> VolumeCommitReport in
             try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
             return try volume.finishCommit(generation, changed.filesystemCommit!,
                                            inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
