@@ -107,6 +107,13 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertGreaterThan(unchanged, 1, file: file, line: line)
     }
 
+    /// Every path and every file's bytes as in `before`.
+    func assertUnchanged(_ before: Snapshot, _ repaired: TreeVolume, file: StaticString = #filePath, line: UInt = #line) throws {
+        let after = try snapshot(repaired)
+        XCTAssertEqual(after.paths, before.paths, file: file, line: line)
+        XCTAssertEqual(after.bytes, before.bytes, file: file, line: line)
+    }
+
     func testAZeroedLeafLosesOnlyWhatItHeld() throws {
         for seed in UInt64(1)...12 {
             let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: seed)
@@ -134,9 +141,7 @@ final class VolumeRepairTests: XCTestCase {
         try zero(CommitSlot.block(forGeneration: volume.current.generation - 1), on: disk)
         let (report, repaired) = try repair(disk)
         XCTAssertTrue(report.repairs.contains { $0.contains("found through the block tree") }, "\(report.repairs)")
-        let after = try snapshot(repaired)
-        XCTAssertEqual(after.paths, before.paths)
-        XCTAssertEqual(after.bytes, before.bytes)
+        try assertUnchanged(before, repaired)
         XCTAssertEqual(report.affected, [])
     }
 
@@ -153,9 +158,7 @@ final class VolumeRepairTests: XCTestCase {
         let path = try XCTUnwrap(before.paths[number])
         XCTAssertTrue(report.affected.contains("links: \(path) (its link count was \(wrong.linkCount), now \(item.linkCount))"),
                       "\(report.affected)")
-        let after = try snapshot(repaired)
-        XCTAssertEqual(after.paths, before.paths)
-        XCTAssertEqual(after.bytes, before.bytes)
+        try assertUnchanged(before, repaired)
     }
 
     func testAMissingIndexEntryIsRestored() throws {
@@ -168,9 +171,7 @@ final class VolumeRepairTests: XCTestCase {
         let (report, repaired) = try repair(disk)
         XCTAssertTrue(try repaired.filesystem.entries(directory: directory).contains(entry))
         XCTAssertTrue(report.affected.contains { $0.hasPrefix("restored: ") && $0.contains("directory entry") }, "\(report.affected)")
-        let after = try snapshot(repaired)
-        XCTAssertEqual(after.paths, before.paths)
-        XCTAssertEqual(after.bytes, before.bytes)
+        try assertUnchanged(before, repaired)
     }
 
     func testAWrongReferenceCountIsRecounted() throws {
@@ -218,9 +219,7 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertEqual(try repaired.filesystem.inode(number)?.permissions, changed.permissions)
         XCTAssertEqual(try repaired.filesystem.inode(other)?.uid, otherItem.uid)
         XCTAssertEqual(report.affected, [])
-        let after = try snapshot(repaired)
-        XCTAssertEqual(after.paths, before.paths)
-        XCTAssertEqual(after.bytes, before.bytes)
+        try assertUnchanged(before, repaired)
     }
 
     /// A crash anywhere in the repair leaves the image at its old commit (the repair

@@ -141,29 +141,24 @@ public struct VolumeCheck {
     /// every frame must decode and be of a generation after the slot's, or the one it
     /// wrote.
     mutating func checkJournal() {
-        guard slot.journal.length > 0 else { return }
-        let storage = self.storage
-        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                       head: slot.journal, fileBytes: storage.length) { offset, count in
-            storage.readBytes(at: offset, count: count)
-        }
-        reading: while true {
-            switch reader.next() {
-            case .records(let payload):
-                report.journalFrames += 1
-                do {
-                    let frame = try VolumeJournalFrame.decode(payload)
-                    if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, laterFramesAreProblems {
-                        report.add("journal frame \(report.journalFrames): generation \(frame.generation) after commit \(slot.generation)")
-                    }
-                } catch {
-                    report.add("journal frame \(report.journalFrames): \(error)")
-                    break reading
+        var frames = 0
+        var problems: [String] = []
+        let (slot, later) = (self.slot, laterFramesAreProblems)
+        let journal = SlotJournal(storage, slot) { frame, _ in
+            frames += 1
+            switch frame {
+            case .success(let frame):
+                if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, later {
+                    problems.append("journal frame \(frames): generation \(frame.generation) after commit \(slot.generation)")
                 }
-            case .end:
-                break reading
+                return true
+            case .failure(let error):
+                problems.append("journal frame \(frames): \(error)")
+                return false
             }
         }
-        journalSegments = reader.segments
+        report.journalFrames = frames
+        for problem in problems { report.add(problem) }
+        journalSegments = journal.segments
     }
 }

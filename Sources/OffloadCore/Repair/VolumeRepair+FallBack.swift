@@ -10,35 +10,26 @@ extension VolumeRepair {
 
         static func read(_ storage: any ImageStorage, since previous: CommitSlot) -> FramesSince {
             var found = FramesSince(nextSequence: previous.journalSequence)
-            guard previous.journal.length > 0 else { return found }
-            var reader = MetadataLogReader(imageID: previous.imageID, stream: 0, firstSequence: previous.journalSequence,
-                                           head: previous.journal, fileBytes: storage.length) { offset, count in
-                storage.readBytes(at: offset, count: count)
-            }
-            reading: while true {
-                switch reader.next() {
-                case .records(let payload):
-                    guard let frame = try? VolumeJournalFrame.decode(payload) else {
-                        found.leftOut += 1
-                        break reading
-                    }
-                    if frame.generation == previous.generation + 1 {
-                        found.frames.append(frame)
-                        // Only the segments up to the last frame replayed: later ones hold
-                        // frames nothing replays (and may lie on blocks the previous commit
-                        // holds pending).
-                        found.segments = reader.segments
-                        found.nextSequence = reader.expectedSequence
-                    } else if frame.generation > previous.generation + 1 {
-                        found.leftOut += 1
-                    }
-                case .end:
-                    break reading
+            let journal = SlotJournal(storage, previous) { frame, sofar in
+                guard case .success(let frame) = frame else {
+                    found.leftOut += 1
+                    return false
                 }
+                if frame.generation == previous.generation + 1 {
+                    found.frames.append(frame)
+                    // Only the segments up to the last frame replayed: later ones hold
+                    // frames nothing replays (and may lie on blocks the previous commit
+                    // holds pending).
+                    found.segments = sofar.segments
+                    found.nextSequence = sofar.nextSequence
+                } else if frame.generation > previous.generation + 1 {
+                    found.leftOut += 1
+                }
+                return true
             }
             if found.frames.isEmpty {
-                found.segments = reader.segments
-                found.nextSequence = reader.expectedSequence
+                found.segments = journal.segments
+                found.nextSequence = journal.nextSequence
             }
             return found
         }

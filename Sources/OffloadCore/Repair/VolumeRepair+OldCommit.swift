@@ -57,27 +57,14 @@ extension VolumeRepair {
                 use(ExtentReferenceChanges.blocks(offset: offset, length: length))
             }
             old.filesystemDamages = filesystem.damages
-            old.nextSequence = slot.journalSequence
-            if slot.journal.length > 0 {
-                var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                               head: slot.journal, fileBytes: storage.length) { offset, count in
-                    storage.readBytes(at: offset, count: count)
-                }
-                reading: while true {
-                    switch reader.next() {
-                    case .records(let payload):
-                        if let frame = try? VolumeJournalFrame.decode(payload), frame.generation > slot.generation {
-                            old.framesAfter += 1
-                        }
-                    case .end:
-                        break reading
-                    }
-                }
-                for segment in reader.segments where segment.length > 0 {
-                    use(ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
-                }
-                old.nextSequence = reader.expectedSequence
+            let journal = SlotJournal(storage, slot) { frame, _ in
+                if case .success(let frame) = frame, frame.generation > slot.generation { old.framesAfter += 1 }
+                return true
             }
+            for segment in journal.segments where segment.length > 0 {
+                use(ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
+            }
+            old.nextSequence = journal.nextSequence
             return old
         }
 
