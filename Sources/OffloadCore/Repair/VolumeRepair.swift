@@ -96,7 +96,7 @@ public enum VolumeRepair {
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
         var changed = Changes()
-        _ = try volume.committing { (generation, chain) throws(FSError) -> VolumeCommitReport in
+        _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
             try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
             return try volume.finishCommit(generation, changed.filesystemCommit!,
                                            inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
