@@ -4,9 +4,9 @@ import OffloadCore
 import Glibc
 #endif
 
-/// `offloadfs fsck` of a format 2 image (`VolumeCheck`). Format 2 is in development:
-/// `offloadfs mount --format 2` and `offloadfs-genimage --format 2` make images of it.
-/// The check only reads; repair of format 2 is not written yet.
+/// `offloadfs fsck [--repair]` of a format 2 image: the check (`VolumeCheck`), and with
+/// `--repair` the repair (`VolumeRepair`), which prints what it did the way format 1's
+/// repair does: `repaired:` lines for what names no file, one line per file by path.
 enum FormatTwoFsck {
     /// True when the image at `path` holds format 2's commit slots (and no format 1
     /// superblock copy: an image with one is format 1, maybe half upgraded).
@@ -18,37 +18,52 @@ enum FormatTwoFsck {
     }
 
     static func run(image: String, repair: Bool) throws {
-        guard !repair else {
-            printError("\(image): a format 2 image; `fsck --repair` does not repair format 2 yet (the check without --repair does)")
-            throw ExitCode(ImageInspection.cannotCheck)
+        var progress: (phase: String, bar: TerminalProgress)?
+        let show: VolumeCheck.Progress = { phase, done, total in
+            if progress?.phase != phase {
+                progress?.bar.finish()
+                progress = (phase, TerminalProgress(label: phase))
+            }
+            progress?.bar.show(total > 0 ? "\(done * 100 / total)%" : "\(done)")
         }
         let report: VolumeCheck.Report
+        var repaired: VolumeRepair.Report?
         do {
-            // Shared lock: refused while a daemon has the image.
-            let storage = try FileImageStorage(path: image, readOnly: true)
-            var progress: (phase: String, bar: TerminalProgress)?
-            report = try VolumeCheck.run(storage) { phase, done, total in
-                if progress?.phase != phase {
-                    progress?.bar.finish()
-                    progress = (phase, TerminalProgress(label: phase))
-                }
-                progress?.bar.show(total > 0 ? "\(done * 100 / total)%" : "\(done)")
+            // Shared lock to check, exclusive to repair: refused while a daemon has the image.
+            let storage = try FileImageStorage(path: image, readOnly: !repair)
+            if repair {
+                repaired = try VolumeRepair.run(storage, progress: show)
+                report = repaired!.after ?? repaired!.check
+            } else {
+                report = try VolumeCheck.run(storage, progress: show)
             }
             progress?.bar.finish()
         } catch .busy {
-            printError("image \(image) is in use by a running offloadfs (mounted read-write); unmount it first")
+            progress?.bar.finish()
+            printError("image \(image) is in use by a running offloadfs (\(repair ? "mounted" : "mounted read-write")); unmount it first")
             throw ExitCode(ImageInspection.cannotCheck)
         } catch {
-            printError("\(image): \(error)")
+            progress?.bar.finish()
+            printError("\(image): \(repair ? "cannot repair: " : "")\(error)")
             throw ExitCode(ImageInspection.cannotCheck)
+        }
+        if let repaired, repaired.repaired {
+            for problem in repaired.check.problems.prefix(20) { writeLine("found: \(problem)", to: STDOUT_FILENO) }
+            if repaired.check.problemCount > 20 {
+                writeLine("found: ... and \(repaired.check.problemCount - 20) more problems", to: STDOUT_FILENO)
+            }
+            for line in repaired.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }
+            // Every file the repair restored, emptied, cut short, moved or unnamed, by path.
+            for line in repaired.affected { writeLine(line, to: STDOUT_FILENO) }
         }
         for problem in report.problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         if report.problemCount > report.problems.count {
             writeLine("... and \(report.problemCount - report.problems.count) more problems", to: STDOUT_FILENO)
         }
+        let outcome = report.isClean ? (repaired?.repaired == true ? "repaired" : "clean") : "\(report.problemCount) problems"
         writeLine("\(image): format 2, \(report.inodes) inodes, \(report.directories) directories, \(report.names) names, "
                   + "\(report.extents) extents, \(report.filesystemNodes + report.blockTreeNodes) tree nodes; "
-                  + (report.isClean ? "clean" : "\(report.problemCount) problems"), to: STDOUT_FILENO)
-        if !report.isClean { throw ExitCode(1) }
+                  + outcome, to: STDOUT_FILENO)
+        if !report.isClean || repaired?.repaired == true { throw ExitCode(1) }
     }
 }

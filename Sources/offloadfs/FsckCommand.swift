@@ -15,6 +15,12 @@ struct FsckCommand: ParsableCommand {
             extent lies inside the image and off the metadata, that each directory is \
             reached once from the root, that entries name existing inodes, and that link \
             counts match the entries. Without --repair the image is only read. \
+            On a format 2 image, --repair goes back to the previous commit with the journal \
+            since it replayed when the last commit's tree nodes do not read and the previous \
+            one checks clean; otherwise it rebuilds both trees from every item that still \
+            reads (a damaged block loses only what it held), repairs names and link counts, \
+            moves files left without a name to /lost+found and recounts block references, \
+            all in free blocks: a crash during repair leaves the image as it was. \
             Exit status: 0 clean, 1 problems found (or repaired, with --repair), \
             2 the image could not be checked (missing, foreign, in use, no superblock).
             """

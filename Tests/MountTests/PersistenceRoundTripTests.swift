@@ -268,7 +268,7 @@ final class PersistenceRoundTripTests: XCTestCase {
     func testFsckAndInfo() throws {
         try fixture.start(arguments: ["--size", "8G"])
         try sh("mkdir d && head -c 2M /dev/urandom > d/big && echo small > d/small && ln -s small d/link")
-        for command in [["fsck"], ["fsck", "--repair"]] where !(MountTestFormat.isTwo && command.count == 2) {
+        for command in [["fsck"], ["fsck", "--repair"]] {
             let busy = try runOffloadfs(command + [fixture.image])
             XCTAssertNotEqual(busy.status, 0, "\(command) on a mounted image: \(busy.transcript)")
             XCTAssertTrue((busy.output + busy.error).contains("in use"), "\(command): \(busy.transcript)")
@@ -289,8 +289,7 @@ final class PersistenceRoundTripTests: XCTestCase {
         }
         XCTAssertTrue(info.output.lowercased().contains("version"), "info shows the format version:\n\(info.output)")
         let repair = try runOffloadfs(["fsck", "--repair", fixture.image])
-        // Format 2 has no repair yet: refused, exit 2, the image untouched.
-        XCTAssertEqual(repair.status, MountTestFormat.isTwo ? 2 : 0, "repair of a clean image: \(repair.transcript)")
+        XCTAssertEqual(repair.status, 0, "repair of a clean image: \(repair.transcript)")
         try remount()
         XCTAssertEqual(try sh("cat d/small; readlink d/link; stat -c %s d/big"), "small\nsmall\n2097152\n")
         try end(.unmountCommand)

@@ -13,7 +13,7 @@ final class VolumeCheckTests: XCTestCase {
 
     /// A committed volume after `steps` random operations (names, xattrs, targets, files
     /// with bytes placed in the image), and the disk it is on.
-    func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
+    static func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
                                            nameHashKey: SipHash24(key0: seed, key1: 7))
@@ -53,7 +53,7 @@ final class VolumeCheckTests: XCTestCase {
 
     func testImagesOfRandomOperationsCheckCleanInOneBatchOrMany() throws {
         for seed in UInt64(1)...3 {
-            let (disk, _, _) = try makeVolume(seed: seed)
+            let (disk, _, _) = try Self.makeVolume(seed: seed)
             let whole = try VolumeCheck.run(disk)
             XCTAssertTrue(whole.isClean, "seed \(seed): \(whole.problems.prefix(5))")
             XCTAssertGreaterThan(whole.inodes, 20)
@@ -116,7 +116,7 @@ final class VolumeCheckTests: XCTestCase {
             }),
         ]
         for (expected, damage) in damages {
-            let (disk, volume, model) = try makeVolume(seed: 5, steps: 250)
+            let (disk, volume, model) = try Self.makeVolume(seed: 5, steps: 250)
             XCTAssertTrue(try VolumeCheck.run(disk).isClean)
             try damage(volume, model)
             try volume.commit()

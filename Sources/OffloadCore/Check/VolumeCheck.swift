@@ -56,14 +56,21 @@ public struct VolumeCheck {
     var journalSegments: [LogSegment] = []
     /// The highest inode number with an inode item (checked against the slot's next one).
     var highestInode: UInt64 = 0
+    /// False when the journal may hold frames of generations after the one following
+    /// the slot (the previous commit's chain, read on into the current one's).
+    var laterFramesAreProblems = true
 
     /// Checks the image on `storage` at its current commit. Throws only when there is
     /// nothing to check (`CommitSlots.read`: no commit slot, or a format 1 superblock
     /// left, an image not yet upgraded); every other fault, a tree whose root does not
     /// read included, is a line of the report.
-    public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
-                           progress: Progress? = nil) throws(FSError) -> Report {
-        let slot = try CommitSlots.read(storage).current
+    /// `chosen`: the commit to check, the current one when nil. Repair checks the
+    /// previous one, whose journal chain goes on into the current commit's: frames of
+    /// later generations are expected there (`laterFrames: false` passes over them).
+    public static func run(_ storage: any ImageStorage, at chosen: CommitSlot? = nil, laterFrames: Bool = true,
+                           budgetBytes: Int = 64 << 20, progress: Progress? = nil) throws(FSError) -> Report {
+        let slot: CommitSlot
+        if let chosen { slot = chosen } else { slot = try CommitSlots.read(storage).current }
         var report = Report()
         let endBlock = slot.capacityBytes >> BackingStore.blockShift
         // As `TreeVolume` refuses it (and a capacity past the file would make the census
@@ -97,6 +104,7 @@ public struct VolumeCheck {
                                 filesystem: FileSystemTree(tree: tree, hashes: hashes),
                                 lookups: FileSystemTree(tree: second, hashes: hashes),
                                 budgetBytes: max(budgetBytes, 5), progress: progress)
+        check.laterFramesAreProblems = laterFrames
         // The item scan and the census walk the trees again without a set of visited
         // nodes: only trees that checked (a hostile node pointing at one subtree from all
         // its entries would have them visit it over and over).
@@ -133,29 +141,24 @@ public struct VolumeCheck {
     /// every frame must decode and be of a generation after the slot's, or the one it
     /// wrote.
     mutating func checkJournal() {
-        guard slot.journal.length > 0 else { return }
-        let storage = self.storage
-        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                       head: slot.journal, fileBytes: storage.length) { offset, count in
-            storage.readBytes(at: offset, count: count)
-        }
-        reading: while true {
-            switch reader.next() {
-            case .records(let payload):
-                report.journalFrames += 1
-                do {
-                    let frame = try VolumeJournalFrame.decode(payload)
-                    if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot {
-                        report.add("journal frame \(report.journalFrames): generation \(frame.generation) after commit \(slot.generation)")
-                    }
-                } catch {
-                    report.add("journal frame \(report.journalFrames): \(error)")
-                    break reading
+        var frames = 0
+        var problems: [String] = []
+        let (slot, later) = (self.slot, laterFramesAreProblems)
+        let journal = SlotJournal(storage, slot) { frame, _ in
+            frames += 1
+            switch frame {
+            case .success(let frame):
+                if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, later {
+                    problems.append("journal frame \(frames): generation \(frame.generation) after commit \(slot.generation)")
                 }
-            case .end:
-                break reading
+                return true
+            case .failure(let error):
+                problems.append("journal frame \(frames): \(error)")
+                return false
             }
         }
-        journalSegments = reader.segments
+        report.journalFrames = frames
+        for problem in problems { report.add(problem) }
+        journalSegments = journal.segments
     }
 }

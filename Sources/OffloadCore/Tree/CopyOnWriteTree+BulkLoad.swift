@@ -11,6 +11,20 @@ extension CopyOnWriteTree {
     /// no copy on write, no node read back.
     public func bulkLoad<Items: Sequence>(_ items: Items, fill: Double = 0.9, generation: UInt64) throws(FSError) -> Commit
     where Items.Element == (TreeKey, [UInt8]) {
+        try bulkLoad(fill: fill, generation: generation) { (add) throws(FSError) in
+            for (key, value) in items {
+                try value.withBytes { (bytes) throws(FSError) in try add(key, bytes) }
+            }
+        }
+    }
+
+    /// `bulkLoad` of the items `produce` hands to `add`, in the order it hands them (keys
+    /// strictly increasing): for producers that read their items from somewhere else as
+    /// they go (repair reads them from a damaged tree's leaves) and can hand out each
+    /// value's bytes only during the call.
+    public func bulkLoad(fill: Double = 0.9, generation: UInt64,
+                         _ produce: (_ add: (TreeKey, UnsafeRawBufferPointer) throws(FSError) -> Void) throws(FSError) -> Void)
+        throws(FSError) -> Commit {
         if let failure { throw failure }
         guard rootBlock == nil, dirty.isEmpty, freedSinceCommit.isEmpty else {
             throw .invalidArgument("a bulk load needs an empty tree with no changes")
@@ -24,7 +38,7 @@ extension CopyOnWriteTree {
         var loader = BulkLoader(tree: self, fill: min(1, max(0.5, fill)), generation: generation)
         do throws(FSError) {
             var previous: TreeKey?
-            for (key, value) in items {
+            try produce { (key, value) throws(FSError) in
                 guard previous.map({ $0 < key }) ?? true else {
                     throw .invalidArgument("bulk load keys are not strictly increasing: \(key) after \(previous!)")
                 }
@@ -32,7 +46,7 @@ extension CopyOnWriteTree {
                     throw .invalidArgument("a tree value of \(value.count) bytes exceeds the maximum of \(TreeNode.maximumValueBytes)")
                 }
                 previous = key
-                try value.withBytes { (bytes) throws(FSError) in try loader.addItem(key, bytes) }
+                try loader.addItem(key, value)
             }
             let root = try loader.finish()
             pages.releasePages(spares)

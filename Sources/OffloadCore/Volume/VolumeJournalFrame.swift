@@ -34,3 +34,36 @@ public enum VolumeJournalFrame {
         }
     }
 }
+
+/// The journal chain a commit slot names, read to its end (a torn tail is its end): for
+/// fsck and repair, which read it without opening a volume.
+struct SlotJournal {
+    /// The chain's segments read so far, and the sequence number after the last frame.
+    private(set) var segments: [LogSegment] = []
+    private(set) var nextSequence: UInt64
+
+    /// Calls `body` with each frame of the chain `slot` names, decoded or not, and the
+    /// journal as read so far; `body` returns false to stop.
+    init(_ storage: any ImageStorage, _ slot: CommitSlot,
+         _ body: (Result<(generation: UInt64, changes: [JournalChange]), FSError>, SlotJournal) -> Bool) {
+        nextSequence = slot.journalSequence
+        guard slot.journal.length > 0 else { return }
+        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
+                                       head: slot.journal, fileBytes: storage.length) { offset, count in
+            storage.readBytes(at: offset, count: count)
+        }
+        reading: while true {
+            switch reader.next() {
+            case .records(let payload):
+                segments = reader.segments
+                nextSequence = reader.expectedSequence
+                let frame = Result { () throws(FSError) in try VolumeJournalFrame.decode(payload) }
+                guard body(frame, self) else { break reading }
+            case .end:
+                break reading
+            }
+        }
+        segments = reader.segments
+        nextSequence = reader.expectedSequence
+    }
+}

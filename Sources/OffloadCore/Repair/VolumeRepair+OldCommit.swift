@@ -1,0 +1,92 @@
+extension VolumeRepair {
+    /// What repair must not write over, and what it will find damaged, read from the
+    /// commit it starts from: both trees read with `TreeSalvage` (the block tree first,
+    /// whose runs of filesystem-tree nodes find the leaves under a damaged internal node).
+    struct OldCommit {
+        /// Every block the commit uses, as far as it reads: both trees' nodes, the block
+        /// tree's runs and pending frees, the readable extents, the journal chain.
+        var used = RangeSet<UInt64>()
+        /// The filesystem tree's nodes by the block tree's runs.
+        var filesystemNodes = RangeSet<UInt64>()
+        var filesystemDamages: [TreeSalvage.Damage] = []
+        var blockTreeDamages: [TreeSalvage.Damage] = []
+        /// Journal frames after the commit (not replayed by repair).
+        var framesAfter = 0
+        /// The sequence number after the journal chain's last frame.
+        var nextSequence: UInt64 = 0
+
+        /// True when a node of either tree does not read.
+        var hasNodeDamage: Bool { !filesystemDamages.isEmpty || !blockTreeDamages.isEmpty }
+
+        static func read(_ storage: any ImageStorage, _ slot: CommitSlot,
+                         progress: VolumeCheck.Progress?) throws(FSError) -> OldCommit {
+            var old = OldCommit()
+            let space = TreeVolume.firstSpaceBlock..<(slot.capacityBytes >> BackingStore.blockShift)
+            let io = ImageStoragePageIO(storage: storage)
+            func use(_ blocks: Range<UInt64>) {
+                let inside = blocks.clamped(to: space)
+                if !inside.isEmpty { old.used.insert(contentsOf: inside) }
+            }
+            progress?("reading the block tree", 0, 0)
+            var blockTree = TreeSalvage(io: io, imageID: slot.imageID, treeID: TreeVolume.blockTreeID, blocks: space)
+            try blockTree.walk(slot.blockTree, node: { use($0..<$0 + 1) }) { (key, value) throws(FSError) in
+                if key.kind == BlockReferenceTree.runKind, key.object < BlockReferenceTree.pendingFreeBase,
+                   let run = try? BlockReferenceTree.run(key, value) {
+                    use(run.blocks)
+                    if run.use == .node(tree: TreeVolume.filesystemTreeID) {
+                        old.filesystemNodes.insert(contentsOf: run.blocks.clamped(to: space))
+                    }
+                } else if key.kind == BlockReferenceTree.pendingFreeKind, key.object >= BlockReferenceTree.pendingFreeBase,
+                          value.count == 8 {
+                    var r = ByteReader(value)
+                    if let length = try? r.u64(), length <= space.upperBound, key.offset < space.upperBound {
+                        use(key.offset..<min(space.upperBound, key.offset + length))
+                    }
+                }
+            }
+            old.blockTreeDamages = blockTree.damages
+            progress?("reading the filesystem tree", 0, 0)
+            var filesystem = TreeSalvage(io: io, imageID: slot.imageID, treeID: TreeVolume.filesystemTreeID, blocks: space)
+            filesystem.candidates = old.filesystemNodes
+            var items: UInt64 = 0
+            try filesystem.walk(slot.filesystemTree, node: { use($0..<$0 + 1) }) { (key, value) throws(FSError) in
+                items += 1
+                if items % 65_536 == 0 { progress?("reading the filesystem tree", items, 0) }
+                guard key.kind == ItemKind.extent.rawValue, case .image(let offset, let length)? = try? ExtentItem.decode(value),
+                      length > 0, offset <= UInt64.max - length else { return }
+                use(ExtentReferenceChanges.blocks(offset: offset, length: length))
+            }
+            old.filesystemDamages = filesystem.damages
+            let journal = SlotJournal(storage, slot) { frame, _ in
+                if case .success(let frame) = frame, frame.generation > slot.generation { old.framesAfter += 1 }
+                return true
+            }
+            for segment in journal.segments where segment.length > 0 {
+                use(ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
+            }
+            old.nextSequence = journal.nextSequence
+            return old
+        }
+
+        /// One line per damaged node: where it was, and what became of the items under it.
+        func describeDamage() -> [String] {
+            var lines: [String] = []
+            for damage in filesystemDamages {
+                let range = "keys \(damage.lower) to \(damage.upper.map { "\($0)" } ?? "the end")"
+                if damage.level == 0 {
+                    lines.append("filesystem tree: the leaf at block \(damage.block) (\(range)) does not read (\(damage.why)); its items are lost")
+                } else if damage.recoveredLeaves > 0 {
+                    lines.append("filesystem tree: the node at block \(damage.block), level \(damage.level) (\(range)) does not read (\(damage.why)); "
+                                 + "\(damage.recoveredLeaves) leaves under it were found through the block tree")
+                } else {
+                    lines.append("filesystem tree: the node at block \(damage.block), level \(damage.level) (\(range)) does not read (\(damage.why)); "
+                                 + "no leaf under it was found: its items are lost")
+                }
+            }
+            for damage in blockTreeDamages {
+                lines.append("block tree: the node at block \(damage.block), level \(damage.level) does not read (\(damage.why))")
+            }
+            return lines
+        }
+    }
+}

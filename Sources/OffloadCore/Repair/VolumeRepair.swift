@@ -1,0 +1,203 @@
+/// `offloadfs fsck --repair` of a format 2 image (docs/ARCHITECTURE.md, "Repairing format
+/// 2"): both trees rebuilt from what the image still holds, written into blocks the old
+/// commit does not use, and made the image's by one commit slot.
+///
+/// 1. The check (`VolumeCheck`); a clean image is left as it is.
+/// 2. The old commit read (`OldCommit`, `TreeSalvage`): every block it uses (both trees'
+///    nodes, the block tree's runs and pending frees, the extents, the journal chain),
+///    and the trees' damaged nodes. When a node does not read and the previous commit
+///    (kept until this one's successor is durable) checks clean, the image goes back to
+///    it with the journal since it replayed (`fallBack`): that loses nothing the journal
+///    holds. Otherwise, or when that does not check clean, the current commit is rebuilt.
+/// 3. A new volume over the same image with empty trees claims every block the old
+///    commit uses, so nothing is written over it: a crash before the slot leaves the
+///    image at its old commit.
+/// 4. The filesystem tree is bulk-loaded from the readable items in key order
+///    (`CopyOnWriteTree.bulkLoad`), its names made to agree (`NameRepair`), then its link
+///    counts, orphans and homeless inodes (`LinkRepair`, /lost+found).
+/// 5. The block tree is rebuilt from a census of what the new tree's extents use, a batch
+///    of blocks at a time (`recount`): a claimed block keeps one reference per extent on
+///    it, and one no extent uses is freed (a pending free of the repair's commit).
+/// 6. The commit (both trees, fdatasync, the slot), a second one marking the image
+///    cleanly unmounted, and the check again.
+///
+/// Memory: the check's budget; one page per tree level; the set of blocks the old commit
+/// uses as ranges (one per run of neighbouring used blocks); the changed nodes of the
+/// repair and the list of files it changed, both following the damage, not the tree.
+public enum VolumeRepair {
+    public struct Report: Sendable {
+        /// What the check found before repairing.
+        public var check: VolumeCheck.Report
+        /// True when the image was written.
+        public var repaired = false
+        /// Repairs that name no file (damaged nodes, a commit given up, the block tree).
+        public var repairs: [String] = []
+        /// One line per file the repair changed, by path, sorted.
+        public var affected: [String] = []
+        /// The check after the repair.
+        public var after: VolumeCheck.Report?
+        /// Inodes in the repaired tree.
+        public var inodes = 0
+    }
+
+    public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
+                           progress: VolumeCheck.Progress? = nil) throws(FSError) -> Report {
+        let slots = try CommitSlots.read(storage)
+        var report = Report(check: try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress))
+        guard !report.check.isClean else { return report }
+        guard !storage.isReadOnly else { throw .readOnly }
+        var base = slots.current
+        var old = try OldCommit.read(storage, base, progress: progress)
+        // Only when the journal holds the current commit's changes: a commit made whole at
+        // once (a bulk load, the upgrade) has no frames, and its previous commit is not it.
+        if old.hasNodeDamage, let previous = slots.previous,
+           case let since = FramesSince.read(storage, since: previous), !since.frames.isEmpty,
+           (try? VolumeCheck.run(storage, at: previous, laterFrames: false, budgetBytes: budgetBytes))?.isClean == true {
+            progress?("replaying the journal over the previous commit", 0, 0)
+            do {
+                try fallBack(storage, to: previous, since)
+                report.repairs.append("commit \(base.generation) has tree nodes that do not read; the previous commit, "
+                                      + "\(previous.generation), checks clean and is taken instead, with the \(since.frames.count) "
+                                      + "journal frames kept since it replayed (the changes commit \(base.generation) made)")
+                if since.leftOut > 0 {
+                    report.repairs.append("\(since.leftOut) journal frames after commit \(base.generation) are not replayed "
+                                          + "(changes made after the damaged commit)")
+                }
+                report.repaired = true
+                let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+                if after.isClean {
+                    report.after = after
+                    report.inodes = after.inodes
+                    return report
+                }
+            } catch {
+                report.repairs.append("the previous commit, \(previous.generation), could not be brought forward (\(error)); "
+                                      + "commit \(base.generation) is repaired instead")
+            }
+            base = try CommitSlots.read(storage).current
+            old = try OldCommit.read(storage, base, progress: progress)
+        }
+        guard base.generation >= 2 else {
+            throw .damagedImage("commit \(base.generation) is the first of its image: there is no tree to rebuild")
+        }
+        report.repairs += old.describeDamage()
+        if old.framesAfter > 0 {
+            report.repairs.append("\(old.framesAfter) journal frames after commit \(base.generation) are not replayed "
+                                  + "(changes made after the last commit)")
+        }
+        let empty = CommitSlot(imageID: base.imageID, generation: base.generation, cleanlyUnmounted: false,
+                               capacityIsSet: base.capacityIsSet, capacityBytes: base.capacityBytes, unmountError: 0,
+                               nameHashKey: base.nameHashKey, filesystemTree: nil, blockTree: nil,
+                               journal: LogSegment(start: 0, length: 0), journalSequence: old.nextSequence,
+                               nextInode: base.nextInode, inodeCount: 0, usedBlocks: 0)
+        // The journal's sequence numbers go on from the old chain's: no frame of it left in
+        // a reused block can pass for one of the new chain.
+        let volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [],
+                                    nextSequence: old.nextSequence)
+        try volume.space.claimData(old.used)
+        var changed = Changes()
+        _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
+            try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
+            return try volume.finishCommit(generation, changed.filesystemCommit!,
+                                           inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
+        }
+        // A second commit: both slots name the repaired trees, and the old commit's blocks
+        // are punched once it is durable.
+        try volume.close()
+        report.repaired = true
+        report.inodes = changed.inodeChanges.added
+        report.repairs += changed.repairs
+        report.affected = changed.describe(in: volume.filesystem)
+        progress?("checking the repaired image", 0, 0)
+        report.after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+        return report
+    }
+
+    /// Steps 4 and 5, inside the repair's commit: the filesystem tree loaded at the
+    /// generation before the commit's, its two passes committed in between (their scans
+    /// read a committed root while the changes go to new nodes), and the references.
+    static func rebuild(_ volume: TreeVolume, from base: CommitSlot, _ old: OldCommit, budgetBytes: Int,
+                        progress: VolumeCheck.Progress?, _ changed: inout Changes) throws(FSError) {
+        let generation = base.generation
+        let tree = volume.filesystem.tree
+        var salvage = TreeSalvage(io: ImageStoragePageIO(storage: volume.storage), imageID: base.imageID,
+                                  treeID: TreeVolume.filesystemTreeID, blocks: volume.space.firstBlock..<volume.space.endBlock)
+        salvage.candidates = old.filesystemNodes
+        var loaded: UInt64 = 0
+        _ = try tree.bulkLoad(generation: generation - 1) { (add) throws(FSError) in
+            try salvage.walk(base.filesystemTree, node: { _ in }) { (key, value) throws(FSError) in
+                try add(key, value)
+                loaded += 1
+                if loaded % 65_536 == 0 { progress?("rebuilding the filesystem tree", loaded, 0) }
+            }
+        }
+        changed.lostRanges = salvage.damages.filter { $0.level == 0 }.map { ($0.lower, $0.upper) }
+        var names = try NameRepair(volume: volume, root: tree.committedRoot, progress: progress)
+        try names.run()
+        changed.absorb(names.changes)
+        try commitPass(volume, generation: generation)
+        var links = try LinkRepair(volume: volume, root: tree.committedRoot, nextInode: base.nextInode, progress: progress)
+        try links.run()
+        changed.absorb(links.changes)
+        changed.inodeChanges = links.inodeChanges
+        try commitPass(volume, generation: generation + 1)
+        try recount(volume, claimed: old.used, budgetBytes: budgetBytes, progress: progress)
+        // What the block space records: every node handed out since the repair began and
+        // still in the tree (the passes gave back the ones they replaced).
+        changed.filesystemCommit = CopyOnWriteTree.Commit(root: tree.committedRoot, freedBlocks: [],
+                                                          writtenBlocks: volume.filesystemPages.live.count)
+    }
+
+    /// Commits the filesystem tree's changes of one pass at `generation`; the nodes they
+    /// replaced were written by this repair and never named by a slot: free at once.
+    private static func commitPass(_ volume: TreeVolume, generation: UInt64) throws(FSError) {
+        let commit = try volume.filesystem.tree.commit(generation: generation)
+        volume.filesystemPages.releasePages(commit.freedBlocks)
+    }
+
+    /// Step 5: per batch of blocks (4 bytes a block of `budgetBytes`), the references the
+    /// new tree's extents hold; each block the old commit used gets that many (the claim
+    /// gave it one), or is freed when none.
+    static func recount(_ volume: TreeVolume, claimed: RangeSet<UInt64>, budgetBytes: Int,
+                        progress: VolumeCheck.Progress?) throws(FSError) {
+        let space = volume.space
+        let all = space.firstBlock..<space.endBlock
+        let batchBlocks = UInt64(max(1, budgetBytes / 4))
+        var start = all.lowerBound
+        while start < all.upperBound {
+            let batch = start..<min(all.upperBound, start + batchBlocks)
+            start = batch.upperBound
+            progress?("counting block references", batch.lowerBound - all.lowerBound, UInt64(all.count))
+            let here = claimed.intersection(RangeSet(batch))
+            guard !here.isEmpty else { continue }
+            var counts = [UInt32](repeating: 0, count: batch.count)
+            try volume.filesystem.tree.scan(from: .minimum, through: .maximum) { (key, value) throws(FSError) in
+                guard key.kind == ItemKind.extent.rawValue, key.object < ReservedObject.firstReserved,
+                      case .image(let offset, let length)? = try? ExtentItem.decode(value), length > 0 else { return true }
+                for block in ExtentReferenceChanges.blocks(offset: offset, length: length).clamped(to: batch) {
+                    // The name pass kept only extents inside the space, on blocks the old
+                    // commit's extents used: all claimed.
+                    guard here.contains(block) else {
+                        throw .damagedImage("repair: an extent of inode \(key.object) names block \(block), which the old commit did not use")
+                    }
+                    counts[Int(block - batch.lowerBound)] &+= 1
+                }
+                return true
+            }
+            for range in here.ranges {
+                var run = range.lowerBound
+                while run < range.upperBound {
+                    let count = counts[Int(run - batch.lowerBound)]
+                    var end = run + 1
+                    while end < range.upperBound && counts[Int(end - batch.lowerBound)] == count { end += 1 }
+                    if count == 0 {
+                        space.release(run..<end)
+                    } else {
+                        for _ in 1..<count { space.retain(run..<end) }
+                    }
+                    run = end
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// fsck --repair of format 2 (`VolumeRepair`): committed images of random operations
+/// (`VolumeCheckTests.makeVolume`) with damage written into them; after the repair the
+/// image checks clean, opens, and every file the damage did not reach reads back byte for
+/// byte at its path, and every file whose path or bytes changed is named in the report.
+final class VolumeRepairTests: XCTestCase {
+    /// What a committed volume holds: each inode's path (by the model's first link), and
+    /// each regular file's bytes as read from the image.
+    struct Snapshot {
+        var paths: [UInt64: String] = [:]
+        var bytes: [UInt64: [UInt8]] = [:]
+        var parents: [UInt64: UInt64] = [:]
+    }
+
+    func snapshot(_ volume: TreeVolume) throws -> Snapshot {
+        var snapshot = Snapshot()
+        var contents = VolumeFileContents()
+        var inodes: [(UInt64, InodeItem)] = []
+        try volume.filesystem.tree.scan(from: .minimum, through: .maximum) { (key, value) throws(FSError) in
+            if key.kind == ItemKind.inode.rawValue, key.object < ReservedObject.firstReserved {
+                inodes.append((key.object, try FileSystemTree.decode(key, value)))
+            }
+            return true
+        }
+        for (number, item) in inodes {
+            if let path = VolumeRepair.Changes.path(of: number, in: volume.filesystem) { snapshot.paths[number] = path }
+            snapshot.parents[number] = try volume.filesystem.links(of: number).first?.directory
+            if item.type == 8 {
+                snapshot.bytes[number] = try XCTUnwrap(try contents.bytes(of: number, size: Int(item.size), in: volume))
+            }
+        }
+        return snapshot
+    }
+
+    /// The filesystem tree's leaves: block, generation, first and last key.
+    func leaves(_ volume: TreeVolume) throws -> [(block: UInt64, generation: UInt64, first: TreeKey, last: TreeKey)] {
+        var found: [(block: UInt64, generation: UInt64, first: TreeKey, last: TreeKey)] = []
+        var blocks: [UInt64] = []
+        try volume.filesystem.tree.forEachNodeBlock { blocks.append($0) }
+        let page = TreePage()
+        for block in blocks {
+            _ = try volume.storage.read(into: page.mutableBuffer, at: block << 12)
+            let view = page.view
+            if view.isLeaf, view.count > 0 {
+                found.append((block, view.generation, view.key(0), view.key(view.count - 1)))
+            }
+        }
+        return found.sorted { $0.first < $1.first }
+    }
+
+    func zero(_ block: UInt64, on disk: CrashSimulatingStorage) throws {
+        try [UInt8](repeating: 0, count: 4096).withUnsafeBytes { try disk.write($0, at: block << 12) }
+        try disk.sync()
+    }
+
+    /// Repairs `disk`, checks the result and opens it; returns the report and the volume.
+    func repair(_ disk: CrashSimulatingStorage, budgetBytes: Int = 64 << 20) throws -> (VolumeRepair.Report, TreeVolume) {
+        XCTAssertFalse(try VolumeCheck.run(disk).isClean, "the damage was not found by the check")
+        let report = try VolumeRepair.run(disk, budgetBytes: budgetBytes)
+        XCTAssertTrue(report.repaired)
+        let after = try XCTUnwrap(report.after)
+        XCTAssertTrue(after.isClean, "after repair: \(after.problems.prefix(5))")
+        XCTAssertEqual(after.inodes, report.inodes)
+        let again = try VolumeRepair.run(disk)
+        XCTAssertFalse(again.repaired, "a repaired image needs no second repair")
+        for line in report.repairs { print("repaired: \(line)") }
+        for line in report.affected { print(line) }
+        return (report, try TreeVolume.open(disk))
+    }
+
+    /// Every inode of `before` reads back at its path with its bytes, except those in
+    /// `reached` (inode numbers the damage held), which are named in the report when they
+    /// changed (themselves, or a directory they were or are under); an inode under a
+    /// directory the damage reached may have moved, and is then named the same way.
+    func assertSurvivors(_ before: Snapshot, _ after: Snapshot, reached: (UInt64) -> Bool,
+                         _ report: VolumeRepair.Report, file: StaticString = #filePath, line: UInt = #line) {
+        var unchanged = 0
+        for (number, path) in before.paths {
+            var parentReached = false
+            var ancestor = before.parents[number]
+            for _ in 0..<64 {
+                guard let directory = ancestor, directory != 1 else { break }
+                if reached(directory) { parentReached = true }
+                ancestor = before.parents[directory]
+            }
+            let intact = after.paths[number] == path && after.bytes[number] == before.bytes[number]
+            if !reached(number) && !parentReached {
+                XCTAssertTrue(intact, "inode \(number) (\(path)) changed: now \(after.paths[number] ?? "gone")", file: file, line: line)
+            }
+            if intact {
+                unchanged += 1
+            } else {
+                // Named itself, or a directory it was or is now under.
+                let now = after.paths[number]
+                let named = report.affected.contains { line in
+                    guard let start = line.range(of: ": "), let end = line.range(of: " (") else { return false }
+                    let named = String(line[start.upperBound..<end.lowerBound])
+                    return [path, now].contains { $0 == named || ($0?.hasPrefix(named + "/") ?? false) }
+                }
+                XCTAssertTrue(named, "inode \(number) (\(path)) changed and the report does not name it", file: file, line: line)
+            }
+        }
+        XCTAssertGreaterThan(unchanged, 1, file: file, line: line)
+    }
+
+    /// Every path and every file's bytes as in `before`.
+    func assertUnchanged(_ before: Snapshot, _ repaired: TreeVolume, file: StaticString = #filePath, line: UInt = #line) throws {
+        let after = try snapshot(repaired)
+        XCTAssertEqual(after.paths, before.paths, file: file, line: line)
+        XCTAssertEqual(after.bytes, before.bytes, file: file, line: line)
+    }
+
+    func testAZeroedLeafLosesOnlyWhatItHeld() throws {
+        for seed in UInt64(1)...12 {
+            let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: seed)
+            let before = try snapshot(volume)
+            // A leaf the previous commit has too (not written by the last commit): no
+            // commit to fall back to.
+            let shared = try leaves(volume).filter { $0.generation < volume.current.generation }
+            XCTAssertGreaterThan(shared.count, 3)
+            let leaf = shared[shared.count / 2]
+            try zero(leaf.block, on: disk)
+            let (report, repaired) = try repair(disk)
+            XCTAssertTrue(report.repairs.contains { $0.contains("block \(leaf.block)") && $0.contains("lost") }, "\(report.repairs)")
+            let after = try snapshot(repaired)
+            assertSurvivors(before, after, reached: { (leaf.first.object...leaf.last.object).contains($0) }, report)
+        }
+    }
+
+    func testAZeroedInternalNodeLosesNothing() throws {
+        let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 4, steps: 900)
+        let before = try snapshot(volume)
+        let root = try XCTUnwrap(volume.current.filesystemTree)
+        XCTAssertGreaterThan(root.level, 0)
+        try zero(root.block, on: disk)
+        // And no previous commit to fall back to.
+        try zero(CommitSlot.block(forGeneration: volume.current.generation - 1), on: disk)
+        let (report, repaired) = try repair(disk)
+        XCTAssertTrue(report.repairs.contains { $0.contains("found through the block tree") }, "\(report.repairs)")
+        try assertUnchanged(before, repaired)
+        XCTAssertEqual(report.affected, [])
+    }
+
+    func testAWrongLinkCountIsCorrected() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let (number, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+        var wrong = item
+        wrong.linkCount += 3
+        try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(number), wrong.encoded())
+        try volume.commit()
+        let (report, repaired) = try repair(disk)
+        XCTAssertEqual(try repaired.filesystem.inode(number)?.linkCount, item.linkCount)
+        let path = try XCTUnwrap(before.paths[number])
+        XCTAssertTrue(report.affected.contains("links: \(path) (its link count was \(wrong.linkCount), now \(item.linkCount))"),
+                      "\(report.affected)")
+        try assertUnchanged(before, repaired)
+    }
+
+    func testAMissingIndexEntryIsRestored() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let (directory, entries) = try XCTUnwrap(model.entries.first { !$0.value.isEmpty })
+        let entry = try XCTUnwrap(entries.values.first)
+        _ = try volume.filesystem.tree.remove(FileSystemTree.indexKey(directory, entry.index))
+        try volume.commit()
+        let (report, repaired) = try repair(disk)
+        XCTAssertTrue(try repaired.filesystem.entries(directory: directory).contains(entry))
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("restored: ") && $0.contains("directory entry") }, "\(report.affected)")
+        try assertUnchanged(before, repaired)
+    }
+
+    func testAWrongReferenceCountIsRecounted() throws {
+        let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let block = try XCTUnwrap(try volume.space.blockTree.allRuns().first { $0.use == .data && $0.count == 1 }).blocks.lowerBound
+        volume.space.retain(block..<block + 1)
+        try volume.commit()
+        // In batches of 100 blocks: the census of the references takes many passes.
+        let (report, repaired) = try repair(disk, budgetBytes: 400)
+        XCTAssertEqual(report.affected, [])
+        XCTAssertEqual(try repaired.space.blockTree.count(of: block), 1)
+        var contents = VolumeFileContents()
+        for (number, bytes) in before.bytes {
+            XCTAssertEqual(try contents.bytes(of: number, size: bytes.count, in: repaired), bytes)
+        }
+        XCTAssertNil(try contents.dataRunMismatch(in: repaired))
+    }
+
+    /// A leaf the last commit wrote, damaged: the previous commit, which checks clean, is
+    /// taken, and the journal kept since it brings the last commit's change (a chmod)
+    /// back: nothing is lost.
+    func testADamagedCurrentCommitFallsBackToThePreviousOne() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 6, steps: 300)
+        let before = try snapshot(volume)
+        let previous = volume.current.generation
+        let (number, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+        var changed = item
+        changed.permissions = 0o600 ^ item.permissions & 0o7
+        try volume.perform([.attributes(inode: number, changed)])
+        try volume.commit()
+        // A change after the damaged commit (a frame of the next generation, which replay
+        // over the previous commit cannot apply): left out, and said so.
+        let (other, otherItem) = try XCTUnwrap(model.inodes.first { $0.key != number && $0.value.type == 8 && $0.value.linkCount > 0 })
+        var otherChanged = otherItem
+        otherChanged.uid += 1
+        try volume.perform([.attributes(inode: other, otherChanged)])
+        let written = try XCTUnwrap(try leaves(volume).first { $0.generation == volume.current.generation })
+        try zero(written.block, on: disk)
+        let (report, repaired) = try repair(disk)
+        XCTAssertTrue(report.repairs.contains { $0.contains("the previous commit, \(previous), checks clean and is taken instead") },
+                      "\(report.repairs)")
+        XCTAssertTrue(report.repairs.contains("1 journal frames after commit \(previous + 1) are not replayed (changes made after the damaged commit)"),
+                      "\(report.repairs)")
+        XCTAssertEqual(try repaired.filesystem.inode(number)?.permissions, changed.permissions)
+        XCTAssertEqual(try repaired.filesystem.inode(other)?.uid, otherItem.uid)
+        XCTAssertEqual(report.affected, [])
+        try assertUnchanged(before, repaired)
+    }
+
+    /// A crash anywhere in the repair leaves the image at its old commit (the repair
+    /// writes only blocks that commit does not use, and its slot last) or at the repaired
+    /// one: power cut at random moments among its writes and syncs.
+    func testACrashDuringRepairLeavesTheOldCommitOrTheRepairedOne() throws {
+        let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 7, steps: 300)
+        let shared = try leaves(volume).filter { $0.generation < volume.current.generation }
+        try zero(shared[shared.count / 2].block, on: disk)
+        let damaged = try VolumeCheck.run(disk)
+        let old = try CommitSlots.read(disk).current.generation
+        final class Cuts: @unchecked Sendable {
+            let lock = PthreadMutex<(rng: SplitMix64, changes: Int, images: [(String, [UInt8])])>((SplitMix64(seed: 7), 0, []))
+        }
+        let cuts = Cuts()
+        disk.beforeChange { change in
+            cuts.lock.withLock { s in
+                s.changes += 1
+                if s.rng.next() % 4 == 0 { s.images.append(("\(s.changes): \(change)", disk.crashImage(using: &s.rng))) }
+            }
+        }
+        _ = try VolumeRepair.run(disk)
+        disk.beforeChange(nil)
+        let (changes, images) = cuts.lock.withLock { ($0.changes, $0.images) }
+        XCTAssertGreaterThan(images.count, 3)
+        var atOld = 0, repaired = 0
+        for (change, image) in images {
+            let cut = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity), initial: image)
+            let generation = try CommitSlots.read(cut).current.generation
+            let report = try VolumeCheck.run(cut)
+            if generation == old {
+                atOld += 1
+                XCTAssertEqual(report.problems, damaged.problems, "cut before change \(change) of \(changes)")
+                XCTAssertTrue(try VolumeRepair.run(cut).after?.isClean ?? false, "cut before change \(change): repaired again")
+            } else {
+                repaired += 1
+                XCTAssertTrue(report.isClean, "cut before change \(change) of \(changes), at commit \(generation): \(report.problems.prefix(3))")
+            }
+        }
+        print("\(images.count) cuts among \(changes) changes: \(atOld) at the old commit, \(repaired) repaired")
+        XCTAssertGreaterThan(atOld, 0)
+    }
+}
