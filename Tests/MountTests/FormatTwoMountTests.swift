@@ -6,8 +6,9 @@ import XCTest
 /// `mount --format 2` makes a format 2 image; a format 1 image mounted with `--format 2`
 /// is upgraded in place with everything in it (names, bytes, hard links, symlinks,
 /// xattrs, modes), and checks clean; an existing format 2 image mounts as format 2
-/// without the flag; kill -9 loses nothing answered; a `--size` other than the image's is
-/// refused in one line, the image untouched.
+/// without the flag; kill -9 loses nothing answered; a `--size` too small for what the
+/// image holds is refused in one line, the image untouched, and a larger one grows it in
+/// the same opening that replays the journal after a kill -9.
 final class FormatTwoMountTests: DaemonTestCase {
     private var image: String { root + "/image.bin" }
 
@@ -67,7 +68,7 @@ final class FormatTwoMountTests: DaemonTestCase {
         try unmountAll()
     }
 
-    func testKillNineLosesNothingAnsweredAndSizeCannotChange() throws {
+    func testKillNineLosesNothingAnsweredAndSizeChangesAfterIt() throws {
         try mount(image, ["--size", "64M", "--format", "2"])
         try run("mkdir d && for i in $(seq 1 50); do echo $i > d/f$i; done && head -c 1000000 /dev/urandom > big && sync")
         try run("rm d/f7 && mv d/f8 d/eight && echo more >> big")
@@ -84,17 +85,31 @@ final class FormatTwoMountTests: DaemonTestCase {
         let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
         XCTAssertEqual(fsck.status, 0, fsck.transcript)
 
-        // Its capacity stays: another --size is refused in one line, the image untouched.
+        // A --size too small for what it holds is refused in one line, the image untouched.
         let before = try FileSnapshot(image)
-        if let refused = try refusedMount(image, ["--size", "128M"]) {
+        if let refused = try refusedMount(image, ["--size", "2M"]) {
             XCTAssertEqual(refused.status, 1, refused.transcript)
             XCTAssertEqual(refused.errorLines.count, 1, refused.transcript)
-            XCTAssertTrue(refused.error.contains("capacity cannot be changed yet"), refused.transcript)
+            XCTAssertTrue(refused.error.contains("--size 2M is too small for image \(image)") && refused.error.contains("use --size 4M or more"), refused.transcript)
         }
         XCTAssertEqual(try FileSnapshot(image), before, "a refused mount writes nothing")
-        try mount(image, ["--size", "64M"])
+        // A larger one grows it, after another kill -9 (its journal replayed by the same
+        // opening), and is kept.
+        try mount(image, [])
+        try run("echo after > late && sync")
+        let killed = try XCTUnwrap(daemons.popLast())
+        kill(killed.pid, SIGKILL)
+        _ = killed.waitForExit()
+        DaemonUnderTest.forceUnmount(mountPoint)
+        try mount(image, ["--size", "128M"])
+        let seen = try BoundedRun.shell("df -k --output=size . | tail -1 | tr -d ' ' && cat late && rm late", in: mountPoint, timeout: 30)
+        XCTAssertEqual(seen.output, "131072\nafter\n", seen.transcript)
         XCTAssertEqual(try listing(), answered)
         try unmountAll()
+        XCTAssertEqual(try info()["capacity bytes"], "\(128 << 20)")
+        XCTAssertEqual(try info()["capacity set by"], "--size (kept for later mounts)")
+        let fsckAfter = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsckAfter.status, 0, fsckAfter.transcript)
     }
 }
 
