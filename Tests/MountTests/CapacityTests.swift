@@ -76,31 +76,12 @@ final class CapacityTests: DaemonTestCase {
 /// again, and `info` says the capacity is the default. Run on both formats (scripts/test's
 /// format 2 pass); on format 2 it failed while the image kept the capacity it was made
 /// with.
-final class DefaultCapacityTests: XCTestCase {
-    private var scratch: ScratchDisk?
-    private var daemon: DaemonUnderTest?
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        try requireMountPrerequisites()
-        scratch = try ScratchDisk(megabytes: 64)
-    }
-
-    override func tearDown() {
-        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
-        daemon = nil
-        if let scratch {
-            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
-            for problem in scratch.unmount() { XCTFail(problem) }
-        }
-        scratch = nil
-        super.tearDown()
-    }
+final class DefaultCapacityTests: ScratchDiskDaemonTestCase {
+    override class var scratchMegabytes: Int { 64 }
 
     func testADefaultCapacityFollowsTheHostsFreeSpaceAtEachMount() throws {
         let scratch = try XCTUnwrap(scratch)
         let mountPoint = scratch.root + "/mnt", image = scratch.path + "/image.bin"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         /// Mounts without --size, runs `script` in the mount, and returns df's size in MiB.
         func mounted(_ script: String) throws -> Int {
             let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: scratch.root + "/daemon.log")

@@ -27,6 +27,14 @@ final class FormatTwoMountTests: DaemonTestCase {
         return result.output
     }
 
+    /// kill -9 of the mount's daemon, then its mount point forced off.
+    private func killDaemon() throws {
+        let daemon = try XCTUnwrap(daemons.popLast())
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.waitForExit()
+        DaemonUnderTest.forceUnmount(mountPoint)
+    }
+
     private func info() throws -> [String: String] {
         let result = try BoundedRun.offloadfs(["info", image], timeout: 30)
         var values: [String: String] = [:]
@@ -73,10 +81,7 @@ final class FormatTwoMountTests: DaemonTestCase {
         try run("mkdir d && for i in $(seq 1 50); do echo $i > d/f$i; done && head -c 1000000 /dev/urandom > big && sync")
         try run("rm d/f7 && mv d/f8 d/eight && echo more >> big")
         let answered = try listing()
-        let daemon = try XCTUnwrap(daemons.popLast())
-        kill(daemon.pid, SIGKILL)
-        _ = daemon.waitForExit()
-        DaemonUnderTest.forceUnmount(mountPoint)
+        try killDaemon()
         XCTAssertEqual(try info()["cleanly unmounted"], "no")
 
         try mount(image, [])
@@ -97,10 +102,7 @@ final class FormatTwoMountTests: DaemonTestCase {
         // opening), and is kept.
         try mount(image, [])
         try run("echo after > late && sync")
-        let killed = try XCTUnwrap(daemons.popLast())
-        kill(killed.pid, SIGKILL)
-        _ = killed.waitForExit()
-        DaemonUnderTest.forceUnmount(mountPoint)
+        try killDaemon()
         try mount(image, ["--size", "128M"])
         let seen = try BoundedRun.shell("df -k --output=size . | tail -1 | tr -d ' ' && cat late && rm late", in: mountPoint, timeout: 30)
         XCTAssertEqual(seen.output, "131072\nafter\n", seen.transcript)
@@ -119,31 +121,10 @@ final class FormatTwoMountTests: DaemonTestCase {
 /// blocks got disk space when taken (`BlockSpace.prepareBlocks`), the first mkdir's journal
 /// frame went into a hole of the full disk and failed the volume for good (review,
 /// 2026-12-02).
-final class FormatTwoHostFullTests: XCTestCase {
-    private var scratch: ScratchDisk?
-    private var daemon: DaemonUnderTest?
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        try requireMountPrerequisites()
-        scratch = try ScratchDisk(megabytes: 16)
-    }
-
-    override func tearDown() {
-        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
-        daemon = nil
-        if let scratch {
-            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
-            for problem in scratch.unmount() { XCTFail(problem) }
-        }
-        scratch = nil
-        super.tearDown()
-    }
-
+final class FormatTwoHostFullTests: ScratchDiskDaemonTestCase {
     func testAFullDiskUnderTheImageIsENOSPCAndPassesOff() throws {
         let scratch = try XCTUnwrap(scratch)
         let mountPoint = scratch.root + "/mnt", image = scratch.path + "/image.bin"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: scratch.root + "/daemon.log")
         guard case .mounted = try daemon.start(arguments: ["--size", "64M", "--format", "2", "--log-level", "warning"]) else {
             return XCTFail("did not mount: \(daemon.log)")
