@@ -47,13 +47,12 @@ enum ImageAdvice {
 
     /// A format 2 image's final commit (the unmount's) that failed with `code`. The journal
     /// holds every change, and the next mount replays it: but its replay commits too, so a
-    /// full disk under the image must get room, and a capacity that is full cannot be
-    /// raised yet (files can be copied out of a read-only mount).
+    /// full disk under the image must get room, and a capacity that is full must be
+    /// raised (`--size`).
     static func finalCommitFailure(errno code: Int32, image: String) -> String {
         var advice = remedy(errno: code, image: image)
         if code == ENOSPC || code == EDQUOT {
-            advice += "; if the image's own capacity is what is full, the next mount serves it read-only "
-                + "(a format 2 image's capacity cannot be raised yet): copy the files out"
+            advice += "; if the image's own capacity is what is full, mount it again with a larger --size"
         }
         return "\(describe(errno: code)) while writing the final commit of \(image); nothing is lost (its journal "
             + "holds every change and the next mount replays it): \(advice)"

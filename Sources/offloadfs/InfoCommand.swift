@@ -52,8 +52,7 @@ struct InfoCommand: ParsableCommand {
             ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),
             ("last unmount", Self.lastUnmount(s, image: image)),
             ("capacity bytes", "\(s.capacityBytes)"),
-            ("capacity set by", s.capacityIsSet ? "--size (kept for later mounts)"
-                : "default (free space of the filesystem holding the image, at each mount)"),
+            ("capacity set by", Self.capacitySource(isSet: s.capacityIsSet)),
             ("image file bytes", "\(inspection.fileBytes)"),
             ("disk bytes", "\(inspection.diskBytes)"),
             ("live data bytes", "\(analysis.dataBytes)"),
@@ -72,6 +71,11 @@ struct InfoCommand: ParsableCommand {
             ("problems", "\(analysis.problems.count)"),
         ]
         for (key, value) in lines { writeLine("\(key): \(value)", to: STDOUT_FILENO) }
+    }
+
+    /// Where an image's capacity comes from, in both formats.
+    static func capacitySource(isSet: Bool) -> String {
+        isSet ? "--size (kept for later mounts)" : "default (free space of the filesystem holding the image, at each mount)"
     }
 
     static func lastUnmount(_ s: Superblock, image: String) -> String {
@@ -100,6 +104,7 @@ struct InfoCommand: ParsableCommand {
             ("generation", "\(slot.generation)"),
             ("cleanly unmounted", slot.cleanlyUnmounted ? "yes" : "no"),
             ("capacity bytes", "\(slot.capacityBytes)"),
+            ("capacity set by", Self.capacitySource(isSet: slot.capacityIsSet)),
             ("image file bytes", "\(storage.length)"),
             ("disk bytes", "\(storage.diskBytes)"),
             ("journal head", "byte \(slot.journal.start), a segment of \(slot.journal.length) bytes"),

@@ -31,17 +31,22 @@ enum MountedImageInfo {
         var lines: [(String, String)] = [("image", typed), ("mounted at", mountPoint)]
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         var file = stat()
+        // Whether the capacity is kept (`--size`) or the mount's default, as the last
+        // superblock or commit slot says.
+        var capacityIsSet: Bool?
         if fd >= 0 {
             defer { close(fd) }
             if case .image(let superblock, _)? = try? ImageIdentity.read(fd: fd) {
                 lines += [("format version", "\(Superblock.version)"),
                           ("image id", String(superblock.imageID, radix: 16)),
                           ("generation", "\(superblock.generation)")]
+                capacityIsSet = superblock.capacityIsSet
             } else if (try? ImageIdentity.read(fd: fd)) == .newerVersion(CommitSlot.version) {
                 // Format 2: the commit slots, read with pread (the daemon holds the lock).
                 lines.append(("format version", "2"))
                 if let current = try? CommitSlots.read(fd: fd).current {
                     lines += [("image id", String(current.imageID, radix: 16)), ("generation", "\(current.generation)")]
+                    capacityIsSet = current.capacityIsSet
                 }
             }
             _ = fstat(fd, &file)
@@ -49,8 +54,9 @@ enum MountedImageInfo {
         var live = statvfs()
         if statvfs(mountPoint, &live) == 0 {
             let unit = UInt64(live.f_frsize)
-            lines += [("capacity bytes", "\(UInt64(live.f_blocks) * unit)"),
-                      ("used bytes", "\(UInt64(live.f_blocks - live.f_bfree) * unit)"),
+            lines.append(("capacity bytes", "\(UInt64(live.f_blocks) * unit)"))
+            if let capacityIsSet { lines.append(("capacity set by", InfoCommand.capacitySource(isSet: capacityIsSet))) }
+            lines += [("used bytes", "\(UInt64(live.f_blocks - live.f_bfree) * unit)"),
                       ("free bytes", "\(UInt64(live.f_bavail) * unit)"),
                       ("inodes", "\(UInt64(live.f_files - live.f_ffree))")]
         }

@@ -6,8 +6,9 @@ import XCTest
 /// `mount --format 2` makes a format 2 image; a format 1 image mounted with `--format 2`
 /// is upgraded in place with everything in it (names, bytes, hard links, symlinks,
 /// xattrs, modes), and checks clean; an existing format 2 image mounts as format 2
-/// without the flag; kill -9 loses nothing answered; a `--size` other than the image's is
-/// refused in one line, the image untouched.
+/// without the flag; kill -9 loses nothing answered; a `--size` too small for what the
+/// image holds is refused in one line, the image untouched, and a larger one grows it in
+/// the same opening that replays the journal after a kill -9.
 final class FormatTwoMountTests: DaemonTestCase {
     private var image: String { root + "/image.bin" }
 
@@ -24,6 +25,14 @@ final class FormatTwoMountTests: DaemonTestCase {
             """, in: mountPoint, timeout: 120)
         guard result.succeeded else { throw MountTestError("listing: \(result.transcript)") }
         return result.output
+    }
+
+    /// kill -9 of the mount's daemon, then its mount point forced off.
+    private func killDaemon() throws {
+        let daemon = try XCTUnwrap(daemons.popLast())
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.waitForExit()
+        DaemonUnderTest.forceUnmount(mountPoint)
     }
 
     private func info() throws -> [String: String] {
@@ -67,15 +76,12 @@ final class FormatTwoMountTests: DaemonTestCase {
         try unmountAll()
     }
 
-    func testKillNineLosesNothingAnsweredAndSizeCannotChange() throws {
+    func testKillNineLosesNothingAnsweredAndSizeChangesAfterIt() throws {
         try mount(image, ["--size", "64M", "--format", "2"])
         try run("mkdir d && for i in $(seq 1 50); do echo $i > d/f$i; done && head -c 1000000 /dev/urandom > big && sync")
         try run("rm d/f7 && mv d/f8 d/eight && echo more >> big")
         let answered = try listing()
-        let daemon = try XCTUnwrap(daemons.popLast())
-        kill(daemon.pid, SIGKILL)
-        _ = daemon.waitForExit()
-        DaemonUnderTest.forceUnmount(mountPoint)
+        try killDaemon()
         XCTAssertEqual(try info()["cleanly unmounted"], "no")
 
         try mount(image, [])
@@ -84,17 +90,28 @@ final class FormatTwoMountTests: DaemonTestCase {
         let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
         XCTAssertEqual(fsck.status, 0, fsck.transcript)
 
-        // Its capacity stays: another --size is refused in one line, the image untouched.
+        // A --size too small for what it holds is refused in one line, the image untouched.
         let before = try FileSnapshot(image)
-        if let refused = try refusedMount(image, ["--size", "128M"]) {
+        if let refused = try refusedMount(image, ["--size", "2M"]) {
             XCTAssertEqual(refused.status, 1, refused.transcript)
             XCTAssertEqual(refused.errorLines.count, 1, refused.transcript)
-            XCTAssertTrue(refused.error.contains("capacity cannot be changed yet"), refused.transcript)
+            XCTAssertTrue(refused.error.contains("--size 2M is too small for image \(image)") && refused.error.contains("use --size 4M or more"), refused.transcript)
         }
         XCTAssertEqual(try FileSnapshot(image), before, "a refused mount writes nothing")
-        try mount(image, ["--size", "64M"])
+        // A larger one grows it, after another kill -9 (its journal replayed by the same
+        // opening), and is kept.
+        try mount(image, [])
+        try run("echo after > late && sync")
+        try killDaemon()
+        try mount(image, ["--size", "128M"])
+        let seen = try BoundedRun.shell("df -k --output=size . | tail -1 | tr -d ' ' && cat late && rm late", in: mountPoint, timeout: 30)
+        XCTAssertEqual(seen.output, "131072\nafter\n", seen.transcript)
         XCTAssertEqual(try listing(), answered)
         try unmountAll()
+        XCTAssertEqual(try info()["capacity bytes"], "\(128 << 20)")
+        XCTAssertEqual(try info()["capacity set by"], "--size (kept for later mounts)")
+        let fsckAfter = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsckAfter.status, 0, fsckAfter.transcript)
     }
 }
 
@@ -104,31 +121,10 @@ final class FormatTwoMountTests: DaemonTestCase {
 /// blocks got disk space when taken (`BlockSpace.prepareBlocks`), the first mkdir's journal
 /// frame went into a hole of the full disk and failed the volume for good (review,
 /// 2026-12-02).
-final class FormatTwoHostFullTests: XCTestCase {
-    private var scratch: ScratchDisk?
-    private var daemon: DaemonUnderTest?
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        try requireMountPrerequisites()
-        scratch = try ScratchDisk(megabytes: 16)
-    }
-
-    override func tearDown() {
-        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
-        daemon = nil
-        if let scratch {
-            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
-            for problem in scratch.unmount() { XCTFail(problem) }
-        }
-        scratch = nil
-        super.tearDown()
-    }
-
+final class FormatTwoHostFullTests: ScratchDiskDaemonTestCase {
     func testAFullDiskUnderTheImageIsENOSPCAndPassesOff() throws {
         let scratch = try XCTUnwrap(scratch)
         let mountPoint = scratch.root + "/mnt", image = scratch.path + "/image.bin"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         let daemon = DaemonUnderTest(mountPoint: mountPoint, image: image, logPath: scratch.root + "/daemon.log")
         guard case .mounted = try daemon.start(arguments: ["--size", "64M", "--format", "2", "--log-level", "warning"]) else {
             return XCTFail("did not mount: \(daemon.log)")

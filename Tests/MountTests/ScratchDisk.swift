@@ -55,3 +55,31 @@ final class ScratchDisk {
         return problems
     }
 }
+
+/// A test with its image on a tmpfs of `scratchMegabytes` (`ScratchDisk`, mounted at
+/// `scratch.path`; mount point `scratch.root + "/mnt"`) and at most one daemon at a time
+/// (`daemon`): after each test, also a failed one, the daemon is stopped, the mount point
+/// forced off and the tmpfs unmounted.
+class ScratchDiskDaemonTestCase: XCTestCase {
+    class var scratchMegabytes: Int { 16 }
+    var scratch: ScratchDisk?
+    var daemon: DaemonUnderTest?
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        try requireMountPrerequisites()
+        scratch = try ScratchDisk(megabytes: Self.scratchMegabytes)
+        try FileManager.default.createDirectory(atPath: scratch!.root + "/mnt", withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        if let daemon { for problem in daemon.stop() { XCTFail(problem) } }
+        daemon = nil
+        if let scratch {
+            DaemonUnderTest.forceUnmount(scratch.root + "/mnt")
+            for problem in scratch.unmount() { XCTFail(problem) }
+        }
+        scratch = nil
+        super.tearDown()
+    }
+}

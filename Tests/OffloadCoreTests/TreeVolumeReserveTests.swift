@@ -50,6 +50,27 @@ final class TreeVolumeReserveTests: XCTestCase {
         print("reserve: \(dataBlocks) data blocks, then \(performed) operations journaled from the reserve before a refusal")
     }
 
+    /// The reserve is taken from the top of the space, file data from the bottom: a
+    /// smaller capacity then need not cover the reserve's place (it is recorded nowhere),
+    /// nor data pushed above it (`TreeVolume+Capacity.swift`).
+    func testTheReserveLiesAboveTheData() throws {
+        let capacity: UInt64 = 64 << 20
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        XCTAssertEqual(volume.space.reserveBlocks, 255)
+        XCTAssertEqual(volume.space.reserve.ranges.last?.upperBound, volume.space.endBlock, "the reserve is taken from the top")
+        let data = try volume.fileBlocks().allocate(byteCount: 1 << 20, hint: nil)
+        XCTAssertLessThan(data.upperBound >> 12, 300, "file data starts at the bottom, below the reserve")
+        // Refilled from the top after a commit that took some of it.
+        volume.space.reserveAccess = .commit
+        let used = try XCTUnwrap(volume.space.takeFromReserve(16, .commit))
+        volume.space.reserveAccess = .journal
+        volume.space.giveBack(used)
+        volume.space.refillReserve()
+        XCTAssertEqual(volume.space.reserveBlocks, 255)
+        XCTAssertGreaterThanOrEqual(volume.space.reserve.ranges.first?.lowerBound ?? 0, volume.space.endBlock - 255 - 16)
+    }
+
     static let root = InodeItem(type: 4, permissions: 0o755, uid: 0, gid: 0, linkCount: 2, size: 0, rdev: 0,
                                 accessTime: .init(seconds: 0, nanoseconds: 0), modificationTime: .init(seconds: 0, nanoseconds: 0),
                                 changeTime: .init(seconds: 0, nanoseconds: 0), birthTime: .init(seconds: 0, nanoseconds: 0),

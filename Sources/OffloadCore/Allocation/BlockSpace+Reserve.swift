@@ -43,11 +43,47 @@ extension BlockSpace {
 
     /// Takes blocks from the free space into the reserve until it holds `reserveTarget`
     /// (fewer when the free space has fewer). Errors reading the free space leave it short.
+    /// The highest free blocks first (`takeHighest`), else wherever `take` finds some.
     public func refillReserve() {
         while reserveBlocks < reserveTarget {
-            guard let blocks = try? take(reserveTarget - reserveBlocks, reserve: ReserveAccess.none) else { return }
+            let wanted = reserveTarget - reserveBlocks
+            guard let blocks = (try? takeHighest(wanted)) ?? (try? take(wanted, reserve: ReserveAccess.none)) else { return }
             reserve.insert(contentsOf: blocks)
         }
+    }
+
+    /// Groups from the top of the space that `takeHighest` looks in.
+    static let highestGroupsTried: UInt64 = 4
+
+    /// Up to `wanted` contiguous free blocks from the top of the space: the highest free
+    /// run of the last groups (`highestGroupsTried`; nil when they have none), taken as
+    /// `take` takes them (prepared, in `taken`) but leaving the group data allocations
+    /// work in alone. The reserve lies there, above the data, because a capacity may
+    /// shrink (`TreeVolume+Capacity.swift`): it is recorded nowhere, so it does not keep
+    /// a smaller capacity from any block, but data placed above it would. Taken low, the
+    /// first 1 MiB reserve of a 64 MiB image pushed 8 MiB of data up past 9.8 MiB.
+    func takeHighest(_ wanted: UInt64) throws(FSError) -> Range<UInt64>? {
+        let firstGroup = firstBlock / blocksPerGroup
+        var group = (endBlock - 1) / blocksPerGroup
+        for _ in 0..<Self.highestGroupsTried {
+            // A group with no free block needs no load (blocks past the end count as
+            // free in its summary; its load then finds none).
+            if try blockTree.groupSummary(group).freeBlocks > 0,
+               let blocks = try freeRuns(of: group).takeHighest(upTo: min(wanted, blocksPerGroup)) {
+                do {
+                    try prepareBlocks?(blocks)
+                } catch .noSpace {
+                    makeFree(blocks)
+                    return nil
+                }
+                taken.insert(contentsOf: blocks)
+                freeEstimate -= min(freeEstimate, UInt64(blocks.count))
+                return blocks
+            }
+            guard group > firstGroup else { return nil }
+            group -= 1
+        }
+        return nil
     }
 
     /// Sets the reserve's target; the blocks past it go back to the free space at once,

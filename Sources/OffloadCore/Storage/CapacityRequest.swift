@@ -21,11 +21,20 @@ public enum CapacityRequest: Sendable, Equatable {
     /// The capacity to use with an image whose superblock is `superblock` (nil for a new
     /// or emptied one), and whether it is kept.
     public func resolved(keptIn superblock: Superblock?) -> (bytes: UInt64, isSet: Bool) {
+        resolved(kept: superblock.map { ($0.capacityBytes, $0.capacityIsSet) })
+    }
+
+    /// The same for a format 2 image whose current commit slot is `slot`.
+    public func resolved(keptIn slot: CommitSlot) -> (bytes: UInt64, isSet: Bool) {
+        resolved(kept: (slot.capacityBytes, slot.capacityIsSet))
+    }
+
+    private func resolved(kept: (bytes: UInt64, isSet: Bool)?) -> (bytes: UInt64, isSet: Bool) {
         switch self {
         case .set(let bytes):
             return (bytes, true)
         case .kept(let fallback):
-            if let superblock, superblock.capacityIsSet { return (superblock.capacityBytes, true) }
+            if let kept, kept.isSet { return (kept.bytes, true) }
             return (fallback, false)
         }
     }

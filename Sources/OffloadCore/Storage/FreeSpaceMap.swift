@@ -89,6 +89,17 @@ final class FreeSpaceMap {
         return nil
     }
 
+    /// Takes the end of the highest range, at most `count` blocks (format 2's metadata
+    /// reserve, kept above the data).
+    func takeHighest(upTo count: UInt64) -> Range<UInt64>? {
+        precondition(count > 0)
+        guard let last = byStart.floor(UInt64.max) else { return nil }
+        let start = byStart.key(at: last), end = byStart.value(at: last)
+        let taken = max(start, end - min(end, count))..<end
+        carve(taken, from: start..<end)
+        return taken
+    }
+
     func forEachRange(_ body: (Range<UInt64>) -> Void) {
         byStart.forEach { start, end in body(start..<end) }
     }

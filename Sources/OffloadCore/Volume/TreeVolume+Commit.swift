@@ -279,6 +279,10 @@ extension TreeVolume {
         var slot = current
         slot.generation = number
         slot.cleanlyUnmounted = cleanlyUnmounted
+        // The capacity this mount opened with (`TreeVolume+Capacity.swift`): the first
+        // slot naming a changed one is written after everything it names is durable.
+        slot.capacityBytes = space.endBlock << BackingStore.blockShift
+        slot.capacityIsSet = capacityIsSet
         // The next inode number is past every number a commit ever stated, so no inode
         // that reached the tree has its number handed out again. (One created and dropped
         // between two commits never reaches it; its number may come back at a later

@@ -96,6 +96,10 @@ public final class TreeVolume {
     /// The commit the image was at when opened (its flags say whether the last mount
     /// ended cleanly).
     public let opened: CommitSlot
+    /// What the commits' slots say of the capacity: set (`--size`, kept for later mounts)
+    /// or a mount's default. The bytes are the block space's end. Both are the opened
+    /// slot's unless the mount changed them (`TreeVolume+Capacity.swift`).
+    public let capacityIsSet: Bool
     /// True on a read-only storage: nothing is written (`open`).
     public var isReadOnly: Bool { storage.isReadOnly }
     /// Files' blocks, once `fileBlocks()` mapped the image. Its own lock (a leaf): syncs
@@ -117,16 +121,24 @@ public final class TreeVolume {
     }
     private var storedFailure: FSError?
 
-    init(storage: any ImageStorage, slot: CommitSlot, replaying frames: [(generation: UInt64, changes: [JournalChange])],
-                 oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
+    /// `capacity`: the block space's end and what the next slot says of it (nil: the
+    /// slot's own; `TreeVolume+Capacity.swift` decides a changed one).
+    init(storage: any ImageStorage, slot: CommitSlot, capacity: (bytes: UInt64, isSet: Bool)? = nil,
+         replaying frames: [(generation: UInt64, changes: [JournalChange])],
+         oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
         self.storage = storage
         storedCurrent = slot
         opened = slot
-        let endBlock = slot.capacityBytes >> BackingStore.blockShift
-        guard endBlock > Self.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
+        guard slot.capacityBytes >> BackingStore.blockShift > Self.firstSpaceBlock,
+              slot.capacityBytes >> BackingStore.blockShift <= BlockReferenceTree.pendingFreeBase,
               slot.capacityBytes <= storage.length else {
             throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
         }
+        let capacity = capacity ?? (slot.capacityBytes, slot.capacityIsSet)
+        let endBlock = capacity.bytes >> BackingStore.blockShift
+        precondition(endBlock > Self.firstSpaceBlock && endBlock <= BlockReferenceTree.pendingFreeBase,
+                     "capacity \(capacity.bytes) was not checked")
+        capacityIsSet = capacity.isSet
         // Pending frees are punched once the commit after theirs is durable; a crash may
         // have come between that commit's slot and the punch, so the ones the next commit
         // may retire are punched again first (twice is harmless: nothing uses them).
@@ -161,25 +173,7 @@ public final class TreeVolume {
         // can come back over later changes (what numbering by the newest tag guards against
         // where the journal is one log truncated by generation).
         delta = MetadataDelta(committedGeneration: slot.generation)
-        // The old chain's segments the block tree does not have (the chain grew after the
-        // commit): claimed before anything is allocated, so that nothing overwrites them
-        // until the commit that follows replay is durable (until then, a crash replays
-        // them again).
-        // A segment the block tree holds must be a journal run, whole; one it does not
-        // hold must be free, not pending (`claimData` checks): anything else names blocks
-        // of something else.
-        for segment in oldChain {
-            let blocks = (segment.start >> BackingStore.blockShift)..<(segment.range.upperBound >> BackingStore.blockShift)
-            let runs = try space.blockTree.runs(overlapping: blocks)
-            if runs.isEmpty {
-                try space.claimData(blocks, use: .journal)
-            } else if !(runs.allSatisfy { $0.use == .journal }
-                        && runs.first!.blocks.lowerBound <= blocks.lowerBound && runs.last!.blocks.upperBound >= blocks.upperBound
-                        && zip(runs, runs.dropFirst()).allSatisfy { $0.blocks.upperBound == $1.blocks.lowerBound }) {
-                throw .damagedImage("journal segment \(segment) of commit \(slot.generation) lies on blocks that are not the journal's")
-            }
-        }
-        replayClaims = try Self.claimBlocks(namedBy: frames.flatMap(\.changes), in: space)
+        replayClaims = try Self.claimReplayed(oldChain: oldChain, frames: frames, of: slot, in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage, lock: spaceLock)
         firstSequence = nextSequence
@@ -199,6 +193,8 @@ public final class TreeVolume {
             throw .invalidArgument("a capacity of \(capacityBytes) bytes leaves no room after the commit slots")
         }
         guard imageID != 0 else { throw .invalidArgument("image id 0") }
+        // Whole blocks: the block space's end is what the slots say.
+        let capacityBytes = (capacityBytes >> BackingStore.blockShift) << BackingStore.blockShift
         if storage.length < capacityBytes { try storage.setLength(capacityBytes) }
         try [UInt8](repeating: 0, count: BackingStore.blockSize).withUnsafeBytes { raw in
             Result { () throws(FSError) in try storage.write(raw, at: 0) }
@@ -220,8 +216,14 @@ public final class TreeVolume {
     /// On a read-only storage it writes nothing: the replayed frames stay in the delta,
     /// readable, nothing is punched or committed, and every change, sync and commit throws
     /// `.readOnly` (`failure`).
+    /// `capacity`: the mount's `--size` or default (nil: the slot's own), applied as
+    /// `TreeVolume+Capacity.swift` says: a larger one by the opening commit, a smaller one
+    /// too when everything in use lies below it, otherwise refused before anything is
+    /// written (`.capacityTooSmall`) or, a default, cut to the smallest that fits. A
+    /// read-only open keeps the slot's.
     /// `reserveTarget` overrides the metadata reserve's size (tests of a full image).
-    public static func open(_ storage: any ImageStorage, reserveTarget: UInt64? = nil) throws(FSError) -> TreeVolume {
+    public static func open(_ storage: any ImageStorage, capacity request: CapacityRequest? = nil,
+                            reserveTarget: UInt64? = nil) throws(FSError) -> TreeVolume {
         let slot = try CommitSlots.read(storage).current
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
         var oldChain: [LogSegment] = []
@@ -256,12 +258,17 @@ public final class TreeVolume {
             // block can pass for one of the new chain.
             nextSequence = reader.expectedSequence
         }
-        let volume = try TreeVolume(storage: storage, slot: slot, replaying: frames, oldChain: oldChain,
+        var capacity = (bytes: slot.capacityBytes, isSet: slot.capacityIsSet)
+        if let request, !storage.isReadOnly {
+            capacity = try Self.capacity(for: request, slot: slot, storage: storage, replaying: frames, oldChain: oldChain)
+        }
+        let volume = try TreeVolume(storage: storage, slot: slot, capacity: capacity, replaying: frames, oldChain: oldChain,
                                     nextSequence: nextSequence)
         if storage.isReadOnly {
             volume.failure = .readOnly
             return volume
         }
+        try volume.growFile()
         if let reserveTarget { volume.space.setReserveTarget(reserveTarget) }
         // The old chain goes with the commit that stops naming it (a pending free of it).
         for segment in oldChain { volume.logSpace.releaseLogSegment(segment.range) }
@@ -272,6 +279,7 @@ public final class TreeVolume {
             // needs the same room): it opens read-only, every replayed change readable,
             // and refuses changes (`failure`) until it is opened with more room.
         }
+        volume.cutFile(shrunkFrom: slot.capacityBytes)
         return volume
     }
 
@@ -286,6 +294,32 @@ public final class TreeVolume {
     /// disk under the image still leaves the commit room), which `du` shows.
     static func reserveBlocks(capacityBlocks: UInt64) -> UInt64 {
         min(max(capacityBlocks / 64, 128), 2_048)
+    }
+
+    /// Claims what replay finds in use that the block tree does not say, in `space` (the
+    /// image's at `slot`), and returns the claims of the frames' extents (`replayClaims`).
+    ///
+    /// The old chain's segments the block tree does not have (the chain grew after the
+    /// commit): claimed before anything is allocated, so that nothing overwrites them
+    /// until the commit that follows replay is durable (until then, a crash replays
+    /// them again).
+    /// A segment the block tree holds must be a journal run, whole; one it does not
+    /// hold must be free, not pending (`claimData` checks): anything else names blocks
+    /// of something else.
+    static func claimReplayed(oldChain: [LogSegment], frames: [(generation: UInt64, changes: [JournalChange])],
+                              of slot: CommitSlot, in space: BlockSpace) throws(FSError) -> RangeSet<UInt64> {
+        for segment in oldChain {
+            let blocks = (segment.start >> BackingStore.blockShift)..<(segment.range.upperBound >> BackingStore.blockShift)
+            let runs = try space.blockTree.runs(overlapping: blocks)
+            if runs.isEmpty {
+                try space.claimData(blocks, use: .journal)
+            } else if !(runs.allSatisfy { $0.use == .journal }
+                        && runs.first!.blocks.lowerBound <= blocks.lowerBound && runs.last!.blocks.upperBound >= blocks.upperBound
+                        && zip(runs, runs.dropFirst()).allSatisfy { $0.blocks.upperBound == $1.blocks.lowerBound }) {
+                throw .damagedImage("journal segment \(segment) of commit \(slot.generation) lies on blocks that are not the journal's")
+            }
+        }
+        return try claimBlocks(namedBy: frames.flatMap(\.changes), in: space)
     }
 
     /// Claims the blocks `changes`' image extents name that the block tree holds free: the
@@ -398,7 +432,8 @@ public final class TreeVolume {
     public func fileBlocks() throws(FSError) -> VolumeFileBlocks {
         try spaceLock.withLock { () throws(FSError) -> VolumeFileBlocks in
             if let files { return files }
-            let image = try ImageMapping(storage: storage, mappedBytes: Int(current.capacityBytes))
+            // The space's end: the capacity this mount opened with (its opening commit's).
+            let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift))
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
             try space.refreshFreeEstimate()
             filesHolder.withLock { $0 = made }

@@ -9,11 +9,13 @@ import OffloadCore
 /// (docs/ARCHITECTURE.md, "Steps" 4d).
 ///
 /// Opening reads the commit slots and the two roots, replays the journal frames after the
-/// last commit and commits them: its cost follows the journal, not the tree. A format 2
-/// image keeps the capacity it was made with (`--size`, else the default of the mount
-/// that made it); changing it is not supported yet, and a `--size` that differs is
-/// refused. An image whose last mount ran out of room in a commit opens read-only
-/// (`TreeVolume.open`), as does one opened with `readOnly`, which writes nothing.
+/// last commit and commits them: its cost follows the journal, not the tree. Its capacity
+/// follows `--size` and the default as format 1's does (`TreeVolume+Capacity.swift`): a
+/// `--size` is kept for later mounts, larger ones grow it, smaller ones shrink it while
+/// everything in use lies below (otherwise refused, the image untouched), and an image
+/// never given one follows the default of each mount. An image whose last mount ran out
+/// of room in a commit opens read-only (`TreeVolume.open`), as does one opened with
+/// `readOnly`, which writes nothing.
 ///
 /// `@unchecked Sendable`: the volume, the namespace and the maintenance timer are
 /// thread-safe under their own locks.
@@ -28,9 +30,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     public var format: ImageFormat { .two }
     private let maintenance = MaintenanceTimer()
 
-    /// The smallest capacity a format 2 image is made with: its first journal segments
-    /// and tree nodes need room besides files.
-    public static let minimumCapacity: UInt64 = 4 << 20
+    /// The smallest capacity a format 2 image is made with (`TreeVolume.minimumCapacity`).
+    public static let minimumCapacity = TreeVolume.minimumCapacity
 
     /// The steps of `open` and `close`, as a `ProgressMeter` shows them.
     public enum Phase {
@@ -64,7 +65,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         guard capacityBytes >= minimumCapacity else {
             throw .capacityTooSmall(capacityBytes: capacityBytes, neededBytes: minimumCapacity, liveBytes: 0)
         }
-        guard capacityBytes <= UInt64(1) << 46 else {
+        guard capacityBytes <= TreeVolume.maximumCapacity else {
             throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
         }
         try storage.setLength(0)
@@ -81,19 +82,15 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
     }
 
-    /// Opens the format 2 image on `storage`: replays its journal (`TreeVolume.open`) and
-    /// drops the inodes its last mount left unlinked while open. `capacity` must be the
-    /// image's own (`.kept`, or `.set` to the same bytes).
+    /// Opens the format 2 image on `storage` with `capacity` (`TreeVolume.open`: a
+    /// `--size` too small for what the image holds is refused before anything is
+    /// written), replays its journal and drops the inodes its last mount left unlinked
+    /// while open.
     public static func open(storage: any ImageStorage, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
                             meter: ProgressMeter? = nil) throws(FSError) -> VolumeFileSystem {
         let started = DispatchTime.now()
         meter?.begin(Phase.replaying)
-        // Refused before anything is written.
-        let slot = try CommitSlots.read(storage).current
-        if case .set(let bytes) = capacity, bytes / UInt64(BackingStore.blockSize) != slot.capacityBytes / UInt64(BackingStore.blockSize) {
-            throw .invalidArgument("'\(storage.name)' is a format 2 image of \(slot.capacityBytes) bytes; its capacity cannot be changed yet (--size asks for \(bytes)): mount it without --size")
-        }
-        let volume = try TreeVolume.open(storage)
+        let volume = try TreeVolume.open(storage, capacity: capacity)
         let orphans = try volume.reader().orphans().filter { $0.item.state != .dropping }.count
         let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
         var report = ImageFileSystem.OpenReport(created: false, inodes: Int(clamping: namespace.usage.inodes),
@@ -101,7 +98,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                                                 orphansFreed: volume.isReadOnly ? 0 : orphans, repairs: [], seconds: 0)
         report.previousUnmountError = volume.opened.unmountError
         if let failure = volume.failure, !volume.isReadOnly {
-            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only: copy the files out (a format 2 image's capacity cannot be raised yet), or, if the disk holding it is what is full, free space there and mount it again")
+            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only: mount it again with a larger --size (--size \((volume.current.capacityBytes >> 20) + 8)M gives a commit room enough), or, if the disk holding it is what is full, free space there and mount it again")
         }
         report.replaySeconds = ImageFileSystem.seconds(since: started)
         report.seconds = report.replaySeconds
