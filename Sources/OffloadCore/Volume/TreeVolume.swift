@@ -430,7 +430,11 @@ public final class TreeVolume {
     /// The store files keep their blocks in: the image mapped (once, its whole capacity)
     /// on the first call.
     public func fileBlocks() throws(FSError) -> VolumeFileBlocks {
-        try spaceLock.withLock { () throws(FSError) -> VolumeFileBlocks in
+        // Once made, without the space lock: every create asks for it under the namespace
+        // lock, and a commit holds the space lock while it settles, so each create, and
+        // every request queued behind it, waited for the commit.
+        if let files { return files }
+        return try spaceLock.withLock { () throws(FSError) -> VolumeFileBlocks in
             if let files { return files }
             // The space's end: the capacity this mount opened with (its opening commit's).
             let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift))
