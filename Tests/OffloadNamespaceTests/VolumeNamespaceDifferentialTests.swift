@@ -402,4 +402,28 @@ final class VolumeNamespaceJournalFailureTests: XCTestCase {
         XCTAssertEqual(disk.failures(of: .write), 1)
         XCTAssertThrowsError(try namespace.getattr(inode: attributes.inode))
     }
+
+    /// A new inode gets its kernel reference, and a created file its handle and data, only
+    /// once its frame is written: before, mkdir counted the reference first, and a failed
+    /// frame left it behind.
+    func testANewInodeWhoseFrameIsNotWrittenLeavesNoReferenceNorHandle() throws {
+        // A failed frame fails the volume, so each call gets a volume of its own.
+        let calls: [(String, (VolumeNamespace) throws -> Void)] = [
+            ("mkdir", { _ = try $0.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root) }),
+            ("create", { _ = try $0.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: .root) }),
+        ]
+        for (name, call) in calls {
+            let disk = FaultInjectingStorage(MemoryImageStorage(maximumBytes: 16 << 20))
+            let volume = try TreeVolume.format(disk, capacityBytes: 16 << 20, imageID: 8, nameHashKey: SipHash24(key0: 1, key1: 9))
+            let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+            let kept = try namespace.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: .root)
+            XCTAssertEqual(namespace.lookupCounts, [kept.inode.rawValue: 1])
+            disk.inject(FaultInjectingStorage.Fault(.write, error: .io("injected")))
+            XCTAssertThrowsError(try call(namespace), name)
+            XCTAssertEqual(disk.failures(of: .write), 1, name)
+            XCTAssertEqual(namespace.lookupCounts, [kept.inode.rawValue: 1], name)
+            XCTAssertTrue(namespace.fileHandles.isEmpty, name)
+            XCTAssertTrue(namespace.cachedFiles.isEmpty, name)
+        }
+    }
 }

@@ -135,26 +135,38 @@ extension VolumeNamespace {
     /// opened (and truncated with O_TRUNC).
     public func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32,
                        context: RequestContext) throws(FSError) -> (Attributes, FileHandle) {
-        let existing = try changing { (reader, changes) throws(FSError) -> (Attributes, FileHandle)? in
-            _ = try liveDirectory(parent.rawValue, in: reader)
-            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { return nil }
-            guard flags & O_EXCL == 0 else { throw .exists }
-            let item = try item(entry.child, in: reader)
-            let handle = try openHandle(entry.child, item, flags: flags, reader)
-            referenced(entry.child)
-            if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &changes) }
-            return (try self.attributes(entry.child, item), handle)
+        // One hold of the lock and one reader: the name looked up once, and a new file's
+        // data made empty rather than read from the tree (it has no extents).
+        enum Found { case existing(Attributes, FileHandle), made(UInt64, InodeItem, any FileBlockStore) }
+        let opened = try changing { (reader, changes) throws(FSError) -> Found in
+            if let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) {
+                _ = try liveDirectory(parent.rawValue, in: reader)
+                guard flags & O_EXCL == 0 else { throw .exists }
+                let item = try item(entry.child, in: reader)
+                let handle = try openHandle(entry.child, item, flags: flags, reader)
+                referenced(entry.child)
+                if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &changes) }
+                return .existing(try self.attributes(entry.child, item), handle)
+            }
+            let store = try volume.fileBlocks()
+            let made = try newNode(parent: parent, name: name, kind: .regular, permissions: mode & 0o7777, rdev: 0, target: nil,
+                                   context: context, reader, &changes)
+            return .made(made.number, made.item, store)
+        } then: { (found, reader) throws(FSError) -> (Attributes, FileHandle, truncated: Bool) in
+            switch found {
+            case .existing(let attributes, let handle):
+                return (attributes, handle, flags & O_TRUNC != 0)
+            case .made(let number, let item, let store):
+                let data = OffloadedFile(store: store, limiter: memoryLimiter)
+                data.attach(VolumeFileJournal(inode: number, namespace: self))
+                cachedFiles[number] = VolumeCachedFile(data: data)
+                let handle = try openHandle(number, item, flags: flags, reader)
+                referenced(number)
+                return (try attributes(number, item), handle, false)
+            }
         }
-        if let existing {
-            guard flags & O_TRUNC != 0 else { return existing }
-            return (try getattr(inode: existing.0.inode), existing.1)
-        }
-        let attributes = try mknod(parent: parent, name: name, mode: FileKind.regular.modeBits | (mode & 0o7777),
-                                   rdev: 0, context: context)
-        let handle = try changing { (reader, _) throws(FSError) -> FileHandle in
-            try openHandle(attributes.inode.rawValue, try item(attributes.inode.rawValue, in: reader), flags: flags, reader)
-        }
-        return (attributes, handle)
+        guard opened.truncated else { return (opened.0, opened.1) }
+        return (try getattr(inode: opened.0.inode), opened.1)
     }
 
     private func openHandle(_ number: UInt64, _ item: InodeItem, flags: Int32, _ reader: VolumeReader) throws(FSError) -> FileHandle {

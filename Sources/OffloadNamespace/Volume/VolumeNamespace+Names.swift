@@ -67,37 +67,48 @@ extension VolumeNamespace {
     /// index, the parent's new attributes, its target and inherited ACLs, in one frame.
     private func makeNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
                           target: [UInt8]?, context: RequestContext) throws(FSError) -> Attributes {
-        try changing { (reader, changes) throws(FSError) -> Attributes in
-            var parentItem = try liveDirectory(parent.rawValue, in: reader)
-            guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
-            if kind == .directory {
-                guard parentItem.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
-            }
-            let start = NewInodeStart(kind: kind, requested: permissions, parentPermissions: parentItem.permissions,
-                                      parentGID: parentItem.gid,
-                                      parentDefaultACL: try reader.xattr(parent.rawValue, name: PosixACL.defaultName),
-                                      context: context)
-            let now = clock().record
-            let number = nextInode
-            let item = InodeItem(type: Self.typeCode(kind), permissions: start.permissions, uid: context.uid, gid: start.gid,
-                                 linkCount: kind == .directory ? 2 : 1, size: UInt64(target?.count ?? 0), rdev: rdev,
-                                 accessTime: now, modificationTime: now, changeTime: now, birthTime: now,
-                                 parent: kind == .directory ? parent.rawValue : 0, nextIndex: kind == .directory ? 3 : 0)
-            let index = parentItem.nextIndex
-            parentItem.nextIndex += 1
-            if kind == .directory { parentItem.linkCount += 1 }
-            parentItem.modificationTime = now
-            parentItem.changeTime = now
-            changes = [.attributes(inode: number, item),
-                       .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)),
-                       .attributes(inode: parent.rawValue, parentItem)]
-            if let target { changes.append(.symlinkTarget(inode: number, target)) }
-            if let access = start.accessACL { changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
-            if let inherited = start.defaultACL { changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
-            nextInode += 1
-            referenced(number)
-            return try attributes(number, item)
+        try changing { (reader, changes) throws(FSError) -> (number: UInt64, item: InodeItem) in
+            try newNode(parent: parent, name: name, kind: kind, permissions: permissions, rdev: rdev, target: target,
+                        context: context, reader, &changes)
+        } then: { (made, _) throws(FSError) -> Attributes in
+            referenced(made.number)
+            return try attributes(made.number, made.item)
         }
+    }
+
+    /// The changes that make a new inode under `parent`/`name`, appended to `changes`,
+    /// and the inode's number and item. The name must not exist (EEXIST).
+    func newNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
+                 target: [UInt8]?, context: RequestContext, _ reader: VolumeReader,
+                 _ changes: inout [JournalChange]) throws(FSError) -> (number: UInt64, item: InodeItem) {
+        var parentItem = try liveDirectory(parent.rawValue, in: reader)
+        guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
+        if kind == .directory {
+            guard parentItem.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
+        }
+        let start = NewInodeStart(kind: kind, requested: permissions, parentPermissions: parentItem.permissions,
+                                  parentGID: parentItem.gid,
+                                  parentDefaultACL: try reader.xattr(parent.rawValue, name: PosixACL.defaultName),
+                                  context: context)
+        let now = clock().record
+        let number = nextInode
+        let item = InodeItem(type: Self.typeCode(kind), permissions: start.permissions, uid: context.uid, gid: start.gid,
+                             linkCount: kind == .directory ? 2 : 1, size: UInt64(target?.count ?? 0), rdev: rdev,
+                             accessTime: now, modificationTime: now, changeTime: now, birthTime: now,
+                             parent: kind == .directory ? parent.rawValue : 0, nextIndex: kind == .directory ? 3 : 0)
+        let index = parentItem.nextIndex
+        parentItem.nextIndex += 1
+        if kind == .directory { parentItem.linkCount += 1 }
+        parentItem.modificationTime = now
+        parentItem.changeTime = now
+        changes += [.attributes(inode: number, item),
+                    .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)),
+                    .attributes(inode: parent.rawValue, parentItem)]
+        if let target { changes.append(.symlinkTarget(inode: number, target)) }
+        if let access = start.accessACL { changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
+        if let inherited = start.defaultACL { changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
+        nextInode += 1
+        return (number, item)
     }
 
     /// A hard link. Directories cannot be linked (EPERM), an unlinked file cannot get a

@@ -185,7 +185,15 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Runs `body` under the namespace lock with a reader of the current state; the
     /// changes it returns are performed as one journal frame.
     func changing<R>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
-        try locked { () throws(FSError) -> R in
+        try changing(body) { (result, _) throws(FSError) -> R in result }
+    }
+
+    /// `changing`, then `after` with the result, under the same hold of the lock, once
+    /// the frame is written: what must hold only for a change the journal has (a new
+    /// inode's kernel reference, a handle on it) goes there.
+    func changing<R, S>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R,
+                        then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
+        try locked { () throws(FSError) -> S in
             let reader = try self.reader()
             var changes: [JournalChange] = []
             let numbered = nextInode
@@ -199,7 +207,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 for case .drop in changes { inodeCount -= 1 }
             }
             emptyUnreadableFiles()
-            return result
+            return try after(result, reader)
         }
     }
 
