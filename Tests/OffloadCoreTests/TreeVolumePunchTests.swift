@@ -19,21 +19,13 @@ final class TreeVolumePunchTests: XCTestCase {
         let freed = try volume.space.blockTree.pendingFrees(from: freeing, through: freeing)
         XCTAssertGreaterThan(freed.reduce(0) { $0 + $1.blocks.count }, 100)
         // ...which the next commit starts to punch: held at the punch until released.
-        final class Gate: @unchecked Sendable {
-            let release = DispatchSemaphore(value: 0)
-            let reached = DispatchSemaphore(value: 0)
-            var timedOut = false
-        }
-        let gate = Gate()
         volume.waitForPunches()  // the punch that commit started, of earlier frees
         // (Only the punch of those frees: a commit also punches the spare blocks of its
         // block tree's pool that it gave back unwritten.)
         let freedBytes = freed.map { ($0.blocks.lowerBound << BackingStore.blockShift)..<($0.blocks.upperBound << BackingStore.blockShift) }
-        disk.beforeChange { change in
-            guard case .punch(let range) = change, freedBytes.contains(where: { $0.overlaps(range) }) else { return }
-            disk.beforeChange(nil)
-            gate.reached.signal()
-            gate.timedOut = gate.release.wait(timeout: .now() + 20) == .timedOut
+        let gate = ChangeGate(disk) { change in
+            guard case .punch(let range) = change else { return false }
+            return freedBytes.contains { $0.overlaps(range) }
         }
         try volume.commit()
         // The commit returned with its punch held: had it punched on its own path, it
@@ -55,7 +47,7 @@ final class TreeVolumePunchTests: XCTestCase {
             done.signal()
         }
         XCTAssertEqual(done.wait(timeout: .now() + 0.5), .timedOut, "the next commit went on while the punch was held")
-        gate.release.signal()
+        gate.open()
         XCTAssertEqual(done.wait(timeout: .now() + 20), .success)
         let report = try XCTUnwrap(outcome.report).get()
         XCTAssertFalse(gate.timedOut, "the commit waited at the punch")

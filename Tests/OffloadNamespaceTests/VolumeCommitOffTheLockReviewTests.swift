@@ -15,22 +15,6 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
     static let capacity: UInt64 = 32 << 20
     let caller = RequestContext(uid: 0, gid: 0)
 
-    /// Holds the next sync of `disk` (the maintenance commit's fdatasync, with the space
-    /// lock let go) until `release` is signalled.
-    final class Gate: @unchecked Sendable {
-        let reached = DispatchSemaphore(value: 0)
-        let release = DispatchSemaphore(value: 0)
-
-        init(_ disk: CrashSimulatingStorage) {
-            disk.beforeChange { [self] change in
-                guard case .sync = change else { return }
-                disk.beforeChange(nil)
-                reached.signal()
-                _ = release.wait(timeout: .now() + 30)
-            }
-        }
-    }
-
     /// Runs the maintenance's commit on another thread; `finished` is signalled when it
     /// returns.
     final class MaintenanceCommit: @unchecked Sendable {
@@ -57,13 +41,13 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         let fs = fileSystem.namespace
         let before = try fs.mkdir(parent: .root, name: FileName("before"), mode: 0o755, context: caller)
 
-        let gate = Gate(disk)
+        let gate = ChangeGate(disk, timeoutSeconds: 30, holding: ChangeGate.sync)
         let commit = MaintenanceCommit(fs)
         XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
         let during = try fs.mkdir(parent: .root, name: FileName("during"), mode: 0o755, context: caller)
         var random = SplitMix64(seed: 7)
         let killed = disk.crashImage(using: &random, keep: 1, torn: 0)
-        gate.release.signal()
+        gate.open()
         XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
         try fileSystem.close(meter: nil)
 
@@ -114,7 +98,7 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         try fs.unlink(parent: .root, name: FileName("b"))
         XCTAssertNil(extents(b.inode), "the unlink loaded b (the test's premise)")
 
-        let gate = Gate(disk)
+        let gate = ChangeGate(disk, timeoutSeconds: 30, holding: ChangeGate.sync)
         let commit = MaintenanceCommit(fs)
         XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
         var random = SplitMix64(seed: 3)
@@ -139,7 +123,7 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
             }
             print("written while the commit was held: in place \(try XCTUnwrap(extents(a.inode)) == aBefore)")
         }
-        gate.release.signal()
+        gate.open()
         XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
         if !writtenWhileHeld { XCTAssertEqual(written.wait(timeout: .now() + 30), .success) }
         XCTAssertEqual(try XCTUnwrap(write.result).get(), 4096)

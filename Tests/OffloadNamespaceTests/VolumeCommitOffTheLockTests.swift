@@ -18,12 +18,6 @@ import OffloadSimulation
 final class VolumeCommitOffTheLockTests: XCTestCase {
     static let capacity: UInt64 = 32 << 20
 
-    final class Gate: @unchecked Sendable {
-        let reached = DispatchSemaphore(value: 0)
-        let release = DispatchSemaphore(value: 0)
-        var timedOut = false
-    }
-
     func testRequestsGoOnWhileTheMaintenanceCommitIsHeldAtItsSync() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
@@ -37,13 +31,7 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         let generation = fileSystem.volume.current.generation
 
         // The maintenance's commit, held at its first sync until released.
-        let gate = Gate()
-        disk.beforeChange { change in
-            guard case .sync = change else { return }
-            disk.beforeChange(nil)
-            gate.reached.signal()
-            gate.timedOut = gate.release.wait(timeout: .now() + 20) == .timedOut
-        }
+        let gate = ChangeGate(disk, holding: ChangeGate.sync)
         final class Outcome: @unchecked Sendable { var report: Result<VolumeCommitReport?, Error>? }
         let outcome = Outcome(), committed = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
@@ -69,7 +57,7 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         XCTAssertTrue(Set(names).isSuperset(of: ["before", "during"]), "\(names)")
         XCTAssertEqual(committed.wait(timeout: .now()), .timedOut, "the commit finished before the requests ran")
 
-        gate.release.signal()
+        gate.open()
         XCTAssertEqual(committed.wait(timeout: .now() + 20), .success)
         XCTAssertFalse(gate.timedOut, "the requests waited for the held commit (\(waited) s)")
         let report = try XCTUnwrap(try XCTUnwrap(outcome.report).get(), "the maintenance committed nothing")
