@@ -226,38 +226,32 @@ public final class TreeVolume {
                             reserveTarget: UInt64? = nil) throws(FSError) -> TreeVolume {
         let slot = try CommitSlots.read(storage).current
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
-        var oldChain: [LogSegment] = []
-        var nextSequence = slot.journalSequence
-        if slot.journal.length > 0 {
-            var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                           head: slot.journal, fileBytes: storage.length) { offset, count in
-                var bytes = [UInt8](repeating: 0, count: count)
-                let read = bytes.withUnsafeMutableBytes { raw in (try? storage.read(into: raw, at: offset)) ?? 0 }
-                return Array(bytes.prefix(read))
-            }
-            reading: while true {
-                switch reader.next() {
-                case .records(let payload):
-                    let frame = try VolumeJournalFrame.decode(payload)
-                    // Two generations at most follow the last durable commit: the one its
-                    // successor was committing (closed under the namespace lock) and the
-                    // one requests went on in meanwhile (the maintenance commits outside
-                    // that lock; an operation's own commit of the next one waits for the
-                    // commit lock, so a third never starts before the slot). A frame of a
-                    // later one is damage.
-                    guard frame.generation <= slot.generation + Self.generationsPastTheSlot else {
-                        throw .damagedImage("a journal frame of generation \(frame.generation) after commit \(slot.generation)")
-                    }
-                    if frame.generation > slot.generation { frames.append(frame) }
-                case .end:
-                    break reading
+        var damage: FSError?
+        let journal = SlotJournal(storage, slot) { frame, _ in
+            switch frame {
+            case .failure(let error):
+                damage = error
+                return false
+            case .success(let frame):
+                // Two generations at most follow the last durable commit: the one its
+                // successor was committing (closed under the namespace lock) and the one
+                // requests went on in meanwhile (the maintenance commits outside that
+                // lock; an operation's own commit of the next one waits for the commit
+                // lock, so a third never starts before the slot). A frame of a later one
+                // is damage.
+                guard frame.generation <= slot.generation + Self.generationsPastTheSlot else {
+                    damage = .damagedImage("a journal frame of generation \(frame.generation) after commit \(slot.generation)")
+                    return false
                 }
+                if frame.generation > slot.generation { frames.append(frame) }
+                return true
             }
-            oldChain = reader.segments
-            // The new chain's numbers continue the old one's, so no frame left in a reused
-            // block can pass for one of the new chain.
-            nextSequence = reader.expectedSequence
         }
+        if let damage { throw damage }
+        let oldChain = journal.segments
+        // The new chain's numbers continue the old one's, so no frame left in a reused
+        // block can pass for one of the new chain.
+        let nextSequence = journal.nextSequence
         var capacity = (bytes: slot.capacityBytes, isSet: slot.capacityIsSet)
         if let request, !storage.isReadOnly {
             capacity = try Self.capacity(for: request, slot: slot, storage: storage, replaying: frames, oldChain: oldChain)
