@@ -2,15 +2,20 @@ import XCTest
 @testable import OffloadCore
 import OffloadSimulation
 
-/// A reader's node cache (`NodeReadCache`): repeated lookups through one reader are served
-/// from validated copies and answer exactly what a reader without the cache answers; a
-/// slot holds a node only as its parent recorded it, and the cache's slots are replaced in
-/// turn when more nodes are read than it holds.
+/// The readers' node cache (`NodeReadCache`), one per volume: repeated lookups are served
+/// from validated copies and answer exactly what a reader without the cache answers; the
+/// readers of a later commit find the nodes the earlier ones read and read the changed
+/// ones afresh; readers on several threads share it; a slot holds a node only as its
+/// parent recorded it, and a shard's slots are replaced in turn when more nodes are read
+/// than it holds.
 final class NodeReadCacheTests: XCTestCase {
-    func testAReadersRepeatedLookupsComeFromItsCacheAndReadTheSame() throws {
+    static let now = RecordTime(seconds: 0, nanoseconds: 0)
+
+    /// A volume whose root directory names f0..f4999 (inodes 2...5001), committed.
+    func volumeOfFiveThousandFiles() throws -> TreeVolume {
         let storage = MemoryImageStorage(maximumBytes: 64 << 20)
         let volume = try TreeVolume.format(storage, capacityBytes: 64 << 20, imageID: 11, nameHashKey: SipHash24(key0: 1, key1: 2))
-        let now = RecordTime(seconds: 0, nanoseconds: 0)
+        let now = Self.now
         var changes: [JournalChange] = [.attributes(inode: 1, InodeItem(
             type: 4, permissions: 0o755, uid: 0, gid: 0, linkCount: 2, size: 0, rdev: 0, accessTime: now, modificationTime: now,
             changeTime: now, birthTime: now, parent: 1, nextIndex: 3 + 5000))]
@@ -27,9 +32,19 @@ final class NodeReadCacheTests: XCTestCase {
         }
         try volume.perform(changes)
         try volume.commit()
+        return volume
+    }
+
+    /// A tree object at the volume's current root that caches nothing.
+    func plainTree(_ volume: TreeVolume) throws -> FileSystemTree {
+        try FileSystemTree(tree: CopyOnWriteTree(pages: volume.filesystemPages, imageID: 11, treeID: TreeVolume.filesystemTreeID,
+                                                 root: volume.current.filesystemTree), hashes: volume.filesystem.hashes)
+    }
+
+    func testAReadersRepeatedLookupsComeFromItsCacheAndReadTheSame() throws {
+        let volume = try volumeOfFiveThousandFiles()
         let cached = try volume.reader()
-        let plain = try FileSystemTree(tree: CopyOnWriteTree(pages: volume.filesystemPages, imageID: 11, treeID: TreeVolume.filesystemTreeID,
-                                                              root: volume.current.filesystemTree), hashes: volume.filesystem.hashes)
+        let plain = try plainTree(volume)
         for round in 0..<2 {
             for i in stride(from: 0, to: 5000, by: 7) {
                 let name = Array("f\(i)".utf8)
@@ -37,13 +52,13 @@ final class NodeReadCacheTests: XCTestCase {
                 XCTAssertEqual(try cached.inode(UInt64(2 + i)), try plain.inode(UInt64(2 + i)))
             }
         }
-        let counts = cached.view.tree.tree.nodeCacheCounts
+        let counts = volume.nodeCache.counts
         XCTAssertGreaterThan(counts.hits, counts.misses, "the second round and the upper levels come from the cache: \(counts)")
         print("node cache: \(counts.hits) hits, \(counts.misses) misses over two rounds of lookups")
     }
 
     func testSlotsAreReplacedInTurnAndAMismatchIsAMiss() {
-        let cache = NodeReadCache(capacity: 2)
+        let cache = NodeReadCache(capacity: 2, shardCount: 1)
         let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
         defer { page.deallocate() }
         page.initializeMemory(as: UInt8.self, repeating: 7, count: TreeNode.size)
@@ -56,5 +71,65 @@ final class NodeReadCacheTests: XCTestCase {
         XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 99, into: page), "the oldest slot went to block 12")
         XCTAssertTrue(cache.copy(11, level: 0, generation: 3, checksum: 98, into: page))
         XCTAssertTrue(cache.copy(12, level: 0, generation: 3, checksum: 97, into: page))
+    }
+
+    func testTheNextCommitsReadersFindTheNodesAndReadTheChangedOnesAfresh() throws {
+        let volume = try volumeOfFiveThousandFiles()
+        let first = try volume.reader()
+        for i in stride(from: 0, to: 5000, by: 7) { _ = try first.inode(UInt64(2 + i)) }
+        // Change every 50th inode's permissions: their leaves are copied by the commit.
+        var changes: [JournalChange] = []
+        for i in stride(from: 0, to: 5000, by: 50) {
+            guard var item = try first.inode(UInt64(2 + i)) else { return XCTFail("f\(i) has no inode") }
+            item.permissions = 0o600
+            changes.append(.attributes(inode: UInt64(2 + i), item))
+        }
+        try volume.perform(changes)
+        try volume.commit()
+        let before = volume.nodeCache.counts
+        let second = try volume.reader()
+        XCTAssertNotEqual(second.generation, first.generation)
+        let plain = try plainTree(volume)
+        for i in stride(from: 0, to: 5000, by: 7) {
+            let read = try second.inode(UInt64(2 + i))
+            XCTAssertEqual(read, try plain.inode(UInt64(2 + i)), "f\(i)")
+            XCTAssertEqual(read?.permissions, i % 50 == 0 ? 0o600 : 0o644, "f\(i): the new commit's node, not the cached old one")
+        }
+        let after = volume.nodeCache.counts
+        let hits = after.hits - before.hits, misses = after.misses - before.misses
+        XCTAssertGreaterThan(hits, 0, "the new reader found the unchanged nodes the first one read")
+        XCTAssertGreaterThan(misses, 0, "the copied leaves and the new root were read afresh")
+        print("node cache across a commit: \(hits) hits, \(misses) misses")
+    }
+
+    func testReadersOnSeveralThreadsShareTheCache() throws {
+        let volume = try volumeOfFiveThousandFiles()
+        let plain = try plainTree(volume)
+        var expected: [NamedEntry?] = []
+        for i in 0..<5000 { expected.append(try plain.lookup(directory: 1, name: Array("f\(i)".utf8))) }
+        /// What the threads share: the volume is thread-safe, the answers are read only.
+        final class Shared: @unchecked Sendable {
+            let volume: TreeVolume
+            let expected: [NamedEntry?]
+            init(_ volume: TreeVolume, _ expected: [NamedEntry?]) { (self.volume, self.expected) = (volume, expected) }
+        }
+        let shared = Shared(volume, expected)
+        let mismatches = PthreadMutex([String]())
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            do {
+                let reader = try shared.volume.reader()
+                for round in 0..<3 {
+                    for i in stride(from: thread, to: 5000, by: 3) {
+                        let found = try reader.lookup(directory: 1, name: Array("f\(i)".utf8))
+                        if found != shared.expected[i] { mismatches.withLock { $0.append("thread \(thread), round \(round), f\(i)") } }
+                    }
+                }
+            } catch {
+                mismatches.withLock { $0.append("thread \(thread): \(error)") }
+            }
+        }
+        XCTAssertEqual(mismatches.withLock { $0 }, [])
+        let counts = volume.nodeCache.counts
+        XCTAssertGreaterThan(counts.hits, counts.misses)
     }
 }

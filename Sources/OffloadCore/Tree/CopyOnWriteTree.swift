@@ -102,7 +102,8 @@ public final class CopyOnWriteTree {
     /// Changes (upserts, removals that removed) that took effect on this object: how
     /// `groupedChange` sees whether its group changed anything before it failed.
     var changesApplied = 0
-    /// Validated nodes kept between reads, on a tree that only reads (`cacheNodes`).
+    /// Validated nodes kept between reads, on a tree that only reads (`cacheNodes`);
+    /// shared with the volume's other readers.
     var readCache: NodeReadCache?
     /// Set when a change failed half-way or the working tree was found inconsistent;
     /// every later change and commit throws it until `abandon()`.
@@ -153,15 +154,13 @@ public final class CopyOnWriteTree {
         return buffer.view
     }
 
-    /// Keeps validated committed nodes between reads (`NodeReadCache`): only for a tree
-    /// object that reads a durable root and is never changed (a reader of one commit).
-    public func cacheNodes(capacity: Int) {
+    /// Keeps validated committed nodes between reads in `cache` (`NodeReadCache`), which
+    /// other tree objects may share: only for a tree object that reads a durable root and
+    /// is never changed (a reader of one commit).
+    public func cacheNodes(in cache: NodeReadCache) {
         precondition(dirty.isEmpty, "a tree with changes does not cache committed nodes")
-        readCache = NodeReadCache(capacity: capacity)
+        readCache = cache
     }
-
-    /// Node reads the cache served and did not (tests, benchmarks).
-    public var nodeCacheCounts: (hits: Int, misses: Int) { (readCache?.hits ?? 0, readCache?.misses ?? 0) }
 
     /// A changed node found at a block read from a parent must be of the level expected
     /// there: a block still referenced by a committed node and handed out again (a

@@ -1,68 +1,116 @@
-/// Validated committed nodes a read-only tree object keeps between reads: a reader of one
-/// commit (`TreeVolume.reader()`) reads the same upper nodes for every lookup, and each
-/// read was a pread and a CRC-32C of 4 KiB. Only for trees whose nodes cannot change under
-/// them: a reader's root is a durable commit, and its blocks are neither punched nor
-/// reused while the reader lives (reader epochs). The commit's working tree has none: its
-/// committed blocks are freed and reused across commits.
+/// Validated committed nodes kept between reads, shared by every reader of a volume
+/// (`TreeVolume.reader()`): readers of one commit read the same upper nodes for every
+/// lookup, and each read was a pread and a CRC-32C of 4 KiB; readers of the next commit
+/// read most of the same nodes again, since a commit copies only the paths it changes.
 ///
-/// A fixed number of slots (memory: `capacity` x 4 KiB, allocated at the first insert),
-/// replaced in turn (FIFO); a hit copies the node into the caller's level buffer, so a
-/// view handed out never points into a slot that a later insert may replace. A hit must
-/// match what the parent recorded (level, generation, checksum), as a read would be
-/// validated against it; anything else is read again and validated.
-final class NodeReadCache {
-    private struct Entry {
-        var slot: Int
-        var level: UInt8
-        var generation: UInt64
-        var checksum: UInt32
+/// A hit must match what the parent recorded (level, generation, checksum), as a read
+/// would be validated against it, so the cache needs no invalidation across commits: a
+/// block freed and written again by a later commit holds a node of a later generation and
+/// another checksum, which no parent of the old one records, and a reader's path from its
+/// root (checked against the slot) to a cached node is validated link by link. Only for
+/// trees that read durable roots: the commit's working tree has none (its dirty nodes
+/// change in place).
+///
+/// Safe to use from many threads: the slots are split into shards by block, each behind
+/// its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots (memory:
+/// `capacity` x 4 KiB, a shard's allocated at its first insert), replaced in turn (FIFO);
+/// a hit copies the node into the caller's level buffer, so a view handed out never points
+/// into a slot that a later insert may replace.
+public final class NodeReadCache: @unchecked Sendable {
+    // @unchecked: every shard's state is reached only under its lock.
+    private let shards: [Shard]
+    public let capacity: Int
+
+    /// `capacity` slots over `shardCount` shards (at least one slot each).
+    public init(capacity: Int, shardCount: Int = 16) {
+        precondition(capacity > 0 && shardCount > 0)
+        let perShard = max(1, capacity / shardCount)
+        shards = (0..<shardCount).map { _ in Shard(capacity: perShard) }
+        self.capacity = perShard * shardCount
     }
 
-    let capacity: Int
-    private var storage: UnsafeMutableRawPointer?
-    private var entries: [UInt64: Entry] = [:]
-    /// The block held in each slot, and the slot the next insert replaces.
-    private var blocks: [UInt64?]
-    private var next = 0
-    private(set) var hits = 0, misses = 0
-
-    init(capacity: Int) {
-        precondition(capacity > 0)
-        self.capacity = capacity
-        blocks = Array(repeating: nil, count: capacity)
-    }
-
-    deinit { storage?.deallocate() }
+    @inline(__always)
+    private func shard(_ block: UInt64) -> Shard { shards[Int(block % UInt64(shards.count))] }
 
     /// Copies the cached node at `block` into `page` when it is there as the parent
     /// recorded it; false otherwise.
     func copy(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32,
               into page: UnsafeMutableRawPointer) -> Bool {
-        guard let storage, let entry = entries[block], entry.level == level, entry.generation == generation,
-              entry.checksum == checksum else {
-            misses += 1
-            return false
-        }
-        hits += 1
-        page.copyMemory(from: storage + entry.slot * TreeNode.size, byteCount: TreeNode.size)
-        return true
+        shard(block).copy(block, level: level, generation: generation, checksum: checksum, into: page)
     }
 
     /// Keeps the validated node `page` of `block`.
     func insert(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32, from page: UnsafeRawPointer) {
-        if storage == nil {
-            storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * TreeNode.size, alignment: 16)
+        shard(block).insert(block, level: level, generation: generation, checksum: checksum, from: page)
+    }
+
+    /// Reads the cache served and did not, since it was made (tests, benchmarks).
+    public var counts: (hits: Int, misses: Int) {
+        shards.reduce(into: (hits: 0, misses: 0)) { total, shard in
+            let counts = shard.counts
+            total.hits += counts.hits
+            total.misses += counts.misses
         }
-        let slot: Int
-        if let existing = entries[block] {
-            slot = existing.slot
-        } else {
-            slot = next
-            next = (next + 1) % capacity
-            if let old = blocks[slot] { entries[old] = nil }
-            blocks[slot] = block
+    }
+
+    private final class Shard: @unchecked Sendable {
+        private struct Entry {
+            var slot: Int
+            var level: UInt8
+            var generation: UInt64
+            var checksum: UInt32
         }
-        entries[block] = Entry(slot: slot, level: level, generation: generation, checksum: checksum)
-        (storage! + slot * TreeNode.size).copyMemory(from: page, byteCount: TreeNode.size)
+
+        // Guarded by `lock`:
+        private let lock = PthreadLock()
+        private let capacity: Int
+        private var storage: UnsafeMutableRawPointer?
+        private var entries: [UInt64: Entry] = [:]
+        /// The block held in each slot, and the slot the next insert replaces.
+        private var blocks: [UInt64?]
+        private var next = 0
+        private var hits = 0, misses = 0
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            blocks = Array(repeating: nil, count: capacity)
+        }
+
+        deinit { storage?.deallocate() }
+
+        var counts: (hits: Int, misses: Int) { lock.withLock { (hits, misses) } }
+
+        func copy(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32,
+                  into page: UnsafeMutableRawPointer) -> Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            guard let storage, let entry = entries[block], entry.level == level, entry.generation == generation,
+                  entry.checksum == checksum else {
+                misses += 1
+                return false
+            }
+            hits += 1
+            page.copyMemory(from: storage + entry.slot * TreeNode.size, byteCount: TreeNode.size)
+            return true
+        }
+
+        func insert(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32, from page: UnsafeRawPointer) {
+            lock.lock()
+            defer { lock.unlock() }
+            if storage == nil {
+                storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * TreeNode.size, alignment: 16)
+            }
+            let slot: Int
+            if let existing = entries[block] {
+                slot = existing.slot
+            } else {
+                slot = next
+                next = (next + 1) % capacity
+                if let old = blocks[slot] { entries[old] = nil }
+                blocks[slot] = block
+            }
+            entries[block] = Entry(slot: slot, level: level, generation: generation, checksum: checksum)
+            (storage! + slot * TreeNode.size).copyMemory(from: page, byteCount: TreeNode.size)
+        }
     }
 }

@@ -73,6 +73,9 @@ public final class TreeVolume {
     let punches = VolumePunches()
     /// The commits live readers read (`VolumeReader`): frees of later commits wait.
     let epochs = ReaderEpochs()
+    /// The nodes readers validated, shared by every reader of every commit
+    /// (`NodeReadCache`).
+    public let nodeCache = NodeReadCache(capacity: TreeVolume.readerCachedNodes)
     /// When a commit starts by itself: the journal since the last commit reaches
     /// `journalBytes` (what replay after a crash reads), or the open generation changed
     /// `dirtyObjects` objects (what the delta holds in RAM; docs/ARCHITECTURE.md, "The
@@ -448,9 +451,9 @@ public final class TreeVolume {
         }
     }
 
-    /// Nodes a reader keeps between reads (`NodeReadCache`): 4 MiB, the upper levels of
+    /// Nodes the readers keep between reads (`NodeReadCache`): 8 MiB, the upper levels of
     /// a tree of tens of millions of items and the hot leaves.
-    public static let readerCachedNodes = 1024
+    public static let readerCachedNodes = 2048
 
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// The layers, the slot and the reader's epoch are taken in one step under the publish
@@ -472,7 +475,7 @@ public final class TreeVolume {
         do {
             tree = try CopyOnWriteTree(pages: filesystemPages, imageID: slot.imageID, treeID: Self.filesystemTreeID,
                                        root: slot.filesystemTree)
-            tree.cacheNodes(capacity: Self.readerCachedNodes)
+            tree.cacheNodes(in: nodeCache)
         } catch {
             epochs.leave(generation)
             throw error
