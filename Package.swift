@@ -60,7 +60,7 @@ let package = Package(
         // Storage backends for tests, never in the daemon: a power-cut simulator and
         // fault injection behind OffloadCore's ImageStorage seam.
         .target(name: "OffloadSimulation", dependencies: ["OffloadCore", "SplitMix"]),
-        .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore", "OffloadImageGenerator", "SplitMix"]),
+        .executableTarget(name: "OffloadBench", dependencies: ["OffloadCore", "OffloadNamespace", "OffloadImageGenerator", "SplitMix"]),
         // Hostile images: the fuzzer's input format and the properties every image must
         // keep (shared by the libFuzzer executable and the tests).
         .target(name: "OffloadFuzzing", dependencies: ["OffloadNamespace", "OffloadCore", "OffloadSimulation", "SplitMix"]),

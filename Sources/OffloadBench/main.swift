@@ -1,7 +1,9 @@
 // offloadfs-bench: how the extent engine's cost grows with the number of extents;
 // with `--tree`, the metadata tree engine's (TreeBench.swift); with `--volume`, format 2's
 // image engine at scale (VolumeBench.swift); with `--upgrade`, the version 1 upgrade and
-// format 2's check at scale (UpgradeBench.swift).
+// format 2's check at scale (UpgradeBench.swift); with `--namespace-reads`, format 2's
+// namespace lookups on one and two threads and their latency under creates and commits
+// (NamespaceReadsBench.swift).
 //
 // Run with `scripts/bench-core` (release build). Prints a Markdown table for
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
@@ -49,6 +51,12 @@ if CommandLine.arguments.contains("--upgrade") {
     let sizes = CommandLine.arguments.firstIndex(of: "--upgrade-sizes").map { CommandLine.arguments[$0 + 1] }
         .map { $0.split(separator: ",").compactMap { Int($0) } } ?? [10_000, 1_000_000]
     try runUpgradeBenchmark(sizes: sizes)
+    finish()
+}
+
+if CommandLine.arguments.contains("--namespace-reads") {
+    let files = CommandLine.arguments.firstIndex(of: "--namespace-files").flatMap { Int(CommandLine.arguments[$0 + 1]) } ?? 1_000_000
+    try runNamespaceReadsBenchmark(files: files)
     finish()
 }
 

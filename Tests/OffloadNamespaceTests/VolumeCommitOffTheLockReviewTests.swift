@@ -87,14 +87,14 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         XCTAssertEqual(try fs.copyFileRange(from: a.inode, sourceHandle: aHandle, sourceOffset: 0, to: b.inode,
                                             destinationHandle: bHandle, destinationOffset: 0, length: UInt64(original.count)),
                        UInt64(original.count))
-        let extents = { (number: InodeNumber) in fs.lock.withLock { fs.cachedFiles[number.rawValue]?.data.extentList.map(\.extent) } }
+        let extents = { (number: InodeNumber) in fs.lock.withReadLock { fs.cachedFiles[number.rawValue]?.data.extentList.map(\.extent) } }
         XCTAssertEqual(extents(b.inode), extents(a.inode), "the copy does not share a's blocks (the test's premise)")
         fs.release(inode: b.inode, handle: bHandle)
         XCTAssertNotNil(try fs.commitIfChanged())
         XCTAssertNotNil(try fs.commitIfChanged())
         XCTAssertNil(extents(b.inode), "b is still cached (the test's premise)")
         fs.forget(inode: b.inode, lookups: 1)
-        XCTAssertNil(fs.lock.withLock { fs.lookupCounts[b.inode.rawValue] }, "the kernel still references b (the test's premise)")
+        XCTAssertNil(fs.lookupCounts.withLock { $0[b.inode.rawValue] }, "the kernel still references b (the test's premise)")
         try fs.unlink(parent: .root, name: FileName("b"))
         XCTAssertNil(extents(b.inode), "the unlink loaded b (the test's premise)")
 

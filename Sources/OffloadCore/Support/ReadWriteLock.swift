@@ -14,10 +14,10 @@ import Glibc
 /// writer preference a waiting writer blocks new readers, which is why a thread must
 /// never take the read lock twice: the second would wait behind the writer that waits
 /// for the first. No code path does (every read-locked section is a leaf).
-final class ReadWriteLock: @unchecked Sendable {
-    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+public final class ReadWriteLock: @unchecked Sendable {
+    @usableFromInline let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    init() {
+    public init() {
         lock = .allocate(capacity: 1)
         lock.initialize(to: pthread_rwlock_t())
         var attributes = pthread_rwlockattr_t()
@@ -33,16 +33,16 @@ final class ReadWriteLock: @unchecked Sendable {
         lock.deallocate()
     }
 
-    @inline(__always)
-    func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    @inlinable
+    public func withReadLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         let rc = pthread_rwlock_rdlock(lock)
         precondition(rc == 0, "pthread_rwlock_rdlock failed: \(rc)")
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
-    @inline(__always)
-    func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+    @inlinable
+    public func withWriteLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
         let rc = pthread_rwlock_wrlock(lock)
         precondition(rc == 0, "pthread_rwlock_wrlock failed (re-entered?): \(rc)")
         defer { pthread_rwlock_unlock(lock) }

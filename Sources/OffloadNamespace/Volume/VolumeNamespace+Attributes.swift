@@ -69,7 +69,7 @@ extension VolumeNamespace {
                 item.changeTime = now.record
             }
             if changed || request.changeTime != nil { changes.append(.attributes(inode: number.rawValue, item)) }
-            return try attributes(number.rawValue, item)
+            return try attributes(number.rawValue, item, try self.reader())
         }
     }
 

@@ -16,9 +16,11 @@ extension VolumeNamespace {
         public var openHandles: Int
     }
 
-    /// Takes the namespace lock once, briefly.
+    /// Takes the namespace lock once, shared, briefly.
     public var usage: Usage {
-        lock.withLock { Usage(inodes: inodeCount, openHandles: fileHandles.count + directoryHandles.count) }
+        lock.withReadLock {
+            Usage(inodes: inodeCount, openHandles: fileHandles.count + handles.withLock { $0.directories.count })
+        }
     }
 
     /// Commits what changed since the last commit when the journal holds at least
@@ -28,7 +30,7 @@ extension VolumeNamespace {
     /// only some commits later (the reuse rule), so without them `df` would not follow an
     /// `rm` until something else changed.
     public func commitIfChanged(journalBytes: UInt64 = 1) throws(FSError) -> VolumeCommitReport? {
-        let closed = try lock.withLock { () throws(FSError) -> Bool in
+        let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
             if volume.journalBytesSinceCommit >= max(journalBytes, 1) {
                 settling = Self.settlingCommits
             } else if settling > 0 {
@@ -43,7 +45,7 @@ extension VolumeNamespace {
         // Outside the namespace lock. An operation's own commit (its journal budget) may
         // have committed the closed generation first: then there is nothing left to do.
         let report = try volume.commitClosed()
-        lock.withLock {
+        lock.withWriteLock {
             // The shared reader holds back the punch of what this commit freed.
             dropSharedReader()
             evictCommittedFiles()
@@ -62,7 +64,7 @@ extension VolumeNamespace {
     /// (`TreeVolume.close`). A read-only volume has nothing to write.
     public func close() throws(FSError) {
         guard !volume.isReadOnly else { return }
-        try lock.withLock { () throws(FSError) in
+        try lock.withWriteLock { () throws(FSError) in
             if let journalFailure { throw journalFailure }
             dropSharedReader()
             try volume.close()

@@ -9,22 +9,23 @@ import OffloadCore
 
 extension VolumeNamespace {
     public func opendir(inode number: InodeNumber) throws(FSError) -> FileHandle {
-        try changing { (reader, _) throws(FSError) -> FileHandle in
+        try reading { (reader) throws(FSError) -> FileHandle in
             _ = try directory(number.rawValue, in: reader)
-            let handle = nextHandle
-            nextHandle += 1
-            directoryHandles[handle] = number.rawValue
-            return FileHandle(handle)
+            return FileHandle(handles.withLock { handles in
+                let handle = handles.take()
+                handles.directories[handle] = number.rawValue
+                return handle
+            })
         }
     }
 
     public func releasedir(inode number: InodeNumber, handle: FileHandle) {
-        lock.withLock { _ = directoryHandles.removeValue(forKey: handle.rawValue) }
+        handles.withLock { _ = $0.directories.removeValue(forKey: handle.rawValue) }
     }
 
     public func readdir(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                         limit: Int) throws(FSError) -> [DirectoryEntry] {
-        try changing { (reader, _) throws(FSError) -> [DirectoryEntry] in
+        try reading { (reader) throws(FSError) -> [DirectoryEntry] in
             try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader).map(\.entry)
         }
     }
@@ -32,7 +33,7 @@ extension VolumeNamespace {
     /// Each entry other than "." and ".." comes with its attributes and counts as one lookup.
     public func readdirplus(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                             limit: Int) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] {
-        try changing { (reader, _) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] in
+        try reading { (reader) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] in
             var result: [(entry: DirectoryEntry, attributes: Attributes?)] = []
             for (entry, child) in try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader) {
                 guard let child else {
@@ -40,7 +41,7 @@ extension VolumeNamespace {
                     continue
                 }
                 referenced(entry.inode.rawValue)
-                result.append((entry, try attributes(entry.inode.rawValue, child)))
+                result.append((entry, try attributes(entry.inode.rawValue, child, reader)))
             }
             return result
         }
@@ -50,7 +51,7 @@ extension VolumeNamespace {
     /// a removed directory lists as empty.
     private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int,
                          _ reader: VolumeReader) throws(FSError) -> [(entry: DirectoryEntry, child: InodeItem?)] {
-        guard directoryHandles[handle.rawValue] == number else { throw .badHandle }
+        guard handles.withLock({ $0.directories[handle.rawValue] }) == number else { throw .badHandle }
         let item = try directory(number, in: reader)
         guard item.linkCount > 0, limit > 0 else { return [] }
         var result: [(entry: DirectoryEntry, child: InodeItem?)] = []
@@ -72,12 +73,13 @@ extension VolumeNamespace {
         return result
     }
 
-    /// Entries are in the journal the moment they change; fsyncdir makes it durable.
+    /// Entries are in the journal the moment they change; fsyncdir makes it durable,
+    /// syncing outside the namespace lock as fsync does.
     public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
-        try locked { () throws(FSError) in
-            guard directoryHandles[handle.rawValue] == number.rawValue else { throw .badHandle }
-            try volume.sync()
+        try reading { _ throws(FSError) in
+            guard handles.withLock({ $0.directories[handle.rawValue] }) == number.rawValue else { throw .badHandle }
         }
+        try volume.sync()
     }
 
     // MARK: - Extended attributes
@@ -138,7 +140,7 @@ extension VolumeNamespace {
 
     public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
         try ExtendedAttributes.validate(name: name)
-        return try changing { (reader, _) throws(FSError) -> [UInt8] in
+        return try reading { (reader) throws(FSError) -> [UInt8] in
             _ = try item(number.rawValue, in: reader)
             guard let value = try reader.xattr(number.rawValue, name: name) else { throw .noAttribute }
             return value
@@ -146,7 +148,7 @@ extension VolumeNamespace {
     }
 
     public func listxattr(inode number: InodeNumber) throws(FSError) -> [[UInt8]] {
-        try changing { (reader, _) throws(FSError) -> [[UInt8]] in
+        try reading { (reader) throws(FSError) -> [[UInt8]] in
             _ = try item(number.rawValue, in: reader)
             return try reader.xattrNames(number.rawValue)
         }

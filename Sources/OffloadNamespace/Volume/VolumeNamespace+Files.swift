@@ -13,9 +13,11 @@ import OffloadCore
 // while it has changes no commit holds yet (the delta's file ranges are not read back:
 // the cached file is their truth until the commit); otherwise it goes at its last close.
 //
-// Every file operation runs under the namespace lock, reads included (step 7 takes file
-// data from under it): a change and its frame therefore never straddle a commit of
-// another thread's, which keeps the blocks' touched marks sound ("Files on format 2").
+// Every file operation runs under the namespace lock: a change holds it alone, so a change
+// and its frame never straddle the maintenance's close of a generation, which keeps the
+// blocks' touched marks sound ("Files on format 2"); reads, lseek and flush share it (the
+// file's own lock orders them with nothing else, since no change runs meanwhile); fsync
+// takes it only to check its handle, and syncs outside it.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
@@ -103,8 +105,11 @@ extension VolumeNamespace {
     }
 
     /// Evicts the closed files a commit since the last call has made clean. Every
-    /// operation calls it (cheap when no commit happened), so the cache holds open files
-    /// and changes of the open generations only. Caller holds the lock.
+    /// operation that holds the lock alone calls it (cheap when no commit happened), and
+    /// the maintenance after each of its commits, so the cache holds open files and
+    /// changes of the open generations only (and, after an operation's own commit, files
+    /// it made clean until the next change or maintenance commit). Caller holds the lock
+    /// alone.
     func evictCommittedFiles() {
         let committed = volume.current.generation
         guard committed != lastEvictedAt, !awaitingCommit.isEmpty else { return }
@@ -146,7 +151,7 @@ extension VolumeNamespace {
                 let handle = try openHandle(entry.child, item, flags: flags, reader)
                 referenced(entry.child)
                 if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &changes) }
-                return .existing(try self.attributes(entry.child, item), handle)
+                return .existing(try self.attributes(entry.child, item, reader), handle)
             }
             let store = try volume.fileBlocks()
             let made = try newNode(parent: parent, name: name, kind: .regular, permissions: mode & 0o7777, rdev: 0, target: nil,
@@ -162,7 +167,7 @@ extension VolumeNamespace {
                 cachedFiles[number] = VolumeCachedFile(data: data)
                 let handle = try openHandle(number, item, flags: flags, reader)
                 referenced(number)
-                return (try attributes(number, item), handle, false)
+                return (try attributes(number, item, reader), handle, false)
             }
         }
         guard opened.truncated else { return (opened.0, opened.1) }
@@ -178,8 +183,7 @@ extension VolumeNamespace {
         }
         let cached = try cachedFile(number, item, reader)
         cached.openCount += 1
-        let handle = nextHandle
-        nextHandle += 1
+        let handle = handles.withLock { $0.take() }
         fileHandles[handle] = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY,
                                                append: flags & O_APPEND != 0)
         return FileHandle(handle)
@@ -197,7 +201,7 @@ extension VolumeNamespace {
     }
 
     public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
-        try locked { () throws(FSError) in _ = try openedFile(number, handle) }
+        try reading { _ throws(FSError) in _ = try openedFile(number, handle) }
     }
 
     /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
@@ -214,18 +218,20 @@ extension VolumeNamespace {
     }
 
     /// Every change is in the journal when it is answered; fsync makes the image durable.
+    /// The sync runs outside the namespace lock: it covers every operation answered before
+    /// it began, and requests need not wait for the disk meanwhile.
     public func fsync(inode number: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
-        try locked { () throws(FSError) in
+        try reading { _ throws(FSError) in
             if let handle { _ = try openedFile(number, handle) }
-            try volume.sync()
         }
+        try volume.sync()
     }
 
     // MARK: - Data
 
     public func read(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try locked { () throws(FSError) -> [UInt8] in
+        return try reading { _ throws(FSError) -> [UInt8] in
             try openedFile(number, handle).file.data.read(at: offset, count: count)
         }
     }
@@ -233,7 +239,7 @@ extension VolumeNamespace {
     public func read<R>(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
                         _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try locked { () throws(FSError) -> R in
+        return try reading { _ throws(FSError) -> R in
             try openedFile(number, handle).file.data.withReadRegions(at: offset, count: count, body)
         }
     }
@@ -263,7 +269,7 @@ extension VolumeNamespace {
 
     public func lseek(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       target: SeekTarget) throws(FSError) -> UInt64 {
-        try locked { () throws(FSError) -> UInt64 in
+        try reading { _ throws(FSError) -> UInt64 in
             try FileDataRules.seek(try openedFile(number, handle).file.data, from: offset, to: target)
         }
     }

@@ -5,36 +5,46 @@ import OffloadCore
 
 extension VolumeNamespace {
     public func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes {
-        try changing { (reader, _) throws(FSError) -> Attributes in
+        try reading { (reader) throws(FSError) -> Attributes in
             _ = try directory(parent.rawValue, in: reader)
             guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
-            let attributes = try attributes(entry.child, try item(entry.child, in: reader))
+            let attributes = try attributes(entry.child, try item(entry.child, in: reader), reader)
             referenced(entry.child)
             return attributes
         }
     }
 
     /// Gives back `lookups` references; an inode with no name left goes with the last one.
+    /// The count drops without the namespace lock, and the common case, an inode that
+    /// still has a name, ends with a shared look; only a nameless inode's drop holds the
+    /// lock alone, deciding again under it (a lookup cannot reach a nameless inode, and an
+    /// unlink that saw the count before it dropped left an orphan this drop removes).
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        _ = try? changing { (reader, changes) throws(FSError) in
-            guard let count = lookupCounts[number.rawValue] else { return }
+        let released = lookupCounts.withLock { counts -> Bool in
+            guard let count = counts[number.rawValue] else { return false }
             let left = count - min(lookups, count)
-            lookupCounts[number.rawValue] = left == 0 ? nil : left
-            guard left == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0,
-                  number != .root else { return }
+            counts[number.rawValue] = left == 0 ? nil : left
+            return left == 0
+        }
+        guard released, number != .root,
+              (try? reading({ (reader) throws(FSError) -> Bool in try reader.inode(number.rawValue)?.linkCount == 0 })) == true
+        else { return }
+        _ = try? changing { (reader, changes) throws(FSError) in
+            guard lookupCounts.withLock({ $0[number.rawValue] == nil }), let item = try reader.inode(number.rawValue),
+                  item.linkCount == 0 else { return }
             guard (cachedFiles[number.rawValue]?.openCount ?? 0) == 0 else { return }
             state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
         }
     }
 
     public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {
-        try changing { (reader, _) throws(FSError) -> Attributes in
-            try attributes(number.rawValue, try item(number.rawValue, in: reader))
+        try reading { (reader) throws(FSError) -> Attributes in
+            try attributes(number.rawValue, try item(number.rawValue, in: reader), reader)
         }
     }
 
     public func readlink(inode number: InodeNumber) throws(FSError) -> [UInt8] {
-        try changing { (reader, _) throws(FSError) -> [UInt8] in
+        try reading { (reader) throws(FSError) -> [UInt8] in
             guard try item(number.rawValue, in: reader).type == Self.typeCode(.symlink),
                   let target = try reader.symlinkTarget(number.rawValue) else {
                 throw .invalidArgument("not a symbolic link")
@@ -70,9 +80,9 @@ extension VolumeNamespace {
         try changing { (reader, changes) throws(FSError) -> (number: UInt64, item: InodeItem) in
             try newNode(parent: parent, name: name, kind: kind, permissions: permissions, rdev: rdev, target: target,
                         context: context, reader, &changes)
-        } then: { (made, _) throws(FSError) -> Attributes in
+        } then: { (made, reader) throws(FSError) -> Attributes in
             referenced(made.number)
-            return try attributes(made.number, made.item)
+            return try attributes(made.number, made.item, reader)
         }
     }
 
@@ -131,7 +141,7 @@ extension VolumeNamespace {
             changes = [.link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: number.rawValue, type: item.type, index: index)),
                        .attributes(inode: number.rawValue, item), .attributes(inode: newParent.rawValue, parentItem)]
             referenced(number.rawValue)
-            return try attributes(number.rawValue, item)
+            return try attributes(number.rawValue, item, reader)
         }
     }
 

@@ -7,7 +7,7 @@ import OffloadCore
 /// attributes, directories and xattrs read from the volume's layered view (the delta's
 /// generations over the committed tree) and changed by one journal frame per operation,
 /// with no copy of the tree in memory; files' data through cached `OffloadedFile`s
-/// (`VolumeNamespace+Files.swift`). Not mounted yet (`ImageFileSystem` opens format 1).
+/// (`VolumeNamespace+Files.swift`). Mounted through `VolumeFileSystem`.
 ///
 /// What it keeps in memory: the kernel's lookup counts of the inodes it references, the
 /// open handles, and the data of files open or changed since the last commit. Every answer comes from the layered view, which holds
@@ -18,19 +18,29 @@ import OffloadCore
 /// inode that loses its last name living on while the kernel references it (an orphan
 /// item, dropped at the last FORGET).
 ///
-/// Locking: one lock (`lock`) around every operation, as format 1's namespace lock (the
-/// request path's locks are step 7); inside it the volume's locks.
+/// Locking (docs/ARCHITECTURE.md, "Lock order"): the namespace lock (`lock`), a
+/// reader-writer lock, around every operation. Operations that only read (lookup,
+/// getattr, readlink, the directory listing calls, getxattr, listxattr, reads of an open
+/// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
+/// (`readers`); operations that change anything, and the maintenance's close of a
+/// generation, hold it alone (`locked`, `changing`). Inside it, the leaf locks of the
+/// state shared readers change (`lookupCounts`, `handles`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
-    let lock = PthreadLock()
-    // Guarded by `lock`:
-    /// References the kernel holds, by inode (absent: none).
-    var lookupCounts: [UInt64: UInt64] = [:]
-    /// Open directory handles and the inode each is for.
-    var directoryHandles: [UInt64: UInt64] = [:]
-    var nextHandle: UInt64 = 1
+    let lock = ReadWriteLock()
+    /// References the kernel holds, by inode (absent: none). Its own lock: lookups under
+    /// the shared namespace lock add to it, FORGET takes from it before any namespace
+    /// lock, and what decides on a count (an unlink's orphan or drop, FORGET's drop) reads
+    /// it under the namespace lock held alone.
+    let lookupCounts = PthreadMutex<[UInt64: UInt64]>([:])
+    /// Handle numbers and the open directory handles (opendir, readdir and releasedir
+    /// share the namespace lock, or take none).
+    let handles = PthreadMutex(HandleNumbers())
+    /// Readers for the operations that share the namespace lock.
+    let readers: VolumeReaderPool
+    // Guarded by `lock` (changed only with it held alone):
     /// The number the next new inode gets.
     var nextInode: UInt64
     /// Inodes in the image, orphans included: the last commit's count, plus the inodes
@@ -49,8 +59,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     var journalFailure: FSError?
     /// Idle commits the maintenance still owes (`commitIfChanged`).
     var settling = 0
-    /// The reader requests share (`reader()`), and the commit and open generation it was
-    /// taken at.
+    /// The reader operations holding the lock alone share (`reader()`), and the commit
+    /// and open generation it was taken at.
     private var sharedReader: VolumeReader?
     private var sharedReaderAt: (committed: UInt64, open: UInt64) = (0, 0)
     /// Regular files the operation in progress leaves with only the kernel's references,
@@ -67,6 +77,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         self.volume = volume
         self.memoryLimiter = memoryLimiter
         self.clock = clock
+        readers = VolumeReaderPool(volume: volume)
         nextInode = max(2, volume.current.nextInode)
         inodeCount = volume.current.inodeCount
         if volume.isReadOnly || volume.failure != nil {
@@ -93,12 +104,13 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// The reader of the current state, shared by requests (caller holds the lock): kept
-    /// until a commit publishes a new root or opens a new generation, which happens only
-    /// under the lock too. Opening a reader per request (a tree object with its node
-    /// buffers, zeroed, and two locks) was a cost of every request. A reader holds back
-    /// the punch of what later commits free, so the commits of a mount drop it
-    /// (`dropSharedReader`); a request afterwards takes a new one.
+    /// The reader of the current state that operations holding the namespace lock alone
+    /// share (caller holds it alone; shared holders take theirs from `readers`): kept
+    /// until a commit publishes a new root or a new generation opens. Opening a reader
+    /// per request (a tree object with its node buffers, zeroed, and two locks) was a
+    /// cost of every request. A reader holds back the punch of what later commits free,
+    /// so the commits of a mount drop it (`dropSharedReader`); a request afterwards takes
+    /// a new one.
     func reader() throws(FSError) -> VolumeReader {
         let at = (committed: volume.current.generation, open: volume.delta.openNumber)
         if let sharedReader, sharedReaderAt == at { return sharedReader }
@@ -109,8 +121,12 @@ public final class VolumeNamespace: @unchecked Sendable {
         return made
     }
 
-    /// Lets go of the shared reader (after a commit; caller holds the lock).
-    func dropSharedReader() { sharedReader = nil }
+    /// Lets go of the shared reader and the pool's idle ones (after a commit; caller
+    /// holds the lock alone).
+    func dropSharedReader() {
+        sharedReader = nil
+        readers.drain()
+    }
 
     /// The inode's item; `.staleInode` when it has none (as format 1 answers an inode
     /// number it does not know).
@@ -135,8 +151,8 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
     /// RAM bytes, holes and fills excluded) come from its cached data, else from its
-    /// committed extents (a file with changes no commit holds is cached).
-    func attributes(_ number: UInt64, _ item: InodeItem) throws(FSError) -> Attributes {
+    /// committed extents (a file with changes no commit holds is cached), read by `reader`.
+    func attributes(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> Attributes {
         guard let kind = FileKind(mode: UInt32(item.type) << 12) else {
             throw .damagedImage("inode \(number) has type \(item.type)")
         }
@@ -147,7 +163,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 size = cached.data.size
                 stored = cached.data.allocatedByteCount
             } else {
-                for piece in try reader().view.filePieces(number, size: item.size) {
+                for piece in try reader.view.filePieces(number, size: item.size) {
                     switch piece.extent {
                     case .mmapOffload(_, let length): stored += length
                     case .inMemory(let bytes): stored += UInt64(bytes.count)
@@ -168,12 +184,25 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Changing
 
-    /// Runs `body` under the namespace lock, after letting go of the files a commit made
-    /// clean. Once a file change failed to reach the journal (`journalFailure`), it fails,
-    /// and so does the operation during which that happened: its answer would claim a
-    /// change the journal does not hold.
+    /// Runs `body` with the namespace lock shared, with a reader of its own: for
+    /// operations that change nothing the namespace or the volume hold (the kernel's
+    /// lookup counts and the handles have their own locks). Fails once a file change
+    /// failed to reach the journal (`journalFailure`), as `locked` does.
+    func reading<R>(_ body: (VolumeReader) throws(FSError) -> R) throws(FSError) -> R {
+        try lock.withReadLock { () throws(FSError) -> R in
+            if let journalFailure { throw journalFailure }
+            let taken = try readers.take()
+            defer { readers.give(taken) }
+            return try body(taken.reader)
+        }
+    }
+
+    /// Runs `body` under the namespace lock held alone, after letting go of the files a
+    /// commit made clean. Once a file change failed to reach the journal
+    /// (`journalFailure`), it fails, and so does the operation during which that
+    /// happened: its answer would claim a change the journal does not hold.
     func locked<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
-        try lock.withLock { () throws(FSError) -> R in
+        try lock.withWriteLock { () throws(FSError) -> R in
             if let journalFailure { throw journalFailure }
             evictCommittedFiles()
             let result = try body()
@@ -238,7 +267,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         let open = (cachedFiles[number]?.openCount ?? 0) > 0
         if item.linkCount > 0 {
             changes.append(.attributes(inode: number, item))
-        } else if open || (lookupCounts[number] ?? 0) > 0 {
+        } else if open || lookupCounts.withLock({ $0[number] ?? 0 }) > 0 {
             if !open && item.type == Self.typeCode(.regular) && item.size > 0 { unreadableFiles.append(number) }
             changes.append(.attributes(inode: number, item))
             if !hadOrphan { changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
@@ -257,7 +286,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
         // The count under the namespace lock; the slot through the volume's publish lock.
-        let used = lock.withLock { inodeCount }
+        let used = lock.withReadLock { inodeCount }
         let capacityBytes = volume.current.capacityBytes
         let total = InodeTable.maximumInodeCount
         return FileSystemStatistics(blockSize: blockSize, totalBlocks: capacityBytes / blockSize,
@@ -266,8 +295,22 @@ public final class VolumeNamespace: @unchecked Sendable {
                                     maximumNameLength: UInt64(FileName.maximumLength))
     }
 
-    /// Hands the kernel one more reference to `number`.
-    func referenced(_ number: UInt64) { lookupCounts[number, default: 0] += 1 }
+    /// Hands the kernel one more reference to `number` (caller holds the namespace lock,
+    /// shared or alone).
+    func referenced(_ number: UInt64) { lookupCounts.withLock { $0[number, default: 0] += 1 } }
+}
+
+/// Handle numbers (files' and directories' from one sequence) and the open directory
+/// handles with the directory each is for.
+struct HandleNumbers {
+    var next: UInt64 = 1
+    var directories: [UInt64: UInt64] = [:]
+
+    /// A number no handle has had.
+    mutating func take() -> UInt64 {
+        defer { next += 1 }
+        return next
+    }
 }
 
 extension VolumeNamespace: FileSystemOperations {}

@@ -151,7 +151,7 @@ enum PowerCutImage {
             return fileSystem.namespace.regularFileData(InodeNumber(inode)).map { line($0.extentList) } ?? "(gone)"
         case .two(let fileSystem):
             let fs = fileSystem.namespace
-            return fs.lock.withLock { () -> String in
+            return fs.lock.withWriteLock { () -> String in
                 if let cached = fs.cachedFiles[inode] { return "cached: " + line(cached.data.extentList) }
                 guard let reader = try? fs.reader(), let item = try? reader.inode(inode),
                       let pieces = try? reader.view.filePieces(inode, size: item.size) else { return "(gone)" }

@@ -1,0 +1,66 @@
+import OffloadCore
+
+/// Readers for the requests that share the namespace lock (`VolumeNamespace.reading`):
+/// a `VolumeReader` is a tree object with a buffer per level and serves one thread at a
+/// time, so each request takes one of its own, and gives it back for the next request.
+///
+/// A reader is handed out again only while it still reads the current state: taken at
+/// the last published commit and with the open generation among its layers. A reader
+/// from before a publication would read correctly (its layers hold the generations over
+/// its root) but holds back the punch of what later commits free, and one from before
+/// a generation closed lacks the new open generation, so both are let go on their way
+/// back. Making a reader costs its level buffers (about 40 KiB, zeroed) and its root
+/// node's read; the nodes themselves come from the volume's shared cache.
+final class VolumeReaderPool: @unchecked Sendable {
+    // @unchecked: `idle` is reached only under `lock`; the volume is thread-safe.
+    private let volume: TreeVolume
+    private let lock = PthreadLock()
+    /// Idle readers, each with the open generation's number it was taken at.
+    private var idle: [(reader: VolumeReader, open: UInt64)] = []
+    /// At most this many idle readers are kept (the FUSE threads seldom read more at once
+    /// on this machine's cores; more only make readers that are let go again).
+    static let kept = 8
+
+    init(volume: TreeVolume) { self.volume = volume }
+
+    /// Where a reader taken now stands: the published commit and the open generation.
+    private var position: (committed: UInt64, open: UInt64) {
+        (volume.current.generation, volume.delta.openNumber)
+    }
+
+    /// A reader of the current state, for the caller alone until `give`. Caller holds the
+    /// namespace lock (shared), so the open generation does not close meanwhile; a commit
+    /// may publish meanwhile, which only makes the reader let go on its way back.
+    func take() throws(FSError) -> (reader: VolumeReader, open: UInt64) {
+        let now = position
+        let (found, stale) = lock.withLock { () -> ((reader: VolumeReader, open: UInt64)?, [VolumeReader]) in
+            let isStale = { (entry: (reader: VolumeReader, open: UInt64)) in
+                entry.reader.generation != now.committed || entry.open != now.open
+            }
+            let stale = idle.filter(isStale).map(\.reader)
+            idle.removeAll(where: isStale)
+            return (idle.popLast(), stale)
+        }
+        _ = stale  // let go here, outside the pool's lock (a reader's end leaves its epoch)
+        if let found { return found }
+        return (try volume.reader(), now.open)
+    }
+
+    /// Gives back a reader `take` handed out.
+    func give(_ taken: (reader: VolumeReader, open: UInt64)) {
+        let now = position
+        guard taken.reader.generation == now.committed, taken.open == now.open else { return }
+        lock.withLock {
+            if idle.count < Self.kept { idle.append(taken) }
+        }
+    }
+
+    /// Lets every idle reader go (after a commit: their epochs hold back its punch).
+    func drain() {
+        let gone = lock.withLock { () -> [VolumeReader] in
+            defer { idle.removeAll() }
+            return idle.map(\.reader)
+        }
+        _ = gone
+    }
+}
