@@ -103,6 +103,22 @@ final class TreeVolumeDurabilityTests: XCTestCase {
         }
     }
 
+    /// A failed fdatasync before the image is mapped is latched, as `ImageMapping` latches
+    /// it once mapped: every later sync of the volume fails, mapped or not. Linux reports
+    /// a writeback error once per open file, and fsyncs run outside the namespace lock, so
+    /// of two at once the one that saw 0 must not report success, nor any later one
+    /// (before, only the mapped path latched, and the second sync here succeeded).
+    func testAFailedSyncBeforeTheImageIsMappedFailsEveryLaterSync() throws {
+        let disk = FaultInjectingStorage(CrashSimulatingStorage(maximumBytes: Int(Self.capacity)))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.sync()
+        disk.inject(.init(.sync, error: .io("injected EIO")))
+        XCTAssertThrowsError(try volume.sync())
+        XCTAssertThrowsError(try volume.sync(), "the fault was injected once: the second sync saw 0 from the disk")
+        _ = try volume.fileBlocks()
+        XCTAssertThrowsError(try volume.sync(), "mapped now: the latch still holds")
+    }
+
     /// A slot (crafted, or naming a chain through a stale link) whose journal head lies on
     /// a live file's data blocks is refused, or at least never frees the file's blocks
     /// (before the fix they were released, punched and free while the extent named them).

@@ -99,7 +99,7 @@ public final class ImageMapping: @unchecked Sendable {
             do throws(FSError) {
                 try storage.sync()
             } catch {
-                let latched = FSError.io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
+                let latched = Self.latchedSyncFailure(error)
                 failure = latched
                 throw latched
             }
@@ -112,6 +112,11 @@ public final class ImageMapping: @unchecked Sendable {
             if exchanged { break }
             durable = original
         }
+    }
+
+    /// What every sync after a failed one throws.
+    public static func latchedSyncFailure(_ error: FSError) -> FSError {
+        .io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
     }
 
     /// The number of syncs begun so far. Read it right after a write: the write is

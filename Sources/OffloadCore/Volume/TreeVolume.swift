@@ -73,6 +73,8 @@ public final class TreeVolume {
     let punches = VolumePunches()
     /// The commits live readers read (`VolumeReader`): frees of later commits wait.
     let epochs = ReaderEpochs()
+    /// The first failed sync before the image was mapped (`syncImage`).
+    private let unmappedSyncFailure = PthreadMutex<FSError?>(nil)
     /// The nodes readers validated, shared by every reader of every commit
     /// (`NodeReadCache`).
     public let nodeCache = NodeReadCache(capacity: TreeVolume.readerCachedNodes)
@@ -419,9 +421,26 @@ public final class TreeVolume {
     }
 
     /// fdatasync, through the files' mapping once there is one (its sync epochs tell
-    /// files when a change is durable).
+    /// files when a change is durable). Before the image is mapped, by the mapping's rule
+    /// (`ImageMapping.sync`): one sync at a time, and the first failure latched, so that
+    /// of two fsyncs at once (they run outside the namespace lock) the one that saw 0
+    /// while the other saw EIO, and every later one, does not report success; the latch
+    /// also holds once the image is mapped.
     func syncImage() throws(FSError) {
-        if let image = files?.image { try image.sync() } else { try storage.sync() }
+        if let image = files?.image {
+            if let failure = unmappedSyncFailure.withLock({ $0 }) { throw failure }
+            try image.sync()
+            return
+        }
+        try unmappedSyncFailure.withLock { (failure) throws(FSError) in
+            if let failure { throw failure }
+            do throws(FSError) {
+                try storage.sync()
+            } catch {
+                failure = ImageMapping.latchedSyncFailure(error)
+                throw failure!
+            }
+        }
     }
 
     /// The store files keep their blocks in: the image mapped (once, its whole capacity)

@@ -76,7 +76,7 @@ extension VolumeNamespace {
     /// Entries are in the journal the moment they change; fsyncdir makes it durable,
     /// syncing outside the namespace lock as fsync does.
     public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
-        try reading { _ throws(FSError) in
+        try sharing { () throws(FSError) in
             guard handles.withLock({ $0.directories[handle.rawValue] }) == number.rawValue else { throw .badHandle }
         }
         try volume.sync()

@@ -201,7 +201,7 @@ extension VolumeNamespace {
     }
 
     public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
-        try reading { _ throws(FSError) in _ = try openedFile(number, handle) }
+        try sharing { () throws(FSError) in _ = try openedFile(number, handle) }
     }
 
     /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
@@ -221,7 +221,7 @@ extension VolumeNamespace {
     /// The sync runs outside the namespace lock: it covers every operation answered before
     /// it began, and requests need not wait for the disk meanwhile.
     public func fsync(inode number: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
-        try reading { _ throws(FSError) in
+        try sharing { () throws(FSError) in
             if let handle { _ = try openedFile(number, handle) }
         }
         try volume.sync()
@@ -231,7 +231,7 @@ extension VolumeNamespace {
 
     public func read(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try reading { _ throws(FSError) -> [UInt8] in
+        return try sharing { () throws(FSError) -> [UInt8] in
             try openedFile(number, handle).file.data.read(at: offset, count: count)
         }
     }
@@ -239,7 +239,7 @@ extension VolumeNamespace {
     public func read<R>(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
                         _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try reading { _ throws(FSError) -> R in
+        return try sharing { () throws(FSError) -> R in
             try openedFile(number, handle).file.data.withReadRegions(at: offset, count: count, body)
         }
     }
@@ -269,7 +269,7 @@ extension VolumeNamespace {
 
     public func lseek(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       target: SeekTarget) throws(FSError) -> UInt64 {
-        try reading { _ throws(FSError) -> UInt64 in
+        try sharing { () throws(FSError) -> UInt64 in
             try FileDataRules.seek(try openedFile(number, handle).file.data, from: offset, to: target)
         }
     }

@@ -189,11 +189,20 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// lookup counts and the handles have their own locks). Fails once a file change
     /// failed to reach the journal (`journalFailure`), as `locked` does.
     func reading<R>(_ body: (VolumeReader) throws(FSError) -> R) throws(FSError) -> R {
-        try lock.withReadLock { () throws(FSError) -> R in
-            if let journalFailure { throw journalFailure }
+        try sharing { () throws(FSError) -> R in
             let taken = try readers.take()
             defer { readers.give(taken) }
             return try body(taken.reader)
+        }
+    }
+
+    /// `reading` without a reader: for the calls on an open file's data or handle (read,
+    /// lseek, flush, fsync's check), which reach the file through its handle and read
+    /// nothing of the tree.
+    func sharing<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
+        try lock.withReadLock { () throws(FSError) -> R in
+            if let journalFailure { throw journalFailure }
+            return try body()
         }
     }
 
