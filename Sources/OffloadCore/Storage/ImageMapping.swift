@@ -18,17 +18,17 @@ public final class ImageMapping: @unchecked Sendable {
     /// directly; writes go through `storage`.
     let base: UnsafeMutableRawPointer
     public let mappedBytes: Int
-    /// The first fdatasync failure, kept for good ("fsyncgate"): after writeback failed the
-    /// kernel may have dropped the dirty pages and reports the error once; a later
-    /// fdatasync then succeeds although data is lost. So every later sync fails too.
-    /// Held across each fdatasync (see `sync`).
-    let syncFailure = PthreadMutex<FSError?>(nil)
+    /// Syncs one at a time, and the first failure kept for good (`SyncLatch`).
+    let syncLatch: SyncLatch
     /// Syncs begun, and the highest-numbered sync that completed (see `syncEpoch`).
     let syncsBegun = Atomic<UInt64>(0)
     let syncsDurable = Atomic<UInt64>(0)
 
-    /// Maps `mappedBytes` of `storage` (once: a storage is mapped by one owner).
-    public init(storage: any ImageStorage, mappedBytes: Int) throws(FSError) {
+    /// Maps `mappedBytes` of `storage` (once: a storage is mapped by one owner); its
+    /// syncs go through `syncLatch`, the image's (an owner that synced before mapping
+    /// passes its own).
+    public init(storage: any ImageStorage, mappedBytes: Int, syncLatch: SyncLatch = SyncLatch()) throws(FSError) {
+        self.syncLatch = syncLatch
         self.base = try storage.map(byteCount: mappedBytes)
         self.storage = storage
         self.mappedBytes = mappedBytes
@@ -89,20 +89,11 @@ public final class ImageMapping: @unchecked Sendable {
 
     /// fdatasync of the image: every byte written through the mapping or with pwrite.
     ///
-    /// Syncs run one at a time, with the latch checked and set in the same hold: Linux
-    /// reports a writeback error once per open file, so of two fdatasyncs at once one
-    /// may see EIO and the other 0, and the second must not report success.
+    /// Syncs run one at a time, through the image's latch (`SyncLatch`).
     public func sync() throws(FSError) {
-        let ticket = try syncFailure.withLock { (failure) throws(FSError) -> UInt64 in
-            if let failure { throw failure }
+        let ticket = try syncLatch.sync { () throws(FSError) -> UInt64 in
             let ticket = syncsBegun.add(1, ordering: .acquiringAndReleasing).newValue
-            do throws(FSError) {
-                try storage.sync()
-            } catch {
-                let latched = Self.latchedSyncFailure(error)
-                failure = latched
-                throw latched
-            }
+            try storage.sync()
             return ticket
         }
         var durable = syncsDurable.load(ordering: .acquiring)
@@ -112,11 +103,6 @@ public final class ImageMapping: @unchecked Sendable {
             if exchanged { break }
             durable = original
         }
-    }
-
-    /// What every sync after a failed one throws.
-    public static func latchedSyncFailure(_ error: FSError) -> FSError {
-        .io("the image could not be flushed to disk (\(error)); data written before may be lost, so every later fsync fails: unmount, check the disk, and run `offloadfs fsck` on the image")
     }
 
     /// The number of syncs begun so far. Read it right after a write: the write is

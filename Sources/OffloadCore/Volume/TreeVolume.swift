@@ -73,8 +73,9 @@ public final class TreeVolume {
     let punches = VolumePunches()
     /// The commits live readers read (`VolumeReader`): frees of later commits wait.
     let epochs = ReaderEpochs()
-    /// The first failed sync before the image was mapped (`syncImage`).
-    private let unmappedSyncFailure = PthreadMutex<FSError?>(nil)
+    /// The image's syncs, one at a time, and its first failure kept (`SyncLatch`): used
+    /// before the image is mapped, then handed to the mapping.
+    let syncLatch = SyncLatch()
     /// The nodes readers validated, shared by every reader of every commit
     /// (`NodeReadCache`).
     public let nodeCache = NodeReadCache(capacity: TreeVolume.readerCachedNodes)
@@ -421,26 +422,11 @@ public final class TreeVolume {
     }
 
     /// fdatasync, through the files' mapping once there is one (its sync epochs tell
-    /// files when a change is durable). Before the image is mapped, by the mapping's rule
-    /// (`ImageMapping.sync`): one sync at a time, and the first failure latched, so that
-    /// of two fsyncs at once (they run outside the namespace lock) the one that saw 0
-    /// while the other saw EIO, and every later one, does not report success; the latch
-    /// also holds once the image is mapped.
+    /// files when a change is durable); before it, through the same latch, so a failure
+    /// on either path fails every later sync (fsyncs run outside the namespace lock, and
+    /// of two at once one may see EIO and the other 0).
     func syncImage() throws(FSError) {
-        if let image = files?.image {
-            if let failure = unmappedSyncFailure.withLock({ $0 }) { throw failure }
-            try image.sync()
-            return
-        }
-        try unmappedSyncFailure.withLock { (failure) throws(FSError) in
-            if let failure { throw failure }
-            do throws(FSError) {
-                try storage.sync()
-            } catch {
-                failure = ImageMapping.latchedSyncFailure(error)
-                throw failure!
-            }
-        }
+        if let image = files?.image { try image.sync() } else { try syncLatch.sync { () throws(FSError) in try storage.sync() } }
     }
 
     /// The store files keep their blocks in: the image mapped (once, its whole capacity)
@@ -453,7 +439,8 @@ public final class TreeVolume {
         return try spaceLock.withLock { () throws(FSError) -> VolumeFileBlocks in
             if let files { return files }
             // The space's end: the capacity this mount opened with (its opening commit's).
-            let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift))
+            let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift),
+                                         syncLatch: syncLatch)
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
             try space.refreshFreeEstimate()
             filesHolder.withLock { $0 = made }
