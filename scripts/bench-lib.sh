@@ -92,7 +92,8 @@ EOF
 
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
-# randread, randwrite (IOPS), create, stat, remove (files/s), copy (entries/s). Uses
+# randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
+# copy (entries/s). Uses
 # SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, copy_files.
 bench_workloads() {
     local fio_common=(--directory="$2" --output-format=json --ioengine=psync --iodepth=1)
@@ -120,6 +121,13 @@ bench_workloads() {
         --time_based --end_fsync=1 --filename=rand > "$work/fio.json"
     result[$1,randwrite]=$(fio_metric "$work/fio.json" write iops)
     rm -f "$2/rand"
+    echo "   random write, two writers" >&2
+    # Two jobs, each on a file of its own (fio's default names), as two programs
+    # writing at once; group_reporting makes jobs[0] their sum.
+    fio --name=randwrite2 "${fio_common[@]}" --rw=randwrite --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
+        --time_based --end_fsync=1 --numjobs=2 --group_reporting > "$work/fio.json"
+    result[$1,randwrite2]=$(fio_metric "$work/fio.json" write iops)
+    rm -f "$2"/randwrite2.*
 
     echo "   metadata ($FILES files)" >&2
     local create stat remove start end

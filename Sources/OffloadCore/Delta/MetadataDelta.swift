@@ -42,6 +42,9 @@ public final class MetadataDelta: @unchecked Sendable {
     /// joined before is in it or in an older one.
     public var openNumber: UInt64 { lock.withLock { open.number } }
 
+    /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
+    public var openObjectCount: Int { lock.withLock { open }.objectCount }
+
     /// An operation inside a generation; `leave` it exactly once.
     public struct Ticket: Sendable {
         public let generation: DeltaGeneration

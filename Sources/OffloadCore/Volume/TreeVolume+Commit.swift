@@ -144,6 +144,11 @@ extension TreeVolume {
         } else {
             newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
         }
+        // Operations under way reserved room in the old chain; the new one makes it again
+        // (best effort, as format 1's journal: each frame's `perform` still makes sure of its room).
+        if reservedJournalBytes > 0 {
+            try? newJournal.ensureRoom(total: 2 * reservedJournalBytes, largestFrame: reservedJournalBytes)
+        }
         journal = newJournal
         return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
     }

@@ -14,7 +14,7 @@
 /// Files keep their data in the volume's blocks through `fileBlocks()` (`VolumeFileBlocks`),
 /// which takes the space lock.
 ///
-/// Threads: operations (`perform`, `makeRoom`, `reader`, file block calls) may run while a
+/// Threads: operations (`perform`, `reserveRoom`, `reader`, file block calls) may run while a
 /// commit runs on another thread; each piece of shared state has its lock (below). The
 /// caller's duty is the cut: a generation is closed (`closeOpenGeneration`, or a commit
 /// that finds none closed) only when no operation's file block calls have run without its
@@ -61,6 +61,9 @@ public final class TreeVolume {
     /// The chain switches of generations closed and not yet committed, oldest first
     /// (`closeOpenGeneration`). Under `journalLock`.
     var chainSwitches: [ChainSwitch] = []
+    /// Journal bytes reserved by operations under way whose frames are not appended yet
+    /// (`reserveRoom`), which every other frame's room leaves to them. Under `journalLock`.
+    var reservedJournalBytes = 0
     /// The sequence number the first chain of this mount starts at: where the replayed
     /// chain stopped, so no frame left in a reused block can pass for one of the new chain.
     let firstSequence: UInt64
@@ -355,16 +358,24 @@ public final class TreeVolume {
     /// for (the image is full) or that the delta refuses fails having changed nothing; a
     /// frame that cannot be written after all (an I/O error) fails the volume: the delta
     /// holds a change the journal does not.
-    public func perform(_ changes: [JournalChange]) throws(FSError) {
+    /// `reserved`: room `reserveRoom` reserved for this operation, which ends here.
+    /// `commitsAtBudget`: commit after the frame when the journal or the open generation
+    /// reached `limits` (false: the caller commits, `isOverBudget`).
+    public func perform(_ changes: [JournalChange], reserved: Int = 0, commitsAtBudget: Bool = true) throws(FSError) {
+        // The reservation ends here, whatever happens: after the append, or on the way out.
+        defer { releaseRoom(reserved) }
         if let failure { throw failure }
         // Encoded once, before joining: the generation is patched in afterwards.
         var payload = VolumeJournalFrame.encode(generation: 0, changes)
         guard payload.count <= FrameHeader.maximumPayload else {
             throw .invalidArgument("an operation of \(payload.count) journal bytes exceeds a frame's \(FrameHeader.maximumPayload)")
         }
+        let frame = FrameHeader.size + payload.count
+        // Room beside what other operations reserved: with this operation's reservation
+        // in place, already there (no allocation).
         try journalLock.withLock { () throws(FSError) in
-            let frame = FrameHeader.size + payload.count
-            try currentJournal().ensureRoom(total: frame, largestFrame: frame)
+            try currentJournal().ensureRoom(total: 2 * (reservedJournalBytes - min(reserved, frame) + frame),
+                                            largestFrame: frame)
         }
         let ticket = delta.join()
         let appended: MetadataLog
@@ -388,20 +399,44 @@ public final class TreeVolume {
         // operation is done whatever the commit does: its frame is in the journal, so a
         // commit that fails here fails the volume (`failure`, thrown by every later change)
         // but not this operation, which replay brings back.
-        if appended.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
+        if commitsAtBudget,
+           appended.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
             _ = try? commit()
         }
     }
 
-    /// Makes room in the journal for an operation of up to `changeBytes` of encoded
-    /// changes before the caller changes anything it cannot undo (a file's data: format 1's
-    /// `willChange`): `.noSpace` refuses it having changed nothing. With one caller at a
-    /// time the room is still there at its `perform`.
-    public func makeRoom(changeBytes: Int) throws(FSError) {
+    /// True when the journal since the last commit, or the open generation's changed
+    /// objects, reached `limits`: what makes `perform` commit by itself. Callers that
+    /// perform with `commitsAtBudget: false` (operations that share a lock the commit's
+    /// close must not interleave with) commit when they can.
+    public var isOverBudget: Bool {
+        journalBytesSinceCommit >= UInt64(limits.journalBytes) || delta.openObjectCount >= limits.dirtyObjects
+    }
+
+    /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,
+    /// before the caller changes anything it cannot undo (a file's data: format 1's
+    /// `willChange`), so that a full image refuses it with `.noSpace` having changed
+    /// nothing, however many operations reserve and append meanwhile. Returns the bytes
+    /// reserved: pass them to the operation's `perform` (which ends the reservation), or to
+    /// `releaseRoom` when it changes nothing. Twice the room is made, as format 1's
+    /// journal does: a frame that does not fit the rest of a segment leaves that rest
+    /// unused, so frames of N bytes in all need at most 2N.
+    public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
         if let failure { throw failure }
+        let frame = FrameHeader.size + 8 + changeBytes
         try journalLock.withLock { () throws(FSError) in
-            let frame = FrameHeader.size + 8 + changeBytes
-            try currentJournal().ensureRoom(total: frame, largestFrame: frame)
+            try currentJournal().ensureRoom(total: 2 * (reservedJournalBytes + frame), largestFrame: frame)
+            reservedJournalBytes += frame
+        }
+        return frame
+    }
+
+    /// Ends a reservation (`reserveRoom`) that no frame used.
+    public func releaseRoom(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        journalLock.withLock {
+            precondition(reservedJournalBytes >= bytes, "released \(bytes) journal bytes of \(reservedJournalBytes) reserved")
+            reservedJournalBytes -= bytes
         }
     }
 

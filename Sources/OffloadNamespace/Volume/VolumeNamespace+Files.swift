@@ -13,11 +13,13 @@ import OffloadCore
 // while it has changes no commit holds yet (the delta's file ranges are not read back:
 // the cached file is their truth until the commit); otherwise it goes at its last close.
 //
-// Every file operation runs under the namespace lock: a change holds it alone, so a change
-// and its frame never straddle the maintenance's close of a generation, which keeps the
-// blocks' touched marks sound ("Files on format 2"); reads, lseek and flush share it (the
-// file's own lock orders them with nothing else, since no change runs meanwhile); fsync
-// takes it only to check its handle, and syncs outside it.
+// Every file operation runs under the namespace lock, and the maintenance closes a
+// generation only with it held alone, so a change and its frame never straddle that close,
+// which keeps the blocks' touched marks sound ("Files on format 2"). Writes, fallocate,
+// copy_file_range, reads, lseek and flush share it (`changingData`, `sharing`: the file's
+// own lock orders a file's calls); open, create, release and setattr's size hold it alone
+// (they change the cache or the inode's names and attributes); fsync takes it only to
+// check its handle, and syncs outside it.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
@@ -31,48 +33,75 @@ final class VolumeCachedFile {
 
 /// Journals a cached file's changes: its new size and times with the range, one frame
 /// (format 1's `FileJournal`). Runs under the file's write lock, inside an operation that
-/// holds the namespace lock.
+/// holds the namespace lock (shared, for writes, fallocate and copy_file_range).
+///
+/// `@unchecked Sendable`: `credit` is touched only under the file's write lock, which
+/// serialises the file's changes.
 final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     let inode: UInt64
     weak var namespace: VolumeNamespace?
+    /// Journal room the change under way reserved (`willChange`), until its frame.
+    private var credit = 0
 
     init(inode: UInt64, namespace: VolumeNamespace) {
         self.inode = inode
         self.namespace = namespace
     }
 
-    /// The journal's room first, so that a full image refuses the change having changed
-    /// nothing (the bound is format 1's record bound, larger than format 2's encoding, plus
-    /// the inode item).
+    /// Reserves the journal's room first (`TreeVolume.reserveRoom`), so that a full image
+    /// refuses the change having changed nothing, whatever other files' changes append
+    /// meanwhile (the bound is format 1's record bound, larger than format 2's encoding,
+    /// plus the inode item).
     func willChange(recordBytes: Int) throws(FSError) {
-        try namespace?.volume.makeRoom(changeBytes: recordBytes + 128)
+        guard let volume = namespace?.volume else { return }
+        credit += try volume.reserveRoom(changeBytes: recordBytes + 128)
+    }
+
+    func changeAbandoned() {
+        let reserved = credit
+        credit = 0
+        namespace?.volume.releaseRoom(reserved)
     }
 
     func fileChanged(_ change: FileChange) {
-        namespace?.journal(inode, change)
+        let reserved = credit
+        credit = 0
+        guard let namespace else { return }
+        namespace.journal(inode, change, reserved: reserved)
     }
 }
 
 extension VolumeNamespace {
     /// The frame of one file change, with the inode's new size and its mtime and ctime
-    /// marked. The file has changed already (`fileChanged` cannot refuse), so a frame
-    /// that cannot be made or written leaves memory ahead of the journal: the namespace
-    /// fails (`journalFailure`), and every later operation throws it.
-    func journal(_ number: UInt64, _ change: FileChange) {
+    /// marked, using the journal room its change reserved. The file has changed already
+    /// (`fileChanged` cannot refuse), so a frame that cannot be made or written leaves
+    /// memory ahead of the journal: the namespace fails (`journalFailure`), and every
+    /// later operation throws it.
+    ///
+    /// Caller holds the namespace lock (shared or alone) and the file's write lock. The
+    /// inode's item is read and written back whole: no other operation changes it
+    /// meanwhile, since those that change an inode's attributes hold the namespace lock
+    /// alone, and the file's changes are serialised by its write lock.
+    func journal(_ number: UInt64, _ change: FileChange, reserved: Int) {
+        // The reservation ends at the frame's `perform`, or here when none is made.
+        var unused = reserved
+        defer { volume.releaseRoom(unused) }
         do throws(FSError) {
-            guard var item = try reader().inode(number) else {
+            let taken = try readers.take()
+            defer { readers.give(taken) }
+            guard var item = try taken.reader.inode(number) else {
                 throw .io("inode \(number) changed its data but has no attributes")
             }
             let now = clock().record
             item.size = change.size
             item.modificationTime = now
             item.changeTime = now
-            try volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)])
+            unused = 0
+            try volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)],
+                               reserved: reserved, commitsAtBudget: false)
             cachedFiles[number]?.changedIn = volume.delta.openNumber
         } catch {
-            if journalFailure == nil {
-                journalFailure = .io("a file change could not be journaled (\(error)); the namespace stops taking requests: unmount, and the image mounts again at its last journaled state")
-            }
+            failJournal(.io("a file change could not be journaled (\(error)); the namespace stops taking requests: unmount, and the image mounts again at its last journaled state"))
         }
     }
 
@@ -246,24 +275,22 @@ extension VolumeNamespace {
 
     public func write(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       data: UnsafeRawBufferPointer) throws(FSError) -> Int {
-        try locked { () throws(FSError) -> Int in
+        try changingData { () throws(FSError) -> Int in
             let (file, opened) = try openedFile(number, handle)
             guard opened.writable else { throw .badHandle }
             guard data.count > 0 else { return 0 }
             let at = opened.append ? file.data.size : offset
             try Namespace.checkRange(offset: at, length: UInt64(data.count))
-            _ = try reclaimingWhenFull { () throws(FSError) in try file.data.write(at: at, bytes: data) }
+            try file.data.write(at: at, bytes: data)
             return data.count
         }
     }
 
     public func fallocate(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                           length: UInt64, mode: AllocationMode) throws(FSError) {
-        try locked { () throws(FSError) in
+        try changingData { () throws(FSError) in
             let (file, opened) = try openedFile(number, handle)
-            try reclaimingWhenFull { () throws(FSError) in
-                try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
-            }
+            try FileDataRules.fallocate(file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
         }
     }
 
@@ -277,21 +304,44 @@ extension VolumeNamespace {
     public func copyFileRange(from source: InodeNumber, sourceHandle: FileHandle, sourceOffset: UInt64,
                               to destination: InodeNumber, destinationHandle: FileHandle,
                               destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
-        try locked { () throws(FSError) -> UInt64 in
+        try changingData { () throws(FSError) -> UInt64 in
             let input = try openedFile(source, sourceHandle)
             let output = try openedFile(destination, destinationHandle)
-            return try reclaimingWhenFull { () throws(FSError) -> UInt64 in
-                try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
-                                            at: destinationOffset, length: length, outputWritable: output.handle.writable,
-                                            outputAppends: output.handle.append)
-            }
+            return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
+                                               at: destinationOffset, length: length, outputWritable: output.handle.writable,
+                                               outputAppends: output.handle.append)
         }
+    }
+
+    /// Runs a change of an open file's data (write, fallocate, copy_file_range) with the
+    /// namespace lock shared, so changes of different files run at once and reads do not
+    /// wait for them (docs/ARCHITECTURE.md, "Step 7, third part"). What keeps each change
+    /// and its frame in one generation is that the generation closes only under the lock
+    /// held alone. The file's write lock orders the changes of one file; the volume's
+    /// locks (space, journal) those of the blocks and frames; the journal room each change
+    /// reserves before it changes anything keeps a full image from failing a frame that
+    /// another change's frame took the room of.
+    ///
+    /// When the change finds no free space (it changed nothing), it runs again with the
+    /// lock held alone, after the commits that make what earlier operations freed reusable
+    /// (`reclaimingWhenFull`), as format 1 runs its reclaim before it answers ENOSPC.
+    /// Afterwards, a journal or generation over its budget is committed with the lock
+    /// held alone (`commitIfOverBudget`).
+    func changingData<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
+        let result: R
+        do {
+            result = try sharing(change)
+        } catch .noSpace {
+            result = try locked { () throws(FSError) -> R in try reclaimingWhenFull(change) }
+        }
+        if volume.isOverBudget { _ = try? locked { () throws(FSError) in } }
+        return result
     }
 
     /// Runs a change of file data; when it finds no free space (it changed nothing), lets
     /// the commits make what earlier operations freed reusable (`TreeVolume.reclaimFreedSpace`)
-    /// and runs it once more, as format 1 runs its reclaim before it answers ENOSPC.
-    /// Caller holds the lock, outside any operation of the volume.
+    /// and runs it once more. Caller holds the lock alone, outside any operation of the
+    /// volume.
     func reclaimingWhenFull<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
         do {
             return try change()

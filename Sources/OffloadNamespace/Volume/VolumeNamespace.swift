@@ -22,9 +22,11 @@ import OffloadCore
 /// reader-writer lock, around every operation. Operations that only read (lookup,
 /// getattr, readlink, the directory listing calls, getxattr, listxattr, reads of an open
 /// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
-/// (`readers`); operations that change anything, and the maintenance's close of a
-/// generation, hold it alone (`locked`, `changing`). Inside it, the leaf locks of the
-/// state shared readers change (`lookupCounts`, `handles`), and the volume's locks.
+/// (`readers`), and so do the changes of an open file's data (write, fallocate,
+/// copy_file_range: `changingData`); other changes, and every close of a generation (the
+/// maintenance's, an operation's own commit), hold it alone (`locked`, `changing`).
+/// Inside it, the leaf locks of the state shared holders change (`lookupCounts`,
+/// `handles`, `failureHolder`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
@@ -40,6 +42,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     let handles = PthreadMutex(HandleNumbers())
     /// Readers for the operations that share the namespace lock.
     let readers: VolumeReaderPool
+    /// Set when a file's change could not be journaled (`journal`): thrown by every later
+    /// operation. Its own lock: file changes share the namespace lock.
+    private let failureHolder = PthreadMutex<FSError?>(nil)
+    var journalFailure: FSError? { failureHolder.withLock { $0 } }
     // Guarded by `lock` (changed only with it held alone):
     /// The number the next new inode gets.
     var nextInode: UInt64
@@ -54,9 +60,6 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// of them saw (`evictCommittedFiles`).
     var awaitingCommit = Set<UInt64>()
     var lastEvictedAt: UInt64 = 0
-    /// Set when a file's change could not be journaled (`journal`): thrown by every later
-    /// operation.
-    var journalFailure: FSError?
     /// Idle commits the maintenance still owes (`commitIfChanged`).
     var settling = 0
     /// The reader operations holding the lock alone share (`reader()`), and the commit
@@ -197,13 +200,36 @@ public final class VolumeNamespace: @unchecked Sendable {
     }
 
     /// `reading` without a reader: for the calls on an open file's data or handle (read,
-    /// lseek, flush, fsync's check), which reach the file through its handle and read
-    /// nothing of the tree.
+    /// lseek, flush, fsync's check, and the changes of its data, `changingData`), which
+    /// reach the file through its handle and the tree, when at all, through readers of
+    /// their own. Fails as `locked` does once a file change failed to reach the journal,
+    /// the operation during which that happened included.
     func sharing<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
         try lock.withReadLock { () throws(FSError) -> R in
             if let journalFailure { throw journalFailure }
-            return try body()
+            let result = try body()
+            if let journalFailure { throw journalFailure }
+            return result
         }
+    }
+
+    /// Fails the namespace: a file change could not be journaled (`journal`). The first
+    /// failure is kept.
+    func failJournal(_ failure: FSError) {
+        failureHolder.withLock { if $0 == nil { $0 = failure } }
+    }
+
+    /// Commits when the journal or the open generation reached the volume's limits
+    /// (`TreeVolume.isOverBudget`): the operations of a namespace perform with
+    /// `commitsAtBudget: false`, since a commit closes the open generation, which must not
+    /// happen while an operation sharing the lock is between its file's block calls and
+    /// its frame. Caller holds the lock alone. The operation is done whatever the commit
+    /// does: a failed commit fails the volume, and every later change throws it.
+    func commitIfOverBudget() {
+        guard volume.isOverBudget else { return }
+        _ = try? volume.commit()
+        // The shared reader and the idle pooled ones would hold back the commit's punch.
+        dropSharedReader()
     }
 
     /// Runs `body` under the namespace lock held alone, after letting go of the files a
@@ -216,6 +242,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             evictCommittedFiles()
             let result = try body()
             if let journalFailure { throw journalFailure }
+            commitIfOverBudget()
             return result
         }
     }
@@ -239,7 +266,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             defer { unreadableFiles = [] }
             let result = try body(reader, &changes)
             if !changes.isEmpty {
-                try volume.perform(changes)
+                try volume.perform(changes, commitsAtBudget: false)
                 // Numbers a refused operation took are skipped, not counted.
                 inodeCount += nextInode - numbered
                 for case .drop in changes { inodeCount -= 1 }

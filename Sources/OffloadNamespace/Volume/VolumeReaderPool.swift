@@ -29,7 +29,7 @@ final class VolumeReaderPool: @unchecked Sendable {
     }
 
     /// A reader of the current state, for the caller alone until `give`. Caller holds the
-    /// namespace lock (shared), so the open generation does not close meanwhile; a commit
+    /// namespace lock (shared or alone), so the open generation does not close meanwhile; a commit
     /// may publish meanwhile, which only makes the reader let go on its way back.
     func take() throws(FSError) -> (reader: VolumeReader, open: UInt64) {
         let now = position
