@@ -69,6 +69,53 @@ final class VolumeSharedFileChangesTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// Two threads append to one file opened with O_APPEND while a third writes another
+    /// file: each append lands after the one before, none over another (the size read and
+    /// the write are one step under the file's append lock, since writes share the
+    /// namespace lock).
+    func testAppendsToOneFileFromTwoThreadsKeepEveryByte() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let (log, _) = try fs.create(parent: .root, name: FileName("log"), mode: 0o644, flags: O_RDWR, context: caller)
+        let (other, otherHandle) = try fs.create(parent: .root, name: FileName("other"), mode: 0o644, flags: O_RDWR,
+                                                 context: caller)
+        let appends = 400, recordBytes = 1_000
+        let handles = try (0..<2).map { _ in try fs.open(inode: log.inode, flags: O_WRONLY | O_APPEND) }
+        let failures = PthreadMutex([String]())
+        DispatchQueue.concurrentPerform(iterations: 3) { thread in
+            do {
+                for i in 0..<appends {
+                    let record = [UInt8](repeating: UInt8(thread + 1), count: recordBytes)
+                    if thread < 2 {
+                        _ = try record.withUnsafeBytes {
+                            try fs.write(inode: log.inode, handle: handles[thread], offset: 0, data: $0)
+                        }
+                    } else {
+                        _ = try record.withUnsafeBytes {
+                            try fs.write(inode: other.inode, handle: otherHandle, offset: UInt64(i * recordBytes), data: $0)
+                        }
+                    }
+                }
+            } catch {
+                failures.withLock { $0.append("thread \(thread): \(error)") }
+            }
+        }
+        XCTAssertEqual(failures.withLock { $0 }, [])
+        let reader = try fs.open(inode: log.inode, flags: O_RDONLY)
+        let bytes = try fs.read(inode: log.inode, handle: reader, offset: 0, count: 2 * appends * recordBytes + 1)
+        XCTAssertEqual(bytes.count, 2 * appends * recordBytes, "appends landed over one another")
+        for record in 0..<bytes.count / recordBytes {
+            let slice = bytes[record * recordBytes..<(record + 1) * recordBytes]
+            XCTAssertTrue(slice.allSatisfy { $0 == slice.first! } && (slice.first == 1 || slice.first == 2),
+                          "record \(record) is torn")
+        }
+        XCTAssertEqual(bytes.filter { $0 == 1 }.count, appends * recordBytes)
+        for handle in handles + [reader] { fs.release(inode: log.inode, handle: handle) }
+        fs.release(inode: other.inode, handle: otherHandle)
+        try fileSystem.close(meter: nil)
+    }
+
     /// Three writers, each on a file of its own (overwrites, extensions, small writes kept
     /// in RAM, fallocate and copy_file_range from a shared source), a reader statting and
     /// reading the files, and the maintenance's commits, at once; the journal's budget is
@@ -95,8 +142,8 @@ final class VolumeSharedFileChangesTests: XCTestCase {
         final class State: @unchecked Sendable {
             let done = PthreadMutex(0)
             let problems = PthreadMutex([String]())
-            var models: [[UInt8]]
-            init(writers: Int) { models = Array(repeating: [], count: writers) }
+            let models: PthreadMutex<[[UInt8]]>
+            init(writers: Int) { models = PthreadMutex(Array(repeating: [], count: writers)) }
             func note(_ problem: String) { problems.withLock { $0.append(problem) } }
             var writersDone: Bool { done.withLock { $0 } == 3 }
         }
@@ -147,7 +194,7 @@ final class VolumeSharedFileChangesTests: XCTestCase {
                 } catch {
                     state.note("writer \(w): \(error)")
                 }
-                state.models[w] = model
+                state.models.withLock { $0[w] = model }
             }
         }
         DispatchQueue.global().async(group: group) {
@@ -175,7 +222,7 @@ final class VolumeSharedFileChangesTests: XCTestCase {
         XCTAssertEqual(group.wait(timeout: .now() + 300), .success, "the threads did not finish")
         XCTAssertEqual(state.problems.withLock { $0 }, [])
         for w in 0..<writers {
-            let model = state.models[w]
+            let model = state.models.withLock { $0[w] }
             XCTAssertEqual(try fs.getattr(inode: files[w].inode).size, UInt64(model.count), "w\(w)")
             XCTAssertTrue(try fs.read(inode: files[w].inode, handle: files[w].handle, offset: 0, count: model.count + 1) == model,
                           "w\(w) does not read as its writer wrote it")
@@ -191,7 +238,7 @@ final class VolumeSharedFileChangesTests: XCTestCase {
                                                  memoryLimiter: MemoryLimiter(limitBytes: 256 << 10))
         let again = reopened.namespace
         for w in 0..<writers {
-            let model = state.models[w]
+            let model = state.models.withLock { $0[w] }
             let found = try again.lookup(parent: .root, name: FileName("w\(w)"))
             let handle = try again.open(inode: found.inode, flags: O_RDONLY)
             XCTAssertTrue(try again.read(inode: found.inode, handle: handle, offset: 0, count: model.count + 1) == model,

@@ -144,11 +144,6 @@ extension TreeVolume {
         } else {
             newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
         }
-        // Operations under way reserved room in the old chain; the new one makes it again
-        // (best effort, as format 1's journal: each frame's `perform` still makes sure of its room).
-        if reservedJournalBytes > 0 {
-            try? newJournal.ensureRoom(total: 2 * reservedJournalBytes, largestFrame: reservedJournalBytes)
-        }
         journal = newJournal
         return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
     }
@@ -238,13 +233,17 @@ extension TreeVolume {
         var retained: [Range<UInt64>] = []
         for range in references.retained {
             var rest = RangeSet(range)
-            let claimed = rest.intersection(fresh)
-            fresh.subtract(claimed)
-            rest.subtract(claimed)
+            let claimed = fresh.restricted(to: range)
+            if !claimed.isEmpty {
+                fresh.subtract(claimed)
+                rest.subtract(claimed)
+            }
             if let files {
                 let taken = files.unclaimedPart(of: range)
-                files.claim(taken)
-                rest.subtract(taken)
+                if !taken.isEmpty {
+                    files.claim(taken)
+                    rest.subtract(taken)
+                }
             }
             retained += rest.ranges
         }

@@ -362,8 +362,9 @@ public final class TreeVolume {
     /// `commitsAtBudget`: commit after the frame when the journal or the open generation
     /// reached `limits` (false: the caller commits, `isOverBudget`).
     public func perform(_ changes: [JournalChange], reserved: Int = 0, commitsAtBudget: Bool = true) throws(FSError) {
-        // The reservation ends here, whatever happens: after the append, or on the way out.
-        defer { releaseRoom(reserved) }
+        // The reservation ends here, whatever happens: with the append, or on the way out.
+        var held = reserved
+        defer { releaseRoom(held) }
         if let failure { throw failure }
         // Encoded once, before joining: the generation is patched in afterwards.
         var payload = VolumeJournalFrame.encode(generation: 0, changes)
@@ -388,6 +389,9 @@ public final class TreeVolume {
                 appended = try journalLock.withLock { () throws(FSError) -> MetadataLog in
                     let journal = try currentJournal()
                     try journal.append(payload: payload)
+                    assert(reservedJournalBytes >= held)
+                    reservedJournalBytes -= held
+                    held = 0
                     return journal
                 }
             } catch {

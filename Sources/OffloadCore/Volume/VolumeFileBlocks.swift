@@ -256,7 +256,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     /// The part of `blocks` no commit has recorded yet.
     func unclaimedPart(of blocks: Range<UInt64>) -> RangeSet<UInt64> {
-        unclaimed.intersection(RangeSet(blocks))
+        unclaimed.restricted(to: blocks)
     }
 
     /// Records `blocks` (unclaimed) as allocated: the first reference an extent item of
@@ -275,7 +275,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         var shared = RangeSet<UInt64>()
         for part in blocks.ranges {
             shared.formUnion(counts.notExclusive(in: part))
-            for mark in unshared { shared.formUnion(mark.blocks.intersection(RangeSet(part))) }
+            for mark in unshared { shared.formUnion(mark.blocks.restricted(to: part)) }
         }
         for part in blocks.ranges {
             space.recordData(part)
@@ -327,8 +327,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     private func split(_ blocks: Range<UInt64>) -> (fresh: RangeSet<UInt64>, committed: RangeSet<UInt64>) {
         let whole = RangeSet(blocks)
-        let fresh = unclaimed.intersection(whole)
-        return (fresh, whole.subtracting(fresh))
+        let fresh = unclaimed.restricted(to: blocks)
+        return (fresh, fresh.isEmpty ? whole : whole.subtracting(fresh))
     }
 
     private func touch(_ committed: RangeSet<UInt64>) {

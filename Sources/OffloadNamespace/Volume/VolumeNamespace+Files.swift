@@ -24,6 +24,9 @@ import OffloadCore
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
     let data: OffloadedFile
+    /// Orders O_APPEND writes, which share the namespace lock: each reads the size and
+    /// writes there as one step (format 1's `appendLock`).
+    let appendLock = PthreadLock()
     var openCount = 0
     /// The open generation when the file last changed: it may go once a commit holds it.
     var changedIn: UInt64 = 0
@@ -40,12 +43,16 @@ final class VolumeCachedFile {
 final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     let inode: UInt64
     weak var namespace: VolumeNamespace?
+    /// The namespace's volume, held here so that a reservation always ends in it, even
+    /// when the namespace is gone.
+    let volume: TreeVolume
     /// Journal room the change under way reserved (`willChange`), until its frame.
     private var credit = 0
 
     init(inode: UInt64, namespace: VolumeNamespace) {
         self.inode = inode
         self.namespace = namespace
+        volume = namespace.volume
     }
 
     /// Reserves the journal's room first (`TreeVolume.reserveRoom`), so that a full image
@@ -53,20 +60,19 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     /// meanwhile (the bound is format 1's record bound, larger than format 2's encoding,
     /// plus the inode item).
     func willChange(recordBytes: Int) throws(FSError) {
-        guard let volume = namespace?.volume else { return }
         credit += try volume.reserveRoom(changeBytes: recordBytes + 128)
     }
 
     func changeAbandoned() {
         let reserved = credit
         credit = 0
-        namespace?.volume.releaseRoom(reserved)
+        volume.releaseRoom(reserved)
     }
 
     func fileChanged(_ change: FileChange) {
         let reserved = credit
         credit = 0
-        guard let namespace else { return }
+        guard let namespace else { return volume.releaseRoom(reserved) }
         namespace.journal(inode, change, reserved: reserved)
     }
 }
@@ -279,9 +285,16 @@ extension VolumeNamespace {
             let (file, opened) = try openedFile(number, handle)
             guard opened.writable else { throw .badHandle }
             guard data.count > 0 else { return 0 }
-            let at = opened.append ? file.data.size : offset
-            try Namespace.checkRange(offset: at, length: UInt64(data.count))
-            try file.data.write(at: at, bytes: data)
+            if opened.append {
+                try file.appendLock.withLock { () throws(FSError) in
+                    let end = file.data.size
+                    try Namespace.checkRange(offset: end, length: UInt64(data.count))
+                    try file.data.write(at: end, bytes: data)
+                }
+            } else {
+                try Namespace.checkRange(offset: offset, length: UInt64(data.count))
+                try file.data.write(at: offset, bytes: data)
+            }
             return data.count
         }
     }
@@ -330,7 +343,12 @@ extension VolumeNamespace {
     func changingData<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
         let result: R
         do {
-            result = try sharing(change)
+            result = try sharing { () throws(FSError) -> R in
+                let result = try change()
+                // A change whose frame could not be written is not answered as done.
+                if let journalFailure { throw journalFailure }
+                return result
+            }
         } catch .noSpace {
             result = try locked { () throws(FSError) -> R in try reclaimingWhenFull(change) }
         }

@@ -202,14 +202,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// `reading` without a reader: for the calls on an open file's data or handle (read,
     /// lseek, flush, fsync's check, and the changes of its data, `changingData`), which
     /// reach the file through its handle and the tree, when at all, through readers of
-    /// their own. Fails as `locked` does once a file change failed to reach the journal,
-    /// the operation during which that happened included.
+    /// their own. Fails once a file change failed to reach the journal (`changingData`
+    /// also fails the change during which that happened).
     func sharing<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
         try lock.withReadLock { () throws(FSError) -> R in
             if let journalFailure { throw journalFailure }
-            let result = try body()
-            if let journalFailure { throw journalFailure }
-            return result
+            return try body()
         }
     }
 
@@ -226,7 +224,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// its frame. Caller holds the lock alone. The operation is done whatever the commit
     /// does: a failed commit fails the volume, and every later change throws it.
     func commitIfOverBudget() {
-        guard volume.isOverBudget else { return }
+        // A failed or read-only volume commits nothing (each try would throw at once).
+        guard volume.failure == nil, !volume.isReadOnly, volume.isOverBudget else { return }
         _ = try? volume.commit()
         // The shared reader and the idle pooled ones would hold back the commit's punch.
         dropSharedReader()
