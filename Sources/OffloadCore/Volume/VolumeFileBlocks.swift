@@ -150,7 +150,19 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             for part in split(blocks).fresh.ranges {
                 for gone in counts.release(part) { freed.insert(contentsOf: gone) }
             }
-            if !freed.isEmpty { dead.append((delta.openNumber, freed)) }
+            noteDead(freed, in: delta.openNumber)
+        }
+    }
+
+    /// Records unclaimed blocks no one holds any more, let go of while `generation` was
+    /// open (joined to the last entry when it is of the same generation, so the list
+    /// grows by generations, not by releases).
+    private func noteDead(_ freed: RangeSet<UInt64>, in generation: UInt64) {
+        guard !freed.isEmpty else { return }
+        if let last = dead.indices.last, dead[last].generation == generation {
+            dead[last].blocks.insertRanges(of: freed)
+        } else {
+            dead.append((generation, freed))
         }
     }
 
@@ -170,7 +182,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 }
                 touch(committed)
             }
-            if !freed.isEmpty { dead.append((generation, freed)) }
+            noteDead(freed, in: generation)
             var marks = RangeSet<UInt64>()
             for range in dropped where !range.isEmpty {
                 var survivors = split(BackingStore.blocks(touchedBy: range)).fresh
@@ -178,7 +190,13 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 marks.formUnion(survivors)
             }
             unshared.removeAll { image.isDurable(since: $0.epoch) }
-            if !marks.isEmpty { unshared.append((image.syncEpoch, marks)) }
+            guard !marks.isEmpty else { return }
+            let epoch = image.syncEpoch
+            if let last = unshared.indices.last, unshared[last].epoch == epoch {
+                unshared[last].blocks.insertRanges(of: marks)
+            } else {
+                unshared.append((epoch, marks))
+            }
         }
     }
 
@@ -335,7 +353,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         guard !committed.isEmpty else { return }
         let generation = delta.openNumber
         if let last = touched.indices.last, touched[last].generation == generation {
-            touched[last].blocks.formUnion(committed)
+            touched[last].blocks.insertRanges(of: committed)
         } else {
             touched.append((generation, committed))
         }
