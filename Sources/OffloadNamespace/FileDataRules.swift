@@ -19,6 +19,24 @@ enum FileDataRules {
         }
     }
 
+    /// write(2) of all of `bytes` (not empty) at `offset`, or, for a handle opened with
+    /// O_APPEND, at the end of file whatever the offset says, reading the size and
+    /// writing there as one step under `appendLock`, so appenders never write over each
+    /// other. EFBIG past the largest file size.
+    static func write(_ data: OffloadedFile, appendLock: PthreadLock, appends: Bool, offset: UInt64,
+                      bytes: UnsafeRawBufferPointer) throws(FSError) {
+        guard appends else {
+            try Namespace.checkRange(offset: offset, length: UInt64(bytes.count))
+            _ = try data.write(at: offset, bytes: bytes)
+            return
+        }
+        try appendLock.withLock { () throws(FSError) in
+            let end = data.size
+            try Namespace.checkRange(offset: end, length: UInt64(bytes.count))
+            _ = try data.write(at: end, bytes: bytes)
+        }
+    }
+
     /// SEEK_DATA / SEEK_HOLE; ENXIO at or past the end of file.
     static func seek(_ data: OffloadedFile, from offset: UInt64, to target: SeekTarget) throws(FSError) -> UInt64 {
         switch target {

@@ -48,17 +48,8 @@ extension Namespace {
         let opened = try openedFile(inode: inode, handle: handle)
         guard opened.writable else { throw .badHandle }
         guard data.count > 0 else { return 0 }
-        let file = opened.file
-        if opened.append {
-            try file.appendLock.withLock { () throws(FSError) in
-                let end = file.data.size
-                try Self.checkRange(offset: end, length: UInt64(data.count))
-                try file.data.write(at: end, bytes: data)
-            }
-        } else {
-            try Self.checkRange(offset: offset, length: UInt64(data.count))
-            try file.data.write(at: offset, bytes: data)
-        }
+        try FileDataRules.write(opened.file.data, appendLock: opened.file.appendLock, appends: opened.append,
+                                offset: offset, bytes: data)
         return data.count
     }
 

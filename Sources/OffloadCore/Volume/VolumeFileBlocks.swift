@@ -43,12 +43,12 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Every unclaimed block: held (in `counts`) or dead (waiting for a commit).
     var unclaimed = RangeSet<UInt64>()
     /// Unclaimed blocks no one holds, by the open generation when they were let go.
-    var dead: [(generation: UInt64, blocks: RangeSet<UInt64>)] = []
+    var dead = BlockMarks()
     /// Committed blocks whose references changed in memory, by the open generation.
-    var touched: [(generation: UInt64, blocks: RangeSet<UInt64>)] = []
+    var touched = BlockMarks()
     /// Unclaimed blocks that lost a reference in a change a power cut could undo, by the
     /// sync epoch read after the change (cleared once a later sync completed).
-    var unshared: [(epoch: UInt64, blocks: RangeSet<UInt64>)] = []
+    var unshared = BlockMarks()
     /// Committed blocks `isExclusive` found with a count of one in the block tree since
     /// the last commit was published: the tree's counts change only at commits, so a
     /// second write to one of them skips the tree's lookup (a descent with a pread and a
@@ -150,19 +150,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             for part in split(blocks).fresh.ranges {
                 for gone in counts.release(part) { freed.insert(contentsOf: gone) }
             }
-            noteDead(freed, in: delta.openNumber)
-        }
-    }
-
-    /// Records unclaimed blocks no one holds any more, let go of while `generation` was
-    /// open (joined to the last entry when it is of the same generation, so the list
-    /// grows by generations, not by releases).
-    private func noteDead(_ freed: RangeSet<UInt64>, in generation: UInt64) {
-        guard !freed.isEmpty else { return }
-        if let last = dead.indices.last, dead[last].generation == generation {
-            dead[last].blocks.insertRanges(of: freed)
-        } else {
-            dead.append((generation, freed))
+            dead.add(freed, at: delta.openNumber)
         }
     }
 
@@ -182,21 +170,15 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 }
                 touch(committed)
             }
-            noteDead(freed, in: generation)
+            dead.add(freed, at: generation)
             var marks = RangeSet<UInt64>()
             for range in dropped where !range.isEmpty {
                 var survivors = split(BackingStore.blocks(touchedBy: range)).fresh
                 survivors.subtract(freed)
                 marks.formUnion(survivors)
             }
-            unshared.removeAll { image.isDurable(since: $0.epoch) }
-            guard !marks.isEmpty else { return }
-            let epoch = image.syncEpoch
-            if let last = unshared.indices.last, unshared[last].epoch == epoch {
-                unshared[last].blocks.insertRanges(of: marks)
-            } else {
-                unshared.append((epoch, marks))
-            }
+            unshared.removeAll(keys: { image.isDurable(since: $0) })
+            unshared.add(marks, at: image.syncEpoch)
         }
     }
 
@@ -204,13 +186,13 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         guard !range.isEmpty else { return true }
         let blocks = BackingStore.blocks(touchedBy: range)
         return lock.withLock {
-            unshared.removeAll { image.isDurable(since: $0.epoch) }
+            unshared.removeAll(keys: { image.isDurable(since: $0) })
             let (fresh, committed) = split(blocks)
             for part in fresh.ranges {
-                guard counts.isExclusive(part), !unshared.contains(where: { $0.blocks.overlaps(part) }) else { return false }
+                guard counts.isExclusive(part), !unshared.overlaps(part) else { return false }
             }
             for part in committed.ranges {
-                guard !settledUnpublished, !touched.contains(where: { $0.blocks.overlaps(part) }) else { return false }
+                guard !settledUnpublished, !touched.overlaps(part) else { return false }
                 if part.allSatisfy(verifiedExclusive.contains) { continue }
                 guard let runs = try? space.blockTree.runs(overlapping: part),
                       Self.cover(part, runs, where: { $0.count == 1 && $0.use == .data }) else { return false }
@@ -293,15 +275,15 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         var shared = RangeSet<UInt64>()
         for part in blocks.ranges {
             shared.formUnion(counts.notExclusive(in: part))
-            for mark in unshared { shared.formUnion(mark.blocks.restricted(to: part)) }
+            shared.formUnion(unshared.blocks(in: part))
         }
         for part in blocks.ranges {
             space.recordData(part)
             counts.forget(part)
         }
         unclaimed.subtract(blocks)
-        for i in dead.indices { dead[i].blocks.subtract(blocks) }
-        for i in unshared.indices { unshared[i].blocks.subtract(blocks) }
+        dead.remove(blocks)
+        unshared.remove(blocks)
         touch(shared)
     }
 
@@ -309,9 +291,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// let go of while it (or an older one) was open are recorded and released, pending
     /// frees of this commit.
     func releaseDead(through generation: UInt64) {
-        var released = RangeSet<UInt64>()
-        for entry in dead where entry.generation <= generation { released.formUnion(entry.blocks) }
-        dead.removeAll { $0.generation <= generation || $0.blocks.isEmpty }
+        var released = dead.blocks(through: generation)
+        dead.removeAll(keys: { $0 <= generation })
         released.formIntersection(unclaimed)
         for part in released.ranges {
             space.recordData(part)
@@ -336,7 +317,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     func dropTouched(through generation: UInt64) {
         settledUnpublished = false
-        touched.removeAll { $0.generation <= generation }
+        touched.removeAll(keys: { $0 <= generation })
         // The tree's counts are the new commit's now.
         verifiedExclusive.removeAll(keepingCapacity: true)
     }
@@ -351,12 +332,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     private func touch(_ committed: RangeSet<UInt64>) {
         guard !committed.isEmpty else { return }
-        let generation = delta.openNumber
-        if let last = touched.indices.last, touched[last].generation == generation {
-            touched[last].blocks.insertRanges(of: committed)
-        } else {
-            touched.append((generation, committed))
-        }
+        touched.add(committed, at: delta.openNumber)
     }
 
     private func isReferencedInTree(_ blocks: Range<UInt64>) throws(FSError) -> Bool {

@@ -285,16 +285,8 @@ extension VolumeNamespace {
             let (file, opened) = try openedFile(number, handle)
             guard opened.writable else { throw .badHandle }
             guard data.count > 0 else { return 0 }
-            if opened.append {
-                try file.appendLock.withLock { () throws(FSError) in
-                    let end = file.data.size
-                    try Namespace.checkRange(offset: end, length: UInt64(data.count))
-                    try file.data.write(at: end, bytes: data)
-                }
-            } else {
-                try Namespace.checkRange(offset: offset, length: UInt64(data.count))
-                try file.data.write(at: offset, bytes: data)
-            }
+            try FileDataRules.write(file.data, appendLock: file.appendLock, appends: opened.append, offset: offset,
+                                    bytes: data)
             return data.count
         }
     }
