@@ -226,16 +226,23 @@ struct BlockAllocator: ~Copyable {
 }
 
 extension RangeSet where Bound == UInt64 {
-    /// True when some value of `range` is in the set (a binary search, no allocation).
-    func overlaps(_ range: Range<UInt64>) -> Bool {
+    /// The index of the first of the set's ranges that ends after `value` (a binary
+    /// search; `ranges.endIndex` when none does).
+    private func firstRange(endingAfter value: UInt64) -> Ranges.Index {
         let list = ranges
-        guard !list.isEmpty, !range.isEmpty else { return false }
         var low = list.startIndex, high = list.endIndex
         while low < high {
             let middle = list.index(low, offsetBy: list.distance(from: low, to: high) / 2)
-            if list[middle].upperBound <= range.lowerBound { low = list.index(after: middle) } else { high = middle }
+            if list[middle].upperBound <= value { low = list.index(after: middle) } else { high = middle }
         }
-        return low < list.endIndex && list[low].lowerBound < range.upperBound
+        return low
+    }
+
+    /// True when some value of `range` is in the set (a binary search, no allocation).
+    func overlaps(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return false }
+        let first = firstRange(endingAfter: range.lowerBound)
+        return first < ranges.endIndex && ranges[first].lowerBound < range.upperBound
     }
 
     /// Adds `other`'s ranges one by one (a binary search and an insertion each). For a
@@ -252,17 +259,13 @@ extension RangeSet where Bound == UInt64 {
     /// for every extent it retains, quadratic (42% of the daemon's CPU under random
     /// writes by two processes).
     func restricted(to range: Range<UInt64>) -> RangeSet<UInt64> {
+        guard !range.isEmpty else { return RangeSet() }
         let list = ranges
-        guard !list.isEmpty, !range.isEmpty else { return RangeSet() }
-        var low = list.startIndex, high = list.endIndex
-        while low < high {
-            let middle = list.index(low, offsetBy: list.distance(from: low, to: high) / 2)
-            if list[middle].upperBound <= range.lowerBound { low = list.index(after: middle) } else { high = middle }
-        }
         var parts = RangeSet<UInt64>()
-        while low < list.endIndex && list[low].lowerBound < range.upperBound {
-            parts.insert(contentsOf: list[low].clamped(to: range))
-            low = list.index(after: low)
+        var i = firstRange(endingAfter: range.lowerBound)
+        while i < list.endIndex && list[i].lowerBound < range.upperBound {
+            parts.insert(contentsOf: list[i].clamped(to: range))
+            i = list.index(after: i)
         }
         return parts
     }

@@ -327,9 +327,10 @@ extension VolumeNamespace {
     /// reserves before it changes anything keeps a full image from failing a frame that
     /// another change's frame took the room of.
     ///
-    /// When the change finds no free space (it changed nothing), it runs again with the
-    /// lock held alone, after the commits that make what earlier operations freed reusable
-    /// (`reclaimingWhenFull`), as format 1 runs its reclaim before it answers ENOSPC.
+    /// When the change finds no free space (it changed nothing), it runs again after the
+    /// commits that make what earlier operations freed reusable
+    /// (`TreeVolume.reclaimFreedSpace`), as format 1 runs its reclaim before it answers
+    /// ENOSPC; those commits close generations, so the lock is held alone for them.
     /// Afterwards, a journal or generation over its budget is committed with the lock
     /// held alone (`commitIfOverBudget`).
     func changingData<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
@@ -342,25 +343,15 @@ extension VolumeNamespace {
                 return result
             }
         } catch .noSpace {
-            result = try locked { () throws(FSError) -> R in try reclaimingWhenFull(change) }
+            result = try locked { () throws(FSError) -> R in
+                dropSharedReader()
+                guard try volume.reclaimFreedSpace() else { throw .noSpace }
+                evictCommittedFiles()
+                return try change()
+            }
         }
-        if volume.isOverBudget { _ = try? locked { () throws(FSError) in } }
+        if volume.isOverBudget { lock.withWriteLock { commitIfOverBudget() } }
         return result
-    }
-
-    /// Runs a change of file data; when it finds no free space (it changed nothing), lets
-    /// the commits make what earlier operations freed reusable (`TreeVolume.reclaimFreedSpace`)
-    /// and runs it once more. Caller holds the lock alone, outside any operation of the
-    /// volume.
-    func reclaimingWhenFull<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
-        do {
-            return try change()
-        } catch .noSpace {
-            dropSharedReader()
-            guard try volume.reclaimFreedSpace() else { throw .noSpace }
-            evictCommittedFiles()
-            return try change()
-        }
     }
 }
 
