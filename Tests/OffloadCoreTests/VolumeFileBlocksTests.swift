@@ -117,6 +117,36 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertTrue(try x.read(at: 0, count: 3 * 4096) == original[0..<4096] + [UInt8](repeating: 0x77, count: 4096) + original[8192..<12288])
     }
 
+    /// A write that copies one block of a committed extent changes the references of that
+    /// block only: its neighbours in the extent stay the file's to overwrite in place.
+    /// Before, cutting the extent dropped its references whole and took the kept parts'
+    /// again, marking every block of it touched, so each later write into the extent
+    /// copied too until the next commit was published (random 4 KiB writes on format 2 ran
+    /// at half of format 1's rate).
+    func testCopyingOneBlockOfAnExtentLeavesItsNeighboursExclusive() throws {
+        let original = [UInt8](repeating: 0x55, count: 4 * 4096)
+        let (_, volume, x, y) = try twoFiles(original)
+        try volume.commit()   // x's four blocks are committed, one extent
+        guard case .mmapOffload(let image, let size)? = x.extentList.first?.extent, size == 4 * 4096 else {
+            return XCTFail("x is not one image extent: \(x.extentList)")
+        }
+        // y clones block 1: x's next write there must copy it.
+        try y.cloneRange(from: x, sourceOffset: 4096, count: 4096, to: 0)
+        try x.write(at: 4096, bytes: [UInt8](repeating: 0x66, count: 4096))
+        XCTAssertNotEqual(x.extentList.map(\.extent)[1], .mmapOffload(offset: image + 4096, size: 4096),
+                          "a block shared with a clone was overwritten in place")
+        let store = try volume.fileBlocks()
+        XCTAssertTrue(store.isExclusive(image + 2 * 4096..<image + 4 * 4096), "the copy marked the extent's other blocks")
+        let before = x.extentList.map(\.extent)
+        try x.write(at: 2 * 4096, bytes: [UInt8](repeating: 0x77, count: 4096))
+        XCTAssertEqual(x.extentList.map(\.extent), before, "a block x alone holds was copied")
+        XCTAssertTrue(try x.read(at: 0, count: original.count) == [UInt8](repeating: 0x55, count: 4096)
+                      + [UInt8](repeating: 0x66, count: 4096) + [UInt8](repeating: 0x77, count: 4096)
+                      + [UInt8](repeating: 0x55, count: 4096))
+        XCTAssertTrue(try y.read(at: 0, count: 4096) == [UInt8](repeating: 0x55, count: 4096), "the clone changed")
+        try volume.commit()
+    }
+
     /// RAM bytes admitted in the next generation while a commit of the previous one runs
     /// (the maintenance commits outside the namespace lock) stay promised after that
     /// commit: it did not write them out. Before, every commit reset the count, and such

@@ -24,6 +24,7 @@ extension OffloadedFile {
         guard var i = extents.floor(range.lowerBound) else { preconditionFailure("no extent at \(range.lowerBound)") }
         var kept: [(UInt64, Extent)] = []
         var removed: [Extent] = []
+        var references: [ExtentCut] = []
         while true {
             let start = extents.key(at: i)
             guard start < range.upperBound else { break }
@@ -36,26 +37,35 @@ extension OffloadedFile {
                 kept.append((range.upperBound, extent.slice(range.upperBound - start..<extent.size)))
             }
             removed.append(extent)
-            if observer != nil, case .mmapOffload(let imageOffset, _) = extent {
+            if case .mmapOffload(let imageOffset, let size) = extent {
                 let dropped = (max(start, range.lowerBound) - start)..<(min(end, range.upperBound) - start)
-                pendingUnshares.append(imageOffset + dropped.lowerBound..<imageOffset + dropped.upperBound)
+                references.append(ExtentCut(image: imageOffset..<imageOffset + size, dropped: dropped))
+                if observer != nil {
+                    pendingUnshares.append(imageOffset + dropped.lowerBound..<imageOffset + dropped.upperBound)
+                }
             }
             guard let next = extents.remove(at: i) else { break }
             i = next
         }
-        // Take the kept parts' references before dropping the whole extents', so shared
-        // blocks never pass through a count of zero.
-        var keptMemory = 0
-        for (_, piece) in kept {
-            if case .mmapOffload(let offset, let size) = piece { store.retainOwned(offset..<offset + size) }
-            keptMemory += piece.memoryBytes
+        // The kept parts keep their blocks' references: only the net change of each block
+        // reaches the store. Dropping the whole extent and retaining the kept parts again
+        // (the first version) changed the references of every block of the extent, so on
+        // format 2 one copied 4 KiB block of a 1 MiB extent marked all 256 touched, and
+        // every later write into them copied too until the next commit was published.
+        // The second references come first, so shared blocks never pass through zero.
+        for change in references {
+            if let twice = change.heldTwice { store.retainOwned(twice) }
         }
+        var keptMemory = 0
+        for (_, piece) in kept { keptMemory += piece.memoryBytes }
         // RAM: the kept slices keep part of the removed extents' reservation.
         var removedMemory = 0
         for extent in removed {
             removedMemory += extent.memoryBytes
-            if case .mmapOffload = extent { dropStorage(of: extent) }
             storedBytes -= extent.storedBytes
+        }
+        for change in references {
+            if let released = change.released { dropStorage(of: released) }
         }
         limiter.release(removedMemory - keptMemory)
         for (start, piece) in kept {
@@ -123,14 +133,19 @@ extension OffloadedFile {
     /// `pendingReleases`). Caller holds the write lock.
     func dropStorage(of extent: Extent, journaled: Bool = false) {
         switch extent {
-        case .mmapOffload(let offset, let size):
-            if observer != nil || journaled {
-                pendingReleases.append(offset..<offset + size)
-            } else {
-                store.release(offset..<offset + size)
-            }
+        case .mmapOffload(let offset, let size): dropStorage(of: offset..<offset + size, journaled: journaled)
         case .inMemory(let bytes): limiter.release(bytes.count)
         case .repeatingBytes: break
+        }
+    }
+
+    /// Drops one reference on every block `image` touches: after the observer when the
+    /// change is journaled, at once otherwise.
+    private func dropStorage(of image: Range<UInt64>, journaled: Bool = false) {
+        if observer != nil || journaled {
+            pendingReleases.append(image)
+        } else {
+            store.release(image)
         }
     }
 
@@ -167,5 +182,29 @@ extension OffloadedFile {
         extents.removeAll()
         sizeBytes = 0
         storedBytes = 0
+    }
+}
+
+/// What cutting `dropped` (offsets within the extent) out of an image extent does to its
+/// blocks' references, the kept slices holding theirs: the blocks only the dropped bytes
+/// touch lose one, and a block both kept slices touch (a cut inside one block) gains one.
+/// Every other block keeps its count.
+struct ExtentCut {
+    let heldTwice: Range<UInt64>?
+    let released: Range<UInt64>?
+
+    init(image: Range<UInt64>, dropped: Range<UInt64>) {
+        precondition(!image.isEmpty && !dropped.isEmpty && dropped.upperBound <= image.length)
+        let blockSize = UInt64(BackingStore.blockSize)
+        let whole = BackingStore.blocks(touchedBy: image)
+        // The left slice is image[..<dropped.lower], the right one image[dropped.upper...].
+        let leftEnd = dropped.lowerBound > 0
+            ? BackingStore.blocks(touchedBy: image.lowerBound..<image.lowerBound + dropped.lowerBound).upperBound
+            : whole.lowerBound
+        let rightStart = dropped.upperBound < image.length
+            ? BackingStore.blocks(touchedBy: image.lowerBound + dropped.upperBound..<image.upperBound).lowerBound
+            : whole.upperBound
+        heldTwice = rightStart < leftEnd ? rightStart * blockSize..<leftEnd * blockSize : nil
+        released = leftEnd < rightStart ? leftEnd * blockSize..<rightStart * blockSize : nil
     }
 }

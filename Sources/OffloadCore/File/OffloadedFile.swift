@@ -105,7 +105,9 @@ public final class OffloadedFile: @unchecked Sendable {
     }
 
     private func releasePending() {
-        guard !pendingReleases.isEmpty else { return }
+        // A cut inside one block drops bytes but no reference (`ExtentCut`): its unshared
+        // marks still go to the store.
+        guard !pendingReleases.isEmpty || !pendingUnshares.isEmpty else { return }
         store.release(pendingReleases, unsharing: pendingUnshares)
         pendingReleases.removeAll()
         pendingUnshares.removeAll()
