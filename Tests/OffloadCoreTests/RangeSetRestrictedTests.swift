@@ -4,7 +4,8 @@ import SplitMix
 
 /// `RangeSet.restricted(to:)` (the commit's and the file blocks' way to find a set's
 /// values within one range without walking the whole set) answers as the standard
-/// library's intersection does, and `insertRanges(of:)` as its union, on random sets.
+/// library's intersection does, `insertRanges(of:)` as its union and `containsAll` as
+/// `isSubset(of:)`, on random sets.
 final class RangeSetRestrictedTests: XCTestCase {
     func testRestrictedAndInsertRangesAgreeWithTheStandardOnesOnRandomSets() {
         var rng = SplitMix64(seed: 77)
@@ -18,6 +19,7 @@ final class RangeSetRestrictedTests: XCTestCase {
             let range = start..<start + rng.next() % 200
             XCTAssertEqual(set.restricted(to: range), set.intersection(RangeSet(range)), "\(set) within \(range)")
             XCTAssertEqual(set.overlaps(range), !set.intersection(RangeSet(range)).isEmpty)
+            XCTAssertEqual(set.containsAll(range), RangeSet(range).isSubset(of: set), "\(set) holds all of \(range)")
             var other = RangeSet<UInt64>()
             for _ in 0..<Int(rng.next() % 4) {
                 let start = rng.next() % 1_100

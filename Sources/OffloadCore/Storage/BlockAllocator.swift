@@ -245,6 +245,14 @@ extension RangeSet where Bound == UInt64 {
         return first < ranges.endIndex && ranges[first].lowerBound < range.upperBound
     }
 
+    /// True when every value of `range` is in the set (a binary search, no allocation).
+    func containsAll(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return true }
+        let first = firstRange(endingAfter: range.lowerBound)
+        return first < ranges.endIndex && ranges[first].lowerBound <= range.lowerBound
+            && ranges[first].upperBound >= range.upperBound
+    }
+
     /// Adds `other`'s ranges one by one (a binary search and an insertion each). For a
     /// small `other` into a large set: `formUnion` walks both sets and builds a new one,
     /// which made the touched marks, joined on every write in place, quadratic in a

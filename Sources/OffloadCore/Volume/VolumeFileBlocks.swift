@@ -187,20 +187,29 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         let blocks = BackingStore.blocks(touchedBy: range)
         return lock.withLock {
             unshared.removeAll(keys: { image.isDurable(since: $0) })
+            // The usual write lies wholly in committed blocks or wholly in unclaimed ones:
+            // answered without building the split's sets.
+            if !unclaimed.overlaps(blocks) { return isCommittedExclusive(blocks) }
+            if unclaimed.containsAll(blocks) { return isUnclaimedExclusive(blocks) }
             let (fresh, committed) = split(blocks)
-            for part in fresh.ranges {
-                guard counts.isExclusive(part), !unshared.overlaps(part) else { return false }
-            }
-            for part in committed.ranges {
-                guard !settledUnpublished, !touched.overlaps(part) else { return false }
-                if part.allSatisfy(verifiedExclusive.contains) { continue }
-                guard let runs = try? space.blockTree.runs(overlapping: part),
-                      Self.cover(part, runs, where: { $0.count == 1 && $0.use == .data }) else { return false }
-                if verifiedExclusive.count + part.count > Self.verifiedLimit { verifiedExclusive.removeAll() }
-                verifiedExclusive.formUnion(part)
-            }
-            return true
+            return fresh.ranges.allSatisfy(isUnclaimedExclusive) && committed.ranges.allSatisfy(isCommittedExclusive)
         }
+    }
+
+    /// Unclaimed blocks: held once, and no change a power cut could undo let go of them.
+    private func isUnclaimedExclusive(_ blocks: Range<UInt64>) -> Bool {
+        counts.isExclusive(blocks) && !unshared.overlaps(blocks)
+    }
+
+    /// Committed blocks: untouched since the last commit, and counted once by its tree.
+    private func isCommittedExclusive(_ blocks: Range<UInt64>) -> Bool {
+        guard !settledUnpublished, !touched.overlaps(blocks) else { return false }
+        if blocks.allSatisfy(verifiedExclusive.contains) { return true }
+        guard let runs = try? space.blockTree.runs(overlapping: blocks),
+              Self.cover(blocks, runs, where: { $0.count == 1 && $0.use == .data }) else { return false }
+        if verifiedExclusive.count + blocks.count > Self.verifiedLimit { verifiedExclusive.removeAll() }
+        verifiedExclusive.formUnion(blocks)
+        return true
     }
 
     /// A RAM piece is written out by the commit of its generation: one data block for
