@@ -245,22 +245,6 @@ extension RangeSet where Bound == UInt64 {
         return first < ranges.endIndex && ranges[first].lowerBound < range.upperBound
     }
 
-    /// True when every value of `range` is in the set (a binary search, no allocation).
-    func containsAll(_ range: Range<UInt64>) -> Bool {
-        guard !range.isEmpty else { return true }
-        let first = firstRange(endingAfter: range.lowerBound)
-        return first < ranges.endIndex && ranges[first].lowerBound <= range.lowerBound
-            && ranges[first].upperBound >= range.upperBound
-    }
-
-    /// Adds `other`'s ranges one by one (a binary search and an insertion each). For a
-    /// small `other` into a large set: `formUnion` walks both sets and builds a new one,
-    /// which made the touched marks, joined on every write in place, quadratic in a
-    /// generation's random writes.
-    mutating func insertRanges(of other: RangeSet<UInt64>) {
-        for range in other.ranges { insert(contentsOf: range) }
-    }
-
     /// The set's values within `range`: a binary search for the first range that reaches
     /// into it, then only the ranges that overlap it. `intersection(RangeSet(range))`
     /// walks and copies the whole set, which made a commit's reference pass, called once

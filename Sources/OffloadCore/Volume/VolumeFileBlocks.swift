@@ -41,7 +41,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// In-memory reference counts of the unclaimed blocks that someone holds.
     let counts = BlockReferenceCounts()
     /// Every unclaimed block: held (in `counts`) or dead (waiting for a commit).
-    var unclaimed = RangeSet<UInt64>()
+    var unclaimed = BlockRanges()
     /// Unclaimed blocks no one holds, by the open generation when they were let go.
     var dead = BlockMarks()
     /// Committed blocks whose references changed in memory, by the open generation.
@@ -146,7 +146,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         guard !range.isEmpty else { return }
         let blocks = BackingStore.blocks(touchedBy: range)
         lock.withLock {
-            var freed = RangeSet<UInt64>()
+            var freed = BlockRanges()
             for part in split(blocks).fresh.ranges {
                 for gone in counts.release(part) { freed.insert(contentsOf: gone) }
             }
@@ -154,7 +154,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
-    private func retainLocked(_ fresh: RangeSet<UInt64>, _ committed: RangeSet<UInt64>) {
+    private func retainLocked(_ fresh: BlockRanges, _ committed: BlockRanges) {
         for part in fresh.ranges { counts.retain(part) }
         touch(committed)
     }
@@ -162,7 +162,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
         lock.withLock {
             let generation = delta.openNumber
-            var freed = RangeSet<UInt64>()
+            var freed = BlockRanges()
             for range in ranges where !range.isEmpty {
                 let (fresh, committed) = split(BackingStore.blocks(touchedBy: range))
                 for part in fresh.ranges {
@@ -171,7 +171,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 touch(committed)
             }
             dead.add(freed, at: generation)
-            var marks = RangeSet<UInt64>()
+            var marks = BlockRanges()
             for range in dropped where !range.isEmpty {
                 var survivors = split(BackingStore.blocks(touchedBy: range)).fresh
                 survivors.subtract(freed)
@@ -265,7 +265,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     /// The part of `blocks` no commit has recorded yet.
     func unclaimedPart(of blocks: Range<UInt64>) -> RangeSet<UInt64> {
-        unclaimed.restricted(to: blocks)
+        unclaimed.restricted(to: blocks).rangeSet
     }
 
     /// Records `blocks` (unclaimed) as allocated: the first reference an extent item of
@@ -280,10 +280,11 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// claimed block made every write after a commit copy its block until the next one:
     /// random 4 KiB writes into a file laid out just before ran at a fifth of format 1's
     /// rate.)
-    func claim(_ blocks: RangeSet<UInt64>) {
-        var shared = RangeSet<UInt64>()
+    func claim(_ claimed: RangeSet<UInt64>) {
+        let blocks = BlockRanges(claimed)
+        var shared = BlockRanges()
         for part in blocks.ranges {
-            shared.formUnion(counts.notExclusive(in: part))
+            shared.formUnion(BlockRanges(counts.notExclusive(in: part)))
             shared.formUnion(unshared.blocks(in: part))
         }
         for part in blocks.ranges {
@@ -300,9 +301,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// let go of while it (or an older one) was open are recorded and released, pending
     /// frees of this commit.
     func releaseDead(through generation: UInt64) {
-        var released = dead.blocks(through: generation)
+        let released = unclaimed.intersection(dead.blocks(through: generation))
         dead.removeAll(keys: { $0 <= generation })
-        released.formIntersection(unclaimed)
         for part in released.ranges {
             space.recordData(part)
             space.release(part)
@@ -333,13 +333,11 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     // MARK: - Internals (caller holds the lock)
 
-    private func split(_ blocks: Range<UInt64>) -> (fresh: RangeSet<UInt64>, committed: RangeSet<UInt64>) {
-        let whole = RangeSet(blocks)
-        let fresh = unclaimed.restricted(to: blocks)
-        return (fresh, fresh.isEmpty ? whole : whole.subtracting(fresh))
+    private func split(_ blocks: Range<UInt64>) -> (fresh: BlockRanges, committed: BlockRanges) {
+        (unclaimed.restricted(to: blocks), unclaimed.complement(within: blocks))
     }
 
-    private func touch(_ committed: RangeSet<UInt64>) {
+    private func touch(_ committed: BlockRanges) {
         guard !committed.isEmpty else { return }
         touched.add(committed, at: delta.openNumber)
     }
