@@ -21,6 +21,9 @@ struct ExtendedAttributes {
     static let supportedPrefixes: [[UInt8]] = [
         Array("user.".utf8), Array("trusted.".utf8), Array("security.".utf8),
     ]
+    /// File capabilities: the kernel asks for this one before every write(2) to decide
+    /// whether the write must drop them (FUSE clears SB_NOSEC; see Capabilities.swift).
+    static let capabilityName = Array("security.capability".utf8)
 
     private var names: [[UInt8]] = []
     private var values: [[UInt8]: [UInt8]] = [:]

@@ -124,6 +124,25 @@ final class ShellToolTests: MountedTestCase {
         XCTAssertEqual(try sh("getfattr -n user.big --only-values f | wc -c"), "3000\n")
     }
 
+    /// A write drops the file's capabilities (the kernel asks for "security.capability"
+    /// before each write and removes it). Format 2 answers that question from memory for
+    /// an open file once it found the attribute missing: set while the file stays open, it
+    /// must still be seen by the next write.
+    func testAWriteDropsCapabilitiesSetWhileTheFileIsOpen() throws {
+        let capability = "0x0000000200040000000000000000000000000000"  // v2, cap_net_bind_service
+        let found = try sh("""
+            exec 3>f; echo a >&3
+            setfattr -n security.capability -v \(capability) f
+            getfattr -e hex -n security.capability f | grep =
+            echo b >&3; exec 3>&-
+            """)
+        XCTAssertEqual(found, "security.capability=\(capability)\n")
+        let after = try fixture.sh("getfattr -n security.capability f")
+        XCTAssertFalse(after.succeeded, "the write kept the capability: \(after.transcript)")
+        XCTAssertTrue(after.error.contains("No such attribute"), after.transcript)
+        XCTAssertEqual(try sh("cat f"), "a\nb\n")
+    }
+
     func testFifoWorks() throws {
         try sh("mkfifo pipe && test -p pipe")
         XCTAssertEqual(try sh("(echo through > pipe &) ; cat pipe"), "through\n")

@@ -3,6 +3,7 @@ import OffloadCore
 @testable import OffloadNamespace
 import OffloadSimulation
 import SplitMix
+import Synchronization
 
 /// Format 2's namespace (`VolumeNamespace`) against format 1's (`Namespace`), the oracle
 /// the POSIX suites check: the same random operations on both (names, links, renames with
@@ -382,6 +383,31 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         namespace.release(inode: number, handle: again)
         try volume.commit()
         XCTAssertTrue(try VolumeCheck.run(volume.storage).isClean)
+    }
+
+    /// An open file's missing "security.capability" (asked before every write) is
+    /// answered from memory, and setting or removing the attribute is seen at once.
+    func testAnOpenFilesCapabilityIsAnsweredFromMemoryAndFollowsItsChanges() throws {
+        let volume = try TreeVolume.format(MemoryImageStorage(maximumBytes: 16 << 20), capacityBytes: 16 << 20,
+                                           imageID: 4, nameHashKey: SipHash24(key0: 5, key1: 6))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let (attributes, handle) = try namespace.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: .root)
+        let number = attributes.inode, name = Array("security.capability".utf8), value: [UInt8] = [1, 0, 0, 2, 9, 9, 9, 9]
+        let cached = { namespace.lock.withReadLock { namespace.cachedFiles[number.rawValue]?.lacksCapability.load(ordering: .relaxed) } }
+        func absent(_ context: String) {
+            XCTAssertThrowsError(try namespace.getxattr(inode: number, name: name), context) { XCTAssertEqual($0 as? FSError, .noAttribute) }
+        }
+        absent("a new file")
+        XCTAssertEqual(cached(), true, "the absence is not remembered")
+        absent("answered from memory")
+        try namespace.setxattr(inode: number, name: name, value: value, mode: .createOrReplace)
+        XCTAssertEqual(cached(), false)
+        XCTAssertEqual(try namespace.getxattr(inode: number, name: name), value, "the attribute set is not seen")
+        try namespace.removexattr(inode: number, name: name)
+        absent("after removexattr")
+        try namespace.setxattr(inode: number, name: name, value: value, mode: .createOnly)
+        XCTAssertEqual(try namespace.getxattr(inode: number, name: name), value, "the attribute set again is not seen")
+        namespace.release(inode: number, handle: handle)
     }
 }
 

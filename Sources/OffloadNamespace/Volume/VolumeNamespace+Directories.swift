@@ -87,6 +87,7 @@ extension VolumeNamespace {
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try changing { (reader, changes) throws(FSError) in
+            forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard let kind = FileKind(mode: UInt32(item.type) << 12) else { throw .damagedImage("inode \(number) has type \(item.type)") }
             if ExtendedAttributes.isUserName(name) && !Namespace.mayHaveUserAttributes(kind) { throw .notPermitted }
@@ -141,8 +142,13 @@ extension VolumeNamespace {
     public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
         try ExtendedAttributes.validate(name: name)
         return try reading { (reader) throws(FSError) -> [UInt8] in
+            let cached = name == ExtendedAttributes.capabilityName ? cachedFiles[number.rawValue] : nil
+            if let cached, cached.lacksCapability.load(ordering: .relaxed) { throw .noAttribute }
             _ = try item(number.rawValue, in: reader)
-            guard let value = try reader.xattr(number.rawValue, name: name) else { throw .noAttribute }
+            guard let value = try reader.xattr(number.rawValue, name: name) else {
+                cached?.lacksCapability.store(true, ordering: .relaxed)
+                throw .noAttribute
+            }
             return value
         }
     }
@@ -157,10 +163,17 @@ extension VolumeNamespace {
     public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try changing { (reader, changes) throws(FSError) in
+            forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
             item.changeTime = clock().record
             changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
         }
+    }
+
+    /// A change of "security.capability" on a cached file (caller holds the lock alone).
+    private func forgetCapabilityAbsence(_ number: InodeNumber, _ name: [UInt8]) {
+        guard name == ExtendedAttributes.capabilityName else { return }
+        cachedFiles[number.rawValue]?.lacksCapability.store(false, ordering: .relaxed)
     }
 }
