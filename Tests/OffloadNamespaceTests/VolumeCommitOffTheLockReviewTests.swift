@@ -141,4 +141,56 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         namespace.release(inode: found.inode, handle: handle)
         try afterCut.close(meter: nil)
     }
+
+    /// While the commit is held at its sync, a block the file wrote in place before it
+    /// (verified against the published tree: counted once, the file's) is still written
+    /// in place; a block not verified yet is copied, as the settled tree is not asked
+    /// until the slot is durable. Before, every write in that window copied its block.
+    func testABlockVerifiedBeforeTheHeldCommitIsStillWrittenInPlaceDuringItsSync() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let fs = fileSystem.namespace
+        let original = [UInt8](repeating: 0x41, count: 64 << 10)
+        let (a, handle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: caller)
+        XCTAssertEqual(try original.withUnsafeBytes { try fs.write(inode: a.inode, handle: handle, offset: 0, data: $0) }, original.count)
+        XCTAssertNotNil(try fs.commitIfChanged())
+        let extents = { @Sendable in fs.lock.withReadLock { fs.cachedFiles[a.inode.rawValue]?.data.extentList.map(\.extent) } }
+        let write = { @Sendable (byte: UInt8, offset: UInt64) throws in
+            _ = try [UInt8](repeating: byte, count: 4096).withUnsafeBytes {
+                try fs.write(inode: a.inode, handle: handle, offset: offset, data: $0)
+            }
+        }
+        let laidOut = extents()
+        try write(0x42, 0)
+        XCTAssertEqual(extents(), laidOut, "a block a alone holds was copied (the test's premise)")
+
+        let gate = ChangeGate(disk, timeoutSeconds: 30, holding: ChangeGate.sync)
+        let commit = MaintenanceCommit(fs)
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
+        final class Writes: @unchecked Sendable { var result: Result<Void, Error>?; var verified, other: [Extent]? }
+        let writes = Writes(), written = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            writes.result = Result {
+                try write(0x43, 0)
+                writes.verified = extents()
+                try write(0x44, 8192)
+                writes.other = extents()
+            }
+            written.signal()
+        }
+        XCTAssertEqual(written.wait(timeout: .now() + 10), .success, "the writes waited for the held commit")
+        gate.open()
+        XCTAssertEqual(commit.finished.wait(timeout: .now() + 30), .success)
+        XCTAssertNoThrow(try XCTUnwrap(writes.result).get())
+        XCTAssertEqual(writes.verified, laidOut, "the verified block was copied during the sync")
+        XCTAssertNotEqual(writes.other, laidOut, "a block not verified was written in place while the settled tree was unpublished")
+        let expected = [UInt8](repeating: 0x43, count: 4096) + original[4096..<8192] + [UInt8](repeating: 0x44, count: 4096)
+            + original[12288...]
+        XCTAssertTrue(try fs.read(inode: a.inode, handle: handle, offset: 0, count: original.count) == expected)
+        fs.release(inode: a.inode, handle: handle)
+        try fileSystem.close(meter: nil)
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
 }
