@@ -308,10 +308,12 @@ extension TreeVolume {
         // space until the lock is taken again; what file calls change meanwhile (blocks
         // taken, touched marks and RAM bytes of the next generation) is not this commit's,
         // and blocks this commit freed stay pending.
-        // The block tree now counts this commit's references, the slot does not yet: no
-        // committed block is exclusive until the commit is published (a reference this
-        // commit dropped without a block call, an inode dropped out of the cache, could
-        // come back with a power cut before the slot; review of 2026-12-02). And the RAM
+        // The block tree now counts this commit's references, the slot does not yet: it is
+        // not asked whether a committed block is exclusive until the commit is published
+        // (a reference this commit dropped without a block call, an inode dropped out of
+        // the cache, could come back with a power cut before the slot; review of
+        // 2026-12-02); only blocks verified against the published tree answer meanwhile
+        // (`VolumeFileBlocks.isCommittedExclusive`). And the RAM
         // bytes this commit placed hold their blocks now: no longer promised.
         files?.holdExclusivityUntilPublished()
         files?.commitPlacedMemoryPieces(through: number)

@@ -319,20 +319,21 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         unclaimed.subtract(released)
     }
 
-    /// Once the commit of `generation` is durable and published: the touched marks its
-    /// block tree now counts are dropped. (Dropped earlier, a commit failing after them
-    /// would leave a block counted once by the tree and shared in memory looking
-    /// exclusive.)
     /// From the end of a commit's settling (caller holds the space lock, and lets go of it
-    /// while the commit syncs and writes its slot): committed blocks are not exclusive until
-    /// the commit is published. The touched marks cover only reference changes made through
-    /// this store; a drop of an inode not in memory, or the rest of a drop carried over,
-    /// releases references in the tree alone, and until the slot is durable a power cut can
-    /// bring them back.
+    /// while the commit syncs and writes its slot) to its publication, the block tree is
+    /// not asked whether a committed block is exclusive (only blocks verified before
+    /// answer). The touched marks cover only reference changes made through this store; a
+    /// drop of an inode not in memory, or the rest of a drop carried over, releases
+    /// references in the tree alone, and until the slot is durable a power cut can bring
+    /// them back.
     func holdExclusivityUntilPublished() {
         settledUnpublished = true
     }
 
+    /// Once the commit of `generation` is durable and published: the touched marks its
+    /// block tree now counts are dropped. (Dropped earlier, a commit failing after them
+    /// would leave a block counted once by the tree and shared in memory looking
+    /// exclusive.)
     func dropTouched(through generation: UInt64) {
         settledUnpublished = false
         touched.removeAll(keys: { $0 <= generation })
