@@ -29,6 +29,21 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
         }
     }
 
+    /// A format 2 file system with no RAM pieces, and a file "a" of 64 KiB, open for
+    /// writing, whose blocks the last commit holds.
+    func fileWithCommittedBlocks() throws
+        -> (CrashSimulatingStorage, VolumeFileSystem, [UInt8], Attributes, FileHandle) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let fs = fileSystem.namespace
+        let original = [UInt8](repeating: 0x41, count: 64 << 10)
+        let (a, handle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: caller)
+        XCTAssertEqual(try original.withUnsafeBytes { try fs.write(inode: a.inode, handle: handle, offset: 0, data: $0) }, original.count)
+        XCTAssertNotNil(try fs.commitIfChanged())
+        return (disk, fileSystem, original, a, handle)
+    }
+
     /// The process is killed (kill -9: every page written survives) while the
     /// maintenance's commit of generation g is at its sync, after a request of generation
     /// g + 1 ran (a mkdir). The journal chain the last durable slot (g - 1) names holds the
@@ -75,14 +90,8 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
     /// with that block. The power cut here keeps the durable image and the page the write
     /// went to; b must read as it was.
     func testABlockTheHeldCommitNoLongerCountsTwiceIsNotOverwrittenInPlaceBeforeItsSlotIsDurable() throws {
-        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let (disk, fileSystem, original, a, aHandle) = try fileWithCommittedBlocks()
         let fs = fileSystem.namespace
-        let original = [UInt8](repeating: 0x41, count: 64 << 10)
-        let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: caller)
-        XCTAssertEqual(try original.withUnsafeBytes { try fs.write(inode: a.inode, handle: aHandle, offset: 0, data: $0) }, original.count)
-        XCTAssertNotNil(try fs.commitIfChanged())
         let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o644, flags: O_RDWR, context: caller)
         XCTAssertEqual(try fs.copyFileRange(from: a.inode, sourceHandle: aHandle, sourceOffset: 0, to: b.inode,
                                             destinationHandle: bHandle, destinationOffset: 0, length: UInt64(original.count)),
@@ -147,14 +156,8 @@ final class VolumeCommitOffTheLockReviewTests: XCTestCase {
     /// in place; a block not verified yet is copied, as the settled tree is not asked
     /// until the slot is durable. Before, every write in that window copied its block.
     func testABlockVerifiedBeforeTheHeldCommitIsStillWrittenInPlaceDuringItsSync() throws {
-        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let (disk, fileSystem, original, a, handle) = try fileWithCommittedBlocks()
         let fs = fileSystem.namespace
-        let original = [UInt8](repeating: 0x41, count: 64 << 10)
-        let (a, handle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: caller)
-        XCTAssertEqual(try original.withUnsafeBytes { try fs.write(inode: a.inode, handle: handle, offset: 0, data: $0) }, original.count)
-        XCTAssertNotNil(try fs.commitIfChanged())
         let extents = { @Sendable in fs.lock.withReadLock { fs.cachedFiles[a.inode.rawValue]?.data.extentList.map(\.extent) } }
         let write = { @Sendable (byte: UInt8, offset: UInt64) throws in
             _ = try [UInt8](repeating: byte, count: 4096).withUnsafeBytes {
