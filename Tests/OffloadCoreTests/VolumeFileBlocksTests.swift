@@ -133,8 +133,9 @@ final class VolumeFileBlocksTests: XCTestCase {
         // y clones block 1: x's next write there must copy it.
         try y.cloneRange(from: x, sourceOffset: 4096, count: 4096, to: 0)
         try x.write(at: 4096, bytes: [UInt8](repeating: 0x66, count: 4096))
-        XCTAssertNotEqual(x.extentList.map(\.extent)[1], .mmapOffload(offset: image + 4096, size: 4096),
+        XCTAssertNotEqual(x.extentList.map(\.extent).dropFirst().first, .mmapOffload(offset: image + 4096, size: 4096),
                           "a block shared with a clone was overwritten in place")
+        XCTAssertGreaterThan(x.extentList.count, 1, "a block shared with a clone was overwritten in place")
         let store = try volume.fileBlocks()
         XCTAssertTrue(store.isExclusive(image + 2 * 4096..<image + 4 * 4096), "the copy marked the extent's other blocks")
         let before = x.extentList.map(\.extent)
@@ -145,6 +146,35 @@ final class VolumeFileBlocksTests: XCTestCase {
                       + [UInt8](repeating: 0x55, count: 4096))
         XCTAssertTrue(try y.read(at: 0, count: 4096) == [UInt8](repeating: 0x55, count: 4096), "the clone changed")
         try volume.commit()
+    }
+
+    /// A files' store first made while a settled commit waits for its sync starts held as
+    /// one made before would be: the block tree then counts what the durable slot does
+    /// not, and must not be asked whether a committed block is exclusive (review of
+    /// 2026-12-02: the store is made lazily, and a made-late one asked the settled tree).
+    func testAStoreMadeWhileACommitSyncsStartsHeldUntilItsPublication() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 7, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1))])
+        let gate = ChangeGate(disk, holding: ChangeGate.sync)
+        final class Commit: @unchecked Sendable {
+            let volume: TreeVolume
+            var result: Result<VolumeCommitReport, Error>?
+            init(_ volume: TreeVolume) { self.volume = volume }
+        }
+        let commit = Commit(volume), finished = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            commit.result = Result { try commit.volume.commit() }
+            finished.signal()
+        }
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the commit never synced")
+        let store = try volume.fileBlocks()
+        let heldInWindow = store.lock.withLock { store.settledUnpublished }
+        gate.open()
+        XCTAssertEqual(finished.wait(timeout: .now() + 20), .success)
+        XCTAssertNoThrow(try XCTUnwrap(commit.result).get())
+        XCTAssertTrue(heldInWindow, "a store made during the sync asks the unpublished tree")
+        XCTAssertFalse(store.lock.withLock { store.settledUnpublished }, "the publication did not let the store go")
     }
 
     /// RAM bytes admitted in the next generation while a commit of the previous one runs

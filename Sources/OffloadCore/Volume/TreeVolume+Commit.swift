@@ -315,6 +315,7 @@ extension TreeVolume {
         // 2026-12-02); only blocks verified against the published tree answer meanwhile
         // (`VolumeFileBlocks.isCommittedExclusive`). And the RAM
         // bytes this commit placed hold their blocks now: no longer promised.
+        settledUnpublished = true
         files?.holdExclusivityUntilPublished()
         files?.commitPlacedMemoryPieces(through: number)
         spaceLock.unlock()
@@ -328,6 +329,7 @@ extension TreeVolume {
         // take both in one (`reader`). Files' marks of changes this commit holds go only
         // now: until the slot is durable the block tree's counts are the previous commit's.
         publish(slot, retiring: generation)
+        settledUnpublished = false
         files?.dropTouched(through: number)
         // 8. Punches: the pending frees of the commits before this one (neither this commit
         // nor the previous one references them), then the next commit may retire them.

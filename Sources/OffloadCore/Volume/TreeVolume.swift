@@ -115,6 +115,10 @@ public final class TreeVolume {
     /// read it while a commit holds the space lock.
     private let filesHolder = PthreadMutex<VolumeFileBlocks?>(nil)
     var files: VolumeFileBlocks? { filesHolder.withLock { $0 } }
+    /// True from the end of a commit's settling to its publication (guarded by the space
+    /// lock): the block tree then counts what the durable slot does not. A files' store
+    /// made meanwhile starts held (`holdExclusivityUntilPublished`), as one made before is.
+    var settledUnpublished = false
     /// Blocks claimed before the next commit that the block tree holds free: what replayed
     /// frames' image extents name (the crashed mount's unclaimed blocks), or every block
     /// format 1 used (the upgrade). The next commit's extents take them as their first
@@ -481,6 +485,7 @@ public final class TreeVolume {
             let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift),
                                          syncLatch: syncLatch)
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
+            if settledUnpublished { made.holdExclusivityUntilPublished() }
             try space.refreshFreeEstimate()
             filesHolder.withLock { $0 = made }
             return made

@@ -51,7 +51,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     var unshared = BlockMarks()
     /// Committed blocks `isExclusive` found with a count of one in the block tree since
     /// the last commit was published (never asked while a settled commit is unpublished,
-    /// so always against a published tree): the tree's counts change only at commits, so a
+    /// so always against a published tree; a store made in that window starts held,
+    /// `TreeVolume.settledUnpublished`): the tree's counts change only at commits, so a
     /// second write to one of them skips the tree's lookup (a descent with a pread and a
     /// checksum a level, a tenth of a random 4 KiB write's time). Touched marks are still
     /// asked first: a reference added since (a clone) marks the block. Emptied at each
