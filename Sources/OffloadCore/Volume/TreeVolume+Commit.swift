@@ -313,8 +313,8 @@ extension TreeVolume {
         // (a reference this commit dropped without a block call, an inode dropped out of
         // the cache, could come back with a power cut before the slot; review of
         // 2026-12-02); only blocks verified against the published tree answer meanwhile
-        // (`VolumeFileBlocks.isCommittedExclusive`). And the RAM
-        // bytes this commit placed hold their blocks now: no longer promised.
+        // (`VolumeFileBlocks.isCommittedExclusive`). And the RAM bytes this commit placed
+        // hold their blocks now: no longer promised.
         settledUnpublished = true
         files?.holdExclusivityUntilPublished()
         files?.commitPlacedMemoryPieces(through: number)
