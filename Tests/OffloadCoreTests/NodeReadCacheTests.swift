@@ -58,7 +58,7 @@ final class NodeReadCacheTests: XCTestCase {
     }
 
     func testSlotsAreReplacedInTurnAndAMismatchIsAMiss() {
-        let cache = NodeReadCache(capacity: 2, shardCount: 1)
+        let cache = NodeReadCache(leafCapacity: 2, interiorCapacity: 2, shardCount: 1)
         let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
         defer { page.deallocate() }
         page.initializeMemory(as: UInt8.self, repeating: 7, count: TreeNode.size)
@@ -71,6 +71,25 @@ final class NodeReadCacheTests: XCTestCase {
         XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 99, into: page), "the oldest slot went to block 12")
         XCTAssertTrue(cache.copy(11, level: 0, generation: 3, checksum: 98, into: page))
         XCTAssertTrue(cache.copy(12, level: 0, generation: 3, checksum: 97, into: page))
+    }
+
+    /// Every lookup passes the interior levels, a leaf serves only its keys: leaves read
+    /// in any number do not replace interior nodes.
+    func testLeavesDoNotReplaceInteriorNodes() {
+        let cache = NodeReadCache(leafCapacity: 4, interiorCapacity: 2, shardCount: 1)
+        let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
+        defer { page.deallocate() }
+        page.initializeMemory(as: UInt8.self, repeating: 5, count: TreeNode.size)
+        cache.insert(1, level: 2, generation: 1, checksum: 1, from: page)
+        cache.insert(2, level: 1, generation: 1, checksum: 2, from: page)
+        for block in UInt64(100)..<200 { cache.insert(block, level: 0, generation: 1, checksum: 3, from: page) }
+        XCTAssertTrue(cache.copy(1, level: 2, generation: 1, checksum: 1, into: page))
+        XCTAssertTrue(cache.copy(2, level: 1, generation: 1, checksum: 2, into: page))
+        XCTAssertFalse(cache.copy(195, level: 0, generation: 1, checksum: 3, into: page), "four leaves are kept")
+        XCTAssertTrue(cache.copy(196, level: 0, generation: 1, checksum: 3, into: page))
+        cache.insert(3, level: 1, generation: 1, checksum: 4, from: page)
+        XCTAssertFalse(cache.copy(1, level: 2, generation: 1, checksum: 1, into: page), "interior nodes replace each other in turn")
+        XCTAssertEqual(cache.capacity, 6)
     }
 
     func testTheNextCommitsReadersFindTheNodesAndReadTheChangedOnesAfresh() throws {

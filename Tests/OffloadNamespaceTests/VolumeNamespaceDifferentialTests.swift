@@ -336,6 +336,55 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         let report = try VolumeCheck.run(storage)
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
     }
+
+    /// FORGET of an inode that still has a name reads nothing: after `drop_caches` the
+    /// kernel forgets a cache's worth of inodes at once, and each look at an item was a
+    /// read from the disk. The inodes that lost their names while referenced still go at
+    /// their last FORGET (removed, renamed over, removed while open), and only then.
+    func testForgetReadsNothingForANamedInodeAndDropsTheUnlinkedAtTheirLast() throws {
+        let storage = MemoryImageStorage(maximumBytes: 16 << 20)
+        let volume = try TreeVolume.format(storage, capacityBytes: 16 << 20, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        var files: [InodeNumber] = []
+        for i in 0..<4 {
+            files.append(try namespace.mknod(parent: .root, name: FileName("f\(i)"), mode: 0o100644, rdev: 0, context: .root).inode)
+        }
+        let directory = try namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root).inode
+        try volume.commit()
+        for i in 0..<4 { _ = try namespace.lookup(parent: .root, name: FileName("f\(i)")) }  // two references each
+
+        let before = volume.nodeCache.counts
+        namespace.forget(inode: files[0], lookups: 2)
+        namespace.forget(inode: files[1], lookups: 1)
+        let after = volume.nodeCache.counts
+        XCTAssertEqual(after.hits + after.misses, before.hits + before.misses, "FORGET of named inodes read the tree")
+        XCTAssertEqual(try namespace.getattr(inode: files[0]).linkCount, 1)
+
+        try namespace.unlink(parent: .root, name: FileName("f1"))  // one reference left
+        try namespace.rename(parent: .root, name: FileName("f3"), newParent: .root, newName: FileName("f2"), flags: [])
+        try namespace.rmdir(parent: .root, name: FileName("d"))
+        let handle = try namespace.open(inode: files[0], flags: O_RDWR)
+        try namespace.unlink(parent: .root, name: FileName("f0"))  // open; no reference left
+        for (inode, what) in [(files[1], "removed"), (files[2], "renamed over"), (directory, "removed directory")] {
+            XCTAssertEqual(try namespace.getattr(inode: inode).linkCount, 0, "\(what): kept while referenced")
+        }
+        XCTAssertEqual(Set(try volume.reader().orphans().map(\.inode)),
+                       [files[0], files[1], files[2], directory].map(\.rawValue).reduce(into: Set<UInt64>()) { $0.insert($1) })
+        namespace.forget(inode: files[2], lookups: 1)
+        XCTAssertEqual(try namespace.getattr(inode: files[2]).linkCount, 0, "renamed over: one of two references left")
+        for inode in [files[1], files[2], directory] {
+            namespace.forget(inode: inode, lookups: 1)
+            XCTAssertThrowsError(try namespace.getattr(inode: inode), "the last FORGET drops an inode with no name")
+        }
+        XCTAssertEqual(try namespace.getattr(inode: files[0]).linkCount, 0, "open")
+        namespace.release(inode: files[0], handle: handle)
+        XCTAssertThrowsError(try namespace.getattr(inode: files[0]), "its last handle drops an open file nothing references")
+        XCTAssertEqual(try volume.reader().orphans().count, 0)
+        XCTAssertTrue(namespace.kernelReferences.withLock { $0.unlinked.isEmpty }, "no mark outlives its inode")
+        try volume.commit()
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
 }
 
 /// Format 2's cache of file data holds open files and files changed since the last
@@ -442,11 +491,11 @@ final class VolumeNamespaceJournalFailureTests: XCTestCase {
             let volume = try TreeVolume.format(disk, capacityBytes: 16 << 20, imageID: 8, nameHashKey: SipHash24(key0: 1, key1: 9))
             let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
             let kept = try namespace.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: .root)
-            XCTAssertEqual(namespace.lookupCounts.withLock { $0 }, [kept.inode.rawValue: 1])
+            XCTAssertEqual(namespace.kernelReferences.withLock { $0.counts }, [kept.inode.rawValue: 1])
             disk.inject(FaultInjectingStorage.Fault(.write, error: .io("injected")))
             XCTAssertThrowsError(try call(namespace), name)
             XCTAssertEqual(disk.failures(of: .write), 1, name)
-            XCTAssertEqual(namespace.lookupCounts.withLock { $0 }, [kept.inode.rawValue: 1], name)
+            XCTAssertEqual(namespace.kernelReferences.withLock { $0.counts }, [kept.inode.rawValue: 1], name)
             XCTAssertTrue(namespace.fileHandles.isEmpty, name)
             XCTAssertTrue(namespace.cachedFiles.isEmpty, name)
         }

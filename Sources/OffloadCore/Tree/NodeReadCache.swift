@@ -11,42 +11,59 @@
 /// trees that read durable roots: the commit's working tree has none (its dirty nodes
 /// change in place).
 ///
-/// Safe to use from many threads: the slots are split into shards by block, each behind
-/// its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots (memory:
-/// `capacity` x 4 KiB, a shard's allocated at its first insert), replaced in turn (FIFO);
-/// a hit copies the node into the caller's level buffer, so a view handed out never points
-/// into a slot that a later insert may replace.
+/// Interior nodes and leaves have pools of their own. Every lookup descends through the
+/// interior levels, while a leaf serves only the keys it holds: in one shared pool, random
+/// lookups in a large tree (two leaves each, a name's and an inode's) replaced the interior
+/// nodes before their next use, and a cold lookup at 1,000,000 files read 4.9 nodes from
+/// the image instead of 2 (docs/BENCHMARKS.md, "Cold lookups").
+///
+/// Safe to use from many threads: each pool's slots are split into shards by block, each
+/// behind its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots
+/// (memory: `capacity` x 4 KiB at most, a shard's reserved at its first insert and touched
+/// as it fills), replaced in turn (FIFO); a hit copies the node into the caller's level
+/// buffer, so a view handed out never points into a slot that a later insert may replace.
 public final class NodeReadCache: @unchecked Sendable {
     // @unchecked: every shard's state is reached only under its lock.
-    private let shards: [Shard]
-    public let capacity: Int
+    private let leafShards: [Shard]
+    private let interiorShards: [Shard]
+    /// Slots for leaves (level 0) and for interior nodes (levels 1 and up).
+    public let leafCapacity: Int
+    public let interiorCapacity: Int
+    public var capacity: Int { leafCapacity + interiorCapacity }
 
-    /// `capacity` slots over `shardCount` shards (at least one slot each).
-    public init(capacity: Int, shardCount: Int = 16) {
-        precondition(capacity > 0 && shardCount > 0)
-        let perShard = max(1, capacity / shardCount)
-        shards = (0..<shardCount).map { _ in Shard(capacity: perShard) }
-        self.capacity = perShard * shardCount
+    /// `leafCapacity` and `interiorCapacity` slots, each over `shardCount` shards (at
+    /// least one slot each).
+    public init(leafCapacity: Int, interiorCapacity: Int, shardCount: Int = 16) {
+        precondition(leafCapacity > 0 && interiorCapacity > 0 && shardCount > 0)
+        let leavesPerShard = max(1, leafCapacity / shardCount)
+        let interiorPerShard = max(1, interiorCapacity / shardCount)
+        leafShards = (0..<shardCount).map { _ in Shard(capacity: leavesPerShard) }
+        interiorShards = (0..<shardCount).map { _ in Shard(capacity: interiorPerShard) }
+        self.leafCapacity = leavesPerShard * shardCount
+        self.interiorCapacity = interiorPerShard * shardCount
     }
 
     @inline(__always)
-    private func shard(_ block: UInt64) -> Shard { shards[Int(block % UInt64(shards.count))] }
+    private func shard(_ block: UInt64, level: UInt8) -> Shard {
+        let shards = level == 0 ? leafShards : interiorShards
+        return shards[Int(block % UInt64(shards.count))]
+    }
 
     /// Copies the cached node at `block` into `page` when it is there as the parent
     /// recorded it; false otherwise.
     func copy(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32,
               into page: UnsafeMutableRawPointer) -> Bool {
-        shard(block).copy(block, level: level, generation: generation, checksum: checksum, into: page)
+        shard(block, level: level).copy(block, level: level, generation: generation, checksum: checksum, into: page)
     }
 
     /// Keeps the validated node `page` of `block`.
     func insert(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32, from page: UnsafeRawPointer) {
-        shard(block).insert(block, level: level, generation: generation, checksum: checksum, from: page)
+        shard(block, level: level).insert(block, level: level, generation: generation, checksum: checksum, from: page)
     }
 
     /// Reads the cache served and did not, since it was made (tests, benchmarks).
     public var counts: (hits: Int, misses: Int) {
-        shards.reduce(into: (hits: 0, misses: 0)) { total, shard in
+        (leafShards + interiorShards).reduce(into: (hits: 0, misses: 0)) { total, shard in
             let counts = shard.counts
             total.hits += counts.hits
             total.misses += counts.misses

@@ -4,10 +4,16 @@ import OffloadCore
 // Each success that returns attributes hands the kernel one reference.
 
 extension VolumeNamespace {
+    /// The name is looked up first: only a directory holds names, so a name found answers
+    /// for its parent, and the parent's item is read only to tell why a name is missing
+    /// (ENOENT, ENOTDIR, ESTALE). A cold lookup in a large tree read three leaves (the
+    /// parent's item, the name, the child's item) before, two now.
     public func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes {
         try reading { (reader) throws(FSError) -> Attributes in
-            _ = try directory(parent.rawValue, in: reader)
-            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else {
+                _ = try directory(parent.rawValue, in: reader)
+                throw .notFound
+            }
             let attributes = try attributes(entry.child, try item(entry.child, in: reader), reader)
             referenced(entry.child)
             return attributes
@@ -16,22 +22,20 @@ extension VolumeNamespace {
 
     /// Gives back `lookups` references; an inode with no name left goes with the last one.
     /// The count drops without the namespace lock, and the common case, an inode that
-    /// still has a name, ends with a shared look; only a nameless inode's drop holds the
-    /// lock alone, deciding again under it (a lookup cannot reach a nameless inode, and an
-    /// unlink that saw the count before it dropped left an orphan this drop removes).
+    /// still has a name, ends there, with nothing read (`KernelReferences`); only a
+    /// nameless inode's drop holds the lock alone, deciding again under it (a lookup
+    /// cannot reach a nameless inode, and an unlink that saw the count before it dropped
+    /// left an orphan this drop removes).
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        let released = lookupCounts.withLock { counts -> Bool in
-            guard let count = counts[number.rawValue] else { return false }
-            let left = count - min(lookups, count)
-            counts[number.rawValue] = left == 0 ? nil : left
-            return left == 0
-        }
-        guard released, number != .root,
-              (try? reading({ (reader) throws(FSError) -> Bool in try reader.inode(number.rawValue)?.linkCount == 0 })) == true
-        else { return }
+        guard kernelReferences.withLock({ $0.release(number.rawValue, lookups: lookups) }), number != .root else { return }
         _ = try? changing { (reader, changes) throws(FSError) in
-            guard lookupCounts.withLock({ $0[number.rawValue] == nil }), let item = try reader.inode(number.rawValue),
-                  item.linkCount == 0 else { return }
+            guard kernelReferences.withLock({ $0.counts[number.rawValue] == nil }), let item = try reader.inode(number.rawValue)
+            else { return }
+            guard item.linkCount == 0 else {
+                // A mark left by an operation that failed after making it.
+                kernelReferences.withLock { _ = $0.unlinked.remove(number.rawValue) }
+                return
+            }
             guard (cachedFiles[number.rawValue]?.openCount ?? 0) == 0 else { return }
             state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
         }

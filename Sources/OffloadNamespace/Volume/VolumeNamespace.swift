@@ -25,18 +25,18 @@ import OffloadCore
 /// (`readers`), and so do the changes of an open file's data (write, fallocate,
 /// copy_file_range: `changingData`); other changes, and every close of a generation (the
 /// maintenance's, an operation's own commit), hold it alone (`locked`, `changing`).
-/// Inside it, the leaf locks of the state shared holders change (`lookupCounts`,
+/// Inside it, the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `failureHolder`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
     let lock = ReadWriteLock()
-    /// References the kernel holds, by inode (absent: none). Its own lock: lookups under
-    /// the shared namespace lock add to it, FORGET takes from it before any namespace
-    /// lock, and what decides on a count (an unlink's orphan or drop, FORGET's drop) reads
-    /// it under the namespace lock held alone.
-    let lookupCounts = PthreadMutex<[UInt64: UInt64]>([:])
+    /// References the kernel holds, by inode, and which of them have no name left. Its
+    /// own lock: lookups under the shared namespace lock add to it, FORGET takes from it
+    /// before any namespace lock, and what decides on a count (an unlink's orphan or drop,
+    /// FORGET's drop) reads it under the namespace lock held alone.
+    let kernelReferences = PthreadMutex(KernelReferences())
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
     /// share the namespace lock, or take none).
     let handles = PthreadMutex(HandleNumbers())
@@ -302,13 +302,14 @@ public final class VolumeNamespace: @unchecked Sendable {
         let open = (cachedFiles[number]?.openCount ?? 0) > 0
         if item.linkCount > 0 {
             changes.append(.attributes(inode: number, item))
-        } else if open || lookupCounts.withLock({ $0[number] ?? 0 }) > 0 {
+        } else if kernelReferences.withLock({ $0.keepUnlinked(number) }) || open {
             if !open && item.type == Self.typeCode(.regular) && item.size > 0 { unreadableFiles.append(number) }
             changes.append(.attributes(inode: number, item))
             if !hadOrphan { changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
         } else {
             if hadOrphan { changes.append(.orphan(inode: number, nil)) }
             changes.append(.drop(inode: number))
+            kernelReferences.withLock { _ = $0.unlinked.remove(number) }
             cachedFiles[number] = nil
             awaitingCommit.remove(number)
         }
@@ -332,7 +333,7 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// Hands the kernel one more reference to `number` (caller holds the namespace lock,
     /// shared or alone).
-    func referenced(_ number: UInt64) { lookupCounts.withLock { $0[number, default: 0] += 1 } }
+    func referenced(_ number: UInt64) { kernelReferences.withLock { $0.counts[number, default: 0] += 1 } }
 }
 
 /// Handle numbers (files' and directories' from one sequence) and the open directory
