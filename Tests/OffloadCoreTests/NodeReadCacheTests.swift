@@ -57,20 +57,26 @@ final class NodeReadCacheTests: XCTestCase {
         print("node cache: \(counts.hits) hits, \(counts.misses) misses over two rounds of lookups")
     }
 
-    func testSlotsAreReplacedInTurnAndAMismatchIsAMiss() {
+    func testSlotsAreReplacedInTurnWithASecondChanceForAHitAndAMismatchIsAMiss() {
         let cache = NodeReadCache(leafCapacity: 2, interiorCapacity: 2, shardCount: 1)
         let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
         defer { page.deallocate() }
         page.initializeMemory(as: UInt8.self, repeating: 7, count: TreeNode.size)
         cache.insert(10, level: 0, generation: 3, checksum: 99, from: page)
         cache.insert(11, level: 0, generation: 3, checksum: 98, from: page)
-        XCTAssertTrue(cache.copy(10, level: 0, generation: 3, checksum: 99, into: page))
         XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 1, into: page), "another checksum than the parent's")
         XCTAssertFalse(cache.copy(10, level: 1, generation: 3, checksum: 99, into: page), "another level")
         cache.insert(12, level: 0, generation: 3, checksum: 97, from: page)
-        XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 99, into: page), "the oldest slot went to block 12")
+        XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 99, into: page), "no hit: the oldest slot went to block 12")
         XCTAssertTrue(cache.copy(11, level: 0, generation: 3, checksum: 98, into: page))
-        XCTAssertTrue(cache.copy(12, level: 0, generation: 3, checksum: 97, into: page))
+        cache.insert(13, level: 0, generation: 3, checksum: 96, from: page)
+        XCTAssertTrue(cache.copy(11, level: 0, generation: 3, checksum: 98, into: page), "hit since the hand passed: kept")
+        XCTAssertFalse(cache.copy(12, level: 0, generation: 3, checksum: 97, into: page), "block 12 went to block 13")
+        cache.insert(14, level: 0, generation: 3, checksum: 95, from: page)
+        cache.insert(15, level: 0, generation: 3, checksum: 94, from: page)
+        XCTAssertFalse(cache.copy(11, level: 0, generation: 3, checksum: 98, into: page), "not hit since the hand last passed it: replaced")
+        XCTAssertTrue(cache.copy(14, level: 0, generation: 3, checksum: 95, into: page))
+        XCTAssertTrue(cache.copy(15, level: 0, generation: 3, checksum: 94, into: page))
     }
 
     /// Every lookup passes the interior levels, a leaf serves only its keys: leaves read

@@ -14,14 +14,15 @@
 /// Interior nodes and leaves have pools of their own. Every lookup descends through the
 /// interior levels, while a leaf serves only the keys it holds: in one shared pool, random
 /// lookups in a large tree (two leaves each, a name's and an inode's) replaced the interior
-/// nodes before their next use, and a cold lookup at 1,000,000 files read 4.9 nodes from
-/// the image instead of 2 (docs/BENCHMARKS.md, "Cold lookups").
+/// nodes before their next use: a cold lookup at 1,000,000 files made 3.05 preads where it
+/// makes 2.33 with the pools apart (docs/BENCHMARKS.md, "Cold lookups").
 ///
 /// Safe to use from many threads: each pool's slots are split into shards by block, each
 /// behind its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots
 /// (memory: `capacity` x 4 KiB at most, a shard's reserved at its first insert and touched
-/// as it fills), replaced in turn (FIFO); a hit copies the node into the caller's level
-/// buffer, so a view handed out never points into a slot that a later insert may replace.
+/// as it fills), replaced in turn with a second chance for a slot hit since the hand last
+/// passed it (CLOCK); a hit copies the node into the caller's level buffer, so a view
+/// handed out never points into a slot that a later insert may replace.
 public final class NodeReadCache: @unchecked Sendable {
     // @unchecked: every shard's state is reached only under its lock.
     private let leafShards: [Shard]
@@ -83,14 +84,17 @@ public final class NodeReadCache: @unchecked Sendable {
         private let capacity: Int
         private var storage: UnsafeMutableRawPointer?
         private var entries: [UInt64: Entry] = [:]
-        /// The block held in each slot, and the slot the next insert replaces.
+        /// The block held in each slot, whether it was hit since the hand last passed it,
+        /// and the hand: the slot the next insert looks at first.
         private var blocks: [UInt64?]
+        private var hitSinceLastPass: [Bool]
         private var next = 0
         private var hits = 0, misses = 0
 
         init(capacity: Int) {
             self.capacity = capacity
             blocks = Array(repeating: nil, count: capacity)
+            hitSinceLastPass = Array(repeating: false, count: capacity)
         }
 
         deinit { storage?.deallocate() }
@@ -107,6 +111,7 @@ public final class NodeReadCache: @unchecked Sendable {
                 return false
             }
             hits += 1
+            hitSinceLastPass[entry.slot] = true
             page.copyMemory(from: storage + entry.slot * TreeNode.size, byteCount: TreeNode.size)
             return true
         }
@@ -121,10 +126,16 @@ public final class NodeReadCache: @unchecked Sendable {
             if let existing = entries[block] {
                 slot = existing.slot
             } else {
+                // At most one pass: the hand clears each mark it passes.
+                while blocks[next] != nil && hitSinceLastPass[next] {
+                    hitSinceLastPass[next] = false
+                    next = (next + 1) % capacity
+                }
                 slot = next
                 next = (next + 1) % capacity
                 if let old = blocks[slot] { entries[old] = nil }
                 blocks[slot] = block
+                hitSinceLastPass[slot] = false
             }
             entries[block] = Entry(slot: slot, level: level, generation: generation, checksum: checksum)
             (storage! + slot * TreeNode.size).copyMemory(from: page, byteCount: TreeNode.size)

@@ -4,7 +4,7 @@
 /// reading the inode's item from the image, whether the last reference it takes away
 /// leaves an inode to drop: after `drop_caches` the kernel forgets a whole cache's worth of
 /// inodes, and each look at an item the daemon no longer caches was a read from the disk
-/// (a cold lookup at 1,000,000 files read 4.6 nodes instead of 2 while the FORGETs of the
+/// (0.9 preads more for each cold lookup at 1,000,000 files while the FORGETs of the
 /// lookups before it went on: docs/BENCHMARKS.md, "Cold lookups").
 struct KernelReferences {
     /// References the kernel holds, by inode (absent: none).
