@@ -14,7 +14,7 @@ extension TreeVolume {
         guard through > punchedThrough else { return nil }
         do throws(FSError) {
             let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
-            punches.start(ranges, through: through, in: storage)
+            punches.start(ranges, through: through, in: storage, counter: punchCounter)
             return nil
         } catch {
             return error

@@ -79,6 +79,9 @@ public final class TreeVolume {
     /// The image's syncs, one at a time, and its first failure kept (`SyncLatch`): used
     /// before the image is mapped, then handed to the mapping.
     let syncLatch = SyncLatch()
+    /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
+    /// space ahead keep it until the next.
+    let punchCounter = PunchCounter()
     /// The nodes readers validated, shared by every reader of every commit
     /// (`NodeReadCache`).
     public let nodeCache = NodeReadCache(leafCapacity: TreeVolume.readerCachedLeaves,
@@ -172,8 +175,9 @@ public final class TreeVolume {
                 // No fallocate here: a sparse file is the best there is.
             }
         }
-        space.unprepareBlocks = { [storage] (blocks: Range<UInt64>) in
+        space.unprepareBlocks = { [storage, punchCounter] (blocks: Range<UInt64>) in
             try? storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+            punchCounter.finished()
         }
         filesystemPages = space.pages(forTree: Self.filesystemTreeID)
         filesystem = FileSystemTree(
@@ -485,7 +489,7 @@ public final class TreeVolume {
             // The space's end: the capacity this mount opened with (its opening commit's).
             let image = try ImageMapping(storage: storage, mappedBytes: Int(space.endBlock << BackingStore.blockShift),
                                          syncLatch: syncLatch)
-            let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock)
+            let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock, punches: punchCounter)
             if settledUnpublished { made.holdExclusivityUntilPublished() }
             try space.refreshFreeEstimate()
             filesHolder.withLock { $0 = made }

@@ -31,7 +31,8 @@ final class VolumePunches: @unchecked Sendable {
     private let outcome = PthreadMutex<FSError?>(nil)
 
     /// Starts punching `ranges`, the pending frees of generations through `through`.
-    func start(_ ranges: [Range<UInt64>], through: UInt64, in storage: any ImageStorage) {
+    /// `counter` counts it once it ended, before `finish` may return.
+    func start(_ ranges: [Range<UInt64>], through: UInt64, in storage: any ImageStorage, counter: PunchCounter) {
         precondition(inFlight == nil, "a punch is in flight: finish it first")
         inFlight = (through, ranges.reduce(0) { $0 + $1.count })
         let outcome = outcome
@@ -43,6 +44,7 @@ final class VolumePunches: @unchecked Sendable {
             } catch {
                 failure = error
             }
+            counter.finished()
             outcome.withLock { $0 = failure }
         }
     }
