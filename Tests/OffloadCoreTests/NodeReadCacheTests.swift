@@ -57,11 +57,17 @@ final class NodeReadCacheTests: XCTestCase {
         print("node cache: \(counts.hits) hits, \(counts.misses) misses over two rounds of lookups")
     }
 
+    /// A node-sized page of `byte`s, freed when the test ends.
+    func nodePage(filledWith byte: UInt8) -> UnsafeMutableRawPointer {
+        let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
+        page.initializeMemory(as: UInt8.self, repeating: byte, count: TreeNode.size)
+        addTeardownBlock { page.deallocate() }
+        return page
+    }
+
     func testSlotsAreReplacedInTurnWithASecondChanceForAHitAndAMismatchIsAMiss() {
         let cache = NodeReadCache(leafCapacity: 2, interiorCapacity: 2, shardCount: 1)
-        let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
-        defer { page.deallocate() }
-        page.initializeMemory(as: UInt8.self, repeating: 7, count: TreeNode.size)
+        let page = nodePage(filledWith: 7)
         cache.insert(10, level: 0, generation: 3, checksum: 99, from: page)
         cache.insert(11, level: 0, generation: 3, checksum: 98, from: page)
         XCTAssertFalse(cache.copy(10, level: 0, generation: 3, checksum: 1, into: page), "another checksum than the parent's")
@@ -83,9 +89,7 @@ final class NodeReadCacheTests: XCTestCase {
     /// in any number do not replace interior nodes.
     func testLeavesDoNotReplaceInteriorNodes() {
         let cache = NodeReadCache(leafCapacity: 4, interiorCapacity: 2, shardCount: 1)
-        let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)
-        defer { page.deallocate() }
-        page.initializeMemory(as: UInt8.self, repeating: 5, count: TreeNode.size)
+        let page = nodePage(filledWith: 5)
         cache.insert(1, level: 2, generation: 1, checksum: 1, from: page)
         cache.insert(2, level: 1, generation: 1, checksum: 2, from: page)
         for block in UInt64(100)..<200 { cache.insert(block, level: 0, generation: 1, checksum: 3, from: page) }
