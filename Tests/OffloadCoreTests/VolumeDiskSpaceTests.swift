@@ -15,6 +15,8 @@ final class VolumeDiskSpaceTests: XCTestCase {
         struct State {
             var backed = Set<UInt64>()
             var reserves = 0
+            /// Every reserve's blocks, in order.
+            var reserved: [Range<UInt64>] = []
             var punchedBlocks = 0
             /// Every block punched whole, ever.
             var punched = Set<UInt64>()
@@ -27,6 +29,7 @@ final class VolumeDiskSpaceTests: XCTestCase {
                     switch change {
                     case .reserve(let bytes):
                         s.reserves += 1
+                        s.reserved.append(Self.blocks(bytes))
                         s.backed.formUnion(Self.blocks(bytes))
                     case .write(let bytes):
                         s.backed.formUnion(Self.blocks(bytes))
@@ -83,10 +86,46 @@ final class VolumeDiskSpaceTests: XCTestCase {
         XCTAssertEqual(model.state.withLock { $0.reserves } - before, 1, "200 blocks in a row, one step of disk space")
         let backed = model.state.withLock { $0.backed }
         XCTAssertTrue(taken.allSatisfy { backed.isSuperset(of: DiskModel.blocks($0)) })
+        let step = try XCTUnwrap(model.state.withLock { $0.reserved.last })
+        XCTAssertEqual(step.count, Int(VolumeFileBlocks.backedStepBlocks))
+        XCTAssertEqual(step.lowerBound, DiskModel.blocks(taken[0]).lowerBound, "the step starts at the first block handed out")
         volume.punchCounter.finished()  // a punch anywhere: the step is not trusted any more
-        _ = try store.allocate(byteCount: 4096, hint: nil)
+        let next = try store.allocate(byteCount: 4096, hint: nil)
         XCTAssertEqual(model.state.withLock { $0.reserves } - before, 2, "a punch finished since the step began")
-        for block in taken { store.release(block) }
+        XCTAssertEqual(model.state.withLock { $0.reserved.last }, DiskModel.blocks(next).lowerBound..<step.upperBound,
+                       "inside the last step: its rest again, not a new step past it")
+        for _ in 0..<100 { taken.append(try store.allocate(byteCount: 4096, hint: nil)) }
+        XCTAssertEqual(model.state.withLock { $0.reserves } - before, 2, "the rest of the step serves what follows")
+        for block in taken + [next] { store.release(block) }
+    }
+
+    /// Where disk space goes (`giveDiskSpace`'s rule, on made-up ranges): at the steps' end
+    /// a new step; inside the last step, once a punch ended the trust in it, its rest;
+    /// below the steps' end outside it (blocks churn freed and punched) the blocks alone,
+    /// so the image keeps giving back what churn frees.
+    func testStepsStartOnlyAtTheirEndAndTheLastOneIsRenewedWhole() throws {
+        let (_, model, volume) = try volume()
+        let store = try volume.fileBlocks()
+        let end = volume.space.endBlock
+        XCTAssertGreaterThan(end, 1600)
+        store.lock.withLock {
+            store.steppedThrough = 1500
+            store.lastStep = 1000..<1500
+            store.backedAhead = nil
+        }
+        func reserved(for blocks: Range<UInt64>) throws -> (last: Range<UInt64>?, count: Int) {
+            try store.lock.withLock { () throws(FSError) in try store.giveDiskSpace(blocks) }
+            return model.state.withLock { ($0.reserved.last, $0.reserves) }
+        }
+        XCTAssertEqual(try reserved(for: 600..<602).last, 600..<602, "below the steps' end, outside the last step")
+        XCTAssertEqual(try reserved(for: 1200..<1201).last, 1200..<1500, "inside the last step: its rest")
+        let count = try reserved(for: 1200..<1201).count
+        XCTAssertEqual(try reserved(for: 1300..<1310).count, count, "covered by the rest reserved")
+        volume.punchCounter.finished()
+        XCTAssertEqual(try reserved(for: 1400..<1401).last, 1400..<1500, "a punch since: the rest again")
+        XCTAssertEqual(try reserved(for: 1500..<1502).last, 1500..<min(end, 1500 + VolumeFileBlocks.backedStepBlocks),
+                       "at the steps' end: a new step")
+        XCTAssertEqual(store.lock.withLock { store.lastStep }, 1500..<min(end, 1500 + VolumeFileBlocks.backedStepBlocks))
     }
 
     /// The hazard itself: blocks inside the step given disk space ahead (nodes the
@@ -130,12 +169,22 @@ final class VolumeDiskSpaceTests: XCTestCase {
         let memory = MemoryImageStorage(maximumBytes: 8 << 20)
         let disk = FaultInjectingStorage(memory)
         let volume = try TreeVolume.format(disk, capacityBytes: 8 << 20, imageID: 5, nameHashKey: SipHash24(key0: 3, key1: 4))
+        _ = volume.waitForPunches()
         let store = try volume.fileBlocks()
         disk.inject(.init(.reserve, error: .noSpace))
         let blocks = try store.allocate(byteCount: 3 * 4096, hint: nil)
         XCTAssertEqual(disk.failures(of: .reserve), 1, "the step was tried first")
         XCTAssertEqual(store.lock.withLock { store.backedAhead?.blocks.count }, 3, "then the blocks alone")
+        let more = try store.allocate(byteCount: 2 * 4096, hint: nil)
+        XCTAssertEqual(store.lock.withLock { store.backedAhead?.blocks.count }, 2, "no step tried again before a punch")
+        store.release(more)
+        volume.punchCounter.finished()
+        let after = try store.allocate(byteCount: 4096, hint: nil)
+        XCTAssertEqual(store.lock.withLock { store.backedAhead?.blocks.count }, Int(VolumeFileBlocks.backedStepBlocks),
+                       "a punch gave disk space back: steps again")
+        store.release(after)
         let free = store.lock.withLock { store.space.freeEstimate }
+        volume.punchCounter.finished()   // the step is not trusted: the next call reserves
         disk.inject(.init(.reserve, error: .noSpace, times: 2))
         XCTAssertThrowsError(try store.allocate(byteCount: 4 * 4096, hint: nil)) { XCTAssertEqual($0 as? FSError, .noSpace) }
         XCTAssertEqual(store.lock.withLock { store.space.freeEstimate }, free, "the refused blocks went back")

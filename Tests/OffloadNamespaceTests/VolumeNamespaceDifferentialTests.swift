@@ -365,6 +365,13 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         try namespace.rmdir(parent: .root, name: FileName("d"))
         let handle = try namespace.open(inode: files[0], flags: O_RDWR)
         try namespace.unlink(parent: .root, name: FileName("f0"))  // open; no reference left
+        let both = try namespace.mknod(parent: .root, name: FileName("g"), mode: 0o100644, rdev: 0, context: .root).inode
+        let bothHandle = try namespace.open(inode: both, flags: O_RDWR)
+        try namespace.unlink(parent: .root, name: FileName("g"))  // open and referenced
+        namespace.forget(inode: both, lookups: 1)
+        XCTAssertEqual(try namespace.getattr(inode: both).linkCount, 0, "the last FORGET of an open file keeps it")
+        namespace.release(inode: both, handle: bothHandle)
+        XCTAssertThrowsError(try namespace.getattr(inode: both), "its last handle drops it")
         for (inode, what) in [(files[1], "removed"), (files[2], "renamed over"), (directory, "removed directory")] {
             XCTAssertEqual(try namespace.getattr(inode: inode).linkCount, 0, "\(what): kept while referenced")
         }

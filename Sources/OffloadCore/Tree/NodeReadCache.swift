@@ -19,10 +19,11 @@
 ///
 /// Safe to use from many threads: each pool's slots are split into shards by block, each
 /// behind its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots
-/// (memory: `capacity` x 4 KiB at most, a shard's reserved at its first insert and touched
-/// as it fills), replaced in turn with a second chance for a slot hit since the hand last
-/// passed it (CLOCK); a hit copies the node into the caller's level buffer, so a view
-/// handed out never points into a slot that a later insert may replace.
+/// (memory: `capacity` x 4 KiB, a shard's allocated at its first insert; under commits
+/// the slots fill up whatever the tree's size, with the copies commits superseded until
+/// the hand passes them), replaced in turn with a second chance for a slot hit since the
+/// hand last passed it (CLOCK); a hit copies the node into the caller's level buffer, so a
+/// view handed out never points into a slot that a later insert may replace.
 public final class NodeReadCache: @unchecked Sendable {
     // @unchecked: every shard's state is reached only under its lock.
     private let leafShards: [Shard]

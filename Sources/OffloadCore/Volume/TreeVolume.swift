@@ -506,13 +506,14 @@ public final class TreeVolume {
         }
     }
 
-    /// Nodes the readers keep between reads (`NodeReadCache`): 8 MiB of leaves, and up to
-    /// 64 MiB for the interior levels, every interior node of an image of about 20,000,000
-    /// files (an image of 10,000,000 made by `offloadfs-genimage` has 747,441 leaves and
-    /// 7,706 interior nodes in its filesystem tree, 30 MiB). Slots take memory only once
-    /// a node is read into them.
+    /// Nodes the readers keep between reads (`NodeReadCache`): 2,048 leaves (8 MiB) and
+    /// 8,192 interior nodes (32 MiB), enough for every live interior node of an image of
+    /// about 10,000,000 files (one made by `offloadfs-genimage` has 747,441 leaves and
+    /// 7,706 interior nodes in its filesystem tree). Memory: both pools fill up over a
+    /// mount that commits, whatever the tree's size, since the copies commits supersede
+    /// stay until the hand passes them (never hit, they go first): 40 MiB at most.
     public static let readerCachedLeaves = 2048
-    public static let readerCachedInteriorNodes = 16384
+    public static let readerCachedInteriorNodes = 8192
 
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// The layers, the slot and the reader's epoch are taken in one step under the publish

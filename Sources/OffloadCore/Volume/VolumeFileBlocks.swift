@@ -73,10 +73,18 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// count read before it began: the blocks have it while no punch has finished since.
     var backedAhead: (blocks: Range<UInt64>, punches: UInt64)?
     /// Where the steps ahead end: a new step starts only at or above it, so the free
-    /// blocks given disk space unasked are at most one step's, above every block handed
-    /// out since (below it, blocks freed and punched by churn get theirs one allocation at
-    /// a time, and the image gives the space of what churn frees back to the disk).
+    /// blocks given disk space unasked lie in the steps' last one (and in a mount's first,
+    /// wherever its first allocation lands: the block space allocates from its lowest
+    /// free blocks up, so the end of the blocks in use is no frontier to start from).
+    /// Below it, blocks freed and punched by churn get theirs one allocation at a time,
+    /// and the image gives the space of what churn frees back to the disk.
     var steppedThrough: UInt64 = 0
+    /// The last step taken at the frontier: after a punch, an allocation inside it gives
+    /// the rest of it disk space again in one call.
+    var lastStep: Range<UInt64>?
+    /// The punch count when the disk last had no room for a step: no step is tried again
+    /// until a punch finishes (a failed `fallocate` may cost a journal commit on ext4).
+    var stepRefusedAt: UInt64?
     let punches: PunchCounter
 
     init(image: ImageMapping, space: BlockSpace, delta: MetadataDelta, lock: PthreadLock, punches: PunchCounter) {
@@ -125,30 +133,43 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     }
 
     /// Makes sure `blocks` have disk space: nothing to do when the last step ahead covers
-    /// them and no punch finished since it began; else, for blocks at or above the steps'
-    /// end, a step from their start (their end when larger, the space's end at most), or,
-    /// below it or when the disk has no room for the step, the blocks alone. Caller holds
-    /// the lock.
-    private func giveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
+    /// them and no punch finished since it began. Else, for blocks at or above the steps'
+    /// end, a new step from their start (their end when larger, the space's end at most);
+    /// for blocks inside the last step, its rest again; otherwise, or when the disk has no
+    /// room for that, the blocks alone. Caller holds the lock.
+    func giveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
         let punchesBefore = punches.value
         if let ahead = backedAhead, ahead.punches == punchesBefore,
            ahead.blocks.lowerBound <= blocks.lowerBound, blocks.upperBound <= ahead.blocks.upperBound {
             return
         }
         backedAhead = nil
-        let step = blocks.lowerBound >= steppedThrough
-            ? blocks.lowerBound..<max(blocks.upperBound, min(space.endBlock, blocks.lowerBound + Self.backedStepBlocks))
-            : blocks
-        for candidate in step == blocks ? [blocks] : [step, blocks] {
-            do throws(FSError) {
-                try image.storage.reserve((candidate.lowerBound << BackingStore.blockShift)..<(candidate.upperBound << BackingStore.blockShift))
-                backedAhead = (candidate, punchesBefore)
-                steppedThrough = max(steppedThrough, candidate.upperBound)
-                return
-            } catch .noSpace where candidate != blocks {
-                continue  // the blocks alone may still fit
+        var ahead: Range<UInt64>?
+        if stepRefusedAt != punchesBefore {
+            if blocks.lowerBound >= steppedThrough {
+                ahead = blocks.lowerBound..<max(blocks.upperBound, min(space.endBlock, blocks.lowerBound + Self.backedStepBlocks))
+            } else if let last = lastStep, last.contains(blocks.lowerBound), blocks.upperBound < last.upperBound {
+                ahead = blocks.lowerBound..<last.upperBound
             }
         }
+        if let ahead, ahead != blocks {
+            do throws(FSError) {
+                try reserveDiskSpace(ahead)
+                if ahead.lowerBound >= steppedThrough { lastStep = ahead }
+                backedAhead = (ahead, punchesBefore)
+                steppedThrough = max(steppedThrough, ahead.upperBound)
+                return
+            } catch .noSpace {
+                stepRefusedAt = punchesBefore  // the blocks alone may still fit
+            }
+        }
+        try reserveDiskSpace(blocks)
+        backedAhead = (blocks, punchesBefore)
+        steppedThrough = max(steppedThrough, blocks.upperBound)
+    }
+
+    private func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
+        try image.storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
     }
 
     public func retain(_ range: Range<UInt64>) throws(FSError) {

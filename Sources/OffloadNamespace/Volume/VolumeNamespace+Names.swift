@@ -29,10 +29,10 @@ extension VolumeNamespace {
     public func forget(inode number: InodeNumber, lookups: UInt64) {
         guard kernelReferences.withLock({ $0.release(number.rawValue, lookups: lookups) }), number != .root else { return }
         _ = try? changing { (reader, changes) throws(FSError) in
-            guard kernelReferences.withLock({ $0.counts[number.rawValue] == nil }), let item = try reader.inode(number.rawValue)
-            else { return }
-            guard item.linkCount == 0 else {
-                // A mark left by an operation that failed after making it.
+            guard kernelReferences.withLock({ $0.counts[number.rawValue] == nil }) else { return }
+            guard let item = try reader.inode(number.rawValue), item.linkCount == 0 else {
+                // A mark left by an operation that failed after making it, or of an inode
+                // gone already.
                 kernelReferences.withLock { _ = $0.unlinked.remove(number.rawValue) }
                 return
             }
