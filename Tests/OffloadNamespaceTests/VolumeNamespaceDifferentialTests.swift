@@ -337,6 +337,31 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
     }
 
+    /// A lookup reads its parent only when the name is missing, and answers as before:
+    /// ENOTDIR under a file, ESTALE under an inode that is gone, ENOENT in a removed
+    /// directory the kernel still references.
+    func testALookupsMissAnswersForItsParent() throws {
+        let storage = MemoryImageStorage(maximumBytes: 16 << 20)
+        let volume = try TreeVolume.format(storage, capacityBytes: 16 << 20, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let file = try namespace.mknod(parent: .root, name: FileName("f"), mode: 0o100644, rdev: 0, context: .root).inode
+        let removed = try namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root).inode
+        try namespace.rmdir(parent: .root, name: FileName("d"))
+        for committed in [false, true] {
+            XCTAssertThrowsError(try namespace.lookup(parent: file, name: FileName("x"))) {
+                XCTAssertEqual($0 as? FSError, .notDirectory, "committed: \(committed)")
+            }
+            XCTAssertThrowsError(try namespace.lookup(parent: InodeNumber(9_999), name: FileName("x"))) {
+                XCTAssertEqual($0 as? FSError, .staleInode, "committed: \(committed)")
+            }
+            XCTAssertThrowsError(try namespace.lookup(parent: removed, name: FileName("x"))) {
+                XCTAssertEqual($0 as? FSError, .notFound, "committed: \(committed)")
+            }
+            XCTAssertEqual(try namespace.lookup(parent: .root, name: FileName("f")).inode, file)
+            try volume.commit()
+        }
+    }
+
     /// FORGET of an inode that still has a name reads nothing: after `drop_caches` the
     /// kernel forgets a cache's worth of inodes at once, and each look at an item was a
     /// read from the disk. The inodes that lost their names while referenced still go at
