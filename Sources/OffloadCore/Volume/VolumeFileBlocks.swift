@@ -97,8 +97,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
 
     /// Blocks given disk space at a time when an allocation needs it: one `fallocate` per
     /// 4 MiB of small files instead of one each (a cold `cp -a` of small files spent 4% of
-    /// the daemon's CPU in it), as format 1's `BackingStore.growthStepBlocks`. At most one
-    /// step of free blocks holds disk space it was not asked for.
+    /// the daemon's CPU in it), as format 1's `BackingStore.growthStepBlocks`. Free blocks
+    /// given disk space unasked lie in the last step and a mount's first (`steppedThrough`).
     static let backedStepBlocks: UInt64 = 1024
 
     public var availableBytes: UInt64 {
