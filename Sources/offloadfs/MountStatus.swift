@@ -39,6 +39,9 @@ struct MountStatus: Codable, Equatable {
         /// a crash now would replay).
         var bytesSinceCheckpoint: UInt64
         var checkpointBytes: UInt64
+        /// The last checkpoint's (format 1) or commit's (format 2) number, one more with
+        /// each (nil: a read-only format 1 mount, or a daemon older than this field).
+        var generation: UInt64?
     }
 
     struct Requests: Codable, Equatable {

@@ -30,9 +30,10 @@ enum StatusFormat {
                 ("memory", bar(s.memory.heldBytes, of: s.memory.limitBytes) + "  \(human(s.memory.heldBytes)) of "
                     + "\(human(s.memory.limitBytes)) held in RAM"),
                 ("inodes", "\(grouped(s.inodes)) (\(grouped(s.openHandles)) open handles)"),
-                ("journal", s.image.format == 2 ? "\(human(s.journal.bytesSinceCheckpoint)) since the last commit"
+                ("journal", (s.image.format == 2 ? "\(human(s.journal.bytesSinceCheckpoint)) since the last commit"
                     : "\(human(s.journal.bytesSinceCheckpoint)) since the last checkpoint "
-                    + "(checkpoint \(human(s.journal.checkpointBytes)))"),
+                    + "(checkpoint \(human(s.journal.checkpointBytes)))")
+                    + (s.journal.generation.map { ", generation \(grouped($0))" } ?? "")),
                 ("served", "\(human(s.requests.bytesRead)) read, \(human(s.requests.bytesWritten)) written, "
                     + "\(grouped(s.requests.fsyncs)) fsyncs"),
                 ("errors", s.requests.errors == 0 ? "none"
@@ -96,6 +97,7 @@ enum StatusFormat {
                     ("inodes", "\(s.inodes)"), ("open handles", "\(s.openHandles)"),
                     ("journal bytes since checkpoint", "\(s.journal.bytesSinceCheckpoint)"),
                     ("checkpoint bytes", "\(s.journal.checkpointBytes)"),
+                    ("generation", s.journal.generation.map { "\($0)" } ?? "-"),
                     ("bytes read", "\(s.requests.bytesRead)"), ("bytes written", "\(s.requests.bytesWritten)"),
                     ("fsyncs", "\(s.requests.fsyncs)"), ("errors", "\(s.requests.errors)"),
                     ("errors by errno", operations(s.requests.errorsByErrno, separator: "=", join: " ")),
@@ -138,6 +140,10 @@ enum StatusFormat {
             gauge("offloadfs_open_handles", "Open file and directory handles.") { $0.openHandles },
             gauge("offloadfs_journal_bytes", "Journal written since the last checkpoint.") { $0.journal.bytesSinceCheckpoint },
             gauge("offloadfs_checkpoint_bytes", "Size of the last checkpoint.") { $0.journal.checkpointBytes },
+            Metric(name: "offloadfs_generation", type: "counter",
+                   help: "Number of the last checkpoint (format 1) or commit (format 2); one more with each.") { status in
+                status.journal.generation.map { [("", "\($0)")] } ?? []
+            },
             Metric(name: "offloadfs_uptime_seconds", type: "gauge", help: "Seconds since the daemon started.") {
                 [("", "\($0.uptimeSeconds)")]
             },

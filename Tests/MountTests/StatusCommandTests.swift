@@ -60,6 +60,35 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertTrue((json["options"] as? [String])?.contains("memory_limit=1M") == true, "\(json["options"] ?? "")")
     }
 
+    /// The generation is the last checkpoint's (format 1) or commit's (format 2) number:
+    /// it grows as the maintenance writes them (here every 0.05 s, after any journal).
+    func testTheGenerationFollowsCheckpointsAndCommits() throws {
+        for problem in fixture.stop(removingFiles: false) { XCTFail(problem) }
+        try fixture.start(arguments: mountArguments, skipIfCannotMount: false,
+                          environment: ["OFFLOADFS_MAINTENANCE_INTERVAL": "0.05", "OFFLOADFS_CHECKPOINT_AFTER": "1"])
+        func generation() throws -> UInt64? {
+            let result = try status([mountPoint])
+            XCTAssertTrue(result.succeeded, result.transcript)
+            return result.output.split(separator: "\n").first { $0.hasPrefix("generation: ") }
+                .flatMap { UInt64($0.dropFirst("generation: ".count)) }
+        }
+        let first = try XCTUnwrap(try generation(), "no generation line")
+        var seen = first
+        for round in 0..<3 {
+            try sh("mkdir round\(round)")
+            let deadline = Date().addingTimeInterval(20)
+            var now = seen
+            while now <= seen && Date() < deadline {
+                usleep(50_000)
+                now = try XCTUnwrap(try generation())
+            }
+            XCTAssertGreaterThan(now, seen, "no checkpoint or commit after a mkdir in 20 s")
+            seen = now
+        }
+        let prometheus = try status(["--prometheus", mountPoint])
+        XCTAssertTrue(prometheus.output.contains("# TYPE offloadfs_generation counter"), prometheus.output)
+    }
+
     func testPrometheusLinesParseAndAgree() throws {
         try writeKnownTree()
         let result = try status(["--prometheus", mountPoint])

@@ -15,7 +15,8 @@ extension ImageFileSystem: MountedImage {
             reclaimableBytes: statistics.quarantinedBytes, inodes: UInt64(namespaceUsage.inodes),
             openHandles: UInt64(namespaceUsage.openHandles),
             // A read-only mount has no journal: nothing is written.
-            journalBytes: journal?.journalBytesSinceCheckpoint ?? 0, checkpointBytes: journal?.checkpointBytes ?? 0)
+            journalBytes: journal?.journalBytesSinceCheckpoint ?? 0, checkpointBytes: journal?.checkpointBytes ?? 0,
+            generation: journal?.generation)
     }
 
     public func startMaintenance(interval: Double, journalBytes: UInt64?,

@@ -59,6 +59,10 @@ public struct MountedImageUsage: Sendable, Equatable {
     public var journalBytes: UInt64
     /// Format 1's last checkpoint; 0 on format 2, which has none.
     public var checkpointBytes: UInt64
+    /// The number of the last checkpoint (format 1) or commit (format 2), one more with
+    /// each: how many a span of time saw (`offloadfs status`). Nil on a read-only format 1
+    /// mount, which writes none.
+    public var generation: UInt64?
 }
 
 /// One write of the maintenance: a checkpoint (format 1) or a commit (format 2).

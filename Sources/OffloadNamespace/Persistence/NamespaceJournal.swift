@@ -138,6 +138,9 @@ public final class NamespaceJournal: Sendable {
 
     /// Bytes of journal written since the last checkpoint.
     public var journalBytesSinceCheckpoint: UInt64 { state.withLock { $0.appendedSinceCheckpoint } }
+    /// The generation of the last checkpoint written (or tried: a failed one's number is
+    /// not reused); one more with each.
+    public var generation: UInt64 { state.withLock { $0.generation } }
     /// True when a frame could not be written since the last checkpoint (the next
     /// checkpoint, which captures the whole tree, repairs it).
     public var hasFailed: Bool { state.withLock { $0.failure != nil } }

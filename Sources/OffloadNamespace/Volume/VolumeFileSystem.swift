@@ -114,7 +114,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             // Blocks waiting for their punch count as in use until it is done.
             liveBytes: capacityBytes - min(available, capacityBytes), reclaimableBytes: 0,
             inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
-            journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0)
+            journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation)
     }
 
     /// Every `interval` seconds: commits what changed since the last commit (at least
