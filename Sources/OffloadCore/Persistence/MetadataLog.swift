@@ -97,6 +97,23 @@ public final class MetadataLog: Sendable {
         }
     }
 
+    /// The image bytes the next frames of up to `bytes` in all would be written to: from
+    /// the write position on, inside the current segment, and when that segment's room is
+    /// shorter, the start of the spare segment the chain continues in (a spare allocated
+    /// later, by the append itself, is not known yet). Empty once the chain continues in
+    /// another log.
+    public func upcomingBytes(_ bytes: Int) -> [Range<UInt64>] {
+        state.withLock { s in
+            guard !s.closed else { return [] }
+            let end = s.segments[s.segments.count - 1].range.upperBound
+            var ranges = [s.writeOffset..<min(end, s.writeOffset + UInt64(bytes))]
+            if Self.room(in: s) < bytes, let spare = s.spares.first {
+                ranges.append(spare.start..<min(spare.range.upperBound, spare.start + UInt64(bytes)))
+            }
+            return ranges
+        }
+    }
+
     /// Bytes of frame (header included) the current segment still takes, keeping room
     /// for its link frame.
     private static func room(in s: State) -> Int {

@@ -126,6 +126,23 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         }
     }
 
+    /// `madvise(MADV_POPULATE_WRITE)` (Linux 5.14): the write faults, the file system's
+    /// `page_mkwrite` included, run here. On ext4 that call waits for a punch of the same
+    /// file (which holds the file's invalidate lock throughout) and for its journal;
+    /// the journal's frames prepare their pages before the namespace lock
+    /// (docs/ARCHITECTURE.md, "Journal pages made writable before the lock").
+    public func prepareForWrite(_ range: Range<UInt64>) {
+        guard let base, !isReadOnly, !range.isEmpty else { return }
+        let page = UInt64(BackingStore.blockSize)
+        let start = range.lowerBound / page * page
+        let end = min((range.upperBound + page - 1) / page * page, UInt64(mappedBytes))
+        guard start < end else { return }
+        _ = madvise(base + Int(start), Int(end - start), Self.populateWrite)
+    }
+
+    /// `MADV_POPULATE_WRITE` (not in this Glibc's headers).
+    static let populateWrite: Int32 = 23
+
     public func reserve(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         try fallocate(mode: 0, range, call: "fallocate")

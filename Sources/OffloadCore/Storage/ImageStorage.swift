@@ -63,11 +63,20 @@ public protocol ImageStorage: AnyObject, Sendable {
 
     /// Makes every earlier change durable (fdatasync).
     func sync() throws(FSError)
+
+    /// Makes the mapping's pages of `range` writable ahead of a write there, changing no
+    /// byte: the page faults, and whatever the file system waits for in them, happen in
+    /// this call rather than in the write. Best effort: a page written back meanwhile
+    /// faults again at the write, and a failure here is the write's to report. Backends
+    /// without a mapping of their own do nothing.
+    func prepareForWrite(_ range: Range<UInt64>)
 }
 
 extension ImageStorage {
     /// Storages are writable unless they say otherwise.
     public var isReadOnly: Bool { false }
+
+    public func prepareForWrite(_ range: Range<UInt64>) {}
 
     /// Reads `count` bytes at `offset` into a new array (shorter at the end of the file,
     /// empty when the read fails).

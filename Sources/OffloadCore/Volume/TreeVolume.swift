@@ -460,6 +460,21 @@ public final class TreeVolume {
         return journal
     }
 
+    /// Makes the journal's next pages writable (`ImageStorage.prepareForWrite`) for the
+    /// frame of an operation about to start: callers that will append under a lock other
+    /// requests wait for call this before taking it, so that the page fault of the append,
+    /// and what the host file system makes it wait for (a punch of the image, its journal
+    /// commit), is not spent holding that lock. Two pages: a frame is at most a few KiB,
+    /// and may cross into the next page.
+    public func prepareJournalAppend() {
+        guard !isReadOnly, failure == nil else { return }
+        let upcoming = journalLock.withLock { journal?.upcomingBytes(Self.preparedJournalBytes) ?? [] }
+        for range in upcoming { storage.prepareForWrite(range) }
+    }
+
+    /// How far ahead of the write position `prepareJournalAppend` prepares.
+    static let preparedJournalBytes = 2 * BackingStore.blockSize
+
     /// Journal bytes written since the last commit (what replay after a crash now reads).
     public var journalBytesSinceCommit: UInt64 { journalLock.withLock { journal?.appendedBytes ?? 0 } }
 

@@ -257,7 +257,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// inode's kernel reference, a handle on it) goes there.
     func changing<R, S>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
-        try locked { () throws(FSError) -> S in
+        volume.prepareJournalAppend()
+        return try locked { () throws(FSError) -> S in
             let reader = try self.reader()
             var changes: [JournalChange] = []
             let numbered = nextInode

@@ -1,0 +1,90 @@
+import Foundation
+import Glibc
+import XCTest
+@testable import OffloadCore
+
+/// `ImageStorage.prepareForWrite` (the journal's pages made writable before the namespace
+/// lock, docs/ARCHITECTURE.md) and the range `MetadataLog.upcomingBytes` hands it.
+final class PrepareForWriteTests: XCTestCase {
+    /// The call faults the pages in (resident afterwards, where the page cache had let them
+    /// go) and changes no byte; past the file's end it does nothing, with no SIGBUS.
+    func testPreparedPagesAreResidentWithTheirBytesUnchanged() throws {
+        let image = TemporaryImage()
+        let storage = try FileImageStorage(path: image.path)
+        let fileBytes: UInt64 = 1 << 20
+        try storage.setLength(fileBytes)
+        let mapping = try storage.map(byteCount: 2 << 20)
+        let pattern = (0..<12_288).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        try pattern.withUnsafeBytes { bytes in
+            try Result { () throws(FSError) in try storage.write(bytes, at: 65_536) }.get()
+        }
+        try storage.sync()
+        // Written back and clean: unmapped from this process, the page cache may let the
+        // pages go.
+        XCTAssertEqual(madvise(mapping + 65_536, 3 * 4096, MADV_DONTNEED), 0)
+        let fd = open(image.path, O_RDONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        XCTAssertEqual(posix_fadvise(fd, 0, off_t(fileBytes), POSIX_FADV_DONTNEED), 0)
+        let pages = 3
+        func resident() -> Int {
+            var vector = [UInt8](repeating: 0, count: pages)
+            XCTAssertEqual(mincore(mapping + 65_536, pages * 4096, &vector), 0)
+            return vector.filter { $0 & 1 == 1 }.count
+        }
+        XCTAssertEqual(resident(), 0, "the pages are still cached: the test shows nothing")
+
+        storage.prepareForWrite(65_536 + 100..<65_536 + 9_000)
+        XCTAssertEqual(resident(), 3, "every page the range touches is faulted in")
+        var back = [UInt8](repeating: 0, count: pattern.count)
+        let read = try back.withUnsafeMutableBytes { buffer in
+            try Result { () throws(FSError) in try storage.read(into: buffer, at: 65_536) }.get()
+        }
+        XCTAssertEqual(read, pattern.count)
+        XCTAssertEqual(back, pattern)
+
+        // Past the file's end (inside the mapping, and beyond it): nothing, no signal.
+        storage.prepareForWrite(fileBytes - 100..<fileBytes + 8192)
+        storage.prepareForWrite(4 << 20..<(4 << 20) + 4096)
+        XCTAssertEqual(storage.length, fileBytes)
+    }
+
+    /// A read-only storage prepares nothing (its mapping is PROT_READ).
+    func testAReadOnlyStoragePreparesNothing() throws {
+        let image = TemporaryImage()
+        do {
+            let writable = try FileImageStorage(path: image.path)
+            try writable.setLength(1 << 20)
+        }
+        let storage = try FileImageStorage(path: image.path, readOnly: true)
+        _ = try storage.map(byteCount: 1 << 20)
+        storage.prepareForWrite(0..<8192)
+        XCTAssertEqual(storage.length, 1 << 20)
+    }
+
+    /// The range starts at the next frame's position, stays inside the current segment,
+    /// and is empty once the chain continues in a new log.
+    func testUpcomingBytesFollowTheWritePosition() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore(capacityBytes: 64 << 20)
+        let log = try MetadataLog(store: store, imageID: 5, stream: 0, firstSequence: 1, segmentBytes: 16_384,
+                                  firstSegmentBytes: 16_384)
+        let head = log.head.range
+        XCTAssertEqual(log.upcomingBytes(8192), [head.lowerBound..<head.lowerBound + 8192])
+        try log.append(payload: [UInt8](repeating: 1, count: 100))
+        let frame = UInt64(FrameHeader.size + 100)
+        XCTAssertEqual(log.upcomingBytes(8192), [head.lowerBound + frame..<head.lowerBound + frame + 8192])
+        // Near the segment's end: the rest of it, and the start of the spare that follows.
+        XCTAssertEqual(log.upcomingBytes(1 << 20), [head.lowerBound + frame..<head.upperBound], "clipped, no spare yet")
+        try log.ensureRoom(total: 32_768, largestFrame: 4096)
+        let ranges = log.upcomingBytes(1 << 20)
+        XCTAssertEqual(ranges.count, 2)
+        XCTAssertEqual(ranges.first, head.lowerBound + frame..<head.upperBound)
+        // The spare is where the chain continues once the segment is full.
+        while log.segments.count == 1 { try log.append(payload: [UInt8](repeating: 2, count: 1000)) }
+        XCTAssertEqual(log.segments[1].start, ranges.last?.lowerBound)
+        let next = try log.continueInNewLog()
+        XCTAssertEqual(log.upcomingBytes(8192), [])
+        XCTAssertEqual(next.upcomingBytes(4096).first?.lowerBound, next.head.range.lowerBound)
+    }
+}
