@@ -140,7 +140,7 @@ enum StatusFormat {
             gauge("offloadfs_open_handles", "Open file and directory handles.") { $0.openHandles },
             gauge("offloadfs_journal_bytes", "Journal written since the last checkpoint.") { $0.journal.bytesSinceCheckpoint },
             gauge("offloadfs_checkpoint_bytes", "Size of the last checkpoint.") { $0.journal.checkpointBytes },
-            Metric(name: "offloadfs_generation", type: "counter",
+            Metric(name: "offloadfs_generation", type: "gauge",
                    help: "Number of the last checkpoint (format 1) or commit (format 2); one more with each.") { status in
                 status.journal.generation.map { [("", "\($0)")] } ?? []
             },

@@ -86,7 +86,7 @@ final class StatusCommandTests: MountedTestCase {
             seen = now
         }
         let prometheus = try status(["--prometheus", mountPoint])
-        XCTAssertTrue(prometheus.output.contains("# TYPE offloadfs_generation counter"), prometheus.output)
+        XCTAssertTrue(prometheus.output.contains("# TYPE offloadfs_generation gauge"), prometheus.output)
     }
 
     func testPrometheusLinesParseAndAgree() throws {
