@@ -14,8 +14,9 @@ final class JournalPagePreparationTests: XCTestCase {
     /// Forwards to an in-memory image and records prepared and written ranges; `onPrepare`
     /// runs inside each prepare.
     final class RecordingStorage: ImageStorage, @unchecked Sendable {
+        enum Event { case prepared(Range<UInt64>), wrote(Range<UInt64>), synced }
         let inner: MemoryImageStorage
-        let events = PthreadMutex<[(prepared: Bool, range: Range<UInt64>)]>([])
+        let events = PthreadMutex<[Event]>([])
         let onPrepare = PthreadMutex<(@Sendable () -> Void)?>(nil)
 
         init(maximumBytes: Int) { inner = MemoryImageStorage(maximumBytes: maximumBytes) }
@@ -28,20 +29,23 @@ final class JournalPagePreparationTests: XCTestCase {
             try inner.read(into: buffer, at: offset)
         }
         func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
-            events.withLock { $0.append((false, offset..<offset + UInt64(bytes.count))) }
+            events.withLock { $0.append(.wrote(offset..<offset + UInt64(bytes.count))) }
             try inner.write(bytes, at: offset)
         }
         func reserve(_ range: Range<UInt64>) throws(FSError) { try inner.reserve(range) }
         func punch(_ range: Range<UInt64>) throws(FSError) { try inner.punch(range) }
         func setLength(_ length: UInt64) throws(FSError) { try inner.setLength(length) }
-        func sync() throws(FSError) { try inner.sync() }
+        func sync() throws(FSError) {
+            try inner.sync()
+            events.withLock { $0.append(.synced) }
+        }
         func prepareForWrite(_ range: Range<UInt64>) {
-            events.withLock { $0.append((true, range)) }
+            events.withLock { $0.append(.prepared(range)) }
             onPrepare.withLock { $0 }?()
         }
     }
 
-    func testEveryFrameWriteFallsInsideAPreparationMadeWithoutTheLock() throws {
+    func testEveryFrameWriteFallsInPagesPreparedWithoutTheLockSinceTheLastSync() throws {
         let storage = RecordingStorage(maximumBytes: 64 << 20)
         let volume = try TreeVolume.format(storage, capacityBytes: 64 << 20, imageID: 9,
                                            nameHashKey: SipHash24(key0: 5, key1: 6))
@@ -69,24 +73,35 @@ final class JournalPagePreparationTests: XCTestCase {
                                                       flags: O_RDWR, context: .root)
             namespace.release(inode: file.inode, handle: handle)
             if index % 3 == 0 { try namespace.unlink(parent: directory.inode, name: name) }
+            if index == 100 { try volume.sync() }
         }
 
+        // Half way, a sync (an fsync's): pages prepared before it must be prepared again.
         let events = storage.events.withLock { $0 }
-        let writes = events.enumerated().filter { !$0.element.prepared }
-        XCTAssertGreaterThan(writes.count, 268, "every operation writes a frame")
-        // The preparations made since the write before this one cover it (a frame that
-        // goes to a segment allocated by its own operation is the exception: its
-        // preparation came before the segment existed).
-        var uncovered = 0
-        for (position, write) in writes {
-            let since = events[..<position].reversed().prefix { $0.prepared }
-            if !since.contains(where: { $0.range.contains(write.range.lowerBound) && write.range.upperBound <= $0.range.upperBound }) {
-                uncovered += 1
+        // Each frame's bytes lie in pages prepared since the last sync (a frame that goes to
+        // a segment its own operation allocated is the exception: its preparation came
+        // before the segment existed).
+        var prepared: [Range<UInt64>] = []
+        var writes = 0, uncovered = 0, preparations = 0
+        for event in events {
+            switch event {
+            case .synced: prepared = []
+            case .prepared(let range):
+                prepared.append(range)
+                preparations += 1
+            case .wrote(let range):
+                writes += 1
+                if !prepared.contains(where: { $0.contains(range.lowerBound) && range.upperBound <= $0.upperBound }) {
+                    uncovered += 1
+                }
             }
         }
-        XCTAssertLessThanOrEqual(uncovered, 3, "frames written outside their preparation: \(uncovered) of \(writes.count)")
+        XCTAssertGreaterThan(writes, 268, "every operation writes a frame")
+        XCTAssertLessThanOrEqual(uncovered, 3, "frames written outside the pages prepared: \(uncovered) of \(writes)")
+        XCTAssertLessThan(preparations, writes / 4, "pages prepared once are not prepared again until a sync")
+        XCTAssertTrue(events.contains { if case .synced = $0 { return true } else { return false } }, "no sync: the test shows nothing of it")
         let free = lockFree.withLock { $0 }
-        XCTAssertGreaterThanOrEqual(free.count, 268, "one preparation an operation at least")
+        XCTAssertGreaterThan(free.count, 0)
         XCTAssertTrue(free.allSatisfy { $0 }, "a preparation ran with the namespace lock held alone")
     }
 }

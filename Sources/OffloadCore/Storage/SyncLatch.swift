@@ -9,13 +9,20 @@
 /// mapping (`ImageMapping`) after, so a failure on either path holds for both.
 public final class SyncLatch: Sendable {
     private let failure = PthreadMutex<FSError?>(nil)
+    private let finished = PthreadMutex<UInt64>(0)
 
     public init() {}
+
+    /// Syncs that have returned (failed ones included): writeback write-protects the
+    /// mapping's pages it cleans, so pages made writable before the count last moved may
+    /// fault again (`TreeVolume.prepareJournalAppend`).
+    public var finishedSyncs: UInt64 { finished.withLock { $0 } }
 
     /// Runs `flush` (an fdatasync, and what must happen in the same hold) unless a sync
     /// failed before; a failure of `flush` is latched and thrown.
     public func sync<R>(_ flush: () throws(FSError) -> R) throws(FSError) -> R {
-        try failure.withLock { (failure) throws(FSError) -> R in
+        defer { finished.withLock { $0 += 1 } }
+        return try failure.withLock { (failure) throws(FSError) -> R in
             if let failure { throw failure }
             do throws(FSError) {
                 return try flush()

@@ -79,6 +79,9 @@ public final class TreeVolume {
     /// The image's syncs, one at a time, and its first failure kept (`SyncLatch`): used
     /// before the image is mapped, then handed to the mapping.
     let syncLatch = SyncLatch()
+    /// The journal pages `prepareJournalAppend` last made writable, and the syncs finished
+    /// before it did (under the journal lock).
+    var preparedJournal: (pages: [Range<UInt64>], syncs: UInt64)?
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
     let punchCounter = PunchCounter()
@@ -465,11 +468,29 @@ public final class TreeVolume {
     /// requests wait for call this before taking it, so that the page fault of the append,
     /// and what the host file system makes it wait for (a punch of the image, its journal
     /// commit), is not spent holding that lock. Two pages: a frame is at most a few KiB,
-    /// and may cross into the next page.
+    /// and may cross into the next page. Pages prepared since the last sync finished are
+    /// not prepared again (a sync's writeback write-protects the pages it cleans; the
+    /// kernel's own writeback may too, and then the append faults as it did before).
     public func prepareJournalAppend() {
         guard !isReadOnly, failure == nil else { return }
-        let upcoming = journalLock.withLock { journal?.upcomingBytes(Self.preparedJournalBytes) ?? [] }
+        // Read before the pages are prepared: a sync that ends after it may have cleaned them.
+        let syncs = syncLatch.finishedSyncs
+        let upcoming = journalLock.withLock { () -> [Range<UInt64>] in
+            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? []).map(Self.pages)
+            if let last = preparedJournal, last.syncs == syncs,
+               pages.allSatisfy({ range in last.pages.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound } }) {
+                return []
+            }
+            preparedJournal = (pages, syncs)
+            return pages
+        }
         for range in upcoming { storage.prepareForWrite(range) }
+    }
+
+    /// `range` widened to whole 4 KiB pages (a journal segment is whole blocks).
+    static func pages(_ range: Range<UInt64>) -> Range<UInt64> {
+        let page = UInt64(BackingStore.blockSize)
+        return range.lowerBound / page * page..<(range.upperBound + page - 1) / page * page
     }
 
     /// How far ahead of the write position `prepareJournalAppend` prepares.
