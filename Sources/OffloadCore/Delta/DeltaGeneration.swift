@@ -50,11 +50,15 @@ public final class DeltaGeneration: @unchecked Sendable {
         }
         for change in changes {
             let object = Self.object(of: change)
+            // An inode counts once, whether the generation changed its items, its orphan
+            // item, or both (an unlink while the kernel references the file does both):
+            // counted twice, 10,000 creates and unlinks reached the dirty cap (20,000)
+            // and committed under the namespace lock in the middle of the unlinks.
             if case .orphan(_, let item) = change {
                 let isNew = orphanChanges.withLock { orphans in
                     defer { orphans[object] = item.map { .set($0) } ?? .removed }
                     return orphans[object] == nil
-                }
+                } && self.changes(of: object) == nil
                 if isNew { changedObjects.withLock { $0 += 1 } }
                 continue
             }
@@ -62,7 +66,7 @@ public final class DeltaGeneration: @unchecked Sendable {
                 let isNew = objects[object] == nil
                 objects[object, default: ObjectChanges()].record(change)
                 return isNew
-            }
+            } && orphanChange(of: object) == nil
             if isNew { changedObjects.withLock { $0 += 1 } }
         }
     }
@@ -88,7 +92,8 @@ public final class DeltaGeneration: @unchecked Sendable {
             .sorted { $0.object < $1.object }
     }
 
-    /// How many objects this generation changed, orphan items counted apart (the commit
-    /// starts early past a cap). A counter kept by `record`, since every operation asks.
+    /// How many objects this generation changed (the commit starts early past a cap): an
+    /// inode whose items and orphan item both changed counts once. A counter kept by
+    /// `record`, since every operation asks.
     public var objectCount: Int { changedObjects.withLock { $0 } }
 }

@@ -1,0 +1,39 @@
+import XCTest
+@testable import OffloadCore
+
+/// `DeltaGeneration.objectCount`, which the dirty cap (`TreeVolume.Limits.dirtyObjects`)
+/// reads: an inode counts once whatever of it the generation changed.
+final class DeltaObjectCountTests: XCTestCase {
+    private func item(links: UInt32) -> InodeItem {
+        let time = RecordTime(seconds: 1, nanoseconds: 0)
+        return InodeItem(type: 8, permissions: 0o600, uid: 0, gid: 0, linkCount: links, size: 0, rdev: 0,
+                         accessTime: time, modificationTime: time, changeTime: time, birthTime: time,
+                         parent: 0, nextIndex: 0)
+    }
+
+    func testAnInodeCountsOnceWithItsOrphanItem() throws {
+        let generation = DeltaGeneration(number: 1)
+        let entry = NamedEntry(name: Array("f".utf8), child: 10, type: 8, index: 3)
+        // A create: the directory and the new inode.
+        try generation.record([.link(directory: 1, entry), .attributes(inode: 10, item(links: 1))])
+        XCTAssertEqual(generation.objectCount, 2)
+        // An unlink while the kernel references the file: its orphan item changes too.
+        try generation.record([.unlink(directory: 1, entry), .attributes(inode: 10, item(links: 0)),
+                               .orphan(inode: 10, OrphanItem(state: .unlinkedWhileOpen))])
+        XCTAssertEqual(generation.objectCount, 2, "the orphan item of an inode already counted")
+        // Its last FORGET: the orphan item goes, then the inode.
+        try generation.record([.orphan(inode: 10, nil), .drop(inode: 10)])
+        XCTAssertEqual(generation.objectCount, 2)
+
+        // An inode of an earlier generation: its orphan item first, then its drop, once.
+        try generation.record([.orphan(inode: 20, nil), .drop(inode: 20)])
+        XCTAssertEqual(generation.objectCount, 3)
+        // And the other way round: its items first, then its orphan item.
+        try generation.record([.attributes(inode: 30, item(links: 0))])
+        try generation.record([.orphan(inode: 30, OrphanItem(state: .unlinkedWhileOpen))])
+        XCTAssertEqual(generation.objectCount, 4)
+        // An orphan item alone is an object of its own.
+        try generation.record([.orphan(inode: 40, OrphanItem(state: .unlinkedWhileOpen))])
+        XCTAssertEqual(generation.objectCount, 5)
+    }
+}
