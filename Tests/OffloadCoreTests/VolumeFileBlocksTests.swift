@@ -148,6 +148,38 @@ final class VolumeFileBlocksTests: XCTestCase {
         try volume.commit()
     }
 
+    /// A block found exclusive in the block tree stays so across commits without asking
+    /// the tree again (each random write asked it once a commit), except when a commit
+    /// changed its count: a clone made in the committed generation marked it touched, and
+    /// the next write copies it.
+    func testExclusiveVerdictsOutliveCommitsThatDidNotCloneTheirBlocks() throws {
+        let original = [UInt8](repeating: 0x31, count: 4 * 4096)
+        let (_, volume, x, y) = try twoFiles(original)
+        try volume.commit()   // x's four blocks are committed
+        let store = try volume.fileBlocks()
+        let extents = x.extentList.map(\.extent)
+        for block in 0..<4 { try x.write(at: UInt64(block) * 4096, bytes: [UInt8](repeating: 0x32, count: 4096)) }
+        XCTAssertEqual(x.extentList.map(\.extent), extents, "x's own blocks were copied")
+        let asked = store.lock.withLock { store.treeExclusivityLookups }
+        XCTAssertGreaterThan(asked, 0)
+
+        // A commit with another file's change only: x's verdicts stand.
+        try y.write(at: 0, bytes: [UInt8](repeating: 0x33, count: 100))
+        try volume.commit()
+        for block in 0..<4 { try x.write(at: UInt64(block) * 4096, bytes: [UInt8](repeating: 0x34, count: 4096)) }
+        XCTAssertEqual(x.extentList.map(\.extent), extents)
+        XCTAssertEqual(store.lock.withLock { store.treeExclusivityLookups }, asked, "the tree was asked again after the commit")
+
+        // y clones x's block 2, and that generation commits: the block's count is two.
+        try y.cloneRange(from: x, sourceOffset: 2 * 4096, count: 4096, to: 0)
+        try volume.commit()
+        try x.write(at: 2 * 4096, bytes: [UInt8](repeating: 0x35, count: 4096))
+        XCTAssertTrue(try y.read(at: 0, count: 4096) == [UInt8](repeating: 0x34, count: 4096),
+                      "a block shared with a clone was overwritten in place")
+        XCTAssertNotEqual(x.extentList.map(\.extent), extents)
+        try volume.commit()
+    }
+
     /// A files' store first made while a settled commit waits for its sync starts held as
     /// one made before would be: the block tree then counts what the durable slot does
     /// not, and must not be asked whether a committed block is exclusive (review of

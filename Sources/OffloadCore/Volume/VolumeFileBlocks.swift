@@ -55,10 +55,13 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// `TreeVolume.settledUnpublished`): the tree's counts change only at commits, so a
     /// second write to one of them skips the tree's lookup (a descent with a pread and a
     /// checksum a level, a tenth of a random 4 KiB write's time). Touched marks are still
-    /// asked first: a reference added since (a clone) marks the block. Emptied at each
-    /// publication (`dropTouched`), and when it grows past `verifiedLimit`.
+    /// asked first: a reference added since (a clone) marks the block. Kept across
+    /// commits but for the blocks a published commit's touched marks name (`dropTouched`),
+    /// and emptied when it grows past `verifiedLimit`.
     var verifiedExclusive = Set<UInt64>()
     static let verifiedLimit = 1 << 20
+    /// How often `isExclusive` asked the block tree (for tests).
+    var treeExclusivityLookups = 0
     /// Set from the end of a commit's settling to its publication
     /// (`holdExclusivityUntilPublished`): the block tree then counts what the durable slot
     /// does not, so only blocks verified before it are overwritten in place (others copy).
@@ -280,6 +283,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     private func isCommittedExclusive(_ blocks: Range<UInt64>) -> Bool {
         guard !touched.overlaps(blocks) else { return false }
         if blocks.allSatisfy(verifiedExclusive.contains) { return true }
+        treeExclusivityLookups += 1
         guard !settledUnpublished, let runs = try? space.blockTree.runs(overlapping: blocks),
               Self.cover(blocks, runs, where: { $0.count == 1 && $0.use == .data }) else { return false }
         if verifiedExclusive.count + blocks.count > Self.verifiedLimit { verifiedExclusive.removeAll() }
@@ -402,9 +406,22 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// exclusive.)
     func dropTouched(through generation: UInt64) {
         settledUnpublished = false
+        // The tree's counts are the new commit's now. A verdict stays true unless the
+        // commit changed the block's count: a reference gained (a clone) goes through this
+        // store and marked the block touched, so those blocks are asked again; a
+        // reference lost in the tree alone (the drop of an inode not in memory) takes a
+        // count of one to none, and no file writes a block it does not reference.
+        // By the smaller side: a drop can touch millions of blocks, the set holds at most
+        // `verifiedLimit`.
+        let changed = touched.blocks(through: generation)
+        if changed.ranges.reduce(0, { $0 + $1.count }) > verifiedExclusive.count {
+            verifiedExclusive = verifiedExclusive.filter { !changed.contains($0) }
+        } else {
+            for range in changed.ranges {
+                for block in range { verifiedExclusive.remove(block) }
+            }
+        }
         touched.removeAll(keys: { $0 <= generation })
-        // The tree's counts are the new commit's now.
-        verifiedExclusive.removeAll(keepingCapacity: true)
     }
 
     // MARK: - Internals (caller holds the lock)
