@@ -133,7 +133,7 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// (docs/ARCHITECTURE.md, "Journal pages made writable before the lock").
     public func prepareForWrite(_ range: Range<UInt64>) {
         guard let base, !isReadOnly, !range.isEmpty else { return }
-        let page = UInt64(BackingStore.blockSize)
+        let page = UInt64(max(sysconf(Int32(_SC_PAGESIZE)), 1))
         let start = range.lowerBound / page * page
         let end = min((range.upperBound + page - 1) / page * page, UInt64(mappedBytes))
         guard start < end else { return }

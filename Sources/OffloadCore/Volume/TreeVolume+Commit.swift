@@ -321,7 +321,10 @@ extension TreeVolume {
         spaceLock.unlock()
         let synced = Result { () throws(FSError) in
             try syncImage()
-            try CommitSlots.write(slot, to: storage)
+            // Through the latch too: a failure holds for every later sync, and the count of
+            // finished syncs covers the slot's (its writeback cleans journal pages as well;
+            // `prepareJournalAppend`).
+            try syncLatch.sync { () throws(FSError) in try CommitSlots.write(slot, to: storage) }
         }
         spaceLock.lock()
         try synced.get()

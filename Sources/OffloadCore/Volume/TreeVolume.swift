@@ -471,20 +471,26 @@ public final class TreeVolume {
     /// and may cross into the next page. Pages prepared since the last sync finished are
     /// not prepared again (a sync's writeback write-protects the pages it cleans; the
     /// kernel's own writeback may too, and then the append faults as it did before).
+    /// The pages are read under the journal lock and prepared after it: a call held up
+    /// across two commits could prepare blocks the chain has let go of since, which
+    /// changes no byte (a punched block may get disk space back until it is used again).
     public func prepareJournalAppend() {
         guard !isReadOnly, failure == nil else { return }
         // Read before the pages are prepared: a sync that ends after it may have cleaned them.
         let syncs = syncLatch.finishedSyncs
-        let upcoming = journalLock.withLock { () -> [Range<UInt64>] in
+        let pages = journalLock.withLock { () -> [Range<UInt64>] in
             let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? []).map(Self.pages)
             if let last = preparedJournal, last.syncs == syncs,
                pages.allSatisfy({ range in last.pages.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound } }) {
                 return []
             }
-            preparedJournal = (pages, syncs)
             return pages
         }
-        for range in upcoming { storage.prepareForWrite(range) }
+        guard !pages.isEmpty else { return }
+        for range in pages { storage.prepareForWrite(range) }
+        // Recorded once done: an operation that comes meanwhile prepares them too rather
+        // than faulting under the lock while this call still waits (for a punch).
+        journalLock.withLock { preparedJournal = (pages, syncs) }
     }
 
     /// `range` widened to whole 4 KiB pages (a journal segment is whole blocks).

@@ -56,8 +56,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// second write to one of them skips the tree's lookup (a descent with a pread and a
     /// checksum a level, a tenth of a random 4 KiB write's time). Touched marks are still
     /// asked first: a reference added since (a clone) marks the block. Kept across
-    /// commits but for the blocks a published commit's touched marks name (`dropTouched`),
-    /// and emptied when it grows past `verifiedLimit`.
+    /// commits but for the blocks a published commit's touched marks name (`dropTouched`
+    /// says why that suffices), and emptied when it grows past `verifiedLimit`.
     var verifiedExclusive = Set<UInt64>()
     static let verifiedLimit = 1 << 20
     /// How often `isExclusive` asked the block tree (for tests).
@@ -407,10 +407,14 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     func dropTouched(through generation: UInt64) {
         settledUnpublished = false
         // The tree's counts are the new commit's now. A verdict stays true unless the
-        // commit changed the block's count: a reference gained (a clone) goes through this
-        // store and marked the block touched, so those blocks are asked again; a
-        // reference lost in the tree alone (the drop of an inode not in memory) takes a
-        // count of one to none, and no file writes a block it does not reference.
+        // commit raised the block's count above one: a reference gained on a committed
+        // block (a clone, a copy) goes through this store and marked it touched, so those
+        // blocks are asked again; a block freed and handed out again comes back through
+        // `claim`, which marks it touched when more than one reference or an unshared mark
+        // holds it, and otherwise has one holder again; a reference lost in the tree alone
+        // (the drop of an inode not in memory) only lowers a count, and no file writes a
+        // block it does not reference. (An extent split inside a block raises its count
+        // without a mark, but every reference is the same file's.)
         // By the smaller side: a drop can touch millions of blocks, the set holds at most
         // `verifiedLimit`.
         let changed = touched.blocks(through: generation)
