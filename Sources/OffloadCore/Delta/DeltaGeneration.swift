@@ -53,7 +53,9 @@ public final class DeltaGeneration: @unchecked Sendable {
             // An inode counts once, whether the generation changed its items, its orphan
             // item, or both (an unlink while the kernel references the file does both):
             // counted twice, 10,000 creates and unlinks reached the dirty cap (20,000)
-            // and committed under the namespace lock in the middle of the unlinks.
+            // and committed under the namespace lock in the middle of the unlinks. The two
+            // maps are read under their own locks, one after the other: exact because no
+            // two operations record changes of one inode at once (the caller's locks).
             if case .orphan(_, let item) = change {
                 let isNew = orphanChanges.withLock { orphans in
                     defer { orphans[object] = item.map { .set($0) } ?? .removed }
