@@ -4,12 +4,7 @@ import XCTest
 /// `DeltaGeneration.objectCount`, which the dirty cap (`TreeVolume.Limits.dirtyObjects`)
 /// reads: an inode counts once whatever of it the generation changed.
 final class DeltaObjectCountTests: XCTestCase {
-    private func item(links: UInt32) -> InodeItem {
-        let time = RecordTime(seconds: 1, nanoseconds: 0)
-        return InodeItem(type: 8, permissions: 0o600, uid: 0, gid: 0, linkCount: links, size: 0, rdev: 0,
-                         accessTime: time, modificationTime: time, changeTime: time, birthTime: time,
-                         parent: 0, nextIndex: 0)
-    }
+    private func item(links: UInt32) -> InodeItem { NamespaceChangeScript.inode(type: 8, links: links) }
 
     func testAnInodeCountsOnceWithItsOrphanItem() throws {
         let generation = DeltaGeneration(number: 1)

@@ -475,11 +475,15 @@ public final class TreeVolume {
     /// across two commits could prepare blocks the chain has let go of since, which
     /// changes no byte (a punched block may get disk space back until it is used again).
     public func prepareJournalAppend() {
-        guard !isReadOnly, failure == nil else { return }
+        guard !isReadOnly else { return }
         // Read before the pages are prepared: a sync that ends after it may have cleaned them.
         let syncs = syncLatch.finishedSyncs
         let pages = journalLock.withLock { () -> [Range<UInt64>] in
-            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? []).map(Self.pages)
+            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? []).filter { !$0.isEmpty }.map {
+                // Whole blocks (a journal segment is whole blocks), as bytes.
+                let blocks = BackingStore.blocks(touchedBy: $0)
+                return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
+            }
             if let last = preparedJournal, last.syncs == syncs,
                pages.allSatisfy({ range in last.pages.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound } }) {
                 return []
@@ -491,12 +495,6 @@ public final class TreeVolume {
         // Recorded once done: an operation that comes meanwhile prepares them too rather
         // than faulting under the lock while this call still waits (for a punch).
         journalLock.withLock { preparedJournal = (pages, syncs) }
-    }
-
-    /// `range` widened to whole 4 KiB pages (a journal segment is whole blocks).
-    static func pages(_ range: Range<UInt64>) -> Range<UInt64> {
-        let page = UInt64(BackingStore.blockSize)
-        return range.lowerBound / page * page..<(range.upperBound + page - 1) / page * page
     }
 
     /// How far ahead of the write position `prepareJournalAppend` prepares.
