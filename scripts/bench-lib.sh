@@ -34,6 +34,18 @@ bench_cleanup() {
     exit "$status"
 }
 
+# bench_copy_source: counts COPY_SOURCE's entries (copy_files) and bytes (copy_bytes),
+# makes a tarball of it in $work (copy_tar) for the untar phase, and reads both into the
+# page cache, so every system copies and unpacks from memory.
+bench_copy_source() {
+    copy_files=$(find "$COPY_SOURCE" | wc -l)
+    copy_bytes=$(du -sb "$COPY_SOURCE" | cut -f1)
+    copy_tar=$work/copy-source.tar
+    tar -cf "$copy_tar" -C "$(dirname "$COPY_SOURCE")" "$(basename "$COPY_SOURCE")"
+    find "$COPY_SOURCE" -type f -exec cat {} + > /dev/null
+    cat "$copy_tar" > /dev/null
+}
+
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 wait_for_mount() {
@@ -93,8 +105,9 @@ EOF
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
-# copy (entries/s). Uses
-# SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, copy_files.
+# copy, untar, rmrf (entries/s). Uses
+# SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, and copy_files and copy_tar from
+# bench_copy_source.
 bench_workloads() {
     local fio_common=(--directory="$2" --output-format=json --ioengine=psync --iodepth=1)
 
@@ -134,6 +147,21 @@ bench_workloads() {
     end=$(date +%s.%N)
     result[$1,copy]=$(python3 -c "print(round($copy_files / ($end - $start)))")
     rm -rf "$2/copy"
+
+    echo "   untar, rm -rf" >&2
+    # The same tree from a tarball in the page cache, then removed: issue 11's untar and
+    # rm -rf rates.
+    mkdir "$2/untar"
+    start=$(date +%s.%N)
+    tar -xf "$copy_tar" -C "$2/untar"
+    sync -f "$2/untar"
+    end=$(date +%s.%N)
+    result[$1,untar]=$(python3 -c "print(round($copy_files / ($end - $start)))")
+    start=$(date +%s.%N)
+    rm -rf "$2/untar"
+    sync -f "$2"
+    end=$(date +%s.%N)
+    result[$1,rmrf]=$(python3 -c "print(round($copy_files / ($end - $start)))")
 
     echo "   random write, two writers" >&2
     # Two jobs, each on a file of its own (fio's default names), as two programs
