@@ -5,7 +5,8 @@ import OffloadSimulation
 @testable import OffloadNamespace
 
 /// Format 2 as the daemon runs it (`VolumeFileSystem`): requests on several threads while
-/// the maintenance commits on its own queue every millisecond, fsyncs from the request
+/// the maintenance commits on its own queue every millisecond (at every tick that finds a
+/// change: `journalBytes: 1`, the crash soak's kind of setting), fsyncs from the request
 /// threads, and `offloadfs status` reading the usage meanwhile. Afterwards the image,
 /// closed (the last commit marked clean) and reopened, holds exactly what the threads
 /// left and checks clean. Under ThreadSanitizer (scripts/tsan) this is the test of those
@@ -20,7 +21,7 @@ final class VolumeMaintenanceConcurrencyTests: XCTestCase {
         let generationBefore = fileSystem.volume.current.generation
         let failures = PthreadMutex<[String]>([])
         let commits = PthreadMutex(0)
-        fileSystem.startMaintenance(interval: 0.001, journalBytes: nil, onWrite: { _ in commits.withLock { $0 += 1 } }) { error in
+        fileSystem.startMaintenance(interval: 0.001, journalBytes: 1, onWrite: { _ in commits.withLock { $0 += 1 } }) { error in
             failures.withLock { $0.append("maintenance: \(error)") }
         }
         let fs = fileSystem.namespace

@@ -64,6 +64,10 @@ public final class TreeVolume {
     /// Journal bytes reserved by operations under way whose frames are not appended yet
     /// (`reserveRoom`), which every other frame's room leaves to them. Under `journalLock`.
     var reservedJournalBytes = 0
+    /// When the last frame was appended (`MonotonicClock` nanoseconds; 0: none this
+    /// mount): the maintenance commits a mount gone idle (`secondsSinceLastAppend`).
+    /// Under `journalLock`.
+    var lastAppendNanoseconds: UInt64 = 0
     /// The sequence number the first chain of this mount starts at: where the replayed
     /// chain stopped, so no frame left in a reused block can pass for one of the new chain.
     let firstSequence: UInt64
@@ -401,6 +405,7 @@ public final class TreeVolume {
                 appended = try journalLock.withLock { () throws(FSError) -> MetadataLog in
                     let journal = try currentJournal()
                     try journal.append(payload: payload)
+                    lastAppendNanoseconds = MonotonicClock.nanoseconds()
                     assert(reservedJournalBytes >= held)
                     reservedJournalBytes -= held
                     held = 0
@@ -425,8 +430,30 @@ public final class TreeVolume {
     /// objects, reached `limits`: what makes `perform` commit by itself. Callers that
     /// perform with `commitsAtBudget: false` (operations that share a lock the commit's
     /// close must not interleave with) commit when they can.
-    public var isOverBudget: Bool {
-        journalBytesSinceCommit >= UInt64(limits.journalBytes) || delta.openObjectCount >= limits.dirtyObjects
+    public var isOverBudget: Bool { budget == .reached }
+
+    /// How near the journal since the last commit and the open generation's changed
+    /// objects are to `limits`: `.reached` makes `perform` commit by itself (or its
+    /// caller, `isOverBudget`); from `.nearing` (three quarters) a mount's maintenance
+    /// commits without waiting for its next tick, so that operations seldom reach the
+    /// limits and commit on their own path (docs/ARCHITECTURE.md, "When format 2
+    /// commits").
+    public var budget: BudgetUse {
+        let journalBytes = journalBytesSinceCommit, objects = delta.openObjectCount
+        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects { return .reached }
+        if journalBytes >= UInt64(limits.journalBytes / 4 * 3) || objects >= limits.dirtyObjects / 4 * 3 { return .nearing }
+        return .under
+    }
+
+    public enum BudgetUse: Sendable, Equatable {
+        case under, nearing, reached
+    }
+
+    /// Seconds since this mount's last frame was appended (nil: none yet).
+    public var secondsSinceLastAppend: Double? {
+        let last = journalLock.withLock { lastAppendNanoseconds }
+        guard last > 0 else { return nil }
+        return Double(MonotonicClock.nanoseconds() &- last) / 1e9
     }
 
     /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,

@@ -117,28 +117,33 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation)
     }
 
-    /// Every `interval` seconds: commits what changed since the last commit (at least
-    /// `journalBytes` of journal when given; the crash soak sets a short interval so kills
-    /// land inside commits). A commit makes every change durable and starts the punch of
-    /// the blocks freed two commits ago, so `du` follows deletions.
+    /// Every `interval` seconds, and when operations bring the open generation near the
+    /// volume's limits: commits what changed since the last commit when
+    /// `VolumeCommitPolicy` says so (with `journalBytes` given, at every tick that finds
+    /// that much journal: the crash soak sets a short interval so kills land inside
+    /// commits). A commit makes every change durable and starts the punch of the blocks
+    /// freed two commits ago, so `du` follows deletions.
     public func startMaintenance(interval: Double, journalBytes: UInt64?,
                                  onWrite: (@Sendable (MaintenanceWrite) -> Void)?,
                                  onError: @escaping @Sendable (FSError) -> Void) {
         guard !isReadOnly else { return }
+        let policy = journalBytes.map { VolumeCommitPolicy.everyTick(journalBytes: $0) } ?? VolumeCommitPolicy()
         maintenance.start(interval: interval, tick: { [self] () throws(FSError) in
             let started = DispatchTime.now()
             let journal = volume.journalBytesSinceCommit
-            guard let commit = try namespace.commitIfChanged(journalBytes: journalBytes ?? 1) else { return }
+            guard let commit = try namespace.commitIfChanged(policy: policy) else { return }
             onWrite?(MaintenanceWrite(kind: "commit", seconds: ImageFileSystem.seconds(since: started), details: [
                 ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
                 ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
                 ("placed_bytes", "\(commit.placedBytes)"),
             ]))
         }, onError: onError)
+        namespace.onNearingBudget { [maintenance] in maintenance.wake() }
     }
 
     /// Stops maintenance and commits everything, the slot marked cleanly unmounted.
     public func close(meter: ProgressMeter?) throws(FSError) {
+        namespace.onNearingBudget(nil)
         maintenance.stop()
         guard !isReadOnly else { return }
         meter?.begin(Phase.committing)

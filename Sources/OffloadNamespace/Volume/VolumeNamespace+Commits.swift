@@ -23,15 +23,21 @@ extension VolumeNamespace {
         }
     }
 
-    /// Commits what changed since the last commit when the journal holds at least
-    /// `journalBytes` since it; returns the commit's report. Idle (nothing changed), it
+    /// Commits what changed since the last commit when `policy` says so (by default, at
+    /// every call that finds any change: tests and tools that commit on demand); returns
+    /// the commit's report. Idle (nothing changed), it
     /// still commits `settlingCommits` times after the last commit with changes, and while
     /// a drop goes on over several commits: what operations released becomes free space
     /// only some commits later (the reuse rule), so without them `df` would not follow an
     /// `rm` until something else changed.
-    public func commitIfChanged(journalBytes: UInt64 = 1) throws(FSError) -> VolumeCommitReport? {
+    public func commitIfChanged(policy: VolumeCommitPolicy = .everyTick(journalBytes: 1)) throws(FSError) -> VolumeCommitReport? {
         let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
-            if volume.journalBytesSinceCommit >= max(journalBytes, 1) {
+            let journalBytes = volume.journalBytesSinceCommit
+            if journalBytes > 0 {
+                let secondsSinceCommit = Double(MonotonicClock.nanoseconds() &- lastMaintenanceCommit) / 1e9
+                guard policy.commitsChanges(journalBytes: journalBytes, budget: volume.budget,
+                                            secondsSinceLastAppend: volume.secondsSinceLastAppend,
+                                            secondsSinceCommit: secondsSinceCommit) else { return false }
                 settling = Self.settlingCommits
             } else if settling > 0 {
                 settling -= 1
@@ -39,6 +45,7 @@ extension VolumeNamespace {
                 return false
             }
             try volume.closeOpenGeneration()
+            lastMaintenanceCommit = MonotonicClock.nanoseconds()
             return true
         }
         guard closed else { return nil }

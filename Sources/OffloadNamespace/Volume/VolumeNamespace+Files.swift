@@ -358,7 +358,11 @@ extension VolumeNamespace {
                 return try change()
             }
         }
-        if volume.isOverBudget { lock.withWriteLock { commitIfOverBudget() } }
+        switch volume.budget {
+        case .under: break
+        case .nearing: wakeForNearingBudget()
+        case .reached: lock.withWriteLock { commitIfOverBudget() }
+        }
         return result
     }
 }

@@ -62,6 +62,14 @@ public final class VolumeNamespace: @unchecked Sendable {
     var lastEvictedAt: UInt64 = 0
     /// Idle commits the maintenance still owes (`commitIfChanged`).
     var settling = 0
+    /// When the maintenance last closed a generation (`MonotonicClock`; the mount's start
+    /// before the first): `VolumeCommitPolicy.maximumAgeSeconds` counts from it.
+    var lastMaintenanceCommit = MonotonicClock.nanoseconds()
+    /// Called when an operation leaves the open generation near the volume's limits
+    /// (`TreeVolume.budget`): a mount's maintenance commits then, off the
+    /// operations' path (`VolumeFileSystem.startMaintenance`). Its own lock: set once the
+    /// maintenance starts, read by operations holding the namespace lock either way.
+    private let nearingBudgetHandler = PthreadMutex<(@Sendable () -> Void)?>(nil)
     /// The reader operations holding the lock alone share (`reader()`), and the commit
     /// and open generation it was taken at.
     private var sharedReader: VolumeReader?
@@ -222,13 +230,31 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// `commitsAtBudget: false`, since a commit closes the open generation, which must not
     /// happen while an operation sharing the lock is between its file's block calls and
     /// its frame. Caller holds the lock alone. The operation is done whatever the commit
-    /// does: a failed commit fails the volume, and every later change throws it.
+    /// does: a failed commit fails the volume, and every later change throws it. Near the
+    /// limits (`TreeVolume.BudgetUse.nearing`) it only wakes the mount's maintenance,
+    /// which commits off the operations' path.
     func commitIfOverBudget() {
         // A failed or read-only volume commits nothing (each try would throw at once).
-        guard volume.failure == nil, !volume.isReadOnly, volume.isOverBudget else { return }
+        guard volume.failure == nil, !volume.isReadOnly else { return }
+        switch volume.budget {
+        case .under: return
+        case .nearing: return wakeForNearingBudget()
+        case .reached: break
+        }
         _ = try? volume.commit()
         // The shared reader and the idle pooled ones would hold back the commit's punch.
         dropSharedReader()
+    }
+
+    /// `handler` is called (on the operation's thread, which must not wait for it) each
+    /// time an operation leaves the open generation near the volume's limits
+    /// (`TreeVolume.BudgetUse.nearing`).
+    public func onNearingBudget(_ handler: (@Sendable () -> Void)?) {
+        nearingBudgetHandler.withLock { $0 = handler }
+    }
+
+    func wakeForNearingBudget() {
+        nearingBudgetHandler.withLock { $0 }?()
     }
 
     /// Runs `body` under the namespace lock held alone, after letting go of the files a

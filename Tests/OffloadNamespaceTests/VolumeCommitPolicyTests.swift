@@ -1,0 +1,101 @@
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+import XCTest
+import OffloadCore
+import OffloadSimulation
+@testable import OffloadNamespace
+
+/// When a mount's maintenance commits format 2 (`VolumeCommitPolicy`, docs/ARCHITECTURE.md,
+/// "When format 2 commits"): not while operations keep coming, but once they pause, once
+/// the last commit is old, or once the open generation nears the volume's limits, and then
+/// without waiting for the next tick.
+final class VolumeCommitPolicyTests: XCTestCase {
+    static let capacity: UInt64 = 32 << 20
+
+    func testThePolicyCommitsAtRestNearTheLimitsAndWhenOld() {
+        let policy = VolumeCommitPolicy(idleSeconds: 1, maximumAgeSeconds: 30)
+        func commits(_ policy: VolumeCommitPolicy, journal: UInt64 = 4096, budget: TreeVolume.BudgetUse = .under,
+                     sinceAppend: Double? = 0.1, sinceCommit: Double = 5) -> Bool {
+            policy.commitsChanges(journalBytes: journal, budget: budget, secondsSinceLastAppend: sinceAppend,
+                                  secondsSinceCommit: sinceCommit)
+        }
+        XCTAssertFalse(commits(policy, journal: 0, budget: .nearing, sinceAppend: 10, sinceCommit: 100), "nothing to commit")
+        XCTAssertFalse(commits(policy), "operations still coming, the last commit recent")
+        XCTAssertTrue(commits(policy, sinceAppend: 1.0), "at rest")
+        XCTAssertTrue(commits(policy, sinceAppend: nil), "nothing appended this mount (replayed changes)")
+        XCTAssertTrue(commits(policy, sinceCommit: 30), "the last commit is old")
+        XCTAssertTrue(commits(policy, budget: .nearing), "near the limits")
+        XCTAssertTrue(commits(policy, budget: .reached))
+        XCTAssertFalse(commits(VolumeCommitPolicy(journalBytes: 8192), journal: 8191))
+        XCTAssertTrue(commits(VolumeCommitPolicy(journalBytes: 8192), journal: 8192))
+
+        let everyTick = VolumeCommitPolicy.everyTick(journalBytes: 16384)
+        XCTAssertFalse(commits(everyTick, journal: 16383, sinceAppend: 100, sinceCommit: 1000), "below its bytes, at rest or not")
+        XCTAssertTrue(commits(everyTick, journal: 16384))
+        XCTAssertTrue(commits(.everyTick(journalBytes: 1), journal: 1), "the tests' and tools' default: any change")
+    }
+
+    func testTheVolumeSaysWhenItNearsItsLimits() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        defer { try? fileSystem.close(meter: nil) }
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 40)
+        XCTAssertEqual(volume.budget, .under)
+        // Each directory is one object, and the root another: 29 directories make 30 of
+        // 40, three quarters.
+        for index in 0..<28 {
+            _ = try fs.mkdir(parent: .root, name: FileName("d\(index)"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        }
+        XCTAssertEqual(volume.budget, .under, "29 of 40 objects")
+        _ = try fs.mkdir(parent: .root, name: FileName("d28"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        XCTAssertEqual(volume.budget, .nearing, "30 of 40 objects")
+        volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 30)
+        XCTAssertEqual(volume.budget, .reached)
+    }
+
+    /// Changes do not commit while they come (the maintenance asked with the mount's
+    /// policy), and do once nothing came for the idle time.
+    func testTheMaintenanceWaitsWhileOperationsComeAndCommitsAtRest() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        defer { try? fileSystem.close(meter: nil) }
+        let fs = fileSystem.namespace
+        let policy = VolumeCommitPolicy(idleSeconds: 0.5, maximumAgeSeconds: 3600)
+        // What opening committed is settled first (idle commits after a commit).
+        while try fs.commitIfChanged(policy: policy) != nil {}
+        let generation = fileSystem.volume.current.generation
+        _ = try fs.mkdir(parent: .root, name: FileName("busy"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        XCTAssertNil(try fs.commitIfChanged(policy: policy), "committed while operations came")
+        XCTAssertEqual(fileSystem.volume.current.generation, generation)
+        usleep(600_000)
+        XCTAssertNotNil(try fs.commitIfChanged(policy: policy), "nothing committed at rest")
+        XCTAssertEqual(fileSystem.volume.current.generation, generation + 1)
+        XCTAssertEqual(fileSystem.volume.journalBytesSinceCommit, 0)
+    }
+
+    /// Operations that bring the open generation near the limits wake the maintenance,
+    /// which commits off their path; its timer (an hour here) never ticks.
+    func testOperationsNearTheLimitsWakeTheMaintenance() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        defer { try? fileSystem.close(meter: nil) }
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 40)
+        fileSystem.startMaintenance(interval: 3600, journalBytes: nil, onWrite: nil, onError: { _ in })
+        let generation = volume.current.generation
+        for index in 0..<28 {
+            _ = try fs.mkdir(parent: .root, name: FileName("d\(index)"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        }
+        usleep(300_000)
+        XCTAssertEqual(volume.current.generation, generation, "committed below three quarters of the limits")
+        _ = try fs.mkdir(parent: .root, name: FileName("d28"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        let deadline = DispatchTime.now() + 10
+        while volume.current.generation == generation && DispatchTime.now() < deadline { usleep(10_000) }
+        XCTAssertEqual(volume.current.generation, generation + 1, "the maintenance did not commit near the limits")
+        XCTAssertEqual(volume.budget, .under)
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("d28")).kind, .directory)
+    }
+}
