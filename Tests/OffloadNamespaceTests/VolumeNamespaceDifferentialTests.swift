@@ -337,6 +337,44 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
     }
 
+    /// An unlinked file only the kernel references, not cached (its data committed, its
+    /// handle closed), is emptied by the unlink's own frame: the file is not loaded, it
+    /// reads as empty at once, the next commit takes its extents, and the image keeps the
+    /// blocks no longer (before, it was loaded and emptied through a second frame, a fifth
+    /// of `rm -rf`'s time). One frame also means a power cut keeps both or neither
+    /// (`PowerCutScenarioTests.testAnUnlinkOfAClosedFileTheKernelStillReferencesIsWhole`).
+    func testAnUnlinkedFileNotCachedIsEmptiedByTheUnlinksFrame() throws {
+        let storage = MemoryImageStorage(maximumBytes: 16 << 20)
+        let volume = try TreeVolume.format(storage, capacityBytes: 16 << 20, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let (file, handle) = try namespace.create(parent: .root, name: FileName("data"), mode: 0o644, flags: O_RDWR, context: .root)
+        let bytes = [UInt8](repeating: 7, count: 256 << 10)
+        XCTAssertEqual(try bytes.withUnsafeBytes { try namespace.write(inode: file.inode, handle: handle, offset: 0, data: $0) }, bytes.count)
+        namespace.release(inode: file.inode, handle: handle)
+        XCTAssertNotNil(try namespace.commitIfChanged())
+        _ = try namespace.getattr(inode: .root)  // the first operation after the commit lets clean files go
+        XCTAssertNil(namespace.cachedFiles[file.inode.rawValue], "setup: the closed, committed file is not cached")
+        XCTAssertEqual(try namespace.getattr(inode: file.inode).blocks, UInt64(bytes.count / 512))
+        let frames = volume.journalBytesSinceCommit
+
+        try namespace.unlink(parent: .root, name: FileName("data"))
+        XCTAssertNil(namespace.cachedFiles[file.inode.rawValue], "the unlink loaded the file to empty it")
+        let emptied = try namespace.getattr(inode: file.inode)
+        XCTAssertEqual(emptied.linkCount, 0)
+        XCTAssertEqual(emptied.size, 0, "nothing can read its data again")
+        XCTAssertEqual(emptied.blocks, 0)
+        XCTAssertGreaterThan(volume.journalBytesSinceCommit, frames)
+        XCTAssertNotNil(try namespace.commitIfChanged())
+        XCTAssertEqual(try volume.reader().view.filePieces(file.inode.rawValue, size: UInt64(bytes.count)).count, 0,
+                       "the commit left extents of the emptied file in the tree")
+        XCTAssertEqual(try volume.reader().orphans().map(\.inode), [file.inode.rawValue])
+        namespace.forget(inode: file.inode, lookups: 1)
+        XCTAssertThrowsError(try namespace.getattr(inode: file.inode), "the last FORGET drops it")
+        XCTAssertNotNil(try namespace.commitIfChanged())
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+
     /// A lookup reads its parent only when the name is missing, and answers as before:
     /// ENOTDIR under a file, ESTALE under an inode that is gone, ENOENT in a removed
     /// directory the kernel still references.
