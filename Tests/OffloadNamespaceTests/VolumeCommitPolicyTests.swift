@@ -14,6 +14,18 @@ import OffloadSimulation
 final class VolumeCommitPolicyTests: XCTestCase {
     static let capacity: UInt64 = 32 << 20
 
+    private func newFileSystem() throws -> VolumeFileSystem {
+        try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
+                                    capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+    }
+
+    /// Directories d<index> under the root, each one object of the open generation.
+    private func makeDirectories(_ fs: VolumeNamespace, _ range: Range<Int>) throws {
+        for index in range {
+            _ = try fs.mkdir(parent: .root, name: FileName("d\(index)"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        }
+    }
+
     func testThePolicyCommitsAtRestNearTheLimitsAndWhenOld() {
         let policy = VolumeCommitPolicy(idleSeconds: 1, maximumAgeSeconds: 30)
         func commits(_ policy: VolumeCommitPolicy, journal: UInt64 = 4096, budget: TreeVolume.BudgetUse = .under,
@@ -38,19 +50,16 @@ final class VolumeCommitPolicyTests: XCTestCase {
     }
 
     func testTheVolumeSaysWhenItNearsItsLimits() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try newFileSystem()
         defer { try? fileSystem.close(meter: nil) }
         let fs = fileSystem.namespace, volume = fileSystem.volume
         volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 40)
         XCTAssertEqual(volume.budget, .under)
         // Each directory is one object, and the root another: 29 directories make 30 of
         // 40, three quarters.
-        for index in 0..<28 {
-            _ = try fs.mkdir(parent: .root, name: FileName("d\(index)"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
-        }
+        try makeDirectories(fs, 0..<28)
         XCTAssertEqual(volume.budget, .under, "29 of 40 objects")
-        _ = try fs.mkdir(parent: .root, name: FileName("d28"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        try makeDirectories(fs, 28..<29)
         XCTAssertEqual(volume.budget, .nearing, "30 of 40 objects")
         volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 30)
         XCTAssertEqual(volume.budget, .reached)
@@ -59,8 +68,7 @@ final class VolumeCommitPolicyTests: XCTestCase {
     /// Changes do not commit while they come (the maintenance asked with the mount's
     /// policy), and do once nothing came for the idle time.
     func testTheMaintenanceWaitsWhileOperationsComeAndCommitsAtRest() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try newFileSystem()
         defer { try? fileSystem.close(meter: nil) }
         let fs = fileSystem.namespace
         let policy = VolumeCommitPolicy(idleSeconds: 0.5, maximumAgeSeconds: 3600)
@@ -79,19 +87,16 @@ final class VolumeCommitPolicyTests: XCTestCase {
     /// Operations that bring the open generation near the limits wake the maintenance,
     /// which commits off their path; its timer (an hour here) never ticks.
     func testOperationsNearTheLimitsWakeTheMaintenance() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: CrashSimulatingStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try newFileSystem()
         defer { try? fileSystem.close(meter: nil) }
         let fs = fileSystem.namespace, volume = fileSystem.volume
         volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 40)
         fileSystem.startMaintenance(interval: 3600, journalBytes: nil, onWrite: nil, onError: { _ in })
         let generation = volume.current.generation
-        for index in 0..<28 {
-            _ = try fs.mkdir(parent: .root, name: FileName("d\(index)"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
-        }
+        try makeDirectories(fs, 0..<28)
         usleep(300_000)
         XCTAssertEqual(volume.current.generation, generation, "committed below three quarters of the limits")
-        _ = try fs.mkdir(parent: .root, name: FileName("d28"), mode: 0o755, context: RequestContext(uid: 0, gid: 0))
+        try makeDirectories(fs, 28..<29)
         let deadline = DispatchTime.now() + 10
         while volume.current.generation == generation && DispatchTime.now() < deadline { usleep(10_000) }
         XCTAssertEqual(volume.current.generation, generation + 1, "the maintenance did not commit near the limits")
