@@ -191,7 +191,8 @@ struct MountCommand: ParsableCommand {
         let interval = environment("OFFLOADFS_MAINTENANCE_INTERVAL").flatMap(Double.init).map { max($0, 0.01) } ?? 5
         let checkpointAfter = environment("OFFLOADFS_CHECKPOINT_AFTER").flatMap(UInt64.init)
         fileSystem.startMaintenance(interval: interval, journalBytes: checkpointAfter, onWrite: { write in
-            // Format 2 commits every few seconds while anything changes: debug, not info.
+            // Format 2 commits often (at rest, near its limits, every 10 s under a
+            // trickle): debug, not info.
             var metadata: Logger.Metadata = ["seconds": "\(write.seconds)"]
             for (key, value) in write.details { metadata[key] = .string(value) }
             logger.log(level: write.kind == "checkpoint" ? .info : .debug, "\(write.kind) written", metadata: metadata)

@@ -308,8 +308,9 @@ public final class TreeVolume {
 
     /// The metadata reserve of a space of `capacityBlocks` (`BlockSpace+Reserve.swift`):
     /// a 64th of it, at least 512 KiB (a commit of one operation and a journal segment)
-    /// and at most 8 MiB (a commit of a few thousand changes; the maintenance commits
-    /// every few seconds). Its blocks take disk space (they are fallocated, so that a full
+    /// and at most 8 MiB (a commit of a few thousand changes; the maintenance commits at
+    /// every tick with changes once the image is low on free space,
+    /// `VolumeCommitPolicy.isLowOnSpace`). Its blocks take disk space (they are fallocated, so that a full
     /// disk under the image still leaves the commit room), which `du` shows.
     static func reserveBlocks(capacityBlocks: UInt64) -> UInt64 {
         min(max(capacityBlocks / 64, 128), 2_048)

@@ -73,6 +73,7 @@ final class MaintenanceTimer: @unchecked Sendable {
         queue.sync {
             tick = nil
             onError = nil
+            lastError = nil
         }
     }
 }

@@ -15,7 +15,12 @@ import OffloadCore
 /// - once nothing was appended for `idleSeconds` (a mount at rest holds nothing
 ///   uncommitted for long, and what `rm` freed becomes free space soon after),
 /// - once the last commit is `maximumAgeSeconds` old (a trickle of changes is committed
-///   too).
+///   too, and what an `rm` freed comes back within five such commits, the reuse rule's),
+/// - at every tick that finds a change while the image is low on free space
+///   (`isLowOnSpace`): a commit takes its nodes from free blocks, and from the metadata
+///   reserve (8 MiB at most) only when those are gone, which a generation kept large
+///   would not fit; and the journal's segments come from free blocks too. So a small or
+///   nearly full image commits as often as before.
 public struct VolumeCommitPolicy: Sendable, Equatable {
     /// nil: no threshold of its own (the volume's budget).
     public var journalBytes: UInt64?
@@ -24,7 +29,7 @@ public struct VolumeCommitPolicy: Sendable, Equatable {
     /// nil: no commit for age.
     public var maximumAgeSeconds: Double?
 
-    public init(journalBytes: UInt64? = nil, idleSeconds: Double? = 1, maximumAgeSeconds: Double? = 30) {
+    public init(journalBytes: UInt64? = nil, idleSeconds: Double? = 1, maximumAgeSeconds: Double? = 10) {
         self.journalBytes = journalBytes.map { max($0, 1) }
         self.idleSeconds = idleSeconds
         self.maximumAgeSeconds = maximumAgeSeconds
@@ -39,13 +44,18 @@ public struct VolumeCommitPolicy: Sendable, Equatable {
 
     /// Whether changes since the last commit (`journalBytes` > 0 of journal) are
     /// committed now.
-    public func commitsChanges(journalBytes: UInt64, budget: TreeVolume.BudgetUse,
+    public func commitsChanges(journalBytes: UInt64, budget: TreeVolume.BudgetUse, lowOnSpace: Bool,
                                secondsSinceLastAppend: Double?, secondsSinceCommit: Double) -> Bool {
         guard journalBytes > 0 else { return false }
-        if budget != .under { return true }
+        if budget != .under || lowOnSpace { return true }
         if let threshold = self.journalBytes, journalBytes >= threshold { return true }
         if let idleSeconds, (secondsSinceLastAppend ?? .infinity) >= idleSeconds { return true }
         if let maximumAgeSeconds, secondsSinceCommit >= maximumAgeSeconds { return true }
         return false
+    }
+
+    /// Less free space than 64 MiB, or than an eighth of the capacity up to 1 GiB.
+    public static func isLowOnSpace(availableBytes: UInt64, capacityBytes: UInt64) -> Bool {
+        availableBytes < max(64 << 20, min(capacityBytes / 8, 1 << 30))
     }
 }

@@ -35,7 +35,10 @@ extension VolumeNamespace {
             let journalBytes = volume.journalBytesSinceCommit
             if journalBytes > 0 {
                 let secondsSinceCommit = Double(MonotonicClock.nanoseconds() &- lastMaintenanceCommit) / 1e9
-                guard policy.commitsChanges(journalBytes: journalBytes, budget: volume.budget,
+                let available = (try? volume.fileBlocks())?.availableBytes ?? 0
+                let lowOnSpace = VolumeCommitPolicy.isLowOnSpace(availableBytes: available,
+                                                                 capacityBytes: volume.current.capacityBytes)
+                guard policy.commitsChanges(journalBytes: journalBytes, budget: volume.budget, lowOnSpace: lowOnSpace,
                                             secondsSinceLastAppend: volume.secondsSinceLastAppend,
                                             secondsSinceCommit: secondsSinceCommit) else { return false }
                 settling = Self.settlingCommits

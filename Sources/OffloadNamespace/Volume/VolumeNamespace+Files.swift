@@ -13,6 +13,9 @@ import Synchronization
 // from its committed extent items when it is first needed, and kept while it is open or
 // while it has changes no commit holds yet (the delta's file ranges are not read back:
 // the cached file is their truth until the commit); otherwise it goes at its last close.
+// One exception: an unlinked file only the kernel references, not cached, is emptied by a
+// file range in its unlink's frame (`state`); that range covers the whole file, and the
+// layered view reads it back (an empty file) if the file is loaded again.
 //
 // Every file operation runs under the namespace lock, and the maintenance closes a
 // generation only with it held alone, so a change and its frame never straddle that close,
@@ -358,6 +361,8 @@ extension VolumeNamespace {
                 return try change()
             }
         }
+        // A failed or read-only volume commits nothing (`commitIfOverBudget`).
+        guard volume.failure == nil, !volume.isReadOnly else { return result }
         switch volume.budget {
         case .under: break
         case .nearing: wakeForNearingBudget()

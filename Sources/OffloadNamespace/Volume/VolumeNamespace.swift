@@ -67,8 +67,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     var lastMaintenanceCommit = MonotonicClock.nanoseconds()
     /// Called when an operation leaves the open generation near the volume's limits
     /// (`TreeVolume.budget`): a mount's maintenance commits then, off the
-    /// operations' path (`VolumeFileSystem.startMaintenance`). Its own lock: set once the
-    /// maintenance starts, read by operations holding the namespace lock either way.
+    /// operations' path (`VolumeFileSystem.startMaintenance`). Its own lock: set when the
+    /// maintenance starts and stops, read by operations (under the namespace lock, or
+    /// after it, `changingData`).
     private let nearingBudgetHandler = PthreadMutex<(@Sendable () -> Void)?>(nil)
     /// The reader operations holding the lock alone share (`reader()`), and the commit
     /// and open generation it was taken at.
@@ -162,7 +163,8 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
     /// RAM bytes, holes and fills excluded) come from its cached data, else from its
-    /// committed extents (a file with changes no commit holds is cached), read by `reader`.
+    /// extents in the layered view (a file with changes no commit holds is cached, but for
+    /// one emptied by its unlink's frame), read by `reader`.
     func attributes(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> Attributes {
         guard let kind = FileKind(mode: UInt32(item.type) << 12) else {
             throw .damagedImage("inode \(number) has type \(item.type)")
