@@ -122,7 +122,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     /// `VolumeCommitPolicy` says so (with `journalBytes` given, at every tick that finds
     /// that much journal: the crash soak sets a short interval so kills land inside
     /// commits). A commit makes every change durable and starts the punch of the blocks
-    /// freed two commits ago, so `du` follows deletions.
+    /// freed two commits ago, so `du` follows deletions; a tick that does not commit
+    /// syncs the journal when it grew.
     public func startMaintenance(interval: Double, journalBytes: UInt64?,
                                  onWrite: (@Sendable (MaintenanceWrite) -> Void)?,
                                  onError: @escaping @Sendable (FSError) -> Void) {
@@ -131,7 +132,12 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         maintenance.start(interval: interval, tick: { [self] () throws(FSError) in
             let started = DispatchTime.now()
             let journal = volume.journalBytesSinceCommit
-            guard let commit = try namespace.commitIfChanged(policy: policy) else { return }
+            guard let commit = try namespace.commitIfChanged(policy: policy) else {
+                // Not committed yet: the journal is made durable anyway, so a power cut
+                // loses at most one interval of work, as on format 1 (README).
+                if journal > 0 { try volume.sync() }
+                return
+            }
             onWrite?(MaintenanceWrite(kind: "commit", seconds: ImageFileSystem.seconds(since: started), details: [
                 ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
                 ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
