@@ -44,8 +44,8 @@ struct GenerateImageCommand: ParsableCommand {
     @Option(name: .long, help: "Seconds between maintenance runs while generating (the daemon's 5; 0: none).")
     var maintenanceInterval = 5.0
 
-    @Option(name: .customLong("format"), help: "The image format: 1 (what mount makes today) or 2 (in development: bulk-loaded at once; `offloadfs mount` serves it as format 2).")
-    var imageFormat = 1
+    @Option(name: .customLong("format"), help: "The image format: 2 (what mount makes by default; bulk-loaded at once) or 1 (made through format 1's namespace; `offloadfs mount` upgrades it at its first read-write mount unless given --format 1).")
+    var imageFormat = 2
 
     func validate() throws {
         guard files >= 0, singleDirectory >= 0 else { throw ValidationError("file counts cannot be negative") }

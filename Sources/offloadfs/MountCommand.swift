@@ -65,9 +65,10 @@ struct MountCommand: ParsableCommand {
     var size: ByteSize?
 
     @Option(name: .long, help: ArgumentHelp(
-        "The format a new image (or --fresh) is made in: 1, or 2 (in development: the tree indexed in the image, "
-            + "docs/ARCHITECTURE.md). With 2, a format 1 image is upgraded to format 2 in place at this mount. "
-            + "Default: 1; an existing image keeps its format.",
+        "The format a new image (or --fresh) is made in: 2, the tree indexed in the image (docs/ARCHITECTURE.md), "
+            + "or 1, the format before it. A format 1 image is upgraded to format 2 in place at its first "
+            + "read-write mount unless this is 1 (a read-only mount never upgrades). "
+            + "Default: 2; a format 2 image stays format 2.",
         valueName: "format"))
     var format: ImageFormat?
 
@@ -308,7 +309,7 @@ struct MountCommand: ParsableCommand {
         do {
             fileSystem = try MountedImages.open(
                 path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
-                newFormat: format ?? Self.testFormat ?? .one, memoryLimiter: memoryLimiter, meter: meter)
+                newFormat: format ?? Self.testFormat ?? .two, memoryLimiter: memoryLimiter, meter: meter)
         } catch {
             throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
         }
@@ -321,9 +322,9 @@ struct MountCommand: ParsableCommand {
         return (try FuseSession(fileSystem: fileSystem.operations, configuration: configuration, logger: logger), fileSystem)
     }
 
-    /// Test knob (the mount suites and scripts run on format 2 with it): the format new
-    /// images are made in, and format 1 images upgraded to, when --format is not given.
-    /// Not for normal use.
+    /// Test knob (the mount suites and scripts run on format 1 with it): the format new
+    /// images are made in, and whether format 1 images are upgraded, when --format is not
+    /// given. Not for normal use.
     static var testFormat: ImageFormat? {
         environment("OFFLOADFS_TEST_FORMAT").flatMap(Int.init).flatMap(ImageFormat.init(rawValue:))
     }

@@ -43,10 +43,14 @@ final class DamagedImageTests: XCTestCase {
 
     private var caseDirectory: String!
     private var caseNumber = 0
+    private var unpinFormat: (() -> Void)?
 
     override func setUpWithError() throws {
         try super.setUpWithError()
         try requireMountPrerequisites()
+        // Format 1's bytes are damaged here: its daemons make and keep format 1 images
+        // (format 2's damage is FormatTwoFsckTests').
+        unpinFormat = MountTestFormat.pinFormatOne()
         caseDirectory = try makeTemporaryDirectory()
     }
 
@@ -60,6 +64,8 @@ final class DamagedImageTests: XCTestCase {
             }
             try? FileManager.default.removeItem(atPath: caseDirectory)
         }
+        unpinFormat?()
+        unpinFormat = nil
         super.tearDown()
     }
 

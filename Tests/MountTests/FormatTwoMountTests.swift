@@ -1,12 +1,12 @@
 import Foundation
 import XCTest
 
-/// Format 2 through the real daemon, as a person types it (scripts/test also runs the
-/// whole mount suite a second time on format 2, `OFFLOADFS_TEST_FORMAT=2`):
-/// `mount --format 2` makes a format 2 image; a format 1 image mounted with `--format 2`
-/// is upgraded in place with everything in it (names, bytes, hard links, symlinks,
-/// xattrs, modes), and checks clean; an existing format 2 image mounts as format 2
-/// without the flag; kill -9 loses nothing answered; a `--size` too small for what the
+/// Format 2 through the real daemon, as a person types it (format 2 is the default;
+/// scripts/test runs the whole mount suite a second time on format 1,
+/// `OFFLOADFS_TEST_FORMAT=1`): a format 1 image mounted without a flag is upgraded in
+/// place with everything in it (names, bytes, hard links, symlinks, xattrs, modes), and
+/// checks clean, while `--format 1` and a read-only mount leave it format 1; an existing
+/// format 2 image mounts as format 2 without the flag; kill -9 loses nothing answered; a `--size` too small for what the
 /// image holds is refused in one line, the image untouched, and a larger one grows it in
 /// the same opening that replays the journal after a kill -9.
 final class FormatTwoMountTests: DaemonTestCase {
@@ -46,7 +46,7 @@ final class FormatTwoMountTests: DaemonTestCase {
     }
 
     func testAFormatOneImageIsUpgradedAtMountWithEverythingInIt() throws {
-        // A format 1 image (the daemon's default for new images outside the format 2 pass).
+        // A format 1 image, as the release before format 2 made them.
         try mount(image, ["--size", "256M", "--format", "1"])
         try run("""
             mkdir -p a/b && head -c 3000000 /dev/urandom > a/big && echo small > a/b/small
@@ -57,7 +57,20 @@ final class FormatTwoMountTests: DaemonTestCase {
         try unmountAll()
         XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true)
 
-        try mount(image, ["--format", "2"])
+        // Kept format 1: by `--format 1`, and by a read-only mount (which writes nothing).
+        try mount(image, ["--format", "1"])
+        XCTAssertEqual(try listing(), before, "format 1 mounted as format 1")
+        try unmountAll()
+        XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true, "--format 1 does not upgrade")
+        try mount(image, ["-o", "ro"])
+        XCTAssertEqual(try listing(), before, "format 1 mounted read-only")
+        let readOnlyStatus = try BoundedRun.offloadfs(["status", mountPoint], timeout: 30)
+        XCTAssertTrue(readOnlyStatus.output.contains("format: 1"), readOnlyStatus.transcript)
+        try unmountAll()
+        XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true, "a read-only mount does not upgrade")
+
+        // The default upgrades it.
+        try mount(image, [])
         XCTAssertEqual(try listing(), before, "the upgraded tree")
         try run("echo after > a/new && rm a/b/tiny")
         let after = try listing()

@@ -9,7 +9,23 @@ import XCTest
 /// - with the previous checkpoint gone (as an older offloadfs left images), the repair
 ///   names by path every file whose contents or name it could not keep, and every other
 ///   file keeps its bytes.
+///
+/// Format 1's checkpoint is damaged here: the daemons make and keep format 1 images
+/// (format 2's repair is FormatTwoFsckTests').
 final class RepairTests: DaemonTestCase {
+    private var unpinFormat: (() -> Void)?
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        unpinFormat = MountTestFormat.pinFormatOne()
+    }
+
+    override func tearDown() {
+        super.tearDown()
+        unpinFormat?()
+        unpinFormat = nil
+    }
+
     func testRepairRestoresAndNamesEveryAffectedFile() throws {
         let base = root + "/base.img"
         let before = try mountAndRun(base, script: """

@@ -21,6 +21,10 @@ final class UnmountFailureTests: DaemonTestCase {
     }
 
     func testAFailedFinalCheckpointIsReportedAndExplained() throws {
+        // Format 1's final checkpoint (format 2's final commit draws on its metadata
+        // reserve: FormatTwoHostFullTests).
+        let unpin = MountTestFormat.pinFormatOne()
+        defer { unpin() }
         let disk = try XCTUnwrap(scratch).path, image = disk + "/image.bin"
         try mount(image, ["--size", "1G"])
 

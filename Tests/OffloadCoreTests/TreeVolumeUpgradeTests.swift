@@ -155,6 +155,30 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         }
     }
 
+    /// The upgrade reports its progress (a mount's waiters follow it, and give up after a
+    /// minute without any): it climbs through the inodes stated and the commit's
+    /// application of them, never backwards, on one scale, to its end.
+    func testTheUpgradeReportsProgressUpToItsEnd() throws {
+        let image = try Self.fixture("clean")
+        let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+        let one = try Self.recover(disk)
+        let reports = PthreadMutex<[(done: Int, total: Int)]>([])
+        let progress = CommitProgress(stride: 64) { done, total in reports.withLock { $0.append((done, total)) } }
+        let volume = try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis, previous: one.previous,
+                                            nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed), progress: progress)
+        XCTAssertNil(try Self.mismatch(volume, Self.expected(one, image: image)))
+        let seen = reports.withLock { $0 }
+        let inodes = one.analysis.reachable.count
+        XCTAssertGreaterThan(inodes, 1000)
+        // One report every 64 inodes stated, and every 64 objects of each of the commit's
+        // two passes (an inode is one object, its orphan changes none here).
+        XCTAssertGreaterThanOrEqual(seen.count, 2 * (inodes / 64), "\(seen.count) reports")
+        XCTAssertTrue(seen.allSatisfy { $0.total == 2 * inodes }, "one scale: \(seen.prefix(3))")
+        XCTAssertTrue(zip(seen, seen.dropFirst()).allSatisfy { $0.done <= $1.done }, "never backwards")
+        XCTAssertLessThan(seen.first?.done ?? .max, 64)
+        XCTAssertGreaterThan(seen.last?.done ?? 0, 2 * inodes - 2 * 64 - 1, "up to its end: \(seen.last.map { "\($0)" } ?? "none")")
+    }
+
     func testPowerCutsDuringTheUpgradeLeaveFormatOneOrTheWholeUpgrade() throws {
         let image = try Self.fixture("crash")
         let one = try Self.recover(CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image))

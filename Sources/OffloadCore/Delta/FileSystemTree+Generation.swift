@@ -19,13 +19,24 @@ extension FileSystemTree {
     /// (the commit's; without it such a piece is refused, `.invalidArgument`).
     /// Returns the items it removed for drops (what is left of `dropBudget` is for
     /// `continueDrops`).
+    ///
+    /// `progress` hears (objects done, objects in all) every `stride` objects of the
+    /// first two passes, each object counted once a pass (a commit of a
+    /// whole tree, the upgrade's, reports through it).
     @discardableResult
     public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget,
+                      progress: CommitProgress? = nil,
                       placeMemory: (([UInt8]) throws(FSError) -> [Extent])? = nil) throws(FSError) -> Int {
         let objects = generation.allChanges()
+        var visited = 0
+        func visit() {
+            visited += 1
+            if let progress, progress.isDue(visited) { progress.report(visited, 2 * objects.count) }
+        }
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
         for (directory, changes) in objects {
+            visit()
             for name in changes.names.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let wanted = changes.names[name]!.value
                 let held = try lookup(directory: directory, name: name)
@@ -34,7 +45,9 @@ extension FileSystemTree {
             }
         }
         // 2. Everything else the generation states of the inodes it did not drop.
-        for (inode, changes) in objects where !changes.cleared {
+        for (inode, changes) in objects {
+            visit()
+            guard !changes.cleared else { continue }
             if let attributes = changes.attributes { try apply(.attributes(inode: inode, attributes)) }
             for name in changes.xattrs.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 switch changes.xattrs[name]! {

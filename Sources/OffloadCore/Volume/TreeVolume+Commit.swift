@@ -40,10 +40,12 @@ extension TreeVolume {
     /// punch) does not lose the commit.
     ///
     /// `cleanlyUnmounted` marks the slot so (`close` does, for its last commit).
+    /// `progress` hears how far the generation's application to the tree got (the
+    /// upgrade's commit of a whole tree reports through it).
     @discardableResult
-    public func commit(cleanlyUnmounted: Bool = false) throws(FSError) -> VolumeCommitReport {
+    public func commit(cleanlyUnmounted: Bool = false, progress: CommitProgress? = nil) throws(FSError) -> VolumeCommitReport {
         try committing(closingOpen: true) { (generation, chain) throws(FSError) in
-            try commit(generation, journal: chain, cleanlyUnmounted: cleanlyUnmounted)
+            try commit(generation, journal: chain, cleanlyUnmounted: cleanlyUnmounted, progress: progress)
         }!
     }
 
@@ -214,12 +216,12 @@ extension TreeVolume {
     }
 
     private func commit(_ generation: DeltaGeneration, journal chain: (head: LogSegment, sequence: UInt64),
-                        cleanlyUnmounted: Bool) throws(FSError) -> VolumeCommitReport {
+                        cleanlyUnmounted: Bool, progress: CommitProgress? = nil) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // 2. The generation into the tree.
         var fresh = RangeSet<UInt64>()
         var placedBytes = 0
-        let removed = try filesystem.apply(generation) { (bytes) throws(FSError) -> [Extent] in
+        let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
             return try self.place(bytes, fresh: &fresh)
         }

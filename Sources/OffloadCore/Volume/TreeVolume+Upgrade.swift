@@ -21,8 +21,13 @@ extension TreeVolume {
     ///
     /// Memory: format 1's recovery holds the whole tree already; the upgrade adds it once
     /// more as one generation of changes, and the new tree's nodes until its commit.
+    ///
+    /// `progress` hears (done, total) in inodes counted twice: once as each is stated in
+    /// the generation, once as the first commit applies it to the tree (the bulk of the
+    /// time; the commit's node writes and syncs after that are not counted).
     public static func upgrade(_ storage: any ImageStorage, from replay: ImageReplay, analysis: ImageAnalysis,
-                               previous: ImageReplay?, nameHashKey: SipHash24) throws(FSError) -> TreeVolume {
+                               previous: ImageReplay?, nameHashKey: SipHash24,
+                               progress: CommitProgress? = nil) throws(FSError) -> TreeVolume {
         guard analysis.isClean else {
             throw .damagedImage("the format 1 image has problems (\(analysis.problems.prefix(3).joined(separator: "; "))); `offloadfs fsck --repair` it before the upgrade")
         }
@@ -61,14 +66,16 @@ extension TreeVolume {
         try volume.space.claimData(used)
         // As replay's claims: the first commit's extents take them, the rest is released.
         volume.replayClaims = used
+        let inodes = analysis.reachable.sorted()
         let ticket = volume.delta.join()
         do {
             defer { volume.delta.leave(ticket) }
-            for inode in analysis.reachable.sorted() {
+            for (done, inode) in inodes.enumerated() {
                 try volume.delta.record(try changes(of: inode, replay, analysis), in: ticket)
+                if let progress, progress.isDue(done) { progress.report(done, 2 * inodes.count) }
             }
         }
-        try volume.commit()
+        try volume.commit(progress: progress?.scaled(from: inodes.count, to: 2 * inodes.count, of: 2 * inodes.count))
         try volume.commit()
         return volume
     }

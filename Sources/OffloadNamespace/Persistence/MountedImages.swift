@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Dispatch
 import OffloadCore
 
@@ -5,16 +8,16 @@ import OffloadCore
 ///
 /// - A format 2 image (commit slots) opens as format 2 (`VolumeFileSystem`).
 /// - A new image (no file, an empty one, or `fresh`) is made in `newFormat`.
-/// - A format 1 image opens as format 1, unless `newFormat` is `.two` (and the mount is
-///   not read-only): then it is upgraded in place first (`upgrade`).
+/// - A format 1 image opens as format 1, unless `newFormat` is `.two` (the default) and
+///   the mount is not read-only: then it is upgraded in place first (`upgrade`). A
+///   read-only mount, or `offloadfs mount --format 1`, keeps it format 1.
 /// - Anything else (a foreign file, a damaged or newer image) goes to format 1's open,
 ///   whose errors explain it.
 ///
-/// Format 2 is in development (docs/ARCHITECTURE.md, "Steps" 4d): new images are format 1
-/// unless `newFormat` says otherwise (`offloadfs mount --format 2`).
+/// Format 2 is the default since 2026-12-03 (docs/ARCHITECTURE.md, "Format 2 by default").
 public enum MountedImages {
     public static func open(path: String, capacity: CapacityRequest, fresh: Bool = false, readOnly: Bool = false,
-                            newFormat: ImageFormat = .one, memoryLimiter: MemoryLimiter,
+                            newFormat: ImageFormat = .two, memoryLimiter: MemoryLimiter,
                             meter: ProgressMeter? = nil) throws(FSError) -> any MountedImage {
         guard !readOnly || !fresh else { throw .invalidArgument("a read-only mount cannot start '\(path)' afresh") }
         let found: ImageFormat?
@@ -27,7 +30,7 @@ public enum MountedImages {
             case .newerVersion(CommitSlot.version): found = .two
             default: found = .one
             }
-            if (fresh || found == nil) && newFormat == .two {
+            if (fresh || found == nil) && newFormat == .two && !readOnly {
                 return try VolumeFileSystem.create(storage: storage, capacity: capacity, memoryLimiter: memoryLimiter,
                                                    meter: meter)
             }
@@ -71,11 +74,39 @@ public enum MountedImages {
         let analysis = ImageAnalysis(replay, fileBytes: storage.length)
         let previous = ImageReplay.loadPrevious(of: superblock, fileBytes: storage.length, read: read)
         var random = SystemRandomNumberGenerator()
-        let volume = try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previous: previous,
-                                            nameHashKey: SipHash24(key0: random.next(), key1: random.next()))
+        let progress = meter.map { meter in
+            CommitProgress { done, total in meter.update(done: UInt64(done), total: UInt64(total)) }
+        }
+        let volume: TreeVolume
+        do {
+            volume = try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previous: previous,
+                                            nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
+                                            progress: progress)
+        } catch {
+            throw explained(error, path: path)
+        }
         let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
         report.upgradedFromFormatOne = true
         report.seconds = ImageFileSystem.seconds(since: started)
         return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
+    }
+
+    /// An upgrade's failure, said as what it means for the image: it is still format 1
+    /// (the upgrade is crash-safe: until its second slot is durable the image is format
+    /// 1), and `--format 1` mounts it as it is.
+    private static func explained(_ error: FSError, path: String) -> FSError {
+        let keep = "'\(path)' is still a format 1 image; `offloadfs mount --format 1` mounts it without upgrading"
+        switch error {
+        case .noSpace, .system(errno: ENOSPC, call: _):
+            return .invalidArgument("no room to upgrade '\(path)' to format 2 (its new tree needs free space inside "
+                                    + "the capacity and on the disk under it): mount it once with a larger --size, "
+                                    + "or free space on that disk; \(keep)")
+        case .damagedImage(let why):
+            return .damagedImage("\(why); \(keep)")
+        case .invalidArgument(let why):
+            return .invalidArgument("\(why); \(keep)")
+        default:
+            return error
+        }
     }
 }
