@@ -47,6 +47,8 @@ struct InfoCommand: ParsableCommand {
         let lines: [(String, String)] = [
             ("image", image),
             ("format version", "\(Superblock.version)"),
+            // Format 2 is the default: say what the next mount does to this image.
+            ("upgrade", "to format 2 at its next read-write mount (`offloadfs mount --format 1` keeps it format 1)"),
             ("image id", String(s.imageID, radix: 16)),
             ("generation", "\(s.generation)"),
             ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),
@@ -99,7 +101,7 @@ struct InfoCommand: ParsableCommand {
         }
         let lines: [(String, String)] = [
             ("image", image),
-            ("format version", "2 (in development: made by `offloadfs mount --format 2`)"),
+            ("format version", "2"),
             ("image id", String(slot.imageID, radix: 16)),
             ("generation", "\(slot.generation)"),
             ("cleanly unmounted", slot.cleanlyUnmounted ? "yes" : "no"),

@@ -16,7 +16,8 @@ final class FormatTwoFsckTests: CommandLineTestCase {
 
         let info = try offloadfs(["info", image])
         XCTAssertEqual(info.status, 0, info.transcript)
-        XCTAssertTrue(info.output.contains("format version: 2 (in development"), info.transcript)
+        XCTAssertTrue(info.output.contains("format version: 2\n"), info.transcript)
+        XCTAssertFalse(info.output.contains("upgrade:"), "a format 2 image has nothing to upgrade: \(info.transcript)")
         XCTAssertTrue(info.output.contains("capacity bytes: "), info.transcript)
 
         let clean = try offloadfs(["fsck", image])

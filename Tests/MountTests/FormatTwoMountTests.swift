@@ -55,7 +55,9 @@ final class FormatTwoMountTests: DaemonTestCase {
             """)
         let before = try listing()
         try unmountAll()
-        XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true)
+        let formatOne = try info()
+        XCTAssertEqual(formatOne["format version"], "1", "\(formatOne)")
+        XCTAssertTrue(formatOne["upgrade"]?.hasPrefix("to format 2 at its next read-write mount") == true, "\(formatOne)")
 
         // Kept format 1: by `--format 1`, and by a read-only mount (which writes nothing).
         try mount(image, ["--format", "1"])
