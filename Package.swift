@@ -39,7 +39,7 @@ let package = Package(
         // fallocate and friends, which Glibc's Swift module does not export; the build's commit.
         .target(name: "CLinuxShims", cSettings: [.define("OFFLOADFS_GIT_COMMIT", to: "\"\(buildCommit)\"")]),
         .target(name: "OffloadCore", dependencies: ["CLinuxShims"]),
-        .target(name: "OffloadNamespace", dependencies: ["OffloadCore"]),
+        .target(name: "OffloadNamespace", dependencies: ["OffloadCore", "CLinuxShims"]),
         .target(
             name: "FuseBridge",
             dependencies: [

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <linux/falloc.h>
 #include <sys/vfs.h>
@@ -14,6 +15,10 @@ int offloadfs_filesystem_type(const char *path, long *type) {
     if (statfs(path, &info) != 0) return -1;
     *type = (long)info.f_type;
     return 0;
+}
+
+int offloadfs_release_free_memory(void) {
+    return malloc_trim(0);
 }
 
 const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;

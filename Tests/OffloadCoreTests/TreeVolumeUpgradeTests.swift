@@ -156,27 +156,52 @@ final class TreeVolumeUpgradeTests: XCTestCase {
     }
 
     /// The upgrade reports its progress (a mount's waiters follow it, and give up after a
-    /// minute without any): it climbs through the inodes stated and the commit's
-    /// application of them, never backwards, on one scale, to its end.
-    func testTheUpgradeReportsProgressUpToItsEnd() throws {
+    /// minute without any): every step of it in order, the inodes recorded, then each
+    /// commit's steps, with the long ones' counts climbing to their end.
+    func testTheUpgradeReportsEachStepAndItsProgress() throws {
         let image = try Self.fixture("clean")
         let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
         let one = try Self.recover(disk)
-        let reports = PthreadMutex<[(done: Int, total: Int)]>([])
-        let progress = CommitProgress(stride: 64) { done, total in reports.withLock { $0.append((done, total)) } }
+        enum Heard: Equatable { case step(CommitProgress.Step), count(Int, Int) }
+        let heard = PthreadMutex<[Heard]>([])
+        let progress = CommitProgress(stride: 64, began: { step in heard.withLock { $0.append(.step(step)) } }) { done, total in
+            heard.withLock { $0.append(.count(done, total)) }
+        }
         let volume = try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis, previous: one.previous,
                                             nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed), progress: progress)
         XCTAssertNil(try Self.mismatch(volume, Self.expected(one, image: image)))
-        let seen = reports.withLock { $0 }
+        let events = heard.withLock { $0 }
+        let steps = events.compactMap { if case .step(let step) = $0 { step } else { nil } }
+        let commit: [CommitProgress.Step] = [.applying, .linking, .writingNodes, .countingBlocks, .syncing]
+        XCTAssertEqual(steps, [.recording] + commit + commit, "the recording, then two commits")
+        // Each step's counts: one total, never backwards, from its start to its end.
+        var counts: [CommitProgress.Step: [(done: Int, total: Int)]] = [:]
+        // (The first commit's: the second one commits what the first left, next to nothing.)
+        var current: CommitProgress.Step?
+        var commitsBegun = 0
+        for event in events {
+            switch event {
+            case .step(let step):
+                if step == .applying { commitsBegun += 1 }
+                current = step
+            case .count(let done, let total):
+                guard let step = current, commitsBegun <= 1 else { continue }
+                counts[step, default: []].append((done, total))
+            }
+        }
         let inodes = one.analysis.reachable.count
         XCTAssertGreaterThan(inodes, 1000)
-        // One report every 64 inodes stated, and every 64 objects of each of the commit's
-        // two passes (an inode is one object, its orphan changes none here).
-        XCTAssertGreaterThanOrEqual(seen.count, 2 * (inodes / 64), "\(seen.count) reports")
-        XCTAssertTrue(seen.allSatisfy { $0.total == 2 * inodes }, "one scale: \(seen.prefix(3))")
-        XCTAssertTrue(zip(seen, seen.dropFirst()).allSatisfy { $0.done <= $1.done }, "never backwards")
-        XCTAssertLessThan(seen.first?.done ?? .max, 64)
-        XCTAssertGreaterThan(seen.last?.done ?? 0, 2 * inodes - 2 * 64 - 1, "up to its end: \(seen.last.map { "\($0)" } ?? "none")")
+        // Every inode but the root has a name: 2 * inodes - 1 units to apply, inodes - 1 to link.
+        for (step, minimum) in [(CommitProgress.Step.recording, inodes), (.applying, 2 * inodes - 1), (.linking, inodes - 1),
+                                (.writingNodes, 20)] {
+            let seen = counts[step] ?? []
+            let total = seen.first?.total ?? 0
+            XCTAssertGreaterThanOrEqual(total, minimum, "\(step): \(seen.prefix(3))")
+            XCTAssertTrue(seen.allSatisfy { $0.total == total }, "\(step): one total")
+            XCTAssertTrue(zip(seen, seen.dropFirst()).allSatisfy { $0.done < $1.done }, "\(step): never backwards")
+            XCTAssertEqual(seen.first?.done, 0, "\(step) starts at 0")
+            XCTAssertGreaterThan(seen.last?.done ?? 0, total - 64 - 1, "\(step) reaches its end: \(seen.last.map { "\($0)" } ?? "none")")
+        }
     }
 
     func testPowerCutsDuringTheUpgradeLeaveFormatOneOrTheWholeUpgrade() throws {

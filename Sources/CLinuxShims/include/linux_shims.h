@@ -40,4 +40,9 @@ const char *offloadfs_build_commit(void);
 /// statvfs, which Glibc's module has, does not report the type.
 int offloadfs_filesystem_type(const char *path, long *type);
 
+/// Gives the heap's free memory back to the kernel (glibc's malloc_trim(0)); 1 when some
+/// was released. After a phase that freed much (the version 1 upgrade), the arenas keep it
+/// otherwise.
+int offloadfs_release_free_memory(void);
+
 #endif

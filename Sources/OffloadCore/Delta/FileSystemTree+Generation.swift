@@ -20,24 +20,25 @@ extension FileSystemTree {
     /// Returns the items it removed for drops (what is left of `dropBudget` is for
     /// `continueDrops`).
     ///
-    /// `progress` hears (objects done, objects in all) every `stride` objects of the
-    /// first two passes, each object counted once a pass (a commit of a
-    /// whole tree, the upgrade's, reports through it).
+    /// `progress` hears how far it got, every `stride` units (a commit of a whole tree,
+    /// the upgrade's, reports through it): in `.applying`, the names of the first pass and
+    /// the objects of the second; in `.linking`, the names linked.
     @discardableResult
     public func apply(_ generation: DeltaGeneration, dropBudget: Int = FileSystemTree.dropBudget,
                       progress: CommitProgress? = nil,
                       placeMemory: (([UInt8]) throws(FSError) -> [Extent])? = nil) throws(FSError) -> Int {
         let objects = generation.allChanges()
-        var visited = 0
+        var visited = 0, units = 0
+        if progress != nil { units = objects.reduce(objects.count) { $0 + $1.changes.names.count } }
         func visit() {
+            if let progress, progress.isDue(visited) { progress.report(visited, units) }
             visited += 1
-            if let progress, progress.isDue(visited) { progress.report(visited, 2 * objects.count) }
         }
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
         for (directory, changes) in objects {
-            visit()
             for name in changes.names.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                visit()
                 let wanted = changes.names[name]!.value
                 let held = try lookup(directory: directory, name: name)
                 if let held, held != wanted { try apply(.unlink(directory: directory, held)) }
@@ -60,7 +61,11 @@ extension FileSystemTree {
             if let target = changes.symlinkTarget { try apply(.symlinkTarget(inode: inode, target)) }
             for range in changes.fileRanges { try apply(Self.placing(range, placeMemory)) }
         }
-        for (directory, entry) in linksToMake { try apply(.link(directory: directory, entry)) }
+        progress?.began(.linking)
+        for (linked, (directory, entry)) in linksToMake.enumerated() {
+            if let progress, progress.isDue(linked) { progress.report(linked, linksToMake.count) }
+            try apply(.link(directory: directory, entry))
+        }
         for (inode, change) in generation.allOrphanChanges().sorted(by: { $0.key < $1.key }) {
             try apply(.orphan(inode: inode, change.value))
         }

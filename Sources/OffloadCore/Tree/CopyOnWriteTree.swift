@@ -275,7 +275,7 @@ public final class CopyOnWriteTree {
     /// fails, the tree is failed: the committed root is untouched, and the caller calls
     /// `abandon()` (which gives back every block of the failed commit, written or not) and
     /// applies the changes again; retrying in place would write blocks twice.
-    public func commit(generation: UInt64) throws(FSError) -> Commit {
+    public func commit(generation: UInt64, progress: CommitProgress? = nil) throws(FSError) -> Commit {
         if let failure { throw failure }
         guard generation >= 1 else { throw .invalidArgument("commit generation 0: a committed root's generation is at least 1") }
         if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
@@ -286,7 +286,8 @@ public final class CopyOnWriteTree {
         // exactly from a test's seed, whatever the dictionary's order.
         let order = dirty.map { (block: $0.key, level: $0.value.view.level) }
             .sorted { $0.level != $1.level ? $0.level < $1.level : $0.block < $1.block }
-        for (block, _) in order {
+        for (written, (block, _)) in order.enumerated() {
+            if let progress, progress.isDue(written) { progress.report(written, order.count) }
             let page = dirty[block]!
             TreeNode.setGeneration(page.bytes, generation)
             let view = page.view

@@ -40,8 +40,8 @@ extension TreeVolume {
     /// punch) does not lose the commit.
     ///
     /// `cleanlyUnmounted` marks the slot so (`close` does, for its last commit).
-    /// `progress` hears how far the generation's application to the tree got (the
-    /// upgrade's commit of a whole tree reports through it).
+    /// `progress` hears each step of the commit and how far it got (the upgrade's commit
+    /// of a whole tree reports through it).
     @discardableResult
     public func commit(cleanlyUnmounted: Bool = false, progress: CommitProgress? = nil) throws(FSError) -> VolumeCommitReport {
         try committing(closingOpen: true) { (generation, chain) throws(FSError) in
@@ -221,6 +221,7 @@ extension TreeVolume {
         // 2. The generation into the tree.
         var fresh = RangeSet<UInt64>()
         var placedBytes = 0
+        progress?.began(.applying)
         let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
             return try self.place(bytes, fresh: &fresh)
@@ -257,9 +258,10 @@ extension TreeVolume {
         for blocks in fresh.ranges { space.release(blocks) }
         files?.releaseDead(through: number)
         // 4. Both trees.
-        let filesystemCommit = try filesystem.tree.commit(generation: number)
+        progress?.began(.writingNodes)
+        let filesystemCommit = try filesystem.tree.commit(generation: number, progress: progress)
         var report = try finishCommit(generation, filesystemCommit, inodes: filesystem.takeInodeChanges(), journal: chain,
-                                      cleanlyUnmounted: cleanlyUnmounted)
+                                      cleanlyUnmounted: cleanlyUnmounted, progress: progress)
         report.placedBytes = placedBytes
         return report
     }
@@ -270,7 +272,7 @@ extension TreeVolume {
     /// next inode number.
     func finishCommit(_ generation: DeltaGeneration, _ filesystemCommit: CopyOnWriteTree.Commit,
                       inodes: FileSystemTree.InodeChanges, journal chain: (head: LogSegment, sequence: UInt64),
-                      cleanlyUnmounted: Bool = false) throws(FSError) -> VolumeCommitReport {
+                      cleanlyUnmounted: Bool = false, progress: CommitProgress? = nil) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // The slot goes to the block of its generation's parity: the next generation's is
         // never the current commit's.
@@ -280,6 +282,7 @@ extension TreeVolume {
         // The previous commit's punch finished before this commit (`committing`): the
         // block space may retire what it punched.
         let punched = punches.takeAccepted()
+        progress?.began(.countingBlocks)
         let spaceCommit = try space.commit(generation: number,
                                            trees: [CommittedTree(pages: filesystemPages, commit: filesystemCommit)])
         var slot = current
@@ -321,6 +324,7 @@ extension TreeVolume {
         files?.holdExclusivityUntilPublished()
         files?.commitPlacedMemoryPieces(through: number)
         spaceLock.unlock()
+        progress?.began(.syncing)
         let synced = Result { () throws(FSError) in
             try syncImage()
             // Through the latch too: a failure holds for every later sync, and the count of

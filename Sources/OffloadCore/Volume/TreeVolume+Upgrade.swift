@@ -22,9 +22,8 @@ extension TreeVolume {
     /// Memory: format 1's recovery holds the whole tree already; the upgrade adds it once
     /// more as one generation of changes, and the new tree's nodes until its commit.
     ///
-    /// `progress` hears (done, total) in inodes counted twice: once as each is stated in
-    /// the generation, once as the first commit applies it to the tree (the bulk of the
-    /// time; the commit's node writes and syncs after that are not counted).
+    /// `progress` hears each step and how far it got: the inodes stated in the generation
+    /// (`.recording`), then each commit's steps (`TreeVolume.commit(progress:)`).
     public static func upgrade(_ storage: any ImageStorage, from replay: ImageReplay, analysis: ImageAnalysis,
                                previous: ImageReplay?, nameHashKey: SipHash24,
                                progress: CommitProgress? = nil) throws(FSError) -> TreeVolume {
@@ -67,16 +66,17 @@ extension TreeVolume {
         // As replay's claims: the first commit's extents take them, the rest is released.
         volume.replayClaims = used
         let inodes = analysis.reachable.sorted()
+        progress?.began(.recording)
         let ticket = volume.delta.join()
         do {
             defer { volume.delta.leave(ticket) }
             for (done, inode) in inodes.enumerated() {
+                if let progress, progress.isDue(done) { progress.report(done, inodes.count) }
                 try volume.delta.record(try changes(of: inode, replay, analysis), in: ticket)
-                if let progress, progress.isDue(done) { progress.report(done, 2 * inodes.count) }
             }
         }
-        try volume.commit(progress: progress?.scaled(from: inodes.count, to: 2 * inodes.count, of: 2 * inodes.count))
-        try volume.commit()
+        try volume.commit(progress: progress)
+        try volume.commit(progress: progress)
         return volume
     }
 
