@@ -17,9 +17,10 @@ struct GenerateImageCommand: ParsableCommand {
             d%06d/f%08d with the directory number i / per-directory. Then \
             --single-directory more files (numbered on) go into one directory, single/f%08d. \
             Every tenth file (i % 10 == 0) holds the first i % 101 bytes of 0, 1, ..., 100; \
-            the others are empty. The files belong to root, mode 0644. The image is made \
-            through the namespace's operations, as a mount with the default options would make \
-            it, and closed as an unmount closes it. Progress goes to stderr.
+            the others are empty. The files belong to root, mode 0644. Format 2 (the default) \
+            bulk-loads the tree's items into a new image at once; format 1 (--format 1) makes \
+            the image through format 1's namespace operations, as a mount with the default \
+            options made it, and closes it as an unmount does. Progress goes to stderr.
             """
     )
 
@@ -35,13 +36,13 @@ struct GenerateImageCommand: ParsableCommand {
     @Option(name: .long, help: "Files in one more directory, 'single'.")
     var singleDirectory = 0
 
-    @Option(name: .long, help: "Bytes of small-file data held in RAM pieces (a mount's --memory-limit, in bytes).")
+    @Option(name: .long, help: "Format 1: bytes of small-file data held in RAM pieces (a mount's --memory-limit, in bytes).")
     var memoryLimit = 64 << 20
 
     @Option(name: .long, help: "Capacity kept in the image, in bytes (default: none kept; a mount then uses its own default).")
     var size: UInt64?
 
-    @Option(name: .long, help: "Seconds between maintenance runs while generating (the daemon's 5; 0: none).")
+    @Option(name: .long, help: "Format 1: seconds between maintenance runs while generating (the daemon's 5; 0: none).")
     var maintenanceInterval = 5.0
 
     @Option(name: .customLong("format"), help: "The image format: 2 (what mount makes by default; bulk-loaded at once) or 1 (made through format 1's namespace; `offloadfs mount` upgrades it at its first read-write mount unless given --format 1).")

@@ -2,7 +2,7 @@ import CLinuxShims
 import FuseBridge
 
 /// What `offloadfs --version` prints: the product version and the commit of the build,
-/// so two builds of one version can be told apart (`offloadfs 0.1.0 (commit 1a2b3c4d5e6f)`,
+/// so two builds of one version can be told apart (`offloadfs 0.2.0 (commit 1a2b3c4d5e6f)`,
 /// `-modified` when the tree had uncommitted changes, `commit unknown` for a build that
 /// was not given one: see Package.swift).
 enum BuildVersion {

@@ -88,7 +88,7 @@ struct InfoCommand: ParsableCommand {
         return "none: the daemon stopped without unmounting; the next mount replays the journal"
     }
 
-    /// A format 2 image (in development): what its current commit slot says.
+    /// A format 2 image: what its current commit slot says.
     static func formatTwo(path: String, typed image: String) throws {
         let slot: CommitSlot
         let storage: FileImageStorage

@@ -94,7 +94,6 @@ struct MountCommand: ParsableCommand {
         if MountConfiguration.isReadOnly(options) {
             if fresh { throw ValidationError("--fresh empties the image, which a read-only mount (-o ro) cannot") }
             if size != nil { throw ValidationError("--size changes the image's capacity, which a read-only mount (-o ro) cannot") }
-            if format == .two { throw ValidationError("--format 2 makes or upgrades an image, which a read-only mount (-o ro) cannot") }
         }
         if memoryLimit.bytes > UInt64(Int.max) { throw ValidationError("--memory-limit is too large") }
     }

@@ -74,7 +74,7 @@ final class CapacityTests: DaemonTestCase {
 /// holding it plus its own disk use: after another program took half of that filesystem
 /// the next mount shows a smaller capacity, after it gave the space back the larger one
 /// again, and `info` says the capacity is the default. Run on both formats (scripts/test's
-/// format 2 pass); on format 2 it failed while the image kept the capacity it was made
+/// format 1 pass); on format 2 it failed while the image kept the capacity it was made
 /// with.
 final class DefaultCapacityTests: ScratchDiskDaemonTestCase {
     override class var scratchMegabytes: Int { 64 }

@@ -59,12 +59,13 @@ final class FormatTwoMountTests: DaemonTestCase {
         XCTAssertEqual(formatOne["format version"], "1", "\(formatOne)")
         XCTAssertTrue(formatOne["upgrade"]?.hasPrefix("to format 2 at its next read-write mount") == true, "\(formatOne)")
 
-        // Kept format 1: by `--format 1`, and by a read-only mount (which writes nothing).
+        // Kept format 1: by `--format 1`, and by a read-only mount (which writes nothing,
+        // so it does not upgrade even when format 2 is named).
         try mount(image, ["--format", "1"])
         XCTAssertEqual(try listing(), before, "format 1 mounted as format 1")
         try unmountAll()
         XCTAssertTrue(try info()["format version"]?.hasPrefix("1") == true, "--format 1 does not upgrade")
-        try mount(image, ["-o", "ro"])
+        try mount(image, ["--format", "2", "-o", "ro"])
         XCTAssertEqual(try listing(), before, "format 1 mounted read-only")
         let readOnlyStatus = try BoundedRun.offloadfs(["status", mountPoint], timeout: 30)
         XCTAssertTrue(readOnlyStatus.output.contains("format: 1"), readOnlyStatus.transcript)

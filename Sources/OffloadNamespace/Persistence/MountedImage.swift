@@ -1,8 +1,8 @@
 import OffloadCore
 
 /// The on-disk format of an image: format 1 (a checkpoint of the whole tree plus a
-/// journal; the namespace in RAM) or format 2 (the tree indexed in the image; in
-/// development, docs/ARCHITECTURE.md "Metadata at scale: format 2").
+/// journal; the namespace in RAM) or format 2 (the tree indexed in the image, the
+/// default; docs/ARCHITECTURE.md "Metadata at scale: format 2").
 public enum ImageFormat: Int, Sendable, CaseIterable {
     case one = 1
     case two = 2

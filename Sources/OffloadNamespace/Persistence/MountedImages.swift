@@ -29,6 +29,8 @@ public enum MountedImages {
             switch try ImageIdentity.read(storage) {
             case .empty: found = nil
             case .newerVersion(CommitSlot.version): found = .two
+            // Version 0 kept no files: a new image (format 1's open starts it afresh too).
+            case .versionZero: found = nil
             default: found = .one
             }
             if (fresh || found == nil) && newFormat == .two && !readOnly {
@@ -105,17 +107,23 @@ public enum MountedImages {
                                           nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
                                           progress: progress)
         } catch {
-            throw explained(error, path: path)
+            // Said as format 1 only while its bytes are (a crash-safe upgrade is format 1
+            // until its second slot; a failure syncing that slot may leave either).
+            let stillFormatOne: Bool
+            if case .image? = try? ImageIdentity.read(storage) { stillFormatOne = true } else { stillFormatOne = false }
+            throw explained(error, path: path, stillFormatOne: stillFormatOne)
         }
     }
 
     /// An upgrade's failure, said as what it means for the image: it is still format 1
     /// (the upgrade is crash-safe: until its second slot is durable the image is format
-    /// 1), and `--format 1` mounts it as it is.
-    private static func explained(_ error: FSError, path: String) -> FSError {
+    /// 1), and `--format 1` mounts it as it is. Unchanged when its bytes are no longer
+    /// format 1's.
+    static func explained(_ error: FSError, path: String, stillFormatOne: Bool) -> FSError {
+        guard stillFormatOne else { return error }
         let keep = "'\(path)' is still a format 1 image; `offloadfs mount --format 1` mounts it without upgrading"
         switch error {
-        case .noSpace, .system(errno: ENOSPC, call: _):
+        case .noSpace, .system(errno: ENOSPC, call: _), .system(errno: EDQUOT, call: _):
             return .invalidArgument("no room to upgrade '\(path)' to format 2 (its new tree needs free space inside "
                                     + "the capacity and on the disk under it): mount it once with a larger --size, "
                                     + "or free space on that disk; \(keep)")

@@ -31,11 +31,14 @@ extension VolumeNamespace {
     /// only some commits later (the reuse rule), so without them `df` would not follow an
     /// `rm` until something else changed.
     public func commitIfChanged(policy: VolumeCommitPolicy = .everyTick(journalBytes: 1)) throws(FSError) -> VolumeCommitReport? {
+        // The free space for the low-space rule, read before the namespace lock: it takes
+        // the space lock and counts free blocks, 100-290 us that every request waited for
+        // when read under it (docs/ARCHITECTURE.md, "The loaded stat tail").
+        let available = (try? volume.fileBlocks())?.availableBytes ?? 0
         let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
             let journalBytes = volume.journalBytesSinceCommit
             if journalBytes > 0 {
                 let secondsSinceCommit = Double(MonotonicClock.nanoseconds() &- lastMaintenanceCommit) / 1e9
-                let available = (try? volume.fileBlocks())?.availableBytes ?? 0
                 let lowOnSpace = VolumeCommitPolicy.isLowOnSpace(availableBytes: available,
                                                                  capacityBytes: volume.current.capacityBytes)
                 guard policy.commitsChanges(journalBytes: journalBytes, budget: volume.budget, lowOnSpace: lowOnSpace,
