@@ -83,8 +83,8 @@ extension FileBlockStore {
     }
 
     @inline(__always)
-    public func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) throws(FSError) {
-        try image.copyIn(source, to: offset, count: count)
+    public func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int, fresh: Bool = false) throws(FSError) {
+        try image.copyIn(source, to: offset, count: count, fresh: fresh)
     }
 
     public func copyIn(_ bytes: [UInt8], to offset: UInt64) throws(FSError) { try image.copyIn(bytes, to: offset) }

@@ -361,9 +361,9 @@ public final class OffloadedFile: @unchecked Sendable {
             }
             let n = min(granted.count, bytes.count - done)
             pieces.append(.mmapOffload(offset: granted.lowerBound, size: UInt64(n)))
-            // `granted` is whole blocks, never more than the data needs.
+            // `granted` is whole blocks, never more than the data needs, just allocated.
             do throws(FSError) {
-                try store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n)
+                try store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n, fresh: true)
             } catch {
                 for piece in pieces { discard(piece) }
                 throw error

@@ -114,6 +114,22 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
             }
             return
         }
+        try writeWithPwrite(bytes, at: offset)
+    }
+
+    /// Blocks just allocated are written with `pwrite` whatever the length: their pages
+    /// are not in the page cache, and a copy through the mapping faults on each, and the
+    /// fault's readahead fills a whole window of the file around it (zeros, where the
+    /// blocks are unwritten or holes) for the few bytes written. Under `tar -x` that
+    /// zero-filling was 9% of the daemon's samples; pwrite fills only the pages written.
+    public func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        guard !isReadOnly else { throw .readOnly }
+        guard bytes.baseAddress != nil, !bytes.isEmpty else { return }
+        try writeWithPwrite(bytes, at: offset)
+    }
+
+    private func writeWithPwrite(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        guard let source = bytes.baseAddress else { return }
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, source + done, bytes.count - done, off_t(offset) + off_t(done))

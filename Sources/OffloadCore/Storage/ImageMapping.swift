@@ -67,11 +67,17 @@ public final class ImageMapping: @unchecked Sendable {
     }
 
     /// Copies bytes into the image (`ImageStorage.write`: a memcpy into the mapping for
-    /// small copies, pwrite for large ones). The caller owns the blocks exclusively.
+    /// small copies, pwrite for large ones; `fresh`, blocks just allocated:
+    /// `ImageStorage.writeFresh`). The caller owns the blocks exclusively.
     @inline(__always)
-    public func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int) throws(FSError) {
+    public func copyIn(_ source: UnsafeRawPointer, to offset: UInt64, count: Int, fresh: Bool = false) throws(FSError) {
         assert(offset + UInt64(count) <= UInt64(mappedBytes))
-        try storage.write(UnsafeRawBufferPointer(start: source, count: count), at: offset)
+        let bytes = UnsafeRawBufferPointer(start: source, count: count)
+        if fresh {
+            try storage.writeFresh(bytes, at: offset)
+        } else {
+            try storage.write(bytes, at: offset)
+        }
     }
 
     /// `copyIn` of a whole array (tests and tools).

@@ -52,6 +52,11 @@ public protocol ImageStorage: AnyObject, Sendable {
     /// Writes all of `bytes` at `offset` (inside `length`).
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError)
 
+    /// `write` into blocks just allocated, whose pages are most likely not cached: a
+    /// backend may choose a path that does not read them first. Backends without such a
+    /// path write as `write` does.
+    func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError)
+
     /// Gives `range` disk space (fallocate mode 0), extending `length` to cover it.
     func reserve(_ range: Range<UInt64>) throws(FSError)
 
@@ -77,6 +82,10 @@ extension ImageStorage {
     public var isReadOnly: Bool { false }
 
     public func prepareForWrite(_ range: Range<UInt64>) {}
+
+    public func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        try write(bytes, at: offset)
+    }
 
     /// Reads `count` bytes at `offset` into a new array (shorter at the end of the file,
     /// empty when the read fails).

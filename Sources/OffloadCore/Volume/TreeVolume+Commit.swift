@@ -221,11 +221,13 @@ extension TreeVolume {
         // 2. The generation into the tree.
         var fresh = RangeSet<UInt64>()
         var placedBytes = 0
+        var placing = PlacedBytesWriter(storage: storage)
         progress?.began(.applying)
         let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
-            return try self.place(bytes, fresh: &fresh)
+            return try self.place(bytes, fresh: &fresh, into: &placing)
         }
+        try placing.flush()
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and
         // blocks files took since their last commit (unclaimed) are not in the block tree
@@ -352,9 +354,10 @@ extension TreeVolume {
                                   punchedBlocks: punched?.failure == nil ? punched?.blocks ?? 0 : 0, punchFailure: punchFailure)
     }
 
-    /// Writes `bytes` into newly allocated data blocks (as many runs as the free space
-    /// gives) and returns the extents holding them; the blocks join `fresh`.
-    func place(_ bytes: [UInt8], fresh: inout RangeSet<UInt64>) throws(FSError) -> [Extent] {
+    /// Places `bytes` in newly allocated data blocks (as many runs as the free space
+    /// gives) and returns the extents holding them; the blocks join `fresh`. The bytes go
+    /// to `writer`, which the commit flushes before its sync.
+    func place(_ bytes: [UInt8], fresh: inout RangeSet<UInt64>, into writer: inout PlacedBytesWriter) throws(FSError) -> [Extent] {
         var extents: [Extent] = []
         var written = 0
         let blockSize = BackingStore.blockSize
@@ -366,7 +369,7 @@ extension TreeVolume {
             let offset = blocks.lowerBound << BackingStore.blockShift
             try bytes.withUnsafeBytes { raw in
                 Result { () throws(FSError) in
-                    try storage.write(UnsafeRawBufferPointer(rebasing: raw[written..<written + length]), at: offset)
+                    try writer.add(UnsafeRawBufferPointer(rebasing: raw[written..<written + length]), at: offset)
                 }
             }.get()
             extents.append(.mmapOffload(offset: offset, size: UInt64(length)))
