@@ -222,11 +222,13 @@ extension TreeVolume {
         var fresh = RangeSet<UInt64>()
         var placedBytes = 0
         var placing = PlacedBytesWriter(storage: storage)
+        var placementBlocks = PlacementBlocks()
         progress?.began(.applying)
         let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
-            return try self.place(bytes, fresh: &fresh, into: &placing)
+            return try self.place(bytes, fresh: &fresh, blocks: &placementBlocks, into: &placing)
         }
+        placementBlocks.finish(space)
         try placing.flush()
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and
@@ -355,15 +357,16 @@ extension TreeVolume {
     }
 
     /// Places `bytes` in newly allocated data blocks (as many runs as the free space
-    /// gives) and returns the extents holding them; the blocks join `fresh`. The bytes go
-    /// to `writer`, which the commit flushes before its sync.
-    func place(_ bytes: [UInt8], fresh: inout RangeSet<UInt64>, into writer: inout PlacedBytesWriter) throws(FSError) -> [Extent] {
+    /// gives, from `placement`'s chunks) and returns the extents holding them; the blocks
+    /// join `fresh`. The bytes go to `writer`, which the commit flushes before its sync.
+    func place(_ bytes: [UInt8], fresh: inout RangeSet<UInt64>, blocks placement: inout PlacementBlocks,
+               into writer: inout PlacedBytesWriter) throws(FSError) -> [Extent] {
         var extents: [Extent] = []
         var written = 0
         let blockSize = BackingStore.blockSize
         while written < bytes.count {
             let wanted = UInt64((bytes.count - written + blockSize - 1) / blockSize)
-            let blocks = try space.allocateData(upTo: wanted)
+            let blocks = try placement.take(upTo: wanted, from: space)
             fresh.insert(contentsOf: blocks)
             let length = min(bytes.count - written, blocks.count * blockSize)
             let offset = blocks.lowerBound << BackingStore.blockShift
