@@ -94,6 +94,15 @@ extension FileSystemModel {
                     for (i, byte) in bytes.enumerated() { read[Int(offset) + i] = Cell(byte) }
                 }
             }
+            // `storedBytes`, which reads the items' lengths only, counts what they store.
+            let stored = extents.reduce(UInt64(0)) { total, entry in
+                switch entry.extent {
+                case .image(_, let length): return total + length
+                case .inline(let bytes): return total + UInt64(bytes.count)
+                case .fill: return total
+                }
+            }
+            if try fs.storedBytes(inode) != stored { return "file \(inode) stores \(stored) bytes, storedBytes says \(try fs.storedBytes(inode))" }
             // memcmp: comparing element by element dominates a debug build's run.
             let same = read.count == cells.count && (read.isEmpty || read.withUnsafeBytes { a in
                 cells.withUnsafeBytes { b in memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0 }

@@ -66,6 +66,26 @@ public struct LayeredFileSystem {
         return file.pieceList
     }
 
+    /// The bytes file `inode` (of size `size`) stores in image and RAM pieces, as
+    /// `filePieces` would count them: read from the tree's extent items' lengths alone
+    /// when no newer generation changed the file's data (the common case of a stat or a
+    /// READDIRPLUS entry), else from `filePieces`.
+    public func storedBytes(_ inode: UInt64, size: UInt64) throws(FSError) -> UInt64 {
+        if layers.contains(where: { layer in layer.changes(of: inode).map { !$0.fileRanges.isEmpty || $0.cleared } ?? false }) {
+            var stored: UInt64 = 0
+            for piece in try filePieces(inode, size: size) {
+                switch piece.extent {
+                case .mmapOffload(_, let length): stored += length
+                case .inMemory(let bytes): stored += UInt64(bytes.count)
+                case .repeatingBytes: break
+                }
+            }
+            return stored
+        }
+        guard try tree.inode(inode) != nil else { return 0 }
+        return try tree.storedBytes(inode)
+    }
+
     public func inode(_ inode: UInt64) throws(FSError) -> InodeItem? {
         if let decided = newest(inode, { $0.attributes.map { .some($0) } }) { return decided }
         return try tree.inode(inode)

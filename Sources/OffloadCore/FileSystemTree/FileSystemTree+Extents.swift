@@ -32,6 +32,22 @@ extension FileSystemTree {
         return found
     }
 
+    /// The bytes `inode`'s extent items store (image and inline extents; fills store
+    /// none): `st_blocks` of a file the delta does not change, without decoding its
+    /// extents into pieces (`LayeredFileSystem.storedBytes`).
+    public func storedBytes(_ inode: UInt64) throws(FSError) -> UInt64 {
+        var total: UInt64 = 0
+        try scan(inode, .extent) { (offset, raw) throws(FSError) in
+            do throws(ByteReader.Malformed) {
+                total += try ExtentItem.storedLength(raw)
+            } catch {
+                throw .damagedImage("filesystem tree item \(Self.extentKey(inode, offset)): \(error.description)")
+            }
+            return true
+        }
+        return total
+    }
+
     /// Where an extent item ends in its file; damage past the largest file.
     static func end(of extent: ExtentItem, at key: TreeKey) throws(FSError) -> UInt64 {
         guard key.offset <= OffloadedFile.maximumSize, extent.length <= OffloadedFile.maximumSize - key.offset else {

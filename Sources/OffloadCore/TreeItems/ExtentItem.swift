@@ -49,6 +49,22 @@ public enum ExtentItem: Equatable, Sendable {
         return w.bytes
     }
 
+    /// The bytes an encoded extent stores (an image extent's length, an inline extent's
+    /// bytes; a fill stores none), checked as `decode` checks it, without copying an
+    /// inline extent's bytes out.
+    public static func storedLength(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> UInt64 {
+        if bytes.first == Tag.inline.rawValue {
+            guard (1...inlineLimit).contains(bytes.count - 1) else {
+                throw ByteReader.Malformed(description: "an inline extent of \(bytes.count - 1) bytes")
+            }
+            return UInt64(bytes.count - 1)
+        }
+        switch try decode(bytes) {
+        case .image(_, let length): return length
+        case .fill, .inline: return 0
+        }
+    }
+
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> ExtentItem {
         var r = ByteReader(bytes)
         let tag = try r.u8()

@@ -176,13 +176,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 size = cached.data.size
                 stored = cached.data.allocatedByteCount
             } else {
-                for piece in try reader.view.filePieces(number, size: item.size) {
-                    switch piece.extent {
-                    case .mmapOffload(_, let length): stored += length
-                    case .inMemory(let bytes): stored += UInt64(bytes.count)
-                    case .repeatingBytes: break
-                    }
-                }
+                stored = try reader.view.storedBytes(number, size: item.size)
             }
         }
         return Attributes(inode: InodeNumber(number), generation: InodeTable.generation, kind: kind,
