@@ -12,39 +12,29 @@ final class TreeVolumePlacementTests: XCTestCase {
     static let capacity: UInt64 = 64 << 20
 
     /// Counts the calls a commit makes, passing each to a memory image.
-    final class CountingStorage: ImageStorage, @unchecked Sendable {
-        let inner: MemoryImageStorage
+    final class CountingStorage: ForwardingImageStorage, @unchecked Sendable {
         private let counts = PthreadMutex<[String: Int]>([:])
-        init(maximumBytes: Int) { inner = MemoryImageStorage(maximumBytes: maximumBytes) }
+        init(maximumBytes: Int) { super.init(MemoryImageStorage(maximumBytes: maximumBytes)) }
         func count(_ call: String) -> Int { counts.withLock { $0[call] ?? 0 } }
         func reset() { counts.withLock { $0 = [:] } }
         private func note(_ call: String) { counts.withLock { $0[call, default: 0] += 1 } }
 
-        var name: String { inner.name }
-        var length: UInt64 { inner.length }
-        var diskBytes: UInt64 { inner.diskBytes }
-        func map(byteCount: Int) throws(FSError) -> UnsafeMutableRawPointer { try inner.map(byteCount: byteCount) }
-        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(FSError) -> Int {
-            try inner.read(into: buffer, at: offset)
-        }
-        func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        override func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
             note("write")
-            try inner.write(bytes, at: offset)
+            try super.write(bytes, at: offset)
         }
-        func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        override func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
             note("writeFresh")
-            try inner.write(bytes, at: offset)
+            try super.writeFresh(bytes, at: offset)
         }
-        func reserve(_ range: Range<UInt64>) throws(FSError) {
+        override func reserve(_ range: Range<UInt64>) throws(FSError) {
             note("reserve")
-            try inner.reserve(range)
+            try super.reserve(range)
         }
-        func punch(_ range: Range<UInt64>) throws(FSError) {
+        override func punch(_ range: Range<UInt64>) throws(FSError) {
             note("punch")
-            try inner.punch(range)
+            try super.punch(range)
         }
-        func setLength(_ length: UInt64) throws(FSError) { try inner.setLength(length) }
-        func sync() throws(FSError) { try inner.sync() }
     }
 
     /// 600 files of 1,025 to 9,000 bytes in one generation: the commit takes their blocks

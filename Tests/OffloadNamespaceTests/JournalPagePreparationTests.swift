@@ -13,35 +13,24 @@ import XCTest
 final class JournalPagePreparationTests: XCTestCase {
     /// Forwards to an in-memory image and records prepared and written ranges; `onPrepare`
     /// runs inside each prepare.
-    final class RecordingStorage: ImageStorage, @unchecked Sendable {
+    final class RecordingStorage: ForwardingImageStorage, @unchecked Sendable {
         enum Event { case prepared(Range<UInt64>), wrote(Range<UInt64>), synced }
-        let inner: MemoryImageStorage
         let events = PthreadMutex<[Event]>([])
         let onPrepare = PthreadMutex<(@Sendable () -> Void)?>(nil)
         /// Off while the test commits: the nodes and the slot are not frames.
         let recordsWrites = PthreadMutex(true)
 
-        init(maximumBytes: Int) { inner = MemoryImageStorage(maximumBytes: maximumBytes) }
+        init(maximumBytes: Int) { super.init(MemoryImageStorage(maximumBytes: maximumBytes)) }
 
-        var name: String { inner.name }
-        var length: UInt64 { inner.length }
-        var diskBytes: UInt64 { inner.diskBytes }
-        func map(byteCount: Int) throws(FSError) -> UnsafeMutableRawPointer { try inner.map(byteCount: byteCount) }
-        func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(FSError) -> Int {
-            try inner.read(into: buffer, at: offset)
-        }
-        func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+        override func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
             if recordsWrites.withLock({ $0 }) { events.withLock { $0.append(.wrote(offset..<offset + UInt64(bytes.count))) } }
-            try inner.write(bytes, at: offset)
+            try super.write(bytes, at: offset)
         }
-        func reserve(_ range: Range<UInt64>) throws(FSError) { try inner.reserve(range) }
-        func punch(_ range: Range<UInt64>) throws(FSError) { try inner.punch(range) }
-        func setLength(_ length: UInt64) throws(FSError) { try inner.setLength(length) }
-        func sync() throws(FSError) {
-            try inner.sync()
+        override func sync() throws(FSError) {
+            try super.sync()
             events.withLock { $0.append(.synced) }
         }
-        func prepareForWrite(_ range: Range<UInt64>) {
+        override func prepareForWrite(_ range: Range<UInt64>) {
             events.withLock { $0.append(.prepared(range)) }
             onPrepare.withLock { $0 }?()
         }
