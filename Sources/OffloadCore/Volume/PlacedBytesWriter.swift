@@ -21,8 +21,7 @@ struct PlacedBytesWriter {
     /// The image offset of the run's first byte (block-aligned) and its bytes so far.
     private var start: UInt64 = 0
     private var run: [UInt8] = []
-    /// Bytes handed to `storage.write` so far, and the writes that took.
-    private(set) var writtenBytes = 0
+    /// Runs written so far (one `writeFresh` each).
     private(set) var writes = 0
 
     init(storage: any ImageStorage) {
@@ -52,7 +51,6 @@ struct PlacedBytesWriter {
         try run.withUnsafeBytes { raw in
             Result { () throws(FSError) in try storage.writeFresh(raw, at: start) }
         }.get()
-        writtenBytes += run.count
         writes += 1
         run.removeAll(keepingCapacity: true)
     }

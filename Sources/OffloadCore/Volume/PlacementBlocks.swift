@@ -16,8 +16,6 @@ struct PlacementBlocks {
 
     /// Taken and prepared, not yet handed out.
     private var chunk: Range<UInt64> = 0..<0
-    /// Chunks taken (for tests).
-    private(set) var chunks = 0
 
     /// At least one and at most `wanted` blocks, allocated for data (one reference each,
     /// recorded in the open generation's changes), read as zeros, with disk space.
@@ -33,7 +31,6 @@ struct PlacementBlocks {
                     throw error
                 }
                 chunk = taken
-                chunks += 1
             } catch .noSpace {
                 return try space.allocateData(upTo: wanted)
             }
