@@ -79,6 +79,17 @@ final class FileSystemTreeTests: XCTestCase {
         try fs.tree.upsert(TreeKey(object: 9, kind: ItemKind.extent.rawValue, offset: 0), ExtentItem.fill(byte: 1, length: 100).encoded())
         try fs.tree.upsert(TreeKey(object: 9, kind: ItemKind.extent.rawValue, offset: 50), ExtentItem.fill(byte: 2, length: 100).encoded())
         XCTAssertThrowsError(try fs.extents(9, overlapping: 0..<200)) { Self.assertDamage($0) }
+        // Image extents whose lengths would overflow the count of stored bytes (st_blocks),
+        // and one that ends past the largest file.
+        let huge = UInt64(Int64.max) - 4096
+        for i in 0..<3 {
+            try fs.tree.upsert(TreeKey(object: 10, kind: ItemKind.extent.rawValue, offset: UInt64(i)),
+                               ExtentItem.image(offset: 0, length: huge).encoded())
+        }
+        XCTAssertThrowsError(try fs.storedBytes(10)) { Self.assertDamage($0) }
+        try fs.tree.upsert(TreeKey(object: 13, kind: ItemKind.extent.rawValue, offset: huge),
+                           ExtentItem.image(offset: 0, length: 8192).encoded())
+        XCTAssertThrowsError(try fs.storedBytes(13)) { Self.assertDamage($0) }
         // A symlink target with a part missing, and an xattr with a short chunk.
         try fs.tree.upsert(TreeKey(object: 11, kind: ItemKind.symlinkTarget.rawValue, offset: 1), [65])
         XCTAssertThrowsError(try fs.symlinkTarget(11)) { Self.assertDamage($0) }

@@ -37,6 +37,20 @@ final class TreeVolumePlacementTests: XCTestCase {
         }
     }
 
+    /// A disk with room for small fallocates only, once armed: every chunk is refused.
+    final class ShortDiskStorage: ForwardingImageStorage, @unchecked Sendable {
+        let armed = PthreadMutex(false)
+        let refused = PthreadMutex(0)
+        init(maximumBytes: Int) { super.init(MemoryImageStorage(maximumBytes: maximumBytes)) }
+        override func reserve(_ range: Range<UInt64>) throws(FSError) {
+            if armed.withLock({ $0 }), range.count >= Int(PlacementBlocks.chunkBlocks) << BackingStore.blockShift {
+                refused.withLock { $0 += 1 }
+                throw .noSpace
+            }
+            try super.reserve(range)
+        }
+    }
+
     /// 600 files of 1,025 to 9,000 bytes in one generation: the commit takes their blocks
     /// in a few chunks (one fallocate each; one a file before) and writes their bytes in a
     /// few runs; reopened, every file reads back, the data runs match the extents, and the
@@ -76,6 +90,44 @@ final class TreeVolumePlacementTests: XCTestCase {
         unaccounted.subtract(volume.space.reserve)
         XCTAssertTrue(unaccounted.isEmpty, "taken and neither recorded nor reserved: \(unaccounted.ranges.prefix(3))")
 
+        volume = try TreeVolume.open(storage)
+        var contents = VolumeFileContents()
+        for (inode, bytes) in files {
+            XCTAssertEqual(try contents.bytes(of: inode, size: bytes.count, in: volume), bytes, "inode \(inode)")
+        }
+        XCTAssertNil(try contents.dataRunMismatch(in: volume))
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.problems.isEmpty, "\(check.problems.prefix(5))")
+    }
+
+    /// When the disk under the image refuses a chunk, the commit places every piece
+    /// through the block space's own allocation (one fallocate a piece, the metadata
+    /// reserve behind it) and asks for a chunk once, not once a file; every file reads
+    /// back and fsck finds nothing.
+    func testADiskThatRefusesAChunkPlacesPieceByPiece() throws {
+        let storage = ShortDiskStorage(maximumBytes: Int(Self.capacity))
+        var volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 8,
+                                           nameHashKey: SipHash24(key0: 3, key1: 4))
+        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
+        try volume.perform([.attributes(inode: 1, root)])
+        var files: [UInt64: [UInt8]] = [:]
+        for i in 0..<50 {
+            let inode = UInt64(i + 2)
+            let bytes = (0..<(2_000 + 37 * i)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) }
+            files[inode] = bytes
+            root.nextIndex += 1
+            try volume.perform([
+                .attributes(inode: inode, NamespaceChangeScript.inode(type: 8, links: 1, size: UInt64(bytes.count))),
+                .link(directory: 1, NamedEntry(name: Array("g\(i)".utf8), child: inode, type: 8, index: root.nextIndex - 1)),
+                .attributes(inode: 1, root),
+                .fileRange(inode: inode, size: UInt64(bytes.count), range: 0..<UInt64(bytes.count),
+                           pieces: [FilePiece(offset: 0, extent: .inMemory(bytes))]),
+            ])
+        }
+        storage.armed.withLock { $0 = true }
+        try volume.commit()
+        XCTAssertEqual(storage.refused.withLock { $0 }, 1, "a chunk is asked for once a commit")
+        _ = volume.waitForPunches()
         volume = try TreeVolume.open(storage)
         var contents = VolumeFileContents()
         for (inode, bytes) in files {

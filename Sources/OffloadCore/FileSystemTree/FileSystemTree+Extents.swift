@@ -38,11 +38,20 @@ extension FileSystemTree {
     public func storedBytes(_ inode: UInt64) throws(FSError) -> UInt64 {
         var total: UInt64 = 0
         try scan(inode, .extent) { (offset, raw) throws(FSError) in
+            let key = Self.extentKey(inode, offset)
+            let length: UInt64
             do throws(ByteReader.Malformed) {
-                total += try ExtentItem.storedLength(raw)
+                length = try ExtentItem.storedLength(raw)
             } catch {
-                throw .damagedImage("filesystem tree item \(Self.extentKey(inode, offset)): \(error.description)")
+                throw .damagedImage("filesystem tree item \(key): \(error.description)")
             }
+            // A damaged image's lengths must not overflow the sum (a trap, not an error).
+            let (sum, overflow) = total.addingReportingOverflow(length)
+            guard !overflow, key.offset <= OffloadedFile.maximumSize, length <= OffloadedFile.maximumSize - key.offset,
+                  sum <= OffloadedFile.maximumSize else {
+                throw .damagedImage("extents of inode \(inode) store more than the largest file, at \(key)")
+            }
+            total = sum
             return true
         }
         return total

@@ -28,8 +28,8 @@
 ///   come back partly written.
 /// - Every method may be called from any thread; a backend serialises what it must.
 /// - A read-only storage (`isReadOnly`) maps the image `PROT_READ`, refuses `write`,
-///   `reserve`, `punch` and `setLength` with `.readOnly`, and its `sync` does nothing:
-///   not one byte of the image changes.
+///   `writeFresh`, `reserve`, `punch` and `setLength` with `.readOnly`, and its `sync`
+///   does nothing: not one byte of the image changes.
 public protocol ImageStorage: AnyObject, Sendable {
     /// A name for messages (the image's path).
     var name: String { get }

@@ -7,31 +7,40 @@
 /// of the commit of a `tar -x` of /usr/include (8,000 files). Here a chunk of up to
 /// `chunkBlocks` gets disk space in one call, each piece's blocks are recorded as
 /// allocated when handed out, and what is left of the last chunk goes back to the free
-/// space (and its disk space with it) when the commit has placed everything (`finish`).
-/// A chunk the free space or the disk cannot give falls back to `allocateData` for the
-/// piece, which may take from the metadata reserve as before.
+/// space when the commit has placed everything (`finish`), keeping its disk space: at
+/// most 255 blocks, which the next allocations take first (a punch there would also
+/// cost the files' disk space reserved a step ahead, `VolumeFileBlocks`).
+/// Once a chunk cannot be had (the free space or the disk under the image is short), the
+/// rest of the commit's pieces go through `allocateData`, which may take from the
+/// metadata reserve as before.
 /// Under the space lock, as the rest of the commit's block calls.
 struct PlacementBlocks {
     static let chunkBlocks: UInt64 = 256
 
     /// Taken and prepared, not yet handed out.
     private var chunk: Range<UInt64> = 0..<0
+    /// A chunk could not be had: piece by piece from now on.
+    private var short = false
 
     /// At least one and at most `wanted` blocks, allocated for data (one reference each,
     /// recorded in the open generation's changes), read as zeros, with disk space.
     mutating func take(upTo wanted: UInt64, from space: BlockSpace) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
         if chunk.isEmpty {
+            if short { return try space.allocateData(upTo: wanted) }
             do throws(FSError) {
                 let taken = try space.takeData(upTo: max(wanted, Self.chunkBlocks))
                 do throws(FSError) {
                     try space.prepareBlocks?(taken)
                 } catch {
+                    // A failed fallocate may have given part of the range disk space.
+                    space.unprepare(taken)
                     space.giveBack(taken)
                     throw error
                 }
                 chunk = taken
             } catch .noSpace {
+                short = true
                 return try space.allocateData(upTo: wanted)
             }
         }
@@ -41,10 +50,10 @@ struct PlacementBlocks {
         return handed
     }
 
-    /// Gives back what is left of the chunk, with its disk space.
+    /// Gives back what is left of the chunk (with its disk space, which the next
+    /// allocations there use).
     mutating func finish(_ space: BlockSpace) {
         guard !chunk.isEmpty else { return }
-        space.unprepare(chunk)
         space.giveBack(chunk)
         chunk = 0..<0
     }
