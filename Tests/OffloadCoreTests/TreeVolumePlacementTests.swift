@@ -51,33 +51,54 @@ final class TreeVolumePlacementTests: XCTestCase {
         }
     }
 
-    /// 600 files of 1,025 to 9,000 bytes in one generation: the commit takes their blocks
-    /// in a few chunks (one fallocate each; one a file before) and writes their bytes in a
-    /// few runs; reopened, every file reads back, the data runs match the extents, and the
-    /// free count is the capacity less what the trees and files hold.
-    func testACommitPlacesManySmallFilesInChunksAndRuns() throws {
-        let storage = CountingStorage(maximumBytes: Int(Self.capacity))
-        var volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 7,
-                                           nameHashKey: SipHash24(key0: 1, key1: 2))
-        var rng = SplitMix64(seed: 11)
-        var files: [UInt64: [UInt8]] = [:]
-        let count = 600
+    /// Files `/f0`, `/f1`... (inodes 2, 3...) holding `contents`, as RAM pieces of one
+    /// generation; returns them by inode.
+    static func makeFiles(_ contents: [[UInt8]], in volume: TreeVolume) throws -> [UInt64: [UInt8]] {
         var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
         try volume.perform([.attributes(inode: 1, root)])
-        for i in 0..<count {
+        var files: [UInt64: [UInt8]] = [:]
+        for (i, bytes) in contents.enumerated() {
             let inode = UInt64(i + 2)
-            let size = Int.random(in: (ExtentItem.inlineLimit + 1)...9_000, using: &rng)
-            let bytes = (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
             files[inode] = bytes
             root.nextIndex += 1
             try volume.perform([
-                .attributes(inode: inode, NamespaceChangeScript.inode(type: 8, links: 1, size: UInt64(size))),
+                .attributes(inode: inode, NamespaceChangeScript.inode(type: 8, links: 1, size: UInt64(bytes.count))),
                 .link(directory: 1, NamedEntry(name: Array("f\(i)".utf8), child: inode, type: 8, index: root.nextIndex - 1)),
                 .attributes(inode: 1, root),
-                .fileRange(inode: inode, size: UInt64(size), range: 0..<UInt64(size),
+                .fileRange(inode: inode, size: UInt64(bytes.count), range: 0..<UInt64(bytes.count),
                            pieces: [FilePiece(offset: 0, extent: .inMemory(bytes))]),
             ])
         }
+        return files
+    }
+
+    /// Reopened, every file reads back, the data runs are the extents' references, and
+    /// fsck finds nothing.
+    static func assertEveryFileReadsBack(_ files: [UInt64: [UInt8]], reopening storage: any ImageStorage) throws {
+        let volume = try TreeVolume.open(storage)
+        var contents = VolumeFileContents()
+        for (inode, bytes) in files {
+            XCTAssertEqual(try contents.bytes(of: inode, size: bytes.count, in: volume), bytes, "inode \(inode)")
+        }
+        XCTAssertNil(try contents.dataRunMismatch(in: volume))
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.problems.isEmpty, "\(check.problems.prefix(5))")
+    }
+
+    /// 600 files of 1,025 to 9,000 bytes in one generation: the commit takes their blocks
+    /// in a few chunks (one fallocate each; one a file before) and writes their bytes in a
+    /// few runs; reopened, every file reads back, the data runs match the extents, and no
+    /// block stays taken but the metadata reserve's.
+    func testACommitPlacesManySmallFilesInChunksAndRuns() throws {
+        let storage = CountingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 7,
+                                           nameHashKey: SipHash24(key0: 1, key1: 2))
+        var rng = SplitMix64(seed: 11)
+        let count = 600
+        let files = try Self.makeFiles((0..<count).map { _ in
+            let size = Int.random(in: (ExtentItem.inlineLimit + 1)...9_000, using: &rng)
+            return (0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        }, in: volume)
         storage.reset()
         let report = try volume.commit()
         XCTAssertEqual(report.placedBytes, files.values.reduce(0) { $0 + $1.count })
@@ -89,15 +110,7 @@ final class TreeVolumePlacementTests: XCTestCase {
         var unaccounted = volume.space.taken
         unaccounted.subtract(volume.space.reserve)
         XCTAssertTrue(unaccounted.isEmpty, "taken and neither recorded nor reserved: \(unaccounted.ranges.prefix(3))")
-
-        volume = try TreeVolume.open(storage)
-        var contents = VolumeFileContents()
-        for (inode, bytes) in files {
-            XCTAssertEqual(try contents.bytes(of: inode, size: bytes.count, in: volume), bytes, "inode \(inode)")
-        }
-        XCTAssertNil(try contents.dataRunMismatch(in: volume))
-        let check = try VolumeCheck.run(storage)
-        XCTAssertTrue(check.problems.isEmpty, "\(check.problems.prefix(5))")
+        try Self.assertEveryFileReadsBack(files, reopening: storage)
     }
 
     /// When the disk under the image refuses a chunk, the commit places every piece
@@ -106,35 +119,15 @@ final class TreeVolumePlacementTests: XCTestCase {
     /// back and fsck finds nothing.
     func testADiskThatRefusesAChunkPlacesPieceByPiece() throws {
         let storage = ShortDiskStorage(maximumBytes: Int(Self.capacity))
-        var volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 8,
+        let volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 8,
                                            nameHashKey: SipHash24(key0: 3, key1: 4))
-        var root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 3)
-        try volume.perform([.attributes(inode: 1, root)])
-        var files: [UInt64: [UInt8]] = [:]
-        for i in 0..<50 {
-            let inode = UInt64(i + 2)
-            let bytes = (0..<(2_000 + 37 * i)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) }
-            files[inode] = bytes
-            root.nextIndex += 1
-            try volume.perform([
-                .attributes(inode: inode, NamespaceChangeScript.inode(type: 8, links: 1, size: UInt64(bytes.count))),
-                .link(directory: 1, NamedEntry(name: Array("g\(i)".utf8), child: inode, type: 8, index: root.nextIndex - 1)),
-                .attributes(inode: 1, root),
-                .fileRange(inode: inode, size: UInt64(bytes.count), range: 0..<UInt64(bytes.count),
-                           pieces: [FilePiece(offset: 0, extent: .inMemory(bytes))]),
-            ])
-        }
+        let files = try Self.makeFiles((0..<50).map { i in
+            (0..<(2_000 + 37 * i)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ i) }
+        }, in: volume)
         storage.armed.withLock { $0 = true }
         try volume.commit()
         XCTAssertEqual(storage.refused.withLock { $0 }, 1, "a chunk is asked for once a commit")
         _ = volume.waitForPunches()
-        volume = try TreeVolume.open(storage)
-        var contents = VolumeFileContents()
-        for (inode, bytes) in files {
-            XCTAssertEqual(try contents.bytes(of: inode, size: bytes.count, in: volume), bytes, "inode \(inode)")
-        }
-        XCTAssertNil(try contents.dataRunMismatch(in: volume))
-        let check = try VolumeCheck.run(storage)
-        XCTAssertTrue(check.problems.isEmpty, "\(check.problems.prefix(5))")
+        try Self.assertEveryFileReadsBack(files, reopening: storage)
     }
 }
