@@ -72,15 +72,7 @@ public struct LayeredFileSystem {
     /// READDIRPLUS entry), else from `filePieces`.
     public func storedBytes(_ inode: UInt64, size: UInt64) throws(FSError) -> UInt64 {
         if layers.contains(where: { layer in layer.changes(of: inode).map { !$0.fileRanges.isEmpty || $0.cleared } ?? false }) {
-            var stored: UInt64 = 0
-            for piece in try filePieces(inode, size: size) {
-                switch piece.extent {
-                case .mmapOffload(_, let length): stored += length
-                case .inMemory(let bytes): stored += UInt64(bytes.count)
-                case .repeatingBytes: break
-                }
-            }
-            return stored
+            return try filePieces(inode, size: size).reduce(0) { $0 + $1.extent.storedBytes }
         }
         guard try tree.inode(inode) != nil else { return 0 }
         return try tree.storedBytes(inode)
