@@ -57,6 +57,34 @@ final class NodeReadCacheTests: XCTestCase {
         print("node cache: \(counts.hits) hits, \(counts.misses) misses over two rounds of lookups")
     }
 
+    /// A reader's lookup that passes through the nodes its previous lookup left in the
+    /// level buffers uses them as they are: neighbouring inodes (one leaf) take nothing
+    /// from the cache after the first, and answer what a tree without the cache answers.
+    /// A lookup elsewhere takes only the nodes that differ, and one back in the first
+    /// leaf takes that leaf again (its buffer was overwritten).
+    func testALookupThroughTheNodesTheLastOneReadTakesNothingFromTheCache() throws {
+        let volume = try volumeOfFiveThousandFiles()
+        let plain = try plainTree(volume)
+        let reader = try volume.reader()
+        let level = Int(try XCTUnwrap(volume.current.filesystemTree).level)
+        XCTAssertGreaterThan(level, 0, "setup: a tree of one leaf")
+        func taken() -> Int { let counts = volume.nodeCache.counts; return counts.hits + counts.misses }
+
+        XCTAssertEqual(try reader.inode(2), try plain.inode(2))
+        let first = taken()
+        for number in UInt64(3)...5 {
+            XCTAssertEqual(try reader.inode(number), try plain.inode(number))
+        }
+        XCTAssertEqual(taken(), first, "lookups in the leaf the buffers hold took nodes from the cache")
+
+        XCTAssertEqual(try reader.inode(4_900), try plain.inode(4_900))
+        let far = taken() - first
+        XCTAssertGreaterThan(far, 0, "a lookup in another leaf found it in a buffer")
+        XCTAssertLessThanOrEqual(far, level, "the root, held in its buffer, was taken again")
+        XCTAssertEqual(try reader.inode(2), try plain.inode(2))
+        XCTAssertGreaterThan(taken() - first - far, 0, "the first leaf was found in a buffer another leaf overwrote")
+    }
+
     /// A node-sized page of `byte`s, freed when the test ends.
     func nodePage(filledWith byte: UInt8) -> UnsafeMutableRawPointer {
         let page = UnsafeMutableRawPointer.allocate(byteCount: TreeNode.size, alignment: 16)

@@ -96,6 +96,14 @@ public final class CopyOnWriteTree {
     var spares: [UInt64] = []
     /// One buffer per level for clean nodes read on the way down.
     let readBuffers: [TreePage]
+    /// On a tree that caches nodes (a reader of one durable root), the node each level's
+    /// buffer holds: a lookup that passes through it again uses it as it is, without the
+    /// cache's lock and 4 KiB copy. Lookups of one request, and of neighbouring keys
+    /// (a directory's entries, their inodes), share the root and most interior nodes, and
+    /// often the leaf. Valid for the same reason as the cache's hits: a node matches
+    /// what its parent recorded (block, generation, checksum), and a reader's root is
+    /// checked against its slot. Reset before the buffer is overwritten.
+    var buffered: [BufferedNode?]
     /// Where leaves and internal nodes are rebuilt before being copied back (twice a
     /// node: a full internal node plus one entry is laid out there before it splits).
     let scratch = TreePage(byteCount: 2 * TreeNode.size)
@@ -115,6 +123,7 @@ public final class CopyOnWriteTree {
         self.imageID = imageID
         self.treeID = treeID
         readBuffers = (0...Int(TreeNode.maximumLevel)).map { _ in TreePage() }
+        buffered = Array(repeating: nil, count: readBuffers.count)
         if let root {
             guard root.level <= TreeNode.maximumLevel else {
                 throw .damagedImage("tree \(treeID) root at block \(root.block) claims level \(root.level), above \(TreeNode.maximumLevel)")
@@ -145,13 +154,28 @@ public final class CopyOnWriteTree {
             return page.view
         }
         let buffer = readBuffers[Int(level)]
-        if let readCache, readCache.copy(block, level: level, generation: generation, checksum: checksum, into: buffer.bytes) {
+        guard let readCache else {
+            try pages.readPage(block, into: buffer.mutableBuffer)
+            try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
             return buffer.view
         }
-        try pages.readPage(block, into: buffer.mutableBuffer)
-        try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
-        readCache?.insert(block, level: level, generation: generation, checksum: checksum, from: buffer.bytes)
+        let wanted = BufferedNode(block: block, generation: generation, checksum: checksum)
+        if buffered[Int(level)] == wanted { return buffer.view }
+        buffered[Int(level)] = nil
+        if !readCache.copy(block, level: level, generation: generation, checksum: checksum, into: buffer.bytes) {
+            try pages.readPage(block, into: buffer.mutableBuffer)
+            try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: generation, checksum: checksum))
+            readCache.insert(block, level: level, generation: generation, checksum: checksum, from: buffer.bytes)
+        }
+        buffered[Int(level)] = wanted
         return buffer.view
+    }
+
+    /// A committed node a level's read buffer holds, as its parent recorded it.
+    struct BufferedNode: Equatable {
+        var block: UInt64
+        var generation: UInt64
+        var checksum: UInt32
     }
 
     /// Keeps validated committed nodes between reads in `cache` (`NodeReadCache`), which
