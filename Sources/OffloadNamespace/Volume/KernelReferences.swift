@@ -13,6 +13,10 @@ struct KernelReferences {
     /// reference goes (a superset: an operation that failed after marking one leaves a
     /// mark that the next FORGET clears after looking at the item).
     var unlinked = Set<UInt64>()
+    /// Unlinked inodes whose last reference went, in FORGET's order: each is dropped in
+    /// the next frame an operation writes (`VolumeNamespace.dropForgotten`), not in a
+    /// frame of its own.
+    var forgotten: [UInt64] = []
 
     /// Takes `lookups` references from `number`: whether they were its last and it has no
     /// name left, so it is to be dropped.
@@ -21,6 +25,20 @@ struct KernelReferences {
         let left = count - min(lookups, count)
         counts[number] = left == 0 ? nil : left
         return left == 0 && unlinked.contains(number)
+    }
+
+    /// `release`, and an inode to drop joins `forgotten`: whether `forgotten` reached
+    /// `batch`, so the caller writes their drops now.
+    mutating func forget(_ number: UInt64, lookups: UInt64, batch: Int) -> Bool {
+        guard release(number, lookups: lookups) else { return false }
+        forgotten.append(number)
+        return forgotten.count >= batch
+    }
+
+    /// The forgotten inodes, handed to the caller, which drops them.
+    mutating func takeForgotten() -> [UInt64] {
+        defer { forgotten = [] }
+        return forgotten
     }
 
     /// Whether the kernel references `number`, which just lost its last name; when it

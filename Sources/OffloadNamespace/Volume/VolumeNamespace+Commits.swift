@@ -35,6 +35,8 @@ extension VolumeNamespace {
         // the space lock and counts free blocks, 100-290 us that every request waited for
         // when read under it (docs/ARCHITECTURE.md, "The loaded stat tail").
         let available = (try? volume.fileBlocks())?.availableBytes ?? 0
+        // Forgotten inodes are dropped within a tick, in the generation this may close.
+        dropForgottenNow()
         let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
             let journalBytes = volume.journalBytesSinceCommit
             if journalBytes > 0 {
@@ -77,6 +79,7 @@ extension VolumeNamespace {
     /// (`TreeVolume.close`). A read-only volume has nothing to write.
     public func close() throws(FSError) {
         guard !volume.isReadOnly else { return }
+        dropForgottenNow()
         try lock.withWriteLock { () throws(FSError) in
             if let journalFailure { throw journalFailure }
             dropSharedReader()

@@ -22,22 +22,57 @@ extension VolumeNamespace {
 
     /// Gives back `lookups` references; an inode with no name left goes with the last one.
     /// The count drops without the namespace lock, and the common case, an inode that
-    /// still has a name, ends there, with nothing read (`KernelReferences`); only a
-    /// nameless inode's drop holds the lock alone, deciding again under it (a lookup
-    /// cannot reach a nameless inode, and an unlink that saw the count before it dropped
-    /// left an orphan this drop removes).
+    /// still has a name, ends there, with nothing read (`KernelReferences`). A nameless
+    /// inode's drop waits for the next frame an operation writes (`dropForgotten`): an
+    /// `rm` is an unlink and, a moment later, its FORGET, and each FORGET's frame of its
+    /// own was a second hold of the lock alone and a second frame for every file removed.
+    /// Drops wait for at most `forgottenBatch` FORGETs, the maintenance's next tick, a
+    /// statfs or the unmount, whichever comes first (`dropForgottenNow`). An orphan that
+    /// a crash keeps is dropped at the next mount, as before: no frame waits for it.
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        guard kernelReferences.withLock({ $0.release(number.rawValue, lookups: lookups) }), number != .root else { return }
-        _ = try? changing { (reader, changes) throws(FSError) in
-            guard kernelReferences.withLock({ $0.counts[number.rawValue] == nil }) else { return }
-            guard let item = try reader.inode(number.rawValue), item.linkCount == 0 else {
+        guard number != .root,
+              kernelReferences.withLock({ $0.forget(number.rawValue, lookups: lookups, batch: Self.forgottenBatch) })
+        else { return }
+        dropForgottenNow()
+    }
+
+    /// FORGETs whose drops wait at most for a frame of their own (each drop is two changes).
+    static let forgottenBatch = 64
+
+    /// Writes the drops of the inodes forgotten so far, in a frame of their own unless
+    /// none is left to drop.
+    func dropForgottenNow() {
+        guard kernelReferences.withLock({ !$0.forgotten.isEmpty }) else { return }
+        _ = try? changing { (_, _) throws(FSError) in }
+    }
+
+    /// Appends the drops of the inodes forgotten since the last frame to the frame being
+    /// made: each is looked at again under the lock, as its FORGET would have (an inode
+    /// the kernel references again, one with a name or without an item, or one still
+    /// open, is not dropped; the last close drops an open one). An inode the frame drops
+    /// already (its last close, say) is skipped, and one whose items cannot be read is
+    /// left as an orphan, which the next mount drops. Caller holds the lock alone, with
+    /// the reader the frame's operation read (it does not see the frame's own changes).
+    func dropForgotten(_ reader: VolumeReader, into changes: inout [JournalChange]) {
+        let forgotten = kernelReferences.withLock { $0.takeForgotten() }
+        for number in forgotten {
+            guard kernelReferences.withLock({ $0.counts[number] == nil }),
+                  !changes.contains(where: { if case .drop(number) = $0 { true } else { false } }) else { continue }
+            let item: InodeItem?, hadOrphan: Bool
+            do throws(FSError) {
+                item = try reader.inode(number)
+                hadOrphan = try reader.orphan(number) != nil
+            } catch {
+                continue
+            }
+            guard let item, item.linkCount == 0 else {
                 // A mark left by an operation that failed after making it, or of an inode
                 // gone already.
-                kernelReferences.withLock { _ = $0.unlinked.remove(number.rawValue) }
-                return
+                kernelReferences.withLock { _ = $0.unlinked.remove(number) }
+                continue
             }
-            guard (cachedFiles[number.rawValue]?.openCount ?? 0) == 0 else { return }
-            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
+            guard (cachedFiles[number]?.openCount ?? 0) == 0 else { continue }
+            state(number, item, hadOrphan: hadOrphan, into: &changes)
         }
     }
 

@@ -287,6 +287,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             unreadableFiles = []
             defer { unreadableFiles = [] }
             let result = try body(reader, &changes)
+            dropForgotten(reader, into: &changes)
             if !changes.isEmpty {
                 try volume.perform(changes, commitsAtBudget: false)
                 // Numbers a refused operation took are skipped, not counted.
@@ -367,6 +368,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// hand out. Inodes: those in the image (the commit slots count them), orphans
     /// included, of format 1's maximum.
     public func statfs() -> FileSystemStatistics {
+        // Forgotten inodes waiting for a frame still count; they are gone for a client.
+        dropForgottenNow()
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
         // The count under the namespace lock; the slot through the volume's publish lock.

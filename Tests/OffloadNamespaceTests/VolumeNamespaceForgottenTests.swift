@@ -1,0 +1,148 @@
+import XCTest
+import OffloadCore
+@testable import OffloadNamespace
+import OffloadSimulation
+import SplitMix
+
+/// Format 2's last FORGET of an inode with no name writes no frame of its own: the drop
+/// goes into the next frame an operation writes (`VolumeNamespace.dropForgotten`), or a
+/// frame of drops once `forgottenBatch` FORGETs wait, at the maintenance's tick, at a
+/// statfs and at the unmount. An orphan a crash keeps meanwhile is dropped at the next
+/// mount, as any orphan.
+final class VolumeNamespaceForgottenTests: XCTestCase {
+    private struct Fixture {
+        let storage = MemoryImageStorage(maximumBytes: 32 << 20)
+        let volume: TreeVolume
+        let namespace: VolumeNamespace
+
+        init() throws {
+            volume = try TreeVolume.format(storage, capacityBytes: 32 << 20, imageID: 5,
+                                           nameHashKey: SipHash24(key0: 3, key1: 4))
+            namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        }
+
+        /// `count` files, each unlinked while the kernel holds the reference its mknod
+        /// gave: orphans, to be dropped at their FORGET.
+        func orphans(_ count: Int, prefix: String) throws -> [InodeNumber] {
+            var made: [InodeNumber] = []
+            for i in 0..<count {
+                let name = try FileName("\(prefix)\(i)")
+                let inode = try namespace.mknod(parent: .root, name: name, mode: 0o100644, rdev: 0, context: .root).inode
+                _ = try namespace.setattr(inode: inode, changes: AttributeChanges(size: 3000), context: .root)
+                try namespace.unlink(parent: .root, name: name)
+                made.append(inode)
+            }
+            return made
+        }
+
+        var orphanItems: Set<UInt64> {
+            get throws { Set(try volume.reader().orphans().map(\.inode)) }
+        }
+    }
+
+    func testTheNextOperationsFrameDropsTheForgottenAndAFailedOneKeepsThemWaiting() throws {
+        let f = try Fixture()
+        let orphans = try f.orphans(3, prefix: "o")
+        let journaled = f.volume.journalBytesSinceCommit
+        for inode in orphans { f.namespace.forget(inode: inode, lookups: 1) }
+        XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "FORGETs wrote frames of their own")
+        XCTAssertEqual(try f.orphanItems, Set(orphans.map(\.rawValue)), "dropped before a frame was written")
+
+        XCTAssertThrowsError(try f.namespace.unlink(parent: .root, name: FileName("missing")))
+        XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "a failed operation wrote a frame")
+        XCTAssertEqual(try f.orphanItems.count, 3, "a failed operation lost the waiting drops")
+
+        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.orphanItems, [])
+        for inode in orphans { XCTAssertThrowsError(try f.namespace.getattr(inode: inode)) }
+        XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        XCTAssertEqual(f.namespace.statfs().totalInodes - f.namespace.statfs().freeInodes, 2, "the root and d")
+        try f.volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(f.storage).isClean)
+    }
+
+    func testABatchOfForgetsWritesOneFrameOfDrops() throws {
+        let f = try Fixture()
+        let batch = VolumeNamespace.forgottenBatch
+        let orphans = try f.orphans(batch, prefix: "b")
+        let journaled = f.volume.journalBytesSinceCommit
+        for inode in orphans.dropLast() { f.namespace.forget(inode: inode, lookups: 1) }
+        XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "fewer FORGETs than a batch wrote a frame")
+        f.namespace.forget(inode: orphans.last!, lookups: 1)
+        XCTAssertGreaterThan(f.volume.journalBytesSinceCommit, journaled, "a batch of FORGETs waits for another operation")
+        XCTAssertEqual(try f.orphanItems, [])
+        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten.count }, 0)
+        try f.volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(f.storage).isClean)
+    }
+
+    /// An open file's last FORGET does not drop it (its last close does), and the inode
+    /// the next frame drops already (that close, in the same frame) is not dropped twice.
+    func testAnOpenFileForgottenIsDroppedByItsLastCloseOnce() throws {
+        let f = try Fixture()
+        let (file, handle) = try f.namespace.create(parent: .root, name: FileName("open"), mode: 0o644, flags: O_RDWR,
+                                                    context: .root)
+        try f.namespace.unlink(parent: .root, name: FileName("open"))
+        f.namespace.forget(inode: file.inode, lookups: 1)
+        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.namespace.getattr(inode: file.inode).linkCount, 0, "an open file was dropped")
+        f.namespace.release(inode: file.inode, handle: handle)
+        XCTAssertThrowsError(try f.namespace.getattr(inode: file.inode), "its last close drops it")
+
+        let (other, otherHandle) = try f.namespace.create(parent: .root, name: FileName("other"), mode: 0o644,
+                                                          flags: O_RDWR, context: .root)
+        try f.namespace.unlink(parent: .root, name: FileName("other"))
+        f.namespace.forget(inode: other.inode, lookups: 1)  // waits; the close's frame drops it
+        f.namespace.release(inode: other.inode, handle: otherHandle)
+        XCTAssertThrowsError(try f.namespace.getattr(inode: other.inode))
+        XCTAssertEqual(try f.orphanItems, [])
+        try f.volume.commit()
+        let report = try VolumeCheck.run(f.storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+
+    func testTheTickStatfsAndTheUnmountDropTheForgotten() throws {
+        let f = try Fixture()
+        let ticked = try f.orphans(1, prefix: "t")[0]
+        f.namespace.forget(inode: ticked, lookups: 1)
+        _ = try f.namespace.commitIfChanged()
+        XCTAssertEqual(try f.orphanItems, [], "the maintenance's tick left a forgotten inode")
+
+        let counted = try f.orphans(1, prefix: "s")[0]
+        f.namespace.forget(inode: counted, lookups: 1)
+        XCTAssertEqual(f.namespace.statfs().totalInodes - f.namespace.statfs().freeInodes, 1, "statfs counted a forgotten inode")
+        XCTAssertEqual(try f.orphanItems, [])
+
+        let closed = try f.orphans(1, prefix: "c")[0]
+        f.namespace.forget(inode: closed, lookups: 1)
+        try f.namespace.close()
+        let reopened = try TreeVolume.open(f.storage)
+        XCTAssertEqual(try reopened.reader().orphans().count, 0, "the unmount left a forgotten inode to the next mount")
+        XCTAssertNil(try reopened.reader().inode(closed.rawValue))
+    }
+
+    /// A kill while drops wait: the orphans are in the image, and the next mount drops them.
+    func testAKillWhileDropsWaitLeavesOrphansTheNextMountDrops() throws {
+        let capacity = 32 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: capacity)
+        let volume = try TreeVolume.format(disk, capacityBytes: UInt64(capacity), imageID: 5,
+                                           nameHashKey: SipHash24(key0: 3, key1: 4))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        var orphans: [InodeNumber] = []
+        for i in 0..<2 {
+            orphans.append(try namespace.mknod(parent: .root, name: FileName("k\(i)"), mode: 0o100644, rdev: 0,
+                                               context: .root).inode)
+            try namespace.unlink(parent: .root, name: FileName("k\(i)"))
+        }
+        for inode in orphans { namespace.forget(inode: inode, lookups: 1) }
+        var random = SplitMix64(seed: 11)
+        let killed = CrashSimulatingStorage(maximumBytes: capacity, initial: disk.crashImage(using: &random, keep: 1, torn: 0))
+        let reopened = try TreeVolume.open(killed)
+        XCTAssertEqual(Set(try reopened.reader().orphans().map(\.inode)), Set(orphans.map(\.rawValue)))
+        let next = try VolumeNamespace(volume: reopened, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        XCTAssertEqual(try reopened.reader().orphans().count, 0)
+        for inode in orphans { XCTAssertThrowsError(try next.getattr(inode: inode)) }
+        try reopened.commit()
+        XCTAssertTrue(try VolumeCheck.run(killed).isClean)
+    }
+}
