@@ -446,7 +446,8 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         namespace.forget(inode: files[2], lookups: 1)
         XCTAssertEqual(try namespace.getattr(inode: files[2]).linkCount, 0, "renamed over: one of two references left")
         for inode in [files[1], files[2], directory] { namespace.forget(inode: inode, lookups: 1) }
-        XCTAssertEqual(namespace.kernelReferences.withLock { $0.forgotten.count }, 3, "dropped by the next frame")
+        XCTAssertTrue(Set(namespace.kernelReferences.withLock { $0.forgotten })
+                        .isSuperset(of: [files[1], files[2], directory].map(\.rawValue)), "dropped by the next frame")
         _ = try namespace.mknod(parent: .root, name: FileName("next"), mode: 0o100644, rdev: 0, context: .root)
         for inode in [files[1], files[2], directory] {
             XCTAssertThrowsError(try namespace.getattr(inode: inode), "the frame after the last FORGET drops an inode with no name")

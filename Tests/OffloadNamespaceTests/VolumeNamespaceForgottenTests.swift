@@ -1,5 +1,5 @@
 import XCTest
-import OffloadCore
+@testable import OffloadCore
 @testable import OffloadNamespace
 import OffloadSimulation
 import SplitMix
@@ -59,6 +59,66 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertEqual(f.namespace.statfs().totalInodes - f.namespace.statfs().freeInodes, 2, "the root and d")
         try f.volume.commit()
         XCTAssertTrue(try VolumeCheck.run(f.storage).isClean)
+    }
+
+    /// An operation that changes nothing (an open without O_TRUNC, a lookup-only create
+    /// of an existing name) writes no frame for the drops waiting: it could then fail
+    /// after making its handle or reference.
+    func testAnOperationThatChangesNothingWritesNoFrameOfDrops() throws {
+        let f = try Fixture()
+        let kept = try f.namespace.mknod(parent: .root, name: FileName("kept"), mode: 0o100644, rdev: 0, context: .root).inode
+        let orphan = try f.orphans(1, prefix: "o")[0]
+        f.namespace.forget(inode: orphan, lookups: 1)
+        let journaled = f.volume.journalBytesSinceCommit
+        let handle = try f.namespace.open(inode: kept, flags: O_RDONLY)
+        XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "an open without O_TRUNC wrote a frame")
+        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue])
+        f.namespace.release(inode: kept, handle: handle)
+        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.orphanItems, [])
+    }
+
+    /// A FORGET that comes while an operation changes the same inode (the bridge forgets
+    /// from another thread when a reply fails, so during an unlink of that inode): the
+    /// operation's reader does not see its own frame, where the inode still has its
+    /// name, so the drop waits for the next frame, which sees the unlink.
+    func testAnInodeTheFramesOperationChangesWaitsForTheNextFrame() throws {
+        let f = try Fixture()
+        let file = try f.namespace.mknod(parent: .root, name: FileName("f"), mode: 0o100644, rdev: 0, context: .root).inode
+        try f.namespace.changing { (reader, changes) throws(FSError) in
+            // The unlink's body, with the kernel's FORGET in the middle of it.
+            guard var parent = try reader.inode(1), var item = try reader.inode(file.rawValue),
+                  let entry = try reader.lookup(directory: 1, name: Array("f".utf8)) else { throw .notFound }
+            parent.changeTime = item.changeTime
+            item.linkCount = 0
+            changes = [.unlink(directory: 1, entry), .attributes(inode: 1, parent)]
+            f.namespace.state(file.rawValue, item, hadOrphan: false, into: &changes)
+            f.namespace.forget(inode: file, lookups: 1)
+        }
+        XCTAssertEqual(try f.orphanItems, [file.rawValue], "the unlink's frame left an orphan")
+        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [file.rawValue], "the drop was decided on a stale reader")
+        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.orphanItems, [], "the next frame left the orphan")
+        XCTAssertThrowsError(try f.namespace.getattr(inode: file))
+        XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        try f.volume.commit()
+        let report = try VolumeCheck.run(f.storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+
+    /// A frame that carried drops and failed gives them back to wait for the next one.
+    func testDropsOfAFrameThatFailedWaitAgain() throws {
+        let f = try Fixture()
+        let orphan = try f.orphans(1, prefix: "o")[0]
+        f.namespace.forget(inode: orphan, lookups: 1)
+        f.volume.failure = .io("a journal write failed")
+        XCTAssertThrowsError(try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root))
+        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue],
+                       "the failed frame's drops were lost")
+        f.volume.failure = nil
+        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.orphanItems, [])
+        XCTAssertThrowsError(try f.namespace.getattr(inode: orphan))
     }
 
     func testABatchOfForgetsWritesOneFrameOfDrops() throws {

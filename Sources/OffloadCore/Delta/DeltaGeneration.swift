@@ -23,17 +23,6 @@ public final class DeltaGeneration: @unchecked Sendable {
         shards[Int(truncatingIfNeeded: object % UInt64(Self.shardCount))]
     }
 
-    /// The object a change is about: the directory for names, else the inode.
-    static func object(of change: JournalChange) -> UInt64 {
-        switch change {
-        case .attributes(let inode, _), .setXattr(let inode, _, _), .removeXattr(let inode, _),
-             .symlinkTarget(let inode, _), .fileRange(let inode, _, _, _), .orphan(let inode, _), .drop(let inode):
-            return inode
-        case .link(let directory, _), .unlink(let directory, _):
-            return directory
-        }
-    }
-
     /// Records one operation's changes, in order: all of them, or (a change to an inode
     /// already dropped, which only a damaged journal states) none. Each change takes its
     /// object's shard alone; the caller's object locks keep other writers of the same
@@ -42,14 +31,14 @@ public final class DeltaGeneration: @unchecked Sendable {
         var droppedHere: Set<UInt64> = []
         for change in changes {
             if case .orphan = change { continue }
-            let object = Self.object(of: change)
+            let object = change.object
             guard !droppedHere.contains(object), self.changes(of: object)?.cleared != true else {
                 throw .damagedImage("a change to inode \(object) after it was dropped: \(change)")
             }
             if case .drop = change { droppedHere.insert(object) }
         }
         for change in changes {
-            let object = Self.object(of: change)
+            let object = change.object
             // An inode counts once, whether the generation changed its items, its orphan
             // item, or both (an unlink while the kernel references the file does both):
             // counted twice, 10,000 creates and unlinks reached the dirty cap (20,000)

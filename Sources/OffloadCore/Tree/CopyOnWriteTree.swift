@@ -184,6 +184,7 @@ public final class CopyOnWriteTree {
     public func cacheNodes(in cache: NodeReadCache) {
         precondition(dirty.isEmpty, "a tree with changes does not cache committed nodes")
         readCache = cache
+        buffered = Array(repeating: nil, count: readBuffers.count)
     }
 
     /// A changed node found at a block read from a parent must be of the level expected

@@ -26,6 +26,27 @@ public enum JournalChange: Equatable, Sendable {
     /// The inode and all its items are gone.
     case drop(inode: UInt64)
 
+    /// The inode whose items the change is of: a name's change is its directory's.
+    public var object: UInt64 {
+        switch self {
+        case .attributes(let inode, _), .setXattr(let inode, _, _), .removeXattr(let inode, _),
+             .symlinkTarget(let inode, _), .fileRange(let inode, _, _, _), .orphan(let inode, _), .drop(let inode):
+            return inode
+        case .link(let directory, _), .unlink(let directory, _):
+            return directory
+        }
+    }
+
+    /// Whether the change is of `inode`'s items or of a name of it.
+    public func mentions(_ inode: UInt64) -> Bool {
+        switch self {
+        case .link(let directory, let entry), .unlink(let directory, let entry):
+            return directory == inode || entry.child == inode
+        default:
+            return object == inode
+        }
+    }
+
     enum Tag: UInt8 {
         case attributes = 1, link, unlink, setXattr, removeXattr, symlinkTarget, fileRange, orphan, drop
     }

@@ -27,12 +27,13 @@ struct KernelReferences {
         return left == 0 && unlinked.contains(number)
     }
 
-    /// `release`, and an inode to drop joins `forgotten`: whether `forgotten` reached
-    /// `batch`, so the caller writes their drops now.
+    /// `release`, and an inode to drop joins `forgotten`: whether `forgotten` reached a
+    /// multiple of `batch`, so the caller writes their drops now (drops whose frame
+    /// failed come back, and are tried again `batch` FORGETs later, not at every one).
     mutating func forget(_ number: UInt64, lookups: UInt64, batch: Int) -> Bool {
         guard release(number, lookups: lookups) else { return false }
         forgotten.append(number)
-        return forgotten.count >= batch
+        return forgotten.count % batch == 0
     }
 
     /// The forgotten inodes, handed to the caller, which drops them.

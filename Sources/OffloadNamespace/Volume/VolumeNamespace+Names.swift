@@ -30,34 +30,44 @@ extension VolumeNamespace {
     /// statfs or the unmount, whichever comes first (`dropForgottenNow`). An orphan that
     /// a crash keeps is dropped at the next mount, as before: no frame waits for it.
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        guard number != .root,
-              kernelReferences.withLock({ $0.forget(number.rawValue, lookups: lookups, batch: Self.forgottenBatch) })
-        else { return }
+        guard kernelReferences.withLock({ $0.forget(number.rawValue, lookups: lookups, batch: Self.forgottenBatch) }),
+              number != .root else { return }
         dropForgottenNow()
     }
 
     /// FORGETs whose drops wait at most for a frame of their own (each drop is two changes).
     static let forgottenBatch = 64
 
-    /// Writes the drops of the inodes forgotten so far, in a frame of their own unless
-    /// none is left to drop.
+    /// Writes the drops of the inodes forgotten so far in a frame of their own, when any
+    /// can go.
     func dropForgottenNow() {
         guard kernelReferences.withLock({ !$0.forgotten.isEmpty }) else { return }
-        _ = try? changing { (_, _) throws(FSError) in }
+        volume.prepareJournalAppend()
+        _ = try? locked { () throws(FSError) in
+            try writeFrame([], numbered: nextInode, try reader(), dropsAlone: true)
+        }
     }
 
     /// Appends the drops of the inodes forgotten since the last frame to the frame being
-    /// made: each is looked at again under the lock, as its FORGET would have (an inode
-    /// the kernel references again, one with a name or without an item, or one still
-    /// open, is not dropped; the last close drops an open one). An inode the frame drops
-    /// already (its last close, say) is skipped, and one whose items cannot be read is
-    /// left as an orphan, which the next mount drops. Caller holds the lock alone, with
-    /// the reader the frame's operation read (it does not see the frame's own changes).
-    func dropForgotten(_ reader: VolumeReader, into changes: inout [JournalChange]) {
+    /// made, and returns those inodes. Each is looked at again under the lock, as its
+    /// FORGET would have: an inode the kernel references again, one with a name or
+    /// without an item, or one still open, is not dropped (the last close drops an open
+    /// one). One the frame's operation changes waits for the next frame: `reader` does
+    /// not see this frame, and an unlink or rename that marked it unlinked while its
+    /// FORGET came would still show its name there (a reply that failed makes the bridge
+    /// FORGET from another thread). One whose items cannot be read is left as an orphan,
+    /// which the next mount drops. Caller holds the lock alone.
+    func dropForgotten(_ reader: VolumeReader, into changes: inout [JournalChange]) -> [UInt64] {
         let forgotten = kernelReferences.withLock { $0.takeForgotten() }
-        for number in forgotten {
-            guard kernelReferences.withLock({ $0.counts[number] == nil }),
-                  !changes.contains(where: { if case .drop(number) = $0 { true } else { false } }) else { continue }
+        guard !forgotten.isEmpty else { return [] }
+        let operation = changes.count
+        var dropped: [UInt64] = [], later: [UInt64] = []
+        for number in forgotten where !dropped.contains(number) {
+            guard kernelReferences.withLock({ $0.counts[number] == nil }) else { continue }
+            guard !changes[..<operation].contains(where: { $0.mentions(number) }) else {
+                later.append(number)
+                continue
+            }
             let item: InodeItem?, hadOrphan: Bool
             do throws(FSError) {
                 item = try reader.inode(number)
@@ -73,7 +83,10 @@ extension VolumeNamespace {
             }
             guard (cachedFiles[number]?.openCount ?? 0) == 0 else { continue }
             state(number, item, hadOrphan: hadOrphan, into: &changes)
+            dropped.append(number)
         }
+        if !later.isEmpty { kernelReferences.withLock { $0.forgotten += later } }
+        return dropped
     }
 
     public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {

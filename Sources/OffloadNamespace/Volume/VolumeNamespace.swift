@@ -287,16 +287,32 @@ public final class VolumeNamespace: @unchecked Sendable {
             unreadableFiles = []
             defer { unreadableFiles = [] }
             let result = try body(reader, &changes)
-            dropForgotten(reader, into: &changes)
-            if !changes.isEmpty {
-                try volume.perform(changes, commitsAtBudget: false)
-                // Numbers a refused operation took are skipped, not counted.
-                inodeCount += nextInode - numbered
-                for case .drop in changes { inodeCount -= 1 }
-            }
+            try writeFrame(changes, numbered: numbered, reader)
             emptyUnreadableFiles()
             return try after(result, reader)
         }
+    }
+
+    /// Writes an operation's `changes` as one frame, with the drops of the inodes
+    /// forgotten since the last frame (`dropForgotten`); with `dropsAlone`, those drops
+    /// even when the operation changed nothing. An operation that changed nothing writes
+    /// nothing: it may have done what cannot be undone (an open's handle), and a frame of
+    /// drops that failed would fail it. Drops whose frame failed wait for the next one.
+    /// `numbered` is `nextInode` before the operation. Caller holds the lock alone.
+    func writeFrame(_ changes: [JournalChange], numbered: UInt64, _ reader: VolumeReader,
+                    dropsAlone: Bool = false) throws(FSError) {
+        var changes = changes
+        let dropped = changes.isEmpty && !dropsAlone ? [] : dropForgotten(reader, into: &changes)
+        guard !changes.isEmpty else { return }
+        do throws(FSError) {
+            try volume.perform(changes, commitsAtBudget: false)
+        } catch {
+            if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
+            throw error
+        }
+        // Numbers a refused operation took are skipped, not counted.
+        inodeCount += nextInode - numbered
+        for case .drop in changes { inodeCount -= 1 }
     }
 
     /// Empties the files the operation just performed left with only the kernel's
