@@ -35,6 +35,13 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
             return made
         }
 
+        /// Commits, and fails the test unless fsck finds the image clean.
+        func commitAndCheck(file: StaticString = #filePath, line: UInt = #line) throws {
+            try volume.commit()
+            let report = try VolumeCheck.run(storage)
+            XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))", file: file, line: line)
+        }
+
         var orphanItems: Set<UInt64> {
             get throws { Set(try volume.reader().orphans().map(\.inode)) }
         }
@@ -57,8 +64,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         for inode in orphans { XCTAssertThrowsError(try f.namespace.getattr(inode: inode)) }
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
         XCTAssertEqual(f.namespace.statfs().totalInodes - f.namespace.statfs().freeInodes, 2, "the root and d")
-        try f.volume.commit()
-        XCTAssertTrue(try VolumeCheck.run(f.storage).isClean)
+        try f.commitAndCheck()
     }
 
     /// An operation that changes nothing (an open without O_TRUNC, a lookup-only create
@@ -101,9 +107,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertEqual(try f.orphanItems, [], "the next frame left the orphan")
         XCTAssertThrowsError(try f.namespace.getattr(inode: file))
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
-        try f.volume.commit()
-        let report = try VolumeCheck.run(f.storage)
-        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+        try f.commitAndCheck()
     }
 
     /// A frame that carried drops and failed gives them back to wait for the next one.
@@ -132,8 +136,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertGreaterThan(f.volume.journalBytesSinceCommit, journaled, "a batch of FORGETs waits for another operation")
         XCTAssertEqual(try f.orphanItems, [])
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten.count }, 0)
-        try f.volume.commit()
-        XCTAssertTrue(try VolumeCheck.run(f.storage).isClean)
+        try f.commitAndCheck()
     }
 
     /// An open file's last FORGET does not drop it (its last close does), and the inode
@@ -156,9 +159,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         f.namespace.release(inode: other.inode, handle: otherHandle)
         XCTAssertThrowsError(try f.namespace.getattr(inode: other.inode))
         XCTAssertEqual(try f.orphanItems, [])
-        try f.volume.commit()
-        let report = try VolumeCheck.run(f.storage)
-        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+        try f.commitAndCheck()
     }
 
     func testTheTickStatfsAndTheUnmountDropTheForgotten() throws {
