@@ -33,15 +33,18 @@ final class VolumeReaderPool: @unchecked Sendable {
     /// may publish meanwhile, which only makes the reader let go on its way back.
     func take() throws(FSError) -> (reader: VolumeReader, open: UInt64) {
         let now = position
-        let (found, stale) = lock.withLock { () -> ((reader: VolumeReader, open: UInt64)?, [VolumeReader]) in
-            let isStale = { (entry: (reader: VolumeReader, open: UInt64)) in
-                entry.reader.generation != now.committed || entry.open != now.open
+        // Stale readers met on the way are let go here, outside the pool's lock (a
+        // reader's end leaves its epoch). The rest of the idle ones are looked at when
+        // taken; a commit drains them all (`drain`), so none holds back its punch.
+        var stale: [VolumeReader] = []
+        let found = lock.withLock { () -> (reader: VolumeReader, open: UInt64)? in
+            while let last = idle.popLast() {
+                if last.reader.generation == now.committed && last.open == now.open { return last }
+                stale.append(last.reader)
             }
-            let stale = idle.filter(isStale).map(\.reader)
-            idle.removeAll(where: isStale)
-            return (idle.popLast(), stale)
+            return nil
         }
-        _ = stale  // let go here, outside the pool's lock (a reader's end leaves its epoch)
+        stale.removeAll()
         if let found { return found }
         return (try volume.reader(), now.open)
     }
