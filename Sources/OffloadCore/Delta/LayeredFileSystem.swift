@@ -69,12 +69,13 @@ public struct LayeredFileSystem {
     /// The bytes file `inode` (of size `size`) stores in image and RAM pieces, as
     /// `filePieces` would count them: read from the tree's extent items' lengths alone
     /// when no newer generation changed the file's data (the common case of a stat or a
-    /// READDIRPLUS entry), else from `filePieces`.
+    /// READDIRPLUS entry), else from `filePieces`. The caller has the inode's item: an
+    /// inode the tree does not hold has no extent items there either (numbers are never
+    /// reused, and a drop removes every item), so the tree's item is not read again.
     public func storedBytes(_ inode: UInt64, size: UInt64) throws(FSError) -> UInt64 {
         if layers.contains(where: { layer in layer.changes(of: inode).map { !$0.fileRanges.isEmpty || $0.cleared } ?? false }) {
             return try filePieces(inode, size: size).reduce(0) { $0 + $1.extent.storedBytes }
         }
-        guard try tree.inode(inode) != nil else { return 0 }
         return try tree.storedBytes(inode)
     }
 

@@ -6,8 +6,9 @@
 /// its own that the allocator hands out one after another. Copied into the mapping one by
 /// one, each was a page fault on a page the page cache did not hold, and the fault's
 /// readahead zeroed a whole window of the unwritten extent around it (9.2% of the
-/// daemon's samples under `tar -x`, with the request path's copies into new blocks). A run goes through `ImageStorage.writeFresh` (`pwrite`): no
-/// fault, no readahead, one call for many files.
+/// daemon's samples under `tar -x`, with the request path's copies into new blocks). A
+/// run goes through `ImageStorage.writeFresh` (`pwrite`): no fault, no readahead, one
+/// call for many files.
 ///
 /// Each piece starts a block (its blocks are its own); the rest of its last block is
 /// written as zeros, which those fresh blocks hold already, so that the next piece's

@@ -36,10 +36,11 @@ struct KernelReferences {
         return forgotten.count % batch == 0
     }
 
-    /// The forgotten inodes, handed to the caller, which drops them.
+    /// The forgotten inodes the kernel still references none of, handed to the caller,
+    /// which drops them; the list is emptied.
     mutating func takeForgotten() -> [UInt64] {
         defer { forgotten = [] }
-        return forgotten
+        return forgotten.filter { counts[$0] == nil }
     }
 
     /// Whether the kernel references `number`, which just lost its last name; when it

@@ -63,7 +63,6 @@ extension VolumeNamespace {
         let operation = changes.count
         var dropped: [UInt64] = [], later: [UInt64] = []
         for number in forgotten where !dropped.contains(number) {
-            guard kernelReferences.withLock({ $0.counts[number] == nil }) else { continue }
             guard !changes[..<operation].contains(where: { $0.mentions(number) }) else {
                 later.append(number)
                 continue
