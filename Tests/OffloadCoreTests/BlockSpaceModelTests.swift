@@ -100,13 +100,27 @@ final class BlockSpaceModelTests: XCTestCase {
     }
 
     func testRandomAllocationsAndCommitsMatchAPlainModel() throws {
+        try runModel(reusingNodes: false)
+    }
+
+    /// The same with the filesystem tree's freed nodes kept for later commits' nodes
+    /// (`ReusableNodes`), at most 10 of them after a commit so that letting go happens
+    /// too: a reused block must have been kept, of a generation at most the durable one
+    /// and two below the commit's; its pending free goes in the commit that makes it a
+    /// node; kept blocks stay pending (never retired, never handed to data); and the rest
+    /// retires as before.
+    func testWithFreedNodesReusedTheBlockSpaceStillMatchesAPlainModel() throws {
+        try runModel(reusingNodes: true)
+    }
+
+    private func runModel(reusingNodes: Bool) throws {
         let run = ModelRun(prefix: "OFFLOADFS_BLOCKSPACE", defaultSeeds: 5, defaultOperations: 800)
         var commits = 0, reopens = 0, allocations = 0, retired = 0, maxRounds = 0, evictions = 0, fsNoSpace = 0
-        var poolUsed = 0, poolSize = 0, reruns = 0, summaryScans = 0, summariesByNeighbours = 0
+        var poolUsed = 0, poolSize = 0, reruns = 0, summaryScans = 0, summariesByNeighbours = 0, reusedNodes = 0
         for seed in run.seeds {
             var random = SplitMix64(seed: seed)
             let io = MemoryPageIO()
-            var space = try Self.openSpace(io, root: nil)
+            var space = try Self.openSpace(io, root: nil, reusingNodes: reusingNodes)
             var fsPages = space.pages(forTree: Self.fsTreeID)
             var fsTree = try CopyOnWriteTree(pages: fsPages, imageID: 9, treeID: Self.fsTreeID, root: nil)
             var model = Model()
@@ -160,6 +174,7 @@ final class BlockSpaceModelTests: XCTestCase {
                     generation += 1
                     history.append("commit \(generation)")
                     history.append("free before commit: \(model.freeCount(fsLive: fsPages.live)), unrecorded \(space.unrecordedBlocks), changes \(space.changes.count)")
+                    let keptBefore = space.reusableNodes.kept
                     let fsCommit = try fsTree.commit(generation: generation)
                     let result = try space.commit(generation: generation, trees: [CommittedTree(pages: fsPages, commit: fsCommit)])
                     maxRounds = max(maxRounds, result.rounds)
@@ -176,11 +191,28 @@ final class BlockSpaceModelTests: XCTestCase {
                     let replaced = blockTreeBefore.subtracting(model.blockTreeNodes)
                     freed.formUnion(replaced)
                     model.freedThisGeneration = []
+                    // Kept nodes the tree wrote again: kept before, old enough, and no
+                    // longer pending.
+                    var reused = Set<UInt64>()
+                    for block in model.fsNodes.subtracting(fsBefore) where model.isPending(block) {
+                        let freedIn = model.pending.first { $0.value.contains(block) }!.key
+                        guard keptBefore.contains(block), freedIn <= min(model.durable, generation - 2) else {
+                            try fail("the tree wrote block \(block), pending since generation \(freedIn) (kept \(keptBefore.contains(block)), durable \(model.durable))")
+                        }
+                        model.pending[freedIn]!.remove(block)
+                        reused.insert(block)
+                    }
+                    guard result.nodesReused == reused.count else {
+                        try fail("the commit reports \(result.nodesReused) nodes reused, the model \(reused.count)")
+                    }
+                    reusedNodes += reused.count
                     var retiring = Set<UInt64>()
                     for (older, blocks) in model.pending where older <= min(model.durable, generation - 1) {
-                        retiring.formUnion(blocks)
-                        model.pending[older] = nil
+                        let stays = blocks.filter { keptBefore.contains($0) }
+                        retiring.formUnion(blocks.subtracting(stays))
+                        model.pending[older] = stays.isEmpty ? nil : stays
                     }
+                    model.pending = model.pending.filter { !$0.value.isEmpty }
                     model.replacedBlockTreeNodes.subtract(retiring)
                     model.replacedBlockTreeNodes.formUnion(replaced)
                     if !freed.isEmpty { model.pending[generation] = freed }
@@ -195,9 +227,21 @@ final class BlockSpaceModelTests: XCTestCase {
                         try fail("the commit retired \(result.retired), the model \(retiring.sorted())")
                     }
                     if let problem = try Self.problem(space, against: model) { try fail(problem) }
+                    // Only replaced filesystem-tree nodes are kept, and only while pending.
+                    let freedNodes = fsBefore.subtracting(model.fsNodes)
+                    for range in space.reusableNodes.kept.ranges {
+                        for block in range where !model.isPending(block) || (!freedNodes.contains(block) && !keptBefore.contains(block)) {
+                            try fail("block \(block) is kept for reuse, and is not a pending freed node")
+                        }
+                    }
+                    if !reusingNodes && space.reusableNodeCount > 0 { try fail("nodes kept with reuse off") }
                     _ = try fsTree.check()
                     commits += 1
                     if Int.random(in: 0..<4, using: &random) > 0 {
+                        // The caller's punch (of which only the kept nodes let go after
+                        // their generation's punch are the block space's business).
+                        _ = space.reusableNodes.startPunch()
+                        space.reusableNodes.finishPunch(succeeded: true)
                         space.commitIsDurable(generation: generation)
                         model.durable = generation
                         model.held = model.held.filter { $0.key > generation }
@@ -207,7 +251,7 @@ final class BlockSpaceModelTests: XCTestCase {
                             evictions += space.groupLoads
                             summaryScans += space.blockTree.summaryScans
                             summariesByNeighbours += space.blockTree.summaryUpdatesByNeighbours
-                            space = try Self.openSpace(io, root: result.blockTreeRoot)
+                            space = try Self.openSpace(io, root: result.blockTreeRoot, reusingNodes: reusingNodes)
                             fsPages = space.pages(forTree: Self.fsTreeID)
                             fsTree = try CopyOnWriteTree(pages: fsPages, imageID: 9, treeID: Self.fsTreeID, root: fsCommit.root)
                             if let problem = try Self.problem(space, against: model) { try fail(problem) }
@@ -224,8 +268,9 @@ final class BlockSpaceModelTests: XCTestCase {
             summaryScans += space.blockTree.summaryScans
             summariesByNeighbours += space.blockTree.summaryUpdatesByNeighbours
         }
-        print("block space model test: \(run.seeds.count) seeds x \(run.operations) operations; \(allocations) allocations, \(commits) commits (at most \(maxRounds) rounds of the fixed point, \(poolUsed) of \(poolSize) pool blocks used, \(reruns) reruns with a doubled pool), \(reopens) reopens, \(retired) blocks retired, \(evictions) group loads, \(fsNoSpace) tree changes refused for space; summaries: \(summaryScans) by a scan of the group, \(summariesByNeighbours) by the freed blocks' neighbours")
+        print("block space model test\(reusingNodes ? " with nodes reused" : ""): \(reusedNodes) nodes reused, \(run.seeds.count) seeds x \(run.operations) operations; \(allocations) allocations, \(commits) commits (at most \(maxRounds) rounds of the fixed point, \(poolUsed) of \(poolSize) pool blocks used, \(reruns) reruns with a doubled pool), \(reopens) reopens, \(retired) blocks retired, \(evictions) group loads, \(fsNoSpace) tree changes refused for space; summaries: \(summaryScans) by a scan of the group, \(summariesByNeighbours) by the freed blocks' neighbours")
         if !run.customized {
+            if reusingNodes { XCTAssertGreaterThan(reusedNodes, 50, "kept nodes must be written again") }
             XCTAssertGreaterThan(commits, 150)
             XCTAssertGreaterThan(reopens, 20)
             XCTAssertGreaterThan(retired, 500)
@@ -236,9 +281,12 @@ final class BlockSpaceModelTests: XCTestCase {
         }
     }
 
-    static func openSpace(_ io: MemoryPageIO, root: CopyOnWriteTree.Root?) throws -> BlockSpace {
-        try BlockSpace(io: io, imageID: 9, blockTreeID: blockTreeID, root: root, firstBlock: firstBlock, endBlock: endBlock,
-                       blocksPerGroup: blocksPerGroup, maximumLoadedGroups: 2)
+    static func openSpace(_ io: MemoryPageIO, root: CopyOnWriteTree.Root?, reusingNodes: Bool = false) throws -> BlockSpace {
+        let space = try BlockSpace(io: io, imageID: 9, blockTreeID: blockTreeID, root: root, firstBlock: firstBlock, endBlock: endBlock,
+                                   blocksPerGroup: blocksPerGroup, maximumLoadedGroups: 2)
+        space.reusesFreedNodes = reusingNodes
+        space.reusableNodeLimit = 10
+        return space
     }
 
     /// What differs between the block tree and the model (runs, pending frees, summaries),

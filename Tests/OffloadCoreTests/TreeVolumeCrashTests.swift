@@ -28,7 +28,7 @@ final class TreeVolumeCrashTests: XCTestCase {
                 return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_VOLUME_CRASH_SEED=\(seed)")
             }
         }
-        print("volume crash test: \(seeds.count) seeds, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.atFloor) at the last sync, \(totals.beyondFloor) with later operations), \(totals.replayed) frames replayed, \(totals.cutsWhileOpening) cuts while opening, \(totals.placed) bytes placed, \(totals.punched) blocks punched")
+        print("volume crash test: \(seeds.count) seeds, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.atFloor) at the last sync, \(totals.beyondFloor) with later operations), \(totals.replayed) frames replayed, \(totals.cutsWhileOpening) cuts while opening, \(totals.placed) bytes placed, \(totals.punched) blocks punched, \(totals.reused) nodes written on kept freed nodes")
         if seeds.count > 1 {
             XCTAssertGreaterThan(totals.cuts, 10 * seeds.count)
             XCTAssertGreaterThan(totals.atFloor, 0, "no cut lost the unsynced operations")
@@ -36,16 +36,21 @@ final class TreeVolumeCrashTests: XCTestCase {
             XCTAssertGreaterThan(totals.replayed, 0, "no cut needed the journal")
             XCTAssertGreaterThan(totals.cutsWhileOpening, 2 * seeds.count, "power was rarely cut while an image opened")
             XCTAssertGreaterThan(totals.punched, 0, "no freed block was ever retired and punched")
+            XCTAssertGreaterThan(totals.reused, 0, "no commit wrote a node on a freed node kept unpunched")
         }
     }
 
     struct SeedTotals {
         var cuts = 0, atFloor = 0, beyondFloor = 0, commits = 0, replayed = 0, placed = 0, punched = 0, cutsWhileOpening = 0
+        /// Nodes commits wrote on freed nodes kept unpunched: cuts among those commits'
+        /// writes land between such a write and the slot.
+        var reused = 0
 
         mutating func add(_ other: SeedTotals) {
             cuts += other.cuts; atFloor += other.atFloor; beyondFloor += other.beyondFloor; commits += other.commits
             replayed += other.replayed; placed += other.placed; punched += other.punched
             cutsWhileOpening += other.cutsWhileOpening
+            reused += other.reused
         }
     }
 
@@ -136,6 +141,7 @@ final class TreeVolumeCrashTests: XCTestCase {
                     totals.commits += 1
                     totals.placed += report.placedBytes
                     totals.punched += report.punchedBlocks
+                    totals.reused += report.nodesReused
                     cuts.mark(finished: snapshots.count - 1, durable: true)
                 default:
                     break
@@ -145,6 +151,7 @@ final class TreeVolumeCrashTests: XCTestCase {
             totals.commits += 1
             totals.placed += report.placedBytes
             totals.punched += report.punchedBlocks
+            totals.reused += report.nodesReused
             guard cutting else { continue }
             for cut in cuts.disarm(disk) {
                 // Power cut again while the image opens (replays and commits): a second open

@@ -11,12 +11,10 @@ import SplitMix
 final class VolumeCheckTests: XCTestCase {
     static let capacity: UInt64 = 8 << 20
 
-    /// A committed volume after `steps` random operations (names, xattrs, targets, files
-    /// with bytes placed in the image), and the disk it is on.
-    static func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
-        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
-                                           nameHashKey: SipHash24(key0: seed, key1: 7))
+    /// Random namespace operations carried out on `volume` (`NamespaceChangeScript`), with
+    /// a file's size and a symlink's target length in its inode item, as the namespace
+    /// journals them.
+    static func script(on volume: TreeVolume, seed: UInt64) -> NamespaceChangeScript {
         let script = NamespaceChangeScript(seed: seed, refusals: false)
         script.longMemoryPieces = true
         script.model.refusesLongMemoryPieces = false
@@ -42,6 +40,16 @@ final class VolumeCheckTests: XCTestCase {
             try volume.perform(all)
             for change in all { script.model.apply(change) }
         }
+        return script
+    }
+
+    /// A committed volume after `steps` random operations (names, xattrs, targets, files
+    /// with bytes placed in the image), and the disk it is on.
+    static func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
+                                           nameHashKey: SipHash24(key0: seed, key1: 7))
+        let script = Self.script(on: volume, seed: seed)
         try script.makeRoot()
         for step in 0..<steps {
             try script.step()

@@ -16,7 +16,9 @@
 /// durable and a later commit has deleted the item (docs/ARCHITECTURE.md, "Reuse is
 /// counted in commits"): block numbers stay below 2^63, so all runs sort before them, and
 /// generations below 2^62, so all pending frees sort before the group summaries
-/// (`BlockGroupSummary`, kept by `updateGroupSummaries`). A block tree node replaced by a
+/// (`BlockGroupSummary`, kept by `updateGroupSummaries`). A freed node kept for reuse
+/// (`ReusableNodes`) stays pending until a commit makes it a node again, deleting its
+/// pending free in part (`removePendingBlocks`). A block tree node replaced by a
 /// commit keeps its run while pending, and loses it when the pending free is deleted
 /// (`BlockSpace`'s commit explains why); other blocks lose their runs when freed.
 ///
@@ -196,21 +198,84 @@ public final class BlockReferenceTree {
     @discardableResult
     public func removePendingFrees(from first: UInt64 = 0, through generation: UInt64) throws(FSError)
         -> [(generation: UInt64, blocks: Range<UInt64>)] {
-        let coverage = try pendingCoverage()
-        let pending = try pendingFrees(from: first, through: generation)
-        try changeTogether(pending.count) { () throws(FSError) in
-            for item in pending {
-                _ = try tree.remove(TreeKey(object: Self.pendingFreeBase + item.generation, kind: Self.pendingFreeKind,
-                                            offset: item.blocks.lowerBound))
+        try removePendingFrees(from: first, through: generation, keeping: BlockRanges())
+    }
+
+    /// Deletes the pending frees of generations `first` through `generation`, together or
+    /// not at all, except the blocks `kept` names (freed nodes kept for reuse,
+    /// `ReusableNodes`): an item partly kept is replaced by items of the same generation
+    /// for its kept parts. Returns what was deleted, oldest generation first.
+    @discardableResult
+    func removePendingFrees(from first: UInt64 = 0, through generation: UInt64, keeping kept: BlockRanges) throws(FSError)
+        -> [(generation: UInt64, blocks: Range<UInt64>)] {
+        var removals: [(generation: UInt64, blocks: Range<UInt64>)] = [], additions = removals, removed = removals
+        for item in try pendingFrees(from: first, through: generation) {
+            guard kept.overlaps(item.blocks) else {
+                removals.append(item)
+                removed.append(item)
+                continue
+            }
+            let gone = kept.complement(within: item.blocks)
+            guard !gone.isEmpty else { continue }
+            removals.append(item)
+            additions += kept.restricted(to: item.blocks).ranges.map { (item.generation, $0) }
+            removed += gone.ranges.map { (item.generation, $0) }
+        }
+        try replacePendingFrees(removing: removals, adding: additions)
+        for item in removed { touch(item.blocks, wasFree: false) }
+        return removed
+    }
+
+    /// Deletes the pending frees of `blocks`, each named with the generation that freed it
+    /// (freed nodes a commit reuses as nodes: `BlockSpace`'s reusable nodes); an item that
+    /// holds other blocks too is replaced by items of the same generation for the rest.
+    /// Refuses a block no pending free of its generation names, changing nothing.
+    func removePendingBlocks(_ blocks: [(generation: UInt64, block: UInt64)]) throws(FSError) {
+        var wanted: [UInt64: BlockRanges] = [:]
+        for entry in blocks { wanted[entry.generation, default: BlockRanges()].insert(contentsOf: entry.block..<entry.block + 1) }
+        var removals: [(generation: UInt64, blocks: Range<UInt64>)] = [], additions = removals, removed = removals
+        for (generation, blocks) in wanted.sorted(by: { $0.key < $1.key }) {
+            var found = BlockRanges()
+            for item in try pendingFrees(from: generation, through: generation) where blocks.overlaps(item.blocks) {
+                let inside = blocks.restricted(to: item.blocks)
+                found.formUnion(inside)
+                removals.append(item)
+                additions += inside.complement(within: item.blocks).ranges.map { (generation, $0) }
+                removed += inside.ranges.map { (generation, $0) }
+            }
+            guard found == blocks else {
+                var missing = blocks
+                missing.subtract(found)
+                throw .damagedImage("block tree: blocks \(missing.ranges) are not pending frees of generation \(generation)")
             }
         }
-        for item in pending {
+        try replacePendingFrees(removing: removals, adding: additions)
+        for item in removed { touch(item.blocks, wasFree: false) }
+    }
+
+    /// Deletes the pending-free items `removals` and adds `additions` (which may reuse a
+    /// deleted item's key), together or not at all, and keeps the coverage in step.
+    private func replacePendingFrees(removing removals: [(generation: UInt64, blocks: Range<UInt64>)],
+                                     adding additions: [(generation: UInt64, blocks: Range<UInt64>)]) throws(FSError) {
+        guard !removals.isEmpty || !additions.isEmpty else { return }
+        let coverage = try pendingCoverage()
+        func key(_ item: (generation: UInt64, blocks: Range<UInt64>)) -> TreeKey {
+            TreeKey(object: Self.pendingFreeBase + item.generation, kind: Self.pendingFreeKind, offset: item.blocks.lowerBound)
+        }
+        try changeTogether(removals.count + additions.count) { () throws(FSError) in
+            for item in removals { _ = try tree.remove(key(item)) }
+            for item in additions {
+                var w = ByteWriter(capacity: 8)
+                w.u64(UInt64(item.blocks.count))
+                try tree.upsert(key(item), w.bytes)
+            }
+        }
+        for item in removals {
             guard coverage.remove(item.blocks) else {
                 throw .damagedImage("block tree: pending free \(item.blocks) of generation \(item.generation) is not in the pending frees read before")
             }
-            touch(item.blocks, wasFree: false)
         }
-        return pending
+        for item in additions { coverage.add(item.blocks) }
     }
 
     /// Runs `count` tree changes as one: every block they may need is taken before the

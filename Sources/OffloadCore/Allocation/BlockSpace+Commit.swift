@@ -32,6 +32,9 @@ public struct BlockSpaceCommit: Sendable {
     /// Times the settling ran (more than once only when a pool ran out and was doubled).
     public var attempts: Int
     public var blockTreeNodesWritten: Int
+    /// Freed nodes kept unpunched that the committed trees wrote nodes on
+    /// (`ReusableNodes`).
+    public var nodesReused: Int
 }
 
 extension BlockSpace {
@@ -68,7 +71,11 @@ extension BlockSpace {
         let tree = blockTree.tree
         precondition(tree.dirtyNodeCount == 0 && tree.spareBlockCount == 0, "the block tree changed outside a commit")
         let retireThrough = min(durableGeneration, generation - 1)
-        let retiring = try blockTree.pendingFrees(through: retireThrough).count
+        // Kept freed nodes the committed trees wrote: their pending frees go, their node
+        // runs come (the block is never free); those still kept are not retired.
+        let reused = reusableNodes.reused { block in trees.contains { $0.pages.live.contains(block) } }
+        let kept = reusableNodes.kept
+        let retiring = try blockTree.pendingFrees(through: retireThrough).filter { !kept.containsAll($0.blocks) }.count
         let inputs = changes.count + retiring + trees.reduce(0) { $0 + $1.pages.live.count + $1.commit.freedBlocks.count }
         var size = max(1, poolBlocks ?? Self.poolEstimate(inputs: inputs, level: tree.committedRoot?.level ?? 0))
         var attempts = 0
@@ -76,10 +83,12 @@ extension BlockSpace {
             attempts += 1
             let (pool, complete) = try reservePool(size)
             do {
-                var result = try settle(generation: generation, trees: trees, retireThrough: retireThrough)
+                var result = try settle(generation: generation, trees: trees, retireThrough: retireThrough,
+                                        reused: reused, kept: kept)
                 result.poolBlocks = pool.reduce(0) { $0 + $1.count }
                 result.attempts = attempts
-                finish(result, trees: trees, pool: pool)
+                result.nodesReused = reused.count
+                finish(result, trees: trees, pool: pool, reused: reused)
                 return result
             } catch {
                 tree.abandon()
@@ -159,7 +168,8 @@ extension BlockSpace {
     /// rounds settle after a few (measured: at most 3 in the tests), whatever the tree's
     /// size. `maximumSettlingRounds` turns a loop that did not settle (a bug) into a
     /// failed commit rather than a hang.
-    private func settle(generation: UInt64, trees: [CommittedTree], retireThrough: UInt64) throws(FSError) -> BlockSpaceCommit {
+    private func settle(generation: UInt64, trees: [CommittedTree], retireThrough: UInt64,
+                        reused: [(generation: UInt64, block: UInt64)], kept: BlockRanges) throws(FSError) -> BlockSpaceCommit {
         let tree = blockTree.tree
         // Any failure abandons the whole settling, so single changes need not hold their
         // worst case of blocks first.
@@ -173,13 +183,14 @@ extension BlockSpace {
             case .release(let blocks): freed += try blockTree.release(blocks)
             }
         }
+        try blockTree.removePendingBlocks(reused)
         for record in trees {
             for blocks in Self.ranges(of: record.pages.live.sorted()) {
                 try blockTree.insertAllocated(blocks, use: .node(tree: record.pages.treeID))
             }
             for blocks in Self.ranges(of: record.commit.freedBlocks) { freed += try blockTree.release(blocks) }
         }
-        let retired = try blockTree.removePendingFrees(through: retireThrough)
+        let retired = try blockTree.removePendingFrees(through: retireThrough, keeping: kept)
         try releaseRetiredNodes(retired.map(\.blocks))
         var pending = Self.coalesced(freed)
         try blockTree.addPendingFrees(generation: generation, pending)
@@ -216,7 +227,7 @@ extension BlockSpace {
         assert(committed.writtenBlocks == recordedNodes.count, "the block tree wrote nodes the fixed point did not record")
         return BlockSpaceCommit(generation: generation, blockTreeRoot: committed.root, pendingFrees: Self.coalesced(pending),
                                 retired: retired, rounds: rounds, poolBlocks: 0, poolUsed: recordedNodes.count, attempts: 0,
-                                blockTreeNodesWritten: committed.writtenBlocks)
+                                blockTreeNodesWritten: committed.writtenBlocks, nodesReused: 0)
     }
 
     /// Releases the runs the block tree's own replaced nodes kept while pending (see
@@ -236,7 +247,15 @@ extension BlockSpace {
 
     /// After the block tree committed: what it now records is no longer `taken`, the
     /// pool's rest goes back, the retired blocks wait for the commit to be durable.
-    private func finish(_ result: BlockSpaceCommit, trees: [CommittedTree], pool: [Range<UInt64>]) {
+    private func finish(_ result: BlockSpaceCommit, trees: [CommittedTree], pool: [Range<UInt64>],
+                        reused: [(generation: UInt64, block: UInt64)]) {
+        reusableNodes.committed(reused)
+        if reusesFreedNodes {
+            let written = trees.reduce(0) { $0 + $1.pages.live.count }
+            reusableNodes.add(generation: result.generation, trees.flatMap(\.commit.freedBlocks))
+            reusableNodes.evict(keeping: reusableNodeLimit ?? Self.reusableNodeBound(written: written),
+                                punchedThrough: durableGeneration)
+        }
         for change in changes {
             if case .allocate(let blocks, _) = change { taken.remove(contentsOf: blocks) }
         }
@@ -251,6 +270,14 @@ extension BlockSpace {
         held.append((result.generation, result.retired.map(\.blocks)))
         changes.removeAll()
         committedGeneration = result.generation
+    }
+
+    /// How many freed nodes may stay kept after a commit that wrote `written` nodes: the
+    /// frees of the last few commits like it (a node freed by commit g is reusable from
+    /// commit g + 2 on), at least enough for small commits, and at most 16 MiB of blocks
+    /// that `df` counts as used.
+    static func reusableNodeBound(written: Int) -> Int {
+        min(max(256, 4 * written), 4096)
     }
 
     /// Sorted block numbers as runs of consecutive ones.

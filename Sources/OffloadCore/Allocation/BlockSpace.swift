@@ -24,7 +24,9 @@
 /// and the block is handed out again only after commit g' is durable. So a block is
 /// never reused while a durable root, or the previous commit kept for repair, can
 /// reference it. Readers of older roots (reader epochs) are the caller's: it calls
-/// `commitIsDurable` only when none is older than that commit.
+/// `commitIsDurable` only when none is older than that commit. Freed tree nodes may
+/// instead stay pending, unpunched, and become nodes again under the same rule
+/// (`ReusableNodes`, when `reusesFreedNodes`).
 ///
 /// Not thread-safe: one owner (later: per-group locks, "Locks on the request path").
 public final class BlockSpace {
@@ -72,6 +74,14 @@ public final class BlockSpace {
     /// What metadata allocations may take of the reserve now: a quarter of it between
     /// commits (journal segments), all of it during a commit (`TreeVolume` sets it).
     public var reserveAccess = ReserveAccess.journal
+    /// Whether the nodes the trees free are kept, unpunched, for later commits' nodes
+    /// (`ReusableNodes`). Only a caller that punches pending frees itself and reopens
+    /// with a punch of every pending free may turn it on (`TreeVolume` does).
+    public var reusesFreedNodes = false
+    /// The freed nodes kept (when `reusesFreedNodes`), and the bound on how many wait
+    /// after a commit (nil: `reusableNodeBound(written:)`; tests set a small one).
+    var reusableNodes = ReusableNodes()
+    var reusableNodeLimit: Int?
 
     /// Opens the block space of the block tree at `root` (nil: an empty tree), a root
     /// that is durable (it was read from a commit slot). `durableGeneration` is the last
@@ -165,6 +175,25 @@ public final class BlockSpace {
         guard !blocks.isEmpty else { return }
         changes.append(.release(blocks))
     }
+
+    /// A block for a tree node (`BlockSpacePages`): a kept freed node whose pending free
+    /// no root the caller keeps uses, else one from the free space.
+    func takeNode() throws(FSError) -> UInt64 {
+        // Written over before this commit is durable: the pending free must be of a
+        // generation neither the durable root nor the commit before it uses (retirement's
+        // rule: a block retired by commit g' is handed out after g' is durable).
+        let through = min(durableGeneration, max(committedGeneration, 1) - 1)
+        if reusesFreedNodes, let block = reusableNodes.take(through: through) { return block }
+        return try take(1).lowerBound
+    }
+
+    /// Gives back a node block `takeNode` handed out and its tree never wrote.
+    func giveBackNode(_ block: UInt64) {
+        if !reusableNodes.giveBack(block) { giveBack(block..<block + 1) }
+    }
+
+    /// Freed nodes kept for reuse and not yet reused (tests, reports).
+    public var reusableNodeCount: Int { reusableNodes.count }
 
     /// The store for the nodes of tree `treeID`, allocating here.
     public func pages(forTree treeID: UInt32) -> BlockSpacePages { BlockSpacePages(space: self, treeID: treeID) }

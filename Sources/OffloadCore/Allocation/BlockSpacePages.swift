@@ -22,7 +22,7 @@ public final class BlockSpacePages: TreePageStore {
     }
 
     public func allocatePage() throws(FSError) -> UInt64 {
-        let block = try space.take(1).lowerBound
+        let block = try space.takeNode()
         live.insert(block)
         return block
     }
@@ -31,7 +31,7 @@ public final class BlockSpacePages: TreePageStore {
         for block in blocks {
             precondition(live.remove(block) != nil,
                          "tree \(treeID): block \(block) given back was not handed out since the last commit (committed nodes are freed through the block tree)")
-            space.giveBack(block..<block + 1)
+            space.giveBackNode(block)
         }
     }
 

@@ -10,6 +10,9 @@ public struct VolumeCommitReport: Sendable {
     public var punchedBlocks: Int
     /// Why those could not be punched (they stay pending; a later commit tries again).
     public var punchFailure: FSError?
+    /// Nodes written on freed nodes kept unpunched (`ReusableNodes`), rather than on
+    /// blocks from the free space.
+    public var nodesReused = 0
 }
 
 extension TreeVolume {
@@ -58,6 +61,8 @@ extension TreeVolume {
     /// stopped before the blocks an rm released). Returns true when the free space grew.
     /// The caller is outside any operation.
     public func reclaimFreedSpace() throws(FSError) -> Bool {
+        // Freed nodes kept for reuse are pending, not free: they go to the punch too.
+        letGoOfReusableNodes()
         let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
         var after = before
         for _ in 0..<4 {
@@ -353,7 +358,8 @@ extension TreeVolume {
         let punchFailure = startPunch(after: number) ?? punched?.failure
         return VolumeCommitReport(generation: number, filesystemNodesWritten: filesystemCommit.writtenBlocks,
                                   blockTreeNodesWritten: spaceCommit.blockTreeNodesWritten, placedBytes: 0,
-                                  punchedBlocks: punched?.failure == nil ? punched?.blocks ?? 0 : 0, punchFailure: punchFailure)
+                                  punchedBlocks: punched?.failure == nil ? punched?.blocks ?? 0 : 0, punchFailure: punchFailure,
+                                  nodesReused: spaceCommit.nodesReused)
     }
 
     /// Places `bytes` in newly allocated data blocks (as many runs as the free space

@@ -6,17 +6,23 @@ extension TreeVolume {
     /// Starts punching the pending frees of the commits before commit `number` (neither it
     /// nor the previous one references them) that no reader holds back: the pending frees
     /// of commit p are blocks roots before p use, so a reader of commit r keeps those of
-    /// the commits after r. The next commit waits for the punch before it may retire them.
+    /// the commits after r. Freed nodes the block space keeps for reuse are left out
+    /// (`ReusableNodes`), and kept nodes it let go of after their generation's punch are
+    /// punched now. The next commit waits for the punch before it may retire them.
     /// Returns why the frees could not be read (they stay pending; a later commit tries
     /// again). Commit lock and space lock held.
     func startPunch(after number: UInt64) -> FSError? {
-        let through = min(number - 1, epochs.oldest ?? .max)
-        guard through > punchedThrough else { return nil }
+        let through = max(punchedThrough, min(number - 1, epochs.oldest ?? .max))
+        let letGo = space.reusableNodes.startPunch()
+        guard through > punchedThrough || !letGo.isEmpty else { return nil }
         do throws(FSError) {
-            let ranges = try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)
-            punches.start(ranges, through: through, in: storage, counter: punchCounter)
+            var ranges = BlockRanges(RangeSet(try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)))
+            ranges.subtract(space.reusableNodes.unpunched)
+            for blocks in letGo { ranges.insert(contentsOf: blocks) }
+            punches.start(ranges.ranges, through: through, in: storage, counter: punchCounter)
             return nil
         } catch {
+            space.reusableNodes.finishPunch(succeeded: false)
             return error
         }
     }
@@ -27,11 +33,27 @@ extension TreeVolume {
     /// space lock held.
     func accept(_ finished: VolumePunches.Finished?) {
         guard let finished else { return }
+        space.reusableNodes.finishPunch(succeeded: finished.failure == nil)
         if finished.failure == nil {
             punchedThrough = finished.through
             space.commitIsDurable(generation: finished.through)
         }
         punches.accepted = finished
+    }
+
+    /// Lets go of every freed node the block space keeps for reuse, so that the next
+    /// commits punch and retire them into the free space (`reclaimFreedSpace`, when a
+    /// file found none; the namespace's commits at rest). Waits for the punch in flight
+    /// first: a kept node's generation counts as punched only by a punch that left it
+    /// out, which must have been accepted. The caller is outside any commit.
+    public func letGoOfReusableNodes() {
+        commitLock.withLock {
+            let finished = punches.finish()
+            spaceLock.withLock {
+                accept(finished)
+                space.reusableNodes.evict(keeping: 0, punchedThrough: punchedThrough)
+            }
+        }
     }
 
     /// Waits for the punch the last commit started and accepts it (nil: none was running).

@@ -173,6 +173,10 @@ public final class TreeVolume {
             try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
         }
         punchedThrough = slot.generation - 1
+        // Every pending free is punched now (above) or by a commit's punch, so freed nodes
+        // may stay pending unpunched for the next commits' nodes: a crash forgets which
+        // they are, and the next opening punches them.
+        space.reusesFreedNodes = true
         space.setReserveTarget(Self.reserveBlocks(capacityBlocks: endBlock - Self.firstSpaceBlock))
         // Metadata blocks (nodes, journal segments, the reserve) get disk space when taken.
         space.prepareBlocks = { [storage] (blocks: Range<UInt64>) throws(FSError) -> Void in

@@ -29,7 +29,8 @@ extension VolumeNamespace {
     /// still commits `settlingCommits` times after the last commit with changes, and while
     /// a drop goes on over several commits: what operations released becomes free space
     /// only some commits later (the reuse rule), so without them `df` would not follow an
-    /// `rm` until something else changed.
+    /// `rm` until something else changed. The first of them lets go of the freed nodes
+    /// the volume keeps for reuse, which the settling then punches and frees as well.
     public func commitIfChanged(policy: VolumeCommitPolicy = .everyTick(journalBytes: 1)) throws(FSError) -> VolumeCommitReport? {
         // The free space for the low-space rule, read before the namespace lock: it takes
         // the space lock and counts free blocks, 100-290 us that every request waited for
@@ -37,6 +38,7 @@ extension VolumeNamespace {
         let available = (try? volume.fileBlocks())?.availableBytes ?? 0
         // Forgotten inodes are dropped within a tick, in the generation this may close.
         dropForgottenNow()
+        var atRest = false
         let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
             let journalBytes = volume.journalBytesSinceCommit
             if journalBytes > 0 {
@@ -48,6 +50,7 @@ extension VolumeNamespace {
                                             secondsSinceCommit: secondsSinceCommit) else { return false }
                 settling = Self.settlingCommits
             } else if settling > 0 {
+                atRest = settling == Self.settlingCommits
                 settling -= 1
             } else if try !reader().orphans().contains(where: { $0.item.state == .dropping }) {
                 return false
@@ -57,6 +60,10 @@ extension VolumeNamespace {
             return true
         }
         guard closed else { return nil }
+        // At rest, the freed nodes kept for the next commits' nodes go to the punch too,
+        // so that the settling commits give their space back (docs/ARCHITECTURE.md,
+        // "Freed nodes reused without a punch").
+        if atRest { volume.letGoOfReusableNodes() }
         // Outside the namespace lock. An operation's own commit (its journal budget) may
         // have committed the closed generation first: then there is nothing left to do.
         let report = try volume.commitClosed()

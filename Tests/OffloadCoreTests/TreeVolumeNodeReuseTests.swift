@@ -1,0 +1,128 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// Freed filesystem-tree nodes kept unpunched for later commits' nodes (`ReusableNodes`,
+/// docs/ARCHITECTURE.md, "Freed nodes reused without a punch"): they are written again as
+/// nodes without a punch and a fallocate, and no block that was not punched ever becomes
+/// free (the free space hands out blocks that must read as zeros), through commits, a
+/// kill, and a full image's reclaim.
+final class TreeVolumeNodeReuseTests: XCTestCase {
+    static let capacity: UInt64 = 8 << 20
+
+    /// The blocks the block tree holds free (neither a run nor a pending free), outside
+    /// what the allocator holds in memory (the metadata reserve), that do not read as zeros.
+    static func freeBlocksNotZero(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
+        var free = RangeSet(try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock))
+        free.subtract(volume.space.taken)
+        var found: [UInt64] = []
+        var page = [UInt8](repeating: 0, count: 4096)
+        for range in free.ranges {
+            for block in range {
+                _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
+                if page.contains(where: { $0 != 0 }) { found.append(block) }
+            }
+        }
+        return found
+    }
+
+    /// Kept blocks that read as zeros (punched while kept).
+    static func keptBlocksPunched(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
+        var found: [UInt64] = []
+        var page = [UInt8](repeating: 0, count: 4096)
+        for range in volume.space.reusableNodes.kept.ranges {
+            for block in range {
+                _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
+                if !page.contains(where: { $0 != 0 }) { found.append(block) }
+            }
+        }
+        return found
+    }
+
+    func testFreedNodesAreWrittenAgainUnpunchedAndNoUnpunchedBlockBecomesFree() throws {
+        for seed in UInt64(1)...3 {
+            let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+            let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
+                                               nameHashKey: SipHash24(key0: seed, key1: 7))
+            let script = VolumeCheckTests.script(on: volume, seed: seed)
+            try script.makeRoot()
+            var reused = 0, commits = 0, keptAtMost = 0
+            for step in 0..<600 {
+                try script.step()
+                guard step % 29 == 28 else { continue }
+                reused += try volume.commit().nodesReused
+                commits += 1
+                volume.waitForPunches()
+                keptAtMost = max(keptAtMost, volume.space.reusableNodeCount)
+                XCTAssertEqual(try Self.freeBlocksNotZero(volume, disk), [], "seed \(seed), commit \(commits): free blocks hold bytes")
+                XCTAssertEqual(try Self.keptBlocksPunched(volume, disk), [], "seed \(seed), commit \(commits): kept nodes were punched")
+            }
+            print("seed \(seed): \(commits) commits, \(reused) nodes written on kept freed nodes, at most \(keptAtMost) kept")
+            XCTAssertGreaterThan(reused, 20, "seed \(seed): freed nodes were not written again")
+            let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+        }
+    }
+
+    /// A kill forgets which pending frees are kept nodes: opening punches them all, and
+    /// the image checks clean.
+    func testAKillForgetsTheKeptNodesAndOpeningPunchesThem() throws {
+        var disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 7))
+        let script = VolumeCheckTests.script(on: volume, seed: 11)
+        try script.makeRoot()
+        for step in 0..<300 {
+            try script.step()
+            if step % 31 == 30 { try volume.commit() }
+        }
+        try volume.commit()
+        volume.waitForPunches()
+        let kept = volume.space.reusableNodes.kept
+        XCTAssertFalse(kept.isEmpty)
+        XCTAssertEqual(try Self.keptBlocksPunched(volume, disk), [])
+        var rng = SplitMix64(seed: 5)
+        disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: disk.crashImage(using: &rng, keep: 1, torn: 0))
+        let reopened = try TreeVolume.open(disk)
+        XCTAssertEqual(reopened.space.reusableNodeCount, 0)
+        // Every kept block was a pending free of a commit before the last: punched.
+        var page = [UInt8](repeating: 0, count: 4096)
+        for range in kept.ranges {
+            for block in range {
+                _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
+                XCTAssertFalse(page.contains { $0 != 0 }, "kept block \(block) was not punched by the opening")
+            }
+        }
+        for _ in 0..<3 {
+            try reopened.commit()
+            reopened.waitForPunches()
+        }
+        XCTAssertEqual(try Self.freeBlocksNotZero(reopened, disk), [])
+        let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+    }
+
+    /// A file that finds no free space reclaims what earlier operations freed: the kept
+    /// nodes too, punched and retired by the commits of the reclaim.
+    func testTheReclaimLetsGoOfTheKeptNodes() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 4, nameHashKey: SipHash24(key0: 2, key1: 7))
+        let script = VolumeCheckTests.script(on: volume, seed: 21)
+        try script.makeRoot()
+        for step in 0..<300 {
+            try script.step()
+            if step % 31 == 30 { try volume.commit() }
+        }
+        try volume.commit()
+        volume.waitForPunches()
+        let kept = volume.space.reusableNodeCount
+        XCTAssertGreaterThan(kept, 0)
+        let freeBefore = try volume.spaceLock.withLock { try volume.space.freeBlockCount() }
+        XCTAssertTrue(try volume.reclaimFreedSpace())
+        volume.waitForPunches()
+        let freeAfter = try volume.spaceLock.withLock { try volume.space.freeBlockCount() }
+        // The reclaim's commits change no tree node: nothing is kept after them.
+        XCTAssertEqual(volume.space.reusableNodeCount, 0)
+        XCTAssertGreaterThanOrEqual(freeAfter, freeBefore + UInt64(kept))
+        XCTAssertEqual(try Self.freeBlocksNotZero(volume, disk), [])
+        let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+    }
+}
