@@ -142,6 +142,59 @@ final class VolumeIdleCommitTests: XCTestCase {
     }
 }
 
+extension VolumeIdleCommitTests {
+    /// The freed filesystem-tree nodes the volume keeps for the next commits' nodes
+    /// (`ReusableNodes`) are pending, not free: idle, the first settling commit lets them
+    /// go and the settling commits punch and free them, so `df` comes back to where it was.
+    func testFreedNodesKeptForReuseGoBackWhileIdle() throws {
+        let capacity: UInt64 = 1 << 30
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace
+        fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { _ in }
+        let space = fileSystem.volume.space
+        var keptAtMost = 0
+        // Files made and removed in rounds, each round committed: the removes replace the
+        // tree's leaves, whose old blocks are kept for reuse.
+        for round in 0..<6 {
+            var made: [(InodeNumber, FileName)] = []
+            for i in 0..<400 {
+                let name = try FileName("r\(round)-\(i)")
+                let (file, handle) = try fs.create(parent: .root, name: name, mode: 0o100644, flags: O_RDWR, context: .root)
+                fs.release(inode: file.inode, handle: handle)
+                made.append((file.inode, name))
+            }
+            _ = try fs.commitIfChanged()
+            for (inode, name) in made {
+                try fs.unlink(parent: .root, name: name)
+                fs.forget(inode: inode, lookups: 1)
+            }
+            _ = try fs.commitIfChanged()
+            keptAtMost = max(keptAtMost, fileSystem.volume.spaceLock.withLock { space.reusableNodeCount })
+        }
+        XCTAssertGreaterThan(keptAtMost, 0, "setup: no freed node was kept")
+        let started = DispatchTime.now()
+        var kept = keptAtMost
+        while kept > 0 && DispatchTime.now() < started + 5 {
+            usleep(50_000)
+            kept = fileSystem.volume.spaceLock.withLock { space.reusableNodeCount }
+        }
+        print("idle: \(keptAtMost) freed nodes kept at most while busy, \(kept) after \(Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9) s idle")
+        XCTAssertEqual(kept, 0, "freed nodes are still kept after 5 s idle")
+        // And the settling commits free them: nothing but the block tree's runs and the
+        // last commits' own frees stays used.
+        usleep(300_000)
+        let pending = try fileSystem.volume.spaceLock.withLock {
+            try space.blockTree.pendingFrees(through: BlockReferenceTree.maximumPendingGeneration)
+        }
+        let oldest = fileSystem.volume.current.generation - 2
+        XCTAssertEqual(pending.filter { $0.generation < oldest }.map(\.blocks), [],
+                       "pending frees older than the last two commits stay after the settling")
+        try fileSystem.close(meter: nil)
+    }
+}
+
 /// A write after rm on a full image (`reclaimingWhenFull`): the commits run until the rm's
 /// blocks are free space again. The first version stopped as soon as the free count grew
 /// at all (an old journal chain's few blocks), one commit before the rm's blocks came back,
