@@ -129,6 +129,26 @@ struct BlockRanges: Equatable, Sendable {
     }
 
     mutating func subtract(_ other: BlockRanges) {
-        for range in other.ranges { remove(contentsOf: range) }
+        // One sweep over both sorted lists: a removal at a time shifts the array each
+        // time, which thousands of single blocks (kept nodes out of a punch) made slow.
+        guard !ranges.isEmpty, !other.ranges.isEmpty else { return }
+        var result: [Range<UInt64>] = []
+        result.reserveCapacity(ranges.count)
+        var j = 0
+        for range in ranges {
+            var start = range.lowerBound
+            while j < other.ranges.count && other.ranges[j].upperBound <= start { j += 1 }
+            var k = j
+            while start < range.upperBound {
+                guard k < other.ranges.count, other.ranges[k].lowerBound < range.upperBound else {
+                    result.append(start..<range.upperBound)
+                    break
+                }
+                if other.ranges[k].lowerBound > start { result.append(start..<other.ranges[k].lowerBound) }
+                start = max(start, other.ranges[k].upperBound)
+                k += 1
+            }
+        }
+        ranges = result
     }
 }
