@@ -11,6 +11,26 @@ import SplitMix
 final class TreeVolumeNodeReuseTests: XCTestCase {
     static let capacity: UInt64 = 8 << 20
 
+    /// A volume after 300 random operations committed every 31, its last punch waited for.
+    static func busyVolume(seed: UInt64) throws -> (CrashSimulatingStorage, TreeVolume) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: seed, nameHashKey: SipHash24(key0: seed, key1: 7))
+        let script = VolumeCheckTests.script(on: volume, seed: seed)
+        try script.makeRoot()
+        for step in 0..<300 {
+            try script.step()
+            if step % 31 == 30 { try volume.commit() }
+        }
+        try volume.commit()
+        volume.waitForPunches()
+        return (disk, volume)
+    }
+
+    static func assertChecksClean(_ disk: CrashSimulatingStorage, file: StaticString = #filePath, line: UInt = #line) throws {
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))", file: file, line: line)
+    }
+
     /// The blocks the block tree holds free (neither a run nor a pending free), outside
     /// what the allocator holds in memory (the metadata reserve), that do not read as zeros.
     static func freeBlocksNotZero(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
@@ -60,23 +80,15 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
             }
             print("seed \(seed): \(commits) commits, \(reused) nodes written on kept freed nodes, at most \(keptAtMost) kept")
             XCTAssertGreaterThan(reused, 20, "seed \(seed): freed nodes were not written again")
-            let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+            try Self.assertChecksClean(disk)
         }
     }
 
     /// A kill forgets which pending frees are kept nodes: opening punches them all, and
     /// the image checks clean.
     func testAKillForgetsTheKeptNodesAndOpeningPunchesThem() throws {
-        var disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 3, nameHashKey: SipHash24(key0: 1, key1: 7))
-        let script = VolumeCheckTests.script(on: volume, seed: 11)
-        try script.makeRoot()
-        for step in 0..<300 {
-            try script.step()
-            if step % 31 == 30 { try volume.commit() }
-        }
-        try volume.commit()
-        volume.waitForPunches()
+        let (busyDisk, volume) = try Self.busyVolume(seed: 11)
+        var disk = busyDisk
         let kept = volume.space.reusableNodes.kept
         XCTAssertFalse(kept.isEmpty)
         XCTAssertEqual(try Self.keptBlocksPunched(volume, disk), [])
@@ -97,22 +109,13 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
             reopened.waitForPunches()
         }
         XCTAssertEqual(try Self.freeBlocksNotZero(reopened, disk), [])
-        let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+        try Self.assertChecksClean(disk)
     }
 
     /// A file that finds no free space reclaims what earlier operations freed: the kept
     /// nodes too, punched and retired by the commits of the reclaim.
     func testTheReclaimLetsGoOfTheKeptNodes() throws {
-        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 4, nameHashKey: SipHash24(key0: 2, key1: 7))
-        let script = VolumeCheckTests.script(on: volume, seed: 21)
-        try script.makeRoot()
-        for step in 0..<300 {
-            try script.step()
-            if step % 31 == 30 { try volume.commit() }
-        }
-        try volume.commit()
-        volume.waitForPunches()
+        let (disk, volume) = try Self.busyVolume(seed: 21)
         let kept = volume.space.reusableNodeCount
         XCTAssertGreaterThan(kept, 0)
         let freeBefore = try volume.spaceLock.withLock { try volume.space.freeBlockCount() }
@@ -123,6 +126,6 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
         XCTAssertEqual(volume.space.reusableNodeCount, 0)
         XCTAssertGreaterThanOrEqual(freeAfter, freeBefore + UInt64(kept))
         XCTAssertEqual(try Self.freeBlocksNotZero(volume, disk), [])
-        let check = try VolumeCheck.run(disk); XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+        try Self.assertChecksClean(disk)
     }
 }

@@ -106,14 +106,20 @@ final class VolumeFullImageTests: XCTestCase {
 /// records a release); before, it committed only when the journal grew, and df never
 /// followed an rm until something else changed.
 final class VolumeIdleCommitTests: XCTestCase {
-    func testSpaceFreedByRmComesBackWhileIdle() throws {
-        // Not low on free space (a smaller image commits at every tick, idle or not).
+    /// A 1 GiB image (not low on free space: a smaller image commits at every tick, idle
+    /// or not), its maintenance ticking every 10 ms.
+    static func idleFileSystem() throws -> VolumeFileSystem {
         let capacity: UInt64 = 1 << 30
         let storage = MemoryImageStorage(maximumBytes: Int(capacity))
         let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
-        let fs = fileSystem.namespace
         fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { _ in }
+        return fileSystem
+    }
+
+    func testSpaceFreedByRmComesBackWhileIdle() throws {
+        let fileSystem = try Self.idleFileSystem()
+        let fs = fileSystem.namespace
         usleep(100_000)
         let empty = fileSystem.usage().availableBytes
         let (file, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
@@ -147,12 +153,8 @@ extension VolumeIdleCommitTests {
     /// (`ReusableNodes`) are pending, not free: idle, the first settling commit lets them
     /// go and the settling commits punch and free them, so `df` comes back to where it was.
     func testFreedNodesKeptForReuseGoBackWhileIdle() throws {
-        let capacity: UInt64 = 1 << 30
-        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fileSystem = try Self.idleFileSystem()
         let fs = fileSystem.namespace
-        fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { _ in }
         let space = fileSystem.volume.space
         var keptAtMost = 0
         // Files made and removed in rounds, each round committed: the removes replace the
