@@ -112,6 +112,18 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
         try Self.assertChecksClean(disk)
     }
 
+    /// An unmount lets the kept nodes go: the image it leaves holds no pending free older
+    /// than its last two commits (a later mount's capacity counts pending blocks as used).
+    func testTheUnmountLetsGoOfTheKeptNodes() throws {
+        let (disk, volume) = try Self.busyVolume(seed: 31)
+        XCTAssertGreaterThan(volume.space.reusableNodeCount, 0)
+        try volume.close()
+        XCTAssertTrue(volume.current.cleanlyUnmounted)
+        let old = try volume.space.blockTree.pendingFrees(through: volume.current.generation - 2)
+        XCTAssertEqual(old.map(\.blocks), [], "pending frees older than the last two commits")
+        try Self.assertChecksClean(disk)
+    }
+
     /// A file that finds no free space reclaims what earlier operations freed: the kept
     /// nodes too, punched and retired by the commits of the reclaim.
     func testTheReclaimLetsGoOfTheKeptNodes() throws {

@@ -222,6 +222,47 @@ final class VolumeRepairTests: XCTestCase {
         try assertUnchanged(before, repaired)
     }
 
+    /// The fall-back to the previous commit punches nothing until its own commit's slot is
+    /// written: the previous commit's pending frees may be blocks the damaged commit wrote
+    /// nodes on (freed nodes reused without a punch), which repair of that commit needs if
+    /// the fall-back fails half-way. Before, opening the previous commit punched them first.
+    func testTheFallBackPunchesNothingBeforeItsCommitIsWritten() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 6, steps: 300)
+        let (number, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+        var changed = item
+        changed.permissions = 0o600 ^ item.permissions & 0o7
+        try volume.perform([.attributes(inode: number, changed)])
+        // What opening the previous commit would punch: its pending frees but its own.
+        volume.waitForPunches()
+        let previousPending = BlockRanges(RangeSet(try volume.space.blockTree.pendingFrees(through: volume.current.generation - 1)
+            .map { ($0.blocks.lowerBound << 12)..<($0.blocks.upperBound << 12) }))
+        XCTAssertFalse(previousPending.isEmpty, "setup: the previous commit has no pending frees for its opening to punch")
+        try volume.commit()
+        let written = try XCTUnwrap(try leaves(volume).first { $0.generation == volume.current.generation })
+        try zero(written.block, on: disk)
+        final class Changes: @unchecked Sendable {
+            var list: [CrashSimulatingStorage.Change] = []
+        }
+        let changes = Changes()
+        disk.beforeChange { changes.list.append($0) }
+        let report = try VolumeRepair.run(disk)
+        disk.beforeChange(nil)
+        XCTAssertTrue(report.repairs.contains { $0.contains("checks clean and is taken instead") }, "\(report.repairs)")
+        let slotWrite = try XCTUnwrap(changes.list.firstIndex {
+            if case .write(let range) = $0 { return range.overlaps(0..<(2 << 12)) }
+            return false
+        })
+        func punchesPending(_ change: CrashSimulatingStorage.Change) -> Bool {
+            if case .punch(let range) = change { return previousPending.overlaps(range) }
+            return false
+        }
+        // (Blocks it took from the free space and gave back unwritten may be punched.)
+        XCTAssertEqual(changes.list[..<slotWrite].filter(punchesPending).map(\.description), [],
+                       "the fall-back punched pending frees of the previous commit before its own commit was written")
+        XCTAssertTrue(changes.list[slotWrite...].contains(where: punchesPending), "the fall-back never punched the pending frees")
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+    }
+
     /// A crash anywhere in the repair leaves the image at its old commit (the repair
     /// writes only blocks that commit does not use, and its slot last) or at the repaired
     /// one: power cut at random moments among its writes and syncs.

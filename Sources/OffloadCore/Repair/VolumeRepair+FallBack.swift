@@ -48,8 +48,11 @@ extension VolumeRepair {
     /// holds free and claims what the frames' extents name): a crash leaves the image as
     /// it was, and repair starts again.
     static func fallBack(_ storage: any ImageStorage, to previous: CommitSlot, _ since: FramesSince) throws(FSError) {
+        // Nothing punched before the commit is durable: the previous commit's pending frees
+        // may be blocks the damaged commit wrote nodes on (freed nodes reused without a
+        // punch), which repair of that commit needs if this fails.
         let volume = try TreeVolume(storage: storage, slot: previous, replaying: since.frames, oldChain: since.segments,
-                                    nextSequence: since.nextSequence)
+                                    nextSequence: since.nextSequence, punchingFirst: false)
         for segment in since.segments { volume.logSpace.releaseLogSegment(segment.range) }
         try volume.commit()
         try volume.close()

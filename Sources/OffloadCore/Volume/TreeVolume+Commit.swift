@@ -77,14 +77,20 @@ extension TreeVolume {
     /// Blocks (1 MiB) whose return ends `reclaimFreedSpace` early.
     static let reclaimEnough: UInt64 = 256
 
-    /// The unmount's commits: every closed generation, then the open one, whose slot is
-    /// marked cleanly unmounted; then the punch it started is waited for (a failed punch
+    /// The unmount's commits: every closed generation (and one more when freed nodes kept
+    /// for reuse were let go), then the open one, whose slot is marked cleanly unmounted;
+    /// then the punch it started is waited for (a failed punch
     /// is left to the next mount). The caller
     /// stopped every operation first (an operation after this starts a generation no
     /// clean slot holds). The journal chain the last slot names is empty: the next mount
     /// replays nothing.
     public func close() throws(FSError) {
+        // Freed nodes kept for reuse go too, so that the image left behind holds no pending
+        // frees older than its last commits (a later mount's capacity counts them as used):
+        // a commit starts their punch, the clean one retires them.
+        let letGo = letGoOfReusableNodes()
         while delta.layers().count > 1 { try commit() }
+        if letGo > 0 { try commit() }
         try commit(cleanlyUnmounted: true)
         // A punch that fails leaves its frees pending: the next mount punches them again
         // (the clean slot is durable already, so the unmount does not fail for it).

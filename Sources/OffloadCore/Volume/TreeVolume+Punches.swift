@@ -18,7 +18,8 @@ extension TreeVolume {
         do throws(FSError) {
             var ranges = BlockRanges(RangeSet(try space.blockTree.pendingFrees(from: punchedThrough + 1, through: through).map(\.blocks)))
             ranges.subtract(space.reusableNodes.unpunched)
-            for blocks in letGo { ranges.insert(contentsOf: blocks) }
+            // Sorted and joined once: one insert at a time shifts the array each time.
+            ranges.formUnion(BlockRanges(RangeSet(letGo)))
             punches.start(ranges.ranges, through: through, in: storage, counter: punchCounter)
             return nil
         } catch {
@@ -46,12 +47,14 @@ extension TreeVolume {
     /// file found none; the namespace's commits at rest). Waits for the punch in flight
     /// first: a kept node's generation counts as punched only by a punch that left it
     /// out, which must have been accepted. The caller is outside any commit.
-    public func letGoOfReusableNodes() {
+    /// Returns how many it let go of.
+    @discardableResult
+    public func letGoOfReusableNodes() -> Int {
         commitLock.withLock {
             let finished = punches.finish()
-            spaceLock.withLock {
+            return spaceLock.withLock {
                 accept(finished)
-                space.reusableNodes.evict(keeping: 0, punchedThrough: punchedThrough)
+                return space.reusableNodes.evict(keeping: 0, punchedThrough: punchedThrough)
             }
         }
     }

@@ -147,9 +147,14 @@ public final class TreeVolume {
 
     /// `capacity`: the block space's end and what the next slot says of it (nil: the
     /// slot's own; `TreeVolume+Capacity.swift` decides a changed one).
+    /// `punchingFirst` false leaves every pending free unpunched until the first commit
+    /// is durable (its punch then takes them all, and only later commits retire them):
+    /// repair's fall-back to the previous commit, whose pending frees may be blocks the
+    /// damaged commit it replaces wrote nodes on (freed nodes reused without a punch), so
+    /// that a fall-back that fails leaves that commit as it was.
     init(storage: any ImageStorage, slot: CommitSlot, capacity: (bytes: UInt64, isSet: Bool)? = nil,
          replaying frames: [(generation: UInt64, changes: [JournalChange])],
-         oldChain: [LogSegment], nextSequence: UInt64) throws(FSError) {
+         oldChain: [LogSegment], nextSequence: UInt64, punchingFirst: Bool = true) throws(FSError) {
         self.storage = storage
         storedCurrent = slot
         opened = slot
@@ -166,13 +171,14 @@ public final class TreeVolume {
         // Pending frees are punched once the commit after theirs is durable; a crash may
         // have come between that commit's slot and the punch, so the ones the next commit
         // may retire are punched again first (twice is harmless: nothing uses them).
+        let punchedAtOpen = punchingFirst ? slot.generation - 1 : 0
         space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: Self.blockTreeID,
                                root: slot.blockTree, firstBlock: Self.firstSpaceBlock, endBlock: endBlock,
-                               durableGeneration: slot.generation - 1)
-        if !storage.isReadOnly {
+                               durableGeneration: punchedAtOpen)
+        if !storage.isReadOnly && punchingFirst {
             try Self.punch(try space.blockTree.pendingFrees(through: slot.generation - 1).map(\.blocks), in: storage)
         }
-        punchedThrough = slot.generation - 1
+        punchedThrough = punchedAtOpen
         // Every pending free is punched now (above) or by a commit's punch, so freed nodes
         // may stay pending unpunched for the next commits' nodes: a crash forgets which
         // they are, and the next opening punches them.
