@@ -69,7 +69,11 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertFalse(again.repaired, "a repaired image needs no second repair")
         for line in report.repairs { print("repaired: \(line)") }
         for line in report.affected { print(line) }
-        return (report, try TreeVolume.open(disk))
+        let opened = try TreeVolume.open(disk)
+        // Blocks the repair wrote and replaced before its commit (its passes' nodes) are
+        // free now: they must read as zeros, as all free space must for files.
+        XCTAssertEqual(try TreeVolumeNodeReuseTests.freeBlocksNotZero(opened, disk), [], "free blocks hold bytes after the repair")
+        return (report, opened)
     }
 
     /// Every inode of `before` reads back at its path with its bytes, except those in

@@ -149,9 +149,11 @@ public enum VolumeRepair {
     }
 
     /// Commits the filesystem tree's changes of one pass at `generation`; the nodes they
-    /// replaced were written by this repair and never named by a slot: free at once.
+    /// replaced were written by this repair and never named by a slot: free at once, once
+    /// punched (free space must read as zeros: a file's fallocate maps it unwritten).
     private static func commitPass(_ volume: TreeVolume, generation: UInt64) throws(FSError) {
         let commit = try volume.filesystem.tree.commit(generation: generation)
+        try TreeVolume.punch(BlockSpace.ranges(of: commit.freedBlocks.sorted()), in: volume.storage)
         volume.filesystemPages.releasePages(commit.freedBlocks)
     }
 
