@@ -82,20 +82,14 @@ struct ReusableNodes {
 
     /// Every block whose pending free must stay when a commit retires the punched ones:
     /// those kept, handed out, or let go and not yet punched.
-    var kept: BlockRanges {
-        var blocks = waiting.flatMap(\.blocks) + handedOut.keys + toPunch.map(\.block)
-        blocks.sort()
-        var ranges = BlockRanges()
-        for block in blocks { ranges.insert(contentsOf: block..<block + 1) }
-        return ranges
-    }
+    var kept: BlockRanges { Self.ranges(waiting.flatMap(\.blocks) + handedOut.keys + toPunch.map(\.block)) }
 
     /// The blocks waiting and handed out: the punch of their generation leaves them out.
-    var unpunched: BlockRanges {
-        var blocks = waiting.flatMap(\.blocks) + handedOut.keys
-        blocks.sort()
+    var unpunched: BlockRanges { Self.ranges(waiting.flatMap(\.blocks) + handedOut.keys) }
+
+    private static func ranges(_ blocks: [UInt64]) -> BlockRanges {
         var ranges = BlockRanges()
-        for block in blocks { ranges.insert(contentsOf: block..<block + 1) }
+        for range in BlockSpace.ranges(of: blocks.sorted()) { ranges.insert(contentsOf: range) }
         return ranges
     }
 
