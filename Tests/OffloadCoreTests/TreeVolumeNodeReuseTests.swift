@@ -31,33 +31,30 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
         XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))", file: file, line: line)
     }
 
-    /// The blocks the block tree holds free (neither a run nor a pending free), outside
-    /// what the allocator holds in memory (the metadata reserve), that do not read as zeros.
-    static func freeBlocksNotZero(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
-        var free = RangeSet(try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock))
-        free.subtract(volume.space.taken)
+    /// The blocks of `ranges` that read as zeros (`zeros` true) or do not (false).
+    static func blocks(in ranges: [Range<UInt64>], on disk: CrashSimulatingStorage, readingZeros zeros: Bool) throws -> [UInt64] {
         var found: [UInt64] = []
         var page = [UInt8](repeating: 0, count: 4096)
-        for range in free.ranges {
+        for range in ranges {
             for block in range {
                 _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
-                if page.contains(where: { $0 != 0 }) { found.append(block) }
+                if page.allSatisfy({ $0 == 0 }) == zeros { found.append(block) }
             }
         }
         return found
     }
 
+    /// The blocks the block tree holds free (neither a run nor a pending free), outside
+    /// what the allocator holds in memory (the metadata reserve), that do not read as zeros.
+    static func freeBlocksNotZero(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
+        var free = RangeSet(try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock))
+        free.subtract(volume.space.taken)
+        return try blocks(in: Array(free.ranges), on: disk, readingZeros: false)
+    }
+
     /// Kept blocks that read as zeros (punched while kept).
     static func keptBlocksPunched(_ volume: TreeVolume, _ disk: CrashSimulatingStorage) throws -> [UInt64] {
-        var found: [UInt64] = []
-        var page = [UInt8](repeating: 0, count: 4096)
-        for range in volume.space.reusableNodes.kept.ranges {
-            for block in range {
-                _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
-                if !page.contains(where: { $0 != 0 }) { found.append(block) }
-            }
-        }
-        return found
+        try blocks(in: volume.space.reusableNodes.kept.ranges, on: disk, readingZeros: true)
     }
 
     func testFreedNodesAreWrittenAgainUnpunchedAndNoUnpunchedBlockBecomesFree() throws {
@@ -97,13 +94,8 @@ final class TreeVolumeNodeReuseTests: XCTestCase {
         let reopened = try TreeVolume.open(disk)
         XCTAssertEqual(reopened.space.reusableNodeCount, 0)
         // Every kept block was a pending free of a commit before the last: punched.
-        var page = [UInt8](repeating: 0, count: 4096)
-        for range in kept.ranges {
-            for block in range {
-                _ = try page.withUnsafeMutableBytes { try disk.read(into: $0, at: block << 12) }
-                XCTAssertFalse(page.contains { $0 != 0 }, "kept block \(block) was not punched by the opening")
-            }
-        }
+        XCTAssertEqual(try Self.blocks(in: kept.ranges, on: disk, readingZeros: false), [],
+                       "kept blocks not punched by the opening")
         for _ in 0..<3 {
             try reopened.commit()
             reopened.waitForPunches()
