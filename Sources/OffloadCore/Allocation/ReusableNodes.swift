@@ -14,9 +14,9 @@
 /// the oldest reader too) may be written over: neither the durable root, the commit
 /// before it (kept for repair) nor any reader uses it.
 ///
-/// Only this memory knows which pending frees are kept: a crash or an unmount forgets it,
-/// and opening punches every pending free (`TreeVolume.init`), so no block that was not
-/// punched reaches the free space. Beyond a bound (`limit`) the oldest kept blocks are
+/// Only this memory knows which pending frees are kept: a crash forgets it, and opening
+/// punches every pending free (`TreeVolume.init`), so no block that was not punched
+/// reaches the free space (the unmount lets them go first, `TreeVolume.close`). Beyond a bound (`limit`) the oldest kept blocks are
 /// let go (`evict`): one whose generation was punched through already is punched
 /// explicitly (`toPunch`), the others by their generation's punch, as any pending free.
 struct ReusableNodes {
