@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <linux/falloc.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 #include "linux_shims.h"
 
 int offloadfs_fallocate(int fd, int mode, off_t offset, off_t length) {
@@ -23,6 +24,8 @@ int offloadfs_release_free_memory(void) {
 
 const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
 const int offloadfs_falloc_punch_hole = FALLOC_FL_PUNCH_HOLE;
+const int offloadfs_falloc_zero_range = FALLOC_FL_ZERO_RANGE;
+const int offloadfs_seek_data = SEEK_DATA;
 
 // CRC-32C: the checksum of the image's superblocks and metadata frames. Castagnoli's
 // polynomial (reflected 0x82F63B78) because x86-64 computes it in hardware (SSE4.2

@@ -136,6 +136,19 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
         }
     }
 
+    /// A power cut keeps the durable bytes and any of the pages changed since: the range
+    /// may read as non-zero if any of its bytes does in either.
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool {
+        lock.withLock { s in
+            let now = range.clamped(to: 0..<s.currentLength)
+            if !now.isEmpty, !UnsafeRawBufferPointer(start: current + Int(now.lowerBound), count: now.count).allSatisfy({ $0 == 0 }) {
+                return true
+            }
+            let then = range.clamped(to: 0..<UInt64(s.durable.count))
+            return !then.isEmpty && !s.durable[Int(then.lowerBound)..<Int(then.upperBound)].allSatisfy { $0 == 0 }
+        }
+    }
+
     public func setLength(_ length: UInt64) throws(FSError) {
         guard length <= UInt64(mappedBytes) else { throw .noSpace }
         announce(.setLength(length))

@@ -2,7 +2,7 @@ import OffloadCore
 
 /// An `ImageStorage` that passes every call to another one, except the calls a test
 /// told it to fail: EIO or ENOSPC from a write (whole or after part of it), a reserve
-/// (fallocate), a punch, a length change or a sync (fdatasync).
+/// (fallocate), a punch, a zeroing, a length change or a sync (fdatasync).
 ///
 /// Faults are armed with `inject` and each fires on the matching calls until its count
 /// runs out. A sync fault that fires once and then lets later syncs through is what
@@ -10,7 +10,7 @@ import OffloadCore
 /// pages may be gone, and the next fdatasync succeeds), so only the caller's memory of
 /// the failure keeps the loss from going unnoticed.
 public final class FaultInjectingStorage: ImageStorage, @unchecked Sendable {
-    public enum Operation: Sendable, Equatable { case write, reserve, punch, setLength, sync }
+    public enum Operation: Sendable, Equatable { case write, reserve, punch, zero, setLength, sync }
 
     public struct Fault: Sendable {
         public var operation: Operation
@@ -92,6 +92,13 @@ public final class FaultInjectingStorage: ImageStorage, @unchecked Sendable {
         if let fault = take(.punch) { throw fault.error }
         try inner.punch(range)
     }
+
+    public func zero(_ range: Range<UInt64>) throws(FSError) {
+        if let fault = take(.zero) { throw fault.error }
+        try inner.zero(range)
+    }
+
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool { inner.mayHoldData(range) }
 
     public func setLength(_ length: UInt64) throws(FSError) {
         if let fault = take(.setLength) { throw fault.error }

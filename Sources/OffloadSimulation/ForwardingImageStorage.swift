@@ -34,6 +34,10 @@ open class ForwardingImageStorage: ImageStorage, @unchecked Sendable {
 
     open func punch(_ range: Range<UInt64>) throws(FSError) { try inner.punch(range) }
 
+    open func zero(_ range: Range<UInt64>) throws(FSError) { try inner.zero(range) }
+
+    open func mayHoldData(_ range: Range<UInt64>) -> Bool { inner.mayHoldData(range) }
+
     open func setLength(_ length: UInt64) throws(FSError) { try inner.setLength(length) }
 
     open func sync() throws(FSError) { try inner.sync() }

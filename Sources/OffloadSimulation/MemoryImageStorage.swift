@@ -122,6 +122,13 @@ public final class MemoryImageStorage: ImageStorage, @unchecked Sendable {
         state.withLock { s in zero(range.clamped(to: 0..<s.length), &s) }
     }
 
+    /// Only written pages may hold data (no power cut here: current is durable).
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return false }
+        let pages = Self.pages(touchedBy: range)
+        return state.withLock { s in s.written.contains { pages.contains($0) } }
+    }
+
     public func setLength(_ newLength: UInt64) throws(FSError) {
         guard newLength <= UInt64(mappedBytes) else { throw .noSpace }
         state.withLock { s in

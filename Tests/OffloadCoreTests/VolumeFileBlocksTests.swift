@@ -49,6 +49,7 @@ final class VolumeFileBlocksTests: XCTestCase {
 
     struct Totals {
         var operations = 0, commits = 0, cuts = 0, unsyncedCuts = 0, claimedAtReplay = 0, inPlace = 0, clones = 0
+        var preallocations = 0
     }
 
     func testFilesOnTheBlockSpaceReadAsTheirModelsThroughCommitsAndPowerCuts() throws {
@@ -61,13 +62,14 @@ final class VolumeFileBlocksTests: XCTestCase {
                 return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_VOLUME_FILES_SEED=\(seed)")
             }
         }
-        print("volume files test: \(totals.operations) operations, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.unsyncedCuts) without a sync), \(totals.claimedAtReplay) blocks claimed at replay, \(totals.inPlace) overwrites in place, \(totals.clones) clones")
+        print("volume files test: \(totals.operations) operations, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.unsyncedCuts) without a sync), \(totals.claimedAtReplay) blocks claimed at replay, \(totals.inPlace) overwrites in place, \(totals.clones) clones, \(totals.preallocations) preallocations")
         guard seeds.count > 1 else { return }
         XCTAssertGreaterThan(totals.unsyncedCuts, 0)
         XCTAssertGreaterThan(totals.cuts, totals.unsyncedCuts, "no power cut followed a sync")
         XCTAssertGreaterThan(totals.claimedAtReplay, 0, "no replay had to claim a block the crashed mount took")
         XCTAssertGreaterThan(totals.inPlace, 0, "no overwrite went in place")
         XCTAssertGreaterThan(totals.clones, 0)
+        XCTAssertGreaterThan(totals.preallocations, 0)
     }
 
     /// Two files on a fresh volume (inodes 2 and 3), the first holding `bytes` in blocks.
@@ -383,6 +385,17 @@ final class VolumeFileBlocksTests: XCTestCase {
                     disk = recoveredDisk
                     (files, journals) = try Self.openFiles(volume, models: models)
                 }
+            case 13:
+                // A preallocation (fallocate mode 0 or KEEP_SIZE): fresh blocks for the holes
+                // in the range, reading as zeros whatever a power cut left in the free space.
+                let offset = Int(rng.next() % UInt64(models[i].count + 9000))
+                let count = Int(rng.next() % 60_000) + 1
+                let keepSize = rng.next() % 2 == 0
+                try file.preallocate(UInt64(offset)..<UInt64(offset + count), keepSize: keepSize)
+                if !keepSize, models[i].count < offset + count {
+                    models[i] += [UInt8](repeating: 0, count: offset + count - models[i].count)
+                }
+                totals.preallocations += 1
             default:
                 try file.resize(to: UInt64(models[i].count))  // no change
             }

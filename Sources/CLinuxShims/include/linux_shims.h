@@ -13,6 +13,9 @@ int offloadfs_fallocate(int fd, int mode, off_t offset, off_t length);
 /// The fallocate(2) mode bits, as plain ints (the macros do not import).
 extern const int offloadfs_falloc_keep_size;
 extern const int offloadfs_falloc_punch_hole;
+extern const int offloadfs_falloc_zero_range;
+/// lseek(2)'s SEEK_DATA (a GNU extension the Swift import leaves out).
+extern const int offloadfs_seek_data;
 
 /// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start). Uses the
 /// SSE4.2 instruction when the CPU has it, a table otherwise; both give the same value.

@@ -1,24 +1,26 @@
-/// Freed tree nodes kept, unpunched, for the nodes of later commits (docs/ARCHITECTURE.md,
-/// "Freed nodes reused without a punch").
+/// Freed tree nodes kept, unpunched, for the nodes of later commits
+/// (docs/ARCHITECTURE.md, "Freed nodes reused without a punch").
 ///
 /// A node a commit replaces becomes a pending free of that commit, as every freed block
-/// does. Data blocks among the pending frees are punched and retired into the free space,
-/// which hands out blocks that read as zeros. A node block need not read as zeros to
-/// become a node again, so the nodes the trees free (not the block tree's own) stay
-/// pending instead: not punched, not retired, and handed to the next commits' node
-/// allocations first (`take`), oldest first. A commit that writes a node on such a block
-/// deletes its pending free and records the node run in the same commit, so the block
-/// is never free; one that does not leaves it pending. A pending free of generation g
-/// names blocks only roots before g use, so one of a generation at most the last durable
-/// one the caller punched through (`BlockSpace.durableGeneration`, which is bounded by
-/// the oldest reader too) may be written over: neither the durable root, the commit
-/// before it (kept for repair) nor any reader uses it.
+/// does. Data blocks among the pending frees are punched and retired into the free
+/// space, which hands out blocks that read as zeros (but for what a crash left there).
+/// A node block need not read as zeros to become a node again, so the nodes the trees
+/// free (not the block tree's own) stay pending instead: not punched, not retired, and
+/// handed to the next commits' node allocations first (`take`), oldest first. A commit
+/// that writes a node on such a block deletes its pending free and records the node run
+/// in the same commit, so the block is never free; one that does not leaves it pending.
+/// A pending free of generation g names blocks only roots before g use, so one of a
+/// generation at most the last durable one the caller punched through
+/// (`BlockSpace.durableGeneration`, which is bounded by the oldest reader too) may be
+/// written over: neither the durable root, the commit before it (kept for repair) nor
+/// any reader uses it.
 ///
 /// Only this memory knows which pending frees are kept: a crash forgets it, and opening
 /// punches every pending free (`TreeVolume.init`), so no block that was not punched
-/// reaches the free space (the unmount lets them go first, `TreeVolume.close`). Beyond a bound (`limit`) the oldest kept blocks are
-/// let go (`evict`): one whose generation was punched through already is punched
-/// explicitly (`toPunch`), the others by their generation's punch, as any pending free.
+/// reaches the free space (the unmount lets them go first, `TreeVolume.close`). Beyond
+/// a bound (`limit`) the oldest kept blocks are let go (`evict`): one whose generation
+/// was punched through already is punched explicitly (`toPunch`), the others by their
+/// generation's punch, as any pending free.
 struct ReusableNodes {
     /// Blocks kept, by the generation that freed them, oldest first; each generation's
     /// blocks highest first (so taking pops the lowest: a commit's nodes stay together).

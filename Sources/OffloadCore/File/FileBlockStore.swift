@@ -18,7 +18,10 @@ public protocol FileBlockStore: AnyObject, Sendable {
 
     /// Allocates up to `byteCount` bytes (rounded up to whole blocks) and returns the byte
     /// range of the blocks, one reference each for the caller. Shorter than asked when
-    /// free space is fragmented, never empty; the blocks read as zeros and have disk space.
+    /// free space is fragmented, never empty; the blocks have disk space. Their bytes are
+    /// the free space's: zeros, except where a crash left blocks written and never
+    /// committed (format 2), so a caller that maps them without writing them first makes
+    /// them read as zeros (`clearLeftovers`).
     /// `hint` is the block-aligned byte offset the caller would like the range to start at.
     func allocate(byteCount: Int, hint: UInt64?) throws(FSError) -> Range<UInt64>
 
@@ -93,6 +96,17 @@ extension FileBlockStore {
 
     @inline(__always)
     public func checkReadable(_ bytes: UnsafeRawBufferPointer) throws(FSError) { try image.checkReadable(bytes) }
+
+    /// Makes blocks the caller owns, and maps without writing them, read as zeros: when
+    /// they may hold bytes (`ImageStorage.mayHoldData`: a crash left them written and
+    /// uncommitted) they are zeroed, keeping their disk space (`ImageStorage.zero`), and
+    /// the result is true. The caller then syncs before the change that maps them is
+    /// journaled, so that no power cut keeps the change without the zeros.
+    public func clearLeftovers(in range: Range<UInt64>) throws(FSError) -> Bool {
+        guard image.storage.mayHoldData(range) else { return false }
+        try image.storage.zero(range)
+        return true
+    }
 
     public func sync() throws(FSError) { try image.sync() }
     public var syncEpoch: UInt64 { image.syncEpoch }

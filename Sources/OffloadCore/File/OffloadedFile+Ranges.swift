@@ -106,20 +106,27 @@ extension OffloadedFile {
         return end
     }
 
-    /// Fresh image blocks covering `count` bytes (the store hands out zeroed blocks).
+    /// Fresh image blocks covering `count` bytes that read as zeros: the free space may
+    /// hold what a crash left there (blocks written and never committed), and the file
+    /// maps these without writing them. Blocks that may hold bytes are zeroed, and the
+    /// zeros made durable before the change that maps them is journaled
+    /// (`FileBlockStore.clearLeftovers`; one `lseek` a piece when there are none).
     private func zeroedImageExtents(count: UInt64, hint firstHint: UInt64?) throws(FSError) -> [Extent] {
         var pieces: [Extent] = []
         var done: UInt64 = 0
         var hint = firstHint
+        var cleared = false
         do throws(FSError) {
             while done < count {
                 let chunk = Int(min(count - done, UInt64(Int32.max) & ~UInt64(BackingStore.blockSize - 1)))
                 let granted = try store.allocate(byteCount: chunk, hint: hint)
                 let n = min(granted.length, count - done)
                 pieces.append(.mmapOffload(offset: granted.lowerBound, size: n))
+                if try store.clearLeftovers(in: granted) { cleared = true }
                 done += n
                 hint = granted.upperBound
             }
+            if cleared { try store.sync() }
         } catch {
             for piece in pieces { discard(piece) }
             throw error

@@ -49,11 +49,12 @@ public final class OffloadedFile: @unchecked Sendable {
     var inPlaceWriteEpoch: UInt64?
     /// Where the zeros of a block this file's last write allocated begin (the block's
     /// bytes after the write's end: never written since the block was handed out, so
-    /// zeros on disk too, fresh or durably punched), nil when no such tail is known. Only
-    /// such a tail may be filled in place by the next append: any other tail may hold
-    /// stale bytes (of this file before a truncate, or of a clone's source), and a power
-    /// cut that kept the append's frame but not its page would show them. Every change
-    /// but a write that sets it anew forgets it (`changing`).
+    /// zeros on disk too, fresh or durably punched, unless a crash left the block written
+    /// and uncommitted: docs/ARCHITECTURE.md, "Left alone"), nil when no such tail is
+    /// known. Only such a tail may be filled in place by the next append: any other tail
+    /// may hold stale bytes (of this file before a truncate, or of a clone's source), and
+    /// a power cut that kept the append's frame but not its page would show them. Every
+    /// change but a write that sets it anew forgets it (`changing`).
     var zeroTail: UInt64?
     /// The `zeroTail` the change under way leaves (set by `place`).
     var zeroTailAfterChange: UInt64?
@@ -337,7 +338,7 @@ public final class OffloadedFile: @unchecked Sendable {
         let blockSize = UInt64(BackingStore.blockSize)
         // Fill the rest of the previous extent's last block when it is the zero tail the
         // last write left (see `zeroTail`) and the file owns that block alone, so the bytes
-        // after its end are unreferenced and zero on disk.
+        // after its end are unreferenced.
         if let tail = hint, tail % blockSize != 0, tail == zeroTail, store.isExclusive(tail - 1..<tail) {
             let room = blockSize - tail % blockSize
             let n = Int(min(room, UInt64(bytes.count)))

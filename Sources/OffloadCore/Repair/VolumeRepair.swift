@@ -90,8 +90,9 @@ public enum VolumeRepair {
                                nameHashKey: base.nameHashKey, filesystemTree: nil, blockTree: nil,
                                journal: LogSegment(start: 0, length: 0), journalSequence: old.nextSequence,
                                nextInode: base.nextInode, inodeCount: 0, usedBlocks: 0)
-        // The journal's sequence numbers go on from the old chain's: no frame of it left in
-        // a reused block can pass for one of the new chain.
+        // The journal's sequence numbers go on past the old chain's
+        // (`TreeVolume.firstSequence(after:)`): no frame of it left in a reused block can
+        // pass for one of the new chain.
         let volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [],
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
@@ -150,7 +151,8 @@ public enum VolumeRepair {
 
     /// Commits the filesystem tree's changes of one pass at `generation`; the nodes they
     /// replaced were written by this repair and never named by a slot: free at once, once
-    /// punched (free space must read as zeros: a file's fallocate maps it unwritten).
+    /// punched (the free space reads as zeros and takes no disk space, as the commits
+    /// leave it).
     private static func commitPass(_ volume: TreeVolume, generation: UInt64) throws(FSError) {
         let commit = try volume.filesystem.tree.commit(generation: generation)
         try TreeVolume.punch(BlockSpace.ranges(of: commit.freedBlocks.sorted()), in: volume.storage)

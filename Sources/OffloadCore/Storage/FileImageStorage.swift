@@ -169,6 +169,31 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         try fallocate(mode: offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, range, call: "punch hole in")
     }
 
+    /// fallocate's zero range (ext4, XFS, btrfs): the blocks become unwritten extents
+    /// with their disk space, no byte is written. Elsewhere (tmpfs) a punch and a
+    /// reservation.
+    public func zero(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        do throws(FSError) {
+            try fallocate(mode: offloadfs_falloc_zero_range, range, call: "zero range of")
+        } catch .notSupported {
+            try zeroByPunching(range)
+        }
+    }
+
+    /// `lseek(SEEK_DATA)` from the range's start: no data before its end (ENXIO, or the
+    /// next data past it). ext4 and XFS report unwritten extents as holes unless the page
+    /// cache holds their pages; what a completed punch or zero range left reads as zeros
+    /// after a power cut too, once a sync made it durable (the commits that retire
+    /// punched blocks sync after the punch). A file system without SEEK_DATA reports the
+    /// whole file as data.
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return false }
+        let next = lseek(fd, off_t(range.lowerBound), offloadfs_seek_data)
+        if next < 0 { return errno != ENXIO }
+        return UInt64(next) < range.upperBound
+    }
+
     private func fallocate(mode: Int32, _ range: Range<UInt64>, call: String) throws(FSError) {
         guard !isReadOnly else { throw .readOnly }
         guard offloadfs_fallocate(fd, mode, off_t(range.lowerBound), off_t(range.upperBound - range.lowerBound)) == 0 else {

@@ -12,7 +12,7 @@
 /// state a backend must track.
 ///
 /// ## Contract
-/// - Offsets and lengths are bytes; ranges handed to `reserve` and `punch` are
+/// - Offsets and lengths are bytes; ranges handed to `reserve`, `punch` and `zero` are
 ///   block-aligned.
 /// - `write` makes the bytes visible through the mapping (and to `read`) at once; they
 ///   are durable (survive a power cut) only once a later `sync` has returned.
@@ -23,13 +23,19 @@
 /// - `punch` makes a range read as zeros and gives its disk space back; `length` does not
 ///   change. `.notSupported` when the file system cannot punch (the caller then writes
 ///   zeros instead).
-/// - `sync` makes everything written, reserved, punched and resized before it durable.
-///   Until then a power cut may keep any subset of those changes, and a 4 KiB page may
-///   come back partly written.
+/// - `zero` makes a range read as zeros and gives it disk space, as `reserve` does
+///   (fallocate's zero range: blocks a file maps without writing them, whatever a crash
+///   left in the free space). `.noSpace` when the disk is full.
+/// - `mayHoldData` is false only when no byte of a range can read as non-zero, now or
+///   after a power cut: a hole or unwritten extent (SEEK_DATA), never written or punched
+///   durably. True when unsure.
+/// - `sync` makes everything written, reserved, punched, zeroed and resized before it
+///   durable. Until then a power cut may keep any subset of those changes, and a 4 KiB
+///   page may come back partly written.
 /// - Every method may be called from any thread; a backend serialises what it must.
 /// - A read-only storage (`isReadOnly`) maps the image `PROT_READ`, refuses `write`,
-///   `writeFresh`, `reserve`, `punch` and `setLength` with `.readOnly`, and its `sync`
-///   does nothing: not one byte of the image changes.
+///   `writeFresh`, `reserve`, `punch`, `zero` and `setLength` with `.readOnly`, and its
+///   `sync` does nothing: not one byte of the image changes.
 public protocol ImageStorage: AnyObject, Sendable {
     /// A name for messages (the image's path).
     var name: String { get }
@@ -63,6 +69,13 @@ public protocol ImageStorage: AnyObject, Sendable {
     /// Makes `range` read as zeros and frees its disk space (punch hole, keep size).
     func punch(_ range: Range<UInt64>) throws(FSError)
 
+    /// Makes `range` read as zeros and gives it disk space (fallocate's zero range),
+    /// extending `length` to its end if shorter, as `reserve` does.
+    func zero(_ range: Range<UInt64>) throws(FSError)
+
+    /// False when `range` surely reads as zeros, now and after a power cut.
+    func mayHoldData(_ range: Range<UInt64>) -> Bool
+
     /// Sets the file's length (ftruncate).
     func setLength(_ length: UInt64) throws(FSError)
 
@@ -78,6 +91,36 @@ public protocol ImageStorage: AnyObject, Sendable {
 }
 
 extension ImageStorage {
+    public func zero(_ range: Range<UInt64>) throws(FSError) { try zeroByPunching(range) }
+
+    /// A backend that tracks no holes cannot tell.
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool { true }
+
+    /// `zero` where the file system has no zero range (tmpfs; the backends of the tests):
+    /// a punch and a reservation, or, where it cannot punch either, written zeros.
+    public func zeroByPunching(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        do throws(FSError) {
+            try punch(range)
+        } catch .notSupported {
+            let zeros = [UInt8](repeating: 0, count: min(Int(range.count), 1 << 20))
+            var offset = range.lowerBound
+            while offset < range.upperBound {
+                let n = min(zeros.count, Int(range.upperBound - offset))
+                try zeros.withBytes { (buffer) throws(FSError) in
+                    try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset)
+                }
+                offset += UInt64(n)
+            }
+            return
+        }
+        do throws(FSError) {
+            try reserve(range)
+        } catch .notSupported {
+            // No fallocate: a sparse file is the best there is (as `reserve`'s callers do).
+        }
+    }
+
     /// Storages are writable unless they say otherwise.
     public var isReadOnly: Bool { false }
 
