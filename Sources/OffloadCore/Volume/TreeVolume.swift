@@ -68,8 +68,8 @@ public final class TreeVolume {
     /// mount): the maintenance commits a mount gone idle (`secondsSinceLastAppend`).
     /// Under `journalLock`.
     var lastAppendNanoseconds: UInt64 = 0
-    /// The sequence number the first chain of this mount starts at: where the replayed
-    /// chain stopped, so no frame left in a reused block can pass for one of the new chain.
+    /// The sequence number the first chain of this mount starts at
+    /// (`firstSequence(after:)`).
     let firstSequence: UInt64
     /// Frames replayed when the volume opened.
     public internal(set) var replayedFrames = 0
@@ -211,11 +211,31 @@ public final class TreeVolume {
         replayClaims = try Self.claimReplayed(oldChain: oldChain, frames: frames, of: slot, in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage, lock: spaceLock)
-        firstSequence = nextSequence
+        firstSequence = Self.firstSequence(after: nextSequence)
         let ticket = delta.join()
         defer { delta.leave(ticket) }
         for frame in frames { try delta.record(frame.changes, in: ticket) }
         replayedFrames = frames.count
+    }
+
+    /// Numbers between mounts that no chain uses (docs/FORMAT.md, "The journal of format 2").
+    static let sequenceGap: UInt64 = 1 << 32
+
+    /// The first sequence number of a mount's chains, after a replay that ended before
+    /// `replayEnd`: the next multiple of `sequenceGap` at least one gap above it. Where
+    /// replay ended is not where the crashed mount stopped writing: a power cut between a
+    /// chain switch and its commit's first sync keeps frames of the new chain but not the
+    /// link to it, and their blocks are free again. With the numbers going on from the
+    /// replay's end, a chain of this mount on those blocks whose last frame ended where one
+    /// of them began, numbered as its next would be, let the next replay take that frame
+    /// and the ones after it for this mount's (`TreeVolumeStaleFramesTests`).
+    /// Past the gap, every frame the crashed mount wrote has a number lower than any this
+    /// mount's chains expect; it would need 2^32 frames (at least 160 GiB of journal)
+    /// written after its last durable frame to reach them. Numbers last 2^30 mounts; past
+    /// that (never, in practice) they go on from the replay's end, as before.
+    static func firstSequence(after replayEnd: UInt64) -> UInt64 {
+        let (gaps, overflow) = (replayEnd / sequenceGap + 2).multipliedReportingOverflow(by: sequenceGap)
+        return !overflow && gaps <= Superblock.maximumCounter ? gaps : replayEnd
     }
 
     /// Writes a new, empty format 2 image of `capacityBytes` on `storage` (both slots: the
