@@ -3,7 +3,12 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <linux/falloc.h>
+#include <sys/ioctl.h>
 #include <sys/vfs.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <errno.h>
+#include <string.h>
 #include <unistd.h>
 #include "linux_shims.h"
 
@@ -26,6 +31,31 @@ const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
 const int offloadfs_falloc_punch_hole = FALLOC_FL_PUNCH_HOLE;
 const int offloadfs_falloc_zero_range = FALLOC_FL_ZERO_RANGE;
 const int offloadfs_seek_data = SEEK_DATA;
+
+int offloadfs_range_unwritten_on_disk(int fd, off_t offset, off_t length) {
+    enum { batch = 32 };
+    // struct fiemap ends in a flexible array: room for `batch` extents after it.
+    uint64_t buffer[(sizeof(struct fiemap) + batch * sizeof(struct fiemap_extent)) / sizeof(uint64_t) + 1];
+    struct fiemap *map = (struct fiemap *)buffer;
+    uint64_t start = (uint64_t)offset, end = (uint64_t)offset + (uint64_t)length;
+    while (start < end) {
+        memset(buffer, 0, sizeof buffer);
+        map->fm_start = start;
+        map->fm_length = end - start;
+        map->fm_extent_count = batch;
+        if (ioctl(fd, FS_IOC_FIEMAP, map) != 0) return -1;
+        if (map->fm_mapped_extents == 0) return 1;  // holes to the end
+        for (uint32_t i = 0; i < map->fm_mapped_extents; i++) {
+            const struct fiemap_extent *e = &map->fm_extents[i];
+            if (e->fe_logical >= end) return 1;
+            if (!(e->fe_flags & (FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DELALLOC))) return 0;
+            if (e->fe_logical + e->fe_length <= start) { errno = EIO; return -1; }  // no progress
+            start = e->fe_logical + e->fe_length;
+            if (e->fe_flags & FIEMAP_EXTENT_LAST) return 1;
+        }
+    }
+    return 1;
+}
 
 // CRC-32C: the checksum of the image's superblocks and metadata frames. Castagnoli's
 // polynomial (reflected 0x82F63B78) because x86-64 computes it in hardware (SSE4.2

@@ -126,7 +126,9 @@ public final class MemoryImageStorage: ImageStorage, @unchecked Sendable {
     public func mayHoldData(_ range: Range<UInt64>) -> Bool {
         guard !range.isEmpty else { return false }
         let pages = Self.pages(touchedBy: range)
-        return state.withLock { s in s.written.contains { pages.contains($0) } }
+        return state.withLock { s in
+            pages.count < s.written.count ? pages.contains { s.written.contains($0) } : s.written.contains { pages.contains($0) }
+        }
     }
 
     public func setLength(_ newLength: UInt64) throws(FSError) {

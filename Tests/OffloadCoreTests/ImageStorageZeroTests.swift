@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import XCTest
 @testable import OffloadCore
+import CLinuxShims
 import OffloadSimulation
 import SplitMix
 
@@ -55,26 +56,47 @@ final class ImageStorageZeroTests: XCTestCase {
         XCTAssertThrowsError(try again.zero(0..<4096)) { XCTAssertEqual($0 as? FSError, .readOnly) }
     }
 
-    /// `mayHoldData` on this file system: false for a reserved range never written, true
-    /// once a page is written (with pwrite: a fault through the mapping reads the pages
-    /// around it into the page cache too, which SEEK_DATA then counts as data), false
-    /// again after a zero range or a punch.
+    /// `mayHoldData` on this file system: false for a reserved range never written, also
+    /// with its pages read into the page cache (which SEEK_DATA counts as data); true once
+    /// a byte is written (dirty in the cache, then on disk after a sync); after a zero
+    /// range or a punch, true until a sync makes it durable, then false.
     func testAFileTellsWhichRangesMayHoldData() throws {
         let image = TemporaryImage()
+        var type = 0
+        guard offloadfs_filesystem_type(image.directory.path, &type) == 0,
+              [0xEF53, 0x5846_5342, 0x9123_683E].contains(type) else {
+            throw XCTSkip("the temporary directory is not on ext4, XFS or btrfs (SEEK_DATA, FIEMAP, zero range)")
+        }
         let storage = try FileImageStorage(path: image.path)
         try storage.reserve(0..<(1 << 20))
+        let mapping = try storage.map(byteCount: 1 << 20)
         XCTAssertFalse(storage.mayHoldData(0..<(1 << 20)))
-        let page = [UInt8](repeating: 1, count: 4096)
-        try page.withUnsafeBytes { bytes in try Result { () throws(FSError) in try storage.writeFresh(bytes, at: 196_608) }.get() }
+        // Every page read through the mapping: cached, all zeros. (SEEK_DATA now finds
+        // data at 0: the pages and the extents are asked.)
+        let sum = (0..<256).reduce(0) { $0 + Int(mapping.load(fromByteOffset: $1 * 4096, as: UInt8.self)) }
+        XCTAssertEqual(sum, 0)
+        XCTAssertFalse(storage.mayHoldData(0..<(1 << 20)))
+        // One byte through the mapping: a dirty page of an unwritten extent.
+        mapping.storeBytes(of: 1, toByteOffset: 200_000, as: UInt8.self)
         XCTAssertTrue(storage.mayHoldData(0..<(1 << 20)))
         XCTAssertTrue(storage.mayHoldData(196_608..<200_704))
         XCTAssertFalse(storage.mayHoldData(0..<196_608))
         XCTAssertFalse(storage.mayHoldData(200_704..<(1 << 20)))
+        // Written back: written data on disk.
+        try storage.sync()
+        XCTAssertTrue(storage.mayHoldData(196_608..<200_704))
         try storage.zero(196_608..<200_704)
+        XCTAssertTrue(storage.mayHoldData(196_608..<200_704), "a zero range no sync made durable")
+        XCTAssertFalse(storage.mayHoldData(200_704..<(1 << 20)))
+        try storage.sync()
         XCTAssertFalse(storage.mayHoldData(0..<(1 << 20)))
+        let page = [UInt8](repeating: 1, count: 4096)
         try page.withUnsafeBytes { bytes in try Result { () throws(FSError) in try storage.writeFresh(bytes, at: 299_008) }.get() }
         XCTAssertTrue(storage.mayHoldData(0..<(1 << 20)))
+        try storage.sync()
         try storage.punch(299_008..<303_104)
+        XCTAssertTrue(storage.mayHoldData(299_008..<303_104), "a punch no sync made durable")
+        try storage.sync()
         XCTAssertFalse(storage.mayHoldData(0..<(1 << 20)))
     }
 
@@ -132,5 +154,61 @@ final class ImageStorageZeroTests: XCTestCase {
         try volume.commit()
         try VolumeFileBlocksTests.check(volume, [bytes + [UInt8](repeating: 0, count: (1 << 20) - 10_000), [], [], []],
                                         "after the fallocate")
+    }
+
+    /// Records the calls that change the image, in order.
+    final class RecordingStorage: ForwardingImageStorage, @unchecked Sendable {
+        let calls = PthreadMutex<[String]>([])
+        private func note(_ call: String) { calls.withLock { $0.append(call) } }
+        override func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+            note("write")
+            try super.write(bytes, at: offset)
+        }
+        override func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
+            note("write")
+            try super.writeFresh(bytes, at: offset)
+        }
+        override func zero(_ range: Range<UInt64>) throws(FSError) {
+            note("zero")
+            try super.zero(range)
+        }
+        override func sync() throws(FSError) {
+            note("sync")
+            try super.sync()
+        }
+    }
+
+    /// With bytes in the free space, a preallocation zeroes the blocks it takes and syncs
+    /// before anything else is written (its journal frame): no power cut keeps the frame
+    /// without the zeros. With none, it neither zeroes nor syncs.
+    func testAPreallocationSyncsItsZerosBeforeItsFrame() throws {
+        for leftovers in [true, false] {
+            let disk = RecordingStorage(MemoryImageStorage(maximumBytes: Int(VolumeFileBlocksTests.capacity)))
+            let volume = try TreeVolume.format(disk, capacityBytes: VolumeFileBlocksTests.capacity, imageID: 9,
+                                               nameHashKey: SipHash24(key0: 9, key1: 9))
+            try volume.perform((2...5).map { .attributes(inode: $0, NamespaceChangeScript.inode(type: 8, links: 1)) })
+            let (files, _) = try VolumeFileBlocksTests.openFiles(volume, models: nil)
+            if leftovers {
+                var free = RangeSet(try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock))
+                free.subtract(volume.space.taken)
+                for blocks in free.ranges {
+                    try Self.put([UInt8](repeating: 0xEE, count: blocks.count << 12), at: blocks.lowerBound << 12, on: disk)
+                }
+            }
+            disk.calls.withLock { $0 = [] }
+            try files[1].preallocate(0..<(1 << 20), keepSize: false)
+            let calls = disk.calls.withLock { $0 }
+            XCTAssertTrue(try files[1].read(at: 0, count: 1 << 20) == [UInt8](repeating: 0, count: 1 << 20))
+            if leftovers {
+                let zero = try XCTUnwrap(calls.firstIndex(of: "zero"), "\(calls)")
+                let sync = try XCTUnwrap(calls[zero...].firstIndex(of: "sync"), "no sync after the zeroing: \(calls)")
+                XCTAssertFalse(calls[zero..<sync].contains("write"), "written between the zeroing and its sync: \(calls)")
+                XCTAssertTrue(calls[sync...].contains("write"), "no frame after the sync: \(calls)")
+                XCTAssertEqual(calls.filter { $0 == "sync" }.count, 1, "\(calls)")
+            } else {
+                XCTAssertFalse(calls.contains("zero") || calls.contains("sync"), "\(calls)")
+                XCTAssertTrue(calls.contains("write"), "no frame: \(calls)")
+            }
+        }
     }
 }

@@ -226,6 +226,35 @@ final class VolumeRepairTests: XCTestCase {
         try assertUnchanged(before, repaired)
     }
 
+    /// The fall-back numbers its journal past the damaged commit's chain, not only past the
+    /// previous commit's: when the damaged commit is a mount's opening one, that mount's
+    /// frames lie in blocks free under the previous commit, numbered from where replay of
+    /// the previous chain ended, as the fall-back's chain would be (docs/FORMAT.md, "The
+    /// journal of format 2").
+    func testTheFallBackNumbersItsJournalPastTheDamagedCommitsChain() throws {
+        let (firstDisk, volume, model) = try VolumeCheckTests.makeVolume(seed: 8, steps: 300)
+        try volume.commit()
+        let (number, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+        var changed = item
+        changed.permissions = 0o600 ^ item.permissions & 0o7
+        try volume.perform([.attributes(inode: number, changed)])
+        // A kill; the next mount's opening commit writes the change, then a frame follows.
+        var rng = SplitMix64(seed: 8)
+        let disk = CrashSimulatingStorage(maximumBytes: Int(firstDisk.length),
+                                          initial: firstDisk.crashImage(using: &rng, keep: 1, torn: 0))
+        let next = try TreeVolume.open(disk)
+        changed.uid += 1
+        try next.perform([.attributes(inode: number, changed)])
+        let damagedChainEnd = try XCTUnwrap(next.journal).nextSequence
+        let written = try XCTUnwrap(try leaves(next).first { $0.generation == next.current.generation })
+        try zero(written.block, on: disk)
+        let report = try VolumeRepair.run(disk)
+        XCTAssertTrue(report.repairs.contains { $0.contains("checks clean and is taken instead") }, "\(report.repairs)")
+        let repaired = try CommitSlots.read(disk).current
+        XCTAssertGreaterThanOrEqual(repaired.journalSequence, damagedChainEnd + TreeVolume.sequenceGap,
+                                    "the fall-back's journal is numbered among the damaged mount's frames")
+    }
+
     /// The fall-back to the previous commit punches nothing until its own commit's slot is
     /// written: the previous commit's pending frees may be blocks the damaged commit wrote
     /// nodes on (freed nodes reused without a punch), which repair of that commit needs if

@@ -72,10 +72,14 @@ extension OffloadedFile {
             guard needed <= store.availableBytes else { throw .noSpace }
             var filled: [(Range<UInt64>, [Extent])] = []
             do throws(FSError) {
+                var cleared = false
                 for hole in holes {
                     let hint = imageEndForAllocation(before: hole.lowerBound, after: filled.last)
-                    filled.append((hole, try zeroedImageExtents(count: hole.length, hint: hint)))
+                    filled.append((hole, try zeroedImageExtents(count: hole.length, hint: hint, cleared: &cleared)))
                 }
+                // Zeros made durable before the change that maps them is journaled
+                // (`zeroedImageExtents`).
+                if cleared { try store.sync() }
                 try willChange(pieces: kept + filled.reduce(0) { $0 + $1.1.count } + 2, memoryBytes: keptMemory)
             } catch {
                 for (_, pieces) in filled { for piece in pieces { discard(piece) } }
@@ -108,14 +112,13 @@ extension OffloadedFile {
 
     /// Fresh image blocks covering `count` bytes that read as zeros: the free space may
     /// hold what a crash left there (blocks written and never committed), and the file
-    /// maps these without writing them. Blocks that may hold bytes are zeroed, and the
-    /// zeros made durable before the change that maps them is journaled
+    /// maps these without writing them. Blocks that may hold bytes are zeroed, and
+    /// `cleared` set: the caller syncs before the change that maps them is journaled
     /// (`FileBlockStore.clearLeftovers`; one `lseek` a piece when there are none).
-    private func zeroedImageExtents(count: UInt64, hint firstHint: UInt64?) throws(FSError) -> [Extent] {
+    private func zeroedImageExtents(count: UInt64, hint firstHint: UInt64?, cleared: inout Bool) throws(FSError) -> [Extent] {
         var pieces: [Extent] = []
         var done: UInt64 = 0
         var hint = firstHint
-        var cleared = false
         do throws(FSError) {
             while done < count {
                 let chunk = Int(min(count - done, UInt64(Int32.max) & ~UInt64(BackingStore.blockSize - 1)))
@@ -126,7 +129,6 @@ extension OffloadedFile {
                 done += n
                 hint = granted.upperBound
             }
-            if cleared { try store.sync() }
         } catch {
             for piece in pieces { discard(piece) }
             throw error

@@ -371,8 +371,9 @@ public final class OffloadedFile: @unchecked Sendable {
             }
             done += n
             hint = granted.upperBound
-            // The block the data ends in was handed out zeroed: its tail may take the
-            // next append in place. (Not for a clone's pieces: they are another file's.)
+            // The block the data ends in was fresh: its tail, written by no one since it
+            // was handed out, may take the next append in place (`zeroTail`). (Not for a
+            // clone's pieces: they are another file's.)
             if offset != nil, n < granted.count { zeroTailAfterChange = granted.lowerBound + UInt64(n) }
         }
         return pieces

@@ -47,12 +47,17 @@ extension VolumeRepair {
     /// frames use stay as they are (the volume allocates only from what its block tree
     /// holds free and claims what the frames' extents name): a crash leaves the image as
     /// it was, and repair starts again.
-    static func fallBack(_ storage: any ImageStorage, to previous: CommitSlot, _ since: FramesSince) throws(FSError) {
+    /// The new chains are numbered past `numberingPast` too (the sequence after the damaged
+    /// commit's chain): that commit's mount may have left frames in blocks free under
+    /// `previous`, numbered from where replay of `previous`'s chain ended, as the fall-back's
+    /// would otherwise be (`TreeVolume.firstSequence(after:)`).
+    static func fallBack(_ storage: any ImageStorage, to previous: CommitSlot, _ since: FramesSince,
+                         numberingPast: UInt64) throws(FSError) {
         // Nothing punched before the commit is durable: the previous commit's pending frees
         // may be blocks the damaged commit wrote nodes on (freed nodes reused without a
         // punch), which repair of that commit needs if this fails.
         let volume = try TreeVolume(storage: storage, slot: previous, replaying: since.frames, oldChain: since.segments,
-                                    nextSequence: since.nextSequence, punchingFirst: false)
+                                    nextSequence: max(since.nextSequence, numberingPast), punchingFirst: false)
         for segment in since.segments { volume.logSpace.releaseLogSegment(segment.range) }
         try volume.commit()
         try volume.close()

@@ -55,7 +55,7 @@ public enum VolumeRepair {
            (try? VolumeCheck.run(storage, at: previous, laterFrames: false, budgetBytes: budgetBytes))?.isClean == true {
             progress?("replaying the journal over the previous commit", 0, 0)
             do {
-                try fallBack(storage, to: previous, since)
+                try fallBack(storage, to: previous, since, numberingPast: old.nextSequence)
                 report.repairs.append("commit \(base.generation) has tree nodes that do not read; the previous commit, "
                                       + "\(previous.generation), checks clean and is taken instead, with the \(since.frames.count) "
                                       + "journal frames kept since it replayed (the changes commit \(base.generation) made)")

@@ -23,7 +23,8 @@ struct PlacementBlocks {
     private var short = false
 
     /// At least one and at most `wanted` blocks, allocated for data (one reference each,
-    /// recorded in the open generation's changes), read as zeros, with disk space.
+    /// recorded in the open generation's changes), with disk space (their bytes are the
+    /// free space's; the placed bytes cover what the extents name).
     mutating func take(upTo wanted: UInt64, from space: BlockSpace) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
         if chunk.isEmpty {

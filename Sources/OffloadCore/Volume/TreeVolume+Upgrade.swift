@@ -52,8 +52,9 @@ extension TreeVolume {
                               nameHashKey: nameHashKey, filesystemTree: nil, blockTree: nil,
                               journal: LogSegment(start: 0, length: 0), journalSequence: 0,
                               nextInode: replay.nextInode, inodeCount: 0, usedBlocks: 0)  // the commit counts them
-        // The journal's sequence numbers continue format 1's: a frame of format 1's chains
-        // left in a block the new chain reuses cannot pass for one of it.
+        // The journal's sequence numbers go on past format 1's (`firstSequence(after:)`): a
+        // frame of format 1's chains left in a block the new chain reuses cannot pass for
+        // one of it.
         let volume = try TreeVolume(storage: storage, slot: slot, replaying: [], oldChain: [],
                                     nextSequence: replay.nextJournalSequence)
         var used = RangeSet<UInt64>()

@@ -211,7 +211,7 @@ public final class TreeVolume {
         replayClaims = try Self.claimReplayed(oldChain: oldChain, frames: frames, of: slot, in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage, lock: spaceLock)
-        firstSequence = Self.firstSequence(after: nextSequence)
+        firstSequence = try Self.firstSequence(after: nextSequence)
         let ticket = delta.join()
         defer { delta.leave(ticket) }
         for frame in frames { try delta.record(frame.changes, in: ticket) }
@@ -222,7 +222,7 @@ public final class TreeVolume {
     static let sequenceGap: UInt64 = 1 << 32
 
     /// The first sequence number of a mount's chains, after a replay that ended before
-    /// `replayEnd`: the next multiple of `sequenceGap` at least one gap above it. Where
+    /// `replayEnd`: the first multiple of `sequenceGap` above `replayEnd + sequenceGap`. Where
     /// replay ended is not where the crashed mount stopped writing: a power cut between a
     /// chain switch and its commit's first sync keeps frames of the new chain but not the
     /// link to it, and their blocks are free again. With the numbers going on from the
@@ -231,11 +231,14 @@ public final class TreeVolume {
     /// and the ones after it for this mount's (`TreeVolumeStaleFramesTests`).
     /// Past the gap, every frame the crashed mount wrote has a number lower than any this
     /// mount's chains expect; it would need 2^32 frames (at least 160 GiB of journal)
-    /// written after its last durable frame to reach them. Numbers last 2^30 mounts; past
-    /// that (never, in practice) they go on from the replay's end, as before.
-    static func firstSequence(after replayEnd: UInt64) -> UInt64 {
-        let (gaps, overflow) = (replayEnd / sequenceGap + 2).multipliedReportingOverflow(by: sequenceGap)
-        return !overflow && gaps <= Superblock.maximumCounter ? gaps : replayEnd
+    /// written after its last durable frame to reach them. Numbers last 2^30 mounts; an
+    /// image whose journal numbers are used up (made so, in practice) is refused.
+    static func firstSequence(after replayEnd: UInt64) throws(FSError) -> UInt64 {
+        let first = (replayEnd / sequenceGap + 2).multipliedReportingOverflow(by: sequenceGap)
+        guard !first.overflow, first.partialValue <= Superblock.maximumCounter - sequenceGap else {
+            throw .damagedImage("the journal's sequence numbers are used up (the last replayed is \(replayEnd))")
+        }
+        return first.partialValue
     }
 
     /// Writes a new, empty format 2 image of `capacityBytes` on `storage` (both slots: the
@@ -304,8 +307,8 @@ public final class TreeVolume {
         }
         if let damage { throw damage }
         let oldChain = journal.segments
-        // The new chain's numbers continue the old one's, so no frame left in a reused
-        // block can pass for one of the new chain.
+        // The new chain's numbers go on past the old one's (`firstSequence(after:)`), so no
+        // frame left in a reused block can pass for one of the new chain.
         let nextSequence = journal.nextSequence
         var capacity = (bytes: slot.capacityBytes, isSet: slot.capacityIsSet)
         if let request, !storage.isReadOnly {

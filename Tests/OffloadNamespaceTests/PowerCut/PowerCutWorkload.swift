@@ -5,10 +5,11 @@ import SplitMix
 
 /// Random operations for the power-cut test, on a handful of names in two directories:
 /// creates, writes (RAM-held small ones, block-sized, large, appends, in-place
-/// overwrites), truncates, punches, clones (copy_file_range), renames over files,
-/// unlinks of open files, links, symlinks, mkdir/rmdir, chmod, xattrs, fsync and
-/// fsyncdir, and the maintenance of the image's format (`PowerCutImage.maintenance`:
-/// format 1's sync and its checkpoints, format 2's commits).
+/// overwrites), truncates, punches, preallocations (fallocate mode 0 and KEEP_SIZE),
+/// clones (copy_file_range), renames over files, unlinks of open files, links, symlinks,
+/// mkdir/rmdir, chmod, xattrs, fsync and fsyncdir, and the maintenance of the image's
+/// format (`PowerCutImage.maintenance`: format 1's sync and its checkpoints, format 2's
+/// commits).
 ///
 /// Every write's bytes come from a generator keyed by a counter, so no two writes put the
 /// same bytes anywhere: a file showing another write's bytes is caught.
@@ -119,10 +120,18 @@ struct PowerCutWorkload {
                 line = "truncate inode \(file.inode.rawValue) to \(size)"
                 _ = try fs.setattr(inode: file.inode, changes: AttributeChanges(size: size), context: context)
             case 10:
-                guard let file = someOpenFile() else { return (kind, "no file to punch") }
+                guard let file = someOpenFile() else { return (kind, "no file to punch or preallocate") }
                 let offset = pick(150_000), length = 1 + pick(60_000)
-                line = "punch \(length) at \(offset) of inode \(file.inode.rawValue)"
-                try fs.fallocate(inode: file.inode, handle: file.handle, offset: offset, length: length, mode: .punchHole)
+                if pick(2) == 0 {
+                    line = "punch \(length) at \(offset) of inode \(file.inode.rawValue)"
+                    try fs.fallocate(inode: file.inode, handle: file.handle, offset: offset, length: length, mode: .punchHole)
+                } else {
+                    // Fresh blocks mapped unwritten: they read as zeros, whatever a crash left there.
+                    let keepSize = pick(2) == 0
+                    line = "preallocate \(length) at \(offset) of inode \(file.inode.rawValue)\(keepSize ? ", keeping the size" : "")"
+                    try fs.fallocate(inode: file.inode, handle: file.handle, offset: offset, length: length,
+                                     mode: .allocate(keepSize: keepSize))
+                }
             case 11, 12:
                 guard let a = someOpenFile(), let b = someOpenFile(), a.inode != b.inode else { return (kind, "no pair to clone") }
                 let offset = pick(2) == 0 ? 0 : pick(40_000)
