@@ -48,7 +48,7 @@ int offloadfs_range_unwritten_on_disk(int fd, off_t offset, off_t length) {
         for (uint32_t i = 0; i < map->fm_mapped_extents; i++) {
             const struct fiemap_extent *e = &map->fm_extents[i];
             if (e->fe_logical >= end) return 1;
-            if (!(e->fe_flags & (FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DELALLOC))) return 0;
+            if (!(e->fe_flags & FIEMAP_EXTENT_UNWRITTEN)) return 0;  // written, or delayed (dirty pages)
             if (e->fe_logical + e->fe_length <= start) { errno = EIO; return -1; }  // no progress
             start = e->fe_logical + e->fe_length;
             if (e->fe_flags & FIEMAP_EXTENT_LAST) return 1;

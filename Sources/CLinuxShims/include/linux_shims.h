@@ -17,9 +17,9 @@ extern const int offloadfs_falloc_zero_range;
 /// lseek(2)'s SEEK_DATA (a GNU extension the Swift import leaves out).
 extern const int offloadfs_seek_data;
 
-/// Whether the file's blocks in [offset, offset + length) are on disk as zeros: holes,
-/// unwritten extents, or delayed allocations (FIEMAP). 1 when every extent there is
-/// one of those, 0 when some extent is written data, -1 with errno set when the file
+/// Whether the file's blocks in [offset, offset + length) are on disk as zeros: holes or
+/// unwritten extents (FIEMAP). 1 when every extent there is one of those, 0 when some
+/// extent is written data or a delayed allocation, -1 with errno set when the file
 /// system has no FIEMAP. Pages in the page cache are not looked at.
 int offloadfs_range_unwritten_on_disk(int fd, off_t offset, off_t length);
 

@@ -214,41 +214,22 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// from the range's start: no data before its end (ENXIO, or the next data past it)
     /// is the common answer, one call. SEEK_DATA also counts the cached pages of
     /// unwritten extents as data (a fault through the mapping reads the pages around it:
-    /// 86 of 2,000 preallocations on a new image), so then the cached pages are read
-    /// (`cachedPagesHoldData`), and after them the extents (FIEMAP): written data on
-    /// disk may hold bytes; holes, unwritten and delayed extents read as zeros on disk.
-    /// Pages first: a dirty page written back and evicted between the two looks is then
-    /// found written by the second. Without SEEK_DATA or FIEMAP, true.
+    /// 86 of 2,000 preallocations on a new image), so then the extents are asked
+    /// (FIEMAP): written data and delayed allocations (dirty pages in holes) may hold
+    /// bytes; holes and unwritten extents read as zeros on disk. Their cached pages are
+    /// not read (a read starts readahead over the next pieces, which SEEK_DATA then counts
+    /// too): the free space holds no dirty page over an unwritten extent, since the
+    /// opening commit's sync writes back what a killed daemon left (writeback makes the
+    /// extent written) and the daemon frees a block it wrote only through a punch.
+    /// Without SEEK_DATA or FIEMAP, true.
     public func mayHoldData(_ range: Range<UInt64>) -> Bool {
         guard !range.isEmpty else { return false }
         if clearedSinceSync.withLock({ $0.overlaps(range) }) { return true }
         let next = lseek(fd, off_t(range.lowerBound), offloadfs_seek_data)
         if next < 0 { return errno != ENXIO }
         guard UInt64(next) < range.upperBound else { return false }
-        guard !cachedPagesHoldData(range) else { return true }
         return offloadfs_range_unwritten_on_disk(fd, off_t(range.lowerBound), off_t(range.count)) != 1
     }
-
-    /// Whether a page of `range` that the page cache holds (`mincore` of the mapping) has
-    /// a byte other than zero, read with `pread` (an I/O error is an answer, true, not a
-    /// SIGBUS); a page not cached reads as the disk has it. The caller owns the blocks:
-    /// no one writes them meanwhile.
-    private func cachedPagesHoldData(_ range: Range<UInt64>) -> Bool {
-        guard let base, range.upperBound <= UInt64(mappedBytes) else { return true }
-        let page = Self.zeroPage.count
-        let start = Int(range.lowerBound) / page * page, end = (Int(range.upperBound) + page - 1) / page * page
-        var resident = [UInt8](repeating: 0, count: (end - start) / page)
-        guard mincore(base + start, end - start, &resident) == 0 else { return true }
-        var bytes = [UInt8](repeating: 0, count: page)
-        for i in resident.indices where resident[i] & 1 == 1 {
-            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, page, off_t(start + i * page)) }
-            guard n >= 0 else { return true }
-            if bytes[0..<n] != Self.zeroPage[0..<n] { return true }
-        }
-        return false
-    }
-
-    private static let zeroPage = [UInt8](repeating: 0, count: max(Int(sysconf(Int32(_SC_PAGESIZE))), 4096))
 
     private func fallocate(mode: Int32, _ range: Range<UInt64>, call: String) throws(FSError) {
         guard !isReadOnly else { throw .readOnly }

@@ -27,8 +27,9 @@
 ///   (fallocate's zero range: blocks a file maps without writing them, whatever a crash
 ///   left in the free space). `.noSpace` when the disk is full.
 /// - `mayHoldData` is false only when no byte of a range can read as non-zero, now or
-///   after a power cut: holes and unwritten extents with no non-zero page cached, and no
-///   punch or zero range there since the last completed sync. True when unsure.
+///   after a power cut: holes and unwritten extents, no punch or zero range there since
+///   the last completed sync, and (the caller's part) no dirty page there, as in the
+///   free space. True when unsure.
 /// - `sync` makes everything written, reserved, punched, zeroed and resized before it
 ///   durable. Until then a power cut may keep any subset of those changes, and a 4 KiB
 ///   page may come back partly written.
