@@ -154,34 +154,12 @@ final class ImageStorageZeroTests: XCTestCase {
                                         "after the fallocate")
     }
 
-    /// Records the calls that change the image, in order.
-    final class RecordingStorage: ForwardingImageStorage, @unchecked Sendable {
-        let calls = PthreadMutex<[String]>([])
-        private func note(_ call: String) { calls.withLock { $0.append(call) } }
-        override func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
-            note("write")
-            try super.write(bytes, at: offset)
-        }
-        override func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
-            note("write")
-            try super.writeFresh(bytes, at: offset)
-        }
-        override func zero(_ range: Range<UInt64>) throws(FSError) {
-            note("zero")
-            try super.zero(range)
-        }
-        override func sync() throws(FSError) {
-            note("sync")
-            try super.sync()
-        }
-    }
-
     /// With bytes in the free space, a preallocation zeroes the blocks it takes and syncs
     /// before anything else is written (its journal frame): no power cut keeps the frame
     /// without the zeros. With none, it neither zeroes nor syncs.
     func testAPreallocationSyncsItsZerosBeforeItsFrame() throws {
         for leftovers in [true, false] {
-            let disk = RecordingStorage(MemoryImageStorage(maximumBytes: Int(VolumeFileBlocksTests.capacity)))
+            let disk = CallRecordingStorage(maximumBytes: Int(VolumeFileBlocksTests.capacity))
             let volume = try TreeVolume.format(disk, capacityBytes: VolumeFileBlocksTests.capacity, imageID: 9,
                                                nameHashKey: SipHash24(key0: 9, key1: 9))
             try volume.perform((2...5).map { .attributes(inode: $0, NamespaceChangeScript.inode(type: 8, links: 1)) })
@@ -193,19 +171,19 @@ final class ImageStorageZeroTests: XCTestCase {
                     try Self.put([UInt8](repeating: 0xEE, count: blocks.count << 12), at: blocks.lowerBound << 12, on: disk)
                 }
             }
-            disk.calls.withLock { $0 = [] }
+            disk.reset()
             try files[1].preallocate(0..<(1 << 20), keepSize: false)
-            let calls = disk.calls.withLock { $0 }
+            let calls = disk.calls.map { $0 == .writeFresh ? .write : $0 }
             XCTAssertTrue(try files[1].read(at: 0, count: 1 << 20) == [UInt8](repeating: 0, count: 1 << 20))
             if leftovers {
-                let zero = try XCTUnwrap(calls.firstIndex(of: "zero"), "\(calls)")
-                let sync = try XCTUnwrap(calls[zero...].firstIndex(of: "sync"), "no sync after the zeroing: \(calls)")
-                XCTAssertFalse(calls[zero..<sync].contains("write"), "written between the zeroing and its sync: \(calls)")
-                XCTAssertTrue(calls[sync...].contains("write"), "no frame after the sync: \(calls)")
-                XCTAssertEqual(calls.filter { $0 == "sync" }.count, 1, "\(calls)")
+                let zero = try XCTUnwrap(calls.firstIndex(of: .zero), "\(calls)")
+                let sync = try XCTUnwrap(calls[zero...].firstIndex(of: .sync), "no sync after the zeroing: \(calls)")
+                XCTAssertFalse(calls[zero..<sync].contains(.write), "written between the zeroing and its sync: \(calls)")
+                XCTAssertTrue(calls[sync...].contains(.write), "no frame after the sync: \(calls)")
+                XCTAssertEqual(calls.filter { $0 == .sync }.count, 1, "\(calls)")
             } else {
-                XCTAssertFalse(calls.contains("zero") || calls.contains("sync"), "\(calls)")
-                XCTAssertTrue(calls.contains("write"), "no frame: \(calls)")
+                XCTAssertFalse(calls.contains(.zero) || calls.contains(.sync), "\(calls)")
+                XCTAssertTrue(calls.contains(.write), "no frame: \(calls)")
             }
         }
     }

@@ -11,32 +11,6 @@ import SplitMix
 final class TreeVolumePlacementTests: XCTestCase {
     static let capacity: UInt64 = 64 << 20
 
-    /// Counts the calls a commit makes, passing each to a memory image.
-    final class CountingStorage: ForwardingImageStorage, @unchecked Sendable {
-        private let counts = PthreadMutex<[String: Int]>([:])
-        init(maximumBytes: Int) { super.init(MemoryImageStorage(maximumBytes: maximumBytes)) }
-        func count(_ call: String) -> Int { counts.withLock { $0[call] ?? 0 } }
-        func reset() { counts.withLock { $0 = [:] } }
-        private func note(_ call: String) { counts.withLock { $0[call, default: 0] += 1 } }
-
-        override func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
-            note("write")
-            try super.write(bytes, at: offset)
-        }
-        override func writeFresh(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError) {
-            note("writeFresh")
-            try super.writeFresh(bytes, at: offset)
-        }
-        override func reserve(_ range: Range<UInt64>) throws(FSError) {
-            note("reserve")
-            try super.reserve(range)
-        }
-        override func punch(_ range: Range<UInt64>) throws(FSError) {
-            note("punch")
-            try super.punch(range)
-        }
-    }
-
     /// A disk with room for small fallocates only, once armed: every chunk is refused.
     final class ShortDiskStorage: ForwardingImageStorage, @unchecked Sendable {
         let armed = PthreadMutex(false)
@@ -90,7 +64,7 @@ final class TreeVolumePlacementTests: XCTestCase {
     /// few runs; reopened, every file reads back, the data runs match the extents, and no
     /// block stays taken but the metadata reserve's.
     func testACommitPlacesManySmallFilesInChunksAndRuns() throws {
-        let storage = CountingStorage(maximumBytes: Int(Self.capacity))
+        let storage = CallRecordingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(storage, capacityBytes: Self.capacity, imageID: 7,
                                            nameHashKey: SipHash24(key0: 1, key1: 2))
         var rng = SplitMix64(seed: 11)
@@ -102,8 +76,8 @@ final class TreeVolumePlacementTests: XCTestCase {
         storage.reset()
         let report = try volume.commit()
         XCTAssertEqual(report.placedBytes, files.values.reduce(0) { $0 + $1.count })
-        XCTAssertLessThan(storage.count("reserve"), count / 4, "fallocates: a chunk of blocks at a time, not one a file")
-        XCTAssertLessThan(storage.count("writeFresh"), count / 20, "writes: a run of consecutive blocks at a time")
+        XCTAssertLessThan(storage.count(.reserve), count / 4, "fallocates: a chunk of blocks at a time, not one a file")
+        XCTAssertLessThan(storage.count(.writeFresh), count / 20, "writes: a run of consecutive blocks at a time")
         _ = volume.waitForPunches()
         // What the last chunk left went back to the free space: no block is taken but
         // the metadata reserve's.
