@@ -85,7 +85,7 @@ public final class TreeVolume {
     let syncLatch = SyncLatch()
     /// The journal pages `prepareJournalAppend` last made writable, and the syncs finished
     /// before it did (under the journal lock).
-    var preparedJournal: (pages: [Range<UInt64>], syncs: UInt64)?
+    var preparedJournal: (pages: UpcomingBytes, syncs: UInt64)?
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
     let punchCounter = PunchCounter()
@@ -539,20 +539,17 @@ public final class TreeVolume {
         guard !isReadOnly else { return }
         // Read before the pages are prepared: a sync that ends after it may have cleaned them.
         let syncs = syncLatch.finishedSyncs
-        let pages = journalLock.withLock { () -> [Range<UInt64>] in
-            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? []).filter { !$0.isEmpty }.map {
-                // Whole blocks (a journal segment is whole blocks), as bytes.
-                let blocks = BackingStore.blocks(touchedBy: $0)
-                return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
-            }
-            if let last = preparedJournal, last.syncs == syncs,
-               pages.allSatisfy({ range in last.pages.contains { $0.lowerBound <= range.lowerBound && range.upperBound <= $0.upperBound } }) {
-                return []
-            }
+        let pages = journalLock.withLock { () -> UpcomingBytes? in
+            // Whole blocks (a journal segment is whole blocks), as bytes.
+            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? UpcomingBytes())
+                .wholeBlocks(shift: Int(BackingStore.blockShift))
+            if pages.ranges.isEmpty { return nil }
+            if let last = preparedJournal, last.syncs == syncs, last.pages.covers(pages) { return nil }
             return pages
         }
-        guard !pages.isEmpty else { return }
-        for range in pages { storage.prepareForWrite(range) }
+        guard let pages else { return }
+        if let range = pages.current { storage.prepareForWrite(range) }
+        if let range = pages.spare { storage.prepareForWrite(range) }
         // Recorded once done: an operation that comes meanwhile prepares them too rather
         // than faulting under the lock while this call still waits (for a punch).
         journalLock.withLock { preparedJournal = (pages, syncs) }

@@ -270,16 +270,20 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// Runs `body` under the namespace lock with a reader of the current state; the
     /// changes it returns are performed as one journal frame.
-    func changing<R>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
-        try changing(body) { (result, _) throws(FSError) -> R in result }
+    func changing<R>(preparingJournal: Bool = true,
+                     _ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
+        try changing(preparingJournal: preparingJournal, body) { (result, _) throws(FSError) -> R in result }
     }
 
     /// `changing`, then `after` with the result, under the same hold of the lock, once
     /// the frame is written: what must hold only for a change the journal has (a new
-    /// inode's kernel reference, a handle on it) goes there.
-    func changing<R, S>(_ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R,
+    /// inode's kernel reference, a handle on it) goes there. `preparingJournal: false`
+    /// leaves out the journal's pages made writable before the lock, for an operation
+    /// that seldom writes a frame (a close), which pays for that call every time.
+    func changing<R, S>(preparingJournal: Bool = true,
+                        _ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
-        volume.prepareJournalAppend()
+        if preparingJournal { volume.prepareJournalAppend() }
         return try locked { () throws(FSError) -> S in
             let reader = try self.reader()
             var changes: [JournalChange] = []
@@ -313,6 +317,20 @@ public final class VolumeNamespace: @unchecked Sendable {
         // Numbers a refused operation took are skipped, not counted.
         inodeCount += nextInode - numbered
         for case .drop in changes { inodeCount -= 1 }
+        noteJournaled(changes)
+    }
+
+    /// Keeps the cached files' remembered items (`VolumeCachedFile.journaledItem`) equal to
+    /// what the frame just written states of them. Caller holds the lock alone.
+    private func noteJournaled(_ changes: [JournalChange]) {
+        guard !cachedFiles.isEmpty else { return }
+        for change in changes {
+            switch change {
+            case .attributes(let inode, let item): cachedFiles[inode]?.journaledItem = item
+            case .drop(let inode): cachedFiles[inode]?.journaledItem = nil
+            default: continue
+            }
+        }
     }
 
     /// Empties the files the operation just performed left with only the kernel's
