@@ -3,7 +3,8 @@
 // image engine at scale (VolumeBench.swift); with `--upgrade`, the version 1 upgrade and
 // format 2's check at scale (UpgradeBench.swift); with `--namespace-reads`, format 2's
 // namespace lookups on one and two threads and their latency under creates and commits
-// (NamespaceReadsBench.swift).
+// (NamespaceReadsBench.swift); with `--namespace-ops`, the daemon's CPU an operation on
+// format 2 against format 1, in-process (NamespaceOpsBench.swift).
 //
 // Run with `scripts/bench-core` (release build). Prints a Markdown table for
 // docs/BENCHMARKS.md. Not a test: it asserts nothing, it measures.
@@ -57,6 +58,15 @@ if CommandLine.arguments.contains("--upgrade") {
 if CommandLine.arguments.contains("--namespace-reads") {
     let files = CommandLine.arguments.firstIndex(of: "--namespace-files").flatMap { Int(CommandLine.arguments[$0 + 1]) } ?? 1_000_000
     try runNamespaceReadsBenchmark(files: files)
+    finish()
+}
+
+if CommandLine.arguments.contains("--namespace-ops") {
+    func option(_ name: String, _ fallback: Int) -> Int {
+        CommandLine.arguments.firstIndex(of: name).flatMap { Int(CommandLine.arguments[$0 + 1]) } ?? fallback
+    }
+    try runNamespaceOpsBenchmark(files: option("--ops-files", 20_000), writes: option("--ops-writes", 100_000),
+                                 rounds: option("--ops-rounds", 3))
     finish()
 }
 
