@@ -119,5 +119,7 @@ final class PrepareForWriteTests: XCTestCase {
         XCTAssertFalse(upcoming.covers(UpcomingBytes(current: 4096..<8192, spare: 0..<4096)))
         XCTAssertTrue(upcoming.covers(UpcomingBytes()))
         XCTAssertFalse(UpcomingBytes().covers(UpcomingBytes(current: 0..<4096)))
+        XCTAssertTrue(UpcomingBytes().isEmpty)
+        XCTAssertFalse(upcoming.isEmpty)
     }
 }

@@ -245,15 +245,19 @@ public struct UpcomingBytes: Equatable, Sendable {
 
     /// Whether every range of `other` lies inside one of these.
     public func covers(_ other: UpcomingBytes) -> Bool {
+        func holds(_ held: Range<UInt64>?, _ range: Range<UInt64>) -> Bool {
+            guard let held else { return false }
+            return held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound
+        }
         func inside(_ range: Range<UInt64>?) -> Bool {
             guard let range else { return true }
-            return [current, spare].contains { held in
-                guard let held else { return false }
-                return held.lowerBound <= range.lowerBound && range.upperBound <= held.upperBound
-            }
+            return holds(current, range) || holds(spare, range)
         }
         return inside(other.current) && inside(other.spare)
     }
+
+    /// No range at all (a journal that continues in another log).
+    public var isEmpty: Bool { current == nil && spare == nil }
 
     /// The ranges, current first.
     public var ranges: [Range<UInt64>] { [current, spare].compactMap { $0 } }

@@ -543,7 +543,7 @@ public final class TreeVolume {
             // Whole blocks (a journal segment is whole blocks), as bytes.
             let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? UpcomingBytes())
                 .wholeBlocks(shift: Int(BackingStore.blockShift))
-            if pages.ranges.isEmpty { return nil }
+            if pages.isEmpty { return nil }
             if let last = preparedJournal, last.syncs == syncs, last.pages.covers(pages) { return nil }
             return pages
         }
