@@ -48,8 +48,17 @@ public struct InodeItem: Equatable, Sendable {
     }
 
     public func encoded() -> [UInt8] {
-        assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && type <= 15, "\(self) would not decode")
         var w = ByteWriter(capacity: Self.encodedSize)
+        encode(into: &w)
+        return w.bytes
+    }
+
+    /// Appends the item's `encodedSize` bytes to `w`, with no buffer of its own: a journal
+    /// frame states an item with most changes (`JournalChange`), and every write journals
+    /// one.
+    public func encode(into w: inout ByteWriter) {
+        assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && type <= 15, "\(self) would not decode")
+        let start = w.count
         w.u8(Self.version)
         w.u8(type)
         w.u16(0)
@@ -60,14 +69,18 @@ public struct InodeItem: Equatable, Sendable {
         w.u32(flags)
         w.u64(size)
         w.u64(rdev)
-        for time in [accessTime, modificationTime, changeTime, birthTime] {
-            w.i64(time.seconds)
-            w.u32(time.nanoseconds)
-        }
+        Self.encode(accessTime, into: &w)
+        Self.encode(modificationTime, into: &w)
+        Self.encode(changeTime, into: &w)
+        Self.encode(birthTime, into: &w)
         w.u64(parent)
         w.u64(nextIndex)
-        assert(w.count == Self.encodedSize)
-        return w.bytes
+        assert(w.count - start == Self.encodedSize)
+    }
+
+    private static func encode(_ time: RecordTime, into w: inout ByteWriter) {
+        w.i64(time.seconds)
+        w.u32(time.nanoseconds)
     }
 
     /// Decodes a value; refuses anything but exactly one well-formed item.
@@ -89,11 +102,12 @@ public struct InodeItem: Equatable, Sendable {
         guard flags == 0 else { throw ByteReader.Malformed(description: "inode item: flags \(flags)") }
         let size = try r.u64(), rdev = try r.u64()
         guard size <= UInt64(Int64.max) else { throw ByteReader.Malformed(description: "inode item: size \(size)") }
-        var times: [RecordTime] = []
-        for _ in 0..<4 { times.append(try ItemCoding.time(&r)) }
+        // Four reads, not an array of them: every read of an inode decodes its item.
+        let accessTime = try ItemCoding.time(&r), modificationTime = try ItemCoding.time(&r)
+        let changeTime = try ItemCoding.time(&r), birthTime = try ItemCoding.time(&r)
         let parent = try r.u64(), nextIndex = try r.u64()
         return InodeItem(type: type, permissions: permissions, uid: uid, gid: gid, linkCount: linkCount,
-                         flags: flags, size: size, rdev: rdev, accessTime: times[0], modificationTime: times[1],
-                         changeTime: times[2], birthTime: times[3], parent: parent, nextIndex: nextIndex)
+                         flags: flags, size: size, rdev: rdev, accessTime: accessTime, modificationTime: modificationTime,
+                         changeTime: changeTime, birthTime: birthTime, parent: parent, nextIndex: nextIndex)
     }
 }

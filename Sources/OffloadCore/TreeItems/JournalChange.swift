@@ -66,7 +66,7 @@ public enum JournalChange: Equatable, Sendable {
     func encodeUnchecked(into w: inout ByteWriter) {
         switch self {
         case .attributes(let inode, let item):
-            w.u8(Tag.attributes.rawValue); w.u64(inode); w.raw(item.encoded())
+            w.u8(Tag.attributes.rawValue); w.u64(inode); item.encode(into: &w)
         case .link(let directory, let entry):
             w.u8(Tag.link.rawValue); Self.encode(directory, entry, into: &w)
         case .unlink(let directory, let entry):
