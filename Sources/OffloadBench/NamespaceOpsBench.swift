@@ -16,7 +16,8 @@ import SplitMix
 ///     for each of N new files in one directory;
 ///   - stat: LOOKUP and GETATTR of each file;
 ///   - unlink: UNLINK of each file, then its FORGET;
-///   - write: 4 KiB writes at random block offsets of a 256 MiB file laid out first.
+///   - write: 4 KiB writes at random block offsets of a 256 MiB file laid out first and
+///     left for longer than a maintenance interval (committed, on format 2).
 /// Per operation: the CPU of the thread making the requests (`CLOCK_THREAD_CPUTIME_ID`:
 /// the request path, what a request's latency holds), the process's CPU (every thread,
 /// `getrusage`) from the workload's start to 1 s after its end (the maintenance's commits
@@ -130,7 +131,11 @@ enum NamespaceOpsSubject {
                 try fs.write(inode: file.inode, handle: handle, offset: UInt64(offset), data: bytes)
             }
         }
-        Thread.sleep(forTimeInterval: 1)
+        // Longer than the maintenance's interval (5 s), so that a tick has committed the
+        // layout (format 2) or synced it (format 1) before the writes: with 1 s, whether
+        // it had varied from run to run, and with it format 2's figure (6.8-16.3 us a
+        // write; a committed block is copied at its first write, a new one is not).
+        Thread.sleep(forTimeInterval: 6)
         var rng = SplitMix64(seed: seed)
         let block = [UInt8](repeating: 0xa5, count: 4096)
         try timed("write", operations: writes) {
