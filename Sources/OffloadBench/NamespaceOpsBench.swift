@@ -132,9 +132,10 @@ enum NamespaceOpsSubject {
             }
         }
         // Longer than the maintenance's interval (5 s), so that a tick has committed the
-        // layout (format 2) or synced it (format 1) before the writes: with 1 s, whether
-        // it had varied from run to run, and with it format 2's figure (6.8-16.3 us a
-        // write; a committed block is copied at its first write, a new one is not).
+        // layout (format 2) or synced it (format 1) before the writes, as in a mount whose
+        // file was written earlier. Format 2's write figure still varies between runs
+        // (7.6-19.6 us, about half of the runs at each end, with 1 s or 6 s here); why is
+        // not known yet.
         Thread.sleep(forTimeInterval: 6)
         var rng = SplitMix64(seed: seed)
         let block = [UInt8](repeating: 0xa5, count: 4096)
