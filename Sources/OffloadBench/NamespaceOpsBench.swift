@@ -17,7 +17,8 @@ import SplitMix
 ///   - stat: LOOKUP and GETATTR of each file;
 ///   - unlink: UNLINK of each file, then its FORGET;
 ///   - write: 4 KiB writes at random block offsets of a 256 MiB file laid out first and
-///     left for longer than a maintenance interval (committed, on format 2).
+///     left for longer than a maintenance interval (committed, on format 2), on a second
+///     new image (the first closed: its commits done).
 /// Per operation: the CPU of the thread making the requests (`CLOCK_THREAD_CPUTIME_ID`:
 /// the request path, what a request's latency holds), the process's CPU (every thread,
 /// `getrusage`) from the workload's start to 1 s after its end (the maintenance's commits
@@ -31,6 +32,11 @@ func runNamespaceOpsBenchmark(files: Int, writes: Int, rounds: Int) throws {
         for format in round % 2 == 0 ? [ImageFormat.one, .two] : [.two, .one] {
             let measured = try NamespaceOpsSubject.measure(format: format, root: root, files: files, writes: writes,
                                                            seed: UInt64(round + 1))
+            // Each round's figures on stderr, so that a run's spread can be seen.
+            let line = NamespaceOpsSubject.workloads.compactMap { (workload, _) -> String? in
+                measured[workload].map { "\(workload) \(String(format: "%.1f", $0.requests * 1e6)) us" }
+            }
+            FileHandle.standardError.write(Data("round \(round + 1), format \(format == .one ? 1 : 2): \(line.joined(separator: ", "))\n".utf8))
             for (workload, figures) in measured { results[format, default: [:]][workload, default: []].append(figures) }
         }
     }
@@ -75,11 +81,15 @@ enum NamespaceOpsSubject {
         let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-bench-ops-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let image = try MountedImages.open(path: directory.appendingPathComponent("image").path,
-                                           capacity: .set(4 << 30), fresh: true, newFormat: format,
-                                           memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
-        image.startMaintenance(interval: 5, journalBytes: nil, onWrite: nil, onError: { _ in })
-        let fs = image.operations
+        func mounted(_ name: String) throws -> any MountedImage {
+            let image = try MountedImages.open(path: directory.appendingPathComponent(name).path,
+                                               capacity: .set(4 << 30), fresh: true, newFormat: format,
+                                               memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
+            image.startMaintenance(interval: 5, journalBytes: nil, onWrite: nil, onError: { _ in })
+            return image
+        }
+        var image = try mounted("names")
+        var fs = image.operations
         var figures: [String: Figures] = [:]
         func timed(_ workload: String, operations: Int, _ body: () throws -> Void) throws {
             let cpu = processCPUSeconds(), thread = threadCPUSeconds(), started = now()
@@ -122,6 +132,13 @@ enum NamespaceOpsSubject {
             }
         }
 
+        // The writes on an image of their own: the commits of the removes above (drops
+        // of every file, over several commits on format 2) ran on into the writes, and
+        // made format 2's write figure vary from 7.6 to 19.6 us between runs at 20,000
+        // files.
+        try image.close(meter: nil)
+        image = try mounted("data")
+        fs = image.operations
         let fileBytes = 256 << 20
         let (file, handle) = try fs.create(parent: .root, name: FileName("data"), mode: 0o644, flags: O_RDWR | O_CREAT,
                                            context: .root)
@@ -133,9 +150,7 @@ enum NamespaceOpsSubject {
         }
         // Longer than the maintenance's interval (5 s), so that a tick has committed the
         // layout (format 2) or synced it (format 1) before the writes, as in a mount whose
-        // file was written earlier. Format 2's write figure still varies between runs
-        // (7.6-19.6 us, about half of the runs at each end, with 1 s or 6 s here); why is
-        // not known yet.
+        // file was written earlier.
         Thread.sleep(forTimeInterval: 6)
         var rng = SplitMix64(seed: seed)
         let block = [UInt8](repeating: 0xa5, count: 4096)
