@@ -23,14 +23,15 @@ import SplitMix
 /// the request path, what a request's latency holds), the process's CPU (every thread,
 /// `getrusage`) from the workload's start to 1 s after its end (the maintenance's commits
 /// count; format 1's checkpoint, every 5 s or at the close, mostly does not, and neither
-/// does its sync), and the wall time of the requests. The formats alternate within each round; the table gives the median over
-/// the rounds. Prints one Markdown table.
+/// does its sync), and the wall time of the requests. The formats alternate within each
+/// round; the table gives the median over the rounds. Prints one Markdown table.
 func runNamespaceOpsBenchmark(files: Int, writes: Int, rounds: Int) throws {
-    let root = ProcessInfo.processInfo.environment["OFFLOADFS_BENCH_DIR"] ?? "/var/tmp"
+    let (root, directory) = try diskBenchDirectory("namespace-ops")
+    defer { try? FileManager.default.removeItem(at: directory) }
     var results: [ImageFormat: [String: [NamespaceOpsSubject.Figures]]] = [:]
     for round in 0..<rounds {
         for format in round % 2 == 0 ? [ImageFormat.one, .two] : [.two, .one] {
-            let measured = try NamespaceOpsSubject.measure(format: format, root: root, files: files, writes: writes,
+            let measured = try NamespaceOpsSubject.measure(format: format, directory: directory, files: files, writes: writes,
                                                            seed: UInt64(round + 1))
             // Each round's figures on stderr, so that a run's spread can be seen.
             let line = NamespaceOpsSubject.workloads.compactMap { (workload, _) -> String? in
@@ -76,11 +77,9 @@ enum NamespaceOpsSubject {
         var wall: Double
     }
 
-    static func measure(format: ImageFormat, root: String, files: Int, writes: Int,
+    /// Images go to `directory` (each opened `fresh`: a round starts over the last one's).
+    static func measure(format: ImageFormat, directory: URL, files: Int, writes: Int,
                         seed: UInt64) throws -> [String: Figures] {
-        let directory = URL(fileURLWithPath: root).appendingPathComponent("offloadfs-bench-ops-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
         func mounted(_ name: String) throws -> any MountedImage {
             let image = try MountedImages.open(path: directory.appendingPathComponent(name).path,
                                                capacity: .set(4 << 30), fresh: true, newFormat: format,

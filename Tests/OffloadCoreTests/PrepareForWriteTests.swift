@@ -89,30 +89,30 @@ final class PrepareForWriteTests: XCTestCase {
         let log = try MetadataLog(store: store, imageID: 5, stream: 0, firstSequence: 1, segmentBytes: 16_384,
                                   firstSegmentBytes: 16_384)
         let head = log.head.range
-        XCTAssertEqual(log.upcomingBytes(8192).ranges, [head.lowerBound..<head.lowerBound + 8192])
+        XCTAssertEqual(log.upcomingBytes(8192), UpcomingBytes(current: head.lowerBound..<head.lowerBound + 8192))
         try log.append(payload: [UInt8](repeating: 1, count: 100))
         let frame = UInt64(FrameHeader.size + 100)
-        XCTAssertEqual(log.upcomingBytes(8192).ranges, [head.lowerBound + frame..<head.lowerBound + frame + 8192])
+        XCTAssertEqual(log.upcomingBytes(8192), UpcomingBytes(current: head.lowerBound + frame..<head.lowerBound + frame + 8192))
         // Near the segment's end: the rest of it, and the start of the spare that follows.
-        XCTAssertEqual(log.upcomingBytes(1 << 20).ranges, [head.lowerBound + frame..<head.upperBound], "clipped, no spare yet")
+        XCTAssertEqual(log.upcomingBytes(1 << 20), UpcomingBytes(current: head.lowerBound + frame..<head.upperBound), "clipped, no spare yet")
         try log.ensureRoom(total: 32_768, largestFrame: 4096)
-        let ranges = log.upcomingBytes(1 << 20).ranges
-        XCTAssertEqual(ranges.count, 2)
-        XCTAssertEqual(ranges.first, head.lowerBound + frame..<head.upperBound)
+        let upcoming = log.upcomingBytes(1 << 20)
+        XCTAssertNotNil(upcoming.spare, "the spare's start too")
+        XCTAssertEqual(upcoming.current, head.lowerBound + frame..<head.upperBound)
         // The spare is where the chain continues once the segment is full.
         while log.segments.count == 1 { try log.append(payload: [UInt8](repeating: 2, count: 1000)) }
-        XCTAssertEqual(log.segments[1].start, ranges.last?.lowerBound)
+        XCTAssertEqual(log.segments[1].start, upcoming.spare?.lowerBound)
         let next = try log.continueInNewLog()
-        XCTAssertEqual(log.upcomingBytes(8192).ranges, [])
+        XCTAssertTrue(log.upcomingBytes(8192).isEmpty)
         XCTAssertEqual(next.upcomingBytes(4096).current?.lowerBound, next.head.range.lowerBound)
     }
 
     /// The ranges widen to whole blocks, empty ones are left out, and a range counts as
     /// covered when either held range holds all of it.
     func testUpcomingBytesWidenToBlocksAndCoverWhatTheyHold() {
-        let upcoming = UpcomingBytes(current: 5000..<9000, spare: 20_000..<20_100).wholeBlocks(shift: 12)
+        let upcoming = UpcomingBytes(current: 5000..<9000, spare: 20_000..<20_100).wholeBlocks()
         XCTAssertEqual(upcoming, UpcomingBytes(current: 4096..<12_288, spare: 16_384..<20_480))
-        XCTAssertEqual(UpcomingBytes(current: 10..<10).wholeBlocks(shift: 12), UpcomingBytes())
+        XCTAssertEqual(UpcomingBytes(current: 10..<10).wholeBlocks(), UpcomingBytes())
         XCTAssertTrue(upcoming.covers(UpcomingBytes(current: 8192..<12_288)))
         XCTAssertTrue(upcoming.covers(UpcomingBytes(current: 16_384..<20_480, spare: 4096..<8192)))
         XCTAssertFalse(upcoming.covers(UpcomingBytes(current: 8192..<16_384)), "across the gap")

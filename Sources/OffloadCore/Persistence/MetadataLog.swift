@@ -233,12 +233,13 @@ public struct UpcomingBytes: Equatable, Sendable {
         self.spare = spare
     }
 
-    /// The ranges widened to whole blocks of `1 << shift` bytes; empty ones left out.
-    public func wholeBlocks(shift: Int) -> UpcomingBytes {
+    /// The ranges widened to whole image blocks (`BackingStore.blocks(touchedBy:)`), as
+    /// bytes; empty ones left out.
+    public func wholeBlocks() -> UpcomingBytes {
         func widened(_ range: Range<UInt64>?) -> Range<UInt64>? {
             guard let range, !range.isEmpty else { return nil }
-            let mask = (UInt64(1) << shift) - 1
-            return (range.lowerBound & ~mask)..<((range.upperBound + mask) & ~mask)
+            let blocks = BackingStore.blocks(touchedBy: range)
+            return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
         }
         return UpcomingBytes(current: widened(current), spare: widened(spare))
     }
@@ -259,6 +260,4 @@ public struct UpcomingBytes: Equatable, Sendable {
     /// No range at all (a journal that continues in another log).
     public var isEmpty: Bool { current == nil && spare == nil }
 
-    /// The ranges, current first.
-    public var ranges: [Range<UInt64>] { [current, spare].compactMap { $0 } }
 }

@@ -541,8 +541,7 @@ public final class TreeVolume {
         let syncs = syncLatch.finishedSyncs
         let pages = journalLock.withLock { () -> UpcomingBytes? in
             // Whole blocks (a journal segment is whole blocks), as bytes.
-            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? UpcomingBytes())
-                .wholeBlocks(shift: Int(BackingStore.blockShift))
+            let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? UpcomingBytes()).wholeBlocks()
             if pages.isEmpty { return nil }
             if let last = preparedJournal, last.syncs == syncs, last.pages.covers(pages) { return nil }
             return pages
