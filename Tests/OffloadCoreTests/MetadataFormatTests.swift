@@ -16,6 +16,31 @@ final class MetadataFormatTests: XCTestCase {
 
     /// The superblock's fields round-trip, the previous-commit extension included; an
     /// extension of zeros, or one left from another main part, names no previous commit.
+    /// `ByteWriter.fixed` stores what the field-by-field appends would, little-endian, at
+    /// the writer's end (frame headers, inode items and entry headers use it).
+    func testFixedBytesEqualTheFieldByFieldEncoding() {
+        var byFields = ByteWriter(), byFixed = ByteWriter()
+        for writer in [0, 1] {
+            var w = ByteWriter()
+            w.u8(0xEE)  // something before, so the fixed part starts past 0
+            if writer == 0 {
+                w.u8(0x01); w.u16(0x0203); w.u32(0x0405_0607); w.u64(0x0809_0A0B_0C0D_0E0F); w.i64(-2)
+            } else {
+                w.fixed(23) { f in
+                    f.u8(0x01); f.u16(0x0203); f.u32(0x0405_0607); f.u64(0x0809_0A0B_0C0D_0E0F); f.i64(-2)
+                }
+            }
+            if writer == 0 { byFields = w } else { byFixed = w }
+        }
+        XCTAssertEqual(byFixed.bytes, byFields.bytes)
+        XCTAssertEqual(Array(byFixed.bytes[1..<8]), [0x01, 0x03, 0x02, 0x07, 0x06, 0x05, 0x04])
+        let item = InodeItem(type: 8, permissions: 0o644, uid: 1, gid: 2, linkCount: 1, size: 4096, rdev: 0,
+                             accessTime: RecordTime(seconds: -5, nanoseconds: 7), modificationTime: RecordTime(seconds: 9, nanoseconds: 0),
+                             changeTime: RecordTime(seconds: 10, nanoseconds: 1), birthTime: RecordTime(seconds: 1, nanoseconds: 2),
+                             parent: 0, nextIndex: 0)
+        XCTAssertEqual(item.encoded().withUnsafeBytes { try? InodeItem.decode($0) }, item)
+    }
+
     func testSuperblockExtensionRoundTripsAndIsTiedToItsMainPart() {
         let previous = Superblock.Commit(checkpoint: LogSegment(start: 8192, length: 131072), checkpointFrames: 3,
                                          checkpointStream: 4, journal: LogSegment(start: 139264, length: 65536),

@@ -23,7 +23,7 @@ public struct ByteWriter {
         bytes.append(contentsOf: value)
     }
 
-    public mutating func raw(_ value: UnsafeRawBufferPointer) { bytes.append(contentsOf: value) }
+    public mutating func raw(_ value: UnsafeRawBufferPointer) { value.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) } }
     public mutating func raw(_ value: [UInt8]) { bytes.append(contentsOf: value) }
 
     /// Overwrites 4 bytes at `offset` (for checksums filled in after the fact).
@@ -33,8 +33,49 @@ public struct ByteWriter {
 
     public mutating func removeAll(keepingCapacity: Bool) { bytes.removeAll(keepingCapacity: keepingCapacity) }
 
+    /// Appends exactly `count` bytes that `body` stores in order (`FixedBytes`): for an
+    /// item of fixed size, one growth of the buffer instead of an `append` per field.
+    /// Each `append(contentsOf:)` is a call of about 120 instructions whatever its length
+    /// (callgrind, 2026-12-04), and an inode item has 21 fields, encoded with most journal
+    /// changes. Traps when `body` stores more or fewer than `count` bytes.
+    public mutating func fixed(_ count: Int, _ body: (inout FixedBytes) -> Void) {
+        let start = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: count))
+        bytes.withUnsafeMutableBytes { raw in
+            var fixed = FixedBytes(UnsafeMutableRawBufferPointer(rebasing: raw[start..<start + count]))
+            body(&fixed)
+            precondition(fixed.offset == count, "\(fixed.offset) bytes stored of a fixed \(count)")
+        }
+    }
+
+    /// Appended as a typed buffer, which `Array.append(contentsOf:)` copies in one move; a
+    /// raw buffer went through the generic element-by-element path, twice the cost of
+    /// every integer a journal frame or tree item encodes.
     private mutating func append<T: FixedWidthInteger>(littleEndian value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: value.littleEndian) { $0.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) } }
+    }
+}
+
+/// The little-endian stores of `ByteWriter.fixed`, into the bytes it appended; each is
+/// checked against their end.
+public struct FixedBytes {
+    private let buffer: UnsafeMutableRawBufferPointer
+    public private(set) var offset = 0
+
+    init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+
+    public mutating func u8(_ value: UInt8) { store(value) }
+    public mutating func u16(_ value: UInt16) { store(value) }
+    public mutating func u32(_ value: UInt32) { store(value) }
+    public mutating func u64(_ value: UInt64) { store(value) }
+    public mutating func i64(_ value: Int64) { store(UInt64(bitPattern: value)) }
+
+    @inline(__always)
+    private mutating func store<T: FixedWidthInteger>(_ value: T) {
+        let size = MemoryLayout<T>.size
+        precondition(offset + size <= buffer.count, "a store past the fixed bytes")
+        buffer.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        offset += size
     }
 }
 

@@ -42,10 +42,12 @@ public struct FrameHeader: Equatable, Sendable {
     public static func encode(imageID: UInt64, stream: UInt64, sequence: UInt64, kind: Kind,
                               payload: UnsafeRawBufferPointer, into w: inout ByteWriter) {
         let start = w.count
-        w.u32(magic)
-        w.u32(0)
-        w.u64(imageID); w.u64(stream); w.u64(sequence)
-        w.u32(UInt32(payload.count)); w.u32(kind.rawValue)
+        w.fixed(size) { f in
+            f.u32(magic)
+            f.u32(0)
+            f.u64(imageID); f.u64(stream); f.u64(sequence)
+            f.u32(UInt32(payload.count)); f.u32(kind.rawValue)
+        }
         w.raw(payload)
         let crc = w.bytes.withUnsafeBytes { all in
             Checksum.crc32c(UnsafeRawBufferPointer(rebasing: all[(start + 8)...]))

@@ -58,29 +58,30 @@ public struct InodeItem: Equatable, Sendable {
     /// one.
     public func encode(into w: inout ByteWriter) {
         assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && type <= 15, "\(self) would not decode")
-        let start = w.count
-        w.u8(Self.version)
-        w.u8(type)
-        w.u16(0)
-        w.u32(permissions)
-        w.u32(uid)
-        w.u32(gid)
-        w.u32(linkCount)
-        w.u32(flags)
-        w.u64(size)
-        w.u64(rdev)
-        Self.encode(accessTime, into: &w)
-        Self.encode(modificationTime, into: &w)
-        Self.encode(changeTime, into: &w)
-        Self.encode(birthTime, into: &w)
-        w.u64(parent)
-        w.u64(nextIndex)
-        assert(w.count - start == Self.encodedSize)
+        // `fixed` traps unless exactly `encodedSize` bytes are stored.
+        w.fixed(Self.encodedSize) { f in
+            f.u8(Self.version)
+            f.u8(type)
+            f.u16(0)
+            f.u32(permissions)
+            f.u32(uid)
+            f.u32(gid)
+            f.u32(linkCount)
+            f.u32(flags)
+            f.u64(size)
+            f.u64(rdev)
+            Self.encode(accessTime, into: &f)
+            Self.encode(modificationTime, into: &f)
+            Self.encode(changeTime, into: &f)
+            Self.encode(birthTime, into: &f)
+            f.u64(parent)
+            f.u64(nextIndex)
+        }
     }
 
-    private static func encode(_ time: RecordTime, into w: inout ByteWriter) {
-        w.i64(time.seconds)
-        w.u32(time.nanoseconds)
+    private static func encode(_ time: RecordTime, into f: inout FixedBytes) {
+        f.i64(time.seconds)
+        f.u32(time.nanoseconds)
     }
 
     /// Decodes a value; refuses anything but exactly one well-formed item.

@@ -116,8 +116,11 @@ public enum JournalChange: Equatable, Sendable {
     }
 
     private static func encode(_ directory: UInt64, _ entry: NamedEntry, into w: inout ByteWriter) {
-        w.u64(directory); w.u64(entry.child); w.u64(entry.index); w.u8(entry.type)
-        w.u8(UInt8(entry.name.count)); w.raw(entry.name)
+        w.fixed(26) { f in
+            f.u64(directory); f.u64(entry.child); f.u64(entry.index); f.u8(entry.type)
+            f.u8(UInt8(entry.name.count))
+        }
+        w.raw(entry.name)
     }
 
     /// Decodes one change; throws on anything malformed, so that replay can trust it.
