@@ -26,17 +26,21 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// Records one operation's changes, in order: all of them, or (a change to an inode
     /// already dropped, which only a damaged journal states) none. Each change takes its
     /// object's shard alone; the caller's object locks keep other writers of the same
-    /// objects out meanwhile, and readers from seeing half an operation.
+    /// objects out meanwhile, and readers from seeing half an operation. Every operation
+    /// of a format 2 namespace comes here, so the shards' values are read and changed in
+    /// place (a copy of an `ObjectChanges` retains and releases each of its maps), and the
+    /// counter of changed objects is taken once.
     func record(_ changes: [JournalChange]) throws(FSError) {
         var droppedHere: Set<UInt64> = []
         for change in changes {
             if case .orphan = change { continue }
             let object = change.object
-            guard !droppedHere.contains(object), self.changes(of: object)?.cleared != true else {
+            guard !droppedHere.contains(object), shard(object).withLock({ $0[object]?.cleared != true }) else {
                 throw .damagedImage("a change to inode \(object) after it was dropped: \(change)")
             }
             if case .drop = change { droppedHere.insert(object) }
         }
+        var newObjects = 0
         for change in changes {
             let object = change.object
             // An inode counts once, whether the generation changed its items, its orphan
@@ -49,22 +53,29 @@ public final class DeltaGeneration: @unchecked Sendable {
                 let isNew = orphanChanges.withLock { orphans in
                     defer { orphans[object] = item.map { .set($0) } ?? .removed }
                     return orphans[object] == nil
-                } && self.changes(of: object) == nil
-                if isNew { changedObjects.withLock { $0 += 1 } }
+                } && shard(object).withLock({ $0.index(forKey: object) == nil })
+                if isNew { newObjects += 1 }
                 continue
             }
             let isNew = shard(object).withLock { objects in
-                let isNew = objects[object] == nil
                 objects[object, default: ObjectChanges()].record(change)
-                return isNew
             } && orphanChange(of: object) == nil
-            if isNew { changedObjects.withLock { $0 += 1 } }
+            if isNew { newObjects += 1 }
         }
+        if newObjects > 0 { changedObjects.withLock { $0 += newObjects } }
     }
 
     /// What this generation changed about `object`, or nil when nothing.
     public func changes(of object: UInt64) -> ObjectChanges? {
         shard(object).withLock { $0[object] }
+    }
+
+    /// `body` applied to what this generation changed about `object`, read in place under
+    /// its shard's lock; nil when it changed nothing. What readers use (`LayeredFileSystem`
+    /// asks every generation on every read): `changes(of:)` copies the value out, which
+    /// retains and releases each of its maps.
+    public func withChanges<T: Sendable>(of object: UInt64, _ body: (borrowing ObjectChanges) -> T) -> T? {
+        shard(object).withLock { objects in objects[object].map { body($0) } }
     }
 
     /// What this generation says of `inode`'s orphan item, or nil when nothing.

@@ -37,10 +37,10 @@ extension FileSystemTree {
         // 1. Names removed or replaced, by what the tree holds under them.
         var linksToMake: [(directory: UInt64, entry: NamedEntry)] = []
         for (directory, changes) in objects {
-            for name in changes.names.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            for name in changes.names.keys.sorted(by: NameKey.byteOrder) {
                 visit()
                 let wanted = changes.names[name]!.value
-                let held = try lookup(directory: directory, name: name)
+                let held = try lookup(directory: directory, name: name.bytes)
                 if let held, held != wanted { try apply(.unlink(directory: directory, held)) }
                 if let wanted, wanted != held { linksToMake.append((directory, wanted)) }
             }
@@ -50,12 +50,12 @@ extension FileSystemTree {
             visit()
             guard !changes.cleared else { continue }
             if let attributes = changes.attributes { try apply(.attributes(inode: inode, attributes)) }
-            for name in changes.xattrs.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            for name in changes.xattrs.keys.sorted(by: NameKey.byteOrder) {
                 switch changes.xattrs[name]! {
                 case .set(let value):
-                    try apply(.setXattr(inode: inode, name: name, value: value))
+                    try apply(.setXattr(inode: inode, name: name.bytes, value: value))
                 case .removed:
-                    if try xattr(inode, name: name) != nil { try apply(.removeXattr(inode: inode, name: name)) }
+                    if try xattr(inode, name: name.bytes) != nil { try apply(.removeXattr(inode: inode, name: name.bytes)) }
                 }
             }
             if let target = changes.symlinkTarget { try apply(.symlinkTarget(inode: inode, target)) }

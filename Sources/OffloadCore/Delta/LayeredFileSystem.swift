@@ -25,11 +25,14 @@ public struct LayeredFileSystem {
 
     /// The newest layer's say on `object`: `decide` returns a value to stop at (nil: this
     /// layer does not decide); a dropped object stops with nil.
-    private func newest<T>(_ object: UInt64, _ decide: (ObjectChanges) -> T??) -> T?? {
+    private func newest<T: Sendable>(_ object: UInt64, _ decide: (borrowing ObjectChanges) -> T??) -> T?? {
         for layer in layers {
-            guard let changes = layer.changes(of: object) else { continue }
-            if let decided = decide(changes) { return decided }
-            if changes.cleared { return .some(nil) }
+            // nil: the layer has no changes of the object; .some(nil): it does not decide.
+            let said = layer.withChanges(of: object) { (changes) -> T?? in
+                if let decided = decide(changes) { return decided }
+                return changes.cleared ? .some(nil) : nil
+            }
+            if case .some(.some(let decided)) = said { return decided }
         }
         return nil
     }
@@ -73,7 +76,7 @@ public struct LayeredFileSystem {
     /// inode the tree does not hold has no extent items there either (numbers are never
     /// reused, and a drop removes every item), so the tree's item is not read again.
     public func storedBytes(_ inode: UInt64, size: UInt64) throws(FSError) -> UInt64 {
-        if layers.contains(where: { layer in layer.changes(of: inode).map { !$0.fileRanges.isEmpty || $0.cleared } ?? false }) {
+        if layers.contains(where: { layer in layer.withChanges(of: inode) { !$0.fileRanges.isEmpty || $0.cleared } ?? false }) {
             return try filePieces(inode, size: size).reduce(0) { $0 + $1.extent.storedBytes }
         }
         return try tree.storedBytes(inode)
@@ -85,14 +88,14 @@ public struct LayeredFileSystem {
     }
 
     public func lookup(directory: UInt64, name: [UInt8]) throws(FSError) -> NamedEntry? {
-        if let decided = newest(directory, { $0.names[name].map { $0.value } }) { return decided }
+        if let decided = newest(directory, { $0.names[NameKey(name)].map { $0.value } }) { return decided }
         return try tree.lookup(directory: directory, name: name)
     }
 
     /// Up to `limit` entries of `directory` from index `index` on, in index order: the
     /// tree's, without the names the delta changed, and the delta's.
     public func entries(directory: UInt64, from index: UInt64 = 3, limit: Int = .max) throws(FSError) -> [NamedEntry] {
-        var overrides: [[UInt8]: DeltaValue<NamedEntry>] = [:]
+        var overrides: [NameKey: DeltaValue<NamedEntry>] = [:]
         var treeHidden = false
         // Oldest first, so newer generations overwrite.
         for layer in layers.reversed() {
@@ -107,25 +110,25 @@ public struct LayeredFileSystem {
         if !treeHidden {
             // Each override hides at most one of the tree's entries.
             let wanted = limit == .max ? .max : limit + overrides.count
-            merged += try tree.entries(directory: directory, from: index, limit: wanted).filter { overrides[$0.name] == nil }
+            merged += try tree.entries(directory: directory, from: index, limit: wanted).filter { overrides[NameKey($0.name)] == nil }
         }
         return Array(merged.sorted { $0.index < $1.index }.prefix(limit))
     }
 
     public func xattr(_ inode: UInt64, name: [UInt8]) throws(FSError) -> [UInt8]? {
-        if let decided = newest(inode, { $0.xattrs[name].map { $0.value } }) { return decided }
+        if let decided = newest(inode, { $0.xattrs[NameKey(name)].map { $0.value } }) { return decided }
         return try tree.xattr(inode, name: name)
     }
 
     public func xattrNames(_ inode: UInt64) throws(FSError) -> [[UInt8]] {
-        var overrides: [[UInt8]: DeltaValue<[UInt8]>] = [:]
+        var overrides: [NameKey: DeltaValue<[UInt8]>] = [:]
         for layer in layers.reversed() {
             guard let changes = layer.changes(of: inode) else { continue }
             if changes.cleared { return [] }
             overrides.merge(changes.xattrs) { $1 }
         }
-        let names = try tree.xattrNames(inode).filter { overrides[$0] == nil }
-        return names + overrides.filter { $0.value != .removed }.keys.sorted { $0.lexicographicallyPrecedes($1) }
+        let names = try tree.xattrNames(inode).filter { overrides[NameKey($0)] == nil }
+        return names + overrides.filter { $0.value != .removed }.keys.sorted(by: NameKey.byteOrder).map(\.bytes)
     }
 
     public func symlinkTarget(_ inode: UInt64) throws(FSError) -> [UInt8]? {

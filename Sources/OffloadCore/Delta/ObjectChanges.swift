@@ -26,32 +26,41 @@ public struct ObjectChanges: Sendable {
     public internal(set) var cleared = false
     public internal(set) var attributes: InodeItem?
     /// name -> its last entry, or removed.
-    public internal(set) var names: [[UInt8]: DeltaValue<NamedEntry>] = [:]
-    public internal(set) var xattrs: [[UInt8]: DeltaValue<[UInt8]>] = [:]
+    public internal(set) var names: [NameKey: DeltaValue<NamedEntry>] = [:]
+    public internal(set) var xattrs: [NameKey: DeltaValue<[UInt8]>] = [:]
     public internal(set) var symlinkTarget: [UInt8]?
     /// `.fileRange` changes in the order they happened (later ones win where they overlap).
     public internal(set) var fileRanges: [JournalChange] = []
 
-    /// Records one change about this object, which is not dropped (the generation checks).
-    mutating func record(_ change: JournalChange) {
+    /// Whether any change was recorded here (a value in a generation's map always has one).
+    private var recordedAny = false
+
+    /// Records one change about this object, which is not dropped (the generation checks);
+    /// true when it is the first this value records, which is how the generation counts
+    /// the objects it changed without looking the object up twice.
+    @discardableResult
+    mutating func record(_ change: JournalChange) -> Bool {
         precondition(!cleared, "a change to a dropped inode reached its object")
+        let first = !recordedAny
+        recordedAny = true
         switch change {
         case .attributes(_, let item): attributes = item
-        case .link(_, let entry): names[entry.name] = .set(entry)
-        case .unlink(_, let entry): names[entry.name] = .removed
-        case .setXattr(_, let name, let value): xattrs[name] = .set(value)
-        case .removeXattr(_, let name): xattrs[name] = .removed
+        case .link(_, let entry): names[NameKey(entry.name)] = .set(entry)
+        case .unlink(_, let entry): names[NameKey(entry.name)] = .removed
+        case .setXattr(_, let name, let value): xattrs[NameKey(name)] = .set(value)
+        case .removeXattr(_, let name): xattrs[NameKey(name)] = .removed
         case .symlinkTarget(_, let target): symlinkTarget = target
         case .fileRange: fileRanges.append(change)
         case .drop:
             cleared = true
             attributes = nil
-            names = names.filter { $0.value == .removed }
+            if !names.isEmpty { names = names.filter { $0.value == .removed } }
             xattrs = [:]
             symlinkTarget = nil
             fileRanges = []
         case .orphan:
             preconditionFailure("orphans are kept apart from their inode's changes")
         }
+        return first
     }
 }
