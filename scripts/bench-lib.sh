@@ -67,6 +67,12 @@ unmount_system() {
     esac
 }
 
+# median "N N N ..." -> the median, rounded (rounds of bench-mount and bench-versus)
+median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" $1; }
+
+# spread "N N N ..." -> "min-max" (bench-mount's rounds)
+spread() { python3 -c "import sys; v = [round(float(x)) for x in sys.argv[1:]]; print(f'{min(v)}-{max(v)}')" $1; }
+
 # fio_metric JSON_FILE read|write bw|iops -> MiB/s or IOPS, rounded
 fio_metric() {
     python3 - "$@" <<'EOF'
