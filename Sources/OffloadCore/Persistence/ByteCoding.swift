@@ -48,9 +48,9 @@ public struct ByteWriter {
         }
     }
 
-    /// Appended as a typed buffer, which `Array.append(contentsOf:)` copies in one move; a
-    /// raw buffer went through the generic element-by-element path, twice the cost of
-    /// every integer a journal frame or tree item encodes.
+    /// Appended as a typed buffer rather than a raw one: half the time in a release-build
+    /// probe (6.5 against 12 ns a `UInt64`), though callgrind counts about the same
+    /// instructions; fixed-size parts go through `fixed`, which saves both.
     private mutating func append<T: FixedWidthInteger>(littleEndian value: T) {
         withUnsafeBytes(of: value.littleEndian) { $0.withMemoryRebound(to: UInt8.self) { bytes.append(contentsOf: $0) } }
     }
