@@ -108,10 +108,13 @@ print(" ".join(str(round(rate)) for rate in rates))
 EOF
 }
 
+# The keys bench_workloads fills, in its order.
+bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove copy untar rmrf)
+
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
-# copy, untar, rmrf (entries/s). Uses
+# copy, untar, rmrf (entries/s) (`bench_keys`). Uses
 # SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, and copy_files and copy_tar from
 # bench_copy_source.
 bench_workloads() {

@@ -115,8 +115,12 @@ public enum JournalChange: Equatable, Sendable {
         }
     }
 
+    /// A `.link` or `.unlink` before its name: directory, child and index (u64 each), type
+    /// and the name's length (u8 each).
+    private static let entryHeaderSize = 26
+
     private static func encode(_ directory: UInt64, _ entry: NamedEntry, into w: inout ByteWriter) {
-        w.fixed(26) { f in
+        w.fixed(entryHeaderSize) { f in
             f.u64(directory); f.u64(entry.child); f.u64(entry.index); f.u8(entry.type)
             f.u8(UInt8(entry.name.count))
         }
