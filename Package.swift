@@ -17,6 +17,14 @@ let buildCommit = Context.environment["OFFLOADFS_GIT_COMMIT"].flatMap { commit i
     commit.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") } ? commit : nil
 } ?? ""
 
+// The request path's modules skip Swift's dynamic exclusivity checks in release builds:
+// each access to a class's stored property called into the runtime (about 90 instructions),
+// a tenth of the instructions a metadata request spends (docs/ARCHITECTURE.md, "Exclusivity
+// checks off in release builds"). Debug builds keep them, and every test and the
+// ThreadSanitizer run use debug builds, so a violation still traps in CI. The compile-time
+// exclusivity checks are unchanged.
+let requestPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "offloadfs",
     platforms: [.macOS(.v15)],
@@ -38,14 +46,15 @@ let package = Package(
         ),
         // fallocate and friends, which Glibc's Swift module does not export; the build's commit.
         .target(name: "CLinuxShims", cSettings: [.define("OFFLOADFS_GIT_COMMIT", to: "\"\(buildCommit)\"")]),
-        .target(name: "OffloadCore", dependencies: ["CLinuxShims"]),
-        .target(name: "OffloadNamespace", dependencies: ["OffloadCore", "CLinuxShims"]),
+        .target(name: "OffloadCore", dependencies: ["CLinuxShims"], swiftSettings: requestPathSettings),
+        .target(name: "OffloadNamespace", dependencies: ["OffloadCore", "CLinuxShims"], swiftSettings: requestPathSettings),
         .target(
             name: "FuseBridge",
             dependencies: [
                 "CFuse", "OffloadNamespace", "OffloadCore",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: requestPathSettings
         ),
         .executableTarget(
             name: "offloadfs",

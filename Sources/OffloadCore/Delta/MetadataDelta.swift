@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The changes made since the last commit, by generation, and the exact cut between one
 /// commit and the next (docs/ARCHITECTURE.md, "One exact cut per commit": jbd2's handles,
 /// btrfs's transaction joins).
@@ -22,7 +24,11 @@ public final class MetadataDelta: @unchecked Sendable {
     // @unchecked: `open`, `closed` and `active` are reached only with `lock` held.
     private let lock = PthreadLock()
     private let quiet = PthreadCondition()
-    private var open: DeltaGeneration
+    private var open: DeltaGeneration {
+        didSet { openNumberNow.store(open.number, ordering: .releasing) }
+    }
+    /// `open.number`, read without the lock (`openNumber`); stored with `open`, under it.
+    private let openNumberNow: Atomic<UInt64>
     /// Closed and not yet retired, oldest first.
     private var closed: [DeltaGeneration] = []
     /// Operations inside each generation that has any.
@@ -35,12 +41,14 @@ public final class MetadataDelta: @unchecked Sendable {
     /// it; numbered lower, frames of the higher numbers would outlive their commit and be
     /// replayed again after a later crash, over newer changes.
     public init(committedGeneration: UInt64, replayedThrough: UInt64 = 0) {
-        open = DeltaGeneration(number: max(committedGeneration + 1, replayedThrough))
+        let first = max(committedGeneration + 1, replayedThrough)
+        openNumberNow = Atomic(first)
+        open = DeltaGeneration(number: first)
     }
 
     /// The open generation's number: an operation joining now would join it, and one that
     /// joined before is in it or in an older one.
-    public var openNumber: UInt64 { lock.withLock { open.number } }
+    public var openNumber: UInt64 { openNumberNow.load(ordering: .acquiring) }
 
     /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
     public var openObjectCount: Int { lock.withLock { open }.objectCount }

@@ -18,15 +18,17 @@ import Darwin
 /// `PthreadMutex<Void>` (see there why).
 public final class PthreadMutex<Value: ~Copyable>: @unchecked Sendable {
     // @unchecked: `value` is only touched between lock and unlock.
-    private var value: Value
-    private let lock = PthreadLock()
+    @usableFromInline var value: Value
+    @usableFromInline let lock = PthreadLock()
 
     public init(_ value: consuming sending Value) {
         self.value = value
     }
 
     /// Runs `body` with the lock held. Keep `body` short and free of file I/O: everyone
-    /// else waits on this lock.
+    /// else waits on this lock. Inlinable, so callers in other modules get it specialized
+    /// rather than through generic metadata.
+    @inlinable
     public func withLock<Result, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
         lock.lock()
         defer { lock.unlock() }
@@ -45,7 +47,7 @@ public final class PthreadMutex<Value: ~Copyable>: @unchecked Sendable {
 ///
 /// The pthread mutex lives in its own allocation because a pthread lock must never move.
 public final class PthreadLock: @unchecked Sendable {
-    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init() {
         mutex = .allocate(capacity: 1)
@@ -59,20 +61,21 @@ public final class PthreadLock: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    /// Runs `body` with the lock held.
+    /// Runs `body` with the lock held (inlinable, as `PthreadMutex.withLock`).
+    @inlinable
     public func withLock<Result, E: Error>(_ body: () throws(E) -> Result) throws(E) -> Result {
         lock()
         defer { unlock() }
         return try body()
     }
 
-    @inline(__always)
+    @inlinable
     func lock() {
         let rc = pthread_mutex_lock(mutex)
         precondition(rc == 0, "pthread_mutex_lock failed (re-entered?): \(rc)")
     }
 
-    @inline(__always)
+    @inlinable
     func unlock() {
         pthread_mutex_unlock(mutex)
     }

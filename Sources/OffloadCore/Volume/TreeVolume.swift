@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Format 2's image as a whole, below the namespace: the two commit slots (blocks 0 and
 /// 1), the block space (block tree and allocator) and the filesystem tree over the image's
 /// blocks, and the delta of changes since the last commit (docs/ARCHITECTURE.md, "Metadata
@@ -112,7 +114,15 @@ public final class TreeVolume {
         get { publishLock.withLock { storedCurrent } }
         set { publishLock.withLock { storedCurrent = newValue } }
     }
-    private var storedCurrent: CommitSlot
+    private var storedCurrent: CommitSlot {
+        didSet { publishedGeneration.store(storedCurrent.generation, ordering: .releasing) }
+    }
+    /// `current.generation`, read without the publish lock or a copy of the slot: a
+    /// request's reader checks it to tell whether a commit has published since the
+    /// reader was taken (`VolumeReaderPool`). Stored with `storedCurrent`, under the
+    /// publish lock.
+    private let publishedGeneration: Atomic<UInt64>
+    public var committedGeneration: UInt64 { publishedGeneration.load(ordering: .acquiring) }
     /// The commit the image was at when opened (its flags say whether the last mount
     /// ended cleanly).
     public let opened: CommitSlot
@@ -156,6 +166,7 @@ public final class TreeVolume {
          replaying frames: [(generation: UInt64, changes: [JournalChange])],
          oldChain: [LogSegment], nextSequence: UInt64, punchingFirst: Bool = true) throws(FSError) {
         self.storage = storage
+        publishedGeneration = Atomic(slot.generation)
         storedCurrent = slot
         opened = slot
         guard slot.capacityBytes >> BackingStore.blockShift > Self.firstSpaceBlock,

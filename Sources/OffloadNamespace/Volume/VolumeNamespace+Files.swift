@@ -165,7 +165,7 @@ extension VolumeNamespace {
     /// (`evictCommittedFiles`).
     func evictIfDone(_ number: UInt64) {
         guard let cached = cachedFiles[number], cached.openCount == 0 else { return }
-        if cached.changedIn <= volume.current.generation {
+        if cached.changedIn <= volume.committedGeneration {
             // Clean: its references stay the tree's, not a change (no touched marks, which
             // made writes after the next open copy their blocks until a commit).
             cached.data.unload()
@@ -183,7 +183,7 @@ extension VolumeNamespace {
     /// it made clean until the next change or maintenance commit). Caller holds the lock
     /// alone.
     func evictCommittedFiles() {
-        let committed = volume.current.generation
+        let committed = volume.committedGeneration
         guard committed != lastEvictedAt, !awaitingCommit.isEmpty else { return }
         lastEvictedAt = committed
         for number in awaitingCommit { evictIfDone(number) }

@@ -124,7 +124,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// so the commits of a mount drop it (`dropSharedReader`); a request afterwards takes
     /// a new one.
     func reader() throws(FSError) -> VolumeReader {
-        let at = (committed: volume.current.generation, open: volume.delta.openNumber)
+        let at = (committed: volume.committedGeneration, open: volume.delta.openNumber)
         if let sharedReader, sharedReaderAt == at { return sharedReader }
         sharedReader = nil  // its epoch ends before the new one's begins
         let made = try volume.reader()

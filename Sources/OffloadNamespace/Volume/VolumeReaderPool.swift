@@ -25,7 +25,7 @@ final class VolumeReaderPool: @unchecked Sendable {
 
     /// Where a reader taken now stands: the published commit and the open generation.
     private var position: (committed: UInt64, open: UInt64) {
-        (volume.current.generation, volume.delta.openNumber)
+        (volume.committedGeneration, volume.delta.openNumber)
     }
 
     /// A reader of the current state, for the caller alone until `give`. Caller holds the
