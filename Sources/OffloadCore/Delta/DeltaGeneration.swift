@@ -31,25 +31,28 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// place (a copy of an `ObjectChanges` retains and releases each of its maps), and the
     /// counter of changed objects is taken once.
     func record(_ changes: [JournalChange]) throws(FSError) {
-        var droppedHere: Set<UInt64> = []
-        for change in changes {
-            if case .orphan = change { continue }
-            let object = change.object
-            guard !droppedHere.contains(object), shard(object).withLock({ $0[object]?.cleared != true }) else {
-                throw .damagedImage("a change to inode \(object) after it was dropped: \(change)")
+        // By index, not `for change in changes`: the iterator copies each change (its
+        // payload's arrays retained and released), and a change is only read here.
+        // An operation drops at most a few inodes, so they are kept in an array.
+        var droppedHere: [UInt64] = []
+        for i in changes.indices {
+            if case .orphan = changes[i] { continue }
+            let object = changes[i].object
+            guard !droppedHere.contains(object), !shard(object).withLock({ Self.isCleared(object, in: $0) }) else {
+                throw .damagedImage("a change to inode \(object) after it was dropped: \(changes[i])")
             }
-            if case .drop = change { droppedHere.insert(object) }
+            if case .drop = changes[i] { droppedHere.append(object) }
         }
         var newObjects = 0
-        for change in changes {
-            let object = change.object
+        for i in changes.indices {
+            let object = changes[i].object
             // An inode counts once, whether the generation changed its items, its orphan
             // item, or both (an unlink while the kernel references the file does both):
             // counted twice, 10,000 creates and unlinks reached the dirty cap (20,000)
             // and committed under the namespace lock in the middle of the unlinks. The two
             // maps are read under their own locks, one after the other: exact because no
             // two operations record changes of one inode at once (the caller's locks).
-            if case .orphan(_, let item) = change {
+            if case .orphan(_, let item) = changes[i] {
                 let isNew = orphanChanges.withLock { orphans in
                     defer { orphans[object] = item.map { .set($0) } ?? .removed }
                     return orphans[object] == nil
@@ -58,7 +61,7 @@ public final class DeltaGeneration: @unchecked Sendable {
                 continue
             }
             let isNew = shard(object).withLock { objects in
-                objects[object, default: ObjectChanges()].record(change)
+                objects[object, default: ObjectChanges()].record(changes[i])
             } && orphanChange(of: object) == nil
             if isNew { newObjects += 1 }
         }
@@ -66,6 +69,13 @@ public final class DeltaGeneration: @unchecked Sendable {
     }
 
     /// What this generation changed about `object`, or nil when nothing.
+    /// Whether the generation dropped `object`, read in place (`objects[object]?.cleared`
+    /// would copy its changes out first).
+    private static func isCleared(_ object: UInt64, in objects: borrowing [UInt64: ObjectChanges]) -> Bool {
+        guard let index = objects.index(forKey: object) else { return false }
+        return objects.values[index].cleared
+    }
+
     public func changes(of object: UInt64) -> ObjectChanges? {
         shard(object).withLock { $0[object] }
     }

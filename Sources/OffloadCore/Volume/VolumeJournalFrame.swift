@@ -5,9 +5,12 @@
 /// that commit wrote (operations that were inside it when the chain switched).
 public enum VolumeJournalFrame {
     public static func encode(generation: UInt64, _ changes: [JournalChange]) -> [UInt8] {
-        var writer = ByteWriter(capacity: 64)
+        // Room for the usual change (an inode item is 104 bytes and its entry header 26)
+        // so that a frame grows its buffer once at most; by index, since the iterator
+        // would copy each change.
+        var writer = ByteWriter(capacity: 8 + 160 * changes.count)
         writer.u64(generation)
-        for change in changes { change.encode(into: &writer) }
+        for i in changes.indices { changes[i].encode(into: &writer) }
         return writer.bytes
     }
 
