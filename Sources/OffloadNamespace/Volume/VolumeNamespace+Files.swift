@@ -227,7 +227,7 @@ extension VolumeNamespace {
             }
             let store = try volume.fileBlocks()
             let made = try newNode(parent: parent, name: name, kind: .regular, permissions: mode & 0o7777, rdev: 0, target: nil,
-                                   context: context, reader, &changes)
+                                   context: context, reader, &changes, nameLookedUp: true)
             return .made(made.number, made.item, store)
         } then: { (found, reader) throws(FSError) -> (Attributes, FileHandle, truncated: Bool) in
             switch found {

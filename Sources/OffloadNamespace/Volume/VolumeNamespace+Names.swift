@@ -138,12 +138,15 @@ extension VolumeNamespace {
     }
 
     /// The changes that make a new inode under `parent`/`name`, appended to `changes`,
-    /// and the inode's number and item. The name must not exist (EEXIST).
+    /// and the inode's number and item. The name must not exist (EEXIST); a caller that
+    /// has just looked it up with `reader` says so (`nameLookedUp`), and it is not looked up again.
     func newNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
                  target: [UInt8]?, context: RequestContext, _ reader: VolumeReader,
-                 _ changes: inout [JournalChange]) throws(FSError) -> (number: UInt64, item: InodeItem) {
+                 _ changes: inout [JournalChange], nameLookedUp: Bool = false) throws(FSError) -> (number: UInt64, item: InodeItem) {
         var parentItem = try liveDirectory(parent.rawValue, in: reader)
-        guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
+        if !nameLookedUp {
+            guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
+        }
         if kind == .directory {
             guard parentItem.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
         }
@@ -162,9 +165,10 @@ extension VolumeNamespace {
         if kind == .directory { parentItem.linkCount += 1 }
         parentItem.modificationTime = now
         parentItem.changeTime = now
-        changes += [.attributes(inode: number, item),
-                    .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)),
-                    .attributes(inode: parent.rawValue, parentItem)]
+        // One at a time: `+= [...]` makes and frees an array of its own.
+        changes.append(.attributes(inode: number, item))
+        changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
+        changes.append(.attributes(inode: parent.rawValue, parentItem))
         if let target { changes.append(.symlinkTarget(inode: number, target)) }
         if let access = start.accessACL { changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
         if let inherited = start.defaultACL { changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
