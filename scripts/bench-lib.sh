@@ -70,7 +70,7 @@ unmount_system() {
 # median "N N N ..." -> the median, rounded (rounds of bench-mount and bench-versus)
 median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:]))))" $1; }
 
-# spread "N N N ..." -> "min-max" (bench-mount's rounds)
+# spread "N N N ..." -> "min-max" (bench-mount's and bench-versus's rounds)
 spread() { python3 -c "import sys; v = [round(float(x)) for x in sys.argv[1:]]; print(f'{min(v)}-{max(v)}')" $1; }
 
 # fio_metric JSON_FILE read|write bw|iops -> MiB/s or IOPS, rounded
@@ -108,41 +108,50 @@ print(" ".join(str(round(rate)) for rate in rates))
 EOF
 }
 
-# The keys bench_workloads fills, in its order.
-bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove copy untar rmrf)
+# The keys bench_workloads fills, in its order. WORKLOADS=metadata keeps only the
+# metadata workloads (create/stat/remove, cp -a, tar -x, rm -rf: issue 11's everyday
+# rates) and leaves out every fio phase: a round then takes seconds rather than minutes,
+# so more rounds fit, and no writeback or punch of a large file runs beside the metadata.
+case "${WORKLOADS:-all}" in
+    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove copy untar rmrf) ;;
+    metadata) bench_keys=(create stat remove copy untar rmrf) ;;
+    *) echo "error: WORKLOADS must be 'all' or 'metadata', not '$WORKLOADS'" >&2; exit 2 ;;
+esac
 
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
 # copy, untar, rmrf (entries/s) (`bench_keys`). Uses
-# SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, and copy_files and copy_tar from
-# bench_copy_source.
+# SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, WORKLOADS, and copy_files and copy_tar
+# from bench_copy_source.
 bench_workloads() {
     local fio_common=(--directory="$2" --output-format=json --ioengine=psync --iodepth=1)
 
-    echo "   sequential write" >&2
-    fio --name=seqwrite "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_SEQ" --end_fsync=1 \
-        --filename=seq > "$work/fio.json"
-    result[$1,seqwrite]=$(fio_metric "$work/fio.json" write bw)
-    echo "   sequential read" >&2
-    drop_caches
-    fio --name=seqread "${fio_common[@]}" --rw=read --bs=1M --size="$SIZE_SEQ" --filename=seq > "$work/fio.json"
-    result[$1,seqread]=$(fio_metric "$work/fio.json" read bw)
-    rm -f "$2/seq"
+    if [ "${WORKLOADS:-all}" = all ]; then
+        echo "   sequential write" >&2
+        fio --name=seqwrite "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_SEQ" --end_fsync=1 \
+            --filename=seq > "$work/fio.json"
+        result[$1,seqwrite]=$(fio_metric "$work/fio.json" write bw)
+        echo "   sequential read" >&2
+        drop_caches
+        fio --name=seqread "${fio_common[@]}" --rw=read --bs=1M --size="$SIZE_SEQ" --filename=seq > "$work/fio.json"
+        result[$1,seqread]=$(fio_metric "$work/fio.json" read bw)
+        rm -f "$2/seq"
 
-    echo "   random read" >&2
-    # fio lays the file out first (a sequential write); the timed part starts uncached.
-    fio --name=layout "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_RAND" --end_fsync=1 \
-        --filename=rand > /dev/null
-    drop_caches
-    fio --name=randread "${fio_common[@]}" --rw=randread --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
-        --time_based --filename=rand > "$work/fio.json"
-    result[$1,randread]=$(fio_metric "$work/fio.json" read iops)
-    echo "   random write" >&2
-    fio --name=randwrite "${fio_common[@]}" --rw=randwrite --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
-        --time_based --end_fsync=1 --filename=rand > "$work/fio.json"
-    result[$1,randwrite]=$(fio_metric "$work/fio.json" write iops)
-    rm -f "$2/rand"
+        echo "   random read" >&2
+        # fio lays the file out first (a sequential write); the timed part starts uncached.
+        fio --name=layout "${fio_common[@]}" --rw=write --bs=1M --size="$SIZE_RAND" --end_fsync=1 \
+            --filename=rand > /dev/null
+        drop_caches
+        fio --name=randread "${fio_common[@]}" --rw=randread --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
+            --time_based --filename=rand > "$work/fio.json"
+        result[$1,randread]=$(fio_metric "$work/fio.json" read iops)
+        echo "   random write" >&2
+        fio --name=randwrite "${fio_common[@]}" --rw=randwrite --bs=4k --size="$SIZE_RAND" --runtime="$RUNTIME" \
+            --time_based --end_fsync=1 --filename=rand > "$work/fio.json"
+        result[$1,randwrite]=$(fio_metric "$work/fio.json" write iops)
+        rm -f "$2/rand"
+    fi
 
     echo "   metadata ($FILES files)" >&2
     local create stat remove start end
@@ -172,6 +181,7 @@ bench_workloads() {
     end=$(date +%s.%N)
     result[$1,rmrf]=$(python3 -c "print(round($copy_files / ($end - $start)))")
 
+    [ "${WORKLOADS:-all}" = all ] || return 0
     echo "   random write, two writers" >&2
     # Two jobs, each on a file of its own (fio's default names), as two programs
     # writing at once; group_reporting makes jobs[0] their sum. Last: the space its
