@@ -20,7 +20,7 @@ extension BlockSpace {
     /// in memory (taken: handed out, claimed, the reserve; held); `firstBlock` when none is.
     public func usedEnd() throws(FSError) -> UInt64 {
         var end = max(firstBlock, try blockTree.usedEnd())
-        if let last = taken.ranges.last { end = max(end, last.upperBound) }
+        if let last = takenBlocks.ranges.last { end = max(end, last.upperBound) }
         for entry in held { for blocks in entry.blocks { end = max(end, blocks.upperBound) } }
         return end
     }

@@ -21,7 +21,7 @@ extension BlockSpace {
             guard try blockTree.runs(overlapping: blocks).isEmpty, try blockTree.pendingBlocks(in: blocks).isEmpty else {
                 throw .damagedImage("blocks \(blocks) claimed for replay are in use or pending in the block tree")
             }
-            guard !taken.ranges.contains(where: { $0.overlaps(blocks) }) else {
+            guard !takenBlocks.overlaps(blocks) else {
                 throw .damagedImage("blocks \(blocks) claimed for replay twice (the journal's and a file's, or two files')")
             }
         }
@@ -29,7 +29,7 @@ extension BlockSpace {
     }
 
     private func take(claimed blocks: Range<UInt64>, use: BlockRun.Use) {
-        precondition(!taken.ranges.contains { $0.overlaps(blocks) }, "claiming blocks \(blocks) handed out already")
+        precondition(!takenBlocks.overlaps(blocks), "claiming blocks \(blocks) handed out already")
         // Out of the loaded groups' free runs (groups loaded later subtract `taken`).
         var start = blocks.lowerBound
         while start < blocks.upperBound {
@@ -41,7 +41,7 @@ extension BlockSpace {
             }
             start = end
         }
-        taken.insert(contentsOf: blocks)
+        takenBlocks.insert(contentsOf: blocks)
         changes.append(.allocate(blocks, use))
     }
 }

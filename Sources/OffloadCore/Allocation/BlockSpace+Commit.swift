@@ -143,7 +143,7 @@ extension BlockSpace {
                 // goes back too, or every commit's spare pool would stay on the disk.
                 unprepare(cursor..<range.lowerBound)
                 giveBack(cursor..<range.lowerBound)
-                taken.remove(contentsOf: range)
+                takenBlocks.remove(contentsOf: range)
                 cursor = range.upperBound
             }
         }
@@ -257,12 +257,12 @@ extension BlockSpace {
                                 punchedThrough: durableGeneration)
         }
         for change in changes {
-            if case .allocate(let blocks, _) = change { taken.remove(contentsOf: blocks) }
+            if case .allocate(let blocks, _) = change { takenBlocks.remove(contentsOf: blocks) }
         }
         for record in trees {
             // By runs: one removal a block costs a shift of `taken`'s ranges each, which a
             // bulk load of millions of nodes felt.
-            for blocks in Self.ranges(of: record.pages.live.sorted()) { taken.remove(contentsOf: blocks) }
+            for blocks in Self.ranges(of: record.pages.live.sorted()) { takenBlocks.remove(contentsOf: blocks) }
             record.pages.live.removeAll()
         }
         let unused = Set(blockTreePages.available)

@@ -76,7 +76,7 @@ extension BlockSpace {
                     makeFree(blocks)
                     return nil
                 }
-                taken.insert(contentsOf: blocks)
+                takenBlocks.insert(contentsOf: blocks)
                 freeEstimate -= min(freeEstimate, UInt64(blocks.count))
                 return blocks
             }

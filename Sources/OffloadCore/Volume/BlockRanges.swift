@@ -1,12 +1,14 @@
 /// A set of block numbers kept as sorted, disjoint, non-adjacent ranges in one array, for
-/// the sets `VolumeFileBlocks` asks on every write (its unclaimed blocks and its marks).
+/// the sets `VolumeFileBlocks` asks on every write (its unclaimed blocks and its marks),
+/// the block space's blocks handed out (`BlockSpace.takenBlocks`) and a commit's fresh
+/// blocks.
 ///
 /// The standard library's `RangeSet` holds the same ranges, but its collection of ranges
 /// is not specialised across the module boundary: each index step, `endIndex` and
 /// subscript of a binary search is a generic call that looks up `Range<UInt64>`'s
 /// metadata. Those lookups were 7% of the daemon's CPU under random 4 KiB writes on
 /// format 2 (three searches a write). Here the searches run over a plain array.
-/// `RangeSet` stays at the edges (the block space and the commit take and give it).
+/// `RangeSet` stays at the edges (repair, checks, the block tree's calls).
 struct BlockRanges: Equatable, Sendable {
     /// Sorted by lower bound; no range is empty, and neighbours neither overlap nor touch.
     private(set) var ranges: [Range<UInt64>] = []

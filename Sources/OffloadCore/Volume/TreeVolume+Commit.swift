@@ -230,7 +230,7 @@ extension TreeVolume {
                         cleanlyUnmounted: Bool, progress: CommitProgress? = nil) throws(FSError) -> VolumeCommitReport {
         let number = generation.number
         // 2. The generation into the tree.
-        var fresh = RangeSet<UInt64>()
+        var fresh = BlockRanges()  // not a `RangeSet`: see `BlockSpace.takenBlocks`
         var placedBytes = 0
         var placing = PlacedBytesWriter(storage: storage)
         var placementBlocks = PlacementBlocks()
@@ -245,12 +245,12 @@ extension TreeVolume {
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and
         // blocks files took since their last commit (unclaimed) are not in the block tree
         // yet: the first retain of one is its allocation.
-        fresh.formUnion(replayClaims)
+        fresh.formUnion(BlockRanges(replayClaims))
         replayClaims = RangeSet()
         let references = filesystem.takeReferenceChanges()
         var retained: [Range<UInt64>] = []
         for range in references.retained {
-            var rest = RangeSet(range)
+            var rest = BlockRanges(range)
             let claimed = fresh.restricted(to: range)
             if !claimed.isEmpty {
                 fresh.subtract(claimed)
@@ -371,7 +371,7 @@ extension TreeVolume {
     /// Places `bytes` in newly allocated data blocks (as many runs as the free space
     /// gives, from `placement`'s chunks) and returns the extents holding them; the blocks
     /// join `fresh`. The bytes go to `writer`, which the commit flushes before its sync.
-    func place(_ bytes: [UInt8], fresh: inout RangeSet<UInt64>, blocks placement: inout PlacementBlocks,
+    func place(_ bytes: [UInt8], fresh: inout BlockRanges, blocks placement: inout PlacementBlocks,
                into writer: inout PlacedBytesWriter) throws(FSError) -> [Extent] {
         var extents: [Extent] = []
         var written = 0

@@ -343,8 +343,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     // MARK: - The commit's side (caller holds the space lock)
 
     /// The part of `blocks` no commit has recorded yet.
-    func unclaimedPart(of blocks: Range<UInt64>) -> RangeSet<UInt64> {
-        unclaimed.restricted(to: blocks).rangeSet
+    func unclaimedPart(of blocks: Range<UInt64>) -> BlockRanges {
+        unclaimed.restricted(to: blocks)
     }
 
     /// Records `blocks` (unclaimed) as allocated: the first reference an extent item of
@@ -359,8 +359,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// claimed block made every write after a commit copy its block until the next one:
     /// random 4 KiB writes into a file laid out just before ran at a fifth of format 1's
     /// rate.)
-    func claim(_ claimed: RangeSet<UInt64>) {
-        let blocks = BlockRanges(claimed)
+    func claim(_ blocks: BlockRanges) {
         var shared = BlockRanges()
         for part in blocks.ranges {
             shared.formUnion(BlockRanges(counts.notExclusive(in: part)))
