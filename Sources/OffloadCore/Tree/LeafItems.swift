@@ -52,7 +52,20 @@ struct LeafItems {
 
     func bytes(_ i: Int) -> Int { TreeNode.leafBytes(valueBytes: item(i).value.count) }
 
-    var totalBytes: Int { (0..<count).reduce(0) { $0 + bytes($1) } }
+    /// Bytes the items take (headers and values): the old leaves' own counts (a leaf's
+    /// values are packed, `TreeNodeView.usedBytes`) and the edit's difference, rather than
+    /// a sum over every item, which each insert into a leaf paid.
+    var totalBytes: Int {
+        var total = first.usedBytes + (second?.usedBytes ?? 0)
+        switch edit {
+        case .insert(_, _, let value): total += TreeNode.leafBytes(valueBytes: value.count)
+        case .replace(let at, let value): total += value.count - original(at).value.count
+        case .remove(let at): total -= TreeNode.leafBytes(valueBytes: original(at).value.count)
+        case nil: break
+        }
+        assert(total == (0..<count).reduce(0) { $0 + bytes($1) }, "a leaf's bytes counted from its header differ from its items'")
+        return total
+    }
 
     /// Writes items `range` into `page` as a whole leaf (header included).
     func write(_ range: Range<Int>, into page: UnsafeMutableRawPointer, imageID: UInt64, treeID: UInt32, block: UInt64) {
