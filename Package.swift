@@ -20,9 +20,10 @@ let buildCommit = Context.environment["OFFLOADFS_GIT_COMMIT"].flatMap { commit i
 // The request path's modules skip Swift's dynamic exclusivity checks in release builds:
 // each access to a class's stored property called into the runtime (about 90 instructions),
 // a tenth of the instructions a metadata request spends (docs/ARCHITECTURE.md, "Exclusivity
-// checks off in release builds"). Debug builds keep them, and every test and the
-// ThreadSanitizer run use debug builds, so a violation still traps in CI. The compile-time
-// exclusivity checks are unchanged.
+// checks off in release builds"). Debug builds keep them, and every test (scripts/test)
+// and the ThreadSanitizer run use debug builds, so a violation in code they run still
+// traps in CI; the fuzzer and the crash soak run release builds, without the checks. The
+// compile-time exclusivity checks are unchanged.
 let requestPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(

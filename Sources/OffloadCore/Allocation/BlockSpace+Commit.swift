@@ -133,7 +133,7 @@ extension BlockSpace {
     }
 
     /// Gives back every pool block the block tree does not hold as a committed node
-    /// (`used`: those are recorded in the tree now, so no longer `taken`).
+    /// (`used`: those are recorded in the tree now, so no longer `takenBlocks`).
     private func endPool(_ pool: [Range<UInt64>], keeping used: Set<UInt64> = []) {
         for blocks in pool {
             let kept = Self.ranges(of: blocks.filter { used.contains($0) })
@@ -245,7 +245,7 @@ extension BlockSpace {
         }
     }
 
-    /// After the block tree committed: what it now records is no longer `taken`, the
+    /// After the block tree committed: what it now records is no longer `takenBlocks`, the
     /// pool's rest goes back, the retired blocks wait for the commit to be durable.
     private func finish(_ result: BlockSpaceCommit, trees: [CommittedTree], pool: [Range<UInt64>],
                         reused: [(generation: UInt64, block: UInt64)]) {
@@ -260,7 +260,7 @@ extension BlockSpace {
             if case .allocate(let blocks, _) = change { takenBlocks.remove(contentsOf: blocks) }
         }
         for record in trees {
-            // By runs: one removal a block costs a shift of `taken`'s ranges each, which a
+            // By runs: one removal a block costs a shift of `takenBlocks`'s ranges each, which a
             // bulk load of millions of nodes felt.
             for blocks in Self.ranges(of: record.pages.live.sorted()) { takenBlocks.remove(contentsOf: blocks) }
             record.pages.live.removeAll()

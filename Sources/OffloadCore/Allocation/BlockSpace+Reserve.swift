@@ -4,7 +4,7 @@
 /// full disk had no room for its nodes, failed, and left the image read-only.
 ///
 /// The reserve is a set of blocks taken out of the free space like any allocation (in
-/// `taken`, so `freeBlockCount` does not count them: df shows them as used, as ext4's
+/// `takenBlocks`, so `freeBlockCount` does not count them: df shows them as used, as ext4's
 /// reserved blocks) and recorded nowhere: a crash leaves them free. Allocations that find
 /// the free space empty take from it: file data never, journal segments its first
 /// quarter (so the commit that follows always has three quarters: the tree items it
@@ -25,7 +25,7 @@ extension BlockSpace {
     public var reserveBlocks: UInt64 { reserve.ranges.reduce(0) { $0 + UInt64($1.count) } }
 
     /// Up to `wanted` contiguous blocks out of the reserve, as far as `access` allows
-    /// (nil: none). They stay in `taken`: the caller records them or gives them back.
+    /// (nil: none). They stay in `takenBlocks`: the caller records them or gives them back.
     func takeFromReserve(_ wanted: UInt64, _ access: ReserveAccess) -> Range<UInt64>? {
         let floor: UInt64
         switch access {
@@ -57,7 +57,7 @@ extension BlockSpace {
 
     /// Up to `wanted` contiguous free blocks from the top of the space: the highest free
     /// run of the last groups (`highestGroupsTried`; nil when they have none), taken as
-    /// `take` takes them (prepared, in `taken`) but leaving the group data allocations
+    /// `take` takes them (prepared, in `takenBlocks`) but leaving the group data allocations
     /// work in alone. The reserve lies there, above the data, because a capacity may
     /// shrink (`TreeVolume+Capacity.swift`): it is recorded nowhere, so it does not keep
     /// a smaller capacity from any block, but data placed above it would. Taken low, the

@@ -7,12 +7,12 @@
 /// and no pending free names it. In memory the allocator keeps only what the tree does
 /// not say yet, all of it bounded by the changes of a generation or two, not by the
 /// image:
-/// - `taken`: blocks handed out since the last commit and not yet recorded as runs (data
+/// - `takenBlocks`: blocks handed out since the last commit and not yet recorded as runs (data
 ///   allocations and tree nodes of this generation, the commit's node pool);
 /// - `held`: blocks whose pending frees a commit deleted, free in the tree but reusable
 ///   only once that commit is durable (`commitIsDurable`);
 /// - the free runs of a few groups (`LoadedBlockGroups`), loaded from the tree (the
-///   complement of the group's runs and pending frees, minus `taken` and `held`) when an
+///   complement of the group's runs and pending frees, minus `takenBlocks` and `held`) when an
 ///   allocation goes there, and dropped when others are needed. Groups are chosen by
 ///   their summaries (`BlockGroupSummary`), read in key order only as far as a group that
 ///   can serve the request.
@@ -53,7 +53,7 @@ public final class BlockSpace {
     public internal(set) var durableGeneration: UInt64
     /// Where the last allocation was served: the next one starts there (locality).
     var currentGroup: UInt64
-    /// The metadata reserve: blocks taken out of the free space (in `taken`, recorded
+    /// The metadata reserve: blocks taken out of the free space (in `takenBlocks`, recorded
     /// nowhere) that file data never gets (`BlockSpace+Reserve.swift`).
     var reserve = RangeSet<UInt64>()
     /// How many blocks the reserve is refilled to (`setReserveTarget`).

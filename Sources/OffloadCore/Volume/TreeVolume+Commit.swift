@@ -253,7 +253,8 @@ extension TreeVolume {
             var rest = BlockRanges(range)
             let claimed = fresh.restricted(to: range)
             if !claimed.isEmpty {
-                fresh.subtract(claimed)
+                // Range by range: `subtract` builds a new array of all of `fresh`'s ranges.
+                for part in claimed.ranges { fresh.remove(contentsOf: part) }
                 rest.subtract(claimed)
             }
             if let files {

@@ -5,9 +5,9 @@
 /// that commit wrote (operations that were inside it when the chain switched).
 public enum VolumeJournalFrame {
     public static func encode(generation: UInt64, _ changes: [JournalChange]) -> [UInt8] {
-        // Room for the usual change (an inode item is 104 bytes and its entry header 26)
-        // so that a frame grows its buffer once at most; by index, since the iterator
-        // would copy each change.
+        // Room for the usual change (an inode item is 104 bytes and its entry header 26),
+        // so that a frame of such changes does not grow its buffer (one with file bytes
+        // or long names may); by index, since the iterator would copy each change.
         var writer = ByteWriter(capacity: 8 + 160 * changes.count)
         writer.u64(generation)
         for i in changes.indices { changes[i].encode(into: &writer) }

@@ -165,7 +165,10 @@ extension VolumeNamespace {
         if kind == .directory { parentItem.linkCount += 1 }
         parentItem.modificationTime = now
         parentItem.changeTime = now
-        // One at a time: `+= [...]` makes and frees an array of its own.
+        // One at a time into room for them all (a drop may follow): `+= [...]` makes and
+        // frees an array of its own. Here, not in `changing`: an operation that changes
+        // nothing allocates nothing.
+        changes.reserveCapacity(changes.count + 4)
         changes.append(.attributes(inode: number, item))
         changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
         changes.append(.attributes(inode: parent.rawValue, parentItem))

@@ -287,7 +287,6 @@ public final class VolumeNamespace: @unchecked Sendable {
         return try locked { () throws(FSError) -> S in
             let reader = try self.reader()
             var changes: [JournalChange] = []
-            changes.reserveCapacity(4)  // a create's three changes and a drop, in one allocation
             let numbered = nextInode
             unreadableFiles = []
             defer { unreadableFiles = [] }
