@@ -40,7 +40,8 @@ public final class BlockSpace {
     let loaded: LoadedBlockGroups
     /// Kept as `BlockRanges`, not a `RangeSet`: every block a file or a commit takes goes
     /// in here, and `RangeSet`'s generic code, not specialised across the module boundary,
-    /// looked up metadata at each call (about 2% of the daemon's CPU under `tar -x`).
+    /// looked up metadata at each call (1.5% of the daemon's samples under `tar -x` and
+    /// `cp -a` of /usr/include, in `take` and `finish`).
     var takenBlocks = BlockRanges()
     /// `takenBlocks` as a `RangeSet`, for checks (tests).
     var taken: RangeSet<UInt64> { takenBlocks.rangeSet }
