@@ -303,9 +303,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// nothing: it may have done what cannot be undone (an open's handle), and a frame of
     /// drops that failed would fail it. Drops whose frame failed wait for the next one.
     /// `numbered` is `nextInode` before the operation. Caller holds the lock alone.
-    func writeFrame(_ changes: [JournalChange], numbered: UInt64, _ reader: VolumeReader,
+    func writeFrame(_ changes: consuming [JournalChange], numbered: UInt64, _ reader: VolumeReader,
                     dropsAlone: Bool = false) throws(FSError) {
-        var changes = changes
+        // `consuming`: the caller's array, moved in, takes the drops in place (a copy
+        // made here copied every change of the frame whenever a drop came along).
         let dropped = changes.isEmpty && !dropsAlone ? [] : dropForgotten(reader, into: &changes)
         guard !changes.isEmpty else { return }
         do throws(FSError) {
@@ -316,7 +317,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
         // Numbers a refused operation took are skipped, not counted.
         inodeCount += nextInode - numbered
-        for case .drop in changes { inodeCount -= 1 }
+        for i in changes.indices { if case .drop = changes[i] { inodeCount -= 1 } }
         noteJournaled(changes)
     }
 
