@@ -249,4 +249,60 @@ final class BlockSpaceCommitTests: XCTestCase {
         while let blocks = try? space.allocateData(upTo: 64) { takenAfter.formUnion(blocks) }
         XCTAssertTrue(takenAfter.isSuperset(of: target), "retired blocks free once the commit is durable")
     }
+
+    /// The commit records a generation's allocations sorted and joined by use, before
+    /// its retains and releases, which keep their order and join only with a neighbour of
+    /// the same kind before them.
+    func testAllocationsAreJoinedAndReferenceChangesKeepTheirOrder() {
+        let changes: [BlockReferenceChange] = [
+            .allocate(20..<21, .data), .allocate(10..<12, .data), .retain(10..<11), .allocate(12..<14, .data),
+            .allocate(14..<15, .journal), .allocate(21..<23, .data), .release(10..<11), .release(11..<12),
+            .retain(12..<13), .release(12..<13), .allocate(15..<16, .journal), .allocate(22..<24, .data),
+        ]
+        let allocations = BlockSpace.joinedAllocations(changes)
+        XCTAssertEqual(allocations.map(\.blocks), [10..<14, 14..<16, 20..<23, 22..<24],
+                       "joined where adjacent and of one use; an overlap stays apart for the block tree to refuse")
+        XCTAssertEqual(allocations.map(\.use), [.data, .journal, .data, .data])
+        XCTAssertEqual(BlockSpace.joinedReferenceChanges(changes), [.retain(10..<11), .release(10..<12), .retain(12..<13), .release(12..<13)])
+    }
+
+    /// Many files' one-block allocations, each retained once by half of them, released in
+    /// runs: one commit records them as the runs the counts give, and a second allocation
+    /// of a block already recorded is still refused.
+    func testJoinedAllocationsRecordTheSameRuns() throws {
+        let space = try openSpace(endBlock: 4_000, blocksPerGroup: 512)
+        var counts: [UInt64: UInt32] = [:]
+        var taken: [Range<UInt64>] = []
+        for index in 0..<600 {
+            let blocks = try space.allocateData(upTo: index % 7 == 0 ? 3 : 1, use: index % 5 == 0 ? .journal : .data)
+            taken.append(blocks)
+            if index % 5 != 0 { for block in blocks { counts[block] = 1 } }
+        }
+        for blocks in taken where blocks.lowerBound % 2 == 0 && counts[blocks.lowerBound] != nil {
+            space.retain(blocks)
+            for block in blocks { counts[block]! += 1 }
+        }
+        for blocks in taken.prefix(100) where counts[blocks.lowerBound] != nil {
+            space.release(blocks)
+            for block in blocks {
+                counts[block]! -= 1
+                if counts[block] == 0 { counts[block] = nil }
+            }
+        }
+        let result = try space.commit(generation: 1)
+        let journal = Set(taken.enumerated().filter { $0.offset % 5 == 0 }.flatMap { Array($0.element) })
+        for run in try space.blockTree.allRuns() where run.use == .journal {
+            XCTAssertTrue(run.blocks.allSatisfy { journal.contains($0) }, "journal run \(run) holds data blocks")
+        }
+        XCTAssertEqual(Set(try space.blockTree.allRuns().filter { $0.use == .journal }.flatMap { Array($0.blocks) }), journal)
+        let dataRuns = try space.blockTree.allRuns().filter { $0.use == .data }
+        XCTAssertLessThan(dataRuns.count, 600, "the runs coalesce")
+        let recorded = Dictionary(uniqueKeysWithValues: dataRuns.flatMap { run in run.blocks.map { ($0, run.count) } })
+        XCTAssertEqual(recorded, counts)
+        XCTAssertEqual(Set(result.pendingFrees.flatMap { Array($0) }),
+                       Set(taken.prefix(100).flatMap { Array($0) }).subtracting(counts.keys).subtracting(journal))
+        space.commitIsDurable(generation: 1)
+        space.changes.append(.allocate(taken[1], .data))
+        XCTAssertThrowsError(try space.commit(generation: 2), "an allocation of recorded blocks is refused")
+    }
 }
