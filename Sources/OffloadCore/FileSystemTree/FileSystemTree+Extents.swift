@@ -89,9 +89,16 @@ extension FileSystemTree {
             added.append((kept.lowerBound, Self.slice(item, kept.lowerBound - piece.offset, kept.count)))
         }
         // The items to cut: those overlapping the range, and those reaching past the size.
-        var cut = try extents(inode, overlapping: range)
-        for past in try extents(inode, overlapping: size..<UInt64.max) where !cut.contains(where: { $0.offset == past.offset }) {
-            cut.append(past)
+        // One search when the two meet (a file written from its start to its end, as
+        // every file a copy makes): each is a floor and a scan of the tree.
+        var cut: [(offset: UInt64, extent: ExtentItem)]
+        if range.isEmpty || range.upperBound >= size {
+            cut = try extents(inode, overlapping: min(range.isEmpty ? size : range.lowerBound, size)..<UInt64.max)
+        } else {
+            cut = try extents(inode, overlapping: range)
+            for past in try extents(inode, overlapping: size..<UInt64.max) where !cut.contains(where: { $0.offset == past.offset }) {
+                cut.append(past)
+            }
         }
         var kept: [(offset: UInt64, extent: ExtentItem)] = []
         for (offset, extent) in cut {
