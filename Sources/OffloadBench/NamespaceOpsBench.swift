@@ -16,6 +16,10 @@ import SplitMix
 ///     for each of N new files in one directory;
 ///   - stat: LOOKUP and GETATTR of each file;
 ///   - unlink: UNLINK of each file, then its FORGET;
+///   - copy: what `cp -a` sends for each of N new files of 8 KiB in another directory:
+///     LOOKUP (not found), CREATE, GETXATTR of security.capability (the kernel asks
+///     before a write; none), WRITE, SETXATTR of system.posix_acl_access (the ACL its
+///     mode makes), SETATTR (owner and times), FLUSH, RELEASE, GETATTR;
 ///   - write: 4 KiB writes at random block offsets of a 256 MiB file laid out first and
 ///     left for longer than a maintenance interval (committed, on format 2), on a second
 ///     new image (the first closed: its commits done).
@@ -64,6 +68,7 @@ enum NamespaceOpsSubject {
         ("create", "create: LOOKUP, CREATE, FLUSH, RELEASE, GETATTR of the directory"),
         ("stat", "stat: LOOKUP, GETATTR"),
         ("unlink", "unlink: UNLINK, FORGET"),
+        ("copy", "copy: LOOKUP, CREATE, GETXATTR, WRITE 8 KiB, SETXATTR, SETATTR, FLUSH, RELEASE, GETATTR"),
         ("write", "write 4 KiB at a random offset of a 256 MiB file"),
     ]
 
@@ -128,6 +133,37 @@ enum NamespaceOpsSubject {
             for (name, inode) in zip(names, inodes) {
                 try fs.unlink(parent: parent, name: name)
                 fs.forget(inode: inode, lookups: 2)
+            }
+        }
+
+        let copies = try fs.mkdir(parent: .root, name: FileName("copies"), mode: 0o755, context: .root).inode
+        let contents = [UInt8](repeating: 0x3c, count: 8 << 10)
+        // A file's ACL as its mode 0644 makes it: the version, then user::rw-, group::r--, other::r--.
+        var acl: [UInt8] = [2, 0, 0, 0]
+        for (tag, permissions) in [(0x01, 6), (0x04, 4), (0x20, 4)] as [(UInt16, UInt16)] {
+            acl += [UInt8(tag & 0xff), UInt8(tag >> 8), UInt8(permissions), 0, 0xff, 0xff, 0xff, 0xff]
+        }
+        let capability = Array("security.capability".utf8), aclName = Array("system.posix_acl_access".utf8)
+        let stamp = AttributeChanges(uid: 0, gid: 0, accessTime: .set(Timestamp(seconds: 1_700_000_000, nanoseconds: 0)),
+                                     modificationTime: .set(Timestamp(seconds: 1_700_000_000, nanoseconds: 0)))
+        try timed("copy", operations: files) {
+            for name in names {
+                do throws(FSError) {
+                    _ = try fs.lookup(parent: copies, name: name)
+                } catch .notFound {}
+                let (attributes, handle) = try fs.create(parent: copies, name: name, mode: 0o644,
+                                                         flags: O_WRONLY | O_CREAT | O_EXCL, context: .root)
+                do throws(FSError) {
+                    _ = try fs.getxattr(inode: attributes.inode, name: capability)
+                } catch .noAttribute {}
+                _ = try contents.withUnsafeBytes { bytes in
+                    try fs.write(inode: attributes.inode, handle: handle, offset: 0, data: bytes)
+                }
+                try fs.setxattr(inode: attributes.inode, name: aclName, value: acl, mode: .createOrReplace)
+                _ = try fs.setattr(inode: attributes.inode, changes: stamp, context: .root)
+                try fs.flush(inode: attributes.inode, handle: handle)
+                fs.release(inode: attributes.inode, handle: handle)
+                _ = try fs.getattr(inode: attributes.inode)
             }
         }
 
