@@ -37,21 +37,27 @@ struct PosixACL: Equatable {
         guard bytes.count >= 4, (bytes.count - 4) % 8 == 0 else {
             throw .invalidArgument("ACL of \(bytes.count) bytes")
         }
-        func integer(at offset: Int, width: Int) -> UInt32 {
-            (0..<width).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * $1) }
-        }
-        guard integer(at: 0, width: 4) == Self.xattrVersion else { throw .invalidArgument("ACL version") }
-        var entries: [Entry] = []
-        for offset in stride(from: 4, to: bytes.count, by: 8) {
-            guard let tag = Tag(rawValue: UInt16(integer(at: offset, width: 2))) else {
-                throw .invalidArgument("ACL entry tag")
+        // Read in place, little-endian (`cp -a` sets one on every file it copies: a copy
+        // of the bytes per integer and a dictionary of counts made this 5,000 instructions).
+        let decoded = bytes.withUnsafeBytes { raw -> Result<[Entry], FSError> in
+            guard UInt32(littleEndian: raw.loadUnaligned(as: UInt32.self)) == Self.xattrVersion else {
+                return .failure(.invalidArgument("ACL version"))
             }
-            let permissions = integer(at: offset + 2, width: 2)
-            guard permissions & ~0o7 == 0 else { throw .invalidArgument("ACL entry permissions") }
-            let id = tag == .user || tag == .group ? integer(at: offset + 4, width: 4) : Self.undefinedID
-            entries.append(Entry(tag: tag, permissions: permissions, id: id))
+            var entries: [Entry] = []
+            entries.reserveCapacity((raw.count - 4) / 8)
+            for offset in stride(from: 4, to: raw.count, by: 8) {
+                guard let tag = Tag(rawValue: UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt16.self))) else {
+                    return .failure(.invalidArgument("ACL entry tag"))
+                }
+                let permissions = UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 2, as: UInt16.self)))
+                guard permissions & ~0o7 == 0 else { return .failure(.invalidArgument("ACL entry permissions")) }
+                let id = tag == .user || tag == .group
+                    ? UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)) : Self.undefinedID
+                entries.append(Entry(tag: tag, permissions: permissions, id: id))
+            }
+            return .success(entries)
         }
-        self.entries = entries
+        self.entries = try decoded.get()
         try validate()
     }
 
@@ -59,17 +65,24 @@ struct PosixACL: Equatable {
     /// distinct ids; a mask when there are named entries (never more than one); entries
     /// in tag order, named ones by increasing id, as the kernel always sends them.
     private func validate() throws(FSError) {
-        var counts: [Tag: Int] = [:]
-        for entry in entries { counts[entry.tag, default: 0] += 1 }
-        guard counts[.userObject] == 1, counts[.groupObject] == 1, counts[.other] == 1 else {
+        var owners = 0, owningGroups = 0, others = 0, named = 0, masks = 0
+        for entry in entries {
+            switch entry.tag {
+            case .userObject: owners += 1
+            case .groupObject: owningGroups += 1
+            case .other: others += 1
+            case .user, .group: named += 1
+            case .mask: masks += 1
+            }
+        }
+        guard owners == 1, owningGroups == 1, others == 1 else {
             throw .invalidArgument("ACL needs one owner, owning-group and other entry")
         }
-        let named = (counts[.user] ?? 0) + (counts[.group] ?? 0)
-        let masks = counts[.mask] ?? 0
         guard masks <= 1, named == 0 || masks == 1 else {
             throw .invalidArgument("ACL with named entries needs one mask entry")
         }
-        for (previous, next) in zip(entries, entries.dropFirst()) {
+        for index in entries.indices.dropFirst() {
+            let previous = entries[index - 1], next = entries[index]
             let ordered = previous.tag.rawValue < next.tag.rawValue
                 || (previous.tag == next.tag && (next.tag == .user || next.tag == .group) && previous.id < next.id)
             guard ordered else { throw .invalidArgument("ACL entries out of order or repeated") }
@@ -87,6 +100,7 @@ struct PosixACL: Equatable {
 
     var xattr: [UInt8] {
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(4 + 8 * entries.count)
         func append(_ value: UInt32, width: Int) {
             for byte in 0..<width { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * byte))) }
         }

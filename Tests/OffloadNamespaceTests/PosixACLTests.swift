@@ -41,6 +41,8 @@ final class PosixACLTests: XCTestCase {
             "repeated uid": acl([(.userObject, 6, none), (.user, 4, 5), (.user, 2, 5), (.groupObject, 4, none),
                                  (.mask, 6, none), (.other, 0, none)]),
             "bits beyond rwx": acl([(.userObject, 8, none), (.groupObject, 4, none), (.other, 4, none)]),
+            "unknown tag": acl(valid) + [0x40, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+            "permissions in the high byte": Array(acl(valid).prefix(7)) + [1] + Array(acl(valid).dropFirst(8)),
             "two masks": acl([(.userObject, 6, none), (.groupObject, 4, none), (.mask, 4, none), (.mask, 4, none),
                               (.other, 4, none)]),
         ]
