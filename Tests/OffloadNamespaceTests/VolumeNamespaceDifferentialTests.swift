@@ -522,6 +522,7 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         func absent(_ context: String) {
             XCTAssertThrowsError(try namespace.getxattr(inode: number, name: name), context) { XCTAssertEqual($0 as? FSError, .noAttribute) }
         }
+        XCTAssertEqual(cached(), true, "a file create made is not known to lack the attribute")
         absent("a new file")
         XCTAssertEqual(cached(), true, "the absence is not remembered")
         absent("answered from memory")
@@ -533,6 +534,12 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         try namespace.setxattr(inode: number, name: name, value: value, mode: .createOnly)
         XCTAssertEqual(try namespace.getxattr(inode: number, name: name), value, "the attribute set again is not seen")
         namespace.release(inode: number, handle: handle)
+        // Opened again once evicted: the file has the attribute, which the new cached
+        // file must not take for absent.
+        try volume.commit()
+        let reopened = try namespace.open(inode: number, flags: O_RDWR)
+        XCTAssertEqual(try namespace.getxattr(inode: number, name: name), value, "a file opened again lost its attribute")
+        namespace.release(inode: number, handle: reopened)
     }
 }
 

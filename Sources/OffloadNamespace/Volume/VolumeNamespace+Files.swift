@@ -42,7 +42,8 @@ final class VolumeCachedFile {
     /// with the file's other changes shut out (the file's write lock, or the namespace
     /// lock held alone); nil until the first. Debug builds check it against the view.
     var journaledItem: InodeItem?
-    /// Set when a getxattr found no "security.capability" on the file; a setxattr or
+    /// Set when a getxattr found no "security.capability" on the file, or when create
+    /// made the file (a new file has none); a setxattr or
     /// removexattr of that name clears it. The kernel asks for it before every write, and
     /// answering from the tree each time (a lookup in the layered view) was 6% of the
     /// daemon's CPU under 4 KiB random writes. Read and set under the namespace lock
@@ -236,7 +237,11 @@ extension VolumeNamespace {
             case .made(let number, let item, let store):
                 let data = OffloadedFile(store: store, limiter: memoryLimiter)
                 data.attach(VolumeFileJournal(inode: number, namespace: self))
-                cachedFiles[number] = VolumeCachedFile(data: data)
+                let cached = VolumeCachedFile(data: data)
+                // A new file has no capability: the kernel's GETXATTR before its first
+                // write (every file `cp -a` makes) is answered without the tree.
+                cached.lacksCapability.store(true, ordering: .relaxed)
+                cachedFiles[number] = cached
                 let handle = try openHandle(number, item, flags: flags, reader)
                 referenced(number)
                 return (try attributes(number, item, reader), handle, false)
