@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The changes of one generation: what every operation that joined it recorded, as net
 /// state per object (`ObjectChanges`), in shards with a lock each, so operations on
 /// different objects do not wait for one another (docs/ARCHITECTURE.md, "Requests, the
@@ -12,7 +14,8 @@ public final class DeltaGeneration: @unchecked Sendable {
     static let shardCount = 16
     private let shards: [PthreadMutex<[UInt64: ObjectChanges]>]
     private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
-    private let changedObjects = PthreadMutex(0)
+    /// Objects changed so far: read by every operation's budget check, so an atomic.
+    private let changedObjects = Atomic<Int>(0)
 
     init(number: UInt64) {
         self.number = number
@@ -65,7 +68,7 @@ public final class DeltaGeneration: @unchecked Sendable {
             } && orphanChange(of: object) == nil
             if isNew { newObjects += 1 }
         }
-        if newObjects > 0 { changedObjects.withLock { $0 += newObjects } }
+        if newObjects > 0 { changedObjects.wrappingAdd(newObjects, ordering: .relaxed) }
     }
 
     /// What this generation changed about `object`, or nil when nothing.
@@ -107,5 +110,5 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// How many objects this generation changed (the commit starts early past a cap): an
     /// inode whose items and orphan item both changed counts once. A counter kept by
     /// `record`, since every operation asks.
-    public var objectCount: Int { changedObjects.withLock { $0 } }
+    public var objectCount: Int { changedObjects.load(ordering: .relaxed) }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An append-only chain of frames (`FrameHeader`) written into image blocks: the journal,
 /// and each checkpoint (format 1). Segments come from a `MetadataLogSpace`.
 ///
@@ -22,6 +24,8 @@ public final class MetadataLog: Sendable {
     let store: any MetadataLogSpace
     let segmentBytes: Int
     private let state: PthreadMutex<State>
+    /// `State.appendedBytes`, stored with it under the lock, read without it.
+    private let appendedMirror = Atomic<UInt64>(0)
 
     /// The first segment of a new journal chain.
     public static let firstJournalSegmentBytes = 64 << 10
@@ -74,7 +78,8 @@ public final class MetadataLog: Sendable {
     /// when the chain started at 0.
     public var nextSequence: UInt64 { state.withLock { $0.nextSequence } }
     /// Bytes of frames appended so far (what replay would read).
-    public var appendedBytes: UInt64 { state.withLock { $0.appendedBytes } }
+    /// Without the log's lock: every operation's budget check reads it (`appendedMirror`).
+    public var appendedBytes: UInt64 { appendedMirror.load(ordering: .relaxed) }
 
     /// Appends one frame whose payload is `payload` (encoded records). Atomic: a reader
     /// sees the whole frame or (after a crash mid-copy) a bad checksum that ends the chain.
@@ -205,6 +210,7 @@ public final class MetadataLog: Sendable {
         try s.frameBytes.bytes.withBytes { (buffer) throws(FSError) in try store.writeLog(buffer, at: s.writeOffset) }
         s.writeOffset += UInt64(s.frameBytes.count)
         s.appendedBytes += UInt64(s.frameBytes.count)
+        appendedMirror.store(s.appendedBytes, ordering: .relaxed)
         s.nextSequence += 1
     }
 

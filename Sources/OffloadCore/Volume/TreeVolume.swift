@@ -149,11 +149,19 @@ public final class TreeVolume {
     public let blocksClaimedAtOpen: UInt64
     /// Set by a commit that failed half-way; every later operation and commit throws it
     /// (the image keeps its last durable commit; remounting starts from there).
+    /// Every operation reads it first: while the volume has not failed (`hasFailed`, an
+    /// atomic stored under the publish lock with the error), without a lock.
     public internal(set) var failure: FSError? {
-        get { publishLock.withLock { storedFailure } }
-        set { publishLock.withLock { storedFailure = newValue } }
+        get { hasFailed.load(ordering: .acquiring) ? publishLock.withLock { storedFailure } : nil }
+        set {
+            publishLock.withLock {
+                storedFailure = newValue
+                hasFailed.store(newValue != nil, ordering: .releasing)
+            }
+        }
     }
     private var storedFailure: FSError?
+    private let hasFailed = Atomic<Bool>(false)
 
     /// `capacity`: the block space's end and what the next slot says of it (nil: the
     /// slot's own; `TreeVolume+Capacity.swift` decides a changed one).
