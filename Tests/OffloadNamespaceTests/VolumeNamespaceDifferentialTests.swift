@@ -510,6 +510,28 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.run(volume.storage).isClean)
     }
 
+    /// A directory's missing default ACL, remembered at its first create, is forgotten
+    /// when one is set: the next file made there inherits it.
+    func testADefaultACLSetAfterACreateIsInherited() throws {
+        let volume = try TreeVolume.format(MemoryImageStorage(maximumBytes: 16 << 20), capacityBytes: 16 << 20,
+                                           imageID: 4, nameHashKey: SipHash24(key0: 5, key1: 6))
+        let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let directory = try namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root).inode
+        let (first, handle) = try namespace.create(parent: directory, name: FileName("a"), mode: 0o644, flags: O_RDWR, context: .root)
+        namespace.release(inode: first.inode, handle: handle)
+        XCTAssertTrue(namespace.lock.withReadLock { namespace.directoriesWithoutDefaultACL.contains(directory.rawValue) },
+                      "the absence is not remembered")
+        // user::rwx group::r-x other::---, as a default ACL.
+        let inherited: [UInt8] = [2, 0, 0, 0, 1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+                                  0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        try namespace.setxattr(inode: directory, name: PosixACL.defaultName, value: inherited, mode: .createOrReplace)
+        let (second, again) = try namespace.create(parent: directory, name: FileName("b"), mode: 0o666, flags: O_RDWR, context: .root)
+        namespace.release(inode: second.inode, handle: again)
+        XCTAssertEqual(second.permissions, 0o640, "the new file's mode is not limited by the default ACL set after the first create")
+        let sub = try namespace.mkdir(parent: directory, name: FileName("s"), mode: 0o777, context: .root)
+        XCTAssertEqual(try namespace.getxattr(inode: sub.inode, name: PosixACL.defaultName), inherited)
+    }
+
     /// An open file's missing "security.capability" (asked before every write) is
     /// answered from memory, and setting or removing the attribute is seen at once.
     func testAnOpenFilesCapabilityIsAnsweredFromMemoryAndFollowsItsChanges() throws {

@@ -109,6 +109,7 @@ extension VolumeNamespace {
                 if name == PosixACL.defaultName {
                     guard kind == .directory else { throw .permissionDenied }
                     stored = try PosixACL(xattr: value).xattr
+                    directoriesWithoutDefaultACL.remove(number.rawValue)
                 }
                 try checkSet(number.rawValue, name: name, value: stored, mode: mode, reader)
                 changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))

@@ -137,6 +137,21 @@ extension VolumeNamespace {
         }
     }
 
+    /// The default ACL of `directory`, remembering its absence (`directoriesWithoutDefaultACL`).
+    /// Caller holds the lock alone.
+    private func defaultACL(of directory: UInt64, _ reader: VolumeReader) throws(FSError) -> [UInt8]? {
+        if directoriesWithoutDefaultACL.contains(directory) {
+            assert(try! reader.xattr(directory, name: PosixACL.defaultName) == nil, "directory \(directory) has a default ACL")
+            return nil
+        }
+        let value = try reader.xattr(directory, name: PosixACL.defaultName)
+        if value == nil {
+            if directoriesWithoutDefaultACL.count >= Self.maximumDirectoriesWithoutDefaultACL { directoriesWithoutDefaultACL.removeAll() }
+            directoriesWithoutDefaultACL.insert(directory)
+        }
+        return value
+    }
+
     /// The changes that make a new inode under `parent`/`name`, appended to `changes`,
     /// and the inode's number and item. The name must not exist (EEXIST); a caller that
     /// has just looked it up with `reader` says so (`nameLookedUp`), and it is not looked up again.
@@ -151,8 +166,7 @@ extension VolumeNamespace {
             guard parentItem.linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
         }
         let start = NewInodeStart(kind: kind, requested: permissions, parentPermissions: parentItem.permissions,
-                                  parentGID: parentItem.gid,
-                                  parentDefaultACL: try reader.xattr(parent.rawValue, name: PosixACL.defaultName),
+                                  parentGID: parentItem.gid, parentDefaultACL: try defaultACL(of: parent.rawValue, reader),
                                   context: context)
         let now = clock().record
         let number = nextInode
