@@ -302,7 +302,24 @@ final class BlockSpaceCommitTests: XCTestCase {
         XCTAssertEqual(Set(result.pendingFrees.flatMap { Array($0) }),
                        Set(taken.prefix(100).flatMap { Array($0) }).subtracting(counts.keys).subtracting(journal))
         space.commitIsDurable(generation: 1)
-        space.changes.append(.allocate(taken[1], .data))
-        XCTAssertThrowsError(try space.commit(generation: 2), "an allocation of recorded blocks is refused")
+        XCTAssertNotNil(counts[taken[101].lowerBound], "a block still referenced")
+        space.changes.append(.allocate(taken[101], .data))
+        XCTAssertThrowsError(try space.commit(generation: 2), "an allocation of recorded blocks is refused") {
+            guard case .invalidArgument(let why)? = $0 as? FSError else { return XCTFail("\($0)") }
+            XCTAssertTrue(why.contains("allocated already"), why)
+        }
+    }
+
+    /// Two allocations of the same blocks in one generation stay apart, so the second is
+    /// refused; a retain or release recorded before an allocation of its blocks is found.
+    func testOverlappingAllocationsAreRefusedAndAChangeBeforeItsAllocationIsFound() throws {
+        let space = try openSpace(endBlock: 4_000, blocksPerGroup: 512)
+        let blocks = try space.allocateData(upTo: 4)
+        space.changes.append(.allocate(blocks.lowerBound + 1..<blocks.upperBound + 2, .data))
+        XCTAssertThrowsError(try space.commit(generation: 1), "blocks allocated twice in one generation")
+        XCTAssertNil(BlockSpace.referenceChangeBeforeItsAllocation([.allocate(10..<12, .data), .retain(10..<12), .release(11..<12)]))
+        XCTAssertEqual(BlockSpace.referenceChangeBeforeItsAllocation([.retain(10..<11), .allocate(8..<12, .data)]), .retain(10..<11))
+        XCTAssertEqual(BlockSpace.referenceChangeBeforeItsAllocation([.allocate(8..<10, .data), .release(9..<11), .allocate(10..<11, .journal)]),
+                       .release(9..<11))
     }
 }

@@ -176,6 +176,8 @@ extension BlockSpace {
         blockTree.reservesBlocksPerChange = false
         defer { blockTree.reservesBlocksPerChange = true }
         var freed: [Range<UInt64>] = []
+        assert(Self.referenceChangeBeforeItsAllocation(changes) == nil,
+               "a retain or release of blocks before their allocation: \(Self.referenceChangeBeforeItsAllocation(changes).map { "\($0)" } ?? "")")
         for (blocks, use) in Self.joinedAllocations(changes) { try blockTree.insertAllocated(blocks, use: use) }
         for change in Self.joinedReferenceChanges(changes) {
             switch change {
@@ -306,6 +308,25 @@ extension BlockSpace {
             }
         }
         return joined
+    }
+
+    /// A retain or release that comes before an allocation of some of its blocks (nil:
+    /// none). Applied in order, such a change failed the commit ("not all allocated");
+    /// with the allocations recorded first it would count against the new allocation, so
+    /// debug builds check that no caller records one (none does: file blocks are claimed
+    /// before their extents' retains, a commit's placed blocks allocated before their
+    /// release, journal segments allocated before they are released).
+    static func referenceChangeBeforeItsAllocation(_ changes: [BlockReferenceChange]) -> BlockReferenceChange? {
+        var allocatedLater = BlockRanges()
+        for change in changes.reversed() {
+            switch change {
+            case .allocate(let blocks, _):
+                if !blocks.isEmpty { allocatedLater.insert(contentsOf: blocks) }
+            case .retain(let blocks), .release(let blocks):
+                if !blocks.isEmpty && allocatedLater.overlaps(blocks) { return change }
+            }
+        }
+        return nil
     }
 
     /// The generation's retains and releases in their order, a change joined with the one
