@@ -131,6 +131,40 @@ final class FileSystemTreeTests: XCTestCase {
         XCTAssertEqual(shrink.retained, [1..<2])
     }
 
+    /// The extents a change cuts, where the written range and the part past the new size
+    /// meet (one search) and where they do not (two): a write past a smaller new size, a
+    /// range that starts past the size, a write below the size that leaves its tail.
+    func testTheCutCoversTheRangeAndWhatLiesPastTheSize() throws {
+        let fs = try makeTree()
+        let fills: [FilePiece] = [
+            FilePiece(offset: 0, extent: .repeatingBytes(value: 1, count: 1_000)),
+            FilePiece(offset: 1_000, extent: .repeatingBytes(value: 2, count: 1_000)),
+            FilePiece(offset: 2_000, extent: .repeatingBytes(value: 3, count: 1_000)),
+        ]
+        func offsets() throws -> [UInt64] { try fs.extents(3, overlapping: 0..<UInt64.max).map(\.offset) }
+        func items() throws -> [ExtentItem] { try fs.extents(3, overlapping: 0..<UInt64.max).map(\.extent) }
+        try fs.apply(.fileRange(inode: 3, size: 3_000, range: 0..<3_000, pieces: fills))
+        // A write of 500..<2_600 with the size cut to 1_500: the range reaches past the size.
+        try fs.apply(.fileRange(inode: 3, size: 1_500, range: 500..<2_600, pieces: [
+            FilePiece(offset: 500, extent: .repeatingBytes(value: 9, count: 2_100)),
+        ]))
+        XCTAssertEqual(try offsets(), [0, 500])
+        XCTAssertEqual(try items(), [.fill(byte: 1, length: 500), .fill(byte: 9, length: 1_000)])
+        // A range that starts past the size: only the size cuts.
+        try fs.apply(.fileRange(inode: 3, size: 700, range: 1_200..<1_300, pieces: []))
+        XCTAssertEqual(try offsets(), [0, 500])
+        XCTAssertEqual(try items(), [.fill(byte: 1, length: 500), .fill(byte: 9, length: 200)])
+        // Grown again, then a write inside that ends below the size: the tail stays.
+        try fs.apply(.fileRange(inode: 3, size: 3_000, range: 700..<3_000, pieces: [
+            FilePiece(offset: 700, extent: .repeatingBytes(value: 4, count: 2_300)),
+        ]))
+        try fs.apply(.fileRange(inode: 3, size: 3_000, range: 100..<800, pieces: [
+            FilePiece(offset: 100, extent: .repeatingBytes(value: 5, count: 700)),
+        ]))
+        XCTAssertEqual(try offsets(), [0, 100, 800])
+        XCTAssertEqual(try items(), [.fill(byte: 1, length: 100), .fill(byte: 5, length: 700), .fill(byte: 4, length: 2_200)])
+    }
+
     /// A write in place (the pieces of the range are the bytes its item already holds)
     /// changes no item and moves no reference; pieces that continue each other in the file
     /// and in the image become one item. Before, every 4 KiB overwrite cut its extent in

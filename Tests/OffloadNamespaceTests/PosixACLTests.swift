@@ -42,6 +42,7 @@ final class PosixACLTests: XCTestCase {
                                  (.mask, 6, none), (.other, 0, none)]),
             "bits beyond rwx": acl([(.userObject, 8, none), (.groupObject, 4, none), (.other, 4, none)]),
             "unknown tag": acl(valid) + [0x40, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
+            "a tag's high byte set": Array(acl(valid).prefix(5)) + [1] + Array(acl(valid).dropFirst(6)),
             "permissions in the high byte": Array(acl(valid).prefix(7)) + [1] + Array(acl(valid).dropFirst(8)),
             "two masks": acl([(.userObject, 6, none), (.groupObject, 4, none), (.mask, 4, none), (.mask, 4, none),
                               (.other, 4, none)]),

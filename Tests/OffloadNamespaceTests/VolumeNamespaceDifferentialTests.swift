@@ -559,6 +559,8 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         // Opened again once evicted: the file has the attribute, which the new cached
         // file must not take for absent.
         try volume.commit()
+        namespace.lock.withWriteLock { namespace.evictCommittedFiles() }
+        XCTAssertNil(cached(), "the closed file is still cached")
         let reopened = try namespace.open(inode: number, flags: O_RDWR)
         XCTAssertEqual(try namespace.getxattr(inode: number, name: name), value, "a file opened again lost its attribute")
         namespace.release(inode: number, handle: reopened)
