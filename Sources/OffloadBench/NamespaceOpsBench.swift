@@ -16,13 +16,13 @@ import SplitMix
 ///     for each of N new files in one directory;
 ///   - stat: LOOKUP and GETATTR of each file;
 ///   - unlink: UNLINK of each file, then its FORGET;
-///   - copy: what `cp -a` sends for each of N new files of 8 KiB in another directory:
+///   - copy: what `cp -a` sends for each of N new files of 8 KiB, on a second new image:
 ///     LOOKUP (not found), CREATE, GETXATTR of security.capability (the kernel asks
 ///     before a write; none), WRITE, SETXATTR of system.posix_acl_access (the ACL its
 ///     mode makes), SETATTR (owner and times), FLUSH, RELEASE, GETATTR;
 ///   - write: 4 KiB writes at random block offsets of a 256 MiB file laid out first and
-///     left for longer than a maintenance interval (committed, on format 2), on a second
-///     new image (the first closed: its commits done).
+///     left for longer than a maintenance interval (committed, on format 2), on a third
+///     new image (the others closed: their commits done).
 /// Per operation: the CPU of the thread making the requests (`CLOCK_THREAD_CPUTIME_ID`:
 /// the request path, what a request's latency holds), the process's CPU (every thread,
 /// `getrusage`) from the workload's start to 1 s after its end (the maintenance's commits
@@ -136,6 +136,11 @@ enum NamespaceOpsSubject {
             }
         }
 
+        // The copy on an image of its own, as the writes below: the commits of the removes
+        // (every file's drop, over several commits on format 2) would run on into it.
+        try image.close(meter: nil)
+        image = try mounted("copies")
+        fs = image.operations
         let copies = try fs.mkdir(parent: .root, name: FileName("copies"), mode: 0o755, context: .root).inode
         let contents = [UInt8](repeating: 0x3c, count: 8 << 10)
         // A file's ACL as its mode 0644 makes it: the version, then user::rw-, group::r--, other::r--.
@@ -170,7 +175,7 @@ enum NamespaceOpsSubject {
         // The writes on an image of their own: the commits of the removes above (drops
         // of every file, over several commits on format 2) ran on into the writes, and
         // made format 2's write figure vary from 7.6 to 19.6 us between runs at 20,000
-        // files.
+        // files; so would the copy's commits.
         try image.close(meter: nil)
         image = try mounted("data")
         fs = image.operations
