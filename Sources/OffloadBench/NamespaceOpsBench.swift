@@ -111,11 +111,7 @@ enum NamespaceOpsSubject {
         inodes.reserveCapacity(files)
         try timed("create", operations: files) {
             for name in names {
-                do throws(FSError) {
-                    _ = try fs.lookup(parent: parent, name: name)
-                } catch .notFound {}
-                let (attributes, handle) = try fs.create(parent: parent, name: name, mode: 0o644,
-                                                         flags: O_WRONLY | O_CREAT | O_EXCL, context: .root)
+                let (attributes, handle) = try lookUpAndCreate(fs, parent, name)
                 try fs.flush(inode: attributes.inode, handle: handle)
                 fs.release(inode: attributes.inode, handle: handle)
                 _ = try fs.getattr(inode: parent)
@@ -153,11 +149,7 @@ enum NamespaceOpsSubject {
                                      modificationTime: .set(Timestamp(seconds: 1_700_000_000, nanoseconds: 0)))
         try timed("copy", operations: files) {
             for name in names {
-                do throws(FSError) {
-                    _ = try fs.lookup(parent: copies, name: name)
-                } catch .notFound {}
-                let (attributes, handle) = try fs.create(parent: copies, name: name, mode: 0o644,
-                                                         flags: O_WRONLY | O_CREAT | O_EXCL, context: .root)
+                let (attributes, handle) = try lookUpAndCreate(fs, copies, name)
                 do throws(FSError) {
                     _ = try fs.getxattr(inode: attributes.inode, name: capability)
                 } catch .noAttribute {}
@@ -205,6 +197,15 @@ enum NamespaceOpsSubject {
         fs.release(inode: file.inode, handle: handle)
         try image.close(meter: nil)
         return figures
+    }
+
+    /// What the kernel sends for a new file: a LOOKUP that finds nothing, then CREATE.
+    static func lookUpAndCreate(_ fs: any FileSystemOperations, _ parent: InodeNumber,
+                                _ name: FileName) throws(FSError) -> (attributes: Attributes, handle: OffloadNamespace.FileHandle) {
+        do throws(FSError) {
+            _ = try fs.lookup(parent: parent, name: name)
+        } catch .notFound {}
+        return try fs.create(parent: parent, name: name, mode: 0o644, flags: O_WRONLY | O_CREAT | O_EXCL, context: .root)
     }
 
     /// CPU seconds the process has used, every thread (user and system).
