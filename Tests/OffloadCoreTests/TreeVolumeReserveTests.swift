@@ -29,7 +29,7 @@ final class TreeVolumeReserveTests: XCTestCase {
                 try volume.perform([.setXattr(inode: 1, name: Array("user.k\(performed)".utf8), value: [UInt8](repeating: 7, count: 200))])
                 performed += 1
             } catch {
-                refusal = error as? FSError
+                refusal = error
             }
         }
         guard case .noSpace = refusal else { return XCTFail("operations ended with \(String(describing: refusal)) after \(performed)") }
