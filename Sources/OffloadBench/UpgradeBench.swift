@@ -43,11 +43,11 @@ private func upgradeOnce(_ path: String) throws -> (UInt64, UInt64, Double, Doub
     let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
     let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read)
     let analysis = ImageAnalysis(replay, fileBytes: storage.length)
-    let previous = ImageReplay.loadPrevious(of: superblock, fileBytes: storage.length, read: read)
+    let previous = ImageReplay.previousCommitSegments(of: superblock, fileBytes: storage.length, read: read)
     let recoverySeconds = seconds(since: started)
     let recovered = residentAnonymousBytes()
     started = now()
-    let volume = try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previous: previous,
+    let volume = try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previousSegments: previous,
                                         nameHashKey: SipHash24(key0: 1, key1: 2))
     let upgradeSeconds = seconds(since: started)
     let upgraded = residentAnonymousBytes()

@@ -36,7 +36,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
     struct FormatOne {
         var replay: ImageReplay
         var analysis: ImageAnalysis
-        var previous: ImageReplay?
+        var previousSegments: [LogSegment]
     }
 
     static func recover(_ storage: any ImageStorage) throws -> FormatOne {
@@ -46,7 +46,8 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
         let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read)
         return FormatOne(replay: replay, analysis: ImageAnalysis(replay, fileBytes: storage.length),
-                         previous: ImageReplay.loadPrevious(of: superblock, fileBytes: storage.length, read: read))
+                         previousSegments: ImageReplay.previousCommitSegments(of: superblock, fileBytes: storage.length,
+                                                                              read: read))
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -132,7 +133,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
     }
 
     static func upgrade(_ storage: any ImageStorage, _ one: FormatOne) throws -> TreeVolume {
-        try TreeVolume.upgrade(storage, from: one.replay, analysis: one.analysis, previous: one.previous,
+        try TreeVolume.upgrade(storage, from: one.replay, analysis: one.analysis, previousSegments: one.previousSegments,
                                nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed))
     }
 
@@ -155,6 +156,43 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         }
     }
 
+    /// The upgrade keeps the previous format 1 commit's blocks (format 1's repair may read
+    /// them) from a walk of its chains that decodes nothing: the same segments a whole
+    /// load of that commit lists, also with a damaged checkpoint frame, which both skip.
+    func testThePreviousCommitsSegmentsAreThoseItsWholeLoadLists() throws {
+        for name in ["clean", "crash"] {
+            var image = try Self.fixture(name)
+            guard case .image(let superblock, _) = try ImageIdentity.read(CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)) else {
+                XCTFail("\(name): not a format 1 image"); continue
+            }
+            guard let previous = superblock.previous else {
+                // The crash fixture was never checkpointed twice: nothing to keep.
+                XCTAssertEqual(name, "crash")
+                let read = { (offset: UInt64, count: Int) -> [UInt8] in Array(image[Int(offset)..<Int(offset) + count]) }
+                XCTAssertNil(ImageReplay.loadPrevious(of: superblock, fileBytes: UInt64(image.count), read: read))
+                XCTAssertEqual(ImageReplay.previousCommitSegments(of: superblock, fileBytes: UInt64(image.count), read: read), [])
+                continue
+            }
+            for damaged in [false, true] {
+                if damaged {
+                    // A byte inside the previous checkpoint's first segment, past its first
+                    // frame's header: that frame's checksum fails.
+                    image[Int(previous.checkpoint.start) + 100] ^= 0xff
+                }
+                let read = { (offset: UInt64, count: Int) -> [UInt8] in
+                    let start = min(Int(offset), image.count)
+                    return Array(image[start..<min(start + count, image.count)])
+                }
+                let loaded = try XCTUnwrap(ImageReplay.loadPrevious(of: superblock, fileBytes: UInt64(image.count), read: read))
+                XCTAssertFalse(loaded.inodes.isEmpty, "\(name)")
+                XCTAssertEqual(loaded.provenance?.lostCheckpointFrames ?? 0 > 0, damaged, "\(name), damaged \(damaged)")
+                let walked = ImageReplay.previousCommitSegments(of: superblock, fileBytes: UInt64(image.count), read: read)
+                XCTAssertFalse(walked.isEmpty, "\(name)")
+                XCTAssertEqual(walked, loaded.metadataSegments, "\(name), damaged \(damaged)")
+            }
+        }
+    }
+
     /// The upgrade reports its progress (a mount's waiters follow it, and give up after a
     /// minute without any): every step of it in order, the inodes recorded, then each
     /// commit's steps, with the long ones' counts climbing to their end.
@@ -167,7 +205,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         let progress = CommitProgress(stride: 64, began: { step in heard.withLock { $0.append(.step(step)) } }) { done, total in
             heard.withLock { $0.append(.count(done, total)) }
         }
-        let volume = try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis, previous: one.previous,
+        let volume = try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis, previousSegments: one.previousSegments,
                                             nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed), progress: progress)
         XCTAssertNil(try Self.mismatch(volume, Self.expected(one, image: image)))
         let events = heard.withLock { $0 }

@@ -46,6 +46,9 @@ public final class ImageReplay {
     /// Only with `salvage`: what each object's state rests on, to tell what a damaged
     /// checkpoint lost (see `ImageSalvage`).
     public internal(set) var provenance: Provenance?
+    /// False when the replay only walks the chains for their segments: records are read
+    /// and checksummed, not decoded, and the tables stay empty.
+    private var applying = true
 
     /// Reports bytes of metadata read so far and the total expected (for progress).
     public typealias Progress = (_ done: UInt64, _ total: UInt64) -> Void
@@ -80,19 +83,38 @@ public final class ImageReplay {
                          salvage: true, continuation: (superblock.journal, superblock.journalSequence))
     }
 
+    /// The metadata segments of the superblock's previous commit (empty if it names
+    /// none): the chains `loadPrevious` reads, walked the same way (damaged checkpoint
+    /// frames skipped, its journal continued into the current one), with no record decoded
+    /// or applied. What the version 1 upgrade keeps from the previous commit: its blocks,
+    /// which format 1's repair may still read. Loading that commit whole held a second
+    /// copy of the tree (about 1 KB an inode) only to list them.
+    ///
+    /// A walk that decodes nothing does not stop at a frame whose records do not decode
+    /// (`loadPrevious` does), so it may list more of a damaged journal's chain, never less.
+    public static func previousCommitSegments(of superblock: Superblock, fileBytes: UInt64,
+                                              read: @escaping (UInt64, Int) -> [UInt8]) -> [LogSegment] {
+        guard let previous = superblock.previous, previous.checkpointFrames > 0,
+              let walk = try? load(superblock: superblock, commit: previous, fileBytes: fileBytes, read: read,
+                                   salvage: true, applying: false,
+                                   continuation: (superblock.journal, superblock.journalSequence)) else { return [] }
+        return walk.metadataSegments
+    }
+
     static func load(superblock: Superblock, commit: Superblock.Commit, fileBytes: UInt64,
-                     read: @escaping (UInt64, Int) -> [UInt8], salvage: Bool,
+                     read: @escaping (UInt64, Int) -> [UInt8], salvage: Bool, applying: Bool = true,
                      continuation: (head: LogSegment, sequence: UInt64)? = nil,
                      progress: Progress? = nil) throws(FSError) -> ImageReplay {
         let imageID = superblock.imageID
         let replay = ImageReplay(superblock: superblock, commit: commit)
-        if salvage { replay.provenance = Provenance() }
+        replay.applying = applying
+        if salvage && applying { replay.provenance = Provenance() }
         let total = commit.checkpoint.length.addingReportingOverflow(commit.journal.length).partialValue
         // About 170 bytes of checkpoint per inode: size the tables once (bounded by what
         // the file can hold, so a damaged count cannot make it reserve much).
         let checkpointBytes = min(commit.checkpointFrames.multipliedReportingOverflow(by: 64 << 10).partialValue,
                                   fileBytes)
-        let estimate = Int(min(checkpointBytes / 170, 1 << 22))
+        let estimate = applying ? Int(min(checkpointBytes / 170, 1 << 22)) : 0
         replay.inodes.reserveCapacity(estimate)
         replay.files.reserveCapacity(estimate)
         if commit.checkpointFrames > 0 {
@@ -191,8 +213,10 @@ public final class ImageReplay {
         return reader
     }
 
-    /// Decodes a whole frame first, so a frame applies entirely or not at all.
+    /// Decodes a whole frame first, so a frame applies entirely or not at all. Nothing when
+    /// the replay only walks the chains (`applying` false: `previousCommitSegments`).
     func apply(payload: [UInt8]) throws(ByteReader.Malformed) {
+        guard applying else { return }
         let decoded = try payload.withUnsafeBytes { raw in
             Result { () throws(ByteReader.Malformed) in try MetadataRecord.decodeAll(raw) }
         }.get()

@@ -19,13 +19,16 @@ extension TreeVolume {
     /// inodes no name reaches) are released in the first commit and punched by the second,
     /// once no format 1 superblock can name them.
     ///
+    /// `previousSegments`: the previous format 1 commit's metadata segments
+    /// (`ImageReplay.previousCommitSegments`), claimed with the rest.
+    ///
     /// Memory: format 1's recovery holds the whole tree already; the upgrade adds it once
     /// more as one generation of changes, and the new tree's nodes until its commit.
     ///
     /// `progress` hears each step and how far it got: the inodes stated in the generation
     /// (`.recording`), then each commit's steps (`TreeVolume.commit(progress:)`).
     public static func upgrade(_ storage: any ImageStorage, from replay: ImageReplay, analysis: ImageAnalysis,
-                               previous: ImageReplay?, nameHashKey: SipHash24,
+                               previousSegments: [LogSegment], nameHashKey: SipHash24,
                                progress: CommitProgress? = nil) throws(FSError) -> TreeVolume {
         guard analysis.isClean else {
             throw .damagedImage("the format 1 image has problems (\(analysis.problems.prefix(3).joined(separator: "; "))); `offloadfs fsck --repair` it before the upgrade")
@@ -59,7 +62,7 @@ extension TreeVolume {
                                     nextSequence: replay.nextJournalSequence)
         var used = RangeSet<UInt64>()
         for run in analysis.runs { used.insert(contentsOf: run.blocks) }
-        for segment in replay.metadataSegments + (previous?.metadataSegments ?? []) where segment.length > 0 {
+        for segment in replay.metadataSegments + previousSegments where segment.length > 0 {
             used.insert(contentsOf: ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
         }
         used.remove(contentsOf: 0..<Self.firstSpaceBlock)

@@ -94,7 +94,7 @@ public enum MountedImages {
                                           progress: { meter?.update(done: $0, total: $1) })
         meter?.begin(ImageFileSystem.Phase.checking)
         let analysis = ImageAnalysis(replay, fileBytes: storage.length, meter: meter)
-        let previous = ImageReplay.loadPrevious(of: superblock, fileBytes: storage.length, read: read)
+        let previous = ImageReplay.previousCommitSegments(of: superblock, fileBytes: storage.length, read: read)
         meter?.begin(VolumeFileSystem.Phase.upgrading)
         var random = SystemRandomNumberGenerator()
         let progress = meter.map { meter in
@@ -103,7 +103,7 @@ public enum MountedImages {
             }
         }
         do {
-            return try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previous: previous,
+            return try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previousSegments: previous,
                                           nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
                                           progress: progress)
         } catch {
