@@ -183,7 +183,11 @@ struct MountCommand: ParsableCommand {
             logger.info("freed inodes that were unlinked while open", metadata: ["count": "\(report.orphansFreed)"])
         }
         if report.upgradedFromFormatOne {
-            logger.notice("upgraded the image from format 1 to format 2", metadata: ["seconds": "\(report.seconds)"])
+            logger.notice("upgraded the image from format 1 to format 2", metadata: [
+                "seconds": "\(report.seconds)",
+                "format_1": report.formatOneMountedFirst ? "recovered by a format 1 mount first"
+                                                         : "cleanly unmounted, upgraded from its checkpoint",
+            ])
         }
         for warning in report.warnings { logger.warning("\(warning)") }
         // Test knobs (scripts/crash-soak --stress-checkpoints): maintenance interval in

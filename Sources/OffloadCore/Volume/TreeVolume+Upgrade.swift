@@ -20,7 +20,9 @@ extension TreeVolume {
     /// once no format 1 superblock can name them.
     ///
     /// `previousSegments`: the previous format 1 commit's metadata segments
-    /// (`ImageReplay.previousCommitSegments`), claimed with the rest.
+    /// (`ImageReplay.previousCommitSegments`), claimed with the rest. `capacityBytes`: the
+    /// upgraded image's capacity (nil: the superblock's; never below the file's length),
+    /// kept if the superblock keeps one.
     ///
     /// Memory: format 1's recovery holds the whole tree already; the upgrade adds it once
     /// more as one generation of changes, and the new tree's nodes until its commit.
@@ -28,7 +30,8 @@ extension TreeVolume {
     /// `progress` hears each step and how far it got: the inodes stated in the generation
     /// (`.recording`), then each commit's steps (`TreeVolume.commit(progress:)`).
     public static func upgrade(_ storage: any ImageStorage, from replay: ImageReplay, analysis: ImageAnalysis,
-                               previousSegments: [LogSegment], nameHashKey: SipHash24,
+                               previousSegments: [LogSegment], capacityBytes requested: UInt64? = nil,
+                               nameHashKey: SipHash24,
                                progress: CommitProgress? = nil) throws(FSError) -> TreeVolume {
         guard analysis.isClean else {
             throw .damagedImage("the format 1 image has problems (\(analysis.problems.prefix(3).joined(separator: "; "))); `offloadfs fsck --repair` it before the upgrade")
@@ -48,7 +51,11 @@ extension TreeVolume {
         let superblock = replay.superblock
         // Blocks the file holds past the capacity are in use too (a lowered capacity).
         let fileBlocks = (storage.length + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
-        let capacityBytes = max(superblock.capacityBytes, fileBlocks << BackingStore.blockShift)
+        let kept = ((requested ?? superblock.capacityBytes) >> BackingStore.blockShift) << BackingStore.blockShift
+        guard kept <= maximumCapacity else {
+            throw .invalidArgument("capacity \(kept) exceeds the 64 TiB an image can map")
+        }
+        let capacityBytes = max(kept, fileBlocks << BackingStore.blockShift)
         if storage.length < capacityBytes { try storage.setLength(capacityBytes) }
         let slot = CommitSlot(imageID: superblock.imageID, generation: 1, cleanlyUnmounted: false,
                               capacityIsSet: superblock.capacityIsSet, capacityBytes: capacityBytes, unmountError: 0,

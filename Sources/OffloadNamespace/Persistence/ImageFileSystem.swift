@@ -40,9 +40,13 @@ public final class ImageFileSystem: @unchecked Sendable {
         /// What the mount should warn about (format 2: an image served read-only since it
         /// has no room left for a commit).
         public var warnings: [String] = []
-        /// This open upgraded a format 1 image to format 2 (`MountedImages.upgrade`); the
-        /// other fields are then what format 1's recovery found.
+        /// This open upgraded a format 1 image to format 2 (`MountedImages.upgrade`).
         public var upgradedFromFormatOne = false
+        /// The upgrade mounted and cleanly unmounted the image as format 1 first (it was not
+        /// cleanly unmounted, or the mount set a capacity); the other fields are then what
+        /// format 1's recovery found. False when it upgraded a cleanly unmounted image from
+        /// its checkpoint directly.
+        public var formatOneMountedFirst = false
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
         /// first checkpoint (or keeping the last one), and in all.
         public var replaySeconds = 0.0

@@ -52,14 +52,25 @@ public enum MountedImages {
                                         memoryLimiter: memoryLimiter, meter: meter)
     }
 
-    /// Upgrades the format 1 image at `path` to format 2 in place and opens it: format 1's
-    /// own recovery and clean unmount first (its journal replayed, orphans freed, both
-    /// superblock copies the same commit), then `TreeVolume.upgrade`, which is crash-safe
-    /// (until its second slot is durable the image is format 1; run again, it upgrades
-    /// again). Costs one format 1 mount more than the upgrade itself, once.
+    /// Upgrades the format 1 image at `path` to format 2 in place and opens it, with
+    /// `TreeVolume.upgrade`, which is crash-safe (until its second slot is durable the
+    /// image is format 1; run again, it upgrades again), on format 1's recovery read
+    /// read-only (its journal replayed, the tree checked).
+    ///
+    /// A cleanly unmounted image, mounted without `--size`, is upgraded from that recovery
+    /// at once (`directUpgrade`): format 1's own mount would keep its checkpoint and change
+    /// nothing the upgrade reads, and at 10,000,000 files it takes minutes and 13 GB. Any
+    /// other image is mounted and cleanly unmounted by format 1 first (its journal replayed,
+    /// orphans freed, both superblock copies the same commit, a new capacity applied), which
+    /// costs one format 1 mount more, once.
     static func upgrade(path: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
                         meter: ProgressMeter?) throws(FSError) -> VolumeFileSystem {
         let started = DispatchTime.now()
+        if let fileSystem = try directUpgrade(path: path, capacity: capacity, memoryLimiter: memoryLimiter, meter: meter) {
+            fileSystem.report.upgradedFromFormatOne = true
+            fileSystem.report.seconds = ImageFileSystem.seconds(since: started)
+            return fileSystem
+        }
         var report: ImageFileSystem.OpenReport
         do {
             let formatOne = try ImageFileSystem.open(path: path, capacity: capacity, memoryLimiter: memoryLimiter,
@@ -67,7 +78,14 @@ public enum MountedImages {
             report = formatOne.report
             try formatOne.close(meter: meter)
         }
-        let volume = try upgradedVolume(path: path, meter: meter)
+        let volume: TreeVolume
+        do {
+            // Everything the recovery read is released at the end of this scope.
+            guard let recovery = try FormatOneRecovery.read(FileImageStorage(path: path), meter: meter) else {
+                throw .damagedImage("'\(path)' is no longer a format 1 image after its format 1 unmount")
+            }
+            volume = try upgradedVolume(recovery, capacityBytes: nil, path: path, meter: meter)
+        }
         // Format 1's recovery and the upgrade's generation (about 2 KB an inode at their
         // peak) are gone now; give their pages back, or the daemon would keep them for
         // its whole life (glibc keeps freed memory in its arenas: 1.5 GiB after
@@ -75,26 +93,80 @@ public enum MountedImages {
         _ = offloadfs_release_free_memory()
         let namespace = try VolumeNamespace(volume: volume, memoryLimiter: memoryLimiter)
         report.upgradedFromFormatOne = true
+        report.formatOneMountedFirst = true
         report.seconds = ImageFileSystem.seconds(since: started)
         return VolumeFileSystem(volume: volume, namespace: namespace, report: report)
     }
 
-    /// The upgrade itself (`TreeVolume.upgrade`), on format 1's recovery read again after
-    /// its clean unmount; everything it read is released when it returns.
-    private static func upgradedVolume(path: String, meter: ProgressMeter?) throws(FSError) -> TreeVolume {
+    /// The upgrade without format 1's mount, or nil when it needs one: the image was not
+    /// cleanly unmounted (its journal holds changes, orphans may wait), its last unmount
+    /// failed, its two superblock copies differ, the mount asks for a capacity
+    /// (`--size`: format 1's open applies it, and the upgrade needs the room), or its
+    /// recovery finds problems (format 1's open then refuses it, saying so). Once upgraded,
+    /// the volume is closed and the image opened as any format 2 image
+    /// (`VolumeFileSystem.open`), which applies the mount's default capacity as format 1's
+    /// open would have.
+    private static func directUpgrade(path: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
+                                      meter: ProgressMeter?) throws(FSError) -> VolumeFileSystem? {
+        guard case .kept = capacity else { return nil }
+        // Kept for the format 2 open below (its lock with it); released on a return of nil,
+        // before format 1's open locks the file again.
         let storage = try FileImageStorage(path: path)
-        guard case .image(let superblock, _) = try ImageIdentity.read(storage) else {
-            throw .damagedImage("'\(path)' is no longer a format 1 image after its format 1 unmount")
+        do {
+            guard let superblock = try FormatOneRecovery.cleanlyUnmounted(storage),
+                  let recovery = try FormatOneRecovery.read(storage, meter: meter),
+                  recovery.analysis.isClean, recovery.replay.journalFrames == 0 else { return nil }
+            // The capacity format 1's open would give it: the one it keeps, or else this
+            // mount's default (the superblock of an image whose capacity is not kept holds
+            // the last mount's, or 64 TiB from `offloadfs-genimage`).
+            let volume = try upgradedVolume(recovery, capacityBytes: capacity.resolved(keptIn: superblock).bytes,
+                                            path: path, meter: meter)
+            try volume.close()
         }
-        let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
-        // Read and checked again as format 1's recovery does, with its progress (at 1M
-        // files these take about 10 s, which the mount's waiters must see move).
-        meter?.begin(ImageFileSystem.Phase.readingMetadata, unit: .bytes)
-        let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read,
-                                          progress: { meter?.update(done: $0, total: $1) })
-        meter?.begin(ImageFileSystem.Phase.checking)
-        let analysis = ImageAnalysis(replay, fileBytes: storage.length, meter: meter)
-        let previous = ImageReplay.previousCommitSegments(of: superblock, fileBytes: storage.length, read: read)
+        _ = offloadfs_release_free_memory()
+        let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: capacity,
+                                                   memoryLimiter: memoryLimiter, meter: meter)
+        fileSystem.report.formatOneMountedFirst = false
+        return fileSystem
+    }
+
+    /// Format 1's recovery of an image, read-only, as the upgrade takes it.
+    private struct FormatOneRecovery {
+        var storage: FileImageStorage
+        var replay: ImageReplay
+        var analysis: ImageAnalysis
+        /// The previous commit's metadata segments (format 1's repair may still read them).
+        var previousSegments: [LogSegment]
+
+        /// The superblock when both copies are valid, the same commit, cleanly unmounted
+        /// without an unmount error.
+        static func cleanlyUnmounted(_ storage: FileImageStorage) throws(FSError) -> Superblock? {
+            guard case .image(let superblock, otherCopyAgrees: true) = try ImageIdentity.read(storage),
+                  superblock.cleanlyUnmounted, superblock.unmountError == 0 else { return nil }
+            return superblock
+        }
+
+        /// Read and checked as format 1's recovery does, with its progress (at 1M files
+        /// these take about 10 s, which the mount's waiters must see move). Nil when the
+        /// image is not format 1.
+        static func read(_ storage: FileImageStorage, meter: ProgressMeter?) throws(FSError) -> FormatOneRecovery? {
+            guard case .image(let superblock, _) = try ImageIdentity.read(storage) else { return nil }
+            let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
+            meter?.begin(ImageFileSystem.Phase.readingMetadata, unit: .bytes)
+            let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read,
+                                              progress: { meter?.update(done: $0, total: $1) })
+            meter?.begin(ImageFileSystem.Phase.checking)
+            let analysis = ImageAnalysis(replay, fileBytes: storage.length, meter: meter)
+            let previousSegments = ImageReplay.previousCommitSegments(of: superblock, fileBytes: storage.length, read: read)
+            return FormatOneRecovery(storage: storage, replay: replay, analysis: analysis,
+                                     previousSegments: previousSegments)
+        }
+    }
+
+    /// The upgrade itself (`TreeVolume.upgrade`) on `recovery`, on the storage it was read
+    /// from, to `capacityBytes` (nil: the one the format 1 superblock holds).
+    private static func upgradedVolume(_ recovery: FormatOneRecovery, capacityBytes: UInt64?, path: String,
+                                       meter: ProgressMeter?) throws(FSError) -> TreeVolume {
         meter?.begin(VolumeFileSystem.Phase.upgrading)
         var random = SystemRandomNumberGenerator()
         let progress = meter.map { meter in
@@ -102,8 +174,10 @@ public enum MountedImages {
                 meter.update(done: UInt64(done), total: UInt64(total))
             }
         }
+        let storage = recovery.storage
         do {
-            return try TreeVolume.upgrade(storage, from: replay, analysis: analysis, previousSegments: previous,
+            return try TreeVolume.upgrade(storage, from: recovery.replay, analysis: recovery.analysis,
+                                          previousSegments: recovery.previousSegments, capacityBytes: capacityBytes,
                                           nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
                                           progress: progress)
         } catch {

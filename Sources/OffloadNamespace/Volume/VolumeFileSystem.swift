@@ -19,12 +19,13 @@ import OffloadCore
 /// `readOnly`, which writes nothing.
 ///
 /// `@unchecked Sendable`: the volume, the namespace and the maintenance timer are
-/// thread-safe under their own locks.
+/// thread-safe under their own locks; `report` is set before the file system is shared
+/// (`MountedImages.upgrade` completes it) and only read after.
 public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     public let volume: TreeVolume
     public let namespace: VolumeNamespace
     public let operations: any FileSystemOperations
-    public let report: ImageFileSystem.OpenReport
+    public internal(set) var report: ImageFileSystem.OpenReport
     public let isReadOnly: Bool
     public let capacityBytes: UInt64
     public let capacityIsSet: Bool
