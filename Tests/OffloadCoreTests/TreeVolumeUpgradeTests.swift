@@ -76,7 +76,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
                 size: record.type == 8 ? file?.size ?? 0 : record.type == 10 ? UInt64(record.symlinkTarget.count) : 0,
                 rdev: record.rdev, accessTime: record.accessTime, modificationTime: record.modificationTime,
                 changeTime: record.changeTime, birthTime: record.birthTime,
-                parent: record.type == 4 ? record.parent : 0, nextIndex: record.type == 4 ? 3 + UInt64(names.count) : 0)
+                parent: record.type == 4 ? (one.analysis.parents[number] ?? record.parent) : 0, nextIndex: record.type == 4 ? 3 + UInt64(names.count) : 0)
             if record.type == 4 { expected.names[number] = names }
             if !record.xattrs.isEmpty {
                 expected.xattrs[number] = Dictionary(uniqueKeysWithValues: record.xattrs.map { ($0.name, $0.value) })
@@ -154,6 +154,33 @@ final class TreeVolumeUpgradeTests: XCTestCase {
             XCTAssertNil(try Self.mismatch(reopened, expected), "\(name), reopened")
             print("upgrade of \(name): \(expected.inodes.count) inodes, \(expected.bytes.values.reduce(0) { $0 + $1.count }) file bytes")
         }
+    }
+
+    /// The capacity the upgrade is given (a mount's, resolved as format 1's open resolves
+    /// it) is the volume's, and the file's length; never below the file's length; past 64
+    /// TiB refused. Kept or not as the superblock says.
+    func testTheUpgradeTakesTheCapacityItIsGiven() throws {
+        let image = try Self.fixture("clean")
+        for (asked, expected) in [(UInt64(40 << 20), UInt64(40 << 20)), (UInt64(1 << 20), UInt64(image.count))] {
+            let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+            let one = try Self.recover(disk)
+            let volume = try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis,
+                                                previousSegments: one.previousSegments, capacityBytes: asked,
+                                                nameHashKey: SipHash24(key0: 1, key1: 2))
+            XCTAssertEqual(volume.current.capacityBytes, expected, "asked \(asked)")
+            XCTAssertEqual(disk.length, expected, "asked \(asked)")
+            XCTAssertEqual(volume.current.capacityIsSet, one.replay.superblock.capacityIsSet)
+            XCTAssertNil(try Self.mismatch(volume, Self.expected(one, image: image)), "asked \(asked)")
+        }
+        let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+        let one = try Self.recover(disk)
+        XCTAssertThrowsError(try TreeVolume.upgrade(disk, from: one.replay, analysis: one.analysis,
+                                                    previousSegments: one.previousSegments,
+                                                    capacityBytes: TreeVolume.maximumCapacity + (1 << 20),
+                                                    nameHashKey: SipHash24(key0: 1, key1: 2))) { error in
+            guard case FSError.invalidArgument = error else { return XCTFail("got \(error)") }
+        }
+        XCTAssertEqual(disk.length, UInt64(image.count), "refused before anything was written")
     }
 
     /// The upgrade keeps the previous format 1 commit's blocks (format 1's repair may read

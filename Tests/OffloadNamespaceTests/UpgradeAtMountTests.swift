@@ -90,6 +90,68 @@ final class UpgradeAtMountTests: XCTestCase {
         }
     }
 
+    /// A checkpoint written while a file unlinked while open was still open holds that
+    /// orphan: the direct upgrade leaves it out and frees its blocks, as format 1's open
+    /// does (the blocks of its 300,000 bytes are punched: the image's disk use drops).
+    func testAnOrphanInACleanImageIsFreedByTheDirectUpgrade() throws {
+        let expected: TreeSnapshot
+        do {
+            let fileSystem = try ImageFileSystem.open(path: image, capacity: .set(256 << 20), memoryLimiter: memory)
+            let fs = fileSystem.namespace
+            let context = RequestContext(uid: 0, gid: 0)
+            let (kept, keptHandle) = try fs.create(parent: .root, name: FileName(Array("kept".utf8)), mode: 0o100644,
+                                                   flags: O_RDWR, context: context)
+            _ = try [UInt8](repeating: 7, count: 100_000).withUnsafeBytes { bytes throws(FSError) in
+                try fs.write(inode: kept.inode, handle: keptHandle, offset: 0, data: bytes)
+            }
+            fs.release(inode: kept.inode, handle: keptHandle)
+            let (gone, goneHandle) = try fs.create(parent: .root, name: FileName(Array("gone".utf8)), mode: 0o100644,
+                                                   flags: O_RDWR, context: context)
+            _ = try [UInt8](repeating: 9, count: 300_000).withUnsafeBytes { bytes throws(FSError) in
+                try fs.write(inode: gone.inode, handle: goneHandle, offset: 0, data: bytes)
+            }
+            try fs.unlink(parent: .root, name: FileName(Array("gone".utf8)))
+            expected = try TreeSnapshot(fs)
+            // Closed with "gone" still open: the clean checkpoint holds it.
+            try fileSystem.close()
+        }
+        // Where format 1 put the orphan's bytes.
+        let orphanBlocks: [Range<UInt64>]
+        do {
+            let storage = try FileImageStorage(path: image, readOnly: true)
+            guard case .image(let superblock, _) = try ImageIdentity.read(storage) else { return XCTFail("not format 1") }
+            let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length,
+                                              read: { storage.readBytes(at: $0, count: $1) })
+            let analysis = ImageAnalysis(replay, fileBytes: storage.length)
+            let orphans = replay.files.filter { !analysis.reachable.contains($0.key) }
+            XCTAssertEqual(orphans.count, 1)
+            orphanBlocks = orphans.flatMap { $0.value.pieceList }.compactMap { piece in
+                guard case .mmapOffload(let offset, let size) = piece.extent else { return nil }
+                return ExtentReferenceChanges.blocks(offset: offset, length: size)
+            }
+            XCTAssertGreaterThanOrEqual(orphanBlocks.reduce(0) { $0 + $1.count }, 73, "the orphan's 300,000 bytes in the image")
+        }
+        do {
+            let upgraded = try mountUpgraded(.kept(default: 64 << 20))
+            XCTAssertFalse(upgraded.report.formatOneMountedFirst)
+            XCTAssertEqual(upgraded.report.orphansFreed, 1)
+            XCTAssertEqual(try PowerCutImage.two(upgraded).snapshot(), expected)
+            try upgraded.close(meter: nil)
+        }
+        // Claimed, released by the upgrade's first commit and punched after its second
+        // (or written again since): no block of them holds the orphan's bytes any more.
+        let storage = try FileImageStorage(path: image, readOnly: true)
+        let orphanBlock = [UInt8](repeating: 9, count: BackingStore.blockSize)
+        for blocks in orphanBlocks {
+            for block in blocks {
+                let bytes = storage.readBytes(at: block * UInt64(BackingStore.blockSize), count: BackingStore.blockSize)
+                XCTAssertFalse(bytes == orphanBlock, "block \(block) still holds the orphan's bytes")
+            }
+        }
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(5))")
+    }
+
     func testASizeAtTheUpgradingMountIsAppliedByFormatOneFirst() throws {
         let expected = try makeFormatOneImage(capacity: .set(256 << 20), crash: false, seed: 7)
         let upgraded = try mountUpgraded(.set(320 << 20))

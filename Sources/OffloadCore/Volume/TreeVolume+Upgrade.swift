@@ -72,6 +72,19 @@ extension TreeVolume {
         for segment in replay.metadataSegments + previousSegments where segment.length > 0 {
             used.insert(contentsOf: ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
         }
+        // Files no name reaches (a checkpoint written while a file unlinked while open was
+        // still open holds it): their blocks are claimed too, so the first commit releases
+        // them and the second punches them, as format 1's open frees them. The analysis
+        // checks only reachable files' pieces: one outside the space is left out.
+        let spaceEnd = capacityBytes >> BackingStore.blockShift
+        for (number, file) in replay.files where !analysis.reachable.contains(number) {
+            for piece in file.pieceList {
+                guard case .mmapOffload(let offset, let size) = piece.extent, size > 0,
+                      case (let end, false) = offset.addingReportingOverflow(size),
+                      end <= spaceEnd << BackingStore.blockShift else { continue }
+                used.insert(contentsOf: ExtentReferenceChanges.blocks(offset: offset, length: size))
+            }
+        }
         used.remove(contentsOf: 0..<Self.firstSpaceBlock)
         try volume.space.claimData(used)
         // As replay's claims: the first commit's extents take them, the rest is released.
@@ -108,7 +121,9 @@ extension TreeVolume {
                              linkCount: analysis.linkCounts[number] ?? record.linkCount, size: size, rdev: record.rdev,
                              accessTime: record.accessTime, modificationTime: record.modificationTime,
                              changeTime: record.changeTime, birthTime: record.birthTime,
-                             parent: record.type == 4 ? record.parent : 0,
+                             // The parent the names give (format 1's restore takes it so
+                             // too; the record's own field is not checked by the analysis).
+                             parent: record.type == 4 ? (analysis.parents[number] ?? record.parent) : 0,
                              nextIndex: record.type == 4 ? 3 + UInt64(entries.count) : 0)
         var changes: [JournalChange] = [.attributes(inode: number, item)]
         for (position, entry) in entries.enumerated() {

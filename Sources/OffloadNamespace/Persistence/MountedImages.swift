@@ -58,8 +58,9 @@ public enum MountedImages {
     /// read-only (its journal replayed, the tree checked).
     ///
     /// A cleanly unmounted image, mounted without `--size`, is upgraded from that recovery
-    /// at once (`directUpgrade`): format 1's own mount would keep its checkpoint and change
-    /// nothing the upgrade reads, and at 10,000,000 files it takes minutes and 13 GB. Any
+    /// at once (`directUpgrade`): format 1's own mount would replay nothing and only free
+    /// the orphans its last checkpoint holds, which the upgrade frees too, and at
+    /// 10,000,000 files it takes minutes and 13 GB. Any
     /// other image is mounted and cleanly unmounted by format 1 first (its journal replayed,
     /// orphans freed, both superblock copies the same commit, a new capacity applied), which
     /// costs one format 1 mount more, once.
@@ -99,10 +100,10 @@ public enum MountedImages {
     }
 
     /// The upgrade without format 1's mount, or nil when it needs one: the image was not
-    /// cleanly unmounted (its journal holds changes, orphans may wait), its last unmount
-    /// failed, its two superblock copies differ, the mount asks for a capacity
-    /// (`--size`: format 1's open applies it, and the upgrade needs the room), or its
-    /// recovery finds problems (format 1's open then refuses it, saying so). Once upgraded,
+    /// cleanly unmounted (its journal holds changes), its last unmount failed, its two
+    /// superblock copies differ, the mount asks for a capacity (`--size`: format 1's open
+    /// applies it, and the upgrade needs the room), or its recovery finds problems (format
+    /// 1's open then refuses it, saying so). Once upgraded,
     /// the volume is closed and the image opened as any format 2 image
     /// (`VolumeFileSystem.open`), which applies the mount's default capacity as format 1's
     /// open would have.
@@ -112,21 +113,30 @@ public enum MountedImages {
         // Kept for the format 2 open below (its lock with it); released on a return of nil,
         // before format 1's open locks the file again.
         let storage = try FileImageStorage(path: path)
+        let orphans: Int
         do {
-            guard let superblock = try FormatOneRecovery.cleanlyUnmounted(storage),
+            // A checkpoint, no journal frames, nothing to repair. Orphans (a checkpoint written
+            // while a file unlinked while open was still open holds it, as a daemon's last
+            // one does for files the kernel had not forgotten) are left out of the tree, and
+            // their blocks freed by the upgrade, as format 1's open frees them.
+            guard let superblock = try FormatOneRecovery.cleanlyUnmounted(storage), superblock.checkpointFrames > 0,
                   let recovery = try FormatOneRecovery.read(storage, meter: meter),
                   recovery.analysis.isClean, recovery.replay.journalFrames == 0 else { return nil }
+            orphans = recovery.replay.inodes.count - recovery.analysis.reachable.count
             // The capacity format 1's open would give it: the one it keeps, or else this
             // mount's default (the superblock of an image whose capacity is not kept holds
             // the last mount's, or 64 TiB from `offloadfs-genimage`).
             let volume = try upgradedVolume(recovery, capacityBytes: capacity.resolved(keptIn: superblock).bytes,
                                             path: path, meter: meter)
+            // The storage outlives this volume for the open below: nothing here may map
+            // it (`fileBlocks()`), since an image is mapped once per storage.
             try volume.close()
         }
         _ = offloadfs_release_free_memory()
         let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: capacity,
                                                    memoryLimiter: memoryLimiter, meter: meter)
         fileSystem.report.formatOneMountedFirst = false
+        fileSystem.report.orphansFreed = orphans
         return fileSystem
     }
 
