@@ -43,9 +43,10 @@ public final class ImageFileSystem: @unchecked Sendable {
         /// This open upgraded a format 1 image to format 2 (`MountedImages.upgrade`).
         public var upgradedFromFormatOne = false
         /// The upgrade mounted and cleanly unmounted the image as format 1 first (it was not
-        /// cleanly unmounted, or the mount set a capacity); the other fields are then what
-        /// format 1's recovery found. False when it upgraded a cleanly unmounted image from
-        /// its checkpoint directly.
+        /// cleanly unmounted, the mount set a capacity, or another condition of
+        /// `MountedImages.directUpgrade` failed); the other fields are then what format 1's
+        /// recovery found. False when it upgraded a cleanly unmounted image from its
+        /// checkpoint directly.
         public var formatOneMountedFirst = false
         /// Seconds spent reading the metadata, rebuilding the tree, and writing the
         /// first checkpoint (or keeping the last one), and in all.

@@ -60,10 +60,10 @@ public enum MountedImages {
     /// A cleanly unmounted image, mounted without `--size`, is upgraded from that recovery
     /// at once (`directUpgrade`): format 1's own mount would replay nothing and only free
     /// the orphans its last checkpoint holds, which the upgrade frees too, and at
-    /// 10,000,000 files it takes minutes and 13 GB. Any
-    /// other image is mounted and cleanly unmounted by format 1 first (its journal replayed,
-    /// orphans freed, both superblock copies the same commit, a new capacity applied), which
-    /// costs one format 1 mount more, once.
+    /// 10,000,000 files it takes minutes and 13 GB. Any other image is mounted and cleanly
+    /// unmounted by format 1 first (its journal replayed, orphans freed, both superblock
+    /// copies the same commit, a new capacity applied), which costs one format 1 mount
+    /// more, once.
     static func upgrade(path: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
                         meter: ProgressMeter?) throws(FSError) -> VolumeFileSystem {
         let started = DispatchTime.now()
@@ -103,10 +103,9 @@ public enum MountedImages {
     /// cleanly unmounted (its journal holds changes), its last unmount failed, its two
     /// superblock copies differ, the mount asks for a capacity (`--size`: format 1's open
     /// applies it, and the upgrade needs the room), or its recovery finds problems (format
-    /// 1's open then refuses it, saying so). Once upgraded,
-    /// the volume is closed and the image opened as any format 2 image
-    /// (`VolumeFileSystem.open`), which applies the mount's default capacity as format 1's
-    /// open would have.
+    /// 1's open then refuses it, saying so). Once upgraded, the volume is closed and the
+    /// image opened as any format 2 image (`VolumeFileSystem.open`), which applies the
+    /// mount's default capacity as format 1's open would have.
     private static func directUpgrade(path: String, capacity: CapacityRequest, memoryLimiter: MemoryLimiter,
                                       meter: ProgressMeter?) throws(FSError) -> VolumeFileSystem? {
         guard case .kept = capacity else { return nil }
