@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoundationEssentials
 import FuseBridge
 #if canImport(Glibc)
 import Glibc
@@ -49,12 +50,22 @@ struct UnmountCommand: ParsableCommand {
         let mount = MountInfo.offloadfsMount(at: path)
         // A deleted image is lost with the unmount; the daemon logs it, and so do we.
         let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
+        // So is one replaced at its path (another file renamed over it): the path then names
+        // a file the daemon does not hold, and its lock says nothing about the daemon.
+        let replacedBy = imageDeleted ? nil : Self.daemonHoldingAnotherFile(than: entry.source, mount: mount)
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
-        let daemonWasRunning = !Self.isUnlocked(image: entry.source)
+        let daemonWasRunning = !Self.isUnlocked(image: entry.source) || replacedBy != nil
         try Self.unmount(path, lazy: lazy)
         if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
                        + "that path now): unless it was moved elsewhere, the files it held are gone")
+            throw ExitCode.failure
+        }
+        if let pid = replacedBy {
+            if !lazy { Self.waitForExit(pid: pid) }
+            printError("\(path) is unmounted, but its image \(entry.source) was replaced while mounted (the file at "
+                       + "that path is another one now): the daemon served the file it had open, which no name leads "
+                       + "to any more; unless it was moved elsewhere, the files it held are gone")
             throw ExitCode.failure
         }
         // Lazily detached, the daemon lives on until the last user has gone: nothing to wait for.
@@ -77,6 +88,46 @@ struct UnmountCommand: ParsableCommand {
             printError("\(path) is unmounted, but \(message)")
             throw ExitCode.failure
         }
+    }
+
+    /// The pid of the daemon serving `mount` (from its status socket) when it holds no
+    /// descriptor on the file now at `image`: the path names another file than the one
+    /// it serves. Nil when it holds it, or when that cannot be told (no status answer, or
+    /// its /proc/PID/fd unreadable).
+    static func daemonHoldingAnotherFile(than image: String, mount: MountInfo?) -> Int32? {
+        guard let mount, case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) else { return nil }
+        var file = stat()
+        guard stat(image, &file) == 0 else { return nil }
+        let descriptors = "/proc/\(status.pid)/fd"
+        guard let directory = opendir(descriptors) else { return nil }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            var held = stat()
+            // stat follows the link to the open file itself.
+            if name != ".", name != "..", stat("\(descriptors)/\(name)", &held) == 0,
+               held.st_dev == file.st_dev, held.st_ino == file.st_ino { return nil }
+        }
+        return status.pid
+    }
+
+    /// Waits for process `pid` to exit, as long as `StallBound.seconds` (the daemon's
+    /// final commit goes to the file it holds, which nothing else can watch).
+    static func waitForExit(pid: Int32) {
+        var waited = 0.0
+        while isRunning(pid: pid) && waited < StallBound.seconds {
+            usleep(50_000)
+            waited += 0.05
+        }
+    }
+
+    /// Whether process `pid` exists and has not exited (a zombie waiting for its parent
+    /// has: its state in /proc/PID/stat, after the name in parentheses, is Z).
+    static func isRunning(pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let nameEnd = stat.lastIndex(of: ")") else { return true }
+        return !stat[stat.index(after: nameEnd)...].trimmingPrefix(" ").hasPrefix("Z")
     }
 
     /// True when nobody holds a lock on the image (no daemon serves it).

@@ -103,4 +103,32 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         stopped = true
         _ = fixture.stop()
     }
+
+    /// Another file renamed over the image while mounted loses the image as a deletion
+    /// does; `offloadfs unmount` says it was replaced (the path's file is not the one the
+    /// daemon holds, whose lock it used to take for the daemon's), not that the daemon had
+    /// died, and returns once the daemon has exited.
+    func testReplacedImageIsReportedAsSuch() throws {
+        let fixture = try MountFixture()
+        var stopped = false
+        defer { if !stopped { fixture.stop() } }
+        try fixture.start(arguments: ["--size", "64M"])
+        XCTAssertTrue(try fixture.sh("echo doomed > f").succeeded)
+        let copy = try Shell.run("cp --sparse=always '\(fixture.image)' '\(fixture.image).new' && mv '\(fixture.image).new' '\(fixture.image)'")
+        XCTAssertTrue(copy.succeeded, copy.transcript)
+
+        let unmount = try offloadfs(["unmount", fixture.mountPoint])
+        assertOneLineError(unmount, containing: "\(fixture.mountPoint) is unmounted, but its image \(fixture.image) "
+                           + "was replaced while mounted")
+        XCTAssertFalse(unmount.transcript.contains("killed?"), unmount.transcript)
+        XCTAssertFalse(MountTable.isMounted(fixture.mountPoint))
+        let state = (try? String(contentsOfFile: "/proc/\(fixture.pid!)/stat", encoding: .utf8))
+            .flatMap { $0.split(separator: ")").last?.split(separator: " ").first }
+        XCTAssertTrue(state == nil || state == "Z", "the unmount returned before the daemon exited (state \(state ?? "-"))")
+        fixture.daemon?.waitUntilExit()
+        XCTAssertTrue(fixture.daemonLog.contains("the image file \(fixture.image) was deleted while mounted"),
+                      fixture.daemonLog)
+        stopped = true
+        _ = fixture.stop()
+    }
 }
