@@ -7,9 +7,10 @@ import Glibc
 ///
 /// After the kernel unmount the daemon writes its last checkpoint, which takes time that
 /// grows with the tree; it holds the image's flock until it exits. So the wait follows
-/// the daemon's progress instead of a fixed time: it polls the flock (every 50 ms) and
-/// the daemon's status socket (every 0.5 s: state, phase and count), and gives up only
-/// when neither has changed for `StallBound.seconds`. A daemon whose status cannot be
+/// the daemon's progress instead of a fixed time: it polls the flock (for an image
+/// replaced at its path, the daemon's process) every 50 ms and the daemon's status
+/// socket every 0.5 s (state, phase and count), and gives up only when neither has
+/// changed for `StallBound.seconds`. A daemon whose status cannot be
 /// read (none found, or an older offloadfs) shows no progress, so the bound then counts
 /// from the unmount.
 enum ReleaseWait {
@@ -20,13 +21,16 @@ enum ReleaseWait {
     }
 
     /// `mount` is the mount as it was before the unmount (its status socket follows the
-    /// final checkpoint); nil if it was not found.
-    static func wait(image: String, mount: MountInfo?, stallSeconds: Double = StallBound.seconds) -> Outcome {
+    /// final checkpoint); nil if it was not found. `released` says when the daemon has let
+    /// go: normally the image at its path is unlocked; for an image replaced at its path,
+    /// whose file the daemon holds under no name, its process has exited.
+    static func wait(until released: () -> Bool, mount: MountInfo?,
+                     stallSeconds: Double = StallBound.seconds) -> Outcome {
         var lastChange = now()
         var lastQuery = 0.0
         var lastReading = "unmounting"
         while true {
-            if UnmountCommand.isUnlocked(image: image) { return .released }
+            if released() { return .released }
             let current = now()
             if let mount, current - lastQuery >= 0.5 {
                 lastQuery = current

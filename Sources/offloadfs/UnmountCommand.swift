@@ -50,11 +50,13 @@ struct UnmountCommand: ParsableCommand {
         let mount = MountInfo.offloadfsMount(at: path)
         // A deleted image is lost with the unmount; the daemon logs it, and so do we.
         let imageDeleted = access(entry.source, F_OK) != 0 && errno == ENOENT
+        let pathLocked = !Self.isUnlocked(image: entry.source)
         // So is one replaced at its path (another file renamed over it): the path then names
-        // a file the daemon does not hold, and its lock says nothing about the daemon.
-        let replacedBy = imageDeleted ? nil : Self.daemonHoldingAnotherFile(than: entry.source, mount: mount)
+        // a file the daemon does not hold, and its lock says nothing about the daemon. Asked
+        // only when that file is unlocked (a daemon that died, or a replaced image).
+        let replacedBy = imageDeleted || pathLocked ? nil : Self.daemonHoldingAnotherFile(than: entry.source, mount: mount)
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
-        let daemonWasRunning = !Self.isUnlocked(image: entry.source) || replacedBy != nil
+        let daemonWasRunning = pathLocked || replacedBy != nil
         try Self.unmount(path, lazy: lazy)
         if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
@@ -62,7 +64,7 @@ struct UnmountCommand: ParsableCommand {
             throw ExitCode.failure
         }
         if let pid = replacedBy {
-            if !lazy { Self.waitForExit(pid: pid) }
+            if !lazy { _ = ReleaseWait.wait(until: { !Self.isRunning(pid: pid) }, mount: mount) }
             printError("\(path) is unmounted, but its image \(entry.source) was replaced while mounted (the file at "
                        + "that path is another one now): the daemon served the file it had open, which no name leads "
                        + "to any more; unless it was moved elsewhere, the files it held are gone")
@@ -73,7 +75,7 @@ struct UnmountCommand: ParsableCommand {
         // Like umount(8) on a block filesystem: once this returns, the image is free to
         // be mounted again. The daemon holds an flock on it until it has exited; the wait
         // follows its final checkpoint's progress (ReleaseWait).
-        if case .stalled(let last) = ReleaseWait.wait(image: entry.source, mount: mount) {
+        if case .stalled(let last) = ReleaseWait.wait(until: { Self.isUnlocked(image: entry.source) }, mount: mount) {
             printError("\(path) is unmounted, but the daemon still holds \(entry.source): "
                        + "no progress for \(Int(StallBound.seconds)) s (last: \(last))")
             throw ExitCode.failure
@@ -109,16 +111,6 @@ struct UnmountCommand: ParsableCommand {
                held.st_dev == file.st_dev, held.st_ino == file.st_ino { return nil }
         }
         return status.pid
-    }
-
-    /// Waits for process `pid` to exit, as long as `StallBound.seconds` (the daemon's
-    /// final commit goes to the file it holds, which nothing else can watch).
-    static func waitForExit(pid: Int32) {
-        var waited = 0.0
-        while isRunning(pid: pid) && waited < StallBound.seconds {
-            usleep(50_000)
-            waited += 0.05
-        }
     }
 
     /// Whether process `pid` exists and has not exited (a zombie waiting for its parent
