@@ -27,6 +27,11 @@ final class MetadataDeltaModelTests: XCTestCase {
         var history: [String] = []
         var references = ReportedReferences()
         var commits = 0, crashes = 0, halfCommits = 0, replayedFrames = 0, deepestLayers = 0, chunkedDrops = 0
+        /// Inodes made and dropped within one generation, which left it (`born`).
+        var vanished = 0
+        /// The script's next inode number at the last operation: the numbers given out
+        /// since are the next operation's `born`, as the namespace passes them.
+        var numbered: UInt64 = 2
 
         init(seed: UInt64) throws {
             self.seed = seed
@@ -45,7 +50,14 @@ final class MetadataDeltaModelTests: XCTestCase {
             history.append(what)
             let ticket = delta.join()
             defer { delta.leave(ticket) }
-            try delta.record(changes, in: ticket)
+            let born = numbered..<script.nextInode
+            numbered = script.nextInode
+            let counted = ticket.generation.objectCount
+            try delta.record(changes, born: born, in: ticket)
+            for change in changes {
+                if case .drop(let inode) = change, ticket.generation.withChanges(of: inode, { _ in true }) == nil { vanished += 1 }
+            }
+            if ticket.generation.objectCount > counted + changes.count { try fail("an operation counted more objects than it changed") }
             var writer = ByteWriter(capacity: 256)
             for change in changes { change.encode(into: &writer) }
             journal.append((ticket.generation.number, writer.bytes))
@@ -123,6 +135,14 @@ final class MetadataDeltaModelTests: XCTestCase {
             if let mismatch = try script.model.mismatch(in: reader, absent: script.name() + [UInt8(ascii: "q")]) {
                 try fail("through the delta: \(mismatch)")
             }
+            // The dirty cap's count is exact: each object a generation holds changes or an
+            // orphan change of, once; an inode made and dropped in it, not at all.
+            for layer in delta.layers() {
+                let objects = Set(layer.allChanges().map(\.object)).union(layer.allOrphanChanges().keys)
+                if layer.objectCount != objects.count {
+                    try fail("generation \(layer.number) counts \(layer.objectCount) objects but holds \(objects.count)")
+                }
+            }
         }
 
         /// Commits everything and finishes the drops, then the tree alone must be the model.
@@ -143,7 +163,7 @@ final class MetadataDeltaModelTests: XCTestCase {
 
     func testRandomOperationsThroughGenerationsCommitsAndCrashesReadAsThePlainModel() throws {
         let run = ModelRun(prefix: "OFFLOADFS_DELTA", defaultSeeds: 5, defaultOperations: 1_000)
-        var totals = (commits: 0, crashes: 0, halfCommits: 0, replayed: 0, layers: 0, chunkedDrops: 0)
+        var totals = (commits: 0, crashes: 0, halfCommits: 0, replayed: 0, layers: 0, chunkedDrops: 0, vanished: 0)
         for seed in run.seeds {
             let harness = try Harness(seed: seed)
             for operation in 0..<run.operations {
@@ -160,6 +180,7 @@ final class MetadataDeltaModelTests: XCTestCase {
             totals.replayed += harness.replayedFrames
             totals.layers = max(totals.layers, harness.deepestLayers)
             totals.chunkedDrops += harness.chunkedDrops
+            totals.vanished += harness.vanished
         }
         if !run.customized {
             XCTAssertGreaterThan(totals.commits, 100)
@@ -168,6 +189,7 @@ final class MetadataDeltaModelTests: XCTestCase {
             XCTAssertGreaterThan(totals.replayed, 500)
             XCTAssertGreaterThanOrEqual(totals.layers, 3, "readers never saw several closed generations")
             XCTAssertGreaterThan(totals.chunkedDrops, 20, "no drop ran across commits")
+            XCTAssertGreaterThan(totals.vanished, 10, "no inode was made and dropped within one generation")
         }
     }
 

@@ -33,7 +33,17 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// of a format 2 namespace comes here, so the shards' values are read and changed in
     /// place (a copy of an `ObjectChanges` retains and releases each of its maps), and the
     /// counter of changed objects is taken once.
-    func record(_ changes: [JournalChange]) throws(FSError) {
+    ///
+    /// `born`: the inode numbers the operation gave out (a create's). An inode made and
+    /// dropped within this generation leaves it altogether, orphan item included, and
+    /// stops counting against the dirty cap: no older layer holds anything of it, so
+    /// nothing is left for readers to hide or for the commit to delete (10,000 files made
+    /// and removed had brought the next commit forward into the copy after them, with no
+    /// work for it). Replay passes none: its generations keep such an inode as dropped,
+    /// which the commit finds nothing to delete for, and the check below of a change after
+    /// a drop stays whole for the journal's frames; live, the namespace never changes an
+    /// inode it dropped.
+    func record(_ changes: [JournalChange], born: Range<UInt64> = 0..<0) throws(FSError) {
         // By index, not `for change in changes`: the iterator copies each change (its
         // payload's arrays retained and released), and a change is only read here.
         // An operation drops at most a few inodes, so they are kept in an array.
@@ -47,6 +57,7 @@ public final class DeltaGeneration: @unchecked Sendable {
             if case .drop = changes[i] { droppedHere.append(object) }
         }
         var newObjects = 0
+        var vanished: [UInt64] = []
         for i in changes.indices {
             let object = changes[i].object
             // An inode counts once, whether the generation changed its items, its orphan
@@ -63,12 +74,30 @@ public final class DeltaGeneration: @unchecked Sendable {
                 if isNew { newObjects += 1 }
                 continue
             }
+            if case .drop = changes[i], shard(object).withLock({ Self.removeIfBorn(object, from: &$0) }) {
+                vanished.append(object)
+                continue
+            }
             let isNew = shard(object).withLock { objects in
-                objects[object, default: ObjectChanges()].record(changes[i])
+                objects[object, default: ObjectChanges()].record(changes[i], born: born.contains(object))
             } && orphanChange(of: object) == nil
             if isNew { newObjects += 1 }
         }
-        if newObjects > 0 { changedObjects.wrappingAdd(newObjects, ordering: .relaxed) }
+        if !vanished.isEmpty {
+            // The orphan item it may have had was made here too: nothing older to remove.
+            orphanChanges.withLock { orphans in for object in vanished { orphans[object] = nil } }
+        }
+        let net = newObjects - vanished.count
+        if net != 0 { changedObjects.wrappingAdd(net, ordering: .relaxed) }
+        assert(changedObjects.load(ordering: .relaxed) >= 0, "a generation counted fewer objects than it removed")
+    }
+
+    /// Removes `object`'s changes when it was made in this generation (its drop then
+    /// leaves nothing to record); false, changing nothing, otherwise.
+    private static func removeIfBorn(_ object: UInt64, from objects: inout [UInt64: ObjectChanges]) -> Bool {
+        guard let index = objects.index(forKey: object), objects.values[index].born else { return false }
+        objects.remove(at: index)
+        return true
     }
 
     /// What this generation changed about `object`, or nil when nothing.

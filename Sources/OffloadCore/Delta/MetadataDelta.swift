@@ -67,9 +67,10 @@ public final class MetadataDelta: @unchecked Sendable {
     }
 
     /// Records one operation's changes into the generation it joined (open, or closed
-    /// while it was inside).
-    public func record(_ changes: [JournalChange], in ticket: Ticket) throws(FSError) {
-        try ticket.generation.record(changes)
+    /// while it was inside). `born`: the inode numbers the operation gave out
+    /// (`DeltaGeneration.record`).
+    public func record(_ changes: [JournalChange], born: Range<UInt64> = 0..<0, in ticket: Ticket) throws(FSError) {
+        try ticket.generation.record(changes, born: born)
     }
 
     public func leave(_ ticket: Ticket) {

@@ -34,14 +34,19 @@ public struct ObjectChanges: Sendable {
 
     /// Whether any change was recorded here (a value in a generation's map always has one).
     private var recordedAny = false
+    /// Made in this generation: its first change here came from the operation that gave
+    /// it its number (`DeltaGeneration.record`'s `born`), so no older layer holds anything
+    /// of it, and its drop here leaves the generation nothing to say of it.
+    var born = false
 
     /// Records one change about this object, which is not dropped (the generation checks);
     /// true when it is the first this value records, which is how the generation counts
     /// the objects it changed without looking the object up twice.
     @discardableResult
-    mutating func record(_ change: JournalChange) -> Bool {
+    mutating func record(_ change: JournalChange, born isBorn: Bool = false) -> Bool {
         precondition(!cleared, "a change to a dropped inode reached its object")
         let first = !recordedAny
+        if first && isBorn { born = true }
         recordedAny = true
         switch change {
         case .attributes(_, let item): attributes = item

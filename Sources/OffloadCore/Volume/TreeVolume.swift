@@ -430,7 +430,10 @@ public final class TreeVolume {
     /// `reserved`: room `reserveRoom` reserved for this operation, which ends here.
     /// `commitsAtBudget`: commit after the frame when the journal or the open generation
     /// reached `limits` (false: the caller commits, `isOverBudget`).
-    public func perform(_ changes: [JournalChange], reserved: Int = 0, commitsAtBudget: Bool = true) throws(FSError) {
+    /// `born`: the inode numbers this operation gave out, so that one made and dropped
+    /// within a generation leaves it altogether (`DeltaGeneration.record`).
+    public func perform(_ changes: [JournalChange], born: Range<UInt64> = 0..<0, reserved: Int = 0,
+                        commitsAtBudget: Bool = true) throws(FSError) {
         // The reservation ends here, whatever happens: with the append, or on the way out.
         var held = reserved
         defer { releaseRoom(held) }
@@ -451,7 +454,7 @@ public final class TreeVolume {
         let appended: MetadataLog
         do {
             defer { delta.leave(ticket) }
-            try delta.record(changes, in: ticket)
+            try delta.record(changes, born: born, in: ticket)
             VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
                 // The chain a commit may have switched to meanwhile: the frame goes there.

@@ -318,7 +318,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         let dropped = changes.isEmpty && !dropsAlone ? [] : dropForgotten(reader, into: &changes)
         guard !changes.isEmpty else { return }
         do throws(FSError) {
-            try volume.perform(changes, commitsAtBudget: false)
+            try volume.perform(changes, born: numbered..<nextInode, commitsAtBudget: false)
         } catch {
             if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
             throw error
