@@ -79,6 +79,14 @@ final class DeltaObjectCountTests: XCTestCase {
         XCTAssertNil(generation.changes(of: 11))
         XCTAssertEqual(generation.objectCount, 1)
 
+        // Its orphan change after its drop in one frame (an order no caller uses): gone too.
+        try generation.record([.attributes(inode: 14, item(links: 0)), .orphan(inode: 14, OrphanItem(state: .unlinkedWhileOpen))],
+                              born: 14..<15)
+        try generation.record([.drop(inode: 14), .orphan(inode: 14, nil)])
+        XCTAssertNil(generation.changes(of: 14))
+        XCTAssertNil(generation.orphanChange(of: 14))
+        XCTAssertEqual(generation.objectCount, 1)
+
         // Changed here but not made by that operation (its number was given out before):
         // its drop must hide what older layers hold, so it stays, cleared, and counts.
         try generation.record([.attributes(inode: 12, item(links: 1))], born: 13..<14)

@@ -16,6 +16,10 @@ public final class DeltaGeneration: @unchecked Sendable {
     private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
     /// Objects changed so far: read by every operation's budget check, so an atomic.
     private let changedObjects = Atomic<Int>(0)
+    /// Debug builds only (filled inside `assert`): the inodes made and dropped here, which
+    /// left the generation, so that a later change to one traps as a change to a dropped
+    /// inode is refused (`record`).
+    private let vanishedInDebugBuilds = PthreadMutex(Set<UInt64>())
 
     init(number: UInt64) {
         self.number = number
@@ -40,15 +44,18 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// nothing is left for readers to hide or for the commit to delete (10,000 files made
     /// and removed had brought the next commit forward into the copy after them, with no
     /// work for it). Replay passes none: its generations keep such an inode as dropped,
-    /// which the commit finds nothing to delete for, and the check below of a change after
-    /// a drop stays whole for the journal's frames; live, the namespace never changes an
-    /// inode it dropped.
+    /// which the commit finds nothing to delete for, and this function's refusal of a
+    /// change after a drop stays whole for the journal's frames. Live, the namespace never
+    /// changes an inode it dropped (its calls find the inode gone first); debug builds
+    /// trap on one that left the generation.
     func record(_ changes: [JournalChange], born: Range<UInt64> = 0..<0) throws(FSError) {
         // By index, not `for change in changes`: the iterator copies each change (its
         // payload's arrays retained and released), and a change is only read here.
         // An operation drops at most a few inodes, so they are kept in an array.
         var droppedHere: [UInt64] = []
         for i in changes.indices {
+            assert(!vanishedInDebugBuilds.withLock { $0.contains(changes[i].object) },
+                   "a change to inode \(changes[i].object), made and dropped in generation \(number): \(changes[i])")
             if case .orphan = changes[i] { continue }
             let object = changes[i].object
             guard !droppedHere.contains(object), !shard(object).withLock({ Self.isCleared(object, in: $0) }) else {
@@ -67,6 +74,9 @@ public final class DeltaGeneration: @unchecked Sendable {
             // maps are read under their own locks, one after the other: exact because no
             // two operations record changes of one inode at once (the caller's locks).
             if case .orphan(_, let item) = changes[i] {
+                // After the drop that took the inode out (an order no caller uses): its
+                // orphan item, too, was made in this generation.
+                if vanished.contains(object) { continue }
                 let isNew = orphanChanges.withLock { orphans in
                     defer { orphans[object] = item.map { .set($0) } ?? .removed }
                     return orphans[object] == nil
@@ -78,14 +88,18 @@ public final class DeltaGeneration: @unchecked Sendable {
                 vanished.append(object)
                 continue
             }
+            // A drop as the first change is no birth, whatever the number.
+            let isBirth: Bool
+            if case .drop = changes[i] { isBirth = false } else { isBirth = born.contains(object) }
             let isNew = shard(object).withLock { objects in
-                objects[object, default: ObjectChanges()].record(changes[i], born: born.contains(object))
+                objects[object, default: ObjectChanges()].record(changes[i], born: isBirth)
             } && orphanChange(of: object) == nil
             if isNew { newObjects += 1 }
         }
         if !vanished.isEmpty {
             // The orphan item it may have had was made here too: nothing older to remove.
             orphanChanges.withLock { orphans in for object in vanished { orphans[object] = nil } }
+            assert({ vanishedInDebugBuilds.withLock { $0.formUnion(vanished) }; return true }())
         }
         let net = newObjects - vanished.count
         if net != 0 { changedObjects.wrappingAdd(net, ordering: .relaxed) }
