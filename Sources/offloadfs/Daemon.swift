@@ -109,18 +109,10 @@ enum Daemon {
     /// daemon's whole life. (posix_spawn_file_actions_addclosefrom_np would do this in the
     /// parent, but glibc declares it only under _GNU_SOURCE, which Swift's Glibc lacks.)
     static func closeInheritedDescriptors(keeping keep: Int32) {
-        var open: [Int32] = []
-        if let directory = opendir("/proc/self/fd") {
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if let descriptor = Int32(name), descriptor > 2, descriptor != keep { open.append(descriptor) }
-            }
-            closedir(directory)
-        }
         // The directory stream's own descriptor is in the list; closing it again is a no-op.
-        for descriptor in open { close(descriptor) }
+        for descriptor in ProcessDescriptors.numbers(of: "self") ?? [] where descriptor > 2 && descriptor != keep {
+            close(descriptor)
+        }
     }
 
     /// Our own executable's path, so `ps` shows the daemon as `/path/to/offloadfs mount ...`.

@@ -100,14 +100,11 @@ struct UnmountCommand: ParsableCommand {
         guard let mount, case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) else { return nil }
         var file = stat()
         guard stat(image, &file) == 0 else { return nil }
-        let descriptors = "/proc/\(status.pid)/fd"
-        guard let directory = opendir(descriptors) else { return nil }
-        defer { closedir(directory) }
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard let descriptors = ProcessDescriptors.numbers(of: "\(status.pid)") else { return nil }
+        for descriptor in descriptors {
             var held = stat()
             // stat follows the link to the open file itself.
-            if name != ".", name != "..", stat("\(descriptors)/\(name)", &held) == 0,
+            if stat("/proc/\(status.pid)/fd/\(descriptor)", &held) == 0,
                held.st_dev == file.st_dev, held.st_ino == file.st_ino { return nil }
         }
         return status.pid
