@@ -5,10 +5,11 @@ import OffloadSimulation
 import SplitMix
 
 /// Format 2's last FORGET of an inode with no name writes no frame of its own: the drop
-/// goes into the next frame an operation writes (`VolumeNamespace.dropForgotten`), or a
-/// frame of drops once `forgottenBatch` FORGETs wait, at the maintenance's tick, at a
-/// statfs and at the unmount. An orphan a crash keeps meanwhile is dropped at the next
-/// mount, as any orphan.
+/// goes into the next frame an operation holding the namespace lock alone writes
+/// (`VolumeNamespace.dropForgotten`; the changes of names in one directory share the
+/// lock and carry no drops, `changingNames`), or a frame of drops once `forgottenBatch`
+/// FORGETs wait, at the maintenance's tick, at a statfs and at the unmount. An orphan a
+/// crash keeps meanwhile is dropped at the next mount, as any orphan.
 final class VolumeNamespaceForgottenTests: XCTestCase {
     private struct Fixture {
         let storage = MemoryImageStorage(maximumBytes: 32 << 20)
@@ -33,6 +34,11 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
                 made.append(inode)
             }
             return made
+        }
+
+        /// A frame of an operation that holds the namespace lock alone: a chmod of the root.
+        func chmodRoot() throws {
+            _ = try namespace.setattr(inode: .root, changes: AttributeChanges(permissions: 0o755), context: .root)
         }
 
         /// Commits, and fails the test unless fsck finds the image clean.
@@ -60,6 +66,8 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertEqual(try f.orphanItems.count, 3, "a failed operation lost the waiting drops")
 
         _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        XCTAssertEqual(try f.orphanItems.count, 3, "a change of names sharing the lock dropped forgotten inodes")
+        try f.chmodRoot()
         XCTAssertEqual(try f.orphanItems, [])
         for inode in orphans { XCTAssertThrowsError(try f.namespace.getattr(inode: inode)) }
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
@@ -80,7 +88,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "an open without O_TRUNC wrote a frame")
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue])
         f.namespace.release(inode: kept, handle: handle)
-        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        try f.chmodRoot()
         XCTAssertEqual(try f.orphanItems, [])
     }
 
@@ -91,19 +99,19 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
     func testAnInodeTheFramesOperationChangesWaitsForTheNextFrame() throws {
         let f = try Fixture()
         let file = try f.namespace.mknod(parent: .root, name: FileName("f"), mode: 0o100644, rdev: 0, context: .root).inode
-        try f.namespace.changing { (reader, changes) throws(FSError) in
+        try f.namespace.changing { (reader, operation) throws(FSError) in
             // The unlink's body, with the kernel's FORGET in the middle of it.
             guard var parent = try reader.inode(1), var item = try reader.inode(file.rawValue),
                   let entry = try reader.lookup(directory: 1, name: Array("f".utf8)) else { throw .notFound }
             parent.changeTime = item.changeTime
             item.linkCount = 0
-            changes = [.unlink(directory: 1, entry), .attributes(inode: 1, parent)]
-            f.namespace.state(file.rawValue, item, hadOrphan: false, into: &changes)
+            operation.changes = [.unlink(directory: 1, entry), .attributes(inode: 1, parent)]
+            f.namespace.state(file.rawValue, item, hadOrphan: false, into: &operation)
             f.namespace.forget(inode: file, lookups: 1)
         }
         XCTAssertEqual(try f.orphanItems, [file.rawValue], "the unlink's frame left an orphan")
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [file.rawValue], "the drop was decided on a stale reader")
-        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        try f.chmodRoot()
         XCTAssertEqual(try f.orphanItems, [], "the next frame left the orphan")
         XCTAssertThrowsError(try f.namespace.getattr(inode: file))
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
@@ -116,11 +124,11 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         let orphan = try f.orphans(1, prefix: "o")[0]
         f.namespace.forget(inode: orphan, lookups: 1)
         f.volume.failure = .io("a journal write failed")
-        XCTAssertThrowsError(try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root))
+        XCTAssertThrowsError(try f.chmodRoot())
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue],
                        "the failed frame's drops were lost")
         f.volume.failure = nil
-        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        try f.chmodRoot()
         XCTAssertEqual(try f.orphanItems, [])
         XCTAssertThrowsError(try f.namespace.getattr(inode: orphan))
     }
@@ -147,7 +155,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
                                                     context: .root)
         try f.namespace.unlink(parent: .root, name: FileName("open"))
         f.namespace.forget(inode: file.inode, lookups: 1)
-        _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
+        try f.chmodRoot()
         XCTAssertEqual(try f.namespace.getattr(inode: file.inode).linkCount, 0, "an open file was dropped")
         f.namespace.release(inode: file.inode, handle: handle)
         XCTAssertThrowsError(try f.namespace.getattr(inode: file.inode), "its last close drops it")

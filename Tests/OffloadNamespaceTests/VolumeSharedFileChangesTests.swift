@@ -19,8 +19,9 @@ final class VolumeSharedFileChangesTests: XCTestCase {
     let caller = RequestContext(uid: 0, gid: 0)
 
     /// With the lock held shared by the test (as a read in progress holds it), a write,
-    /// an fallocate and a copy_file_range on another thread answer; a mkdir waits. Before,
-    /// each of them held the lock alone, and the test fails at the semaphore's timeout.
+    /// an fallocate and a copy_file_range on another thread answer; a chmod, which holds
+    /// the lock alone, waits. Before, each of the changes held the lock alone, and the test
+    /// fails at the semaphore's timeout.
     func testFileChangesAnswerWhileAReadHoldsTheLock() throws {
         let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
                                                      capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
@@ -30,9 +31,9 @@ final class VolumeSharedFileChangesTests: XCTestCase {
         let (target, targetHandle) = try fs.create(parent: .root, name: FileName("target"), mode: 0o644, flags: O_RDWR,
                                                    context: caller)
         let bytes = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
-        final class Outcome: @unchecked Sendable { var failure: Error?; var made: Attributes? }
+        final class Outcome: @unchecked Sendable { var failure: Error?; var changed: Attributes? }
         let outcome = Outcome()
-        let changesDone = DispatchSemaphore(value: 0), mkdirDone = DispatchSemaphore(value: 0)
+        let changesDone = DispatchSemaphore(value: 0), chmodDone = DispatchSemaphore(value: 0)
         let caller = self.caller
         fs.lock.withReadLock {
             DispatchQueue.global().async {
@@ -50,14 +51,14 @@ final class VolumeSharedFileChangesTests: XCTestCase {
             }
             XCTAssertEqual(changesDone.wait(timeout: .now() + 20), .success, "a file change waited for the read in progress")
             DispatchQueue.global().async {
-                outcome.made = try? fs.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: caller)
-                mkdirDone.signal()
+                outcome.changed = try? fs.setattr(inode: source.inode, changes: AttributeChanges(permissions: 0o600), context: caller)
+                chmodDone.signal()
             }
-            XCTAssertEqual(mkdirDone.wait(timeout: .now() + 0.3), .timedOut, "a mkdir ran while a read held the lock")
+            XCTAssertEqual(chmodDone.wait(timeout: .now() + 0.3), .timedOut, "a chmod ran while a read held the lock")
         }
-        XCTAssertEqual(mkdirDone.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(chmodDone.wait(timeout: .now() + 20), .success)
         XCTAssertNil(outcome.failure)
-        XCTAssertNotNil(outcome.made)
+        XCTAssertEqual(outcome.changed?.permissions, 0o600)
         XCTAssertTrue(try fs.read(inode: source.inode, handle: sourceHandle, offset: 0, count: 300_000) == bytes)
         let copied = try fs.read(inode: target.inode, handle: targetHandle, offset: 0, count: 200_000)
         XCTAssertEqual(copied.count, 8192 + 100_000)

@@ -34,9 +34,11 @@ final class VolumeSharedReadsTests: XCTestCase {
             var listed: [String] = []
             var read: [UInt8] = []
             var made: Attributes?
+            var renamed = false
         }
         let answers = Answers()
-        let readsDone = DispatchSemaphore(value: 0), changeDone = DispatchSemaphore(value: 0)
+        let readsDone = DispatchSemaphore(value: 0), madeDone = DispatchSemaphore(value: 0)
+        let changeDone = DispatchSemaphore(value: 0)
         let caller = self.caller
         fs.lock.withReadLock {
             // This thread holds the lock shared, as a read in progress does.
@@ -59,17 +61,26 @@ final class VolumeSharedReadsTests: XCTestCase {
                 readsDone.signal()
             }
             XCTAssertEqual(readsDone.wait(timeout: .now() + 20), .success, "a read waited for the read in progress")
+            // A change of names in one directory shares the lock (`changingNames`).
             DispatchQueue.global().async {
                 answers.made = try? fs.mkdir(parent: directory.inode, name: FileName("e"), mode: 0o755, context: caller)
+                madeDone.signal()
+            }
+            XCTAssertEqual(madeDone.wait(timeout: .now() + 20), .success, "a mkdir waited for the read in progress")
+            // A rename holds it alone.
+            DispatchQueue.global().async {
+                answers.renamed = (try? fs.rename(parent: directory.inode, name: FileName("e"), newParent: .root,
+                                                  newName: FileName("e2"), flags: [])) != nil
                 changeDone.signal()
             }
-            XCTAssertEqual(changeDone.wait(timeout: .now() + 0.3), .timedOut, "a change ran while a read held the lock")
+            XCTAssertEqual(changeDone.wait(timeout: .now() + 0.3), .timedOut, "a rename ran while a read held the lock")
         }
-        XCTAssertEqual(changeDone.wait(timeout: .now() + 20), .success, "the change did not run once the read was done")
+        XCTAssertEqual(changeDone.wait(timeout: .now() + 20), .success, "the rename did not run once the read was done")
         XCTAssertNil(answers.failure)
         XCTAssertEqual(answers.listed, [".", "..", "f"])
         XCTAssertTrue(answers.read == bytes)
-        XCTAssertEqual(try fs.lookup(parent: directory.inode, name: FileName("e")).inode, try XCTUnwrap(answers.made).inode)
+        XCTAssertTrue(answers.renamed)
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("e2")).inode, try XCTUnwrap(answers.made).inode)
         fs.release(inode: file.inode, handle: handle)
         try fileSystem.close(meter: nil)
     }

@@ -13,7 +13,7 @@ import OffloadCore
 extension VolumeNamespace {
     public func setattr(inode number: InodeNumber, changes request: AttributeChanges,
                         context: RequestContext) throws(FSError) -> Attributes {
-        try changing { (reader, changes) throws(FSError) -> Attributes in
+        try changing { (reader, operation) throws(FSError) -> Attributes in
             var item = try item(number.rawValue, in: reader)
             var changed = false, resized = false
             if let size = request.size {
@@ -23,7 +23,7 @@ extension VolumeNamespace {
                 // times again here would add a frame, and a power cut between the two
                 // would show the new size with a time the file never had.
                 if let handle = request.handle {
-                    guard let opened = fileHandles[handle.rawValue], opened.inode == number.rawValue else { throw .badHandle }
+                    guard fileCache.reading({ $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
                 }
                 guard item.type == Self.typeCode(.regular) else {
                     throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
@@ -43,7 +43,7 @@ extension VolumeNamespace {
             }
             if let permissions = request.permissions {
                 item.permissions = permissions & 0o7777
-                try keepAccessACLInStep(number.rawValue, item.permissions, reader, &changes)
+                try keepAccessACLInStep(number.rawValue, item.permissions, reader, &operation)
                 changed = true
             }
             if request.uid != nil || request.gid != nil {
@@ -68,7 +68,7 @@ extension VolumeNamespace {
             } else if changed {
                 item.changeTime = now.record
             }
-            if changed || request.changeTime != nil { changes.append(.attributes(inode: number.rawValue, item)) }
+            if changed || request.changeTime != nil { operation.changes.append(.attributes(inode: number.rawValue, item)) }
             return try attributes(number.rawValue, item, try self.reader())
         }
     }
@@ -76,11 +76,11 @@ extension VolumeNamespace {
     /// After a chmod: the access ACL's owner, other and mask (or owning-group) entries take
     /// the new bits (format 1's `Inode.permissionsChanged`).
     func keepAccessACLInStep(_ number: UInt64, _ permissions: UInt32, _ reader: VolumeReader,
-                             _ changes: inout [JournalChange]) throws(FSError) {
+                             _ operation: inout VolumeOperation) throws(FSError) {
         guard let value = try reader.xattr(number, name: PosixACL.accessName), var acl = try? PosixACL(xattr: value) else {
             return
         }
         acl.applyChmod(permissions)
-        changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: acl.xattr))
+        operation.changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: acl.xattr))
     }
 }

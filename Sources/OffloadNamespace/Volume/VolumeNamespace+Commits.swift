@@ -16,11 +16,10 @@ extension VolumeNamespace {
         public var openHandles: Int
     }
 
-    /// Takes the namespace lock once, shared, briefly.
+    /// Takes no namespace lock: the count is an atomic, the handles have locks of their own.
     public var usage: Usage {
-        lock.withReadLock {
-            Usage(inodes: inodeCount, openHandles: fileHandles.count + handles.withLock { $0.directories.count })
-        }
+        Usage(inodes: inodeCount,
+              openHandles: fileCache.reading { $0.handles.count } + handles.withLock { $0.directories.count })
     }
 
     /// Commits what changed since the last commit when `policy` says so (by default, at

@@ -86,7 +86,7 @@ extension VolumeNamespace {
 
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
-        try changing { (reader, changes) throws(FSError) in
+        try changing { (reader, operation) throws(FSError) in
             forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard let kind = FileKind(mode: UInt32(item.type) << 12) else { throw .damagedImage("inode \(number) has type \(item.type)") }
@@ -99,23 +99,23 @@ extension VolumeNamespace {
                 let (bits, equivalent) = acl.modeBits
                 stored = acl.xattr
                 if equivalent {
-                    if try reader.xattr(number.rawValue, name: name) != nil { changes.append(.removeXattr(inode: number.rawValue, name: name)) }
+                    if try reader.xattr(number.rawValue, name: name) != nil { operation.changes.append(.removeXattr(inode: number.rawValue, name: name)) }
                 } else {
                     try checkSet(number.rawValue, name: name, value: stored, mode: mode, reader)
-                    changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
+                    operation.changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
                 }
                 item.permissions = item.permissions & ~0o777 | bits
             } else {
                 if name == PosixACL.defaultName {
                     guard kind == .directory else { throw .permissionDenied }
                     stored = try PosixACL(xattr: value).xattr
-                    directoriesWithoutDefaultACL.remove(number.rawValue)
+                    directoriesWithoutDefaultACLHolder.withLock { _ = $0.remove(number.rawValue) }
                 }
                 try checkSet(number.rawValue, name: name, value: stored, mode: mode, reader)
-                changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
+                operation.changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
             }
             item.changeTime = clock().record
-            changes.append(.attributes(inode: number.rawValue, item))
+            operation.changes.append(.attributes(inode: number.rawValue, item))
         }
     }
 
@@ -143,7 +143,7 @@ extension VolumeNamespace {
     public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
         try ExtendedAttributes.validate(name: name)
         return try reading { (reader) throws(FSError) -> [UInt8] in
-            let cached = name == ExtendedAttributes.capabilityName ? cachedFiles[number.rawValue] : nil
+            let cached = name == ExtendedAttributes.capabilityName ? fileCache.file(number.rawValue) : nil
             if let cached, cached.lacksCapability.load(ordering: .relaxed) { throw .noAttribute }
             _ = try item(number.rawValue, in: reader)
             guard let value = try reader.xattr(number.rawValue, name: name) else {
@@ -163,18 +163,18 @@ extension VolumeNamespace {
 
     public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
-        try changing { (reader, changes) throws(FSError) in
+        try changing { (reader, operation) throws(FSError) in
             forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
             item.changeTime = clock().record
-            changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
+            operation.changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
         }
     }
 
     /// A change of "security.capability" on a cached file (caller holds the lock alone).
     private func forgetCapabilityAbsence(_ number: InodeNumber, _ name: [UInt8]) {
         guard name == ExtendedAttributes.capabilityName else { return }
-        cachedFiles[number.rawValue]?.lacksCapability.store(false, ordering: .relaxed)
+        fileCache.file(number.rawValue)?.lacksCapability.store(false, ordering: .relaxed)
     }
 }

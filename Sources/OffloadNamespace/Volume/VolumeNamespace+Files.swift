@@ -21,9 +21,10 @@ import Synchronization
 // generation only with it held alone, so a change and its frame never straddle that close,
 // which keeps the blocks' touched marks sound ("Files on format 2"). Writes, fallocate,
 // copy_file_range, reads, lseek and flush share it (`changingData`, `sharing`: the file's
-// own lock orders a file's calls); open, create, release and setattr's size hold it alone
-// (they change the cache or the inode's names and attributes); fsync takes it only to
-// check its handle, and syncs outside it.
+// own lock orders a file's calls), and so does the create of a new file (`changingNames`);
+// open, the create that opens an existing file, release and setattr's size hold it alone
+// (they change the inode's attributes, or the cache of a file others may be using); fsync
+// takes it only to check its handle, and syncs outside it.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
@@ -31,6 +32,7 @@ final class VolumeCachedFile {
     /// Orders O_APPEND writes, which share the namespace lock: each reads the size and
     /// writes there as one step (format 1's `appendLock`).
     let appendLock = PthreadLock()
+    /// Handles open on the file (changed under the file cache's lock held alone).
     var openCount = 0
     /// The open generation when the file last changed: it may go once a commit holds it.
     var changedIn: UInt64 = 0
@@ -39,8 +41,8 @@ final class VolumeCachedFile {
     /// (`journal`), without a reader and a read of the layered view for every write
     /// (a fifth of a random 4 KiB write's CPU in the daemon). Set by `journal` and by
     /// every operation's frame that states the inode (`noteJournaled`), both of which run
-    /// with the file's other changes shut out (the file's write lock, or the namespace
-    /// lock held alone); nil until the first. Debug builds check it against the view.
+    /// with the file's other changes shut out (the inode's lock, `InodeLocks`, or the
+    /// namespace lock held alone); nil until the first. Debug builds check it against the view.
     var journaledItem: InodeItem?
     /// Set when a getxattr found no "security.capability" on the file, or when create
     /// made the file (a new file has none); a setxattr or
@@ -106,15 +108,17 @@ extension VolumeNamespace {
     ///
     /// Caller holds the namespace lock (shared or alone) and the file's write lock. The
     /// inode's item (remembered from the last frame that stated it, else read) is written
-    /// back whole: no other operation changes it meanwhile, since those that change an
-    /// inode's attributes hold the namespace lock alone, and the file's changes are
-    /// serialised by its write lock.
+    /// back whole, under the inode's lock: the operations that change an inode's
+    /// attributes otherwise hold the namespace lock alone, or share it with that lock (an
+    /// unlink, `changingNames`), and the file's changes are serialised by its write lock.
     func journal(_ number: UInt64, _ change: FileChange, reserved: Int) {
         // The reservation ends at the frame's `perform`, or here when none is made.
         var unused = reserved
         defer { volume.releaseRoom(unused) }
+        let held = inodeLocks.lock(number)
+        defer { inodeLocks.unlock(held) }
         do throws(FSError) {
-            let cached = cachedFiles[number]
+            let cached = fileCache.file(number)
             var item: InodeItem
             if let known = cached?.journaledItem {
                 assert(viewedItem(number) == known, "inode \(number)'s remembered item is not the view's")
@@ -150,31 +154,41 @@ extension VolumeNamespace {
     }
 
     /// The cached file of regular file `number` (caller holds the lock), loaded from its
-    /// committed extents when not cached.
+    /// committed extents when not cached. Loaded outside the file cache's lock; the
+    /// operations that load a file hold the namespace lock alone, but for the emptying of
+    /// an unlinked file (`emptyUnreadableFiles`), which is cached already.
     func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> VolumeCachedFile {
-        if let cached = cachedFiles[number] { return cached }
+        if let cached = fileCache.file(number) { return cached }
         let pieces = try reader.view.filePieces(number, size: item.size)
         let data = OffloadedFile.loaded(store: try volume.fileBlocks(), limiter: memoryLimiter, size: item.size, pieces: pieces)
         data.attach(VolumeFileJournal(inode: number, namespace: self))
-        let cached = VolumeCachedFile(data: data)
-        cachedFiles[number] = cached
-        return cached
+        let loaded = VolumeCachedFile(data: data)
+        return fileCache.changing { cache in
+            if let cached = cache.files[number] { return cached }
+            cache.files[number] = loaded
+            return loaded
+        }
     }
 
     /// Lets go of a cached file nothing needs: closed, and every change of it committed;
     /// a closed file whose changes wait for a commit goes when one has committed them
-    /// (`evictCommittedFiles`).
+    /// (`evictCommittedFiles`). The file's data is unloaded after the cache's lock is let go
+    /// (unloading takes the file's lock).
     func evictIfDone(_ number: UInt64) {
-        guard let cached = cachedFiles[number], cached.openCount == 0 else { return }
-        if cached.changedIn <= volume.committedGeneration {
+        let committed = volume.committedGeneration
+        let clean = fileCache.changing { cache -> VolumeCachedFile? in
+            guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
+            guard cached.changedIn <= committed else {
+                cache.awaitingCommit.insert(number)
+                return nil
+            }
             // Clean: its references stay the tree's, not a change (no touched marks, which
             // made writes after the next open copy their blocks until a commit).
-            cached.data.unload()
-            cachedFiles[number] = nil
-            awaitingCommit.remove(number)
-        } else {
-            awaitingCommit.insert(number)
+            cache.files[number] = nil
+            cache.awaitingCommit.remove(number)
+            return cached
         }
+        clean?.data.unload()
     }
 
     /// Evicts the closed files a commit since the last call has made clean. Every
@@ -185,69 +199,92 @@ extension VolumeNamespace {
     /// alone.
     func evictCommittedFiles() {
         let committed = volume.committedGeneration
-        guard committed != lastEvictedAt, !awaitingCommit.isEmpty else { return }
-        lastEvictedAt = committed
-        for number in awaitingCommit { evictIfDone(number) }
+        let waiting = fileCache.changing { cache -> Set<UInt64> in
+            guard committed != cache.lastEvictedAt, !cache.awaitingCommit.isEmpty else { return [] }
+            cache.lastEvictedAt = committed
+            return cache.awaitingCommit
+        }
+        for number in waiting { evictIfDone(number) }
     }
 
     /// The file behind `handle` (EBADF for one not given out for this inode).
     func openedFile(_ number: InodeNumber, _ handle: FileHandle) throws(FSError) -> (file: VolumeCachedFile, handle: VolumeFileHandle) {
-        guard let opened = fileHandles[handle.rawValue], opened.inode == number.rawValue,
-              let file = cachedFiles[number.rawValue] else { throw .badHandle }
-        return (file, opened)
+        guard let opened = fileCache.opened(number.rawValue, handle: handle.rawValue) else { throw .badHandle }
+        return opened
     }
 
     // MARK: - Handles
 
     /// O_TRUNC truncates here, marking mtime and ctime even when the file was empty.
     public func open(inode number: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
-        try changing { (reader, changes) throws(FSError) -> FileHandle in
+        try changing { (reader, operation) throws(FSError) -> FileHandle in
             let item = try item(number.rawValue, in: reader)
             let handle = try openHandle(number.rawValue, item, flags: flags, reader)
-            if flags & O_TRUNC != 0 { try truncateOnOpen(number.rawValue, reader, &changes) }
+            if flags & O_TRUNC != 0 { try truncateOnOpen(number.rawValue, reader, &operation) }
             return handle
         }
     }
 
     /// A new regular file, or, when the name exists and O_EXCL is not set, that file
     /// opened (and truncated with O_TRUNC).
+    ///
+    /// A new file is made with the names of `parent` alone changing (`changingNames`), so
+    /// creates in different directories run at once; its data is made empty rather than
+    /// read from the tree (it has no extents). A name that exists is opened with the lock
+    /// held alone, as open does (an open changes the cache of a file other requests may be
+    /// using, and O_TRUNC its data and times). Between the two the name may go (the
+    /// create tries again) or come (it is opened).
     public func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32,
                        context: RequestContext) throws(FSError) -> (Attributes, FileHandle) {
-        // One hold of the lock and one reader: the name looked up once, and a new file's
-        // data made empty rather than read from the tree (it has no extents).
-        enum Found { case existing(Attributes, FileHandle), made(UInt64, InodeItem, any FileBlockStore) }
-        let opened = try changing { (reader, changes) throws(FSError) -> Found in
-            if let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) {
+        while true {
+            if let made = try createNew(parent: parent, name: name, mode: mode, flags: flags, context: context) { return made }
+            if let opened = try openExisting(parent: parent, name: name, flags: flags) { return opened }
+        }
+    }
+
+    /// The new file of `create`; nil when the name exists (and O_EXCL is not set).
+    private func createNew(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32,
+                           context: RequestContext) throws(FSError) -> (Attributes, FileHandle)? {
+        enum Found { case existing, made(UInt64, InodeItem, any FileBlockStore) }
+        return try changingNames(in: parent.rawValue) { (reader, _, operation) throws(FSError) -> Found in
+            if try reader.lookup(directory: parent.rawValue, name: name.bytes) != nil {
                 _ = try liveDirectory(parent.rawValue, in: reader)
                 guard flags & O_EXCL == 0 else { throw .exists }
-                let item = try item(entry.child, in: reader)
-                let handle = try openHandle(entry.child, item, flags: flags, reader)
-                referenced(entry.child)
-                if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &changes) }
-                return .existing(try self.attributes(entry.child, item, reader), handle)
+                return .existing
             }
             let store = try volume.fileBlocks()
             let made = try newNode(parent: parent, name: name, kind: .regular, permissions: mode & 0o7777, rdev: 0, target: nil,
-                                   context: context, reader, &changes, nameLookedUp: true)
+                                   context: context, reader, &operation, nameLookedUp: true)
             return .made(made.number, made.item, store)
-        } then: { (found, reader) throws(FSError) -> (Attributes, FileHandle, truncated: Bool) in
-            switch found {
-            case .existing(let attributes, let handle):
-                return (attributes, handle, flags & O_TRUNC != 0)
-            case .made(let number, let item, let store):
-                let data = OffloadedFile(store: store, limiter: memoryLimiter)
-                data.attach(VolumeFileJournal(inode: number, namespace: self))
-                let cached = VolumeCachedFile(data: data)
-                // A new file has no capability: the kernel's GETXATTR before its first
-                // write (every file `cp -a` makes) is answered without the tree.
-                cached.lacksCapability.store(true, ordering: .relaxed)
-                cachedFiles[number] = cached
-                let handle = try openHandle(number, item, flags: flags, reader)
-                referenced(number)
-                return (try attributes(number, item, reader), handle, false)
-            }
+        } then: { (found, reader) throws(FSError) -> (Attributes, FileHandle)? in
+            guard case .made(let number, let item, let store) = found else { return nil }
+            let data = OffloadedFile(store: store, limiter: memoryLimiter)
+            data.attach(VolumeFileJournal(inode: number, namespace: self))
+            let cached = VolumeCachedFile(data: data)
+            // A new file has no capability: the kernel's GETXATTR before its first
+            // write (every file `cp -a` makes) is answered without the tree.
+            cached.lacksCapability.store(true, ordering: .relaxed)
+            fileCache.changing { $0.files[number] = cached }
+            let handle = try openHandle(number, item, flags: flags, reader)
+            referenced(number)
+            return (try attributes(number, item, reader), handle)
         }
-        guard opened.truncated else { return (opened.0, opened.1) }
+    }
+
+    /// The existing file of `create`, opened with the lock held alone; nil when the name
+    /// has gone meanwhile.
+    private func openExisting(parent: InodeNumber, name: FileName, flags: Int32) throws(FSError) -> (Attributes, FileHandle)? {
+        let opened = try changing { (reader, operation) throws(FSError) -> (Attributes, FileHandle)? in
+            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { return nil }
+            _ = try liveDirectory(parent.rawValue, in: reader)
+            guard flags & O_EXCL == 0 else { throw .exists }
+            let item = try item(entry.child, in: reader)
+            let handle = try openHandle(entry.child, item, flags: flags, reader)
+            referenced(entry.child)
+            if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &operation) }
+            return (try self.attributes(entry.child, item, reader), handle)
+        }
+        guard let opened, flags & O_TRUNC != 0 else { return opened }
         return (try getattr(inode: opened.0.inode), opened.1)
     }
 
@@ -259,21 +296,23 @@ extension VolumeNamespace {
         default: throw .notSupported
         }
         let cached = try cachedFile(number, item, reader)
-        cached.openCount += 1
         let handle = handles.withLock { $0.take() }
-        fileHandles[handle] = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY,
-                                               append: flags & O_APPEND != 0)
+        let opened = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY, append: flags & O_APPEND != 0)
+        fileCache.changing { cache in
+            cached.openCount += 1
+            cache.handles[handle] = opened
+        }
         return FileHandle(handle)
     }
 
-    private func truncateOnOpen(_ number: UInt64, _ reader: VolumeReader, _ changes: inout [JournalChange]) throws(FSError) {
-        guard let cached = cachedFiles[number] else { return }
+    private func truncateOnOpen(_ number: UInt64, _ reader: VolumeReader, _ operation: inout VolumeOperation) throws(FSError) {
+        guard let cached = fileCache.file(number) else { return }
         if try !cached.data.truncate() {
             var item = try item(number, in: reader)
             let now = clock().record
             item.modificationTime = now
             item.changeTime = now
-            changes.append(.attributes(inode: number, item))
+            operation.changes.append(.attributes(inode: number, item))
         }
     }
 
@@ -285,13 +324,17 @@ extension VolumeNamespace {
     /// references it) or dropped. Most closes write no frame, so the journal's pages are
     /// not prepared for one (a close that does write may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
-        _ = try? changing(preparingJournal: false) { (reader, changes) throws(FSError) in
-            guard let opened = fileHandles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
-                  let cached = cachedFiles[number.rawValue] else { return }
-            cached.openCount -= 1
+        _ = try? changing(preparingJournal: false) { (reader, operation) throws(FSError) in
+            let lastClose = fileCache.changing { cache -> Bool? in
+                guard let opened = cache.handles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
+                      let cached = cache.files[number.rawValue] else { return nil }
+                cached.openCount -= 1
+                return cached.openCount == 0
+            }
+            guard let lastClose else { return }
             defer { evictIfDone(number.rawValue) }
-            guard cached.openCount == 0, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
-            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &changes)
+            guard lastClose, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation)
         }
     }
 

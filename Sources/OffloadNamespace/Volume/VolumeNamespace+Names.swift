@@ -44,7 +44,10 @@ extension VolumeNamespace {
         guard kernelReferences.withLock({ !$0.forgotten.isEmpty }) else { return }
         volume.prepareJournalAppend()
         _ = try? locked { () throws(FSError) in
-            try writeFrame([], numbered: nextInode, try reader(), dropsAlone: true)
+            let reader = try reader()
+            var operation = VolumeOperation()
+            try writeFrame(&operation, reader, dropsAlone: true)
+            emptyUnreadableFiles(operation.unreadableFiles, reader)
         }
     }
 
@@ -57,13 +60,13 @@ extension VolumeNamespace {
     /// FORGET came would still show its name there (a reply that failed makes the bridge
     /// FORGET from another thread). One whose items cannot be read is left as an orphan,
     /// which the next mount drops. Caller holds the lock alone.
-    func dropForgotten(_ reader: VolumeReader, into changes: inout [JournalChange]) -> [UInt64] {
+    func dropForgotten(_ reader: VolumeReader, into operation: inout VolumeOperation) -> [UInt64] {
         let forgotten = kernelReferences.withLock { $0.takeForgotten() }
         guard !forgotten.isEmpty else { return [] }
-        let operation = changes.count
+        let own = operation.changes.count
         var dropped: [UInt64] = [], later: [UInt64] = []
         for number in forgotten where !dropped.contains(number) {
-            guard !changes[..<operation].contains(where: { $0.mentions(number) }) else {
+            guard !operation.changes[..<own].contains(where: { $0.mentions(number) }) else {
                 later.append(number)
                 continue
             }
@@ -80,8 +83,8 @@ extension VolumeNamespace {
                 kernelReferences.withLock { _ = $0.unlinked.remove(number) }
                 continue
             }
-            guard (cachedFiles[number]?.openCount ?? 0) == 0 else { continue }
-            state(number, item, hadOrphan: hadOrphan, into: &changes)
+            guard fileCache.reading({ ($0.files[number]?.openCount ?? 0) == 0 }) else { continue }
+            state(number, item, hadOrphan: hadOrphan, into: &operation)
             dropped.append(number)
         }
         if !later.isEmpty { kernelReferences.withLock { $0.forgotten += later } }
@@ -126,29 +129,34 @@ extension VolumeNamespace {
 
     /// A new inode under `parent`/`name`: its attributes, its name at the parent's next
     /// index, the parent's new attributes, its target and inherited ACLs, in one frame.
+    /// Changes names in `parent` alone (`changingNames`): makes in different directories
+    /// run at once.
     private func makeNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
                           target: [UInt8]?, context: RequestContext) throws(FSError) -> Attributes {
-        try changing { (reader, changes) throws(FSError) -> (number: UInt64, item: InodeItem) in
+        try changingNames(in: parent.rawValue) { (reader, _, operation) throws(FSError) -> (number: UInt64, item: InodeItem) in
             try newNode(parent: parent, name: name, kind: kind, permissions: permissions, rdev: rdev, target: target,
-                        context: context, reader, &changes)
+                        context: context, reader, &operation)
         } then: { (made, reader) throws(FSError) -> Attributes in
             referenced(made.number)
             return try attributes(made.number, made.item, reader)
         }
     }
 
-    /// The default ACL of `directory`, remembering its absence (`directoriesWithoutDefaultACL`).
-    /// Caller holds the lock alone.
+    /// The default ACL of `directory`, remembering its absence
+    /// (`directoriesWithoutDefaultACLHolder`). Caller holds the lock, or shares it with the
+    /// directory's inode lock: a default ACL is set only with the lock held alone.
     private func defaultACL(of directory: UInt64, _ reader: VolumeReader) throws(FSError) -> [UInt8]? {
-        if directoriesWithoutDefaultACL.contains(directory) {
+        if directoriesWithoutDefaultACLHolder.withLock({ $0.contains(directory) }) {
             // A read that fails is not this check's to report.
             assert((try? reader.xattr(directory, name: PosixACL.defaultName)) == nil, "directory \(directory) has a default ACL")
             return nil
         }
         let value = try reader.xattr(directory, name: PosixACL.defaultName)
         if value == nil {
-            if directoriesWithoutDefaultACL.count >= Self.maximumDirectoriesWithoutDefaultACL { directoriesWithoutDefaultACL.removeAll() }
-            directoriesWithoutDefaultACL.insert(directory)
+            directoriesWithoutDefaultACLHolder.withLock { known in
+                if known.count >= Self.maximumDirectoriesWithoutDefaultACL { known.removeAll() }
+                known.insert(directory)
+            }
         }
         return value
     }
@@ -158,7 +166,7 @@ extension VolumeNamespace {
     /// has just looked it up with `reader` says so (`nameLookedUp`), and it is not looked up again.
     func newNode(parent: InodeNumber, name: FileName, kind: FileKind, permissions: UInt32, rdev: UInt64,
                  target: [UInt8]?, context: RequestContext, _ reader: VolumeReader,
-                 _ changes: inout [JournalChange], nameLookedUp: Bool = false) throws(FSError) -> (number: UInt64, item: InodeItem) {
+                 _ operation: inout VolumeOperation, nameLookedUp: Bool = false) throws(FSError) -> (number: UInt64, item: InodeItem) {
         var parentItem = try liveDirectory(parent.rawValue, in: reader)
         if !nameLookedUp {
             guard try reader.lookup(directory: parent.rawValue, name: name.bytes) == nil else { throw .exists }
@@ -170,7 +178,8 @@ extension VolumeNamespace {
                                   parentGID: parentItem.gid, parentDefaultACL: try defaultACL(of: parent.rawValue, reader),
                                   context: context)
         let now = clock().record
-        let number = nextInode
+        // Taken last, once nothing can refuse the operation but its frame.
+        let number = nextInode.add(1, ordering: .relaxed).oldValue
         let item = InodeItem(type: Self.typeCode(kind), permissions: start.permissions, uid: context.uid, gid: start.gid,
                              linkCount: kind == .directory ? 2 : 1, size: UInt64(target?.count ?? 0), rdev: rdev,
                              accessTime: now, modificationTime: now, changeTime: now, birthTime: now,
@@ -183,21 +192,21 @@ extension VolumeNamespace {
         // One at a time into room for them all (a drop may follow): `+= [...]` makes and
         // frees an array of its own. Here, not in `changing`: an operation that changes
         // nothing allocates nothing.
-        changes.reserveCapacity(changes.count + 4)
-        changes.append(.attributes(inode: number, item))
-        changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
-        changes.append(.attributes(inode: parent.rawValue, parentItem))
-        if let target { changes.append(.symlinkTarget(inode: number, target)) }
-        if let access = start.accessACL { changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
-        if let inherited = start.defaultACL { changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
-        nextInode += 1
+        operation.changes.reserveCapacity(operation.changes.count + 4)
+        operation.changes.append(.attributes(inode: number, item))
+        operation.changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
+        operation.changes.append(.attributes(inode: parent.rawValue, parentItem))
+        if let target { operation.changes.append(.symlinkTarget(inode: number, target)) }
+        if let access = start.accessACL { operation.changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
+        if let inherited = start.defaultACL { operation.changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
+        operation.born = number
         return (number, item)
     }
 
     /// A hard link. Directories cannot be linked (EPERM), an unlinked file cannot get a
     /// name again (ENOENT), more than `maximumLinkCount` names is EMLINK.
     public func link(inode number: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes {
-        try changing { (reader, changes) throws(FSError) -> Attributes in
+        try changing { (reader, operation) throws(FSError) -> Attributes in
             var item = try item(number.rawValue, in: reader)
             guard item.type != Self.typeCode(.directory) else { throw .notPermitted }
             var parentItem = try liveDirectory(newParent.rawValue, in: reader)
@@ -211,17 +220,20 @@ extension VolumeNamespace {
             parentItem.nextIndex += 1
             parentItem.modificationTime = now
             parentItem.changeTime = now
-            changes = [.link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: number.rawValue, type: item.type, index: index)),
-                       .attributes(inode: number.rawValue, item), .attributes(inode: newParent.rawValue, parentItem)]
+            operation.changes = [
+                .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: number.rawValue, type: item.type, index: index)),
+                .attributes(inode: number.rawValue, item), .attributes(inode: newParent.rawValue, parentItem),
+            ]
             referenced(number.rawValue)
             return try attributes(number.rawValue, item, reader)
         }
     }
 
+    /// Changes names in `parent` alone, with the unlinked inode's lock (`changingNames`).
     public func unlink(parent: InodeNumber, name: FileName) throws(FSError) {
-        try changing { (reader, changes) throws(FSError) in
+        try changingNames(in: parent.rawValue, removing: name) { (reader, entry, operation) throws(FSError) in
             var parentItem = try directory(parent.rawValue, in: reader)
-            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            guard let entry else { throw .notFound }
             guard entry.type != Self.typeCode(.directory) else { throw .isDirectory }
             var item = try item(entry.child, in: reader)
             guard item.linkCount > 0 else { throw .io("a named inode has no links") }
@@ -230,17 +242,18 @@ extension VolumeNamespace {
             item.changeTime = now
             parentItem.modificationTime = now
             parentItem.changeTime = now
-            changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            state(entry.child, item, hadOrphan: false, into: &changes)
-        }
+            operation.changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
+            state(entry.child, item, hadOrphan: false, into: &operation)
+        } then: { (_, _) throws(FSError) in }
     }
 
     /// Removes an empty directory: its link count becomes 0 and the parent loses the
-    /// link its ".." held.
+    /// link its ".." held. Changes names in `parent` alone, with the removed directory's
+    /// lock, which every change of names in it holds too (`changingNames`).
     public func rmdir(parent: InodeNumber, name: FileName) throws(FSError) {
-        try changing { (reader, changes) throws(FSError) in
+        try changingNames(in: parent.rawValue, removing: name) { (reader, entry, operation) throws(FSError) in
             var parentItem = try directory(parent.rawValue, in: reader)
-            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { throw .notFound }
+            guard let entry else { throw .notFound }
             guard entry.type == Self.typeCode(.directory) else { throw .notDirectory }
             var item = try directory(entry.child, in: reader)
             guard try reader.entries(directory: entry.child, from: 3, limit: 1).isEmpty else { throw .notEmpty }
@@ -250,8 +263,8 @@ extension VolumeNamespace {
             parentItem.linkCount -= 1
             parentItem.modificationTime = now
             parentItem.changeTime = now
-            changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
-            state(entry.child, item, hadOrphan: false, into: &changes)
-        }
+            operation.changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
+            state(entry.child, item, hadOrphan: false, into: &operation)
+        } then: { (_, _) throws(FSError) in }
     }
 }

@@ -13,7 +13,7 @@ extension VolumeNamespace {
         guard !flags.isSuperset(of: [.noReplace, .exchange]) else {
             throw .invalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
         }
-        try changing { (reader, changes) throws(FSError) in
+        try changing { (reader, operation) throws(FSError) in
             var items = RenameItems(reader: reader)
             _ = try directory(parent.rawValue, in: reader)
             _ = try liveDirectory(newParent.rawValue, in: reader)
@@ -34,7 +34,7 @@ extension VolumeNamespace {
                         guard try items.get(parent.rawValue).linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
                     }
                 }
-                changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
+                operation.changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
                            .link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: target.child, type: target.type, index: source.index)),
                            .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: target.index))]
                 try reparent(source, from: parent.rawValue, to: newParent.rawValue, &items)
@@ -51,7 +51,7 @@ extension VolumeNamespace {
                 } else if target.type == Self.typeCode(.directory) {
                     throw .isDirectory
                 }
-                changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
+                operation.changes = [.unlink(directory: parent.rawValue, source), .unlink(directory: newParent.rawValue, target),
                            .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: target.index))]
                 if target.type == Self.typeCode(.directory) {
                     try items.change(target.child) { $0.linkCount = 0 }
@@ -73,7 +73,7 @@ extension VolumeNamespace {
                 let index = newParentItem.nextIndex
                 newParentItem.nextIndex += 1
                 items.set(newParent.rawValue, newParentItem)
-                changes = [.unlink(directory: parent.rawValue, source),
+                operation.changes = [.unlink(directory: parent.rawValue, source),
                            .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: index))]
                 try reparent(source, from: parent.rawValue, to: newParent.rawValue, &items)
                 try items.change(source.child) { $0.changeTime = now }
@@ -81,7 +81,7 @@ extension VolumeNamespace {
             try items.change(parent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
             try items.change(newParent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
             for (number, item) in items.changed.sorted(by: { $0.key < $1.key }) {
-                state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &changes)
+                state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &operation)
             }
         }
     }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import OffloadCore
+import Synchronization
 
 /// The namespace of a format 2 image (docs/ARCHITECTURE.md, "Steps" 4d): names,
 /// attributes, directories and xattrs read from the volume's layered view (the delta's
@@ -23,10 +24,14 @@ import OffloadCore
 /// getattr, readlink, the directory listing calls, getxattr, listxattr, reads of an open
 /// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
 /// (`readers`), and so do the changes of an open file's data (write, fallocate,
-/// copy_file_range: `changingData`); other changes, and every close of a generation (the
-/// maintenance's, an operation's own commit), hold it alone (`locked`, `changing`).
-/// Inside it, the leaf locks of the state shared holders change (`kernelReferences`,
-/// `handles`, `failureHolder`), and the volume's locks.
+/// copy_file_range: `changingData`) and the changes of names in one directory (mkdir,
+/// mknod, symlink, the create of a new file, unlink, rmdir: `changingNames`), which also
+/// hold the inode locks (`inodeLocks`) of the directory and of the inode they unlink;
+/// other changes, and every close of a generation (the maintenance's, an operation's own
+/// commit), hold it alone (`locked`, `changing`). Inside it, a file's write lock, then
+/// the inode locks, then the leaf locks of the state shared holders change
+/// (`kernelReferences`, `handles`, `fileCache`, `failureHolder`,
+/// `directoriesWithoutDefaultACLHolder`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
@@ -40,34 +45,33 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
     /// share the namespace lock, or take none).
     let handles = PthreadMutex(HandleNumbers())
+    /// The inode locks of the changes that share the namespace lock (`changingNames`, and
+    /// a file change's frame, `journal`).
+    let inodeLocks = InodeLocks()
+    /// The cached regular files and the open file handles (`VolumeFileCache`).
+    let fileCache = VolumeFileCache()
     /// Readers for the operations that share the namespace lock.
     let readers: VolumeReaderPool
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
     /// operation. Its own lock: file changes share the namespace lock.
     private let failureHolder = PthreadMutex<FSError?>(nil)
     var journalFailure: FSError? { failureHolder.withLock { $0 } }
-    // Guarded by `lock` (changed only with it held alone):
-    /// The number the next new inode gets.
-    var nextInode: UInt64
+    /// The number the next new inode gets (an atomic: creates in different directories
+    /// take numbers at once).
+    let nextInode: Atomic<UInt64>
     /// Inodes in the image, orphans included: the last commit's count, plus the inodes
-    /// created and less those dropped since (statfs).
-    var inodeCount: UInt64
-    /// Regular files whose data is held (`VolumeNamespace+Files.swift`), by inode.
-    var cachedFiles: [UInt64: VolumeCachedFile] = [:]
-    /// Open file handles.
-    var fileHandles: [UInt64: VolumeFileHandle] = [:]
+    /// created and less those dropped since (statfs), counted as their frames are written.
+    private let inodesCounted: Atomic<UInt64>
+    var inodeCount: UInt64 { inodesCounted.load(ordering: .relaxed) }
     /// Directories known to have no default ACL: every create asks of its parent, and a
     /// lookup of the xattr in the layered view was 1,300 instructions of a create's
     /// 21,000. A number goes when a default ACL is set on it (`setxattr`, the only way
-    /// one comes to an existing directory); numbers are never given out twice in a mount,
-    /// so a directory removed leaves only a stale number. Cleared at
-    /// `maximumDirectoriesWithoutDefaultACL`.
-    var directoriesWithoutDefaultACL = Set<UInt64>()
+    /// one comes to an existing directory, with the namespace lock held alone, so no create
+    /// asks meanwhile); numbers are never given out twice in a mount, so a directory
+    /// removed leaves only a stale number. Cleared at `maximumDirectoriesWithoutDefaultACL`.
+    let directoriesWithoutDefaultACLHolder = PthreadMutex(Set<UInt64>())
     static let maximumDirectoriesWithoutDefaultACL = 1 << 16
-    /// Closed cached files whose changes wait for a commit, and the commit the last sweep
-    /// of them saw (`evictCommittedFiles`).
-    var awaitingCommit = Set<UInt64>()
-    var lastEvictedAt: UInt64 = 0
+    // Guarded by `lock` (changed only with it held alone):
     /// Idle commits the maintenance still owes (`commitIfChanged`).
     var settling = 0
     /// When the maintenance last closed a generation (`MonotonicClock`; the mount's start
@@ -83,9 +87,6 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// and open generation it was taken at.
     private var sharedReader: VolumeReader?
     private var sharedReaderAt: (committed: UInt64, open: UInt64) = (0, 0)
-    /// Cached regular files the operation in progress leaves with only the kernel's
-    /// references, to empty once its frame is written (`state`, `changing`).
-    var unreadableFiles: [UInt64] = []
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -98,8 +99,8 @@ public final class VolumeNamespace: @unchecked Sendable {
         self.memoryLimiter = memoryLimiter
         self.clock = clock
         readers = VolumeReaderPool(volume: volume)
-        nextInode = max(2, volume.current.nextInode)
-        inodeCount = volume.current.inodeCount
+        nextInode = Atomic(max(2, volume.current.nextInode))
+        inodesCounted = Atomic(volume.current.inodeCount)
         if volume.isReadOnly || volume.failure != nil {
             // Nothing is changed (read-only, or a full image served read-only): orphans
             // stay until a writable mount drops them.
@@ -110,7 +111,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
         for (number, orphan) in try volume.reader().orphans() where orphan.state != .dropping {
             try volume.perform([.orphan(inode: number, nil), .drop(inode: number)])
-            inodeCount -= 1
+            inodesCounted.subtract(1, ordering: .relaxed)
         }
         if try volume.reader().inode(1) == nil {
             let now = clock().record
@@ -118,9 +119,15 @@ public final class VolumeNamespace: @unchecked Sendable {
                 type: Self.typeCode(.directory), permissions: 0o755, uid: UInt32(getuid()), gid: UInt32(getgid()),
                 linkCount: 2, size: 0, rdev: 0, accessTime: now, modificationTime: now, changeTime: now,
                 birthTime: now, parent: 1, nextIndex: 3))])
-            inodeCount += 1
+            inodesCounted.add(1, ordering: .relaxed)
         }
     }
+
+    /// Copies, for tests and checks: the cached files, the open file handles, and the
+    /// directories known to have no default ACL.
+    var cachedFiles: [UInt64: VolumeCachedFile] { fileCache.reading { $0.files } }
+    var fileHandles: [UInt64: VolumeFileHandle] { fileCache.reading { $0.handles } }
+    var directoriesWithoutDefaultACL: Set<UInt64> { directoriesWithoutDefaultACLHolder.withLock { $0 } }
 
     // MARK: - Reading
 
@@ -180,7 +187,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         var size = kind == .directory ? Inode.directorySize : item.size
         var stored: UInt64 = 0
         if kind == .regular {
-            if let cached = cachedFiles[number] {
+            if let cached = fileCache.file(number) {
                 size = cached.data.size
                 stored = cached.data.allocatedByteCount
             } else {
@@ -276,10 +283,10 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` under the namespace lock with a reader of the current state; the
-    /// changes it returns are performed as one journal frame.
+    /// Runs `body` under the namespace lock held alone with a reader of the current state;
+    /// the changes it states are performed as one journal frame.
     func changing<R>(preparingJournal: Bool = true,
-                     _ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R) throws(FSError) -> R {
+                     _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R) throws(FSError) -> R {
         try changing(preparingJournal: preparingJournal, body) { (result, _) throws(FSError) -> R in result }
     }
 
@@ -289,70 +296,140 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// leaves out the journal's pages made writable before the lock, for an operation
     /// that seldom writes a frame (a close), which pays for that call every time.
     func changing<R, S>(preparingJournal: Bool = true,
-                        _ body: (VolumeReader, inout [JournalChange]) throws(FSError) -> R,
+                        _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
         if preparingJournal { volume.prepareJournalAppend() }
         return try locked { () throws(FSError) -> S in
             let reader = try self.reader()
-            var changes: [JournalChange] = []
-            let numbered = nextInode
-            unreadableFiles = []
-            defer { unreadableFiles = [] }
-            let result = try body(reader, &changes)
-            try writeFrame(changes, numbered: numbered, reader)
-            emptyUnreadableFiles()
+            var operation = VolumeOperation()
+            let result = try body(reader, &operation)
+            try writeFrame(&operation, reader)
+            emptyUnreadableFiles(operation.unreadableFiles, reader)
             return try after(result, reader)
         }
     }
 
-    /// Writes an operation's `changes` as one frame, with the drops of the inodes
-    /// forgotten since the last frame (`dropForgotten`); with `dropsAlone`, those drops
-    /// even when the operation changed nothing. An operation that changed nothing writes
-    /// nothing: it may have done what cannot be undone (an open's handle), and a frame of
-    /// drops that failed would fail it. Drops whose frame failed wait for the next one.
-    /// `numbered` is `nextInode` before the operation. Caller holds the lock alone.
-    func writeFrame(_ changes: consuming [JournalChange], numbered: UInt64, _ reader: VolumeReader,
-                    dropsAlone: Bool = false) throws(FSError) {
-        // `consuming`: the caller's array, moved in, takes the drops in place (a copy
-        // made here copied every change of the frame whenever a drop came along).
-        let dropped = changes.isEmpty && !dropsAlone ? [] : dropForgotten(reader, into: &changes)
-        guard !changes.isEmpty else { return }
+    /// Runs a change of the names in directory `parent` with the namespace lock shared,
+    /// holding the directory's inode lock and, for a change that removes `removing`, the
+    /// lock of the inode that name holds (docs/ARCHITECTURE.md, "Step 7, fifth part"):
+    /// changes in different directories run at once, two in one directory take turns, and
+    /// a file's data change (`journal`) waits for an unlink of that file's name. `body`
+    /// gets the name's entry, looked up with both locks held; its changes are performed as
+    /// one frame, and `after` runs with the locks still held. Then the files the frame left
+    /// only the kernel references are emptied (their frames take their own inode locks),
+    /// and a journal or generation over its budget is committed with the lock held alone,
+    /// as after a file's data change (`changingData`).
+    ///
+    /// What such a change may touch: the directory's entries and item, the removed
+    /// inode's item and orphan item, a new inode (its number from `nextInode`, unseen by
+    /// any other operation until its frame is in the delta), the file cache and the
+    /// kernel's references (leaf locks). Its frame takes no drops of forgotten inodes
+    /// (`dropForgotten` decides with the lock held alone). A generation closes only with
+    /// the namespace lock held alone, so the frame stays in the generation it joined.
+    func changingNames<R, S>(in parent: UInt64, removing name: FileName? = nil,
+                             _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
+                             then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
+        volume.prepareJournalAppend()
+        let answer = try sharing { () throws(FSError) -> S in
+            let taken = try readers.take()
+            defer { readers.give(taken) }
+            let reader = taken.reader
+            var unreadable: [UInt64] = []
+            let answer = try { () throws(FSError) -> S in
+                var held = inodeLocks.lock(parent)
+                defer { inodeLocks.unlock(held) }
+                var entry: NamedEntry?
+                if let name {
+                    // The named inode's lock joins the directory's in ascending stripe order:
+                    // one above the directory's is taken at once; one below it means letting
+                    // go and taking both, and looking the name up again, since it may name
+                    // another inode by then.
+                    entry = try reader.lookup(directory: parent, name: name.bytes)
+                    while let found = entry, !held.covers(found.child) {
+                        if held.high == nil && InodeLocks.stripe(found.child) > held.low {
+                            inodeLocks.extend(&held, with: found.child)
+                        } else {
+                            inodeLocks.unlock(held)
+                            held = inodeLocks.lock(parent, found.child)
+                            entry = try reader.lookup(directory: parent, name: name.bytes)
+                        }
+                    }
+                }
+                var operation = VolumeOperation()
+                let result = try body(reader, entry, &operation)
+                try writeFrame(&operation, reader, dropsForgotten: false)
+                unreadable = operation.unreadableFiles
+                return try after(result, reader)
+            }()
+            emptyUnreadableFiles(unreadable, reader)
+            // A change whose frame could not be written is not answered as done.
+            if let journalFailure { throw journalFailure }
+            return answer
+        }
+        // A failed or read-only volume commits nothing (`commitIfOverBudget`).
+        guard volume.failure == nil, !volume.isReadOnly else { return answer }
+        switch volume.budget {
+        case .under: break
+        case .nearing: wakeForNearingBudget()
+        case .reached: lock.withWriteLock { commitIfOverBudget() }
+        }
+        return answer
+    }
+
+    /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
+    /// the drops of the inodes forgotten since the last frame (`dropForgotten`, which needs
+    /// the lock held alone); with `dropsAlone`, those drops even when the operation changed
+    /// nothing. An operation that changed nothing writes nothing: it may have done what
+    /// cannot be undone (an open's handle), and a frame of drops that failed would fail
+    /// it. Drops whose frame failed wait for the next one. Caller holds the lock alone, or
+    /// shared with the inode locks of what the frame changes (`changingNames`).
+    func writeFrame(_ operation: inout VolumeOperation, _ reader: VolumeReader,
+                    dropsAlone: Bool = false, dropsForgotten: Bool = true) throws(FSError) {
+        // The drops join the operation's own changes in place (a copy made here copied
+        // every change of the frame whenever a drop came along).
+        let dropped = !dropsForgotten || (operation.changes.isEmpty && !dropsAlone) ? [] : dropForgotten(reader, into: &operation)
+        guard !operation.changes.isEmpty else { return }
         do throws(FSError) {
-            try volume.perform(changes, born: numbered..<nextInode, commitsAtBudget: false)
+            try volume.perform(operation.changes, born: operation.bornNumbers, commitsAtBudget: false)
         } catch {
             if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
             throw error
         }
-        // Numbers a refused operation took are skipped, not counted.
-        inodeCount += nextInode - numbered
-        for i in changes.indices { if case .drop = changes[i] { inodeCount -= 1 } }
-        noteJournaled(changes)
+        // A number a refused operation took is skipped, not counted.
+        if operation.born != nil { inodesCounted.add(1, ordering: .relaxed) }
+        var drops: UInt64 = 0
+        for i in operation.changes.indices { if case .drop = operation.changes[i] { drops += 1 } }
+        if drops > 0 { inodesCounted.subtract(drops, ordering: .relaxed) }
+        noteJournaled(operation.changes)
     }
 
     /// Keeps the cached files' remembered items (`VolumeCachedFile.journaledItem`) equal to
-    /// what the frame just written states of them. Caller holds the lock alone.
+    /// what the frame just written states of them. Caller holds the lock alone, or the
+    /// inode locks of the inodes the frame states.
     private func noteJournaled(_ changes: [JournalChange]) {
-        guard !cachedFiles.isEmpty else { return }
-        for change in changes {
-            switch change {
-            case .attributes(let inode, let item): cachedFiles[inode]?.journaledItem = item
-            case .drop(let inode): cachedFiles[inode]?.journaledItem = nil
-            default: continue
+        fileCache.reading { cache in
+            guard !cache.files.isEmpty else { return }
+            for change in changes {
+                switch change {
+                case .attributes(let inode, let item): cache.files[inode]?.journaledItem = item
+                case .drop(let inode): cache.files[inode]?.journaledItem = nil
+                default: continue
+                }
             }
         }
     }
 
-    /// Empties the files the operation just performed left with only the kernel's
+    /// Empties `files`, which the operation just performed left with only the kernel's
     /// references, each by its observer's frame (a truncation, with its size and times),
     /// after the operation's own frame: emptied first, a power cut between the two frames
     /// showed the file still named but empty (the power-cut simulator found it on format
     /// 2). Format 1 empties after its record too (`StorageDisposal`). Best effort, as
     /// format 1's: without journal room the data waits for the last FORGET, which drops
-    /// the inode. Caller holds the lock.
-    private func emptyUnreadableFiles() {
-        for number in unreadableFiles {
-            guard let reader = try? self.reader(), let item = try? reader.inode(number),
-                  item.linkCount == 0, item.size > 0 else { continue }
+    /// the inode. Caller holds the namespace lock and no inode lock (each truncation's
+    /// frame takes its file's).
+    func emptyUnreadableFiles(_ files: [UInt64], _ reader: VolumeReader) {
+        for number in files {
+            guard let item = try? reader.inode(number), item.linkCount == 0, item.size > 0 else { continue }
             _ = try? cachedFile(number, item, reader).data.truncate()
             evictIfDone(number)
         }
@@ -364,17 +441,19 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// only the kernel references has its data emptied, as format 1 empties a file
     /// nothing can read again: in the same frame when it is not cached, else through its
     /// cached data once the operation's frame is written, `emptyUnreadableFiles`); with
-    /// nothing left, its drop (and its orphan item's). Caller holds the lock.
+    /// nothing left, its drop (and its orphan item's). Caller holds the lock alone, or
+    /// shared with the inode's inode lock.
     func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
-               into changes: inout [JournalChange]) {
-        let open = (cachedFiles[number]?.openCount ?? 0) > 0
+               into operation: inout VolumeOperation) {
+        let cached = fileCache.file(number)
+        let open = fileCache.reading { _ in (cached?.openCount ?? 0) > 0 }
         if item.linkCount > 0 {
-            changes.append(.attributes(inode: number, item))
+            operation.changes.append(.attributes(inode: number, item))
         } else if kernelReferences.withLock({ $0.keepUnlinked(number) }) || open {
             var item = item
             var emptied: Range<UInt64>?
             if !open && item.type == Self.typeCode(.regular) && item.size > 0 {
-                if cachedFiles[number] == nil {
+                if cached == nil {
                     // The kernel's reference goes with its FORGET in most cases a moment
                     // later, and the drop frees the data anyway; loading the file to
                     // empty it through a frame of its own was a fifth of `rm -rf`'s time
@@ -387,23 +466,25 @@ public final class VolumeNamespace: @unchecked Sendable {
                     item.modificationTime = now
                     item.changeTime = now
                 } else {
-                    unreadableFiles.append(number)
+                    operation.unreadableFiles.append(number)
                 }
             }
-            changes.append(.attributes(inode: number, item))
+            operation.changes.append(.attributes(inode: number, item))
             if let emptied {
                 // A record's pieces tile its range; past the new size the tree drops them.
-                changes.append(.fileRange(inode: number, size: 0, range: emptied, pieces: [
+                operation.changes.append(.fileRange(inode: number, size: 0, range: emptied, pieces: [
                     FilePiece(offset: 0, extent: .repeatingBytes(value: 0, count: emptied.upperBound)),
                 ]))
             }
-            if !hadOrphan { changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
+            if !hadOrphan { operation.changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
         } else {
-            if hadOrphan { changes.append(.orphan(inode: number, nil)) }
-            changes.append(.drop(inode: number))
+            if hadOrphan { operation.changes.append(.orphan(inode: number, nil)) }
+            operation.changes.append(.drop(inode: number))
             kernelReferences.withLock { _ = $0.unlinked.remove(number) }
-            cachedFiles[number] = nil
-            awaitingCommit.remove(number)
+            fileCache.changing { cache in
+                cache.files[number] = nil
+                cache.awaitingCommit.remove(number)
+            }
         }
     }
 
@@ -415,8 +496,9 @@ public final class VolumeNamespace: @unchecked Sendable {
         dropForgottenNow()
         let blockSize = UInt64(BackingStore.blockSize)
         let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
-        // The count under the namespace lock; the slot through the volume's publish lock.
-        let used = lock.withReadLock { inodeCount }
+        // The count as the frames written so far leave it; the slot through the volume's
+        // publish lock.
+        let used = inodeCount
         let capacityBytes = volume.current.capacityBytes
         let total = InodeTable.maximumInodeCount
         return FileSystemStatistics(blockSize: blockSize, totalBlocks: capacityBytes / blockSize,

@@ -1,0 +1,98 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Locks by inode number for the changes that share the namespace lock
+/// (`VolumeNamespace.changingNames`, docs/ARCHITECTURE.md, "Step 7, fifth part"): a change
+/// of a directory's entries holds the directory's lock, a change of an inode's item holds
+/// the inode's, so creates and removes in different directories run at once while two in
+/// one directory take turns.
+///
+/// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
+/// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,
+/// so an operation holding two takes them in ascending stripe order, which is the only
+/// order two stripes are ever held in; a stripe shared by the two is taken once. The
+/// stripes are the innermost of the namespace's own locks but the leaves
+/// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
+/// (a file change's frame takes its inode's stripe inside it, `journal`), and nothing
+/// holding a stripe takes a file's write lock or another stripe out of order.
+final class InodeLocks: @unchecked Sendable {
+    // @unchecked: the mutexes are pthread's, in one allocation that never moves.
+    static let stripeCount = 1024
+    private let mutexes: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        mutexes = .allocate(capacity: Self.stripeCount)
+        var attributes = pthread_mutexattr_t()
+        pthread_mutexattr_init(&attributes)
+        defer { pthread_mutexattr_destroy(&attributes) }
+        #if DEBUG
+        // Debug builds (every test) check: a thread taking a stripe it holds gets EDEADLK
+        // and traps in `take`, where a release build would wait forever.
+        pthread_mutexattr_settype(&attributes, Int32(PTHREAD_MUTEX_ERRORCHECK))
+        #endif
+        for stripe in 0..<Self.stripeCount {
+            (mutexes + stripe).initialize(to: pthread_mutex_t())
+            let rc = pthread_mutex_init(mutexes + stripe, &attributes)
+            precondition(rc == 0, "pthread_mutex_init failed: \(rc)")
+        }
+    }
+
+    deinit {
+        for stripe in 0..<Self.stripeCount { pthread_mutex_destroy(mutexes + stripe) }
+        mutexes.deallocate()
+    }
+
+    static func stripe(_ number: UInt64) -> Int { Int(truncatingIfNeeded: number % UInt64(stripeCount)) }
+
+    /// The stripes an operation holds: one or two, the lower first.
+    struct Held {
+        fileprivate(set) var low: Int
+        fileprivate(set) var high: Int?
+
+        /// Whether `number`'s stripe is one of them.
+        func covers(_ number: UInt64) -> Bool {
+            let stripe = InodeLocks.stripe(number)
+            return stripe == low || stripe == high
+        }
+    }
+
+    /// Takes `number`'s stripe.
+    func lock(_ number: UInt64) -> Held {
+        let stripe = Self.stripe(number)
+        take(stripe)
+        return Held(low: stripe, high: nil)
+    }
+
+    /// Takes the stripes of `first` and `second`, the lower first (one when they share it).
+    func lock(_ first: UInt64, _ second: UInt64) -> Held {
+        let a = Self.stripe(first), b = Self.stripe(second)
+        let held = Held(low: min(a, b), high: a == b ? nil : max(a, b))
+        take(held.low)
+        if let high = held.high { take(high) }
+        return held
+    }
+
+    /// Adds `number`'s stripe to `held`, which holds one stripe below it: the order stays
+    /// ascending, so nothing has to be let go.
+    func extend(_ held: inout Held, with number: UInt64) {
+        let stripe = Self.stripe(number)
+        precondition(held.high == nil && stripe > held.low, "stripes are taken in ascending order")
+        take(stripe)
+        held.high = stripe
+    }
+
+    func unlock(_ held: Held) {
+        if let high = held.high { give(high) }
+        give(held.low)
+    }
+
+    private func take(_ stripe: Int) {
+        let rc = pthread_mutex_lock(mutexes + stripe)
+        precondition(rc == 0, "inode lock stripe \(stripe): pthread_mutex_lock failed (taken twice by one thread?): \(rc)")
+    }
+
+    private func give(_ stripe: Int) {
+        pthread_mutex_unlock(mutexes + stripe)
+    }
+}

@@ -1,0 +1,233 @@
+import Dispatch
+import XCTest
+@testable import OffloadCore
+@testable import OffloadNamespace
+import OffloadSimulation
+import SplitMix
+
+/// Format 2's changes of names in one directory share the namespace lock and hold the
+/// directory's inode lock (`VolumeNamespace.changingNames`, docs/ARCHITECTURE.md, "Step
+/// 7, fifth part"): mkdir, mknod, symlink, the create of a new file, unlink and rmdir in
+/// different directories run at once; two in one directory take turns. Also in
+/// scripts/tsan.
+final class VolumeNamesInDirectoriesTests: XCTestCase {
+    static let capacity: UInt64 = 64 << 20
+    let caller = RequestContext(uid: 0, gid: 0)
+
+    /// While the test holds directory a's inode lock (as a change of a's names in progress
+    /// holds it), a create, mkdir, symlink, unlink and rmdir in directory b answer on
+    /// another thread; a create in a waits until the test lets go, and so does an unlink in
+    /// b of a file whose lock the test holds. (That these changes also answer while a read
+    /// holds the namespace lock is `VolumeSharedReadsTests`'; a change that takes no inode
+    /// lock fails here, the create in a answering at once.)
+    func testChangesInAnotherDirectoryAnswerWhileOneDirectoryIsLocked() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
+        let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
+        let old = try fs.mknod(parent: b, name: FileName("old"), mode: 0o100644, rdev: 0, context: caller).inode
+        _ = try fs.mkdir(parent: b, name: FileName("sub"), mode: 0o755, context: caller)
+        let held = try fs.mknod(parent: b, name: FileName("held"), mode: 0o100644, rdev: 0, context: caller).inode
+        XCTAssertEqual(Set([a, b, held].map { InodeLocks.stripe($0.rawValue) }).count, 3, "setup: the inodes share a stripe")
+
+        final class Outcome: @unchecked Sendable { var failure: Error?; var inA: Attributes?; var unlinkedHeld = false }
+        let outcome = Outcome()
+        let inB = DispatchSemaphore(value: 0), inADone = DispatchSemaphore(value: 0), heldDone = DispatchSemaphore(value: 0)
+        let caller = self.caller
+        var locked = fs.inodeLocks.lock(a.rawValue)
+        fs.inodeLocks.extend(&locked, with: held.rawValue)
+        DispatchQueue.global().async {
+            do {
+                let (file, handle) = try fs.create(parent: b, name: FileName("new"), mode: 0o644, flags: O_RDWR, context: caller)
+                _ = try [UInt8](repeating: 7, count: 5000).withUnsafeBytes {
+                    try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0)
+                }
+                fs.release(inode: file.inode, handle: handle)
+                _ = try fs.mkdir(parent: b, name: FileName("dir"), mode: 0o755, context: caller)
+                _ = try fs.symlink(parent: b, name: FileName("link"), target: Array("new".utf8), context: caller)
+                try fs.unlink(parent: b, name: FileName("old"))
+                try fs.rmdir(parent: b, name: FileName("sub"))
+            } catch {
+                outcome.failure = error
+            }
+            inB.signal()
+        }
+        XCTAssertEqual(inB.wait(timeout: .now() + 20), .success, "changes in b waited for a change in a")
+        DispatchQueue.global().async {
+            outcome.inA = try? fs.create(parent: a, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller).0
+            inADone.signal()
+        }
+        DispatchQueue.global().async {
+            outcome.unlinkedHeld = (try? fs.unlink(parent: b, name: FileName("held"))) != nil
+            heldDone.signal()
+        }
+        XCTAssertEqual(inADone.wait(timeout: .now() + 0.3), .timedOut, "a create in a ran while a's lock was held")
+        XCTAssertEqual(heldDone.wait(timeout: .now() + 0.1), .timedOut, "an unlink ran while its inode's lock was held")
+        fs.inodeLocks.unlock(locked)
+        XCTAssertEqual(inADone.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(heldDone.wait(timeout: .now() + 20), .success)
+        XCTAssertNil(outcome.failure)
+        XCTAssertNotNil(outcome.inA)
+        XCTAssertTrue(outcome.unlinkedHeld)
+        XCTAssertEqual(try names(in: b, fs), ["dir", "link", "new"])
+        XCTAssertEqual(try fs.getattr(inode: old).linkCount, 0, "the kernel's reference keeps the unlinked file")
+        XCTAssertEqual(try fs.getattr(inode: b).linkCount, 3, "b: its name, '.', and dir's '..'")
+        try fileSystem.close(meter: nil)
+    }
+
+    /// Four threads change names at once, each in a directory of its own and all in one
+    /// shared directory (creates that write their file, unlinks of open and closed files,
+    /// mkdirs and rmdirs, symlinks, the kernel's FORGETs), beside a reader and the
+    /// maintenance's commits. Each thread's directory ends as its model says, the shared
+    /// one as the union of theirs; statfs counts what is there; reopened, the image reads
+    /// the same and checks clean.
+    func testChangesInManyDirectoriesAtOnceAgreeWithEachThreadsModel() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = self.caller
+        let shared = try fs.mkdir(parent: .root, name: FileName("shared"), mode: 0o755, context: caller).inode
+        let threads = 4
+        let own = try (0..<threads).map { try fs.mkdir(parent: .root, name: FileName("t\($0)"), mode: 0o755, context: caller).inode }
+
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var failures: [String] = []
+            var models: [[String: [UInt8]?]] = []   // per thread: name in its directory -> file bytes (nil: a directory or link)
+            var sharedNames: [Set<String>] = []
+            func fail(_ message: String) { lock.lock(); failures.append(message); lock.unlock() }
+        }
+        let results = Results()
+        results.models = Array(repeating: [:], count: threads)
+        results.sharedNames = Array(repeating: [], count: threads)
+        let stop = ManagedAtomicFlag()
+        let workers = DispatchGroup(), background = DispatchGroup()
+        for thread in 0..<threads {
+            DispatchQueue.global().async(group: workers) {
+                var random = SplitMix64(seed: UInt64(40 + thread))
+                var model: [String: [UInt8]?] = [:], mine = Set<String>()
+                let directory = own[thread]
+                do {
+                    for step in 0..<400 {
+                        let name = "n\(random.next() % 40)"
+                        let where_ = random.next() % 4 == 0 ? shared : directory
+                        let key = where_ == shared ? "t\(thread)-\(name)" : name
+                        let exists = where_ == shared ? mine.contains(key) : model[key] != nil
+                        switch random.next() % 6 {
+                        case 0, 1:
+                            guard !exists else { continue }
+                            let bytes = (0..<Int(random.next() % 9000)).map { UInt8(truncatingIfNeeded: $0 &+ step) }
+                            let (file, handle) = try fs.create(parent: where_, name: FileName(key), mode: 0o644,
+                                                                flags: O_RDWR | O_EXCL, context: caller)
+                            _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+                            if random.next() % 3 == 0 {
+                                // Unlinked while open and referenced; written after, then closed.
+                                try fs.unlink(parent: where_, name: FileName(key))
+                                _ = try [1, 2, 3].withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+                                fs.release(inode: file.inode, handle: handle)
+                                fs.forget(inode: file.inode, lookups: 1)
+                                continue
+                            }
+                            fs.release(inode: file.inode, handle: handle)
+                            if random.next() % 2 == 0 { fs.forget(inode: file.inode, lookups: 1) }
+                            if where_ == shared { mine.insert(key) } else { model[key] = bytes }
+                        case 2:
+                            guard !exists else { continue }
+                            let made = try fs.mkdir(parent: where_, name: FileName(key), mode: 0o755, context: caller)
+                            fs.forget(inode: made.inode, lookups: 1)
+                            if where_ == shared { mine.insert(key) } else { model[key] = .some(nil) }
+                        case 3:
+                            guard !exists, where_ == directory else { continue }
+                            _ = try fs.symlink(parent: where_, name: FileName(key), target: Array("x".utf8), context: caller)
+                            model[key] = .some(nil)
+                        default:
+                            guard exists else { continue }
+                            let kind = try fs.lookup(parent: where_, name: FileName(key))
+                            if kind.kind == .directory {
+                                try fs.rmdir(parent: where_, name: FileName(key))
+                            } else {
+                                try fs.unlink(parent: where_, name: FileName(key))
+                            }
+                            fs.forget(inode: kind.inode, lookups: 1)
+                            if where_ == shared { mine.remove(key) } else { model[key] = nil }
+                        }
+                    }
+                } catch {
+                    results.fail("thread \(thread): \(error)")
+                }
+                results.lock.lock()
+                results.models[thread] = model
+                results.sharedNames[thread] = mine
+                results.lock.unlock()
+            }
+        }
+        DispatchQueue.global().async(group: background) {
+            while !stop.isSet {
+                _ = try? fs.commitIfChanged()
+                usleep(2000)
+            }
+        }
+        DispatchQueue.global().async(group: background) {
+            while !stop.isSet {
+                for directory in own + [shared] {
+                    guard let handle = try? fs.opendir(inode: directory) else { continue }
+                    _ = try? fs.readdirplus(inode: directory, handle: handle, offset: 0, limit: 100)
+                    fs.releasedir(inode: directory, handle: handle)
+                }
+            }
+        }
+        XCTAssertEqual(workers.wait(timeout: .now() + 120), .success)
+        stop.set()
+        XCTAssertEqual(background.wait(timeout: .now() + 60), .success)
+        XCTAssertEqual(results.failures, [])
+
+        func check(_ fs: VolumeNamespace, _ when: String) throws {
+            for thread in 0..<threads {
+                let model = results.models[thread]
+                XCTAssertEqual(Set(try names(in: own[thread], fs)), Set(model.keys), "\(when): thread \(thread)'s directory")
+                for (name, bytes) in model {
+                    guard let bytes else { continue }
+                    let file = try fs.lookup(parent: own[thread], name: FileName(name))
+                    let handle = try fs.open(inode: file.inode, flags: O_RDONLY)
+                    XCTAssertTrue(try fs.read(inode: file.inode, handle: handle, offset: 0, count: 10_000) == bytes,
+                                  "\(when): thread \(thread)'s \(name)")
+                    fs.release(inode: file.inode, handle: handle)
+                }
+            }
+            XCTAssertEqual(Set(try names(in: shared, fs)), results.sharedNames.reduce(into: Set<String>()) { $0.formUnion($1) },
+                           "\(when): the shared directory")
+        }
+        try check(fs, "mounted")
+        let present = 1 + 1 + threads + results.models.map(\.count).reduce(0, +) + results.sharedNames.map(\.count).reduce(0, +)
+        let statistics = fs.statfs()
+        XCTAssertGreaterThanOrEqual(statistics.totalInodes - statistics.freeInodes, UInt64(present), "statfs counts every inode there")
+        try fileSystem.close(meter: nil)
+
+        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .set(Self.capacity),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        try check(reopened.namespace, "reopened")
+        let again = reopened.namespace.statfs()
+        XCTAssertEqual(again.totalInodes - again.freeInodes, UInt64(present), "after a new mount, only the inodes there")
+        try reopened.close(meter: nil)
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+        XCTAssertEqual(report.inodes, present)
+    }
+
+    private func names(in directory: InodeNumber, _ fs: VolumeNamespace) throws -> [String] {
+        let handle = try fs.opendir(inode: directory)
+        defer { fs.releasedir(inode: directory, handle: handle) }
+        return try fs.readdir(inode: directory, handle: handle, offset: 0, limit: 10_000)
+            .map { String(decoding: $0.name, as: UTF8.self) }.filter { $0 != "." && $0 != ".." }.sorted()
+    }
+}
+
+/// A flag one thread sets and others poll.
+private final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}
