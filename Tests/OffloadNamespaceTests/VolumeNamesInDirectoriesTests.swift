@@ -76,12 +76,63 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// An unlink whose inode's stripe is below its directory's lets go of the directory's,
+    /// takes both in ascending order and looks the name up again: while the test holds the
+    /// inode's stripe the unlink waits, and a mkdir in the same directory answers meanwhile
+    /// (the directory's stripe is free while the unlink waits for the lower one). An unlink
+    /// whose inode shares its directory's stripe takes it once.
+    func testAnUnlinkTakesAStripeBelowItsDirectorysInAscendingOrder() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = self.caller
+        let file = try fs.mknod(parent: .root, name: FileName("x"), mode: 0o100644, rdev: 0, context: caller).inode
+        let directory = try fs.mkdir(parent: .root, name: FileName("p"), mode: 0o755, context: caller).inode
+        _ = try fs.link(inode: file, newParent: directory, newName: FileName("x"))
+        XCTAssertLessThan(InodeLocks.stripe(file.rawValue), InodeLocks.stripe(directory.rawValue), "setup")
+
+        final class Outcome: @unchecked Sendable { var unlinked = false; var made: Attributes? }
+        let outcome = Outcome()
+        let unlinkDone = DispatchSemaphore(value: 0), mkdirDone = DispatchSemaphore(value: 0)
+        let held = fs.inodeLocks.lock(file.rawValue)
+        DispatchQueue.global().async {
+            outcome.unlinked = (try? fs.unlink(parent: directory, name: FileName("x"))) != nil
+            unlinkDone.signal()
+        }
+        XCTAssertEqual(unlinkDone.wait(timeout: .now() + 0.3), .timedOut, "the unlink ran while its inode's stripe was held")
+        DispatchQueue.global().async {
+            outcome.made = try? fs.mkdir(parent: directory, name: FileName("d"), mode: 0o755, context: caller)
+            mkdirDone.signal()
+        }
+        XCTAssertEqual(mkdirDone.wait(timeout: .now() + 20), .success, "the waiting unlink kept its directory's stripe")
+        fs.inodeLocks.unlock(held)
+        XCTAssertEqual(unlinkDone.wait(timeout: .now() + 20), .success)
+        XCTAssertTrue(outcome.unlinked)
+        XCTAssertNotNil(outcome.made)
+        XCTAssertEqual(try names(in: directory, fs), ["d"])
+        XCTAssertEqual(try fs.getattr(inode: file).linkCount, 1, "the other name is left")
+
+        // An inode on its directory's stripe: numbers a stripe count apart.
+        let sharing = try fs.mkdir(parent: .root, name: FileName("s"), mode: 0o755, context: caller).inode
+        for index in 0..<(InodeLocks.stripeCount - 1) {
+            _ = try fs.mknod(parent: .root, name: FileName("pad\(index)"), mode: 0o100644, rdev: 0, context: caller)
+        }
+        let same = try fs.mknod(parent: sharing, name: FileName("same"), mode: 0o100644, rdev: 0, context: caller).inode
+        XCTAssertEqual(InodeLocks.stripe(same.rawValue), InodeLocks.stripe(sharing.rawValue), "setup")
+        try fs.unlink(parent: sharing, name: FileName("same"))
+        XCTAssertEqual(try names(in: sharing, fs), [])
+        XCTAssertEqual(try fs.getattr(inode: same).linkCount, 0, "the kernel's reference keeps it")
+        try fileSystem.close(meter: nil)
+    }
+
     /// Four threads change names at once, each in a directory of its own and all in one
     /// shared directory (creates that write their file, unlinks of open and closed files,
     /// mkdirs and rmdirs, symlinks, the kernel's FORGETs), beside a reader and the
-    /// maintenance's commits. Each thread's directory ends as its model says, the shared
-    /// one as the union of theirs; statfs counts what is there; reopened, the image reads
-    /// the same and checks clean.
+    /// maintenance's commits; half the removes find their inode unreferenced (the drop is
+    /// in the unlink's frame), half leave an orphan. Each thread's directory ends as its
+    /// model says, the shared one as the union of theirs; statfs counts what is there;
+    /// opened again without an unmount (the journal replayed), the image reads the same
+    /// and checks clean.
     func testChangesInManyDirectoriesAtOnceAgreeWithEachThreadsModel() throws {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
         let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
@@ -108,6 +159,8 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
             DispatchQueue.global().async(group: workers) {
                 var random = SplitMix64(seed: UInt64(40 + thread))
                 var model: [String: [UInt8]?] = [:], mine = Set<String>()
+                // The kernel's references each name's inode keeps (its make's, unless forgotten).
+                var references: [String: UInt64] = [:]
                 let directory = own[thread]
                 do {
                     for step in 0..<400 {
@@ -131,7 +184,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                                 continue
                             }
                             fs.release(inode: file.inode, handle: handle)
-                            if random.next() % 2 == 0 { fs.forget(inode: file.inode, lookups: 1) }
+                            if random.next() % 2 == 0 { fs.forget(inode: file.inode, lookups: 1) } else { references[key] = 1 }
                             if where_ == shared { mine.insert(key) } else { model[key] = bytes }
                         case 2:
                             guard !exists else { continue }
@@ -141,16 +194,22 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                         case 3:
                             guard !exists, where_ == directory else { continue }
                             _ = try fs.symlink(parent: where_, name: FileName(key), target: Array("x".utf8), context: caller)
+                            references[key] = 1
                             model[key] = .some(nil)
                         default:
                             guard exists else { continue }
                             let kind = try fs.lookup(parent: where_, name: FileName(key))
+                            let held = 1 + (references.removeValue(forKey: key) ?? 0)
+                            // Half the removes find the inode unreferenced (its frame drops it),
+                            // half leave an orphan until the FORGET after it.
+                            let forgottenFirst = random.next() % 2 == 0
+                            if forgottenFirst { fs.forget(inode: kind.inode, lookups: held) }
                             if kind.kind == .directory {
                                 try fs.rmdir(parent: where_, name: FileName(key))
                             } else {
                                 try fs.unlink(parent: where_, name: FileName(key))
                             }
-                            fs.forget(inode: kind.inode, lookups: 1)
+                            if !forgottenFirst { fs.forget(inode: kind.inode, lookups: held) }
                             if where_ == shared { mine.remove(key) } else { model[key] = nil }
                         }
                     }
@@ -203,14 +262,17 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         let present = 1 + 1 + threads + results.models.map(\.count).reduce(0, +) + results.sharedNames.map(\.count).reduce(0, +)
         let statistics = fs.statfs()
         XCTAssertGreaterThanOrEqual(statistics.totalInodes - statistics.freeInodes, UInt64(present), "statfs counts every inode there")
-        try fileSystem.close(meter: nil)
 
-        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .set(Self.capacity),
-                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
-        try check(reopened.namespace, "reopened")
-        let again = reopened.namespace.statfs()
-        XCTAssertEqual(again.totalInodes - again.freeInodes, UInt64(present), "after a new mount, only the inodes there")
-        try reopened.close(meter: nil)
+        // No unmount: the next open replays the journal the threads' frames went to, in the
+        // order they were appended (the delta's order may differ between frames of
+        // different objects).
+        try fs.volume.sync()
+        let reopened = try TreeVolume.open(storage)
+        let again = try VolumeNamespace(volume: reopened, memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        try check(again, "replayed")
+        let counted = again.statfs()
+        XCTAssertEqual(counted.totalInodes - counted.freeInodes, UInt64(present), "after a new mount, only the inodes there")
+        try reopened.commit()
         let report = try VolumeCheck.run(storage)
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
         XCTAssertEqual(report.inodes, present)

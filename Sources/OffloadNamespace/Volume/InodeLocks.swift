@@ -15,7 +15,9 @@ import Glibc
 /// stripes are the innermost of the namespace's own locks but the leaves
 /// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
 /// (a file change's frame takes its inode's stripe inside it, `journal`), and nothing
-/// holding a stripe takes a file's write lock or another stripe out of order.
+/// holding a stripe takes a file's write lock or another stripe out of order, but for a
+/// new file nothing else can reach yet (a create attaches its journal under the
+/// directory's stripe, `VolumeNamespace.changingNames`).
 final class InodeLocks: @unchecked Sendable {
     // @unchecked: the mutexes are pthread's, in one allocation that never moves.
     static let stripeCount = 1024

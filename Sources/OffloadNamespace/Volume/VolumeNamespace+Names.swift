@@ -192,13 +192,15 @@ extension VolumeNamespace {
         // One at a time into room for them all (a drop may follow): `+= [...]` makes and
         // frees an array of its own. Here, not in `changing`: an operation that changes
         // nothing allocates nothing.
+        // The new inode whole before its name: a reader sharing the lock that finds the
+        // name (a frame is recorded change by change) finds its item, target and ACLs.
         operation.changes.reserveCapacity(operation.changes.count + 4)
         operation.changes.append(.attributes(inode: number, item))
-        operation.changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
-        operation.changes.append(.attributes(inode: parent.rawValue, parentItem))
         if let target { operation.changes.append(.symlinkTarget(inode: number, target)) }
         if let access = start.accessACL { operation.changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
         if let inherited = start.defaultACL { operation.changes.append(.setXattr(inode: number, name: PosixACL.defaultName, value: inherited)) }
+        operation.changes.append(.link(directory: parent.rawValue, NamedEntry(name: name.bytes, child: number, type: item.type, index: index)))
+        operation.changes.append(.attributes(inode: parent.rawValue, parentItem))
         operation.born = number
         return (number, item)
     }

@@ -39,8 +39,13 @@ public final class VolumeNamespace: @unchecked Sendable {
     let lock = ReadWriteLock()
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own lock: lookups under the shared namespace lock add to it, FORGET takes from it
-    /// before any namespace lock, and what decides on a count (an unlink's orphan or drop,
-    /// FORGET's drop) reads it under the namespace lock held alone.
+    /// before any namespace lock, and what decides on a count reads it in one hold of this
+    /// lock: an unlink's or rmdir's orphan or drop (the namespace lock shared, with the
+    /// inode's lock, `changingNames`), a rename's or a last close's (held alone), the drop
+    /// of a forgotten inode (held alone). A lookup takes no inode lock, so an in-process
+    /// caller's lookup racing an unlink of the same last name may add a reference to an
+    /// inode the unlink drops (through the kernel the directory's `i_rwsem` keeps the two
+    /// apart, and an unlink's target is always referenced, so it leaves an orphan).
     let kernelReferences = PthreadMutex(KernelReferences())
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
     /// share the namespace lock, or take none).
@@ -315,7 +320,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// changes in different directories run at once, two in one directory take turns, and
     /// a file's data change (`journal`) waits for an unlink of that file's name. `body`
     /// gets the name's entry, looked up with both locks held; its changes are performed as
-    /// one frame, and `after` runs with the locks still held. Then the files the frame left
+    /// one frame, and `after` runs with the locks still held (a create's `after` attaches
+    /// the new file's journal and reads its size, taking that file's lock under the
+    /// directory's stripe: an exception to the lock order, safe because nothing else can
+    /// reach a file whose inode is not answered yet, as format 1's `observe`). Then the files the frame left
     /// only the kernel references are emptied (their frames take their own inode locks),
     /// and a journal or generation over its budget is committed with the lock held alone,
     /// as after a file's data change (`changingData`).
@@ -326,16 +334,47 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// kernel's references (leaf locks). Its frame takes no drops of forgotten inodes
     /// (`dropForgotten` decides with the lock held alone). A generation closes only with
     /// the namespace lock held alone, so the frame stays in the generation it joined.
+    ///
+    /// A change refused for want of space (journal room the changes of open files reserved
+    /// meanwhile, or blocks) runs again with the lock held alone, as it ran before: a
+    /// removal on a full image must not fail because writes were in flight.
     func changingNames<R, S>(in parent: UInt64, removing name: FileName? = nil,
                              _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
                              then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
+        switch try changingNamesShared(in: parent, removing: name, body, then: after) {
+        case .done(let answer):
+            return answer
+        case .refusedForSpace:
+            // Nothing was changed: the operation or its frame was refused before the frame
+            // was recorded (a number the make took is skipped).
+            return try changing { (reader, operation) throws(FSError) -> R in
+                let entry = try name.flatMap { (name) throws(FSError) -> NamedEntry? in
+                    try reader.lookup(directory: parent, name: name.bytes)
+                }
+                return try body(reader, entry, &operation)
+            } then: { (result, reader) throws(FSError) -> S in
+                try after(result, reader)
+            }
+        }
+    }
+
+    /// How `changingNamesShared` ended: answered, or refused with ENOSPC before its frame
+    /// was recorded.
+    private enum SharedOutcome<S> {
+        case done(S)
+        case refusedForSpace
+    }
+
+    private func changingNamesShared<R, S>(in parent: UInt64, removing name: FileName?,
+                                           _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
+                                           then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> SharedOutcome<S> {
         volume.prepareJournalAppend()
-        let answer = try sharing { () throws(FSError) -> S in
+        let outcome = try sharing { () throws(FSError) -> SharedOutcome<S> in
             let taken = try readers.take()
             defer { readers.give(taken) }
             let reader = taken.reader
             var unreadable: [UInt64] = []
-            let answer = try { () throws(FSError) -> S in
+            let outcome = try { () throws(FSError) -> SharedOutcome<S> in
                 var held = inodeLocks.lock(parent)
                 defer { inodeLocks.unlock(held) }
                 var entry: NamedEntry?
@@ -356,24 +395,29 @@ public final class VolumeNamespace: @unchecked Sendable {
                     }
                 }
                 var operation = VolumeOperation()
-                let result = try body(reader, entry, &operation)
-                try writeFrame(&operation, reader, dropsForgotten: false)
+                let result: R
+                do throws(FSError) {
+                    result = try body(reader, entry, &operation)
+                    try writeFrame(&operation, reader, dropsForgotten: false)
+                } catch .noSpace {
+                    return .refusedForSpace
+                }
                 unreadable = operation.unreadableFiles
-                return try after(result, reader)
+                return .done(try after(result, reader))
             }()
             emptyUnreadableFiles(unreadable, reader)
             // A change whose frame could not be written is not answered as done.
             if let journalFailure { throw journalFailure }
-            return answer
+            return outcome
         }
         // A failed or read-only volume commits nothing (`commitIfOverBudget`).
-        guard volume.failure == nil, !volume.isReadOnly else { return answer }
+        guard volume.failure == nil, !volume.isReadOnly else { return outcome }
         switch volume.budget {
         case .under: break
         case .nearing: wakeForNearingBudget()
         case .reached: lock.withWriteLock { commitIfOverBudget() }
         }
-        return answer
+        return outcome
     }
 
     /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
