@@ -108,20 +108,57 @@ print(" ".join(str(round(rate)) for rate in rates))
 EOF
 }
 
+# parallel_metadata DIR COUNT WORKERS -> "create/s remove/s": WORKERS processes, each
+# in a directory of its own under DIR, create COUNT/WORKERS empty files, then (after all
+# have) unlink them; the rates are of all workers together, from a common start to the
+# last one's end. Changes in different directories need not wait for each other.
+parallel_metadata() {
+    python3 - "$@" <<'EOF'
+import multiprocessing, os, sys, time
+directory, count, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+each = count // workers
+def work(index, barrier, times):
+    own = os.path.join(directory, "w%d" % index)
+    os.makedirs(own)
+    names = [os.path.join(own, "f%05d" % i) for i in range(each)]
+    barrier.wait()
+    start = time.perf_counter()
+    for name in names:
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    times[2 * index] = time.perf_counter() - start
+    barrier.wait()
+    start = time.perf_counter()
+    for name in names:
+        os.unlink(name)
+    times[2 * index + 1] = time.perf_counter() - start
+    os.rmdir(own)
+barrier = multiprocessing.Barrier(workers)
+times = multiprocessing.Array("d", 2 * workers)
+processes = [multiprocessing.Process(target=work, args=(i, barrier, times)) for i in range(workers)]
+for process in processes: process.start()
+for process in processes: process.join()
+if any(process.exitcode != 0 for process in processes): sys.exit(1)
+os.rmdir(directory)
+total = each * workers
+print(round(total / max(times[0::2])), round(total / max(times[1::2])))
+EOF
+}
+
 # The keys bench_workloads fills, in its order. WORKLOADS=metadata keeps only the
 # metadata workloads (create/stat/remove, cp -a, tar -x, rm -rf: issue 11's everyday
 # rates) and leaves out every fio phase: a round then takes seconds rather than minutes,
 # so more rounds fit, and no writeback or punch of a large file runs beside the metadata.
 case "${WORKLOADS:-all}" in
-    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove copy untar rmrf) ;;
-    metadata) bench_keys=(create stat remove copy untar rmrf) ;;
+    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove create2 remove2 copy untar rmrf) ;;
+    metadata) bench_keys=(create stat remove create2 remove2 copy untar rmrf) ;;
     *) echo "error: WORKLOADS must be 'all' or 'metadata', not '$WORKLOADS'" >&2; exit 2 ;;
 esac
 
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
-# copy, untar, rmrf (entries/s) (`bench_keys`). Uses
+# create2, remove2 (files/s, two processes in directories of their own), copy, untar,
+# rmrf (entries/s) (`bench_keys`). Uses
 # SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, WORKLOADS, and copy_files and copy_tar
 # from bench_copy_source.
 bench_workloads() {
@@ -157,6 +194,9 @@ bench_workloads() {
     local create stat remove start end
     read -r create stat remove < <(metadata "$2/meta" "$FILES")
     result[$1,create]=$create; result[$1,stat]=$stat; result[$1,remove]=$remove
+    echo "   metadata in two directories at once ($FILES files)" >&2
+    read -r create remove < <(parallel_metadata "$2/meta2" "$FILES" 2)
+    result[$1,create2]=$create; result[$1,remove2]=$remove
 
     echo "   cp -a $COPY_SOURCE" >&2
     start=$(date +%s.%N)
