@@ -436,13 +436,7 @@ extension VolumeNamespace {
                 return try change()
             }
         }
-        // A failed or read-only volume commits nothing (`commitIfOverBudget`).
-        guard volume.failure == nil, !volume.isReadOnly else { return result }
-        switch volume.budget {
-        case .under: break
-        case .nearing: wakeForNearingBudget()
-        case .reached: lock.withWriteLock { commitIfOverBudget() }
-        }
+        commitIfOverBudgetAfterSharing()
         return result
     }
 }

@@ -410,14 +410,20 @@ public final class VolumeNamespace: @unchecked Sendable {
             if let journalFailure { throw journalFailure }
             return outcome
         }
-        // A failed or read-only volume commits nothing (`commitIfOverBudget`).
-        guard volume.failure == nil, !volume.isReadOnly else { return outcome }
+        commitIfOverBudgetAfterSharing()
+        return outcome
+    }
+
+    /// After a change that shared the lock (`changingNames`, `changingData`): a journal or
+    /// generation over its budget is committed with the lock held alone; near it, the
+    /// maintenance is woken. A failed or read-only volume commits nothing.
+    func commitIfOverBudgetAfterSharing() {
+        guard volume.failure == nil, !volume.isReadOnly else { return }
         switch volume.budget {
         case .under: break
         case .nearing: wakeForNearingBudget()
         case .reached: lock.withWriteLock { commitIfOverBudget() }
         }
-        return outcome
     }
 
     /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
