@@ -347,14 +347,12 @@ public final class VolumeNamespace: @unchecked Sendable {
         case .refusedForSpace:
             // Nothing was changed: the operation or its frame was refused before the frame
             // was recorded (a number the make took is skipped).
-            return try changing { (reader, operation) throws(FSError) -> R in
+            return try changing({ (reader, operation) throws(FSError) -> R in
                 let entry = try name.flatMap { (name) throws(FSError) -> NamedEntry? in
                     try reader.lookup(directory: parent, name: name.bytes)
                 }
                 return try body(reader, entry, &operation)
-            } then: { (result, reader) throws(FSError) -> S in
-                try after(result, reader)
-            }
+            }, then: after)
         }
     }
 
@@ -374,26 +372,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             defer { readers.give(taken) }
             let reader = taken.reader
             var unreadable: [UInt64] = []
-            let outcome = try { () throws(FSError) -> SharedOutcome<S> in
-                var held = inodeLocks.lock(parent)
-                defer { inodeLocks.unlock(held) }
-                var entry: NamedEntry?
-                if let name {
-                    // The named inode's lock joins the directory's in ascending stripe order:
-                    // one above the directory's is taken at once; one below it means letting
-                    // go and taking both, and looking the name up again, since it may name
-                    // another inode by then.
-                    entry = try reader.lookup(directory: parent, name: name.bytes)
-                    while let found = entry, !held.covers(found.child) {
-                        if held.high == nil && InodeLocks.stripe(found.child) > held.low {
-                            inodeLocks.extend(&held, with: found.child)
-                        } else {
-                            inodeLocks.unlock(held)
-                            held = inodeLocks.lock(parent, found.child)
-                            entry = try reader.lookup(directory: parent, name: name.bytes)
-                        }
-                    }
-                }
+            let outcome = try withNameLocks(in: parent, naming: name, reader) { (entry) throws(FSError) -> SharedOutcome<S> in
                 var operation = VolumeOperation()
                 let result: R
                 do throws(FSError) {
@@ -404,7 +383,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                 }
                 unreadable = operation.unreadableFiles
                 return .done(try after(result, reader))
-            }()
+            }
             emptyUnreadableFiles(unreadable, reader)
             // A change whose frame could not be written is not answered as done.
             if let journalFailure { throw journalFailure }
@@ -412,6 +391,29 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
         commitIfOverBudgetAfterSharing()
         return outcome
+    }
+
+    /// Runs `body` holding `parent`'s inode lock and, when `name` is given, the lock of the
+    /// inode it names, with that name's entry as looked up under both. The named inode's
+    /// lock joins the directory's in ascending stripe order: one above the directory's is
+    /// taken at once; one below it means letting go and taking both, and looking the name
+    /// up again, since it may name another inode by then.
+    private func withNameLocks<T>(in parent: UInt64, naming name: FileName?, _ reader: VolumeReader,
+                                  _ body: (NamedEntry?) throws(FSError) -> T) throws(FSError) -> T {
+        var held = inodeLocks.lock(parent)
+        defer { inodeLocks.unlock(held) }
+        guard let name else { return try body(nil) }
+        var entry = try reader.lookup(directory: parent, name: name.bytes)
+        while let found = entry, !held.covers(found.child) {
+            if held.high == nil && InodeLocks.stripe(found.child) > held.low {
+                inodeLocks.extend(&held, with: found.child)
+            } else {
+                inodeLocks.unlock(held)
+                held = inodeLocks.lock(parent, found.child)
+                entry = try reader.lookup(directory: parent, name: name.bytes)
+            }
+        }
+        return try body(entry)
     }
 
     /// After a change that shared the lock (`changingNames`, `changingData`): a journal or
@@ -495,8 +497,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// shared with the inode's inode lock.
     func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
                into operation: inout VolumeOperation) {
-        let cached = fileCache.file(number)
-        let open = fileCache.reading { _ in (cached?.openCount ?? 0) > 0 }
+        let (cached, open) = fileCache.reading { cache in
+            (cache.files[number], (cache.files[number]?.openCount ?? 0) > 0)
+        }
         if item.linkCount > 0 {
             operation.changes.append(.attributes(inode: number, item))
         } else if kernelReferences.withLock({ $0.keepUnlinked(number) }) || open {
