@@ -152,3 +152,24 @@ func assertInvalidArgument<T>(file: StaticString = #filePath, line: UInt = #line
         XCTFail("expected EINVAL, got \(error)", file: file, line: line)
     }
 }
+
+extension VolumeNamespace {
+    /// A frame written holding the namespace lock alone, as the operations that still hold
+    /// it write theirs (a rename, a truncate): the root's item restated. Such a frame
+    /// carries the drops of the inodes forgotten since the last (`dropForgotten`); the
+    /// frames of changes that share the lock carry none.
+    func writeFrameHoldingTheLockAlone() throws {
+        try changing { (reader, operation) throws(FSError) in
+            guard let root = try reader.inode(1) else { throw .staleInode }
+            operation.changes.append(.attributes(inode: 1, root))
+        }
+    }
+}
+
+/// A flag one thread sets and others poll.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
+}

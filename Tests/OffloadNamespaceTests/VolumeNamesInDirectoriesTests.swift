@@ -285,11 +285,3 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
             .map { String(decoding: $0.name, as: UTF8.self) }.filter { $0 != "." && $0 != ".." }.sorted()
     }
 }
-
-/// A flag one thread sets and others poll.
-private final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
-}

@@ -6,8 +6,8 @@ import SplitMix
 
 /// Format 2's last FORGET of an inode with no name writes no frame of its own: the drop
 /// goes into the next frame an operation holding the namespace lock alone writes
-/// (`VolumeNamespace.dropForgotten`; the changes of names in one directory share the
-/// lock and carry no drops, `changingNames`), or a frame of drops once `forgottenBatch`
+/// (`VolumeNamespace.dropForgotten`; the changes that share the lock carry no drops,
+/// `changingNames`, `changingInodes`), or a frame of drops once `forgottenBatch`
 /// FORGETs wait, at the maintenance's tick, at a statfs and at the unmount. An orphan a
 /// crash keeps meanwhile is dropped at the next mount, as any orphan.
 final class VolumeNamespaceForgottenTests: XCTestCase {
@@ -36,9 +36,9 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
             return made
         }
 
-        /// A frame of an operation that holds the namespace lock alone: a chmod of the root.
-        func chmodRoot() throws {
-            _ = try namespace.setattr(inode: .root, changes: AttributeChanges(permissions: 0o755), context: .root)
+        /// A frame of an operation that holds the namespace lock alone.
+        func frameHoldingTheLockAlone() throws {
+            try namespace.writeFrameHoldingTheLockAlone()
         }
 
         /// Commits, and fails the test unless fsck finds the image clean.
@@ -67,7 +67,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
 
         _ = try f.namespace.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)
         XCTAssertEqual(try f.orphanItems.count, 3, "a change of names sharing the lock dropped forgotten inodes")
-        try f.chmodRoot()
+        try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [])
         for inode in orphans { XCTAssertThrowsError(try f.namespace.getattr(inode: inode)) }
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
@@ -88,7 +88,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "an open without O_TRUNC wrote a frame")
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue])
         f.namespace.release(inode: kept, handle: handle)
-        try f.chmodRoot()
+        try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [])
     }
 
@@ -111,7 +111,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         }
         XCTAssertEqual(try f.orphanItems, [file.rawValue], "the unlink's frame left an orphan")
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [file.rawValue], "the drop was decided on a stale reader")
-        try f.chmodRoot()
+        try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [], "the next frame left the orphan")
         XCTAssertThrowsError(try f.namespace.getattr(inode: file))
         XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
@@ -124,11 +124,11 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         let orphan = try f.orphans(1, prefix: "o")[0]
         f.namespace.forget(inode: orphan, lookups: 1)
         f.volume.failure = .io("a journal write failed")
-        XCTAssertThrowsError(try f.chmodRoot())
+        XCTAssertThrowsError(try f.frameHoldingTheLockAlone())
         XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue],
                        "the failed frame's drops were lost")
         f.volume.failure = nil
-        try f.chmodRoot()
+        try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [])
         XCTAssertThrowsError(try f.namespace.getattr(inode: orphan))
     }
@@ -155,7 +155,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
                                                     context: .root)
         try f.namespace.unlink(parent: .root, name: FileName("open"))
         f.namespace.forget(inode: file.inode, lookups: 1)
-        try f.chmodRoot()
+        try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.namespace.getattr(inode: file.inode).linkCount, 0, "an open file was dropped")
         f.namespace.release(inode: file.inode, handle: handle)
         XCTAssertThrowsError(try f.namespace.getattr(inode: file.inode), "its last close drops it")

@@ -19,7 +19,7 @@ final class VolumeSharedFileChangesTests: XCTestCase {
     let caller = RequestContext(uid: 0, gid: 0)
 
     /// With the lock held shared by the test (as a read in progress holds it), a write,
-    /// an fallocate and a copy_file_range on another thread answer; a chmod, which holds
+    /// an fallocate and a copy_file_range on another thread answer; a truncate, which holds
     /// the lock alone, waits. Before, each of the changes held the lock alone, and the test
     /// fails at the semaphore's timeout.
     func testFileChangesAnswerWhileAReadHoldsTheLock() throws {
@@ -33,7 +33,7 @@ final class VolumeSharedFileChangesTests: XCTestCase {
         let bytes = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         final class Outcome: @unchecked Sendable { var failure: Error?; var changed: Attributes? }
         let outcome = Outcome()
-        let changesDone = DispatchSemaphore(value: 0), chmodDone = DispatchSemaphore(value: 0)
+        let changesDone = DispatchSemaphore(value: 0), truncateDone = DispatchSemaphore(value: 0)
         let caller = self.caller
         fs.lock.withReadLock {
             DispatchQueue.global().async {
@@ -51,14 +51,14 @@ final class VolumeSharedFileChangesTests: XCTestCase {
             }
             XCTAssertEqual(changesDone.wait(timeout: .now() + 20), .success, "a file change waited for the read in progress")
             DispatchQueue.global().async {
-                outcome.changed = try? fs.setattr(inode: source.inode, changes: AttributeChanges(permissions: 0o600), context: caller)
-                chmodDone.signal()
+                outcome.changed = try? fs.setattr(inode: source.inode, changes: AttributeChanges(size: 200_000), context: caller)
+                truncateDone.signal()
             }
-            XCTAssertEqual(chmodDone.wait(timeout: .now() + 0.3), .timedOut, "a chmod ran while a read held the lock")
+            XCTAssertEqual(truncateDone.wait(timeout: .now() + 0.3), .timedOut, "a truncate ran while a read held the lock")
         }
-        XCTAssertEqual(chmodDone.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(truncateDone.wait(timeout: .now() + 20), .success)
         XCTAssertNil(outcome.failure)
-        XCTAssertEqual(outcome.changed?.permissions, 0o600)
+        XCTAssertEqual(outcome.changed?.size, 200_000, "a truncate to the size the file has")
         XCTAssertTrue(try fs.read(inode: source.inode, handle: sourceHandle, offset: 0, count: 300_000) == bytes)
         let copied = try fs.read(inode: target.inode, handle: targetHandle, offset: 0, count: 200_000)
         XCTAssertEqual(copied.count, 8192 + 100_000)

@@ -218,9 +218,11 @@ final class VolumeSharedReadsTests: XCTestCase {
                             for name in ["w\(i)", "r\(i)"] {
                                 do throws(FSError) {
                                     let found = try fs.lookup(parent: changing.inode, name: FileName(name))
+                                    // The lookup's reference goes back whatever the getattr
+                                    // answers, as the kernel's FORGET would.
+                                    defer { fs.forget(inode: found.inode, lookups: 1) }
                                     let size = try fs.getattr(inode: found.inode).size
                                     if size != UInt64(i + 1) && size != 0 { flags.note("\(name): \(size) bytes") }
-                                    fs.forget(inode: found.inode, lookups: 1)
                                 } catch .notFound {
                                 } catch .staleInode {
                                     // Unlinked and dropped between the lookup and the getattr.

@@ -45,9 +45,9 @@ final class VolumeShortLivedInodesTests: XCTestCase {
         try namespace.rmdir(parent: .root, name: FileName("scratch"))
         namespace.forget(inode: scratch.inode, lookups: 1)
         // The last FORGETs' drops go with the next frame of an operation holding the lock
-        // alone (a chmod of the root; a mkdir shares the lock, and carries no drops).
+        // alone (a mkdir shares the lock, and carries no drops).
         _ = try namespace.mkdir(parent: .root, name: FileName("last"), mode: 0o755, context: .root)
-        _ = try namespace.setattr(inode: .root, changes: AttributeChanges(permissions: 0o755), context: .root)
+        try namespace.writeFrameHoldingTheLockAlone()
 
         // What is left: the root (its names and times), "kept" (its removed names and
         // times) and "last".

@@ -3,10 +3,12 @@ import Glibc
 #endif
 
 /// Locks by inode number for the changes that share the namespace lock
-/// (`VolumeNamespace.changingNames`, docs/ARCHITECTURE.md, "Step 7, fifth part"): a change
-/// of a directory's entries holds the directory's lock, a change of an inode's item holds
-/// the inode's, so creates and removes in different directories run at once while two in
-/// one directory take turns.
+/// (`VolumeNamespace.changingNames`, `changingInodes`, docs/ARCHITECTURE.md, "Step 7,
+/// fifth part" and "sixth part"): a change of a directory's entries holds the directory's
+/// lock, a change of an inode's item, its open handles or its cached file holds the
+/// inode's, so creates and removes in different directories, and chmods, opens and closes
+/// of different files, run at once, while two in one directory, or of one file, take
+/// turns.
 ///
 /// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
 /// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,

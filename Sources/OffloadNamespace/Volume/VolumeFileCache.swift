@@ -4,9 +4,9 @@ import OffloadCore
 /// open file handles, under a reader-writer lock of their own: every request on an open
 /// file looks its handle and file up here (shared, so reads and writes of different files
 /// do not take turns), and the changes that share the namespace lock (creates,
-/// `VolumeNamespace.changingNames`) add to it. A leaf lock: nothing is taken while it is
-/// held, and a cached file's own lock is never taken under it (`evictIfDone` unloads a
-/// file after letting go of it).
+/// `VolumeNamespace.changingNames`; opens and closes, `changingInodes`) add to it. A leaf
+/// lock: nothing is taken while it is held, and a cached file's own lock is never taken
+/// under it (`evictIfDone` unloads a file after letting go of it).
 final class VolumeFileCache: @unchecked Sendable {
     // @unchecked: `state` is reached only under `lock`.
     struct State {

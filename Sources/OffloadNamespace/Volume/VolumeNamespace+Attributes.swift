@@ -11,66 +11,89 @@ import OffloadCore
 // 1's does: a power cut between them keeps the size change alone.
 
 extension VolumeNamespace {
+    /// A setattr without a size holds the inode's lock, the namespace lock shared
+    /// (`changingInodes`): chmods, chowns and utimensats of different inodes run at once.
+    /// One with a size changes the file's data, whose frame takes the inode's lock itself,
+    /// so it holds the namespace lock alone. The answer's attributes are read after the
+    /// inode's lock is let go (a cached file's size takes the file's lock).
     public func setattr(inode number: InodeNumber, changes request: AttributeChanges,
                         context: RequestContext) throws(FSError) -> Attributes {
+        guard request.size == nil else { return try resize(number, request, context) }
+        let changed = try changingInodes(number.rawValue) { (reader, operation) throws(FSError) -> InodeItem in
+            var item = try item(number.rawValue, in: reader)
+            try apply(request, context, to: &item, of: number.rawValue, marksModification: false, reader, &operation)
+            return item
+        }
+        return try reading { (reader) throws(FSError) -> Attributes in try attributes(number.rawValue, changed, reader) }
+    }
+
+    /// A setattr with a size: the data first, through the file (journaled by its
+    /// observer with its size and times; a failed truncate changes nothing), then the
+    /// other changes in a frame of their own. A size change that changed the file is whole
+    /// in that frame: marking the times again would add a frame, and a power cut between
+    /// the two would show the new size with a time the file never had.
+    private func resize(_ number: InodeNumber, _ request: AttributeChanges,
+                        _ context: RequestContext) throws(FSError) -> Attributes {
         try changing { (reader, operation) throws(FSError) -> Attributes in
             var item = try item(number.rawValue, in: reader)
-            var changed = false, resized = false
-            if let size = request.size {
-                // Through the file's data, journaled by its observer with its size and
-                // times, before anything else changes (a failed truncate changes nothing).
-                // A size change that changed the file is whole in that frame: marking the
-                // times again here would add a frame, and a power cut between the two
-                // would show the new size with a time the file never had.
-                if let handle = request.handle {
-                    guard fileCache.reading({ $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
-                }
-                guard item.type == Self.typeCode(.regular) else {
-                    throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
-                }
-                guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
-                let cached = try cachedFile(number.rawValue, item, reader)
-                defer { evictIfDone(number.rawValue) }
-                resized = try cached.data.resize(to: size)
-                if resized { item = try self.item(number.rawValue, in: try self.reader()) }
+            guard let size = request.size else { preconditionFailure("resize without a size") }
+            if let handle = request.handle {
+                guard fileCache.reading({ $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
             }
-            // After the size change, whose frame marked its own times (as format 1).
-            let now = clock()
-            if request.size != nil && !resized {
-                // truncate(2) marks mtime even when the size stays.
-                item.modificationTime = now.record
-                changed = true
+            guard item.type == Self.typeCode(.regular) else {
+                throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
             }
-            if let permissions = request.permissions {
-                item.permissions = permissions & 0o7777
-                try keepAccessACLInStep(number.rawValue, item.permissions, reader, &operation)
-                changed = true
-            }
-            if request.uid != nil || request.gid != nil {
-                if let uid = request.uid { item.uid = uid }
-                if let gid = request.gid { item.gid = gid }
-                if context.uid != 0 && item.type == Self.typeCode(.regular) {
-                    item.permissions &= ~0o4000
-                    if item.permissions & 0o010 != 0 { item.permissions &= ~0o2000 }
-                }
-                changed = true
-            }
-            if let accessTime = request.accessTime {
-                item.accessTime = NamespaceState.resolve(accessTime, now: now).record
-                changed = true
-            }
-            if let modificationTime = request.modificationTime {
-                item.modificationTime = NamespaceState.resolve(modificationTime, now: now).record
-                changed = true
-            }
-            if let changeTime = request.changeTime {
-                item.changeTime = changeTime.record
-            } else if changed {
-                item.changeTime = now.record
-            }
-            if changed || request.changeTime != nil { operation.changes.append(.attributes(inode: number.rawValue, item)) }
+            guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
+            let cached = try cachedFile(number.rawValue, item, reader)
+            defer { evictIfDone(number.rawValue) }
+            let resized = try cached.data.resize(to: size)
+            if resized { item = try self.item(number.rawValue, in: try self.reader()) }
+            // truncate(2) marks mtime even when the size stays.
+            try apply(request, context, to: &item, of: number.rawValue, marksModification: !resized, reader, &operation)
             return try attributes(number.rawValue, item, try self.reader())
         }
+    }
+
+    /// The changes of `request` but its size, applied to `item` (after the size change,
+    /// whose frame marked its own times, as format 1), and the inode's new item appended
+    /// to the frame when anything changed. `marksModification`: a size change that left
+    /// the size as it was marks mtime here.
+    private func apply(_ request: AttributeChanges, _ context: RequestContext, to item: inout InodeItem, of number: UInt64,
+                       marksModification: Bool, _ reader: VolumeReader, _ operation: inout VolumeOperation) throws(FSError) {
+        let now = clock()
+        var changed = false
+        if marksModification {
+            item.modificationTime = now.record
+            changed = true
+        }
+        if let permissions = request.permissions {
+            item.permissions = permissions & 0o7777
+            try keepAccessACLInStep(number, item.permissions, reader, &operation)
+            changed = true
+        }
+        if request.uid != nil || request.gid != nil {
+            if let uid = request.uid { item.uid = uid }
+            if let gid = request.gid { item.gid = gid }
+            if context.uid != 0 && item.type == Self.typeCode(.regular) {
+                item.permissions &= ~0o4000
+                if item.permissions & 0o010 != 0 { item.permissions &= ~0o2000 }
+            }
+            changed = true
+        }
+        if let accessTime = request.accessTime {
+            item.accessTime = NamespaceState.resolve(accessTime, now: now).record
+            changed = true
+        }
+        if let modificationTime = request.modificationTime {
+            item.modificationTime = NamespaceState.resolve(modificationTime, now: now).record
+            changed = true
+        }
+        if let changeTime = request.changeTime {
+            item.changeTime = changeTime.record
+        } else if changed {
+            item.changeTime = now.record
+        }
+        if changed || request.changeTime != nil { operation.changes.append(.attributes(inode: number, item)) }
     }
 
     /// After a chmod: the access ACL's owner, other and mask (or owning-group) entries take

@@ -84,9 +84,13 @@ extension VolumeNamespace {
 
     // MARK: - Extended attributes
 
+    /// Holds the inode's lock, the namespace lock shared (`changingInodes`), as
+    /// removexattr does. A default ACL set on a directory is set holding the lock every
+    /// create in it holds (`changingNames`), so the directories known to lack one stay
+    /// exact.
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
-        try changing { (reader, operation) throws(FSError) in
+        try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
             forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard let kind = FileKind(mode: UInt32(item.type) << 12) else { throw .damagedImage("inode \(number) has type \(item.type)") }
@@ -140,11 +144,17 @@ extension VolumeNamespace {
         }
     }
 
+    /// "security.capability" of a cached file is answered from its mark
+    /// (`VolumeCachedFile.lacksCapability`) when it is known absent; else read holding the
+    /// inode's lock, which a change of the attribute holds while it clears the mark, so
+    /// no absence read before a change is marked after it.
     public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
         try ExtendedAttributes.validate(name: name)
         return try reading { (reader) throws(FSError) -> [UInt8] in
             let cached = name == ExtendedAttributes.capabilityName ? fileCache.file(number.rawValue) : nil
             if let cached, cached.lacksCapability.load(ordering: .relaxed) { throw .noAttribute }
+            let held = cached.map { _ in inodeLocks.lock(number.rawValue) }
+            defer { held.map(inodeLocks.unlock) }
             _ = try item(number.rawValue, in: reader)
             guard let value = try reader.xattr(number.rawValue, name: name) else {
                 cached?.lacksCapability.store(true, ordering: .relaxed)
@@ -163,7 +173,7 @@ extension VolumeNamespace {
 
     public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
-        try changing { (reader, operation) throws(FSError) in
+        try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
             forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
@@ -172,7 +182,8 @@ extension VolumeNamespace {
         }
     }
 
-    /// A change of "security.capability" on a cached file (caller holds the lock alone).
+    /// A change of "security.capability" on a cached file (caller holds the inode's lock,
+    /// or the namespace lock alone).
     private func forgetCapabilityAbsence(_ number: InodeNumber, _ name: [UInt8]) {
         guard name == ExtendedAttributes.capabilityName else { return }
         fileCache.file(number.rawValue)?.lacksCapability.store(false, ordering: .relaxed)

@@ -21,21 +21,31 @@ import Synchronization
 // generation only with it held alone, so a change and its frame never straddle that close,
 // which keeps the blocks' touched marks sound ("Files on format 2"). Writes, fallocate,
 // copy_file_range, reads, lseek and flush share it (`changingData`, `sharing`: the file's
-// own lock orders a file's calls), and so does the create of a new file (`changingNames`);
-// open, the create that opens an existing file, release and setattr's size hold it alone
-// (they change the inode's attributes, or the cache of a file others may be using); fsync
-// takes it only to check its handle, and syncs outside it.
+// own lock orders a file's calls), and so do create (`changingNames`), open and release
+// (`changingInodes`: the inode's lock orders an open, a close, an unlink and the frames of
+// one file; the file cache's lock makes finding a cached file and counting it open one
+// step, so an eviction cannot take a file being opened); setattr's size holds it alone;
+// fsync takes it only to check its handle, and syncs outside it.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
     let data: OffloadedFile
+    /// The observer that journals the data's changes (attached at `init`).
+    let journal: VolumeFileJournal
     /// Orders O_APPEND writes, which share the namespace lock: each reads the size and
     /// writes there as one step (format 1's `appendLock`).
     let appendLock = PthreadLock()
     /// Handles open on the file (changed under the file cache's lock held alone).
     var openCount = 0
     /// The open generation when the file last changed: it may go once a commit holds it.
-    var changedIn: UInt64 = 0
+    /// Set by its changes' frames (`journal`), read by an eviction (`evictIfDone`), which
+    /// holds no lock of the file's: an atomic.
+    let changedIn = Atomic<UInt64>(0)
+    /// Set when the file leaves the cache clean (`evictIfDone`), before its data is
+    /// unloaded (`OffloadedFile.unload` leaves it empty): a reader sharing the namespace
+    /// lock that found the file in the cache reads its size and then this flag, and when
+    /// set answers from the inode's item instead (`VolumeNamespace.attributes`).
+    let evicted = Atomic<Bool>(false)
     /// The inode's item as the last frame that stated it left it, while the file is
     /// cached: what a change of its data writes back with the new size and times
     /// (`journal`), without a reader and a read of the layered view for every write
@@ -48,12 +58,25 @@ final class VolumeCachedFile {
     /// made the file (a new file has none); a setxattr or
     /// removexattr of that name clears it. The kernel asks for it before every write, and
     /// answering from the tree each time (a lookup in the layered view) was 6% of the
-    /// daemon's CPU under 4 KiB random writes. Read and set under the namespace lock
-    /// shared, cleared under it alone, so no getxattr runs between a change of the
-    /// attribute and the clearing.
+    /// daemon's CPU under 4 KiB random writes. Set by a getxattr holding the inode's lock,
+    /// cleared by a change of the attribute holding it too, so no absence read before a
+    /// change is set after its clearing.
     let lacksCapability = Atomic<Bool>(false)
 
-    init(data: OffloadedFile) { self.data = data }
+    /// `data` with its changes journaled as inode `inode`'s.
+    init(data: OffloadedFile, inode: UInt64, namespace: VolumeNamespace) {
+        self.data = data
+        journal = VolumeFileJournal(inode: inode, namespace: namespace)
+        data.attach(journal)
+    }
+
+    /// The data's size and stored bytes, nil when the file was evicted before both were
+    /// read (`evicted` is set before the unload, which takes the file's lock that the two
+    /// reads take).
+    var sizesUnlessEvicted: (size: UInt64, stored: UInt64)? {
+        let read = (size: data.size, stored: data.allocatedByteCount)
+        return evicted.load(ordering: .acquiring) ? nil : read
+    }
 }
 
 /// Journals a cached file's changes: its new size and times with the range, one frame
@@ -70,6 +93,11 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     let volume: TreeVolume
     /// Journal room the change under way reserved (`willChange`), until its frame.
     private var credit = 0
+    /// Set while the thread changing the data holds the inode's lock already (the
+    /// emptying of an unlinked file, `VolumeNamespace.emptyUnreadableFiles`): its frame
+    /// does not take it again. Only that thread changes the data meanwhile: the file has
+    /// no handle, and an open waits for the lock.
+    let changerHoldsInodeLock = Atomic<Bool>(false)
 
     init(inode: UInt64, namespace: VolumeNamespace) {
         self.inode = inode
@@ -95,7 +123,8 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
         let reserved = credit
         credit = 0
         guard let namespace else { return volume.releaseRoom(reserved) }
-        namespace.journal(inode, change, reserved: reserved)
+        namespace.journal(inode, change, reserved: reserved,
+                          holdingInodeLock: changerHoldsInodeLock.load(ordering: .relaxed))
     }
 }
 
@@ -109,14 +138,15 @@ extension VolumeNamespace {
     /// Caller holds the namespace lock (shared or alone) and the file's write lock. The
     /// inode's item (remembered from the last frame that stated it, else read) is written
     /// back whole, under the inode's lock: the operations that change an inode's
-    /// attributes otherwise hold the namespace lock alone, or share it with that lock (an
-    /// unlink, `changingNames`), and the file's changes are serialised by its write lock.
-    func journal(_ number: UInt64, _ change: FileChange, reserved: Int) {
+    /// attributes otherwise hold the namespace lock alone, or share it with that lock
+    /// (`changingNames`, `changingInodes`), and the file's changes are serialised by its
+    /// write lock.
+    func journal(_ number: UInt64, _ change: FileChange, reserved: Int, holdingInodeLock: Bool = false) {
         // The reservation ends at the frame's `perform`, or here when none is made.
         var unused = reserved
         defer { volume.releaseRoom(unused) }
-        let held = inodeLocks.lock(number)
-        defer { inodeLocks.unlock(held) }
+        let held = holdingInodeLock ? nil : inodeLocks.lock(number)
+        defer { held.map(inodeLocks.unlock) }
         do throws(FSError) {
             let cached = fileCache.file(number)
             var item: InodeItem
@@ -139,7 +169,7 @@ extension VolumeNamespace {
             try volume.perform([.attributes(inode: number, item), .fileRange(inode: number, change)],
                                reserved: reserved, commitsAtBudget: false)
             cached?.journaledItem = item
-            cached?.changedIn = volume.delta.openNumber
+            cached?.changedIn.store(volume.delta.openNumber, ordering: .relaxed)
         } catch {
             failJournal(.io("a file change could not be journaled (\(error)); the namespace stops taking requests: unmount, and the image mounts again at its last journaled state"))
         }
@@ -153,32 +183,52 @@ extension VolumeNamespace {
         return try? taken.reader.inode(number)
     }
 
-    /// The cached file of regular file `number` (caller holds the lock), loaded from its
-    /// committed extents when not cached. Loaded outside the file cache's lock; the
-    /// operations that load a file hold the namespace lock alone, but for the emptying of
-    /// an unlinked file (`emptyUnreadableFiles`), which is cached already.
-    func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> VolumeCachedFile {
-        if let cached = fileCache.file(number) { return cached }
+    /// The cached file of regular file `number`, loaded from its extents in the layered
+    /// view when not cached; with `opening`, counted as open (`openCount`) in the same
+    /// hold of the cache's lock that finds or adds it, so an eviction (which takes only
+    /// closed files) cannot take it in between. Caller holds the namespace lock alone, or
+    /// shared with the inode's lock (an open, `changingInodes`), which every change of the
+    /// inode's extents in the view holds (an unlink's emptying, `state`; a file change's
+    /// frame, `journal`, needs the file cached). Loaded outside the file cache's lock;
+    /// every loader holds the inode's lock or the namespace lock alone, so two loads of
+    /// one file do not meet, but should a copy be added meanwhile, it wins and this one is
+    /// unloaded.
+    func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader,
+                    opening: Bool = false) throws(FSError) -> VolumeCachedFile {
+        let found = fileCache.changing { cache -> VolumeCachedFile? in
+            guard let cached = cache.files[number] else { return nil }
+            if opening { cached.openCount += 1 }
+            return cached
+        }
+        if let found { return found }
         let pieces = try reader.view.filePieces(number, size: item.size)
         let data = OffloadedFile.loaded(store: try volume.fileBlocks(), limiter: memoryLimiter, size: item.size, pieces: pieces)
-        data.attach(VolumeFileJournal(inode: number, namespace: self))
-        let loaded = VolumeCachedFile(data: data)
-        return fileCache.changing { cache in
-            if let cached = cache.files[number] { return cached }
-            cache.files[number] = loaded
-            return loaded
+        let loaded = VolumeCachedFile(data: data, inode: number, namespace: self)
+        let kept = fileCache.changing { cache -> VolumeCachedFile in
+            let kept = cache.files[number] ?? loaded
+            cache.files[number] = kept
+            if opening { kept.openCount += 1 }
+            return kept
         }
+        // A loaded copy holds its own references (`OffloadedFile.loaded`); letting it go
+        // without `unload` would release the tree's.
+        if kept !== loaded { loaded.data.unload() }
+        return kept
     }
 
     /// Lets go of a cached file nothing needs: closed, and every change of it committed;
     /// a closed file whose changes wait for a commit goes when one has committed them
     /// (`evictCommittedFiles`). The file's data is unloaded after the cache's lock is let go
-    /// (unloading takes the file's lock).
+    /// (unloading takes the file's lock), once `evicted` tells readers still holding the
+    /// file to answer from the inode's item. Caller holds the namespace lock, shared or
+    /// alone, and no inode lock. A file with no handle left has no change in flight: the
+    /// kernel sends a handle's RELEASE only once no request uses it (a change of an
+    /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
     func evictIfDone(_ number: UInt64) {
         let committed = volume.committedGeneration
         let clean = fileCache.changing { cache -> VolumeCachedFile? in
             guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
-            guard cached.changedIn <= committed else {
+            guard cached.changedIn.load(ordering: .relaxed) <= committed else {
                 cache.awaitingCommit.insert(number)
                 return nil
             }
@@ -186,6 +236,7 @@ extension VolumeNamespace {
             // made writes after the next open copy their blocks until a commit).
             cache.files[number] = nil
             cache.awaitingCommit.remove(number)
+            cached.evicted.store(true, ordering: .releasing)
             return cached
         }
         clean?.data.unload()
@@ -215,14 +266,15 @@ extension VolumeNamespace {
 
     // MARK: - Handles
 
-    /// O_TRUNC truncates here, marking mtime and ctime even when the file was empty.
+    /// Opens with the inode's lock, the namespace lock shared (`changingInodes`): opens of
+    /// different files run at once. O_TRUNC truncates here, after the handle is made
+    /// (`truncateOnOpen`).
     public func open(inode number: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
-        try changing { (reader, operation) throws(FSError) -> FileHandle in
-            let item = try item(number.rawValue, in: reader)
-            let handle = try openHandle(number.rawValue, item, flags: flags, reader)
-            if flags & O_TRUNC != 0 { try truncateOnOpen(number.rawValue, reader, &operation) }
-            return handle
+        let handle = try changingInodes(number.rawValue) { (reader, _) throws(FSError) -> FileHandle in
+            try openHandle(number.rawValue, try item(number.rawValue, in: reader), flags: flags, reader)
         }
+        if flags & O_TRUNC != 0 { try truncateOnOpen(number, handle, referenced: false) }
+        return handle
     }
 
     /// A new regular file, or, when the name exists and O_EXCL is not set, that file
@@ -230,10 +282,9 @@ extension VolumeNamespace {
     ///
     /// A new file is made with the names of `parent` alone changing (`changingNames`), so
     /// creates in different directories run at once; its data is made empty rather than
-    /// read from the tree (it has no extents). A name that exists is opened with the lock
-    /// held alone, as open does (an open changes the cache of a file other requests may be
-    /// using, and O_TRUNC its data and times). Between the two the name may go (the
-    /// create tries again) or come (it is opened).
+    /// read from the tree (it has no extents). A name that exists is opened holding the
+    /// directory's lock and the file's, as open holds the file's. Between the two the name
+    /// may go (the create tries again) or come (it is opened).
     public func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32,
                        context: RequestContext) throws(FSError) -> (Attributes, FileHandle) {
         while true {
@@ -258,36 +309,48 @@ extension VolumeNamespace {
             return .made(made.number, made.item, store)
         } then: { (found, reader) throws(FSError) -> (Attributes, FileHandle)? in
             guard case .made(let number, let item, let store) = found else { return nil }
-            let data = OffloadedFile(store: store, limiter: memoryLimiter)
-            data.attach(VolumeFileJournal(inode: number, namespace: self))
-            let cached = VolumeCachedFile(data: data)
+            let made = VolumeCachedFile(data: OffloadedFile(store: store, limiter: memoryLimiter), inode: number, namespace: self)
             // A new file has no capability: the kernel's GETXATTR before its first
             // write (every file `cp -a` makes) is answered without the tree.
-            cached.lacksCapability.store(true, ordering: .relaxed)
-            fileCache.changing { $0.files[number] = cached }
+            made.lacksCapability.store(true, ordering: .relaxed)
+            // Through the kernel no one finds the name before the create answers (it holds
+            // the directory's `i_rwsem`); an in-process open that did found it empty in the
+            // view, and its copy stays.
+            fileCache.changing { cache in if cache.files[number] == nil { cache.files[number] = made } }
             let handle = try openHandle(number, item, flags: flags, reader)
             referenced(number)
-            return (try attributes(number, item, reader), handle)
+            // Its size is known, and its data's lock is not taken under the directory's
+            // inode lock.
+            return (try attributes(number, item, reader, sizes: (0, 0)), handle)
         }
     }
 
-    /// The existing file of `create`, opened with the lock held alone; nil when the name
-    /// has gone meanwhile.
+    /// The existing file of `create`, opened holding the directory's and the file's inode
+    /// locks; nil when the name has gone meanwhile. Its attributes are read after (the
+    /// file may be open and written: `changingNames`).
     private func openExisting(parent: InodeNumber, name: FileName, flags: Int32) throws(FSError) -> (Attributes, FileHandle)? {
-        let opened = try changing { (reader, operation) throws(FSError) -> (Attributes, FileHandle)? in
-            guard let entry = try reader.lookup(directory: parent.rawValue, name: name.bytes) else { return nil }
+        let opened = try changingNames(in: parent.rawValue, naming: name) { (reader, entry, _) throws(FSError) -> (UInt64, FileHandle)? in
+            guard let entry else { return nil }
             _ = try liveDirectory(parent.rawValue, in: reader)
             guard flags & O_EXCL == 0 else { throw .exists }
-            let item = try item(entry.child, in: reader)
-            let handle = try openHandle(entry.child, item, flags: flags, reader)
+            let handle = try openHandle(entry.child, try item(entry.child, in: reader), flags: flags, reader)
             referenced(entry.child)
-            if flags & O_TRUNC != 0 { try truncateOnOpen(entry.child, reader, &operation) }
-            return (try self.attributes(entry.child, item, reader), handle)
+            return (entry.child, handle)
+        } then: { (opened, _) throws(FSError) -> (UInt64, FileHandle)? in opened }
+        guard let (number, handle) = opened else { return nil }
+        if flags & O_TRUNC != 0 { try truncateOnOpen(InodeNumber(number), handle, referenced: true) }
+        do {
+            return (try reading { (reader) throws(FSError) -> Attributes in
+                try attributes(number, try item(number, in: reader), reader)
+            }, handle)
+        } catch {
+            abandonOpen(InodeNumber(number), handle, referenced: true)
+            throw error
         }
-        guard let opened, flags & O_TRUNC != 0 else { return opened }
-        return (try getattr(inode: opened.0.inode), opened.1)
     }
 
+    /// A handle on regular file `number`, counted open on its cached file. Caller holds
+    /// the inode's lock (or the namespace lock alone).
     private func openHandle(_ number: UInt64, _ item: InodeItem, flags: Int32, _ reader: VolumeReader) throws(FSError) -> FileHandle {
         switch FileKind(mode: UInt32(item.type) << 12) {
         case .regular?: break
@@ -295,25 +358,40 @@ extension VolumeNamespace {
         case .symlink?: throw .symlinkLoop
         default: throw .notSupported
         }
-        let cached = try cachedFile(number, item, reader)
+        _ = try cachedFile(number, item, reader, opening: true)
         let handle = handles.withLock { $0.take() }
         let opened = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY, append: flags & O_APPEND != 0)
-        fileCache.changing { cache in
-            cached.openCount += 1
-            cache.handles[handle] = opened
-        }
+        fileCache.changing { $0.handles[handle] = opened }
         return FileHandle(handle)
     }
 
-    private func truncateOnOpen(_ number: UInt64, _ reader: VolumeReader, _ operation: inout VolumeOperation) throws(FSError) {
-        guard let cached = fileCache.file(number) else { return }
-        if try !cached.data.truncate() {
-            var item = try item(number, in: reader)
-            let now = clock().record
-            item.modificationTime = now
-            item.changeTime = now
-            operation.changes.append(.attributes(inode: number, item))
+    /// O_TRUNC of an open: the file's data is cut to 0 through its handle, as a write
+    /// changes it (`changingData`: its frame marks the times); a file empty already gets
+    /// its mtime and ctime marked all the same, in a frame of their own. When either
+    /// fails, the open fails: its handle is closed (and the kernel reference the open
+    /// took, `referenced`, given back), since the kernel never learns of them.
+    private func truncateOnOpen(_ number: InodeNumber, _ handle: FileHandle, referenced: Bool) throws(FSError) {
+        do throws(FSError) {
+            let cut = try changingData { () throws(FSError) -> Bool in try openedFile(number, handle).file.data.truncate() }
+            guard !cut else { return }
+            try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
+                var item = try item(number.rawValue, in: reader)
+                let now = clock().record
+                item.modificationTime = now
+                item.changeTime = now
+                operation.changes.append(.attributes(inode: number.rawValue, item))
+            }
+        } catch {
+            abandonOpen(number, handle, referenced: referenced)
+            throw error
         }
+    }
+
+    /// Undoes an open that fails after its handle was made: the handle is released and
+    /// the kernel reference it took, if any, given back.
+    private func abandonOpen(_ number: InodeNumber, _ handle: FileHandle, referenced: Bool) {
+        release(inode: number, handle: handle)
+        if referenced { forget(inode: number, lookups: 1) }
     }
 
     public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
@@ -321,21 +399,30 @@ extension VolumeNamespace {
     }
 
     /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
-    /// references it) or dropped. Most closes write no frame, so the journal's pages are
-    /// not prepared for one (a close that does write may fault on them under the lock).
+    /// references it) or dropped. Holds the inode's lock, the namespace lock shared
+    /// (`changingInodes`), so an open, an unlink or a change of the file's data waits; the
+    /// file leaves the cache (`evictIfDone`) after that lock is let go. Most closes write
+    /// no frame, so the journal's pages are not prepared for one (a close that does write
+    /// may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
-        _ = try? changing(preparingJournal: false) { (reader, operation) throws(FSError) in
-            let lastClose = fileCache.changing { cache -> Bool? in
-                guard let opened = cache.handles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
-                      let cached = cache.files[number.rawValue] else { return nil }
-                cached.openCount -= 1
-                return cached.openCount == 0
+        // The handle goes once, even when the change runs again with the lock held alone
+        // (its frame refused for want of space).
+        var closed = false, lastClose = false
+        _ = try? changingInodes(number.rawValue, preparingJournal: false) { (reader, operation) throws(FSError) in
+            if !closed {
+                closed = true
+                lastClose = fileCache.changing { cache -> Bool in
+                    guard let opened = cache.handles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
+                          let cached = cache.files[number.rawValue] else { return false }
+                    cached.openCount -= 1
+                    return cached.openCount == 0
+                }
             }
-            guard let lastClose else { return }
-            defer { evictIfDone(number.rawValue) }
             guard lastClose, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
             state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation)
         }
+        guard lastClose else { return }
+        _ = try? sharing { () throws(FSError) in evictIfDone(number.rawValue) }
     }
 
     /// Every change is in the journal when it is answered; fsync makes the image durable.

@@ -144,7 +144,7 @@ extension VolumeNamespace {
 
     /// The default ACL of `directory`, remembering its absence
     /// (`directoriesWithoutDefaultACLHolder`). Caller holds the lock, or shares it with the
-    /// directory's inode lock: a default ACL is set only with the lock held alone.
+    /// directory's inode lock, which a default ACL's setxattr holds too.
     private func defaultACL(of directory: UInt64, _ reader: VolumeReader) throws(FSError) -> [UInt8]? {
         if directoriesWithoutDefaultACLHolder.withLock({ $0.contains(directory) }) {
             // A read that fails is not this check's to report.
@@ -206,9 +206,12 @@ extension VolumeNamespace {
     }
 
     /// A hard link. Directories cannot be linked (EPERM), an unlinked file cannot get a
-    /// name again (ENOENT), more than `maximumLinkCount` names is EMLINK.
+    /// name again (ENOENT), more than `maximumLinkCount` names is EMLINK. Holds the new
+    /// directory's lock and the inode's, the namespace lock shared (`changingInodes`):
+    /// both items change, and the name is added under the lock every change of the
+    /// directory's names holds. The answer's attributes are read after.
     public func link(inode number: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes {
-        try changing { (reader, operation) throws(FSError) -> Attributes in
+        let linked = try changingInodes(number.rawValue, newParent.rawValue) { (reader, operation) throws(FSError) -> InodeItem in
             var item = try item(number.rawValue, in: reader)
             guard item.type != Self.typeCode(.directory) else { throw .notPermitted }
             var parentItem = try liveDirectory(newParent.rawValue, in: reader)
@@ -226,14 +229,24 @@ extension VolumeNamespace {
                 .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: number.rawValue, type: item.type, index: index)),
                 .attributes(inode: number.rawValue, item), .attributes(inode: newParent.rawValue, parentItem),
             ]
+            return item
+        } then: { (item, _) throws(FSError) -> InodeItem in
+            // Before an unlink of the name can decide the inode's fate.
             referenced(number.rawValue)
-            return try attributes(number.rawValue, item, reader)
+            return item
+        }
+        do {
+            return try reading { (reader) throws(FSError) -> Attributes in try attributes(number.rawValue, linked, reader) }
+        } catch {
+            // The kernel does not get the reference with an error.
+            forget(inode: number, lookups: 1)
+            throw error
         }
     }
 
     /// Changes names in `parent` alone, with the unlinked inode's lock (`changingNames`).
     public func unlink(parent: InodeNumber, name: FileName) throws(FSError) {
-        try changingNames(in: parent.rawValue, removing: name) { (reader, entry, operation) throws(FSError) in
+        try changingNames(in: parent.rawValue, naming: name) { (reader, entry, operation) throws(FSError) in
             var parentItem = try directory(parent.rawValue, in: reader)
             guard let entry else { throw .notFound }
             guard entry.type != Self.typeCode(.directory) else { throw .isDirectory }
@@ -253,7 +266,7 @@ extension VolumeNamespace {
     /// link its ".." held. Changes names in `parent` alone, with the removed directory's
     /// lock, which every change of names in it holds too (`changingNames`).
     public func rmdir(parent: InodeNumber, name: FileName) throws(FSError) {
-        try changingNames(in: parent.rawValue, removing: name) { (reader, entry, operation) throws(FSError) in
+        try changingNames(in: parent.rawValue, naming: name) { (reader, entry, operation) throws(FSError) in
             var parentItem = try directory(parent.rawValue, in: reader)
             guard let entry else { throw .notFound }
             guard entry.type == Self.typeCode(.directory) else { throw .notDirectory }

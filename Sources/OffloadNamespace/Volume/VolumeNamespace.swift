@@ -24,14 +24,16 @@ import Synchronization
 /// getattr, readlink, the directory listing calls, getxattr, listxattr, reads of an open
 /// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
 /// (`readers`), and so do the changes of an open file's data (write, fallocate,
-/// copy_file_range: `changingData`) and the changes of names in one directory (mkdir,
-/// mknod, symlink, the create of a new file, unlink, rmdir: `changingNames`), which also
-/// hold the inode locks (`inodeLocks`) of the directory and of the inode they unlink;
-/// other changes, and every close of a generation (the maintenance's, an operation's own
-/// commit), hold it alone (`locked`, `changing`). Inside it, a file's write lock, then
-/// the inode locks, then the leaf locks of the state shared holders change
-/// (`kernelReferences`, `handles`, `fileCache`, `failureHolder`,
-/// `directoriesWithoutDefaultACLHolder`), and the volume's locks.
+/// copy_file_range: `changingData`), the changes of names in one directory (mkdir,
+/// mknod, symlink, create, unlink, rmdir: `changingNames`), which also hold the inode
+/// locks (`inodeLocks`) of the directory and of the inode they name, and the changes of
+/// one or two inodes (setattr without a size, setxattr, removexattr, link, open,
+/// release: `changingInodes`), which hold those inodes' locks. rename, setattr with a
+/// size, and every close of a generation (the maintenance's, an operation's own commit)
+/// hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
+/// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
+/// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
+/// the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
@@ -40,18 +42,20 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own lock: lookups under the shared namespace lock add to it, FORGET takes from it
     /// before any namespace lock, and what decides on a count reads it in one hold of this
-    /// lock: an unlink's or rmdir's orphan or drop (the namespace lock shared, with the
-    /// inode's lock, `changingNames`), a rename's or a last close's (held alone), the drop
-    /// of a forgotten inode (held alone). A lookup takes no inode lock, so an in-process
-    /// caller's lookup racing an unlink of the same last name may add a reference to an
-    /// inode the unlink drops (through the kernel the directory's `i_rwsem` keeps the two
-    /// apart, and an unlink's target is always referenced, so it leaves an orphan).
+    /// lock: an unlink's or rmdir's orphan or drop, a last close's (the namespace lock
+    /// shared, with the inode's lock, `changingNames`, `changingInodes`), a rename's and
+    /// the drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
+    /// in-process caller's lookup racing an unlink of the same last name may add a
+    /// reference to an inode the unlink drops (through the kernel the directory's
+    /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
+    /// leaves an orphan).
     let kernelReferences = PthreadMutex(KernelReferences())
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
     /// share the namespace lock, or take none).
     let handles = PthreadMutex(HandleNumbers())
-    /// The inode locks of the changes that share the namespace lock (`changingNames`, and
-    /// a file change's frame, `journal`).
+    /// The inode locks of the changes that share the namespace lock (`changingNames`,
+    /// `changingInodes`, a file change's frame, `journal`, the emptying of an unlinked
+    /// file, `emptyUnreadableFiles`) and of a getxattr that marks a capability absent.
     let inodeLocks = InodeLocks()
     /// The cached regular files and the open file handles (`VolumeFileCache`).
     let fileCache = VolumeFileCache()
@@ -71,8 +75,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Directories known to have no default ACL: every create asks of its parent, and a
     /// lookup of the xattr in the layered view was 1,300 instructions of a create's
     /// 21,000. A number goes when a default ACL is set on it (`setxattr`, the only way
-    /// one comes to an existing directory, with the namespace lock held alone, so no create
-    /// asks meanwhile); numbers are never given out twice in a mount, so a directory
+    /// one comes to an existing directory, holding the directory's inode lock, which every
+    /// create in it holds, so no create asks meanwhile); numbers are never given out
+    /// twice in a mount, so a directory
     /// removed leaves only a stale number. Cleared at `maximumDirectoriesWithoutDefaultACL`.
     let directoriesWithoutDefaultACLHolder = PthreadMutex(Set<UInt64>())
     static let maximumDirectoriesWithoutDefaultACL = 1 << 16
@@ -184,17 +189,23 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
     /// RAM bytes, holes and fills excluded) come from its cached data, else from its
     /// extents in the layered view (a file with changes no commit holds is cached, but for
-    /// one emptied by its unlink's frame), read by `reader`.
-    func attributes(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader) throws(FSError) -> Attributes {
+    /// one emptied by its unlink's frame), read by `reader`. A cached file evicted while
+    /// this read it (`VolumeCachedFile.evicted`: unloaded, it shows size 0) is clean, so
+    /// its item and extents in the view say the same as its data did. Caller holds no
+    /// inode lock (the file's lock is taken, `changingNames`); `sizes` stands for the
+    /// cached data of a new file no one else can reach yet.
+    func attributes(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader,
+                    sizes: (size: UInt64, stored: UInt64)? = nil) throws(FSError) -> Attributes {
         guard let kind = FileKind(mode: UInt32(item.type) << 12) else {
             throw .damagedImage("inode \(number) has type \(item.type)")
         }
         var size = kind == .directory ? Inode.directorySize : item.size
         var stored: UInt64 = 0
         if kind == .regular {
-            if let cached = fileCache.file(number) {
-                size = cached.data.size
-                stored = cached.data.allocatedByteCount
+            if let sizes {
+                (size, stored) = sizes
+            } else if let read = fileCache.file(number)?.sizesUnlessEvicted {
+                (size, stored) = read
             } else {
                 stored = try reader.view.storedBytes(number, size: item.size)
             }
@@ -307,124 +318,16 @@ public final class VolumeNamespace: @unchecked Sendable {
         return try locked { () throws(FSError) -> S in
             let reader = try self.reader()
             var operation = VolumeOperation()
-            let result = try body(reader, &operation)
-            try writeFrame(&operation, reader)
+            let result: R
+            do throws(FSError) {
+                result = try body(reader, &operation)
+                try writeFrame(&operation, reader)
+            } catch {
+                restoreDroppedFiles(&operation)
+                throw error
+            }
             emptyUnreadableFiles(operation.unreadableFiles, reader)
             return try after(result, reader)
-        }
-    }
-
-    /// Runs a change of the names in directory `parent` with the namespace lock shared,
-    /// holding the directory's inode lock and, for a change that removes `removing`, the
-    /// lock of the inode that name holds (docs/ARCHITECTURE.md, "Step 7, fifth part"):
-    /// changes in different directories run at once, two in one directory take turns, and
-    /// a file's data change (`journal`) waits for an unlink of that file's name. `body`
-    /// gets the name's entry, looked up with both locks held; its changes are performed as
-    /// one frame, and `after` runs with the locks still held (a create's `after` attaches
-    /// the new file's journal and reads its size, taking that file's lock under the
-    /// directory's stripe: an exception to the lock order, safe because nothing else can
-    /// reach a file whose inode is not answered yet, as format 1's `observe`). Then the files the frame left
-    /// only the kernel references are emptied (their frames take their own inode locks),
-    /// and a journal or generation over its budget is committed with the lock held alone,
-    /// as after a file's data change (`changingData`).
-    ///
-    /// What such a change may touch: the directory's entries and item, the removed
-    /// inode's item and orphan item, a new inode (its number from `nextInode`, unseen by
-    /// any other operation until its frame is in the delta), the file cache and the
-    /// kernel's references (leaf locks). Its frame takes no drops of forgotten inodes
-    /// (`dropForgotten` decides with the lock held alone). A generation closes only with
-    /// the namespace lock held alone, so the frame stays in the generation it joined.
-    ///
-    /// A change refused for want of space (journal room the changes of open files reserved
-    /// meanwhile, or blocks) runs again with the lock held alone, as it ran before: a
-    /// removal on a full image must not fail because writes were in flight.
-    func changingNames<R, S>(in parent: UInt64, removing name: FileName? = nil,
-                             _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
-                             then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
-        switch try changingNamesShared(in: parent, removing: name, body, then: after) {
-        case .done(let answer):
-            return answer
-        case .refusedForSpace:
-            // Nothing was changed: the operation or its frame was refused before the frame
-            // was recorded (a number the make took is skipped).
-            return try changing({ (reader, operation) throws(FSError) -> R in
-                let entry = try name.flatMap { (name) throws(FSError) -> NamedEntry? in
-                    try reader.lookup(directory: parent, name: name.bytes)
-                }
-                return try body(reader, entry, &operation)
-            }, then: after)
-        }
-    }
-
-    /// How `changingNamesShared` ended: answered, or refused with ENOSPC before its frame
-    /// was recorded.
-    private enum SharedOutcome<S> {
-        case done(S)
-        case refusedForSpace
-    }
-
-    private func changingNamesShared<R, S>(in parent: UInt64, removing name: FileName?,
-                                           _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
-                                           then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> SharedOutcome<S> {
-        volume.prepareJournalAppend()
-        let outcome = try sharing { () throws(FSError) -> SharedOutcome<S> in
-            let taken = try readers.take()
-            defer { readers.give(taken) }
-            let reader = taken.reader
-            var unreadable: [UInt64] = []
-            let outcome = try withNameLocks(in: parent, naming: name, reader) { (entry) throws(FSError) -> SharedOutcome<S> in
-                var operation = VolumeOperation()
-                let result: R
-                do throws(FSError) {
-                    result = try body(reader, entry, &operation)
-                    try writeFrame(&operation, reader, dropsForgotten: false)
-                } catch .noSpace {
-                    return .refusedForSpace
-                }
-                unreadable = operation.unreadableFiles
-                return .done(try after(result, reader))
-            }
-            emptyUnreadableFiles(unreadable, reader)
-            // A change whose frame could not be written is not answered as done.
-            if let journalFailure { throw journalFailure }
-            return outcome
-        }
-        commitIfOverBudgetAfterSharing()
-        return outcome
-    }
-
-    /// Runs `body` holding `parent`'s inode lock and, when `name` is given, the lock of the
-    /// inode it names, with that name's entry as looked up under both. The named inode's
-    /// lock joins the directory's in ascending stripe order: one above the directory's is
-    /// taken at once; one below it means letting go and taking both, and looking the name
-    /// up again, since it may name another inode by then.
-    private func withNameLocks<T>(in parent: UInt64, naming name: FileName?, _ reader: VolumeReader,
-                                  _ body: (NamedEntry?) throws(FSError) -> T) throws(FSError) -> T {
-        var held = inodeLocks.lock(parent)
-        defer { inodeLocks.unlock(held) }
-        guard let name else { return try body(nil) }
-        var entry = try reader.lookup(directory: parent, name: name.bytes)
-        while let found = entry, !held.covers(found.child) {
-            if held.high == nil && InodeLocks.stripe(found.child) > held.low {
-                inodeLocks.extend(&held, with: found.child)
-            } else {
-                inodeLocks.unlock(held)
-                held = inodeLocks.lock(parent, found.child)
-                entry = try reader.lookup(directory: parent, name: name.bytes)
-            }
-        }
-        return try body(entry)
-    }
-
-    /// After a change that shared the lock (`changingNames`, `changingData`): a journal or
-    /// generation over its budget is committed with the lock held alone; near it, the
-    /// maintenance is woken. A failed or read-only volume commits nothing.
-    func commitIfOverBudgetAfterSharing() {
-        guard volume.failure == nil, !volume.isReadOnly else { return }
-        switch volume.budget {
-        case .under: break
-        case .nearing: wakeForNearingBudget()
-        case .reached: lock.withWriteLock { commitIfOverBudget() }
         }
     }
 
@@ -434,7 +337,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// nothing. An operation that changed nothing writes nothing: it may have done what
     /// cannot be undone (an open's handle), and a frame of drops that failed would fail
     /// it. Drops whose frame failed wait for the next one. Caller holds the lock alone, or
-    /// shared with the inode locks of what the frame changes (`changingNames`).
+    /// shared with the inode locks of what the frame changes (`changingNames`,
+    /// `changingInodes`).
     func writeFrame(_ operation: inout VolumeOperation, _ reader: VolumeReader,
                     dropsAlone: Bool = false, dropsForgotten: Bool = true) throws(FSError) {
         // The drops join the operation's own changes in place (a copy made here copied
@@ -445,6 +349,7 @@ public final class VolumeNamespace: @unchecked Sendable {
             try volume.perform(operation.changes, born: operation.bornNumbers, commitsAtBudget: false)
         } catch {
             if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
+            restoreDroppedFiles(&operation)
             throw error
         }
         // A number a refused operation took is skipped, not counted.
@@ -453,6 +358,18 @@ public final class VolumeNamespace: @unchecked Sendable {
         for i in operation.changes.indices { if case .drop = operation.changes[i] { drops += 1 } }
         if drops > 0 { inodesCounted.subtract(drops, ordering: .relaxed) }
         noteJournaled(operation.changes)
+    }
+
+    /// Puts the cached files an operation's drops took out of the cache back, when the
+    /// operation or its frame failed: their inodes are still in the image, and an
+    /// operation run again (with the lock held alone, after ENOSPC) finds them.
+    func restoreDroppedFiles(_ operation: inout VolumeOperation) {
+        guard !operation.droppedFiles.isEmpty else { return }
+        let restored = operation.droppedFiles
+        operation.droppedFiles = []
+        fileCache.changing { cache in
+            for (number, file) in restored where cache.files[number] == nil { cache.files[number] = file }
+        }
     }
 
     /// Keeps the cached files' remembered items (`VolumeCachedFile.journaledItem`) equal to
@@ -477,12 +394,34 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// showed the file still named but empty (the power-cut simulator found it on format
     /// 2). Format 1 empties after its record too (`StorageDisposal`). Best effort, as
     /// format 1's: without journal room the data waits for the last FORGET, which drops
-    /// the inode. Caller holds the namespace lock and no inode lock (each truncation's
-    /// frame takes its file's).
+    /// the inode. Caller holds the namespace lock and no inode lock.
+    ///
+    /// Each file is emptied holding its inode's lock, with no handle open on it: the kernel
+    /// may still open an unlinked file it references (a path looked up before the unlink,
+    /// `/proc/PID/fd`), and an open, which takes that lock, made between the operation's
+    /// frame and the emptying would otherwise see its writes emptied after it. A file
+    /// opened since, or gone from the cache (evicted clean: its data waits for the drop),
+    /// is left. Its truncation's frame (`journal`) runs on this thread inside that lock,
+    /// and takes it from this hold (`VolumeFileJournal.changerHoldsInodeLock`): a file
+    /// with no handle has no other writer, and no open comes meanwhile. The file is
+    /// counted open while it is emptied, so no eviction unloads it.
     func emptyUnreadableFiles(_ files: [UInt64], _ reader: VolumeReader) {
         for number in files {
-            guard let item = try? reader.inode(number), item.linkCount == 0, item.size > 0 else { continue }
-            _ = try? cachedFile(number, item, reader).data.truncate()
+            let held = inodeLocks.lock(number)
+            let claimed = fileCache.changing { cache -> VolumeCachedFile? in
+                guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
+                cached.openCount += 1
+                return cached
+            }
+            if let claimed {
+                if let item = try? reader.inode(number), item.linkCount == 0, item.size > 0 {
+                    claimed.journal.changerHoldsInodeLock.store(true, ordering: .relaxed)
+                    _ = try? claimed.data.truncate()
+                    claimed.journal.changerHoldsInodeLock.store(false, ordering: .relaxed)
+                }
+                fileCache.changing { _ in claimed.openCount -= 1 }
+            }
+            inodeLocks.unlock(held)
             evictIfDone(number)
         }
     }
@@ -534,10 +473,13 @@ public final class VolumeNamespace: @unchecked Sendable {
             if hadOrphan { operation.changes.append(.orphan(inode: number, nil)) }
             operation.changes.append(.drop(inode: number))
             kernelReferences.withLock { _ = $0.unlinked.remove(number) }
-            fileCache.changing { cache in
-                cache.files[number] = nil
+            // Kept until the frame is written (`writeFrame`): letting go of the file
+            // releases its blocks, which must not happen for a drop the journal lacks.
+            let removed = fileCache.changing { cache -> VolumeCachedFile? in
                 cache.awaitingCommit.remove(number)
+                return cache.files.removeValue(forKey: number)
             }
+            if let removed { operation.droppedFiles.append((number, removed)) }
         }
     }
 

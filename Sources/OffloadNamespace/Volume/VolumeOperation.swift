@@ -1,7 +1,7 @@
 import OffloadCore
 
 /// What one format 2 operation builds up while it runs (`VolumeNamespace.changing`,
-/// `changingNames`): its frame's changes, the number of the inode it made, and the cached
+/// `changingNames`, `changingInodes`): its frame's changes, the number of the inode it made, and the cached
 /// files its frame leaves with only the kernel's references. Its own, not the
 /// namespace's: operations in different directories run at once.
 struct VolumeOperation {
@@ -13,6 +13,10 @@ struct VolumeOperation {
     /// Cached regular files the frame leaves with only the kernel's references, to empty
     /// once it is written (`VolumeNamespace.state`, `emptyUnreadableFiles`).
     var unreadableFiles: [UInt64] = []
+    /// Cached files of inodes the frame drops, taken out of the cache by `state` and let
+    /// go of (their blocks released in memory) only once the frame is written; put back
+    /// when it fails (`writeFrame`).
+    var droppedFiles: [(UInt64, VolumeCachedFile)] = []
 
     var bornNumbers: Range<UInt64> { born.map { $0..<$0 + 1 } ?? 0..<0 }
 }
