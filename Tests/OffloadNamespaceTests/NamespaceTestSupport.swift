@@ -155,7 +155,7 @@ func assertInvalidArgument<T>(file: StaticString = #filePath, line: UInt = #line
 
 extension VolumeNamespace {
     /// A frame written holding the namespace lock alone, as the operations that still hold
-    /// it write theirs (a rename, a truncate): the root's item restated. Such a frame
+    /// it write theirs (a rename across directories, a truncate): the root's item restated. Such a frame
     /// carries the drops of the inodes forgotten since the last (`dropForgotten`); the
     /// frames of changes that share the lock carry none.
     func writeFrameHoldingTheLockAlone() throws {

@@ -125,9 +125,126 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// A rename within one directory holds the directory's lock and its two names'
+    /// inodes' (`changingNamesOfARename`): while the test holds directory a's lock, file
+    /// b/held's and file c/target's, and the namespace lock shared (as a read in
+    /// progress), renames in directory b answer, to a new name, over a file, exchanging two
+    /// names, and of a directory; a rename in a, a rename of b/held, and a rename in c over
+    /// c/target each wait, for its own lock only, until the test lets go. A rename across
+    /// directories holds the namespace lock alone and waits for the read.
+    func testRenamesWithinADirectoryAnswerWhileAnotherDirectoryIsLocked() throws {
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
+                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = self.caller
+        let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
+        let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
+        let c = try fs.mkdir(parent: .root, name: FileName("c"), mode: 0o755, context: caller).inode
+        _ = try fs.mknod(parent: a, name: FileName("a1"), mode: 0o100644, rdev: 0, context: caller)
+        var made: [String: InodeNumber] = [:]
+        for name in ["x", "y", "z", "w", "held"] {
+            made[name] = try fs.mknod(parent: b, name: FileName(name), mode: 0o100644, rdev: 0, context: caller).inode
+        }
+        for name in ["target", "over"] {
+            made[name] = try fs.mknod(parent: c, name: FileName(name), mode: 0o100644, rdev: 0, context: caller).inode
+        }
+        _ = try fs.mkdir(parent: b, name: FileName("d"), mode: 0o755, context: caller)
+        let held = made["held"]!, target = made["target"]!, over = made["over"]!
+        XCTAssertEqual(Set([a, b, c, held, target, over].map { InodeLocks.stripe($0.rawValue) }).count, 6,
+                       "setup: the inodes share a stripe")
+        XCTAssertTrue(a.rawValue < held.rawValue && held.rawValue < target.rawValue, "setup: the test's stripes ascend")
+
+        final class Outcome: @unchecked Sendable {
+            let lock = NSLock()
+            var failures: [String] = []
+            var done: Set<String> = []
+            func fail(_ message: String) { lock.withLock { failures.append(message) } }
+            func finish(_ what: String) { lock.withLock { _ = done.insert(what) } }
+            var finished: Set<String> { lock.withLock { done } }
+        }
+        let outcome = Outcome()
+        @Sendable func rename(_ what: String, _ parent: InodeNumber, _ from: String, _ newParent: InodeNumber, _ to: String,
+                              _ flags: RenameFlags = []) -> @Sendable () -> Void {
+            return {
+                do {
+                    try fs.rename(parent: parent, name: FileName(from), newParent: newParent, newName: FileName(to), flags: flags)
+                } catch {
+                    outcome.fail("\(what): \(error)")
+                }
+                outcome.finish(what)
+            }
+        }
+        let inB = DispatchSemaphore(value: 0), waiting = DispatchGroup(), across = DispatchGroup()
+        var locked = fs.inodeLocks.lock(a.rawValue)
+        fs.inodeLocks.extend(&locked, with: held.rawValue)
+        fs.inodeLocks.extend(&locked, with: target.rawValue)
+        fs.lock.withReadLock {
+            DispatchQueue.global().async {
+                rename("to a new name", b, "x", b, "x2")()
+                rename("over a file", b, "y", b, "z")()
+                rename("exchanging", b, "w", b, "z", .exchange)()
+                rename("a directory", b, "d", b, "d2")()
+                inB.signal()
+            }
+            XCTAssertEqual(inB.wait(timeout: .now() + 20), .success, "a rename in b waited for a's lock or for the read")
+            // Each waits for a lock of its own (and none shares a directory with another),
+            // so each is held back by that lock alone; they may run in any order after.
+            for step in [rename("in a", a, "a1", a, "a2"), rename("of a held file", b, "held", b, "held2"),
+                         rename("over a held file", c, "over", c, "target")] {
+                DispatchQueue.global().async(group: waiting, execute: step)
+            }
+            usleep(300_000)
+            XCTAssertEqual(outcome.finished, ["to a new name", "over a file", "exchanging", "a directory"],
+                           "a rename ran while a lock it needs was held")
+            fs.inodeLocks.unlock(locked)
+            XCTAssertEqual(waiting.wait(timeout: .now() + 20), .success, "a rename waited once its lock was let go")
+            // Only now: a rename holding the lock alone, queued as a writer, would hold
+            // back the shared ones above.
+            DispatchQueue.global().async(group: across, execute: rename("across directories", b, "x2", a, "x3"))
+            usleep(200_000)
+            XCTAssertFalse(outcome.finished.contains("across directories"), "a rename across directories ran beside a read")
+        }
+        XCTAssertEqual(across.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(outcome.failures, [])
+        XCTAssertEqual(try names(in: a, fs), ["a2", "x3"])
+        XCTAssertEqual(try names(in: b, fs), ["d2", "held2", "w", "z"])
+        XCTAssertEqual(try names(in: c, fs), ["target"])
+        XCTAssertEqual(try fs.lookup(parent: b, name: FileName("held2")).inode, held)
+        XCTAssertEqual(try fs.lookup(parent: c, name: FileName("target")).inode, over)
+        XCTAssertEqual(try fs.lookup(parent: b, name: FileName("w")).inode, made["y"]!)
+        XCTAssertEqual(try fs.lookup(parent: b, name: FileName("z")).inode, made["w"]!)
+        XCTAssertEqual(try fs.getattr(inode: made["z"]!).linkCount, 0, "the file renamed over")
+        XCTAssertEqual(try fs.getattr(inode: target).linkCount, 0, "the held file renamed over")
+        try fileSystem.close(meter: nil)
+    }
+
+    /// `InodeLocks.lock` of up to three inodes takes each distinct stripe once, in
+    /// ascending order, whatever the order and sharing of its arguments (a stripe taken
+    /// twice traps in debug builds, whose stripes are error-checking mutexes), covers
+    /// each inode, and lets them all go.
+    func testThreeInodeLocksAreTakenOnceEachInAscendingOrder() {
+        let locks = InodeLocks()
+        let count = UInt64(InodeLocks.stripeCount)
+        let numbers: [UInt64] = [5, 9, 700, 5 + count, 9 + 2 * count]
+        for x in numbers {
+            for y in numbers {
+                for z in numbers + [nil] as [UInt64?] {
+                    let held = locks.lock(x, y, z)
+                    let stripes = [held.first, held.second, held.third].compactMap { $0 }
+                    XCTAssertEqual(stripes, Array(Set([x, y, z ?? x].map(InodeLocks.stripe))).sorted(), "\(x), \(y), \(String(describing: z))")
+                    XCTAssertTrue(held.covers(x) && held.covers(y) && (z.map(held.covers) ?? true))
+                    locks.unlock(held)
+                }
+            }
+        }
+        // All let go: each stripe can be taken again.
+        for x in numbers { locks.unlock(locks.lock(x)) }
+    }
+
     /// Four threads change names at once, each in a directory of its own and all in one
     /// shared directory (creates that write their file, unlinks of open and closed files,
-    /// mkdirs and rmdirs, symlinks, the kernel's FORGETs), beside a reader and the
+    /// mkdirs and rmdirs, symlinks, renames within their own directory to a new name or
+    /// over a file, the kernel's FORGETs), beside a reader and the
     /// maintenance's commits; half the removes find their inode unreferenced (the drop is
     /// in the unlink's frame), half leave an orphan. Each thread's directory ends as its
     /// model says, the shared one as the union of theirs; statfs counts what is there;
@@ -168,7 +285,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                         let where_ = random.next() % 4 == 0 ? shared : directory
                         let key = where_ == shared ? "t\(thread)-\(name)" : name
                         let exists = where_ == shared ? mine.contains(key) : model[key] != nil
-                        switch random.next() % 6 {
+                        switch random.next() % 7 {
                         case 0, 1:
                             guard !exists else { continue }
                             let bytes = (0..<Int(random.next() % 9000)).map { UInt8(truncatingIfNeeded: $0 &+ step) }
@@ -196,6 +313,25 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                             _ = try fs.symlink(parent: where_, name: FileName(key), target: Array("x".utf8), context: caller)
                             references[key] = 1
                             model[key] = .some(nil)
+                        case 5:
+                            // A rename within its own directory, to a new name or over a file.
+                            guard exists, where_ == directory else { continue }
+                            let newKey = "n\(random.next() % 40)"
+                            guard newKey != key, let moved = model[key] else { continue }
+                            var replaced: InodeNumber?
+                            if let target = model[newKey] {
+                                guard moved != nil, target != nil else { continue }
+                                replaced = try fs.lookup(parent: directory, name: FileName(newKey)).inode
+                            }
+                            try fs.rename(parent: directory, name: FileName(key), newParent: directory, newName: FileName(newKey),
+                                          flags: [])
+                            if let replaced {
+                                // The replaced file's references go (the lookup's and its make's).
+                                fs.forget(inode: replaced, lookups: 1 + (references.removeValue(forKey: newKey) ?? 0))
+                            }
+                            model[newKey] = moved
+                            model[key] = nil
+                            if let held = references.removeValue(forKey: key) { references[newKey] = held }
                         default:
                             guard exists else { continue }
                             let kind = try fs.lookup(parent: where_, name: FileName(key))

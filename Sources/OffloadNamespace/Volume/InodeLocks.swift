@@ -12,8 +12,8 @@ import Glibc
 ///
 /// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
 /// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,
-/// so an operation holding two takes them in ascending stripe order, which is the only
-/// order two stripes are ever held in; a stripe shared by the two is taken once. The
+/// so an operation holding several (at most three) takes them in ascending stripe order,
+/// which is the only order stripes are ever held in; a stripe shared by two is taken once. The
 /// stripes are the innermost of the namespace's own locks but the leaves
 /// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
 /// (a file change's frame takes its inode's stripe inside it, `journal`), and nothing
@@ -49,15 +49,20 @@ final class InodeLocks: @unchecked Sendable {
 
     static func stripe(_ number: UInt64) -> Int { Int(truncatingIfNeeded: number % UInt64(stripeCount)) }
 
-    /// The stripes an operation holds: one or two, the lower first.
+    /// The stripes an operation holds: one to three, ascending (a rename in one directory
+    /// holds its directory's and its two children's). No allocation: three fields.
     struct Held {
-        fileprivate(set) var low: Int
-        fileprivate(set) var high: Int?
+        fileprivate(set) var first: Int
+        fileprivate(set) var second: Int?
+        fileprivate(set) var third: Int?
+
+        /// The highest stripe held.
+        var highest: Int { third ?? second ?? first }
 
         /// Whether `number`'s stripe is one of them.
         func covers(_ number: UInt64) -> Bool {
             let stripe = InodeLocks.stripe(number)
-            return stripe == low || stripe == high
+            return stripe == first || stripe == second || stripe == third
         }
     }
 
@@ -65,30 +70,39 @@ final class InodeLocks: @unchecked Sendable {
     func lock(_ number: UInt64) -> Held {
         let stripe = Self.stripe(number)
         take(stripe)
-        return Held(low: stripe, high: nil)
+        return Held(first: stripe)
     }
 
-    /// Takes the stripes of `first` and `second`, the lower first (one when they share it).
-    func lock(_ first: UInt64, _ second: UInt64) -> Held {
-        let a = Self.stripe(first), b = Self.stripe(second)
-        let held = Held(low: min(a, b), high: a == b ? nil : max(a, b))
-        take(held.low)
-        if let high = held.high { take(high) }
+    /// Takes the stripes of `first`, `second` and `third` (when given) in ascending order,
+    /// a stripe two of them share once.
+    func lock(_ first: UInt64, _ second: UInt64, _ third: UInt64? = nil) -> Held {
+        var a = Self.stripe(first), b = Self.stripe(second), c = third.map(Self.stripe) ?? a
+        // Three compare-and-swaps sort them.
+        if a > b { swap(&a, &b) }
+        if b > c { swap(&b, &c) }
+        if a > b { swap(&a, &b) }
+        var held = Held(first: a)
+        if b != a { held.second = b }
+        if c != b { if held.second == nil { held.second = c } else { held.third = c } }
+        take(held.first)
+        if let second = held.second { take(second) }
+        if let third = held.third { take(third) }
         return held
     }
 
-    /// Adds `number`'s stripe to `held`, which holds one stripe below it: the order stays
+    /// Adds `number`'s stripe to `held`, whose stripes are all below it: the order stays
     /// ascending, so nothing has to be let go.
     func extend(_ held: inout Held, with number: UInt64) {
         let stripe = Self.stripe(number)
-        precondition(held.high == nil && stripe > held.low, "stripes are taken in ascending order")
+        precondition(held.third == nil && stripe > held.highest, "stripes are taken in ascending order")
         take(stripe)
-        held.high = stripe
+        if held.second == nil { held.second = stripe } else { held.third = stripe }
     }
 
     func unlock(_ held: Held) {
-        if let high = held.high { give(high) }
-        give(held.low)
+        if let third = held.third { give(third) }
+        if let second = held.second { give(second) }
+        give(held.first)
     }
 
     private func take(_ stripe: Int) {

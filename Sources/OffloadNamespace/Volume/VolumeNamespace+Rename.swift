@@ -13,7 +13,7 @@ extension VolumeNamespace {
         guard !flags.isSuperset(of: [.noReplace, .exchange]) else {
             throw .invalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
         }
-        try changing { (reader, operation) throws(FSError) in
+        func change(_ reader: VolumeReader, _ operation: inout VolumeOperation) throws(FSError) {
             var items = RenameItems(reader: reader)
             _ = try directory(parent.rawValue, in: reader)
             _ = try liveDirectory(newParent.rawValue, in: reader)
@@ -45,7 +45,7 @@ extension VolumeNamespace {
                 if flags.contains(.noReplace) { throw .exists }
                 if target.child == source.child { return }
                 if source.type == Self.typeCode(.directory) {
-                    try refuseCycle(moving: source.child, into: newParent.rawValue, reader)
+                    if parent != newParent { try refuseCycle(moving: source.child, into: newParent.rawValue, reader) }
                     guard target.type == Self.typeCode(.directory) else { throw .notDirectory }
                     guard try reader.entries(directory: target.child, from: 3, limit: 1).isEmpty else { throw .notEmpty }
                 } else if target.type == Self.typeCode(.directory) {
@@ -64,7 +64,7 @@ extension VolumeNamespace {
                 try items.change(source.child) { $0.changeTime = now }
             } else {
                 if source.type == Self.typeCode(.directory) {
-                    try refuseCycle(moving: source.child, into: newParent.rawValue, reader)
+                    if parent != newParent { try refuseCycle(moving: source.child, into: newParent.rawValue, reader) }
                     if parent != newParent {
                         guard try items.get(newParent.rawValue).linkCount < Namespace.maximumLinkCount else { throw .tooManyLinks }
                     }
@@ -84,6 +84,13 @@ extension VolumeNamespace {
                 state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &operation)
             }
         }
+        if parent == newParent {
+            try changingNamesOfARename(in: parent.rawValue, name, newName) { (reader, operation) throws(FSError) in
+                try change(reader, &operation)
+            }
+        } else {
+            try changing { (reader, operation) throws(FSError) in try change(reader, &operation) }
+        }
     }
 
     /// A directory that moved: its parent is the new one, which gains the link the old one
@@ -97,7 +104,9 @@ extension VolumeNamespace {
     }
 
     /// EINVAL when `start` is `moving` or lies below it (a directory may not move into
-    /// itself or a descendant), walking the parents up to the root.
+    /// itself or a descendant), walking the parents up to the root. Only a move across
+    /// directories can make a cycle: one within a directory skips the walk (and shares the
+    /// namespace lock, so no ancestor's item is read without its lock).
     private func refuseCycle(moving ancestor: UInt64, into start: UInt64, _ reader: VolumeReader) throws(FSError) {
         var cursor = start
         for _ in 0..<65_536 {

@@ -3,8 +3,9 @@ import OffloadCore
 // The changes that share the namespace lock and hold inode locks instead
 // (docs/ARCHITECTURE.md, "Step 7, fifth part" and "sixth part"): the changes of names in
 // one directory (`changingNames`: mkdir, mknod, symlink, create, unlink, rmdir, and the
-// create that opens an existing name) and the changes of one or two inodes
-// (`changingInodes`: setattr without a size, setxattr, removexattr, link, open, release).
+// create that opens an existing name, and a rename within one directory,
+// `changingNamesOfARename`) and the changes of one or two inodes (`changingInodes`:
+// setattr without a size, setxattr, removexattr, link, open, release).
 // Changes that take the same inode's lock take turns; the rest run at once.
 
 extension VolumeNamespace {
@@ -15,6 +16,9 @@ extension VolumeNamespace {
         case names(in: UInt64, naming: FileName?)
         /// The locks of one or two inodes (the lower stripe first).
         case inodes(UInt64, UInt64?)
+        /// A directory's, and the locks of the inodes its two names `source` and `target`
+        /// name (a rename within the directory), as looked up holding them all.
+        case renaming(in: UInt64, source: FileName, target: FileName)
     }
 
     /// Runs a change of the names in directory `parent` with the namespace lock shared,
@@ -84,6 +88,25 @@ extension VolumeNamespace {
         }
     }
 
+    /// Runs a rename within directory `parent` (`source` to `target`) with the namespace
+    /// lock shared, holding the directory's inode lock and those of the inodes both names
+    /// hold (up to three stripes, ascending), as `changingNames` runs a change of one name:
+    /// renames in different directories run at once, and beside the other changes. `body`
+    /// looks the names up itself; under these locks it finds what they were taken for. A
+    /// rename across directories holds the namespace lock alone (its cycle check walks the
+    /// tree above both directories, which another rename across directories may change).
+    func changingNamesOfARename(in parent: UInt64, _ source: FileName, _ target: FileName,
+                                _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> Void) throws(FSError) {
+        let named = { (reader: VolumeReader, _: NamedEntry?, operation: inout VolumeOperation) throws(FSError) in
+            try body(reader, &operation)
+        }
+        let locks = InodeLockSet.renaming(in: parent, source: source, target: target)
+        switch try changingShared(locks, preparingJournal: true, named, then: { (_, _) throws(FSError) in }) {
+        case .done: return
+        case .refusedForSpace: try changing(body)
+        }
+    }
+
     /// `changingInodes` with nothing to do after the frame.
     func changingInodes<R>(_ first: UInt64, _ second: UInt64? = nil, preparingJournal: Bool = true,
                            _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R) throws(FSError) -> R {
@@ -146,7 +169,7 @@ extension VolumeNamespace {
             guard let name else { return try body(nil) }
             var entry = try reader.lookup(directory: parent, name: name.bytes)
             while let found = entry, !held.covers(found.child) {
-                if held.high == nil && InodeLocks.stripe(found.child) > held.low {
+                if held.second == nil && InodeLocks.stripe(found.child) > held.highest {
                     inodeLocks.extend(&held, with: found.child)
                 } else {
                     inodeLocks.unlock(held)
@@ -155,6 +178,16 @@ extension VolumeNamespace {
                 }
             }
             return try body(entry)
+        case .renaming(let parent, let source, let target):
+            var held = inodeLocks.lock(parent)
+            defer { inodeLocks.unlock(held) }
+            while true {
+                let moved = try reader.lookup(directory: parent, name: source.bytes)?.child
+                let replaced = try reader.lookup(directory: parent, name: target.bytes)?.child
+                if moved.map(held.covers) ?? true, replaced.map(held.covers) ?? true { return try body(nil) }
+                inodeLocks.unlock(held)
+                held = inodeLocks.lock(parent, moved ?? parent, replaced)
+            }
         }
     }
 

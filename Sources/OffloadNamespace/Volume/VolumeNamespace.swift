@@ -25,12 +25,13 @@ import Synchronization
 /// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
 /// (`readers`), and so do the changes of an open file's data (write, fallocate,
 /// copy_file_range: `changingData`), the changes of names in one directory (mkdir,
-/// mknod, symlink, create, unlink, rmdir: `changingNames`), which also hold the inode
-/// locks (`inodeLocks`) of the directory and of the inode they name, and the changes of
-/// one or two inodes (setattr without a size, setxattr, removexattr, link, open,
-/// release: `changingInodes`), which hold those inodes' locks. rename, setattr with a
-/// size, and every close of a generation (the maintenance's, an operation's own commit)
-/// hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
+/// mknod, symlink, create, unlink, rmdir: `changingNames`; a rename within it:
+/// `changingNamesOfARename`), which also hold the inode locks (`inodeLocks`) of the
+/// directory and of the inodes they name, and the changes of one or two inodes (setattr
+/// without a size, setxattr, removexattr, link, open, release: `changingInodes`), which
+/// hold those inodes' locks. A rename across directories, setattr with a size, and every
+/// close of a generation (the maintenance's, an operation's own commit) hold it alone
+/// (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
 /// the volume's locks.
@@ -42,9 +43,10 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own lock: lookups under the shared namespace lock add to it, FORGET takes from it
     /// before any namespace lock, and what decides on a count reads it in one hold of this
-    /// lock: an unlink's or rmdir's orphan or drop, a last close's (the namespace lock
-    /// shared, with the inode's lock, `changingNames`, `changingInodes`), a rename's and
-    /// the drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
+    /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's within one
+    /// directory (the namespace lock shared, with the inode's lock, `changingNames`,
+    /// `changingInodes`, `changingNamesOfARename`), a rename's across directories and the
+    /// drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
     /// in-process caller's lookup racing an unlink of the same last name may add a
     /// reference to an inode the unlink drops (through the kernel the directory's
     /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
