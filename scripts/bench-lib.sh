@@ -108,10 +108,10 @@ print(" ".join(str(round(rate)) for rate in rates))
 EOF
 }
 
-# parallel_metadata DIR COUNT WORKERS -> "create/s open/s chmod/s remove/s": WORKERS
-# processes, each in a directory of its own under DIR, create COUNT/WORKERS empty files,
-# then (each phase after all have done the last) open and close each, chmod each, and
-# unlink them; the rates are of all workers together, from a common start to the last
+# parallel_metadata DIR COUNT WORKERS -> "create/s open/s chmod/s rename/s remove/s":
+# WORKERS processes, each in a directory of its own under DIR, create COUNT/WORKERS empty
+# files, then (each phase after all have done the last) open and close each, chmod each,
+# rename each within its directory, and unlink them; the rates are of all workers together, from a common start to the last
 # one's end. Changes in different directories, and of different files, need not wait for
 # each other.
 parallel_metadata() {
@@ -127,32 +127,37 @@ def work(index, barrier, times):
     start = time.perf_counter()
     for name in names:
         os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    times[4 * index] = time.perf_counter() - start
+    times[5 * index] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.close(os.open(name, os.O_RDONLY))
-    times[4 * index + 1] = time.perf_counter() - start
+    times[5 * index + 1] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.chmod(name, 0o600)
-    times[4 * index + 2] = time.perf_counter() - start
+    times[5 * index + 2] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
-        os.unlink(name)
-    times[4 * index + 3] = time.perf_counter() - start
+        os.rename(name, name + "r")
+    times[5 * index + 3] = time.perf_counter() - start
+    barrier.wait()
+    start = time.perf_counter()
+    for name in names:
+        os.unlink(name + "r")
+    times[5 * index + 4] = time.perf_counter() - start
     os.rmdir(own)
 barrier = multiprocessing.Barrier(workers)
-times = multiprocessing.Array("d", 4 * workers)
+times = multiprocessing.Array("d", 5 * workers)
 processes = [multiprocessing.Process(target=work, args=(i, barrier, times)) for i in range(workers)]
 for process in processes: process.start()
 for process in processes: process.join()
 if any(process.exitcode != 0 for process in processes): sys.exit(1)
 os.rmdir(directory)
 total = each * workers
-print(" ".join(str(round(total / max(times[phase::4]))) for phase in range(4)))
+print(" ".join(str(round(total / max(times[phase::5]))) for phase in range(5)))
 EOF
 }
 
@@ -161,16 +166,16 @@ EOF
 # rates) and leaves out every fio phase: a round then takes seconds rather than minutes,
 # so more rounds fit, and no writeback or punch of a large file runs beside the metadata.
 case "${WORKLOADS:-all}" in
-    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove create2 open2 chmod2 remove2 copy untar rmrf) ;;
-    metadata) bench_keys=(create stat remove create2 open2 chmod2 remove2 copy untar rmrf) ;;
+    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove create2 open2 chmod2 rename2 remove2 copy untar rmrf) ;;
+    metadata) bench_keys=(create stat remove create2 open2 chmod2 rename2 remove2 copy untar rmrf) ;;
     *) echo "error: WORKLOADS must be 'all' or 'metadata', not '$WORKLOADS'" >&2; exit 2 ;;
 esac
 
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
-# create2, open2 (opens and closes), chmod2, remove2 (files/s, two processes in
-# directories of their own), copy, untar,
+# create2, open2 (opens and closes), chmod2, rename2 (within each one's directory),
+# remove2 (files/s, two processes in directories of their own), copy, untar,
 # rmrf (entries/s) (`bench_keys`). Uses
 # SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, WORKLOADS, and copy_files and copy_tar
 # from bench_copy_source.
@@ -208,9 +213,10 @@ bench_workloads() {
     read -r create stat remove < <(metadata "$2/meta" "$FILES")
     result[$1,create]=$create; result[$1,stat]=$stat; result[$1,remove]=$remove
     echo "   metadata in two directories at once ($FILES files)" >&2
-    local opened changed
-    read -r create opened changed remove < <(parallel_metadata "$2/meta2" "$FILES" 2)
-    result[$1,create2]=$create; result[$1,open2]=$opened; result[$1,chmod2]=$changed; result[$1,remove2]=$remove
+    local opened changed renamed
+    read -r create opened changed renamed remove < <(parallel_metadata "$2/meta2" "$FILES" 2)
+    result[$1,create2]=$create; result[$1,open2]=$opened; result[$1,chmod2]=$changed
+    result[$1,rename2]=$renamed; result[$1,remove2]=$remove
 
     echo "   cp -a $COPY_SOURCE" >&2
     start=$(date +%s.%N)
