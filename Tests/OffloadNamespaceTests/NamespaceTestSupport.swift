@@ -173,3 +173,14 @@ final class ManagedAtomicFlag: @unchecked Sendable {
     var isSet: Bool { lock.withLock { value } }
     func set() { lock.withLock { value = true } }
 }
+
+/// What steps run on other threads report: failures, and which steps finished.
+final class StepOutcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var failed: [String] = []
+    private var done: Set<String> = []
+    func fail(_ message: String) { lock.withLock { failed.append(message) } }
+    func finish(_ step: String) { lock.withLock { _ = done.insert(step) } }
+    var failures: [String] { lock.withLock { failed } }
+    var finished: Set<String> { lock.withLock { done } }
+}

@@ -14,9 +14,8 @@ final class VolumeInodeChangesTests: XCTestCase {
     static let capacity: UInt64 = 64 << 20
     let caller = RequestContext(uid: 0, gid: 0)
 
-    private func makeFileSystem() throws -> VolumeFileSystem {
-        try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)), capacity: .set(Self.capacity),
-                                    memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+    private func makeFileSystem(on storage: MemoryImageStorage = MemoryImageStorage(maximumBytes: Int(capacity))) throws -> VolumeFileSystem {
+        try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
     }
 
     /// While the test holds file x's inode lock (as a change of x in progress holds it)
@@ -66,14 +65,7 @@ final class VolumeInodeChangesTests: XCTestCase {
             ]
         }
 
-        final class Outcome: @unchecked Sendable {
-            let lock = NSLock()
-            var failures: [String] = []
-            var done: Set<String> = []
-            func fail(_ message: String) { lock.withLock { failures.append(message) } }
-            func finish(_ what: String) { lock.withLock { _ = done.insert(what) } }
-        }
-        let outcome = Outcome()
+        let outcome = StepOutcomes()
         let ofY = DispatchSemaphore(value: 0), ofX = DispatchGroup()
         var held = fs.inodeLocks.lock(x.rawValue)
         fs.lock.withReadLock {
@@ -91,7 +83,7 @@ final class VolumeInodeChangesTests: XCTestCase {
                 }
             }
             usleep(300_000)
-            XCTAssertEqual(outcome.lock.withLock { outcome.done }, [], "changes of x ran while its lock was held")
+            XCTAssertEqual(outcome.finished, [], "changes of x ran while its lock was held")
             fs.inodeLocks.unlock(held)
             XCTAssertEqual(ofX.wait(timeout: .now() + 20), .success)
         }
@@ -190,8 +182,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     /// an unmount (the journal replayed), and the image then checks clean.
     func testOpensClosesAndAttributeChangesAtOnceAgreeWithEachThreadsModel() throws {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: storage)
         let fs = fileSystem.namespace
         let caller = self.caller
         let shared = try fs.mkdir(parent: .root, name: FileName("shared"), mode: 0o755, context: caller).inode
@@ -407,8 +398,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     /// in memory for a drop the journal lacks), and the next close or FORGET frame drops it.
     func testADropWhoseFrameFailsKeepsTheCachedFile() throws {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: storage)
         let fs = fileSystem.namespace
         let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
         _ = try [UInt8](repeating: 5, count: 30_000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }

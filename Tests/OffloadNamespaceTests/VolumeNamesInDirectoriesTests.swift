@@ -154,15 +154,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                        "setup: the inodes share a stripe")
         XCTAssertTrue(a.rawValue < held.rawValue && held.rawValue < target.rawValue, "setup: the test's stripes ascend")
 
-        final class Outcome: @unchecked Sendable {
-            let lock = NSLock()
-            var failures: [String] = []
-            var done: Set<String> = []
-            func fail(_ message: String) { lock.withLock { failures.append(message) } }
-            func finish(_ what: String) { lock.withLock { _ = done.insert(what) } }
-            var finished: Set<String> { lock.withLock { done } }
-        }
-        let outcome = Outcome()
+        let outcome = StepOutcomes()
         @Sendable func rename(_ what: String, _ parent: InodeNumber, _ from: String, _ newParent: InodeNumber, _ to: String,
                               _ flags: RenameFlags = []) -> @Sendable () -> Void {
             return {
