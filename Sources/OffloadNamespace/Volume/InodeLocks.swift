@@ -13,13 +13,15 @@ import Glibc
 /// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
 /// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,
 /// so an operation holding several (at most three) takes them in ascending stripe order,
-/// which is the only order stripes are ever held in; a stripe shared by two is taken once. The
-/// stripes are the innermost of the namespace's own locks but the leaves
+/// which is the only order stripes are ever held in; a stripe shared by two is taken once.
+/// The stripes are the innermost of the namespace's own locks but the leaves
 /// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
 /// (a file change's frame takes its inode's stripe inside it, `journal`), and nothing
 /// holding a stripe takes a file's write lock or another stripe out of order, but for a
 /// new file nothing else can reach yet (a create attaches its journal under the
-/// directory's stripe, `VolumeNamespace.changingNames`).
+/// directory's stripe, `VolumeNamespace.changingNames`) and an unlinked file with no
+/// handle, whose lock no writer can hold (its emptying truncates it holding its stripe,
+/// `VolumeNamespace.emptyUnreadableFiles`).
 final class InodeLocks: @unchecked Sendable {
     // @unchecked: the mutexes are pthread's, in one allocation that never moves.
     static let stripeCount = 1024

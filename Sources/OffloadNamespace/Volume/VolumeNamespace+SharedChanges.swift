@@ -40,9 +40,10 @@ extension VolumeNamespace {
     /// create adds its cached file and handle), and the kernel's references (leaf locks).
     /// The file cache's entries come and go under the cache's own lock: an eviction
     /// (`evictIfDone`) takes no inode lock, but only a closed, clean file, and finding a
-    /// cached file and counting it open is one step (`cachedFile(opening:)`). Its frame takes no drops of forgotten inodes
-    /// (`dropForgotten` decides with the lock held alone). A generation closes only with
-    /// the namespace lock held alone, so the frame stays in the generation it joined.
+    /// cached file and counting it open is one step (`cachedFile(opening:)`). Its frame
+    /// takes no drops of forgotten inodes (`dropForgotten` decides with the lock held
+    /// alone). A generation closes only with the namespace lock held alone, so the frame
+    /// stays in the generation it joined.
     ///
     /// Nothing holding an inode lock reads a cached file's size (`attributes` of a file
     /// that may be open): the file's writer holds the file's lock while its frame waits
