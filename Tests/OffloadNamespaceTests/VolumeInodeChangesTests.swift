@@ -21,7 +21,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     /// While the test holds file x's inode lock (as a change of x in progress holds it)
     /// and the namespace lock shared (as a read in progress holds it), the changes of file
     /// y answer on another thread: chmod, chown, utimensat, setxattr, removexattr, open,
-    /// open with O_TRUNC, the create of its existing name, link, release. The same changes
+    /// open with O_TRUNC, truncate, the create of its existing name, link, release. The same changes
     /// of x, each on a thread of its own and in any order, wait until the test lets go of
     /// x's lock. (Before, each held the namespace lock alone, and waited for the read.)
     func testChangesOfAnotherInodeAnswerWhileOneInodeIsLocked() throws {
@@ -55,6 +55,7 @@ final class VolumeInodeChangesTests: XCTestCase {
                 ("removexattr", { try fs.removexattr(inode: file, name: Array("user.r".utf8)) }),
                 ("open and release", { fs.release(inode: file, handle: try fs.open(inode: file, flags: O_RDONLY)) }),
                 ("open with O_TRUNC", { fs.release(inode: file, handle: try fs.open(inode: file, flags: O_RDWR | O_TRUNC)) }),
+                ("truncate", { _ = try fs.setattr(inode: file, changes: AttributeChanges(size: 0), context: caller) }),
                 ("create of its name", {
                     let (opened, handle) = try fs.create(parent: directory, name: FileName(name), mode: 0o644, flags: O_RDWR,
                                                          context: caller)
@@ -415,5 +416,35 @@ final class VolumeInodeChangesTests: XCTestCase {
         try fs.volume.commit()
         let report = try VolumeCheck.run(storage)
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
+    }
+
+    /// A truncate holds the file open by a handle of its own (so no eviction takes the
+    /// file meanwhile), whose close is not a close of the user's: a file only the kernel
+    /// references (unlinked, its data emptied by the unlink) truncated to a new size keeps
+    /// that size, as before the truncate shared the lock and as format 1 does; a truncate
+    /// to the size a file has marks its mtime; a truncate that fails leaves no handle.
+    func testATruncateClosesItsOwnHandleLeavingWhatItMade() throws {
+        let fileSystem = try makeFileSystem()
+        let fs = fileSystem.namespace
+        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
+        _ = try [UInt8](repeating: 4, count: 6000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+        fs.release(inode: file.inode, handle: handle)
+        let before = try fs.getattr(inode: file.inode).modificationTime
+        usleep(2000)
+        XCTAssertEqual(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 6000), context: caller).size, 6000)
+        XCTAssertGreaterThan(try fs.getattr(inode: file.inode).modificationTime, before, "a truncate to the same size marks mtime")
+        try fs.unlink(parent: .root, name: FileName("f"))
+        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 0, "setup: an unlinked file only the kernel references is emptied")
+        XCTAssertEqual(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 9000), context: caller).size, 9000)
+        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 9000, "the truncate's own close emptied the file")
+        XCTAssertEqual(fs.fileHandles.count, 0, "the truncate's handle was left open")
+        fs.volume.failure = .io("a journal write failed")
+        XCTAssertThrowsError(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 100), context: caller))
+        fs.volume.failure = nil
+        XCTAssertEqual(fs.fileHandles.count, 0, "a failed truncate left its handle")
+        fs.forget(inode: file.inode, lookups: 1)
+        try fs.writeFrameHoldingTheLockAlone()
+        XCTAssertThrowsError(try fs.getattr(inode: file.inode), "the last FORGET drops it")
+        try fileSystem.close(meter: nil)
     }
 }

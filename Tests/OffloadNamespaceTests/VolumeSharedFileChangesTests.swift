@@ -19,9 +19,9 @@ final class VolumeSharedFileChangesTests: XCTestCase {
     let caller = RequestContext(uid: 0, gid: 0)
 
     /// With the lock held shared by the test (as a read in progress holds it), a write,
-    /// an fallocate and a copy_file_range on another thread answer; a truncate, which holds
-    /// the lock alone, waits. Before, each of the changes held the lock alone, and the test
-    /// fails at the semaphore's timeout.
+    /// an fallocate, a copy_file_range and a truncate on another thread answer; a rename
+    /// across directories, which holds the lock alone, waits. Before, each of the changes
+    /// held the lock alone, and the test fails at the semaphore's timeout.
     func testFileChangesAnswerWhileAReadHoldsTheLock() throws {
         let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
                                                      capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
@@ -30,10 +30,11 @@ final class VolumeSharedFileChangesTests: XCTestCase {
                                                    context: caller)
         let (target, targetHandle) = try fs.create(parent: .root, name: FileName("target"), mode: 0o644, flags: O_RDWR,
                                                    context: caller)
+        let elsewhere = try fs.mkdir(parent: .root, name: FileName("elsewhere"), mode: 0o755, context: caller).inode
         let bytes = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         final class Outcome: @unchecked Sendable { var failure: Error?; var changed: Attributes? }
         let outcome = Outcome()
-        let changesDone = DispatchSemaphore(value: 0), truncateDone = DispatchSemaphore(value: 0)
+        let changesDone = DispatchSemaphore(value: 0), renameDone = DispatchSemaphore(value: 0)
         let caller = self.caller
         fs.lock.withReadLock {
             DispatchQueue.global().async {
@@ -44,6 +45,8 @@ final class VolumeSharedFileChangesTests: XCTestCase {
                                                       to: target.inode, destinationHandle: targetHandle,
                                                       destinationOffset: 8192, length: 100_000)
                     XCTAssertEqual(copied, 100_000)
+                    // A truncate to the size the source has (it marks the times).
+                    outcome.changed = try fs.setattr(inode: source.inode, changes: AttributeChanges(size: 200_000), context: caller)
                 } catch {
                     outcome.failure = error
                 }
@@ -51,12 +54,13 @@ final class VolumeSharedFileChangesTests: XCTestCase {
             }
             XCTAssertEqual(changesDone.wait(timeout: .now() + 20), .success, "a file change waited for the read in progress")
             DispatchQueue.global().async {
-                outcome.changed = try? fs.setattr(inode: source.inode, changes: AttributeChanges(size: 200_000), context: caller)
-                truncateDone.signal()
+                try? fs.rename(parent: .root, name: FileName("source"), newParent: elsewhere, newName: FileName("source"), flags: [])
+                renameDone.signal()
             }
-            XCTAssertEqual(truncateDone.wait(timeout: .now() + 0.3), .timedOut, "a truncate ran while a read held the lock")
+            XCTAssertEqual(renameDone.wait(timeout: .now() + 0.3), .timedOut, "a rename across directories ran while a read held the lock")
         }
-        XCTAssertEqual(truncateDone.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(renameDone.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(try fs.lookup(parent: elsewhere, name: FileName("source")).inode, source.inode)
         XCTAssertNil(outcome.failure)
         XCTAssertEqual(outcome.changed?.size, 200_000, "a truncate to the size the file has")
         XCTAssertTrue(try fs.read(inode: source.inode, handle: sourceHandle, offset: 0, count: 300_000) == bytes)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadCore
 
 // setattr on format 2: chmod, chown, truncate, utimensat, with format 1's rules
@@ -11,11 +14,10 @@ import OffloadCore
 // 1's does: a power cut between them keeps the size change alone.
 
 extension VolumeNamespace {
-    /// A setattr without a size holds the inode's lock, the namespace lock shared
-    /// (`changingInodes`): chmods, chowns and utimensats of different inodes run at once.
-    /// One with a size changes the file's data, whose frame takes the inode's lock itself,
-    /// so it holds the namespace lock alone. The answer's attributes are read after the
-    /// inode's lock is let go (a cached file's size takes the file's lock).
+    /// A setattr holds the inode's lock, the namespace lock shared (`changingInodes`):
+    /// chmods, chowns, utimensats and truncates of different inodes run at once. The
+    /// answer's attributes are read after the inode's lock is let go (a cached file's size
+    /// takes the file's lock).
     public func setattr(inode number: InodeNumber, changes request: AttributeChanges,
                         context: RequestContext) throws(FSError) -> Attributes {
         guard request.size == nil else { return try resize(number, request, context) }
@@ -27,16 +29,21 @@ extension VolumeNamespace {
         return try reading { (reader) throws(FSError) -> Attributes in try attributes(number.rawValue, changed, reader) }
     }
 
-    /// A setattr with a size: the data first, through the file (journaled by its
-    /// observer with its size and times; a failed truncate changes nothing), then the
-    /// other changes in a frame of their own. A size change that changed the file is whole
-    /// in that frame: marking the times again would add a frame, and a power cut between
-    /// the two would show the new size with a time the file never had.
+    /// A setattr with a size: the data first, through the file as a write changes it
+    /// (`changingData`: its frame, with the size and times, takes the inode's lock; a
+    /// failed truncate changes nothing), then the other changes in a frame of their own,
+    /// holding the inode's lock. A size change that changed the file is whole in its
+    /// frame: marking the times again would add a frame, and a power cut between the two
+    /// would show the new size with a time the file never had. The file is held open for
+    /// it by a handle of the namespace's own, made as an open makes one (the checks first,
+    /// then `openHandle` under the inode's lock), so no eviction takes the file meanwhile,
+    /// and closed as a handle is (`close`: a file nothing references any more is dropped
+    /// as at any last close; one only the kernel references keeps what the truncate left).
     private func resize(_ number: InodeNumber, _ request: AttributeChanges,
                         _ context: RequestContext) throws(FSError) -> Attributes {
-        try changing { (reader, operation) throws(FSError) -> Attributes in
-            var item = try item(number.rawValue, in: reader)
-            guard let size = request.size else { preconditionFailure("resize without a size") }
+        guard let size = request.size else { preconditionFailure("resize without a size") }
+        let handle = try changingInodes(number.rawValue) { (reader, _) throws(FSError) -> FileHandle in
+            let item = try item(number.rawValue, in: reader)
             if let handle = request.handle {
                 guard fileCache.reading({ $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
             }
@@ -44,14 +51,20 @@ extension VolumeNamespace {
                 throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")
             }
             guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
-            let cached = try cachedFile(number.rawValue, item, reader)
-            defer { evictIfDone(number.rawValue) }
-            let resized = try cached.data.resize(to: size)
-            if resized { item = try self.item(number.rawValue, in: try self.reader()) }
+            return try openHandle(number.rawValue, item, flags: O_RDWR, reader)
+        }
+        // Closed leaving the data as the truncate left it, even on a file only the kernel
+        // references (which its unlink emptied already; the kernel may still truncate it
+        // through `/proc/PID/fd`, and getattr then shows the new size, as before).
+        defer { close(number, handle, emptiesUnlinked: false) }
+        let resized = try changingData { () throws(FSError) -> Bool in try openedFile(number, handle).file.data.resize(to: size) }
+        let changed = try changingInodes(number.rawValue) { (reader, operation) throws(FSError) -> InodeItem in
+            var item = try item(number.rawValue, in: reader)
             // truncate(2) marks mtime even when the size stays.
             try apply(request, context, to: &item, of: number.rawValue, marksModification: !resized, reader, &operation)
-            return try attributes(number.rawValue, item, try self.reader())
+            return item
         }
+        return try reading { (reader) throws(FSError) -> Attributes in try attributes(number.rawValue, changed, reader) }
     }
 
     /// The changes of `request` but its size, applied to `item` (after the size change,

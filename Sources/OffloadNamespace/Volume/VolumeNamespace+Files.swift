@@ -24,8 +24,9 @@ import Synchronization
 // own lock orders a file's calls), and so do create (`changingNames`), open and release
 // (`changingInodes`: the inode's lock orders an open, a close, an unlink and the frames of
 // one file; the file cache's lock makes finding a cached file and counting it open one
-// step, so an eviction cannot take a file being opened); setattr's size holds it alone;
-// fsync takes it only to check its handle, and syncs outside it.
+// step, so an eviction cannot take a file being opened), and so does setattr's size (its
+// resize as a write, through a handle of its own); fsync takes it only to check its
+// handle, and syncs outside it.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
@@ -351,7 +352,7 @@ extension VolumeNamespace {
 
     /// A handle on regular file `number`, counted open on its cached file. Caller holds
     /// the inode's lock (or the namespace lock alone).
-    private func openHandle(_ number: UInt64, _ item: InodeItem, flags: Int32, _ reader: VolumeReader) throws(FSError) -> FileHandle {
+    func openHandle(_ number: UInt64, _ item: InodeItem, flags: Int32, _ reader: VolumeReader) throws(FSError) -> FileHandle {
         switch FileKind(mode: UInt32(item.type) << 12) {
         case .regular?: break
         case .directory?: throw .isDirectory
@@ -405,6 +406,13 @@ extension VolumeNamespace {
     /// no frame, so the journal's pages are not prepared for one (a close that does write
     /// may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
+        close(number, handle, emptiesUnlinked: true)
+    }
+
+    /// `release`; `emptiesUnlinked: false` leaves the data of a file only the kernel
+    /// references as it is, for a handle of the namespace's own whose close must not
+    /// change what the file holds (a truncate's, `resize`).
+    func close(_ number: InodeNumber, _ handle: FileHandle, emptiesUnlinked: Bool) {
         // The handle goes once, even when the change runs again with the lock held alone
         // (its frame refused for want of space).
         var closed = false, lastClose = false
@@ -419,7 +427,8 @@ extension VolumeNamespace {
                 }
             }
             guard lastClose, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
-            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation)
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation,
+                  empties: emptiesUnlinked)
         }
         guard lastClose else { return }
         _ = try? sharing { () throws(FSError) in evictIfDone(number.rawValue) }

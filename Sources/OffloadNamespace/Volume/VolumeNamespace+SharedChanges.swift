@@ -5,7 +5,7 @@ import OffloadCore
 // one directory (`changingNames`: mkdir, mknod, symlink, create, unlink, rmdir, and the
 // create that opens an existing name, and a rename within one directory,
 // `changingNamesOfARename`) and the changes of one or two inodes (`changingInodes`:
-// setattr without a size, setxattr, removexattr, link, open, release).
+// setattr, setxattr, removexattr, link, open, release).
 // Changes that take the same inode's lock take turns; the rest run at once.
 
 extension VolumeNamespace {

@@ -27,10 +27,10 @@ import Synchronization
 /// copy_file_range: `changingData`), the changes of names in one directory (mkdir,
 /// mknod, symlink, create, unlink, rmdir: `changingNames`; a rename within it:
 /// `changingNamesOfARename`), which also hold the inode locks (`inodeLocks`) of the
-/// directory and of the inodes they name, and the changes of one or two inodes (setattr
-/// without a size, setxattr, removexattr, link, open, release: `changingInodes`), which
-/// hold those inodes' locks. A rename across directories, setattr with a size, and every
-/// close of a generation (the maintenance's, an operation's own commit) hold it alone
+/// directory and of the inodes they name, and the changes of one or two inodes (setattr,
+/// setxattr, removexattr, link, open, release: `changingInodes`; a truncate's resize runs
+/// as a write), which hold those inodes' locks. A rename across directories, and every
+/// close of a generation (the maintenance's, an operation's own commit), hold it alone
 /// (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
@@ -434,10 +434,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// only the kernel references has its data emptied, as format 1 empties a file
     /// nothing can read again: in the same frame when it is not cached, else through its
     /// cached data once the operation's frame is written, `emptyUnreadableFiles`); with
-    /// nothing left, its drop (and its orphan item's). Caller holds the lock alone, or
-    /// shared with the inode's inode lock.
+    /// nothing left, its drop (and its orphan item's). `empties: false` leaves the data of
+    /// a file only the kernel references as it is (the close of the handle a truncate
+    /// makes for itself: the file was as readable before it as after). Caller holds the
+    /// lock alone, or shared with the inode's inode lock.
     func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
-               into operation: inout VolumeOperation) {
+               into operation: inout VolumeOperation, empties: Bool = true) {
         let (cached, open) = fileCache.reading { cache in
             (cache.files[number], (cache.files[number]?.openCount ?? 0) > 0)
         }
@@ -446,7 +448,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         } else if kernelReferences.withLock({ $0.keepUnlinked(number) }) || open {
             var item = item
             var emptied: Range<UInt64>?
-            if !open && item.type == Self.typeCode(.regular) && item.size > 0 {
+            if empties && !open && item.type == Self.typeCode(.regular) && item.size > 0 {
                 if cached == nil {
                     // The kernel's reference goes with its FORGET in most cases a moment
                     // later, and the drop frees the data anyway; loading the file to
