@@ -206,7 +206,7 @@ extension MetadataRecord {
                 }
                 times.append(RecordTime(seconds: seconds, nanoseconds: nanoseconds))
             }
-            let parent = try r.u64()
+            let parent = try inodeNumber(&r)
             let target = try r.blob(limit: targetLimit)
             let xattrCount = Int(try r.u32())
             guard xattrCount <= r.remaining / 8 else {
@@ -224,13 +224,13 @@ extension MetadataRecord {
                 changeTime: times[2], birthTime: times[3], parent: parent, symlinkTarget: target,
                 xattrs: xattrs))
         case .entry:
-            let directory = try r.u64(), name = try r.blob(limit: nameLimit), child = try r.u64()
+            let directory = try inodeNumber(&r), name = try r.blob(limit: nameLimit), child = try inodeNumber(&r)
             return .entry(directory: directory, name: name, child: child)
         case .removeEntry:
-            let directory = try r.u64(), name = try r.blob(limit: nameLimit)
+            let directory = try inodeNumber(&r), name = try r.blob(limit: nameLimit)
             return .removeEntry(directory: directory, name: name)
         case .fileRange:
-            let inode = try r.u64(), size = try r.u64()
+            let inode = try inodeNumber(&r), size = try r.u64()
             let start = try r.u64(), end = try r.u64()
             guard start <= end, size <= OffloadedFile.maximumSize, end <= OffloadedFile.maximumSize else {
                 throw ByteReader.Malformed(description: "file range \(start)..<\(end) of size \(size) is invalid")
@@ -269,14 +269,17 @@ extension MetadataRecord {
             }
             return .fileRange(inode: inode, size: size, range: start..<end, pieces: pieces)
         case .drop:
-            return .drop(inode: try r.u64())
+            return .drop(inode: try inodeNumber(&r))
         case .nextInode:
             return .nextInode(try inodeNumber(&r))
         }
     }
 
     /// Inode numbers are handed out one at a time from 2: no namespace reaches 2^63, and
-    /// the number after the highest must not overflow.
+    /// the number after the highest must not overflow. Every field that names an inode is
+    /// checked (an entry's directory and child, a parent, a file range's or a drop's
+    /// inode): a hostile number in one of them once reached a repaired image's checkpoint
+    /// as an inode of its own, which the next open refused (found by the fuzzer).
     public static let maximumInode = UInt64(Int64.max)
 
     private static func inodeNumber(_ r: inout ByteReader) throws(ByteReader.Malformed) -> UInt64 {
