@@ -14,6 +14,14 @@ final class VolumeInodeChangesTests: XCTestCase {
     static let capacity: UInt64 = 64 << 20
     let caller = RequestContext(uid: 0, gid: 0)
 
+    /// File "f" in the root, made with `bytes` written and closed (its kernel reference kept).
+    private func writtenFile(in fs: VolumeNamespace, bytes: [UInt8]) throws -> Attributes {
+        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
+        _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+        fs.release(inode: file.inode, handle: handle)
+        return file
+    }
+
     private func makeFileSystem(on storage: MemoryImageStorage = MemoryImageStorage(maximumBytes: Int(capacity))) throws -> VolumeFileSystem {
         try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
     }
@@ -112,9 +120,7 @@ final class VolumeInodeChangesTests: XCTestCase {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace
         let caller = self.caller
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
-        _ = try [UInt8](repeating: 3, count: 50_000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-        fs.release(inode: file.inode, handle: handle)
+        let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 3, count: 50_000))
         _ = try fs.commitIfChanged()
         let expected = try fs.getattr(inode: file.inode)
         XCTAssertEqual(expected.size, 50_000)
@@ -349,9 +355,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     func testAnUnlinkedFileOpenedBeforeItsEmptyingKeepsItsWrites() throws {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
-        _ = try [UInt8](repeating: 1, count: 8000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-        fs.release(inode: file.inode, handle: handle)
+        let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 1, count: 8000))
         // The unlink's frame, without its emptying (the interleaving's first half).
         try fs.changingNames(in: 1, naming: FileName("f")) { (reader, entry, operation) throws(FSError) in
             guard let entry, var item = try reader.inode(entry.child), var parent = try reader.inode(1) else { throw .notFound }
@@ -381,9 +385,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     func testAnOpenWhoseTruncationFailsLeavesNoHandle() throws {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
-        _ = try [UInt8](repeating: 5, count: 3000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-        fs.release(inode: file.inode, handle: handle)
+        let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 5, count: 3000))
         fs.volume.failure = .io("a journal write failed")
         XCTAssertThrowsError(try fs.open(inode: file.inode, flags: O_RDWR | O_TRUNC))
         XCTAssertThrowsError(try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR | O_TRUNC, context: caller))
@@ -426,9 +428,7 @@ final class VolumeInodeChangesTests: XCTestCase {
     func testATruncateClosesItsOwnHandleLeavingWhatItMade() throws {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
-        _ = try [UInt8](repeating: 4, count: 6000).withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
-        fs.release(inode: file.inode, handle: handle)
+        let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 4, count: 6000))
         let before = try fs.getattr(inode: file.inode).modificationTime
         usleep(2000)
         XCTAssertEqual(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 6000), context: caller).size, 6000)

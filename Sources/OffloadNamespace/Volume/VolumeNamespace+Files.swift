@@ -406,13 +406,13 @@ extension VolumeNamespace {
     /// no frame, so the journal's pages are not prepared for one (a close that does write
     /// may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
-        close(number, handle, emptiesUnlinked: true)
+        closeHandle(number, handle, emptiesUnlinked: true)
     }
 
     /// `release`; `emptiesUnlinked: false` leaves the data of a file only the kernel
     /// references as it is, for a handle of the namespace's own whose close must not
     /// change what the file holds (a truncate's, `resize`).
-    func close(_ number: InodeNumber, _ handle: FileHandle, emptiesUnlinked: Bool) {
+    func closeHandle(_ number: InodeNumber, _ handle: FileHandle, emptiesUnlinked: Bool) {
         // The handle goes once, even when the change runs again with the lock held alone
         // (its frame refused for want of space).
         var closed = false, lastClose = false
