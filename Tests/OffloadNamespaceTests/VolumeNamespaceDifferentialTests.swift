@@ -547,7 +547,7 @@ final class VolumeNamespaceCacheTests: XCTestCase {
         let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
         let (attributes, handle) = try namespace.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: .root)
         let number = attributes.inode, name = Array("security.capability".utf8), value: [UInt8] = [1, 0, 0, 2, 9, 9, 9, 9]
-        let cached = { namespace.lock.withReadLock { namespace.cachedFiles[number.rawValue]?.lacksCapability.load(ordering: .relaxed) } }
+        let cached = { namespace.lock.withReadLock { namespace.cachedFiles[number.rawValue]?.lacksCapability } }
         func absent(_ context: String) {
             XCTAssertThrowsError(try namespace.getxattr(inode: number, name: name), context) { XCTAssertEqual($0 as? FSError, .noAttribute) }
         }

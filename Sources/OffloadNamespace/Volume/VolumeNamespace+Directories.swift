@@ -76,7 +76,7 @@ extension VolumeNamespace {
     /// Entries are in the journal the moment they change; fsyncdir makes it durable,
     /// syncing outside the namespace lock as fsync does.
     public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
-        try sharing { () throws(FSError) in
+        try readingOpenFile { () throws(FSError) in
             guard handles.withLock({ $0.directories[handle.rawValue] }) == number.rawValue else { throw .badHandle }
         }
         try volume.sync()
@@ -91,7 +91,6 @@ extension VolumeNamespace {
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
-            forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard let kind = FileKind(mode: UInt32(item.type) << 12) else { throw .damagedImage("inode \(number) has type \(item.type)") }
             if ExtendedAttributes.isUserName(name) && !Namespace.mayHaveUserAttributes(kind) { throw .notPermitted }
@@ -120,6 +119,8 @@ extension VolumeNamespace {
             }
             item.changeTime = clock().record
             operation.changes.append(.attributes(inode: number.rawValue, item))
+        } then: { (_, _) throws(FSError) in
+            forgetCapabilityAbsence(number, name)
         }
     }
 
@@ -145,19 +146,22 @@ extension VolumeNamespace {
     }
 
     /// "security.capability" of a cached file is answered from its mark
-    /// (`VolumeCachedFile.lacksCapability`) when it is known absent; else read holding the
-    /// inode's lock, which a change of the attribute holds while it clears the mark, so
-    /// no absence read before a change is marked after it.
+    /// (`VolumeCachedFile.lacksCapability`) when it is known absent; else read from the
+    /// tree with a reader taken after the mark's word was loaded, and marked absent only
+    /// if no change of the attribute came since (`markCapabilityAbsent`): a change counts
+    /// itself after its frame, and a reader taken after that count holds the frame.
     public func getxattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8] {
         try ExtendedAttributes.validate(name: name)
+        let cached = name == ExtendedAttributes.capabilityName ? fileCache.file(number.rawValue) : nil
+        let word = cached?.capabilityWord
+        if let word, VolumeCachedFile.lacksCapability(word) {
+            if let journalFailure { throw journalFailure }
+            throw .noAttribute
+        }
         return try reading { (reader) throws(FSError) -> [UInt8] in
-            let cached = name == ExtendedAttributes.capabilityName ? fileCache.file(number.rawValue) : nil
-            if let cached, cached.lacksCapability.load(ordering: .relaxed) { throw .noAttribute }
-            let held = cached.map { _ in inodeLocks.lock(number.rawValue) }
-            defer { held.map(inodeLocks.unlock) }
             _ = try item(number.rawValue, in: reader)
             guard let value = try reader.xattr(number.rawValue, name: name) else {
-                cached?.lacksCapability.store(true, ordering: .relaxed)
+                if let cached, let word { cached.markCapabilityAbsent(ifStill: word) }
                 throw .noAttribute
             }
             return value
@@ -174,18 +178,19 @@ extension VolumeNamespace {
     public func removexattr(inode number: InodeNumber, name: [UInt8]) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
-            forgetCapabilityAbsence(number, name)
             var item = try item(number.rawValue, in: reader)
             guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
             item.changeTime = clock().record
             operation.changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
+        } then: { (_, _) throws(FSError) in
+            forgetCapabilityAbsence(number, name)
         }
     }
 
-    /// A change of "security.capability" on a cached file (caller holds the inode's lock,
-    /// or the namespace lock alone).
+    /// A change of "security.capability" on a cached file, after its frame (`then:` of
+    /// the change): counted, and the mark cleared (`VolumeCachedFile.capabilityChanged`).
     private func forgetCapabilityAbsence(_ number: InodeNumber, _ name: [UInt8]) {
         guard name == ExtendedAttributes.capabilityName else { return }
-        fileCache.file(number.rawValue)?.lacksCapability.store(false, ordering: .relaxed)
+        fileCache.file(number.rawValue)?.capabilityChanged()
     }
 }

@@ -17,16 +17,17 @@ import Synchronization
 // file range in its unlink's frame (`state`); that range covers the whole file, and the
 // layered view reads it back (an empty file) if the file is loaded again.
 //
-// Every file operation runs under the namespace lock, and the maintenance closes a
+// Every change of a file runs under the namespace lock, and the maintenance closes a
 // generation only with it held alone, so a change and its frame never straddle that close,
-// which keeps the blocks' touched marks sound ("Files on format 2"). Writes, fallocate,
-// copy_file_range, reads, lseek and flush share it (`changingData`, `sharing`: the file's
-// own lock orders a file's calls), and so do create (`changingNames`), open and release
-// (`changingInodes`: the inode's lock orders an open, a close, an unlink and the frames of
-// one file; the file cache's lock makes finding a cached file and counting it open one
-// step, so an eviction cannot take a file being opened), and so does setattr's size (its
-// resize as a write, through a handle of its own); fsync takes it only to check its
-// handle, and syncs outside it.
+// which keeps the blocks' touched marks sound ("Files on format 2"). Writes, fallocate and
+// copy_file_range share it (`changingData`: the file's own lock orders a file's calls),
+// and so do create (`changingNames`), open and release (`changingInodes`: the inode's lock
+// orders an open, a close, an unlink and the frames of one file; the file cache's lock
+// makes finding a cached file and counting it open one step, so an eviction cannot take a
+// file being opened), and so does setattr's size (its resize as a write, through a handle
+// of its own). Reads, lseek, flush and the handle checks of fsync and fsyncdir take no
+// namespace lock (`readingOpenFile`), nor does a last close's eviction; fsync syncs
+// outside every lock.
 
 /// A regular file's data while the namespace holds it.
 final class VolumeCachedFile {
@@ -55,14 +56,39 @@ final class VolumeCachedFile {
     /// with the file's other changes shut out (the inode's lock, `InodeLocks`, or the
     /// namespace lock held alone); nil until the first. Debug builds check it against the view.
     var journaledItem: InodeItem?
-    /// Set when a getxattr found no "security.capability" on the file, or when create
-    /// made the file (a new file has none); a setxattr or
-    /// removexattr of that name clears it. The kernel asks for it before every write, and
-    /// answering from the tree each time (a lookup in the layered view) was 6% of the
-    /// daemon's CPU under 4 KiB random writes. Set by a getxattr holding the inode's lock,
-    /// cleared by a change of the attribute holding it too, so no absence read before a
-    /// change is set after its clearing.
-    let lacksCapability = Atomic<Bool>(false)
+    /// Whether the file is known to have no "security.capability" (bit 0), and how many
+    /// changes of that attribute came since the file was cached (the bits above). The
+    /// kernel asks for it before every write, and answering from the tree each time (a
+    /// lookup in the layered view) was 6% of the daemon's CPU under 4 KiB random writes.
+    /// The mark is set by a create (a new file has none) and by a getxattr that found
+    /// none, only if no change came since it loaded the word before taking its reader
+    /// (`markCapabilityAbsent`); a setxattr or removexattr of the name counts itself and
+    /// clears the mark after its frame (`capabilityChanged`). So an absence read before
+    /// a change's frame is never marked after it, with no lock: getxattr takes no
+    /// namespace lock, and a change run again with the lock held alone (ENOSPC) holds no
+    /// inode lock.
+    private let capabilityState = Atomic<UInt64>(0)
+
+    /// The word `markCapabilityAbsent` compares with; `lacksCapability` of it.
+    var capabilityWord: UInt64 { capabilityState.load(ordering: .acquiring) }
+    static func lacksCapability(_ word: UInt64) -> Bool { word & 1 != 0 }
+    var lacksCapability: Bool { Self.lacksCapability(capabilityWord) }
+
+    /// Marks the attribute absent, unless a change came since `word` was loaded.
+    func markCapabilityAbsent(ifStill word: UInt64) {
+        _ = capabilityState.compareExchange(expected: word, desired: word | 1, ordering: .acquiringAndReleasing)
+    }
+
+    /// A change of the attribute, after its frame: counted, and the mark cleared.
+    func capabilityChanged() {
+        var word = capabilityState.load(ordering: .relaxed)
+        while true {
+            let (exchanged, found) = capabilityState.compareExchange(expected: word, desired: (word | 1) &+ 1,
+                                                                     ordering: .acquiringAndReleasing)
+            if exchanged { return }
+            word = found
+        }
+    }
 
     /// `data` with its changes journaled as inode `inode`'s.
     init(data: OffloadedFile, inode: UInt64, namespace: VolumeNamespace) {
@@ -313,7 +339,7 @@ extension VolumeNamespace {
             let made = VolumeCachedFile(data: OffloadedFile(store: store, limiter: memoryLimiter), inode: number, namespace: self)
             // A new file has no capability: the kernel's GETXATTR before its first
             // write (every file `cp -a` makes) is answered without the tree.
-            made.lacksCapability.store(true, ordering: .relaxed)
+            made.markCapabilityAbsent(ifStill: made.capabilityWord)
             // Through the kernel no one finds the name before the create answers (it holds
             // the directory's `i_rwsem`); an in-process open that did found it empty in the
             // view, and its copy stays.
@@ -396,7 +422,7 @@ extension VolumeNamespace {
     }
 
     public func flush(inode number: InodeNumber, handle: FileHandle) throws(FSError) {
-        try sharing { () throws(FSError) in _ = try openedFile(number, handle) }
+        try readingOpenFile { () throws(FSError) in _ = try openedFile(number, handle) }
     }
 
     /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
@@ -431,14 +457,16 @@ extension VolumeNamespace {
                   empties: emptiesUnlinked)
         }
         guard lastClose else { return }
-        _ = try? sharing { () throws(FSError) in evictIfDone(number.rawValue) }
+        // The eviction needs no namespace lock: the cache's lock decides it, and a reader
+        // holding the file sees its mark (`VolumeCachedFile.evicted`).
+        evictIfDone(number.rawValue)
     }
 
     /// Every change is in the journal when it is answered; fsync makes the image durable.
     /// The sync runs outside the namespace lock: it covers every operation answered before
     /// it began, and requests need not wait for the disk meanwhile.
     public func fsync(inode number: InodeNumber, handle: FileHandle?, dataOnly: Bool) throws(FSError) {
-        try sharing { () throws(FSError) in
+        try readingOpenFile { () throws(FSError) in
             if let handle { _ = try openedFile(number, handle) }
         }
         try volume.sync()
@@ -448,7 +476,7 @@ extension VolumeNamespace {
 
     public func read(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8] {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try sharing { () throws(FSError) -> [UInt8] in
+        return try readingOpenFile { () throws(FSError) -> [UInt8] in
             try openedFile(number, handle).file.data.read(at: offset, count: count)
         }
     }
@@ -456,7 +484,7 @@ extension VolumeNamespace {
     public func read<R>(inode number: InodeNumber, handle: FileHandle, offset: UInt64, count: Int,
                         _ body: ([ReadRegion]) -> R) throws(FSError) -> R {
         guard count >= 0 else { throw .invalidArgument("negative read size") }
-        return try sharing { () throws(FSError) -> R in
+        return try readingOpenFile { () throws(FSError) -> R in
             try openedFile(number, handle).file.data.withReadRegions(at: offset, count: count, body)
         }
     }
@@ -483,7 +511,7 @@ extension VolumeNamespace {
 
     public func lseek(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                       target: SeekTarget) throws(FSError) -> UInt64 {
-        try sharing { () throws(FSError) -> UInt64 in
+        try readingOpenFile { () throws(FSError) -> UInt64 in
             try FileDataRules.seek(try openedFile(number, handle).file.data, from: offset, to: target)
         }
     }

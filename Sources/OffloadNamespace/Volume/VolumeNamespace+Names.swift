@@ -192,8 +192,9 @@ extension VolumeNamespace {
         // One at a time into room for them all (a drop may follow): `+= [...]` makes and
         // frees an array of its own. Here, not in `changing`: an operation that changes
         // nothing allocates nothing.
-        // The new inode whole before its name: a reader sharing the lock that finds the
-        // name (a frame is recorded change by change) finds its item, target and ACLs.
+        // The new inode whole before its name: a reader (no namespace lock, `reading`)
+        // that finds the name (a frame is recorded change by change) finds its item,
+        // target and ACLs.
         operation.changes.reserveCapacity(operation.changes.count + 4)
         operation.changes.append(.attributes(inode: number, item))
         if let target { operation.changes.append(.symlinkTarget(inode: number, target)) }

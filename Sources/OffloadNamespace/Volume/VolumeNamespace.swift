@@ -20,11 +20,11 @@ import Synchronization
 /// item, dropped at the last FORGET).
 ///
 /// Locking (docs/ARCHITECTURE.md, "Lock order"): the namespace lock (`lock`), a
-/// reader-writer lock, around every operation. Operations that only read (lookup,
-/// getattr, readlink, the directory listing calls, getxattr, listxattr, reads of an open
-/// file, lseek, flush) share it (`reading`), each with a reader of its own from the pool
-/// (`readers`), and so do the changes of an open file's data (write, fallocate,
-/// copy_file_range: `changingData`), the changes of names in one directory (mkdir,
+/// reader-writer lock, around every change. Operations that only read (lookup, getattr,
+/// readlink, the directory listing calls, getxattr, listxattr: `reading`, each with a
+/// reader of its own from the pool, `readers`; reads of an open file, lseek, flush:
+/// `readingOpenFile`) take no namespace lock. The changes of an open file's data (write,
+/// fallocate, copy_file_range: `changingData`) share it, and so do the changes of names in one directory (mkdir,
 /// mknod, symlink, create, unlink, rmdir: `changingNames`; a rename within it:
 /// `changingNamesOfARename`), which also hold the inode locks (`inodeLocks`) of the
 /// directory and of the inodes they name, and the changes of one or two inodes (setattr,
@@ -41,7 +41,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     let clock: @Sendable () -> Timestamp
     let lock = ReadWriteLock()
     /// References the kernel holds, by inode, and which of them have no name left. Its
-    /// own lock: lookups under the shared namespace lock add to it, FORGET takes from it
+    /// own lock: lookups (no namespace lock) add to it, FORGET takes from it
     /// before any namespace lock, and what decides on a count reads it in one hold of this
     /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's within one
     /// directory (the namespace lock shared, with the inode's lock, `changingNames`,
@@ -66,7 +66,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
     /// operation. Its own lock: file changes share the namespace lock.
     private let failureHolder = PthreadMutex<FSError?>(nil)
-    var journalFailure: FSError? { failureHolder.withLock { $0 } }
+    /// Set with `failureHolder`'s failure: the reads, which take no namespace lock, look
+    /// at it alone until a failure comes (no shared lock's cache line per request).
+    private let journalFailed = Atomic<Bool>(false)
+    var journalFailure: FSError? {
+        journalFailed.load(ordering: .acquiring) ? failureHolder.withLock { $0 } : nil
+    }
     /// The number the next new inode gets (an atomic: creates in different directories
     /// take numbers at once).
     let nextInode: Atomic<UInt64>
@@ -224,23 +229,54 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Changing
 
-    /// Runs `body` with the namespace lock shared, with a reader of its own: for
-    /// operations that change nothing the namespace or the volume hold (the kernel's
-    /// lookup counts and the handles have their own locks). Fails once a file change
-    /// failed to reach the journal (`journalFailure`), as `locked` does.
+    /// Runs `body` with a reader of its own and no namespace lock (docs/ARCHITECTURE.md,
+    /// "Step 7, seventh part"): for the operations that change nothing the namespace or
+    /// the volume hold (lookup, getattr, readlink, the directory listing calls, getxattr,
+    /// listxattr, and the answers changes read after their frames; the kernel's lookup
+    /// counts and the handles have their own locks). Nothing such a read sees needs the
+    /// lock:
+    ///
+    /// - Its reader (`VolumeReaderPool.take`) holds every generation the open one was
+    ///   among when it was taken, over a root whose blocks its epoch keeps from the punch;
+    ///   a generation closed meanwhile only leaves out what was answered after the read
+    ///   began (a change concurrent with it), and a commit publishing meanwhile only
+    ///   retires a generation the reader still lays over its older root.
+    /// - A frame's changes reach a generation's objects under their shards' locks, as
+    ///   they do for the shared changes that ran beside reads before.
+    /// - A cached file evicted while it is read is marked first
+    ///   (`VolumeCachedFile.evicted`), and its clean state is the view's.
+    /// - What decides on a kernel reference (an unlink's orphan or drop, `dropForgotten`)
+    ///   reads the count under `kernelReferences`; a lookup finds only an inode with a
+    ///   name, which no drop takes, except one whose last name an unlink removes at once,
+    ///   which the kernel never asks (the directory's `i_rwsem`; `kernelReferences`).
+    ///
+    /// Before, reads shared the lock, and a writer waiting for it (a generation's close, a
+    /// rename across directories, a frame of drops) held back every read that came after
+    /// it until the reads before it were done: a stat behind a slow cold lookup waited
+    /// for it. Fails once a file change failed to reach the journal (`journalFailure`).
     func reading<R>(_ body: (VolumeReader) throws(FSError) -> R) throws(FSError) -> R {
-        try sharing { () throws(FSError) -> R in
-            let taken = try readers.take()
-            defer { readers.give(taken) }
-            return try body(taken.reader)
-        }
+        if let journalFailure { throw journalFailure }
+        let taken = try readers.take()
+        defer { readers.give(taken) }
+        return try body(taken.reader)
     }
 
-    /// `reading` without a reader: for the calls on an open file's data or handle (read,
-    /// lseek, flush, fsync's check, and the changes of its data, `changingData`), which
-    /// reach the file through its handle and the tree, when at all, through readers of
-    /// their own. Fails once a file change failed to reach the journal (`changingData`
-    /// also fails the change during which that happened).
+    /// `reading` without a reader: for the calls on an open file's data or handle that
+    /// change nothing (read, lseek, flush, the handle checks of fsync and fsyncdir), which
+    /// reach the file through its handle: an open file is never evicted, and its data's
+    /// own lock orders its reads with its changes (a write releases the blocks it
+    /// replaces only holding that lock, and a read's reply is sent inside it). No
+    /// namespace lock.
+    func readingOpenFile<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
+        if let journalFailure { throw journalFailure }
+        return try body()
+    }
+
+    /// Runs `body` with the namespace lock shared: for the changes that share it
+    /// (`changingData`, `changingNames`, `changingInodes`), whose frames must stay in the
+    /// generation they joined (a generation closes only with the lock held alone). Fails
+    /// once a file change failed to reach the journal (`changingData` also fails the
+    /// change during which that happened).
     func sharing<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
         try lock.withReadLock { () throws(FSError) -> R in
             if let journalFailure { throw journalFailure }
@@ -252,6 +288,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// failure is kept.
     func failJournal(_ failure: FSError) {
         failureHolder.withLock { if $0 == nil { $0 = failure } }
+        journalFailed.store(true, ordering: .releasing)
     }
 
     /// Commits when the journal or the open generation reached the volume's limits

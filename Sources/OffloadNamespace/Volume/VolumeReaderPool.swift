@@ -1,6 +1,7 @@
 import OffloadCore
 
-/// Readers for the requests that share the namespace lock (`VolumeNamespace.reading`):
+/// Readers for the requests that read the layered view (`VolumeNamespace.reading`, and the
+/// changes that share the namespace lock):
 /// a `VolumeReader` is a tree object with a buffer per level and serves one thread at a
 /// time, so each request takes one of its own, and gives it back for the next request.
 ///
@@ -28,9 +29,13 @@ final class VolumeReaderPool: @unchecked Sendable {
         (volume.committedGeneration, volume.delta.openNumber)
     }
 
-    /// A reader of the current state, for the caller alone until `give`. Caller holds the
-    /// namespace lock (shared or alone), so the open generation does not close meanwhile; a commit
-    /// may publish meanwhile, which only makes the reader let go on its way back.
+    /// A reader of the current state, for the caller alone until `give`. The caller may
+    /// hold no namespace lock (`VolumeNamespace.reading`): a reader handed out again was
+    /// taken when the same commit was published and the same generation open as when
+    /// `position` is read here, so it holds every generation with a frame answered
+    /// before this call; one made here takes its layers after that read. A generation
+    /// that closes or a commit that publishes meanwhile only makes the reader let go on
+    /// its way back.
     func take() throws(FSError) -> (reader: VolumeReader, open: UInt64) {
         let now = position
         // Stale readers met on the way are let go here, outside the pool's lock (a
