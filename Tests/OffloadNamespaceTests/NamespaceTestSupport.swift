@@ -166,6 +166,19 @@ extension VolumeNamespace {
     }
 }
 
+/// Runs `body` on a thread of its own, inside `group`. For steps a test expects to wait
+/// on a lock, several at once: the global dispatch queue runs about as many blocks at once
+/// as there are cores, so on two cores a third step waiting on a pthread lock would not
+/// start (and a check that it waited would pass without it).
+func onThreadOfItsOwn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+    group.enter()
+    let thread = Thread {
+        body()
+        group.leave()
+    }
+    thread.start()
+}
+
 /// A flag one thread sets and others poll.
 final class ManagedAtomicFlag: @unchecked Sendable {
     private let lock = NSLock()

@@ -86,7 +86,7 @@ final class VolumeInodeChangesTests: XCTestCase {
             }
             XCTAssertEqual(ofY.wait(timeout: .now() + 20), .success, "a change of y waited for x's lock or for the read")
             for (what, change) in changes(of: x, named: "x") {
-                DispatchQueue.global().async(group: ofX) {
+                onThreadOfItsOwn(ofX) {
                     do { try change() } catch { outcome.fail("x: \(what): \(error)") }
                     outcome.finish(what)
                 }

@@ -125,14 +125,16 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
-    /// A rename within one directory holds the directory's lock and its two names'
-    /// inodes' (`changingNamesOfARename`): while the test holds directory a's lock, file
-    /// b/held's and file c/target's, and the namespace lock shared (as a read in
-    /// progress), renames in directory b answer, to a new name, over a file, exchanging two
-    /// names, and of a directory; a rename in a, a rename of b/held, and a rename in c over
-    /// c/target each wait, for its own lock only, until the test lets go. A rename across
-    /// directories holds the namespace lock alone and waits for the read.
-    func testRenamesWithinADirectoryAnswerWhileAnotherDirectoryIsLocked() throws {
+    /// A rename holds its directories' locks and its two names' inodes'
+    /// (`changingNamesOfARename`): while the test holds directory a's lock, file b/held's
+    /// and file c/target's, and the namespace lock shared (as a change in progress),
+    /// renames in directory b answer, to a new name, over a file, exchanging two names,
+    /// and of a directory, and so does a rename from b to c; a rename in a, a rename of
+    /// b/held, a rename in c over c/target and a rename from e into a each wait, for its
+    /// own lock only, until the test lets go. While the test holds the lock of renames
+    /// across directories, one across directories waits and one within a directory
+    /// answers.
+    func testRenamesAnswerWhileOtherDirectoriesAreLocked() throws {
         let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
                                                      capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
         let fs = fileSystem.namespace
@@ -140,7 +142,9 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
         let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
         let c = try fs.mkdir(parent: .root, name: FileName("c"), mode: 0o755, context: caller).inode
+        let e = try fs.mkdir(parent: .root, name: FileName("e"), mode: 0o755, context: caller).inode
         _ = try fs.mknod(parent: a, name: FileName("a1"), mode: 0o100644, rdev: 0, context: caller)
+        _ = try fs.mknod(parent: e, name: FileName("e1"), mode: 0o100644, rdev: 0, context: caller)
         var made: [String: InodeNumber] = [:]
         for name in ["x", "y", "z", "w", "held"] {
             made[name] = try fs.mknod(parent: b, name: FileName(name), mode: 0o100644, rdev: 0, context: caller).inode
@@ -150,9 +154,10 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         }
         _ = try fs.mkdir(parent: b, name: FileName("d"), mode: 0o755, context: caller)
         let held = made["held"]!, target = made["target"]!, over = made["over"]!
-        XCTAssertEqual(Set([a, b, c, held, target, over].map { InodeLocks.stripe($0.rawValue) }).count, 6,
+        XCTAssertEqual(Set([a, b, c, e, held, target, over].map { InodeLocks.stripe($0.rawValue) }).count, 7,
                        "setup: the inodes share a stripe")
-        XCTAssertTrue(a.rawValue < held.rawValue && held.rawValue < target.rawValue, "setup: the test's stripes ascend")
+        XCTAssertTrue(a.rawValue < e.rawValue && a.rawValue < held.rawValue && held.rawValue < target.rawValue,
+                      "setup: the test's stripes ascend")
 
         let outcome = StepOutcomes()
         @Sendable func rename(_ what: String, _ parent: InodeNumber, _ from: String, _ newParent: InodeNumber, _ to: String,
@@ -166,7 +171,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                 outcome.finish(what)
             }
         }
-        let inB = DispatchSemaphore(value: 0), waiting = DispatchGroup(), across = DispatchGroup()
+        let answered = DispatchSemaphore(value: 0), waiting = DispatchGroup(), across = DispatchGroup()
         var locked = fs.inodeLocks.lock(a.rawValue)
         fs.inodeLocks.extend(&locked, with: held.rawValue)
         fs.inodeLocks.extend(&locked, with: target.rawValue)
@@ -176,56 +181,64 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                 rename("over a file", b, "y", b, "z")()
                 rename("exchanging", b, "w", b, "z", .exchange)()
                 rename("a directory", b, "d", b, "d2")()
-                inB.signal()
+                rename("from b to c", b, "x2", c, "x3")()
+                answered.signal()
             }
-            XCTAssertEqual(inB.wait(timeout: .now() + 20), .success, "a rename in b waited for a's lock or for the read")
+            XCTAssertEqual(answered.wait(timeout: .now() + 20), .success, "a rename in b or from b to c waited for a lock the test holds")
             // Each waits for a lock of its own (and none shares a directory with another),
             // so each is held back by that lock alone; they may run in any order after.
             for step in [rename("in a", a, "a1", a, "a2"), rename("of a held file", b, "held", b, "held2"),
-                         rename("over a held file", c, "over", c, "target")] {
-                DispatchQueue.global().async(group: waiting, execute: step)
+                         rename("over a held file", c, "over", c, "target"), rename("from e into a", e, "e1", a, "e1")] {
+                onThreadOfItsOwn(waiting, step)
             }
             usleep(300_000)
-            XCTAssertEqual(outcome.finished, ["to a new name", "over a file", "exchanging", "a directory"],
+            XCTAssertEqual(outcome.finished, ["to a new name", "over a file", "exchanging", "a directory", "from b to c"],
                            "a rename ran while a lock it needs was held")
             fs.inodeLocks.unlock(locked)
             XCTAssertEqual(waiting.wait(timeout: .now() + 20), .success, "a rename waited once its lock was let go")
-            // Only now: a rename holding the lock alone, queued as a writer, would hold
-            // back the shared ones above.
-            DispatchQueue.global().async(group: across, execute: rename("across directories", b, "x2", a, "x3"))
-            usleep(200_000)
-            XCTAssertFalse(outcome.finished.contains("across directories"), "a rename across directories ran beside a read")
         }
+        fs.renamesAcrossDirectories.lock()
+        onThreadOfItsOwn(across, rename("from a to c", a, "a2", c, "a2"))
+        rename("within b, beside", b, "z", b, "z2")()
+        usleep(200_000)
+        XCTAssertFalse(outcome.finished.contains("from a to c"), "a rename across directories ran beside another")
+        fs.renamesAcrossDirectories.unlock()
         XCTAssertEqual(across.wait(timeout: .now() + 20), .success)
         XCTAssertEqual(outcome.failures, [])
-        XCTAssertEqual(try names(in: a, fs), ["a2", "x3"])
-        XCTAssertEqual(try names(in: b, fs), ["d2", "held2", "w", "z"])
-        XCTAssertEqual(try names(in: c, fs), ["target"])
+        XCTAssertEqual(try names(in: a, fs), ["e1"])
+        XCTAssertEqual(try names(in: b, fs), ["d2", "held2", "w", "z2"])
+        XCTAssertEqual(try names(in: c, fs), ["a2", "target", "x3"])
+        XCTAssertEqual(try names(in: e, fs), [])
         XCTAssertEqual(try fs.lookup(parent: b, name: FileName("held2")).inode, held)
         XCTAssertEqual(try fs.lookup(parent: c, name: FileName("target")).inode, over)
+        XCTAssertEqual(try fs.lookup(parent: c, name: FileName("x3")).inode, made["x"]!)
         XCTAssertEqual(try fs.lookup(parent: b, name: FileName("w")).inode, made["y"]!)
-        XCTAssertEqual(try fs.lookup(parent: b, name: FileName("z")).inode, made["w"]!)
+        XCTAssertEqual(try fs.lookup(parent: b, name: FileName("z2")).inode, made["w"]!)
         XCTAssertEqual(try fs.getattr(inode: made["z"]!).linkCount, 0, "the file renamed over")
         XCTAssertEqual(try fs.getattr(inode: target).linkCount, 0, "the held file renamed over")
         try fileSystem.close(meter: nil)
     }
 
-    /// `InodeLocks.lock` of up to three inodes takes each distinct stripe once, in
+    /// `InodeLocks.lock` of up to four inodes takes each distinct stripe once, in
     /// ascending order, whatever the order and sharing of its arguments (a stripe taken
     /// twice traps in debug builds, whose stripes are error-checking mutexes), covers
     /// each inode, and lets them all go.
-    func testThreeInodeLocksAreTakenOnceEachInAscendingOrder() {
+    func testUpToFourInodeLocksAreTakenOnceEachInAscendingOrder() {
         let locks = InodeLocks()
         let count = UInt64(InodeLocks.stripeCount)
-        let numbers: [UInt64] = [5, 9, 700, 5 + count, 9 + 2 * count]
+        let numbers: [UInt64] = [5, 9, 700, 5 + count, 9 + 2 * count, 1000]
         for x in numbers {
             for y in numbers {
                 for z in numbers + [nil] as [UInt64?] {
-                    let held = locks.lock(x, y, z)
-                    let stripes = [held.first, held.second, held.third].compactMap { $0 }
-                    XCTAssertEqual(stripes, Array(Set([x, y, z ?? x].map(InodeLocks.stripe))).sorted(), "\(x), \(y), \(String(describing: z))")
-                    XCTAssertTrue(held.covers(x) && held.covers(y) && (z.map(held.covers) ?? true))
-                    locks.unlock(held)
+                    for w in numbers + [nil] as [UInt64?] {
+                        let held = locks.lock(x, y, z, w)
+                        let stripes = [held.first, held.second, held.third, held.fourth].compactMap { $0 }
+                        let expected = Array(Set([x, y, z ?? x, w ?? x].map(InodeLocks.stripe))).sorted()
+                        XCTAssertEqual(stripes, expected, "\(x), \(y), \(String(describing: z)), \(String(describing: w))")
+                        XCTAssertTrue(held.covers(x) && held.covers(y) && (z.map(held.covers) ?? true)
+                                      && (w.map(held.covers) ?? true))
+                        locks.unlock(held)
+                    }
                 }
             }
         }
@@ -236,7 +249,8 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// Four threads change names at once, each in a directory of its own and all in one
     /// shared directory (creates that write their file, unlinks of open and closed files,
     /// mkdirs and rmdirs, symlinks, renames within their own directory to a new name or
-    /// over a file, the kernel's FORGETs), beside a reader and the
+    /// over a file, renames from their own directory into the shared one, the kernel's
+    /// FORGETs), beside a reader and the
     /// maintenance's commits; half the removes find their inode unreferenced (the drop is
     /// in the unlink's frame), half leave an orphan. Each thread's directory ends as its
     /// model says, the shared one as the union of theirs; statfs counts what is there;
@@ -277,7 +291,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                         let where_ = random.next() % 4 == 0 ? shared : directory
                         let key = where_ == shared ? "t\(thread)-\(name)" : name
                         let exists = where_ == shared ? mine.contains(key) : model[key] != nil
-                        switch random.next() % 7 {
+                        switch random.next() % 8 {
                         case 0, 1:
                             guard !exists else { continue }
                             let bytes = (0..<Int(random.next() % 9000)).map { UInt8(truncatingIfNeeded: $0 &+ step) }
@@ -324,6 +338,17 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
                             model[newKey] = moved
                             model[key] = nil
                             if let held = references.removeValue(forKey: key) { references[newKey] = held }
+                        case 6:
+                            // A rename across directories, from its own into the shared one
+                            // (a directory's parent changes with it).
+                            guard exists, where_ == directory else { continue }
+                            let sharedKey = "t\(thread)-\(key)"
+                            guard !mine.contains(sharedKey) else { continue }
+                            try fs.rename(parent: directory, name: FileName(key), newParent: shared, newName: FileName(sharedKey),
+                                          flags: [])
+                            model[key] = nil
+                            mine.insert(sharedKey)
+                            if let held = references.removeValue(forKey: key) { references[sharedKey] = held }
                         default:
                             guard exists else { continue }
                             let kind = try fs.lookup(parent: where_, name: FileName(key))

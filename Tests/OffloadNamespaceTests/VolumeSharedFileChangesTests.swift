@@ -18,10 +18,11 @@ final class VolumeSharedFileChangesTests: XCTestCase {
     static let capacity: UInt64 = 64 << 20
     let caller = RequestContext(uid: 0, gid: 0)
 
-    /// With the lock held shared by the test (as a read in progress holds it), a write,
-    /// an fallocate, a copy_file_range and a truncate on another thread answer; a rename
-    /// across directories, which holds the lock alone, waits. Before, each of the changes
-    /// held the lock alone, and the test fails at the semaphore's timeout.
+    /// With the lock held shared by the test (as a change in progress holds it), a write,
+    /// an fallocate, a copy_file_range and a truncate on another thread answer; a frame
+    /// written holding the lock alone (as the drops of forgotten inodes are) waits. Before,
+    /// each of the changes held the lock alone, and the test fails at the semaphore's
+    /// timeout.
     func testFileChangesAnswerWhileAReadHoldsTheLock() throws {
         let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
                                                      capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
@@ -30,11 +31,10 @@ final class VolumeSharedFileChangesTests: XCTestCase {
                                                    context: caller)
         let (target, targetHandle) = try fs.create(parent: .root, name: FileName("target"), mode: 0o644, flags: O_RDWR,
                                                    context: caller)
-        let elsewhere = try fs.mkdir(parent: .root, name: FileName("elsewhere"), mode: 0o755, context: caller).inode
         let bytes = (0..<200_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         final class Outcome: @unchecked Sendable { var failure: Error?; var changed: Attributes? }
         let outcome = Outcome()
-        let changesDone = DispatchSemaphore(value: 0), renameDone = DispatchSemaphore(value: 0)
+        let changesDone = DispatchSemaphore(value: 0), aloneDone = DispatchSemaphore(value: 0)
         let caller = self.caller
         fs.lock.withReadLock {
             DispatchQueue.global().async {
@@ -54,13 +54,12 @@ final class VolumeSharedFileChangesTests: XCTestCase {
             }
             XCTAssertEqual(changesDone.wait(timeout: .now() + 20), .success, "a file change waited for the read in progress")
             DispatchQueue.global().async {
-                try? fs.rename(parent: .root, name: FileName("source"), newParent: elsewhere, newName: FileName("source"), flags: [])
-                renameDone.signal()
+                do { try fs.writeFrameHoldingTheLockAlone() } catch { outcome.failure = error }
+                aloneDone.signal()
             }
-            XCTAssertEqual(renameDone.wait(timeout: .now() + 0.3), .timedOut, "a rename across directories ran while a read held the lock")
+            XCTAssertEqual(aloneDone.wait(timeout: .now() + 0.3), .timedOut, "a frame held alone was written while a change held the lock")
         }
-        XCTAssertEqual(renameDone.wait(timeout: .now() + 20), .success)
-        XCTAssertEqual(try fs.lookup(parent: elsewhere, name: FileName("source")).inode, source.inode)
+        XCTAssertEqual(aloneDone.wait(timeout: .now() + 20), .success)
         XCTAssertNil(outcome.failure)
         XCTAssertEqual(outcome.changed?.size, 200_000, "a truncate to the size the file has")
         XCTAssertTrue(try fs.read(inode: source.inode, handle: sourceHandle, offset: 0, count: 300_000) == bytes)

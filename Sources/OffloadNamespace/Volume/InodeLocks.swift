@@ -12,7 +12,7 @@ import Glibc
 ///
 /// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
 /// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,
-/// so an operation holding several (at most three) takes them in ascending stripe order,
+/// so an operation holding several (at most four) takes them in ascending stripe order,
 /// which is the only order stripes are ever held in; a stripe shared by two is taken once.
 /// The stripes are the innermost of the namespace's own locks but the leaves
 /// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
@@ -51,20 +51,36 @@ final class InodeLocks: @unchecked Sendable {
 
     static func stripe(_ number: UInt64) -> Int { Int(truncatingIfNeeded: number % UInt64(stripeCount)) }
 
-    /// The stripes an operation holds: one to three, ascending (a rename in one directory
-    /// holds its directory's and its two children's). No allocation: three fields.
+    /// The stripes an operation holds: one to four, ascending (a rename in one directory
+    /// holds its directory's and its two children's, one across directories both
+    /// directories' too). No allocation: four fields.
     struct Held {
         fileprivate(set) var first: Int
         fileprivate(set) var second: Int?
         fileprivate(set) var third: Int?
+        fileprivate(set) var fourth: Int?
 
         /// The highest stripe held.
-        var highest: Int { third ?? second ?? first }
+        var highest: Int { fourth ?? third ?? second ?? first }
 
         /// Whether `number`'s stripe is one of them.
         func covers(_ number: UInt64) -> Bool {
             let stripe = InodeLocks.stripe(number)
-            return stripe == first || stripe == second || stripe == third
+            return stripe == first || stripe == second || stripe == third || stripe == fourth
+        }
+
+        /// Adds `stripe`, at least the highest held, unless it is the highest already.
+        fileprivate mutating func append(_ stripe: Int) {
+            precondition(stripe >= highest, "stripes are held in ascending order")
+            guard stripe != highest else { return }
+            if second == nil {
+                second = stripe
+            } else if third == nil {
+                third = stripe
+            } else {
+                precondition(fourth == nil, "at most four stripes are held")
+                fourth = stripe
+            }
         }
     }
 
@@ -75,20 +91,25 @@ final class InodeLocks: @unchecked Sendable {
         return Held(first: stripe)
     }
 
-    /// Takes the stripes of `first`, `second` and `third` (when given) in ascending order,
-    /// a stripe two of them share once.
-    func lock(_ first: UInt64, _ second: UInt64, _ third: UInt64? = nil) -> Held {
-        var a = Self.stripe(first), b = Self.stripe(second), c = third.map(Self.stripe) ?? a
-        // Three compare-and-swaps sort them.
+    /// Takes the stripes of `first`, `second`, `third` and `fourth` (those given) in
+    /// ascending order, a stripe several of them share once.
+    func lock(_ first: UInt64, _ second: UInt64, _ third: UInt64? = nil, _ fourth: UInt64? = nil) -> Held {
+        var a = Self.stripe(first), b = Self.stripe(second)
+        var c = third.map(Self.stripe) ?? a, d = fourth.map(Self.stripe) ?? a
+        // Five compare-and-swaps sort four.
         if a > b { swap(&a, &b) }
+        if c > d { swap(&c, &d) }
+        if a > c { swap(&a, &c) }
+        if b > d { swap(&b, &d) }
         if b > c { swap(&b, &c) }
-        if a > b { swap(&a, &b) }
         var held = Held(first: a)
-        if b != a { held.second = b }
-        if c != b { if held.second == nil { held.second = c } else { held.third = c } }
+        held.append(b)
+        held.append(c)
+        held.append(d)
         take(held.first)
         if let second = held.second { take(second) }
         if let third = held.third { take(third) }
+        if let fourth = held.fourth { take(fourth) }
         return held
     }
 
@@ -96,12 +117,13 @@ final class InodeLocks: @unchecked Sendable {
     /// ascending, so nothing has to be let go.
     func extend(_ held: inout Held, with number: UInt64) {
         let stripe = Self.stripe(number)
-        precondition(held.third == nil && stripe > held.highest, "stripes are taken in ascending order")
+        precondition(held.fourth == nil && stripe > held.highest, "stripes are taken in ascending order")
         take(stripe)
-        if held.second == nil { held.second = stripe } else { held.third = stripe }
+        held.append(stripe)
     }
 
     func unlock(_ held: Held) {
+        if let fourth = held.fourth { give(fourth) }
         if let third = held.third { give(third) }
         if let second = held.second { give(second) }
         give(held.first)

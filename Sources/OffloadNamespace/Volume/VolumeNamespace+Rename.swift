@@ -84,12 +84,8 @@ extension VolumeNamespace {
                 state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &operation)
             }
         }
-        if parent == newParent {
-            try changingNamesOfARename(in: parent.rawValue, name, newName) { (reader, operation) throws(FSError) in
-                try change(reader, &operation)
-            }
-        } else {
-            try changing { (reader, operation) throws(FSError) in try change(reader, &operation) }
+        try changingNamesOfARename(from: parent.rawValue, name, to: newParent.rawValue, newName) { (reader, operation) throws(FSError) in
+            try change(reader, &operation)
         }
     }
 
@@ -105,8 +101,10 @@ extension VolumeNamespace {
 
     /// EINVAL when `start` is `moving` or lies below it (a directory may not move into
     /// itself or a descendant), walking the parents up to the root. Only a move across
-    /// directories can make a cycle: one within a directory skips the walk (and shares the
-    /// namespace lock, so no ancestor's item is read without its lock).
+    /// directories can make a cycle: one within a directory skips the walk. The walk reads
+    /// the ancestors' items without their inode locks: only a rename across directories
+    /// changes a directory's parent, and those take turns on `renamesAcrossDirectories`,
+    /// held by the caller (its reader, taken after, holds the last one's frame).
     private func refuseCycle(moving ancestor: UInt64, into start: UInt64, _ reader: VolumeReader) throws(FSError) {
         var cursor = start
         for _ in 0..<65_536 {

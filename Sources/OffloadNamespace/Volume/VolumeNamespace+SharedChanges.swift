@@ -2,9 +2,8 @@ import OffloadCore
 
 // The changes that share the namespace lock and hold inode locks instead
 // (docs/ARCHITECTURE.md, "Step 7, fifth part" and "sixth part"): the changes of names in
-// one directory (`changingNames`: mkdir, mknod, symlink, create, unlink, rmdir, and the
-// create that opens an existing name, and a rename within one directory,
-// `changingNamesOfARename`) and the changes of one or two inodes (`changingInodes`:
+// one or two directories (`changingNames`: mkdir, mknod, symlink, create, unlink, rmdir,
+// and the create that opens an existing name; a rename, `changingNamesOfARename`) and the changes of one or two inodes (`changingInodes`:
 // setattr, setxattr, removexattr, link, open, release).
 // Changes that take the same inode's lock take turns; the rest run at once.
 
@@ -16,9 +15,10 @@ extension VolumeNamespace {
         case names(in: UInt64, naming: FileName?)
         /// The locks of one or two inodes (the lower stripe first).
         case inodes(UInt64, UInt64?)
-        /// A directory's, and the locks of the inodes its two names `source` and `target`
-        /// name (a rename within the directory), as looked up holding them all.
-        case renaming(in: UInt64, source: FileName, target: FileName)
+        /// The locks of directories `from` and `to` (one directory, or two), and of the
+        /// inodes `source` in `from` and `target` in `to` name, as looked up holding them
+        /// all (a rename).
+        case renaming(from: UInt64, source: FileName, to: UInt64, target: FileName)
     }
 
     /// Runs a change of the names in directory `parent` with the namespace lock shared,
@@ -89,23 +89,29 @@ extension VolumeNamespace {
         }
     }
 
-    /// Runs a rename within directory `parent` (`source` to `target`) with the namespace
-    /// lock shared, holding the directory's inode lock and those of the inodes both names
-    /// hold (up to three stripes, ascending), as `changingNames` runs a change of one name:
-    /// renames in different directories run at once, and beside the other changes. `body`
-    /// looks the names up itself; under these locks it finds what they were taken for. A
-    /// rename across directories holds the namespace lock alone (its cycle check walks the
-    /// tree above both directories, which another rename across directories may change).
-    func changingNamesOfARename(in parent: UInt64, _ source: FileName, _ target: FileName,
+    /// Runs a rename of `source` in directory `parent` to `target` in `newParent` with the
+    /// namespace lock shared, holding the directories' inode locks and those of the inodes
+    /// both names hold (up to four stripes, ascending), as `changingNames` runs a change of
+    /// one name: renames with no inode in common run at once, and beside the other
+    /// changes. `body` looks the names up itself; under these locks it finds what they
+    /// were taken for. A rename across directories also holds `renamesAcrossDirectories`
+    /// (the kernel's `s_vfs_rename_mutex`) from before the namespace lock until its frame
+    /// is written: its cycle check walks the parents of `newParent` up to the root,
+    /// holding none of their locks, and only such a rename changes a directory's parent.
+    func changingNamesOfARename(from parent: UInt64, _ source: FileName, to newParent: UInt64, _ target: FileName,
                                 _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> Void) throws(FSError) {
-        let named = { (reader: VolumeReader, _: NamedEntry?, operation: inout VolumeOperation) throws(FSError) in
-            try body(reader, &operation)
+        let locks = InodeLockSet.renaming(from: parent, source: source, to: newParent, target: target)
+        func rename() throws(FSError) {
+            let named = { (reader: VolumeReader, _: NamedEntry?, operation: inout VolumeOperation) throws(FSError) in
+                try body(reader, &operation)
+            }
+            switch try changingShared(locks, preparingJournal: true, named, then: { (_, _) throws(FSError) in }) {
+            case .done: return
+            case .refusedForSpace: try changing(body)
+            }
         }
-        let locks = InodeLockSet.renaming(in: parent, source: source, target: target)
-        switch try changingShared(locks, preparingJournal: true, named, then: { (_, _) throws(FSError) in }) {
-        case .done: return
-        case .refusedForSpace: try changing(body)
-        }
+        if parent == newParent { return try rename() }
+        try renamesAcrossDirectories.withLock(rename)
     }
 
     /// `changingInodes` with nothing to do after the frame.
@@ -179,15 +185,15 @@ extension VolumeNamespace {
                 }
             }
             return try body(entry)
-        case .renaming(let parent, let source, let target):
-            var held = inodeLocks.lock(parent)
+        case .renaming(let parent, let source, let newParent, let target):
+            var held = parent == newParent ? inodeLocks.lock(parent) : inodeLocks.lock(parent, newParent)
             defer { inodeLocks.unlock(held) }
             while true {
                 let moved = try reader.lookup(directory: parent, name: source.bytes)?.child
-                let replaced = try reader.lookup(directory: parent, name: target.bytes)?.child
+                let replaced = try reader.lookup(directory: newParent, name: target.bytes)?.child
                 if moved.map(held.covers) ?? true, replaced.map(held.covers) ?? true { return try body(nil) }
                 inodeLocks.unlock(held)
-                held = inodeLocks.lock(parent, moved ?? parent, replaced)
+                held = inodeLocks.lock(parent, newParent, moved, replaced)
             }
         }
     }

@@ -24,14 +24,15 @@ import Synchronization
 /// readlink, the directory listing calls, getxattr, listxattr: `reading`, each with a
 /// reader of its own from the pool, `readers`; reads of an open file, lseek, flush:
 /// `readingOpenFile`) take no namespace lock. The changes of an open file's data (write,
-/// fallocate, copy_file_range: `changingData`) share it, and so do the changes of names in one directory (mkdir,
-/// mknod, symlink, create, unlink, rmdir: `changingNames`; a rename within it:
-/// `changingNamesOfARename`), which also hold the inode locks (`inodeLocks`) of the
-/// directory and of the inodes they name, and the changes of one or two inodes (setattr,
-/// setxattr, removexattr, link, open, release: `changingInodes`; a truncate's resize runs
-/// as a write), which hold those inodes' locks. A rename across directories, and every
-/// close of a generation (the maintenance's, an operation's own commit), hold it alone
-/// (`locked`, `changing`). Inside it, a file's write lock, then the inode
+/// fallocate, copy_file_range: `changingData`) share it, and so do the changes of names
+/// in one directory (mkdir, mknod, symlink, create, unlink, rmdir: `changingNames`) and
+/// renames (`changingNamesOfARename`; one across directories takes
+/// `renamesAcrossDirectories` first), which also hold the inode locks (`inodeLocks`) of
+/// the directories and of the inodes they name, and the changes of one or two inodes
+/// (setattr, setxattr, removexattr, link, open, release: `changingInodes`; a truncate's
+/// resize runs as a write), which hold those inodes' locks. The frames of drops of
+/// forgotten inodes, and every close of a generation (the maintenance's, an operation's
+/// own commit), hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
 /// the volume's locks.
@@ -43,10 +44,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own lock: lookups (no namespace lock) add to it, FORGET takes from it
     /// before any namespace lock, and what decides on a count reads it in one hold of this
-    /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's within one
-    /// directory (the namespace lock shared, with the inode's lock, `changingNames`,
-    /// `changingInodes`, `changingNamesOfARename`), a rename's across directories and the
-    /// drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
+    /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's (the
+    /// namespace lock shared, with the inode's lock, `changingNames`, `changingInodes`,
+    /// `changingNamesOfARename`), and the drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
     /// in-process caller's lookup racing an unlink of the same last name may add a
     /// reference to an inode the unlink drops (through the kernel the directory's
     /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
@@ -59,6 +59,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// `changingInodes`, a file change's frame, `journal`, the emptying of an unlinked
     /// file, `emptyUnreadableFiles`) and of a getxattr that marks a capability absent.
     let inodeLocks = InodeLocks()
+    /// Taken by a rename across directories before the namespace lock, and held until its
+    /// frame is written (`changingNamesOfARename`): its cycle check reads the parents of
+    /// its new directory without their inode locks, and only such a rename changes them
+    /// (the kernel's `s_vfs_rename_mutex`, which the kernel already holds around each).
+    let renamesAcrossDirectories = PthreadLock()
     /// The cached regular files and the open file handles (`VolumeFileCache`).
     let fileCache = VolumeFileCache()
     /// Readers for the operations that share the namespace lock.
