@@ -1,3 +1,4 @@
+import Dispatch
 import XCTest
 @testable import OffloadCore
 @testable import OffloadNamespace
@@ -8,7 +9,8 @@ import SplitMix
 /// goes into the next frame an operation holding the namespace lock alone writes
 /// (`VolumeNamespace.dropForgotten`; the changes that share the lock carry no drops,
 /// `changingNames`, `changingInodes`), or a frame of drops once `forgottenBatch`
-/// FORGETs wait, at the maintenance's tick, at a statfs and at the unmount. An orphan a
+/// FORGETs wait, at the maintenance's tick, at a statfs and at the unmount; that frame
+/// shares the lock, holding the forgotten inodes' locks (`dropForgottenNow`). An orphan a
 /// crash keeps meanwhile is dropped at the next mount, as any orphan.
 final class VolumeNamespaceForgottenTests: XCTestCase {
     private struct Fixture {
@@ -51,6 +53,39 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         var orphanItems: Set<UInt64> {
             get throws { Set(try volume.reader().orphans().map(\.inode)) }
         }
+    }
+
+    /// A frame of drops shares the namespace lock and holds the forgotten inodes' locks
+    /// (`dropForgottenNow`): with the lock held shared by the test (a change in
+    /// progress), the drops of two forgotten orphans are written; with the third one's
+    /// lock held too, its drop waits until the test lets go. Before, the frame held the
+    /// namespace lock alone and waited for the change.
+    func testAFrameOfDropsSharesTheLockAndWaitsForAForgottenInodesLock() throws {
+        let f = try Fixture()
+        let orphans = try f.orphans(3, prefix: "o")
+        let namespace = f.namespace
+        let first = DispatchGroup(), second = DispatchGroup()
+        try namespace.lock.withReadLock {
+            onThreadOfItsOwn(first) {
+                for inode in orphans.prefix(2) { namespace.forget(inode: inode, lookups: 1) }
+                namespace.dropForgottenNow()
+            }
+            XCTAssertEqual(first.wait(timeout: .now() + 20), .success, "a frame of drops waited for a change sharing the lock")
+            XCTAssertEqual(try f.orphanItems, [orphans[2].rawValue])
+            let held = namespace.inodeLocks.lock(orphans[2].rawValue)
+            onThreadOfItsOwn(second) {
+                namespace.forget(inode: orphans[2], lookups: 1)
+                namespace.dropForgottenNow()
+            }
+            XCTAssertEqual(second.wait(timeout: .now() + 0.3), .timedOut, "a drop ran while its inode's lock was held")
+            XCTAssertEqual(try f.orphanItems, [orphans[2].rawValue])
+            namespace.inodeLocks.unlock(held)
+            XCTAssertEqual(second.wait(timeout: .now() + 20), .success)
+        }
+        XCTAssertEqual(try f.orphanItems, [])
+        for inode in orphans { XCTAssertThrowsError(try namespace.getattr(inode: inode)) }
+        XCTAssertTrue(namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        try f.commitAndCheck()
     }
 
     func testTheNextOperationsFrameDropsTheForgottenAndAFailedOneKeepsThemWaiting() throws {

@@ -122,6 +122,21 @@ final class InodeLocks: @unchecked Sendable {
         held.append(stripe)
     }
 
+    /// Takes the stripes of every inode in `numbers` in ascending order, each once, and
+    /// returns them for `unlock(all:)`: for a frame of drops of forgotten inodes (up to
+    /// `VolumeNamespace.forgottenBatch` of them), which allocates its list once per frame.
+    func lock(all numbers: [UInt64]) -> [Int] {
+        var stripes: [Int] = []
+        stripes.reserveCapacity(numbers.count)
+        for stripe in numbers.map(Self.stripe).sorted() where stripe != stripes.last { stripes.append(stripe) }
+        for stripe in stripes { take(stripe) }
+        return stripes
+    }
+
+    func unlock(all stripes: [Int]) {
+        for stripe in stripes.reversed() { give(stripe) }
+    }
+
     func unlock(_ held: Held) {
         if let fourth = held.fourth { give(fourth) }
         if let third = held.third { give(third) }

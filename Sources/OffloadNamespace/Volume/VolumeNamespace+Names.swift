@@ -39,30 +39,58 @@ extension VolumeNamespace {
     static let forgottenBatch = 64
 
     /// Writes the drops of the inodes forgotten so far in a frame of their own, when any
-    /// can go.
+    /// can go, with the namespace lock shared (docs/ARCHITECTURE.md, "Step 7, seventh
+    /// part"), holding the forgotten inodes' locks (`InodeLocks.lock(all:)`, ascending):
+    /// what a drop changes is the inode's own (its items, its orphan item, its cached
+    /// file) and the leaves, as a last close's drop. Before, the frame held the lock
+    /// alone, every `forgottenBatch` FORGETs, and every change waited for it. A forgotten
+    /// inode is one the kernel references no more, so nothing asks for it meanwhile; each
+    /// is decided again under its lock with a reader taken after (`drops(of:)`). Drops
+    /// whose frame fails wait for the next one.
     func dropForgottenNow() {
         guard kernelReferences.withLock({ !$0.forgotten.isEmpty }) else { return }
         volume.prepareJournalAppend()
-        _ = try? locked { () throws(FSError) in
-            let reader = try reader()
+        _ = try? sharing { () throws(FSError) in
+            let forgotten = kernelReferences.withLock { $0.takeForgotten() }
+            guard !forgotten.isEmpty else { return }
+            let held = inodeLocks.lock(all: forgotten)
+            var locked = true
+            defer { if locked { inodeLocks.unlock(all: held) } }
+            let taken = try readers.take()
+            defer { readers.give(taken) }
             var operation = VolumeOperation()
-            try writeFrame(&operation, reader, dropsAlone: true)
-            emptyUnreadableFiles(operation.unreadableFiles, reader)
+            let dropped = drops(of: forgotten, taken.reader, into: &operation)
+            do throws(FSError) {
+                try writeFrame(&operation, taken.reader, dropsForgotten: false)
+            } catch {
+                if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
+                throw error
+            }
+            inodeLocks.unlock(all: held)
+            locked = false
+            emptyUnreadableFiles(operation.unreadableFiles, taken.reader)
         }
+        commitIfOverBudgetAfterSharing()
     }
 
     /// Appends the drops of the inodes forgotten since the last frame to the frame being
-    /// made, and returns those inodes. Each is looked at again under the lock, as its
-    /// FORGET would have: an inode the kernel references again, one with a name or
-    /// without an item, or one still open, is not dropped (the last close drops an open
-    /// one). One the frame's operation changes waits for the next frame: `reader` does
-    /// not see this frame, and an unlink or rename that marked it unlinked while its
-    /// FORGET came would still show its name there (a reply that failed makes the bridge
-    /// FORGET from another thread). One whose items cannot be read is left as an orphan,
-    /// which the next mount drops. Caller holds the lock alone.
+    /// made, and returns those inodes (`drops(of:)`). Caller holds the lock alone.
     func dropForgotten(_ reader: VolumeReader, into operation: inout VolumeOperation) -> [UInt64] {
         let forgotten = kernelReferences.withLock { $0.takeForgotten() }
         guard !forgotten.isEmpty else { return [] }
+        return drops(of: forgotten, reader, into: &operation)
+    }
+
+    /// Appends the drops of `forgotten` to the frame being made, and returns the inodes
+    /// dropped. Each is looked at again, as its FORGET would have: an inode the kernel
+    /// references again, one with a name or without an item, or one still open, is not
+    /// dropped (the last close drops an open one). One the frame's operation changes
+    /// waits for the next frame: `reader` does not see this frame, and an unlink or
+    /// rename that marked it unlinked while its FORGET came would still show its name
+    /// there (a reply that failed makes the bridge FORGET from another thread). One whose
+    /// items cannot be read is left as an orphan, which the next mount drops. Caller holds
+    /// the lock alone, or shared with the locks of every inode in `forgotten`.
+    private func drops(of forgotten: [UInt64], _ reader: VolumeReader, into operation: inout VolumeOperation) -> [UInt64] {
         let own = operation.changes.count
         var dropped: [UInt64] = [], later: [UInt64] = []
         for number in forgotten where !dropped.contains(number) {

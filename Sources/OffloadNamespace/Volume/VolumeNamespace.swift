@@ -377,17 +377,15 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
     /// the drops of the inodes forgotten since the last frame (`dropForgotten`, which needs
-    /// the lock held alone); with `dropsAlone`, those drops even when the operation changed
-    /// nothing. An operation that changed nothing writes nothing: it may have done what
-    /// cannot be undone (an open's handle), and a frame of drops that failed would fail
-    /// it. Drops whose frame failed wait for the next one. Caller holds the lock alone, or
-    /// shared with the inode locks of what the frame changes (`changingNames`,
-    /// `changingInodes`).
-    func writeFrame(_ operation: inout VolumeOperation, _ reader: VolumeReader,
-                    dropsAlone: Bool = false, dropsForgotten: Bool = true) throws(FSError) {
+    /// the lock held alone). An operation that changed nothing writes nothing: it may have
+    /// done what cannot be undone (an open's handle), and a frame of drops that failed
+    /// would fail it. Drops whose frame failed wait for the next one. Caller holds the
+    /// lock alone, or shared with the inode locks of what the frame changes
+    /// (`changingNames`, `changingInodes`, `dropForgottenNow`).
+    func writeFrame(_ operation: inout VolumeOperation, _ reader: VolumeReader, dropsForgotten: Bool = true) throws(FSError) {
         // The drops join the operation's own changes in place (a copy made here copied
         // every change of the frame whenever a drop came along).
-        let dropped = !dropsForgotten || (operation.changes.isEmpty && !dropsAlone) ? [] : dropForgotten(reader, into: &operation)
+        let dropped = !dropsForgotten || operation.changes.isEmpty ? [] : dropForgotten(reader, into: &operation)
         guard !operation.changes.isEmpty else { return }
         do throws(FSError) {
             try volume.perform(operation.changes, born: operation.bornNumbers, commitsAtBudget: false)
