@@ -108,12 +108,13 @@ print(" ".join(str(round(rate)) for rate in rates))
 EOF
 }
 
-# parallel_metadata DIR COUNT WORKERS -> "create/s open/s chmod/s rename/s remove/s":
+# parallel_metadata DIR COUNT WORKERS -> "create/s open/s chmod/s rename/s move/s remove/s":
 # WORKERS processes, each in a directory of its own under DIR, create COUNT/WORKERS empty
 # files, then (each phase after all have done the last) open and close each, chmod each,
-# rename each within its directory, and unlink them; the rates are of all workers together, from a common start to the last
-# one's end. Changes in different directories, and of different files, need not wait for
-# each other.
+# rename each within its directory, move each into a second directory of its own (a
+# rename across directories), and unlink them; the rates are of all workers together,
+# from a common start to the last one's end. Changes in different directories, and of
+# different files, need not wait for each other.
 parallel_metadata() {
     python3 - "$@" <<'EOF'
 import multiprocessing, os, sys, time
@@ -121,43 +122,52 @@ directory, count, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 each = count // workers
 def work(index, barrier, times):
     own = os.path.join(directory, "w%d" % index)
+    moved = os.path.join(directory, "m%d" % index)
     os.makedirs(own)
+    os.makedirs(moved)
     names = [os.path.join(own, "f%05d" % i) for i in range(each)]
+    targets = [os.path.join(moved, "f%05d" % i) for i in range(each)]
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    times[5 * index] = time.perf_counter() - start
+    times[6 * index] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.close(os.open(name, os.O_RDONLY))
-    times[5 * index + 1] = time.perf_counter() - start
+    times[6 * index + 1] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.chmod(name, 0o600)
-    times[5 * index + 2] = time.perf_counter() - start
+    times[6 * index + 2] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
     for name in names:
         os.rename(name, name + "r")
-    times[5 * index + 3] = time.perf_counter() - start
+    times[6 * index + 3] = time.perf_counter() - start
     barrier.wait()
     start = time.perf_counter()
-    for name in names:
-        os.unlink(name + "r")
-    times[5 * index + 4] = time.perf_counter() - start
+    for name, target in zip(names, targets):
+        os.rename(name + "r", target)
+    times[6 * index + 4] = time.perf_counter() - start
+    barrier.wait()
+    start = time.perf_counter()
+    for target in targets:
+        os.unlink(target)
+    times[6 * index + 5] = time.perf_counter() - start
     os.rmdir(own)
+    os.rmdir(moved)
 barrier = multiprocessing.Barrier(workers)
-times = multiprocessing.Array("d", 5 * workers)
+times = multiprocessing.Array("d", 6 * workers)
 processes = [multiprocessing.Process(target=work, args=(i, barrier, times)) for i in range(workers)]
 for process in processes: process.start()
 for process in processes: process.join()
 if any(process.exitcode != 0 for process in processes): sys.exit(1)
 os.rmdir(directory)
 total = each * workers
-print(" ".join(str(round(total / max(times[phase::5]))) for phase in range(5)))
+print(" ".join(str(round(total / max(times[phase::6]))) for phase in range(6)))
 EOF
 }
 
@@ -166,15 +176,16 @@ EOF
 # rates) and leaves out every fio phase: a round then takes seconds rather than minutes,
 # so more rounds fit, and no writeback or punch of a large file runs beside the metadata.
 case "${WORKLOADS:-all}" in
-    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove create2 open2 chmod2 rename2 remove2 copy untar rmrf) ;;
-    metadata) bench_keys=(create stat remove create2 open2 chmod2 rename2 remove2 copy untar rmrf) ;;
+    all) bench_keys=(seqwrite seqread randread randwrite randwrite2 create stat remove create2 open2 chmod2 rename2 move2 remove2 copy untar rmrf) ;;
+    metadata) bench_keys=(create stat remove create2 open2 chmod2 rename2 move2 remove2 copy untar rmrf) ;;
     *) echo "error: WORKLOADS must be 'all' or 'metadata', not '$WORKLOADS'" >&2; exit 2 ;;
 esac
 
 # bench_workloads SYSTEM MOUNTPOINT: the timed workloads on a mounted filesystem, into
 # result[SYSTEM,KEY] (the caller declares `declare -A result`): seqwrite, seqread (MiB/s),
 # randread, randwrite, randwrite2 (IOPS; two writers), create, stat, remove (files/s),
-# create2, open2 (opens and closes), chmod2, rename2 (within each one's directory),
+# create2, open2 (opens and closes), chmod2, rename2 (within each one's directory), move2
+# (from each one's directory into a second one of its own),
 # remove2 (files/s, two processes in directories of their own), copy, untar,
 # rmrf (entries/s) (`bench_keys`). Uses
 # SIZE_SEQ, SIZE_RAND, RUNTIME, FILES, COPY_SOURCE, WORKLOADS, and copy_files and copy_tar
@@ -214,9 +225,9 @@ bench_workloads() {
     result[$1,create]=$create; result[$1,stat]=$stat; result[$1,remove]=$remove
     echo "   metadata in two directories at once ($FILES files)" >&2
     local opened changed renamed
-    read -r create opened changed renamed remove < <(parallel_metadata "$2/meta2" "$FILES" 2)
+    read -r create opened changed renamed moved remove < <(parallel_metadata "$2/meta2" "$FILES" 2)
     result[$1,create2]=$create; result[$1,open2]=$opened; result[$1,chmod2]=$changed
-    result[$1,rename2]=$renamed; result[$1,remove2]=$remove
+    result[$1,rename2]=$renamed; result[$1,move2]=$moved; result[$1,remove2]=$remove
 
     echo "   cp -a $COPY_SOURCE" >&2
     start=$(date +%s.%N)

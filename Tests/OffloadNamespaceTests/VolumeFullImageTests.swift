@@ -1,3 +1,4 @@
+import Dispatch
 @testable import OffloadCore
 import OffloadSimulation
 @testable import OffloadNamespace
@@ -226,5 +227,43 @@ final class VolumeReclaimTests: XCTestCase {
                          "a 256 KiB write after rm of \(offset >> 20) MiB (commits it ran: \(fileSystem.volume.current.generation - generation))")
         print("reclaim: wrote \(offset >> 20) MiB, rm, then \(fileSystem.volume.current.generation - generation) commits; available now \(fileSystem.usage().availableBytes >> 10) KiB")
         fs.release(inode: b.inode, handle: bHandle)
+    }
+
+    /// Reads take no namespace lock, so a getattr runs during the reclaim's commits (held
+    /// alone), and its reader, given back to the pool, would hold back the punch of the
+    /// rm's blocks through the later commits: the write failed with ENOSPC in 9 of 10
+    /// rounds (found by the review of "Step 7, seventh part"). The pool is drained before
+    /// each of the reclaim's commits.
+    func testAWriteAfterRmOnAFullImageSucceedsWithAGetattrDuringTheReclaim() throws {
+        for round in 0..<10 {
+            let capacity: UInt64 = 16 << 20
+            let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
+                                                         capacity: .set(capacity),
+                                                         memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+            let fs = fileSystem.namespace
+            let chunk = [UInt8](repeating: 5, count: 256 << 10)
+            let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o100644, flags: O_RDWR, context: .root)
+            var offset: UInt64 = 0
+            while let n = try? chunk.withUnsafeBytes({ try fs.write(inode: a.inode, handle: aHandle, offset: offset, data: $0) }) {
+                offset += UInt64(n)
+            }
+            fs.release(inode: a.inode, handle: aHandle)
+            try fs.unlink(parent: .root, name: FileName("a"))
+            fs.forget(inode: a.inode, lookups: 1)
+            let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
+            // One getattr, as soon as the reclaim's first commit is published.
+            let start = fileSystem.volume.committedGeneration
+            let read = DispatchGroup()
+            onThreadOfItsOwn(read) {
+                let deadline = MonotonicClock.nanoseconds() + 20_000_000_000
+                while fileSystem.volume.committedGeneration == start && MonotonicClock.nanoseconds() < deadline {}
+                _ = try? fs.getattr(inode: .root)
+            }
+            XCTAssertNoThrow(try chunk.withUnsafeBytes { try fs.write(inode: b.inode, handle: bHandle, offset: 0, data: $0) },
+                             "round \(round): a write after rm beside a getattr")
+            XCTAssertEqual(read.wait(timeout: .now() + 30), .success)
+            fs.release(inode: b.inode, handle: bHandle)
+            try fileSystem.close(meter: nil)
+        }
     }
 }

@@ -100,7 +100,9 @@ final class VolumeLockFreeReadsTests: XCTestCase {
 
     /// A getxattr that loaded the mark's word before a setxattr of the capability and
     /// found no attribute (its reader taken before the setxattr's frame) does not mark
-    /// the attribute absent after the setxattr: the mark compares the word.
+    /// the attribute absent after the setxattr: the mark compares the word. (This checks
+    /// the compare; that a change counts itself after its frame, not before, is checked
+    /// by the next test, which fails when the count moves into the change's body.)
     func testACapabilityAbsenceReadBeforeItsSetIsNotMarked() throws {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace

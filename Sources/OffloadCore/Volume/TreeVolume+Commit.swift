@@ -59,13 +59,17 @@ extension TreeVolume {
     /// is accepted). Stops early once at least `reclaimEnough` blocks came back (a commit
     /// frees its predecessor's journal chain, a few blocks: stopping at any growth
     /// stopped before the blocks an rm released). Returns true when the free space grew.
-    /// The caller is outside any operation.
-    public func reclaimFreedSpace() throws(FSError) -> Bool {
+    /// The caller is outside any operation. `beforeEachCommit` lets go of the readers the
+    /// caller keeps idle (a reader's epoch holds back the punch of what commits after its
+    /// root freed: one kept from before the commit that made the rm's blocks pending
+    /// frees would keep them from ever being punched here).
+    public func reclaimFreedSpace(beforeEachCommit: () -> Void = {}) throws(FSError) -> Bool {
         // Freed nodes kept for reuse are pending, not free: they go to the punch too.
         letGoOfReusableNodes()
         let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
         var after = before
         for _ in 0..<4 {
+            beforeEachCommit()
             try commit()
             waitForPunches()
             after = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }

@@ -44,9 +44,9 @@ final class VolumeCachedFile {
     /// holds no lock of the file's: an atomic.
     let changedIn = Atomic<UInt64>(0)
     /// Set when the file leaves the cache clean (`evictIfDone`), before its data is
-    /// unloaded (`OffloadedFile.unload` leaves it empty): a reader sharing the namespace
-    /// lock that found the file in the cache reads its size and then this flag, and when
-    /// set answers from the inode's item instead (`VolumeNamespace.attributes`).
+    /// unloaded (`OffloadedFile.unload` leaves it empty): a reader (no namespace lock) that
+    /// found the file in the cache reads its size and then this flag, and when set answers
+    /// from the inode's item instead (`VolumeNamespace.attributes`).
     let evicted = Atomic<Bool>(false)
     /// The inode's item as the last frame that stated it left it, while the file is
     /// cached: what a change of its data writes back with the new size and times
@@ -247,8 +247,8 @@ extension VolumeNamespace {
     /// a closed file whose changes wait for a commit goes when one has committed them
     /// (`evictCommittedFiles`). The file's data is unloaded after the cache's lock is let go
     /// (unloading takes the file's lock), once `evicted` tells readers still holding the
-    /// file to answer from the inode's item. Caller holds the namespace lock, shared or
-    /// alone, and no inode lock. A file with no handle left has no change in flight: the
+    /// file to answer from the inode's item. Caller holds no inode lock, and the namespace
+    /// lock alone (`evictCommittedFiles`) or no namespace lock (a last close). A file with no handle left has no change in flight: the
     /// kernel sends a handle's RELEASE only once no request uses it (a change of an
     /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
     func evictIfDone(_ number: UInt64) {
@@ -554,8 +554,11 @@ extension VolumeNamespace {
             }
         } catch .noSpace {
             result = try locked { () throws(FSError) -> R in
-                dropSharedReader()
-                guard try volume.reclaimFreedSpace() else { throw .noSpace }
+                // Reads take no namespace lock, so they run during the reclaim's commits,
+                // and the readers they give back wait in the pool: each commit starts
+                // without them (a read still in flight across the commits may hold back
+                // their punches).
+                guard try volume.reclaimFreedSpace(beforeEachCommit: dropSharedReader) else { throw .noSpace }
                 evictCommittedFiles()
                 return try change()
             }

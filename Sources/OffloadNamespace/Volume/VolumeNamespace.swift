@@ -53,11 +53,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// leaves an orphan).
     let kernelReferences = PthreadMutex(KernelReferences())
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
-    /// share the namespace lock, or take none).
+    /// take no namespace lock).
     let handles = PthreadMutex(HandleNumbers())
     /// The inode locks of the changes that share the namespace lock (`changingNames`,
     /// `changingInodes`, a file change's frame, `journal`, the emptying of an unlinked
-    /// file, `emptyUnreadableFiles`) and of a getxattr that marks a capability absent.
+    /// file, `emptyUnreadableFiles`, a frame of drops, `dropForgottenNow`).
     let inodeLocks = InodeLocks()
     /// Taken by a rename across directories before the namespace lock, and held until its
     /// frame is written (`changingNamesOfARename`): its cycle check reads the parents of
@@ -66,7 +66,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     let renamesAcrossDirectories = PthreadLock()
     /// The cached regular files and the open file handles (`VolumeFileCache`).
     let fileCache = VolumeFileCache()
-    /// Readers for the operations that share the namespace lock.
+    /// Readers for the reads (no namespace lock) and the changes that share the lock.
     let readers: VolumeReaderPool
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
     /// operation. Its own lock: file changes share the namespace lock.
@@ -171,7 +171,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     }
 
     /// Lets go of the shared reader and the pool's idle ones (after a commit; caller
-    /// holds the lock alone).
+    /// holds the lock alone, which keeps out the changes but not the reads: a reader
+    /// given back as a commit publishes is either stale, and not kept, or drained here,
+    /// `VolumeReaderPool.give`).
     func dropSharedReader() {
         sharedReader = nil
         readers.drain()
@@ -546,8 +548,8 @@ public final class VolumeNamespace: @unchecked Sendable {
                                     maximumNameLength: UInt64(FileName.maximumLength))
     }
 
-    /// Hands the kernel one more reference to `number` (caller holds the namespace lock,
-    /// shared or alone).
+    /// Hands the kernel one more reference to `number` (a lookup or readdirplus with no
+    /// namespace lock, or a change holding it).
     func referenced(_ number: UInt64) { kernelReferences.withLock { $0.counts[number, default: 0] += 1 } }
 }
 

@@ -54,12 +54,14 @@ final class VolumeReaderPool: @unchecked Sendable {
         return (try volume.reader(), now.open)
     }
 
-    /// Gives back a reader `take` handed out.
+    /// Gives back a reader `take` handed out. Its position is checked under the pool's
+    /// lock: a commit publishes before it drains the pool (`drain`), so a reader given back
+    /// as a commit publishes is either seen stale here or drained after.
     func give(_ taken: (reader: VolumeReader, open: UInt64)) {
-        let now = position
-        guard taken.reader.generation == now.committed, taken.open == now.open else { return }
         lock.withLock {
-            if idle.count < Self.kept { idle.append(taken) }
+            let now = position
+            guard taken.reader.generation == now.committed, taken.open == now.open, idle.count < Self.kept else { return }
+            idle.append(taken)
         }
     }
 
