@@ -219,6 +219,75 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// Two threads move directories across at once, each into the other's subtree:
+    /// a/p into b/q/s, and b/q into a/p/r, then back. Their locks are disjoint (a, s, p
+    /// against b, r, q), so only the rename mutex keeps their cycle checks apart: without
+    /// it both checks pass, both moves land, and p and q hang below each other, cut off
+    /// from the root (the test fails: a moved directory's parents do not reach the root).
+    /// Each thread walks its moved directory's parents after each move; the image checks
+    /// clean after.
+    func testMovesIntoEachOthersSubtreesNeverMakeACycle() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = self.caller
+        let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
+        let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
+        let p = try fs.mkdir(parent: a, name: FileName("p"), mode: 0o755, context: caller).inode
+        let q = try fs.mkdir(parent: b, name: FileName("q"), mode: 0o755, context: caller).inode
+        let r = try fs.mkdir(parent: p, name: FileName("r"), mode: 0o755, context: caller).inode
+        let s = try fs.mkdir(parent: q, name: FileName("s"), mode: 0o755, context: caller).inode
+        let outcome = StepOutcomes()
+        let moved = PthreadMutex([0, 0])
+        /// The parents of `directory` up to the root, or nil when they loop.
+        @Sendable func reachesTheRoot(_ directory: InodeNumber) -> Bool {
+            var cursor = directory.rawValue
+            for _ in 0..<16 {
+                if cursor == InodeNumber.root.rawValue { return true }
+                guard let parent = try? fs.reading({ (reader) throws(FSError) -> UInt64? in try reader.inode(cursor)?.parent }) else {
+                    return false
+                }
+                cursor = parent
+            }
+            return false
+        }
+        @Sendable func mover(_ index: Int, _ name: String, _ from: InodeNumber, _ into: InodeNumber, _ directory: InodeNumber) -> @Sendable () -> Void {
+            return {
+                for round in 0..<2000 {
+                    do throws(FSError) {
+                        try fs.rename(parent: from, name: FileName(name), newParent: into, newName: FileName(name), flags: [])
+                    } catch {
+                        // EINVAL: the other directory is below this one just now.
+                        if case .invalidArgument = error { continue }
+                        outcome.fail("\(name) round \(round): \(error)")
+                        return
+                    }
+                    moved.withLock { $0[index] += 1 }
+                    if !reachesTheRoot(directory) { outcome.fail("\(name) round \(round): its parents do not reach the root") }
+                    do {
+                        try fs.rename(parent: into, name: FileName(name), newParent: from, newName: FileName(name), flags: [])
+                    } catch {
+                        outcome.fail("\(name) round \(round), back: \(error)")
+                        return
+                    }
+                }
+            }
+        }
+        let group = DispatchGroup()
+        onThreadOfItsOwn(group, mover(0, "p", a, s, p))
+        onThreadOfItsOwn(group, mover(1, "q", b, r, q))
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success)
+        XCTAssertEqual(outcome.failures.prefix(3), [])
+        let counts = moved.withLock { $0 }
+        XCTAssertTrue(counts[0] > 0 && counts[1] > 0, "setup: a thread never moved its directory (\(counts))")
+        XCTAssertEqual(try names(in: a, fs), ["p"])
+        XCTAssertEqual(try names(in: b, fs), ["q"])
+        try fileSystem.close(meter: nil)
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
+
     /// `InodeLocks.lock` of up to four inodes takes each distinct stripe once, in
     /// ascending order, whatever the order and sharing of its arguments (a stripe taken
     /// twice traps in debug builds, whose stripes are error-checking mutexes), covers
