@@ -179,6 +179,27 @@ func onThreadOfItsOwn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> 
     thread.start()
 }
 
+/// Two threads meet here each round: `wait` returns once both have called it.
+final class TwoPartyBarrier: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var arrived = 0
+    private var round = 0
+
+    func wait() {
+        condition.lock()
+        defer { condition.unlock() }
+        let mine = round
+        arrived += 1
+        if arrived == 2 {
+            arrived = 0
+            round += 1
+            condition.broadcast()
+            return
+        }
+        while round == mine { condition.wait() }
+    }
+}
+
 /// A flag one thread sets and others poll.
 final class ManagedAtomicFlag: @unchecked Sendable {
     private let lock = NSLock()

@@ -273,6 +273,7 @@ final class VolumeReclaimTests: XCTestCase {
             }
             XCTAssertNoThrow(try Self.chunk.withUnsafeBytes { try fs.write(inode: file, handle: handle, offset: 0, data: $0) },
                              "round \(round): a write after rm beside a getattr")
+            XCTAssertGreaterThan(fileSystem.volume.committedGeneration, start, "setup: the write ran no reclaim")
             XCTAssertEqual(read.wait(timeout: .now() + 30), .success)
             fs.release(inode: file, handle: handle)
             try fileSystem.close(meter: nil)

@@ -1,3 +1,4 @@
+import Foundation
 import Dispatch
 import XCTest
 @testable import OffloadCore
@@ -76,6 +77,11 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
             onThreadOfItsOwn(second) {
                 namespace.forget(inode: orphans[2], lookups: 1)
                 namespace.dropForgottenNow()
+            }
+            // Once the frame has taken the forgotten list, it waits for the stripe.
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline, namespace.kernelReferences.withLock({ $0.counts[orphans[2].rawValue] != nil || !$0.forgotten.isEmpty }) {
+                usleep(1000)
             }
             XCTAssertEqual(second.wait(timeout: .now() + 0.3), .timedOut, "a drop ran while its inode's lock was held")
             XCTAssertEqual(try f.orphanItems, [orphans[2].rawValue])

@@ -76,8 +76,7 @@ extension TreeVolume {
         let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
         var after = before
         for _ in 0..<4 {
-            beforeEachCommit()
-            readersCatchUp(with: committedGeneration)
+            readersCatchUp(letting: beforeEachCommit)
             try commit()
             waitForPunches()
             after = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
@@ -86,12 +85,18 @@ extension TreeVolume {
         return after > before
     }
 
-    /// Waits until no reader older than `generation` is left, or `readersCatchUpLimit`
+    /// Waits until no reader older than the last commit is left, or `readersCatchUpLimit`
     /// nanoseconds have passed (a reader held for long, by a caller's bug or a stalled
-    /// read, only makes the reclaim find less).
-    private func readersCatchUp(with generation: UInt64) {
+    /// read, only makes the reclaim find less), letting go of the caller's idle readers
+    /// (`letGo`) at each look: a maintenance commit publishing meanwhile (it commits
+    /// outside the caller's lock) moves the mark, and readers given back before it stay
+    /// idle.
+    private func readersCatchUp(letting letGo: () -> Void) {
         let deadline = MonotonicClock.nanoseconds() &+ Self.readersCatchUpLimit
-        while let oldest = epochs.oldest, oldest < generation, MonotonicClock.nanoseconds() < deadline {
+        while true {
+            letGo()
+            guard let oldest = epochs.oldest, oldest < committedGeneration,
+                  MonotonicClock.nanoseconds() < deadline else { return }
             usleep(50)
         }
     }

@@ -12,7 +12,8 @@ import Glibc
 ///
 /// A fixed table of stripes, an inode's stripe its number modulo `stripeCount`: nothing
 /// is allocated per request and nothing is kept per inode. Two inodes may share a stripe,
-/// so an operation holding several (at most four) takes them in ascending stripe order,
+/// so an operation holding several (at most four, but for a frame of drops of forgotten
+/// inodes, which holds those inodes' stripes, `lock(all:)`) takes them in ascending stripe order,
 /// which is the only order stripes are ever held in; a stripe shared by two is taken once.
 /// The stripes are the innermost of the namespace's own locks but the leaves
 /// (`kernelReferences`, the file cache, `handles`): a file's write lock comes before them
@@ -123,7 +124,7 @@ final class InodeLocks: @unchecked Sendable {
     }
 
     /// Takes the stripes of every inode in `numbers` in ascending order, each once, and
-    /// returns them for `unlock(all:)`: for a frame of drops of forgotten inodes (up to
+    /// returns them for `unlock(all:)`: for a frame of drops of forgotten inodes (about
     /// `VolumeNamespace.forgottenBatch` of them), which allocates its list once per frame.
     func lock(all numbers: [UInt64]) -> [Int] {
         var stripes: [Int] = []

@@ -26,7 +26,7 @@ extension VolumeNamespace {
     public func readdir(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                         limit: Int) throws(FSError) -> [DirectoryEntry] {
         try reading { (reader) throws(FSError) -> [DirectoryEntry] in
-            try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader).map(\.entry)
+            try listing(number.rawValue, handle: handle, offset: offset, limit: limit, withItems: false, reader).map(\.entry)
         }
     }
 
@@ -35,7 +35,7 @@ extension VolumeNamespace {
                             limit: Int) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] {
         try reading { (reader) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] in
             var result: [(entry: DirectoryEntry, attributes: Attributes?)] = []
-            for (entry, child) in try listing(number.rawValue, handle: handle, offset: offset, limit: limit, reader) {
+            for (entry, child) in try listing(number.rawValue, handle: handle, offset: offset, limit: limit, withItems: true, reader) {
                 guard let child else {
                     result.append((entry, nil))
                     continue
@@ -47,9 +47,11 @@ extension VolumeNamespace {
         }
     }
 
-    /// The next at most `limit` entries after cookie `offset`, each with its inode's item;
+    /// The next at most `limit` entries after cookie `offset`, each with its inode's item
+    /// when `withItems` (readdirplus; a readdir needs only the entries, whose type is in
+    /// the entry, and reading 128 children's items made a cold listing 128 more reads);
     /// a removed directory lists as empty.
-    private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int,
+    private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int, withItems: Bool,
                          _ reader: VolumeReader) throws(FSError) -> [(entry: DirectoryEntry, child: InodeItem?)] {
         guard handles.withLock({ $0.directories[handle.rawValue] }) == number else { throw .badHandle }
         let item = try directory(number, in: reader)
@@ -64,7 +66,7 @@ extension VolumeNamespace {
         }
         let from = max(offset, Directory.dotDotCookie) + 1
         for entry in try reader.entries(directory: number, from: from, limit: limit - result.count) {
-            let child = try self.item(entry.child, in: reader)
+            let child = withItems ? try self.item(entry.child, in: reader) : nil
             guard let kind = FileKind(mode: UInt32(entry.type) << 12) else {
                 throw .damagedImage("entry \(entry.index) of directory \(number) has type \(entry.type)")
             }

@@ -40,7 +40,8 @@ extension VolumeNamespace {
 
     /// Writes the drops of the inodes forgotten so far in a frame of their own, when any
     /// can go, with the namespace lock shared (docs/ARCHITECTURE.md, "Step 7, seventh
-    /// part"), holding the forgotten inodes' locks (`InodeLocks.lock(all:)`, ascending):
+    /// part"), holding the forgotten inodes' locks (`InodeLocks.lock(all:)`, ascending;
+    /// about `forgottenBatch` of them, more when the drops of a failed frame wait too):
     /// what a drop changes is the inode's own (its items, its orphan item, its cached
     /// file) and the leaves, as a last close's drop. Before, the frame held the lock
     /// alone, every `forgottenBatch` FORGETs, and every change waited for it. A forgotten
@@ -56,7 +57,14 @@ extension VolumeNamespace {
             let held = inodeLocks.lock(all: forgotten)
             var locked = true
             defer { if locked { inodeLocks.unlock(all: held) } }
-            let taken = try readers.take()
+            let taken: (reader: VolumeReader, open: UInt64)
+            do throws(FSError) {
+                taken = try readers.take()
+            } catch {
+                // No FORGET brings them back: they wait for the next frame.
+                kernelReferences.withLock { $0.forgotten = forgotten + $0.forgotten }
+                throw error
+            }
             defer { readers.give(taken) }
             var operation = VolumeOperation()
             let dropped = drops(of: forgotten, taken.reader, into: &operation)

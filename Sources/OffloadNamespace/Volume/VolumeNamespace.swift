@@ -30,9 +30,10 @@ import Synchronization
 /// `renamesAcrossDirectories` first), which also hold the inode locks (`inodeLocks`) of
 /// the directories and of the inodes they name, and the changes of one or two inodes
 /// (setattr, setxattr, removexattr, link, open, release: `changingInodes`; a truncate's
-/// resize runs as a write), which hold those inodes' locks. The frames of drops of
-/// forgotten inodes, and every close of a generation (the maintenance's, an operation's
-/// own commit), hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
+/// resize runs as a write), which hold those inodes' locks, and the frames of drops of
+/// forgotten inodes (`dropForgottenNow`), which hold the forgotten inodes' locks. Every
+/// close of a generation (the maintenance's, an operation's own commit) and the ENOSPC
+/// reruns hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
 /// the volume's locks.
@@ -46,7 +47,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// before any namespace lock, and what decides on a count reads it in one hold of this
     /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's (the
     /// namespace lock shared, with the inode's lock, `changingNames`, `changingInodes`,
-    /// `changingNamesOfARename`), and the drop of a forgotten inode (held alone). A lookup takes no inode lock, so an
+    /// `changingNamesOfARename`), and the drop of a forgotten inode (the same, in a frame
+    /// of drops, `dropForgottenNow`; or in the frame of a change holding the lock alone). A lookup takes no inode lock, so an
     /// in-process caller's lookup racing an unlink of the same last name may add a
     /// reference to an inode the unlink drops (through the kernel the directory's
     /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
