@@ -19,6 +19,14 @@ final class VolumeLockFreeReadsTests: XCTestCase {
     static let capability = Array("security.capability".utf8)
     static let capabilityValue: [UInt8] = [1, 0, 0, 2, 9, 9, 9, 9]
 
+    /// A new file system with file "f" in its root, created and open.
+    private func openNewFile() throws -> (VolumeFileSystem, Attributes, FileHandle) {
+        let fileSystem = try makeFileSystem()
+        let (file, handle) = try fileSystem.namespace.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR,
+                                                             context: caller)
+        return (fileSystem, file, handle)
+    }
+
     private func makeFileSystem() throws -> VolumeFileSystem {
         try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
@@ -104,9 +112,8 @@ final class VolumeLockFreeReadsTests: XCTestCase {
     /// the compare; that a change counts itself after its frame, not before, is checked
     /// by the next test, which fails when the count moves into the change's body.)
     func testACapabilityAbsenceReadBeforeItsSetIsNotMarked() throws {
-        let fileSystem = try makeFileSystem()
+        let (fileSystem, file, handle) = try openNewFile()
         let fs = fileSystem.namespace
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
         let cached = try XCTUnwrap(fs.cachedFiles[file.inode.rawValue])
         try fs.setxattr(inode: file.inode, name: Self.capability, value: Self.capabilityValue, mode: .createOrReplace)
         try fs.removexattr(inode: file.inode, name: Self.capability)
@@ -133,9 +140,8 @@ final class VolumeLockFreeReadsTests: XCTestCase {
     /// when they find none), and a fourth commits, closing generations between a reader's
     /// taking and its read. A set capability is never answered absent.
     func testASetCapabilityIsNeverAnsweredAbsentBesideReadsAndCommits() throws {
-        let fileSystem = try makeFileSystem()
+        let (fileSystem, file, handle) = try openNewFile()
         let fs = fileSystem.namespace
-        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
         let done = ManagedAtomicFlag()
         let problems = StepOutcomes()
         let group = DispatchGroup()

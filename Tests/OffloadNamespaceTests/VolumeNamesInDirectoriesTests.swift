@@ -21,8 +21,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// holds the namespace lock is `VolumeSharedReadsTests`'; a change that takes no inode
     /// lock fails here, the create in a answering at once.)
     func testChangesInAnotherDirectoryAnswerWhileOneDirectoryIsLocked() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: MemoryImageStorage(maximumBytes: Int(Self.capacity)))
         let fs = fileSystem.namespace
         let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
         let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
@@ -82,8 +81,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// (the directory's stripe is free while the unlink waits for the lower one). An unlink
     /// whose inode shares its directory's stripe takes it once.
     func testAnUnlinkTakesAStripeBelowItsDirectorysInAscendingOrder() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: MemoryImageStorage(maximumBytes: Int(Self.capacity)))
         let fs = fileSystem.namespace
         let caller = self.caller
         let file = try fs.mknod(parent: .root, name: FileName("x"), mode: 0o100644, rdev: 0, context: caller).inode
@@ -135,8 +133,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// across directories, one across directories waits and one within a directory
     /// answers.
     func testRenamesAnswerWhileOtherDirectoriesAreLocked() throws {
-        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(Self.capacity)),
-                                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: MemoryImageStorage(maximumBytes: Int(Self.capacity)))
         let fs = fileSystem.namespace
         let caller = self.caller
         let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
@@ -229,8 +226,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// after.
     func testMovesIntoEachOthersSubtreesNeverMakeACycle() throws {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: storage)
         let fs = fileSystem.namespace
         let caller = self.caller
         let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
@@ -336,8 +332,7 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
     /// and checks clean.
     func testChangesInManyDirectoriesAtOnceAgreeWithEachThreadsModel() throws {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: storage)
         let fs = fileSystem.namespace
         let caller = self.caller
         let shared = try fs.mkdir(parent: .root, name: FileName("shared"), mode: 0o755, context: caller).inode
@@ -507,6 +502,10 @@ final class VolumeNamesInDirectoriesTests: XCTestCase {
         let report = try VolumeCheck.run(storage)
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
         XCTAssertEqual(report.inodes, present)
+    }
+
+    private func makeFileSystem(on storage: MemoryImageStorage) throws -> VolumeFileSystem {
+        try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
     }
 
     private func names(in directory: InodeNumber, _ fs: VolumeNamespace) throws -> [String] {
