@@ -1,10 +1,11 @@
 import OffloadCore
 
 // The changes that share the namespace lock and hold inode locks instead
-// (docs/ARCHITECTURE.md, "Step 7, fifth part" and "sixth part"): the changes of names in
-// one or two directories (`changingNames`: mkdir, mknod, symlink, create, unlink, rmdir,
-// and the create that opens an existing name; a rename, `changingNamesOfARename`) and the changes of one or two inodes (`changingInodes`:
-// setattr, setxattr, removexattr, link, open, release).
+// (docs/ARCHITECTURE.md, "Step 7, fifth part", "sixth part" and "seventh part"): the
+// changes of names in one directory (`changingNames`: mkdir, mknod, symlink, create,
+// unlink, rmdir, and the create that opens an existing name), renames within one
+// directory or across two (`changingNamesOfARename`), and the changes of one or two
+// inodes (`changingInodes`: setattr, setxattr, removexattr, link, open, release).
 // Changes that take the same inode's lock take turns; the rest run at once.
 
 extension VolumeNamespace {
