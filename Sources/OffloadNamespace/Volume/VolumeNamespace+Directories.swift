@@ -49,7 +49,8 @@ extension VolumeNamespace {
 
     /// The next at most `limit` entries after cookie `offset`, each with its inode's item
     /// when `withItems` (readdirplus; a readdir needs only the entries, whose type is in
-    /// the entry, and reading 128 children's items made a cold listing 128 more reads);
+    /// the entry: reading each child's item made a cold listing one more tree lookup per
+    /// entry, up to 128 a 4 KiB request);
     /// a removed directory lists as empty.
     private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int, withItems: Bool,
                          _ reader: VolumeReader) throws(FSError) -> [(entry: DirectoryEntry, child: InodeItem?)] {

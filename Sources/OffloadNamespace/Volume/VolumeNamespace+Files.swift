@@ -554,10 +554,9 @@ extension VolumeNamespace {
             }
         } catch .noSpace {
             result = try locked { () throws(FSError) -> R in
-                // Reads take no namespace lock, so they run during the reclaim's commits,
-                // and the readers they give back wait in the pool: each commit starts
-                // without them (a read still in flight across the commits may hold back
-                // their punches).
+                // Reads take no namespace lock, so they run during the reclaim's commits:
+                // the readers they give back to the pool are let go, and the reads in
+                // flight waited for briefly, before each commit (`readersCatchUp`).
                 guard try volume.reclaimFreedSpace(beforeEachCommit: dropSharedReader) else { throw .noSpace }
                 evictCommittedFiles()
                 return try change()
