@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
 #include <sys/vfs.h>
@@ -25,6 +26,11 @@ int offloadfs_filesystem_type(const char *path, long *type) {
 
 int offloadfs_release_free_memory(void) {
     return malloc_trim(0);
+}
+
+int offloadfs_current_cpu(void) {
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu;
 }
 
 const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
