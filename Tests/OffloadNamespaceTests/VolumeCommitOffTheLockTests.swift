@@ -80,4 +80,58 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         let check = try VolumeCheck.run(disk)
         XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
     }
+
+    /// An operation's own commit, when its change brought the open generation to the
+    /// volume's limits, closes the generation with the namespace lock held alone and
+    /// commits outside it (docs/ARCHITECTURE.md, "Step 7, eighth part"): while that commit
+    /// is held at its sync, a chmod and a setxattr on another thread answer, in the next
+    /// generation, and both are in the image after a reopening. Before, the whole commit
+    /// ran with the lock held alone, and every change waited for it.
+    func testChangesGoOnWhileAnOperationsOwnCommitIsHeldAtItsSync() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let caller = RequestContext(uid: 0, gid: 0)
+        let kept = try fs.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: caller)
+        while try fs.commitIfChanged() != nil {}
+        let generation = fileSystem.volume.current.generation
+        // A mkdir changes two objects (the root and the new directory): it reaches the limit.
+        fileSystem.volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 2)
+
+        let gate = ChangeGate(disk, holding: ChangeGate.sync)
+        final class Outcome: @unchecked Sendable { var made: Result<Attributes, Error>? }
+        let outcome = Outcome(), answered = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            outcome.made = Result { try fs.mkdir(parent: .root, name: FileName("over"), mode: 0o755, context: caller) }
+            answered.signal()
+        }
+        thread.start()
+        XCTAssertEqual(gate.reached.wait(timeout: .now() + 20), .success, "the mkdir's own commit never synced")
+
+        // One object each in the next generation: under the limit, so neither commits.
+        let started = DispatchTime.now()
+        _ = try fs.setattr(inode: kept.inode, changes: AttributeChanges(permissions: 0o700), context: caller)
+        try fs.setxattr(inode: kept.inode, name: Array("user.during".utf8), value: Array("held".utf8), mode: .createOrReplace)
+        let waited = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        XCTAssertEqual(answered.wait(timeout: .now()), .timedOut, "the mkdir's commit finished before the changes ran")
+
+        gate.open()
+        XCTAssertEqual(answered.wait(timeout: .now() + 20), .success)
+        XCTAssertFalse(gate.timedOut, "the changes waited for the held commit (\(waited) s)")
+        let over = try XCTUnwrap(outcome.made).get()
+        XCTAssertEqual(fileSystem.volume.current.generation, generation + 1, "the mkdir's change did not commit")
+        fileSystem.volume.limits = TreeVolume.Limits()
+        try fileSystem.close(meter: nil)
+
+        let reopened = try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 0),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("over")).inode, over.inode)
+        XCTAssertEqual(try reopened.namespace.getattr(inode: kept.inode).permissions, 0o700)
+        XCTAssertEqual(try reopened.namespace.getxattr(inode: kept.inode, name: Array("user.during".utf8)),
+                       Array("held".utf8))
+        try reopened.close(meter: nil)
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
 }

@@ -51,7 +51,7 @@ extension VolumeNamespace {
             } else if settling > 0 {
                 atRest = settling == Self.settlingCommits
                 settling -= 1
-            } else if try !reader().orphans().contains(where: { $0.item.state == .dropping }) {
+            } else if try !droppingOrphanLeft() {
                 return false
             }
             try volume.closeOpenGeneration()
@@ -66,12 +66,20 @@ extension VolumeNamespace {
         // Outside the namespace lock. An operation's own commit (its journal budget) may
         // have committed the closed generation first: then there is nothing left to do.
         let report = try volume.commitClosed()
-        lock.withWriteLock {
-            // The shared reader holds back the punch of what this commit freed.
-            dropSharedReader()
-            evictCommittedFiles()
-        }
+        // Without the lock: the idle pooled readers hold back the punch of what this
+        // commit freed (the pool has its own lock), and an eviction takes only a closed
+        // file, under the file cache's lock (as a last close evicts, beside every change).
+        dropIdleReaders()
+        evictCommittedFiles()
         return report
+    }
+
+    /// Whether a drop carried over to later commits is still under way (an orphan item
+    /// in the dropping state).
+    private func droppingOrphanLeft() throws(FSError) -> Bool {
+        let taken = try readers.take()
+        defer { readers.give(taken) }
+        return try taken.reader.orphans().contains(where: { $0.item.state == .dropping })
     }
 
     /// Commits after the last one with changes that make its released blocks free space.
@@ -88,7 +96,7 @@ extension VolumeNamespace {
         dropForgottenNow()
         try lock.withWriteLock { () throws(FSError) in
             if let journalFailure { throw journalFailure }
-            dropSharedReader()
+            dropIdleReaders()
             try volume.close()
         }
     }

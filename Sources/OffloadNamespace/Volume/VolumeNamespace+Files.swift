@@ -248,7 +248,8 @@ extension VolumeNamespace {
     /// (`evictCommittedFiles`). The file's data is unloaded after the cache's lock is let go
     /// (unloading takes the file's lock), once `evicted` tells readers still holding the
     /// file to answer from the inode's item. Caller holds no inode lock, and the namespace
-    /// lock alone (`evictCommittedFiles`) or no namespace lock (a last close). A file with no handle left has no change in flight: the
+    /// lock alone or no namespace lock (a last close, `evictCommittedFiles` after a
+    /// maintenance commit). A file with no handle left has no change in flight: the
     /// kernel sends a handle's RELEASE only once no request uses it (a change of an
     /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
     func evictIfDone(_ number: UInt64) {
@@ -274,7 +275,8 @@ extension VolumeNamespace {
     /// the maintenance after each of its commits, so the cache holds open files and
     /// changes of the open generations only (and, after an operation's own commit, files
     /// it made clean until the next change or maintenance commit). Caller holds the lock
-    /// alone.
+    /// alone, or no namespace lock (the maintenance): it takes only the file cache's lock,
+    /// and evicts as a last close does (`evictIfDone`), beside every change.
     func evictCommittedFiles() {
         let committed = volume.committedGeneration
         let waiting = fileCache.changing { cache -> Set<UInt64> in
@@ -541,8 +543,8 @@ extension VolumeNamespace {
     /// commits that make what earlier operations freed reusable
     /// (`TreeVolume.reclaimFreedSpace`), as format 1 runs its reclaim before it answers
     /// ENOSPC; those commits close generations, so the lock is held alone for them.
-    /// Afterwards, a journal or generation over its budget is committed with the lock
-    /// held alone (`commitIfOverBudget`).
+    /// Afterwards, a journal or generation over its budget is committed, its generation
+    /// closed with the lock held alone (`commitIfOverBudget`).
     func changingData<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
         let result: R
         do {
@@ -557,12 +559,12 @@ extension VolumeNamespace {
                 // Reads take no namespace lock, so they run during the reclaim's commits:
                 // the readers they give back to the pool are let go, and the reads in
                 // flight waited for briefly, before each commit (`readersCatchUp`).
-                guard try volume.reclaimFreedSpace(beforeEachCommit: dropSharedReader) else { throw .noSpace }
+                guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { throw .noSpace }
                 evictCommittedFiles()
                 return try change()
             }
         }
-        commitIfOverBudgetAfterSharing()
+        commitIfOverBudget()
         return result
     }
 }

@@ -78,7 +78,7 @@ extension VolumeNamespace {
             locked = false
             emptyUnreadableFiles(operation.unreadableFiles, taken.reader)
         }
-        commitIfOverBudgetAfterSharing()
+        commitIfOverBudget()
     }
 
     /// Appends the drops of the inodes forgotten since the last frame to the frame being

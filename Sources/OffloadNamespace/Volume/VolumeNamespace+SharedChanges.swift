@@ -32,8 +32,9 @@ extension VolumeNamespace {
     /// new file's journal and makes its handle, and its kernel reference is taken before an
     /// unlink of the name can decide the inode's fate). Then the files the frame left only
     /// the kernel references are emptied (their frames take their own inode locks), and a
-    /// journal or generation over its budget is committed with the lock held alone, as
-    /// after a file's data change (`changingData`).
+    /// journal or generation over its budget is committed, its generation closed with the
+    /// lock held alone (`commitIfOverBudget`), as after a file's data change
+    /// (`changingData`).
     ///
     /// What such a change may touch: the directory's entries and item, the named inode's
     /// item, orphan item, open count and handles, a new inode (its number from
@@ -156,7 +157,7 @@ extension VolumeNamespace {
             if let journalFailure { throw journalFailure }
             return outcome
         }
-        commitIfOverBudgetAfterSharing()
+        commitIfOverBudget()
         return outcome
     }
 
@@ -196,19 +197,6 @@ extension VolumeNamespace {
                 inodeLocks.unlock(held)
                 held = inodeLocks.lock(parent, newParent, moved, replaced)
             }
-        }
-    }
-
-    /// After a change that shared the lock (`changingNames`, `changingInodes`,
-    /// `changingData`): a journal or generation over its budget is committed with the
-    /// lock held alone; near it, the maintenance is woken. A failed or read-only volume
-    /// commits nothing.
-    func commitIfOverBudgetAfterSharing() {
-        guard volume.failure == nil, !volume.isReadOnly else { return }
-        switch volume.budget {
-        case .under: break
-        case .nearing: wakeForNearingBudget()
-        case .reached: lock.withWriteLock { commitIfOverBudget() }
         }
     }
 }

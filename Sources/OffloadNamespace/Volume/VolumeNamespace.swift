@@ -20,7 +20,9 @@ import Synchronization
 /// item, dropped at the last FORGET).
 ///
 /// Locking (docs/ARCHITECTURE.md, "Lock order"): the namespace lock (`lock`), a
-/// reader-writer lock, around every change. Operations that only read (lookup, getattr,
+/// reader-writer lock whose shared side writes only a counter of the caller's CPU
+/// (`ShardedReadWriteLock`), around every change: a change's join of the open generation,
+/// which a close holds back while it waits for the changes in flight. Operations that only read (lookup, getattr,
 /// readlink, the directory listing calls, getxattr, listxattr: `reading`, each with a
 /// reader of its own from the pool, `readers`; reads of an open file, lseek, flush:
 /// `readingOpenFile`) take no namespace lock. The changes of an open file's data (write,
@@ -32,8 +34,9 @@ import Synchronization
 /// (setattr, setxattr, removexattr, link, open, release: `changingInodes`; a truncate's
 /// resize runs as a write), which hold those inodes' locks, and the frames of drops of
 /// forgotten inodes (`dropForgottenNow`), which hold the forgotten inodes' locks. Every
-/// close of a generation (the maintenance's, an operation's own commit) and the ENOSPC
-/// reruns hold it alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
+/// close of a generation (the maintenance's, an operation's own commit: the close only,
+/// its commit runs outside), the ENOSPC reruns and the reclaim, and the unmount hold it
+/// alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
 /// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
 /// the volume's locks.
@@ -41,7 +44,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
-    let lock = ReadWriteLock()
+    let lock = ShardedReadWriteLock()
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own lock: lookups (no namespace lock) add to it, FORGET takes from it
     /// before any namespace lock, and what decides on a count reads it in one hold of this
@@ -107,10 +110,6 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// maintenance starts and stops, read by operations (under the namespace lock, or
     /// after it, `changingData`).
     private let nearingBudgetHandler = PthreadMutex<(@Sendable () -> Void)?>(nil)
-    /// The reader operations holding the lock alone share (`reader()`), and the commit
-    /// and open generation it was taken at.
-    private var sharedReader: VolumeReader?
-    private var sharedReaderAt: (committed: UInt64, open: UInt64) = (0, 0)
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
     /// user running the daemon, as format 1's new images). Inodes a crash or an unmount
@@ -155,29 +154,10 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     // MARK: - Reading
 
-    /// The reader of the current state that operations holding the namespace lock alone
-    /// share (caller holds it alone; shared holders take theirs from `readers`): kept
-    /// until a commit publishes a new root or a new generation opens. Opening a reader
-    /// per request (a tree object with its node buffers, zeroed, and two locks) was a
-    /// cost of every request. A reader holds back the punch of what later commits free,
-    /// so the commits of a mount drop it (`dropSharedReader`); a request afterwards takes
-    /// a new one.
-    func reader() throws(FSError) -> VolumeReader {
-        let at = (committed: volume.committedGeneration, open: volume.delta.openNumber)
-        if let sharedReader, sharedReaderAt == at { return sharedReader }
-        sharedReader = nil  // its epoch ends before the new one's begins
-        let made = try volume.reader()
-        sharedReader = made
-        sharedReaderAt = at
-        return made
-    }
-
-    /// Lets go of the shared reader and the pool's idle ones (after a commit; caller
-    /// holds the lock alone, which keeps out the changes but not the reads: a reader
-    /// given back as a commit publishes is either stale, and not kept, or drained here,
-    /// `VolumeReaderPool.give`).
-    func dropSharedReader() {
-        sharedReader = nil
+    /// Lets go of the pool's idle readers (after a commit): a reader holds back the punch
+    /// of what later commits free. One given back as a commit publishes is either stale,
+    /// and not kept, or let go here (`VolumeReaderPool.give`).
+    func dropIdleReaders() {
         readers.drain()
     }
 
@@ -301,13 +281,14 @@ public final class VolumeNamespace: @unchecked Sendable {
     }
 
     /// Commits when the journal or the open generation reached the volume's limits
-    /// (`TreeVolume.isOverBudget`): the operations of a namespace perform with
-    /// `commitsAtBudget: false`, since a commit closes the open generation, which must not
-    /// happen while an operation sharing the lock is between its file's block calls and
-    /// its frame. Caller holds the lock alone. The operation is done whatever the commit
-    /// does: a failed commit fails the volume, and every later change throws it. Near the
-    /// limits (`TreeVolume.BudgetUse.nearing`) it only wakes the mount's maintenance,
-    /// which commits off the operations' path.
+    /// (`TreeVolume.isOverBudget`), after an operation: the operations of a namespace
+    /// perform with `commitsAtBudget: false`, since a commit closes the open generation,
+    /// which must not happen while an operation sharing the lock is between its file's
+    /// block calls and its frame. Caller holds no namespace lock: the close takes it alone
+    /// for the close only (docs/ARCHITECTURE.md, "Step 7, eighth part"). The operation is
+    /// done whatever the commit does: a failed commit fails the volume, and every later
+    /// change throws it. Near the limits (`TreeVolume.BudgetUse.nearing`) it only wakes
+    /// the mount's maintenance, which commits off the operations' path.
     func commitIfOverBudget() {
         // A failed or read-only volume commits nothing (each try would throw at once).
         guard volume.failure == nil, !volume.isReadOnly else { return }
@@ -316,9 +297,19 @@ public final class VolumeNamespace: @unchecked Sendable {
         case .nearing: return wakeForNearingBudget()
         case .reached: break
         }
-        _ = try? volume.commit()
-        // The shared reader and the idle pooled ones would hold back the commit's punch.
-        dropSharedReader()
+        // Closed with the lock held alone, between changes; committed outside it, while
+        // the changes go on in the next generation (as the maintenance commits). A
+        // generation closed already (by another change over the budget, or by the
+        // maintenance) is not closed again: its commit, by whichever caller takes the
+        // volume's commit lock first, is what brings the journal back under its budget,
+        // and this waits for it.
+        lock.withWriteLock {
+            guard !volume.delta.hasClosedGeneration else { return }
+            _ = try? volume.closeOpenGeneration()
+        }
+        _ = try? volume.commitClosed()
+        // The idle pooled readers would hold back the commit's punch.
+        dropIdleReaders()
     }
 
     /// `handler` is called (on the operation's thread, which must not wait for it) each
@@ -333,18 +324,20 @@ public final class VolumeNamespace: @unchecked Sendable {
     }
 
     /// Runs `body` under the namespace lock held alone, after letting go of the files a
-    /// commit made clean. Once a file change failed to reach the journal
+    /// commit made clean; then commits, when the journal or the open generation is over
+    /// its budget, with the lock let go (`commitIfOverBudget`). Once a file change failed to reach the journal
     /// (`journalFailure`), it fails, and so does the operation during which that
     /// happened: its answer would claim a change the journal does not hold.
     func locked<R>(_ body: () throws(FSError) -> R) throws(FSError) -> R {
-        try lock.withWriteLock { () throws(FSError) -> R in
+        let result = try lock.withWriteLock { () throws(FSError) -> R in
             if let journalFailure { throw journalFailure }
             evictCommittedFiles()
             let result = try body()
             if let journalFailure { throw journalFailure }
-            commitIfOverBudget()
             return result
         }
+        commitIfOverBudget()
+        return result
     }
 
     /// Runs `body` under the namespace lock held alone with a reader of the current state;
@@ -364,7 +357,9 @@ public final class VolumeNamespace: @unchecked Sendable {
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
         if preparingJournal { volume.prepareJournalAppend() }
         return try locked { () throws(FSError) -> S in
-            let reader = try self.reader()
+            let taken = try readers.take()
+            defer { readers.give(taken) }
+            let reader = taken.reader
             var operation = VolumeOperation()
             let result: R
             do throws(FSError) {

@@ -153,8 +153,10 @@ enum PowerCutImage {
             let fs = fileSystem.namespace
             return fs.lock.withWriteLock { () -> String in
                 if let cached = fs.cachedFiles[inode] { return "cached: " + line(cached.data.extentList) }
-                guard let reader = try? fs.reader(), let item = try? reader.inode(inode),
-                      let pieces = try? reader.view.filePieces(inode, size: item.size) else { return "(gone)" }
+                guard let taken = try? fs.readers.take() else { return "(gone)" }
+                defer { fs.readers.give(taken) }
+                guard let item = try? taken.reader.inode(inode),
+                      let pieces = try? taken.reader.view.filePieces(inode, size: item.size) else { return "(gone)" }
                 return "committed: " + line(pieces.map { ($0.offset, $0.extent) })
             }
         }
