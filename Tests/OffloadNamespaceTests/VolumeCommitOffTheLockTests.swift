@@ -134,4 +134,40 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         let check = try VolumeCheck.run(disk)
         XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
     }
+
+    /// That commit's close still waits for the changes in flight: while the test holds the
+    /// namespace lock shared (as a file's change holds it between its block calls and its
+    /// frame), a mkdir that reaches the limits writes its frame but closes no generation,
+    /// and the close and commit follow once the test lets go. A close made without the
+    /// lock would let a change's block calls and its frame fall in different generations
+    /// (the touched marks' rule, "Files on format 2").
+    func testAnOperationsOwnCloseWaitsForTheChangesInFlight() throws {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        defer { try? fileSystem.close(meter: nil) }
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        let caller = RequestContext(uid: 0, gid: 0)
+        while try fs.commitIfChanged() != nil {}
+        let generation = volume.current.generation, open = volume.delta.openNumber
+        volume.limits = TreeVolume.Limits(journalBytes: 64 << 20, dirtyObjects: 2)
+        let answered = DispatchSemaphore(value: 0)
+        fs.lock.withReadLock { () -> Void in
+            Thread {
+                _ = try? fs.mkdir(parent: .root, name: FileName("over"), mode: 0o755, context: caller)
+                answered.signal()
+            }.start()
+            let deadline = DispatchTime.now() + 10
+            while !fs.lock.isHeldExclusively && DispatchTime.now() < deadline { usleep(100) }
+            XCTAssertTrue(fs.lock.isHeldExclusively, "the mkdir's commit never asked for the lock alone")
+            usleep(100_000)
+            XCTAssertEqual(answered.wait(timeout: .now()), .timedOut, "the mkdir answered before its commit")
+            XCTAssertEqual(volume.delta.openNumber, open, "a generation closed while a change was in flight")
+            XCTAssertEqual(volume.current.generation, generation)
+        }
+        XCTAssertEqual(answered.wait(timeout: .now() + 20), .success)
+        XCTAssertEqual(volume.current.generation, generation + 1, "the mkdir's change did not commit")
+        volume.limits = TreeVolume.Limits()
+        XCTAssertEqual(try fs.lookup(parent: .root, name: FileName("over")).kind, .directory)
+    }
 }

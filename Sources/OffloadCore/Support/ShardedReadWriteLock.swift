@@ -24,17 +24,14 @@ import Synchronization
 /// in either mode: a second shared take would wait behind an exclusive taker that waits
 /// for the first. Exclusive holders take turns (`exclusiveHolders`).
 public final class ShardedReadWriteLock: @unchecked Sendable {
-    /// One counter of shared holders, alone on its cache lines (two, against the adjacent
-    /// line prefetch): counters of different CPUs must not share a line, or every shared
-    /// take would move it again.
-    private final class Counter {
-        let holders = Atomic<Int>(0)
-        private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                              UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    }
-
-    private let counters: [Counter]
+    /// The counters of shared holders, one per CPU, each alone in `counterStride` bytes
+    /// (two cache lines, against the adjacent line prefetch) of one allocation aligned to
+    /// them: counters of different CPUs must not share a line, or every shared take would
+    /// move it again. Raw memory rather than an array of objects: reaching an object
+    /// retained it, a write to its header on every take.
+    private let counters: UnsafeMutableRawPointer
+    private let counterCount: Int
+    private static let counterStride = 128
     /// Set while an exclusive holder holds the lock or waits for the shared holders to leave.
     private let exclusive = Atomic<Bool>(false)
     /// Orders the waits: a shared taker's for the exclusive holder to let go, the exclusive
@@ -46,8 +43,19 @@ public final class ShardedReadWriteLock: @unchecked Sendable {
 
     /// Counters, one per CPU up to `maximumCounters` (CPUs share them past it).
     public init() {
-        let cpus = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_CONF))), Self.maximumCounters))
-        counters = (0..<cpus).map { _ in Counter() }
+        counterCount = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_CONF))), Self.maximumCounters))
+        counters = .allocate(byteCount: counterCount * Self.counterStride, alignment: Self.counterStride)
+        for index in 0..<counterCount { slot(index).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        for index in 0..<counterCount { _ = slot(index).move() }
+        counters.deallocate()
+    }
+
+    /// Counter `index`'s atomic.
+    private func slot(_ index: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+        (counters + index * Self.counterStride).assumingMemoryBound(to: Atomic<Int>.self)
     }
 
     static let maximumCounters = 64
@@ -77,8 +85,8 @@ public final class ShardedReadWriteLock: @unchecked Sendable {
 
     public func lockShared() -> SharedHold {
         while true {
-            let counter = Int(offloadfs_current_cpu()) % counters.count
-            counters[counter].holders.add(1, ordering: .sequentiallyConsistent)
+            let counter = Int(offloadfs_current_cpu()) % counterCount
+            slot(counter).pointee.add(1, ordering: .sequentiallyConsistent)
             if !exclusive.load(ordering: .sequentiallyConsistent) { return SharedHold(counter: counter) }
             // An exclusive taker came first: its sum may have counted this, so leave as a
             // holder leaves, then wait for it to be done.
@@ -88,7 +96,7 @@ public final class ShardedReadWriteLock: @unchecked Sendable {
     }
 
     public func unlockShared(_ hold: SharedHold) {
-        let left = counters[hold.counter].holders.subtract(1, ordering: .sequentiallyConsistent)
+        let left = slot(hold.counter).pointee.subtract(1, ordering: .sequentiallyConsistent)
         assert(left.newValue >= 0, "a shared hold was let go twice")
         if exclusive.load(ordering: .sequentiallyConsistent) {
             mutex.withLock { changed.broadcast() }
@@ -112,7 +120,7 @@ public final class ShardedReadWriteLock: @unchecked Sendable {
     /// Shared holders now (each counter is never below zero: a hold gives back to the
     /// counter it took from).
     private var sharedHolders: Int {
-        counters.reduce(0) { $0 + $1.holders.load(ordering: .sequentiallyConsistent) }
+        (0..<counterCount).reduce(0) { $0 + slot($1).pointee.load(ordering: .sequentiallyConsistent) }
     }
 
     /// True while an exclusive holder holds the lock or waits for it (tests).

@@ -107,8 +107,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Called when an operation leaves the open generation near the volume's limits
     /// (`TreeVolume.budget`): a mount's maintenance commits then, off the
     /// operations' path (`VolumeFileSystem.startMaintenance`). Its own lock: set when the
-    /// maintenance starts and stops, read by operations (under the namespace lock, or
-    /// after it, `changingData`).
+    /// maintenance starts and stops, read by operations after they let go of the
+    /// namespace lock (`commitIfOverBudget`).
     private let nearingBudgetHandler = PthreadMutex<(@Sendable () -> Void)?>(nil)
 
     /// The namespace of `volume`; a volume without a root gets one (mode 0755, owned by the
@@ -302,10 +302,13 @@ public final class VolumeNamespace: @unchecked Sendable {
         // generation closed already (by another change over the budget, or by the
         // maintenance) is not closed again: its commit, by whichever caller takes the
         // volume's commit lock first, is what brings the journal back under its budget,
-        // and this waits for it.
-        lock.withWriteLock {
-            guard !volume.delta.hasClosedGeneration else { return }
-            _ = try? volume.closeOpenGeneration()
+        // and this waits for it. The budget is read again under the lock: a commit that
+        // ended while this waited for the lock leaves only a young generation open.
+        if !volume.delta.hasClosedGeneration {
+            lock.withWriteLock {
+                guard volume.budget == .reached, !volume.delta.hasClosedGeneration else { return }
+                _ = try? volume.closeOpenGeneration()
+            }
         }
         _ = try? volume.commitClosed()
         // The idle pooled readers would hold back the commit's punch.
