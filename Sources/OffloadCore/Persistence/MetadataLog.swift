@@ -145,13 +145,14 @@ public final class MetadataLog: Sendable {
         }
     }
 
-    /// Ends this chain with a link to a new segment and returns a log that continues the
-    /// same stream there (with this log's spare segments). The new log's segments are its
-    /// own, so this log's segments can be freed once nothing needs them (after a checkpoint).
-    public func continueInNewLog() throws(FSError) -> MetadataLog {
+    /// Ends this chain with a link to a new segment (of `firstSegmentBytes`, by default
+    /// `firstJournalSegmentBytes`; or a spare segment) and returns a log that continues the same stream there (with this log's
+    /// spare segments). The new log's segments are its own, so this log's segments can be
+    /// freed once nothing needs them (after a checkpoint). A failure changes nothing.
+    public func continueInNewLog(firstSegmentBytes: Int? = nil) throws(FSError) -> MetadataLog {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
-            let first = min(Self.firstJournalSegmentBytes, segmentBytes)
+            let first = firstSegmentBytes ?? min(Self.firstJournalSegmentBytes, segmentBytes)
             let next = try linkNextSegment(wanted: first, minimum: LogSegment.linkFrameSize * 4, &s)
             s.closed = true
             defer { s.spares = [] }
