@@ -53,7 +53,8 @@ extension VolumeNamespace {
     ///
     /// A change refused for want of space (journal room the changes of open files reserved
     /// meanwhile, or blocks) runs again with the lock held alone, as it ran before: a
-    /// removal on a full image must not fail because writes were in flight.
+    /// removal on a full image must not fail because writes were in flight; refused
+    /// again, it runs once more after the reclaim's commits (`changing`).
     func changingNames<R, S>(in parent: UInt64, naming name: FileName? = nil,
                              _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
                              then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
@@ -122,23 +123,16 @@ extension VolumeNamespace {
         try changingInodes(first, second, preparingJournal: preparingJournal, body) { (result, _) throws(FSError) -> R in result }
     }
 
-    /// How `changingShared` ended: answered, or refused with ENOSPC before its frame was
-    /// recorded.
-    private enum SharedOutcome<S> {
-        case done(S)
-        case refusedForSpace
-    }
-
     private func changingShared<R, S>(_ locks: InodeLockSet, preparingJournal: Bool,
                                       _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
-                                      then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> SharedOutcome<S> {
+                                      then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> ChangeOutcome<S> {
         if preparingJournal { volume.prepareJournalAppend() }
-        let outcome = try sharing { () throws(FSError) -> SharedOutcome<S> in
+        let outcome = try sharing { () throws(FSError) -> ChangeOutcome<S> in
             let taken = try readers.take()
             defer { readers.give(taken) }
             let reader = taken.reader
             var unreadable: [UInt64] = []
-            let outcome = try withInodeLocks(locks, reader) { (entry) throws(FSError) -> SharedOutcome<S> in
+            let outcome = try withInodeLocks(locks, reader) { (entry) throws(FSError) -> ChangeOutcome<S> in
                 var operation = VolumeOperation()
                 let result: R
                 do throws(FSError) {

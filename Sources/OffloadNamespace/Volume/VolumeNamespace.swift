@@ -355,26 +355,56 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// inode's kernel reference, a handle on it) goes there. `preparingJournal: false`
     /// leaves out the journal's pages made writable before the lock, for an operation
     /// that seldom writes a frame (a close), which pays for that call every time.
+    ///
+    /// A change refused for want of space before its frame (no journal room: the data
+    /// took the free space, and the frames since the last commit the journal's share of
+    /// the metadata reserve) runs once more after the commits that make what earlier
+    /// operations freed reusable and start the journal afresh (`reclaimFreedSpace`), as a
+    /// file's data change does (`changingData`), and as format 1 reclaims before it answers
+    /// ENOSPC. Before, a chmod on an image a fallocate loop kept full answered ENOSPC.
     func changing<R, S>(preparingJournal: Bool = true,
                         _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
         if preparingJournal { volume.prepareJournalAppend() }
-        return try locked { () throws(FSError) -> S in
-            let taken = try readers.take()
-            defer { readers.give(taken) }
-            let reader = taken.reader
-            var operation = VolumeOperation()
-            let result: R
-            do throws(FSError) {
-                result = try body(reader, &operation)
-                try writeFrame(&operation, reader)
-            } catch {
-                restoreDroppedFiles(&operation)
-                throw error
-            }
-            emptyUnreadableFiles(operation.unreadableFiles, reader)
-            return try after(result, reader)
+        if case .done(let answer) = try locked({ () throws(FSError) -> ChangeOutcome<S> in
+            try changingAlone(body, then: after)
+        }) {
+            return answer
         }
+        let outcome = try locked { () throws(FSError) -> ChangeOutcome<S> in
+            guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { throw .noSpace }
+            evictCommittedFiles()
+            return try changingAlone(body, then: after)
+        }
+        guard case .done(let answer) = outcome else { throw .noSpace }
+        return answer
+    }
+
+    /// How a change ended: answered, or refused with ENOSPC before its frame was recorded
+    /// (nothing changed; it may run again).
+    enum ChangeOutcome<S> {
+        case done(S)
+        case refusedForSpace
+    }
+
+    /// One run of `changing`'s change (caller holds the lock alone).
+    private func changingAlone<R, S>(_ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
+                                     then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> ChangeOutcome<S> {
+        let taken = try readers.take()
+        defer { readers.give(taken) }
+        let reader = taken.reader
+        var operation = VolumeOperation()
+        let result: R
+        do throws(FSError) {
+            result = try body(reader, &operation)
+            try writeFrame(&operation, reader)
+        } catch {
+            restoreDroppedFiles(&operation)
+            if case .noSpace = error { return .refusedForSpace }
+            throw error
+        }
+        emptyUnreadableFiles(operation.unreadableFiles, reader)
+        return .done(try after(result, reader))
     }
 
     /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
