@@ -254,6 +254,25 @@ final class VolumeReclaimTests: XCTestCase {
 
     static let chunk = [UInt8](repeating: 5, count: 256 << 10)
 
+    /// A reclaim that stops as soon as a block came back (a lowered `reclaimEnoughBlocks`:
+    /// as an old journal chain of more than its megabyte comes back a commit before the
+    /// rm's blocks) is followed by another while the write is still refused and space keeps
+    /// coming back (`afterReclaim`). With one reclaim the write after rm fails with ENOSPC
+    /// (a 64 MiB fallocate after its truncate on a full image did, beside chmods whose
+    /// journal chains came back first).
+    func testAWriteAfterRmRunsAfterAsManyReclaimsAsItNeeds() throws {
+        let (fileSystem, file, handle) = try fullImageAfterRm()
+        let fs = fileSystem.namespace
+        fileSystem.volume.reclaimEnoughBlocks = 1
+        let generation = fileSystem.volume.current.generation
+        let big = [UInt8](repeating: 7, count: 8 << 20)
+        XCTAssertNoThrow(try big.withUnsafeBytes { try fs.write(inode: file, handle: handle, offset: 0, data: $0) },
+                         "an 8 MiB write after rm (commits it ran: \(fileSystem.volume.current.generation - generation))")
+        XCTAssertGreaterThan(fileSystem.volume.current.generation, generation + 1, "one commit was enough: the test proves nothing")
+        fs.release(inode: file, handle: handle)
+        try fileSystem.close(meter: nil)
+    }
+
     /// A change of metadata on an image whose data took the free space runs after the
     /// reclaim, as a write does, rather than answer ENOSPC: with no commit between them
     /// (no maintenance here), 20,000 chmods and setxattrs of "b" fill the journal's share

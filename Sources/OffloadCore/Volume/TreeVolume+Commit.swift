@@ -80,7 +80,7 @@ extension TreeVolume {
             try commit()
             waitForPunches()
             after = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
-            if after >= before + Self.reclaimEnough { break }
+            if after >= before + reclaimEnoughBlocks { break }
         }
         return after > before
     }
@@ -104,9 +104,6 @@ extension TreeVolume {
     /// How long a reclaim waits for the readers older than the last commit: 100 ms (a
     /// read takes microseconds, a cold one a few milliseconds).
     static let readersCatchUpLimit: UInt64 = 100_000_000
-
-    /// Blocks (1 MiB) whose return ends `reclaimFreedSpace` early.
-    static let reclaimEnough: UInt64 = 256
 
     /// The unmount's commits: every closed generation (and one more when freed nodes kept
     /// for reuse were let go), then the open one, whose slot is marked cleanly unmounted;

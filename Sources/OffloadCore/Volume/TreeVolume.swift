@@ -109,6 +109,9 @@ public final class TreeVolume {
         }
     }
     public var limits = Limits()
+    /// Blocks whose return ends `reclaimFreedSpace` early: 1 MiB (tests lower it). Its
+    /// callers reclaim again while a change is still refused and space keeps coming back.
+    var reclaimEnoughBlocks: UInt64 = 256
     /// The last durable commit.
     public internal(set) var current: CommitSlot {
         get { publishLock.withLock { storedCurrent } }

@@ -556,12 +556,13 @@ extension VolumeNamespace {
             }
         } catch .noSpace {
             result = try locked { () throws(FSError) -> R in
-                // Reads take no namespace lock, so they run during the reclaim's commits:
-                // the readers they give back to the pool are let go, and the reads in
-                // flight waited for briefly, before each commit (`readersCatchUp`).
-                guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { throw .noSpace }
-                evictCommittedFiles()
-                return try change()
+                try afterReclaim { () throws(FSError) -> R? in
+                    do throws(FSError) {
+                        return try change()
+                    } catch .noSpace {
+                        return nil
+                    }
+                }
             }
         }
         commitIfOverBudget()

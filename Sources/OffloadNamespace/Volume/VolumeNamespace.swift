@@ -371,14 +371,38 @@ public final class VolumeNamespace: @unchecked Sendable {
         }) {
             return answer
         }
-        let outcome = try locked { () throws(FSError) -> ChangeOutcome<S> in
-            guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { throw .noSpace }
-            evictCommittedFiles()
-            return try changingAlone(body, then: after)
+        return try locked { () throws(FSError) -> S in
+            try afterReclaim { () throws(FSError) -> S? in
+                guard case .done(let answer) = try changingAlone(body, then: after) else { return nil }
+                return answer
+            }
         }
-        guard case .done(let answer) = outcome else { throw .noSpace }
-        return answer
     }
+
+    /// Runs `attempt` (nil: refused for want of space, having changed nothing) after the
+    /// commits that make what earlier operations freed reusable
+    /// (`TreeVolume.reclaimFreedSpace`), and after another round of them while each gives
+    /// space back and `attempt` is still refused, `reclaimRounds` at most; ENOSPC when a
+    /// round gives nothing back. A round stops once a megabyte came back, which an old
+    /// journal chain alone can give (since "Journal segments ahead of a commit's space
+    /// lock", up to 16 MiB) before the blocks an rm freed a commit later: a 64 MiB
+    /// fallocate after its truncate on a full image failed with ENOSPC after one round.
+    /// Reads take no namespace lock, so they run during the reclaim's commits: the readers
+    /// they give back to the pool are let go, and the reads in flight waited for briefly,
+    /// before each commit (`readersCatchUp`). Caller holds the lock alone.
+    func afterReclaim<T>(_ attempt: () throws(FSError) -> T?) throws(FSError) -> T {
+        for _ in 0..<Self.reclaimRounds {
+            guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { break }
+            evictCommittedFiles()
+            if let done = try attempt() { return done }
+        }
+        throw .noSpace
+    }
+
+    /// A block released in generation g is reusable after commit g + 4 (the reuse rule:
+    /// `settlingCommits`), a reclaim runs up to four commits and may stop after one: four
+    /// rounds see any release through.
+    static let reclaimRounds = 4
 
     /// How a change ended: answered, or refused with ENOSPC before its frame was recorded
     /// (nothing changed; it may run again).
