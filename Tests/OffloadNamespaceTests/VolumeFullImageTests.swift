@@ -254,6 +254,34 @@ final class VolumeReclaimTests: XCTestCase {
 
     static let chunk = [UInt8](repeating: 5, count: 256 << 10)
 
+    /// An xattr past its limits (the list of names, here) answers ENOSPC from its own
+    /// checks: no reclaim can give it room, so none runs (found by the review: counted as
+    /// a refusal for space, each such setxattr ran up to sixteen commits and answered
+    /// ENOSPC all the same).
+    func testAnXattrPastItsLimitsCommitsNothing() throws {
+        let capacity: UInt64 = 64 << 20
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
+                                                     capacity: .set(capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var refused: FSError?
+        for index in 0..<100_000 where refused == nil {
+            let name = Array(("user." + String(repeating: "n", count: 200) + "\(index)").utf8)
+            do throws(FSError) {
+                try fs.setxattr(inode: file.inode, name: name, value: [1], mode: .createOrReplace)
+            } catch {
+                refused = error
+            }
+        }
+        guard case .noSpace = refused else { return XCTFail("the names never reached their limit: \(String(describing: refused))") }
+        let generation = fileSystem.volume.current.generation
+        let oneMore = Array(("user." + String(repeating: "n", count: 200) + "more").utf8)
+        XCTAssertThrowsError(try fs.setxattr(inode: file.inode, name: oneMore, value: [1], mode: .createOrReplace))
+        XCTAssertEqual(fileSystem.volume.current.generation, generation, "a setxattr past its limits committed")
+        fs.release(inode: file.inode, handle: handle)
+        try fileSystem.close(meter: nil)
+    }
+
     /// A reclaim that stops as soon as a block came back (a lowered `reclaimEnoughBlocks`:
     /// as an old journal chain of more than its megabyte comes back a commit before the
     /// rm's blocks) is followed by another while the write is still refused and space keeps

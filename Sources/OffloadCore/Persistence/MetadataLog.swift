@@ -147,13 +147,15 @@ public final class MetadataLog: Sendable {
 
     /// Ends this chain with a link to a new segment (of `firstSegmentBytes`, by default
     /// `firstJournalSegmentBytes`; or a spare segment) and returns a log that continues the same stream there (with this log's
-    /// spare segments). The new log's segments are its own, so this log's segments can be
-    /// freed once nothing needs them (after a checkpoint). A failure changes nothing.
-    public func continueInNewLog(firstSegmentBytes: Int? = nil) throws(FSError) -> MetadataLog {
+    /// spare segments). `wholly`: the segment is at least `firstSegmentBytes` (`.noSpace`
+    /// otherwise). The new log's segments are its own, so this log's segments can be
+    /// freed once nothing needs them (after a checkpoint). A failure leaves this chain as
+    /// it was (a segment whose link could not be written goes back to the store).
+    public func continueInNewLog(firstSegmentBytes: Int? = nil, wholly: Bool = false) throws(FSError) -> MetadataLog {
         try state.withLock { (s) throws(FSError) -> MetadataLog in
             precondition(!s.closed)
             let first = firstSegmentBytes ?? min(Self.firstJournalSegmentBytes, segmentBytes)
-            let next = try linkNextSegment(wanted: first, minimum: LogSegment.linkFrameSize * 4, &s)
+            let next = try linkNextSegment(wanted: first, minimum: wholly ? first : LogSegment.linkFrameSize * 4, &s)
             s.closed = true
             defer { s.spares = [] }
             return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,

@@ -117,6 +117,9 @@ extension TreeVolume {
         // frees older than its last commits (a later mount's capacity counts them as used):
         // a commit starts their punch, the clean one retires them.
         let letGo = letGoOfReusableNodes()
+        // The clean slot's chain stays empty until the next mount lets it go: no large
+        // first segment for it (`firstSegmentBytes`), whatever the last generation wrote.
+        journalLock.withLock { unmounting = true }
         while delta.layers().count > 1 { try commit() }
         if letGo > 0 { try commit() }
         try commit(cleanlyUnmounted: true)
@@ -181,7 +184,7 @@ extension TreeVolume {
         let oldJournal = journal
         let newJournal: MetadataLog
         if let oldJournal {
-            let ahead = firstSegmentBytes(after: oldJournal.appendedBytes)
+            let ahead = unmounting ? 0 : firstSegmentBytes(after: oldJournal.appendedBytes)
             if ahead > MetadataLog.firstJournalSegmentBytes, let large = largeFirstSegment(ahead, after: oldJournal) {
                 newJournal = large
             } else {
@@ -212,15 +215,23 @@ extension TreeVolume {
 
     static let largestFirstJournalSegment = 16 << 20
 
-    /// The chain continued in a first segment of `bytes` taken from free space only (the
-    /// metadata reserve stays the frames' and the commit's); nil when the free space has
-    /// no room left, and the chain continues as before, in 64 KiB of the reserve if need
+    /// The chain continued in a first segment of `bytes`, one run of free space, taken
+    /// only while the free space holds `largeSegmentMargin` times that (the metadata
+    /// reserve stays the frames' and the commit's, and a nearly full image keeps its last
+    /// free blocks for data); nil otherwise, or when taking it failed (the chain is then
+    /// as it was), and the chain continues as before, in 64 KiB of the reserve if need
     /// be. Caller holds the journal lock.
     private func largeFirstSegment(_ bytes: Int, after oldJournal: MetadataLog) -> MetadataLog? {
+        // The free estimate is kept once files need blocks (a mount's first request); a
+        // volume used without them (tools, some tests) keeps 64 KiB first segments.
+        let blocks = UInt64(bytes) >> BackingStore.blockShift
+        guard files != nil, spaceLock.withLock({ space.freeEstimate }) >= Self.largeSegmentMargin * blocks else { return nil }
         logSpace.access = .none
         defer { logSpace.access = .commit }
-        return try? oldJournal.continueInNewLog(firstSegmentBytes: bytes)
+        return try? oldJournal.continueInNewLog(firstSegmentBytes: bytes, wholly: true)
     }
+
+    static let largeSegmentMargin: UInt64 = 16
 
     /// Runs `body` as the commit of the oldest closed generation (closing the open one
     /// when none is closed; the journal continues in a new chain first, `closeOpenGeneration`):

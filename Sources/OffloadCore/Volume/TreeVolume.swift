@@ -112,6 +112,9 @@ public final class TreeVolume {
     /// Blocks whose return ends `reclaimFreedSpace` early: 1 MiB (tests lower it). Its
     /// callers reclaim again while a change is still refused and space keeps coming back.
     var reclaimEnoughBlocks: UInt64 = 256
+    /// Set by `close` (the unmount): its chains get the usual 64 KiB first segment. Read
+    /// and written under the journal lock (`switchChain` holds it).
+    var unmounting = false
     /// The last durable commit.
     public internal(set) var current: CommitSlot {
         get { publishLock.withLock { storedCurrent } }

@@ -39,6 +39,11 @@ extension VolumeNamespace {
         dropForgottenNow()
         var atRest = false
         let closed = try lock.withWriteLock { () throws(FSError) -> Bool in
+            // An operation's own commit is under way (`commitIfOverBudget` closed a
+            // generation and commits outside the lock): closing now would wait for its
+            // space lock (the chain switch takes a segment) with this lock held alone.
+            // The closed generation is committed below, by whichever caller comes first.
+            guard !volume.delta.hasClosedGeneration else { return true }
             let journalBytes = volume.journalBytesSinceCommit
             if journalBytes > 0 {
                 let secondsSinceCommit = Double(MonotonicClock.nanoseconds() &- lastMaintenanceCommit) / 1e9

@@ -137,6 +137,12 @@ extension VolumeNamespace {
                 let result: R
                 do throws(FSError) {
                     result = try body(reader, entry, &operation)
+                } catch {
+                    // The change's own answer (ENOSPC too: an xattr past its limits).
+                    restoreDroppedFiles(&operation)
+                    throw error
+                }
+                do throws(FSError) {
                     try writeFrame(&operation, reader, dropsForgotten: false)
                 } catch {
                     restoreDroppedFiles(&operation)

@@ -382,8 +382,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Runs `attempt` (nil: refused for want of space, having changed nothing) after the
     /// commits that make what earlier operations freed reusable
     /// (`TreeVolume.reclaimFreedSpace`), and after another round of them while each gives
-    /// space back and `attempt` is still refused, `reclaimRounds` at most; ENOSPC when a
-    /// round gives nothing back. A round stops once a megabyte came back, which an old
+    /// space back and `attempt` is still refused, `reclaimRounds` at most; ENOSPC when it
+    /// is still refused after a round that gave nothing back. A round stops once a megabyte came back, which an old
     /// journal chain alone can give (since "Journal segments ahead of a commit's space
     /// lock", up to 16 MiB) before the blocks an rm freed a commit later: a 64 MiB
     /// fallocate after its truncate on a full image failed with ENOSPC after one round.
@@ -392,9 +392,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
     func afterReclaim<T>(_ attempt: () throws(FSError) -> T?) throws(FSError) -> T {
         for _ in 0..<Self.reclaimRounds {
-            guard try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders) else { break }
+            let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()
+            // Tried whether or not the free count grew: the commits also give the journal a
+            // new chain, and refill the metadata reserve from what came back.
             if let done = try attempt() { return done }
+            guard grew else { break }
         }
         throw .noSpace
     }
@@ -404,8 +407,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// rounds see any release through.
     static let reclaimRounds = 4
 
-    /// How a change ended: answered, or refused with ENOSPC before its frame was recorded
-    /// (nothing changed; it may run again).
+    /// How a change ended: answered, or its frame refused with ENOSPC for want of journal
+    /// room (nothing changed; it may run again). A change whose own checks answer ENOSPC
+    /// (an xattr past its limits) throws it: no reclaim gives it room.
     enum ChangeOutcome<S> {
         case done(S)
         case refusedForSpace
@@ -421,6 +425,12 @@ public final class VolumeNamespace: @unchecked Sendable {
         let result: R
         do throws(FSError) {
             result = try body(reader, &operation)
+        } catch {
+            // The change's own answer (ENOSPC too: an xattr past its limits).
+            restoreDroppedFiles(&operation)
+            throw error
+        }
+        do throws(FSError) {
             try writeFrame(&operation, reader)
         } catch {
             restoreDroppedFiles(&operation)
