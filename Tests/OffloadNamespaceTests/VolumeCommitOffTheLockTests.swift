@@ -18,10 +18,24 @@ import OffloadSimulation
 final class VolumeCommitOffTheLockTests: XCTestCase {
     static let capacity: UInt64 = 32 << 20
 
+    private func makeFileSystem(on disk: CrashSimulatingStorage) throws -> VolumeFileSystem {
+        try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+    }
+
+    /// Unmounts `fileSystem` and checks the image clean.
+    private func closeAndCheck(_ fileSystem: VolumeFileSystem, _ disk: CrashSimulatingStorage) throws {
+        try fileSystem.close(meter: nil)
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
+
+    private func reopen(_ disk: CrashSimulatingStorage) throws -> VolumeFileSystem {
+        try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 0), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+    }
+
     func testRequestsGoOnWhileTheMaintenanceCommitIsHeldAtItsSync() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: disk)
         let fs = fileSystem.namespace
         let caller = RequestContext(uid: 0, gid: 0)
         let before = try fs.mkdir(parent: .root, name: FileName("before"), mode: 0o755, context: caller)
@@ -68,17 +82,14 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         fs.release(inode: file.inode, handle: handle)
         try fileSystem.close(meter: nil)
 
-        let reopened = try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 0),
-                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let reopened = try reopen(disk)
         XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("during")).inode, during.inode)
         XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("before")).inode, before.inode)
         let readBack = try reopened.namespace.open(inode: file.inode, flags: O_RDONLY)
         let bytes = try reopened.namespace.read(inode: file.inode, handle: readBack, offset: 0, count: first.count + second.count)
         XCTAssertTrue(bytes == first + second, "the file written during the commit reads back otherwise")
         reopened.namespace.release(inode: file.inode, handle: readBack)
-        try reopened.close(meter: nil)
-        let check = try VolumeCheck.run(disk)
-        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+        try closeAndCheck(reopened, disk)
     }
 
     /// An operation's own commit, when its change brought the open generation to the
@@ -89,8 +100,7 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
     /// ran with the lock held alone, and every change waited for it.
     func testChangesGoOnWhileAnOperationsOwnCommitIsHeldAtItsSync() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: disk)
         let fs = fileSystem.namespace
         let caller = RequestContext(uid: 0, gid: 0)
         let kept = try fs.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: caller)
@@ -124,15 +134,12 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
         fileSystem.volume.limits = TreeVolume.Limits()
         try fileSystem.close(meter: nil)
 
-        let reopened = try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 0),
-                                                 memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let reopened = try reopen(disk)
         XCTAssertEqual(try reopened.namespace.lookup(parent: .root, name: FileName("over")).inode, over.inode)
         XCTAssertEqual(try reopened.namespace.getattr(inode: kept.inode).permissions, 0o700)
         XCTAssertEqual(try reopened.namespace.getxattr(inode: kept.inode, name: Array("user.during".utf8)),
                        Array("held".utf8))
-        try reopened.close(meter: nil)
-        let check = try VolumeCheck.run(disk)
-        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+        try closeAndCheck(reopened, disk)
     }
 
     /// That commit's close still waits for the changes in flight: while the test holds the
@@ -143,8 +150,7 @@ final class VolumeCommitOffTheLockTests: XCTestCase {
     /// (the touched marks' rule, "Files on format 2").
     func testAnOperationsOwnCloseWaitsForTheChangesInFlight() throws {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
-        let fileSystem = try VolumeFileSystem.create(storage: disk, capacity: .set(Self.capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fileSystem = try makeFileSystem(on: disk)
         defer { try? fileSystem.close(meter: nil) }
         let fs = fileSystem.namespace, volume = fileSystem.volume
         let caller = RequestContext(uid: 0, gid: 0)

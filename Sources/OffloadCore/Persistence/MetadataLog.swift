@@ -146,9 +146,9 @@ public final class MetadataLog: Sendable {
     }
 
     /// Ends this chain with a link to a new segment (of `firstSegmentBytes`, by default
-    /// `firstJournalSegmentBytes`; or a spare segment) and returns a log that continues the same stream there (with this log's
-    /// spare segments). `wholly`: the segment is at least `firstSegmentBytes` (`.noSpace`
-    /// otherwise). The new log's segments are its own, so this log's segments can be
+    /// `firstJournalSegmentBytes`; or a spare segment) and returns a log that continues
+    /// the same stream there (with this log's spare segments). `wholly`: the segment is
+    /// at least `firstSegmentBytes` (`.noSpace` otherwise). The new log's segments are its own, so this log's segments can be
     /// freed once nothing needs them (after a checkpoint). A failure leaves this chain as
     /// it was (a segment whose link could not be written goes back to the store).
     public func continueInNewLog(firstSegmentBytes: Int? = nil, wholly: Bool = false) throws(FSError) -> MetadataLog {
