@@ -361,7 +361,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// the metadata reserve) runs once more after the commits that make what earlier
     /// operations freed reusable and start the journal afresh (`reclaimFreedSpace`), as a
     /// file's data change does (`changingData`), and as format 1 reclaims before it answers
-    /// ENOSPC. Before, a chmod on an image a fallocate loop kept full answered ENOSPC.
+    /// ENOSPC. Before, a chmod on an image a fallocate loop kept full answered ENOSPC. Only
+    /// when the image itself is nearly full (`fullImageBytes`): with free blocks left the
+    /// refusal came from the disk under the image, where a commit fails the volume.
     func changing<R, S>(preparingJournal: Bool = true,
                         _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
@@ -371,6 +373,10 @@ public final class VolumeNamespace: @unchecked Sendable {
         }) {
             return answer
         }
+        // Refused with free blocks left in the image, the change met the disk under it (a
+        // segment's fallocate): commits give no room there, and a commit that cannot get
+        // disk space fails the volume for the rest of the mount (FormatTwoHostFullTests).
+        guard ((try? volume.fileBlocks())?.availableBytes ?? 0) < Self.fullImageBytes else { throw .noSpace }
         return try locked { () throws(FSError) -> S in
             try afterReclaim { () throws(FSError) -> S? in
                 guard case .done(let answer) = try changingAlone(body, then: after) else { return nil }
@@ -406,6 +412,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// `settlingCommits`), a reclaim runs up to four commits and may stop after one: four
     /// rounds see any release through.
     static let reclaimRounds = 4
+
+    /// Free bytes below which a metadata change refused for space reclaims: a journal
+    /// segment's worth and more left means the image had room and the disk under it did
+    /// not.
+    static let fullImageBytes: UInt64 = 4 << 20
 
     /// How a change ended: answered, or its frame refused with ENOSPC for want of journal
     /// room (nothing changed; it may run again). A change whose own checks answer ENOSPC
