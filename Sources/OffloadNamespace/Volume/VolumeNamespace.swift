@@ -389,10 +389,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// commits that make what earlier operations freed reusable
     /// (`TreeVolume.reclaimFreedSpace`), and after another round of them while each gives
     /// space back and `attempt` is still refused, `reclaimRounds` at most; ENOSPC when it
-    /// is still refused after a round that gave nothing back. A round stops once a megabyte came back, which an old
-    /// journal chain alone can give (since "Journal segments ahead of a commit's space
-    /// lock", up to 16 MiB) before the blocks an rm freed a commit later: a 64 MiB
-    /// fallocate after its truncate on a full image failed with ENOSPC after one round.
+    /// is still refused after a round that gave nothing back. A round stops once a
+    /// megabyte came back, which an old journal chain alone can give (since "Journal
+    /// segments ahead of a commit's space lock", up to 16 MiB) before the blocks an rm
+    /// freed a commit later: a 64 MiB fallocate after its truncate on a full image failed
+    /// with ENOSPC after one round.
     /// Reads take no namespace lock, so they run during the reclaim's commits: the readers
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
