@@ -216,16 +216,18 @@ extension TreeVolume {
     static let largestFirstJournalSegment = 16 << 20
 
     /// The chain continued in a first segment of `bytes`, one run of free space, taken
-    /// only while the free space holds `largeSegmentMargin` times that (the metadata
-    /// reserve stays the frames' and the commit's, and a nearly full image keeps its last
-    /// free blocks for data); nil otherwise, or when taking it failed (the chain is then
+    /// only while the free space holds `largeSegmentMargin` times that and an eighth of
+    /// the capacity (the metadata reserve stays the frames' and the commit's, and an image
+    /// low on space keeps its free blocks for data: on a full image a large segment taken
+    /// between two reclaims made the next ENOSPC come sooner); nil otherwise, or when taking it failed (the chain is then
     /// as it was), and the chain continues as before, in 64 KiB of the reserve if need
     /// be. Caller holds the journal lock.
     private func largeFirstSegment(_ bytes: Int, after oldJournal: MetadataLog) -> MetadataLog? {
         // The free estimate is kept once files need blocks (a mount's first request); a
         // volume used without them (tools, some tests) keeps 64 KiB first segments.
         let blocks = UInt64(bytes) >> BackingStore.blockShift
-        guard files != nil, spaceLock.withLock({ space.freeEstimate }) >= Self.largeSegmentMargin * blocks else { return nil }
+        let enough = max(Self.largeSegmentMargin * blocks, (current.capacityBytes / 8) >> BackingStore.blockShift)
+        guard files != nil, spaceLock.withLock({ space.freeEstimate }) >= enough else { return nil }
         logSpace.access = .none
         defer { logSpace.access = .commit }
         return try? oldJournal.continueInNewLog(firstSegmentBytes: bytes, wholly: true)
