@@ -301,34 +301,6 @@ final class VolumeReclaimTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
-    /// A change of metadata on an image whose data took the free space runs after the
-    /// reclaim, as a write does, rather than answer ENOSPC: with no commit between them
-    /// (no maintenance here), 20,000 chmods and setxattrs of "b" fill the journal's share
-    /// of the metadata reserve, and the change that finds no room then commits what the
-    /// journal holds (and the rm of "a") and goes on. Before, the change ran once more
-    /// with the lock held alone, found no more room, and answered ENOSPC (the chmod probe
-    /// of bench-read-tail met it on a full image beside a fallocate loop).
-    func testMetadataChangesOnAFullImageRunAfterTheReclaim() throws {
-        let (fileSystem, file, handle) = try fullImageAfterRm()
-        let fs = fileSystem.namespace
-        let generation = fileSystem.volume.current.generation
-        for index in 0..<20_000 {
-            do {
-                _ = try fs.setattr(inode: file, changes: AttributeChanges(permissions: index % 2 == 0 ? 0o600 : 0o644),
-                                   context: .root)
-                try fs.setxattr(inode: file, name: Array("user.n\(index % 16)".utf8),
-                                value: [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: 100), mode: .createOrReplace)
-            } catch {
-                return XCTFail("change \(index) failed with \(error) (commits so far: \(fileSystem.volume.current.generation - generation))")
-            }
-        }
-        XCTAssertGreaterThan(fileSystem.volume.current.generation, generation, "the journal never ran out of room: the test proves nothing")
-        XCTAssertEqual(try fs.getxattr(inode: file, name: Array("user.n15".utf8)),
-                       [UInt8](repeating: UInt8(truncatingIfNeeded: 19_999), count: 100))
-        fs.release(inode: file, handle: handle)
-        try fileSystem.close(meter: nil)
-    }
-
     /// Reads take no namespace lock, so a getattr runs during the reclaim's commits (held
     /// alone), and its reader, given back to the pool, would hold back the punch of the
     /// rm's blocks through the later commits: the write failed with ENOSPC in 9 of 10

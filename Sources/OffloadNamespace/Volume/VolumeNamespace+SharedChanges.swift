@@ -53,8 +53,7 @@ extension VolumeNamespace {
     ///
     /// A change refused for want of space (journal room the changes of open files reserved
     /// meanwhile, or blocks) runs again with the lock held alone, as it ran before: a
-    /// removal on a full image must not fail because writes were in flight; refused
-    /// again, it runs once more after the reclaim's commits (`changing`).
+    /// removal on a full image must not fail because writes were in flight.
     func changingNames<R, S>(in parent: UInt64, naming name: FileName? = nil,
                              _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
                              then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
