@@ -359,9 +359,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// A change refused for want of space before its frame (no journal room) answers
     /// ENOSPC: unlike a file's data change (`changingData`), it runs no reclaim. Making it
     /// reclaim (commits on a full image) let the 20,000 chmods of a test run where the
-    /// 217th answered ENOSPC, but in one benchmark run of four on a full image the volume
-    /// then failed (every later change and an rm answered ENOSPC): reverted, and left
-    /// for the next session (docs/ARCHITECTURE.md, "Changes on a full image run after as
+    /// 217th answered ENOSPC, but in one benchmark run of four on a full image every later
+    /// change and an rm answered ENOSPC (the cause not found): reverted, and left for the
+    /// next session (docs/ARCHITECTURE.md, "Changes on a full image run after as
     /// many reclaims as they need").
     func changing<R, S>(preparingJournal: Bool = true,
                         _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
