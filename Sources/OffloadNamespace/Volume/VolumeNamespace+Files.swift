@@ -556,18 +556,44 @@ extension VolumeNamespace {
             }
         } catch .noSpace {
             result = try locked { () throws(FSError) -> R in
-                try afterReclaim { () throws(FSError) -> R? in
-                    do throws(FSError) {
-                        return try change()
-                    } catch .noSpace {
-                        return nil
-                    }
-                }
+                try afterReclaim(change)
             }
         }
         commitIfOverBudget()
         return result
     }
+
+    /// Runs `change` (which, refused for want of space, changed nothing) after the
+    /// commits that make what earlier operations freed reusable
+    /// (`TreeVolume.reclaimFreedSpace`), and after another round of them while each gives
+    /// space back and `change` is still refused, `reclaimRounds` at most; ENOSPC when it
+    /// is still refused after a round that gave nothing back. A round stops once a
+    /// megabyte came back, which an old journal chain alone can give (since "Journal
+    /// segments ahead of a commit's space lock", up to 16 MiB) before the blocks an rm
+    /// freed a commit later: a 64 MiB fallocate after its truncate on a full image failed
+    /// with ENOSPC after one round.
+    /// Reads take no namespace lock, so they run during the reclaim's commits: the readers
+    /// they give back to the pool are let go, and the reads in flight waited for briefly,
+    /// before each commit (`readersCatchUp`). Caller holds the lock alone.
+    private func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
+        for _ in 0..<Self.reclaimRounds {
+            let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
+            evictCommittedFiles()
+            // Tried whether or not the free count grew: the commits also give the journal a
+            // new chain, and refill the metadata reserve from what came back.
+            do throws(FSError) {
+                return try change()
+            } catch .noSpace {
+                guard grew else { break }
+            }
+        }
+        throw .noSpace
+    }
+
+    /// A block released in generation g is reusable after commit g + 4 (the reuse rule:
+    /// `settlingCommits`), a reclaim runs up to four commits and may stop after one: four
+    /// rounds see any release through.
+    static let reclaimRounds = 4
 }
 
 /// An open file handle: its inode and how it was opened.

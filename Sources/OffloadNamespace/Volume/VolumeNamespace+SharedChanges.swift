@@ -122,6 +122,14 @@ extension VolumeNamespace {
         try changingInodes(first, second, preparingJournal: preparingJournal, body) { (result, _) throws(FSError) -> R in result }
     }
 
+    /// How `changingShared` ended: answered, or its frame refused with ENOSPC for want of
+    /// journal room (nothing changed; it runs again with the lock held alone). A change
+    /// whose own checks answer ENOSPC (an xattr past its limits) throws it.
+    private enum ChangeOutcome<S> {
+        case done(S)
+        case refusedForSpace
+    }
+
     private func changingShared<R, S>(_ locks: InodeLockSet, preparingJournal: Bool,
                                       _ body: (VolumeReader, NamedEntry?, inout VolumeOperation) throws(FSError) -> R,
                                       then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> ChangeOutcome<S> {

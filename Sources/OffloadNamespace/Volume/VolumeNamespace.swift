@@ -356,84 +356,32 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// leaves out the journal's pages made writable before the lock, for an operation
     /// that seldom writes a frame (a close), which pays for that call every time.
     ///
-    /// A change refused for want of space before its frame (no journal room) answers
-    /// ENOSPC: unlike a file's data change (`changingData`), it runs no reclaim. Making it
-    /// reclaim (commits on a full image) let the 20,000 chmods of a test run where the
-    /// 217th answered ENOSPC, but in one benchmark run of four on a full image every later
-    /// change and an rm answered ENOSPC (the cause not found): reverted, and left for the
-    /// next session (docs/ARCHITECTURE.md, "Changes on a full image run after as
-    /// many reclaims as they need").
+    /// A change refused for want of space (no journal room) answers ENOSPC: unlike a file's
+    /// data change (`changingData`), it runs no reclaim. Making it reclaim let the 20,000
+    /// chmods of a test run where the 217th answered ENOSPC, but in one benchmark run of
+    /// four on a full image every later change and an rm answered ENOSPC (the cause not
+    /// found): reverted, and left for the next session (docs/ARCHITECTURE.md, "Changes on
+    /// a full image run after as many reclaims as they need").
     func changing<R, S>(preparingJournal: Bool = true,
                         _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
         if preparingJournal { volume.prepareJournalAppend() }
-        guard case .done(let answer) = try locked({ () throws(FSError) -> ChangeOutcome<S> in
-            try changingAlone(body, then: after)
-        }) else { throw .noSpace }
-        return answer
-    }
-
-    /// Runs `attempt` (nil: refused for want of space, having changed nothing) after the
-    /// commits that make what earlier operations freed reusable
-    /// (`TreeVolume.reclaimFreedSpace`), and after another round of them while each gives
-    /// space back and `attempt` is still refused, `reclaimRounds` at most; ENOSPC when it
-    /// is still refused after a round that gave nothing back. A round stops once a
-    /// megabyte came back, which an old journal chain alone can give (since "Journal
-    /// segments ahead of a commit's space lock", up to 16 MiB) before the blocks an rm
-    /// freed a commit later: a 64 MiB fallocate after its truncate on a full image failed
-    /// with ENOSPC after one round.
-    /// Reads take no namespace lock, so they run during the reclaim's commits: the readers
-    /// they give back to the pool are let go, and the reads in flight waited for briefly,
-    /// before each commit (`readersCatchUp`). Caller holds the lock alone.
-    func afterReclaim<T>(_ attempt: () throws(FSError) -> T?) throws(FSError) -> T {
-        for _ in 0..<Self.reclaimRounds {
-            let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
-            evictCommittedFiles()
-            // Tried whether or not the free count grew: the commits also give the journal a
-            // new chain, and refill the metadata reserve from what came back.
-            if let done = try attempt() { return done }
-            guard grew else { break }
+        return try locked { () throws(FSError) -> S in
+            let taken = try readers.take()
+            defer { readers.give(taken) }
+            let reader = taken.reader
+            var operation = VolumeOperation()
+            let result: R
+            do throws(FSError) {
+                result = try body(reader, &operation)
+                try writeFrame(&operation, reader)
+            } catch {
+                restoreDroppedFiles(&operation)
+                throw error
+            }
+            emptyUnreadableFiles(operation.unreadableFiles, reader)
+            return try after(result, reader)
         }
-        throw .noSpace
-    }
-
-    /// A block released in generation g is reusable after commit g + 4 (the reuse rule:
-    /// `settlingCommits`), a reclaim runs up to four commits and may stop after one: four
-    /// rounds see any release through.
-    static let reclaimRounds = 4
-
-    /// How a change ended: answered, or its frame refused with ENOSPC for want of journal
-    /// room (nothing changed; it may run again). A change whose own checks answer ENOSPC
-    /// (an xattr past its limits) throws it: no reclaim gives it room.
-    enum ChangeOutcome<S> {
-        case done(S)
-        case refusedForSpace
-    }
-
-    /// One run of `changing`'s change (caller holds the lock alone).
-    private func changingAlone<R, S>(_ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
-                                     then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> ChangeOutcome<S> {
-        let taken = try readers.take()
-        defer { readers.give(taken) }
-        let reader = taken.reader
-        var operation = VolumeOperation()
-        let result: R
-        do throws(FSError) {
-            result = try body(reader, &operation)
-        } catch {
-            // The change's own answer (ENOSPC too: an xattr past its limits).
-            restoreDroppedFiles(&operation)
-            throw error
-        }
-        do throws(FSError) {
-            try writeFrame(&operation, reader)
-        } catch {
-            restoreDroppedFiles(&operation)
-            if case .noSpace = error { return .refusedForSpace }
-            throw error
-        }
-        emptyUnreadableFiles(operation.unreadableFiles, reader)
-        return .done(try after(result, reader))
     }
 
     /// Writes an operation's changes as one frame; unless `dropsForgotten` is false, with
