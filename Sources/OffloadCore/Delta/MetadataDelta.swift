@@ -53,6 +53,19 @@ public final class MetadataDelta: @unchecked Sendable {
     /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
     public var openObjectCount: Int { lock.withLock { open }.objectCount }
 
+    /// How many objects the generations numbered above `generation` changed, the open one
+    /// and the closed ones not yet retired: what the commits still to come write
+    /// (`TreeVolume.blocksHeldForCommits`; a commit whose block space settled is past
+    /// `generation` there, its nodes taken already).
+    public func objectCount(after generation: UInt64) -> Int {
+        lock.lock()
+        let openNow = open, closedNow = closed
+        lock.unlock()
+        var count = openNow.number > generation ? openNow.objectCount : 0
+        for closed in closedNow where closed.number > generation { count += closed.objectCount }
+        return count
+    }
+
     /// An operation inside a generation; `leave` it exactly once.
     public struct Ticket: Sendable {
         public let generation: DeltaGeneration

@@ -511,6 +511,32 @@ public final class TreeVolume {
         case under, nearing, reached
     }
 
+    /// Blocks the commit of one changed object may take on a full image: a leaf of the
+    /// filesystem tree written anew, a leaf of the block tree for the old leaf's release,
+    /// and its share of the journal and of both trees' inner nodes.
+    static let commitBlocksPerObject: UInt64 = 3
+    /// Blocks a commit takes whatever it writes: its new journal chain's first segment (16),
+    /// both trees' paths to their roots, the block tree's leaves for the old chain.
+    static let commitOverheadBlocks: UInt64 = 32
+
+    /// The free blocks file data must leave for the commits of `objects` changed objects
+    /// not yet committed, beside what the metadata reserve of `space` is sure to give a
+    /// commit (its blocks, less the quarter of its target that journal segments may still
+    /// take): nothing while the reserve covers them. docs/ARCHITECTURE.md, "Commits that
+    /// fit a full image".
+    static func blocksHeldForCommits(of objects: Int, space: BlockSpace) -> UInt64 {
+        let need = commitOverheadBlocks + commitBlocksPerObject * UInt64(objects)
+        let sure = min(space.reserveBlocks, space.reserveTarget - space.reserveTarget / 4)
+        return need > sure ? need - sure : 0
+    }
+
+    /// True when file data is refused blocks that are free, held for the commits of the
+    /// changes not yet committed (`blocksHeldForCommits`): one commit gives them back.
+    public var holdsFreeBlocksForCommits: Bool {
+        guard let files else { return false }
+        return spaceLock.withLock { files.heldForCommits > 0 && space.freeEstimate > files.promisedMemoryBlocks }
+    }
+
     /// Seconds since this mount's last frame was appended (nil: none yet).
     public var secondsSinceLastAppend: Double? {
         let last = journalLock.withLock { lastAppendNanoseconds }

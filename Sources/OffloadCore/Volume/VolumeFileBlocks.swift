@@ -117,8 +117,10 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         precondition(byteCount > 0)
         let wanted = (UInt64(byteCount) + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
         return try lock.withLock { () throws(FSError) -> Range<UInt64> in
-            // The blocks RAM pieces admitted since the last commit will need are promised.
-            let promised = promisedMemoryBlocks
+            // The blocks RAM pieces admitted since the last commit will need are promised,
+            // and so are those the commits of the changes not yet committed may take beyond
+            // the metadata reserve (`heldForCommits`).
+            let promised = promisedMemoryBlocks + heldForCommits
             guard space.freeEstimate > promised else { throw .noSpace }
             let blocks = try space.takeData(upTo: min(wanted, space.freeEstimate - promised))
             do throws(FSError) {
@@ -302,7 +304,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public func admitsMemoryPiece(byteCount: Int) -> Bool {
         lock.withLock {
             let bytes = admittedMemoryBytes + byteCount
-            guard Self.blocks(forMemoryBytes: bytes) <= space.freeEstimate else { return false }
+            guard Self.blocks(forMemoryBytes: bytes) + heldForCommits <= space.freeEstimate else { return false }
             let generation = delta.openNumber
             if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
                 admittedMemory[last].bytes += byteCount
@@ -316,6 +318,15 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// The most data blocks `bytes` of RAM pieces take once written out.
     static func blocks(forMemoryBytes bytes: Int) -> UInt64 {
         bytes == 0 ? 0 : UInt64(bytes / ExtentItem.inlineLimit + 1)
+    }
+
+    /// Free blocks file data leaves to the commits of the changes not yet committed,
+    /// beyond the metadata reserve (`TreeVolume.blocksHeldForCommits`): data that took
+    /// them left those commits too little on a full image, and the first one failed the
+    /// volume. A commit whose block space settled is not counted (its nodes are taken).
+    /// Caller holds the lock.
+    var heldForCommits: UInt64 {
+        TreeVolume.blocksHeldForCommits(of: delta.objectCount(after: space.committedGeneration), space: space)
     }
 
     /// Blocks the RAM pieces admitted since the last commit will take (caller holds the lock).

@@ -576,6 +576,18 @@ extension VolumeNamespace {
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
     private func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
+        // Refused the free blocks held for the commits of the changes that wait
+        // (`TreeVolume.blocksHeldForCommits`): one commit gives them back, without a
+        // reclaim's rounds of up to four.
+        if volume.holdsFreeBlocksForCommits {
+            try volume.commit()
+            evictCommittedFiles()
+            do throws(FSError) {
+                return try change()
+            } catch .noSpace {
+                // On to the reclaim.
+            }
+        }
         for _ in 0..<Self.reclaimRounds {
             let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()

@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import OffloadCore
+import OffloadSimulation
+@testable import OffloadNamespace
+import XCTest
+
+/// Changes not yet committed when file data fills the image (docs/ARCHITECTURE.md,
+/// "Commits that fit a full image"). Through a mount of a 16 MiB image, 2,000 empty files
+/// made, then `dd` until ENOSPC: the first chmod after it answered ENOSPC, the
+/// maintenance's commit of those files found no room and failed the volume, and `rm` of
+/// the big file and the unmount's commit failed with it.
+final class VolumeFullImageMetadataTests: XCTestCase {
+    func testDataLeavesTheUncommittedChangesRoomForTheirCommit() throws {
+        let capacity: UInt64 = 16 << 20
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace
+        let directory = try fs.mkdir(parent: .root, name: FileName("s"), mode: 0o40755, context: .root)
+        for i in 0..<2000 {
+            let (file, handle) = try fs.create(parent: directory.inode, name: FileName("f\(i)"), mode: 0o100644,
+                                               flags: O_RDWR, context: .root)
+            fs.release(inode: file.inode, handle: handle)
+        }
+        // No commit: the 2,000 files wait in the open generation while data fills the image.
+        let chunk = [UInt8](repeating: 5, count: 1 << 20)
+        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        var refusal: Error?
+        while refusal == nil {
+            do {
+                offset += UInt64(try chunk.withUnsafeBytes { try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0) })
+            } catch {
+                refusal = error
+            }
+        }
+        fs.release(inode: big.inode, handle: handle)
+        XCTAssertEqual(refusal as? FSError, .noSpace)
+        XCTAssertGreaterThan(offset, 8 << 20, "setup: the big file did not fill the image")
+        XCTAssertNil(fileSystem.volume.failure, "the fill failed the volume")
+        let file = try fs.lookup(parent: directory.inode, name: FileName("f1999"))
+        XCTAssertNoThrow(try fs.setattr(inode: file.inode, changes: AttributeChanges(permissions: 0o600), context: .root),
+                         "a chmod on the full image")
+        XCTAssertNoThrow(try fileSystem.volume.commit(), "the commit of the changes made before the image filled")
+        XCTAssertNil(fileSystem.volume.failure)
+        XCTAssertNoThrow(try fs.unlink(parent: .root, name: FileName("big")), "rm on the full image")
+        try fileSystem.close(meter: nil)
+        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 0),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        XCTAssertFalse(reopened.isReadOnly)
+        let kept = try reopened.namespace.lookup(parent: directory.inode, name: FileName("f1999"))
+        XCTAssertEqual(kept.permissions & 0o777, 0o600)
+        XCTAssertThrowsError(try reopened.namespace.lookup(parent: .root, name: FileName("big")))
+        try reopened.close(meter: nil)
+    }
+}
