@@ -3,10 +3,11 @@ import XCTest
 import OffloadSimulation
 
 /// The metadata reserve (`BlockSpace+Reserve.swift`): once file data has taken every free
-/// block, operations still journal (from a quarter of the reserve) and the commit still fits (in
-/// the rest), so a full image stays writable instead of going read-only; operations past
-/// the journal's quarter are refused with ENOSPC having changed nothing, and the volume keeps
-/// working.
+/// block, operations still journal and commit from it, so a full image stays writable
+/// instead of going read-only; operations whose commit would not fit the room left
+/// (`TreeVolume.admit`: since 2026-12-05 they commit by themselves before that, and the
+/// tree's growth is what ends them) are refused with ENOSPC having changed nothing, and the
+/// volume keeps working.
 final class TreeVolumeReserveTests: XCTestCase {
     func testAnImageFullOfDataStillJournalsAndCommitsFromTheReserve() throws {
         let capacity: UInt64 = 4 << 20
@@ -34,8 +35,12 @@ final class TreeVolumeReserveTests: XCTestCase {
         }
         guard case .noSpace = refusal else { return XCTFail("operations ended with \(String(describing: refusal)) after \(performed)") }
         XCTAssertNil(volume.failure, "a refused operation failed the volume")
-        XCTAssertGreaterThan(performed, 100, "a quarter of the reserve holds a journal")
-        XCTAssertGreaterThanOrEqual(volume.space.reserveBlocks, 96, "three quarters of the reserve are the commit's")
+        // Refused while the room still holds the commit of what waits.
+        let waiting = volume.delta.objectCount(after: volume.committedGeneration)
+        XCTAssertGreaterThanOrEqual(volume.space.metadataRoom,
+                                    TreeVolume.commitOverheadBlocks + TreeVolume.commitBlocksPerObject * UInt64(waiting),
+                                    "refused only once the room for the waiting commit was gone")
+        XCTAssertGreaterThan(performed, 100, "the reserve holds more than a hundred of them")
         // The commit fits in what is left, and the volume goes on.
         XCTAssertNoThrow(try volume.commit(), "the commit after the refusal")
         XCTAssertNil(volume.failure)

@@ -55,4 +55,47 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertThrowsError(try reopened.namespace.lookup(parent: .root, name: FileName("big")))
         try reopened.close(meter: nil)
     }
+
+    /// Creates on a full image, with the maintenance committing as a mount's does: each
+    /// commit's new journal chain came out of the reserve, so the frames went on past the
+    /// journal's quarter, and the tree grew into the reserve until a commit found nothing:
+    /// the volume failed after 165 creates on a 16 MiB image. Now creates are refused
+    /// once their commit would not fit the room left (`TreeVolume.admit`), and the rm
+    /// after them runs. (That creates are not refused on an image with room is the first
+    /// test's: its 2,000 creates on an empty 16 MiB image would throw.)
+    func testCreatesOnAFullImageAreRefusedBeforeTheirCommitCannotFit() throws {
+        let capacity: UInt64 = 16 << 20
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
+                                                     capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace
+        let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
+        let chunk = [UInt8](repeating: 5, count: 1 << 20)
+        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        while let n = try? chunk.withUnsafeBytes({ try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0) }) {
+            offset += UInt64(n)
+        }
+        fs.release(inode: big.inode, handle: handle)
+        let errors = PthreadMutex<[FSError]>([])
+        fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { error in errors.withLock { $0.append(error) } }
+        var made = 0, refused = 0
+        for i in 0..<1_000 where fileSystem.volume.failure == nil {
+            do {
+                let (file, fileHandle) = try fs.create(parent: directory.inode, name: FileName("a-name-that-grows-the-tree-\(i)"),
+                                                       mode: 0o100644, flags: O_RDWR, context: .root)
+                fs.release(inode: file.inode, handle: fileHandle)
+                made += 1
+            } catch {
+                XCTAssertEqual(error, .noSpace)
+                refused += 1
+                usleep(1000)
+            }
+        }
+        XCTAssertNil(fileSystem.volume.failure, "after \(made) creates and \(refused) refusals")
+        XCTAssertEqual(errors.withLock { $0 }, [], "the maintenance's commits")
+        XCTAssertGreaterThan(refused, 0, "setup: the image was not full")
+        XCTAssertNoThrow(try fs.unlink(parent: .root, name: FileName("big")), "rm on the full image")
+        try fileSystem.close(meter: nil)
+    }
 }

@@ -22,7 +22,7 @@ public enum ReserveAccess: Sendable, Equatable {
 
 extension BlockSpace {
     /// Blocks in the reserve now.
-    public var reserveBlocks: UInt64 { reserve.ranges.reduce(0) { $0 + UInt64($1.count) } }
+    public var reserveBlocks: UInt64 { reserveCount }
 
     /// Up to `wanted` contiguous blocks out of the reserve, as far as `access` allows
     /// (nil: none). They stay in `takenBlocks`: the caller records them or gives them back.

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Format 2's block allocator on top of the persisted block tree (docs/ARCHITECTURE.md,
 /// "Metadata at scale", step 3): it hands out blocks for file data and for tree nodes,
 /// records the generation's reference changes, and applies them to the block tree at the
@@ -56,7 +58,14 @@ public final class BlockSpace {
     var currentGroup: UInt64
     /// The metadata reserve: blocks taken out of the free space (in `takenBlocks`, recorded
     /// nowhere) that file data never gets (`BlockSpace+Reserve.swift`).
-    var reserve = RangeSet<UInt64>()
+    var reserve = RangeSet<UInt64>() {
+        didSet {
+            reserveCount = reserve.ranges.reduce(0) { $0 + UInt64($1.count) }
+            noteRoom()
+        }
+    }
+    /// The reserve's blocks (`reserveBlocks`), counted when it changes.
+    private(set) var reserveCount: UInt64 = 0
     /// How many blocks the reserve is refilled to (`setReserveTarget`).
     public internal(set) var reserveTarget: UInt64 = 0
     /// Gives blocks from the free space disk space before anyone writes them (fallocate:
@@ -76,7 +85,28 @@ public final class BlockSpace {
     /// give-back and every block a durable commit hands out again (`commitIsDurable`).
     /// What data can still get, for admitting RAM-held bytes
     /// (`VolumeFileBlocks.admitsMemoryPiece`); commits assert it equals `freeBlockCount`.
-    public internal(set) var freeEstimate: UInt64 = 0
+    public internal(set) var freeEstimate: UInt64 = 0 {
+        didSet { noteRoom() }
+    }
+    /// Free blocks promised to RAM pieces the next commit places (`VolumeFileBlocks`
+    /// keeps it, under the space lock).
+    var promisedBlocks: UInt64 = 0 {
+        didSet { noteRoom() }
+    }
+    /// What commits can still take: the free estimate and the reserve, less the blocks
+    /// promised to RAM pieces, mirrored for callers without the space lock
+    /// (`TreeVolume.admit`, at every operation that grows the tree); `UInt64.max` until the
+    /// estimate is kept (`refreshFreeEstimate`: a volume used without files, as tools and
+    /// some tests use it, admits every operation as before).
+    public var metadataRoom: UInt64 { roomMirror.load(ordering: .relaxed) }
+    private let roomMirror = Atomic<UInt64>(.max)
+    private var roomKept = false
+
+    private func noteRoom() {
+        guard roomKept else { return }
+        let room = freeEstimate + reserveCount
+        roomMirror.store(room - min(room, promisedBlocks), ordering: .relaxed)
+    }
     /// What metadata allocations may take of the reserve now: a quarter of it between
     /// commits (journal segments), all of it during a commit (`TreeVolume` sets it).
     public var reserveAccess = ReserveAccess.journal
@@ -166,7 +196,9 @@ public final class BlockSpace {
 
     /// Sets `freeEstimate` to the free blocks now (`freeBlockCount`: every group summary).
     public func refreshFreeEstimate() throws(FSError) {
-        freeEstimate = try freeBlockCount()
+        let free = try freeBlockCount()
+        roomKept = true
+        freeEstimate = free
     }
 
     /// Adds a reference to blocks in use (recorded; checked against the tree at the commit).

@@ -450,6 +450,10 @@ public final class TreeVolume {
             throw .invalidArgument("an operation of \(payload.count) journal bytes exceeds a frame's \(FrameHeader.maximumPayload)")
         }
         let frame = FrameHeader.size + payload.count
+        // A file's data change (it reserved its room) and an operation that releases are
+        // let through: the data is bounded by what it leaves free (`blocksHeldForCommits`),
+        // and a release is what gives a full image its space back.
+        if reserved == 0, !changes.contains(where: \.releases) { try admit(changes: changes.count) }
         // Room beside what other operations reserved: with this operation's reservation
         // in place, already there (no allocation).
         try journalLock.withLock { () throws(FSError) in
@@ -482,8 +486,9 @@ public final class TreeVolume {
         // operation is done whatever the commit does: its frame is in the journal, so a
         // commit that fails here fails the volume (`failure`, thrown by every later change)
         // but not this operation, which replay brings back.
-        if commitsAtBudget,
-           appended.appendedBytes >= UInt64(limits.journalBytes) || ticket.generation.objectCount >= limits.dirtyObjects {
+        let objects = ticket.generation.objectCount
+        if commitsAtBudget, appended.appendedBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects
+            || roomIsShort(openObjects: objects, nearing: false) {
             _ = try? commit()
         }
     }
@@ -502,8 +507,10 @@ public final class TreeVolume {
     /// commits").
     public var budget: BudgetUse {
         let journalBytes = journalBytesSinceCommit, objects = delta.openObjectCount
-        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects { return .reached }
-        if journalBytes >= UInt64(limits.journalBytes / 4 * 3) || objects >= limits.dirtyObjects / 4 * 3 { return .nearing }
+        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects
+            || roomIsShort(openObjects: objects, nearing: false) { return .reached }
+        if journalBytes >= UInt64(limits.journalBytes / 4 * 3) || objects >= limits.dirtyObjects / 4 * 3
+            || roomIsShort(openObjects: objects, nearing: true) { return .nearing }
         return .under
     }
 
@@ -529,6 +536,56 @@ public final class TreeVolume {
         let sure = min(space.reserveBlocks, space.reserveTarget - space.reserveTarget / 4)
         return need > sure ? need - sure : 0
     }
+
+    /// Refuses with ENOSPC, before it joins (nothing changed), an operation of `changes`
+    /// changes that grows the tree on a nearly full image (`isNearlyFull`) when its commit
+    /// would not fit, with those of the changes waiting, in the room the commits can take,
+    /// keeping aside the overhead of five commits (`growthAsideBlocks`). Without it,
+    /// creates on a full image, committed at each maintenance tick, took the reserve
+    /// until a commit found nothing and failed the volume. docs/ARCHITECTURE.md, "Commits
+    /// that fit a full image".
+    func admit(changes: Int) throws(FSError) {
+        let room = metadataRoom
+        guard isNearlyFull(room) else { return }
+        let waiting = delta.objectCount(after: committedGeneration)
+        if room < growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + changes) { throw .noSpace }
+    }
+
+    /// What the commits can take (`BlockSpace.metadataRoom`).
+    var metadataRoom: UInt64 { space.metadataRoom }
+
+    /// True when the room left is under twice the metadata reserve's target: file data
+    /// took the rest. Only then do `admit` and `roomIsShort` read the counts (elsewhere an
+    /// operation costs them one atomic load).
+    func isNearlyFull(_ room: UInt64) -> Bool {
+        room < 2 * space.reserveTarget
+    }
+
+    /// The room `admit` keeps aside from what grows the tree: five commits' overhead (what
+    /// a commit frees is handed out again four commits later, and the maintenance keeps
+    /// committing meanwhile), at most three quarters of the reserve's target (a reserve at
+    /// its 128-block minimum holds less than five).
+    var growthAsideBlocks: UInt64 {
+        let target = space.reserveTarget
+        return min(5 * Self.commitOverheadBlocks, target - target / 4)
+    }
+
+    /// True when the open generation (not empty) of a nearly full image must be committed
+    /// before `admit` refuses what grows the tree: the commits of the changes waiting, and
+    /// an operation's worth more (`changesAhead`), need all of the room left after the
+    /// aside (or, `nearing`, three quarters of it).
+    func roomIsShort(openObjects: Int, nearing: Bool) -> Bool {
+        guard openObjects > 0 else { return false }
+        let room = metadataRoom
+        guard isNearlyFull(room) else { return false }
+        let usable = room - min(room, growthAsideBlocks)
+        let waiting = delta.objectCount(after: committedGeneration)
+        let need = Self.commitBlocksPerObject * UInt64(waiting + Self.changesAhead)
+        return nearing ? 4 * need >= 3 * usable : need >= usable
+    }
+
+    /// Changes an operation may bring (a rename's, about), for `roomIsShort`.
+    static let changesAhead = 8
 
     /// True when file data is refused blocks that are free, held for the commits of the
     /// changes not yet committed (`blocksHeldForCommits`): one commit gives them back.
@@ -694,5 +751,17 @@ public final class TreeVolume {
         return VolumeReader(view: LayeredFileSystem(layers: layers, tree: FileSystemTree(tree: tree, hashes: filesystem.hashes),
                                                     committedGeneration: generation),
                             generation: generation, epochs: epochs)
+    }
+}
+
+extension JournalChange {
+    /// True for a change that gives space back once committed (a name removed, an inode
+    /// dropped, an xattr removed): `TreeVolume.admit` lets an operation with one through
+    /// (an rm on a full image, a rename, the drops of forgotten inodes).
+    var releases: Bool {
+        switch self {
+        case .unlink, .drop, .removeXattr: return true
+        default: return false
+        }
     }
 }

@@ -70,7 +70,9 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// (`admitsMemoryPiece`), by the open generation when admitted: a commit writes out
     /// those of its generation and older ones only (operations of the next generation run
     /// while it commits).
-    var admittedMemory: [(generation: UInt64, bytes: Int)] = []
+    var admittedMemory: [(generation: UInt64, bytes: Int)] = [] {
+        didSet { space.promisedBlocks = promisedMemoryBlocks }
+    }
 
     /// Blocks given disk space ahead by the last `fallocate` (`allocate`), and the punch
     /// count read before it began: the blocks have it while no punch has finished since.
