@@ -55,6 +55,20 @@ final class TreeVolumeReserveTests: XCTestCase {
         print("reserve: \(dataBlocks) data blocks, then \(performed) operations journaled from the reserve before a refusal")
     }
 
+    /// What `TreeVolume.admit` lets through on a nearly full image: an operation with a
+    /// removal, or a frame of drops alone; not a change that carries the drops of
+    /// forgotten inodes (`VolumeNamespace.writeFrame` adds them to any frame), which the
+    /// final review found let every create through that carried one.
+    func testReleasesAreOperationsThatRemoveOrFramesOfDropsAlone() {
+        let xattr = JournalChange.setXattr(inode: 1, name: Array("user.a".utf8), value: [1])
+        let removal = JournalChange.removeXattr(inode: 1, name: Array("user.a".utf8))
+        XCTAssertTrue(JournalChange.release([.drop(inode: 7), .drop(inode: 8)]))
+        XCTAssertTrue(JournalChange.release([removal, .drop(inode: 7)]))
+        XCTAssertFalse(JournalChange.release([xattr, .drop(inode: 7)]))
+        XCTAssertFalse(JournalChange.release([xattr]))
+        XCTAssertFalse(JournalChange.release([]))
+    }
+
     /// The reserve is taken from the top of the space, file data from the bottom: a
     /// smaller capacity then need not cover the reserve's place (it is recorded nowhere),
     /// nor data pushed above it (`TreeVolume+Capacity.swift`).

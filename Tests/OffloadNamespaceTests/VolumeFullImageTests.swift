@@ -216,6 +216,10 @@ final class VolumeReclaimTests: XCTestCase {
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
         let fs = fileSystem.namespace
         let chunk = [UInt8](repeating: 5, count: 256 << 10)
+        // "b" is made before the image fills: a create right after the rm, on the full
+        // image, is refused until commits give the rm's blocks back ("Commits that fit a
+        // full image": its commit would not fit the room left).
+        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
         let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o100644, flags: O_RDWR, context: .root)
         var offset: UInt64 = 0
         while let n = try? chunk.withUnsafeBytes({ try fs.write(inode: a.inode, handle: aHandle, offset: offset, data: $0) }) {
@@ -224,7 +228,6 @@ final class VolumeReclaimTests: XCTestCase {
         fs.release(inode: a.inode, handle: aHandle)
         try fs.unlink(parent: .root, name: FileName("a"))
         fs.forget(inode: a.inode, lookups: 1)
-        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
         let generation = fileSystem.volume.current.generation
         XCTAssertNoThrow(try chunk.withUnsafeBytes { try fs.write(inode: b.inode, handle: bHandle, offset: 0, data: $0) },
                          "a 256 KiB write after rm of \(offset >> 20) MiB (commits it ran: \(fileSystem.volume.current.generation - generation))")
@@ -233,13 +236,15 @@ final class VolumeReclaimTests: XCTestCase {
     }
 
     /// A 16 MiB image filled by file "a", which is then removed (its kernel reference
-    /// given back), and file "b" created and open: a write to "b" needs the reclaim.
+    /// given back), and file "b" open (made before the fill: a create after the rm is
+    /// refused until commits give the rm's blocks back): a write to "b" needs the reclaim.
     private func fullImageAfterRm() throws -> (fileSystem: VolumeFileSystem, file: InodeNumber, handle: FileHandle) {
         let capacity: UInt64 = 16 << 20
         let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
                                                      capacity: .set(capacity),
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
         let fs = fileSystem.namespace
+        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
         let (a, aHandle) = try fs.create(parent: .root, name: FileName("a"), mode: 0o100644, flags: O_RDWR, context: .root)
         var offset: UInt64 = 0
         while let n = try? Self.chunk.withUnsafeBytes({ try fs.write(inode: a.inode, handle: aHandle, offset: offset, data: $0) }) {
@@ -248,7 +253,6 @@ final class VolumeReclaimTests: XCTestCase {
         fs.release(inode: a.inode, handle: aHandle)
         try fs.unlink(parent: .root, name: FileName("a"))
         fs.forget(inode: a.inode, lookups: 1)
-        let (b, bHandle) = try fs.create(parent: .root, name: FileName("b"), mode: 0o100644, flags: O_RDWR, context: .root)
         return (fileSystem, b.inode, bHandle)
     }
 

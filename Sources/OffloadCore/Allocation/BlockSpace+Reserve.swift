@@ -45,10 +45,12 @@ extension BlockSpace {
     /// (fewer when the free space has fewer). Errors reading the free space leave it short.
     /// The highest free blocks first (`takeHighest`), else wherever `take` finds some.
     public func refillReserve() {
-        while reserveBlocks < reserveTarget {
-            let wanted = reserveTarget - reserveBlocks
-            guard let blocks = (try? takeHighest(wanted)) ?? (try? take(wanted, reserve: ReserveAccess.none)) else { return }
-            reserve.insert(contentsOf: blocks)
+        withRoomNotedOnce { () -> Void in
+            while reserveBlocks < reserveTarget {
+                let wanted = reserveTarget - reserveBlocks
+                guard let blocks = (try? takeHighest(wanted)) ?? (try? take(wanted, reserve: ReserveAccess.none)) else { return }
+                reserve.insert(contentsOf: blocks)
+            }
         }
     }
 
@@ -90,12 +92,14 @@ extension BlockSpace {
     /// and the next commit refills up to it.
     public func setReserveTarget(_ blocks: UInt64) {
         reserveTarget = blocks
-        while reserveBlocks > reserveTarget, let last = reserve.ranges.last {
-            let excess = min(UInt64(last.count), reserveBlocks - reserveTarget)
-            let blocks = last.upperBound - excess..<last.upperBound
-            reserve.remove(contentsOf: blocks)
-            unprepare(blocks)
-            giveBack(blocks)
+        withRoomNotedOnce { () -> Void in
+            while reserveBlocks > reserveTarget, let last = reserve.ranges.last {
+                let excess = min(UInt64(last.count), reserveBlocks - reserveTarget)
+                let blocks = last.upperBound - excess..<last.upperBound
+                reserve.remove(contentsOf: blocks)
+                unprepare(blocks)
+                giveBack(blocks)
+            }
         }
     }
 }

@@ -52,7 +52,14 @@ public final class BlockSpace {
     /// The open generation's reference changes, in order.
     public internal(set) var changes: [BlockReferenceChange] = []
     /// The last generation committed, and the last one the caller said is durable.
-    public internal(set) var committedGeneration: UInt64
+    public internal(set) var committedGeneration: UInt64 {
+        didSet { settledMirror.store(committedGeneration, ordering: .relaxed) }
+    }
+    /// `committedGeneration` for callers without the space lock (`TreeVolume.admit`): a
+    /// commit's generation from the moment its block space settled (its nodes taken),
+    /// before the slot is published.
+    public var settledGeneration: UInt64 { settledMirror.load(ordering: .relaxed) }
+    private let settledMirror = Atomic<UInt64>(0)
     public internal(set) var durableGeneration: UInt64
     /// Where the last allocation was served: the next one starts there (locality).
     var currentGroup: UInt64
@@ -101,9 +108,23 @@ public final class BlockSpace {
     public var metadataRoom: UInt64 { roomMirror.load(ordering: .relaxed) }
     private let roomMirror = Atomic<UInt64>(.max)
     private var roomKept = false
+    /// Set while a change of the reserve moves blocks between it and the free space
+    /// (`withRoomNotedOnce`): the mirror then skips the step between, where the room
+    /// looked a reserve's worth short.
+    private var roomNotesHeld = false
+
+    /// Runs `body`, publishing the room once at its end.
+    func withRoomNotedOnce<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        roomNotesHeld = true
+        defer {
+            roomNotesHeld = false
+            noteRoom()
+        }
+        return try body()
+    }
 
     private func noteRoom() {
-        guard roomKept else { return }
+        guard roomKept, !roomNotesHeld else { return }
         let room = freeEstimate + reserveCount
         roomMirror.store(room - min(room, promisedBlocks), ordering: .relaxed)
     }
@@ -136,6 +157,7 @@ public final class BlockSpace {
                                        blocksPerGroup: blocksPerGroup)
         loaded = LoadedBlockGroups(capacity: maximumLoadedGroups)
         committedGeneration = root?.generation ?? 0
+        settledMirror.store(committedGeneration, ordering: .relaxed)
         self.durableGeneration = min(committedGeneration, durableGeneration ?? committedGeneration)
         currentGroup = firstBlock / blocksPerGroup
     }

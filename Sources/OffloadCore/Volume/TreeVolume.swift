@@ -453,7 +453,7 @@ public final class TreeVolume {
         // A file's data change (it reserved its room) and an operation that releases are
         // let through: the data is bounded by what it leaves free (`blocksHeldForCommits`),
         // and a release is what gives a full image its space back.
-        if reserved == 0, !changes.contains(where: \.releases) { try admit(changes: changes.count) }
+        if reserved == 0, !JournalChange.release(changes) { try admit(changes: changes.count) }
         // Room beside what other operations reserved: with this operation's reservation
         // in place, already there (no allocation).
         try journalLock.withLock { () throws(FSError) in
@@ -547,7 +547,7 @@ public final class TreeVolume {
     func admit(changes: Int) throws(FSError) {
         let room = metadataRoom
         guard isNearlyFull(room) else { return }
-        let waiting = delta.objectCount(after: committedGeneration)
+        let waiting = delta.objectCount(after: space.settledGeneration)
         if room < growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + changes) { throw .noSpace }
     }
 
@@ -560,6 +560,10 @@ public final class TreeVolume {
     func isNearlyFull(_ room: UInt64) -> Bool {
         room < 2 * space.reserveTarget
     }
+
+    /// True when the room left is under twice the metadata reserve's target
+    /// (`isNearlyFull`): a change refused for space then runs after a reclaim.
+    public var isNearlyFullNow: Bool { isNearlyFull(metadataRoom) }
 
     /// The room `admit` keeps aside from what grows the tree: five commits' overhead (what
     /// a commit frees is handed out again four commits later, and the maintenance keeps
@@ -577,9 +581,13 @@ public final class TreeVolume {
     func roomIsShort(openObjects: Int, nearing: Bool) -> Bool {
         guard openObjects > 0 else { return false }
         let room = metadataRoom
-        guard isNearlyFull(room) else { return false }
+        // Not only on a nearly full image: a generation whose estimate outgrew the room
+        // while the image was not (metadata changes alone, on an image of a few GiB) would
+        // otherwise meet admission, once the image filled, with a commit larger than the
+        // room. Past `ampleRoomBlocks` no count is read.
+        guard room < Self.ampleRoomBlocks else { return false }
         let usable = room - min(room, growthAsideBlocks)
-        let waiting = delta.objectCount(after: committedGeneration)
+        let waiting = delta.objectCount(after: space.settledGeneration)
         let need = Self.commitBlocksPerObject * UInt64(waiting + Self.changesAhead)
         return nearing ? 4 * need >= 3 * usable : need >= usable
     }
@@ -587,11 +595,18 @@ public final class TreeVolume {
     /// Changes an operation may bring (a rename's, about), for `roomIsShort`.
     static let changesAhead = 8
 
+    /// Room past which `roomIsShort` reads no counts: the commits of four generations at
+    /// the default dirty cap fit in it (about 938 MiB).
+    static let ampleRoomBlocks: UInt64 = 5 * commitOverheadBlocks + 4 * 20_000 * commitBlocksPerObject
+
     /// True when file data is refused blocks that are free, held for the commits of the
     /// changes not yet committed (`blocksHeldForCommits`): one commit gives them back.
     public var holdsFreeBlocksForCommits: Bool {
         guard let files else { return false }
-        return spaceLock.withLock { files.heldForCommits > 0 && space.freeEstimate > files.promisedMemoryBlocks }
+        return spaceLock.withLock {
+            let held = files.heldForCommits, promised = files.promisedMemoryBlocks, free = space.freeEstimate
+            return held > 0 && free > promised && free <= promised + held
+        }
     }
 
     /// Seconds since this mount's last frame was appended (nil: none yet).
@@ -755,13 +770,20 @@ public final class TreeVolume {
 }
 
 extension JournalChange {
-    /// True for a change that gives space back once committed (a name removed, an inode
-    /// dropped, an xattr removed): `TreeVolume.admit` lets an operation with one through
-    /// (an rm on a full image, a rename, the drops of forgotten inodes).
-    var releases: Bool {
-        switch self {
-        case .unlink, .drop, .removeXattr: return true
-        default: return false
+    /// True for the changes of an operation that gives space back once committed: one
+    /// with a name removed or an xattr removed (an rm, a rename, a removexattr), or a frame
+    /// of drops of forgotten inodes alone. `TreeVolume.admit` lets those through. Drops
+    /// carried on another operation's frame (`VolumeNamespace.writeFrame` adds them to any)
+    /// do not make a create one.
+    static func release(_ changes: [JournalChange]) -> Bool {
+        var onlyDrops = true
+        for change in changes {
+            switch change {
+            case .unlink, .removeXattr: return true
+            case .drop: continue
+            default: onlyDrops = false
+            }
         }
+        return onlyDrops && !changes.isEmpty
     }
 }

@@ -575,13 +575,14 @@ extension VolumeNamespace {
     /// Reads take no namespace lock, so they run during the reclaim's commits: the readers
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
-    private func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
+    func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
         // Refused the free blocks held for the commits of the changes that wait
         // (`TreeVolume.blocksHeldForCommits`): one commit gives them back, without a
         // reclaim's rounds of up to four.
         if volume.holdsFreeBlocksForCommits {
             try volume.commit()
             evictCommittedFiles()
+            dropIdleReaders()
             do throws(FSError) {
                 return try change()
             } catch .noSpace {

@@ -356,31 +356,50 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// leaves out the journal's pages made writable before the lock, for an operation
     /// that seldom writes a frame (a close), which pays for that call every time.
     ///
-    /// A change refused for want of space (no journal room) answers ENOSPC: unlike a file's
-    /// data change (`changingData`), it runs no reclaim. Making it reclaim let the 20,000
-    /// chmods of a test run where the 217th answered ENOSPC, but in one benchmark run of
-    /// four on a full image every later change and an rm answered ENOSPC (the cause not
-    /// found): reverted, and left for the next session (docs/ARCHITECTURE.md, "Changes on
-    /// a full image run after as many reclaims as they need").
+    /// A change whose frame is refused for want of space on a nearly full image runs again
+    /// after the reclaim's commits (`afterReclaim`), as a file's data change does. The
+    /// eighteenth session's first version failed volumes on full images; the cause was
+    /// commits that did not fit (docs/ARCHITECTURE.md, "Commits that fit a full image"),
+    /// which file data's hold-back and `TreeVolume.admit` now prevent.
     func changing<R, S>(preparingJournal: Bool = true,
                         _ body: (VolumeReader, inout VolumeOperation) throws(FSError) -> R,
                         then after: (R, VolumeReader) throws(FSError) -> S) throws(FSError) -> S {
         if preparingJournal { volume.prepareJournalAppend() }
         return try locked { () throws(FSError) -> S in
-            let taken = try readers.take()
-            defer { readers.give(taken) }
-            let reader = taken.reader
-            var operation = VolumeOperation()
-            let result: R
-            do throws(FSError) {
-                result = try body(reader, &operation)
-                try writeFrame(&operation, reader)
-            } catch {
-                restoreDroppedFiles(&operation)
-                throw error
+            var refusedFrame = false
+            func attempt() throws(FSError) -> S {
+                let taken = try readers.take()
+                defer { readers.give(taken) }
+                let reader = taken.reader
+                var operation = VolumeOperation()
+                let result: R
+                do throws(FSError) {
+                    result = try body(reader, &operation)
+                } catch {
+                    restoreDroppedFiles(&operation)
+                    throw error
+                }
+                do throws(FSError) {
+                    try writeFrame(&operation, reader)
+                } catch {
+                    restoreDroppedFiles(&operation)
+                    if case .noSpace = error { refusedFrame = true }
+                    throw error
+                }
+                emptyUnreadableFiles(operation.unreadableFiles, reader)
+                return try after(result, reader)
             }
-            emptyUnreadableFiles(operation.unreadableFiles, reader)
-            return try after(result, reader)
+            do throws(FSError) {
+                return try attempt()
+            } catch .noSpace where refusedFrame && volume.isNearlyFullNow {
+                // Its frame refused on a nearly full image (its commit would not fit the
+                // room left, `TreeVolume.admit`, or the journal had no room): it runs again
+                // after the commits that give back what earlier operations freed, as a
+                // file's data change does (an rm of a big file, then a new file: the create
+                // waited for the maintenance's ticks). Not where the image has room: the
+                // refusal then came from the disk under it, where commits fail.
+                return try afterReclaim(attempt)
+            }
         }
     }
 
