@@ -12,6 +12,22 @@ import XCTest
 /// maintenance's commit of those files found no room and failed the volume, and `rm` of
 /// the big file and the unmount's commit failed with it.
 final class VolumeFullImageMetadataTests: XCTestCase {
+    /// Writes file "big" 1 MiB at a time until a write is refused: the bytes written, and
+    /// the refusal.
+    static func fill(_ fs: VolumeNamespace) throws -> (bytes: UInt64, refusal: FSError) {
+        let chunk = [UInt8](repeating: 5, count: 1 << 20)
+        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        defer { fs.release(inode: big.inode, handle: handle) }
+        var offset: UInt64 = 0
+        while true {
+            do {
+                offset += UInt64(try chunk.withUnsafeBytes { try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0) })
+            } catch let error as FSError {
+                return (offset, error)
+            }
+        }
+    }
+
     func testDataLeavesTheUncommittedChangesRoomForTheirCommit() throws {
         let capacity: UInt64 = 16 << 20
         let storage = MemoryImageStorage(maximumBytes: Int(capacity))
@@ -25,19 +41,8 @@ final class VolumeFullImageMetadataTests: XCTestCase {
             fs.release(inode: file.inode, handle: handle)
         }
         // No commit: the 2,000 files wait in the open generation while data fills the image.
-        let chunk = [UInt8](repeating: 5, count: 1 << 20)
-        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
-        var offset: UInt64 = 0
-        var refusal: Error?
-        while refusal == nil {
-            do {
-                offset += UInt64(try chunk.withUnsafeBytes { try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0) })
-            } catch {
-                refusal = error
-            }
-        }
-        fs.release(inode: big.inode, handle: handle)
-        XCTAssertEqual(refusal as? FSError, .noSpace)
+        let (offset, refusal) = try Self.fill(fs)
+        XCTAssertEqual(refusal, .noSpace)
         XCTAssertGreaterThan(offset, 8 << 20, "setup: the big file did not fill the image")
         XCTAssertNil(fileSystem.volume.failure, "the fill failed the volume")
         let file = try fs.lookup(parent: directory.inode, name: FileName("f1999"))
@@ -70,13 +75,7 @@ final class VolumeFullImageMetadataTests: XCTestCase {
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
         let fs = fileSystem.namespace
         let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
-        let chunk = [UInt8](repeating: 5, count: 1 << 20)
-        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
-        var offset: UInt64 = 0
-        while let n = try? chunk.withUnsafeBytes({ try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0) }) {
-            offset += UInt64(n)
-        }
-        fs.release(inode: big.inode, handle: handle)
+        _ = try Self.fill(fs)
         let errors = PthreadMutex<[FSError]>([])
         fileSystem.startMaintenance(interval: 0.01, journalBytes: nil, onWrite: nil) { error in errors.withLock { $0.append(error) } }
         var made = 0, refused = 0

@@ -488,7 +488,7 @@ public final class TreeVolume {
         // but not this operation, which replay brings back.
         let objects = ticket.generation.objectCount
         if commitsAtBudget, appended.appendedBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects
-            || roomIsShort(openObjects: objects, nearing: false) {
+            || roomUse(openObjects: objects) == .reached {
             _ = try? commit()
         }
     }
@@ -507,10 +507,13 @@ public final class TreeVolume {
     /// commits").
     public var budget: BudgetUse {
         let journalBytes = journalBytesSinceCommit, objects = delta.openObjectCount
-        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects
-            || roomIsShort(openObjects: objects, nearing: false) { return .reached }
+        // The room's use is read once (it takes the delta's lock below `ampleRoomBlocks`).
+        let room = roomUse(openObjects: objects)
+        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects || room == .reached {
+            return .reached
+        }
         if journalBytes >= UInt64(limits.journalBytes / 4 * 3) || objects >= limits.dirtyObjects / 4 * 3
-            || roomIsShort(openObjects: objects, nearing: true) { return .nearing }
+            || room == .nearing { return .nearing }
         return .under
     }
 
@@ -555,7 +558,7 @@ public final class TreeVolume {
     var metadataRoom: UInt64 { space.metadataRoom }
 
     /// True when the room left is under twice the metadata reserve's target: file data
-    /// took the rest. Only then do `admit` and `roomIsShort` read the counts (elsewhere an
+    /// took the rest. Only then does `admit` read the counts (elsewhere an
     /// operation costs them one atomic load).
     func isNearlyFull(_ room: UInt64) -> Bool {
         room < 2 * space.reserveTarget
@@ -574,28 +577,29 @@ public final class TreeVolume {
         return min(5 * Self.commitOverheadBlocks, target - target / 4)
     }
 
-    /// True when the open generation (not empty) of a nearly full image must be committed
-    /// before `admit` refuses what grows the tree: the commits of the changes waiting, and
-    /// an operation's worth more (`changesAhead`), need all of the room left after the
-    /// aside (or, `nearing`, three quarters of it).
-    func roomIsShort(openObjects: Int, nearing: Bool) -> Bool {
-        guard openObjects > 0 else { return false }
+    /// `.reached` when the open generation (not empty) must be committed before `admit`
+    /// refuses what grows the tree: the commits of the changes waiting, and an operation's
+    /// worth more (`changesAhead`), need all of the room left after the aside; `.nearing`
+    /// at three quarters of it.
+    func roomUse(openObjects: Int) -> BudgetUse {
+        guard openObjects > 0 else { return .under }
         let room = metadataRoom
         // Not only on a nearly full image: a generation whose estimate outgrew the room
         // while the image was not (metadata changes alone, on an image of a few GiB) would
         // otherwise meet admission, once the image filled, with a commit larger than the
         // room. Past `ampleRoomBlocks` no count is read.
-        guard room < Self.ampleRoomBlocks else { return false }
+        guard room < Self.ampleRoomBlocks else { return .under }
         let usable = room - min(room, growthAsideBlocks)
         let waiting = delta.objectCount(after: space.settledGeneration)
         let need = Self.commitBlocksPerObject * UInt64(waiting + Self.changesAhead)
-        return nearing ? 4 * need >= 3 * usable : need >= usable
+        if need >= usable { return .reached }
+        return 4 * need >= 3 * usable ? .nearing : .under
     }
 
-    /// Changes an operation may bring (a rename's, about), for `roomIsShort`.
+    /// Changes an operation may bring (a rename's, about), for `roomUse`.
     static let changesAhead = 8
 
-    /// Room past which `roomIsShort` reads no counts: the commits of four generations at
+    /// Room past which `roomUse` reads no counts: the commits of four generations at
     /// the default dirty cap fit in it (about 938 MiB).
     static let ampleRoomBlocks: UInt64 = 5 * commitOverheadBlocks + 4 * 20_000 * commitBlocksPerObject
 
