@@ -55,6 +55,46 @@ final class TreeVolumeReserveTests: XCTestCase {
         print("reserve: \(dataBlocks) data blocks, then \(performed) operations journaled from the reserve before a refusal")
     }
 
+    /// Admission is a reservation: the changes of an operation admitted and not yet
+    /// recorded in the delta count against the room for the next one, so operations
+    /// running at once cannot all pass on the same count (until 2026-12-05, nineteenth
+    /// session, the second admission here passed too). It ends with the record, and on
+    /// every way out of `perform`.
+    func testChangesAdmittedAndNotYetRecordedCountAgainstTheRoom() throws {
+        let capacity: UInt64 = 4 << 20
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let files = try volume.fileBlocks()
+        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
+        try volume.commit()
+        let room = volume.space.metadataRoom
+        XCTAssertTrue(volume.isNearlyFull(room))
+        let waiting = volume.delta.objectCount(after: volume.space.settledGeneration)
+        XCTAssertEqual(waiting, 0)
+        // Half the changes the room takes, and one more: one admission fits, two do not.
+        let fitting = Int((room - volume.growthAsideBlocks) / TreeVolume.commitBlocksPerObject)
+        let half = fitting / 2 + 1
+        XCTAssertGreaterThan(half, 2)
+        var first = try volume.admit(changes: half)
+        XCTAssertEqual(first, half)
+        XCTAssertThrowsError(try volume.admit(changes: half), "two admissions on the room of one") { error in
+            guard case FSError.noSpace = error else { return XCTFail("refused with \(error)") }
+        }
+        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), half, "a refusal admits nothing")
+        volume.endAdmission(&first)
+        XCTAssertEqual(first, 0)
+        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0)
+        var again = try volume.admit(changes: half)
+        volume.endAdmission(&again)
+        // perform ends its admission whether it succeeds or not.
+        try volume.perform([.attributes(inode: 1, Self.root)])
+        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after an operation")
+        XCTAssertThrowsError(try volume.perform([.drop(inode: 77), .attributes(inode: 77, Self.root)]),
+                             "a change of an inode the same frame dropped")
+        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after a refused operation")
+        XCTAssertNil(volume.failure)
+    }
+
     /// What `TreeVolume.admit` lets through on a nearly full image: an operation with a
     /// removal, or a frame of drops alone; not a change that carries the drops of
     /// forgotten inodes (`VolumeNamespace.writeFrame` adds them to any frame), which the

@@ -169,6 +169,12 @@ public final class TreeVolume {
     private var storedFailure: FSError?
     private let hasFailed = Atomic<Bool>(false)
 
+    /// Changes `admit` let through on a nearly full image that the delta does not count
+    /// yet (their operations are between admission and their record): what makes
+    /// admission a reservation, not a check that operations running at once all pass on
+    /// the same count.
+    let admittedChanges = Atomic<Int>(0)
+
     /// `capacity`: the block space's end and what the next slot says of it (nil: the
     /// slot's own; `TreeVolume+Capacity.swift` decides a changed one).
     /// `punchingFirst` false leaves every pending free unpunched until the first commit
@@ -443,6 +449,9 @@ public final class TreeVolume {
         // The reservation ends here, whatever happens: with the append, or on the way out.
         var held = reserved
         defer { releaseRoom(held) }
+        // So does an admission, once the delta counts the changes (or on the way out).
+        var admitted = 0
+        defer { endAdmission(&admitted) }
         if let failure { throw failure }
         // Encoded once, before joining: the generation is patched in afterwards.
         var payload = VolumeJournalFrame.encode(generation: 0, changes)
@@ -453,7 +462,7 @@ public final class TreeVolume {
         // A file's data change (it reserved its room) and an operation that releases are
         // let through: the data is bounded by what it leaves free (`blocksHeldForCommits`),
         // and a release is what gives a full image its space back.
-        if reserved == 0, !JournalChange.release(changes) { try admit(changes: changes.count) }
+        if reserved == 0, !JournalChange.release(changes) { admitted = try admit(changes: changes.count) }
         // Room beside what other operations reserved: with this operation's reservation
         // in place, already there (no allocation).
         try journalLock.withLock { () throws(FSError) in
@@ -465,6 +474,7 @@ public final class TreeVolume {
         do {
             defer { delta.leave(ticket) }
             try delta.record(changes, born: born, in: ticket)
+            endAdmission(&admitted)
             VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
                 // The chain a commit may have switched to meanwhile: the frame goes there.
@@ -542,16 +552,38 @@ public final class TreeVolume {
 
     /// Refuses with ENOSPC, before it joins (nothing changed), an operation of `changes`
     /// changes that grows the tree on a nearly full image (`isNearlyFull`) when its commit
-    /// would not fit, with those of the changes waiting, in the room the commits can take,
-    /// keeping aside the overhead of five commits (`growthAsideBlocks`). Without it,
-    /// creates on a full image, committed at each maintenance tick, took the reserve
-    /// until a commit found nothing and failed the volume. docs/ARCHITECTURE.md, "Commits
-    /// that fit a full image".
-    func admit(changes: Int) throws(FSError) {
+    /// would not fit, with those of the changes waiting and those admitted before it, in
+    /// the room the commits can take, keeping aside the overhead of five commits
+    /// (`growthAsideBlocks`). Without it, creates on a full image, committed at each
+    /// maintenance tick, took the reserve until a commit found nothing and failed the
+    /// volume. docs/ARCHITECTURE.md, "Commits that fit a full image".
+    /// Returns the changes admitted (0 where the image is not nearly full), counted in
+    /// `admittedChanges` until `endAdmission`: the caller ends it once the delta counts
+    /// them, and on every way out.
+    func admit(changes: Int) throws(FSError) -> Int {
         let room = metadataRoom
-        guard isNearlyFull(room) else { return }
-        let waiting = delta.objectCount(after: space.settledGeneration)
-        if room < growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + changes) { throw .noSpace }
+        guard isNearlyFull(room) else { return 0 }
+        // The admitted count first: an operation leaving it between the two reads counts
+        // twice, never not at all (it records before it leaves).
+        var admitted = admittedChanges.load(ordering: .acquiring)
+        var waiting = delta.objectCount(after: space.settledGeneration)
+        while true {
+            let need = growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + admitted + changes)
+            if room < need { throw .noSpace }
+            let (exchanged, original) = admittedChanges.compareExchange(
+                expected: admitted, desired: admitted + changes, ordering: .acquiringAndReleasing)
+            if exchanged { return changes }
+            admitted = original
+            waiting = delta.objectCount(after: space.settledGeneration)
+        }
+    }
+
+    /// Ends an admission (`admit`) of `admitted` changes; sets it to 0.
+    func endAdmission(_ admitted: inout Int) {
+        guard admitted > 0 else { return }
+        let before = admittedChanges.subtract(admitted, ordering: .acquiringAndReleasing).oldValue
+        assert(before >= admitted, "an admission ended twice")
+        admitted = 0
     }
 
     /// What the commits can take (`BlockSpace.metadataRoom`).
