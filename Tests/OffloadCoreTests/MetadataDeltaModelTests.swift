@@ -194,7 +194,9 @@ final class MetadataDeltaModelTests: XCTestCase {
     /// The exact cut under threads: operations join, record and leave while a committer
     /// closes generations and waits for them. Each operation's change must be in the
     /// generation its ticket named, and a generation must have no operation inside once
-    /// `waitUntilQuiet` returns. Runs under ThreadSanitizer in scripts/tsan.
+    /// `waitUntilQuiet` returns. Runs under ThreadSanitizer in scripts/tsan. Since
+    /// 2026-12-05 (twentieth session) joining and leaving take no lock every operation
+    /// shares (a gate shared per CPU and the generation's atomic count).
     func testOperationsRacingACommitterLandInExactlyTheGenerationTheyJoined() throws {
         let delta = MetadataDelta(committedGeneration: 0)
         let inside = PthreadMutex([UInt64: Int]())
@@ -221,9 +223,18 @@ final class MetadataDeltaModelTests: XCTestCase {
         }
         var generations: [DeltaGeneration] = []
         var violations: [String] = []
+        var round = 0
         while group.wait(timeout: .now()) == .timedOut {
-            let closed = delta.close()
-            delta.waitUntilQuiet(closed)
+            // Both ways a commit cuts: a close and its wait, and `nextToCommit` (which
+            // closes the open generation itself when none is closed).
+            round += 1
+            let closed: DeltaGeneration
+            if round % 2 == 0 {
+                closed = delta.close()
+                delta.waitUntilQuiet(closed)
+            } else {
+                closed = delta.nextToCommit()
+            }
             let still = inside.withLock { $0[closed.number] ?? 0 }
             if still != 0 { violations.append("generation \(closed.number): \(still) operations inside after waitUntilQuiet") }
             generations.append(closed)

@@ -16,6 +16,12 @@ public final class DeltaGeneration: @unchecked Sendable {
     private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
     /// Objects changed so far: read by every operation's budget check, so an atomic.
     private let changedObjects = Atomic<Int>(0)
+    /// Operations inside this generation (`MetadataDelta.join` to `leave`): an atomic, as
+    /// jbd2's `t_updates`, so that joining takes no lock every operation shares.
+    let operationsInside = Atomic<Int>(0)
+    /// Set once `MetadataDelta` closed this generation to new joins; from then on, the
+    /// last operation to leave wakes the commit waiting for it.
+    let isClosed = Atomic<Bool>(false)
     /// Debug builds only (filled inside `assert`): the inodes made and dropped here, which
     /// left the generation, so that a later change to one traps as a change to a dropped
     /// inode is refused (`record`).

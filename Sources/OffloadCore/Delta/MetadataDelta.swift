@@ -17,11 +17,23 @@ import Synchronization
 /// later, and `LayeredFileSystem` passes over the layers that root already holds (laid
 /// over a newer root, an older generation's net state would undo later changes).
 ///
-/// Lock order: an operation's object locks, then this delta's lock (held only for the
-/// few instructions of join, leave, close and the layer list; never across a change, an
-/// allocation of tree nodes or I/O), then a generation's shard locks.
+/// Joining and leaving take no lock that every operation shares (jbd2's
+/// `start_this_handle`: `j_state_lock` read, `t_updates` incremented): an operation reads
+/// the open generation holding `gate` shared, which writes only a counter of its CPU
+/// (`ShardedReadWriteLock`), and counts itself in the generation's own atomic
+/// (`DeltaGeneration.operationsInside`); it leaves with an atomic decrement, and takes
+/// `lock` only when it is the last to leave a closed generation, to wake the commit
+/// waiting for it. A close replaces the open generation holding `gate` alone and `lock`,
+/// so that no operation is between reading the open generation and counting itself in it.
+///
+/// Lock order: an operation's object locks, then `gate` (shared: join and the open
+/// generation's count; alone: close), then this delta's `lock` (the closed list, the
+/// layer list, the wait for quiet; held only for a few instructions, never across a
+/// change, an allocation of tree nodes or I/O), then a generation's shard locks.
 public final class MetadataDelta: @unchecked Sendable {
-    // @unchecked: `open`, `closed` and `active` are reached only with `lock` held.
+    // @unchecked: `open` is written holding both `gate` alone and `lock`, and read holding
+    // either; `closed` is reached only with `lock` held.
+    private let gate = ShardedReadWriteLock()
     private let lock = PthreadLock()
     private let quiet = PthreadCondition()
     private var open: DeltaGeneration {
@@ -31,8 +43,6 @@ public final class MetadataDelta: @unchecked Sendable {
     private let openNumberNow: Atomic<UInt64>
     /// Closed and not yet retired, oldest first.
     private var closed: [DeltaGeneration] = []
-    /// Operations inside each generation that has any.
-    private var active: [UInt64: Int] = [:]
 
     /// A delta over a tree whose last commit was `committedGeneration`. After a crash,
     /// mount replays every journal frame newer than that commit into the open generation,
@@ -51,7 +61,7 @@ public final class MetadataDelta: @unchecked Sendable {
     public var openNumber: UInt64 { openNumberNow.load(ordering: .acquiring) }
 
     /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
-    public var openObjectCount: Int { lock.withLock { open }.objectCount }
+    public var openObjectCount: Int { gate.withReadLock { open.objectCount } }
 
     /// How many objects the generations numbered above `generation` changed, the open one
     /// and the closed ones not yet retired: what the commits still to come write
@@ -73,9 +83,10 @@ public final class MetadataDelta: @unchecked Sendable {
 
     /// Enters the open generation.
     public func join() -> Ticket {
-        lock.withLock {
-            active[open.number, default: 0] += 1
-            return Ticket(generation: open)
+        gate.withReadLock {
+            let generation = open
+            generation.operationsInside.add(1, ordering: .sequentiallyConsistent)
+            return Ticket(generation: generation)
         }
     }
 
@@ -87,26 +98,36 @@ public final class MetadataDelta: @unchecked Sendable {
     }
 
     public func leave(_ ticket: Ticket) {
-        lock.withLock {
-            let number = ticket.generation.number
-            guard let count = active[number], count > 0 else { preconditionFailure("left generation \(number) twice") }
-            if count == 1 {
-                active[number] = nil
-                quiet.broadcast()
-            } else {
-                active[number] = count - 1
-            }
+        let generation = ticket.generation
+        let left = generation.operationsInside.subtract(1, ordering: .sequentiallyConsistent).newValue
+        precondition(left >= 0, "left generation \(generation.number) twice")
+        // The store-load handshake with `waitUntilQuiet`: it sets `isClosed` (under `gate`
+        // alone), then reads the count holding `lock`; this takes the count down, then reads
+        // `isClosed`. Either the waiter sees zero, or this sees the flag and wakes it under
+        // `lock`, which the waiter holds from its read to its wait.
+        if left == 0, generation.isClosed.load(ordering: .sequentiallyConsistent) {
+            lock.withLock { quiet.broadcast() }
         }
     }
 
     /// Closes the open generation to new joins and returns it; the next one opens.
     public func close() -> DeltaGeneration {
-        lock.withLock {
-            let closing = open
-            closed.append(closing)
-            open = DeltaGeneration(number: closing.number + 1)
-            return closing
+        gate.withWriteLock {
+            lock.withLock {
+                let closing = open
+                closeOpen()
+                return closing
+            }
         }
+    }
+
+    /// Moves the open generation to the closed list and opens the next. Caller holds `gate`
+    /// alone and `lock`.
+    private func closeOpen() {
+        let closing = open
+        closing.isClosed.store(true, ordering: .sequentiallyConsistent)
+        closed.append(closing)
+        open = DeltaGeneration(number: closing.number + 1)
     }
 
     /// True when a generation is closed and not yet retired.
@@ -115,13 +136,14 @@ public final class MetadataDelta: @unchecked Sendable {
     /// The generation the next commit writes: the oldest closed one (the open one is
     /// closed first when none is), once every operation inside it has left.
     public func nextToCommit() -> DeltaGeneration {
-        let generation = lock.withLock {
-            if closed.isEmpty {
-                closed.append(open)
-                open = DeltaGeneration(number: open.number + 1)
+        let generation = lock.withLock { closed.first }
+            ?? gate.withWriteLock {
+                lock.withLock {
+                    // Closed by another caller meanwhile: that one is next.
+                    if closed.isEmpty { closeOpen() }
+                    return closed[0]
+                }
             }
-            return closed[0]
-        }
         waitUntilQuiet(generation)
         return generation
     }
@@ -131,7 +153,7 @@ public final class MetadataDelta: @unchecked Sendable {
     public func waitUntilQuiet(_ generation: DeltaGeneration) {
         lock.withLock {
             precondition(closed.contains { $0 === generation }, "waiting for a generation that is not closed")
-            quiet.wait(on: lock) { active[generation.number] == nil }
+            quiet.wait(on: lock) { generation.operationsInside.load(ordering: .sequentiallyConsistent) == 0 }
         }
     }
 
@@ -139,7 +161,7 @@ public final class MetadataDelta: @unchecked Sendable {
     public func retire(_ generation: DeltaGeneration) {
         lock.withLock {
             precondition(closed.first === generation, "generations retire oldest first")
-            precondition(active[generation.number] == nil, "retiring a generation with operations inside")
+            precondition(generation.operationsInside.load(ordering: .relaxed) == 0, "retiring a generation with operations inside")
             closed.removeFirst()
         }
     }
