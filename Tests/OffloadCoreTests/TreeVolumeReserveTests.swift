@@ -1,4 +1,6 @@
 import XCTest
+import Synchronization
+import Dispatch
 @testable import OffloadCore
 import OffloadSimulation
 
@@ -86,13 +88,59 @@ final class TreeVolumeReserveTests: XCTestCase {
         XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0)
         var again = try volume.admit(changes: half)
         volume.endAdmission(&again)
-        // perform ends its admission whether it succeeds or not.
+        // perform ends its admission whether it succeeds or not (on the nearly full
+        // image, where it admits).
+        XCTAssertTrue(volume.isNearlyFull(volume.space.metadataRoom))
         try volume.perform([.attributes(inode: 1, Self.root)])
         XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after an operation")
+        XCTAssertTrue(volume.isNearlyFull(volume.space.metadataRoom))
         XCTAssertThrowsError(try volume.perform([.drop(inode: 77), .attributes(inode: 77, Self.root)]),
                              "a change of an inode the same frame dropped")
         XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after a refused operation")
         XCTAssertNil(volume.failure)
+    }
+
+    /// Operations from threads at once on a nearly full image: what they recorded never
+    /// needs more than the room takes. The review of admission's first form, a
+    /// compare-and-swap on the admitted count, found that an admission ending (its changes
+    /// now counted by the delta) and another of the same size starting between a third's
+    /// read and its swap let the third through on a count that missed the first's changes.
+    func testOperationsAtOnceNeverRecordMoreThanTheRoomTakes() throws {
+        let capacity: UInt64 = 256 << 20
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let files = try volume.fileBlocks()
+        while (try? files.allocate(byteCount: 1 << 20)) != nil {}
+        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
+        try volume.commit()
+        let room = volume.space.metadataRoom, aside = volume.growthAsideBlocks
+        XCTAssertTrue(volume.isNearlyFull(room))
+        let performed = Atomic<Int>(0)
+        // The volume's calls are made for threads at once (operations share the namespace
+        // lock); the type is not marked Sendable.
+        nonisolated(unsafe) let shared = volume
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            for k in 0..<10_000 {
+                // No commit: every change recorded stays waiting, so admission ends them.
+                do {
+                    try shared.perform([.attributes(inode: UInt64(1_000 + thread * 100_000 + k), Self.file)],
+                                       commitsAtBudget: false)
+                    performed.add(1, ordering: .relaxed)
+                } catch {
+                    if case FSError.noSpace = error { return }
+                    return XCTFail("thread \(thread), operation \(k): \(error)")
+                }
+            }
+        }
+        let waiting = volume.delta.objectCount(after: volume.space.settledGeneration)
+        XCTAssertEqual(waiting, performed.load(ordering: .relaxed), "an inode changed is one object")
+        XCTAssertGreaterThan(waiting, 10)
+        XCTAssertLessThanOrEqual(aside + TreeVolume.commitBlocksPerObject * UInt64(waiting), room,
+                                 "more recorded than the room takes")
+        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0)
+        XCTAssertNil(volume.failure)
+        XCTAssertNoThrow(try volume.commit(), "the commit of what was admitted")
+        print("operations at once: \(waiting) recorded on a room of \(room) blocks")
     }
 
     /// What `TreeVolume.admit` lets through on a nearly full image: an operation with a
@@ -130,6 +178,10 @@ final class TreeVolumeReserveTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(volume.space.reserve.ranges.first?.lowerBound ?? 0, volume.space.endBlock - 255 - 16)
     }
 
+    static let file = InodeItem(type: 8, permissions: 0o644, uid: 0, gid: 0, linkCount: 1, size: 0, rdev: 0,
+                                accessTime: .init(seconds: 0, nanoseconds: 0), modificationTime: .init(seconds: 0, nanoseconds: 0),
+                                changeTime: .init(seconds: 0, nanoseconds: 0), birthTime: .init(seconds: 0, nanoseconds: 0),
+                                parent: 1, nextIndex: 0)
     static let root = InodeItem(type: 4, permissions: 0o755, uid: 0, gid: 0, linkCount: 2, size: 0, rdev: 0,
                                 accessTime: .init(seconds: 0, nanoseconds: 0), modificationTime: .init(seconds: 0, nanoseconds: 0),
                                 changeTime: .init(seconds: 0, nanoseconds: 0), birthTime: .init(seconds: 0, nanoseconds: 0),

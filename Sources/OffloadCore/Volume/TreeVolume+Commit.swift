@@ -194,6 +194,7 @@ extension TreeVolume {
             newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
         }
         journal = newJournal
+        journalBytesMirror.store(newJournal.appendedBytes, ordering: .relaxed)
         return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
     }
 

@@ -172,8 +172,18 @@ public final class TreeVolume {
     /// Changes `admit` let through on a nearly full image that the delta does not count
     /// yet (their operations are between admission and their record): what makes
     /// admission a reservation, not a check that operations running at once all pass on
-    /// the same count.
+    /// the same count. Added to under `admissionLock`, taken from without it.
     let admittedChanges = Atomic<Int>(0)
+    /// Admissions on a nearly full image take turns: between one's read of the counts and
+    /// its add, the admitted count can then only fall (operations that recorded, now in
+    /// the delta's count), so no admission is counted nowhere. A compare-and-swap on the
+    /// count alone was not enough (the review's case: an admission ending and another of
+    /// the same size starting between the read and the swap leave the value as read).
+    private let admissionLock = PthreadLock()
+
+    /// `journal`'s appended bytes (what `journalBytesSinceCommit` reads, in every change's
+    /// budget): stored under `journalLock` with each append and chain switch.
+    let journalBytesMirror = Atomic<UInt64>(0)
 
     /// `capacity`: the block space's end and what the next slot says of it (nil: the
     /// slot's own; `TreeVolume+Capacity.swift` decides a changed one).
@@ -481,6 +491,7 @@ public final class TreeVolume {
                 appended = try journalLock.withLock { () throws(FSError) -> MetadataLog in
                     let journal = try currentJournal()
                     try journal.append(payload: payload)
+                    journalBytesMirror.store(journal.appendedBytes, ordering: .relaxed)
                     lastAppendNanoseconds = MonotonicClock.nanoseconds()
                     assert(reservedJournalBytes >= held)
                     reservedJournalBytes -= held
@@ -563,26 +574,23 @@ public final class TreeVolume {
     func admit(changes: Int) throws(FSError) -> Int {
         let room = metadataRoom
         guard isNearlyFull(room) else { return 0 }
-        // The admitted count first: an operation leaving it between the two reads counts
-        // twice, never not at all (it records before it leaves).
-        var admitted = admittedChanges.load(ordering: .acquiring)
-        var waiting = delta.objectCount(after: space.settledGeneration)
-        while true {
+        return try admissionLock.withLock { () throws(FSError) -> Int in
+            // The admitted count first: an operation leaving it between the two reads
+            // counts twice, never not at all (it records before it leaves).
+            let admitted = admittedChanges.load(ordering: .sequentiallyConsistent)
+            let waiting = delta.objectCount(after: space.settledGeneration)
             let need = growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + admitted + changes)
             if room < need { throw .noSpace }
-            let (exchanged, original) = admittedChanges.compareExchange(
-                expected: admitted, desired: admitted + changes, ordering: .acquiringAndReleasing)
-            if exchanged { return changes }
-            admitted = original
-            waiting = delta.objectCount(after: space.settledGeneration)
+            admittedChanges.add(changes, ordering: .sequentiallyConsistent)
+            return changes
         }
     }
 
     /// Ends an admission (`admit`) of `admitted` changes; sets it to 0.
     func endAdmission(_ admitted: inout Int) {
         guard admitted > 0 else { return }
-        let before = admittedChanges.subtract(admitted, ordering: .acquiringAndReleasing).oldValue
-        assert(before >= admitted, "an admission ended twice")
+        let before = admittedChanges.subtract(admitted, ordering: .sequentiallyConsistent).oldValue
+        precondition(before >= admitted, "an admission ended twice")
         admitted = 0
     }
 
@@ -622,7 +630,8 @@ public final class TreeVolume {
         // room. Past `ampleRoomBlocks` no count is read.
         guard room < Self.ampleRoomBlocks else { return .under }
         let usable = room - min(room, growthAsideBlocks)
-        let waiting = delta.objectCount(after: space.settledGeneration)
+        // With the changes admitted and not yet recorded: what admission counts.
+        let waiting = delta.objectCount(after: space.settledGeneration) + admittedChanges.load(ordering: .relaxed)
         let need = Self.commitBlocksPerObject * UInt64(waiting + Self.changesAhead)
         if need >= usable { return .reached }
         return 4 * need >= 3 * usable ? .nearing : .under
@@ -720,7 +729,7 @@ public final class TreeVolume {
     static let preparedJournalBytes = 2 * BackingStore.blockSize
 
     /// Journal bytes written since the last commit (what replay after a crash now reads).
-    public var journalBytesSinceCommit: UInt64 { journalLock.withLock { journal?.appendedBytes ?? 0 } }
+    public var journalBytesSinceCommit: UInt64 { journalBytesMirror.load(ordering: .relaxed) }
 
     /// Makes every operation performed so far survive a power cut (fsync, fdatasync).
     public func sync() throws(FSError) {
