@@ -97,4 +97,51 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertNoThrow(try fs.unlink(parent: .root, name: FileName("big")), "rm on the full image")
         try fileSystem.close(meter: nil)
     }
+
+    /// A change refused on a full image runs after a reclaim (`afterReclaim`: up to sixteen
+    /// commits with the namespace lock held alone). Once one found nothing, the changes
+    /// refused after it answer ENOSPC at once (twenty in a row here, none committing),
+    /// until something is released (here an rm, after which a create works again) or a
+    /// second has passed (`FruitlessReclaim`).
+    func testChangesRefusedAfterAReclaimThatFoundNothingRunNoneUntilSomethingIsReleased() throws {
+        let capacity: UInt64 = 16 << 20
+        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
+                                                     capacity: .set(capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
+        _ = try Self.fill(fs)
+        func create(_ name: String) throws(FSError) {
+            let (file, handle) = try fs.create(parent: directory.inode, name: FileName(name), mode: 0o100644,
+                                               flags: O_RDWR, context: .root)
+            fs.release(inode: file.inode, handle: handle)
+        }
+        // Creates until twenty are refused one after another: the first of those ran a
+        // reclaim that found nothing (creates are admitted again for a while after the
+        // first refusals: the reclaim's commits give back old journal chains).
+        var consecutive: [UInt64] = []   // the committed generation after each refusal in a row
+        var made = 0
+        for i in 0..<5_000 where consecutive.count < 20 {
+            do throws(FSError) {
+                try create("f\(i)")
+                made += 1
+                consecutive = []
+            } catch {
+                XCTAssertEqual(error, .noSpace)
+                consecutive.append(volume.committedGeneration)
+            }
+        }
+        XCTAssertEqual(consecutive.count, 20, "setup: creates were not refused one after another (\(made) made)")
+        let afterFirst = consecutive.first ?? 0
+        XCTAssertEqual(Set(consecutive), [afterFirst], "a refusal after a reclaim that found nothing committed again")
+        // A second later, a refusal reclaims again (its commits may then let the create in).
+        usleep(1_100_000)
+        do throws(FSError) { try create("later") } catch { XCTAssertEqual(error, .noSpace) }
+        XCTAssertGreaterThan(volume.committedGeneration, afterFirst, "no reclaim a second later")
+        // A release: the next refusal reclaims, and the create runs.
+        try fs.unlink(parent: .root, name: FileName("big"))
+        XCTAssertNoThrow(try create("after-rm"), "a create after rm of the big file")
+        XCTAssertNil(volume.failure)
+        try fileSystem.close(meter: nil)
+    }
 }

@@ -181,6 +181,17 @@ public final class TreeVolume {
     /// the same size starting between the read and the swap leave the value as read).
     private let admissionLock = PthreadLock()
 
+    /// Operations performed that free something once committed (`JournalChange.frees`).
+    private let freeingOperations = Atomic<UInt64>(0)
+
+    /// How many operations and file block releases so far may give space back once
+    /// committed: names and xattrs removed, inodes dropped, file blocks let go of. A
+    /// reclaim that found nothing finds nothing again until this changes
+    /// (`VolumeNamespace.afterReclaim`).
+    public var releaseCount: UInt64 {
+        freeingOperations.load(ordering: .relaxed) &+ (files?.releases.load(ordering: .relaxed) ?? 0)
+    }
+
     /// `journal`'s appended bytes (what `journalBytesSinceCommit` reads, in every change's
     /// budget): stored under `journalLock` with each append and chain switch.
     let journalBytesMirror = Atomic<UInt64>(0)
@@ -485,6 +496,7 @@ public final class TreeVolume {
             defer { delta.leave(ticket) }
             try delta.record(changes, born: born, in: ticket)
             endAdmission(&admitted)
+            if JournalChange.frees(changes) { freeingOperations.add(1, ordering: .relaxed) }
             VolumeJournalFrame.tag(&payload, generation: ticket.generation.number)
             do {
                 // The chain a commit may have switched to meanwhile: the frame goes there.
@@ -815,6 +827,18 @@ public final class TreeVolume {
 }
 
 extension JournalChange {
+    /// True when `changes` free something once committed: a name or an xattr removed, or
+    /// an inode dropped (carried on any frame). `TreeVolume.releaseCount` counts them.
+    static func frees(_ changes: [JournalChange]) -> Bool {
+        for change in changes {
+            switch change {
+            case .unlink, .removeXattr, .drop: return true
+            default: continue
+            }
+        }
+        return false
+    }
+
     /// True for the changes of an operation that gives space back once committed: one
     /// with a name removed or an xattr removed (an rm, a rename, a removexattr), or a frame
     /// of drops of forgotten inodes alone. `TreeVolume.admit` lets those through. Drops

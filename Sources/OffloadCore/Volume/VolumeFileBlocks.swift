@@ -1,3 +1,4 @@
+import Synchronization
 /// File data blocks on format 2 (`FileBlockStore` over a `TreeVolume`'s block space;
 /// docs/ARCHITECTURE.md, "Metadata at scale", step 4d).
 ///
@@ -233,7 +234,11 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         touch(committed)
     }
 
+    /// Calls of `release` that let go of blocks: what `TreeVolume.releaseCount` adds up.
+    let releases = Atomic<UInt64>(0)
+
     public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
+        if ranges.contains(where: { !$0.isEmpty }) { releases.add(1, ordering: .relaxed) }
         lock.withLock {
             let generation = delta.openNumber
             var freed = BlockRanges()

@@ -576,6 +576,8 @@ extension VolumeNamespace {
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
     func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
+        // Read before the reclaim: a release during it makes the next refusal reclaim.
+        let releases = volume.releaseCount
         // Refused the free blocks held for the commits of the changes that wait
         // (`TreeVolume.blocksHeldForCommits`): one commit gives them back, without a
         // reclaim's rounds of up to four.
@@ -589,6 +591,7 @@ extension VolumeNamespace {
                 // On to the reclaim.
             }
         }
+        if fruitlessReclaim.foundNothing(since: releases) { throw .noSpace }
         for _ in 0..<Self.reclaimRounds {
             let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()
@@ -600,6 +603,7 @@ extension VolumeNamespace {
                 guard grew else { break }
             }
         }
+        fruitlessReclaim.record(releases)
         throw .noSpace
     }
 

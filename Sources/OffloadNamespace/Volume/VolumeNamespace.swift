@@ -71,6 +71,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     let renamesAcrossDirectories = PthreadLock()
     /// The cached regular files and the open file handles (`VolumeFileCache`).
     let fileCache = VolumeFileCache()
+    /// The last reclaim after ENOSPC that found nothing (`afterReclaim`).
+    let fruitlessReclaim = FruitlessReclaim()
     /// Readers for the reads (no namespace lock) and the changes that share the lock.
     let readers: VolumeReaderPool
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
