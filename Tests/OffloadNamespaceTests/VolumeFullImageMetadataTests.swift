@@ -110,6 +110,7 @@ final class VolumeFullImageMetadataTests: XCTestCase {
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
         let fs = fileSystem.namespace, volume = fileSystem.volume
         let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
+        XCTAssertFalse(volume.waitsForNoCommit, "the mkdir waits for a commit")
         _ = try Self.fill(fs)
         func create(_ name: String) throws(FSError) {
             let (file, handle) = try fs.create(parent: directory.inode, name: FileName(name), mode: 0o100644,
@@ -134,6 +135,7 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertEqual(consecutive.count, 20, "setup: creates were not refused one after another (\(made) made)")
         let afterFirst = consecutive.first ?? 0
         XCTAssertEqual(Set(consecutive), [afterFirst], "a refusal after a reclaim that found nothing committed again")
+        XCTAssertTrue(volume.waitsForNoCommit, "what those refusals found: nothing a commit would settle")
         // A second later, a refusal reclaims again (its commits may then let the create in).
         usleep(1_100_000)
         do throws(FSError) { try create("later") } catch { XCTAssertEqual(error, .noSpace) }

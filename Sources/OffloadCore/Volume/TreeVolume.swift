@@ -192,6 +192,14 @@ public final class TreeVolume {
         freeingOperations.load(ordering: .relaxed) &+ (files?.releases.load(ordering: .relaxed) ?? 0)
     }
 
+    /// True when no change waits for a commit and no RAM piece is promised blocks: a
+    /// commit then gives back nothing a reclaim just before it did not
+    /// (`VolumeNamespace.afterReclaim`). Takes the delta's lock and the space lock.
+    public var waitsForNoCommit: Bool {
+        guard delta.objectCount(after: space.settledGeneration) == 0 else { return false }
+        return spaceLock.withLock { space.promisedBlocks == 0 }
+    }
+
     /// `journal`'s appended bytes (what `journalBytesSinceCommit` reads, in every change's
     /// budget): stored under `journalLock` with each append and chain switch.
     let journalBytesMirror = Atomic<UInt64>(0)
@@ -584,13 +592,14 @@ public final class TreeVolume {
     /// `admittedChanges` until `endAdmission`: the caller ends it once the delta counts
     /// them, and on every way out.
     func admit(changes: Int) throws(FSError) -> Int {
-        let room = metadataRoom
-        guard isNearlyFull(room) else { return 0 }
+        guard isNearlyFull(metadataRoom) else { return 0 }
         return try admissionLock.withLock { () throws(FSError) -> Int in
             // The admitted count first: an operation leaving it between the two reads
-            // counts twice, never not at all (it records before it leaves).
+            // counts twice, never not at all (it records before it leaves). The room after
+            // the counts: a commit settling between them took its blocks already.
             let admitted = admittedChanges.load(ordering: .sequentiallyConsistent)
             let waiting = delta.objectCount(after: space.settledGeneration)
+            let room = metadataRoom
             let need = growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + admitted + changes)
             if room < need { throw .noSpace }
             admittedChanges.add(changes, ordering: .sequentiallyConsistent)

@@ -1,16 +1,19 @@
 import OffloadCore
 import Synchronization
 
-/// The last reclaim after ENOSPC that gave back too little for the change it ran for
-/// (`VolumeNamespace.afterReclaim`), by the volume's release count when it began
-/// (`TreeVolume.releaseCount`). A reclaim's commits give back only what operations and
-/// file block calls released before it, so until something is released again another
-/// reclaim finds nothing either: a change refused meanwhile answers ENOSPC at once, as
-/// ext4 and tmpfs answer it, instead of running up to sixteen commits with the namespace
-/// lock held alone (every change on a full image paid them, and every other change waited
-/// behind them). For at most `validNanoseconds`: what the count does not see (a reader
-/// that held back a punch, a reclaim cut short waiting for readers) gets a reclaim again
-/// after that.
+/// The last reclaim after ENOSPC that ended with a round giving nothing back and the
+/// change it ran for still refused (`VolumeNamespace.afterReclaim`), by the volume's
+/// release count when it began (`TreeVolume.releaseCount`). Space comes back through
+/// releases (names, xattrs and inodes removed, file blocks let go of) and through
+/// commits (old journal chains, RAM pieces placed, changes waiting settled). So while
+/// the count is unchanged and no commit has anything to settle
+/// (`TreeVolume.waitsForNoCommit`), another reclaim finds nothing either: a change refused
+/// then answers ENOSPC at once, as ext4 and tmpfs answer it, instead of running up to
+/// sixteen commits with the namespace lock held alone (every refused change on a full
+/// image paid them, and every other change waited behind them). For at most
+/// `validNanoseconds` after that reclaim (each fruitless reclaim starts the window again):
+/// what neither sees (a reader that held back a punch, a reclaim cut short waiting for
+/// readers, a setxattr that shrank a value) gets a reclaim again after it.
 final class FruitlessReclaim: Sendable {
     /// The release count at the reclaim, plus one (0: none yet).
     private let releases = Atomic<UInt64>(0)

@@ -591,7 +591,9 @@ extension VolumeNamespace {
                 // On to the reclaim.
             }
         }
-        if fruitlessReclaim.foundNothing(since: releases) { throw .noSpace }
+        // Nothing released since a reclaim that found nothing, and nothing a commit would
+        // settle (changes waiting, RAM pieces promised blocks): another finds nothing.
+        if fruitlessReclaim.foundNothing(since: releases), volume.waitsForNoCommit { throw .noSpace }
         for _ in 0..<Self.reclaimRounds {
             let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()
@@ -600,10 +602,14 @@ extension VolumeNamespace {
             do throws(FSError) {
                 return try change()
             } catch .noSpace {
-                guard grew else { break }
+                // Only a round that gave nothing back says the next would not either (after
+                // rounds that did, more may come: a drop continued over commits).
+                guard grew else {
+                    fruitlessReclaim.record(releases)
+                    throw .noSpace
+                }
             }
         }
-        fruitlessReclaim.record(releases)
         throw .noSpace
     }
 
