@@ -63,12 +63,7 @@ final class TreeVolumeReserveTests: XCTestCase {
     /// session, the second admission here passed too). It ends with the record, and on
     /// every way out of `perform`.
     func testChangesAdmittedAndNotYetRecordedCountAgainstTheRoom() throws {
-        let capacity: UInt64 = 4 << 20
-        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
-        let files = try volume.fileBlocks()
-        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
-        try volume.commit()
+        let volume = try Self.volumeFullOfData(capacity: 4 << 20)
         let room = volume.space.metadataRoom
         XCTAssertTrue(volume.isNearlyFull(room))
         let waiting = volume.delta.objectCount(after: volume.space.settledGeneration)
@@ -106,13 +101,7 @@ final class TreeVolumeReserveTests: XCTestCase {
     /// now counted by the delta) and another of the same size starting between a third's
     /// read and its swap let the third through on a count that missed the first's changes.
     func testOperationsAtOnceNeverRecordMoreThanTheRoomTakes() throws {
-        let capacity: UInt64 = 256 << 20
-        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
-        let files = try volume.fileBlocks()
-        while (try? files.allocate(byteCount: 1 << 20)) != nil {}
-        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
-        try volume.commit()
+        let volume = try Self.volumeFullOfData(capacity: 256 << 20)
         let room = volume.space.metadataRoom, aside = volume.growthAsideBlocks
         XCTAssertTrue(volume.isNearlyFull(room))
         let performed = Atomic<Int>(0)
@@ -176,6 +165,17 @@ final class TreeVolumeReserveTests: XCTestCase {
         volume.space.refillReserve()
         XCTAssertEqual(volume.space.reserveBlocks, 255)
         XCTAssertGreaterThanOrEqual(volume.space.reserve.ranges.first?.lowerBound ?? 0, volume.space.endBlock - 255 - 16)
+    }
+
+    /// A new volume of `capacity` bytes whose free blocks file data took, committed.
+    static func volumeFullOfData(capacity: UInt64) throws -> TreeVolume {
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let files = try volume.fileBlocks()
+        while (try? files.allocate(byteCount: 1 << 20)) != nil {}
+        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
+        try volume.commit()
+        return volume
     }
 
     static let file = InodeItem(type: 8, permissions: 0o644, uid: 0, gid: 0, linkCount: 1, size: 0, rdev: 0,
