@@ -28,18 +28,27 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         }
     }
 
-    func testDataLeavesTheUncommittedChangesRoomForTheirCommit() throws {
+    /// A new file system on a 16 MiB image in memory, and that image.
+    static func sixteenMiBFileSystem() throws -> (VolumeFileSystem, MemoryImageStorage) {
         let capacity: UInt64 = 16 << 20
         let storage = MemoryImageStorage(maximumBytes: Int(capacity))
         let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity),
                                                      memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        return (fileSystem, storage)
+    }
+
+    /// Creates and closes an empty file `name` in `directory`.
+    static func create(_ fs: VolumeNamespace, in directory: InodeNumber, _ name: String) throws(FSError) {
+        let (file, handle) = try fs.create(parent: directory, name: FileName(name), mode: 0o100644, flags: O_RDWR,
+                                           context: .root)
+        fs.release(inode: file.inode, handle: handle)
+    }
+
+    func testDataLeavesTheUncommittedChangesRoomForTheirCommit() throws {
+        let (fileSystem, storage) = try Self.sixteenMiBFileSystem()
         let fs = fileSystem.namespace
         let directory = try fs.mkdir(parent: .root, name: FileName("s"), mode: 0o40755, context: .root)
-        for i in 0..<2000 {
-            let (file, handle) = try fs.create(parent: directory.inode, name: FileName("f\(i)"), mode: 0o100644,
-                                               flags: O_RDWR, context: .root)
-            fs.release(inode: file.inode, handle: handle)
-        }
+        for i in 0..<2000 { try Self.create(fs, in: directory.inode, "f\(i)") }
         // No commit: the 2,000 files wait in the open generation while data fills the image.
         let (offset, refusal) = try Self.fill(fs)
         XCTAssertEqual(refusal, .noSpace)
@@ -69,10 +78,7 @@ final class VolumeFullImageMetadataTests: XCTestCase {
     /// after them runs. (That creates are not refused on an image with room is the first
     /// test's: its 2,000 creates on an empty 16 MiB image would throw.)
     func testCreatesOnAFullImageAreRefusedBeforeTheirCommitCannotFit() throws {
-        let capacity: UInt64 = 16 << 20
-        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
-                                                     capacity: .set(capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let (fileSystem, _) = try Self.sixteenMiBFileSystem()
         let fs = fileSystem.namespace
         let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
         _ = try Self.fill(fs)
@@ -81,9 +87,7 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         var made = 0, refused = 0
         for i in 0..<1_000 where fileSystem.volume.failure == nil {
             do {
-                let (file, fileHandle) = try fs.create(parent: directory.inode, name: FileName("a-name-that-grows-the-tree-\(i)"),
-                                                       mode: 0o100644, flags: O_RDWR, context: .root)
-                fs.release(inode: file.inode, handle: fileHandle)
+                try Self.create(fs, in: directory.inode, "a-name-that-grows-the-tree-\(i)")
                 made += 1
             } catch {
                 XCTAssertEqual(error, .noSpace)
@@ -104,19 +108,12 @@ final class VolumeFullImageMetadataTests: XCTestCase {
     /// until something is released (here an rm, after which a create works again) or a
     /// second has passed (`FruitlessReclaim`).
     func testChangesRefusedAfterAReclaimThatFoundNothingRunNoneUntilSomethingIsReleased() throws {
-        let capacity: UInt64 = 16 << 20
-        let fileSystem = try VolumeFileSystem.create(storage: MemoryImageStorage(maximumBytes: Int(capacity)),
-                                                     capacity: .set(capacity),
-                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 20))
+        let (fileSystem, _) = try Self.sixteenMiBFileSystem()
         let fs = fileSystem.namespace, volume = fileSystem.volume
         let directory = try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o40755, context: .root)
         XCTAssertFalse(volume.waitsForNoCommit, "the mkdir waits for a commit")
         _ = try Self.fill(fs)
-        func create(_ name: String) throws(FSError) {
-            let (file, handle) = try fs.create(parent: directory.inode, name: FileName(name), mode: 0o100644,
-                                               flags: O_RDWR, context: .root)
-            fs.release(inode: file.inode, handle: handle)
-        }
+        func create(_ name: String) throws(FSError) { try Self.create(fs, in: directory.inode, name) }
         // Creates until twenty are refused one after another: the first of those ran a
         // reclaim that found nothing (creates are admitted again for a while after the
         // first refusals: the reclaim's commits give back old journal chains).
