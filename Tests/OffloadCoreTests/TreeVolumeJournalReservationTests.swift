@@ -19,7 +19,7 @@ final class TreeVolumeJournalReservationTests: XCTestCase {
         try volume.perform([.attributes(inode: 1, root)])
         let value = [UInt8](repeating: 0xA5, count: 8_000)
         let reserved = try volume.reserveRoom(changeBytes: value.count + 64)
-        XCTAssertEqual(volume.journalLock.withLock { volume.reservedJournalBytes }, reserved)
+        XCTAssertEqual(volume.claimedJournalRoom, reserved)
         // Other operations until the image has no room for them: they leave the reserved
         // room alone.
         var performed = 0
@@ -41,12 +41,12 @@ final class TreeVolumeJournalReservationTests: XCTestCase {
         }
         try volume.perform([.setXattr(inode: 1, name: Array("user.big".utf8), value: value)], reserved: reserved)
         XCTAssertNil(volume.failure)
-        XCTAssertEqual(volume.journalLock.withLock { volume.reservedJournalBytes }, 0, "the frame did not end its reservation")
+        XCTAssertEqual(volume.claimedJournalRoom, 0, "the frame did not end its reservation")
         XCTAssertEqual(try volume.reader().xattr(1, name: Array("user.big".utf8)), value)
         // A reservation no frame uses is given back.
         let unused = try volume.reserveRoom(changeBytes: 100)
         volume.releaseRoom(unused)
-        XCTAssertEqual(volume.journalLock.withLock { volume.reservedJournalBytes }, 0)
+        XCTAssertEqual(volume.claimedJournalRoom, 0)
         print("journal reservation: \(performed) operations before the image had no room beside \(reserved) reserved bytes")
     }
 }

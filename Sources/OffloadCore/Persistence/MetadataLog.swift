@@ -26,6 +26,8 @@ public final class MetadataLog: Sendable {
     private let state: PthreadMutex<State>
     /// `State.appendedBytes`, stored with it under the lock, read without it.
     private let appendedMirror = Atomic<UInt64>(0)
+    /// `State.writeOffset`, stored with it under the lock, read without it.
+    private let writeOffsetMirror = Atomic<UInt64>(0)
 
     /// The first segment of a new journal chain.
     public static let firstJournalSegmentBytes = 64 << 10
@@ -58,6 +60,7 @@ public final class MetadataLog: Sendable {
         self.segmentBytes = segmentBytes
         state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence,
                                    nextSegmentBytes: min(segmentBytes, 2 * first)))
+        writeOffsetMirror.store(segment.start, ordering: .relaxed)
     }
 
     private init(store: any MetadataLogSpace, imageID: UInt64, stream: UInt64, segment: LogSegment,
@@ -68,6 +71,7 @@ public final class MetadataLog: Sendable {
         self.segmentBytes = segmentBytes
         state = PthreadMutex(State(segments: [segment], writeOffset: segment.start, nextSequence: firstSequence,
                                    nextSegmentBytes: nextSegmentBytes, spares: spares))
+        writeOffsetMirror.store(segment.start, ordering: .relaxed)
     }
 
     /// The first segment: where a reader starts.
@@ -80,6 +84,21 @@ public final class MetadataLog: Sendable {
     /// Bytes of frames appended so far (what replay would read).
     /// Without the log's lock: every operation's budget check reads it (`appendedMirror`).
     public var appendedBytes: UInt64 { appendedMirror.load(ordering: .relaxed) }
+    /// Where the next frame goes, as of the last append (without the log's lock; a frame
+    /// that does not fit the current segment goes to the next one instead).
+    public var writeOffset: UInt64 { writeOffsetMirror.load(ordering: .relaxed) }
+
+    /// Spare segments allocated ahead and not linked yet.
+    public var spareCount: Int { state.withLock { $0.spares.count } }
+
+    /// Bytes of frames (headers included) the chain takes without allocating: the current
+    /// segment's room and the spare segments', each less its link frame. What
+    /// `ensureRoom` makes room for.
+    public var roomAhead: Int {
+        state.withLock { s in
+            Self.room(in: s) + s.spares.reduce(0) { $0 + Int($1.length) - LogSegment.linkFrameSize }
+        }
+    }
 
     /// Appends one frame whose payload is `payload` (encoded records). Atomic: a reader
     /// sees the whole frame or (after a crash mid-copy) a bad checksum that ends the chain.
@@ -97,6 +116,7 @@ public final class MetadataLog: Sendable {
                 s.nextSegmentBytes = min(segmentBytes, 2 * s.nextSegmentBytes)
                 s.segments.append(next)
                 s.writeOffset = next.start
+                writeOffsetMirror.store(next.start, ordering: .relaxed)
             }
             try payload.withBytes { (buffer) throws(FSError) in try writeFrame(kind: .records, payload: buffer, &s) }
         }
@@ -130,8 +150,10 @@ public final class MetadataLog: Sendable {
     /// `largestFrame`, can be appended without allocating: the current segment's room
     /// and the spare segments together hold `total`, and some segment holds
     /// `largestFrame`. Allocates spares (metadata may use the store's reserve) when they
-    /// do not; `.noSpace` when the image has no room left for them. What the journal's
-    /// reservations build on (`NamespaceJournal.reserve`).
+    /// do not, each holding at least `largestFrame` (so that a frame that does not fit the
+    /// rest of a segment fits the next, whichever spare that is); `.noSpace` when the image
+    /// has no room left for them. What the journals' reservations build on
+    /// (`NamespaceJournal.reserve`, `TreeVolume.claimJournalRoom`).
     public func ensureRoom(total: Int, largestFrame: Int) throws(FSError) {
         try state.withLock { (s) throws(FSError) in
             let spareRoom = s.spares.reduce(0) { $0 + Int($1.length) - LogSegment.linkFrameSize }
@@ -141,7 +163,8 @@ public final class MetadataLog: Sendable {
             if missing <= 0 && fits { return }
             missing = max(missing, fits ? 0 : largestFrame)
             let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
-            s.spares.append(try Self.allocateSegment(store, atLeast: wanted, minimum: missing + LogSegment.linkFrameSize))
+            let minimum = max(missing, largestFrame) + LogSegment.linkFrameSize
+            s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum))
         }
     }
 
@@ -151,17 +174,24 @@ public final class MetadataLog: Sendable {
     /// at least `firstSegmentBytes` (`.noSpace` otherwise). The new log's segments are its own, so this log's segments can be
     /// freed once nothing needs them (after a checkpoint). A failure leaves this chain as
     /// it was (a segment whose link could not be written goes back to the store).
-    public func continueInNewLog(firstSegmentBytes: Int? = nil, wholly: Bool = false) throws(FSError) -> MetadataLog {
-        try state.withLock { (s) throws(FSError) -> MetadataLog in
+    /// `keepingSpares` false gives the spare segments back to the store instead (a chain
+    /// nothing appends to again: a spare is never linked, and a store that records its
+    /// segments, format 2's block space, would otherwise keep it for good).
+    public func continueInNewLog(firstSegmentBytes: Int? = nil, wholly: Bool = false,
+                                 keepingSpares: Bool = true) throws(FSError) -> MetadataLog {
+        let (log, released) = try state.withLock { (s) throws(FSError) -> (MetadataLog, [LogSegment]) in
             precondition(!s.closed)
             let first = firstSegmentBytes ?? min(Self.firstJournalSegmentBytes, segmentBytes)
             let next = try linkNextSegment(wanted: first, minimum: wholly ? first : LogSegment.linkFrameSize * 4, &s)
             s.closed = true
             defer { s.spares = [] }
-            return MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
-                               firstSequence: s.nextSequence, segmentBytes: segmentBytes,
-                               nextSegmentBytes: min(segmentBytes, 2 * first), spares: s.spares)
+            let log = MetadataLog(store: store, imageID: imageID, stream: stream, segment: next,
+                                  firstSequence: s.nextSequence, segmentBytes: segmentBytes,
+                                  nextSegmentBytes: min(segmentBytes, 2 * first), spares: keepingSpares ? s.spares : [])
+            return (log, keepingSpares ? [] : s.spares)
         }
+        for segment in released { store.releaseLogSegment(segment.range) }
+        return log
     }
 
     /// Gives the chain's blocks back to the store. Only once no superblock on disk
@@ -214,6 +244,7 @@ public final class MetadataLog: Sendable {
         s.writeOffset += UInt64(s.frameBytes.count)
         s.appendedBytes += UInt64(s.frameBytes.count)
         appendedMirror.store(s.appendedBytes, ordering: .relaxed)
+        writeOffsetMirror.store(s.writeOffset, ordering: .relaxed)
         s.nextSequence += 1
     }
 

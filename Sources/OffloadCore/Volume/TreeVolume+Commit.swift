@@ -188,13 +188,18 @@ extension TreeVolume {
             if ahead > MetadataLog.firstJournalSegmentBytes, let large = largeFirstSegment(ahead, after: oldJournal) {
                 newJournal = large
             } else {
-                newJournal = try oldJournal.continueInNewLog()
+                // The clean slot's chain takes no frame: spare segments would be kept
+                // unlinked by the clean commit, and known to no later mount.
+                newJournal = try oldJournal.continueInNewLog(keepingSpares: !unmounting)
             }
         } else {
             newJournal = try MetadataLog(store: logSpace, imageID: current.imageID, stream: 0, firstSequence: firstSequence)
         }
         journal = newJournal
         journalBytesMirror.store(newJournal.appendedBytes, ordering: .relaxed)
+        journalWriteOffset.store(newJournal.writeOffset, ordering: .relaxed)
+        // Claims made before the switch append to the new chain.
+        restoreJournalRoom(in: newJournal)
         return (oldJournal, (head: newJournal.head, sequence: newJournal.nextSequence))
     }
 

@@ -63,9 +63,19 @@ public final class TreeVolume {
     /// The chain switches of generations closed and not yet committed, oldest first
     /// (`closeOpenGeneration`). Under `journalLock`.
     var chainSwitches: [ChainSwitch] = []
-    /// Journal bytes reserved by operations under way whose frames are not appended yet
-    /// (`reserveRoom`), which every other frame's room leaves to them. Under `journalLock`.
-    var reservedJournalBytes = 0
+    /// Journal room granted to operations (`claimJournalRoom`): claimed by those whose
+    /// frames are not appended yet, or not claimed (`unclaimedJournalRoom`). The chain's
+    /// room covers it. Under `journalLock`.
+    var grantedJournalRoom = 0
+    /// The part of `grantedJournalRoom` no operation claimed: what claims take from
+    /// without the journal lock.
+    let unclaimedJournalRoom = Atomic<Int>(0)
+    /// Claims made under the journal lock (`claimJournalRoom`): the rest took none.
+    let journalRoomGrants = Atomic<Int>(0)
+    /// Set when a chain switch found no room for the claims made before it
+    /// (`restoreJournalRoom`), until the next switch: the chain's room may then be short
+    /// of what is granted. Under `journalLock`.
+    var journalRoomShort = false
     /// When the last frame was appended (`MonotonicClock` nanoseconds; 0: none this
     /// mount): the maintenance commits a mount gone idle (`secondsSinceLastAppend`).
     /// Under `journalLock`.
@@ -88,6 +98,13 @@ public final class TreeVolume {
     /// The journal pages `prepareJournalAppend` last made writable, and the syncs finished
     /// before it did (under the journal lock).
     var preparedJournal: (pages: UpcomingBytes, syncs: UInt64)?
+    /// `preparedJournal`'s range in the current segment and its syncs, stored with it, and
+    /// the current chain's write position, stored with each append and chain switch: what
+    /// `prepareJournalAppend` reads without the journal lock to find its pages prepared.
+    let preparedJournalStart = Atomic<UInt64>(0)
+    let preparedJournalEnd = Atomic<UInt64>(0)
+    let preparedJournalSyncs = Atomic<UInt64>(UInt64.max)
+    let journalWriteOffset = Atomic<UInt64>(0)
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
     let punchCounter = PunchCounter()
@@ -475,7 +492,8 @@ public final class TreeVolume {
     /// within a generation leaves it altogether (`DeltaGeneration.record`).
     public func perform(_ changes: [JournalChange], born: Range<UInt64> = 0..<0, reserved: Int = 0,
                         commitsAtBudget: Bool = true) throws(FSError) {
-        // The reservation ends here, whatever happens: with the append, or on the way out.
+        // The claim ends here, whatever happens: spent by the append, or given back on the
+        // way out.
         var held = reserved
         defer { releaseRoom(held) }
         // So does an admission, once the delta counts the changes (or on the way out).
@@ -492,11 +510,12 @@ public final class TreeVolume {
         // let through: the data is bounded by what it leaves free (`blocksHeldForCommits`),
         // and a release is what gives a full image its space back.
         if reserved == 0, !JournalChange.release(changes) { admitted = try admit(changes: changes.count) }
-        // Room beside what other operations reserved: with this operation's reservation
-        // in place, already there (no allocation).
-        try journalLock.withLock { () throws(FSError) in
-            try currentJournal().ensureRoom(total: 2 * (reservedJournalBytes - min(reserved, frame) + frame),
-                                            largestFrame: frame)
+        // The frame's room: claimed by the reservation, or now (on the common path without
+        // the journal lock: `TreeVolume+JournalRoom.swift`).
+        let claim = Self.journalClaim(forFrame: frame)
+        if held < claim {
+            try claimJournalRoom(claim - held)
+            held = claim
         }
         let ticket = delta.join()
         let appended: MetadataLog
@@ -512,9 +531,9 @@ public final class TreeVolume {
                     let journal = try currentJournal()
                     try journal.append(payload: payload)
                     journalBytesMirror.store(journal.appendedBytes, ordering: .relaxed)
+                    journalWriteOffset.store(journal.writeOffset, ordering: .relaxed)
                     lastAppendNanoseconds = MonotonicClock.nanoseconds()
-                    assert(reservedJournalBytes >= held)
-                    reservedJournalBytes -= held
+                    spendJournalRoom(held, onFrame: frame, in: journal)
                     held = 0
                     return journal
                 }
@@ -682,36 +701,9 @@ public final class TreeVolume {
         return Double(MonotonicClock.nanoseconds() &- last) / 1e9
     }
 
-    /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,
-    /// before the caller changes anything it cannot undo (a file's data: format 1's
-    /// `willChange`), so that a full image refuses it with `.noSpace` having changed
-    /// nothing, however many operations reserve and append meanwhile. Returns the bytes
-    /// reserved: pass them to the operation's `perform` (which ends the reservation), or to
-    /// `releaseRoom` when it changes nothing. Twice the room is made, as format 1's
-    /// journal does: a frame that does not fit the rest of a segment leaves that rest
-    /// unused, so frames of N bytes in all need at most 2N.
-    public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
-        if let failure { throw failure }
-        let frame = FrameHeader.size + 8 + changeBytes
-        try journalLock.withLock { () throws(FSError) in
-            try currentJournal().ensureRoom(total: 2 * (reservedJournalBytes + frame), largestFrame: frame)
-            reservedJournalBytes += frame
-        }
-        return frame
-    }
-
-    /// Ends a reservation (`reserveRoom`) that no frame used.
-    public func releaseRoom(_ bytes: Int) {
-        guard bytes > 0 else { return }
-        journalLock.withLock {
-            precondition(reservedJournalBytes >= bytes, "released \(bytes) journal bytes of \(reservedJournalBytes) reserved")
-            reservedJournalBytes -= bytes
-        }
-    }
-
     /// The chain operations append to (caller holds the journal lock): opening's commit
     /// starts it; a volume whose opening commit failed has none and is failed.
-    private func currentJournal() throws(FSError) -> MetadataLog {
+    func currentJournal() throws(FSError) -> MetadataLog {
         guard let journal else { throw failure ?? .io("the volume has no journal chain") }
         return journal
     }
@@ -727,10 +719,13 @@ public final class TreeVolume {
     /// The pages are read under the journal lock and prepared after it: a call held up
     /// across two commits could prepare blocks the chain has let go of since, which
     /// changes no byte (a punched block may get disk space back until it is used again).
+    /// Whether they were prepared already is read first without the lock
+    /// (`arePreparedJournalPagesAhead`), which is how nearly every call ends.
     public func prepareJournalAppend() {
         guard !isReadOnly else { return }
         // Read before the pages are prepared: a sync that ends after it may have cleaned them.
         let syncs = syncLatch.finishedSyncs
+        if arePreparedJournalPagesAhead(syncs: syncs) { return }
         let pages = journalLock.withLock { () -> UpcomingBytes? in
             // Whole blocks (a journal segment is whole blocks), as bytes.
             let pages = (journal?.upcomingBytes(Self.preparedJournalBytes) ?? UpcomingBytes()).wholeBlocks()
@@ -743,7 +738,30 @@ public final class TreeVolume {
         if let range = pages.spare { storage.prepareForWrite(range) }
         // Recorded once done: an operation that comes meanwhile prepares them too rather
         // than faulting under the lock while this call still waits (for a punch).
-        journalLock.withLock { preparedJournal = (pages, syncs) }
+        journalLock.withLock {
+            preparedJournal = (pages, syncs)
+            // Seqlock-like: the syncs unset while the range changes, so a reader that finds
+            // the same syncs before and after read a range stored with them.
+            preparedJournalSyncs.store(UInt64.max, ordering: .sequentiallyConsistent)
+            preparedJournalStart.store(pages.current?.lowerBound ?? 0, ordering: .sequentiallyConsistent)
+            preparedJournalEnd.store(pages.current?.upperBound ?? 0, ordering: .sequentiallyConsistent)
+            preparedJournalSyncs.store(syncs, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// True when the pages prepared last (`preparedJournal`, with `syncs` finished syncs)
+    /// hold the next `preparedJournalBytes` from the current chain's write position as of
+    /// its last append: those bytes then lie in the current segment (the prepared range
+    /// ends at the segment's end at the latest), which takes the next frame of up to
+    /// `largestPooledFrame`. Without the journal lock; a wrong answer costs only a fault
+    /// under it.
+    private func arePreparedJournalPagesAhead(syncs: UInt64) -> Bool {
+        guard preparedJournalSyncs.load(ordering: .sequentiallyConsistent) == syncs else { return false }
+        let start = preparedJournalStart.load(ordering: .sequentiallyConsistent)
+        let end = preparedJournalEnd.load(ordering: .sequentiallyConsistent)
+        guard preparedJournalSyncs.load(ordering: .sequentiallyConsistent) == syncs else { return false }
+        let at = journalWriteOffset.load(ordering: .relaxed)
+        return start <= at && at + UInt64(Self.preparedJournalBytes) <= end
     }
 
     /// How far ahead of the write position `prepareJournalAppend` prepares.

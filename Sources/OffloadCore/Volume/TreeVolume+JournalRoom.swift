@@ -1,0 +1,122 @@
+/// Journal room, claimed by operations before they change anything, so that a full image
+/// refuses an operation with ENOSPC having changed nothing, however many operations claim
+/// and append meanwhile (docs/ARCHITECTURE.md, "Journal room claimed without the journal
+/// lock").
+///
+/// The journal lock grants room ahead, up to `journalRoomRefill` of what the chain already
+/// holds; operations claim from what is granted with one compare-and-swap
+/// (`unclaimedJournalRoom`) and take the journal lock only to append their frame. A claim
+/// the chain has no room for takes a spare segment for it alone (`MetadataLog.ensureRoom`),
+/// as before: a spare is not linked into the chain until a frame needs it, and one that a
+/// commit records and a crash or an unmount then leaves unlinked is a leak (the next mount
+/// knows only the segments the chain links), so spares are taken no earlier than needed. A claim is twice its frame: a frame that does not fit the rest of a segment
+/// leaves that rest unused, and the rest is shorter than the frame.
+///
+/// Invariant, under the journal lock: the chain's room (`MetadataLog.roomAhead`) covers
+/// `grantedJournalRoom`, which is the room claimed by operations that have not appended
+/// yet plus the room granted and not claimed. An append spends its claim, a claim given
+/// back (`releaseRoom`) returns to the unclaimed room, and a chain switch makes room in
+/// the new chain for all that is granted (`restoreJournalRoom`). Every segment the chain
+/// allocates holds the largest frame a pooled claim is for (`largestPooledFrame`), so a
+/// claimed frame never needs a segment its claim did not pay for.
+extension TreeVolume {
+    /// The room a frame of `frame` bytes claims.
+    static func journalClaim(forFrame frame: Int) -> Int { 2 * frame }
+
+    /// Frames up to this size claim from the granted room without the journal lock; larger
+    /// ones make their room under it.
+    static let largestPooledFrame = 4 << 10
+    /// What a grant under the journal lock adds beyond the claim that asked for it.
+    static let journalRoomRefill = 32 << 10
+
+    /// Claims `bytes` of journal room (`journalClaim(forFrame:)`): from the room granted
+    /// ahead with one compare-and-swap, else under the journal lock. `.noSpace` when the
+    /// image has no room for them (nothing changed), or the volume's failure.
+    func claimJournalRoom(_ bytes: Int) throws(FSError) {
+        if isPooled(bytes), takeUnclaimedJournalRoom(bytes) { return }
+        try journalLock.withLock { () throws(FSError) in
+            // A grant may have come meanwhile.
+            if isPooled(bytes), takeUnclaimedJournalRoom(bytes) { return }
+            journalRoomGrants.add(1, ordering: .relaxed)
+            let journal = try currentJournal()
+            if isPooled(bytes) {
+                // The room the chain holds already beyond what is granted: the claim, and
+                // up to a refill for the claims that follow, without allocating a segment.
+                let ahead = journal.roomAhead - grantedJournalRoom
+                if ahead >= bytes {
+                    let refill = min(Self.journalRoomRefill, ahead - bytes)
+                    grantedJournalRoom += bytes + refill
+                    unclaimedJournalRoom.add(refill, ordering: .relaxed)
+                    return
+                }
+            }
+            // The chain's room for this claim alone, as a spare segment if need be.
+            try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: max(bytes / 2, Self.largestPooledFrame))
+            grantedJournalRoom += bytes
+        }
+    }
+
+    private func isPooled(_ bytes: Int) -> Bool { bytes <= Self.journalClaim(forFrame: Self.largestPooledFrame) }
+
+    private func takeUnclaimedJournalRoom(_ bytes: Int) -> Bool {
+        var seen = unclaimedJournalRoom.load(ordering: .relaxed)
+        while seen >= bytes {
+            let (exchanged, original) = unclaimedJournalRoom.compareExchange(
+                expected: seen, desired: seen - bytes, ordering: .relaxed)
+            if exchanged { return true }
+            seen = original
+        }
+        return false
+    }
+
+    /// Spends `claim` bytes of claimed room on the frame of `frame` bytes just appended to
+    /// `journal`; what the frame did not need returns to the unclaimed room. Caller holds
+    /// the journal lock.
+    func spendJournalRoom(_ claim: Int, onFrame frame: Int, in journal: MetadataLog) {
+        let spent = min(claim, Self.journalClaim(forFrame: frame))
+        assert(claim >= Self.journalClaim(forFrame: frame), "a frame of \(frame) bytes appended on a claim of \(claim)")
+        assert(grantedJournalRoom >= claim, "spent \(claim) journal bytes of \(grantedJournalRoom) granted")
+        grantedJournalRoom -= spent
+        if claim > spent { unclaimedJournalRoom.add(claim - spent, ordering: .relaxed) }
+        assert(journalRoomShort || journal.roomAhead >= grantedJournalRoom,
+               "the journal chain holds \(journal.roomAhead) bytes for \(grantedJournalRoom) granted")
+    }
+
+    /// Makes room in `journal`, a chain just switched to, for the room claimed: claims
+    /// made before the switch append to it. The room granted and not claimed is given up
+    /// (the next claims are granted from the new chain's room), so that a switch takes a
+    /// spare segment only for claims that its first segment does not hold. Caller holds
+    /// the journal lock.
+    func restoreJournalRoom(in journal: MetadataLog) {
+        grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
+        // A failure here leaves claimed frames to take their segments as they append, as
+        // any chain does (`journalRoomShort`); an append that then finds no room fails the
+        // volume.
+        journalRoomShort = grantedJournalRoom > 0
+            && (try? journal.ensureRoom(total: grantedJournalRoom, largestFrame: Self.largestPooledFrame)) == nil
+    }
+
+    /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,
+    /// before the caller changes anything it cannot undo (a file's data: format 1's
+    /// `willChange`), so that a full image refuses it with `.noSpace` having changed
+    /// nothing, however many operations reserve and append meanwhile. Returns the bytes
+    /// claimed: pass them to the operation's `perform` (which spends them), or to
+    /// `releaseRoom` when it changes nothing.
+    public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
+        if let failure { throw failure }
+        let claim = Self.journalClaim(forFrame: FrameHeader.size + 8 + changeBytes)
+        try claimJournalRoom(claim)
+        return claim
+    }
+
+    /// Journal room claimed by operations whose frames are not appended yet.
+    var claimedJournalRoom: Int {
+        journalLock.withLock { grantedJournalRoom - unclaimedJournalRoom.load(ordering: .relaxed) }
+    }
+
+    /// Gives back a claim (`reserveRoom`) that no frame used. Without the journal lock.
+    public func releaseRoom(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        unclaimedJournalRoom.add(bytes, ordering: .relaxed)
+    }
+}

@@ -1,0 +1,142 @@
+import XCTest
+import Synchronization
+import Dispatch
+@testable import OffloadCore
+import OffloadSimulation
+
+/// Journal room claimed without the journal lock (`TreeVolume+JournalRoom.swift`): the
+/// lock grants room ahead and operations claim from it with a compare-and-swap, so an
+/// operation takes the journal lock once, for its append. What a claim guarantees is
+/// unchanged: a full image refuses an operation having changed nothing, and a frame whose
+/// room was claimed is written, also across chain switches (commits) and with threads
+/// claiming and appending at once. Debug builds check the invariant (the chain's room
+/// covers what is granted) after every append.
+final class TreeVolumeJournalRoomTests: XCTestCase {
+    /// A thousand small operations claim their room under the journal lock a few times
+    /// (each grant holds about a hundred of their claims), not a thousand.
+    func testSmallOperationsClaimTheirRoomWithoutTheJournalLock() throws {
+        let volume = try Self.volume(capacity: 64 << 20)
+        let before = volume.journalRoomGrants.load(ordering: .relaxed)
+        for k in 0..<1_000 {
+            try volume.perform([.attributes(inode: UInt64(1_000 + k), TreeVolumeReserveTests.file)])
+        }
+        let grants = volume.journalRoomGrants.load(ordering: .relaxed) - before
+        XCTAssertGreaterThan(grants, 0, "the room was granted at some point")
+        XCTAssertLessThanOrEqual(grants, 20, "\(grants) of 1,000 claims took the journal lock")
+        XCTAssertEqual(volume.claimedJournalRoom, 0, "every claim was spent")
+        XCTAssertNil(volume.failure)
+    }
+
+    /// A claim made before a commit switches the chain is written to the new chain on an
+    /// image whose free blocks file data took: the switch makes the new chain's room for
+    /// what was granted, and a frame whose room was claimed does not fail the volume.
+    func testAClaimHeldAcrossCommitsOnAFullImageIsWritten() throws {
+        let volume = try TreeVolumeReserveTests.volumeFullOfData(capacity: 64 << 20)
+        let value = [UInt8](repeating: 0x5A, count: 3_000)
+        let claim = try volume.reserveRoom(changeBytes: value.count + 64)
+        XCTAssertEqual(volume.claimedJournalRoom, claim)
+        for round in 0..<6 {
+            try volume.perform([.setXattr(inode: 1, name: Array("user.r\(round)".utf8), value: [UInt8(round)])])
+            try volume.commit()
+        }
+        XCTAssertEqual(volume.claimedJournalRoom, claim, "commits kept the claim")
+        try volume.perform([.setXattr(inode: 1, name: Array("user.held".utf8), value: value)], reserved: claim)
+        XCTAssertNil(volume.failure)
+        XCTAssertEqual(volume.claimedJournalRoom, 0)
+        XCTAssertEqual(try volume.reader().xattr(1, name: Array("user.held".utf8)), value)
+    }
+
+    /// Spare segments the chain took for claims and never linked (the claims given back)
+    /// go back at the unmount: carried into the clean slot's chain, it was recorded by
+    /// the clean commit as a journal segment that no chain links, which no later mount
+    /// knew of (found by this session's change: `VolumeCheck` after a reopen reported its
+    /// blocks).
+    func testASpareSegmentLeftUnlinkedAtTheUnmountIsGivenBack() throws {
+        let disk = MemoryImageStorage(maximumBytes: 64 << 20)
+        let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        // Two claims of more than the first segment's room: a spare is taken for each (a
+        // chain switch continues in the first spare, so one alone would not stay unlinked).
+        let claims = [try volume.reserveRoom(changeBytes: 100_000), try volume.reserveRoom(changeBytes: 100_000)]
+        let spares = try XCTUnwrap(volume.journalLock.withLock { volume.journal?.spareCount })
+        XCTAssertEqual(spares, 2, "the claims took two spares (the test's premise)")
+        for claim in claims { volume.releaseRoom(claim) }
+        try volume.close()
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+        let reopened = try TreeVolume.open(disk)
+        try reopened.perform([.setXattr(inode: 1, name: Array("user.a".utf8), value: [1])])
+        try reopened.close()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+    }
+
+    /// Threads at once on an image whose free blocks file data took, each changing
+    /// xattrs of an inode of its own (few objects, so admission lets them through and
+    /// the journal's room is what runs out): some claim room ahead and append later (a
+    /// file change's reservation), some claim as they perform, some give a claim back;
+    /// frames of up to 6 KiB, past what claims take from the granted room, mixed in. A
+    /// commit runs between rounds. Operations are refused with ENOSPC once the journal
+    /// has no room, never with a failed volume; every claim is spent or given back; what
+    /// was answered is there after a reopen.
+    func testThreadsClaimingAndAppendingAtOnceOnAFullImageNeverFailTheVolume() throws {
+        let disk = MemoryImageStorage(maximumBytes: 64 << 20)
+        let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let files = try volume.fileBlocks()
+        while (try? files.allocate(byteCount: 1 << 20)) != nil {}
+        while (try? files.allocate(byteCount: 64 << 10)) != nil {}
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        try volume.commit()
+        // Per thread, the size of each xattr's last answered value.
+        let answered = PthreadMutex<[[Int: Int]]>(Array(repeating: [:], count: 4))
+        let refused = Atomic<Int>(0), performed = Atomic<Int>(0)
+        nonisolated(unsafe) let shared = volume
+        for round in 0..<3 {
+            DispatchQueue.concurrentPerform(iterations: 4) { thread in
+                for k in 0..<1_500 {
+                    let size = [16, 700, 3_000, 6_000][(thread + k) % 4]
+                    let name = k % 20
+                    let change = JournalChange.setXattr(inode: UInt64(100 + thread), name: Array("user.x\(name)".utf8),
+                                                        value: [UInt8](repeating: UInt8(truncatingIfNeeded: k), count: size))
+                    do throws(FSError) {
+                        switch k % 3 {
+                        case 0:
+                            let claim = try shared.reserveRoom(changeBytes: size + 64)
+                            try shared.perform([change], reserved: claim, commitsAtBudget: false)
+                        case 1:
+                            let claim = try shared.reserveRoom(changeBytes: size + 64)
+                            shared.releaseRoom(claim)
+                            try shared.perform([change], commitsAtBudget: false)
+                        default:
+                            try shared.perform([change], commitsAtBudget: false)
+                        }
+                        performed.add(1, ordering: .relaxed)
+                        answered.withLock { $0[thread][name] = size }
+                    } catch {
+                        guard case .noSpace = error else { return XCTFail("thread \(thread), operation \(k): \(error)") }
+                        refused.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+            XCTAssertNil(volume.failure, "round \(round)")
+            XCTAssertEqual(volume.claimedJournalRoom, 0, "round \(round): a claim was neither spent nor given back")
+            try volume.commit()
+        }
+        XCTAssertGreaterThan(refused.load(ordering: .relaxed), 0, "the journal filled")
+        XCTAssertGreaterThan(performed.load(ordering: .relaxed), 100)
+        let reader = try TreeVolume.open(disk).reader()
+        for (thread, sizes) in answered.withLock({ $0 }).enumerated() {
+            for (name, size) in sizes {
+                XCTAssertEqual(try reader.xattr(UInt64(100 + thread), name: Array("user.x\(name)".utf8))?.count, size,
+                               "thread \(thread), xattr \(name)")
+            }
+        }
+        print("journal room at once: \(performed.load(ordering: .relaxed)) answered, \(refused.load(ordering: .relaxed)) refused")
+    }
+
+    static func volume(capacity: UInt64) throws -> TreeVolume {
+        let disk = MemoryImageStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        return volume
+    }
+}
