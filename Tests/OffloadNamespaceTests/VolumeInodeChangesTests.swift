@@ -138,9 +138,9 @@ final class VolumeInodeChangesTests: XCTestCase {
         XCTAssertEqual(try fs.getattr(inode: file.inode).size, expected.size)
         // A getattr that found the evicted file in the cache (put back for the test, as if
         // found just before the eviction) answers from the item.
-        fs.fileCache.changing { $0.files[file.inode.rawValue] = held }
+        fs.fileCache.changing(file.inode.rawValue) { $0.files[file.inode.rawValue] = held }
         let found = try fs.getattr(inode: file.inode)
-        fs.fileCache.changing { $0.files[file.inode.rawValue] = nil }
+        fs.fileCache.changing(file.inode.rawValue) { $0.files[file.inode.rawValue] = nil }
         XCTAssertEqual(found.size, expected.size, "a getattr answered from an unloaded file")
         XCTAssertEqual(found.blocks, expected.blocks)
 

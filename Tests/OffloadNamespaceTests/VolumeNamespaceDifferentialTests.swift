@@ -453,7 +453,7 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         namespace.forget(inode: files[2], lookups: 1)
         XCTAssertEqual(try namespace.getattr(inode: files[2]).linkCount, 0, "renamed over: one of two references left")
         for inode in [files[1], files[2], directory] { namespace.forget(inode: inode, lookups: 1) }
-        XCTAssertTrue(Set(namespace.kernelReferences.withLock { $0.forgotten })
+        XCTAssertTrue(Set(namespace.kernelReferences.withSnapshot { $0.forgotten })
                         .isSuperset(of: [files[1], files[2], directory].map(\.rawValue)), "dropped by the next frame")
         try namespace.writeFrameHoldingTheLockAlone()
         for inode in [files[1], files[2], directory] {
@@ -463,7 +463,7 @@ final class VolumeNamespaceOrphanTests: XCTestCase {
         namespace.release(inode: files[0], handle: handle)
         XCTAssertThrowsError(try namespace.getattr(inode: files[0]), "its last handle drops an open file nothing references")
         XCTAssertEqual(try volume.reader().orphans().count, 0)
-        XCTAssertTrue(namespace.kernelReferences.withLock { $0.unlinked.isEmpty }, "no mark outlives its inode")
+        XCTAssertTrue(namespace.kernelReferences.withSnapshot { $0.unlinked.isEmpty }, "no mark outlives its inode")
         try volume.commit()
         let report = try VolumeCheck.run(storage)
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
@@ -605,11 +605,11 @@ final class VolumeNamespaceJournalFailureTests: XCTestCase {
             let volume = try TreeVolume.format(disk, capacityBytes: 16 << 20, imageID: 8, nameHashKey: SipHash24(key0: 1, key1: 9))
             let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 0))
             let kept = try namespace.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: .root)
-            XCTAssertEqual(namespace.kernelReferences.withLock { $0.counts }, [kept.inode.rawValue: 1])
+            XCTAssertEqual(namespace.kernelReferences.withSnapshot { $0.counts }, [kept.inode.rawValue: 1])
             disk.inject(FaultInjectingStorage.Fault(.write, error: .io("injected")))
             XCTAssertThrowsError(try call(namespace), name)
             XCTAssertEqual(disk.failures(of: .write), 1, name)
-            XCTAssertEqual(namespace.kernelReferences.withLock { $0.counts }, [kept.inode.rawValue: 1], name)
+            XCTAssertEqual(namespace.kernelReferences.withSnapshot { $0.counts }, [kept.inode.rawValue: 1], name)
             XCTAssertTrue(namespace.fileHandles.isEmpty, name)
             XCTAssertTrue(namespace.cachedFiles.isEmpty, name)
         }

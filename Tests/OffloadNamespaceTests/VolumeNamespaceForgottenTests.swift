@@ -80,7 +80,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
             }
             // Once the frame has taken the forgotten list, it waits for the stripe.
             let deadline = Date().addingTimeInterval(20)
-            while Date() < deadline, namespace.kernelReferences.withLock({ $0.counts[orphans[2].rawValue] != nil || !$0.forgotten.isEmpty }) {
+            while Date() < deadline, namespace.kernelReferences.withSnapshot({ $0.counts[orphans[2].rawValue] != nil || !$0.forgotten.isEmpty }) {
                 usleep(1000)
             }
             XCTAssertEqual(second.wait(timeout: .now() + 0.3), .timedOut, "a drop ran while its inode's lock was held")
@@ -90,7 +90,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         }
         XCTAssertEqual(try f.orphanItems, [])
         for inode in orphans { XCTAssertThrowsError(try namespace.getattr(inode: inode)) }
-        XCTAssertTrue(namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        XCTAssertTrue(namespace.kernelReferences.withSnapshot { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
         try f.commitAndCheck()
     }
 
@@ -111,7 +111,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [])
         for inode in orphans { XCTAssertThrowsError(try f.namespace.getattr(inode: inode)) }
-        XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        XCTAssertTrue(f.namespace.kernelReferences.withSnapshot { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
         XCTAssertEqual(f.namespace.statfs().totalInodes - f.namespace.statfs().freeInodes, 2, "the root and d")
         try f.commitAndCheck()
     }
@@ -127,7 +127,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         let journaled = f.volume.journalBytesSinceCommit
         let handle = try f.namespace.open(inode: kept, flags: O_RDONLY)
         XCTAssertEqual(f.volume.journalBytesSinceCommit, journaled, "an open without O_TRUNC wrote a frame")
-        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue])
+        XCTAssertEqual(f.namespace.kernelReferences.withSnapshot { $0.forgotten }, [orphan.rawValue])
         f.namespace.release(inode: kept, handle: handle)
         try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [])
@@ -151,11 +151,11 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
             f.namespace.forget(inode: file, lookups: 1)
         }
         XCTAssertEqual(try f.orphanItems, [file.rawValue], "the unlink's frame left an orphan")
-        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [file.rawValue], "the drop was decided on a stale reader")
+        XCTAssertEqual(f.namespace.kernelReferences.withSnapshot { $0.forgotten }, [file.rawValue], "the drop was decided on a stale reader")
         try f.frameHoldingTheLockAlone()
         XCTAssertEqual(try f.orphanItems, [], "the next frame left the orphan")
         XCTAssertThrowsError(try f.namespace.getattr(inode: file))
-        XCTAssertTrue(f.namespace.kernelReferences.withLock { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
+        XCTAssertTrue(f.namespace.kernelReferences.withSnapshot { $0.unlinked.isEmpty && $0.forgotten.isEmpty })
         try f.commitAndCheck()
     }
 
@@ -166,7 +166,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         f.namespace.forget(inode: orphan, lookups: 1)
         f.volume.failure = .io("a journal write failed")
         XCTAssertThrowsError(try f.frameHoldingTheLockAlone())
-        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten }, [orphan.rawValue],
+        XCTAssertEqual(f.namespace.kernelReferences.withSnapshot { $0.forgotten }, [orphan.rawValue],
                        "the failed frame's drops were lost")
         f.volume.failure = nil
         try f.frameHoldingTheLockAlone()
@@ -184,7 +184,7 @@ final class VolumeNamespaceForgottenTests: XCTestCase {
         f.namespace.forget(inode: orphans.last!, lookups: 1)
         XCTAssertGreaterThan(f.volume.journalBytesSinceCommit, journaled, "a batch of FORGETs waits for another operation")
         XCTAssertEqual(try f.orphanItems, [])
-        XCTAssertEqual(f.namespace.kernelReferences.withLock { $0.forgotten.count }, 0)
+        XCTAssertEqual(f.namespace.kernelReferences.withSnapshot { $0.forgotten.count }, 0)
         try f.commitAndCheck()
     }
 

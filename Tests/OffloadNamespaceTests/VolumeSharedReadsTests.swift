@@ -247,7 +247,7 @@ final class VolumeSharedReadsTests: XCTestCase {
             .map { String(decoding: $0.name, as: UTF8.self) }.filter { $0 != "." && $0 != ".." }
         fs.releasedir(inode: changing.inode, handle: listing)
         XCTAssertEqual(Set(names), expected)
-        XCTAssertEqual(fs.kernelReferences.withLock { $0.counts.keys.filter { $0 != InodeNumber.root.rawValue }.count }, 2,
+        XCTAssertEqual(fs.kernelReferences.withSnapshot { $0.counts.keys.filter { $0 != InodeNumber.root.rawValue }.count }, 2,
                        "only the two directories made by the test are still referenced")
         try fileSystem.close(meter: nil)
         let check = try VolumeCheck.run(disk)

@@ -1,46 +1,88 @@
 import OffloadCore
 
 /// The regular files a format 2 namespace holds (`VolumeCachedFile`, by inode) and its
-/// open file handles, under a reader-writer lock of their own: every request on an open
-/// file looks its handle and file up here (shared, so reads and writes of different files
-/// do not take turns), and the changes that share the namespace lock (creates,
-/// `VolumeNamespace.changingNames`; opens and closes, `changingInodes`) add to it. A leaf
-/// lock: nothing is taken while it is held, and a cached file's own lock is never taken
-/// under it (`evictIfDone` unloads a file after letting go of it).
+/// open file handles, in shards by inode number, each with its own lock: every request on
+/// an open file looks its handle and file up in the file's shard, so reads and writes of
+/// different files take no lock they share (issue 11, item 5: one reader-writer lock
+/// before, whose shared side wrote the lock's one word on every read and write), and the
+/// changes that share the namespace lock (creates, `VolumeNamespace.changingNames`; opens
+/// and closes, `changingInodes`) add to their file's shard. A handle lives in the shard of
+/// the inode it was given out for (every request names both). Leaf locks: nothing is
+/// taken while one is held, and a cached file's own lock is never taken under one
+/// (`evictIfDone` unloads a file after letting go of it).
+///
+/// The closed files whose changes wait for a commit (`Sweep`) have a lock of their own,
+/// taken by last closes of changed files and by the sweep after a commit: a file noted
+/// there after a sweep took the set waits for the next commit's sweep, a file evicted
+/// meanwhile is looked at again and passed over.
 final class VolumeFileCache: @unchecked Sendable {
-    // @unchecked: `state` is reached only under `lock`.
-    struct State {
+    // @unchecked: each shard's state is reached only under its lock.
+    struct Shard {
         var files: [UInt64: VolumeCachedFile] = [:]
+        /// Handles open on this shard's files, by handle number.
         var handles: [UInt64: VolumeFileHandle] = [:]
+    }
+
+    struct Sweep {
         /// Closed cached files whose changes wait for a commit, and the commit the last
         /// sweep of them saw (`VolumeNamespace.evictCommittedFiles`).
         var awaitingCommit = Set<UInt64>()
         var lastEvictedAt: UInt64 = 0
     }
 
-    private let lock = ReadWriteLock()
-    private var state = State()
+    /// A shard's state and its lock (`state` is reached only under `lock`).
+    private final class LockedShard: @unchecked Sendable {
+        let lock = PthreadLock()
+        var state = Shard()
+    }
+    private let shards: [LockedShard]
+    let sweep = PthreadMutex(Sweep())
+    static let shardCount = 64
+
+    init() {
+        shards = (0..<Self.shardCount).map { _ in LockedShard() }
+    }
+
+    private func shard(_ number: UInt64) -> LockedShard {
+        // Fibonacci hashing: consecutive inode numbers (a directory's files) spread.
+        shards[Int(truncatingIfNeeded: (number &* 0x9E37_79B9_7F4A_7C15) >> 58)]
+    }
 
     /// The cached file of inode `number`.
     func file(_ number: UInt64) -> VolumeCachedFile? {
-        lock.withReadLock { state.files[number] }
+        let shard = shard(number)
+        return shard.lock.withLock { shard.state.files[number] }
     }
 
     /// The handle and the file it is open on, when `handle` was given out for inode `number`.
     func opened(_ number: UInt64, handle: UInt64) -> (file: VolumeCachedFile, handle: VolumeFileHandle)? {
-        lock.withReadLock { () -> (file: VolumeCachedFile, handle: VolumeFileHandle)? in
-            guard let opened = state.handles[handle], opened.inode == number, let file = state.files[number] else { return nil }
+        let shard = shard(number)
+        return shard.lock.withLock { () -> (file: VolumeCachedFile, handle: VolumeFileHandle)? in
+            guard let opened = shard.state.handles[handle], opened.inode == number,
+                  let file = shard.state.files[number] else { return nil }
             return (file, opened)
         }
     }
 
-    /// Reads the state (shared).
-    func reading<R>(_ body: (State) -> R) -> R {
-        lock.withReadLock { body(state) }
+    /// Reads or changes the shard of inode `number` (its file, and the handles open on it),
+    /// under the shard's lock. A cached file's `openCount` changes only this way.
+    func changing<R>(_ number: UInt64, _ body: (inout Shard) -> R) -> R {
+        let shard = shard(number)
+        return shard.lock.withLock { body(&shard.state) }
     }
 
-    /// Changes the state (alone).
-    func changing<R>(_ body: (inout State) -> R) -> R {
-        lock.withWriteLock { body(&state) }
+    /// Open file handles in all shards.
+    var handleCount: Int { shards.reduce(0) { count, shard in count + shard.lock.withLock { shard.state.handles.count } } }
+
+    /// Every cached file and every handle, each shard read under its lock in turn.
+    var all: Shard {
+        var all = Shard()
+        for shard in shards {
+            shard.lock.withLock {
+                all.files.merge(shard.state.files) { first, _ in first }
+                all.handles.merge(shard.state.handles) { first, _ in first }
+            }
+        }
+        return all
     }
 }

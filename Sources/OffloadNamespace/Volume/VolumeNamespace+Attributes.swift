@@ -45,7 +45,7 @@ extension VolumeNamespace {
         let handle = try changingInodes(number.rawValue) { (reader, _) throws(FSError) -> FileHandle in
             let item = try item(number.rawValue, in: reader)
             if let handle = request.handle {
-                guard fileCache.reading({ $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
+                guard fileCache.changing(number.rawValue, { $0.handles[handle.rawValue]?.inode }) == number.rawValue else { throw .badHandle }
             }
             guard item.type == Self.typeCode(.regular) else {
                 throw item.type == Self.typeCode(.directory) ? .isDirectory : .invalidArgument("size of a non-regular file")

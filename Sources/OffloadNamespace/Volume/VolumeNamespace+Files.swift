@@ -222,7 +222,7 @@ extension VolumeNamespace {
     /// unloaded.
     func cachedFile(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader,
                     opening: Bool = false) throws(FSError) -> VolumeCachedFile {
-        let found = fileCache.changing { cache -> VolumeCachedFile? in
+        let found = fileCache.changing(number) { cache -> VolumeCachedFile? in
             guard let cached = cache.files[number] else { return nil }
             if opening { cached.openCount += 1 }
             return cached
@@ -231,7 +231,7 @@ extension VolumeNamespace {
         let pieces = try reader.view.filePieces(number, size: item.size)
         let data = OffloadedFile.loaded(store: try volume.fileBlocks(), limiter: memoryLimiter, size: item.size, pieces: pieces)
         let loaded = VolumeCachedFile(data: data, inode: number, namespace: self)
-        let kept = fileCache.changing { cache -> VolumeCachedFile in
+        let kept = fileCache.changing(number) { cache -> VolumeCachedFile in
             let kept = cache.files[number] ?? loaded
             cache.files[number] = kept
             if opening { kept.openCount += 1 }
@@ -254,20 +254,26 @@ extension VolumeNamespace {
     /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
     func evictIfDone(_ number: UInt64) {
         let committed = volume.committedGeneration
-        let clean = fileCache.changing { cache -> VolumeCachedFile? in
+        var awaiting = false
+        let clean = fileCache.changing(number) { cache -> VolumeCachedFile? in
             guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
             guard cached.changedIn.load(ordering: .relaxed) <= committed else {
-                cache.awaitingCommit.insert(number)
+                awaiting = true
                 return nil
             }
             // Clean: its references stay the tree's, not a change (no touched marks, which
             // made writes after the next open copy their blocks until a commit).
             cache.files[number] = nil
-            cache.awaitingCommit.remove(number)
             cached.evicted.store(true, ordering: .releasing)
             return cached
         }
-        clean?.data.unload()
+        // Noted after the shard's lock: a sweep that took the set in between leaves it to
+        // the next commit's sweep, and a note of a file evicted meanwhile is passed over.
+        if awaiting { fileCache.sweep.withLock { _ = $0.awaitingCommit.insert(number) } }
+        if let clean {
+            fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
+            clean.data.unload()
+        }
     }
 
     /// Evicts the closed files a commit since the last call has made clean. Every
@@ -279,7 +285,7 @@ extension VolumeNamespace {
     /// and evicts as a last close does (`evictIfDone`), beside every change.
     func evictCommittedFiles() {
         let committed = volume.committedGeneration
-        let waiting = fileCache.changing { cache -> Set<UInt64> in
+        let waiting = fileCache.sweep.withLock { cache -> Set<UInt64> in
             guard committed != cache.lastEvictedAt, !cache.awaitingCommit.isEmpty else { return [] }
             cache.lastEvictedAt = committed
             return cache.awaitingCommit
@@ -345,7 +351,7 @@ extension VolumeNamespace {
             // Through the kernel no one finds the name before the create answers (it holds
             // the directory's `i_rwsem`); an in-process open that did found it empty in the
             // view, and its copy stays.
-            fileCache.changing { cache in if cache.files[number] == nil { cache.files[number] = made } }
+            fileCache.changing(number) { cache in if cache.files[number] == nil { cache.files[number] = made } }
             let handle = try openHandle(number, item, flags: flags, reader)
             referenced(number)
             // Its size is known, and its data's lock is not taken under the directory's
@@ -390,7 +396,7 @@ extension VolumeNamespace {
         _ = try cachedFile(number, item, reader, opening: true)
         let handle = handles.withLock { $0.take() }
         let opened = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY, append: flags & O_APPEND != 0)
-        fileCache.changing { $0.handles[handle] = opened }
+        fileCache.changing(number) { $0.handles[handle] = opened }
         return FileHandle(handle)
     }
 
@@ -447,7 +453,7 @@ extension VolumeNamespace {
         _ = try? changingInodes(number.rawValue, preparingJournal: false) { (reader, operation) throws(FSError) in
             if !closed {
                 closed = true
-                lastClose = fileCache.changing { cache -> Bool in
+                lastClose = fileCache.changing(number.rawValue) { cache -> Bool in
                     guard let opened = cache.handles.removeValue(forKey: handle.rawValue), opened.inode == number.rawValue,
                           let cached = cache.files[number.rawValue] else { return false }
                     cached.openCount -= 1

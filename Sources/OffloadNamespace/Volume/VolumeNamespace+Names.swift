@@ -30,7 +30,7 @@ extension VolumeNamespace {
     /// statfs or the unmount, whichever comes first (`dropForgottenNow`). An orphan that
     /// a crash keeps is dropped at the next mount, as before: no frame waits for it.
     public func forget(inode number: InodeNumber, lookups: UInt64) {
-        guard kernelReferences.withLock({ $0.forget(number.rawValue, lookups: lookups, batch: Self.forgottenBatch) }),
+        guard kernelReferences.forget(number.rawValue, lookups: lookups, batch: Self.forgottenBatch),
               number != .root else { return }
         dropForgottenNow()
     }
@@ -49,10 +49,10 @@ extension VolumeNamespace {
     /// is decided again under its lock with a reader taken after (`drops(of:)`). Drops
     /// whose frame fails wait for the next one.
     func dropForgottenNow() {
-        guard kernelReferences.withLock({ !$0.forgotten.isEmpty }) else { return }
+        guard kernelReferences.hasForgotten else { return }
         volume.prepareJournalAppend()
         _ = try? sharing { () throws(FSError) in
-            let forgotten = kernelReferences.withLock { $0.takeForgotten() }
+            let forgotten = kernelReferences.takeForgotten()
             guard !forgotten.isEmpty else { return }
             let held = inodeLocks.lock(all: forgotten)
             var locked = true
@@ -62,7 +62,7 @@ extension VolumeNamespace {
                 taken = try readers.take()
             } catch {
                 // No FORGET brings them back: they wait for the next frame.
-                kernelReferences.withLock { $0.forgotten = forgotten + $0.forgotten }
+                kernelReferences.giveBack(forgotten)
                 throw error
             }
             defer { readers.give(taken) }
@@ -71,7 +71,7 @@ extension VolumeNamespace {
             do throws(FSError) {
                 try writeFrame(&operation, taken.reader, dropsForgotten: false)
             } catch {
-                if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
+                kernelReferences.giveBack(dropped)
                 throw error
             }
             inodeLocks.unlock(all: held)
@@ -84,7 +84,7 @@ extension VolumeNamespace {
     /// Appends the drops of the inodes forgotten since the last frame to the frame being
     /// made, and returns those inodes (`drops(of:)`). Caller holds the lock alone.
     func dropForgotten(_ reader: VolumeReader, into operation: inout VolumeOperation) -> [UInt64] {
-        let forgotten = kernelReferences.withLock { $0.takeForgotten() }
+        let forgotten = kernelReferences.takeForgotten()
         guard !forgotten.isEmpty else { return [] }
         return drops(of: forgotten, reader, into: &operation)
     }
@@ -116,14 +116,14 @@ extension VolumeNamespace {
             guard let item, item.linkCount == 0 else {
                 // A mark left by an operation that failed after making it, or of an inode
                 // gone already.
-                kernelReferences.withLock { _ = $0.unlinked.remove(number) }
+                kernelReferences.clearUnlinked(number)
                 continue
             }
-            guard fileCache.reading({ ($0.files[number]?.openCount ?? 0) == 0 }) else { continue }
+            guard fileCache.changing(number, { ($0.files[number]?.openCount ?? 0) == 0 }) else { continue }
             state(number, item, hadOrphan: hadOrphan, into: &operation)
             dropped.append(number)
         }
-        if !later.isEmpty { kernelReferences.withLock { $0.forgotten += later } }
+        kernelReferences.giveBack(later, atEnd: true)
         return dropped
     }
 

@@ -37,18 +37,18 @@ import Synchronization
 /// close of a generation (the maintenance's, an operation's own commit: the close only,
 /// its commit runs outside), the ENOSPC reruns and the reclaim, and the unmount hold it
 /// alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
-/// locks, then the leaf locks of the state shared holders change (`kernelReferences`,
-/// `handles`, `fileCache`, `failureHolder`, `directoriesWithoutDefaultACLHolder`), and
-/// the volume's locks.
+/// locks, then the leaf locks of the state shared holders change (`kernelReferences`'
+/// and `fileCache`'s shards by inode, each taken alone; `handles`, `failureHolder`,
+/// `directoriesWithoutDefaultACLHolder`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
     let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
     let lock = ShardedReadWriteLock()
     /// References the kernel holds, by inode, and which of them have no name left. Its
-    /// own lock: lookups (no namespace lock) add to it, FORGET takes from it
-    /// before any namespace lock, and what decides on a count reads it in one hold of this
-    /// lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's (the
+    /// own locks, a shard's per inode (`KernelReferenceTable`): lookups (no namespace
+    /// lock) add to it, FORGET takes from it before any namespace lock, and what decides
+    /// on a count reads it in one hold of the inode's shard's lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's (the
     /// namespace lock shared, with the inode's lock, `changingNames`, `changingInodes`,
     /// `changingNamesOfARename`), and the drop of a forgotten inode (the same, in a frame
     /// of drops, `dropForgottenNow`; or in the frame of a change holding the lock alone). A lookup takes no inode lock, so an
@@ -56,7 +56,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// reference to an inode the unlink drops (through the kernel the directory's
     /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
     /// leaves an orphan).
-    let kernelReferences = PthreadMutex(KernelReferences())
+    let kernelReferences = KernelReferenceTable()
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
     /// take no namespace lock).
     let handles = PthreadMutex(HandleNumbers())
@@ -150,8 +150,8 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// Copies, for tests and checks: the cached files, the open file handles, and the
     /// directories known to have no default ACL.
-    var cachedFiles: [UInt64: VolumeCachedFile] { fileCache.reading { $0.files } }
-    var fileHandles: [UInt64: VolumeFileHandle] { fileCache.reading { $0.handles } }
+    var cachedFiles: [UInt64: VolumeCachedFile] { fileCache.all.files }
+    var fileHandles: [UInt64: VolumeFileHandle] { fileCache.all.handles }
     var directoriesWithoutDefaultACL: Set<UInt64> { directoriesWithoutDefaultACLHolder.withLock { $0 } }
 
     // MARK: - Reading
@@ -420,7 +420,7 @@ public final class VolumeNamespace: @unchecked Sendable {
         do throws(FSError) {
             try volume.perform(operation.changes, born: operation.bornNumbers, commitsAtBudget: false)
         } catch {
-            if !dropped.isEmpty { kernelReferences.withLock { $0.forgotten = dropped + $0.forgotten } }
+            kernelReferences.giveBack(dropped)
             restoreDroppedFiles(&operation)
             throw error
         }
@@ -439,8 +439,8 @@ public final class VolumeNamespace: @unchecked Sendable {
         guard !operation.droppedFiles.isEmpty else { return }
         let restored = operation.droppedFiles
         operation.droppedFiles = []
-        fileCache.changing { cache in
-            for (number, file) in restored where cache.files[number] == nil { cache.files[number] = file }
+        for (number, file) in restored {
+            fileCache.changing(number) { cache in if cache.files[number] == nil { cache.files[number] = file } }
         }
     }
 
@@ -448,14 +448,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// what the frame just written states of them. Caller holds the lock alone, or the
     /// inode locks of the inodes the frame states.
     private func noteJournaled(_ changes: [JournalChange]) {
-        fileCache.reading { cache in
-            guard !cache.files.isEmpty else { return }
-            for change in changes {
-                switch change {
-                case .attributes(let inode, let item): cache.files[inode]?.journaledItem = item
-                case .drop(let inode): cache.files[inode]?.journaledItem = nil
-                default: continue
-                }
+        for change in changes {
+            switch change {
+            case .attributes(let inode, let item): fileCache.file(inode)?.journaledItem = item
+            case .drop(let inode): fileCache.file(inode)?.journaledItem = nil
+            default: continue
             }
         }
     }
@@ -480,7 +477,7 @@ public final class VolumeNamespace: @unchecked Sendable {
     func emptyUnreadableFiles(_ files: [UInt64], _ reader: VolumeReader) {
         for number in files {
             let held = inodeLocks.lock(number)
-            let claimed = fileCache.changing { cache -> VolumeCachedFile? in
+            let claimed = fileCache.changing(number) { cache -> VolumeCachedFile? in
                 guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
                 cached.openCount += 1
                 return cached
@@ -491,7 +488,7 @@ public final class VolumeNamespace: @unchecked Sendable {
                     _ = try? claimed.data.truncate()
                     claimed.journal.changerHoldsInodeLock.store(false, ordering: .relaxed)
                 }
-                fileCache.changing { _ in claimed.openCount -= 1 }
+                fileCache.changing(number) { _ in claimed.openCount -= 1 }
             }
             inodeLocks.unlock(held)
             evictIfDone(number)
@@ -510,12 +507,12 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// lock alone, or shared with the inode's inode lock.
     func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
                into operation: inout VolumeOperation, empties: Bool = true) {
-        let (cached, open) = fileCache.reading { cache in
+        let (cached, open) = fileCache.changing(number) { cache in
             (cache.files[number], (cache.files[number]?.openCount ?? 0) > 0)
         }
         if item.linkCount > 0 {
             operation.changes.append(.attributes(inode: number, item))
-        } else if kernelReferences.withLock({ $0.keepUnlinked(number) }) || open {
+        } else if kernelReferences.keepUnlinked(number) || open {
             var item = item
             var emptied: Range<UInt64>?
             if empties && !open && item.type == Self.typeCode(.regular) && item.size > 0 {
@@ -546,12 +543,12 @@ public final class VolumeNamespace: @unchecked Sendable {
         } else {
             if hadOrphan { operation.changes.append(.orphan(inode: number, nil)) }
             operation.changes.append(.drop(inode: number))
-            kernelReferences.withLock { _ = $0.unlinked.remove(number) }
+            kernelReferences.clearUnlinked(number)
             // Kept until the frame is written (`writeFrame`): letting go of the file
             // releases its blocks, which must not happen for a drop the journal lacks.
-            let removed = fileCache.changing { cache -> VolumeCachedFile? in
-                cache.awaitingCommit.remove(number)
-                return cache.files.removeValue(forKey: number)
+            fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
+            let removed = fileCache.changing(number) { cache -> VolumeCachedFile? in
+                cache.files.removeValue(forKey: number)
             }
             if let removed { operation.droppedFiles.append((number, removed)) }
         }
@@ -578,7 +575,7 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// Hands the kernel one more reference to `number` (a lookup or readdirplus with no
     /// namespace lock, or a change holding it).
-    func referenced(_ number: UInt64) { kernelReferences.withLock { $0.counts[number, default: 0] += 1 } }
+    func referenced(_ number: UInt64) { kernelReferences.reference(number) }
 }
 
 /// Handle numbers (files' and directories' from one sequence) and the open directory

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxShims
 import OffloadCore
 
 /// Readers for the requests that read the layered view (`VolumeNamespace.reading`, and the
@@ -12,17 +16,39 @@ import OffloadCore
 /// a generation closed lacks the new open generation, so both are let go on their way
 /// back. Making a reader costs its level buffers (about 40 KiB, zeroed) and its root
 /// node's read; the nodes themselves come from the volume's shared cache.
+///
+/// Idle readers are kept per CPU (`shards`, each with its own lock): a request takes from
+/// and gives back to its CPU's shard, so requests on different CPUs take no lock they
+/// share (issue 11, item 5: a pool under one lock was a mutex every lookup and getattr
+/// took twice).
 final class VolumeReaderPool: @unchecked Sendable {
-    // @unchecked: `idle` is reached only under `lock`; the volume is thread-safe.
+    // @unchecked: each shard's `idle` is reached only under its lock; the volume is
+    // thread-safe.
     private let volume: TreeVolume
-    private let lock = PthreadLock()
-    /// Idle readers, each with the open generation's number it was taken at.
-    private var idle: [(reader: VolumeReader, open: UInt64)] = []
-    /// At most this many idle readers are kept (the FUSE threads seldom read more at once
-    /// on this machine's cores; more only make readers that are let go again).
+    private final class Shard: @unchecked Sendable {
+        let lock = PthreadLock()
+        /// Idle readers, each with the open generation's number it was taken at.
+        var idle: [(reader: VolumeReader, open: UInt64)] = []
+    }
+    private let shards: [Shard]
+    /// At most this many idle readers are kept in all (the FUSE threads seldom read more
+    /// at once on this machine's cores; more only make readers that are let go again),
+    /// and at least two a shard.
     static let kept = 8
+    /// Idle readers a shard keeps.
+    private let keptPerShard: Int
+    /// Shards past this many are shared by CPUs (each idle reader holds about 40 KiB).
+    static let maximumShards = 32
 
-    init(volume: TreeVolume) { self.volume = volume }
+    init(volume: TreeVolume) {
+        self.volume = volume
+        let count = max(1, min(Int(sysconf(Int32(_SC_NPROCESSORS_CONF))), Self.maximumShards))
+        shards = (0..<count).map { _ in Shard() }
+        keptPerShard = max(2, Self.kept / count)
+    }
+
+    /// The caller's CPU's shard.
+    private var localShard: Shard { shards[Int(offloadfs_current_cpu()) % shards.count] }
 
     /// Where a reader taken now stands: the published commit and the open generation.
     private var position: (committed: UInt64, open: UInt64) {
@@ -38,12 +64,13 @@ final class VolumeReaderPool: @unchecked Sendable {
     /// its way back.
     func take() throws(FSError) -> (reader: VolumeReader, open: UInt64) {
         let now = position
-        // Stale readers met on the way are let go here, outside the pool's lock (a
+        // Stale readers met on the way are let go here, outside the shard's lock (a
         // reader's end leaves its epoch). The rest of the idle ones are looked at when
         // taken; a commit drains them all (`drain`), so none holds back its punch.
         var stale: [VolumeReader] = []
-        let found = lock.withLock { () -> (reader: VolumeReader, open: UInt64)? in
-            while let last = idle.popLast() {
+        let shard = localShard
+        let found = shard.lock.withLock { () -> (reader: VolumeReader, open: UInt64)? in
+            while let last = shard.idle.popLast() {
                 if last.reader.generation == now.committed && last.open == now.open { return last }
                 stale.append(last.reader)
             }
@@ -54,23 +81,32 @@ final class VolumeReaderPool: @unchecked Sendable {
         return (try volume.reader(), now.open)
     }
 
-    /// Gives back a reader `take` handed out. Its position is checked under the pool's
-    /// lock: a commit publishes before it drains the pool (`drain`), so a reader given back
-    /// as a commit publishes is either seen stale here or drained after.
+    /// Gives back a reader `take` handed out, to the caller's CPU's shard (not
+    /// necessarily the one it came from). Its position is checked under the shard's lock:
+    /// a commit publishes before it drains the pool (`drain`), so a reader given back as a
+    /// commit publishes is either seen stale here or drained after.
     func give(_ taken: (reader: VolumeReader, open: UInt64)) {
-        lock.withLock {
+        let shard = localShard
+        shard.lock.withLock {
             let now = position
-            guard taken.reader.generation == now.committed, taken.open == now.open, idle.count < Self.kept else { return }
-            idle.append(taken)
+            guard taken.reader.generation == now.committed, taken.open == now.open,
+                  shard.idle.count < keptPerShard else { return }
+            shard.idle.append(taken)
         }
     }
 
     /// Lets every idle reader go (after a commit: their epochs hold back its punch).
     func drain() {
-        let gone = lock.withLock { () -> [VolumeReader] in
-            defer { idle.removeAll() }
-            return idle.map(\.reader)
+        var gone: [VolumeReader] = []
+        for shard in shards {
+            shard.lock.withLock {
+                gone += shard.idle.map(\.reader)
+                shard.idle.removeAll()
+            }
         }
-        _ = gone
+        gone.removeAll()
     }
+
+    /// Idle readers in all shards (tests).
+    var idleCount: Int { shards.reduce(0) { count, shard in count + shard.lock.withLock { shard.idle.count } } }
 }
