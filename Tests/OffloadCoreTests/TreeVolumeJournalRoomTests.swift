@@ -27,23 +27,31 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         XCTAssertNil(volume.failure)
     }
 
-    /// A claim made before a commit switches the chain is written to the new chain on an
-    /// image whose free blocks file data took: the switch makes the new chain's room for
-    /// what was granted, and a frame whose room was claimed does not fail the volume.
-    func testAClaimHeldAcrossCommitsOnAFullImageIsWritten() throws {
-        let volume = try TreeVolumeReserveTests.volumeFullOfData(capacity: 64 << 20)
-        let value = [UInt8](repeating: 0x5A, count: 3_000)
-        let claim = try volume.reserveRoom(changeBytes: value.count + 64)
-        XCTAssertEqual(volume.claimedJournalRoom, claim)
+    /// A claim made before commits switch the chain, larger than a new chain's first
+    /// segment, is written to the chain of its day: each switch makes the new chain's room
+    /// for what was claimed (without it the chain's room falls short of what is granted,
+    /// which debug builds check at the next append).
+    func testAClaimHeldAcrossCommitsIsWrittenToTheNewChain() throws {
+        let volume = try Self.volume(capacity: 64 << 20)
+        let values = [[UInt8](repeating: 0x5A, count: 40_000), [UInt8](repeating: 0xA5, count: 40_000)]
+        // Two claims: the first takes a spare that the next chain starts in, so the two
+        // together are more than that chain's first segment holds.
+        let claims = try values.map { try volume.reserveRoom(changeBytes: $0.count + 64) }
+        XCTAssertGreaterThan(claims.reduce(0, +), 2 * MetadataLog.firstJournalSegmentBytes)
+        XCTAssertEqual(volume.claimedJournalRoom, claims.reduce(0, +))
         for round in 0..<6 {
             try volume.perform([.setXattr(inode: 1, name: Array("user.r\(round)".utf8), value: [UInt8(round)])])
             try volume.commit()
         }
-        XCTAssertEqual(volume.claimedJournalRoom, claim, "commits kept the claim")
-        try volume.perform([.setXattr(inode: 1, name: Array("user.held".utf8), value: value)], reserved: claim)
+        XCTAssertEqual(volume.claimedJournalRoom, claims.reduce(0, +), "commits kept the claims")
+        for (index, value) in values.enumerated() {
+            try volume.perform([.setXattr(inode: 1, name: Array("user.held\(index)".utf8), value: value)], reserved: claims[index])
+        }
         XCTAssertNil(volume.failure)
         XCTAssertEqual(volume.claimedJournalRoom, 0)
-        XCTAssertEqual(try volume.reader().xattr(1, name: Array("user.held".utf8)), value)
+        for (index, value) in values.enumerated() {
+            XCTAssertEqual(try volume.reader().xattr(1, name: Array("user.held\(index)".utf8)), value)
+        }
     }
 
     /// Spare segments the chain took for claims and never linked (the claims given back)

@@ -149,12 +149,13 @@ public final class MetadataLog: Sendable {
     /// Makes sure frames of `total` bytes in all (headers included), none longer than
     /// `largestFrame`, can be appended without allocating: the current segment's room
     /// and the spare segments together hold `total`, and some segment holds
-    /// `largestFrame`. Allocates spares (metadata may use the store's reserve) when they
-    /// do not, each holding at least `largestFrame` (so that a frame that does not fit the
-    /// rest of a segment fits the next, whichever spare that is); `.noSpace` when the image
-    /// has no room left for them. What the journals' reservations build on
+    /// `largestFrame`. Allocates a spare (metadata may use the store's reserve) when they
+    /// do not, of at least `smallestSpare` bytes of frames (format 2's claims: every spare
+    /// then holds any frame claimed from the room granted ahead, so one that does not fit
+    /// the rest of a segment fits the next spare, whichever it is); `.noSpace` when the
+    /// image has no room left for it. What the journals' reservations build on
     /// (`NamespaceJournal.reserve`, `TreeVolume.claimJournalRoom`).
-    public func ensureRoom(total: Int, largestFrame: Int) throws(FSError) {
+    public func ensureRoom(total: Int, largestFrame: Int, smallestSpare: Int = 0) throws(FSError) {
         try state.withLock { (s) throws(FSError) in
             let spareRoom = s.spares.reduce(0) { $0 + Int($1.length) - LogSegment.linkFrameSize }
             var missing = total - Self.room(in: s) - spareRoom
@@ -163,7 +164,7 @@ public final class MetadataLog: Sendable {
             if missing <= 0 && fits { return }
             missing = max(missing, fits ? 0 : largestFrame)
             let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
-            let minimum = max(missing, largestFrame) + LogSegment.linkFrameSize
+            let minimum = max(missing, smallestSpare) + LogSegment.linkFrameSize
             s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum))
         }
     }

@@ -6,8 +6,8 @@
 /// The journal lock grants room ahead, up to `journalRoomRefill` of what the chain already
 /// holds; operations claim from what is granted with one compare-and-swap
 /// (`unclaimedJournalRoom`) and take the journal lock only to append their frame. A claim
-/// the chain has no room for takes a spare segment for it alone (`MetadataLog.ensureRoom`),
-/// as before: a spare is not linked into the chain until a frame needs it, and one that a
+/// the chain has no room for takes a spare segment (`MetadataLog.ensureRoom`: of the
+/// chain's next segment's size, whose rest later grants use), as before: a spare is not linked into the chain until a frame needs it, and one that a
 /// commit records and a crash or an unmount then leaves unlinked is a leak (the next mount
 /// knows only the segments the chain links), so spares are taken no earlier than needed. A claim is twice its frame: a frame that does not fit the rest of a segment
 /// leaves that rest unused, and the rest is shorter than the frame.
@@ -29,17 +29,24 @@ extension TreeVolume {
     /// What a grant under the journal lock adds beyond the claim that asked for it.
     static let journalRoomRefill = 32 << 10
 
-    /// Claims `bytes` of journal room (`journalClaim(forFrame:)`): from the room granted
-    /// ahead with one compare-and-swap, else under the journal lock. `.noSpace` when the
-    /// image has no room for them (nothing changed), or the volume's failure.
-    func claimJournalRoom(_ bytes: Int) throws(FSError) {
-        if isPooled(bytes), takeUnclaimedJournalRoom(bytes) { return }
+    /// Claims `bytes` of journal room for a frame of `frame` bytes (`bytes` is its claim,
+    /// `journalClaim(forFrame:)`, or what a reservation for it lacked): from the room
+    /// granted ahead with one compare-and-swap when the frame is at most
+    /// `largestPooledFrame`, else under the journal lock. `.noSpace` when the image has no
+    /// room for them (nothing changed), or the volume's failure.
+    func claimJournalRoom(_ bytes: Int, frame: Int) throws(FSError) {
+        let pooled = frame <= Self.largestPooledFrame
+        if pooled, takeUnclaimedJournalRoom(bytes) { return }
         try journalLock.withLock { () throws(FSError) in
             // A grant may have come meanwhile.
-            if isPooled(bytes), takeUnclaimedJournalRoom(bytes) { return }
+            if pooled, takeUnclaimedJournalRoom(bytes) { return }
             journalRoomGrants.add(1, ordering: .relaxed)
             let journal = try currentJournal()
-            if isPooled(bytes) {
+            // What is granted and not claimed is given up first: it is room the chain
+            // holds, granted again below, and counted as used it would make a spare taken
+            // for nothing.
+            grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
+            if pooled {
                 // The room the chain holds already beyond what is granted: the claim, and
                 // up to a refill for the claims that follow, without allocating a segment.
                 let ahead = journal.roomAhead - grantedJournalRoom
@@ -50,13 +57,13 @@ extension TreeVolume {
                     return
                 }
             }
-            // The chain's room for this claim alone, as a spare segment if need be.
-            try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: max(bytes / 2, Self.largestPooledFrame))
+            // The chain's room for this claim, as a spare segment if need be (some segment
+            // holds the frame; a spare holds at least `largestPooledFrame`).
+            try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: frame,
+                                   smallestSpare: Self.largestPooledFrame)
             grantedJournalRoom += bytes
         }
     }
-
-    private func isPooled(_ bytes: Int) -> Bool { bytes <= Self.journalClaim(forFrame: Self.largestPooledFrame) }
 
     private func takeUnclaimedJournalRoom(_ bytes: Int) -> Bool {
         var seen = unclaimedJournalRoom.load(ordering: .relaxed)
@@ -78,6 +85,12 @@ extension TreeVolume {
         assert(grantedJournalRoom >= claim, "spent \(claim) journal bytes of \(grantedJournalRoom) granted")
         grantedJournalRoom -= spent
         if claim > spent { unclaimedJournalRoom.add(claim - spent, ordering: .relaxed) }
+        assertJournalRoomCovered(in: journal)
+    }
+
+    /// Debug builds: the invariant (the chain's room covers what is granted), checked
+    /// before and after every append. Caller holds the journal lock.
+    func assertJournalRoomCovered(in journal: MetadataLog) {
         assert(journalRoomShort || journal.roomAhead >= grantedJournalRoom,
                "the journal chain holds \(journal.roomAhead) bytes for \(grantedJournalRoom) granted")
     }
@@ -89,11 +102,13 @@ extension TreeVolume {
     /// the journal lock.
     func restoreJournalRoom(in journal: MetadataLog) {
         grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
+        assert(!unmounting || grantedJournalRoom == 0, "a claim outstanding at the unmount's chain switch")
         // A failure here leaves claimed frames to take their segments as they append, as
         // any chain does (`journalRoomShort`); an append that then finds no room fails the
         // volume.
         journalRoomShort = grantedJournalRoom > 0
-            && (try? journal.ensureRoom(total: grantedJournalRoom, largestFrame: Self.largestPooledFrame)) == nil
+            && (try? journal.ensureRoom(total: grantedJournalRoom, largestFrame: Self.largestPooledFrame,
+                                        smallestSpare: Self.largestPooledFrame)) == nil
     }
 
     /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,
@@ -104,8 +119,9 @@ extension TreeVolume {
     /// `releaseRoom` when it changes nothing.
     public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
         if let failure { throw failure }
-        let claim = Self.journalClaim(forFrame: FrameHeader.size + 8 + changeBytes)
-        try claimJournalRoom(claim)
+        let frame = FrameHeader.size + 8 + changeBytes
+        let claim = Self.journalClaim(forFrame: frame)
+        try claimJournalRoom(claim, frame: frame)
         return claim
     }
 

@@ -104,6 +104,8 @@ public final class TreeVolume {
     let preparedJournalStart = Atomic<UInt64>(0)
     let preparedJournalEnd = Atomic<UInt64>(0)
     let preparedJournalSyncs = Atomic<UInt64>(UInt64.max)
+    /// Even when the three above were stored together (`prepareJournalAppend`).
+    let preparedJournalVersion = Atomic<UInt64>(0)
     let journalWriteOffset = Atomic<UInt64>(0)
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
@@ -514,7 +516,7 @@ public final class TreeVolume {
         // the journal lock: `TreeVolume+JournalRoom.swift`).
         let claim = Self.journalClaim(forFrame: frame)
         if held < claim {
-            try claimJournalRoom(claim - held)
+            try claimJournalRoom(claim - held, frame: frame)
             held = claim
         }
         let ticket = delta.join()
@@ -529,6 +531,7 @@ public final class TreeVolume {
                 // The chain a commit may have switched to meanwhile: the frame goes there.
                 appended = try journalLock.withLock { () throws(FSError) -> MetadataLog in
                     let journal = try currentJournal()
+                    assertJournalRoomCovered(in: journal)
                     try journal.append(payload: payload)
                     journalBytesMirror.store(journal.appendedBytes, ordering: .relaxed)
                     journalWriteOffset.store(journal.writeOffset, ordering: .relaxed)
@@ -740,12 +743,13 @@ public final class TreeVolume {
         // than faulting under the lock while this call still waits (for a punch).
         journalLock.withLock {
             preparedJournal = (pages, syncs)
-            // Seqlock-like: the syncs unset while the range changes, so a reader that finds
-            // the same syncs before and after read a range stored with them.
-            preparedJournalSyncs.store(UInt64.max, ordering: .sequentiallyConsistent)
+            // A seqlock: the version is odd while the three change, so a reader that finds
+            // the same even version before and after read three stored together.
+            preparedJournalVersion.add(1, ordering: .sequentiallyConsistent)
+            preparedJournalSyncs.store(syncs, ordering: .sequentiallyConsistent)
             preparedJournalStart.store(pages.current?.lowerBound ?? 0, ordering: .sequentiallyConsistent)
             preparedJournalEnd.store(pages.current?.upperBound ?? 0, ordering: .sequentiallyConsistent)
-            preparedJournalSyncs.store(syncs, ordering: .sequentiallyConsistent)
+            preparedJournalVersion.add(1, ordering: .sequentiallyConsistent)
         }
     }
 
@@ -756,10 +760,11 @@ public final class TreeVolume {
     /// `largestPooledFrame`. Without the journal lock; a wrong answer costs only a fault
     /// under it.
     private func arePreparedJournalPagesAhead(syncs: UInt64) -> Bool {
-        guard preparedJournalSyncs.load(ordering: .sequentiallyConsistent) == syncs else { return false }
+        let version = preparedJournalVersion.load(ordering: .sequentiallyConsistent)
+        guard version & 1 == 0, preparedJournalSyncs.load(ordering: .sequentiallyConsistent) == syncs else { return false }
         let start = preparedJournalStart.load(ordering: .sequentiallyConsistent)
         let end = preparedJournalEnd.load(ordering: .sequentiallyConsistent)
-        guard preparedJournalSyncs.load(ordering: .sequentiallyConsistent) == syncs else { return false }
+        guard preparedJournalVersion.load(ordering: .sequentiallyConsistent) == version else { return false }
         let at = journalWriteOffset.load(ordering: .relaxed)
         return start <= at && at + UInt64(Self.preparedJournalBytes) <= end
     }

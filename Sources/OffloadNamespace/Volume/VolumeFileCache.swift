@@ -12,9 +12,10 @@ import OffloadCore
 /// (`evictIfDone` unloads a file after letting go of it).
 ///
 /// The closed files whose changes wait for a commit (`Sweep`) have a lock of their own,
-/// taken by last closes of changed files and by the sweep after a commit: a file noted
-/// there after a sweep took the set waits for the next commit's sweep, a file evicted
-/// meanwhile is looked at again and passed over.
+/// taken inside a shard's hold by the last close that notes a changed file or evicts it
+/// (and by a drop), and alone by the sweep after a commit: a file noted after a sweep
+/// took the set waits for the next commit's sweep. Order: a shard's lock, then the
+/// sweep's.
 final class VolumeFileCache: @unchecked Sendable {
     // @unchecked: each shard's state is reached only under its lock.
     struct Shard {

@@ -254,26 +254,22 @@ extension VolumeNamespace {
     /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
     func evictIfDone(_ number: UInt64) {
         let committed = volume.committedGeneration
-        var awaiting = false
+        // The sweep's set changes inside the shard's hold (shard, then sweep), so a note
+        // and its removal keep the order of the decisions they follow.
         let clean = fileCache.changing(number) { cache -> VolumeCachedFile? in
             guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
             guard cached.changedIn.load(ordering: .relaxed) <= committed else {
-                awaiting = true
+                fileCache.sweep.withLock { _ = $0.awaitingCommit.insert(number) }
                 return nil
             }
             // Clean: its references stay the tree's, not a change (no touched marks, which
             // made writes after the next open copy their blocks until a commit).
             cache.files[number] = nil
+            fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
             cached.evicted.store(true, ordering: .releasing)
             return cached
         }
-        // Noted after the shard's lock: a sweep that took the set in between leaves it to
-        // the next commit's sweep, and a note of a file evicted meanwhile is passed over.
-        if awaiting { fileCache.sweep.withLock { _ = $0.awaitingCommit.insert(number) } }
-        if let clean {
-            fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
-            clean.data.unload()
-        }
+        clean?.data.unload()
     }
 
     /// Evicts the closed files a commit since the last call has made clean. Every

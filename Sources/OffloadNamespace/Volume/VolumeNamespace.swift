@@ -546,9 +546,9 @@ public final class VolumeNamespace: @unchecked Sendable {
             kernelReferences.clearUnlinked(number)
             // Kept until the frame is written (`writeFrame`): letting go of the file
             // releases its blocks, which must not happen for a drop the journal lacks.
-            fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
             let removed = fileCache.changing(number) { cache -> VolumeCachedFile? in
-                cache.files.removeValue(forKey: number)
+                fileCache.sweep.withLock { _ = $0.awaitingCommit.remove(number) }
+                return cache.files.removeValue(forKey: number)
             }
             if let removed { operation.droppedFiles.append((number, removed)) }
         }

@@ -31,9 +31,9 @@ final class VolumeReaderPool: @unchecked Sendable {
         var idle: [(reader: VolumeReader, open: UInt64)] = []
     }
     private let shards: [Shard]
-    /// At most this many idle readers are kept in all (the FUSE threads seldom read more
-    /// at once on this machine's cores; more only make readers that are let go again),
-    /// and at least two a shard.
+    /// Idle readers kept in all, spread over the shards, but at least two a shard (so up
+    /// to 64 on a machine of 32 CPUs or more): the FUSE threads seldom read more at once
+    /// on this machine's cores, and more only make readers that are let go again.
     static let kept = 8
     /// Idle readers a shard keeps.
     private let keptPerShard: Int
