@@ -32,6 +32,38 @@ final class VolumeLockFreeReadsTests: XCTestCase {
                                     capacity: .set(Self.capacity), memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
     }
 
+    /// Directory handles live in shards by directory (`VolumeHandles`): a handle answers
+    /// for the directory it was opened on and no other, a releasedir that names another
+    /// directory leaves it open, and numbers are never given out twice, files' and
+    /// directories' from one sequence.
+    func testADirectoryHandleAnswersOnlyForItsDirectory() throws {
+        let fileSystem = try makeFileSystem()
+        let fs = fileSystem.namespace
+        let a = try fs.mkdir(parent: .root, name: FileName("a"), mode: 0o755, context: caller).inode
+        let b = try fs.mkdir(parent: .root, name: FileName("b"), mode: 0o755, context: caller).inode
+        let onA = try fs.opendir(inode: a)
+        let (file, fileHandle) = try fs.create(parent: b, name: FileName("f"), mode: 0o644, flags: O_RDWR, context: caller)
+        let onB = try fs.opendir(inode: b)
+        XCTAssertEqual(Set([onA.rawValue, fileHandle.rawValue, onB.rawValue]).count, 3, "a handle number given out twice")
+        XCTAssertEqual(try fs.readdir(inode: a, handle: onA, offset: 0, limit: 10).count, 2)
+        XCTAssertThrowsError(try fs.readdir(inode: b, handle: onA, offset: 0, limit: 10)) {
+            XCTAssertEqual($0 as? FSError, .badHandle)
+        }
+        XCTAssertThrowsError(try fs.readdir(inode: a, handle: onB, offset: 0, limit: 10)) {
+            XCTAssertEqual($0 as? FSError, .badHandle)
+        }
+        fs.releasedir(inode: b, handle: onA)
+        XCTAssertEqual(try fs.readdir(inode: a, handle: onA, offset: 0, limit: 10).count, 2, "closed by another directory's release")
+        XCTAssertEqual(try fs.readdir(inode: b, handle: onB, offset: 0, limit: 10).count, 3)
+        fs.releasedir(inode: a, handle: onA)
+        XCTAssertThrowsError(try fs.readdir(inode: a, handle: onA, offset: 0, limit: 10)) {
+            XCTAssertEqual($0 as? FSError, .badHandle)
+        }
+        fs.releasedir(inode: b, handle: onB)
+        fs.release(inode: file.inode, handle: fileHandle)
+        try fileSystem.close(meter: nil)
+    }
+
     /// With the namespace lock held alone by the test, every read answers on another
     /// thread; a chmod waits until the test lets go.
     func testReadsAnswerWhileTheLockIsHeldAlone() throws {

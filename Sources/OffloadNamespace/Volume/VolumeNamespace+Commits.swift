@@ -19,7 +19,7 @@ extension VolumeNamespace {
     /// Takes no namespace lock: the count is an atomic, the handles have locks of their own.
     public var usage: Usage {
         Usage(inodes: inodeCount,
-              openHandles: fileCache.handleCount + handles.withLock { $0.directories.count })
+              openHandles: fileCache.handleCount + handles.directoryCount)
     }
 
     /// Commits what changed since the last commit when `policy` says so (by default, at

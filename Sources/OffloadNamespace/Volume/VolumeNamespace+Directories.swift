@@ -11,16 +11,12 @@ extension VolumeNamespace {
     public func opendir(inode number: InodeNumber) throws(FSError) -> FileHandle {
         try reading { (reader) throws(FSError) -> FileHandle in
             _ = try directory(number.rawValue, in: reader)
-            return FileHandle(handles.withLock { handles in
-                let handle = handles.take()
-                handles.directories[handle] = number.rawValue
-                return handle
-            })
+            return FileHandle(handles.openDirectory(number.rawValue))
         }
     }
 
     public func releasedir(inode number: InodeNumber, handle: FileHandle) {
-        handles.withLock { _ = $0.directories.removeValue(forKey: handle.rawValue) }
+        handles.closeDirectory(handle.rawValue, on: number.rawValue)
     }
 
     public func readdir(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
@@ -54,7 +50,7 @@ extension VolumeNamespace {
     /// a removed directory lists as empty.
     private func listing(_ number: UInt64, handle: FileHandle, offset: UInt64, limit: Int, withItems: Bool,
                          _ reader: VolumeReader) throws(FSError) -> [(entry: DirectoryEntry, child: InodeItem?)] {
-        guard handles.withLock({ $0.directories[handle.rawValue] }) == number else { throw .badHandle }
+        guard handles.isOpen(handle.rawValue, on: number) else { throw .badHandle }
         let item = try directory(number, in: reader)
         guard item.linkCount > 0, limit > 0 else { return [] }
         var result: [(entry: DirectoryEntry, child: InodeItem?)] = []
@@ -80,7 +76,7 @@ extension VolumeNamespace {
     /// syncing outside the namespace lock as fsync does.
     public func fsyncdir(inode number: InodeNumber, handle: FileHandle, dataOnly: Bool) throws(FSError) {
         try readingOpenFile { () throws(FSError) in
-            guard handles.withLock({ $0.directories[handle.rawValue] }) == number.rawValue else { throw .badHandle }
+            guard handles.isOpen(handle.rawValue, on: number.rawValue) else { throw .badHandle }
         }
         try volume.sync()
     }

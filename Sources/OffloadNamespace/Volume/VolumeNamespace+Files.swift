@@ -390,7 +390,7 @@ extension VolumeNamespace {
         default: throw .notSupported
         }
         _ = try cachedFile(number, item, reader, opening: true)
-        let handle = handles.withLock { $0.take() }
+        let handle = handles.take()
         let opened = VolumeFileHandle(inode: number, writable: flags & O_ACCMODE != O_RDONLY, append: flags & O_APPEND != 0)
         fileCache.changing(number) { $0.handles[handle] = opened }
         return FileHandle(handle)

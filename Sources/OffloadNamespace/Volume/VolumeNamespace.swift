@@ -38,7 +38,7 @@ import Synchronization
 /// its commit runs outside), the ENOSPC reruns and the reclaim, and the unmount hold it
 /// alone (`locked`, `changing`). Inside it, a file's write lock, then the inode
 /// locks, then the leaf locks of the state shared holders change (`kernelReferences`'
-/// and `fileCache`'s shards by inode, each taken alone; `handles`, `failureHolder`,
+/// and `fileCache`'s shards by inode, each taken alone; `handles`' shards, `failureHolder`,
 /// `directoriesWithoutDefaultACLHolder`), and the volume's locks.
 public final class VolumeNamespace: @unchecked Sendable {
     let volume: TreeVolume
@@ -58,8 +58,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// leaves an orphan).
     let kernelReferences = KernelReferenceTable()
     /// Handle numbers and the open directory handles (opendir, readdir and releasedir
-    /// take no namespace lock).
-    let handles = PthreadMutex(HandleNumbers())
+    /// take no namespace lock; `VolumeHandles`: an atomic counter, and the directory
+    /// handles in shards by directory).
+    let handles = VolumeHandles()
     /// The inode locks of the changes that share the namespace lock (`changingNames`,
     /// `changingInodes`, a file change's frame, `journal`, the emptying of an unlinked
     /// file, `emptyUnreadableFiles`, a frame of drops, `dropForgottenNow`).
@@ -576,19 +577,6 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// Hands the kernel one more reference to `number` (a lookup or readdirplus with no
     /// namespace lock, or a change holding it).
     func referenced(_ number: UInt64) { kernelReferences.reference(number) }
-}
-
-/// Handle numbers (files' and directories' from one sequence) and the open directory
-/// handles with the directory each is for.
-struct HandleNumbers {
-    var next: UInt64 = 1
-    var directories: [UInt64: UInt64] = [:]
-
-    /// A number no handle has had.
-    mutating func take() -> UInt64 {
-        defer { next += 1 }
-        return next
-    }
 }
 
 extension VolumeNamespace: FileSystemOperations {}
