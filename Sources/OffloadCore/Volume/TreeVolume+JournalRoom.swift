@@ -1,24 +1,28 @@
 /// Journal room, claimed by operations before they change anything, so that a full image
 /// refuses an operation with ENOSPC having changed nothing, however many operations claim
-/// and append meanwhile (docs/ARCHITECTURE.md, "Journal room claimed without the journal
-/// lock").
+/// and append meanwhile (docs/ARCHITECTURE.md, "Shared locks off the request path").
 ///
 /// The journal lock grants room ahead, up to `journalRoomRefill` of what the chain already
 /// holds; operations claim from what is granted with one compare-and-swap
 /// (`unclaimedJournalRoom`) and take the journal lock only to append their frame. A claim
 /// the chain has no room for takes a spare segment (`MetadataLog.ensureRoom`: of the
-/// chain's next segment's size, whose rest later grants use), as before: a spare is not linked into the chain until a frame needs it, and one that a
-/// commit records and a crash or an unmount then leaves unlinked is a leak (the next mount
-/// knows only the segments the chain links), so spares are taken no earlier than needed. A claim is twice its frame: a frame that does not fit the rest of a segment
-/// leaves that rest unused, and the rest is shorter than the frame.
+/// chain's next segment's size, whose rest later grants use), as before. A spare is not
+/// linked into the chain until a frame needs it, and one that a commit records and a
+/// crash or an unmount then leaves unlinked is a leak (the next mount knows only the
+/// segments the chain links), so spares are taken no earlier than needed. A claim is twice
+/// its frame: a frame that does not fit the rest of a segment leaves that rest unused, and
+/// the rest is shorter than the frame.
 ///
-/// Invariant, under the journal lock: the chain's room (`MetadataLog.roomAhead`) covers
-/// `grantedJournalRoom`, which is the room claimed by operations that have not appended
-/// yet plus the room granted and not claimed. An append spends its claim, a claim given
-/// back (`releaseRoom`) returns to the unclaimed room, and a chain switch makes room in
-/// the new chain for all that is granted (`restoreJournalRoom`). Every segment the chain
-/// allocates holds the largest frame a pooled claim is for (`largestPooledFrame`), so a
-/// claimed frame never needs a segment its claim did not pay for.
+/// Invariant, under the journal lock, asserted in debug builds before and after every
+/// append: the chain's room (`MetadataLog.roomAhead`) covers `grantedJournalRoom`, the
+/// room claimed by operations that have not appended yet plus the room granted and not
+/// claimed. An append spends its claim, a claim given back (`releaseRoom`) returns to the
+/// unclaimed room, and a chain switch gives up the unclaimed room and makes room in the
+/// new chain for what is claimed (`restoreJournalRoom`). Every spare holds at least
+/// `largestPooledFrame`, so a frame of up to that size never needs a segment its claim did
+/// not pay for. A larger frame's claim makes sure some segment holds it when it claims,
+/// which frames appended meanwhile may fill: on a full image in pieces its append can then
+/// find no segment (docs/ARCHITECTURE.md, the same section: not covered, as before).
 extension TreeVolume {
     /// The room a frame of `frame` bytes claims.
     static func journalClaim(forFrame frame: Int) -> Int { 2 * frame }

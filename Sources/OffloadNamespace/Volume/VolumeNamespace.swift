@@ -48,10 +48,11 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// References the kernel holds, by inode, and which of them have no name left. Its
     /// own locks, a shard's per inode (`KernelReferenceTable`): lookups (no namespace
     /// lock) add to it, FORGET takes from it before any namespace lock, and what decides
-    /// on a count reads it in one hold of the inode's shard's lock: an unlink's or rmdir's orphan or drop, a last close's, a rename's (the
-    /// namespace lock shared, with the inode's lock, `changingNames`, `changingInodes`,
-    /// `changingNamesOfARename`), and the drop of a forgotten inode (the same, in a frame
-    /// of drops, `dropForgottenNow`; or in the frame of a change holding the lock alone). A lookup takes no inode lock, so an
+    /// on a count reads it in one hold of the inode's shard's lock: an unlink's or rmdir's
+    /// orphan or drop, a last close's, a rename's (the namespace lock shared, with the
+    /// inode's lock, `changingNames`, `changingInodes`, `changingNamesOfARename`), and the
+    /// drop of a forgotten inode (the same, in a frame of drops, `dropForgottenNow`; or in
+    /// the frame of a change holding the lock alone). A lookup takes no inode lock, so an
     /// in-process caller's lookup racing an unlink of the same last name may add a
     /// reference to an inode the unlink drops (through the kernel the directory's
     /// `i_rwsem` keeps the two apart, and an unlink's target is always referenced, so it
