@@ -14,6 +14,12 @@ public final class DeltaGeneration: @unchecked Sendable {
     static let shardCount = 16
     private let shards: [PthreadMutex<[UInt64: ObjectChanges]>]
     private let orphanChanges = PthreadMutex<[UInt64: DeltaValue<OrphanItem>]>([:])
+    /// Set (under `orphanChanges`' lock) once an orphan change is recorded: until then
+    /// `orphanChange(of:)` answers without that lock, which every change of an object new
+    /// to the generation asked (a lock every change took: docs/ARCHITECTURE.md, "Shared
+    /// locks off the request path"). A change of one inode and a read after its answer
+    /// are ordered with the record by the caller's locks or the reply, as the shards are.
+    private let hasOrphanChanges = Atomic<Bool>(false)
     /// Objects changed so far: read by every operation's budget check, so an atomic.
     private let changedObjects = Atomic<Int>(0)
     /// Operations inside this generation (`MetadataDelta.join` to `leave`): an atomic, as
@@ -84,7 +90,10 @@ public final class DeltaGeneration: @unchecked Sendable {
                 // orphan item, too, was made in this generation.
                 if vanished.contains(object) { continue }
                 let isNew = orphanChanges.withLock { orphans in
-                    defer { orphans[object] = item.map { .set($0) } ?? .removed }
+                    defer {
+                        orphans[object] = item.map { .set($0) } ?? .removed
+                        hasOrphanChanges.store(true, ordering: .releasing)
+                    }
                     return orphans[object] == nil
                 } && shard(object).withLock({ $0.index(forKey: object) == nil })
                 if isNew { newObjects += 1 }
@@ -142,7 +151,8 @@ public final class DeltaGeneration: @unchecked Sendable {
 
     /// What this generation says of `inode`'s orphan item, or nil when nothing.
     public func orphanChange(of inode: UInt64) -> DeltaValue<OrphanItem>? {
-        orphanChanges.withLock { $0[inode] }
+        guard hasOrphanChanges.load(ordering: .acquiring) else { return nil }
+        return orphanChanges.withLock { $0[inode] }
     }
 
     /// Every orphan change (readers merging the orphan list; the commit).

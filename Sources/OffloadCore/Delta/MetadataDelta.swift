@@ -26,13 +26,14 @@ import Synchronization
 /// waiting for it. A close replaces the open generation holding `gate` alone and `lock`,
 /// so that no operation is between reading the open generation and counting itself in it.
 ///
-/// Lock order: an operation's object locks, then `gate` (shared: join and the open
-/// generation's count; alone: close), then this delta's `lock` (the closed list, the
+/// Lock order: an operation's object locks, then `gate` (shared: join, the open
+/// generation's count and the count of the generations still to commit; alone: close and
+/// retire), then this delta's `lock` (the closed list, the
 /// layer list, the wait for quiet; held only for a few instructions, never across a
 /// change, an allocation of tree nodes or I/O), then a generation's shard locks.
 public final class MetadataDelta: @unchecked Sendable {
-    // @unchecked: `open` is written holding both `gate` alone and `lock`, and read holding
-    // either; `closed` is reached only with `lock` held.
+    // @unchecked: `open` and `closed` are written holding both `gate` alone and `lock`,
+    // and read holding either.
     private let gate = ShardedReadWriteLock()
     private let lock = PthreadLock()
     private let quiet = PthreadCondition()
@@ -67,13 +68,15 @@ public final class MetadataDelta: @unchecked Sendable {
     /// and the closed ones not yet retired: what the commits still to come write
     /// (`TreeVolume.blocksHeldForCommits`; a commit whose block space settled is past
     /// `generation` there, its nodes taken already).
+    /// Holding `gate` shared, as a join does: every change on an image under about 938 MiB
+    /// of room reads it in its budget (`TreeVolume.roomUse`), where the delta's mutex was
+    /// a lock every change took (docs/ARCHITECTURE.md, "Shared locks off the request path").
     public func objectCount(after generation: UInt64) -> Int {
-        lock.lock()
-        let openNow = open, closedNow = closed
-        lock.unlock()
-        var count = openNow.number > generation ? openNow.objectCount : 0
-        for closed in closedNow where closed.number > generation { count += closed.objectCount }
-        return count
+        gate.withReadLock {
+            var count = open.number > generation ? open.objectCount : 0
+            for closed in closed where closed.number > generation { count += closed.objectCount }
+            return count
+        }
     }
 
     /// An operation inside a generation; `leave` it exactly once.
@@ -158,11 +161,16 @@ public final class MetadataDelta: @unchecked Sendable {
     }
 
     /// Drops `generation`, the oldest closed one, once the root that holds it is published.
+    /// Holding `gate` alone too, since `objectCount(after:)` reads the closed list holding
+    /// it shared (once a commit).
     public func retire(_ generation: DeltaGeneration) {
-        lock.withLock {
-            precondition(closed.first === generation, "generations retire oldest first")
-            precondition(generation.operationsInside.load(ordering: .relaxed) == 0, "retiring a generation with operations inside")
-            closed.removeFirst()
+        gate.withWriteLock {
+            lock.withLock {
+                precondition(closed.first === generation, "generations retire oldest first")
+                precondition(generation.operationsInside.load(ordering: .relaxed) == 0,
+                             "retiring a generation with operations inside")
+                closed.removeFirst()
+            }
         }
     }
 

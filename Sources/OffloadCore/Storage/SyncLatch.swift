@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The first fdatasync failure of an image, kept for good ("fsyncgate"): after writeback
 /// failed the kernel may have dropped the dirty pages and reports the error once, so a
 /// later fdatasync succeeds although data is lost; every later sync fails too.
@@ -9,19 +11,21 @@
 /// mapping (`ImageMapping`) after, so a failure on either path holds for both.
 public final class SyncLatch: Sendable {
     private let failure = PthreadMutex<FSError?>(nil)
-    private let finished = PthreadMutex<UInt64>(0)
+    /// An atomic: every change reads it (`TreeVolume.prepareJournalAppend`), where a
+    /// mutex was a lock every change took.
+    private let finished = Atomic<UInt64>(0)
 
     public init() {}
 
     /// Syncs that have returned (failed ones included): writeback write-protects the
     /// mapping's pages it cleans, so pages made writable before the count last moved may
     /// fault again (`TreeVolume.prepareJournalAppend`).
-    public var finishedSyncs: UInt64 { finished.withLock { $0 } }
+    public var finishedSyncs: UInt64 { finished.load(ordering: .acquiring) }
 
     /// Runs `flush` (an fdatasync, and what must happen in the same hold) unless a sync
     /// failed before; a failure of `flush` is latched and thrown.
     public func sync<R>(_ flush: () throws(FSError) -> R) throws(FSError) -> R {
-        defer { finished.withLock { $0 += 1 } }
+        defer { finished.add(1, ordering: .releasing) }
         return try failure.withLock { (failure) throws(FSError) -> R in
             if let failure { throw failure }
             do throws(FSError) {
