@@ -23,15 +23,13 @@ final class KernelReferenceTable: Sendable {
     private let forgotten = PthreadMutex<[UInt64]>([])
     /// `forgotten.count`, stored with it under its lock.
     private let forgottenCount = Atomic<Int>(0)
-    static let shardCount = 64
 
     init() {
-        shards = (0..<Self.shardCount).map { _ in PthreadMutex(KernelReferenceShard()) }
+        shards = (0..<InodeShards.count).map { _ in PthreadMutex(KernelReferenceShard()) }
     }
 
     private func shard(_ number: UInt64) -> PthreadMutex<KernelReferenceShard> {
-        // Fibonacci hashing: consecutive inode numbers (a directory's files) spread.
-        shards[Int(truncatingIfNeeded: (number &* 0x9E37_79B9_7F4A_7C15) >> 58)]
+        shards[InodeShards.index(number)]
     }
 
     /// Hands the kernel one more reference to `number`.

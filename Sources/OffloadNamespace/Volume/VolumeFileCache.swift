@@ -38,15 +38,13 @@ final class VolumeFileCache: @unchecked Sendable {
     }
     private let shards: [LockedShard]
     let sweep = PthreadMutex(Sweep())
-    static let shardCount = 64
 
     init() {
-        shards = (0..<Self.shardCount).map { _ in LockedShard() }
+        shards = (0..<InodeShards.count).map { _ in LockedShard() }
     }
 
     private func shard(_ number: UInt64) -> LockedShard {
-        // Fibonacci hashing: consecutive inode numbers (a directory's files) spread.
-        shards[Int(truncatingIfNeeded: (number &* 0x9E37_79B9_7F4A_7C15) >> 58)]
+        shards[InodeShards.index(number)]
     }
 
     /// The cached file of inode `number`.

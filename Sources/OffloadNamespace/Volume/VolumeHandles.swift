@@ -10,15 +10,13 @@ import Synchronization
 final class VolumeHandles: Sendable {
     private let next = Atomic<UInt64>(1)
     private let shards: [PthreadMutex<[UInt64: UInt64]>]
-    static let shardCount = 64
 
     init() {
-        shards = (0..<Self.shardCount).map { _ in PthreadMutex([:]) }
+        shards = (0..<InodeShards.count).map { _ in PthreadMutex([:]) }
     }
 
     private func shard(_ directory: UInt64) -> PthreadMutex<[UInt64: UInt64]> {
-        // Fibonacci hashing, as the file cache's shards.
-        shards[Int(truncatingIfNeeded: (directory &* 0x9E37_79B9_7F4A_7C15) >> 58)]
+        shards[InodeShards.index(directory)]
     }
 
     /// A number no handle has had.
