@@ -94,6 +94,21 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         while (try? files.allocate(byteCount: 64 << 10)) != nil {}
         try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
         try volume.commit()
+        try Self.threadsClaimingAndAppending(on: volume, disk: disk, sizes: [16, 700, 3_000, 6_000])
+    }
+
+    /// The same on an image whose free space is in pieces of two blocks, with frames of up
+    /// to 20 KiB: each is written on the room its claim made sure of, whatever the others
+    /// take meanwhile (`testALargeFrameClaimedOnAFragmentedImage…` alone).
+    func testThreadsClaimingLargeFramesOnAFragmentedImageNeverFailTheVolume() throws {
+        let disk = MemoryImageStorage(maximumBytes: 64 << 20)
+        let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        try Self.fragment(volume)
+        try Self.threadsClaimingAndAppending(on: volume, disk: disk, sizes: [16, 700, 3_000, 9_000, 20_000])
+    }
+
+    static func threadsClaimingAndAppending(on volume: TreeVolume, disk: MemoryImageStorage, sizes: [Int]) throws {
         // Per thread, the size of each xattr's last answered value.
         let answered = PthreadMutex<[[Int: Int]]>(Array(repeating: [:], count: 4))
         let refused = Atomic<Int>(0), performed = Atomic<Int>(0)
@@ -101,7 +116,7 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         for round in 0..<3 {
             DispatchQueue.concurrentPerform(iterations: 4) { thread in
                 for k in 0..<1_500 {
-                    let size = [16, 700, 3_000, 6_000][(thread + k) % 4]
+                    let size = sizes[(thread + k) % sizes.count]
                     let name = k % 20
                     let change = JournalChange.setXattr(inode: UInt64(100 + thread), name: Array("user.x\(name)".utf8),
                                                         value: [UInt8](repeating: UInt8(truncatingIfNeeded: k), count: size))
@@ -139,6 +154,78 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
             }
         }
         print("journal room at once: \(performed.load(ordering: .relaxed)) answered, \(refused.load(ordering: .relaxed)) refused")
+    }
+
+    /// A frame over `largestPooledFrame` claimed on an image whose free space is in pieces
+    /// smaller than the frame, then small operations until the journal has no room: the
+    /// large frame is still written, on the room its claim made sure of. Before, its claim
+    /// only made sure some segment held it when it claimed; the small frames filled that
+    /// segment and took pieces for spares, and the large append, finding no segment to hold
+    /// it, failed the volume ("the image has no room").
+    func testALargeFrameClaimedOnAFragmentedImageIsWrittenWhateverSmallFramesTakeMeanwhile() throws {
+        let disk = MemoryImageStorage(maximumBytes: 64 << 20)
+        let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        let value = [UInt8](repeating: 0x6C, count: 20_000)
+        let claim = try volume.reserveRoom(changeBytes: value.count + 64)
+        // The commits that free the pieces switch chains: the claim is carried across them.
+        try Self.fragment(volume)
+        // Small operations until the journal finds no room.
+        var small = 0
+        while small < 100_000 {
+            do {
+                try volume.perform([.setXattr(inode: 1, name: Array("user.s\(small)".utf8),
+                                              value: [UInt8](repeating: 0x73, count: 1_000))])
+                small += 1
+            } catch {
+                guard case .noSpace = error as? FSError else { throw error }
+                break
+            }
+        }
+        XCTAssertNil(volume.failure)
+        XCTAssertGreaterThan(small, 0)
+        XCTAssertNoThrow(try volume.perform([.setXattr(inode: 1, name: Array("user.large".utf8), value: value)], reserved: claim))
+        XCTAssertNil(volume.failure, "the large frame's append failed the volume after \(small) small operations")
+        XCTAssertEqual(volume.claimedJournalRoom, 0)
+        XCTAssertTrue(try TreeVolume.open(disk).reader().xattr(1, name: Array("user.large".utf8)) == value,
+                      "the large value after a reopen")
+        print("large frame on a fragmented image: written after \(small) small operations")
+    }
+
+    /// `ensureRoom(smallestSpare:)` counts only the spares that hold `smallestSpare`, and
+    /// once the room is made gives the others back to the store.
+    func testEnsuringRoomWithALargerFloorGivesSmallerSparesBack() throws {
+        let image = TemporaryImage()
+        let store = try image.makeStore(capacityBytes: 64 << 20)
+        let log = try MetadataLog(store: store, imageID: 5, stream: 0, firstSequence: 1, segmentBytes: 16_384,
+                                  firstSegmentBytes: 16_384)
+        try log.ensureRoom(total: 20_000, largestFrame: 4096, smallestSpare: 4096)
+        XCTAssertEqual(log.spareCount, 1)
+        let live = store.liveBytes
+        try log.ensureRoom(total: 20_000, largestFrame: 30_000, smallestSpare: 30_000)
+        XCTAssertEqual(log.spareCount, 1, "the 16 KiB spare went back, one that holds 30,000 bytes came")
+        XCTAssertGreaterThanOrEqual(log.roomAhead, 30_000)
+        XCTAssertEqual(store.liveBytes, live + 16 << 10, "16 KiB given back, 32 KiB taken")
+        // The spare holds the floor: a 30,000-byte frame needs no new segment.
+        while log.segments.count == 1 { try log.append(payload: [UInt8](repeating: 1, count: 1_000)) }
+        try log.append(payload: [UInt8](repeating: 2, count: 30_000 - FrameHeader.size))
+        XCTAssertEqual(log.segments.count, 2, "the frame went to the spare the floor kept")
+    }
+
+    /// File data takes every free block in pieces of two blocks and gives every other piece
+    /// back; commits until the pieces are free (the commits that stop naming them old
+    /// enough), which refill the reserve from them too.
+    static func fragment(_ volume: TreeVolume) throws {
+        let files = try volume.fileBlocks()
+        var pieces: [Range<UInt64>] = []
+        while true {
+            guard let piece = try? files.allocate(byteCount: 2 * BackingStore.blockSize, hint: nil) else { break }
+            pieces.append(piece)
+        }
+        XCTAssertGreaterThan(pieces.count, 1_000)
+        files.release(pieces.enumerated().filter { $0.offset % 2 == 0 }.map(\.element), unsharing: [])
+        for _ in 0..<10 where files.availableBytes == 0 { try volume.commit() }
+        XCTAssertGreaterThan(files.availableBytes, 16 << 20, "the pieces given back are free")
     }
 
     static func volume(capacity: UInt64) throws -> TreeVolume {

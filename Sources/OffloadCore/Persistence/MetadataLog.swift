@@ -151,22 +151,30 @@ public final class MetadataLog: Sendable {
     /// and the spare segments together hold `total`, and some segment holds
     /// `largestFrame`. Allocates a spare (metadata may use the store's reserve) when they
     /// do not, of at least `smallestSpare` bytes of frames (format 2's claims: every spare
-    /// then holds any frame claimed from the room granted ahead, so one that does not fit
-    /// the rest of a segment fits the next spare, whichever it is); `.noSpace` when the
-    /// image has no room left for it. What the journals' reservations build on
+    /// then holds any frame claimed, so one that does not fit the rest of a segment fits
+    /// the next spare, whichever it is); `.noSpace` when the image has no room left for
+    /// it, having changed nothing. Spares holding less than `smallestSpare` (taken while
+    /// it was smaller) do not count, and once the room is made they go back to the store:
+    /// unlinked, nothing names them. What the journals' reservations build on
     /// (`NamespaceJournal.reserve`, `TreeVolume.claimJournalRoom`).
     public func ensureRoom(total: Int, largestFrame: Int, smallestSpare: Int = 0) throws(FSError) {
-        try state.withLock { (s) throws(FSError) in
-            let spareRoom = s.spares.reduce(0) { $0 + Int($1.length) - LogSegment.linkFrameSize }
+        let released = try state.withLock { (s) throws(FSError) -> [LogSegment] in
+            let holds = { (spare: LogSegment) in Int(spare.length) - LogSegment.linkFrameSize >= smallestSpare }
+            let spareRoom = s.spares.reduce(0) { $0 + (holds($1) ? Int($1.length) - LogSegment.linkFrameSize : 0) }
             var missing = total - Self.room(in: s) - spareRoom
             let fits = Self.room(in: s) >= largestFrame
-                || s.spares.contains { Int($0.length) - LogSegment.linkFrameSize >= largestFrame }
-            if missing <= 0 && fits { return }
-            missing = max(missing, fits ? 0 : largestFrame)
-            let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
-            let minimum = max(missing, smallestSpare) + LogSegment.linkFrameSize
-            s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum))
+                || s.spares.contains { holds($0) && Int($0.length) - LogSegment.linkFrameSize >= largestFrame }
+            if missing > 0 || !fits {
+                missing = max(missing, fits ? 0 : largestFrame)
+                let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
+                let minimum = max(missing, smallestSpare) + LogSegment.linkFrameSize
+                s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum))
+            }
+            let small = s.spares.filter { !holds($0) }
+            s.spares.removeAll { !holds($0) }
+            return small
         }
+        for spare in released { store.releaseLogSegment(spare.range) }
     }
 
     /// Ends this chain with a link to a new segment (of `firstSegmentBytes`, by default

@@ -19,10 +19,11 @@
 /// claimed. An append spends its claim, a claim given back (`releaseRoom`) returns to the
 /// unclaimed room, and a chain switch gives up the unclaimed room and makes room in the
 /// new chain for what is claimed (`restoreJournalRoom`). Every spare holds at least
-/// `largestPooledFrame`, so a frame of up to that size never needs a segment its claim did
-/// not pay for. A larger frame's claim makes sure some segment holds it when it claims,
-/// which frames appended meanwhile may fill: on a full image in pieces its append can then
-/// find no segment (docs/ARCHITECTURE.md, the same section: not covered, as before).
+/// `journalSpareFloor`: `largestPooledFrame`, or the largest frame claimed under the lock
+/// while claims are outstanding. At a frame's append the chain's room still covers its
+/// claim of twice the frame, so when the rest of the current segment is shorter than the
+/// frame a spare exists, and it holds the frame: no frame needs a segment its claim did
+/// not pay for, also on a full image whose free space is in pieces.
 extension TreeVolume {
     /// The room a frame of `frame` bytes claims.
     static func journalClaim(forFrame frame: Int) -> Int { 2 * frame }
@@ -50,6 +51,7 @@ extension TreeVolume {
             // holds, granted again below, and counted as used it would make a spare taken
             // for nothing.
             grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
+            lowerJournalSpareFloor()
             if pooled {
                 // The room the chain holds already beyond what is granted: the claim, and
                 // up to a refill for the claims that follow, without allocating a segment.
@@ -61,12 +63,21 @@ extension TreeVolume {
                     return
                 }
             }
-            // The chain's room for this claim, as a spare segment if need be (some segment
-            // holds the frame; a spare holds at least `largestPooledFrame`).
-            try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: frame,
-                                   smallestSpare: Self.largestPooledFrame)
+            // The chain's room for this claim, as a spare segment if need be, and every
+            // spare holding this frame (smaller spares go back once the room is made).
+            let floor = max(journalSpareFloor, frame)
+            try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: frame, smallestSpare: floor)
+            journalSpareFloor = floor
             grantedJournalRoom += bytes
         }
+    }
+
+    /// Lowers `journalSpareFloor` to what the claims outstanding may still append: each
+    /// claim is twice its frame (or is topped up under the lock, which raises the floor
+    /// again), so none is for a frame over half the room claimed. Caller holds the journal
+    /// lock, and gave up the unclaimed room (`grantedJournalRoom` is the room claimed).
+    private func lowerJournalSpareFloor() {
+        journalSpareFloor = max(Self.largestPooledFrame, min(journalSpareFloor, grantedJournalRoom / 2))
     }
 
     private func takeUnclaimedJournalRoom(_ bytes: Int) -> Bool {
@@ -107,12 +118,13 @@ extension TreeVolume {
     func restoreJournalRoom(in journal: MetadataLog) {
         grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
         assert(!unmounting || grantedJournalRoom == 0, "a claim outstanding at the unmount's chain switch")
+        lowerJournalSpareFloor()
         // A failure here leaves claimed frames to take their segments as they append, as
         // any chain does (`journalRoomShort`); an append that then finds no room fails the
         // volume.
         journalRoomShort = grantedJournalRoom > 0
             && (try? journal.ensureRoom(total: grantedJournalRoom, largestFrame: Self.largestPooledFrame,
-                                        smallestSpare: Self.largestPooledFrame)) == nil
+                                        smallestSpare: journalSpareFloor)) == nil
     }
 
     /// Reserves journal room for one operation of up to `changeBytes` of encoded changes,

@@ -70,6 +70,10 @@ public final class TreeVolume {
     /// The part of `grantedJournalRoom` no operation claimed: what claims take from
     /// without the journal lock.
     let unclaimedJournalRoom = Atomic<Int>(0)
+    /// The fewest bytes of frames every spare segment of the chain holds: at least the
+    /// largest frame claimed and not yet appended (`claimJournalRoom`), and
+    /// `largestPooledFrame`. Under `journalLock`.
+    var journalSpareFloor = TreeVolume.largestPooledFrame
     /// Claims made under the journal lock (`claimJournalRoom`): the rest took none.
     let journalRoomGrants = Atomic<Int>(0)
     /// Set when a chain switch found no room for the claims made before it
@@ -515,9 +519,12 @@ public final class TreeVolume {
         // The frame's room: claimed by the reservation, or now (on the common path without
         // the journal lock: `TreeVolume+JournalRoom.swift`).
         let claim = Self.journalClaim(forFrame: frame)
-        if held < claim {
-            try claimJournalRoom(claim - held, frame: frame)
-            held = claim
+        // A frame larger than claims take from the granted room raises the spares' floor
+        // under the journal lock, also when reservations made for smaller frames (a file
+        // change's) hold its claim already.
+        if held < claim || frame > Self.largestPooledFrame {
+            try claimJournalRoom(max(0, claim - held), frame: frame)
+            held = max(held, claim)
         }
         let ticket = delta.join()
         let appended: MetadataLog
