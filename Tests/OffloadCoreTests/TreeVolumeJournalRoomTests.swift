@@ -3,6 +3,7 @@ import Synchronization
 import Dispatch
 @testable import OffloadCore
 import OffloadSimulation
+import SplitMix
 
 /// Journal room claimed without the journal lock (`TreeVolume+JournalRoom.swift`): the
 /// lock grants room ahead and operations claim from it with a compare-and-swap, so an
@@ -76,6 +77,54 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         try reopened.perform([.setXattr(inode: 1, name: Array("user.a".utf8), value: [1])])
         try reopened.close()
         XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+    }
+
+    /// A crash after a commit while spare segments the chain took for claims are not
+    /// linked yet leaves no blocks behind: a spare is recorded in the block tree only once
+    /// the chain links it (until then it is taken and recorded nowhere, like the metadata
+    /// reserve), so the crash leaves it free. Recorded when taken, the commit wrote its
+    /// blocks as journal blocks no chain links, and no later mount knew of them ("block
+    /// 74: the block tree says 1 x journal, the image uses it 0 x none"). A spare linked
+    /// after the commit and before the crash is claimed by the replay, as any segment the
+    /// chain took since the last commit.
+    func testACrashWhileSparesAreUnlinkedLeavesNoBlocksBehind() throws {
+        for linked in [false, true] {
+            let disk = CrashSimulatingStorage(maximumBytes: 64 << 20)
+            let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+            try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+            try volume.commit()
+            // Two claims of more than the first segment's room: a spare for each.
+            let claims = [try volume.reserveRoom(changeBytes: 100_000), try volume.reserveRoom(changeBytes: 100_000)]
+            let spares = { try XCTUnwrap(volume.journalLock.withLock { volume.journal?.spareCount }) }
+            XCTAssertEqual(try spares(), 2, "the claims took two spares (the test's premise)")
+            try volume.perform([.setXattr(inode: 1, name: Array("user.a".utf8), value: [1])])
+            // The commit (durable) sees the spares unlinked: its chain switch carries them
+            // to the new chain.
+            try volume.commit()
+            XCTAssertGreaterThan(try spares(), 0, "spares the commit saw unlinked")
+            var written = 0
+            if linked {
+                // Frames until the chain links the spares.
+                while try spares() > 0 {
+                    try volume.perform([.setXattr(inode: 1, name: Array("user.f\(written)".utf8),
+                                                  value: [UInt8](repeating: 7, count: 2_000))], commitsAtBudget: false)
+                    written += 1
+                }
+            }
+            try volume.perform([.setXattr(inode: 1, name: Array("user.b".utf8), value: [2])], commitsAtBudget: false)
+            try volume.storage.sync()
+            var rng = SplitMix64(seed: 7)
+            let crashed = CrashSimulatingStorage(maximumBytes: 64 << 20, initial: disk.crashImage(using: &rng, keep: 1, torn: 0))
+            let reopened = try TreeVolume.open(crashed)
+            XCTAssertEqual(try reopened.reader().xattr(1, name: Array("user.b".utf8)), [2], "linked \(linked)")
+            if written > 0 {
+                XCTAssertEqual(try reopened.reader().xattr(1, name: Array("user.f\(written - 1)".utf8))?.count, 2_000)
+            }
+            try reopened.close()
+            let check = try VolumeCheck.run(crashed)
+            XCTAssertTrue(check.isClean, "linked \(linked): \(check.problems.prefix(3))")
+            for claim in claims { volume.releaseRoom(claim) }
+        }
     }
 
     /// Threads at once on an image whose free blocks file data took, each changing

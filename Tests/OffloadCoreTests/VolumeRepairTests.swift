@@ -195,6 +195,23 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertNil(try contents.dataRunMismatch(in: repaired))
     }
 
+    /// Journal blocks the block tree records and no chain links (what a crash left when
+    /// a commit recorded a spare segment before the chain linked it, before spares were
+    /// recorded only once linked): the repair's census frees them, and nothing else changes.
+    func testJournalBlocksNoChainLinksAreFreed() throws {
+        let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 6, steps: 120)
+        let before = try snapshot(volume)
+        let segment = try volume.logSpace.allocateLogSegment(byteCount: 16 << 10)
+        try volume.commit()
+        let leaked = segment.lowerBound >> BackingStore.blockShift
+        XCTAssertEqual(try volume.space.blockTree.runs(overlapping: leaked..<leaked + 1).first?.use, .journal)
+        try volume.close()
+        let (report, repaired) = try repair(disk)
+        XCTAssertEqual(report.affected, [])
+        XCTAssertEqual(try repaired.space.blockTree.count(of: leaked), 0, "the leaked segment's first block")
+        try assertUnchanged(before, repaired)
+    }
+
     /// A leaf the last commit wrote, damaged: the previous commit, which checks clean, is
     /// taken, and the journal kept since it brings the last commit's change (a chmod)
     /// back: nothing is lost.

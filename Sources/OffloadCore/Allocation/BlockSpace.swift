@@ -198,6 +198,14 @@ public final class BlockSpace {
         changes.append(.allocate(blocks, .data))
     }
 
+    /// Records blocks taken by `take` as a journal segment, one reference each, at the next
+    /// commit: a spare segment the journal's chain links (`TreeVolumeLogSpace`).
+    func recordJournal(_ blocks: Range<UInt64>) {
+        guard !blocks.isEmpty else { return }
+        assert(takenBlocks.containsAll(blocks), "recording journal blocks \(blocks) that were not taken")
+        changes.append(.allocate(blocks, .journal))
+    }
+
     /// Blocks that may still be handed out: free in the committed block tree (its group
     /// summaries) and neither taken nor held in memory. Reads every group summary.
     public func freeBlockCount() throws(FSError) -> UInt64 {

@@ -168,13 +168,13 @@ public final class MetadataLog: Sendable {
                 missing = max(missing, fits ? 0 : largestFrame)
                 let wanted = max(s.nextSegmentBytes, missing + LogSegment.linkFrameSize)
                 let minimum = max(missing, smallestSpare) + LogSegment.linkFrameSize
-                s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum))
+                s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum, spare: true))
             }
             let small = s.spares.filter { !holds($0) }
             s.spares.removeAll { !holds($0) }
             return small
         }
-        for spare in released { store.releaseLogSegment(spare.range) }
+        for spare in released { store.releaseSpareSegment(spare.range) }
     }
 
     /// Ends this chain with a link to a new segment (of `firstSegmentBytes`, by default
@@ -199,19 +199,20 @@ public final class MetadataLog: Sendable {
                                   nextSegmentBytes: min(segmentBytes, 2 * first), spares: keepingSpares ? s.spares : [])
             return (log, keepingSpares ? [] : s.spares)
         }
-        for segment in released { store.releaseLogSegment(segment.range) }
+        for spare in released { store.releaseSpareSegment(spare.range) }
         return log
     }
 
     /// Gives the chain's blocks back to the store. Only once no superblock on disk
     /// points to the chain any more.
     public func releaseSegments() {
-        let all = state.withLock { s -> [LogSegment] in
+        let (segments, spares) = state.withLock { s -> ([LogSegment], [LogSegment]) in
             s.closed = true
             defer { s.segments = []; s.spares = [] }
-            return s.segments + s.spares
+            return (s.segments, s.spares)
         }
-        for segment in all { store.releaseLogSegment(segment.range) }
+        for segment in segments { store.releaseLogSegment(segment.range) }
+        for spare in spares { store.releaseSpareSegment(spare.range) }
     }
 
     /// Ends the current segment with a link to the next one, and returns it: a spare
@@ -230,7 +231,10 @@ public final class MetadataLog: Sendable {
             if spare == nil { store.releaseLogSegment(next.range) }
             throw error
         }
-        if let spare { s.spares.remove(at: spare) }
+        if let spare {
+            s.spares.remove(at: spare)
+            store.linkSpareSegment(next.range)
+        }
         return next
     }
 
@@ -257,10 +261,11 @@ public final class MetadataLog: Sendable {
         s.nextSequence += 1
     }
 
-    private static func allocateSegment(_ store: any MetadataLogSpace, atLeast bytes: Int, minimum: Int) throws(FSError) -> LogSegment {
-        let range = try store.allocateLogSegment(byteCount: bytes)
+    private static func allocateSegment(_ store: any MetadataLogSpace, atLeast bytes: Int, minimum: Int,
+                                        spare: Bool = false) throws(FSError) -> LogSegment {
+        let range = spare ? try store.allocateSpareSegment(byteCount: bytes) : try store.allocateLogSegment(byteCount: bytes)
         guard range.length >= UInt64(minimum) else {
-            store.releaseLogSegment(range)
+            if spare { store.releaseSpareSegment(range) } else { store.releaseLogSegment(range) }
             throw .noSpace
         }
         return LogSegment(start: range.lowerBound, length: range.length)

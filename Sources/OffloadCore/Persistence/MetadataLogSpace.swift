@@ -1,6 +1,7 @@
 /// Where a `MetadataLog` takes its segments and writes its frames: format 1's
 /// `BackingStore`, or format 2's block space (`TreeVolumeLogSpace`). The seam is three
-/// calls, so the log's framing, linking and reading are one code for both formats.
+/// calls, and three for spare segments that have defaults, so the log's framing, linking
+/// and reading are one code for both formats.
 public protocol MetadataLogSpace: AnyObject, Sendable {
     /// A block-aligned byte range of the image for a segment: contiguous, about
     /// `byteCount` bytes (fewer when the space has no such run; the log refuses one too
@@ -10,6 +11,30 @@ public protocol MetadataLogSpace: AnyObject, Sendable {
     func releaseLogSegment(_ range: Range<UInt64>)
     /// Writes frame bytes at a byte offset inside a segment of the log.
     func writeLog(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(FSError)
+
+    /// `allocateLogSegment` for a spare: a segment taken ahead, which the chain links
+    /// later (`linkSpareSegment`) or gives back (`releaseSpareSegment`). Until it is
+    /// linked, no chain on disk names it, so a store that records its segments (format
+    /// 2's block tree) must not record it yet: a crash would leave it recorded and named
+    /// by nothing.
+    func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64>
+    /// The chain links a spare (`allocateSpareSegment`): from now on it is one of the
+    /// chain's segments.
+    func linkSpareSegment(_ range: Range<UInt64>)
+    /// Gives back a spare the chain never linked.
+    func releaseSpareSegment(_ range: Range<UInt64>)
+}
+
+extension MetadataLogSpace {
+    /// A store that records nothing of its segments (format 1: a mount finds what is in
+    /// use from its checkpoint and chains) treats a spare as any segment.
+    public func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
+        try allocateLogSegment(byteCount: byteCount)
+    }
+
+    public func linkSpareSegment(_ range: Range<UInt64>) {}
+
+    public func releaseSpareSegment(_ range: Range<UInt64>) { releaseLogSegment(range) }
 }
 
 extension BackingStore: MetadataLogSpace {

@@ -1,6 +1,7 @@
 /// The journal's segments in format 2's block space: taken as blocks of use `.journal`
-/// (recorded in the block tree by the next commit, one reference each), given back as a release (a
-/// pending free of the commit after the one that stopped naming them).
+/// (recorded in the block tree by the next commit, one reference each), given back as a
+/// release (a pending free of the commit after the one that stopped naming them). Spare
+/// segments are recorded only once the chain links them (`allocateSpareSegment`).
 ///
 /// Segments are taken and given back under the volume's space lock, which this takes
 /// itself: a chain's calls come from operations holding only the journal lock, and from a
@@ -30,9 +31,38 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
         return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
     }
 
+    /// Taken as blocks and recorded nowhere (as the metadata reserve is), so that a crash
+    /// leaves a spare that no chain links free; recorded as a journal segment of the next
+    /// commit once the chain links it (`linkSpareSegment`), as a segment taken then would
+    /// be. A crash after the link leaves it free in the block tree and named by the chain:
+    /// replay claims it, as it claims every segment taken since the last commit.
+    func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
+        let blocks = try lock.withLock { () throws(FSError) -> Range<UInt64> in
+            try space.take(UInt64((byteCount + BackingStore.blockSize - 1) / BackingStore.blockSize), reserve: access)
+        }
+        return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
+    }
+
+    func linkSpareSegment(_ range: Range<UInt64>) {
+        lock.withLock { space.recordJournal(Self.blocks(of: range)) }
+    }
+
+    /// Free again at once, its disk space with it (no frame was written there).
+    func releaseSpareSegment(_ range: Range<UInt64>) {
+        let blocks = Self.blocks(of: range)
+        lock.withLock {
+            space.unprepare(blocks)
+            space.giveBack(blocks)
+        }
+    }
+
+    private static func blocks(of range: Range<UInt64>) -> Range<UInt64> {
+        (range.lowerBound >> BackingStore.blockShift)..<(range.upperBound >> BackingStore.blockShift)
+    }
+
     func releaseLogSegment(_ range: Range<UInt64>) {
         lock.withLock {
-            space.release((range.lowerBound >> BackingStore.blockShift)..<(range.upperBound >> BackingStore.blockShift))
+            space.release(Self.blocks(of: range))
         }
     }
 
