@@ -143,48 +143,4 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertNil(volume.failure)
         try fileSystem.close(meter: nil)
     }
-
-    /// Data writes refused on a full image after taking some blocks: the blocks they took
-    /// and never named go back at once, which is not a release that a reclaim could
-    /// find space in, so writes refused after a reclaim that found nothing answer ENOSPC
-    /// at once too (twenty in a row here, none committing). Before, each let its blocks
-    /// go as a release, and each paid a reclaim's commits.
-    func testDataWritesRefusedAfterAReclaimThatFoundNothingCommitNothing() throws {
-        let (fileSystem, _) = try Self.sixteenMiBFileSystem()
-        let fs = fileSystem.namespace, volume = fileSystem.volume
-        let (bytes, refusal) = try Self.fill(fs)
-        XCTAssertEqual(refusal, .noSpace)
-        let (file, handle) = try fs.create(parent: .root, name: FileName("more"), mode: 0o100644, flags: O_RDWR, context: .root)
-        defer { fs.release(inode: file.inode, handle: handle) }
-        // Writes of 256 KiB until twenty are refused one after another.
-        let chunk = [UInt8](repeating: 9, count: 256 << 10)
-        var consecutive: [UInt64] = []
-        var offset: UInt64 = 0
-        for _ in 0..<1_000 where consecutive.count < 20 {
-            do {
-                offset += UInt64(try chunk.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: offset, data: $0) })
-                consecutive = []
-            } catch let error as FSError {
-                XCTAssertEqual(error, .noSpace)
-                consecutive.append(volume.committedGeneration)
-            }
-        }
-        XCTAssertEqual(consecutive.count, 20, "setup: writes were not refused one after another (\(offset) bytes written)")
-        let first = consecutive.first ?? 0
-        XCTAssertEqual(Set(consecutive), [first], "a refused write after a reclaim that found nothing committed again: \(consecutive)")
-        // What is free (the blocks the refused writes took are free again at once) still
-        // takes a write that fits it.
-        let free = try volume.fileBlocks().availableBytes
-        XCTAssertGreaterThanOrEqual(free, 128 << 10)
-        XCTAssertNoThrow(try chunk.withUnsafeBytes {
-            try fs.write(inode: file.inode, handle: handle, offset: offset, data: UnsafeRawBufferPointer(rebasing: $0.prefix(128 << 10)))
-        })
-        offset += 128 << 10
-        // A release: the next refusal reclaims, and a write runs.
-        try fs.unlink(parent: .root, name: FileName("big"))
-        XCTAssertNoThrow(try chunk.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: offset, data: $0) })
-        XCTAssertNil(volume.failure)
-        print("data writes refused: \(bytes) bytes filled, 20 refusals at generation \(first) with \(free) bytes free")
-        try fileSystem.close(meter: nil)
-    }
 }

@@ -61,15 +61,6 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// Lets go of references a clean file held, leaving memory while the image's records
     /// keep them (the inverse of `adopt`).
     func abandon(_ range: Range<UInt64>)
-
-    /// Drops the caller's reference on the blocks of a piece that a change made for
-    /// itself (`allocate`, or a reference on a block the file holds already) and then gave
-    /// up: no record names the blocks this change allocated, so those no one else holds
-    /// may be free again at once rather than after a commit, and their release gives no
-    /// space back that was in use. Not for pieces holding references on other files'
-    /// blocks (a clone's): those may be named by a record. Format 2 gives them back at
-    /// once (`VolumeFileBlocks`); elsewhere it is `release`.
-    func giveBackUnnamed(_ range: Range<UInt64>)
 }
 
 extension FileBlockStore {
@@ -78,7 +69,6 @@ extension FileBlockStore {
     /// Where references are all counted in memory (format 1), loading one counts it.
     public func adopt(_ range: Range<UInt64>) { retainOwned(range) }
     public func abandon(_ range: Range<UInt64>) { release(range) }
-    public func giveBackUnnamed(_ range: Range<UInt64>) { release(range) }
 
     /// `release` of one range that no journaled change dropped.
     public func release(_ range: Range<UInt64>) { release([range], unsharing: []) }

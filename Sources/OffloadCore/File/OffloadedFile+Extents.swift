@@ -118,25 +118,12 @@ extension OffloadedFile {
         extents.remove(at: i)
     }
 
-    /// Gives back the storage of a piece that never became part of the file (a clone's
-    /// leftovers, holding references on the source's blocks): this file's record never
-    /// named it, so it needs no journal first, and this may run under the read lock (a
-    /// clone's source).
+    /// Gives back the storage of a piece that never became part of the file (a failed
+    /// write's or clone's leftovers): no record ever named it, so it needs no journal
+    /// first, and this may run under the read lock (a clone's source).
     func discard(_ piece: Extent) {
         switch piece {
         case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
-        case .inMemory(let bytes): limiter.release(bytes.count)
-        case .repeatingBytes: break
-        }
-    }
-
-    /// `discard` of a piece this change placed itself (`place`, zeroed extents): the
-    /// blocks it allocated are named by no record, so the store may free them at once
-    /// (`FileBlockStore.giveBackUnnamed`): a write refused on a full image gives back no
-    /// space that was in use, and a reclaim finds none there.
-    func giveUp(_ piece: Extent) {
-        switch piece {
-        case .mmapOffload(let offset, let size): store.giveBackUnnamed(offset..<offset + size)
         case .inMemory(let bytes): limiter.release(bytes.count)
         case .repeatingBytes: break
         }

@@ -82,7 +82,7 @@ extension OffloadedFile {
                 if cleared { try store.sync() }
                 try willChange(pieces: kept + filled.reduce(0) { $0 + $1.1.count } + 2, memoryBytes: keptMemory)
             } catch {
-                for (_, pieces) in filled { for piece in pieces { giveUp(piece) } }
+                for (_, pieces) in filled { for piece in pieces { discard(piece) } }
                 throw error
             }
             let old = sizeBytes
@@ -130,7 +130,7 @@ extension OffloadedFile {
                 hint = granted.upperBound
             }
         } catch {
-            for piece in pieces { giveUp(piece) }
+            for piece in pieces { discard(piece) }
             throw error
         }
         return pieces

@@ -204,7 +204,7 @@ public final class OffloadedFile: @unchecked Sendable {
                 // Merging with the neighbours adds at most one piece on each side.
                 try willChange(pieces: pieces.count + 2, memoryBytes: pieces.reduce(0) { $0 + $1.memoryBytes })
             } catch {
-                for piece in pieces { giveUp(piece) }
+                for piece in pieces { discard(piece) }
                 throw error
             }
             extendWithHole(to: offset)
@@ -357,7 +357,7 @@ public final class OffloadedFile: @unchecked Sendable {
             do throws(FSError) {
                 granted = try store.allocate(byteCount: bytes.count - done, hint: hint)
             } catch {
-                for piece in pieces { giveUp(piece) }
+                for piece in pieces { discard(piece) }
                 throw error
             }
             let n = min(granted.count, bytes.count - done)
@@ -366,7 +366,7 @@ public final class OffloadedFile: @unchecked Sendable {
             do throws(FSError) {
                 try store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n, fresh: true)
             } catch {
-                for piece in pieces { giveUp(piece) }
+                for piece in pieces { discard(piece) }
                 throw error
             }
             done += n

@@ -229,29 +229,6 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
-    /// Unclaimed blocks the giving-up change allocated and no one else holds are free at
-    /// once (their disk space punched: the change may have written them) and left out of
-    /// `releases`: what a reclaim finds was not in use before the change. Committed
-    /// blocks (a tail block the file held) lose the reference as in `release`.
-    public func giveBackUnnamed(_ range: Range<UInt64>) {
-        guard !range.isEmpty else { return }
-        let blocks = BackingStore.blocks(touchedBy: range)
-        lock.withLock {
-            let (fresh, committed) = split(blocks)
-            var freed = BlockRanges()
-            for part in fresh.ranges {
-                for gone in counts.release(part) { freed.insert(contentsOf: gone) }
-            }
-            for gone in freed.ranges {
-                assert(!dead.overlaps(gone) && !unshared.overlaps(gone), "blocks \(gone) given back unnamed were let go of before")
-                unclaimed.remove(contentsOf: gone)
-                space.unprepare(gone)
-                space.giveBack(gone)
-            }
-            touch(committed)
-        }
-    }
-
     private func retainLocked(_ fresh: BlockRanges, _ committed: BlockRanges) {
         for part in fresh.ranges { counts.retain(part) }
         touch(committed)
