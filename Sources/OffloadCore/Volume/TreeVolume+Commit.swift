@@ -276,6 +276,8 @@ extension TreeVolume {
                 let made = try switchChain()
                 return ChainSwitch(generation: generation.number, oldJournal: made.oldJournal, newChain: made.newChain)
             }
+            // Spares linked so far are recorded first: the old chain may hold some.
+            logSpace.recordLinkedSpares()
             // The old chain is released in this generation: a pending free of this commit,
             // reused only once neither this commit nor the one before (which names it) is
             // a slot. Released later, a crash in between would leak it for good.

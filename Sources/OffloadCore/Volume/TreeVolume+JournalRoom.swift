@@ -23,7 +23,11 @@
 /// while claims are outstanding. At a frame's append the chain's room still covers its
 /// claim of twice the frame, so when the rest of the current segment is shorter than the
 /// frame a spare exists, and it holds the frame: no frame needs a segment its claim did
-/// not pay for, also on a full image whose free space is in pieces.
+/// not pay for, also on a full image whose free space is in pieces. Across a chain switch
+/// this holds only when `restoreJournalRoom` finds the room (spares holding the floor
+/// included); on an image with no free run that large it cannot (`journalRoomShort`),
+/// and a frame claimed before the switch may then find no segment and fail the volume,
+/// as any claim across a restore that failed (docs/ARCHITECTURE.md, the same section).
 extension TreeVolume {
     /// The room a frame of `frame` bytes claims.
     static func journalClaim(forFrame frame: Int) -> Int { 2 * frame }

@@ -16,6 +16,9 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
     /// switches chains (set and read under the volume's journal lock, which every chain
     /// call holds).
     var access: ReserveAccess = .journal
+    /// Spare segments the chain linked, as blocks, until the commit records them
+    /// (`recordLinkedSpares`). A leaf lock.
+    private let linkedSpares = PthreadMutex<[Range<UInt64>]>([])
 
     init(space: BlockSpace, storage: any ImageStorage, lock: PthreadLock) {
         self.space = space
@@ -43,8 +46,26 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
         return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
     }
 
+    /// Queued, not recorded here: a link happens under the journal lock, during an
+    /// append, and taking the space lock there would make every operation's frame wait
+    /// for a commit's whole settling, which holds it (what "Journal segments ahead of a
+    /// commit's space lock" removed). The commit records the queue (`recordLinkedSpares`).
     func linkSpareSegment(_ range: Range<UInt64>) {
-        lock.withLock { space.recordJournal(Self.blocks(of: range)) }
+        linkedSpares.withLock { $0.append(Self.blocks(of: range)) }
+    }
+
+    /// Records the spares linked since the last call as journal segments of the next
+    /// commit. The commit calls it before it releases the chain it switched from, which
+    /// may hold them: in the block space's changes a segment's allocation comes before
+    /// its release. A spare linked and not yet recorded when the volume stops is free in
+    /// the block tree and named by the chain: replay claims it. Takes the space lock.
+    func recordLinkedSpares() {
+        let linked = linkedSpares.withLock { (queue) -> [Range<UInt64>] in
+            defer { queue = [] }
+            return queue
+        }
+        guard !linked.isEmpty else { return }
+        lock.withLock { for blocks in linked { space.recordJournal(blocks) } }
     }
 
     /// Free again at once, its disk space with it (no frame was written there).
