@@ -184,8 +184,8 @@ public final class MetadataLog: Sendable {
     /// freed once nothing needs them (after a checkpoint). A failure leaves this chain as
     /// it was (a segment whose link could not be written goes back to the store).
     /// `keepingSpares` false gives the spare segments back to the store instead (a chain
-    /// nothing appends to again: a spare is never linked, and a store that records its
-    /// segments, format 2's block space, would otherwise keep it for good).
+    /// nothing appends to again: a spare would never be linked, and its blocks would stay
+    /// taken for as long as the store lives).
     public func continueInNewLog(firstSegmentBytes: Int? = nil, wholly: Bool = false,
                                  keepingSpares: Bool = true) throws(FSError) -> MetadataLog {
         let (log, released) = try state.withLock { (s) throws(FSError) -> (MetadataLog, [LogSegment]) in

@@ -7,9 +7,9 @@
 /// (`unclaimedJournalRoom`) and take the journal lock only to append their frame. A claim
 /// the chain has no room for takes a spare segment (`MetadataLog.ensureRoom`: of the
 /// chain's next segment's size, whose rest later grants use), as before. A spare is not
-/// linked into the chain until a frame needs it, and one that a commit records and a
-/// crash or an unmount then leaves unlinked is a leak (the next mount knows only the
-/// segments the chain links), so spares are taken no earlier than needed. A claim is twice
+/// linked into the chain until a frame needs it, and is recorded in the block tree only
+/// once linked (`TreeVolumeLogSpace`), so a crash leaves an unlinked one free; spares are
+/// still taken no earlier than needed, since they hold blocks data could use. A claim is twice
 /// its frame: a frame that does not fit the rest of a segment leaves that rest unused, and
 /// the rest is shorter than the frame.
 ///
