@@ -28,6 +28,24 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         XCTAssertNil(volume.failure)
     }
 
+    /// A frame over `largestPooledFrame` whose reservation covers it (a file change's: a
+    /// 4 KiB write held in RAM makes one) takes the journal lock once for its claim, at
+    /// the reservation, which raised the spares' floor to it, and once for its append:
+    /// `perform` claims nothing more (eed255d claimed again under the lock, which also
+    /// gave up the room granted ahead to every other operation).
+    func testALargeFrameItsReservationCoversClaimsUnderTheLockOnce() throws {
+        let volume = try Self.volume(capacity: 64 << 20)
+        let value = [UInt8](repeating: 0x42, count: 5_000)
+        for round in 0..<3 {
+            let before = volume.journalRoomGrants.load(ordering: .relaxed)
+            let claim = try volume.reserveRoom(changeBytes: value.count + 64)
+            try volume.perform([.setXattr(inode: 1, name: Array("user.r\(round)".utf8), value: value)], reserved: claim)
+            XCTAssertEqual(volume.journalRoomGrants.load(ordering: .relaxed) - before, 1, "round \(round)")
+        }
+        XCTAssertEqual(volume.claimedJournalRoom, 0)
+        XCTAssertNil(volume.failure)
+    }
+
     /// A claim made before commits switch the chain, larger than a new chain's first
     /// segment, is written to the chain of its day: each switch makes the new chain's room
     /// for what was claimed (without it the chain's room falls short of what is granted,

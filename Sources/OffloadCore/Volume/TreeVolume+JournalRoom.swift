@@ -136,7 +136,9 @@ extension TreeVolume {
     /// `willChange`), so that a full image refuses it with `.noSpace` having changed
     /// nothing, however many operations reserve and append meanwhile. Returns the bytes
     /// claimed: pass them to the operation's `perform` (which spends them), or to
-    /// `releaseRoom` when it changes nothing.
+    /// `releaseRoom` when it changes nothing. One reservation a frame: reservations added
+    /// up would hold a large frame's claim without having raised the spares' floor to it
+    /// (`perform` then takes no lock for it).
     public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
         if let failure { throw failure }
         let frame = FrameHeader.size + 8 + changeBytes

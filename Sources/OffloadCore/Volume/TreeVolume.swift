@@ -519,12 +519,13 @@ public final class TreeVolume {
         // The frame's room: claimed by the reservation, or now (on the common path without
         // the journal lock: `TreeVolume+JournalRoom.swift`).
         let claim = Self.journalClaim(forFrame: frame)
-        // A frame larger than claims take from the granted room raises the spares' floor
-        // under the journal lock, also when reservations made for smaller frames (a file
-        // change's) hold its claim already.
-        if held < claim || frame > Self.largestPooledFrame {
-            try claimJournalRoom(max(0, claim - held), frame: frame)
-            held = max(held, claim)
+        // A reservation that holds the claim was made for a frame at least this large (one
+        // claim a frame: `reserveRoom`'s callers reserve a change's room anew, not in
+        // parts), under the journal lock when that frame is over `largestPooledFrame`,
+        // which raised the spares' floor to it; a top-up is claimed on this frame.
+        if held < claim {
+            try claimJournalRoom(claim - held, frame: frame)
+            held = claim
         }
         let ticket = delta.join()
         let appended: MetadataLog

@@ -120,6 +120,8 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     let volume: TreeVolume
     /// Journal room the change under way reserved (`willChange`), until its frame.
     private var credit = 0
+    /// The change bytes `credit` was reserved for.
+    private var creditBytes = 0
     /// Set while the thread changing the data holds the inode's lock already (the
     /// emptying of an unlinked file, `VolumeNamespace.emptyUnreadableFiles`): its frame
     /// does not take it again. Only that thread changes the data meanwhile: the file has
@@ -135,20 +137,30 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     /// Reserves the journal's room first (`TreeVolume.reserveRoom`), so that a full image
     /// refuses the change having changed nothing, whatever other files' changes append
     /// meanwhile (the bound is format 1's record bound, larger than format 2's encoding,
-    /// plus the inode item).
+    /// plus the inode item). A change that reserves again before its frame reserves the
+    /// whole anew, in one claim: the frame's claim is then always one reservation for a
+    /// frame at least as large, which `TreeVolume.perform` relies on for frames over
+    /// `TreeVolume.largestPooledFrame` (their reservation raised the journal's spare
+    /// floor).
     func willChange(recordBytes: Int) throws(FSError) {
-        credit += try volume.reserveRoom(changeBytes: recordBytes + 128)
+        let bytes = creditBytes + recordBytes + 128
+        let claim = try volume.reserveRoom(changeBytes: bytes)
+        volume.releaseRoom(credit)
+        credit = claim
+        creditBytes = bytes
     }
 
     func changeAbandoned() {
         let reserved = credit
         credit = 0
+        creditBytes = 0
         volume.releaseRoom(reserved)
     }
 
     func fileChanged(_ change: FileChange) {
         let reserved = credit
         credit = 0
+        creditBytes = 0
         guard let namespace else { return volume.releaseRoom(reserved) }
         namespace.journal(inode, change, reserved: reserved,
                           holdingInodeLock: changerHoldsInodeLock.load(ordering: .relaxed))
