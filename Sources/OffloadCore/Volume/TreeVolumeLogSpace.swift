@@ -55,10 +55,11 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
     }
 
     /// Records the spares linked since the last call as journal segments of the next
-    /// commit. The commit calls it before it releases the chain it switched from, which
-    /// may hold them: in the block space's changes a segment's allocation comes before
-    /// its release. A spare linked and not yet recorded when the volume stops is free in
-    /// the block tree and named by the chain: replay claims it. Takes the space lock.
+    /// commit. The commit calls it right after its chain switch, before it releases the
+    /// chain it switched from, which may hold them: a segment's allocation reaches the
+    /// block space's changes in the commit that releases it or an earlier one. A spare
+    /// linked and not yet recorded when the volume stops is free in the block tree and
+    /// named by the chain: replay claims it. Takes the space lock.
     func recordLinkedSpares() {
         let linked = linkedSpares.withLock { (queue) -> [Range<UInt64>] in
             defer { queue = [] }
