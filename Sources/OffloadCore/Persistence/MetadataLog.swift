@@ -170,6 +170,8 @@ public final class MetadataLog: Sendable {
                 let minimum = max(missing, smallestSpare) + LogSegment.linkFrameSize
                 s.spares.append(try Self.allocateSegment(store, atLeast: max(wanted, minimum), minimum: minimum, spare: true))
             }
+            // Nearly always none (the floor rose since they were taken): no array then.
+            guard s.spares.contains(where: { !holds($0) }) else { return [] }
             let small = s.spares.filter { !holds($0) }
             s.spares.removeAll { !holds($0) }
             return small
