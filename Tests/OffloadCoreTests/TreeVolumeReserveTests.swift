@@ -38,11 +38,15 @@ final class TreeVolumeReserveTests: XCTestCase {
         guard case .noSpace = refusal else { return XCTFail("operations ended with \(String(describing: refusal)) after \(performed)") }
         XCTAssertNil(volume.failure, "a refused operation failed the volume")
         // Refused while the room still holds the commit of what waits.
-        let waiting = volume.delta.objectCount(after: volume.committedGeneration)
+        let waiting = volume.delta.commitLoad(after: volume.committedGeneration)
         XCTAssertGreaterThanOrEqual(volume.space.metadataRoom,
-                                    TreeVolume.commitOverheadBlocks + TreeVolume.commitBlocksPerObject * UInt64(waiting),
+                                    TreeVolume.commitOverheadBlocks + TreeVolume.commitBlocks(waiting),
                                     "refused only once the room for the waiting commit was gone")
-        XCTAssertGreaterThan(performed, 100, "the reserve holds more than a hundred of them")
+        // Each commits by itself (the room after the overhead the commits keep aside holds
+        // one), and each commit's journal chain and the frees it waits for take some of the
+        // reserve: a few before the refusal. (Counted by objects alone, the xattrs of one
+        // inode were one object's commit: more than a hundred were journaled without one.)
+        XCTAssertGreaterThan(performed, 2, "operations journaled and committed from the reserve")
         // The commit fits in what is left, and the volume goes on.
         XCTAssertNoThrow(try volume.commit(), "the commit after the refusal")
         XCTAssertNil(volume.failure)
@@ -66,32 +70,33 @@ final class TreeVolumeReserveTests: XCTestCase {
         let volume = try Self.volumeFullOfData(capacity: 4 << 20)
         let room = volume.space.metadataRoom
         XCTAssertTrue(volume.isNearlyFull(room))
-        let waiting = volume.delta.objectCount(after: volume.space.settledGeneration)
-        XCTAssertEqual(waiting, 0)
+        let waiting = volume.delta.commitLoad(after: volume.space.settledGeneration)
+        XCTAssertEqual(TreeVolume.commitBlocks(waiting), 0)
         // Half the changes the room takes, and one more: one admission fits, two do not.
         let fitting = Int((room - volume.growthAsideBlocks) / TreeVolume.commitBlocksPerObject)
         let half = fitting / 2 + 1
         XCTAssertGreaterThan(half, 2)
-        var first = try volume.admit(changes: half)
-        XCTAssertEqual(first, half)
-        XCTAssertThrowsError(try volume.admit(changes: half), "two admissions on the room of one") { error in
+        let load = CommitLoad(objects: half)
+        var first = try volume.admit(load)
+        XCTAssertEqual(first, Int(TreeVolume.commitBlocks(load)))
+        XCTAssertThrowsError(try volume.admit(load), "two admissions on the room of one") { error in
             guard case FSError.noSpace = error else { return XCTFail("refused with \(error)") }
         }
-        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), half, "a refusal admits nothing")
+        XCTAssertEqual(volume.admittedBlocks.load(ordering: .relaxed), first, "a refusal admits nothing")
         volume.endAdmission(&first)
         XCTAssertEqual(first, 0)
-        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0)
-        var again = try volume.admit(changes: half)
+        XCTAssertEqual(volume.admittedBlocks.load(ordering: .relaxed), 0)
+        var again = try volume.admit(load)
         volume.endAdmission(&again)
         // perform ends its admission whether it succeeds or not (on the nearly full
         // image, where it admits).
         XCTAssertTrue(volume.isNearlyFull(volume.space.metadataRoom))
         try volume.perform([.attributes(inode: 1, Self.root)])
-        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after an operation")
+        XCTAssertEqual(volume.admittedBlocks.load(ordering: .relaxed), 0, "after an operation")
         XCTAssertTrue(volume.isNearlyFull(volume.space.metadataRoom))
         XCTAssertThrowsError(try volume.perform([.drop(inode: 77), .attributes(inode: 77, Self.root)]),
                              "a change of an inode the same frame dropped")
-        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0, "after a refused operation")
+        XCTAssertEqual(volume.admittedBlocks.load(ordering: .relaxed), 0, "after a refused operation")
         XCTAssertNil(volume.failure)
     }
 
@@ -121,12 +126,12 @@ final class TreeVolumeReserveTests: XCTestCase {
                 }
             }
         }
-        let waiting = volume.delta.objectCount(after: volume.space.settledGeneration)
+        let waiting = volume.delta.commitLoad(after: volume.space.settledGeneration).objects
         XCTAssertEqual(waiting, performed.load(ordering: .relaxed), "an inode changed is one object")
         XCTAssertGreaterThan(waiting, 10)
         XCTAssertLessThanOrEqual(aside + TreeVolume.commitBlocksPerObject * UInt64(waiting), room,
                                  "more recorded than the room takes")
-        XCTAssertEqual(volume.admittedChanges.load(ordering: .relaxed), 0)
+        XCTAssertEqual(volume.admittedBlocks.load(ordering: .relaxed), 0)
         XCTAssertNil(volume.failure)
         XCTAssertNoThrow(try volume.commit(), "the commit of what was admitted")
         print("operations at once: \(waiting) recorded on a room of \(room) blocks")

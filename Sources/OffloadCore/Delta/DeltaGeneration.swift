@@ -22,6 +22,12 @@ public final class DeltaGeneration: @unchecked Sendable {
     private let hasOrphanChanges = Atomic<Bool>(false)
     /// Objects changed so far: read by every operation's budget check, so an atomic.
     private let changedObjects = Atomic<Int>(0)
+    /// Bytes of the items changed so far (`CommitLoad.itemBytes`), and leaves their keys
+    /// may land in (`CommitLoad.scatteredLeaves`, not capped here): added to only by
+    /// changes that add something (`ObjectChanges.record`: a name of an existing child,
+    /// an xattr, an extent, a symlink's target), not by attributes or a create's name.
+    private let changedItemBytes = Atomic<Int>(0)
+    private let changedScatteredLeaves = Atomic<Int>(0)
     /// Operations inside this generation (`MetadataDelta.join` to `leave`): an atomic, as
     /// jbd2's `t_updates`, so that joining takes no lock every operation shares.
     let operationsInside = Atomic<Int>(0)
@@ -75,7 +81,7 @@ public final class DeltaGeneration: @unchecked Sendable {
             }
             if case .drop = changes[i] { droppedHere.append(object) }
         }
-        var newObjects = 0
+        var newObjects = 0, itemBytes = 0, scatteredLeaves = 0
         var vanished: [UInt64] = []
         for i in changes.indices {
             let object = changes[i].object
@@ -106,10 +112,13 @@ public final class DeltaGeneration: @unchecked Sendable {
             // A drop as the first change is no birth, whatever the number.
             let isBirth: Bool
             if case .drop = changes[i] { isBirth = false } else { isBirth = born.contains(object) }
-            let isNew = shard(object).withLock { objects in
-                objects[object, default: ObjectChanges()].record(changes[i], born: isBirth)
-            } && orphanChange(of: object) == nil
-            if isNew { newObjects += 1 }
+            let childIsNew = changes[i].namesNewChild(born)
+            let (first, added, leaves) = shard(object).withLock { objects in
+                objects[object, default: ObjectChanges()].record(changes[i], born: isBirth, childIsNew: childIsNew)
+            }
+            itemBytes += added
+            scatteredLeaves += leaves
+            if first && orphanChange(of: object) == nil { newObjects += 1 }
         }
         if !vanished.isEmpty {
             // The orphan item it may have had was made here too: nothing older to remove.
@@ -118,6 +127,9 @@ public final class DeltaGeneration: @unchecked Sendable {
         }
         let net = newObjects - vanished.count
         if net != 0 { changedObjects.wrappingAdd(net, ordering: .relaxed) }
+        // A vanished inode's items stay counted: the estimate may only be too high.
+        if itemBytes != 0 { changedItemBytes.wrappingAdd(itemBytes, ordering: .relaxed) }
+        if scatteredLeaves != 0 { changedScatteredLeaves.wrappingAdd(scatteredLeaves, ordering: .relaxed) }
         assert(changedObjects.load(ordering: .relaxed) >= 0, "a generation counted fewer objects than it removed")
     }
 
@@ -170,4 +182,11 @@ public final class DeltaGeneration: @unchecked Sendable {
     /// inode whose items and orphan item both changed counts once. A counter kept by
     /// `record`, since every operation asks.
     public var objectCount: Int { changedObjects.load(ordering: .relaxed) }
+
+    /// What this generation's commit may write (`CommitLoad`), its scattered leaves not
+    /// yet capped at what the tree has (`MetadataDelta.commitLoad(after:)` caps them).
+    public var commitLoad: CommitLoad {
+        CommitLoad(objects: changedObjects.load(ordering: .relaxed), itemBytes: changedItemBytes.load(ordering: .relaxed),
+                   scatteredLeaves: changedScatteredLeaves.load(ordering: .relaxed))
+    }
 }

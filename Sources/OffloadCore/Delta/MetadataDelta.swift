@@ -64,19 +64,40 @@ public final class MetadataDelta: @unchecked Sendable {
     /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
     public var openObjectCount: Int { gate.withReadLock { open.objectCount } }
 
-    /// How many objects the generations numbered above `generation` changed, the open one
-    /// and the closed ones not yet retired: what the commits still to come write
+    /// What the generations numbered above `generation` changed, the open one and the
+    /// closed ones not yet retired: what the commits still to come write
     /// (`TreeVolume.blocksHeldForCommits`; a commit whose block space settled is past
     /// `generation` there, its nodes taken already).
     /// Holding `gate` shared, as a join does: every change on an image under about 938 MiB
     /// of room reads it in its budget (`TreeVolume.roomUse`), where the delta's mutex was
     /// a lock every change took (docs/ARCHITECTURE.md, "Shared locks off the request path").
-    public func objectCount(after generation: UInt64) -> Int {
+    /// Each generation's scattered leaves are capped at what the tree can have at its
+    /// commit (`CommitLoad.cappingScatteredLeaves`), then the generations are added up.
+    public func commitLoad(after generation: UInt64) -> CommitLoad {
         gate.withReadLock {
-            var count = open.number > generation ? open.objectCount : 0
-            for closed in closed where closed.number > generation { count += closed.objectCount }
-            return count
+            let bound = committedLeafBound.load(ordering: .relaxed)
+            let counted = open.number > generation
+            // The items of every generation waiting: leaves the earlier commits may add
+            // before the later ones run.
+            var itemBytes = counted ? open.commitLoad.itemBytes : 0
+            for closed in closed where closed.number > generation { itemBytes += closed.commitLoad.itemBytes }
+            var total = CommitLoad()
+            if counted { total = open.commitLoad.cappingScatteredLeaves(leafBound: bound, waitingItemBytes: itemBytes) }
+            for closed in closed where closed.number > generation {
+                total = total + closed.commitLoad.cappingScatteredLeaves(leafBound: bound, waitingItemBytes: itemBytes)
+            }
+            return total
         }
+    }
+
+    /// The most leaves the committed filesystem tree can have (`CommitLoad.leaves(belowLevel:)`
+    /// of its root's level): set by the volume at its opening and at each commit it
+    /// publishes (`noteCommittedTree(level:)`).
+    private let committedLeafBound = Atomic<Int>(.max)
+
+    /// Notes the level of the committed filesystem tree's root (nil: an empty tree).
+    public func noteCommittedTree(level: UInt8?) {
+        committedLeafBound.store(level.map(CommitLoad.leaves(belowLevel:)) ?? 1, ordering: .relaxed)
     }
 
     /// An operation inside a generation; `leave` it exactly once.
@@ -161,7 +182,7 @@ public final class MetadataDelta: @unchecked Sendable {
     }
 
     /// Drops `generation`, the oldest closed one, once the root that holds it is published.
-    /// Holding `gate` alone too, since `objectCount(after:)` reads the closed list holding
+    /// Holding `gate` alone too, since `commitLoad(after:)` reads the closed list holding
     /// it shared (once a commit).
     public func retire(_ generation: DeltaGeneration) {
         gate.withWriteLock {

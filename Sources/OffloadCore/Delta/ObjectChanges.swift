@@ -39,23 +39,48 @@ public struct ObjectChanges: Sendable {
     /// of it, and its drop here leaves the generation nothing to say of it.
     var born = false
 
-    /// Records one change about this object, which is not dropped (the generation checks);
-    /// true when it is the first this value records, which is how the generation counts
-    /// the objects it changed without looking the object up twice.
+    /// Records one change about this object, which is not dropped (the generation checks).
+    /// Returns whether it is the first this value records, which is how the generation
+    /// counts the objects it changed without looking the object up twice, and what it adds
+    /// to the commit (`CommitLoad.itemBytes(of:)` and `scatteredLeaves(of:)`), counted
+    /// once a key: a name linked again to the child it names here, or unlinked again, and
+    /// an xattr set again add nothing but what its value grew. `childIsNew`: a name of a
+    /// child the operation made (it adds nothing: the new inode's count covers it).
     @discardableResult
-    mutating func record(_ change: JournalChange, born isBorn: Bool = false) -> Bool {
+    mutating func record(_ change: JournalChange, born isBorn: Bool = false,
+                         childIsNew: Bool = false) -> (first: Bool, itemBytes: Int, scatteredLeaves: Int) {
         precondition(!cleared, "a change to a dropped inode reached its object")
         let first = !recordedAny
         if first && isBorn { born = true }
         recordedAny = true
+        var newKey = false
+        var added = 0
         switch change {
         case .attributes(_, let item): attributes = item
-        case .link(_, let entry): names[NameKey(entry.name)] = .set(entry)
-        case .unlink(_, let entry): names[NameKey(entry.name)] = .removed
-        case .setXattr(_, let name, let value): xattrs[NameKey(name)] = .set(value)
-        case .removeXattr(_, let name): xattrs[NameKey(name)] = .removed
-        case .symlinkTarget(_, let target): symlinkTarget = target
-        case .fileRange: fileRanges.append(change)
+        case .link(_, let entry):
+            // New unless the name names this child here already: after an unlink, or a
+            // create's name (counted nothing), the link writes its items.
+            let previous = names.updateValue(.set(entry), forKey: NameKey(entry.name))
+            newKey = !childIsNew && previous?.value?.child != entry.child
+        case .unlink(_, let entry):
+            newKey = names.updateValue(.removed, forKey: NameKey(entry.name)) == nil && !childIsNew
+        case .setXattr(_, let name, let value):
+            if case .set(let previous) = xattrs.updateValue(.set(value), forKey: NameKey(name)) {
+                added = CommitLoad.growth * max(0, value.count - previous.count)
+            } else {
+                newKey = true
+            }
+        case .removeXattr(_, let name):
+            newKey = xattrs.updateValue(.removed, forKey: NameKey(name)) == nil
+        case .symlinkTarget(_, let target):
+            if symlinkTarget == nil { added = CommitLoad.itemBytes(of: change) }
+            symlinkTarget = target
+        case .fileRange(_, _, let range, _):
+            var continues = false
+            if case .fileRange(_, _, let last, _)? = fileRanges.last { continues = last.upperBound == range.lowerBound }
+            fileRanges.append(change)
+            // A sequential write's extents go where the last one's did.
+            if continues { added = CommitLoad.itemBytes(of: change) } else { newKey = true }
         case .drop:
             cleared = true
             attributes = nil
@@ -66,6 +91,8 @@ public struct ObjectChanges: Sendable {
         case .orphan:
             preconditionFailure("orphans are kept apart from their inode's changes")
         }
-        return first
+        guard newKey else { return (first, added, 0) }
+        // An object made in this generation has its items together.
+        return (first, added + CommitLoad.itemBytes(of: change), born ? 0 : CommitLoad.scatteredLeaves(of: change))
     }
 }

@@ -192,11 +192,11 @@ public final class TreeVolume {
     private var storedFailure: FSError?
     private let hasFailed = Atomic<Bool>(false)
 
-    /// Changes `admit` let through on a nearly full image that the delta does not count
-    /// yet (their operations are between admission and their record): what makes
+    /// Blocks `admit` let through on a nearly full image for changes the delta does not
+    /// count yet (their operations are between admission and their record): what makes
     /// admission a reservation, not a check that operations running at once all pass on
     /// the same count. Added to under `admissionLock`, taken from without it.
-    let admittedChanges = Atomic<Int>(0)
+    let admittedBlocks = Atomic<Int>(0)
     /// Admissions on a nearly full image take turns: between one's read of the counts and
     /// its add, the admitted count can then only fall (operations that recorded, now in
     /// the delta's count), so no admission is counted nowhere. A compare-and-swap on the
@@ -219,7 +219,7 @@ public final class TreeVolume {
     /// commit then gives back nothing a reclaim just before it did not
     /// (`VolumeNamespace.afterReclaim`). Takes the delta's lock and the space lock.
     public var waitsForNoCommit: Bool {
-        guard delta.objectCount(after: space.settledGeneration) == 0 else { return false }
+        guard delta.commitLoad(after: space.settledGeneration).objects == 0 else { return false }
         return spaceLock.withLock { space.promisedBlocks == 0 }
     }
 
@@ -291,6 +291,7 @@ public final class TreeVolume {
         // can come back over later changes (what numbering by the newest tag guards against
         // where the journal is one log truncated by generation).
         delta = MetadataDelta(committedGeneration: slot.generation)
+        delta.noteCommittedTree(level: slot.filesystemTree?.level)
         replayClaims = try Self.claimReplayed(oldChain: oldChain, frames: frames, of: slot, in: space)
         blocksClaimedAtOpen = replayClaims.ranges.reduce(0) { $0 + UInt64($1.count) }
         logSpace = TreeVolumeLogSpace(space: space, storage: storage, lock: spaceLock)
@@ -515,7 +516,7 @@ public final class TreeVolume {
         // A file's data change (it reserved its room) and an operation that releases are
         // let through: the data is bounded by what it leaves free (`blocksHeldForCommits`),
         // and a release is what gives a full image its space back.
-        if reserved == 0, !JournalChange.release(changes) { admitted = try admit(changes: changes.count) }
+        if reserved == 0, !JournalChange.release(changes) { admitted = try admit(changes, born: born) }
         // The frame's room: claimed by the reservation, or now (on the common path without
         // the journal lock: `TreeVolume+JournalRoom.swift`).
         let claim = Self.journalClaim(forFrame: frame)
@@ -600,47 +601,65 @@ public final class TreeVolume {
     /// both trees' paths to their roots, the block tree's leaves for the old chain.
     static let commitOverheadBlocks: UInt64 = 32
 
-    /// The free blocks file data must leave for the commits of `objects` changed objects
-    /// not yet committed, beside what the metadata reserve of `space` is sure to give a
+    /// Blocks the commits of `load` may take on a full image: `commitBlocksPerObject` an
+    /// object, the leaves its items fill (`CommitLoad.itemBytes`), and two for each leaf
+    /// elsewhere in the tree its keys may land in (`CommitLoad.scatteredLeaves`).
+    static func commitBlocks(_ load: CommitLoad) -> UInt64 {
+        commitBlocksPerObject * UInt64(load.objects)
+            + UInt64((load.itemBytes + CommitLoad.leafBytes - 1) / CommitLoad.leafBytes)
+            + UInt64(CommitLoad.scatteredKeyBlocks * load.scatteredLeaves)
+    }
+
+    /// The free blocks file data must leave for the commits of `load`, the changes not
+    /// yet committed, beside what the metadata reserve of `space` is sure to give a
     /// commit (its blocks, less the quarter of its target that journal segments may still
     /// take): nothing while the reserve covers them. docs/ARCHITECTURE.md, "Commits that
     /// fit a full image".
-    static func blocksHeldForCommits(of objects: Int, space: BlockSpace) -> UInt64 {
-        let need = commitOverheadBlocks + commitBlocksPerObject * UInt64(objects)
+    static func blocksHeldForCommits(of load: CommitLoad, space: BlockSpace) -> UInt64 {
+        let need = commitOverheadBlocks + commitBlocks(load)
         let sure = min(space.reserveBlocks, space.reserveTarget - space.reserveTarget / 4)
         return need > sure ? need - sure : 0
     }
 
-    /// Refuses with ENOSPC, before it joins (nothing changed), an operation of `changes`
-    /// changes that grows the tree on a nearly full image (`isNearlyFull`) when its commit
-    /// would not fit, with those of the changes waiting and those admitted before it, in
-    /// the room the commits can take, keeping aside the overhead of five commits
+    /// Refuses with ENOSPC, before it joins (nothing changed), an operation whose commit
+    /// may take `load` (`CommitLoad.of`: its changes, every key taken as new) that grows
+    /// the tree on a nearly full image (`isNearlyFull`) when that commit would not fit,
+    /// with those of the changes waiting and those admitted before it, in the room the
+    /// commits can take, keeping aside the overhead of five commits
     /// (`growthAsideBlocks`). Without it, creates on a full image, committed at each
     /// maintenance tick, took the reserve until a commit found nothing and failed the
     /// volume. docs/ARCHITECTURE.md, "Commits that fit a full image".
-    /// Returns the changes admitted (0 where the image is not nearly full), counted in
-    /// `admittedChanges` until `endAdmission`: the caller ends it once the delta counts
-    /// them, and on every way out.
-    func admit(changes: Int) throws(FSError) -> Int {
+    /// Returns the blocks admitted (0 where the image is not nearly full), counted in
+    /// `admittedBlocks` until `endAdmission`: the caller ends it once the delta counts
+    /// the changes, and on every way out.
+    func admit(_ load: CommitLoad) throws(FSError) -> Int {
         guard isNearlyFull(metadataRoom) else { return 0 }
+        let blocks = Int(Self.commitBlocks(load))
         return try admissionLock.withLock { () throws(FSError) -> Int in
             // The admitted count first: an operation leaving it between the two reads
             // counts twice, never not at all (it records before it leaves). The room after
             // the counts: a commit settling between them took its blocks already.
-            let admitted = admittedChanges.load(ordering: .sequentiallyConsistent)
-            let waiting = delta.objectCount(after: space.settledGeneration)
+            let admitted = admittedBlocks.load(ordering: .sequentiallyConsistent)
+            let waiting = delta.commitLoad(after: space.settledGeneration)
             let room = metadataRoom
-            let need = growthAsideBlocks + Self.commitBlocksPerObject * UInt64(waiting + admitted + changes)
+            let need = growthAsideBlocks + Self.commitBlocks(waiting) + UInt64(admitted + blocks)
             if room < need { throw .noSpace }
-            admittedChanges.add(changes, ordering: .sequentiallyConsistent)
-            return changes
+            admittedBlocks.add(blocks, ordering: .sequentiallyConsistent)
+            return blocks
         }
     }
 
-    /// Ends an admission (`admit`) of `admitted` changes; sets it to 0.
+    /// `admit` of an operation's `changes` (`born`: the inode numbers it gave out), counted
+    /// only where the image is nearly full: elsewhere one atomic load.
+    func admit(_ changes: [JournalChange], born: Range<UInt64>) throws(FSError) -> Int {
+        guard isNearlyFull(metadataRoom) else { return 0 }
+        return try admit(CommitLoad.of(changes, born: born))
+    }
+
+    /// Ends an admission (`admit`) of `admitted` blocks; sets it to 0.
     func endAdmission(_ admitted: inout Int) {
         guard admitted > 0 else { return }
-        let before = admittedChanges.subtract(admitted, ordering: .sequentiallyConsistent).oldValue
+        let before = admittedBlocks.subtract(admitted, ordering: .sequentiallyConsistent).oldValue
         precondition(before >= admitted, "an admission ended twice")
         admitted = 0
     }
@@ -682,8 +701,9 @@ public final class TreeVolume {
         guard room < Self.ampleRoomBlocks else { return .under }
         let usable = room - min(room, growthAsideBlocks)
         // With the changes admitted and not yet recorded: what admission counts.
-        let waiting = delta.objectCount(after: space.settledGeneration) + admittedChanges.load(ordering: .relaxed)
-        let need = Self.commitBlocksPerObject * UInt64(waiting + Self.changesAhead)
+        let waiting = delta.commitLoad(after: space.settledGeneration)
+        let need = Self.commitBlocks(waiting) + UInt64(admittedBlocks.load(ordering: .relaxed))
+            + Self.commitBlocksPerObject * UInt64(Self.changesAhead)
         if need >= usable { return .reached }
         return 4 * need >= 3 * usable ? .nearing : .under
     }
@@ -822,6 +842,7 @@ public final class TreeVolume {
     func publish(_ slot: CommitSlot, retiring generation: DeltaGeneration) {
         publishLock.withLock {
             storedCurrent = slot
+            delta.noteCommittedTree(level: slot.filesystemTree?.level)
             delta.retire(generation)
         }
     }

@@ -333,7 +333,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// volume. A commit whose block space settled is not counted (its nodes are taken).
     /// Caller holds the lock.
     var heldForCommits: UInt64 {
-        TreeVolume.blocksHeldForCommits(of: delta.objectCount(after: space.committedGeneration), space: space)
+        TreeVolume.blocksHeldForCommits(of: delta.commitLoad(after: space.committedGeneration), space: space)
     }
 
     /// Blocks the RAM pieces admitted since the last commit will take (caller holds the lock).
