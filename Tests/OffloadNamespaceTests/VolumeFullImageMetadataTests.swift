@@ -102,6 +102,53 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// Writes refused on a full image (2 MiB each, more than the fill leaves) give their
+    /// blocks back free at once and count as no release: after the first refusal's reclaim
+    /// found nothing, the next refusals commit nothing, and the free space after each is
+    /// what it was before it. Before, a refused write had written its first blocks before
+    /// the allocation that failed, let them go as a release (free only after the commits of
+    /// the reuse rule), and so every refusal ran a reclaim of up to sixteen commits
+    /// (`scripts/full-image-probe`'s `write` case: 13-17 ms a refusal).
+    func testWritesRefusedOnAFullImageGiveTheirBlocksBackAndCommitNothingAfterTheFirst() throws {
+        let (fileSystem, storage) = try Self.sixteenMiBFileSystem()
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        let (more, handle) = try fs.create(parent: .root, name: FileName("more"), mode: 0o100644, flags: O_RDWR,
+                                           context: .root)
+        _ = try Self.fill(fs)
+        // More than the free space the fill leaves (under 1 MiB), whatever a commit gives.
+        let chunk = [UInt8](repeating: 9, count: 2 << 20)
+        let files = try volume.fileBlocks()
+        var generations: [UInt64] = []
+        for k in 0..<20 {
+            let free = files.availableBytes
+            // Free blocks the write takes before its refusal (else it would take none).
+            XCTAssertGreaterThan(free, 0, "write \(k): no free block to take")
+            do {
+                _ = try chunk.withUnsafeBytes { try fs.write(inode: more.inode, handle: handle, offset: 0, data: $0) }
+                return XCTFail("write \(k) was not refused (setup: the image is not full)")
+            } catch let error as FSError {
+                XCTAssertEqual(error, .noSpace)
+            }
+            generations.append(volume.committedGeneration)
+            if k > 0 {
+                XCTAssertEqual(files.availableBytes, free, "write \(k): its blocks are not free again")
+            }
+        }
+        XCTAssertEqual(Set(generations.dropFirst()), [generations[0]], "a refused write after the first committed")
+        XCTAssertEqual(try fs.getattr(inode: more.inode).size, 0, "a refused write changed the file")
+        fs.release(inode: more.inode, handle: handle)
+        // A release: the big file's rm, and the write runs.
+        try fs.unlink(parent: .root, name: FileName("big"))
+        let reopened = try fs.open(inode: more.inode, flags: O_RDWR)
+        XCTAssertEqual(try chunk.withUnsafeBytes { try fs.write(inode: more.inode, handle: reopened, offset: 0, data: $0) },
+                       chunk.count)
+        fs.release(inode: more.inode, handle: reopened)
+        XCTAssertNil(volume.failure)
+        try fileSystem.close(meter: nil)
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
+
     /// A change refused on a full image runs after a reclaim (`afterReclaim`: up to sixteen
     /// commits with the namespace lock held alone). Once one found nothing, the changes
     /// refused after it answer ENOSPC at once (twenty in a row here, none committing),

@@ -61,6 +61,13 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// Lets go of references a clean file held, leaving memory while the image's records
     /// keep them (the inverse of `adopt`).
     func abandon(_ range: Range<UInt64>)
+
+    /// Gives back a range `allocate` handed out that no byte was written to and nothing
+    /// named (a write refused before it wrote any: `OffloadedFile.place`): its blocks are
+    /// as the free space gave them, so they may be free again at once, and letting go of
+    /// them gives nothing back that was not free before (format 2 does not count it as a
+    /// release, `VolumeFileBlocks.releases`).
+    func giveBackUnwritten(_ range: Range<UInt64>)
 }
 
 extension FileBlockStore {
@@ -69,6 +76,8 @@ extension FileBlockStore {
     /// Where references are all counted in memory (format 1), loading one counts it.
     public func adopt(_ range: Range<UInt64>) { retainOwned(range) }
     public func abandon(_ range: Range<UInt64>) { release(range) }
+    /// Format 1 frees through its quarantine whatever was written: a release.
+    public func giveBackUnwritten(_ range: Range<UInt64>) { release(range) }
 
     /// `release` of one range that no journaled change dropped.
     public func release(_ range: Range<UInt64>) { release([range], unsharing: []) }

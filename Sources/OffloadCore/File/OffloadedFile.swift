@@ -352,29 +352,42 @@ public final class OffloadedFile: @unchecked Sendable {
         } else if let tail = hint, tail % blockSize != 0 {
             hint = nil
         }
+        // Every block first, then the bytes: a write the space cannot hold is refused
+        // before it wrote any, and gives its blocks back free at once
+        // (`FileBlockStore.giveBackUnwritten`) instead of as a release, which only the
+        // commits of the reuse rule make free again (each refused write on a full image
+        // then paid a reclaim).
+        let written = pieces.count
+        var copied = done
         while done < bytes.count {
             let granted: Range<UInt64>
             do throws(FSError) {
                 granted = try store.allocate(byteCount: bytes.count - done, hint: hint)
             } catch {
-                for piece in pieces { discard(piece) }
+                for piece in pieces[..<written] { discard(piece) }
+                for case .mmapOffload(let offset, let size) in pieces[written...] {
+                    store.giveBackUnwritten(offset..<offset + size)
+                }
                 throw error
             }
+            // `granted` is whole blocks, never more than the data needs, just allocated.
             let n = min(granted.count, bytes.count - done)
             pieces.append(.mmapOffload(offset: granted.lowerBound, size: UInt64(n)))
-            // `granted` is whole blocks, never more than the data needs, just allocated.
-            do throws(FSError) {
-                try store.copyIn(bytes.baseAddress! + done, to: granted.lowerBound, count: n, fresh: true)
-            } catch {
-                for piece in pieces { discard(piece) }
-                throw error
-            }
             done += n
             hint = granted.upperBound
             // The block the data ends in was fresh: its tail, written by no one since it
             // was handed out, may take the next append in place (`zeroTail`). (Not for a
             // clone's pieces: they are another file's.)
             if offset != nil, n < granted.count { zeroTailAfterChange = granted.lowerBound + UInt64(n) }
+        }
+        for case .mmapOffload(let start, let size) in pieces[written...] {
+            do throws(FSError) {
+                try store.copyIn(bytes.baseAddress! + copied, to: start, count: Int(size), fresh: true)
+            } catch {
+                for piece in pieces { discard(piece) }
+                throw error
+            }
+            copied += Int(size)
         }
         return pieces
     }

@@ -234,8 +234,34 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         touch(committed)
     }
 
-    /// Calls of `release` that let go of blocks: what `TreeVolume.releaseCount` adds up.
+    /// Calls of `release` that let go of blocks: what `TreeVolume.releaseCount` adds up
+    /// (not `giveBackUnwritten`, which gives back only what was free before).
     let releases = Atomic<UInt64>(0)
+
+    /// Blocks `allocate` handed out, still held by that one reference and written by no
+    /// one (a write refused for space before its first byte): free again at once. Not a
+    /// dead block waiting for a commit, as a release's: no frame names them, a crash
+    /// leaves them free, and their bytes are the free space's as they were handed out
+    /// (zeros, or a crash's leftovers that `clearLeftovers` and fresh writes deal with), so
+    /// whoever takes them next may trust them as it trusts any free block
+    /// (`OffloadedFile.zeroTail`). A refused write's blocks went the way of a release: free
+    /// only after the commits of the reuse rule, and counted as a release, so every
+    /// refused write on a full image paid a reclaim (docs/ARCHITECTURE.md, "A reclaim that
+    /// found nothing").
+    public func giveBackUnwritten(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        let blocks = BackingStore.blocks(touchedBy: range)
+        let fresh = lock.withLock { () -> Bool in
+            guard unclaimed.containsAll(blocks), counts.isExclusive(blocks) else { return false }
+            counts.forget(blocks)
+            unclaimed.remove(contentsOf: blocks)
+            space.giveBack(blocks)
+            return true
+        }
+        // Not one fresh allocation's (no caller does that): released as any, safely.
+        assert(fresh, "giving back blocks \(blocks) that are not one fresh allocation's")
+        if !fresh { release(range) }
+    }
 
     public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
         if ranges.contains(where: { !$0.isEmpty }) { releases.add(1, ordering: .relaxed) }

@@ -606,8 +606,14 @@ extension VolumeNamespace {
             }
         }
         // Nothing released since a reclaim that found nothing, and nothing a commit would
-        // settle (changes waiting, RAM pieces promised blocks): another finds nothing.
-        if fruitlessReclaim.foundNothing(since: releases), volume.waitsForNoCommit { throw .noSpace }
+        // settle (changes waiting, RAM pieces promised blocks): another finds nothing. The
+        // change is tried once more first, which costs no commit: blocks a write refused
+        // meanwhile gave back at once, counted as no release
+        // (`FileBlockStore.giveBackUnwritten`), may be what it needs (another file's
+        // larger write held them when this one was refused).
+        if fruitlessReclaim.foundNothing(since: releases), volume.waitsForNoCommit {
+            return try change()
+        }
         for _ in 0..<Self.reclaimRounds {
             let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()
