@@ -207,6 +207,10 @@ public final class TreeVolume {
     /// Operations performed that free something once committed (`JournalChange.frees`).
     private let freeingOperations = Atomic<UInt64>(0)
 
+    /// How many times a refused write gave its blocks back at once
+    /// (`VolumeFileBlocks.givenBack`): not releases, but blocks free again.
+    public var givenBackCount: UInt64 { files?.givenBack.load(ordering: .relaxed) ?? 0 }
+
     /// How many operations and file block releases so far may give space back once
     /// committed: names and xattrs removed, inodes dropped, file blocks let go of. A
     /// reclaim that found nothing finds nothing again until this changes

@@ -260,8 +260,11 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
         // Not one fresh allocation's (no caller does that): released as any, safely.
         assert(fresh, "giving back blocks \(blocks) that are not one fresh allocation's")
-        if !fresh { release(range) }
+        if fresh { givenBack.add(1, ordering: .relaxed) } else { release(range) }
     }
+
+    /// Calls of `giveBackUnwritten` that gave blocks back (`TreeVolume.givenBackCount`).
+    let givenBack = Atomic<UInt64>(0)
 
     public func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) {
         if ranges.contains(where: { !$0.isEmpty }) { releases.add(1, ordering: .relaxed) }

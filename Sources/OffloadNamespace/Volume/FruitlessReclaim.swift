@@ -18,6 +18,9 @@ final class FruitlessReclaim: Sendable {
     /// The release count at the reclaim, plus one (0: none yet).
     private let releases = Atomic<UInt64>(0)
     private let endedAt = Atomic<UInt64>(0)
+    /// The volume's count of refused writes' blocks given back (`TreeVolume.givenBackCount`)
+    /// when the reclaim ended.
+    private let givenBack = Atomic<UInt64>(0)
 
     /// How long a reclaim that found nothing stands for the next ones: a second.
     static let validNanoseconds: UInt64 = 1_000_000_000
@@ -29,9 +32,18 @@ final class FruitlessReclaim: Sendable {
         return MonotonicClock.nanoseconds() &- endedAt.load(ordering: .relaxed) < Self.validNanoseconds
     }
 
-    /// A reclaim that began at release count `releases` found nothing.
-    func record(_ releases: UInt64) {
+    /// A reclaim that began at release count `releases` found nothing; `givenBack`: the
+    /// count of refused writes' blocks given back as it ended.
+    func record(_ releases: UInt64, givenBack: UInt64) {
         endedAt.store(MonotonicClock.nanoseconds(), ordering: .relaxed)
+        self.givenBack.store(givenBack, ordering: .relaxed)
         self.releases.store(releases &+ 1, ordering: .releasing)
+    }
+
+    /// Whether a refused write gave blocks back since that reclaim (`givenBack`: the count
+    /// now): they are not a release, but a change refused while another write held them
+    /// may fit them.
+    func blocksGivenBack(since givenBack: UInt64) -> Bool {
+        self.givenBack.load(ordering: .relaxed) != givenBack
     }
 }

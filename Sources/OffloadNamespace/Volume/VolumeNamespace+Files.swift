@@ -606,12 +606,13 @@ extension VolumeNamespace {
             }
         }
         // Nothing released since a reclaim that found nothing, and nothing a commit would
-        // settle (changes waiting, RAM pieces promised blocks): another finds nothing. The
-        // change is tried once more first, which costs no commit: blocks a write refused
-        // meanwhile gave back at once, counted as no release
-        // (`FileBlockStore.giveBackUnwritten`), may be what it needs (another file's
-        // larger write held them when this one was refused).
+        // settle (changes waiting, RAM pieces promised blocks): another finds nothing.
+        // Blocks a refused write gave back since, counted as no release
+        // (`FileBlockStore.giveBackUnwritten`), may be what this change needs (another
+        // file's larger write held them when this one was refused): it is tried once more
+        // then, which costs no commit.
         if fruitlessReclaim.foundNothing(since: releases), volume.waitsForNoCommit {
+            guard fruitlessReclaim.blocksGivenBack(since: volume.givenBackCount) else { throw .noSpace }
             return try change()
         }
         for _ in 0..<Self.reclaimRounds {
@@ -625,7 +626,7 @@ extension VolumeNamespace {
                 // Only a round that gave nothing back says the next would not either (after
                 // rounds that did, more may come: a drop continued over commits).
                 guard grew else {
-                    fruitlessReclaim.record(releases)
+                    fruitlessReclaim.record(releases, givenBack: volume.givenBackCount)
                     throw .noSpace
                 }
             }
