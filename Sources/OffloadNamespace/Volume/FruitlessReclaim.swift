@@ -40,10 +40,10 @@ final class FruitlessReclaim: Sendable {
         self.releases.store(releases &+ 1, ordering: .releasing)
     }
 
-    /// Whether a refused write gave blocks back since that reclaim (`givenBack`: the count
-    /// now): they are not a release, but a change refused while another write held them
-    /// may fit them.
-    func blocksGivenBack(since givenBack: UInt64) -> Bool {
-        self.givenBack.load(ordering: .relaxed) != givenBack
+    /// Whether a refused write gave blocks back since that reclaim, by the count now
+    /// (`TreeVolume.givenBackCount`): they are not a release, but a change refused while
+    /// another write held them may fit them.
+    func blocksGivenBack(countNow: UInt64) -> Bool {
+        givenBack.load(ordering: .relaxed) != countNow
     }
 }

@@ -612,7 +612,7 @@ extension VolumeNamespace {
         // file's larger write held them when this one was refused): it is tried once more
         // then, which costs no commit.
         if fruitlessReclaim.foundNothing(since: releases), volume.waitsForNoCommit {
-            guard fruitlessReclaim.blocksGivenBack(since: volume.givenBackCount) else { throw .noSpace }
+            guard fruitlessReclaim.blocksGivenBack(countNow: volume.givenBackCount) else { throw .noSpace }
             return try change()
         }
         for _ in 0..<Self.reclaimRounds {
