@@ -14,8 +14,9 @@ public struct CommitLoad: Equatable, Sendable {
     public var itemBytes: Int
     /// Leaves of the filesystem tree that keys changed may land in, beyond their objects'
     /// own, each written anew with a block-tree leaf for the old one
-    /// (`scatteredKeyBlocks`): counted a key apiece by a generation, and no more than the
-    /// tree has once summed over generations (`MetadataDelta.commitLoad(after:)`,
+    /// (`scatteredKeyBlocks`): counted by a generation key by key
+    /// (`scatteredLeafCount(of:)`), capped per generation at what the tree can have and
+    /// then added up over the generations waiting (`MetadataDelta.commitLoad(after:)`,
     /// `cappingScatteredLeaves`).
     public var scatteredLeaves: Int
 
@@ -71,20 +72,18 @@ public struct CommitLoad: Equatable, Sendable {
     /// xattr's value only by what it grew): a link's three items (name, index, back
     /// reference), an xattr with its value, an extent item and a block reference for each
     /// piece of a file range, a symlink's target; twice their size. Removals add none.
-    /// The leaves keys land in are counted apart (`scatteredLeaves(of:)`).
+    /// The leaves keys land in are counted apart (`scatteredLeafCount(of:)`).
     static func itemBytes(of change: JournalChange) -> Int {
         switch change {
         case .link(_, let entry):
             return growth * 3 * (itemOverhead + entry.name.count)
         case .setXattr(_, let name, let value):
             return growth * (itemOverhead + name.count + value.count)
-        case .unlink, .removeXattr:
-            return 0
         case .fileRange(_, _, _, let pieces):
             return growth * 2 * itemOverhead * pieces.count
         case .symlinkTarget(_, let target):
             return growth * (itemOverhead + target.count)
-        case .attributes, .orphan, .drop:
+        case .unlink, .removeXattr, .attributes, .orphan, .drop:
             return 0
         }
     }
@@ -102,7 +101,7 @@ public struct CommitLoad: Equatable, Sendable {
     /// - a file range: its extents' leaf, unless it continues the file's last range of the
     ///   generation (a sequential write: the caller's check);
     /// - anything else: none.
-    static func scatteredLeaves(of change: JournalChange) -> Int {
+    static func scatteredLeafCount(of change: JournalChange) -> Int {
         switch change {
         case .link: return 2
         case .unlink: return 3
@@ -119,7 +118,7 @@ public struct CommitLoad: Equatable, Sendable {
         var load = CommitLoad(objects: changes.count)
         for i in changes.indices where !changes[i].namesNewChild(born) {
             load.itemBytes += itemBytes(of: changes[i])
-            if !born.contains(changes[i].object) { load.scatteredLeaves += scatteredLeaves(of: changes[i]) }
+            if !born.contains(changes[i].object) { load.scatteredLeaves += scatteredLeafCount(of: changes[i]) }
         }
         return load
     }

@@ -42,7 +42,7 @@ public struct ObjectChanges: Sendable {
     /// Records one change about this object, which is not dropped (the generation checks).
     /// Returns whether it is the first this value records, which is how the generation
     /// counts the objects it changed without looking the object up twice, and what it adds
-    /// to the commit (`CommitLoad.itemBytes(of:)` and `scatteredLeaves(of:)`), counted
+    /// to the commit (`CommitLoad.itemBytes(of:)` and `scatteredLeafCount(of:)`), counted
     /// once a key: a name linked again to the child it names here, or unlinked again, and
     /// an xattr set again add nothing but what its value grew. `childIsNew`: a name of a
     /// child the operation made (it adds nothing: the new inode's count covers it).
@@ -93,6 +93,6 @@ public struct ObjectChanges: Sendable {
         }
         guard newKey else { return (first, added, 0) }
         // An object made in this generation has its items together.
-        return (first, added + CommitLoad.itemBytes(of: change), born ? 0 : CommitLoad.scatteredLeaves(of: change))
+        return (first, added + CommitLoad.itemBytes(of: change), born ? 0 : CommitLoad.scatteredLeafCount(of: change))
     }
 }
