@@ -201,7 +201,7 @@ final class VolumeRepairTests: XCTestCase {
     func testJournalBlocksNoChainLinksAreFreed() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 6, steps: 120)
         let before = try snapshot(volume)
-        let segment = try volume.logSpace.allocateLogSegment(byteCount: 16 << 10)
+        let segment = try volume.logSpace.allocateLogSegment(byteCount: 16 << 10, minimumBytes: 16 << 10)
         try volume.commit()
         let leaked = segment.lowerBound >> BackingStore.blockShift
         XCTAssertEqual(try volume.space.blockTree.runs(overlapping: leaked..<leaked + 1).first?.use, .journal)

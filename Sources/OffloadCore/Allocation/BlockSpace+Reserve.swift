@@ -24,9 +24,10 @@ extension BlockSpace {
     /// Blocks in the reserve now.
     public var reserveBlocks: UInt64 { reserveCount }
 
-    /// Up to `wanted` contiguous blocks out of the reserve, as far as `access` allows
-    /// (nil: none). They stay in `takenBlocks`: the caller records them or gives them back.
-    func takeFromReserve(_ wanted: UInt64, _ access: ReserveAccess) -> Range<UInt64>? {
+    /// Up to `wanted` and at least `least` contiguous blocks out of the reserve, from its
+    /// first run that holds `least`, as far as `access` allows (nil: none). They stay in
+    /// `takenBlocks`: the caller records them or gives them back.
+    func takeFromReserve(_ wanted: UInt64, atLeast least: UInt64 = 1, _ access: ReserveAccess) -> Range<UInt64>? {
         let floor: UInt64
         switch access {
         case .none: return nil
@@ -34,9 +35,10 @@ extension BlockSpace {
         case .commit: floor = 0
         }
         let left = reserveBlocks
-        guard left > floor, let first = reserve.ranges.first else { return nil }
-        let count = min(wanted, UInt64(first.count), left - floor)
-        let blocks = first.lowerBound..<first.lowerBound + count
+        guard left > floor, left - floor >= least,
+              let run = reserve.ranges.first(where: { UInt64($0.count) >= least }) else { return nil }
+        let count = min(wanted, UInt64(run.count), left - floor)
+        let blocks = run.lowerBound..<run.lowerBound + count
         reserve.remove(contentsOf: blocks)
         return blocks
     }

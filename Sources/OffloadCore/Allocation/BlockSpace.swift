@@ -171,13 +171,14 @@ public final class BlockSpace {
 
     // MARK: - Data
 
-    /// Hands out at least one and at most `wanted` contiguous free blocks for file data
-    /// (one reference each, recorded for the commit): a run of `wanted` where one exists
-    /// (at most a group), else the longest run found. `.noSpace` when no block is free.
-    public func allocateData(upTo wanted: UInt64, use: BlockRun.Use = .data,
+    /// Hands out at least `minimum` and at most `wanted` contiguous free blocks for file
+    /// data (one reference each, recorded for the commit): a run of `wanted` where one
+    /// exists (at most a group), else a run of at least `minimum` (`take`). `.noSpace`
+    /// when no such run is free.
+    public func allocateData(upTo wanted: UInt64, minimum: UInt64 = 1, use: BlockRun.Use = .data,
                              reserve access: ReserveAccess? = nil) throws(FSError) -> Range<UInt64> {
         precondition(use == .data || use == .journal, "tree nodes come through pages(forTree:)")
-        let blocks = try take(wanted, reserve: access)
+        let blocks = try take(wanted, minimum: minimum, reserve: access)
         changes.append(.allocate(blocks, use))
         return blocks
     }
@@ -268,22 +269,28 @@ public final class BlockSpace {
 
     // MARK: - Taking and giving back
 
-    /// Takes at least one and at most `wanted` free blocks out of the free space, without
-    /// recording them anywhere (the caller records them, or gives them back).
+    /// Takes at least `minimum` (at most a group) and at most `wanted` contiguous free
+    /// blocks out of the free space, without recording them anywhere (the caller records
+    /// them, or gives them back): a run of `wanted` where a group has one, else the
+    /// longest run of the first group that has a run of `minimum`. (With no minimum
+    /// passed down, a journal segment that needed more than the first group's longest run
+    /// was refused while another group had one: the spares of large frames, "Shared
+    /// locks off the request path".)
     /// When the free space has none, metadata (`access`, else `reserveAccess`) may take
     /// from the metadata reserve (`BlockSpace+Reserve.swift`); file data passes `.none`.
     /// Blocks from the free space get disk space first (`prepareBlocks`) unless `prepare`
     /// is false (file data, which its store reserves itself); when the disk under the
     /// image has none, they go back and the reserve (prepared when it was filled) serves.
-    func take(_ wanted: UInt64, reserve access: ReserveAccess? = nil, prepare: Bool = true) throws(FSError) -> Range<UInt64> {
-        precondition(wanted > 0)
-        let fitting = min(wanted, blocksPerGroup)
+    func take(_ wanted: UInt64, minimum: UInt64 = 1, reserve access: ReserveAccess? = nil,
+              prepare: Bool = true) throws(FSError) -> Range<UInt64> {
+        precondition(wanted > 0 && minimum > 0 && minimum <= wanted)
+        let fitting = min(wanted, blocksPerGroup), least = min(minimum, fitting)
         // The group of the last allocation serves first while it is loaded and can: its
         // free runs are in memory, and asking the summaries is a descent of the block
         // tree (every node a commit's trees write comes through here).
         var blocks = loaded.free(currentGroup)?.take(count: fitting)
-        if blocks == nil { blocks = try takeSomewhere(fitting, exact: true) }
-        if blocks == nil { blocks = try takeSomewhere(fitting, exact: false) }
+        if blocks == nil { blocks = try takeSomewhere(fitting, atLeast: fitting) }
+        if blocks == nil, least < fitting { blocks = try takeSomewhere(fitting, atLeast: least) }
         if let found = blocks, prepare, let prepareBlocks {
             do {
                 try prepareBlocks(found)
@@ -292,7 +299,7 @@ public final class BlockSpace {
                 blocks = nil
             }
         }
-        if blocks == nil, let reserved = takeFromReserve(fitting, access ?? reserveAccess) { return reserved }
+        if blocks == nil, let reserved = takeFromReserve(fitting, atLeast: least, access ?? reserveAccess) { return reserved }
         guard let blocks else { throw .noSpace }
         takenBlocks.insert(contentsOf: blocks)
         freeEstimate -= min(freeEstimate, UInt64(blocks.count))
@@ -321,17 +328,24 @@ public final class BlockSpace {
     }
 
     /// The groups from the current one up, then from the first one, each tried where its
-    /// stored summary allows a run of `count` (exact) or of 1 block (not exact).
-    private func takeSomewhere(_ count: UInt64, exact: Bool) throws(FSError) -> Range<UInt64>? {
+    /// stored summary allows a run of `least` blocks: `count` blocks from it when `least`
+    /// is `count`, else its longest run up to `count` if that holds `least`. (The
+    /// summaries are the last commit's; a group's runs in memory may be shorter.)
+    private func takeSomewhere(_ count: UInt64, atLeast least: UInt64) throws(FSError) -> Range<UInt64>? {
         let lastGroup = (endBlock - 1) / blocksPerGroup, firstGroup = firstBlock / blocksPerGroup
         var spans = [(from: currentGroup, through: lastGroup)]
         if currentGroup > firstGroup { spans.append((firstGroup, currentGroup - 1)) }
         for (from, through) in spans {
             var group = from
             while group <= through,
-                  let candidate = try blockTree.firstGroup(from: group, through: through, withRunOf: exact ? count : 1) {
+                  let candidate = try blockTree.firstGroup(from: group, through: through, withRunOf: least) {
                 let free = try freeRuns(of: candidate)
-                if let blocks = exact ? free.take(count: count) : free.takeLargest(upTo: count) {
+                if let blocks = least == count ? free.take(count: count) : free.takeLargest(upTo: count) {
+                    guard UInt64(blocks.count) >= least else {
+                        free.insert(blocks)
+                        group = candidate + 1
+                        continue
+                    }
                     currentGroup = candidate
                     return blocks
                 }

@@ -265,7 +265,8 @@ public final class MetadataLog: Sendable {
 
     private static func allocateSegment(_ store: any MetadataLogSpace, atLeast bytes: Int, minimum: Int,
                                         spare: Bool = false) throws(FSError) -> LogSegment {
-        let range = spare ? try store.allocateSpareSegment(byteCount: bytes) : try store.allocateLogSegment(byteCount: bytes)
+        let range = spare ? try store.allocateSpareSegment(byteCount: bytes, minimumBytes: minimum)
+                          : try store.allocateLogSegment(byteCount: bytes, minimumBytes: minimum)
         guard range.length >= UInt64(minimum) else {
             if spare { store.releaseSpareSegment(range) } else { store.releaseLogSegment(range) }
             throw .noSpace

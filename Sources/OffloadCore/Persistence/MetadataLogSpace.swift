@@ -4,9 +4,10 @@
 /// and reading are one code for both formats.
 public protocol MetadataLogSpace: AnyObject, Sendable {
     /// A block-aligned byte range of the image for a segment: contiguous, about
-    /// `byteCount` bytes (fewer when the space has no such run; the log refuses one too
-    /// short for what it needs, and gives it back).
-    func allocateLogSegment(byteCount: Int) throws(FSError) -> Range<UInt64>
+    /// `byteCount` bytes (fewer when the space has no such run). The log needs at least
+    /// `minimumBytes` (at most `byteCount`): a store looks for a run that long before it
+    /// hands out a shorter one, and the log refuses one too short and gives it back.
+    func allocateLogSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64>
     /// Gives a segment back, once nothing on disk names it.
     func releaseLogSegment(_ range: Range<UInt64>)
     /// Writes frame bytes at a byte offset inside a segment of the log.
@@ -17,7 +18,7 @@ public protocol MetadataLogSpace: AnyObject, Sendable {
     /// linked, no chain on disk names it, so a store that records its segments (format
     /// 2's block tree) must not record it yet: a crash would leave it recorded and named
     /// by nothing.
-    func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64>
+    func allocateSpareSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64>
     /// The chain links a spare (`allocateSpareSegment`): from now on it is one of the
     /// chain's segments.
     func linkSpareSegment(_ range: Range<UInt64>)
@@ -28,8 +29,8 @@ public protocol MetadataLogSpace: AnyObject, Sendable {
 extension MetadataLogSpace {
     /// A store that records nothing of its segments (format 1: a mount finds what is in
     /// use from its checkpoint and chains) treats a spare as any segment.
-    public func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
-        try allocateLogSegment(byteCount: byteCount)
+    public func allocateSpareSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64> {
+        try allocateLogSegment(byteCount: byteCount, minimumBytes: minimumBytes)
     }
 
     public func linkSpareSegment(_ range: Range<UInt64>) {}
@@ -38,7 +39,9 @@ extension MetadataLogSpace {
 }
 
 extension BackingStore: MetadataLogSpace {
-    public func allocateLogSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
+    /// Format 1's free space is one map of the whole image, whose fallback takes from
+    /// its longest runs already: `minimumBytes` is left to the log's check.
+    public func allocateLogSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64> {
         try allocate(byteCount: byteCount, hint: nil, forMetadata: true)
     }
 

@@ -26,10 +26,10 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
         self.lock = lock
     }
 
-    func allocateLogSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
+    func allocateLogSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64> {
+        let (wanted, least) = Self.blocks(byteCount: byteCount, minimumBytes: minimumBytes)
         let blocks = try lock.withLock { () throws(FSError) -> Range<UInt64> in
-            try space.allocateData(upTo: UInt64((byteCount + BackingStore.blockSize - 1) / BackingStore.blockSize),
-                                   use: .journal, reserve: access)
+            try space.allocateData(upTo: wanted, minimum: least, use: .journal, reserve: access)
         }
         return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
     }
@@ -39,9 +39,10 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
     /// commit once the chain links it (`linkSpareSegment`), as a segment taken then would
     /// be. A crash after the link leaves it free in the block tree and named by the chain:
     /// replay claims it, as it claims every segment taken since the last commit.
-    func allocateSpareSegment(byteCount: Int) throws(FSError) -> Range<UInt64> {
+    func allocateSpareSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64> {
+        let (wanted, least) = Self.blocks(byteCount: byteCount, minimumBytes: minimumBytes)
         let blocks = try lock.withLock { () throws(FSError) -> Range<UInt64> in
-            try space.take(UInt64((byteCount + BackingStore.blockSize - 1) / BackingStore.blockSize), reserve: access)
+            try space.take(wanted, minimum: least, reserve: access)
         }
         return (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
     }
@@ -76,6 +77,14 @@ final class TreeVolumeLogSpace: MetadataLogSpace, @unchecked Sendable {
             space.unprepare(blocks)
             space.giveBack(blocks)
         }
+    }
+
+    /// The blocks a segment of `byteCount` bytes wants, and the fewest that hold
+    /// `minimumBytes` (at least one, at most the wanted).
+    private static func blocks(byteCount: Int, minimumBytes: Int) -> (wanted: UInt64, least: UInt64) {
+        let wanted = UInt64((byteCount + BackingStore.blockSize - 1) / BackingStore.blockSize)
+        let least = UInt64((max(minimumBytes, 1) + BackingStore.blockSize - 1) / BackingStore.blockSize)
+        return (max(wanted, 1), min(max(least, 1), max(wanted, 1)))
     }
 
     private static func blocks(of range: Range<UInt64>) -> Range<UInt64> {
