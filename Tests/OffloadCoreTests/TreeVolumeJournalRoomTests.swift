@@ -265,6 +265,47 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         print("large frame on a fragmented image: written after \(small) small operations")
     }
 
+    /// A large frame's claim raises the spares' floor to it; once that frame is appended,
+    /// the floor comes down although small claims are outstanding, so that on an image
+    /// whose free space is in pieces smaller than the large frame the small operations
+    /// that follow take those pieces for spares. Before, the floor came down only to half
+    /// the room claimed: forty small claims held kept it above 20,000 bytes, every spare
+    /// then had to come from the metadata reserve's journal quarter, and the small
+    /// operations were refused once it ran out, with megabytes free in pieces.
+    func testTheSpareFloorComesDownOnceTheLargeFrameIsAppendedWhileSmallClaimsAreHeld() throws {
+        let disk = MemoryImageStorage(maximumBytes: 64 << 20)
+        let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+        try Self.fragment(volume)
+        let held = try (0..<40).map { _ in try volume.reserveRoom(changeBytes: 1_000) }
+        let value = [UInt8](repeating: 0x6C, count: 20_000)
+        let claim = try volume.reserveRoom(changeBytes: value.count + 64)
+        XCTAssertGreaterThanOrEqual(volume.journalLock.withLock { volume.journalSpareFloor }, 20_000)
+        try volume.perform([.setXattr(inode: 1, name: Array("user.large".utf8), value: value)], reserved: claim)
+        XCTAssertEqual(volume.largeJournalClaims.load(ordering: .relaxed), 0)
+        var small = 0
+        while small < 3_000 {
+            do {
+                try volume.perform([.setXattr(inode: 1, name: Array("user.s\(small)".utf8),
+                                              value: [UInt8](repeating: 0x73, count: 1_000))])
+                small += 1
+            } catch {
+                guard case .noSpace = error as? FSError else { throw error }
+                break
+            }
+        }
+        print("small operations after the large frame, forty claims held: \(small)")
+        XCTAssertEqual(volume.journalLock.withLock { volume.journalSpareFloor }, TreeVolume.largestPooledFrame)
+        XCTAssertEqual(small, 3_000, "small operations refused while the image had pieces free")
+        for bytes in held { volume.releaseRoom(bytes) }
+        XCTAssertNil(volume.failure)
+        XCTAssertEqual(volume.claimedJournalRoom, 0)
+        try volume.close()
+        let reopened = try TreeVolume.open(disk)
+        XCTAssertTrue(try reopened.reader().xattr(1, name: Array("user.large".utf8)) == value)
+        XCTAssertTrue(try reopened.reader().xattr(1, name: Array("user.s\(small - 1)".utf8)) != nil)
+    }
+
     /// `ensureRoom(smallestSpare:)` counts only the spares that hold `smallestSpare`, and
     /// once the room is made gives the others back to the store.
     func testEnsuringRoomWithALargerFloorGivesSmallerSparesBack() throws {

@@ -20,7 +20,7 @@
 /// unclaimed room, and a chain switch gives up the unclaimed room and makes room in the
 /// new chain for what is claimed (`restoreJournalRoom`). Every spare holds at least
 /// `journalSpareFloor`: `largestPooledFrame`, or the largest frame claimed under the lock
-/// while claims are outstanding. At a frame's append the chain's room still covers its
+/// while claims for frames that large are outstanding (`largeJournalClaims`). At a frame's append the chain's room still covers its
 /// claim of twice the frame, so when the rest of the current segment is shorter than the
 /// frame a spare exists, and it holds the frame: no frame needs a segment its claim did
 /// not pay for, also on a full image whose free space is in pieces. Across a chain switch
@@ -41,9 +41,10 @@ extension TreeVolume {
     /// Claims `bytes` of journal room for a frame of `frame` bytes (`bytes` is its claim,
     /// `journalClaim(forFrame:)`, or what a reservation for it lacked): from the room
     /// granted ahead with one compare-and-swap when the frame is at most
-    /// `largestPooledFrame`, else under the journal lock. `.noSpace` when the image has no
-    /// room for them (nothing changed), or the volume's failure.
-    func claimJournalRoom(_ bytes: Int, frame: Int) throws(FSError) {
+    /// `largestPooledFrame`, else under the journal lock. `toppingUp`: the claim these
+    /// bytes add to (a reservation made for a smaller frame). `.noSpace` when the image
+    /// has no room for them (nothing changed), or the volume's failure.
+    func claimJournalRoom(_ bytes: Int, frame: Int, toppingUp held: Int = 0) throws(FSError) {
         let pooled = frame <= Self.largestPooledFrame
         if pooled, takeUnclaimedJournalRoom(bytes) { return }
         try journalLock.withLock { () throws(FSError) in
@@ -73,15 +74,43 @@ extension TreeVolume {
             try journal.ensureRoom(total: grantedJournalRoom + bytes, largestFrame: frame, smallestSpare: floor)
             journalSpareFloor = floor
             grantedJournalRoom += bytes
+            // Counted as the claim's excess when it ends (`largeClaimEnded`): what this
+            // part adds to the excess of the claim it tops up.
+            let excess = Self.largeClaimExcess(held + bytes) - Self.largeClaimExcess(held)
+            if excess > 0 { largeJournalClaims.add(excess, ordering: .relaxed) }
         }
+    }
+
+    /// What a claim of `claim` bytes in all holds beyond a pooled frame's claim: every
+    /// claim for a frame over `largestPooledFrame` has some, and a claim is at least twice
+    /// the frame it appends, so an outstanding claim's frame is at most
+    /// `largestPooledFrame` plus half its excess.
+    static func largeClaimExcess(_ claim: Int) -> Int {
+        max(0, claim - journalClaim(forFrame: largestPooledFrame))
+    }
+
+    /// A claim of `claim` bytes in all ended (appended, or given back): its excess leaves
+    /// `largeJournalClaims`. Without the journal lock.
+    private func largeClaimEnded(_ claim: Int) {
+        let excess = Self.largeClaimExcess(claim)
+        guard excess > 0 else { return }
+        let before = largeJournalClaims.subtract(excess, ordering: .relaxed).oldValue
+        assert(before >= excess, "a large journal claim of \(claim) bytes ended that was not counted")
     }
 
     /// Lowers `journalSpareFloor` to what the claims outstanding may still append: each
     /// claim is twice its frame (or is topped up under the lock, which raises the floor
-    /// again), so none is for a frame over half the room claimed. Caller holds the journal
-    /// lock, and gave up the unclaimed room (`grantedJournalRoom` is the room claimed).
+    /// again), so none is for a frame over half the room claimed; and a frame over
+    /// `largestPooledFrame` needs a large claim outstanding, whose frame is at most that
+    /// plus half the excess of them all (`largeJournalClaims`; read under the lock, so
+    /// every claim made is counted, and a claim that ended meanwhile only lowers it).
+    /// Without the second bound, small claims outstanding kept the floor up after the
+    /// large frame was appended, and on an image whose free runs were smaller than the
+    /// floor they were refused meanwhile. Caller holds the journal lock, and gave up the
+    /// unclaimed room (`grantedJournalRoom` is the room claimed).
     private func lowerJournalSpareFloor() {
-        journalSpareFloor = max(Self.largestPooledFrame, min(journalSpareFloor, grantedJournalRoom / 2))
+        let largest = Self.largestPooledFrame + largeJournalClaims.load(ordering: .relaxed) / 2
+        journalSpareFloor = max(Self.largestPooledFrame, min(journalSpareFloor, grantedJournalRoom / 2, largest))
     }
 
     private func takeUnclaimedJournalRoom(_ bytes: Int) -> Bool {
@@ -99,6 +128,7 @@ extension TreeVolume {
     /// `journal`; what the frame did not need returns to the unclaimed room. Caller holds
     /// the journal lock.
     func spendJournalRoom(_ claim: Int, onFrame frame: Int, in journal: MetadataLog) {
+        largeClaimEnded(claim)
         let spent = min(claim, Self.journalClaim(forFrame: frame))
         assert(claim >= Self.journalClaim(forFrame: frame), "a frame of \(frame) bytes appended on a claim of \(claim)")
         assert(grantedJournalRoom >= claim, "spent \(claim) journal bytes of \(grantedJournalRoom) granted")
@@ -122,6 +152,8 @@ extension TreeVolume {
     func restoreJournalRoom(in journal: MetadataLog) {
         grantedJournalRoom -= unclaimedJournalRoom.exchange(0, ordering: .relaxed)
         assert(!unmounting || grantedJournalRoom == 0, "a claim outstanding at the unmount's chain switch")
+        assert(!unmounting || largeJournalClaims.load(ordering: .relaxed) == 0,
+               "large journal claims counted at the unmount's chain switch: \(largeJournalClaims.load(ordering: .relaxed)) bytes")
         lowerJournalSpareFloor()
         // A failure here leaves claimed frames to take their segments as they append, as
         // any chain does (`journalRoomShort`); an append that then finds no room fails the
@@ -152,9 +184,11 @@ extension TreeVolume {
         journalLock.withLock { grantedJournalRoom - unclaimedJournalRoom.load(ordering: .relaxed) }
     }
 
-    /// Gives back a claim (`reserveRoom`) that no frame used. Without the journal lock.
+    /// Gives back a claim (`reserveRoom`, all of it) that no frame used. Without the
+    /// journal lock.
     public func releaseRoom(_ bytes: Int) {
         guard bytes > 0 else { return }
+        largeClaimEnded(bytes)
         unclaimedJournalRoom.add(bytes, ordering: .relaxed)
     }
 }

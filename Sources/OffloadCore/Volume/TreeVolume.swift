@@ -74,6 +74,12 @@ public final class TreeVolume {
     /// largest frame claimed and not yet appended (`claimJournalRoom`), and
     /// `largestPooledFrame`. Under `journalLock`.
     var journalSpareFloor = TreeVolume.largestPooledFrame
+    /// The room of outstanding claims beyond a pooled frame's claim, summed
+    /// (`TreeVolume.largeClaimExcess`): added under the journal lock when a claim for a
+    /// frame over `largestPooledFrame` is made, taken away when the claim ends (its append,
+    /// or `releaseRoom`, without the lock). What lowers the floor once no large claim is
+    /// outstanding, however many small ones are.
+    let largeJournalClaims = Atomic<Int>(0)
     /// Claims made under the journal lock (`claimJournalRoom`): the rest took none.
     let journalRoomGrants = Atomic<Int>(0)
     /// Set when a chain switch found no room for the claims made before it
@@ -529,7 +535,7 @@ public final class TreeVolume {
         // parts), under the journal lock when that frame is over `largestPooledFrame`,
         // which raised the spares' floor to it; a top-up is claimed on this frame.
         if held < claim {
-            try claimJournalRoom(claim - held, frame: frame)
+            try claimJournalRoom(claim - held, frame: frame, toppingUp: held)
             held = claim
         }
         let ticket = delta.join()
