@@ -151,6 +151,50 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         }
     }
 
+    /// Spares the new chain links after a generation closed (its chain switch) and before
+    /// that generation's commit: the commit records them (`recordLinkedSpares`) and its
+    /// slot names the chain that links them. A crash before that commit replays the old
+    /// chain into the new one and claims them; a crash after it finds them recorded; the
+    /// unmount leaves them recorded once. Each image opens to what was written, and the
+    /// volume check finds every block's use as the chains and trees say.
+    func testSparesLinkedBetweenAGenerationsCloseAndItsCommitAreRecordedOnce() throws {
+        for crash in ["before the commit", "after the commit", "none"] {
+            let disk = CrashSimulatingStorage(maximumBytes: 64 << 20)
+            let volume = try TreeVolume.format(disk, capacityBytes: 64 << 20, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+            try volume.perform([.attributes(inode: 1, TreeVolumeReserveTests.root)])
+            try volume.commit()
+            try volume.closeOpenGeneration()
+            let segments = { try XCTUnwrap(volume.journalLock.withLock { volume.journal?.segments.count }) }
+            var written = 0
+            while try segments() < 3 {
+                try volume.perform([.setXattr(inode: 1, name: Array("user.f\(written)".utf8),
+                                              value: [UInt8](repeating: 7, count: 2_000))], commitsAtBudget: false)
+                written += 1
+            }
+            if crash != "before the commit" {
+                XCTAssertNotNil(try volume.commitClosed(), "the closed generation committed")
+            }
+            try volume.perform([.setXattr(inode: 1, name: Array("user.b".utf8), value: [2])], commitsAtBudget: false)
+            if crash == "none" {
+                try volume.close()
+                let check = try VolumeCheck.run(disk)
+                XCTAssertTrue(check.isClean, "unmounted: \(check.problems.prefix(3))")
+                XCTAssertEqual(try TreeVolume.open(disk).reader().xattr(1, name: Array("user.b".utf8)), [2])
+                continue
+            }
+            try volume.storage.sync()
+            var rng = SplitMix64(seed: 11)
+            let crashed = CrashSimulatingStorage(maximumBytes: 64 << 20, initial: disk.crashImage(using: &rng, keep: 1, torn: 0))
+            let reopened = try TreeVolume.open(crashed)
+            XCTAssertEqual(try reopened.reader().xattr(1, name: Array("user.b".utf8)), [2], "crash \(crash)")
+            XCTAssertEqual(try reopened.reader().xattr(1, name: Array("user.f\(written - 1)".utf8))?.count, 2_000,
+                           "crash \(crash)")
+            try reopened.close()
+            let check = try VolumeCheck.run(crashed)
+            XCTAssertTrue(check.isClean, "crash \(crash): \(check.problems.prefix(3))")
+        }
+    }
+
     /// Threads at once on an image whose free blocks file data took, each changing
     /// xattrs of an inode of its own (few objects, so admission lets them through and
     /// the journal's room is what runs out): some claim room ahead and append later (a

@@ -5,6 +5,8 @@ import Glibc
 import OffloadSimulation
 @testable import OffloadNamespace
 import XCTest
+import Synchronization
+import Foundation
 
 /// Changes not yet committed when file data fills the image (docs/ARCHITECTURE.md,
 /// "Commits that fit a full image"). Through a mount of a 16 MiB image, 2,000 empty files
@@ -143,6 +145,69 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertEqual(try chunk.withUnsafeBytes { try fs.write(inode: more.inode, handle: reopened, offset: 0, data: $0) },
                        chunk.count)
         fs.release(inode: more.inode, handle: reopened)
+        XCTAssertNil(volume.failure)
+        try fileSystem.close(meter: nil)
+        let check = try VolumeCheck.run(storage)
+        XCTAssertTrue(check.isClean, "\(check.problems.prefix(3))")
+    }
+
+    /// Two writers on a full image: a larger one holds every free block (taken, none written
+    /// yet) while a small write is refused; the larger one is refused in turn and gives
+    /// its blocks back (not a release), and the small one, which waited for the namespace
+    /// lock alone to reclaim after a reclaim that found nothing, runs once more and is
+    /// answered (`FruitlessReclaim.blocksGivenBack`). Without that second try it answered
+    /// ENOSPC with the room there. The larger writer is played by the test: the namespace
+    /// lock shared, the blocks taken through the volume's file blocks, given back as a
+    /// refused write gives them.
+    func testASmallWriteRefusedWhileALargerOneHeldTheBlocksRunsOnceTheyAreGivenBack() throws {
+        let (fileSystem, storage) = try Self.sixteenMiBFileSystem()
+        let fs = fileSystem.namespace, volume = fileSystem.volume
+        let (small, handle) = try fs.create(parent: .root, name: FileName("small"), mode: 0o100644, flags: O_RDWR,
+                                            context: .root)
+        _ = try Self.fill(fs)
+        // A refused write more than the free space: its reclaim finds nothing (or one
+        // before it did), and nothing waits for a commit.
+        let large = [UInt8](repeating: 9, count: 2 << 20)
+        XCTAssertThrowsError(try large.withUnsafeBytes { try fs.write(inode: small.inode, handle: handle, offset: 0, data: $0) })
+        XCTAssertTrue(volume.waitsForNoCommit, "setup: a commit would settle something")
+        XCTAssertFalse(volume.holdsFreeBlocksForCommits, "setup: blocks held for commits")
+        let files = try volume.fileBlocks()
+        XCTAssertGreaterThanOrEqual(files.availableBytes, 8 << 10, "setup: no room for the small write")
+        // The larger writer, mid-write.
+        let hold = fs.lock.lockShared()
+        var taken: [Range<UInt64>] = []
+        for size in [64 << 10, 4 << 10] {
+            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
+        }
+        XCTAssertEqual(files.availableBytes, 0)
+        let answer = Mutex<Result<Int, FSError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let writer = Thread {
+            let bytes = [UInt8](repeating: 4, count: 4 << 10)
+            let result: Result<Int, FSError>
+            do {
+                result = .success(try bytes.withUnsafeBytes { try fs.write(inode: small.inode, handle: handle, offset: 0, data: $0) })
+            } catch let error as FSError {
+                result = .failure(error)
+            } catch {
+                result = .failure(.io("\(error)"))
+            }
+            answer.withLock { $0 = result }
+            done.signal()
+        }
+        writer.start()
+        // The small write is refused and waits for the lock alone.
+        usleep(200_000)
+        XCTAssertNil(answer.withLock { $0 }, "the small write did not wait for the namespace lock")
+        for blocks in taken { files.giveBackUnwritten(blocks) }
+        fs.lock.unlockShared(hold)
+        XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
+        switch answer.withLock({ $0 }) {
+        case .success(let count): XCTAssertEqual(count, 4 << 10)
+        case .failure(let error): XCTFail("the small write was refused: \(error)")
+        case nil: XCTFail("no answer")
+        }
+        fs.release(inode: small.inode, handle: handle)
         XCTAssertNil(volume.failure)
         try fileSystem.close(meter: nil)
         let check = try VolumeCheck.run(storage)
