@@ -90,6 +90,8 @@ public final class MetadataLog: Sendable {
 
     /// Spare segments allocated ahead and not linked yet.
     public var spareCount: Int { state.withLock { $0.spares.count } }
+    /// The spare segments' byte ranges (tests, checks).
+    public var spareRanges: [Range<UInt64>] { state.withLock { $0.spares.map(\.range) } }
 
     /// Bytes of frames (headers included) the chain takes without allocating: the current
     /// segment's room and the spare segments', each less its link frame. What
