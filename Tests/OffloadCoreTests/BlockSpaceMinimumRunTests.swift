@@ -10,12 +10,14 @@ import OffloadSimulation
 final class BlockSpaceMinimumRunTests: XCTestCase {
     /// Three groups of 64 blocks (the first from block 2), every block taken, then given
     /// back: every other block of group 0, 100..<108 in group 1, 130..<134 in group 2.
+    /// Nothing committed: the summaries say every group is free, and the runs in memory
+    /// decide.
     func fragmentedSpace() throws -> BlockSpace {
-        let space = try BlockSpace(io: MemoryPageIO(), imageID: 5, blockTreeID: 2, root: nil, firstBlock: 2, endBlock: 194,
+        let space = try BlockSpace(io: MemoryPageIO(), imageID: 5, blockTreeID: 2, root: nil, firstBlock: 2, endBlock: 192,
                                    blocksPerGroup: 64, maximumLoadedGroups: 4)
         var taken: UInt64 = 0
         while let blocks = try? space.takeData(upTo: 64) { taken += UInt64(blocks.count) }
-        XCTAssertEqual(taken, 192)
+        XCTAssertEqual(taken, 190)
         for block in stride(from: UInt64(2), to: 64, by: 2) { space.giveBack(block..<block + 1) }
         space.giveBack(100..<108)
         space.giveBack(130..<134)
@@ -34,6 +36,50 @@ final class BlockSpaceMinimumRunTests: XCTestCase {
         let one = try space.take(16)
         XCTAssertEqual(one.count, 1)
         XCTAssertLessThan(one.lowerBound, 64)
+    }
+
+    /// Within a size class the lowest start comes first: runs of 18 and 24 blocks are
+    /// both in the class of 16 to 31, and a minimum of 20 takes the second.
+    func testARunOfTheMinimumIsFoundAmongShorterRunsOfItsSizeClass() {
+        let free = FreeSpaceMap()
+        free.insert(10..<28)
+        free.insert(30..<54)
+        free.insert(60..<62)
+        XCTAssertEqual(free.takeFront(ofRunOfAtLeast: 20, upTo: 40), 30..<54)
+        XCTAssertNil(free.takeFront(ofRunOfAtLeast: 19, upTo: 40))
+        XCTAssertEqual(free.takeFront(ofRunOfAtLeast: 3, upTo: 8), 10..<18, "a larger class's first run")
+        XCTAssertEqual(free.takeFront(ofRunOfAtLeast: 1, upTo: 40), 18..<28)
+        XCTAssertEqual(free.freeBlocks, 2)
+    }
+
+    /// The same through the block tree's stored summaries, after commits: group 0's
+    /// summary promises a run of 50 (its free runs are 40 and 50 blocks long, both in the
+    /// class of 32 to 63), the group of the tree's nodes has 40 blocks in all, and a
+    /// minimum of 45 is served from group 0's longer run.
+    func testARunOfTheMinimumIsFoundThroughTheStoredSummaries() throws {
+        let space = try BlockSpace(io: MemoryPageIO(), imageID: 5, blockTreeID: 2, root: nil, firstBlock: 2, endBlock: 424,
+                                   blocksPerGroup: 128, maximumLoadedGroups: 4)
+        // Data in groups 0 to 2; the tree's nodes go to group 3 (40 blocks).
+        var data = [try space.allocateData(upTo: 126)]
+        XCTAssertEqual(data, [2..<128])
+        while (data.last?.upperBound ?? 0) < 384 { data.append(try space.allocateData(upTo: 128)) }
+        XCTAssertEqual(data.last?.upperBound, 384, "setup: the data fills groups 0 to 2")
+        var generation: UInt64 = 1
+        func commit() throws {
+            _ = try space.commit(generation: generation)
+            space.commitIsDurable(generation: generation)
+            generation += 1
+        }
+        try commit()
+        space.release(10..<50)
+        space.release(60..<110)
+        // Released blocks are pending until the commits of the reuse rule.
+        for _ in 0..<4 { try commit() }
+        let summaries = try space.blockTree.storedGroupSummaries()
+        XCTAssertEqual(summaries[0].map { UInt64($0.largestFreeRun) }, 50, "setup: group 0's summary")
+        XCTAssertEqual(try space.take(100, minimum: 45), 60..<110)
+        XCTAssertThrowsError(try space.take(100, minimum: 41)) { XCTAssertEqual($0 as? FSError, .noSpace) }
+        XCTAssertEqual(try space.take(100, minimum: 40), 10..<50)
     }
 
     func testTheReserveServesFromItsFirstRunThatHoldsTheMinimum() throws {

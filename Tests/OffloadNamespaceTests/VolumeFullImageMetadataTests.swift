@@ -196,9 +196,11 @@ final class VolumeFullImageMetadataTests: XCTestCase {
             done.signal()
         }
         writer.start()
-        // The small write is refused and waits for the lock alone.
-        usleep(200_000)
-        XCTAssertNil(answer.withLock { $0 }, "the small write did not wait for the namespace lock")
+        // The small write is refused and waits for the lock alone (to reclaim).
+        let deadline = Date().addingTimeInterval(10)
+        while !fs.lock.isHeldExclusively, answer.withLock({ $0 }) == nil, Date() < deadline { usleep(1_000) }
+        XCTAssertTrue(fs.lock.isHeldExclusively, "the small write did not wait for the namespace lock alone")
+        XCTAssertNil(answer.withLock { $0 }, "the small write was answered while the blocks were held")
         for blocks in taken { files.giveBackUnwritten(blocks) }
         fs.lock.unlockShared(hold)
         XCTAssertEqual(done.wait(timeout: .now() + 30), .success)

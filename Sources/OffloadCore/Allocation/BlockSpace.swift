@@ -271,8 +271,9 @@ public final class BlockSpace {
 
     /// Takes at least `minimum` (at most a group) and at most `wanted` contiguous free
     /// blocks out of the free space, without recording them anywhere (the caller records
-    /// them, or gives them back): a run of `wanted` where a group has one, else the
-    /// longest run of the first group that has a run of `minimum`. (With no minimum
+    /// them, or gives them back): a run of `wanted` where a group has one, else the front
+    /// of a run of at least `minimum` in the first group that has one, its longest class
+    /// first (`FreeSpaceMap.takeFront`). (With no minimum
     /// passed down, a journal segment that needed more than the first group's longest run
     /// was refused while another group had one: the spares of large frames, "Shared
     /// locks off the request path".)
@@ -290,7 +291,12 @@ public final class BlockSpace {
         // tree (every node a commit's trees write comes through here).
         var blocks = loaded.free(currentGroup)?.take(count: fitting)
         if blocks == nil { blocks = try takeSomewhere(fitting, atLeast: fitting) }
-        if blocks == nil, least < fitting { blocks = try takeSomewhere(fitting, atLeast: least) }
+        if blocks == nil, least < fitting {
+            // The current group's runs in memory first: they may be longer than its stored
+            // summary says (blocks freed since the last commit).
+            blocks = loaded.free(currentGroup)?.takeFront(ofRunOfAtLeast: least, upTo: fitting)
+            if blocks == nil { blocks = try takeSomewhere(fitting, atLeast: least) }
+        }
         if let found = blocks, prepare, let prepareBlocks {
             do {
                 try prepareBlocks(found)
@@ -329,8 +335,11 @@ public final class BlockSpace {
 
     /// The groups from the current one up, then from the first one, each tried where its
     /// stored summary allows a run of `least` blocks: `count` blocks from it when `least`
-    /// is `count`, else its longest run up to `count` if that holds `least`. (The
-    /// summaries are the last commit's; a group's runs in memory may be shorter.)
+    /// is `count`, else the front of a run that holds `least`, up to `count`
+    /// (`FreeSpaceMap.takeFront`: its largest class's first run). The summaries are the
+    /// last commit's: a group's runs in memory may be shorter (blocks taken since), and
+    /// longer (blocks freed since, which this search does not see but in the current
+    /// group, tried before it).
     private func takeSomewhere(_ count: UInt64, atLeast least: UInt64) throws(FSError) -> Range<UInt64>? {
         let lastGroup = (endBlock - 1) / blocksPerGroup, firstGroup = firstBlock / blocksPerGroup
         var spans = [(from: currentGroup, through: lastGroup)]
@@ -340,12 +349,8 @@ public final class BlockSpace {
             while group <= through,
                   let candidate = try blockTree.firstGroup(from: group, through: through, withRunOf: least) {
                 let free = try freeRuns(of: candidate)
-                if let blocks = least == count ? free.take(count: count) : free.takeLargest(upTo: count) {
-                    guard UInt64(blocks.count) >= least else {
-                        free.insert(blocks)
-                        group = candidate + 1
-                        continue
-                    }
+                if let blocks = least == count ? free.take(count: count)
+                                               : free.takeFront(ofRunOfAtLeast: least, upTo: count) {
                     currentGroup = candidate
                     return blocks
                 }

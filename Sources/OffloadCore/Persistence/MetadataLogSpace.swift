@@ -39,8 +39,11 @@ extension MetadataLogSpace {
 }
 
 extension BackingStore: MetadataLogSpace {
-    /// Format 1's free space is one map of the whole image, whose fallback takes from
-    /// its longest runs already: `minimumBytes` is left to the log's check.
+    /// Format 1 leaves `minimumBytes` to the log's check, as before the seam had it: its
+    /// allocator's fallback takes the first run of its largest size class (or the space
+    /// above its high-water mark), which may be shorter than a longer run elsewhere.
+    /// (Format 1 images are upgraded at their first read-write mount unless
+    /// `mount --format 1` keeps them.)
     public func allocateLogSegment(byteCount: Int, minimumBytes: Int) throws(FSError) -> Range<UInt64> {
         try allocate(byteCount: byteCount, hint: nil, forMetadata: true)
     }

@@ -89,6 +89,41 @@ final class FreeSpaceMap {
         return nil
     }
 
+    /// Takes the front of a range that holds at least `least` blocks, at most `count` of
+    /// them: the first range of the largest size class above `least`'s (every range
+    /// there holds `least`), else the longest range of `least`'s own class if it holds
+    /// `least` (that class is scanned: within a class the lowest start comes first, not
+    /// the longest, and a first form that took the first range skipped a group whose
+    /// stored summary promised the run). Nil when no range holds `least`.
+    func takeFront(ofRunOfAtLeast least: UInt64, upTo count: UInt64) -> Range<UInt64>? {
+        precondition(least > 0 && least <= count)
+        let needed = Self.sizeClass(of: least)
+        for c in ((needed + 1)..<64).reversed() {
+            if let first = bySizeClass[c].startIndex {
+                let start = bySizeClass[c].key(at: first), end = bySizeClass[c].value(at: first)
+                let taken = start..<min(end, start + count)
+                carve(taken, from: start..<end)
+                return taken
+            }
+        }
+        // The longest range of the class, stopping at one of the class's longest length.
+        let longestInClass = (UInt64(1) << (needed + 1)) - 1
+        var best: Range<UInt64>?
+        var i = bySizeClass[needed].startIndex
+        while let index = i {
+            let start = bySizeClass[needed].key(at: index), end = bySizeClass[needed].value(at: index)
+            if end - start >= least, end - start > UInt64(best?.count ?? 0) {
+                best = start..<end
+                if end - start == longestInClass { break }
+            }
+            i = bySizeClass[needed].index(after: index)
+        }
+        guard let best else { return nil }
+        let taken = best.lowerBound..<min(best.upperBound, best.lowerBound + count)
+        carve(taken, from: best)
+        return taken
+    }
+
     /// Takes the end of the highest range, at most `count` blocks (format 2's metadata
     /// reserve, kept above the data).
     func takeHighest(upTo count: UInt64) -> Range<UInt64>? {
