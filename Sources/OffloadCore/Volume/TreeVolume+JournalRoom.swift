@@ -20,7 +20,8 @@
 /// unclaimed room, and a chain switch gives up the unclaimed room and makes room in the
 /// new chain for what is claimed (`restoreJournalRoom`). Every spare holds at least
 /// `journalSpareFloor`: `largestPooledFrame`, or the largest frame claimed under the lock
-/// while claims for frames that large are outstanding (`largeJournalClaims`). At a frame's append the chain's room still covers its
+/// while claims for frames that large are outstanding (`largeJournalClaims`). At a
+/// frame's append the chain's room still covers its
 /// claim of twice the frame, so when the rest of the current segment is shorter than the
 /// frame a spare exists, and it holds the frame: no frame needs a segment its claim did
 /// not pay for, also on a full image whose free space is in pieces. Across a chain switch
