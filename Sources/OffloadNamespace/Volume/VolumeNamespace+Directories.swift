@@ -27,18 +27,18 @@ extension VolumeNamespace {
     }
 
     /// Each entry other than "." and ".." comes with its attributes and counts as one lookup.
+    /// The references are counted once every entry's attributes are read: a read that
+    /// throws (an I/O error, a damaged item) answers the request with that error, and
+    /// the kernel would never forget references counted for the entries before it (an
+    /// unlinked one among them then kept its blocks until the next mount).
     public func readdirplus(inode number: InodeNumber, handle: FileHandle, offset: UInt64,
                             limit: Int) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] {
         try reading { (reader) throws(FSError) -> [(entry: DirectoryEntry, attributes: Attributes?)] in
             var result: [(entry: DirectoryEntry, attributes: Attributes?)] = []
             for (entry, child) in try listing(number.rawValue, handle: handle, offset: offset, limit: limit, withItems: true, reader) {
-                guard let child else {
-                    result.append((entry, nil))
-                    continue
-                }
-                referenced(entry.inode.rawValue)
-                result.append((entry, try attributes(entry.inode.rawValue, child, reader)))
+                result.append((entry, try child.map { (child) throws(FSError) in try attributes(entry.inode.rawValue, child, reader) }))
             }
+            for (entry, attributes) in result where attributes != nil { referenced(entry.inode.rawValue) }
             return result
         }
     }

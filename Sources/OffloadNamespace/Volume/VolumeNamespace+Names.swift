@@ -173,8 +173,11 @@ extension VolumeNamespace {
             try newNode(parent: parent, name: name, kind: kind, permissions: permissions, rdev: rdev, target: target,
                         context: context, reader, &operation)
         } then: { (made, reader) throws(FSError) -> Attributes in
+            // Counted once the attributes are read: a read that throws answers the
+            // request with the error, and the kernel forgets no reference it never got.
+            let attributes = try attributes(made.number, made.item, reader)
             referenced(made.number)
-            return try attributes(made.number, made.item, reader)
+            return attributes
         }
     }
 

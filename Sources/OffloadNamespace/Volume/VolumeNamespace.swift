@@ -426,6 +426,14 @@ public final class VolumeNamespace: @unchecked Sendable {
             restoreDroppedFiles(&operation)
             throw error
         }
+        // The dropped files let go of their blocks now that the frame holds the drop, as a
+        // journaled change lets go of them: a block one shared with another file stays
+        // copied on that file's writes until a sync covers the drop (`releaseAll`'s
+        // unshared marks). Freed with the operation instead, they went without the marks,
+        // and a power cut that lost the drop's frame brought the file back showing the
+        // other file's bytes written in place meanwhile (`VolumeInodeLifetimeTests`).
+        for (_, file) in operation.droppedFiles { file.data.releaseAll() }
+        operation.droppedFiles = []
         // A number a refused operation took is skipped, not counted.
         if operation.born != nil { inodesCounted.add(1, ordering: .relaxed) }
         var drops: UInt64 = 0

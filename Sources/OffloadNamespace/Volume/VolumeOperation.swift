@@ -14,8 +14,9 @@ struct VolumeOperation {
     /// once it is written (`VolumeNamespace.state`, `emptyUnreadableFiles`).
     var unreadableFiles: [UInt64] = []
     /// Cached files of inodes the frame drops, taken out of the cache by `state` and let
-    /// go of (their blocks released in memory) only once the frame is written; put back
-    /// when it fails (`writeFrame`).
+    /// go of (`releaseAll`: their blocks released in memory, with the marks a journaled
+    /// release leaves) only once the frame is written; put back when it fails
+    /// (`writeFrame`).
     var droppedFiles: [(UInt64, VolumeCachedFile)] = []
 
     var bornNumbers: Range<UInt64> { born.map { $0..<$0 + 1 } ?? 0..<0 }
