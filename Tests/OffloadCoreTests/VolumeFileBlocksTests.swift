@@ -228,6 +228,36 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertTrue(try x.read(at: 0, count: 300) == [UInt8](repeating: 0x21, count: 300))
     }
 
+    /// A fallocate refused for space gives the pieces it took back free at once, counted
+    /// as no release: its check compares with the free blocks, not with what data may
+    /// take (here less the blocks promised to a RAM piece), so it takes the free blocks
+    /// before it is refused. Before, the pieces went back as a release, free only after
+    /// the commits of the reuse rule, and every other writer was refused until a
+    /// reclaim's commits (the review of the twenty-fourth session; writes were fixed the
+    /// same way in the twenty-third).
+    func testARefusedPreallocationGivesItsBlocksBackFree() throws {
+        let (_, volume, x, _) = try twoFiles([1])
+        let files = try volume.fileBlocks()
+        var taken: [Range<UInt64>] = []
+        for size in [1 << 20, 64 << 10, 4 << 10] {
+            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
+        }
+        var given: UInt64 = 0
+        while given < 40 << 12, let blocks = taken.popLast() {
+            files.giveBackUnwritten(blocks)
+            given += blocks.length
+        }
+        XCTAssertTrue(files.admitsMemoryPiece(byteCount: 10_000), "setup: a RAM piece's blocks promised")
+        let free = files.availableBytes, releases = volume.releaseCount
+        XCTAssertGreaterThanOrEqual(free, given, "setup: the blocks given back are free")
+        XCTAssertThrowsError(try x.preallocate(4096..<4096 + free, keepSize: false)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertEqual(files.availableBytes, free, "the refused fallocate's blocks are not free again")
+        XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
+        XCTAssertEqual(x.size, 1)
+    }
+
     /// A file that let go of a shared block in a change not yet durable may get it back
     /// after a power cut: until a sync, the other holder must copy instead of writing in
     /// place.

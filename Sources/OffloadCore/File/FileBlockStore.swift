@@ -62,11 +62,12 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// keep them (the inverse of `adopt`).
     func abandon(_ range: Range<UInt64>)
 
-    /// Gives back a range `allocate` handed out that no byte was written to and nothing
-    /// named (a write refused before it wrote any: `OffloadedFile.place`): its blocks are
-    /// as the free space gave them, so they may be free again at once, and letting go of
-    /// them gives nothing back that was not free before (format 2 does not count it as a
-    /// release, `VolumeFileBlocks.releases`).
+    /// Gives back a range `allocate` handed out that nothing named and no byte but zeros
+    /// was written to (a write refused before it wrote any: `OffloadedFile.place`; a
+    /// fallocate's pieces, their leftovers zeroed: `preallocate`): its blocks are as the
+    /// free space gave them, or zeros, so they may be free again at once, and letting go
+    /// of them gives nothing back that was not free before (format 2 does not count it as
+    /// a release, `VolumeFileBlocks.releases`).
     func giveBackUnwritten(_ range: Range<UInt64>)
 }
 

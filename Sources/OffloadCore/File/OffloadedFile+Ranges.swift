@@ -82,7 +82,7 @@ extension OffloadedFile {
                 if cleared { try store.sync() }
                 try willChange(pieces: kept + filled.reduce(0) { $0 + $1.1.count } + 2, memoryBytes: keptMemory)
             } catch {
-                for (_, pieces) in filled { for piece in pieces { discard(piece) } }
+                for (_, pieces) in filled { for piece in pieces { giveBackFresh(piece) } }
                 throw error
             }
             let old = sizeBytes
@@ -130,10 +130,20 @@ extension OffloadedFile {
                 hint = granted.upperBound
             }
         } catch {
-            for piece in pieces { discard(piece) }
+            for piece in pieces { giveBackFresh(piece) }
             throw error
         }
         return pieces
+    }
+
+    /// Gives back a piece `zeroedImageExtents` allocated, which no frame names and nothing
+    /// but zeros were written to: free at once (`FileBlockStore.giveBackUnwritten`), not a
+    /// release that only the commits of the reuse rule make free again. (A fallocate
+    /// refused on a full image took the free blocks, gave them back as a release, and left
+    /// every other writer refused until a reclaim's commits.)
+    private func giveBackFresh(_ piece: Extent) {
+        guard case .mmapOffload(let offset, let size) = piece else { return discard(piece) }
+        store.giveBackUnwritten(offset..<offset + size)
     }
 
     // MARK: - SEEK_DATA / SEEK_HOLE

@@ -239,7 +239,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     let releases = Atomic<UInt64>(0)
 
     /// Blocks `allocate` handed out, still held by that one reference and written by no
-    /// one (a write refused for space before its first byte): free again at once. Not a
+    /// one but with zeros (a write refused for space before its first byte; a refused
+    /// fallocate's pieces, whose leftovers it zeroed): free again at once. Not a
     /// dead block waiting for a commit, as a release's: no frame names them, a crash
     /// leaves them free, and their bytes are the free space's as they were handed out
     /// (zeros, or a crash's leftovers that `clearLeftovers` and fresh writes deal with), so
