@@ -248,11 +248,12 @@ final class VolumeFileBlocksTests: XCTestCase {
             given += blocks.length
         }
         XCTAssertTrue(files.admitsMemoryPiece(byteCount: 10_000), "setup: a RAM piece's blocks promised")
-        let free = files.availableBytes, releases = volume.releaseCount
+        let free = files.availableBytes, releases = volume.releaseCount, givenBack = volume.givenBackCount
         XCTAssertGreaterThanOrEqual(free, given, "setup: the blocks given back are free")
         XCTAssertThrowsError(try x.preallocate(4096..<4096 + free, keepSize: false)) {
             XCTAssertEqual($0 as? FSError, .noSpace)
         }
+        XCTAssertGreaterThan(volume.givenBackCount, givenBack, "the fallocate took no block before its refusal")
         XCTAssertEqual(files.availableBytes, free, "the refused fallocate's blocks are not free again")
         XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
         XCTAssertEqual(x.size, 1)

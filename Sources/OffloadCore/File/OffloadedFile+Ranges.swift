@@ -124,8 +124,18 @@ extension OffloadedFile {
                 let chunk = Int(min(count - done, UInt64(Int32.max) & ~UInt64(BackingStore.blockSize - 1)))
                 let granted = try store.allocate(byteCount: chunk, hint: hint)
                 let n = min(granted.length, count - done)
-                pieces.append(.mmapOffload(offset: granted.lowerBound, size: n))
-                if try store.clearLeftovers(in: granted) { cleared = true }
+                let piece = Extent.mmapOffload(offset: granted.lowerBound, size: n)
+                do throws(FSError) {
+                    if try store.clearLeftovers(in: granted) { cleared = true }
+                } catch {
+                    // A zeroing that failed (by punch, then fallocate) may have left the
+                    // blocks without disk space: released as written blocks are (the
+                    // commit's punch resets what the store believes backed), not given
+                    // back free.
+                    discard(piece)
+                    throw error
+                }
+                pieces.append(piece)
                 done += n
                 hint = granted.upperBound
             }
@@ -136,8 +146,8 @@ extension OffloadedFile {
         return pieces
     }
 
-    /// Gives back a piece `zeroedImageExtents` allocated, which no frame names and nothing
-    /// but zeros were written to: free at once (`FileBlockStore.giveBackUnwritten`), not a
+    /// Gives back a piece `zeroedImageExtents` allocated and zeroed where it needed it,
+    /// which no frame names and nothing but zeros were written to: free at once (`FileBlockStore.giveBackUnwritten`), not a
     /// release that only the commits of the reuse rule make free again. (A fallocate
     /// refused on a full image took the free blocks, gave them back as a release, and left
     /// every other writer refused until a reclaim's commits.)
