@@ -288,17 +288,7 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         // The commits that free the pieces switch chains: the claim is carried across them.
         try Self.fragment(volume)
         // Small operations until the journal finds no room.
-        var small = 0
-        while small < 100_000 {
-            do {
-                try volume.perform([.setXattr(inode: 1, name: Array("user.s\(small)".utf8),
-                                              value: [UInt8](repeating: 0x73, count: 1_000))])
-                small += 1
-            } catch {
-                guard case .noSpace = error as? FSError else { throw error }
-                break
-            }
-        }
+        let small = try Self.smallXattrsUntilRefused(volume, atMost: 100_000)
         XCTAssertNil(volume.failure)
         XCTAssertGreaterThan(small, 0)
         XCTAssertNoThrow(try volume.perform([.setXattr(inode: 1, name: Array("user.large".utf8), value: value)], reserved: claim))
@@ -327,17 +317,7 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(volume.journalLock.withLock { volume.journalSpareFloor }, 20_000)
         try volume.perform([.setXattr(inode: 1, name: Array("user.large".utf8), value: value)], reserved: claim)
         XCTAssertEqual(volume.largeJournalClaims.load(ordering: .relaxed), 0)
-        var small = 0
-        while small < 3_000 {
-            do {
-                try volume.perform([.setXattr(inode: 1, name: Array("user.s\(small)".utf8),
-                                              value: [UInt8](repeating: 0x73, count: 1_000))])
-                small += 1
-            } catch {
-                guard case .noSpace = error as? FSError else { throw error }
-                break
-            }
-        }
+        let small = try Self.smallXattrsUntilRefused(volume, atMost: 3_000)
         print("small operations after the large frame, forty claims held: \(small)")
         XCTAssertEqual(volume.journalLock.withLock { volume.journalSpareFloor }, TreeVolume.largestPooledFrame)
         XCTAssertEqual(small, 3_000, "small operations refused while the image had pieces free")
@@ -384,6 +364,24 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
         files.release(pieces.enumerated().filter { $0.offset % 2 == 0 }.map(\.element), unsharing: [])
         for _ in 0..<10 where files.availableBytes == 0 { try volume.commit() }
         XCTAssertGreaterThan(files.availableBytes, 16 << 20, "the pieces given back are free")
+    }
+
+    /// Sets xattrs of 1,000 bytes on the root ("user.s0", "user.s1", ...) until one is
+    /// refused with ENOSPC or `limit` are set; returns how many were set. Any other error
+    /// is thrown.
+    static func smallXattrsUntilRefused(_ volume: TreeVolume, atMost limit: Int) throws -> Int {
+        var small = 0
+        while small < limit {
+            do {
+                try volume.perform([.setXattr(inode: 1, name: Array("user.s\(small)".utf8),
+                                              value: [UInt8](repeating: 0x73, count: 1_000))])
+                small += 1
+            } catch {
+                guard case .noSpace = error as? FSError else { throw error }
+                break
+            }
+        }
+        return small
     }
 
     static func volume(capacity: UInt64) throws -> TreeVolume {

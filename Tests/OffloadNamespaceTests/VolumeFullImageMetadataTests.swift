@@ -39,6 +39,17 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         return (fileSystem, storage)
     }
 
+    /// A 16 MiB file system with an empty file `name` open read-write, then filled by
+    /// `fill` (file "big") until a write was refused.
+    static func fullImage(withOpenFile name: String) throws
+        -> (VolumeFileSystem, MemoryImageStorage, Attributes, FileHandle) {
+        let (fileSystem, storage) = try sixteenMiBFileSystem()
+        let (file, handle) = try fileSystem.namespace.create(parent: .root, name: FileName(name), mode: 0o100644,
+                                                             flags: O_RDWR, context: .root)
+        _ = try fill(fileSystem.namespace)
+        return (fileSystem, storage, file, handle)
+    }
+
     /// Creates and closes an empty file `name` in `directory`.
     static func create(_ fs: VolumeNamespace, in directory: InodeNumber, _ name: String) throws(FSError) {
         let (file, handle) = try fs.create(parent: directory, name: FileName(name), mode: 0o100644, flags: O_RDWR,
@@ -112,11 +123,8 @@ final class VolumeFullImageMetadataTests: XCTestCase {
     /// the reuse rule), and so every refusal ran a reclaim of up to sixteen commits
     /// (`scripts/full-image-probe`'s `write` case: 13-17 ms a refusal).
     func testWritesRefusedOnAFullImageGiveTheirBlocksBackAndCommitNothingAfterTheFirst() throws {
-        let (fileSystem, storage) = try Self.sixteenMiBFileSystem()
+        let (fileSystem, storage, more, handle) = try Self.fullImage(withOpenFile: "more")
         let fs = fileSystem.namespace, volume = fileSystem.volume
-        let (more, handle) = try fs.create(parent: .root, name: FileName("more"), mode: 0o100644, flags: O_RDWR,
-                                           context: .root)
-        _ = try Self.fill(fs)
         // More than the free space the fill leaves (under 1 MiB), whatever a commit gives.
         let chunk = [UInt8](repeating: 9, count: 2 << 20)
         let files = try volume.fileBlocks()
@@ -160,11 +168,8 @@ final class VolumeFullImageMetadataTests: XCTestCase {
     /// lock shared, the blocks taken through the volume's file blocks, given back as a
     /// refused write gives them.
     func testASmallWriteRefusedWhileALargerOneHeldTheBlocksRunsOnceTheyAreGivenBack() throws {
-        let (fileSystem, storage) = try Self.sixteenMiBFileSystem()
+        let (fileSystem, storage, small, handle) = try Self.fullImage(withOpenFile: "small")
         let fs = fileSystem.namespace, volume = fileSystem.volume
-        let (small, handle) = try fs.create(parent: .root, name: FileName("small"), mode: 0o100644, flags: O_RDWR,
-                                            context: .root)
-        _ = try Self.fill(fs)
         // A refused write more than the free space: its reclaim finds nothing (or one
         // before it did), and nothing waits for a commit.
         let large = [UInt8](repeating: 9, count: 2 << 20)
