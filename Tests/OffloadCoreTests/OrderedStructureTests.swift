@@ -83,7 +83,7 @@ final class OrderedStructureTests: XCTestCase {
         XCTAssertEqual(free.take(count: 5), 10..<15)
         XCTAssertEqual(free.take(at: 20, upTo: 100), 20..<40)
         XCTAssertNil(free.take(count: 6))
-        XCTAssertEqual(free.takeLargest(upTo: 6), 15..<20)
+        XCTAssertEqual(free.takeFront(ofRunOfAtLeast: 1, upTo: 6), 15..<20)
         XCTAssertEqual(free.freeBlocks, 0)
     }
 

@@ -118,6 +118,16 @@ extension OffloadedFile {
         extents.remove(at: i)
     }
 
+    /// Gives back a piece this file allocated and never let anything name, to which
+    /// nothing but zeros was written (a refused write's, `place`; a refused fallocate's,
+    /// `zeroedImageExtents`): free at once (`FileBlockStore.giveBackUnwritten`), not a
+    /// release that only the commits of the reuse rule make free again (a refusal on a
+    /// full image then left every other writer refused until a reclaim's commits).
+    func giveBackFresh(_ piece: Extent) {
+        guard case .mmapOffload(let offset, let size) = piece else { return discard(piece) }
+        store.giveBackUnwritten(offset..<offset + size)
+    }
+
     /// Gives back the storage of a piece that never became part of the file (a failed
     /// write's or clone's leftovers): no record ever named it, so it needs no journal
     /// first, and this may run under the read lock (a clone's source).

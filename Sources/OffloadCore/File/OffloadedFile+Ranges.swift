@@ -146,16 +146,6 @@ extension OffloadedFile {
         return pieces
     }
 
-    /// Gives back a piece `zeroedImageExtents` allocated and zeroed where it needed it,
-    /// which no frame names and nothing but zeros were written to: free at once (`FileBlockStore.giveBackUnwritten`), not a
-    /// release that only the commits of the reuse rule make free again. (A fallocate
-    /// refused on a full image took the free blocks, gave them back as a release, and left
-    /// every other writer refused until a reclaim's commits.)
-    private func giveBackFresh(_ piece: Extent) {
-        guard case .mmapOffload(let offset, let size) = piece else { return discard(piece) }
-        store.giveBackUnwritten(offset..<offset + size)
-    }
-
     // MARK: - SEEK_DATA / SEEK_HOLE
 
     /// The first offset at or after `offset` that holds data (SEEK_DATA). Fill runs of a

@@ -365,9 +365,7 @@ public final class OffloadedFile: @unchecked Sendable {
                 granted = try store.allocate(byteCount: bytes.count - done, hint: hint)
             } catch {
                 for piece in pieces[..<written] { discard(piece) }
-                for case .mmapOffload(let offset, let size) in pieces[written...] {
-                    store.giveBackUnwritten(offset..<offset + size)
-                }
+                for piece in pieces[written...] { giveBackFresh(piece) }
                 throw error
             }
             // `granted` is whole blocks, never more than the data needs, just allocated.

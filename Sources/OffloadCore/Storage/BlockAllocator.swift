@@ -181,7 +181,7 @@ struct BlockAllocator: ~Copyable {
         }
         if let r = free.take(count: count) { return Grant(blocks: r, reused: true) }
         if let fresh = bump(count, exact: true) { return Grant(blocks: fresh, reused: false) }
-        if let r = free.takeLargest(upTo: count) { return Grant(blocks: r, reused: true) }
+        if let r = free.takeFront(ofRunOfAtLeast: 1, upTo: count) { return Grant(blocks: r, reused: true) }
         // The capacity check guarantees that some block is free or fresh.
         guard let fresh = bump(count, exact: false) else {
             preconditionFailure("allocator found no block although live < capacity")

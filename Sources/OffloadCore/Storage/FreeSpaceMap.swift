@@ -75,22 +75,10 @@ final class FreeSpaceMap {
         return nil
     }
 
-    /// Takes the front of a range from the largest non-empty size class, at most `count`
-    /// blocks (used when no single range fits the whole request).
-    func takeLargest(upTo count: UInt64) -> Range<UInt64>? {
-        for c in (0..<64).reversed() {
-            if let first = bySizeClass[c].startIndex {
-                let start = bySizeClass[c].key(at: first), end = bySizeClass[c].value(at: first)
-                let taken = start..<min(end, start + count)
-                carve(taken, from: start..<end)
-                return taken
-            }
-        }
-        return nil
-    }
-
     /// Takes the front of a range that holds at least `least` blocks, at most `count` of
-    /// them: the first range of the largest size class above `least`'s (every range
+    /// them (with `least` 1: the front of the largest size class's first range, what an
+    /// allocation no single range fits takes): the first range of the largest size class
+    /// above `least`'s (every range
     /// there holds `least`), else the longest range of `least`'s own class if it holds
     /// `least` (that class is scanned: within a class the lowest start comes first, not
     /// the longest, and a first form that took the first range skipped a group whose
