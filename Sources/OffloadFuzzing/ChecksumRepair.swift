@@ -9,7 +9,8 @@ import OffloadCore
 /// stay as the fuzzer left them (they are what the reader must check). The walk follows
 /// the rules loosely (any magic-bearing header whose payload fits in its segment gets its
 /// checksum fixed, in order, until the first that does not) and is bounded by the
-/// image's size: it must never trap or loop on a hostile image itself.
+/// image's size: it must never trap or loop on a hostile image itself. Format 2's commit
+/// slots, tree nodes and journal chains are fixed by `applyFormatTwo`.
 public enum ChecksumRepair {
     static let block = UInt64(BackingStore.blockSize)
     /// The main part of a superblock copy, its checksum, and the previous-commit
@@ -24,7 +25,8 @@ public enum ChecksumRepair {
         for copy: UInt64 in 0..<2 {
             var bytes = image.readBytes(at: copy * block, count: extendedBytes)
             guard bytes.count == extendedBytes, Array(bytes[0..<16]) == Superblock.magic,
-                  u32(bytes, 16) != 0 else { continue }  // version 0 has no checksums
+                  u32(bytes, 16) != 0,  // version 0 has no checksums
+                  u32(bytes, 16) != CommitSlot.version else { continue }
             for offset in [superblockChecksumOffset, extensionChecksumOffset] {
                 bytes.replaceSubrange(offset..<offset + 4, with: [0, 0, 0, 0])
             }
@@ -40,9 +42,10 @@ public enum ChecksumRepair {
             }
         }
         for head in heads { fixChain(from: head, in: image) }
+        applyFormatTwo(to: image)
     }
 
-    private static func fixChain(from head: LogSegment, in image: any ImageStorage) {
+    static func fixChain(from head: LogSegment, in image: any ImageStorage) {
         let fileBytes = image.length
         var segment = head
         var visited = Set<UInt64>()
@@ -69,11 +72,11 @@ public enum ChecksumRepair {
         }
     }
 
-    private static func u32(_ bytes: [UInt8], _ at: Int) -> UInt32 {
+    static func u32(_ bytes: [UInt8], _ at: Int) -> UInt32 {
         (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[at + $1]) << (8 * UInt32($1)) }
     }
 
-    private static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 {
+    static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 {
         (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) }
     }
 

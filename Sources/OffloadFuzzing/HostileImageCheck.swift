@@ -6,7 +6,9 @@ import Glibc
 #endif
 
 /// What must hold for ANY bytes handed to offloadfs as an image, checked on one image:
-/// by the fuzzer on each of its inputs, and by the tests on damaged real images.
+/// by the fuzzer on each of its inputs, and by the tests on damaged real images. An image
+/// whose bytes say format 2 (`ImageIdentity`: commit slots) is checked as format 2
+/// (`HostileImageCheck+FormatTwo.swift`), as the mount opens it; any other as format 1:
 ///
 /// 1. Mounting it (`ImageFileSystem.open`: identity, checkpoint and journal replay,
 ///    analysis, which is also all `fsck` does) either succeeds, and then the allocator's
@@ -48,6 +50,7 @@ public enum HostileImageCheck {
     /// `check` of the image `original` holds (it is only read: every open works on a copy).
     @discardableResult
     public static func check(_ original: MemoryImageStorage) throws(Violation) -> Outcome {
+        if (try? ImageIdentity.read(original)) == .newerVersion(CommitSlot.version) { return try checkFormatTwo(original) }
         var outcome = Outcome(refusal: nil, repairRefusal: nil, repairs: 0)
         do {
             _ = try openCloseAndReopen(original, repair: false)
@@ -83,10 +86,13 @@ public enum HostileImageCheck {
         let what = "open(repair: \(repair))"
         do {
             try first.fileSystem.store.checkInvariants()
-            try probe(first.fileSystem.namespace, after: what)
+            try ClientProbe.walk(first.fileSystem.namespace)
+            try ClientProbe.changes(first.fileSystem.namespace, after: what)
             try first.fileSystem.close()
         } catch let error as FSError {
             throw Violation(description: "after \(what): \(error)")
+        } catch let failure as ClientProbe.Failure {
+            throw Violation(description: "after \(what): \(failure)")
         }
         do {
             let second = try open(first.storage, repair: false)
@@ -101,41 +107,16 @@ public enum HostileImageCheck {
         return first.fileSystem.report.repairs.count
     }
 
-    /// What a user does first on a mounted image: create, write and read back a file, make
-    /// a directory, move the file into it, remove both. Names the image already has are
-    /// fine (`.exists`); anything else going wrong is a broken image.
-    private static func probe(_ fs: Namespace, after what: String) throws {
-        let context = RequestContext.root
-        let name = try FileName("fuzz-probe"), directoryName = try FileName("fuzz-probe.d")
-        let data = (0..<5000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
-        do {
-            let (file, handle) = try fs.create(parent: .root, name: name, mode: 0o100644, flags: O_RDWR, context: context)
-            _ = try data.withBytes { (buffer) throws(FSError) in
-                try fs.write(inode: file.inode, handle: handle, offset: 0, data: buffer)
-            }
-            let back = try fs.read(inode: file.inode, handle: handle, offset: 0, count: data.count)
-            fs.release(inode: file.inode, handle: handle)
-            guard back == data else { throw Violation(description: "after \(what), a file written reads back wrong") }
-            let directory = try fs.mkdir(parent: .root, name: directoryName, mode: 0o755, context: context)
-            try fs.rename(parent: .root, name: name, newParent: directory.inode, newName: name, flags: [])
-            try fs.unlink(parent: directory.inode, name: name)
-            try fs.rmdir(parent: .root, name: directoryName)
-        } catch FSError.exists {
-            // The image has one of the names already.
-        }
-    }
-
     /// Opens a copy of `image` (room for the whole capacity), so `image` stays as it was.
     private static func open(_ image: MemoryImageStorage, repair: Bool) throws(FSError) -> (fileSystem: ImageFileSystem, storage: MemoryImageStorage) {
-        let storage = MemoryImageStorage(copying: image,
-                                         maximumBytes: Int(capacityBytes) + 2 * BackingStore.blockSize + Int(image.length))
+        let storage = copy(image)
         let fileSystem = try ImageFileSystem.open(storage: storage, capacityBytes: capacityBytes,
                                                   memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes),
                                                   repair: repair)
         return (fileSystem, storage)
     }
 
-    private static func requireClear(_ error: FSError, _ what: String) throws(Violation) {
+    static func requireClear(_ error: FSError, _ what: String) throws(Violation) {
         switch error {
         case .damagedImage, .invalidArgument: return
         default: throw Violation(description: "\(what) refused the image with an unclear error: \(error)")

@@ -10,52 +10,96 @@ import Glibc
 /// starting point of the byte-flip tests. Every kind of record and extent appears:
 /// directories, regular files with data in image blocks and in RAM pieces, a sparse file,
 /// a clone sharing blocks, a hard link, a symlink, a FIFO, extended attributes, a file
-/// unlinked while open; a checkpoint holds the first half, the journal the rest.
+/// unlinked while open; a checkpoint (format 1) or a commit (format 2) holds the first
+/// half, the journal the rest.
 public enum SampleImage {
     /// 8 MiB of capacity, so the image fits in a `FuzzInput` as it is.
     public static let capacityBytes: UInt64 = UInt64(FuzzInput.maximumBytes) - 2 * UInt64(BackingStore.blockSize)
 
     /// The image a daemon killed (`kill -9`) after the workload would leave (`clean:
-    /// false`: a checkpoint and a journal tail to replay), or the one a clean unmount
-    /// leaves (`clean: true`: a checkpoint only). `seed` varies names, sizes and contents.
-    public static func make(seed: UInt64, clean: Bool = false) throws(FSError) -> [UInt8] {
+    /// false`: a checkpoint, or a commit, and a journal tail to replay), or the one a
+    /// clean unmount leaves (`clean: true`: nothing to replay), in `format`. `seed` varies
+    /// names, sizes and contents.
+    public static func make(seed: UInt64, clean: Bool = false, format: ImageFormat = .one) throws(FSError) -> [UInt8] {
+        switch format {
+        case .one: return try makeFormatOne(seed: seed, clean: clean)
+        case .two: return try makeFormatTwo(seed: seed, clean: clean)
+        }
+    }
+
+    private static func makeFormatOne(seed: UInt64, clean: Bool) throws(FSError) -> [UInt8] {
         let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes)
-        var random = SplitMix64(seed: seed)
         do {
             let fileSystem = try ImageFileSystem.open(storage: storage, capacityBytes: capacityBytes,
                                                       memoryLimiter: MemoryLimiter(limitBytes: 16 << 10))
-            var work = Workload(fs: fileSystem.namespace, random: random)
+            var work = Workload(fs: fileSystem.namespace, random: SplitMix64(seed: seed))
             try work.checkpointedHalf()
             // Opened read-write, so it has a journal.
             try fileSystem.journal!.checkpoint(fileSystem.namespace)
             try work.journaledHalf()
-            random = work.random
             if clean { try fileSystem.close() }
             // Otherwise dropped without close: what a killed daemon leaves.
         }
         return storage.bytes
     }
 
-    /// The fuzzer's seeds, as `FuzzInput`s: sample images left by a kill and by a clean
-    /// unmount, one as raw bytes (checksums as written, not fixed), one cut short, and a
-    /// filesystem that was never used.
+    /// Format 2: the first half committed, the rest in the journal. A killed daemon's
+    /// image is the bytes as they stand after the last operation (its journal frames are
+    /// in the mapping, as a `kill -9` leaves them in the page cache).
+    private static func makeFormatTwo(seed: UInt64, clean: Bool) throws(FSError) -> [UInt8] {
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes)
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacityBytes),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 16 << 10))
+        var work = Workload(fs: fileSystem.operations, random: SplitMix64(seed: seed))
+        try work.checkpointedHalf()
+        _ = try fileSystem.namespace.commitIfChanged()
+        try work.journaledHalf()
+        if clean {
+            try fileSystem.close(meter: nil)
+            return storage.bytes
+        }
+        let bytes = storage.bytes
+        // Let go without its unmount's commit, as the image above is a killed daemon's.
+        if let (inode, handle) = work.openHandle { fileSystem.operations.release(inode: inode, handle: handle) }
+        try fileSystem.close(meter: nil)
+        return bytes
+    }
+
+    /// The fuzzer's seeds, as `FuzzInput`s, in both formats: sample images left by a kill
+    /// and by a clean unmount, one as raw bytes (checksums as written, not fixed), one cut
+    /// short, and a filesystem that was never used.
     public static func seeds() throws(FSError) -> [(name: String, input: [UInt8])] {
         var seeds: [(name: String, input: [UInt8])] = []
-        for seed: UInt64 in 1...3 {
-            seeds.append(("killed-\(seed)", FuzzInput.encode(try make(seed: seed))))
-            seeds.append(("unmounted-\(seed)", FuzzInput.encode(try make(seed: seed, clean: true))))
+        for format in ImageFormat.allCases {
+            let tag = format == .one ? "" : "format2-"
+            for seed: UInt64 in 1...3 {
+                seeds.append(("\(tag)killed-\(seed)", FuzzInput.encode(try make(seed: seed, format: format))))
+                seeds.append(("\(tag)unmounted-\(seed)", FuzzInput.encode(try make(seed: seed, clean: true, format: format))))
+            }
+            seeds.append(("\(tag)killed-raw", FuzzInput.encode(try make(seed: 4, format: format), flags: 0)))
+            seeds.append(("\(tag)killed-short", FuzzInput.encode(try make(seed: 5, format: format),
+                                                                   flags: FuzzInput.fixChecksums | FuzzInput.unalignedEnd)))
+            seeds.append(("\(tag)empty", FuzzInput.encode(try empty(format: format))))
         }
-        seeds.append(("killed-raw", FuzzInput.encode(try make(seed: 4), flags: 0)))
-        seeds.append(("killed-short", FuzzInput.encode(try make(seed: 5), flags: FuzzInput.fixChecksums | FuzzInput.unalignedEnd)))
-        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes)
-        try ImageFileSystem.open(storage: storage, capacityBytes: capacityBytes,
-                                 memoryLimiter: MemoryLimiter(limitBytes: 0)).close()
-        seeds.append(("empty", FuzzInput.encode(storage.bytes)))
         return seeds
     }
 
+    /// A filesystem made and unmounted with nothing in it.
+    private static func empty(format: ImageFormat) throws(FSError) -> [UInt8] {
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes)
+        switch format {
+        case .one:
+            try ImageFileSystem.open(storage: storage, capacityBytes: capacityBytes,
+                                     memoryLimiter: MemoryLimiter(limitBytes: 0)).close()
+        case .two:
+            try VolumeFileSystem.create(storage: storage, capacity: .set(capacityBytes),
+                                        memoryLimiter: MemoryLimiter(limitBytes: 0)).close(meter: nil)
+        }
+        return storage.bytes
+    }
+
     private struct Workload {
-        let fs: Namespace
+        let fs: any FileSystemOperations
         var random: SplitMix64
         let user = RequestContext(uid: 1000, gid: 1000)
         var openHandle: (InodeNumber, FileHandle)?

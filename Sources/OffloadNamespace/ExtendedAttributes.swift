@@ -18,9 +18,7 @@ struct ExtendedAttributes {
     static let maximumValueLength = 65536
     static let maximumListLength = 65536
     static let maximumTotalValueBytes = 4 << 20
-    static let supportedPrefixes: [[UInt8]] = [
-        Array("user.".utf8), Array("trusted.".utf8), Array("security.".utf8),
-    ]
+    static let supportedPrefixes = XattrItem.namespacePrefixes
     /// File capabilities: the kernel asks for this one before every write(2) to decide
     /// whether the write must drop them (FUSE clears SB_NOSEC; see Capabilities.swift).
     static let capabilityName = Array("security.capability".utf8)
@@ -48,6 +46,7 @@ struct ExtendedAttributes {
         guard name.count > prefix.count else {
             throw .invalidArgument("attribute name has nothing after its namespace")
         }
+        assert(XattrItem.isStoredName(name), "a name the namespace takes is one an image stores")
     }
 
     static func isUserName(_ name: [UInt8]) -> Bool { name.starts(with: supportedPrefixes[0]) }

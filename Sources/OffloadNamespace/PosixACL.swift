@@ -23,8 +23,8 @@ struct PosixACL: Equatable {
         var id: UInt32
     }
 
-    static let accessName = Array("system.posix_acl_access".utf8)
-    static let defaultName = Array("system.posix_acl_default".utf8)
+    static let accessName = XattrItem.posixACLAccessName
+    static let defaultName = XattrItem.posixACLDefaultName
     static let xattrVersion: UInt32 = 2
     static let undefinedID: UInt32 = 0xFFFF_FFFF
 

@@ -359,7 +359,8 @@ struct MountCommand: ParsableCommand {
         case .readOnly, .permissionDenied:
             return ImageAdvice.cannotWrite(image: imagePath, error: error)
         case .damagedImage(let why):
-            return "image \(imagePath) is damaged: \(why)"
+            return "image \(imagePath) is damaged: \(why); `offloadfs fsck \(imagePath)` lists what is wrong, "
+                + "`offloadfs fsck --repair \(imagePath)` repairs it and names every file it changed"
         case .noSpace, .system(ENOSPC, _), .system(EDQUOT, _):
             return ImageAdvice.recoveryFailure(errno: error.errnoValue, image: imagePath)
         default:

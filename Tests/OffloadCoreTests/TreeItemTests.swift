@@ -137,6 +137,24 @@ final class TreeItemTests: XCTestCase {
         let shortInline = XattrItem.unchecked([.init(name: Array("user.a".utf8), valueLength: 5, firstChunk: 0,
                                                      inlineValue: [1, 2, 3])])
         refuses(shortInline, XattrItem.self, "an inline value shorter than its length")
+        // Names no request could have set (the namespace answers EOPNOTSUPP for them):
+        // damage, in an item and in a journal change alike.
+        for bad in ["user&more", "user.", "system.posix_acl_other", "os2.name", "x"] {
+            let name = Array(bad.utf8)
+            XCTAssertFalse(XattrItem.isStoredName(name), bad)
+            refuses(XattrItem.unchecked([.init(name: name, valueLength: 1, firstChunk: 0, inlineValue: [7])]),
+                    XattrItem.self, "the name \(bad)")
+            var journal = ByteWriter(capacity: 64)
+            JournalChange.setXattr(inode: 5, name: Array("user.ok".utf8), value: [7]).encode(into: &journal)
+            let good = journal.bytes
+            XCTAssertNoThrow(try good.withUnsafeBytes { try JournalChange.decodeAll($0) })
+            var changed = ByteWriter(capacity: 64)
+            changed.u8(good[0]); changed.u64(5); changed.blob(name); changed.blob([7])
+            XCTAssertThrowsError(try changed.bytes.withUnsafeBytes { try JournalChange.decodeAll($0) }, bad)
+        }
+        for good in ["user.a", "trusted.t", "security.capability", "system.posix_acl_access", "system.posix_acl_default"] {
+            XCTAssertTrue(XattrItem.isStoredName(Array(good.utf8)), good)
+        }
     }
 
     /// Colliding names share one item up to its limit: three names of 255 bytes fit, a

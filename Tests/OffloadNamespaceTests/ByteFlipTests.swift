@@ -2,12 +2,14 @@ import Foundation
 import XCTest
 import OffloadCore
 import OffloadFuzzing
+import OffloadNamespace
 import OffloadSimulation
 import SplitMix
 
-/// Real images (made by `SampleImage`'s workload: files in image blocks and in RAM pieces,
-/// directories, xattrs, a symlink, a hard link, a FIFO, a clone, a file unlinked while
-/// open; a checkpoint and a journal tail), damaged at random: bits flipped, bytes and
+/// Real images of both formats (odd seeds format 1, even ones format 2), made by
+/// `SampleImage`'s workload (files in image blocks and in RAM pieces, directories,
+/// xattrs, a symlink, a hard link, a FIFO, a clone, a file unlinked while open; a
+/// checkpoint or a commit, and a journal tail), damaged at random: bits flipped, bytes and
 /// sectors overwritten, blocks zeroed, the file cut short; half of the time the checksums
 /// are then made good again, so the damage reaches the decoders. Each damaged image must
 /// keep `HostileImageCheck`'s properties: open, or a clear refusal; repair ends in an image
@@ -18,7 +20,7 @@ import SplitMix
 final class ByteFlipTests: XCTestCase {
     func testDamagedRealImagesOpenOrAreRefusedAndRepairEndsCleanly() throws {
         let environment = ProcessInfo.processInfo.environment
-        let seeds = environment["OFFLOADFS_FLIP_SEED"].flatMap { UInt64($0) }.map { [$0] } ?? Array(1...6)
+        let seeds = environment["OFFLOADFS_FLIP_SEED"].flatMap { UInt64($0) }.map { [$0] } ?? Array(1...8)
         let rounds = environment["OFFLOADFS_FLIP_ROUNDS"].flatMap { Int($0) } ?? 60
         // A trap cannot be caught: each damaged image is written here (as a fuzz input)
         // before it is checked, so that a crash leaves it for `offloadfs-fuzz FILE`.
@@ -27,7 +29,7 @@ final class ByteFlipTests: XCTestCase {
         for seed in seeds {
             print("byte flips: seed \(seed) (after a crash, replay the damaged image with .build/debug/offloadfs-fuzz \(current.path))")
             var random = SplitMix64(seed: seed)
-            let original = try SampleImage.make(seed: seed, clean: seed % 3 == 0)
+            let original = try SampleImage.make(seed: seed, clean: seed % 3 == 0, format: seed % 2 == 1 ? .one : .two)
             let used = Self.nonZeroBlocks(original)
             for round in 0..<rounds {
                 var image = original
@@ -66,8 +68,8 @@ final class ByteFlipTests: XCTestCase {
     static func damage(_ image: inout [UInt8], usedBlocks: [Int], random: inout SplitMix64) -> String {
         func position() -> Int {
             let block = usedBlocks[Int(random.next() % UInt64(usedBlocks.count))]
-            // Superblocks hold 128 bytes; elsewhere anywhere in the block.
-            return block * 4096 + Int(random.next() % (block < 2 ? 128 : 4096))
+            // Superblocks hold 128 bytes (commit slots 256); elsewhere anywhere in the block.
+            return block * 4096 + Int(random.next() % (block < 2 ? 256 : 4096))
         }
         var what: String
         switch random.next() % 5 {

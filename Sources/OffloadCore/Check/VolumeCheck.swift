@@ -77,32 +77,31 @@ public struct VolumeCheck {
         // pass over blocks that are not there, in as many batches as it says).
         guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
               slot.capacityBytes <= storage.length else {
-            report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes, in an image file of \(storage.length)")
+            if slot.capacityBytes > storage.length && endBlock > TreeVolume.firstSpaceBlock
+                && endBlock <= BlockReferenceTree.pendingFreeBase {
+                report.add("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of capacity "
+                           + "commit \(slot.generation) states: its end was cut off")
+            } else {
+                report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes, in an image file of \(storage.length)")
+            }
             return report
         }
         let space: BlockSpace
         do {
-            space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID,
-                                   blockTreeID: TreeVolume.blockTreeID, root: slot.blockTree,
-                                   firstBlock: TreeVolume.firstSpaceBlock, endBlock: endBlock)
+            space = try blockSpace(storage, slot)
         } catch {
             report.add("block tree: its root does not read: \(error)")
             return report
         }
-        let tree: CopyOnWriteTree, second: CopyOnWriteTree
+        let tree: FileSystemTree, second: FileSystemTree
         do {
-            tree = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
-                                       treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
-            second = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
-                                         treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
+            tree = try filesystemTree(space, slot)
+            second = try filesystemTree(space, slot)
         } catch {
             report.add("filesystem tree: its root does not read: \(error)")
             return report
         }
-        let hashes = ItemHashes(siphash: slot.nameHashKey)
-        var check = VolumeCheck(storage: storage, slot: slot, space: space,
-                                filesystem: FileSystemTree(tree: tree, hashes: hashes),
-                                lookups: FileSystemTree(tree: second, hashes: hashes),
+        var check = VolumeCheck(storage: storage, slot: slot, space: space, filesystem: tree, lookups: second,
                                 budgetBytes: max(budgetBytes, 5), progress: progress)
         check.laterFramesAreProblems = laterFrames
         // The item scan and the census walk the trees again without a set of visited
@@ -115,6 +114,20 @@ public struct VolumeCheck {
             check.checkReferences()
         }
         return check.report
+    }
+
+    /// The block space of `slot`'s commit, read-only (its capacity checked by the caller).
+    static func blockSpace(_ storage: any ImageStorage, _ slot: CommitSlot) throws(FSError) -> BlockSpace {
+        try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: TreeVolume.blockTreeID,
+                       root: slot.blockTree, firstBlock: TreeVolume.firstSpaceBlock,
+                       endBlock: slot.capacityBytes >> BackingStore.blockShift)
+    }
+
+    /// `slot`'s filesystem tree, read through `space`.
+    static func filesystemTree(_ space: BlockSpace, _ slot: CommitSlot) throws(FSError) -> FileSystemTree {
+        let tree = try CopyOnWriteTree(pages: space.pages(forTree: TreeVolume.filesystemTreeID), imageID: slot.imageID,
+                                       treeID: TreeVolume.filesystemTreeID, root: slot.filesystemTree)
+        return FileSystemTree(tree: tree, hashes: ItemHashes(siphash: slot.nameHashKey))
     }
 
     /// 1: the trees node by node; true when both hold together (the other checks walk

@@ -16,6 +16,8 @@ extension VolumeRepair {
             case symlinkTarget(String)
             /// An extent that does not hold (outside the space, overlapping, past the size).
             case lostData(offset: UInt64)
+            /// Bytes `offset..<end` of the file were past the end of an image file cut short.
+            case cutOff(offset: UInt64, end: UInt64)
         }
 
         var inode: UInt64
@@ -62,6 +64,9 @@ extension VolumeRepair {
                     add(path, "lost data: \(path) (its symlink target was in a damaged tree block: it now points to '\(target)')")
                 case .lostData(let offset):
                     add(path, "lost data: \(path) (its extent at byte \(offset) was damaged: those bytes are now zeros)")
+                case .cutOff(let offset, let end):
+                    add(path, "lost data: \(path) (its bytes \(offset) to \(end) were past the end of the cut-short image "
+                              + "file: they read as zeros now)")
                 }
             }
             for range in lostRanges {

@@ -14,11 +14,15 @@ extension VolumeRepair {
         var framesAfter = 0
         /// The sequence number after the journal chain's last frame.
         var nextSequence: UInt64 = 0
+        /// The extents whose bytes reach past `cut` (when `read` is given one), as the
+        /// bytes of each file they lose.
+        var cutOff: [FileChange] = []
 
         /// True when a node of either tree does not read.
         var hasNodeDamage: Bool { !filesystemDamages.isEmpty || !blockTreeDamages.isEmpty }
 
-        static func read(_ storage: any ImageStorage, _ slot: CommitSlot,
+        /// `cut`: the byte where an image file cut short ended (`restoreCutShortEnd`).
+        static func read(_ storage: any ImageStorage, _ slot: CommitSlot, cut: UInt64? = nil,
                          progress: VolumeCheck.Progress?) throws(FSError) -> OldCommit {
             var old = OldCommit()
             let space = TreeVolume.firstSpaceBlock..<(slot.capacityBytes >> BackingStore.blockShift)
@@ -55,6 +59,10 @@ extension VolumeRepair {
                 guard key.kind == ItemKind.extent.rawValue, case .image(let offset, let length)? = try? ExtentItem.decode(value),
                       length > 0, offset <= UInt64.max - length else { return }
                 use(ExtentReferenceChanges.blocks(offset: offset, length: length))
+                if let cut, offset + length > cut, key.object < ReservedObject.firstReserved, key.offset <= UInt64.max - length {
+                    let lost = key.offset + (cut > offset ? cut - offset : 0)
+                    old.cutOff.append(FileChange(inode: key.object, what: .cutOff(offset: lost, end: key.offset + length)))
+                }
             }
             old.filesystemDamages = filesystem.damages
             let journal = SlotJournal(storage, slot) { frame, _ in

@@ -46,6 +46,22 @@ public enum VolumeRepair {
         var report = Report(check: try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress))
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
+        // Files that lost bytes past the end of an image file cut short (named in the
+        // repaired tree at the end, or in this one if nothing else needs repair).
+        var cutOff: [FileChange] = []
+        if let cut = try restoreCutShortEnd(storage, slots, progress: progress) {
+            report.repaired = true
+            report.repairs.append(cut.repair)
+            cutOff = cut.files
+            let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+            if after.isClean {
+                report.after = after
+                report.inodes = after.inodes
+                report.affected = Changes(files: cutOff).describe(
+                    in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, slots.current), slots.current))
+                return report
+            }
+        }
         var base = slots.current
         var old = try OldCommit.read(storage, base, progress: progress)
         // Only when the journal holds the current commit's changes: a commit made whole at
@@ -68,6 +84,9 @@ public enum VolumeRepair {
                 if after.isClean {
                     report.after = after
                     report.inodes = after.inodes
+                    let current = try CommitSlots.read(storage).current
+                    report.affected = Changes(files: cutOff).describe(
+                        in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, current), current))
                     return report
                 }
             } catch {
@@ -96,7 +115,7 @@ public enum VolumeRepair {
         let volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [],
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
-        var changed = Changes()
+        var changed = Changes(files: cutOff)
         _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
             try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
             return try volume.finishCommit(generation, changed.filesystemCommit!,
@@ -105,6 +124,14 @@ public enum VolumeRepair {
         // A second commit: both slots name the repaired trees, and the old commit's blocks
         // are punched once it is durable.
         try volume.close()
+        // Blocks the old commit used only under nodes of both trees that did not read (an
+        // extent in a lost leaf whose run was in a lost block-tree leaf) were never
+        // claimed: free now, they may still hold a lost file's bytes, and free space must
+        // read as zeros (a block a file maps is only partly written). Neither commit
+        // names them, so the whole free space is punched (pending frees are not free).
+        progress?("punching the free space", 0, 0)
+        try TreeVolume.punch(volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock),
+                             in: storage)
         report.repaired = true
         report.inodes = changed.inodeChanges.added
         report.repairs += changed.repairs

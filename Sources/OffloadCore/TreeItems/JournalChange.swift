@@ -228,7 +228,7 @@ public enum JournalChange: Equatable, Sendable {
 
     private static func xattrName(_ r: inout ByteReader) throws(ByteReader.Malformed) -> [UInt8] {
         let name = try r.blob(limit: xattrNameLimit)
-        guard !name.isEmpty, !name.contains(0) else { throw ByteReader.Malformed(description: "an invalid xattr name") }
+        guard XattrItem.isStoredName(name) else { throw ByteReader.Malformed(description: "an invalid xattr name") }
         return name
     }
 

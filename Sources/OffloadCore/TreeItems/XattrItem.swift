@@ -15,6 +15,23 @@ public struct XattrItem: Equatable, Sendable {
     public static let chunkBytes = 1328
     /// Linux's XATTR_SIZE_MAX.
     public static let valueLimit = 65536
+    /// Linux's XATTR_NAME_MAX.
+    public static let nameLimit = 255
+    /// The namespaces whose names an image stores (with at least one byte after the
+    /// prefix), and the two POSIX ACLs of `system.`: what the namespace accepts from a
+    /// client (anything else is EOPNOTSUPP there). An image holding another name is
+    /// damaged: no request could have put it there, and none could read it back.
+    public static let namespacePrefixes: [[UInt8]] = [Array("user.".utf8), Array("trusted.".utf8), Array("security.".utf8)]
+    public static let posixACLAccessName = Array("system.posix_acl_access".utf8)
+    public static let posixACLDefaultName = Array("system.posix_acl_default".utf8)
+
+    /// True for a name an image may hold: 1 to 255 bytes, no NUL, a POSIX ACL's or one
+    /// in a stored namespace.
+    public static func isStoredName(_ name: [UInt8]) -> Bool {
+        guard !name.isEmpty, name.count <= nameLimit, !name.contains(0) else { return false }
+        if name == posixACLAccessName || name == posixACLDefaultName { return true }
+        return namespacePrefixes.contains { name.count > $0.count && name.starts(with: $0) }
+    }
 
     public struct Attribute: Equatable, Sendable {
         public var name: [UInt8]
@@ -70,8 +87,8 @@ public struct XattrItem: Equatable, Sendable {
             (r, earlier: [Attribute]) throws(ByteReader.Malformed) in
             let nameLength = Int(try r.u8())
             let name = try r.raw(nameLength)
-            guard !name.isEmpty, !name.contains(0), !earlier.contains(where: { $0.name == name }) else {
-                throw ByteReader.Malformed(description: "an xattr item with an empty, NUL-holding or repeated name")
+            guard isStoredName(name), !earlier.contains(where: { $0.name == name }) else {
+                throw ByteReader.Malformed(description: "an xattr item with a name no namespace stores, or a repeated one")
             }
             let valueLength = try r.u32(), firstChunk = try r.u16(), inlineLength = Int(try r.u16())
             guard valueLength <= valueLimit else {

@@ -1,0 +1,125 @@
+import OffloadCore
+import OffloadNamespace
+import OffloadSimulation
+
+/// What must hold for a format 2 image (commit slots in blocks 0 and 1), whatever its
+/// bytes, checked by the fuzzer and the byte-flip tests as `HostileImageCheck.check`
+/// dispatches it:
+///
+/// 1. fsck's check (`VolumeCheck`) gives a report, or refuses with a clear error when
+///    there is no commit to check.
+/// 2. Mounting it (`VolumeFileSystem.open`: the slots, the trees' roots, journal replay,
+///    the orphans) either succeeds or refuses with a clear error; an image the check
+///    finds clean must mount. A mounted image is walked (`ClientProbe.walk`: every
+///    directory listed, every name looked up, files read, targets and xattrs read),
+///    changed (`ClientProbe.changes`) and unmounted; on a damaged image any of those may
+///    answer an error, on a clean one none may, and the unmounted image must check clean
+///    and mount again.
+/// 3. Repairing it (`VolumeRepair`, what `fsck --repair` runs) either refuses with a
+///    clear error, or leaves an image that checks clean, mounts, works, unmounts and
+///    checks clean again. An image that mounts as it is must also repair.
+extension HostileImageCheck {
+    static func checkFormatTwo(_ original: MemoryImageStorage) throws(Violation) -> Outcome {
+        var outcome = Outcome(refusal: nil, repairRefusal: nil, repairs: 0)
+        let isClean: Bool
+        do {
+            isClean = try VolumeCheck.run(copy(original)).isClean
+        } catch {
+            try requireClear(error, "fsck's check")
+            isClean = false
+        }
+        do {
+            try mountAndUse(copy(original), checkedClean: isClean, after: "the mount")
+        } catch let error as Violation {
+            throw error
+        } catch let error as FSError {
+            try requireClear(error, "the mount")
+            guard !isClean else { throw Violation(description: "the image checks clean, but the mount refuses it: \(error)") }
+            outcome.refusal = error
+        } catch {
+            throw Violation(description: "the mount threw \(error)")
+        }
+        let repaired = copy(original)
+        do {
+            let report = try VolumeRepair.run(repaired)
+            if report.repaired { outcome.repairs = report.repairs.count + report.affected.count }
+            let after = report.after ?? report.check
+            guard after.isClean else {
+                throw Violation(description: "after repair the image still has \(after.problemCount) problems: \(after.problems.prefix(3))")
+            }
+            try mountAndUse(repaired, checkedClean: true, after: "repair")
+        } catch let error as Violation {
+            throw error
+        } catch let error as FSError {
+            try requireClear(error, "repair")
+            guard outcome.refusal != nil else {
+                throw Violation(description: "the image mounts as it is, but repair refuses it: \(error)")
+            }
+            outcome.repairRefusal = error
+        } catch {
+            throw Violation(description: "repair threw \(error)")
+        }
+        return outcome
+    }
+
+    /// Mounts `storage`, walks and changes it, unmounts. Throws the mount's refusal as it
+    /// is. On an image that `checkedClean` and had no journal frames to replay, anything
+    /// after the mount failing is a `Violation`, and the unmounted image must check clean
+    /// and mount again. A journal's frames are trusted once their checksums match (as ext4
+    /// and XFS trust their logs), and the check only sees that they decode, so a frame
+    /// whose bytes were changed with its checksum made good may give the replayed tree
+    /// problems: then the unmounted image must repair into one that checks clean.
+    private static func mountAndUse(_ storage: MemoryImageStorage, checkedClean: Bool, after what: String) throws {
+        let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacityBytes),
+                                                   memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes))
+        let strict = checkedClean && fileSystem.volume.replayedFrames == 0
+        do {
+            try ClientProbe.walk(fileSystem.operations)
+            try ClientProbe.changes(fileSystem.operations, after: what)
+        } catch let error as Violation {
+            throw error
+        } catch {
+            // A damaged image may answer any request with an error; the unmount below
+            // must still not trap.
+            guard !strict else { throw Violation(description: "after \(what), on an image that checks clean: \(error)") }
+        }
+        let closed: Bool
+        do {
+            try fileSystem.close(meter: nil)
+            closed = true
+        } catch {
+            guard !strict else { throw Violation(description: "after \(what), the unmount failed: \(error)") }
+            closed = false
+        }
+        guard strict else {
+            // What the replayed frames made of the tree: repair must bring it to a clean image.
+            guard closed, (try? VolumeCheck.run(storage).isClean) == false else { return }
+            let report: VolumeRepair.Report
+            do {
+                report = try VolumeRepair.run(storage)
+            } catch {
+                try requireClear(error, "repair after \(what) and an unmount")
+                return
+            }
+            guard report.after?.isClean == true else {
+                throw Violation(description: "after \(what), an unmount and a repair, the image has problems: \(report.after?.problems.prefix(3) ?? [])")
+            }
+            return
+        }
+        do {
+            let after = try VolumeCheck.run(storage)
+            guard after.isClean else {
+                throw Violation(description: "after \(what) and an unmount, the image has \(after.problemCount) problems: \(after.problems.prefix(3))")
+            }
+            try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacityBytes),
+                                      memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes)).close(meter: nil)
+        } catch let error as FSError {
+            throw Violation(description: "after \(what) and an unmount, the image does not mount again: \(error)")
+        }
+    }
+
+    /// A copy of `image` with room for the whole capacity, so `image` stays as it was.
+    static func copy(_ image: MemoryImageStorage) -> MemoryImageStorage {
+        MemoryImageStorage(copying: image, maximumBytes: Int(capacityBytes) + 2 * BackingStore.blockSize + Int(image.length))
+    }
+}
