@@ -78,7 +78,7 @@ public struct VolumeCheck {
         guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
               slot.capacityBytes <= storage.length else {
             if slot.capacityBytes > storage.length && endBlock > TreeVolume.firstSpaceBlock
-                && endBlock <= BlockReferenceTree.pendingFreeBase {
+                && slot.capacityBytes <= TreeVolume.maximumCapacity {
                 report.add("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of capacity "
                            + "commit \(slot.generation) states: its end was cut off")
             } else {

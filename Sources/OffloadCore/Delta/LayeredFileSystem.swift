@@ -59,7 +59,15 @@ public struct LayeredFileSystem {
                 committed.append(FilePiece(offset: offset, extent: extent.fileExtent))
             }
         }
-        guard !ranges.isEmpty else { return committed }
+        guard !ranges.isEmpty else {
+            // Extent items lie inside the file's size (FORMAT.md); a file must never be
+            // loaded with bytes past its size, which its attributes here may also have
+            // taken below the tree's (a frame stating a size without its file range).
+            if let last = committed.last, last.offset + last.extent.size > min(size, committedSize) {
+                throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(min(size, committedSize))")
+            }
+            return committed
+        }
         let file = ReplayedFile()
         file.apply(size: committedSize, range: 0..<committedSize, pieces: committed)
         for case .fileRange(_, let fileSize, let range, let pieces) in ranges {

@@ -22,10 +22,16 @@ extension VolumeRepair {
                                    progress: VolumeCheck.Progress?) throws(FSError) -> CutShortEnd? {
         let cut = storage.length, capacity = slots.current.capacityBytes
         let endBlock = capacity >> BackingStore.blockShift
-        guard capacity > cut, endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase else {
+        guard capacity > cut, endBlock > TreeVolume.firstSpaceBlock, capacity <= TreeVolume.maximumCapacity else {
             return nil
         }
-        try storage.setLength(capacity)
+        do {
+            try storage.setLength(capacity)
+        } catch {
+            throw .damagedImage("the image file is \(cut) bytes, shorter than the \(capacity) bytes of capacity commit "
+                                + "\(slots.current.generation) states (its end was cut off), and its length cannot be "
+                                + "given back: \(error)")
+        }
         var files: [FileChange] = []
         for slot in [slots.current, slots.previous].compactMap({ $0 }) where slot.capacityBytes <= capacity {
             files += try OldCommit.read(storage, slot, cut: cut, progress: progress).cutOff

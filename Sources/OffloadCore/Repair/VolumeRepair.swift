@@ -116,10 +116,20 @@ public enum VolumeRepair {
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
         var changed = Changes(files: cutOff)
-        _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
-            try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
-            return try volume.finishCommit(generation, changed.filesystemCommit!,
-                                           inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
+        do {
+            _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
+                try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
+                return try volume.finishCommit(generation, changed.filesystemCommit!,
+                                               inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
+            }
+        } catch .noSpace {
+            // The rebuilt trees go to blocks the old commit does not use (so that a crash
+            // leaves it whole), and none were left.
+            let blocks = volume.space.endBlock - volume.space.firstBlock
+            let used = old.used.ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+            throw .damagedImage("repair found no free block to write the repaired trees in: the damaged commit uses, "
+                                + "or its block tree says it uses, \(used) of the image's \(blocks) blocks (commit \(base.generation) "
+                                + "is left as it was)")
         }
         // A second commit: both slots name the repaired trees, and the old commit's blocks
         // are punched once it is durable.
