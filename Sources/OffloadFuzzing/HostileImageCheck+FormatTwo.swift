@@ -69,13 +69,15 @@ extension HostileImageCheck {
     /// and XFS trust their logs), and the check only sees that they decode, so a frame
     /// whose bytes were changed with its checksum made good may give the replayed tree
     /// problems: then the unmounted image must repair into one that checks clean.
-    private static func mountAndUse(_ storage: MemoryImageStorage, checkedClean: Bool, after what: String) throws {
+    static func mountAndUse(_ storage: MemoryImageStorage, checkedClean: Bool, after what: String) throws {
         let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacityBytes),
                                                    memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes))
         let strict = checkedClean && fileSystem.volume.replayedFrames == 0
         do {
             try ClientProbe.walk(fileSystem.operations)
-            try ClientProbe.changes(fileSystem.operations, after: what)
+            // An image with no room left for a commit is served read-only (the open's
+            // warning says so): it is only read.
+            if fileSystem.volume.failure == nil { try ClientProbe.changes(fileSystem.operations, after: what) }
         } catch let error as Violation {
             throw error
         } catch {

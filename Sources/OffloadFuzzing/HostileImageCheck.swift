@@ -52,6 +52,7 @@ public enum HostileImageCheck {
     public static func check(_ original: MemoryImageStorage) throws(Violation) -> Outcome {
         if (try? ImageIdentity.read(original)) == .newerVersion(CommitSlot.version) { return try checkFormatTwo(original) }
         var outcome = Outcome(refusal: nil, repairRefusal: nil, repairs: 0)
+        try checkUpgrade(original, after: "nothing")
         do {
             _ = try openCloseAndReopen(original, repair: false)
         } catch let error as Violation {
@@ -94,6 +95,7 @@ public enum HostileImageCheck {
         } catch let failure as ClientProbe.Failure {
             throw Violation(description: "after \(what): \(failure)")
         }
+        try checkUpgrade(first.storage, after: "\(what) and a close")
         do {
             let second = try open(first.storage, repair: false)
             guard second.fileSystem.report.repairs.isEmpty else {

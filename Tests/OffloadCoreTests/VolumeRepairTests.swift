@@ -249,6 +249,28 @@ final class VolumeRepairTests: XCTestCase {
         try assertUnchanged(before, repaired)
     }
 
+    /// A back reference kept under another name's hash (a damaged key the checksums did
+    /// not catch; the fuzzer made one): lookups of the inode's links by name would not find
+    /// it. Repair moves it under its own; before, the repaired image still had the
+    /// problem.
+    func testABackReferenceUnderAnotherHashIsMoved() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let (directory, entries) = try XCTUnwrap(model.entries.first { !$0.value.isEmpty })
+        let entry = try XCTUnwrap(entries.values.first)
+        let key = volume.filesystem.backReferenceKey(entry.child, directory, entry.name)
+        let value = try XCTUnwrap(try volume.filesystem.tree.lookup(key))
+        _ = try volume.filesystem.tree.remove(key)
+        let wrong = TreeKey(object: key.object, kind: key.kind, offset: key.offset ^ 0x10)
+        try volume.filesystem.tree.upsert(wrong, value)
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(disk).problems.contains { $0.contains("under another hash") })
+        let (_, repaired) = try repair(disk)
+        XCTAssertNotNil(try repaired.filesystem.tree.lookup(key))
+        XCTAssertNil(try repaired.filesystem.tree.lookup(wrong))
+        try assertUnchanged(before, repaired)
+    }
+
     func testAWrongReferenceCountIsRecounted() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
         let before = try snapshot(volume)

@@ -82,6 +82,40 @@ final class HostileImageTests: XCTestCase {
         }
     }
 
+    /// A format 1 image whose checkpoint holds an xattr name no namespace stores (a `.`
+    /// turned into `&`, its checksums good): format 1's mount drops the name, and so must
+    /// the upgrade (it wrote an xattr item that does not decode: an assertion in a debug
+    /// build, an image whose file answers EIO to listxattr in a release one).
+    func testTheUpgradeLeavesOutXattrNamesFormatTwoDoesNotStore() throws {
+        var image = try SampleImage.make(seed: 7, clean: true)
+        let name = Array("user.origin".utf8)
+        // Every copy (the checkpoint's, the previous one's, old frames).
+        let places = (0...(image.count - name.count)).filter { image[$0..<$0 + name.count].elementsEqual(name) }
+        XCTAssertFalse(places.isEmpty)
+        for at in places { image[at + 4] = UInt8(ascii: "&") }
+        let storage = MemoryImageStorage(maximumBytes: image.count, initial: image)
+        ChecksumRepair.apply(to: storage)
+        let outcome = try HostileImageCheck.check(FuzzInput.image(from: FuzzInput.encode(storage.bytes)))
+        XCTAssertNil(outcome.refusal)
+        // Upgraded as the mount does: the other xattrs are there, the damaged name is not.
+        let disk = MemoryImageStorage(copying: storage, maximumBytes: 40 << 20)
+        guard case .image(let superblock, _) = try ImageIdentity.read(disk) else { return XCTFail("not format 1") }
+        let read = { (offset: UInt64, count: Int) in disk.readBytes(at: offset, count: count) }
+        let replay = try ImageReplay.load(superblock: superblock, fileBytes: disk.length, read: read)
+        let volume = try TreeVolume.upgrade(disk, from: replay, analysis: ImageAnalysis(replay, fileBytes: disk.length),
+                                            previousSegments: [], nameHashKey: SipHash24(key0: 1, key1: 2))
+        try volume.close()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+        let fileSystem = try VolumeFileSystem.open(storage: disk, capacity: .kept(default: 32 << 20),
+                                                   memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let big = try fileSystem.operations.lookup(parent: .root, name: FileName("big.bin")).inode
+        XCTAssertEqual(try fileSystem.operations.listxattr(inode: big), [])
+        let docs = try fileSystem.operations.lookup(parent: .root, name: FileName("docs")).inode
+        let deep = try fileSystem.operations.lookup(parent: docs, name: FileName("deep")).inode
+        XCTAssertEqual(try fileSystem.operations.listxattr(inode: deep), [Array("user.more".utf8)])
+        try fileSystem.close(meter: nil)
+    }
+
     /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
     func testEveryInputTheFuzzerFoundNowPasses() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

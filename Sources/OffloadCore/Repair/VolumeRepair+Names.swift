@@ -172,11 +172,17 @@ extension VolumeRepair {
             guard let loaded = try? FileSystemTree.decode(key, value) as BackReferenceItem else { return try remove(key, value) }
             let child = key.object
             let holding = loaded.links.filter { finalLink($0)?.child == child }
-            guard holding.count != loaded.links.count else { return }
+            // A link kept under another name's hash (the check's "under another hash"):
+            // lookups by name would not find it; it moves to its own item.
+            let misplaced = holding.filter { target.backReferenceKey(child, $0.directory, $0.name) != key }
+            guard holding.count != loaded.links.count || !misplaced.isEmpty else { return }
             // The volume's item may hold links a name restored since: the same rule keeps them.
             let current: BackReferenceItem? = (try? target.item(key)) ?? nil
-            let kept = (current ?? loaded).links.filter { finalLink($0)?.child == child }
+            let kept = (current ?? loaded).links.filter { link in
+                finalLink(link)?.child == child && target.backReferenceKey(child, link.directory, link.name) == key
+            }
             try target.replaceOrRemove(key, kept.isEmpty ? nil : BackReferenceItem(links: kept).encoded())
+            for link in misplaced { try place(link, of: child) }
         }
 
         /// The index entry and back reference `entry` needs, where they are missing.
@@ -191,10 +197,16 @@ extension VolumeRepair {
 
         private func restoreBackReference(of entry: NamedEntry, in directory: UInt64) throws(FSError) {
             let link = Link(directory: directory, index: entry.index, name: entry.name)
+            // Already there (under another name's hash, `backReference` moves it).
             if ((try? original.links(of: entry.child)) ?? []).contains(link) { return }
-            let key = target.backReferenceKey(entry.child, directory, entry.name)
+            try place(link, of: entry.child)
+        }
+
+        /// Puts `link` into `child`'s back-reference item of the link's own hash.
+        private func place(_ link: Link, of child: UInt64) throws(FSError) {
+            let key = target.backReferenceKey(child, link.directory, link.name)
             var item: BackReferenceItem = (try? target.item(key)) ?? nil ?? BackReferenceItem(links: [])
-            item.links.removeAll { $0.directory == directory && $0.name == entry.name }
+            item.links.removeAll { $0.directory == link.directory && $0.name == link.name }
             guard item.fits(adding: link) else { return }
             item.links.append(link)
             try target.tree.upsert(key, item.encoded())

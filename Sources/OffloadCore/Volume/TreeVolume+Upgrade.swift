@@ -133,7 +133,11 @@ extension TreeVolume {
             changes.append(.link(directory: number, NamedEntry(name: entry.key, child: entry.value, type: child.type,
                                                                index: 3 + UInt64(position))))
         }
-        for xattr in record.xattrs { changes.append(.setXattr(inode: number, name: xattr.name, value: xattr.value)) }
+        // Names format 1's mount drops as it loads them (its namespace stores no other), so
+        // no upgraded item holds one that does not decode.
+        for xattr in record.xattrs where XattrItem.isStoredName(xattr.name) {
+            changes.append(.setXattr(inode: number, name: xattr.name, value: xattr.value))
+        }
         if record.type == 10, !record.symlinkTarget.isEmpty { changes.append(.symlinkTarget(inode: number, record.symlinkTarget)) }
         if let file, file.size > 0 {
             changes.append(.fileRange(inode: number, FileChange(size: file.size, range: 0..<file.size, pieces: file.pieceList)))

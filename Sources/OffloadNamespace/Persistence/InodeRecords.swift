@@ -26,9 +26,14 @@ extension ExtendedAttributes {
         allNames.map { InodeRecord.Xattr(name: $0, value: value(named: $0) ?? []) }
     }
 
+    /// The attributes an image's record holds, less any whose name no namespace stores
+    /// (no request could have set it, none could read it: damage a checksum did not
+    /// catch), and any past the limits, as `set` refuses them.
     init(records: [InodeRecord.Xattr]) {
         self.init()
-        for x in records { try? set(name: x.name, value: x.value, mode: .createOrReplace) }
+        for x in records where XattrItem.isStoredName(x.name) {
+            try? set(name: x.name, value: x.value, mode: .createOrReplace)
+        }
     }
 }
 
