@@ -33,7 +33,8 @@ extension VolumeRepair {
                                 + "given back: \(error)")
         }
         var files: [FileChange] = []
-        for slot in [slots.current, slots.previous].compactMap({ $0 }) where slot.capacityBytes <= capacity {
+        for slot in [slots.current, slots.previous].compactMap({ $0 })
+        where slot.capacityBytes <= capacity && slot.capacityBytes >> BackingStore.blockShift > TreeVolume.firstSpaceBlock {
             files += try OldCommit.read(storage, slot, cut: cut, progress: progress).cutOff
         }
         return CutShortEnd(repair: "the image file was \(cut) bytes, shorter than the \(capacity) bytes of capacity "

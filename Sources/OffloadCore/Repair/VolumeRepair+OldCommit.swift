@@ -25,7 +25,9 @@ extension VolumeRepair {
         static func read(_ storage: any ImageStorage, _ slot: CommitSlot, cut: UInt64? = nil,
                          progress: VolumeCheck.Progress?) throws(FSError) -> OldCommit {
             var old = OldCommit()
-            let space = TreeVolume.firstSpaceBlock..<(slot.capacityBytes >> BackingStore.blockShift)
+            // (A capacity of less than the slots' two blocks, which the check reports,
+            // leaves no space, not a range that cannot be.)
+            let space = TreeVolume.firstSpaceBlock..<max(TreeVolume.firstSpaceBlock, slot.capacityBytes >> BackingStore.blockShift)
             let io = ImageStoragePageIO(storage: storage)
             func use(_ blocks: Range<UInt64>) {
                 let inside = blocks.clamped(to: space)

@@ -63,6 +63,13 @@ public enum VolumeRepair {
             }
         }
         var base = slots.current
+        // No volume can be rebuilt without its block space.
+        let endBlock = base.capacityBytes >> BackingStore.blockShift
+        guard endBlock > TreeVolume.firstSpaceBlock, base.capacityBytes <= TreeVolume.maximumCapacity,
+              base.capacityBytes <= storage.length else {
+            throw .damagedImage("commit \(base.generation) states a capacity of \(base.capacityBytes) bytes, in an image file of "
+                                + "\(storage.length): there is no block space to repair")
+        }
         var old = try OldCommit.read(storage, base, progress: progress)
         // Only when the journal holds the current commit's changes: a commit made whole at
         // once (a bulk load, the upgrade) has no frames, and its previous commit is not it.

@@ -57,7 +57,11 @@ extension TreeVolume {
         }
         let capacityBytes = max(kept, fileBlocks << BackingStore.blockShift)
         if storage.length < capacityBytes { try storage.setLength(capacityBytes) }
-        let slot = CommitSlot(imageID: superblock.imageID, generation: 1, cleanlyUnmounted: false,
+        // Format 1 reads an image id of 0 (only damage makes one); a commit slot with it
+        // is no commit (FORMAT.md), so such an image gets a new one. Nothing of format 1
+        // is read by it afterwards: every node and frame of format 2 is written new.
+        let imageID = superblock.imageID != 0 ? superblock.imageID : Superblock.newImageID()
+        let slot = CommitSlot(imageID: imageID, generation: 1, cleanlyUnmounted: false,
                               capacityIsSet: superblock.capacityIsSet, capacityBytes: capacityBytes, unmountError: 0,
                               nameHashKey: nameHashKey, filesystemTree: nil, blockTree: nil,
                               journal: LogSegment(start: 0, length: 0), journalSequence: 0,
