@@ -47,7 +47,7 @@ extension ChecksumRepair {
         guard number >= 2, number < image.length / block else { return nil }
         var node = image.readBytes(at: number * block, count: TreeNode.size)
         guard node.count == TreeNode.size, u32(node, 0) == TreeNode.magic else { return nil }
-        guard visited.insert(number).inserted, depth <= Int(TreeNode.maximumLevel) else { return u32(node, 4) }
+        guard depth <= Int(TreeNode.maximumLevel), visited.insert(number).inserted else { return u32(node, 4) }
         if node[36] > 0 {
             let children = min(Int(node[38]) | Int(node[39]) << 8, TreeNode.maximumChildren)
             for i in 0..<children {

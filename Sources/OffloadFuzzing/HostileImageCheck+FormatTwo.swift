@@ -68,11 +68,13 @@ extension HostileImageCheck {
     /// and mount again. A journal's frames are trusted once their checksums match (as ext4
     /// and XFS trust their logs), and the check only sees that they decode, so a frame
     /// whose bytes were changed with its checksum made good may give the replayed tree
-    /// problems: then the unmounted image must repair into one that checks clean.
+    /// problems: then the unmounted image must repair into one that checks clean, and if
+    /// it checks clean as it is, no request may have failed on it either.
     static func mountAndUse(_ storage: MemoryImageStorage, checkedClean: Bool, after what: String) throws {
         let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacityBytes),
                                                    memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes))
         let strict = checkedClean && fileSystem.volume.replayedFrames == 0
+        var failed: (any Error)?
         do {
             try ClientProbe.walk(fileSystem.operations)
             // An image with no room left for a commit is served read-only (the open's
@@ -84,6 +86,7 @@ extension HostileImageCheck {
             // A damaged image may answer any request with an error; the unmount below
             // must still not trap.
             guard !strict else { throw Violation(description: "after \(what), on an image that checks clean: \(error)") }
+            failed = error
         }
         let closed: Bool
         do {
@@ -95,7 +98,11 @@ extension HostileImageCheck {
         }
         guard strict else {
             // What the replayed frames made of the tree: repair must bring it to a clean image.
-            guard closed, (try? VolumeCheck.run(storage).isClean) == false else { return }
+            guard closed, let isClean = try? VolumeCheck.run(storage).isClean else { return }
+            if isClean, checkedClean, let failed {
+                throw Violation(description: "after \(what), on an image whose replayed tree checks clean: \(failed)")
+            }
+            guard !isClean else { return }
             let report: VolumeRepair.Report
             do {
                 report = try VolumeRepair.run(storage)

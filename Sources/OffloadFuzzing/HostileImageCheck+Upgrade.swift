@@ -12,8 +12,10 @@ extension HostileImageCheck {
     static func checkUpgrade(_ image: MemoryImageStorage, after what: String) throws(Violation) {
         let storage = copy(image)
         let volume: TreeVolume
+        var stated: UInt64 = 0
         do {
             guard case .image(let superblock, _) = try ImageIdentity.read(storage) else { return }
+            stated = superblock.capacityBytes
             let read = { (offset: UInt64, count: Int) in storage.readBytes(at: offset, count: count) }
             let replay = try ImageReplay.load(superblock: superblock, fileBytes: storage.length, read: read)
             let analysis = ImageAnalysis(replay, fileBytes: storage.length)
@@ -23,6 +25,10 @@ extension HostileImageCheck {
                                             previousSegments: ImageReplay.previousCommitSegments(
                                                 of: superblock, fileBytes: storage.length, read: read),
                                             nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed))
+        } catch .noSpace where stated > UInt64(capacityBytes) {
+            // The image is extended to the capacity format 1's superblock states, more than
+            // the harness's copy holds (a disk would hold it: the extension is sparse).
+            return
         } catch {
             return try requireClear(error, "the upgrade after \(what)")
         }

@@ -359,6 +359,8 @@ struct MountCommand: ParsableCommand {
         case .readOnly, .permissionDenied:
             return ImageAdvice.cannotWrite(image: imagePath, error: error)
         case .damagedImage(let why):
+            // Most refusals name their remedy; the others get fsck's.
+            guard !why.contains("fsck") else { return "image \(imagePath) is damaged: \(why)" }
             return "image \(imagePath) is damaged: \(why); `offloadfs fsck \(imagePath)` lists what is wrong, "
                 + "`offloadfs fsck --repair \(imagePath)` repairs it and names every file it changed"
         case .noSpace, .system(ENOSPC, _), .system(EDQUOT, _):

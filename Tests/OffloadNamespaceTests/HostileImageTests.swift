@@ -116,6 +116,27 @@ final class HostileImageTests: XCTestCase {
         try fileSystem.close(meter: nil)
     }
 
+    /// A repair of a cut-short image that fails after giving the file its length back (here
+    /// the damaged commit's block tree claims every block, so the rebuilt trees have
+    /// nowhere to go) leaves the file as it was: the mount still refuses it for its cut,
+    /// and the next repair still names the files that lost bytes (the review of the change).
+    func testAFailedRepairOfACutShortImageLeavesItCutShort() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("FuzzRegressions")
+        let input = [UInt8](try Data(contentsOf: folder.appendingPathComponent("format2-repair-without-a-free-block")))
+        let image = FuzzInput.image(from: input)
+        let storage = MemoryImageStorage(copying: image, maximumBytes: 40 << 20)
+        let length = storage.length
+        XCTAssertThrowsError(try VolumeRepair.run(storage)) { error in
+            XCTAssertTrue("\(error)".contains("no free block"), "\(error)")
+        }
+        XCTAssertEqual(storage.length, length)
+        XCTAssertThrowsError(try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 32 << 20),
+                                                       memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))) { error in
+            XCTAssertTrue("\(error)".contains("its end was cut off"), "\(error)")
+        }
+    }
+
     /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
     func testEveryInputTheFuzzerFoundNowPasses() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

@@ -46,22 +46,39 @@ public enum VolumeRepair {
         var report = Report(check: try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress))
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
-        // Files that lost bytes past the end of an image file cut short (named in the
-        // repaired tree at the end, or in this one if nothing else needs repair).
-        var cutOff: [FileChange] = []
-        if let cut = try restoreCutShortEnd(storage, slots, progress: progress) {
-            report.repaired = true
-            report.repairs.append(cut.repair)
-            cutOff = cut.files
+        let cutLength = storage.length
+        guard let cut = try restoreCutShortEnd(storage, slots, progress: progress) else {
+            return try repair(storage, slots, report, cutOff: [], budgetBytes: budgetBytes, progress: progress)
+        }
+        report.repaired = true
+        report.repairs.append(cut.repair)
+        do {
             let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
-            if after.isClean {
+            guard !after.isClean else {
                 report.after = after
                 report.inodes = after.inodes
-                report.affected = Changes(files: cutOff).describe(
+                report.affected = Changes(files: cut.files).describe(
                     in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, slots.current), slots.current))
                 return report
             }
+            return try repair(storage, slots, report, cutOff: cut.files, budgetBytes: budgetBytes, progress: progress)
+        } catch {
+            // A repair that fails before it commits leaves the image as it was, its cut
+            // included: the mount still refuses it, and the next repair names the files
+            // that lost bytes again. (After a crash in between, the file stays extended and
+            // a second repair finds only the tree nodes that were past the cut.)
+            if (try? CommitSlots.read(storage).current) == slots.current { try? storage.setLength(cutLength) }
+            throw error
         }
+    }
+
+    /// The repair of the commit `slots` name (the image given its length back when it was
+    /// cut short; `cutOff`, the files that lost bytes there): the fall-back to the
+    /// previous commit, or both trees rebuilt.
+    private static func repair(_ storage: any ImageStorage, _ slots: (current: CommitSlot, previous: CommitSlot?),
+                               _ checked: Report, cutOff: [FileChange], budgetBytes: Int,
+                               progress: VolumeCheck.Progress?) throws(FSError) -> Report {
+        var report = checked
         var base = slots.current
         // No volume can be rebuilt without its block space.
         let endBlock = base.capacityBytes >> BackingStore.blockShift
@@ -129,9 +146,10 @@ public enum VolumeRepair {
                 return try volume.finishCommit(generation, changed.filesystemCommit!,
                                                inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
             }
-        } catch .noSpace {
+        } catch .noSpace where ((try? volume.space.freeBlockCount()) ?? 0) < TreeVolume.commitOverheadBlocks {
             // The rebuilt trees go to blocks the old commit does not use (so that a crash
-            // leaves it whole), and none were left.
+            // leaves it whole), and none were left. (A full disk under the image is the
+            // other `.noSpace`, said as it is.)
             let blocks = volume.space.endBlock - volume.space.firstBlock
             let used = old.used.ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
             throw .damagedImage("repair found no free block to write the repaired trees in: the damaged commit uses, "
@@ -146,9 +164,18 @@ public enum VolumeRepair {
         // claimed: free now, they may still hold a lost file's bytes, and free space must
         // read as zeros (a block a file maps is only partly written). Neither commit
         // names them, so the whole free space is punched (pending frees are not free).
+        // Best effort: the repair is done and durable; a file system that cannot punch is
+        // left as it is (zeros written over a sparse image's free space could fill it).
         progress?("punching the free space", 0, 0)
-        try TreeVolume.punch(volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock),
-                             in: storage)
+        do {
+            for blocks in try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock) {
+                try storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+            }
+            try storage.sync()
+        } catch {
+            report.repairs.append("the free space was not punched (\(error)): blocks no commit names may still hold "
+                                  + "bytes of lost files")
+        }
         report.repaired = true
         report.inodes = changed.inodeChanges.added
         report.repairs += changed.repairs
