@@ -56,6 +56,11 @@ enum FormatTwoFsck {
             // Every file the repair restored, emptied, cut short, moved or unnamed, by path.
             for line in repaired.affected { writeLine(line, to: STDOUT_FILENO) }
         }
+        if report.framesToReplay > 0 {
+            // As after a kill or a crash: the counts below are the last commit's.
+            writeLine("note: the journal holds \(report.framesToReplay) operations answered after commit \(report.generation), "
+                      + "which the next mount replays; the counts below are commit \(report.generation)'s", to: STDOUT_FILENO)
+        }
         for problem in report.problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         if report.problemCount > report.problems.count {
             writeLine("... and \(report.problemCount - report.problems.count) more problems", to: STDOUT_FILENO)

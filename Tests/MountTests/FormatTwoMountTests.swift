@@ -97,14 +97,25 @@ final class FormatTwoMountTests: DaemonTestCase {
         try run("mkdir d && for i in $(seq 1 50); do echo $i > d/f$i; done && head -c 1000000 /dev/urandom > big && sync")
         try run("rm d/f7 && mv d/f8 d/eight && echo more >> big")
         let answered = try listing()
+        // Two operations that leave the tree as listed, right before the kill: the
+        // maintenance commits only after a second without one, so the journal surely holds
+        // operations after the last commit for the fsck below.
+        try run("touch .mark && rm .mark")
         try killDaemon()
         XCTAssertEqual(try info()["cleanly unmounted"], "no")
+        // fsck before the mount that replays: it checks the last commit, and says that the
+        // journal holds operations after it (the counts are not the tree the mount shows).
+        let killed = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(killed.status, 0, killed.transcript)
+        XCTAssertTrue(killed.output.hasPrefix("note: the journal holds ") && killed.output.contains(" operations answered after commit "),
+                      killed.transcript)
 
         try mount(image, [])
         XCTAssertEqual(try listing(), answered, "after kill -9")
         try unmountAll()
         let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
         XCTAssertEqual(fsck.status, 0, fsck.transcript)
+        XCTAssertFalse(fsck.output.contains("note: the journal holds"), "a clean unmount leaves nothing to replay: \(fsck.transcript)")
 
         // A --size too small for what it holds is refused in one line, the image untouched.
         let before = try FileSnapshot(image)

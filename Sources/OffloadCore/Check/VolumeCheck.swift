@@ -27,6 +27,10 @@ public struct VolumeCheck {
         public var inodes = 0, directories = 0, names = 0, extents = 0, orphans = 0
         public var filesystemNodes = 0, blockTreeNodes = 0
         public var journalFrames = 0
+        /// The commit checked, and the journal frames after it that a mount replays (the
+        /// operations answered after that commit: what a kill or a crash left to replay).
+        public var generation: UInt64 = 0
+        public var framesToReplay = 0
         /// Passes over the extents and nodes the reference census took (one per batch).
         public var referencePasses = 0
         public var isClean: Bool { problemCount == 0 }
@@ -154,13 +158,14 @@ public struct VolumeCheck {
     /// every frame must decode and be of a generation after the slot's, or the one it
     /// wrote.
     mutating func checkJournal() {
-        var frames = 0
+        var frames = 0, replayed = 0
         var problems: [String] = []
         let (slot, later) = (self.slot, laterFramesAreProblems)
         let journal = SlotJournal(storage, slot) { frame, _ in
             frames += 1
             switch frame {
             case .success(let frame):
+                if frame.generation > slot.generation { replayed += 1 }
                 if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, later {
                     problems.append("journal frame \(frames): generation \(frame.generation) after commit \(slot.generation)")
                 }
@@ -171,6 +176,8 @@ public struct VolumeCheck {
             }
         }
         report.journalFrames = frames
+        report.generation = slot.generation
+        report.framesToReplay = replayed
         for problem in problems { report.add(problem) }
         journalSegments = journal.segments
     }
