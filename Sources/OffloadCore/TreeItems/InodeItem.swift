@@ -57,7 +57,7 @@ public struct InodeItem: Equatable, Sendable {
     /// frame states an item with most changes (`JournalChange`), and every write journals
     /// one.
     public func encode(into w: inout ByteWriter) {
-        assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && type <= 15, "\(self) would not decode")
+        assert(permissions <= 0o7777 && flags == 0 && size <= UInt64(Int64.max) && ItemCoding.isFileType(type), "\(self) would not decode")
         // `fixed` traps unless exactly `encodedSize` bytes are stored.
         w.fixed(Self.encodedSize) { f in
             f.u8(Self.version)
@@ -93,7 +93,7 @@ public struct InodeItem: Equatable, Sendable {
         let version = try r.u8()
         guard version == Self.version else { throw ByteReader.Malformed(description: "inode item version \(version)") }
         let type = try r.u8()
-        guard type <= 15 else { throw ByteReader.Malformed(description: "inode item: file type \(type)") }
+        guard ItemCoding.isFileType(type) else { throw ByteReader.Malformed(description: "inode item: file type \(type)") }
         guard try r.u16() == 0 else { throw ByteReader.Malformed(description: "inode item: reserved bytes set") }
         let permissions = try r.u32()
         guard permissions <= 0o7777 else {

@@ -26,9 +26,20 @@ enum ItemCoding {
     /// An inode number: from 1, below the reserved objects.
     static func isInode(_ number: UInt64) -> Bool { number >= 1 && number < ReservedObject.firstReserved }
 
+    /// The file types an item may state (st_mode >> 12): FIFO, character device,
+    /// directory, block device, regular file, symlink, socket. Any other is no file a
+    /// request could make, and the namespace could not answer for it (readdir's d_type,
+    /// stat's mode).
+    static func isFileType(_ type: UInt8) -> Bool {
+        switch type {
+        case 0o01, 0o02, 0o04, 0o06, 0o10, 0o12, 0o14: return true
+        default: return false
+        }
+    }
+
     /// A child as a directory entry names it: an inode number and a file type (st_mode >> 12).
     static func checkChild(_ child: UInt64, type: UInt8) throws(ByteReader.Malformed) {
-        guard isInode(child), type <= 15 else {
+        guard isInode(child), isFileType(type) else {
             throw ByteReader.Malformed(description: "an entry naming inode \(child) of type \(type)")
         }
     }

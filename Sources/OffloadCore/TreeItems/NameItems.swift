@@ -21,7 +21,7 @@ public struct NamedEntry: Equatable, Sendable {
 
     /// What the decoders check of an entry.
     var isEncodable: Bool {
-        ItemCoding.isValidName(name) && ItemCoding.isInode(child) && type <= 15 && index >= 3
+        ItemCoding.isValidName(name) && ItemCoding.isInode(child) && ItemCoding.isFileType(type) && index >= 3
     }
 }
 
@@ -85,7 +85,7 @@ public struct IndexItem: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         precondition(ItemCoding.isValidName(name))
-        assert(ItemCoding.isInode(child) && type <= 15, "\(self) would not decode")
+        assert(ItemCoding.isInode(child) && ItemCoding.isFileType(type), "\(self) would not decode")
         var w = ByteWriter(capacity: 10 + name.count)
         w.u64(child)
         w.u8(type)
