@@ -82,6 +82,9 @@ extension HostileImageCheck {
             if fileSystem.volume.failure == nil { try ClientProbe.changes(fileSystem.operations, after: what) }
         } catch let error as Violation {
             throw error
+        } catch let failure as ClientProbe.Failure where failure.error == .noSpace && isFull(fileSystem) {
+            // A full image answers ENOSPC (its extents may take every block: a hostile
+            // image's, or the repair of one).
         } catch {
             // A damaged image may answer any request with an error; the unmount below
             // must still not trap.
@@ -91,6 +94,10 @@ extension HostileImageCheck {
         let closed: Bool
         do {
             try fileSystem.close(meter: nil)
+            closed = true
+        } catch .noSpace where isFull(fileSystem) {
+            // The unmount's commit found no room either: nothing is lost (the journal
+            // holds every answered change), and the image must still check clean below.
             closed = true
         } catch {
             guard !strict else { throw Violation(description: "after \(what), the unmount failed: \(error)") }
@@ -125,6 +132,11 @@ extension HostileImageCheck {
         } catch let error as FSError {
             throw Violation(description: "after \(what) and an unmount, the image does not mount again: \(error)")
         }
+    }
+
+    /// True when the mounted image has less free space than the probe's changes take.
+    private static func isFull(_ fileSystem: VolumeFileSystem) -> Bool {
+        fileSystem.namespace.statfs().freeBlocks < 64
     }
 
     /// A copy of `image` with room for the whole capacity, so `image` stays as it was.
