@@ -27,6 +27,7 @@ extension VolumeRepair {
         }
         do {
             try storage.setLength(capacity)
+            try storage.sync()
         } catch {
             throw .damagedImage("the image file is \(cut) bytes, shorter than the \(capacity) bytes of capacity commit "
                                 + "\(slots.current.generation) states (its end was cut off), and its length cannot be "
