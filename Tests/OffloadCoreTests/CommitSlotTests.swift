@@ -8,7 +8,7 @@ import OffloadSimulation
 final class CommitSlotTests: XCTestCase {
     private func slot(generation: UInt64, image: UInt64 = 42, random: inout SplitMix64) -> CommitSlot {
         CommitSlot(imageID: image, generation: generation, cleanlyUnmounted: Bool.random(using: &random),
-                   capacityIsSet: Bool.random(using: &random), capacityBytes: random.next(),
+                   capacityIsSet: Bool.random(using: &random), capacityBytes: (random.next() >> 12) << 12,
                    unmountError: UInt32.random(in: 0...200, using: &random),
                    nameHashKey: SipHash24(key0: random.next(), key1: random.next()),
                    filesystemTree: .init(block: 1000 + generation, generation: generation, level: 2, checksum: 0xdead_beef),
@@ -70,6 +70,13 @@ final class CommitSlotTests: XCTestCase {
         impossible.nextInode = ReservedObject.orphans
         guard case .damaged = CommitSlot.decode(impossible.encoded(), at: 1) else {
             return XCTFail("a next inode among the reserved objects was accepted")
+        }
+        // A capacity that is not a whole number of blocks (the fuzzer's: opening it
+        // trapped on the block space's precondition).
+        impossible = slot(generation: 5, random: &random)
+        impossible.capacityBytes = (1 << 30) + 100
+        guard case .damaged = CommitSlot.decode(impossible.encoded(), at: 1) else {
+            return XCTFail("a capacity of a partial block was accepted")
         }
     }
 

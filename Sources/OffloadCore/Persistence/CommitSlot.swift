@@ -167,6 +167,9 @@ public struct CommitSlot: Equatable, Sendable {
         guard blockSize == UInt32(BackingStore.blockSize), flags & ~3 == 0, image != 0 else {
             throw ByteReader.Malformed(description: "a commit slot with block size \(blockSize), flags \(flags), image id \(image)")
         }
+        guard capacity % UInt64(BackingStore.blockSize) == 0 else {
+            throw ByteReader.Malformed(description: "a capacity of \(capacity) bytes, not a whole number of blocks")
+        }
         let unmountError = try r.u32()
         _ = try r.u32()
         let key0 = try r.u64(), key1 = try r.u64()

@@ -94,7 +94,9 @@ extension VolumeRepair {
             }
             switch kind {
             case .inode:
-                if key.offset != 0 { try remove(key, value) }
+                // One that does not decode is lost as a damaged leaf's would be (the
+                // inode's other items go with it, its names are removed).
+                if key.offset != 0 || (try? FileSystemTree.decode(key, value) as InodeItem) == nil { try remove(key, value) }
             case .backReference:
                 try backReference(key, value)
             case .xattr:

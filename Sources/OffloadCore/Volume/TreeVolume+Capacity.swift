@@ -24,6 +24,20 @@ extension TreeVolume {
     /// The largest: what an image may map (as format 1's).
     public static let maximumCapacity: UInt64 = 1 << 46
 
+    /// Refuses a commit whose capacity no volume has (no block past the slots, more blocks
+    /// than the block tree numbers), or that is past the end of the image file (its end
+    /// was cut off: `fsck --repair` gives it its length back).
+    static func checkCapacity(of slot: CommitSlot, in storage: any ImageStorage) throws(FSError) {
+        guard slot.capacityBytes >> BackingStore.blockShift > firstSpaceBlock,
+              slot.capacityBytes >> BackingStore.blockShift <= BlockReferenceTree.pendingFreeBase else {
+            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
+        }
+        guard slot.capacityBytes <= storage.length else {
+            throw .damagedImage("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of "
+                                + "capacity commit \(slot.generation) states: its end was cut off")
+        }
+    }
+
     /// The capacity (bytes, whole blocks, and whether it is kept) that opening the image
     /// at `slot` with `request` gives it. Reads only: a smaller capacity is checked against
     /// the block space as replay will find it (`frames` and `oldChain` claimed, as opening
@@ -37,6 +51,8 @@ extension TreeVolume {
             throw .invalidArgument("capacity \(asked) exceeds the 64 TiB an image can map")
         }
         guard bytes < slot.capacityBytes else { return (bytes, isSet) }
+        // The slot's own capacity, as opening checks it (the block space below needs one).
+        try checkCapacity(of: slot, in: storage)
         let space = try BlockSpace(io: ImageStoragePageIO(storage: storage), imageID: slot.imageID, blockTreeID: blockTreeID,
                                    root: slot.blockTree, firstBlock: firstSpaceBlock,
                                    endBlock: slot.capacityBytes >> BackingStore.blockShift)

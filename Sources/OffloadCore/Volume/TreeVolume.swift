@@ -251,14 +251,7 @@ public final class TreeVolume {
         publishedGeneration = Atomic(slot.generation)
         storedCurrent = slot
         opened = slot
-        guard slot.capacityBytes >> BackingStore.blockShift > Self.firstSpaceBlock,
-              slot.capacityBytes >> BackingStore.blockShift <= BlockReferenceTree.pendingFreeBase else {
-            throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
-        }
-        guard slot.capacityBytes <= storage.length else {
-            throw .damagedImage("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of "
-                                + "capacity commit \(slot.generation) states: its end was cut off")
-        }
+        try Self.checkCapacity(of: slot, in: storage)
         let capacity = capacity ?? (slot.capacityBytes, slot.capacityIsSet)
         let endBlock = capacity.bytes >> BackingStore.blockShift
         precondition(endBlock > Self.firstSpaceBlock && endBlock <= BlockReferenceTree.pendingFreeBase,
