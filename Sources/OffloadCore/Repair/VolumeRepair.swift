@@ -158,7 +158,15 @@ public enum VolumeRepair {
         }
         // A second commit: both slots name the repaired trees, and the old commit's blocks
         // are punched once it is durable.
-        try volume.close()
+        do {
+            try volume.close()
+        } catch .noSpace where ((try? volume.space.freeBlockCount()) ?? 0) < TreeVolume.commitOverheadBlocks {
+            // The repaired trees are durable (the first commit), and nothing was left for
+            // the second: the image is repaired, its old commit still the previous one.
+            report.repairs.append("the repaired trees are commit \(volume.current.generation); no free block was left for the "
+                                  + "commit after it, which frees the damaged commit's blocks: a mount with room does "
+                                  + "it (a larger --size gives room)")
+        }
         // Blocks the old commit used only under nodes of both trees that did not read (an
         // extent in a lost leaf whose run was in a lost block-tree leaf) were never
         // claimed: free now, they may still hold a lost file's bytes, and free space must
