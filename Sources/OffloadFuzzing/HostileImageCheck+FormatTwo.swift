@@ -75,16 +75,22 @@ extension HostileImageCheck {
                                                    memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes))
         let strict = checkedClean && fileSystem.volume.replayedFrames == 0
         var failed: (any Error)?
+        // Before the changes, which take blocks themselves.
+        let full = isFull(fileSystem)
         do {
             try ClientProbe.walk(fileSystem.operations)
             // An image with no room left for a commit is served read-only (the open's
             // warning says so): it is only read.
-            if fileSystem.volume.failure == nil { try ClientProbe.changes(fileSystem.operations, after: what) }
+            if fileSystem.volume.failure == nil {
+                do {
+                    try ClientProbe.changes(fileSystem.operations, after: what)
+                } catch let failure as ClientProbe.Failure where failure.error == .noSpace && full {
+                    // A full image answers ENOSPC to changes (its extents may take every
+                    // block: a hostile image's, or the repair of one).
+                }
+            }
         } catch let error as Violation {
             throw error
-        } catch let failure as ClientProbe.Failure where failure.error == .noSpace && isFull(fileSystem) {
-            // A full image answers ENOSPC (its extents may take every block: a hostile
-            // image's, or the repair of one).
         } catch {
             // A damaged image may answer any request with an error; the unmount below
             // must still not trap.
@@ -95,7 +101,7 @@ extension HostileImageCheck {
         do {
             try fileSystem.close(meter: nil)
             closed = true
-        } catch .noSpace where isFull(fileSystem) {
+        } catch .noSpace where full {
             // The unmount's commit found no room either: nothing is lost (the journal
             // holds every answered change), and the image must still check clean below.
             closed = true

@@ -25,7 +25,7 @@ extension HostileImageCheck {
                                             previousSegments: ImageReplay.previousCommitSegments(
                                                 of: superblock, fileBytes: storage.length, read: read),
                                             nameHashKey: SipHash24(key0: 0x5eed, key1: 0xfeed))
-        } catch .noSpace where stated > UInt64(capacityBytes) {
+        } catch .noSpace where stated > UInt64(storage.maximumBytes) {
             // The image is extended to the capacity format 1's superblock states, more than
             // the harness's copy holds (a disk would hold it: the extension is sparse).
             return

@@ -19,6 +19,8 @@ public final class MemoryImageStorage: ImageStorage, @unchecked Sendable {
     public let name: String
     private let mapping: UnsafeMutableRawPointer
     private let mappedBytes: Int
+    /// The most bytes the image may grow to (`setLength` past it is `.noSpace`).
+    public var maximumBytes: Int { mappedBytes }
     private let state = PthreadMutex(State())
 
     struct State {

@@ -165,7 +165,9 @@ public struct VolumeCheck {
             frames += 1
             switch frame {
             case .success(let frame):
-                if frame.generation > slot.generation { replayed += 1 }
+                if frame.generation > slot.generation && frame.generation <= slot.generation + TreeVolume.generationsPastTheSlot {
+                    replayed += 1
+                }
                 if frame.generation > slot.generation + TreeVolume.generationsPastTheSlot, later {
                     problems.append("journal frame \(frames): generation \(frame.generation) after commit \(slot.generation)")
                 }

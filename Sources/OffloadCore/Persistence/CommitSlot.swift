@@ -167,9 +167,9 @@ public struct CommitSlot: Equatable, Sendable {
         guard blockSize == UInt32(BackingStore.blockSize), flags & ~3 == 0, image != 0 else {
             throw ByteReader.Malformed(description: "a commit slot with block size \(blockSize), flags \(flags), image id \(image)")
         }
-        guard capacity % UInt64(BackingStore.blockSize) == 0 else {
-            throw ByteReader.Malformed(description: "a capacity of \(capacity) bytes, not a whole number of blocks")
-        }
+        // A commit is generation 1 or later (opening punches the pending frees of the one
+        // before it).
+        guard generation >= 1 else { throw ByteReader.Malformed(description: "a commit of generation 0") }
         let unmountError = try r.u32()
         _ = try r.u32()
         let key0 = try r.u64(), key1 = try r.u64()
@@ -199,7 +199,11 @@ public struct CommitSlot: Equatable, Sendable {
             throw ByteReader.Malformed(description: "generation \(generation), journal sequence \(journalSequence) or next inode \(nextInode) out of range")
         }
         return CommitSlot(imageID: image, generation: generation, cleanlyUnmounted: flags & 1 != 0,
-                          capacityIsSet: flags & 2 != 0, capacityBytes: capacity, unmountError: unmountError,
+                          // Whole blocks: an image upgraded before 2026-12-04 may hold format
+                          // 1's capacity, any byte count; the block space ends at its last
+                          // whole block either way.
+                          capacityIsSet: flags & 2 != 0, capacityBytes: capacity & ~UInt64(BackingStore.blockSize - 1),
+                          unmountError: unmountError,
                           nameHashKey: SipHash24(key0: key0, key1: key1), filesystemTree: roots[0], blockTree: roots[1],
                           journal: LogSegment(start: journalStart, length: journalLength),
                           journalSequence: journalSequence, nextInode: nextInode, inodeCount: inodes, usedBlocks: used)

@@ -34,9 +34,15 @@ extension VolumeRepair {
                                 + "given back: \(error)")
         }
         var files: [FileChange] = []
-        for slot in [slots.current, slots.previous].compactMap({ $0 })
-        where slot.capacityBytes <= capacity && slot.capacityBytes >> BackingStore.blockShift > TreeVolume.firstSpaceBlock {
-            files += try OldCommit.read(storage, slot, cut: cut, progress: progress).cutOff
+        do {
+            for slot in [slots.current, slots.previous].compactMap({ $0 })
+            where slot.capacityBytes <= capacity && slot.capacityBytes >> BackingStore.blockShift > TreeVolume.firstSpaceBlock {
+                files += try OldCommit.read(storage, slot, cut: cut, progress: progress).cutOff
+            }
+        } catch {
+            // Nothing repaired: the image as it was, its cut included.
+            try? storage.setLength(cut)
+            throw error
         }
         return CutShortEnd(repair: "the image file was \(cut) bytes, shorter than the \(capacity) bytes of capacity "
                                    + "commit \(slots.current.generation) states (its end was cut off): given its length "

@@ -158,14 +158,16 @@ public enum VolumeRepair {
         }
         // A second commit: both slots name the repaired trees, and the old commit's blocks
         // are punched once it is durable.
+        var closed = true
         do {
             try volume.close()
         } catch .noSpace where ((try? volume.space.freeBlockCount()) ?? 0) < TreeVolume.commitOverheadBlocks {
             // The repaired trees are durable (the first commit), and nothing was left for
-            // the second: the image is repaired, its old commit still the previous one.
-            report.repairs.append("the repaired trees are commit \(volume.current.generation); no free block was left for the "
-                                  + "commit after it, which frees the damaged commit's blocks: a mount with room does "
-                                  + "it (a larger --size gives room)")
+            // the unmount's commit: the image is repaired, not yet marked cleanly unmounted.
+            closed = false
+            report.repairs.append("the repaired trees are commit \(volume.current.generation); no free block was left for "
+                                  + "the commit that marks the image cleanly unmounted and frees the damaged commit's "
+                                  + "blocks: a mount with room makes it (a larger --size gives room)")
         }
         // Blocks the old commit used only under nodes of both trees that did not read (an
         // extent in a lost leaf whose run was in a lost block-tree leaf) were never
@@ -175,7 +177,8 @@ public enum VolumeRepair {
         // Best effort: the repair is done and durable; a file system that cannot punch is
         // left as it is (zeros written over a sparse image's free space could fill it).
         progress?("punching the free space", 0, 0)
-        do {
+        // (Not after a failed unmount commit: its block tree in memory is not the durable one.)
+        if closed { do {
             for blocks in try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock) {
                 try storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
             }
@@ -183,7 +186,7 @@ public enum VolumeRepair {
         } catch {
             report.repairs.append("the free space was not punched (\(error)): blocks no commit names may still hold "
                                   + "bytes of lost files")
-        }
+        } }
         report.repaired = true
         report.inodes = changed.inodeChanges.added
         report.repairs += changed.repairs
