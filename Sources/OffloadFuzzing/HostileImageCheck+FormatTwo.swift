@@ -14,7 +14,7 @@ import OffloadSimulation
 ///    directory listed, every name looked up, files read, targets and xattrs read),
 ///    changed (`ClientProbe.changes`) and unmounted; on a damaged image any of those may
 ///    answer an error, on a clean one none may, and the unmounted image must check clean
-///    and mount again.
+///    and mount again (`mountAndUse` says how a replayed journal tail is held).
 /// 3. Repairing it (`VolumeRepair`, what `fsck --repair` runs) either refuses with a
 ///    clear error, or leaves an image that checks clean, mounts, works, unmounts and
 ///    checks clean again. An image that mounts as it is must also repair.
@@ -143,10 +143,5 @@ extension HostileImageCheck {
     /// True when the mounted image has less free space than the probe's changes take.
     private static func isFull(_ fileSystem: VolumeFileSystem) -> Bool {
         fileSystem.namespace.statfs().freeBlocks < 64
-    }
-
-    /// A copy of `image` with room for the whole capacity, so `image` stays as it was.
-    static func copy(_ image: MemoryImageStorage) -> MemoryImageStorage {
-        MemoryImageStorage(copying: image, maximumBytes: Int(capacityBytes) + 2 * BackingStore.blockSize + Int(image.length))
     }
 }

@@ -109,6 +109,11 @@ public enum HostileImageCheck {
         return first.fileSystem.report.repairs.count
     }
 
+    /// A copy of `image` with room for the whole capacity, so `image` stays as it was.
+    static func copy(_ image: MemoryImageStorage) -> MemoryImageStorage {
+        MemoryImageStorage(copying: image, maximumBytes: Int(capacityBytes) + 2 * BackingStore.blockSize + Int(image.length))
+    }
+
     /// Opens a copy of `image` (room for the whole capacity), so `image` stays as it was.
     private static func open(_ image: MemoryImageStorage, repair: Bool) throws(FSError) -> (fileSystem: ImageFileSystem, storage: MemoryImageStorage) {
         let storage = copy(image)

@@ -59,7 +59,8 @@ public enum SampleImage {
             return storage.bytes
         }
         let bytes = storage.bytes
-        // Let go without its unmount's commit, as the image above is a killed daemon's.
+        // The bytes above are what a kill leaves; the volume is then closed as usual
+        // (its unmount's commit is not in them).
         if let (inode, handle) = work.openHandle { fileSystem.operations.release(inode: inode, handle: handle) }
         try fileSystem.close(meter: nil)
         return bytes

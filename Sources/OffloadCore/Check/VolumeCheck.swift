@@ -76,18 +76,12 @@ public struct VolumeCheck {
         let slot: CommitSlot
         if let chosen { slot = chosen } else { slot = try CommitSlots.read(storage).current }
         var report = Report()
-        let endBlock = slot.capacityBytes >> BackingStore.blockShift
         // As `TreeVolume` refuses it (and a capacity past the file would make the census
         // pass over blocks that are not there, in as many batches as it says).
-        guard endBlock > TreeVolume.firstSpaceBlock, endBlock <= BlockReferenceTree.pendingFreeBase,
-              slot.capacityBytes <= storage.length else {
-            if slot.capacityBytes > storage.length && endBlock > TreeVolume.firstSpaceBlock
-                && slot.capacityBytes <= TreeVolume.maximumCapacity {
-                report.add("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of capacity "
-                           + "commit \(slot.generation) states: its end was cut off")
-            } else {
-                report.add("commit \(slot.generation) states a capacity of \(slot.capacityBytes) bytes, in an image file of \(storage.length)")
-            }
+        do {
+            try TreeVolume.checkCapacity(of: slot, in: storage)
+        } catch {
+            if case .damagedImage(let why) = error { report.add(why) } else { report.add("\(error)") }
             return report
         }
         let space: BlockSpace

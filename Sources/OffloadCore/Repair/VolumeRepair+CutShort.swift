@@ -21,10 +21,7 @@ extension VolumeRepair {
     static func restoreCutShortEnd(_ storage: any ImageStorage, _ slots: (current: CommitSlot, previous: CommitSlot?),
                                    progress: VolumeCheck.Progress?) throws(FSError) -> CutShortEnd? {
         let cut = storage.length, capacity = slots.current.capacityBytes
-        let endBlock = capacity >> BackingStore.blockShift
-        guard capacity > cut, endBlock > TreeVolume.firstSpaceBlock, capacity <= TreeVolume.maximumCapacity else {
-            return nil
-        }
+        guard capacity > cut, TreeVolume.isPossibleCapacity(capacity) else { return nil }
         do {
             try storage.setLength(capacity)
             try storage.sync()
@@ -36,7 +33,7 @@ extension VolumeRepair {
         var files: [FileChange] = []
         do {
             for slot in [slots.current, slots.previous].compactMap({ $0 })
-            where slot.capacityBytes <= capacity && slot.capacityBytes >> BackingStore.blockShift > TreeVolume.firstSpaceBlock {
+            where slot.capacityBytes <= capacity && TreeVolume.isPossibleCapacity(slot.capacityBytes) {
                 files += try OldCommit.read(storage, slot, cut: cut, progress: progress).cutOff
             }
         } catch {

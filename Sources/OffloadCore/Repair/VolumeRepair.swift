@@ -57,8 +57,7 @@ public enum VolumeRepair {
             guard !after.isClean else {
                 report.after = after
                 report.inodes = after.inodes
-                report.affected = Changes(files: cut.files).describe(
-                    in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, slots.current), slots.current))
+                report.affected = try describeInCurrentCommit(cut.files, storage)
                 return report
             }
             return try repair(storage, slots, report, cutOff: cut.files, budgetBytes: budgetBytes, progress: progress)
@@ -81,12 +80,7 @@ public enum VolumeRepair {
         var report = checked
         var base = slots.current
         // No volume can be rebuilt without its block space.
-        let endBlock = base.capacityBytes >> BackingStore.blockShift
-        guard endBlock > TreeVolume.firstSpaceBlock, base.capacityBytes <= TreeVolume.maximumCapacity,
-              base.capacityBytes <= storage.length else {
-            throw .damagedImage("commit \(base.generation) states a capacity of \(base.capacityBytes) bytes, in an image file of "
-                                + "\(storage.length): there is no block space to repair")
-        }
+        try TreeVolume.checkCapacity(of: base, in: storage)
         var old = try OldCommit.read(storage, base, progress: progress)
         // Only when the journal holds the current commit's changes: a commit made whole at
         // once (a bulk load, the upgrade) has no frames, and its previous commit is not it.
@@ -108,9 +102,7 @@ public enum VolumeRepair {
                 if after.isClean {
                     report.after = after
                     report.inodes = after.inodes
-                    let current = try CommitSlots.read(storage).current
-                    report.affected = Changes(files: cutOff).describe(
-                        in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, current), current))
+                    report.affected = try describeInCurrentCommit(cutOff, storage)
                     return report
                 }
             } catch {
@@ -176,17 +168,8 @@ public enum VolumeRepair {
         // names them, so the whole free space is punched (pending frees are not free).
         // Best effort: the repair is done and durable; a file system that cannot punch is
         // left as it is (zeros written over a sparse image's free space could fill it).
-        progress?("punching the free space", 0, 0)
         // (Not after a failed unmount commit: its block tree in memory is not the durable one.)
-        if closed { do {
-            for blocks in try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock) {
-                try storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
-            }
-            try storage.sync()
-        } catch {
-            report.repairs.append("the free space was not punched (\(error)): blocks no commit names may still hold "
-                                  + "bytes of lost files")
-        } }
+        if closed, let failure = punchFreeSpace(volume, progress: progress) { report.repairs.append(failure) }
         report.repaired = true
         report.inodes = changed.inodeChanges.added
         report.repairs += changed.repairs
@@ -194,6 +177,28 @@ public enum VolumeRepair {
         progress?("checking the repaired image", 0, 0)
         report.after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
         return report
+    }
+
+    /// Punches the free space of `volume` (closed, so its block tree is the durable one)
+    /// and syncs; nil when done, else the report's line saying why not.
+    private static func punchFreeSpace(_ volume: TreeVolume, progress: VolumeCheck.Progress?) -> String? {
+        progress?("punching the free space", 0, 0)
+        do {
+            for blocks in try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock) {
+                try volume.storage.punch((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+            }
+            try volume.storage.sync()
+            return nil
+        } catch {
+            return "the free space was not punched (\(error)): blocks no commit names may still hold bytes of lost files"
+        }
+    }
+
+    /// `files` (changed by repair) by path in the image's current commit.
+    private static func describeInCurrentCommit(_ files: [FileChange], _ storage: any ImageStorage) throws(FSError) -> [String] {
+        guard !files.isEmpty else { return [] }
+        let current = try CommitSlots.read(storage).current
+        return Changes(files: files).describe(in: try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(storage, current), current))
     }
 
     /// Steps 4 and 5, inside the repair's commit: the filesystem tree loaded at the

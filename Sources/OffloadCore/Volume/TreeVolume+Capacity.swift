@@ -24,12 +24,17 @@ extension TreeVolume {
     /// The largest: what an image may map (as format 1's).
     public static let maximumCapacity: UInt64 = 1 << 46
 
-    /// Refuses a commit whose capacity no volume has (no block past the slots, more blocks
-    /// than the block tree numbers), or that is past the end of the image file (its end
-    /// was cut off: `fsck --repair` gives it its length back).
+    /// A capacity a volume can have: a block past the two slots, at most `maximumCapacity`.
+    static func isPossibleCapacity(_ bytes: UInt64) -> Bool {
+        bytes >> BackingStore.blockShift > firstSpaceBlock && bytes <= maximumCapacity
+    }
+
+    /// Refuses a commit whose capacity no volume has (no block past the slots, more than
+    /// the 64 TiB an image can map), or that is past the end of the image file (its end
+    /// was cut off: `fsck --repair` gives it its length back). Opening, fsck's check and
+    /// repair all ask this before they read the block space.
     static func checkCapacity(of slot: CommitSlot, in storage: any ImageStorage) throws(FSError) {
-        guard slot.capacityBytes >> BackingStore.blockShift > firstSpaceBlock,
-              slot.capacityBytes >> BackingStore.blockShift <= BlockReferenceTree.pendingFreeBase else {
+        guard isPossibleCapacity(slot.capacityBytes) else {
             throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
         }
         guard slot.capacityBytes <= storage.length else {
