@@ -23,7 +23,8 @@ extension HostileImageCheck {
         var outcome = Outcome(refusal: nil, repairRefusal: nil, repairs: 0)
         let isClean: Bool
         do {
-            isClean = try VolumeCheck.run(copy(original)).isClean
+            // As fsck checks it: the tree a journal tail's replay leaves, when there is one.
+            isClean = try VolumeCheck.runReplaying(copy(original)).isClean
         } catch {
             try requireClear(error, "fsck's check")
             isClean = false
@@ -63,17 +64,17 @@ extension HostileImageCheck {
     }
 
     /// Mounts `storage`, walks and changes it, unmounts. Throws the mount's refusal as it
-    /// is. On an image that `checkedClean` and had no journal frames to replay, anything
-    /// after the mount failing is a `Violation`, and the unmounted image must check clean
-    /// and mount again. A journal's frames are trusted once their checksums match (as ext4
-    /// and XFS trust their logs), and the check only sees that they decode, so a frame
-    /// whose bytes were changed with its checksum made good may give the replayed tree
-    /// problems: then the unmounted image must repair into one that checks clean, and if
-    /// it checks clean as it is, no request may have failed on it either.
+    /// is. On an image that `checkedClean` (`VolumeCheck.runReplaying`: with a journal
+    /// tail, the tree its replay leaves), anything after the mount failing is a
+    /// `Violation`, and the unmounted image must check clean and mount again. The one
+    /// exception is a replay whose commit found no room (the image opens read-only): the
+    /// check could not see that tree. Then, and on an image that did not check clean,
+    /// the unmounted image must repair into one that checks clean, and if it checks clean
+    /// as it is, no request may have failed on it either.
     static func mountAndUse(_ storage: MemoryImageStorage, checkedClean: Bool, after what: String) throws {
         let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacityBytes),
                                                    memoryLimiter: MemoryLimiter(limitBytes: memoryLimitBytes))
-        let strict = checkedClean && fileSystem.volume.replayedFrames == 0
+        let strict = checkedClean && (fileSystem.volume.replayedFrames == 0 || fileSystem.volume.failure == nil)
         var failed: (any Error)?
         // Before the changes, which take blocks themselves.
         let full = isFull(fileSystem)

@@ -35,7 +35,7 @@ enum FormatTwoFsck {
                 repaired = try VolumeRepair.run(storage, progress: show)
                 report = repaired!.after ?? repaired!.check
             } else {
-                report = try VolumeCheck.run(storage, progress: show)
+                report = try VolumeCheck.runReplaying(storage, progress: show)
             }
             progress?.bar.finish()
         } catch .busy {
@@ -57,9 +57,19 @@ enum FormatTwoFsck {
             for line in repaired.affected { writeLine(line, to: STDOUT_FILENO) }
         }
         if report.framesToReplay > 0 {
-            // As after a kill or a crash: the counts below are the last commit's.
-            writeLine("note: the journal holds \(report.framesToReplay) operations answered after commit \(report.generation), "
-                      + "which the next mount replays; the counts below are commit \(report.generation)'s", to: STDOUT_FILENO)
+            // As after a kill or a crash.
+            let held = "note: the journal holds \(report.framesToReplay) operations answered after commit \(report.generation), "
+                + "which the next mount replays"
+            switch report.replay {
+            case .checked:
+                writeLine(held + "; checked as that replay leaves the tree (replayed in memory: the image is not written)",
+                          to: STDOUT_FILENO)
+            case .notChecked(let why):
+                writeLine(held + "; not checked after the replay (\(why)): the counts below are commit \(report.generation)'s",
+                          to: STDOUT_FILENO)
+            case .failed, .nothingToReplay:
+                writeLine(held + "; the counts below are commit \(report.generation)'s", to: STDOUT_FILENO)
+            }
         }
         for problem in report.problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         if report.problemCount > report.problems.count {

@@ -31,6 +31,9 @@ public struct VolumeCheck {
         /// operations answered after that commit: what a kill or a crash left to replay).
         public var generation: UInt64 = 0
         public var framesToReplay = 0
+        /// Whether the counts and problems are of the tree the journal's replay leaves
+        /// (`runReplaying`), and if not, why.
+        public var replay: Replay = .nothingToReplay
         /// Passes over the extents and nodes the reference census took (one per batch).
         public var referencePasses = 0
         public var isClean: Bool { problemCount == 0 }
@@ -39,6 +42,19 @@ public struct VolumeCheck {
             problemCount += 1
             if problems.count < VolumeCheck.problemLimit { problems.append(problem) }
         }
+    }
+
+    /// What `runReplaying` made of the journal frames after the commit checked.
+    public enum Replay: Sendable, Equatable {
+        /// None follow it (or the check was of the commit only, `run`).
+        case nothingToReplay
+        /// They were replayed into memory, as the next mount replays them, and the tree
+        /// that leaves was checked: the report is that tree's.
+        case checked
+        /// They were not replayed (the reason): the report is the commit's.
+        case notChecked(String)
+        /// Their replay failed, as the next mount's would: one of the report's problems.
+        case failed
     }
 
     public static let problemLimit = 1000

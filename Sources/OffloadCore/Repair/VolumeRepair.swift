@@ -42,10 +42,23 @@ public enum VolumeRepair {
 
     public static func run(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
                            progress: VolumeCheck.Progress? = nil) throws(FSError) -> Report {
-        let slots = try CommitSlots.read(storage)
-        var report = Report(check: try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress))
+        var slots = try CommitSlots.read(storage)
+        var report = Report(check: try VolumeCheck.runReplaying(storage, budgetBytes: budgetBytes, progress: progress))
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
+        if report.check.replay == .checked {
+            // The commit checks clean and the journal's replay works, but leaves a tree with
+            // problems: the replay is made the image's first, as the mount makes it (so no
+            // operation the journal holds is lost), and the tree it leaves is repaired.
+            progress?("replaying the journal", 0, 0)
+            let volume = try TreeVolume.open(storage)
+            if let failure = volume.failure { throw failure }
+            try volume.close()
+            slots = try CommitSlots.read(storage)
+            report.repaired = true
+            report.repairs.append("the journal's \(report.check.framesToReplay) operations after commit "
+                                  + "\(report.check.generation) replayed (commit \(slots.current.generation))")
+        }
         let cutLength = storage.length
         guard let cut = try restoreCutShortEnd(storage, slots, progress: progress) else {
             return try repair(storage, slots, report, cutOff: [], budgetBytes: budgetBytes, progress: progress)

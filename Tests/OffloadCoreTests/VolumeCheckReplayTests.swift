@@ -1,0 +1,125 @@
+import XCTest
+@testable import OffloadCore
+import OffloadSimulation
+import SplitMix
+
+/// fsck's check of the tree a journal tail's replay leaves (`VolumeCheck.runReplaying`,
+/// docs/ARCHITECTURE.md, "fsck checks the tree the replay leaves"), and repair of an
+/// image whose commit checks clean but whose replay does not.
+final class VolumeCheckReplayTests: XCTestCase {
+    /// A volume committed after 200 random operations, then `after` run with no commit
+    /// after them, and the image a kill then leaves (every page written kept).
+    static func killedAfter(seed: UInt64, _ after: (TreeVolume, NamespaceChangeScript) throws -> Void)
+        throws -> (image: [UInt8], model: FileSystemModel) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: VolumeCheckTests.capacity, imageID: seed + 1,
+                                           nameHashKey: SipHash24(key0: seed, key1: 7))
+        let script = VolumeCheckTests.script(on: volume, seed: seed)
+        try script.makeRoot()
+        for _ in 0..<200 { try script.step() }
+        try volume.commit()
+        try after(volume, script)
+        var rng = SplitMix64(seed: seed)
+        return (disk.crashImage(using: &rng, keep: 1, torn: 0), script.model)
+    }
+
+    static func storage(_ image: [UInt8]) -> MemoryImageStorage {
+        MemoryImageStorage(maximumBytes: Int(VolumeCheckTests.capacity), initial: image)
+    }
+
+    /// A kill's journal tail: the check replays it in memory, writes nothing, and counts
+    /// the tree the mount then shows, not the commit's.
+    func testAJournalTailIsCheckedAsItsReplayLeavesTheTree() throws {
+        for seed in UInt64(1)...3 {
+            let (image, model) = try Self.killedAfter(seed: seed) { _, script in
+                for _ in 0..<60 { try script.step() }
+            }
+            let disk = Self.storage(image)
+            let commit = try VolumeCheck.run(disk)
+            XCTAssertTrue(commit.isClean, "seed \(seed): \(commit.problems.prefix(3))")
+            XCTAssertGreaterThan(commit.framesToReplay, 0)
+            let report = try VolumeCheck.runReplaying(disk)
+            XCTAssertEqual(report.replay, .checked)
+            XCTAssertTrue(report.isClean, "seed \(seed): \(report.problems.prefix(3))")
+            XCTAssertEqual(report.framesToReplay, commit.framesToReplay)
+            XCTAssertEqual(report.generation, commit.generation)
+            XCTAssertEqual(disk.bytes, image, "seed \(seed): the check wrote the image")
+            // The replayed tree's counts are the model's after every operation; the
+            // commit's are not (60 operations made or removed some).
+            XCTAssertEqual(report.inodes, model.inodes.count, "seed \(seed)")
+            XCTAssertNotEqual(commit.inodes + commit.names, report.inodes + report.names, "seed \(seed)")
+            // And they are what the mount's replay commits.
+            let mounted = try TreeVolume.open(disk)
+            try mounted.close()
+            let after = try VolumeCheck.run(disk)
+            XCTAssertTrue(after.isClean)
+            XCTAssertEqual([after.inodes, after.directories, after.names, after.extents, after.orphans],
+                           [report.inodes, report.directories, report.names, report.extents, report.orphans], "seed \(seed)")
+        }
+    }
+
+    /// A frame whose checksum is good but whose change names an inode that has no inode
+    /// item: the commit checks clean, the replayed tree does not. Repair makes the replay
+    /// the image's first (nothing the journal holds is lost), then repairs that tree.
+    func testAReplayThatLeavesProblemsIsReportedAndRepairedKeepingTheJournal() throws {
+        let ghost: [UInt8] = Array("ghost".utf8)
+        var directory: UInt64 = 0
+        let (image, model) = try Self.killedAfter(seed: 4) { volume, script in
+            directory = try XCTUnwrap(script.model.entries.keys.min())
+            try volume.perform([.link(directory: directory, NamedEntry(name: ghost, child: 987_654, type: 8, index: 1 << 40))])
+            for _ in 0..<40 { try script.step() }
+        }
+        let disk = Self.storage(image)
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean, "the commit before the frame")
+        let report = try VolumeCheck.runReplaying(disk)
+        XCTAssertEqual(report.replay, .checked)
+        XCTAssertFalse(report.isClean)
+        XCTAssertTrue(report.problems.allSatisfy { $0.hasPrefix("after the journal's replay: ") }, "\(report.problems)")
+        XCTAssertTrue(report.problems.contains { $0.contains("987654") }, "\(report.problems)")
+        XCTAssertEqual(disk.bytes, image, "the check wrote the image")
+
+        let repair = try VolumeRepair.run(disk)
+        XCTAssertTrue(repair.repaired)
+        XCTAssertTrue(repair.repairs.first?.hasPrefix("the journal's \(report.framesToReplay) operations after commit ") == true,
+                      "\(repair.repairs)")
+        XCTAssertEqual(repair.after?.isClean, true, "\(repair.after?.problems.prefix(3) ?? [])")
+        // Every name the operations after the commit left is there.
+        let volume = try TreeVolume.open(disk)
+        for (parent, names) in model.entries {
+            for (name, entry) in names {
+                XCTAssertEqual(try volume.filesystem.lookup(directory: parent, name: name)?.child, entry.child,
+                               "\(String(decoding: name, as: UTF8.self)) in \(parent)")
+            }
+        }
+        XCTAssertNil(try volume.filesystem.lookup(directory: directory, name: ghost))
+        try volume.close()
+        XCTAssertTrue(try VolumeCheck.runReplaying(disk).isClean)
+    }
+
+    /// A frame whose file extent names the filesystem tree's root node: the mount's
+    /// replay refuses it, and so does the check now (it said "clean" before). Repair
+    /// rebuilds the commit without the journal, and says so.
+    func testAReplayThatFailsIsAProblemAndRepairLeavesTheJournalOut() throws {
+        let (image, _) = try Self.killedAfter(seed: 5) { volume, script in
+            let file = try XCTUnwrap(script.model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 }).key
+            let root = try XCTUnwrap(volume.current.filesystemTree).block
+            try volume.perform([.fileRange(inode: file, size: 4096, range: 0..<4096,
+                                           pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: root << 12, size: 4096))])])
+        }
+        let disk = Self.storage(image)
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean, "the commit before the frame")
+        XCTAssertThrowsError(try TreeVolume.open(Self.storage(image)), "the mount's replay")
+        let report = try VolumeCheck.runReplaying(disk)
+        XCTAssertEqual(report.replay, .failed)
+        XCTAssertEqual(report.problemCount, 1)
+        XCTAssertTrue(report.problems.first?.contains("do not replay") == true, "\(report.problems)")
+        XCTAssertEqual(disk.bytes, image, "the check wrote the image")
+
+        let repair = try VolumeRepair.run(disk)
+        XCTAssertTrue(repair.repaired)
+        XCTAssertTrue(repair.repairs.contains { $0.contains("journal frames after commit") && $0.contains("not replayed") },
+                      "\(repair.repairs)")
+        XCTAssertEqual(repair.after?.isClean, true, "\(repair.after?.problems.prefix(3) ?? [])")
+        try TreeVolume.open(disk).close()
+    }
+}
