@@ -9,7 +9,7 @@ import SplitMix
 final class VolumeCheckReplayTests: XCTestCase {
     /// A volume committed after 200 random operations, then `after` run with no commit
     /// after them, and the image a kill then leaves (every page written kept).
-    static func killedAfter(seed: UInt64, _ after: (TreeVolume, NamespaceChangeScript) throws -> Void)
+    static func killedAfter(seed: UInt64, _ after: (TreeVolume, NamespaceChangeScript, CrashSimulatingStorage) throws -> Void)
         throws -> (image: [UInt8], model: FileSystemModel) {
         let disk = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: VolumeCheckTests.capacity, imageID: seed + 1,
@@ -18,7 +18,7 @@ final class VolumeCheckReplayTests: XCTestCase {
         try script.makeRoot()
         for _ in 0..<200 { try script.step() }
         try volume.commit()
-        try after(volume, script)
+        try after(volume, script, disk)
         var rng = SplitMix64(seed: seed)
         return (disk.crashImage(using: &rng, keep: 1, torn: 0), script.model)
     }
@@ -31,7 +31,7 @@ final class VolumeCheckReplayTests: XCTestCase {
     /// the tree the mount then shows, not the commit's.
     func testAJournalTailIsCheckedAsItsReplayLeavesTheTree() throws {
         for seed in UInt64(1)...3 {
-            let (image, model) = try Self.killedAfter(seed: seed) { _, script in
+            let (image, model) = try Self.killedAfter(seed: seed) { _, script, _ in
                 for _ in 0..<60 { try script.step() }
             }
             let disk = Self.storage(image)
@@ -64,7 +64,7 @@ final class VolumeCheckReplayTests: XCTestCase {
     func testAReplayThatLeavesProblemsIsReportedAndRepairedKeepingTheJournal() throws {
         let ghost: [UInt8] = Array("ghost".utf8)
         var directory: UInt64 = 0
-        let (image, model) = try Self.killedAfter(seed: 4) { volume, script in
+        let (image, model) = try Self.killedAfter(seed: 4) { volume, script, _ in
             directory = try XCTUnwrap(script.model.entries.keys.min())
             try volume.perform([.link(directory: directory, NamedEntry(name: ghost, child: 987_654, type: 8, index: 1 << 40))])
             for _ in 0..<40 { try script.step() }
@@ -96,30 +96,52 @@ final class VolumeCheckReplayTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.runReplaying(disk).isClean)
     }
 
-    /// A frame whose file extent names the filesystem tree's root node: the mount's
-    /// replay refuses it, and so does the check now (it said "clean" before). Repair
-    /// rebuilds the commit without the journal, and says so.
-    func testAReplayThatFailsIsAProblemAndRepairLeavesTheJournalOut() throws {
-        let (image, _) = try Self.killedAfter(seed: 5) { volume, script in
+    /// A frame whose file extent names the filesystem tree's root node, between other
+    /// operations: the mount's replay refuses it, and so does the check now (it said
+    /// "clean" before). Repair keeps the operations before it, as a crash right after them
+    /// would have left the image, and leaves it and the rest out.
+    func testAReplayThatFailsIsAProblemAndRepairKeepsTheOperationsBeforeIt() throws {
+        var before = FileSystemModel(), framesBefore = 0
+        let (image, _) = try Self.killedAfter(seed: 5) { volume, script, disk in
+            for _ in 0..<30 { try script.step() }
+            before = script.model
+            var rng = SplitMix64(seed: 1)
+            framesBefore = try VolumeCheck.run(Self.storage(disk.crashImage(using: &rng, keep: 1, torn: 0))).framesToReplay
             let file = try XCTUnwrap(script.model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 }).key
             let root = try XCTUnwrap(volume.current.filesystemTree).block
             try volume.perform([.fileRange(inode: file, size: 4096, range: 0..<4096,
                                            pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: root << 12, size: 4096))])])
+            for _ in 0..<30 { try script.step() }
         }
+        XCTAssertGreaterThan(framesBefore, 5)
         let disk = Self.storage(image)
         XCTAssertTrue(try VolumeCheck.run(disk).isClean, "the commit before the frame")
         XCTAssertThrowsError(try TreeVolume.open(Self.storage(image)), "the mount's replay")
         let report = try VolumeCheck.runReplaying(disk)
-        XCTAssertEqual(report.replay, .failed)
+        XCTAssertEqual(report.replay, .failed(replayable: framesBefore))
+        XCTAssertGreaterThan(report.framesToReplay, framesBefore + 1)
         XCTAssertEqual(report.problemCount, 1)
         XCTAssertTrue(report.problems.first?.contains("do not replay") == true, "\(report.problems)")
         XCTAssertEqual(disk.bytes, image, "the check wrote the image")
 
         let repair = try VolumeRepair.run(disk)
         XCTAssertTrue(repair.repaired)
-        XCTAssertTrue(repair.repairs.contains { $0.contains("journal frames after commit") && $0.contains("not replayed") },
-                      "\(repair.repairs)")
+        XCTAssertEqual(repair.repairs, ["the journal's first \(framesBefore) of \(report.framesToReplay) operations after commit "
+                                        + "\(report.generation) replayed (commit \(try CommitSlots.read(disk).current.generation)); the "
+                                        + "\(report.framesToReplay - framesBefore) from the first whose replay fails on are left out"])
         XCTAssertEqual(repair.after?.isClean, true, "\(repair.after?.problems.prefix(3) ?? [])")
-        try TreeVolume.open(disk).close()
+        // The tree is the one the operations before the frame left.
+        XCTAssertEqual(repair.after?.inodes, before.inodes.count)
+        let volume = try TreeVolume.open(disk)
+        var names = 0
+        for (parent, entries) in before.entries {
+            for (name, entry) in entries {
+                names += 1
+                XCTAssertEqual(try volume.filesystem.lookup(directory: parent, name: name)?.child, entry.child,
+                               "\(String(decoding: name, as: UTF8.self)) in \(parent)")
+            }
+        }
+        XCTAssertEqual(repair.after?.names, names)
+        try volume.close()
     }
 }

@@ -30,9 +30,10 @@ extension VolumeCheck {
         do {
             volume = try TreeVolume.open(overlay)
         } catch {
+            let replayable = longestReplay(storage, failingAt: frames)
             committed.add("the journal's \(frames) operations after commit \(committed.generation) do not replay "
-                          + "(the next mount fails the same way): \(error)")
-            committed.replay = .failed
+                          + "(the next mount fails the same way; the first \(replayable) do): \(error)")
+            committed.replay = .failed(replayable: replayable)
             return committed
         }
         volume.waitForPunches()
@@ -50,5 +51,26 @@ extension VolumeCheck {
         replayed.journalFrames = committed.journalFrames
         replayed.replay = .checked
         return replayed
+    }
+
+    /// How many of the first frames after the commit replay, when all `frames` do not: a
+    /// binary search over opening with that many (`TreeVolume.open(replayingAtMost:)`,
+    /// each in an overlay of its own), so about log2(frames) replays. A frame's replay
+    /// fails on what it or the frames before it hold (a claim of its extents, its
+    /// changes recorded over theirs, their commit), so every longer replay fails too and
+    /// the search finds where the first failing frame is. (Frames that left a failure
+    /// only a later one undoes would make it stop short: it finds a prefix that replays,
+    /// maybe not the longest.) 0 when none replays.
+    public static func longestReplay(_ storage: any ImageStorage, failingAt frames: Int) -> Int {
+        var replays = 0, fails = frames
+        while fails - replays > 1 {
+            let middle = replays + (fails - replays) / 2
+            if (try? TreeVolume.open(OverlayImageStorage(over: storage), replayingAtMost: middle)) != nil {
+                replays = middle
+            } else {
+                fails = middle
+            }
+        }
+        return replays
     }
 }

@@ -54,7 +54,9 @@ public struct VolumeCheck {
         /// They were not replayed (the reason): the report is the commit's.
         case notChecked(String)
         /// Their replay failed, as the next mount's would: one of the report's problems.
-        case failed
+        /// `replayable`: how many of the first frames replay (`longestReplay`), what repair
+        /// keeps.
+        case failed(replayable: Int)
     }
 
     public static let problemLimit = 1000

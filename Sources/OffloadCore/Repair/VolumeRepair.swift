@@ -46,18 +46,33 @@ public enum VolumeRepair {
         var report = Report(check: try VolumeCheck.runReplaying(storage, budgetBytes: budgetBytes, progress: progress))
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
-        if report.check.replay == .checked {
+        let frames = report.check.framesToReplay, generation = report.check.generation
+        switch report.check.replay {
+        case .checked:
             // The commit checks clean and the journal's replay works, but leaves a tree with
             // problems: the replay is made the image's first, as the mount makes it (so no
             // operation the journal holds is lost), and the tree it leaves is repaired.
-            progress?("replaying the journal", 0, 0)
-            let volume = try TreeVolume.open(storage)
-            if let failure = volume.failure { throw failure }
-            try volume.close()
-            slots = try CommitSlots.read(storage)
+            slots = try replayFirst(storage, frames: .max, progress: progress)
             report.repaired = true
-            report.repairs.append("the journal's \(report.check.framesToReplay) operations after commit "
-                                  + "\(report.check.generation) replayed (commit \(slots.current.generation))")
+            report.repairs.append("the journal's \(frames) operations after commit \(generation) replayed "
+                                  + "(commit \(slots.current.generation))")
+        case .failed(let replayable):
+            // The commit checks clean and the journal's replay fails: the frames before the
+            // first that fails are kept, as a crash right after them would have left the
+            // image, and the rest left out. What they leave may be clean already.
+            slots = try replayFirst(storage, frames: replayable, progress: progress)
+            report.repaired = true
+            report.repairs.append("the journal's first \(replayable) of \(frames) operations after commit \(generation) "
+                                  + "replayed (commit \(slots.current.generation)); the \(frames - replayable) from the first "
+                                  + "whose replay fails on are left out")
+            let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+            guard !after.isClean else {
+                report.after = after
+                report.inodes = after.inodes
+                return report
+            }
+        case .nothingToReplay, .notChecked:
+            break
         }
         let cutLength = storage.length
         guard let cut = try restoreCutShortEnd(storage, slots, progress: progress) else {
@@ -82,6 +97,19 @@ public enum VolumeRepair {
             if (try? CommitSlots.read(storage).current) == slots.current { try? storage.setLength(cutLength) }
             throw error
         }
+    }
+
+    /// Opens the image replaying the first `frames` journal frames after its commit (all:
+    /// `.max`) and closes it, as a mount and an unmount would: the replay is the image's
+    /// (crash-safe as a mount's opening commit is), the rest of the journal let go.
+    /// Returns the slots after it.
+    private static func replayFirst(_ storage: any ImageStorage, frames: Int,
+                                    progress: VolumeCheck.Progress?) throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
+        progress?("replaying the journal", 0, 0)
+        let volume = try TreeVolume.open(storage, replayingAtMost: frames)
+        if let failure = volume.failure { throw failure }
+        try volume.close()
+        return try CommitSlots.read(storage)
     }
 
     /// The repair of the commit `slots` name (the image given its length back when it was

@@ -370,8 +370,12 @@ public final class TreeVolume {
     /// written (`.capacityTooSmall`) or, a default, cut to the smallest that fits. A
     /// read-only open keeps the slot's.
     /// `reserveTarget` overrides the metadata reserve's size (tests of a full image).
+    /// `frameLimit`: replays only the first that many frames after the commit and leaves
+    /// the rest out, as a crash after them would have (repair of a journal whose replay
+    /// fails, `VolumeCheck.longestReplay`); the chain is still read to its end, so that
+    /// the opening commit lets go of all of it.
     public static func open(_ storage: any ImageStorage, capacity request: CapacityRequest? = nil,
-                            reserveTarget: UInt64? = nil) throws(FSError) -> TreeVolume {
+                            reserveTarget: UInt64? = nil, replayingAtMost frameLimit: Int = .max) throws(FSError) -> TreeVolume {
         let slot = try CommitSlots.read(storage).current
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
         var damage: FSError?
@@ -381,6 +385,8 @@ public final class TreeVolume {
                 damage = error
                 return false
             case .success(let frame):
+                // Past the limit nothing is replayed, so nothing needs to be right.
+                guard frame.generation <= slot.generation || frames.count < frameLimit else { return true }
                 // Two generations at most follow the last durable commit: the one its
                 // successor was committing (closed under the namespace lock) and the one
                 // requests went on in meanwhile (the maintenance commits outside that
