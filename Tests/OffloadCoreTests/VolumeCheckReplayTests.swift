@@ -101,13 +101,13 @@ final class VolumeCheckReplayTests: XCTestCase {
     /// "clean" before). Repair keeps the operations before it, as a crash right after them
     /// would have left the image, and leaves it and the rest out.
     func testAReplayThatFailsIsAProblemAndRepairKeepsTheOperationsBeforeIt() throws {
-        var before = FileSystemModel(), framesBefore = 0
-        let (image, _) = try Self.killedAfter(seed: 5) { volume, script, disk in
+        var before = FileSystemModel(), framesBefore = 0, file: UInt64 = 0
+        let (image, final) = try Self.killedAfter(seed: 5) { volume, script, disk in
             for _ in 0..<30 { try script.step() }
             before = script.model
             var rng = SplitMix64(seed: 1)
             framesBefore = try VolumeCheck.run(Self.storage(disk.crashImage(using: &rng, keep: 1, torn: 0))).framesToReplay
-            let file = try XCTUnwrap(script.model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 }).key
+            file = try XCTUnwrap(script.model.inodes.filter { $0.value.type == 8 && $0.value.linkCount == 1 }.keys.min())
             let root = try XCTUnwrap(volume.current.filesystemTree).block
             try volume.perform([.fileRange(inode: file, size: 4096, range: 0..<4096,
                                            pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: root << 12, size: 4096))])])
@@ -143,5 +143,33 @@ final class VolumeCheckReplayTests: XCTestCase {
         }
         XCTAssertEqual(repair.after?.names, names)
         try volume.close()
+        // The files the left-out operations changed or made are named: the one the
+        // failing frame names, and each name made in the root for a file the kept ones
+        // do not have.
+        let why = "(operations answered after commit \(report.generation), whose journal frames were left out of the replay"
+        XCTAssertTrue(repair.affected.allSatisfy { $0.hasPrefix("lost changes: /") && $0.contains(why) }, "\(repair.affected)")
+        var parents: [UInt64: (UInt64, [UInt8])] = [:]
+        for (parent, entries) in before.entries { for (name, entry) in entries { parents[entry.child] = (parent, name) } }
+        func path(_ inode: UInt64) -> String? {
+            var parts: [String] = []
+            var at = inode
+            while at != 1 {
+                guard let (parent, name) = parents[at] else { return nil }
+                parts.insert(String(decoding: name, as: UTF8.self), at: 0)
+                at = parent
+            }
+            return "/" + parts.joined(separator: "/")
+        }
+        XCTAssertTrue(repair.affected.contains("lost changes: \(try XCTUnwrap(path(file))) \(why), changed it)"), "\(repair.affected)")
+        var made = 0
+        for (directory, entries) in final.entries {
+            guard let at = path(directory) else { continue }
+            for (name, entry) in entries where before.inodes[entry.child] == nil {
+                made += 1
+                let line = "lost changes: \(at == "/" ? "" : at)/\(String(decoding: name, as: UTF8.self)) \(why), made it: it is not there)"
+                XCTAssertTrue(repair.affected.contains(line), "\(line) in \(repair.affected)")
+            }
+        }
+        XCTAssertGreaterThan(made, 0)
     }
 }

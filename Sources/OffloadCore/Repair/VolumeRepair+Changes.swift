@@ -18,6 +18,10 @@ extension VolumeRepair {
             case lostData(offset: UInt64)
             /// Bytes `offset..<end` of the file were past the end of an image file cut short.
             case cutOff(offset: UInt64, end: UInt64)
+            /// Journaled changes of the file, after commit `after`, were left out of the
+            /// replay (a frame at or before theirs does not replay); `madeAs`, the name a
+            /// left-out change gave it, for a file no kept change made.
+            case leftOut(madeAs: (directory: UInt64, name: [UInt8])?, after: UInt64)
         }
 
         var inode: UInt64
@@ -67,6 +71,17 @@ extension VolumeRepair {
                 case .cutOff(let offset, let end):
                     add(path, "lost data: \(path) (its bytes \(offset) to \(end) were past the end of the cut-short image "
                               + "file: they read as zeros now)")
+                case .leftOut(let madeAs, let after):
+                    // A file that no longer has a name (an orphan, or one only the left-out
+                    // changes made) is named by the name they gave it, if any.
+                    let why = "operations answered after commit \(after), whose journal frames were left out of the replay"
+                    if let found = Self.path(of: change.inode, in: tree) {
+                        add(found, "lost changes: \(found) (\(why), changed it)")
+                    } else if let madeAs {
+                        let parent = Self.path(of: madeAs.directory, in: tree) ?? "#\(madeAs.directory)"
+                        let made = (parent == "/" ? "" : parent) + "/" + String(decoding: madeAs.name, as: UTF8.self)
+                        add(made, "lost changes: \(made) (\(why), made it: it is not there)")
+                    }
                 }
             }
             for range in lostRanges {

@@ -47,6 +47,7 @@ public enum VolumeRepair {
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
         let frames = report.check.framesToReplay, generation = report.check.generation
+        var leftOut: [FileChange] = []
         switch report.check.replay {
         case .checked:
             // The commit checks clean and the journal's replay works, but leaves a tree with
@@ -59,7 +60,9 @@ public enum VolumeRepair {
         case .failed(let replayable):
             // The commit checks clean and the journal's replay fails: the frames before the
             // first that fails are kept, as a crash right after them would have left the
-            // image, and the rest left out. What they leave may be clean already.
+            // image, and the rest left out (the files they touched named). What the kept
+            // ones leave may be clean already.
+            leftOut = leftOutChanges(storage, slots.current, keeping: replayable)
             slots = try replayFirst(storage, frames: replayable, progress: progress)
             report.repaired = true
             report.repairs.append("the journal's first \(replayable) of \(frames) operations after commit \(generation) "
@@ -69,6 +72,7 @@ public enum VolumeRepair {
             guard !after.isClean else {
                 report.after = after
                 report.inodes = after.inodes
+                report.affected = try describeInCurrentCommit(leftOut, storage)
                 return report
             }
         case .nothingToReplay, .notChecked:
@@ -76,7 +80,7 @@ public enum VolumeRepair {
         }
         let cutLength = storage.length
         guard let cut = try restoreCutShortEnd(storage, slots, progress: progress) else {
-            return try repair(storage, slots, report, cutOff: [], budgetBytes: budgetBytes, progress: progress)
+            return try repair(storage, slots, report, earlier: leftOut, budgetBytes: budgetBytes, progress: progress)
         }
         report.repaired = true
         report.repairs.append(cut.repair)
@@ -85,10 +89,10 @@ public enum VolumeRepair {
             guard !after.isClean else {
                 report.after = after
                 report.inodes = after.inodes
-                report.affected = try describeInCurrentCommit(cut.files, storage)
+                report.affected = try describeInCurrentCommit(leftOut + cut.files, storage)
                 return report
             }
-            return try repair(storage, slots, report, cutOff: cut.files, budgetBytes: budgetBytes, progress: progress)
+            return try repair(storage, slots, report, earlier: leftOut + cut.files, budgetBytes: budgetBytes, progress: progress)
         } catch {
             // A repair that fails before it commits leaves the image as it was, its cut
             // included: the mount still refuses it, and the next repair names the files
@@ -99,24 +103,12 @@ public enum VolumeRepair {
         }
     }
 
-    /// Opens the image replaying the first `frames` journal frames after its commit (all:
-    /// `.max`) and closes it, as a mount and an unmount would: the replay is the image's
-    /// (crash-safe as a mount's opening commit is), the rest of the journal let go.
-    /// Returns the slots after it.
-    private static func replayFirst(_ storage: any ImageStorage, frames: Int,
-                                    progress: VolumeCheck.Progress?) throws(FSError) -> (current: CommitSlot, previous: CommitSlot?) {
-        progress?("replaying the journal", 0, 0)
-        let volume = try TreeVolume.open(storage, replayingAtMost: frames)
-        if let failure = volume.failure { throw failure }
-        try volume.close()
-        return try CommitSlots.read(storage)
-    }
-
     /// The repair of the commit `slots` name (the image given its length back when it was
-    /// cut short; `cutOff`, the files that lost bytes there): the fall-back to the
+    /// cut short; `earlier`, what was changed before: the files that lost bytes there, or
+    /// whose journaled changes were left out): the fall-back to the
     /// previous commit, or both trees rebuilt.
     private static func repair(_ storage: any ImageStorage, _ slots: (current: CommitSlot, previous: CommitSlot?),
-                               _ checked: Report, cutOff: [FileChange], budgetBytes: Int,
+                               _ checked: Report, earlier: [FileChange], budgetBytes: Int,
                                progress: VolumeCheck.Progress?) throws(FSError) -> Report {
         var report = checked
         var base = slots.current
@@ -143,7 +135,7 @@ public enum VolumeRepair {
                 if after.isClean {
                     report.after = after
                     report.inodes = after.inodes
-                    report.affected = try describeInCurrentCommit(cutOff, storage)
+                    report.affected = try describeInCurrentCommit(earlier, storage)
                     return report
                 }
             } catch {
@@ -172,7 +164,7 @@ public enum VolumeRepair {
         let volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [],
                                     nextSequence: old.nextSequence)
         try volume.space.claimData(old.used)
-        var changed = Changes(files: cutOff)
+        var changed = Changes(files: earlier)
         do {
             _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
                 try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
