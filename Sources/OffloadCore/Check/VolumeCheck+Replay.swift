@@ -29,19 +29,23 @@ extension VolumeCheck {
         let volume: TreeVolume
         do {
             volume = try TreeVolume.open(overlay)
-        } catch {
-            let replayable = longestReplay(storage, failingAt: frames)
+        } catch .damagedImage(let why) {
+            // What the frames hold does not replay. (Any other error, a read of the image
+            // that failed, is the check's: it says nothing of the journal.)
+            let replayable = try longestReplay(storage, failingAt: frames)
+            let kept = replayable.map { "the first \($0) do" } ?? "the commit does not open even without them"
             committed.add("the journal's \(frames) operations after commit \(committed.generation) do not replay "
-                          + "(the next mount fails the same way; the first \(replayable) do): \(error)")
+                          + "(the next mount fails the same way; \(kept)): \(why)")
             committed.replay = .failed(replayable: replayable)
             return committed
         }
         volume.waitForPunches()
         progress?("replaying the journal in memory", UInt64(frames), UInt64(frames))
         if let failure = volume.failure {
-            // A full image: the mount opens it read-only with the replay in memory.
-            committed.replay = .notChecked("the replay's commit does not fit the image (\(failure)); "
-                                           + "the next mount opens it read-only")
+            // A full image: a mount at this capacity opens it read-only with the replay in
+            // memory; one given more room commits the replay.
+            committed.replay = .notChecked("the replay's commit does not fit the image's capacity (\(failure)); "
+                                           + "a mount with more room (--size) replays it, one without opens it read-only")
             return committed
         }
         var replayed = try run(overlay, budgetBytes: budgetBytes, progress: progress)
@@ -55,22 +59,28 @@ extension VolumeCheck {
 
     /// How many of the first frames after the commit replay, when all `frames` do not: a
     /// binary search over opening with that many (`TreeVolume.open(replayingAtMost:)`,
-    /// each in an overlay of its own), so about log2(frames) replays. A frame's replay
-    /// fails on what it or the frames before it hold (a claim of its extents, its
-    /// changes recorded over theirs, their commit), so every longer replay fails too and
-    /// the search finds where the first failing frame is. (Frames that left a failure
-    /// only a later one undoes would make it stop short: it finds a prefix that replays,
-    /// maybe not the longest.) 0 when none replays.
-    public static func longestReplay(_ storage: any ImageStorage, failingAt frames: Int) -> Int {
-        var replays = 0, fails = frames
-        while fails - replays > 1 {
-            let middle = replays + (fails - replays) / 2
-            if (try? TreeVolume.open(OverlayImageStorage(over: storage), replayingAtMost: middle)) != nil {
-                replays = middle
-            } else {
-                fails = middle
+    /// each in an overlay of its own), so about log2(frames) replays. An opening counts
+    /// only when it commits (one whose commit found no room could not be made the
+    /// image's either). A frame's replay fails on what it or the frames before it hold (a
+    /// claim of its extents, its changes recorded over theirs, their commit), so longer
+    /// replays fail too, but not surely: frames that left a failure a later one undoes
+    /// would make the search stop short of the longest prefix that replays (it still
+    /// finds one that does). nil when the commit does not open even with no frame
+    /// replayed. Errors other than damage (a failed read) are thrown.
+    public static func longestReplay(_ storage: any ImageStorage, failingAt frames: Int) throws(FSError) -> Int? {
+        func replays(_ count: Int) throws(FSError) -> Bool {
+            do {
+                return try TreeVolume.open(OverlayImageStorage(over: storage), replayingAtMost: count).failure == nil
+            } catch .damagedImage {
+                return false
             }
         }
-        return replays
+        guard try replays(0) else { return nil }
+        var replaying = 0, failing = frames
+        while failing - replaying > 1 {
+            let middle = replaying + (failing - replaying) / 2
+            if try replays(middle) { replaying = middle } else { failing = middle }
+        }
+        return replaying
     }
 }

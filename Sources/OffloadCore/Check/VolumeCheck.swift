@@ -55,8 +55,8 @@ public struct VolumeCheck {
         case notChecked(String)
         /// Their replay failed, as the next mount's would: one of the report's problems.
         /// `replayable`: how many of the first frames replay (`longestReplay`), what repair
-        /// keeps.
-        case failed(replayable: Int)
+        /// keeps; nil when the commit does not open even with none.
+        case failed(replayable: Int?)
     }
 
     public static let problemLimit = 1000

@@ -57,7 +57,11 @@ public enum VolumeRepair {
             report.repaired = true
             report.repairs.append("the journal's \(frames) operations after commit \(generation) replayed "
                                   + "(commit \(slots.current.generation))")
-        case .failed(let replayable):
+        case .failed(nil):
+            // Not even the commit opens without the journal: the commit is rebuilt below,
+            // the journal left out, and the files its operations changed named.
+            leftOut = leftOutChanges(storage, slots.current, keeping: 0)
+        case .failed(let replayable?):
             // The commit checks clean and the journal's replay fails: the frames before the
             // first that fails are kept, as a crash right after them would have left the
             // image, and the rest left out (the files they touched named). What the kept

@@ -18,6 +18,9 @@
 public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
     static let pageSize = 4096
     public let base: any ImageStorage
+    /// The base's length, read once: nothing here writes the base (and a `FileImageStorage`
+    /// asks the kernel each time).
+    private let baseLength: UInt64
     private let state: PthreadMutex<State>
 
     struct State {
@@ -30,7 +33,8 @@ public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
 
     public init(over base: any ImageStorage) {
         self.base = base
-        state = PthreadMutex(State(length: base.length))
+        baseLength = base.length
+        state = PthreadMutex(State(length: baseLength))
     }
 
     public var name: String { base.name }
@@ -54,7 +58,7 @@ public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
                 let out = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + n])
                 if let bytes = s.pages[page] {
                     bytes.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<within + n])) }
-                } else if s.cleared.contains(page) || at >= base.length {
+                } else if s.cleared.contains(page) || at >= baseLength {
                     out.initializeMemory(as: UInt8.self, repeating: 0)
                 } else {
                     let got = try base.read(into: out, at: at)
@@ -97,7 +101,7 @@ public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
     private func pageRead(_ page: UInt64, _ s: State) throws(FSError) -> [UInt8] {
         var contents = [UInt8](repeating: 0, count: Self.pageSize)
         let at = page * UInt64(Self.pageSize)
-        guard !s.cleared.contains(page), at < base.length else { return contents }
+        guard !s.cleared.contains(page), at < baseLength else { return contents }
         _ = try contents.withUnsafeMutableBytes { buffer in
             Result { () throws(FSError) in try base.read(into: buffer, at: at) }
         }.get()
