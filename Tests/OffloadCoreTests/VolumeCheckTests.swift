@@ -111,6 +111,12 @@ final class VolumeCheckTests: XCTestCase {
                 let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
                 try volume.filesystem.tree.upsert(FileSystemTree.orphanKey(number), OrphanItem(state: .unlinkedWhileOpen).encoded())
             }),
+            ("no inode's number", { volume, model in
+                // An inode item at object 0 (the fuzzer's image had one): no name can lead
+                // there, and repair moved it to /lost+found as "#0" before.
+                let (_, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(0), item.encoded())
+            }),
             ("free in the block tree", { volume, model in
                 // An extent naming blocks no run holds.
                 let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.size >= 10 })

@@ -296,6 +296,21 @@ final class VolumeRepairTests: XCTestCase {
         assertSurvivors(before, try snapshot(repaired), reached: { $0 == number }, report)
     }
 
+    /// An inode item at object 0 (found by the fuzzer): no inode has that number, so
+    /// repair removes its items; it moved it to /lost+found as "#0" before, whose name item
+    /// (child 0) does not decode (an assertion in a debug build).
+    func testItemsOfObjectZeroAreRemoved() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let (_, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
+        try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(0), item.encoded())
+        try volume.commit()
+        let (report, repaired) = try repair(disk)
+        XCTAssertNil(try repaired.filesystem.tree.lookup(FileSystemTree.inodeKey(0)))
+        XCTAssertEqual(report.affected, [])
+        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+    }
+
     func testAWrongReferenceCountIsRecounted() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
         let before = try snapshot(volume)

@@ -137,6 +137,8 @@ extension VolumeCheck {
             if object != ReservedObject.orphans { report.add("items under the reserved object \(object)") }
             return
         }
+        // Numbers start at 1: nothing can name object 0 (a name of child 0 does not decode).
+        guard ItemCoding.isInode(object) else { return report.add("items under object \(object), which is no inode's number") }
         let orphan = try? lookups.orphan(object)
         guard let inode = tally.inode else {
             // The rest of an inode whose drop goes on over several commits.

@@ -82,7 +82,7 @@ extension VolumeRepair {
         }
 
         private mutating func finish(_ tally: Tally) throws(FSError) {
-            guard tally.object < ReservedObject.firstReserved, let inode = tally.inode else { return }
+            guard ItemCoding.isInode(tally.object), let inode = tally.inode else { return }
             let number = tally.object
             inodeChanges.added += 1
             inodeChanges.highest = max(inodeChanges.highest, number)

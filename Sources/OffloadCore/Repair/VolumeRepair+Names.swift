@@ -89,7 +89,7 @@ extension VolumeRepair {
 
         private mutating func item(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
             guard keepsItems, let kind = ItemKind(rawValue: key.kind),
-                  key.object < ReservedObject.firstReserved || (key.object == ReservedObject.orphans && kind == .orphan) else {
+                  ItemCoding.isInode(key.object) || (key.object == ReservedObject.orphans && kind == .orphan) else {
                 return try remove(key, value)
             }
             switch kind {
