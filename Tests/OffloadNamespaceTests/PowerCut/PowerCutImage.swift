@@ -48,6 +48,29 @@ enum PowerCutImage {
         case failed(violation: String)
     }
 
+    /// What `offloadfs fsck` says of the crash image on `storage` before any mount, when it
+    /// is not clean (nil: clean). Format 2 only: its check replays the journal's tail in
+    /// memory (`VolumeCheck.runReplaying`) and must write nothing; a replay whose commit
+    /// found no room is left unchecked, as fsck leaves it. Format 1's fsck replays
+    /// nothing and its analysis runs after recovery (`closeAndCheck`).
+    static func checkBeforeRecovery(_ format: ImageFormat, storage: CrashSimulatingStorage) -> String? {
+        guard format == .two else { return nil }
+        let before = storage.unsyncedPageCount
+        let length = storage.length
+        let report: VolumeCheck.Report
+        do {
+            report = try VolumeCheck.runReplaying(storage)
+        } catch {
+            return "fsck before recovery: \(error)"
+        }
+        guard storage.unsyncedPageCount == before, storage.length == length else {
+            return "fsck before recovery wrote the image"
+        }
+        if case .notChecked(let why) = report.replay, report.isClean, why.contains("does not fit") { return nil }
+        guard report.isClean else { return "fsck before recovery: \(report.problems.prefix(3).joined(separator: "; "))" }
+        return nil
+    }
+
     /// Recovers the crash image on `storage`, as the next mount would.
     static func recover(_ format: ImageFormat, storage: CrashSimulatingStorage, capacity: UInt64) -> Recovery {
         let limiter = MemoryLimiter(limitBytes: 64 << 10)

@@ -19,7 +19,10 @@ import SplitMix
 /// - every byte of every file is a value that byte held in that span, or zero where it
 ///   changed in that span: never another file's bytes (`ContentHistory`);
 /// - the recovered image, closed, passes the fsck analysis (format 1's `ImageAnalysis`,
-///   format 2's `VolumeCheck`).
+///   format 2's `VolumeCheck`);
+/// - on format 2, the crash image itself checks clean before recovery, as `offloadfs
+///   fsck` checks it (`VolumeCheck.runReplaying`: the journal's tail replayed in memory
+///   and the tree it leaves checked), and that check writes nothing.
 ///
 /// The same workload and checks run on both formats (`PowerCutImage`), one test each.
 /// `OFFLOADFS_POWERCUT_SEED=N` replays one seed; `OFFLOADFS_POWERCUT_SEEDS=A-B` runs a
@@ -210,6 +213,7 @@ final class PowerCutRun: @unchecked Sendable {
     private func check(_ crashImage: [UInt8], _ cut: Cut) throws -> String? {
         let span = states[cut.durable...min(cut.latest, states.count - 1)]
         let recovered = CrashSimulatingStorage(maximumBytes: Int(capacity) + (64 << 20), initial: crashImage)
+        if let problem = PowerCutImage.checkBeforeRecovery(format, storage: recovered) { return problem }
         let opened: PowerCutImage
         switch PowerCutImage.recover(format, storage: recovered, capacity: capacity) {
         case .opened(let image): opened = image
