@@ -3,6 +3,9 @@ import XCTest
 import OffloadSimulation
 import SplitMix
 
+/// A counter a check's progress closure adds to.
+private final class CheckCount: @unchecked Sendable { var n = 0 }
+
 /// fsck's check of the tree a journal tail's replay leaves (`VolumeCheck.runReplaying`,
 /// docs/ARCHITECTURE.md, "fsck checks the tree the replay leaves"), and repair of an
 /// image whose commit checks clean but whose replay does not.
@@ -23,6 +26,13 @@ final class VolumeCheckReplayTests: XCTestCase {
         return (disk.crashImage(using: &rng, keep: 1, torn: 0), script.model)
     }
 
+    /// `body`'s result, and how many checks it ran (each starts with its trees' phase).
+    static func countingChecks<T>(_ body: (@escaping VolumeCheck.Progress) throws -> T) throws -> (T, Int) {
+        let count = CheckCount()
+        let result = try body { phase, done, _ in if phase == "checking the trees", done == 0 { count.n += 1 } }
+        return (result, count.n)
+    }
+
     static func storage(_ image: [UInt8]) -> MemoryImageStorage {
         MemoryImageStorage(maximumBytes: Int(VolumeCheckTests.capacity), initial: image)
     }
@@ -38,9 +48,11 @@ final class VolumeCheckReplayTests: XCTestCase {
             let commit = try VolumeCheck.run(disk)
             XCTAssertTrue(commit.isClean, "seed \(seed): \(commit.problems.prefix(3))")
             XCTAssertGreaterThan(commit.framesToReplay, 0)
-            let report = try VolumeCheck.runReplaying(disk)
+            let (report, checks) = try Self.countingChecks { try VolumeCheck.runReplaying(disk, progress: $0) }
             XCTAssertEqual(report.replay, .checked)
             XCTAssertTrue(report.isClean, "seed \(seed): \(report.problems.prefix(3))")
+            // The replayed tree holds the commit's nodes: one check stands for both.
+            XCTAssertEqual(checks, 1, "seed \(seed)")
             XCTAssertEqual(report.framesToReplay, commit.framesToReplay)
             XCTAssertEqual(report.generation, commit.generation)
             XCTAssertEqual(disk.bytes, image, "seed \(seed): the check wrote the image")
@@ -71,9 +83,11 @@ final class VolumeCheckReplayTests: XCTestCase {
         }
         let disk = Self.storage(image)
         XCTAssertTrue(try VolumeCheck.run(disk).isClean, "the commit before the frame")
-        let report = try VolumeCheck.runReplaying(disk)
+        let (report, checks) = try Self.countingChecks { try VolumeCheck.runReplaying(disk, progress: $0) }
         XCTAssertEqual(report.replay, .checked)
         XCTAssertFalse(report.isClean)
+        // The replayed tree's problems: the commit is checked too, to tell whose they are.
+        XCTAssertEqual(checks, 2)
         XCTAssertTrue(report.problems.allSatisfy { $0.hasPrefix("after the journal's replay: ") }, "\(report.problems)")
         XCTAssertTrue(report.problems.contains { $0.contains("987654") }, "\(report.problems)")
         XCTAssertEqual(disk.bytes, image, "the check wrote the image")

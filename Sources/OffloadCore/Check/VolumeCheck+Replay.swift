@@ -7,31 +7,46 @@
 /// mount), so it replays into an `OverlayImageStorage`, whose changes stay in memory, and
 /// checks the commit the replay made there.
 extension VolumeCheck {
-    /// Checks the image on `storage` as `run` does and, when journal frames follow a
-    /// commit that checks clean, the tree their replay leaves: the report is then that
-    /// tree's (`replay` says which it is), with `generation` and `framesToReplay` still
-    /// the commit's. A replay that fails is a problem (the mount fails the same way).
-    /// A commit with problems is not replayed over: repair starts from it.
+    /// Checks the image on `storage` as `run` does, or, when journal frames follow its
+    /// commit, the tree their replay leaves: the report is then that tree's (`replay`
+    /// says which it is), with `generation` and `framesToReplay` still the commit's.
+    ///
+    /// The replayed tree holds every node of the commit the replay did not change, so a
+    /// replay that checks clean stands for both, and the commit is checked on its own
+    /// only when something is wrong: the replay fails, finds no room, or leaves problems.
+    /// Then a commit with problems is what the report gives (`.notChecked`: repair starts
+    /// from it); a clean commit under a replay that fails gives the failure as a problem
+    /// (the mount fails the same way), and under a replayed tree with problems, that
+    /// tree's problems. So a kill's image, clean as it mostly is, costs one check and a
+    /// replay, not two checks.
     /// Memory: `run`'s, and the replay's (the frames, and the nodes and block-tree
     /// changes its commit writes, as pages in memory: both follow the journal, not the
     /// tree).
     public static func runReplaying(_ storage: any ImageStorage, budgetBytes: Int = 64 << 20,
                                     progress: Progress? = nil) throws(FSError) -> Report {
-        var committed = try run(storage, budgetBytes: budgetBytes, progress: progress)
-        guard committed.framesToReplay > 0 else { return committed }
-        guard committed.isClean else {
-            committed.replay = .notChecked("commit \(committed.generation) has problems")
+        let slot = try CommitSlots.read(storage).current
+        let tail = journalTail(storage, slot)
+        /// The commit's own check, when the replay's cannot stand for it.
+        func commitOnly() throws(FSError) -> Report {
+            var committed = try run(storage, budgetBytes: budgetBytes, progress: progress)
+            if committed.framesToReplay > 0, !committed.isClean {
+                committed.replay = .notChecked("commit \(committed.generation) or its journal has problems")
+            }
             return committed
         }
-        let frames = committed.framesToReplay
+        guard tail.toReplay > 0, tail.problems.isEmpty else { return try commitOnly() }
+        let frames = tail.toReplay
         progress?("replaying the journal in memory", 0, UInt64(frames))
         let overlay = OverlayImageStorage(over: storage)
         let volume: TreeVolume
         do {
             volume = try TreeVolume.open(overlay)
         } catch .damagedImage(let why) {
-            // What the frames hold does not replay. (Any other error, a read of the image
-            // that failed, is the check's: it says nothing of the journal.)
+            // What the frames hold does not replay, or the commit does not open. (Any
+            // other error, a read of the image that failed, is the check's: it says
+            // nothing of the journal.)
+            var committed = try commitOnly()
+            guard committed.isClean else { return committed }
             let replayable = try longestReplay(storage, failingAt: frames)
             let kept = replayable.map { "the first \($0) do" } ?? "the commit does not open even without them"
             committed.add("the journal's \(frames) operations after commit \(committed.generation) do not replay "
@@ -44,15 +59,21 @@ extension VolumeCheck {
         if let failure = volume.failure {
             // A full image: a mount at this capacity opens it read-only with the replay in
             // memory; one given more room commits the replay.
+            var committed = try commitOnly()
+            guard committed.isClean else { return committed }
             committed.replay = .notChecked("the replay's commit does not fit the image's capacity (\(failure)); "
                                            + "a mount with more room (--size) replays it, one without opens it read-only")
             return committed
         }
         var replayed = try run(overlay, budgetBytes: budgetBytes, progress: progress)
+        if !replayed.isClean {
+            let committed = try commitOnly()
+            guard committed.isClean else { return committed }
+        }
         replayed.problems = replayed.problems.map { "after the journal's replay: \($0)" }
-        replayed.generation = committed.generation
+        replayed.generation = slot.generation
         replayed.framesToReplay = frames
-        replayed.journalFrames = committed.journalFrames
+        replayed.journalFrames = tail.frames
         replayed.replay = .checked
         return replayed
     }

@@ -170,9 +170,21 @@ public struct VolumeCheck {
     /// every frame must decode and be of a generation after the slot's, or the one it
     /// wrote.
     mutating func checkJournal() {
+        let tail = Self.journalTail(storage, slot, laterFramesAreProblems: laterFramesAreProblems)
+        report.journalFrames = tail.frames
+        report.generation = slot.generation
+        report.framesToReplay = tail.toReplay
+        for problem in tail.problems { report.add(problem) }
+        journalSegments = tail.segments
+    }
+
+    /// 4 on its own: the journal chain `slot` names, read frame by frame (nothing else of
+    /// the image): how many frames it holds, how many a mount replays (the operations
+    /// answered after the commit), and what is wrong with it.
+    static func journalTail(_ storage: any ImageStorage, _ slot: CommitSlot, laterFramesAreProblems later: Bool = true)
+        -> (frames: Int, toReplay: Int, problems: [String], segments: [LogSegment]) {
         var frames = 0, replayed = 0
         var problems: [String] = []
-        let (slot, later) = (self.slot, laterFramesAreProblems)
         let journal = SlotJournal(storage, slot) { frame, _ in
             frames += 1
             switch frame {
@@ -189,10 +201,6 @@ public struct VolumeCheck {
                 return false
             }
         }
-        report.journalFrames = frames
-        report.generation = slot.generation
-        report.framesToReplay = replayed
-        for problem in problems { report.add(problem) }
-        journalSegments = journal.segments
+        return (frames, replayed, problems, journal.segments)
     }
 }
