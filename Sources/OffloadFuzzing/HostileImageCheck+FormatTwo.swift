@@ -28,7 +28,7 @@ extension HostileImageCheck {
             // at the slot's capacity is not (`.notChecked`), and the harness mounts with
             // a capacity of its own, which may give that replay the room.
             let report = try VolumeCheck.runReplaying(copy(original))
-            isClean = report.isClean && (report.replay == .checked || report.replay == .nothingToReplay)
+            isClean = report.isClean && (report.framesToReplay == 0 || report.replay == .checked)
         } catch {
             try requireClear(error, "fsck's check")
             isClean = false
@@ -54,7 +54,9 @@ extension HostileImageCheck {
             }
             // (A journal tail left as it was, whose replay's commit did not fit the slot's
             // capacity, was not checked: the looser rule.)
-            try mountAndUse(repaired, checkedClean: after.replay == .checked || after.replay == .nothingToReplay, after: "repair")
+            // (`run`, which some of repair's paths end with, leaves `replay` as it is with a
+            // tail: only a checked replayed tree, or none, is strict.)
+            try mountAndUse(repaired, checkedClean: after.framesToReplay == 0 || after.replay == .checked, after: "repair")
         } catch let error as Violation {
             throw error
         } catch let error as FSError {

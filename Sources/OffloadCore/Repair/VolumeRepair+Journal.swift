@@ -3,6 +3,45 @@
 /// leaves"): the replay made the image's, whole or up to the first frame that fails, as
 /// a mount (or a crash right after those frames) would leave it.
 extension VolumeRepair {
+    /// The journal's part of a repair, from `checked` (`VolumeCheck.runReplaying` of the
+    /// image as it is now): a replay that works but leaves problems is made the image's
+    /// (nothing the journal holds is lost; its tree is repaired after); one that fails
+    /// keeps the frames before the first that fails and lets the rest go, and may leave a
+    /// clean image (`repaired` true: `report.after` says so); when not even the commit
+    /// opens without the journal, the commit is rebuilt after, the journal left out.
+    /// Returns the files whose journaled changes were left out. Updates `slots`.
+    static func takeJournal(_ storage: any ImageStorage, _ report: inout Report, checked: VolumeCheck.Report,
+                            _ slots: inout (current: CommitSlot, previous: CommitSlot?), budgetBytes: Int,
+                            progress: VolumeCheck.Progress?) throws(FSError) -> (leftOut: [FileChange], repaired: Bool) {
+        let frames = checked.framesToReplay, generation = checked.generation
+        switch checked.replay {
+        case .checked:
+            slots = try replayFirst(storage, frames: .max, progress: progress)
+            report.repaired = true
+            report.repairs.append("the journal's \(frames) operations after commit \(generation) replayed "
+                                  + "(commit \(slots.current.generation))")
+            return ([], false)
+        case .failed(nil):
+            return (leftOutChanges(storage, slots.current, keeping: 0), false)
+        case .failed(let replayable?):
+            let leftOut = leftOutChanges(storage, slots.current, keeping: replayable)
+            slots = try replayFirst(storage, frames: replayable, progress: progress)
+            report.repaired = true
+            report.repairs.append("the journal's first \(replayable) of \(frames) operations after commit \(generation) "
+                                  + "replayed (commit \(slots.current.generation)); the \(frames - replayable) from the first "
+                                  + "whose replay fails on are left out")
+            let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+            guard !after.isClean else {
+                report.after = after
+                report.inodes = after.inodes
+                return (leftOut, true)
+            }
+            return (leftOut, false)
+        case .nothingToReplay, .notChecked:
+            return ([], false)
+        }
+    }
+
     /// Opens the image replaying the first `frames` journal frames after its commit (all:
     /// `.max`) and closes it, as a mount and an unmount would: the replay is the image's
     /// (crash-safe as a mount's opening commit is), the rest of the journal let go.

@@ -46,63 +46,42 @@ public enum VolumeRepair {
         var report = Report(check: try VolumeCheck.runReplaying(storage, budgetBytes: budgetBytes, progress: progress))
         guard !report.check.isClean else { return report }
         guard !storage.isReadOnly else { throw .readOnly }
-        let frames = report.check.framesToReplay, generation = report.check.generation
-        var leftOut: [FileChange] = []
-        switch report.check.replay {
-        case .checked:
-            // The commit checks clean and the journal's replay works, but leaves a tree with
-            // problems: the replay is made the image's first, as the mount makes it (so no
-            // operation the journal holds is lost), and the tree it leaves is repaired.
-            slots = try replayFirst(storage, frames: .max, progress: progress)
-            report.repaired = true
-            report.repairs.append("the journal's \(frames) operations after commit \(generation) replayed "
-                                  + "(commit \(slots.current.generation))")
-        case .failed(nil):
-            // Not even the commit opens without the journal: the commit is rebuilt below,
-            // the journal left out, and the files its operations changed named.
-            leftOut = leftOutChanges(storage, slots.current, keeping: 0)
-        case .failed(let replayable?):
-            // The commit checks clean and the journal's replay fails: the frames before the
-            // first that fails are kept, as a crash right after them would have left the
-            // image, and the rest left out (the files they touched named). What the kept
-            // ones leave may be clean already.
-            leftOut = leftOutChanges(storage, slots.current, keeping: replayable)
-            slots = try replayFirst(storage, frames: replayable, progress: progress)
-            report.repaired = true
-            report.repairs.append("the journal's first \(replayable) of \(frames) operations after commit \(generation) "
-                                  + "replayed (commit \(slots.current.generation)); the \(frames - replayable) from the first "
-                                  + "whose replay fails on are left out")
-            let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
-            guard !after.isClean else {
-                report.after = after
-                report.inodes = after.inodes
-                report.affected = try describeInCurrentCommit(leftOut, storage)
-                return report
-            }
-        case .nothingToReplay, .notChecked:
-            break
+        var taken = try takeJournal(storage, &report, checked: report.check, &slots, budgetBytes: budgetBytes, progress: progress)
+        if taken.repaired {
+            report.affected = try describeInCurrentCommit(taken.leftOut, storage)
+            return report
         }
+        let leftOut = taken.leftOut
         let cutLength = storage.length
         guard let cut = try restoreCutShortEnd(storage, slots, progress: progress) else {
             return try repair(storage, slots, report, earlier: leftOut, budgetBytes: budgetBytes, progress: progress)
         }
         report.repaired = true
         report.repairs.append(cut.repair)
+        let cutSlots = slots
         do {
-            let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
+            // With its length back, the image is checked again as fsck checks it: its
+            // journal's tail too, which the cut may have hidden (its commit did not read).
+            let after = try VolumeCheck.runReplaying(storage, budgetBytes: budgetBytes, progress: progress)
             guard !after.isClean else {
                 report.after = after
                 report.inodes = after.inodes
                 report.affected = try describeInCurrentCommit(leftOut + cut.files, storage)
                 return report
             }
-            return try repair(storage, slots, report, earlier: leftOut + cut.files, budgetBytes: budgetBytes, progress: progress)
+            taken = try takeJournal(storage, &report, checked: after, &slots, budgetBytes: budgetBytes, progress: progress)
+            if taken.repaired {
+                report.affected = try describeInCurrentCommit(leftOut + taken.leftOut + cut.files, storage)
+                return report
+            }
+            return try repair(storage, slots, report, earlier: leftOut + taken.leftOut + cut.files,
+                              budgetBytes: budgetBytes, progress: progress)
         } catch {
             // A repair that fails before it commits leaves the image as it was, its cut
             // included: the mount still refuses it, and the next repair names the files
             // that lost bytes again. (After a crash in between, the file stays extended and
             // a second repair finds only the tree nodes that were past the cut.)
-            if (try? CommitSlots.read(storage).current) == slots.current { try? storage.setLength(cutLength) }
+            if (try? CommitSlots.read(storage).current) == cutSlots.current { try? storage.setLength(cutLength) }
             throw error
         }
     }
