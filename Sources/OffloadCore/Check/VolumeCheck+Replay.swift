@@ -88,7 +88,7 @@ extension VolumeCheck {
     /// would make the search stop short of the longest prefix that replays (it still
     /// finds one that does). nil when the commit does not open even with no frame
     /// replayed. Errors other than damage (a failed read) are thrown.
-    public static func longestReplay(_ storage: any ImageStorage, failingAt frames: Int) throws(FSError) -> Int? {
+    static func longestReplay(_ storage: any ImageStorage, failingAt frames: Int) throws(FSError) -> Int? {
         func replays(_ count: Int) throws(FSError) -> Bool {
             do {
                 return try TreeVolume.open(OverlayImageStorage(over: storage), replayingAtMost: count).failure == nil

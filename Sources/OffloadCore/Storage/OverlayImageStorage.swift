@@ -17,7 +17,7 @@
 /// Thread safety: a mutex around all of it (the volume's punch runs on a queue of its own).
 public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
     static let pageSize = 4096
-    public let base: any ImageStorage
+    private let base: any ImageStorage
     /// The base's length, read once: nothing here writes the base (and a `FileImageStorage`
     /// asks the kernel each time).
     private let baseLength: UInt64
@@ -40,8 +40,6 @@ public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
     public var name: String { base.name }
     public var length: UInt64 { state.withLock { $0.length } }
     public var diskBytes: UInt64 { base.diskBytes }
-    /// Pages held in memory (for tests and the memory note above).
-    public var pagesHeld: Int { state.withLock { $0.pages.count } }
 
     public func map(byteCount: Int) throws(FSError) -> UnsafeMutableRawPointer { throw .notSupported }
 
