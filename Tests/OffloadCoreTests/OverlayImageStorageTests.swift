@@ -5,7 +5,8 @@ import SplitMix
 
 /// `OverlayImageStorage` against a plain model (an array of the bytes and a length): random
 /// writes, punches, zero ranges, reservations and length changes over a base image, read
-/// back whole after each, and the base never changed.
+/// back whole after each (`mayHoldData` true wherever a byte is not zero), and the base
+/// never changed.
 final class OverlayImageStorageTests: XCTestCase {
     static let page = 4096
 
@@ -56,6 +57,14 @@ final class OverlayImageStorageTests: XCTestCase {
                     let first = model.indices.first { read[$0] != model[$0] } ?? -1
                     XCTFail("seed \(seed), step \(step) (\(what)): the bytes differ first at \(first)")
                     return
+                }
+                // `mayHoldData` is false only where every byte reads as zero (a replay's scrub of
+                // the free space punches what it says may hold bytes).
+                for page in 0..<(model.count + Self.page - 1) / Self.page {
+                    let range = UInt64(page * Self.page)..<UInt64(page * Self.page + Self.page)
+                    if model[page * Self.page..<min(model.count, (page + 1) * Self.page)].contains(where: { $0 != 0 }) {
+                        XCTAssertTrue(overlay.mayHoldData(range), "seed \(seed), step \(step): page \(page) holds bytes")
+                    }
                 }
                 // A read that starts inside a page and crosses several.
                 if model.count > 5000 {

@@ -326,7 +326,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                 // A write anywhere up to a little past the end: small ones stay in RAM.
                 let count = Int(rng.next() % 3 == 0 ? rng.next() % 2000 + 1 : rng.next() % 40_000 + 1)
                 let offset = Int(rng.next() % UInt64(models[i].count + 9000))
-                let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next() | 1) }
+                let bytes = (0..<count).map { _ in Self.written(rng.next() | 1) }
                 try file.write(at: UInt64(offset), bytes: bytes)
                 written = offset..<offset + count
                 if models[i].count < offset + count { models[i] += [UInt8](repeating: 0, count: offset + count - models[i].count) }
@@ -336,7 +336,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                 guard models[i].count > 0 else { continue }
                 let offset = Int(rng.next() % UInt64(models[i].count))
                 let count = min(models[i].count - offset, Int(rng.next() % 9000) + 1)
-                let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                let bytes = (0..<count).map { _ in Self.written(rng.next()) }
                 let extentsBefore = file.extentList.map(\.extent)
                 try file.write(at: UInt64(offset), bytes: bytes)
                 written = offset..<offset + count
@@ -379,11 +379,15 @@ final class VolumeFileBlocksTests: XCTestCase {
                 // plus any subset of the pages written since (some torn). The image opens,
                 // its references are exact, and every byte no operation changed since the
                 // sync reads as then.
-                let image = disk.crashImage(using: &rng)
+                var image = disk.crashImage(using: &rng)
+                try Self.leaveBytesInTheFreeSpace(of: volume, in: &image)
                 let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
                 let recovered = try TreeVolume.open(recoveredDisk)
                 totals.claimedAtReplay += Int(recovered.blocksClaimedAtOpen)
                 let found = try Self.committedFiles(recovered)
+                for k in 0..<Self.fileCount where found[k].contains(Self.leftover) {
+                    throw Failure(description: "after a power cut without a sync: file \(k) shows bytes a crash left in the free space")
+                }
                 for k in 0..<Self.fileCount {
                     for p in 0..<min(found[k].count, durable[k].count) where found[k][p] != durable[k][p] && !dirty[k].contains(p) {
                         throw Failure(description: "after a power cut without a sync: file \(k) byte \(p), unchanged since the last sync, reads \(found[k][p]), not \(durable[k][p])")
@@ -402,7 +406,8 @@ final class VolumeFileBlocksTests: XCTestCase {
             case 12:
                 try volume.sync()
                 // The image a power cut leaves now: what the sync made durable.
-                let image = disk.crashImage(using: &rng, keep: 0, torn: 0)
+                var image = disk.crashImage(using: &rng, keep: 0, torn: 0)
+                try Self.leaveBytesInTheFreeSpace(of: volume, in: &image)
                 let recoveredDisk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
                 let recovered = try TreeVolume.open(recoveredDisk)
                 totals.claimedAtReplay += Int(recovered.blocksClaimedAtOpen)
@@ -443,6 +448,34 @@ final class VolumeFileBlocksTests: XCTestCase {
         }
         try volume.commit()
         try Self.check(volume, models, "at the end")
+    }
+
+    /// What the crashed mount left in the free space, in the power cuts' images: a byte no
+    /// operation of the test writes (`written`), so that a file showing it shows leftovers.
+    static let leftover: UInt8 = 0xEE
+
+    /// A byte to write from a random number: never `leftover`.
+    static func written(_ random: UInt64) -> UInt8 {
+        let byte = UInt8(truncatingIfNeeded: random)
+        return byte == leftover ? leftover &+ 1 : byte
+    }
+
+    /// Writes `leftover` into `image` (a power cut's image of `volume`'s disk) over the
+    /// blocks the block tree holds free but what `volume` took since (its journal's
+    /// segments, files' blocks a replay may claim): what a crashed mount may leave there
+    /// (a commit's nodes before its slot, a file's blocks whose frame was lost), as if the
+    /// kernel had written it back. The metadata reserve holds nothing and is filled too.
+    static func leaveBytesInTheFreeSpace(of volume: TreeVolume, in image: inout [UInt8]) throws {
+        let space = volume.space
+        var free = RangeSet(try space.blockTree.freeRanges(in: space.firstBlock..<space.endBlock))
+        free.subtract(space.taken)
+        free.formUnion(space.reserve)
+        for blocks in free.ranges {
+            let start = Int(blocks.lowerBound) << BackingStore.blockShift
+            let end = min(image.count, Int(blocks.upperBound) << BackingStore.blockShift)
+            guard start < end else { continue }
+            image.withUnsafeMutableBytes { _ = memset($0.baseAddress! + start, Int32(leftover), end - start) }
+        }
     }
 
     /// Files over the volume's blocks, one per model, each journaling into the volume.

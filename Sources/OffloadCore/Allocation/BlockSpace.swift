@@ -83,6 +83,25 @@ public final class BlockSpace {
     /// where they go back unused; failures are left alone (a hole is only an economy).
     public var unprepareBlocks: ((Range<UInt64>) -> Void)?
 
+    /// Makes the free blocks of a group read as zeros, now and after a power cut, before
+    /// any of them is handed out: called with the group's free runs the first time the
+    /// group is loaded, once `TreeVolume.open` has claimed what replay found in use (a
+    /// crashed mount may have left bytes in blocks the block tree holds free, which a
+    /// file's fresh block would show after a power cut that kept its frame but not its
+    /// bytes: docs/ARCHITECTURE.md, "The free space scrubbed where allocations go"). Nil:
+    /// nothing to do (tools, repair, which punches the free space itself).
+    public var scrubFreeRuns: (([Range<UInt64>]) throws(FSError) -> Void)? {
+        didSet {
+            // Every group loads (and is scrubbed) afresh: a group's free runs in memory are
+            // what a load computes from the tree, `takenBlocks` and `held`.
+            loaded.removeAll()
+            scrubbedGroups.removeAll()
+        }
+    }
+    /// The groups `scrubFreeRuns` has made read as zeros (their free runs stay so: what this
+    /// volume frees is punched before it is free again).
+    private(set) var scrubbedGroups = Set<UInt64>()
+
     /// `unprepareBlocks` of `blocks`, when there are any.
     func unprepare(_ blocks: Range<UInt64>) {
         if !blocks.isEmpty { unprepareBlocks?(blocks) }
@@ -367,6 +386,10 @@ public final class BlockSpace {
         var available = RangeSet(try blockTree.freeRanges(in: blocks))
         for range in takenBlocks.restricted(to: blocks).ranges { available.remove(contentsOf: range) }
         for entry in held { available.subtract(RangeSet(entry.blocks)) }
+        if let scrubFreeRuns, !scrubbedGroups.contains(group) {
+            try scrubFreeRuns(available.ranges.map { $0 })
+            scrubbedGroups.insert(group)
+        }
         let free = FreeSpaceMap()
         for range in available.ranges { free.insert(range) }
         loaded.add(group, free)

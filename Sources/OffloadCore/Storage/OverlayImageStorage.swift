@@ -106,6 +106,20 @@ public final class OverlayImageStorage: ImageStorage, @unchecked Sendable {
         return contents
     }
 
+    /// The base's answer where no page of `range` was written here (a page written here
+    /// may hold bytes; one cleared reads as zeros here, but the base's answer, true when
+    /// unsure, is the safe one): what a replay's scrub of the free space asks
+    /// (`TreeVolume.scrubFreeSpaceAsGroupsLoad`), which then punches only here.
+    public func mayHoldData(_ range: Range<UInt64>) -> Bool {
+        guard !range.isEmpty else { return false }
+        let pages = range.lowerBound / UInt64(Self.pageSize)..<(range.upperBound + UInt64(Self.pageSize) - 1) / UInt64(Self.pageSize)
+        let written = state.withLock { s in
+            UInt64(s.pages.count) < UInt64(pages.count) ? s.pages.keys.contains { pages.contains($0) }
+                                                        : pages.contains { s.pages[$0] != nil }
+        }
+        return written || (range.lowerBound < baseLength && base.mayHoldData(range.clamped(to: 0..<baseLength)))
+    }
+
     public func reserve(_ range: Range<UInt64>) throws(FSError) {
         state.withLock { s in s.length = max(s.length, range.upperBound) }
     }

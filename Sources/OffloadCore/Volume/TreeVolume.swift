@@ -120,6 +120,8 @@ public final class TreeVolume {
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
     let punchCounter = PunchCounter()
+    /// Free runs `scrubFreeSpaceAsGroupsLoad` punched (`scrubbedRunCount`).
+    let scrubbedRuns = ScrubbedRunCount()
     /// The nodes readers validated, shared by every reader of every commit
     /// (`NodeReadCache`).
     public let nodeCache = NodeReadCache(leafCapacity: TreeVolume.readerCachedLeaves,
@@ -416,6 +418,8 @@ public final class TreeVolume {
             volume.failure = .readOnly
             return volume
         }
+        // Claims are made: from here on the free space is scrubbed where allocations go.
+        try volume.scrubFreeSpaceAsGroupsLoad(syncingFirst: !slot.cleanlyUnmounted)
         try volume.growFile()
         if let reserveTarget { volume.space.setReserveTarget(reserveTarget) }
         // The old chain goes with the commit that stops naming it (a pending free of it).
