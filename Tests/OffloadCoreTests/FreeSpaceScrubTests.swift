@@ -76,8 +76,9 @@ final class FreeSpaceScrubTests: XCTestCase {
     }
 
     /// After the reopening, every free block of the groups loaded reads as zeros, now and
-    /// after any power cut; later loads of the same group scrub nothing again.
-    func testTheGroupsAllocationsLoadReadAsZerosAndAreScrubbedOnce() throws {
+    /// after any power cut; later commits find nothing more to punch (a group loaded
+    /// again is not scrubbed again: `BlockSpaceScrubTests`).
+    func testTheGroupsLoadedReadAsZerosAndLaterCommitsFindNothingToPunch() throws {
         let (disk, volume) = try newVolume()
         _ = try leaveBytesInTheFreeSpace(of: volume, on: disk)
         let (reopenedDisk, reopened) = try reopenAfterAKill(disk)
@@ -89,7 +90,7 @@ final class FreeSpaceScrubTests: XCTestCase {
             try files[k].write(at: 0, bytes: [UInt8](repeating: UInt8(k + 1), count: 40_000))
             try reopened.commit()
         }
-        XCTAssertEqual(reopened.scrubbedRunCount, scrubbed, "a group was scrubbed twice")
+        XCTAssertEqual(reopened.scrubbedRunCount, scrubbed, "later allocations punched more")
         try reopened.spaceLock.withLock { () throws(FSError) in
             for group in space.scrubbedGroups {
                 let blocks = max(space.firstBlock, group * space.blocksPerGroup)..<min(space.endBlock, (group + 1) * space.blocksPerGroup)

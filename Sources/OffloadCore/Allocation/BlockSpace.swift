@@ -83,14 +83,17 @@ public final class BlockSpace {
     /// where they go back unused; failures are left alone (a hole is only an economy).
     public var unprepareBlocks: ((Range<UInt64>) -> Void)?
 
-    /// Makes the free blocks of a group read as zeros, now and after a power cut, before
-    /// any of them is handed out: called with the group's free runs the first time the
-    /// group is loaded, once `TreeVolume.open` has claimed what replay found in use (a
-    /// crashed mount may have left bytes in blocks the block tree holds free, which a
-    /// file's fresh block would show after a power cut that kept its frame but not its
-    /// bytes: docs/ARCHITECTURE.md, "The free space scrubbed where allocations go"). Nil:
-    /// nothing to do (tools, repair, which punches the free space itself).
-    public var scrubFreeRuns: (([Range<UInt64>]) throws(FSError) -> Void)? {
+    /// Makes the free blocks of a group read as zeros before any of them is handed out:
+    /// called with the group's free runs the first time the group is loaded, once
+    /// `TreeVolume.open` has claimed what replay found in use (a crashed mount may have
+    /// left bytes in blocks the block tree holds free, which a file's fresh block would
+    /// show after a power cut that kept its frame but not its bytes: docs/ARCHITECTURE.md,
+    /// "The free space scrubbed where allocations go"). Returns the runs it punched: they
+    /// are held, as retired blocks are, until a commit after the punch is durable (its
+    /// sync makes the punch durable), so no sync runs here, under the caller's lock.
+    /// A scrub that throws leaves the group unscrubbed and the load failed. Nil: nothing
+    /// to do (tools, repair, which punches the free space itself).
+    public var scrubFreeRuns: (([Range<UInt64>]) throws(FSError) -> [Range<UInt64>])? {
         didSet {
             // Every group loads (and is scrubbed) afresh: a group's free runs in memory are
             // what a load computes from the tree, `takenBlocks` and `held`.
@@ -387,8 +390,18 @@ public final class BlockSpace {
         for range in takenBlocks.restricted(to: blocks).ranges { available.remove(contentsOf: range) }
         for entry in held { available.subtract(RangeSet(entry.blocks)) }
         if let scrubFreeRuns, !scrubbedGroups.contains(group) {
-            try scrubFreeRuns(available.ranges.map { $0 })
+            let punched = try scrubFreeRuns(available.ranges.map { $0 })
             scrubbedGroups.insert(group)
+            if !punched.isEmpty {
+                assert(punched.allSatisfy { run in available.ranges.contains { $0.lowerBound <= run.lowerBound && run.upperBound <= $0.upperBound } },
+                       "the scrub punched blocks that are not free")
+                available.subtract(RangeSet(punched))
+                // Until the next commit is durable: its sync comes after the punch (a commit
+                // settling now, whose pool this load may serve, syncs after it settles,
+                // and `committedGeneration` moves only when it has).
+                held.append((committedGeneration + 1, punched))
+                freeEstimate -= min(freeEstimate, punched.reduce(0) { $0 + UInt64($1.count) })
+            }
         }
         let free = FreeSpaceMap()
         for range in available.ranges { free.insert(range) }

@@ -120,8 +120,8 @@ public final class TreeVolume {
     /// Punches of the image finished so far (`PunchCounter`): files' blocks given disk
     /// space ahead keep it until the next.
     let punchCounter = PunchCounter()
-    /// Free runs `scrubFreeSpaceAsGroupsLoad` punched (`scrubbedRunCount`).
-    let scrubbedRuns = ScrubbedRunCount()
+    /// What `scrubFreeSpaceAsGroupsLoad` did (`scrubbedRunCount`).
+    let scrub = FreeSpaceScrub()
     /// The nodes readers validated, shared by every reader of every commit
     /// (`NodeReadCache`).
     public let nodeCache = NodeReadCache(leafCapacity: TreeVolume.readerCachedLeaves,
@@ -419,7 +419,7 @@ public final class TreeVolume {
             return volume
         }
         // Claims are made: from here on the free space is scrubbed where allocations go.
-        try volume.scrubFreeSpaceAsGroupsLoad(syncingFirst: !slot.cleanlyUnmounted)
+        try volume.scrubFreeSpaceAsGroupsLoad()
         try volume.growFile()
         if let reserveTarget { volume.space.setReserveTarget(reserveTarget) }
         // The old chain goes with the commit that stops naming it (a pending free of it).
@@ -431,6 +431,7 @@ public final class TreeVolume {
             // needs the same room): it opens read-only, every replayed change readable,
             // and refuses changes (`failure`) until it is opened with more room.
         }
+        volume.scrub.setOpening(false)
         volume.cutFile(shrunkFrom: slot.capacityBytes)
         return volume
     }
