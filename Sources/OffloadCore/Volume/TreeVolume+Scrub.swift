@@ -45,7 +45,8 @@ extension TreeVolume {
                     } catch .notSupported {
                         // Zeros written instead would count as data at every mount and
                         // fill a sparse image: the file system under this image cannot
-                        // have its free space scrubbed (docs/ARCHITECTURE.md, "Limits").
+                        // have its free space scrubbed (docs/ARCHITECTURE.md, "The free space
+                        // scrubbed where allocations go", limits).
                         scrub.noteCannotPunch()
                         return punched
                     }
