@@ -138,30 +138,18 @@ public final class CrashSimulatingStorage: ImageStorage, @unchecked Sendable {
 
     /// A power cut keeps the durable bytes and any of the pages changed since: the range
     /// may read as non-zero if any of its bytes does in either.
-    /// (Compared with `memcmp` a chunk at a time: the free space of a whole image is asked
-    /// at once, in debug builds too.)
+    /// (Compared with `memcmp`, `MemoryImageStorage.isZero`: the free space of a whole
+    /// image is asked at once, in debug builds too.)
     public func mayHoldData(_ range: Range<UInt64>) -> Bool {
         lock.withLock { s in
             let now = range.clamped(to: 0..<s.currentLength)
-            if !now.isEmpty, !Self.isZero(UnsafeRawBufferPointer(start: current + Int(now.lowerBound), count: now.count)) {
+            if !now.isEmpty, !MemoryImageStorage.isZero(UnsafeRawBufferPointer(start: current + Int(now.lowerBound), count: now.count)) {
                 return true
             }
             let then = range.clamped(to: 0..<UInt64(s.durable.count))
-            return !then.isEmpty && !s.durable.withUnsafeBytes { Self.isZero(UnsafeRawBufferPointer(rebasing: $0[Int(then.lowerBound)..<Int(then.upperBound)])) }
-        }
-    }
-
-    private static let zeroChunk = [UInt8](repeating: 0, count: 1 << 16)
-
-    private static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        zeroChunk.withUnsafeBytes { zeros in
-            var at = 0
-            while at < bytes.count {
-                let n = min(zeros.count, bytes.count - at)
-                if memcmp(bytes.baseAddress! + at, zeros.baseAddress!, n) != 0 { return false }
-                at += n
+            return !then.isEmpty && !s.durable.withUnsafeBytes {
+                MemoryImageStorage.isZero(UnsafeRawBufferPointer(rebasing: $0[Int(then.lowerBound)..<Int(then.upperBound)]))
             }
-            return true
         }
     }
 

@@ -9,7 +9,7 @@ import OffloadSimulation
 /// nothing to scrub.
 final class FreeSpaceScrubTests: XCTestCase {
     static let capacity = VolumeFileBlocksTests.capacity
-    static let leftover: UInt8 = 0xEE
+    static let leftover = VolumeFileBlocksTests.leftover
 
     /// A volume with four empty files (inodes 2 to 5), committed, on a simulated disk.
     func newVolume() throws -> (CrashSimulatingStorage, TreeVolume) {
@@ -21,27 +21,17 @@ final class FreeSpaceScrubTests: XCTestCase {
         return (disk, volume)
     }
 
-    /// Writes `leftover` over every block the block tree holds free but what `volume` took
-    /// for its journal and files (its metadata reserve included), durably: what a crashed
-    /// mount leaves there (a commit's nodes before its slot, a file's blocks whose frame
-    /// was lost), after the kernel wrote it back.
-    func leaveBytesInTheFreeSpace(of volume: TreeVolume, on disk: CrashSimulatingStorage) throws -> Int {
-        var free = RangeSet(try volume.space.blockTree.freeRanges(in: volume.space.firstBlock..<volume.space.endBlock))
-        free.subtract(volume.space.taken)
-        free.formUnion(volume.space.reserve)
-        for blocks in free.ranges {
-            let bytes = [UInt8](repeating: Self.leftover, count: blocks.count << BackingStore.blockShift)
-            try bytes.withUnsafeBytes { raw in
-                try Result { () throws(FSError) in try disk.write(raw, at: blocks.lowerBound << BackingStore.blockShift) }.get()
-            }
+    /// The volume the image on `disk` opens to after a kill (its memory gone). With
+    /// `leavingBytes`, what a crashed mount may leave in the free space is in it too:
+    /// `VolumeFileBlocksTests.leftover` over every block `volume`'s block tree holds free
+    /// but what `volume` took for its journal and files (its reserve included), durable.
+    func reopenAfterAKill(_ disk: CrashSimulatingStorage, of volume: TreeVolume,
+                          leavingBytes: Bool) throws -> (CrashSimulatingStorage, TreeVolume) {
+        var image = disk.crashImage { _, _ in true }
+        if leavingBytes {
+            try VolumeFileBlocksTests.leaveBytesInTheFreeSpace(of: volume, in: &image)
+            XCTAssertTrue(image.contains(Self.leftover), "no free block to leave bytes in")
         }
-        try disk.sync()
-        return free.ranges.count
-    }
-
-    /// The volume the image as it is on `disk` opens to (the daemon killed: its memory gone).
-    func reopenAfterAKill(_ disk: CrashSimulatingStorage) throws -> (CrashSimulatingStorage, TreeVolume) {
-        let image = disk.crashImage { _, _ in true }
         let reopened = CrashSimulatingStorage(maximumBytes: Int(Self.capacity), initial: image)
         return (reopened, try TreeVolume.open(reopened))
     }
@@ -58,8 +48,7 @@ final class FreeSpaceScrubTests: XCTestCase {
     /// file back showing what the crashed mount left there.
     func testAWriteAfterACrashNeverShowsWhatTheCrashLeftInTheFreeSpace() throws {
         let (disk, volume) = try newVolume()
-        XCTAssertGreaterThan(try leaveBytesInTheFreeSpace(of: volume, on: disk), 0)
-        let (reopenedDisk, reopened) = try reopenAfterAKill(disk)
+        let (reopenedDisk, reopened) = try reopenAfterAKill(disk, of: volume, leavingBytes: true)
         let (files, journals) = try VolumeFileBlocksTests.openFiles(reopened, models: nil)
         // Large enough to reach past the blocks the opening's commit took and gave back.
         let written = [UInt8](repeating: 0x5A, count: 4 << 20)
@@ -80,8 +69,7 @@ final class FreeSpaceScrubTests: XCTestCase {
     /// again is not scrubbed again: `BlockSpaceScrubTests`).
     func testTheGroupsLoadedReadAsZerosAndLaterCommitsFindNothingToPunch() throws {
         let (disk, volume) = try newVolume()
-        _ = try leaveBytesInTheFreeSpace(of: volume, on: disk)
-        let (reopenedDisk, reopened) = try reopenAfterAKill(disk)
+        let (reopenedDisk, reopened) = try reopenAfterAKill(disk, of: volume, leavingBytes: true)
         let space = reopened.space
         XCTAssertGreaterThan(space.scrubbedGroups.count, 0, "the opening's commit loaded no group")
         let scrubbed = reopened.scrubbedRunCount
@@ -110,8 +98,7 @@ final class FreeSpaceScrubTests: XCTestCase {
         let (files, _) = try VolumeFileBlocksTests.openFiles(volume, models: nil)
         let written = [UInt8](repeating: 0x5A, count: 64 << 10)
         try files[1].write(at: 0, bytes: written)
-        _ = try leaveBytesInTheFreeSpace(of: volume, on: disk)
-        let (_, reopened) = try reopenAfterAKill(disk)
+        let (_, reopened) = try reopenAfterAKill(disk, of: volume, leavingBytes: true)
         XCTAssertGreaterThan(reopened.blocksClaimedAtOpen, 0, "nothing was claimed: the case is not the one tested")
         XCTAssertGreaterThan(reopened.scrubbedRunCount, 0)
         XCTAssertTrue(try bytes(of: 3, in: reopened) == written, "the replayed write lost its bytes")
@@ -127,7 +114,7 @@ final class FreeSpaceScrubTests: XCTestCase {
         try files[2].truncate()
         try files[3].write(at: 0, bytes: [UInt8](repeating: 0x22, count: 8192))
         try volume.close()
-        let (_, reopened) = try reopenAfterAKill(disk)
+        let (_, reopened) = try reopenAfterAKill(disk, of: volume, leavingBytes: false)
         XCTAssertGreaterThan(reopened.space.scrubbedGroups.count, 0)
         XCTAssertEqual(reopened.scrubbedRunCount, 0)
     }
