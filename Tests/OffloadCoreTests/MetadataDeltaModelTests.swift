@@ -295,4 +295,46 @@ final class MetadataDeltaModelTests: XCTestCase {
         XCTAssertNil(try reader.inode(2))
         XCTAssertEqual(try reader.entries(directory: 1), [])
     }
+
+    /// A committed extent past its file's size is damage, whether or not newer
+    /// generations changed the file's data: the file's load gave EIO without them, and
+    /// with them cut the extent to the size and loaded the file (the twenty-fifth
+    /// session's review noted the two answers).
+    func testACommittedExtentPastItsFilesSizeIsDamageWithOrWithoutNewerChanges() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let hashes = ItemHashes.weakened(SipHash24(key0: 1, key1: 2), bits: 48)
+        let fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
+        let delta = MetadataDelta(committedGeneration: 0)
+        func perform(_ changes: [JournalChange]) throws {
+            let ticket = delta.join()
+            defer { delta.leave(ticket) }
+            try delta.record(changes, in: ticket)
+        }
+        // An extent of 8 KiB committed under an item that says 4 KiB (a hostile image).
+        let file = NamespaceChangeScript.inode(type: 8, links: 1)
+        var small = file
+        small.size = 4096
+        try perform([.attributes(inode: 2, file),
+                     .fileRange(inode: 2, size: 8192, range: 0..<8192,
+                                pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: 1 << 20, size: 8192))]),
+                     .attributes(inode: 2, small)])
+        let generation = delta.close()
+        delta.waitUntilQuiet(generation)
+        try fs.apply(generation)
+        _ = try fs.tree.commit(generation: generation.number)
+        delta.retire(generation)
+        func pieces() throws -> [FilePiece] {
+            try LayeredFileSystem(layers: delta.layers(), tree: fs, committedGeneration: generation.number)
+                .filePieces(2, size: 4096)
+        }
+        func assertDamage(_ when: String) {
+            XCTAssertThrowsError(try pieces(), when) { error in
+                guard case FSError.damagedImage = error else { return XCTFail("\(when): \(error)") }
+            }
+        }
+        assertDamage("with no newer change")
+        try perform([.attributes(inode: 2, small),
+                     .fileRange(inode: 2, size: 4096, range: 0..<100, pieces: [FilePiece(offset: 0, extent: .inMemory(Array(repeating: 7, count: 100)))])])
+        assertDamage("with a newer file range")
+    }
 }

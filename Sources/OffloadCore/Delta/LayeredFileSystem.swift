@@ -59,12 +59,18 @@ public struct LayeredFileSystem {
                 committed.append(FilePiece(offset: offset, extent: extent.fileExtent))
             }
         }
+        // Extent items lie inside the file's size (FORMAT.md): one past it is damage,
+        // whether or not newer generations change the file (they would cut it to the size
+        // and hide the damage from this load, not from fsck).
+        if let last = committed.last, last.offset + last.extent.size > committedSize {
+            throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(committedSize)")
+        }
         guard !ranges.isEmpty else {
-            // Extent items lie inside the file's size (FORMAT.md); a file must never be
-            // loaded with bytes past its size, which its attributes here may also have
-            // taken below the tree's (a frame stating a size without its file range).
-            if let last = committed.last, last.offset + last.extent.size > min(size, committedSize) {
-                throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(min(size, committedSize))")
+            // A file must never be loaded with bytes past its size, which its attributes
+            // here may have taken below the tree's (a frame stating a size without its
+            // file range).
+            if let last = committed.last, last.offset + last.extent.size > size {
+                throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(size)")
             }
             return committed
         }
