@@ -35,6 +35,13 @@ struct InodeTable {
 
     func contains(_ number: InodeNumber) -> Bool { inodes[number] != nil }
 
+    /// Regular files that have no name and no handle but are kept by the kernel's
+    /// references (a walk of the table, for a change refused for space; their sizes are
+    /// not read: a file's lock comes before the namespace lock).
+    func unlinkedFilesOnlyTheKernelReferences() -> [InodeNumber] {
+        inodes.values.compactMap { inode in inode.hasOnlyKernelReferences && inode.regularFile != nil ? inode.number : nil }
+    }
+
     /// The next number `allocate` would hand out (checkpoints store it).
     var nextInodeNumber: UInt64 { nextNumber }
 
@@ -112,15 +119,10 @@ struct InodeTable {
 enum StorageDisposal {
     /// The inode is gone and its drop is journaled: free everything, unobserved.
     case free(OffloadedFile)
-    /// The inode stays (the kernel still references it) but nothing can read its bytes
-    /// again: empty the file, journaled like any truncation.
-    case empty(OffloadedFile)
 
     func run() {
         switch self {
         case .free(let file): file.releaseAll()
-        // Best effort: with no journal room the data waits for FORGET, as it used to.
-        case .empty(let file): _ = try? file.truncate()
         }
     }
 }

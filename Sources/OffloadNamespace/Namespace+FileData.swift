@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadCore
 
 // File data through handles: read, write, fallocate, lseek, copy_file_range.
@@ -48,8 +51,10 @@ extension Namespace {
         let opened = try openedFile(inode: inode, handle: handle)
         guard opened.writable else { throw .badHandle }
         guard data.count > 0 else { return 0 }
-        try FileDataRules.write(opened.file.data, appendLock: opened.file.appendLock, appends: opened.append,
-                                offset: offset, bytes: data)
+        try afterPendingForgets { () throws(FSError) in
+            try FileDataRules.write(opened.file.data, appendLock: opened.file.appendLock, appends: opened.append,
+                                    offset: offset, bytes: data)
+        }
         return data.count
     }
 
@@ -57,7 +62,9 @@ extension Namespace {
     public func fallocate(inode: InodeNumber, handle: FileHandle, offset: UInt64,
                           length: UInt64, mode: AllocationMode) throws(FSError) {
         let opened = try openedFile(inode: inode, handle: handle)
-        try FileDataRules.fallocate(opened.file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
+        try afterPendingForgets { () throws(FSError) in
+            try FileDataRules.fallocate(opened.file.data, writable: opened.writable, offset: offset, length: length, mode: mode)
+        }
     }
 
     /// SEEK_DATA / SEEK_HOLE; ENXIO at or past the end of file.
@@ -72,10 +79,48 @@ extension Namespace {
                               destinationOffset: UInt64, length: UInt64) throws(FSError) -> UInt64 {
         let input = try openedFile(inode: source, handle: sourceHandle)
         let output = try openedFile(inode: destination, handle: destinationHandle)
-        return try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
-                                           at: destinationOffset, length: length, outputWritable: output.writable,
-                                           outputAppends: output.append)
+        return try afterPendingForgets { () throws(FSError) -> UInt64 in
+            try FileDataRules.copyRange(from: input.file.data, source, at: sourceOffset, to: output.file.data, destination,
+                                        at: destinationOffset, length: length, outputWritable: output.writable,
+                                        outputAppends: output.append)
+        }
     }
+
+    /// Runs `change` (a write, a fallocate, a copy: refused for space before it changed
+    /// anything) once more when it was refused while regular files that lost their last
+    /// name and handle are kept by the kernel's references alone, once the FORGET of one
+    /// of them has freed its data (`forgetWait` at most). Such a file keeps its data
+    /// until its last FORGET (the kernel may open it again); for `rm big && echo > small`
+    /// the kernel sends that FORGET as the unlink's syscall ends, before the next
+    /// request, but the daemon's thread that reads it may not have handled it yet. A file
+    /// the kernel keeps referenced (an `O_PATH` descriptor, a working directory) keeps its
+    /// blocks, as on ext4: the change is refused after the wait.
+    func afterPendingForgets<R>(_ change: () throws(FSError) -> R) throws(FSError) -> R {
+        do {
+            return try change()
+        } catch .noSpace {
+            guard waitForAForgetFreeingData() else { throw .noSpace }
+            return try change()
+        }
+    }
+
+    /// True once one of the files only the kernel references is gone and no
+    /// FORGET is still freeing what it dropped; false when there are none, or after
+    /// `forgetWait`.
+    private func waitForAForgetFreeingData() -> Bool {
+        let waiting = state.withLock { $0.table.unlinkedFilesOnlyTheKernelReferences() }
+        guard !waiting.isEmpty else { return false }
+        let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
+        repeat {
+            let oneGone = state.withLock { state in waiting.contains { !state.table.contains($0) } }
+            if oneGone && forgetsFreeing.load(ordering: .relaxed) == 0 { return true }
+            usleep(500)
+        } while MonotonicClock.nanoseconds() < deadline
+        return false
+    }
+
+    /// How long a refused change waits for a FORGET (`afterPendingForgets`): 200 ms.
+    static let forgetWait: UInt64 = 200_000_000
 
     // MARK: Helpers
 

@@ -99,7 +99,6 @@ extension NamespaceState {
         move.sourceParent.markModified(now)
         move.targetParent.markModified(now)
         if let file = table.removeIfUnused(replaced) { return .free(file) }
-        if replaced.hasOnlyKernelReferences, let file = replaced.regularFile { return .empty(file.data) }
         return nil
     }
 

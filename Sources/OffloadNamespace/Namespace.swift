@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import OffloadCore
+import Synchronization
 
 /// The filesystem's tree in RAM: inodes, directories, links, attributes and xattrs, with
 /// every regular file's bytes in an `OffloadedFile` on the shared `BackingStore`.
@@ -24,9 +25,9 @@ import OffloadCore
 /// `openCount`. An inode without names (unlinked, or a removed directory) stays in the
 /// table, fully usable through its handles (read, write, fstat, ftruncate), until both
 /// counts are 0; then it is removed and its storage freed with `releaseAll()`, outside
-/// the lock. A regular file with neither names nor handles has its data emptied at once
-/// even while the kernel references it (nothing can read it again, and FORGET comes
-/// late). Inode numbers are never reused (see `InodeTable`).
+/// the lock. A regular file with neither names nor handles keeps its data while the
+/// kernel references it: the kernel may open it again. Inode numbers are never reused
+/// (see `InodeTable`).
 ///
 /// ## Timestamps
 /// As POSIX says: data changes mark mtime+ctime of the file; metadata changes (chmod,
@@ -61,6 +62,9 @@ public final class Namespace: FileSystemOperations {
     let memoryLimiter: MemoryLimiter
     let clock: @Sendable () -> Timestamp
     let state: PthreadMutex<NamespaceState>
+    /// FORGETs that dropped an inode and are freeing its data (`forget`), for
+    /// `afterPendingForgets`.
+    let forgetsFreeing = Atomic<Int>(0)
 
     /// An empty filesystem: a root directory with mode 0755, owned by the user running
     /// the daemon (so a user mount is writable by that user under default_permissions).
@@ -112,9 +116,14 @@ public final class Namespace: FileSystemOperations {
             guard inode.isUnreferenced else { return nil }
             var records: [MetadataRecord] = []
             defer { state.logUnreserved(records) }
-            return state.dropIfUnused(inode, into: &records)
+            let freed = state.dropIfUnused(inode, into: &records)
+            if freed != nil { forgetsFreeing.add(1, ordering: .relaxed) }
+            return freed
         }
-        freed?.run()
+        if let freed {
+            freed.run()
+            forgetsFreeing.subtract(1, ordering: .relaxed)
+        }
     }
 
     public func getattr(inode number: InodeNumber) throws(FSError) -> Attributes {
@@ -199,13 +208,12 @@ struct NamespaceState {
     /// `InodeTable.removeIfUnused`, plus the record that the inode is gone, which must
     /// reach the journal before its storage is freed (the caller frees it afterwards,
     /// with `StorageDisposal.run`). A regular file that only the kernel still references
-    /// (no name, no handle) has its data emptied instead: nothing can read it again,
-    /// and `rm` followed by a write on a full filesystem must find the space free even
-    /// when the kernel's FORGET comes later (it is asynchronous).
+    /// (no name, no handle) keeps its data: the kernel may open it again (a path looked
+    /// up before a rename replaced it, `/proc/PID/fd`). A write refused for space waits
+    /// for the FORGETs of such files first (`afterPendingForgets`).
     mutating func dropIfUnused(_ inode: Inode, into records: inout [MetadataRecord]) -> StorageDisposal? {
         guard inode.isUnreferenced, inode.number != .root else {
             if table.contains(inode.number) { records.append(inode.record) }
-            if inode.hasOnlyKernelReferences, let file = inode.regularFile { return .empty(file.data) }
             return nil
         }
         records.append(.drop(inode: inode.number.rawValue))

@@ -28,24 +28,66 @@ final class LifetimeTests: XCTestCase {
         XCTAssertEqual(stat.size, 9 * 4096 + 1)
 
         f.fs.release(inode: inode, handle: handle)
-        XCTAssertEqual(f.liveBytes, 0, "no name and no handle: nothing can read the bytes again, so they are freed before FORGET")
+        XCTAssertEqual(f.liveBytes, 9 * 4096, "no name and no handle, but the kernel may open the file again")
         XCTAssertEqual(try f.fs.getattr(inode: inode).linkCount, 0, "the kernel still references the inode")
+        XCTAssertEqual(try f.fs.getattr(inode: inode).size, 9 * 4096 + 1)
         f.fs.forget(inode: inode, lookups: 1)
         XCTAssertEqual(f.liveBytes, 0)
         assertThrows(.staleInode) { try f.fs.getattr(inode: inode) }
     }
 
-    /// `rm` of a closed file frees its space at once, not when the kernel's FORGET comes
-    /// (asynchronously, maybe after the next write): on a full filesystem, `rm big &&
-    /// echo > small` must not fail with ENOSPC.
-    func testUnlinkOfAClosedFileTheKernelStillReferencesFreesAtOnce() throws {
+    /// A closed file unlinked while the kernel still references it keeps its bytes until
+    /// the last FORGET: the kernel may open it again (a path looked up before the unlink
+    /// or a rename that replaced it, which the open names; `/proc/PID/fd`). Before, the
+    /// unlink emptied it, and a reader racing a `rename` that replaced a file read it
+    /// empty (found through a mount).
+    func testAClosedFileTheKernelStillReferencesKeepsItsBytesUntilTheLastForget() throws {
         let f = try Fixture()
-        let inode = try f.makeFile("f", contents: pattern(4 * 4096))
-        try f.fs.unlink(parent: .root, name: FileName("f"))
-        XCTAssertEqual(f.liveBytes, 0, "nothing can open the file again")
+        let bytes = pattern(4 * 4096)
+        let inode = try f.makeFile("f", contents: bytes)
+        _ = try f.makeFile("g", contents: pattern(100, seed: 2))
+        try f.fs.rename(parent: .root, name: FileName("g"), newParent: .root, newName: FileName("f"), flags: [])
+        XCTAssertEqual(f.liveBytes, 5 * 4096)
         XCTAssertEqual(try f.fs.getattr(inode: inode).linkCount, 0, "the inode lives while the kernel references it")
+        let reopened = try f.fs.open(inode: inode, flags: O_RDONLY)
+        XCTAssertEqual(try f.fs.read(inode: inode, handle: reopened, offset: 0, count: 1 << 20), bytes)
+        f.fs.release(inode: inode, handle: reopened)
+        XCTAssertEqual(f.liveBytes, 5 * 4096)
         f.fs.forget(inode: inode, lookups: 1)
+        XCTAssertEqual(f.liveBytes, 4096)
         assertThrows(.staleInode) { try f.fs.getattr(inode: inode) }
+    }
+
+    /// `rm big && echo > small` on a full filesystem: the kernel sends big's FORGET as
+    /// the unlink's syscall ends, but the daemon's thread may handle it after the write
+    /// arrives. The write refused for space waits for it (at most `forgetWait`) and is
+    /// tried again.
+    func testAWriteRefusedForSpaceWaitsForTheForgetOfAnUnlinkedFile() throws {
+        let f = try Fixture(capacityBytes: 4 << 20)
+        let (attributes, handle) = try f.create("big")
+        var written = 0
+        while true {
+            do {
+                written += try f.write(attributes.inode, handle, at: UInt64(written), pattern(64 << 10))
+            } catch FSError.noSpace {
+                break
+            }
+        }
+        f.fs.release(inode: attributes.inode, handle: handle)
+        try f.fs.unlink(parent: .root, name: FileName("big"))
+        let (small, smallHandle) = try f.create("small")
+        XCTAssertThrowsError(try f.write(small.inode, smallHandle, at: 0, pattern(64 << 10)), "setup: the image is full") {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        let fs = f.fs, big = attributes.inode
+        let forget = Thread {
+            usleep(30_000)
+            fs.forget(inode: big, lookups: 1)
+        }
+        forget.start()
+        XCTAssertEqual(try f.write(small.inode, smallHandle, at: 0, pattern(64 << 10)), 64 << 10,
+                       "the write did not wait for the FORGET that freed big's bytes")
+        f.fs.release(inode: small.inode, handle: smallHandle)
     }
 
     func testForgetBeforeReleaseAlsoFreesAtTheLastStep() throws {

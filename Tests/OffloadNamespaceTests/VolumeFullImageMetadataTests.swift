@@ -147,8 +147,10 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         XCTAssertEqual(Set(generations.dropFirst()), [generations[0]], "a refused write after the first committed")
         XCTAssertEqual(try fs.getattr(inode: more.inode).size, 0, "a refused write changed the file")
         fs.release(inode: more.inode, handle: handle)
-        // A release: the big file's rm, and the write runs.
+        // A release: the big file's rm (and the kernel's FORGET of it), and the write runs.
+        let big = try fs.lookup(parent: .root, name: FileName("big")).inode
         try fs.unlink(parent: .root, name: FileName("big"))
+        fs.forget(inode: big, lookups: 2)
         let reopened = try fs.open(inode: more.inode, flags: O_RDWR)
         XCTAssertEqual(try chunk.withUnsafeBytes { try fs.write(inode: more.inode, handle: reopened, offset: 0, data: $0) },
                        chunk.count)
@@ -256,8 +258,11 @@ final class VolumeFullImageMetadataTests: XCTestCase {
         usleep(1_100_000)
         do throws(FSError) { try create("later") } catch { XCTAssertEqual(error, .noSpace) }
         XCTAssertGreaterThan(volume.committedGeneration, afterFirst, "no reclaim a second later")
-        // A release: the next refusal reclaims, and the create runs.
+        // A release (an rm, and the kernel's FORGET): the next refusal reclaims, and the
+        // create runs.
+        let big = try fs.lookup(parent: .root, name: FileName("big")).inode
         try fs.unlink(parent: .root, name: FileName("big"))
+        fs.forget(inode: big, lookups: 2)
         XCTAssertNoThrow(try create("after-rm"), "a create after rm of the big file")
         XCTAssertNil(volume.failure)
         try fileSystem.close(meter: nil)

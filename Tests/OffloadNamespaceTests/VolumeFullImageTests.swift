@@ -19,6 +19,42 @@ final class VolumeFullImageTests: XCTestCase {
         try bytes.withUnsafeBytes { try fs.write(inode: inode, handle: handle, offset: offset, data: $0) }
     }
 
+    /// `rm big && echo > small` on a full image: big keeps its data until its last
+    /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
+    /// syscall ends but the daemon's thread may handle after the write arrives. The write's
+    /// reclaim waits for it (`dropForgottenBeforeReclaim`) and writes its drop before the
+    /// commits that make its blocks reusable.
+    func testARefusedWriteWaitsForTheForgetOfAnUnlinkedFile() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 0))
+        let fs = fileSystem.namespace
+        let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        while true {
+            do {
+                offset += UInt64(try Self.write(fs, big.inode, bigHandle, at: offset, [UInt8](repeating: 9, count: 64 << 10)))
+            } catch FSError.noSpace {
+                break
+            }
+        }
+        XCTAssertGreaterThan(offset, 2 << 20)
+        fs.release(inode: big.inode, handle: bigHandle)
+        try fs.unlink(parent: .root, name: FileName("big"))
+        let (small, handle) = try fs.create(parent: .root, name: FileName("small"), mode: 0o100644, flags: O_RDWR, context: .root)
+        let forget = Thread {
+            usleep(30_000)
+            fs.forget(inode: big.inode, lookups: 1)
+        }
+        forget.start()
+        XCTAssertEqual(try Self.write(fs, small.inode, handle, at: 0, [UInt8](repeating: 3, count: 1 << 20)), 1 << 20,
+                       "the write did not wait for the FORGET that frees big's blocks")
+        fs.release(inode: small.inode, handle: handle)
+        XCTAssertThrowsError(try fs.getattr(inode: big.inode))
+        try fileSystem.close(meter: nil)
+        XCTAssertTrue(try VolumeCheck.run(storage).isClean)
+    }
+
     /// Small writes (1 KiB < n < 4 KiB) stay in RAM whatever the free space; the commit
     /// places them in image blocks with `.commit` access to the metadata reserve. Written
     /// before a large write fills the free space (one maintenance interval of untar, then

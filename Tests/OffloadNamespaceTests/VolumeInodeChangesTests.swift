@@ -348,35 +348,42 @@ final class VolumeInodeChangesTests: XCTestCase {
         XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
     }
 
-    /// An unlinked file only the kernel references is emptied after its unlink's frame
-    /// (`emptyUnreadableFiles`), with the stripes let go: the kernel may open it meanwhile
-    /// (a path looked up before the unlink). The emptying then leaves it: a write through
-    /// the new handle is kept. Before, the emptying truncated it after the open's write.
-    func testAnUnlinkedFileOpenedBeforeItsEmptyingKeepsItsWrites() throws {
-        let fileSystem = try makeFileSystem()
+    /// An unlinked file only the kernel references keeps its data until the last FORGET:
+    /// the kernel may open it again (a path looked up before an unlink or a rename that
+    /// replaced it, which the open then names; `/proc/PID/fd` of an `O_PATH` descriptor).
+    /// Before, the unlink emptied it, and a reader racing a `rename` that replaced a file
+    /// read it empty, or as zeros up to the size it had stat'ed (found through a mount).
+    func testAnUnlinkedFileTheKernelReferencesKeepsItsDataUntilTheLastForget() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try makeFileSystem(on: storage)
         let fs = fileSystem.namespace
-        let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 1, count: 8000))
-        // The unlink's frame, without its emptying (the interleaving's first half).
-        try fs.changingNames(in: 1, naming: FileName("f")) { (reader, entry, operation) throws(FSError) in
-            guard let entry, var item = try reader.inode(entry.child), var parent = try reader.inode(1) else { throw .notFound }
-            item.linkCount = 0
-            parent.changeTime = item.changeTime
-            operation.changes = [.unlink(directory: 1, entry), .attributes(inode: 1, parent)]
-            fs.state(entry.child, item, hadOrphan: false, into: &operation)
-            XCTAssertEqual(operation.unreadableFiles, [entry.child], "setup: the file is to be emptied")
-            operation.unreadableFiles = []
-        } then: { (_, _) throws(FSError) in }
-        // The kernel opens it and writes; then the emptying runs.
-        let reopened = try fs.open(inode: file.inode, flags: O_RDWR)
-        _ = try [UInt8](repeating: 2, count: 100).withUnsafeBytes { try fs.write(inode: file.inode, handle: reopened, offset: 0, data: $0) }
-        try fs.reading { (reader) throws(FSError) in fs.emptyUnreadableFiles([file.inode.rawValue], reader) }
-        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 8000, "the emptying truncated a file open since")
-        let bytes = try fs.read(inode: file.inode, handle: reopened, offset: 0, count: 10_000)
-        XCTAssertTrue(bytes == [UInt8](repeating: 2, count: 100) + [UInt8](repeating: 1, count: 7900))
-        // Its last close empties it: nothing can read it again.
-        fs.release(inode: file.inode, handle: reopened)
-        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 0)
+        let old = [UInt8](repeating: 1, count: 80_000), new = [UInt8](repeating: 2, count: 5000)
+        let file = try writtenFile(in: fs, bytes: old)
+        let (replacement, handle) = try fs.create(parent: .root, name: FileName("g"), mode: 0o644, flags: O_RDWR, context: caller)
+        _ = try new.withUnsafeBytes { try fs.write(inode: replacement.inode, handle: handle, offset: 0, data: $0) }
+        fs.release(inode: replacement.inode, handle: handle)
+        for committed in [false, true] {
+            if committed { try fs.volume.commit() }
+            // f replaced by a rename, as an editor or a package manager saves a file.
+            if !committed {
+                try fs.rename(parent: .root, name: FileName("g"), newParent: .root, newName: FileName("f"), flags: [])
+            }
+            XCTAssertEqual(try fs.getattr(inode: file.inode).linkCount, 0)
+            XCTAssertEqual(try fs.getattr(inode: file.inode).size, UInt64(old.count), "committed: \(committed)")
+            // The open the kernel sends for the path it looked up before the rename.
+            let reader = try fs.open(inode: file.inode, flags: O_RDONLY)
+            XCTAssertTrue(try fs.read(inode: file.inode, handle: reader, offset: 0, count: 100_000) == old,
+                          "committed: \(committed): the replaced file's bytes are gone")
+            fs.release(inode: file.inode, handle: reader)
+            XCTAssertEqual(try fs.getattr(inode: file.inode).size, UInt64(old.count), "its last close emptied it")
+        }
         fs.forget(inode: file.inode, lookups: 1)
+        try fs.writeFrameHoldingTheLockAlone()
+        XCTAssertThrowsError(try fs.getattr(inode: file.inode), "the last FORGET drops it")
+        try fs.volume.commit()
+        XCTAssertEqual(try fs.volume.reader().orphans().count, 0)
+        let report = try VolumeCheck.run(storage)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(3))")
         try fileSystem.close(meter: nil)
     }
 
@@ -422,7 +429,7 @@ final class VolumeInodeChangesTests: XCTestCase {
 
     /// A truncate holds the file open by a handle of its own (so no eviction takes the
     /// file meanwhile), whose close is not a close of the user's: a file only the kernel
-    /// references (unlinked, its data emptied by the unlink) truncated to a new size keeps
+    /// references (unlinked) truncated to a new size keeps
     /// that size, as before the truncate shared the lock and as format 1 does; a truncate
     /// to the size a file has marks its mtime; a truncate that fails leaves no handle.
     func testATruncateClosesItsOwnHandleLeavingWhatItMade() throws {
@@ -434,7 +441,7 @@ final class VolumeInodeChangesTests: XCTestCase {
         XCTAssertEqual(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 6000), context: caller).size, 6000)
         XCTAssertGreaterThan(try fs.getattr(inode: file.inode).modificationTime, before, "a truncate to the same size marks mtime")
         try fs.unlink(parent: .root, name: FileName("f"))
-        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 0, "setup: an unlinked file only the kernel references is emptied")
+        XCTAssertEqual(try fs.getattr(inode: file.inode).size, 6000, "setup: an unlinked file only the kernel references keeps its data")
         XCTAssertEqual(try fs.setattr(inode: file.inode, changes: AttributeChanges(size: 9000), context: caller).size, 9000)
         XCTAssertEqual(try fs.getattr(inode: file.inode).size, 9000, "the truncate's own close emptied the file")
         XCTAssertEqual(fs.fileHandles.count, 0, "the truncate's handle was left open")

@@ -20,9 +20,7 @@ import Glibc
 /// (a file change's frame takes its inode's stripe inside it, `journal`), and nothing
 /// holding a stripe takes a file's write lock or another stripe out of order, but for a
 /// new file nothing else can reach yet (a create attaches its journal under the
-/// directory's stripe, `VolumeNamespace.changingNames`) and an unlinked file with no
-/// handle, whose lock no writer can hold (its emptying truncates it holding its stripe,
-/// `VolumeNamespace.emptyUnreadableFiles`).
+/// directory's stripe, `VolumeNamespace.changingNames`).
 final class InodeLocks: @unchecked Sendable {
     // @unchecked: the mutexes are pthread's, in one allocation that never moves.
     static let stripeCount = 1024

@@ -87,6 +87,12 @@ final class KernelReferenceTable: Sendable {
         shard(number).withLock { $0.keepUnlinked(number) }
     }
 
+    /// The inodes marked as having no name left while referenced (each shard read under
+    /// its lock in turn).
+    func unlinkedInodes() -> [UInt64] {
+        shards.flatMap { shard in shard.withLock { Array($0.unlinked) } }
+    }
+
     /// Clears `number`'s mark (dropped, or found with a name after all).
     func clearUnlinked(_ number: UInt64) {
         shard(number).withLock { _ = $0.unlinked.remove(number) }

@@ -53,10 +53,9 @@ extension VolumeNamespace {
             guard size <= OffloadedFile.maximumSize else { throw .fileTooLarge }
             return try openHandle(number.rawValue, item, flags: O_RDWR, reader)
         }
-        // Closed leaving the data as the truncate left it, even on a file only the kernel
-        // references (which its unlink emptied already; the kernel may still truncate it
-        // through `/proc/PID/fd`, and getattr then shows the new size, as before).
-        defer { closeHandle(number, handle, emptiesUnlinked: false) }
+        // Closed leaving the data as the truncate left it, also on a file only the kernel
+        // references (truncated through `/proc/PID/fd`): getattr shows the new size.
+        defer { closeHandle(number, handle) }
         let resized = try changingData { () throws(FSError) -> Bool in try openedFile(number, handle).file.data.resize(to: size) }
         let changed = try changingInodes(number.rawValue) { (reader, operation) throws(FSError) -> InodeItem in
             var item = try item(number.rawValue, in: reader)

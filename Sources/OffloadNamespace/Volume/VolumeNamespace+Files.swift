@@ -122,11 +122,6 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
     private var credit = 0
     /// The change bytes `credit` was reserved for.
     private var creditBytes = 0
-    /// Set while the thread changing the data holds the inode's lock already (the
-    /// emptying of an unlinked file, `VolumeNamespace.emptyUnreadableFiles`): its frame
-    /// does not take it again. Only that thread changes the data meanwhile: the file has
-    /// no handle, and an open waits for the lock.
-    let changerHoldsInodeLock = Atomic<Bool>(false)
 
     init(inode: UInt64, namespace: VolumeNamespace) {
         self.inode = inode
@@ -162,8 +157,7 @@ final class VolumeFileJournal: FileChangeObserver, @unchecked Sendable {
         credit = 0
         creditBytes = 0
         guard let namespace else { return volume.releaseRoom(reserved) }
-        namespace.journal(inode, change, reserved: reserved,
-                          holdingInodeLock: changerHoldsInodeLock.load(ordering: .relaxed))
+        namespace.journal(inode, change, reserved: reserved)
     }
 }
 
@@ -180,12 +174,12 @@ extension VolumeNamespace {
     /// attributes otherwise hold the namespace lock alone, or share it with that lock
     /// (`changingNames`, `changingInodes`), and the file's changes are serialised by its
     /// write lock.
-    func journal(_ number: UInt64, _ change: FileChange, reserved: Int, holdingInodeLock: Bool = false) {
+    func journal(_ number: UInt64, _ change: FileChange, reserved: Int) {
         // The reservation ends at the frame's `perform`, or here when none is made.
         var unused = reserved
         defer { volume.releaseRoom(unused) }
-        let held = holdingInodeLock ? nil : inodeLocks.lock(number)
-        defer { held.map(inodeLocks.unlock) }
+        let held = inodeLocks.lock(number)
+        defer { inodeLocks.unlock(held) }
         do throws(FSError) {
             let cached = fileCache.file(number)
             var item: InodeItem
@@ -262,8 +256,7 @@ extension VolumeNamespace {
     /// file to answer from the inode's item. Caller holds no inode lock, and the namespace
     /// lock alone or no namespace lock (a last close, `evictCommittedFiles` after a
     /// maintenance commit). A file with no handle left has no change in flight: the
-    /// kernel sends a handle's RELEASE only once no request uses it (a change of an
-    /// unlinked file's data, `emptyUnreadableFiles`, evicts after it).
+    /// kernel sends a handle's RELEASE only once no request uses it.
     func evictIfDone(_ number: UInt64) {
         let committed = volume.committedGeneration
         // The sweep's set changes inside the shard's hold (shard, then sweep), so a note
@@ -441,20 +434,18 @@ extension VolumeNamespace {
         try readingOpenFile { () throws(FSError) in _ = try openedFile(number, handle) }
     }
 
-    /// Drops a handle; an unlinked file with no handle left is emptied (the kernel still
-    /// references it) or dropped. Holds the inode's lock, the namespace lock shared
+    /// Drops a handle; an unlinked file with no handle left is dropped, or, while the
+    /// kernel still references it, kept with its data under its orphan item. Holds the inode's lock, the namespace lock shared
     /// (`changingInodes`), so an open, an unlink or a change of the file's data waits; the
     /// file leaves the cache (`evictIfDone`) after that lock is let go. Most closes write
     /// no frame, so the journal's pages are not prepared for one (a close that does write
     /// may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
-        closeHandle(number, handle, emptiesUnlinked: true)
+        closeHandle(number, handle)
     }
 
-    /// `release`; `emptiesUnlinked: false` leaves the data of a file only the kernel
-    /// references as it is, for a handle of the namespace's own whose close must not
-    /// change what the file holds (a truncate's, `resize`).
-    func closeHandle(_ number: InodeNumber, _ handle: FileHandle, emptiesUnlinked: Bool) {
+    /// `release`, also of a handle of the namespace's own (a truncate's, `resize`).
+    func closeHandle(_ number: InodeNumber, _ handle: FileHandle) {
         // The handle goes once, even when the change runs again with the lock held alone
         // (its frame refused for want of space).
         var closed = false, lastClose = false
@@ -469,8 +460,7 @@ extension VolumeNamespace {
                 }
             }
             guard lastClose, let item = try reader.inode(number.rawValue), item.linkCount == 0 else { return }
-            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation,
-                  empties: emptiesUnlinked)
+            state(number.rawValue, item, hadOrphan: try reader.orphan(number.rawValue) != nil, into: &operation)
         }
         guard lastClose else { return }
         // The eviction needs no namespace lock: the cache's lock decides it, and a reader
@@ -590,6 +580,8 @@ extension VolumeNamespace {
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
     func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
+        // What an `rm` just before freed waits for the kernel's FORGET.
+        dropForgottenBeforeReclaim()
         // Read before the reclaim: a release during it makes the next refusal reclaim.
         let releases = volume.releaseCount
         // Refused the free blocks held for the commits of the changes that wait

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import OffloadCore
 
 // Names on format 2: lookup, forget, mknod, mkdir, symlink, readlink, link, unlink, rmdir.
@@ -38,6 +41,41 @@ extension VolumeNamespace {
     /// FORGETs whose drops wait at most for a frame of their own (each drop is two changes).
     static let forgottenBatch = 64
 
+    /// Before a reclaim on a full image (caller holds the lock alone): the drops of the
+    /// inodes forgotten so far, in a frame of their own, so that the reclaim's commits
+    /// free their data. A file unlinked while the kernel referenced it keeps its data
+    /// until the last FORGET (`state`); for `rm big && echo > small` the kernel sends it
+    /// as the unlink's syscall ends, before the next request, but the daemon's thread
+    /// that reads it may not have counted it yet. So when unlinked files the kernel still
+    /// references and no handle holds wait for a FORGET and none has come, the reclaim
+    /// waits for one, `forgetWait` at most (an `O_PATH` descriptor or a process's working
+    /// directory keeps a reference for as long as it likes; ext4 keeps such a file's
+    /// blocks too).
+    func dropForgottenBeforeReclaim() {
+        if !kernelReferences.hasForgotten {
+            let waiting = kernelReferences.unlinkedInodes().filter { number in
+                fileCache.changing(number) { ($0.files[number]?.openCount ?? 0) == 0 }
+            }
+            guard !waiting.isEmpty else { return }
+            let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
+            while !kernelReferences.hasForgotten, MonotonicClock.nanoseconds() < deadline { usleep(500) }
+        }
+        guard let taken = try? readers.take() else { return }
+        defer { readers.give(taken) }
+        var operation = VolumeOperation()
+        let dropped = dropForgotten(taken.reader, into: &operation)
+        guard !dropped.isEmpty else { return }
+        do throws(FSError) {
+            try writeFrame(&operation, taken.reader, dropsForgotten: false)
+        } catch {
+            // They wait for the next frame, as any drop whose frame fails.
+            kernelReferences.giveBack(dropped)
+        }
+    }
+
+    /// How long a reclaim waits for a FORGET (`dropForgottenBeforeReclaim`): 200 ms.
+    static let forgetWait: UInt64 = 200_000_000
+
     /// Writes the drops of the inodes forgotten so far in a frame of their own, when any
     /// can go, with the namespace lock shared (docs/ARCHITECTURE.md, "Step 7, seventh
     /// part"), holding the forgotten inodes' locks (`InodeLocks.lock(all:)`, ascending;
@@ -55,8 +93,7 @@ extension VolumeNamespace {
             let forgotten = kernelReferences.takeForgotten()
             guard !forgotten.isEmpty else { return }
             let held = inodeLocks.lock(all: forgotten)
-            var locked = true
-            defer { if locked { inodeLocks.unlock(all: held) } }
+            defer { inodeLocks.unlock(all: held) }
             let taken: (reader: VolumeReader, open: UInt64)
             do throws(FSError) {
                 taken = try readers.take()
@@ -74,9 +111,6 @@ extension VolumeNamespace {
                 kernelReferences.giveBack(dropped)
                 throw error
             }
-            inodeLocks.unlock(all: held)
-            locked = false
-            emptyUnreadableFiles(operation.unreadableFiles, taken.reader)
         }
         commitIfOverBudget()
     }

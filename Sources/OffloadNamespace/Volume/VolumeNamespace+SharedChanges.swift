@@ -138,7 +138,6 @@ extension VolumeNamespace {
             let taken = try readers.take()
             defer { readers.give(taken) }
             let reader = taken.reader
-            var unreadable: [UInt64] = []
             let outcome = try withInodeLocks(locks, reader) { (entry) throws(FSError) -> ChangeOutcome<S> in
                 var operation = VolumeOperation()
                 let result: R
@@ -156,10 +155,8 @@ extension VolumeNamespace {
                     if case .noSpace = error { return .refusedForSpace }
                     throw error
                 }
-                unreadable = operation.unreadableFiles
                 return .done(try after(result, reader))
             }
-            emptyUnreadableFiles(unreadable, reader)
             // A change whose frame could not be written is not answered as done.
             if let journalFailure { throw journalFailure }
             return outcome

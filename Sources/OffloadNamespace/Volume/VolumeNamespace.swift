@@ -63,8 +63,8 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// handles in shards by directory).
     let handles = VolumeHandles()
     /// The inode locks of the changes that share the namespace lock (`changingNames`,
-    /// `changingInodes`, a file change's frame, `journal`, the emptying of an unlinked
-    /// file, `emptyUnreadableFiles`, a frame of drops, `dropForgottenNow`).
+    /// `changingInodes`, a file change's frame, `journal`, a frame of drops,
+    /// `dropForgottenNow`).
     let inodeLocks = InodeLocks()
     /// Taken by a rename across directories before the namespace lock, and held until its
     /// frame is written (`changingNamesOfARename`): its cycle check reads the parents of
@@ -390,7 +390,6 @@ public final class VolumeNamespace: @unchecked Sendable {
                     if case .noSpace = error { refusedFrame = true }
                     throw error
                 }
-                emptyUnreadableFiles(operation.unreadableFiles, reader)
                 return try after(result, reader)
             }
             do throws(FSError) {
@@ -467,88 +466,25 @@ public final class VolumeNamespace: @unchecked Sendable {
         }
     }
 
-    /// Empties `files`, which the operation just performed left with only the kernel's
-    /// references, each by its observer's frame (a truncation, with its size and times),
-    /// after the operation's own frame: emptied first, a power cut between the two frames
-    /// showed the file still named but empty (the power-cut simulator found it on format
-    /// 2). Format 1 empties after its record too (`StorageDisposal`). Best effort, as
-    /// format 1's: without journal room the data waits for the last FORGET, which drops
-    /// the inode. Caller holds the namespace lock and no inode lock.
-    ///
-    /// Each file is emptied holding its inode's lock, with no handle open on it: the kernel
-    /// may still open an unlinked file it references (a path looked up before the unlink,
-    /// `/proc/PID/fd`), and an open, which takes that lock, made between the operation's
-    /// frame and the emptying would otherwise see its writes emptied after it. A file
-    /// opened since, or gone from the cache (evicted clean: its data waits for the drop),
-    /// is left. Its truncation's frame (`journal`) runs on this thread inside that lock,
-    /// and takes it from this hold (`VolumeFileJournal.changerHoldsInodeLock`): a file
-    /// with no handle has no other writer, and no open comes meanwhile. The file is
-    /// counted open while it is emptied, so no eviction unloads it.
-    func emptyUnreadableFiles(_ files: [UInt64], _ reader: VolumeReader) {
-        for number in files {
-            let held = inodeLocks.lock(number)
-            let claimed = fileCache.changing(number) { cache -> VolumeCachedFile? in
-                guard let cached = cache.files[number], cached.openCount == 0 else { return nil }
-                cached.openCount += 1
-                return cached
-            }
-            if let claimed {
-                if let item = try? reader.inode(number), item.linkCount == 0, item.size > 0 {
-                    claimed.journal.changerHoldsInodeLock.store(true, ordering: .relaxed)
-                    _ = try? claimed.data.truncate()
-                    claimed.journal.changerHoldsInodeLock.store(false, ordering: .relaxed)
-                }
-                fileCache.changing(number) { _ in claimed.openCount -= 1 }
-            }
-            inodeLocks.unlock(held)
-            evictIfDone(number)
-        }
-    }
-
     /// The changes that state `item`, an inode that just lost a name, a handle or a
     /// reference: its new attributes while a name is left; with only handles or the
-    /// kernel's references left, its attributes under an orphan item (a regular file that
-    /// only the kernel references has its data emptied, as format 1 empties a file
-    /// nothing can read again: in the same frame when it is not cached, else through its
-    /// cached data once the operation's frame is written, `emptyUnreadableFiles`); with
-    /// nothing left, its drop (and its orphan item's). `empties: false` leaves the data of
-    /// a file only the kernel references as it is (the close of the handle a truncate
-    /// makes for itself: the file was as readable before it as after). Caller holds the
-    /// lock alone, or shared with the inode's inode lock.
-    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool,
-               into operation: inout VolumeOperation, empties: Bool = true) {
-        let (cached, open) = fileCache.changing(number) { cache in
-            (cache.files[number], (cache.files[number]?.openCount ?? 0) > 0)
-        }
+    /// kernel's references left, its attributes under an orphan item, its data as it is
+    /// (the kernel may open it again: a path looked up before a rename replaced it, which
+    /// the open then names, or `/proc/PID/fd` of an `O_PATH` descriptor); with nothing
+    /// left, its drop (and its orphan item's), which frees its data. Caller holds the lock
+    /// alone, or shared with the inode's inode lock.
+    ///
+    /// (Until the twenty-eighth session a regular file that only the kernel referenced was
+    /// emptied here, so that `rm` freed its space before the kernel's FORGET came: a
+    /// reader that opened a file a `rename` was replacing read it empty, or as zeros up to
+    /// the size it had stat'ed. docs/ARCHITECTURE.md, "An unlinked file keeps its data
+    /// while the kernel references it".)
+    func state(_ number: UInt64, _ item: InodeItem, hadOrphan: Bool, into operation: inout VolumeOperation) {
+        let open = fileCache.changing(number) { cache in (cache.files[number]?.openCount ?? 0) > 0 }
         if item.linkCount > 0 {
             operation.changes.append(.attributes(inode: number, item))
         } else if kernelReferences.keepUnlinked(number) || open {
-            var item = item
-            var emptied: Range<UInt64>?
-            if empties && !open && item.type == Self.typeCode(.regular) && item.size > 0 {
-                if cached == nil {
-                    // The kernel's reference goes with its FORGET in most cases a moment
-                    // later, and the drop frees the data anyway; loading the file to
-                    // empty it through a frame of its own was a fifth of `rm -rf`'s time
-                    // (docs/BENCHMARKS.md, "Unlinked files emptied in the unlink's frame").
-                    // The changes of its truncation's frame (`journal`), written with the
-                    // unlink, so a power cut keeps both or neither.
-                    let now = clock().record
-                    emptied = 0..<item.size
-                    item.size = 0
-                    item.modificationTime = now
-                    item.changeTime = now
-                } else {
-                    operation.unreadableFiles.append(number)
-                }
-            }
             operation.changes.append(.attributes(inode: number, item))
-            if let emptied {
-                // A record's pieces tile its range; past the new size the tree drops them.
-                operation.changes.append(.fileRange(inode: number, size: 0, range: emptied, pieces: [
-                    FilePiece(offset: 0, extent: .repeatingBytes(value: 0, count: emptied.upperBound)),
-                ]))
-            }
             if !hadOrphan { operation.changes.append(.orphan(inode: number, OrphanItem(state: .unlinkedWhileOpen))) }
         } else {
             if hadOrphan { operation.changes.append(.orphan(inode: number, nil)) }
