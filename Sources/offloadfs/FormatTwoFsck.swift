@@ -11,7 +11,7 @@ enum FormatTwoFsck {
     /// True when the image at `path` holds format 2's commit slots (and no format 1
     /// superblock copy: an image with one is format 1, maybe half upgraded).
     static func isFormatTwo(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)  // a FIFO's open would wait for a writer
         guard fd >= 0 else { return false }
         defer { close(fd) }
         return (try? ImageIdentity.read(fd: fd)) == .newerVersion(CommitSlot.version)

@@ -10,7 +10,7 @@ import Glibc
 enum ImageAdvice {
     /// The superblock `path` holds now, read with pread (nil if it is not a readable image).
     static func superblock(of path: String) -> Superblock? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)  // a FIFO's open would wait for a writer
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         guard case .image(let superblock, _)? = try? ImageIdentity.read(fd: fd) else { return nil }

@@ -18,7 +18,9 @@ struct ImageInspection {
     static let cannotCheck: Int32 = 2
 
     init(path: String) throws(ImageInspectionError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO's open for reading waits for a writer (fsck and info of one
+        // hung); the check below refuses it. Reads of a regular file ignore the flag.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard fd >= 0 else { throw ImageInspectionError("cannot open \(path): \(String(cString: strerror(errno)))") }
         var keep = false
         defer { if !keep { _ = Glibc.close(fd) } }
@@ -44,7 +46,8 @@ struct ImageInspection {
         case .versionZero:
             throw ImageInspectionError("\(path) is a format version 0 image, which keeps no files; mounting it starts it afresh")
         case .newerVersion(let version):
-            throw ImageInspectionError("image \(path) has format version \(version); this offloadfs reads version \(Superblock.version)")
+            throw ImageInspectionError("image \(path) was written by a newer offloadfs (format version 0x\(String(version, radix: 16))); "
+                                       + "this one reads formats 1 and 2")
         case .damaged(let why):
             throw ImageInspectionError("image \(path): \(why); no superblock to start from (`offloadfs mount --fresh` starts it empty)")
         case .image(let superblock, let agrees):

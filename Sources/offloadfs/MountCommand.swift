@@ -112,6 +112,7 @@ struct MountCommand: ParsableCommand {
         do {
             imagePath = try ImagePath.resolve(backing)
             let warnings = try MountPointCheck.run(mountArgument, clearDeadMount: clearDeadMount)
+            try MountPointCheck.refuseImage(imagePath, under: mountPath)
             try Preflight.checkMountPoint(mountPath)
             try Preflight.checkImagePath(imagePath)
             try Preflight.checkFuseDevice()

@@ -52,6 +52,24 @@ enum MountPointCheck {
                 + "they are hidden until it is unmounted"]
     }
 
+    /// Refuses an image that lies under the mount point (the mount point itself, or a
+    /// directory below it; symbolic links followed): once mounted, the mount hides it,
+    /// and whatever then opens it by its path (the daemon's own watch for its deletion,
+    /// `status`, `info`, `fsck`) goes through the mount it serves. The first such open
+    /// waited in the kernel for the daemon that made it, which waited for it: the mount
+    /// never answered, and `ls` of it hung too.
+    static func refuseImage(_ imagePath: String, under mountPoint: String) throws(MountError) {
+        let slash = imagePath.lastIndex(of: "/") ?? imagePath.startIndex
+        let directory = slash == imagePath.startIndex ? "/" : String(imagePath[..<slash])
+        guard let realDirectory = MountPointArgument.realPath(directory),
+              let realMountPoint = MountPointArgument.realPath(mountPoint) else { return }
+        let prefix = realMountPoint == "/" ? "/" : realMountPoint + "/"
+        guard realDirectory == realMountPoint || (realDirectory + "/").hasPrefix(prefix) else { return }
+        throw MountError("image \(imagePath) lies under the mount point \(mountPoint): the mount would hide it, and "
+                         + "every open of it by its path would go through the mount it serves; keep the image "
+                         + "outside the mount point")
+    }
+
     /// A FUSE mount whose daemon is gone answers every call with ENOTCONN; statfs (under
     /// statvfs) is never answered from a cache, so it tells a dead mount from a live one.
     static func isDisconnected(_ path: String) -> Bool {

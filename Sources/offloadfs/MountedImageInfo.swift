@@ -29,7 +29,7 @@ enum MountedImageInfo {
     /// The `key: value` lines for the image `typed` (resolved to `path`) mounted at `entry`.
     static func lines(typed: String, path: String, mountPoint: String) -> [(String, String)] {
         var lines: [(String, String)] = [("image", typed), ("mounted at", mountPoint)]
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)  // a FIFO's open would wait for a writer
         var file = stat()
         // Whether the capacity is kept (`--size`) or the mount's default, as the last
         // superblock or commit slot says.

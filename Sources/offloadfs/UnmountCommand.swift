@@ -121,7 +121,7 @@ struct UnmountCommand: ParsableCommand {
 
     /// True when nobody holds a lock on the image (no daemon serves it).
     static func isUnlocked(image: String) -> Bool {
-        let fd = open(image, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        let fd = open(image, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)  // a FIFO's open would wait for a writer
         guard fd >= 0 else { return true }
         defer { close(fd) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }

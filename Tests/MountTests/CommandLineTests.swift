@@ -140,7 +140,8 @@ final class CommandLineTests: CommandLineTestCase {
     }
 
     /// A file that is not an offloadfs image is never taken over: one error line, no
-    /// mount, and not one byte of the file changed (background and foreground).
+    /// mount, and not one byte of the file changed (background and foreground, with
+    /// `--fresh` or without).
     func testForeignFileAsImageIsRefusedAndLeftUntouched() throws {
         try requireFuse()
         let mountPoint = scratch + "/mnt", image = scratch + "/picture.png"
@@ -154,7 +155,8 @@ final class CommandLineTests: CommandLineTestCase {
         let original = Data(bytes)
         XCTAssertTrue(FileManager.default.createFile(atPath: image, contents: original))
         let before = try FileManager.default.attributesOfItem(atPath: image)[.modificationDate] as? Date
-        for extra in [[], ["--foreground"]] {
+        // `--fresh` too (it made a format 2 image over any file, an ext4 image included).
+        for extra in [[], ["--foreground"], ["--fresh"], ["--fresh", "--foreground"]] {
             let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "64M"] + extra)
             assertOneLineError(result, containing: "not an offloadfs image")
             XCTAssertFalse(MountTable.isMounted(mountPoint), "\(extra)")
@@ -162,6 +164,25 @@ final class CommandLineTests: CommandLineTestCase {
         }
         let after = try FileManager.default.attributesOfItem(atPath: image)[.modificationDate] as? Date
         XCTAssertEqual(before, after, "the file's mtime is unchanged")
+    }
+
+    /// A FIFO named as the image is refused at once by every command (fsck, info and a
+    /// read-only mount waited for ever for a writer: their open for reading blocked).
+    func testAFifoAsImageIsRefusedAtOnce() throws {
+        try requireFuse()
+        let mountPoint = scratch + "/mnt", fifo = scratch + "/fifo"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        mountsToClean.append(mountPoint)
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let binary = try XCTUnwrap(DaemonBinary.path)
+        for command in ["fsck '\(fifo)'", "info '\(fifo)'", "mount '\(mountPoint)' --backing '\(fifo)' -o ro",
+                        "mount '\(mountPoint)' --backing '\(fifo)' -o ro --foreground"] {
+            let result = try Shell.run("timeout 20 '\(binary)' \(command)", in: scratch)
+            XCTAssertNotEqual(result.status, 124, "\(command) waited: \(result.transcript)")
+            XCTAssertNotEqual(result.status, 0, result.transcript)
+            XCTAssertTrue(result.error.contains("not a regular file"), "\(command): \(result.transcript)")
+            XCTAssertFalse(MountTable.isMounted(mountPoint), command)
+        }
     }
 
     func testSigtermUnmountsCleanly() throws { try checkSignalUnmounts(SIGTERM) }

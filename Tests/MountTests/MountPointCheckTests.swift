@@ -45,6 +45,26 @@ final class MountPointCheckTests: CommandLineTestCase {
         XCTAssertEqual(mountCount(mountPoint), 0, "no dead mount reappears after unmount")
     }
 
+    /// An image under its own mount point is refused: the mount would hide it, and the
+    /// daemon's own open of it by its path (its watch for the image's deletion) went
+    /// through the mount it had not begun to serve, so the mount never answered (`ls`
+    /// of it hung too) and only kill -9 ended it.
+    func testAnImageUnderItsMountPointIsRefused() throws {
+        let mountPoint = scratch + "/m"
+        try FileManager.default.createDirectory(atPath: mountPoint + "/sub", withIntermediateDirectories: true)
+        for image in [mountPoint + "/a.img", mountPoint + "/sub/b.img", mountPoint + "/../m/c.img"] {
+            for extra in [[], ["--foreground"]] {
+                let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "64M"] + extra)
+                assertOneLineError(result, containing: "lies under the mount point \(mountPoint)")
+                XCTAssertEqual(mountCount(mountPoint), 0, "\(image) \(extra)")
+            }
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mountPoint), ["sub"], "no image was made")
+        // Beside the mount point is fine.
+        try mountInBackground(mountPoint, image: scratch + "/m.img")
+        XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
+    }
+
     /// --clear-dead-mount never touches a live mount.
     func testClearDeadMountLeavesALiveMountAlone() throws {
         let mountPoint = scratch + "/m"

@@ -61,8 +61,10 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// read-write mount may not). A file that cannot be written is `.readOnly` (a
     /// read-only filesystem, no write permission bit) or `.permissionDenied`.
     public init(path: String, readOnly: Bool = false) throws(FSError) {
+        // O_NONBLOCK until the file is known to be regular: an open of a FIFO for reading
+        // waits for a writer (fsck, info and a read-only mount of one waited for ever).
         let flags = readOnly ? O_RDONLY | O_CLOEXEC | O_NOFOLLOW : O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW
-        let fd = open(path, flags, 0o600)
+        let fd = open(path, flags | O_NONBLOCK, 0o600)
         guard fd >= 0 else {
             switch errno {
             case ENOENT where readOnly: throw .invalidArgument("image '\(path)' does not exist (a read-only mount needs an existing image)")
@@ -78,6 +80,7 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         guard info.st_mode & S_IFMT == S_IFREG else {
             throw .invalidArgument("image '\(path)' is not a regular file")
         }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         guard readOnly || info.st_mode & 0o222 != 0 else { throw .readOnly }
         guard flock(fd, (readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0 else {
             if errno == EWOULDBLOCK { throw .busy }

@@ -31,6 +31,14 @@ public enum MountedImages {
             case .newerVersion(CommitSlot.version): found = .two
             // Version 0 kept no files: a new image (format 1's open starts it afresh too).
             case .versionZero: found = nil
+            // Never written, `--fresh` or not: only an offloadfs image is started afresh
+            // (before, `--fresh` made a format 2 image over any file, an ext4 image
+            // included). The same words as format 1's open.
+            case .foreign:
+                throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
+            case .newerVersion(let version):
+                throw .invalidArgument("image '\(path)' was written by a newer offloadfs (format version 0x\(String(version, radix: 16))); "
+                                       + "this one reads formats 1 and 2; it was left untouched")
             default: found = .one
             }
             if (fresh || found == nil) && newFormat == .two && !readOnly {
