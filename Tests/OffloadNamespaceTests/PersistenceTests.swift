@@ -172,9 +172,13 @@ final class PersistenceTests: XCTestCase {
 
         init(_ fileSystem: ImageFileSystem) {
             group.enter()
-            DispatchQueue.global().async { [self] in
+            // The file system weakly: the block is let go of after `leave`, and one that
+            // held it then kept the image's lock past `stop` (the next round's open of the
+            // image, as after kill -9, found it "busy" once in a suite's run).
+            DispatchQueue.global().async { [self, weak fileSystem] in
                 defer { group.leave() }
                 while !stopFlag.load(ordering: .acquiring) {
+                    guard let fileSystem else { return }
                     do {
                         try fileSystem.journal!.checkpoint(fileSystem.namespace)
                         count += 1
