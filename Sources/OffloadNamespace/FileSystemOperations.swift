@@ -11,9 +11,9 @@ import OffloadCore
 /// Lookup counts (the kernel contract): every successful `lookup`, `mknod`, `mkdir`,
 /// `symlink`, `link` and `create` hands the kernel one reference to the returned inode;
 /// `forget(inode:lookups:)` gives `lookups` of them back. An inode whose link count is 0
-/// lives on while the kernel still references it or a handle is open on it; its data
-/// is freed once no handle is open (nothing can read it again), the inode once both are
-/// gone.
+/// lives on, with its data, while the kernel still references it or a handle is open on
+/// it (the kernel may open it again: a path looked up before it was unlinked or replaced,
+/// `/proc/PID/fd`); both are freed once both are gone.
 public protocol FileSystemOperations: AnyObject, Sendable {
     // MARK: Names
     func lookup(parent: InodeNumber, name: FileName) throws(FSError) -> Attributes

@@ -85,8 +85,8 @@ final class Inode {
     /// no open handle. The root is never unreferenced (its link count never drops).
     var isUnreferenced: Bool { linkCount == 0 && lookupCount == 0 && openCount == 0 }
 
-    /// No name and no open handle: only the kernel's lookups keep the inode, and no one
-    /// can open or read it again.
+    /// No name and no open handle: only the kernel's lookups keep the inode (which the
+    /// kernel may still open: a path looked up before its unlink, `/proc/PID/fd`).
     var hasOnlyKernelReferences: Bool { linkCount == 0 && openCount == 0 && lookupCount > 0 }
 
     /// The contents changed: POSIX marks mtime and ctime.

@@ -104,15 +104,16 @@ extension Namespace {
         }
     }
 
-    /// True once one of the files only the kernel references is gone and no
-    /// FORGET is still freeing what it dropped; false when there are none, or after
-    /// `forgetWait`.
+    /// True once one of the files only the kernel references is gone, or a FORGET was
+    /// freeing one as the change was refused, and no FORGET is still freeing what it
+    /// dropped; false when there are none, or after `forgetWait`.
     private func waitForAForgetFreeingData() -> Bool {
+        let freeing = forgetsFreeing.load(ordering: .relaxed) > 0
         let waiting = state.withLock { $0.table.unlinkedFilesOnlyTheKernelReferences() }
-        guard !waiting.isEmpty else { return false }
+        guard freeing || !waiting.isEmpty else { return false }
         let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
         repeat {
-            let oneGone = state.withLock { state in waiting.contains { !state.table.contains($0) } }
+            let oneGone = freeing || state.withLock { state in waiting.contains { !state.table.contains($0) } }
             if oneGone && forgetsFreeing.load(ordering: .relaxed) == 0 { return true }
             usleep(500)
         } while MonotonicClock.nanoseconds() < deadline

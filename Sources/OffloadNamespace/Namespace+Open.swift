@@ -55,7 +55,7 @@ extension NamespaceState {
     }
 
     /// Drops a handle; returns what to do with the storage of an unlinked inode that
-    /// nothing but the kernel's references keeps now.
+    /// nothing keeps now (one the kernel still references keeps its data).
     mutating func release(inode number: InodeNumber, handle: FileHandle) -> StorageDisposal? {
         guard handles.remove(handle, inode: number) != nil,
               let inode = try? table.inode(number) else { return nil }

@@ -46,7 +46,7 @@ struct ImageInspection {
         case .versionZero:
             throw ImageInspectionError("\(path) is a format version 0 image, which keeps no files; mounting it starts it afresh")
         case .newerVersion(let version):
-            throw ImageInspectionError("image \(path) was written by a newer offloadfs (format version 0x\(String(version, radix: 16))); "
+            throw ImageInspectionError("image \(path) was written by a newer offloadfs (\(Superblock.versionName(version))); "
                                        + "this one reads formats 1 and 2")
         case .damaged(let why):
             throw ImageInspectionError("image \(path): \(why); no superblock to start from (`offloadfs mount --fresh` starts it empty)")

@@ -165,6 +165,14 @@ final class BackingStoreTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image.path)), Data(header + header), "left untouched")
     }
 
+    /// A version field as a person reads it: format 2 and later set the top bit (a
+    /// defect hunt saw "format version 2147483651; this offloadfs reads version 1").
+    func testVersionFieldsAreNamedAsFormats() {
+        XCTAssertEqual(Superblock.versionName(7), "format version 7")
+        XCTAssertEqual(Superblock.versionName(CommitSlot.version), "format 2, version field 0x80000002")
+        XCTAssertEqual(Superblock.versionName(0x8000_0003), "format 3, version field 0x80000003")
+    }
+
     func testAVersionZeroScratchImageStartsAfreshAsVersionOne() throws {
         let image = TemporaryImage()
         // Version 0: magic, version 0, block size 4096, zeros; then some stale data.

@@ -19,16 +19,15 @@ final class VolumeFullImageTests: XCTestCase {
         try bytes.withUnsafeBytes { try fs.write(inode: inode, handle: handle, offset: offset, data: $0) }
     }
 
-    /// `rm big && echo > small` on a full image: big keeps its data until its last
-    /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
-    /// syscall ends but the daemon's thread may handle after the write arrives. The write's
-    /// reclaim waits for it (`dropForgottenBeforeReclaim`) and writes its drop before the
-    /// commits that make its blocks reusable.
-    func testARefusedWriteWaitsForTheForgetOfAnUnlinkedFile() throws {
+    /// A new image filled by one file, `big`, with a one-block `tiny` beside it.
+    private func fullImageOfOneBigFile() throws -> (VolumeFileSystem, MemoryImageStorage, big: InodeNumber, tiny: InodeNumber) {
         let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
         let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
                                                      memoryLimiter: MemoryLimiter(limitBytes: 0))
         let fs = fileSystem.namespace
+        let (tiny, tinyHandle) = try fs.create(parent: .root, name: FileName("tiny"), mode: 0o100644, flags: O_RDWR, context: .root)
+        XCTAssertEqual(try Self.write(fs, tiny.inode, tinyHandle, at: 0, [UInt8](repeating: 1, count: 4096)), 4096)
+        fs.release(inode: tiny.inode, handle: tinyHandle)
         let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
         var offset: UInt64 = 0
         while true {
@@ -40,19 +39,57 @@ final class VolumeFullImageTests: XCTestCase {
         }
         XCTAssertGreaterThan(offset, 2 << 20)
         fs.release(inode: big.inode, handle: bigHandle)
+        return (fileSystem, storage, big.inode, tiny.inode)
+    }
+
+    /// `rm tiny big && echo > small` on a full image: each keeps its data until its last
+    /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
+    /// syscall ends but the daemon's thread may handle after the write arrives. The
+    /// refused write waits for big's (`awaitForgetsOfUnlinkedFiles`), though tiny's came
+    /// already, and its reclaim writes their drops before the commits that make their
+    /// blocks reusable.
+    func testARefusedWriteWaitsForTheForgetOfAnUnlinkedFile() throws {
+        let (fileSystem, storage, big, tiny) = try fullImageOfOneBigFile()
+        let fs = fileSystem.namespace
+        try fs.unlink(parent: .root, name: FileName("tiny"))
         try fs.unlink(parent: .root, name: FileName("big"))
+        fs.forget(inode: tiny, lookups: 1)
         let (small, handle) = try fs.create(parent: .root, name: FileName("small"), mode: 0o100644, flags: O_RDWR, context: .root)
         let forget = Thread {
             usleep(30_000)
-            fs.forget(inode: big.inode, lookups: 1)
+            fs.forget(inode: big, lookups: 1)
         }
         forget.start()
         XCTAssertEqual(try Self.write(fs, small.inode, handle, at: 0, [UInt8](repeating: 3, count: 1 << 20)), 1 << 20,
                        "the write did not wait for the FORGET that frees big's blocks")
         fs.release(inode: small.inode, handle: handle)
-        XCTAssertThrowsError(try fs.getattr(inode: big.inode))
+        XCTAssertThrowsError(try fs.getattr(inode: big))
         try fileSystem.close(meter: nil)
         XCTAssertTrue(try VolumeCheck.run(storage).isClean)
+    }
+
+    /// A file the kernel keeps referenced (an `O_PATH` descriptor, a working directory)
+    /// keeps its blocks, as on ext4: the first refused write waits for its FORGET in vain
+    /// (`forgetWait`), the next ones do not wait again.
+    func testAFileTheKernelKeepsReferencedIsWaitedForOnce() throws {
+        let (fileSystem, _, big, _) = try fullImageOfOneBigFile()
+        let fs = fileSystem.namespace
+        try fs.unlink(parent: .root, name: FileName("big"))
+        XCTAssertEqual(try fs.getattr(inode: big).size > 0, true)
+        let (small, handle) = try fs.create(parent: .root, name: FileName("small"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var waits: [Double] = []
+        for _ in 0..<3 {
+            let started = DispatchTime.now().uptimeNanoseconds
+            XCTAssertThrowsError(try Self.write(fs, small.inode, handle, at: 0, [UInt8](repeating: 3, count: 1 << 20))) {
+                XCTAssertEqual($0 as? FSError, .noSpace)
+            }
+            waits.append(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        }
+        XCTAssertGreaterThanOrEqual(waits[0], 0.2, "the first refusal did not wait for the FORGET: \(waits)")
+        XCTAssertLessThan(waits[1], 0.2, "a refusal waited again for a FORGET waited for in vain: \(waits)")
+        XCTAssertLessThan(waits[2], 0.2, "\(waits)")
+        fs.release(inode: small.inode, handle: handle)
+        try fileSystem.close(meter: nil)
     }
 
     /// Small writes (1 KiB < n < 4 KiB) stay in RAM whatever the free space; the commit

@@ -5,8 +5,7 @@
 /// A file with changes in the delta is held by the inode cache with its `OffloadedFile`
 /// until the commit that writes them (docs/ARCHITECTURE.md, "The inode cache"), so a read
 /// of its bytes needs the delta's file ranges only on a read-only volume, whose replayed
-/// frames stay in the delta, and for an unlinked file emptied in its unlink's frame,
-/// which is not cached (`filePieces`, `VolumeNamespace.state`).
+/// frames stay in the delta (`filePieces`).
 public struct LayeredFileSystem {
     public let layers: [DeltaGeneration]
     public let tree: FileSystemTree

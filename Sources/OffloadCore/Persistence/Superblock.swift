@@ -46,6 +46,13 @@ import Glibc
 public struct Superblock: Equatable, Sendable {
     public static let magic: [UInt8] = Array("OFFLOADFS-IMAGE\n".utf8)
     public static let version: UInt32 = 1
+
+    /// A version field as a person reads it: format 2 and later set the top bit
+    /// (`CommitSlot.version` is 0x8000_0002), so 0x8000_0003 is "format 3".
+    public static func versionName(_ version: UInt32) -> String {
+        guard version & 0x8000_0000 != 0 else { return "format version \(version)" }
+        return "format \(version & 0x7FFF_FFFF), version field 0x\(String(version, radix: 16))"
+    }
     /// Blocks 0 and 1.
     public static let blocks: UInt64 = 2
     static let encodedSize = 128

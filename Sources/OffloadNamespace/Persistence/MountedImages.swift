@@ -37,7 +37,7 @@ public enum MountedImages {
             case .foreign:
                 throw .invalidArgument("'\(path)' is not an offloadfs image (it has data but no offloadfs header); it was left untouched")
             case .newerVersion(let version):
-                throw .invalidArgument("image '\(path)' was written by a newer offloadfs (format version 0x\(String(version, radix: 16))); "
+                throw .invalidArgument("image '\(path)' was written by a newer offloadfs (\(Superblock.versionName(version))); "
                                        + "this one reads formats 1 and 2; it was left untouched")
             default: found = .one
             }

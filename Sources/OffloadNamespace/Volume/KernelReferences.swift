@@ -93,6 +93,11 @@ final class KernelReferenceTable: Sendable {
         shards.flatMap { shard in shard.withLock { Array($0.unlinked) } }
     }
 
+    /// Whether the kernel still references `number`.
+    func isReferenced(_ number: UInt64) -> Bool {
+        shard(number).withLock { $0.counts[number] != nil }
+    }
+
     /// Clears `number`'s mark (dropped, or found with a name after all).
     func clearUnlinked(_ number: UInt64) {
         shard(number).withLock { _ = $0.unlinked.remove(number) }

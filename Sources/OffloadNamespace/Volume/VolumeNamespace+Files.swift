@@ -13,9 +13,6 @@ import Synchronization
 // from its committed extent items when it is first needed, and kept while it is open or
 // while it has changes no commit holds yet (the delta's file ranges are not read back:
 // the cached file is their truth until the commit); otherwise it goes at its last close.
-// One exception: an unlinked file only the kernel references, not cached, is emptied by a
-// file range in its unlink's frame (`state`); that range covers the whole file, and the
-// layered view reads it back (an empty file) if the file is loaded again.
 //
 // Every change of a file runs under the namespace lock, and the maintenance closes a
 // generation only with it held alone, so a change and its frame never straddle that close,
@@ -559,6 +556,8 @@ extension VolumeNamespace {
                 return result
             }
         } catch .noSpace {
+            // Without the namespace lock: the FORGETs of files an `rm` just unlinked.
+            awaitForgetsOfUnlinkedFiles()
             result = try locked { () throws(FSError) -> R in
                 try afterReclaim(change)
             }
@@ -580,8 +579,6 @@ extension VolumeNamespace {
     /// they give back to the pool are let go, and the reads in flight waited for briefly,
     /// before each commit (`readersCatchUp`). Caller holds the lock alone.
     func afterReclaim<T>(_ change: () throws(FSError) -> T) throws(FSError) -> T {
-        // What an `rm` just before freed waits for the kernel's FORGET.
-        dropForgottenBeforeReclaim()
         // Read before the reclaim: a release during it makes the next refusal reclaim.
         let releases = volume.releaseCount
         // Refused the free blocks held for the commits of the changes that wait
@@ -607,6 +604,9 @@ extension VolumeNamespace {
             guard fruitlessReclaim.blocksGivenBack(countNow: volume.givenBackCount) else { throw .noSpace }
             return try change()
         }
+        // What an `rm` just before freed waits for the kernel's FORGET: the drops of the
+        // inodes forgotten so far go first (`writeForgottenDrops`).
+        writeForgottenDrops()
         for _ in 0..<Self.reclaimRounds {
             let grew = try volume.reclaimFreedSpace(beforeEachCommit: dropIdleReaders)
             evictCommittedFiles()

@@ -41,26 +41,43 @@ extension VolumeNamespace {
     /// FORGETs whose drops wait at most for a frame of their own (each drop is two changes).
     static let forgottenBatch = 64
 
-    /// Before a reclaim on a full image (caller holds the lock alone): the drops of the
-    /// inodes forgotten so far, in a frame of their own, so that the reclaim's commits
-    /// free their data. A file unlinked while the kernel referenced it keeps its data
-    /// until the last FORGET (`state`); for `rm big && echo > small` the kernel sends it
-    /// as the unlink's syscall ends, before the next request, but the daemon's thread
-    /// that reads it may not have counted it yet. So when unlinked files the kernel still
-    /// references and no handle holds wait for a FORGET and none has come, the reclaim
-    /// waits for one, `forgetWait` at most (an `O_PATH` descriptor or a process's working
-    /// directory keeps a reference for as long as it likes; ext4 keeps such a file's
-    /// blocks too).
-    func dropForgottenBeforeReclaim() {
-        if !kernelReferences.hasForgotten {
-            let waiting = kernelReferences.unlinkedInodes().filter { number in
-                fileCache.changing(number) { ($0.files[number]?.openCount ?? 0) == 0 }
-            }
-            guard !waiting.isEmpty else { return }
-            let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
-            while !kernelReferences.hasForgotten, MonotonicClock.nanoseconds() < deadline { usleep(500) }
+    /// Before a data change refused for space runs again after a reclaim (no namespace
+    /// lock held): waits for the FORGETs of the files an `rm` just unlinked, `forgetWait`
+    /// at most. A regular file with bytes unlinked while the kernel referenced it keeps
+    /// its data until its last FORGET (`state`); for `rm big && echo > small` the kernel
+    /// sends it as the unlink's syscall ends, before the next request, but the daemon's
+    /// thread that reads it may not have counted it yet. Waited for: such files with no
+    /// handle, not waited for by an earlier refusal (an `O_PATH` descriptor or a process's
+    /// working directory keeps a reference for as long as it likes, and ext4 keeps such a
+    /// file's blocks too: each refused change waited for it again before).
+    func awaitForgetsOfUnlinkedFiles() {
+        let marked = kernelReferences.unlinkedInodes()
+        let waitedBefore = forgetsWaitedFor.withLock { waited in
+            waited.formIntersection(marked)
+            return waited
         }
-        guard let taken = try? readers.take() else { return }
+        let candidates = marked.filter { number in
+            !waitedBefore.contains(number) && fileCache.changing(number) { ($0.files[number]?.openCount ?? 0) == 0 }
+        }
+        guard !candidates.isEmpty, let taken = try? readers.take() else { return }
+        let waiting = candidates.filter { number in
+            guard let item = try? taken.reader.inode(number) else { return false }
+            return item.type == Self.typeCode(.regular) && item.size > 0
+        }
+        readers.give(taken)
+        guard !waiting.isEmpty else { return }
+        let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
+        while waiting.contains(where: kernelReferences.isReferenced), MonotonicClock.nanoseconds() < deadline {
+            usleep(500)
+        }
+        forgetsWaitedFor.withLock { $0.formUnion(waiting.filter(kernelReferences.isReferenced)) }
+    }
+
+    /// The drops of the inodes forgotten so far, in a frame of their own (caller holds
+    /// the lock alone): before a reclaim's commits, which then make their blocks
+    /// reusable.
+    func writeForgottenDrops() {
+        guard kernelReferences.hasForgotten, let taken = try? readers.take() else { return }
         defer { readers.give(taken) }
         var operation = VolumeOperation()
         let dropped = dropForgotten(taken.reader, into: &operation)
@@ -73,7 +90,7 @@ extension VolumeNamespace {
         }
     }
 
-    /// How long a reclaim waits for a FORGET (`dropForgottenBeforeReclaim`): 200 ms.
+    /// How long a refused change waits for FORGETs (`awaitForgetsOfUnlinkedFiles`): 200 ms.
     static let forgetWait: UInt64 = 200_000_000
 
     /// Writes the drops of the inodes forgotten so far in a frame of their own, when any

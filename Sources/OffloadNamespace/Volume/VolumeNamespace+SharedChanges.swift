@@ -30,9 +30,8 @@ extension VolumeNamespace {
     /// name's entry, looked up with both locks held; its changes are performed as one
     /// frame, and `after` runs with the locks still held (a create's `after` attaches the
     /// new file's journal and makes its handle, and its kernel reference is taken before an
-    /// unlink of the name can decide the inode's fate). Then the files the frame left only
-    /// the kernel references are emptied (their frames take their own inode locks), and a
-    /// journal or generation over its budget is committed, its generation closed with the
+    /// unlink of the name can decide the inode's fate). Then a journal or generation over
+    /// its budget is committed, its generation closed with the
     /// lock held alone (`commitIfOverBudget`), as after a file's data change
     /// (`changingData`).
     ///

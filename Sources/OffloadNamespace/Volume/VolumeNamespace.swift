@@ -75,6 +75,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     let fileCache = VolumeFileCache()
     /// The last reclaim after ENOSPC that found nothing (`afterReclaim`).
     let fruitlessReclaim = FruitlessReclaim()
+    /// Unlinked files a refused change waited for the FORGET of in vain
+    /// (`awaitForgetsOfUnlinkedFiles`): later refusals do not wait for them again.
+    let forgetsWaitedFor = PthreadMutex<Set<UInt64>>([])
     /// Readers for the reads (no namespace lock) and the changes that share the lock.
     let readers: VolumeReaderPool
     /// Set when a file's change could not be journaled (`journal`): thrown by every later
@@ -188,8 +191,8 @@ public final class VolumeNamespace: @unchecked Sendable {
 
     /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
     /// RAM bytes, holes and fills excluded) come from its cached data, else from its
-    /// extents in the layered view (a file with changes no commit holds is cached, but for
-    /// one emptied by its unlink's frame), read by `reader`. A cached file evicted while
+    /// extents in the layered view (a file with changes no commit holds is cached), read
+    /// by `reader`. A cached file evicted while
     /// this read it (`VolumeCachedFile.evicted`: unloaded, it shows size 0) is clean, so
     /// its item and extents in the view say the same as its data did. Caller holds no
     /// inode lock (the file's lock is taken, `changingNames`); `sizes` stands for the
