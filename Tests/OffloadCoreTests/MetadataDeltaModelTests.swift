@@ -262,23 +262,9 @@ final class MetadataDeltaModelTests: XCTestCase {
     /// name comes back over a root where it was unlinked and its inode dropped (found by
     /// review).
     func testAReaderWhoseLayerListIsTwoCommitsOldDoesNotResurrectAnUnlinkedName() throws {
-        let pages = MemoryTreePages(firstBlock: 1_000_000)
-        let hashes = ItemHashes.weakened(SipHash24(key0: 1, key1: 2), bits: 48)
-        let fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
-        let delta = MetadataDelta(committedGeneration: 0)
-        func perform(_ changes: [JournalChange]) throws {
-            let ticket = delta.join()
-            defer { delta.leave(ticket) }
-            try delta.record(changes, in: ticket)
-        }
-        func commit() throws -> (generation: UInt64, root: CopyOnWriteTree.Root?) {
-            let generation = delta.close()
-            delta.waitUntilQuiet(generation)
-            try fs.apply(generation)
-            let done = try fs.tree.commit(generation: generation.number)
-            delta.retire(generation)
-            return (generation.number, done.root)
-        }
+        let state = try TreeUnderDelta()
+        let (pages, hashes, delta) = (state.pages, state.hashes, state.delta)
+        let perform = state.perform, commit = state.commit
         let name = Array("a".utf8)
         let entry = NamedEntry(name: name, child: 2, type: 8, index: 3)
         let root = NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 4)
@@ -301,15 +287,9 @@ final class MetadataDeltaModelTests: XCTestCase {
     /// with them cut the extent to the size and loaded the file (the twenty-fifth
     /// session's review noted the two answers).
     func testACommittedExtentPastItsFilesSizeIsDamageWithOrWithoutNewerChanges() throws {
-        let pages = MemoryTreePages(firstBlock: 1_000_000)
-        let hashes = ItemHashes.weakened(SipHash24(key0: 1, key1: 2), bits: 48)
-        let fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
-        let delta = MetadataDelta(committedGeneration: 0)
-        func perform(_ changes: [JournalChange]) throws {
-            let ticket = delta.join()
-            defer { delta.leave(ticket) }
-            try delta.record(changes, in: ticket)
-        }
+        let state = try TreeUnderDelta()
+        let (fs, delta) = (state.fs, state.delta)
+        let perform = state.perform
         // An extent of 8 KiB committed under an item that says 4 KiB (a hostile image).
         let file = NamespaceChangeScript.inode(type: 8, links: 1)
         var small = file
@@ -318,13 +298,9 @@ final class MetadataDeltaModelTests: XCTestCase {
                      .fileRange(inode: 2, size: 8192, range: 0..<8192,
                                 pieces: [FilePiece(offset: 0, extent: .mmapOffload(offset: 1 << 20, size: 8192))]),
                      .attributes(inode: 2, small)])
-        let generation = delta.close()
-        delta.waitUntilQuiet(generation)
-        try fs.apply(generation)
-        _ = try fs.tree.commit(generation: generation.number)
-        delta.retire(generation)
+        let generation = try state.commit().generation
         func pieces() throws -> [FilePiece] {
-            try LayeredFileSystem(layers: delta.layers(), tree: fs, committedGeneration: generation.number)
+            try LayeredFileSystem(layers: delta.layers(), tree: fs, committedGeneration: generation)
                 .filePieces(2, size: 4096)
         }
         func assertDamage(_ when: String) {
@@ -336,5 +312,33 @@ final class MetadataDeltaModelTests: XCTestCase {
         try perform([.attributes(inode: 2, small),
                      .fileRange(inode: 2, size: 4096, range: 0..<100, pieces: [FilePiece(offset: 0, extent: .inMemory(Array(repeating: 7, count: 100)))])])
         assertDamage("with a newer file range")
+    }
+}
+
+/// A filesystem tree in memory under a delta: one operation recorded at a time, and the
+/// oldest generation committed into the tree.
+private final class TreeUnderDelta {
+    let pages = MemoryTreePages(firstBlock: 1_000_000)
+    let hashes = ItemHashes.weakened(SipHash24(key0: 1, key1: 2), bits: 48)
+    let fs: FileSystemTree
+    let delta = MetadataDelta(committedGeneration: 0)
+
+    init() throws {
+        fs = FileSystemTree(tree: try CopyOnWriteTree(pages: pages, imageID: 6, treeID: 1, root: nil), hashes: hashes)
+    }
+
+    func perform(_ changes: [JournalChange]) throws {
+        let ticket = delta.join()
+        defer { delta.leave(ticket) }
+        try delta.record(changes, in: ticket)
+    }
+
+    func commit() throws -> (generation: UInt64, root: CopyOnWriteTree.Root?) {
+        let generation = delta.close()
+        delta.waitUntilQuiet(generation)
+        try fs.apply(generation)
+        let done = try fs.tree.commit(generation: generation.number)
+        delta.retire(generation)
+        return (generation.number, done.root)
     }
 }
