@@ -62,7 +62,8 @@ extension VolumeNamespace {
         guard !candidates.isEmpty, let taken = try? readers.take() else { return }
         let waiting = candidates.filter { number in
             guard let item = try? taken.reader.inode(number) else { return false }
-            return item.type == Self.typeCode(.regular) && item.size > 0
+            // A mark is a superset (an operation that failed after marking leaves one).
+            return item.linkCount == 0 && item.type == Self.typeCode(.regular) && item.size > 0
         }
         readers.give(taken)
         guard !waiting.isEmpty else { return }
