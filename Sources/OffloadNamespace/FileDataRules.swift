@@ -3,6 +3,11 @@ import OffloadCore
 /// The file-data calls' rules and dispatch, shared by both formats' namespaces: the
 /// arguments are checked as Linux answers them, then the `OffloadedFile` does the work.
 enum FileDataRules {
+    /// How long a change refused for space waits for the FORGETs of files an `rm` just
+    /// unlinked, whose data stays until then (both formats: `Namespace.afterPendingForgets`,
+    /// `VolumeNamespace.awaitForgetsOfUnlinkedFiles`): 200 ms.
+    static let forgetWaitNanoseconds: UInt64 = 200_000_000
+
     /// fallocate(2): mode 0 / KEEP_SIZE reserve space, PUNCH_HOLE frees it keeping the
     /// size, ZERO_RANGE zeroes (with or without KEEP_SIZE). A zero length is EINVAL, a
     /// range past the largest file size EFBIG, a handle not open for writing EBADF.

@@ -89,7 +89,7 @@ extension Namespace {
     /// Runs `change` (a write, a fallocate, a copy: refused for space before it changed
     /// anything) once more when it was refused while regular files that lost their last
     /// name and handle are kept by the kernel's references alone, once the FORGET of one
-    /// of them has freed its data (`forgetWait` at most). Such a file keeps its data
+    /// of them has freed its data (`FileDataRules.forgetWaitNanoseconds` at most). Such a file keeps its data
     /// until its last FORGET (the kernel may open it again); for `rm big && echo > small`
     /// the kernel sends that FORGET as the unlink's syscall ends, before the next
     /// request, but the daemon's thread that reads it may not have handled it yet. A file
@@ -106,12 +106,12 @@ extension Namespace {
 
     /// True once one of the files only the kernel references is gone, or a FORGET was
     /// freeing one as the change was refused, and no FORGET is still freeing what it
-    /// dropped; false when there are none, or after `forgetWait`.
+    /// dropped; false when there are none, or after the wait's bound.
     private func waitForAForgetFreeingData() -> Bool {
         let freeing = forgetsFreeing.load(ordering: .relaxed) > 0
         let waiting = state.withLock { $0.table.unlinkedFilesOnlyTheKernelReferences() }
         guard freeing || !waiting.isEmpty else { return false }
-        let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
+        let deadline = MonotonicClock.nanoseconds() &+ FileDataRules.forgetWaitNanoseconds
         repeat {
             let oneGone = freeing || state.withLock { state in waiting.contains { !state.table.contains($0) } }
             if oneGone && forgetsFreeing.load(ordering: .relaxed) == 0 { return true }
@@ -119,9 +119,6 @@ extension Namespace {
         } while MonotonicClock.nanoseconds() < deadline
         return false
     }
-
-    /// How long a refused change waits for a FORGET (`afterPendingForgets`): 200 ms.
-    static let forgetWait: UInt64 = 200_000_000
 
     // MARK: Helpers
 

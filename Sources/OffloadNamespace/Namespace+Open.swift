@@ -54,14 +54,14 @@ extension NamespaceState {
         return (inode.snapshot(), handle, file, false)
     }
 
-    /// Drops a handle; returns what to do with the storage of an unlinked inode that
-    /// nothing keeps now (one the kernel still references keeps its data).
+    /// Drops a handle; returns the storage to free when that was the last thing keeping an
+    /// unlinked inode (one the kernel still references keeps its data).
     mutating func release(inode number: InodeNumber, handle: FileHandle) -> StorageDisposal? {
         guard handles.remove(handle, inode: number) != nil,
               let inode = try? table.inode(number) else { return nil }
         precondition(inode.openCount > 0, "handle released on an inode with no open handles")
         inode.openCount -= 1
-        guard inode.isUnreferenced || inode.hasOnlyKernelReferences else { return nil }
+        guard inode.isUnreferenced else { return nil }
         var records: [MetadataRecord] = []
         defer { logUnreserved(records) }
         return dropIfUnused(inode, into: &records)

@@ -60,7 +60,7 @@ final class LifetimeTests: XCTestCase {
 
     /// `rm big && echo > small` on a full filesystem: the kernel sends big's FORGET as
     /// the unlink's syscall ends, but the daemon's thread may handle it after the write
-    /// arrives. The write refused for space waits for it (at most `forgetWait`) and is
+    /// arrives. The write refused for space waits for it (at most `FileDataRules.forgetWaitNanoseconds`) and is
     /// tried again.
     func testAWriteRefusedForSpaceWaitsForTheForgetOfAnUnlinkedFile() throws {
         let f = try Fixture(capacityBytes: 4 << 20)

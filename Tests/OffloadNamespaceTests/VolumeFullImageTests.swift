@@ -70,7 +70,7 @@ final class VolumeFullImageTests: XCTestCase {
 
     /// A file the kernel keeps referenced (an `O_PATH` descriptor, a working directory)
     /// keeps its blocks, as on ext4: the first refused write waits for its FORGET in vain
-    /// (`forgetWait`), the next ones do not wait again.
+    /// (`FileDataRules.forgetWaitNanoseconds`), the next ones do not wait again.
     func testAFileTheKernelKeepsReferencedIsWaitedForOnce() throws {
         let (fileSystem, _, big, _) = try fullImageOfOneBigFile()
         let fs = fileSystem.namespace

@@ -60,19 +60,14 @@ public struct LayeredFileSystem {
         }
         // Extent items lie inside the file's size (FORMAT.md): one past it is damage,
         // whether or not newer generations change the file (they would cut it to the size
-        // and hide the damage from this load, not from fsck).
-        if let last = committed.last, last.offset + last.extent.size > committedSize {
-            throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(committedSize)")
+        // and hide the damage from this load, not from fsck). Without them the file is
+        // loaded as the tree has it, so never with bytes past its size here either (a frame
+        // stating a size without its file range may have taken it below the tree's).
+        let bound = ranges.isEmpty ? min(size, committedSize) : committedSize
+        if let last = committed.last, last.offset + last.extent.size > bound {
+            throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(bound)")
         }
-        guard !ranges.isEmpty else {
-            // A file must never be loaded with bytes past its size, which its attributes
-            // here may have taken below the tree's (a frame stating a size without its
-            // file range).
-            if let last = committed.last, last.offset + last.extent.size > size {
-                throw .damagedImage("inode \(inode): its extent at byte \(last.offset) ends past its size, \(size)")
-            }
-            return committed
-        }
+        guard !ranges.isEmpty else { return committed }
         let file = ReplayedFile()
         file.apply(size: committedSize, range: 0..<committedSize, pieces: committed)
         for case .fileRange(_, let fileSize, let range, let pieces) in ranges {

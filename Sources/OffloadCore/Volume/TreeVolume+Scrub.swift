@@ -70,6 +70,7 @@ extension TreeVolume {
 final class FreeSpaceScrub: Sendable {
     private let runs = Atomic<UInt64>(0)
     private let unsupported = Atomic<Bool>(false)
+    private let opening = Atomic<Bool>(false)
 
     /// Free runs found holding bytes and punched.
     var punchedRuns: UInt64 { runs.load(ordering: .relaxed) }
@@ -77,7 +78,6 @@ final class FreeSpaceScrub: Sendable {
     var cannotPunch: Bool { unsupported.load(ordering: .relaxed) }
     /// True until the opening's commit is made (`TreeVolume.open`).
     var isOpening: Bool { opening.load(ordering: .relaxed) }
-    private let opening = Atomic<Bool>(false)
 
     func setOpening(_ value: Bool) { opening.store(value, ordering: .relaxed) }
 

@@ -37,7 +37,7 @@ extension VolumeNamespace {
     /// would show the new size with a time the file never had. The file is held open for
     /// it by a handle of the namespace's own, made as an open makes one (the checks first,
     /// then `openHandle` under the inode's lock), so no eviction takes the file meanwhile,
-    /// and closed as a handle is (`closeHandle`: a file nothing references any more is dropped
+    /// and closed as a handle is (`release`: a file nothing references any more is dropped
     /// as at any last close; one only the kernel references keeps what the truncate left).
     private func resize(_ number: InodeNumber, _ request: AttributeChanges,
                         _ context: RequestContext) throws(FSError) -> Attributes {
@@ -55,7 +55,7 @@ extension VolumeNamespace {
         }
         // Closed leaving the data as the truncate left it, also on a file only the kernel
         // references (truncated through `/proc/PID/fd`): getattr shows the new size.
-        defer { closeHandle(number, handle) }
+        defer { release(inode: number, handle: handle) }
         let resized = try changingData { () throws(FSError) -> Bool in try openedFile(number, handle).file.data.resize(to: size) }
         let changed = try changingInodes(number.rawValue) { (reader, operation) throws(FSError) -> InodeItem in
             var item = try item(number.rawValue, in: reader)

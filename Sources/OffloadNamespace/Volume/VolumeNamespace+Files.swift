@@ -431,18 +431,14 @@ extension VolumeNamespace {
         try readingOpenFile { () throws(FSError) in _ = try openedFile(number, handle) }
     }
 
-    /// Drops a handle; an unlinked file with no handle left is dropped, or, while the
-    /// kernel still references it, kept with its data under its orphan item. Holds the inode's lock, the namespace lock shared
-    /// (`changingInodes`), so an open, an unlink or a change of the file's data waits; the
-    /// file leaves the cache (`evictIfDone`) after that lock is let go. Most closes write
-    /// no frame, so the journal's pages are not prepared for one (a close that does write
-    /// may fault on them under the lock).
+    /// Drops a handle (also one of the namespace's own, a truncate's, `resize`); an
+    /// unlinked file with no handle left is dropped, or, while the kernel still
+    /// references it, kept with its data under its orphan item. Holds the inode's lock,
+    /// the namespace lock shared (`changingInodes`), so an open, an unlink or a change of
+    /// the file's data waits; the file leaves the cache (`evictIfDone`) after that lock is
+    /// let go. Most closes write no frame, so the journal's pages are not prepared for one
+    /// (a close that does write may fault on them under the lock).
     public func release(inode number: InodeNumber, handle: FileHandle) {
-        closeHandle(number, handle)
-    }
-
-    /// `release`, also of a handle of the namespace's own (a truncate's, `resize`).
-    func closeHandle(_ number: InodeNumber, _ handle: FileHandle) {
         // The handle goes once, even when the change runs again with the lock held alone
         // (its frame refused for want of space).
         var closed = false, lastClose = false

@@ -42,8 +42,8 @@ extension VolumeNamespace {
     static let forgottenBatch = 64
 
     /// Before a data change refused for space runs again after a reclaim (no namespace
-    /// lock held): waits for the FORGETs of the files an `rm` just unlinked, `forgetWait`
-    /// at most. A regular file with bytes unlinked while the kernel referenced it keeps
+    /// lock held): waits for the FORGETs of the files an `rm` just unlinked, 200 ms at most
+    /// (`FileDataRules.forgetWaitNanoseconds`). A regular file with bytes unlinked while the kernel referenced it keeps
     /// its data until its last FORGET (`state`); for `rm big && echo > small` the kernel
     /// sends it as the unlink's syscall ends, before the next request, but the daemon's
     /// thread that reads it may not have counted it yet. Waited for: such files with no
@@ -67,7 +67,7 @@ extension VolumeNamespace {
         }
         readers.give(taken)
         guard !waiting.isEmpty else { return }
-        let deadline = MonotonicClock.nanoseconds() &+ Self.forgetWait
+        let deadline = MonotonicClock.nanoseconds() &+ FileDataRules.forgetWaitNanoseconds
         while waiting.contains(where: kernelReferences.isReferenced), MonotonicClock.nanoseconds() < deadline {
             usleep(500)
         }
@@ -90,9 +90,6 @@ extension VolumeNamespace {
             kernelReferences.giveBack(dropped)
         }
     }
-
-    /// How long a refused change waits for FORGETs (`awaitForgetsOfUnlinkedFiles`): 200 ms.
-    static let forgetWait: UInt64 = 200_000_000
 
     /// Writes the drops of the inodes forgotten so far in a frame of their own, when any
     /// can go, with the namespace lock shared (docs/ARCHITECTURE.md, "Step 7, seventh

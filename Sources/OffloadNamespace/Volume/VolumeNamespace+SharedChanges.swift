@@ -31,9 +31,8 @@ extension VolumeNamespace {
     /// frame, and `after` runs with the locks still held (a create's `after` attaches the
     /// new file's journal and makes its handle, and its kernel reference is taken before an
     /// unlink of the name can decide the inode's fate). Then a journal or generation over
-    /// its budget is committed, its generation closed with the
-    /// lock held alone (`commitIfOverBudget`), as after a file's data change
-    /// (`changingData`).
+    /// its budget is committed, its generation closed with the lock held alone
+    /// (`commitIfOverBudget`), as after a file's data change (`changingData`).
     ///
     /// What such a change may touch: the directory's entries and item, the named inode's
     /// item, orphan item, open count and handles, a new inode (its number from

@@ -192,9 +192,9 @@ public final class VolumeNamespace: @unchecked Sendable {
     /// What stat shows. A regular file's size and st_blocks (512-byte units of image and
     /// RAM bytes, holes and fills excluded) come from its cached data, else from its
     /// extents in the layered view (a file with changes no commit holds is cached), read
-    /// by `reader`. A cached file evicted while
-    /// this read it (`VolumeCachedFile.evicted`: unloaded, it shows size 0) is clean, so
-    /// its item and extents in the view say the same as its data did. Caller holds no
+    /// by `reader`. A cached file evicted while this read it (`VolumeCachedFile.evicted`:
+    /// unloaded, it shows size 0) is clean, so its item and extents in the view say the
+    /// same as its data did. Caller holds no
     /// inode lock (the file's lock is taken, `changingNames`); `sizes` stands for the
     /// cached data of a new file no one else can reach yet.
     func attributes(_ number: UInt64, _ item: InodeItem, _ reader: VolumeReader,
