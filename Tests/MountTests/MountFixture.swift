@@ -194,12 +194,14 @@ class MountedTestCase: XCTestCase {
 
     /// Extra arguments for `offloadfs mount` (a subclass may override).
     var mountArguments: [String] { ["--size", "8G"] }
+    /// Extra environment for the daemon (test knobs; a subclass may override).
+    var mountEnvironment: [String: String] { [:] }
 
     override func setUpWithError() throws {
         try super.setUpWithError()
         fixture = try MountFixture()
         do {
-            try fixture.start(arguments: mountArguments)
+            try fixture.start(arguments: mountArguments, environment: mountEnvironment)
         } catch {
             fixture.stop()
             fixture = nil

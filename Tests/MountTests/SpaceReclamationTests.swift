@@ -53,3 +53,39 @@ final class SpaceReclamationTests: MountedTestCase {
         return UInt64(info.st_blocks) * 512
     }
 }
+
+/// `df` follows an `rm` within a maintenance tick (the interval made 2 s here).
+final class FreedSpaceTests: MountedTestCase {
+    override var mountArguments: [String] { ["--size", "1G"] }
+    override var mountEnvironment: [String: String] { ["OFFLOADFS_MAINTENANCE_INTERVAL": "2"] }
+
+    /// `df` shows what an `rm` freed within a maintenance tick or so, as ext4 (at its
+    /// journal commit) and tmpfs (at once) do. On format 2 the freed blocks become free
+    /// space only after the settling commits of the reuse rule; at rest they run one after
+    /// another once the rm's changes are committed, where they used to take a tick each
+    /// (four more ticks: 8 s at the 2 s interval used here, 20 s at the default 5 s).
+    func testAnRmsSpaceShowsInDfWithinATick() throws {
+        try sh("head -c 64M /dev/urandom > big && sync")
+        // The write's commit and its settling, so that only the rm's are left.
+        sleep(5)
+        let before = try availableBytes()
+        try sh("rm big")
+        let removed = Date()
+        var available = before
+        while Date().timeIntervalSince(removed) < 20 {
+            available = try availableBytes()
+            if available >= before + (60 << 20) { break }
+            usleep(100_000)
+        }
+        let seconds = Date().timeIntervalSince(removed)
+        print("[reclaim] df's available bytes \(before) before the rm, \(available) \(seconds) s after it")
+        XCTAssertGreaterThanOrEqual(available, before + (60 << 20), "df shows the 64 MiB the rm freed")
+        XCTAssertLessThan(seconds, 6, "within a 2 s tick, the 1 s of rest a commit waits for, and the settling commits")
+    }
+
+    private func availableBytes() throws -> UInt64 {
+        var info = statvfs()
+        guard statvfs(mountPoint, &info) == 0 else { throw MountTestError("statvfs \(mountPoint) failed") }
+        return UInt64(info.f_bavail) * UInt64(info.f_frsize)
+    }
+}

@@ -119,7 +119,6 @@ final class VolumeInodeChangesTests: XCTestCase {
     func testAGetattrWhileTheFileLeavesTheCacheAnswersItsSize() throws {
         let fileSystem = try makeFileSystem()
         let fs = fileSystem.namespace
-        let caller = self.caller
         let file = try writtenFile(in: fs, bytes: [UInt8](repeating: 3, count: 50_000))
         _ = try fs.commitIfChanged()
         let expected = try fs.getattr(inode: file.inode)

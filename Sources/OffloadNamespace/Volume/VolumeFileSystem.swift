@@ -146,7 +146,15 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             // glibc keeps freed memory in its arenas (72 MiB of RssAnon after `tar -x` of
             // /usr/include and its commit, 7 MiB once trimmed). Only at rest, since the
             // trim takes the allocator's locks that requests' allocations need.
-            let trimmed = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
+            let atRest = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
+            // At rest, the settling commits this one leaves owing run one after another,
+            // not one a tick: what an `rm` freed is free space (`df`) once the last has run,
+            // within a tick of the rm's commit instead of five ticks (docs/ARCHITECTURE.md,
+            // "Freed space at rest"). Each waits for the punch the one before started.
+            let settlingOwed = atRest && namespace.owesSettlingCommits
+            if settlingOwed { maintenance.wake() }
+            // The heap trim once the chain has ended.
+            let trimmed = atRest && !settlingOwed
             if trimmed { _ = offloadfs_release_free_memory() }
             onWrite?(MaintenanceWrite(kind: "commit", seconds: seconds, details: [
                 ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),

@@ -87,6 +87,10 @@ extension VolumeNamespace {
         return try taken.reader.orphans().contains(where: { $0.item.state == .dropping })
     }
 
+    /// Whether settling commits are still owed (`settlingCommits`): the maintenance runs
+    /// them one after another when the mount is at rest.
+    public var owesSettlingCommits: Bool { lock.withReadLock { settling > 0 } }
+
     /// Commits after the last one with changes that make its released blocks free space.
     /// Blocks released in generation g: commit g makes them pending frees; the punch
     /// started after commit g + 1 is accepted by commit g + 2, which retires them (held
