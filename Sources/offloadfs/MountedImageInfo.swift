@@ -14,15 +14,19 @@ import Glibc
 /// one pwrite, and the newest valid copy is taken). `offloadfs status` (the daemon's own
 /// channel) is the place for more.
 enum MountedImageInfo {
-    /// The offloadfs mount serving the image at `path` (compared by device and inode,
-    /// so any spelling of the path matches), if there is one in this mount namespace.
+    /// The offloadfs mount serving the image at `path` (resolved, as the mount's source
+    /// is), if there is one in this mount namespace: the source spelt as `path` first, else
+    /// compared by device and inode (another spelling). Those stats give up after
+    /// `BoundedPathCall.defaultSeconds`: a mount whose image lies under a hung mount is
+    /// not this one's, and must not hang the command.
     static func mount(ofImage path: String) -> MountTable.Entry? {
         var image = stat()
         guard stat(path, &image) == 0 else { return nil }
-        return MountTable.entries().last { entry in
-            var source = stat()
-            return entry.type == "fuse.offloadfs" && stat(entry.source, &source) == 0
-                && source.st_dev == image.st_dev && source.st_ino == image.st_ino
+        let mounts = MountTable.entries().filter { $0.type == "fuse.offloadfs" }
+        if let entry = mounts.last(where: { $0.source == path }) { return entry }
+        return mounts.last { entry in
+            guard let source = BoundedPathCall.fileStatus(entry.source) else { return false }
+            return source.st_dev == image.st_dev && source.st_ino == image.st_ino
         }
     }
 
@@ -51,8 +55,9 @@ enum MountedImageInfo {
             }
             _ = fstat(fd, &file)
         }
-        var live = statvfs()
-        if statvfs(mountPoint, &live) == 0 {
+        // Answered by the daemon: bounded, for a daemon that is stopped or hung.
+        let live = BoundedPathCall.fileSystemStatus(mountPoint)
+        if let live {
             let unit = UInt64(live.f_frsize)
             lines.append(("capacity bytes", "\(UInt64(live.f_blocks) * unit)"))
             if let capacityIsSet { lines.append(("capacity set by", InfoCommand.capacitySource(isSet: capacityIsSet))) }
@@ -63,7 +68,9 @@ enum MountedImageInfo {
         if fd >= 0 {
             lines += [("image file bytes", "\(file.st_size)"), ("disk bytes", "\(UInt64(file.st_blocks) * 512)")]
         }
-        lines.append(("figures", "live, from the mounted filesystem; unmount it for the full report"))
+        lines.append(("figures", live == nil
+            ? "none: the mount did not answer statfs within \(Int(BoundedPathCall.defaultSeconds)) s (is its daemon stopped or hung? `offloadfs status` shows it)"
+            : "live, from the mounted filesystem; unmount it for the full report"))
         return lines
     }
 }

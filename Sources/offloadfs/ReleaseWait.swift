@@ -23,8 +23,11 @@ enum ReleaseWait {
     /// `mount` is the mount as it was before the unmount (its status socket follows the
     /// final checkpoint); nil if it was not found. `released` says when the daemon has let
     /// go: normally the image at its path is unlocked; for an image replaced at its path,
-    /// whose file the daemon holds under no name, its process has exited.
-    static func wait(until released: () -> Bool, mount: MountInfo?,
+    /// whose file the daemon holds under no name, its process has exited. `daemon` is the
+    /// daemon's pid when known: the socket is named after the mount's device number, which
+    /// the kernel gives the next FUSE mount once this one is gone, so only an answer from
+    /// that pid (or, unknown, for the same image) counts as progress.
+    static func wait(until released: () -> Bool, mount: MountInfo?, daemon: Int32?,
                      stallSeconds: Double = StallBound.seconds) -> Outcome {
         var lastChange = now()
         var lastQuery = 0.0
@@ -34,7 +37,8 @@ enum ReleaseWait {
             let current = now()
             if let mount, current - lastQuery >= 0.5 {
                 lastQuery = current
-                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) {
+                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2),
+                   daemon.map({ status.pid == $0 }) ?? (status.image.path == mount.source) {
                     let reading = status.progress.map { "\(status.state): \(StatusFormat.describe($0))" } ?? status.state
                     if reading != lastReading {
                         lastReading = reading

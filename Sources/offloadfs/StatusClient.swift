@@ -22,13 +22,14 @@ enum StatusClient {
                 continue
             }
             guard info.st_mode & S_IFMT == S_IFSOCK, let address = UnixSocketAddress(path) else { continue }
-            guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM) else {
-                // ECONNREFUSED: a socket left by a daemon that died; EACCES: not ours to read.
-                reasons.append(errno == EACCES ? "permission denied (\(path))" : "\(path): \(String(cString: strerror(errno)))")
+            guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM, timeoutSeconds: timeoutSeconds) else {
+                // ECONNREFUSED: a socket left by a daemon that died; EACCES: not ours to
+                // read; EAGAIN: a daemon that accepts nothing (stopped) and whose backlog is full.
+                let reason = errno == EAGAIN ? "no answer (the daemon accepts no connection)" : String(cString: strerror(errno))
+                reasons.append(errno == EACCES ? "permission denied (\(path))" : "\(path): \(reason)")
                 continue
             }
             defer { close(fd) }
-            UnixSocket.setTimeouts(fd, seconds: timeoutSeconds)
             guard let peer = UnixSocket.peer(of: fd), peer.uid == 0 || peer.uid == owner else {
                 reasons.append("\(path) is served by a process of another user; ignored")
                 continue

@@ -35,10 +35,14 @@ enum UnixSocket {
         socket(AF_UNIX, Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     }
 
-    /// A socket of `type` connected to `address`, or nil with errno set.
-    static func connect(to address: UnixSocketAddress, type: __socket_type) -> Int32? {
+    /// A socket of `type` connected to `address`, or nil with errno set. With
+    /// `timeoutSeconds`, the connect too gives up after that long (EAGAIN), as later sends
+    /// and receives do: a stream connect waits while the listener's backlog is full, which
+    /// it stays when its daemon is stopped (SIGSTOP) and accepts nothing.
+    static func connect(to address: UnixSocketAddress, type: __socket_type, timeoutSeconds: Int? = nil) -> Int32? {
         let fd = make(type)
         guard fd >= 0 else { return nil }
+        if let timeoutSeconds { setTimeouts(fd, seconds: timeoutSeconds) }
         let status = address.withSockaddr { Glibc.connect(fd, $0, $1) }
         guard status == 0 else {
             let error = errno

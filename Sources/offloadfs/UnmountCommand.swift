@@ -57,6 +57,10 @@ struct UnmountCommand: ParsableCommand {
         let replacedBy = imageDeleted || pathLocked ? nil : Self.daemonHoldingAnotherFile(than: entry.source, mount: mount)
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
         let daemonWasRunning = pathLocked || replacedBy != nil
+        // Who serves it: the image's only lock holder, else what its status socket says
+        // (read-only mounts of one image each hold a shared lock).
+        let holders = ImageLockHolders.holders(ofImage: entry.source)
+        let daemon = replacedBy ?? (holders.count == 1 ? holders[0].pid : Self.daemonPID(of: mount))
         try Self.unmount(path, lazy: lazy)
         if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
@@ -64,7 +68,7 @@ struct UnmountCommand: ParsableCommand {
             throw ExitCode.failure
         }
         if let pid = replacedBy {
-            if !lazy { _ = ReleaseWait.wait(until: { !Self.isRunning(pid: pid) }, mount: mount) }
+            if !lazy { _ = ReleaseWait.wait(until: { !Self.isRunning(pid: pid) }, mount: mount, daemon: pid) }
             printError("\(path) is unmounted, but its image \(entry.source) was replaced while mounted (the file at "
                        + "that path is another one now): the daemon served the file it had open, which no name leads "
                        + "to any more; unless it was moved elsewhere, the files it held are gone")
@@ -75,9 +79,19 @@ struct UnmountCommand: ParsableCommand {
         // Like umount(8) on a block filesystem: once this returns, the image is free to
         // be mounted again. The daemon holds an flock on it until it has exited; the wait
         // follows its final checkpoint's progress (ReleaseWait).
-        if case .stalled(let last) = ReleaseWait.wait(until: { Self.isUnlocked(image: entry.source) }, mount: mount) {
+        // A read-only mount's daemon holds a shared lock, which another read-only mount of
+        // the image may hold too: its own exit is what to wait for.
+        let released: () -> Bool
+        if !entry.isReadOnly {
+            released = { Self.isUnlocked(image: entry.source) }
+        } else if let daemon {
+            released = { !Self.isRunning(pid: daemon) }
+        } else {
+            released = { ImageLockHolders.holders(ofImage: entry.source).count < holders.count }
+        }
+        if case .stalled(let last) = ReleaseWait.wait(until: released, mount: mount, daemon: daemon) {
             printError("\(path) is unmounted, but the daemon still holds \(entry.source): "
-                       + "no progress for \(Int(StallBound.seconds)) s (last: \(last))")
+                       + "no progress for \(Int(StallBound.seconds)) s (last: \(last))" + Self.stoppedNote(daemon))
             throw ExitCode.failure
         }
         switch UnmountOutcome.read(image: entry.source, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
@@ -110,13 +124,32 @@ struct UnmountCommand: ParsableCommand {
         return status.pid
     }
 
+    /// The pid of the daemon serving `mount`, from its status socket; nil without an answer.
+    static func daemonPID(of mount: MountInfo?) -> Int32? {
+        guard let mount, case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) else { return nil }
+        return status.pid
+    }
+
     /// Whether process `pid` exists and has not exited (a zombie waiting for its parent
-    /// has: its state in /proc/PID/stat, after the name in parentheses, is Z).
+    /// has: its state is Z).
     static func isRunning(pid: Int32) -> Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        return processState(pid) != "Z"
+    }
+
+    /// The state letter of process `pid` in /proc/PID/stat, after the name in parentheses
+    /// (R, S, D, T stopped, t traced, Z zombie, ...); nil when it cannot be read.
+    static func processState(_ pid: Int32) -> Character? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let nameEnd = stat.lastIndex(of: ")") else { return true }
-        return !stat[stat.index(after: nameEnd)...].trimmingPrefix(" ").hasPrefix("Z")
+              let nameEnd = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: nameEnd)...].trimmingPrefix(" ").first
+    }
+
+    /// "; the daemon (pid N) is stopped ..." when the daemon that did not let go is
+    /// stopped by a signal or a debugger (it then finishes once continued); else "".
+    static func stoppedNote(_ pid: Int32?) -> String {
+        guard let pid, let state = processState(pid), state == "T" || state == "t" else { return "" }
+        return "; the daemon (pid \(pid)) is stopped (SIGSTOP or a debugger): `kill -CONT \(pid)` lets it finish"
     }
 
     /// True when nobody holds a lock on the image (no daemon serves it).

@@ -76,6 +76,35 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
     }
 
+    /// `info` looked for the image's mount by stat-ing every offloadfs mount's image, and
+    /// statfs of its mount point: behind a mount whose daemon is stopped (here the mount
+    /// holding another mount's image) it hung for ever. Both give up after 2 s now: `info`
+    /// of an image at rest reports it, and of the stopped mount's own image says the
+    /// mount did not answer.
+    func testInfoDoesNotHangBehindAStoppedMount() throws {
+        let outer = scratch + "/m1", inner = scratch + "/m2", rest = scratch + "/rest.img"
+        try mountInBackground(inner, image: rest)
+        XCTAssertEqual(try offloadfs(["unmount", inner]).status, 0)
+        let outerPID = try mountInBackground(outer, image: scratch + "/a.img")
+        try mountInBackground(inner, image: outer + "/b.img")
+        kill(outerPID, SIGSTOP)
+        var stopped = true
+        defer { if stopped { kill(outerPID, SIGCONT) } }
+
+        let atRest = try BoundedRun.program(DaemonBinary.path!, ["info", rest], timeout: 30)
+        XCTAssertEqual(atRest.ending, .exited(0), atRest.transcript)
+        XCTAssertTrue(atRest.output.contains("cleanly unmounted: yes"), atRest.transcript)
+        let own = try BoundedRun.program(DaemonBinary.path!, ["info", scratch + "/a.img"], timeout: 30)
+        XCTAssertEqual(own.ending, .exited(0), own.transcript)
+        XCTAssertTrue(own.output.contains("mounted at: \(outer)"), own.transcript)
+        XCTAssertTrue(own.output.contains("the mount did not answer statfs within 2 s"), own.transcript)
+
+        kill(outerPID, SIGCONT)
+        stopped = false
+        XCTAssertEqual(try offloadfs(["unmount", inner]).status, 0)
+        XCTAssertEqual(try offloadfs(["unmount", outer]).status, 0)
+    }
+
     /// Deleting the image file while mounted loses everything at unmount: the daemon logs
     /// it as an error when it notices (at its maintenance tick) and at unmount, and
     /// `offloadfs unmount` says so and exits non-zero.

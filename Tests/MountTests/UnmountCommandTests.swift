@@ -93,4 +93,94 @@ final class UnmountCommandTests: CommandLineTestCase {
         holder.waitUntilExit()
         XCTAssertTrue(waitForExit(pid), "the daemon exits once the last user is gone")
     }
+
+    /// Two read-only mounts of one image each hold a shared lock on it: unmounting one
+    /// waits for its own daemon to exit, not for the image's lock the other holds (it
+    /// waited the 60 s stall bound and exited 1), and the other goes on serving.
+    func testUnmountingOneOfTwoReadOnlyMountsReturnsAtOnce() throws {
+        let image = scratch + "/a.img", first = scratch + "/m1", second = scratch + "/m2"
+        try mountInBackground(first, image: image)
+        XCTAssertTrue(try Shell.run("echo kept > f", in: first).succeeded)
+        XCTAssertEqual(try offloadfs(["unmount", first]).status, 0)
+        let firstPID = try mountInBackground(first, image: image, extra: ["-o", "ro"])
+        let secondPID = try mountInBackground(second, image: image, extra: ["-o", "ro"])
+        let unmount = try BoundedRun.program(DaemonBinary.path!, ["unmount", first], timeout: 40)
+        XCTAssertEqual(unmount.ending, .exited(0), unmount.transcript)
+        XCTAssertLessThan(unmount.seconds, 20, unmount.transcript)
+        XCTAssertEqual(unmount.output + unmount.error, "", unmount.transcript)
+        XCTAssertTrue(!processExists(firstPID) || isZombie(firstPID), "its daemon had exited when unmount returned")
+        XCTAssertEqual(try Shell.run("cat f", in: second).output, "kept\n", "the other mount serves on")
+        XCTAssertTrue(processExists(secondPID))
+        let last = try BoundedRun.program(DaemonBinary.path!, ["unmount", second], timeout: 40)
+        XCTAssertEqual(last.ending, .exited(0), last.transcript)
+        XCTAssertTrue(waitForExit(secondPID))
+    }
+
+    /// A stopped daemon (SIGSTOP) accepts no connection on its status socket, whose
+    /// backlog the unmount's polls filled: the next connect waited for ever, and so did
+    /// `offloadfs unmount`. Its connects now time out; it gives up after the stall bound
+    /// and says the daemon is stopped and how to let it finish. (The backlog is filled
+    /// here first, as about 40 s of polling filled it.)
+    func testUnmountOfAStoppedDaemonGivesUpAndSaysItIsStopped() throws {
+        let mountPoint = scratch + "/m"
+        let pid = try mountInBackground(mountPoint, image: scratch + "/a.img")
+        let device = try XCTUnwrap(MountInfoLine.device(of: mountPoint))
+        kill(pid, SIGSTOP)
+        var stopped = true
+        defer { if stopped { kill(pid, SIGCONT) } }
+        var held = Self.fillBacklog(of: "/run/offloadfs/\(device).sock")
+        defer { held.forEach { close($0) } }
+        XCTAssertGreaterThan(held.count, 0, "connected to the status socket")
+        let unmount = try BoundedRun.program(DaemonBinary.path!, ["unmount", mountPoint],
+                                             environment: ["OFFLOADFS_STALL_SECONDS": "2"], timeout: 60)
+        XCTAssertEqual(unmount.ending, .exited(1), unmount.transcript)
+        XCTAssertLessThan(unmount.seconds, 30, unmount.transcript)
+        XCTAssertTrue(unmount.error.contains("no progress for 2 s"), unmount.transcript)
+        XCTAssertTrue(unmount.error.contains("the daemon (pid \(pid)) is stopped"), unmount.transcript)
+        XCTAssertTrue(unmount.error.contains("kill -CONT \(pid)"), unmount.transcript)
+        XCTAssertFalse(MountTable.isMounted(mountPoint), "the kernel mount is gone all the same")
+        // Closed, so that the daemon's status thread need not wait 2 s for each to speak.
+        held.forEach { close($0) }
+        held = []
+        kill(pid, SIGCONT)
+        stopped = false
+        XCTAssertTrue(waitForExit(pid), "continued, the daemon finishes and exits")
+    }
+
+    /// Non-blocking connects to `path` until the listener's backlog refuses one (EAGAIN);
+    /// the connected descriptors, which keep it full until closed.
+    private static func fillBacklog(of path: String) -> [Int32] {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let length = socklen_t(MemoryLayout<sockaddr_un>.offset(of: \.sun_path)! + bytes.count + 1)
+        var held: [Int32] = []
+        for _ in 0..<256 {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard fd >= 0 else { break }
+            let status = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+            }
+            if status != 0 {
+                close(fd)
+                break
+            }
+            held.append(fd)
+        }
+        return held
+    }
+}
+
+/// The "MAJOR:MINOR" device of the mount at a path, from /proc/self/mountinfo (which names
+/// a mount's status socket).
+enum MountInfoLine {
+    static func device(of mountPoint: String) -> String? {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in table.split(separator: "\n").reversed() {
+            let fields = line.split(separator: " ")
+            if fields.count > 4, fields[4] == Substring(mountPoint) { return String(fields[2]) }
+        }
+        return nil
+    }
 }
