@@ -10,7 +10,8 @@ import Glibc
 /// terminal's SIGHUP/SIGINT do not reach it), with stdin/stdout/stderr on /dev/null and
 /// the write end of a pipe as fd 3; the child closes every other descriptor it inherited
 /// (`closeInheritedDescriptors`). The child writes lines to that pipe: `progress DONE
-/// TOTAL UNIT PHASE` whenever its start-up moved (`ProgressReporter`), then exactly one
+/// TOTAL UNIT PHASE` whenever its start-up moved (`ProgressReporter`), `warning MESSAGE`
+/// for what the person mounting must know (the parent prints it at the end), then exactly one
 /// of `ready` (the mount answers requests) or `error MESSAGE`. The parent prints the
 /// message (one line) and exits 1, or exits 0 on `ready`; on a terminal it shows the
 /// progress meanwhile. It gives up (and stops the child) only when no line has come for
@@ -75,12 +76,19 @@ enum Daemon {
         close(childEnd)
         childEnd = -1
         let display = TerminalProgress(label: "mounting")
-        defer { display.finish() }
+        // Printed once the progress line is gone, whatever the outcome.
+        var warnings: [String] = []
+        defer {
+            display.finish()
+            warnings.forEach(printWarning)
+        }
         var last = "starting"
         while true {
             switch readLine(from: readEnd, stallSeconds: StallBound.seconds) {
             case .line(let line) where line == "ready":
                 return .ready
+            case .line(let line) where line.hasPrefix("warning "):
+                warnings.append(String(line.dropFirst("warning ".count)))
             case .line(let line) where line.hasPrefix("error "):
                 _ = Subprocess.wait(for: child)
                 return .failed(String(line.dropFirst("error ".count)))
@@ -183,6 +191,12 @@ final class Readiness: Sendable {
     /// Start-up moved: `progress DONE TOTAL UNIT PHASE`.
     func progress(_ reading: ProgressMeter.Reading) {
         send("progress \(reading.done) \(reading.total) \(reading.unit.rawValue) \(reading.phase)", last: false)
+    }
+
+    /// Something the person mounting must know (the image is served read-only for want of
+    /// room): the parent prints it as a warning, and the mount goes on.
+    func warning(_ message: String) {
+        send("warning " + message.replacingNewlines(), last: false)
     }
 
     /// The mount answers requests: tell whoever waits for it.

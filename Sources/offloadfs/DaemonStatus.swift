@@ -51,7 +51,7 @@ final class DaemonStatus: Sendable {
         let reading = meter.reading
         return MountStatus(
             version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
-            state: current.name,
+            state: current.name, readOnly: fileSystem.isReadOnly, problem: fileSystem.problem,
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,
@@ -75,8 +75,9 @@ final class DaemonStatus: Sendable {
     /// One line for systemd's STATUS=: "serving /mnt/x: 1234 inodes, 1.2 GiB of 10 GiB used".
     func summary() -> String {
         let status = snapshot()
-        return "serving \(mountPoint): \(status.inodes) inodes, \(ByteCount.human(status.usedBytes)) of "
-            + "\(ByteCount.human(status.capacityBytes)) used, \(status.openHandles) open"
+        return "serving \(mountPoint)\(status.readOnly == true ? " read-only" : ""): \(status.inodes) inodes, "
+            + "\(ByteCount.human(status.usedBytes)) of \(ByteCount.human(status.capacityBytes)) used, \(status.openHandles) open"
+            + (status.problem.map { "; \($0)" } ?? "")
     }
 
     static func monotonicSeconds() -> Double {

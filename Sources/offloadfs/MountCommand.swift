@@ -190,7 +190,11 @@ struct MountCommand: ParsableCommand {
                                                          : "cleanly unmounted, upgraded from its checkpoint",
             ])
         }
-        for warning in report.warnings { logger.warning("\(warning)") }
+        for warning in report.warnings {
+            logger.warning("\(warning)")
+            // The background parent prints it too: the log is not where a person looks.
+            readiness.warning(warning)
+        }
         // Test knobs (scripts/crash-soak --stress-checkpoints): maintenance interval in
         // seconds and the journal bytes that trigger a checkpoint. Not for normal use.
         let interval = environment("OFFLOADFS_MAINTENANCE_INTERVAL").flatMap(Double.init).map { max($0, 0.01) } ?? 5

@@ -65,6 +65,12 @@ struct MountStatus: Codable, Equatable {
     var ownerUid: UInt32
     /// "starting", "serving" or "stopping".
     var state: String
+    /// Served read-only (asked with `-o ro`, or for want of room: `problem` says which).
+    /// Nil from a daemon older than this field.
+    var readOnly: Bool?
+    /// Why the mount refuses changes it would accept were it well (a failed journal or
+    /// commit, an image served read-only for want of room); nil when it is well.
+    var problem: String?
     var progress: Progress?
     /// When the daemon started (seconds since 1970) and how long ago.
     var startedAt: Int64

@@ -19,9 +19,12 @@ enum StatusFormat {
                 continue
             }
             var state = s.state
+            if s.readOnly == true { state += " read-only" }
             if let progress = s.progress { state += ": " + describe(progress) }
             out.append("\(s.mountpoint)  \(state), up \(duration(s.uptimeSeconds)), pid \(s.pid) (offloadfs \(s.version))")
-            let rows: [(String, String)] = [
+            var rows: [(String, String)] = []
+            if let problem = s.problem { rows.append(("problem", problem)) }
+            rows += [
                 ("image", s.image.path + (s.image.format.map { " (format \($0))" } ?? "")),
                 ("space", bar(s.usedBytes, of: s.capacityBytes) + "  \(human(s.usedBytes)) used of \(human(s.capacityBytes)), "
                     + "\(human(s.availableBytes)) free"),
@@ -88,6 +91,7 @@ enum StatusFormat {
                 let pairs: [(String, String)] = [
                     ("mountpoint", s.mountpoint), ("image", s.image.path),
                     ("format", s.image.format.map { "\($0)" } ?? "-"), ("state", s.state),
+                    ("read only", s.readOnly.map { $0 ? "yes" : "no" } ?? "-"), ("problem", s.problem ?? "-"),
                     ("phase", s.progress.map(describe) ?? "-"), ("pid", "\(s.pid)"), ("version", s.version),
                     ("uptime seconds", "\(Int(s.uptimeSeconds))"), ("capacity bytes", "\(s.capacityBytes)"),
                     ("used bytes", "\(s.usedBytes)"), ("available bytes", "\(s.availableBytes)"),
@@ -127,6 +131,12 @@ enum StatusFormat {
             Metric(name: name, type: "counter", help: help) { [("", "\(value($0))")] }
         }
         let metrics: [Metric] = [
+            Metric(name: "offloadfs_problem", type: "gauge",
+                   help: "1 when the mount refuses changes it would accept were it well (a failed journal or commit, "
+                       + "or served read-only for want of room).") { [("", $0.problem == nil ? "0" : "1")] },
+            Metric(name: "offloadfs_read_only", type: "gauge", help: "1 when the mount is served read-only.") { status in
+                status.readOnly.map { [("", $0 ? "1" : "0")] } ?? []
+            },
             gauge("offloadfs_capacity_bytes", "Capacity of the filesystem (df's size).") { $0.capacityBytes },
             gauge("offloadfs_used_bytes", "Bytes in use (df's used).") { $0.usedBytes },
             gauge("offloadfs_available_bytes", "Bytes writes can still get (df's available).") { $0.availableBytes },

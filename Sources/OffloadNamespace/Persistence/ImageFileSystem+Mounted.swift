@@ -19,6 +19,13 @@ extension ImageFileSystem: MountedImage {
             generation: journal?.generation)
     }
 
+    /// A frame that could not be written fails every change until the next checkpoint,
+    /// which captures the whole tree, repairs it.
+    public var problem: String? {
+        guard let failure = journal?.failure else { return nil }
+        return "changes are refused until the next checkpoint: a journal frame could not be written (\(failure))"
+    }
+
     public func startMaintenance(interval: Double, journalBytes: UInt64?,
                                  onWrite: (@Sendable (MaintenanceWrite) -> Void)?,
                                  onError: @escaping @Sendable (FSError) -> Void) {

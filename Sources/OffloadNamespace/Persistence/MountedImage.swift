@@ -23,6 +23,10 @@ public protocol MountedImage: AnyObject, Sendable {
     var capacityIsSet: Bool { get }
     /// Sizes and counts for `offloadfs status`; brief locks only.
     func usage() -> MountedImageUsage
+    /// Why the mount refuses changes that it would accept were it well (its journal or a
+    /// commit failed, or the image is served read-only for want of room), in one line for
+    /// `offloadfs status`; nil when it is well (a mount asked to be read-only is).
+    var problem: String? { get }
     /// Starts the background work of a mount: every `interval` seconds the image is made
     /// durable and freed blocks reused; format 1 checkpoints once its journal is long
     /// (`journalBytes` overrides how long), format 2 commits what changed (at least

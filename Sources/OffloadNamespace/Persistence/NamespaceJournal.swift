@@ -144,6 +144,8 @@ public final class NamespaceJournal: Sendable {
     /// True when a frame could not be written since the last checkpoint (the next
     /// checkpoint, which captures the whole tree, repairs it).
     public var hasFailed: Bool { state.withLock { $0.failure != nil } }
+    /// The frame's failure `hasFailed` says there is.
+    public var failure: FSError? { state.withLock { $0.failure } }
 
     /// Bytes the durable checkpoint occupies.
     public var checkpointBytes: UInt64 {

@@ -29,6 +29,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     public let isReadOnly: Bool
     public let capacityBytes: UInt64
     public let capacityIsSet: Bool
+    /// Asked for read-write, the volume opened failed: no room for a commit (`open`).
+    let openedWithoutRoom: Bool
     public var format: ImageFormat { .two }
     private let maintenance = MaintenanceTimer()
 
@@ -50,6 +52,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         // A failed volume (a full image, or read-only storage) serves what it holds and
         // refuses every change.
         isReadOnly = volume.isReadOnly || volume.failure != nil
+        openedWithoutRoom = !volume.isReadOnly && volume.failure != nil
         operations = isReadOnly ? ReadOnlyFileSystem(namespace) : namespace
         capacityBytes = volume.current.capacityBytes
         capacityIsSet = volume.current.capacityIsSet
@@ -117,6 +120,23 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             liveBytes: capacityBytes - min(available, capacityBytes), reclaimableBytes: 0,
             inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
             journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation)
+    }
+
+    /// A failed journal or commit fails every later change until the image is mounted
+    /// again (which replays the journal from the last durable commit); an image opened
+    /// without room for a commit is served read-only.
+    public var problem: String? {
+        if let failure = namespace.journalFailure {
+            return "changes are refused until the image is mounted again: a journal frame could not be written (\(failure))"
+        }
+        if let failure = volume.failure {
+            if openedWithoutRoom {
+                return "served read-only: the image has no room left for a commit (\(failure)); unmount, and mount it again "
+                    + "with a larger --size or after freeing space on the disk holding it"
+            }
+            return "changes are refused until the image is mounted again: a commit failed (\(failure))"
+        }
+        return nil
     }
 
     /// Every `interval` seconds, and when operations bring the open generation near the
