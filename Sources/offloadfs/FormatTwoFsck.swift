@@ -8,6 +8,11 @@ import Glibc
 /// `--repair` the repair (`VolumeRepair`), which prints what it did the way format 1's
 /// repair does: `repaired:` lines for what names no file, one line per file by path.
 enum FormatTwoFsck {
+    /// "1 problem", "3 problems" (with `more`: "1 more problem").
+    static func problems(_ count: Int, more: Bool = false) -> String {
+        "\(count) \(more ? "more " : "")problem\(count == 1 ? "" : "s")"
+    }
+
     /// True when the image at `path` holds format 2's commit slots (and no format 1
     /// superblock copy: an image with one is format 1, maybe half upgraded).
     static func isFormatTwo(_ path: String) -> Bool {
@@ -50,7 +55,7 @@ enum FormatTwoFsck {
         if let repaired, repaired.repaired {
             for problem in repaired.check.problems.prefix(20) { writeLine("found: \(problem)", to: STDOUT_FILENO) }
             if repaired.check.problemCount > 20 {
-                writeLine("found: ... and \(repaired.check.problemCount - 20) more problems", to: STDOUT_FILENO)
+                writeLine("found: ... and \(Self.problems(repaired.check.problemCount - 20, more: true))", to: STDOUT_FILENO)
             }
             for line in repaired.repairs { writeLine("repaired: \(line)", to: STDOUT_FILENO) }
             // Every file the repair restored, emptied, cut short, moved or unnamed, by path.
@@ -73,9 +78,9 @@ enum FormatTwoFsck {
         }
         for problem in report.problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         if report.problemCount > report.problems.count {
-            writeLine("... and \(report.problemCount - report.problems.count) more problems", to: STDOUT_FILENO)
+            writeLine("... and \(Self.problems(report.problemCount - report.problems.count, more: true))", to: STDOUT_FILENO)
         }
-        let outcome = report.isClean ? (repaired?.repaired == true ? "repaired" : "clean") : "\(report.problemCount) problems"
+        let outcome = report.isClean ? (repaired?.repaired == true ? "repaired" : "clean") : Self.problems(report.problemCount)
         writeLine("\(image): format 2, \(report.inodes) inodes, \(report.directories) directories, \(report.names) names, "
                   + "\(report.extents) extents, \(report.filesystemNodes + report.blockTreeNodes) tree nodes; "
                   + outcome, to: STDOUT_FILENO)

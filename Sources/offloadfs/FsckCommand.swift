@@ -68,7 +68,7 @@ struct FsckCommand: ParsableCommand {
         for problem in problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         writeLine("\(image): generation \(inspection.superblock.generation), \(analysis.files) files, "
                   + "\(analysis.directories) directories, \(analysis.symlinks) symlinks, \(analysis.others) other; "
-                  + (problems.isEmpty ? "clean" : "\(problems.count) problems"), to: STDOUT_FILENO)
+                  + (problems.isEmpty ? "clean" : FormatTwoFsck.problems(problems.count)), to: STDOUT_FILENO)
         if !problems.isEmpty { throw ExitCode(1) }
     }
 

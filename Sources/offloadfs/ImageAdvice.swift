@@ -70,9 +70,23 @@ enum ImageAdvice {
             + "(to shrink it further, delete files under a larger size first); the image was not changed"
     }
 
-    /// A read-write mount of an image it may not write: say why, and offer `-o ro`.
-    static func cannotWrite(image: String, error: FSError) -> String {
+    /// A mount of an image it may not open as asked: say why, and offer `-o ro` when
+    /// that would do (a read-write mount of an image that exists and may be read). An
+    /// image that does not exist is to be made in a directory that refused it; a
+    /// read-only mount was refused reading.
+    static func cannotWrite(image: String, error: FSError, readOnlyMount: Bool = false) -> String {
         var status = stat()
+        guard stat(image, &status) == 0 else {
+            let directory = image.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            let place = directory.isEmpty ? "/" : directory
+            return error == .permissionDenied
+                ? "cannot create image \(image): you may not write in \(place) (permission denied); choose a directory you can write, or create the image as its owner"
+                : "cannot create image \(image): the filesystem holding \(place) is mounted read-only"
+        }
+        if readOnlyMount || access(image, R_OK) != 0 {
+            return "cannot open image \(image): you may not read it (permission denied, mode "
+                + "\(String(status.st_mode & 0o7777, radix: 8)), owner uid \(status.st_uid))"
+        }
         let why: String
         if error == .permissionDenied {
             why = "you may not write it (permission denied)"

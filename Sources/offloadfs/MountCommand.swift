@@ -319,7 +319,8 @@ struct MountCommand: ParsableCommand {
                 path: imagePath, capacity: capacity, fresh: fresh, readOnly: MountConfiguration.isReadOnly(options),
                 newFormat: format ?? Self.testFormat ?? .two, memoryLimiter: memoryLimiter, meter: meter)
         } catch {
-            throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil))
+            throw MountError(Self.describeImageError(error, imagePath: imagePath, sizeGiven: size != nil,
+                                                     readOnly: MountConfiguration.isReadOnly(options)))
         }
         // An image served read-only although asked for read-write (a format 2 image with
         // no room left for a commit) is mounted read-only too: the kernel then refuses
@@ -352,7 +353,8 @@ struct MountCommand: ParsableCommand {
         return max(UInt64(BackingStore.blockSize), min(free, UInt64(1) << 46))
     }
 
-    static func describeImageError(_ error: FSError, imagePath: String, sizeGiven: Bool = false) -> String {
+    static func describeImageError(_ error: FSError, imagePath: String, sizeGiven: Bool = false,
+                                   readOnly: Bool = false) -> String {
         switch error {
         case .capacityTooSmall(let capacity, let needed, let live):
             return ImageAdvice.capacityTooSmall(capacity: capacity, needed: needed, live: live, image: imagePath,
@@ -362,7 +364,7 @@ struct MountCommand: ParsableCommand {
         case .busy:
             return "image \(imagePath) is in use by another offloadfs"
         case .readOnly, .permissionDenied:
-            return ImageAdvice.cannotWrite(image: imagePath, error: error)
+            return ImageAdvice.cannotWrite(image: imagePath, error: error, readOnlyMount: readOnly)
         case .damagedImage(let why):
             // Most refusals name their remedy; the others get fsck's.
             guard !why.contains("fsck") else { return "image \(imagePath) is damaged: \(why)" }

@@ -36,6 +36,8 @@ final class FormatTwoFsckTests: CommandLineTestCase {
         let check = try offloadfs(["fsck", damaged])
         XCTAssertEqual(check.status, 1, check.transcript)
         XCTAssertTrue(check.output.contains("problem: "), check.transcript)
+        // One damaged leaf is one problem, said in the singular (it said "1 problems").
+        XCTAssertTrue(check.output.hasSuffix("; 1 problem\n"), check.transcript)
 
         let repair = try offloadfs(["fsck", "--repair", damaged])
         XCTAssertEqual(repair.status, 1, repair.transcript)

@@ -86,6 +86,30 @@ final class NonRootMountTests: XCTestCase {
         }
     }
 
+    /// An image the user may not make (its directory is root's) or may not read (root's,
+    /// mode 0600, mounted `-o ro`): the error says which, and does not offer `-o ro`
+    /// (it offered "mount it with -o ro to read its files" for both, though the first has
+    /// no files and the second was read-only already). An image the user may read but not
+    /// write still gets the offer.
+    func testAnImageTheUserMayNotMakeOrReadSaysWhichWithoutOfferingReadOnly() throws {
+        let mountPoint = try user.makeDirectory("m"), rootOwned = try user.makeDirectory("root-owned", ownedByUser: false)
+        let made = try user.run("\(user.binary) mount \(mountPoint) --backing \(rootOwned)/a.img --size 64M")
+        assertOneLineError(made, containing: "cannot create image \(rootOwned)/a.img: you may not write in \(rootOwned)")
+        XCTAssertFalse(made.error.contains("-o ro"), made.transcript)
+
+        let secret = rootOwned + "/secret.img", readable = rootOwned + "/readable.img"
+        for (path, mode) in [(secret, "0600"), (readable, "0644")] {
+            let created = try Shell.run("head -c 4096 /dev/zero > \(path) && chmod \(mode) \(path)")
+            XCTAssertTrue(created.succeeded, created.transcript)
+        }
+        let unread = try user.run("\(user.binary) mount \(mountPoint) --backing \(secret) -o ro")
+        assertOneLineError(unread, containing: "cannot open image \(secret): you may not read it (permission denied, mode 600")
+        XCTAssertFalse(unread.error.contains("mount it with -o ro"), unread.transcript)
+
+        let unwritable = try user.run("\(user.binary) mount \(mountPoint) --backing \(readable)")
+        assertOneLineError(unwritable, containing: "mount it with -o ro to read its files")
+    }
+
     /// /dev/fuse the user cannot open: the device's mode and owner, and what to change.
     func testFuseDeviceTheUserCannotOpenNamesTheModeOrGroup() throws {
         let mountPoint = try user.makeDirectory("m"), images = try user.makeDirectory("images")
