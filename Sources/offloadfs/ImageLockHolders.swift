@@ -37,6 +37,35 @@ enum ImageLockHolders {
         return holders(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
     }
 
+    /// The file process `pid` holds a flock on (a daemon: its image) as its descriptor
+    /// names it now: the path it has after a rename, and whether it has no name left
+    /// (deleted). Nil when /proc/locks names no such lock or the descriptor is not found.
+    static func lockedFile(of pid: Int32, table: String? = nil) -> (path: String, deleted: Bool)? {
+        guard let table = table ?? readTable() else { return nil }
+        var locked: [String] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count >= 6, fields[1] == "FLOCK", fields[4] == Substring("\(pid)") { locked.append(String(fields[5])) }
+        }
+        guard !locked.isEmpty, let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return nil }
+        for descriptor in descriptors {
+            let link = "/proc/\(pid)/fd/\(descriptor)"
+            var status = stat()
+            // stat follows the link to the open file itself.
+            guard stat(link, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
+            let device = UInt64(status.st_dev)
+            guard locked.contains("\(hex2(major(device))):\(hex2(minor(device))):\(status.st_ino)") else { continue }
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let count = readlink(link, &buffer, buffer.count - 1)
+            guard count > 0 else { return nil }
+            var path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let deleted = status.st_nlink == 0
+            if deleted, path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) }
+            return (path, deleted)
+        }
+        return nil
+    }
+
     /// Linux's dev_t encoding (glibc's `gnu_dev_major`/`gnu_dev_minor`).
     static func major(_ device: UInt64) -> UInt64 { ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff)) }
     static func minor(_ device: UInt64) -> UInt64 { (device & 0xff) | ((device >> 12) & ~UInt64(0xff)) }

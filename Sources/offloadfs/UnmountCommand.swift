@@ -55,19 +55,31 @@ struct UnmountCommand: ParsableCommand {
         // a file the daemon does not hold, and its lock says nothing about the daemon. Asked
         // only when that file is unlocked (a daemon that died, or a replaced image).
         let replacedBy = imageDeleted || pathLocked ? nil : Self.daemonHoldingAnotherFile(than: entry.source, mount: mount)
-        // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
-        let daemonWasRunning = pathLocked || replacedBy != nil
         // Who serves it: the image's only lock holder, else what its status socket says
         // (read-only mounts of one image each hold a shared lock).
         let holders = ImageLockHolders.holders(ofImage: entry.source)
         let daemon = replacedBy ?? (holders.count == 1 ? holders[0].pid : Self.daemonPID(of: mount))
+        // An image renamed while mounted (`mv`) lives on under its new name, which the
+        // daemon's descriptor on it names: that is where its last commit goes.
+        var image = entry.source
+        var movedTo: String?
+        if imageDeleted || replacedBy != nil, let daemon, let held = ImageLockHolders.lockedFile(of: daemon),
+           !held.deleted, held.path != entry.source {
+            movedTo = held.path
+            image = held.path
+        }
+        // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
+        let daemonWasRunning = pathLocked || replacedBy != nil || movedTo != nil
         try Self.unmount(path, lazy: lazy)
-        if imageDeleted {
+        if let movedTo {
+            printError("note: the image of \(path) was moved while mounted, from \(entry.source) to \(movedTo); "
+                       + "the daemon wrote it there")
+        } else if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
                        + "that path now): unless it was moved elsewhere, the files it held are gone")
             throw ExitCode.failure
         }
-        if let pid = replacedBy {
+        if movedTo == nil, let pid = replacedBy {
             if !lazy { _ = ReleaseWait.wait(until: { !Self.isRunning(pid: pid) }, mount: mount, daemon: pid) }
             printError("\(path) is unmounted, but its image \(entry.source) was replaced while mounted (the file at "
                        + "that path is another one now): the daemon served the file it had open, which no name leads "
@@ -83,18 +95,18 @@ struct UnmountCommand: ParsableCommand {
         // the image may hold too: its own exit is what to wait for.
         let released: () -> Bool
         if !entry.isReadOnly {
-            released = { Self.isUnlocked(image: entry.source) }
+            released = { Self.isUnlocked(image: image) }
         } else if let daemon {
             released = { !Self.isRunning(pid: daemon) }
         } else {
             released = { ImageLockHolders.holders(ofImage: entry.source).count < holders.count }
         }
         if case .stalled(let last) = ReleaseWait.wait(until: released, mount: mount, daemon: daemon) {
-            printError("\(path) is unmounted, but the daemon still holds \(entry.source): "
+            printError("\(path) is unmounted, but the daemon still holds \(image): "
                        + "no progress for \(Int(StallBound.seconds)) s (last: \(last))" + Self.stoppedNote(daemon))
             throw ExitCode.failure
         }
-        switch UnmountOutcome.read(image: entry.source, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
+        switch UnmountOutcome.read(image: image, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
         case .clean:
             break
         case .daemonHadDied:

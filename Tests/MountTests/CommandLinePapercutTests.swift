@@ -133,6 +133,31 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         _ = fixture.stop()
     }
 
+    /// An image renamed while mounted (`mv`) is not lost: the daemon writes its last commit
+    /// to the file it holds, under its new name. `offloadfs unmount` used to report it
+    /// deleted ("the files it held are gone") and exit 1; it names the new path now (the
+    /// daemon's descriptor on the file it locks), waits for that file's release and exits 0.
+    func testAMovedImageIsFollowedToItsNewName() throws {
+        let fixture = try MountFixture()
+        var stopped = false
+        defer { if !stopped { fixture.stop() } }
+        try fixture.start(arguments: ["--size", "64M"])
+        XCTAssertTrue(try fixture.sh("echo kept > f").succeeded)
+        let moved = fixture.image + ".moved"
+        XCTAssertEqual(rename(fixture.image, moved), 0)
+
+        let unmount = try offloadfs(["unmount", fixture.mountPoint])
+        XCTAssertEqual(unmount.status, 0, unmount.transcript)
+        XCTAssertEqual(unmount.error, "offloadfs: note: the image of \(fixture.mountPoint) was moved while mounted, from "
+                       + "\(fixture.image) to \(moved); the daemon wrote it there\n", unmount.transcript)
+        fixture.daemon?.waitUntilExit()
+        XCTAssertEqual(fixture.daemon?.terminationStatus, 0, fixture.daemonLog)
+        let info = try offloadfs(["info", moved])
+        XCTAssertTrue(info.output.contains("cleanly unmounted: yes"), info.transcript)
+        stopped = true
+        _ = fixture.stop()
+    }
+
     /// Another file renamed over the image while mounted loses the image as a deletion
     /// does; `offloadfs unmount` says it was replaced (the path's file is not the one the
     /// daemon holds, whose lock it used to take for the daemon's), not that the daemon had
