@@ -19,6 +19,9 @@ final class StatusServer: Sendable {
     private let directory: String
     private let listener: Int32
     private let thread: DaemonThread
+    /// The socket file's device and inode as bound: `stop` removes the file at `path` only
+    /// while it is still this one.
+    private let boundFile: (device: UInt64, inode: UInt64)
 
     init(directory: String, device: String, logger: Logger,
          reply: @escaping @Sendable () -> [UInt8]) throws(MountError) {
@@ -36,6 +39,8 @@ final class StatusServer: Sendable {
             throw MountError("cannot serve status at \(path): \(reason)")
         }
         self.listener = listener
+        var file = stat()
+        boundFile = lstat(path, &file) == 0 ? (UInt64(file.st_dev), UInt64(file.st_ino)) : (0, 0)
         let owner = geteuid()
         let started = DaemonThread.start {
             Self.serve(listener: listener, owner: owner, logger: logger, reply: reply)
@@ -55,7 +60,13 @@ final class StatusServer: Sendable {
         shutdown(listener, Int32(SHUT_RDWR))
         thread.join()
         close(listener)
-        unlink(path)
+        // The kernel gives a mount's device number to the next FUSE mount once this one is
+        // unmounted, and that mount's daemon binds the same path (removing ours first)
+        // while this one still writes its final commit: its socket is not ours to remove.
+        var current = stat()
+        if lstat(path, &current) == 0, UInt64(current.st_dev) == boundFile.device, UInt64(current.st_ino) == boundFile.inode {
+            unlink(path)
+        }
         if directory != RuntimeDirectory.systemDirectory { rmdir(directory) }
     }
 

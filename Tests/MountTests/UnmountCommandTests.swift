@@ -147,6 +147,25 @@ final class UnmountCommandTests: CommandLineTestCase {
         XCTAssertTrue(waitForExit(pid), "continued, the daemon finishes and exits")
     }
 
+    /// The kernel gives an unmounted mount's device number to the next FUSE mount while
+    /// the first daemon still writes its final commit, and the next daemon binds the same
+    /// socket path: the first one's exit removed the other's socket (seen as "no status
+    /// socket" for a mount beside a test run). Here the path is taken over by a socket of
+    /// the test's before the unmount; the daemon's exit must leave it.
+    func testADaemonsExitLeavesASocketThatTookItsPath() throws {
+        let mountPoint = scratch + "/m"
+        let pid = try mountInBackground(mountPoint, image: scratch + "/a.img")
+        let path = "/run/offloadfs/\(try XCTUnwrap(MountInfoLine.device(of: mountPoint))).sock"
+        XCTAssertEqual(unlink(path), 0, "the daemon's socket is at \(path)")
+        let successor = try DatagramListener(name: path)
+        defer { successor.close() }
+        XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
+        XCTAssertTrue(waitForExit(pid))
+        var status = stat()
+        XCTAssertEqual(lstat(path, &status), 0, "the other socket is still there")
+        unlink(path)
+    }
+
     /// Non-blocking connects to `path` until the listener's backlog refuses one (EAGAIN);
     /// the connected descriptors, which keep it full until closed.
     private static func fillBacklog(of path: String) -> [Int32] {
