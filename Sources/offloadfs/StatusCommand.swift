@@ -18,6 +18,8 @@ struct StatusCommand: ParsableCommand {
             for a named mount, else an array), --prometheus (text exposition format). \
             Each daemon answers on a unix socket (/run/offloadfs/DEVICE.sock for root's mounts, \
             the owner's runtime directory otherwise), to root and the mount's owner only. \
+            Without MOUNTPOINT, the daemons of mounts detached with `unmount --lazy` are \
+            listed too (state `serving (detached)`), while processes still use them. \
             Exit status: 0 shown, 1 a named mount is not an offloadfs mount or its status \
             could not be read.
             """
@@ -47,7 +49,12 @@ struct StatusCommand: ParsableCommand {
         } else {
             mounts = MountInfo.entries().filter(\.isOffloadfs)
         }
-        let entries: [StatusFormat.Entry] = mounts.map { ($0, StatusClient.query($0)) }
+        var entries: [StatusFormat.Entry] = mounts.map { ($0, StatusClient.query($0)) }
+        // Every mount: also the daemons of mounts detached lazily (and those finishing
+        // their final commit), which the mount table no longer lists.
+        if mountPoint == nil {
+            entries += DetachedDaemons.find(excluding: Set(mounts.map(\.device))).map { ($0.mount, .success($0.status)) }
+        }
         if mountPoint != nil, case .failure(let failure) = entries[0].result {
             printError("cannot read the status of \(entries[0].mount.mountPoint): \(failure.message)")
             throw ExitCode.failure

@@ -89,6 +89,11 @@ final class UnmountCommandTests: CommandLineTestCase {
         XCTAssertEqual(lazy.status, 0, lazy.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "--lazy detaches the mount at once")
         XCTAssertTrue(processExists(pid) && !isZombie(pid), "the daemon serves the process still inside")
+        // `status` lists the detached daemon, though the mount table no longer has it.
+        let status = try offloadfs(["status"])
+        XCTAssertEqual(status.status, 0, status.transcript)
+        XCTAssertTrue(status.output.contains("mountpoint: \(mountPoint)\nimage: \(scratch!)/a.img\n"), status.transcript)
+        XCTAssertTrue(status.output.contains("state: serving (detached)\n"), status.transcript)
         kill(holder.processIdentifier, SIGKILL)
         holder.waitUntilExit()
         XCTAssertTrue(waitForExit(pid), "the daemon exits once the last user is gone")
