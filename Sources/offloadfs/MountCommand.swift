@@ -156,6 +156,7 @@ struct MountCommand: ParsableCommand {
             (session, fileSystem) = try openSession(mountPath: mountPath, imagePath: imagePath, capacity: capacity,
                                                     memoryLimiter: memoryLimiter, meter: meter, logger: logger)
             meter.begin("mounting")
+            try MountPointCheck.refuseNewMount(at: mountPath)
             try session.mount()
         } catch {
             // Leave no empty image behind that this attempt created.

@@ -52,6 +52,15 @@ enum MountPointCheck {
                 + "they are hidden until it is unmounted"]
     }
 
+    /// Checked again right before the kernel mount: opening a large image takes seconds
+    /// after `run`, and a mount made meanwhile at the same point (another `offloadfs
+    /// mount`, say, started by a second unit) would have ours stacked on top of it.
+    static func refuseNewMount(at path: String) throws(MountError) {
+        guard let entry = MountPointArgument(path).entry else { return }
+        throw MountError("mount point \(path) became a mount (\(entry.type) from \(entry.source)) while the image was "
+                         + "being opened; nothing was mounted over it: unmount it first or choose another directory")
+    }
+
     /// Refuses an image that lies under the mount point (the mount point itself, or a
     /// directory below it; symbolic links followed): once mounted, the mount hides it,
     /// and whatever then opens it by its path (the daemon's own watch for its deletion,

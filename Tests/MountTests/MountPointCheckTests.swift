@@ -105,4 +105,33 @@ final class MountPointCheckTests: CommandLineTestCase {
         XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
         XCTAssertTrue(FileManager.default.fileExists(atPath: mountPoint + "/hidden-file"), "and they come back")
     }
+
+    /// Two mounts on one mount point at once: the check at the start and the kernel mount
+    /// are seconds apart when the image takes long to open (a test knob makes it 3 s
+    /// here), and the second mount, made meanwhile, had the first stacked on top of it.
+    /// The first now checks again before it mounts, and refuses.
+    func testAMountMadeWhileTheImageOpensIsNotMountedOver() throws {
+        let mountPoint = scratch + "/m"
+        try requireFuse()
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        mountsToClean.append(mountPoint)
+        let slow = Process()
+        slow.executableURL = URL(fileURLWithPath: DaemonBinary.path!)
+        slow.arguments = ["mount", mountPoint, "--backing", scratch + "/slow.img", "--size", "64M", "--format", "2"]
+        slow.environment = ProcessInfo.processInfo.environment.merging(
+            ["OFFLOADFS_TEST_SLOW_PHASE": "making a format 2 image:3"]) { $1 }
+        let errors = Pipe()
+        slow.standardError = errors
+        try slow.run()
+        defer { if slow.isRunning { kill(slow.processIdentifier, SIGKILL); slow.waitUntilExit() } }
+        usleep(500_000)
+        try mountInBackground(mountPoint, image: scratch + "/quick.img")
+        slow.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(slow.terminationStatus, 1, message)
+        XCTAssertTrue(message.contains("mount point \(mountPoint) became a mount (fuse.offloadfs from \(scratch!)/quick.img)"),
+                      message)
+        XCTAssertEqual(mountCount(mountPoint), 1, "not stacked")
+        XCTAssertEqual(try offloadfs(["unmount", mountPoint]).status, 0)
+    }
 }
