@@ -42,5 +42,7 @@ open class ForwardingImageStorage: ImageStorage, @unchecked Sendable {
 
     open func sync() throws(FSError) { try inner.sync() }
 
+    open var hostAvailableBytes: UInt64? { inner.hostAvailableBytes }
+
     open func prepareForWrite(_ range: Range<UInt64>) { inner.prepareForWrite(range) }
 }

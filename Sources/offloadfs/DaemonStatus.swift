@@ -56,7 +56,7 @@ final class DaemonStatus: Sendable {
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,
             capacityBytes: usage.capacityBytes,
-            usedBytes: usage.capacityBytes - min(usage.availableBytes, usage.capacityBytes),
+            usedBytes: usage.capacityBytes - min(usage.freeBytes, usage.capacityBytes),
             availableBytes: usage.availableBytes,
             image: MountStatus.Image(path: usage.path, format: fileSystem.format.rawValue, fileBytes: usage.imageBytes,
                                      diskBytes: usage.diskBytes, liveBytes: usage.liveBytes,

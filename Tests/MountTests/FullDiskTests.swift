@@ -64,6 +64,50 @@ final class FullDiskTests: XCTestCase {
         try fillAndRecover(size: "16M", fillMiB: 64, changingMetadataWhenFull: true)
     }
 
+    /// `--size 1G` on a 64 MiB disk filled with small files, whose bytes wait in RAM for
+    /// the commit that places them and whose items need the commit's tree nodes: they
+    /// were admitted against the image's free space, not the disk's, so the commit that
+    /// had to place them found no disk space, failed, and failed the volume; `rm -rf`
+    /// then answered ENOSPC to every name, and the next mount served the image read-only
+    /// (the twenty-eighth session's hunt, on ext4). The disk's room is now what they are
+    /// admitted against: the writer gets ENOSPC, `rm -rf` works, and the space comes back.
+    func testSmallFilesFillingTheHostDiskCanBeRemoved() throws {
+        try startDaemon(["--size", "1G"])
+        // Most of the disk in one file, then small files; bash's printf is its own (no
+        // process a file) and names the errno of a failed write (dash says "I/O error").
+        let fill = try BoundedRun.shell("""
+            dd if=/dev/zero of=big bs=1M count=44 conv=fsync status=none || exit 2
+            exec bash -c 'i=0
+            while [ $i -lt 100000 ]; do
+              printf "%02000d" $i > f$i || { echo "refused at $i"; exit 1; }
+              i=$((i + 1))
+            done'
+            """, in: mountPoint, timeout: 300)
+        print("[full disk] small files: \(fill.summary): \(fill.output.trimmingCharacters(in: .whitespacesAndNewlines))")
+        XCTAssertTrue(fill.output.contains("refused at "), fill.transcript)
+        XCTAssertTrue(fill.error.contains("No space left on device"), "the failure must be ENOSPC: \(fill.transcript)")
+        XCTAssertTrue(daemon?.isRunning == true, "the daemon survives the full disk: \(daemon?.log ?? "")")
+        let status = try BoundedRun.offloadfs(["status", mountPoint], timeout: 30)
+        XCTAssertTrue(status.output.contains("\nproblem: -\n"), "no commit failed: \(status.transcript)")
+
+        let remove = try BoundedRun.shell("rm -rf ./f* big && ls | wc -l", in: mountPoint, timeout: 300)
+        XCTAssertTrue(remove.succeeded, "rm -rf on the full disk: \(remove.transcript)")
+        XCTAssertEqual(remove.output, "0\n", remove.transcript)
+        let deadline = Date().addingTimeInterval(15)
+        var write: BoundedResult
+        repeat {
+            write = try BoundedRun.shell("rm -f after && dd if=\(root!)/eight.bin of=after bs=1M conv=fsync status=none",
+                                         in: mountPoint, timeout: 60)
+            if write.succeeded { break }
+            usleep(250_000)
+        } while Date() < deadline
+        XCTAssertTrue(write.succeeded, "an 8 MiB write succeeds within 15 s of the rm: \(write.transcript)")
+        for problem in daemon?.stop() ?? [] { XCTFail(problem) }
+        daemon = nil
+        let fsck = try BoundedRun.offloadfs(["fsck", image], timeout: 60)
+        XCTAssertEqual(fsck.status, 0, fsck.transcript)
+    }
+
     private func fillAndRecover(size: String, fillMiB: Int, changingMetadataWhenFull: Bool = false) throws {
         let arguments = ["--size", size]
         try startDaemon(arguments)

@@ -122,6 +122,17 @@ public final class BlockSpace {
     var promisedBlocks: UInt64 = 0 {
         didSet { noteRoom() }
     }
+    /// Blocks the disk under the image can still give it (`TreeVolume.refreshHostRoom`,
+    /// from `ImageStorage.hostAvailableBytes`; `UInt64.max` where there is no such limit).
+    /// A free block of the image takes disk space once written, so where the disk is
+    /// smaller than the free space, the disk is what the room is.
+    public internal(set) var hostFreeBlocks: UInt64 = .max {
+        didSet { noteRoom() }
+    }
+    /// The free blocks that can be written: the free estimate, or fewer where the disk
+    /// has fewer left (`hostFreeBlocks`). What data, RAM pieces and commits are admitted
+    /// against.
+    public var usableFree: UInt64 { min(freeEstimate, hostFreeBlocks) }
     /// What commits can still take: the free estimate and the reserve, less the blocks
     /// promised to RAM pieces, mirrored for callers without the space lock
     /// (`TreeVolume.admit`, at every operation that grows the tree); `UInt64.max` until the
@@ -147,7 +158,7 @@ public final class BlockSpace {
 
     private func noteRoom() {
         guard roomKept, !roomNotesHeld else { return }
-        let room = freeEstimate + reserveCount
+        let room = usableFree + reserveCount
         roomMirror.store(room - min(room, promisedBlocks), ordering: .relaxed)
     }
     /// What metadata allocations may take of the reserve now: a quarter of it between

@@ -189,6 +189,14 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         try fallocate(mode: 0, range, call: "fallocate")
     }
 
+    /// statvfs of the file system holding the image: the free blocks for root (ext4's
+    /// reserved blocks are root's), the available ones for other users.
+    public var hostAvailableBytes: UInt64? {
+        var status = statvfs()
+        guard fstatvfs(fd, &status) == 0 else { return nil }
+        return UInt64(geteuid() == 0 ? status.f_bfree : status.f_bavail) * UInt64(status.f_frsize)
+    }
+
     public func punch(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         try fallocate(mode: offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, range, call: "punch hole in")

@@ -83,6 +83,13 @@ public protocol ImageStorage: AnyObject, Sendable {
     /// Makes every earlier change durable (fdatasync).
     func sync() throws(FSError)
 
+    /// What the file system holding the image can still give it, in bytes (statvfs: the
+    /// free blocks for root, the available ones otherwise), nil where there is no such
+    /// limit (a backend in memory). The image's own free blocks need it once written:
+    /// an image whose capacity is larger than its disk, or whose disk other files fill,
+    /// runs out of this first.
+    var hostAvailableBytes: UInt64? { get }
+
     /// Makes the mapping's pages of `range` writable ahead of a write there, changing no
     /// byte: the page faults, and whatever the file system waits for in them, happen in
     /// this call rather than in the write. Best effort: a page written back meanwhile
@@ -93,6 +100,9 @@ public protocol ImageStorage: AnyObject, Sendable {
 
 extension ImageStorage {
     public func zero(_ range: Range<UInt64>) throws(FSError) { try zeroByPunching(range) }
+
+    /// No host file system under it.
+    public var hostAvailableBytes: UInt64? { nil }
 
     /// A backend that tracks no holes cannot tell.
     public func mayHoldData(_ range: Range<UInt64>) -> Bool { true }

@@ -79,7 +79,10 @@ extension TreeVolume {
             readersCatchUp(letting: beforeEachCommit)
             try commit()
             waitForPunches()
-            after = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
+            after = try spaceLock.withLock { () throws(FSError) -> UInt64 in
+                noteHostRoom()
+                return try space.freeBlockCount()
+            }
             if after >= before + reclaimEnoughBlocks { break }
         }
         return after > before
@@ -296,6 +299,9 @@ extension TreeVolume {
             accept(punched)
             let report = try body(generation, switched.newChain)
             space.refillReserve()
+            // The disk's room after the punch accepted and the refill (what the next
+            // operations are admitted against where the disk is smaller than the image).
+            noteHostRoom()
             // The free estimate follows every take, give-back and reuse by itself (it is
             // not read again from every group summary here: that cost would grow with
             // the capacity, not the change); counted once files needed it.

@@ -681,6 +681,20 @@ public final class TreeVolume {
         admitted = 0
     }
 
+    /// Reads what the disk under the image can still give it into the block space
+    /// (`BlockSpace.hostFreeBlocks`): at each maintenance tick (other files on the disk
+    /// change it), after each commit's punch and refill, and after file data took disk
+    /// space (`VolumeFileBlocks.noteHostRoom`).
+    public func refreshHostRoom() {
+        spaceLock.withLock { noteHostRoom() }
+    }
+
+    /// `refreshHostRoom` with the space lock held.
+    func noteHostRoom() {
+        guard let bytes = storage.hostAvailableBytes else { return }
+        space.hostFreeBlocks = bytes >> BackingStore.blockShift
+    }
+
     /// What the commits can take (`BlockSpace.metadataRoom`).
     var metadataRoom: UInt64 { space.metadataRoom }
 
@@ -737,7 +751,7 @@ public final class TreeVolume {
     public var holdsFreeBlocksForCommits: Bool {
         guard let files else { return false }
         return spaceLock.withLock {
-            let held = files.heldForCommits, promised = files.promisedMemoryBlocks, free = space.freeEstimate
+            let held = files.heldForCommits, promised = files.promisedMemoryBlocks, free = space.usableFree
             return held > 0 && free > promised && free <= promised + held
         }
     }
@@ -849,6 +863,7 @@ public final class TreeVolume {
             let made = VolumeFileBlocks(image: image, space: space, delta: delta, lock: spaceLock, punches: punchCounter)
             if settledUnpublished { made.holdExclusivityUntilPublished() }
             try space.refreshFreeEstimate()
+            noteHostRoom()
             filesHolder.withLock { $0 = made }
             return made
         }

@@ -107,8 +107,17 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// given disk space unasked lie in the last step and a mount's first (`steppedThrough`).
     static let backedStepBlocks: UInt64 = 1024
 
-    public var availableBytes: UInt64 {
-        lock.withLock { ((try? space.freeBlockCount()) ?? 0) << BackingStore.blockShift }
+    /// What `df` shows as available: the free blocks, or what the disk under the image
+    /// can still give where that is less (`BlockSpace.hostFreeBlocks`).
+    public var availableBytes: UInt64 { spaceCounts().available }
+
+    /// The image's free blocks, and what of them writes can get (`availableBytes`), in
+    /// bytes: what `df` shows as free (its used is the capacity less it) and available.
+    public func spaceCounts() -> (free: UInt64, available: UInt64) {
+        lock.withLock {
+            let free = (try? space.freeBlockCount()) ?? 0
+            return (free << BackingStore.blockShift, min(free, space.hostFreeBlocks) << BackingStore.blockShift)
+        }
     }
 
     /// Takes blocks from the block space (the hint is not used yet: the space allocates
@@ -124,8 +133,9 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             // and so are those the commits of the changes not yet committed may take beyond
             // the metadata reserve (`heldForCommits`).
             let promised = promisedMemoryBlocks + heldForCommits
-            guard space.freeEstimate > promised else { throw .noSpace }
-            let blocks = try space.takeData(upTo: min(wanted, space.freeEstimate - promised))
+            let usable = space.usableFree
+            guard usable > promised else { throw .noSpace }
+            let blocks = try space.takeData(upTo: min(wanted, usable - promised))
             do throws(FSError) {
                 try giveDiskSpace(blocks)
             } catch .notSupported {
@@ -176,8 +186,19 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         steppedThrough = max(steppedThrough, blocks.upperBound)
     }
 
+    /// Gives `blocks` disk space, and reads what the disk has left after it (taken, or
+    /// refused for want of it), which data, RAM pieces and commits are admitted against
+    /// where the disk is smaller than the image's free space.
     private func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
+        defer { noteHostRoom() }
         try image.storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+    }
+
+    /// Reads `ImageStorage.hostAvailableBytes` into `BlockSpace.hostFreeBlocks` (caller
+    /// holds the lock).
+    func noteHostRoom() {
+        guard let bytes = image.storage.hostAvailableBytes else { return }
+        space.hostFreeBlocks = bytes >> BackingStore.blockShift
     }
 
     public func retain(_ range: Range<UInt64>) throws(FSError) {
@@ -341,7 +362,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public func admitsMemoryPiece(byteCount: Int) -> Bool {
         lock.withLock {
             let bytes = admittedMemoryBytes + byteCount
-            guard Self.blocks(forMemoryBytes: bytes) + heldForCommits <= space.freeEstimate else { return false }
+            guard Self.blocks(forMemoryBytes: bytes) + heldForCommits <= space.usableFree else { return false }
             let generation = delta.openNumber
             if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
                 admittedMemory[last].bytes += byteCount

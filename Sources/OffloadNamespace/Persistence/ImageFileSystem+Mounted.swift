@@ -11,6 +11,7 @@ extension ImageFileSystem: MountedImage {
         let namespaceUsage = namespace.usage
         return MountedImageUsage(
             path: store.path, capacityBytes: statistics.capacityBytes, availableBytes: store.availableBytes,
+            freeBytes: store.availableBytes,
             imageBytes: statistics.imageBytes, diskBytes: statistics.diskBytes, liveBytes: statistics.liveBytes,
             reclaimableBytes: statistics.quarantinedBytes, inodes: UInt64(namespaceUsage.inodes),
             openHandles: UInt64(namespaceUsage.openHandles),

@@ -50,6 +50,9 @@ public struct MountedImageUsage: Sendable, Equatable {
     public var capacityBytes: UInt64
     /// What writes can still get.
     public var availableBytes: UInt64
+    /// The image's free space: `availableBytes`, or more where the disk under the image
+    /// has less left than the image has free (`df`'s used is the capacity less this).
+    public var freeBytes: UInt64
     /// The image file's length and the disk space it takes.
     public var imageBytes: UInt64
     public var diskBytes: UInt64

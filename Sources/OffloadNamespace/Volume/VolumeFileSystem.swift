@@ -111,13 +111,13 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     }
 
     public func usage() -> MountedImageUsage {
-        let available = (try? volume.fileBlocks())?.availableBytes ?? 0
+        let (free, available) = (try? volume.fileBlocks())?.spaceCounts() ?? (0, 0)
         let namespaceUsage = namespace.usage
         return MountedImageUsage(
-            path: volume.storage.name, capacityBytes: capacityBytes, availableBytes: available,
+            path: volume.storage.name, capacityBytes: capacityBytes, availableBytes: available, freeBytes: free,
             imageBytes: volume.storage.length, diskBytes: volume.storage.diskBytes,
             // Blocks waiting for their punch count as in use until it is done.
-            liveBytes: capacityBytes - min(available, capacityBytes), reclaimableBytes: 0,
+            liveBytes: capacityBytes - min(free, capacityBytes), reclaimableBytes: 0,
             inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
             journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation)
     }
@@ -153,6 +153,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         let policy = journalBytes.map { VolumeCommitPolicy.everyTick(journalBytes: $0) } ?? VolumeCommitPolicy()
         maintenance.start(interval: interval, tick: { [self] () throws(FSError) in
             let started = DispatchTime.now()
+            // Other files on the disk under the image change what it can still give.
+            volume.refreshHostRoom()
             let journal = volume.journalBytesSinceCommit
             guard let commit = try namespace.commitIfChanged(policy: policy) else {
                 // Not committed yet: the journal is made durable anyway, so a power cut

@@ -510,14 +510,15 @@ public final class VolumeNamespace: @unchecked Sendable {
         // Forgotten inodes waiting for a frame still count; they are gone for a client.
         dropForgottenNow()
         let blockSize = UInt64(BackingStore.blockSize)
-        let free = ((try? volume.fileBlocks())?.availableBytes ?? 0) / blockSize
+        // Available is less than free where the disk under the image has less left.
+        let (free, available) = (try? volume.fileBlocks())?.spaceCounts() ?? (0, 0)
         // The count as the frames written so far leave it; the slot through the volume's
         // publish lock.
         let used = inodeCount
         let capacityBytes = volume.current.capacityBytes
         let total = InodeTable.maximumInodeCount
         return FileSystemStatistics(blockSize: blockSize, totalBlocks: capacityBytes / blockSize,
-                                    freeBlocks: free, availableBlocks: free, totalInodes: total,
+                                    freeBlocks: free / blockSize, availableBlocks: available / blockSize, totalInodes: total,
                                     freeInodes: total > used ? total - used : 0,
                                     maximumNameLength: UInt64(FileName.maximumLength))
     }
