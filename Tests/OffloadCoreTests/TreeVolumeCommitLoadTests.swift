@@ -233,7 +233,7 @@ final class TreeVolumeCommitLoadTests: XCTestCase {
                 try volume.perform(changes(answered))
                 answered += 1
             } catch {
-                guard case .noSpace = error as? FSError else { throw error }
+                guard case .noSpace = error else { throw error }
                 break
             }
         }

@@ -377,7 +377,7 @@ final class TreeVolumeJournalRoomTests: XCTestCase {
                                               value: [UInt8](repeating: 0x73, count: 1_000))])
                 small += 1
             } catch {
-                guard case .noSpace = error as? FSError else { throw error }
+                guard case .noSpace = error else { throw error }
                 break
             }
         }
