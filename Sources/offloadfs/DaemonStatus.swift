@@ -25,6 +25,9 @@ final class DaemonStatus: Sendable {
     private let startedAt: timespec
     private let startedMonotonic: Double
     private let state = Atomic<Int>(State.starting.rawValue)
+    /// Why the final commit failed, where the image has no place for it (format 2):
+    /// `offloadfs unmount` reads it as the problem of the stopping daemon.
+    private let finalFailure = PthreadMutex<String?>(nil)
 
     init(fileSystem: any MountedImage, memoryLimiter: MemoryLimiter, counters: RequestCounters,
          meter: ProgressMeter, mountPoint: String, options: [String]) {
@@ -42,6 +45,8 @@ final class DaemonStatus: Sendable {
 
     func set(_ newState: State) { state.store(newState.rawValue, ordering: .releasing) }
 
+    func setFinalFailure(_ message: String) { finalFailure.withLock { $0 = message } }
+
     var current: State { State(rawValue: state.load(ordering: .acquiring)) ?? .starting }
 
     func snapshot() -> MountStatus {
@@ -51,7 +56,8 @@ final class DaemonStatus: Sendable {
         let reading = meter.reading
         return MountStatus(
             version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
-            state: current.name, readOnly: fileSystem.isReadOnly, problem: fileSystem.problem,
+            state: current.name, readOnly: fileSystem.isReadOnly,
+            problem: finalFailure.withLock { $0 } ?? fileSystem.problem,
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,

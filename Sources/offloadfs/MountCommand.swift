@@ -238,7 +238,12 @@ struct MountCommand: ParsableCommand {
             shutdown.stop()
             statusServer?.stop()
         }
-        try Self.close(fileSystem, imagePath: imagePath, logger: logger, meter: meter)
+        try Self.close(fileSystem, imagePath: imagePath, logger: logger, meter: meter) { advice in
+            // Format 2 has no place in the image for why; `offloadfs unmount` reads it from
+            // the status socket, which it polls every 0.5 s while the image is still locked.
+            status.setFinalFailure(advice)
+            if statusServer != nil { usleep(1_200_000) }
+        }
         if removalWatch?.reportAtUnmount() == true { throw ExitCode.failure }
     }
 
@@ -246,7 +251,8 @@ struct MountCommand: ParsableCommand {
     /// superblock, where `offloadfs unmount` (waiting for this process to let go of the
     /// image) reads and reports it, and the next mount explains it; then exits non-zero.
     /// `meter` follows the checkpoint (systemd and `offloadfs unmount` watch it).
-    static func close(_ fileSystem: any MountedImage, imagePath: String, logger: Logger, meter: ProgressMeter) throws {
+    static func close(_ fileSystem: any MountedImage, imagePath: String, logger: Logger, meter: ProgressMeter,
+                      unrecorded: (String) -> Void = { _ in }) throws {
         let started = DaemonStatus.monotonicSeconds()
         let finalWrite = fileSystem.format == .one ? "final checkpoint" : "final commit"
         do {
@@ -260,6 +266,7 @@ struct MountCommand: ParsableCommand {
             do {
                 if try !fileSystem.recordUnmountFailure(errno: UInt32(clamping: code)) {
                     logger.error("the failure is not recorded in the image: format \(fileSystem.format.rawValue) has no place for it; the next mount replays the journal")
+                    unrecorded(advice)
                 }
             } catch let recordError {
                 logger.error("could not record the failure in the image either", metadata: ["error": "\(recordError)"])

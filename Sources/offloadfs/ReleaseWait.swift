@@ -9,7 +9,7 @@ import Glibc
 /// grows with the tree; it holds the image's flock until it exits. So the wait follows
 /// the daemon's progress instead of a fixed time: it polls the flock (for an image
 /// replaced at its path, the daemon's process) every 50 ms and the daemon's status
-/// socket every 0.5 s (state, phase and count), and gives up only when neither has
+/// socket every 0.5 s (state, phase and count; `heard` gets each answer), and gives up only when neither has
 /// changed for `StallBound.seconds`. A daemon whose status cannot be
 /// read (none found, or an older offloadfs) shows no progress, so the bound then counts
 /// from the unmount.
@@ -28,7 +28,7 @@ enum ReleaseWait {
     /// the kernel gives the next FUSE mount once this one is gone, so only an answer from
     /// that pid (or, unknown, for the same image) counts as progress.
     static func wait(until released: () -> Bool, mount: MountInfo?, daemon: Int32?,
-                     stallSeconds: Double = StallBound.seconds) -> Outcome {
+                     stallSeconds: Double = StallBound.seconds, heard: (MountStatus) -> Void = { _ in }) -> Outcome {
         var lastChange = now()
         var lastQuery = 0.0
         var lastReading = "unmounting"
@@ -39,6 +39,7 @@ enum ReleaseWait {
                 lastQuery = current
                 if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2),
                    daemon.map({ status.pid == $0 }) ?? (status.image.path == mount.source) {
+                    heard(status)
                     let reading = status.progress.map { "\(status.state): \(StatusFormat.describe($0))" } ?? status.state
                     if reading != lastReading {
                         lastReading = reading

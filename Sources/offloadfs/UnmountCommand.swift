@@ -101,12 +101,19 @@ struct UnmountCommand: ParsableCommand {
         } else {
             released = { ImageLockHolders.holders(ofImage: entry.source).count < holders.count }
         }
-        if case .stalled(let last) = ReleaseWait.wait(until: released, mount: mount, daemon: daemon) {
+        // Why a format 2 daemon's final commit failed (the image has no place for it): the
+        // problem its status socket reported while it stopped.
+        var finalFailure: String?
+        let outcome = ReleaseWait.wait(until: released, mount: mount, daemon: daemon) { status in
+            if status.state == DaemonStatus.State.stopping.name, let problem = status.problem { finalFailure = problem }
+        }
+        if case .stalled(let last) = outcome {
             printError("\(path) is unmounted, but the daemon still holds \(image): "
                        + "no progress for \(Int(StallBound.seconds)) s (last: \(last))" + Self.stoppedNote(daemon))
             throw ExitCode.failure
         }
-        switch UnmountOutcome.read(image: image, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning) {
+        switch UnmountOutcome.read(image: image, readOnly: entry.isReadOnly, daemonWasRunning: daemonWasRunning,
+                                   reported: finalFailure) {
         case .clean:
             break
         case .daemonHadDied:

@@ -15,7 +15,9 @@ enum UnmountOutcome: Equatable {
     /// One line saying why, for "MOUNTPOINT is unmounted, but ...".
     case failed(String)
 
-    static func read(image: String, readOnly: Bool, daemonWasRunning: Bool) -> UnmountOutcome {
+    /// `reported`: why the daemon said its final commit failed (format 2's status
+    /// socket), for an image that records no reason.
+    static func read(image: String, readOnly: Bool, daemonWasRunning: Bool, reported: String? = nil) -> UnmountOutcome {
         guard !readOnly else { return .clean }
         guard daemonWasRunning else { return .daemonHadDied }
         guard let record = ImageAdvice.unmountRecord(of: image) else {
@@ -25,6 +27,7 @@ enum UnmountOutcome: Equatable {
             return .failed(ImageAdvice.unmountFailure(errno: Int32(clamping: record.error), image: image))
         }
         if !record.clean {
+            if let reported { return .failed(reported) }
             return .failed("the daemon ended without writing the final checkpoint (or, on format 2, commit) of \(image) "
                            + "(nor why: was it killed?); the journal still holds every change, and the next mount replays it")
         }

@@ -71,9 +71,14 @@ final class MountHealthTests: CommandLineTestCase {
         XCTAssertTrue(failed.output.contains("\nproblem: changes are refused until the image is mounted again: "),
                       failed.transcript)
         XCTAssertTrue(processExists(pid), "the daemon serves on")
-        // The final commit cannot be written either: unmount says so and exits 1.
+        // The final commit cannot be written either: unmount says so, and why (format 2
+        // records no reason in the image; the stopping daemon's status socket gives it:
+        // it said "nor why: was it killed?").
         let unmount = try offloadfs(["unmount", mountPoint])
         XCTAssertFalse(MountTable.isMounted(mountPoint), unmount.transcript)
+        XCTAssertEqual(unmount.status, 1, unmount.transcript)
+        XCTAssertTrue(unmount.error.contains("while writing the final commit of \(image)"), unmount.transcript)
+        XCTAssertFalse(unmount.error.contains("nor why"), unmount.transcript)
     }
 
     /// A fuzzer's input (Tests/FuzzRegressions) repaired as `fsck --repair` would: its
