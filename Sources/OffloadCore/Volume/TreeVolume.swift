@@ -651,6 +651,19 @@ public final class TreeVolume {
     /// the changes, and on every way out.
     func admit(_ load: CommitLoad) throws(FSError) -> Int {
         guard isNearlyFull(metadataRoom) else { return 0 }
+        do {
+            return try admitOnce(load)
+        } catch {
+            // The disk under the image may have room again (files beside the image were
+            // deleted) since it was last read: read it, and ask once more.
+            guard storage.hostAvailableBytes != nil else { throw error }
+            refreshHostRoom()
+            return try admitOnce(load)
+        }
+    }
+
+    /// `admit`'s one look at the counts and the room (caller holds no volume lock).
+    private func admitOnce(_ load: CommitLoad) throws(FSError) -> Int {
         let blocks = Int(Self.commitBlocks(load))
         return try admissionLock.withLock { () throws(FSError) -> Int in
             // The admitted count first: an operation leaving it between the two reads

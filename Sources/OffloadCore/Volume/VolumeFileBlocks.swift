@@ -133,7 +133,12 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             // and so are those the commits of the changes not yet committed may take beyond
             // the metadata reserve (`heldForCommits`).
             let promised = promisedMemoryBlocks + heldForCommits
-            let usable = space.usableFree
+            var usable = space.usableFree
+            if usable <= promised {
+                // The disk under the image may have room again since it was last read.
+                noteHostRoom()
+                usable = space.usableFree
+            }
             guard usable > promised else { throw .noSpace }
             let blocks = try space.takeData(upTo: min(wanted, usable - promised))
             do throws(FSError) {
@@ -362,7 +367,10 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public func admitsMemoryPiece(byteCount: Int) -> Bool {
         lock.withLock {
             let bytes = admittedMemoryBytes + byteCount
-            guard Self.blocks(forMemoryBytes: bytes) + heldForCommits <= space.usableFree else { return false }
+            let needed = Self.blocks(forMemoryBytes: bytes) + heldForCommits
+            // The disk under the image may have room again since it was last read.
+            if needed > space.usableFree, space.usableFree < space.freeEstimate { noteHostRoom() }
+            guard needed <= space.usableFree else { return false }
             let generation = delta.openNumber
             if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
                 admittedMemory[last].bytes += byteCount
