@@ -18,7 +18,8 @@ enum DetachedDaemons {
         for directory in RuntimeDirectory.candidates(uid: uid) {
             guard let names = names(in: directory) else { continue }
             for name in names.sorted() where name.hasSuffix(".sock") {
-                let device = String(name.dropLast(".sock".count))
+                // "DEVICE.sock", or "DEVICE.PID.sock" (`RuntimeDirectory.socketName(device:pid:)`).
+                let device = String(name.dropLast(".sock".count).prefix { $0 != "." })
                 guard !seen.contains(device) else { continue }
                 seen.insert(device)
                 var mount = MountInfo(device: device, mountPoint: "", type: "fuse.offloadfs", source: "",

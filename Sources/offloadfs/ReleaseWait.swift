@@ -37,7 +37,7 @@ enum ReleaseWait {
             let current = now()
             if let mount, current - lastQuery >= 0.5 {
                 lastQuery = current
-                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2),
+                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2, pid: daemon),
                    daemon.map({ status.pid == $0 }) ?? (status.image.path == mount.source) {
                     heard(status)
                     let reading = status.progress.map { "\(status.state): \(StatusFormat.describe($0))" } ?? status.state

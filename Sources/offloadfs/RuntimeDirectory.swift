@@ -34,9 +34,34 @@ enum RuntimeDirectory {
         return directories
     }
 
-    /// The socket paths to try for a mount of device `device` owned by `uid`.
+    /// The socket paths to try for a mount of device `device` owned by `uid`: its name in
+    /// each directory, and the names `DEVICE.PID.sock` a daemon binds while the plain name
+    /// is still another daemon's (`StatusServer`).
     static func socketCandidates(device: String, owner uid: uid_t) -> [String] {
-        candidates(uid: uid).map { $0 + "/" + socketName(device: device) }
+        candidates(uid: uid).flatMap { directory in
+            [directory + "/" + socketName(device: device)] + pidNames(of: device, in: directory).map { directory + "/" + $0 }
+        }
+    }
+
+    /// The name a daemon of pid `pid` binds for `device` while `socketName(device:)` is
+    /// still another daemon's: the kernel gives an unmounted FUSE mount's device number to
+    /// the next mount at once, while the first daemon may still write its final commit
+    /// and answer `offloadfs unmount`'s polls.
+    static func socketName(device: String, pid: Int32) -> String { "\(device).\(pid).sock" }
+
+    /// The `DEVICE.PID.sock` names in `directory`.
+    private static func pidNames(of device: String, in directory: String) -> [String] {
+        guard let stream = opendir(directory) else { return [] }
+        defer { closedir(stream) }
+        var names: [String] = []
+        let prefix = device + "."
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix(prefix), name.hasSuffix(".sock") else { continue }
+            let middle = name.dropFirst(prefix.count).dropLast(".sock".count)
+            if !middle.isEmpty, middle.allSatisfy(\.isNumber) { names.append(name) }
+        }
+        return names.sorted()
     }
 
     /// The directory this process (a daemon) uses, created if missing. Refuses one that

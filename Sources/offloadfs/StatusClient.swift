@@ -8,12 +8,16 @@ enum StatusClient {
         var message: String
     }
 
-    /// The status of `mount`, from the first of its candidate sockets that answers. The
-    /// daemon must run as root or as the mount's owner: a socket anyone else bound (in a
-    /// directory they could write) is not believed.
-    static func query(_ mount: MountInfo, timeoutSeconds: Int = 5) -> Result<MountStatus, Failure> {
+    /// The status of `mount`, from its candidate sockets: the first that answers, one
+    /// that is not stopping before one that is (a device's sockets may be two daemons',
+    /// the mount's and the one of the mount the device number was given to before, still
+    /// writing its final commit), or with `pid`, the one of that daemon. The daemon must
+    /// run as root or as the mount's owner: a socket anyone else bound (in a directory
+    /// they could write) is not believed.
+    static func query(_ mount: MountInfo, timeoutSeconds: Int = 5, pid: Int32? = nil) -> Result<MountStatus, Failure> {
         let owner = mount.ownerUID ?? 0
         var reasons: [String] = []
+        var stopping: MountStatus?
         for path in RuntimeDirectory.socketCandidates(device: mount.device, owner: owner) {
             var info = stat()
             guard lstat(path, &info) == 0 else {
@@ -38,12 +42,24 @@ enum StatusClient {
                 reasons.append("\(path): no answer: \(String(cString: strerror(errno)))")
                 continue
             }
-            if let status = StatusJSON.decode(MountStatus.self, from: answer) { return .success(status) }
+            if let status = StatusJSON.decode(MountStatus.self, from: answer) {
+                if let pid {
+                    if status.pid == pid { return .success(status) }
+                    reasons.append("\(path) is served by pid \(status.pid), not \(pid)")
+                    continue
+                }
+                if status.state == DaemonStatus.State.stopping.name {
+                    stopping = stopping ?? status
+                    continue
+                }
+                return .success(status)
+            }
             if let failure = StatusJSON.decode(StatusJSON.Failure.self, from: answer) {
                 return .failure(Failure(message: failure.error))
             }
             reasons.append("\(path): an answer that is not a status")
         }
+        if let stopping { return .success(stopping) }
         if reasons.isEmpty {
             return .failure(Failure(message: "no status socket (the daemon may still be starting, or be an older offloadfs)"))
         }

@@ -26,7 +26,12 @@ final class StatusServer: Sendable {
     init(directory: String, device: String, logger: Logger,
          reply: @escaping @Sendable () -> [UInt8]) throws(MountError) {
         self.directory = directory
-        path = directory + "/" + RuntimeDirectory.socketName(device: device)
+        // The device's name, unless a live daemon still answers there: the one of the
+        // mount this device number was given to before, writing its final commit for an
+        // `offloadfs unmount` that follows it. Its socket is left to it, and this daemon
+        // takes a name of its own (`RuntimeDirectory.socketName(device:pid:)`).
+        let plain = directory + "/" + RuntimeDirectory.socketName(device: device)
+        path = Self.isAnswered(plain) ? directory + "/" + RuntimeDirectory.socketName(device: device, pid: getpid()) : plain
         guard let address = UnixSocketAddress(path) else { throw MountError("status socket path too long: \(path)") }
         let listener = UnixSocket.make(SOCK_STREAM)
         guard listener >= 0 else { throw MountError("cannot create the status socket: \(String(cString: strerror(errno)))") }
@@ -51,6 +56,18 @@ final class StatusServer: Sendable {
             throw MountError("cannot start the status thread: \(String(cString: strerror(errno)))")
         }
         thread = started
+    }
+
+    /// True when a listener accepts a connection at `path` (a socket left by a daemon that
+    /// died refuses it). A stopped daemon's full backlog is as good as an answer.
+    private static func isAnswered(_ path: String) -> Bool {
+        var status = stat()
+        guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFSOCK, let address = UnixSocketAddress(path) else {
+            return false
+        }
+        guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM, timeoutSeconds: 1) else { return errno == EAGAIN }
+        close(fd)
+        return true
     }
 
     /// Stops answering and removes the socket, and a user's runtime directory once it is

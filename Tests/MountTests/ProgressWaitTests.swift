@@ -81,6 +81,44 @@ final class ProgressWaitTests: XCTestCase {
         XCTAssertTrue(info.output.contains("cleanly unmounted: yes"), info.transcript)
     }
 
+    /// The kernel gives an unmounted FUSE mount's device number to the next mount at
+    /// once, while the first daemon still writes its final commit; the status socket is
+    /// named after the device. The next mount's daemon removed the first one's socket and
+    /// bound its own there, so the first unmount's wait, hearing only another daemon,
+    /// gave up after the stall bound. The next daemon now binds a name of its own while
+    /// the first still answers, and both waits and `status` find theirs.
+    func testAMountTakingTheDeviceOfAStoppingOneLeavesItsUnmountToFollowIt() throws {
+        XCTAssertTrue(try mount(slowPhase: "\(MountTestFormat.finalPhase):4", stallSeconds: 2).succeeded)
+        let device = try XCTUnwrap(MountInfoLine.device(of: mountPoint))
+        let unmount = Process()
+        unmount.executableURL = URL(fileURLWithPath: try XCTUnwrap(DaemonBinary.path))
+        unmount.arguments = ["unmount", mountPoint]
+        unmount.environment = ProcessInfo.processInfo.environment.merging(["OFFLOADFS_STALL_SECONDS": "2"]) { $1 }
+        let errors = Pipe()
+        unmount.standardError = errors
+        let started = Date()
+        try unmount.run()
+        defer { if unmount.isRunning { kill(unmount.processIdentifier, SIGKILL); unmount.waitUntilExit() } }
+        // The first daemon is in its final commit now; the next mount takes its device.
+        let deadline = Date().addingTimeInterval(10)
+        while MountTable.isMounted(mountPoint) && Date() < deadline { usleep(20_000) }
+        let next = root + "/next"
+        try FileManager.default.createDirectory(atPath: next, withIntermediateDirectories: true)
+        defer {
+            _ = try? BoundedRun.offloadfs(["unmount", next], timeout: 60)
+            DaemonUnderTest.forceUnmount(next)
+        }
+        let mounted = try BoundedRun.offloadfs(["mount", next, "--backing", root + "/next.img", "--size", "64M"], timeout: 60)
+        XCTAssertTrue(mounted.succeeded, mounted.transcript)
+        print("[device reuse] first mount \(device), next mount \(MountInfoLine.device(of: next) ?? "-")")
+        unmount.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(unmount.terminationStatus, 0, message)
+        XCTAssertGreaterThan(Date().timeIntervalSince(started), 4, "it waited for the whole final commit: \(message)")
+        let status = try BoundedRun.offloadfs(["status", next], timeout: 30)
+        XCTAssertTrue(status.output.contains("state: serving\n"), status.transcript)
+    }
+
     /// True once no process holds the image's lock.
     private func waitForImageRelease(timeout: TimeInterval) -> Bool {
         let fd = open(image, O_RDONLY | O_CLOEXEC)
