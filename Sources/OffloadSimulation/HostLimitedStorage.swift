@@ -13,15 +13,25 @@ public final class HostLimitedStorage: ForwardingImageStorage, @unchecked Sendab
     private let backed = PthreadMutex(RangeSet<UInt64>())
     static let pageSize: UInt64 = 4096
 
+    /// After `refusePunches`: a disk that cannot punch (`FileImageStorage` on NFSv3, vfat),
+    /// whose punches are refused; from the first refusal on the room is not known (nil),
+    /// as `FileImageStorage` reports it then.
+    private let punches = PthreadMutex((refused: false, refusedOnce: false))
+
     public init(_ inner: any ImageStorage, hostBytes: UInt64) {
         self.hostBytes = hostBytes
         super.init(inner)
     }
 
+    /// Refuses every punch from now on (`.notSupported`).
+    public func refusePunches() { punches.withLock { $0.refused = true } }
+
     /// Host bytes the image holds now.
     public var backedBytes: UInt64 { backed.withLock { Self.count($0) } * Self.pageSize }
 
-    public override var hostAvailableBytes: UInt64? { hostBytes - min(hostBytes, backedBytes) }
+    public override var hostAvailableBytes: UInt64? {
+        punches.withLock { $0.refusedOnce } ? nil : hostBytes - min(hostBytes, backedBytes)
+    }
 
     public override var diskBytes: UInt64 { backedBytes }
 
@@ -46,6 +56,11 @@ public final class HostLimitedStorage: ForwardingImageStorage, @unchecked Sendab
     }
 
     public override func punch(_ range: Range<UInt64>) throws(FSError) {
+        let refused = punches.withLock { state -> Bool in
+            if state.refused { state.refusedOnce = true }
+            return state.refused
+        }
+        if refused { throw .notSupported }
         try inner.punch(range)
         // Whole pages only, as a punch frees whole blocks.
         let first = (range.lowerBound + Self.pageSize - 1) / Self.pageSize, end = range.upperBound / Self.pageSize

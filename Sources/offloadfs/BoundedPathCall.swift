@@ -32,7 +32,8 @@ enum BoundedPathCall {
             done.signal()
         }
         // No thread to be had: the call itself, unbounded.
-        guard thread != nil else { return body() }
+        guard let thread else { return body() }
+        thread.detach()
         guard done.wait(timeout: .now() + seconds) == .success else { return nil }
         return answer.withLock { $0.value }
     }

@@ -27,6 +27,13 @@ final class DaemonThread: @unchecked Sendable {
         return handle
     }
 
+    /// Lets the thread end by itself, its resources freed then (no `join`).
+    func detach() {
+        guard started else { return }
+        started = false
+        pthread_detach(thread)
+    }
+
     /// Waits for the body to return. Call at most once.
     func join() {
         guard started else { return }

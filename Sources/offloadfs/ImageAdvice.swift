@@ -76,7 +76,12 @@ enum ImageAdvice {
     /// read-only mount was refused reading.
     static func cannotWrite(image: String, error: FSError, readOnlyMount: Bool = false) -> String {
         var status = stat()
-        guard stat(image, &status) == 0 else {
+        let found = stat(image, &status) == 0
+        if !found && errno != ENOENT {
+            // A directory on its path that may not be searched.
+            return "cannot open image \(image): \(String(cString: strerror(errno))) (a directory on its path may not be searched)"
+        }
+        if !found {
             let directory = image.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
             let place = directory.isEmpty ? "/" : directory
             return error == .permissionDenied

@@ -15,18 +15,34 @@ enum ImageLockHolders {
 
     /// The holders of flocks on the file `device`/`inode` (as stat gives them), in the
     /// table's order; empty when there are none or /proc/locks cannot be read.
+    ///
+    /// Matched on the inode number, and confirmed by a descriptor of the holder's on the
+    /// same file (device and inode, as stat gives them): /proc/locks names the super
+    /// block's device, which stat does not on btrfs (a subvolume's own). A holder the
+    /// reader's pid namespace cannot see is listed with pid 0, and left out.
     static func holders(device: UInt64, inode: UInt64, table: String? = nil) -> [Holder] {
         guard let table = table ?? readTable() else { return [] }
-        let wanted = "\(hex2(major(device))):\(hex2(minor(device))):\(inode)"
         var result: [Holder] = []
         for line in table.split(separator: "\n") {
             // "1: FLOCK  ADVISORY  WRITE 28440 fe:00:16408819 0 EOF"; a waiter's line has
             // "->" after the number and holds nothing.
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 6, fields[1] == "FLOCK", fields[5] == wanted, let pid = Int32(fields[4]) else { continue }
+            guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]), pid > 0,
+                  fields[5].split(separator: ":").last == Substring("\(inode)"),
+                  holdsFile(pid: pid, device: device, inode: inode) else { continue }
             result.append(Holder(pid: pid, exclusive: fields[3] == "WRITE"))
         }
         return result
+    }
+
+    /// Whether process `pid` has a descriptor on the file `device`/`inode`.
+    private static func holdsFile(pid: Int32, device: UInt64, inode: UInt64) -> Bool {
+        guard let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return false }
+        return descriptors.contains { descriptor in
+            var status = stat()
+            return stat("/proc/\(pid)/fd/\(descriptor)", &status) == 0
+                && UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode
+        }
     }
 
     /// The holders of flocks on the file at `path` (stat follows a symlink, as the mount
@@ -42,10 +58,15 @@ enum ImageLockHolders {
     /// (deleted). Nil when /proc/locks names no such lock or the descriptor is not found.
     static func lockedFile(of pid: Int32, table: String? = nil) -> (path: String, deleted: Bool)? {
         guard let table = table ?? readTable() else { return nil }
+        // The inodes of its flocks (the device in /proc/locks is the super block's, which
+        // stat does not give on btrfs).
         var locked: [String] = []
         for line in table.split(separator: "\n") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if fields.count >= 6, fields[1] == "FLOCK", fields[4] == Substring("\(pid)") { locked.append(String(fields[5])) }
+            if fields.count >= 6, fields[1] == "FLOCK", fields[4] == Substring("\(pid)"),
+               let inode = fields[5].split(separator: ":").last {
+                locked.append(String(inode))
+            }
         }
         guard !locked.isEmpty, let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return nil }
         for descriptor in descriptors {
@@ -53,8 +74,7 @@ enum ImageLockHolders {
             var status = stat()
             // stat follows the link to the open file itself.
             guard stat(link, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
-            let device = UInt64(status.st_dev)
-            guard locked.contains("\(hex2(major(device))):\(hex2(minor(device))):\(status.st_ino)") else { continue }
+            guard locked.contains("\(status.st_ino)") else { continue }
             var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let count = readlink(link, &buffer, buffer.count - 1)
             guard count > 0 else { return nil }
@@ -64,15 +84,6 @@ enum ImageLockHolders {
             return (path, deleted)
         }
         return nil
-    }
-
-    /// Linux's dev_t encoding (glibc's `gnu_dev_major`/`gnu_dev_minor`).
-    static func major(_ device: UInt64) -> UInt64 { ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff)) }
-    static func minor(_ device: UInt64) -> UInt64 { (device & 0xff) | ((device >> 12) & ~UInt64(0xff)) }
-
-    private static func hex2(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return digits.count < 2 ? "0" + digits : digits
     }
 
     private static func readTable() -> String? {

@@ -133,7 +133,10 @@ enum StatusFormat {
         let metrics: [Metric] = [
             Metric(name: "offloadfs_problem", type: "gauge",
                    help: "1 when the mount refuses changes it would accept were it well (a failed journal or commit, "
-                       + "or served read-only for want of room).") { [("", $0.problem == nil ? "0" : "1")] },
+                       + "or served read-only for want of room).") { status in
+                // Not known of a daemon older than these fields.
+                status.readOnly == nil ? [] : [("", status.problem == nil ? "0" : "1")]
+            },
             Metric(name: "offloadfs_read_only", type: "gauge", help: "1 when the mount is served read-only.") { status in
                 status.readOnly.map { [("", $0 ? "1" : "0")] } ?? []
             },

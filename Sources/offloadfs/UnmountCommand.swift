@@ -98,8 +98,11 @@ struct UnmountCommand: ParsableCommand {
             released = { Self.isUnlocked(image: image) }
         } else if let daemon {
             released = { !Self.isRunning(pid: daemon) }
-        } else {
+        } else if !holders.isEmpty {
             released = { ImageLockHolders.holders(ofImage: entry.source).count < holders.count }
+        } else {
+            // Neither its pid nor the lock's holders known: as for a read-write mount.
+            released = { Self.isUnlocked(image: image) }
         }
         // Why a format 2 daemon's final commit failed (the image has no place for it): the
         // problem its status socket reported while it stopped.

@@ -107,7 +107,7 @@ final class MountPointCheckTests: CommandLineTestCase {
     }
 
     /// Two mounts on one mount point at once: the check at the start and the kernel mount
-    /// are seconds apart when the image takes long to open (a test knob makes it 3 s
+    /// are seconds apart when the image takes long to open (a test knob makes it 6 s
     /// here), and the second mount, made meanwhile, had the first stacked on top of it.
     /// The first now checks again before it mounts, and refuses.
     func testAMountMadeWhileTheImageOpensIsNotMountedOver() throws {
@@ -119,12 +119,14 @@ final class MountPointCheckTests: CommandLineTestCase {
         slow.executableURL = URL(fileURLWithPath: DaemonBinary.path!)
         slow.arguments = ["mount", mountPoint, "--backing", scratch + "/slow.img", "--size", "64M", "--format", "2"]
         slow.environment = ProcessInfo.processInfo.environment.merging(
-            ["OFFLOADFS_TEST_SLOW_PHASE": "making a format 2 image:3"]) { $1 }
+            ["OFFLOADFS_TEST_SLOW_PHASE": "making a format 2 image:6"]) { $1 }
         let errors = Pipe()
         slow.standardError = errors
         try slow.run()
         defer { if slow.isRunning { kill(slow.processIdentifier, SIGKILL); slow.waitUntilExit() } }
-        usleep(500_000)
+        // Its image is made once the mount point was checked: the slow phase has begun.
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: scratch + "/slow.img") && Date() < deadline { usleep(20_000) }
         try mountInBackground(mountPoint, image: scratch + "/quick.img")
         slow.waitUntilExit()
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -66,4 +66,40 @@ final class VolumeHostFullTests: XCTestCase {
         try fileSystem.close(meter: nil)
         XCTAssertTrue(try VolumeCheck.run(storage).isClean)
     }
+
+    /// A disk that cannot punch keeps the disk space of what the image frees (zeros are
+    /// written instead), so its free space never follows the image's: once a punch is
+    /// refused, the room is the image's alone again. Capped by the disk's figure read
+    /// when it was full, which never grew again, the room stayed 0 (the review of this
+    /// change).
+    func testADiskThatCannotPunchIsNotTheRoomOnceAPunchIsRefused() throws {
+        let (fileSystem, storage) = try makeFileSystem(hostBytes: 24 << 20)
+        let fs = fileSystem.namespace
+        let (big, handle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        do {
+            while true {
+                offset += UInt64(try [UInt8](repeating: 9, count: 256 << 10).withUnsafeBytes {
+                    try fs.write(inode: big.inode, handle: handle, offset: offset, data: $0)
+                })
+            }
+        } catch FSError.noSpace {}
+        fs.release(inode: big.inode, handle: handle)
+        XCTAssertGreaterThan(offset, 8 << 20, "the disk filled")
+        // The first punch comes now, after the disk's figure was read full (the first
+        // punch of a fresh image comes when something was freed).
+        storage.refusePunches()
+        try fs.unlink(parent: .root, name: FileName("big"))
+        fs.forget(inode: big.inode, lookups: 1)
+        for _ in 0..<6 { _ = try fs.commitIfChanged() }
+        XCTAssertNil(storage.hostAvailableBytes, "a punch was refused")
+        // What the image frees keeps its disk space now: the image's free blocks are the
+        // room (`df`'s available), not the disk's figure read before, when it was full.
+        // (A write may still be refused where the allocator takes blocks the disk never
+        // gave space: the disk is full. That is a disk that cannot punch.)
+        let statistics = fs.statfs()
+        XCTAssertGreaterThan(statistics.freeBlocks, 2048, "big's blocks are free")
+        XCTAssertEqual(statistics.availableBlocks, statistics.freeBlocks, "no stale cap")
+        try fileSystem.close(meter: nil)
+    }
 }

@@ -129,6 +129,10 @@ public final class BlockSpace {
     public internal(set) var hostFreeBlocks: UInt64 = .max {
         didSet { noteRoom() }
     }
+    /// Sets `hostFreeBlocks` from `ImageStorage.hostAvailableBytes` (nil: no limit).
+    func noteHostRoom(availableBytes: UInt64?) {
+        hostFreeBlocks = availableBytes.map { $0 >> BackingStore.blockShift } ?? .max
+    }
     /// The free blocks that can be written: the free estimate, or fewer where the disk
     /// has fewer left (`hostFreeBlocks`). What data, RAM pieces and commits are admitted
     /// against.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinuxShims
+import Synchronization
 
 /// The production `ImageStorage`: the image file, opened read-write and locked, mapped
 /// once `MAP_SHARED`; or, read-only (`-o ro`), opened `O_RDONLY` with a shared lock and
@@ -30,6 +31,8 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// Ranges punched or zeroed that no completed sync has made durable yet
     /// (`mayHoldData`).
     private let clearedSinceSync = PthreadMutex(ClearedRanges())
+    /// Set once the file system refused a punch (`hostAvailableBytes`).
+    private let punchRefused = Atomic<Bool>(false)
 
     /// Ranges cleared, each with the number of syncs begun before it: a sync that began
     /// after a clear finished makes it durable.
@@ -189,17 +192,27 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         try fallocate(mode: 0, range, call: "fallocate")
     }
 
-    /// statvfs of the file system holding the image: the free blocks for root (ext4's
-    /// reserved blocks are root's), the available ones for other users.
+    /// statvfs of the file system holding the image: its available blocks, for root too
+    /// (ext4 counts blocks in `f_bfree` that no fallocate gets, its reserved clusters, and
+    /// btrfs its metadata's; an overstated room fails a commit, an understated one only
+    /// refuses a write early). Nil once a punch was refused: freed blocks then keep their
+    /// disk space (zeros are written instead), so the disk's free space no longer follows
+    /// the image's.
     public var hostAvailableBytes: UInt64? {
+        guard !punchRefused.load(ordering: .relaxed) else { return nil }
         var status = statvfs()
         guard fstatvfs(fd, &status) == 0 else { return nil }
-        return UInt64(geteuid() == 0 ? status.f_bfree : status.f_bavail) * UInt64(status.f_frsize)
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
     }
 
     public func punch(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
-        try fallocate(mode: offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, range, call: "punch hole in")
+        do throws(FSError) {
+            try fallocate(mode: offloadfs_falloc_punch_hole | offloadfs_falloc_keep_size, range, call: "punch hole in")
+        } catch .notSupported {
+            punchRefused.store(true, ordering: .relaxed)
+            throw .notSupported
+        }
         clearedSinceSync.withLock { $0.insert(range) }
     }
 

@@ -73,16 +73,21 @@ extension TreeVolume {
     public func reclaimFreedSpace(beforeEachCommit: () -> Void = {}) throws(FSError) -> Bool {
         // Freed nodes kept for reuse are pending, not free: they go to the punch too.
         letGoOfReusableNodes()
-        let before = try spaceLock.withLock { () throws(FSError) -> UInt64 in try space.freeBlockCount() }
+        // Counted as the room is: the image's free blocks, or fewer where the disk under it
+        // has fewer (a reclaim that freed blocks the disk cannot give ran all four rounds).
+        let usable = { () throws(FSError) -> UInt64 in
+            try self.spaceLock.withLock { () throws(FSError) -> UInt64 in
+                self.noteHostRoom()
+                return min(try self.space.freeBlockCount(), self.space.hostFreeBlocks)
+            }
+        }
+        let before = try usable()
         var after = before
         for _ in 0..<4 {
             readersCatchUp(letting: beforeEachCommit)
             try commit()
             waitForPunches()
-            after = try spaceLock.withLock { () throws(FSError) -> UInt64 in
-                noteHostRoom()
-                return try space.freeBlockCount()
-            }
+            after = try usable()
             if after >= before + reclaimEnoughBlocks { break }
         }
         return after > before
@@ -236,7 +241,7 @@ extension TreeVolume {
         // volume used without them (tools, some tests) keeps 64 KiB first segments.
         let blocks = UInt64(bytes) >> BackingStore.blockShift
         let enough = max(Self.largeSegmentMargin * blocks, (current.capacityBytes / 8) >> BackingStore.blockShift)
-        guard files != nil, spaceLock.withLock({ space.freeEstimate }) >= enough else { return nil }
+        guard files != nil, spaceLock.withLock({ space.usableFree }) >= enough else { return nil }
         logSpace.access = .none
         defer { logSpace.access = .commit }
         return try? oldJournal.continueInNewLog(firstSegmentBytes: bytes, wholly: true)

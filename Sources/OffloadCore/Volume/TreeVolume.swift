@@ -699,13 +699,14 @@ public final class TreeVolume {
     /// change it), after each commit's punch and refill, and after file data took disk
     /// space (`VolumeFileBlocks.noteHostRoom`).
     public func refreshHostRoom() {
-        spaceLock.withLock { noteHostRoom() }
+        // Read before the lock: statvfs may be a round trip (NFS).
+        let bytes = storage.hostAvailableBytes
+        spaceLock.withLock { space.noteHostRoom(availableBytes: bytes) }
     }
 
     /// `refreshHostRoom` with the space lock held.
     func noteHostRoom() {
-        guard let bytes = storage.hostAvailableBytes else { return }
-        space.hostFreeBlocks = bytes >> BackingStore.blockShift
+        space.noteHostRoom(availableBytes: storage.hostAvailableBytes)
     }
 
     /// What the commits can take (`BlockSpace.metadataRoom`).

@@ -202,8 +202,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Reads `ImageStorage.hostAvailableBytes` into `BlockSpace.hostFreeBlocks` (caller
     /// holds the lock).
     func noteHostRoom() {
-        guard let bytes = image.storage.hostAvailableBytes else { return }
-        space.hostFreeBlocks = bytes >> BackingStore.blockShift
+        space.noteHostRoom(availableBytes: image.storage.hostAvailableBytes)
     }
 
     public func retain(_ range: Range<UInt64>) throws(FSError) {

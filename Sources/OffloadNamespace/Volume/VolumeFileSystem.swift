@@ -52,7 +52,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         // A failed volume (a full image, or read-only storage) serves what it holds and
         // refuses every change.
         isReadOnly = volume.isReadOnly || volume.failure != nil
-        openedWithoutRoom = !volume.isReadOnly && volume.failure != nil
+        openedWithoutRoom = !volume.isReadOnly && volume.failure == .noSpace
         operations = isReadOnly ? ReadOnlyFileSystem(namespace) : namespace
         capacityBytes = volume.current.capacityBytes
         capacityIsSet = volume.current.capacityIsSet
