@@ -16,7 +16,7 @@ enum DetachedDaemons {
         var found: [(mount: MountInfo, status: MountStatus)] = []
         var seen = listed
         for directory in RuntimeDirectory.candidates(uid: uid) {
-            guard let names = names(in: directory) else { continue }
+            guard let names = DirectoryNames.list(directory) else { continue }
             for name in names.sorted() where name.hasSuffix(".sock") {
                 // "DEVICE.sock", or "DEVICE.PID.sock" (`RuntimeDirectory.socketName(device:pid:)`).
                 let device = String(name.dropLast(".sock".count).prefix { $0 != "." })
@@ -32,16 +32,5 @@ enum DetachedDaemons {
             }
         }
         return found
-    }
-
-    /// The names in `directory`, nil when it cannot be read.
-    private static func names(in directory: String) -> [String]? {
-        guard let stream = opendir(directory) else { return nil }
-        defer { closedir(stream) }
-        var names: [String] = []
-        while let entry = readdir(stream) {
-            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
-        }
-        return names
     }
 }

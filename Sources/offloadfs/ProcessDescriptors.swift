@@ -8,13 +8,19 @@ enum ProcessDescriptors {
     /// directory cannot be read. For "self", the directory stream's own descriptor is
     /// among them.
     static func numbers(of process: String) -> [Int32]? {
-        guard let directory = opendir("/proc/\(process)/fd") else { return nil }
+        DirectoryNames.list("/proc/\(process)/fd")?.compactMap { Int32($0) }
+    }
+}
+
+/// The names in a directory (readdir: `.` and `..` included), nil when it cannot be read.
+enum DirectoryNames {
+    static func list(_ path: String) -> [String]? {
+        guard let directory = opendir(path) else { return nil }
         defer { closedir(directory) }
-        var numbers: [Int32] = []
+        var names: [String] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let number = Int32(name) { numbers.append(number) }
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
         }
-        return numbers
+        return names
     }
 }

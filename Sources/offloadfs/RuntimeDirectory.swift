@@ -51,17 +51,12 @@ enum RuntimeDirectory {
 
     /// The `DEVICE.PID.sock` names in `directory`.
     private static func pidNames(of device: String, in directory: String) -> [String] {
-        guard let stream = opendir(directory) else { return [] }
-        defer { closedir(stream) }
-        var names: [String] = []
         let prefix = device + "."
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix(prefix), name.hasSuffix(".sock") else { continue }
+        return (DirectoryNames.list(directory) ?? []).filter { name in
+            guard name.hasPrefix(prefix), name.hasSuffix(".sock") else { return false }
             let middle = name.dropFirst(prefix.count).dropLast(".sock".count)
-            if !middle.isEmpty, middle.allSatisfy(\.isNumber) { names.append(name) }
-        }
-        return names.sorted()
+            return !middle.isEmpty && middle.allSatisfy(\.isNumber)
+        }.sorted()
     }
 
     /// The directory this process (a daemon) uses, created if missing. Refuses one that
