@@ -57,7 +57,7 @@ final class DaemonStatus: Sendable {
         return MountStatus(
             version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
             state: current.name, readOnly: fileSystem.isReadOnly,
-            problem: finalFailure.withLock { $0 } ?? fileSystem.problem,
+            problem: finalFailure.withLock { $0 } ?? fileSystem.problem, finalFailure: finalFailure.withLock { $0 },
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,

@@ -77,9 +77,11 @@ enum ImageAdvice {
     static func cannotWrite(image: String, error: FSError, readOnlyMount: Bool = false) -> String {
         var status = stat()
         let found = stat(image, &status) == 0
-        if !found && errno != ENOENT {
-            // A directory on its path that may not be searched.
-            return "cannot open image \(image): \(String(cString: strerror(errno))) (a directory on its path may not be searched)"
+        let statError = errno
+        if !found && statError != ENOENT {
+            let reason = String(cString: strerror(statError))
+            return "cannot open image \(image): \(reason)"
+                + (statError == EACCES ? " (a directory on its path may not be searched)" : "")
         }
         if !found {
             let directory = image.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")

@@ -71,6 +71,9 @@ struct MountStatus: Codable, Equatable {
     /// Why the mount refuses changes it would accept were it well (a failed journal or
     /// commit, an image served read-only for want of room); nil when it is well.
     var problem: String?
+    /// Why the final commit failed, where the image has no place for it (format 2): what
+    /// `offloadfs unmount` prints (also shown as `problem` once set).
+    var finalFailure: String?
     var progress: Progress?
     /// When the daemon started (seconds since 1970) and how long ago.
     var startedAt: Int64

@@ -37,8 +37,8 @@ enum ReleaseWait {
             let current = now()
             if let mount, current - lastQuery >= 0.5 {
                 lastQuery = current
-                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2, pid: daemon),
-                   daemon.map({ status.pid == $0 }) ?? (status.image.path == mount.source) {
+                let ours = { (status: MountStatus) in daemon.map { status.pid == $0 } ?? (status.image.path == mount.source) }
+                if case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2, accepting: ours) {
                     heard(status)
                     let reading = status.progress.map { "\(status.state): \(StatusFormat.describe($0))" } ?? status.state
                     if reading != lastReading {

@@ -50,7 +50,7 @@ enum RuntimeDirectory {
     static func socketName(device: String, pid: Int32) -> String { "\(device).\(pid).sock" }
 
     /// The `DEVICE.PID.sock` names in `directory`.
-    private static func pidNames(of device: String, in directory: String) -> [String] {
+    static func pidNames(of device: String, in directory: String) -> [String] {
         let prefix = device + "."
         return (DirectoryNames.list(directory) ?? []).filter { name in
             guard name.hasPrefix(prefix), name.hasSuffix(".sock") else { return false }

@@ -11,10 +11,12 @@ enum StatusClient {
     /// The status of `mount`, from its candidate sockets: the first that answers, one
     /// that is not stopping before one that is (a device's sockets may be two daemons',
     /// the mount's and the one of the mount the device number was given to before, still
-    /// writing its final commit), or with `pid`, the one of that daemon. The daemon must
+    /// writing its final commit), or with `accepting`, the first it accepts (the unmount's
+    /// wait: its daemon's pid, or image). The daemon must
     /// run as root or as the mount's owner: a socket anyone else bound (in a directory
     /// they could write) is not believed.
-    static func query(_ mount: MountInfo, timeoutSeconds: Int = 5, pid: Int32? = nil) -> Result<MountStatus, Failure> {
+    static func query(_ mount: MountInfo, timeoutSeconds: Int = 5,
+                      accepting: ((MountStatus) -> Bool)? = nil) -> Result<MountStatus, Failure> {
         let owner = mount.ownerUID ?? 0
         var reasons: [String] = []
         var stopping: MountStatus?
@@ -25,7 +27,10 @@ enum StatusClient {
                 if errno == EACCES { reasons.append("permission denied (\(path))") }
                 continue
             }
-            guard info.st_mode & S_IFMT == S_IFSOCK, let address = UnixSocketAddress(path) else { continue }
+            // A socket only its owner or root can have bound (a directory another user
+            // made first, /tmp/offloadfs-UID, may hold theirs).
+            guard info.st_mode & S_IFMT == S_IFSOCK, info.st_uid == owner || info.st_uid == 0,
+                  let address = UnixSocketAddress(path) else { continue }
             guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM, timeoutSeconds: timeoutSeconds) else {
                 // ECONNREFUSED: a socket left by a daemon that died; EACCES: not ours to
                 // read; EAGAIN: a daemon that accepts nothing (stopped) and whose backlog is full.
@@ -43,9 +48,9 @@ enum StatusClient {
                 continue
             }
             if let status = StatusJSON.decode(MountStatus.self, from: answer) {
-                if let pid {
-                    if status.pid == pid { return .success(status) }
-                    reasons.append("\(path) is served by pid \(status.pid), not \(pid)")
+                if let accepting {
+                    if accepting(status) { return .success(status) }
+                    reasons.append("\(path) is served by another daemon (pid \(status.pid))")
                     continue
                 }
                 if status.state == DaemonStatus.State.stopping.name {

@@ -32,6 +32,10 @@ final class StatusServer: Sendable {
         // takes a name of its own (`RuntimeDirectory.socketName(device:pid:)`).
         let plain = directory + "/" + RuntimeDirectory.socketName(device: device)
         path = Self.isAnswered(plain) ? directory + "/" + RuntimeDirectory.socketName(device: device, pid: getpid()) : plain
+        // Names of this kind left by daemons that died (nobody answers there).
+        for name in RuntimeDirectory.pidNames(of: device, in: directory) where !Self.isAnswered(directory + "/" + name) {
+            unlink(directory + "/" + name)
+        }
         guard let address = UnixSocketAddress(path) else { throw MountError("status socket path too long: \(path)") }
         let listener = UnixSocket.make(SOCK_STREAM)
         guard listener >= 0 else { throw MountError("cannot create the status socket: \(String(cString: strerror(errno)))") }

@@ -108,7 +108,7 @@ struct UnmountCommand: ParsableCommand {
         // problem its status socket reported while it stopped.
         var finalFailure: String?
         let outcome = ReleaseWait.wait(until: released, mount: mount, daemon: daemon) { status in
-            if status.state == DaemonStatus.State.stopping.name, let problem = status.problem { finalFailure = problem }
+            if let failure = status.finalFailure { finalFailure = failure }
         }
         if case .stalled(let last) = outcome {
             printError("\(path) is unmounted, but the daemon still holds \(image): "

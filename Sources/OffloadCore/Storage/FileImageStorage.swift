@@ -33,6 +33,8 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     private let clearedSinceSync = PthreadMutex(ClearedRanges())
     /// Set once the file system refused a punch (`hostAvailableBytes`).
     private let punchRefused = Atomic<Bool>(false)
+    /// The last figure `hostAvailableBytes` read (`UInt64.max`: none yet).
+    private let lastHostAvailable = Atomic<UInt64>(.max)
 
     /// Ranges cleared, each with the number of syncs begun before it: a sync that began
     /// after a clear finished makes it durable.
@@ -198,11 +200,18 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// refuses a write early). Nil once a punch was refused: freed blocks then keep their
     /// disk space (zeros are written instead), so the disk's free space no longer follows
     /// the image's.
+    /// A statvfs that fails (EIO, NFS's ESTALE) answers the last figure read: nil would
+    /// lift the limit.
     public var hostAvailableBytes: UInt64? {
         guard !punchRefused.load(ordering: .relaxed) else { return nil }
         var status = statvfs()
-        guard fstatvfs(fd, &status) == 0 else { return nil }
-        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
+        guard fstatvfs(fd, &status) == 0 else {
+            let last = lastHostAvailable.load(ordering: .relaxed)
+            return last == .max ? nil : last
+        }
+        let bytes = UInt64(status.f_bavail) * UInt64(status.f_frsize)
+        lastHostAvailable.store(bytes, ordering: .relaxed)
+        return bytes
     }
 
     public func punch(_ range: Range<UInt64>) throws(FSError) {

@@ -655,8 +655,8 @@ public final class TreeVolume {
             return try admitOnce(load)
         } catch {
             // The disk under the image may have room again (files beside the image were
-            // deleted) since it was last read: read it, and ask once more.
-            guard storage.hostAvailableBytes != nil else { throw error }
+            // deleted, or it refused a punch and is no limit any more) since it was last
+            // read: read it, and ask once more.
             refreshHostRoom()
             return try admitOnce(load)
         }

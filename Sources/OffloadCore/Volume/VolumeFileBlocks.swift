@@ -134,8 +134,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             // the metadata reserve (`heldForCommits`).
             let promised = promisedMemoryBlocks + heldForCommits
             var usable = space.usableFree
-            if usable <= promised {
-                // The disk under the image may have room again since it was last read.
+            if usable <= promised, usable < space.freeEstimate {
+                // The disk is what limits, and may have room again since it was last read.
                 noteHostRoom()
                 usable = space.usableFree
             }
