@@ -54,10 +54,11 @@ final class DaemonStatus: Sendable {
         let served = counters.snapshot()
         let current = self.current
         let reading = meter.reading
+        let failedFinalCommit = finalFailure.withLock { $0 }
         return MountStatus(
             version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
             state: current.name, readOnly: fileSystem.isReadOnly,
-            problem: finalFailure.withLock { $0 } ?? fileSystem.problem, finalFailure: finalFailure.withLock { $0 },
+            problem: failedFinalCommit ?? fileSystem.problem, finalFailure: failedFinalCommit,
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,

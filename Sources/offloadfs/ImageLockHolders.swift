@@ -13,30 +13,27 @@ enum ImageLockHolders {
         var exclusive: Bool
     }
 
-    /// The holders of flocks on the file `device`/`inode` (as stat gives them), in the
-    /// table's order; empty when there are none or /proc/locks cannot be read.
+    /// The holders of flocks on the image at `path` (stat follows a symlink, as the mount
+    /// did), in the table's order; empty when it cannot be stat'ed, none hold one, or
+    /// /proc/locks cannot be read.
     ///
     /// Matched on the inode number, and confirmed by a descriptor of the holder's on the
     /// same file (device and inode, as stat gives them): /proc/locks names the super
     /// block's device, which stat does not on btrfs (a subvolume's own). A holder the
     /// reader's pid namespace cannot see is listed with pid 0, and left out.
-    static func holders(device: UInt64, inode: UInt64, table: String? = nil) -> [Holder] {
-        guard let table = table ?? readTable() else { return [] }
-        var result: [Holder] = []
-        for line in table.split(separator: "\n") {
-            // "1: FLOCK  ADVISORY  WRITE 28440 fe:00:16408819 0 EOF"; a waiter's line has
-            // "->" after the number and holds nothing.
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]), pid > 0,
-                  fields[5].split(separator: ":").last == Substring("\(inode)"),
-                  holdsFile(pid: pid, device: device, inode: inode) else { continue }
-            result.append(Holder(pid: pid, exclusive: fields[3] == "WRITE"))
+    static func holders(ofImage path: String) -> [Holder] {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return [] }
+        let device = UInt64(status.st_dev), inode = UInt64(status.st_ino)
+        return flocks().compactMap { lock in
+            guard lock.pid > 0, lock.inode == inode, holdsFile(pid: lock.pid, device: device, inode: inode) else { return nil }
+            return Holder(pid: lock.pid, exclusive: lock.exclusive)
         }
-        return result
     }
 
-    /// Whether process `pid` has a descriptor on the file `device`/`inode`.
-    private static func holdsFile(pid: Int32, device: UInt64, inode: UInt64) -> Bool {
+    /// Whether process `pid` has a descriptor on the file `device`/`inode` (stat of
+    /// /proc/PID/fd/N follows the link to the open file itself).
+    static func holdsFile(pid: Int32, device: UInt64, inode: UInt64) -> Bool {
         guard let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return false }
         return descriptors.contains { descriptor in
             var status = stat()
@@ -45,36 +42,18 @@ enum ImageLockHolders {
         }
     }
 
-    /// The holders of flocks on the file at `path` (stat follows a symlink, as the mount
-    /// did); empty when it cannot be stat'ed.
-    static func holders(ofImage path: String) -> [Holder] {
-        var status = stat()
-        guard stat(path, &status) == 0 else { return [] }
-        return holders(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
-    }
-
     /// The file process `pid` holds a flock on (a daemon: its image) as its descriptor
     /// names it now: the path it has after a rename, and whether it has no name left
     /// (deleted). Nil when /proc/locks names no such lock or the descriptor is not found.
-    static func lockedFile(of pid: Int32, table: String? = nil) -> (path: String, deleted: Bool)? {
-        guard let table = table ?? readTable() else { return nil }
-        // The inodes of its flocks (the device in /proc/locks is the super block's, which
-        // stat does not give on btrfs).
-        var locked: [String] = []
-        for line in table.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if fields.count >= 6, fields[1] == "FLOCK", fields[4] == Substring("\(pid)"),
-               let inode = fields[5].split(separator: ":").last {
-                locked.append(String(inode))
-            }
-        }
+    static func lockedFile(of pid: Int32) -> (path: String, deleted: Bool)? {
+        let locked = Set(flocks().filter { $0.pid == pid }.map(\.inode))
         guard !locked.isEmpty, let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return nil }
         for descriptor in descriptors {
             let link = "/proc/\(pid)/fd/\(descriptor)"
             var status = stat()
-            // stat follows the link to the open file itself.
-            guard stat(link, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { continue }
-            guard locked.contains("\(status.st_ino)") else { continue }
+            guard stat(link, &status) == 0, status.st_mode & S_IFMT == S_IFREG, locked.contains(UInt64(status.st_ino)) else {
+                continue
+            }
             var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
             let count = readlink(link, &buffer, buffer.count - 1)
             guard count > 0 else { return nil }
@@ -84,6 +63,19 @@ enum ImageLockHolders {
             return (path, deleted)
         }
         return nil
+    }
+
+    /// The flocks /proc/locks lists: "1: FLOCK  ADVISORY  WRITE 28440 fe:00:16408819 0
+    /// EOF" (a waiter's line has "->" after the number and holds nothing). The inode is
+    /// the last field of MAJOR:MINOR:INODE.
+    private static func flocks() -> [(pid: Int32, exclusive: Bool, inode: UInt64)] {
+        guard let table = readTable() else { return [] }
+        return table.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]),
+                  let inode = fields[5].split(separator: ":").last.flatMap({ UInt64($0) }) else { return nil }
+            return (pid, fields[3] == "WRITE", inode)
+        }
     }
 
     private static func readTable() -> String? {

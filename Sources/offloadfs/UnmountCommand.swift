@@ -135,15 +135,9 @@ struct UnmountCommand: ParsableCommand {
     static func daemonHoldingAnotherFile(than image: String, mount: MountInfo?) -> Int32? {
         guard let mount, case .success(let status) = StatusClient.query(mount, timeoutSeconds: 2) else { return nil }
         var file = stat()
-        guard stat(image, &file) == 0 else { return nil }
-        guard let descriptors = ProcessDescriptors.numbers(of: "\(status.pid)") else { return nil }
-        for descriptor in descriptors {
-            var held = stat()
-            // stat follows the link to the open file itself.
-            if stat("/proc/\(status.pid)/fd/\(descriptor)", &held) == 0,
-               held.st_dev == file.st_dev, held.st_ino == file.st_ino { return nil }
-        }
-        return status.pid
+        guard stat(image, &file) == 0, ProcessDescriptors.numbers(of: "\(status.pid)") != nil else { return nil }
+        return ImageLockHolders.holdsFile(pid: status.pid, device: UInt64(file.st_dev), inode: UInt64(file.st_ino))
+            ? nil : status.pid
     }
 
     /// The pid of the daemon serving `mount`, from its status socket; nil without an answer.
