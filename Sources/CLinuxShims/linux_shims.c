@@ -37,6 +37,7 @@ const int offloadfs_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
 const int offloadfs_falloc_punch_hole = FALLOC_FL_PUNCH_HOLE;
 const int offloadfs_falloc_zero_range = FALLOC_FL_ZERO_RANGE;
 const int offloadfs_seek_data = SEEK_DATA;
+const int offloadfs_seek_hole = SEEK_HOLE;
 
 int offloadfs_range_unwritten_on_disk(int fd, off_t offset, off_t length) {
     enum { batch = 32 };

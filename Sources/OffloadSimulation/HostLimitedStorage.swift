@@ -9,7 +9,10 @@ import OffloadCore
 /// Writes through the mapping are not seen: the volume gives every block disk space
 /// (`reserve`) before it writes there, which is what this checks.
 public final class HostLimitedStorage: ForwardingImageStorage, @unchecked Sendable {
-    public let hostBytes: UInt64
+    /// The disk's size for the image: what it may hold (`otherProgramFillsTheDisk`
+    /// lowers it).
+    public var hostBytes: UInt64 { limit.withLock { $0 } }
+    private let limit: PthreadMutex<UInt64>
     private let backed = PthreadMutex(RangeSet<UInt64>())
     static let pageSize: UInt64 = 4096
 
@@ -19,8 +22,15 @@ public final class HostLimitedStorage: ForwardingImageStorage, @unchecked Sendab
     private let punches = PthreadMutex((refused: false, refusedOnce: false))
 
     public init(_ inner: any ImageStorage, hostBytes: UInt64) {
-        self.hostBytes = hostBytes
+        self.limit = PthreadMutex(hostBytes)
         super.init(inner)
+    }
+
+    /// Another program takes every block of the disk the image does not hold yet: from
+    /// now on only the pages the image already has disk space for may be written.
+    public func otherProgramFillsTheDisk() {
+        let held = backedBytes
+        limit.withLock { $0 = held }
     }
 
     /// Refuses every punch from now on (`.notSupported`).
@@ -78,6 +88,7 @@ public final class HostLimitedStorage: ForwardingImageStorage, @unchecked Sendab
     private func take(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         let pages = range.lowerBound / Self.pageSize..<(range.upperBound + Self.pageSize - 1) / Self.pageSize
+        let hostBytes = self.hostBytes
         let fits = backed.withLock { held -> Bool in
             var added = RangeSet(pages)
             added.subtract(held)

@@ -67,6 +67,46 @@ final class VolumeHostFullTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.run(storage).isClean)
     }
 
+    /// Small files admitted while the disk had room, then another program fills the disk
+    /// before their commit: the commit writes their bytes into blocks the admission gave
+    /// disk space (`VolumeFileBlocks.promiseBacking`). Admitted against the disk's last
+    /// figure alone, that commit found no disk space for them and failed the volume
+    /// (found with `dd` filling an ext4 beside a mount making small files; every change,
+    /// `rm` included, was then refused until the next mount).
+    func testSmallFilesAdmittedBeforeAnotherProgramFillsTheDiskAreCommitted() throws {
+        let (fileSystem, storage) = try makeFileSystem(hostBytes: 48 << 20)
+        let fs = fileSystem.namespace
+        _ = try fs.commitIfChanged()
+        var files: [(name: String, bytes: [UInt8])] = []
+        for index in 0..<3_000 {
+            let name = "f\(index)"
+            let (file, handle) = try fs.create(parent: .root, name: FileName(name), mode: 0o100644, flags: O_RDWR,
+                                               context: .root)
+            let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: index), count: 1_500 + index % 2_000)
+            _ = try bytes.withUnsafeBytes { try fs.write(inode: file.inode, handle: handle, offset: 0, data: $0) }
+            fs.release(inode: file.inode, handle: handle)
+            fs.forget(inode: file.inode, lookups: 1)
+            files.append((name, bytes))
+        }
+        storage.otherProgramFillsTheDisk()
+        _ = try fs.commitIfChanged()
+        XCTAssertNil(fileSystem.volume.failure, "the commit of the admitted pieces found their disk space")
+        for (name, bytes) in files.prefix(50) {
+            let file = try fs.lookup(parent: .root, name: FileName(name))
+            let handle = try fs.open(inode: file.inode, flags: O_RDONLY)
+            let read = try fs.read(inode: file.inode, handle: handle, offset: 0, count: bytes.count + 1)
+            fs.release(inode: file.inode, handle: handle)
+            fs.forget(inode: file.inode, lookups: 1)
+            XCTAssertEqual(read, bytes, name)
+        }
+        // The full disk refuses new files' bytes, and the image still takes removals.
+        for (name, _) in files { try fs.unlink(parent: .root, name: FileName(name)) }
+        for _ in 0..<6 { _ = try fs.commitIfChanged() }
+        XCTAssertNil(fileSystem.volume.failure)
+        try fileSystem.close(meter: nil)
+        XCTAssertTrue(try VolumeCheck.run(storage).isClean)
+    }
+
     /// A disk that cannot punch keeps the disk space of what the image frees (zeros are
     /// written instead), so its free space never follows the image's: once a punch is
     /// refused, the room is the image's alone again. Capped by the disk's figure read

@@ -16,6 +16,8 @@ extern const int offloadfs_falloc_punch_hole;
 extern const int offloadfs_falloc_zero_range;
 /// lseek(2)'s SEEK_DATA (a GNU extension the Swift import leaves out).
 extern const int offloadfs_seek_data;
+/// lseek(2)'s SEEK_HOLE.
+extern const int offloadfs_seek_hole;
 
 /// Whether the file's blocks in [offset, offset + length) are on disk as zeros: holes or
 /// unwritten extents (FIEMAP). 1 when every extent there is one of those, 0 when some

@@ -35,6 +35,8 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     private let punchRefused = Atomic<Bool>(false)
     /// The last figure `hostAvailableBytes` read (`UInt64.max`: none yet).
     private let lastHostAvailable = Atomic<UInt64>(.max)
+    /// Set once the file system refused fallocate (`reserve`).
+    private let fallocateRefused = Atomic<Bool>(false)
 
     /// Ranges cleared, each with the number of syncs begun before it: a sync that began
     /// after a clear finished makes it durable.
@@ -189,10 +191,66 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// `MADV_POPULATE_WRITE` (not in this Glibc's headers).
     static let populateWrite: Int32 = 23
 
+    /// fallocate mode 0. Where the file system has none (ext2, ext3 without extents,
+    /// NFS before 4.2), zeros written into the range's holes instead, as glibc's
+    /// `posix_fallocate` does with a byte a block: a hole of the mapping written on a full
+    /// disk faults (SIGBUS: a journal frame's copy failed the volume with an I/O error
+    /// where the disk was full), a `pwrite` answers ENOSPC while the block is still free.
     public func reserve(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
-        try fallocate(mode: 0, range, call: "fallocate")
+        if !fallocateRefused.load(ordering: .relaxed) {
+            do throws(FSError) {
+                return try fallocate(mode: 0, range, call: "fallocate")
+            } catch .notSupported {
+                fallocateRefused.store(true, ordering: .relaxed)
+            }
+        }
+        try writeZerosIntoHoles(range)
     }
+
+    /// Writes zeros over the holes of `range` (SEEK_HOLE, SEEK_DATA) and past the end of
+    /// the file, and nowhere else: a hole reads as zeros, so no byte a reader sees
+    /// changes. Only blocks no file or tree names yet are reserved (the blocks just taken,
+    /// a step ahead of them), so no write races these. Where SEEK_HOLE finds no hole (a
+    /// file system that reports the whole file as data) nothing is written: the file stays
+    /// as sparse as it was.
+    private func writeZerosIntoHoles(_ range: Range<UInt64>) throws(FSError) {
+        guard !isReadOnly else { throw .readOnly }
+        let fileLength = length
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            var holeStart = offset
+            if offset < fileLength {
+                let hole = lseek(fd, off_t(offset), offloadfs_seek_hole)
+                if hole < 0 {
+                    guard errno == ENXIO else { throw .system(errno: errno, call: "find holes in image '\(name)'") }
+                    holeStart = fileLength
+                } else {
+                    holeStart = UInt64(hole)
+                }
+            }
+            guard holeStart < range.upperBound else { return }
+            var holeEnd = range.upperBound
+            if holeStart < fileLength {
+                let data = lseek(fd, off_t(holeStart), offloadfs_seek_data)
+                holeEnd = min(range.upperBound, data < 0 ? fileLength : UInt64(data))
+            }
+            try writeZeros(holeStart..<holeEnd)
+            offset = holeEnd
+        }
+    }
+
+    private func writeZeros(_ range: Range<UInt64>) throws(FSError) {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let count = Int(min(UInt64(Self.zeros.count), range.upperBound - offset))
+            try writeWithPwrite(UnsafeRawBufferPointer(rebasing: Self.zeros[0..<count]), at: offset)
+            offset += UInt64(count)
+        }
+    }
+
+    /// 1 MiB of zeros for `writeZeros` (calloc's pages, never written: they take no RAM).
+    nonisolated(unsafe) private static let zeros = UnsafeRawBufferPointer(start: calloc(1 << 20, 1)!, count: 1 << 20)
 
     /// statvfs of the file system holding the image: its available blocks, for root too
     /// (ext4 counts blocks in `f_bfree` that no fallocate gets, its reserved clusters, and

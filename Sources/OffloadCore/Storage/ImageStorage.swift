@@ -18,8 +18,10 @@
 ///   are durable (survive a power cut) only once a later `sync` has returned.
 /// - `reserve` gives a range disk space and extends `length` to its end if shorter; after
 ///   it, writing through the mapping inside the range cannot fault for lack of space.
-///   `.noSpace` when the disk is full, `.notSupported` when the file system has no
-///   fallocate (then `setLength` is the fallback).
+///   `.noSpace` when the disk is full. Where the file system has no fallocate, the range's
+///   holes are written with zeros (it is only ever called on blocks nothing names yet);
+///   a backend that can do neither throws `.notSupported` (the callers then go on
+///   sparse).
 /// - `punch` makes a range read as zeros and gives its disk space back; `length` does not
 ///   change. `.notSupported` when the file system cannot punch (the caller then writes
 ///   zeros instead).

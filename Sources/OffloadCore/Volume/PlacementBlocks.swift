@@ -19,6 +19,14 @@ struct PlacementBlocks {
 
     /// Taken and prepared, not yet handed out.
     private var chunk: Range<UInt64> = 0..<0
+    /// The blocks the RAM pieces' admission took and gave disk space
+    /// (`VolumeFileBlocks.promiseBacking`), handed out first: the disk under the image
+    /// may have none left for new ones by now.
+    private var backing: [Range<UInt64>]
+
+    init(backing: [Range<UInt64>] = []) {
+        self.backing = backing
+    }
     /// A chunk could not be had: piece by piece from now on.
     private var short = false
 
@@ -27,6 +35,16 @@ struct PlacementBlocks {
     /// free space's; the placed bytes cover what the extents name).
     mutating func take(upTo wanted: UInt64, from space: BlockSpace) throws(FSError) -> Range<UInt64> {
         precondition(wanted > 0)
+        if let first = backing.first {
+            let handed = first.lowerBound..<min(first.upperBound, first.lowerBound + wanted)
+            if handed.upperBound == first.upperBound {
+                backing.removeFirst()
+            } else {
+                backing[0] = handed.upperBound..<first.upperBound
+            }
+            space.recordData(handed)
+            return handed
+        }
         if chunk.isEmpty {
             if short { return try space.allocateData(upTo: wanted) }
             do throws(FSError) {
@@ -53,9 +71,13 @@ struct PlacementBlocks {
 
     /// Gives back what is left of the chunk (with its disk space, which the next
     /// allocations there use).
-    mutating func finish(_ space: BlockSpace) {
-        guard !chunk.isEmpty else { return }
+    /// Returns the promises' blocks not handed out, for `VolumeFileBlocks.keepPromiseBacking`.
+    mutating func finish(_ space: BlockSpace) -> [Range<UInt64>] {
+        let unused = backing
+        backing = []
+        guard !chunk.isEmpty else { return unused }
         space.giveBack(chunk)
         chunk = 0..<0
+        return unused
     }
 }

@@ -326,13 +326,13 @@ extension TreeVolume {
         var fresh = BlockRanges()  // not a `RangeSet`: see `BlockSpace.takenBlocks`
         var placedBytes = 0
         var placing = PlacedBytesWriter(storage: storage)
-        var placementBlocks = PlacementBlocks()
+        var placementBlocks = PlacementBlocks(backing: files?.takePromiseBacking() ?? [])
         progress?.began(.applying)
         let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
             return try self.place(bytes, fresh: &fresh, blocks: &placementBlocks, into: &placing)
         }
-        placementBlocks.finish(space)
+        files?.keepPromiseBacking(placementBlocks.finish(space), placedThrough: number)
         try placing.flush()
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and

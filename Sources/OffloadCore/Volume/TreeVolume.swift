@@ -765,7 +765,7 @@ public final class TreeVolume {
     public var holdsFreeBlocksForCommits: Bool {
         guard let files else { return false }
         return spaceLock.withLock {
-            let held = files.heldForCommits, promised = files.promisedMemoryBlocks, free = space.usableFree
+            let held = files.heldForCommits, promised = files.unbackedPromisedBlocks, free = space.usableFree
             return held > 0 && free > promised && free <= promised + held
         }
     }

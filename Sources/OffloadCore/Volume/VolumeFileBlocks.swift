@@ -72,8 +72,24 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// those of its generation and older ones only (operations of the next generation run
     /// while it commits).
     var admittedMemory: [(generation: UInt64, bytes: Int)] = [] {
-        didSet { space.promisedBlocks = promisedMemoryBlocks }
+        didSet { space.promisedBlocks = unbackedPromisedBlocks }
     }
+    /// Blocks taken from the free space and given disk space for the RAM pieces admitted
+    /// (`admitsMemoryPiece`), which the commits that place them take first
+    /// (`PlacementBlocks`): a promise the disk under the image keeps. Admitted against
+    /// the disk's last figure alone, the pieces of a mount whose disk another program
+    /// filled before the commit found no disk space there, and the failed commit failed
+    /// the volume (docs/ARCHITECTURE.md, "Promises the disk keeps"). Taken, not recorded:
+    /// a crash leaves them free. Caller holds the lock.
+    var promiseBacking = BlockRanges() {
+        didSet { space.promisedBlocks = unbackedPromisedBlocks }
+    }
+    private(set) var promiseBackingBlocks: UInt64 = 0 {
+        didSet { space.promisedBlocks = unbackedPromisedBlocks }
+    }
+    /// Blocks given disk space at a time for promises: one `fallocate` for 1 MiB of RAM
+    /// pieces, as `PlacementBlocks` took them at the commit before.
+    static let promiseStepBlocks: UInt64 = PlacementBlocks.chunkBlocks
 
     /// Blocks given disk space ahead by the last `fallocate` (`allocate`), and the punch
     /// count read before it began: the blocks have it while no punch has finished since.
@@ -132,7 +148,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             // The blocks RAM pieces admitted since the last commit will need are promised,
             // and so are those the commits of the changes not yet committed may take beyond
             // the metadata reserve (`heldForCommits`).
-            let promised = promisedMemoryBlocks + heldForCommits
+            let promised = unbackedPromisedBlocks + heldForCommits
             var usable = space.usableFree
             if usable <= promised, usable < space.freeEstimate {
                 // The disk is what limits, and may have room again since it was last read.
@@ -194,7 +210,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Gives `blocks` disk space, and reads what the disk has left after it (taken, or
     /// refused for want of it), which data, RAM pieces and commits are admitted against
     /// where the disk is smaller than the image's free space.
-    private func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
+    func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
         defer { noteHostRoom() }
         try image.storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
     }
@@ -366,10 +382,20 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public func admitsMemoryPiece(byteCount: Int) -> Bool {
         lock.withLock {
             let bytes = admittedMemoryBytes + byteCount
-            let needed = Self.blocks(forMemoryBytes: bytes) + heldForCommits
+            let promised = Self.blocks(forMemoryBytes: bytes)
+            let owed = promised - min(promised, promiseBackingBlocks)
+            let held = heldForCommits
+            let needed = owed + held
             // The disk under the image may have room again since it was last read.
             if needed > space.usableFree, space.usableFree < space.freeEstimate { noteHostRoom() }
             guard needed <= space.usableFree else { return false }
+            if owed > 0 {
+                // A step ahead only where the room is ample: on a nearly full image the
+                // blocks a step would hold back are data's.
+                let room = space.usableFree - held
+                let step = room >= 4 * Self.promiseStepBlocks ? max(owed, Self.promiseStepBlocks) : owed
+                guard backPromises(owed, step: step) else { return false }
+            }
             let generation = delta.openNumber
             if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
                 admittedMemory[last].bytes += byteCount
@@ -378,6 +404,71 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
             }
             return true
         }
+    }
+
+    /// Takes `step` blocks (at least `owed`) from the free space into `promiseBacking`,
+    /// given disk space; false, with nothing taken, when the free space or the disk under
+    /// the image has fewer than `owed` (the piece is then refused, and its write takes
+    /// blocks at once, where ENOSPC is answered). Caller holds the lock.
+    private func backPromises(_ owed: UInt64, step: UInt64) -> Bool {
+        precondition(owed > 0 && step >= owed)
+        var taken: [Range<UInt64>] = []
+        var got: UInt64 = 0
+        while got < step {
+            guard let blocks = try? space.takeData(upTo: step - got) else { break }
+            do throws(FSError) {
+                try reserveDiskSpace(blocks)
+            } catch .notSupported {
+                // No fallocate and no emulation (a backend of the tests): sparse.
+            } catch {
+                space.unprepare(blocks)  // a refused fallocate may have given part of them disk space
+                space.giveBack(blocks)
+                break
+            }
+            taken.append(blocks)
+            got += UInt64(blocks.count)
+        }
+        guard got >= owed else {
+            // Blocks the disk gave space to go back with it: the next allocations take them.
+            for blocks in taken { space.giveBack(blocks) }
+            return false
+        }
+        for blocks in taken { promiseBacking.insert(contentsOf: blocks) }
+        promiseBackingBlocks += got
+        return true
+    }
+
+    /// Hands the promises' blocks to the commit that places RAM pieces (caller holds the
+    /// lock); it gives back what it did not use (`keepPromiseBacking`).
+    func takePromiseBacking() -> [Range<UInt64>] {
+        let ranges = promiseBacking.ranges
+        promiseBackingBlocks = 0
+        promiseBacking = BlockRanges()
+        return ranges
+    }
+
+    /// Blocks of the promises' backing the commit of generation `placed` did not use:
+    /// kept for the pieces of later generations (admitted while it ran); the rest goes
+    /// back to the free space with its disk space, which the next allocations there use
+    /// (caller holds the lock).
+    func keepPromiseBacking(_ ranges: [Range<UInt64>], placedThrough placed: UInt64) {
+        let later = admittedMemory.reduce(0) { $0 + ($1.generation > placed ? $1.bytes : 0) }
+        let keep = Self.blocks(forMemoryBytes: later)
+        for blocks in ranges {
+            let kept = min(UInt64(blocks.count), keep - min(keep, promiseBackingBlocks))
+            if kept > 0 {
+                promiseBacking.insert(contentsOf: blocks.lowerBound..<blocks.lowerBound + kept)
+                promiseBackingBlocks += kept
+            }
+            if kept < UInt64(blocks.count) { space.giveBack(blocks.lowerBound + kept..<blocks.upperBound) }
+        }
+    }
+
+    /// The blocks RAM pieces are promised that their backing does not hold yet: what the
+    /// free space still owes them (caller holds the lock).
+    var unbackedPromisedBlocks: UInt64 {
+        let promised = promisedMemoryBlocks
+        return promised - min(promised, promiseBackingBlocks)
     }
 
     /// The most data blocks `bytes` of RAM pieces take once written out.
