@@ -332,7 +332,9 @@ extension TreeVolume {
             placedBytes += bytes.count
             return try self.place(bytes, fresh: &fresh, blocks: &placementBlocks, into: &placing)
         }
-        files?.keepPromiseBacking(placementBlocks.finish(space), placedThrough: number)
+        // Not an argument of `files?.`: optional chaining would skip it without files.
+        let unusedBacking = placementBlocks.finish(space)
+        files?.keepPromiseBacking(unusedBacking, placedThrough: number)
         try placing.flush()
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and

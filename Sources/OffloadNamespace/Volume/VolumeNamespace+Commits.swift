@@ -53,10 +53,18 @@ extension VolumeNamespace {
                                             secondsSinceLastAppend: volume.secondsSinceLastAppend,
                                             secondsSinceCommit: secondsSinceCommit) else { return false }
                 settling = Self.settlingCommits
+            } else if try droppingOrphanLeft() {
+                // This commit takes a drop a step further (`FileSystemTree.dropBudget`
+                // extents a commit), which frees blocks too: the settling commits follow
+                // its last step (they followed only commits of new changes, so an `rm` of
+                // a file of many extents showed in `df` only once something else changed),
+                // and at rest the steps run one after another as the settling commits do
+                // (`owesSettlingCommits`), not one a tick.
+                settling = Self.settlingCommits
             } else if settling > 0 {
                 atRest = settling == Self.settlingCommits
                 settling -= 1
-            } else if try !droppingOrphanLeft() {
+            } else {
                 return false
             }
             try volume.closeOpenGeneration()
