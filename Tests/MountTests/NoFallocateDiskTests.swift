@@ -4,7 +4,7 @@ import OffloadCore
 import XCTest
 
 /// An image on a file system without `fallocate` (ext2 here; ext3 without extents and NFS
-/// before 4.2 are the same): `FileImageStorage.reserve` writes zeros into the range's
+/// before 4.2 are the same): `FileImageStorage.reserveTaken` writes zeros into the range's
 /// holes instead, so that a write through the mapping there cannot fault when the disk
 /// fills. Before, `reserve` answered `.notSupported` and the image stayed sparse: a
 /// journal frame copied into a hole of the full disk faulted, and the volume failed with
@@ -56,11 +56,15 @@ final class NoFallocateDiskTests: XCTestCase {
         let data = [UInt8](repeating: 0xAB, count: 3_000)
         try data.withUnsafeBytes { try storage.write($0, at: 1 << 20) }
         let before = storage.diskBytes
-        try storage.reserve(0..<(2 << 20))
+        try storage.reserveTaken(0..<(2 << 20))
         XCTAssertGreaterThanOrEqual(storage.diskBytes - before, (2 << 20) - 8192,
                                     "the range has disk space (\(before) -> \(storage.diskBytes) bytes)")
         XCTAssertEqual(storage.readBytes(at: 1 << 20, count: data.count), data, "the bytes there are kept")
         XCTAssertEqual(storage.readBytes(at: (1 << 20) - 4096, count: 4096), [UInt8](repeating: 0, count: 4096))
+        // `reserve` (the data path's steps ahead, over blocks files may use) leaves it sparse.
+        XCTAssertThrowsError(try storage.reserve((3 << 20)..<(4 << 20))) { error in
+            XCTAssertEqual(error as? FSError, .notSupported)
+        }
 
         // Another program fills the disk: a write through the mapping (a copy shorter than
         // `pwriteThreshold`) inside the reserved range goes on; a reservation past it is
@@ -72,7 +76,7 @@ final class NoFallocateDiskTests: XCTestCase {
         XCTAssertNoThrow(try bytes.withUnsafeBytes { try storage.write($0, at: 1536 << 10) },
                          "a write into a reserved hole of the full disk")
         XCTAssertEqual(storage.readBytes(at: 1536 << 10, count: bytes.count), bytes)
-        XCTAssertThrowsError(try storage.reserve((4 << 20)..<(6 << 20))) { error in
+        XCTAssertThrowsError(try storage.reserveTaken((4 << 20)..<(6 << 20))) { error in
             XCTAssertEqual(error as? FSError, .noSpace)
         }
     }

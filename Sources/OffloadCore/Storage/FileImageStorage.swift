@@ -191,12 +191,19 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
     /// `MADV_POPULATE_WRITE` (not in this Glibc's headers).
     static let populateWrite: Int32 = 23
 
-    /// fallocate mode 0. Where the file system has none (ext2, ext3 without extents,
-    /// NFS before 4.2), zeros written into the range's holes instead, as glibc's
+    public func reserve(_ range: Range<UInt64>) throws(FSError) {
+        guard !range.isEmpty else { return }
+        try fallocate(mode: 0, range, call: "fallocate")
+    }
+
+    /// `reserve`, and where the file system has no fallocate (ext2, ext3 without extents,
+    /// NFS before 4.2) zeros written into the range's holes instead, as glibc's
     /// `posix_fallocate` does with a byte a block: a hole of the mapping written on a full
     /// disk faults (SIGBUS: a journal frame's copy failed the volume with an I/O error
-    /// where the disk was full), a `pwrite` answers ENOSPC while the block is still free.
-    public func reserve(_ range: Range<UInt64>) throws(FSError) {
+    /// where another program filled the disk), a `pwrite` answers ENOSPC while the blocks
+    /// are still only the caller's. Only for blocks nothing names (the contract): the
+    /// data path's steps ahead cover blocks files use, and stay sparse there.
+    public func reserveTaken(_ range: Range<UInt64>) throws(FSError) {
         guard !range.isEmpty else { return }
         if !fallocateRefused.load(ordering: .relaxed) {
             do throws(FSError) {
@@ -210,33 +217,51 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
 
     /// Writes zeros over the holes of `range` (SEEK_HOLE, SEEK_DATA) and past the end of
     /// the file, and nowhere else: a hole reads as zeros, so no byte a reader sees
-    /// changes. Only blocks no file or tree names yet are reserved (the blocks just taken,
-    /// a step ahead of them), so no write races these. Where SEEK_HOLE finds no hole (a
-    /// file system that reports the whole file as data) nothing is written: the file stays
-    /// as sparse as it was.
+    /// changes. What a refused write had filled is punched again (best effort), so a
+    /// full disk is not left holding zeros in free blocks. `.notSupported` where the
+    /// file system cannot say where its holes are; where it reports the whole file as
+    /// data, nothing is written (the file stays as sparse as it was).
     private func writeZerosIntoHoles(_ range: Range<UInt64>) throws(FSError) {
         guard !isReadOnly else { throw .readOnly }
         let fileLength = length
+        var filled: [Range<UInt64>] = []
         var offset = range.lowerBound
-        while offset < range.upperBound {
-            var holeStart = offset
-            if offset < fileLength {
-                let hole = lseek(fd, off_t(offset), offloadfs_seek_hole)
-                if hole < 0 {
-                    guard errno == ENXIO else { throw .system(errno: errno, call: "find holes in image '\(name)'") }
-                    holeStart = fileLength
-                } else {
-                    holeStart = UInt64(hole)
+        do throws(FSError) {
+            while offset < range.upperBound {
+                var holeStart = offset
+                if offset < fileLength {
+                    let hole = lseek(fd, off_t(offset), offloadfs_seek_hole)
+                    if hole >= 0 {
+                        holeStart = UInt64(hole)
+                    } else if errno == ENXIO {
+                        holeStart = fileLength
+                    } else {
+                        throw .notSupported
+                    }
                 }
+                guard holeStart < range.upperBound else { return }
+                var holeEnd = range.upperBound
+                if holeStart < fileLength {
+                    let data = lseek(fd, off_t(holeStart), offloadfs_seek_data)
+                    if data >= 0 {
+                        holeEnd = min(range.upperBound, UInt64(data))
+                    } else if errno == ENXIO {
+                        holeEnd = min(range.upperBound, fileLength)  // a hole to the end; past it, the next round
+                    } else {
+                        throw .notSupported
+                    }
+                }
+                filled.append(holeStart..<holeEnd)
+                try writeZeros(holeStart..<holeEnd)
+                offset = holeEnd
             }
-            guard holeStart < range.upperBound else { return }
-            var holeEnd = range.upperBound
-            if holeStart < fileLength {
-                let data = lseek(fd, off_t(holeStart), offloadfs_seek_data)
-                holeEnd = min(range.upperBound, data < 0 ? fileLength : UInt64(data))
+        } catch {
+            for part in filled {
+                let page = UInt64(BackingStore.blockSize)
+                let whole = (part.lowerBound + page - 1) / page * page..<part.upperBound / page * page
+                if !whole.isEmpty { try? punch(whole) }
             }
-            try writeZeros(holeStart..<holeEnd)
-            offset = holeEnd
+            throw error
         }
     }
 

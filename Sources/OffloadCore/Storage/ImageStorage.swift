@@ -18,10 +18,12 @@
 ///   are durable (survive a power cut) only once a later `sync` has returned.
 /// - `reserve` gives a range disk space and extends `length` to its end if shorter; after
 ///   it, writing through the mapping inside the range cannot fault for lack of space.
-///   `.noSpace` when the disk is full. Where the file system has no fallocate, the range's
-///   holes are written with zeros (it is only ever called on blocks nothing names yet);
-///   a backend that can do neither throws `.notSupported` (the callers then go on
-///   sparse).
+///   `.noSpace` when the disk is full, `.notSupported` when the file system has no
+///   fallocate (the callers then go on sparse).
+/// - `reserveTaken` is `reserve` for blocks the caller alone holds (just taken: nothing
+///   names them, nothing writes them meanwhile). Where the file system has no fallocate,
+///   the range's holes are written with zeros instead, which is safe only there: a
+///   block another file names may be a hole that its writer is filling.
 /// - `punch` makes a range read as zeros and gives its disk space back; `length` does not
 ///   change. `.notSupported` when the file system cannot punch (the caller then writes
 ///   zeros instead).
@@ -69,6 +71,9 @@ public protocol ImageStorage: AnyObject, Sendable {
     /// Gives `range` disk space (fallocate mode 0), extending `length` to cover it.
     func reserve(_ range: Range<UInt64>) throws(FSError)
 
+    /// `reserve` of blocks only the caller holds; see the contract.
+    func reserveTaken(_ range: Range<UInt64>) throws(FSError)
+
     /// Makes `range` read as zeros and frees its disk space (punch hole, keep size).
     func punch(_ range: Range<UInt64>) throws(FSError)
 
@@ -102,6 +107,9 @@ public protocol ImageStorage: AnyObject, Sendable {
 
 extension ImageStorage {
     public func zero(_ range: Range<UInt64>) throws(FSError) { try zeroByPunching(range) }
+
+    /// A backend with fallocate, or one that keeps no holes: `reserve`.
+    public func reserveTaken(_ range: Range<UInt64>) throws(FSError) { try reserve(range) }
 
     /// No host file system under it.
     public var hostAvailableBytes: UInt64? { nil }

@@ -71,7 +71,7 @@ struct PlacementBlocks {
 
     /// Gives back what is left of the chunk (with its disk space, which the next
     /// allocations there use).
-    /// Returns the promises' blocks not handed out, for `VolumeFileBlocks.keepPromiseBacking`.
+    /// Returns the promises' blocks not handed out, for `VolumeFileBlocks.holdUnusedBacking`.
     mutating func finish(_ space: BlockSpace) -> [Range<UInt64>] {
         let unused = backing
         backing = []

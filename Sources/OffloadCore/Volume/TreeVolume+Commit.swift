@@ -334,7 +334,7 @@ extension TreeVolume {
         }
         // Not an argument of `files?.`: optional chaining would skip it without files.
         let unusedBacking = placementBlocks.finish(space)
-        files?.keepPromiseBacking(unusedBacking, placedThrough: number)
+        files?.holdUnusedBacking(unusedBacking)
         try placing.flush()
         _ = try filesystem.continueDrops(budget: max(0, FileSystemTree.dropBudget - removed))
         // 3. References. Blocks allocated for this commit (placed, or claimed by replay) and

@@ -232,7 +232,8 @@ public final class TreeVolume {
     /// (`VolumeNamespace.afterReclaim`). Takes the delta's lock and the space lock.
     public var waitsForNoCommit: Bool {
         guard delta.commitLoad(after: space.settledGeneration).objects == 0 else { return false }
-        return spaceLock.withLock { space.promisedBlocks == 0 }
+        // Backed pieces too: their commit gives back what it did not use of the backing.
+        return spaceLock.withLock { (files?.promisedMemoryBlocks ?? 0) == 0 }
     }
 
     /// `journal`'s appended bytes (what `journalBytesSinceCommit` reads, in every change's
@@ -278,9 +279,9 @@ public final class TreeVolume {
         // Metadata blocks (nodes, journal segments, the reserve) get disk space when taken.
         space.prepareBlocks = { [storage] (blocks: Range<UInt64>) throws(FSError) -> Void in
             do throws(FSError) {
-                try storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
+                try storage.reserveTaken((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
             } catch .notSupported {
-                // No fallocate here: a sparse file is the best there is.
+                // Neither fallocate nor holes to fill here: a sparse file is the best there is.
             }
         }
         space.unprepareBlocks = { [storage, punchCounter] (blocks: Range<UInt64>) in

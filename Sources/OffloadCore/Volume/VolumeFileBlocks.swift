@@ -81,14 +81,20 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// filled before the commit found no disk space there, and the failed commit failed
     /// the volume (docs/ARCHITECTURE.md, "Promises the disk keeps"). Taken, not recorded:
     /// a crash leaves them free. Caller holds the lock.
-    var promiseBacking = BlockRanges() {
-        didSet { space.promisedBlocks = unbackedPromisedBlocks }
-    }
+    var promiseBacking = BlockRanges()
+    /// The blocks backing the promises: `promiseBacking`'s, and from a commit's
+    /// `takePromiseBacking` to its `commitPlacedMemoryPieces` those it took (the
+    /// promises it places count until then, and so do the blocks that keep them: room
+    /// read without the lock meanwhile does not dip by the whole promise).
     private(set) var promiseBackingBlocks: UInt64 = 0 {
         didSet { space.promisedBlocks = unbackedPromisedBlocks }
     }
-    /// Blocks given disk space at a time for promises: one `fallocate` for 1 MiB of RAM
-    /// pieces, as `PlacementBlocks` took them at the commit before.
+    /// What the commit under way did not hand out of the backing it took
+    /// (`holdUnusedBacking`), settled at `commitPlacedMemoryPieces`.
+    private var unusedBacking: [Range<UInt64>] = []
+    /// Blocks given disk space at a time for promises (one `fallocate` a step, as
+    /// `PlacementBlocks` took them at the commit before; at one block a KiB promised,
+    /// 256 KiB of RAM pieces), and what a commit's leftover keeps of its disk space.
     static let promiseStepBlocks: UInt64 = PlacementBlocks.chunkBlocks
 
     /// Blocks given disk space ahead by the last `fallocate` (`allocate`), and the punch
@@ -210,7 +216,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// Gives `blocks` disk space, and reads what the disk has left after it (taken, or
     /// refused for want of it), which data, RAM pieces and commits are admitted against
     /// where the disk is smaller than the image's free space.
-    func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
+    private func reserveDiskSpace(_ blocks: Range<UInt64>) throws(FSError) {
         defer { noteHostRoom() }
         try image.storage.reserve((blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift))
     }
@@ -394,7 +400,10 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
                 // blocks a step would hold back are data's.
                 let room = space.usableFree - held
                 let step = room >= 4 * Self.promiseStepBlocks ? max(owed, Self.promiseStepBlocks) : owed
-                guard backPromises(owed, step: step) else { return false }
+                // A disk that refuses the step may still hold what is owed.
+                guard backPromises(owed, step: step) || (step > owed && backPromises(owed, step: owed)) else {
+                    return false
+                }
             }
             let generation = delta.openNumber
             if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
@@ -417,7 +426,8 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         while got < step {
             guard let blocks = try? space.takeData(upTo: step - got) else { break }
             do throws(FSError) {
-                try reserveDiskSpace(blocks)
+                defer { noteHostRoom() }
+                try image.storage.reserveTaken(Self.bytes(of: blocks))
             } catch .notSupported {
                 // No fallocate and no emulation (a backend of the tests): sparse.
             } catch {
@@ -439,29 +449,43 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     }
 
     /// Hands the promises' blocks to the commit that places RAM pieces (caller holds the
-    /// lock); it gives back what it did not use (`keepPromiseBacking`).
+    /// lock from here to its `commitPlacedMemoryPieces`); it hands back what it did not
+    /// use (`holdUnusedBacking`).
     func takePromiseBacking() -> [Range<UInt64>] {
         let ranges = promiseBacking.ranges
-        promiseBackingBlocks = 0
         promiseBacking = BlockRanges()
         return ranges
     }
 
-    /// Blocks of the promises' backing the commit of generation `placed` did not use:
-    /// kept for the pieces of later generations (admitted while it ran); the rest goes
-    /// back to the free space with its disk space, which the next allocations there use
-    /// (caller holds the lock).
-    func keepPromiseBacking(_ ranges: [Range<UInt64>], placedThrough placed: UInt64) {
-        let later = admittedMemory.reduce(0) { $0 + ($1.generation > placed ? $1.bytes : 0) }
-        let keep = Self.blocks(forMemoryBytes: later)
-        for blocks in ranges {
-            let kept = min(UInt64(blocks.count), keep - min(keep, promiseBackingBlocks))
-            if kept > 0 {
-                promiseBacking.insert(contentsOf: blocks.lowerBound..<blocks.lowerBound + kept)
-                promiseBackingBlocks += kept
-            }
-            if kept < UInt64(blocks.count) { space.giveBack(blocks.lowerBound + kept..<blocks.upperBound) }
+    /// What the commit did not hand out of the backing it took, settled with its
+    /// promises at `commitPlacedMemoryPieces` (caller holds the lock).
+    func holdUnusedBacking(_ ranges: [Range<UInt64>]) {
+        unusedBacking = ranges
+    }
+
+    /// Keeps, of the backing a commit did not use, what the pieces still promised need
+    /// (admitted in later generations); gives back the rest: a step of it with its disk
+    /// space, which the next allocations use first, and the rest punched, since the
+    /// promise (a block a KiB) is larger than what pieces take and an image larger than
+    /// its disk would otherwise keep that disk space (caller holds the lock).
+    private func settleBacking() {
+        var keep = promisedMemoryBlocks, keptSpace = Self.promiseStepBlocks
+        for blocks in unusedBacking {
+            let held = min(UInt64(blocks.count), keep)
+            if held > 0 { promiseBacking.insert(contentsOf: blocks.lowerBound..<blocks.lowerBound + held) }
+            keep -= held
+            let rest = blocks.lowerBound + held..<blocks.upperBound
+            let withSpace = rest.lowerBound..<rest.lowerBound + min(UInt64(rest.count), keptSpace)
+            keptSpace -= UInt64(withSpace.count)
+            if withSpace.upperBound < rest.upperBound { space.unprepare(withSpace.upperBound..<rest.upperBound) }
+            if !rest.isEmpty { space.giveBack(rest) }
         }
+        unusedBacking = []
+        promiseBackingBlocks = promiseBacking.ranges.reduce(0) { $0 + UInt64($1.count) }
+    }
+
+    static func bytes(of blocks: Range<UInt64>) -> Range<UInt64> {
+        (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
     }
 
     /// The blocks RAM pieces are promised that their backing does not hold yet: what the
@@ -497,6 +521,7 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// lock be admitted past the free space.
     func commitPlacedMemoryPieces(through generation: UInt64) {
         admittedMemory.removeAll { $0.generation <= generation }
+        settleBacking()
     }
 
     public func isInUse(byte offset: UInt64) -> Bool {
