@@ -68,17 +68,7 @@ final class FreedSpaceTests: MountedTestCase {
         try sh("head -c 64M /dev/urandom > big && sync")
         // The write's commit and its settling, so that only the rm's are left.
         sleep(5)
-        let before = try availableBytes()
-        try sh("rm big")
-        let removed = Date()
-        var available = before
-        while Date().timeIntervalSince(removed) < 20 {
-            available = try availableBytes()
-            if available >= before + (60 << 20) { break }
-            usleep(100_000)
-        }
-        let seconds = Date().timeIntervalSince(removed)
-        print("[reclaim] df's available bytes \(before) before the rm, \(available) \(seconds) s after it")
+        let (before, available, seconds) = try removeAndWatchDf("big", freeing: 60 << 20, within: 20)
         XCTAssertGreaterThanOrEqual(available, before + (60 << 20), "df shows the 64 MiB the rm freed")
         XCTAssertLessThan(seconds, 7, "within a 2 s tick, the 1 s of rest a commit waits for, and the settling commits")
     }
@@ -101,20 +91,28 @@ final class FreedSpaceTests: MountedTestCase {
             os.fsync(fd)"
             """)
         sleep(6)
-        let before = try availableBytes()
-        try sh("rm scattered")
-        let removed = Date()
-        var available = before
-        while Date().timeIntervalSince(removed) < 40 {
-            available = try availableBytes()
-            if available >= before + (170 << 20) { break }
-            usleep(200_000)
-        }
-        let seconds = Date().timeIntervalSince(removed)
-        print("[reclaim] many extents: df's available bytes \(before) before the rm, \(available) \(seconds) s after it")
+        let (before, available, _) = try removeAndWatchDf("scattered", freeing: 170 << 20, within: 40)
         // 12-18 s here (each step's punch of 20,000 scattered blocks takes a second or
         // two); before, the last steps' blocks never came back while the mount rested.
         XCTAssertGreaterThanOrEqual(available, before + (170 << 20), "df shows the 176 MiB the rm freed")
+    }
+
+    /// Removes `name` and reads `df`'s available bytes until they grew by `freeing` or
+    /// `within` seconds passed: the figure before, the last one read, and the seconds.
+    private func removeAndWatchDf(_ name: String, freeing: UInt64,
+                                  within limit: TimeInterval) throws -> (UInt64, UInt64, TimeInterval) {
+        let before = try availableBytes()
+        try sh("rm \(name)")
+        let removed = Date()
+        var available = before
+        while Date().timeIntervalSince(removed) < limit {
+            available = try availableBytes()
+            if available >= before + freeing { break }
+            usleep(100_000)
+        }
+        let seconds = Date().timeIntervalSince(removed)
+        print("[reclaim] rm \(name): df's available bytes \(before) before, \(available) \(seconds) s after")
+        return (before, available, seconds)
     }
 
     private func availableBytes() throws -> UInt64 {
