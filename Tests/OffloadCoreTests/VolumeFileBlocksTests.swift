@@ -267,6 +267,41 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertEqual(files.lock.withLock { files.promiseBackingBlocks }, 0)
     }
 
+    /// A fallocate refused for space gives the pieces it took back free at once, counted
+    /// as no release: its check compares with the free blocks, not with what data may
+    /// take (here less the blocks held for the commit of the changes waiting,
+    /// `heldForCommits`), so it takes the free blocks before it is refused. Before, the
+    /// pieces went back as a release, free only after the commits of the reuse rule, and
+    /// every other writer was refused until a reclaim's commits (the review of the
+    /// twenty-fourth session). The test then held a RAM piece's promise; since the
+    /// thirtieth session a promise takes its blocks when made
+    /// (`testARamPiecesBlocksAreTakenAtAdmissionAndAFallocateOfTheRestFits`).
+    func testARefusedPreallocationGivesItsBlocksBackFree() throws {
+        let (_, volume, x, _) = try twoFiles([1])
+        let files = try volume.fileBlocks()
+        try volume.commit()
+        try volume.perform((10..<1_010).map { .attributes(inode: UInt64($0), NamespaceChangeScript.inode(type: 8, links: 1)) })
+        XCTAssertGreaterThan(files.lock.withLock { files.heldForCommits }, 40, "setup: blocks held for the changes' commit")
+        var taken: [Range<UInt64>] = []
+        for size in [1 << 20, 64 << 10, 4 << 10] {
+            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
+        }
+        var given: UInt64 = 0
+        while given < 40 << 12, let blocks = taken.popLast() {
+            files.giveBackUnwritten(blocks)
+            given += blocks.length
+        }
+        let free = files.availableBytes, releases = volume.releaseCount, givenBack = volume.givenBackCount
+        XCTAssertGreaterThanOrEqual(free, given, "setup: the blocks given back are free")
+        XCTAssertThrowsError(try x.preallocate(4096..<4096 + free, keepSize: false)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertGreaterThan(volume.givenBackCount, givenBack, "the fallocate took no block before its refusal")
+        XCTAssertEqual(files.availableBytes, free, "the refused fallocate's blocks are not free again")
+        XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
+        XCTAssertEqual(x.size, 1)
+    }
+
     /// A file that let go of a shared block in a change not yet durable may get it back
     /// after a power cut: until a sync, the other holder must copy instead of writing in
     /// place.
