@@ -256,10 +256,12 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
                 offset = holeEnd
             }
         } catch {
+            // Whole pages of what was filled only (a hole of 1 KiB file-system blocks may
+            // lie inside one page, between bytes that are not this call's).
+            let page = UInt64(BackingStore.blockSize)
             for part in filled {
-                let page = UInt64(BackingStore.blockSize)
-                let whole = (part.lowerBound + page - 1) / page * page..<part.upperBound / page * page
-                if !whole.isEmpty { try? punch(whole) }
+                let first = (part.lowerBound + page - 1) / page * page, end = part.upperBound / page * page
+                if first < end { try? punch(first..<end) }
             }
             throw error
         }

@@ -460,6 +460,9 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// What the commit did not hand out of the backing it took, settled with its
     /// promises at `commitPlacedMemoryPieces` (caller holds the lock).
     func holdUnusedBacking(_ ranges: [Range<UInt64>]) {
+        // One commit at a time, settled before the next takes (a commit that throws in
+        // between fails the volume).
+        assert(unusedBacking.isEmpty, "a commit's unused backing was not settled")
         unusedBacking = ranges
     }
 
