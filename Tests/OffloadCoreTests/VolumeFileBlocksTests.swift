@@ -234,8 +234,8 @@ final class VolumeFileBlocksTests: XCTestCase {
     /// left takes none of them, and the commit places the piece in them. (Before the
     /// promise was backed, the fallocate's check compared with the free blocks, which
     /// still held the promised ones, took them and was refused; the review of the
-    /// twenty-fourth session made it give them back free. That refusal is no longer
-    /// reached this way: docs/ARCHITECTURE.md, "Promises the disk keeps".)
+    /// twenty-fourth session made it give them back free. That refusal is reached
+    /// another way now: `testARefusedPreallocationGivesItsBlocksBackFree`.)
     func testARamPiecesBlocksAreTakenAtAdmissionAndAFallocateOfTheRestFits() throws {
         let (_, volume, x, _) = try twoFiles([1])
         let files = try volume.fileBlocks()
@@ -243,15 +243,7 @@ final class VolumeFileBlocksTests: XCTestCase {
                        "a step ahead where the room is ample")
         try volume.commit()
         XCTAssertEqual(files.lock.withLock { files.promiseBackingBlocks }, 0, "the commit gave back what it did not use")
-        var taken: [Range<UInt64>] = []
-        for size in [1 << 20, 64 << 10, 4 << 10] {
-            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
-        }
-        var given: UInt64 = 0
-        while given < 40 << 12, let blocks = taken.popLast() {
-            files.giveBackUnwritten(blocks)
-            given += blocks.length
-        }
+        _ = fillLeavingFortyBlocks(files)
         let before = files.availableBytes
         XCTAssertTrue(files.admitsMemoryPiece(byteCount: 10_000), "setup: a RAM piece's blocks promised")
         let backed = files.lock.withLock { files.promiseBackingBlocks }
@@ -282,15 +274,7 @@ final class VolumeFileBlocksTests: XCTestCase {
         try volume.commit()
         try volume.perform((10..<1_010).map { .attributes(inode: UInt64($0), NamespaceChangeScript.inode(type: 8, links: 1)) })
         XCTAssertGreaterThan(files.lock.withLock { files.heldForCommits }, 40, "setup: blocks held for the changes' commit")
-        var taken: [Range<UInt64>] = []
-        for size in [1 << 20, 64 << 10, 4 << 10] {
-            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
-        }
-        var given: UInt64 = 0
-        while given < 40 << 12, let blocks = taken.popLast() {
-            files.giveBackUnwritten(blocks)
-            given += blocks.length
-        }
+        let given = fillLeavingFortyBlocks(files)
         let free = files.availableBytes, releases = volume.releaseCount, givenBack = volume.givenBackCount
         XCTAssertGreaterThanOrEqual(free, given, "setup: the blocks given back are free")
         XCTAssertThrowsError(try x.preallocate(4096..<4096 + free, keepSize: false)) {
@@ -300,6 +284,21 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertEqual(files.availableBytes, free, "the refused fallocate's blocks are not free again")
         XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
         XCTAssertEqual(x.size, 1)
+    }
+
+    /// Takes data blocks until none is admitted, then gives back about 40 of them
+    /// unwritten: a nearly full image. Returns the bytes given back.
+    private func fillLeavingFortyBlocks(_ files: VolumeFileBlocks) -> UInt64 {
+        var taken: [Range<UInt64>] = []
+        for size in [1 << 20, 64 << 10, 4 << 10] {
+            while let blocks = try? files.allocate(byteCount: size, hint: nil) { taken.append(blocks) }
+        }
+        var given: UInt64 = 0
+        while given < 40 << 12, let blocks = taken.popLast() {
+            files.giveBackUnwritten(blocks)
+            given += blocks.length
+        }
+        return given
     }
 
     /// A file that let go of a shared block in a change not yet durable may get it back

@@ -267,18 +267,6 @@ public final class FileImageStorage: ImageStorage, @unchecked Sendable {
         }
     }
 
-    private func writeZeros(_ range: Range<UInt64>) throws(FSError) {
-        var offset = range.lowerBound
-        while offset < range.upperBound {
-            let count = Int(min(UInt64(Self.zeros.count), range.upperBound - offset))
-            try writeWithPwrite(UnsafeRawBufferPointer(rebasing: Self.zeros[0..<count]), at: offset)
-            offset += UInt64(count)
-        }
-    }
-
-    /// 1 MiB of zeros for `writeZeros` (calloc's pages, never written: they take no RAM).
-    nonisolated(unsafe) private static let zeros = UnsafeRawBufferPointer(start: calloc(1 << 20, 1)!, count: 1 << 20)
-
     /// statvfs of the file system holding the image: its available blocks, for root too
     /// (ext4 counts blocks in `f_bfree` that no fallocate gets, its reserved clusters, and
     /// btrfs its metadata's; an overstated room fails a commit, an understated one only

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// The image's bytes and their durability: the one seam between the store and the
 /// operating system.
 ///
@@ -124,21 +127,24 @@ extension ImageStorage {
         do throws(FSError) {
             try punch(range)
         } catch .notSupported {
-            let zeros = [UInt8](repeating: 0, count: min(Int(range.count), 1 << 20))
-            var offset = range.lowerBound
-            while offset < range.upperBound {
-                let n = min(zeros.count, Int(range.upperBound - offset))
-                try zeros.withBytes { (buffer) throws(FSError) in
-                    try write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset)
-                }
-                offset += UInt64(n)
-            }
+            try writeZeros(range)
             return
         }
         do throws(FSError) {
             try reserve(range)
         } catch .notSupported {
             // No fallocate: a sparse file is the best there is (as `reserve`'s callers do).
+        }
+    }
+
+    /// Writes zeros over `range`, a MiB at a time, with `writeFresh` (never through the
+    /// mapping, where a hole of a full disk faults instead of answering ENOSPC).
+    public func writeZeros(_ range: Range<UInt64>) throws(FSError) {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let count = Int(min(UInt64(zeroChunk.count), range.upperBound - offset))
+            try writeFresh(UnsafeRawBufferPointer(rebasing: zeroChunk[0..<count]), at: offset)
+            offset += UInt64(count)
         }
     }
 
@@ -162,3 +168,6 @@ extension ImageStorage {
         return n == count ? bytes : Array(bytes[0..<n])
     }
 }
+
+/// 1 MiB of zeros for `writeZeros` (calloc's pages, never written: they take no RAM).
+nonisolated(unsafe) private let zeroChunk = UnsafeRawBufferPointer(start: calloc(1 << 20, 1)!, count: 1 << 20)

@@ -501,15 +501,7 @@ extension TreeVolume {
             do throws(FSError) {
                 try storage.punch(bytes)
             } catch .notSupported {
-                let zeros = [UInt8](repeating: 0, count: 1 << 20)
-                var offset = bytes.lowerBound
-                while offset < bytes.upperBound {
-                    let count = Int(min(UInt64(zeros.count), bytes.upperBound - offset))
-                    try zeros.withUnsafeBytes { raw in
-                        Result { () throws(FSError) in try storage.write(UnsafeRawBufferPointer(rebasing: raw[0..<count]), at: offset) }
-                    }.get()
-                    offset += UInt64(count)
-                }
+                try storage.writeZeros(bytes)
             }
         }
     }
