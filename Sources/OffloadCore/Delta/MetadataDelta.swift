@@ -64,6 +64,10 @@ public final class MetadataDelta: @unchecked Sendable {
     /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
     public var openObjectCount: Int { gate.withReadLock { open.objectCount } }
 
+    /// The open generation's objects and item bytes (`DeltaGeneration.commitLoad`, its
+    /// scattered leaves not capped): what the volume's budget reads after each operation.
+    public var openLoad: CommitLoad { gate.withReadLock { open.commitLoad } }
+
     /// What the generations numbered above `generation` changed, the open one and the
     /// closed ones not yet retired: what the commits still to come write
     /// (`TreeVolume.blocksHeldForCommits`; a commit whose block space settled is past

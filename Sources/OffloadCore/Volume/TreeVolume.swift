@@ -127,16 +127,32 @@ public final class TreeVolume {
     public let nodeCache = NodeReadCache(leafCapacity: TreeVolume.readerCachedLeaves,
                                          interiorCapacity: TreeVolume.readerCachedInteriorNodes)
     /// When a commit starts by itself: the journal since the last commit reaches
-    /// `journalBytes` (what replay after a crash reads), or the open generation changed
+    /// `journalBytes` (what replay after a crash reads), the open generation changed
     /// `dirtyObjects` objects (what the delta holds in RAM; docs/ARCHITECTURE.md, "The
-    /// delta has caps"). A maintenance tick may commit earlier.
+    /// delta has caps"), or the items it adds reach `itemBytes` (`CommitLoad.itemBytes`:
+    /// twice the bytes of the xattr values, names, targets and extents it holds, about
+    /// the leaves its commit builds in RAM before it writes them; docs/ARCHITECTURE.md,
+    /// "The delta's bytes capped"). A maintenance tick may commit earlier.
     public struct Limits: Sendable {
         public var journalBytes: Int
         public var dirtyObjects: Int
+        public var itemBytes: Int
 
-        public init(journalBytes: Int = 64 << 20, dirtyObjects: Int = 20_000) {
+        public init(journalBytes: Int = 64 << 20, dirtyObjects: Int = 20_000, itemBytes: Int = 16 << 20) {
             self.journalBytes = journalBytes
             self.dirtyObjects = dirtyObjects
+            self.itemBytes = itemBytes
+        }
+
+        /// How near `journalBytes` of journal since the last commit and an open generation
+        /// of `load` are to these limits (the room aside): `.nearing` from three quarters.
+        func use(journalBytes: UInt64, load: CommitLoad) -> BudgetUse {
+            if journalBytes >= UInt64(self.journalBytes) || load.objects >= dirtyObjects || load.itemBytes >= itemBytes {
+                return .reached
+            }
+            if journalBytes >= UInt64(self.journalBytes / 4 * 3) || load.objects >= dirtyObjects / 4 * 3
+                || load.itemBytes >= itemBytes / 4 * 3 { return .nearing }
+            return .under
         }
     }
     public var limits = Limits()
@@ -576,9 +592,9 @@ public final class TreeVolume {
         // operation is done whatever the commit does: its frame is in the journal, so a
         // commit that fails here fails the volume (`failure`, thrown by every later change)
         // but not this operation, which replay brings back.
-        let objects = ticket.generation.objectCount
-        if commitsAtBudget, appended.appendedBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects
-            || roomUse(openObjects: objects) == .reached {
+        let load = ticket.generation.commitLoad
+        if commitsAtBudget, limits.use(journalBytes: appended.appendedBytes, load: load) == .reached
+            || roomUse(openObjects: load.objects) == .reached {
             _ = try? commit()
         }
     }
@@ -596,15 +612,12 @@ public final class TreeVolume {
     /// limits and commit on their own path (docs/ARCHITECTURE.md, "When format 2
     /// commits").
     public var budget: BudgetUse {
-        let journalBytes = journalBytesSinceCommit, objects = delta.openObjectCount
+        let load = delta.openLoad
         // The room's use is read once (it takes the delta's lock below `ampleRoomBlocks`).
-        let room = roomUse(openObjects: objects)
-        if journalBytes >= UInt64(limits.journalBytes) || objects >= limits.dirtyObjects || room == .reached {
-            return .reached
-        }
-        if journalBytes >= UInt64(limits.journalBytes / 4 * 3) || objects >= limits.dirtyObjects / 4 * 3
-            || room == .nearing { return .nearing }
-        return .under
+        let room = roomUse(openObjects: load.objects)
+        let limited = limits.use(journalBytes: journalBytesSinceCommit, load: load)
+        if limited == .reached || room == .reached { return .reached }
+        return limited == .nearing || room == .nearing ? .nearing : .under
     }
 
     public enum BudgetUse: Sendable, Equatable {

@@ -7,8 +7,9 @@ import OffloadCore
 /// maintenance does not commit at every tick while operations come in, as it did until
 /// 2026-12-03 (in the middle of `tar -x` and `rm -rf`); it commits
 /// - once the open generation is three quarters of the way to the volume's limits
-///   (`TreeVolume.budget`: 48 MiB of journal, what replay after a crash reads, or 15,000
-///   changed objects, what the delta holds in RAM); the namespace wakes the maintenance
+///   (`TreeVolume.budget`: 48 MiB of journal, what replay after a crash reads, 15,000
+///   changed objects, or 12 MiB of item bytes, about 6 MiB of xattr values, names and
+///   extents: what the delta holds in RAM); the namespace wakes the maintenance
 ///   for it, so operations seldom reach the limits and commit on their own path, under
 ///   the namespace lock,
 /// - once the journal since the last commit holds `journalBytes`, when given,
