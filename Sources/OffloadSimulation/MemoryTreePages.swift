@@ -3,7 +3,9 @@ import OffloadCore
 /// A `TreePageStore` in memory for tests, which checks that the tree keeps the store's
 /// contract (see `TreePageStore`) instead of trusting it:
 /// - a block is written at most once between its allocation and its release (copy on
-///   write: a committed node is never written again);
+///   write: a committed node is never written again), but for a leaf written ahead of
+///   its commit (`writePageAhead`), which may be written again until that commit names
+///   it (`committedAhead`);
 /// - only allocated blocks are read, written or released (no use after release, no
 ///   double release).
 /// A broken rule is recorded in `violations` (and the call fails where it can), so a
@@ -15,6 +17,8 @@ public final class MemoryTreePages: TreePageStore {
     private var pages: [UInt64: [UInt8]] = [:]
     private var allocated = Set<UInt64>()
     private var written = Set<UInt64>()
+    /// Written ahead of a commit that has not named them yet: may be written again.
+    private var writtenAhead = Set<UInt64>()
     private var freeBlocks: [UInt64] = []
     private var nextBlock: UInt64
     public private(set) var violations: [String] = []
@@ -55,10 +59,21 @@ public final class MemoryTreePages: TreePageStore {
             violations.append("write of block \(block), which is not allocated")
             throw .io("simulated tree store: write of unallocated block \(block)")
         }
-        if !written.insert(block).inserted {
+        if !written.insert(block).inserted, writtenAhead.remove(block) == nil {
             violations.append("block \(block) written twice while allocated (a committed node overwritten)")
         }
         pages[block] = Array(page)
+    }
+
+    public func writePageAhead(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError) {
+        try writePage(block, from: page)
+        writtenAhead.insert(block)
+    }
+
+    public func committedAhead(_ blocks: [UInt64]) {
+        for block in blocks where writtenAhead.remove(block) == nil {
+            violations.append("block \(block) named by a commit as written ahead, which it was not")
+        }
     }
 
     public func releasePages(_ blocks: [UInt64]) {
@@ -68,6 +83,7 @@ public final class MemoryTreePages: TreePageStore {
                 continue
             }
             written.remove(block)
+            writtenAhead.remove(block)
             pages[block] = nil
             freeBlocks.append(block)
             releases += 1

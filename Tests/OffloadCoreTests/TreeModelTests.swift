@@ -10,7 +10,8 @@ import SplitMix
 /// scans, with values from 0 bytes to the maximum, in a
 /// dense key space (many neighbours: splits and merges of full leaves) or a sparse one.
 /// Each seed grows the tree, then shrinks it (merges, root collapse), often to empty.
-/// At random points it `check()`s the working tree (dirty nodes included), commits,
+/// At random points it writes the changed leaves ahead of the commit (`spillLeaves`),
+/// `check()`s the working tree (dirty nodes included), commits,
 /// releases the freed blocks (as after a durable commit), `check()`s the tree, compares the pages the store holds with the tree's nodes (no
 /// leak, no double free: `MemoryTreePages` also refuses a committed block written
 /// again), and reopens a fresh tree object at the committed root, which must hold the
@@ -35,12 +36,13 @@ final class TreeModelTests: XCTestCase {
                 return
             }
         }
-        print("tree model test: \(totals.operations) operations over \(seeds.count) seeds; \(totals.commits) commits, \(totals.reopens) reopens, \(totals.floors) floors, deepest level \(totals.deepestLevel), \(totals.splitsSeen) commits after splits, \(totals.shrinksSeen) after shrinks, \(totals.emptied) emptied")
+        print("tree model test: \(totals.operations) operations over \(seeds.count) seeds; \(totals.commits) commits, \(totals.reopens) reopens, \(totals.floors) floors, deepest level \(totals.deepestLevel), \(totals.splitsSeen) commits after splits, \(totals.shrinksSeen) after shrinks, \(totals.emptied) emptied, \(totals.spilled) leaves spilled")
         if !run.customized {
             XCTAssertGreaterThanOrEqual(totals.operations, 90_000)
             XCTAssertGreaterThanOrEqual(totals.deepestLevel, 2, "some seed must build a three-level tree")
             XCTAssertGreaterThan(totals.shrinksSeen, 0, "merges must have shrunk some tree")
             XCTAssertGreaterThan(totals.emptied, 0, "some tree must have been emptied by removals")
+            XCTAssertGreaterThan(totals.spilled, 1_000, "leaves must have been written ahead of their commits")
         }
     }
 
@@ -80,6 +82,7 @@ final class TreeModelTests: XCTestCase {
 
     struct Totals {
         var operations = 0, commits = 0, reopens = 0, floors = 0, deepestLevel = 0, splitsSeen = 0, shrinksSeen = 0, emptied = 0
+        var spilled = 0
     }
 
     func runModel(seed: UInt64, operations: Int, _ totals: inout Totals) throws {
@@ -109,6 +112,9 @@ final class TreeModelTests: XCTestCase {
         }
         var log: [String] = []
         var generation: UInt64 = 1
+        // The next commit's generation, known ahead: leaves spilled before it are stamped
+        // with it.
+        var upcoming = generation + 1 + rng.next() % 3
         var previousNodes = 0
         let dense = seed % 3 != 0
         // Value sizes: small (inode-like), medium, and up to the maximum.
@@ -178,7 +184,8 @@ final class TreeModelTests: XCTestCase {
             // The working tree, changed nodes included, checks clean before the commit too.
             let working = try tree.check()
             guard working.items == model.count else { throw fail("check before the commit counts \(working.items) items, the model has \(model.count)") }
-            generation += 1 + rng.next() % 3
+            generation = upcoming
+            upcoming = generation + 1 + rng.next() % 3
             let commit = try tree.commit(generation: generation)
             log.append("commit \(generation) -> \(commit.root.map { "\($0)" } ?? "empty"), \(commit.writtenBlocks) written, \(commit.freedBlocks.count) freed")
             totals.commits += 1
@@ -222,6 +229,11 @@ final class TreeModelTests: XCTestCase {
                 let found = try tree.lookup(key)
                 guard found == model[key] else { throw fail("lookup of \(key) found \(found?.count ?? -1) bytes, the model \(model[key]?.count ?? -1)") }
                 if roll % 4 == 0 { try compareFloor() }
+            } else if roll < 94 {
+                // Changed leaves written ahead of the commit, read back when changed again.
+                let written = try tree.spillLeaves(generation: upcoming)
+                log.append("spill \(written) leaves at generation \(upcoming)")
+                totals.spilled += written
             } else if roll < 97 {
                 var (lower, upper) = (randomKey(), rng.next() % 3 == 0 ? TreeKey.maximum : randomKey())
                 if upper < lower { swap(&lower, &upper) }

@@ -28,7 +28,7 @@ final class TreeVolumeCrashTests: XCTestCase {
                 return XCTFail("seed \(seed) failed: \(error)\nreplay with OFFLOADFS_VOLUME_CRASH_SEED=\(seed)")
             }
         }
-        print("volume crash test: \(seeds.count) seeds, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.atFloor) at the last sync, \(totals.beyondFloor) with later operations), \(totals.replayed) frames replayed, \(totals.cutsWhileOpening) cuts while opening, \(totals.placed) bytes placed, \(totals.punched) blocks punched, \(totals.reused) nodes written on kept freed nodes")
+        print("volume crash test: \(seeds.count) seeds, \(totals.commits) commits, \(totals.cuts) cuts (\(totals.atFloor) at the last sync, \(totals.beyondFloor) with later operations), \(totals.replayed) frames replayed, \(totals.cutsWhileOpening) cuts while opening, \(totals.placed) bytes placed, \(totals.punched) blocks punched, \(totals.reused) nodes written on kept freed nodes, \(totals.spilled) leaves written ahead")
         if seeds.count > 1 {
             XCTAssertGreaterThan(totals.cuts, 10 * seeds.count)
             XCTAssertGreaterThan(totals.atFloor, 0, "no cut lost the unsynced operations")
@@ -37,6 +37,7 @@ final class TreeVolumeCrashTests: XCTestCase {
             XCTAssertGreaterThan(totals.cutsWhileOpening, 2 * seeds.count, "power was rarely cut while an image opened")
             XCTAssertGreaterThan(totals.punched, 0, "no freed block was ever retired and punched")
             XCTAssertGreaterThan(totals.reused, 0, "no commit wrote a node on a freed node kept unpunched")
+            XCTAssertGreaterThan(totals.spilled, 0, "no commit wrote a changed leaf ahead")
         }
     }
 
@@ -45,8 +46,11 @@ final class TreeVolumeCrashTests: XCTestCase {
         /// Nodes commits wrote on freed nodes kept unpunched: cuts among those commits'
         /// writes land between such a write and the slot.
         var reused = 0
+        /// Changed leaves commits wrote ahead (`spillLeaves`).
+        var spilled = 0
 
         mutating func add(_ other: SeedTotals) {
+            spilled += other.spilled
             cuts += other.cuts; atFloor += other.atFloor; beyondFloor += other.beyondFloor; commits += other.commits
             replayed += other.replayed; placed += other.placed; punched += other.punched
             cutsWhileOpening += other.cutsWhileOpening
@@ -110,6 +114,9 @@ final class TreeVolumeCrashTests: XCTestCase {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let key = SipHash24(key0: seed, key1: ~seed)
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1, nameHashKey: key)
+        // Every other seed writes a commit's changed leaves ahead as soon as there are a few:
+        // cuts land among those writes too.
+        if seed % 2 == 0 { volume.spilledLeavesAbove = Int(rng.next() % 3) }
         let script = NamespaceChangeScript(seed: seed, refusals: false)
         script.longMemoryPieces = true
         script.model.refusesLongMemoryPieces = false
@@ -152,6 +159,7 @@ final class TreeVolumeCrashTests: XCTestCase {
             totals.placed += report.placedBytes
             totals.punched += report.punchedBlocks
             totals.reused += report.nodesReused
+            totals.spilled = volume.filesystem.tree.leavesWrittenAhead
             guard cutting else { continue }
             for cut in cuts.disarm(disk) {
                 // Power cut again while the image opens (replays and commits): a second open

@@ -37,6 +37,7 @@ extension FileSystemTree {
             _ = try dropItems(inode, budget: .max, &references)
         }
         referenceChanges.append(references)
+        try spillIfOver()
     }
 
     // MARK: - Names
@@ -142,6 +143,7 @@ extension FileSystemTree {
         let (removed, done) = try dropItems(inode, budget: budget, &references)
         try replaceOrRemove(Self.orphanKey(inode), done ? nil : OrphanItem(state: .dropping).encoded())
         referenceChanges.append(references)
+        try spillIfOver()
         return removed
     }
 

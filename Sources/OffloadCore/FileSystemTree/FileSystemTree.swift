@@ -27,6 +27,12 @@ public final class FileSystemTree {
     /// the highest inode number they stated attributes of (0: none); the commit keeps the
     /// slot's inode count and next inode number with them (`takeInodeChanges`).
     public internal(set) var inodeChanges = InodeChanges()
+    /// Set by a commit while it applies a generation: once more than `leaves` changed
+    /// leaves are held in RAM after a change, they are written ahead
+    /// (`CopyOnWriteTree.spillLeaves`), stamped with `generation`, the commit's. Bounds
+    /// what a commit holds whatever its changes touched (docs/ARCHITECTURE.md, "A
+    /// commit's changed leaves written ahead").
+    public var spillingAhead: (generation: UInt64, leaves: Int)?
 
     /// See `inodeChanges`.
     public struct InodeChanges: Equatable, Sendable {
@@ -40,6 +46,12 @@ public final class FileSystemTree {
     public init(tree: CopyOnWriteTree, hashes: ItemHashes) {
         self.tree = tree
         self.hashes = hashes
+    }
+
+    /// Writes the changed leaves ahead when `spillingAhead` says so (between changes).
+    func spillIfOver() throws(FSError) {
+        guard let spillingAhead, tree.dirtyNodeCount > spillingAhead.leaves else { return }
+        try tree.spillLeaves(generation: spillingAhead.generation)
     }
 
     /// The reference changes recorded so far; the record starts over empty.

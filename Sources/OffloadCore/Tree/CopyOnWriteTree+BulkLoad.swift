@@ -26,7 +26,7 @@ extension CopyOnWriteTree {
                          _ produce: (_ add: (TreeKey, UnsafeRawBufferPointer) throws(FSError) -> Void) throws(FSError) -> Void)
         throws(FSError) -> Commit {
         if let failure { throw failure }
-        guard rootBlock == nil, dirty.isEmpty, freedSinceCommit.isEmpty else {
+        guard rootBlock == nil, dirty.isEmpty, spilled.isEmpty, freedSinceCommit.isEmpty else {
             throw .invalidArgument("a bulk load needs an empty tree with no changes")
         }
         guard generation >= 1 else {

@@ -30,6 +30,17 @@ extension CopyOnWriteTree {
             try checkDirty(page, block: block, level: level)
             return (block, page)
         }
+        if !spilled.isEmpty, let leaf = spilled[block] {
+            // Written ahead of the commit, on a block no commit names: read back and
+            // changed in place.
+            let page = TreePage()
+            try pages.readPage(block, into: page.mutableBuffer)
+            try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: leaf.generation,
+                                                           checksum: leaf.checksum))
+            spilled[block] = nil
+            dirty[block] = page
+            return (block, page)
+        }
         guard !freedSinceCommit.contains(block) else {
             let error = FSError.damagedImage("tree \(treeID): the node at block \(block) (level \(level)) is reached through two parents")
             failure = failure ?? error
@@ -103,8 +114,10 @@ extension CopyOnWriteTree {
     /// blocks), and a failed tree is usable again. The way out of a failed change without
     /// reopening; the caller replays whatever it still wants changed.
     public func abandon() {
-        pages.releasePages(dirty.keys.sorted() + spares)
+        pages.releasePages((Array(dirty.keys) + Array(spilled.keys)).sorted() + spares)
         dirty.removeAll()
+        spilled.removeAll()
+        spillGeneration = nil
         spares.removeAll()
         freedSinceCommit.removeAll()
         changeCopies.removeAll()

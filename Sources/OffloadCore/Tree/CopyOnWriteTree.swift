@@ -85,6 +85,14 @@ public final class CopyOnWriteTree {
     public internal(set) var lastGeneration: UInt64?
     /// Nodes changed since the last commit, by their (newly allocated) block.
     var dirty: [UInt64: TreePage] = [:]
+    /// Changed leaves written ahead of the commit (`spillLeaves`), by block: what their
+    /// parents record once the commit writes those. Disjoint from `dirty`: a change that
+    /// reaches one reads it back into a page on the same block (`writable`).
+    var spilled: [UInt64: SpilledLeaf] = [:]
+    /// The generation the spilled leaves are stamped with: the next commit's.
+    var spillGeneration: UInt64?
+    /// Leaves written ahead by this tree object so far, a leaf written again counted again.
+    public internal(set) var leavesWrittenAhead = 0
     /// Committed blocks the working tree stopped referencing since the last commit (a
     /// set: a block found here again was reached through a second parent).
     var freedSinceCommit = Set<UInt64>()
@@ -138,20 +146,31 @@ public final class CopyOnWriteTree {
 
     /// True when the tree holds no items.
     public var isEmpty: Bool { rootBlock == nil }
-    /// Nodes changed since the last commit (what the next commit writes).
+    /// Nodes changed since the last commit and held in RAM (`spilledLeafCount` more are
+    /// written already).
     public var dirtyNodeCount: Int { dirty.count }
+    /// Changed leaves written ahead of the commit (`spillLeaves`).
+    public var spilledLeafCount: Int { spilled.count }
     /// Blocks allocated for changes and not used yet (released at commit).
     public var spareBlockCount: Int { spares.count }
 
     // MARK: - Reading
 
     /// The node at `block`: the dirty copy, or the committed bytes read into the level's
-    /// buffer and validated against what the parent recorded.
+    /// buffer and validated against what the parent recorded (for a spilled leaf, what
+    /// its spill wrote: the parent records it at the commit).
     @inline(__always)
     func node(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32) throws(FSError) -> TreeNodeView {
         if !dirty.isEmpty, let page = dirty[block] {
             try checkDirty(page, block: block, level: level)
             return page.view
+        }
+        if !spilled.isEmpty, let leaf = spilled[block] {
+            let buffer = readBuffers[Int(level)]
+            try pages.readPage(block, into: buffer.mutableBuffer)
+            try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: leaf.generation,
+                                                             checksum: leaf.checksum))
+            return buffer.view
         }
         let buffer = readBuffers[Int(level)]
         guard let readCache else {
@@ -306,6 +325,9 @@ public final class CopyOnWriteTree {
         if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
             throw .invalidArgument("commit generation \(generation) is not above the last one, \(last)")
         }
+        if let spillGeneration, spillGeneration != generation {
+            throw .invalidArgument("commit generation \(generation) is not the \(spillGeneration) its spilled leaves were written with")
+        }
         // Children before parents: a parent records its dirty children's checksums. By
         // block within a level, so that the writes (and a power cut among them) replay
         // exactly from a test's seed, whatever the dictionary's order.
@@ -318,9 +340,14 @@ public final class CopyOnWriteTree {
             let view = page.view
             if !view.isLeaf {
                 for i in 0..<view.count {
-                    guard let child = dirty[view.childBlock(i)] else { continue }
-                    InternalEntries.setChildGeneration(page.bytes, at: i, generation)
-                    InternalEntries.setChildChecksum(page.bytes, at: i, child.view.checksum)
+                    let childBlock = view.childBlock(i)
+                    if let child = dirty[childBlock] {
+                        InternalEntries.setChildGeneration(page.bytes, at: i, generation)
+                        InternalEntries.setChildChecksum(page.bytes, at: i, child.view.checksum)
+                    } else if !spilled.isEmpty, let leaf = spilled[childBlock] {
+                        InternalEntries.setChildGeneration(page.bytes, at: i, leaf.generation)
+                        InternalEntries.setChildChecksum(page.bytes, at: i, leaf.checksum)
+                    }
                 }
             }
             TreeNode.seal(page.bytes)
@@ -333,12 +360,17 @@ public final class CopyOnWriteTree {
                 throw error
             }
         }
-        let written = dirty.count
+        // Each block once: a leaf spilled and changed again is dirty, not spilled.
+        let written = dirty.count + spilled.count
+        assert(rootBlock.map { spilled[$0] == nil } ?? true, "tree \(treeID): its root was spilled")
         let root = rootBlock.map { block in
             dirty[block].map { Root(block: block, generation: generation, level: rootLevel, checksum: $0.view.checksum) }
                 ?? Root(block: block, generation: rootGeneration, level: rootLevel, checksum: rootChecksum)
         }
         dirty.removeAll()
+        if !spilled.isEmpty { pages.committedAhead(spilled.keys.sorted()) }
+        spilled.removeAll()
+        spillGeneration = nil
         pages.releasePages(spares)
         spares.removeAll()
         let freed = freedSinceCommit.sorted()

@@ -5,7 +5,9 @@
 ///   are unspecified: the tree writes a whole node before anyone reads it.
 /// - `writePage` stores a whole node at a block the caller allocated. The tree writes
 ///   each allocated block at most once (copy on write): a block a commit wrote is never
-///   written again while it is allocated. Written bytes need not be durable until the
+///   written again while it is allocated. A leaf written ahead of its commit
+///   (`writePageAhead`, `CopyOnWriteTree.spillLeaves`) may be written again, ahead or by
+///   the commit, until that commit names it (`committedAhead`). Written bytes need not be durable until the
 ///   caller makes them so (for the image: `BackingStore.sync`); a power cut may leave any
 ///   subset of the pages written since, torn or whole.
 /// - `readPage` copies the node at a block into `page` (4096 bytes). The bytes may be
@@ -22,6 +24,20 @@
 public protocol TreePageStore: TreePageIO {
     func allocatePage() throws(FSError) -> UInt64
     func releasePages(_ blocks: [UInt64])
+    /// `writePage` of a changed leaf ahead of its commit: no root names the block yet.
+    func writePageAhead(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError)
+    /// The commit that names `blocks`, written ahead, is being written: from now on they
+    /// are committed nodes.
+    func committedAhead(_ blocks: [UInt64])
+}
+
+extension TreePageStore {
+    /// A store that does not tell the two writes apart (the image's).
+    public func writePageAhead(_ block: UInt64, from page: UnsafeRawBufferPointer) throws(FSError) {
+        try writePage(block, from: page)
+    }
+
+    public func committedAhead(_ blocks: [UInt64]) {}
 }
 
 /// Reading and writing pages by block, with the allocation left to someone else: the seam

@@ -328,6 +328,9 @@ extension TreeVolume {
         var placing = PlacedBytesWriter(storage: storage)
         var placementBlocks = PlacementBlocks(backing: files?.takePromiseBacking() ?? [])
         progress?.began(.applying)
+        // The changed leaves past `spilledLeavesAbove` are written ahead as the changes go in.
+        filesystem.spillingAhead = (number, spilledLeavesAbove)
+        defer { filesystem.spillingAhead = nil }
         let removed = try filesystem.apply(generation, progress: progress) { (bytes) throws(FSError) -> [Extent] in
             placedBytes += bytes.count
             return try self.place(bytes, fresh: &fresh, blocks: &placementBlocks, into: &placing)

@@ -916,6 +916,12 @@ public final class TreeVolume {
     public static let readerCachedLeaves = 2048
     public static let readerCachedInteriorNodes = 8192
 
+    /// Changed leaves of the filesystem tree a commit holds in RAM while it applies a
+    /// generation, past which they are written ahead (`FileSystemTree.spillingAhead`):
+    /// 2,048 (8 MiB; tests lower it). A commit of 20,000 unlinks scattered over a large
+    /// directory's names held about 35,000 (140 MB) before.
+    var spilledLeavesAbove = 2048
+
     /// What a request reads: the delta's generations over a tree at the last durable root.
     /// The layers, the slot and the reader's epoch are taken in one step under the publish
     /// lock (a commit publishing between them would give a root without the generation
