@@ -28,6 +28,10 @@ int offloadfs_release_free_memory(void) {
     return malloc_trim(0);
 }
 
+int offloadfs_limit_malloc_arenas(int arenas) {
+    return mallopt(M_ARENA_MAX, arenas);
+}
+
 int offloadfs_current_cpu(void) {
     int cpu = sched_getcpu();
     return cpu < 0 ? 0 : cpu;

@@ -127,6 +127,7 @@ struct MountCommand: ParsableCommand {
             case .failed(let message): try fail(message, readiness: readiness)
             }
         }
+        DaemonHeap.limitArenas()
         let destination = LogDestination.choose(background: readiness.hasParent)
         let logger = bootstrapLogging(level: logLevel, destination: destination)
         let service = ServiceManager(stallSeconds: StallBound.seconds)

@@ -56,6 +56,10 @@ int offloadfs_filesystem_type(const char *path, long *type);
 /// otherwise.
 int offloadfs_release_free_memory(void);
 
+/// At most `arenas` malloc arenas (glibc's mallopt(M_ARENA_MAX)); 1 on success. Called
+/// before any thread starts.
+int offloadfs_limit_malloc_arenas(int arenas);
+
 /// The CPU the calling thread runs on (sched_getcpu, a GNU extension), 0 when the kernel
 /// cannot say. A hint only: the thread may move to another CPU as soon as it returns.
 int offloadfs_current_cpu(void);
