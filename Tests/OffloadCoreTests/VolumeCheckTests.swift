@@ -115,6 +115,28 @@ final class VolumeCheckTests: XCTestCase {
         XCTAssertLessThan(reads, 8 * nodes, "\(reads) reads of the image for \(nodes) nodes and \(files) names")
     }
 
+    /// A file of thousands of hard links: each link's index entry is checked against the
+    /// link's own back-reference item, not against all of the file's (which made fsck of
+    /// a file of 10,000 links take 28.7 s, 60,000 links more than three minutes).
+    func testAFileOfManyLinksIsCheckedWithoutScanningItsLinksForEachOne() throws {
+        let disk = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: 9,
+                                           nameHashKey: SipHash24(key0: 9, key1: 7))
+        let links = 2000
+        try volume.perform([.attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1,
+                                                                                nextIndex: 3 + UInt64(links)))])
+        try volume.perform([.attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: UInt32(links)))])
+        for l in 0..<links {
+            try volume.perform([.link(directory: 1, NamedEntry(name: Array("link-\(l)".utf8), child: 2, type: 8,
+                                                               index: 3 + UInt64(l)))])
+        }
+        try volume.commit()
+        let report = try VolumeCheck.run(disk)
+        XCTAssertTrue(report.isClean, "\(report.problems.prefix(5))")
+        XCTAssertEqual(report.names, links)
+        XCTAssertLessThan(report.linkScans, 10, "the file's links scanned once a link")
+    }
+
     func testTheUpgradedFormatOneFixturesCheckClean() throws {
         for name in ["clean", "crash"] {
             let image = try TreeVolumeUpgradeTests.fixture(name)
@@ -156,6 +178,13 @@ final class VolumeCheckTests: XCTestCase {
                 // there, and repair moved it to /lost+found as "#0" before.
                 let (_, item) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount > 0 })
                 try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(0), item.encoded())
+            }),
+            ("is not among inode", { volume, model in
+                // A link's back reference gone: its index entry names a link the child lacks.
+                let (directory, entries) = try XCTUnwrap(model.entries.first { !$0.value.isEmpty })
+                let entry = try XCTUnwrap(entries.values.first)
+                let key = volume.filesystem.backReferenceKey(entry.child, directory, entry.name)
+                XCTAssertTrue(try volume.filesystem.tree.remove(key))
             }),
             ("free in the block tree", { volume, model in
                 // An extent naming blocks no run holds.

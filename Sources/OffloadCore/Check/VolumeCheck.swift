@@ -36,6 +36,9 @@ public struct VolumeCheck {
         public var replay: Replay = .nothingToReplay
         /// Passes over the extents and nodes the reference census took (one per batch).
         public var referencePasses = 0
+        /// Scans of all of an inode's back references (`FileSystemTree.links(of:)`): one
+        /// an inode, not one a link (a file of 10,000 links took 28.7 s when it was).
+        public var linkScans = 0
         public var isClean: Bool { problemCount == 0 }
 
         mutating func add(_ problem: String) {
@@ -136,6 +139,7 @@ public struct VolumeCheck {
             check.checkItems()
             check.checkReferences()
         }
+        check.report.linkScans = tree.linkScans + second.linkScans
         return check.report
     }
 

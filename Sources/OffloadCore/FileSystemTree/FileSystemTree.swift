@@ -33,6 +33,9 @@ public final class FileSystemTree {
     /// what a commit holds whatever its changes touched (docs/ARCHITECTURE.md, "A
     /// commit's changed leaves written ahead").
     public var spillingAhead: (generation: UInt64, leaves: Int)?
+    /// Calls of `links(of:)`, each a scan of all of an inode's back references (a check
+    /// reads it to see that fsck scans an inode of many links once, not once a link).
+    public internal(set) var linkScans = 0
 
     /// See `inodeChanges`.
     public struct InodeChanges: Equatable, Sendable {
@@ -144,6 +147,7 @@ public final class FileSystemTree {
 
     /// Every link of `inode` (its back references), in key order.
     public func links(of inode: UInt64) throws(FSError) -> [Link] {
+        linkScans += 1
         var found: [Link] = []
         try scan(inode, .backReference) { (hash, raw) throws(FSError) in
             let item: BackReferenceItem = try Self.decode(Self.key(inode, .backReference, hash), raw)

@@ -199,7 +199,11 @@ extension VolumeRepair {
 
         private func restoreBackReference(of entry: NamedEntry, in directory: UInt64) throws(FSError) {
             let link = Link(directory: directory, index: entry.index, name: entry.name)
-            // Already there (under another name's hash, `backReference` moves it).
+            // Already there: in its own item, or under another name's hash (`backReference`
+            // moves it). The own item first: scanning all of a file's links for each of its
+            // names made a file of many links quadratic.
+            let own: BackReferenceItem? = (try? original.item(original.backReferenceKey(entry.child, directory, entry.name))) ?? nil
+            if own?.links.contains(link) ?? false { return }
             if ((try? original.links(of: entry.child)) ?? []).contains(link) { return }
             try place(link, of: entry.child)
         }
