@@ -5,7 +5,7 @@ import OffloadCore
 /// - a block is written at most once between its allocation and its release (copy on
 ///   write: a committed node is never written again), but for a leaf written ahead of
 ///   its commit (`writePageAhead`), which may be written again until that commit names
-///   it (`committedAhead`);
+///   it (`committedAhead`), and is released cleared (`releaseWrittenPages`), never as is;
 /// - only allocated blocks are read, written or released (no use after release, no
 ///   double release).
 /// A broken rule is recorded in `violations` (and the call fails where it can), so a
@@ -76,8 +76,18 @@ public final class MemoryTreePages: TreePageStore {
         }
     }
 
+    public func releaseWrittenPages(_ blocks: [UInt64]) {
+        for block in blocks where writtenAhead.remove(block) == nil {
+            violations.append("block \(block) released as written ahead, which it was not")
+        }
+        releasePages(blocks)
+    }
+
     public func releasePages(_ blocks: [UInt64]) {
         for block in blocks {
+            if writtenAhead.contains(block) {
+                violations.append("block \(block), written ahead, released with the leaf's bytes in it")
+            }
             guard allocated.remove(block) != nil else {
                 violations.append("release of block \(block), which is not allocated (a double free)")
                 continue

@@ -35,6 +35,15 @@ public final class BlockSpacePages: TreePageStore {
         }
     }
 
+    /// Blocks a leaf was written ahead to and no commit names: punched before they are
+    /// free again (`BlockSpace.unprepare`), as everything this volume frees is ("The free
+    /// space scrubbed where allocations go"): a file taking one must not read a
+    /// directory's names there, before or after a power cut.
+    public func releaseWrittenPages(_ blocks: [UInt64]) {
+        for block in blocks { space.unprepare(block..<block + 1) }
+        releasePages(blocks)
+    }
+
     public func readPage(_ block: UInt64, into page: UnsafeMutableRawBufferPointer) throws(FSError) {
         try checkInside(block)
         try space.io.readPage(block, into: page)

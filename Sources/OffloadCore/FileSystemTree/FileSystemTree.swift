@@ -53,8 +53,8 @@ public final class FileSystemTree {
 
     /// Writes the changed leaves ahead when `spillingAhead` says so (between changes).
     func spillIfOver() throws(FSError) {
-        guard let spillingAhead, tree.dirtyNodeCount > spillingAhead.leaves else { return }
-        try tree.spillLeaves(generation: spillingAhead.generation)
+        guard let spillingAhead else { return }
+        try tree.spillLeaves(beyond: spillingAhead.leaves, generation: spillingAhead.generation)
     }
 
     /// The reference changes recorded so far; the record starts over empty.

@@ -114,10 +114,12 @@ extension CopyOnWriteTree {
     /// blocks), and a failed tree is usable again. The way out of a failed change without
     /// reopening; the caller replays whatever it still wants changed.
     public func abandon() {
-        pages.releasePages((Array(dirty.keys) + Array(spilled.keys)).sorted() + spares)
+        release((Array(dirty.keys) + Array(spilled.keys)).sorted() + spares)
         dirty.removeAll()
         spilled.removeAll()
         spillGeneration = nil
+        writtenAhead.removeAll()
+        heldAfterSpill = 0
         spares.removeAll()
         freedSinceCommit.removeAll()
         changeCopies.removeAll()

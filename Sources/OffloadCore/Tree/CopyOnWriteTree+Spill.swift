@@ -9,6 +9,25 @@ extension CopyOnWriteTree {
         var checksum: UInt32
     }
 
+    /// `spillLeaves(generation:)` once more than `limit` nodes were changed (or read back)
+    /// since the last spill, counted from what that spill left held (the interior nodes
+    /// and a root leaf stay in RAM: counted from zero, a commit that changed more interior
+    /// nodes than `limit` would spill after every change). Returns the leaves written.
+    @discardableResult
+    public func spillLeaves(beyond limit: Int, generation: UInt64) throws(FSError) -> Int {
+        guard dirty.count > heldAfterSpill + limit else { return 0 }
+        return try spillLeaves(generation: generation)
+    }
+
+    /// Gives `blocks`, allocated since the last commit and no node of it, back to the
+    /// store: those written ahead cleared of what was written there.
+    func release(_ blocks: [UInt64]) {
+        guard !writtenAhead.isEmpty else { return pages.releasePages(blocks) }
+        pages.releasePages(blocks.filter { !writtenAhead.contains($0) })
+        let written = blocks.filter { writtenAhead.contains($0) }
+        if !written.isEmpty { pages.releaseWrittenPages(written) }
+    }
+
     /// Writes every changed leaf but a root leaf to its block now, stamped with
     /// `generation` (the one the next `commit` must be given), and lets go of its page.
     /// A later change that reaches such a leaf reads it back into a page on the same block
@@ -29,6 +48,7 @@ extension CopyOnWriteTree {
         // By block, so that the writes (and a power cut among them) replay exactly from a
         // test's seed.
         let leaves = dirty.compactMap { $0.value.view.isLeaf && $0.key != rootBlock ? $0.key : nil }.sorted()
+        heldAfterSpill = dirty.count - leaves.count
         guard !leaves.isEmpty else { return 0 }
         spillGeneration = generation
         for block in leaves {
@@ -43,6 +63,7 @@ extension CopyOnWriteTree {
                 throw error
             }
             spilled[block] = SpilledLeaf(generation: generation, checksum: page.view.checksum)
+            writtenAhead.insert(block)
             dirty[block] = nil
         }
         leavesWrittenAhead += leaves.count

@@ -93,6 +93,13 @@ public final class CopyOnWriteTree {
     var spillGeneration: UInt64?
     /// Leaves written ahead by this tree object so far, a leaf written again counted again.
     public internal(set) var leavesWrittenAhead = 0
+    /// Blocks written ahead since the last commit, whatever became of their leaves: one a
+    /// later change merged away or emptied goes back to the store cleared
+    /// (`TreePageStore.releaseWrittenPages`), never with a leaf's bytes in it.
+    var writtenAhead = Set<UInt64>()
+    /// Nodes held in RAM after the last spill (the interior ones and a root stay):
+    /// `spillLeaves(beyond:)` counts the leaves changed since from there.
+    var heldAfterSpill = 0
     /// Committed blocks the working tree stopped referencing since the last commit (a
     /// set: a block found here again was reached through a second parent).
     var freedSinceCommit = Set<UInt64>()
@@ -371,8 +378,10 @@ public final class CopyOnWriteTree {
         if !spilled.isEmpty { pages.committedAhead(spilled.keys.sorted()) }
         spilled.removeAll()
         spillGeneration = nil
-        pages.releasePages(spares)
+        release(spares)
         spares.removeAll()
+        writtenAhead.removeAll()
+        heldAfterSpill = 0
         let freed = freedSinceCommit.sorted()
         freedSinceCommit.removeAll()
         committedRoot = root

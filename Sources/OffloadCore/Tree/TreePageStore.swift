@@ -7,7 +7,8 @@
 ///   each allocated block at most once (copy on write): a block a commit wrote is never
 ///   written again while it is allocated. A leaf written ahead of its commit
 ///   (`writePageAhead`, `CopyOnWriteTree.spillLeaves`) may be written again, ahead or by
-///   the commit, until that commit names it (`committedAhead`). Written bytes need not be durable until the
+///   the commit, until that commit names it (`committedAhead`); given back unnamed, it
+///   goes through `releaseWrittenPages`. Written bytes need not be durable until the
 ///   caller makes them so (for the image: `BackingStore.sync`); a power cut may leave any
 ///   subset of the pages written since, torn or whole.
 /// - `readPage` copies the node at a block into `page` (4096 bytes). The bytes may be
@@ -29,6 +30,10 @@ public protocol TreePageStore: TreePageIO {
     /// The commit that names `blocks`, written ahead, is being written: from now on they
     /// are committed nodes.
     func committedAhead(_ blocks: [UInt64])
+    /// `releasePages` of blocks written ahead that no commit will name (a later change
+    /// merged their leaves away, or the changes were abandoned): cleared of the leaves'
+    /// bytes first where the store hands blocks out to others.
+    func releaseWrittenPages(_ blocks: [UInt64])
 }
 
 extension TreePageStore {
@@ -38,6 +43,8 @@ extension TreePageStore {
     }
 
     public func committedAhead(_ blocks: [UInt64]) {}
+
+    public func releaseWrittenPages(_ blocks: [UInt64]) { releasePages(blocks) }
 }
 
 /// Reading and writing pages by block, with the allocation left to someone else: the seam
