@@ -27,9 +27,9 @@ public final class FileSystemTree {
     /// the highest inode number they stated attributes of (0: none); the commit keeps the
     /// slot's inode count and next inode number with them (`takeInodeChanges`).
     public internal(set) var inodeChanges = InodeChanges()
-    /// Set by a commit while it applies a generation: once more than `leaves` changed
-    /// leaves are held in RAM after a change, they are written ahead
-    /// (`CopyOnWriteTree.spillLeaves`), stamped with `generation`, the commit's. Bounds
+    /// Set by a commit while it applies a generation: once more than `leaves` nodes were
+    /// changed since the last spill, after a change, the changed leaves are written ahead
+    /// (`CopyOnWriteTree.spillLeaves(beyond:)`), stamped with `generation`, the commit's. Bounds
     /// what a commit holds whatever its changes touched (docs/ARCHITECTURE.md, "A
     /// commit's changed leaves written ahead").
     public var spillingAhead: (generation: UInt64, leaves: Int)?
