@@ -138,7 +138,7 @@ public final class TreeVolume {
         public var dirtyObjects: Int
         public var itemBytes: Int
 
-        public init(journalBytes: Int = 64 << 20, dirtyObjects: Int = 20_000, itemBytes: Int = 16 << 20) {
+        public init(journalBytes: Int = 64 << 20, dirtyObjects: Int = 20_000, itemBytes: Int = 32 << 20) {
             self.journalBytes = journalBytes
             self.dirtyObjects = dirtyObjects
             self.itemBytes = itemBytes

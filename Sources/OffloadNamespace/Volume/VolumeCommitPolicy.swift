@@ -8,7 +8,7 @@ import OffloadCore
 /// 2026-12-03 (in the middle of `tar -x` and `rm -rf`); it commits
 /// - once the open generation is three quarters of the way to the volume's limits
 ///   (`TreeVolume.budget`: 48 MiB of journal, what replay after a crash reads, 15,000
-///   changed objects, or 12 MiB of item bytes, about 6 MiB of xattr values, names and
+///   changed objects, or 24 MiB of item bytes, about 12 MiB of xattr values, names and
 ///   extents: what the delta holds in RAM); the namespace wakes the maintenance
 ///   for it, so operations seldom reach the limits and commit on their own path, under
 ///   the namespace lock,
