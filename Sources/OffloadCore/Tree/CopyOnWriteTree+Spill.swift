@@ -54,14 +54,7 @@ extension CopyOnWriteTree {
         for block in leaves {
             let page = dirty[block]!
             TreeNode.setGeneration(page.bytes, generation)
-            TreeNode.seal(page.bytes)
-            do {
-                try pages.writePageAhead(block, from: page.buffer)
-            } catch {
-                // As a commit's failed write: the caller abandons the changes.
-                failure = error
-                throw error
-            }
+            try writeSealed(page, at: block, ahead: true)
             spilled[block] = SpilledLeaf(generation: generation, checksum: page.view.checksum)
             writtenAhead.insert(block)
             dirty[block] = nil

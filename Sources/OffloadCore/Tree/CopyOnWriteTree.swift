@@ -357,15 +357,7 @@ public final class CopyOnWriteTree {
                     }
                 }
             }
-            TreeNode.seal(page.bytes)
-            do {
-                try pages.writePage(block, from: page.buffer)
-            } catch {
-                // Retrying in place would write the blocks already written a second time;
-                // the caller abandons the changes (their blocks go back) and applies them again.
-                failure = error
-                throw error
-            }
+            try writeSealed(page, at: block)
         }
         // Each block once: a leaf spilled and changed again is dirty, not spilled.
         let written = dirty.count + spilled.count
@@ -387,5 +379,23 @@ public final class CopyOnWriteTree {
         committedRoot = root
         if written > 0 || !freed.isEmpty { lastGeneration = generation }
         return Commit(root: root, freedBlocks: freed, writtenBlocks: written)
+    }
+
+    /// Seals `page` and writes it at `block`, by its commit or `ahead` of it
+    /// (`spillLeaves`). A failed write fails the tree: retrying in place would write the
+    /// blocks already written a second time, so the caller abandons the changes (their
+    /// blocks go back) and applies them again.
+    func writeSealed(_ page: TreePage, at block: UInt64, ahead: Bool = false) throws(FSError) {
+        TreeNode.seal(page.bytes)
+        do {
+            if ahead {
+                try pages.writePageAhead(block, from: page.buffer)
+            } else {
+                try pages.writePage(block, from: page.buffer)
+            }
+        } catch {
+            failure = error
+            throw error
+        }
     }
 }
