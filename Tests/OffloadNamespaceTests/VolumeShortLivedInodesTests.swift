@@ -15,7 +15,7 @@ final class VolumeShortLivedInodesTests: XCTestCase {
         let namespace = try VolumeNamespace(volume: volume, memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
         let kept = try namespace.mkdir(parent: .root, name: FileName("kept"), mode: 0o755, context: .root)
         try volume.commit()
-        let before = volume.delta.openObjectCount
+        let before = volume.delta.openLoad.objects
 
         // In a new directory: files written, closed, removed and forgotten, then the
         // directory itself. Half the files are removed while the kernel still references
@@ -51,7 +51,7 @@ final class VolumeShortLivedInodesTests: XCTestCase {
 
         // What is left: the root (its names and times), "kept" (its removed names and
         // times) and "last".
-        XCTAssertLessThanOrEqual(volume.delta.openObjectCount - before, 3,
+        XCTAssertLessThanOrEqual(volume.delta.openLoad.objects - before, 3,
                                  "600 inodes made and dropped in the generation still count against the dirty cap")
         let generation = volume.delta.layers()[0]
         XCTAssertEqual(generation.allOrphanChanges().count, 0)

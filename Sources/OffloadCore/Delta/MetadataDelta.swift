@@ -61,9 +61,6 @@ public final class MetadataDelta: @unchecked Sendable {
     /// joined before is in it or in an older one.
     public var openNumber: UInt64 { openNumberNow.load(ordering: .acquiring) }
 
-    /// How many objects the open generation changed (`DeltaGeneration.objectCount`).
-    public var openObjectCount: Int { gate.withReadLock { open.objectCount } }
-
     /// The open generation's objects and item bytes (`DeltaGeneration.commitLoad`, its
     /// scattered leaves not capped): what the volume's budget reads after each operation.
     public var openLoad: CommitLoad { gate.withReadLock { open.commitLoad } }

@@ -34,9 +34,7 @@ extension CopyOnWriteTree {
             // Written ahead of the commit, on a block no commit names: read back and
             // changed in place.
             let page = TreePage()
-            try pages.readPage(block, into: page.mutableBuffer)
-            try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: leaf.generation,
-                                                           checksum: leaf.checksum))
+            try read(leaf, at: block, level: level, into: page)
             spilled[block] = nil
             dirty[block] = page
             return (block, page)
@@ -117,7 +115,6 @@ extension CopyOnWriteTree {
         release((Array(dirty.keys) + Array(spilled.keys)).sorted() + spares)
         dirty.removeAll()
         spilled.removeAll()
-        spillGeneration = nil
         writtenAhead.removeAll()
         heldAfterSpill = 0
         spares.removeAll()

@@ -19,6 +19,14 @@ extension CopyOnWriteTree {
         return try spillLeaves(generation: generation)
     }
 
+    /// Reads the spilled `leaf` at `block` into `page`, checked against what its spill
+    /// wrote (its parent records that only at the commit).
+    func read(_ leaf: SpilledLeaf, at block: UInt64, level: UInt8, into page: TreePage) throws(FSError) {
+        try pages.readPage(block, into: page.mutableBuffer)
+        try TreeNode.validate(page.buffer, expectation(block: block, level: level, generation: leaf.generation,
+                                                       checksum: leaf.checksum))
+    }
+
     /// Gives `blocks`, allocated since the last commit and no node of it, back to the
     /// store: those written ahead cleared of what was written there.
     func release(_ blocks: [UInt64]) {
@@ -42,15 +50,14 @@ extension CopyOnWriteTree {
         if let last = lastGeneration, generation <= last {
             throw .invalidArgument("spill generation \(generation) is not above the last commit's, \(last)")
         }
-        if let spillGeneration, spillGeneration != generation {
-            throw .invalidArgument("spill generation \(generation) is not the \(spillGeneration) of the leaves spilled before")
+        if let leaf = spilled.first?.value, leaf.generation != generation {
+            throw .invalidArgument("spill generation \(generation) is not the \(leaf.generation) of the leaves spilled before")
         }
         // By block, so that the writes (and a power cut among them) replay exactly from a
         // test's seed.
         let leaves = dirty.compactMap { $0.value.view.isLeaf && $0.key != rootBlock ? $0.key : nil }.sorted()
         heldAfterSpill = dirty.count - leaves.count
         guard !leaves.isEmpty else { return 0 }
-        spillGeneration = generation
         for block in leaves {
             let page = dirty[block]!
             TreeNode.setGeneration(page.bytes, generation)

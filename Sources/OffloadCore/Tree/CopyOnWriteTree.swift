@@ -89,8 +89,6 @@ public final class CopyOnWriteTree {
     /// parents record once the commit writes those. Disjoint from `dirty`: a change that
     /// reaches one reads it back into a page on the same block (`writable`).
     var spilled: [UInt64: SpilledLeaf] = [:]
-    /// The generation the spilled leaves are stamped with: the next commit's.
-    var spillGeneration: UInt64?
     /// Leaves written ahead by this tree object so far, a leaf written again counted again.
     public internal(set) var leavesWrittenAhead = 0
     /// Blocks written ahead since the last commit, whatever became of their leaves: one a
@@ -153,11 +151,9 @@ public final class CopyOnWriteTree {
 
     /// True when the tree holds no items.
     public var isEmpty: Bool { rootBlock == nil }
-    /// Nodes changed since the last commit and held in RAM (`spilledLeafCount` more are
-    /// written already).
+    /// Nodes changed since the last commit and held in RAM (the leaves written ahead,
+    /// `spillLeaves`, are not).
     public var dirtyNodeCount: Int { dirty.count }
-    /// Changed leaves written ahead of the commit (`spillLeaves`).
-    public var spilledLeafCount: Int { spilled.count }
     /// Blocks allocated for changes and not used yet (released at commit).
     public var spareBlockCount: Int { spares.count }
 
@@ -174,9 +170,7 @@ public final class CopyOnWriteTree {
         }
         if !spilled.isEmpty, let leaf = spilled[block] {
             let buffer = readBuffers[Int(level)]
-            try pages.readPage(block, into: buffer.mutableBuffer)
-            try TreeNode.validate(buffer.buffer, expectation(block: block, level: level, generation: leaf.generation,
-                                                             checksum: leaf.checksum))
+            try read(leaf, at: block, level: level, into: buffer)
             return buffer.view
         }
         let buffer = readBuffers[Int(level)]
@@ -332,8 +326,8 @@ public final class CopyOnWriteTree {
         if let last = lastGeneration, !dirty.isEmpty || !freedSinceCommit.isEmpty, generation <= last {
             throw .invalidArgument("commit generation \(generation) is not above the last one, \(last)")
         }
-        if let spillGeneration, spillGeneration != generation {
-            throw .invalidArgument("commit generation \(generation) is not the \(spillGeneration) its spilled leaves were written with")
+        if let leaf = spilled.first?.value, leaf.generation != generation {
+            throw .invalidArgument("commit generation \(generation) is not the \(leaf.generation) its spilled leaves were written with")
         }
         // Children before parents: a parent records its dirty children's checksums. By
         // block within a level, so that the writes (and a power cut among them) replay
@@ -369,7 +363,6 @@ public final class CopyOnWriteTree {
         dirty.removeAll()
         if !spilled.isEmpty { pages.committedAhead(spilled.keys.sorted()) }
         spilled.removeAll()
-        spillGeneration = nil
         release(spares)
         spares.removeAll()
         writtenAhead.removeAll()
