@@ -133,6 +133,66 @@ final class NodeReadCacheTests: XCTestCase {
         XCTAssertEqual(cache.capacity, 6)
     }
 
+    /// A forgotten node's slot is free: no hit, and taken by the next insert before a
+    /// slot never used; at rest the free slots' pages go back to the kernel, and the
+    /// nodes left and those inserted after read back whole.
+    func testForgottenSlotsAreTakenFirstAndTheirPagesGoBack() {
+        let cache = NodeReadCache(leafCapacity: 8, interiorCapacity: 2, shardCount: 1)
+        let into = nodePage(filledWith: 0)
+        for block in UInt64(10)...12 { cache.insert(block, level: 0, generation: 1, checksum: 1, from: nodePage(filledWith: UInt8(block))) }
+        XCTAssertEqual(cache.slots.holding, 3)
+        XCTAssertEqual(cache.slots.resident, 3)
+        cache.forget([11, 99])
+        XCTAssertEqual(cache.slots.holding, 2)
+        XCTAssertFalse(cache.copy(11, level: 0, generation: 1, checksum: 1, into: into), "forgotten")
+        cache.insert(13, level: 0, generation: 1, checksum: 1, from: nodePage(filledWith: 13))
+        XCTAssertEqual(cache.slots.resident, 3, "block 13 took block 11's free slot, not a new one")
+        cache.insert(14, level: 0, generation: 1, checksum: 1, from: nodePage(filledWith: 14))
+        XCTAssertEqual(cache.slots.resident, 4)
+        cache.insert(20, level: 1, generation: 1, checksum: 1, from: nodePage(filledWith: 20))
+        cache.forget([10, 12, 13, 20])
+        XCTAssertEqual(cache.releaseFreeSlots(), 4, "three leaf slots and the interior one")
+        XCTAssertEqual(cache.releaseFreeSlots(), 0, "given back once")
+        XCTAssertEqual(cache.slots.holding, 1)
+        XCTAssertEqual(cache.slots.resident, 1)
+        XCTAssertTrue(cache.copy(14, level: 0, generation: 1, checksum: 1, into: into))
+        XCTAssertEqual(into.load(fromByteOffset: 0, as: UInt8.self), 14)
+        XCTAssertEqual(into.load(fromByteOffset: TreeNode.size - 1, as: UInt8.self), 14)
+        cache.insert(15, level: 0, generation: 1, checksum: 1, from: nodePage(filledWith: 15))
+        XCTAssertEqual(cache.slots.resident, 2, "a released slot taken is in memory again")
+        XCTAssertTrue(cache.copy(15, level: 0, generation: 1, checksum: 1, into: into))
+        XCTAssertEqual(into.load(fromByteOffset: TreeNode.size - 1, as: UInt8.self), 15)
+        XCTAssertEqual(cache.counts.hits, 2)
+    }
+
+    /// Commits after commits, each changing a node in every leaf of inodes while readers
+    /// read them all: the cache holds at most the tree's live nodes, not every copy the
+    /// commits superseded (which it held until the hand passed them, filling its pools
+    /// whatever the tree's size).
+    func testCommitsLetGoOfTheNodesTheyReplaced() throws {
+        let volume = try volumeOfFiveThousandFiles()
+        for round in 0..<12 {
+            let reader = try volume.reader()
+            for i in stride(from: 0, to: 5000, by: 7) { _ = try reader.inode(UInt64(2 + i)) }
+            var changes: [JournalChange] = []
+            for i in stride(from: round % 10, to: 5000, by: 10) {
+                guard var item = try reader.inode(UInt64(2 + i)) else { return XCTFail("f\(i) has no inode") }
+                item.permissions = 0o600 | UInt32(round)
+                changes.append(.attributes(inode: UInt64(2 + i), item))
+            }
+            try volume.perform(changes)
+            try volume.commit()
+        }
+        let reader = try volume.reader()
+        for i in stride(from: 0, to: 5000, by: 7) { _ = try reader.inode(UInt64(2 + i)) }
+        var live = 0
+        try plainTree(volume).tree.forEachNodeBlock { _ in live += 1 }
+        let slots = volume.nodeCache.slots
+        XCTAssertLessThanOrEqual(slots.holding, live, "the cache holds nodes no live tree has")
+        XCTAssertLessThanOrEqual(slots.resident, live * 2, "pages of slots beyond two commits' nodes")
+        print("node cache after 12 commits: \(slots.holding) slots holding, \(slots.resident) in memory, \(live) live nodes")
+    }
+
     func testTheNextCommitsReadersFindTheNodesAndReadTheChangedOnesAfresh() throws {
         let volume = try volumeOfFiveThousandFiles()
         let first = try volume.reader()

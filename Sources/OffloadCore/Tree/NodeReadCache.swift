@@ -1,3 +1,5 @@
+import Glibc
+
 /// Validated committed nodes kept between reads, shared by every reader of a volume
 /// (`TreeVolume.reader()`): readers of one commit read the same upper nodes for every
 /// lookup, and each read was a pread and a CRC-32C of 4 KiB; readers of the next commit
@@ -19,10 +21,14 @@
 ///
 /// Safe to use from many threads: each pool's slots are split into shards by block, each
 /// behind its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots
-/// (memory: `capacity` x 4 KiB, a shard's allocated at its first insert; under commits
-/// the slots fill up whatever the tree's size, with the copies commits superseded until
-/// the hand passes them), replaced in turn with a second chance for a slot hit since the
-/// hand last passed it (CLOCK); a hit copies the node into the caller's level buffer, so a
+/// (at most `capacity` x 4 KiB, a shard's allocated at its first insert and its pages
+/// touched as slots are first used). A commit hands the cache the blocks of the nodes it
+/// replaced (`forget`): their slots are free again and taken before any other, so the
+/// pools hold the live nodes readers read, not the copies commits superseded (which
+/// filled both pools whatever the tree's size: 40 MiB for a tree of a few leaves). When a
+/// shard has no free slot, slots are replaced in turn with a second chance for a slot hit
+/// since the hand last passed it (CLOCK). At rest the free slots' pages go back to the
+/// kernel (`releaseFreeSlots`). A hit copies the node into the caller's level buffer, so a
 /// view handed out never points into a slot that a later insert may replace.
 public final class NodeReadCache: @unchecked Sendable {
     // @unchecked: every shard's state is reached only under its lock.
@@ -63,12 +69,52 @@ public final class NodeReadCache: @unchecked Sendable {
         shard(block, level: level).insert(block, level: level, generation: generation, checksum: checksum, from: page)
     }
 
+    /// Lets go of the nodes at `blocks`, whatever their level: a commit's replaced nodes
+    /// (`CopyOnWriteTree.Commit.freedBlocks`), which no reader of a later commit reads. A
+    /// reader of an earlier commit that still reads one misses and reads its block, which
+    /// is not reused before that reader is done. Each shard's lock is held for at most
+    /// `forgottenPerHold` blocks at a time.
+    public func forget(_ blocks: [UInt64]) {
+        guard !blocks.isEmpty else { return }
+        var byShard = Array(repeating: [UInt64](), count: leafShards.count)
+        for block in blocks { byShard[Int(block % UInt64(byShard.count))].append(block) }
+        for (index, blocks) in byShard.enumerated() where !blocks.isEmpty {
+            var start = 0
+            while start < blocks.count {
+                let part = blocks[start..<min(blocks.count, start + Self.forgottenPerHold)]
+                leafShards[index].forget(part)
+                interiorShards[index].forget(part)
+                start = part.endIndex
+            }
+        }
+    }
+
+    static let forgottenPerHold = 256
+
+    /// Gives the pages of the slots that hold no node back to the kernel (madvise); the
+    /// number of slots whose pages went. At rest (the heap trim's moment): each shard's
+    /// lock is held for its syscalls.
+    @discardableResult
+    public func releaseFreeSlots() -> Int {
+        (leafShards + interiorShards).reduce(0) { $0 + $1.releaseFreeSlots() }
+    }
+
     /// Reads the cache served and did not, since it was made (tests, benchmarks).
     public var counts: (hits: Int, misses: Int) {
         (leafShards + interiorShards).reduce(into: (hits: 0, misses: 0)) { total, shard in
             let counts = shard.counts
             total.hits += counts.hits
             total.misses += counts.misses
+        }
+    }
+
+    /// Slots holding a node, and slots whose pages are in memory (used since the
+    /// shard's allocation or the last `releaseFreeSlots`), over both pools.
+    public var slots: (holding: Int, resident: Int) {
+        (leafShards + interiorShards).reduce(into: (holding: 0, resident: 0)) { total, shard in
+            let slots = shard.slots
+            total.holding += slots.holding
+            total.resident += slots.resident
         }
     }
 
@@ -86,21 +132,63 @@ public final class NodeReadCache: @unchecked Sendable {
         private var storage: UnsafeMutableRawPointer?
         private var entries: [UInt64: Entry] = [:]
         /// The block held in each slot, whether it was hit since the hand last passed it,
-        /// and the hand: the slot the next insert looks at first.
+        /// and the hand: the slot the next insert looks at first once no slot is free.
         private var blocks: [UInt64?]
         private var hitSinceLastPass: [Bool]
         private var next = 0
+        /// Slots emptied by `forget`, taken first (the last emptied first), and the slots
+        /// never used: `neverUsed..<capacity`, taken in order after the free ones, so the
+        /// pages in memory are those of the most nodes held at once.
+        private var freeSlots: [Int] = []
+        private var neverUsed = 0
+        /// Free slots whose pages `releaseFreeSlots` gave back, until they are taken.
+        private var pageReleased: [Bool]
+        private var releasedCount = 0
         private var hits = 0, misses = 0
 
         init(capacity: Int) {
             self.capacity = capacity
             blocks = Array(repeating: nil, count: capacity)
             hitSinceLastPass = Array(repeating: false, count: capacity)
+            pageReleased = Array(repeating: false, count: capacity)
         }
 
         deinit { storage?.deallocate() }
 
         var counts: (hits: Int, misses: Int) { lock.withLock { (hits, misses) } }
+
+        var slots: (holding: Int, resident: Int) {
+            lock.withLock { (neverUsed - freeSlots.count, neverUsed - releasedCount) }
+        }
+
+        func forget(_ forgotten: ArraySlice<UInt64>) {
+            lock.lock()
+            defer { lock.unlock() }
+            for block in forgotten {
+                guard let entry = entries.removeValue(forKey: block) else { continue }
+                blocks[entry.slot] = nil
+                hitSinceLastPass[entry.slot] = false
+                freeSlots.append(entry.slot)
+            }
+        }
+
+        func releaseFreeSlots() -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            guard let storage else { return 0 }
+            // Adjacent slots in one call.
+            let slots = freeSlots.filter { !pageReleased[$0] }.sorted()
+            var start = 0
+            while start < slots.count {
+                var end = start + 1
+                while end < slots.count && slots[end] == slots[end - 1] + 1 { end += 1 }
+                _ = madvise(storage + slots[start] * TreeNode.size, (end - start) * TreeNode.size, MADV_DONTNEED)
+                start = end
+            }
+            for slot in slots { pageReleased[slot] = true }
+            releasedCount += slots.count
+            return slots.count
+        }
 
         func copy(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32,
                   into page: UnsafeMutableRawPointer) -> Bool {
@@ -121,20 +209,33 @@ public final class NodeReadCache: @unchecked Sendable {
             lock.lock()
             defer { lock.unlock() }
             if storage == nil {
-                storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * TreeNode.size, alignment: 16)
+                // Page-aligned: a free slot's page can be given back (`releaseFreeSlots`).
+                storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * TreeNode.size, alignment: TreeNode.size)
             }
             let slot: Int
             if let existing = entries[block] {
                 slot = existing.slot
             } else {
-                // At most one pass: the hand clears each mark it passes.
-                while blocks[next] != nil && hitSinceLastPass[next] {
-                    hitSinceLastPass[next] = false
+                if let free = freeSlots.popLast() {
+                    slot = free
+                    if pageReleased[slot] {
+                        pageReleased[slot] = false
+                        releasedCount -= 1
+                    }
+                } else if neverUsed < capacity {
+                    slot = neverUsed
+                    neverUsed += 1
+                } else {
+                    // Every slot holds a node. At most one pass: the hand clears each
+                    // mark it passes.
+                    while hitSinceLastPass[next] {
+                        hitSinceLastPass[next] = false
+                        next = (next + 1) % capacity
+                    }
+                    slot = next
                     next = (next + 1) % capacity
+                    if let old = blocks[slot] { entries[old] = nil }
                 }
-                slot = next
-                next = (next + 1) % capacity
-                if let old = blocks[slot] { entries[old] = nil }
                 blocks[slot] = block
                 hitSinceLastPass[slot] = false
             }

@@ -293,25 +293,28 @@ extension TreeVolume {
             // The last commit's punch is waited for without the space lock (operations go
             // on meanwhile), and accepted with it (`TreeVolume+Punches`).
             let punched = punches.finish()
-            spaceLock.lock()
-            // The commit may take the whole metadata reserve (its nodes and placed bytes),
-            // and refills it when done.
-            space.reserveAccess = .commit
-            defer {
-                space.reserveAccess = .journal
-                spaceLock.unlock()
+            let report = try spaceLock.withLock { () throws(FSError) -> VolumeCommitReport in
+                // The commit may take the whole metadata reserve (its nodes and placed
+                // bytes), and refills it when done.
+                space.reserveAccess = .commit
+                defer { space.reserveAccess = .journal }
+                accept(punched)
+                let report = try body(generation, switched.newChain)
+                space.refillReserve()
+                // The disk's room after the punch accepted and the refill (what the next
+                // operations are admitted against where the disk is smaller than the image).
+                noteHostRoom()
+                // The free estimate follows every take, give-back and reuse by itself (it
+                // is not read again from every group summary here: that cost would grow
+                // with the capacity, not the change); counted once files needed it.
+                assert(files == nil || (try? space.freeBlockCount()).map { $0 == space.freeEstimate } ?? true,
+                       "the free estimate drifted from the block tree's free count")
+                return report
             }
-            accept(punched)
-            let report = try body(generation, switched.newChain)
-            space.refillReserve()
-            // The disk's room after the punch accepted and the refill (what the next
-            // operations are admitted against where the disk is smaller than the image).
-            noteHostRoom()
-            // The free estimate follows every take, give-back and reuse by itself (it is
-            // not read again from every group summary here: that cost would grow with
-            // the capacity, not the change); counted once files needed it.
-            assert(files == nil || (try? space.freeBlockCount()).map { $0 == space.freeEstimate } ?? true,
-                   "the free estimate drifted from the block tree's free count")
+            // The nodes the commit replaced leave the readers' cache, outside the space
+            // lock (one shard lock at a time).
+            nodeCache.forget(replacedNodes)
+            replacedNodes = []
             return report
         } catch {
             failure = error
@@ -452,6 +455,7 @@ extension TreeVolume {
         // take both in one (`reader`). Files' marks of changes this commit holds go only
         // now: until the slot is durable the block tree's counts are the previous commit's.
         publish(slot, retiring: generation)
+        replacedNodes = filesystemCommit.freedBlocks
         settledUnpublished = false
         files?.dropTouched(through: number)
         // 8. Punches: the pending frees of the commits before this one (neither this commit

@@ -193,6 +193,9 @@ public final class TreeVolume {
     /// lock): the block tree then counts what the durable slot does not. A files' store
     /// made meanwhile starts held (`holdExclusivityUntilPublished`), as one made before is.
     var settledUnpublished = false
+    /// The filesystem tree's nodes the last commit replaced, between its publication and
+    /// their `nodeCache.forget` after the space lock (guarded by the commit lock).
+    var replacedNodes: [UInt64] = []
     /// Blocks claimed before the next commit that the block tree holds free: what replayed
     /// frames' image extents name (the crashed mount's unclaimed blocks), or every block
     /// format 1 used (the upgrade). The next commit's extents take them as their first
