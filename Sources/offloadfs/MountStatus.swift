@@ -32,6 +32,11 @@ struct MountStatus: Codable, Equatable {
         /// File bytes held in RAM (small writes), against `--memory-limit`.
         var heldBytes: UInt64
         var limitBytes: UInt64
+        /// The daemon's anonymous resident memory (RssAnon), and of it the committed tree
+        /// nodes readers keep (format 2; 0 on format 1). Nil from a daemon older than
+        /// these fields.
+        var daemonBytes: UInt64? = nil
+        var nodeCacheBytes: UInt64? = nil
     }
 
     struct Journal: Codable, Equatable {

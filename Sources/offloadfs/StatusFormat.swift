@@ -32,6 +32,12 @@ enum StatusFormat {
                     + "\(human(s.image.reclaimableBytes)) reclaimable"),
                 ("memory", bar(s.memory.heldBytes, of: s.memory.limitBytes) + "  \(human(s.memory.heldBytes)) of "
                     + "\(human(s.memory.limitBytes)) held in RAM"),
+            ]
+            if let daemon = s.memory.daemonBytes {
+                let nodes = s.memory.nodeCacheBytes.flatMap { s.image.format == 2 ? " (node cache \(human($0)))" : nil } ?? ""
+                rows.append(("daemon", "\(human(daemon)) resident" + nodes))
+            }
+            rows += [
                 ("inodes", "\(grouped(s.inodes)) (\(grouped(s.openHandles)) open handles)"),
                 ("journal", (s.image.format == 2 ? "\(human(s.journal.bytesSinceCheckpoint)) since the last commit"
                     : "\(human(s.journal.bytesSinceCheckpoint)) since the last checkpoint "
@@ -98,6 +104,8 @@ enum StatusFormat {
                     ("image file bytes", "\(s.image.fileBytes)"), ("image disk bytes", "\(s.image.diskBytes)"),
                     ("live bytes", "\(s.image.liveBytes)"), ("reclaimable bytes", "\(s.image.reclaimableBytes)"),
                     ("memory held bytes", "\(s.memory.heldBytes)"), ("memory limit bytes", "\(s.memory.limitBytes)"),
+                    ("daemon bytes", s.memory.daemonBytes.map { "\($0)" } ?? "-"),
+                    ("node cache bytes", s.memory.nodeCacheBytes.map { "\($0)" } ?? "-"),
                     ("inodes", "\(s.inodes)"), ("open handles", "\(s.openHandles)"),
                     ("journal bytes since checkpoint", "\(s.journal.bytesSinceCheckpoint)"),
                     ("checkpoint bytes", "\(s.journal.checkpointBytes)"),
@@ -149,6 +157,13 @@ enum StatusFormat {
             gauge("offloadfs_image_reclaimable_bytes", "Freed image bytes waiting for the next sync.") { $0.image.reclaimableBytes },
             gauge("offloadfs_memory_held_bytes", "File bytes held in RAM.") { $0.memory.heldBytes },
             gauge("offloadfs_memory_limit_bytes", "The --memory-limit.") { $0.memory.limitBytes },
+            Metric(name: "offloadfs_daemon_bytes", type: "gauge", help: "The daemon's anonymous resident memory.") { status in
+                status.memory.daemonBytes.map { [("", "\($0)")] } ?? []
+            },
+            Metric(name: "offloadfs_node_cache_bytes", type: "gauge",
+                   help: "Memory of the committed tree nodes readers keep (format 2).") { status in
+                status.memory.nodeCacheBytes.map { [("", "\($0)")] } ?? []
+            },
             gauge("offloadfs_inodes", "Inodes the daemon holds.") { $0.inodes },
             gauge("offloadfs_open_handles", "Open file and directory handles.") { $0.openHandles },
             gauge("offloadfs_journal_bytes", "Journal written since the last checkpoint.") { $0.journal.bytesSinceCheckpoint },

@@ -58,6 +58,16 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertGreaterThan(number("journal.bytes_since_checkpoint") ?? 0, 0)
         XCTAssertGreaterThanOrEqual(number("uptime_seconds") ?? -1, 0)
         XCTAssertTrue((json["options"] as? [String])?.contains("memory_limit=1M") == true, "\(json["options"] ?? "")")
+        // The daemon's own memory, as the kernel counts it at about the same moment.
+        let statusFile = try String(contentsOfFile: "/proc/\(try XCTUnwrap(fixture.pid))/status", encoding: .utf8)
+        let anonKiB = try XCTUnwrap(statusFile.split(separator: "\n").first { $0.hasPrefix("RssAnon:") }
+            .flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) })
+        let daemon = try XCTUnwrap(number("memory.daemon_bytes"), "no memory.daemon_bytes")
+        XCTAssertGreaterThan(daemon, anonKiB * 1024 / 2, "RssAnon now: \(anonKiB) KiB")
+        XCTAssertLessThan(daemon, anonKiB * 1024 * 2, "RssAnon now: \(anonKiB) KiB")
+        if MountTestFormat.isTwo {
+            XCTAssertGreaterThan(number("memory.node_cache_bytes") ?? 0, 0, "the readers' lookups kept nodes")
+        }
     }
 
     /// The generation is the last checkpoint's (format 1) or commit's (format 2) number:
@@ -117,6 +127,7 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertEqual(samples["offloadfs_up"], 1)
         XCTAssertEqual(samples["offloadfs_inodes"], 7)
         XCTAssertEqual(samples["offloadfs_memory_held_bytes"], 300)
+        XCTAssertGreaterThan(samples["offloadfs_daemon_bytes"] ?? 0, 0)
         XCTAssertEqual(samples["offloadfs_capacity_bytes"], Double(256 << 20))
         XCTAssertEqual(samples["offloadfs_written_bytes_total"], Double(2 << 20 + 300 + 4096))
         XCTAssertEqual(samples["offloadfs_requests_total{operation=\"mkdir\"}"], 1)
@@ -146,6 +157,8 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertNotNil(table.output.range(of: #"space +\[[#.]{30}\] +[0-9]+%"#, options: .regularExpression),
                         "a usage bar: \(table.output)")
         XCTAssertTrue(table.output.contains("300 B of 1.0 MiB held in RAM"), table.output)
+        XCTAssertNotNil(table.output.range(of: #"daemon +[0-9.]+ [KM]iB resident"#, options: .regularExpression), table.output)
+        XCTAssertNotNil(piped.output.range(of: #"(?m)^daemon bytes: [0-9]+$"#, options: .regularExpression), piped.output)
     }
 
     func testNotAnOffloadfsMountIsOneLine() throws {

@@ -913,9 +913,10 @@ public final class TreeVolume {
     /// Nodes the readers keep between reads (`NodeReadCache`): 2,048 leaves (8 MiB) and
     /// 8,192 interior nodes (32 MiB), enough for every live interior node of an image of
     /// about 10,000,000 files (one made by `offloadfs-genimage` has 747,441 leaves and
-    /// 7,706 interior nodes in its filesystem tree). Memory: both pools fill up over a
-    /// mount that commits, whatever the tree's size, since the copies commits supersede
-    /// stay until the hand passes them (never hit, they go first): 40 MiB at most.
+    /// 7,706 interior nodes in its filesystem tree). Memory: 40 MiB at most, the live
+    /// nodes readers read (each commit lets go of those it replaced), and at rest only
+    /// those (`NodeReadCache.releaseFreeSlots`). Before the commits' `forget`, both pools
+    /// filled with superseded copies whatever the tree's size.
     public static let readerCachedLeaves = 2048
     public static let readerCachedInteriorNodes = 8192
 

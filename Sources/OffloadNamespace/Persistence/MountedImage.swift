@@ -70,6 +70,9 @@ public struct MountedImageUsage: Sendable, Equatable {
     /// each: how many a span of time saw (`offloadfs status`). Nil on a read-only format 1
     /// mount, which writes none.
     public var generation: UInt64?
+    /// The memory the committed tree nodes readers keep take (format 2's
+    /// `NodeReadCache`; 0 on format 1).
+    public var nodeCacheBytes: UInt64 = 0
 }
 
 /// One write of the maintenance: a checkpoint (format 1) or a commit (format 2).

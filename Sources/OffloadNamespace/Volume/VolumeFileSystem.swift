@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLinuxShims
 import Dispatch
 import OffloadCore
 
@@ -33,6 +32,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
     let openedWithoutRoom: Bool
     public var format: ImageFormat { .two }
     private let maintenance = MaintenanceTimer()
+    /// When the heap's free memory goes back to the kernel after a commit.
+    private let heapTrim = HeapTrim()
 
     /// The smallest capacity a format 2 image is made with (`TreeVolume.minimumCapacity`).
     public static let minimumCapacity = TreeVolume.minimumCapacity
@@ -119,7 +120,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             // Blocks waiting for their punch count as in use until it is done.
             liveBytes: capacityBytes - min(free, capacityBytes), reclaimableBytes: 0,
             inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
-            journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation)
+            journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation,
+            nodeCacheBytes: UInt64(volume.nodeCache.slots.resident * TreeNode.size))
     }
 
     /// A failed journal or commit fails every later change until the image is mounted
@@ -163,11 +165,12 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                 return
             }
             let seconds = ImageFileSystem.seconds(since: started)
-            // A commit at rest gives the heap's free memory back: a generation's changes,
-            // the inodes the kernel forgot and the bytes the commit placed were freed, and
+            // The heap's free memory goes back (`HeapTrim`): a generation's changes, the
+            // inodes the kernel forgot and the bytes the commit placed were freed, and
             // glibc keeps freed memory in its arenas (72 MiB of RssAnon after `tar -x` of
-            // /usr/include and its commit, 7 MiB once trimmed). Only at rest, since the
-            // trim takes the allocator's locks that requests' allocations need.
+            // /usr/include and its commit, 7 MiB once trimmed). All of it at rest; under
+            // load when it grew or the commit placed much, since the trim takes the
+            // allocator's locks that requests' allocations need.
             let atRest = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
             // At rest, the settling commits this one leaves owing run one after another,
             // not one a tick: what an `rm` freed is free space (`df`) once the last has run,
@@ -175,14 +178,16 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             // "Freed space at rest"). Each waits for the punch the one before started.
             let settlingOwed = atRest && namespace.owesSettlingCommits
             if settlingOwed { maintenance.wake() }
-            // The heap trim once the chain has ended.
-            let trimmed = atRest && !settlingOwed
-            if trimmed { _ = offloadfs_release_free_memory() }
+            // At rest, the whole trim once the chain has ended, with the pages of the node
+            // cache's free slots (the nodes commits replaced).
+            let budget = HeapTrim.budget(inodes: namespace.usage.inodes, heldBytes: namespace.memoryLimiter.usedBytes)
+            let trim = heapTrim.afterCommit(atRest: atRest && !settlingOwed, budget: budget, nodeCache: volume.nodeCache)
             onWrite?(MaintenanceWrite(kind: "commit", seconds: seconds, details: [
                 ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),
                 ("nodes_written", "\(commit.filesystemNodesWritten + commit.blockTreeNodesWritten)"),
                 ("placed_bytes", "\(commit.placedBytes)"),
-                ("heap_trim_seconds", trimmed ? "\(ImageFileSystem.seconds(since: started) - seconds)" : "none"),
+                ("heap_trim_seconds", trim.map { "\($0.seconds)" } ?? "none"),
+                ("heap_trim_released_bytes", trim.map { "\($0.releasedBytes)" } ?? "none"),
             ]))
         }, onError: onError)
         namespace.onNearingBudget { [maintenance] in maintenance.wake() }

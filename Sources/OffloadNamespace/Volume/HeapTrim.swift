@@ -1,0 +1,62 @@
+import CLinuxShims
+import OffloadCore
+
+/// When the maintenance gives the heap's free memory back to the kernel (glibc's
+/// `malloc_trim`, which frees the pages of free chunks anywhere in the arenas; glibc by
+/// itself gives back only the top of a heap). Freed memory otherwise stays resident for
+/// the next allocations: the RAM bytes a commit placed in the image (20,000 files of
+/// 3,000 bytes: 40 MiB), a retired generation's changes, the inodes the kernel forgot.
+/// Under a burst that frees more than it allocates again, the daemon stayed 35-45 MiB
+/// above its budget until the burst ended (docs/ARCHITECTURE.md, "The heap given back
+/// under load").
+///
+/// - At rest, after the commit that ends a chain of settling commits: everything, with the
+///   node cache's free slots (as before this type).
+/// - Under load, after a commit, when the daemon's anonymous memory is over its budget
+///   (`budget`) and either the last trim gave back at least `growthBytes` or the memory
+///   grew `growthBytes` since: a trim that finds the memory in use is not tried again
+///   until it grows. The trim holds each arena's lock while it walks the arena's free
+///   chunks and gives back their pages (docs/ARCHITECTURE.md has its times).
+///
+/// Used by the maintenance thread alone (its tick), behind a lock all the same.
+final class HeapTrim: Sendable {
+    static let growthBytes: UInt64 = 8 << 20
+
+    /// The daemon's memory budget, issue 11's figure: 64 MiB, 256 bytes an inode the
+    /// daemon holds, and the file bytes held in RAM (`--memory-limit`).
+    static func budget(inodes: UInt64, heldBytes: Int) -> UInt64 {
+        (64 << 20) + 256 * inodes + UInt64(max(0, heldBytes))
+    }
+
+    /// The anonymous memory after the last trim, and what that trim gave back.
+    private let last = PthreadMutex<(after: UInt64, released: UInt64)>((0, growthBytes))
+
+    struct Trim {
+        var seconds: Double
+        var releasedBytes: UInt64
+    }
+
+    /// Trims when due (`isDue`) and says what it took and gave back; nil when none was.
+    /// `nodeCache`'s free slots go too at rest.
+    func afterCommit(atRest: Bool, budget: UInt64, nodeCache: NodeReadCache?) -> Trim? {
+        guard let before = ProcessMemory.anonymousResidentBytes() else { return nil }
+        let due = last.withLock { last in
+            Self.isDue(atRest: atRest, anonymous: before, budget: budget, lastAfter: last.after, lastReleased: last.released)
+        }
+        guard due else { return nil }
+        let started = MonotonicClock.nanoseconds()
+        if atRest { nodeCache?.releaseFreeSlots() }
+        _ = offloadfs_release_free_memory()
+        let seconds = Double(MonotonicClock.nanoseconds() &- started) / 1e9
+        let after = ProcessMemory.anonymousResidentBytes() ?? before
+        let released = before > after ? before - after : 0
+        last.withLock { $0 = (after, released) }
+        return Trim(seconds: seconds, releasedBytes: released)
+    }
+
+    /// At rest always; under load when `anonymous` is over `budget` and the last trim
+    /// gave back `growthBytes` or more, or the memory grew that much since it.
+    static func isDue(atRest: Bool, anonymous: UInt64, budget: UInt64, lastAfter: UInt64, lastReleased: UInt64) -> Bool {
+        atRest || (anonymous > budget && (lastReleased >= growthBytes || anonymous >= lastAfter + growthBytes))
+    }
+}

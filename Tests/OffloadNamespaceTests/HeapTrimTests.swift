@@ -1,0 +1,60 @@
+import XCTest
+@testable import OffloadCore
+@testable import OffloadNamespace
+
+/// When the maintenance gives the heap's free memory back (`HeapTrim`): always at rest;
+/// under load only over the budget, and not again after a trim that found the memory in
+/// use until it grows. And the trim gives back memory freed among chunks still in use,
+/// which glibc keeps otherwise.
+final class HeapTrimTests: XCTestCase {
+    static let MiB: UInt64 = 1 << 20
+
+    func testUnderLoadOnlyOverTheBudgetAndNotAgainAfterAFutileTrimUntilTheMemoryGrows() {
+        let MiB = Self.MiB
+        XCTAssertEqual(HeapTrim.budget(inodes: 4096, heldBytes: 3 << 20), 64 * MiB + 1 * MiB + 3 * MiB)
+        XCTAssertTrue(HeapTrim.isDue(atRest: true, anonymous: 10 * MiB, budget: 100 * MiB, lastAfter: 50 * MiB, lastReleased: 0),
+                      "at rest, whatever the figures")
+        XCTAssertFalse(HeapTrim.isDue(atRest: false, anonymous: 99 * MiB, budget: 100 * MiB, lastAfter: 0, lastReleased: 90 * MiB),
+                       "under the budget")
+        XCTAssertTrue(HeapTrim.isDue(atRest: false, anonymous: 101 * MiB, budget: 100 * MiB, lastAfter: 100 * MiB,
+                                     lastReleased: 8 * MiB), "over it, after a trim that gave back 8 MiB")
+        XCTAssertFalse(HeapTrim.isDue(atRest: false, anonymous: 107 * MiB, budget: 100 * MiB, lastAfter: 100 * MiB,
+                                      lastReleased: 1 * MiB), "after a futile trim, grown less than 8 MiB")
+        XCTAssertTrue(HeapTrim.isDue(atRest: false, anonymous: 108 * MiB, budget: 100 * MiB, lastAfter: 100 * MiB,
+                                     lastReleased: 1 * MiB), "grown 8 MiB since")
+    }
+
+    /// 20,000 chunks of 4,000 bytes freed among 5,000 small ones kept (one after every
+    /// four), as a commit frees the RAM bytes it placed and the changes it wrote among the
+    /// inodes' objects: `free` keeps them (no heap top is free), the trim gives back the
+    /// whole pages among them, and the next one, finding none, is not due again.
+    func testATrimGivesBackChunksFreedAmongChunksInUse() throws {
+        guard let start = ProcessMemory.anonymousResidentBytes() else { throw XCTSkip("no /proc/self/statm") }
+        var kept: [UnsafeMutableRawPointer] = []
+        var freed: [UnsafeMutableRawPointer] = []
+        for index in 0..<20_000 {
+            let large = UnsafeMutableRawPointer.allocate(byteCount: 4000, alignment: 8)
+            large.initializeMemory(as: UInt8.self, repeating: 1, count: 4000)
+            freed.append(large)
+            guard index % 4 == 3 else { continue }
+            let small = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+            small.initializeMemory(as: UInt8.self, repeating: 2, count: 64)
+            kept.append(small)
+        }
+        defer { for pointer in kept { pointer.deallocate() } }
+        let grown = try XCTUnwrap(ProcessMemory.anonymousResidentBytes())
+        XCTAssertGreaterThan(grown, start + 60 * Self.MiB, "setup: 76 MiB allocated")
+        for pointer in freed { pointer.deallocate() }
+        freed = []
+        let heldAfterFree = try XCTUnwrap(ProcessMemory.anonymousResidentBytes())
+        XCTAssertGreaterThan(heldAfterFree, start + 60 * Self.MiB, "setup: free() alone gave most of it back")
+
+        let trim = HeapTrim()
+        let first = try XCTUnwrap(trim.afterCommit(atRest: false, budget: 0, nodeCache: nil), "over a budget of 0, not due")
+        XCTAssertGreaterThan(first.releasedBytes, 40 * Self.MiB, "the trim gave back \(first.releasedBytes) bytes")
+        let second = try XCTUnwrap(trim.afterCommit(atRest: false, budget: 0, nodeCache: nil), "the first gave back much")
+        XCTAssertLessThan(second.releasedBytes, HeapTrim.growthBytes)
+        XCTAssertNil(trim.afterCommit(atRest: false, budget: 0, nodeCache: nil), "a futile trim, no growth since")
+        print("heap trim: \(first.releasedBytes >> 20) MiB given back in \(Int(first.seconds * 1e6)) us")
+    }
+}
