@@ -72,7 +72,7 @@ final class DaemonStatus: Sendable {
                                        limitBytes: UInt64(memoryLimiter.limitBytes),
                                        daemonBytes: ProcessMemory.anonymousResidentBytes(),
                                        nodeCacheBytes: usage.nodeCacheBytes),
-            inodes: usage.inodes, openHandles: usage.openHandles,
+            inodes: usage.inodes, referencedInodes: usage.referencedInodes, openHandles: usage.openHandles,
             journal: MountStatus.Journal(bytesSinceCheckpoint: usage.journalBytes, checkpointBytes: usage.checkpointBytes,
                                          generation: usage.generation),
             requests: MountStatus.Requests(operations: served.operations, bytesRead: served.bytesRead,

@@ -90,6 +90,9 @@ struct MountStatus: Codable, Equatable {
     var image: Image
     var memory: Memory
     var inodes: UInt64
+    /// Of them, those the kernel references (format 2; nil on format 1, which keeps every
+    /// inode, and from a daemon older than this field).
+    var referencedInodes: UInt64? = nil
     /// Open file and directory handles.
     var openHandles: UInt64
     var journal: Journal

@@ -38,7 +38,8 @@ enum StatusFormat {
                 rows.append(("daemon", "\(human(daemon)) resident" + nodes))
             }
             rows += [
-                ("inodes", "\(grouped(s.inodes)) (\(grouped(s.openHandles)) open handles)"),
+                ("inodes", "\(grouped(s.inodes)) (" + (s.referencedInodes.map { "\(grouped($0)) referenced by the kernel, " } ?? "")
+                    + "\(grouped(s.openHandles)) open handles)"),
                 ("journal", (s.image.format == 2 ? "\(human(s.journal.bytesSinceCheckpoint)) since the last commit"
                     : "\(human(s.journal.bytesSinceCheckpoint)) since the last checkpoint "
                     + "(checkpoint \(human(s.journal.checkpointBytes)))")
@@ -106,7 +107,8 @@ enum StatusFormat {
                     ("memory held bytes", "\(s.memory.heldBytes)"), ("memory limit bytes", "\(s.memory.limitBytes)"),
                     ("daemon bytes", s.memory.daemonBytes.map { "\($0)" } ?? "-"),
                     ("node cache bytes", s.memory.nodeCacheBytes.map { "\($0)" } ?? "-"),
-                    ("inodes", "\(s.inodes)"), ("open handles", "\(s.openHandles)"),
+                    ("inodes", "\(s.inodes)"), ("referenced inodes", s.referencedInodes.map { "\($0)" } ?? "-"),
+                    ("open handles", "\(s.openHandles)"),
                     ("journal bytes since checkpoint", "\(s.journal.bytesSinceCheckpoint)"),
                     ("checkpoint bytes", "\(s.journal.checkpointBytes)"),
                     ("generation", s.journal.generation.map { "\($0)" } ?? "-"),
@@ -164,7 +166,11 @@ enum StatusFormat {
                    help: "Memory of the committed tree nodes readers keep (format 2).") { status in
                 status.memory.nodeCacheBytes.map { [("", "\($0)")] } ?? []
             },
-            gauge("offloadfs_inodes", "Inodes the daemon holds.") { $0.inodes },
+            gauge("offloadfs_inodes", "Inodes in the image.") { $0.inodes },
+            Metric(name: "offloadfs_referenced_inodes", type: "gauge",
+                   help: "Inodes the kernel references (format 2).") { status in
+                status.referencedInodes.map { [("", "\($0)")] } ?? []
+            },
             gauge("offloadfs_open_handles", "Open file and directory handles.") { $0.openHandles },
             gauge("offloadfs_journal_bytes", "Journal written since the last checkpoint.") { $0.journal.bytesSinceCheckpoint },
             gauge("offloadfs_checkpoint_bytes", "Size of the last checkpoint.") { $0.journal.checkpointBytes },

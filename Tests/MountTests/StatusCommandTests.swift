@@ -67,6 +67,13 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertLessThan(daemon, anonKiB * 1024 * 2, "RssAnon now: \(anonKiB) KiB")
         if MountTestFormat.isTwo {
             XCTAssertGreaterThan(number("memory.node_cache_bytes") ?? 0, 0, "the readers' lookups kept nodes")
+            // The kernel looked up the files the shell wrote (and the root): it may have
+            // forgotten some since, never more than it saw.
+            let referenced = try XCTUnwrap(number("referenced_inodes"), "no referenced_inodes")
+            XCTAssertGreaterThan(referenced, 0)
+            XCTAssertLessThanOrEqual(referenced, 7)
+        } else {
+            XCTAssertNil(json["referenced_inodes"], "format 1 keeps every inode")
         }
     }
 

@@ -20,16 +20,20 @@ import Glibc
 /// makes 2.33 with the pools apart (docs/BENCHMARKS.md, "Cold lookups").
 ///
 /// Safe to use from many threads: each pool's slots are split into shards by block, each
-/// behind its own lock, held for one 4 KiB copy. Each shard has a fixed number of slots
-/// (at most `capacity` x 4 KiB, a shard's allocated at its first insert and its pages
-/// touched as slots are first used). A commit hands the cache the blocks of the nodes it
+/// behind its own lock, held for one 4 KiB copy by a read or an insert (for up to
+/// `forgottenPerHold` removals by `forget`, and for its madvise calls by
+/// `releaseFreeSlots`). Each shard has a fixed number of slots (at most `capacity` x
+/// 4 KiB, a shard's allocated at its first insert; the kernel gives a fresh allocation's
+/// pages as slots are first used). A commit hands the cache the blocks of the nodes it
 /// replaced (`forget`): their slots are free again and taken before any other, so the
-/// pools hold the live nodes readers read, not the copies commits superseded (which
-/// filled both pools whatever the tree's size: 40 MiB for a tree of a few leaves). When a
-/// shard has no free slot, slots are replaced in turn with a second chance for a slot hit
-/// since the hand last passed it (CLOCK). At rest the free slots' pages go back to the
-/// kernel (`releaseFreeSlots`). A hit copies the node into the caller's level buffer, so a
-/// view handed out never points into a slot that a later insert may replace.
+/// pools hold the nodes readers of recent commits read, not every copy commits
+/// superseded (which filled both pools whatever the tree's size: 40 MiB for a tree of a
+/// few leaves). A reader of an older commit may insert a replaced node again after its
+/// forget; that copy stays until the hand passes it, as all did before. When a shard has
+/// no free slot, slots are replaced in turn with a second chance for a slot hit since the
+/// hand last passed it (CLOCK). At rest the free slots' pages go back to the kernel
+/// (`releaseFreeSlots`). A hit copies the node into the caller's level buffer, so a view
+/// handed out never points into a slot that a later insert may replace.
 public final class NodeReadCache: @unchecked Sendable {
     // @unchecked: every shard's state is reached only under its lock.
     private let leafShards: [Shard]
@@ -155,6 +159,8 @@ public final class NodeReadCache: @unchecked Sendable {
 
         deinit { storage?.deallocate() }
 
+        static let slotIsAPage = sysconf(Int32(_SC_PAGESIZE)) == TreeNode.size
+
         var counts: (hits: Int, misses: Int) { lock.withLock { (hits, misses) } }
 
         var slots: (holding: Int, resident: Int) {
@@ -175,19 +181,24 @@ public final class NodeReadCache: @unchecked Sendable {
         func releaseFreeSlots() -> Int {
             lock.lock()
             defer { lock.unlock() }
-            guard let storage else { return 0 }
+            // A slot is a page here; where pages are larger, a slot's madvise would take its
+            // neighbours' nodes with it (their entries still valid): none is given back.
+            guard let storage, Self.slotIsAPage else { return 0 }
             // Adjacent slots in one call.
             let slots = freeSlots.filter { !pageReleased[$0] }.sorted()
+            var released = 0
             var start = 0
             while start < slots.count {
                 var end = start + 1
                 while end < slots.count && slots[end] == slots[end - 1] + 1 { end += 1 }
-                _ = madvise(storage + slots[start] * TreeNode.size, (end - start) * TreeNode.size, MADV_DONTNEED)
+                if madvise(storage + slots[start] * TreeNode.size, (end - start) * TreeNode.size, MADV_DONTNEED) == 0 {
+                    for slot in slots[start..<end] { pageReleased[slot] = true }
+                    released += end - start
+                }
                 start = end
             }
-            for slot in slots { pageReleased[slot] = true }
-            releasedCount += slots.count
-            return slots.count
+            releasedCount += released
+            return released
         }
 
         func copy(_ block: UInt64, level: UInt8, generation: UInt64, checksum: UInt32,

@@ -73,6 +73,8 @@ public struct MountedImageUsage: Sendable, Equatable {
     /// The memory the committed tree nodes readers keep take (format 2's
     /// `NodeReadCache`; 0 on format 1).
     public var nodeCacheBytes: UInt64 = 0
+    /// Inodes the kernel references (format 2; nil on format 1, which keeps every inode).
+    public var referencedInodes: UInt64? = nil
 }
 
 /// One write of the maintenance: a checkpoint (format 1) or a commit (format 2).

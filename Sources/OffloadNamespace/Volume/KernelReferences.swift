@@ -50,6 +50,12 @@ final class KernelReferenceTable: Sendable {
         }
     }
 
+    /// How many inodes the kernel references (each shard counted under its lock in turn):
+    /// what the daemon's memory budget counts (`HeapTrim`) and `offloadfs status` shows.
+    var referencedCount: Int {
+        shards.reduce(0) { total, shard in total + shard.withLock { $0.counts.count } }
+    }
+
     /// Whether any forgotten inode waits for its drop (without a lock: one forgotten on
     /// another thread meanwhile waits for the next frame, as drops do).
     var hasForgotten: Bool { forgottenCount.load(ordering: .relaxed) > 0 }

@@ -121,7 +121,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             liveBytes: capacityBytes - min(free, capacityBytes), reclaimableBytes: 0,
             inodes: namespaceUsage.inodes, openHandles: UInt64(namespaceUsage.openHandles),
             journalBytes: volume.journalBytesSinceCommit, checkpointBytes: 0, generation: volume.current.generation,
-            nodeCacheBytes: UInt64(volume.nodeCache.slots.resident * TreeNode.size))
+            nodeCacheBytes: UInt64(volume.nodeCache.slots.resident * TreeNode.size),
+            referencedInodes: namespaceUsage.referencedInodes)
     }
 
     /// A failed journal or commit fails every later change until the image is mounted
@@ -168,9 +169,9 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             // The heap's free memory goes back (`HeapTrim`): a generation's changes, the
             // inodes the kernel forgot and the bytes the commit placed were freed, and
             // glibc keeps freed memory in its arenas (72 MiB of RssAnon after `tar -x` of
-            // /usr/include and its commit, 7 MiB once trimmed). All of it at rest; under
-            // load when it grew or the commit placed much, since the trim takes the
-            // allocator's locks that requests' allocations need.
+            // /usr/include and its commit, 7 MiB once trimmed). At rest always; under load
+            // only over the daemon's budget, since the trim takes the allocator's locks
+            // that requests' allocations need.
             let atRest = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
             // At rest, the settling commits this one leaves owing run one after another,
             // not one a tick: what an `rm` freed is free space (`df`) once the last has run,
@@ -180,7 +181,8 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             if settlingOwed { maintenance.wake() }
             // At rest, the whole trim once the chain has ended, with the pages of the node
             // cache's free slots (the nodes commits replaced).
-            let budget = HeapTrim.budget(inodes: namespace.usage.inodes, heldBytes: namespace.memoryLimiter.usedBytes)
+            let budget = HeapTrim.budget(inodes: namespace.usage.referencedInodes,
+                                         heldBytes: namespace.memoryLimiter.usedBytes)
             let trim = heapTrim.afterCommit(atRest: atRest && !settlingOwed, budget: budget, nodeCache: volume.nodeCache)
             onWrite?(MaintenanceWrite(kind: "commit", seconds: seconds, details: [
                 ("generation", "\(commit.generation)"), ("journal_bytes", "\(journal)"),

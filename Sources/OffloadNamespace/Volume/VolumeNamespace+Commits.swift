@@ -12,13 +12,16 @@ extension VolumeNamespace {
     public struct Usage: Sendable, Equatable {
         /// Inodes in the image, orphans included.
         public var inodes: UInt64
+        /// Inodes the kernel references (its lookup counts): those the daemon keeps.
+        public var referencedInodes: UInt64
         /// Open file and directory handles.
         public var openHandles: Int
     }
 
-    /// Takes no namespace lock: the count is an atomic, the handles have locks of their own.
+    /// Takes no namespace lock: the count is an atomic, the handles and the kernel's
+    /// references have locks of their own.
     public var usage: Usage {
-        Usage(inodes: inodeCount,
+        Usage(inodes: inodeCount, referencedInodes: UInt64(kernelReferences.referencedCount),
               openHandles: fileCache.handleCount + handles.directoryCount)
     }
 
