@@ -102,12 +102,9 @@ func diskBenchDirectory(_ name: String) throws -> (root: String, directory: URL)
     return (root, directory)
 }
 
-/// RssAnon of this process, in bytes (/proc/self/status).
+/// RssAnon of this process, in bytes (`ProcessMemory`; 0 when /proc cannot be read).
 func residentAnonymousBytes() -> UInt64 {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
-          let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ UInt64($0) }) else { return 0 }
-    return kilobytes * 1024
+    ProcessMemory.anonymousResidentBytes() ?? 0
 }
 
 /// Writes the file's dirty pages back and drops its pages from the page cache.

@@ -1,4 +1,6 @@
+#if canImport(Glibc)
 import Glibc
+#endif
 
 /// Validated committed nodes kept between reads, shared by every reader of a volume
 /// (`TreeVolume.reader()`): readers of one commit read the same upper nodes for every

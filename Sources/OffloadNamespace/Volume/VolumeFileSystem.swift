@@ -181,7 +181,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
             if settlingOwed { maintenance.wake() }
             // At rest, the whole trim once the chain has ended, with the pages of the node
             // cache's free slots (the nodes commits replaced).
-            let budget = HeapTrim.budget(inodes: namespace.usage.referencedInodes,
+            let budget = HeapTrim.budget(inodes: UInt64(namespace.kernelReferences.referencedCount),
                                          heldBytes: namespace.memoryLimiter.usedBytes)
             let trim = heapTrim.afterCommit(atRest: atRest && !settlingOwed, budget: budget, nodeCache: volume.nodeCache)
             onWrite?(MaintenanceWrite(kind: "commit", seconds: seconds, details: [
