@@ -86,12 +86,12 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     /// `takePromiseBacking` to its `commitPlacedMemoryPieces` those it took (the
     /// promises it places count until then, and so do the blocks that keep them: room
     /// read without the lock meanwhile does not dip by the whole promise).
-    private(set) var promiseBackingBlocks: UInt64 = 0 {
+    var promiseBackingBlocks: UInt64 = 0 {
         didSet { space.promisedBlocks = unbackedPromisedBlocks }
     }
     /// What the commit under way did not hand out of the backing it took
     /// (`holdUnusedBacking`), settled at `commitPlacedMemoryPieces`.
-    private var unusedBacking: [Range<UInt64>] = []
+    var unusedBacking: [Range<UInt64>] = []
     /// Blocks given disk space at a time for promises (one `fallocate` a step, as
     /// `PlacementBlocks` took them at the commit before; at one block a KiB promised,
     /// 256 KiB of RAM pieces), and what a commit's leftover keeps of its disk space.
@@ -377,156 +377,6 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         return true
     }
 
-    /// A RAM piece is written out by the commit of its generation: one data block for
-    /// each piece longer than an inline extent (pieces merge, up to 4 KiB). So the RAM
-    /// bytes admitted since the last commit, at most one block per 1 KiB of them, must fit
-    /// in what data can still get; past that, small writes go to blocks at once, where
-    /// ENOSPC is answered then. Without this, small writes made before a large file
-    /// filled the image left the commit no room but the metadata reserve, which they
-    /// overran: the volume failed (review, 2026-12-02). Inline-sized pieces count too:
-    /// they may merge into longer ones.
-    public func admitsMemoryPiece(byteCount: Int) -> Bool {
-        lock.withLock {
-            let bytes = admittedMemoryBytes + byteCount
-            let promised = Self.blocks(forMemoryBytes: bytes)
-            let owed = promised - min(promised, promiseBackingBlocks)
-            let held = heldForCommits
-            let needed = owed + held
-            // The disk under the image may have room again since it was last read.
-            if needed > space.usableFree, space.usableFree < space.freeEstimate { noteHostRoom() }
-            guard needed <= space.usableFree else { return false }
-            if owed > 0 {
-                // A step ahead only where the room is ample: on a nearly full image the
-                // blocks a step would hold back are data's.
-                let room = space.usableFree - held
-                let step = room >= 4 * Self.promiseStepBlocks ? max(owed, Self.promiseStepBlocks) : owed
-                // A disk that refuses the step may still hold what is owed.
-                guard backPromises(owed, step: step) || (step > owed && backPromises(owed, step: owed)) else {
-                    return false
-                }
-            }
-            let generation = delta.openNumber
-            if let last = admittedMemory.indices.last, admittedMemory[last].generation == generation {
-                admittedMemory[last].bytes += byteCount
-            } else {
-                admittedMemory.append((generation, byteCount))
-            }
-            return true
-        }
-    }
-
-    /// Takes `step` blocks (at least `owed`) from the free space into `promiseBacking`,
-    /// given disk space; false, with nothing taken, when the free space or the disk under
-    /// the image has fewer than `owed` (the piece is then refused, and its write takes
-    /// blocks at once, where ENOSPC is answered). Caller holds the lock.
-    private func backPromises(_ owed: UInt64, step: UInt64) -> Bool {
-        precondition(owed > 0 && step >= owed)
-        var taken: [Range<UInt64>] = []
-        var got: UInt64 = 0
-        while got < step {
-            guard let blocks = try? space.takeData(upTo: step - got) else { break }
-            do throws(FSError) {
-                defer { noteHostRoom() }
-                try image.storage.reserveTaken(Self.bytes(of: blocks))
-            } catch .notSupported {
-                // No fallocate and no emulation (a backend of the tests): sparse.
-            } catch {
-                space.unprepare(blocks)  // a refused fallocate may have given part of them disk space
-                space.giveBack(blocks)
-                break
-            }
-            taken.append(blocks)
-            got += UInt64(blocks.count)
-        }
-        guard got >= owed else {
-            // Blocks the disk gave space to go back with it: the next allocations take them.
-            for blocks in taken { space.giveBack(blocks) }
-            return false
-        }
-        for blocks in taken { promiseBacking.insert(contentsOf: blocks) }
-        promiseBackingBlocks += got
-        return true
-    }
-
-    /// Hands the promises' blocks to the commit that places RAM pieces (caller holds the
-    /// lock from here to its `commitPlacedMemoryPieces`); it hands back what it did not
-    /// use (`holdUnusedBacking`).
-    func takePromiseBacking() -> [Range<UInt64>] {
-        let ranges = promiseBacking.ranges
-        promiseBacking = BlockRanges()
-        return ranges
-    }
-
-    /// What the commit did not hand out of the backing it took, settled with its
-    /// promises at `commitPlacedMemoryPieces` (caller holds the lock).
-    func holdUnusedBacking(_ ranges: [Range<UInt64>]) {
-        // One commit at a time, settled before the next takes (a commit that throws in
-        // between fails the volume).
-        assert(unusedBacking.isEmpty, "a commit's unused backing was not settled")
-        unusedBacking = ranges
-    }
-
-    /// Keeps, of the backing a commit did not use, what the pieces still promised need
-    /// (admitted in later generations); gives back the rest: a step of it with its disk
-    /// space, which the next allocations use first, and the rest punched, since the
-    /// promise (a block a KiB) is larger than what pieces take and an image larger than
-    /// its disk would otherwise keep that disk space (caller holds the lock).
-    private func settleBacking() {
-        var keep = promisedMemoryBlocks, keptSpace = Self.promiseStepBlocks
-        for blocks in unusedBacking {
-            let held = min(UInt64(blocks.count), keep)
-            if held > 0 { promiseBacking.insert(contentsOf: blocks.lowerBound..<blocks.lowerBound + held) }
-            keep -= held
-            let rest = blocks.lowerBound + held..<blocks.upperBound
-            let withSpace = rest.lowerBound..<rest.lowerBound + min(UInt64(rest.count), keptSpace)
-            keptSpace -= UInt64(withSpace.count)
-            if withSpace.upperBound < rest.upperBound { space.unprepare(withSpace.upperBound..<rest.upperBound) }
-            if !rest.isEmpty { space.giveBack(rest) }
-        }
-        unusedBacking = []
-        promiseBackingBlocks = promiseBacking.ranges.reduce(0) { $0 + UInt64($1.count) }
-    }
-
-    static func bytes(of blocks: Range<UInt64>) -> Range<UInt64> {
-        (blocks.lowerBound << BackingStore.blockShift)..<(blocks.upperBound << BackingStore.blockShift)
-    }
-
-    /// The blocks RAM pieces are promised that their backing does not hold yet: what the
-    /// free space still owes them (caller holds the lock).
-    var unbackedPromisedBlocks: UInt64 {
-        let promised = promisedMemoryBlocks
-        return promised - min(promised, promiseBackingBlocks)
-    }
-
-    /// The most data blocks `bytes` of RAM pieces take once written out.
-    static func blocks(forMemoryBytes bytes: Int) -> UInt64 {
-        bytes == 0 ? 0 : UInt64(bytes / ExtentItem.inlineLimit + 1)
-    }
-
-    /// Free blocks file data leaves to the commits of the changes not yet committed,
-    /// beyond the metadata reserve (`TreeVolume.blocksHeldForCommits`): data that took
-    /// them left those commits too little on a full image, and the first one failed the
-    /// volume. A commit whose block space settled is not counted (its nodes are taken).
-    /// Caller holds the lock.
-    var heldForCommits: UInt64 {
-        TreeVolume.blocksHeldForCommits(of: delta.commitLoad(after: space.committedGeneration), space: space)
-    }
-
-    /// Blocks the RAM pieces admitted since the last commit will take (caller holds the lock).
-    var promisedMemoryBlocks: UInt64 { Self.blocks(forMemoryBytes: admittedMemoryBytes) }
-
-    /// RAM bytes admitted and not yet written out (caller holds the lock).
-    var admittedMemoryBytes: Int { admittedMemory.reduce(0) { $0 + $1.bytes } }
-
-    /// After the commit of `generation` wrote out the RAM pieces of it and older ones
-    /// (caller holds the space lock). Those admitted in later generations stay promised:
-    /// resetting the count here let writes made while a commit ran outside the namespace
-    /// lock be admitted past the free space.
-    func commitPlacedMemoryPieces(through generation: UInt64) {
-        admittedMemory.removeAll { $0.generation <= generation }
-        settleBacking()
-    }
-
     public func isInUse(byte offset: UInt64) -> Bool {
         let block = offset >> BackingStore.blockShift
         return lock.withLock {
@@ -535,100 +385,13 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
-    // MARK: - The commit's side (caller holds the space lock)
-
-    /// The part of `blocks` no commit has recorded yet.
-    func unclaimedPart(of blocks: Range<UInt64>) -> BlockRanges {
-        unclaimed.restricted(to: blocks)
-    }
-
-    /// Records `blocks` (unclaimed) as allocated: the first reference an extent item of
-    /// this commit takes on them. From now on they are committed blocks. Those files in
-    /// memory may hold in changes this commit does not cover are touched in the open
-    /// generation (only the next commit's tree counts those changes): a block held more
-    /// or less than once (a clone made since, a release), or one that lost a reference in
-    /// a change a power cut could undo (an unshared mark: the holder may not be the one
-    /// the commit's extent names). A block held once with no such mark has had the same
-    /// single holder since that holder's last durable change, so the tree's count of one
-    /// is the truth and the file may go on overwriting it in place. (Touching every
-    /// claimed block made every write after a commit copy its block until the next one:
-    /// random 4 KiB writes into a file laid out just before ran at a fifth of format 1's
-    /// rate.)
-    func claim(_ blocks: BlockRanges) {
-        var shared = BlockRanges()
-        for part in blocks.ranges {
-            shared.formUnion(BlockRanges(counts.notExclusive(in: part)))
-            shared.formUnion(unshared.blocks(in: part))
-        }
-        for part in blocks.ranges {
-            space.recordData(part)
-            counts.forget(part)
-        }
-        unclaimed.subtract(blocks)
-        dead.remove(blocks)
-        unshared.remove(blocks)
-        touch(shared)
-    }
-
-    /// While the commit of `generation` applies its extents' references: unclaimed blocks
-    /// let go of while it (or an older one) was open are recorded and released, pending
-    /// frees of this commit.
-    func releaseDead(through generation: UInt64) {
-        let released = unclaimed.intersection(dead.blocks(through: generation))
-        dead.removeAll(keys: { $0 <= generation })
-        for part in released.ranges {
-            space.recordData(part)
-            space.release(part)
-        }
-        unclaimed.subtract(released)
-    }
-
-    /// From the end of a commit's settling (caller holds the space lock, and lets go of it
-    /// while the commit syncs and writes its slot) to its publication, the block tree is
-    /// not asked whether a committed block is exclusive (only blocks verified before
-    /// answer). The touched marks cover only reference changes made through this store; a
-    /// drop of an inode not in memory, or the rest of a drop carried over, releases
-    /// references in the tree alone, and until the slot is durable a power cut can bring
-    /// them back.
-    func holdExclusivityUntilPublished() {
-        settledUnpublished = true
-    }
-
-    /// Once the commit of `generation` is durable and published: the touched marks its
-    /// block tree now counts are dropped. (Dropped earlier, a commit failing after them
-    /// would leave a block counted once by the tree and shared in memory looking
-    /// exclusive.)
-    func dropTouched(through generation: UInt64) {
-        settledUnpublished = false
-        // The tree's counts are the new commit's now. A verdict stays true unless the
-        // commit raised the block's count above one: a reference gained on a committed
-        // block (a clone, a copy) goes through this store and marked it touched, so those
-        // blocks are asked again; a block freed and handed out again comes back through
-        // `claim`, which marks it touched when more than one reference or an unshared mark
-        // holds it, and otherwise has one holder again; a reference lost in the tree alone
-        // (the drop of an inode not in memory) only lowers a count, and no file writes a
-        // block it does not reference. (An extent split inside a block raises its count
-        // without a mark, but every reference is the same file's.)
-        // By the smaller side: a drop can touch millions of blocks, the set holds at most
-        // `verifiedLimit`.
-        let changed = touched.blocks(through: generation)
-        if changed.ranges.reduce(0, { $0 + $1.count }) > verifiedExclusive.count {
-            verifiedExclusive = verifiedExclusive.filter { !changed.contains($0) }
-        } else {
-            for range in changed.ranges {
-                for block in range { verifiedExclusive.remove(block) }
-            }
-        }
-        touched.removeAll(keys: { $0 <= generation })
-    }
-
     // MARK: - Internals (caller holds the lock)
 
     private func split(_ blocks: Range<UInt64>) -> (fresh: BlockRanges, committed: BlockRanges) {
         (unclaimed.restricted(to: blocks), unclaimed.complement(within: blocks))
     }
 
-    private func touch(_ committed: BlockRanges) {
+    func touch(_ committed: BlockRanges) {
         guard !committed.isEmpty else { return }
         touched.add(committed, at: delta.openNumber)
     }
