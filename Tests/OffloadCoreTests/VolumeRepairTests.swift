@@ -206,6 +206,59 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertGreaterThan(cutThroughNodes, 1)
     }
 
+    /// A cut through the journal's frames after the last commit: repair replays the
+    /// frames before the cut and says that the operations past it are lost, and that
+    /// which files they changed cannot be told (their frames named them). A cut after the
+    /// journal's last frame says nothing of the journal.
+    func testACutThroughTheJournalSaysTheOperationsPastItAreLost() throws {
+        for (seed, throughTheJournal) in [(UInt64(3), true), (UInt64(4), false), (UInt64(5), true)] {
+            let disk = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity))
+            let volume = try TreeVolume.format(disk, capacityBytes: VolumeCheckTests.capacity, imageID: seed + 1,
+                                               nameHashKey: SipHash24(key0: seed, key1: 7))
+            let script = VolumeCheckTests.script(on: volume, seed: seed)
+            try script.makeRoot()
+            for _ in 0..<300 { try script.step() }
+            try volume.commit()
+            let generation = volume.current.generation
+            // Frames only, after the commit.
+            for _ in 0..<250 { try script.step() }
+            XCTAssertEqual(volume.current.generation, generation, "a commit ran: the journal is not the tail")
+            let journal = try XCTUnwrap(volume.journal)
+            XCTAssertEqual(try CommitSlots.read(disk).current.journal, journal.head)
+            let segments = journal.segments, end = journal.writeOffset
+            let cut: UInt64
+            if throughTheJournal {
+                // Inside the first segment's frames.
+                let first = segments[0].range
+                let framesEnd = segments.count > 1 ? first.upperBound : end
+                cut = ((first.lowerBound + framesEnd) / 2) >> 12
+                XCTAssertTrue(cut > first.lowerBound >> 12 && cut << 12 < framesEnd,
+                              "seed \(seed): frames \(first.lowerBound)..<\(framesEnd) within one block")
+            } else {
+                XCTAssertTrue(segments.allSatisfy { $0.range.upperBound <= segments.last!.range.upperBound })
+                cut = (end >> 12) + 2
+            }
+            try disk.setLength(cut << 12)
+            try disk.sync()
+            let (report, _) = try repair(disk)
+            let lines = report.repairs.filter { $0.contains("journal") && $0.contains("cannot be told") }
+            // The frames after the commit that read whole but are not replayed (the cut
+            // took tree nodes of the commit, and repair fell back to the one before): each
+            // file they changed is named.
+            if report.repairs.contains(where: { $0.contains("journal frames after commit \(generation) are not replayed") }) {
+                XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost changes: ") && $0.contains("after commit \(generation)") },
+                              "seed \(seed): \(report.affected)")
+            }
+            if throughTheJournal {
+                XCTAssertEqual(lines.count, 1, "seed \(seed): \(report.repairs)")
+                XCTAssertTrue(lines.first?.contains("commit \(generation)'s journal") == true, "\(lines)")
+                XCTAssertFalse(lines.first?.contains("its 0 frames before the cut") ?? true, "\(lines)")
+            } else {
+                XCTAssertEqual(lines, [], "seed \(seed): a cut after the journal's end")
+            }
+        }
+    }
+
     func testAZeroedInternalNodeLosesNothing() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 4, steps: 900)
         let before = try snapshot(volume)
@@ -358,7 +411,7 @@ final class VolumeRepairTests: XCTestCase {
         try volume.perform([.attributes(inode: number, changed)])
         try volume.commit()
         // A change after the damaged commit (a frame of the next generation, which replay
-        // over the previous commit cannot apply): left out, and said so.
+        // over the previous commit cannot apply): left out, said so, and its file named.
         let (other, otherItem) = try XCTUnwrap(model.inodes.first { $0.key != number && $0.value.type == 8 && $0.value.linkCount > 0 })
         var otherChanged = otherItem
         otherChanged.uid += 1
@@ -372,8 +425,33 @@ final class VolumeRepairTests: XCTestCase {
                       "\(report.repairs)")
         XCTAssertEqual(try repaired.filesystem.inode(number)?.permissions, changed.permissions)
         XCTAssertEqual(try repaired.filesystem.inode(other)?.uid, otherItem.uid)
-        XCTAssertEqual(report.affected, [])
+        // The file whose change was left out is named (it was not before).
+        let otherPath = try XCTUnwrap(before.paths[other])
+        XCTAssertEqual(report.affected, ["lost changes: \(otherPath) (operations answered after commit \(previous + 1), whose "
+                                         + "journal frames were left out of the replay, changed it)"])
         try assertUnchanged(before, repaired)
+    }
+
+    /// A damaged current commit with no previous commit to fall back to: its trees are
+    /// rebuilt, the journal's frames after it are not replayed, and each file they changed
+    /// is named (they were counted only, before).
+    func testFramesAfterARebuiltCommitNameTheFilesTheyChanged() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 6, steps: 300)
+        let generation = volume.current.generation
+        let files = model.inodes.filter { $0.value.type == 8 && $0.value.linkCount > 0 }.sorted { $0.key < $1.key }
+        XCTAssertGreaterThan(files.count, 2)
+        let (number, item) = files[0]
+        var changed = item
+        changed.uid += 1
+        try volume.perform([.attributes(inode: number, changed)])
+        let written = try XCTUnwrap(try leaves(volume).first { $0.generation == generation })
+        try zero(written.block, on: disk)
+        try zero(CommitSlot.block(forGeneration: generation - 1), on: disk)
+        let (report, _) = try repair(disk)
+        XCTAssertTrue(report.repairs.contains("1 journal frames after commit \(generation) are not replayed (changes made after "
+                                              + "the last commit)"), "\(report.repairs)")
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost changes: ") && $0.contains("after commit \(generation),") },
+                      "\(report.affected)")
     }
 
     /// The fall-back numbers its journal past the damaged commit's chain, not only past the

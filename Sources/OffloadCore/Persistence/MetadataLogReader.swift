@@ -21,6 +21,9 @@ public struct MetadataLogReader {
     /// Frames read, links included.
     public private(set) var frames: UInt64 = 0
     public private(set) var bytesRead: UInt64 = 0
+    /// The image byte where the next frame is read: once `next` returned `.end`, where
+    /// the chain ended (nil when its first segment could not be read).
+    public var offset: UInt64? { segments.last.map { $0.start + UInt64(position) } }
     private var buffer: [UInt8] = []
     private var position = 0
     private var finished = false

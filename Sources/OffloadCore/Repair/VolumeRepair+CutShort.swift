@@ -46,4 +46,37 @@ extension VolumeRepair {
                                    + "back, the \(capacity - cut) bytes past the cut read as zeros",
                            files: files)
     }
+
+    /// The line for the journal frames the cut took, when the chain of the commit `slot`
+    /// names ran into it: its frames there are gone, and so are the operations they held,
+    /// answered after that commit. Which files those changed cannot be told (their frames
+    /// are what named them), so none is named: the line says so. Read once the image has
+    /// its length back (the blocks past the cut read as zeros, and the chain ends there).
+    /// Nil when the chain ended before the cut: at the frame after its last one, where no
+    /// frame of the chain's next sequence number begins.
+    static func journalPastTheCut(_ storage: any ImageStorage, _ slot: CommitSlot, cut: UInt64) -> String? {
+        guard slot.journal.length > 0 else { return nil }
+        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
+                                       head: slot.journal, fileBytes: storage.length) { offset, count in
+            storage.readBytes(at: offset, count: count)
+        }
+        var operations = 0
+        while case .records = reader.next() { operations += 1 }
+        guard let end = reader.offset else { return nil }
+        let kept = "its \(operations) frames before the cut read whole"
+        if end >= cut {
+            return "commit \(slot.generation)'s journal reaches the cut (it ends at byte \(end), the image file at \(cut)): "
+                + "operations answered after that commit whose frames lay past the cut, if there were any, are lost, "
+                + "and which files they changed cannot be told (\(kept))"
+        }
+        // A frame that begins before the cut and runs into it: its header is whole, its
+        // payload is not.
+        guard cut - end >= UInt64(FrameHeader.size),
+              let (header, _) = storage.readBytes(at: end, count: FrameHeader.size).withUnsafeBytes({ FrameHeader.decode($0) }),
+              header.imageID == slot.imageID, header.stream == 0, header.sequence == reader.expectedSequence,
+              end + UInt64(FrameHeader.size) + UInt64(header.length) > cut else { return nil }
+        return "commit \(slot.generation)'s journal frame \(header.sequence) at byte \(end) runs past the cut (the image file "
+            + "ended at \(cut)): the operation it held and any after it, answered after that commit, are lost, and which "
+            + "files they changed cannot be told (\(kept))"
+    }
 }

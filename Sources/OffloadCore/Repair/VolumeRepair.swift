@@ -58,6 +58,7 @@ public enum VolumeRepair {
         }
         report.repaired = true
         report.repairs.append(cut.repair)
+        if let lost = journalPastTheCut(storage, slots.current, cut: cutLength) { report.repairs.append(lost) }
         let cutSlots = slots
         do {
             // With its length back, the image is checked again as fsck checks it: its
@@ -94,6 +95,7 @@ public enum VolumeRepair {
                                _ checked: Report, earlier: [FileChange], budgetBytes: Int,
                                progress: VolumeCheck.Progress?) throws(FSError) -> Report {
         var report = checked
+        var earlier = earlier
         var base = slots.current
         // No volume can be rebuilt without its block space.
         try TreeVolume.checkCapacity(of: base, in: storage)
@@ -103,9 +105,13 @@ public enum VolumeRepair {
         if old.hasNodeDamage, let previous = slots.previous,
            case let since = FramesSince.read(storage, since: previous), !since.frames.isEmpty,
            (try? VolumeCheck.run(storage, at: previous, laterFrames: false, budgetBytes: budgetBytes))?.isClean == true {
+            // The files the frames after the damaged commit changed, which the fall-back
+            // leaves out: read before it writes its commit over that commit's slot.
+            let later = since.leftOut > 0 ? leftOutChanges(storage, base, keeping: 0) : []
             progress?("replaying the journal over the previous commit", 0, 0)
             do {
                 try fallBack(storage, to: previous, since, numberingPast: old.nextSequence)
+                earlier += later
                 report.repairs.append("commit \(base.generation) has tree nodes that do not read; the previous commit, "
                                       + "\(previous.generation), checks clean and is taken instead, with the \(since.frames.count) "
                                       + "journal frames kept since it replayed (the changes commit \(base.generation) made)")
@@ -135,6 +141,8 @@ public enum VolumeRepair {
         if old.framesAfter > 0 {
             report.repairs.append("\(old.framesAfter) journal frames after commit \(base.generation) are not replayed "
                                   + "(changes made after the last commit)")
+            // Each file they changed is named (read before the rebuild's commits).
+            earlier += leftOutChanges(storage, base, keeping: 0)
         }
         let empty = CommitSlot(imageID: base.imageID, generation: base.generation, cleanlyUnmounted: false,
                                capacityIsSet: base.capacityIsSet, capacityBytes: base.capacityBytes, unmountError: 0,
