@@ -14,13 +14,7 @@ final class VolumeCheckReplayTests: XCTestCase {
     /// after them, and the image a kill then leaves (every page written kept).
     static func killedAfter(seed: UInt64, _ after: (TreeVolume, NamespaceChangeScript, CrashSimulatingStorage) throws -> Void)
         throws -> (image: [UInt8], model: FileSystemModel) {
-        let disk = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity))
-        let volume = try TreeVolume.format(disk, capacityBytes: VolumeCheckTests.capacity, imageID: seed + 1,
-                                           nameHashKey: SipHash24(key0: seed, key1: 7))
-        let script = VolumeCheckTests.script(on: volume, seed: seed)
-        try script.makeRoot()
-        for _ in 0..<200 { try script.step() }
-        try volume.commit()
+        let (disk, volume, script) = try VolumeCheckTests.committedVolume(seed: seed, steps: 200)
         try after(volume, script, disk)
         var rng = SplitMix64(seed: seed)
         return (disk.crashImage(using: &rng, keep: 1, torn: 0), script.model)

@@ -46,6 +46,19 @@ final class VolumeCheckTests: XCTestCase {
 
     /// A committed volume after `steps` random operations (names, xattrs, targets, files
     /// with bytes placed in the image), and the disk it is on.
+    /// A new volume of `steps` random operations and one commit after them, with the
+    /// script that made them (to go on with).
+    static func committedVolume(seed: UInt64, steps: Int) throws -> (CrashSimulatingStorage, TreeVolume, NamespaceChangeScript) {
+        let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,
+                                           nameHashKey: SipHash24(key0: seed, key1: 7))
+        let script = Self.script(on: volume, seed: seed)
+        try script.makeRoot()
+        for _ in 0..<steps { try script.step() }
+        try volume.commit()
+        return (disk, volume, script)
+    }
+
     static func makeVolume(seed: UInt64, steps: Int = 400) throws -> (CrashSimulatingStorage, TreeVolume, FileSystemModel) {
         let disk = CrashSimulatingStorage(maximumBytes: Int(Self.capacity))
         let volume = try TreeVolume.format(disk, capacityBytes: Self.capacity, imageID: seed + 1,

@@ -212,13 +212,7 @@ final class VolumeRepairTests: XCTestCase {
     /// journal's last frame says nothing of the journal.
     func testACutThroughTheJournalSaysTheOperationsPastItAreLost() throws {
         for (seed, throughTheJournal) in [(UInt64(3), true), (UInt64(4), false), (UInt64(5), true)] {
-            let disk = CrashSimulatingStorage(maximumBytes: Int(VolumeCheckTests.capacity))
-            let volume = try TreeVolume.format(disk, capacityBytes: VolumeCheckTests.capacity, imageID: seed + 1,
-                                               nameHashKey: SipHash24(key0: seed, key1: 7))
-            let script = VolumeCheckTests.script(on: volume, seed: seed)
-            try script.makeRoot()
-            for _ in 0..<300 { try script.step() }
-            try volume.commit()
+            let (disk, volume, script) = try VolumeCheckTests.committedVolume(seed: seed, steps: 300)
             let generation = volume.current.generation
             // Frames only, after the commit.
             for _ in 0..<250 { try script.step() }
