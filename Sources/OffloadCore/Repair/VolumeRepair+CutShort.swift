@@ -52,31 +52,48 @@ extension VolumeRepair {
     /// answered after that commit. Which files those changed cannot be told (their frames
     /// are what named them), so none is named: the line says so. Read once the image has
     /// its length back (the blocks past the cut read as zeros, and the chain ends there).
-    /// Nil when the chain ended before the cut: at the frame after its last one, where no
-    /// frame of the chain's next sequence number begins.
+    /// Nil when the chain ended before the cut, at a byte where no frame of the chain's next
+    /// sequence number begins; and for a cleanly unmounted commit, after which nothing was
+    /// answered (its chain is an empty segment, which may lie past the cut).
     static func journalPastTheCut(_ storage: any ImageStorage, _ slot: CommitSlot, cut: UInt64) -> String? {
-        guard slot.journal.length > 0 else { return nil }
+        guard slot.journal.length > 0, !slot.cleanlyUnmounted else { return nil }
         var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
                                        head: slot.journal, fileBytes: storage.length) { offset, count in
             storage.readBytes(at: offset, count: count)
         }
-        var operations = 0
-        while case .records = reader.next() { operations += 1 }
+        var whole = 0
+        while case .records = reader.next() { whole += 1 }
         guard let end = reader.offset else { return nil }
-        let kept = "its \(operations) frames before the cut read whole"
-        if end >= cut {
-            return "commit \(slot.generation)'s journal reaches the cut (it ends at byte \(end), the image file at \(cut)): "
-                + "operations answered after that commit whose frames lay past the cut, if there were any, are lost, "
-                + "and which files they changed cannot be told (\(kept))"
+        func lost(_ hedge: String) -> String {
+            "operations answered after commit \(slot.generation) whose frames lay past the cut are lost\(hedge), and which "
+                + "files they changed cannot be told (\(whole) frames before it read whole)"
         }
-        // A frame that begins before the cut and runs into it: its header is whole, its
-        // payload is not.
-        guard cut - end >= UInt64(FrameHeader.size),
-              let (header, _) = storage.readBytes(at: end, count: FrameHeader.size).withUnsafeBytes({ FrameHeader.decode($0) }),
-              header.imageID == slot.imageID, header.stream == 0, header.sequence == reader.expectedSequence,
-              end + UInt64(FrameHeader.size) + UInt64(header.length) > cut else { return nil }
-        return "commit \(slot.generation)'s journal frame \(header.sequence) at byte \(end) runs past the cut (the image file "
-            + "ended at \(cut)): the operation it held and any after it, answered after that commit, are lost, and which "
-            + "files they changed cannot be told (\(kept))"
+        if end >= cut {
+            return "commit \(slot.generation)'s journal reaches the cut (it ends at byte \(end), the image file ended at "
+                + "\(cut)): \(lost(", if there were any"))"
+        }
+        guard beginsFrame(storage, at: end, cut: cut, slot, sequence: reader.expectedSequence) else { return nil }
+        return "commit \(slot.generation)'s journal frame \(reader.expectedSequence) at byte \(end) runs past the cut (the "
+            + "image file ended at \(cut)): \(lost(""))"
+    }
+
+    /// True when the bytes at `offset` before `cut` begin a frame of `slot`'s journal with
+    /// `sequence` that runs past the cut: a whole header whose payload does, or as much of
+    /// a header as the cut left (magic, image id, stream, sequence; not the checksum).
+    private static func beginsFrame(_ storage: any ImageStorage, at offset: UInt64, cut: UInt64, _ slot: CommitSlot,
+                                    sequence: UInt64) -> Bool {
+        let available = Int(min(cut - offset, UInt64(FrameHeader.size)))
+        guard available > 0 else { return false }
+        let bytes = storage.readBytes(at: offset, count: available)
+        if available == FrameHeader.size {
+            guard let (header, _) = bytes.withUnsafeBytes({ FrameHeader.decode($0) }) else { return false }
+            return header.imageID == slot.imageID && header.stream == 0 && header.sequence == sequence
+                && offset + UInt64(FrameHeader.size) + UInt64(header.length) > cut
+        }
+        var expected = ByteWriter(capacity: 32)
+        expected.u32(FrameHeader.magic); expected.u32(0)
+        expected.u64(slot.imageID); expected.u64(0); expected.u64(sequence)
+        let checksum = 4..<8
+        return bytes.indices.allSatisfy { checksum.contains($0) || $0 >= expected.count || bytes[$0] == expected.bytes[$0] }
     }
 }

@@ -1,20 +1,17 @@
 extension VolumeRepair {
     /// The journal frames kept since `previous` that the commit after it wrote into its
-    /// trees (generation `previous + 1`), the chain's segments up to the last of them, and
-    /// the frames of later generations, which replay over `previous` cannot apply.
+    /// trees (generation `previous + 1`), and the chain's segments up to the last of them.
+    /// Frames of later generations, which replay over `previous` cannot apply, are left
+    /// out (`framesLeftOutByFallBack` counts them and names their files).
     struct FramesSince {
         var frames: [(generation: UInt64, changes: [JournalChange])] = []
         var segments: [LogSegment] = []
         var nextSequence: UInt64
-        var leftOut = 0
 
         static func read(_ storage: any ImageStorage, since previous: CommitSlot) -> FramesSince {
             var found = FramesSince(nextSequence: previous.journalSequence)
             let journal = SlotJournal(storage, previous) { frame, sofar in
-                guard case .success(let frame) = frame else {
-                    found.leftOut += 1
-                    return false
-                }
+                guard case .success(let frame) = frame else { return false }
                 if frame.generation == previous.generation + 1 {
                     found.frames.append(frame)
                     // Only the segments up to the last frame replayed: later ones hold
@@ -22,9 +19,8 @@ extension VolumeRepair {
                     // holds pending).
                     found.segments = sofar.segments
                     found.nextSequence = sofar.nextSequence
-                } else if frame.generation > previous.generation + 1 {
-                    found.leftOut += 1
                 }
+                // Frames of later generations are left out (`framesLeftOutByFallBack`).
                 return true
             }
             if found.frames.isEmpty {
@@ -33,6 +29,23 @@ extension VolumeRepair {
             }
             return found
         }
+    }
+
+    /// The frames a fall-back from `damaged` to `previous` leaves out, counted, and the
+    /// files they change (`framesLeftOut`): those of generations after `damaged`'s in
+    /// `previous`'s chain, which links on to the damaged commit's when that commit
+    /// continued it; and in the damaged commit's own chain when it is not one of those
+    /// segments (a mount's opening commit starts a chain of its own). Read before the
+    /// fall-back writes its commit over the damaged commit's slot.
+    static func framesLeftOutByFallBack(_ storage: any ImageStorage, previous: CommitSlot,
+                                        damaged: CommitSlot) -> (frames: Int, files: [FileChange]) {
+        let after = max(previous.generation + 1, damaged.generation)
+        let inPrevious = framesLeftOut(storage, chainOf: previous, after: after, keeping: 0)
+        guard damaged.journal.length > 0, !inPrevious.segments.contains(damaged.journal) else {
+            return (inPrevious.frames, inPrevious.files)
+        }
+        let inDamaged = framesLeftOut(storage, chainOf: damaged, after: after, keeping: 0)
+        return (inPrevious.frames + inDamaged.frames, inPrevious.files + inDamaged.files)
     }
 
     /// Takes the image back to `previous` (the commit before the current one, which checks

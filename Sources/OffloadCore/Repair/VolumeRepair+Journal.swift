@@ -61,6 +61,15 @@ extension VolumeRepair {
     /// name); every other change is its inode's. Reads the chain again: its frames, one
     /// at a time, are not held.
     static func leftOutChanges(_ storage: any ImageStorage, _ slot: CommitSlot, keeping kept: Int) -> [FileChange] {
+        framesLeftOut(storage, chainOf: slot, after: slot.generation, keeping: kept).files
+    }
+
+    /// The frames of generations after `generation` in the chain `slot` names (and the
+    /// chains it links on to), past the first `kept` of them: how many, the files they
+    /// change (as `leftOutChanges`), and the chain's segments read. Stops at a frame that
+    /// does not decode, as replay does.
+    static func framesLeftOut(_ storage: any ImageStorage, chainOf slot: CommitSlot, after generation: UInt64,
+                              keeping kept: Int) -> (frames: Int, files: [FileChange], segments: [LogSegment]) {
         var seen = 0
         // By inode, in the order first met; the first name a left-out change gave it.
         var order: [UInt64] = []
@@ -73,9 +82,9 @@ extension VolumeRepair {
                 madeAs[inode] = name
             }
         }
-        _ = SlotJournal(storage, slot) { frame, _ in
+        let journal = SlotJournal(storage, slot) { frame, _ in
             guard case .success(let frame) = frame else { return false }
-            guard frame.generation > slot.generation else { return true }
+            guard frame.generation > generation else { return true }
             seen += 1
             guard seen > kept else { return true }
             for change in frame.changes {
@@ -87,6 +96,7 @@ extension VolumeRepair {
             }
             return true
         }
-        return order.map { FileChange(inode: $0, what: .leftOut(madeAs: madeAs[$0] ?? nil, after: slot.generation)) }
+        let files = order.map { FileChange(inode: $0, what: .leftOut(madeAs: madeAs[$0] ?? nil, after: generation)) }
+        return (max(0, seen - kept), files, journal.segments)
     }
 }

@@ -105,20 +105,24 @@ public enum VolumeRepair {
         if old.hasNodeDamage, let previous = slots.previous,
            case let since = FramesSince.read(storage, since: previous), !since.frames.isEmpty,
            (try? VolumeCheck.run(storage, at: previous, laterFrames: false, budgetBytes: budgetBytes))?.isClean == true {
-            // The files the frames after the damaged commit changed, which the fall-back
-            // leaves out: read before it writes its commit over that commit's slot.
-            let later = since.leftOut > 0 ? leftOutChanges(storage, base, keeping: 0) : []
+            // The frames the fall-back leaves out (written after the damaged commit), and
+            // the files they change: read before it writes its commit over that commit's slot.
+            let damaged = base
+            let later = framesLeftOutByFallBack(storage, previous: previous, damaged: damaged)
+            func noteLeftOut() {
+                earlier += later.files
+                if later.frames > 0 {
+                    report.repairs.append("\(later.frames) journal frames after commit \(damaged.generation) are not replayed "
+                                          + "(changes made after the damaged commit)")
+                }
+            }
             progress?("replaying the journal over the previous commit", 0, 0)
             do {
                 try fallBack(storage, to: previous, since, numberingPast: old.nextSequence)
-                earlier += later
                 report.repairs.append("commit \(base.generation) has tree nodes that do not read; the previous commit, "
                                       + "\(previous.generation), checks clean and is taken instead, with the \(since.frames.count) "
                                       + "journal frames kept since it replayed (the changes commit \(base.generation) made)")
-                if since.leftOut > 0 {
-                    report.repairs.append("\(since.leftOut) journal frames after commit \(base.generation) are not replayed "
-                                          + "(changes made after the damaged commit)")
-                }
+                noteLeftOut()
                 report.repaired = true
                 let after = try VolumeCheck.run(storage, budgetBytes: budgetBytes, progress: progress)
                 if after.isClean {
@@ -128,8 +132,16 @@ public enum VolumeRepair {
                     return report
                 }
             } catch {
-                report.repairs.append("the previous commit, \(previous.generation), could not be brought forward (\(error)); "
-                                      + "commit \(base.generation) is repaired instead")
+                if (try? CommitSlots.read(storage).current) == damaged {
+                    report.repairs.append("the previous commit, \(previous.generation), could not be brought forward "
+                                          + "(\(error)); commit \(damaged.generation) is repaired instead")
+                } else {
+                    // Its commit is durable and its close failed: the frames it left out stay
+                    // out, and the commit it made is repaired.
+                    report.repairs.append("the previous commit, \(previous.generation), was brought forward, and the "
+                                          + "commit that followed failed (\(error)); the commit it made is repaired")
+                    noteLeftOut()
+                }
             }
             base = try CommitSlots.read(storage).current
             old = try OldCommit.read(storage, base, progress: progress)
