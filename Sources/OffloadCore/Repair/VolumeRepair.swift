@@ -109,7 +109,11 @@ public enum VolumeRepair {
             // the files they change: read before it writes its commit over that commit's slot.
             let damaged = base
             let later = framesLeftOutByFallBack(storage, previous: previous, damaged: damaged)
+            var notedLeftOut = false
+            // Once, whether the fall-back's check or its close is what failed after it.
             func noteLeftOut() {
+                guard !notedLeftOut else { return }
+                notedLeftOut = true
                 earlier += later.files
                 if later.frames > 0 {
                     report.repairs.append("\(later.frames) journal frames after commit \(damaged.generation) are not replayed "
