@@ -457,11 +457,14 @@ final class VolumeRepairTests: XCTestCase {
         let (disk, _, script) = try VolumeCheckTests.committedVolume(seed: 7, steps: 300)
         for _ in 0..<250 { try script.step() }
         let slot = try CommitSlots.read(disk).current
-        // The start of the chain's tenth frame, read as replay reads it.
-        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                       head: slot.journal, fileBytes: disk.length) { disk.readBytes(at: $0, count: $1) }
-        for _ in 0..<10 { guard case .records = reader.next() else { return XCTFail("fewer than ten frames") } }
-        let tenth = try XCTUnwrap(reader.offset)
+        // The start of the frame after the chain's tenth, read as replay reads it.
+        var read = 0
+        let firstTen = SlotJournal(disk, slot) { _, _ in
+            read += 1
+            return read < 10
+        }
+        XCTAssertEqual(read, 10, "fewer than ten frames")
+        let tenth = try XCTUnwrap(firstTen.endOffset)
         try disk.setLength(tenth + 20)
         try disk.sync()
         let (report, _) = try repair(disk)

@@ -56,14 +56,14 @@ extension VolumeRepair {
     /// sequence number begins; and for a cleanly unmounted commit, after which nothing was
     /// answered (its chain is an empty segment, which may lie past the cut).
     static func journalPastTheCut(_ storage: any ImageStorage, _ slot: CommitSlot, cut: UInt64) -> String? {
-        guard slot.journal.length > 0, !slot.cleanlyUnmounted else { return nil }
-        var reader = MetadataLogReader(imageID: slot.imageID, stream: 0, firstSequence: slot.journalSequence,
-                                       head: slot.journal, fileBytes: storage.length) { offset, count in
-            storage.readBytes(at: offset, count: count)
-        }
+        guard !slot.cleanlyUnmounted else { return nil }
         var whole = 0
-        while case .records = reader.next() { whole += 1 }
-        guard let end = reader.offset else { return nil }
+        let journal = SlotJournal(storage, slot) { _, _ in
+            whole += 1
+            return true
+        }
+        guard let end = journal.endOffset else { return nil }
+        let next = journal.nextSequence
         func lost(_ hedge: String) -> String {
             "operations answered after commit \(slot.generation) whose frames lay past the cut are lost\(hedge), and which "
                 + "files they changed cannot be told (\(whole) frames before it read whole)"
@@ -72,8 +72,8 @@ extension VolumeRepair {
             return "commit \(slot.generation)'s journal reaches the cut (it ends at byte \(end), the image file ended at "
                 + "\(cut)): \(lost(", if there were any"))"
         }
-        guard beginsFrame(storage, at: end, cut: cut, slot, sequence: reader.expectedSequence) else { return nil }
-        return "commit \(slot.generation)'s journal frame \(reader.expectedSequence) at byte \(end) runs past the cut (the "
+        guard beginsFrame(storage, at: end, cut: cut, slot, sequence: next) else { return nil }
+        return "commit \(slot.generation)'s journal frame \(next) at byte \(end) runs past the cut (the "
             + "image file ended at \(cut)): \(lost(""))"
     }
 
@@ -90,10 +90,12 @@ extension VolumeRepair {
             return header.imageID == slot.imageID && header.stream == 0 && header.sequence == sequence
                 && offset + UInt64(FrameHeader.size) + UInt64(header.length) > cut
         }
-        var expected = ByteWriter(capacity: 32)
-        expected.u32(FrameHeader.magic); expected.u32(0)
-        expected.u64(slot.imageID); expected.u64(0); expected.u64(sequence)
-        let checksum = 4..<8
-        return bytes.indices.allSatisfy { checksum.contains($0) || $0 >= expected.count || bytes[$0] == expected.bytes[$0] }
+        // The header such a frame would have: magic, image id, stream and sequence are
+        // known; its checksum, length and kind are not.
+        var expected = ByteWriter(capacity: FrameHeader.size)
+        FrameHeader.encode(imageID: slot.imageID, stream: 0, sequence: sequence, kind: .records,
+                           payload: UnsafeRawBufferPointer(start: nil, count: 0), into: &expected)
+        let known = [0..<4, 8..<32]
+        return bytes.indices.allSatisfy { i in !known.contains { $0.contains(i) } || bytes[i] == expected.bytes[i] }
     }
 }

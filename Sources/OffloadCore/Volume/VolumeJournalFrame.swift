@@ -44,6 +44,9 @@ struct SlotJournal {
     /// The chain's segments read so far, and the sequence number after the last frame.
     private(set) var segments: [LogSegment] = []
     private(set) var nextSequence: UInt64
+    /// Where the chain ended, or the next frame would be read when `body` stopped (nil for
+    /// an empty chain, or one whose first segment cannot be read).
+    private(set) var endOffset: UInt64?
 
     /// Calls `body` with each frame of the chain `slot` names, decoded or not, and the
     /// journal as read so far; `body` returns false to stop.
@@ -68,5 +71,6 @@ struct SlotJournal {
         }
         segments = reader.segments
         nextSequence = reader.expectedSequence
+        endOffset = reader.offset
     }
 }
