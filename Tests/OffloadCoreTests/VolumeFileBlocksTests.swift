@@ -234,8 +234,9 @@ final class VolumeFileBlocksTests: XCTestCase {
     /// left takes none of them, and the commit places the piece in them. (Before the
     /// promise was backed, the fallocate's check compared with the free blocks, which
     /// still held the promised ones, took them and was refused; the review of the
-    /// twenty-fourth session made it give them back free. That refusal is reached
-    /// another way now: `testARefusedPreallocationGivesItsBlocksBackFree`.)
+    /// twenty-fourth session made it give them back free. Since the thirty-fourth
+    /// session the check asks what data may take:
+    /// `testAFallocateThatCannotFitIsRefusedBeforeItTakesABlock`.)
     func testARamPiecesBlocksAreTakenAtAdmissionAndAFallocateOfTheRestFits() throws {
         let (_, volume, x, _) = try twoFiles([1])
         let files = try volume.fileBlocks()
@@ -259,16 +260,13 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertEqual(files.lock.withLock { files.promiseBackingBlocks }, 0)
     }
 
-    /// A fallocate refused for space gives the pieces it took back free at once, counted
-    /// as no release: its check compares with the free blocks, not with what data may
-    /// take (here less the blocks held for the commit of the changes waiting,
-    /// `heldForCommits`), so it takes the free blocks before it is refused. Before, the
-    /// pieces went back as a release, free only after the commits of the reuse rule, and
-    /// every other writer was refused until a reclaim's commits (the review of the
-    /// twenty-fourth session). The test then held a RAM piece's promise; since the
-    /// thirtieth session a promise takes its blocks when made
-    /// (`testARamPiecesBlocksAreTakenAtAdmissionAndAFallocateOfTheRestFits`).
-    func testARefusedPreallocationGivesItsBlocksBackFree() throws {
+    /// A fallocate that cannot fit is refused before it takes a block: its check asks what
+    /// data may take (`hasRoom(forDataBytes:)`: here the free blocks less those held for
+    /// the commit of the changes waiting, `heldForCommits`). Asked against the free blocks,
+    /// it took them all, zeroed them and gave them back before its refusal (the
+    /// twenty-fourth session's review found the pieces going back as a release; since
+    /// then they went back free, still taken and zeroed first).
+    func testAFallocateThatCannotFitIsRefusedBeforeItTakesABlock() throws {
         let (_, volume, x, _) = try twoFiles([1])
         let files = try volume.fileBlocks()
         try volume.commit()
@@ -277,13 +275,45 @@ final class VolumeFileBlocksTests: XCTestCase {
         let given = fillLeavingFortyBlocks(files)
         let free = files.availableBytes, releases = volume.releaseCount, givenBack = volume.givenBackCount
         XCTAssertGreaterThanOrEqual(free, given, "setup: the blocks given back are free")
+        XCTAssertFalse(files.hasRoom(forDataBytes: free), "the free blocks are not all data's")
         XCTAssertThrowsError(try x.preallocate(4096..<4096 + free, keepSize: false)) {
             XCTAssertEqual($0 as? FSError, .noSpace)
         }
-        XCTAssertGreaterThan(volume.givenBackCount, givenBack, "the fallocate took no block before its refusal")
+        XCTAssertEqual(volume.givenBackCount, givenBack, "the refused fallocate took blocks and gave them back")
+        XCTAssertEqual(files.availableBytes, free)
+        XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
+        XCTAssertEqual(x.size, 1)
+        // What data may take, it gets.
+        let room = files.lock.withLock { (files.space.usableFree - files.heldForCommits) << BackingStore.blockShift }
+        XCTAssertTrue(files.hasRoom(forDataBytes: room))
+        XCTAssertFalse(files.hasRoom(forDataBytes: room + 1))
+        try x.preallocate(4096..<4096 + room, keepSize: false)
+        XCTAssertEqual(x.size, 4096 + room)
+    }
+
+    /// A fallocate refused after it took its pieces (here its journal record is refused)
+    /// gives them back free at once, counted as no release. Before, the pieces went back
+    /// as a release, free only after the commits of the reuse rule, and every other writer
+    /// was refused until a reclaim's commits (the review of the twenty-fourth session).
+    func testAPreallocationRefusedAfterItsAllocationGivesItsBlocksBackFree() throws {
+        let (_, volume, x, _) = try twoFiles([1])
+        let files = try volume.fileBlocks()
+        try volume.commit()
+        let free = files.availableBytes, releases = volume.releaseCount, givenBack = volume.givenBackCount
+        x.attach(RecordRefusingObserver())
+        XCTAssertThrowsError(try x.preallocate(4096..<4096 + 1 << 20, keepSize: false)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertGreaterThan(volume.givenBackCount, givenBack, "setup: the fallocate took blocks before its refusal")
         XCTAssertEqual(files.availableBytes, free, "the refused fallocate's blocks are not free again")
         XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
         XCTAssertEqual(x.size, 1)
+    }
+
+    /// Refuses every change's record, as a journal with no room does.
+    private final class RecordRefusingObserver: FileChangeObserver, @unchecked Sendable {
+        func willChange(recordBytes: Int) throws(FSError) { throw .noSpace }
+        func fileChanged(_ change: FileChange) { XCTFail("a refused change was made") }
     }
 
     /// Takes data blocks until none is admitted, then gives back about 40 of them

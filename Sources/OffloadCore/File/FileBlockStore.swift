@@ -13,8 +13,15 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// The image's mapping: reads, writes and syncs of the bytes.
     var image: ImageMapping { get }
 
-    /// Bytes that can still be allocated for file data.
+    /// Bytes that can still be allocated for file data: what `df` shows as available.
     var availableBytes: UInt64 { get }
+
+    /// True when `allocate` can hand out `byteCount` bytes (rounded up to whole blocks)
+    /// now, in all: the check a fallocate makes before it takes anything
+    /// (`OffloadedFile.preallocate`). Format 2 counts what its `allocate` leaves to RAM
+    /// pieces' promises and to the commits of waiting changes, which `availableBytes`
+    /// (the free blocks) does not.
+    func hasRoom(forDataBytes byteCount: UInt64) -> Bool
 
     /// Allocates up to `byteCount` bytes (rounded up to whole blocks) and returns the byte
     /// range of the blocks, one reference each for the caller. Shorter than asked when
@@ -73,6 +80,10 @@ public protocol FileBlockStore: AnyObject, Sendable {
 
 extension FileBlockStore {
     public func admitsMemoryPiece(byteCount: Int) -> Bool { true }
+
+    /// Where data allocations keep nothing back beyond what `availableBytes` leaves out
+    /// (format 1: the metadata reserve), the available bytes are the room.
+    public func hasRoom(forDataBytes byteCount: UInt64) -> Bool { byteCount <= availableBytes }
 
     /// Where references are all counted in memory (format 1), loading one counts it.
     public func adopt(_ range: Range<UInt64>) { retainOwned(range) }

@@ -67,9 +67,11 @@ extension OffloadedFile {
                 holes.append(max(sizeBytes, target.lowerBound)..<target.upperBound)
             }
             // Fail at once when the holes cannot fit, instead of taking all free space
-            // for the length of the call and giving it back.
-            let needed = holes.reduce(UInt64(0)) { $0 + $1.length }
-            guard needed <= store.availableBytes else { throw .noSpace }
+            // for the length of the call, zeroing it and giving it back. Each hole's
+            // blocks are its own: a hole's partial block is a whole one.
+            let blockSize = UInt64(BackingStore.blockSize)
+            let needed = holes.reduce(UInt64(0)) { $0 + ($1.length + blockSize - 1) / blockSize * blockSize }
+            guard store.hasRoom(forDataBytes: needed) else { throw .noSpace }
             var filled: [(Range<UInt64>, [Extent])] = []
             do throws(FSError) {
                 var cleared = false

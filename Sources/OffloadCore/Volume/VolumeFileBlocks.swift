@@ -142,6 +142,19 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
+    /// `allocate`'s own rule for the whole of `byteCount`: the usable free blocks less
+    /// those promised to RAM pieces and held for the commits of waiting changes, the
+    /// disk's room read again where it is what limits. (Asked against the free blocks, a
+    /// fallocate between the two took them all, zeroed them and gave them back.)
+    public func hasRoom(forDataBytes byteCount: UInt64) -> Bool {
+        let wanted = (byteCount + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
+        return lock.withLock {
+            let needed = unbackedPromisedBlocks + heldForCommits + wanted
+            if space.usableFree < needed, space.usableFree < space.freeEstimate { noteHostRoom() }
+            return space.usableFree >= needed
+        }
+    }
+
     /// Takes blocks from the block space (the hint is not used yet: the space allocates
     /// where it allocated last, which keeps a file's appends together) and gives them disk
     /// space before anyone writes them through the mapping (a fault on an unbacked page of
