@@ -38,6 +38,20 @@ final class BlockSpaceMinimumRunTests: XCTestCase {
         XCTAssertLessThan(one.lowerBound, 64)
     }
 
+    /// Blocks whose preparation (their disk space) fails with an error other than ENOSPC
+    /// (an I/O error) are free again, as those refused for space are: before, they stayed
+    /// out of the group's runs in memory until it was loaded again, while the free
+    /// estimate still counted them.
+    func testBlocksWhosePreparationFailsAreFreeAgain() throws {
+        let space = try fragmentedSpace()
+        let free = try space.freeBlockCount()
+        space.prepareBlocks = { _ throws(FSError) in throw .io("the disk failed") }
+        XCTAssertThrowsError(try space.take(16, minimum: 8)) { XCTAssertEqual($0 as? FSError, .io("the disk failed")) }
+        XCTAssertEqual(try space.freeBlockCount(), free)
+        space.prepareBlocks = nil
+        XCTAssertEqual(try space.take(16, minimum: 8), 100..<108, "the blocks the failed take found are free")
+    }
+
     /// Within a size class the lowest start comes first: runs of 18 and 24 blocks are
     /// both in the class of 16 to 31, and a minimum of 20 takes the second.
     func testARunOfTheMinimumIsFoundAmongShorterRunsOfItsSizeClass() {

@@ -190,6 +190,37 @@ final class OffloadedFileTests: XCTestCase {
         XCTAssertEqual(small.statistics.liveBytes, 64 << 10, "after freeing, the space can be used again")
         try small.checkInvariants()
     }
+
+    /// A fallocate of a range with no hole takes nothing, so it asks no room: on a full
+    /// image (format 2 with more blocks held for commits than are free, where the check
+    /// of 0 bytes says no) it succeeds, as ext4 answers it (the review of the thirty-fourth
+    /// session: the check of 0 bytes refused it). One with a hole asks.
+    func testAFallocateOfARangeWithNoHoleAsksNoRoom() throws {
+        let full = NoRoomStore(store)
+        let file = OffloadedFile(store: full, limiter: limiter)
+        _ = try file.write(at: 0, bytes: [UInt8](repeating: 9, count: 8192))
+        try file.preallocate(0..<8192, keepSize: false)
+        try file.preallocate(100..<4000, keepSize: true)
+        XCTAssertEqual(file.size, 8192)
+        XCTAssertThrowsError(try file.preallocate(0..<8193, keepSize: false)) { XCTAssertEqual($0 as? FSError, .noSpace) }
+        XCTAssertEqual(file.size, 8192)
+        _ = try file.truncate()
+    }
+
+    /// A store whose check says there is no room for data, whatever is asked.
+    private final class NoRoomStore: FileBlockStore, @unchecked Sendable {
+        let base: BackingStore
+        init(_ base: BackingStore) { self.base = base }
+        var image: ImageMapping { base.image }
+        var availableBytes: UInt64 { base.availableBytes }
+        func hasRoom(forDataBytes byteCount: UInt64) -> Bool { false }
+        func allocate(byteCount: Int, hint: UInt64?) throws(FSError) -> Range<UInt64> { try base.allocate(byteCount: byteCount, hint: hint) }
+        func retain(_ range: Range<UInt64>) throws(FSError) { try base.retain(range) }
+        func retainOwned(_ range: Range<UInt64>) { base.retainOwned(range) }
+        func release(_ ranges: [Range<UInt64>], unsharing dropped: [Range<UInt64>]) { base.release(ranges, unsharing: dropped) }
+        func isExclusive(_ range: Range<UInt64>) -> Bool { base.isExclusive(range) }
+        func isInUse(byte offset: UInt64) -> Bool { base.isInUse(byte: offset) }
+    }
 }
 
 final class ReadRegionTests: XCTestCase {

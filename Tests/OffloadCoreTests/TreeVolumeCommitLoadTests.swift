@@ -69,6 +69,19 @@ final class TreeVolumeCommitLoadTests: XCTestCase {
         expected.itemBytes += growth * 2 * overhead
         expected.scatteredLeaves += 1
         check()
+        // A RAM piece kept inline in its extent item counts its bytes (one that continues
+        // the last range: no leaf elsewhere); a longer one, placed in a data block its
+        // write was promised, does not.
+        let small = [FilePiece(offset: 8192, extent: .inMemory([UInt8](repeating: 3, count: 1000)))]
+        try generation.record([.fileRange(inode: 20, size: 9192, range: 8192..<9192, pieces: small)])
+        expected.itemBytes += growth * (2 * overhead + 1000)
+        expected.scatteredLeaves += 1
+        check()
+        let large = [FilePiece(offset: 9192, extent: .inMemory([UInt8](repeating: 3, count: ExtentItem.inlineLimit + 1)))]
+        try generation.record([.fileRange(inode: 20, size: 9192 + UInt64(ExtentItem.inlineLimit) + 1,
+                                          range: 9192..<9192 + UInt64(ExtentItem.inlineLimit) + 1, pieces: large)])
+        expected.itemBytes += growth * 2 * overhead
+        check()
         // The unlink of the hard link: its key is counted already; linked again: anew.
         try generation.record([.unlink(directory: 1, linked)])
         check()

@@ -284,11 +284,39 @@ final class VolumeFileBlocksTests: XCTestCase {
         XCTAssertEqual(volume.releaseCount, releases, "the refused fallocate counted a release")
         XCTAssertEqual(x.size, 1)
         // What data may take, it gets.
-        let room = files.lock.withLock { (files.space.usableFree - files.heldForCommits) << BackingStore.blockShift }
+        let room = files.lock.withLock {
+            (files.space.freeEstimate - files.unbackedPromisedBlocks - files.heldForCommits) << BackingStore.blockShift
+        }
         XCTAssertTrue(files.hasRoom(forDataBytes: room))
         XCTAssertFalse(files.hasRoom(forDataBytes: room + 1))
         try x.preallocate(4096..<4096 + room, keepSize: false)
         XCTAssertEqual(x.size, 4096 + room)
+    }
+
+    /// A fallocate's record carries the RAM pieces that stay in its range again, and the
+    /// commit writes each longer than an extent item holds to a data block of its own:
+    /// they are promised as a write's pieces are. Before, nothing promised those blocks,
+    /// and a full image's commit found no room for them (the defect hunt of the
+    /// thirty-fourth session: a file of 2,000 such pieces, a `fallocate --keep-size` over
+    /// it, the image filled before the commit). A clone's copies of the source's pieces
+    /// are placed as a write's are (`sharedPieces`), promised once.
+    func testRamPiecesAFallocateOrACloneRecordsAgainArePromisedBlocks() throws {
+        let (_, volume, x, y) = try twoFiles([1])
+        let files = try volume.fileBlocks()
+        let piece = [UInt8](repeating: 0x5A, count: 3_000)
+        try x.write(at: 0, bytes: piece)
+        try volume.commit()
+        XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 0, "setup: the commit wrote the piece out")
+        XCTAssertEqual(ramBytes(x), 3_000, "setup: the file keeps its piece in RAM")
+        try x.preallocate(0..<16_384, keepSize: true)
+        XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 3_000, "the fallocate's record carries the piece unpromised")
+        try volume.commit()
+        XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 0)
+        try y.cloneRange(from: x, sourceOffset: 0, count: 3_000, to: 0)
+        XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 3_000, "the clone's copy of the piece is promised once")
+        try volume.commit()
+        XCTAssertTrue(try y.read(at: 0, count: 3_000) == piece)
+        XCTAssertNil(volume.failure)
     }
 
     /// A fallocate refused after it took its pieces (here its journal record is refused)
@@ -314,6 +342,19 @@ final class VolumeFileBlocksTests: XCTestCase {
     private final class RecordRefusingObserver: FileChangeObserver, @unchecked Sendable {
         func willChange(recordBytes: Int) throws(FSError) { throw .noSpace }
         func fileChanged(_ change: FileChange) { XCTFail("a refused change was made") }
+    }
+
+    /// The bytes `file` holds in RAM pieces.
+    private func ramBytes(_ file: OffloadedFile) -> Int {
+        file.lock.withReadLock {
+            guard var i = file.extents.floor(0) else { return 0 }
+            var total = file.extents.value(at: i).memoryBytes
+            while let next = file.extents.index(after: i) {
+                i = next
+                total += file.extents.value(at: i).memoryBytes
+            }
+            return total
+        }
     }
 
     /// Takes data blocks until none is admitted, then gives back about 40 of them

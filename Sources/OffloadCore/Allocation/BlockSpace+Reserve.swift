@@ -79,6 +79,9 @@ extension BlockSpace {
                 } catch .noSpace {
                     makeFree(blocks)
                     return nil
+                } catch {
+                    makeFree(blocks)  // free again, as `take` gives them back
+                    throw error
                 }
                 takenBlocks.insert(contentsOf: blocks)
                 freeEstimate -= min(freeEstimate, UInt64(blocks.count))

@@ -340,6 +340,13 @@ public final class BlockSpace {
             } catch .noSpace {
                 makeFree(found)
                 blocks = nil
+            } catch {
+                // Free again, as they were: kept out of the group's runs in memory, they
+                // were lost to allocations until the group was loaded again, while the
+                // free estimate still counted them (the defect hunt of the thirty-fourth
+                // session).
+                makeFree(found)
+                throw error
             }
         }
         if blocks == nil, let reserved = takeFromReserve(fitting, atLeast: least, access ?? reserveAccess) { return reserved }

@@ -71,7 +71,9 @@ public struct CommitLoad: Equatable, Sendable {
     /// changes is new to the generation (`ObjectChanges.record` counts a key once, and an
     /// xattr's value only by what it grew): a link's three items (name, index, back
     /// reference), an xattr with its value, an extent item and a block reference for each
-    /// piece of a file range, a symlink's target; twice their size. Removals add none.
+    /// piece of a file range, with the bytes of a RAM piece the commit keeps inline in its
+    /// extent item (`inlineBytes(of:)`), a symlink's target; twice their size. Removals add
+    /// none.
     /// The leaves keys land in are counted apart (`scatteredLeafCount(of:)`).
     static func itemBytes(of change: JournalChange) -> Int {
         switch change {
@@ -80,12 +82,24 @@ public struct CommitLoad: Equatable, Sendable {
         case .setXattr(_, let name, let value):
             return growth * (itemOverhead + name.count + value.count)
         case .fileRange(_, _, _, let pieces):
-            return growth * 2 * itemOverhead * pieces.count
+            return growth * pieces.reduce(0) { $0 + 2 * itemOverhead + inlineBytes(of: $1) }
         case .symlinkTarget(_, let target):
             return growth * (itemOverhead + target.count)
         case .unlink, .removeXattr, .attributes, .orphan, .drop:
             return 0
         }
+    }
+
+    /// The bytes of `piece` its extent item holds: a RAM piece of at most
+    /// `ExtentItem.inlineLimit` bytes, which the commit writes into the item
+    /// (`FileSystemTree.placing`; a longer one goes to a data block its write was promised,
+    /// `FileBlockStore.admitsMemoryPiece`). Counted at 32 bytes an item whatever their
+    /// length, the inline bytes of 20,000 appends of 1,000 bytes held back no block for
+    /// the thousands of leaves their commit writes, and a full image failed that commit
+    /// (the defect hunt of the thirty-fourth session).
+    static func inlineBytes(of piece: FilePiece) -> Int {
+        let bytes = piece.extent.memoryBytes
+        return bytes <= ExtentItem.inlineLimit ? bytes : 0
     }
 
     /// The leaves of the filesystem tree, besides its object's inode item's, that `change`

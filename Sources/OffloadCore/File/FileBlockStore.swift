@@ -16,11 +16,11 @@ public protocol FileBlockStore: AnyObject, Sendable {
     /// Bytes that can still be allocated for file data: what `df` shows as available.
     var availableBytes: UInt64 { get }
 
-    /// True when `allocate` can hand out `byteCount` bytes (rounded up to whole blocks)
-    /// now, in all: the check a fallocate makes before it takes anything
-    /// (`OffloadedFile.preallocate`). Format 2 counts what its `allocate` leaves to RAM
-    /// pieces' promises and to the commits of waiting changes, which `availableBytes`
-    /// (the free blocks) does not.
+    /// False when `allocate` cannot hand out `byteCount` bytes (rounded up to whole
+    /// blocks) now, in all: the check a fallocate makes before it takes anything
+    /// (`OffloadedFile.preallocate`). Never false where `allocate` would hand them out.
+    /// Format 2 counts what its `allocate` keeps back for RAM pieces' promises and for
+    /// the commits of waiting changes, which `availableBytes` (the free blocks) does not.
     func hasRoom(forDataBytes byteCount: UInt64) -> Bool
 
     /// Allocates up to `byteCount` bytes (rounded up to whole blocks) and returns the byte

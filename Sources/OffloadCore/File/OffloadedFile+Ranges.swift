@@ -50,6 +50,7 @@ extension OffloadedFile {
             // file, so that running out of space leaves it as it was.
             var holes: [Range<UInt64>] = []
             var kept = 0, keptMemory = 0  // extents in the range that stay, for the record
+            var keptPlaced: [Int] = []    // the bytes of its RAM pieces a commit writes to blocks
             if target.lowerBound < sizeBytes, var i = extents.floor(target.lowerBound) {
                 while extents.key(at: i) < target.upperBound {
                     let start = extents.key(at: i), extent = extents.value(at: i)
@@ -58,6 +59,7 @@ extension OffloadedFile {
                     } else {
                         kept += 1
                         keptMemory += extent.memoryBytes
+                        if extent.memoryBytes > ExtentItem.inlineLimit { keptPlaced.append(extent.memoryBytes) }
                     }
                     guard let next = extents.index(after: i) else { break }
                     i = next
@@ -68,10 +70,20 @@ extension OffloadedFile {
             }
             // Fail at once when the holes cannot fit, instead of taking all free space
             // for the length of the call, zeroing it and giving it back. Each hole's
-            // blocks are its own: a hole's partial block is a whole one.
+            // blocks are its own: a hole's partial block is a whole one. (A range with no
+            // hole takes nothing: a full image does not refuse it.)
             let blockSize = UInt64(BackingStore.blockSize)
             let needed = holes.reduce(UInt64(0)) { $0 + ($1.length + blockSize - 1) / blockSize * blockSize }
-            guard store.hasRoom(forDataBytes: needed) else { throw .noSpace }
+            guard needed == 0 || store.hasRoom(forDataBytes: needed) else { throw .noSpace }
+            // The record carries the RAM pieces that stay in the range again, and the
+            // commit writes them out again, each longer than an extent item holds to a data
+            // block of its own: promised as a write's piece is (`admitsMemoryPiece`), or the
+            // commit of a full image finds no room for them (the defect hunt of the
+            // thirty-fourth session). An inline one counts in the commit's load
+            // (`CommitLoad.inlineBytes(of:)`).
+            for bytes in keptPlaced {
+                guard store.admitsMemoryPiece(byteCount: bytes) else { throw .noSpace }
+            }
             var filled: [(Range<UInt64>, [Extent])] = []
             do throws(FSError) {
                 var cleared = false

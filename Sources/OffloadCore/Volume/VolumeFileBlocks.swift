@@ -32,7 +32,8 @@ import Synchronization
 ///
 /// Locking: every call takes the volume's space lock (`TreeVolume.spaceLock`), which the
 /// commit holds while it changes the block space. Lock order: a file's lock, then the
-/// space lock, then the delta's.
+/// space lock, then the delta's gate, shared (`heldForCommits` reads the commit load),
+/// and its lock.
 public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
     public let image: ImageMapping
     let space: BlockSpace
@@ -142,16 +143,21 @@ public final class VolumeFileBlocks: FileBlockStore, @unchecked Sendable {
         }
     }
 
-    /// `allocate`'s own rule for the whole of `byteCount`: the usable free blocks less
-    /// those promised to RAM pieces and held for the commits of waiting changes, the
-    /// disk's room read again where it is what limits. (Asked against the free blocks, a
-    /// fallocate between the two took them all, zeroed them and gave them back.)
+    /// At most what `allocate` can hand out in all, for a fallocate's check before it
+    /// takes anything: the image's free blocks less those promised to RAM pieces and held
+    /// for the commits of waiting changes (`allocate` keeps both back). Not the disk's
+    /// room: the free blocks a step ahead gave disk space take none of what the disk has
+    /// left, so where the disk limits, `allocate` may hand out more than the disk's figure,
+    /// and refuses by itself where it cannot (a check that asked the disk refused
+    /// fallocates that fit: the review of the change). (Asked against the free blocks
+    /// alone, a fallocate of the blocks held for commits took them all, zeroed them and
+    /// gave them back.)
     public func hasRoom(forDataBytes byteCount: UInt64) -> Bool {
-        let wanted = (byteCount + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
+        let blockSize = UInt64(BackingStore.blockSize)
+        let wanted = byteCount / blockSize + (byteCount % blockSize == 0 ? 0 : 1)
         return lock.withLock {
-            let needed = unbackedPromisedBlocks + heldForCommits + wanted
-            if space.usableFree < needed, space.usableFree < space.freeEstimate { noteHostRoom() }
-            return space.usableFree >= needed
+            let kept = unbackedPromisedBlocks + heldForCommits
+            return space.freeEstimate >= kept && space.freeEstimate - kept >= wanted
         }
     }
 
