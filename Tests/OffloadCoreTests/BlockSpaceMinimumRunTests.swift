@@ -47,7 +47,7 @@ final class BlockSpaceMinimumRunTests: XCTestCase {
         let free = try space.freeBlockCount()
         space.prepareBlocks = { _ throws(FSError) in throw .io("the disk failed") }
         XCTAssertThrowsError(try space.take(16, minimum: 8)) { XCTAssertEqual($0 as? FSError, .io("the disk failed")) }
-        XCTAssertEqual(try space.freeBlockCount(), free)
+        XCTAssertEqual(try space.freeBlockCount(), free)  // (the summaries: true before too)
         space.prepareBlocks = nil
         XCTAssertEqual(try space.take(16, minimum: 8), 100..<108, "the blocks the failed take found are free")
     }

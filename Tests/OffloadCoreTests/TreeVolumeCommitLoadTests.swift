@@ -69,9 +69,9 @@ final class TreeVolumeCommitLoadTests: XCTestCase {
         expected.itemBytes += growth * 2 * overhead
         expected.scatteredLeaves += 1
         check()
-        // A RAM piece kept inline in its extent item counts its bytes (one that continues
-        // the last range: no leaf elsewhere); a longer one, placed in a data block its
-        // write was promised, does not.
+        // A RAM piece kept inline in its extent item counts its bytes (this one does not
+        // continue the last range: a leaf elsewhere too); a longer one, placed in a data
+        // block its write was promised, does not (it continues the last: no leaf).
         let small = [FilePiece(offset: 8192, extent: .inMemory([UInt8](repeating: 3, count: 1000)))]
         try generation.record([.fileRange(inode: 20, size: 9192, range: 8192..<9192, pieces: small)])
         expected.itemBytes += growth * (2 * overhead + 1000)

@@ -68,22 +68,23 @@ extension OffloadedFile {
             if target.upperBound > sizeBytes {
                 holes.append(max(sizeBytes, target.lowerBound)..<target.upperBound)
             }
-            // Fail at once when the holes cannot fit, instead of taking all free space
-            // for the length of the call, zeroing it and giving it back. Each hole's
-            // blocks are its own: a hole's partial block is a whole one. (A range with no
-            // hole takes nothing: a full image does not refuse it.)
-            let blockSize = UInt64(BackingStore.blockSize)
-            let needed = holes.reduce(UInt64(0)) { $0 + ($1.length + blockSize - 1) / blockSize * blockSize }
-            guard needed == 0 || store.hasRoom(forDataBytes: needed) else { throw .noSpace }
             // The record carries the RAM pieces that stay in the range again, and the
             // commit writes them out again, each longer than an extent item holds to a data
             // block of its own: promised as a write's piece is (`admitsMemoryPiece`), or the
             // commit of a full image finds no room for them (the defect hunt of the
             // thirty-fourth session). An inline one counts in the commit's load
-            // (`CommitLoad.inlineBytes(of:)`).
+            // (`CommitLoad.inlineBytes(of:)`). First: a promise takes its blocks from the
+            // free space, which the holes' check then sees.
             for bytes in keptPlaced {
                 guard store.admitsMemoryPiece(byteCount: bytes) else { throw .noSpace }
             }
+            // Fail at once when the holes cannot fit, instead of taking all free space
+            // for the length of the call, zeroing it and giving it back. Each hole's
+            // blocks are its own: a hole's partial block is a whole one. (A range with no
+            // hole takes no block: a full image does not refuse it for blocks.)
+            let blockSize = UInt64(BackingStore.blockSize)
+            let needed = holes.reduce(UInt64(0)) { $0 + ($1.length + blockSize - 1) / blockSize * blockSize }
+            guard needed == 0 || store.hasRoom(forDataBytes: needed) else { throw .noSpace }
             var filled: [(Range<UInt64>, [Extent])] = []
             do throws(FSError) {
                 var cleared = false
