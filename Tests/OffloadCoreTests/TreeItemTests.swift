@@ -193,6 +193,41 @@ final class TreeItemTests: XCTestCase {
 
     // MARK: - Helpers
 
+    /// What repair keeps of an xattr item that does not decode (`XattrItem.salvage`):
+    /// a valid item whole; of one with a damaged name, every other attribute; of random
+    /// bytes and of every item with a byte changed, only attributes that decode again as
+    /// an item, without trapping.
+    func testSalvageKeepsOnlyAttributesThatDecode() throws {
+        var random = SplitMix64(seed: 13)
+        for _ in 0..<300 {
+            let item = randomXattrs(&random)
+            let bytes = item.encoded()
+            let whole = try XCTUnwrap(bytes.withUnsafeBytes { XattrItem.salvage($0) })
+            XCTAssertEqual(whole.kept, item.attributes)
+            XCTAssertEqual(whole.dropped, 0)
+            XCTAssertTrue(whole.whole)
+            // A name no namespace stores: that attribute alone goes.
+            var damaged = item.attributes
+            let victim = Int.random(in: 0..<damaged.count, using: &random)
+            damaged[victim].name[0] = UInt8(ascii: "x")
+            let salvaged = try XCTUnwrap(XattrItem.unchecked(damaged).withUnsafeBytes { XattrItem.salvage($0) })
+            var expected = item.attributes
+            expected.remove(at: victim)
+            XCTAssertEqual(salvaged.kept, expected)
+            XCTAssertEqual(salvaged.dropped, 1)
+            // Any byte changed: what is kept decodes.
+            var flipped = bytes
+            flipped[Int.random(in: 0..<flipped.count, using: &random)] ^= UInt8.random(in: 1...255, using: &random)
+            if let kept = flipped.withUnsafeBytes({ XattrItem.salvage($0) })?.kept, !kept.isEmpty {
+                XCTAssertEqual(try XattrItem.decode(bytes: XattrItem(attributes: kept).encoded()).attributes, kept)
+            }
+            let noise = (0..<Int.random(in: 0...300, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            if let kept = noise.withUnsafeBytes({ XattrItem.salvage($0) })?.kept, !kept.isEmpty {
+                XCTAssertEqual(try XattrItem.decode(bytes: XattrItem(attributes: kept).encoded()).attributes, kept)
+            }
+        }
+    }
+
     private func randomName(_ random: inout SplitMix64, suffix: Int) -> [UInt8] {
         let length = Int.random(in: 1...250, using: &random)
         return (0..<length).map { _ in UInt8.random(in: 0x21...0x7e, using: &random) }.map { $0 == 0x2f ? 0x2e : $0 }

@@ -343,6 +343,49 @@ final class VolumeRepairTests: XCTestCase {
         assertSurvivors(before, try snapshot(repaired), reached: { $0 == number }, report)
     }
 
+    /// An xattr item holding an attribute whose name no namespace stores (damage: no
+    /// request could have written it) and one that is good: repair keeps the good one,
+    /// removes the bad one and names the file. Before, the whole item went, and the file
+    /// was not named (an item holds the attributes whose names share a 48-bit hash).
+    func testADamagedXattrItemKeepsItsGoodAttributesAndNamesTheFile() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount == 1 })
+        let good = Array("user.kept".utf8), value: [UInt8] = [1, 2, 3]
+        let attributes = [
+            XattrItem.Attribute(name: Array("bad.name".utf8), valueLength: 1, firstChunk: 0, inlineValue: [9]),
+            XattrItem.Attribute(name: good, valueLength: 3, firstChunk: 0, inlineValue: value),
+        ]
+        let key = volume.filesystem.xattrKey(number, good)
+        XCTAssertNil(try volume.filesystem.tree.lookup(key), "setup: the key is free")
+        try volume.filesystem.tree.upsert(key, XattrItem.unchecked(attributes))
+        try volume.commit()
+        let (report, repaired) = try repair(disk)
+        XCTAssertEqual(try repaired.filesystem.xattr(number, name: good), value, "the good attribute is kept")
+        XCTAssertEqual(try repaired.filesystem.xattrNames(number).filter { $0 == good || $0 == Array("bad.name".utf8) }, [good])
+        let path = try XCTUnwrap(before.paths[number])
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix("kept: user.kept)") },
+                      "\(report.affected)")
+        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+    }
+
+    /// An xattr item that cannot be read at all (its first entry's lengths run past it) is
+    /// removed, and the file is named.
+    func testAnXattrItemThatCannotBeReadIsRemovedAndItsFileNamed() throws {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 6, steps: 250)
+        let before = try snapshot(volume)
+        let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount == 1 })
+        let key = volume.filesystem.xattrKey(number, Array("user.gone".utf8))
+        try volume.filesystem.tree.upsert(key, [1, 200, 0x75])
+        try volume.commit()
+        let (report, repaired) = try repair(disk)
+        XCTAssertNil(try repaired.filesystem.tree.lookup(key))
+        let path = try XCTUnwrap(before.paths[number])
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix("are removed)") },
+                      "\(report.affected)")
+        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+    }
+
     /// An inode item at object 0 (found by the fuzzer): no inode has that number, so
     /// repair removes its items; it moved it to /lost+found as "#0" before, whose name item
     /// (child 0) does not decode (an assertion in a debug build).

@@ -101,7 +101,7 @@ extension VolumeRepair {
                 try backReference(key, value)
             case .xattr:
                 if key.offset & 0xFFFF == 0, (try? FileSystemTree.decode(key, value) as XattrItem) == nil {
-                    try remove(key, value)
+                    try damagedXattrs(key, value)
                 }
             case .symlinkTarget:
                 if inode?.type != 10 { try remove(key, value) }
@@ -118,6 +118,21 @@ extension VolumeRepair {
                     changes.repairs.append("the orphan item of inode \(key.offset), which is lost, is removed")
                 }
             }
+        }
+
+        /// An xattr item that does not decode: the attributes that can be read and pass the
+        /// decoder's checks stay (`XattrItem.salvage`), the others go, and the file is
+        /// named. (The item went whole before, unnamed, with the attributes of other names
+        /// under its hash.) Chunk items of the attributes that go are left, as the chunks
+        /// of an item lost with a damaged leaf are: nothing reads them.
+        private mutating func damagedXattrs(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
+            let unchanged = try target.tree.withValue(key) { (current) throws(FSError) -> Bool in
+                current.map { $0.elementsEqual(value) } ?? false
+            }
+            guard unchanged else { return }
+            let kept = XattrItem.salvage(value)?.kept ?? []
+            try target.replaceOrRemove(key, kept.isEmpty ? nil : XattrItem(attributes: kept).encoded())
+            changes.files.append(FileChange(inode: key.object, what: .lostXattrs(kept: kept.map(\.name))))
         }
 
         // MARK: - Names

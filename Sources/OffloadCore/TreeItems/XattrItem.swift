@@ -82,31 +82,59 @@ public struct XattrItem: Equatable, Sendable {
         }
     }
 
+    /// The attributes of an item that does not decode that can be kept, for repair: each
+    /// entry read as `decode` reads it, and kept when it passes `decode`'s checks of one
+    /// attribute against those kept before it; `dropped` counts the others. Reading stops
+    /// where the entries' lengths no longer fit the item (nil: not even the first did, or
+    /// the count is 0), and what is past that point is dropped with an unknown count. An
+    /// item holds the attributes whose names share a 48-bit hash, so a damaged name no
+    /// longer drops the others under it.
+    static func salvage(_ bytes: UnsafeRawBufferPointer) -> (kept: [Attribute], dropped: Int, whole: Bool)? {
+        guard bytes.count <= maximumBytes else { return nil }
+        var r = ByteReader(bytes)
+        guard let count = try? Int(r.u8()), count > 0 else { return nil }
+        var kept: [Attribute] = [], dropped = 0
+        for _ in 0..<count {
+            guard let entry = try? Self.readEntry(&r) else { return (kept, dropped, false) }
+            if (try? Self.check(entry, against: kept)) != nil { kept.append(entry) } else { dropped += 1 }
+        }
+        return (kept, dropped, r.remaining == 0)
+    }
+
+    /// One entry's bytes, unchecked.
+    private static func readEntry(_ r: inout ByteReader) throws(ByteReader.Malformed) -> Attribute {
+        let nameLength = Int(try r.u8())
+        let name = try r.raw(nameLength)
+        let valueLength = try r.u32(), firstChunk = try r.u16(), inlineLength = Int(try r.u16())
+        return Attribute(name: name, valueLength: valueLength, firstChunk: firstChunk, inlineValue: try r.raw(inlineLength))
+    }
+
+    /// `decode`'s checks of one attribute against those before it in the item.
+    private static func check(_ attribute: Attribute, against earlier: [Attribute]) throws(ByteReader.Malformed) {
+        guard isStoredName(attribute.name), !earlier.contains(where: { $0.name == attribute.name }) else {
+            throw ByteReader.Malformed(description: "an xattr item with a name no namespace stores, or a repeated one")
+        }
+        guard attribute.valueLength <= valueLimit else {
+            throw ByteReader.Malformed(description: "an xattr value of \(attribute.valueLength) bytes")
+        }
+        if attribute.firstChunk == 0 {
+            guard attribute.inlineValue.count == Int(attribute.valueLength) else {
+                throw ByteReader.Malformed(description: "an inline xattr value of \(attribute.inlineValue.count) of \(attribute.valueLength) bytes")
+            }
+        } else {
+            let chunks = attribute.chunks
+            guard attribute.inlineValue.isEmpty, attribute.valueLength > 0, chunks.upperBound <= 65536,
+                  !earlier.contains(where: { $0.chunks.overlaps(chunks) }) else {
+                throw ByteReader.Malformed(description: "xattr chunks \(chunks) overlap or run past the last")
+            }
+        }
+    }
+
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ByteReader.Malformed) -> XattrItem {
         XattrItem(attributes: try BucketCoding.decode(bytes, maximumBytes: maximumBytes, what: "an xattr item") {
             (r, earlier: [Attribute]) throws(ByteReader.Malformed) in
-            let nameLength = Int(try r.u8())
-            let name = try r.raw(nameLength)
-            guard isStoredName(name), !earlier.contains(where: { $0.name == name }) else {
-                throw ByteReader.Malformed(description: "an xattr item with a name no namespace stores, or a repeated one")
-            }
-            let valueLength = try r.u32(), firstChunk = try r.u16(), inlineLength = Int(try r.u16())
-            guard valueLength <= valueLimit else {
-                throw ByteReader.Malformed(description: "an xattr value of \(valueLength) bytes")
-            }
-            let attribute = Attribute(name: name, valueLength: valueLength, firstChunk: firstChunk,
-                                      inlineValue: try r.raw(inlineLength))
-            if firstChunk == 0 {
-                guard inlineLength == Int(valueLength) else {
-                    throw ByteReader.Malformed(description: "an inline xattr value of \(inlineLength) of \(valueLength) bytes")
-                }
-            } else {
-                let chunks = attribute.chunks
-                guard inlineLength == 0, valueLength > 0, chunks.upperBound <= 65536,
-                      !earlier.contains(where: { $0.chunks.overlaps(chunks) }) else {
-                    throw ByteReader.Malformed(description: "xattr chunks \(chunks) overlap or run past the last")
-                }
-            }
+            let attribute = try readEntry(&r)
+            try check(attribute, against: earlier)
             return attribute
         })
     }
