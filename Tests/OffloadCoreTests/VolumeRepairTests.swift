@@ -348,42 +348,43 @@ final class VolumeRepairTests: XCTestCase {
     /// removes the bad one and names the file. Before, the whole item went, and the file
     /// was not named (an item holds the attributes whose names share a 48-bit hash).
     func testADamagedXattrItemKeepsItsGoodAttributesAndNamesTheFile() throws {
-        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
-        let before = try snapshot(volume)
-        let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount == 1 })
-        let good = Array("user.kept".utf8), value: [UInt8] = [1, 2, 3]
-        let attributes = [
-            XattrItem.Attribute(name: Array("bad.name".utf8), valueLength: 1, firstChunk: 0, inlineValue: [9]),
+        let good = Array("user.kept".utf8), bad = Array("bad.name".utf8), value: [UInt8] = [1, 2, 3]
+        let item = XattrItem.unchecked([
+            XattrItem.Attribute(name: bad, valueLength: 1, firstChunk: 0, inlineValue: [9]),
             XattrItem.Attribute(name: good, valueLength: 3, firstChunk: 0, inlineValue: value),
-        ]
-        let key = volume.filesystem.xattrKey(number, good)
-        XCTAssertNil(try volume.filesystem.tree.lookup(key), "setup: the key is free")
-        try volume.filesystem.tree.upsert(key, XattrItem.unchecked(attributes))
-        try volume.commit()
-        let (report, repaired) = try repair(disk)
+        ])
+        let (number, _, repaired) = try repairDamagedXattrItem(seed: 5, named: good, item,
+                                                               saying: "are removed; kept: user.kept)")
         XCTAssertEqual(try repaired.filesystem.xattr(number, name: good), value, "the good attribute is kept")
-        XCTAssertEqual(try repaired.filesystem.xattrNames(number).filter { $0 == good || $0 == Array("bad.name".utf8) }, [good])
-        let path = try XCTUnwrap(before.paths[number])
-        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix("kept: user.kept)") },
-                      "\(report.affected)")
-        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+        XCTAssertEqual(try repaired.filesystem.xattrNames(number).filter { $0 == good || $0 == bad }, [good])
     }
 
     /// An xattr item that cannot be read at all (its first entry's lengths run past it) is
     /// removed, and the file is named.
     func testAnXattrItemThatCannotBeReadIsRemovedAndItsFileNamed() throws {
-        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 6, steps: 250)
+        let (_, key, repaired) = try repairDamagedXattrItem(seed: 6, named: Array("user.gone".utf8), [1, 200, 0x75],
+                                                            saying: "are removed)")
+        XCTAssertNil(try repaired.filesystem.tree.lookup(key))
+    }
+
+    /// Writes `bytes` as the xattr item of `name` of a file of a committed volume, repairs
+    /// it, and checks that the report names that file with a line ending in `ending` and
+    /// that nothing else changed. Returns the file's inode, the key and the repaired volume.
+    private func repairDamagedXattrItem(seed: UInt64, named name: [UInt8], _ bytes: [UInt8], saying ending: String,
+                                        file: StaticString = #filePath, line: UInt = #line) throws -> (UInt64, TreeKey, TreeVolume) {
+        let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: seed, steps: 250)
         let before = try snapshot(volume)
         let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.linkCount == 1 })
-        let key = volume.filesystem.xattrKey(number, Array("user.gone".utf8))
-        try volume.filesystem.tree.upsert(key, [1, 200, 0x75])
+        let key = volume.filesystem.xattrKey(number, name)
+        XCTAssertNil(try volume.filesystem.tree.lookup(key), "setup: the key is free", file: file, line: line)
+        try volume.filesystem.tree.upsert(key, bytes)
         try volume.commit()
         let (report, repaired) = try repair(disk)
-        XCTAssertNil(try repaired.filesystem.tree.lookup(key))
         let path = try XCTUnwrap(before.paths[number])
-        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix("are removed)") },
-                      "\(report.affected)")
-        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix(ending) },
+                      "\(report.affected)", file: file, line: line)
+        assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report, file: file, line: line)
+        return (number, key, repaired)
     }
 
     /// An inode item at object 0 (found by the fuzzer): no inode has that number, so
