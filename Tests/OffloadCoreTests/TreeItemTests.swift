@@ -199,13 +199,18 @@ final class TreeItemTests: XCTestCase {
     /// an item, without trapping.
     func testSalvageKeepsOnlyAttributesThatDecode() throws {
         var random = SplitMix64(seed: 13)
+        XCTAssertNil([UInt8](repeating: 1, count: XattrItem.maximumBytes + 1).withUnsafeBytes { XattrItem.salvage($0) },
+                     "longer than an item may be")
         for _ in 0..<300 {
             let item = randomXattrs(&random)
             let bytes = item.encoded()
             let whole = try XCTUnwrap(bytes.withUnsafeBytes { XattrItem.salvage($0) })
             XCTAssertEqual(whole.kept, item.attributes)
             XCTAssertEqual(whole.dropped, 0)
-            XCTAssertTrue(whole.whole)
+            XCTAssertTrue(whole.readAll)
+            let trailing = try XCTUnwrap((bytes + [0]).withUnsafeBytes { XattrItem.salvage($0) })
+            XCTAssertEqual(trailing.kept, item.attributes, "a byte after the last entry")
+            XCTAssertTrue(trailing.readAll)
             // A name no namespace stores: that attribute alone goes.
             var damaged = item.attributes
             let victim = Int.random(in: 0..<damaged.count, using: &random)

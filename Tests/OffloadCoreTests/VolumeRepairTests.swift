@@ -344,33 +344,47 @@ final class VolumeRepairTests: XCTestCase {
     }
 
     /// An xattr item holding an attribute whose name no namespace stores (damage: no
-    /// request could have written it) and one that is good: repair keeps the good one,
-    /// removes the bad one and names the file. Before, the whole item went, and the file
-    /// was not named (an item holds the attributes whose names share a 48-bit hash).
+    /// request could have written it), one whose value's chunk items are not there, and
+    /// one that is good: repair keeps the good one, removes the others and names the file.
+    /// Before, the whole item went, and the file was not named (an item holds the
+    /// attributes whose names share a 48-bit hash).
     func testADamagedXattrItemKeepsItsGoodAttributesAndNamesTheFile() throws {
-        let good = Array("user.kept".utf8), bad = Array("bad.name".utf8), value: [UInt8] = [1, 2, 3]
+        let good = Array("user.kept".utf8), bad = Array("bad.name".utf8), chunked = Array("user.chunks".utf8)
+        let value: [UInt8] = [1, 2, 3]
         let item = XattrItem.unchecked([
             XattrItem.Attribute(name: bad, valueLength: 1, firstChunk: 0, inlineValue: [9]),
+            XattrItem.Attribute(name: chunked, valueLength: 2_000, firstChunk: 1, inlineValue: []),
             XattrItem.Attribute(name: good, valueLength: 3, firstChunk: 0, inlineValue: value),
         ])
         let (number, _, repaired) = try repairDamagedXattrItem(seed: 5, named: good, item,
-                                                               saying: "are removed; kept: user.kept)")
+                                                               "are removed; kept: \"user.kept\")")
         XCTAssertEqual(try repaired.filesystem.xattr(number, name: good), value, "the good attribute is kept")
-        XCTAssertEqual(try repaired.filesystem.xattrNames(number).filter { $0 == good || $0 == bad }, [good])
+        XCTAssertEqual(try repaired.filesystem.xattrNames(number).filter { [good, bad, chunked].contains($0) }, [good])
     }
 
     /// An xattr item that cannot be read at all (its first entry's lengths run past it) is
     /// removed, and the file is named.
     func testAnXattrItemThatCannotBeReadIsRemovedAndItsFileNamed() throws {
         let (_, key, repaired) = try repairDamagedXattrItem(seed: 6, named: Array("user.gone".utf8), [1, 200, 0x75],
-                                                            saying: "are removed)")
+                                                            "are removed)")
         XCTAssertNil(try repaired.filesystem.tree.lookup(key))
     }
 
+    /// An xattr item whose attributes are all good, with a byte after them: rewritten
+    /// without it, every attribute kept, and said so.
+    func testAnXattrItemDamagedAfterItsAttributesKeepsThemAll() throws {
+        let name = Array("user.tail".utf8)
+        let bytes = XattrItem(attributes: [.init(name: name, valueLength: 1, firstChunk: 0, inlineValue: [5])]).encoded() + [0]
+        let (number, _, repaired) = try repairDamagedXattrItem(seed: 7, named: name, bytes, saying: "rewritten",
+                                                               "which are all kept: \"user.tail\")")
+        XCTAssertEqual(try repaired.filesystem.xattr(number, name: name), [5])
+    }
+
     /// Writes `bytes` as the xattr item of `name` of a file of a committed volume, repairs
-    /// it, and checks that the report names that file with a line ending in `ending` and
+    /// it, and checks that the report names that file with a line of `kind` ending in `ending` and
     /// that nothing else changed. Returns the file's inode, the key and the repaired volume.
-    private func repairDamagedXattrItem(seed: UInt64, named name: [UInt8], _ bytes: [UInt8], saying ending: String,
+    private func repairDamagedXattrItem(seed: UInt64, named name: [UInt8], _ bytes: [UInt8],
+                                        saying kind: String = "lost extended attributes", _ ending: String,
                                         file: StaticString = #filePath, line: UInt = #line) throws -> (UInt64, TreeKey, TreeVolume) {
         let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: seed, steps: 250)
         let before = try snapshot(volume)
@@ -381,7 +395,7 @@ final class VolumeRepairTests: XCTestCase {
         try volume.commit()
         let (report, repaired) = try repair(disk)
         let path = try XCTUnwrap(before.paths[number])
-        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost extended attributes: \(path) (") && $0.hasSuffix(ending) },
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("\(kind): \(path) (") && $0.hasSuffix(ending) },
                       "\(report.affected)", file: file, line: line)
         assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report, file: file, line: line)
         return (number, key, repaired)

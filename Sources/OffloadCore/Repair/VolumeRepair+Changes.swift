@@ -18,9 +18,9 @@ extension VolumeRepair {
             case lostData(offset: UInt64)
             /// Bytes `offset..<end` of the file were past the end of an image file cut short.
             case cutOff(offset: UInt64, end: UInt64)
-            /// An extended attribute item that did not decode: the attributes it held that
-            /// could not be read are removed; `kept`, the names of those that stay.
-            case lostXattrs(kept: [[UInt8]])
+            /// An extended attribute item that did not decode, rewritten: `kept`, the names
+            /// of the attributes that stay; `lost`, whether any it held went.
+            case lostXattrs(kept: [[UInt8]], lost: Bool)
             /// Journaled changes of the file, after commit `after`, were left out of the
             /// replay (a frame at or before theirs does not replay); `madeAs`, the name a
             /// left-out change gave it, for a file no kept change made.
@@ -74,10 +74,15 @@ extension VolumeRepair {
                 case .cutOff(let offset, let end):
                     add(path, "lost data: \(path) (its bytes \(offset) to \(end) were past the end of the cut-short image "
                               + "file: they read as zeros now)")
-                case .lostXattrs(let kept):
-                    let stay = kept.isEmpty ? "" : "; kept: " + kept.map { String(decoding: $0, as: UTF8.self) }.joined(separator: ", ")
-                    add(path, "lost extended attributes: \(path) (an extended attribute item was damaged: the attributes "
-                              + "it held that could not be read are removed\(stay))")
+                case .lostXattrs(let kept, let lost):
+                    let names = kept.map { VolumeCheck.show($0).debugDescription }.joined(separator: ", ")
+                    if lost {
+                        add(path, "lost extended attributes: \(path) (an extended attribute item was damaged: the attributes "
+                                  + "it held that could not be read are removed\(kept.isEmpty ? "" : "; kept: " + names))")
+                    } else {
+                        add(path, "rewritten: \(path) (an extended attribute item was damaged after its attributes, "
+                                  + "which are all kept: \(names))")
+                    }
                 case .leftOut(let madeAs, let after):
                     // A file that no longer has a name (an orphan, or one only the left-out
                     // changes made) is named by the name they gave it, if any.

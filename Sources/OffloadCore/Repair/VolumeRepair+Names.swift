@@ -120,19 +120,37 @@ extension VolumeRepair {
             }
         }
 
-        /// An xattr item that does not decode: the attributes that can be read and pass the
-        /// decoder's checks stay (`XattrItem.salvage`), the others go, and the file is
-        /// named. (The item went whole before, unnamed, with the attributes of other names
-        /// under its hash.) Chunk items of the attributes that go are left, as the chunks
-        /// of an item lost with a damaged leaf are: nothing reads them.
+        /// An xattr item that does not decode: the attributes that can be read, pass the
+        /// decoder's checks (`XattrItem.salvage`) and, for a value in chunk items, find
+        /// each chunk there with its length, stay; the others go, and the file is named.
+        /// (The item went whole before, unnamed, with the attributes of other names under
+        /// its hash.) Chunk items of the attributes that go are left, as the chunks of an
+        /// item lost with a damaged leaf are: nothing reads them.
         private mutating func damagedXattrs(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
             let unchanged = try target.tree.withValue(key) { (current) throws(FSError) -> Bool in
                 current.map { $0.elementsEqual(value) } ?? false
             }
             guard unchanged else { return }
-            let kept = XattrItem.salvage(value)?.kept ?? []
+            let salvaged = XattrItem.salvage(value)
+            var kept: [XattrItem.Attribute] = []
+            for attribute in salvaged?.kept ?? [] where try chunksHold(attribute, under: key) { kept.append(attribute) }
             try target.replaceOrRemove(key, kept.isEmpty ? nil : XattrItem(attributes: kept).encoded())
-            changes.files.append(FileChange(inode: key.object, what: .lostXattrs(kept: kept.map(\.name))))
+            let lost = salvaged.map { !$0.readAll || $0.dropped > 0 || kept.count < $0.kept.count } ?? true
+            changes.files.append(FileChange(inode: key.object, what: .lostXattrs(kept: kept.map(\.name), lost: lost)))
+        }
+
+        /// Whether every chunk item of `attribute`'s value (none for an inline one) is in
+        /// the tree under `key`'s hash with the length the value's length gives it: a
+        /// value read through them (`FileSystemTree.xattr`) would otherwise fail.
+        private func chunksHold(_ attribute: XattrItem.Attribute, under key: TreeKey) throws(FSError) -> Bool {
+            var left = Int(attribute.valueLength)
+            for chunk in attribute.chunks {
+                let expected = min(XattrItem.chunkBytes, left)
+                let chunkKey = TreeKey(object: key.object, kind: key.kind, offset: key.offset | UInt64(chunk))
+                guard let bytes = try target.tree.lookup(chunkKey), bytes.count == expected else { return false }
+                left -= expected
+            }
+            return true
         }
 
         // MARK: - Names

@@ -85,11 +85,13 @@ public struct XattrItem: Equatable, Sendable {
     /// The attributes of an item that does not decode that can be kept, for repair: each
     /// entry read as `decode` reads it, and kept when it passes `decode`'s checks of one
     /// attribute against those kept before it; `dropped` counts the others. Reading stops
-    /// where the entries' lengths no longer fit the item (nil: not even the first did, or
-    /// the count is 0), and what is past that point is dropped with an unknown count. An
-    /// item holds the attributes whose names share a 48-bit hash, so a damaged name no
-    /// longer drops the others under it.
-    static func salvage(_ bytes: UnsafeRawBufferPointer) -> (kept: [Attribute], dropped: Int, whole: Bool)? {
+    /// where the entries' lengths no longer fit the item, and what is past that point is
+    /// dropped uncounted; `readAll` says whether every entry the item's count names was
+    /// read (bytes after the last are dropped). Nil for an item longer than an item may be
+    /// or with no entry count. An item holds the
+    /// attributes whose names share a 48-bit hash, so a damaged name no longer drops the
+    /// others under it.
+    static func salvage(_ bytes: UnsafeRawBufferPointer) -> (kept: [Attribute], dropped: Int, readAll: Bool)? {
         guard bytes.count <= maximumBytes else { return nil }
         var r = ByteReader(bytes)
         guard let count = try? Int(r.u8()), count > 0 else { return nil }
@@ -98,7 +100,7 @@ public struct XattrItem: Equatable, Sendable {
             guard let entry = try? Self.readEntry(&r) else { return (kept, dropped, false) }
             if (try? Self.check(entry, against: kept)) != nil { kept.append(entry) } else { dropped += 1 }
         }
-        return (kept, dropped, r.remaining == 0)
+        return (kept, dropped, true)
     }
 
     /// One entry's bytes, unchecked.
