@@ -88,9 +88,8 @@ public struct XattrItem: Equatable, Sendable {
     /// where the entries' lengths no longer fit the item, and what is past that point is
     /// dropped uncounted; `readAll` says whether every entry the item's count names was
     /// read (bytes after the last are dropped). Nil for an item longer than an item may be
-    /// or with no entry count. An item holds the
-    /// attributes whose names share a 48-bit hash, so a damaged name no longer drops the
-    /// others under it.
+    /// or with no entry count. An item holds the attributes whose names share a 48-bit
+    /// hash, so a damaged name no longer drops the others under it.
     static func salvage(_ bytes: UnsafeRawBufferPointer) -> (kept: [Attribute], dropped: Int, readAll: Bool)? {
         guard bytes.count <= maximumBytes else { return nil }
         var r = ByteReader(bytes)
