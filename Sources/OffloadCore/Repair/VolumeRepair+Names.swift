@@ -127,10 +127,7 @@ extension VolumeRepair {
         /// its hash.) Chunk items of the attributes that go are left, as the chunks of an
         /// item lost with a damaged leaf are: nothing reads them.
         private mutating func damagedXattrs(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
-            let unchanged = try target.tree.withValue(key) { (current) throws(FSError) -> Bool in
-                current.map { $0.elementsEqual(value) } ?? false
-            }
-            guard unchanged else { return }
+            guard try stillHolds(key, value) else { return }
             let salvaged = XattrItem.salvage(value)
             var kept: [XattrItem.Attribute] = []
             for attribute in salvaged?.kept ?? [] where try chunksHold(attribute, under: key) { kept.append(attribute) }
@@ -310,10 +307,14 @@ extension VolumeRepair {
 
         /// Removes `key` from the volume's tree while it still holds the loaded bytes.
         private func remove(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
-            let unchanged = try target.tree.withValue(key) { (current) throws(FSError) -> Bool in
+            if try stillHolds(key, value) { _ = try target.tree.remove(key) }
+        }
+
+        /// Whether the tree being repaired still holds `value` under `key`, as the scan read it.
+        private func stillHolds(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) -> Bool {
+            try target.tree.withValue(key) { (current) throws(FSError) -> Bool in
                 current.map { $0.elementsEqual(value) } ?? false
             }
-            if unchanged { _ = try target.tree.remove(key) }
         }
     }
 }
