@@ -4,7 +4,9 @@
 // a libFuzzer binary: every libFuzzer option and argument works (corpus directories,
 // -runs=N, -max_total_time=S, a crash file to replay). In a normal build it replays
 // inputs without libFuzzer: `offloadfs-fuzz FILE_OR_DIRECTORY...`. In both,
-// `offloadfs-fuzz --write-seeds DIRECTORY` writes the seed corpus (real sample images).
+// `offloadfs-fuzz --write-seeds DIRECTORY` writes the seed corpus (real sample images), and
+// `offloadfs-fuzz --write-image INPUT IMAGE` writes the image an input stands for, which
+// `offloadfs fsck` and `offloadfs mount` then take as any image file.
 //
 // Each input is a `FuzzInput` (a sparse image); `HostileImageCheck` says what must hold.
 // A broken property is turned into a trap, so libFuzzer saves the input like any crash.
@@ -50,9 +52,20 @@ func replay(_ paths: [String]) throws {
     }
 }
 
+/// Writes the image `input` stands for (the bytes `HostileImageCheck` is given) to `path`.
+func writeImage(of input: String, to path: String) throws {
+    let image = FuzzInput.image(from: [UInt8](try Data(contentsOf: URL(fileURLWithPath: input))))
+    try Data(image.bytes).write(to: URL(fileURLWithPath: path))
+    print("\(path): \(image.length) bytes")
+}
+
 let arguments = CommandLine.arguments
 if arguments.count == 3 && arguments[1] == "--write-seeds" {
     try writeSeeds(to: arguments[2])
+    exit(0)
+}
+if arguments.count == 4 && arguments[1] == "--write-image" {
+    try writeImage(of: arguments[2], to: arguments[3])
     exit(0)
 }
 
@@ -68,7 +81,7 @@ var argv = CommandLine.unsafeArgv
 exit(runLibFuzzer(&argc, &argv, testOneInput))
 #else
 guard arguments.count > 1 else {
-    print("usage: offloadfs-fuzz FILE_OR_DIRECTORY... | --write-seeds DIRECTORY")
+    print("usage: offloadfs-fuzz FILE_OR_DIRECTORY... | --write-seeds DIRECTORY | --write-image INPUT IMAGE")
     print("(scripts/fuzz builds this with libFuzzer and runs it)")
     exit(2)
 }

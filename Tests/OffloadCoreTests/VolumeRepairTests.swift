@@ -416,6 +416,34 @@ final class VolumeRepairTests: XCTestCase {
         assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
     }
 
+    /// An extent whose image bytes run from below the block space to far past it (found by
+    /// the fuzzer: `Tests/FuzzRegressions/format2-extent-outside-the-space-claims-every-block`).
+    /// The name pass removes it and names the file; it held no file's bytes. Repair
+    /// counted its blocks, clamped to the space, as the old commit's, so they were every
+    /// block and repair refused the image, which mounts ("repair found no free block to
+    /// write the repaired trees in").
+    func testAnExtentOutsideTheSpaceLeavesRepairItsFreeBlocks() throws {
+        let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+        let before = try snapshot(volume)
+        var found: (TreeKey, UInt64)?
+        try volume.filesystem.tree.scan(from: .minimum, through: .maximum) { (key, value) throws(FSError) in
+            guard key.kind == ItemKind.extent.rawValue, case .image(_, let length)? = try? ExtentItem.decode(value) else { return true }
+            found = (key, length)
+            return false
+        }
+        let (key, length) = try XCTUnwrap(found)
+        try volume.filesystem.tree.upsert(key, ExtentItem.image(offset: 0, length: length + (1 << 56)).encoded())
+        try volume.commit()
+        XCTAssertGreaterThan(try volume.space.freeBlockCount(), TreeVolume.commitOverheadBlocks,
+                             "the image had room: only the damaged extent's claim could take it")
+        let (report, repaired) = try repair(disk)
+        XCTAssertNil(try repaired.filesystem.tree.lookup(key))
+        let path = try XCTUnwrap(before.paths[key.object])
+        XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost data: \(path) (its extent at byte \(key.offset) was damaged") },
+                      "\(report.affected)")
+        assertSurvivors(before, try snapshot(repaired), reached: { $0 == key.object }, report)
+    }
+
     func testAWrongReferenceCountIsRecounted() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
         let before = try snapshot(volume)

@@ -4,7 +4,8 @@ extension VolumeRepair {
     /// whose runs of filesystem-tree nodes find the leaves under a damaged internal node).
     struct OldCommit {
         /// Every block the commit uses, as far as it reads: both trees' nodes, the block
-        /// tree's runs and pending frees, the readable extents, the journal chain.
+        /// tree's runs and pending frees, the readable extents inside the space, the
+        /// journal chain.
         var used = RangeSet<UInt64>()
         /// The filesystem tree's nodes by the block tree's runs.
         var filesystemNodes = RangeSet<UInt64>()
@@ -60,7 +61,12 @@ extension VolumeRepair {
                 if items % 65_536 == 0 { progress?("reading the filesystem tree", items, 0) }
                 guard key.kind == ItemKind.extent.rawValue, case .image(let offset, let length)? = try? ExtentItem.decode(value),
                       length > 0, offset <= UInt64.max - length else { return }
-                use(ExtentReferenceChanges.blocks(offset: offset, length: length))
+                // An extent that does not lie wholly inside the space is removed by the name
+                // pass whatever else holds (`NameRepair`), so its bytes are no file's: its
+                // blocks are not the old commit's to keep. (Clamped to the space, one such
+                // extent claimed every block and left the rebuilt trees no room.)
+                let blocks = ExtentReferenceChanges.blocks(offset: offset, length: length)
+                if blocks.lowerBound >= space.lowerBound && blocks.upperBound <= space.upperBound { use(blocks) }
                 if let cut, offset + length > cut, key.object < ReservedObject.firstReserved, key.offset <= UInt64.max - length {
                     let lost = key.offset + (cut > offset ? cut - offset : 0)
                     old.cutOff.append(FileChange(inode: key.object, what: .cutOff(offset: lost, end: key.offset + length)))
