@@ -213,6 +213,25 @@ final class VolumeCheckTests: XCTestCase {
                 try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, 0),
                                                   ExtentItem.image(offset: free.lowerBound << 12, length: 10).encoded())
             }),
+            // A chunked xattr value's chunk items (the check did not look at them: a value
+            // whose chunks were missing checked clean and read as EIO).
+            ("is missing", { volume, _ in
+                XCTAssertTrue(try volume.filesystem.tree.remove(try Self.firstXattrChunk(volume).key))
+            }),
+            ("bytes, not", { volume, _ in
+                let (key, bytes) = try Self.firstXattrChunk(volume)
+                try volume.filesystem.tree.upsert(key, bytes + [0])
+            }),
+            ("which no attribute names", { volume, _ in
+                let (key, bytes) = try Self.firstXattrChunk(volume)
+                try volume.filesystem.tree.upsert(TreeKey(object: key.object, kind: key.kind, offset: key.offset | 0xFFFF), bytes)
+            }),
+            ("which no xattr item has", { volume, _ in
+                let (key, bytes) = try Self.firstXattrChunk(volume)
+                let other = TreeKey(object: key.object, kind: key.kind, offset: (key.offset ^ (1 << 40)) & ~0xFFFF | 1)
+                XCTAssertNil(try volume.filesystem.tree.lookup(TreeKey(object: key.object, kind: key.kind, offset: other.offset & ~0xFFFF)))
+                try volume.filesystem.tree.upsert(other, bytes)
+            }),
         ]
         for (expected, damage) in damages {
             let (disk, volume, model) = try Self.makeVolume(seed: 5, steps: 250)
@@ -224,6 +243,17 @@ final class VolumeCheckTests: XCTestCase {
             XCTAssertTrue(report.problems.contains { $0.contains(expected) }, "'\(expected)' not among \(report.problems.prefix(5))")
             print("damage '\(expected)': \(report.problemCount) problems, first: \(report.problems.first ?? "")")
         }
+    }
+
+    /// The first chunk item of an xattr value in the tree, and its bytes.
+    static func firstXattrChunk(_ volume: TreeVolume) throws -> (key: TreeKey, bytes: [UInt8]) {
+        var found: (TreeKey, [UInt8])?
+        try volume.filesystem.tree.scan(from: .minimum, through: .maximum) { (key, value) throws(FSError) in
+            guard key.kind == ItemKind.xattr.rawValue, key.offset & 0xFFFF != 0 else { return true }
+            found = (key, Array(value))
+            return false
+        }
+        return try XCTUnwrap(found, "the random operations made no chunked xattr value")
     }
 
     // Found by the review of 2026-12-02.

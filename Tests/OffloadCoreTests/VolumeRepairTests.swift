@@ -380,6 +380,50 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertEqual(try repaired.filesystem.xattr(number, name: name), [5])
     }
 
+    /// A chunked xattr value with a chunk item missing or of another length, in an item
+    /// that decodes: the check found it clean and its read failed with EIO. Repair removes
+    /// the attribute with its other chunk items and names the file; a chunk item no
+    /// attribute names goes with a line of the report and no file named.
+    func testAnXattrWhoseChunksAreDamagedIsRemovedAndItsStrayChunksToo() throws {
+        for damage in ["missing", "longer", "stray"] {
+            let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+            let before = try snapshot(volume)
+            let (key, bytes) = try VolumeCheckTests.firstXattrChunk(volume)
+            let itemKey = TreeKey(object: key.object, kind: key.kind, offset: key.offset & ~0xFFFF)
+            let item = try XCTUnwrap(try volume.filesystem.tree.lookup(itemKey).map { try XattrItem.decode(bytes: $0) })
+            let attribute = try XCTUnwrap(item.attributes.first { $0.chunks.contains(Int(key.offset & 0xFFFF)) })
+            switch damage {
+            case "missing": XCTAssertTrue(try volume.filesystem.tree.remove(key))
+            case "longer": try volume.filesystem.tree.upsert(key, bytes + [0])
+            default: try volume.filesystem.tree.upsert(TreeKey(object: key.object, kind: key.kind, offset: key.offset | 0xFFFF), bytes)
+            }
+            try volume.commit()
+            let (report, repaired) = try repair(disk)
+            var chunks: [UInt64] = []
+            try repaired.filesystem.tree.scan(from: itemKey, through: TreeKey(object: key.object, kind: key.kind, offset: itemKey.offset | 0xFFFF)) {
+                (found, _) throws(FSError) in
+                if found.offset & 0xFFFF != 0 { chunks.append(found.offset & 0xFFFF) }
+                return true
+            }
+            if damage == "stray" {
+                XCTAssertEqual(report.affected, [], damage)
+                XCTAssertTrue(report.repairs.contains("1 extended attribute chunk item that no attribute names is removed"), "\(report.repairs)")
+                XCTAssertEqual(try repaired.filesystem.xattr(key.object, name: attribute.name)?.count, Int(attribute.valueLength))
+                XCTAssertFalse(chunks.contains(0xFFFF))
+            } else {
+                let path = try XCTUnwrap(before.paths[key.object])
+                let name = VolumeCheck.show(attribute.name).debugDescription
+                XCTAssertTrue(report.affected.contains { $0 == "lost extended attributes: \(path) (\(name): their values' chunk items were missing or damaged; the attributes are removed)" },
+                              "\(damage): \(report.affected)")
+                XCTAssertNil(try repaired.filesystem.xattr(key.object, name: attribute.name))
+                XCTAssertTrue(chunks.allSatisfy { !attribute.chunks.contains(Int($0)) }, "\(damage): its chunks stay: \(chunks)")
+                XCTAssertTrue(report.repairs.contains { $0.hasSuffix("that no attribute names are removed") || $0.hasSuffix("that no attribute names is removed") } == (attribute.chunkCount > 1 || damage == "longer"),
+                              "\(damage): \(report.repairs)")
+            }
+            assertSurvivors(before, try snapshot(repaired), reached: { _ in false }, report)
+        }
+    }
+
     /// Writes `bytes` as the xattr item of `name` of a file of a committed volume, repairs
     /// it, and checks that the report names that file with a line of `kind` ending in `ending` and
     /// that nothing else changed. Returns the file's inode, the key and the repaired volume.

@@ -13,6 +13,12 @@ extension VolumeCheck {
         var extentEnd: UInt64 = 0
         var extents = 0
         var targetBytes = 0
+        /// The last xattr item's hash, and the chunk items its attributes name that the
+        /// scan has not passed yet (number: the attribute and the chunk's length): an
+        /// item's chunk items come right after it in key order. Nil chunks: the item did
+        /// not decode (reported; its chunks are not checked).
+        var xattrHash: UInt64?
+        var xattrChunks: [Int: (name: [UInt8], length: Int)]? = [:]
     }
 
     /// 2: every item of the filesystem tree, and what the objects' items say together.
@@ -68,7 +74,18 @@ extension VolumeCheck {
                 }
             case .xattr:
                 // The low 16 bits number the chunks of a long value (raw bytes); 0 is the item.
-                if key.offset & 0xFFFF == 0 { _ = try FileSystemTree.decode(key, value) as XattrItem }
+                if key.offset & 0xFFFF == 0 {
+                    missingChunks(&tally)
+                    tally.xattrHash = key.offset
+                    tally.xattrChunks = nil
+                    let item: XattrItem = try FileSystemTree.decode(key, value)
+                    tally.xattrChunks = [:]
+                    for attribute in item.attributes {
+                        for chunk in attribute.chunks { tally.xattrChunks![chunk] = (attribute.name, attribute.chunkLength(chunk)) }
+                    }
+                } else {
+                    xattrChunk(key, value.count, &tally)
+                }
             case .symlinkTarget:
                 tally.targetBytes += value.count
             case .extent:
@@ -134,8 +151,38 @@ extension VolumeCheck {
         }
     }
 
+    /// A chunk item of an xattr value (`XattrItem`): the item under its hash names it with
+    /// its length. (A value whose chunks are missing or short fails its read with EIO;
+    /// one no attribute names is never read.)
+    private mutating func xattrChunk(_ key: TreeKey, _ length: Int, _ tally: inout ObjectTally) {
+        let hash = key.offset & ~0xFFFF, chunk = Int(key.offset & 0xFFFF)
+        guard hash == tally.xattrHash, var expected = tally.xattrChunks else {
+            if hash != tally.xattrHash {
+                report.add("inode \(tally.object): xattr chunk item \(chunk) under hash \(hash), which no xattr item has")
+            }
+            return
+        }
+        guard let (name, wanted) = expected.removeValue(forKey: chunk) else {
+            return report.add("inode \(tally.object): xattr chunk item \(chunk) under hash \(hash), which no attribute names")
+        }
+        tally.xattrChunks = expected
+        if length != wanted {
+            report.add("inode \(tally.object): chunk \(chunk) of xattr '\(Self.show(name))' holds \(length) bytes, not \(wanted)")
+        }
+    }
+
+    /// The chunk items the last xattr item named that the scan did not pass.
+    private mutating func missingChunks(_ tally: inout ObjectTally) {
+        for (chunk, (name, _)) in (tally.xattrChunks ?? [:]).sorted(by: { $0.key < $1.key }) {
+            report.add("inode \(tally.object): chunk \(chunk) of xattr '\(Self.show(name))' is missing")
+        }
+        tally.xattrChunks = [:]
+    }
+
     /// What an object's items say together.
     private mutating func finish(_ tally: ObjectTally) {
+        var tally = tally
+        missingChunks(&tally)
         let object = tally.object
         if object >= ReservedObject.firstReserved {
             if object != ReservedObject.orphans { report.add("items under the reserved object \(object)") }

@@ -16,8 +16,7 @@ extension FileSystemTree {
         var value: [UInt8] = []
         value.reserveCapacity(Int(attribute.valueLength))
         for chunk in attribute.chunks {
-            // Every chunk is whole but the last, which holds the rest of the stated length.
-            let expected = min(XattrItem.chunkBytes, Int(attribute.valueLength) - value.count)
+            let expected = attribute.chunkLength(chunk)
             guard let bytes = try tree.lookup(xattrKey(inode, name, chunk: chunk)), bytes.count == expected else {
                 throw .damagedImage("xattr \(String(decoding: name, as: UTF8.self)) of inode \(inode): chunk \(chunk) missing or not \(expected) bytes")
             }

@@ -21,6 +21,9 @@ extension VolumeRepair {
             /// An extended attribute item that did not decode, rewritten: `kept`, the names
             /// of the attributes that stay; `lost`, whether any it held went.
             case lostXattrs(kept: [[UInt8]], lost: Bool)
+            /// Extended attributes of an item that decodes whose values' chunk items are
+            /// missing or of another length, removed: their names.
+            case lostXattrValues(names: [[UInt8]])
             /// Journaled changes of the file, after commit `after`, were left out of the
             /// replay (a frame at or before theirs does not replay); `madeAs`, the name a
             /// left-out change gave it, for a file no kept change made.
@@ -83,6 +86,10 @@ extension VolumeRepair {
                         add(path, "rewritten: \(path) (an extended attribute item was damaged after its attributes, "
                                   + "which are all kept: \(names))")
                     }
+                case .lostXattrValues(let lost):
+                    let names = lost.map { VolumeCheck.show($0).debugDescription }.joined(separator: ", ")
+                    add(path, "lost extended attributes: \(path) (\(names): their values' chunk items were missing or "
+                              + "damaged; the attributes are removed)")
                 case .leftOut(let madeAs, let after):
                     // A file that no longer has a name (an orphan, or one only the left-out
                     // changes made) is named by the name they gave it, if any.

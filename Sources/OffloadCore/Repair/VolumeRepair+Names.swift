@@ -39,6 +39,11 @@ extension VolumeRepair {
         private var inode: InodeItem?
         private var keepsItems = false
         private var extentEnd: UInt64 = 0
+        /// The last xattr item scanned and the attributes repair keeps of it: its chunk
+        /// items come right after it in key order.
+        private var xattrItem: (key: TreeKey, kept: [XattrItem.Attribute])?
+        /// Chunk items removed because no kept attribute names them.
+        private var strayChunks = 0
 
         init(volume: TreeVolume, root: CopyOnWriteTree.Root?, progress: VolumeCheck.Progress?) throws(FSError) {
             target = volume.filesystem
@@ -73,6 +78,10 @@ extension VolumeRepair {
                 if scannedItems % 65_536 == 0 { progress?("repairing names", scannedItems, 0) }
                 return true
             }
+            if strayChunks > 0 {
+                changes.repairs.append(strayChunks == 1 ? "1 extended attribute chunk item that no attribute names is removed"
+                                       : "\(strayChunks) extended attribute chunk items that no attribute names are removed")
+            }
         }
 
         private mutating func start(_ number: UInt64) throws(FSError) {
@@ -100,9 +109,8 @@ extension VolumeRepair {
             case .backReference:
                 try backReference(key, value)
             case .xattr:
-                if key.offset & 0xFFFF == 0, (try? FileSystemTree.decode(key, value) as XattrItem) == nil {
-                    try damagedXattrs(key, value)
-                }
+                // The low 16 bits number the chunks of a long value; 0 is the item.
+                if key.offset & 0xFFFF == 0 { try xattrs(key, value) } else { try xattrChunk(key, value) }
             case .symlinkTarget:
                 if inode?.type != 10 { try remove(key, value) }
             case .extent:
@@ -120,12 +128,48 @@ extension VolumeRepair {
             }
         }
 
+        /// An xattr item: an attribute whose value is in chunk items stays only when each
+        /// of them is there with its length (its read fails otherwise); one that does not
+        /// decode goes to `damagedXattrs`. The attributes kept are noted for the chunk items
+        /// that follow the item in key order (`xattrChunk`).
+        private mutating func xattrs(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
+            if let item = try? FileSystemTree.decode(key, value) as XattrItem {
+                var kept: [XattrItem.Attribute] = [], lost: [[UInt8]] = []
+                for attribute in item.attributes {
+                    if try chunksHold(attribute, under: key) { kept.append(attribute) } else { lost.append(attribute.name) }
+                }
+                if !lost.isEmpty, try stillHolds(key, value) {
+                    try target.replaceOrRemove(key, kept.isEmpty ? nil : XattrItem(attributes: kept).encoded())
+                    changes.files.append(FileChange(inode: key.object, what: .lostXattrValues(names: lost)))
+                }
+            } else {
+                try damagedXattrs(key, value)
+            }
+            xattrItem = (key, ((try? target.item(key) as XattrItem?) ?? nil)?.attributes ?? [])
+        }
+
+        /// A chunk item stays when an attribute the repaired item under its hash keeps
+        /// names it with its length; any other (of an attribute removed, by repair or by
+        /// damage, or of none) goes: nothing can read it, and the check reports it.
+        private mutating func xattrChunk(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
+            let itemKey = TreeKey(object: key.object, kind: key.kind, offset: key.offset & ~0xFFFF)
+            let chunk = Int(key.offset & 0xFFFF)
+            if xattrItem?.key == itemKey,
+               xattrItem?.kept.contains(where: { $0.chunks.contains(chunk) && $0.chunkLength(chunk) == value.count }) == true {
+                return
+            }
+            if try stillHolds(key, value) {
+                _ = try target.tree.remove(key)
+                strayChunks += 1
+            }
+        }
+
         /// An xattr item that does not decode: the attributes that can be read, pass the
         /// decoder's checks (`XattrItem.salvage`) and, for a value in chunk items, find
         /// each chunk there with its length, stay; the others go, and the file is named.
         /// (The item went whole before, unnamed, with the attributes of other names under
-        /// its hash.) Chunk items of the attributes that go are left, as the chunks of an
-        /// item lost with a damaged leaf are: nothing reads them.
+        /// its hash.) Chunk items of the attributes that go are removed after it
+        /// (`xattrChunk`).
         private mutating func damagedXattrs(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
             guard try stillHolds(key, value) else { return }
             let salvaged = XattrItem.salvage(value)
@@ -140,12 +184,9 @@ extension VolumeRepair {
         /// the tree under `key`'s hash with the length the value's length gives it: a
         /// value read through them (`FileSystemTree.xattr`) would otherwise fail.
         private func chunksHold(_ attribute: XattrItem.Attribute, under key: TreeKey) throws(FSError) -> Bool {
-            var left = Int(attribute.valueLength)
             for chunk in attribute.chunks {
-                let expected = min(XattrItem.chunkBytes, left)
                 let chunkKey = TreeKey(object: key.object, kind: key.kind, offset: key.offset | UInt64(chunk))
-                guard let bytes = try target.tree.lookup(chunkKey), bytes.count == expected else { return false }
-                left -= expected
+                guard let bytes = try target.tree.lookup(chunkKey), bytes.count == attribute.chunkLength(chunk) else { return false }
             }
             return true
         }

@@ -50,6 +50,13 @@ public struct XattrItem: Equatable, Sendable {
         /// The chunk numbers the value takes (empty when inline).
         public var chunks: Range<Int> { Int(firstChunk)..<(Int(firstChunk) + chunkCount) }
 
+        /// The bytes chunk item `chunk` (one of `chunks`) holds: every chunk is whole but
+        /// the last, which holds the rest of the value.
+        public func chunkLength(_ chunk: Int) -> Int {
+            precondition(chunks.contains(chunk), "chunk \(chunk) is not one of \(chunks)")
+            return min(XattrItem.chunkBytes, Int(valueLength) - (chunk - Int(firstChunk)) * XattrItem.chunkBytes)
+        }
+
         /// How many chunk items the value takes (0 when inline).
         public var chunkCount: Int {
             firstChunk == 0 ? 0 : (Int(valueLength) + XattrItem.chunkBytes - 1) / XattrItem.chunkBytes
