@@ -308,7 +308,10 @@ final class VolumeFileBlocksTests: XCTestCase {
         try volume.commit()
         XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 0, "setup: the commit wrote the piece out")
         XCTAssertEqual(ramBytes(x), 3_000, "setup: the file keeps its piece in RAM")
+        // A range with no hole records no piece: nothing to promise.
         try x.preallocate(0..<16_384, keepSize: true)
+        XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 0, "a fallocate with no hole promised its pieces")
+        try x.preallocate(0..<16_384, keepSize: false)
         XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 3_000, "the fallocate's record carries the piece unpromised")
         try volume.commit()
         XCTAssertEqual(files.lock.withLock { files.admittedMemoryBytes }, 0)
@@ -317,6 +320,40 @@ final class VolumeFileBlocksTests: XCTestCase {
         try volume.commit()
         XCTAssertTrue(try y.read(at: 0, count: 3_000) == piece)
         XCTAssertNil(volume.failure)
+    }
+
+    /// A fallocate over a range with no hole, on an image with no free block, of a file
+    /// whose bytes there are a RAM piece longer than an extent item holds: nothing to
+    /// allocate, so it succeeds, as on ext4. Before, its record carried the piece again,
+    /// whose block for the commit was promised first: ENOSPC.
+    func testAFallocateWithNoHoleOverARamPieceSucceedsOnAFullImage() throws {
+        let (_, volume, x, _) = try twoFiles([1])
+        let files = try volume.fileBlocks()
+        try x.write(at: 0, bytes: [UInt8](repeating: 0x5A, count: 3_000))
+        try volume.commit()
+        XCTAssertEqual(ramBytes(x), 3_000, "setup: the file keeps its piece in RAM")
+        var taken: [Range<UInt64>] = []
+        while let range = try? files.allocate(byteCount: 4096, hint: nil) { taken.append(range) }
+        XCTAssertFalse(files.admitsMemoryPiece(byteCount: 3_000), "setup: no block is left to promise")
+        var changes = 0
+        let observer = CountingObserver { changes += 1 }
+        x.attach(observer)
+        try x.preallocate(0..<3_000, keepSize: false)
+        try x.preallocate(100..<16_384, keepSize: true)
+        XCTAssertEqual(changes, 2, "each fallocate is still a change (its record states the times)")
+        XCTAssertEqual(x.size, 3_000)
+        XCTAssertTrue(try x.read(at: 0, count: 3_000) == [UInt8](repeating: 0x5A, count: 3_000))
+        files.release(taken, unsharing: [])
+    }
+
+    /// Counts the changes made.
+    private final class CountingObserver: FileChangeObserver, @unchecked Sendable {
+        let changed: () -> Void
+        init(_ changed: @escaping () -> Void) { self.changed = changed }
+        func fileChanged(_ change: FileChange) {
+            XCTAssertTrue(change.range.isEmpty && change.pieces.isEmpty, "a fallocate with no hole recorded \(change)")
+            changed()
+        }
     }
 
     /// A fallocate refused after it took its pieces (here its journal record is refused)

@@ -42,6 +42,60 @@ final class VolumeFullImageTests: XCTestCase {
         return (fileSystem, storage, big.inode, tiny.inode)
     }
 
+    /// `fallocate` over bytes a file holds already (a RAM piece of 3,000 bytes here) on a
+    /// full image: nothing to allocate, so it succeeds, and it sets mtime and ctime as
+    /// ext4 and tmpfs do. Its journal frame states an empty range, which a kill's replay
+    /// and the unmount's commit both take. Before, its record carried the piece again and
+    /// promised it a block first: ENOSPC on a full image.
+    func testAFallocateOfBytesTheFileHoldsSucceedsOnAFullImageAndSetsTheTimes() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let piece = [UInt8](repeating: 0x5A, count: 3_000)
+        let (ram, ramHandle) = try fs.create(parent: .root, name: FileName("ram"), mode: 0o100644, flags: O_RDWR, context: .root)
+        XCTAssertEqual(try Self.write(fs, ram.inode, ramHandle, at: 0, piece), piece.count)
+        let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var offset: UInt64 = 0
+        while true {
+            do {
+                offset += UInt64(try Self.write(fs, big.inode, bigHandle, at: offset, [UInt8](repeating: 9, count: 64 << 10)))
+            } catch FSError.noSpace {
+                break
+            }
+        }
+        fs.release(inode: big.inode, handle: bigHandle)
+        let before = try fs.getattr(inode: ram.inode)
+        usleep(20_000)
+        try fs.fallocate(inode: ram.inode, handle: ramHandle, offset: 0, length: UInt64(piece.count), mode: .allocate(keepSize: false))
+        try fs.fallocate(inode: ram.inode, handle: ramHandle, offset: 100, length: 1 << 20, mode: .allocate(keepSize: true))
+        let after = try fs.getattr(inode: ram.inode)
+        XCTAssertGreaterThan(after.modificationTime, before.modificationTime)
+        XCTAssertEqual(after.changeTime, after.modificationTime)
+        XCTAssertEqual(after.size, UInt64(piece.count))
+        fs.release(inode: ram.inode, handle: ramHandle)
+        // A kill here: the replay takes the frames.
+        let killed = try VolumeFileSystem.open(storage: MemoryImageStorage(copying: storage), capacity: .kept(default: Self.capacity),
+                                               memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        for (name, system) in [("after a kill", killed), ("after the unmount", nil)] {
+            let opened: VolumeFileSystem
+            if let system {
+                opened = system
+            } else {
+                try fileSystem.close(meter: nil)
+                opened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: Self.capacity),
+                                                   memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+            }
+            let found = try opened.namespace.lookup(parent: .root, name: FileName("ram"))
+            XCTAssertEqual(found.modificationTime, after.modificationTime, name)
+            XCTAssertEqual(found.size, UInt64(piece.count), name)
+            let handle = try opened.namespace.open(inode: found.inode, flags: O_RDONLY)
+            XCTAssertEqual(try opened.namespace.read(inode: found.inode, handle: handle, offset: 0, count: piece.count), piece, name)
+            opened.namespace.release(inode: found.inode, handle: handle)
+            try? opened.close(meter: nil)
+        }
+    }
+
     /// `rm tiny big && echo > small` on a full image: each keeps its data until its last
     /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
     /// syscall ends but the daemon's thread may handle after the write arrives. The

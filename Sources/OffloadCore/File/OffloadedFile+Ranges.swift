@@ -68,6 +68,15 @@ extension OffloadedFile {
             if target.upperBound > sizeBytes {
                 holes.append(max(sizeBytes, target.lowerBound)..<target.upperBound)
             }
+            // A range with no hole changes no byte and not the size: its record is an empty
+            // range, which states the size and (for the namespace) the times, as ext4 and
+            // tmpfs set mtime and ctime for it. Not the pieces that stay, which the commit
+            // would write out again, each RAM piece over an extent item's bytes to a block
+            // of its own: a full image refused such a fallocate for want of those blocks.
+            guard !holes.isEmpty else {
+                try willChange(pieces: 0)
+                return target.lowerBound..<target.lowerBound
+            }
             // The record carries the RAM pieces that stay in the range again, and the
             // commit writes them out again, each longer than an extent item holds to a data
             // block of its own: promised as a write's piece is (`admitsMemoryPiece`), or the
