@@ -117,9 +117,11 @@ final class HostileImageTests: XCTestCase {
     }
 
     /// A repair of a cut-short image that fails after giving the file its length back (here
-    /// the damaged commit's block tree claims every block, so the rebuilt trees have
-    /// nowhere to go) leaves the file as it was: the mount still refuses it for its cut,
-    /// and the next repair still names the files that lost bytes (the review of the change).
+    /// every write of the rebuilt trees fails; the fuzzer's image whose damaged block tree
+    /// claims every block failed for want of room until repair learned to write over what
+    /// nothing of the damaged commit reaches) leaves the file as it was: the mount still
+    /// refuses it for its cut, and the next repair still names the files that lost bytes
+    /// (the review of the change).
     func testAFailedRepairOfACutShortImageLeavesItCutShort() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("FuzzRegressions")
@@ -127,14 +129,38 @@ final class HostileImageTests: XCTestCase {
         let image = FuzzInput.image(from: input)
         let storage = MemoryImageStorage(copying: image, maximumBytes: 40 << 20)
         let length = storage.length
-        XCTAssertThrowsError(try VolumeRepair.run(storage)) { error in
-            XCTAssertTrue("\(error)".contains("no free block"), "\(error)")
+        let failing = FaultInjectingStorage(storage)
+        failing.inject(.init(.write, error: .io("injected"), times: .max))
+        XCTAssertThrowsError(try VolumeRepair.run(failing)) { error in
+            XCTAssertTrue("\(error)".contains("injected"), "\(error)")
         }
+        XCTAssertGreaterThan(failing.failures(of: .write), 0)
         XCTAssertEqual(storage.length, length)
         XCTAssertThrowsError(try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 32 << 20),
                                                        memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))) { error in
             XCTAssertTrue("\(error)".contains("its end was cut off"), "\(error)")
         }
+    }
+
+    /// The fuzzer's image whose damaged commit's block tree claims every block: repair
+    /// writes the rebuilt trees only over blocks that commit does not use, so that a crash
+    /// leaves it whole, and refused it ("repair found no free block to write the repaired
+    /// trees in"). It now tries again keeping only what the commit's trees, extents and
+    /// journal reach, says so, and the repaired image checks clean and mounts.
+    func testARepairWithNoFreeBlockWritesOverWhatTheDamagedCommitDoesNotReach() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("FuzzRegressions")
+        let input = [UInt8](try Data(contentsOf: folder.appendingPathComponent("format2-repair-without-a-free-block")))
+        let storage = MemoryImageStorage(copying: FuzzInput.image(from: input), maximumBytes: 40 << 20)
+        let report = try VolumeRepair.run(storage)
+        XCTAssertTrue(report.repaired)
+        XCTAssertTrue(report.repairs.contains { $0.hasPrefix("the damaged commit's block tree says it uses") }, "\(report.repairs)")
+        XCTAssertEqual(report.after?.isClean, true, "\(report.after?.problems.prefix(3) ?? [])")
+        let fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: 32 << 20),
+                                                   memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        XCTAssertNoThrow(try fileSystem.operations.getattr(inode: .root))
+        try fileSystem.close(meter: nil)
+        XCTAssertTrue(try VolumeCheck.run(storage).isClean)
     }
 
     /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).

@@ -7,6 +7,13 @@ extension VolumeRepair {
         /// tree's runs and pending frees, the readable extents inside the space, the
         /// journal chain.
         var used = RangeSet<UInt64>()
+        /// What of `used` the commit's trees and journal reach as they read: both trees'
+        /// nodes, the readable extents inside the space, the journal chain, and, when the
+        /// filesystem tree has damage, the block tree's runs of its nodes (where repair
+        /// looks for the leaves under a damaged node). Not the block tree's other runs or
+        /// its pending frees (the previous commit's), which damage may stretch over every
+        /// block: repair's room when `used` leaves none.
+        var reachable = RangeSet<UInt64>()
         /// The filesystem tree's nodes by the block tree's runs.
         var filesystemNodes = RangeSet<UInt64>()
         var filesystemDamages: [TreeSalvage.Damage] = []
@@ -30,13 +37,15 @@ extension VolumeRepair {
             // leaves no space, not a range that cannot be.)
             let space = TreeVolume.firstSpaceBlock..<max(TreeVolume.firstSpaceBlock, slot.capacityBytes >> BackingStore.blockShift)
             let io = ImageStoragePageIO(storage: storage)
-            func use(_ blocks: Range<UInt64>) {
+            func use(_ blocks: Range<UInt64>, reached: Bool = false) {
                 let inside = blocks.clamped(to: space)
-                if !inside.isEmpty { old.used.insert(contentsOf: inside) }
+                guard !inside.isEmpty else { return }
+                old.used.insert(contentsOf: inside)
+                if reached { old.reachable.insert(contentsOf: inside) }
             }
             progress?("reading the block tree", 0, 0)
             var blockTree = TreeSalvage(io: io, imageID: slot.imageID, treeID: TreeVolume.blockTreeID, blocks: space)
-            try blockTree.walk(slot.blockTree, node: { use($0..<$0 + 1) }) { (key, value) throws(FSError) in
+            try blockTree.walk(slot.blockTree, node: { use($0..<$0 + 1, reached: true) }) { (key, value) throws(FSError) in
                 if key.kind == BlockReferenceTree.runKind, key.object < BlockReferenceTree.pendingFreeBase,
                    let run = try? BlockReferenceTree.run(key, value) {
                     use(run.blocks)
@@ -56,7 +65,7 @@ extension VolumeRepair {
             var filesystem = TreeSalvage(io: io, imageID: slot.imageID, treeID: TreeVolume.filesystemTreeID, blocks: space)
             filesystem.candidates = old.filesystemNodes
             var items: UInt64 = 0
-            try filesystem.walk(slot.filesystemTree, node: { use($0..<$0 + 1) }) { (key, value) throws(FSError) in
+            try filesystem.walk(slot.filesystemTree, node: { use($0..<$0 + 1, reached: true) }) { (key, value) throws(FSError) in
                 items += 1
                 if items % 65_536 == 0 { progress?("reading the filesystem tree", items, 0) }
                 guard key.kind == ItemKind.extent.rawValue, case .image(let offset, let length)? = try? ExtentItem.decode(value),
@@ -66,19 +75,20 @@ extension VolumeRepair {
                 // blocks are not the old commit's to keep. (Clamped to the space, one such
                 // extent claimed every block and left the rebuilt trees no room.)
                 let blocks = ExtentReferenceChanges.blocks(offset: offset, length: length)
-                if blocks.lowerBound >= space.lowerBound && blocks.upperBound <= space.upperBound { use(blocks) }
+                if blocks.lowerBound >= space.lowerBound && blocks.upperBound <= space.upperBound { use(blocks, reached: true) }
                 if let cut, offset + length > cut, key.object < ReservedObject.firstReserved, key.offset <= UInt64.max - length {
                     let lost = key.offset + (cut > offset ? cut - offset : 0)
                     old.cutOff.append(FileChange(inode: key.object, what: .cutOff(offset: lost, end: key.offset + length)))
                 }
             }
             old.filesystemDamages = filesystem.damages
+            if !old.filesystemDamages.isEmpty { old.reachable.formUnion(old.filesystemNodes) }
             let journal = SlotJournal(storage, slot) { frame, _ in
                 if case .success(let frame) = frame, frame.generation > slot.generation { old.framesAfter += 1 }
                 return true
             }
             for segment in journal.segments where segment.length > 0 {
-                use(ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length))
+                use(ExtentReferenceChanges.blocks(offset: segment.start, length: segment.length), reached: true)
             }
             old.nextSequence = journal.nextSequence
             return old

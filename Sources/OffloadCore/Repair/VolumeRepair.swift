@@ -168,25 +168,40 @@ public enum VolumeRepair {
         // The journal's sequence numbers go on past the old chain's
         // (`TreeVolume.firstSequence(after:)`): no frame of it left in a reused block can
         // pass for one of the new chain.
-        let volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [],
-                                    nextSequence: old.nextSequence)
-        try volume.space.claimData(old.used)
-        var changed = Changes(files: earlier)
-        do {
-            _ = try volume.committing(closingOpen: true) { (generation, chain) throws(FSError) -> VolumeCommitReport in
-                try rebuild(volume, from: base, old, budgetBytes: budgetBytes, progress: progress, &changed)
-                return try volume.finishCommit(generation, changed.filesystemCommit!,
-                                               inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
+        // The rebuilt trees go to blocks the old commit does not use, so that a crash
+        // leaves it whole. When none are left, a second attempt keeps only what its trees
+        // and journal reach (`OldCommit.reachable`): damage that stretched a block-tree
+        // run or a pending free over every block left the repair no room, in an image
+        // that mounts. (The first attempt wrote only blocks free under both.)
+        var claimed = old.used
+        var volume: TreeVolume
+        var changed: Changes
+        while true {
+            volume = try TreeVolume(storage: storage, slot: empty, replaying: [], oldChain: [], nextSequence: old.nextSequence)
+            try volume.space.claimData(claimed)
+            changed = Changes(files: earlier)
+            do {
+                _ = try volume.committing(closingOpen: true) { [volume, claimed] (generation, chain) throws(FSError) -> VolumeCommitReport in
+                    try rebuild(volume, from: base, old, claimed: claimed, budgetBytes: budgetBytes, progress: progress, &changed)
+                    return try volume.finishCommit(generation, changed.filesystemCommit!,
+                                                   inodes: changed.inodeChanges, journal: chain, cleanlyUnmounted: true)
+                }
+                break
+            } catch .noSpace where ((try? volume.space.freeBlockCount()) ?? 0) < TreeVolume.commitOverheadBlocks {
+                // (A full disk under the image is the other `.noSpace`, said as it is.)
+                let blocks = volume.space.endBlock - volume.space.firstBlock
+                if claimed != old.reachable, Self.count(old.reachable) < Self.count(claimed) {
+                    report.repairs.append("the damaged commit's block tree says it uses \(Self.count(claimed)) of the image's "
+                                          + "\(blocks) blocks, leaving none for the repaired trees; they are written over the "
+                                          + "blocks no tree node, extent or journal frame of it uses (a crash during the repair "
+                                          + "may leave the previous commit unusable)")
+                    claimed = old.reachable
+                    continue
+                }
+                throw .damagedImage("repair found no free block to write the repaired trees in: the damaged commit uses, "
+                                    + "or its block tree says it uses, \(Self.count(claimed)) of the image's \(blocks) blocks "
+                                    + "(commit \(base.generation) is left as it was)")
             }
-        } catch .noSpace where ((try? volume.space.freeBlockCount()) ?? 0) < TreeVolume.commitOverheadBlocks {
-            // The rebuilt trees go to blocks the old commit does not use (so that a crash
-            // leaves it whole), and none were left. (A full disk under the image is the
-            // other `.noSpace`, said as it is.)
-            let blocks = volume.space.endBlock - volume.space.firstBlock
-            let used = old.used.ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
-            throw .damagedImage("repair found no free block to write the repaired trees in: the damaged commit uses, "
-                                + "or its block tree says it uses, \(used) of the image's \(blocks) blocks (commit \(base.generation) "
-                                + "is left as it was)")
         }
         // A second commit: both slots name the repaired trees, and the old commit's blocks
         // are punched once it is durable.
@@ -219,6 +234,11 @@ public enum VolumeRepair {
         return report
     }
 
+    /// How many blocks `blocks` holds.
+    static func count(_ blocks: RangeSet<UInt64>) -> UInt64 {
+        blocks.ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+    }
+
     /// Punches the free space of `volume` (closed, so its block tree is the durable one)
     /// and syncs; nil when done, else the report's line saying why not.
     private static func punchFreeSpace(_ volume: TreeVolume, progress: VolumeCheck.Progress?) -> String? {
@@ -244,7 +264,7 @@ public enum VolumeRepair {
     /// Steps 4 and 5, inside the repair's commit: the filesystem tree loaded at the
     /// generation before the commit's, its two passes committed in between (their scans
     /// read a committed root while the changes go to new nodes), and the references.
-    static func rebuild(_ volume: TreeVolume, from base: CommitSlot, _ old: OldCommit, budgetBytes: Int,
+    static func rebuild(_ volume: TreeVolume, from base: CommitSlot, _ old: OldCommit, claimed: RangeSet<UInt64>, budgetBytes: Int,
                         progress: VolumeCheck.Progress?, _ changed: inout Changes) throws(FSError) {
         let generation = base.generation
         let tree = volume.filesystem.tree
@@ -269,7 +289,7 @@ public enum VolumeRepair {
         changed.absorb(links.changes)
         changed.inodeChanges = links.inodeChanges
         try commitPass(volume, generation: generation + 1)
-        try recount(volume, claimed: old.used, budgetBytes: budgetBytes, progress: progress)
+        try recount(volume, claimed: claimed, budgetBytes: budgetBytes, progress: progress)
         // What the block space records: every node handed out since the repair began and
         // still in the tree (the passes gave back the ones they replaced).
         changed.filesystemCommit = CopyOnWriteTree.Commit(root: tree.committedRoot, freedBlocks: [],
