@@ -207,6 +207,62 @@ final class OffloadedFileTests: XCTestCase {
         _ = try file.truncate()
     }
 
+    /// A file of 2,200 RAM pieces of 4,095 bytes with a hole after each (9 MB of RAM bytes,
+    /// more than a change's record may carry): a fallocate over all of it is made in
+    /// parts, each a change whose record stays under `changeRecordLimit`, and a clone of
+    /// all of it is shorter than asked, as copy_file_range(2) may be; the caller's loop
+    /// clones the rest. Before, each was one change whose record carried every RAM byte:
+    /// past a journal frame's 64 MiB (the hunt's 16,400 pieces) the namespace failed.
+    func testAFallocateOrACloneOverMoreRamBytesThanOneRecordMayHoldIsMadeInParts() throws {
+        let shared = MemoryLimiter(limitBytes: 64 << 20)
+        let file = OffloadedFile(store: store, limiter: shared)
+        let piece = [UInt8](repeating: 0x61, count: 4095)
+        let count = 2_200
+        for i in 0..<count { try file.write(at: UInt64(i) * 8192, bytes: piece) }
+        XCTAssertEqual(file.limiter.usedBytes, count * piece.count, "setup: every piece is in RAM")
+        let recorder = RecordingObserver()
+        file.attach(recorder)
+        try file.preallocate(0..<UInt64(count) * 8192, keepSize: false)
+        XCTAssertGreaterThan(recorder.changes.count, 1, "one change carried every piece")
+        for change in recorder.changes {
+            let bound = MetadataRecord.fileRangeBound(pieces: change.pieces.count,
+                                                      memoryBytes: change.pieces.reduce(0) { $0 + $1.extent.memoryBytes })
+            XCTAssertLessThanOrEqual(bound, OffloadedFile.changeRecordLimit)
+        }
+        XCTAssertEqual(recorder.changes.last?.size, UInt64(count) * 8192)
+        XCTAssertEqual(file.allocatedByteCount, UInt64(count) * 8192, "a hole was left")
+        for i in [0, 1, count / 2, count - 1] {
+            let read = try file.read(at: UInt64(i) * 8192, count: 8192)
+            XCTAssertTrue(read == piece + [UInt8](repeating: 0, count: 8192 - piece.count), "piece \(i): \(read.count) bytes read")
+        }
+        // A clone of it all, as copy_file_range's callers loop.
+        let copy = OffloadedFile(store: store, limiter: shared)
+        let copyRecorder = RecordingObserver()
+        copy.attach(copyRecorder)
+        var done: UInt64 = 0, calls = 0
+        while done < file.size {
+            let cloned = try copy.cloneRange(from: file, sourceOffset: done, count: file.size - done, to: done)
+            XCTAssertGreaterThan(cloned, 0)
+            done += cloned
+            calls += 1
+        }
+        XCTAssertGreaterThan(calls, 1, "one clone carried every piece")
+        for change in copyRecorder.changes {
+            let bound = MetadataRecord.fileRangeBound(pieces: change.pieces.count,
+                                                      memoryBytes: change.pieces.reduce(0) { $0 + $1.extent.memoryBytes })
+            XCTAssertLessThanOrEqual(bound, OffloadedFile.changeRecordLimit)
+        }
+        XCTAssertTrue(try copy.read(at: 0, count: Int(file.size)) == (try file.read(at: 0, count: Int(file.size))))
+        _ = try copy.truncate()
+        _ = try file.truncate()
+    }
+
+    /// Keeps every change made.
+    private final class RecordingObserver: FileChangeObserver, @unchecked Sendable {
+        var changes: [FileChange] = []
+        func fileChanged(_ change: FileChange) { changes.append(change) }
+    }
+
     /// A store whose check says there is no room for data, whatever is asked.
     private final class NoRoomStore: FileBlockStore, @unchecked Sendable {
         let base: BackingStore

@@ -96,6 +96,67 @@ final class VolumeFullImageTests: XCTestCase {
         }
     }
 
+    /// The defect hunt's reproducer (thirty-fifth session): 16,400 writes of 4,095 bytes,
+    /// each followed by a hole, held in RAM (67 MB under a memory limit of 96 MiB), then
+    /// a fallocate over them all and a copy_file_range of them all. Each change's record
+    /// carried every RAM byte of its range, past a journal frame's 64 MiB: the frame was
+    /// refused after the file had changed, the namespace failed, and every later request
+    /// answered EIO until a remount. Now the fallocate is made in parts and the copy is
+    /// shorter than asked, as copy_file_range(2) may be; the bytes survive a kill and an
+    /// unmount.
+    func testAFallocateAndACopyOverMoreRamBytesThanAFrameHoldsLeaveTheNamespaceWorking() throws {
+        let capacity: UInt64 = 512 << 20
+        let storage = MemoryImageStorage(maximumBytes: Int(capacity))
+        let limiter = MemoryLimiter(limitBytes: 96 << 20)
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(capacity), memoryLimiter: limiter)
+        let fs = fileSystem.namespace
+        let piece = [UInt8](repeating: 0x72, count: 4095)
+        let count = 16_400
+        let (file, handle) = try fs.create(parent: .root, name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: .root)
+        for i in 0..<count { XCTAssertEqual(try Self.write(fs, file.inode, handle, at: UInt64(i) * 8192, piece), piece.count) }
+        XCTAssertGreaterThan(limiter.usedBytes, 64 << 20, "setup: the pieces are in RAM")
+        let size = UInt64(count) * 8192
+        try fs.fallocate(inode: file.inode, handle: handle, offset: 0, length: size, mode: .allocate(keepSize: false))
+        let (copy, copyHandle) = try fs.create(parent: .root, name: FileName("copy"), mode: 0o100644, flags: O_RDWR, context: .root)
+        var done: UInt64 = 0, calls = 0
+        while done < size {
+            let copied = try fs.copyFileRange(from: file.inode, sourceHandle: handle, sourceOffset: done, to: copy.inode,
+                                              destinationHandle: copyHandle, destinationOffset: done, length: size - done)
+            XCTAssertGreaterThan(copied, 0)
+            done += copied
+            calls += 1
+        }
+        XCTAssertGreaterThan(calls, 1)
+        XCTAssertNil(fs.journalFailure, "the namespace failed")
+        let (_, after) = try fs.create(parent: .root, name: FileName("after"), mode: 0o100644, flags: O_RDWR, context: .root)
+        _ = after
+        fs.release(inode: file.inode, handle: handle)
+        fs.release(inode: copy.inode, handle: copyHandle)
+        let killed = try VolumeFileSystem.open(storage: MemoryImageStorage(copying: storage), capacity: .kept(default: capacity),
+                                               memoryLimiter: MemoryLimiter(limitBytes: 96 << 20))
+        for (name, system) in [("after a kill", killed), ("after the unmount", nil)] {
+            let opened: VolumeFileSystem
+            if let system {
+                opened = system
+            } else {
+                try fileSystem.close(meter: nil)
+                opened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacity),
+                                                   memoryLimiter: MemoryLimiter(limitBytes: 96 << 20))
+            }
+            for fileName in ["f", "copy"] {
+                let found = try opened.namespace.lookup(parent: .root, name: FileName(fileName))
+                XCTAssertEqual(found.size, size, "\(name): \(fileName)")
+                let readHandle = try opened.namespace.open(inode: found.inode, flags: O_RDONLY)
+                for i in [0, count / 3, count - 1] {
+                    let read = try opened.namespace.read(inode: found.inode, handle: readHandle, offset: UInt64(i) * 8192, count: 8192)
+                    XCTAssertTrue(read == piece + [UInt8](repeating: 0, count: 8192 - piece.count), "\(name): \(fileName) piece \(i)")
+                }
+                opened.namespace.release(inode: found.inode, handle: readHandle)
+            }
+            try opened.close(meter: nil)
+        }
+    }
+
     /// `rm tiny big && echo > small` on a full image: each keeps its data until its last
     /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
     /// syscall ends but the daemon's thread may handle after the write arrives. The

@@ -38,13 +38,36 @@ extension OffloadedFile {
     /// Gives the holes in `range` real image blocks (fallocate mode 0 or KEEP_SIZE), so
     /// that later writes there do not need new space. Without `keepSize` the file grows
     /// to cover the range. With `keepSize`, space past the end of file is not reserved:
-    /// an extent list has no way to hold bytes beyond the size. On error nothing changes.
+    /// an extent list has no way to hold bytes beyond the size.
+    ///
+    /// A change's record carries every piece of its range, the RAM pieces' bytes
+    /// included, so a range whose pieces would make it larger than `changeRecordLimit`
+    /// is done in parts, each a change of its own (ext4 allocates in chunks, each its own
+    /// transaction, too): one record of a file holding 64 MiB of RAM pieces between holes
+    /// passed a journal frame's 64 MiB, and the namespace failed. On error the parts done
+    /// stay (as ext4's do); the part that failed changed nothing.
     public func preallocate(_ range: Range<UInt64>, keepSize: Bool) throws(FSError) {
         guard !range.isEmpty else { return }
         _ = try Self.checkedEnd(range.lowerBound, range.length)
-        try changing { () throws(FSError) -> Range<UInt64>? in
+        var from = range.lowerBound, recorded = false
+        while let end = try preallocatePart(from..<range.upperBound, keepSize: keepSize, recorded: &recorded) {
+            from = end
+        }
+    }
+
+    /// The largest record a change of a file's range makes (`MetadataRecord.fileRangeBound`
+    /// of its pieces) where the range can be cut: an eighth of a journal frame.
+    static let changeRecordLimit = FrameHeader.maximumPayload / 8
+
+    /// One part of `preallocate`: from `range`'s start to the end of the range or to the
+    /// start of the first kept piece that would take its record past
+    /// `changeRecordLimit`. Returns where the next part starts, nil when none is left.
+    /// `recorded`: whether an earlier part made a change (the times are stated then).
+    private func preallocatePart(_ range: Range<UInt64>, keepSize: Bool, recorded: inout Bool) throws(FSError) -> UInt64? {
+        var next: UInt64?
+        let changed = try changing { () throws(FSError) -> Range<UInt64>? in
             let newSize = keepSize ? sizeBytes : max(sizeBytes, range.upperBound)
-            let target = range.clamped(to: 0..<newSize)
+            var target = range.clamped(to: 0..<newSize)
             guard !target.isEmpty else { return nil }
             // Collect the holes first, allocate for all of them, and only then change the
             // file, so that running out of space leaves it as it was.
@@ -57,12 +80,21 @@ extension OffloadedFile {
                     if extent.isHole {
                         holes.append((start..<start + extent.size).clamped(to: target))
                     } else {
+                        // The part ends before a piece that would take its record past the
+                        // limit (never before its first piece).
+                        if kept > 0, start > target.lowerBound,
+                           MetadataRecord.fileRangeBound(pieces: kept + holes.count + 3, memoryBytes: keptMemory + extent.memoryBytes)
+                            > Self.changeRecordLimit {
+                            target = target.lowerBound..<start
+                            next = start
+                            break
+                        }
                         kept += 1
                         keptMemory += extent.memoryBytes
                         if extent.memoryBytes > ExtentItem.inlineLimit { keptPlaced.append(extent.memoryBytes) }
                     }
-                    guard let next = extents.index(after: i) else { break }
-                    i = next
+                    guard let following = extents.index(after: i) else { break }
+                    i = following
                 }
             }
             if target.upperBound > sizeBytes {
@@ -73,7 +105,10 @@ extension OffloadedFile {
             // tmpfs set mtime and ctime for it. Not the pieces that stay, which the commit
             // would write out again, each RAM piece over an extent item's bytes to a block
             // of its own: a full image refused such a fallocate for want of those blocks.
+            // (One such record for the whole fallocate, made by its last part when no part
+            // before it changed anything.)
             guard !holes.isEmpty else {
+                guard next == nil, !recorded else { return nil }
                 try willChange(pieces: 0)
                 return target.lowerBound..<target.lowerBound
             }
@@ -118,6 +153,8 @@ extension OffloadedFile {
             // extents the record holds, as reserved. Nothing past the target.
             return min(old, target.lowerBound)..<target.upperBound
         }
+        if changed { recorded = true }
+        return next
     }
 
     /// Where blocks for a hole at `offset` should go to continue the image extent before
@@ -252,15 +289,25 @@ extension OffloadedFile {
 
     /// Copies of the extents covering `range`, each holding its own storage: image ranges
     /// gain a reference, RAM bytes are reserved again or, past the budget, written to
-    /// fresh image blocks. Caller holds this file's lock (shared is enough).
+    /// fresh image blocks. Caller holds this file's lock (shared is enough). Stops before
+    /// a piece that would take the clone's record past `changeRecordLimit` (never before
+    /// the first): the clone is then shorter, as copy_file_range(2) may be, and its caller
+    /// goes on from there. (One record of a file's 160 MB of RAM pieces passed a journal
+    /// frame's 64 MiB, and the namespace failed.)
     private func sharedPieces(_ range: Range<UInt64>) throws(FSError) -> [Extent] {
         guard var i = extents.floor(range.lowerBound) else { return [] }
         var pieces: [Extent] = []
+        var memoryBytes = 0
         do throws(FSError) {
             while extents.key(at: i) < range.upperBound {
                 let start = extents.key(at: i), extent = extents.value(at: i)
                 let part = (start..<start + extent.size).clamped(to: range)
                 let piece = extent.slice(part.lowerBound - start..<part.upperBound - start)
+                memoryBytes += piece.memoryBytes
+                if !pieces.isEmpty,
+                   MetadataRecord.fileRangeBound(pieces: pieces.count + 3, memoryBytes: memoryBytes) > Self.changeRecordLimit {
+                    break
+                }
                 switch piece {
                 case .mmapOffload(let imageOffset, let size):
                     store.retainOwned(imageOffset..<imageOffset + size)

@@ -175,6 +175,11 @@ extension TreeVolume {
     public func reserveRoom(changeBytes: Int) throws(FSError) -> Int {
         if let failure { throw failure }
         let frame = FrameHeader.size + 8 + changeBytes
+        // A change no frame could hold is refused here, having changed nothing: `perform`
+        // refuses its frame after the change, which fails the namespace. (The file
+        // changes that could grow that large are cut into parts below this:
+        // `OffloadedFile.changeRecordLimit`.)
+        guard changeBytes <= FrameHeader.maximumPayload - 8 else { throw .noSpace }
         let claim = Self.journalClaim(forFrame: frame)
         try claimJournalRoom(claim, frame: frame)
         return claim
