@@ -129,6 +129,11 @@ final class TreeItemTests: XCTestCase {
         var lowIndex = NameItem(entries: [NamedEntry(name: [0x61], child: 1, type: 8, index: 3)]).encoded()
         lowIndex[9] = 2
         refuses(lowIndex, NameItem.self, "entry index 2")
+        // The last index is none (a directory's next entry number past its last entry):
+        // readdir's cookie after an entry there overflowed, and so did repair's count.
+        var lastIndex = NameItem(entries: [NamedEntry(name: [0x61], child: 1, type: 8, index: 3)]).encoded()
+        for i in 9..<17 { lastIndex[i] = 0xff }
+        refuses(lastIndex, NameItem.self, "entry index 2^64 - 1")
         let overlapping = XattrItem.unchecked([
             .init(name: Array("user.a".utf8), valueLength: 4000, firstChunk: 1, inlineValue: []),
             .init(name: Array("user.b".utf8), valueLength: 2000, firstChunk: 3, inlineValue: []),

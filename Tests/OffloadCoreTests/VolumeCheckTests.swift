@@ -213,6 +213,31 @@ final class VolumeCheckTests: XCTestCase {
                 try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, 0),
                                                   ExtentItem.image(offset: free.lowerBound << 12, length: 10).encoded())
             }),
+            // The defect hunt of the thirty-fifth session: each checked clean and then failed
+            // a client's request, or trapped the daemon, or left the mount refusing.
+            ("past the largest file", { volume, model in
+                // An extent whose end wraps past 2^64, to below the file's size.
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.size >= 200 })
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, UInt64.max - 4095),
+                                                  ExtentItem.fill(byte: 7, length: 4196).encoded())
+            }),
+            ("is below 3", { volume, _ in
+                var root = try XCTUnwrap(try volume.filesystem.inode(1))
+                root.nextIndex = 0
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(1), root.encoded())
+            }),
+            ("its parent field says", { volume, model in
+                let (number, item) = try XCTUnwrap(model.inodes.first { $0.key != 1 && $0.value.type == 4 && $0.value.linkCount > 0 })
+                var wrong = item
+                wrong.parent = item.parent == 1 ? number : 1
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(number), wrong.encoded())
+            }),
+            ("holding a NUL", { volume, model in
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 10 })
+                var target = try XCTUnwrap(try volume.filesystem.symlinkTarget(number))
+                target[0] = 0
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .symlinkTarget, 0), target)
+            }),
             // A chunked xattr value's chunk items (the check did not look at them: a value
             // whose chunks were missing checked clean and read as EIO).
             ("is missing", { volume, _ in

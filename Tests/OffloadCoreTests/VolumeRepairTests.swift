@@ -488,6 +488,56 @@ final class VolumeRepairTests: XCTestCase {
         assertSurvivors(before, try snapshot(repaired), reached: { $0 == key.object }, report)
     }
 
+    /// The damages the defect hunt of the thirty-fifth session found checking clean, each
+    /// failing a request, trapping the daemon or leaving the mount refusing: repair
+    /// brings each to a clean image, says what it did, and loses nothing else.
+    func testTheDamagesTheHuntFoundCheckingCleanAreRepaired() throws {
+        for damage in ["extent wrapping past 2^64", "next entry number 0", "parent field", "target with a NUL"] {
+            let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+            let before = try snapshot(volume)
+            var reached: UInt64 = 0
+            switch damage {
+            case "extent wrapping past 2^64":
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 8 && $0.value.size >= 200 })
+                reached = number
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .extent, UInt64.max - 4095),
+                                                  ExtentItem.fill(byte: 7, length: 4196).encoded())
+            case "next entry number 0":
+                var root = try XCTUnwrap(try volume.filesystem.inode(1))
+                root.nextIndex = 0
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(1), root.encoded())
+            case "parent field":
+                let (number, item) = try XCTUnwrap(model.inodes.first { $0.key != 1 && $0.value.type == 4 && $0.value.linkCount > 0 })
+                var wrong = item
+                wrong.parent = item.parent == 1 ? number : 1
+                try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(number), wrong.encoded())
+            default:
+                let (number, _) = try XCTUnwrap(model.inodes.first { $0.value.type == 10 })
+                reached = number
+                var target = try XCTUnwrap(try volume.filesystem.symlinkTarget(number))
+                target[0] = 0
+                try volume.filesystem.tree.upsert(FileSystemTree.key(number, .symlinkTarget, 0), target)
+            }
+            try volume.commit()
+            let (report, repaired) = try repair(disk)
+            switch damage {
+            case "extent wrapping past 2^64":
+                let path = try XCTUnwrap(before.paths[reached])
+                XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost data: \(path) (its extent at byte \(UInt64.max - 4095)") },
+                              "\(report.affected)")
+            case "next entry number 0":
+                XCTAssertGreaterThanOrEqual(try XCTUnwrap(try repaired.filesystem.inode(1)).nextIndex, 3)
+            case "parent field":
+                XCTAssertTrue(report.repairs.contains { $0.contains("its parent field said") }, "\(report.repairs)")
+            default:
+                let path = try XCTUnwrap(before.paths[reached])
+                XCTAssertTrue(report.affected.contains { $0.hasPrefix("lost data: \(path) (its symlink target was damaged") },
+                              "\(report.affected)")
+            }
+            assertSurvivors(before, try snapshot(repaired), reached: { $0 == reached }, report)
+        }
+    }
+
     func testAWrongReferenceCountIsRecounted() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
         let before = try snapshot(volume)

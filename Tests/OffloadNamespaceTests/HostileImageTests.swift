@@ -163,6 +163,53 @@ final class HostileImageTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.run(storage).isClean)
     }
 
+    /// An orphan item whose key names 0, no inode's number (the defect hunt of the
+    /// thirty-fifth session; checksums made good): the mount refuses it ("an orphan or a
+    /// drop names 0"), so the check must not find the image clean, and repair removes
+    /// the item. Before, the check found it clean and repair had nothing to do: the image
+    /// neither mounted nor repaired.
+    func testAnOrphanItemOfNoInodesNumberIsDamageThatRepairRemoves() throws {
+        // A file unlinked while open, committed, and the daemon killed: its orphan item is
+        // in the commit.
+        // (Small enough for a fuzzer's input.)
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes)
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(UInt64(FuzzInput.maximumBytes)),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        let (open, handle) = try fs.create(parent: .root, name: FileName("open.tmp"), mode: 0o100644, flags: O_RDWR, context: .root)
+        try fs.unlink(parent: .root, name: FileName("open.tmp"))
+        _ = try fileSystem.volume.commit()
+        var image = storage.bytes
+        fs.release(inode: open.inode, handle: handle)
+        try fileSystem.close(meter: nil)
+        let slot = try CommitSlots.read(MemoryImageStorage(maximumBytes: image.count, initial: image)).current
+        let committed = MemoryImageStorage(maximumBytes: image.count, initial: image)
+        var blocks: [UInt64] = []
+        try VolumeCheck.filesystemTree(VolumeCheck.blockSpace(committed, slot), slot).tree.forEachNodeBlock { blocks.append($0) }
+        var patched = false
+        for block in blocks where !patched {
+            let base = Int(block) * 4096
+            guard image[base + 36] == 0 else { continue }  // a leaf
+            let count = Int(image[base + 38]) | Int(image[base + 39]) << 8
+            for i in 0..<count {
+                let key = base + 48 + 21 * i
+                let object = image[key..<key + 8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+                guard object == ReservedObject.orphans, image[key + 8] == ItemKind.orphan.rawValue else { continue }
+                for byte in key + 9..<key + 17 { image[byte] = 0 }
+                patched = true
+                break
+            }
+        }
+        XCTAssertTrue(patched, "setup: the sample image's commit holds an orphan item")
+        let damaged = MemoryImageStorage(maximumBytes: image.count, initial: image)
+        ChecksumRepair.apply(to: damaged)
+        let problems = try VolumeCheck.run(damaged).problems
+        XCTAssertTrue(problems.contains { $0.contains("orphan item 0: no inode has that number") }, "\(problems.prefix(3))")
+        XCTAssertNoThrow(try HostileImageCheck.check(FuzzInput.image(from: FuzzInput.encode(damaged.bytes))))
+        let report = try VolumeRepair.run(MemoryImageStorage(copying: damaged, maximumBytes: 40 << 20))
+        XCTAssertEqual(report.after?.isClean, true, "\(report.after?.problems.prefix(3) ?? [])")
+    }
+
     /// Every input the fuzzer found that crashed or broke a property (Tests/FuzzRegressions).
     func testEveryInputTheFuzzerFoundNowPasses() throws {
         let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

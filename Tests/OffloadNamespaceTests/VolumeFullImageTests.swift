@@ -157,6 +157,56 @@ final class VolumeFullImageTests: XCTestCase {
         }
     }
 
+    /// Numbers an image's bytes can bring to their end (the defect hunt of the
+    /// thirty-fifth session): a directory whose next entry number is the last, 2^64 - 1,
+    /// takes no new name (ENOSPC, as a full directory; an arithmetic overflow trapped the
+    /// daemon); readdir from the last cookie lists nothing (it trapped too); inode numbers
+    /// that reach the reserved objects give ENOSPC, as ext4 with no free inode, not an
+    /// inode number no item may have. A directory whose next entry number is below 3 (a
+    /// damaged item) answers EIO, not an entry no item may hold.
+    func testNumbersAtTheirEndAreRefusedNotTrapped() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        var fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        _ = try fileSystem.namespace.mkdir(parent: .root, name: FileName("low"), mode: 0o755, context: .root)
+        let ok = try fileSystem.namespace.mkdir(parent: .root, name: FileName("ok"), mode: 0o755, context: .root).inode
+        try fileSystem.close(meter: nil)
+        let volume = try TreeVolume.open(storage)
+        var root = try XCTUnwrap(try volume.filesystem.inode(1))
+        root.nextIndex = UInt64.max
+        try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(1), root.encoded())
+        let low = try XCTUnwrap(try volume.filesystem.lookup(directory: 1, name: Array("low".utf8))).child
+        var lowItem = try XCTUnwrap(try volume.filesystem.inode(low))
+        lowItem.nextIndex = 0
+        try volume.filesystem.tree.upsert(FileSystemTree.inodeKey(low), lowItem.encoded())
+        try volume.close()
+        fileSystem = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: Self.capacity),
+                                               memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
+        let fs = fileSystem.namespace
+        XCTAssertThrowsError(try fs.create(parent: .root, name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: .root)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertThrowsError(try fs.mkdir(parent: .root, name: FileName("d"), mode: 0o755, context: .root)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertThrowsError(try fs.create(parent: InodeNumber(low), name: FileName("f"), mode: 0o100644, flags: O_RDWR, context: .root)) {
+            guard case .damagedImage? = $0 as? FSError else { return XCTFail("\($0)") }
+        }
+        let handle = try fs.opendir(inode: .root)
+        XCTAssertEqual(try fs.readdir(inode: .root, handle: handle, offset: UInt64.max, limit: 10).count, 0)
+        XCTAssertEqual(try fs.readdir(inode: .root, handle: handle, offset: 0, limit: 10).map { String(decoding: $0.name, as: UTF8.self) },
+                       [".", "..", "low", "ok"])
+        fs.releasedir(inode: .root, handle: handle)
+        // Inode numbers at the reserved objects' door.
+        fs.nextInode.store(ReservedObject.firstReserved - 1, ordering: .relaxed)
+        XCTAssertThrowsError(try fs.symlink(parent: ok, name: FileName("s"), target: Array("t".utf8), context: .root)) {
+            XCTAssertEqual($0 as? FSError, .noSpace)
+        }
+        XCTAssertEqual(fs.nextInode.load(ordering: .relaxed), ReservedObject.firstReserved - 1)
+        try fileSystem.close(meter: nil)
+        XCTAssertTrue(try VolumeCheck.run(storage).problems.contains { $0.contains("is below 3") })
+    }
+
     /// `rm tiny big && echo > small` on a full image: each keeps its data until its last
     /// FORGET (the kernel may open it again), which the kernel sends as the unlink's
     /// syscall ends but the daemon's thread may handle after the write arrives. The

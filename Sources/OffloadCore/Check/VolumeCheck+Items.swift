@@ -13,6 +13,9 @@ extension VolumeCheck {
         var extentEnd: UInt64 = 0
         var extents = 0
         var targetBytes = 0
+        var targetHasNul = false
+        /// The directory of the first link its back references state.
+        var firstLinkDirectory: UInt64?
         /// The last xattr item's hash, and the chunk items its attributes name that the
         /// scan has not passed yet (number: the attribute and the chunk's length): an
         /// item's chunk items come right after it in key order. Nil chunks: the item did
@@ -64,6 +67,7 @@ extension VolumeCheck {
                 let item: BackReferenceItem = try FileSystemTree.decode(key, value)
                 for link in item.links {
                     tally.links += 1
+                    if tally.firstLinkDirectory == nil { tally.firstLinkDirectory = link.directory }
                     if filesystem.hashes.backReference(directory: link.directory, name: link.name) != key.offset {
                         report.add("inode \(object): the link '\(Self.show(link.name))' in \(link.directory) is under another hash")
                     }
@@ -88,6 +92,7 @@ extension VolumeCheck {
                 }
             case .symlinkTarget:
                 tally.targetBytes += value.count
+                if value.contains(0) { tally.targetHasNul = true }
             case .extent:
                 let extent: ExtentItem = try FileSystemTree.decode(key, value)
                 tally.extents += 1
@@ -95,7 +100,9 @@ extension VolumeCheck {
                 if key.offset < tally.extentEnd {
                     report.add("inode \(object): the extent at \(key.offset) overlaps the one before (ending at \(tally.extentEnd))")
                 }
-                tally.extentEnd = key.offset &+ extent.length
+                // Past the largest file it is damage (its end wrapped past 2^64 and looked
+                // below the size before, while every read of the file refused it).
+                tally.extentEnd = try FileSystemTree.end(of: extent, at: key)
                 if case .image(let offset, let length) = extent,
                    offset < TreeVolume.firstSpaceBlock << BackingStore.blockShift || length > slot.capacityBytes
                    || offset > slot.capacityBytes - length {
@@ -136,6 +143,10 @@ extension VolumeCheck {
                 }
             case .orphan:
                 guard object == ReservedObject.orphans else { return report.add("item \(key): an orphan item outside the orphan list") }
+                // An orphan names an inode (a drop under way too): the mount refuses another.
+                guard ItemCoding.isInode(key.offset) else {
+                    return report.add("orphan item \(key.offset): no inode has that number")
+                }
                 let orphan: OrphanItem = try FileSystemTree.decode(key, value)
                 report.orphans += 1
                 if let inode = try lookups.inode(key.offset) {
@@ -217,6 +228,14 @@ extension VolumeCheck {
             if tally.indexes > 0 && inode.nextIndex <= tally.lastIndex {
                 report.add("directory \(object): its next entry number \(inode.nextIndex) is in use")
             }
+            // Entry numbers start at 3 (1 and 2 are readdir's "." and ".."): a create would
+            // take one no item may hold.
+            if inode.nextIndex < 3 { report.add("directory \(object): its next entry number \(inode.nextIndex) is below 3") }
+            // ".." in readdir, and the walk up that refuses a rename into its own subtree.
+            let parent = object == 1 ? 1 : tally.firstLinkDirectory
+            if let parent, inode.parent != parent {
+                report.add("directory \(object): its parent field says \(inode.parent), its name is in \(parent)")
+            }
         } else {
             if inode.linkCount != UInt32(clamping: tally.links) {
                 report.add("inode \(object): \(inode.linkCount) links, \(tally.links) names lead to it")
@@ -232,7 +251,14 @@ extension VolumeCheck {
             if tally.targetBytes == 0 || UInt64(tally.targetBytes) != inode.size {
                 report.add("symlink \(object): a target of \(tally.targetBytes) bytes, size \(inode.size)")
             }
-            do { _ = try lookups.symlinkTarget(object) } catch { report.add("symlink \(object): \(error)") }
+            // What a request can make (PATH_MAX less its NUL, and no NUL in it) and a
+            // readlink can answer; read only then (its parts are held to read it).
+            if tally.targetBytes > JournalChange.targetLimit || tally.targetHasNul {
+                report.add("symlink \(object): a target of \(tally.targetBytes) bytes\(tally.targetHasNul ? " holding a NUL" : ""), "
+                           + "which no request makes (at most \(JournalChange.targetLimit), no NUL)")
+            } else {
+                do { _ = try lookups.symlinkTarget(object) } catch { report.add("symlink \(object): \(error)") }
+            }
         }
         if inode.type != 10 && tally.targetBytes > 0 { report.add("inode \(object): a symlink target in an inode that is no symlink") }
     }

@@ -71,7 +71,7 @@ extension VolumeRepair {
                 case .links(let was, let now):
                     add(path, "links: \(path) (its link count was \(was), now \(now))")
                 case .symlinkTarget(let target):
-                    add(path, "lost data: \(path) (its symlink target was in a damaged tree block: it now points to '\(target)')")
+                    add(path, "lost data: \(path) (its symlink target was damaged, or in a damaged tree block: it now points to '\(target)')")
                 case .lostData(let offset):
                     add(path, "lost data: \(path) (its extent at byte \(offset) was damaged: those bytes are now zeros)")
                 case .cutOff(let offset, let end):

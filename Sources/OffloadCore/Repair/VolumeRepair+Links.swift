@@ -70,8 +70,10 @@ extension VolumeRepair {
                 tally.lastIndex = max(tally.lastIndex, key.offset)
             case .symlinkTarget?:
                 // Parts are numbered from 0 with no gap, all but the last whole.
+                // What a request can make: at most `JournalChange.targetLimit` bytes, no NUL.
                 if tally.targetHolds, key.offset == UInt64(tally.target.count / XattrItem.chunkBytes),
-                   tally.target.count % XattrItem.chunkBytes == 0, value.count > 0, value.count <= XattrItem.chunkBytes {
+                   tally.target.count % XattrItem.chunkBytes == 0, value.count > 0, value.count <= XattrItem.chunkBytes,
+                   tally.target.count + value.count <= JournalChange.targetLimit, !value.contains(0) {
                     tally.target += value
                 } else {
                     tally.targetHolds = false
@@ -93,11 +95,17 @@ extension VolumeRepair {
                 // A directory removed while open: no links, no name, an orphan item.
                 let removedWhileOpen = inode.linkCount == 0 && orphan != nil && tally.links == 0
                 fixed.linkCount = removedWhileOpen ? 0 : 2 + UInt32(clamping: tally.subdirectories)
+                // (An entry's index is below 2^64 - 1: the decoders refuse that one.)
                 if tally.names > 0 && fixed.nextIndex <= tally.lastIndex { fixed.nextIndex = tally.lastIndex + 1 }
+                if fixed.nextIndex < 3 { fixed.nextIndex = 3 }
                 if number == 1 {
                     fixed.parent = 1
                 } else if let link = tally.firstLink {
                     fixed.parent = link.directory
+                }
+                if fixed.parent != inode.parent {
+                    changes.repairs.append("directory \(number): its parent field said \(inode.parent); it is \(fixed.parent), "
+                                           + "where its name is")
                 }
                 isHomeless = number != 1 && tally.links == 0 && !removedWhileOpen
             } else {
@@ -137,6 +145,9 @@ extension VolumeRepair {
                     name = Array("#\(inode).\(attempt)".utf8)
                     attempt += 1
                 }
+                guard directory.nextIndex < UInt64.max else {
+                    throw .damagedImage("repair: /lost+found has no entry number left for the inodes no name reaches")
+                }
                 try target.apply(.link(directory: number, NamedEntry(name: name, child: inode, type: item.type,
                                                                       index: directory.nextIndex)))
                 directory.nextIndex += 1
@@ -171,6 +182,9 @@ extension VolumeRepair {
                                  parent: 1, nextIndex: 3)
             try target.tree.upsert(FileSystemTree.inodeKey(number), made.encoded())
             guard var root = try target.inode(1) else { throw .damagedImage("repair: the root has no inode item") }
+            guard root.nextIndex < UInt64.max else {
+                throw .damagedImage("repair: the root directory has no entry number left for /lost+found")
+            }
             try target.apply(.link(directory: 1, NamedEntry(name: name, child: number, type: 4, index: root.nextIndex)))
             root.nextIndex += 1
             root.linkCount += 1

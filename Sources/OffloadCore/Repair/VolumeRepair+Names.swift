@@ -121,7 +121,7 @@ extension VolumeRepair {
                 try index(key, value)
             case .orphan:
                 let orphan = try? FileSystemTree.decode(key, value) as OrphanItem
-                if orphan == nil || (inodeOf(key.offset) == nil && orphan?.state != .dropping) {
+                if orphan == nil || !ItemCoding.isInode(key.offset) || (inodeOf(key.offset) == nil && orphan?.state != .dropping) {
                     try remove(key, value)
                     changes.repairs.append("the orphan item of inode \(key.offset), which is lost, is removed")
                 }

@@ -44,9 +44,14 @@ enum ItemCoding {
         }
     }
 
-    /// A directory index: 1 and 2 are "." and ".." in readdir, entries start at 3.
+    /// A directory index: 1 and 2 are "." and ".." in readdir, entries start at 3, and
+    /// the last, 2^64 - 1, is none: a directory's next entry number is past its last
+    /// entry's (readdir's cookie after it, `nextIndex`), so it is the number that says the
+    /// directory has none left.
     static func checkIndex(_ index: UInt64) throws(ByteReader.Malformed) {
-        guard index >= 3 else { throw ByteReader.Malformed(description: "entry index \(index) (indexes start at 3)") }
+        guard index >= 3, index < UInt64.max else {
+            throw ByteReader.Malformed(description: "entry index \(index) (indexes are 3 to 2^64 - 2)")
+        }
     }
 
     static func requireEnd(_ r: ByteReader, _ what: String) throws(ByteReader.Malformed) {

@@ -61,6 +61,8 @@ extension VolumeNamespace {
             result.append((DirectoryEntry(name: [0x2E, 0x2E], inode: InodeNumber(item.parent), kind: .directory,
                                           nextOffset: Directory.dotDotCookie), nil))
         }
+        // The last cookie is no entry's (`ItemCoding.checkIndex`), and nothing follows it.
+        guard offset < UInt64.max else { return result }
         let from = max(offset, Directory.dotDotCookie) + 1
         for entry in try reader.entries(directory: number, from: from, limit: limit - result.count) {
             let child = withItems ? try self.item(entry.child, in: reader) : nil

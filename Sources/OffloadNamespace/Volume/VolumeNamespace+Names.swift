@@ -266,14 +266,13 @@ extension VolumeNamespace {
                                   parentGID: parentItem.gid, parentDefaultACL: try defaultACL(of: parent.rawValue, reader),
                                   context: context)
         let now = clock().record
+        let index = try parentItem.takeEntryIndex(of: parent.rawValue)
         // Taken last, once nothing can refuse the operation but its frame.
-        let number = nextInode.add(1, ordering: .relaxed).oldValue
+        let number = try takeInodeNumber()
         let item = InodeItem(type: Self.typeCode(kind), permissions: start.permissions, uid: context.uid, gid: start.gid,
                              linkCount: kind == .directory ? 2 : 1, size: UInt64(target?.count ?? 0), rdev: rdev,
                              accessTime: now, modificationTime: now, changeTime: now, birthTime: now,
                              parent: kind == .directory ? parent.rawValue : 0, nextIndex: kind == .directory ? 3 : 0)
-        let index = parentItem.nextIndex
-        parentItem.nextIndex += 1
         if kind == .directory { parentItem.linkCount += 1 }
         parentItem.modificationTime = now
         parentItem.changeTime = now
@@ -294,6 +293,19 @@ extension VolumeNamespace {
         return (number, item)
     }
 
+    /// The number of a new inode: ENOSPC once the numbers run into the reserved objects
+    /// (a commit slot's next number is below them), as ext4 answers with no free inode.
+    /// A damaged image's slot may say a number close to them.
+    func takeInodeNumber() throws(FSError) -> UInt64 {
+        var number = nextInode.load(ordering: .relaxed)
+        while true {
+            guard number < ReservedObject.firstReserved - 1 else { throw .noSpace }
+            let (exchanged, original) = nextInode.compareExchange(expected: number, desired: number + 1, ordering: .relaxed)
+            if exchanged { return number }
+            number = original
+        }
+    }
+
     /// A hard link. Directories cannot be linked (EPERM), an unlinked file cannot get a
     /// name again (ENOENT), more than `maximumLinkCount` names is EMLINK. Holds the new
     /// directory's lock and the inode's, the namespace lock shared (`changingInodes`):
@@ -310,8 +322,7 @@ extension VolumeNamespace {
             let now = clock().record
             item.linkCount += 1
             item.changeTime = now
-            let index = parentItem.nextIndex
-            parentItem.nextIndex += 1
+            let index = try parentItem.takeEntryIndex(of: newParent.rawValue)
             parentItem.modificationTime = now
             parentItem.changeTime = now
             operation.changes = [
@@ -370,5 +381,18 @@ extension VolumeNamespace {
             operation.changes = [.unlink(directory: parent.rawValue, entry), .attributes(inode: parent.rawValue, parentItem)]
             state(entry.child, item, hadOrphan: false, into: &operation)
         } then: { (_, _) throws(FSError) in }
+    }
+}
+
+
+extension InodeItem {
+    /// Takes directory `directory`'s next entry number for a new name: ENOSPC when it has
+    /// none left (2^64 - 4 names made in it: the last number is none), EIO when its item
+    /// says one no entry may have (below 3, a damaged image's; fsck reports it).
+    mutating func takeEntryIndex(of directory: UInt64) throws(FSError) -> UInt64 {
+        guard nextIndex >= 3 else { throw .damagedImage("directory \(directory): its next entry number \(nextIndex) is below 3") }
+        guard nextIndex < UInt64.max else { throw .noSpace }
+        defer { nextIndex += 1 }
+        return nextIndex
     }
 }

@@ -70,8 +70,7 @@ extension VolumeNamespace {
                     }
                 }
                 var newParentItem = try items.get(newParent.rawValue)
-                let index = newParentItem.nextIndex
-                newParentItem.nextIndex += 1
+                let index = try newParentItem.takeEntryIndex(of: newParent.rawValue)
                 items.set(newParent.rawValue, newParentItem)
                 operation.changes = [.unlink(directory: parent.rawValue, source),
                            .link(directory: newParent.rawValue, NamedEntry(name: newName.bytes, child: source.child, type: source.type, index: index))]
