@@ -51,6 +51,8 @@ extension Namespace {
         try ExtendedAttributes.validate(name: name)
         try state.withLock { (state) throws(FSError) in
             let inode = try state.table.inode(number)
+            // Removing an ACL that is not there succeeds, as on ext4 and tmpfs.
+            if PosixACL.isName(name), inode.xattrs.value(named: name) == nil { return }
             try state.reserveJournal(for: [inode], extra: 0)
             try inode.xattrs.remove(name: name)
             inode.markChanged(clock())

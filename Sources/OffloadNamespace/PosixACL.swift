@@ -25,6 +25,9 @@ struct PosixACL: Equatable {
 
     static let accessName = XattrItem.posixACLAccessName
     static let defaultName = XattrItem.posixACLDefaultName
+
+    /// Whether `name` is one of the two ACLs' names.
+    static func isName(_ name: [UInt8]) -> Bool { name == accessName || name == defaultName }
     static let xattrVersion: UInt32 = 2
     static let undefinedID: UInt32 = 0xFFFF_FFFF
 

@@ -180,7 +180,12 @@ extension VolumeNamespace {
         try ExtendedAttributes.validate(name: name)
         try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
             var item = try item(number.rawValue, in: reader)
-            guard try reader.xattr(number.rawValue, name: name) != nil else { throw .noAttribute }
+            guard try reader.xattr(number.rawValue, name: name) != nil else {
+                // Removing an ACL that is not there succeeds, as on ext4 and tmpfs (the
+                // kernel sends `setfacl -k`'s and `acl_delete_def_file`'s removal so).
+                if PosixACL.isName(name) { return }
+                throw .noAttribute
+            }
             item.changeTime = clock().record
             operation.changes = [.removeXattr(inode: number.rawValue, name: name), .attributes(inode: number.rawValue, item)]
         } then: { (_, _) throws(FSError) in

@@ -104,16 +104,28 @@ extension VolumeNamespace {
     /// the ancestors' items without their inode locks: only a rename across directories
     /// changes a directory's parent, and those take turns on `renamesAcrossDirectories`,
     /// held by the caller (its reader, taken after, holds the last one's frame).
+    ///
+    /// Linux sets no depth limit, so neither does the walk: a tree deeper than 65,536
+    /// directories answered EIO (the defect hunt of the thirty-fifth session). A chain
+    /// that loops (only a damaged image's parent fields make one) is found by the
+    /// directories seen, remembered once the walk is that deep (no allocation before).
     private func refuseCycle(moving ancestor: UInt64, into start: UInt64, _ reader: VolumeReader) throws(FSError) {
         var cursor = start
-        for _ in 0..<65_536 {
+        var steps = 0
+        var seen = Set<UInt64>()
+        while true {
             if cursor == ancestor { throw .invalidArgument("cannot move a directory into itself or a descendant") }
             if cursor == 1 { return }
             let parent = try directory(cursor, in: reader).parent
-            guard parent != 0, parent != cursor else { throw .io("directory \(cursor) has no parent directory") }
+            guard parent != 0, parent != cursor else { throw .damagedImage("directory \(cursor) has no parent directory") }
+            steps += 1
+            if steps >= 65_536 {
+                guard seen.insert(cursor).inserted else {
+                    throw .damagedImage("the parent fields of directory \(start)'s ancestors loop without reaching the root")
+                }
+            }
             cursor = parent
         }
-        throw .io("directory parent chain does not reach the root")
     }
 }
 
