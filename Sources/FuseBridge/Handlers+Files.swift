@@ -153,7 +153,9 @@ enum FileHandlers {
                                  sourceOffset: unsignedOffset(sourceOffset),
                                  to: InodeNumber(destinationInode), destinationHandle: handle(destinationInfo),
                                  destinationOffset: unsignedOffset(destinationOffset),
-                                 length: min(UInt64(length), maximumCopyBytes))
+                                 // size_t, which Swift reads as Int: a length past Int.max
+                                 // is its bit pattern, not a trap (the kernel caps it first).
+                                 length: min(UInt64(UInt(bitPattern: length)), maximumCopyBytes))
         })
     }
 
