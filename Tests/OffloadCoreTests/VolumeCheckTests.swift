@@ -314,6 +314,45 @@ final class VolumeCheckTests: XCTestCase {
         XCTAssertTrue(try VolumeCheck.run(disk).isClean)
     }
 
+    /// A drop cut by the commit's budget between an xattr item and its chunk items (400
+    /// values of 64 KiB, 51 items each: the first commit removes the inode item and
+    /// 19,999 more, 7 of the 393rd value's): the chunk items left are the drop's, and the
+    /// image checks clean, and repair leaves it alone. The check of chunk items reported
+    /// them as named by no item (the review of the change).
+    func testAHalfDroppedInodeWithChunkedXattrsChecksClean() throws {
+        let capacity: UInt64 = 128 << 20
+        let disk = CrashSimulatingStorage(maximumBytes: Int(capacity))
+        let volume = try TreeVolume.format(disk, capacityBytes: capacity, imageID: 9, nameHashKey: SipHash24(key0: 1, key1: 2))
+        let entry = NamedEntry(name: Array("f".utf8), child: 2, type: 8, index: 3)
+        let value = [UInt8](repeating: 0x5A, count: 65_536)
+        try volume.perform([
+            .attributes(inode: 1, NamespaceChangeScript.inode(type: 4, links: 2, parent: 1, nextIndex: 4)),
+            .link(directory: 1, entry),
+            .attributes(inode: 2, NamespaceChangeScript.inode(type: 8, links: 1, size: 0)),
+        ])
+        for batch in 0..<8 {
+            try volume.perform((0..<50).map { .setXattr(inode: 2, name: Array("user.v\(batch * 50 + $0)".utf8), value: value) })
+        }
+        try volume.commit()
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+        try volume.perform([.unlink(directory: 1, entry), .drop(inode: 2)])
+        try volume.commit()
+        XCTAssertEqual(try volume.filesystem.orphans().map(\.1.state), [.dropping])
+        var chunksLeft = 0, itemsLeft = 0
+        try volume.filesystem.tree.scan(from: FileSystemTree.key(2, .xattr, 0), through: FileSystemTree.key(2, .xattr, .max)) {
+            (key, _) throws(FSError) in
+            if key.offset & 0xFFFF == 0 { itemsLeft += 1 } else { chunksLeft += 1 }
+            return true
+        }
+        XCTAssertGreaterThan(chunksLeft, itemsLeft * 50, "setup: the drop did not stop inside a value's chunk items")
+        let report = try VolumeCheck.run(disk)
+        XCTAssertTrue(report.isClean, "\(report.problemCount) problems: \(report.problems.prefix(3))")
+        XCTAssertFalse(try VolumeRepair.run(disk).repaired)
+        try volume.commit()
+        XCTAssertEqual(try volume.filesystem.orphans().count, 0)
+        XCTAssertTrue(try VolumeCheck.run(disk).isClean)
+    }
+
     /// A directory removed while open (rmdir of an open directory: no links, an orphan item
     /// until its last close), as `NamespaceChangeScript.unlink` states it: a valid image.
     func testADirectoryRemovedWhileOpenChecksClean() throws {

@@ -538,6 +538,43 @@ final class VolumeRepairTests: XCTestCase {
         }
     }
 
+    /// An index item moved to key 2^64 - 1 (no entry's number; no decoder of the item
+    /// reads its key), its name item gone: repair removes it, and the file, which no name
+    /// reaches then, goes to /lost+found. Before, the name pass rebuilt a name item at
+    /// that number from it, which does not decode, and the link pass's count past the
+    /// last entry trapped (the review of the change). With its name item there, the name
+    /// decides and the entry is restored at its number.
+    func testAnIndexItemKeyedAtTheLastNumberIsRemoved() throws {
+        for nameKept in [true, false] {
+            let (disk, volume, model) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+            let before = try snapshot(volume)
+            // A file of one link (with another, a name still reaches it), chosen in a fixed
+            // order (dictionaries iterate in a per-process order).
+            func single(_ entry: NamedEntry) -> Bool { entry.type == 8 && model.inodes[entry.child]?.linkCount == 1 }
+            let (directory, entries) = try XCTUnwrap(model.entries.sorted { $0.key < $1.key }.first {
+                $0.value.count >= 2 && $0.value.values.contains(where: single)
+            })
+            let moved = try XCTUnwrap(entries.values.sorted { $0.index < $1.index }.first(where: single))
+            let key = FileSystemTree.indexKey(directory, moved.index)
+            let bytes = try XCTUnwrap(try volume.filesystem.tree.lookup(key))
+            XCTAssertTrue(try volume.filesystem.tree.remove(key))
+            try volume.filesystem.tree.upsert(FileSystemTree.indexKey(directory, UInt64.max), bytes)
+            if !nameKept {
+                XCTAssertTrue(try volume.filesystem.tree.remove(volume.filesystem.nameKey(directory, moved.name)))
+            }
+            try volume.commit()
+            let (report, repaired) = try repair(disk)
+            XCTAssertNil(try repaired.filesystem.tree.lookup(FileSystemTree.indexKey(directory, UInt64.max)))
+            if nameKept {
+                XCTAssertNotNil(try repaired.filesystem.tree.lookup(key), "the entry is restored at its name's number")
+                try assertUnchanged(before, repaired)
+            } else {
+                assertSurvivors(before, try snapshot(repaired), reached: { $0 == moved.child }, report)
+                XCTAssertTrue(VolumeRepair.Changes.path(of: moved.child, in: repaired.filesystem)?.hasPrefix("/lost+found/") == true)
+            }
+        }
+    }
+
     func testAWrongReferenceCountIsRecounted() throws {
         let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
         let before = try snapshot(volume)

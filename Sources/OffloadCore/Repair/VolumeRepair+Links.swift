@@ -95,8 +95,11 @@ extension VolumeRepair {
                 // A directory removed while open: no links, no name, an orphan item.
                 let removedWhileOpen = inode.linkCount == 0 && orphan != nil && tally.links == 0
                 fixed.linkCount = removedWhileOpen ? 0 : 2 + UInt32(clamping: tally.subdirectories)
-                // (An entry's index is below 2^64 - 1: the decoders refuse that one.)
-                if tally.names > 0 && fixed.nextIndex <= tally.lastIndex { fixed.nextIndex = tally.lastIndex + 1 }
+                // (An entry's index is below 2^64 - 1: the name pass removed an index item
+                // keyed there, and the decoders refuse a name item stating it.)
+                if tally.names > 0 && fixed.nextIndex <= tally.lastIndex && tally.lastIndex < UInt64.max {
+                    fixed.nextIndex = tally.lastIndex + 1
+                }
                 if fixed.nextIndex < 3 { fixed.nextIndex = 3 }
                 if number == 1 {
                     fixed.parent = 1

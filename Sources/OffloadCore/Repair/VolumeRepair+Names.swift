@@ -152,6 +152,9 @@ extension VolumeRepair {
         /// names it with its length; any other (of an attribute removed, by repair or by
         /// damage, or of none) goes: nothing can read it, and the check reports it.
         private mutating func xattrChunk(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
+            // The rest of a drop under way (no inode item) is the drop's to remove: its chunk
+            // items may outlive their item by a commit.
+            guard inode != nil else { return }
             let itemKey = TreeKey(object: key.object, kind: key.kind, offset: key.offset & ~0xFFFF)
             let chunk = Int(key.offset & 0xFFFF)
             if xattrItem?.key == itemKey,
@@ -216,7 +219,11 @@ extension VolumeRepair {
 
         private mutating func index(_ key: TreeKey, _ value: UnsafeRawBufferPointer) throws(FSError) {
             let directory = key.object
-            guard isDirectory(directory), let entry = try? FileSystemTree.decode(key, value) as IndexItem else {
+            // The key is the entry's number, which no decoder of the item reads: one no entry
+            // may have (below 3, or 2^64 - 1) goes, as it would make a name item that does
+            // not decode.
+            guard isDirectory(directory), (try? ItemCoding.checkIndex(key.offset)) != nil,
+                  let entry = try? FileSystemTree.decode(key, value) as IndexItem else {
                 return try remove(key, value)
             }
             let named = NamedEntry(name: entry.name, child: entry.child, type: entry.type, index: key.offset)

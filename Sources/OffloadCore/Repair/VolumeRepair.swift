@@ -198,9 +198,13 @@ public enum VolumeRepair {
                     claimed = old.reachable
                     continue
                 }
+                let retried = claimed == old.reachable && old.reachable != old.used
                 throw .damagedImage("repair found no free block to write the repaired trees in: the damaged commit uses, "
-                                    + "or its block tree says it uses, \(Self.count(claimed)) of the image's \(blocks) blocks "
-                                    + "(commit \(base.generation) is left as it was)")
+                                    + (retried ? "even counting only what its trees, extents and journal reach, "
+                                                 : "or its block tree says it uses, ")
+                                    + "\(Self.count(claimed)) of the image's \(blocks) blocks (commit \(base.generation) is left "
+                                    + (retried ? "as it was, but for blocks none of those use, which may have been written over)"
+                                               : "as it was)"))
             }
         }
         // A second commit: both slots name the repaired trees, and the old commit's blocks

@@ -21,7 +21,7 @@ public struct NamedEntry: Equatable, Sendable {
 
     /// What the decoders check of an entry.
     var isEncodable: Bool {
-        ItemCoding.isValidName(name) && ItemCoding.isInode(child) && ItemCoding.isFileType(type) && index >= 3
+        ItemCoding.isValidName(name) && ItemCoding.isInode(child) && ItemCoding.isFileType(type) && index >= 3 && index < UInt64.max
     }
 }
 

@@ -182,7 +182,8 @@ extension VolumeNamespace {
             var item = try item(number.rawValue, in: reader)
             guard try reader.xattr(number.rawValue, name: name) != nil else {
                 // Removing an ACL that is not there succeeds, as on ext4 and tmpfs (the
-                // kernel sends `setfacl -k`'s and `acl_delete_def_file`'s removal so).
+                // kernel sends `setfacl -k`'s and `acl_delete_def_file`'s removal so). No
+                // frame: ctime stays, as on ext4 (tmpfs sets it).
                 if PosixACL.isName(name) { return }
                 throw .noAttribute
             }
