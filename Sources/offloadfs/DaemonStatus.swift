@@ -28,6 +28,9 @@ final class DaemonStatus: Sendable {
     /// Why the final commit failed, where the image has no place for it (format 2):
     /// `offloadfs unmount` reads it as the problem of the stopping daemon.
     private let finalFailure = PthreadMutex<String?>(nil)
+    /// The watch on the image's deletion (started after the status server): a deleted
+    /// image is the mount's problem until the unmount.
+    private let imageWatch = PthreadMutex<ImageRemovalWatch?>(nil)
 
     init(fileSystem: any MountedImage, memoryLimiter: MemoryLimiter, counters: RequestCounters,
          meter: ProgressMeter, mountPoint: String, options: [String]) {
@@ -47,6 +50,8 @@ final class DaemonStatus: Sendable {
 
     func setFinalFailure(_ message: String) { finalFailure.withLock { $0 = message } }
 
+    func watchImage(_ watch: ImageRemovalWatch?) { imageWatch.withLock { $0 = watch } }
+
     var current: State { State(rawValue: state.load(ordering: .acquiring)) ?? .starting }
 
     func snapshot() -> MountStatus {
@@ -58,7 +63,8 @@ final class DaemonStatus: Sendable {
         return MountStatus(
             version: ProductVersion.string, mountpoint: mountPoint, pid: getpid(), ownerUid: geteuid(),
             state: current.name, readOnly: fileSystem.isReadOnly,
-            problem: failedFinalCommit ?? fileSystem.problem, finalFailure: failedFinalCommit,
+            problem: failedFinalCommit ?? imageWatch.withLock({ $0?.deletionProblem }) ?? fileSystem.problem,
+            finalFailure: failedFinalCommit,
             progress: current == .serving ? nil : MountStatus.Progress(
                 phase: reading.phase, done: reading.done, total: reading.total, unit: reading.unit.rawValue),
             startedAt: Int64(startedAt.tv_sec), uptimeSeconds: Self.monotonicSeconds() - startedMonotonic,

@@ -45,7 +45,7 @@ enum ImageLockHolders {
     /// The file process `pid` holds a flock on (a daemon: its image) as its descriptor
     /// names it now: the path it has after a rename, and whether it has no name left
     /// (deleted). Nil when /proc/locks names no such lock or the descriptor is not found.
-    static func lockedFile(of pid: Int32) -> (path: String, deleted: Bool)? {
+    static func lockedFile(of pid: Int32) -> (path: String, deleted: Bool, descriptor: Int)? {
         let locked = Set(flocks().filter { $0.pid == pid }.map(\.inode))
         guard !locked.isEmpty, let descriptors = ProcessDescriptors.numbers(of: "\(pid)") else { return nil }
         for descriptor in descriptors {
@@ -60,7 +60,7 @@ enum ImageLockHolders {
             var path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let deleted = status.st_nlink == 0
             if deleted, path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) }
-            return (path, deleted)
+            return (path, deleted, Int(descriptor))
         }
         return nil
     }

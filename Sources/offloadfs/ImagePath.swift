@@ -16,7 +16,7 @@ import Glibc
 /// (an empty file at the target is a new image, so `touch` says "start one here").
 enum ImagePath {
     static func resolve(_ typed: String) throws(MountError) -> String {
-        let path = Preflight.absolutePath(typed)
+        let path = canonicalDirectory(of: Preflight.absolutePath(typed))
         var status = stat()
         guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFLNK else { return path }
         if let resolved = MountPointArgument.realPath(path) { return resolved }
@@ -28,6 +28,21 @@ enum ImagePath {
         }
         throw MountError("image \(path) is a symbolic link to \(target), which cannot be followed: "
                          + String(cString: strerror(error)))
+    }
+
+    /// `path` with its directory's real path (`.`, `..`, doubled slashes and links in the
+    /// directories resolved, as the kernel resolves them), its last component as typed:
+    /// the image may not exist yet. `./img` and `sub/../img` were kept as typed, and the
+    /// unmount, which compares the mount's source with the daemon's open file, took such an
+    /// image for one moved while mounted (the admin hunt of the thirty-fifth session).
+    /// Unchanged when the directory cannot be resolved (the open then says why).
+    static func canonicalDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        let name = path[path.index(after: slash)...]
+        guard !name.isEmpty, name != ".", name != ".." else { return MountPointArgument.realPath(path) ?? path }
+        let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        guard let real = MountPointArgument.realPath(directory) else { return path }
+        return (real == "/" ? "" : real) + "/" + name
     }
 
     private static func linkTarget(_ path: String) -> String? {

@@ -68,6 +68,13 @@ final class ImageRemovalWatch: @unchecked Sendable {
         return fstat(descriptor, &status) == 0 && status.st_nlink == 0
     }
 
+    /// The problem `offloadfs status` shows while the image is deleted (nil while it is not).
+    var deletionProblem: String? {
+        guard isDeleted else { return nil }
+        return "its image \(path) was deleted while mounted: its files are lost at the unmount unless it is saved "
+            + "first (cp --sparse=always /proc/\(getpid())/fd/\(descriptor) \(path).saved)"
+    }
+
     /// Logs the deletion the first time it is seen.
     func check() {
         guard isDeleted, !reported.exchange(true, ordering: .acquiringAndReleasing) else { return }

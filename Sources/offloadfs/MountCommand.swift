@@ -222,6 +222,7 @@ struct MountCommand: ParsableCommand {
         }
         let removalWatch = ImageRemovalWatch(imagePath: imagePath, mountPoint: mountPath, logger: logger)
         removalWatch?.start(interval: interval)
+        status.watchImage(removalWatch)
         if readiness.hasParent {
             // Detached: the mount point and image are absolute, so no directory is kept busy.
             _ = chdir("/")

@@ -27,6 +27,7 @@ struct Offloadfs: ParsableCommand {
     /// `MountHelperArguments`) become our own; an unknown subcommand is named (with the
     /// closest real one) before the parser sees it.
     static func main() {
+        DaemonProcessName.set()
         let arguments = Array(CommandLine.arguments.dropFirst())
         switch MountHelperArguments.classify(program: CommandLine.arguments.first ?? "offloadfs", arguments: arguments,
                                              subcommands: Set(SubcommandSuggestion.names(of: Self.self) + ["help"])) {

@@ -22,8 +22,10 @@ struct UnmountCommand: ParsableCommand {
             all the same, the command prints why and what to do and exits 1; the image's \
             journal still holds every change. A busy mount (a process has a file or its \
             working directory in it: see fuser -vm MOUNTPOINT) is left mounted unless --lazy \
-            is given. Exit status: 0 unmounted and released, 1 not unmounted, the final \
-            checkpoint failed, or the daemon stalled.
+            is given. A mount whose image was deleted while mounted is left mounted, with \
+            the command that saves the image, unless --discard-deleted-image is given. Exit \
+            status: 0 unmounted and released, 1 not unmounted, the final checkpoint failed, \
+            or the daemon stalled.
             """,
         aliases: ["umount"]
     )
@@ -34,6 +36,10 @@ struct UnmountCommand: ParsableCommand {
     @Flag(name: .long, help: ArgumentHelp(
         "Detach a busy mount now (umount -l); the daemon finishes and lets go of the image once the last process using the mount has left it."))
     var lazy = false
+
+    @Flag(name: .long, help: ArgumentHelp(
+        "Unmount even though the image was deleted while mounted: every file it holds is then lost (without it, such a mount is left mounted and the command says how to save the image first)."))
+    var discardDeletedImage = false
 
     func run() throws {
         let argument = MountPointArgument(mountPoint)
@@ -63,10 +69,24 @@ struct UnmountCommand: ParsableCommand {
         // daemon's descriptor on it names: that is where its last commit goes.
         var image = entry.source
         var movedTo: String?
-        if imageDeleted || replacedBy != nil, let daemon, let held = ImageLockHolders.lockedFile(of: daemon),
-           !held.deleted, held.path != entry.source {
-            movedTo = held.path
-            image = held.path
+        var heldDeleted: (pid: Int32, descriptor: Int)?
+        if imageDeleted || replacedBy != nil, let daemon, let held = ImageLockHolders.lockedFile(of: daemon) {
+            if !held.deleted, held.path != entry.source {
+                movedTo = held.path
+                image = held.path
+            } else if held.deleted {
+                heldDeleted = (daemon, held.descriptor)
+            }
+        }
+        // The unmount would free the deleted file, and every file in it with it: the daemon
+        // still holds it, so it can be saved first (as ext4's image on a loop device can
+        // be read back through the loop device before it is detached).
+        if imageDeleted, let (pid, descriptor) = heldDeleted, !discardDeletedImage {
+            printError("\(path) is not unmounted: its image \(entry.source) was deleted while mounted, and unmounting "
+                       + "would lose every file in it. The daemon (pid \(pid)) still holds it: stop writing to \(path), "
+                       + "save it with cp --sparse=always /proc/\(pid)/fd/\(descriptor) \(entry.source).saved, then "
+                       + "unmount with --discard-deleted-image (the saved copy mounts as after a crash)")
+            throw ExitCode.failure
         }
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
         let daemonWasRunning = pathLocked || replacedBy != nil || movedTo != nil
@@ -74,6 +94,10 @@ struct UnmountCommand: ParsableCommand {
         if let movedTo {
             printError("note: the image of \(path) was moved while mounted, from \(entry.source) to \(movedTo); "
                        + "the daemon wrote it there")
+        } else if imageDeleted && discardDeletedImage && heldDeleted != nil {
+            // As asked: not a failure.
+            printError("note: \(path) is unmounted; its image \(entry.source), deleted while mounted, went with it")
+            return
         } else if imageDeleted {
             printError("\(path) is unmounted, but its image \(entry.source) was deleted while mounted (nothing is at "
                        + "that path now): unless it was moved elsewhere, the files it held are gone")

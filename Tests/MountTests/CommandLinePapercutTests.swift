@@ -26,6 +26,24 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         }
     }
 
+    /// An image path with `.` or `..` in it is named by its directory's real path: the mount
+    /// shows it so, and the unmount, after the directory the path went through is gone, no
+    /// longer takes the image for one moved while mounted (the admin hunt of the
+    /// thirty-fifth session: "note: the image ... was moved while mounted, from
+    /// .../sub/../rel.img to .../rel.img").
+    func testAnImagePathWithDotsIsNamedByItsRealPath() throws {
+        let real = try XCTUnwrap(realpath(scratch, nil).map { pointer in defer { free(pointer) }; return String(cString: pointer) }) + "/rel.img", mountPoint = scratch + "/m"
+        try FileManager.default.createDirectory(atPath: scratch + "/sub", withIntermediateDirectories: true)
+        let pid = try mountInBackground(mountPoint, image: scratch + "/sub/.././rel.img")
+        let table = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+        XCTAssertTrue(table.contains("\(real) \(mountPoint) fuse.offloadfs"), "the mount names the real path:\n\(table)")
+        XCTAssertEqual(rmdir(scratch + "/sub"), 0)
+        let unmount = try offloadfs(["unmount", mountPoint])
+        XCTAssertEqual(unmount.status, 0, unmount.transcript)
+        XCTAssertEqual(unmount.error, "", unmount.transcript)
+        XCTAssertTrue(waitForExit(pid))
+    }
+
     /// A symlinked image is followed, as every tool does: the mount shows (and locks) the
     /// real file, and fsck and info read it through the link too. A dangling link is
     /// refused (it may point at a disk that is not mounted; no image is made elsewhere).
@@ -106,8 +124,11 @@ final class CommandLinePapercutTests: CommandLineTestCase {
     }
 
     /// Deleting the image file while mounted loses everything at unmount: the daemon logs
-    /// it as an error when it notices (at its maintenance tick) and at unmount, and
-    /// `offloadfs unmount` says so and exits non-zero.
+    /// it as an error when it notices (at its maintenance tick) and at unmount, `status`
+    /// shows it as the mount's problem, and `offloadfs unmount` leaves the mount mounted
+    /// with the command that saves the image (it went ahead and lost every file before,
+    /// the hunt of the thirty-fifth session found). The saved copy mounts with the file;
+    /// `--discard-deleted-image` then unmounts.
     func testDeletedImageIsReportedLoudly() throws {
         let fixture = try MountFixture()
         var stopped = false
@@ -122,15 +143,38 @@ final class CommandLinePapercutTests: CommandLineTestCase {
                       fixture.daemonLog)
         XCTAssertTrue(fixture.daemonLog.contains("cp --sparse=always /proc/\(fixture.pid!)/fd/"), fixture.daemonLog)
 
-        let unmount = try offloadfs(["unmount", fixture.mountPoint])
-        assertOneLineError(unmount, containing: "\(fixture.mountPoint) is unmounted, but its image \(fixture.image) "
-                           + "was deleted while mounted")
+        let status = try offloadfs(["status", fixture.mountPoint])
+        XCTAssertTrue(status.output.contains("its image \(fixture.image) was deleted while mounted"), status.transcript)
+        let refused = try offloadfs(["unmount", fixture.mountPoint])
+        assertOneLineError(refused, containing: "\(fixture.mountPoint) is not unmounted: its image \(fixture.image) was "
+                           + "deleted while mounted")
+        XCTAssertTrue(MountTable.isMounted(fixture.mountPoint))
+        // The command the refusal gives saves it.
+        let saved = fixture.image + ".saved"
+        let start = try XCTUnwrap(refused.error.range(of: "cp --sparse=always /proc/\(fixture.pid!)/fd/"), refused.transcript)
+        let end = try XCTUnwrap(refused.error.range(of: " \(saved),", range: start.upperBound..<refused.error.endIndex),
+                                refused.transcript)
+        let command = String(refused.error[start.lowerBound..<end.upperBound].dropLast())
+        XCTAssertTrue(try Shell.run(command).succeeded, command)
+        // Out of the fixture's folder, which its stop removes: as the image of another.
+        let again = try MountFixture()
+        defer { again.stop() }
+        XCTAssertEqual(rename(saved, again.image), 0)
+
+        let unmount = try offloadfs(["unmount", "--discard-deleted-image", fixture.mountPoint])
+        XCTAssertEqual(unmount.status, 0, unmount.transcript)
+        XCTAssertTrue(unmount.error.contains("deleted while mounted, went with it"), unmount.transcript)
         XCTAssertFalse(MountTable.isMounted(fixture.mountPoint))
         fixture.daemon?.waitUntilExit()
         XCTAssertEqual(fixture.daemon?.terminationStatus, 1, "the daemon ends in failure: \(fixture.daemonLog)")
         XCTAssertTrue(fixture.daemonLog.contains("the last checkpoint went to the deleted image"), fixture.daemonLog)
         stopped = true
         _ = fixture.stop()
+        // The saved copy checks clean and mounts, as after a crash, with the file.
+        let check = try offloadfs(["fsck", again.image])
+        XCTAssertEqual(check.status, 0, check.transcript)
+        try again.start(arguments: ["--size", "64M"])
+        XCTAssertEqual(try again.sh("cat f").output, "doomed\n")
     }
 
     /// An image renamed while mounted (`mv`) is not lost: the daemon writes its last commit

@@ -98,6 +98,9 @@ final class CommandLineTests: CommandLineTestCase {
         XCTAssertEqual(MountTable.type(of: mountPoint), "fuse.offloadfs")
         let pid = try XCTUnwrap(daemonPID(mountPoint: mountPoint), "the background daemon is running")
         pidsToClean.append(pid)
+        // Named as the command is (`ps -C offloadfs`, `pgrep -x`), not `exe`: it runs again
+        // through /proc/self/exe.
+        XCTAssertEqual(try String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), "offloadfs\n")
         let use = try Shell.run("echo hello > f && cat f && df -P -k . | tail -1", in: mountPoint)
         XCTAssertTrue(use.succeeded, use.transcript)
         XCTAssertTrue(use.output.hasPrefix("hello\n\(image) "), use.output)
