@@ -38,7 +38,17 @@ struct Offloadfs: ParsableCommand {
             }
             main(arguments)
         case .run(let translated):
-            main(translated)
+            // A mount(8) helper: a mistake in the options is mount(8)'s status 1, in one
+            // line. The parser's 64 (EX_USAGE) is mount(8)'s "some mount succeeded", and its
+            // usage names our command line's flags, not the -o options the user wrote.
+            do {
+                var command = try parseAsRoot(translated)
+                try command.run()
+            } catch {
+                guard exitCode(for: error) == .validationFailure else { Self.exit(withError: error) }
+                printError(message(for: error))
+                Self.exit(withError: ExitCode.failure)
+            }
         case .fake:
             Self.exit()
         case .invalid(let message):
