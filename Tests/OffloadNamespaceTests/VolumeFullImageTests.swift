@@ -28,6 +28,32 @@ final class VolumeFullImageTests: XCTestCase {
         let (tiny, tinyHandle) = try fs.create(parent: .root, name: FileName("tiny"), mode: 0o100644, flags: O_RDWR, context: .root)
         XCTAssertEqual(try Self.write(fs, tiny.inode, tinyHandle, at: 0, [UInt8](repeating: 1, count: 4096)), 4096)
         fs.release(inode: tiny.inode, handle: tinyHandle)
+        let big = try fillWithOneFile(fs)
+        return (fileSystem, storage, big, tiny.inode)
+    }
+
+    /// Runs `check` on the image as a kill now would leave it (a copy, its journal
+    /// replayed at the opening), then as `fileSystem`'s unmount leaves it. A full image's
+    /// unmount may find no room for its commit (`full`: the journal keeps the changes).
+    private func afterAKillAndAfterTheUnmount(_ fileSystem: VolumeFileSystem, _ storage: MemoryImageStorage, capacity: UInt64,
+                                              memoryLimit: Int, full: Bool = false,
+                                              _ check: (String, VolumeFileSystem) throws -> Void) throws {
+        let killed = try VolumeFileSystem.open(storage: MemoryImageStorage(copying: storage), capacity: .kept(default: capacity),
+                                               memoryLimiter: MemoryLimiter(limitBytes: memoryLimit))
+        try check("after a kill", killed)
+        try? killed.close(meter: nil)
+        do {
+            try fileSystem.close(meter: nil)
+        } catch .noSpace where full {
+        }
+        let reopened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacity),
+                                                 memoryLimiter: MemoryLimiter(limitBytes: memoryLimit))
+        try check("after the unmount", reopened)
+        try? reopened.close(meter: nil)
+    }
+
+    /// Writes a new file, `big`, until the image is full; returns its inode.
+    private func fillWithOneFile(_ fs: VolumeNamespace) throws -> InodeNumber {
         let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
         var offset: UInt64 = 0
         while true {
@@ -39,7 +65,7 @@ final class VolumeFullImageTests: XCTestCase {
         }
         XCTAssertGreaterThan(offset, 2 << 20)
         fs.release(inode: big.inode, handle: bigHandle)
-        return (fileSystem, storage, big.inode, tiny.inode)
+        return big.inode
     }
 
     /// `fallocate` over bytes a file holds already (a RAM piece of 3,000 bytes here) on a
@@ -55,16 +81,7 @@ final class VolumeFullImageTests: XCTestCase {
         let piece = [UInt8](repeating: 0x5A, count: 3_000)
         let (ram, ramHandle) = try fs.create(parent: .root, name: FileName("ram"), mode: 0o100644, flags: O_RDWR, context: .root)
         XCTAssertEqual(try Self.write(fs, ram.inode, ramHandle, at: 0, piece), piece.count)
-        let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR, context: .root)
-        var offset: UInt64 = 0
-        while true {
-            do {
-                offset += UInt64(try Self.write(fs, big.inode, bigHandle, at: offset, [UInt8](repeating: 9, count: 64 << 10)))
-            } catch FSError.noSpace {
-                break
-            }
-        }
-        fs.release(inode: big.inode, handle: bigHandle)
+        _ = try fillWithOneFile(fs)
         let before = try fs.getattr(inode: ram.inode)
         usleep(20_000)
         try fs.fallocate(inode: ram.inode, handle: ramHandle, offset: 0, length: UInt64(piece.count), mode: .allocate(keepSize: false))
@@ -74,25 +91,13 @@ final class VolumeFullImageTests: XCTestCase {
         XCTAssertEqual(after.changeTime, after.modificationTime)
         XCTAssertEqual(after.size, UInt64(piece.count))
         fs.release(inode: ram.inode, handle: ramHandle)
-        // A kill here: the replay takes the frames.
-        let killed = try VolumeFileSystem.open(storage: MemoryImageStorage(copying: storage), capacity: .kept(default: Self.capacity),
-                                               memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
-        for (name, system) in [("after a kill", killed), ("after the unmount", nil)] {
-            let opened: VolumeFileSystem
-            if let system {
-                opened = system
-            } else {
-                try fileSystem.close(meter: nil)
-                opened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: Self.capacity),
-                                                   memoryLimiter: MemoryLimiter(limitBytes: 1 << 20))
-            }
+        try afterAKillAndAfterTheUnmount(fileSystem, storage, capacity: Self.capacity, memoryLimit: 1 << 20, full: true) { name, opened in
             let found = try opened.namespace.lookup(parent: .root, name: FileName("ram"))
             XCTAssertEqual(found.modificationTime, after.modificationTime, name)
             XCTAssertEqual(found.size, UInt64(piece.count), name)
             let handle = try opened.namespace.open(inode: found.inode, flags: O_RDONLY)
             XCTAssertEqual(try opened.namespace.read(inode: found.inode, handle: handle, offset: 0, count: piece.count), piece, name)
             opened.namespace.release(inode: found.inode, handle: handle)
-            try? opened.close(meter: nil)
         }
     }
 
@@ -132,17 +137,7 @@ final class VolumeFullImageTests: XCTestCase {
         _ = after
         fs.release(inode: file.inode, handle: handle)
         fs.release(inode: copy.inode, handle: copyHandle)
-        let killed = try VolumeFileSystem.open(storage: MemoryImageStorage(copying: storage), capacity: .kept(default: capacity),
-                                               memoryLimiter: MemoryLimiter(limitBytes: 96 << 20))
-        for (name, system) in [("after a kill", killed), ("after the unmount", nil)] {
-            let opened: VolumeFileSystem
-            if let system {
-                opened = system
-            } else {
-                try fileSystem.close(meter: nil)
-                opened = try VolumeFileSystem.open(storage: storage, capacity: .kept(default: capacity),
-                                                   memoryLimiter: MemoryLimiter(limitBytes: 96 << 20))
-            }
+        try afterAKillAndAfterTheUnmount(fileSystem, storage, capacity: capacity, memoryLimit: 96 << 20) { name, opened in
             for fileName in ["f", "copy"] {
                 let found = try opened.namespace.lookup(parent: .root, name: FileName(fileName))
                 XCTAssertEqual(found.size, size, "\(name): \(fileName)")
@@ -153,7 +148,6 @@ final class VolumeFullImageTests: XCTestCase {
                 }
                 opened.namespace.release(inode: found.inode, handle: readHandle)
             }
-            try opened.close(meter: nil)
         }
     }
 
