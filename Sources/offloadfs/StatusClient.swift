@@ -4,6 +4,21 @@ import Glibc
 
 /// Asks a mount's daemon for its `MountStatus` over its status socket (`StatusServer`).
 enum StatusClient {
+    /// Removes the status sockets of `mount`'s device that no process listens on (a
+    /// daemon that died leaves its socket; a dead mount's unmount clears it, as the next
+    /// daemon of the device would).
+    static func removeDeadSockets(of mount: MountInfo) {
+        for path in RuntimeDirectory.socketCandidates(device: mount.device, owner: mount.ownerUID ?? 0) {
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK, let address = UnixSocketAddress(path) else { continue }
+            if let fd = UnixSocket.connect(to: address, type: SOCK_STREAM, timeoutSeconds: 1) {
+                close(fd)
+            } else if errno == ECONNREFUSED {
+                unlink(path)
+            }
+        }
+    }
+
     struct Failure: Error, Equatable {
         var message: String
     }
@@ -34,8 +49,17 @@ enum StatusClient {
             guard let fd = UnixSocket.connect(to: address, type: SOCK_STREAM, timeoutSeconds: timeoutSeconds) else {
                 // ECONNREFUSED: a socket left by a daemon that died; EACCES: not ours to
                 // read; EAGAIN: a daemon that accepts nothing (stopped) and whose backlog is full.
-                let reason = errno == EAGAIN ? "no answer (the daemon accepts no connection)" : String(cString: strerror(errno))
-                reasons.append(errno == EACCES ? "permission denied (\(path))" : "\(path): \(reason)")
+                switch errno {
+                case EACCES: reasons.append("permission denied (\(path))")
+                case ECONNREFUSED:
+                    // (Said as `unmount` says a dead mount, not as the socket's error.)
+                    reasons.append("its daemon is gone (killed, or it crashed): nothing listens on \(path); "
+                                   + "offloadfs unmount \(mount.mountPoint) clears the mount")
+                case EAGAIN:
+                    reasons.append("no answer: the daemon accepts no connection (stopped? see its state in ps, and "
+                                   + "kill -CONT its pid)")
+                default: reasons.append("\(path): \(String(cString: strerror(errno)))")
+                }
                 continue
             }
             defer { close(fd) }

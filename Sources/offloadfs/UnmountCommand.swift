@@ -91,6 +91,8 @@ struct UnmountCommand: ParsableCommand {
         // A daemon that had died (kill -9) leaves a dead mount and the image unlocked.
         let daemonWasRunning = pathLocked || replacedBy != nil || movedTo != nil
         try Self.unmount(path, lazy: lazy)
+        // A dead mount's daemon left its status socket.
+        if !daemonWasRunning, let mount { StatusClient.removeDeadSockets(of: mount) }
         if let movedTo {
             printError("note: the image of \(path) was moved while mounted, from \(entry.source) to \(movedTo); "
                        + "the daemon wrote it there")

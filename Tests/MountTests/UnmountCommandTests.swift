@@ -31,15 +31,25 @@ final class UnmountCommandTests: CommandLineTestCase {
     }
 
     /// After kill -9 the mount point cannot be resolved (ENOTCONN); the spelling with a
-    /// trailing slash still names the dead mount, and unmount clears it.
+    /// trailing slash still names the dead mount, and unmount clears it, with the socket
+    /// the daemon left. `status` says the daemon is gone and what clears the mount (it
+    /// printed the socket's "Connection refused", and the socket stayed: the admin hunt
+    /// of the thirty-fifth session).
     func testUnmountOfADeadMountWithTrailingSlash() throws {
         let mountPoint = scratch + "/m"
         let pid = try mountInBackground(mountPoint, image: scratch + "/a.img")
+        let device = try XCTUnwrap(MountInfoLine.device(of: mountPoint))
+        let sockets = { ((try? FileManager.default.contentsOfDirectory(atPath: "/run/offloadfs")) ?? []).filter { $0.hasPrefix(device + ".") } }
+        XCTAssertFalse(sockets().isEmpty, "setup: the daemon's status socket in /run/offloadfs")
         kill(pid, SIGKILL)
         XCTAssertTrue(waitForExit(pid))
+        let status = try offloadfs(["status", mountPoint])
+        assertOneLineError(status, containing: "its daemon is gone (killed, or it crashed)")
+        XCTAssertTrue(status.error.contains("offloadfs unmount \(mountPoint) clears the mount"), status.transcript)
         let result = try offloadfs(["unmount", mountPoint + "/"])
         XCTAssertEqual(result.status, 0, result.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "the dead mount is gone")
+        XCTAssertEqual(sockets(), [], "the dead daemon's socket is removed")
     }
 
     /// `offloadfs umount M` is `offloadfs unmount M`, as umount(8) spells it (item 9).
