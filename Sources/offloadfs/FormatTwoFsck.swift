@@ -33,6 +33,7 @@ enum FormatTwoFsck {
         }
         let report: VolumeCheck.Report
         var repaired: VolumeRepair.Report?
+        var unreadableSlots: [(block: UInt64, why: String)] = []
         do {
             // Shared lock to check, exclusive to repair: refused while a daemon has the image.
             let storage = try FileImageStorage(path: image, readOnly: !repair)
@@ -41,6 +42,7 @@ enum FormatTwoFsck {
                 report = repaired!.after ?? repaired!.check
             } else {
                 report = try VolumeCheck.runReplaying(storage, progress: show)
+                unreadableSlots = CommitSlots.unreadable(storage)
             }
             progress?.bar.finish()
         } catch .busy {
@@ -75,6 +77,11 @@ enum FormatTwoFsck {
             case .failed, .nothingToReplay:
                 writeLine(held + "; the counts below are commit \(report.generation)'s", to: STDOUT_FILENO)
             }
+        }
+        for (block, why) in unreadableSlots {
+            writeLine("note: commit slot \(block) holds no commit (\(why)): a commit whose slot write a crash cut short, "
+                      + "or damage; the image opens from commit \(report.generation), and its next commit writes that slot "
+                      + "again (until then there is no previous commit to fall back to)", to: STDOUT_FILENO)
         }
         for problem in report.problems { writeLine("problem: \(problem)", to: STDOUT_FILENO) }
         if report.problemCount > report.problems.count {

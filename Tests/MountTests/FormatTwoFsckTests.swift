@@ -63,6 +63,28 @@ final class FormatTwoFsckTests: CommandLineTestCase {
         for (path, hash) in repaired { XCTAssertEqual(original[path], hash, path) }
     }
 
+    /// A commit slot that holds no commit beside the current one (a slot write a crash cut
+    /// short, or damage): the image is clean, opens from the other, and fsck says so in a
+    /// note, not silently (the admin hunt of the thirty-fifth session).
+    func testFsckNotesACommitSlotThatHoldsNoCommit() throws {
+        let generator = URL(fileURLWithPath: DaemonBinary.path!).deletingLastPathComponent()
+            .appendingPathComponent("offloadfs-genimage").path
+        let image = scratch + "/slots.img"
+        let made = try Shell.runProgram(generator, [image, "--files", "10", "--format", "2"])
+        XCTAssertEqual(made.status, 0, made.transcript)
+        let info = try offloadfs(["info", image])
+        let generationLine = try XCTUnwrap(info.output.split(separator: "\n").first { $0.hasPrefix("generation: ") }, info.transcript)
+        let generation = try XCTUnwrap(UInt64(generationLine.dropFirst("generation: ".count)))
+        let spare = (generation + 1) % 2
+        XCTAssertFalse(try offloadfs(["fsck", image]).output.contains("note: commit slot"))
+        let damaged = try Shell.run("printf 'XXXXXXXX' | dd of='\(image)' bs=1 seek=\(spare * 4096 + 104) conv=notrunc status=none")
+        XCTAssertTrue(damaged.succeeded, damaged.transcript)
+        let check = try offloadfs(["fsck", image])
+        XCTAssertEqual(check.status, 0, check.transcript)
+        XCTAssertTrue(check.output.contains("note: commit slot \(spare) holds no commit ("), check.transcript)
+        XCTAssertTrue(check.output.contains("the image opens from commit \(generation)"), check.transcript)
+    }
+
     /// The block of a filesystem-tree leaf (node magic "OFTN", tree 1, level 0) halfway
     /// through the image's leaves.
     private func middleLeaf(of image: String) throws -> Int {

@@ -60,6 +60,27 @@ public enum CommitSlots {
         try storage.sync()
     }
 
+    /// The slots that hold no commit while the other does, and why: a slot write a crash
+    /// cut short, or damage. The image opens from the other, and its next commit writes
+    /// that slot again; until then the image has no previous commit to fall back to (fsck
+    /// says so as a note: the hunt of the thirty-fifth session found it silent). A slot
+    /// never written (all zeros) is left out.
+    public static func unreadable(_ storage: any ImageStorage) -> [(block: UInt64, why: String)] {
+        var found: [(block: UInt64, why: String)] = []
+        for block in 0..<UInt64(2) {
+            var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
+            let count = (try? bytes.withUnsafeMutableBytes { raw in
+                Result { () throws(FSError) -> Int in try storage.read(into: raw, at: block << BackingStore.blockShift) }
+            }.get()) ?? 0
+            guard count == bytes.count, bytes.contains(where: { $0 != 0 }) else { continue }
+            switch CommitSlot.decode(bytes, at: block) {
+            case .commit, .formatOne: continue
+            case let other: found.append((block, describe(other)))
+            }
+        }
+        return found
+    }
+
     static func describe(_ decoded: CommitSlot.Decoded) -> String {
         switch decoded {
         case .commit(let slot): return "commit \(slot.generation)"
