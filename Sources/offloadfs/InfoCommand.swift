@@ -11,11 +11,16 @@ struct InfoCommand: ParsableCommand {
         commandName: "info",
         abstract: "Show an image's format, sizes and counts.",
         discussion: """
-            live data: bytes of blocks files reference; metadata: checkpoint and journal; \
-            reclaimable: disk space the image file holds beyond those (freed blocks not yet \
-            given back, given back at the next mount). For a mounted image: where it is \
-            mounted, and the live capacity, used and free bytes and inodes of the mount \
-            (as df shows them) instead of the counts, which need the image at rest.
+            A format 2 image (the default) shows what its commit slot says, read in constant \
+            time whatever the image holds: its generation, whether it was cleanly unmounted \
+            and how its last unmount ended, its capacity, its file's size and disk use, its \
+            inode count and its journal's head (`offloadfs fsck` walks its trees and counts \
+            files, directories, names and extents). A format 1 image shows counts from a \
+            replay of it: live data, bytes of blocks files reference; metadata, checkpoint \
+            and journal; reclaimable, disk space the image file holds beyond those (freed \
+            blocks not yet given back, given back at the next mount). For a mounted image: \
+            where it is mounted, and the live capacity, used and free bytes and inodes of the \
+            mount (as df shows them) instead of the counts, which need the image at rest.
             """
     )
 
@@ -105,10 +110,15 @@ struct InfoCommand: ParsableCommand {
             ("image id", String(slot.imageID, radix: 16)),
             ("generation", "\(slot.generation)"),
             ("cleanly unmounted", slot.cleanlyUnmounted ? "yes" : "no"),
+            ("last unmount", slot.cleanlyUnmounted ? "clean"
+                : slot.unmountError != 0 ? "failed: " + ImageAdvice.unmountFailure(errno: Int32(clamping: slot.unmountError), image: image)
+                : "none: the daemon stopped without unmounting; the next mount replays the journal"),
             ("capacity bytes", "\(slot.capacityBytes)"),
             ("capacity set by", Self.capacitySource(isSet: slot.capacityIsSet)),
             ("image file bytes", "\(storage.length)"),
             ("disk bytes", "\(storage.diskBytes)"),
+            // The commit's count (orphans included), as statfs reads it.
+            ("inodes", "\(slot.inodeCount)"),
             ("journal head", "byte \(slot.journal.start), a segment of \(slot.journal.length) bytes"),
         ]
         for (key, value) in lines { writeLine("\(key): \(value)", to: STDOUT_FILENO) }
