@@ -110,6 +110,26 @@ final class FullDiskTests: XCTestCase {
         XCTAssertEqual(fsck.status, 0, fsck.transcript)
     }
 
+    /// The disk filled by another program while the image was unmounted: the mount opens
+    /// it read-only, as it must, and says to free space on that disk. It said to mount it
+    /// again with a larger --size first, which gives nothing there, and the same advice
+    /// came back (the admin hunt of the thirty-fifth session).
+    func testAnImageOnAFullDiskSaysToFreeTheDiskNotToGrowTheImage() throws {
+        try startDaemon(["--size", "48M"])
+        try mustSucceed("cp \(references)/large.bin . && sync -f .")
+        for problem in daemon?.stop() ?? [] { XCTFail(problem) }
+        daemon = nil
+        let fill = try BoundedRun.shell("dd if=/dev/zero of=other bs=1M status=none; sync", in: disk, timeout: 120)
+        XCTAssertTrue(fill.error.contains("No space left on device"), "setup: the disk is full: \(fill.transcript)")
+        defer { unlink(disk + "/other") }
+        try startDaemon(["--size", "48M"])
+        let log = daemon?.log ?? ""
+        XCTAssertTrue(log.contains("the disk holding the image has no room left for a commit"), log)
+        XCTAssertTrue(log.contains("free space on that disk and mount it again"), log)
+        XCTAssertFalse(log.contains("--size 56M gives a commit room enough"), log)
+        try mustSucceed("cmp large.bin \(references)/large.bin")
+    }
+
     private func fillAndRecover(size: String, fillMiB: Int, changingMetadataWhenFull: Bool = false) throws {
         let arguments = ["--size", size]
         try startDaemon(arguments)

@@ -104,7 +104,15 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                                                 orphansFreed: volume.isReadOnly ? 0 : orphans, repairs: [], seconds: 0)
         report.previousUnmountError = volume.opened.unmountError
         if let failure = volume.failure, !volume.isReadOnly {
-            report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only: mount it again with a larger --size (--size \((volume.current.capacityBytes >> 20) + 8)M gives a commit room enough), or, if the disk holding it is what is full, free space there and mount it again")
+            // The disk under the image is what is full when it has less room than the
+            // image's own free space: a larger --size gives nothing there (its capacity
+            // change needs a commit too), and the advice said to try one.
+            let free = (try? volume.fileBlocks())?.spaceCounts().free ?? 0
+            if let host = storage.hostAvailableBytes, host < free {
+                report.warnings.append("the disk holding the image has no room left for a commit (\(failure); \(host) bytes free there); it is served read-only: free space on that disk and mount it again (a larger --size does not help)")
+            } else {
+                report.warnings.append("the image has no room left for a commit (\(failure)); it is served read-only: mount it again with a larger --size (--size \((volume.current.capacityBytes >> 20) + 8)M gives a commit room enough), or, if the disk holding it is what is full, free space there and mount it again")
+            }
         }
         report.replaySeconds = ImageFileSystem.seconds(since: started)
         report.seconds = report.replaySeconds
