@@ -47,7 +47,8 @@ enum FormatTwoFsck {
             progress?.bar.finish()
         } catch .busy {
             progress?.bar.finish()
-            printError("image \(image) is in use by a running offloadfs (\(repair ? "mounted" : "mounted read-write")); unmount it first")
+            printError("image \(image) is in use by a running offloadfs (\(repair ? "mounted" : "mounted read-write"))"
+                       + ImageLockHolders.describe(ofImage: image) + "; unmount it first")
             throw ExitCode(ImageInspection.cannotCheck)
         } catch {
             progress?.bar.finish()

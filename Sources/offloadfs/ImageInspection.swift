@@ -30,7 +30,8 @@ struct ImageInspection {
         }
         // The daemon holds LOCK_EX for as long as it serves the image.
         guard flock(fd, LOCK_SH | LOCK_NB) == 0 else {
-            throw ImageInspectionError("image \(path) is in use by a running offloadfs (mounted read-write); unmount it first")
+            throw ImageInspectionError("image \(path) is in use by a running offloadfs (mounted read-write)"
+                                       + ImageLockHolders.describe(ofImage: path) + "; unmount it first")
         }
         let identity: ImageIdentity
         do {

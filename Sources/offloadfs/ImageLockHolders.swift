@@ -31,6 +31,29 @@ enum ImageLockHolders {
         }
     }
 
+    /// Who holds the image at `path`, for a refusal: " (held by pid N: COMMAND LINE)",
+    /// each holder so, or "" when none is known. A lazily detached daemon, or a running
+    /// `fsck`, held it while the refusal named neither (the admin hunt of the thirty-fifth
+    /// session).
+    static func describe(ofImage path: String) -> String {
+        let found = holders(ofImage: path)
+        guard !found.isEmpty else { return "" }
+        return " (held by " + found.map { "pid \($0.pid): \(commandLine(of: $0.pid) ?? "?")" }.joined(separator: "; ") + ")"
+    }
+
+    /// Process `pid`'s command line, its arguments spaced, at most 160 characters.
+    static func commandLine(of pid: Int32) -> String? {
+        let fd = open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let count = read(fd, &bytes, bytes.count)
+        guard count > 0 else { return nil }
+        let words = bytes.prefix(count).split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        let line = words.joined(separator: " ")
+        return line.count > 160 ? String(line.prefix(157)) + "..." : line
+    }
+
     /// Whether process `pid` has a descriptor on the file `device`/`inode` (stat of
     /// /proc/PID/fd/N follows the link to the open file itself).
     static func holdsFile(pid: Int32, device: UInt64, inode: UInt64) -> Bool {

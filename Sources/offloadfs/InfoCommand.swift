@@ -100,6 +100,11 @@ struct InfoCommand: ParsableCommand {
         do {
             storage = try FileImageStorage(path: path, readOnly: true)
             slot = try CommitSlots.read(storage).current
+        } catch .busy {
+            // Held by a process the mount table does not show (a daemon detached lazily,
+            // a repair): it printed "device or resource busy".
+            printError("image \(image) is in use by a running offloadfs" + ImageLockHolders.describe(ofImage: path))
+            throw ExitCode(1)
         } catch {
             printError("\(image): \(error)")
             throw ExitCode(1)

@@ -372,7 +372,7 @@ struct MountCommand: ParsableCommand {
         case .invalidArgument(let why):
             return why
         case .busy:
-            return "image \(imagePath) is in use by another offloadfs"
+            return "image \(imagePath) is in use by another offloadfs" + ImageLockHolders.describe(ofImage: imagePath)
         case .readOnly, .permissionDenied:
             return ImageAdvice.cannotWrite(image: imagePath, error: error, readOnlyMount: readOnly)
         case .damagedImage(let why):

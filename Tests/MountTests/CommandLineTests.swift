@@ -82,6 +82,12 @@ final class CommandLineTests: CommandLineTestCase {
         mountsToClean.append(scratch + "/second")
         let result = try offloadfs(["mount", scratch + "/second", "--backing", fixture.image, "--size", "64M"])
         assertOneLineError(result, containing: "in use")
+        // Who holds it: a detached daemon or a running fsck are not in the mount table.
+        XCTAssertTrue(result.error.contains("(held by pid \(fixture.pid!): "), result.transcript)
+        for command in [["fsck", fixture.image], ["fsck", "--repair", fixture.image]] {
+            let busy = try offloadfs(command)
+            assertOneLineError(busy, containing: "(held by pid \(fixture.pid!): ")
+        }
     }
 
     // MARK: Background mounting, unmount, signals
