@@ -37,7 +37,7 @@ public final class FuseSession {
             }
         }
         guard let session else {
-            throw MountError("invalid mount options \(configuration.userOptions): "
+            throw MountError("invalid mount options \(configuration.userOptions.joined(separator: ",")): "
                              + (libfuseError.map(Self.withoutPrefix) ?? "libfuse refused them"))
         }
         self.session = session

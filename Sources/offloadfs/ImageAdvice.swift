@@ -65,6 +65,12 @@ enum ImageAdvice {
         let mebibyte = UInt64(1) << 20
         let suggestion = ByteSize(bytes: (needed + mebibyte - 1) / mebibyte * mebibyte)
         let what = sizeGiven ? "--size \(ByteSize(bytes: capacity))" : "the capacity \(image) keeps (\(ByteSize(bytes: capacity)))"
+        // A new image holds nothing yet: "it holds 0 bytes ...; the image was not changed"
+        // spoke of an image that was never made (the admin hunt of the thirty-fifth session).
+        if live == 0 {
+            return "\(what) is too small for a new image \(image): its metadata needs \(approximate(bytes: needed)); "
+                + "use --size \(suggestion) or more (no image was made)"
+        }
         return "\(what) is too small for image \(image): it holds \(approximate(bytes: live)) of files and metadata "
             + "and needs \(approximate(bytes: needed)) to mount; use --size \(suggestion) or more "
             + "(to shrink it further, delete files under a larger size first); the image was not changed"

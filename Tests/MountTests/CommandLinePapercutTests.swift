@@ -26,6 +26,19 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         }
     }
 
+    /// A `--size` too small for a new image says so, and that no image was made (it said
+    /// the image "holds 0 bytes" and "was not changed": the admin hunt of the thirty-fifth
+    /// session).
+    func testASizeTooSmallForANewImageSaysNoImageWasMade() throws {
+        let image = scratch + "/new.img", mountPoint = scratch + "/m"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "1"])
+        assertOneLineError(result, containing: "--size 1 is too small for a new image \(image): its metadata needs ")
+        XCTAssertTrue(result.error.contains("(no image was made)"), result.transcript)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: image))
+        XCTAssertFalse(MountTable.isMounted(mountPoint))
+    }
+
     /// An image path with `.` or `..` in it is named by its directory's real path: the mount
     /// shows it so, and the unmount, after the directory the path went through is gone, no
     /// longer takes the image for one moved while mounted (the admin hunt of the
