@@ -22,7 +22,9 @@ struct FsckCommand: ParsableCommand {
             moves files left without a name to /lost+found and recounts block references, \
             all in free blocks: a crash during repair leaves the image as it was. \
             Exit status: 0 clean, 1 problems found (or repaired, with --repair), \
-            2 the image could not be checked (missing, foreign, in use, no superblock).
+            2 the image could not be checked (missing, foreign, in use, no superblock), \
+            64 a mistake in the command line (no image, or two), as for every offloadfs \
+            command.
             """
     )
 
