@@ -23,6 +23,16 @@ enum BoundedPathCall {
         call(seconds) { statvfsOf(path) }
     }
 
+    /// statvfs(3) of `path`, or its errno; nil without an answer in time.
+    static func fileSystemStatusOrError(_ path: String, seconds: Double = defaultSeconds) -> Result<statvfs, StatusErrno>? {
+        call(seconds) { () -> Result<statvfs, StatusErrno>? in
+            var status = statvfs()
+            return statvfs(path, &status) == 0 ? .success(status) : .failure(StatusErrno(value: errno))
+        }
+    }
+
+    struct StatusErrno: Error { var value: Int32 }
+
     private static func call<T>(_ seconds: Double, _ body: @escaping @Sendable () -> T?) -> T? {
         let answer = PthreadMutex<Answer<T>>(Answer())
         let done = DispatchSemaphore(value: 0)

@@ -56,7 +56,8 @@ enum MountedImageInfo {
             _ = fstat(fd, &file)
         }
         // Answered by the daemon: bounded, for a daemon that is stopped or hung.
-        let live = BoundedPathCall.fileSystemStatus(mountPoint)
+        let answer = BoundedPathCall.fileSystemStatusOrError(mountPoint)
+        let live = try? answer?.get()
         if let live {
             let unit = UInt64(live.f_frsize)
             lines.append(("capacity bytes", "\(UInt64(live.f_blocks) * unit)"))
@@ -68,9 +69,17 @@ enum MountedImageInfo {
         if fd >= 0 {
             lines += [("image file bytes", "\(file.st_size)"), ("disk bytes", "\(UInt64(file.st_blocks) * 512)")]
         }
-        lines.append(("figures", live == nil
-            ? "none: the mount did not answer statfs within \(Int(BoundedPathCall.defaultSeconds)) s (is its daemon stopped or hung? `offloadfs status` shows it)"
-            : "live, from the mounted filesystem; unmount it for the full report"))
+        let figures: String
+        switch answer {
+        case .success?: figures = "live, from the mounted filesystem; unmount it for the full report"
+        case .failure(let error)? where error.value == ENOTCONN:
+            // A dead mount answers at once: it was said not to answer within 2 s.
+            figures = "none: the mount's daemon is gone (killed, or it crashed); `offloadfs unmount \(mountPoint)` clears it"
+        case .failure(let error)?: figures = "none: statfs of the mount failed (\(String(cString: strerror(error.value))))"
+        case nil:
+            figures = "none: the mount did not answer statfs within \(Int(BoundedPathCall.defaultSeconds)) s (is its daemon stopped or hung? `offloadfs status` shows it)"
+        }
+        lines.append(("figures", figures))
         return lines
     }
 }

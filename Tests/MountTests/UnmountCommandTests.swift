@@ -46,6 +46,9 @@ final class UnmountCommandTests: CommandLineTestCase {
         let status = try offloadfs(["status", mountPoint])
         assertOneLineError(status, containing: "its daemon is gone (killed, or it crashed)")
         XCTAssertTrue(status.error.contains("offloadfs unmount \(mountPoint) clears the mount"), status.transcript)
+        // info too (a dead mount answers ENOTCONN at once: it said "did not answer within 2 s").
+        let info = try offloadfs(["info", scratch + "/a.img"])
+        XCTAssertTrue(info.output.contains("figures: none: the mount's daemon is gone"), info.transcript)
         let result = try offloadfs(["unmount", mountPoint + "/"])
         XCTAssertEqual(result.status, 0, result.transcript)
         XCTAssertFalse(MountTable.isMounted(mountPoint), "the dead mount is gone")
