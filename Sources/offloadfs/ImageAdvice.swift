@@ -32,6 +32,14 @@ enum ImageAdvice {
     static func unmountFailure(errno code: Int32, image: String) -> String {
         "\(describe(errno: code)) while writing the final checkpoint of \(image); nothing is lost (its journal "
             + "holds every change and the next mount writes the checkpoint): \(remedy(errno: code, image: image))"
+            + capacityHint(errno: code)
+    }
+
+    /// For a failure for space: the image's own capacity may be what is full, which only a
+    /// larger --size helps (the upgrade hunt of the thirty-fifth session: the advice named
+    /// the host disk alone, with 77 GiB free there).
+    static func capacityHint(errno code: Int32) -> String {
+        code == ENOSPC || code == EDQUOT ? "; if the image's own capacity is what is full, mount it again with a larger --size" : ""
     }
 
     /// A mount that failed with `code` while recovering `image` (recovery writes a new
@@ -42,7 +50,7 @@ enum ImageAdvice {
             message += "; its last unmount could not write one either: "
                 + describe(errno: Int32(clamping: superblock.unmountError)) + "; nothing is lost, the journal holds every change"
         }
-        return message + "): " + remedy(errno: code, image: image)
+        return message + "): " + remedy(errno: code, image: image) + capacityHint(errno: code)
     }
 
     /// A format 2 image's final commit (the unmount's) that failed with `code`. The journal
@@ -50,10 +58,7 @@ enum ImageAdvice {
     /// full disk under the image must get room, and a capacity that is full must be
     /// raised (`--size`).
     static func finalCommitFailure(errno code: Int32, image: String) -> String {
-        var advice = remedy(errno: code, image: image)
-        if code == ENOSPC || code == EDQUOT {
-            advice += "; if the image's own capacity is what is full, mount it again with a larger --size"
-        }
+        let advice = remedy(errno: code, image: image) + capacityHint(errno: code)
         return "\(describe(errno: code)) while writing the final commit of \(image); nothing is lost (its journal "
             + "holds every change and the next mount replays it): \(advice)"
     }
@@ -135,12 +140,16 @@ enum ImageAdvice {
     /// it on the same device) and that filesystem's free space for unprivileged users.
     static func hostFilesystem(of path: String) -> (mountPoint: String, freeBytes: UInt64)? {
         var status = stat()
-        var directory = Preflight.parentDirectory(of: path)
+        // Absolute first: the parent of "." is "." (`info x.img`, `info ./x.img` span for
+        // ever on an image whose last unmount failed for space: the upgrade hunt of the
+        // thirty-fifth session).
+        var directory = Preflight.parentDirectory(of: Preflight.absolutePath(path))
         guard stat(directory, &status) == 0 else { return nil }
         let device = status.st_dev
         while directory != "/" {
             let parent = Preflight.parentDirectory(of: directory)
-            guard stat(parent, &status) == 0, status.st_dev == device else { break }
+            // (A parent that does not go up ends the walk too.)
+            guard parent != directory, stat(parent, &status) == 0, status.st_dev == device else { break }
             directory = parent
         }
         var info = statvfs()

@@ -56,6 +56,17 @@ final class UnmountFailureTests: DaemonTestCase {
         let info = try BoundedRun.offloadfs(["info", image], timeout: 30)
         XCTAssertTrue(info.output.contains("last unmount: failed: no space left on device while writing the final checkpoint"),
                       info.transcript)
+        // The image's own capacity may be what is full: the advice says so too.
+        XCTAssertTrue(info.output.contains("if the image's own capacity is what is full, mount it again with a larger --size"),
+                      info.transcript)
+        // By a path with no directory in it: the walk up to the disk's mount point span for
+        // ever there (the parent of "." is ".": the upgrade hunt of the thirty-fifth session).
+        let name = (image as NSString).lastPathComponent
+        for typed in [name, "./" + name] {
+            let relative = try BoundedRun.shell("'\(DaemonBinary.path!)' info '\(typed)'", in: disk, timeout: 30)
+            XCTAssertEqual(relative.ending, .exited(0), relative.transcript)
+            XCTAssertTrue(relative.output.contains("free space on \(disk) ("), relative.transcript)
+        }
 
         // A mount of the image on the still full disk says what happened and what to do.
         if let result = try refusedMount(image, []) {
