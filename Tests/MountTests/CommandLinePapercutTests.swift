@@ -33,8 +33,13 @@ final class CommandLinePapercutTests: CommandLineTestCase {
         let image = scratch + "/new.img", mountPoint = scratch + "/m"
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
         let result = try offloadfs(["mount", mountPoint, "--backing", image, "--size", "1"])
-        assertOneLineError(result, containing: "--size 1 is too small for a new image \(image): its metadata needs ")
-        XCTAssertTrue(result.error.contains("(no image was made)"), result.transcript)
+        if MountTestFormat.isTwo {
+            assertOneLineError(result, containing: "--size 1 is too small for a new image \(image): its metadata needs ")
+            XCTAssertTrue(result.error.contains("(no image was made)"), result.transcript)
+        } else {
+            // Format 1 refuses a capacity below one block before it sizes the metadata.
+            assertOneLineError(result, containing: "capacity 1 is smaller than one block")
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: image))
         XCTAssertFalse(MountTable.isMounted(mountPoint))
     }
