@@ -8,11 +8,7 @@ import XCTest
 /// checks clean and mounts, and every other file reads back as the undamaged image's.
 final class FormatTwoFsckTests: CommandLineTestCase {
     func testFsckChecksAndRepairsAFormatTwoImage() throws {
-        let generator = URL(fileURLWithPath: DaemonBinary.path!).deletingLastPathComponent()
-            .appendingPathComponent("offloadfs-genimage").path
-        let image = scratch + "/two.img"
-        let made = try Shell.runProgram(generator, [image, "--files", "3000", "--format", "2"])
-        XCTAssertEqual(made.status, 0, made.transcript)
+        let image = try generatedImage("two.img", files: 3000)
 
         let info = try offloadfs(["info", image])
         XCTAssertEqual(info.status, 0, info.transcript)
@@ -71,11 +67,7 @@ final class FormatTwoFsckTests: CommandLineTestCase {
     /// short, or damage): the image is clean, opens from the other, and fsck says so in a
     /// note, not silently (the admin hunt of the thirty-fifth session).
     func testFsckNotesACommitSlotThatHoldsNoCommit() throws {
-        let generator = URL(fileURLWithPath: DaemonBinary.path!).deletingLastPathComponent()
-            .appendingPathComponent("offloadfs-genimage").path
-        let image = scratch + "/slots.img"
-        let made = try Shell.runProgram(generator, [image, "--files", "10", "--format", "2"])
-        XCTAssertEqual(made.status, 0, made.transcript)
+        let image = try generatedImage("slots.img", files: 10)
         let info = try offloadfs(["info", image])
         let generationLine = try XCTUnwrap(info.output.split(separator: "\n").first { $0.hasPrefix("generation: ") }, info.transcript)
         let generation = try XCTUnwrap(UInt64(generationLine.dropFirst("generation: ".count)))
@@ -87,6 +79,17 @@ final class FormatTwoFsckTests: CommandLineTestCase {
         XCTAssertEqual(check.status, 0, check.transcript)
         XCTAssertTrue(check.output.contains("note: commit slot \(spare) holds no commit ("), check.transcript)
         XCTAssertTrue(check.output.contains("the image opens from commit \(generation)"), check.transcript)
+    }
+
+    /// A format 2 image of `files` files that `offloadfs-genimage` makes in the scratch
+    /// folder under `name`; its path.
+    private func generatedImage(_ name: String, files: Int) throws -> String {
+        let generator = URL(fileURLWithPath: DaemonBinary.path!).deletingLastPathComponent()
+            .appendingPathComponent("offloadfs-genimage").path
+        let image = scratch + "/" + name
+        let made = try Shell.runProgram(generator, [image, "--files", "\(files)", "--format", "2"])
+        XCTAssertEqual(made.status, 0, made.transcript)
+        return image
     }
 
     /// The block of a filesystem-tree leaf (node magic "OFTN", tree 1, level 0) halfway
