@@ -206,6 +206,28 @@ final class VolumeRepairTests: XCTestCase {
         XCTAssertGreaterThan(cutThroughNodes, 1)
     }
 
+    /// An image cut short below its filesystem tree's root: the refusal (the mount's, and
+    /// fsck's check) says that repair will find no file in it, before anyone runs it (an
+    /// administrator's repair emptied such a tree, naming nothing: the admin hunt of the
+    /// thirty-fifth session). A cut past the root does not say it.
+    func testACutBelowTheTreesRootSaysRepairFindsNoFile() throws {
+        for belowRoot in [true, false] {
+            let (disk, volume, _) = try VolumeCheckTests.makeVolume(seed: 5, steps: 250)
+            let root = try XCTUnwrap(volume.current.filesystemTree).block
+            let capacity = volume.current.capacityBytes
+            XCTAssertLessThan(root + 1, capacity >> 12, "setup: a block past the root to cut at")
+            let saysSo = belowRoot
+            try disk.setLength(belowRoot ? root << 12 : capacity - 4096)
+            // fsck's check reports it; the mount refuses with it.
+            let text = try VolumeCheck.run(disk).problems.joined(separator: "\n")
+            XCTAssertTrue(text.contains("its end was cut off"), text)
+            XCTAssertEqual(text.contains("the root of its filesystem tree (block \(root)) lies past the cut"), saysSo, text)
+            XCTAssertThrowsError(try TreeVolume.open(disk)) { error in
+                XCTAssertEqual("\(error)".contains("lies past the cut"), saysSo, "\(error)")
+            }
+        }
+    }
+
     /// A cut through the journal's frames after the last commit: repair replays the
     /// frames before the cut and says that the operations past it are lost, and that
     /// which files they changed cannot be told (their frames named them). A cut after the

@@ -38,8 +38,16 @@ extension TreeVolume {
             throw .damagedImage("a capacity of \(slot.capacityBytes) bytes in commit \(slot.generation), in an image file of \(storage.length)")
         }
         guard slot.capacityBytes <= storage.length else {
+            // When the filesystem tree's root went with the cut, repair finds no file: say
+            // so before it runs (an administrator's `fsck --repair` of such an image emptied
+            // the tree, naming nothing: the admin hunt of the thirty-fifth session).
+            var rootLost = ""
+            if let root = slot.filesystemTree, root.block >= storage.length >> BackingStore.blockShift {
+                rootLost = "; the root of its filesystem tree (block \(root.block)) lies past the cut, so repair finds no "
+                    + "file in it (a full copy of the image keeps them)"
+            }
             throw .damagedImage("the image file is \(storage.length) bytes, shorter than the \(slot.capacityBytes) bytes of "
-                                + "capacity commit \(slot.generation) states: its end was cut off")
+                                + "capacity commit \(slot.generation) states: its end was cut off" + rootLost)
         }
     }
 
