@@ -18,11 +18,6 @@ enum BoundedPathCall {
         call(seconds) { statOf(path) }
     }
 
-    /// statvfs(3) of `path`; nil on an error or without an answer in time.
-    static func fileSystemStatus(_ path: String, seconds: Double = defaultSeconds) -> statvfs? {
-        call(seconds) { statvfsOf(path) }
-    }
-
     /// statvfs(3) of `path`, or its errno; nil without an answer in time.
     static func fileSystemStatusOrError(_ path: String, seconds: Double = defaultSeconds) -> Result<statvfs, StatusErrno>? {
         call(seconds) { () -> Result<statvfs, StatusErrno>? in
@@ -57,9 +52,4 @@ enum BoundedPathCall {
 private func statOf(_ path: String) -> stat? {
     var status = stat()
     return stat(path, &status) == 0 ? status : nil
-}
-
-private func statvfsOf(_ path: String) -> statvfs? {
-    var status = statvfs()
-    return statvfs(path, &status) == 0 ? status : nil
 }
