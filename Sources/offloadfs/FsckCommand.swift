@@ -48,7 +48,9 @@ struct FsckCommand: ParsableCommand {
         defer { inspection.close() }
         var problems: [String] = []
         var notes: [String] = []
-        if !inspection.otherCopyAgrees {
+        if inspection.upgradeWasCutShort {
+            notes.append("upgrade: \(inspection.upgradeNote)")
+        } else if !inspection.otherCopyAgrees {
             // A crash between writing the two copies leaves them different too; mount
             // uses the newest valid one and its next checkpoint rewrites both.
             notes.append("the two superblock copies differ (one was torn by a crash or is damaged); the next mount rewrites both")

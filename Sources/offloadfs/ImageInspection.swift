@@ -11,6 +11,8 @@ struct ImageInspection {
     let fd: Int32
     let superblock: Superblock
     let otherCopyAgrees: Bool
+    /// Block 0 holds format 2's first commit slot, block 1 format 1's superblock.
+    let upgradeWasCutShort: Bool
     let fileBytes: UInt64
     let diskBytes: UInt64
 
@@ -54,6 +56,7 @@ struct ImageInspection {
         case .image(let superblock, let agrees):
             self.superblock = superblock
             self.otherCopyAgrees = agrees
+            self.upgradeWasCutShort = !agrees && ((try? ImageIdentity.upgradeWasCutShort(fd: fd)) ?? false)
         }
         self.path = path
         self.fd = fd
@@ -87,6 +90,14 @@ struct ImageInspection {
 }
 
 extension ImageInspection {
+    /// What the next read-write mount does to this format 1 image.
+    var upgradeNote: String {
+        upgradeWasCutShort
+            ? "an upgrade to format 2 was cut short (block 0 holds its first commit, block 1 still format 1's superblock, "
+                + "which the image is); the next read-write mount upgrades it again"
+            : "to format 2 at its next read-write mount (`offloadfs mount --format 1` keeps it format 1)"
+    }
+
     /// True when the current checkpoint lost frames and the previous commit reads back
     /// whole and reaches the present: `fsck --repair` then restores everything.
     func previousCommitRestoresEverything() -> Bool {

@@ -53,7 +53,7 @@ struct InfoCommand: ParsableCommand {
             ("image", image),
             ("format version", "\(Superblock.version)"),
             // Format 2 is the default: say what the next mount does to this image.
-            ("upgrade", "to format 2 at its next read-write mount (`offloadfs mount --format 1` keeps it format 1)"),
+            ("upgrade", inspection.upgradeNote),
             ("image id", String(s.imageID, radix: 16)),
             ("generation", "\(s.generation)"),
             ("cleanly unmounted", s.cleanlyUnmounted ? "yes" : "no"),

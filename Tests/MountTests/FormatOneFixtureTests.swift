@@ -1,4 +1,6 @@
 import Foundation
+import OffloadCore
+import OffloadSimulation
 import XCTest
 
 /// Images written by the format 1 release must keep mounting without loss while the
@@ -19,6 +21,61 @@ final class FormatOneFixtureTests: DaemonTestCase {
 
     func testAFormatOneImageLeftByKill9RecoversWithEverything() throws {
         try checkFixture("crash")
+    }
+
+    /// A power cut between the upgrade's two slots leaves format 2's first commit slot in
+    /// block 0 and format 1's superblock in block 1, which the image still is. fsck and
+    /// info say so (they said only that the two copies differ), and the mount upgrades it
+    /// again with everything.
+    func testAnUpgradeCutShortAfterItsFirstSlotIsNamedAndRunsAgain() throws {
+        let folder = PackageLayout.root + "/Tests/Fixtures/format1"
+        let packed = root + "/clean.img"
+        let unpacked = try Shell.run("gzip -dc '\(folder)/clean.img.gz' > '\(packed)'")
+        XCTAssertTrue(unpacked.succeeded, unpacked.transcript)
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: packed)))
+        let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: original)
+        guard case .image(let superblock, _) = try ImageIdentity.read(disk) else { return XCTFail("not format 1") }
+        let read = { (offset: UInt64, count: Int) in disk.readBytes(at: offset, count: count) }
+        let replay = try ImageReplay.load(superblock: superblock, fileBytes: disk.length, read: read)
+        // The image as the disk holds it at the first change after the first slot's write.
+        final class Capture: @unchecked Sendable {
+            let lock = PthreadMutex<(slotWritten: Bool, image: [UInt8]?)>((false, nil))
+        }
+        let capture = Capture()
+        disk.beforeChange { change in
+            capture.lock.withLock { state in
+                if state.slotWritten, state.image == nil { state.image = disk.crashImage(keeping: { _, _ in true }) }
+                if case .write(let range) = change, range.lowerBound == 0 { state.slotWritten = true }
+            }
+        }
+        _ = try TreeVolume.upgrade(disk, from: replay, analysis: ImageAnalysis(replay, fileBytes: disk.length),
+                                   previousSegments: ImageReplay.previousCommitSegments(of: superblock, fileBytes: disk.length,
+                                                                                        read: read),
+                                   nameHashKey: SipHash24(key0: 1, key1: 2))
+        disk.beforeChange(nil)
+        let cut = try XCTUnwrap(capture.lock.withLock { $0.image })
+        let image = root + "/cut.img"
+        try Data(cut).write(to: URL(fileURLWithPath: image))
+
+        let said = "an upgrade to format 2 was cut short (block 0 holds its first commit, block 1 still format 1's superblock, "
+            + "which the image is); the next read-write mount upgrades it again"
+        let fsck = try runOffloadfs(["fsck", image])
+        XCTAssertEqual(fsck.status, 0, fsck.transcript)
+        XCTAssertTrue(fsck.output.contains("note: upgrade: " + said), fsck.transcript)
+        XCTAssertFalse(fsck.output.contains("copies differ"), fsck.transcript)
+        let info = try runOffloadfs(["info", image])
+        XCTAssertEqual(info.status, 0, info.transcript)
+        XCTAssertTrue(info.output.contains("upgrade: " + said), info.transcript)
+        let plain = try runOffloadfs(["info", packed])
+        XCTAssertTrue(plain.output.contains("upgrade: to format 2 at its next read-write mount"), plain.transcript)
+
+        try mount(image, [])
+        let manifest = try Shell.runProgram(PackageLayout.root + "/scripts/tree-manifest", [mountPoint])
+        let expected = try String(contentsOfFile: folder + "/clean.manifest.jsonl", encoding: .utf8)
+        XCTAssertTrue(manifest.output == expected, "the upgraded image differs from its manifest:\n" + lineDiff(expected, manifest.output))
+        try unmountAll()
+        let after = try runOffloadfs(["fsck", image])
+        XCTAssertEqual(after.status, 0, after.transcript)
     }
 
     private func checkFixture(_ name: String) throws {

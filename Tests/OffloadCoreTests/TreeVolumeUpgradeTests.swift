@@ -141,6 +141,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         for name in ["clean", "crash"] {
             let image = try Self.fixture(name)
             let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+            XCTAssertFalse(try ImageIdentity.upgradeWasCutShort(disk), name)
             let one = try Self.recover(disk)
             let expected = Self.expected(one, image: image)
             XCTAssertGreaterThan(expected.inodes.count, 1000, name)
@@ -154,6 +155,75 @@ final class TreeVolumeUpgradeTests: XCTestCase {
             XCTAssertNil(try Self.mismatch(reopened, expected), "\(name), reopened")
             print("upgrade of \(name): \(expected.inodes.count) inodes, \(expected.bytes.values.reduce(0) { $0 + $1.count }) file bytes")
         }
+    }
+
+    /// Fields format 1's records decode but format 2 refuses (no request makes them; a
+    /// damaged or hand-built image may hold them): permission bits past 0o7777, symlink
+    /// targets with a NUL, of 4,096 bytes or empty, an inode numbered 0. Each is a problem,
+    /// so the upgrade refuses the image (before, it wrote items that do not decode: a
+    /// debug build trapped on the encoder's assertion), and format 1's repair fixes it so
+    /// that the upgrade keeps every file.
+    func testFieldsFormatTwoCannotHoldAreProblemsThatRepairFixesBeforeTheUpgrade() throws {
+        let image = try Self.fixture("clean")
+        let disk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: image)
+        let one = try Self.recover(disk)
+        let replay = one.replay
+        XCTAssertTrue(one.analysis.isClean, "\(one.analysis.problems)")
+        let file = try XCTUnwrap(one.analysis.reachable.filter { replay.inodes[$0]?.type == ImageReplay.regularType }.min())
+        replay.inodes[file]?.permissions = 0o170644
+        let template = try XCTUnwrap(replay.inodes[ImageAnalysis.rootInode])
+        func add(_ name: String, number: UInt64, type: UInt8, target: [UInt8] = []) {
+            var record = template
+            record.number = number
+            record.type = type
+            record.permissions = 0o644
+            record.linkCount = 1
+            record.parent = 0
+            record.symlinkTarget = target
+            record.xattrs = []
+            replay.inodes[number] = record
+            replay.entries[ImageAnalysis.rootInode, default: [:]][Array(name.utf8)] = number
+        }
+        let first = replay.nextInode
+        replay.nextInode += 3
+        add("with-nul", number: first, type: ImageReplay.symlinkType, target: Array("abc".utf8) + [0] + Array("def".utf8))
+        add("too-long", number: first + 1, type: ImageReplay.symlinkType, target: [UInt8](repeating: 0x61, count: 4096))
+        add("only-nul", number: first + 2, type: ImageReplay.symlinkType, target: [0, 0x61])
+        add("zero", number: 0, type: ImageReplay.regularType)
+
+        let damaged = ImageAnalysis(replay, fileBytes: disk.length)
+        XCTAssertEqual(damaged.problems.sorted(), [
+            "entry 'zero' in directory 1 names inode 0, a number no file may have",
+            "inode \(file) records permissions 0o170644, past 0o7777",
+            "symlink \(first) has a target of 7 bytes holding a NUL, which no request makes (1 to 4095 bytes, no NUL)",
+            "symlink \(first + 1) has a target of 4096 bytes, which no request makes (1 to 4095 bytes, no NUL)",
+            "symlink \(first + 2) has a target of 2 bytes holding a NUL, which no request makes (1 to 4095 bytes, no NUL)",
+        ])
+        XCTAssertThrowsError(try Self.upgrade(disk, FormatOne(replay: replay, analysis: damaged,
+                                                               previousSegments: one.previousSegments))) { error in
+            XCTAssertTrue("\(error)".contains("fsck --repair"), "\(error)")
+        }
+
+        let log = replay.repair(damaged, now: template.changeTime, uid: 0, gid: 0)
+        let renumbered = first + 3
+        XCTAssertEqual(log.lines, [
+            "gave inode 0, a number no file may have, the number \(renumbered)",
+            "inode \(file): permissions 0o170644 cut to 0o644",
+            "symlink \(first): its target of 7 bytes, which no request makes, is now 'abc'",
+            "symlink \(first + 1): its target of 4096 bytes, which no request makes, is now '\(String(repeating: "a", count: 80))'",
+            "symlink \(first + 2): its target of 2 bytes, which no request makes, is now 'lost-symlink-target-of-inode-\(first + 2)'",
+        ])
+        let repaired = FormatOne(replay: replay, analysis: ImageAnalysis(replay, fileBytes: disk.length),
+                                 previousSegments: one.previousSegments)
+        XCTAssertEqual(repaired.analysis.problems, [])
+        XCTAssertEqual(replay.entries[ImageAnalysis.rootInode]?[Array("zero".utf8)], renumbered)
+        XCTAssertEqual(replay.inodes[first + 1]?.symlinkTarget.count, 4095)
+        let expected = Self.expected(repaired, image: image)
+        let volume = try Self.upgrade(disk, repaired)
+        XCTAssertNil(try Self.mismatch(volume, expected))
+        try volume.close()
+        let check = try VolumeCheck.run(disk)
+        XCTAssertTrue(check.isClean, "\(check.problems)")
     }
 
     /// The capacity the upgrade is given (a mount's, resolved as format 1's open resolves
@@ -329,12 +399,17 @@ final class TreeVolumeUpgradeTests: XCTestCase {
         _ = try Self.upgrade(disk, one)
         disk.beforeChange(nil)
         let images = cuts.lock.withLock { $0.images }
-        var asOne = 0, asTwo = 0
+        var asOne = 0, asTwo = 0, cutShort = 0
         for (index, (change, cut)) in images.enumerated() {
             let cutDisk = CrashSimulatingStorage(maximumBytes: 80 << 20, initial: cut)
             do {
                 switch try ImageIdentity.read(cutDisk) {
-                case .image:
+                case .image(_, let agrees):
+                    // What fsck and info say of it: an upgrade cut short, when the first
+                    // slot is durable (the copies then differ), never otherwise.
+                    let slotDurable = cut[0..<4096] == disk.readBytes(at: 0, count: 4096)[...] && !agrees
+                    XCTAssertEqual(try ImageIdentity.upgradeWasCutShort(cutDisk), slotDurable, "cut \(index) before \(change)")
+                    if slotDurable { cutShort += 1 }
                     let again = try Self.recover(cutDisk)
                     XCTAssertEqual(Self.expected(again, image: cut), expected, "cut \(index) before \(change): format 1 changed")
                     // The interrupted upgrade runs again over its own first slot.
@@ -350,7 +425,8 @@ final class TreeVolumeUpgradeTests: XCTestCase {
                 XCTFail("cut \(index) before \(change): \(error)")
             }
         }
-        print("upgrade cuts after the first slot: \(images.count) images, \(asOne) format 1, \(asTwo) format 2")
+        print("upgrade cuts after the first slot: \(images.count) images, \(asOne) format 1 (\(cutShort) with the first slot), \(asTwo) format 2")
+        XCTAssertGreaterThan(cutShort, 0, "some cuts keep the first slot and format 1's copy 1")
     }
 
     /// Two valid format 1 copies of different commits (a crash between format 1's two

@@ -323,6 +323,40 @@ final class HostileImageTests: XCTestCase {
         XCTAssertNil(outcome.repairRefusal, "the piece becomes a hole")
     }
 
+    /// Format 1's repair states each fix it made. Its lines were set in a `defer`, which
+    /// runs after `return` has copied the log: `fsck --repair` of a format 1 image whose
+    /// only damage was in its tree said "clean" and exited 0. Records format 2 cannot hold
+    /// (permission bits past 0o7777, a symlink target with a NUL) are damage that repair
+    /// fixes, so that the upgrade at the next mount takes the image.
+    func testFormatOnesRepairStatesWhatItFixed() throws {
+        var symlink = regularFile(number: 70)
+        symlink.type = ImageReplay.symlinkType
+        symlink.symlinkTarget = Array("to".utf8) + [0]
+        var file = regularFile(number: 71)
+        file.permissions = 0o100644
+        let image = try imageWithJournalFrame([
+            .entry(directory: 1, name: Array("dangling".utf8), child: 999),
+            .inode(symlink), .entry(directory: 1, name: Array("link".utf8), child: 70),
+            .inode(file), .entry(directory: 1, name: Array("file".utf8), child: 71),
+        ])
+        let outcome = try HostileImageCheck.check(image)
+        XCTAssertNotNil(outcome.refusal)
+        XCTAssertNil(outcome.repairRefusal)
+        let storage = MemoryImageStorage(maximumBytes: FuzzInput.maximumBytes, initial: image)
+        let repaired = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,
+                                                memoryLimiter: MemoryLimiter(limitBytes: 0), repair: true)
+        XCTAssertEqual(repaired.report.repairs, [
+            "symlink 70: its target of 3 bytes, which no request makes, is now 'to'",
+            "inode 71: permissions 0o100644 cut to 0o644",
+            "removed entry 'dangling' from directory 1",
+        ])
+        try repaired.close()
+        let again = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,
+                                             memoryLimiter: MemoryLimiter(limitBytes: 0))
+        XCTAssertEqual(again.report.repairs, [])
+        try again.close()
+    }
+
     // MARK: - Helpers
 
     /// A regular file's inode record with one name counted.

@@ -96,6 +96,10 @@ public struct ImageAnalysis {
                     danglingEntries.append((directory, name))
                     continue
                 }
+                if child == 0 {
+                    // A number format 2 keeps for no inode: the upgrade could not state it.
+                    problems.append("entry '\(Self.show(name))' in directory \(directory) names inode 0, a number no file may have")
+                }
                 if inode.type == ImageReplay.directoryType {
                     if reachable.contains(child) {
                         problems.append("directory \(child) has a second name '\(Self.show(name))' in directory \(directory)")
@@ -127,6 +131,16 @@ public struct ImageAnalysis {
             let derived = linkCounts[number] ?? 0
             if inode.linkCount != derived {
                 problems.append("inode \(number) records \(inode.linkCount) links but has \(derived)")
+            }
+            // What no request makes and format 2 refuses to hold (its upgrade could not
+            // state it): the record's decoding takes any permission bits and any target.
+            if inode.permissions > Self.permissionBits {
+                problems.append("inode \(number) records permissions 0o\(String(inode.permissions, radix: 8)), past 0o7777")
+            }
+            if inode.type == ImageReplay.symlinkType, !Self.isValidTarget(inode.symlinkTarget) {
+                problems.append("symlink \(number) has a target of \(inode.symlinkTarget.count) bytes"
+                                + (inode.symlinkTarget.contains(0) ? " holding a NUL" : "")
+                                + ", which no request makes (1 to \(Self.targetLimit) bytes, no NUL)")
             }
         }
         for directory in replay.entries.keys where replay.inodes[directory] == nil && !(replay.entries[directory]?.isEmpty ?? true) {
@@ -228,6 +242,14 @@ public struct ImageAnalysis {
         sorted.contains { $0.overlaps(blocks) }
     }
 
+    static let permissionBits: UInt32 = 0o7777
+    static var targetLimit: Int { JournalChange.targetLimit }
+
+    /// What symlink(2) takes: 1 to PATH_MAX - 1 bytes, no NUL (format 2's limit).
+    static func isValidTarget(_ target: [UInt8]) -> Bool {
+        !target.isEmpty && target.count <= targetLimit && !target.contains(0)
+    }
+
     /// 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
     static func isValidName(_ name: [UInt8]) -> Bool {
         !(name.isEmpty || name.count > 255 || name.contains(0x2F) || name.contains(0) || name == [0x2E] || name == [0x2E, 0x2E])
@@ -247,7 +269,6 @@ extension ImageReplay {
     public func repair(_ analysis: ImageAnalysis, now: RecordTime, uid: UInt32, gid: UInt32) -> RepairLog {
         var log = RepairLog()
         var done: [String] = []
-        defer { log.lines = done }
         let root = ImageAnalysis.rootInode
         func newDirectory(_ number: UInt64, parent: UInt64) -> InodeRecord {
             InodeRecord(number: number, type: Self.directoryType, permissions: 0o755, uid: uid, gid: gid,
@@ -271,6 +292,7 @@ extension ImageReplay {
             done.append("recreated inode \(number) for contents whose inode record was lost")
         }
         strays = [:]
+        repairRecords(done: &done)
         // Naming unreachable inodes brings files and directories into the tree that the
         // checks never walked, with loose ends of their own: fix and name again until a
         // pass leaves nothing to fix. A pass without new names leaves nothing; hostile
@@ -302,10 +324,51 @@ extension ImageReplay {
             inodes[number]?.linkCount = count
         }
         for (number, parent) in current.parents { inodes[number]?.parent = parent }
+        // Set here, not in a `defer`: a `defer` runs after `return` has copied the log,
+        // and the lines never reached fsck's report (nor the choice to keep the
+        // checkpoint as it was, which the repairs' absence makes).
+        log.lines = done
         return log
     }
 
     static let repairPasses = 16
+
+    /// Gives every record what a request could have made (format 2 holds nothing else):
+    /// inode 0 a free number (its names follow it; parents are set from the names after),
+    /// permission bits within 0o7777, a symlink target cut at its first NUL and to
+    /// PATH_MAX - 1 bytes, or, with nothing left, a name saying it was lost (format 2's
+    /// repair does the same).
+    private func repairRecords(done: inout [String]) {
+        if var record = inodes.removeValue(forKey: 0) {
+            let number = nextInode
+            nextInode += 1
+            record.number = number
+            inodes[number] = record
+            files[number] = files.removeValue(forKey: 0)
+            entries[number] = entries.removeValue(forKey: 0)
+            for (directory, names) in entries {
+                for (name, child) in names where child == 0 { entries[directory]?[name] = number }
+            }
+            done.append("gave inode 0, a number no file may have, the number \(number)")
+        }
+        let damaged = inodes.values.filter { record in
+            record.permissions > ImageAnalysis.permissionBits
+                || (record.type == Self.symlinkType && !ImageAnalysis.isValidTarget(record.symlinkTarget))
+        }
+        for record in damaged.sorted(by: { $0.number < $1.number }) {
+            let number = record.number
+            if record.permissions > ImageAnalysis.permissionBits {
+                inodes[number]?.permissions = record.permissions & ImageAnalysis.permissionBits
+                done.append("inode \(number): permissions 0o\(String(record.permissions, radix: 8)) cut to 0o\(String(record.permissions & ImageAnalysis.permissionBits, radix: 8))")
+            }
+            if record.type == Self.symlinkType, !ImageAnalysis.isValidTarget(record.symlinkTarget) {
+                var kept = Array(record.symlinkTarget.prefix { $0 != 0 }.prefix(ImageAnalysis.targetLimit))
+                if kept.isEmpty { kept = Array("lost-symlink-target-of-inode-\(number)".utf8) }
+                inodes[number]?.symlinkTarget = kept
+                done.append("symlink \(number): its target of \(record.symlinkTarget.count) bytes, which no request makes, is now '\(ImageAnalysis.show(kept))'")
+            }
+        }
+    }
 
     /// Names the tops of the subtrees `analysis` could not reach `/lost+found/#NUMBER`
     /// (creating the directory if needed).

@@ -242,26 +242,53 @@ public enum ImageIdentity: Equatable, Sendable {
     /// Reads blocks 0 and 1 with pread (never the mapping: the file may be shorter than
     /// the blocks, and reading a mapping past the end of its file is SIGBUS).
     public static func read(fd: Int32) throws(FSError) -> ImageIdentity {
+        identity(try copies(fd: fd))
+    }
+
+    /// The same through an `ImageStorage` (its `read`, never the mapping).
+    public static func read(_ storage: any ImageStorage) throws(FSError) -> ImageIdentity {
+        identity(try copies(storage))
+    }
+
+    /// True for a format 1 image whose upgrade to format 2 was cut short between its two
+    /// slots: block 0 holds format 2's first commit slot, block 1 still format 1's
+    /// superblock, which is the image's truth (the next read-write mount upgrades again).
+    /// fsck and info say so rather than calling the copies different.
+    public static func upgradeWasCutShort(fd: Int32) throws(FSError) -> Bool {
+        upgradeWasCutShort(try copies(fd: fd))
+    }
+
+    /// The same through an `ImageStorage`.
+    public static func upgradeWasCutShort(_ storage: any ImageStorage) throws(FSError) -> Bool {
+        upgradeWasCutShort(try copies(storage))
+    }
+
+    private static func upgradeWasCutShort(_ copies: [Superblock.Copy]) -> Bool {
+        guard copies.count == 2, copies[0] == .newerVersion(CommitSlot.version), case .valid = copies[1] else { return false }
+        return true
+    }
+
+    private static func copies(fd: Int32) throws(FSError) -> [Superblock.Copy] {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw .system(errno: errno, call: "stat image") }
-        return try read(length: UInt64(info.st_size)) { (buffer, offset) throws(FSError) in
+        return try copies(length: UInt64(info.st_size)) { (buffer, offset) throws(FSError) in
             let n = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
             guard n >= 0 else { throw .system(errno: errno, call: "read image header") }
             return n
         }
     }
 
-    /// The same through an `ImageStorage` (its `read`, never the mapping).
-    public static func read(_ storage: any ImageStorage) throws(FSError) -> ImageIdentity {
-        try read(length: storage.length) { (buffer, offset) throws(FSError) in
+    private static func copies(_ storage: any ImageStorage) throws(FSError) -> [Superblock.Copy] {
+        try copies(length: storage.length) { (buffer, offset) throws(FSError) in
             try storage.read(into: buffer, at: offset)
         }
     }
 
-    private static func read(
+    /// The two superblock copies as they decode (none for an empty file).
+    private static func copies(
         length: UInt64, _ read: (UnsafeMutableRawBufferPointer, UInt64) throws(FSError) -> Int
-    ) throws(FSError) -> ImageIdentity {
-        if length == 0 { return .empty }
+    ) throws(FSError) -> [Superblock.Copy] {
+        if length == 0 { return [] }
         var copies: [Superblock.Copy] = []
         for block in 0..<2 {
             var bytes = [UInt8](repeating: 0, count: BackingStore.blockSize)
@@ -270,6 +297,11 @@ public enum ImageIdentity: Equatable, Sendable {
             }.get()
             copies.append(n >= Superblock.encodedSize ? Superblock.decode(Array(bytes[0..<n])) : .absent)
         }
+        return copies
+    }
+
+    private static func identity(_ copies: [Superblock.Copy]) -> ImageIdentity {
+        if copies.isEmpty { return .empty }
         let valid = copies.compactMap { copy -> Superblock? in
             if case .valid(let s) = copy { return s }
             return nil
