@@ -50,10 +50,11 @@ final class BridgeContext: Sendable {
 }
 
 extension RequestContext {
-    /// The caller's credentials from fuse_req_ctx.
+    /// The caller's credentials from fuse_req_ctx; its groups and capabilities, when a
+    /// set-id rule asks, from /proc (`SetIDRules`).
     init(_ request: fuse_req_t) {
         let caller = fuse_req_ctx(request)!.pointee
-        self.init(uid: caller.uid, gid: caller.gid, pid: caller.pid, umask: caller.umask)
+        self.init(uid: caller.uid, gid: caller.gid, pid: caller.pid, umask: caller.umask, privileges: .ofProcess)
     }
 }
 

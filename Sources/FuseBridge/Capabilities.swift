@@ -61,8 +61,11 @@ enum Capabilities {
         want(FUSE_CAP_POSIX_ACL, true)
         let acls = info.want & UInt32(FUSE_CAP_POSIX_ACL) != 0
         want(FUSE_CAP_DONT_MASK, acls)
-        // The kernel clears setuid/setgid on write and chown by sending SETATTR, so the
-        // namespace does not need to implement the rule itself. Cost, measured: each
+        // The kernel clears setuid/setgid on write, truncate and chown by sending SETATTR,
+        // so the namespace does not need to implement the rule itself, except where the
+        // SETATTR never comes: open(O_TRUNC) with ATOMIC_O_TRUNC and an access ACL
+        // (`SetIDRules`). Its FUSE code keeps the older rule for S_ISGID without
+        // group-execute (left set for a caller outside the group). Cost, measured: each
         // write(2) also sends GETXATTR "security.capability" (FUSE clears SB_NOSEC); only
         // HANDLE_KILLPRIV_V2 (libfuse >= 3.16) with the namespace clearing set-id bits and
         // capabilities on write would remove that round trip.

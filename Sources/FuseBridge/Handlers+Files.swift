@@ -11,9 +11,13 @@ enum FileHandlers {
         let context = BridgeContext.of(request)
         guard let info else { return Reply(request, "open").errno(EINVAL) }
         let flags = effectiveOpenFlags(info.pointee.flags, context: context)
+        let caller = RequestContext(request)
         offloadfs_fi_set_keep_cache(info, 1)
         Reply(request, "open").open(Result { () throws(FSError) in
-            try context.fileSystem.open(inode: InodeNumber(inode), flags: flags)
+            // O_TRUNC may take set-id bits away (`SetIDRules`). The kernel's cached mode
+            // follows: the truncation's ATTR_KILL_* make it read the attributes again
+            // (fuse_setattr's GETATTR) before it drops its own SETATTR (ATTR_OPEN).
+            try context.fileSystem.open(inode: InodeNumber(inode), flags: flags, context: caller)
         }, inode: InodeNumber(inode), info: info, directory: false)
     }
 

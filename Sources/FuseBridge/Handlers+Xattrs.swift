@@ -29,13 +29,16 @@ enum XattrHandlers {
         default: return Reply(request, "setxattr").errno(EINVAL)
         }
         if refusedACL(request, name) { return Reply(request, "setxattr").error(.notSupported) }
+        let caller = RequestContext(request)
         Reply(request, "setxattr").done(Result { () throws(FSError) in
             let bytes: [UInt8] = value.map { pointer in
                 pointer.withMemoryRebound(to: UInt8.self, capacity: size) {
                     Array(UnsafeBufferPointer(start: $0, count: size))
                 }
             } ?? []
-            try fs.setxattr(inode: InodeNumber(inode), name: cStringBytes(name), value: bytes, mode: mode)
+            // An access ACL may take S_ISGID away (`SetIDRules`); the kernel reads the
+            // attributes again after an ACL's setxattr (fuse_set_acl).
+            try fs.setxattr(inode: InodeNumber(inode), name: cStringBytes(name), value: bytes, mode: mode, context: caller)
         })
     }
 
@@ -48,10 +51,14 @@ enum XattrHandlers {
     }
 
     /// The list is the names, each followed by a NUL, as listxattr(2) returns it.
+    /// `trusted.*` names are listed to a caller holding CAP_SYS_ADMIN alone, as ext4 and
+    /// tmpfs list them (FUSE passes listxattr on unfiltered; the kernel refuses the other
+    /// requests on such names itself).
     static func listxattr(_ request: fuse_req_t, _ inode: fuse_ino_t, _ size: Int) {
         let fs = BridgeContext.of(request).fileSystem
+        let caller = RequestContext(request)
         Reply(request, "listxattr").xattr(Result { () throws(FSError) in
-            try fs.listxattr(inode: InodeNumber(inode)).reduce(into: [UInt8]()) { list, name in
+            ExtendedAttributes.visibleNames(try fs.listxattr(inode: InodeNumber(inode)), to: caller).reduce(into: [UInt8]()) { list, name in
                 list += name
                 list.append(0)
             }

@@ -12,8 +12,10 @@ import OffloadCore
 /// Only the `user.`, `trusted.` and `security.` namespaces are stored, and of `system.`
 /// the two POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`, whose
 /// meaning `Inode+ACL.swift` implements); anything else is EOPNOTSUPP. The kernel checks
-/// the capability trusted.* needs before the request reaches us.
-struct ExtendedAttributes {
+/// the capability trusted.* needs before a get, set or remove reaches us, but passes
+/// listxattr on unfiltered: `visibleNames` leaves them out of a list for a caller
+/// without it, as ext4's and tmpfs's `trusted` handler does.
+public struct ExtendedAttributes {
     static let maximumNameLength = 255
     static let maximumValueLength = 65536
     static let maximumListLength = 65536
@@ -50,6 +52,14 @@ struct ExtendedAttributes {
     }
 
     static func isUserName(_ name: [UInt8]) -> Bool { name.starts(with: supportedPrefixes[0]) }
+
+    /// `names` as listxattr shows them to `caller`: `trusted.*` only to a holder of
+    /// CAP_SYS_ADMIN (its capabilities are read only when there is such a name).
+    public static func visibleNames(_ names: [[UInt8]], to caller: RequestContext) -> [[UInt8]] {
+        let trusted = supportedPrefixes[1]
+        guard names.contains(where: { $0.starts(with: trusted) }), !caller.maySeeTrustedAttributes else { return names }
+        return names.filter { !$0.starts(with: trusted) }
+    }
 
     func value(named name: [UInt8]) -> [UInt8]? { values[name] }
 

@@ -32,8 +32,9 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func link(inode: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes
 
     // MARK: Files
-    /// `flags` are the open(2) flags (O_ACCMODE, O_TRUNC, O_APPEND, ...).
-    func open(inode: InodeNumber, flags: Int32) throws(FSError) -> FileHandle
+    /// `flags` are the open(2) flags (O_ACCMODE, O_TRUNC, O_APPEND, ...). O_TRUNC takes
+    /// away the set-id bits `context` may not keep (`SetIDRules`).
+    func open(inode: InodeNumber, flags: Int32, context: RequestContext) throws(FSError) -> FileHandle
     func create(parent: InodeNumber, name: FileName, mode: UInt32, flags: Int32, context: RequestContext) throws(FSError) -> (Attributes, FileHandle)
     /// Returns up to `count` bytes; fewer only at end of file.
     func read(inode: InodeNumber, handle: FileHandle, offset: UInt64, count: Int) throws(FSError) -> [UInt8]
@@ -75,9 +76,24 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func statfs() -> FileSystemStatistics
 
     // MARK: Extended attributes
-    func setxattr(inode: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError)
+    /// `context`: an access ACL takes S_ISGID away from a caller who may not keep it
+    /// (`SetIDRules`); the kernel forgets the attributes it cached after the request.
+    func setxattr(inode: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode,
+                  context: RequestContext) throws(FSError)
     func getxattr(inode: InodeNumber, name: [UInt8]) throws(FSError) -> [UInt8]
     /// Names, each without its NUL terminator.
     func listxattr(inode: InodeNumber) throws(FSError) -> [[UInt8]]
     func removexattr(inode: InodeNumber, name: [UInt8]) throws(FSError)
+}
+
+extension FileSystemOperations {
+    /// An open by a caller who keeps set-id bits (in-process callers and tests).
+    public func open(inode: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
+        try open(inode: inode, flags: flags, context: .root)
+    }
+
+    /// A setxattr by a caller who keeps set-id bits (in-process callers and tests).
+    public func setxattr(inode: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
+        try setxattr(inode: inode, name: name, value: value, mode: mode, context: .root)
+    }
 }

@@ -30,10 +30,23 @@ public struct RequestContext: Sendable, Equatable {
     /// for with POSIX ACLs) the namespace applies it, unless a default ACL replaces it;
     /// without, the kernel has applied it already and applying it again changes nothing.
     public var umask: UInt32
-    public init(uid: UInt32, gid: UInt32, pid: Int32 = 0, umask: UInt32 = 0) {
-        self.uid = uid; self.gid = gid; self.pid = pid; self.umask = umask
+    /// Where the caller's supplementary groups and capabilities come from, which the
+    /// kernel's set-id rules ask for (`SetIDRules`; read only when a file has a set-id
+    /// bit to lose).
+    public var privileges: Privileges
+    public init(uid: UInt32, gid: UInt32, pid: Int32 = 0, umask: UInt32 = 0, privileges: Privileges = .fromIDs) {
+        self.uid = uid; self.gid = gid; self.pid = pid; self.umask = umask; self.privileges = privileges
     }
     public static let root = RequestContext(uid: 0, gid: 0)
+
+    public enum Privileges: Sendable, Equatable {
+        /// In-process callers and tests: uid 0 holds every capability, and the caller is
+        /// in its own gid alone.
+        case fromIDs
+        /// A process's request through the kernel: its groups and effective
+        /// capabilities as /proc/PID/status shows them.
+        case ofProcess
+    }
 }
 
 /// A point in time as the kernel passes it (seconds and nanoseconds since the epoch).

@@ -69,14 +69,15 @@ extension NamespaceState {
 }
 
 extension Namespace {
-    /// O_TRUNC truncates here (the kernel passes it when FUSE_CAP_ATOMIC_O_TRUNC is on).
-    public func open(inode: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
+    /// O_TRUNC truncates here (the kernel passes it when FUSE_CAP_ATOMIC_O_TRUNC is on),
+    /// taking away the set-id bits the caller may not keep.
+    public func open(inode: InodeNumber, flags: Int32, context: RequestContext) throws(FSError) -> FileHandle {
         let (handle, file) = try state.withLock { (state) throws(FSError) -> (FileHandle, RegularFile) in
             try state.openHandle(on: state.table.inode(inode), flags: flags)
         }
         if flags & O_TRUNC != 0 {
             do throws(FSError) {
-                _ = try truncateOnOpen(inode: inode, file: file)
+                _ = try truncateOnOpen(inode: inode, file: file, context: context)
             } catch {
                 release(inode: inode, handle: handle)
                 throw error
@@ -94,7 +95,7 @@ extension Namespace {
         if created.existed && flags & O_TRUNC != 0 {
             let inode = created.snapshot.attributes.inode
             do throws(FSError) {
-                return (try truncateOnOpen(inode: inode, file: created.file), created.handle)
+                return (try truncateOnOpen(inode: inode, file: created.file, context: context), created.handle)
             } catch {
                 // The kernel gets no entry: give back the handle and its lookup.
                 release(inode: inode, handle: created.handle)
@@ -106,15 +107,22 @@ extension Namespace {
     }
 
     /// open(2) with O_TRUNC marks mtime and ctime even if the file was already empty
-    /// (a truncation that emptied it marked them with its frame, `FileJournal`).
+    /// (a truncation that emptied it marked them with its frame, `FileJournal`), and takes
+    /// away the set-id bits `context` may not keep (`SetIDRules`: the kernel does not).
     /// The inode cannot have gone: the handle just opened keeps it.
-    private func truncateOnOpen(inode: InodeNumber, file: RegularFile) throws(FSError) -> Attributes {
+    private func truncateOnOpen(inode: InodeNumber, file: RegularFile, context: RequestContext) throws(FSError) -> Attributes {
         let truncated = try file.data.truncate()
         return try state.withLock { (state) throws(FSError) -> AttributeSnapshot in
             let opened = try state.table.inode(inode)
-            if !truncated {
+            let dropped = opened.permissions & SetIDRules.bits == 0 ? 0
+                : SetIDRules.droppedByTruncatingOpen(permissions: opened.permissions, fileGID: opened.gid, caller: context)
+            if !truncated || dropped != 0 {
                 try state.reserveJournal(for: [opened], extra: 0)
-                opened.markModified(clock())
+                if !truncated { opened.markModified(clock()) }
+                if dropped != 0 {
+                    opened.permissions &= ~dropped
+                    opened.markChanged(clock())
+                }
                 state.log([opened.record])
             }
             return opened.snapshot()

@@ -11,7 +11,7 @@ import OffloadCore
 
 extension Namespace {
     public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8],
-                         mode: XattrSetMode) throws(FSError) {
+                         mode: XattrSetMode, context: RequestContext) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try state.withLock { (state) throws(FSError) in
             let inode = try state.table.inode(number)
@@ -22,7 +22,12 @@ extension Namespace {
             }
             try state.reserveJournal(for: [inode], extra: 8 + name.count + value.count)
             switch name {
-            case PosixACL.accessName: try inode.setAccessACL(value, mode: mode)
+            case PosixACL.accessName:
+                try inode.setAccessACL(value, mode: mode)
+                if inode.permissions & SetIDRules.bits != 0 {
+                    inode.permissions &= ~SetIDRules.droppedBySettingAccessACL(permissions: inode.permissions,
+                                                                              fileGID: inode.gid, caller: context)
+                }
             case PosixACL.defaultName: try inode.setDefaultACL(value, mode: mode)
             default: try inode.xattrs.set(name: name, value: value, mode: mode)
             }

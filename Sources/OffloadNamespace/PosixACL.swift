@@ -64,9 +64,11 @@ struct PosixACL: Equatable {
         try validate()
     }
 
-    /// posix_acl_valid: one owner, owning-group and other entry; named entries with
-    /// distinct ids; a mask when there are named entries (never more than one); entries
-    /// in tag order, named ones by increasing id, as the kernel always sends them.
+    /// posix_acl_valid: one owner, owning-group and other entry; a mask when there are
+    /// named entries (never more than one); entries in tag order. Named entries of one
+    /// tag may come in any id order, and an id twice: the kernel's posix_acl_valid takes
+    /// such an ACL from setxattr as it is, and ext4 and tmpfs keep it so (checked on this
+    /// machine); setfacl always sends them sorted.
     private func validate() throws(FSError) {
         var owners = 0, owningGroups = 0, others = 0, named = 0, masks = 0
         for entry in entries {
@@ -87,8 +89,8 @@ struct PosixACL: Equatable {
         for index in entries.indices.dropFirst() {
             let previous = entries[index - 1], next = entries[index]
             let ordered = previous.tag.rawValue < next.tag.rawValue
-                || (previous.tag == next.tag && (next.tag == .user || next.tag == .group) && previous.id < next.id)
-            guard ordered else { throw .invalidArgument("ACL entries out of order or repeated") }
+                || (previous.tag == next.tag && (next.tag == .user || next.tag == .group))
+            guard ordered else { throw .invalidArgument("ACL entries out of tag order, or a one-of-a-kind entry repeated") }
         }
     }
 

@@ -55,15 +55,16 @@ public final class ReadOnlyFileSystem: FileSystemOperations {
                               length: UInt64) throws(FSError) -> UInt64 {
         throw .readOnly
     }
-    public func setxattr(inode: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
+    public func setxattr(inode: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode,
+                         context: RequestContext) throws(FSError) {
         throw .readOnly
     }
     public func removexattr(inode: InodeNumber, name: [UInt8]) throws(FSError) { throw .readOnly }
 
     /// Opening for writing, or with O_TRUNC, is refused; reading opens go through.
-    public func open(inode: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
+    public func open(inode: InodeNumber, flags: Int32, context: RequestContext) throws(FSError) -> FileHandle {
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
-        return try base.open(inode: inode, flags: flags)
+        return try base.open(inode: inode, flags: flags, context: context)
     }
 
     // MARK: Passed through

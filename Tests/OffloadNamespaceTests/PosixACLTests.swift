@@ -31,6 +31,10 @@ final class PosixACLTests: XCTestCase {
         XCTAssertEqual(try PosixACL(xattr: namedReader).xattr, namedReader, "round trip")
         let valid: [(Tag, UInt32, UInt32)] = [(.userObject, 6, none), (.groupObject, 4, none), (.other, 4, none)]
         XCTAssertNoThrow(try PosixACL(xattr: acl(valid)))
+        // Named entries in any id order, an id twice: posix_acl_valid takes them as they are.
+        let unsorted = acl([(.userObject, 6, none), (.user, 4, 9), (.user, 4, 5), (.user, 2, 5), (.groupObject, 4, none),
+                            (.group, 4, 7), (.group, 1, 3), (.mask, 6, none), (.other, 0, none)])
+        XCTAssertEqual(try PosixACL(xattr: unsorted).xattr, unsorted, "kept as given")
         let invalid: [String: [UInt8]] = [
             "empty": [],
             "version 1": [1, 0, 0, 0] + acl(valid).dropFirst(4),
@@ -38,8 +42,6 @@ final class PosixACLTests: XCTestCase {
             "no other": acl([(.userObject, 6, none), (.groupObject, 4, none)]),
             "named without mask": acl([(.userObject, 6, none), (.user, 4, 5), (.groupObject, 4, none), (.other, 0, none)]),
             "out of order": acl([(.groupObject, 4, none), (.userObject, 6, none), (.other, 4, none)]),
-            "repeated uid": acl([(.userObject, 6, none), (.user, 4, 5), (.user, 2, 5), (.groupObject, 4, none),
-                                 (.mask, 6, none), (.other, 0, none)]),
             "bits beyond rwx": acl([(.userObject, 8, none), (.groupObject, 4, none), (.other, 4, none)]),
             "unknown tag": acl(valid) + [0x40, 0, 4, 0, 0xff, 0xff, 0xff, 0xff],
             "a tag's high byte set": Array(acl(valid).prefix(5)) + [1] + Array(acl(valid).dropFirst(6)),

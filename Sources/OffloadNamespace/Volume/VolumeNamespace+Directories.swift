@@ -89,7 +89,8 @@ extension VolumeNamespace {
     /// removexattr does. A default ACL set on a directory is set holding the lock every
     /// create in it holds (`changingNames`), so the directories known to lack one stay
     /// exact.
-    public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode) throws(FSError) {
+    public func setxattr(inode number: InodeNumber, name: [UInt8], value: [UInt8], mode: XattrSetMode,
+                         context: RequestContext) throws(FSError) {
         try ExtendedAttributes.validate(name: name)
         try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
             var item = try item(number.rawValue, in: reader)
@@ -109,6 +110,11 @@ extension VolumeNamespace {
                     operation.changes.append(.setXattr(inode: number.rawValue, name: name, value: stored))
                 }
                 item.permissions = item.permissions & ~0o777 | bits
+                if item.permissions & SetIDRules.bits != 0 {
+                    // Read under the inode's lock only then: /proc/PID/status, rarely.
+                    item.permissions &= ~SetIDRules.droppedBySettingAccessACL(permissions: item.permissions,
+                                                                             fileGID: item.gid, caller: context)
+                }
             } else {
                 if name == PosixACL.defaultName {
                     guard kind == .directory else { throw .permissionDenied }

@@ -172,11 +172,14 @@ extension VolumeNamespace {
     /// Opens with the inode's lock, the namespace lock shared (`changingInodes`): opens of
     /// different files run at once. O_TRUNC truncates here, after the handle is made
     /// (`truncateOnOpen`).
-    public func open(inode number: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
-        let handle = try changingInodes(number.rawValue) { (reader, _) throws(FSError) -> FileHandle in
-            try openHandle(number.rawValue, try item(number.rawValue, in: reader), flags: flags, reader)
+    public func open(inode number: InodeNumber, flags: Int32, context: RequestContext) throws(FSError) -> FileHandle {
+        let (handle, permissions) = try changingInodes(number.rawValue) { (reader, _) throws(FSError) -> (FileHandle, UInt32) in
+            let item = try item(number.rawValue, in: reader)
+            return (try openHandle(number.rawValue, item, flags: flags, reader), item.permissions)
         }
-        if flags & O_TRUNC != 0 { try truncateOnOpen(number, handle, referenced: false) }
+        if flags & O_TRUNC != 0 {
+            try truncateOnOpen(number, handle, referenced: false, setID: permissions & SetIDRules.bits, context: context)
+        }
         return handle
     }
 
@@ -192,7 +195,7 @@ extension VolumeNamespace {
                        context: RequestContext) throws(FSError) -> (Attributes, FileHandle) {
         while true {
             if let made = try createNew(parent: parent, name: name, mode: mode, flags: flags, context: context) { return made }
-            if let opened = try openExisting(parent: parent, name: name, flags: flags) { return opened }
+            if let opened = try openExisting(parent: parent, name: name, flags: flags, context: context) { return opened }
         }
     }
 
@@ -231,17 +234,23 @@ extension VolumeNamespace {
     /// The existing file of `create`, opened holding the directory's and the file's inode
     /// locks; nil when the name has gone meanwhile. Its attributes are read after (the
     /// file may be open and written: `changingNames`).
-    private func openExisting(parent: InodeNumber, name: FileName, flags: Int32) throws(FSError) -> (Attributes, FileHandle)? {
-        let opened = try changingNames(in: parent.rawValue, naming: name) { (reader, entry, _) throws(FSError) -> (UInt64, FileHandle)? in
+    private func openExisting(parent: InodeNumber, name: FileName, flags: Int32,
+                              context: RequestContext) throws(FSError) -> (Attributes, FileHandle)? {
+        let opened = try changingNames(in: parent.rawValue, naming: name) { (reader, entry, _) throws(FSError) -> (UInt64, FileHandle, UInt32)? in
             guard let entry else { return nil }
             _ = try liveDirectory(parent.rawValue, in: reader)
             guard flags & O_EXCL == 0 else { throw .exists }
-            let handle = try openHandle(entry.child, try item(entry.child, in: reader), flags: flags, reader)
+            let item = try item(entry.child, in: reader)
+            let handle = try openHandle(entry.child, item, flags: flags, reader)
             referenced(entry.child)
-            return (entry.child, handle)
-        } then: { (opened, _) throws(FSError) -> (UInt64, FileHandle)? in opened }
-        guard let (number, handle) = opened else { return nil }
-        if flags & O_TRUNC != 0 { try truncateOnOpen(InodeNumber(number), handle, referenced: true) }
+            return (entry.child, handle, item.permissions)
+        } then: { (opened, _) throws(FSError) -> (UInt64, FileHandle, UInt32)? in opened }
+        guard let (number, handle, permissions) = opened else { return nil }
+        // The attributes below are read after: the kernel takes the mode from this reply.
+        if flags & O_TRUNC != 0 {
+            try truncateOnOpen(InodeNumber(number), handle, referenced: true, setID: permissions & SetIDRules.bits,
+                               context: context)
+        }
         do {
             return (try reading { (reader) throws(FSError) -> Attributes in
                 try attributes(number, try item(number, in: reader), reader)
@@ -270,17 +279,25 @@ extension VolumeNamespace {
 
     /// O_TRUNC of an open: the file's data is cut to 0 through its handle, as a write
     /// changes it (`changingData`: its frame marks the times); a file empty already gets
-    /// its mtime and ctime marked all the same, in a frame of their own. When either
-    /// fails, the open fails: its handle is closed (and the kernel reference the open
-    /// took, `referenced`, given back), since the kernel never learns of them.
-    private func truncateOnOpen(_ number: InodeNumber, _ handle: FileHandle, referenced: Bool) throws(FSError) {
+    /// its mtime and ctime marked all the same, in a frame of their own. A file that had
+    /// set-id bits when it was opened (`setID`) loses those `context` may not keep
+    /// (`SetIDRules`), in that frame or one of their own. When any of it fails, the open
+    /// fails: its handle is closed (and the kernel reference the open took, `referenced`,
+    /// given back), since the kernel never learns of them.
+    private func truncateOnOpen(_ number: InodeNumber, _ handle: FileHandle, referenced: Bool, setID: UInt32,
+                                context: RequestContext) throws(FSError) {
         do throws(FSError) {
             let cut = try changingData { () throws(FSError) -> Bool in try openedFile(number, handle).file.data.truncate() }
-            guard !cut else { return }
+            guard !cut || setID != 0 else { return }
             try changingInodes(number.rawValue) { (reader, operation) throws(FSError) in
                 var item = try item(number.rawValue, in: reader)
                 let now = clock().record
-                item.modificationTime = now
+                if !cut { item.modificationTime = now }
+                // The caller's groups and capabilities are read (rarely) under the lock.
+                let dropped = item.permissions & SetIDRules.bits == 0 ? 0
+                    : SetIDRules.droppedByTruncatingOpen(permissions: item.permissions, fileGID: item.gid, caller: context)
+                guard !cut || dropped != 0 else { return }
+                item.permissions &= ~dropped
                 item.changeTime = now
                 operation.changes.append(.attributes(inode: number.rawValue, item))
             }

@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The kernel's rules for the set-user-ID and set-group-ID bits that reach a FUSE
+/// filesystem as its own job, because the request that should clear them does not say so:
+///
+/// - open(2) with O_TRUNC: with FUSE_CAP_ATOMIC_O_TRUNC the kernel truncates through the
+///   OPEN and then drops its own SETATTR, the one carrying the mode without the bits
+///   (`fuse_do_setattr`, ATTR_OPEN). `setattr_should_drop_suidgid`: a caller without
+///   CAP_FSETID loses S_ISUID, and S_ISGID when group-execute is set or it is not in
+///   the file's group.
+/// - setxattr of `system.posix_acl_access`: `posix_acl_update_mode` clears S_ISGID when
+///   the caller is neither in the file's group nor holds CAP_FSETID. The kernel says so
+///   with FUSE_SETXATTR_ACL_KILL_SGID, which libfuse 3.14's setxattr does not pass on.
+///
+/// ext4 and tmpfs apply both (checked on this machine). Each rule reads the caller's
+/// groups and capabilities only when a set-id bit is there to lose.
+public enum SetIDRules {
+    static let setUID: UInt32 = 0o4000
+    static let setGID: UInt32 = 0o2000
+    static let groupExecute: UInt32 = 0o010
+    /// Both set-id bits: a file without either needs no rule.
+    public static let bits: UInt32 = setUID | setGID
+    /// CAP_FSETID and CAP_SYS_ADMIN (linux/capability.h).
+    static let capabilityFsetid = 4
+    static let capabilitySysAdmin = 21
+
+    /// The set-id bits an open(O_TRUNC) of a regular file with `permissions`, owned by
+    /// group `fileGID`, takes away.
+    public static func droppedByTruncatingOpen(permissions: UInt32, fileGID: UInt32, caller: RequestContext) -> UInt32 {
+        var dropped = permissions & setUID
+        if permissions & setGID != 0 && (permissions & groupExecute != 0 || !caller.isInGroup(fileGID)) {
+            dropped |= setGID
+        }
+        guard dropped != 0, !caller.holds(capability: capabilityFsetid) else { return 0 }
+        return dropped
+    }
+
+    /// The set-id bits setting an access ACL on a file with `permissions`, owned by group
+    /// `fileGID`, takes away.
+    public static func droppedBySettingAccessACL(permissions: UInt32, fileGID: UInt32, caller: RequestContext) -> UInt32 {
+        guard permissions & setGID != 0, !caller.isInGroup(fileGID), !caller.holds(capability: capabilityFsetid) else { return 0 }
+        return setGID
+    }
+}
+
+extension RequestContext {
+    /// True when `gid` is the caller's group or one of its supplementary groups.
+    public func isInGroup(_ gid: UInt32) -> Bool {
+        if gid == self.gid { return true }
+        switch privileges {
+        case .fromIDs: return false
+        case .ofProcess: return ProcessStatus(pid: pid)?.groups.contains(gid) ?? false
+        }
+    }
+
+    /// True when the caller's effective capabilities hold `capability` (its number).
+    /// A process gone before it is read holds none.
+    public func holds(capability: Int) -> Bool {
+        switch privileges {
+        case .fromIDs: return uid == 0
+        case .ofProcess: return ProcessStatus(pid: pid).map { $0.effectiveCapabilities >> UInt64(capability) & 1 == 1 } ?? false
+        }
+    }
+
+    /// CAP_SYS_ADMIN: what listing `trusted.*` attributes takes (ext4's and tmpfs's
+    /// `trusted` handler lists them to it alone).
+    public var maySeeTrustedAttributes: Bool { holds(capability: SetIDRules.capabilitySysAdmin) }
+}
+
+/// The `Groups:` and `CapEff:` lines of /proc/PID/status (PID may name a thread).
+struct ProcessStatus {
+    var groups: [UInt32] = []
+    var effectiveCapabilities: UInt64 = 0
+
+    init?(pid: Int32) {
+        guard pid > 0, let text = Self.contents(of: "/proc/\(pid)/status") else { return nil }
+        self.init(parsing: text)
+    }
+
+    init(parsing text: Substring) {
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("Groups:") {
+                groups = line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+            } else if line.hasPrefix("CapEff:") {
+                effectiveCapabilities = UInt64(String(line.dropFirst("CapEff:".count).filter { !$0.isWhitespace }), radix: 16) ?? 0
+            }
+        }
+    }
+
+    private static func contents(of path: String) -> Substring? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            bytes += buffer.prefix(n)
+        }
+        return bytes.isEmpty ? nil : Substring(String(decoding: bytes, as: UTF8.self))
+    }
+}
