@@ -145,9 +145,17 @@ public final class BackingStore: FileBlockStore, @unchecked Sendable {
         guard capacityBytes >= UInt64(Self.blockSize) else {
             throw .invalidArgument("capacity \(capacityBytes) is smaller than one block (\(Self.blockSize) bytes)")
         }
-        guard capacityBytes <= (UInt64(1) << 46) else {
-            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
-        }
+        guard capacityBytes <= maximumCapacity else { throw capacityPastTheLimit(capacityBytes) }
+    }
+
+    /// The largest capacity, in both formats: what an image may map.
+    public static let maximumCapacity: UInt64 = 1 << 46
+
+    /// The refusal of a capacity past `maximumCapacity`, in bytes and in TiB (a size typed
+    /// with a unit, or read from a damaged superblock, is hard to read as bytes alone).
+    public static func capacityPastTheLimit(_ bytes: UInt64) -> FSError {
+        let tenths = (bytes >> 36) * 10 / 16  // 2^36 bytes are a 16th of a TiB
+        return .invalidArgument("capacity \(bytes) bytes (\(tenths / 10).\(tenths % 10) TiB) exceeds the \(maximumCapacity) bytes (64 TiB) an image can map")
     }
 
     // MARK: - Blocks

@@ -22,7 +22,7 @@ extension TreeVolume {
     /// nodes need room besides files.
     public static let minimumCapacity: UInt64 = 4 << 20
     /// The largest: what an image may map (as format 1's).
-    public static let maximumCapacity: UInt64 = 1 << 46
+    public static let maximumCapacity = BackingStore.maximumCapacity
 
     /// A capacity a volume can have: a block past the two slots, at most `maximumCapacity`.
     static func isPossibleCapacity(_ bytes: UInt64) -> Bool {
@@ -60,9 +60,7 @@ extension TreeVolume {
                          oldChain: [LogSegment]) throws(FSError) -> (bytes: UInt64, isSet: Bool) {
         let (asked, isSet) = request.resolved(keptIn: slot)
         let bytes = (asked >> BackingStore.blockShift) << BackingStore.blockShift
-        guard bytes <= maximumCapacity else {
-            throw .invalidArgument("capacity \(asked) exceeds the 64 TiB an image can map")
-        }
+        guard bytes <= maximumCapacity else { throw BackingStore.capacityPastTheLimit(asked) }
         guard bytes < slot.capacityBytes else { return (bytes, isSet) }
         // The slot's own capacity, as opening checks it (the block space below needs one).
         try checkCapacity(of: slot, in: storage)

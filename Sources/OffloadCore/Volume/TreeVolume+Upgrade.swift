@@ -52,9 +52,7 @@ extension TreeVolume {
         // Blocks the file holds past the capacity are in use too (a lowered capacity).
         let fileBlocks = (storage.length + UInt64(BackingStore.blockSize) - 1) >> BackingStore.blockShift
         let kept = ((requested ?? superblock.capacityBytes) >> BackingStore.blockShift) << BackingStore.blockShift
-        guard kept <= maximumCapacity else {
-            throw .invalidArgument("capacity \(kept) exceeds the 64 TiB an image can map")
-        }
+        guard kept <= maximumCapacity else { throw BackingStore.capacityPastTheLimit(kept) }
         let capacityBytes = max(kept, fileBlocks << BackingStore.blockShift)
         if storage.length < capacityBytes { try storage.setLength(capacityBytes) }
         // Format 1 reads an image id of 0 (only damage makes one); a commit slot with it

@@ -71,9 +71,7 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
         guard capacityBytes >= minimumCapacity else {
             throw .capacityTooSmall(capacityBytes: capacityBytes, neededBytes: minimumCapacity, liveBytes: 0)
         }
-        guard capacityBytes <= TreeVolume.maximumCapacity else {
-            throw .invalidArgument("capacity \(capacityBytes) exceeds the 64 TiB an image can map")
-        }
+        guard capacityBytes <= TreeVolume.maximumCapacity else { throw BackingStore.capacityPastTheLimit(capacityBytes) }
         try storage.setLength(0)
         let blockSize = UInt64(BackingStore.blockSize)
         var random = SystemRandomNumberGenerator()
