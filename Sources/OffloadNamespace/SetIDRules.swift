@@ -29,44 +29,65 @@ public enum SetIDRules {
     /// The set-id bits an open(O_TRUNC) of a regular file with `permissions`, owned by
     /// group `fileGID`, takes away.
     public static func droppedByTruncatingOpen(permissions: UInt32, fileGID: UInt32, caller: RequestContext) -> UInt32 {
+        guard permissions & bits != 0 else { return 0 }
+        let privileges = CallerPrivileges(caller)
         var dropped = permissions & setUID
-        if permissions & setGID != 0 && (permissions & groupExecute != 0 || !caller.isInGroup(fileGID)) {
+        // in_group_or_capable: CAP_FSETID in the caller's own user namespace will do.
+        if permissions & setGID != 0 && (permissions & groupExecute != 0
+            || !(privileges.isInGroup(fileGID) || privileges.holds(capabilityFsetid, inTheInitialNamespace: false))) {
             dropped |= setGID
         }
-        guard dropped != 0, !caller.holds(capability: capabilityFsetid) else { return 0 }
+        // capable(CAP_FSETID): in the initial user namespace.
+        guard dropped != 0, !privileges.holds(capabilityFsetid, inTheInitialNamespace: true) else { return 0 }
         return dropped
     }
 
     /// The set-id bits setting an access ACL on a file with `permissions`, owned by group
-    /// `fileGID`, takes away.
+    /// `fileGID`, takes away (capable_wrt_inode_uidgid: the caller's own namespace).
     public static func droppedBySettingAccessACL(permissions: UInt32, fileGID: UInt32, caller: RequestContext) -> UInt32 {
-        guard permissions & setGID != 0, !caller.isInGroup(fileGID), !caller.holds(capability: capabilityFsetid) else { return 0 }
+        guard permissions & setGID != 0 else { return 0 }
+        let privileges = CallerPrivileges(caller)
+        guard !privileges.isInGroup(fileGID), !privileges.holds(capabilityFsetid, inTheInitialNamespace: false) else { return 0 }
         return setGID
     }
 }
 
 extension RequestContext {
+    /// CAP_SYS_ADMIN in the initial user namespace: what listing `trusted.*` attributes
+    /// takes (ext4's and tmpfs's `trusted` handler lists them to it alone).
+    public var maySeeTrustedAttributes: Bool {
+        CallerPrivileges(self).holds(SetIDRules.capabilitySysAdmin, inTheInitialNamespace: true)
+    }
+}
+
+/// A request's caller as one rule asks about it, read once per decision: its groups and
+/// effective capabilities. `.fromIDs` (in-process callers): uid 0 holds every capability
+/// and the gid is the only group. `.ofProcess`: /proc/PID/status; when that cannot be
+/// read (a process gone, a caller in another pid namespace, whose pid is 0), as
+/// `.fromIDs`, which is what the kernel most likely decided too: a mode the daemon
+/// changes and the kernel does not would stay cached in the kernel unchanged.
+struct CallerPrivileges {
+    private let caller: RequestContext
+    private let status: ProcessStatus?
+
+    init(_ caller: RequestContext) {
+        self.caller = caller
+        status = caller.privileges == .ofProcess ? ProcessStatus(pid: caller.pid) : nil
+    }
+
     /// True when `gid` is the caller's group or one of its supplementary groups.
-    public func isInGroup(_ gid: UInt32) -> Bool {
-        if gid == self.gid { return true }
-        switch privileges {
-        case .fromIDs: return false
-        case .ofProcess: return ProcessStatus(pid: pid)?.groups.contains(gid) ?? false
-        }
+    func isInGroup(_ gid: UInt32) -> Bool {
+        gid == caller.gid || (status?.groups.contains(gid) ?? false)
     }
 
-    /// True when the caller's effective capabilities hold `capability` (its number).
-    /// A process gone before it is read holds none.
-    public func holds(capability: Int) -> Bool {
-        switch privileges {
-        case .fromIDs: return uid == 0
-        case .ofProcess: return ProcessStatus(pid: pid).map { $0.effectiveCapabilities >> UInt64(capability) & 1 == 1 } ?? false
-        }
+    /// True when the caller's effective capabilities hold `capability` (its number), in
+    /// its own user namespace or, with `inTheInitialNamespace`, in the initial one
+    /// (`capable`: a root of a user namespace holds nothing there).
+    func holds(_ capability: Int, inTheInitialNamespace: Bool) -> Bool {
+        guard let status else { return caller.uid == 0 }
+        guard status.effectiveCapabilities >> UInt64(capability) & 1 == 1 else { return false }
+        return !inTheInitialNamespace || ProcessStatus.isInTheInitialUserNamespace(pid: caller.pid)
     }
-
-    /// CAP_SYS_ADMIN: what listing `trusted.*` attributes takes (ext4's and tmpfs's
-    /// `trusted` handler lists them to it alone).
-    public var maySeeTrustedAttributes: Bool { holds(capability: SetIDRules.capabilitySysAdmin) }
 }
 
 /// The `Groups:` and `CapEff:` lines of /proc/PID/status (PID may name a thread).
@@ -87,6 +108,12 @@ struct ProcessStatus {
                 effectiveCapabilities = UInt64(String(line.dropFirst("CapEff:".count).filter { !$0.isWhitespace }), radix: 16) ?? 0
             }
         }
+    }
+
+    /// True when /proc/PID/uid_map maps every uid to itself: the initial user namespace.
+    static func isInTheInitialUserNamespace(pid: Int32) -> Bool {
+        guard let map = contents(of: "/proc/\(pid)/uid_map") else { return false }
+        return map.split(whereSeparator: { $0.isWhitespace }) == ["0", "0", "4294967295"]
     }
 
     private static func contents(of path: String) -> Substring? {

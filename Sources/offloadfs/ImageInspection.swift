@@ -94,7 +94,7 @@ extension ImageInspection {
     var upgradeNote: String {
         upgradeWasCutShort
             ? "an upgrade to format 2 was cut short (block 0 holds its first commit, block 1 still format 1's superblock, "
-                + "which the image is); the next read-write mount upgrades it again"
+                + "which the image is); the next read-write mount upgrades it again (`offloadfs mount --format 1` keeps it format 1)"
             : "to format 2 at its next read-write mount (`offloadfs mount --format 1` keeps it format 1)"
     }
 

@@ -58,7 +58,7 @@ final class FormatOneFixtureTests: DaemonTestCase {
         try Data(cut).write(to: URL(fileURLWithPath: image))
 
         let said = "an upgrade to format 2 was cut short (block 0 holds its first commit, block 1 still format 1's superblock, "
-            + "which the image is); the next read-write mount upgrades it again"
+            + "which the image is); the next read-write mount upgrades it again (`offloadfs mount --format 1` keeps it format 1)"
         let fsck = try runOffloadfs(["fsck", image])
         XCTAssertEqual(fsck.status, 0, fsck.transcript)
         XCTAssertTrue(fsck.output.contains("note: upgrade: " + said), fsck.transcript)

@@ -12,9 +12,9 @@ final class SetIDBitsMountTests: MountedTestCase {
     /// open(2) with O_TRUNC by a caller without CAP_FSETID takes S_ISUID away, and S_ISGID
     /// when group-execute is set or the caller is outside the file's group; root keeps
     /// both. Before, the kernel truncated through the OPEN (FUSE_CAP_ATOMIC_O_TRUNC) and
-    /// dropped the SETATTR carrying the new mode, so every bit stayed. The kernel is told
-    /// to forget the mode it cached, or it would keep answering the old one (`stat
-    /// --cached=always` after a permission check shows what it holds).
+    /// dropped the SETATTR carrying the new mode, so every bit stayed. The kernel's cached
+    /// mode follows (its own ATTR_KILL_* make it read the attributes again): `stat
+    /// --cached=always` after a permission check shows what it holds.
     func testAnOpenThatTruncatesTakesAwayTheSetIDBitsItsCallerMayNotKeep() throws {
         let user = try NonRootUser()
         defer { for problem in user.remove() { XCTFail(problem) } }

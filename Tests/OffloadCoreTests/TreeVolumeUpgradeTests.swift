@@ -250,7 +250,7 @@ final class TreeVolumeUpgradeTests: XCTestCase {
                                                     nameHashKey: SipHash24(key0: 1, key1: 2))) { error in
             guard case FSError.invalidArgument(let why) = error else { return XCTFail("got \(error)") }
             // In TiB too: "capacity 70368745226240 bytes" alone is hard to read.
-            XCTAssertEqual(why, "capacity 70368745226240 bytes (64.0 TiB) exceeds the 70368744177664 bytes (64 TiB) an image can map")
+            XCTAssertEqual(why, "capacity 70368745226240 bytes (64.1 TiB) exceeds the 70368744177664 bytes (64 TiB) an image can map")
         }
         XCTAssertEqual(disk.length, UInt64(image.count), "refused before anything was written")
         XCTAssertEqual("\(BackingStore.capacityPastTheLimit(100 << 40))",

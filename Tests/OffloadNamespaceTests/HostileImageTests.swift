@@ -334,10 +334,16 @@ final class HostileImageTests: XCTestCase {
         symlink.symlinkTarget = Array("to".utf8) + [0]
         var file = regularFile(number: 71)
         file.permissions = 0o100644
+        var counted = regularFile(number: 72)
+        counted.linkCount = 3
         let image = try imageWithJournalFrame([
             .entry(directory: 1, name: Array("dangling".utf8), child: 999),
             .inode(symlink), .entry(directory: 1, name: Array("link".utf8), child: 70),
             .inode(file), .entry(directory: 1, name: Array("file".utf8), child: 71),
+            .inode(counted), .entry(directory: 1, name: Array("counted".utf8), child: 72),
+            // A directory with no record holding a name: the name goes, the file it names
+            // is given one in /lost+found (before, repair left the problem and failed).
+            .inode(regularFile(number: 73)), .entry(directory: 555, name: Array("homeless".utf8), child: 73),
         ])
         let outcome = try HostileImageCheck.check(image)
         XCTAssertNotNil(outcome.refusal)
@@ -346,9 +352,13 @@ final class HostileImageTests: XCTestCase {
         let repaired = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,
                                                 memoryLimiter: MemoryLimiter(limitBytes: 0), repair: true)
         XCTAssertEqual(repaired.report.repairs, [
+            "removed the 1 entries of directory 555, which does not exist",
             "symlink 70: its target of 3 bytes, which no request makes, is now 'to'",
             "inode 71: permissions 0o100644 cut to 0o644",
             "removed entry 'dangling' from directory 1",
+            "gave inode 73 the name /lost+found/#73",
+            "inode 1: link count 3 set to 4, what its names give",  // /lost+found
+            "inode 72: link count 3 set to 1, what its names give",
         ])
         try repaired.close()
         let again = try ImageFileSystem.open(storage: storage, capacityBytes: SampleImage.capacityBytes,

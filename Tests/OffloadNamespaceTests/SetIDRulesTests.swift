@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 import OffloadCore
 import OffloadSimulation
@@ -31,19 +32,31 @@ final class SetIDRulesTests: XCTestCase {
         let status = ProcessStatus(parsing: "Name:\tsh\nGroups:\t4 24 27 \nCapEff:\t0000000000000010\nCapBnd:\t000001ffffffffff\n")
         XCTAssertEqual(status.groups, [4, 24, 27])
         XCTAssertEqual(status.effectiveCapabilities, 1 << 4)
-        let caller = RequestContext(uid: getuid(), gid: 999_999, pid: getpid(), privileges: .ofProcess)
+        let caller = CallerPrivileges(RequestContext(uid: getuid(), gid: 999_999, pid: getpid(), privileges: .ofProcess))
         XCTAssertTrue(caller.isInGroup(999_999), "the request's own gid")
         let supplementary = try XCTUnwrap(ProcessStatus(pid: getpid())).groups
         for gid in supplementary { XCTAssertTrue(caller.isInGroup(gid)) }
         XCTAssertFalse(caller.isInGroup(999_998))
         if geteuid() == 0 {
-            XCTAssertTrue(caller.holds(capability: SetIDRules.capabilityFsetid), "root holds CAP_FSETID")
-            XCTAssertTrue(caller.maySeeTrustedAttributes)
+            XCTAssertTrue(ProcessStatus.isInTheInitialUserNamespace(pid: getpid()), "the tests run in the initial user namespace")
+            XCTAssertTrue(caller.holds(SetIDRules.capabilityFsetid, inTheInitialNamespace: true), "root holds CAP_FSETID")
+            XCTAssertTrue(RequestContext(uid: 0, gid: 0, pid: getpid(), privileges: .ofProcess).maySeeTrustedAttributes)
         }
-        // A process gone before its status is read is in no other group and holds nothing.
-        let gone = RequestContext(uid: 0, gid: 1, pid: Int32.max, privileges: .ofProcess)
-        XCTAssertFalse(gone.isInGroup(2))
-        XCTAssertFalse(gone.holds(capability: SetIDRules.capabilityFsetid))
+        // A process whose status cannot be read (gone, or of another pid namespace: pid 0)
+        // is judged by its ids, as in-process callers are: uid 0 holds every capability.
+        let gone = RequestContext(uid: 1000, gid: 1, pid: Int32.max, privileges: .ofProcess)
+        XCTAssertFalse(CallerPrivileges(gone).isInGroup(2))
+        XCTAssertFalse(CallerPrivileges(gone).holds(SetIDRules.capabilityFsetid, inTheInitialNamespace: false))
+        XCTAssertTrue(CallerPrivileges(RequestContext(uid: 0, gid: 0, pid: 0, privileges: .ofProcess))
+            .holds(SetIDRules.capabilityFsetid, inTheInitialNamespace: true))
+        // A root of a user namespace holds its capabilities there, not in the initial one.
+        let sleeper = try XCTUnwrap(Self.runInUserNamespace())
+        defer { sleeper.terminate(); sleeper.waitUntilExit() }
+        let inner = sleeper.processIdentifier
+        let namespaced = CallerPrivileges(RequestContext(uid: 0, gid: 0, pid: inner, privileges: .ofProcess))
+        XCTAssertFalse(ProcessStatus.isInTheInitialUserNamespace(pid: inner))
+        XCTAssertTrue(namespaced.holds(SetIDRules.capabilityFsetid, inTheInitialNamespace: false))
+        XCTAssertFalse(namespaced.holds(SetIDRules.capabilityFsetid, inTheInitialNamespace: true))
         XCTAssertEqual(ExtendedAttributes.visibleNames([Array("trusted.a".utf8), Array("user.b".utf8)], to: gone),
                        [Array("user.b".utf8)])
         XCTAssertEqual(ExtendedAttributes.visibleNames([Array("trusted.a".utf8)], to: root), [Array("trusted.a".utf8)])
@@ -91,6 +104,25 @@ final class SetIDRulesTests: XCTestCase {
                 XCTAssertEqual(try fs.getattr(inode: made.inode).permissions, left, "\(format), \(name)")
             }
         }
+    }
+
+    /// A `sleep` run as root of a new user namespace (`unshare --user --map-root-user`),
+    /// once it runs with its uid map written; nil when that cannot be made.
+    private static func runInUserNamespace() throws -> Process? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["--user", "--map-root-user", "/bin/sleep", "30"]
+        try process.run()
+        let pid = process.processIdentifier
+        for _ in 0..<200 {
+            if let map = try? String(contentsOfFile: "/proc/\(pid)/uid_map", encoding: .utf8),
+               map.split(whereSeparator: { $0.isWhitespace }).first == "0",
+               let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               status.contains("sleep") { return process }
+            usleep(10_000)
+        }
+        process.terminate()
+        return nil
     }
 
     /// A format 1 and a format 2 namespace, each on a fresh image in memory.

@@ -292,14 +292,17 @@ extension ImageReplay {
             done.append("recreated inode \(number) for contents whose inode record was lost")
         }
         strays = [:]
-        repairRecords(done: &done)
+        // Fixed before the passes, which start from an analysis that saw them: it is taken
+        // again when a number or an entry moved.
+        let records = repairRecords(done: &done)
+        if let number = records.renumberedZero, log.recreated.remove(0) != nil { log.recreated.insert(number) }
         // Naming unreachable inodes brings files and directories into the tree that the
         // checks never walked, with loose ends of their own: fix and name again until a
         // pass leaves nothing to fix. A pass without new names leaves nothing; hostile
         // nesting could need many, so after `repairPasses` the rest is left to the final
         // check (the image is then refused, not half repaired). Every check uses the real
         // length of the image file.
-        var current = analysis
+        var current = records.namesMoved ? ImageAnalysis(self, fileBytes: analysis.fileBytes) : analysis
         var lost: UInt64?
         for _ in 0..<Self.repairPasses {
             for (directory, name) in current.danglingEntries {
@@ -320,8 +323,10 @@ extension ImageReplay {
             current = ImageAnalysis(self, fileBytes: analysis.fileBytes)
             if current.danglingEntries.isEmpty && current.badPieces.isEmpty { break }
         }
-        for (number, count) in current.linkCounts where inodes[number]?.linkCount != count {
+        for (number, count) in current.linkCounts.sorted(by: { $0.key < $1.key }) {
+            guard let recorded = inodes[number]?.linkCount, recorded != count else { continue }
             inodes[number]?.linkCount = count
+            done.append("inode \(number): link count \(recorded) set to \(count), what its names give")
         }
         for (number, parent) in current.parents { inodes[number]?.parent = parent }
         // Set here, not in a `defer`: a `defer` runs after `return` has copied the log,
@@ -337,8 +342,11 @@ extension ImageReplay {
     /// inode 0 a free number (its names follow it; parents are set from the names after),
     /// permission bits within 0o7777, a symlink target cut at its first NUL and to
     /// PATH_MAX - 1 bytes, or, with nothing left, a name saying it was lost (format 2's
-    /// repair does the same).
-    private func repairRecords(done: inout [String]) {
+    /// repair does the same). Removes the entries of directories that have no record
+    /// (their children, unreachable then, get names in /lost+found). Returns what moved
+    /// names and numbers: the passes must then start from an analysis taken again.
+    private func repairRecords(done: inout [String]) -> (renumberedZero: UInt64?, namesMoved: Bool) {
+        var renumbered: UInt64?
         if var record = inodes.removeValue(forKey: 0) {
             let number = nextInode
             nextInode += 1
@@ -349,7 +357,13 @@ extension ImageReplay {
             for (directory, names) in entries {
                 for (name, child) in names where child == 0 { entries[directory]?[name] = number }
             }
+            renumbered = number
             done.append("gave inode 0, a number no file may have, the number \(number)")
+        }
+        let homeless = entries.filter { inodes[$0.key] == nil && !$0.value.isEmpty }
+        for (directory, names) in homeless.sorted(by: { $0.key < $1.key }) {
+            entries[directory] = nil
+            done.append("removed the \(names.count) entries of directory \(directory), which does not exist")
         }
         let damaged = inodes.values.filter { record in
             record.permissions > ImageAnalysis.permissionBits
@@ -368,6 +382,7 @@ extension ImageReplay {
                 done.append("symlink \(number): its target of \(record.symlinkTarget.count) bytes, which no request makes, is now '\(ImageAnalysis.show(kept))'")
             }
         }
+        return (renumbered, renumbered != nil || !homeless.isEmpty)
     }
 
     /// Names the tops of the subtrees `analysis` could not reach `/lost+found/#NUMBER`

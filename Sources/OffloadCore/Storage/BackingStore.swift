@@ -154,7 +154,9 @@ public final class BackingStore: FileBlockStore, @unchecked Sendable {
     /// The refusal of a capacity past `maximumCapacity`, in bytes and in TiB (a size typed
     /// with a unit, or read from a damaged superblock, is hard to read as bytes alone).
     public static func capacityPastTheLimit(_ bytes: UInt64) -> FSError {
-        let tenths = (bytes >> 36) * 10 / 16  // 2^36 bytes are a 16th of a TiB
+        // Rounded up, so that a capacity past the limit never reads as the limit.
+        let mebibytes = bytes >> 20 + (bytes & (1 << 20 - 1) == 0 ? 0 : 1)
+        let tenths = (mebibytes * 10 + (1 << 20 - 1)) >> 20
         return .invalidArgument("capacity \(bytes) bytes (\(tenths / 10).\(tenths % 10) TiB) exceeds the \(maximumCapacity) bytes (64 TiB) an image can map")
     }
 
