@@ -1,3 +1,4 @@
+import Foundation
 import FuseBridge
 import OffloadCore
 import XCTest
@@ -71,10 +72,15 @@ final class ErrnoMappingTests: XCTestCase {
 }
 
 final class PreflightTests: XCTestCase {
-    func testMissingFuseDeviceIsOneClearLine() {
-        XCTAssertThrowsError(try Preflight.checkFuseDevice(path: "/nonexistent/fuse")) { error in
+    func testMissingFuseDeviceIsOneClearLine() throws {
+        // Under a fresh directory: a path such as /nonexistent/fuse depends on the machine
+        // (a stray file named /nonexistent made it ENOTDIR once).
+        let directory = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let missing = directory + "/missing/fuse"
+        XCTAssertThrowsError(try Preflight.checkFuseDevice(path: missing)) { error in
             let message = (error as? MountError)?.message ?? ""
-            XCTAssertTrue(message.contains("/nonexistent/fuse does not exist"), message)
+            XCTAssertTrue(message.contains("\(missing) does not exist"), message)
             XCTAssertFalse(message.contains("\n"))
         }
     }
