@@ -54,6 +54,7 @@ enum {
 enum {
     OFFLOADFS_RENAME_NOREPLACE = 1,
     OFFLOADFS_RENAME_EXCHANGE = 2,
+    OFFLOADFS_RENAME_WHITEOUT = 4,
 };
 /// setxattr flags (Linux ABI values, see setxattr(2)); <sys/xattr.h> is not part of
 /// Swift's Glibc module.
@@ -64,9 +65,9 @@ enum {
 #if defined(SEEK_DATA) && defined(SEEK_HOLE)
 _Static_assert(OFFLOADFS_SEEK_DATA == SEEK_DATA && OFFLOADFS_SEEK_HOLE == SEEK_HOLE, "lseek whence values");
 #endif
-#if defined(RENAME_NOREPLACE) && defined(RENAME_EXCHANGE)
-_Static_assert(OFFLOADFS_RENAME_NOREPLACE == RENAME_NOREPLACE && OFFLOADFS_RENAME_EXCHANGE == RENAME_EXCHANGE,
-               "renameat2 flags");
+#if defined(RENAME_NOREPLACE) && defined(RENAME_EXCHANGE) && defined(RENAME_WHITEOUT)
+_Static_assert(OFFLOADFS_RENAME_NOREPLACE == RENAME_NOREPLACE && OFFLOADFS_RENAME_EXCHANGE == RENAME_EXCHANGE
+               && OFFLOADFS_RENAME_WHITEOUT == RENAME_WHITEOUT, "renameat2 flags");
 #endif
 /// fallocate modes, re-exported from <linux/falloc.h> as plain ints for Swift.
 enum {

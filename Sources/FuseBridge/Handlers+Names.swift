@@ -128,13 +128,15 @@ enum NameHandlers {
     static func rename(_ request: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?,
                        _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>?, _ flags: UInt32) {
         let fs = BridgeContext.of(request).fileSystem
-        let known = UInt32(OFFLOADFS_RENAME_NOREPLACE | OFFLOADFS_RENAME_EXCHANGE)
-        // RENAME_WHITEOUT (overlayfs) and unknown bits are not supported.
+        let known = UInt32(OFFLOADFS_RENAME_NOREPLACE | OFFLOADFS_RENAME_EXCHANGE | OFFLOADFS_RENAME_WHITEOUT)
         guard flags & ~known == 0 else { return Reply(request, "rename").errno(EINVAL) }
+        // The caller owns a whiteout (RENAME_WHITEOUT, which the kernel lets only a holder
+        // of CAP_MKNOD ask for).
+        let caller = RequestContext(request)
         Reply(request, "rename").done(Result { () throws(FSError) in
             try fs.rename(parent: InodeNumber(parent), name: FileName(cString: name),
                           newParent: InodeNumber(newParent), newName: FileName(cString: newName),
-                          flags: RenameFlags(rawValue: flags))
+                          flags: RenameFlags(rawValue: flags), context: caller)
         })
     }
 

@@ -28,7 +28,10 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func unlink(parent: InodeNumber, name: FileName) throws(FSError)
     func rmdir(parent: InodeNumber, name: FileName) throws(FSError)
     func symlink(parent: InodeNumber, name: FileName, target: [UInt8], context: RequestContext) throws(FSError) -> Attributes
-    func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber, newName: FileName, flags: RenameFlags) throws(FSError)
+    /// `context` owns the whiteout RENAME_WHITEOUT leaves (format 2; format 1 refuses the
+    /// flag, EINVAL).
+    func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber, newName: FileName, flags: RenameFlags,
+                context: RequestContext) throws(FSError)
     func link(inode: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes
 
     // MARK: Files
@@ -90,6 +93,12 @@ extension FileSystemOperations {
     /// An open by a caller who keeps set-id bits (in-process callers and tests).
     public func open(inode: InodeNumber, flags: Int32) throws(FSError) -> FileHandle {
         try open(inode: inode, flags: flags, context: .root)
+    }
+
+    /// A rename by root (in-process callers and tests).
+    public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber, newName: FileName,
+                       flags: RenameFlags) throws(FSError) {
+        try rename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags, context: .root)
     }
 
     /// A setxattr by a caller who keeps set-id bits (in-process callers and tests).

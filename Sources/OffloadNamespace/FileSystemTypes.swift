@@ -215,6 +215,10 @@ public struct RenameFlags: OptionSet, Sendable {
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     public static let noReplace = RenameFlags(rawValue: 1)  // RENAME_NOREPLACE
     public static let exchange = RenameFlags(rawValue: 2)   // RENAME_EXCHANGE
+    /// RENAME_WHITEOUT: the source name is left naming a whiteout, a character device
+    /// 0:0 with no permission bits (what overlayfs puts in its upper layer over a name
+    /// of a lower one, and asks of an upper filesystem before it mounts).
+    public static let whiteout = RenameFlags(rawValue: 4)
 }
 
 /// setxattr flags.

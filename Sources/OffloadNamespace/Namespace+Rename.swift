@@ -146,8 +146,9 @@ extension NamespaceState {
 }
 
 extension Namespace {
+    /// RENAME_WHITEOUT is format 2's alone: format 1 answers EINVAL (`context` unused).
     public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
-                       newName: FileName, flags: RenameFlags) throws(FSError) {
+                       newName: FileName, flags: RenameFlags, context: RequestContext) throws(FSError) {
         let freed = try state.withLock { (state) throws(FSError) -> StorageDisposal? in
             let involved = [parent, newParent]
                 + [(parent, name), (newParent, newName)].compactMap { directory, entryName in

@@ -33,7 +33,7 @@ public final class ReadOnlyFileSystem: FileSystemOperations {
         throw .readOnly
     }
     public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber, newName: FileName,
-                       flags: RenameFlags) throws(FSError) {
+                       flags: RenameFlags, context: RequestContext) throws(FSError) {
         throw .readOnly
     }
     public func link(inode: InodeNumber, newParent: InodeNumber, newName: FileName) throws(FSError) -> Attributes {

@@ -233,7 +233,7 @@ extension VolumeNamespace {
     /// The default ACL of `directory`, remembering its absence
     /// (`directoriesWithoutDefaultACLHolder`). Caller holds the lock, or shares it with the
     /// directory's inode lock, which a default ACL's setxattr holds too.
-    private func defaultACL(of directory: UInt64, _ reader: VolumeReader) throws(FSError) -> [UInt8]? {
+    func defaultACL(of directory: UInt64, _ reader: VolumeReader) throws(FSError) -> [UInt8]? {
         if directoriesWithoutDefaultACLHolder.withLock({ $0.contains(directory) }) {
             // A read that fails is not this check's to report.
             assert((try? reader.xattr(directory, name: PosixACL.defaultName)) == nil, "directory \(directory) has a default ACL")

@@ -8,10 +8,13 @@ import OffloadCore
 
 extension VolumeNamespace {
     public func rename(parent: InodeNumber, name: FileName, newParent: InodeNumber,
-                       newName: FileName, flags: RenameFlags) throws(FSError) {
-        guard flags.subtracting([.noReplace, .exchange]).isEmpty else { throw .invalidArgument("unknown rename flags") }
+                       newName: FileName, flags: RenameFlags, context: RequestContext) throws(FSError) {
+        guard flags.subtracting([.noReplace, .exchange, .whiteout]).isEmpty else { throw .invalidArgument("unknown rename flags") }
         guard !flags.isSuperset(of: [.noReplace, .exchange]) else {
             throw .invalidArgument("RENAME_NOREPLACE and RENAME_EXCHANGE together")
+        }
+        guard !flags.isSuperset(of: [.whiteout, .exchange]) else {
+            throw .invalidArgument("RENAME_WHITEOUT and RENAME_EXCHANGE together")
         }
         func change(_ reader: VolumeReader, _ operation: inout VolumeOperation) throws(FSError) {
             var items = RenameItems(reader: reader)
@@ -79,6 +82,7 @@ extension VolumeNamespace {
             }
             try items.change(parent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
             try items.change(newParent.rawValue) { $0.modificationTime = now; $0.changeTime = now }
+            if flags.contains(.whiteout) { try leaveWhiteout(in: parent.rawValue, name, context: context, now: now, &items, reader, &operation) }
             for (number, item) in items.changed.sorted(by: { $0.key < $1.key }) {
                 state(number, item, hadOrphan: try reader.orphan(number) != nil, into: &operation)
             }
@@ -86,6 +90,29 @@ extension VolumeNamespace {
         try changingNamesOfARename(from: parent.rawValue, name, to: newParent.rawValue, newName) { (reader, operation) throws(FSError) in
             try change(reader, &operation)
         }
+    }
+
+    /// RENAME_WHITEOUT's whiteout at the source name, in the rename's frame: a character
+    /// device 0:0 made as mknod would make it (permission bits 0, so the umask and a default
+    /// ACL leave nothing; the group of a set-group-ID directory), as ext4's and tmpfs's
+    /// whiteouts are. Its item goes before its name, as every new inode's does (`newNode`).
+    private func leaveWhiteout(in directory: UInt64, _ name: FileName, context: RequestContext, now: RecordTime,
+                               _ items: inout RenameItems, _ reader: VolumeReader,
+                               _ operation: inout VolumeOperation) throws(FSError) {
+        var parentItem = try items.get(directory)
+        let start = NewInodeStart(kind: .characterDevice, requested: 0, parentPermissions: parentItem.permissions,
+                                  parentGID: parentItem.gid, parentDefaultACL: try defaultACL(of: directory, reader),
+                                  context: context)
+        let index = try parentItem.takeEntryIndex(of: directory)
+        items.set(directory, parentItem)
+        let number = try takeInodeNumber()
+        let whiteout = InodeItem(type: Self.typeCode(.characterDevice), permissions: start.permissions, uid: context.uid,
+                                 gid: start.gid, linkCount: 1, size: 0, rdev: 0, accessTime: now, modificationTime: now,
+                                 changeTime: now, birthTime: now, parent: 0, nextIndex: 0)
+        operation.changes.append(.attributes(inode: number, whiteout))
+        if let access = start.accessACL { operation.changes.append(.setXattr(inode: number, name: PosixACL.accessName, value: access)) }
+        operation.changes.append(.link(directory: directory, NamedEntry(name: name.bytes, child: number, type: whiteout.type, index: index)))
+        operation.born = number
     }
 
     /// A directory that moved: its parent is the new one, which gains the link the old one
