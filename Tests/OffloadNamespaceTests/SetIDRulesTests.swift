@@ -114,11 +114,11 @@ final class SetIDRulesTests: XCTestCase {
         process.arguments = ["--user", "--map-root-user", "/bin/sleep", "30"]
         try process.run()
         let pid = process.processIdentifier
-        for _ in 0..<200 {
-            if let map = try? String(contentsOfFile: "/proc/\(pid)/uid_map", encoding: .utf8),
-               map.split(whereSeparator: { $0.isWhitespace }).first == "0",
-               let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-               status.contains("sleep") { return process }
+        // unshare writes the map and then execs sleep: its name says the map is there.
+        // (Not "sleep" anywhere in the status: "State: S (sleeping)" holds it too.)
+        for _ in 0..<500 {
+            if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               status.split(separator: "\n").contains("Name:\tsleep") { return process }
             usleep(10_000)
         }
         process.terminate()
