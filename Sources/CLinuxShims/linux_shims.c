@@ -28,6 +28,10 @@ int offloadfs_release_free_memory(void) {
     return malloc_trim(0);
 }
 
+size_t offloadfs_heap_free_bytes(void) {
+    return mallinfo2().fordblks;
+}
+
 int offloadfs_limit_malloc_arenas(int arenas) {
     return mallopt(M_ARENA_MAX, arenas);
 }

@@ -206,7 +206,8 @@ struct MountCommand: ParsableCommand {
             // trickle): debug, not info.
             var metadata: Logger.Metadata = ["seconds": "\(write.seconds)"]
             for (key, value) in write.details { metadata[key] = .string(value) }
-            logger.log(level: write.kind == "checkpoint" ? .info : .debug, "\(write.kind) written", metadata: metadata)
+            let what = write.kind == "heap trim" ? "heap trimmed" : "\(write.kind) written"
+            logger.log(level: write.kind == "checkpoint" ? .info : .debug, "\(what)", metadata: metadata)
         }, onError: { error in
             logger.error("background sync failed", metadata: ["error": "\(error)"])
         })

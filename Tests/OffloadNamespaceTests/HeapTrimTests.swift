@@ -23,6 +23,43 @@ final class HeapTrimTests: XCTestCase {
                                       lastReleased: 1 * MiB), "after a futile trim, grown less than 8 MiB")
         XCTAssertTrue(HeapTrim.isDue(atRest: false, anonymous: 108 * MiB, budget: 100 * MiB, lastAfter: 100 * MiB,
                                      lastReleased: 1 * MiB), "grown 8 MiB since")
+        // A tick with no commit: when 8 MiB more is free in the heap than at its lowest
+        // since the last trim, at rest or over the budget.
+        XCTAssertTrue(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 10 * MiB, budget: 100 * MiB, freeInHeap: 10 * MiB,
+                                                  lowestFree: 2 * MiB))
+        XCTAssertFalse(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 10 * MiB, budget: 100 * MiB, freeInHeap: 40 * MiB,
+                                                   lowestFree: 33 * MiB), "freed little since")
+        XCTAssertFalse(HeapTrim.isDueWithoutCommit(atRest: false, anonymous: 99 * MiB, budget: 100 * MiB, freeInHeap: 50 * MiB,
+                                                   lowestFree: 0), "under load, within the budget")
+        XCTAssertTrue(HeapTrim.isDueWithoutCommit(atRest: false, anonymous: 101 * MiB, budget: 100 * MiB, freeInHeap: 50 * MiB,
+                                                  lowestFree: 0))
+    }
+
+    /// Memory freed with no change to commit (closed files, forgotten inodes): the trim of
+    /// a tick that commits nothing finds it free in the heap and gives it back; with
+    /// nothing freed since, it is not due.
+    func testATickWithoutACommitGivesBackWhatWasFreedSince() throws {
+        _ = offloadfs_release_free_memory()
+        guard ProcessMemory.anonymousResidentBytes() != nil else { throw XCTSkip("no /proc/self/statm") }
+        var kept: [UnsafeMutableRawPointer] = []
+        var freed: [UnsafeMutableRawPointer] = []
+        for index in 0..<20_000 {
+            let large = UnsafeMutableRawPointer.allocate(byteCount: 4000, alignment: 8)
+            large.initializeMemory(as: UInt8.self, repeating: 1, count: 4000)
+            freed.append(large)
+            guard index % 4 == 3 else { continue }
+            let small = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+            small.initializeMemory(as: UInt8.self, repeating: 2, count: 64)
+            kept.append(small)
+        }
+        defer { for pointer in kept { pointer.deallocate() } }
+        for pointer in freed { pointer.deallocate() }
+        freed = []
+        XCTAssertGreaterThan(UInt64(offloadfs_heap_free_bytes()), 60 * Self.MiB, "the freed chunks are free in the heap")
+        let trim = HeapTrim()
+        let first = try XCTUnwrap(trim.withoutCommit(atRest: true, budget: .max), "at rest, with 76 MiB free in the heap")
+        XCTAssertGreaterThan(first.releasedBytes, 40 * Self.MiB, "the trim gave back \(first.releasedBytes) bytes")
+        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max), "nothing freed since (the pages given back stay counted free)")
     }
 
     /// 20,000 chunks of 4,000 bytes freed among 5,000 small ones kept (one after every

@@ -56,6 +56,10 @@ int offloadfs_filesystem_type(const char *path, long *type);
 /// otherwise.
 int offloadfs_release_free_memory(void);
 
+/// The bytes free in the heap's arenas (glibc's mallinfo2().fordblks): what a
+/// malloc_trim could give back at most. Walks the arenas' bins, each under its lock.
+size_t offloadfs_heap_free_bytes(void);
+
 /// At most `arenas` malloc arenas (glibc's mallopt(M_ARENA_MAX)); 1 on success. Called
 /// before any thread starts.
 int offloadfs_limit_malloc_arenas(int arenas);

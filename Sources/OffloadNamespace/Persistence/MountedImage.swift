@@ -79,7 +79,7 @@ public struct MountedImageUsage: Sendable, Equatable {
 
 /// One write of the maintenance: a checkpoint (format 1) or a commit (format 2).
 public struct MaintenanceWrite: Sendable {
-    /// "checkpoint" or "commit".
+    /// "checkpoint", "commit" or "heap trim" (a tick that committed nothing).
     public var kind: String
     public var seconds: Double
     /// What it wrote, for the log (journal bytes it made obsolete, sizes, nodes).

@@ -21,6 +21,14 @@ import OffloadCore
 ///   free chunks and gives back their pages: 5-13 ms for 23-58 MiB in one burst's trims
 ///   (docs/ARCHITECTURE.md, "The heap given back under load").
 ///
+/// - On a tick with no commit (`withoutCommit`), when the heap's free bytes grew at least
+///   `growthBytes` past their lowest since the last trim and the daemon is at rest or over
+///   its budget: memory freed with no
+///   change to commit (files closed and their extent lists unloaded, inodes the kernel
+///   forgot after `drop_caches`) was never given back before, since every trim followed a
+///   commit (a hunt, thirty-sixth session: 206 MiB kept after closing a file of a million
+///   RAM pieces, until some unrelated change was committed).
+///
 /// Used by the maintenance thread alone (its tick), behind a lock all the same.
 final class HeapTrim: Sendable {
     static let growthBytes: UInt64 = 8 << 20
@@ -34,6 +42,10 @@ final class HeapTrim: Sendable {
 
     /// The anonymous memory after the last trim, and what that trim gave back.
     private let last = PthreadMutex<(after: UInt64, released: UInt64)>((0, growthBytes))
+    /// The heap's free bytes after the last trim, lowered to every lower reading since: a
+    /// trim keeps the pages it gives back counted free (`mallinfo2`), so what a tick with
+    /// no commit looks for is free memory grown past that mark.
+    private let lowestFree = PthreadMutex<UInt64>(0)
 
     struct Trim {
         var seconds: Double
@@ -58,7 +70,36 @@ final class HeapTrim: Sendable {
         let after = ProcessMemory.anonymousResidentBytes() ?? before
         let released = before > after ? before - after : 0
         last.withLock { $0 = (after, released) }
+        lowestFree.withLock { $0 = UInt64(offloadfs_heap_free_bytes()) }
         return Trim(seconds: seconds, releasedBytes: released)
+    }
+
+    /// Trims on a tick that committed nothing, when due (`isDueWithoutCommit`); nil when
+    /// not. Measures the heap's free bytes first (`offloadfs_heap_free_bytes`), which the
+    /// trim after a commit does not need: a commit frees what it placed and wrote.
+    func withoutCommit(atRest: Bool, budget: UInt64) -> Trim? {
+        guard let before = ProcessMemory.anonymousResidentBytes() else { return nil }
+        let free = UInt64(offloadfs_heap_free_bytes())
+        let due = lowestFree.withLock { lowest in
+            lowest = min(lowest, free)
+            return Self.isDueWithoutCommit(atRest: atRest, anonymous: before, budget: budget, freeInHeap: free, lowestFree: lowest)
+        }
+        guard due else { return nil }
+        let started = MonotonicClock.nanoseconds()
+        _ = offloadfs_release_free_memory()
+        let seconds = Double(MonotonicClock.nanoseconds() &- started) / 1e9
+        let after = ProcessMemory.anonymousResidentBytes() ?? before
+        let released = before > after ? before - after : 0
+        last.withLock { $0 = (after, released) }
+        lowestFree.withLock { $0 = UInt64(offloadfs_heap_free_bytes()) }
+        return Trim(seconds: seconds, releasedBytes: released)
+    }
+
+    /// When the heap's free bytes have grown `growthBytes` past their lowest since the
+    /// last trim, and the daemon is at rest or its anonymous memory is over `budget`.
+    static func isDueWithoutCommit(atRest: Bool, anonymous: UInt64, budget: UInt64, freeInHeap: UInt64,
+                                   lowestFree: UInt64) -> Bool {
+        freeInHeap >= lowestFree + growthBytes && (atRest || anonymous > budget)
     }
 
     /// At rest always; under load when `anonymous` is over `budget` and the last trim

@@ -169,6 +169,15 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                 // Not committed yet: the journal is made durable anyway, so a power cut
                 // loses at most one interval of work, as on format 1 (README).
                 if journal > 0 { try volume.sync() }
+                // Memory freed with nothing to commit goes back too (`HeapTrim`).
+                let atRest = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
+                let budget = HeapTrim.budget(inodes: UInt64(namespace.kernelReferences.referencedCount),
+                                             heldBytes: namespace.memoryLimiter.usedBytes)
+                if let trim = heapTrim.withoutCommit(atRest: atRest, budget: budget) {
+                    onWrite?(MaintenanceWrite(kind: "heap trim", seconds: trim.seconds, details: [
+                        ("heap_trim_released_bytes", "\(trim.releasedBytes)"),
+                    ]))
+                }
                 return
             }
             let seconds = ImageFileSystem.seconds(since: started)
