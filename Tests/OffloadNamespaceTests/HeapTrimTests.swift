@@ -41,17 +41,7 @@ final class HeapTrimTests: XCTestCase {
     func testATickWithoutACommitGivesBackWhatWasFreedSince() throws {
         _ = offloadfs_release_free_memory()
         guard ProcessMemory.anonymousResidentBytes() != nil else { throw XCTSkip("no /proc/self/statm") }
-        var kept: [UnsafeMutableRawPointer] = []
-        var freed: [UnsafeMutableRawPointer] = []
-        for index in 0..<20_000 {
-            let large = UnsafeMutableRawPointer.allocate(byteCount: 4000, alignment: 8)
-            large.initializeMemory(as: UInt8.self, repeating: 1, count: 4000)
-            freed.append(large)
-            guard index % 4 == 3 else { continue }
-            let small = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
-            small.initializeMemory(as: UInt8.self, repeating: 2, count: 64)
-            kept.append(small)
-        }
+        var (kept, freed) = Self.largeChunksAmongSmallOnes()
         defer { for pointer in kept { pointer.deallocate() } }
         for pointer in freed { pointer.deallocate() }
         freed = []
@@ -71,17 +61,7 @@ final class HeapTrimTests: XCTestCase {
         // and not grow the figure.
         _ = offloadfs_release_free_memory()
         guard let start = ProcessMemory.anonymousResidentBytes() else { throw XCTSkip("no /proc/self/statm") }
-        var kept: [UnsafeMutableRawPointer] = []
-        var freed: [UnsafeMutableRawPointer] = []
-        for index in 0..<20_000 {
-            let large = UnsafeMutableRawPointer.allocate(byteCount: 4000, alignment: 8)
-            large.initializeMemory(as: UInt8.self, repeating: 1, count: 4000)
-            freed.append(large)
-            guard index % 4 == 3 else { continue }
-            let small = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
-            small.initializeMemory(as: UInt8.self, repeating: 2, count: 64)
-            kept.append(small)
-        }
+        var (kept, freed) = Self.largeChunksAmongSmallOnes()
         defer { for pointer in kept { pointer.deallocate() } }
         let grown = try XCTUnwrap(ProcessMemory.anonymousResidentBytes())
         XCTAssertGreaterThan(grown, start + 60 * Self.MiB, "setup: 76 MiB allocated")
@@ -97,5 +77,23 @@ final class HeapTrimTests: XCTestCase {
         XCTAssertLessThan(second.releasedBytes, HeapTrim.growthBytes)
         XCTAssertNil(trim.afterCommit(atRest: false, budget: 0, nodeCache: nil), "a futile trim, no growth since")
         print("heap trim: \(first.releasedBytes >> 20) MiB given back in \(Int(first.seconds * 1e6)) us")
+    }
+
+    /// 20,000 chunks of 4,000 bytes (to be freed) among 5,000 of 64 bytes (kept), one
+    /// after every four: freeing the large ones leaves no free heap top for `free` to give
+    /// back by itself.
+    private static func largeChunksAmongSmallOnes() -> (kept: [UnsafeMutableRawPointer], freed: [UnsafeMutableRawPointer]) {
+        var kept: [UnsafeMutableRawPointer] = []
+        var freed: [UnsafeMutableRawPointer] = []
+        for index in 0..<20_000 {
+            let large = UnsafeMutableRawPointer.allocate(byteCount: 4000, alignment: 8)
+            large.initializeMemory(as: UInt8.self, repeating: 1, count: 4000)
+            freed.append(large)
+            guard index % 4 == 3 else { continue }
+            let small = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 8)
+            small.initializeMemory(as: UInt8.self, repeating: 2, count: 64)
+            kept.append(small)
+        }
+        return (kept, freed)
     }
 }

@@ -64,14 +64,7 @@ final class HeapTrim: Sendable {
             Self.isDue(atRest: atRest, anonymous: before, budget: budget, lastAfter: last.after, lastReleased: last.released)
         }
         guard due else { return nil }
-        let started = MonotonicClock.nanoseconds()
-        _ = offloadfs_release_free_memory()
-        let seconds = Double(MonotonicClock.nanoseconds() &- started) / 1e9
-        let after = ProcessMemory.anonymousResidentBytes() ?? before
-        let released = before > after ? before - after : 0
-        last.withLock { $0 = (after, released) }
-        lowestFree.withLock { $0 = UInt64(offloadfs_heap_free_bytes()) }
-        return Trim(seconds: seconds, releasedBytes: released)
+        return trim(from: before)
     }
 
     /// Trims on a tick that committed nothing, when due (`isDueWithoutCommit`); nil when
@@ -85,6 +78,11 @@ final class HeapTrim: Sendable {
             return Self.isDueWithoutCommit(atRest: atRest, anonymous: before, budget: budget, freeInHeap: free, lowestFree: lowest)
         }
         guard due else { return nil }
+        return trim(from: before)
+    }
+
+    /// Trims now, `before` being the anonymous memory before, and notes what it left.
+    private func trim(from before: UInt64) -> Trim {
         let started = MonotonicClock.nanoseconds()
         _ = offloadfs_release_free_memory()
         let seconds = Double(MonotonicClock.nanoseconds() &- started) / 1e9
