@@ -78,7 +78,16 @@ enum StatusClient {
                     continue
                 }
                 if status.state == DaemonStatus.State.stopping.name {
-                    stopping = stopping ?? status
+                    // A stopping daemon of another mount point is the one the device
+                    // number belonged to before: its kernel mount is gone, and it is not
+                    // this mount's (a dead mount's `status` printed it, found by a CI run
+                    // beside a crash soak's unmounts).
+                    if status.mountpoint == mount.mountPoint {
+                        stopping = stopping ?? status
+                    } else {
+                        reasons.append("\(path) is served by the daemon of another mount (\(status.mountpoint), pid \(status.pid)), "
+                                       + "which is stopping")
+                    }
                     continue
                 }
                 return .success(status)

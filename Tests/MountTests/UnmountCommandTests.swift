@@ -55,6 +55,56 @@ final class UnmountCommandTests: CommandLineTestCase {
         XCTAssertEqual(sockets(), [], "the dead daemon's socket is removed")
     }
 
+    /// A dead mount's device may also have a socket of the daemon the device number
+    /// belonged to before, still writing its final commit (stopping): `status` of the
+    /// dead mount printed that other mount's status (found by a CI run beside a crash
+    /// soak's unmounts). A stopping daemon of another mount point is not this mount's.
+    func testADeadMountIsNotAnsweredForByAnotherMountsStoppingDaemon() throws {
+        let live = scratch + "/live", dead = scratch + "/dead"
+        _ = try mountInBackground(live, image: scratch + "/live.img")
+        let pid = try mountInBackground(dead, image: scratch + "/dead.img")
+        let liveDevice = try XCTUnwrap(MountInfoLine.device(of: live))
+        let deadDevice = try XCTUnwrap(MountInfoLine.device(of: dead))
+        kill(pid, SIGKILL)
+        XCTAssertTrue(waitForExit(pid))
+        // The live daemon's status, stopping, served on the dead mount's device by a
+        // stand-in (what a daemon of the device number's previous mount binds).
+        let impostor = "/run/offloadfs/\(deadDevice).999999.sock"
+        let script = """
+            import json, os, socket, sys
+            def ask(path):
+                s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(b"status\\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk: return data
+                    data += chunk
+            status = json.loads(ask("/run/offloadfs/\(liveDevice).sock"))
+            status["state"] = "stopping"
+            server = socket.socket(socket.AF_UNIX); server.bind("\(impostor)"); server.listen(4)
+            print("ready", flush=True)
+            while True:
+                connection, _ = server.accept(); connection.recv(64)
+                connection.sendall(json.dumps(status).encode()); connection.close()
+            """
+        try script.write(toFile: scratch + "/impostor.py", atomically: false, encoding: .utf8)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [scratch + "/impostor.py"]
+        let ready = Pipe()
+        server.standardOutput = ready
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit(); unlink(impostor) }
+        XCTAssertEqual(String(decoding: ready.fileHandleForReading.availableData, as: UTF8.self), "ready\n")
+
+        let status = try offloadfs(["status", dead])
+        assertOneLineError(status, containing: "its daemon is gone (killed, or it crashed)")
+        XCTAssertTrue(status.error.contains("is served by the daemon of another mount (\(live), pid"), status.transcript)
+        XCTAssertFalse(status.output.contains(live), status.transcript)
+        XCTAssertEqual(try offloadfs(["unmount", dead + "/"]).status, 0)
+        XCTAssertEqual(try offloadfs(["unmount", live]).status, 0)
+    }
+
     /// `offloadfs umount M` is `offloadfs unmount M`, as umount(8) spells it (item 9).
     func testUmountIsAnAliasOfUnmount() throws {
         let mountPoint = scratch + "/m"
