@@ -26,13 +26,17 @@ final class HeapTrimTests: XCTestCase {
         // A tick with no commit: when 8 MiB more is free in the heap than at its lowest
         // since the last trim, at rest or over the budget.
         XCTAssertTrue(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 10 * MiB, budget: 100 * MiB, freeInHeap: 10 * MiB,
-                                                  lowestFree: 2 * MiB))
+                                                  lowestFree: 2 * MiB, lastAfter: 10 * MiB))
         XCTAssertFalse(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 10 * MiB, budget: 100 * MiB, freeInHeap: 40 * MiB,
-                                                   lowestFree: 33 * MiB), "freed little since")
+                                                   lowestFree: 33 * MiB, lastAfter: 10 * MiB), "freed little since")
+        XCTAssertTrue(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 50 * MiB, budget: 100 * MiB, freeInHeap: 40 * MiB,
+                                                  lowestFree: 40 * MiB, lastAfter: 10 * MiB), "used and freed again between looks")
+        XCTAssertFalse(HeapTrim.isDueWithoutCommit(atRest: true, anonymous: 50 * MiB, budget: 100 * MiB, freeInHeap: 1 * MiB,
+                                                   lowestFree: 1 * MiB, lastAfter: 10 * MiB), "grown, but in use")
         XCTAssertFalse(HeapTrim.isDueWithoutCommit(atRest: false, anonymous: 99 * MiB, budget: 100 * MiB, freeInHeap: 50 * MiB,
-                                                   lowestFree: 0), "under load, within the budget")
+                                                   lowestFree: 0, lastAfter: 0), "under load, within the budget")
         XCTAssertTrue(HeapTrim.isDueWithoutCommit(atRest: false, anonymous: 101 * MiB, budget: 100 * MiB, freeInHeap: 50 * MiB,
-                                                  lowestFree: 0))
+                                                  lowestFree: 0, lastAfter: 101 * MiB))
     }
 
     /// Memory freed with no change to commit (closed files, forgotten inodes): the trim of
@@ -47,9 +51,19 @@ final class HeapTrimTests: XCTestCase {
         freed = []
         XCTAssertGreaterThan(UInt64(offloadfs_heap_free_bytes()), 60 * Self.MiB, "the freed chunks are free in the heap")
         let trim = HeapTrim()
-        let first = try XCTUnwrap(trim.withoutCommit(atRest: true, budget: .max), "at rest, with 76 MiB free in the heap")
+        XCTAssertNil(trim.withoutCommit(atRest: false, budget: .max, holdings: (5, 1)), "under load, within the budget: no look")
+        let first = try XCTUnwrap(trim.withoutCommit(atRest: true, budget: .max, holdings: (5, 0)),
+                                  "at rest, with 76 MiB free in the heap")
         XCTAssertGreaterThan(first.releasedBytes, 40 * Self.MiB, "the trim gave back \(first.releasedBytes) bytes")
-        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max), "nothing freed since (the pages given back stay counted free)")
+        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)),
+                     "nothing freed since (the pages given back stay counted free)")
+        var (kept2, freed2) = Self.largeChunksAmongSmallOnes()
+        defer { for pointer in kept2 { pointer.deallocate() } }
+        for pointer in freed2 { pointer.deallocate() }
+        freed2 = []
+        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)), "the holdings did not change: no look")
+        XCTAssertNotNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)),
+                        "they did: the chunks were used (the memory grew) and freed again")
     }
 
     /// 20,000 chunks of 4,000 bytes freed among 5,000 small ones kept (one after every

@@ -171,9 +171,10 @@ public final class VolumeFileSystem: MountedImage, @unchecked Sendable {
                 if journal > 0 { try volume.sync() }
                 // Memory freed with nothing to commit goes back too (`HeapTrim`).
                 let atRest = (volume.secondsSinceLastAppend ?? .infinity) >= (policy.idleSeconds ?? 1)
-                let budget = HeapTrim.budget(inodes: UInt64(namespace.kernelReferences.referencedCount),
-                                             heldBytes: namespace.memoryLimiter.usedBytes)
-                if let trim = heapTrim.withoutCommit(atRest: atRest, budget: budget) {
+                let usage = namespace.usage
+                let budget = HeapTrim.budget(inodes: usage.referencedInodes, heldBytes: namespace.memoryLimiter.usedBytes)
+                if let trim = heapTrim.withoutCommit(atRest: atRest, budget: budget,
+                                                     holdings: (Int(usage.referencedInodes), usage.openHandles)) {
                     onWrite?(MaintenanceWrite(kind: "heap trim", seconds: trim.seconds, details: [
                         ("heap_trim_released_bytes", "\(trim.releasedBytes)"),
                     ]))
