@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import OffloadCore
 
 /// Raises the mount's readahead window (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`).
 ///
@@ -68,22 +69,6 @@ enum Readahead {
         return false
     }
 
-    /// The whole of a (small, procfs) text file, or nil.
-    static func readText(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 << 10)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else { break }
-            bytes += chunk.prefix(count)
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
     private final class Job: Sendable {
         let mountPoint: String
         let kilobytes: Int
@@ -101,7 +86,7 @@ enum Readahead {
                 return logger.debug("readahead not raised: cannot stat \(mountPoint): \(String(cString: strerror(errno)))")
             }
             let device = deviceName(UInt64(status.st_dev))
-            guard let mountInfo = readText("/proc/self/mountinfo"),
+            guard let mountInfo = ProcText.read("/proc/self/mountinfo"),
                   isFuseMount(mountPoint, device: device, mountInfo: mountInfo) else {
                 return logger.debug("readahead not raised: \(mountPoint) is no longer mounted")
             }

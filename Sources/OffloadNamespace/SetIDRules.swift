@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import OffloadCore
 
 /// The kernel's rules for the set-user-ID and set-group-ID bits that reach a FUSE
 /// filesystem as its own job, because the request that should clear them does not say so:
@@ -96,11 +94,11 @@ struct ProcessStatus {
     var effectiveCapabilities: UInt64 = 0
 
     init?(pid: Int32) {
-        guard pid > 0, let text = Self.contents(of: "/proc/\(pid)/status") else { return nil }
+        guard pid > 0, let text = ProcText.read("/proc/\(pid)/status") else { return nil }
         self.init(parsing: text)
     }
 
-    init(parsing text: Substring) {
+    init(parsing text: String) {
         for line in text.split(separator: "\n") {
             if line.hasPrefix("Groups:") {
                 groups = line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
@@ -112,22 +110,7 @@ struct ProcessStatus {
 
     /// True when /proc/PID/uid_map maps every uid to itself: the initial user namespace.
     static func isInTheInitialUserNamespace(pid: Int32) -> Bool {
-        guard let map = contents(of: "/proc/\(pid)/uid_map") else { return false }
+        guard let map = ProcText.read("/proc/\(pid)/uid_map") else { return false }
         return map.split(whereSeparator: { $0.isWhitespace }) == ["0", "0", "4294967295"]
-    }
-
-    private static func contents(of path: String) -> Substring? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes += buffer.prefix(n)
-        }
-        return bytes.isEmpty ? nil : Substring(String(decoding: bytes, as: UTF8.self))
     }
 }

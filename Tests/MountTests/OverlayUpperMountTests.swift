@@ -11,7 +11,8 @@ final class OverlayUpperMountTests: MountedTestCase {
 
     func testOverlayfsMountsWithItsUpperLayerOnOffloadfs() throws {
         let lower = fixture.root + "/lower", merged = fixture.root + "/merged"
-        try Shell.run("mkdir -p \(lower)/d \(merged) && echo low > \(lower)/a && echo low2 > \(lower)/b && echo x > \(lower)/d/x")
+        let setup = try Shell.run("mkdir -p \(lower)/d \(merged) && echo low > \(lower)/a && echo low2 > \(lower)/b && echo x > \(lower)/d/x")
+        XCTAssertTrue(setup.succeeded, setup.transcript)
         try sh("mkdir upper work")
         let options = "lowerdir=\(lower),upperdir=\(mountPoint)/upper,workdir=\(mountPoint)/work"
         func mountOverlay() throws -> ShellResult { try Shell.run("mount -t overlay overlay -o \(options) \(merged)") }
