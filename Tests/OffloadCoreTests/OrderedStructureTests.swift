@@ -14,10 +14,13 @@ final class OrderedStructureTests: XCTestCase {
                 map.remove(at: i)
                 model[key] = nil
             } else if map.find(key) == nil {
-                map.insert(key, UInt64(step))
+                let at = map.insert(key, UInt64(step))
+                XCTAssertEqual(map.key(at: at), key)
+                XCTAssertEqual(map.value(at: at), UInt64(step))
                 model[key] = UInt64(step)
             }
             if step % 997 == 0 {
+                map.checkInvariants()
                 var listed: [(UInt64, UInt64)] = []
                 map.forEach { listed.append(($0, $1)) }
                 XCTAssertEqual(listed.map(\.0), model.keys.sorted())
@@ -30,6 +33,43 @@ final class OrderedStructureTests: XCTestCase {
             let expectedCeiling = model.keys.filter { $0 >= probe }.min()
             XCTAssertEqual(map.ceiling(probe).map(map.key(at:)), expectedCeiling)
             if step % 5_000 == 0 { XCTAssertEqual(map.count, model.count) }
+        }
+    }
+
+    /// Keys that arrive in order (a file written front to back, one extent per write)
+    /// leave full leaves, and no leaf's buffer grows past the leaf's limit. Before, a full
+    /// leaf grew to 65 entries (its buffer doubled to 128) and was cut in two, so every
+    /// leaf of such a file held 32 entries in a buffer of 66 to 128: about 130 bytes of
+    /// the daemon's memory for each extent of an open file, against 32.
+    func testKeysInOrderLeaveFullLeavesWithinTheirBuffers() {
+        let limit = ChunkedSortedMap<UInt64>.maximumChunkCount
+        for pattern in ["ascending", "ascending into a gap", "random"] {
+            let map = ChunkedSortedMap<UInt64>()
+            var rng = SplitMix64(seed: 11)
+            let n = limit * 1_000
+            switch pattern {
+            case "ascending":
+                for key in 0..<UInt64(n) { map.insert(key * 8192, key) }
+            case "ascending into a gap":
+                map.insert(0, 0)
+                map.insert(UInt64.max, 0)
+                for key in 1...UInt64(n - 2) { map.insert(key, key) }
+            default:
+                while map.count < n {
+                    let key = rng.next() >> 8
+                    if map.find(key) == nil { map.insert(key, key) }
+                }
+            }
+            map.checkInvariants()
+            XCTAssertEqual(map.count, n, pattern)
+            let shapes = map.leafShapes
+            let fullest = shapes.map(\.capacity).max() ?? 0
+            XCTAssertLessThan(fullest, 2 * limit, "\(pattern): a leaf's buffer doubled past the limit")
+            if pattern == "random" {
+                XCTAssertLessThan(shapes.count, n / (limit / 2) + 2, "random keys keep leaves at least half full")
+            } else {
+                XCTAssertLessThanOrEqual(shapes.count, n / limit + 2, "\(pattern): keys in order fill their leaves")
+            }
         }
     }
 

@@ -94,16 +94,40 @@ final class ChunkedSortedMap<Value> {
         let c = max(firstKeys.withUnsafeBufferPointer { Self.upperBound($0, key) } - 1, 0)
         let s = leaves[c].withUnsafeBufferPointer { Self.upperBound($0, key) }
         assert(s == 0 || leaves[c][s - 1].key != key, "duplicate key \(key)")
-        leaves[c].insert(Entry(key: key, value: value), at: s)
-        if s == 0 { firstKeys[c] = key }
         count += 1
+        let entry = Entry(key: key, value: value)
         let leafCount = leaves[c].count
-        guard leafCount > Self.maximumChunkCount else { return Index(chunk: c, slot: s) }
-        let half = leafCount / 2
-        leaves.insert(Array(leaves[c][half...]), at: c + 1)
-        leaves[c].removeSubrange(half...)
-        firstKeys.insert(leaves[c + 1][0].key, at: c + 1)
-        return s < half ? Index(chunk: c, slot: s) : Index(chunk: c + 1, slot: s - half)
+        if leafCount < Self.maximumChunkCount {
+            leaves[c].insert(entry, at: s)
+            if s == 0 { firstKeys[c] = key }
+            return Index(chunk: c, slot: s)
+        }
+        // A full leaf is split before it grows, so no leaf's buffer ever passes
+        // `maximumChunkCount` entries (growing to 65 doubled it to 128, and every leaf of
+        // a file written front to back stayed half full in it: about 130 bytes an extent
+        // where 32 are needed). A key past the leaf's last starts a leaf of its own, and
+        // one in the leaf's upper half ends the leaf, the entries after it moving to a new
+        // one: keys that arrive in order, at the end (appends) or into a gap (a hole filled
+        // front to back, whose rest is the next entry), leave full leaves behind them.
+        if s == leafCount {
+            leaves.insert([entry], at: c + 1)
+            firstKeys.insert(key, at: c + 1)
+            return Index(chunk: c + 1, slot: 0)
+        }
+        let cut = max(s, leafCount / 2)
+        var right: [Entry] = []
+        right.reserveCapacity(Self.maximumChunkCount)
+        right.append(contentsOf: leaves[c][cut...])
+        leaves[c].removeSubrange(cut...)
+        leaves.insert(right, at: c + 1)
+        firstKeys.insert(right[0].key, at: c + 1)
+        if s <= cut {
+            leaves[c].insert(entry, at: s)
+            if s == 0 { firstKeys[c] = key }
+            return Index(chunk: c, slot: s)
+        }
+        leaves[c + 1].insert(entry, at: s - cut)
+        return Index(chunk: c + 1, slot: s - cut)
     }
 
     /// Removes the entry at `i`; returns the index of the entry that followed it.
@@ -133,6 +157,24 @@ final class ChunkedSortedMap<Value> {
         leaves.removeAll()
         firstKeys.removeAll()
         count = 0
+    }
+
+    /// Each leaf's entry count and buffer capacity, in order (for tests).
+    var leafShapes: [(count: Int, capacity: Int)] { leaves.map { ($0.count, $0.capacity) } }
+
+    /// Checks the structure: no leaf empty or past `maximumChunkCount`, keys ascending
+    /// within and across leaves, `firstKeys` and `count` in step (for tests).
+    func checkInvariants() {
+        precondition(firstKeys.count == leaves.count && leaves.reduce(0) { $0 + $1.count } == count)
+        var previous: UInt64?
+        for (c, leaf) in leaves.enumerated() {
+            precondition(!leaf.isEmpty && leaf.count <= Self.maximumChunkCount, "leaf \(c) holds \(leaf.count)")
+            precondition(firstKeys[c] == leaf[0].key)
+            for entry in leaf {
+                if let previous { precondition(previous < entry.key) }
+                previous = entry.key
+            }
+        }
     }
 
     /// Calls `body` for each entry in key order.
