@@ -5,6 +5,9 @@ import XCTest
 /// socket, checked against what the test itself wrote.
 final class StatusCommandTests: MountedTestCase {
     override var mountArguments: [String] { ["--size", "256M", "--memory-limit", "1M"] }
+    /// What the three files of 100 bytes hold of the memory limit: their bytes and each
+    /// piece's overhead (96 bytes, `Extent.memoryPieceOverhead`).
+    static let heldBytes = 3 * (100 + 96)
 
     private func status(_ arguments: [String]) throws -> BoundedResult {
         try BoundedRun.offloadfs(["status"] + arguments, timeout: 30)
@@ -45,7 +48,7 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertEqual(number("capacity_bytes"), 256 << 20)
         XCTAssertEqual(number("inodes"), 7, "root, d, big, small1-3, synced")
         XCTAssertGreaterThanOrEqual(number("open_handles") ?? 0, 1, "the shell's open file")
-        XCTAssertEqual(number("memory.held_bytes"), 300, "the three small files are held in RAM")
+        XCTAssertEqual(number("memory.held_bytes"), Self.heldBytes, "the three small files are held in RAM")
         XCTAssertEqual(number("memory.limit_bytes"), 1 << 20)
         XCTAssertEqual(number("requests.bytes_written"), 2 << 20 + 300 + 4096)
         XCTAssertGreaterThanOrEqual(number("requests.bytes_read") ?? 0, 2 << 20)
@@ -133,7 +136,7 @@ final class StatusCommandTests: MountedTestCase {
         }
         XCTAssertEqual(samples["offloadfs_up"], 1)
         XCTAssertEqual(samples["offloadfs_inodes"], 7)
-        XCTAssertEqual(samples["offloadfs_memory_held_bytes"], 300)
+        XCTAssertEqual(samples["offloadfs_memory_held_bytes"], Double(Self.heldBytes))
         XCTAssertGreaterThan(samples["offloadfs_daemon_bytes"] ?? 0, 0)
         XCTAssertEqual(samples["offloadfs_capacity_bytes"], Double(256 << 20))
         XCTAssertEqual(samples["offloadfs_written_bytes_total"], Double(2 << 20 + 300 + 4096))
@@ -146,7 +149,7 @@ final class StatusCommandTests: MountedTestCase {
         let piped = try status([mountPoint])
         XCTAssertTrue(piped.succeeded, piped.transcript)
         let lines = Set(piped.output.split(separator: "\n").map(String.init))
-        for expected in ["mountpoint: \(mountPoint)", "state: serving", "inodes: 7", "memory held bytes: 300",
+        for expected in ["mountpoint: \(mountPoint)", "state: serving", "inodes: 7", "memory held bytes: \(Self.heldBytes)",
                          "capacity bytes: \(256 << 20)"] {
             XCTAssertTrue(lines.contains(expected), "'\(expected)' in:\n\(piped.output)")
         }
@@ -163,7 +166,7 @@ final class StatusCommandTests: MountedTestCase {
         XCTAssertTrue(table.output.contains("\(mountPoint)  serving, up "), table.output)
         XCTAssertNotNil(table.output.range(of: #"space +\[[#.]{30}\] +[0-9]+%"#, options: .regularExpression),
                         "a usage bar: \(table.output)")
-        XCTAssertTrue(table.output.contains("300 B of 1.0 MiB held in RAM"), table.output)
+        XCTAssertTrue(table.output.contains("\(Self.heldBytes) B of 1.0 MiB held in RAM"), table.output)
         XCTAssertNotNil(table.output.range(of: #"daemon +[0-9.]+ [KM]iB resident"#, options: .regularExpression), table.output)
         XCTAssertNotNil(piped.output.range(of: #"(?m)^daemon bytes: [0-9]+$"#, options: .regularExpression), piped.output)
     }

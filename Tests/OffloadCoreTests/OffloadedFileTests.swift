@@ -139,20 +139,46 @@ final class OffloadedFileTests: XCTestCase {
     func testMemoryLimiterIsChargedAndRefunded() throws {
         let file = makeFile(memoryLimit: 10_000)
         try file.write(at: 0, bytes: [UInt8](repeating: 1, count: 3000))
-        XCTAssertEqual(file.limiter.usedBytes, 3000)
+        let overhead = Extent.memoryPieceOverhead
+        XCTAssertEqual(file.limiter.usedBytes, 3000 + overhead, "a RAM piece is charged its bytes and its overhead")
         XCTAssertEqual(store.statistics.liveBytes, 0, "small writes stay in RAM while the budget lasts")
         try file.write(at: 3000, bytes: [UInt8](repeating: 2, count: 3000))
         try file.write(at: 6000, bytes: [UInt8](repeating: 3, count: 3000))
         try file.write(at: 9000, bytes: [UInt8](repeating: 4, count: 3000))
-        XCTAssertEqual(file.limiter.usedBytes, 9000, "past the budget, data goes to the image instead of failing")
+        XCTAssertEqual(file.limiter.usedBytes, 9000 + 3 * overhead, "past the budget, data goes to the image instead of failing")
         XCTAssertEqual(store.statistics.liveBytes, 4096)
         try file.write(at: 0, bytes: [UInt8](repeating: 5, count: 8192))
-        XCTAssertLessThan(file.limiter.usedBytes, 9000, "overwriting RAM data refunds it")
+        XCTAssertLessThan(file.limiter.usedBytes, 9000 + 3 * overhead, "overwriting RAM data refunds it")
         try file.resize(to: 100)
-        XCTAssertLessThanOrEqual(file.limiter.usedBytes, 100)
+        XCTAssertLessThanOrEqual(file.limiter.usedBytes, 100 + overhead)
         try file.truncate()
         XCTAssertEqual(file.limiter.usedBytes, 0)
         XCTAssertEqual(try file.contents(), [])
+    }
+
+    /// A RAM piece is charged its overhead with its bytes, so scattered tiny writes fill
+    /// the budget by what they cost the daemon, not by their length: a budget of ten
+    /// one-byte pieces holds ten, and the rest go to the image. Charged its length alone,
+    /// the budget held all 100 here, and a million such writes took 231 MiB of the daemon
+    /// under the default 64 MiB limit while holding 1 MB of it.
+    func testScatteredTinyWritesAreChargedWhatTheyCost() throws {
+        let perPiece = 1 + Extent.memoryPieceOverhead
+        let file = makeFile(memoryLimit: 10 * perPiece)
+        for i in 0..<100 { try file.write(at: UInt64(i) * 8192, bytes: [UInt8(i)]) }
+        let inRAM = file.extentList.filter { if case .inMemory = $0.extent { return true } else { return false } }
+        XCTAssertEqual(inRAM.count, 10, "the budget holds ten pieces of one byte")
+        XCTAssertEqual(file.limiter.usedBytes, 10 * perPiece)
+        for i in 0..<100 { XCTAssertEqual(try file.read(at: UInt64(i) * 8192, count: 1), [UInt8(i)]) }
+        // A piece cut in two is charged two overheads; the cut's bytes go back.
+        try file.resize(to: 0)
+        try file.write(at: 0, bytes: [UInt8](repeating: 7, count: 300))
+        XCTAssertEqual(file.limiter.usedBytes, 300 + Extent.memoryPieceOverhead)
+        try file.punchHole(100..<101)
+        XCTAssertEqual(file.limiter.usedBytes, 299 + 2 * Extent.memoryPieceOverhead)
+        try file.write(at: 100, bytes: [9])
+        XCTAssertEqual(file.limiter.usedBytes, 300 + Extent.memoryPieceOverhead, "the three pieces merge into one again")
+        try file.truncate()
+        XCTAssertEqual(file.limiter.usedBytes, 0)
     }
 
     func testZeroBudgetKeepsEveryByteInTheImage() throws {
@@ -219,7 +245,7 @@ final class OffloadedFileTests: XCTestCase {
         let piece = [UInt8](repeating: 0x61, count: 4095)
         let count = 2_200
         for i in 0..<count { try file.write(at: UInt64(i) * 8192, bytes: piece) }
-        XCTAssertEqual(file.limiter.usedBytes, count * piece.count, "setup: every piece is in RAM")
+        XCTAssertEqual(file.limiter.usedBytes, count * (piece.count + Extent.memoryPieceOverhead), "setup: every piece is in RAM")
         let recorder = RecordingObserver()
         file.attach(recorder)
         try file.preallocate(0..<UInt64(count) * 8192, keepSize: false)

@@ -78,8 +78,8 @@ extension OffloadedFile {
                              "restored pieces must be sorted, disjoint and inside the file")
                 file.extendWithHole(to: piece.offset)
                 switch piece.extent {
-                case .inMemory(let bytes) where store.isReadOnly:
-                    file.limiter.reserveRegardless(bytes.count)
+                case .inMemory where store.isReadOnly:
+                    file.limiter.reserveRegardless(piece.extent.memoryCharge)
                     file.insert([piece.extent], at: piece.offset)
                 case .inMemory(let bytes):
                     let placed = try bytes.withUnsafeBytes { buffer in
@@ -114,7 +114,7 @@ extension OffloadedFile {
                 file.extendWithHole(to: piece.offset)
                 switch piece.extent {
                 case .mmapOffload(let offset, let length): store.adopt(offset..<offset + length)
-                case .inMemory(let bytes): limiter.reserveRegardless(bytes.count)
+                case .inMemory: limiter.reserveRegardless(piece.extent.memoryCharge)
                 case .repeatingBytes: break
                 }
                 file.insert([piece.extent], at: piece.offset)

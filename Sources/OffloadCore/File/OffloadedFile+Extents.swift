@@ -57,17 +57,25 @@ extension OffloadedFile {
             if let twice = change.heldTwice { store.retainOwned(twice) }
         }
         var keptMemory = 0
-        for (_, piece) in kept { keptMemory += piece.memoryBytes }
-        // RAM: the kept slices keep part of the removed extents' reservation.
+        for (_, piece) in kept { keptMemory += piece.memoryCharge }
+        // RAM: the kept slices keep part of the removed extents' reservation (each slice
+        // its bytes and an overhead).
         var removedMemory = 0
         for extent in removed {
-            removedMemory += extent.memoryBytes
+            removedMemory += extent.memoryCharge
             storedBytes -= extent.storedBytes
         }
         for change in references {
             if let released = change.released { dropStorage(of: released) }
         }
-        limiter.release(removedMemory - keptMemory)
+        // A RAM piece cut in two keeps two overheads where it had one: a cut that drops
+        // fewer bytes than that charges the difference (past the budget: the bytes are
+        // held already).
+        if removedMemory >= keptMemory {
+            limiter.release(removedMemory - keptMemory)
+        } else {
+            limiter.reserveRegardless(keptMemory - removedMemory)
+        }
         for (start, piece) in kept {
             extents.insert(start, piece)
             storedBytes += piece.storedBytes
@@ -111,6 +119,8 @@ extension OffloadedFile {
             merged = .repeatingBytes(value: x, count: aCount + bCount)
         case let (.inMemory(a), .inMemory(b)) where a.count + b.count <= Self.inMemoryExtentLimit:
             merged = .inMemory(a + b)
+            // One piece now, charged one overhead.
+            limiter.release(Extent.memoryPieceOverhead)
         default:
             return
         }
@@ -134,7 +144,7 @@ extension OffloadedFile {
     func discard(_ piece: Extent) {
         switch piece {
         case .mmapOffload(let offset, let size): store.release(offset..<offset + size)
-        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .inMemory: limiter.release(piece.memoryCharge)
         case .repeatingBytes: break
         }
     }
@@ -144,7 +154,7 @@ extension OffloadedFile {
     func dropStorage(of extent: Extent, journaled: Bool = false) {
         switch extent {
         case .mmapOffload(let offset, let size): dropStorage(of: offset..<offset + size, journaled: journaled)
-        case .inMemory(let bytes): limiter.release(bytes.count)
+        case .inMemory: limiter.release(extent.memoryCharge)
         case .repeatingBytes: break
         }
     }
@@ -170,7 +180,7 @@ extension OffloadedFile {
             extents.forEach { _, extent in
                 switch extent {
                 case .mmapOffload(let offset, let size): store.abandon(offset..<offset + size)
-                case .inMemory(let bytes): limiter.release(bytes.count)
+                case .inMemory: limiter.release(extent.memoryCharge)
                 case .repeatingBytes: break
                 }
             }

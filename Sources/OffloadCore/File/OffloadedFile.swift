@@ -9,7 +9,7 @@
 ///
 /// Storage ownership: every `mmapOffload` extent holds one reference on each image block
 /// it touches (see `BlockReferenceCounts`); every `inMemory` extent holds a reservation of
-/// its length on the `MemoryLimiter`. Every path that adds or drops an extent goes through
+/// its length and its overhead (`Extent.memoryCharge`) on the `MemoryLimiter`. Every path that adds or drops an extent goes through
 /// `insert`/`removeRange`, which keep both accounts.
 ///
 /// Locking: one reader-writer lock per file. Reads share it; everything that changes the
@@ -328,9 +328,10 @@ public final class OffloadedFile: @unchecked Sendable {
     /// placed right after the image bytes of the extent that ends at `offset` when
     /// possible, so the new extent merges with it. On error nothing is held.
     func place(_ bytes: UnsafeRawBufferPointer, at offset: UInt64?) throws(FSError) -> [Extent] {
-        if bytes.count < Self.inMemoryExtentLimit, limiter.tryReserve(bytes.count) {
+        let charge = Extent.memoryCharge(byteCount: bytes.count)
+        if bytes.count < Self.inMemoryExtentLimit, limiter.tryReserve(charge) {
             if store.admitsMemoryPiece(byteCount: bytes.count) { return [.inMemory(Array(bytes))] }
-            limiter.release(bytes.count)
+            limiter.release(charge)
         }
         var pieces: [Extent] = []
         var done = 0
