@@ -57,6 +57,8 @@ final class HeapTrimTests: XCTestCase {
         XCTAssertGreaterThan(first.releasedBytes, 40 * Self.MiB, "the trim gave back \(first.releasedBytes) bytes")
         XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)),
                      "nothing freed since (the pages given back stay counted free)")
+        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)),
+                     "the look on the tick after a change finds nothing freed either")
         var (kept2, freed2) = Self.largeChunksAmongSmallOnes()
         defer { for pointer in kept2 { pointer.deallocate() } }
         for pointer in freed2 { pointer.deallocate() }
@@ -64,6 +66,19 @@ final class HeapTrimTests: XCTestCase {
         XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)), "the holdings did not change: no look")
         XCTAssertNotNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)),
                         "they did: the chunks were used (the memory grew) and freed again")
+        // Memory a change frees after the tick that saw it (a file unloaded after its
+        // handle went) goes back on the next tick, which looks again.
+        var (kept3, freed3) = Self.largeChunksAmongSmallOnes()
+        defer { for pointer in kept3 { pointer.deallocate() } }
+        for pointer in freed3 { pointer.deallocate() }
+        freed3 = []
+        XCTAssertNotNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)),
+                        "the tick after a change looks again and gives back what was freed since")
+        var (kept4, freed4) = Self.largeChunksAmongSmallOnes()
+        defer { for pointer in kept4 { pointer.deallocate() } }
+        for pointer in freed4 { pointer.deallocate() }
+        freed4 = []
+        XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)), "and only that one tick")
     }
 
     /// 20,000 chunks of 4,000 bytes freed among 5,000 small ones kept (one after every
