@@ -8,8 +8,12 @@ import OffloadCore
 final class RegularFile: Sendable {
     let data: OffloadedFile
     /// Serialises O_APPEND writes so that "find EOF, write there" is atomic between
-    /// appenders (POSIX requires it). Writes at explicit offsets never take it.
-    let appendLock = PthreadLock()
+    /// appenders (POSIX requires it). Writes at explicit offsets never take it. Shared
+    /// with other files (`AppendLocks`), chosen by this object's address, which stays the
+    /// same while anyone holds it.
+    var appendLock: PthreadLock {
+        AppendLocks.lock(for: UInt64(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())))
+    }
 
     init(data: OffloadedFile) { self.data = data }
 }

@@ -7,8 +7,8 @@ final class VolumeCachedFile {
     /// The observer that journals the data's changes (attached at `init`).
     let journal: VolumeFileJournal
     /// Orders O_APPEND writes, which share the namespace lock: each reads the size and
-    /// writes there as one step (format 1's `appendLock`).
-    let appendLock = PthreadLock()
+    /// writes there as one step (`AppendLocks`, shared by inode number).
+    var appendLock: PthreadLock { AppendLocks.lock(for: journal.inode) }
     /// Handles open on the file (changed under the file cache's lock held alone).
     var openCount = 0
     /// The open generation when the file last changed: it may go once a commit holds it.
