@@ -18,9 +18,11 @@ extension Logger.Level: @retroactive ExpressibleByArgument {
 }
 
 /// Prints `offloadfs: MESSAGE` as one line on stderr: the only way the CLI reports an
-/// error it does not leave to the argument parser.
+/// error it does not leave to the argument parser. Run as a mount(8) helper, the options
+/// it names are spelled as `-o` options (`MountHelperArguments.respelled`).
 func printError(_ message: String) {
-    writeLine("offloadfs: \(message.replacingNewlines())", to: STDERR_FILENO)
+    let spelled = MountHelperArguments.spellsMountOptions ? MountHelperArguments.respelled(message) : message
+    writeLine("offloadfs: \(spelled.replacingNewlines())", to: STDERR_FILENO)
 }
 
 /// Prints `offloadfs: warning: MESSAGE` as one line on stderr: something the user should

@@ -111,6 +111,50 @@ enum MountHelperArguments {
         return .run(lazy ? ["unmount", "--lazy", directory] : ["unmount", directory])
     }
 
+    /// Set once, before anything else runs, when the process serves mount(8) or
+    /// mount.fuse3 (`Invocation.run` of a mount): what it prints then names `-o` options.
+    nonisolated(unsafe) static var spellsMountOptions = false
+
+    /// `message` with the command line's options spelled as the `-o` options an fstab
+    /// line or `mount -o` takes: "use --size 20M or more" → "use -o size=20M or more", "a
+    /// larger --size" → "a larger -o size=", "`offloadfs mount --format 1`" → "`-o
+    /// format=1`". An administrator who mounted from fstab was told of flags that line
+    /// cannot hold (the admin hunt of the thirty-fifth session).
+    static func respelled(_ message: String) -> String {
+        var text = message
+        for (flag, option) in [("--size", "size"), ("--memory-limit", "memory_limit"), ("--format", "format"),
+                               ("--log-level", "log_level")] {
+            text = respell(flag, as: option, in: text)
+        }
+        text = text.replacing("--fresh", with: "-o fresh")
+            .replacing("--writeback-cache", with: "-o writeback_cache")
+            .replacing("`offloadfs mount -o ", with: "`-o ")
+        return text
+    }
+
+    /// Each `flag` (a whole word) as `-o option=`, taking the value after it when one
+    /// follows (a word starting with a digit, or for `--log-level` a level's name).
+    private static func respell(_ flag: String, as option: String, in text: String) -> String {
+        var result = ""
+        var rest = Substring(text)
+        while let found = rest.firstRange(of: flag) {
+            let after = rest[found.upperBound...]
+            // A longer flag that starts the same (`--size-x`) is not this one.
+            if let next = after.first, next.isLetter || next.isNumber || next == "-" {
+                result += rest[..<found.upperBound]
+                rest = after
+                continue
+            }
+            result += rest[..<found.lowerBound] + "-o \(option)="
+            rest = after
+            if after.first == " ", let word = after.dropFirst().split(separator: " ", maxSplits: 1).first,
+               word.first?.isNumber == true || Logger.Level(rawValue: String(word.prefix { $0.isLetter })) != nil {
+                rest = after.dropFirst()
+            }
+        }
+        return result + rest
+    }
+
     struct Failure: Error, Equatable {
         var message: String
     }

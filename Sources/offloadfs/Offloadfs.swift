@@ -41,6 +41,8 @@ struct Offloadfs: ParsableCommand {
             // A mount(8) helper: a mistake in the options is mount(8)'s status 1, in one
             // line. The parser's 64 (EX_USAGE) is mount(8)'s "some mount succeeded", and its
             // usage names our command line's flags, not the -o options the user wrote.
+            // (Nor do our own messages: `printError` spells the options as -o options.)
+            MountHelperArguments.spellsMountOptions = true
             do {
                 var command = try parseAsRoot(translated)
                 try command.run()

@@ -66,6 +66,7 @@ final class MountHelperTests: PrivateNamespaceTestCase {
             step bad-option mount -t offloadfs "$img" "$mnt" -o no_such_option
             step bad-zero-size mount -t fuse.offloadfs "$img" "$mnt" -o size=0
             step bad-read-only-size mount -t fuse.offloadfs "$img" "$mnt" -o ro,size=64M
+            step too-small mount -t fuse.offloadfs "$ROOT/small.bin" "$mnt" -o size=1
             step bad-mounts mounts
             """)
         XCTAssertTrue(result.succeeded, result.transcript)
@@ -96,7 +97,8 @@ final class MountHelperTests: PrivateNamespaceTestCase {
 
         for (name, text) in [("bad-format", "format=3: the format is 1 or 2"), ("bad-size", "size=12Q: '12Q' has an unknown unit"),
                              ("bad-option", "no_such_option"), ("bad-zero-size", "must be larger than 0"),
-                             ("bad-read-only-size", "--size")] {
+                             ("bad-read-only-size", "-o size= changes the image's capacity"),
+                             ("too-small", "-o size=1 is too small for a new image")] {
             let step = namespace.step(name)
             // mount(8)'s status for a mistake (64 is its "some mount succeeded"; the option
             // checks of the command itself answered it, the admin hunt found).
@@ -104,7 +106,10 @@ final class MountHelperTests: PrivateNamespaceTestCase {
             let lines = step.error.split(separator: "\n")
             XCTAssertEqual(lines.count, 1, "\(name): one line: \(step.transcript)")
             XCTAssertTrue(step.error.hasPrefix("offloadfs: ") && step.error.contains(text), "\(name): \(step.transcript)")
+            // The options are named as the -o options the line holds, not as flags.
+            XCTAssertFalse(step.error.contains("--"), "\(name): \(step.transcript)")
         }
+        XCTAssertTrue(namespace.step("too-small").error.contains("use -o size="), namespace.step("too-small").transcript)
         XCTAssertEqual(namespace.step("bad-mounts").output, "", "a refused mount leaves nothing mounted")
     }
 }
