@@ -15,7 +15,9 @@ import Glibc
 ///   turns into the entry's priority; no timestamp (the journal keeps its own).
 /// - `syslog`: the daemon runs in the background (its stderr is /dev/null): each
 ///   message is a datagram to the syslog socket (`/dev/log`, which journald serves where
-///   it runs), facility daemon, tagged `offloadfs[PID]`.
+///   it runs), facility daemon, tagged `offloadfs[PID]`. Where nothing serves it (a
+///   container or machine with no syslog daemon and no journald), warnings and errors go
+///   to the kernel's log instead (`dmesg`; `SyslogSocket`).
 enum LogDestination: Equatable {
     case terminal, journal, syslog
 
@@ -113,6 +115,7 @@ final class SyslogSocket: Sendable {
     static let facility: Int32 = 3 << 3
     private let path: String
     private let descriptor = PthreadMutex<Int32>(-1)
+    private let kernelLog = KernelLog()
 
     init(path: String = environment("OFFLOADFS_SYSLOG_SOCKET") ?? "/dev/log") {
         self.path = path
@@ -128,7 +131,7 @@ final class SyslogSocket: Sendable {
         descriptor.withLock { fd in
             for attempt in 0..<2 {
                 if fd < 0 { fd = connect() }
-                guard fd >= 0 else { return }
+                guard fd >= 0 else { return kernelLog.send(priority: priority, message) }
                 let sent = datagram.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
                 if sent >= 0 || errno == EAGAIN || attempt == 1 { return }
                 // The reader restarted (ECONNREFUSED, ENOTCONN): connect again once.
@@ -143,5 +146,33 @@ final class SyslogSocket: Sendable {
             return -1
         }
         return fd
+    }
+}
+
+/// The kernel's log (`/dev/kmsg`), where a background daemon's warnings and errors go when
+/// no syslog reader serves `/dev/log`: they were lost before (a hunt of the thirty-sixth
+/// session), and `dmesg` is where an administrator of such a machine looks.
+/// Informational and debug lines are not sent: the kernel's log is small and shared, and
+/// it rate-limits what user space writes. Writing it needs root (its mode is 0644); a
+/// daemon that cannot write it loses the lines, as before. `$OFFLOADFS_KMSG` (a test knob)
+/// names another file. Each line is `<PRI>offloadfs[PID]: MESSAGE`, cut to 900 bytes (the
+/// kernel takes about 1 KiB a record).
+final class KernelLog: Sendable {
+    private let path = environment("OFFLOADFS_KMSG") ?? "/dev/kmsg"
+    /// The open log, -1 before the first line, -2 once it could not be opened.
+    private let descriptor = PthreadMutex<Int32>(-1)
+
+    func send(priority: Int32, _ message: String) {
+        guard priority <= 4 else { return }  // warning and worse
+        var line = Array("<\(SyslogSocket.facility | priority)>offloadfs[\(getpid())]: ".utf8) + Array(message.utf8.prefix(900))
+        line.append(0x0A)
+        descriptor.withLock { fd in
+            if fd == -1 {
+                fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK)
+                if fd < 0 { fd = -2 }
+            }
+            guard fd >= 0 else { return }
+            _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        }
     }
 }

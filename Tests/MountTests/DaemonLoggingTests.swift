@@ -92,4 +92,32 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
         XCTAssertNotNil(listener.wait(timeout: 5) { $0.hasPrefix("<27>") && $0.contains("mount failed") && $0.contains("no_such_option") },
                         "the error as one <27> (daemon.err) line: \(listener.messages.map(\.text))")
     }
+
+    /// With no syslog reader (no `/dev/log`: a container, a machine with no syslog daemon
+    /// or journald), a background daemon's warnings and errors go to the kernel's log
+    /// (`dmesg`), one `<PRI>offloadfs[PID]: MESSAGE` line each; its informational and
+    /// debug lines do not. Before, all of them were lost.
+    func testWithoutSyslogWarningsAndErrorsGoToTheKernelLog() throws {
+        let kernelLog = fixture.root + "/kmsg"
+        XCTAssertTrue(FileManager.default.createFile(atPath: kernelLog, contents: nil))
+        let environment = ["OFFLOADFS_SYSLOG_SOCKET": fixture.root + "/no-syslog.sock", "OFFLOADFS_KMSG": kernelLog]
+        let binary = try XCTUnwrap(DaemonBinary.path)
+        let mount = try BoundedRun.program(binary, [
+            "mount", fixture.mountPoint, "--backing", fixture.image, "--size", "64M", "--log-level", "debug",
+        ], environment: environment, timeout: 60)
+        XCTAssertTrue(mount.succeeded, mount.transcript)
+        XCTAssertTrue(try fixture.sh("echo x > f && cat f").succeeded)
+        let unmount = try BoundedRun.offloadfs(["unmount", fixture.mountPoint], timeout: 60)
+        XCTAssertTrue(unmount.succeeded, unmount.transcript)
+        let quiet = try String(contentsOfFile: kernelLog, encoding: .utf8)
+        XCTAssertFalse(quiet.contains("<30>") || quiet.contains("<31>"), "no info or debug lines in the kernel's log: \(quiet)")
+
+        let refused = try BoundedRun.program(binary, [
+            "mount", fixture.mountPoint, "--backing", fixture.root + "/other.img", "--size", "64M", "-o", "no_such_option",
+        ], environment: environment, timeout: 60)
+        XCTAssertEqual(refused.status, 1, refused.transcript)
+        let lines = try String(contentsOfFile: kernelLog, encoding: .utf8).split(separator: "\n")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("<27>offloadfs[") && $0.contains("mount failed") && $0.contains("no_such_option") },
+                      "the error as one <27> (daemon.err) line: \(lines)")
+    }
 }
