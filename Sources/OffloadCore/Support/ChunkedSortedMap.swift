@@ -121,13 +121,11 @@ final class ChunkedSortedMap<Value> {
         leaves[c].removeSubrange(cut...)
         leaves.insert(right, at: c + 1)
         firstKeys.insert(right[0].key, at: c + 1)
-        if s <= cut {
-            leaves[c].insert(entry, at: s)
-            if s == 0 { firstKeys[c] = key }
-            return Index(chunk: c, slot: s)
-        }
-        leaves[c + 1].insert(entry, at: s - cut)
-        return Index(chunk: c + 1, slot: s - cut)
+        // `cut >= s`: the entry goes to the end of the left leaf or inside its first half,
+        // which holds at most `maximumChunkCount - 1` entries now.
+        leaves[c].insert(entry, at: s)
+        if s == 0 { firstKeys[c] = key }
+        return Index(chunk: c, slot: s)
     }
 
     /// Removes the entry at `i`; returns the index of the entry that followed it.
