@@ -36,14 +36,16 @@ final class OrderedStructureTests: XCTestCase {
         }
     }
 
-    /// Keys that arrive in order (a file written front to back, one extent per write)
-    /// leave full leaves, and no leaf's buffer grows past the leaf's limit. Before, a full
+    /// Keys that arrive in order (a file written front to back, one extent per write; a
+    /// gap filled front to back or back to front) leave full leaves, and no leaf's buffer
+    /// grows past the leaf's limit. Before, a full
     /// leaf grew to 65 entries (its buffer doubled to 128) and was cut in two, so every
     /// leaf of such a file held 32 entries in a buffer of 66 to 128: about 130 bytes of
     /// the daemon's memory for each extent of an open file, against 32.
     func testKeysInOrderLeaveFullLeavesWithinTheirBuffers() {
         let limit = ChunkedSortedMap<UInt64>.maximumChunkCount
-        for pattern in ["ascending", "ascending into a gap", "random"] {
+        for pattern in ["ascending", "ascending into a gap", "descending into a gap", "descending after a full leaf",
+                        "random"] {
             let map = ChunkedSortedMap<UInt64>()
             var rng = SplitMix64(seed: 11)
             let n = limit * 1_000
@@ -54,6 +56,24 @@ final class OrderedStructureTests: XCTestCase {
                 map.insert(0, 0)
                 map.insert(UInt64.max, 0)
                 for key in 1...UInt64(n - 2) { map.insert(key, key) }
+            case "descending into a gap":
+                // A full first leaf, then keys in descending order just below its last.
+                for key in 0..<UInt64(limit) { map.insert(key << 32, key) }
+                var key = UInt64(limit - 1) << 32
+                while map.count < n {
+                    key -= 1
+                    map.insert(key, key)
+                }
+            case "descending after a full leaf":
+                // A full first leaf and a key far after it, then keys in descending order
+                // between the two (each past the full leaf's last).
+                for key in 0..<UInt64(limit) { map.insert(key, key) }
+                map.insert(UInt64.max, 0)
+                var key = UInt64.max
+                while map.count < n {
+                    key -= 1
+                    map.insert(key, key)
+                }
             default:
                 while map.count < n {
                     let key = rng.next() >> 8

@@ -105,22 +105,36 @@ final class ChunkedSortedMap<Value> {
         // A full leaf is split before it grows, so no leaf's buffer ever passes
         // `maximumChunkCount` entries (growing to 65 doubled it to 128, and every leaf of
         // a file written front to back stayed half full in it: about 130 bytes an extent
-        // where 32 are needed). A key past the leaf's last starts a leaf of its own, and
-        // one in the leaf's upper half ends the leaf, the entries after it moving to a new
-        // one: keys that arrive in order, at the end (appends) or into a gap (a hole filled
-        // front to back, whose rest is the next entry), leave full leaves behind them.
+        // where 32 are needed). A key past the leaf's last goes to the front of the next
+        // leaf, or starts a leaf of its own, and one in the leaf's upper half ends the
+        // leaf: keys that arrive in order, at the end (appends) or into a gap (a hole
+        // filled front to back, whose rest is the next entry), leave full leaves behind
+        // them. The entries after the cut go to the front of the next leaf when they fit
+        // there, else to a new leaf. Keys arriving in descending order into a gap left a
+        // leaf of one entry each before both went to the next leaf (the review's finding:
+        // 10,000 such keys made 10,001 leaves, and every insert moved all their pointers).
         if s == leafCount {
-            leaves.insert([entry], at: c + 1)
-            firstKeys.insert(key, at: c + 1)
+            if c + 1 < leaves.count, leaves[c + 1].count < Self.maximumChunkCount {
+                leaves[c + 1].insert(entry, at: 0)
+                firstKeys[c + 1] = key
+            } else {
+                leaves.insert([entry], at: c + 1)
+                firstKeys.insert(key, at: c + 1)
+            }
             return Index(chunk: c + 1, slot: 0)
         }
         let cut = max(s, leafCount / 2)
-        var right: [Entry] = []
-        right.reserveCapacity(Self.maximumChunkCount)
-        right.append(contentsOf: leaves[c][cut...])
+        if c + 1 < leaves.count, leaves[c + 1].count + (leafCount - cut) <= Self.maximumChunkCount {
+            leaves[c + 1].insert(contentsOf: leaves[c][cut...], at: 0)
+            firstKeys[c + 1] = leaves[c + 1][0].key
+        } else {
+            var right: [Entry] = []
+            right.reserveCapacity(Self.maximumChunkCount)
+            right.append(contentsOf: leaves[c][cut...])
+            leaves.insert(right, at: c + 1)
+            firstKeys.insert(right[0].key, at: c + 1)
+        }
         leaves[c].removeSubrange(cut...)
-        leaves.insert(right, at: c + 1)
-        firstKeys.insert(right[0].key, at: c + 1)
         // `cut >= s`: the entry goes to the end of the left leaf or inside its first half,
         // which holds at most `maximumChunkCount - 1` entries now.
         leaves[c].insert(entry, at: s)
