@@ -10,10 +10,22 @@ extension OffloadedFile {
         try changing { () throws(FSError) -> Range<UInt64>? in
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return nil }
+            if try zeroInsideMemoryPiece(clipped) { return clipped }
             try willChange(pieces: 0)
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
             return clipped
         }
+    }
+
+    /// Zeroes `range` in place when it lies strictly inside one RAM piece (bytes of the
+    /// piece on both sides of it), which a hole would cut in two
+    /// (`changeInsideMemoryPiece`). A range that reaches a piece's end frees its bytes as
+    /// a hole does.
+    private func zeroInsideMemoryPiece(_ range: Range<UInt64>) throws(FSError) -> Bool {
+        guard let i = extents.floor(range.lowerBound), case .inMemory(let bytes) = extents.value(at: i) else { return false }
+        let start = extents.key(at: i)
+        guard range.lowerBound > start, range.upperBound < start + UInt64(bytes.count) else { return false }
+        return try changeInsideMemoryPiece(range) { $0.initializeMemory(as: UInt8.self, repeating: 0) }
     }
 
     /// Makes `range` read as zeros, freeing what it stored (FALLOC_FL_ZERO_RANGE). Without
@@ -27,6 +39,7 @@ extension OffloadedFile {
             if !keepSize { extendWithHole(to: range.upperBound) }
             let clipped = range.clamped(to: 0..<sizeBytes)
             guard !clipped.isEmpty else { return sizeBytes > old ? old..<sizeBytes : nil }
+            if sizeBytes == old, try zeroInsideMemoryPiece(clipped) { return clipped }
             replace(clipped, with: [.repeatingBytes(value: 0, count: clipped.length)])
             // What changed: the zeroed range, and the hole up to it when the file grew
             // (then the range ends at the new size). Nothing else: the record holds no
