@@ -298,6 +298,49 @@ final class VolumeFullImageTests: XCTestCase {
         XCTAssertFalse(reopened.isReadOnly, "the next mount is read-only: \(reopened.report.warnings)")
     }
 
+    /// Writes inside RAM pieces, then a file that fills the image (thirty-seventh
+    /// session): a write strictly inside a RAM piece changes it in place, and its record's
+    /// bytes, past an inline extent's, go to a block of their own at the commit, which
+    /// must find them. (They are admitted as a new piece's bytes are, `admitsMemoryPiece`;
+    /// the commit's load, which each operation's admission holds room for, covers them
+    /// too: this passes without that call.)
+    func testWritesInsideRamPiecesThenAFullImageDoNotFailTheVolume() throws {
+        let storage = MemoryImageStorage(maximumBytes: Int(Self.capacity))
+        let fileSystem = try VolumeFileSystem.create(storage: storage, capacity: .set(Self.capacity),
+                                                     memoryLimiter: MemoryLimiter(limitBytes: 64 << 20))
+        let fs = fileSystem.namespace
+        var files: [(InodeNumber, FileHandle)] = []
+        for i in 0..<100 {
+            let (file, handle) = try fs.create(parent: .root, name: FileName("s\(i)"), mode: 0o100644, flags: O_RDWR,
+                                               context: .root)
+            XCTAssertEqual(try Self.write(fs, file.inode, handle, at: 0, [UInt8](repeating: 1, count: 4000)), 4000)
+            files.append((file.inode, handle))
+        }
+        _ = try fs.commitIfChanged()
+        for (inode, handle) in files {
+            XCTAssertEqual(try Self.write(fs, inode, handle, at: 1000, [UInt8](repeating: 2, count: 2000)), 2000)
+        }
+        let (big, bigHandle) = try fs.create(parent: .root, name: FileName("big"), mode: 0o100644, flags: O_RDWR,
+                                             context: .root)
+        var offset: UInt64 = 0
+        while offset < Self.capacity {
+            do {
+                offset += UInt64(try Self.write(fs, big.inode, bigHandle, at: offset, [UInt8](repeating: 9, count: 4096)))
+            } catch {
+                XCTAssertEqual(error as? FSError, .noSpace)
+                break
+            }
+        }
+        XCTAssertNoThrow(try fs.commitIfChanged())
+        XCTAssertNil(fileSystem.volume.failure, "the commit of the writes inside RAM pieces failed the volume")
+        let expected = [UInt8](repeating: 1, count: 1000) + [UInt8](repeating: 2, count: 2000) + [UInt8](repeating: 1, count: 1000)
+        for (index, (inode, handle)) in files.enumerated() {
+            XCTAssertEqual(try fs.read(inode: inode, handle: handle, offset: 0, count: 4000), expected, "file \(index)")
+            fs.release(inode: inode, handle: handle)
+        }
+        fs.release(inode: big.inode, handle: bigHandle)
+    }
+
     /// When the opening commit found no room, `VolumeFileSystem` means to serve the image
     /// read-only; but `VolumeNamespace.init` drops orphans through `perform`, which
     /// throws the volume's failure: the mount fails altogether.

@@ -330,12 +330,16 @@ public final class OffloadedFile: @unchecked Sendable {
     /// punched inside one zeroes its bytes, as ext4 zeroes a hole inside a block: cut in
     /// two, the piece was charged a second overhead past the limit (the review's finding:
     /// 2,000 one-byte holes in a piece of 4,000 bytes, a byte apart, took `held_bytes`
-    /// to 47 times a 64 KiB limit). The change's record carries the range's new bytes.
+    /// to 47 times a 64 KiB limit). The change's record carries the range's new bytes,
+    /// which a commit writes out as a new RAM piece's: admitted as a write's piece is
+    /// (`FileBlockStore.admitsMemoryPiece`, the blocks a commit places them in), or the
+    /// change takes the usual way (`VolumeFullImageTests`).
     func changeInsideMemoryPiece(_ range: Range<UInt64>,
                                  _ change: (UnsafeMutableRawBufferPointer) -> Void) throws(FSError) -> Bool {
         guard !range.isEmpty, range.upperBound <= sizeBytes, let i = extents.floor(range.lowerBound) else { return false }
         let start = extents.key(at: i)
-        guard case .inMemory(var bytes) = extents.value(at: i), range.upperBound <= start + UInt64(bytes.count) else {
+        guard case .inMemory(var bytes) = extents.value(at: i), range.upperBound <= start + UInt64(bytes.count),
+              store.admitsMemoryPiece(byteCount: Int(range.length)) else {
             return false
         }
         try willChange(pieces: 1, memoryBytes: Int(range.length))
