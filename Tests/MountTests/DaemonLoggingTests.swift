@@ -67,13 +67,7 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
         let listener = try DatagramListener(name: fixture.root + "/log.sock")
         self.listener = listener
         let environment = ["OFFLOADFS_SYSLOG_SOCKET": listener.name]
-        let mount = try BoundedRun.program(try XCTUnwrap(DaemonBinary.path), [
-            "mount", fixture.mountPoint, "--backing", fixture.image, "--size", "64M", "--log-level", "debug",
-        ], environment: environment, timeout: 60)
-        XCTAssertTrue(mount.succeeded, mount.transcript)
-        XCTAssertTrue(try fixture.sh("echo x > f && cat f").succeeded)
-        let unmount = try BoundedRun.offloadfs(["unmount", fixture.mountPoint], timeout: 60)
-        XCTAssertTrue(unmount.succeeded, unmount.transcript)
+        try mountInTheBackgroundWriteAndUnmount(environment: environment)
         let final = listener.wait(timeout: 5) { $0.contains(MountTestFormat.finalLogLine) }
         XCTAssertNotNil(final, "\(listener.messages.map(\.text))")
         let texts = listener.messages.map(\.text)
@@ -85,10 +79,7 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
         XCTAssertTrue(texts.contains { $0.hasPrefix("<31>") }, "--log-level debug reaches syslog: \(texts)")
 
         // A background mount that fails says why on the terminal and in the log.
-        let refused = try BoundedRun.program(try XCTUnwrap(DaemonBinary.path), [
-            "mount", fixture.mountPoint, "--backing", fixture.root + "/other.img", "--size", "64M", "-o", "no_such_option",
-        ], environment: environment, timeout: 60)
-        XCTAssertEqual(refused.status, 1, refused.transcript)
+        try refusedBackgroundMount(environment: environment)
         XCTAssertNotNil(listener.wait(timeout: 5) { $0.hasPrefix("<27>") && $0.contains("mount failed") && $0.contains("no_such_option") },
                         "the error as one <27> (daemon.err) line: \(listener.messages.map(\.text))")
     }
@@ -101,23 +92,33 @@ final class DaemonLoggingTests: ListeningDaemonTestCase {
         let kernelLog = fixture.root + "/kmsg"
         XCTAssertTrue(FileManager.default.createFile(atPath: kernelLog, contents: nil))
         let environment = ["OFFLOADFS_SYSLOG_SOCKET": fixture.root + "/no-syslog.sock", "OFFLOADFS_KMSG": kernelLog]
-        let binary = try XCTUnwrap(DaemonBinary.path)
-        let mount = try BoundedRun.program(binary, [
+        try mountInTheBackgroundWriteAndUnmount(environment: environment)
+        let quiet = try String(contentsOfFile: kernelLog, encoding: .utf8)
+        XCTAssertFalse(quiet.contains("<30>") || quiet.contains("<31>"), "no info or debug lines in the kernel's log: \(quiet)")
+
+        try refusedBackgroundMount(environment: environment)
+        let lines = try String(contentsOfFile: kernelLog, encoding: .utf8).split(separator: "\n")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("<27>offloadfs[") && $0.contains("mount failed") && $0.contains("no_such_option") },
+                      "the error as one <27> (daemon.err) line: \(lines)")
+    }
+
+    /// `offloadfs mount` in the background (`--log-level debug`) with `environment`, a
+    /// file written and read, and `offloadfs unmount`.
+    private func mountInTheBackgroundWriteAndUnmount(environment: [String: String]) throws {
+        let mount = try BoundedRun.program(try XCTUnwrap(DaemonBinary.path), [
             "mount", fixture.mountPoint, "--backing", fixture.image, "--size", "64M", "--log-level", "debug",
         ], environment: environment, timeout: 60)
         XCTAssertTrue(mount.succeeded, mount.transcript)
         XCTAssertTrue(try fixture.sh("echo x > f && cat f").succeeded)
         let unmount = try BoundedRun.offloadfs(["unmount", fixture.mountPoint], timeout: 60)
         XCTAssertTrue(unmount.succeeded, unmount.transcript)
-        let quiet = try String(contentsOfFile: kernelLog, encoding: .utf8)
-        XCTAssertFalse(quiet.contains("<30>") || quiet.contains("<31>"), "no info or debug lines in the kernel's log: \(quiet)")
+    }
 
-        let refused = try BoundedRun.program(binary, [
+    /// A background mount that libfuse refuses (an unknown `-o` option): status 1.
+    private func refusedBackgroundMount(environment: [String: String]) throws {
+        let refused = try BoundedRun.program(try XCTUnwrap(DaemonBinary.path), [
             "mount", fixture.mountPoint, "--backing", fixture.root + "/other.img", "--size", "64M", "-o", "no_such_option",
         ], environment: environment, timeout: 60)
         XCTAssertEqual(refused.status, 1, refused.transcript)
-        let lines = try String(contentsOfFile: kernelLog, encoding: .utf8).split(separator: "\n")
-        XCTAssertTrue(lines.contains { $0.hasPrefix("<27>offloadfs[") && $0.contains("mount failed") && $0.contains("no_such_option") },
-                      "the error as one <27> (daemon.err) line: \(lines)")
     }
 }

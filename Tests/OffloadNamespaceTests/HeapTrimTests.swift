@@ -45,10 +45,8 @@ final class HeapTrimTests: XCTestCase {
     func testATickWithoutACommitGivesBackWhatWasFreedSince() throws {
         _ = offloadfs_release_free_memory()
         guard ProcessMemory.anonymousResidentBytes() != nil else { throw XCTSkip("no /proc/self/statm") }
-        var (kept, freed) = Self.largeChunksAmongSmallOnes()
+        let kept = Self.freedChunksAmongKeptOnes()
         defer { for pointer in kept { pointer.deallocate() } }
-        for pointer in freed { pointer.deallocate() }
-        freed = []
         XCTAssertGreaterThan(UInt64(offloadfs_heap_free_bytes()), 60 * Self.MiB, "the freed chunks are free in the heap")
         let trim = HeapTrim()
         XCTAssertNil(trim.withoutCommit(atRest: false, budget: .max, holdings: (5, 1)), "under load, within the budget: no look")
@@ -59,26 +57,28 @@ final class HeapTrimTests: XCTestCase {
                      "nothing freed since (the pages given back stay counted free)")
         XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)),
                      "the look on the tick after a change finds nothing freed either")
-        var (kept2, freed2) = Self.largeChunksAmongSmallOnes()
+        let kept2 = Self.freedChunksAmongKeptOnes()
         defer { for pointer in kept2 { pointer.deallocate() } }
-        for pointer in freed2 { pointer.deallocate() }
-        freed2 = []
         XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (4, 0)), "the holdings did not change: no look")
         XCTAssertNotNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)),
                         "they did: the chunks were used (the memory grew) and freed again")
         // Memory a change frees after the tick that saw it (a file unloaded after its
         // handle went) goes back on the next tick, which looks again.
-        var (kept3, freed3) = Self.largeChunksAmongSmallOnes()
+        let kept3 = Self.freedChunksAmongKeptOnes()
         defer { for pointer in kept3 { pointer.deallocate() } }
-        for pointer in freed3 { pointer.deallocate() }
-        freed3 = []
         XCTAssertNotNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)),
                         "the tick after a change looks again and gives back what was freed since")
-        var (kept4, freed4) = Self.largeChunksAmongSmallOnes()
+        let kept4 = Self.freedChunksAmongKeptOnes()
         defer { for pointer in kept4 { pointer.deallocate() } }
-        for pointer in freed4 { pointer.deallocate() }
-        freed4 = []
         XCTAssertNil(trim.withoutCommit(atRest: true, budget: .max, holdings: (3, 0)), "and only that one tick")
+    }
+
+    /// `largeChunksAmongSmallOnes` with the large chunks freed at once; returns the small
+    /// ones, for the caller to free.
+    private static func freedChunksAmongKeptOnes() -> [UnsafeMutableRawPointer] {
+        let (kept, freed) = largeChunksAmongSmallOnes()
+        for pointer in freed { pointer.deallocate() }
+        return kept
     }
 
     /// 20,000 chunks of 4,000 bytes freed among 5,000 small ones kept (one after every
