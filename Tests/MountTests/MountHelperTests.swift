@@ -66,7 +66,7 @@ final class MountHelperTests: PrivateNamespaceTestCase {
             step bad-option mount -t offloadfs "$img" "$mnt" -o no_such_option
             step bad-zero-size mount -t fuse.offloadfs "$img" "$mnt" -o size=0
             step bad-read-only-size mount -t fuse.offloadfs "$img" "$mnt" -o ro,size=64M
-            step too-small mount -t fuse.offloadfs "$ROOT/small.bin" "$mnt" -o size=1
+            step too-small mount -t fuse.offloadfs "$ROOT/small.bin" "$mnt" -o size=1,format=2
             step bad-mounts mounts
             """)
         XCTAssertTrue(result.succeeded, result.transcript)

@@ -164,6 +164,24 @@ final class BlockReferenceTreeTests: XCTestCase {
         XCTAssertEqual(try tree.allRuns(), [])
     }
 
+    /// A damaged image's run past the image's end, released (as a fuzzed image's file
+    /// extent released 1.7e13 blocks at a commit): the summaries' update refuses it as
+    /// damage instead of listing every group up to it, which asked for 3 GiB and ended
+    /// the fuzzer out of memory (`Tests/FuzzRegressions/format2-blocks-past-the-image-freed-at-a-commit`).
+    func testChangesPastTheImagesEndAreRefusedAtTheSummaries() throws {
+        let pages = MemoryTreePages(firstBlock: 1_000_000)
+        let tree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: pages, imageID: 9, treeID: 2, root: nil),
+                                      blocksPerGroup: 64)
+        tree.blockLimit = 1_000
+        let far: Range<UInt64> = 2_000..<3_000
+        try tree.insertAllocated(far, use: .data)
+        XCTAssertEqual(try tree.release(far), [far])
+        XCTAssertThrowsError(try tree.updateGroupSummaries()) { error in
+            guard case FSError.damagedImage(let why) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(why.contains("past the image's end"), why)
+        }
+    }
+
     /// A change that cannot get the blocks it needs changes nothing: all of them are taken
     /// before the first run is removed (the review's case: releasing block 5 of run 0..<10
     /// removed the run, then failed to insert its pieces, leaving blocks 0..<10 free).

@@ -217,6 +217,10 @@ extension BlockReferenceTree {
     @discardableResult
     public func updateGroupSummaries() throws(FSError) -> Int {
         guard !touched.isEmpty else { return 0 }
+        if let past = touched.covered(in: blockLimit..<Self.pendingFreeBase).first {
+            throw .damagedImage("block tree: blocks \(past) past the image's end (block \(blockLimit)) changed "
+                                + "(a damaged run, pending free or extent)")
+        }
         var piecesByGroup: [UInt64: [Range<UInt64>]] = [:]
         for range in touched.covered(in: 0..<Self.pendingFreeBase) {
             for (group, piece) in pieces(of: range) { piecesByGroup[group, default: []].append(piece) }

@@ -45,6 +45,11 @@ public final class BlockReferenceTree {
     /// change of many items (a tree path per item) is far more than it uses, and would
     /// have to come out of the commit's node pool all at once.
     public var reservesBlocksPerChange = true
+    /// The end of the blocks the image has (`BlockSpace.endBlock`): a change past it comes
+    /// from a damaged image (a run or pending free of its block tree, an extent of its
+    /// filesystem tree), and `updateGroupSummaries` refuses it rather than summarise every
+    /// group up to it (a fuzzed image's 1.7e13 blocks asked for 3 GiB).
+    public var blockLimit = pendingFreeBase
     /// What the changes since the summaries were last brought up to date
     /// (`updateGroupSummaries`) did to the free space: the blocks they flipped (`touched`),
     /// those among them that were free when first touched, the groups whose longest free

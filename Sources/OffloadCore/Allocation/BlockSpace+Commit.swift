@@ -182,8 +182,14 @@ extension BlockSpace {
         for change in Self.joinedReferenceChanges(changes) {
             switch change {
             case .allocate: preconditionFailure("allocations are recorded above")
-            case .retain(let blocks): try blockTree.retain(blocks)
-            case .release(let blocks): freed += try blockTree.release(blocks)
+            case .retain(let blocks), .release(let blocks):
+                // A damaged image's extent may name blocks past the image, in a run of its
+                // damaged block tree: what they free would be summarised group by group (a
+                // fuzzed image's release of 1.7e13 blocks asked for 3 GiB at the commit).
+                guard blocks.lowerBound >= firstBlock, blocks.upperBound <= endBlock else {
+                    throw .damagedImage("a file's extent names blocks \(blocks), outside the block space \(firstBlock)..<\(endBlock)")
+                }
+                if case .retain = change { try blockTree.retain(blocks) } else { freed += try blockTree.release(blocks) }
             }
         }
         try blockTree.removePendingBlocks(reused)

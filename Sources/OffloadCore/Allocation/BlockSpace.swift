@@ -192,6 +192,7 @@ public final class BlockSpace {
         blockTreePages = BlockTreePoolPages(io: io, blocks: firstBlock..<endBlock)
         blockTree = BlockReferenceTree(tree: try CopyOnWriteTree(pages: blockTreePages, imageID: imageID, treeID: blockTreeID, root: root),
                                        blocksPerGroup: blocksPerGroup)
+        blockTree.blockLimit = endBlock
         loaded = LoadedBlockGroups(capacity: maximumLoadedGroups)
         committedGeneration = root?.generation ?? 0
         settledMirror.store(committedGeneration, ordering: .relaxed)
