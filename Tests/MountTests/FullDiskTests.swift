@@ -126,7 +126,14 @@ final class FullDiskTests: XCTestCase {
         XCTAssertTrue(fill.error.contains("No space left on device"), "setup: the disk is full: \(fill.transcript)")
         defer { unlink(disk + "/other") }
         try startDaemon(["--size", "48M"])
-        let log = daemon?.log ?? ""
+        // The daemon logs the open's warnings after the mount appears: read the log once
+        // they are there (it was read at once, and failed 2 runs in 12 beside a CI run).
+        var log = daemon?.log ?? ""
+        let deadline = Date().addingTimeInterval(10)
+        while !log.contains("no room left for a commit"), Date() < deadline {
+            usleep(50_000)
+            log = daemon?.log ?? ""
+        }
         XCTAssertTrue(log.contains("the disk holding the image has no room left for a commit"), log)
         XCTAssertTrue(log.contains("free space on that disk and mount it again"), log)
         XCTAssertFalse(log.contains("--size 56M gives a commit room enough"), log)
